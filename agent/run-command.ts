@@ -1,0 +1,52 @@
+import { spawn } from 'node:child_process';
+
+export interface CommandOutcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  outputTail: string;
+}
+
+const TAIL_BYTES = 4096;
+
+// Runs a command in its own process group so a timeout kills everything it started, and keeps
+// only the tail of its output: that is what goes into a signed result.
+export function runCommand(command: string, args: string[], options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number }): Promise<CommandOutcome> {
+  return new Promise((resolve) => {
+    const keepBytes = options.keepBytes ?? TAIL_BYTES;
+    let tail = Buffer.alloc(0);
+    const keep = (chunk: Buffer): void => {
+      tail = Buffer.concat([tail, chunk]);
+      if (tail.length > keepBytes) tail = tail.subarray(tail.length - keepBytes);
+    };
+    let child;
+    try {
+      child = spawn(command, args, { env: options.env ?? process.env, cwd: options.cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (error) {
+      resolve({ code: null, signal: null, timedOut: false, outputTail: `cannot start ${command}: ${(error as Error).message}` });
+      return;
+    }
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, options.timeoutMs);
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    child.on('error', (error) => keep(Buffer.from(`\n${command}: ${error.message}\n`)));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, timedOut, outputTail: tail.toString('utf8') });
+    });
+  });
+}
+
+export function describeFailure(what: string, outcome: CommandOutcome, timeoutMs: number): string {
+  if (outcome.timedOut) return `${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was killed`;
+  if (outcome.signal) return `${what} was killed by ${outcome.signal}`;
+  return `${what} exited with code ${outcome.code}`;
+}

@@ -1,0 +1,33 @@
+import { parseFlags, renderHelp } from '../shared/cli/flags.js';
+import { createLogger } from '../shared/log.js';
+import { coordinatorCommand, coordinatorOptionsSchema } from './options.js';
+import { startCoordinator } from './server.js';
+
+export async function runCoordinatorCommand(argv: string[]): Promise<number> {
+  const parsed = parseFlags(coordinatorCommand, argv, coordinatorOptionsSchema);
+  if (parsed.help) {
+    console.log(renderHelp(coordinatorCommand));
+    return 0;
+  }
+  const options = parsed.value;
+  const logger = createLogger('coordinator', options.logLevel);
+  const coordinator = await startCoordinator({
+    dataDir: options.dataDir,
+    listen: options.listen,
+    port: options.port,
+    maxPayload: options.maxPayload,
+    idleUnloadMs: options.idleUnload * 1000,
+    logger,
+  });
+  // The first stdout line is machine-readable so tests and scripts can find a port chosen with --port 0.
+  console.log(JSON.stringify({ event: 'listening', url: coordinator.url, port: coordinator.port }));
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ event: 'coordinator-stopping', signal }, 'stopping');
+      coordinator.close().then(resolve, resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  return 0;
+}

@@ -1,0 +1,167 @@
+import * as Y from 'yjs';
+import { Awareness, encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
+import type { WebSocket } from 'ws';
+import type { Logger } from '../shared/log.js';
+import { parseDocName } from '../shared/documents/names.js';
+import type { UpdateLog } from './update-log.js';
+import { awarenessMessage, send } from './wire.js';
+
+// One in-memory copy per open document. Every sync message of a document runs through its
+// queue, one at a time: an update is applied, appended to the log (fsync) and only then broadcast
+// or answered to anyone, so whatever a peer has seen from the coordinator survives a crash.
+export interface HostedDocument {
+  name: string;
+  doc: Y.Doc;
+  awareness: Awareness;
+  connections: Map<WebSocket, Set<number>>;
+  run<T>(task: () => Promise<T> | T): Promise<T>;
+  broken: boolean;
+}
+
+export interface DocumentHost {
+  acquire(name: string, ws: WebSocket): Promise<HostedDocument>;
+  release(hosted: HostedDocument, ws: WebSocket): void;
+  acceptUpdate(hosted: HostedDocument, update: Uint8Array, principal: string, origin: WebSocket): Promise<Uint8Array | null>;
+  openDocuments(): number;
+  closeAll(): Promise<void>;
+}
+
+// Desired documents keep full history (gc off) so auditors can take snapshots; status documents
+// are rewritten often and keep their history in the update log instead.
+export function garbageCollects(name: string): boolean {
+  return parseDocName(name)?.role === 'status';
+}
+
+export interface PresenceChange {
+  document: string;
+  online: boolean;
+  states: Map<number, unknown>;
+}
+
+export function createDocumentHost(
+  log: UpdateLog,
+  logger: Logger,
+  idleUnloadMs: number,
+  onPresence?: (change: PresenceChange) => void,
+): DocumentHost {
+  const hosted = new Map<string, Promise<HostedDocument>>();
+  const unloadTimers = new Map<string, NodeJS.Timeout>();
+
+  async function load(name: string): Promise<HostedDocument> {
+    const doc = new Y.Doc({ gc: garbageCollects(name) });
+    const entries = await log.read(name);
+    // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
+    Y.transact(doc, () => {
+      for (const entry of entries) Y.applyUpdate(doc, entry.update, 'log');
+    });
+    const awareness = new Awareness(doc);
+    awareness.setLocalState(null);
+    let tail: Promise<unknown> = Promise.resolve();
+    const connections = new Map<WebSocket, Set<number>>();
+    // Awareness carries liveness: remember which client ids each connection announced, so they
+    // are removed when it closes, and forward every change to all peers of the document.
+    awareness.on('update', ({ added, updated, removed }: { added: number[]; updated: number[]; removed: number[] }, origin: unknown) => {
+      const owned = connections.get(origin as WebSocket);
+      if (owned) {
+        for (const id of added) owned.add(id);
+        for (const id of removed) owned.delete(id);
+      }
+      const changed = [...added, ...updated, ...removed];
+      const message = awarenessMessage(encodeAwarenessUpdate(awareness, changed));
+      for (const peer of connections.keys()) send(peer, message);
+      onPresence?.({ document: name, online: awareness.getStates().size > 0, states: awareness.getStates() });
+    });
+    const document: HostedDocument = {
+      name,
+      doc,
+      awareness,
+      connections,
+      broken: false,
+      run(task) {
+        const result = tail.then(task);
+        tail = result.catch(() => undefined);
+        return result;
+      },
+    };
+    logger.debug({ event: 'document-loaded', document: name, entries: entries.length }, 'document loaded');
+    return document;
+  }
+
+  function unload(name: string): void {
+    const pending = hosted.get(name);
+    hosted.delete(name);
+    unloadTimers.delete(name);
+    void pending?.then((document) => {
+      document.awareness.destroy();
+      document.doc.destroy();
+      logger.debug({ event: 'document-unloaded', document: name }, 'document unloaded');
+    });
+  }
+
+  return {
+    async acquire(name, ws) {
+      const timer = unloadTimers.get(name);
+      if (timer) {
+        clearTimeout(timer);
+        unloadTimers.delete(name);
+      }
+      let pending = hosted.get(name);
+      if (!pending) {
+        pending = load(name);
+        hosted.set(name, pending);
+        pending.catch(() => hosted.delete(name));
+      }
+      const document = await pending;
+      document.connections.set(ws, new Set());
+      return document;
+    },
+
+    release(document, ws) {
+      const ids = document.connections.get(ws);
+      document.connections.delete(ws);
+      if (ids && ids.size > 0) {
+        removeAwarenessStates(document.awareness, [...ids], null);
+      }
+      if (document.connections.size === 0 && !unloadTimers.has(document.name) && hosted.has(document.name)) {
+        unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
+      }
+    },
+
+    async acceptUpdate(document, update, principal, origin) {
+      const emitted: Uint8Array[] = [];
+      const capture = (u: Uint8Array): void => {
+        emitted.push(u);
+      };
+      document.doc.on('update', capture);
+      try {
+        Y.applyUpdate(document.doc, update, origin);
+      } finally {
+        document.doc.off('update', capture);
+      }
+      // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
+      if (emitted.length === 0) return null;
+      const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+      try {
+        await log.append(document.name, principal, delta);
+      } catch (error) {
+        // Memory now holds something the log does not: drop this copy so the next connection
+        // reloads from the log, and close everyone so clients resend what they have.
+        document.broken = true;
+        logger.error({ event: 'log-append-failed', document: document.name, err: error }, 'update log append failed; reloading document');
+        hosted.delete(document.name);
+        for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
+        throw error;
+      }
+      return delta;
+    },
+
+    openDocuments() {
+      return hosted.size;
+    },
+
+    async closeAll() {
+      for (const timer of unloadTimers.values()) clearTimeout(timer);
+      for (const name of [...hosted.keys()]) unload(name);
+    },
+  };
+}

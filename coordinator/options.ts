@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { bytesFlag, secondsFlag, type CommandSpec } from '../shared/cli/flags.js';
+
+export const coordinatorCommand: CommandSpec = {
+  name: 'coordinator',
+  summary: 'serve the fleet documents over the y-websocket protocol and keep an append-only log of every update',
+  usage: 'outpost coordinator --data-dir DIR [--listen HOST] [--port N]',
+  flags: [
+    { name: 'data-dir', kind: 'string', placeholder: 'DIR', description: 'where the update log (LevelDB) lives', defaultText: './outpost-coordinator' },
+    { name: 'listen', kind: 'string', placeholder: 'HOST', description: 'address to listen on', defaultText: '127.0.0.1' },
+    { name: 'port', kind: 'string', placeholder: 'N', description: 'TCP port (0 picks a free one and prints it)', defaultText: '8420' },
+    { name: 'max-payload', kind: 'string', placeholder: 'BYTES', description: 'largest websocket message accepted; bigger ones close the connection', defaultText: '1048576' },
+    { name: 'idle-unload', kind: 'string', placeholder: 'SECONDS', description: 'unload a document from memory this long after its last connection closes', defaultText: '30' },
+    { name: 'log-level', kind: 'string', placeholder: 'LEVEL', description: 'trace, debug, info, warn or error', defaultText: 'info' },
+  ],
+  examples: ['outpost coordinator --data-dir /var/lib/outpost-coordinator --listen 0.0.0.0 --port 8420'],
+};
+
+export const coordinatorOptionsSchema = z.object({
+  dataDir: z.string().min(1).default('./outpost-coordinator'),
+  listen: z.string().min(1).default('127.0.0.1'),
+  port: z.coerce.number({ message: 'expected a port number' }).int().min(0).max(65535).default(8420),
+  maxPayload: bytesFlag(1024 * 1024),
+  idleUnload: secondsFlag(30),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+});
+export type CoordinatorOptions = z.infer<typeof coordinatorOptionsSchema>;

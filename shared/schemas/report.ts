@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import { signatureSchema } from '../crypto/signatures.js';
+import { activationActionSchema, generationSchema, hostIdSchema, isoTimeSchema, storePathSchema } from './primitives.js';
+
+export const agentPhaseSchema = z.enum([
+  'idle',
+  'waiting-for-window',
+  'downloading',
+  'activating',
+  'confirming',
+  'applied',
+  'failed',
+  'rolled-back',
+]);
+export type AgentPhase = z.infer<typeof agentPhaseSchema>;
+
+export const resultOutcomeSchema = z.enum(['applied', 'failed', 'refused', 'rolled-back']);
+export type ResultOutcome = z.infer<typeof resultOutcomeSchema>;
+
+const generationRefSchema = z.object({ generation: generationSchema, closure: storePathSchema });
+export type GenerationRef = z.infer<typeof generationRefSchema>;
+
+// One signed line in the host's append-only results array. `seq` counts up per host so a
+// replayed result is detectable; `intentDigest` ties it to the exact signed intent it answers.
+export const resultSchema = z.object({
+  kind: z.literal('result'),
+  host: hostIdSchema,
+  seq: z.number().int().nonnegative(),
+  at: isoTimeSchema,
+  outcome: resultOutcomeSchema,
+  generation: generationSchema,
+  closure: storePathSchema,
+  action: activationActionSchema,
+  intentDigest: z.string().regex(/^[0-9a-f]{64}$/),
+  reason: z.string().max(2000),
+  outputTail: z.string().max(8192),
+});
+export type Result = z.infer<typeof resultSchema>;
+
+export const signedResultSchema = z.object({ result: resultSchema, signature: signatureSchema });
+export type SignedResult = z.infer<typeof signedResultSchema>;
+
+// The agent's current state: one JSON value under one key, rewritten only when it changes.
+export const statusSchema = z.object({
+  kind: z.literal('status'),
+  host: hostIdSchema,
+  seq: z.number().int().nonnegative(),
+  updatedAt: isoTimeSchema,
+  phase: agentPhaseSchema,
+  applied: generationRefSchema.nullable(),
+  target: generationRefSchema.nullable(),
+  lastResultSeq: z.number().int().nonnegative().nullable(),
+  agentVersion: z.string().max(64),
+});
+export type Status = z.infer<typeof statusSchema>;
+
+export const signedStatusSchema = z.object({ status: statusSchema, signature: signatureSchema });
+export type SignedStatus = z.infer<typeof signedStatusSchema>;

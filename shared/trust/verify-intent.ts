@@ -1,0 +1,103 @@
+import type { SignedIntent } from '../schemas/intent.js';
+import type { HostId } from '../schemas/primitives.js';
+import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
+
+export type RefusalCode = 'unknown-signer' | 'bad-signature' | 'wrong-host' | 'expired' | 'not-yet-valid' | 'rollback' | 'equivocation';
+
+export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
+
+export interface IntentCheckContext {
+  host: HostId;
+  trustedAdminKeys: ReadonlySet<string>;
+  now: number;
+  // Allowed clock difference for issuedAt in the future (admin and host clocks drift).
+  clockSkewMs?: number;
+}
+
+export function intentDigest(signed: SignedIntent): string {
+  return envelopeDigest('intent', signed);
+}
+
+// Checks what a single intent can prove about itself: who signed it, for which host, and when it
+// is valid. Ordering against other intents (rollback, equivocation) is decided by selectIntent.
+export function verifyIntent(signed: SignedIntent, context: IntentCheckContext): IntentVerdict {
+  const { intent } = signed;
+  const trusted = signed.signatures.filter((s) => context.trustedAdminKeys.has(s.publicKey));
+  if (trusted.length === 0) {
+    return { ok: false, code: 'unknown-signer', reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key` };
+  }
+  if (!trusted.some((s) => verifyPayloadSignature('intent', intent, s))) {
+    return { ok: false, code: 'bad-signature', reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged` };
+  }
+  if (intent.host !== context.host) {
+    return { ok: false, code: 'wrong-host', reason: `intent is for host ${intent.host}, this is ${context.host}` };
+  }
+  const expires = Date.parse(intent.expiresAt);
+  if (!(expires > context.now)) {
+    return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
+  }
+  if (Date.parse(intent.issuedAt) > context.now + (context.clockSkewMs ?? 5 * 60_000)) {
+    return { ok: false, code: 'not-yet-valid', reason: `intent issued in the future (${intent.issuedAt}); check the admin's or this host's clock` };
+  }
+  return { ok: true };
+}
+
+export interface IntentCandidate {
+  signed: SignedIntent;
+  digest: string;
+}
+
+export interface IntentSelection {
+  chosen: IntentCandidate | null;
+  refused: { candidate: IntentCandidate; code: RefusalCode; reason: string }[];
+  superseded: IntentCandidate[];
+}
+
+// Picks the newest valid intent above the floor (the highest generation applied or attempted).
+// Two different valid intents with one generation are an equivocation: both are refused,
+// deterministically, whichever order they arrived in.
+export function selectIntent(intents: SignedIntent[], context: IntentCheckContext & { floorGeneration: number; appliedDigest: string | null }): IntentSelection {
+  const selection: IntentSelection = { chosen: null, refused: [], superseded: [] };
+  const valid: IntentCandidate[] = [];
+  const seen = new Set<string>();
+  for (const signed of intents) {
+    const candidate = { signed, digest: intentDigest(signed) };
+    if (seen.has(candidate.digest)) continue;
+    seen.add(candidate.digest);
+    const verdict = verifyIntent(signed, context);
+    if (!verdict.ok) {
+      selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
+      continue;
+    }
+    if (signed.intent.generation <= context.floorGeneration) {
+      if (candidate.digest !== context.appliedDigest) {
+        selection.refused.push({
+          candidate,
+          code: 'rollback',
+          reason: `generation ${signed.intent.generation} is not above generation ${context.floorGeneration} already applied or attempted on this host`,
+        });
+      }
+      continue;
+    }
+    valid.push(candidate);
+  }
+  const byGeneration = new Map<number, IntentCandidate[]>();
+  for (const candidate of valid) {
+    const list = byGeneration.get(candidate.signed.intent.generation) ?? [];
+    list.push(candidate);
+    byGeneration.set(candidate.signed.intent.generation, list);
+  }
+  const generations = [...byGeneration.keys()].sort((a, b) => b - a);
+  for (const generation of generations) {
+    const list = byGeneration.get(generation)!;
+    if (list.length > 1) {
+      for (const candidate of list) {
+        selection.refused.push({ candidate, code: 'equivocation', reason: `${list.length} different signed intents claim generation ${generation}; refusing all of them` });
+      }
+      continue;
+    }
+    if (!selection.chosen) selection.chosen = list[0]!;
+    else selection.superseded.push(list[0]!);
+  }
+  return selection;
+}
