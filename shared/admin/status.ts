@@ -53,8 +53,6 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const options = parsed.value;
-  // Each document connection registers an exit listener inside y-websocket.
-  process.setMaxListeners(0);
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,

@@ -18,6 +18,8 @@ export interface ConnectOptions {
 // A stock y-websocket client, so agents use exactly what browsers use. BroadcastChannel is off:
 // in one Node process it would let two providers of the same room sync behind the server's back.
 export function connectDocument(serverUrl: string, name: string, options: ConnectOptions = {}): DocumentConnection {
+  // y-websocket adds one process 'exit' listener per provider; many documents are normal here.
+  if (process.getMaxListeners() !== 0) process.setMaxListeners(0);
   const doc = options.doc ?? new Y.Doc({ gc: parseDocName(name)?.role === 'status' });
   const provider = new WebsocketProvider(serverUrl, name, doc, {
     WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
@@ -30,6 +32,8 @@ export function connectDocument(serverUrl: string, name: string, options: Connec
     provider,
     close() {
       provider.destroy();
+      // provider.destroy() leaves the awareness' own check interval running.
+      provider.awareness.destroy();
     },
   };
 }

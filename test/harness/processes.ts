@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// Real processes of the real CLI, as an operator would run them.
+export const OUTPOST_CLI = fileURLToPath(new URL('../../shared/cli/outpost.js', import.meta.url));
+
+export function temporaryDirectory(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `outpost-${prefix}-`));
+}
+
+export function removeDirectory(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [OUTPOST_CLI, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  logFile: string;
+  logs(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+// Starts a long-running outpost command; its stderr (pino JSON lines) goes to logFile and is kept
+// in memory for assertions.
+export function startDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): DaemonProcess {
+  const child = spawn(process.execPath, [OUTPOST_CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const file = createWriteStream(logFile, { flags: 'a' });
+  let text = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    text += d.toString();
+    file.write(d);
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    text += d.toString();
+    file.write(d);
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => {
+    file.end();
+    resolve(code);
+  }));
+  return {
+    child,
+    logFile,
+    logs: () => text,
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown = null;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+}
+
+// Starts a coordinator on a free port and waits for its "listening" line.
+export async function startCoordinatorProcess(dataDir: string, logFile: string, port = 0, extra: string[] = []): Promise<DaemonProcess & { url: string; port: number }> {
+  const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile);
+  const line = await waitFor('coordinator to listen', () => daemon.logs().split('\n').find((l) => l.startsWith('{"event":"listening"')), 20_000);
+  const { url, port: actual } = JSON.parse(line) as { url: string; port: number };
+  return Object.assign(daemon, { url, port: actual });
+}

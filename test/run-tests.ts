@@ -1,0 +1,82 @@
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+
+// Runs every compiled *.test.js in its own process (integration tests start servers and Nix
+// builds; isolation keeps one file's leftovers out of the next), two at a time on CI's two
+// cores, then sums uvu's totals into the closing "N passed, N failed" line.
+const root = fileURLToPath(new URL('.', import.meta.url));
+const filter = process.argv[2];
+
+function findTests(dir: string): string[] {
+  return readdirSync(dir)
+    .flatMap((name) => {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) return findTests(path);
+      return name.endsWith('.test.js') ? [path] : [];
+    })
+    .sort();
+}
+
+interface FileOutcome {
+  file: string;
+  passed: number;
+  failed: number;
+  skipped: number;
+  seconds: number;
+  output: string;
+  code: number | null;
+}
+
+const ANSI = /\u001b\[[0-9;]*m/g;
+
+function runFile(file: string): Promise<FileOutcome> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--enable-source-maps', file], { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10 * 60_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const text = output.replace(ANSI, '');
+      const number = (label: string): number => [...text.matchAll(new RegExp(`${label}:\\s+(\\d+)`, 'g'))].reduce((sum, m) => sum + Number(m[1]), 0);
+      const total = number('Total');
+      const passed = number('Passed');
+      const skipped = number('Skipped');
+      let failed = total - passed - skipped;
+      // A file that crashed or printed no totals counts as one failure, never as silence.
+      if ((code !== 0 || total === 0) && failed === 0) failed = 1;
+      resolve({ file, passed, failed, skipped, seconds: (Date.now() - started) / 1000, output: text, code });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const files = findTests(root).filter((f) => !filter || f.includes(filter));
+  const outcomes: FileOutcome[] = [];
+  let next = 0;
+  const workers = Math.max(1, Math.min(Number(process.env.OUTPOST_TEST_JOBS ?? 2), cpus().length, files.length));
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < files.length) {
+        const file = files[next++]!;
+        const outcome = await runFile(file);
+        outcomes.push(outcome);
+        const name = relative(root, file);
+        console.log(`${outcome.failed === 0 ? 'ok  ' : 'FAIL'} ${name}  (${outcome.passed} passed, ${outcome.failed} failed, ${outcome.seconds.toFixed(1)} s)`);
+        if (outcome.failed > 0 || process.env.OUTPOST_TEST_VERBOSE) console.log(outcome.output.split('\n').map((l) => `     ${l}`).join('\n'));
+      }
+    }),
+  );
+  const passed = outcomes.reduce((s, o) => s + o.passed, 0);
+  const failed = outcomes.reduce((s, o) => s + o.failed, 0);
+  const skipped = outcomes.reduce((s, o) => s + o.skipped, 0);
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exitCode = failed === 0 && files.length > 0 ? 0 : 1;
+}
+
+void main();
