@@ -57,6 +57,22 @@ function byteCountSchema(minimum: number) {
     .pipe(z.number().int().min(minimum, minimum > 0 ? 'must be greater than 0' : 'must not be negative').max(Number.MAX_SAFE_INTEGER));
 }
 
+export interface Narinfo {
+  storePath: string;
+  // Relative to the substituter URL, e.g. nar/<hash>.nar.xz.
+  url: string;
+  compression: string;
+  fileHash?: string;
+  fileSize?: number;
+  narHash: string;
+  narSize: number;
+  // Base names (<hash>-<name>), as the narinfo lists them; a path may list itself.
+  references: string[];
+  deriver?: string;
+  sigs: string[];
+  ca?: string;
+}
+
 // Field names are the narinfo's own, so a validation error names the line a person would look at.
 const narinfoFieldsSchema = z
   .object({
@@ -85,7 +101,7 @@ const narinfoFieldsSchema = z
     Sig: z.array(z.string().regex(/^[\x21-\x7e]{1,1024}$/, 'expected name:base64')).max(NARINFO_MAX_SIGS, `more than ${NARINFO_MAX_SIGS} Sig lines`),
     CA: z.string().regex(/^[\x21-\x7e]{1,1024}$/, 'expected a content address such as fixed:r:sha256:…').optional(),
   })
-  .transform((fields) => ({
+  .transform((fields): Narinfo => ({
     storePath: fields.StorePath,
     url: fields.URL,
     compression: fields.Compression,
@@ -98,8 +114,6 @@ const narinfoFieldsSchema = z
     sigs: fields.Sig,
     ca: fields.CA,
   }));
-
-export type Narinfo = z.output<typeof narinfoFieldsSchema>;
 
 const REQUIRED_FIELDS = ['StorePath', 'URL', 'NarHash', 'NarSize'] as const;
 
@@ -374,6 +388,7 @@ export async function fetchNarinfo(substituterUrl: string, storePath: string, op
   }
 }
 
+// timeoutMs and maxBytes apply to each narinfo; pass signal for a deadline on the whole walk.
 export interface ClosureFetchOptions extends NarinfoFetchOptions {
   // Refuse closures beyond this many paths instead of walking a hostile reference graph forever.
   maxPaths?: number;
