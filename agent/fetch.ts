@@ -25,7 +25,10 @@ export async function realiseClosure(closure: string, config: FetchConfig): Prom
     '--option', 'substituters', config.substituters.join(' '),
     '--option', 'trusted-public-keys', config.trustedCacheKeys.join(' '),
     '--option', 'require-sigs', 'true',
+    // Never trust Nix's local narinfo cache: a path that appeared since, or a cache URL now
+    // served by another machine, must be looked up afresh.
     '--option', 'narinfo-cache-negative-ttl', '0',
+    '--option', 'narinfo-cache-positive-ttl', '0',
     '--option', 'fallback', 'false',
     '--option', 'max-jobs', '0',
   ];

@@ -1,4 +1,24 @@
-// placeholder until shared/nix/narinfo.ts lands
-export async function verifyClosureSignatures(_closure: string, _substituters: string[], _keys: string[]): Promise<{ ok: true } | { ok: false; reason: string }> {
-  return { ok: true };
+import { closureNarinfos, verifyNarinfo, type Narinfo } from '../shared/nix/narinfo.js';
+
+export type ClosureVerdict = { ok: true; paths: number; narBytes: number; substituter: string } | { ok: false; reason: string };
+
+// Our own check of every narinfo in the closure, before Nix downloads anything: the fingerprint
+// signed by a pinned cache key, in addition to Nix's own check. It also yields the closure's size.
+export async function verifyClosureSignatures(closure: string, substituters: string[], trustedCacheKeys: string[], timeoutMs = 60_000): Promise<ClosureVerdict> {
+  const problems: string[] = [];
+  for (const substituter of substituters) {
+    let infos: Narinfo[];
+    try {
+      infos = await closureNarinfos(substituter, closure, { timeoutMs });
+    } catch (error) {
+      problems.push(`${substituter}: ${(error as Error).message}`);
+      continue;
+    }
+    for (const info of infos) {
+      const verdict = verifyNarinfo(info, trustedCacheKeys);
+      if (!verdict.ok) return { ok: false, reason: `${info.storePath} from ${substituter}: ${verdict.reason}` };
+    }
+    return { ok: true, paths: infos.length, narBytes: infos.reduce((sum, i) => sum + i.narSize, 0), substituter };
+  }
+  return { ok: false, reason: `no substituter has the closure: ${problems.join('; ')}` };
 }
