@@ -1,0 +1,123 @@
+# How the NixOS module options of each daemon become its command line, as data.
+#
+# The modules (nix/modules/*.nix) build their ExecStart from `argsFor`, and the offline test
+# (test/nixos-module.test.ts, through nix/tests/eval-modules.nix) reads the same tables and
+# compares them with the CLI's own flag tables (agentCommand in agent/options.ts,
+# coordinatorCommand in coordinator/options.ts, relayCommand in coordinator/relay-options.ts):
+# a CLI flag that no option reaches fails the test, and so does a flag here that the CLI does not
+# accept (the service would refuse to start).
+#
+# Pure Nix, builtins only: it must evaluate without nixpkgs.
+let
+  inherit (builtins)
+    attrNames
+    concatLists
+    concatMap
+    elem
+    filter
+    isBool
+    isList
+    toString
+    ;
+
+  # One CLI flag: `option` is the attribute of services.outpost-<role> that sets it.
+  # Rendering: null → flag left out (the CLI default applies); bool → bare `--flag` when true;
+  # list → the flag repeated once per element; anything else → `--flag VALUE`.
+  render =
+    flag: value:
+    if value == null then
+      [ ]
+    else if isBool value then
+      (if value then [ "--${flag}" ] else [ ])
+    else if isList value then
+      concatMap (v: [
+        "--${flag}"
+        (toString v)
+      ]) value
+    else
+      [
+        "--${flag}"
+        (toString value)
+      ];
+
+  isSet = value: !(value == null || value == false || value == [ ]);
+in
+rec {
+  roles = {
+    agent = {
+      command = "agent";
+      optionPath = "services.outpost-agent";
+      flags = [
+        { flag = "host"; option = "hostId"; }
+        { flag = "key"; option = "keyFile"; }
+        { flag = "coordinator"; option = "coordinators"; }
+        { flag = "admin-key"; option = "adminKeys"; }
+        { flag = "substituter"; option = "substituters"; }
+        { flag = "trusted-cache-key"; option = "trustedCacheKeys"; }
+        { flag = "store"; option = "store"; }
+        { flag = "profile"; option = "profile"; }
+        { flag = "state-dir"; option = "stateDir"; }
+        { flag = "fetch-timeout"; option = "fetchTimeout"; }
+        { flag = "activation-timeout"; option = "activationTimeout"; }
+        { flag = "log-level"; option = "logLevel"; }
+        { flag = "reboot-window"; option = "rebootWindow"; }
+        { flag = "maintenance-window"; option = "maintenanceWindow"; }
+        { flag = "health-check"; option = "healthChecks"; }
+        { flag = "confirm-timeout"; option = "confirmTimeout"; }
+      ];
+      # Flags the CLI does not accept yet. Issue 4 (reboot and maintenance windows, health checks
+      # after activation) adds them; until then their options exist, so host configurations can
+      # be written now, but they are NOT passed to the agent (it rejects unknown flags) and the
+      # module warns when one is set. When the CLI accepts a flag, delete it here: the test fails
+      # until you do, because the flag would otherwise be unreachable.
+      pending = {
+        "reboot-window" = "issue 4: reboot only inside this window";
+        "maintenance-window" = "issue 4: activate only inside this window";
+        "health-check" = "issue 4: commands that must succeed after activation";
+        "confirm-timeout" = "issue 4: how long health checks may take before rolling back";
+      };
+    };
+
+    coordinator = {
+      command = "coordinator";
+      optionPath = "services.outpost-coordinator";
+      flags = [
+        { flag = "data-dir"; option = "stateDir"; }
+        { flag = "listen"; option = "listen"; }
+        { flag = "port"; option = "port"; }
+        { flag = "max-payload"; option = "maxPayload"; }
+        { flag = "idle-unload"; option = "idleUnload"; }
+        { flag = "log-level"; option = "logLevel"; }
+      ];
+      pending = { };
+    };
+
+    # `outpost relay` is issue 5. These are the flags it is expected to take; once
+    # coordinator/relay-options.ts exports relayCommand the test compares them like the others.
+    relay = {
+      command = "relay";
+      optionPath = "services.outpost-relay";
+      flags = [
+        { flag = "upstream"; option = "upstreams"; }
+        { flag = "data-dir"; option = "stateDir"; }
+        { flag = "listen"; option = "listen"; }
+        { flag = "port"; option = "port"; }
+        { flag = "log-level"; option = "logLevel"; }
+      ];
+      pending = { };
+    };
+  };
+
+  # The flags of a role that are passed on the command line today.
+  activeFlags = role: filter (e: !(elem e.flag (attrNames role.pending))) role.flags;
+
+  # cfg (config.services.outpost-<role>) → argv after `outpost <command>`.
+  argsFor = role: cfg: concatLists (map (e: render e.flag cfg.${e.option}) (activeFlags role));
+
+  # Options of pending flags that the configuration sets: the module turns them into warnings.
+  pendingSet =
+    role: cfg:
+    filter (e: elem e.flag (attrNames role.pending) && isSet cfg.${e.option}) role.flags;
+
+  inherit render;
+}

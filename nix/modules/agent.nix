@@ -1,0 +1,371 @@
+# services.outpost-agent: applies the signed deployment intents of this host with Nix.
+#
+# Evaluation never happens on the host: the agent fetches a closure that CI built, copied to the
+# signed cache and named in a signed intent (`outpost deploy`), then runs its
+# bin/switch-to-configuration. See docs/nixos.md.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.outpost-agent;
+  flags = import ../lib/flags.nix;
+  role = flags.roles.agent;
+  inherit (lib) mkIf mkOption types;
+
+  # A file the agent reads at run time. A string, never a Nix path: a path literal would be
+  # copied into the world-readable Nix store.
+  absolutePath = types.strMatching "/.+";
+  window = types.strMatching "[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]";
+
+  outpost = "${cfg.package}/bin/outpost";
+  argv = flags.argsFor role cfg ++ cfg.extraArgs;
+  execLine = "${outpost} agent ${lib.escapeShellArgs argv}";
+
+  # nix-store / nix-env / nix for fetching and setting the profile.
+  unitPath = [
+    config.nix.package
+    pkgs.coreutils
+  ];
+  unitEnvironment = {
+    HOME = "/root";
+    NODE_ENV = "production";
+  };
+
+  # Identifies what the agent runs (package, options, PATH, environment). The running agent
+  # writes the one it was started with to /run/outpost-agent/running, the active system carries
+  # the current one in /etc/outpost/agent.fingerprint; when they differ after a switch the agent
+  # is restarted (see restartAfterSwitch).
+  fingerprint = builtins.hashString "sha256" (
+    builtins.concatStringsSep "\n" (
+      [ execLine ]
+      ++ map toString unitPath
+      ++ lib.mapAttrsToList (name: value: "${name}=${value}") unitEnvironment
+    )
+  );
+  runningFile = "/run/outpost-agent/running";
+  fingerprintFile = "/etc/outpost/agent.fingerprint";
+in
+{
+  options.services.outpost-agent = {
+    enable = lib.mkEnableOption "the Outpost agent, which applies this host's signed deployment intents";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage <outpost>/nix/package.nix { }";
+      description = "The outpost package whose `outpost agent` runs.";
+    };
+
+    hostId = mkOption {
+      type = types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      example = "clinic-1";
+      description = ''
+        This host's id in the fleet (the `H` of `outpost deploy --host H`): 1-63 lowercase
+        letters, digits or dashes.
+      '';
+    };
+
+    keyFile = mkOption {
+      type = absolutePath;
+      default = "${cfg.stateDir}/host.key";
+      defaultText = lib.literalExpression ''"''${config.services.outpost-agent.stateDir}/host.key"'';
+      example = "/var/lib/outpost-agent/host.key";
+      description = ''
+        This host's Ed25519 key file; results and status are signed with it. A path string read
+        at run time, never copied into the Nix store. Created with `outpost keygen` on first start
+        when {option}`services.outpost-agent.generateKey` is set; its public key is printed to the
+        journal.
+      '';
+    };
+
+    generateKey = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Create {option}`services.outpost-agent.keyFile` with `outpost keygen` when it does not
+        exist. Turn off when the key is provisioned by other means (sops-nix, agenix, an image).
+      '';
+    };
+
+    coordinators = mkOption {
+      type = types.listOf types.str;
+      example = [
+        "wss://relay.clinic-1.example.org"
+        "wss://fleet.example.org"
+      ];
+      description = ''
+        Sync endpoints, `ws://` or `wss://`: the site's relay, or the coordinator itself. The
+        agent currently syncs through the first entry; list the nearest endpoint first.
+      '';
+    };
+
+    adminKeys = mkOption {
+      type = types.listOf types.str;
+      example = [ "X/L1G2uWjtGN5PBhrQqweSaWIXB3D+QvRjLzDCrHl2g=" ];
+      description = ''
+        Base64 Ed25519 public keys of the admins whose intents this host trusts (printed by
+        `outpost keygen`). Public keys: they may live in the Nix store.
+      '';
+    };
+
+    substituters = mkOption {
+      type = types.listOf types.str;
+      example = [ "https://cache.example.org" ];
+      description = ''
+        Binary caches the closures are fetched from (`http://`, `https://` or `file://`). They
+        replace the machine-wide substituters for the agent's fetches.
+      '';
+    };
+
+    trustedCacheKeys = mkOption {
+      type = types.listOf types.str;
+      example = [ "cache.example.org-1:0Plg+xy/uTp8Bdgo9bLRuem4H9I4GwfGVdSDR2u8KAU=" ];
+      description = ''
+        Nix public keys (`NAME:BASE64`, as in `trusted-public-keys`) that must sign every fetched
+        path. Pinned: the machine-wide list is not used for the agent's fetches.
+      '';
+    };
+
+    store = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/outpost-test-store";
+      description = ''
+        Install into a separate store root (a chroot store) instead of the system store. For
+        tests and demos only; leave unset on real hosts.
+      '';
+    };
+
+    profile = mkOption {
+      type = absolutePath;
+      default = "/nix/var/nix/profiles/system";
+      description = "The system profile the agent sets before running `switch-to-configuration`.";
+    };
+
+    stateDir = mkOption {
+      type = types.strMatching "/var/lib/[^/].*";
+      default = "/var/lib/outpost-agent";
+      description = ''
+        Where the agent persists its phase, counters and signed status (systemd's
+        `StateDirectory`, so it must be under /var/lib).
+      '';
+    };
+
+    fetchTimeout = mkOption {
+      type = types.ints.positive;
+      default = 86400;
+      description = "Seconds after which fetching a closure is given up (slow links are normal).";
+    };
+
+    activationTimeout = mkOption {
+      type = types.ints.positive;
+      default = 600;
+      description = "Seconds after which `switch-to-configuration` is given up and rolled back.";
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "trace"
+        "debug"
+        "info"
+        "warn"
+        "error"
+      ];
+      default = "info";
+      description = "Log level; logs are JSON lines in the journal (`journalctl -u outpost-agent`).";
+    };
+
+    rebootWindow = mkOption {
+      type = types.nullOr window;
+      default = null;
+      example = "02:00-04:00";
+      description = ''
+        Local time window `HH:MM-HH:MM` in which the agent may reboot the host when an activation
+        needs it (`--reboot-window`). Not accepted by the CLI yet (issue 4): setting it only
+        produces a warning.
+      '';
+    };
+
+    maintenanceWindow = mkOption {
+      type = types.nullOr window;
+      default = null;
+      example = "22:00-06:00";
+      description = ''
+        Local time window `HH:MM-HH:MM` outside of which no activation starts
+        (`--maintenance-window`). Not accepted by the CLI yet (issue 4): setting it only produces
+        a warning.
+      '';
+    };
+
+    healthChecks = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "systemctl is-active nginx.service"
+        "curl -sf http://127.0.0.1/healthz"
+      ];
+      description = ''
+        Commands that must succeed after an activation, or the agent rolls back
+        (`--health-check`, once per command). Not accepted by the CLI yet (issue 4): setting them
+        only produces a warning.
+      '';
+    };
+
+    confirmTimeout = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 300;
+      description = ''
+        Seconds the health checks may take to pass before the activation is rolled back
+        (`--confirm-timeout`). Not accepted by the CLI yet (issue 4): setting it only produces a
+        warning.
+      '';
+    };
+
+    restartAfterSwitch = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Restart the agent into the new version once a switch it performed changed its package or
+        options and it has reported the result. The switch itself never stops the agent (its
+        unit has `restartIfChanged = false`); a path unit watching the agent's state file
+        triggers `outpost-agent-upgrade.service`, which restarts the agent when it is idle and
+        its command line differs from the active system's.
+      '';
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = ''
+        Extra arguments appended to `outpost agent`. Every CLI flag already has an option; this is
+        an escape hatch for testing a newer CLI.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.coordinators != [ ];
+        message = "services.outpost-agent.coordinators: give at least one sync endpoint (relay or coordinator).";
+      }
+      {
+        assertion = cfg.adminKeys != [ ];
+        message = "services.outpost-agent.adminKeys: without an admin key no intent can be trusted.";
+      }
+      {
+        assertion = cfg.substituters != [ ] && cfg.trustedCacheKeys != [ ];
+        message = "services.outpost-agent: give substituters and trustedCacheKeys; unsigned paths are never installed.";
+      }
+    ];
+
+    warnings = map (
+      e:
+      "services.outpost-agent.${e.option} is set, but this outpost does not accept --${e.flag} yet (${role.pending.${e.flag}}); it is ignored."
+    ) (flags.pendingSet role cfg);
+
+    environment.etc."outpost/agent.fingerprint".text = fingerprint;
+
+    systemd.services.outpost-agent = {
+      description = "Outpost agent: applies this host's signed deployment intents";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [
+        "network-online.target"
+        "nix-daemon.socket"
+      ];
+      path = unitPath;
+      environment = unitEnvironment;
+
+      # The agent runs switch-to-configuration as its own child: if the switch restarted or
+      # stopped this unit it would kill the agent and the switch with it. Instead the agent keeps
+      # running old code until outpost-agent-upgrade restarts it, after it has reported.
+      restartIfChanged = false;
+      stopIfChanged = false;
+      # Same for a configuration that no longer enables the agent: it is gone after the reboot.
+      unitConfig.X-StopOnRemoval = false;
+      startLimitIntervalSec = 0;
+
+      script = ''
+        ${lib.optionalString cfg.generateKey ''
+          if [ ! -e ${lib.escapeShellArg cfg.keyFile} ]; then
+            ${outpost} keygen --out ${lib.escapeShellArg cfg.keyFile} --name ${lib.escapeShellArg cfg.hostId}
+          fi
+        ''}
+        echo ${fingerprint} > ${runningFile}
+        exec ${execLine}
+      '';
+
+      serviceConfig = {
+        Type = "simple";
+        # Root: switch-to-configuration changes the whole system. No sandboxing that would
+        # restrict what an activation may do.
+        User = "root";
+        Restart = "always";
+        RestartSec = "10s";
+        StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+        StateDirectoryMode = "0700";
+        RuntimeDirectory = "outpost-agent";
+        RuntimeDirectoryMode = "0700";
+        UMask = "0077";
+        # Logs (JSON lines on stderr) go to the journal.
+        StandardOutput = "journal";
+        StandardError = "journal";
+        TimeoutStopSec = "30s";
+      };
+    };
+
+    systemd.services.outpost-agent-upgrade = mkIf cfg.restartAfterSwitch {
+      description = "Restart the Outpost agent into the active system's version";
+      path = [
+        pkgs.coreutils
+        pkgs.jq
+        config.systemd.package
+      ];
+      serviceConfig.Type = "oneshot";
+      script = ''
+        expected=$(cat ${fingerprintFile} 2>/dev/null || true)
+        running=$(cat ${runningFile} 2>/dev/null || true)
+        if [ -z "$expected" ] || [ "$expected" = "$running" ]; then exit 0; fi
+        if ! systemctl is-active --quiet outpost-agent.service; then exit 0; fi
+        phase=$(jq -r '.phase // "idle"' ${lib.escapeShellArg "${cfg.stateDir}/state.json"} 2>/dev/null || echo unknown)
+        case "$phase" in
+          downloading|activating|confirming|unknown)
+            echo "outpost-agent is busy ($phase); it is restarted once it is idle"
+            exit 0
+            ;;
+        esac
+        echo "outpost-agent runs an older command line than the active system's (phase $phase): restarting it"
+        systemctl restart --no-block outpost-agent.service
+      '';
+    };
+
+    # Every phase change rewrites state.json: after a switch, the write that records the result
+    # triggers the check above.
+    systemd.paths.outpost-agent-upgrade = mkIf cfg.restartAfterSwitch {
+      description = "Watch the Outpost agent's state for finished switches";
+      wantedBy = [ "multi-user.target" ];
+      pathConfig = {
+        PathChanged = "${cfg.stateDir}/state.json";
+        Unit = "outpost-agent-upgrade.service";
+      };
+    };
+
+    # Fallback in case a path event was missed.
+    systemd.timers.outpost-agent-upgrade = mkIf cfg.restartAfterSwitch {
+      description = "Periodically check that the Outpost agent runs the active system's version";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "10min";
+        OnUnitInactiveSec = "15min";
+      };
+    };
+  };
+}

@@ -1,0 +1,118 @@
+# services.outpost-coordinator: the sync server every admin, relay and agent talks to, with its
+# append-only update log. It holds no key and is not trusted: intents and results are signed by
+# admins and hosts. See docs/nixos.md.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.outpost-coordinator;
+  flags = import ../lib/flags.nix;
+  role = flags.roles.coordinator;
+  inherit (lib) mkIf mkOption types;
+in
+{
+  options.services.outpost-coordinator = {
+    enable = lib.mkEnableOption "the Outpost coordinator (sync server and update log)";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage <outpost>/nix/package.nix { }";
+      description = "The outpost package whose `outpost coordinator` runs.";
+    };
+
+    listen = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      example = "0.0.0.0";
+      description = ''
+        Address to listen on. The default keeps it behind a TLS reverse proxy on the same host
+        (agents and relays connect with `wss://`); use `0.0.0.0` or `::` to serve directly.
+      '';
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8420;
+      description = "TCP port of the websocket and HTTP API.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open {option}`services.outpost-coordinator.port` in the firewall.";
+    };
+
+    stateDir = mkOption {
+      type = types.strMatching "/var/lib/[^/].*";
+      default = "/var/lib/outpost-coordinator";
+      description = ''
+        Where the update log (LevelDB) lives (`--data-dir`). systemd's `StateDirectory`, owned by
+        the service's transient user, so it must be under /var/lib. Back it up.
+      '';
+    };
+
+    maxPayload = mkOption {
+      type = types.ints.positive;
+      default = 1048576;
+      description = "Largest websocket message accepted, in bytes; bigger ones close the connection.";
+    };
+
+    idleUnload = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds after a document's last connection closes before it is unloaded from memory.";
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "trace"
+        "debug"
+        "info"
+        "warn"
+        "error"
+      ];
+      default = "info";
+      description = "Log level; logs are JSON lines in the journal (`journalctl -u outpost-coordinator`).";
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Extra arguments appended to `outpost coordinator` (escape hatch; every flag has an option).";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    warnings = map (
+      e:
+      "services.outpost-coordinator.${e.option} is set, but this outpost does not accept --${e.flag} yet (${role.pending.${e.flag}}); it is ignored."
+    ) (flags.pendingSet role cfg);
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
+
+    systemd.services.outpost-coordinator = {
+      description = "Outpost coordinator: fleet sync server and update log";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      environment.NODE_ENV = "production";
+      script = ''
+        exec ${cfg.package}/bin/outpost coordinator ${lib.escapeShellArgs (flags.argsFor role cfg ++ cfg.extraArgs)}
+      '';
+      serviceConfig = import ../lib/hardening.nix { inherit (cfg) port; } // {
+        Type = "simple";
+        Restart = "on-failure";
+        RestartSec = "5s";
+        StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+        StateDirectoryMode = "0700";
+        StandardOutput = "journal";
+        StandardError = "journal";
+      };
+    };
+  };
+}
