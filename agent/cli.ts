@@ -3,6 +3,7 @@ import { parseFlags, renderHelp } from '../shared/cli/flags.js';
 import { createLogger } from '../shared/log.js';
 import { agentCommand, agentOptionsSchema } from './options.js';
 import { startAgent } from './run-agent.js';
+import { verifyIntent } from '../shared/trust/verify-intent.js';
 
 export async function runAgentCommand(argv: string[]): Promise<number> {
   const parsed = parseFlags(agentCommand, argv, agentOptionsSchema);
@@ -13,11 +14,12 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const options = parsed.value;
   const logger = createLogger('agent', options.logLevel);
   const key = await readKeyFile(options.key);
+  const trustedAdminKeys = new Set(options.adminKey);
   const agent = await startAgent({
     host: options.host,
     key,
     coordinators: options.coordinator,
-    adminKeys: new Set(options.adminKey),
+    verifyIntent: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
     substituters: options.substituter,
     trustedCacheKeys: options.trustedCacheKey,
     store: options.store,

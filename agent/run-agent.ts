@@ -4,7 +4,7 @@ import type { Logger } from '../shared/log.js';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
-import { selectIntent } from '../shared/trust/verify-intent.js';
+import { selectIntent, type IntentVerifier } from '../shared/trust/verify-intent.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { AgentPhase, ResultOutcome } from '../shared/schemas/report.js';
 import { loadAgentState, saveAgentState, type AgentState } from './state.js';
@@ -22,7 +22,8 @@ export interface AgentConfig {
   host: string;
   key: SigningKey;
   coordinators: string[];
-  adminKeys: ReadonlySet<string>;
+  // Whether one intent may be installed here; the trust model (admin keys, later the policy) lives behind it.
+  verifyIntent: IntentVerifier;
   substituters: string[];
   trustedCacheKeys: string[];
   store?: string;
@@ -209,7 +210,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     for (const entry of malformed) logger.warn({ event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error }, 'ignoring malformed entry');
     const selection = selectIntent(
       entries.map((e) => e.signed),
-      { host: config.host, trustedAdminKeys: config.adminKeys, now: Date.now(), floorGeneration: state.floorGeneration, appliedDigest: state.applied?.digest ?? null },
+      { verify: config.verifyIntent, floorGeneration: state.floorGeneration, appliedDigest: state.applied?.digest ?? null },
     );
     const handled = new Set(state.handledDigests);
     for (const refusal of selection.refused) {

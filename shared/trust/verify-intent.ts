@@ -56,7 +56,10 @@ export interface IntentSelection {
 // Picks the newest valid intent above the floor (the highest generation applied or attempted).
 // Two different valid intents with one generation are an equivocation: both are refused,
 // deterministically, whichever order they arrived in.
-export function selectIntent(intents: SignedIntent[], context: IntentCheckContext & { floorGeneration: number; appliedDigest: string | null }): IntentSelection {
+// Decides whether one intent, on its own, may be installed on this host (signers, binding, time).
+export type IntentVerifier = (signed: SignedIntent) => IntentVerdict;
+
+export function selectIntent(intents: SignedIntent[], context: { verify: IntentVerifier; floorGeneration: number; appliedDigest: string | null }): IntentSelection {
   const selection: IntentSelection = { chosen: null, refused: [], superseded: [] };
   const valid: IntentCandidate[] = [];
   const seen = new Set<string>();
@@ -64,7 +67,7 @@ export function selectIntent(intents: SignedIntent[], context: IntentCheckContex
     const candidate = { signed, digest: intentDigest(signed) };
     if (seen.has(candidate.digest)) continue;
     seen.add(candidate.digest);
-    const verdict = verifyIntent(signed, context);
+    const verdict = context.verify(signed);
     if (!verdict.ok) {
       selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
       continue;

@@ -24,10 +24,11 @@ function intent(overrides: Partial<Intent> = {}): Intent {
   };
 }
 
-const context = { host: 'h1', trustedAdminKeys: new Set([admin.publicKey]), now, floorGeneration: 0, appliedDigest: null };
+const checks = { host: 'h1', trustedAdminKeys: new Set([admin.publicKey]), now };
+const context = { verify: (signed: ReturnType<typeof signIntent>) => verifyIntent(signed, checks), floorGeneration: 0, appliedDigest: null };
 
 test('accepts a well-formed intent from a trusted admin', () => {
-  assert.equal(verifyIntent(signIntent(intent(), admin), context), { ok: true });
+  assert.equal(verifyIntent(signIntent(intent(), admin), checks), { ok: true });
 });
 
 test('refuses unknown signer, altered intent, other host, expired, future-issued', () => {
@@ -39,7 +40,7 @@ test('refuses unknown signer, altered intent, other host, expired, future-issued
     ['not-yet-valid', signIntent(intent({ issuedAt: new Date(now + 3_600_000).toISOString(), expiresAt: new Date(now + 7_200_000).toISOString() }), admin)],
   ];
   for (const [code, signed] of cases) {
-    const verdict = verifyIntent(signed, context);
+    const verdict = verifyIntent(signed, checks);
     assert.is(verdict.ok, false, code);
     if (!verdict.ok) assert.is(verdict.code, code);
   }
