@@ -1,5 +1,6 @@
 import { parseFlags, renderHelp } from '../shared/cli/flags.js';
 import { createLogger } from '../shared/log.js';
+import { readKeyFile } from '../shared/crypto/keys.js';
 import { coordinatorCommand, coordinatorOptionsSchema } from './options.js';
 import { startCoordinator } from './server.js';
 
@@ -18,6 +19,10 @@ export async function runCoordinatorCommand(argv: string[]): Promise<number> {
     maxPayload: options.maxPayload,
     idleUnloadMs: options.idleUnload * 1000,
     logger,
+    orgRootKeys: options.orgRoot,
+    timestampKey: options.timestampKey ? await readKeyFile(options.timestampKey) : undefined,
+    timestampIntervalMs: options.timestampInterval * 1000,
+    tls: options.tlsCert && options.tlsKey ? { certFile: options.tlsCert, keyFile: options.tlsKey } : undefined,
   });
   // The first stdout line is machine-readable so tests and scripts can find a port chosen with --port 0.
   console.log(JSON.stringify({ event: 'listening', url: coordinator.url, port: coordinator.port }));

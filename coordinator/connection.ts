@@ -1,3 +1,4 @@
+import * as Y from 'yjs';
 import * as decoding from 'lib0/decoding';
 import * as syncProtocol from 'y-protocols/sync';
 import * as awarenessProtocol from 'y-protocols/awareness';
@@ -9,12 +10,23 @@ import type { DocumentHost, HostedDocument } from './hosted-documents.js';
 const PING_INTERVAL_MS = 30_000;
 
 export class ProtocolError extends Error {}
+export class WriteRefused extends Error {}
+
+function updateAddsNothing(document: HostedDocument, update: Uint8Array): boolean {
+  try {
+    return Y.snapshotContainsUpdate(Y.snapshot(document.doc), update);
+  } catch {
+    return false;
+  }
+}
 
 export interface ConnectionContext {
   documentName: string;
   principal: string;
   host: DocumentHost;
   logger: Logger;
+  // Asked for every update, so a policy change applies to open connections at once.
+  mayWrite: () => boolean;
   onUpdateAccepted?: (document: string, bytes: number) => void;
 }
 
@@ -31,6 +43,12 @@ async function handleSync(ws: WebSocket, document: HostedDocument, decoder: deco
     throw new ProtocolError(`unknown sync message type ${subtype}`);
   }
   const update = decoding.readVarUint8Array(decoder);
+  if (!context.mayWrite()) {
+    // A reader's step 2 carries what it holds; when that adds nothing it is not a write.
+    if (updateAddsNothing(document, update)) return;
+    context.logger.warn({ event: 'write-refused', document: document.name, principal: context.principal, bytes: update.length }, 'refusing a write to a document this connection may only read');
+    throw new WriteRefused(`${context.principal} may not write ${document.name}`);
+  }
   let delta: Uint8Array | null;
   try {
     delta = await context.host.acceptUpdate(document, update, context.principal, ws);
@@ -38,10 +56,7 @@ async function handleSync(ws: WebSocket, document: HostedDocument, decoder: deco
     if (document.broken) return;
     throw new ProtocolError(`malformed update: ${(error as Error).message}`);
   }
-  if (!delta) return;
-  context.onUpdateAccepted?.(document.name, delta.length);
-  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-  for (const peer of document.connections.keys()) if (peer !== ws) send(peer, message);
+  if (delta) context.onUpdateAccepted?.(document.name, delta.length);
 }
 
 function closeForProtocolError(ws: WebSocket, context: ConnectionContext, reason: string): void {
@@ -86,7 +101,10 @@ export function serveConnection(ws: WebSocket, context: ConnectionContext): void
       case MESSAGE_SYNC:
         current
           .run(() => (closed ? undefined : handleSync(ws, current, decoder, context)))
-          .catch((error: Error) => closeForProtocolError(ws, context, error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`));
+          .catch((error: Error) => {
+            if (error instanceof WriteRefused) ws.close(1008, 'write not permitted on this document');
+            else closeForProtocolError(ws, context, error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`);
+          });
         return;
       case MESSAGE_AWARENESS:
         try {

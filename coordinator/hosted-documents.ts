@@ -2,9 +2,10 @@ import * as Y from 'yjs';
 import { Awareness, encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
 import type { WebSocket } from 'ws';
 import type { Logger } from '../shared/log.js';
-import { parseDocName } from '../shared/documents/names.js';
+import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { UpdateLog } from './update-log.js';
-import { awarenessMessage, send } from './wire.js';
+import * as syncProtocol from 'y-protocols/sync';
+import { awarenessMessage, send, syncMessage } from './wire.js';
 
 // One in-memory copy per open document. Every sync message of a document runs through its
 // queue, one at a time: an update is applied, appended to the log (fsync) and only then broadcast
@@ -21,16 +22,14 @@ export interface HostedDocument {
 export interface DocumentHost {
   acquire(name: string, ws: WebSocket): Promise<HostedDocument>;
   release(hosted: HostedDocument, ws: WebSocket): void;
-  acceptUpdate(hosted: HostedDocument, update: Uint8Array, principal: string, origin: WebSocket): Promise<Uint8Array | null>;
+  // Applies, logs (fsync) and broadcasts one update; call inside the document's queue.
+  acceptUpdate(hosted: HostedDocument, update: Uint8Array, principal: string, origin: WebSocket | null): Promise<Uint8Array | null>;
+  // Keeps a document loaded for the coordinator's own use (fleet documents it reads or writes).
+  pin(name: string): Promise<HostedDocument>;
   openDocuments(): number;
   closeAll(): Promise<void>;
 }
 
-// Desired documents keep full history (gc off) so auditors can take snapshots; status documents
-// are rewritten often and keep their history in the update log instead.
-export function garbageCollects(name: string): boolean {
-  return parseDocName(name)?.role === 'status';
-}
 
 export interface PresenceChange {
   document: string;
@@ -46,9 +45,10 @@ export function createDocumentHost(
 ): DocumentHost {
   const hosted = new Map<string, Promise<HostedDocument>>();
   const unloadTimers = new Map<string, NodeJS.Timeout>();
+  const pinned = new Set<string>();
 
   async function load(name: string): Promise<HostedDocument> {
-    const doc = new Y.Doc({ gc: garbageCollects(name) });
+    const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
     const entries = await log.read(name);
     // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
     Y.transact(doc, () => {
@@ -122,7 +122,7 @@ export function createDocumentHost(
       if (ids && ids.size > 0) {
         removeAwarenessStates(document.awareness, [...ids], null);
       }
-      if (document.connections.size === 0 && !unloadTimers.has(document.name) && hosted.has(document.name)) {
+      if (document.connections.size === 0 && !pinned.has(document.name) && !unloadTimers.has(document.name) && hosted.has(document.name)) {
         unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
       }
     },
@@ -152,7 +152,20 @@ export function createDocumentHost(
         for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
         throw error;
       }
+      const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+      for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
       return delta;
+    },
+
+    async pin(name) {
+      pinned.add(name);
+      let pending = hosted.get(name);
+      if (!pending) {
+        pending = load(name);
+        hosted.set(name, pending);
+        pending.catch(() => hosted.delete(name));
+      }
+      return pending;
     },
 
     openDocuments() {

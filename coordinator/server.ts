@@ -1,12 +1,20 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../shared/log.js';
+import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
+import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
 import { createDocumentHost, type PresenceChange } from './hosted-documents.js';
 import { serveConnection } from './connection.js';
+import { createTrustState, type Principal, type TrustState } from './trust-state.js';
+import { createChallengeStore } from './challenges.js';
+import { handleFleetPost, sendJson } from './fleet-api.js';
+import { startTimestamps } from './timestamps.js';
 
 export interface CoordinatorConfig {
   dataDir: string;
@@ -15,12 +23,19 @@ export interface CoordinatorConfig {
   maxPayload: number;
   idleUnloadMs: number;
   logger: Logger;
+  // Pinned org root keys; empty = open development mode (no authentication).
+  orgRootKeys?: string[];
+  timestampKey?: SigningKey;
+  timestampIntervalMs?: number;
+  tls?: { certFile: string; keyFile: string };
+  challengeTtlMs?: number;
 }
 
 export interface RunningCoordinator {
   url: string;
   port: number;
   log: UpdateLog;
+  trust: TrustState;
   close(): Promise<void>;
 }
 
@@ -34,16 +49,9 @@ export function isServedDocument(name: string): boolean {
   return parseDocName(name) !== null || /^fleet\/[a-z0-9-]{1,63}$/.test(name);
 }
 
-function documentNameFromUrl(url: string | undefined): string | null {
-  if (!url) return null;
-  const path = decodeURIComponent(new URL(url, 'http://localhost').pathname).replace(/^\/+/, '');
-  return isServedDocument(path) ? path : null;
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body));
-}
+// Close codes 4400-4499 tell a stock y-websocket client not to retry on its own.
+const CLOSE_UNAUTHENTICATED = 4401;
+const CLOSE_FORBIDDEN = 4403;
 
 export async function startCoordinator(config: CoordinatorConfig): Promise<RunningCoordinator> {
   const { logger } = config;
@@ -56,35 +64,80 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     presence.set(parsed.host, { online: change.online, lastSeen: Date.now() });
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
+  const pinnedRoot = new Set(config.orgRootKeys ?? []);
+  const trust = await createTrustState(host, [...pinnedRoot], logger);
+  const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
+  const stopTimestamps = config.timestampKey ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger) : () => undefined;
 
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    if (req.method !== 'GET') return json(res, 405, { error: 'only GET is served over HTTP; documents travel over websockets' });
-    if (path === '/healthz') return json(res, 200, { ok: true, openDocuments: host.openDocuments() });
+    if (req.method === 'POST') {
+      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger).then(
+        (handled) => handled || sendJson(res, 404, { error: `no such endpoint ${path}` }),
+        (error: Error) => sendJson(res, 500, { error: error.message }),
+      );
+      return;
+    }
+    if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
+    if (path === '/healthz') return sendJson(res, 200, { ok: true, openDocuments: host.openDocuments(), policyVersion: trust.policy()?.version ?? null, authentication: trust.enforced });
+    if (path === '/auth/challenge') return sendJson(res, 200, challenges.issue());
     if (path === '/api/documents') {
-      log.documents().then((documents) => json(res, 200, { documents }), (error: Error) => json(res, 500, { error: error.message }));
+      log.documents().then((documents) => sendJson(res, 200, { documents }), (error: Error) => sendJson(res, 500, { error: error.message }));
       return;
     }
     if (path === '/api/presence') {
       const hosts: Record<string, HostPresence> = {};
       for (const [id, p] of presence) hosts[id] = { online: p.online, lastSeen: new Date(p.lastSeen).toISOString() };
-      return json(res, 200, { hosts });
+      return sendJson(res, 200, { hosts });
     }
-    json(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
-  });
+    sendJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
+  };
+  const server: Server = config.tls
+    ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) }, handleRequest)
+    : createHttpServer(handleRequest);
+
+  // Who is connecting: a key proven by a signed, single-use challenge, or (open mode) an address.
+  function authenticate(req: IncomingMessage, documentName: string): { principal: Principal } | { refused: string } {
+    const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+    const address = req.socket.remoteAddress ?? 'unknown';
+    if (!query.has('principal')) {
+      return trust.enforced ? { refused: 'no key proof (principal, challenge, signature parameters)' } : { principal: { kind: 'anonymous', label: `anonymous@${address}` } };
+    }
+    const parsed = authParamsSchema.safeParse(Object.fromEntries(query));
+    if (!parsed.success) return { refused: `malformed key proof: ${parsed.error.issues[0]?.message}` };
+    if (!challenges.consume(parsed.data.challenge)) return { refused: 'unknown, used or expired challenge' };
+    if (!verifyAuthProof(parsed.data, documentName)) return { refused: 'key proof signature does not verify' };
+    return { principal: trust.principalForKey(parsed.data.principal) };
+  }
+
+  function refuse(ws: WebSocket, code: number, reason: string, fields: Record<string, unknown>): void {
+    logger.warn({ event: 'connection-refused', ...fields, reason }, 'refusing connection');
+    ws.close(code, reason.slice(0, 120));
+  }
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const documentName = documentNameFromUrl(req.url);
-    if (!documentName) {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname).replace(/^\/+/, '');
+    if (!isServedDocument(path)) {
       logger.warn({ event: 'upgrade-refused', url: req.url, reason: 'unknown document' }, 'refusing websocket upgrade');
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nunknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>\n');
       return;
     }
+    const documentName = path;
     wss.handleUpgrade(req, socket, head, (ws) => {
-      // Until challenge-response authentication lands every connection is anonymous, named by address.
-      const principal = `anonymous@${req.socket.remoteAddress ?? 'unknown'}`;
-      serveConnection(ws, { documentName, principal, host, logger });
+      const outcome = authenticate(req, documentName);
+      if ('refused' in outcome) return refuse(ws, CLOSE_UNAUTHENTICATED, outcome.refused, { document: documentName });
+      const { principal } = outcome;
+      if (trust.access(principal, documentName) === 'none') {
+        return refuse(ws, CLOSE_FORBIDDEN, `${principal.label} may not open ${documentName}`, { document: documentName, principal: principal.label });
+      }
+      serveConnection(ws, {
+        documentName,
+        principal: principal.label,
+        host,
+        logger,
+        mayWrite: () => trust.access(principal.kind === 'unknown-key' || principal.kind === 'anonymous' ? principal : trust.principalForKey(principal.key), documentName) === 'write',
+      });
     });
   });
 
@@ -93,14 +146,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     server.listen(config.port, config.listen, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `ws://${config.listen.includes(':') ? `[${config.listen}]` : config.listen}:${port}`;
-  logger.info({ event: 'coordinator-listening', url, dataDir: config.dataDir }, 'coordinator listening');
+  const url = `${config.tls ? 'wss' : 'ws'}://${config.listen.includes(':') ? `[${config.listen}]` : config.listen}:${port}`;
+  logger.info({ event: 'coordinator-listening', url, dataDir: config.dataDir, authentication: trust.enforced, policyVersion: trust.policy()?.version ?? null }, 'coordinator listening');
 
   return {
     url,
     port,
     log,
+    trust,
     async close() {
+      stopTimestamps();
       for (const ws of wss.clients) ws.terminate();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await host.closeAll();

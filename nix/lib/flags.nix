@@ -87,6 +87,11 @@ rec {
         { flag = "port"; option = "port"; }
         { flag = "max-payload"; option = "maxPayload"; }
         { flag = "idle-unload"; option = "idleUnload"; }
+        { flag = "org-root"; option = "orgRootKeys"; }
+        { flag = "timestamp-key"; option = "timestampKeyFile"; }
+        { flag = "timestamp-interval"; option = "timestampInterval"; }
+        { flag = "tls-cert"; option = "tlsCertFile"; }
+        { flag = "tls-key"; option = "tlsKeyFile"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

@@ -13,6 +13,7 @@ let
   flags = import ../lib/flags.nix;
   role = flags.roles.coordinator;
   inherit (lib) mkIf mkOption types;
+  absolutePath = types.strMatching "/.+";
 in
 {
   options.services.outpost-coordinator = {
@@ -66,6 +67,47 @@ in
       type = types.ints.positive;
       default = 30;
       description = "Seconds after a document's last connection closes before it is unloaded from memory.";
+    };
+
+    orgRootKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "Usy31KCa4TahJjSL08Un6b7GOHfRI1UKQZJ8KSwJlu8=" ];
+      description = ''
+        Pinned org root public keys (base64). With them every connection must prove its key by
+        challenge–response and the signed fleet policy decides who may read or write which
+        document; without them the coordinator runs in open development mode.
+      '';
+    };
+
+    timestampKeyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/outpost-coordinator/timestamp.key";
+      description = ''
+        Key file (a path string, never copied into the Nix store) of the online timestamp key listed
+        in the policy's timestampKeys; the coordinator signs freshness timestamps with it.
+      '';
+    };
+
+    timestampInterval = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds between signed freshness timestamps.";
+    };
+
+    tlsCertFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/acme/fleet.example.org/cert.pem";
+      description = "PEM certificate to serve wss:// directly (otherwise terminate TLS in a reverse proxy).";
+    };
+
+    tlsKeyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/acme/fleet.example.org/key.pem";
+      description = "PEM private key for tlsCertFile (a path string, never copied into the Nix store).";
     };
 
     logLevel = mkOption {

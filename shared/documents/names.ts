@@ -23,3 +23,9 @@ export function parseDocName(name: string): ParsedDocName | null {
   if (!host.success) return null;
   return { host: host.data, role: match[2] as DocumentRole };
 }
+
+// Documents whose values are overwritten often collect garbage; their history lives in the
+// coordinator's update log. Desired documents and the policy keep full history for snapshots.
+export function documentGarbageCollects(name: string): boolean {
+  return parseDocName(name)?.role === 'status' || name === 'fleet/timestamp';
+}

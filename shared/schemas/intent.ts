@@ -12,6 +12,8 @@ export const intentSchema = z.object({
   issuedAt: isoTimeSchema,
   expiresAt: isoTimeSchema,
   issuer: z.string().min(1).max(128),
+  // The fleet policy version the issuer signed under (absent only with a static --admin-key list).
+  policyVersion: z.number().int().positive().optional(),
 });
 export type Intent = z.infer<typeof intentSchema>;
 

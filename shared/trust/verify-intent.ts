@@ -2,7 +2,17 @@ import type { SignedIntent } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
 import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
 
-export type RefusalCode = 'unknown-signer' | 'bad-signature' | 'wrong-host' | 'expired' | 'not-yet-valid' | 'rollback' | 'equivocation';
+export type RefusalCode =
+  | 'unknown-signer'
+  | 'bad-signature'
+  | 'no-capability'
+  | 'below-threshold'
+  | 'unknown-policy-version'
+  | 'wrong-host'
+  | 'expired'
+  | 'not-yet-valid'
+  | 'rollback'
+  | 'equivocation';
 
 export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
 
@@ -18,8 +28,23 @@ export function intentDigest(signed: SignedIntent): string {
   return envelopeDigest('intent', signed);
 }
 
-// Checks what a single intent can prove about itself: who signed it, for which host, and when it
-// is valid. Ordering against other intents (rollback, equivocation) is decided by selectIntent.
+// Host binding and validity window, whatever the trust model: an intent for another host, expired,
+// or issued in the future is never installed.
+export function checkIntentBindingAndTime(signed: SignedIntent, host: HostId, now: number, clockSkewMs = 5 * 60_000): IntentVerdict {
+  const { intent } = signed;
+  if (intent.host !== host) {
+    return { ok: false, code: 'wrong-host', reason: `intent is for host ${intent.host}, this is ${host}` };
+  }
+  if (!(Date.parse(intent.expiresAt) > now)) {
+    return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
+  }
+  if (Date.parse(intent.issuedAt) > now + clockSkewMs) {
+    return { ok: false, code: 'not-yet-valid', reason: `intent issued in the future (${intent.issuedAt}); check the admin's or this host's clock` };
+  }
+  return { ok: true };
+}
+
+// Static trust (`--admin-key`): any one trusted admin key may sign any intent for this host.
 export function verifyIntent(signed: SignedIntent, context: IntentCheckContext): IntentVerdict {
   const { intent } = signed;
   const trusted = signed.signatures.filter((s) => context.trustedAdminKeys.has(s.publicKey));
@@ -29,17 +54,7 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
   if (!trusted.some((s) => verifyPayloadSignature('intent', intent, s))) {
     return { ok: false, code: 'bad-signature', reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged` };
   }
-  if (intent.host !== context.host) {
-    return { ok: false, code: 'wrong-host', reason: `intent is for host ${intent.host}, this is ${context.host}` };
-  }
-  const expires = Date.parse(intent.expiresAt);
-  if (!(expires > context.now)) {
-    return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
-  }
-  if (Date.parse(intent.issuedAt) > context.now + (context.clockSkewMs ?? 5 * 60_000)) {
-    return { ok: false, code: 'not-yet-valid', reason: `intent issued in the future (${intent.issuedAt}); check the admin's or this host's clock` };
-  }
-  return { ok: true };
+  return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
 }
 
 export interface IntentCandidate {

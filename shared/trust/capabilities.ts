@@ -1,0 +1,43 @@
+import type { Capability, Policy } from '../schemas/policy.js';
+
+export interface PolicyAdmin {
+  name: string;
+  keys: string[];
+  roles: string[];
+}
+
+// The admin a key belongs to under this policy, unless the key is revoked.
+export function adminForKey(policy: Policy, key: string): PolicyAdmin | null {
+  if (policy.revokedKeys.includes(key)) return null;
+  return policy.admins.find((admin) => admin.keys.includes(key)) ?? null;
+}
+
+export function groupsOfHost(policy: Policy, host: string): string[] {
+  return policy.groups.filter((group) => group.hosts.includes(host)).map((group) => group.name);
+}
+
+export function capabilitiesFor(policy: Policy, admin: PolicyAdmin, host: string): Set<Capability> {
+  const groups = new Set(groupsOfHost(policy, host));
+  const capabilities = new Set<Capability>();
+  for (const role of policy.roles) {
+    if (!admin.roles.includes(role.name)) continue;
+    const covers = role.hosts.includes('*') || role.hosts.includes(host) || role.groups.some((g) => groups.has(g));
+    if (covers) for (const capability of role.capabilities) capabilities.add(capability);
+  }
+  return capabilities;
+}
+
+// Capabilities that do not name a host (policy, enroll anywhere, read everything).
+export function hasCapabilityAnywhere(policy: Policy, admin: PolicyAdmin, capability: Capability): boolean {
+  return policy.roles.some((role) => admin.roles.includes(role.name) && role.capabilities.includes(capability));
+}
+
+// "production needs 2 of N admins": the strictest group a host is in decides.
+export function signatureThreshold(policy: Policy, host: string): number {
+  return policy.groups.filter((group) => group.hosts.includes(host)).reduce((max, group) => Math.max(max, group.threshold), 1);
+}
+
+export function relayServesHost(policy: Policy, relayKey: string, host: string): boolean {
+  const groups = new Set(groupsOfHost(policy, host));
+  return policy.relays.some((relay) => relay.key === relayKey && (relay.hosts.includes('*') || relay.hosts.includes(host) || relay.groups.some((g) => groups.has(g))));
+}
