@@ -4,6 +4,7 @@ import { parseFlags, renderHelp, type CommandSpec } from '../cli/flags.js';
 import { durationSchema } from '../cli/duration.js';
 import { activationActionSchema, generationSchema, hostIdSchema, storePathSchema } from '../schemas/primitives.js';
 import { submitIntent } from './submit-intent.js';
+import { useIdentity } from '../sync/connect.js';
 
 export const deployCommand: CommandSpec = {
   name: 'deploy',
@@ -18,6 +19,7 @@ export const deployCommand: CommandSpec = {
     { name: 'action', kind: 'string', placeholder: 'ACTION', description: 'switch, boot or test', defaultText: 'switch' },
     { name: 'expires', kind: 'string', placeholder: 'DURATION', description: 'how long the intent stays valid (90m, 12h, 7d)', defaultText: '7d' },
     { name: 'timeout', kind: 'string', placeholder: 'DURATION', description: 'how long to wait for the coordinator', defaultText: '30s' },
+    { name: 'policy-version', kind: 'string', placeholder: 'N', description: 'fleet policy version to sign under', defaultText: 'the newest in fleet/policy' },
     { name: 'force', kind: 'boolean', description: 'record a generation not above the highest issued (agents will refuse it)' },
     { name: 'json', kind: 'boolean', description: 'print the signed intent as JSON' },
   ],
@@ -33,6 +35,7 @@ const deployOptionsSchema = z.object({
   action: activationActionSchema.default('switch'),
   expires: durationSchema.prefault('7d'),
   timeout: durationSchema.prefault('30s'),
+  policyVersion: z.coerce.number().int().positive().optional(),
   force: z.boolean().default(false),
   json: z.boolean().default(false),
 });
@@ -45,9 +48,11 @@ export async function runDeployCommand(argv: string[]): Promise<number> {
   }
   const options = parsed.value;
   const key = await readKeyFile(options.key);
+  // The same key signs the intent and proves who connects (coordinators with --org-root require it).
+  useIdentity(key);
   const { signed, digest } = await submitIntent(
     options.coordinator,
-    { host: options.host, closure: options.closure, action: options.action, generation: options.generation, validForSeconds: options.expires, allowLowerGeneration: options.force },
+    { host: options.host, closure: options.closure, action: options.action, generation: options.generation, validForSeconds: options.expires, allowLowerGeneration: options.force, policyVersion: options.policyVersion },
     key,
     options.timeout * 1000,
   );

@@ -7,6 +7,7 @@ import { intentSchema, type Intent, type SignedIntent } from '../schemas/intent.
 import type { ActivationAction } from '../schemas/primitives.js';
 import { connectDocument, waitForSync } from '../sync/connect.js';
 import { intentDigest } from '../trust/verify-intent.js';
+import { POLICY_DOC, readPolicies } from '../documents/fleet.js';
 
 export interface IntentRequest {
   host: string;
@@ -15,6 +16,21 @@ export interface IntentRequest {
   generation?: number;
   validForSeconds: number;
   allowLowerGeneration?: boolean;
+  // Policy version to sign under; by default the highest one in fleet/policy (none in open mode).
+  policyVersion?: number;
+}
+
+// The newest policy version the coordinator holds. Agents check the intent against their own
+// walked chain, so trusting the coordinator here can at worst make the intent be refused.
+export async function latestPolicyVersion(serverUrl: string, timeoutMs: number): Promise<number | undefined> {
+  const connection = connectDocument(serverUrl, POLICY_DOC);
+  try {
+    await waitForSync(connection, timeoutMs);
+    const versions = readPolicies(connection.doc).map((p) => p.policy.version);
+    return versions.length ? Math.max(...versions) : undefined;
+  } finally {
+    connection.close();
+  }
 }
 
 export function highestGeneration(doc: Y.Doc, host: string): number {
@@ -41,6 +57,7 @@ export async function submitIntent(serverUrl: string, request: IntentRequest, ke
         `generation ${generation} is not above ${previousHighest}, the highest already issued for ${request.host}; agents refuse it as a rollback. Omit --generation to use ${previousHighest + 1}, or pass --force to record it anyway`,
       );
     }
+    const policyVersion = request.policyVersion ?? (await latestPolicyVersion(serverUrl, timeoutMs));
     const now = Date.now();
     const signed = signIntent(
       {
@@ -52,6 +69,7 @@ export async function submitIntent(serverUrl: string, request: IntentRequest, ke
         issuedAt: new Date(now).toISOString(),
         expiresAt: new Date(now + request.validForSeconds * 1000).toISOString(),
         issuer: key.name,
+        ...(policyVersion === undefined ? {} : { policyVersion }),
       },
       key,
     );

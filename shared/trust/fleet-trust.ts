@@ -1,0 +1,137 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { Logger } from '../log.js';
+import { verifyPayloadSignature } from '../crypto/signatures.js';
+import { POLICY_DOC, TIMESTAMP_DOC, readPolicies, readTimestamp } from '../documents/fleet.js';
+import { policySchema, signedTimestampSchema, type Policy, type SignedTimestamp } from '../schemas/policy.js';
+import { connectDocument, type DocumentConnection } from '../sync/connect.js';
+import { writeFileDurably } from '../storage/durable-file.js';
+import { walkPolicyChain } from './policy-chain.js';
+import { verifyIntentUnderPolicy } from './policy-intent.js';
+import type { IntentVerifier } from './verify-intent.js';
+
+// A reader's view of fleet trust (agent, auditor, web editor): the policy chain walked from the
+// pinned org root and persisted, so a reader offline for months walks on from where it was and
+// never accepts an older version again; signed timestamps for freshness; and a clock that never
+// goes backwards.
+const trustFileSchema = z.object({
+  version: z.literal(1),
+  chain: z.array(policySchema),
+  timeFloor: z.number(),
+  lastTimestamp: signedTimestampSchema.nullable(),
+});
+type TrustFile = z.infer<typeof trustFileSchema>;
+
+export interface Freshness {
+  enforced: boolean;
+  lastTimestampAt: string | null;
+  frozen: boolean;
+  reason: string;
+}
+
+export interface FleetTrust {
+  chain(): Policy[];
+  now(): number;
+  verifier(host: string): IntentVerifier;
+  freshness(): Freshness;
+  onChange(listener: () => void): void;
+  close(): Promise<void>;
+}
+
+export interface FleetTrustOptions {
+  serverUrl: string;
+  orgRootKeys: string[];
+  stateDir: string;
+  freezeAfterMs: number;
+  logger: Logger;
+}
+
+export function trustFile(stateDir: string): string {
+  return join(stateDir, 'trust.json');
+}
+
+async function loadTrustFile(path: string): Promise<TrustFile> {
+  try {
+    const parsed = trustFileSchema.safeParse(JSON.parse(await fs.readFile(path, 'utf8')));
+    if (!parsed.success) throw new Error(`${path} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`);
+    return parsed.data;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
+    throw error;
+  }
+}
+
+// A timestamp counts when signed by a timestamp key of the policy in force and newer than the last.
+export function acceptTimestamp(signed: SignedTimestamp, policy: Policy | undefined, last: SignedTimestamp | null): boolean {
+  if (!policy || !policy.timestampKeys.includes(signed.signature.publicKey)) return false;
+  if (!verifyPayloadSignature('timestamp', signed.timestamp, signed.signature)) return false;
+  return !last || signed.timestamp.seq > last.timestamp.seq || Date.parse(signed.timestamp.at) > Date.parse(last.timestamp.at);
+}
+
+export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetTrust> {
+  const { logger } = options;
+  const path = trustFile(options.stateDir);
+  let state = await loadTrustFile(path);
+  const pinned = new Set(options.orgRootKeys);
+  const listeners: (() => void)[] = [];
+  const policyConnection: DocumentConnection = connectDocument(options.serverUrl, POLICY_DOC);
+  const timestampConnection: DocumentConnection = connectDocument(options.serverUrl, TIMESTAMP_DOC);
+  let saving: Promise<void> = Promise.resolve();
+
+  const now = (): number => Math.max(Date.now(), state.timeFloor);
+  const persist = (): void => {
+    state = { ...state, timeFloor: now() };
+    const snapshot = JSON.stringify(state);
+    saving = saving.then(() => writeFileDurably(path, snapshot)).catch((error: Error) => logger.error({ event: 'trust-save-failed', err: error }, 'cannot save trust state'));
+  };
+
+  const onPolicies = (): void => {
+    const walk = walkPolicyChain(state.chain, pinned, readPolicies(policyConnection.doc));
+    for (const refused of walk.refused) logger.warn({ event: 'policy-refused', document: POLICY_DOC, version: refused.version, reason: refused.reason }, 'refusing policy version');
+    if (walk.chain.length > state.chain.length) {
+      state = { ...state, chain: walk.chain };
+      logger.info({ event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)!.version }, 'policy in force');
+      persist();
+      for (const listener of listeners) listener();
+    }
+  };
+  const onTimestamp = (): void => {
+    const signed = readTimestamp(timestampConnection.doc);
+    if (!signed || !acceptTimestamp(signed, state.chain.at(-1), state.lastTimestamp)) return;
+    state = { ...state, lastTimestamp: signed, timeFloor: Math.max(state.timeFloor, Date.parse(signed.timestamp.at)) };
+    persist();
+    for (const listener of listeners) listener();
+  };
+  policyConnection.doc.on('update', onPolicies);
+  timestampConnection.doc.on('update', onTimestamp);
+
+  return {
+    chain: () => state.chain,
+    now,
+    verifier(host) {
+      return (signed) => verifyIntentUnderPolicy(signed, { host, chain: state.chain, now: now() });
+    },
+    freshness() {
+      const policy = state.chain.at(-1);
+      if (!policy || policy.timestampKeys.length === 0) return { enforced: false, lastTimestampAt: null, frozen: false, reason: 'the policy names no timestamp keys' };
+      const at = state.lastTimestamp?.timestamp.at ?? null;
+      const age = at ? now() - Date.parse(at) : Number.POSITIVE_INFINITY;
+      const frozen = age > options.freezeAfterMs;
+      return {
+        enforced: true,
+        lastTimestampAt: at,
+        frozen,
+        reason: frozen ? `no fresh signed timestamp since ${at ?? 'ever'} (limit ${Math.round(options.freezeAfterMs / 1000)} s): updates may be withheld` : 'fresh',
+      };
+    },
+    onChange(listener) {
+      listeners.push(listener);
+    },
+    async close() {
+      policyConnection.close();
+      timestampConnection.close();
+      await saving;
+    },
+  };
+}
