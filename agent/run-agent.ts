@@ -210,7 +210,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     for (const entry of malformed) logger.warn({ event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error }, 'ignoring malformed entry');
     const selection = selectIntent(
       entries.map((e) => e.signed),
-      { verify: config.verifyIntent, floorGeneration: state.floorGeneration, appliedDigest: state.applied?.digest ?? null },
+      { verify: config.verifyIntent, floor: { epoch: 0, generation: state.floorGeneration }, appliedDigest: state.applied?.digest ?? null },
     );
     const handled = new Set(state.handledDigests);
     for (const refusal of selection.refused) {

@@ -13,6 +13,9 @@ export const policySchema = z
   .object({
     kind: z.literal('policy'),
     version: z.number().int().positive(),
+    // Raised to recover from a compromised deploy key that pushed a huge generation: intents
+    // signed under a higher epoch rank above every intent of a lower one (see docs/trust.md).
+    epoch: z.number().int().nonnegative().default(0),
     issuedAt: isoTimeSchema,
     // The keys that sign the next version, and how many of them must.
     root: z.object({ keys: z.array(base64Key32Schema).min(1).max(16), threshold: z.number().int().positive() }),

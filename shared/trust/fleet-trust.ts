@@ -10,6 +10,7 @@ import { writeFileDurably } from '../storage/durable-file.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';
 import type { IntentVerifier } from './verify-intent.js';
+import type { SignedIntent } from '../schemas/intent.js';
 
 // A reader's view of fleet trust (agent, auditor, web editor): the policy chain walked from the
 // pinned org root and persisted, so a reader offline for months walks on from where it was and
@@ -34,6 +35,8 @@ export interface FleetTrust {
   chain(): Policy[];
   now(): number;
   verifier(host: string): IntentVerifier;
+  // The epoch of the policy version an intent names (0 when unknown).
+  epochOf(signed: SignedIntent): number;
   freshness(): Freshness;
   onChange(listener: () => void): void;
   close(): Promise<void>;
@@ -111,6 +114,9 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     now,
     verifier(host) {
       return (signed) => verifyIntentUnderPolicy(signed, { host, chain: state.chain, now: now() });
+    },
+    epochOf(signed) {
+      return state.chain.find((p) => p.version === signed.intent.policyVersion)?.epoch ?? 0;
     },
     freshness() {
       const policy = state.chain.at(-1);

@@ -36,6 +36,9 @@ export function verifyPolicySuccessor(current: Policy, next: SignedPolicy): Poli
   if (next.policy.version !== current.version + 1) {
     return { ok: false, reason: `policy version ${next.policy.version} does not follow version ${current.version}` };
   }
+  if (next.policy.epoch < current.epoch) {
+    return { ok: false, reason: `policy version ${next.policy.version} lowers the epoch from ${current.epoch} to ${next.policy.epoch}` };
+  }
   if (!meetsRoot(next, current.root)) {
     return { ok: false, reason: `policy version ${next.policy.version} is not signed by ${current.root.threshold} of version ${current.version}'s root keys` };
   }

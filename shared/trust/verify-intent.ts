@@ -68,13 +68,32 @@ export interface IntentSelection {
   superseded: IntentCandidate[];
 }
 
-// Picks the newest valid intent above the floor (the highest generation applied or attempted).
-// Two different valid intents with one generation are an equivocation: both are refused,
-// deterministically, whichever order they arrived in.
 // Decides whether one intent, on its own, may be installed on this host (signers, binding, time).
 export type IntentVerifier = (signed: SignedIntent) => IntentVerdict;
 
-export function selectIntent(intents: SignedIntent[], context: { verify: IntentVerifier; floorGeneration: number; appliedDigest: string | null }): IntentSelection {
+// Where an intent ranks: by policy epoch first (raised to recover from a compromised key that
+// pushed a huge generation), then by generation.
+export interface IntentRank {
+  epoch: number;
+  generation: number;
+}
+
+export function compareRank(a: IntentRank, b: IntentRank): number {
+  return a.epoch !== b.epoch ? a.epoch - b.epoch : a.generation - b.generation;
+}
+
+export interface SelectionContext {
+  verify: IntentVerifier;
+  // Highest rank applied or attempted: nothing at or below it is installed again.
+  floor: IntentRank;
+  appliedDigest: string | null;
+  epochOf?: (signed: SignedIntent) => number;
+}
+
+// Picks the newest valid intent above the floor. Two different valid intents with one rank are
+// an equivocation: both are refused, deterministically, whichever order they arrived in.
+export function selectIntent(intents: SignedIntent[], context: SelectionContext): IntentSelection {
+  const rankOf = (signed: SignedIntent): IntentRank => ({ epoch: context.epochOf?.(signed) ?? 0, generation: signed.intent.generation });
   const selection: IntentSelection = { chosen: null, refused: [], superseded: [] };
   const valid: IntentCandidate[] = [];
   const seen = new Set<string>();
@@ -87,30 +106,26 @@ export function selectIntent(intents: SignedIntent[], context: { verify: IntentV
       selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
       continue;
     }
-    if (signed.intent.generation <= context.floorGeneration) {
+    if (compareRank(rankOf(signed), context.floor) <= 0) {
       if (candidate.digest !== context.appliedDigest) {
-        selection.refused.push({
-          candidate,
-          code: 'rollback',
-          reason: `generation ${signed.intent.generation} is not above generation ${context.floorGeneration} already applied or attempted on this host`,
-        });
+        const floor = context.floor.epoch > 0 ? `epoch ${context.floor.epoch}, generation ${context.floor.generation}` : `generation ${context.floor.generation}`;
+        selection.refused.push({ candidate, code: 'rollback', reason: `generation ${signed.intent.generation} is not above ${floor} already applied or attempted on this host` });
       }
       continue;
     }
     valid.push(candidate);
   }
-  const byGeneration = new Map<number, IntentCandidate[]>();
+  const byRank = new Map<string, IntentCandidate[]>();
   for (const candidate of valid) {
-    const list = byGeneration.get(candidate.signed.intent.generation) ?? [];
-    list.push(candidate);
-    byGeneration.set(candidate.signed.intent.generation, list);
+    const rank = rankOf(candidate.signed);
+    const key = `${rank.epoch}:${rank.generation}`;
+    byRank.set(key, [...(byRank.get(key) ?? []), candidate]);
   }
-  const generations = [...byGeneration.keys()].sort((a, b) => b - a);
-  for (const generation of generations) {
-    const list = byGeneration.get(generation)!;
+  const ranked = [...byRank.values()].sort((a, b) => compareRank(rankOf(b[0]!.signed), rankOf(a[0]!.signed)));
+  for (const list of ranked) {
     if (list.length > 1) {
       for (const candidate of list) {
-        selection.refused.push({ candidate, code: 'equivocation', reason: `${list.length} different signed intents claim generation ${generation}; refusing all of them` });
+        selection.refused.push({ candidate, code: 'equivocation', reason: `${list.length} different signed intents claim generation ${candidate.signed.intent.generation}; refusing all of them` });
       }
       continue;
     }

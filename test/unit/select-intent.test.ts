@@ -25,7 +25,7 @@ function intent(overrides: Partial<Intent> = {}): Intent {
 }
 
 const checks = { host: 'h1', trustedAdminKeys: new Set([admin.publicKey]), now };
-const context = { verify: (signed: ReturnType<typeof signIntent>) => verifyIntent(signed, checks), floorGeneration: 0, appliedDigest: null };
+const context = { verify: (signed: ReturnType<typeof signIntent>) => verifyIntent(signed, checks), floor: { epoch: 0, generation: 0 }, appliedDigest: null };
 
 test('accepts a well-formed intent from a trusted admin', () => {
   assert.equal(verifyIntent(signIntent(intent(), admin), checks), { ok: true });
@@ -57,7 +57,7 @@ test('picks the newest valid generation and marks older ones superseded', () => 
 test('refuses generations at or below the floor as rollback, except the applied intent itself', () => {
   const applied = signIntent(intent({ generation: 2, closure: closure(2) }), admin);
   const older = signIntent(intent({ generation: 1 }), admin);
-  const selection = selectIntent([older, applied], { ...context, floorGeneration: 2, appliedDigest: intentDigest(applied) });
+  const selection = selectIntent([older, applied], { ...context, floor: { epoch: 0, generation: 2 }, appliedDigest: intentDigest(applied) });
   assert.is(selection.chosen, null);
   assert.equal(selection.refused.map((r) => [r.code, r.candidate.signed.intent.generation]), [['rollback', 1]]);
 });
@@ -70,6 +70,18 @@ test('two different intents with one generation are both refused (equivocation),
     assert.is(selection.chosen, null);
     assert.equal(selection.refused.map((r) => r.code).sort(), ['equivocation', 'equivocation']);
   }
+});
+
+test('an intent under a higher policy epoch ranks above any generation of a lower epoch (recovery from a runaway generation)', () => {
+  const huge = signIntent(intent({ generation: 9_000_000_000, closure: closure(9) }), admin);
+  const recovery = signIntent(intent({ generation: 3, closure: closure(3) }), admin);
+  const epochOf = (signed: ReturnType<typeof signIntent>): number => (signed === recovery ? 1 : 0);
+  const stuck = selectIntent([recovery], { ...context, floor: { epoch: 0, generation: 9_000_000_000 } });
+  assert.is(stuck.chosen, null, 'without an epoch bump the runaway generation blocks everything');
+  const recovered = selectIntent([huge, recovery], { ...context, epochOf, floor: { epoch: 0, generation: 9_000_000_000 }, appliedDigest: intentDigest(huge) });
+  assert.is(recovered.chosen?.signed, recovery);
+  const replayed = selectIntent([huge], { ...context, epochOf, floor: { epoch: 1, generation: 3 } });
+  assert.equal(replayed.refused.map((r) => r.code), ['rollback'], 'the old-epoch intent can never come back');
 });
 
 test.run();
