@@ -14,9 +14,14 @@ export interface DocumentConnection {
 
 export interface ConnectOptions {
   doc?: Y.Doc;
+  // Reconnect backoff: base × 2^attempt, capped, with jitter. Agents on satellite links use a
+  // cap of minutes so a fleet coming back after an outage does not storm its peers.
   maxBackoffMs?: number;
+  baseBackoffMs?: number;
   // The key this connection proves at the upgrade; defaults to the process identity.
   identity?: SigningKey | null;
+  // Called with the endpoint now in use after a failover.
+  onEndpoint?: (url: string) => void;
 }
 
 let processIdentity: SigningKey | null = null;
@@ -37,54 +42,84 @@ async function fetchProof(serverUrl: string, name: string, key: SigningKey): Pro
   return { ...signAuthProof(key, challenge, name) };
 }
 
-// A stock y-websocket client, so agents use exactly what browsers use. BroadcastChannel is off:
-// in one Node process it would let two providers of the same room sync behind the server's back.
-// With an identity, each connection attempt carries a freshly signed single-use challenge: one is
-// fetched before connecting and another right after every successful connect, ready for the
-// provider's own reconnects; a refusal (4401/4403) fetches a new one and tries again later.
-export function connectDocument(serverUrl: string, name: string, options: ConnectOptions = {}): DocumentConnection {
+export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+  return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)) * (0.5 + random() / 2);
+}
+
+// A stock y-websocket client, so agents use exactly what browsers use, with the reconnect loop
+// taken over: y-websocket's own backoff has no jitter and knows one URL. After every closed or
+// failed connection we schedule the next attempt ourselves (jittered exponential backoff), move
+// to the next endpoint (coordinator or relay) when this one keeps failing, and, with an identity,
+// sign a fresh single-use challenge from that endpoint. BroadcastChannel is off: in one Node
+// process it would let two providers of the same room sync behind the server's back.
+export function connectDocument(endpoints: string | string[], name: string, options: ConnectOptions = {}): DocumentConnection {
   // y-websocket adds one process 'exit' listener per provider; many documents are normal here.
   if (process.getMaxListeners() !== 0) process.setMaxListeners(0);
+  const urls = typeof endpoints === 'string' ? [endpoints] : endpoints;
+  if (urls.length === 0) throw new Error(`no endpoint to connect ${name} to`);
   const identity = options.identity === undefined ? processIdentity : options.identity;
   const doc = options.doc ?? new Y.Doc({ gc: documentGarbageCollects(name) });
-  const maxBackoffMs = options.maxBackoffMs ?? 10_000;
-  const provider = new WebsocketProvider(serverUrl, name, doc, {
+  const capMs = options.maxBackoffMs ?? 10_000;
+  const baseMs = options.baseBackoffMs ?? 250;
+  const provider = new WebsocketProvider(urls[0]!, name, doc, {
     WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
     disableBc: true,
-    maxBackoffTime: maxBackoffMs,
-    connect: identity === null,
+    connect: false,
   });
   let closed = false;
-  let retry: NodeJS.Timeout | null = null;
-  if (identity) {
-    const refresh = async (thenConnect: boolean, attempt = 0): Promise<void> => {
-      if (closed) return;
+  let timer: NodeJS.Timeout | null = null;
+  let attempt = 0;
+  let endpoint = 0;
+  let failuresHere = 0;
+
+  const schedule = (delayMs: number): void => {
+    if (closed || timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      void connectNow();
+    }, delayMs);
+  };
+  const failed = (): void => {
+    attempt += 1;
+    failuresHere += 1;
+    if (urls.length > 1 && failuresHere >= 2) {
+      endpoint = (endpoint + 1) % urls.length;
+      failuresHere = 0;
+      options.onEndpoint?.(urls[endpoint]!);
+    }
+    schedule(backoffDelay(attempt, baseMs, capMs));
+  };
+  const connectNow = async (): Promise<void> => {
+    if (closed) return;
+    provider.serverUrl = urls[endpoint]!;
+    if (identity) {
       try {
-        provider.params = await fetchProof(serverUrl, name, identity);
-        if (thenConnect && !closed) provider.connect();
+        provider.params = await fetchProof(urls[endpoint]!, name, identity);
       } catch {
-        if (closed) return;
-        // Jittered, capped backoff: a fleet coming back must not storm the coordinator.
-        const delay = Math.min(maxBackoffMs, 200 * 2 ** attempt) * (0.5 + Math.random() / 2);
-        retry = setTimeout(() => void refresh(thenConnect, attempt + 1), delay);
+        failed();
+        return;
       }
-    };
-    provider.on('status', ({ status }: { status: string }) => {
-      if (status === 'connected') void refresh(false);
-    });
-    provider.on('closed', () => {
-      if (closed) return;
-      retry = setTimeout(() => void refresh(true), maxBackoffMs * (0.5 + Math.random() / 2));
-    });
-    void refresh(true);
-  }
+    }
+    if (!closed) provider.connect();
+  };
+  provider.on('sync', (synced: boolean) => {
+    if (!synced) return;
+    attempt = 0;
+    failuresHere = 0;
+  });
+  provider.on('connection-close', () => {
+    // Stop y-websocket's own reconnect; ours follows.
+    provider.shouldConnect = false;
+    if (!closed) failed();
+  });
+  void connectNow();
   return {
     name,
     doc,
     provider,
     close() {
       closed = true;
-      if (retry) clearTimeout(retry);
+      if (timer) clearTimeout(timer);
       provider.destroy();
       // provider.destroy() leaves the awareness' own check interval running.
       provider.awareness.destroy();
