@@ -44,6 +44,8 @@ export interface FleetTrust {
 
 export interface FleetTrustOptions {
   serverUrl: string;
+  // Every sync endpoint (coordinator, relays) to fail over between; defaults to serverUrl.
+  endpoints?: string[];
   orgRootKeys: string[];
   stateDir: string;
   freezeAfterMs: number;
@@ -78,8 +80,9 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
   let state = await loadTrustFile(path);
   const pinned = new Set(options.orgRootKeys);
   const listeners: (() => void)[] = [];
-  const policyConnection: DocumentConnection = connectDocument(options.serverUrl, POLICY_DOC);
-  const timestampConnection: DocumentConnection = connectDocument(options.serverUrl, TIMESTAMP_DOC);
+  const endpoints = options.endpoints ?? [options.serverUrl];
+  const policyConnection: DocumentConnection = connectDocument(endpoints, POLICY_DOC);
+  const timestampConnection: DocumentConnection = connectDocument(endpoints, TIMESTAMP_DOC);
   let saving: Promise<void> = Promise.resolve();
 
   const now = (): number => Math.max(Date.now(), state.timeFloor);

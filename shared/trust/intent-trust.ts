@@ -1,0 +1,52 @@
+import type { Logger } from '../log.js';
+import type { SignedIntent } from '../schemas/intent.js';
+import { openFleetTrust, type Freshness } from './fleet-trust.js';
+import { verifyIntent, type IntentVerifier } from './verify-intent.js';
+
+// What an agent needs to decide about intents, whichever trust model the host runs:
+// the fleet policy (pinned --org-root) or, in development, a static --admin-key list.
+export interface IntentTrust {
+  verify: IntentVerifier;
+  epochOf: (signed: SignedIntent) => number;
+  now: () => number;
+  freshness: () => Freshness;
+  policyVersion: () => number | null;
+  onChange: (listener: () => void) => void;
+  close: () => Promise<void>;
+}
+
+export interface IntentTrustOptions {
+  host: string;
+  endpoints: string[];
+  stateDir: string;
+  orgRootKeys: string[];
+  adminKeys: string[];
+  freezeAfterMs: number;
+  logger: Logger;
+}
+
+export async function openIntentTrust(options: IntentTrustOptions): Promise<IntentTrust> {
+  if (options.orgRootKeys.length > 0) {
+    const fleet = await openFleetTrust({ serverUrl: options.endpoints[0]!, endpoints: options.endpoints, orgRootKeys: options.orgRootKeys, stateDir: options.stateDir, freezeAfterMs: options.freezeAfterMs, logger: options.logger });
+    const verify = fleet.verifier(options.host);
+    return {
+      verify,
+      epochOf: (signed) => fleet.epochOf(signed),
+      now: () => fleet.now(),
+      freshness: () => fleet.freshness(),
+      policyVersion: () => fleet.chain().at(-1)?.version ?? null,
+      onChange: (listener) => fleet.onChange(listener),
+      close: () => fleet.close(),
+    };
+  }
+  const trustedAdminKeys = new Set(options.adminKeys);
+  return {
+    verify: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
+    epochOf: () => 0,
+    now: () => Date.now(),
+    freshness: () => ({ enforced: false, lastTimestampAt: null, frozen: false, reason: 'static admin keys: no freshness timestamps' }),
+    policyVersion: () => null,
+    onChange: () => undefined,
+    close: async () => undefined,
+  };
+}
