@@ -58,8 +58,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   // Documents: the agent reads its desired document and writes its status document.
   const coordinator = config.coordinators[0]!;
-  const desired: DocumentConnection = connectDocument(coordinator, desiredDocName(config.host));
-  const status: DocumentConnection = connectDocument(coordinator, statusDocName(config.host), { doc: statusDoc });
+  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host));
+  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), { doc: statusDoc });
   const awareness = status.provider.awareness;
 
   let stopped = false;

@@ -26,10 +26,22 @@ export interface DocumentHost {
   acceptUpdate(hosted: HostedDocument, update: Uint8Array, principal: string, origin: WebSocket | null): Promise<Uint8Array | null>;
   // Keeps a document loaded for the coordinator's own use (fleet documents it reads or writes).
   pin(name: string): Promise<HostedDocument>;
+  // Lets a pinned document unload again once nobody is connected (a relay pins documents only
+  // while they still have something to exchange with the upstream).
+  unpin(name: string): void;
+  // Hooks for relays and the relay endpoint: documents loaded, updates stored, documents unloaded.
+  observe(observer: HostObserver): void;
   openDocuments(): number;
   closeAll(): Promise<void>;
 }
 
+
+export interface HostObserver {
+  loaded?(document: HostedDocument): void;
+  // After the update is on disk and broadcast.
+  accepted?(document: HostedDocument, delta: Uint8Array, principal: string): void;
+  unloaded?(name: string): void;
+}
 
 export interface PresenceChange {
   document: string;
@@ -46,6 +58,7 @@ export function createDocumentHost(
   const hosted = new Map<string, Promise<HostedDocument>>();
   const unloadTimers = new Map<string, NodeJS.Timeout>();
   const pinned = new Set<string>();
+  const observers: HostObserver[] = [];
 
   async function load(name: string): Promise<HostedDocument> {
     const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
@@ -84,6 +97,7 @@ export function createDocumentHost(
       },
     };
     logger.debug({ event: 'document-loaded', document: name, entries: entries.length }, 'document loaded');
+    for (const observer of observers) observer.loaded?.(document);
     return document;
   }
 
@@ -95,7 +109,14 @@ export function createDocumentHost(
       document.awareness.destroy();
       document.doc.destroy();
       logger.debug({ event: 'document-unloaded', document: name }, 'document unloaded');
+      for (const observer of observers) observer.unloaded?.(name);
     });
+  }
+
+  function scheduleUnload(document: HostedDocument): void {
+    if (document.connections.size === 0 && !pinned.has(document.name) && !unloadTimers.has(document.name) && hosted.has(document.name)) {
+      unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
+    }
   }
 
   return {
@@ -122,9 +143,7 @@ export function createDocumentHost(
       if (ids && ids.size > 0) {
         removeAwarenessStates(document.awareness, [...ids], null);
       }
-      if (document.connections.size === 0 && !pinned.has(document.name) && !unloadTimers.has(document.name) && hosted.has(document.name)) {
-        unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
-      }
+      scheduleUnload(document);
     },
 
     async acceptUpdate(document, update, principal, origin) {
@@ -150,15 +169,22 @@ export function createDocumentHost(
         logger.error({ event: 'log-append-failed', document: document.name, err: error }, 'update log append failed; reloading document');
         hosted.delete(document.name);
         for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
+        for (const observer of observers) observer.unloaded?.(document.name);
         throw error;
       }
       const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
       for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
+      for (const observer of observers) observer.accepted?.(document, delta, principal);
       return delta;
     },
 
     async pin(name) {
       pinned.add(name);
+      const timer = unloadTimers.get(name);
+      if (timer) {
+        clearTimeout(timer);
+        unloadTimers.delete(name);
+      }
       let pending = hosted.get(name);
       if (!pending) {
         pending = load(name);
@@ -166,6 +192,17 @@ export function createDocumentHost(
         pending.catch(() => hosted.delete(name));
       }
       return pending;
+    },
+
+    unpin(name) {
+      if (!pinned.delete(name)) return;
+      void hosted.get(name)?.then((document) => {
+        if (hosted.get(name) && !pinned.has(name)) scheduleUnload(document);
+      }, () => undefined);
+    },
+
+    observe(observer) {
+      observers.push(observer);
     },
 
     openDocuments() {

@@ -9,12 +9,14 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
 import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
-import { createDocumentHost, type PresenceChange } from './hosted-documents.js';
+import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
 import { serveConnection } from './connection.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { createChallengeStore } from './challenges.js';
 import { handleFleetPost, sendJson } from './fleet-api.js';
 import { startTimestamps } from './timestamps.js';
+import { MUX_PATH, createMuxServer } from './relay-mux.js';
+import { PresenceTable } from './relay-presence.js';
 
 export interface CoordinatorConfig {
   dataDir: string;
@@ -29,6 +31,19 @@ export interface CoordinatorConfig {
   timestampIntervalMs?: number;
   tls?: { certFile: string; keyFile: string };
   challengeTtlMs?: number;
+  // What a relay adds (coordinator/relay.ts); a coordinator has none.
+  extension?: CoordinatorExtension;
+}
+
+export interface CoordinatorExtension {
+  // Called once the document host exists, before the trust state pins the fleet documents.
+  attach(host: DocumentHost, log: UpdateLog, presence: PresenceTable): void;
+  // Documents this server offers at all (a relay: those its upstream lets it sync).
+  serves(document: string): boolean;
+  // Extra HTTP routes, tried first; true when answered.
+  route(req: IncomingMessage, res: ServerResponse, path: string): boolean;
+  health(): Record<string, unknown>;
+  close(): Promise<void>;
 }
 
 export interface RunningCoordinator {
@@ -36,13 +51,11 @@ export interface RunningCoordinator {
   port: number;
   log: UpdateLog;
   trust: TrustState;
+  host: DocumentHost;
   close(): Promise<void>;
 }
 
-export interface HostPresence {
-  online: boolean;
-  lastSeen: string | null;
-}
+export type { HostPresence } from './relay-presence.js';
 
 // Document names a peer may open: a host's desired or status document, or a fleet-wide one.
 export function isServedDocument(name: string): boolean {
@@ -56,22 +69,28 @@ const CLOSE_FORBIDDEN = 4403;
 export async function startCoordinator(config: CoordinatorConfig): Promise<RunningCoordinator> {
   const { logger } = config;
   const log = await openUpdateLog(config.dataDir);
-  // Liveness lives only in memory, fed by awareness: never written into documents.
-  const presence = new Map<string, { online: boolean; lastSeen: number }>();
+  // Liveness lives only in memory, fed by awareness (and by relays' summaries): never written into documents.
+  const presence = new PresenceTable();
   const onPresence = (change: PresenceChange): void => {
     const parsed = parseDocName(change.document);
     if (!parsed || parsed.role !== 'status') return;
-    presence.set(parsed.host, { online: change.online, lastSeen: Date.now() });
+    presence.setLocal(parsed.host, change.online);
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
+  const extension = config.extension;
+  extension?.attach(host, log, presence);
   const pinnedRoot = new Set(config.orgRootKeys ?? []);
   const trust = await createTrustState(host, [...pinnedRoot], logger);
   const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
+  // Relays downstream of this server sync all their documents over one socket each.
+  const mux = createMuxServer(host, log, trust, presence, logger, (principal, document) => trust.access(principal, document) !== 'none' && (extension?.serves(document) ?? true));
+  const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
   const stopTimestamps = config.timestampKey ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger) : () => undefined;
 
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (extension?.route(req, res, path)) return;
     if (req.method === 'POST') {
       handleFleetPost(path, req, res, host, trust, pinnedRoot, logger).then(
         (handled) => handled || sendJson(res, 404, { error: `no such endpoint ${path}` }),
@@ -80,16 +99,14 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       return;
     }
     if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
-    if (path === '/healthz') return sendJson(res, 200, { ok: true, openDocuments: host.openDocuments(), policyVersion: trust.policy()?.version ?? null, authentication: trust.enforced });
+    if (path === '/healthz') return sendJson(res, 200, { ok: true, openDocuments: host.openDocuments(), policyVersion: trust.policy()?.version ?? null, authentication: trust.enforced, relaySessions: mux.sessions(), ...extension?.health() });
     if (path === '/auth/challenge') return sendJson(res, 200, challenges.issue());
     if (path === '/api/documents') {
       log.documents().then((documents) => sendJson(res, 200, { documents }), (error: Error) => sendJson(res, 500, { error: error.message }));
       return;
     }
     if (path === '/api/presence') {
-      const hosts: Record<string, HostPresence> = {};
-      for (const [id, p] of presence) hosts[id] = { online: p.online, lastSeen: new Date(p.lastSeen).toISOString() };
-      return sendJson(res, 200, { hosts });
+      return sendJson(res, 200, { hosts: presence.snapshot() });
     }
     sendJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
   };
@@ -118,6 +135,14 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname).replace(/^\/+/, '');
+    if (path === MUX_PATH) {
+      muxServer.handleUpgrade(req, socket, head, (ws) => {
+        const outcome = authenticate(req, MUX_PATH);
+        if ('refused' in outcome) return refuse(ws, CLOSE_UNAUTHENTICATED, outcome.refused, { document: MUX_PATH });
+        mux.handle(ws, outcome.principal);
+      });
+      return;
+    }
     if (!isServedDocument(path)) {
       logger.warn({ event: 'upgrade-refused', url: req.url, reason: 'unknown document' }, 'refusing websocket upgrade');
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nunknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>\n');
@@ -128,6 +153,9 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       const outcome = authenticate(req, documentName);
       if ('refused' in outcome) return refuse(ws, CLOSE_UNAUTHENTICATED, outcome.refused, { document: documentName });
       const { principal } = outcome;
+      if (extension && !extension.serves(documentName)) {
+        return refuse(ws, CLOSE_FORBIDDEN, `this relay does not serve ${documentName}; use the coordinator`, { document: documentName, principal: principal.label });
+      }
       if (trust.access(principal, documentName) === 'none') {
         return refuse(ws, CLOSE_FORBIDDEN, `${principal.label} may not open ${documentName}`, { document: documentName, principal: principal.label });
       }
@@ -154,9 +182,12 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     port,
     log,
     trust,
+    host,
     async close() {
       stopTimestamps();
+      await extension?.close();
       for (const ws of wss.clients) ws.terminate();
+      for (const ws of muxServer.clients) ws.terminate();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await host.closeAll();
       await log.close();

@@ -12,6 +12,7 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; summa
   agent: { run: runAgentCommand, summary: 'run the agent on a host' },
   deploy: { run: runDeployCommand, summary: 'sign and submit an intent for a host' },
   status: { run: runStatusCommand, summary: 'show every host: desired, applied, phase, online, last result' },
+  relay: { run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv), summary: "run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)" },
 };
 
 function usage(): string {
