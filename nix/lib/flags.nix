@@ -97,16 +97,27 @@ rec {
       pending = { };
     };
 
-    # `outpost relay` is issue 5. These are the flags it is expected to take; once
-    # coordinator/relay-options.ts exports relayCommand the test compares them like the others.
+    # `outpost relay` (coordinator/relay-options.ts, relayCommand).
     relay = {
       command = "relay";
       optionPath = "services.outpost-relay";
       flags = [
         { flag = "upstream"; option = "upstreams"; }
+        { flag = "key"; option = "keyFile"; }
+        { flag = "org-root"; option = "orgRootKeys"; }
         { flag = "data-dir"; option = "stateDir"; }
         { flag = "listen"; option = "listen"; }
         { flag = "port"; option = "port"; }
+        { flag = "max-payload"; option = "maxPayload"; }
+        { flag = "idle-unload"; option = "idleUnload"; }
+        { flag = "backoff-base"; option = "backoffBase"; }
+        { flag = "backoff-max"; option = "backoffMax"; }
+        { flag = "upstream-timeout"; option = "upstreamTimeout"; }
+        { flag = "sync-concurrency"; option = "syncConcurrency"; }
+        { flag = "cache-upstream"; option = "cacheUpstreams"; }
+        { flag = "cache-max-size"; option = "cacheMaxSize"; }
+        { flag = "tls-cert"; option = "tlsCertFile"; }
+        { flag = "tls-key"; option = "tlsKeyFile"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

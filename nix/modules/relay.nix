@@ -2,9 +2,8 @@
 # uplink is down and exchanges updates with its upstreams (the coordinator, or another relay)
 # whenever it is up. Like the coordinator it holds no key. See docs/nixos.md.
 #
-# `outpost relay` is issue 5; nix/lib/flags.nix lists the flags this module passes, and
-# test/nixos-module.test.ts checks them against relayCommand once coordinator/relay-options.ts
-# exists.
+# nix/lib/flags.nix lists the flags this module passes, and test/nixos-module.test.ts checks
+# them against relayCommand (coordinator/relay-options.ts). docs/relays.md explains the relay.
 {
   config,
   lib,
@@ -17,6 +16,7 @@ let
   flags = import ../lib/flags.nix;
   role = flags.roles.relay;
   inherit (lib) mkIf mkOption types;
+  absolutePath = types.strMatching "/.+";
 in
 {
   options.services.outpost-relay = {
@@ -38,6 +38,27 @@ in
       '';
     };
 
+    keyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/outpost-relay/relay.key";
+      description = ''
+        The relay's key file (`outpost keygen --out FILE`; a path string, never copied into the
+        Nix store). The fleet policy lists its public key under `relays`; the relay only proves
+        with it which relay is connecting, and signs nothing.
+      '';
+    };
+
+    orgRootKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "Usy31KCa4TahJjSL08Un6b7GOHfRI1UKQZJ8KSwJlu8=" ];
+      description = ''
+        Pinned org root public keys (base64). With them the site's agents must prove their keys
+        here too, checked against the policy the relay syncs from its upstream (needs keyFile).
+      '';
+    };
+
     listen = mkOption {
       type = types.str;
       default = "0.0.0.0";
@@ -48,7 +69,7 @@ in
     port = mkOption {
       type = types.port;
       default = 8421;
-      description = "TCP port the site's agents connect to.";
+      description = "TCP port the site's agents connect to (websocket, HTTP API and /nix-cache).";
     };
 
     openFirewall = mkOption {
@@ -61,9 +82,75 @@ in
       type = types.strMatching "/var/lib/[^/].*";
       default = "/var/lib/outpost-relay";
       description = ''
-        Where the relay keeps its copy of the documents and the updates still to be sent upstream
-        (`--data-dir`). systemd's `StateDirectory`, so it must be under /var/lib.
+        Where the relay keeps its update log and its binary-cache mirror (`--data-dir`).
+        systemd's `StateDirectory`, so it must be under /var/lib.
       '';
+    };
+
+    maxPayload = mkOption {
+      type = types.ints.positive;
+      default = 1048576;
+      description = "Largest websocket message accepted, in bytes; bigger ones close the connection.";
+    };
+
+    idleUnload = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds after a document's last connection closes before it is unloaded (unconfirmed writes keep it).";
+    };
+
+    backoffBase = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = "First reconnect delay towards the upstream, in seconds; doubles per failure, with jitter.";
+    };
+
+    backoffMax = mkOption {
+      type = types.ints.positive;
+      default = 300;
+      description = "Longest reconnect delay towards the upstream, in seconds (minutes suit satellite links).";
+    };
+
+    upstreamTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds without any message or pong after which the upstream link counts as dead.";
+    };
+
+    syncConcurrency = mkOption {
+      type = types.ints.positive;
+      default = 16;
+      description = "Documents fetched from the upstream at once after a reconnect or a restart.";
+    };
+
+    cacheUpstreams = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "https://cache.example.org" ];
+      description = ''
+        Binary caches to mirror at `http://<relay>:<port>/nix-cache` (`--cache-upstream`). Each
+        file is fetched once and served unchanged; agents still check every signature.
+      '';
+    };
+
+    cacheMaxSize = mkOption {
+      type = types.ints.positive;
+      default = 10737418240;
+      description = "Bytes of disk the cache mirror may use; the least recently used files go first.";
+    };
+
+    tlsCertFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/acme/relay.example.org/cert.pem";
+      description = "PEM certificate to serve wss:// and https:// directly.";
+    };
+
+    tlsKeyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/var/lib/acme/relay.example.org/key.pem";
+      description = "PEM private key for tlsCertFile (a path string, never copied into the Nix store).";
     };
 
     logLevel = mkOption {
@@ -90,6 +177,14 @@ in
       {
         assertion = cfg.upstreams != [ ];
         message = "services.outpost-relay.upstreams: give the coordinator (or another relay) to sync with.";
+      }
+      {
+        assertion = cfg.orgRootKeys == [ ] || cfg.keyFile != null;
+        message = "services.outpost-relay.orgRootKeys needs keyFile: the upstream checks the relay's key against the policy.";
+      }
+      {
+        assertion = (cfg.tlsCertFile == null) == (cfg.tlsKeyFile == null);
+        message = "services.outpost-relay: set both tlsCertFile and tlsKeyFile, or neither.";
       }
     ];
 

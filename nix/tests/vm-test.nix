@@ -6,7 +6,6 @@
 # restarts itself into the new version.
 #
 # Needs nixpkgs and KVM: nix build .#checks.x86_64-linux.vm-test (see docs/nixos.md).
-# `outpost relay` is issue 5: until it exists the relay service fails and agent1 never syncs.
 {
   pkgs,
   outpost,
