@@ -3,6 +3,8 @@ import { UsageError } from './flags.js';
 import { runKeygenCommand } from '../admin/keygen.js';
 import { runDeployCommand } from '../admin/deploy.js';
 import { runStatusCommand } from '../admin/status.js';
+import { runPolicyCommand } from '../admin/policy.js';
+import { runEnrollCommand } from '../admin/enroll.js';
 import { runCoordinatorCommand } from '../../coordinator/cli.js';
 import { runAgentCommand } from '../../agent/cli.js';
 
@@ -13,6 +15,8 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; summa
   deploy: { run: runDeployCommand, summary: 'sign and submit an intent for a host' },
   status: { run: runStatusCommand, summary: 'show every host: desired, applied, phase, online, last result' },
   relay: { run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv), summary: "run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)" },
+  policy: { run: runPolicyCommand, summary: 'write, sign, verify and publish the signed fleet policy' },
+  enroll: { run: runEnrollCommand, summary: 'enroll hosts: request, token, list, approve' },
 };
 
 function usage(): string {
