@@ -1,22 +1,17 @@
 #!/usr/bin/env node
 import { UsageError } from './flags.js';
-import { runKeygenCommand } from '../admin/keygen.js';
-import { runDeployCommand } from '../admin/deploy.js';
-import { runStatusCommand } from '../admin/status.js';
-import { runPolicyCommand } from '../admin/policy.js';
-import { runEnrollCommand } from '../admin/enroll.js';
-import { runCoordinatorCommand } from '../../coordinator/cli.js';
-import { runAgentCommand } from '../../agent/cli.js';
 
-const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
-  keygen: { run: runKeygenCommand, summary: 'create an admin or host key' },
-  coordinator: { run: runCoordinatorCommand, summary: 'run the coordinator (sync server + update log)' },
-  agent: { run: runAgentCommand, summary: 'run the agent on a host' },
-  deploy: { run: runDeployCommand, summary: 'sign and submit an intent for a host' },
-  status: { run: runStatusCommand, summary: 'show every host: desired, applied, phase, online, last result' },
-  relay: { run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv), summary: "run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)" },
-  policy: { run: runPolicyCommand, summary: 'write, sign, verify and publish the signed fleet policy' },
-  enroll: { run: runEnrollCommand, summary: 'enroll hosts: request, token, list, approve' },
+// Commands load their code only when run: `outpost status` need not load the agent or LevelDB.
+type CommandRunner = (argv: string[]) => Promise<number>;
+const commands: Record<string, { run: CommandRunner; summary: string }> = {
+  keygen: { run: async (argv) => (await import('../admin/keygen.js')).runKeygenCommand(argv), summary: 'create an admin or host key' },
+  coordinator: { run: async (argv) => (await import('../../coordinator/cli.js')).runCoordinatorCommand(argv), summary: 'run the coordinator (sync server + update log)' },
+  relay: { run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv), summary: 'run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)' },
+  agent: { run: async (argv) => (await import('../../agent/cli.js')).runAgentCommand(argv), summary: 'run the agent on a host' },
+  deploy: { run: async (argv) => (await import('../admin/deploy.js')).runDeployCommand(argv), summary: 'sign and submit an intent for a host' },
+  status: { run: async (argv) => (await import('../admin/status.js')).runStatusCommand(argv), summary: 'show every host: desired, applied, phase, online, last result' },
+  policy: { run: async (argv) => (await import('../admin/policy.js')).runPolicyCommand(argv), summary: 'write, sign, verify and publish the signed fleet policy' },
+  enroll: { run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv), summary: 'enroll hosts: request, token, list, approve' },
 };
 
 function usage(): string {
