@@ -5,6 +5,8 @@ export interface FetchConfig {
   substituters: string[];
   trustedCacheKeys: string[];
   timeoutMs: number;
+  // Registers the closure as a GC root (an indirect root: a symlink Nix follows) as it lands.
+  addRoot?: string;
 }
 
 export type FetchOutcome = { ok: true } | { ok: false; reason: string; outputTail: string };
@@ -13,7 +15,8 @@ export function storeArgs(store: string | undefined): string[] {
   return store ? ['--store', store] : [];
 }
 
-// Fetches the closure with real Nix from the pinned substituters only. The machine-wide
+// Fetches the closure with real Nix from the pinned substituters only (the agent passes its own
+// staging directory, see staging.ts). The machine-wide
 // substituters and keys are replaced, not extended, so nothing else can satisfy the request;
 // Nix checks each narinfo signature and each NAR hash before registering a path, and paths that
 // are already valid are not fetched again (so an interrupted fetch resumes).
@@ -22,6 +25,7 @@ export async function realiseClosure(closure: string, config: FetchConfig): Prom
     ...storeArgs(config.store),
     '--realise',
     closure,
+    ...(config.addRoot ? ['--add-root', config.addRoot, '--indirect'] : []),
     '--option', 'substituters', config.substituters.join(' '),
     '--option', 'trusted-public-keys', config.trustedCacheKeys.join(' '),
     '--option', 'require-sigs', 'true',

@@ -1,60 +1,40 @@
 import { promises as fs } from 'node:fs';
-import type { SigningKey } from '../shared/crypto/keys.js';
-import type { Logger } from '../shared/log.js';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
-import { selectIntent, type IntentVerifier } from '../shared/trust/verify-intent.js';
-import type { SignedIntent } from '../shared/schemas/intent.js';
-import type { AgentPhase, ResultOutcome } from '../shared/schemas/report.js';
-import { loadAgentState, saveAgentState, type AgentState } from './state.js';
+import { selectIntent, type IntentSelection } from '../shared/trust/verify-intent.js';
+import type { AgentPhase, DownloadProgress, ResultOutcome, Status } from '../shared/schemas/report.js';
+import { freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState, type AgentState } from './state.js';
 import { loadStatusDocument, saveStatusDocument } from './status-store.js';
 import { checkNixSignatureConfig } from './nix-config.js';
-import { verifyClosureSignatures } from './verify.js';
-import { realiseClosure } from './fetch.js';
-import { setSystemProfile, switchToConfiguration, type ActivationConfig } from './activate.js';
-import { confirmActivation } from './confirm.js';
 import { appendSignedResult, publishStatus } from './report.js';
+import { resolveAgentConfig, type AgentConfig } from './config.js';
+import { enterWindowedPhase, runPipeline, type PipelineContext, type Target } from './pipeline.js';
+import { createProgressPublisher } from './progress-publisher.js';
+import { syncGcRoots } from './gc-roots.js';
+import { probeSyncPeer } from './peer-probe.js';
+import { describeWindows, nextWindowStart } from './windows.js';
 
-export const AGENT_VERSION = '0.1.0';
+export type { AgentConfig } from './config.js';
 
-export interface AgentConfig {
-  host: string;
-  key: SigningKey;
-  coordinators: string[];
-  // Whether one intent may be installed here; the trust model (admin keys, later the policy) lives behind it.
-  verifyIntent: IntentVerifier;
-  substituters: string[];
-  trustedCacheKeys: string[];
-  store?: string;
-  profile: string;
-  stateDir: string;
-  fetchTimeoutMs: number;
-  activationTimeoutMs: number;
-  logger: Logger;
-  // Re-evaluates intents this often even without document changes (expiry is time-based).
-  wakeIntervalMs?: number;
-}
+export const AGENT_VERSION = '0.2.0';
 
 export interface RunningAgent {
   state(): AgentState;
   stop(): Promise<void>;
 }
 
-interface Target {
-  signed: SignedIntent;
-  digest: string;
-}
+const WORKING_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading', 'activating', 'confirming'];
+// Phases in which a newer intent replaces the target: nothing on the system has changed yet.
+const PREEMPTIBLE_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading'];
 
-const WORKING_PHASES: AgentPhase[] = ['downloading', 'activating', 'confirming'];
-
-export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
+export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent> {
+  const config = resolveAgentConfig(agentConfig);
   const logger = config.logger.child({ host: config.host });
   await checkNixSignatureConfig(config.substituters);
   await fs.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   let state = await loadAgentState(config.stateDir);
   const statusDoc = await loadStatusDocument(config.stateDir);
-  const activation: ActivationConfig = { store: config.store, profile: config.profile, timeoutMs: config.activationTimeoutMs, host: config.host };
 
   // Documents: the agent reads its desired document and writes its status document.
   const coordinator = config.coordinators[0]!;
@@ -65,40 +45,73 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   let stopped = false;
   let wake: (() => void) | null = null;
   let dirty = true;
+  let downloadAbort = new AbortController();
   const poke = (): void => {
     dirty = true;
     wake?.();
   };
-  desired.doc.on('update', poke);
+  desired.doc.on('update', () => {
+    poke();
+    // A newer intent replaces one still waiting or downloading (days on a slow link).
+    if (state.target && state.phase === 'downloading' && selectNow().chosen) downloadAbort.abort();
+  });
   let savingStatusDoc = Promise.resolve();
   statusDoc.on('update', (_update: Uint8Array, origin: unknown) => {
     // Remote changes (our own results echoed back, or merged after an outage) are saved too.
     if (origin !== 'local') savingStatusDoc = savingStatusDoc.then(() => saveStatusDocument(config.stateDir, statusDoc)).catch(() => undefined);
   });
 
+  const progress = createProgressPublisher({
+    now: config.now,
+    awareness: (p) => setAwareness(p),
+    log: (p) => logger.info({ event: 'download-progress', document: statusDocName(config.host), generation: state.target?.signed.intent.generation, ...p }, `downloaded ${p.pathsDone}/${p.pathsTotal} paths, ${p.bytesDone}/${p.bytesTotal} bytes`),
+    milestone: () => void publishCurrentStatus().catch((error: unknown) => logger.warn({ event: 'status-write-failed', err: error }, 'cannot write the status document')),
+  });
+
+  function setAwareness(live: DownloadProgress | null): void {
+    awareness.setLocalState({
+      role: 'agent',
+      host: config.host,
+      phase: state.phase,
+      generation: state.applied?.generation ?? null,
+      target: state.target?.signed.intent.generation ?? null,
+      ...(live ? { progress: live } : {}),
+    });
+  }
+
+  function statusContent(): Omit<Status, 'seq' | 'updatedAt'> {
+    const milestone = state.phase === 'downloading' ? progress.milestone() : null;
+    const waitingFor = state.phase === 'waiting-for-window' ? state.work.waitingFor : null;
+    const windows = waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
+    const next = waitingFor ? nextWindowStart(windows, config.now(), config.timeZone) : null;
+    return {
+      kind: 'status',
+      host: config.host,
+      phase: state.phase,
+      applied: state.applied ? { generation: state.applied.generation, closure: state.applied.closure } : null,
+      target: state.target ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure } : null,
+      lastResultSeq: state.lastResultSeq,
+      agentVersion: AGENT_VERSION,
+      ...(milestone ? { progress: milestone } : {}),
+      ...(waitingFor ? { window: { waitingFor, windows: describeWindows(windows, config.timeZone), nextStart: next === null ? null : new Date(next).toISOString() } } : {}),
+    };
+  }
+
+  async function publishCurrentStatus(): Promise<void> {
+    const written = publishStatus(statusDoc, statusContent(), state.statusSeq + 1, config.key);
+    if (!written) return;
+    state = { ...state, statusSeq: written.seq };
+    await saveAgentState(config.stateDir, state);
+    await saveStatusDocument(config.stateDir, statusDoc);
+  }
+
   async function persist(next: AgentState): Promise<void> {
+    const phaseChanged = next.phase !== state.phase;
     state = next;
     await saveAgentState(config.stateDir, state);
-    awareness.setLocalState({ role: 'agent', host: config.host, phase: state.phase, generation: state.applied?.generation ?? null });
-    const written = publishStatus(
-      statusDoc,
-      {
-        kind: 'status',
-        host: config.host,
-        phase: state.phase,
-        applied: state.applied ? { generation: state.applied.generation, closure: state.applied.closure } : null,
-        target: state.target ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure } : null,
-        lastResultSeq: state.lastResultSeq,
-        agentVersion: AGENT_VERSION,
-      },
-      state.statusSeq + 1,
-      config.key,
-    );
-    if (written) {
-      state = { ...state, statusSeq: written.seq };
-      await saveAgentState(config.stateDir, state);
-      await saveStatusDocument(config.stateDir, statusDoc);
-    }
+    if (phaseChanged && state.phase !== 'downloading') progress.reset();
+    setAwareness(null);
+    await publishCurrentStatus();
   }
 
   async function report(target: Target, outcome: ResultOutcome, reason: string, outputTail: string): Promise<number> {
@@ -111,7 +124,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           kind: 'result',
           host: config.host,
           seq,
-          at: new Date().toISOString(),
+          at: new Date(config.now()).toISOString(),
           outcome,
           generation: intent.generation,
           closure: intent.closure,
@@ -129,89 +142,83 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     return seq;
   }
 
+  async function pinGenerations(): Promise<void> {
+    try {
+      await syncGcRoots(config.store, config.stateDir, {
+        current: state.applied?.closure ?? null,
+        previous: state.previous?.closure ?? null,
+        target: state.target && state.work.downloaded ? state.target.signed.intent.closure : null,
+      });
+    } catch (error) {
+      logger.warn({ event: 'gc-roots-failed', err: error }, 'cannot update the GC roots of the current and previous generation');
+    }
+  }
+
   async function finish(target: Target, phase: AgentPhase, outcome: ResultOutcome, reason: string, outputTail: string, applied: boolean): Promise<void> {
     const seq = await report(target, outcome, reason, outputTail);
     const { intent } = target.signed;
+    const generation = { generation: intent.generation, closure: intent.closure, digest: target.digest };
     await persist({
       ...state,
       phase,
       previous: applied ? state.applied : state.previous,
-      applied: applied ? { generation: intent.generation, closure: intent.closure, digest: target.digest } : state.applied,
+      applied: applied ? generation : state.applied,
+      history: applied ? [...state.history, generation].slice(-HISTORY_LENGTH) : state.history,
       target: null,
+      work: freshWork(),
       resultSeq: seq,
       lastResultSeq: seq,
     });
+    await pinGenerations();
   }
 
-  // Re-activates the previously active system after a failed activation.
-  async function rollBack(target: Target, reason: string, outputTail: string): Promise<void> {
-    const previous = state.applied;
-    if (!previous) {
-      await finish(target, 'failed', 'failed', `${reason}; no previous generation to return to`, outputTail, false);
-      return;
-    }
-    logger.warn({ event: 'rollback', generation: target.signed.intent.generation, to: previous.generation }, 'activation failed: returning to the previous generation');
-    const profile = await setSystemProfile(previous.closure, activation);
-    const restored = profile.ok ? await switchToConfiguration(previous.closure, 'switch', activation) : profile;
-    if (restored.ok) {
-      await finish(target, 'rolled-back', 'rolled-back', `${reason}; returned to generation ${previous.generation}`, outputTail, false);
-    } else {
-      await finish(target, 'failed', 'failed', `${reason}; rollback to generation ${previous.generation} also failed: ${restored.reason}`, `${outputTail}\n--- rollback ---\n${restored.outputTail}`, false);
-    }
-  }
-
-  async function runPipeline(target: Target): Promise<void> {
-    const { intent } = target.signed;
-    const fields = { document: desiredDocName(config.host), generation: intent.generation, closure: intent.closure };
-    if (state.phase === 'downloading') {
-      logger.info({ event: 'phase', phase: 'downloading', ...fields }, 'verifying and fetching closure');
-      const verified = await verifyClosureSignatures(intent.closure, config.substituters, config.trustedCacheKeys);
-      if (!verified.ok) {
-        await finish(target, 'failed', 'refused', `narinfo check: ${verified.reason}`, '', false);
-        return;
-      }
-      const fetched = await realiseClosure(intent.closure, { store: config.store, substituters: config.substituters, trustedCacheKeys: config.trustedCacheKeys, timeoutMs: config.fetchTimeoutMs });
-      if (stopped) return;
-      if (!fetched.ok) {
-        await finish(target, 'failed', 'failed', fetched.reason, fetched.outputTail, false);
-        return;
-      }
-      await persist({ ...state, phase: 'activating' });
-    }
-    if (state.phase === 'activating') {
-      logger.info({ event: 'phase', phase: 'activating', action: intent.action, ...fields }, `switch-to-configuration ${intent.action}`);
-      const profile = intent.action === 'test' ? { ok: true as const, outputTail: '' } : await setSystemProfile(intent.closure, activation);
-      const switched = profile.ok ? await switchToConfiguration(intent.closure, intent.action, activation) : profile;
-      if (stopped) return;
-      if (!switched.ok) {
-        await rollBack(target, switched.reason, switched.outputTail);
-        return;
-      }
-      await persist({ ...state, phase: 'confirming' });
-    }
-    if (state.phase === 'confirming') {
-      logger.info({ event: 'phase', phase: 'confirming', ...fields }, 'confirming activation');
-      const confirmed = await confirmActivation(intent.closure, intent.action, activation);
-      if (!confirmed.ok) {
-        await rollBack(target, `not confirmed: ${confirmed.reason}`, '');
-        return;
-      }
-      await finish(target, 'applied', 'applied', `switch-to-configuration ${intent.action} succeeded`, '', true);
-    }
-  }
-
-  async function evaluate(): Promise<void> {
-    if (state.target && WORKING_PHASES.includes(state.phase)) {
-      logger.info({ event: 'resume', phase: state.phase, generation: state.target.signed.intent.generation }, 'resuming interrupted work');
-      await runPipeline(state.target);
-      return;
-    }
+  function selectNow(): IntentSelection {
     const { entries, malformed } = readIntentEntries(desired.doc);
     for (const entry of malformed) logger.warn({ event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error }, 'ignoring malformed entry');
-    const selection = selectIntent(
+    return selectIntent(
       entries.map((e) => e.signed),
       { verify: config.verifyIntent, floor: { epoch: 0, generation: state.floorGeneration }, appliedDigest: state.applied?.digest ?? null },
     );
+  }
+
+  const context = (): PipelineContext => ({
+    config,
+    logger,
+    state: () => state,
+    persist,
+    finish,
+    stopping: () => stopped,
+    downloadSignal: downloadAbort.signal,
+    publishProgress: (p) => progress.publish(p),
+    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, desiredDocName(config.host), timeoutMs),
+  });
+
+  async function startTarget(chosen: Target): Promise<void> {
+    await persist({
+      ...state,
+      phase: 'downloading',
+      target: chosen,
+      work: freshWork(),
+      floorGeneration: Math.max(state.floorGeneration, chosen.signed.intent.generation),
+      handledDigests: [...new Set([...state.handledDigests, chosen.digest])],
+    });
+    await enterWindowedPhase(context(), 'downloading');
+  }
+
+  async function evaluate(): Promise<void> {
+    downloadAbort = new AbortController();
+    const selection = selectNow();
+    if (state.target && WORKING_PHASES.includes(state.phase)) {
+      const newer = PREEMPTIBLE_PHASES.includes(state.phase) && !state.work.downloaded ? selection.chosen : null;
+      if (newer && !state.handledDigests.includes(newer.digest)) {
+        logger.info({ event: 'superseded', generation: state.target.signed.intent.generation, by: newer.signed.intent.generation }, 'a newer intent replaces the one not yet activated');
+        await startTarget(newer);
+      } else {
+        logger.info({ event: 'resume', phase: state.phase, generation: state.target.signed.intent.generation }, 'resuming work on the target');
+      }
+      await runPipeline(context(), state.target!);
+      return;
+    }
     const handled = new Set(state.handledDigests);
     for (const refusal of selection.refused) {
       if (handled.has(refusal.candidate.digest)) continue;
@@ -229,19 +236,23 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       if (handled.size !== state.handledDigests.length) await persist({ ...state, handledDigests: [...handled] });
       return;
     }
-    handled.add(chosen.digest);
-    await persist({
-      ...state,
-      phase: 'downloading',
-      target: chosen,
-      floorGeneration: Math.max(state.floorGeneration, chosen.signed.intent.generation),
-      handledDigests: [...handled],
-    });
-    await runPipeline(chosen);
+    await persist({ ...state, handledDigests: [...handled] });
+    await startTarget(chosen);
+    await runPipeline(context(), chosen);
+  }
+
+  // While waiting for a window, wake when it opens (rechecked at least every wakeInterval).
+  function sleepMs(): number {
+    const interval = config.wakeIntervalMs ?? 60_000;
+    if (state.phase !== 'waiting-for-window') return interval;
+    const windows = state.work.waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
+    const next = nextWindowStart(windows, config.now(), config.timeZone);
+    return next === null ? interval : Math.min(interval, Math.max(1000, next - config.now()));
   }
 
   const loop = (async () => {
     await persist(state);
+    await pinGenerations();
     while (!stopped) {
       if (dirty) {
         dirty = false;
@@ -254,18 +265,19 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       }
       await new Promise<void>((resolve) => {
         wake = resolve;
-        setTimeout(resolve, config.wakeIntervalMs ?? 60_000).unref();
+        setTimeout(resolve, sleepMs()).unref();
       });
       wake = null;
       dirty = true;
     }
   })();
 
-  logger.info({ event: 'agent-started', phase: state.phase, applied: state.applied?.generation ?? null, coordinator }, 'agent started');
+  logger.info({ event: 'agent-started', phase: state.phase, applied: state.applied?.generation ?? null, coordinator, version: AGENT_VERSION }, 'agent started');
   return {
     state: () => state,
     async stop() {
       stopped = true;
+      downloadAbort.abort();
       wake?.();
       await loop.catch(() => undefined);
       desired.close();

@@ -3,12 +3,54 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { signedIntentSchema } from '../shared/schemas/intent.js';
 import { agentPhaseSchema } from '../shared/schemas/report.js';
-import { generationSchema, storePathSchema } from '../shared/schemas/primitives.js';
+import { activationActionSchema, generationSchema, storePathSchema } from '../shared/schemas/primitives.js';
 
 // The agent's persisted state machine. Written with write-to-temp, fsync, rename, fsync(dir) on
 // every phase change, so a crash or power loss resumes from the last completed step.
 const appliedSchema = z.object({ generation: generationSchema, closure: storePathSchema, digest: z.string() });
 export type AppliedGeneration = z.infer<typeof appliedSchema>;
+
+const epochMsSchema = z.number().int().nonnegative();
+
+// A switch-to-configuration (or bin/activate) started as its own process: enough to find it again
+// after the agent was restarted, and to tell it apart from a process that reused its pid.
+export const activationRunSchema = z.object({
+  id: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
+  runner: z.enum(['direct', 'systemd-run']),
+  pid: z.number().int().positive().nullable(),
+  // /proc/<pid>/stat field 22 (start time in clock ticks since boot): a reused pid has another.
+  startTime: z.string().nullable(),
+  bootId: z.string().nullable(),
+  startedAt: epochMsSchema,
+  deadline: epochMsSchema,
+  command: z.string(),
+});
+export type ActivationRun = z.infer<typeof activationRunSchema>;
+
+// What has been done for the current target, so every step resumes instead of starting over.
+export const workSchema = z.object({
+  // When phase is waiting-for-window: the step that waits for its window.
+  waitingFor: z.enum(['download', 'activation', 'reboot']).nullable().default(null),
+  downloadStartedAt: epochMsSchema.nullable().default(null),
+  downloaded: z.boolean().default(false),
+  // The action actually run: a `switch` that changes the kernel or initrd becomes `boot` + reboot.
+  effectiveAction: activationActionSchema.nullable().default(null),
+  rebootNeeded: z.boolean().default(false),
+  rebootRequestedAt: epochMsSchema.nullable().default(null),
+  // The boot in which the reboot was requested: a different boot id afterwards means it happened.
+  rebootBootId: z.string().nullable().default(null),
+  activation: activationRunSchema.nullable().default(null),
+  confirmDeadline: epochMsSchema.nullable().default(null),
+  // Set while the previously active generation is being re-activated after a failure.
+  rollback: z.object({ reason: z.string(), outputTail: z.string() }).nullable().default(null),
+});
+export type Work = z.infer<typeof workSchema>;
+
+export function freshWork(): Work {
+  return workSchema.parse({});
+}
+
+export const HISTORY_LENGTH = 20;
 
 export const agentStateSchema = z.object({
   version: z.literal(1),
@@ -16,8 +58,11 @@ export const agentStateSchema = z.object({
   // What runs now, and what ran before it (the rollback target: the previously *active* system).
   applied: appliedSchema.nullable(),
   previous: appliedSchema.nullable(),
-  // The intent being worked on while phase is downloading/activating/confirming.
+  // The intent being worked on while phase is waiting-for-window/downloading/activating/confirming.
   target: z.object({ signed: signedIntentSchema, digest: z.string() }).nullable(),
+  work: workSchema.default(freshWork),
+  // Generations applied here, newest last (bounded): what a rollback intent may name.
+  history: z.array(appliedSchema).max(HISTORY_LENGTH).default([]),
   // Highest generation applied or attempted: nothing at or below it is ever installed again.
   floorGeneration: z.number().int().nonnegative(),
   resultSeq: z.number().int().nonnegative(),
@@ -35,6 +80,8 @@ export function initialAgentState(): AgentState {
     applied: null,
     previous: null,
     target: null,
+    work: freshWork(),
+    history: [],
     floorGeneration: 0,
     resultSeq: 0,
     statusSeq: 0,

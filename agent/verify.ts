@@ -1,6 +1,8 @@
-import { closureNarinfos, verifyNarinfo, type Narinfo } from '../shared/nix/narinfo.js';
+import { closureNarinfos, closureNarSize, verifyNarinfo, type Narinfo } from '../shared/nix/narinfo.js';
 
-export type ClosureVerdict = { ok: true; paths: number; narBytes: number; substituter: string } | { ok: false; reason: string };
+// `infos` (every path with its declared sizes) feed the size cap, the disk-space check, the
+// progress totals and the per-file byte caps of the download.
+export type ClosureVerdict = { ok: true; paths: number; narBytes: number; substituter: string; infos: Narinfo[] } | { ok: false; reason: string };
 
 // Our own check of every narinfo in the closure, before Nix downloads anything: the fingerprint
 // signed by a pinned cache key, in addition to Nix's own check. It also yields the closure's size.
@@ -18,7 +20,7 @@ export async function verifyClosureSignatures(closure: string, substituters: str
       const verdict = verifyNarinfo(info, trustedCacheKeys);
       if (!verdict.ok) return { ok: false, reason: `${info.storePath} from ${substituter}: ${verdict.reason}` };
     }
-    return { ok: true, paths: infos.length, narBytes: infos.reduce((sum, i) => sum + i.narSize, 0), substituter };
+    return { ok: true, paths: infos.length, narBytes: closureNarSize(infos), substituter, infos };
   }
   return { ok: false, reason: `no substituter has the closure: ${problems.join('; ')}` };
 }

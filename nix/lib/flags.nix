@@ -60,22 +60,28 @@ rec {
         { flag = "fetch-timeout"; option = "fetchTimeout"; }
         { flag = "activation-timeout"; option = "activationTimeout"; }
         { flag = "log-level"; option = "logLevel"; }
-        { flag = "reboot-window"; option = "rebootWindow"; }
-        { flag = "maintenance-window"; option = "maintenanceWindow"; }
-        { flag = "health-check"; option = "healthChecks"; }
+        { flag = "profile-type"; option = "profileType"; }
+        { flag = "min-throughput"; option = "minThroughput"; }
+        { flag = "throughput-window"; option = "throughputWindow"; }
+        { flag = "download-retries"; option = "downloadRetries"; }
+        { flag = "max-closure-size"; option = "maxClosureSize"; }
+        { flag = "min-free-space"; option = "minFreeSpace"; }
+        { flag = "maintenance-window"; option = "maintenanceWindows"; }
+        { flag = "reboot-window"; option = "rebootWindows"; }
+        { flag = "timezone"; option = "timeZone"; }
+        { flag = "activation-runner"; option = "activationRunner"; }
         { flag = "confirm-timeout"; option = "confirmTimeout"; }
+        { flag = "health-check"; option = "healthChecks"; }
+        { flag = "require-system-running"; option = "requireSystemRunning"; }
+        { flag = "systemctl"; option = "systemctl"; }
+        { flag = "booted-system"; option = "bootedSystem"; }
+        { flag = "reboot-command"; option = "rebootCommand"; }
       ];
-      # Flags the CLI does not accept yet. Issue 4 (reboot and maintenance windows, health checks
-      # after activation) adds them; until then their options exist, so host configurations can
-      # be written now, but they are NOT passed to the agent (it rejects unknown flags) and the
-      # module warns when one is set. When the CLI accepts a flag, delete it here: the test fails
-      # until you do, because the flag would otherwise be unreachable.
-      pending = {
-        "reboot-window" = "issue 4: reboot only inside this window";
-        "maintenance-window" = "issue 4: activate only inside this window";
-        "health-check" = "issue 4: commands that must succeed after activation";
-        "confirm-timeout" = "issue 4: how long health checks may take before rolling back";
-      };
+      # Flags the CLI does not accept yet: their options exist, so host configurations can be
+      # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module
+      # warns when one is set. When the CLI accepts a flag, delete it here: the test fails until
+      # you do, because the flag would otherwise be unreachable.
+      pending = { };
     };
 
     coordinator = {

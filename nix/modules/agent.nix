@@ -19,16 +19,21 @@ let
   # A file the agent reads at run time. A string, never a Nix path: a path literal would be
   # copied into the world-readable Nix store.
   absolutePath = types.strMatching "/.+";
-  window = types.strMatching "[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]";
+  # [DAYS ]HH:MM-HH:MM, e.g. "Tue 03:00-05:00", "Mon-Fri,Sun 22:00-06:00", "01:00-05:00".
+  window = types.strMatching "(([A-Za-z]{3}(-[A-Za-z]{3})?)(,[A-Za-z]{3}(-[A-Za-z]{3})?)* )?[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]";
+  # Bytes, optionally with a K/M/G/T suffix.
+  size = types.strMatching "[0-9]+(\\.[0-9]+)?[KMGTkmgt]?";
 
   outpost = "${cfg.package}/bin/outpost";
   argv = flags.argsFor role cfg ++ cfg.extraArgs;
   execLine = "${outpost} agent ${lib.escapeShellArgs argv}";
 
-  # nix-store / nix-env / nix for fetching and setting the profile.
+  # nix-store / nix-env / nix for fetching and setting the profile; systemctl and systemd-run for
+  # health, reboots and running the activation in a unit of its own.
   unitPath = [
     config.nix.package
     pkgs.coreutils
+    config.systemd.package
   ];
   unitEnvironment = {
     HOME = "/root";
@@ -181,25 +186,115 @@ in
       description = "Log level; logs are JSON lines in the journal (`journalctl -u outpost-agent`).";
     };
 
-    rebootWindow = mkOption {
-      type = types.nullOr window;
-      default = null;
-      example = "02:00-04:00";
+    profileType = mkOption {
+      type = types.enum [
+        "nixos"
+        "system-manager"
+      ];
+      default = "nixos";
       description = ''
-        Local time window `HH:MM-HH:MM` in which the agent may reboot the host when an activation
-        needs it (`--reboot-window`). Not accepted by the CLI yet (issue 4): setting it only
-        produces a warning.
+        What {option}`services.outpost-agent.profile` holds (`--profile-type`): a NixOS system
+        (`bin/switch-to-configuration`) or a system-manager profile (`bin/activate`, for hosts
+        that are not NixOS; no boot entries, no kernel handling).
       '';
     };
 
-    maintenanceWindow = mkOption {
-      type = types.nullOr window;
+    minThroughput = mkOption {
+      type = types.nullOr types.ints.unsigned;
       default = null;
-      example = "22:00-06:00";
+      example = 256;
       description = ''
-        Local time window `HH:MM-HH:MM` outside of which no activation starts
-        (`--maintenance-window`). Not accepted by the CLI yet (issue 4): setting it only produces
-        a warning.
+        Bytes per second a NAR transfer must average over
+        {option}`services.outpost-agent.throughputWindow`, or it is aborted and retried
+        (`--min-throughput`, the slow-drip defence; 0 turns it off). Null: the CLI default, 256.
+      '';
+    };
+
+    throughputWindow = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 600;
+      description = "Seconds `minThroughput` is averaged over (`--throughput-window`). Null: 600.";
+    };
+
+    downloadRetries = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      example = 8;
+      description = ''
+        Download attempts in a row without progress (refused, cut, too slow) before the download
+        fails and is reported (`--download-retries`). Null: 8.
+      '';
+    };
+
+    maxClosureSize = mkOption {
+      type = types.nullOr size;
+      default = null;
+      example = "64G";
+      description = ''
+        Closures whose narinfos declare more than this in total are refused before the download
+        (`--max-closure-size`; bytes, or with a K/M/G/T suffix). Null: 64G.
+      '';
+    };
+
+    minFreeSpace = mkOption {
+      type = types.nullOr size;
+      default = null;
+      example = "1G";
+      description = ''
+        Disk space that must stay free after a download; a closure that does not fit is refused
+        before its first byte is fetched (`--min-free-space`). Null: 1G.
+      '';
+    };
+
+    maintenanceWindows = mkOption {
+      type = types.listOf window;
+      default = [ ];
+      example = [
+        "Tue 03:00-05:00"
+        "Mon 16:00-18:00"
+      ];
+      description = ''
+        Windows `[DAYS ]HH:MM-HH:MM` in host-local time (see `timeZone`) in which downloads and
+        activations may start (`--maintenance-window`, once per window). A download that runs past
+        the end of a window finishes, and its activation waits for the next window. Empty: any
+        time.
+      '';
+    };
+
+    rebootWindows = mkOption {
+      type = types.listOf window;
+      default = [ ];
+      example = [ "01:00-05:00" ];
+      description = ''
+        Windows in which the agent may reboot the host when a `switch` changes the kernel or
+        initrd (it then installs the generation with `boot` and reboots in the window;
+        `--reboot-window`). Empty: reboot right after the activation.
+      '';
+    };
+
+    timeZone = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "Africa/Kinshasa";
+      description = "IANA time zone of the windows (`--timezone`). Null: the host's time zone.";
+    };
+
+    activationRunner = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "auto"
+          "systemd-run"
+          "direct"
+        ]
+      );
+      default = null;
+      example = "systemd-run";
+      description = ''
+        How the agent starts `switch-to-configuration` so the activation survives the agent being
+        restarted (`--activation-runner`): `systemd-run` (a transient unit, outside the agent's
+        cgroup) or `direct` (a process in its own session). Null: auto, which is systemd-run on
+        NixOS.
       '';
     };
 
@@ -211,9 +306,9 @@ in
         "curl -sf http://127.0.0.1/healthz"
       ];
       description = ''
-        Commands that must succeed after an activation, or the agent rolls back
-        (`--health-check`, once per command). Not accepted by the CLI yet (issue 4): setting them
-        only produces a warning.
+        Shell commands (`/bin/sh -c`) that must exit 0 after an activation, or the agent rolls
+        back (`--health-check`, once per command). The unit's PATH holds Nix, coreutils and
+        systemd; use absolute paths for anything else.
       '';
     };
 
@@ -222,10 +317,50 @@ in
       default = null;
       example = 300;
       description = ''
-        Seconds the health checks may take to pass before the activation is rolled back
-        (`--confirm-timeout`). Not accepted by the CLI yet (issue 4): setting it only produces a
-        warning.
+        Seconds within which, after an activation, the host must sync afresh with a coordinator
+        or relay and pass its health checks, or it re-activates the previous generation
+        (`--confirm-timeout`). Null: 300.
       '';
+    };
+
+    requireSystemRunning = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "auto"
+          "true"
+          "false"
+        ]
+      );
+      default = null;
+      example = "true";
+      description = ''
+        Whether `systemctl is-system-running` must say `running` after an activation (`degraded`
+        fails; `--require-system-running`). Null: auto, which is true wherever systemd runs.
+      '';
+    };
+
+    systemctl = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/current-system/sw/bin/systemctl";
+      description = "The systemctl binary for `is-system-running` and the systemd-run runner (`--systemctl`). Null: from the unit's PATH.";
+    };
+
+    bootedSystem = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/booted-system";
+      description = ''
+        The link to the booted system, whose kernel and initrd decide whether a `switch` needs a
+        reboot (`--booted-system`). Null: /run/booted-system.
+      '';
+    };
+
+    rebootCommand = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "systemctl reboot";
+      description = "Shell command that reboots the host (`--reboot-command`). Null: `systemctl reboot`.";
     };
 
     restartAfterSwitch = mkOption {

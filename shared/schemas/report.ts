@@ -40,6 +40,25 @@ export type Result = z.infer<typeof resultSchema>;
 export const signedResultSchema = z.object({ result: resultSchema, signature: signatureSchema });
 export type SignedResult = z.infer<typeof signedResultSchema>;
 
+// Bytes are transfer bytes (compressed NAR files), counting only paths the host did not have.
+export const downloadProgressSchema = z.object({
+  pathsDone: z.number().int().nonnegative(),
+  pathsTotal: z.number().int().nonnegative(),
+  bytesDone: z.number().int().nonnegative(),
+  bytesTotal: z.number().int().nonnegative(),
+  bytesPerSecond: z.number().nonnegative(),
+  startedAt: isoTimeSchema,
+});
+export type DownloadProgress = z.infer<typeof downloadProgressSchema>;
+
+// Why a host in phase waiting-for-window waits, and until when (null: no window within a week).
+export const windowWaitSchema = z.object({
+  waitingFor: z.enum(['download', 'activation', 'reboot']),
+  windows: z.string().max(1000),
+  nextStart: isoTimeSchema.nullable(),
+});
+export type WindowWait = z.infer<typeof windowWaitSchema>;
+
 // The agent's current state: one JSON value under one key, rewritten only when it changes.
 export const statusSchema = z.object({
   kind: z.literal('status'),
@@ -51,6 +70,9 @@ export const statusSchema = z.object({
   target: generationRefSchema.nullable(),
   lastResultSeq: z.number().int().nonnegative().nullable(),
   agentVersion: z.string().max(64),
+  // Download milestones (every 10 %); live progress travels in awareness, which is not stored.
+  progress: downloadProgressSchema.optional(),
+  window: windowWaitSchema.optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 

@@ -1,0 +1,103 @@
+import { existsSync } from 'node:fs';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import type { Logger } from '../shared/log.js';
+import type { IntentVerifier } from '../shared/trust/verify-intent.js';
+import type { ProfileType } from './activate.js';
+import type { ActivationRunner } from './activation-runner.js';
+import type { SystemRunningRule } from './health.js';
+import type { TimeWindow } from './windows.js';
+
+// Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
+export interface AgentConfig {
+  host: string;
+  key: SigningKey;
+  coordinators: string[];
+  // Whether one intent may be installed here; the trust model (admin keys, later the policy) lives behind it.
+  verifyIntent: IntentVerifier;
+  substituters: string[];
+  trustedCacheKeys: string[];
+  store?: string;
+  profile: string;
+  profileType?: ProfileType;
+  stateDir: string;
+  // Overall download deadline, from the download's (persisted) start.
+  fetchTimeoutMs: number;
+  activationTimeoutMs: number;
+  activationRunner?: ActivationRunner | 'auto';
+  logger: Logger;
+  // Re-evaluates intents this often even without document changes (expiry is time-based).
+  wakeIntervalMs?: number;
+  download?: Partial<DownloadSettings>;
+  maintenanceWindows?: TimeWindow[];
+  rebootWindows?: TimeWindow[];
+  timeZone?: string;
+  health?: Partial<HealthSettings>;
+  bootedSystem?: string;
+  rebootCommand?: string;
+  // The agent's clock (ms since the epoch); injectable so window logic is testable.
+  now?: () => number;
+}
+
+export interface DownloadSettings {
+  minBytesPerSecond: number;
+  throughputWindowMs: number;
+  retries: number;
+  maxClosureBytes: number;
+  minFreeBytes: number;
+  concurrency: number;
+  retryDelayMs: number;
+}
+
+export interface HealthSettings {
+  confirmTimeoutMs: number;
+  checks: string[];
+  requireSystemRunning: SystemRunningRule;
+  systemctl: string;
+}
+
+export interface ResolvedAgentConfig extends AgentConfig {
+  profileType: ProfileType;
+  activationRunner: ActivationRunner;
+  download: DownloadSettings;
+  maintenanceWindows: TimeWindow[];
+  rebootWindows: TimeWindow[];
+  health: HealthSettings;
+  bootedSystem: string;
+  rebootCommand: string;
+  now: () => number;
+}
+
+export const DEFAULT_DOWNLOAD: DownloadSettings = {
+  minBytesPerSecond: 256,
+  throughputWindowMs: 600_000,
+  retries: 8,
+  maxClosureBytes: 64 * 2 ** 30,
+  minFreeBytes: 2 ** 30,
+  // Parallel NAR transfers: hides a satellite link's round trips between small files.
+  concurrency: 4,
+  retryDelayMs: 1000,
+};
+
+export const DEFAULT_HEALTH: HealthSettings = { confirmTimeoutMs: 300_000, checks: [], requireSystemRunning: 'auto', systemctl: 'systemctl' };
+
+// systemd-run wherever systemd runs the machine (the activation then survives even a restart of
+// the agent's own unit), a process of its own session elsewhere.
+export function chooseRunner(runner: ActivationRunner | 'auto' | undefined, runDir = '/run/systemd/system'): ActivationRunner {
+  if (runner && runner !== 'auto') return runner;
+  return existsSync(runDir) ? 'systemd-run' : 'direct';
+}
+
+export function resolveAgentConfig(config: AgentConfig): ResolvedAgentConfig {
+  return {
+    ...config,
+    profileType: config.profileType ?? 'nixos',
+    activationRunner: chooseRunner(config.activationRunner),
+    download: { ...DEFAULT_DOWNLOAD, ...config.download },
+    maintenanceWindows: config.maintenanceWindows ?? [],
+    rebootWindows: config.rebootWindows ?? [],
+    health: { ...DEFAULT_HEALTH, ...config.health },
+    bootedSystem: config.bootedSystem ?? '/run/booted-system',
+    rebootCommand: config.rebootCommand ?? 'systemctl reboot',
+    now: config.now ?? Date.now,
+  };
+}
