@@ -43,6 +43,7 @@ export interface BridgeOptions {
   pullOnly(document: string): boolean;
   // Whether the upstream would let this relay sync the document at all.
   inScope(document: string): boolean;
+  presenceGraceMs?: number;
 }
 
 export interface Bridge {
@@ -166,14 +167,31 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
     },
   });
 
-  // Presence of the site's hosts goes up as summaries, only when it changes.
-  presence.onChange((host, online, lastSeen) => {
-    presenceChanges.set(host, { host, online, lastSeen });
+  // Presence of the site's hosts goes up as summaries, only when it changes. Going offline here is
+  // reported after a grace period, so a flapping site LAN costs nothing upstream (relays below
+  // applied theirs already).
+  const reported = new Map<string, boolean>();
+  const pendingOffline = new Map<string, NodeJS.Timeout>();
+  const report = (entry: PresenceEntry): void => {
+    presenceChanges.set(entry.host, entry);
     presenceTimer ??= setTimeout(() => {
       presenceTimer = null;
-      link?.presence([...presenceChanges.values()]);
+      if (!link?.connectedUrl()) return;
+      const entries = [...presenceChanges.values()].filter((e) => reported.get(e.host) !== e.online);
       presenceChanges.clear();
+      for (const e of entries) reported.set(e.host, e.online);
+      link.presence(entries);
     }, 50);
+  };
+  presence.onChange((host, online, lastSeen, local) => {
+    const pending = pendingOffline.get(host);
+    if (pending) clearTimeout(pending);
+    pendingOffline.delete(host);
+    if (online || !local) return report({ host, online, lastSeen });
+    pendingOffline.set(host, setTimeout(() => {
+      pendingOffline.delete(host);
+      report({ host, online: false, lastSeen });
+    }, options.presenceGraceMs ?? 5000).unref());
   });
 
   async function onSync(state: Bridged, decoder: decoding.Decoder): Promise<void> {
@@ -210,7 +228,10 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
         openChannel(state);
       }
       // Everything the site saw while the link was down.
-      link?.presence(presence.hosts().map((h) => ({ host: h, ...presence.get(h)! })));
+      const table = presence.hosts().map((h) => ({ host: h, ...presence.get(h)! }));
+      reported.clear();
+      for (const entry of table) reported.set(entry.host, entry.online);
+      link?.presence(table);
       pump();
     },
     disconnected() {

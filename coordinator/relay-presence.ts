@@ -12,7 +12,8 @@ interface Seen {
   lastSeen: number;
 }
 
-export type PresenceListener = (host: string, online: boolean, lastSeen: number) => void;
+// local: seen through awareness here; otherwise reported by a relay below.
+export type PresenceListener = (host: string, online: boolean, lastSeen: number, local: boolean) => void;
 
 export class PresenceTable {
   private readonly local = new Map<string, Seen>();
@@ -71,6 +72,6 @@ export class PresenceTable {
     const previous = table.get(host);
     table.set(host, { online, lastSeen: online || !previous ? at : Math.max(previous.lastSeen, at) });
     const after = this.get(host)!;
-    if (!before || before.online !== after.online) for (const listener of this.listeners) listener(host, after.online, after.lastSeen);
+    if (!before || before.online !== after.online) for (const listener of this.listeners) listener(host, after.online, after.lastSeen, table === this.local);
   }
 }

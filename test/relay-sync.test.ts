@@ -244,7 +244,7 @@ test('presence: an agent behind two relays shows online at the coordinator, then
   const seen = await waitFor('p1 offline at the coordinator', async () => {
     const p = await presence();
     return p && !p.online ? p : null;
-  }, 5000);
+  }, 10_000);
   assert.ok(seen.lastSeen && Date.now() - Date.parse(seen.lastSeen) < 10_000, 'last seen just now');
 });
 
