@@ -4,7 +4,7 @@ import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ActivationAction } from '../shared/schemas/primitives.js';
 import type { AgentPhase, DownloadProgress, ResultOutcome } from '../shared/schemas/report.js';
 import { activationCommand, currentProfileTarget, setSystemProfile, setsProfile } from './activate.js';
-import { readBootId, startActivation, waitForActivation, type ActivationExit } from './activation-runner.js';
+import { ensureLaunched, planActivation, readBootId, waitForActivation, type ActivationExit } from './activation-runner.js';
 import { bootedClosure, rebootNeeded } from './boot-change.js';
 import type { ResolvedAgentConfig } from './config.js';
 import { confirmProfile } from './confirm.js';
@@ -144,13 +144,34 @@ function activationEnv(ctx: PipelineContext, closure: string, action: Activation
   };
 }
 
+// Plans (and persists) the run before launching it, so an agent killed by the switch it just
+// started finds the running switch instead of starting a second one.
+async function launchAndWait(ctx: PipelineContext, id: string, closure: string, action: ActivationAction, command: { command: string; args: string[] }): Promise<ActivationExit> {
+  const { config } = ctx;
+  const tools = { dir: join(config.stateDir, 'activations'), systemctl: config.health.systemctl };
+  let run = ctx.state().work.activation;
+  if (!run || run.id !== id) {
+    run = await planActivation(id, config.activationRunner, [command.command, ...command.args].join(' '), config.activationTimeoutMs, config.now);
+    await updateWork(ctx, 'activating', { activation: run });
+  }
+  let resumed: boolean;
+  try {
+    resumed = await ensureLaunched(run, { ...tools, command: command.command, args: command.args, env: activationEnv(ctx, closure, action) });
+  } catch (error) {
+    return { kind: 'lost', outputTail: (error as Error).message };
+  }
+  if (resumed) ctx.logger.info({ event: 'resume-activation', generation: ctx.state().target?.signed.intent.generation, run: run.id }, 'waiting for the activation started before the agent restarted');
+  return waitForActivation(run, { ...tools, now: config.now, stopping: ctx.stopping });
+}
+
 async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepResult> {
   const { config } = ctx;
   const { closure, generation } = target.signed.intent;
-  let run = ctx.state().work.activation;
   const profileConfig = { store: config.store, profile: config.profile, profileType: config.profileType };
-  if (!run) {
-    const { action, reboot } = await decideAction(ctx, target);
+  let action = ctx.state().work.effectiveAction;
+  if (action === null) {
+    const decision = await decideAction(ctx, target);
+    action = decision.action;
     const command = await activationCommand(closure, action, profileConfig);
     if (!command.ok) {
       // Nothing on the host changed yet.
@@ -162,20 +183,14 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
       const profile = await setSystemProfile(closure, profileConfig);
       if (!profile.ok) return startRollback(ctx, target, profile.reason, profile.outputTail);
     }
-    try {
-      run = await startActivation({ id: `generation-${generation}-${action}`, command: command.command, args: command.args, env: activationEnv(ctx, closure, action), runner: config.activationRunner, dir: join(config.stateDir, 'activations'), timeoutMs: config.activationTimeoutMs, now: config.now, systemctl: config.health.systemctl });
-    } catch (error) {
-      return startRollback(ctx, target, `cannot start the activation: ${(error as Error).message}`, '');
-    }
-    await updateWork(ctx, 'activating', { activation: run, effectiveAction: action, rebootNeeded: reboot });
-  } else {
-    ctx.logger.info({ event: 'resume-activation', ...fields(target), run: run.id }, 'waiting for the activation started before the agent restarted');
+    await updateWork(ctx, 'activating', { effectiveAction: action, rebootNeeded: decision.reboot });
   }
-  const exit = await waitForActivation(run, { dir: join(config.stateDir, 'activations'), now: config.now, stopping: ctx.stopping, systemctl: config.health.systemctl });
+  const command = await activationCommand(closure, action, profileConfig);
+  if (!command.ok) return startRollback(ctx, target, command.reason, '');
+  const exit = await launchAndWait(ctx, `generation-${generation}-${action}`, closure, action, command);
   if (exit.kind === 'agent-stopping') return 'wait';
   const work = ctx.state().work;
-  const action = work.effectiveAction ?? target.signed.intent.action;
-  const what = run.command.split('/').pop() ?? run.command;
+  const what = `${command.command.split('/').pop()} ${command.args.join(' ')}`.trim();
   if (exit.kind !== 'exited' || exit.code !== 0) return startRollback(ctx, target, describeExit(what, exit, config.activationTimeoutMs), exit.outputTail);
   if (work.rebootNeeded) {
     await updateWork(ctx, 'waiting-for-window', { activation: null, waitingFor: 'reboot' });
@@ -235,7 +250,7 @@ async function stepConfirm(ctx: PipelineContext, target: Target): Promise<StepRe
   const deadline = ctx.state().work.confirmDeadline ?? config.now() + config.health.confirmTimeoutMs;
   ctx.logger.info({ event: 'phase', phase: 'confirming', ...fields(target), deadline: new Date(deadline).toISOString() }, 'confirming: fresh sync with a peer and health checks');
   if (config.now() >= deadline) {
-    return startRollback(ctx, target, `not confirmed: the confirm timeout (${Math.round(config.health.confirmTimeoutMs / 1000)} s) passed while the agent was not running`, '');
+    return startRollback(ctx, target, `not confirmed: the confirm timeout (${Math.round(config.health.confirmTimeoutMs / 1000)} s) passed before the checks could run (the agent was not running)`, '');
   }
   const health = await confirmHealth({ ...config.health, probePeer: ctx.probePeer, deadline, now: config.now, stopping: ctx.stopping });
   if (health.ok === null) return 'wait';
@@ -243,7 +258,8 @@ async function stepConfirm(ctx: PipelineContext, target: Target): Promise<StepRe
   const action = ctx.state().work.effectiveAction ?? target.signed.intent.action;
   const profile = await confirmProfile(target.signed.intent.closure, action, config.profile);
   if (!profile.ok) return startRollback(ctx, target, `not confirmed: ${profile.reason}`, '');
-  await ctx.finish(target, 'applied', 'applied', `${action} succeeded; confirmed: ${health.detail}`, '', true);
+  const how = ctx.state().work.rebootRequestedAt !== null ? 'the kernel or initrd changed: installed with boot and rebooted' : `${action} succeeded`;
+  await ctx.finish(target, 'applied', 'applied', `${how}; confirmed: ${health.detail}`, '', true);
   return 'wait';
 }
 
@@ -268,23 +284,14 @@ async function stepRollback(ctx: PipelineContext, target: Target): Promise<StepR
     await ctx.finish(target, 'failed', 'failed', `${reason}; rollback to generation ${previous.generation} also failed: ${why}`, `${outputTail}\n--- rollback ---\n${tail}`, false);
     return 'wait';
   };
-  let run = ctx.state().work.activation;
-  if (!run) {
-    const profileConfig = { store: config.store, profile: config.profile, profileType: config.profileType };
-    const command = await activationCommand(previous.closure, 'switch', profileConfig);
-    if (!command.ok) return fail(command.reason, '');
-    if ((await currentProfileTarget(profileConfig)) !== previous.closure) {
-      const profile = await setSystemProfile(previous.closure, profileConfig);
-      if (!profile.ok) return fail(profile.reason, profile.outputTail);
-    }
-    try {
-      run = await startActivation({ id: `generation-${target.signed.intent.generation}-rollback`, command: command.command, args: command.args, env: activationEnv(ctx, previous.closure, 'switch'), runner: config.activationRunner, dir: join(config.stateDir, 'activations'), timeoutMs: config.activationTimeoutMs, now: config.now, systemctl: config.health.systemctl });
-    } catch (error) {
-      return fail((error as Error).message, '');
-    }
-    await updateWork(ctx, 'activating', { activation: run });
+  const profileConfig = { store: config.store, profile: config.profile, profileType: config.profileType };
+  const command = await activationCommand(previous.closure, 'switch', profileConfig);
+  if (!command.ok) return fail(command.reason, '');
+  if ((await currentProfileTarget(profileConfig)) !== previous.closure) {
+    const profile = await setSystemProfile(previous.closure, profileConfig);
+    if (!profile.ok) return fail(profile.reason, profile.outputTail);
   }
-  const exit = await waitForActivation(run, { dir: join(config.stateDir, 'activations'), now: config.now, stopping: ctx.stopping, systemctl: config.health.systemctl });
+  const exit = await launchAndWait(ctx, `generation-${target.signed.intent.generation}-rollback`, previous.closure, 'switch', command);
   if (exit.kind === 'agent-stopping') return 'wait';
   if (exit.kind !== 'exited' || exit.code !== 0) return fail(describeExit('re-activation', exit, config.activationTimeoutMs), exit.outputTail);
   await ctx.finish(target, 'rolled-back', 'rolled-back', `${reason}; returned to generation ${previous.generation}`, outputTail, false);

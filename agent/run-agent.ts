@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
@@ -13,6 +14,7 @@ import { enterWindowedPhase, runPipeline, type PipelineContext, type Target } fr
 import { createProgressPublisher } from './progress-publisher.js';
 import { syncGcRoots } from './gc-roots.js';
 import { probeSyncPeer } from './peer-probe.js';
+import { pruneActivationFiles } from './activation-runner.js';
 import { describeWindows, nextWindowStart } from './windows.js';
 
 export type { AgentConfig } from './config.js';
@@ -24,6 +26,7 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+const ERROR_RETRY_MS = 5000;
 const WORKING_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading', 'activating', 'confirming'];
 // Phases in which a newer intent replaces the target: nothing on the system has changed yet.
 const PREEMPTIBLE_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading'];
@@ -107,7 +110,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   async function persist(next: AgentState): Promise<void> {
     const phaseChanged = next.phase !== state.phase;
-    state = next;
+    // A milestone written meanwhile may have raised the status counter.
+    state = { ...next, statusSeq: Math.max(next.statusSeq, state.statusSeq) };
     await saveAgentState(config.stateDir, state);
     if (phaseChanged && state.phase !== 'downloading') progress.reset();
     setAwareness(null);
@@ -170,6 +174,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       lastResultSeq: seq,
     });
     await pinGenerations();
+    await pruneActivationFiles(join(config.stateDir, 'activations'), (id) => id.startsWith(`generation-${intent.generation}-`));
   }
 
   function selectNow(): IntentSelection {
@@ -259,7 +264,14 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         try {
           await evaluate();
         } catch (error) {
-          logger.error({ event: 'agent-error', err: error }, 'evaluation failed; retrying on the next change');
+          // Work in progress (a confirm deadline runs) must not wait for the next document change.
+          logger.error({ event: 'agent-error', phase: state.phase, err: error }, `evaluation failed; retrying in ${ERROR_RETRY_MS / 1000} s`);
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, ERROR_RETRY_MS).unref();
+          });
+          wake = null;
+          dirty = true;
         }
         continue;
       }

@@ -12,14 +12,13 @@ export type AppliedGeneration = z.infer<typeof appliedSchema>;
 
 const epochMsSchema = z.number().int().nonnegative();
 
-// A switch-to-configuration (or bin/activate) started as its own process: enough to find it again
-// after the agent was restarted, and to tell it apart from a process that reused its pid.
+// A switch-to-configuration (or bin/activate) run as a process of its own. Persisted *before* it
+// is launched, so an agent killed at any moment finds it again: the wrapper that runs it writes
+// its pid, output and exit status next to the state (activation-runner.ts).
 export const activationRunSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
   runner: z.enum(['direct', 'systemd-run']),
-  pid: z.number().int().positive().nullable(),
-  // /proc/<pid>/stat field 22 (start time in clock ticks since boot): a reused pid has another.
-  startTime: z.string().nullable(),
+  // The boot the run belongs to: a pid from another boot is not ours.
   bootId: z.string().nullable(),
   startedAt: epochMsSchema,
   deadline: epochMsSchema,
@@ -90,8 +89,24 @@ export function initialAgentState(): AgentState {
   };
 }
 
-export async function writeFileDurably(path: string, data: string | Uint8Array): Promise<void> {
-  const temporary = `${path}.tmp-${process.pid}`;
+// Writes to one path happen one after the other, in call order: a status milestone written from
+// the download's progress callback must not interleave with a phase change's write (a shared temp
+// file would vanish under the second rename, and an older content could land last).
+const writesInFlight = new Map<string, Promise<void>>();
+let temporaryCounter = 0;
+
+export function writeFileDurably(path: string, data: string | Uint8Array): Promise<void> {
+  const previous = writesInFlight.get(path) ?? Promise.resolve();
+  const write = previous.catch(() => undefined).then(() => writeNow(path, data));
+  writesInFlight.set(path, write);
+  void write.finally(() => {
+    if (writesInFlight.get(path) === write) writesInFlight.delete(path);
+  }).catch(() => undefined);
+  return write;
+}
+
+async function writeNow(path: string, data: string | Uint8Array): Promise<void> {
+  const temporary = `${path}.tmp-${process.pid}-${(temporaryCounter += 1)}`;
   const handle = await fs.open(temporary, 'w', 0o600);
   try {
     await handle.writeFile(data);

@@ -3,7 +3,7 @@ import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
-import type { SignedResult } from '../schemas/report.js';
+import { downloadProgressSchema, type DownloadProgress, type SignedResult, type WindowWait } from '../schemas/report.js';
 import { connectDocument, httpBaseFromWs, waitForSync } from '../sync/connect.js';
 
 // What an admin sees of one host: the newest intent, the agent's signed status and results, and
@@ -13,6 +13,12 @@ export interface HostView {
   desired: { generation: number; closure: string; action: string; issuer: string; expiresAt: string; signatureValid: boolean; trustedSigner: boolean | null } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
+  target: { generation: number; closure: string } | null;
+  // Download progress: live from the agent's awareness (unsigned, current) when it is online,
+  // else the last milestone in its signed status.
+  progress: (DownloadProgress & { live: boolean }) | null;
+  // Why the host waits (phase waiting-for-window) and until when.
+  window: WindowWait | null;
   statusSignatureValid: boolean | null;
   hostKey: string | null;
   online: boolean;
@@ -53,7 +59,10 @@ export async function readHostView(serverUrl: string, host: string, options: { t
     const hostKey = current?.signature.publicKey ?? null;
     const results = readResults(status.doc).results.map((r) => ({ ...r, signatureValid: verifyPayloadSignature('result', r.result, r.signature) && (hostKey === null || r.signature.publicKey === hostKey) }));
     const last = results.reduce<(typeof results)[number] | null>((best, r) => (!best || r.result.seq > best.result.seq ? r : best), null);
-    const agentOnline = [...status.provider.awareness.getStates().values()].some((s) => (s as { role?: string }).role === 'agent');
+    const agentStates = [...status.provider.awareness.getStates().values()].filter((s) => (s as { role?: string }).role === 'agent');
+    const agentOnline = agentStates.length > 0;
+    const live = agentStates.map((s) => downloadProgressSchema.safeParse((s as { progress?: unknown }).progress)).find((p) => p.success)?.data;
+    const milestone = current?.status.progress;
     const presence = options.presence?.get(host);
     return {
       host,
@@ -68,6 +77,9 @@ export async function readHostView(serverUrl: string, host: string, options: { t
       },
       applied: current?.status.applied ?? null,
       phase: current?.status.phase ?? null,
+      target: current?.status.target ?? null,
+      progress: live && current?.status.phase === 'downloading' ? { ...live, live: true } : milestone ? { ...milestone, live: false } : null,
+      window: current?.status.window ?? null,
       statusSignatureValid: current ? verifyPayloadSignature('status', current.status, current.signature) : null,
       hostKey,
       online: agentOnline || (presence?.online ?? false),

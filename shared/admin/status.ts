@@ -3,6 +3,7 @@ import { parseFlags, renderHelp, type CommandSpec } from '../cli/flags.js';
 import { durationSchema } from '../cli/duration.js';
 import { base64Key32Schema, hostIdSchema } from '../schemas/primitives.js';
 import { readFleetView, type HostView } from './fleet-view.js';
+import { formatBytes } from '../../agent/disk-space.js';
 
 export const statusCommand: CommandSpec = {
   name: 'status',
@@ -31,19 +32,44 @@ function shortPath(path: string | undefined): string {
   return path.replace(/^\/nix\/store\/([0-9a-z]{8})[0-9a-z]{24}-/, '$1…-');
 }
 
-export function renderStatusTable(views: HostView[]): string {
+// "42% 3/7 paths, 1.2 MiB/2.9 MiB, 300.0 KiB/s", with a bar in front on a terminal.
+export function renderProgress(progress: NonNullable<HostView['progress']>, options: { bar: boolean; width?: number }): string {
+  const fraction = progress.bytesTotal > 0 ? progress.bytesDone / progress.bytesTotal : progress.pathsTotal > 0 ? progress.pathsDone / progress.pathsTotal : 1;
+  const percent = Math.floor(Math.min(1, fraction) * 100);
+  const width = options.width ?? 20;
+  const filled = Math.round(Math.min(1, fraction) * width);
+  const bar = options.bar ? `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ` : '';
+  const rate = progress.live ? `, ${formatBytes(progress.bytesPerSecond)}/s` : ' (last milestone)';
+  return `${bar}${percent}% ${progress.pathsDone}/${progress.pathsTotal} paths, ${formatBytes(progress.bytesDone)}/${formatBytes(progress.bytesTotal)}${rate}`;
+}
+
+function phaseCell(view: HostView): string {
+  if (!view.phase) return '-';
+  if (view.phase === 'waiting-for-window' && view.window) return `${view.phase} (${view.window.waitingFor}; next ${view.window.nextStart ?? 'none within a week'})`;
+  if (view.phase === 'downloading' && view.progress) return `${view.phase} ${renderProgress(view.progress, { bar: false }).split(' ')[0]}`;
+  return view.phase;
+}
+
+export function renderStatusTable(views: HostView[], options: { progressBars?: boolean } = {}): string {
   const header = ['HOST', 'DESIRED', 'APPLIED', 'PHASE', 'ONLINE', 'LAST RESULT'];
   const rows = views.map((v) => [
     v.host,
     v.desired ? `${v.desired.generation} ${shortPath(v.desired.closure)}${v.desired.signatureValid ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}` : '-',
     v.applied ? `${v.applied.generation} ${shortPath(v.applied.closure)}` : '-',
-    v.phase ?? '-',
+    phaseCell(v),
     v.online ? 'yes' : v.lastSeen ? `no (seen ${v.lastSeen})` : 'no',
     v.lastResult ? `#${v.lastResult.seq} gen ${v.lastResult.generation} ${v.lastResult.outcome}${v.lastResult.outcome === 'applied' ? '' : `: ${v.lastResult.reason}`}${v.lastResult.signatureValid ? '' : ' (BAD SIGNATURE)'}` : '-',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+  const lines = [line(header)];
+  rows.forEach((row, i) => {
+    lines.push(line(row));
+    const progress = views[i]!.progress;
+    // The whole picture of a download on its own line: a bar on a terminal, plain text in pipes.
+    if (views[i]!.phase === 'downloading' && progress) lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
+  });
+  return lines.join('\n');
 }
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
@@ -59,6 +85,6 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
   });
   if (options.json) console.log(JSON.stringify({ coordinator: options.coordinator, at: new Date().toISOString(), hosts: views }, null, 2));
-  else console.log(views.length ? renderStatusTable(views) : 'no hosts yet: start an agent or deploy with `outpost deploy`');
+  else console.log(views.length ? renderStatusTable(views, { progressBars: process.stdout.isTTY === true }) : 'no hosts yet: start an agent or deploy with `outpost deploy`');
   return 0;
 }
