@@ -35,6 +35,7 @@ export interface DownloadConfig {
   gcRoot: string;
   // First retry waits this long, doubling up to MAX_BACKOFF_MS.
   retryDelayMs?: number;
+  onRetry?: (retry: { storePath: string; reason: string; failuresInARow: number; delayMs: number }) => void;
 }
 
 export interface DownloadPlan {
@@ -156,7 +157,9 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
           controller.abort();
           return;
         }
-        await sleep(Math.min(MAX_BACKOFF_MS, (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1)), controller.signal);
+        const delayMs = Math.min(MAX_BACKOFF_MS, (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1));
+        config.onRetry?.({ storePath: info.storePath, reason: outcome.reason, failuresInARow: consecutiveFailures, delayMs });
+        await sleep(delayMs, controller.signal);
       }
     }
   };

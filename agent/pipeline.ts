@@ -84,7 +84,13 @@ async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepR
   const startedAt = ctx.state().work.downloadStartedAt ?? config.now();
   if (ctx.state().work.downloadStartedAt === null) await updateWork(ctx, 'downloading', { downloadStartedAt: startedAt });
   const stagingDir = join(config.stateDir, 'downloads');
-  const planned = await planDownload(verified.infos, { store: config.store, stagingDir, maxClosureBytes: config.download.maxClosureBytes, minFreeBytes: config.download.minFreeBytes });
+  let planned: Awaited<ReturnType<typeof planDownload>>;
+  try {
+    planned = await planDownload(verified.infos, { store: config.store, stagingDir, maxClosureBytes: config.download.maxClosureBytes, minFreeBytes: config.download.minFreeBytes });
+  } catch (error) {
+    // The store cannot even be asked what it has (a full disk refuses Nix's database).
+    planned = { ok: false, reason: `cannot check what the store ${config.store ?? '/nix/store'} already has: ${(error as Error).message}; nothing was downloaded` };
+  }
   if (!planned.ok) {
     await ctx.finish(target, 'failed', 'failed', planned.reason, '', false);
     return 'wait';
@@ -106,6 +112,7 @@ async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepR
     now: config.now,
     signal: ctx.downloadSignal,
     onProgress: (progress) => ctx.publishProgress(progress),
+    onRetry: (retry) => ctx.logger.warn({ event: 'download-retry', ...fields(target), ...retry }, `retrying ${retry.storePath} in ${retry.delayMs} ms: ${retry.reason}`),
     gcRoot: gcRootPath(config.stateDir, 'target'),
   });
   if (!outcome.ok) {

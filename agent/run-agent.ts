@@ -27,6 +27,7 @@ export interface RunningAgent {
 }
 
 const ERROR_RETRY_MS = 5000;
+const ERROR_RETRY_MAX_MS = 300_000;
 const WORKING_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading', 'activating', 'confirming'];
 // Phases in which a newer intent replaces the target: nothing on the system has changed yet.
 const PREEMPTIBLE_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading'];
@@ -255,6 +256,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     return next === null ? interval : Math.min(interval, Math.max(1000, next - config.now()));
   }
 
+  let errorsInARow = 0;
   const loop = (async () => {
     await persist(state);
     await pinGenerations();
@@ -263,12 +265,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         dirty = false;
         try {
           await evaluate();
+          errorsInARow = 0;
         } catch (error) {
-          // Work in progress (a confirm deadline runs) must not wait for the next document change.
-          logger.error({ event: 'agent-error', phase: state.phase, err: error }, `evaluation failed; retrying in ${ERROR_RETRY_MS / 1000} s`);
+          // Work in progress (a confirm deadline runs) must not wait for the next document change;
+          // an error that persists is retried less and less often.
+          errorsInARow += 1;
+          const delayMs = Math.min(ERROR_RETRY_MAX_MS, ERROR_RETRY_MS * 2 ** (errorsInARow - 1));
+          logger.error({ event: 'agent-error', phase: state.phase, err: error }, `evaluation failed; retrying in ${delayMs / 1000} s`);
           await new Promise<void>((resolve) => {
             wake = resolve;
-            setTimeout(resolve, ERROR_RETRY_MS).unref();
+            setTimeout(resolve, delayMs).unref();
           });
           wake = null;
           dirty = true;
