@@ -179,18 +179,23 @@ export async function ensureLaunched(run: ActivationRun, launch: ActivationLaunc
   throw new Error(`${run.command} did not start within 10 s`);
 }
 
+// Kills the run and waits (up to 10 s) until it is gone: the rollback's activation must not
+// overlap with a dying switch.
 async function kill(run: ActivationRun, tools: RunnerTools): Promise<void> {
   if (run.runner === 'systemd-run') {
     await runCommand(tools.systemctl ?? 'systemctl', ['kill', '--signal=SIGKILL', unitName(run.id)], { timeoutMs: 30_000 });
-    return;
+  } else {
+    const pid = await wrapperPid(run, tools.dir);
+    if (pid === null) return;
+    try {
+      // The wrapper leads its own process group (detached: setsid), so this takes the switch too.
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
   }
-  const pid = await wrapperPid(run, tools.dir);
-  if (pid === null) return;
-  try {
-    // The wrapper leads its own process group (detached: setsid), so this takes the switch too.
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // Already gone.
+  for (let waited = 0; waited < 10_000 && (await activationState(run, tools)).state === 'running'; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
