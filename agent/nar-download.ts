@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
 import { encodeNixBase32 } from '../shared/nix/base32.js';
 import { narHashToNix32 } from '../shared/nix/narinfo.js';
 import { createThroughputGuard, type ThroughputRule } from './throughput.js';
+import { syncDirectory } from './state.js';
 
 // One NAR file from the cache into the staging directory: resumed from the bytes already on disk
 // with an HTTP Range request, cut at the declared size, aborted when the transfer is slower than
@@ -46,15 +46,6 @@ async function sha256Nix32(path: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return `sha256:${encodeNixBase32(new Uint8Array(hash.digest()))}`;
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await fs.open(dirname(path), 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 export async function downloadNar(job: NarJob, options: NarDownloadOptions): Promise<NarOutcome> {

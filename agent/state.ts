@@ -115,6 +115,11 @@ async function writeNow(path: string, data: string | Uint8Array): Promise<void> 
     await handle.close();
   }
   await fs.rename(temporary, path);
+  await syncDirectory(path);
+}
+
+// Makes a rename (or a new file) in the directory of `path` survive a power loss.
+export async function syncDirectory(path: string): Promise<void> {
   const dir = await fs.open(join(path, '..'), 'r');
   try {
     await dir.sync();

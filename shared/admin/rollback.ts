@@ -6,24 +6,29 @@ import { activationActionSchema, generationSchema, hostIdSchema } from '../schem
 import { useIdentity } from '../sync/connect.js';
 import { readHostView, type HostView } from './fleet-view.js';
 import { submitIntent } from './submit-intent.js';
+import { deployCommand } from './deploy.js';
 
 // A manual rollback is a new, signed intent with the next generation number whose closure is one
 // the host applied before. The anti-rollback floor never moves down: the host moves *forward* to
 // a generation that happens to run old code, and the audit trail says who asked for it.
+function deployFlags(...names: string[]): CommandSpec['flags'] {
+  return names.map((name) => {
+    const flag = deployCommand.flags.find((f) => f.name === name);
+    if (!flag) throw new Error(`outpost deploy has no --${name} flag to share`);
+    return flag;
+  });
+}
+
 export const rollbackCommand: CommandSpec = {
   name: 'rollback',
   summary: 'return a host to its previous (or a named) applied generation, as a new signed intent',
   usage: 'outpost rollback --coordinator URL --key FILE --host ID [--to-generation N] [options]',
+  // The flags it shares with deploy mean the same; only what to roll back to is its own.
   flags: [
-    { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'coordinator or relay, ws:// or wss://' },
-    { name: 'key', kind: 'string', placeholder: 'FILE', description: 'your admin key file (outpost keygen)' },
+    ...deployFlags('coordinator', 'key'),
     { name: 'host', kind: 'string', placeholder: 'ID', description: 'host to roll back' },
     { name: 'to-generation', kind: 'string', placeholder: 'N', description: 'an earlier generation the host applied (its signed results say which)', defaultText: 'the one applied before the current one' },
-    { name: 'action', kind: 'string', placeholder: 'ACTION', description: 'switch, boot or test', defaultText: 'switch' },
-    { name: 'expires', kind: 'string', placeholder: 'DURATION', description: 'how long the intent stays valid (90m, 12h, 7d)', defaultText: '7d' },
-    { name: 'timeout', kind: 'string', placeholder: 'DURATION', description: 'how long to wait for the coordinator', defaultText: '30s' },
-    { name: 'policy-version', kind: 'string', placeholder: 'N', description: 'fleet policy version to sign under', defaultText: 'the newest in fleet/policy' },
-    { name: 'json', kind: 'boolean', description: 'print the signed intent as JSON' },
+    ...deployFlags('action', 'expires', 'timeout', 'policy-version', 'json'),
   ],
   examples: ['outpost rollback --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1', 'outpost rollback … --host clinic-1 --to-generation 12'],
 };
