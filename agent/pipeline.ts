@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.js';
+import { desiredDocName } from '../shared/documents/names.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ActivationAction } from '../shared/schemas/primitives.js';
 import type { AgentPhase, DownloadProgress, ResultOutcome } from '../shared/schemas/report.js';
@@ -43,8 +44,9 @@ export interface PipelineContext {
 
 type StepResult = 'next' | 'wait';
 
+// Every log line about the target names the document the intent came from and its generation.
 function fields(target: Target): Record<string, unknown> {
-  return { generation: target.signed.intent.generation, closure: target.signed.intent.closure };
+  return { document: desiredDocName(target.signed.intent.host), generation: target.signed.intent.generation, closure: target.signed.intent.closure };
 }
 
 async function updateWork(ctx: PipelineContext, phase: AgentPhase, changes: Partial<Work>): Promise<void> {

@@ -200,14 +200,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   });
 
   async function startTarget(chosen: Target): Promise<void> {
-    await persist({
+    // Persisted once, by enterWindowedPhase: downloading now, or waiting for the window first.
+    progress.reset();
+    state = {
       ...state,
       phase: 'downloading',
       target: chosen,
       work: freshWork(),
       floorGeneration: Math.max(state.floorGeneration, chosen.signed.intent.generation),
       handledDigests: [...new Set([...state.handledDigests, chosen.digest])],
-    });
+    };
     await enterWindowedPhase(context(), 'downloading');
   }
 
@@ -215,7 +217,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     downloadAbort = new AbortController();
     const selection = selectNow();
     if (state.target && WORKING_PHASES.includes(state.phase)) {
-      const newer = PREEMPTIBLE_PHASES.includes(state.phase) && !state.work.downloaded ? selection.chosen : null;
+      // Until the system is touched (a kernel change already set the boot entry), a newer intent wins.
+      const preemptible = PREEMPTIBLE_PHASES.includes(state.phase) && state.work.waitingFor !== 'reboot';
+      const newer = preemptible ? selection.chosen : null;
       if (newer && !state.handledDigests.includes(newer.digest)) {
         logger.info({ event: 'superseded', generation: state.target.signed.intent.generation, by: newer.signed.intent.generation }, 'a newer intent replaces the one not yet activated');
         await startTarget(newer);

@@ -210,7 +210,7 @@ test('kernel change: switch becomes boot, the reboot waits for the reboot window
   assert.equal(await readLines(rebootLog), [`reboot ${closures.kernel2}`]);
 });
 
-test('maintenance window: outside it the host waits (and says until when) without downloading; inside it the work starts', async () => {
+test('maintenance window: outside it the host waits (and says until when) without downloading; a newer intent replaces the waiting one; inside the window the work starts', async () => {
   const host = await fleet.host('window');
   const waitingAgent = fleet.startAgent(host, cache.url, ['--maintenance-window', `Mon-Sun ${utcWindow(120, 150)}`, '--timezone', 'UTC']);
   await fleet.deploy('window', closures.good1!);
@@ -222,10 +222,15 @@ test('maintenance window: outside it the host waits (and says until when) withou
   assert.match(waiting.window?.windows ?? '', /UTC/);
   assert.is(waiting.target?.generation, 1);
   assert.not.ok(await storeHas(host, closures.good1!), 'nothing was downloaded outside the window');
+  // A newer intent replaces the one still waiting: nothing on the host has changed yet.
+  await fleet.deploy('window', closures.good2!);
+  await waitFor('the waiting target to become generation 2', async () => (await fleet.view('window')).target?.generation === 2, 30_000, 300);
   await waitingAgent.stop();
   fleet.startAgent(host, cache.url, ['--maintenance-window', utcWindow(-5, 30), '--timezone', 'UTC']);
   const result = await fleet.nextResult('window', 0);
   assert.is(result.outcome, 'applied', result.reason);
+  assert.is(result.generation, 2);
+  assert.equal(await activations(host), [`switch ${closures.good2}`], 'generation 1 was never activated');
 });
 
 test('system-manager profile: bin/activate is run; boot is refused because such profiles have no boot entries', async () => {
