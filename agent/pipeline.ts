@@ -15,7 +15,7 @@ import { confirmHealth } from './health.js';
 import { runCommand } from './run-command.js';
 import type { AgentState, Work } from './state.js';
 import { verifyClosureSignatures } from './verify.js';
-import { inWindow } from './windows.js';
+import { describeWindows, inWindow, nextWindowStart } from './windows.js';
 
 // The per-intent state machine:
 //   waiting-for-window → downloading → (waiting-for-window) → activating → confirming → applied
@@ -54,6 +54,15 @@ async function updateWork(ctx: PipelineContext, phase: AgentPhase, changes: Part
   await ctx.persist({ ...state, phase, work: { ...state.work, ...changes } });
 }
 
+async function waitForWindow(ctx: PipelineContext, waitingFor: 'download' | 'activation' | 'reboot', changes: Partial<Work>): Promise<void> {
+  const { config } = ctx;
+  const windows = waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
+  const next = nextWindowStart(windows, config.now(), config.timeZone);
+  const target = ctx.state().target;
+  ctx.logger.info({ event: 'waiting-for-window', waitingFor, windows: describeWindows(windows, config.timeZone), nextStart: next === null ? null : new Date(next).toISOString(), ...(target ? fields(target) : {}) }, `waiting for a ${waitingFor === 'reboot' ? 'reboot' : 'maintenance'} window`);
+  await updateWork(ctx, 'waiting-for-window', { ...changes, waitingFor });
+}
+
 // Moves on to `phase` now, or waits for the next maintenance window first.
 export async function enterWindowedPhase(ctx: PipelineContext, phase: 'downloading' | 'activating', changes: Partial<Work> = {}): Promise<void> {
   const { maintenanceWindows, timeZone, now } = ctx.config;
@@ -61,7 +70,7 @@ export async function enterWindowedPhase(ctx: PipelineContext, phase: 'downloadi
     await updateWork(ctx, phase, { ...changes, waitingFor: null });
     return;
   }
-  await updateWork(ctx, 'waiting-for-window', { ...changes, waitingFor: phase === 'downloading' ? 'download' : 'activation' });
+  await waitForWindow(ctx, phase === 'downloading' ? 'download' : 'activation', changes);
 }
 
 async function stepWindow(ctx: PipelineContext, target: Target): Promise<StepResult> {
@@ -202,7 +211,7 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
   const what = `${command.command.split('/').pop()} ${command.args.join(' ')}`.trim();
   if (exit.kind !== 'exited' || exit.code !== 0) return startRollback(ctx, target, describeExit(what, exit, config.activationTimeoutMs), exit.outputTail);
   if (work.rebootNeeded) {
-    await updateWork(ctx, 'waiting-for-window', { activation: null, waitingFor: 'reboot' });
+    await waitForWindow(ctx, 'reboot', { activation: null });
     return 'next';
   }
   if (action === 'boot') {
