@@ -131,18 +131,19 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
     controller.abort();
   }, Math.max(0, config.deadline - config.now()));
   const progressTimer = setInterval(() => config.onProgress(tracker.snapshot()), 1000);
-  let consecutiveFailures = 0;
   // "Real progress" for the retry count: at least what the throughput rule asks of one window.
   const progressBytes = Math.max(1, (config.throughput.minBytesPerSecond * config.throughput.windowMs) / 1000);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (!controller.signal.aborted && next < queue.length) {
       const { info, job } = queue[next++]!;
+      // Counted per file: one outage of the link costs each file in flight one attempt, not the
+      // whole download several.
+      let consecutiveFailures = 0;
       for (;;) {
         const outcome = await downloadNar(job, { throughput: config.throughput, signal: controller.signal, now: config.now, onBytes: (delta) => (delta >= 0 ? tracker.addBytes(delta) : tracker.discardBytes(-delta)) });
         if (outcome.ok) {
           tracker.pathDone();
-          consecutiveFailures = 0;
           break;
         }
         if (controller.signal.aborted) return;

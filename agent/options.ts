@@ -22,7 +22,7 @@ export const agentCommand: CommandSpec = {
     { name: 'fetch-timeout', kind: 'string', placeholder: 'SECONDS', description: 'overall deadline for downloading a closure, counted from its start (agent restarts do not extend it)', defaultText: '86400' },
     { name: 'min-throughput', kind: 'string', placeholder: 'BYTES', description: 'a NAR transfer slower than this many bytes per second over --throughput-window is aborted (slow-drip defence); 0 turns the rule off', defaultText: '256' },
     { name: 'throughput-window', kind: 'string', placeholder: 'SECONDS', description: 'the window --min-throughput is averaged over', defaultText: '600' },
-    { name: 'download-retries', kind: 'string', placeholder: 'N', description: 'attempts in a row without progress (connection refused, cut mid-file, too slow) before the download fails', defaultText: '8' },
+    { name: 'download-retries', kind: 'string', placeholder: 'N', description: 'failed attempts in a row without progress on one file (connection refused, cut mid-file, too slow) before the download fails', defaultText: '8' },
     { name: 'max-closure-size', kind: 'string', placeholder: 'BYTES', description: 'refuse closures whose narinfos declare more than this in total (suffixes K, M, G, T)', defaultText: '64G' },
     { name: 'min-free-space', kind: 'string', placeholder: 'BYTES', description: 'keep this much disk space free: a closure that does not fit is refused before the download (suffixes K, M, G, T)', defaultText: '1G' },
     { name: 'maintenance-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'downloads and activations start only inside these windows, e.g. "Tue 03:00-05:00" or "Mon-Fri 22:00-06:00" (host-local time); none: any time' },

@@ -222,8 +222,8 @@ in
       default = null;
       example = 8;
       description = ''
-        Download attempts in a row without progress (refused, cut, too slow) before the download
-        fails and is reported (`--download-retries`). Null: 8.
+        Failed attempts in a row without progress on one file (refused, cut, too slow) before the
+        download fails and is reported (`--download-retries`). Null: 8.
       '';
     };
 
