@@ -8,7 +8,7 @@ import { createProgressTracker, crossedMilestone } from '../agent/progress.js';
 import { createProgressPublisher } from '../agent/progress-publisher.js';
 import { confirmHealth, systemRunningRequired } from '../agent/health.js';
 import { rebootNeeded } from '../agent/boot-change.js';
-import { activationState, ensureLaunched, planActivation, waitForActivation } from '../agent/activation-runner.js';
+import { activationState, ensureLaunched, planActivation, systemdRunArgs, waitForActivation } from '../agent/activation-runner.js';
 import { renderNarinfo, transferCap } from '../agent/staging.js';
 import { agentCommand, agentOptionsSchema } from '../agent/options.js';
 import { parseFlags } from '../shared/cli/flags.js';
@@ -164,6 +164,11 @@ test('activation runner: exit codes are recorded; a run killed from outside is "
   await ensureLaunched(hung, { ...tools, command: '/bin/sleep', args: ['30'], env: {} });
   assert.is((await wait(hung)).kind, 'timed-out');
   assert.equal(await activationState(hung, tools), { state: 'lost' }, 'killed at its deadline');
+  // On systemd hosts the same wrapper runs as a transient unit of its own, outside the agent's cgroup.
+  const unit = systemdRunArgs('generation-7-switch', { command: '/nix/store/x/bin/switch-to-configuration', args: ['switch'], env: { OUTPOST_HOST: 'h' } });
+  assert.equal(unit.slice(0, 5), ['--unit', 'outpost-activation-generation-7-switch.service', '--collect', '--quiet', '--service-type=exec']);
+  assert.ok(unit.includes('--setenv=OUTPOST_HOST=h'));
+  assert.equal(unit.slice(-3), ['outpost-activation', '/nix/store/x/bin/switch-to-configuration', 'switch']);
 });
 
 test('staging: the narinfo Nix reads back carries the signed fields unchanged, with a local URL; byte caps follow the declared sizes', () => {
