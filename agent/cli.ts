@@ -1,19 +1,24 @@
+import { promises as fs } from 'node:fs';
 import { readKeyFile } from '../shared/crypto/keys.js';
 import { parseFlags, renderHelp } from '../shared/cli/flags.js';
 import { createLogger } from '../shared/log.js';
 import { agentCommand, agentOptionsSchema, type AgentOptions } from './options.js';
 import { startAgent, type AgentConfig } from './run-agent.js';
-import { verifyIntent } from '../shared/trust/verify-intent.js';
+import { openIntentTrust, type IntentTrust } from '../shared/trust/intent-trust.js';
+import { readTokenFile } from '../shared/admin/enroll-entries.js';
+import { useIdentity } from '../shared/sync/connect.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
+import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { Logger } from '../shared/log.js';
 
-export function agentConfigFromOptions(options: AgentOptions, key: SigningKey, logger: Logger): AgentConfig {
-  const trustedAdminKeys = new Set(options.adminKey);
+export function agentConfigFromOptions(options: AgentOptions, key: SigningKey, trust: IntentTrust, token: SignedEnrollToken | null, logger: Logger): AgentConfig {
   return {
     host: options.host,
     key,
     coordinators: options.coordinator,
-    verifyIntent: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
+    trust,
+    ...(options.orgRoot.length > 0 ? { enrollment: { token } } : {}),
+    reconnect: { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 },
     substituters: options.substituter,
     trustedCacheKeys: options.trustedCacheKey,
     store: options.store,
@@ -54,7 +59,25 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const options = parsed.value;
   const logger = createLogger('agent', options.logLevel);
   const key = await readKeyFile(options.key);
-  const agent = await startAgent(agentConfigFromOptions(options, key, logger));
+  const token = options.enrollToken === undefined ? null : await readTokenFile(options.enrollToken).catch((error: Error) => {
+    throw new Error(`--enroll-token: ${error.message.replace(/^--token: /, '')}`);
+  });
+  if (token && token.token.host !== options.host) throw new Error(`--enroll-token: ${options.enrollToken} is for host ${token.token.host}, not ${options.host}; use the token made for this host`);
+  // Every connection proves this host key (coordinators and relays with --org-root require it).
+  useIdentity(key);
+  const backoff = { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 };
+  await fs.mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+  const trust = await openIntentTrust({
+    host: options.host,
+    endpoints: options.coordinator,
+    stateDir: options.stateDir,
+    orgRootKeys: options.orgRoot,
+    adminKeys: options.adminKey,
+    freezeAfterMs: options.freezeAfter * 1000,
+    logger,
+    backoff,
+  });
+  const agent = await startAgent(agentConfigFromOptions(options, key, trust, token, logger));
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ event: 'agent-stopping', signal }, 'stopping');

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import type { IntentVerifier } from '../shared/trust/verify-intent.js';
+import type { IntentTrust } from '../shared/trust/intent-trust.js';
+import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { ProfileType } from './activate.js';
 import type { ActivationRunner } from './activation-runner.js';
 import type { SystemRunningRule } from './health.js';
@@ -12,8 +13,13 @@ export interface AgentConfig {
   host: string;
   key: SigningKey;
   coordinators: string[];
-  // Whether one intent may be installed here; the trust model (admin keys, later the policy) lives behind it.
-  verifyIntent: IntentVerifier;
+  // Whether one intent may be installed here, and how it ranks: the fleet policy walked from the
+  // pinned org root, or a static admin key list (intent-trust.ts). Closed when the agent stops.
+  trust: IntentTrust;
+  // Under a policy: ask to be enrolled at start (idempotent), with a one-time token if given.
+  enrollment?: { token: SignedEnrollToken | null };
+  // Reconnect backoff towards the sync endpoints (jittered, doubling, capped).
+  reconnect?: { baseBackoffMs: number; maxBackoffMs: number };
   substituters: string[];
   trustedCacheKeys: string[];
   store?: string;

@@ -3,7 +3,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import { encodeNixBase32 } from '../shared/nix/base32.js';
 import { narHashToNix32 } from '../shared/nix/narinfo.js';
 import { createThroughputGuard, type ThroughputRule } from './throughput.js';
-import { syncDirectory } from './state.js';
+import { syncDirectory } from '../shared/storage/durable-file.js';
 
 // One NAR file from the cache into the staging directory: resumed from the bytes already on disk
 // with an HTTP Range request, cut at the declared size, aborted when the transfer is slower than

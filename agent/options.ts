@@ -7,12 +7,17 @@ import { timeZoneSchema, windowSchema } from './windows.js';
 export const agentCommand: CommandSpec = {
   name: 'agent',
   summary: "apply this host's newest valid signed intent with Nix and report signed results",
-  usage: 'outpost agent --host ID --key FILE --coordinator URL --admin-key KEY --substituter URL --trusted-cache-key NAME:KEY [options]',
+  usage: 'outpost agent --host ID --key FILE --coordinator URL (--org-root KEY | --admin-key KEY) --substituter URL --trusted-cache-key NAME:KEY [options]',
   flags: [
     { name: 'host', kind: 'string', placeholder: 'ID', description: "this host's id (as in hosts/<id>/desired)" },
     { name: 'key', kind: 'string', placeholder: 'FILE', description: "this host's Ed25519 key file (outpost keygen); results and status are signed with it" },
     { name: 'coordinator', kind: 'string', multiple: true, placeholder: 'URL', description: 'sync endpoint, ws:// or wss://' },
-    { name: 'admin-key', kind: 'string', multiple: true, placeholder: 'KEY', description: 'base64 public key of an admin whose intents this host trusts' },
+    { name: 'org-root', kind: 'string', multiple: true, placeholder: 'KEY', description: "base64 public key of the fleet's org root, pinned: intents count when the signed policy (walked from this root) lets their signers deploy here" },
+    { name: 'admin-key', kind: 'string', multiple: true, placeholder: 'KEY', description: 'instead of --org-root, for development and small fleets: base64 public key of an admin whose intents this host trusts (no policy, no capabilities)' },
+    { name: 'enroll-token', kind: 'string', placeholder: 'FILE', description: "with --org-root: a one-time token from 'outpost enroll token'; the agent's enrollment request then binds its key at once (without: it waits for an admin's approval)" },
+    { name: 'freeze-after', kind: 'string', placeholder: 'SECONDS', description: 'with --org-root: report a freeze when no fresh signed timestamp has arrived for this long (a relay or coordinator may be withholding updates)', defaultText: '86400' },
+    { name: 'backoff-base', kind: 'string', placeholder: 'SECONDS', description: 'first reconnect delay; doubles per failure, with jitter', defaultText: '1' },
+    { name: 'backoff-max', kind: 'string', placeholder: 'SECONDS', description: 'longest reconnect delay (minutes suit satellite links: a fleet coming back after an outage does not storm its peers)', defaultText: '300' },
     { name: 'substituter', kind: 'string', multiple: true, placeholder: 'URL', description: 'binary cache the closures are fetched from' },
     { name: 'trusted-cache-key', kind: 'string', multiple: true, placeholder: 'NAME:KEY', description: 'Nix public key that must sign every fetched path (pinned; the machine-wide list is not used)' },
     { name: 'store', kind: 'string', placeholder: 'DIR', description: 'install into a separate store root (chroot store) instead of the system store; for tests and demos' },
@@ -68,8 +73,13 @@ const throughputSchema = z.coerce.number({ message: 'expected bytes per second' 
 export const agentOptionsSchema = z.object({
   host: hostIdSchema,
   key: z.string().min(1, 'give the host key file'),
-  coordinator: z.array(urlSchema(['ws:', 'wss:'])).min(1, 'give at least one --coordinator URL'),
-  adminKey: z.array(base64Key32Schema).min(1, 'give at least one --admin-key; without one no intent can be trusted'),
+  coordinator: z.array(urlSchema(['ws:', 'wss:'])).min(1, 'give at least one --coordinator URL (coordinator or relay; repeat for failover)'),
+  orgRoot: z.array(base64Key32Schema).default([]),
+  adminKey: z.array(base64Key32Schema).default([]),
+  enrollToken: z.string().min(1).optional(),
+  freezeAfter: secondsFlag(86_400, 365 * 24 * 3600),
+  backoffBase: secondsFlag(1),
+  backoffMax: secondsFlag(300),
   substituter: z.array(urlSchema(['http:', 'https:', 'file:'])).min(1, 'give at least one --substituter'),
   trustedCacheKey: z.array(cacheKeySchema).min(1, 'give at least one --trusted-cache-key; unsigned paths are never installed'),
   store: z.string().min(1).optional(),
@@ -94,5 +104,9 @@ export const agentOptionsSchema = z.object({
   bootedSystem: z.string().min(1).default('/run/booted-system'),
   rebootCommand: z.string().min(1).default('systemctl reboot'),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
-});
+})
+  .refine((o) => o.orgRoot.length > 0 || o.adminKey.length > 0, { message: "give --org-root (the fleet's pinned org root key) or, without a policy, at least one --admin-key; without either no intent can be trusted", path: ['orgRoot'] })
+  .refine((o) => o.orgRoot.length === 0 || o.adminKey.length === 0, { message: 'give --org-root or --admin-key, not both: under a policy, admins and their capabilities come from the policy', path: ['adminKey'] })
+  .refine((o) => o.enrollToken === undefined || o.orgRoot.length > 0, { message: 'an enrollment token needs --org-root (enrollment is part of the policy)', path: ['enrollToken'] })
+  .refine((o) => o.backoffBase <= o.backoffMax, { message: 'must not exceed --backoff-max', path: ['backoffBase'] });
 export type AgentOptions = z.infer<typeof agentOptionsSchema>;

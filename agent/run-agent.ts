@@ -3,8 +3,12 @@ import { join } from 'node:path';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
-import { selectIntent, type IntentSelection } from '../shared/trust/verify-intent.js';
-import type { AgentPhase, DownloadProgress, ResultOutcome, Status } from '../shared/schemas/report.js';
+import { compareRank, selectIntent, type IntentSelection } from '../shared/trust/verify-intent.js';
+import { readCurrentStatus, readResults } from '../shared/documents/status.js';
+import type { AgentPhase, DownloadProgress, ResultOutcome, Status, TrustStatus } from '../shared/schemas/report.js';
+import { rebuildFloor } from './floor.js';
+import { requestEnrollment } from './enroll-request.js';
+import { currentProfileTarget } from './activate.js';
 import { freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState, type AgentState } from './state.js';
 import { loadStatusDocument, saveStatusDocument } from './status-store.js';
 import { checkNixSignatureConfig } from './nix-config.js';
@@ -42,8 +46,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   // Documents: the agent reads its desired document and writes its status document.
   const coordinator = config.coordinators[0]!;
-  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host));
-  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), { doc: statusDoc });
+  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host), { ...config.reconnect });
+  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), { doc: statusDoc, ...config.reconnect });
   const awareness = status.provider.awareness;
 
   let stopped = false;
@@ -59,6 +63,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     // A newer intent replaces one still waiting or downloading (days on a slow link).
     if (state.target && state.phase === 'downloading' && selectNow().chosen) downloadAbort.abort();
   });
+  // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
+  config.trust.onChange(poke);
+  const enrollment = config.enrollment ? requestEnrollment({ endpoints: config.coordinators, host: config.host, key: config.key, token: config.enrollment.token, logger, retryMaxMs: config.reconnect?.maxBackoffMs ?? 300_000 }) : null;
   let savingStatusDoc = Promise.resolve();
   statusDoc.on('update', (_update: Uint8Array, origin: unknown) => {
     // Remote changes (our own results echoed back, or merged after an outage) are saved too.
@@ -83,6 +90,17 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     });
   }
 
+  let wasFrozen = false;
+  function trustStatus(): TrustStatus {
+    const freshness = config.trust.freshness();
+    if (freshness.frozen !== wasFrozen) {
+      wasFrozen = freshness.frozen;
+      if (freshness.frozen) logger.warn({ event: 'trust-frozen', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt }, freshness.reason);
+      else logger.info({ event: 'trust-fresh', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt }, 'fresh signed timestamps again');
+    }
+    return { mode: config.trust.mode, policyVersion: config.trust.policyVersion(), frozen: freshness.frozen, lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null };
+  }
+
   function statusContent(): Omit<Status, 'seq' | 'updatedAt'> {
     const milestone = state.phase === 'downloading' ? progress.milestone() : null;
     const waitingFor = state.phase === 'waiting-for-window' ? state.work.waitingFor : null;
@@ -96,6 +114,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       target: state.target ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure } : null,
       lastResultSeq: state.lastResultSeq,
       agentVersion: AGENT_VERSION,
+      trust: trustStatus(),
       ...(milestone ? { progress: milestone } : {}),
       ...(waitingFor ? { window: { waitingFor, windows: describeWindows(windows, config.timeZone), nextStart: next === null ? null : new Date(next).toISOString() } } : {}),
     };
@@ -183,7 +202,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     for (const entry of malformed) logger.warn({ event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error }, 'ignoring malformed entry');
     return selectIntent(
       entries.map((e) => e.signed),
-      { verify: config.verifyIntent, floor: { epoch: 0, generation: state.floorGeneration }, appliedDigest: state.applied?.digest ?? null },
+      { verify: config.trust.verify, floor: { epoch: state.floorEpoch, generation: state.floorGeneration }, appliedDigest: state.applied?.digest ?? null, epochOf: config.trust.epochOf },
     );
   }
 
@@ -202,12 +221,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   async function startTarget(chosen: Target): Promise<void> {
     // Persisted once, by enterWindowedPhase: downloading now, or waiting for the window first.
     progress.reset();
+    // The floor rises to the chosen intent's rank (epoch first) before anything is done for it.
+    const rank = { epoch: config.trust.epochOf(chosen.signed), generation: chosen.signed.intent.generation };
+    const floor = compareRank(rank, { epoch: state.floorEpoch, generation: state.floorGeneration }) > 0 ? rank : { epoch: state.floorEpoch, generation: state.floorGeneration };
     state = {
       ...state,
       phase: 'downloading',
       target: chosen,
       work: freshWork(),
-      floorGeneration: Math.max(state.floorGeneration, chosen.signed.intent.generation),
+      floorEpoch: floor.epoch,
+      floorGeneration: floor.generation,
       handledDigests: [...new Set([...state.handledDigests, chosen.digest])],
     };
     await enterWindowedPhase(context(), 'downloading');
@@ -253,7 +276,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   // While waiting for a window, wake when it opens (rechecked at least every wakeInterval).
   function sleepMs(): number {
-    const interval = config.wakeIntervalMs ?? 60_000;
+    // Wake when a freeze would begin, so it shows in the status when it does.
+    const { frozen, freezesAt } = config.trust.freshness();
+    const untilFreeze = !frozen && freezesAt !== null ? Math.max(100, freezesAt - config.trust.now() + 100) : Number.POSITIVE_INFINITY;
+    const interval = Math.min(config.wakeIntervalMs ?? 60_000, untilFreeze);
     if (state.phase !== 'waiting-for-window') return interval;
     const windows = state.work.waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
     const next = nextWindowStart(windows, config.now(), config.timeZone);
@@ -261,7 +287,38 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   }
 
   let errorsInARow = 0;
+  // Threat 14: a state created from nothing waits for a sync peer and rebuilds the floor from
+  // the host's own signed results and the running system before it looks at any intent.
+  async function verifyFloor(): Promise<void> {
+    if (!state.floorUnverified) return;
+    logger.info({ event: 'floor-rebuild-waiting', document: statusDocName(config.host) }, 'no agent state: waiting for a sync peer to rebuild the anti-rollback floor from this host\'s signed results');
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (stopped || (desired.provider.synced && status.provider.synced)) {
+          clearInterval(timer);
+          resolve();
+        }
+      };
+      const timer = setInterval(check, 200);
+      check();
+    });
+    if (stopped) return;
+    await savingStatusDoc;
+    const rebuilt = rebuildFloor({
+      hostKey: config.key.publicKey,
+      results: readResults(statusDoc).results,
+      intents: readIntentEntries(desired.doc).entries.map((e) => e.signed),
+      epochOf: config.trust.epochOf,
+      running: await currentProfileTarget({ profile: config.profile }),
+    });
+    const phase: AgentPhase = rebuilt.applied ? 'applied' : state.phase;
+    state = { ...state, ...rebuilt, phase, statusSeq: Math.max(state.statusSeq, readCurrentStatus(statusDoc)?.status.seq ?? 0), floorUnverified: false };
+    logger.info({ event: 'floor-rebuilt', document: statusDocName(config.host), floorEpoch: state.floorEpoch, floorGeneration: state.floorGeneration, applied: state.applied?.generation ?? null, results: rebuilt.lastResultSeq ?? 0 }, `anti-rollback floor rebuilt: generation ${state.floorGeneration}${state.floorEpoch ? ` (epoch ${state.floorEpoch})` : ''}`);
+  }
+
   const loop = (async () => {
+    await verifyFloor();
+    if (stopped) return;
     await persist(state);
     await pinGenerations();
     while (!stopped) {
@@ -269,6 +326,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         dirty = false;
         try {
           await evaluate();
+          // Trust changes (a freeze, a new policy version) show in the status without other work.
+          await publishCurrentStatus();
           errorsInARow = 0;
         } catch (error) {
           // Work in progress (a confirm deadline runs) must not wait for the next document change;
@@ -302,8 +361,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       downloadAbort.abort();
       wake?.();
       await loop.catch(() => undefined);
+      enrollment?.stop();
       desired.close();
       status.close();
+      await config.trust.close();
       await savingStatusDoc;
       await saveStatusDocument(config.stateDir, statusDoc);
     },

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { writeFileDurably } from '../shared/storage/durable-file.js';
 import { signedIntentSchema } from '../shared/schemas/intent.js';
 import { agentPhaseSchema } from '../shared/schemas/report.js';
 import { activationActionSchema, generationSchema, storePathSchema } from '../shared/schemas/primitives.js';
@@ -62,8 +63,13 @@ export const agentStateSchema = z.object({
   work: workSchema.default(freshWork),
   // Generations applied here, newest last (bounded): what a rollback intent may name.
   history: z.array(appliedSchema).max(HISTORY_LENGTH).default([]),
-  // Highest generation applied or attempted: nothing at or below it is ever installed again.
+  // Highest (policy epoch, generation) applied or attempted: nothing at or below it is ever
+  // installed again.
+  floorEpoch: z.number().int().nonnegative().default(0),
   floorGeneration: z.number().int().nonnegative(),
+  // Set on a state created from nothing (first start, or a wiped state directory): the floor is
+  // rebuilt from the host's own signed results before any intent is considered (floor.ts).
+  floorUnverified: z.boolean().default(false),
   resultSeq: z.number().int().nonnegative(),
   statusSeq: z.number().int().nonnegative(),
   // Intents already answered (attempted, refused or superseded), so each gets at most one result.
@@ -81,51 +87,14 @@ export function initialAgentState(): AgentState {
     target: null,
     work: freshWork(),
     history: [],
+    floorEpoch: 0,
     floorGeneration: 0,
+    floorUnverified: true,
     resultSeq: 0,
     statusSeq: 0,
     handledDigests: [],
     lastResultSeq: null,
   };
-}
-
-// Writes to one path happen one after the other, in call order: a status milestone written from
-// the download's progress callback must not interleave with a phase change's write (a shared temp
-// file would vanish under the second rename, and an older content could land last).
-const writesInFlight = new Map<string, Promise<void>>();
-let temporaryCounter = 0;
-
-export function writeFileDurably(path: string, data: string | Uint8Array): Promise<void> {
-  const previous = writesInFlight.get(path) ?? Promise.resolve();
-  const write = previous.catch(() => undefined).then(() => writeNow(path, data));
-  writesInFlight.set(path, write);
-  void write.finally(() => {
-    if (writesInFlight.get(path) === write) writesInFlight.delete(path);
-  }).catch(() => undefined);
-  return write;
-}
-
-async function writeNow(path: string, data: string | Uint8Array): Promise<void> {
-  const temporary = `${path}.tmp-${process.pid}-${(temporaryCounter += 1)}`;
-  const handle = await fs.open(temporary, 'w', 0o600);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fs.rename(temporary, path);
-  await syncDirectory(path);
-}
-
-// Makes a rename (or a new file) in the directory of `path` survive a power loss.
-export async function syncDirectory(path: string): Promise<void> {
-  const dir = await fs.open(join(path, '..'), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 export function stateFile(stateDir: string): string {

@@ -18,6 +18,12 @@ import { renderStatusTable } from '../shared/admin/status.js';
 import type { HostView } from '../shared/admin/fleet-view.js';
 import type { DownloadProgress } from '../shared/schemas/report.js';
 import { removeDirectory, temporaryDirectory } from './harness/processes.js';
+import { rebuildFloor } from '../agent/floor.js';
+import { generateSigningKey } from '../shared/crypto/keys.js';
+import { signPayload } from '../shared/crypto/signatures.js';
+import { signIntent } from '../shared/admin/submit-intent.js';
+import { intentDigest } from '../shared/trust/verify-intent.js';
+import type { Result, SignedResult } from '../shared/schemas/report.js';
 
 // Pure parts of the agent lifecycle with an injected clock, and the small process parts
 // (activation runner, health checks) against stub commands.
@@ -206,7 +212,7 @@ test('manual rollback picks the last applied generation before the current one, 
 
 test('outpost status: a progress bar on a terminal, plain numbers in a pipe, and why a host waits', () => {
   const view = {
-    host: 'clinic-1', desired: null, applied: null, phase: 'downloading', target: { generation: 2, closure: '/nix/store/x' }, statusSignatureValid: true, hostKey: null, online: true, lastSeen: null, lastResult: null, results: [], window: null,
+    host: 'clinic-1', desired: null, applied: null, phase: 'downloading', target: { generation: 2, closure: '/nix/store/x' }, statusSignatureValid: true, hostKey: null, online: true, lastSeen: null, lastResult: null, results: [], window: null, trust: null,
     progress: { pathsDone: 3, pathsTotal: 7, bytesDone: 512 * 1024, bytesTotal: 1024 * 1024, bytesPerSecond: 2048, startedAt: new Date(0).toISOString(), live: true },
   } as HostView;
   const tty = renderStatusTable([view], { progressBars: true });
@@ -215,6 +221,45 @@ test('outpost status: a progress bar on a terminal, plain numbers in a pipe, and
   assert.not.match(renderStatusTable([view]), /\[#/);
   const waiting = renderStatusTable([{ ...view, phase: 'waiting-for-window', progress: null, window: { waitingFor: 'reboot', windows: '01:00-05:00 (UTC)', nextStart: '2026-11-24T01:00:00.000Z' } }]);
   assert.match(waiting, /waiting-for-window \(reboot; next 2026-11-24T01:00:00\.000Z\)/);
+});
+
+test('trust flags: --org-root or --admin-key (not both, not neither), a token only with a policy, backoff bounds', () => {
+  const base = ['--host', 'h', '--key', 'k', '--coordinator', 'ws://x', '--substituter', 'http://c', '--trusted-cache-key', `c-1:${'B'.repeat(43)}=`];
+  const key = 'A'.repeat(43) + '=';
+  const parsed = parseFlags(agentCommand, [...base, '--org-root', key, '--enroll-token', 't.json', '--freeze-after', '3600', '--backoff-max', '600'], agentOptionsSchema);
+  assert.ok(!parsed.help && parsed.value.orgRoot[0] === key && parsed.value.freezeAfter === 3600 && parsed.value.backoffMax === 600 && parsed.value.backoffBase === 1);
+  assert.throws(() => parseFlags(agentCommand, base, agentOptionsSchema), /--org-root: give --org-root .* or, without a policy, at least one --admin-key/);
+  assert.throws(() => parseFlags(agentCommand, [...base, '--org-root', key, '--admin-key', key], agentOptionsSchema), /--admin-key: give --org-root or --admin-key, not both/);
+  assert.throws(() => parseFlags(agentCommand, [...base, '--admin-key', key, '--enroll-token', 't.json'], agentOptionsSchema), /--enroll-token: an enrollment token needs --org-root/);
+  assert.throws(() => parseFlags(agentCommand, [...base, '--admin-key', key, '--backoff-base', '60', '--backoff-max', '30'], agentOptionsSchema), /--backoff-base: must not exceed --backoff-max/);
+});
+
+test('floor rebuild (threat 14): from the host\'s own signed results only, refusals do not raise it, epochs rank first, the running system sets applied', () => {
+  const hostKey = generateSigningKey('h1');
+  const stranger = generateSigningKey('stranger');
+  const admin = generateSigningKey('alice');
+  const closure = (c: string): string => `/nix/store/${c.repeat(32)}-nixos-system`;
+  const intent = (generation: number, c: string, policyVersion: number) =>
+    signIntent({ kind: 'intent', host: 'h1', generation, closure: closure(c), action: 'switch', issuedAt: new Date(0).toISOString(), expiresAt: new Date(1e13).toISOString(), issuer: 'alice', policyVersion }, admin);
+  const intents = [intent(1, 'a', 1), intent(2, 'b', 1), intent(1, 'c', 2), intent(50, 'd', 1)];
+  const result = (seq: number, outcome: Result['outcome'], signed: (typeof intents)[number], key = hostKey): SignedResult => {
+    const r: Result = { kind: 'result', host: 'h1', seq, at: new Date(0).toISOString(), outcome, generation: signed.intent.generation, closure: signed.intent.closure, action: 'switch', intentDigest: intentDigest(signed), reason: '', outputTail: '' };
+    return { result: r, signature: signPayload('result', r, key) };
+  };
+  const epochOf = (signed: (typeof intents)[number]): number => (signed.intent.policyVersion === 2 ? 1 : 0);
+  const results = [result(1, 'applied', intents[0]!), result(2, 'applied', intents[1]!), result(3, 'refused', intents[3]!), result(4, 'applied', intents[2]!), result(9, 'applied', intents[3]!, stranger)];
+  const rebuilt = rebuildFloor({ hostKey: hostKey.publicKey, results, intents, epochOf, running: closure('c') });
+  assert.is(rebuilt.floorEpoch, 1, 'the epoch-1 intent ranks above every epoch-0 generation');
+  assert.is(rebuilt.floorGeneration, 1);
+  assert.is(rebuilt.resultSeq, 4, 'only own results count (the stranger\'s #9 does not)');
+  assert.equal(rebuilt.applied, { generation: 1, closure: closure('c'), digest: intentDigest(intents[2]!) });
+  assert.equal(rebuilt.previous?.closure, closure('b'));
+  assert.is(rebuilt.handledDigests.length, 4);
+  const withoutEpochs = rebuildFloor({ hostKey: hostKey.publicKey, results: results.slice(0, 3), intents, epochOf, running: closure('b') });
+  assert.is(withoutEpochs.floorGeneration, 2, 'a refused generation 50 does not raise the floor');
+  assert.is(withoutEpochs.applied?.generation, 2);
+  const forged = { ...results[1]!, result: { ...results[1]!.result, generation: 40 } };
+  assert.is(rebuildFloor({ hostKey: hostKey.publicKey, results: [results[0]!, forged], intents, epochOf, running: null }).floorGeneration, 1, 'a result whose signature fails does not count');
 });
 
 test.run();

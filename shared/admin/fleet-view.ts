@@ -3,7 +3,7 @@ import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
-import { downloadProgressSchema, type DownloadProgress, type SignedResult, type WindowWait } from '../schemas/report.js';
+import { downloadProgressSchema, type DownloadProgress, type SignedResult, type TrustStatus, type WindowWait } from '../schemas/report.js';
 import { connectDocument, httpBaseFromWs, waitForSync } from '../sync/connect.js';
 
 // What an admin sees of one host: the newest intent, the agent's signed status and results, and
@@ -19,6 +19,8 @@ export interface HostView {
   progress: (DownloadProgress & { live: boolean }) | null;
   // Why the host waits (phase waiting-for-window) and until when.
   window: WindowWait | null;
+  // What the agent trusts (policy version) and whether it reports a freeze.
+  trust: TrustStatus | null;
   statusSignatureValid: boolean | null;
   hostKey: string | null;
   online: boolean;
@@ -80,6 +82,7 @@ export async function readHostView(serverUrl: string, host: string, options: { t
       target: current?.status.target ?? null,
       progress: live && current?.status.phase === 'downloading' ? { ...live, live: true } : milestone ? { ...milestone, live: false } : null,
       window: current?.status.window ?? null,
+      trust: current?.status.trust ?? null,
       statusSignatureValid: current ? verifyPayloadSignature('status', current.status, current.signature) : null,
       hostKey,
       online: agentOnline || (presence?.online ?? false),

@@ -4,14 +4,17 @@ import { durationSchema } from '../cli/duration.js';
 import { base64Key32Schema, hostIdSchema } from '../schemas/primitives.js';
 import { readFleetView, type HostView } from './fleet-view.js';
 import { formatBytes } from '../../agent/disk-space.js';
+import { readKeyFile } from '../crypto/keys.js';
+import { useIdentity } from '../sync/connect.js';
 
 export const statusCommand: CommandSpec = {
   name: 'status',
   summary: 'one row per host: desired and applied generation, phase, online, last result',
-  usage: 'outpost status --coordinator URL [--host ID …] [--json]',
+  usage: 'outpost status --coordinator URL [--key FILE] [--host ID …] [--json]',
   flags: [
     { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'coordinator or relay, ws:// or wss://' },
     { name: 'host', kind: 'string', multiple: true, placeholder: 'ID', description: 'only these hosts', defaultText: 'all' },
+    { name: 'key', kind: 'string', placeholder: 'FILE', description: 'your admin key file: proves who you are to a coordinator or relay run with --org-root (needs read)' },
     { name: 'admin-key', kind: 'string', multiple: true, placeholder: 'KEY', description: 'mark intents not signed by one of these admin keys as untrusted' },
     { name: 'timeout', kind: 'string', placeholder: 'DURATION', description: 'how long to wait for each document', defaultText: '15s' },
     { name: 'json', kind: 'boolean', description: 'print every host with its signed results as JSON, for scripts' },
@@ -22,6 +25,7 @@ export const statusCommand: CommandSpec = {
 const statusOptionsSchema = z.object({
   coordinator: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
   host: z.array(hostIdSchema).default([]),
+  key: z.string().min(1).optional(),
   adminKey: z.array(base64Key32Schema).default([]),
   timeout: durationSchema.prefault('15s'),
   json: z.boolean().default(false),
@@ -45,6 +49,7 @@ export function renderProgress(progress: NonNullable<HostView['progress']>, opti
 
 function phaseCell(view: HostView): string {
   if (!view.phase) return '-';
+  if (view.trust?.frozen) return `${view.phase} (FROZEN: no fresh timestamp since ${view.trust.lastTimestampAt ?? 'ever'})`;
   if (view.phase === 'waiting-for-window' && view.window) return `${view.phase} (${view.window.waitingFor}; next ${view.window.nextStart ?? 'none within a week'})`;
   if (view.phase === 'downloading' && view.progress) return `${view.phase} ${renderProgress(view.progress, { bar: false }).split(' ')[0]}`;
   return view.phase;
@@ -79,6 +84,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const options = parsed.value;
+  if (options.key !== undefined) useIdentity(await readKeyFile(options.key));
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,

@@ -59,6 +59,18 @@ export const windowWaitSchema = z.object({
 });
 export type WindowWait = z.infer<typeof windowWaitSchema>;
 
+// What the agent trusts and whether it is frozen (no fresh signed timestamp for too long: a
+// relay or coordinator may be withholding updates). Only transitions change it, so signed
+// timestamps arriving every minute do not rewrite the status.
+export const trustStatusSchema = z.object({
+  mode: z.enum(['policy', 'admin-keys']),
+  policyVersion: z.number().int().positive().nullable(),
+  frozen: z.boolean(),
+  // When frozen: the last fresh timestamp seen (null: never).
+  lastTimestampAt: isoTimeSchema.nullable(),
+});
+export type TrustStatus = z.infer<typeof trustStatusSchema>;
+
 // The agent's current state: one JSON value under one key, rewritten only when it changes.
 export const statusSchema = z.object({
   kind: z.literal('status'),
@@ -73,6 +85,7 @@ export const statusSchema = z.object({
   // Download milestones (every 10 %); live progress travels in awareness, which is not stored.
   progress: downloadProgressSchema.optional(),
   window: windowWaitSchema.optional(),
+  trust: trustStatusSchema.optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 

@@ -28,6 +28,8 @@ export interface Freshness {
   enforced: boolean;
   lastTimestampAt: string | null;
   frozen: boolean;
+  // When, without a fresh timestamp, the reader will count as frozen (ms; null: never).
+  freezesAt: number | null;
   reason: string;
 }
 
@@ -50,6 +52,8 @@ export interface FleetTrustOptions {
   stateDir: string;
   freezeAfterMs: number;
   logger: Logger;
+  // Reconnect backoff of the policy and timestamp documents (agents on satellite links: minutes).
+  backoff?: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
 export function trustFile(stateDir: string): string {
@@ -78,11 +82,12 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
   const { logger } = options;
   const path = trustFile(options.stateDir);
   let state = await loadTrustFile(path);
+  const openedAt = Date.now();
   const pinned = new Set(options.orgRootKeys);
   const listeners: (() => void)[] = [];
   const endpoints = options.endpoints ?? [options.serverUrl];
-  const policyConnection: DocumentConnection = connectDocument(endpoints, POLICY_DOC);
-  const timestampConnection: DocumentConnection = connectDocument(endpoints, TIMESTAMP_DOC);
+  const policyConnection: DocumentConnection = connectDocument(endpoints, POLICY_DOC, { ...options.backoff });
+  const timestampConnection: DocumentConnection = connectDocument(endpoints, TIMESTAMP_DOC, { ...options.backoff });
   let saving: Promise<void> = Promise.resolve();
 
   const now = (): number => Math.max(Date.now(), state.timeFloor);
@@ -123,14 +128,16 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     },
     freshness() {
       const policy = state.chain.at(-1);
-      if (!policy || policy.timestampKeys.length === 0) return { enforced: false, lastTimestampAt: null, frozen: false, reason: 'the policy names no timestamp keys' };
+      if (!policy || policy.timestampKeys.length === 0) return { enforced: false, lastTimestampAt: null, frozen: false, freezesAt: null, reason: 'the policy names no timestamp keys' };
       const at = state.lastTimestamp?.timestamp.at ?? null;
-      const age = at ? now() - Date.parse(at) : Number.POSITIVE_INFINITY;
-      const frozen = age > options.freezeAfterMs;
+      // A reader that never saw a timestamp counts from when it started looking.
+      const freezesAt = (at ? Date.parse(at) : openedAt) + options.freezeAfterMs;
+      const frozen = now() > freezesAt;
       return {
         enforced: true,
         lastTimestampAt: at,
         frozen,
+        freezesAt,
         reason: frozen ? `no fresh signed timestamp since ${at ?? 'ever'} (limit ${Math.round(options.freezeAfterMs / 1000)} s): updates may be withheld` : 'fresh',
       };
     },

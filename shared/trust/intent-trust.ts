@@ -6,6 +6,7 @@ import { verifyIntent, type IntentVerifier } from './verify-intent.js';
 // What an agent needs to decide about intents, whichever trust model the host runs:
 // the fleet policy (pinned --org-root) or, in development, a static --admin-key list.
 export interface IntentTrust {
+  mode: 'policy' | 'admin-keys';
   verify: IntentVerifier;
   epochOf: (signed: SignedIntent) => number;
   now: () => number;
@@ -23,13 +24,15 @@ export interface IntentTrustOptions {
   adminKeys: string[];
   freezeAfterMs: number;
   logger: Logger;
+  backoff?: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
 export async function openIntentTrust(options: IntentTrustOptions): Promise<IntentTrust> {
   if (options.orgRootKeys.length > 0) {
-    const fleet = await openFleetTrust({ serverUrl: options.endpoints[0]!, endpoints: options.endpoints, orgRootKeys: options.orgRootKeys, stateDir: options.stateDir, freezeAfterMs: options.freezeAfterMs, logger: options.logger });
+    const fleet = await openFleetTrust({ serverUrl: options.endpoints[0]!, endpoints: options.endpoints, orgRootKeys: options.orgRootKeys, stateDir: options.stateDir, freezeAfterMs: options.freezeAfterMs, logger: options.logger, ...(options.backoff ? { backoff: options.backoff } : {}) });
     const verify = fleet.verifier(options.host);
     return {
+      mode: 'policy',
       verify,
       epochOf: (signed) => fleet.epochOf(signed),
       now: () => fleet.now(),
@@ -41,10 +44,11 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
   }
   const trustedAdminKeys = new Set(options.adminKeys);
   return {
+    mode: 'admin-keys',
     verify: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
     epochOf: () => 0,
     now: () => Date.now(),
-    freshness: () => ({ enforced: false, lastTimestampAt: null, frozen: false, reason: 'static admin keys: no freshness timestamps' }),
+    freshness: () => ({ enforced: false, lastTimestampAt: null, frozen: false, freezesAt: null, reason: 'static admin keys: no freshness timestamps' }),
     policyVersion: () => null,
     onChange: () => undefined,
     close: async () => undefined,

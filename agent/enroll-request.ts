@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import type { Logger } from '../shared/log.js';
+import type { SignedEnrollToken } from '../shared/schemas/policy.js';
+import { signEnrollRequest } from '../shared/admin/enroll-entries.js';
+import { backoffDelay, httpBaseFromWs } from '../shared/sync/connect.js';
+
+// Under a policy a host's connections count only once its key is bound to its id. At every start
+// the agent asks for that binding (POST /api/enroll, idempotent at the coordinator; relays forward
+// it): with a one-time token it is bound at once, without one it shows as pending until an admin
+// with `enroll` approves it. Until the endpoints answer it retries with the reconnect backoff.
+export interface EnrollmentRequestOptions {
+  endpoints: string[];
+  host: string;
+  key: SigningKey;
+  token: SignedEnrollToken | null;
+  logger: Logger;
+  retryMaxMs: number;
+}
+
+const answerSchema = z.object({ ok: z.boolean().optional(), enrolled: z.boolean().optional(), error: z.string().optional() });
+
+export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): void; done: Promise<boolean | null> } {
+  const { logger } = options;
+  const signed = signEnrollRequest(options.key, options.host, options.token ?? undefined, new Date());
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let wake: (() => void) | null = null;
+
+  const attemptAt = async (endpoint: string): Promise<{ retry: boolean; enrolled?: boolean }> => {
+    const url = `${httpBaseFromWs(endpoint)}/api/enroll`;
+    let response: Response;
+    try {
+      response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signed), signal: AbortSignal.timeout(30_000) });
+    } catch (error) {
+      logger.debug({ event: 'enroll-request-unreachable', endpoint, err: error }, 'cannot reach the endpoint to ask for enrollment');
+      return { retry: true };
+    }
+    const parsed = answerSchema.safeParse(await response.json().catch(() => null));
+    const answer = parsed.success ? parsed.data : {};
+    if (response.status === 200 && answer.ok === true) return { retry: false, enrolled: answer.enrolled === true };
+    // 5xx, 409 (a coordinator without a policy yet), 429: worth asking again later.
+    if (response.status >= 500 || response.status === 409 || response.status === 429) {
+      logger.warn({ event: 'enroll-request-deferred', endpoint, status: response.status, reason: answer.error ?? null }, 'enrollment request not taken yet; asking again later');
+      return { retry: true };
+    }
+    logger.error(
+      { event: 'enroll-request-refused', endpoint, status: response.status, reason: answer.error ?? null },
+      `enrollment request refused: ${answer.error ?? `status ${response.status}`}; fix the token (outpost enroll token) or ask an admin to approve this host's key`,
+    );
+    return { retry: false };
+  };
+
+  const done = (async (): Promise<boolean | null> => {
+    for (let attempt = 0; !stopped; attempt++) {
+      for (const endpoint of options.endpoints) {
+        const outcome = await attemptAt(endpoint);
+        if (!outcome.retry) {
+          if (outcome.enrolled !== undefined) {
+            logger.info(
+              { event: outcome.enrolled ? 'enrolled' : 'enrollment-pending', endpoint, hostKey: options.key.publicKey, viaToken: options.token !== null },
+              outcome.enrolled
+                ? `this host's key is bound to ${options.host}`
+                : `enrollment pending: an admin with 'enroll' approves it with: outpost enroll approve --host ${options.host} --host-key ${options.key.publicKey} …`,
+            );
+          }
+          return outcome.enrolled ?? null;
+        }
+        if (stopped) return null;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, backoffDelay(attempt, 1000, options.retryMaxMs));
+      });
+    }
+    return null;
+  })();
+
+  return {
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      wake?.();
+    },
+    done,
+  };
+}
