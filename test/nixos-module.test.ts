@@ -62,6 +62,8 @@ interface RoleEval {
   options: NixOption[];
   minimal: RenderedUnit;
   sample: RenderedUnit;
+  // `sample` with the other side of exclusive options (agent: adminKeys instead of orgRootKeys).
+  alternate: RenderedUnit;
 }
 
 interface ModuleEval {
@@ -189,7 +191,7 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
   const mapped = new Map(role.flags.map((e) => [e.flag, e.option]));
   const options = new Map(role.options.map((o) => [o.name, o]));
   const cli = new Set(spec.flags.map((f) => f.name));
-  const rendered = new Set(execArgs(role.sample, role.command).filter((w) => w.startsWith('--')).map((w) => w.slice(2)));
+  const rendered = new Set([role.sample, role.alternate].flatMap((unit) => execArgs(unit, role.command)).filter((w) => w.startsWith('--')).map((w) => w.slice(2)));
   const where = `${role.optionPath} (${relative(repo, role.file)})`;
   for (const flag of spec.flags) {
     const option = mapped.get(flag.name);
@@ -212,7 +214,7 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
     if (flag.kind === 'boolean' && type.name !== 'bool') problems.push(`--${flag.name} is a boolean flag but ${role.optionPath}.${option} is ${type.name}`);
     if (flag.kind === 'string' && flag.multiple && type.name !== 'listOf') problems.push(`--${flag.name} is repeatable but ${role.optionPath}.${option} is ${type.name}, not a list`);
     if (flag.kind === 'string' && !flag.multiple && ['listOf', 'bool'].includes(type.name)) problems.push(`--${flag.name} takes one value but ${role.optionPath}.${option} is ${type.name}`);
-    if (!rendered.has(flag.name)) problems.push(`${where} never puts --${flag.name} on the command line, even with every option set`);
+    if (!rendered.has(flag.name)) problems.push(`${where} never puts --${flag.name} on the command line, even with every option set (sample and alternate)`);
   }
   for (const entry of role.flags) {
     if (!options.has(entry.option)) problems.push(`nix/lib/flags.nix maps --${entry.flag} to ${role.optionPath}.${entry.option}, which is not declared`);
@@ -320,7 +322,7 @@ test("the modules' command lines are accepted by the CLI's own parser", () => {
   ];
   for (const [name, spec, schema] of checks) {
     if (!spec || !schema) continue;
-    for (const config of ['minimal', 'sample'] as const) {
+    for (const config of ['minimal', 'sample', 'alternate'] as const) {
       const argv = roles[name][config].argv;
       try {
         parseFlags(spec, argv, schema);

@@ -51,7 +51,12 @@ rec {
         { flag = "host"; option = "hostId"; }
         { flag = "key"; option = "keyFile"; }
         { flag = "coordinator"; option = "coordinators"; }
+        { flag = "org-root"; option = "orgRootKeys"; }
         { flag = "admin-key"; option = "adminKeys"; }
+        { flag = "enroll-token"; option = "enrollTokenFile"; }
+        { flag = "freeze-after"; option = "freezeAfter"; }
+        { flag = "backoff-base"; option = "backoffBase"; }
+        { flag = "backoff-max"; option = "backoffMax"; }
         { flag = "substituter"; option = "substituters"; }
         { flag = "trusted-cache-key"; option = "trustedCacheKeys"; }
         { flag = "store"; option = "store"; }

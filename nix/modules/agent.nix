@@ -106,16 +106,68 @@ in
       ];
       description = ''
         Sync endpoints, `ws://` or `wss://`: the site's relay, or the coordinator itself. The
-        agent currently syncs through the first entry; list the nearest endpoint first.
+        agent syncs through the first that answers and fails over to the next; list the
+        nearest endpoint first.
+      '';
+    };
+
+    orgRootKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "mK1x0bXQ2i5wz4uF7f0c8Hq1cJmXr3xv0lq2e7YtQ5E=" ];
+      description = ''
+        Base64 public keys of the fleet's org root, pinned (`--org-root`). The agent walks the
+        signed policy in `fleet/policy` from these keys and counts an intent only when its
+        signers have `deploy` for this host under it. Give this or {option}`adminKeys`, not both.
       '';
     };
 
     adminKeys = mkOption {
       type = types.listOf types.str;
+      default = [ ];
       example = [ "X/L1G2uWjtGN5PBhrQqweSaWIXB3D+QvRjLzDCrHl2g=" ];
       description = ''
-        Base64 Ed25519 public keys of the admins whose intents this host trusts (printed by
-        `outpost keygen`). Public keys: they may live in the Nix store.
+        Without a fleet policy (development, small fleets): base64 Ed25519 public keys of the
+        admins whose intents this host trusts (printed by `outpost keygen`). Public keys: they
+        may live in the Nix store. Give this or {option}`orgRootKeys`, not both.
+      '';
+    };
+
+    enrollTokenFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/keys/outpost-enroll.token";
+      description = ''
+        With {option}`orgRootKeys`: a one-time enrollment token (`outpost enroll token`) for an
+        unattended install; the agent's enrollment request then binds its key at once. Without
+        it the host shows as pending until an admin approves it. A path, never in the Nix store.
+      '';
+    };
+
+    freezeAfter = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 172800;
+      description = ''
+        Seconds without a fresh signed timestamp after which the agent reports a freeze in its
+        status (`--freeze-after`; policy mode). Null: 86400.
+      '';
+    };
+
+    backoffBase = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 5;
+      description = "First reconnect delay in seconds, doubling per failure with jitter (`--backoff-base`). Null: 1.";
+    };
+
+    backoffMax = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 900;
+      description = ''
+        Longest reconnect delay in seconds (`--backoff-max`). Minutes suit satellite links: a
+        fleet coming back after an outage does not storm its relay or coordinator. Null: 300.
       '';
     };
 
@@ -392,8 +444,12 @@ in
         message = "services.outpost-agent.coordinators: give at least one sync endpoint (relay or coordinator).";
       }
       {
-        assertion = cfg.adminKeys != [ ];
-        message = "services.outpost-agent.adminKeys: without an admin key no intent can be trusted.";
+        assertion = (cfg.orgRootKeys != [ ]) != (cfg.adminKeys != [ ]);
+        message = "services.outpost-agent: set orgRootKeys (the fleet policy) or adminKeys (no policy), exactly one of them; without either no intent can be trusted.";
+      }
+      {
+        assertion = cfg.enrollTokenFile == null || cfg.orgRootKeys != [ ];
+        message = "services.outpost-agent.enrollTokenFile needs orgRootKeys: enrollment is part of the fleet policy.";
       }
       {
         assertion = cfg.substituters != [ ] && cfg.trustedCacheKeys != [ ];

@@ -143,13 +143,28 @@ let
     else
       o.example or (throw "option ${name} has neither a default nor an example");
 
+  # Options that are exclusive with each other get one side in `sample` and the other in
+  # `alternate` (every other option set in both): the agent trusts either the fleet policy
+  # (orgRootKeys, enrollTokenFile) or a static admin key list (adminKeys), never both, never
+  # neither. A flag is reachable when one of the two puts it on the command line.
+  overrides = {
+    agent = {
+      minimal = decls: { orgRootKeys = decls.orgRootKeys.example; };
+      sample = _: { adminKeys = [ ]; };
+      alternate = _: {
+        orgRootKeys = [ ];
+        enrollTokenFile = null;
+      };
+    };
+  };
+
   evalRole =
     roleName: file:
     let
       role = flags.roles.${roleName};
       prefix = "outpost-${roleName}";
       render =
-        pick:
+        which: pick:
         let
           config = {
             services.${prefix} = cfg;
@@ -159,7 +174,8 @@ let
           };
           module = import file { inherit config lib pkgs; };
           decls = module.options.services.${prefix};
-          cfg = mapAttrs pick decls;
+          forced = ((overrides.${roleName} or { }).${which} or (_: { })) decls;
+          cfg = mapAttrs (name: o: forced.${name} or (pick name o)) decls;
           resolved = or' { } (lib.resolve module.config);
           systemd = or' { } (resolved.systemd or null);
           services = or' { } (systemd.services or null);
@@ -185,8 +201,9 @@ let
             failedAssertions = map (a: a.message) (filter (a: !a.assertion) (or' [ ] (resolved.assertions or null)));
           };
         };
-      minimal = render minimalValue;
-      sample = render sampleValue;
+      minimal = render "minimal" minimalValue;
+      sample = render "sample" sampleValue;
+      alternate = render "alternate" sampleValue;
     in
     {
       inherit (role) command optionPath flags pending;
@@ -207,6 +224,7 @@ let
       ) (collectOptions "" minimal.decls);
       minimal = minimal.rendered;
       sample = sample.rendered;
+      alternate = alternate.rendered;
     };
 
   # The flake's outputs against a stub nixpkgs: only names are forced, no package is built.
