@@ -107,6 +107,16 @@ test('generation 1 through the relay: both agents apply it, each NAR and narinfo
   assert.is(new Set(fetched).size, fetched.length, `each file once from the upstream cache, got ${fetched.join(', ')}`);
   const views = await fleet(coordinator.url);
   for (const view of views) assert.ok(view.online, `${view.host} online at the coordinator through the relay`);
+  // The mirror answers Range requests (an agent resumes a cut NAR transfer with one) from its copy.
+  const nar = fetched.find((r) => r.startsWith('GET /nar/'))!.slice('GET '.length);
+  const mirror = `${httpBaseFromWs(relay.url)}/nix-cache${nar}`;
+  const whole = Buffer.from(await (await fetch(mirror)).arrayBuffer());
+  const tail = await fetch(mirror, { headers: { range: 'bytes=100-' } });
+  assert.is(tail.status, 206);
+  assert.is(tail.headers.get('content-range'), `bytes 100-${whole.length - 1}/${whole.length}`);
+  assert.ok(Buffer.from(await tail.arrayBuffer()).equals(whole.subarray(100)), 'the tail is the same bytes');
+  assert.is((await fetch(mirror, { headers: { range: `bytes=${whole.length}-` } })).status, 416);
+  assert.is(cache.requests.filter((r) => r === `GET ${nar}`).length, 1, 'still fetched once from the upstream cache');
 });
 
 test('coordinator down: the relay keeps both agents working (admin deploys at the site), then merges everything back', async () => {
