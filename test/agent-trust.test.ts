@@ -2,11 +2,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { writeKeyFile } from '../shared/crypto/keys.js';
+import { generateSigningKey, writeKeyFile } from '../shared/crypto/keys.js';
 import { signIntent } from '../shared/admin/submit-intent.js';
 import { appendIntent } from '../shared/documents/desired.js';
 import { desiredDocName } from '../shared/documents/names.js';
-import { connectDocument, waitForSync } from '../shared/sync/connect.js';
+import { connectDocument, httpBaseFromWs, waitForSync } from '../shared/sync/connect.js';
+import { startRelayProcess } from './bench/relay-fixtures.js';
 import { signEnrollToken } from '../shared/admin/enroll-entries.js';
 import type { HostView } from '../shared/admin/fleet-view.js';
 import { loadAgentState } from '../agent/state.js';
@@ -180,6 +181,43 @@ test('threat 14: agent state wiped: the floor is rebuilt from the host\'s own si
   const state = await loadAgentState(host.stateDir);
   assert.is(state.floorGeneration, third.generation);
   assert.is(state.floorUnverified, false);
+});
+
+test('behind a relay under the policy: a new host enrolls through the relay with its token, fetches through the relay\'s cache mirror, and its signed result reaches the coordinator', async () => {
+  const relayKey = generateSigningKey('site-1');
+  const relayKeyFile = join(dir, 'relay.key');
+  await writeKeyFile(relayKeyFile, relayKey);
+  const v2 = { ...basePolicy(org), version: 2, relays: [{ name: 'site-1', key: relayKey.publicKey, hosts: ['h3'], groups: [] }] };
+  const pushed = await pushPolicy(coordinator.url, signPolicy(v2, org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  const relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [coordinator.url], { extra: ['--key', relayKeyFile, '--org-root', org.root.publicKey, '--cache-upstream', cache.url] });
+  const site = await prepareHost(dir, 'h3');
+  const tokenFile = join(dir, 'h3.token');
+  await fs.writeFile(tokenFile, JSON.stringify(signEnrollToken(org.alice, { host: 'h3', expiresAt: new Date(Date.now() + 3_600_000).toISOString(), policyVersion: 2 })), { mode: 0o600 });
+  const siteAgent = startAgentProcess(site, {
+    coordinators: [relay.url],
+    adminKeys: [],
+    substituters: [`${httpBaseFromWs(relay.url)}/nix-cache`],
+    trustedCacheKeys: [cacheKey.publicKey],
+    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--enroll-token', tokenFile, '--backoff-base', '0.2', '--backoff-max', '1'],
+  });
+  try {
+    await waitFor('h3 to be enrolled through the relay', () => logEvents(siteAgent, 'enrolled').length > 0, 30_000);
+    const deployed = await runCli(['deploy', '--coordinator', coordinator.url, '--key', keyFiles.alice, '--host', 'h3', '--closure', closures[3]!]);
+    assert.is(deployed.code, 0, deployed.stderr);
+    const result = await waitFor('h3\'s result at the coordinator', async () => {
+      const out = await runCli(['status', '--coordinator', coordinator.url, '--key', keyFiles.carol, '--json', '--host', 'h3']);
+      const last = out.code === 0 ? (JSON.parse(out.stdout) as { hosts: HostView[] }).hosts[0]?.lastResult : null;
+      return last ?? null;
+    }, 90_000, 500);
+    assert.is(result.outcome, 'applied', result.reason);
+    assert.ok(result.signatureValid);
+    assert.is(await profileTarget(site), closures[3]);
+    assert.is((await view()).trust?.policyVersion, 2, 'h1, directly connected, walked to version 2 as well');
+  } finally {
+    await siteAgent.stop('SIGKILL');
+    await relay.stop();
+  }
 });
 
 test.run();
