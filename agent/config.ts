@@ -6,7 +6,7 @@ import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { ProfileType } from './activate.js';
 import type { ActivationRunner } from './activation-runner.js';
 import type { SystemRunningRule } from './health.js';
-import type { TimeWindow } from './windows.js';
+import type { TimeWindow } from '../shared/schedule/windows.js';
 
 // Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
 export interface AgentConfig {

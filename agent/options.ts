@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 import { secondsFlag, type CommandSpec } from '../shared/cli/flags.js';
-import { timeZoneSchema, windowSchema } from './windows.js';
+import { timeZoneSchema, windowSchema } from '../shared/schedule/windows.js';
 
 export const agentCommand: CommandSpec = {
   name: 'agent',
@@ -30,9 +30,9 @@ export const agentCommand: CommandSpec = {
     { name: 'download-retries', kind: 'string', placeholder: 'N', description: 'failed attempts in a row without progress on one file (connection refused, cut mid-file, too slow) before the download fails', defaultText: '8' },
     { name: 'max-closure-size', kind: 'string', placeholder: 'BYTES', description: 'refuse closures whose narinfos declare more than this in total (suffixes K, M, G, T)', defaultText: '64G' },
     { name: 'min-free-space', kind: 'string', placeholder: 'BYTES', description: 'keep this much disk space free: a closure that does not fit is refused before the download (suffixes K, M, G, T)', defaultText: '1G' },
-    { name: 'maintenance-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'downloads and activations start only inside these windows, e.g. "Tue 03:00-05:00" or "Mon-Fri 22:00-06:00" (host-local time); none: any time' },
-    { name: 'reboot-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'when a switch changes the kernel or initrd it becomes boot + reboot, inside these windows, e.g. "01:00-05:00"; none: reboot right away' },
-    { name: 'timezone', kind: 'string', placeholder: 'ZONE', description: 'IANA time zone the windows are in', defaultText: "the host's" },
+    { name: 'maintenance-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'downloads and activations start only inside these windows, e.g. "Tue 03:00-05:00" or "Mon-Fri 22:00-06:00" (host-local time); given, they win over the maintenance windows of the policy groups this host is in; none: the groups\' windows (every group\'s must allow), else any time' },
+    { name: 'reboot-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'when a switch changes the kernel or initrd it becomes boot + reboot, inside these windows, e.g. "01:00-05:00"; given, they win over the reboot windows of the policy groups this host is in; none: the groups\' windows, else reboot right away' },
+    { name: 'timezone', kind: 'string', placeholder: 'ZONE', description: 'IANA time zone the windows are in (also group windows whose policy group names no time zone)', defaultText: "the host's" },
     { name: 'activation-timeout', kind: 'string', placeholder: 'SECONDS', description: 'kill switch-to-configuration (or bin/activate) after this long and roll back', defaultText: '600' },
     { name: 'activation-runner', kind: 'string', placeholder: 'RUNNER', description: 'how the activation is started so it survives the agent: systemd-run (a transient unit), direct (own session), or auto (systemd-run where systemd runs)', defaultText: 'auto' },
     { name: 'confirm-timeout', kind: 'string', placeholder: 'SECONDS', description: 'after an activation the host must reach a sync peer afresh and pass its health checks within this long, or it rolls back', defaultText: '300' },

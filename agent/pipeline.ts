@@ -15,7 +15,8 @@ import { confirmHealth } from './health.js';
 import { runCommand } from './run-command.js';
 import type { AgentState, Work } from './state.js';
 import { verifyClosureSignatures } from './verify.js';
-import { describeWindows, inWindow, nextWindowStart } from './windows.js';
+import { describeRules, nextAllowedStart, rulesAllow } from '../shared/schedule/window-rules.js';
+import { kindOf, windowRules } from './effective-windows.js';
 
 // The per-intent state machine:
 //   waiting-for-window → downloading → (waiting-for-window) → activating → confirming → applied
@@ -56,17 +57,16 @@ async function updateWork(ctx: PipelineContext, phase: AgentPhase, changes: Part
 
 async function waitForWindow(ctx: PipelineContext, waitingFor: 'download' | 'activation' | 'reboot', changes: Partial<Work>): Promise<void> {
   const { config } = ctx;
-  const windows = waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
-  const next = nextWindowStart(windows, config.now(), config.timeZone);
+  const rules = windowRules(config, kindOf(waitingFor));
+  const next = nextAllowedStart(rules, config.now());
   const target = ctx.state().target;
-  ctx.logger.info({ event: 'waiting-for-window', waitingFor, windows: describeWindows(windows, config.timeZone), nextStart: next === null ? null : new Date(next).toISOString(), ...(target ? fields(target) : {}) }, `waiting for a ${waitingFor === 'reboot' ? 'reboot' : 'maintenance'} window`);
+  ctx.logger.info({ event: 'waiting-for-window', waitingFor, windows: describeRules(rules), policyVersion: config.trust.policyVersion(), nextStart: next === null ? null : new Date(next).toISOString(), ...(target ? fields(target) : {}) }, `waiting for a ${waitingFor === 'reboot' ? 'reboot' : 'maintenance'} window`);
   await updateWork(ctx, 'waiting-for-window', { ...changes, waitingFor });
 }
 
 // Moves on to `phase` now, or waits for the next maintenance window first.
 export async function enterWindowedPhase(ctx: PipelineContext, phase: 'downloading' | 'activating', changes: Partial<Work> = {}): Promise<void> {
-  const { maintenanceWindows, timeZone, now } = ctx.config;
-  if (inWindow(maintenanceWindows, now(), timeZone)) {
+  if (rulesAllow(windowRules(ctx.config, 'maintenance'), ctx.config.now())) {
     await updateWork(ctx, phase, { ...changes, waitingFor: null });
     return;
   }
@@ -75,8 +75,7 @@ export async function enterWindowedPhase(ctx: PipelineContext, phase: 'downloadi
 
 async function stepWindow(ctx: PipelineContext, target: Target): Promise<StepResult> {
   const { waitingFor } = ctx.state().work;
-  const windows = waitingFor === 'reboot' ? ctx.config.rebootWindows : ctx.config.maintenanceWindows;
-  if (!inWindow(windows, ctx.config.now(), ctx.config.timeZone)) return 'wait';
+  if (!rulesAllow(windowRules(ctx.config, kindOf(waitingFor)), ctx.config.now())) return 'wait';
   ctx.logger.info({ event: 'window-open', waitingFor, ...fields(target) }, `window open: ${waitingFor}`);
   if (waitingFor === 'reboot') return requestReboot(ctx, target);
   await updateWork(ctx, waitingFor === 'activation' ? 'activating' : 'downloading', { waitingFor: null });

@@ -19,7 +19,8 @@ import { createProgressPublisher } from './progress-publisher.js';
 import { syncGcRoots } from './gc-roots.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { pruneActivationFiles } from './activation-runner.js';
-import { describeWindows, nextWindowStart } from './windows.js';
+import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
+import { kindOf, windowRules } from './effective-windows.js';
 
 export type { AgentConfig } from './config.js';
 
@@ -104,8 +105,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   function statusContent(): Omit<Status, 'seq' | 'updatedAt'> {
     const milestone = state.phase === 'downloading' ? progress.milestone() : null;
     const waitingFor = state.phase === 'waiting-for-window' ? state.work.waitingFor : null;
-    const windows = waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
-    const next = waitingFor ? nextWindowStart(windows, config.now(), config.timeZone) : null;
+    // The windows in force now (flags, or the groups of the policy in force), not those the wait began with.
+    const rules = waitingFor ? windowRules(config, kindOf(waitingFor)) : [];
+    const next = waitingFor ? nextAllowedStart(rules, config.now()) : null;
     return {
       kind: 'status',
       host: config.host,
@@ -116,7 +118,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       agentVersion: AGENT_VERSION,
       trust: trustStatus(),
       ...(milestone ? { progress: milestone } : {}),
-      ...(waitingFor ? { window: { waitingFor, windows: describeWindows(windows, config.timeZone), nextStart: next === null ? null : new Date(next).toISOString() } } : {}),
+      ...(waitingFor ? { window: { waitingFor, windows: describeRules(rules), nextStart: next === null ? null : new Date(next).toISOString() } } : {}),
     };
   }
 
@@ -281,9 +283,18 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     const untilFreeze = !frozen && freezesAt !== null ? Math.max(100, freezesAt - config.trust.now() + 100) : Number.POSITIVE_INFINITY;
     const interval = Math.min(config.wakeIntervalMs ?? 60_000, untilFreeze);
     if (state.phase !== 'waiting-for-window') return interval;
-    const windows = state.work.waitingFor === 'reboot' ? config.rebootWindows : config.maintenanceWindows;
-    const next = nextWindowStart(windows, config.now(), config.timeZone);
+    const next = nextAllowedStart(windowRules(config, kindOf(state.work.waitingFor)), config.now());
     return next === null ? interval : Math.min(interval, Math.max(1000, next - config.now()));
+  }
+
+  // The effective windows, logged at start and whenever a policy version (or nothing) changes them.
+  let loggedWindows = '';
+  function logWindows(): void {
+    const maintenance = describeRules(windowRules(config, 'maintenance'));
+    const reboot = describeRules(windowRules(config, 'reboot'));
+    if (`${maintenance}\n${reboot}` === loggedWindows) return;
+    loggedWindows = `${maintenance}\n${reboot}`;
+    logger.info({ event: 'windows', document: statusDocName(config.host), policyVersion: config.trust.policyVersion(), maintenance, reboot }, `work starts in: ${maintenance}; reboots in: ${reboot}`);
   }
 
   let errorsInARow = 0;
@@ -325,6 +336,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       if (dirty) {
         dirty = false;
         try {
+          logWindows();
           await evaluate();
           // Trust changes (a freeze, a new policy version) show in the status without other work.
           await publishCurrentStatus();

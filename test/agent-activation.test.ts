@@ -7,7 +7,7 @@ import { buildSystemClosure, SWITCH_SCRIPTS } from './harness/system-closures.js
 import { activations, profileTarget, type SimulatedHost } from './harness/fleet.js';
 import { removeDirectory, runCli, temporaryDirectory, waitFor, type DaemonProcess } from './harness/processes.js';
 import { startFaultProxy, type FaultProxy } from './harness/fault-proxy.js';
-import { logEvents, readAgentState, readLines, startLifecycleFleet, type HostResult, type LifecycleFleet } from './harness/lifecycle-fleet.js';
+import { logEvents, readAgentState, readLines, startLifecycleFleet, utcWindow, type HostResult, type LifecycleFleet } from './harness/lifecycle-fleet.js';
 import type { BinaryCacheServer } from './harness/cache-server.js';
 import { runRollbackCommand } from '../shared/admin/rollback.js';
 
@@ -170,14 +170,6 @@ test('agent restarted during confirming: it resumes confirming and reaches appli
   await assertBackOnGood1(host, result, /^not confirmed within the confirm timeout: health check "test -e .*confirm-healthy" exited with 1; /);
   await third.stop();
 });
-
-function utcWindow(fromMinutes: number, toMinutes: number): string {
-  const at = (offset: number): string => {
-    const date = new Date(Date.now() + offset * 60_000);
-    return `${String(date.getUTCHours()).padStart(2, '0')}:${String(date.getUTCMinutes()).padStart(2, '0')}`;
-  };
-  return `${at(fromMinutes)}-${at(toMinutes)}`;
-}
 
 test('kernel change: switch becomes boot, the reboot waits for the reboot window, and the host comes back on the new generation', async () => {
   const booted = join(fleet.dir, 'kernel-booted-system');

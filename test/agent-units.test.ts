@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { inWindow, nextWindowStart, parseWindow } from '../agent/windows.js';
+import { inWindow, nextWindowStart, parseWindow } from '../shared/schedule/windows.js';
 import { createThroughputGuard } from '../agent/throughput.js';
 import { createProgressTracker, crossedMilestone } from '../agent/progress.js';
 import { createProgressPublisher } from '../agent/progress-publisher.js';

@@ -3,7 +3,8 @@ import type { CommandSpec, FlagSpec } from '../cli/flags.js';
 import { capabilitySchema, policySchema, type Policy } from '../schemas/policy.js';
 import { hostIdSchema } from '../schemas/primitives.js';
 import { fileSchema, jsonFlag, jsonOption, printResult, requiredListSchema, resolvePublicKey, resolvePublicKeys, subcommand, thresholdSchema, type Subcommand } from './policy-cli-kit.js';
-import { addAdmin, addGroup, addRelay, addRole, addTimestampKey, checkedPolicy, nextVersion, removeAdmin, revokeKey, rotateRoot, type Edited } from './policy-edit.js';
+import { addAdmin, addGroup, addRelay, addRole, addTimestampKey, checkedPolicy, nextVersion, removeAdmin, revokeKey, rotateRoot, setGroupWindows, type Edited } from './policy-edit.js';
+import { timeZoneSchema, windowSchema } from '../schedule/windows.js';
 import { createPolicyFile, readPolicyFile, writePolicyFile } from './policy-file.js';
 
 // `outpost policy init|next` create drafts; the other subcommands here edit one in place. Editing
@@ -136,6 +137,30 @@ const addGroupCommand = subcommand(
   (o) => applyEdit(o.policy, o.json, (p) => addGroup(p, { name: o.name, hosts: o.host, threshold: o.threshold })),
 );
 
+const setGroupWindowsSpec: CommandSpec = {
+  name: 'policy set-group-windows',
+  summary: "set when a group's hosts may start work and reboot: its maintenance and reboot windows and their time zone (replaces all three)",
+  usage: 'outpost policy set-group-windows --policy FILE --name GROUP [--maintenance-window WINDOW …] [--reboot-window WINDOW …] [--timezone ZONE] [--json]',
+  flags: [
+    policyFlag,
+    { name: 'name', kind: 'string', placeholder: 'GROUP', description: 'the group (add-group)' },
+    { name: 'maintenance-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'downloads and activations start only inside these windows, as the agent flag: "Tue 03:00-05:00", "Mon-Fri 22:00-06:00", "01:00-05:00"', defaultText: 'none: any time' },
+    { name: 'reboot-window', kind: 'string', multiple: true, placeholder: 'WINDOW', description: 'a kernel or initrd change reboots the host only inside these windows', defaultText: 'none: right away' },
+    { name: 'timezone', kind: 'string', placeholder: 'ZONE', description: 'IANA time zone of the windows', defaultText: "each host's --timezone, else its local time" },
+    jsonFlag,
+  ],
+  examples: [
+    'outpost policy set-group-windows --policy fleet-policy.json --name kinshasa-clinics --maintenance-window 01:00-05:00 --reboot-window 01:00-05:00 --timezone Africa/Kinshasa',
+    'outpost policy set-group-windows --policy fleet-policy.json --name kinshasa-clinics      # no windows any more',
+  ],
+};
+
+const setGroupWindowsCommand = subcommand(
+  setGroupWindowsSpec,
+  z.object({ policy: fileSchema('the policy file'), name: nameSchema, maintenanceWindow: z.array(windowSchema).default([]), rebootWindow: z.array(windowSchema).default([]), timezone: timeZoneSchema.optional(), json }),
+  (o) => applyEdit(o.policy, o.json, (p) => setGroupWindows(p, { name: o.name, maintenanceWindows: o.maintenanceWindow.map((w) => w.text), rebootWindows: o.rebootWindow.map((w) => w.text), ...(o.timezone !== undefined ? { timeZone: o.timezone } : {}) })),
+);
+
 const addRelaySpec: CommandSpec = {
   name: 'policy add-relay',
   summary: 'allow a relay key to serve hosts or groups (an existing relay is replaced)',
@@ -235,4 +260,4 @@ const nextCommand = subcommand(
   },
 );
 
-export const policyEditSubcommands: Subcommand[] = [initCommand, addAdminCommand, removeAdminCommand, addRoleCommand, addGroupCommand, addRelayCommand, addTimestampKeyCommand, revokeKeyCommand, nextCommand, rotateRootCommand];
+export const policyEditSubcommands: Subcommand[] = [initCommand, addAdminCommand, removeAdminCommand, addRoleCommand, addGroupCommand, setGroupWindowsCommand, addRelayCommand, addTimestampKeyCommand, revokeKeyCommand, nextCommand, rotateRootCommand];

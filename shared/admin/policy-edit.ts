@@ -1,5 +1,6 @@
-import { policySchema, type Capability, type Policy } from '../schemas/policy.js';
+import { policySchema, type Capability, type Group, type Policy } from '../schemas/policy.js';
 import { describeIssues } from './policy-file.js';
+import { describeGroupWindows, groupWindowFields, hasWindows, windowOverlapNotes } from './group-windows.js';
 
 // Edits of a draft policy as plain functions: each returns the edited policy, a one-line summary
 // and notes for the operator, or throws saying what is wrong and how to fix it. Every result is
@@ -74,14 +75,48 @@ export function addRole(policy: Policy, role: { name: string; capabilities: Capa
   };
 }
 
+// Replacing a group keeps its windows and time zone: changing who is in a group must not quietly
+// lift the hours its hosts may be worked on (set-group-windows changes those).
 export function addGroup(policy: Policy, group: { name: string; hosts: string[]; threshold: number }): Edited {
-  const entry = { name: group.name, hosts: unique(group.hosts), threshold: group.threshold };
+  const existing = policy.groups.find((g) => g.name === group.name);
+  const entry: Group = { ...(existing ? groupWindowFields(existing) : {}), name: group.name, hosts: unique(group.hosts), threshold: group.threshold };
   const { list, replaced } = upsert(policy.groups, entry);
+  const edited = checkedPolicy({ ...policy, groups: list });
+  const kept = existing && hasWindows(existing) ? [`group ${group.name} keeps its windows (${describeGroupWindows(existing)}); change them with 'outpost policy set-group-windows'`] : [];
   return {
-    policy: checkedPolicy({ ...policy, groups: list }),
+    policy: edited,
     summary: `${replaced ? 'replaced' : 'added'} group ${group.name}: ${entry.hosts.join(', ')} (intents need ${entry.threshold} admin signature${entry.threshold === 1 ? '' : 's'})`,
-    notes: [],
+    notes: [...kept, ...windowOverlapNotes(edited, entry.hosts)],
   };
+}
+
+export interface GroupWindowsEdit {
+  name: string;
+  maintenanceWindows: string[];
+  rebootWindows: string[];
+  timeZone?: string;
+}
+
+// Sets all of a group's windows and its time zone at once (the flags given are the whole new
+// setting), so the command line always says exactly what the group ends up with.
+export function setGroupWindows(policy: Policy, edit: GroupWindowsEdit): Edited {
+  const existing = policy.groups.find((g) => g.name === edit.name);
+  if (!existing) throw new Error(`there is no group ${edit.name}; the groups are ${policy.groups.map((g) => g.name).join(', ') || '(none)'}; define it first with 'outpost policy add-group'`);
+  const { maintenanceWindows: _m, rebootWindows: _r, timeZone: _z, ...rest } = existing;
+  const entry: Group = {
+    ...rest,
+    ...(edit.maintenanceWindows.length ? { maintenanceWindows: unique(edit.maintenanceWindows) } : {}),
+    ...(edit.rebootWindows.length ? { rebootWindows: unique(edit.rebootWindows) } : {}),
+    ...(edit.timeZone !== undefined ? { timeZone: edit.timeZone } : {}),
+  };
+  const edited = checkedPolicy({ ...policy, groups: upsert(policy.groups, entry).list });
+  const notes = [
+    ...(hasWindows(entry) ? [] : [`group ${edit.name} now has no windows: its hosts work and reboot at any time, unless their own --maintenance-window/--reboot-window say otherwise`]),
+    ...(entry.timeZone === undefined && hasWindows(entry) ? [`no --timezone: each host reads these windows in its own --timezone, else its local time`] : []),
+    `a host's own --maintenance-window/--reboot-window flags win over these; a host in several groups with windows works only when every one of them allows it`,
+    ...windowOverlapNotes(edited, entry.hosts),
+  ];
+  return { policy: edited, summary: `group ${edit.name}: ${hasWindows(entry) ? describeGroupWindows(entry) : 'no windows'}`, notes };
 }
 
 export function addRelay(policy: Policy, relay: { name: string; key: string; hosts: string[]; groups: string[] }): Edited {

@@ -1,6 +1,7 @@
 import type { Signature } from '../crypto/signatures.js';
 import type { Policy } from '../schemas/policy.js';
 import { verifiedSigners } from '../trust/policy-chain.js';
+import { describeGroupWindows, hasWindows } from './group-windows.js';
 
 // Human-readable policy for `outpost policy show`. Keys are printed whole: operators compare
 // them with what a colleague or a host read out to them.
@@ -16,7 +17,7 @@ export function renderPolicy(policy: Policy): string[] {
     ...section(`root (${policy.root.threshold} of ${policy.root.keys.length} must sign the next version)`, policy.root.keys),
     ...section('admins', policy.admins.map((a) => `${a.name}  roles: ${list(a.roles)}  keys: ${list(a.keys)}`)),
     ...section('roles', policy.roles.map((r) => `${r.name}  ${r.capabilities.join(', ')}  hosts: ${list(r.hosts)}  groups: ${list(r.groups)}`)),
-    ...section('groups', policy.groups.map((g) => `${g.name}  threshold ${g.threshold}  hosts: ${list(g.hosts)}`)),
+    ...section('groups', policy.groups.map((g) => `${g.name}  threshold ${g.threshold}  hosts: ${list(g.hosts)}${hasWindows(g) || g.timeZone ? `  windows: ${describeGroupWindows(g)}` : ''}`)),
     ...section('relays', policy.relays.map((r) => `${r.name}  key: ${r.key}  hosts: ${list(r.hosts)}  groups: ${list(r.groups)}`)),
     ...section('timestamp keys', policy.timestampKeys),
     ...section('revoked keys', policy.revokedKeys),

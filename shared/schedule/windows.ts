@@ -3,7 +3,8 @@ import { z } from 'zod';
 // Maintenance and reboot windows in host-local time, e.g. "Tue 03:00-05:00", "Mon-Fri 22:00-06:00"
 // or "01:00-05:00" (every day). A window whose end is before its start runs past midnight and
 // belongs to the day it starts on. Everything here is a pure function of the time given, so tests
-// never depend on the wall clock.
+// never depend on the wall clock. Shared: the agent parses its flags with it and the fleet policy
+// validates its groups' windows with the same parser, so both accept exactly the same syntax.
 
 const DAY_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
 
@@ -62,14 +63,18 @@ export const windowSchema = z.string().transform((text, ctx) => {
   }
 });
 
-export const timeZoneSchema = z.string().refine((zone) => {
+export const TIME_ZONE_HINT = 'expected an IANA time zone such as Africa/Kinshasa or UTC';
+
+export function isTimeZone(zone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
     return true;
   } catch {
     return false;
   }
-}, 'expected an IANA time zone such as Africa/Kinshasa or UTC');
+}
+
+export const timeZoneSchema = z.string().refine(isTimeZone, TIME_ZONE_HINT);
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 function formatter(timeZone: string | undefined): Intl.DateTimeFormat {
@@ -107,11 +112,15 @@ export function inWindow(windows: readonly TimeWindow[], ms: number, timeZone?: 
 // Walks minute by minute in real time, so daylight-saving jumps are handled by Intl, not by us.
 export function nextWindowStart(windows: readonly TimeWindow[], ms: number, timeZone?: string): number | null {
   if (windows.length === 0) return null;
-  if (inWindow(windows, ms, timeZone)) return ms;
-  let t = Math.floor(ms / 60_000) * 60_000 + 60_000;
+  return firstAllowedMinute(ms, (t) => inWindow(windows, t, timeZone));
+}
+
+// `ms` itself when allowed, else the first whole minute after it that is (null: none within 8 days).
+export function firstAllowedMinute(ms: number, allowed: (t: number) => boolean): number | null {
+  if (allowed(ms)) return ms;
   const limit = ms + 8 * 24 * 3_600_000;
-  for (; t <= limit; t += 60_000) {
-    if (inWindow(windows, t, timeZone)) return t;
+  for (let t = Math.floor(ms / 60_000) * 60_000 + 60_000; t <= limit; t += 60_000) {
+    if (allowed(t)) return t;
   }
   return null;
 }

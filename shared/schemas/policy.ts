@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
 import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js';
+import { isTimeZone, parseWindow, TIME_ZONE_HINT } from '../schedule/windows.js';
 
 // The organisation's fleet policy, signed offline by the org root key(s). Every reader verifies
 // it; the coordinator holds no key that can produce one.
@@ -8,6 +9,39 @@ export const capabilitySchema = z.enum(['deploy', 'rollback', 'enroll', 'policy'
 export type Capability = z.infer<typeof capabilitySchema>;
 
 const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
+
+export const MAX_GROUP_WINDOWS = 16;
+// Window strings stay strings: the signature covers exactly what the root signed.
+const windowListSchema = z.array(z.string().max(64)).max(MAX_GROUP_WINDOWS).optional();
+
+// A group's windows use the agent flags' syntax and parser; an error names the group, since the
+// person reading it holds a policy file, not the agent's command line.
+export const groupSchema = z
+  .object({
+    name: nameSchema,
+    hosts: z.array(hostIdSchema),
+    threshold: z.number().int().positive().default(1),
+    // When work (downloads, activations) and reboots may start on the group's hosts, unless the
+    // host's own --maintenance-window / --reboot-window flags say otherwise. Optional and without a
+    // default: policies signed before these fields existed keep their exact content (signatures).
+    maintenanceWindows: windowListSchema,
+    rebootWindows: windowListSchema,
+    // IANA zone of the group's windows; absent: the host's --timezone, else its local time.
+    timeZone: z.string().max(64).optional(),
+  })
+  .superRefine((group, ctx) => {
+    for (const [field, kind] of [['maintenanceWindows', 'maintenance'], ['rebootWindows', 'reboot']] as const) {
+      group[field]?.forEach((text, i) => {
+        try {
+          parseWindow(text);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', path: [field, i], message: `group ${group.name}: ${kind} ${(error as Error).message}` });
+        }
+      });
+    }
+    if (group.timeZone !== undefined && !isTimeZone(group.timeZone)) ctx.addIssue({ code: 'custom', path: ['timeZone'], message: `group ${group.name}: time zone ${JSON.stringify(group.timeZone)}: ${TIME_ZONE_HINT}` });
+  });
+export type Group = z.infer<typeof groupSchema>;
 
 export const policySchema = z
   .object({
@@ -31,7 +65,7 @@ export const policySchema = z
         }),
       )
       .max(1000),
-    groups: z.array(z.object({ name: nameSchema, hosts: z.array(hostIdSchema), threshold: z.number().int().positive().default(1) })).max(1000),
+    groups: z.array(groupSchema).max(1000),
     relays: z.array(z.object({ name: nameSchema, key: base64Key32Schema, hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]), groups: z.array(nameSchema).default([]) })).max(1000).default([]),
     // Online keys whose only power is signing freshness timestamps.
     timestampKeys: z.array(base64Key32Schema).max(8).default([]),

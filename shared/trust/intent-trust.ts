@@ -1,6 +1,9 @@
 import type { Logger } from '../log.js';
 import type { SignedIntent } from '../schemas/intent.js';
+import type { Policy } from '../schemas/policy.js';
 import { openFleetTrust, type Freshness } from './fleet-trust.js';
+import { groupWindowsFor } from '../schedule/group-windows.js';
+import { NO_WINDOWS, type WindowSet } from '../schedule/window-rules.js';
 import { verifyIntent, type IntentVerifier } from './verify-intent.js';
 
 // What an agent needs to decide about intents, whichever trust model the host runs:
@@ -12,6 +15,9 @@ export interface IntentTrust {
   now: () => number;
   freshness: () => Freshness;
   policyVersion: () => number | null;
+  // The maintenance and reboot windows the policy in force gives `host` through its groups (none
+  // with static admin keys). Read again after onChange: a new version may change them.
+  windowsFor: (host: string) => WindowSet;
   onChange: (listener: () => void) => void;
   close: () => Promise<void>;
 }
@@ -31,6 +37,13 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
   if (options.orgRootKeys.length > 0) {
     const fleet = await openFleetTrust({ serverUrl: options.endpoints[0]!, endpoints: options.endpoints, orgRootKeys: options.orgRootKeys, stateDir: options.stateDir, freezeAfterMs: options.freezeAfterMs, logger: options.logger, ...(options.backoff ? { backoff: options.backoff } : {}) });
     const verify = fleet.verifier(options.host);
+    // Asked on every loop turn and status write; parsed again only when the version changes.
+    let windows: { policy: Policy | undefined; host: string; set: WindowSet } | null = null;
+    const windowsFor = (host: string): WindowSet => {
+      const policy = fleet.chain().at(-1);
+      if (!windows || windows.policy !== policy || windows.host !== host) windows = { policy, host, set: groupWindowsFor(policy, host) };
+      return windows.set;
+    };
     return {
       mode: 'policy',
       verify,
@@ -38,6 +51,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
       now: () => fleet.now(),
       freshness: () => fleet.freshness(),
       policyVersion: () => fleet.chain().at(-1)?.version ?? null,
+      windowsFor,
       onChange: (listener) => fleet.onChange(listener),
       close: () => fleet.close(),
     };
@@ -50,6 +64,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
     now: () => Date.now(),
     freshness: () => ({ enforced: false, lastTimestampAt: null, frozen: false, freezesAt: null, reason: 'static admin keys: no freshness timestamps' }),
     policyVersion: () => null,
+    windowsFor: () => NO_WINDOWS,
     onChange: () => undefined,
     close: async () => undefined,
   };

@@ -37,6 +37,15 @@ export interface LifecycleFleet {
 // Short timeouts: the tests must take seconds, not the minutes the defaults give slow links.
 export const TEST_AGENT_FLAGS = ['--log-level', 'debug', '--activation-runner', 'direct', '--confirm-timeout', '20', '--activation-timeout', '30', '--min-free-space', '0', '--throughput-window', '5', '--min-throughput', '1'];
 
+// A window "HH:MM-HH:MM" in UTC from now + fromMinutes to now + toMinutes: open or closed now, as the test needs.
+export function utcWindow(fromMinutes: number, toMinutes: number): string {
+  const at = (offset: number): string => {
+    const date = new Date(Date.now() + offset * 60_000);
+    return `${String(date.getUTCHours()).padStart(2, '0')}:${String(date.getUTCMinutes()).padStart(2, '0')}`;
+  };
+  return `${at(fromMinutes)}-${at(toMinutes)}`;
+}
+
 export async function startLifecycleFleet(dir: string): Promise<LifecycleFleet> {
   const cacheKey = await makeCacheKey(join(dir, 'keys'), 'lifecycle-cache-1');
   const cacheDir = join(dir, 'cache');
