@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
-import { policySchema, type SignedPolicy } from '../schemas/policy.js';
+import { policySchema, unknownPolicyFields, type SignedPolicy } from '../schemas/policy.js';
 import { writeFileDurably } from '../storage/durable-file.js';
 
 // A policy file is what the coordinator accepts at POST /api/policy ({ policy, signatures }),
@@ -34,8 +34,15 @@ export async function readJsonFile<S extends z.ZodType>(path: string, schema: S,
   return parsed.data;
 }
 
-export function readPolicyFile(path: string): Promise<DraftPolicy> {
-  return readJsonFile(path, draftPolicySchema, 'policy file', `fix it, or start a draft with 'outpost policy init --out ${path} --root-key …'`);
+export async function readPolicyFile(path: string): Promise<DraftPolicy> {
+  const draft = await readJsonFile(path, draftPolicySchema, 'policy file', `fix it, or start a draft with 'outpost policy init --out ${path} --root-key …'`);
+  // Readers keep fields they do not know (a newer outpost wrote them); in a file being authored
+  // or signed such a field is a typo that would silently mean nothing.
+  const unknown = unknownPolicyFields(draft.policy);
+  if (unknown.length > 0) {
+    throw new Error(`policy file ${path} has fields this outpost does not know: ${unknown.join(', ')}; fix their spelling (see docs/trust.md for the fields), or use the outpost version that wrote them`);
+  }
+  return draft;
 }
 
 // What the coordinator and readers accept: at least one signature.

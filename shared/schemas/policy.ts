@@ -10,6 +10,11 @@ export type Capability = z.infer<typeof capabilitySchema>;
 
 const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
 
+// Every object of a policy keeps fields this version does not know (looseObject): a reader
+// verifies the root's signature over exactly what was signed, so a policy written by a newer
+// outpost (a field added later) still verifies on an agent not yet upgraded — otherwise its
+// revocations and new admins would never reach that agent. The reader ignores such fields and
+// says so (unknownPolicyFields); authoring commands refuse them, since there they are typos.
 export const MAX_GROUP_WINDOWS = 16;
 // Window strings stay strings: the signature covers exactly what the root signed.
 const windowListSchema = z.array(z.string().max(64)).max(MAX_GROUP_WINDOWS).optional();
@@ -17,7 +22,7 @@ const windowListSchema = z.array(z.string().max(64)).max(MAX_GROUP_WINDOWS).opti
 // A group's windows use the agent flags' syntax and parser; an error names the group, since the
 // person reading it holds a policy file, not the agent's command line.
 export const groupSchema = z
-  .object({
+  .looseObject({
     name: nameSchema,
     hosts: z.array(hostIdSchema),
     threshold: z.number().int().positive().default(1),
@@ -44,7 +49,7 @@ export const groupSchema = z
 export type Group = z.infer<typeof groupSchema>;
 
 export const policySchema = z
-  .object({
+  .looseObject({
     kind: z.literal('policy'),
     version: z.number().int().positive(),
     // Raised to recover from a compromised deploy key that pushed a huge generation: intents
@@ -52,11 +57,11 @@ export const policySchema = z
     epoch: z.number().int().nonnegative().default(0),
     issuedAt: isoTimeSchema,
     // The keys that sign the next version, and how many of them must.
-    root: z.object({ keys: z.array(base64Key32Schema).min(1).max(16), threshold: z.number().int().positive() }),
-    admins: z.array(z.object({ name: nameSchema, keys: z.array(base64Key32Schema).max(8), roles: z.array(nameSchema) })).max(1000),
+    root: z.looseObject({ keys: z.array(base64Key32Schema).min(1).max(16), threshold: z.number().int().positive() }),
+    admins: z.array(z.looseObject({ name: nameSchema, keys: z.array(base64Key32Schema).max(8), roles: z.array(nameSchema) })).max(1000),
     roles: z
       .array(
-        z.object({
+        z.looseObject({
           name: nameSchema,
           capabilities: z.array(capabilitySchema).min(1),
           // '*' is every host.
@@ -66,7 +71,7 @@ export const policySchema = z
       )
       .max(1000),
     groups: z.array(groupSchema).max(1000),
-    relays: z.array(z.object({ name: nameSchema, key: base64Key32Schema, hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]), groups: z.array(nameSchema).default([]) })).max(1000).default([]),
+    relays: z.array(z.looseObject({ name: nameSchema, key: base64Key32Schema, hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]), groups: z.array(nameSchema).default([]) })).max(1000).default([]),
     // Online keys whose only power is signing freshness timestamps.
     timestampKeys: z.array(base64Key32Schema).max(8).default([]),
     // Keys that must never count again, even under an older policy version an intent names.
@@ -96,6 +101,25 @@ export const policySchema = z
     }
   });
 export type Policy = z.infer<typeof policySchema>;
+
+// Paths of fields in a parsed policy that this version's schema does not declare.
+export function unknownPolicyFields(policy: Policy): string[] {
+  const unknown: string[] = [];
+  const check = (value: object, known: readonly string[], path: string): void => {
+    for (const key of Object.keys(value)) if (!known.includes(key)) unknown.push(`${path}${key}`);
+  };
+  const shape = policySchema.shape;
+  check(policy, Object.keys(shape), '');
+  check(policy.root, Object.keys(shape.root.shape), 'root.');
+  const lists = [
+    ['admins', policy.admins, shape.admins.element.shape],
+    ['roles', policy.roles, shape.roles.element.shape],
+    ['groups', policy.groups, groupSchema.shape],
+    ['relays', policy.relays, shape.relays.unwrap().element.shape],
+  ] as const;
+  for (const [name, items, itemShape] of lists) items.forEach((item, i) => check(item, Object.keys(itemShape), `${name}.${i}.`));
+  return unknown;
+}
 
 export const signedPolicySchema = z.object({ policy: policySchema, signatures: z.array(signatureSchema).min(1).max(32) });
 export type SignedPolicy = z.infer<typeof signedPolicySchema>;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { POLICY_DOC, TIMESTAMP_DOC, readPolicies, readTimestamp } from '../documents/fleet.js';
-import { policySchema, signedTimestampSchema, type Policy, type SignedTimestamp } from '../schemas/policy.js';
+import { policySchema, signedTimestampSchema, unknownPolicyFields, type Policy, type SignedTimestamp } from '../schemas/policy.js';
 import { connectDocument, type DocumentConnection } from '../sync/connect.js';
 import { writeFileDurably } from '../storage/durable-file.js';
 import { walkPolicyChain } from './policy-chain.js';
@@ -101,6 +101,10 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     const walk = walkPolicyChain(state.chain, pinned, readPolicies(policyConnection.doc));
     for (const refused of walk.refused) logger.warn({ event: 'policy-refused', document: POLICY_DOC, version: refused.version, reason: refused.reason }, 'refusing policy version');
     if (walk.chain.length > state.chain.length) {
+      for (const policy of walk.chain.slice(state.chain.length)) {
+        const unknown = unknownPolicyFields(policy);
+        if (unknown.length) logger.warn({ event: 'policy-unknown-fields', document: POLICY_DOC, version: policy.version, fields: unknown }, `policy version ${policy.version} has fields this outpost does not know and ignores (${unknown.join(', ')}); upgrade it`);
+      }
       state = { ...state, chain: walk.chain };
       logger.info({ event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)!.version }, 'policy in force');
       persist();

@@ -7,7 +7,11 @@ import { walkPolicyChain } from '../../shared/trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../../shared/trust/policy-intent.js';
 import { hostBindings, verifyEnrollment, verifyEnrollRequest } from '../../shared/trust/enrollment.js';
 import type { Intent } from '../../shared/schemas/intent.js';
-import type { Policy } from '../../shared/schemas/policy.js';
+import { signedPolicySchema, unknownPolicyFields, type Policy } from '../../shared/schemas/policy.js';
+import { readPolicyFile } from '../../shared/admin/policy-file.js';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 
 const org = makeTestOrg();
@@ -40,6 +44,27 @@ test('root rotation: readers walk N → N+1 → N+2; a policy signed by the old 
   assert.match(onlyOld.refused.find((r) => r.version === 3)!.reason, /not signed by 1 of version 2's root keys/);
   const halfRotation = walkPolicyChain([], pinned, [signPolicy(v1, org.root), signPolicy(v2, org.root)]);
   assert.equal(halfRotation.chain.map((p) => p.version), [1], 'the new root must accept the hand-over too');
+});
+
+test('a policy written by a newer outpost (fields this reader does not know) still verifies, so its revocations reach readers not yet upgraded; the fields are named; in a file being authored they are refused as typos', async () => {
+  // What a newer outpost would sign: v1's content plus a top-level and a per-group field.
+  const newer = { ...v1, version: 2, revokedKeys: [org.carol.publicKey], futureRule: { maxParallel: 3 }, groups: v1.groups.map((g) => ({ ...g, quietHours: ['12:00-13:00'] })) };
+  const signed = { policy: newer, signatures: [signPayload('policy', newer, org.root)] };
+  // As a reader gets it: JSON from the document, parsed with the readers' schema.
+  const received = signedPolicySchema.parse(JSON.parse(JSON.stringify(signed)));
+  const walk = walkPolicyChain([], pinned, [signPolicy(v1, org.root), received]);
+  assert.equal(walk.chain.map((p) => p.version), [1, 2], `refused: ${walk.refused.map((r) => r.reason).join('; ')}`);
+  assert.ok(walk.chain[1]!.revokedKeys.includes(org.carol.publicKey), 'the revocation is in force');
+  assert.equal(unknownPolicyFields(walk.chain[1]!), ['futureRule', 'groups.0.quietHours']);
+  assert.equal(unknownPolicyFields(v1), []);
+  const file = join(await fs.mkdtemp(join(tmpdir(), 'outpost-policy-')), 'typo.json');
+  await fs.writeFile(file, JSON.stringify({ policy: { ...v1, groups: v1.groups.map((g) => ({ ...g, maintainanceWindows: ['01:00-05:00'] })) }, signatures: [] }));
+  try {
+    await readPolicyFile(file);
+    assert.unreachable('a misspelt field is refused');
+  } catch (error) {
+    assert.match((error as Error).message, /fields this outpost does not know: groups\.0\.maintainanceWindows; fix their spelling/);
+  }
 });
 
 test('versions never go down: an older or different version at or below the current one is refused as rollback', () => {
