@@ -1,7 +1,6 @@
 import * as Y from 'yjs';
 import * as decoding from 'lib0/decoding';
 import * as syncProtocol from 'y-protocols/sync';
-import * as awarenessProtocol from 'y-protocols/awareness';
 import type { WebSocket } from 'ws';
 import { MESSAGE_AUTH, MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, awarenessMessage, send, syncMessage } from './wire.js';
 import type { Logger } from '../shared/log.js';
@@ -65,101 +64,144 @@ function closeForProtocolError(ws: WebSocket, context: ConnectionContext, reason
   ws.close(1007, reason.slice(0, 120));
 }
 
-export function serveConnection(ws: WebSocket, context: ConnectionContext): void {
-  const { logger, documentName } = context;
-  let document: HostedDocument | null = null;
-  let closed = false;
-  let alive = true;
-  const backlog: Uint8Array[] = [];
+// One connection's state. The socket's listeners are shared functions that find it through the
+// socket, and one timer pings every connection: per-connection closures, contexts and interval
+// timers cost ~1 KB a host at thousands of hosts.
+interface Connection {
+  ws: WebSocket;
+  context: ConnectionContext;
+  document: HostedDocument | null;
+  closed: boolean;
+  alive: boolean;
+  // Messages that arrive while the document loads; null once loaded (or while none waited).
+  backlog: Uint8Array[] | null;
+}
 
-  const ping = setInterval(() => {
-    if (!alive) {
-      logger.info({ event: 'connection-timeout', document: documentName, principal: context.principal }, 'no pong: terminating');
+const connections = new WeakMap<object, Connection>();
+const live = new Set<Connection>();
+let pingTimer: NodeJS.Timeout | null = null;
+
+// Every 30 s: a connection that has not answered the previous ping (or sent anything since) is
+// terminated; every other one is pinged. A connection always has a full interval to answer.
+function pingAll(): void {
+  for (const connection of live) {
+    const { ws, context } = connection;
+    if (!connection.alive) {
+      context.logger.info({ event: 'connection-timeout', document: context.documentName, principal: context.principal }, 'no pong: terminating');
       ws.terminate();
-      return;
+      continue;
     }
-    alive = false;
+    connection.alive = false;
     ws.ping();
-  }, PING_INTERVAL_MS);
-  ws.on('pong', () => {
-    alive = true;
-  });
-
-  function handle(message: Uint8Array): void {
-    if (!document || closed) return;
-    const current = document;
-    let decoder: decoding.Decoder;
-    let type: number;
-    try {
-      decoder = decoding.createDecoder(message);
-      type = decoding.readVarUint(decoder);
-    } catch {
-      closeForProtocolError(ws, context, 'undecodable message');
-      return;
-    }
-    switch (type) {
-      case MESSAGE_SYNC:
-        current
-          .run(() => (closed ? undefined : handleSync(ws, current, decoder, context)))
-          .catch((error: Error) => {
-            if (error instanceof WriteRefused) ws.close(1008, 'write not permitted on this document');
-            else closeForProtocolError(ws, context, error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`);
-          });
-        return;
-      case MESSAGE_AWARENESS:
-        try {
-          awarenessProtocol.applyAwarenessUpdate(current.awareness, decoding.readVarUint8Array(decoder), ws);
-        } catch (error) {
-          closeForProtocolError(ws, context, `bad awareness message: ${(error as Error).message}`);
-        }
-        return;
-      case MESSAGE_QUERY_AWARENESS:
-        send(ws, awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(current.awareness, [...current.awareness.getStates().keys()])));
-        return;
-      case MESSAGE_AUTH:
-        return;
-      default:
-        closeForProtocolError(ws, context, `unknown message type ${type}`);
-    }
   }
+}
 
-  ws.on('message', (data: Buffer, isBinary: boolean) => {
-    alive = true;
-    if (!isBinary) {
-      closeForProtocolError(ws, context, 'text frames are not part of the protocol');
+function handle(connection: Connection, message: Uint8Array): void {
+  const { ws, context, document: current } = connection;
+  if (!current || connection.closed) return;
+  let decoder: decoding.Decoder;
+  let type: number;
+  try {
+    decoder = decoding.createDecoder(message);
+    type = decoding.readVarUint(decoder);
+  } catch {
+    closeForProtocolError(ws, context, 'undecodable message');
+    return;
+  }
+  switch (type) {
+    case MESSAGE_SYNC:
+      current
+        .run(() => (connection.closed ? undefined : handleSync(ws, current, decoder, context)))
+        .catch((error: Error) => {
+          if (error instanceof WriteRefused) ws.close(1008, 'write not permitted on this document');
+          else closeForProtocolError(ws, context, error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`);
+        });
       return;
-    }
-    const message = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (document) handle(message);
-    else backlog.push(message);
-  });
-
-  ws.on('error', (error) => {
-    logger.warn({ event: 'connection-error', document: documentName, principal: context.principal, reason: error.message }, 'connection error');
-  });
-
-  ws.on('close', (code, reason) => {
-    closed = true;
-    clearInterval(ping);
-    if (document) context.host.release(document, ws);
-    logger.debug({ event: 'connection-closed', document: documentName, principal: context.principal, code, reason: reason.toString() }, 'connection closed');
-  });
-
-  context.host.acquire(documentName, ws).then(
-    (loaded) => {
-      if (closed) {
-        context.host.release(loaded, ws);
-        return;
+    case MESSAGE_AWARENESS:
+      try {
+        current.awareness.apply(decoding.readVarUint8Array(decoder), ws);
+      } catch (error) {
+        closeForProtocolError(ws, context, `bad awareness message: ${(error as Error).message}`);
       }
-      document = loaded;
-      // Our state vector first, so the client sends what we lack; then everyone's presence.
-      void loaded.run(() => send(ws, syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, loaded.doc))));
-      const states = loaded.awareness.getStates();
-      if (states.size > 0) send(ws, awarenessMessage(awarenessProtocol.encodeAwarenessUpdate(loaded.awareness, [...states.keys()])));
-      for (const message of backlog.splice(0)) handle(message);
-    },
+      return;
+    case MESSAGE_QUERY_AWARENESS:
+      send(ws, awarenessMessage(current.awareness.encode(current.awareness.ids())));
+      return;
+    case MESSAGE_AUTH:
+      return;
+    default:
+      closeForProtocolError(ws, context, `unknown message type ${type}`);
+  }
+}
+
+// Socket listeners: `this` is the socket (ws and the relay mux's channel sockets are EventEmitters).
+function onPong(this: WebSocket): void {
+  const connection = connections.get(this);
+  if (connection) connection.alive = true;
+}
+
+function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  const connection = connections.get(this);
+  if (!connection) return;
+  connection.alive = true;
+  if (!isBinary) {
+    closeForProtocolError(this, connection.context, 'text frames are not part of the protocol');
+    return;
+  }
+  const message = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (connection.document) handle(connection, message);
+  else (connection.backlog ??= []).push(message);
+}
+
+function onError(this: WebSocket, error: Error): void {
+  const context = connections.get(this)?.context;
+  context?.logger.warn({ event: 'connection-error', document: context.documentName, principal: context.principal, reason: error.message }, 'connection error');
+}
+
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  const connection = connections.get(this);
+  if (!connection) return;
+  const { context } = connection;
+  connection.closed = true;
+  connection.backlog = null;
+  live.delete(connection);
+  if (live.size === 0 && pingTimer) {
+    clearInterval(pingTimer);
+    pingTimer = null;
+  }
+  if (connection.document) context.host.release(connection.document, this);
+  context.logger.debug({ event: 'connection-closed', document: context.documentName, principal: context.principal, code, reason: reason.toString() }, 'connection closed');
+}
+
+function attach(connection: Connection, loaded: HostedDocument): void {
+  const { ws } = connection;
+  if (connection.closed) {
+    connection.context.host.release(loaded, ws);
+    return;
+  }
+  connection.document = loaded;
+  // Our state vector first, so the client sends what we lack; then everyone's presence.
+  void loaded.run(() => send(ws, syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, loaded.doc))));
+  if (loaded.awareness.size > 0) send(ws, awarenessMessage(loaded.awareness.encode(loaded.awareness.ids())));
+  const backlog = connection.backlog;
+  connection.backlog = null;
+  if (backlog) for (const message of backlog) handle(connection, message);
+}
+
+export function serveConnection(ws: WebSocket, context: ConnectionContext): void {
+  const connection: Connection = { ws, context, document: null, closed: false, alive: true, backlog: null };
+  connections.set(ws, connection);
+  live.add(connection);
+  pingTimer ??= setInterval(pingAll, PING_INTERVAL_MS);
+  ws.on('pong', onPong);
+  ws.on('message', onMessage);
+  ws.on('error', onError);
+  ws.on('close', onClose);
+
+  context.host.acquire(context.documentName, ws).then(
+    (loaded) => attach(connection, loaded),
     (error: Error) => {
-      logger.error({ event: 'document-load-failed', document: documentName, err: error }, 'cannot load document');
+      context.logger.error({ event: 'document-load-failed', document: context.documentName, err: error }, 'cannot load document');
       ws.close(1011, 'document could not be loaded');
     },
   );

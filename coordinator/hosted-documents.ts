@@ -1,9 +1,9 @@
 import * as Y from 'yjs';
-import { Awareness, encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
 import type { WebSocket } from 'ws';
 import type { Logger } from '../shared/log.js';
 import { documentGarbageCollects } from '../shared/documents/names.js';
-import type { UpdateLog } from './update-log.js';
+import type { LogEntry, UpdateLog } from './update-log.js';
+import { AwarenessTable, trackExpiry, untrackExpiry, type AwarenessChanges } from './awareness-table.js';
 import * as syncProtocol from 'y-protocols/sync';
 import { awarenessMessage, send, syncMessage } from './wire.js';
 
@@ -13,8 +13,9 @@ import { awarenessMessage, send, syncMessage } from './wire.js';
 export interface HostedDocument {
   name: string;
   doc: Y.Doc;
-  awareness: Awareness;
-  connections: Map<WebSocket, Set<number>>;
+  awareness: AwarenessTable;
+  // Each connection's awareness client ids (a few at most: an array costs less than a Set).
+  connections: Map<WebSocket, number[]>;
   run<T>(task: () => Promise<T> | T): Promise<T>;
   broken: boolean;
 }
@@ -46,7 +47,52 @@ export interface HostObserver {
 export interface PresenceChange {
   document: string;
   online: boolean;
-  states: Map<number, unknown>;
+}
+
+// The document's state and its queue: `run` chains each task after the previous one.
+class LoadedDocument implements HostedDocument {
+  readonly connections = new Map<WebSocket, number[]>();
+  readonly awareness: AwarenessTable;
+  broken = false;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly name: string,
+    readonly doc: Y.Doc,
+    onPresence: ((change: PresenceChange) => void) | undefined,
+  ) {
+    this.awareness = new AwarenessTable((changes, origin) => relayAwareness(this, changes, origin, onPresence));
+  }
+
+  run<T>(task: () => Promise<T> | T): Promise<T> {
+    const result = this.tail.then(task);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+// A function of its own so that the log entries replayed stay out of any closure that lives as
+// long as the document (they would keep every update's bytes in memory).
+function replay(doc: Y.Doc, entries: LogEntry[]): number {
+  // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
+  Y.transact(doc, () => {
+    for (const entry of entries) Y.applyUpdate(doc, entry.update, 'log');
+  });
+  return entries.length;
+}
+
+// Awareness carries liveness: remember which client ids each connection announced, so they are
+// removed when it closes, and forward every change to all peers of the document.
+function relayAwareness(document: HostedDocument, { added, updated, removed }: AwarenessChanges, origin: unknown, onPresence: ((change: PresenceChange) => void) | undefined): void {
+  const { awareness, connections } = document;
+  const owned = connections.get(origin as WebSocket);
+  if (owned) {
+    for (const id of added) if (!owned.includes(id)) owned.push(id);
+    for (const id of removed) if (owned.includes(id)) owned.splice(owned.indexOf(id), 1);
+  }
+  const message = awarenessMessage(awareness.encode([...added, ...updated, ...removed]));
+  for (const peer of connections.keys()) send(peer, message);
+  onPresence?.({ document: document.name, online: awareness.size > 0 });
 }
 
 export function createDocumentHost(
@@ -62,41 +108,10 @@ export function createDocumentHost(
 
   async function load(name: string): Promise<HostedDocument> {
     const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
-    const entries = await log.read(name);
-    // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
-    Y.transact(doc, () => {
-      for (const entry of entries) Y.applyUpdate(doc, entry.update, 'log');
-    });
-    const awareness = new Awareness(doc);
-    awareness.setLocalState(null);
-    let tail: Promise<unknown> = Promise.resolve();
-    const connections = new Map<WebSocket, Set<number>>();
-    // Awareness carries liveness: remember which client ids each connection announced, so they
-    // are removed when it closes, and forward every change to all peers of the document.
-    awareness.on('update', ({ added, updated, removed }: { added: number[]; updated: number[]; removed: number[] }, origin: unknown) => {
-      const owned = connections.get(origin as WebSocket);
-      if (owned) {
-        for (const id of added) owned.add(id);
-        for (const id of removed) owned.delete(id);
-      }
-      const changed = [...added, ...updated, ...removed];
-      const message = awarenessMessage(encodeAwarenessUpdate(awareness, changed));
-      for (const peer of connections.keys()) send(peer, message);
-      onPresence?.({ document: name, online: awareness.getStates().size > 0, states: awareness.getStates() });
-    });
-    const document: HostedDocument = {
-      name,
-      doc,
-      awareness,
-      connections,
-      broken: false,
-      run(task) {
-        const result = tail.then(task);
-        tail = result.catch(() => undefined);
-        return result;
-      },
-    };
-    logger.debug({ event: 'document-loaded', document: name, entries: entries.length }, 'document loaded');
+    const entries = replay(doc, await log.read(name));
+    const document = new LoadedDocument(name, doc, onPresence);
+    trackExpiry(document.awareness);
+    logger.debug({ event: 'document-loaded', document: name, entries }, 'document loaded');
     for (const observer of observers) observer.loaded?.(document);
     return document;
   }
@@ -106,7 +121,7 @@ export function createDocumentHost(
     hosted.delete(name);
     unloadTimers.delete(name);
     void pending?.then((document) => {
-      document.awareness.destroy();
+      untrackExpiry(document.awareness);
       document.doc.destroy();
       logger.debug({ event: 'document-unloaded', document: name }, 'document unloaded');
       for (const observer of observers) observer.unloaded?.(name);
@@ -133,16 +148,14 @@ export function createDocumentHost(
         pending.catch(() => hosted.delete(name));
       }
       const document = await pending;
-      document.connections.set(ws, new Set());
+      document.connections.set(ws, []);
       return document;
     },
 
     release(document, ws) {
       const ids = document.connections.get(ws);
       document.connections.delete(ws);
-      if (ids && ids.size > 0) {
-        removeAwarenessStates(document.awareness, [...ids], null);
-      }
+      if (ids && ids.length > 0) document.awareness.remove(ids, null);
       scheduleUnload(document);
     },
 
@@ -168,6 +181,7 @@ export function createDocumentHost(
         document.broken = true;
         logger.error({ event: 'log-append-failed', document: document.name, err: error }, 'update log append failed; reloading document');
         hosted.delete(document.name);
+        untrackExpiry(document.awareness);
         for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
         for (const observer of observers) observer.unloaded?.(document.name);
         throw error;

@@ -62,6 +62,12 @@ export function isServedDocument(name: string): boolean {
   return parseDocName(name) !== null || /^fleet\/[a-z0-9-]{1,63}$/.test(name);
 }
 
+// Built here, not inside the upgrade handler: a closure there would keep the upgrade request (its
+// headers, strings and head buffer) alive for as long as the connection lives, ~2.5 KB a host.
+function writeCheck(trust: TrustState, principal: Principal, documentName: string): () => boolean {
+  return () => trust.access(principal.kind === 'unknown-key' || principal.kind === 'anonymous' ? principal : trust.principalForKey(principal.key), documentName) === 'write';
+}
+
 // Close codes 4400-4499 tell a stock y-websocket client not to retry on its own.
 const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_FORBIDDEN = 4403;
@@ -164,7 +170,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         principal: principal.label,
         host,
         logger,
-        mayWrite: () => trust.access(principal.kind === 'unknown-key' || principal.kind === 'anonymous' ? principal : trust.principalForKey(principal.key), documentName) === 'write',
+        mayWrite: writeCheck(trust, principal, documentName),
       });
     });
   });
