@@ -2,7 +2,7 @@ import * as Y from 'yjs';
 import { signPayload } from '../shared/crypto/signatures.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { appendResult, readCurrentStatus, readResults, writeCurrentStatus } from '../shared/documents/status.js';
-import type { Result, Status } from '../shared/schemas/report.js';
+import type { Result, Status, StatusContent } from '../shared/schemas/report.js';
 import { canonicalJson } from '../shared/crypto/canonical.js';
 
 // Appends a signed result unless one with this seq is already there (a crash between writing the
@@ -14,7 +14,6 @@ export function appendSignedResult(doc: Y.Doc, result: Result, key: SigningKey):
   return true;
 }
 
-type StatusContent = Omit<Status, 'seq' | 'updatedAt'>;
 
 function contentOf(status: Status): StatusContent {
   const { seq: _seq, updatedAt: _updatedAt, ...content } = status;

@@ -5,7 +5,7 @@ import { readIntentEntries } from '../shared/documents/desired.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
 import { compareRank, selectIntent, type IntentSelection } from '../shared/trust/verify-intent.js';
 import { readCurrentStatus, readResults } from '../shared/documents/status.js';
-import type { AgentPhase, DownloadProgress, ResultOutcome, Status, TrustStatus } from '../shared/schemas/report.js';
+import type { AgentPhase, DownloadProgress, ResultOutcome, StatusContent, TrustStatus } from '../shared/schemas/report.js';
 import { rebuildFloor } from './floor.js';
 import { requestEnrollment } from './enroll-request.js';
 import { currentProfileTarget } from './activate.js';
@@ -102,7 +102,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     return { mode: config.trust.mode, policyVersion: config.trust.policyVersion(), frozen: freshness.frozen, lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null };
   }
 
-  function statusContent(): Omit<Status, 'seq' | 'updatedAt'> {
+  function statusContent(): StatusContent {
     const milestone = state.phase === 'downloading' ? progress.milestone() : null;
     const waitingFor = state.phase === 'waiting-for-window' ? state.work.waitingFor : null;
     // The windows in force now (flags, or the groups of the policy in force), not those the wait began with.

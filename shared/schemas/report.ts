@@ -14,15 +14,18 @@ export const agentPhaseSchema = z.enum([
 ]);
 export type AgentPhase = z.infer<typeof agentPhaseSchema>;
 
+// Results and status keep fields this version does not know (looseObject), so an admin CLI or
+// auditor older than the agent still verifies the host's signature over exactly what it signed
+// instead of reporting a bad signature; it just does not show the new fields.
 export const resultOutcomeSchema = z.enum(['applied', 'failed', 'refused', 'rolled-back']);
 export type ResultOutcome = z.infer<typeof resultOutcomeSchema>;
 
-const generationRefSchema = z.object({ generation: generationSchema, closure: storePathSchema });
+const generationRefSchema = z.looseObject({ generation: generationSchema, closure: storePathSchema });
 export type GenerationRef = z.infer<typeof generationRefSchema>;
 
 // One signed line in the host's append-only results array. `seq` counts up per host so a
 // replayed result is detectable; `intentDigest` ties it to the exact signed intent it answers.
-export const resultSchema = z.object({
+export const resultSchema = z.looseObject({
   kind: z.literal('result'),
   host: hostIdSchema,
   seq: z.number().int().nonnegative(),
@@ -41,7 +44,7 @@ export const signedResultSchema = z.object({ result: resultSchema, signature: si
 export type SignedResult = z.infer<typeof signedResultSchema>;
 
 // Bytes are transfer bytes (compressed NAR files), counting only paths the host did not have.
-export const downloadProgressSchema = z.object({
+export const downloadProgressSchema = z.looseObject({
   pathsDone: z.number().int().nonnegative(),
   pathsTotal: z.number().int().nonnegative(),
   bytesDone: z.number().int().nonnegative(),
@@ -52,7 +55,7 @@ export const downloadProgressSchema = z.object({
 export type DownloadProgress = z.infer<typeof downloadProgressSchema>;
 
 // Why a host in phase waiting-for-window waits, and until when (null: no window within a week).
-export const windowWaitSchema = z.object({
+export const windowWaitSchema = z.looseObject({
   waitingFor: z.enum(['download', 'activation', 'reboot']),
   windows: z.string().max(1000),
   nextStart: isoTimeSchema.nullable(),
@@ -62,7 +65,7 @@ export type WindowWait = z.infer<typeof windowWaitSchema>;
 // What the agent trusts and whether it is frozen (no fresh signed timestamp for too long: a
 // relay or coordinator may be withholding updates). Only transitions change it, so signed
 // timestamps arriving every minute do not rewrite the status.
-export const trustStatusSchema = z.object({
+export const trustStatusSchema = z.looseObject({
   mode: z.enum(['policy', 'admin-keys']),
   policyVersion: z.number().int().positive().nullable(),
   frozen: z.boolean(),
@@ -71,12 +74,10 @@ export const trustStatusSchema = z.object({
 });
 export type TrustStatus = z.infer<typeof trustStatusSchema>;
 
-// The agent's current state: one JSON value under one key, rewritten only when it changes.
-export const statusSchema = z.object({
+// What the agent reports about itself; the status adds a counter and a time (statusSchema).
+export const statusContentSchema = z.looseObject({
   kind: z.literal('status'),
   host: hostIdSchema,
-  seq: z.number().int().nonnegative(),
-  updatedAt: isoTimeSchema,
   phase: agentPhaseSchema,
   applied: generationRefSchema.nullable(),
   target: generationRefSchema.nullable(),
@@ -86,6 +87,13 @@ export const statusSchema = z.object({
   progress: downloadProgressSchema.optional(),
   window: windowWaitSchema.optional(),
   trust: trustStatusSchema.optional(),
+});
+export type StatusContent = z.infer<typeof statusContentSchema>;
+
+// The agent's current state: one JSON value under one key, rewritten only when it changes.
+export const statusSchema = statusContentSchema.extend({
+  seq: z.number().int().nonnegative(),
+  updatedAt: isoTimeSchema,
 });
 export type Status = z.infer<typeof statusSchema>;
 
