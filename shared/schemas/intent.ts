@@ -3,7 +3,10 @@ import { signatureSchema } from '../crypto/signatures.js';
 import { activationActionSchema, generationSchema, hostIdSchema, isoTimeSchema, storePathSchema } from './primitives.js';
 
 // "Host H runs closure C as generation G", signed by admins. Stored in hosts/<H>/desired.
-export const intentSchema = z.object({
+// Fields this version does not know are kept (looseObject) so the signature still verifies over
+// what was signed; the agent then refuses the intent by name ('unknown-field': upgrade the agent)
+// rather than act on an intent it only half understands.
+export const intentSchema = z.looseObject({
   kind: z.literal('intent'),
   host: hostIdSchema,
   generation: generationSchema,
@@ -16,6 +19,11 @@ export const intentSchema = z.object({
   policyVersion: z.number().int().positive().optional(),
 });
 export type Intent = z.infer<typeof intentSchema>;
+
+export function unknownIntentFields(intent: Intent): string[] {
+  const known = Object.keys(intentSchema.shape);
+  return Object.keys(intent).filter((key) => !known.includes(key));
+}
 
 export const signedIntentSchema = z.object({
   intent: intentSchema,

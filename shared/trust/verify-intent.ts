@@ -1,4 +1,4 @@
-import type { SignedIntent } from '../schemas/intent.js';
+import { unknownIntentFields, type SignedIntent } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
 import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
 
@@ -12,7 +12,8 @@ export type RefusalCode =
   | 'expired'
   | 'not-yet-valid'
   | 'rollback'
-  | 'equivocation';
+  | 'equivocation'
+  | 'unknown-field';
 
 export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
 
@@ -32,6 +33,10 @@ export function intentDigest(signed: SignedIntent): string {
 // or issued in the future is never installed.
 export function checkIntentBindingAndTime(signed: SignedIntent, host: HostId, now: number, clockSkewMs = 5 * 60_000): IntentVerdict {
   const { intent } = signed;
+  const unknown = unknownIntentFields(intent);
+  if (unknown.length > 0) {
+    return { ok: false, code: 'unknown-field', reason: `intent has fields this agent does not know (${unknown.join(', ')}): it was written by a newer outpost; upgrade this host's agent` };
+  }
   if (intent.host !== host) {
     return { ok: false, code: 'wrong-host', reason: `intent is for host ${intent.host}, this is ${host}` };
   }

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signIntent } from '../../shared/admin/submit-intent.js';
 import { selectIntent, verifyIntent, intentDigest } from '../../shared/trust/verify-intent.js';
-import type { Intent } from '../../shared/schemas/intent.js';
+import { signedIntentSchema, type Intent } from '../../shared/schemas/intent.js';
 
 const admin = generateSigningKey('alice');
 const stranger = generateSigningKey('mallory');
@@ -29,6 +29,13 @@ const context = { verify: (signed: ReturnType<typeof signIntent>) => verifyInten
 
 test('accepts a well-formed intent from a trusted admin', () => {
   assert.equal(verifyIntent(signIntent(intent(), admin), checks), { ok: true });
+});
+
+test('an intent written by a newer outpost (a field this agent does not know) is refused by name, not as a bad signature', () => {
+  const newer = signIntent({ ...intent(), canaryPercent: 10 } as Intent, admin);
+  const received = signedIntentSchema.parse(JSON.parse(JSON.stringify(newer)));
+  const verdict = verifyIntent(received, checks);
+  assert.equal(verdict.ok ? 'ok' : [verdict.code, verdict.reason], ['unknown-field', "intent has fields this agent does not know (canaryPercent): it was written by a newer outpost; upgrade this host's agent"]);
 });
 
 test('refuses unknown signer, altered intent, other host, expired, future-issued', () => {
