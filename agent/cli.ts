@@ -11,6 +11,10 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { Logger } from '../shared/log.js';
 
+function reconnectBackoff(options: AgentOptions): { baseBackoffMs: number; maxBackoffMs: number } {
+  return { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 };
+}
+
 export function agentConfigFromOptions(options: AgentOptions, key: SigningKey, trust: IntentTrust, token: SignedEnrollToken | null, logger: Logger): AgentConfig {
   return {
     host: options.host,
@@ -18,7 +22,7 @@ export function agentConfigFromOptions(options: AgentOptions, key: SigningKey, t
     coordinators: options.coordinator,
     trust,
     ...(options.orgRoot.length > 0 ? { enrollment: { token } } : {}),
-    reconnect: { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 },
+    reconnect: reconnectBackoff(options),
     substituters: options.substituter,
     trustedCacheKeys: options.trustedCacheKey,
     store: options.store,
@@ -65,7 +69,6 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   if (token && token.token.host !== options.host) throw new Error(`--enroll-token: ${options.enrollToken} is for host ${token.token.host}, not ${options.host}; use the token made for this host`);
   // Every connection proves this host key (coordinators and relays with --org-root require it).
   useIdentity(key);
-  const backoff = { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 };
   await fs.mkdir(options.stateDir, { recursive: true, mode: 0o700 });
   const trust = await openIntentTrust({
     host: options.host,
@@ -75,7 +78,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     adminKeys: options.adminKey,
     freezeAfterMs: options.freezeAfter * 1000,
     logger,
-    backoff,
+    backoff: reconnectBackoff(options),
   });
   const agent = await startAgent(agentConfigFromOptions(options, key, trust, token, logger));
   await new Promise<void>((resolve) => {

@@ -15,12 +15,13 @@ export interface EnrollmentRequestOptions {
   key: SigningKey;
   token: SignedEnrollToken | null;
   logger: Logger;
-  retryMaxMs: number;
+  // The agent's reconnect backoff.
+  backoff: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
 const answerSchema = z.object({ ok: z.boolean().optional(), enrolled: z.boolean().optional(), error: z.string().optional() });
 
-export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): void; done: Promise<boolean | null> } {
+export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): void } {
   const { logger } = options;
   const signed = signEnrollRequest(options.key, options.host, options.token ?? undefined, new Date());
   let stopped = false;
@@ -51,7 +52,7 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
     return { retry: false };
   };
 
-  const done = (async (): Promise<boolean | null> => {
+  void (async (): Promise<void> => {
     for (let attempt = 0; !stopped; attempt++) {
       for (const endpoint of options.endpoints) {
         const outcome = await attemptAt(endpoint);
@@ -64,16 +65,15 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
                 : `enrollment pending: an admin with 'enroll' approves it with: outpost enroll approve --host ${options.host} --host-key ${options.key.publicKey} …`,
             );
           }
-          return outcome.enrolled ?? null;
+          return;
         }
-        if (stopped) return null;
+        if (stopped) return;
       }
       await new Promise<void>((resolve) => {
         wake = resolve;
-        timer = setTimeout(resolve, backoffDelay(attempt, 1000, options.retryMaxMs));
+        timer = setTimeout(resolve, backoffDelay(attempt, options.backoff.baseBackoffMs, options.backoff.maxBackoffMs));
       });
     }
-    return null;
   })();
 
   return {
@@ -82,6 +82,5 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
       if (timer) clearTimeout(timer);
       wake?.();
     },
-    done,
   };
 }

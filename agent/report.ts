@@ -14,7 +14,6 @@ export function appendSignedResult(doc: Y.Doc, result: Result, key: SigningKey):
   return true;
 }
 
-
 function contentOf(status: Status): StatusContent {
   const { seq: _seq, updatedAt: _updatedAt, ...content } = status;
   return content;

@@ -66,7 +66,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   });
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(poke);
-  const enrollment = config.enrollment ? requestEnrollment({ endpoints: config.coordinators, host: config.host, key: config.key, token: config.enrollment.token, logger, retryMaxMs: config.reconnect?.maxBackoffMs ?? 300_000 }) : null;
+  const enrollment = config.enrollment ? requestEnrollment({ endpoints: config.coordinators, host: config.host, key: config.key, token: config.enrollment.token, logger, backoff: config.reconnect ?? { baseBackoffMs: 1000, maxBackoffMs: 300_000 } }) : null;
   let savingStatusDoc = Promise.resolve();
   statusDoc.on('update', (_update: Uint8Array, origin: unknown) => {
     // Remote changes (our own results echoed back, or merged after an outage) are saved too.

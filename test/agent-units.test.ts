@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { inWindow, nextWindowStart, parseWindow } from '../shared/schedule/windows.js';
+import { inWindow, parseWindow } from '../shared/schedule/windows.js';
+import { nextAllowedStart } from '../shared/schedule/window-rules.js';
 import { createThroughputGuard } from '../agent/throughput.js';
 import { createProgressTracker, crossedMilestone } from '../agent/progress.js';
 import { createProgressPublisher } from '../agent/progress-publisher.js';
@@ -46,11 +47,11 @@ test('windows: days, ranges past midnight, time zones; bad windows are refused w
   assert.ok(inWindow(msf, utc('2026-11-24T00:30:00Z'), 'Africa/Kinshasa'), '01:30 in Kinshasa (UTC+1)');
   assert.not.ok(inWindow(msf, utc('2026-11-24T00:30:00Z'), 'UTC'));
   assert.ok(inWindow([], utc('2026-11-24T12:00:00Z')), 'no window: any time');
-  assert.is(nextWindowStart([], 0), null);
-  assert.is(nextWindowStart(tuesday, utc('2026-11-24T05:30:00Z'), 'UTC'), utc('2026-12-01T03:00:00Z'));
-  assert.is(nextWindowStart(tuesday, utc('2026-11-24T04:10:30Z'), 'UTC'), utc('2026-11-24T04:10:30Z'), 'inside: now');
+  assert.is(nextAllowedStart([], 0), null);
+  assert.is(nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T05:30:00Z')), utc('2026-12-01T03:00:00Z'));
+  assert.is(nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T04:10:30Z')), utc('2026-11-24T04:10:30Z'), 'inside: now');
   // Europe/Berlin skips 02:00-03:00 on 2026-03-29: the next 02:30 is the day after.
-  assert.is(nextWindowStart([parseWindow('02:30-02:45')], utc('2026-03-28T23:00:00Z'), 'Europe/Berlin'), utc('2026-03-30T00:30:00Z'));
+  assert.is(nextAllowedStart([{ source: 'flags', windows: [parseWindow('02:30-02:45')], timeZone: 'Europe/Berlin' }], utc('2026-03-28T23:00:00Z')), utc('2026-03-30T00:30:00Z'));
   assert.throws(() => parseWindow('Tue 3:00-5:00'), /expected \[DAYS \]HH:MM-HH:MM/);
   assert.throws(() => parseWindow('Tus 03:00-05:00'), /unknown day "Tus"; use Mon/);
   assert.throws(() => parseWindow('03:00-03:00'), /is empty; for a whole day write 00:00-24:00/);

@@ -108,13 +108,6 @@ export function inWindow(windows: readonly TimeWindow[], ms: number, timeZone?: 
   return windows.some((w) => contains(w, day, minute));
 }
 
-// The first minute at or after `ms` inside a window (null: none within 8 days, or no windows).
-// Walks minute by minute in real time, so daylight-saving jumps are handled by Intl, not by us.
-export function nextWindowStart(windows: readonly TimeWindow[], ms: number, timeZone?: string): number | null {
-  if (windows.length === 0) return null;
-  return firstAllowedMinute(ms, (t) => inWindow(windows, t, timeZone));
-}
-
 // `ms` itself when allowed, else the first whole minute after it that is (null: none within 8 days).
 export function firstAllowedMinute(ms: number, allowed: (t: number) => boolean): number | null {
   if (allowed(ms)) return ms;
