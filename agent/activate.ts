@@ -26,9 +26,17 @@ export function onDisk(store: string | undefined, storePath: string): string {
 
 export async function setSystemProfile(closure: string, config: ProfileConfig): Promise<ActivationOutcome> {
   await fs.mkdir(dirname(config.profile), { recursive: true });
-  const outcome = await runCommand('nix-env', [...storeArgs(config.store), '--profile', config.profile, '--set', closure], { timeoutMs: 120_000 });
+  const outcome = await runCommand(
+    'nix-env',
+    [...storeArgs(config.store), '--profile', config.profile, '--set', closure],
+    { timeoutMs: 120_000 },
+  );
   if (outcome.code === 0) return { ok: true, outputTail: outcome.outputTail };
-  return { ok: false, reason: describeFailure(`setting profile ${config.profile}`, outcome, 120_000), outputTail: outcome.outputTail };
+  return {
+    ok: false,
+    reason: describeFailure(`setting profile ${config.profile}`, outcome, 120_000),
+    outputTail: outcome.outputTail,
+  };
 }
 
 export async function currentProfileTarget(config: Pick<ProfileConfig, 'profile'>): Promise<string | null> {
@@ -47,16 +55,32 @@ export function setsProfile(action: ActivationAction): boolean {
 }
 
 // The command that activates `closure` with `action`, or why this closure cannot be activated so.
-export async function activationCommand(closure: string, action: ActivationAction, config: ProfileConfig): Promise<{ ok: true; command: string; args: string[] } | { ok: false; reason: string }> {
+export async function activationCommand(
+  closure: string,
+  action: ActivationAction,
+  config: ProfileConfig,
+): Promise<{ ok: true; command: string; args: string[] } | { ok: false; reason: string }> {
   const root = onDisk(config.store, closure);
   if (config.profileType === 'system-manager') {
-    if (action === 'boot') return { ok: false, reason: 'a system-manager profile has no boot entries: deploy it with action switch or test' };
+    if (action === 'boot')
+      return {
+        ok: false,
+        reason: 'a system-manager profile has no boot entries: deploy it with action switch or test',
+      };
     const script = `${root}/bin/activate`;
-    if (!(await isExecutable(script))) return { ok: false, reason: `${closure} has no bin/activate: it is not a system-manager closure (--profile-type system-manager)` };
+    if (!(await isExecutable(script)))
+      return {
+        ok: false,
+        reason: `${closure} has no bin/activate: it is not a system-manager closure (--profile-type system-manager)`,
+      };
     return { ok: true, command: script, args: [] };
   }
   const script = `${root}/bin/switch-to-configuration`;
-  if (!(await isExecutable(script))) return { ok: false, reason: `${closure} has no bin/switch-to-configuration: it is not a NixOS system closure (for system-manager closures use --profile-type system-manager)` };
+  if (!(await isExecutable(script)))
+    return {
+      ok: false,
+      reason: `${closure} has no bin/switch-to-configuration: it is not a NixOS system closure (for system-manager closures use --profile-type system-manager)`,
+    };
   return { ok: true, command: script, args: [action] };
 }
 

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import type { ActivationRun } from './state.js';
 import { runCommand } from './run-command.js';
+import type { ActivationRun } from './state.js';
 
 // switch-to-configuration runs as a process of its own, never as the agent's child in the
 // agent's session: a switch may restart or kill the agent (a new agent version, a new unit), and
@@ -72,22 +72,38 @@ export async function pruneActivationFiles(dir: string, keep: (id: string) => bo
   } catch {
     return;
   }
-  await Promise.all(names.filter((name) => !keep(name.replace(/\.(log|status|status\.tmp|pid)$/, ''))).map((name) => fs.rm(join(dir, name), { force: true })));
+  await Promise.all(
+    names
+      .filter((name) => !keep(name.replace(/\.(log|status|status\.tmp|pid)$/, '')))
+      .map((name) => fs.rm(join(dir, name), { force: true })),
+  );
 }
 
-export async function planActivation(id: string, runner: ActivationRunner, command: string, timeoutMs: number, now: () => number): Promise<ActivationRun> {
+export async function planActivation(
+  id: string,
+  runner: ActivationRunner,
+  command: string,
+  timeoutMs: number,
+  now: () => number,
+): Promise<ActivationRun> {
   const startedAt = now();
   return { id, runner, bootId: await readBootId(), startedAt, deadline: startedAt + timeoutMs, command };
 }
 
 export function systemdRunArgs(id: string, launch: Pick<ActivationLaunch, 'command' | 'args' | 'env'>): string[] {
   return [
-    '--unit', unitName(id),
+    '--unit',
+    unitName(id),
     '--collect',
     '--quiet',
     '--service-type=exec',
     ...Object.entries(launch.env).map(([key, value]) => `--setenv=${key}=${value}`),
-    '/bin/sh', '-c', WRAPPER, MARKER, launch.command, ...launch.args,
+    '/bin/sh',
+    '-c',
+    WRAPPER,
+    MARKER,
+    launch.command,
+    ...launch.args,
   ];
 }
 
@@ -95,13 +111,27 @@ export async function launchActivation(run: ActivationRun, launch: ActivationLau
   await fs.mkdir(launch.dir, { recursive: true, mode: 0o700 });
   const paths = files(launch.dir, run.id);
   await Promise.all([fs.rm(paths.status, { force: true }), fs.rm(paths.pid, { force: true })]);
-  const env = { ...launch.env, OUTPOST_ACTIVATION_LOG: paths.log, OUTPOST_ACTIVATION_STATUS: paths.status, OUTPOST_ACTIVATION_PID: paths.pid };
+  const env = {
+    ...launch.env,
+    OUTPOST_ACTIVATION_LOG: paths.log,
+    OUTPOST_ACTIVATION_STATUS: paths.status,
+    OUTPOST_ACTIVATION_PID: paths.pid,
+  };
   if (run.runner === 'systemd-run') {
-    const outcome = await runCommand(launch.systemdRun ?? 'systemd-run', systemdRunArgs(run.id, { ...launch, env: { PATH: process.env.PATH ?? '/run/current-system/sw/bin', ...env } }), { timeoutMs: 60_000 });
-    if (outcome.code !== 0) throw new Error(`systemd-run could not start ${unitName(run.id)}: ${outcome.outputTail.trim()}`);
+    const outcome = await runCommand(
+      launch.systemdRun ?? 'systemd-run',
+      systemdRunArgs(run.id, { ...launch, env: { PATH: process.env.PATH ?? '/run/current-system/sw/bin', ...env } }),
+      { timeoutMs: 60_000 },
+    );
+    if (outcome.code !== 0)
+      throw new Error(`systemd-run could not start ${unitName(run.id)}: ${outcome.outputTail.trim()}`);
     return;
   }
-  const child = spawn('/bin/sh', ['-c', WRAPPER, MARKER, launch.command, ...launch.args], { env: { ...process.env, ...env }, detached: true, stdio: 'ignore' });
+  const child = spawn('/bin/sh', ['-c', WRAPPER, MARKER, launch.command, ...launch.args], {
+    env: { ...process.env, ...env },
+    detached: true,
+    stdio: 'ignore',
+  });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', () => resolve());
     child.once('error', reject);
@@ -148,13 +178,19 @@ async function wrapperPid(run: ActivationRun, dir: string): Promise<number | nul
   }
 }
 
-export type RunState = { state: 'finished'; code: number } | { state: 'running' } | { state: 'not-started' } | { state: 'lost' };
+export type RunState =
+  | { state: 'finished'; code: number }
+  | { state: 'running' }
+  | { state: 'not-started' }
+  | { state: 'lost' };
 
 export async function activationState(run: ActivationRun, tools: RunnerTools): Promise<RunState> {
   const code = await readNumber(files(tools.dir, run.id).status);
   if (code !== null) return { state: 'finished', code };
   if (run.runner === 'systemd-run') {
-    const active = await runCommand(tools.systemctl ?? 'systemctl', ['is-active', '--quiet', unitName(run.id)], { timeoutMs: 30_000 });
+    const active = await runCommand(tools.systemctl ?? 'systemctl', ['is-active', '--quiet', unitName(run.id)], {
+      timeoutMs: 30_000,
+    });
     if (active.code === 0) return { state: 'running' };
   } else if ((await wrapperPid(run, tools.dir)) !== null) {
     return { state: 'running' };
@@ -183,7 +219,9 @@ export async function ensureLaunched(run: ActivationRun, launch: ActivationLaunc
 // overlap with a dying switch.
 async function kill(run: ActivationRun, tools: RunnerTools): Promise<void> {
   if (run.runner === 'systemd-run') {
-    await runCommand(tools.systemctl ?? 'systemctl', ['kill', '--signal=SIGKILL', unitName(run.id)], { timeoutMs: 30_000 });
+    await runCommand(tools.systemctl ?? 'systemctl', ['kill', '--signal=SIGKILL', unitName(run.id)], {
+      timeoutMs: 30_000,
+    });
   } else {
     const pid = await wrapperPid(run, tools.dir);
     if (pid === null) return;
@@ -200,11 +238,15 @@ async function kill(run: ActivationRun, tools: RunnerTools): Promise<void> {
 }
 
 // Waits for a launched run (now or before an agent restart) to end, killing it at its deadline.
-export async function waitForActivation(run: ActivationRun, options: RunnerTools & { now: () => number; stopping: () => boolean; pollMs?: number }): Promise<ActivationExit> {
+export async function waitForActivation(
+  run: ActivationRun,
+  options: RunnerTools & { now: () => number; stopping: () => boolean; pollMs?: number },
+): Promise<ActivationExit> {
   const pollMs = options.pollMs ?? 200;
   for (;;) {
     const current = await activationState(run, options);
-    if (current.state === 'finished') return { kind: 'exited', code: current.code, outputTail: await outputTail(options.dir, run.id) };
+    if (current.state === 'finished')
+      return { kind: 'exited', code: current.code, outputTail: await outputTail(options.dir, run.id) };
     if (current.state !== 'running') return { kind: 'lost', outputTail: await outputTail(options.dir, run.id) };
     if (options.stopping()) return { kind: 'agent-stopping' };
     if (options.now() >= run.deadline) {

@@ -25,9 +25,14 @@ export async function bootedClosure(bootedSystem: string): Promise<string | null
 
 export type BootDecision = { reboot: false; why: string } | { reboot: true; why: string };
 
-export async function rebootNeeded(store: string | undefined, closure: string, bootedSystem: string): Promise<BootDecision> {
+export async function rebootNeeded(
+  store: string | undefined,
+  closure: string,
+  bootedSystem: string,
+): Promise<BootDecision> {
   const booted = await bootedClosure(bootedSystem);
-  if (!booted) return { reboot: false, why: `${bootedSystem} does not exist: no booted NixOS system to compare the kernel with` };
+  if (!booted)
+    return { reboot: false, why: `${bootedSystem} does not exist: no booted NixOS system to compare the kernel with` };
   const changed: string[] = [];
   for (const entry of BOOT_ENTRIES) {
     const next = await linkTarget(`${onDisk(store, closure)}/${entry}`);

@@ -1,21 +1,27 @@
 import { promises as fs } from 'node:fs';
-import { readKeyFile } from '../shared/crypto/keys.js';
-import { parseFlags, renderHelp } from '../shared/cli/flags.js';
-import { createLogger } from '../shared/log.js';
-import { agentCommand, agentOptionsSchema, type AgentOptions } from './options.js';
-import { startAgent, type AgentConfig } from './run-agent.js';
-import { openIntentTrust, type IntentTrust } from '../shared/trust/intent-trust.js';
 import { readTokenFile } from '../shared/admin/enroll-entries.js';
-import { useIdentity } from '../shared/sync/connect.js';
+import { parseFlags, renderHelp } from '../shared/cli/flags.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
-import type { SignedEnrollToken } from '../shared/schemas/policy.js';
+import { readKeyFile } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
+import { createLogger } from '../shared/log.js';
+import type { SignedEnrollToken } from '../shared/schemas/policy.js';
+import { useIdentity } from '../shared/sync/connect.js';
+import { type IntentTrust, openIntentTrust } from '../shared/trust/intent-trust.js';
+import { type AgentOptions, agentCommand, agentOptionsSchema } from './options.js';
+import { type AgentConfig, startAgent } from './run-agent.js';
 
 function reconnectBackoff(options: AgentOptions): { baseBackoffMs: number; maxBackoffMs: number } {
   return { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 };
 }
 
-export function agentConfigFromOptions(options: AgentOptions, key: SigningKey, trust: IntentTrust, token: SignedEnrollToken | null, logger: Logger): AgentConfig {
+export function agentConfigFromOptions(
+  options: AgentOptions,
+  key: SigningKey,
+  trust: IntentTrust,
+  token: SignedEnrollToken | null,
+  logger: Logger,
+): AgentConfig {
   return {
     host: options.host,
     key,
@@ -63,10 +69,16 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const options = parsed.value;
   const logger = createLogger('agent', options.logLevel);
   const key = await readKeyFile(options.key);
-  const token = options.enrollToken === undefined ? null : await readTokenFile(options.enrollToken).catch((error: Error) => {
-    throw new Error(`--enroll-token: ${error.message.replace(/^--token: /, '')}`);
-  });
-  if (token && token.token.host !== options.host) throw new Error(`--enroll-token: ${options.enrollToken} is for host ${token.token.host}, not ${options.host}; use the token made for this host`);
+  const token =
+    options.enrollToken === undefined
+      ? null
+      : await readTokenFile(options.enrollToken).catch((error: Error) => {
+          throw new Error(`--enroll-token: ${error.message.replace(/^--token: /, '')}`);
+        });
+  if (token && token.token.host !== options.host)
+    throw new Error(
+      `--enroll-token: ${options.enrollToken} is for host ${token.token.host}, not ${options.host}; use the token made for this host`,
+    );
   // Every connection proves this host key (coordinators and relays with --org-root require it).
   useIdentity(key);
   await fs.mkdir(options.stateDir, { recursive: true, mode: 0o700 });

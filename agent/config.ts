@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import type { IntentTrust } from '../shared/trust/intent-trust.js';
+import type { TimeWindow } from '../shared/schedule/windows.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
+import type { IntentTrust } from '../shared/trust/intent-trust.js';
 import type { ProfileType } from './activate.js';
 import type { ActivationRunner } from './activation-runner.js';
 import type { SystemRunningRule } from './health.js';
-import type { TimeWindow } from '../shared/schedule/windows.js';
 
 // Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
 export interface AgentConfig {
@@ -84,11 +84,19 @@ export const DEFAULT_DOWNLOAD: DownloadSettings = {
   retryDelayMs: 1000,
 };
 
-export const DEFAULT_HEALTH: HealthSettings = { confirmTimeoutMs: 300_000, checks: [], requireSystemRunning: 'auto', systemctl: 'systemctl' };
+export const DEFAULT_HEALTH: HealthSettings = {
+  confirmTimeoutMs: 300_000,
+  checks: [],
+  requireSystemRunning: 'auto',
+  systemctl: 'systemctl',
+};
 
 // systemd-run wherever systemd runs the machine (the activation then survives even a restart of
 // the agent's own unit), a process of its own session elsewhere.
-export function chooseRunner(runner: ActivationRunner | 'auto' | undefined, runDir = '/run/systemd/system'): ActivationRunner {
+export function chooseRunner(
+  runner: ActivationRunner | 'auto' | undefined,
+  runDir = '/run/systemd/system',
+): ActivationRunner {
   if (runner && runner !== 'auto') return runner;
   return existsSync(runDir) ? 'systemd-run' : 'direct';
 }

@@ -5,7 +5,16 @@ import { checkDiskSpace, formatBytes } from './disk-space.js';
 import { realiseClosure } from './fetch.js';
 import { downloadNar, type NarJob } from './nar-download.js';
 import { createProgressTracker } from './progress.js';
-import { clearStaging, prepareStaging, pruneStaging, stagedFiles, stagedState, transferCap, transferSize, writeStagedNarinfo } from './staging.js';
+import {
+  clearStaging,
+  prepareStaging,
+  pruneStaging,
+  stagedFiles,
+  stagedState,
+  transferCap,
+  transferSize,
+  writeStagedNarinfo,
+} from './staging.js';
 import { invalidPaths } from './store-query.js';
 import type { ThroughputRule } from './throughput.js';
 
@@ -44,7 +53,9 @@ export interface DownloadPlan {
   closureNarBytes: number;
 }
 
-export type DownloadOutcome = { ok: true; paths: number; bytes: number } | { ok: false; reason: string; outputTail: string; cancelled?: boolean };
+export type DownloadOutcome =
+  | { ok: true; paths: number; bytes: number }
+  | { ok: false; reason: string; outputTail: string; cancelled?: boolean };
 
 const MAX_BACKOFF_MS = 60_000;
 
@@ -53,12 +64,23 @@ export function storeDirectory(store: string | undefined): string {
 }
 
 // The checks that refuse a closure before anything is fetched.
-export async function planDownload(infos: readonly Narinfo[], config: Pick<DownloadConfig, 'store' | 'stagingDir' | 'maxClosureBytes' | 'minFreeBytes'>): Promise<{ ok: true; plan: DownloadPlan } | { ok: false; reason: string }> {
+export async function planDownload(
+  infos: readonly Narinfo[],
+  config: Pick<DownloadConfig, 'store' | 'stagingDir' | 'maxClosureBytes' | 'minFreeBytes'>,
+): Promise<{ ok: true; plan: DownloadPlan } | { ok: false; reason: string }> {
   const closureNarBytes = infos.reduce((sum, info) => sum + info.narSize, 0);
   if (closureNarBytes > config.maxClosureBytes) {
-    return { ok: false, reason: `the closure is ${formatBytes(closureNarBytes)} (sum of NarSize over ${infos.length} paths), above --max-closure-size ${formatBytes(config.maxClosureBytes)}; nothing was downloaded` };
+    return {
+      ok: false,
+      reason: `the closure is ${formatBytes(closureNarBytes)} (sum of NarSize over ${infos.length} paths), above --max-closure-size ${formatBytes(config.maxClosureBytes)}; nothing was downloaded`,
+    };
   }
-  const invalid = new Set(await invalidPaths(config.store, infos.map((i) => i.storePath)));
+  const invalid = new Set(
+    await invalidPaths(
+      config.store,
+      infos.map((i) => i.storePath),
+    ),
+  );
   const missing = infos.filter((i) => invalid.has(i.storePath));
   let stagingBytes = 0;
   for (const info of missing) {
@@ -67,7 +89,11 @@ export async function planDownload(infos: readonly Narinfo[], config: Pick<Downl
   }
   const shortage = await checkDiskSpace(
     [
-      { path: storeDirectory(config.store), bytes: missing.reduce((sum, i) => sum + i.narSize, 0), what: 'store paths' },
+      {
+        path: storeDirectory(config.store),
+        bytes: missing.reduce((sum, i) => sum + i.narSize, 0),
+        what: 'store paths',
+      },
       { path: config.stagingDir, bytes: stagingBytes, what: 'downloads' },
     ],
     config.minFreeBytes,
@@ -92,14 +118,26 @@ function narUrl(substituter: string, info: Narinfo): string {
   const base = `${substituter.replace(/\/+$/, '')}/`;
   const url = new URL(info.url, base);
   // A narinfo may only point into its own cache.
-  if (url.origin !== new URL(base).origin) throw new Error(`narinfo of ${info.storePath} points outside ${substituter} (${info.url})`);
+  if (url.origin !== new URL(base).origin)
+    throw new Error(`narinfo of ${info.storePath} points outside ${substituter} (${info.url})`);
   return url.href;
 }
 
-export async function downloadClosure(closure: string, plan: DownloadPlan, config: DownloadConfig): Promise<DownloadOutcome> {
+export async function downloadClosure(
+  closure: string,
+  plan: DownloadPlan,
+  config: DownloadConfig,
+): Promise<DownloadOutcome> {
   await prepareStaging(config.stagingDir);
-  await pruneStaging(config.stagingDir, plan.missing.map((i) => i.storePath));
-  const tracker = createProgressTracker({ paths: plan.missing.length, bytes: plan.missing.reduce((s, i) => s + transferSize(i), 0) }, config.now, config.startedAt);
+  await pruneStaging(
+    config.stagingDir,
+    plan.missing.map((i) => i.storePath),
+  );
+  const tracker = createProgressTracker(
+    { paths: plan.missing.length, bytes: plan.missing.reduce((s, i) => s + transferSize(i), 0) },
+    config.now,
+    config.startedAt,
+  );
   const queue: { info: Narinfo; job: NarJob }[] = [];
   for (const info of plan.missing) {
     await writeStagedNarinfo(config.stagingDir, info);
@@ -118,7 +156,17 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
     } catch (error) {
       return { ok: false, reason: (error as Error).message, outputTail: '' };
     }
-    queue.push({ info, job: { url, part: files.part, final: files.nar, expectedSize: info.fileSize ?? (info.compression === 'none' ? info.narSize : null), cap: transferCap(info), expectedHash } });
+    queue.push({
+      info,
+      job: {
+        url,
+        part: files.part,
+        final: files.nar,
+        expectedSize: info.fileSize ?? (info.compression === 'none' ? info.narSize : null),
+        cap: transferCap(info),
+        expectedHash,
+      },
+    });
   }
   config.onProgress(tracker.snapshot());
 
@@ -126,10 +174,13 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
   const stopAll = (): void => controller.abort();
   config.signal.addEventListener('abort', stopAll, { once: true });
   let fatal: string | null = null;
-  const deadlineTimer = setTimeout(() => {
-    fatal ??= `the download did not finish by its deadline (${new Date(config.deadline).toISOString()}, --fetch-timeout after it started); ${tracker.snapshot().pathsDone} of ${plan.missing.length} paths are kept for the next attempt`;
-    controller.abort();
-  }, Math.max(0, config.deadline - config.now()));
+  const deadlineTimer = setTimeout(
+    () => {
+      fatal ??= `the download did not finish by its deadline (${new Date(config.deadline).toISOString()}, --fetch-timeout after it started); ${tracker.snapshot().pathsDone} of ${plan.missing.length} paths are kept for the next attempt`;
+      controller.abort();
+    },
+    Math.max(0, config.deadline - config.now()),
+  );
   const progressTimer = setInterval(() => config.onProgress(tracker.snapshot()), 1000);
   // "Real progress" for the retry count: at least what the throughput rule asks of one window.
   const progressBytes = Math.max(1, (config.throughput.minBytesPerSecond * config.throughput.windowMs) / 1000);
@@ -141,7 +192,12 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
       // whole download several.
       let consecutiveFailures = 0;
       for (;;) {
-        const outcome = await downloadNar(job, { throughput: config.throughput, signal: controller.signal, now: config.now, onBytes: (delta) => (delta >= 0 ? tracker.addBytes(delta) : tracker.discardBytes(-delta)) });
+        const outcome = await downloadNar(job, {
+          throughput: config.throughput,
+          signal: controller.signal,
+          now: config.now,
+          onBytes: (delta) => (delta >= 0 ? tracker.addBytes(delta) : tracker.discardBytes(-delta)),
+        });
         if (outcome.ok) {
           tracker.pathDone();
           break;
@@ -158,8 +214,16 @@ export async function downloadClosure(closure: string, plan: DownloadPlan, confi
           controller.abort();
           return;
         }
-        const delayMs = Math.min(MAX_BACKOFF_MS, (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1));
-        config.onRetry?.({ storePath: info.storePath, reason: outcome.reason, failuresInARow: consecutiveFailures, delayMs });
+        const delayMs = Math.min(
+          MAX_BACKOFF_MS,
+          (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1),
+        );
+        config.onRetry?.({
+          storePath: info.storePath,
+          reason: outcome.reason,
+          failuresInARow: consecutiveFailures,
+          delayMs,
+        });
         await sleep(delayMs, controller.signal);
       }
     }

@@ -9,7 +9,11 @@ export type WindowKind = 'maintenance' | 'reboot';
 // not, e.g. a clinic that is open at night), while the groups' reboot windows still apply unless
 // --reboot-window is given too. Group windows without a time zone are in the host's --timezone,
 // else its local time: "01:00-05:00 host-local" means the same for every host of the group.
-export function effectiveRules(own: TimeWindow[], timeZone: string | undefined, groups: readonly WindowRule[]): WindowRule[] {
+export function effectiveRules(
+  own: TimeWindow[],
+  timeZone: string | undefined,
+  groups: readonly WindowRule[],
+): WindowRule[] {
   if (own.length > 0) return [{ source: 'agent flags', windows: own, ...(timeZone ? { timeZone } : {}) }];
   return groups.map((rule) => {
     const zone = rule.timeZone ?? timeZone;
@@ -23,4 +27,5 @@ export function windowRules(config: ResolvedAgentConfig, kind: WindowKind): Wind
   return effectiveRules(own, config.timeZone, config.trust.windowsFor(config.host)[kind]);
 }
 
-export const kindOf = (waitingFor: 'download' | 'activation' | 'reboot' | null): WindowKind => (waitingFor === 'reboot' ? 'reboot' : 'maintenance');
+export const kindOf = (waitingFor: 'download' | 'activation' | 'reboot' | null): WindowKind =>
+  waitingFor === 'reboot' ? 'reboot' : 'maintenance';

@@ -1,8 +1,8 @@
 import { z } from 'zod';
+import { signEnrollRequest } from '../shared/admin/enroll-entries.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
-import { signEnrollRequest } from '../shared/admin/enroll-entries.js';
 import { backoffDelay, httpBaseFromWs } from '../shared/sync/connect.js';
 
 // Under a policy a host's connections count only once its key is bound to its id. At every start
@@ -19,7 +19,11 @@ export interface EnrollmentRequestOptions {
   backoff: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
-const answerSchema = z.object({ ok: z.boolean().optional(), enrolled: z.boolean().optional(), error: z.string().optional() });
+const answerSchema = z.object({
+  ok: z.boolean().optional(),
+  enrolled: z.boolean().optional(),
+  error: z.string().optional(),
+});
 
 export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): void } {
   const { logger } = options;
@@ -32,9 +36,17 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
     const url = `${httpBaseFromWs(endpoint)}/api/enroll`;
     let response: Response;
     try {
-      response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signed), signal: AbortSignal.timeout(30_000) });
+      response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(signed),
+        signal: AbortSignal.timeout(30_000),
+      });
     } catch (error) {
-      logger.debug({ event: 'enroll-request-unreachable', endpoint, err: error }, 'cannot reach the endpoint to ask for enrollment');
+      logger.debug(
+        { event: 'enroll-request-unreachable', endpoint, err: error },
+        'cannot reach the endpoint to ask for enrollment',
+      );
       return { retry: true };
     }
     const parsed = answerSchema.safeParse(await response.json().catch(() => null));
@@ -42,7 +54,10 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
     if (response.status === 200 && answer.ok === true) return { retry: false, enrolled: answer.enrolled === true };
     // 5xx, 409 (a coordinator without a policy yet), 429: worth asking again later.
     if (response.status >= 500 || response.status === 409 || response.status === 429) {
-      logger.warn({ event: 'enroll-request-deferred', endpoint, status: response.status, reason: answer.error ?? null }, 'enrollment request not taken yet; asking again later');
+      logger.warn(
+        { event: 'enroll-request-deferred', endpoint, status: response.status, reason: answer.error ?? null },
+        'enrollment request not taken yet; asking again later',
+      );
       return { retry: true };
     }
     logger.error(
@@ -59,7 +74,12 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
         if (!outcome.retry) {
           if (outcome.enrolled !== undefined) {
             logger.info(
-              { event: outcome.enrolled ? 'enrolled' : 'enrollment-pending', endpoint, hostKey: options.key.publicKey, viaToken: options.token !== null },
+              {
+                event: outcome.enrolled ? 'enrolled' : 'enrollment-pending',
+                endpoint,
+                hostKey: options.key.publicKey,
+                viaToken: options.token !== null,
+              },
               outcome.enrolled
                 ? `this host's key is bound to ${options.host}`
                 : `enrollment pending: an admin with 'enroll' approves it with: outpost enroll approve --host ${options.host} --host-key ${options.key.publicKey} …`,

@@ -2,7 +2,7 @@ import { verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { SignedResult } from '../shared/schemas/report.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
-import { HISTORY_LENGTH, type AgentState } from './state.js';
+import { type AgentState, HISTORY_LENGTH } from './state.js';
 
 // Threat 14, "agent state wiped": the anti-rollback floor lives in the agent's state file, so a
 // wiped state directory would let an old, validly signed intent be installed again. Before such
@@ -19,11 +19,23 @@ export interface FloorEvidence {
   running: string | null;
 }
 
-export type RebuiltFloor = Pick<AgentState, 'floorEpoch' | 'floorGeneration' | 'resultSeq' | 'lastResultSeq' | 'handledDigests' | 'applied' | 'previous' | 'history'>;
+export type RebuiltFloor = Pick<
+  AgentState,
+  | 'floorEpoch'
+  | 'floorGeneration'
+  | 'resultSeq'
+  | 'lastResultSeq'
+  | 'handledDigests'
+  | 'applied'
+  | 'previous'
+  | 'history'
+>;
 
 export function rebuildFloor(evidence: FloorEvidence): RebuiltFloor {
   const own = evidence.results
-    .filter((r) => r.signature.publicKey === evidence.hostKey && verifyPayloadSignature('result', r.result, r.signature))
+    .filter(
+      (r) => r.signature.publicKey === evidence.hostKey && verifyPayloadSignature('result', r.result, r.signature),
+    )
     .map((r) => r.result)
     .sort((a, b) => a.seq - b.seq);
   const byDigest = new Map(evidence.intents.map((signed) => [intentDigest(signed), signed]));
@@ -42,7 +54,9 @@ export function rebuildFloor(evidence: FloorEvidence): RebuiltFloor {
     }
   }
   const appliedResults = own.filter((r) => r.outcome === 'applied');
-  const history = appliedResults.map((r) => ({ generation: r.generation, closure: r.closure, digest: r.intentDigest })).slice(-HISTORY_LENGTH);
+  const history = appliedResults
+    .map((r) => ({ generation: r.generation, closure: r.closure, digest: r.intentDigest }))
+    .slice(-HISTORY_LENGTH);
   // What runs is what the last applied result says, if the profile agrees; after a rollback the
   // profile points at an earlier applied generation.
   const runningAt = evidence.running === null ? -1 : history.map((h) => h.closure).lastIndexOf(evidence.running);

@@ -13,12 +13,21 @@ export function gcRootPath(stateDir: string, name: RootName): string {
 }
 
 async function pin(store: string | undefined, link: string, closure: string): Promise<void> {
-  const outcome = await runCommand('nix-store', [...storeArgs(store), '--realise', closure, '--add-root', link, '--indirect', '--option', 'substituters', ''], { timeoutMs: 120_000 });
-  if (outcome.code !== 0) throw new Error(`cannot register ${closure} as GC root ${link}: ${outcome.outputTail.trim().split('\n').pop()}`);
+  const outcome = await runCommand(
+    'nix-store',
+    [...storeArgs(store), '--realise', closure, '--add-root', link, '--indirect', '--option', 'substituters', ''],
+    { timeoutMs: 120_000 },
+  );
+  if (outcome.code !== 0)
+    throw new Error(`cannot register ${closure} as GC root ${link}: ${outcome.outputTail.trim().split('\n').pop()}`);
 }
 
 // Makes <state-dir>/gcroots match: a root per named closure, none for null.
-export async function syncGcRoots(store: string | undefined, stateDir: string, roots: Record<RootName, string | null>): Promise<void> {
+export async function syncGcRoots(
+  store: string | undefined,
+  stateDir: string,
+  roots: Record<RootName, string | null>,
+): Promise<void> {
   await fs.mkdir(join(stateDir, 'gcroots'), { recursive: true, mode: 0o700 });
   for (const [name, closure] of Object.entries(roots) as [RootName, string | null][]) {
     const link = gcRootPath(stateDir, name);

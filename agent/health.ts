@@ -23,7 +23,10 @@ export interface HealthConfig {
   retryDelayMs?: number;
 }
 
-export type HealthOutcome = { ok: true; detail: string } | { ok: false; reason: string; outputTail: string } | { ok: null };
+export type HealthOutcome =
+  | { ok: true; detail: string }
+  | { ok: false; reason: string; outputTail: string }
+  | { ok: null };
 
 // "auto": required where systemd runs the machine (sd_booted(): /run/systemd/system exists), as
 // on every NixOS host; skipped in containers and test machines without systemd.
@@ -46,13 +49,20 @@ async function systemState(systemctl: string, timeoutMs: number): Promise<Failur
     const failed = await runCommand(systemctl, ['list-units', '--failed', '--no-legend', '--plain'], { timeoutMs });
     detail = failed.outputTail;
   }
-  return { what: `systemctl is-system-running says ${JSON.stringify(state || `nothing (exit ${outcome.code})`)}, not "running"`, outputTail: detail || outcome.outputTail };
+  return {
+    what: `systemctl is-system-running says ${JSON.stringify(state || `nothing (exit ${outcome.code})`)}, not "running"`,
+    outputTail: detail || outcome.outputTail,
+  };
 }
 
 async function runCheck(command: string, timeoutMs: number): Promise<Failure | null> {
   const outcome = await runCommand('/bin/sh', ['-c', command], { timeoutMs });
   if (outcome.code === 0) return null;
-  const how = outcome.timedOut ? `did not finish within ${Math.round(timeoutMs / 1000)} s` : outcome.signal ? `was killed by ${outcome.signal}` : `exited with ${outcome.code}`;
+  const how = outcome.timedOut
+    ? `did not finish within ${Math.round(timeoutMs / 1000)} s`
+    : outcome.signal
+      ? `was killed by ${outcome.signal}`
+      : `exited with ${outcome.code}`;
   return { what: `health check ${JSON.stringify(command)} ${how}`, outputTail: outcome.outputTail };
 }
 
@@ -81,16 +91,26 @@ export async function confirmHealth(config: HealthConfig): Promise<HealthOutcome
       if (failure) failures.push(failure);
     }
     if (failures.length === 0) {
-      const parts = ['a fresh sync with a sync peer', ...(requireRunning ? ['system running'] : []), ...(config.checks.length ? [`${config.checks.length} health check(s) passed`] : [])];
+      const parts = [
+        'a fresh sync with a sync peer',
+        ...(requireRunning ? ['system running'] : []),
+        ...(config.checks.length ? [`${config.checks.length} health check(s) passed`] : []),
+      ];
       return { ok: true, detail: `${parts.join(', ')}${rounds > 1 ? ` (after ${rounds} rounds)` : ''}` };
     }
     if (config.stopping()) return { ok: null };
     if (config.now() >= config.deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(config.retryDelayMs ?? 2000, Math.max(0, config.deadline - config.now()))));
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.min(config.retryDelayMs ?? 2000, Math.max(0, config.deadline - config.now()))),
+    );
   }
   return {
     ok: false,
     reason: `not confirmed within the confirm timeout: ${failures.map((f) => f.what).join('; ')}`,
-    outputTail: failures.map((f) => f.outputTail).filter(Boolean).join('\n').slice(-8192),
+    outputTail: failures
+      .map((f) => f.outputTail)
+      .filter(Boolean)
+      .join('\n')
+      .slice(-8192),
   };
 }

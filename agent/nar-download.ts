@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import { encodeNixBase32 } from '../shared/nix/base32.js';
 import { narHashToNix32 } from '../shared/nix/narinfo.js';
-import { createThroughputGuard, type ThroughputRule } from './throughput.js';
 import { syncDirectory } from '../shared/storage/durable-file.js';
+import { createThroughputGuard, type ThroughputRule } from './throughput.js';
 
 // One NAR file from the cache into the staging directory: resumed from the bytes already on disk
 // with an HTTP Range request, cut at the declared size, aborted when the transfer is slower than
@@ -98,7 +98,10 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
             await handle.close().catch(() => undefined);
             options.onBytes(-(offset + received));
             await fs.rm(job.part, { force: true });
-            return fail(`${job.url} sent more than the ${job.cap} bytes its narinfo declares: the cache is broken or hostile`, false);
+            return fail(
+              `${job.url} sent more than the ${job.cap} bytes its narinfo declares: the cache is broken or hostile`,
+              false,
+            );
           }
           await handle.write(value);
           received += value.byteLength;

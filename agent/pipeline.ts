@@ -1,22 +1,28 @@
 import { join } from 'node:path';
-import type { Logger } from '../shared/log.js';
 import { desiredDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
+import { describeRules, nextAllowedStart, rulesAllow } from '../shared/schedule/window-rules.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ActivationAction } from '../shared/schemas/primitives.js';
 import type { AgentPhase, DownloadProgress, ResultOutcome } from '../shared/schemas/report.js';
 import { activationCommand, currentProfileTarget, setSystemProfile, setsProfile } from './activate.js';
-import { ensureLaunched, planActivation, readBootId, waitForActivation, type ActivationExit } from './activation-runner.js';
+import {
+  type ActivationExit,
+  ensureLaunched,
+  planActivation,
+  readBootId,
+  waitForActivation,
+} from './activation-runner.js';
 import { bootedClosure, rebootNeeded } from './boot-change.js';
 import type { ResolvedAgentConfig } from './config.js';
 import { confirmProfile } from './confirm.js';
 import { downloadClosure, planDownload } from './download.js';
+import { kindOf, windowRules } from './effective-windows.js';
 import { gcRootPath } from './gc-roots.js';
 import { confirmHealth } from './health.js';
 import { runCommand } from './run-command.js';
 import type { AgentState, Work } from './state.js';
 import { verifyClosureSignatures } from './verify.js';
-import { describeRules, nextAllowedStart, rulesAllow } from '../shared/schedule/window-rules.js';
-import { kindOf, windowRules } from './effective-windows.js';
 
 // The per-intent state machine:
 //   waiting-for-window → downloading → (waiting-for-window) → activating → confirming → applied
@@ -35,7 +41,14 @@ export interface PipelineContext {
   state(): AgentState;
   persist(next: AgentState): Promise<void>;
   // Reports the signed result and leaves the pipeline in a final phase.
-  finish(target: Target, phase: AgentPhase, outcome: ResultOutcome, reason: string, outputTail: string, applied: boolean): Promise<void>;
+  finish(
+    target: Target,
+    phase: AgentPhase,
+    outcome: ResultOutcome,
+    reason: string,
+    outputTail: string,
+    applied: boolean,
+  ): Promise<void>;
   stopping(): boolean;
   // Aborted when the agent stops or a newer intent supersedes a download.
   downloadSignal: AbortSignal;
@@ -47,7 +60,11 @@ type StepResult = 'next' | 'wait';
 
 // Every log line about the target names the document the intent came from and its generation.
 function fields(target: Target): Record<string, unknown> {
-  return { document: desiredDocName(target.signed.intent.host), generation: target.signed.intent.generation, closure: target.signed.intent.closure };
+  return {
+    document: desiredDocName(target.signed.intent.host),
+    generation: target.signed.intent.generation,
+    closure: target.signed.intent.closure,
+  };
 }
 
 async function updateWork(ctx: PipelineContext, phase: AgentPhase, changes: Partial<Work>): Promise<void> {
@@ -55,17 +72,35 @@ async function updateWork(ctx: PipelineContext, phase: AgentPhase, changes: Part
   await ctx.persist({ ...state, phase, work: { ...state.work, ...changes } });
 }
 
-async function waitForWindow(ctx: PipelineContext, waitingFor: 'download' | 'activation' | 'reboot', changes: Partial<Work>): Promise<void> {
+async function waitForWindow(
+  ctx: PipelineContext,
+  waitingFor: 'download' | 'activation' | 'reboot',
+  changes: Partial<Work>,
+): Promise<void> {
   const { config } = ctx;
   const rules = windowRules(config, kindOf(waitingFor));
   const next = nextAllowedStart(rules, config.now());
   const target = ctx.state().target;
-  ctx.logger.info({ event: 'waiting-for-window', waitingFor, windows: describeRules(rules), policyVersion: config.trust.policyVersion(), nextStart: next === null ? null : new Date(next).toISOString(), ...(target ? fields(target) : {}) }, `waiting for a ${waitingFor === 'reboot' ? 'reboot' : 'maintenance'} window`);
+  ctx.logger.info(
+    {
+      event: 'waiting-for-window',
+      waitingFor,
+      windows: describeRules(rules),
+      policyVersion: config.trust.policyVersion(),
+      nextStart: next === null ? null : new Date(next).toISOString(),
+      ...(target ? fields(target) : {}),
+    },
+    `waiting for a ${waitingFor === 'reboot' ? 'reboot' : 'maintenance'} window`,
+  );
   await updateWork(ctx, 'waiting-for-window', { ...changes, waitingFor });
 }
 
 // Moves on to `phase` now, or waits for the next maintenance window first.
-export async function enterWindowedPhase(ctx: PipelineContext, phase: 'downloading' | 'activating', changes: Partial<Work> = {}): Promise<void> {
+export async function enterWindowedPhase(
+  ctx: PipelineContext,
+  phase: 'downloading' | 'activating',
+  changes: Partial<Work> = {},
+): Promise<void> {
   if (rulesAllow(windowRules(ctx.config, 'maintenance'), ctx.config.now())) {
     await updateWork(ctx, phase, { ...changes, waitingFor: null });
     return;
@@ -85,27 +120,48 @@ async function stepWindow(ctx: PipelineContext, target: Target): Promise<StepRes
 async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepResult> {
   const { config } = ctx;
   const { closure } = target.signed.intent;
-  ctx.logger.info({ event: 'phase', phase: 'downloading', ...fields(target) }, 'verifying narinfos and downloading the closure');
+  ctx.logger.info(
+    { event: 'phase', phase: 'downloading', ...fields(target) },
+    'verifying narinfos and downloading the closure',
+  );
   const verified = await verifyClosureSignatures(closure, config.substituters, config.trustedCacheKeys);
   if (!verified.ok) {
     await ctx.finish(target, 'failed', 'refused', `narinfo check: ${verified.reason}`, '', false);
     return 'wait';
   }
   const startedAt = ctx.state().work.downloadStartedAt ?? config.now();
-  if (ctx.state().work.downloadStartedAt === null) await updateWork(ctx, 'downloading', { downloadStartedAt: startedAt });
+  if (ctx.state().work.downloadStartedAt === null)
+    await updateWork(ctx, 'downloading', { downloadStartedAt: startedAt });
   const stagingDir = join(config.stateDir, 'downloads');
   let planned: Awaited<ReturnType<typeof planDownload>>;
   try {
-    planned = await planDownload(verified.infos, { store: config.store, stagingDir, maxClosureBytes: config.download.maxClosureBytes, minFreeBytes: config.download.minFreeBytes });
+    planned = await planDownload(verified.infos, {
+      store: config.store,
+      stagingDir,
+      maxClosureBytes: config.download.maxClosureBytes,
+      minFreeBytes: config.download.minFreeBytes,
+    });
   } catch (error) {
     // The store cannot even be asked what it has (a full disk refuses Nix's database).
-    planned = { ok: false, reason: `cannot check what the store ${config.store ?? '/nix/store'} already has: ${(error as Error).message}; nothing was downloaded` };
+    planned = {
+      ok: false,
+      reason: `cannot check what the store ${config.store ?? '/nix/store'} already has: ${(error as Error).message}; nothing was downloaded`,
+    };
   }
   if (!planned.ok) {
     await ctx.finish(target, 'failed', 'failed', planned.reason, '', false);
     return 'wait';
   }
-  ctx.logger.info({ event: 'download-plan', ...fields(target), closurePaths: verified.paths, closureNarBytes: verified.narBytes, missingPaths: planned.plan.missing.length }, `${planned.plan.missing.length} of ${verified.paths} paths to fetch`);
+  ctx.logger.info(
+    {
+      event: 'download-plan',
+      ...fields(target),
+      closurePaths: verified.paths,
+      closureNarBytes: verified.narBytes,
+      missingPaths: planned.plan.missing.length,
+    },
+    `${planned.plan.missing.length} of ${verified.paths} paths to fetch`,
+  );
   const outcome = await downloadClosure(closure, planned.plan, {
     store: config.store,
     stagingDir,
@@ -122,7 +178,11 @@ async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepR
     now: config.now,
     signal: ctx.downloadSignal,
     onProgress: (progress) => ctx.publishProgress(progress),
-    onRetry: (retry) => ctx.logger.warn({ event: 'download-retry', ...fields(target), ...retry }, `retrying ${retry.storePath} in ${retry.delayMs} ms: ${retry.reason}`),
+    onRetry: (retry) =>
+      ctx.logger.warn(
+        { event: 'download-retry', ...fields(target), ...retry },
+        `retrying ${retry.storePath} in ${retry.delayMs} ms: ${retry.reason}`,
+      ),
     gcRoot: gcRootPath(config.stateDir, 'target'),
   });
   if (!outcome.ok) {
@@ -130,23 +190,37 @@ async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepR
     await ctx.finish(target, 'failed', 'failed', outcome.reason, outcome.outputTail, false);
     return 'wait';
   }
-  ctx.logger.info({ event: 'downloaded', ...fields(target), paths: outcome.paths, bytes: outcome.bytes }, 'closure downloaded and registered by Nix');
+  ctx.logger.info(
+    { event: 'downloaded', ...fields(target), paths: outcome.paths, bytes: outcome.bytes },
+    'closure downloaded and registered by Nix',
+  );
   await enterWindowedPhase(ctx, 'activating', { downloaded: true });
   return 'next';
 }
 
 // `switch` that changes the kernel or initrd becomes `boot` plus a reboot in the reboot window.
-async function decideAction(ctx: PipelineContext, target: Target): Promise<{ action: ActivationAction; reboot: boolean }> {
+async function decideAction(
+  ctx: PipelineContext,
+  target: Target,
+): Promise<{ action: ActivationAction; reboot: boolean }> {
   const { action, closure } = target.signed.intent;
   if (action !== 'switch' || ctx.config.profileType !== 'nixos') return { action, reboot: false };
   const decision = await rebootNeeded(ctx.config.store, closure, ctx.config.bootedSystem);
-  ctx.logger.info({ event: 'boot-decision', ...fields(target), reboot: decision.reboot, why: decision.why }, decision.reboot ? 'switch becomes boot + reboot' : 'switching live');
+  ctx.logger.info(
+    { event: 'boot-decision', ...fields(target), reboot: decision.reboot, why: decision.why },
+    decision.reboot ? 'switch becomes boot + reboot' : 'switching live',
+  );
   return decision.reboot ? { action: 'boot', reboot: true } : { action, reboot: false };
 }
 
-function describeExit(what: string, exit: Exclude<ActivationExit, { kind: 'agent-stopping' }>, timeoutMs: number): string {
+function describeExit(
+  what: string,
+  exit: Exclude<ActivationExit, { kind: 'agent-stopping' }>,
+  timeoutMs: number,
+): string {
   if (exit.kind === 'exited') return `${what} exited with code ${exit.code}`;
-  if (exit.kind === 'timed-out') return `${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was killed`;
+  if (exit.kind === 'timed-out')
+    return `${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was killed`;
   return `${what} was interrupted (the machine or its process died) and left no exit status`;
 }
 
@@ -163,21 +237,42 @@ function activationEnv(ctx: PipelineContext, closure: string, action: Activation
 
 // Plans (and persists) the run before launching it, so an agent killed by the switch it just
 // started finds the running switch instead of starting a second one.
-async function launchAndWait(ctx: PipelineContext, id: string, closure: string, action: ActivationAction, command: { command: string; args: string[] }): Promise<ActivationExit> {
+async function launchAndWait(
+  ctx: PipelineContext,
+  id: string,
+  closure: string,
+  action: ActivationAction,
+  command: { command: string; args: string[] },
+): Promise<ActivationExit> {
   const { config } = ctx;
   const tools = { dir: join(config.stateDir, 'activations'), systemctl: config.health.systemctl };
   let run = ctx.state().work.activation;
   if (!run || run.id !== id) {
-    run = await planActivation(id, config.activationRunner, [command.command, ...command.args].join(' '), config.activationTimeoutMs, config.now);
+    run = await planActivation(
+      id,
+      config.activationRunner,
+      [command.command, ...command.args].join(' '),
+      config.activationTimeoutMs,
+      config.now,
+    );
     await updateWork(ctx, 'activating', { activation: run });
   }
   let resumed: boolean;
   try {
-    resumed = await ensureLaunched(run, { ...tools, command: command.command, args: command.args, env: activationEnv(ctx, closure, action) });
+    resumed = await ensureLaunched(run, {
+      ...tools,
+      command: command.command,
+      args: command.args,
+      env: activationEnv(ctx, closure, action),
+    });
   } catch (error) {
     return { kind: 'lost', outputTail: (error as Error).message };
   }
-  if (resumed) ctx.logger.info({ event: 'resume-activation', generation: ctx.state().target?.signed.intent.generation, run: run.id }, 'waiting for the activation started before the agent restarted');
+  if (resumed)
+    ctx.logger.info(
+      { event: 'resume-activation', generation: ctx.state().target?.signed.intent.generation, run: run.id },
+      'waiting for the activation started before the agent restarted',
+    );
   return waitForActivation(run, { ...tools, now: config.now, stopping: ctx.stopping });
 }
 
@@ -195,7 +290,10 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
       await ctx.finish(target, 'failed', 'failed', command.reason, '', false);
       return 'wait';
     }
-    ctx.logger.info({ event: 'phase', phase: 'activating', action, ...fields(target) }, `${command.command} ${command.args.join(' ')}`);
+    ctx.logger.info(
+      { event: 'phase', phase: 'activating', action, ...fields(target) },
+      `${command.command} ${command.args.join(' ')}`,
+    );
     if (setsProfile(action)) {
       const profile = await setSystemProfile(closure, profileConfig);
       if (!profile.ok) return startRollback(ctx, target, profile.reason, profile.outputTail);
@@ -208,7 +306,8 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
   if (exit.kind === 'agent-stopping') return 'wait';
   const work = ctx.state().work;
   const what = `${command.command.split('/').pop()} ${command.args.join(' ')}`.trim();
-  if (exit.kind !== 'exited' || exit.code !== 0) return startRollback(ctx, target, describeExit(what, exit, config.activationTimeoutMs), exit.outputTail);
+  if (exit.kind !== 'exited' || exit.code !== 0)
+    return startRollback(ctx, target, describeExit(what, exit, config.activationTimeoutMs), exit.outputTail);
   if (work.rebootNeeded) {
     await waitForWindow(ctx, 'reboot', { activation: null });
     return 'next';
@@ -216,21 +315,45 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
   if (action === 'boot') {
     const profile = await confirmProfile(closure, action, config.profile);
     if (!profile.ok) return startRollback(ctx, target, `not confirmed: ${profile.reason}`, exit.outputTail);
-    await ctx.finish(target, 'applied', 'applied', `installed as the default boot entry (${what}); it runs after the next reboot`, exit.outputTail, true);
+    await ctx.finish(
+      target,
+      'applied',
+      'applied',
+      `installed as the default boot entry (${what}); it runs after the next reboot`,
+      exit.outputTail,
+      true,
+    );
     return 'wait';
   }
-  await updateWork(ctx, 'confirming', { activation: null, confirmDeadline: config.now() + config.health.confirmTimeoutMs });
+  await updateWork(ctx, 'confirming', {
+    activation: null,
+    confirmDeadline: config.now() + config.health.confirmTimeoutMs,
+  });
   return 'next';
 }
 
 async function requestReboot(ctx: PipelineContext, target: Target): Promise<StepResult> {
   const { config } = ctx;
   const now = config.now();
-  await updateWork(ctx, 'confirming', { waitingFor: null, rebootRequestedAt: now, rebootBootId: await readBootId(), confirmDeadline: now + config.health.confirmTimeoutMs });
-  ctx.logger.warn({ event: 'reboot', ...fields(target), command: config.rebootCommand }, 'rebooting into the new generation');
+  await updateWork(ctx, 'confirming', {
+    waitingFor: null,
+    rebootRequestedAt: now,
+    rebootBootId: await readBootId(),
+    confirmDeadline: now + config.health.confirmTimeoutMs,
+  });
+  ctx.logger.warn(
+    { event: 'reboot', ...fields(target), command: config.rebootCommand },
+    'rebooting into the new generation',
+  );
   const env = { ...process.env, ...activationEnv(ctx, target.signed.intent.closure, 'boot') };
   const outcome = await runCommand('/bin/sh', ['-c', config.rebootCommand], { timeoutMs: 120_000, env });
-  if (outcome.code !== 0) return startRollback(ctx, target, `the reboot command (${config.rebootCommand}) exited with ${outcome.code ?? outcome.signal}`, outcome.outputTail);
+  if (outcome.code !== 0)
+    return startRollback(
+      ctx,
+      target,
+      `the reboot command (${config.rebootCommand}) exited with ${outcome.code ?? outcome.signal}`,
+      outcome.outputTail,
+    );
   return 'next';
 }
 
@@ -242,16 +365,29 @@ async function awaitReboot(ctx: PipelineContext, target: Target): Promise<StepRe
     const booted = await bootedClosure(config.bootedSystem);
     if (booted === closure) {
       ctx.logger.info({ event: 'rebooted', ...fields(target) }, 'running the new generation after the reboot');
-      await updateWork(ctx, 'confirming', { rebootNeeded: false, confirmDeadline: config.now() + config.health.confirmTimeoutMs });
+      await updateWork(ctx, 'confirming', {
+        rebootNeeded: false,
+        confirmDeadline: config.now() + config.health.confirmTimeoutMs,
+      });
       return 'rebooted';
     }
     const work = ctx.state().work;
     const bootId = await readBootId();
     if (work.rebootBootId && bootId && bootId !== work.rebootBootId) {
-      return startRollback(ctx, target, `the host rebooted into ${booted ?? 'an unknown system'}, not generation ${generation}: the boot loader fell back to another entry`, '');
+      return startRollback(
+        ctx,
+        target,
+        `the host rebooted into ${booted ?? 'an unknown system'}, not generation ${generation}: the boot loader fell back to another entry`,
+        '',
+      );
     }
     if (config.now() >= (work.rebootRequestedAt ?? 0) + config.health.confirmTimeoutMs) {
-      return startRollback(ctx, target, `the host did not reboot into generation ${generation} within ${Math.round(config.health.confirmTimeoutMs / 1000)} s of the reboot command`, '');
+      return startRollback(
+        ctx,
+        target,
+        `the host did not reboot into generation ${generation} within ${Math.round(config.health.confirmTimeoutMs / 1000)} s of the reboot command`,
+        '',
+      );
     }
     if (ctx.stopping()) return 'wait';
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -265,30 +401,55 @@ async function stepConfirm(ctx: PipelineContext, target: Target): Promise<StepRe
     if (rebooted !== 'rebooted') return rebooted;
   }
   const deadline = ctx.state().work.confirmDeadline ?? config.now() + config.health.confirmTimeoutMs;
-  ctx.logger.info({ event: 'phase', phase: 'confirming', ...fields(target), deadline: new Date(deadline).toISOString() }, 'confirming: fresh sync with a peer and health checks');
+  ctx.logger.info(
+    { event: 'phase', phase: 'confirming', ...fields(target), deadline: new Date(deadline).toISOString() },
+    'confirming: fresh sync with a peer and health checks',
+  );
   if (config.now() >= deadline) {
-    return startRollback(ctx, target, `not confirmed: the confirm timeout (${Math.round(config.health.confirmTimeoutMs / 1000)} s) passed before the checks could run (the agent was not running)`, '');
+    return startRollback(
+      ctx,
+      target,
+      `not confirmed: the confirm timeout (${Math.round(config.health.confirmTimeoutMs / 1000)} s) passed before the checks could run (the agent was not running)`,
+      '',
+    );
   }
-  const health = await confirmHealth({ ...config.health, probePeer: ctx.probePeer, deadline, now: config.now, stopping: ctx.stopping });
+  const health = await confirmHealth({
+    ...config.health,
+    probePeer: ctx.probePeer,
+    deadline,
+    now: config.now,
+    stopping: ctx.stopping,
+  });
   if (health.ok === null) return 'wait';
   if (!health.ok) return startRollback(ctx, target, health.reason, health.outputTail);
   const action = ctx.state().work.effectiveAction ?? target.signed.intent.action;
   const profile = await confirmProfile(target.signed.intent.closure, action, config.profile);
   if (!profile.ok) return startRollback(ctx, target, `not confirmed: ${profile.reason}`, '');
-  const how = ctx.state().work.rebootRequestedAt !== null ? 'the kernel or initrd changed: installed with boot and rebooted' : `${action} succeeded`;
+  const how =
+    ctx.state().work.rebootRequestedAt !== null
+      ? 'the kernel or initrd changed: installed with boot and rebooted'
+      : `${action} succeeded`;
   await ctx.finish(target, 'applied', 'applied', `${how}; confirmed: ${health.detail}`, '', true);
   return 'wait';
 }
 
 // Re-activates the previously *active* generation (state.applied), not `nix-env --rollback`,
 // which picks the next profile generation down, whatever that is.
-async function startRollback(ctx: PipelineContext, target: Target, reason: string, outputTail: string): Promise<StepResult> {
+async function startRollback(
+  ctx: PipelineContext,
+  target: Target,
+  reason: string,
+  outputTail: string,
+): Promise<StepResult> {
   const previous = ctx.state().applied;
   if (!previous) {
     await ctx.finish(target, 'failed', 'failed', `${reason}; no previous generation to return to`, outputTail, false);
     return 'wait';
   }
-  ctx.logger.warn({ event: 'rollback', ...fields(target), to: previous.generation, reason }, `returning to generation ${previous.generation}`);
+  ctx.logger.warn(
+    { event: 'rollback', ...fields(target), to: previous.generation, reason },
+    `returning to generation ${previous.generation}`,
+  );
   await updateWork(ctx, 'activating', { rollback: { reason, outputTail }, activation: null, waitingFor: null });
   return 'next';
 }
@@ -298,7 +459,14 @@ async function stepRollback(ctx: PipelineContext, target: Target): Promise<StepR
   const previous = ctx.state().applied!;
   const { reason, outputTail } = ctx.state().work.rollback!;
   const fail = async (why: string, tail: string): Promise<StepResult> => {
-    await ctx.finish(target, 'failed', 'failed', `${reason}; rollback to generation ${previous.generation} also failed: ${why}`, `${outputTail}\n--- rollback ---\n${tail}`, false);
+    await ctx.finish(
+      target,
+      'failed',
+      'failed',
+      `${reason}; rollback to generation ${previous.generation} also failed: ${why}`,
+      `${outputTail}\n--- rollback ---\n${tail}`,
+      false,
+    );
     return 'wait';
   };
   const profileConfig = { store: config.store, profile: config.profile, profileType: config.profileType };
@@ -308,10 +476,24 @@ async function stepRollback(ctx: PipelineContext, target: Target): Promise<StepR
     const profile = await setSystemProfile(previous.closure, profileConfig);
     if (!profile.ok) return fail(profile.reason, profile.outputTail);
   }
-  const exit = await launchAndWait(ctx, `generation-${target.signed.intent.generation}-rollback`, previous.closure, 'switch', command);
+  const exit = await launchAndWait(
+    ctx,
+    `generation-${target.signed.intent.generation}-rollback`,
+    previous.closure,
+    'switch',
+    command,
+  );
   if (exit.kind === 'agent-stopping') return 'wait';
-  if (exit.kind !== 'exited' || exit.code !== 0) return fail(describeExit('re-activation', exit, config.activationTimeoutMs), exit.outputTail);
-  await ctx.finish(target, 'rolled-back', 'rolled-back', `${reason}; returned to generation ${previous.generation}`, outputTail, false);
+  if (exit.kind !== 'exited' || exit.code !== 0)
+    return fail(describeExit('re-activation', exit, config.activationTimeoutMs), exit.outputTail);
+  await ctx.finish(
+    target,
+    'rolled-back',
+    'rolled-back',
+    `${reason}; returned to generation ${previous.generation}`,
+    outputTail,
+    false,
+  );
   return 'wait';
 }
 

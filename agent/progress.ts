@@ -12,7 +12,11 @@ export interface ProgressTracker {
   snapshot(): DownloadProgress;
 }
 
-export function createProgressTracker(totals: { paths: number; bytes: number }, now: () => number, startedAt: number): ProgressTracker {
+export function createProgressTracker(
+  totals: { paths: number; bytes: number },
+  now: () => number,
+  startedAt: number,
+): ProgressTracker {
   let pathsDone = 0;
   let bytesDone = 0;
   const samples: { at: number; bytes: number }[] = [{ at: now(), bytes: 0 }];
@@ -51,7 +55,9 @@ export function createProgressTracker(totals: { paths: number; bytes: number }, 
   };
 }
 
-export function percentDone(progress: Pick<DownloadProgress, 'bytesDone' | 'bytesTotal' | 'pathsDone' | 'pathsTotal'>): number {
+export function percentDone(
+  progress: Pick<DownloadProgress, 'bytesDone' | 'bytesTotal' | 'pathsDone' | 'pathsTotal'>,
+): number {
   if (progress.bytesTotal > 0) return Math.floor((progress.bytesDone / progress.bytesTotal) * 100);
   return progress.pathsTotal > 0 ? Math.floor((progress.pathsDone / progress.pathsTotal) * 100) : 100;
 }

@@ -1,26 +1,32 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
-import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
-import { compareRank, selectIntent, type IntentSelection } from '../shared/trust/verify-intent.js';
+import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readCurrentStatus, readResults } from '../shared/documents/status.js';
-import type { AgentPhase, DownloadProgress, ResultOutcome, StatusContent, TrustStatus } from '../shared/schemas/report.js';
-import { rebuildFloor } from './floor.js';
-import { requestEnrollment } from './enroll-request.js';
-import { currentProfileTarget } from './activate.js';
-import { freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState, type AgentState } from './state.js';
-import { loadStatusDocument, saveStatusDocument } from './status-store.js';
-import { checkNixSignatureConfig } from './nix-config.js';
-import { appendSignedResult, publishStatus } from './report.js';
-import { resolveAgentConfig, type AgentConfig } from './config.js';
-import { enterWindowedPhase, runPipeline, type PipelineContext, type Target } from './pipeline.js';
-import { createProgressPublisher } from './progress-publisher.js';
-import { syncGcRoots } from './gc-roots.js';
-import { probeSyncPeer } from './peer-probe.js';
-import { pruneActivationFiles } from './activation-runner.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
+import type {
+  AgentPhase,
+  DownloadProgress,
+  ResultOutcome,
+  StatusContent,
+  TrustStatus,
+} from '../shared/schemas/report.js';
+import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
+import { compareRank, type IntentSelection, selectIntent } from '../shared/trust/verify-intent.js';
+import { currentProfileTarget } from './activate.js';
+import { pruneActivationFiles } from './activation-runner.js';
+import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
+import { requestEnrollment } from './enroll-request.js';
+import { rebuildFloor } from './floor.js';
+import { syncGcRoots } from './gc-roots.js';
+import { checkNixSignatureConfig } from './nix-config.js';
+import { probeSyncPeer } from './peer-probe.js';
+import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline.js';
+import { createProgressPublisher } from './progress-publisher.js';
+import { appendSignedResult, publishStatus } from './report.js';
+import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './state.js';
+import { loadStatusDocument, saveStatusDocument } from './status-store.js';
 
 export type { AgentConfig } from './config.js';
 
@@ -47,8 +53,13 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   // Documents: the agent reads its desired document and writes its status document.
   const coordinator = config.coordinators[0]!;
-  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host), { ...config.reconnect });
-  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), { doc: statusDoc, ...config.reconnect });
+  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host), {
+    ...config.reconnect,
+  });
+  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), {
+    doc: statusDoc,
+    ...config.reconnect,
+  });
   const awareness = status.provider.awareness;
 
   let stopped = false;
@@ -66,18 +77,42 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   });
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(poke);
-  const enrollment = config.enrollment ? requestEnrollment({ endpoints: config.coordinators, host: config.host, key: config.key, token: config.enrollment.token, logger, backoff: config.reconnect ?? { baseBackoffMs: 1000, maxBackoffMs: 300_000 } }) : null;
+  const enrollment = config.enrollment
+    ? requestEnrollment({
+        endpoints: config.coordinators,
+        host: config.host,
+        key: config.key,
+        token: config.enrollment.token,
+        logger,
+        backoff: config.reconnect ?? { baseBackoffMs: 1000, maxBackoffMs: 300_000 },
+      })
+    : null;
   let savingStatusDoc = Promise.resolve();
   statusDoc.on('update', (_update: Uint8Array, origin: unknown) => {
     // Remote changes (our own results echoed back, or merged after an outage) are saved too.
-    if (origin !== 'local') savingStatusDoc = savingStatusDoc.then(() => saveStatusDocument(config.stateDir, statusDoc)).catch(() => undefined);
+    if (origin !== 'local')
+      savingStatusDoc = savingStatusDoc
+        .then(() => saveStatusDocument(config.stateDir, statusDoc))
+        .catch(() => undefined);
   });
 
   const progress = createProgressPublisher({
     now: config.now,
     awareness: (p) => setAwareness(p),
-    log: (p) => logger.info({ event: 'download-progress', document: statusDocName(config.host), generation: state.target?.signed.intent.generation, ...p }, `downloaded ${p.pathsDone}/${p.pathsTotal} paths, ${p.bytesDone}/${p.bytesTotal} bytes`),
-    milestone: () => void publishCurrentStatus().catch((error: unknown) => logger.warn({ event: 'status-write-failed', err: error }, 'cannot write the status document')),
+    log: (p) =>
+      logger.info(
+        {
+          event: 'download-progress',
+          document: statusDocName(config.host),
+          generation: state.target?.signed.intent.generation,
+          ...p,
+        },
+        `downloaded ${p.pathsDone}/${p.pathsTotal} paths, ${p.bytesDone}/${p.bytesTotal} bytes`,
+      ),
+    milestone: () =>
+      void publishCurrentStatus().catch((error: unknown) =>
+        logger.warn({ event: 'status-write-failed', err: error }, 'cannot write the status document'),
+      ),
   });
 
   function setAwareness(live: DownloadProgress | null): void {
@@ -96,10 +131,23 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     const freshness = config.trust.freshness();
     if (freshness.frozen !== wasFrozen) {
       wasFrozen = freshness.frozen;
-      if (freshness.frozen) logger.warn({ event: 'trust-frozen', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt }, freshness.reason);
-      else logger.info({ event: 'trust-fresh', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt }, 'fresh signed timestamps again');
+      if (freshness.frozen)
+        logger.warn(
+          { event: 'trust-frozen', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt },
+          freshness.reason,
+        );
+      else
+        logger.info(
+          { event: 'trust-fresh', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt },
+          'fresh signed timestamps again',
+        );
     }
-    return { mode: config.trust.mode, policyVersion: config.trust.policyVersion(), frozen: freshness.frozen, lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null };
+    return {
+      mode: config.trust.mode,
+      policyVersion: config.trust.policyVersion(),
+      frozen: freshness.frozen,
+      lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null,
+    };
   }
 
   function statusContent(): StatusContent {
@@ -113,12 +161,22 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       host: config.host,
       phase: state.phase,
       applied: state.applied ? { generation: state.applied.generation, closure: state.applied.closure } : null,
-      target: state.target ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure } : null,
+      target: state.target
+        ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure }
+        : null,
       lastResultSeq: state.lastResultSeq,
       agentVersion: AGENT_VERSION,
       trust: trustStatus(),
       ...(milestone ? { progress: milestone } : {}),
-      ...(waitingFor ? { window: { waitingFor, windows: describeRules(rules), nextStart: next === null ? null : new Date(next).toISOString() } } : {}),
+      ...(waitingFor
+        ? {
+            window: {
+              waitingFor,
+              windows: describeRules(rules),
+              nextStart: next === null ? null : new Date(next).toISOString(),
+            },
+          }
+        : {}),
     };
   }
 
@@ -164,7 +222,18 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     }, 'local');
     await saveStatusDocument(config.stateDir, statusDoc);
     const level = outcome === 'applied' ? 'info' : 'warn';
-    logger[level]({ event: 'result', document: statusDocName(config.host), generation: intent.generation, closure: intent.closure, outcome, reason, seq }, `generation ${intent.generation}: ${outcome}`);
+    logger[level](
+      {
+        event: 'result',
+        document: statusDocName(config.host),
+        generation: intent.generation,
+        closure: intent.closure,
+        outcome,
+        reason,
+        seq,
+      },
+      `generation ${intent.generation}: ${outcome}`,
+    );
     return seq;
   }
 
@@ -176,11 +245,21 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         target: state.target && state.work.downloaded ? state.target.signed.intent.closure : null,
       });
     } catch (error) {
-      logger.warn({ event: 'gc-roots-failed', err: error }, 'cannot update the GC roots of the current and previous generation');
+      logger.warn(
+        { event: 'gc-roots-failed', err: error },
+        'cannot update the GC roots of the current and previous generation',
+      );
     }
   }
 
-  async function finish(target: Target, phase: AgentPhase, outcome: ResultOutcome, reason: string, outputTail: string, applied: boolean): Promise<void> {
+  async function finish(
+    target: Target,
+    phase: AgentPhase,
+    outcome: ResultOutcome,
+    reason: string,
+    outputTail: string,
+    applied: boolean,
+  ): Promise<void> {
     const seq = await report(target, outcome, reason, outputTail);
     const { intent } = target.signed;
     const generation = { generation: intent.generation, closure: intent.closure, digest: target.digest };
@@ -196,15 +275,26 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       lastResultSeq: seq,
     });
     await pinGenerations();
-    await pruneActivationFiles(join(config.stateDir, 'activations'), (id) => id.startsWith(`generation-${intent.generation}-`));
+    await pruneActivationFiles(join(config.stateDir, 'activations'), (id) =>
+      id.startsWith(`generation-${intent.generation}-`),
+    );
   }
 
   function selectNow(): IntentSelection {
     const { entries, malformed } = readIntentEntries(desired.doc);
-    for (const entry of malformed) logger.warn({ event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error }, 'ignoring malformed entry');
+    for (const entry of malformed)
+      logger.warn(
+        { event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error },
+        'ignoring malformed entry',
+      );
     return selectIntent(
       entries.map((e) => e.signed),
-      { verify: config.trust.verify, floor: { epoch: state.floorEpoch, generation: state.floorGeneration }, appliedDigest: state.applied?.digest ?? null, epochOf: config.trust.epochOf },
+      {
+        verify: config.trust.verify,
+        floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
+        appliedDigest: state.applied?.digest ?? null,
+        epochOf: config.trust.epochOf,
+      },
     );
   }
 
@@ -225,7 +315,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     progress.reset();
     // The floor rises to the chosen intent's rank (epoch first) before anything is done for it.
     const rank = { epoch: config.trust.epochOf(chosen.signed), generation: chosen.signed.intent.generation };
-    const floor = compareRank(rank, { epoch: state.floorEpoch, generation: state.floorGeneration }) > 0 ? rank : { epoch: state.floorEpoch, generation: state.floorGeneration };
+    const floor =
+      compareRank(rank, { epoch: state.floorEpoch, generation: state.floorGeneration }) > 0
+        ? rank
+        : { epoch: state.floorEpoch, generation: state.floorGeneration };
     state = {
       ...state,
       phase: 'downloading',
@@ -246,10 +339,20 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       const preemptible = PREEMPTIBLE_PHASES.includes(state.phase) && state.work.waitingFor !== 'reboot';
       const newer = preemptible ? selection.chosen : null;
       if (newer && !state.handledDigests.includes(newer.digest)) {
-        logger.info({ event: 'superseded', generation: state.target.signed.intent.generation, by: newer.signed.intent.generation }, 'a newer intent replaces the one not yet activated');
+        logger.info(
+          {
+            event: 'superseded',
+            generation: state.target.signed.intent.generation,
+            by: newer.signed.intent.generation,
+          },
+          'a newer intent replaces the one not yet activated',
+        );
         await startTarget(newer);
       } else {
-        logger.info({ event: 'resume', phase: state.phase, generation: state.target.signed.intent.generation }, 'resuming work on the target');
+        logger.info(
+          { event: 'resume', phase: state.phase, generation: state.target.signed.intent.generation },
+          'resuming work on the target',
+        );
       }
       await runPipeline(context(), state.target!);
       return;
@@ -263,7 +366,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     }
     for (const skipped of selection.superseded) {
       if (handled.has(skipped.digest)) continue;
-      logger.info({ event: 'superseded', generation: skipped.signed.intent.generation }, 'a newer valid intent exists; skipping');
+      logger.info(
+        { event: 'superseded', generation: skipped.signed.intent.generation },
+        'a newer valid intent exists; skipping',
+      );
       handled.add(skipped.digest);
     }
     const chosen = selection.chosen;
@@ -280,7 +386,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   function sleepMs(): number {
     // Wake when a freeze would begin, so it shows in the status when it does.
     const { frozen, freezesAt } = config.trust.freshness();
-    const untilFreeze = !frozen && freezesAt !== null ? Math.max(100, freezesAt - config.trust.now() + 100) : Number.POSITIVE_INFINITY;
+    const untilFreeze =
+      !frozen && freezesAt !== null ? Math.max(100, freezesAt - config.trust.now() + 100) : Number.POSITIVE_INFINITY;
     const interval = Math.min(config.wakeIntervalMs ?? 60_000, untilFreeze);
     if (state.phase !== 'waiting-for-window') return interval;
     const next = nextAllowedStart(windowRules(config, kindOf(state.work.waitingFor)), config.now());
@@ -294,7 +401,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     const reboot = describeRules(windowRules(config, 'reboot'));
     if (`${maintenance}\n${reboot}` === loggedWindows) return;
     loggedWindows = `${maintenance}\n${reboot}`;
-    logger.info({ event: 'windows', document: statusDocName(config.host), policyVersion: config.trust.policyVersion(), maintenance, reboot }, `work starts in: ${maintenance}; reboots in: ${reboot}`);
+    logger.info(
+      {
+        event: 'windows',
+        document: statusDocName(config.host),
+        policyVersion: config.trust.policyVersion(),
+        maintenance,
+        reboot,
+      },
+      `work starts in: ${maintenance}; reboots in: ${reboot}`,
+    );
   }
 
   let errorsInARow = 0;
@@ -302,7 +418,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   // the host's own signed results and the running system before it looks at any intent.
   async function verifyFloor(): Promise<void> {
     if (!state.floorUnverified) return;
-    logger.info({ event: 'floor-rebuild-waiting', document: statusDocName(config.host) }, 'no agent state: waiting for a sync peer to rebuild the anti-rollback floor from this host\'s signed results');
+    logger.info(
+      { event: 'floor-rebuild-waiting', document: statusDocName(config.host) },
+      "no agent state: waiting for a sync peer to rebuild the anti-rollback floor from this host's signed results",
+    );
     await new Promise<void>((resolve) => {
       const check = (): void => {
         if (stopped || (desired.provider.synced && status.provider.synced)) {
@@ -323,8 +442,24 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       running: await currentProfileTarget({ profile: config.profile }),
     });
     const phase: AgentPhase = rebuilt.applied ? 'applied' : state.phase;
-    state = { ...state, ...rebuilt, phase, statusSeq: Math.max(state.statusSeq, readCurrentStatus(statusDoc)?.status.seq ?? 0), floorUnverified: false };
-    logger.info({ event: 'floor-rebuilt', document: statusDocName(config.host), floorEpoch: state.floorEpoch, floorGeneration: state.floorGeneration, applied: state.applied?.generation ?? null, results: rebuilt.lastResultSeq ?? 0 }, `anti-rollback floor rebuilt: generation ${state.floorGeneration}${state.floorEpoch ? ` (epoch ${state.floorEpoch})` : ''}`);
+    state = {
+      ...state,
+      ...rebuilt,
+      phase,
+      statusSeq: Math.max(state.statusSeq, readCurrentStatus(statusDoc)?.status.seq ?? 0),
+      floorUnverified: false,
+    };
+    logger.info(
+      {
+        event: 'floor-rebuilt',
+        document: statusDocName(config.host),
+        floorEpoch: state.floorEpoch,
+        floorGeneration: state.floorGeneration,
+        applied: state.applied?.generation ?? null,
+        results: rebuilt.lastResultSeq ?? 0,
+      },
+      `anti-rollback floor rebuilt: generation ${state.floorGeneration}${state.floorEpoch ? ` (epoch ${state.floorEpoch})` : ''}`,
+    );
   }
 
   const loop = (async () => {
@@ -346,7 +481,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
           // an error that persists is retried less and less often.
           errorsInARow += 1;
           const delayMs = Math.min(ERROR_RETRY_MAX_MS, ERROR_RETRY_MS * 2 ** (errorsInARow - 1));
-          logger.error({ event: 'agent-error', phase: state.phase, err: error }, `evaluation failed; retrying in ${delayMs / 1000} s`);
+          logger.error(
+            { event: 'agent-error', phase: state.phase, err: error },
+            `evaluation failed; retrying in ${delayMs / 1000} s`,
+          );
           await new Promise<void>((resolve) => {
             wake = resolve;
             setTimeout(resolve, delayMs).unref();
@@ -365,7 +503,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     }
   })();
 
-  logger.info({ event: 'agent-started', phase: state.phase, applied: state.applied?.generation ?? null, coordinator, version: AGENT_VERSION }, 'agent started');
+  logger.info(
+    {
+      event: 'agent-started',
+      phase: state.phase,
+      applied: state.applied?.generation ?? null,
+      coordinator,
+      version: AGENT_VERSION,
+    },
+    'agent started',
+  );
   return {
     state: () => state,
     async stop() {

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 
 export interface CommandOutcome {
   code: number | null;
@@ -11,7 +12,11 @@ const TAIL_BYTES = 4096;
 
 // Runs a command in its own process group so a timeout kills everything it started, and keeps
 // only the tail of its output: that is what goes into a signed result.
-export function runCommand(command: string, args: string[], options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number }): Promise<CommandOutcome> {
+export function runCommand(
+  command: string,
+  args: string[],
+  options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number },
+): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const keepBytes = options.keepBytes ?? TAIL_BYTES;
     let tail = Buffer.alloc(0);
@@ -19,11 +24,21 @@ export function runCommand(command: string, args: string[], options: { timeoutMs
       tail = Buffer.concat([tail, chunk]);
       if (tail.length > keepBytes) tail = tail.subarray(tail.length - keepBytes);
     };
-    let child;
+    let child: ChildProcessByStdio<null, Readable, Readable>;
     try {
-      child = spawn(command, args, { env: options.env ?? process.env, cwd: options.cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(command, args, {
+        env: options.env ?? process.env,
+        cwd: options.cwd,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
     } catch (error) {
-      resolve({ code: null, signal: null, timedOut: false, outputTail: `cannot start ${command}: ${(error as Error).message}` });
+      resolve({
+        code: null,
+        signal: null,
+        timedOut: false,
+        outputTail: `cannot start ${command}: ${(error as Error).message}`,
+      });
       return;
     }
     let timedOut = false;

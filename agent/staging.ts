@@ -77,7 +77,10 @@ async function fileSize(path: string): Promise<number | null> {
   }
 }
 
-export async function stagedState(dir: string, storePath: string): Promise<{ complete: boolean; partialBytes: number }> {
+export async function stagedState(
+  dir: string,
+  storePath: string,
+): Promise<{ complete: boolean; partialBytes: number }> {
   const files = stagedFiles(dir, storePath);
   if ((await fileSize(files.nar)) !== null) return { complete: true, partialBytes: 0 };
   return { complete: false, partialBytes: (await fileSize(files.part)) ?? 0 };

@@ -15,7 +15,9 @@ export async function loadStatusDocument(stateDir: string): Promise<Y.Doc> {
     Y.applyUpdate(doc, new Uint8Array(await fs.readFile(statusDocFile(stateDir))), 'disk');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new Error(`cannot read ${statusDocFile(stateDir)}: ${(error as Error).message}; move it aside and the agent refills it from the coordinator`);
+      throw new Error(
+        `cannot read ${statusDocFile(stateDir)}: ${(error as Error).message}; move it aside and the agent refills it from the coordinator`,
+      );
     }
   }
   return doc;

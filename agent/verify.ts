@@ -1,12 +1,19 @@
-import { closureNarinfos, closureNarSize, verifyNarinfo, type Narinfo } from '../shared/nix/narinfo.js';
+import { closureNarinfos, closureNarSize, type Narinfo, verifyNarinfo } from '../shared/nix/narinfo.js';
 
 // `infos` (every path with its declared sizes) feed the size cap, the disk-space check, the
 // progress totals and the per-file byte caps of the download.
-export type ClosureVerdict = { ok: true; paths: number; narBytes: number; substituter: string; infos: Narinfo[] } | { ok: false; reason: string };
+export type ClosureVerdict =
+  | { ok: true; paths: number; narBytes: number; substituter: string; infos: Narinfo[] }
+  | { ok: false; reason: string };
 
 // Our own check of every narinfo in the closure, before Nix downloads anything: the fingerprint
 // signed by a pinned cache key, in addition to Nix's own check. It also yields the closure's size.
-export async function verifyClosureSignatures(closure: string, substituters: string[], trustedCacheKeys: string[], timeoutMs = 60_000): Promise<ClosureVerdict> {
+export async function verifyClosureSignatures(
+  closure: string,
+  substituters: string[],
+  trustedCacheKeys: string[],
+  timeoutMs = 60_000,
+): Promise<ClosureVerdict> {
   const problems: string[] = [];
   for (const substituter of substituters) {
     let infos: Narinfo[];

@@ -100,7 +100,8 @@ export class AwarenessTable {
   expire(now: number): void {
     if (this.live === 0) return;
     const outdated: number[] = [];
-    for (const [id, entry] of this.clients) if (entry.state !== null && outdatedTimeout <= now - entry.lastUpdated) outdated.push(id);
+    for (const [id, entry] of this.clients)
+      if (entry.state !== null && outdatedTimeout <= now - entry.lastUpdated) outdated.push(id);
     if (outdated.length > 0) this.remove(outdated, 'timeout');
   }
 
@@ -118,7 +119,8 @@ export class AwarenessTable {
   }
 
   private emit(changes: AwarenessChanges, origin: unknown): void {
-    if (changes.added.length > 0 || changes.updated.length > 0 || changes.removed.length > 0) this.onChange(changes, origin);
+    if (changes.added.length > 0 || changes.updated.length > 0 || changes.removed.length > 0)
+      this.onChange(changes, origin);
   }
 }
 
@@ -129,10 +131,13 @@ let sweepTimer: NodeJS.Timeout | null = null;
 
 export function trackExpiry(table: AwarenessTable): void {
   tables.add(table);
-  sweepTimer ??= setInterval(() => {
-    const now = Date.now();
-    for (const each of tables) each.expire(now);
-  }, Math.floor(outdatedTimeout / 10));
+  sweepTimer ??= setInterval(
+    () => {
+      const now = Date.now();
+      for (const each of tables) each.expire(now);
+    },
+    Math.floor(outdatedTimeout / 10),
+  );
 }
 
 export function untrackExpiry(table: AwarenessTable): void {

@@ -1,6 +1,6 @@
 import { parseFlags, renderHelp } from '../shared/cli/flags.js';
-import { createLogger } from '../shared/log.js';
 import { readKeyFile } from '../shared/crypto/keys.js';
+import { createLogger } from '../shared/log.js';
 import { coordinatorCommand, coordinatorOptionsSchema } from './options.js';
 import { startCoordinator } from './server.js';
 

@@ -1,10 +1,18 @@
-import * as Y from 'yjs';
 import * as decoding from 'lib0/decoding';
-import * as syncProtocol from 'y-protocols/sync';
 import type { WebSocket } from 'ws';
-import { MESSAGE_AUTH, MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, awarenessMessage, send, syncMessage } from './wire.js';
+import * as syncProtocol from 'y-protocols/sync';
+import * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentHost, HostedDocument } from './hosted-documents.js';
+import {
+  awarenessMessage,
+  MESSAGE_AUTH,
+  MESSAGE_AWARENESS,
+  MESSAGE_QUERY_AWARENESS,
+  MESSAGE_SYNC,
+  send,
+  syncMessage,
+} from './wire.js';
 
 const PING_INTERVAL_MS = 30_000;
 
@@ -31,11 +39,19 @@ export interface ConnectionContext {
 
 // Handles one sync message in the document's queue. Step 1 is answered from memory; step 2 and
 // updates are applied, logged and broadcast by the document host.
-async function handleSync(ws: WebSocket, document: HostedDocument, decoder: decoding.Decoder, context: ConnectionContext): Promise<void> {
+async function handleSync(
+  ws: WebSocket,
+  document: HostedDocument,
+  decoder: decoding.Decoder,
+  context: ConnectionContext,
+): Promise<void> {
   const subtype = decoding.readVarUint(decoder);
   if (subtype === syncProtocol.messageYjsSyncStep1) {
     const stateVector = decoding.readVarUint8Array(decoder);
-    send(ws, syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, document.doc, stateVector)));
+    send(
+      ws,
+      syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, document.doc, stateVector)),
+    );
     return;
   }
   if (subtype !== syncProtocol.messageYjsSyncStep2 && subtype !== syncProtocol.messageYjsUpdate) {
@@ -45,7 +61,10 @@ async function handleSync(ws: WebSocket, document: HostedDocument, decoder: deco
   if (!context.mayWrite()) {
     // A reader's step 2 carries what it holds; when that adds nothing it is not a write.
     if (updateAddsNothing(document, update)) return;
-    context.logger.warn({ event: 'write-refused', document: document.name, principal: context.principal, bytes: update.length }, 'refusing a write to a document this connection may only read');
+    context.logger.warn(
+      { event: 'write-refused', document: document.name, principal: context.principal, bytes: update.length },
+      'refusing a write to a document this connection may only read',
+    );
     throw new WriteRefused(`${context.principal} may not write ${document.name}`);
   }
   let delta: Uint8Array | null;
@@ -59,7 +78,10 @@ async function handleSync(ws: WebSocket, document: HostedDocument, decoder: deco
 }
 
 function closeForProtocolError(ws: WebSocket, context: ConnectionContext, reason: string): void {
-  context.logger.warn({ event: 'connection-refused-message', document: context.documentName, principal: context.principal, reason }, 'closing connection: bad message');
+  context.logger.warn(
+    { event: 'connection-refused-message', document: context.documentName, principal: context.principal, reason },
+    'closing connection: bad message',
+  );
   // Close reasons are limited to 123 bytes.
   ws.close(1007, reason.slice(0, 120));
 }
@@ -87,7 +109,10 @@ function pingAll(): void {
   for (const connection of live) {
     const { ws, context } = connection;
     if (!connection.alive) {
-      context.logger.info({ event: 'connection-timeout', document: context.documentName, principal: context.principal }, 'no pong: terminating');
+      context.logger.info(
+        { event: 'connection-timeout', document: context.documentName, principal: context.principal },
+        'no pong: terminating',
+      );
       ws.terminate();
       continue;
     }
@@ -114,7 +139,12 @@ function handle(connection: Connection, message: Uint8Array): void {
         .run(() => (connection.closed ? undefined : handleSync(ws, current, decoder, context)))
         .catch((error: Error) => {
           if (error instanceof WriteRefused) ws.close(1008, 'write not permitted on this document');
-          else closeForProtocolError(ws, context, error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`);
+          else
+            closeForProtocolError(
+              ws,
+              context,
+              error instanceof ProtocolError ? error.message : `bad sync message: ${error.message}`,
+            );
         });
       return;
     case MESSAGE_AWARENESS:
@@ -150,12 +180,18 @@ function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
   }
   const message = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (connection.document) handle(connection, message);
-  else (connection.backlog ??= []).push(message);
+  else {
+    connection.backlog ??= [];
+    connection.backlog.push(message);
+  }
 }
 
 function onError(this: WebSocket, error: Error): void {
   const context = connections.get(this)?.context;
-  context?.logger.warn({ event: 'connection-error', document: context.documentName, principal: context.principal, reason: error.message }, 'connection error');
+  context?.logger.warn(
+    { event: 'connection-error', document: context.documentName, principal: context.principal, reason: error.message },
+    'connection error',
+  );
 }
 
 function onClose(this: WebSocket, code: number, reason: Buffer): void {
@@ -170,7 +206,16 @@ function onClose(this: WebSocket, code: number, reason: Buffer): void {
     pingTimer = null;
   }
   if (connection.document) context.host.release(connection.document, this);
-  context.logger.debug({ event: 'connection-closed', document: context.documentName, principal: context.principal, code, reason: reason.toString() }, 'connection closed');
+  context.logger.debug(
+    {
+      event: 'connection-closed',
+      document: context.documentName,
+      principal: context.principal,
+      code,
+      reason: reason.toString(),
+    },
+    'connection closed',
+  );
 }
 
 function attach(connection: Connection, loaded: HostedDocument): void {
@@ -181,7 +226,12 @@ function attach(connection: Connection, loaded: HostedDocument): void {
   }
   connection.document = loaded;
   // Our state vector first, so the client sends what we lack; then everyone's presence.
-  void loaded.run(() => send(ws, syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, loaded.doc))));
+  void loaded.run(() =>
+    send(
+      ws,
+      syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, loaded.doc)),
+    ),
+  );
   if (loaded.awareness.size > 0) send(ws, awarenessMessage(loaded.awareness.encode(loaded.awareness.ids())));
   const backlog = connection.backlog;
   connection.backlog = null;
@@ -201,7 +251,10 @@ export function serveConnection(ws: WebSocket, context: ConnectionContext): void
   context.host.acquire(context.documentName, ws).then(
     (loaded) => attach(connection, loaded),
     (error: Error) => {
-      context.logger.error({ event: 'document-load-failed', document: context.documentName, err: error }, 'cannot load document');
+      context.logger.error(
+        { event: 'document-load-failed', document: context.documentName, err: error },
+        'cannot load document',
+      );
       ws.close(1011, 'document could not be loaded');
     },
   );

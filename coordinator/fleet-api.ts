@@ -1,14 +1,23 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { z } from 'zod';
-import type { Logger } from '../shared/log.js';
-import { ENROLLMENT_DOC, POLICY_DOC, appendEnrollment, appendEnrollRequest, appendPolicy, readEnrollments, readEnrollRequests, readPolicies } from '../shared/documents/fleet.js';
-import { signedEnrollmentSchema, signedEnrollRequestSchema, signedPolicySchema } from '../shared/schemas/policy.js';
-import { walkPolicyChain } from '../shared/trust/policy-chain.js';
-import { verifyEnrollment, verifyEnrollRequest } from '../shared/trust/enrollment.js';
+import type { z } from 'zod';
 import { canonicalJson } from '../shared/crypto/canonical.js';
+import {
+  appendEnrollment,
+  appendEnrollRequest,
+  appendPolicy,
+  ENROLLMENT_DOC,
+  POLICY_DOC,
+  readEnrollments,
+  readEnrollRequests,
+  readPolicies,
+} from '../shared/documents/fleet.js';
+import type { Logger } from '../shared/log.js';
+import { signedEnrollmentSchema, signedEnrollRequestSchema, signedPolicySchema } from '../shared/schemas/policy.js';
+import { verifyEnrollment, verifyEnrollRequest } from '../shared/trust/enrollment.js';
+import { walkPolicyChain } from '../shared/trust/policy-chain.js';
+import { writeFleetDocument } from './fleet-writes.js';
 import type { DocumentHost } from './hosted-documents.js';
 import type { TrustState } from './trust-state.js';
-import { writeFleetDocument } from './fleet-writes.js';
 
 const MAX_BODY = 256 * 1024;
 const MAX_PENDING_REQUESTS = 10_000;
@@ -39,10 +48,20 @@ async function readBody<S extends z.ZodType>(req: IncomingMessage, schema: S): P
 
 // POST endpoints for self-authenticating fleet entries. The coordinator checks each entry the way
 // every reader will, and appends only what passes: it adds no trust of its own.
-export async function handleFleetPost(path: string, req: IncomingMessage, res: ServerResponse, host: DocumentHost, trust: TrustState, pinnedRoot: ReadonlySet<string>, logger: Logger): Promise<boolean> {
+export async function handleFleetPost(
+  path: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  host: DocumentHost,
+  trust: TrustState,
+  pinnedRoot: ReadonlySet<string>,
+  logger: Logger,
+): Promise<boolean> {
   if (!['/api/policy', '/api/enroll', '/api/enroll/approve'].includes(path)) return false;
   if (!trust.enforced) {
-    sendJson(res, 409, { error: 'this coordinator runs without --org-root: there is no policy to check fleet entries against' });
+    sendJson(res, 409, {
+      error: 'this coordinator runs without --org-root: there is no policy to check fleet entries against',
+    });
     return true;
   }
   try {
@@ -54,12 +73,19 @@ export async function handleFleetPost(path: string, req: IncomingMessage, res: S
       const accepted = walk.chain.some((p) => canonicalJson(p) === canonicalJson(signed.policy));
       if (!accepted) {
         const reasons = walk.refused.filter((r) => r.version === signed.policy.version).map((r) => r.reason);
-        logger.warn({ event: 'policy-refused', document: POLICY_DOC, version: signed.policy.version, reasons }, 'refusing policy');
-        sendJson(res, 400, { error: `policy version ${signed.policy.version} refused: ${reasons.join('; ') || `it does not follow version ${trust.policy()?.version ?? 'none'}`}` });
+        logger.warn(
+          { event: 'policy-refused', document: POLICY_DOC, version: signed.policy.version, reasons },
+          'refusing policy',
+        );
+        sendJson(res, 400, {
+          error: `policy version ${signed.policy.version} refused: ${reasons.join('; ') || `it does not follow version ${trust.policy()?.version ?? 'none'}`}`,
+        });
         return true;
       }
       if (!existing.some((p) => canonicalJson(p.policy) === canonicalJson(signed.policy))) {
-        await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (doc) => appendPolicy(doc, signed));
+        await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (doc) =>
+          appendPolicy(doc, signed),
+        );
       }
       sendJson(res, 200, { ok: true, version: signed.policy.version });
       return true;
@@ -69,22 +95,37 @@ export async function handleFleetPost(path: string, req: IncomingMessage, res: S
       const signed = await readBody(req, signedEnrollRequestSchema);
       const verdict = verifyEnrollRequest(signed, policy, Date.now());
       if (!verdict.ok) {
-        logger.warn({ event: 'enrollment-refused', host: signed.request.host, reason: verdict.reason }, 'refusing enrollment request');
+        logger.warn(
+          { event: 'enrollment-refused', host: signed.request.host, reason: verdict.reason },
+          'refusing enrollment request',
+        );
         sendJson(res, 400, { error: verdict.reason });
         return true;
       }
       const doc = (await host.pin(ENROLLMENT_DOC)).doc;
       const requests = readEnrollRequests(doc);
-      const duplicate = requests.some((r) => r.request.host === signed.request.host && r.request.hostKey === signed.request.hostKey && canonicalJson(r.request.token ?? null) === canonicalJson(signed.request.token ?? null));
+      const duplicate = requests.some(
+        (r) =>
+          r.request.host === signed.request.host &&
+          r.request.hostKey === signed.request.hostKey &&
+          canonicalJson(r.request.token ?? null) === canonicalJson(signed.request.token ?? null),
+      );
       if (!duplicate) {
         if (requests.length >= MAX_PENDING_REQUESTS) {
-          sendJson(res, 429, { error: 'too many enrollment requests recorded; approve or clean up pending ones first' });
+          sendJson(res, 429, {
+            error: 'too many enrollment requests recorded; approve or clean up pending ones first',
+          });
           return true;
         }
-        await writeFleetDocument(host, ENROLLMENT_DOC, `host-key:${signed.request.hostKey}`, (d) => appendEnrollRequest(d, signed));
+        await writeFleetDocument(host, ENROLLMENT_DOC, `host-key:${signed.request.hostKey}`, (d) =>
+          appendEnrollRequest(d, signed),
+        );
       }
       const bound = trust.bindings().get(signed.request.host)?.hostKey === signed.request.hostKey;
-      logger.info({ event: 'enrollment-requested', host: signed.request.host, viaToken: verdict.viaToken ?? false, bound }, 'enrollment request recorded');
+      logger.info(
+        { event: 'enrollment-requested', host: signed.request.host, viaToken: verdict.viaToken ?? false, bound },
+        'enrollment request recorded',
+      );
       sendJson(res, 200, { ok: true, enrolled: bound, pending: !bound });
       return true;
     }
@@ -95,13 +136,18 @@ export async function handleFleetPost(path: string, req: IncomingMessage, res: S
     }
     const verdict = verifyEnrollment(signed, policy);
     if (!verdict.ok) {
-      logger.warn({ event: 'enrollment-refused', host: signed.enrollment.host, reason: verdict.reason }, 'refusing enrollment approval');
+      logger.warn(
+        { event: 'enrollment-refused', host: signed.enrollment.host, reason: verdict.reason },
+        'refusing enrollment approval',
+      );
       sendJson(res, 400, { error: verdict.reason });
       return true;
     }
     const doc = (await host.pin(ENROLLMENT_DOC)).doc;
     if (!readEnrollments(doc).some((e) => canonicalJson(e) === canonicalJson(signed))) {
-      await writeFleetDocument(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (d) => appendEnrollment(d, signed));
+      await writeFleetDocument(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (d) =>
+        appendEnrollment(d, signed),
+      );
     }
     logger.info({ event: 'host-enrolled', host: signed.enrollment.host }, 'enrollment approved');
     sendJson(res, 200, { ok: true });

@@ -1,10 +1,10 @@
-import * as Y from 'yjs';
 import type { WebSocket } from 'ws';
-import type { Logger } from '../shared/log.js';
-import { documentGarbageCollects } from '../shared/documents/names.js';
-import type { LogEntry, UpdateLog } from './update-log.js';
-import { AwarenessTable, trackExpiry, untrackExpiry, type AwarenessChanges } from './awareness-table.js';
 import * as syncProtocol from 'y-protocols/sync';
+import * as Y from 'yjs';
+import { documentGarbageCollects } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
+import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
+import type { LogEntry, UpdateLog } from './update-log.js';
 import { awarenessMessage, send, syncMessage } from './wire.js';
 
 // One in-memory copy per open document. Every sync message of a document runs through its
@@ -24,7 +24,12 @@ export interface DocumentHost {
   acquire(name: string, ws: WebSocket): Promise<HostedDocument>;
   release(hosted: HostedDocument, ws: WebSocket): void;
   // Applies, logs (fsync) and broadcasts one update; call inside the document's queue.
-  acceptUpdate(hosted: HostedDocument, update: Uint8Array, principal: string, origin: WebSocket | null): Promise<Uint8Array | null>;
+  acceptUpdate(
+    hosted: HostedDocument,
+    update: Uint8Array,
+    principal: string,
+    origin: WebSocket | null,
+  ): Promise<Uint8Array | null>;
   // Keeps a document loaded for the coordinator's own use (fleet documents it reads or writes).
   pin(name: string): Promise<HostedDocument>;
   // Lets a pinned document unload again once nobody is connected (a relay pins documents only
@@ -35,7 +40,6 @@ export interface DocumentHost {
   openDocuments(): number;
   closeAll(): Promise<void>;
 }
-
 
 export interface HostObserver {
   loaded?(document: HostedDocument): void;
@@ -83,7 +87,12 @@ function replay(doc: Y.Doc, entries: LogEntry[]): number {
 
 // Awareness carries liveness: remember which client ids each connection announced, so they are
 // removed when it closes, and forward every change to all peers of the document.
-function relayAwareness(document: HostedDocument, { added, updated, removed }: AwarenessChanges, origin: unknown, onPresence: ((change: PresenceChange) => void) | undefined): void {
+function relayAwareness(
+  document: HostedDocument,
+  { added, updated, removed }: AwarenessChanges,
+  origin: unknown,
+  onPresence: ((change: PresenceChange) => void) | undefined,
+): void {
   const { awareness, connections } = document;
   const owned = connections.get(origin as WebSocket);
   if (owned) {
@@ -129,7 +138,12 @@ export function createDocumentHost(
   }
 
   function scheduleUnload(document: HostedDocument): void {
-    if (document.connections.size === 0 && !pinned.has(document.name) && !unloadTimers.has(document.name) && hosted.has(document.name)) {
+    if (
+      document.connections.size === 0 &&
+      !pinned.has(document.name) &&
+      !unloadTimers.has(document.name) &&
+      hosted.has(document.name)
+    ) {
       unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
     }
   }
@@ -179,7 +193,10 @@ export function createDocumentHost(
         // Memory now holds something the log does not: drop this copy so the next connection
         // reloads from the log, and close everyone so clients resend what they have.
         document.broken = true;
-        logger.error({ event: 'log-append-failed', document: document.name, err: error }, 'update log append failed; reloading document');
+        logger.error(
+          { event: 'log-append-failed', document: document.name, err: error },
+          'update log append failed; reloading document',
+        );
         hosted.delete(document.name);
         untrackExpiry(document.awareness);
         for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
@@ -210,9 +227,12 @@ export function createDocumentHost(
 
     unpin(name) {
       if (!pinned.delete(name)) return;
-      void hosted.get(name)?.then((document) => {
-        if (hosted.get(name) && !pinned.has(name)) scheduleUnload(document);
-      }, () => undefined);
+      void hosted.get(name)?.then(
+        (document) => {
+          if (hosted.get(name) && !pinned.has(name)) scheduleUnload(document);
+        },
+        () => undefined,
+      );
     },
 
     observe(observer) {

@@ -1,11 +1,11 @@
 import * as decoding from 'lib0/decoding';
 import * as syncProtocol from 'y-protocols/sync';
-import type { Logger } from '../shared/log.js';
 import { parseDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
 import type { DocumentHost, HostedDocument } from './hosted-documents.js';
+import type { PresenceEntry } from './relay-mux.js';
 import type { PresenceTable } from './relay-presence.js';
 import type { UpstreamHandlers, UpstreamLink } from './relay-upstream.js';
-import type { PresenceEntry } from './relay-mux.js';
 import { MESSAGE_SYNC, syncMessage } from './wire.js';
 
 // Keeps the relay's documents and the upstream's in step, both ways, over the upstream link.
@@ -66,7 +66,7 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
   const passing = new Set<string>();
   let epoch = '';
   let cursor = 0;
-  let presenceTimer: NodeJS.Timeout | null = null;
+  let _presenceTimer: NodeJS.Timeout | null = null;
   const presenceChanges = new Map<string, PresenceEntry>();
 
   const isUpstream = (principal: string): boolean => principal.startsWith('upstream:');
@@ -85,7 +85,10 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
   function probe(state: Bridged): void {
     if (state.channel === NO_CHANNEL || state.probes.length > 0) return;
     state.probes.push(state.localSeq);
-    link?.send(state.channel, syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, state.hosted.doc)));
+    link?.send(
+      state.channel,
+      syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, state.hosted.doc)),
+    );
   }
 
   function settle(state: Bridged): void {
@@ -133,7 +136,10 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
           settle(current);
         },
         (error: Error) => {
-          logger.error({ event: 'relay-pass-failed', document: name, err: error }, 'cannot load document for upstream sync');
+          logger.error(
+            { event: 'relay-pass-failed', document: name, err: error },
+            'cannot load document for upstream sync',
+          );
           passing.delete(name);
           pump();
         },
@@ -143,7 +149,18 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
 
   host.observe({
     loaded(hosted) {
-      const state: Bridged = { name: hosted.name, hosted, channel: NO_CHANNEL, localSeq: 0, ackedSeq: 0, probes: [], answered: false, synced: false, refused: false, pinned: false };
+      const state: Bridged = {
+        name: hosted.name,
+        hosted,
+        channel: NO_CHANNEL,
+        localSeq: 0,
+        ackedSeq: 0,
+        probes: [],
+        answered: false,
+        synced: false,
+        refused: false,
+        pinned: false,
+      };
       bridged.set(hosted.name, state);
       openChannel(state);
     },
@@ -153,7 +170,10 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
       state.localSeq += 1;
       setPinned(state, !state.refused);
       if (state.channel !== NO_CHANNEL && state.answered) {
-        link?.send(state.channel, syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta)));
+        link?.send(
+          state.channel,
+          syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta)),
+        );
         probe(state);
       }
     },
@@ -163,7 +183,11 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
       bridged.delete(name);
       if (state.channel !== NO_CHANNEL && link?.connectedUrl()) link.close(state.channel);
       dropChannel(state);
-      if (dirty(state)) logger.error({ event: 'relay-unconfirmed-unload', document: name }, 'document unloaded with writes the upstream has not confirmed');
+      if (dirty(state))
+        logger.error(
+          { event: 'relay-unconfirmed-unload', document: name },
+          'document unloaded with writes the upstream has not confirmed',
+        );
     },
   });
 
@@ -174,8 +198,8 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
   const pendingOffline = new Map<string, NodeJS.Timeout>();
   const report = (entry: PresenceEntry): void => {
     presenceChanges.set(entry.host, entry);
-    presenceTimer ??= setTimeout(() => {
-      presenceTimer = null;
+    _presenceTimer ??= setTimeout(() => {
+      _presenceTimer = null;
       if (!link?.connectedUrl()) return;
       const entries = [...presenceChanges.values()].filter((e) => reported.get(e.host) !== e.online);
       presenceChanges.clear();
@@ -188,10 +212,13 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
     if (pending) clearTimeout(pending);
     pendingOffline.delete(host);
     if (online || !local) return report({ host, online, lastSeen });
-    pendingOffline.set(host, setTimeout(() => {
-      pendingOffline.delete(host);
-      report({ host, online: false, lastSeen });
-    }, options.presenceGraceMs ?? 5000).unref());
+    pendingOffline.set(
+      host,
+      setTimeout(() => {
+        pendingOffline.delete(host);
+        report({ host, online: false, lastSeen });
+      }, options.presenceGraceMs ?? 5000).unref(),
+    );
   });
 
   async function onSync(state: Bridged, decoder: decoding.Decoder): Promise<void> {
@@ -200,13 +227,17 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
     if (subtype === syncProtocol.messageYjsSyncStep1) {
       await state.hosted.run(() => {
         if (state.channel === NO_CHANNEL || options.pullOnly(state.name)) return;
-        link?.send(state.channel, syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, state.hosted.doc, payload)));
+        link?.send(
+          state.channel,
+          syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, state.hosted.doc, payload)),
+        );
       });
       state.answered = true;
       probe(state);
       return;
     }
-    if (subtype !== syncProtocol.messageYjsSyncStep2 && subtype !== syncProtocol.messageYjsUpdate) throw new Error(`unknown sync message type ${subtype}`);
+    if (subtype !== syncProtocol.messageYjsSyncStep2 && subtype !== syncProtocol.messageYjsUpdate)
+      throw new Error(`unknown sync message type ${subtype}`);
     await state.hosted.run(() => host.acceptUpdate(state.hosted, payload, upstreamPrincipal, null));
     if (subtype === syncProtocol.messageYjsSyncStep2) {
       const confirmed = state.probes.shift();
@@ -258,7 +289,10 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
       // Awareness from above is not relayed down: the site's own peers see each other here.
       if (type !== MESSAGE_SYNC) return;
       onSync(state, decoder).catch((error: Error) => {
-        logger.warn({ event: 'relay-upstream-message-failed', document: state.name, reason: error.message }, 'could not apply a message from upstream');
+        logger.warn(
+          { event: 'relay-upstream-message-failed', document: state.name, reason: error.message },
+          'could not apply a message from upstream',
+        );
       });
     },
     closed(channel, code, reason) {
@@ -268,9 +302,15 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
       if (code === 4403 || code === 1008) {
         // Not ours to sync (the policy changed, or it never was): stop trying until the link is new.
         state.refused = true;
-        logger.warn({ event: 'relay-channel-refused', document: state.name, code, reason }, 'upstream refused this document');
+        logger.warn(
+          { event: 'relay-channel-refused', document: state.name, code, reason },
+          'upstream refused this document',
+        );
       } else {
-        logger.info({ event: 'relay-channel-closed', document: state.name, code, reason }, 'upstream closed the channel; reopening');
+        logger.info(
+          { event: 'relay-channel-closed', document: state.name, code, reason },
+          'upstream closed the channel; reopening',
+        );
         setTimeout(() => bridged.get(state.name) === state && openChannel(state), 1000).unref();
       }
       settle(state);
@@ -292,7 +332,12 @@ export function createBridge(host: DocumentHost, presence: PresenceTable, option
       for (const name of documents) if (options.inScope(name)) queue.add(name);
       pump();
     },
-    stats: () => ({ bridged: byChannel.size, dirty: [...bridged.values()].filter(dirty).length, queued: queue.size, passing: passing.size }),
+    stats: () => ({
+      bridged: byChannel.size,
+      dirty: [...bridged.values()].filter(dirty).length,
+      queued: queue.size,
+      passing: passing.size,
+    }),
   };
 }
 

@@ -1,7 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { Logger } from '../shared/log.js';
 import { NARINFO_MAX_BYTES } from '../shared/nix/narinfo.js';
 
@@ -15,7 +15,11 @@ export const CACHE_PREFIX = '/nix-cache';
 const FILES: readonly { pattern: RegExp; contentType: string; maxBytes: number | null }[] = [
   { pattern: /^\/nix-cache-info$/, contentType: 'text/x-nix-cache-info', maxBytes: 64 * 1024 },
   { pattern: /^\/[0-9a-df-np-sv-z]{32}\.narinfo$/, contentType: 'text/x-nix-narinfo', maxBytes: NARINFO_MAX_BYTES },
-  { pattern: /^\/nar\/[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]{1,8})?$/, contentType: 'application/x-nix-nar', maxBytes: null },
+  {
+    pattern: /^\/nar\/[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]{1,8})?$/,
+    contentType: 'application/x-nix-nar',
+    maxBytes: null,
+  },
 ];
 
 export interface CacheMirrorOptions {
@@ -68,7 +72,9 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
   async function fetchOnce(path: string, maxBytes: number | null): Promise<void> {
     const problems: string[] = [];
     for (const upstream of options.upstreams) {
-      const response = await fetch(`${upstream.replace(/\/+$/, '')}${path}`, { signal: AbortSignal.timeout(options.timeoutMs ?? 3_600_000) }).catch((error: Error) => error);
+      const response = await fetch(`${upstream.replace(/\/+$/, '')}${path}`, {
+        signal: AbortSignal.timeout(options.timeoutMs ?? 3_600_000),
+      }).catch((error: Error) => error);
       if (response instanceof Error) {
         problems.push(`${upstream}: ${response.message}`);
         continue;
@@ -99,7 +105,8 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
           if (size > limit) throw new Error(`${path} grew past the mirror's limit of ${limit} bytes`);
           await handle.write(chunk);
         }
-        if (Number.isFinite(declared) && declared !== size) throw new Error(`${path}: got ${size} of ${declared} bytes`);
+        if (Number.isFinite(declared) && declared !== size)
+          throw new Error(`${path}: got ${size} of ${declared} bytes`);
         await handle.sync();
       } catch (error) {
         await handle.close();
@@ -147,13 +154,24 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
           // Agents resume a NAR cut off mid-transfer with `Range: bytes=N-` (satellite links).
           const range = parseRange(req.headers.range, size);
           if (range === 'unsatisfiable') {
-            res.writeHead(416, { 'content-type': 'text/plain', 'content-range': `bytes */${size}` }).end('range not satisfiable\n');
+            res
+              .writeHead(416, { 'content-type': 'text/plain', 'content-range': `bytes */${size}` })
+              .end('range not satisfiable\n');
             return;
           }
           if (range) {
-            res.writeHead(206, { 'content-type': file.contentType, 'content-length': String(range.end - range.start + 1), 'content-range': `bytes ${range.start}-${range.end}/${size}`, 'accept-ranges': 'bytes' });
+            res.writeHead(206, {
+              'content-type': file.contentType,
+              'content-length': String(range.end - range.start + 1),
+              'content-range': `bytes ${range.start}-${range.end}/${size}`,
+              'accept-ranges': 'bytes',
+            });
           } else {
-            res.writeHead(200, { 'content-type': file.contentType, 'content-length': String(size), 'accept-ranges': 'bytes' });
+            res.writeHead(200, {
+              'content-type': file.contentType,
+              'content-length': String(size),
+              'accept-ranges': 'bytes',
+            });
           }
           if (req.method === 'HEAD') return void res.end();
           const stream = createReadStream(join(dir, path), range ? { start: range.start, end: range.end } : {});
@@ -161,8 +179,11 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
           stream.pipe(res);
         },
         (error: Error) => {
-          if (!(error instanceof NotFound)) logger.warn({ event: 'cache-mirror-failed', path, reason: error.message }, 'cache mirror fetch failed');
-          res.writeHead(error instanceof NotFound ? 404 : 502, { 'content-type': 'text/plain' }).end(`${error.message}\n`);
+          if (!(error instanceof NotFound))
+            logger.warn({ event: 'cache-mirror-failed', path, reason: error.message }, 'cache mirror fetch failed');
+          res
+            .writeHead(error instanceof NotFound ? 404 : 502, { 'content-type': 'text/plain' })
+            .end(`${error.message}\n`);
         },
       );
     },
@@ -171,7 +192,10 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
 
 // One `bytes=START-[END]` or `bytes=-SUFFIX` range (all an agent sends); anything else is served
 // whole, as RFC 9110 allows.
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | null {
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | 'unsatisfiable' | null {
   const match = header === undefined ? null : /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!match || (match[1] === '' && match[2] === '')) return null;
   if (match[1] === '') {

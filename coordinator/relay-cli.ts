@@ -1,8 +1,8 @@
 import { parseFlags, renderHelp } from '../shared/cli/flags.js';
-import { createLogger } from '../shared/log.js';
 import { readKeyFile } from '../shared/crypto/keys.js';
-import { relayCommand, relayOptionsSchema } from './relay-options.js';
+import { createLogger } from '../shared/log.js';
 import { startRelay } from './relay.js';
+import { relayCommand, relayOptionsSchema } from './relay-options.js';
 
 export async function runRelayCommand(argv: string[]): Promise<number> {
   const parsed = parseFlags(relayCommand, argv, relayOptionsSchema);

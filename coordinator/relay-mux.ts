@@ -1,15 +1,15 @@
-import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import * as encoding from 'lib0/encoding';
+import { EventEmitter } from 'node:events';
 import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
 import { WebSocket } from 'ws';
-import type { Logger } from '../shared/log.js';
-import type { DocumentHost } from './hosted-documents.js';
-import type { UpdateLog } from './update-log.js';
-import { serveConnection } from './connection.js';
 import { parseDocName, statusDocName } from '../shared/documents/names.js';
-import type { Principal, TrustState } from './trust-state.js';
+import type { Logger } from '../shared/log.js';
+import { serveConnection } from './connection.js';
+import type { DocumentHost } from './hosted-documents.js';
 import type { PresenceTable } from './relay-presence.js';
+import type { Principal, TrustState } from './trust-state.js';
+import type { UpdateLog } from './update-log.js';
 
 // One websocket between a relay and its upstream (the coordinator or another relay) carries all
 // documents: a relay with 10,000 hosts behind it would otherwise need 20,000 sockets upstream
@@ -103,7 +103,12 @@ export function decodeFrame(bytes: Uint8Array): MuxFrame {
       return { type, channel, message: bytes.subarray(decoder.pos) };
     }
     case FRAME_CLOSE:
-      return { type, channel: decoding.readVarUint(decoder), code: decoding.readVarUint(decoder), reason: decoding.readVarString(decoder) };
+      return {
+        type,
+        channel: decoding.readVarUint(decoder),
+        code: decoding.readVarUint(decoder),
+        reason: decoding.readVarString(decoder),
+      };
     case FRAME_SINCE:
       return { type, epoch: decoding.readVarString(decoder), cursor: decoding.readVarUint(decoder) };
     case FRAME_CHANGES: {
@@ -119,7 +124,12 @@ export function decodeFrame(bytes: Uint8Array): MuxFrame {
       const count = decoding.readVarUint(decoder);
       if (count > 10_000_000) throw new Error('implausible host count');
       const hosts: PresenceEntry[] = [];
-      for (let i = 0; i < count; i++) hosts.push({ host: decoding.readVarString(decoder), online: decoding.readVarUint(decoder) === 1, lastSeen: decoding.readFloat64(decoder) });
+      for (let i = 0; i < count; i++)
+        hosts.push({
+          host: decoding.readVarString(decoder),
+          online: decoding.readVarUint(decoder) === 1,
+          lastSeen: decoding.readFloat64(decoder),
+        });
       return { type, hosts };
     }
     default:
@@ -177,7 +187,14 @@ const MAX_CHANNELS_PER_SESSION = 100_000;
 const PING_INTERVAL_MS = 30_000;
 
 // The upstream side: serves relays' multiplexed connections with the same document host.
-export function createMuxServer(host: DocumentHost, log: UpdateLog, trust: TrustState, presence: PresenceTable, logger: Logger, access: (principal: Principal, document: string) => boolean): MuxServer {
+export function createMuxServer(
+  host: DocumentHost,
+  log: UpdateLog,
+  trust: TrustState,
+  presence: PresenceTable,
+  logger: Logger,
+  access: (principal: Principal, document: string) => boolean,
+): MuxServer {
   const epoch = randomBytes(8).toString('hex');
   let counter = 0;
   const changedAt = new Map<string, number>();
@@ -200,7 +217,10 @@ export function createMuxServer(host: DocumentHost, log: UpdateLog, trust: Trust
       let noteTimer: NodeJS.Timeout | null = null;
       let alive = true;
       // The principal is looked up again for each check, so a policy change applies at once.
-      const current = (): Principal => (principal.kind === 'anonymous' || principal.kind === 'unknown-key' ? principal : trust.principalForKey(principal.key));
+      const current = (): Principal =>
+        principal.kind === 'anonymous' || principal.kind === 'unknown-key'
+          ? principal
+          : trust.principalForKey(principal.key);
       const mayOpen = (document: string): boolean => access(current(), document);
 
       const flushNotes = (): void => {
@@ -236,10 +256,19 @@ export function createMuxServer(host: DocumentHost, log: UpdateLog, trust: Trust
       };
 
       const open = (channel: number, document: string): void => {
-        if (channels.has(channel) || channels.size >= MAX_CHANNELS_PER_SESSION) throw new Error(`channel ${channel} already open, or too many channels`);
+        if (channels.has(channel) || channels.size >= MAX_CHANNELS_PER_SESSION)
+          throw new Error(`channel ${channel} already open, or too many channels`);
         if (!mayOpen(document)) {
-          logger.warn({ event: 'connection-refused', document, principal: principal.label, reason: 'not in this relay\'s scope' }, 'refusing relay channel');
-          sendFrame(ws, { type: FRAME_CLOSE, channel, code: 4403, reason: `${principal.label} may not open ${document}` });
+          logger.warn(
+            { event: 'connection-refused', document, principal: principal.label, reason: "not in this relay's scope" },
+            'refusing relay channel',
+          );
+          sendFrame(ws, {
+            type: FRAME_CLOSE,
+            channel,
+            code: 4403,
+            reason: `${principal.label} may not open ${document}`,
+          });
           return;
         }
         const socket = new ChannelSocket(ws, channel, (closed) => {
@@ -274,20 +303,37 @@ export function createMuxServer(host: DocumentHost, log: UpdateLog, trust: Trust
               return;
             case FRAME_PRESENCE:
               // Hosts this relay may not sync are not its to report.
-              for (const entry of frame.hosts) if (parseDocName(statusDocName(entry.host)) && mayOpen(statusDocName(entry.host))) presence.setRemote(session, entry.host, entry.online, Math.min(entry.lastSeen, Date.now()));
+              for (const entry of frame.hosts)
+                if (parseDocName(statusDocName(entry.host)) && mayOpen(statusDocName(entry.host)))
+                  presence.setRemote(session, entry.host, entry.online, Math.min(entry.lastSeen, Date.now()));
               return;
             case FRAME_SINCE:
-              void answerSince(frame.epoch, frame.cursor).catch((error: Error) => logger.error({ event: 'relay-changes-failed', err: error }, 'cannot list changed documents'));
+              void answerSince(frame.epoch, frame.cursor).catch((error: Error) =>
+                logger.error({ event: 'relay-changes-failed', err: error }, 'cannot list changed documents'),
+              );
               return;
             default:
               throw new Error(`unexpected frame type ${frame.type} from a relay`);
           }
         } catch (error) {
-          logger.warn({ event: 'connection-refused-message', document: MUX_PATH, principal: principal.label, reason: (error as Error).message }, 'closing relay connection: bad frame');
+          logger.warn(
+            {
+              event: 'connection-refused-message',
+              document: MUX_PATH,
+              principal: principal.label,
+              reason: (error as Error).message,
+            },
+            'closing relay connection: bad frame',
+          );
           ws.close(1007, (error as Error).message.slice(0, 120));
         }
       });
-      ws.on('error', (error) => logger.warn({ event: 'connection-error', document: MUX_PATH, principal: principal.label, reason: error.message }, 'relay connection error'));
+      ws.on('error', (error) =>
+        logger.warn(
+          { event: 'connection-error', document: MUX_PATH, principal: principal.label, reason: error.message },
+          'relay connection error',
+        ),
+      );
       ws.on('close', () => {
         clearInterval(ping);
         if (noteTimer) clearTimeout(noteTimer);

@@ -30,7 +30,10 @@ export class PresenceTable {
 
   setRemote(source: object, host: string, online: boolean, lastSeen: number): void {
     let table = this.remote.get(source);
-    if (!table) this.remote.set(source, (table = new Map()));
+    if (!table) {
+      table = new Map();
+      this.remote.set(source, table);
+    }
     this.set(table, host, online, lastSeen);
   }
 
@@ -46,7 +49,9 @@ export class PresenceTable {
     for (const table of [this.local, ...this.remote.values()]) {
       const seen = table.get(host);
       if (!seen) continue;
-      best = best ? { online: best.online || seen.online, lastSeen: Math.max(best.lastSeen, seen.lastSeen) } : { ...seen };
+      best = best
+        ? { online: best.online || seen.online, lastSeen: Math.max(best.lastSeen, seen.lastSeen) }
+        : { ...seen };
     }
     return best;
   }
@@ -72,6 +77,7 @@ export class PresenceTable {
     const previous = table.get(host);
     table.set(host, { online, lastSeen: online || !previous ? at : Math.max(previous.lastSeen, at) });
     const after = this.get(host)!;
-    if (!before || before.online !== after.online) for (const listener of this.listeners) listener(host, after.online, after.lastSeen, table === this.local);
+    if (!before || before.online !== after.online)
+      for (const listener of this.listeners) listener(host, after.online, after.lastSeen, table === this.local);
   }
 }

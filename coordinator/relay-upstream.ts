@@ -1,9 +1,21 @@
 import WebSocket from 'ws';
-import type { Logger } from '../shared/log.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
+import type { Logger } from '../shared/log.js';
 import { challengeResponseSchema, signAuthProof } from '../shared/sync/auth-proof.js';
 import { backoffDelay, httpBaseFromWs } from '../shared/sync/connect.js';
-import { FRAME_CHANGES, FRAME_CLOSE, FRAME_DATA, FRAME_OPEN, FRAME_PRESENCE, FRAME_SINCE, MUX_PATH, decodeFrame, encodeFrame, type MuxFrame, type PresenceEntry } from './relay-mux.js';
+import {
+  decodeFrame,
+  encodeFrame,
+  FRAME_CHANGES,
+  FRAME_CLOSE,
+  FRAME_DATA,
+  FRAME_OPEN,
+  FRAME_PRESENCE,
+  FRAME_SINCE,
+  MUX_PATH,
+  type MuxFrame,
+  type PresenceEntry,
+} from './relay-mux.js';
 
 // The relay's one connection to its upstream (a coordinator, or a relay closer to it), carrying
 // every document as a channel (relay-mux.ts). Reconnects by itself with jittered exponential
@@ -69,7 +81,10 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
       failuresHere = 0;
     }
     const delay = backoffDelay(attempt, options.baseBackoffMs, options.maxBackoffMs);
-    logger.debug({ event: 'upstream-retry', url: urls[endpoint], delayMs: Math.round(delay) }, 'reconnecting to upstream');
+    logger.debug(
+      { event: 'upstream-retry', url: urls[endpoint], delayMs: Math.round(delay) },
+      'reconnecting to upstream',
+    );
     timer = setTimeout(() => {
       timer = null;
       void connect();
@@ -88,7 +103,10 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
       return;
     }
     if (stopped) return;
-    const socket = new WebSocket(`${url.replace(/\/+$/, '')}/${MUX_PATH}${query}`, { handshakeTimeout: options.timeoutMs, maxPayload: options.maxPayload + 1024 });
+    const socket = new WebSocket(`${url.replace(/\/+$/, '')}/${MUX_PATH}${query}`, {
+      handshakeTimeout: options.timeoutMs,
+      maxPayload: options.maxPayload + 1024,
+    });
     ws = socket;
     let lastHeard = Date.now();
     let watchdog: NodeJS.Timeout | null = null;
@@ -102,14 +120,20 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
       channels = 0;
       lastHeard = Date.now();
       // Ping at a third of the timeout; a link that stays silent past it is dropped.
-      watchdog = setInterval(() => {
-        if (Date.now() - lastHeard > options.timeoutMs) {
-          logger.warn({ event: 'upstream-timeout', url, timeoutMs: options.timeoutMs }, 'upstream silent: dropping the link');
-          socket.terminate();
-          return;
-        }
-        socket.ping();
-      }, Math.max(100, options.timeoutMs / 3));
+      watchdog = setInterval(
+        () => {
+          if (Date.now() - lastHeard > options.timeoutMs) {
+            logger.warn(
+              { event: 'upstream-timeout', url, timeoutMs: options.timeoutMs },
+              'upstream silent: dropping the link',
+            );
+            socket.terminate();
+            return;
+          }
+          socket.ping();
+        },
+        Math.max(100, options.timeoutMs / 3),
+      );
       logger.info({ event: 'upstream-connected', url }, 'connected to upstream');
       handlers.connected(url);
     });
@@ -121,7 +145,10 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
       try {
         frame = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       } catch (error) {
-        logger.warn({ event: 'upstream-bad-frame', url, reason: (error as Error).message }, 'bad frame from upstream: reconnecting');
+        logger.warn(
+          { event: 'upstream-bad-frame', url, reason: (error as Error).message },
+          'bad frame from upstream: reconnecting',
+        );
         socket.terminate();
         return;
       }
@@ -131,7 +158,9 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
         handlers.closed(frame.channel, frame.code, frame.reason);
       } else if (frame.type === FRAME_CHANGES) handlers.changes(frame.epoch, frame.cursor, frame.documents);
     });
-    socket.on('error', (error) => logger.debug({ event: 'upstream-error', url, reason: error.message }, 'upstream socket error'));
+    socket.on('error', (error) =>
+      logger.debug({ event: 'upstream-error', url, reason: error.message }, 'upstream socket error'),
+    );
     socket.on('close', (code, reason) => {
       if (watchdog) clearInterval(watchdog);
       const wasOpen = open;

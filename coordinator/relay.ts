@@ -1,16 +1,16 @@
+import { promises as fs } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { promises as fs } from 'node:fs';
-import type { Logger } from '../shared/log.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
 import { httpBaseFromWs } from '../shared/sync/connect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
-import { startCoordinator, type CoordinatorExtension, type RunningCoordinator } from './server.js';
 import { sendJson } from './fleet-api.js';
-import { createBridge, isRelayedDocument, type Bridge } from './relay-bridge.js';
+import { type Bridge, createBridge, isRelayedDocument } from './relay-bridge.js';
+import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './relay-cache.js';
 import { startUpstreamLink, type UpstreamLink } from './relay-upstream.js';
-import { CACHE_PREFIX, openCacheMirror, type CacheMirror } from './relay-cache.js';
+import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from './server.js';
 import type { TrustState } from './trust-state.js';
 
 // `outpost relay`: the coordinator's server (same websocket endpoint, same per-document queue and
@@ -60,13 +60,24 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
 // Policy pushes and enrollment go to the coordinator, which checks and writes them; the relay
 // passes them on because a site's hosts may reach nothing but their relay. The entries are signed,
 // so passing them on adds no trust; the answer comes back unchanged.
-async function forwardPost(path: string, req: IncomingMessage, res: ServerResponse, upstreams: string[], current: string | null): Promise<void> {
+async function forwardPost(
+  path: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  upstreams: string[],
+  current: string | null,
+): Promise<void> {
   const body = await readBody(req);
   const order = current ? [current, ...upstreams.filter((u) => u !== current)] : upstreams;
   const problems: string[] = [];
   for (const upstream of order) {
     try {
-      const response = await fetch(`${httpBaseFromWs(upstream)}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: new Uint8Array(body), signal: AbortSignal.timeout(30_000) });
+      const response = await fetch(`${httpBaseFromWs(upstream)}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: new Uint8Array(body),
+        signal: AbortSignal.timeout(30_000),
+      });
       res.writeHead(response.status, { 'content-type': response.headers.get('content-type') ?? 'application/json' });
       res.end(Buffer.from(await response.arrayBuffer()));
       return;
@@ -74,7 +85,9 @@ async function forwardPost(path: string, req: IncomingMessage, res: ServerRespon
       problems.push(`${upstream}: ${(error as Error).message}`);
     }
   }
-  sendJson(res, 503, { error: `this relay passes ${path} on to its upstream, and none is reachable now (${problems.join('; ')}); try again later or POST to the coordinator directly` });
+  sendJson(res, 503, {
+    error: `this relay passes ${path} on to its upstream, and none is reachable now (${problems.join('; ')}); try again later or POST to the coordinator directly`,
+  });
 }
 
 export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
@@ -84,7 +97,12 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   let bridge: Bridge | null = null;
   let upstream: UpstreamLink | null = null;
   const cache: CacheMirror | null = config.cacheUpstreams.length
-    ? await openCacheMirror({ dir: join(config.dataDir, 'nix-cache'), upstreams: config.cacheUpstreams, maxBytes: config.cacheMaxBytes, logger })
+    ? await openCacheMirror({
+        dir: join(config.dataDir, 'nix-cache'),
+        upstreams: config.cacheUpstreams,
+        maxBytes: config.cacheMaxBytes,
+        logger,
+      })
     : null;
 
   // With a policy, the relay offers only what its upstream lets it sync: the fleet documents and
@@ -116,7 +134,9 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
         return true;
       }
       if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {
-        forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) => sendJson(res, 400, { error: error.message }));
+        forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) =>
+          sendJson(res, 400, { error: error.message }),
+        );
         return true;
       }
       return false;
@@ -148,7 +168,15 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   const activeBridge = bridge as Bridge | null;
   if (!activeBridge) throw new Error('relay bridge was not attached');
   const link = startUpstreamLink(
-    { urls: config.upstreams, identity: config.key, logger, baseBackoffMs: config.baseBackoffMs, maxBackoffMs: config.maxBackoffMs, timeoutMs: config.upstreamTimeoutMs, maxPayload: config.maxPayload },
+    {
+      urls: config.upstreams,
+      identity: config.key,
+      logger,
+      baseBackoffMs: config.baseBackoffMs,
+      maxBackoffMs: config.maxBackoffMs,
+      timeoutMs: config.upstreamTimeoutMs,
+      maxPayload: config.maxPayload,
+    },
     activeBridge.handlers,
   );
   upstream = link;
@@ -156,6 +184,9 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   // After a restart nothing says which documents still hold writes the upstream has not
   // confirmed: sync every document once (a few at a time) when the link is up.
   activeBridge.enqueue(await server.log.documents());
-  logger.info({ event: 'relay-started', upstreams: config.upstreams, url: server.url, cacheMirror: config.cacheUpstreams }, 'relay started');
+  logger.info(
+    { event: 'relay-started', upstreams: config.upstreams, url: server.url, cacheMirror: config.cacheUpstreams },
+    'relay started',
+  );
   return Object.assign(server, { upstream: link, bridge: activeBridge });
 }

@@ -1,22 +1,22 @@
+import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
-import type { Logger } from '../shared/log.js';
+import { type WebSocket, WebSocketServer } from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
 import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
-import { openUpdateLog, type UpdateLog } from './update-log.js';
-import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
-import { serveConnection } from './connection.js';
-import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { createChallengeStore } from './challenges.js';
+import { serveConnection } from './connection.js';
 import { handleFleetPost, sendJson } from './fleet-api.js';
-import { startTimestamps } from './timestamps.js';
-import { MUX_PATH, createMuxServer } from './relay-mux.js';
+import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
+import { createMuxServer, MUX_PATH } from './relay-mux.js';
 import { PresenceTable } from './relay-presence.js';
+import { startTimestamps } from './timestamps.js';
+import { createTrustState, type Principal, type TrustState } from './trust-state.js';
+import { openUpdateLog, type UpdateLog } from './update-log.js';
 
 export interface CoordinatorConfig {
   dataDir: string;
@@ -65,7 +65,13 @@ export function isServedDocument(name: string): boolean {
 // Built here, not inside the upgrade handler: a closure there would keep the upgrade request (its
 // headers, strings and head buffer) alive for as long as the connection lives, ~2.5 KB a host.
 function writeCheck(trust: TrustState, principal: Principal, documentName: string): () => boolean {
-  return () => trust.access(principal.kind === 'unknown-key' || principal.kind === 'anonymous' ? principal : trust.principalForKey(principal.key), documentName) === 'write';
+  return () =>
+    trust.access(
+      principal.kind === 'unknown-key' || principal.kind === 'anonymous'
+        ? principal
+        : trust.principalForKey(principal.key),
+      documentName,
+    ) === 'write';
 }
 
 // Close codes 4400-4499 tell a stock y-websocket client not to retry on its own.
@@ -79,7 +85,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const presence = new PresenceTable();
   const onPresence = (change: PresenceChange): void => {
     const parsed = parseDocName(change.document);
-    if (!parsed || parsed.role !== 'status') return;
+    if (parsed?.role !== 'status') return;
     presence.setLocal(parsed.host, change.online);
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
@@ -90,9 +96,18 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
   // Relays downstream of this server sync all their documents over one socket each.
-  const mux = createMuxServer(host, log, trust, presence, logger, (principal, document) => trust.access(principal, document) !== 'none' && (extension?.serves(document) ?? true));
+  const mux = createMuxServer(
+    host,
+    log,
+    trust,
+    presence,
+    logger,
+    (principal, document) => trust.access(principal, document) !== 'none' && (extension?.serves(document) ?? true),
+  );
   const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
-  const stopTimestamps = config.timestampKey ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger) : () => undefined;
+  const stopTimestamps = config.timestampKey
+    ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
+    : () => undefined;
 
   const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
@@ -104,20 +119,43 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       );
       return;
     }
-    if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
-    if (path === '/healthz') return sendJson(res, 200, { ok: true, openDocuments: host.openDocuments(), policyVersion: trust.policy()?.version ?? null, authentication: trust.enforced, relaySessions: mux.sessions(), ...extension?.health() });
-    if (path === '/auth/challenge') return sendJson(res, 200, challenges.issue());
+    if (req.method !== 'GET') {
+      sendJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
+      return;
+    }
+    if (path === '/healthz') {
+      sendJson(res, 200, {
+        ok: true,
+        openDocuments: host.openDocuments(),
+        policyVersion: trust.policy()?.version ?? null,
+        authentication: trust.enforced,
+        relaySessions: mux.sessions(),
+        ...extension?.health(),
+      });
+      return;
+    }
+    if (path === '/auth/challenge') {
+      sendJson(res, 200, challenges.issue());
+      return;
+    }
     if (path === '/api/documents') {
-      log.documents().then((documents) => sendJson(res, 200, { documents }), (error: Error) => sendJson(res, 500, { error: error.message }));
+      log.documents().then(
+        (documents) => sendJson(res, 200, { documents }),
+        (error: Error) => sendJson(res, 500, { error: error.message }),
+      );
       return;
     }
     if (path === '/api/presence') {
-      return sendJson(res, 200, { hosts: presence.snapshot() });
+      sendJson(res, 200, { hosts: presence.snapshot() });
+      return;
     }
     sendJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
   };
   const server: Server = config.tls
-    ? createHttpsServer({ cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) }, handleRequest)
+    ? createHttpsServer(
+        { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) },
+        handleRequest,
+      )
     : createHttpServer(handleRequest);
 
   // Who is connecting: a key proven by a signed, single-use challenge, or (open mode) an address.
@@ -125,7 +163,9 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
     const address = req.socket.remoteAddress ?? 'unknown';
     if (!query.has('principal')) {
-      return trust.enforced ? { refused: 'no key proof (principal, challenge, signature parameters)' } : { principal: { kind: 'anonymous', label: `anonymous@${address}` } };
+      return trust.enforced
+        ? { refused: 'no key proof (principal, challenge, signature parameters)' }
+        : { principal: { kind: 'anonymous', label: `anonymous@${address}` } };
     }
     const parsed = authParamsSchema.safeParse(Object.fromEntries(query));
     if (!parsed.success) return { refused: `malformed key proof: ${parsed.error.issues[0]?.message}` };
@@ -151,7 +191,9 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     }
     if (!isServedDocument(path)) {
       logger.warn({ event: 'upgrade-refused', url: req.url, reason: 'unknown document' }, 'refusing websocket upgrade');
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nunknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>\n');
+      socket.end(
+        'HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nunknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>\n',
+      );
       return;
     }
     const documentName = path;
@@ -160,10 +202,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       if ('refused' in outcome) return refuse(ws, CLOSE_UNAUTHENTICATED, outcome.refused, { document: documentName });
       const { principal } = outcome;
       if (extension && !extension.serves(documentName)) {
-        return refuse(ws, CLOSE_FORBIDDEN, `this relay does not serve ${documentName}; use the coordinator`, { document: documentName, principal: principal.label });
+        return refuse(ws, CLOSE_FORBIDDEN, `this relay does not serve ${documentName}; use the coordinator`, {
+          document: documentName,
+          principal: principal.label,
+        });
       }
       if (trust.access(principal, documentName) === 'none') {
-        return refuse(ws, CLOSE_FORBIDDEN, `${principal.label} may not open ${documentName}`, { document: documentName, principal: principal.label });
+        return refuse(ws, CLOSE_FORBIDDEN, `${principal.label} may not open ${documentName}`, {
+          document: documentName,
+          principal: principal.label,
+        });
       }
       serveConnection(ws, {
         documentName,
@@ -181,7 +229,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   });
   const port = (server.address() as AddressInfo).port;
   const url = `${config.tls ? 'wss' : 'ws'}://${config.listen.includes(':') ? `[${config.listen}]` : config.listen}:${port}`;
-  logger.info({ event: 'coordinator-listening', url, dataDir: config.dataDir, authentication: trust.enforced, policyVersion: trust.policy()?.version ?? null }, 'coordinator listening');
+  logger.info(
+    {
+      event: 'coordinator-listening',
+      url,
+      dataDir: config.dataDir,
+      authentication: trust.enforced,
+      policyVersion: trust.policy()?.version ?? null,
+    },
+    'coordinator listening',
+  );
 
   return {
     url,

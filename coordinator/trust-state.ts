@@ -1,10 +1,17 @@
-import type { Logger } from '../shared/log.js';
+import {
+  ENROLLMENT_DOC,
+  POLICY_DOC,
+  readEnrollments,
+  readEnrollRequests,
+  readPolicies,
+  TIMESTAMP_DOC,
+} from '../shared/documents/fleet.js';
 import { parseDocName } from '../shared/documents/names.js';
-import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC, readEnrollments, readEnrollRequests, readPolicies } from '../shared/documents/fleet.js';
+import type { Logger } from '../shared/log.js';
 import type { Policy } from '../shared/schemas/policy.js';
-import { walkPolicyChain } from '../shared/trust/policy-chain.js';
 import { adminForKey, capabilitiesFor, hasCapabilityAnywhere, relayServesHost } from '../shared/trust/capabilities.js';
-import { hostBindings, type HostBinding } from '../shared/trust/enrollment.js';
+import { type HostBinding, hostBindings } from '../shared/trust/enrollment.js';
+import { walkPolicyChain } from '../shared/trust/policy-chain.js';
 import type { DocumentHost } from './hosted-documents.js';
 
 // Who a connection is, decided from the key it proved and the policy in force.
@@ -29,7 +36,11 @@ export interface TrustState {
 // Without --org-root the coordinator runs open (the spine's development mode): every connection
 // may read and write everything, and is recorded by address. With it, every connection must
 // prove a key, and the policy decides per document.
-export async function createTrustState(host: DocumentHost, pinnedRootKeys: string[], logger: Logger): Promise<TrustState> {
+export async function createTrustState(
+  host: DocumentHost,
+  pinnedRootKeys: string[],
+  logger: Logger,
+): Promise<TrustState> {
   const enforced = pinnedRootKeys.length > 0;
   const pinned = new Set(pinnedRootKeys);
   let chain: Policy[] = [];
@@ -40,9 +51,18 @@ export async function createTrustState(host: DocumentHost, pinnedRootKeys: strin
 
   const recompute = (): void => {
     const walk = walkPolicyChain(chain, pinned, readPolicies(policyDoc.doc));
-    if (walk.chain.length !== chain.length) logger.info({ event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)?.version }, 'policy in force');
+    if (walk.chain.length !== chain.length)
+      logger.info(
+        { event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)?.version },
+        'policy in force',
+      );
     chain = walk.chain;
-    bindings = hostBindings(chain.at(-1) ?? null, readEnrollments(enrollmentDoc.doc), readEnrollRequests(enrollmentDoc.doc), Date.now());
+    bindings = hostBindings(
+      chain.at(-1) ?? null,
+      readEnrollments(enrollmentDoc.doc),
+      readEnrollRequests(enrollmentDoc.doc),
+      Date.now(),
+    );
   };
   if (enforced) {
     recompute();
@@ -56,8 +76,10 @@ export async function createTrustState(host: DocumentHost, pinnedRootKeys: strin
     if (!policy) return { kind: 'unknown-key', label, key };
     const admin = adminForKey(policy, key);
     if (admin) return { kind: 'admin', label: `admin:${admin.name}`, key, name: admin.name };
-    for (const binding of bindings.values()) if (binding.hostKey === key) return { kind: 'agent', label: `host:${binding.host}`, key, host: binding.host };
-    if (policy.relays.some((r) => r.key === key)) return { kind: 'relay', label: `relay:${policy.relays.find((r) => r.key === key)!.name}`, key };
+    for (const binding of bindings.values())
+      if (binding.hostKey === key) return { kind: 'agent', label: `host:${binding.host}`, key, host: binding.host };
+    if (policy.relays.some((r) => r.key === key))
+      return { kind: 'relay', label: `relay:${policy.relays.find((r) => r.key === key)!.name}`, key };
     return { kind: 'unknown-key', label, key };
   }
 
@@ -88,11 +110,19 @@ export async function createTrustState(host: DocumentHost, pinnedRootKeys: strin
           const capabilities = capabilitiesFor(policy, admin, parsed.host);
           if (capabilities.has('deploy') || capabilities.has('rollback')) return 'write';
         }
-        return hasCapabilityAnywhere(policy, admin, 'read') || capabilitiesFor(policy, admin, parsed.host).size > 0 ? 'read' : 'none';
+        return hasCapabilityAnywhere(policy, admin, 'read') || capabilitiesFor(policy, admin, parsed.host).size > 0
+          ? 'read'
+          : 'none';
       }
     }
   }
 
-  return { enforced, policy: () => chain.at(-1) ?? null, chain: () => chain, bindings: () => bindings, principalForKey, access };
+  return {
+    enforced,
+    policy: () => chain.at(-1) ?? null,
+    chain: () => chain,
+    bindings: () => bindings,
+    principalForKey,
+    access,
+  };
 }
-

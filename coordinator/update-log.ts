@@ -1,6 +1,6 @@
 import { Level } from 'level';
-import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
 
 // Append-only log of every accepted Yjs update: document, sequence number, receive time,
 // authenticated principal and bytes. Nothing is ever compacted or rewritten, so an auditor can
@@ -74,7 +74,8 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
       let load = seqLoads.get(document);
       if (!load) {
         load = db.get(metaKey(document)).then((stored) => {
-          if (!lastSeq.has(document)) lastSeq.set(document, stored === undefined ? 0 : Number(new TextDecoder().decode(stored)));
+          if (!lastSeq.has(document))
+            lastSeq.set(document, stored === undefined ? 0 : Number(new TextDecoder().decode(stored)));
         });
         seqLoads.set(document, load);
       }

@@ -1,15 +1,23 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand } from './harness/nix-fixtures.js';
-import { buildSystemClosure, SWITCH_SCRIPTS } from './harness/system-closures.js';
-import { activations, profileTarget, type SimulatedHost } from './harness/fleet.js';
-import { removeDirectory, runCli, temporaryDirectory, waitFor, type DaemonProcess } from './harness/processes.js';
-import { startFaultProxy, type FaultProxy } from './harness/fault-proxy.js';
-import { logEvents, readAgentState, readLines, startLifecycleFleet, utcWindow, type HostResult, type LifecycleFleet } from './harness/lifecycle-fleet.js';
-import type { BinaryCacheServer } from './harness/cache-server.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import { runRollbackCommand } from '../shared/admin/rollback.js';
+import type { BinaryCacheServer } from './harness/cache-server.js';
+import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
+import { activations, profileTarget, type SimulatedHost } from './harness/fleet.js';
+import {
+  type HostResult,
+  type LifecycleFleet,
+  logEvents,
+  readAgentState,
+  readLines,
+  startLifecycleFleet,
+  utcWindow,
+} from './harness/lifecycle-fleet.js';
+import { runCommand } from './harness/nix-fixtures.js';
+import { type DaemonProcess, removeDirectory, runCli, temporaryDirectory, waitFor } from './harness/processes.js';
+import { buildSystemClosure, SWITCH_SCRIPTS } from './harness/system-closures.js';
 
 // Issue 4, activation side, with real Nix, real processes and real websockets: test closures
 // whose switch succeeds, fails, hangs, kills the agent or cuts the network each end in the
@@ -29,7 +37,14 @@ test.before(async () => {
     ['cutsTheNetwork', { name: 'nixos-system-cuts-network', switchScript: SWITCH_SCRIPTS.cutsTheNetwork }],
     ['kernel1', { name: 'nixos-system-kernel1', kernel: '6.1.1' }],
     ['kernel2', { name: 'nixos-system-kernel2', kernel: '6.6.6' }],
-    ['systemManager', { name: 'system-manager-1', activateScript: 'if [ -n "$OUTPOST_TEST_ACTIVATION_LOG" ]; then echo "activate $OUTPOST_SYSTEM" >> "$OUTPOST_TEST_ACTIVATION_LOG"; fi' }],
+    [
+      'systemManager',
+      {
+        name: 'system-manager-1',
+        activateScript:
+          'if [ -n "$OUTPOST_TEST_ACTIVATION_LOG" ]; then echo "activate $OUTPOST_SYSTEM" >> "$OUTPOST_TEST_ACTIVATION_LOG"; fi',
+      },
+    ],
   ];
   for (const [key, options] of builds) {
     closures[key] = await buildSystemClosure(options);
@@ -44,7 +59,11 @@ test.after(async () => {
 });
 
 // A host that already runs good1 as generation 1 (the rollback target of every failure case).
-async function hostOnGood1(id: string, extraArgs: string[] = [], options: { coordinators?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ host: SimulatedHost; agent: DaemonProcess }> {
+async function hostOnGood1(
+  id: string,
+  extraArgs: string[] = [],
+  options: { coordinators?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ host: SimulatedHost; agent: DaemonProcess }> {
   const host = await fleet.host(id);
   const agent = fleet.startAgent(host, cache.url, extraArgs, options);
   await fleet.deploy(id, closures.good1!);
@@ -66,7 +85,11 @@ async function assertBackOnGood1(host: SimulatedHost, result: HostResult, reason
   assert.ok(result.signatureValid, 'the result is signed by the host');
   assert.is((await fleet.view(host.host)).phase, 'rolled-back');
   assert.is(await profileTarget(host), closures.good1, 'the profile points at the previous generation again');
-  assert.is((await activations(host)).at(-1), `switch ${closures.good1}`, 'the previous generation was re-activated last');
+  assert.is(
+    (await activations(host)).at(-1),
+    `switch ${closures.good1}`,
+    'the previous generation was re-activated last',
+  );
 }
 
 async function storeHas(host: SimulatedHost, path: string): Promise<boolean> {
@@ -88,7 +111,14 @@ test('switch succeeds: applied only after a fresh sync with the coordinator; cur
   // own roots keep the rollback target (generation 1) alive.
   assert.is(await fs.readlink(join(host.stateDir, 'gcroots', 'previous')), closures.good1);
   assert.is(await fs.readlink(join(host.stateDir, 'gcroots', 'current')), closures.good2);
-  const deleted = await runCommand('nix-env', ['--store', host.storeRoot, '--profile', host.profile, '--delete-generations', 'old']);
+  const deleted = await runCommand('nix-env', [
+    '--store',
+    host.storeRoot,
+    '--profile',
+    host.profile,
+    '--delete-generations',
+    'old',
+  ]);
   assert.is(deleted.code, 0, deleted.stderr);
   const gc = await runCommand('nix-store', ['--store', host.storeRoot, '--gc']);
   assert.is(gc.code, 0, gc.stderr);
@@ -101,7 +131,11 @@ test('switch fails: the previously active generation is re-activated; rolled-bac
   const result = await deployAndWait(host, closures.fails!);
   await assertBackOnGood1(host, result, /^switch-to-configuration switch exited with code 3; /);
   assert.match(result.outputTail, /broken-db\.service/);
-  assert.equal(await activations(host), [`switch ${closures.good1}`, `switch ${closures.fails}`, `switch ${closures.good1}`]);
+  assert.equal(await activations(host), [
+    `switch ${closures.good1}`,
+    `switch ${closures.fails}`,
+    `switch ${closures.good1}`,
+  ]);
 });
 
 test('switch hangs: killed at the activation timeout, then rolled back; nothing of it keeps running', async () => {
@@ -123,9 +157,16 @@ test('switch kills the agent: the activation finishes on its own; the restarted 
   const restarted = fleet.startAgent(host, cache.url);
   const result = await fleet.nextResult('killer', before);
   assert.is(result.outcome, 'applied', result.reason);
-  assert.ok(logEvents(restarted, 'resume-activation').length === 1, 'the restarted agent picked up the running activation instead of starting it again');
+  assert.ok(
+    logEvents(restarted, 'resume-activation').length === 1,
+    'the restarted agent picked up the running activation instead of starting it again',
+  );
   assert.is(await profileTarget(host), closures.killsTheAgent);
-  assert.equal(await activations(host), [`switch ${closures.good1}`, `switch ${closures.killsTheAgent}`], 'the switch ran exactly once');
+  assert.equal(
+    await activations(host),
+    [`switch ${closures.good1}`, `switch ${closures.killsTheAgent}`],
+    'the switch ran exactly once',
+  );
   assert.is((await fleet.view('killer')).phase, 'applied');
 });
 
@@ -136,9 +177,16 @@ test('switch cuts the network: no fresh sync within the confirm timeout, rolled 
   // removes it again. The proxy between agent and coordinator follows the file.
   const watcher = setInterval(() => (existsSync(cutFile) ? proxy.cut() : proxy.restore()), 50);
   try {
-    const { host } = await hostOnGood1('netcut', ['--confirm-timeout', '4'], { coordinators: [proxy.url()], env: { OUTPOST_TEST_NETWORK_CUT: cutFile } });
+    const { host } = await hostOnGood1('netcut', ['--confirm-timeout', '4'], {
+      coordinators: [proxy.url()],
+      env: { OUTPOST_TEST_NETWORK_CUT: cutFile },
+    });
     const result = await deployAndWait(host, closures.cutsTheNetwork!);
-    await assertBackOnGood1(host, result, /^not confirmed within the confirm timeout: no fresh sync with a sync peer: /);
+    await assertBackOnGood1(
+      host,
+      result,
+      /^not confirmed within the confirm timeout: no fresh sync with a sync peer: /,
+    );
     assert.not.ok(existsSync(cutFile), 're-activating generation 1 restored the network');
   } finally {
     clearInterval(watcher);
@@ -156,7 +204,11 @@ test('agent restarted during confirming: it resumes confirming and reaches appli
   first.child.kill('SIGKILL');
   await first.exited;
   const second = fleet.startAgent(host, cache.url, [...check, '--confirm-timeout', '60']);
-  await waitFor('the restarted agent to resume confirming', () => logEvents(second, 'resume').some((e) => e.phase === 'confirming'), 20_000);
+  await waitFor(
+    'the restarted agent to resume confirming',
+    () => logEvents(second, 'resume').some((e) => e.phase === 'confirming'),
+    20_000,
+  );
   await fs.writeFile(healthy, '');
   const applied = await fleet.nextResult('confirm', 0);
   assert.is(applied.outcome, 'applied', applied.reason);
@@ -167,7 +219,11 @@ test('agent restarted during confirming: it resumes confirming and reaches appli
   await fs.rm(healthy);
   const third = fleet.startAgent(host, cache.url, [...check, '--confirm-timeout', '3']);
   const result = await deployAndWait(host, closures.good2!);
-  await assertBackOnGood1(host, result, /^not confirmed within the confirm timeout: health check "test -e .*confirm-healthy" exited with 1; /);
+  await assertBackOnGood1(
+    host,
+    result,
+    /^not confirmed within the confirm timeout: health check "test -e .*confirm-healthy" exited with 1; /,
+  );
   await third.stop();
 });
 
@@ -184,13 +240,25 @@ test('kernel change: switch becomes boot, the reboot waits for the reboot window
   await fs.symlink(join(host.storeRoot, closures.kernel1!), booted);
 
   await fleet.deploy('kernel', closures.kernel2!);
-  const waiting = await waitFor('the host to wait for its reboot window', async () => {
-    const view = await fleet.view('kernel');
-    return view.phase === 'waiting-for-window' ? view : null;
-  }, 30_000, 300);
+  const waiting = await waitFor(
+    'the host to wait for its reboot window',
+    async () => {
+      const view = await fleet.view('kernel');
+      return view.phase === 'waiting-for-window' ? view : null;
+    },
+    30_000,
+    300,
+  );
   assert.is(waiting.window?.waitingFor, 'reboot');
-  assert.ok(waiting.window?.nextStart && Date.parse(waiting.window.nextStart) > Date.now() + 60 * 60_000, 'the next reboot window starts in about two hours');
-  assert.equal(await activations(host), [`switch ${closures.kernel1}`, `boot ${closures.kernel2}`], 'switch became boot');
+  assert.ok(
+    waiting.window?.nextStart && Date.parse(waiting.window.nextStart) > Date.now() + 60 * 60_000,
+    'the next reboot window starts in about two hours',
+  );
+  assert.equal(
+    await activations(host),
+    [`switch ${closures.kernel1}`, `boot ${closures.kernel2}`],
+    'switch became boot',
+  );
   assert.equal(await readLines(rebootLog), [], 'no reboot outside the window');
   assert.is(await profileTarget(host), closures.kernel2, 'the new generation is the boot default');
 
@@ -204,19 +272,34 @@ test('kernel change: switch becomes boot, the reboot waits for the reboot window
 
 test('maintenance window: outside it the host waits (and says until when) without downloading; a newer intent replaces the waiting one; inside the window the work starts', async () => {
   const host = await fleet.host('window');
-  const waitingAgent = fleet.startAgent(host, cache.url, ['--maintenance-window', `Mon-Sun ${utcWindow(120, 150)}`, '--timezone', 'UTC']);
+  const waitingAgent = fleet.startAgent(host, cache.url, [
+    '--maintenance-window',
+    `Mon-Sun ${utcWindow(120, 150)}`,
+    '--timezone',
+    'UTC',
+  ]);
   await fleet.deploy('window', closures.good1!);
-  const waiting = await waitFor('the host to wait for its maintenance window', async () => {
-    const view = await fleet.view('window');
-    return view.phase === 'waiting-for-window' ? view : null;
-  }, 30_000, 300);
+  const waiting = await waitFor(
+    'the host to wait for its maintenance window',
+    async () => {
+      const view = await fleet.view('window');
+      return view.phase === 'waiting-for-window' ? view : null;
+    },
+    30_000,
+    300,
+  );
   assert.is(waiting.window?.waitingFor, 'download');
   assert.match(waiting.window?.windows ?? '', /UTC/);
   assert.is(waiting.target?.generation, 1);
   assert.not.ok(await storeHas(host, closures.good1!), 'nothing was downloaded outside the window');
   // A newer intent replaces the one still waiting: nothing on the host has changed yet.
   await fleet.deploy('window', closures.good2!);
-  await waitFor('the waiting target to become generation 2', async () => (await fleet.view('window')).target?.generation === 2, 30_000, 300);
+  await waitFor(
+    'the waiting target to become generation 2',
+    async () => (await fleet.view('window')).target?.generation === 2,
+    30_000,
+    300,
+  );
   await waitingAgent.stop();
   fleet.startAgent(host, cache.url, ['--maintenance-window', utcWindow(-5, 30), '--timezone', 'UTC']);
   const result = await fleet.nextResult('window', 0);
@@ -243,22 +326,55 @@ test('system-manager profile: bin/activate is run; boot is refused because such 
 
 test('manual rollback: a new signed generation pointing at the previous closure; the floor never goes down', async () => {
   // Host "ok" runs good2 as generation 2 after good1 as generation 1.
-  const host = (await fleet.view('ok'));
+  const host = await fleet.view('ok');
   assert.is(host.applied?.generation, 2);
   const before = host.lastResult?.seq ?? 0;
   // Through the real CLI once (`outpost rollback`), in process for the rest.
-  const cli = await runCli(['rollback', '--coordinator', fleet.coordinator.url, '--key', fleet.adminKeyFile, '--host', 'ok']);
+  const cli = await runCli([
+    'rollback',
+    '--coordinator',
+    fleet.coordinator.url,
+    '--key',
+    fleet.adminKeyFile,
+    '--host',
+    'ok',
+  ]);
   assert.is(cli.code, 0, cli.stderr);
   assert.match(cli.stdout, /generation 3/);
   const back = await fleet.nextResult('ok', before);
   assert.is(back.outcome, 'applied', back.reason);
   assert.is(back.generation, 3, 'a rollback is a new, higher generation');
   assert.is(back.closure, closures.good1);
-  assert.is(await runRollbackCommand(['--coordinator', fleet.coordinator.url, '--key', fleet.adminKeyFile, '--host', 'ok', '--to-generation', '2']), 0);
+  assert.is(
+    await runRollbackCommand([
+      '--coordinator',
+      fleet.coordinator.url,
+      '--key',
+      fleet.adminKeyFile,
+      '--host',
+      'ok',
+      '--to-generation',
+      '2',
+    ]),
+    0,
+  );
   const forward = await fleet.nextResult('ok', back.seq);
   assert.is(forward.generation, 4);
   assert.is(forward.closure, closures.good2);
-  assert.is(await runRollbackCommand(['--coordinator', fleet.coordinator.url, '--key', fleet.adminKeyFile, '--host', 'ok', '--to-generation', '9']), 1, 'an unknown generation is refused');
+  assert.is(
+    await runRollbackCommand([
+      '--coordinator',
+      fleet.coordinator.url,
+      '--key',
+      fleet.adminKeyFile,
+      '--host',
+      'ok',
+      '--to-generation',
+      '9',
+    ]),
+    1,
+    'an unknown generation is refused',
+  );
 });
 
 test.run();

@@ -1,14 +1,14 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { runCommand } from './harness/nix-fixtures.js';
-import { buildSystemClosure } from './harness/system-closures.js';
-import { profileTarget, type SimulatedHost } from './harness/fleet.js';
-import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
-import { logEvents, startLifecycleFleet, type LifecycleFleet } from './harness/lifecycle-fleet.js';
-import { mountTmpfs } from './harness/tmpfs.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import type { BinaryCacheServer } from './harness/cache-server.js';
+import { profileTarget, type SimulatedHost } from './harness/fleet.js';
+import { type LifecycleFleet, logEvents, startLifecycleFleet } from './harness/lifecycle-fleet.js';
+import { runCommand } from './harness/nix-fixtures.js';
+import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
+import { buildSystemClosure } from './harness/system-closures.js';
+import { mountTmpfs } from './harness/tmpfs.js';
 
 // Issue 4, download side, with real Nix and a real HTTP cache that can be slow on purpose: resume
 // after the agent is killed, bounded retries when the cache dies mid-NAR, disk space, size cap,
@@ -45,16 +45,22 @@ async function narFiles(): Promise<Map<string, { url: string; size: number }>> {
   for (const name of await fs.readdir(fleet.cacheDir)) {
     if (!name.endsWith('.narinfo')) continue;
     const text = await fs.readFile(join(fleet.cacheDir, name), 'utf8');
-    map.set(name.slice(0, 32), { url: `/${/^URL: (.*)$/m.exec(text)![1]}`, size: Number(/^FileSize: (\d+)$/m.exec(text)![1]) });
+    map.set(name.slice(0, 32), {
+      url: `/${/^URL: (.*)$/m.exec(text)![1]}`,
+      size: Number(/^FileSize: (\d+)$/m.exec(text)![1]),
+    });
   }
   return map;
 }
 
-async function staged(host: SimulatedHost): Promise<{ complete: string[]; partial: { hash: string; bytes: number }[] }> {
+async function staged(
+  host: SimulatedHost,
+): Promise<{ complete: string[]; partial: { hash: string; bytes: number }[] }> {
   const dir = join(host.stateDir, 'downloads', 'nar');
   const names = existsSync(dir) ? await fs.readdir(dir) : [];
   const partial: { hash: string; bytes: number }[] = [];
-  for (const name of names.filter((n) => n.endsWith('.nar.part'))) partial.push({ hash: name.slice(0, 32), bytes: (await fs.stat(join(dir, name))).size });
+  for (const name of names.filter((n) => n.endsWith('.nar.part')))
+    partial.push({ hash: name.slice(0, 32), bytes: (await fs.stat(join(dir, name))).size });
   return { complete: names.filter((n) => n.endsWith('.nar')).map((n) => n.slice(0, 32)), partial };
 }
 
@@ -68,21 +74,32 @@ test('agent killed halfway through a multi-path download: the restarted agent fe
   const first = fleet.startAgent(host, cache.url);
   await fleet.deploy('resume', closures.multi!);
   // Progress shows in outpost status while it downloads: live from awareness, with the totals.
-  const live = await waitFor('live download progress in outpost status', async () => {
-    const view = await fleet.view('resume');
-    return view.phase === 'downloading' && view.progress?.live && view.progress.bytesDone > 0 ? view.progress : null;
-  }, 30_000, 200);
+  const live = await waitFor(
+    'live download progress in outpost status',
+    async () => {
+      const view = await fleet.view('resume');
+      return view.phase === 'downloading' && view.progress?.live && view.progress.bytesDone > 0 ? view.progress : null;
+    },
+    30_000,
+    200,
+  );
   assert.is(live.pathsTotal, 7, 'six payloads and the system itself');
   assert.ok(live.bytesTotal > 6 * 256 * KiB && live.bytesDone < live.bytesTotal);
   assert.ok(logEvents(first, 'download-progress').length > 0, 'progress is logged');
   const files = await narFiles();
   // At 100 KiB/s a file 64 KiB short of its end is still partial when the SIGKILL lands moments
   // later; what counts is what is on disk once the agent is dead, read after the kill.
-  const midway = (p: { hash: string; bytes: number }): boolean => p.bytes > 0 && p.bytes < files.get(p.hash)!.size - 64 * KiB;
-  await waitFor('two complete files and one partial', async () => {
-    const now = await staged(host);
-    return now.complete.length >= 2 && now.partial.some(midway) ? now : null;
-  }, 30_000, 20);
+  const midway = (p: { hash: string; bytes: number }): boolean =>
+    p.bytes > 0 && p.bytes < files.get(p.hash)!.size - 64 * KiB;
+  await waitFor(
+    'two complete files and one partial',
+    async () => {
+      const now = await staged(host);
+      return now.complete.length >= 2 && now.partial.some(midway) ? now : null;
+    },
+    30_000,
+    20,
+  );
   first.child.kill('SIGKILL');
   await first.exited;
   const atKill = await staged(host);
@@ -103,7 +120,10 @@ test('agent killed halfway through a multi-path download: the restarted agent fe
     const resumed = transfersOf(hash).filter((t) => cache.narTransfers.indexOf(t) >= transfersBefore);
     assert.is(resumed.length, 1, `${hash}: fetched once more after the restart`);
     const from = Number(/^bytes=(\d+)-$/.exec(resumed[0]!.range ?? '')?.[1] ?? 0);
-    assert.ok(from > 0 && from <= bytes, `${hash}: resumed with a Range request from byte ${from} (had ${bytes} on disk)`);
+    assert.ok(
+      from > 0 && from <= bytes,
+      `${hash}: resumed with a Range request from byte ${from} (had ${bytes} on disk)`,
+    );
     assert.is(resumed[0]!.status, 206);
   }
   for (const [hash, file] of files) {
@@ -118,7 +138,12 @@ test('cache killed mid-NAR: bounded retries, then a signed failure; nothing half
   const host = await fleet.host('cachekill');
   const agent = fleet.startAgent(host, cache.url, ['--download-retries', '2']);
   await fleet.deploy('cachekill', closures.single!);
-  await waitFor('part of the NAR to arrive', async () => (await staged(host)).partial.some((p) => p.bytes > 0), 30_000, 20);
+  await waitFor(
+    'part of the NAR to arrive',
+    async () => (await staged(host)).partial.some((p) => p.bytes > 0),
+    30_000,
+    20,
+  );
   const killedAt = Date.now();
   await cache.close();
   const result = await fleet.nextResult('cachekill', 0);
@@ -132,7 +157,7 @@ test('cache killed mid-NAR: bounded retries, then a signed failure; nothing half
   assert.not.ok(await storeHas(host, closures.single!), 'nothing was registered');
 });
 
-test('a closure larger than the free space (16 MiB tmpfs store, 8 MiB of it Nix\'s GC reserve) is refused before anything is downloaded', async () => {
+test("a closure larger than the free space (16 MiB tmpfs store, 8 MiB of it Nix's GC reserve) is refused before anything is downloaded", async () => {
   const cache = await fleet.serveCache();
   const host = await fleet.host('tiny-disk');
   const unmount = await mountTmpfs(host.storeRoot, 16 * 1024 * KiB);
@@ -141,7 +166,10 @@ test('a closure larger than the free space (16 MiB tmpfs store, 8 MiB of it Nix\
     await fleet.deploy('tiny-disk', closures.huge!);
     const result = await fleet.nextResult('tiny-disk', 0);
     assert.is(result.outcome, 'failed');
-    assert.match(result.reason, /^not enough disk space on the filesystem of .*tiny-disk\/root.*: the closure needs 12\.\d MiB \(store paths 12\.\d MiB\), [0-8]\.\d MiB is free.*Nothing was downloaded$/);
+    assert.match(
+      result.reason,
+      /^not enough disk space on the filesystem of .*tiny-disk\/root.*: the closure needs 12\.\d MiB \(store paths 12\.\d MiB\), [0-8]\.\d MiB is free.*Nothing was downloaded$/,
+    );
     assert.equal(cache.narTransfers, [], 'no NAR was requested');
     assert.is((await staged(host)).complete.length + (await staged(host)).partial.length, 0);
     await agent.stop();
@@ -157,19 +185,34 @@ test('--max-closure-size: a closure declaring more is refused before the downloa
   await fleet.deploy('capped', closures.single!);
   const result = await fleet.nextResult('capped', 0);
   assert.is(result.outcome, 'failed');
-  assert.match(result.reason, /^the closure is 51\d\.\d KiB \(sum of NarSize over 2 paths\), above --max-closure-size 100\.0 KiB/);
+  assert.match(
+    result.reason,
+    /^the closure is 51\d\.\d KiB \(sum of NarSize over 2 paths\), above --max-closure-size 100\.0 KiB/,
+  );
   assert.equal(cache.narTransfers, []);
 });
 
 test('slow drip (64 bytes every 500 ms) is aborted by the throughput rule and reported', async () => {
   const cache = await fleet.serveCache({ drip: { bytes: 64, everyMs: 500 } });
   const host = await fleet.host('drip');
-  const agent = fleet.startAgent(host, cache.url, ['--min-throughput', '4096', '--throughput-window', '2', '--download-retries', '1', '--fetch-timeout', '3600']);
+  const agent = fleet.startAgent(host, cache.url, [
+    '--min-throughput',
+    '4096',
+    '--throughput-window',
+    '2',
+    '--download-retries',
+    '1',
+    '--fetch-timeout',
+    '3600',
+  ]);
   const started = Date.now();
   await fleet.deploy('drip', closures.drip!);
   const result = await fleet.nextResult('drip', 0);
   assert.is(result.outcome, 'failed');
-  assert.match(result.reason, /too slow: \d+ B\/s over the last \d+ s is below the minimum throughput of 4096 B\/s \(--min-throughput\)/);
+  assert.match(
+    result.reason,
+    /too slow: \d+ B\/s over the last \d+ s is below the minimum throughput of 4096 B\/s \(--min-throughput\)/,
+  );
   assert.ok(Date.now() - started < 30_000, 'aborted within seconds; the drip alone would take minutes');
   assert.ok(logEvents(agent, 'download-retry').length >= 1);
 });
@@ -202,7 +245,11 @@ test('an unchanged path is never downloaded again: a closure sharing paths with 
   const beforeSecond = fastCache.narTransfers.length;
   await fleet.deploy('shared', again);
   assert.is((await fleet.nextResult('shared', 2)).outcome, 'applied');
-  assert.is(fastCache.narTransfers.length - beforeSecond, 1, 'kernel and initrd were already in the store: only the new system path was fetched');
+  assert.is(
+    fastCache.narTransfers.length - beforeSecond,
+    1,
+    'kernel and initrd were already in the store: only the new system path was fetched',
+  );
 });
 
 test.run();

@@ -1,30 +1,35 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { inWindow, parseWindow } from '../shared/schedule/windows.js';
-import { nextAllowedStart } from '../shared/schedule/window-rules.js';
-import { createThroughputGuard } from '../agent/throughput.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  activationState,
+  ensureLaunched,
+  planActivation,
+  systemdRunArgs,
+  waitForActivation,
+} from '../agent/activation-runner.js';
+import { rebootNeeded } from '../agent/boot-change.js';
+import { rebuildFloor } from '../agent/floor.js';
+import { confirmHealth, systemRunningRequired } from '../agent/health.js';
+import { agentCommand, agentOptionsSchema } from '../agent/options.js';
 import { createProgressTracker, crossedMilestone } from '../agent/progress.js';
 import { createProgressPublisher } from '../agent/progress-publisher.js';
-import { confirmHealth, systemRunningRequired } from '../agent/health.js';
-import { rebootNeeded } from '../agent/boot-change.js';
-import { activationState, ensureLaunched, planActivation, systemdRunArgs, waitForActivation } from '../agent/activation-runner.js';
 import { renderNarinfo, transferCap } from '../agent/staging.js';
-import { agentCommand, agentOptionsSchema } from '../agent/options.js';
-import { parseFlags } from '../shared/cli/flags.js';
-import { parseNarinfo } from '../shared/nix/narinfo.js';
+import { createThroughputGuard } from '../agent/throughput.js';
+import type { HostView } from '../shared/admin/fleet-view.js';
 import { chooseRollbackTarget } from '../shared/admin/rollback.js';
 import { renderStatusTable } from '../shared/admin/status.js';
-import type { HostView } from '../shared/admin/fleet-view.js';
-import type { DownloadProgress } from '../shared/schemas/report.js';
-import { removeDirectory, temporaryDirectory } from './harness/processes.js';
-import { rebuildFloor } from '../agent/floor.js';
+import { signIntent } from '../shared/admin/submit-intent.js';
+import { parseFlags } from '../shared/cli/flags.js';
 import { generateSigningKey } from '../shared/crypto/keys.js';
 import { signPayload } from '../shared/crypto/signatures.js';
-import { signIntent } from '../shared/admin/submit-intent.js';
+import { parseNarinfo } from '../shared/nix/narinfo.js';
+import { nextAllowedStart } from '../shared/schedule/window-rules.js';
+import { inWindow, parseWindow } from '../shared/schedule/windows.js';
+import type { DownloadProgress, Result, SignedResult } from '../shared/schemas/report.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
-import type { Result, SignedResult } from '../shared/schemas/report.js';
+import { removeDirectory, temporaryDirectory } from './harness/processes.js';
 
 // Pure parts of the agent lifecycle with an injected clock, and the small process parts
 // (activation runner, health checks) against stub commands.
@@ -48,10 +53,23 @@ test('windows: days, ranges past midnight, time zones; bad windows are refused w
   assert.not.ok(inWindow(msf, utc('2026-11-24T00:30:00Z'), 'UTC'));
   assert.ok(inWindow([], utc('2026-11-24T12:00:00Z')), 'no window: any time');
   assert.is(nextAllowedStart([], 0), null);
-  assert.is(nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T05:30:00Z')), utc('2026-12-01T03:00:00Z'));
-  assert.is(nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T04:10:30Z')), utc('2026-11-24T04:10:30Z'), 'inside: now');
+  assert.is(
+    nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T05:30:00Z')),
+    utc('2026-12-01T03:00:00Z'),
+  );
+  assert.is(
+    nextAllowedStart([{ source: 'flags', windows: tuesday, timeZone: 'UTC' }], utc('2026-11-24T04:10:30Z')),
+    utc('2026-11-24T04:10:30Z'),
+    'inside: now',
+  );
   // Europe/Berlin skips 02:00-03:00 on 2026-03-29: the next 02:30 is the day after.
-  assert.is(nextAllowedStart([{ source: 'flags', windows: [parseWindow('02:30-02:45')], timeZone: 'Europe/Berlin' }], utc('2026-03-28T23:00:00Z')), utc('2026-03-30T00:30:00Z'));
+  assert.is(
+    nextAllowedStart(
+      [{ source: 'flags', windows: [parseWindow('02:30-02:45')], timeZone: 'Europe/Berlin' }],
+      utc('2026-03-28T23:00:00Z'),
+    ),
+    utc('2026-03-30T00:30:00Z'),
+  );
   assert.throws(() => parseWindow('Tue 3:00-5:00'), /expected \[DAYS \]HH:MM-HH:MM/);
   assert.throws(() => parseWindow('Tus 03:00-05:00'), /unknown day "Tus"; use Mon/);
   assert.throws(() => parseWindow('03:00-03:00'), /is empty; for a whole day write 00:00-24:00/);
@@ -59,8 +77,25 @@ test('windows: days, ranges past midnight, time zones; bad windows are refused w
 });
 
 test('agent flags: windows, sizes and time zones are validated at start with the flag named', () => {
-  const base = ['--host', 'h', '--key', 'k', '--coordinator', 'ws://x', '--admin-key', 'A'.repeat(43) + '=', '--substituter', 'http://c', '--trusted-cache-key', `c-1:${'B'.repeat(43)}=`];
-  const parsed = parseFlags(agentCommand, [...base, '--maintenance-window', 'Tue 03:00-05:00', '--max-closure-size', '64G', '--min-free-space', '512M'], agentOptionsSchema);
+  const base = [
+    '--host',
+    'h',
+    '--key',
+    'k',
+    '--coordinator',
+    'ws://x',
+    '--admin-key',
+    `${'A'.repeat(43)}=`,
+    '--substituter',
+    'http://c',
+    '--trusted-cache-key',
+    `c-1:${'B'.repeat(43)}=`,
+  ];
+  const parsed = parseFlags(
+    agentCommand,
+    [...base, '--maintenance-window', 'Tue 03:00-05:00', '--max-closure-size', '64G', '--min-free-space', '512M'],
+    agentOptionsSchema,
+  );
   assert.ok(!parsed.help);
   if (!parsed.help) {
     assert.is(parsed.value.maxClosureSize, 64 * 2 ** 30);
@@ -68,9 +103,18 @@ test('agent flags: windows, sizes and time zones are validated at start with the
     assert.is(parsed.value.maintenanceWindow[0]?.startMinute, 180);
     assert.is(parsed.value.requireSystemRunning, 'auto');
   }
-  assert.throws(() => parseFlags(agentCommand, [...base, '--maintenance-window', 'Tuesday 3-5'], agentOptionsSchema), /--maintenance-window: window "Tuesday 3-5"/);
-  assert.throws(() => parseFlags(agentCommand, [...base, '--timezone', 'Mars/Olympus'], agentOptionsSchema), /--timezone: expected an IANA time zone/);
-  assert.throws(() => parseFlags(agentCommand, [...base, '--max-closure-size', 'lots'], agentOptionsSchema), /--max-closure-size: expected a byte count/);
+  assert.throws(
+    () => parseFlags(agentCommand, [...base, '--maintenance-window', 'Tuesday 3-5'], agentOptionsSchema),
+    /--maintenance-window: window "Tuesday 3-5"/,
+  );
+  assert.throws(
+    () => parseFlags(agentCommand, [...base, '--timezone', 'Mars/Olympus'], agentOptionsSchema),
+    /--timezone: expected an IANA time zone/,
+  );
+  assert.throws(
+    () => parseFlags(agentCommand, [...base, '--max-closure-size', 'lots'], agentOptionsSchema),
+    /--max-closure-size: expected a byte count/,
+  );
 });
 
 test('throughput rule: a transfer below the minimum over a full window fails; one that keeps up does not', () => {
@@ -96,14 +140,29 @@ test('progress: rate over the last seconds; the document gets at most one write 
   tracker.addBytes(100);
   tracker.pathDone();
   const snapshot = tracker.snapshot();
-  assert.equal({ ...snapshot, startedAt: undefined }, { pathsDone: 1, pathsTotal: 4, bytesDone: 200, bytesTotal: 1000, bytesPerSecond: 100, startedAt: undefined });
+  assert.equal(
+    { ...snapshot, startedAt: undefined },
+    { pathsDone: 1, pathsTotal: 4, bytesDone: 200, bytesTotal: 1000, bytesPerSecond: 100, startedAt: undefined },
+  );
   assert.ok(crossedMilestone(null, 0));
   assert.not.ok(crossedMilestone(10, 19));
   assert.ok(crossedMilestone(19, 20));
   const milestones: number[] = [];
   const awareness: number[] = [];
-  const publisher = createProgressPublisher({ now: () => now, awareness: (p) => awareness.push(p.bytesDone), log: () => undefined, milestone: (p) => milestones.push(p.bytesDone) });
-  const progress = (bytesDone: number): DownloadProgress => ({ pathsDone: 0, pathsTotal: 4, bytesDone, bytesTotal: 1000, bytesPerSecond: 1, startedAt: new Date(0).toISOString() });
+  const publisher = createProgressPublisher({
+    now: () => now,
+    awareness: (p) => awareness.push(p.bytesDone),
+    log: () => undefined,
+    milestone: (p) => milestones.push(p.bytesDone),
+  });
+  const progress = (bytesDone: number): DownloadProgress => ({
+    pathsDone: 0,
+    pathsTotal: 4,
+    bytesDone,
+    bytesTotal: 1000,
+    bytesPerSecond: 1,
+    startedAt: new Date(0).toISOString(),
+  });
   for (let b = 0; b <= 990; b += 10) {
     now += 100;
     publisher.publish(progress(b));
@@ -115,10 +174,21 @@ test('progress: rate over the last seconds; the document gets at most one write 
 test('health: degraded fails with the failed units; running passes; auto requires systemd', async () => {
   const stub = async (state: string): Promise<string> => {
     const path = join(dir, `systemctl-${state}`);
-    await fs.writeFile(path, `#!/bin/sh\nif [ "$1" = is-system-running ]; then echo ${state}; [ ${state} = running ]; exit $?; fi\necho "broken-db.service loaded failed failed"\n`, { mode: 0o755 });
+    await fs.writeFile(
+      path,
+      `#!/bin/sh\nif [ "$1" = is-system-running ]; then echo ${state}; [ ${state} = running ]; exit $?; fi\necho "broken-db.service loaded failed failed"\n`,
+      { mode: 0o755 },
+    );
     return path;
   };
-  const base = { checks: ['true'], requireSystemRunning: 'true' as const, probePeer: async () => null, now: Date.now, stopping: () => false, retryDelayMs: 100 };
+  const base = {
+    checks: ['true'],
+    requireSystemRunning: 'true' as const,
+    probePeer: async () => null,
+    now: Date.now,
+    stopping: () => false,
+    retryDelayMs: 100,
+  };
   const degraded = await confirmHealth({ ...base, systemctl: await stub('degraded'), deadline: Date.now() + 500 });
   assert.is(degraded.ok, false);
   if (degraded.ok === false) {
@@ -126,8 +196,17 @@ test('health: degraded fails with the failed units; running passes; auto require
     assert.match(degraded.outputTail, /broken-db\.service/);
   }
   const running = await confirmHealth({ ...base, systemctl: await stub('running'), deadline: Date.now() + 500 });
-  assert.equal(running, { ok: true, detail: 'a fresh sync with a sync peer, system running, 1 health check(s) passed' });
-  const unreachable = await confirmHealth({ ...base, requireSystemRunning: 'false', systemctl: 'false', probePeer: async () => 'no sync within 100 ms', deadline: Date.now() + 300 });
+  assert.equal(running, {
+    ok: true,
+    detail: 'a fresh sync with a sync peer, system running, 1 health check(s) passed',
+  });
+  const unreachable = await confirmHealth({
+    ...base,
+    requireSystemRunning: 'false',
+    systemctl: 'false',
+    probePeer: async () => 'no sync within 100 ms',
+    deadline: Date.now() + 300,
+  });
   assert.is(unreachable.ok, false, 'a confirmation that times out is never a success');
   assert.not.ok(systemRunningRequired('auto', join(dir, 'no-systemd-here')));
   assert.ok(systemRunningRequired('auto', dir));
@@ -156,11 +235,19 @@ test('reboot decision: a changed kernel or initrd needs a reboot; an unchanged o
 
 test('activation runner: exit codes are recorded; a run killed from outside is "lost"; a planned run not launched is launched once', async () => {
   const tools = { dir: join(dir, 'activations') };
-  const wait = (run: Awaited<ReturnType<typeof planActivation>>) => waitForActivation(run, { ...tools, now: Date.now, stopping: () => false, pollMs: 20 });
+  const wait = (run: Awaited<ReturnType<typeof planActivation>>) =>
+    waitForActivation(run, { ...tools, now: Date.now, stopping: () => false, pollMs: 20 });
   const exiting = await planActivation('exits-7', 'direct', 'sh -c exit 7', 10_000, Date.now);
   assert.equal(await activationState(exiting, tools), { state: 'not-started' });
-  assert.is(await ensureLaunched(exiting, { ...tools, command: '/bin/sh', args: ['-c', 'echo done; exit 7'], env: {} }), false);
-  assert.is(await ensureLaunched(exiting, { ...tools, command: '/bin/sh', args: ['-c', 'exit 0'], env: {} }), true, 'a second launch finds the first');
+  assert.is(
+    await ensureLaunched(exiting, { ...tools, command: '/bin/sh', args: ['-c', 'echo done; exit 7'], env: {} }),
+    false,
+  );
+  assert.is(
+    await ensureLaunched(exiting, { ...tools, command: '/bin/sh', args: ['-c', 'exit 0'], env: {} }),
+    true,
+    'a second launch finds the first',
+  );
   assert.equal(await wait(exiting), { kind: 'exited', code: 7, outputTail: 'done\n' });
   const killed = await planActivation('killed', 'direct', 'sleep', 10_000, Date.now);
   await ensureLaunched(killed, { ...tools, command: '/bin/sleep', args: ['30'], env: {} });
@@ -172,8 +259,18 @@ test('activation runner: exit codes are recorded; a run killed from outside is "
   assert.is((await wait(hung)).kind, 'timed-out');
   assert.equal(await activationState(hung, tools), { state: 'lost' }, 'killed at its deadline');
   // On systemd hosts the same wrapper runs as a transient unit of its own, outside the agent's cgroup.
-  const unit = systemdRunArgs('generation-7-switch', { command: '/nix/store/x/bin/switch-to-configuration', args: ['switch'], env: { OUTPOST_HOST: 'h' } });
-  assert.equal(unit.slice(0, 5), ['--unit', 'outpost-activation-generation-7-switch.service', '--collect', '--quiet', '--service-type=exec']);
+  const unit = systemdRunArgs('generation-7-switch', {
+    command: '/nix/store/x/bin/switch-to-configuration',
+    args: ['switch'],
+    env: { OUTPOST_HOST: 'h' },
+  });
+  assert.equal(unit.slice(0, 5), [
+    '--unit',
+    'outpost-activation-generation-7-switch.service',
+    '--collect',
+    '--quiet',
+    '--service-type=exec',
+  ]);
   assert.ok(unit.includes('--setenv=OUTPOST_HOST=h'));
   assert.equal(unit.slice(-3), ['outpost-activation', '/nix/store/x/bin/switch-to-configuration', 'switch']);
 });
@@ -201,66 +298,194 @@ test('staging: the narinfo Nix reads back carries the signed fields unchanged, w
 });
 
 test('manual rollback picks the last applied generation before the current one, or a named applied one', () => {
-  const result = (seq: number, generation: number, closure: string, outcome = 'applied') => ({ result: { seq, generation, closure, outcome }, signatureValid: true }) as unknown as HostView['results'][number];
+  const result = (seq: number, generation: number, closure: string, outcome = 'applied') =>
+    ({ result: { seq, generation, closure, outcome }, signatureValid: true }) as unknown as HostView['results'][number];
   const c = (n: number): string => `/nix/store/${String(n).repeat(32)}-system`;
-  const view = { host: 'h', applied: { generation: 4, closure: c(4) }, results: [result(1, 1, c(1)), result(2, 2, c(2)), result(3, 3, c(3), 'rolled-back'), result(4, 4, c(4))] };
-  assert.equal(chooseRollbackTarget(view), { ok: true, generation: 2, closure: c(2) }, 'generation 3 was never applied');
+  const view = {
+    host: 'h',
+    applied: { generation: 4, closure: c(4) },
+    results: [result(1, 1, c(1)), result(2, 2, c(2)), result(3, 3, c(3), 'rolled-back'), result(4, 4, c(4))],
+  };
+  assert.equal(
+    chooseRollbackTarget(view),
+    { ok: true, generation: 2, closure: c(2) },
+    'generation 3 was never applied',
+  );
   assert.equal(chooseRollbackTarget(view, 1), { ok: true, generation: 1, closure: c(1) });
-  assert.match((chooseRollbackTarget(view, 3) as { reason: string }).reason, /never reported generation 3 as applied \(applied: 1, 2, 4\)/);
+  assert.match(
+    (chooseRollbackTarget(view, 3) as { reason: string }).reason,
+    /never reported generation 3 as applied \(applied: 1, 2, 4\)/,
+  );
   const forged = { ...view, results: view.results.map((r) => ({ ...r, signatureValid: r.result.generation !== 2 })) };
-  assert.equal(chooseRollbackTarget(forged), { ok: true, generation: 1, closure: c(1) }, 'results whose signature fails do not count');
+  assert.equal(
+    chooseRollbackTarget(forged),
+    { ok: true, generation: 1, closure: c(1) },
+    'results whose signature fails do not count',
+  );
 });
 
 test('outpost status: a progress bar on a terminal, plain numbers in a pipe, and why a host waits', () => {
   const view = {
-    host: 'clinic-1', desired: null, applied: null, phase: 'downloading', target: { generation: 2, closure: '/nix/store/x' }, statusSignatureValid: true, hostKey: null, online: true, lastSeen: null, lastResult: null, results: [], window: null, trust: null,
-    progress: { pathsDone: 3, pathsTotal: 7, bytesDone: 512 * 1024, bytesTotal: 1024 * 1024, bytesPerSecond: 2048, startedAt: new Date(0).toISOString(), live: true },
+    host: 'clinic-1',
+    desired: null,
+    applied: null,
+    phase: 'downloading',
+    target: { generation: 2, closure: '/nix/store/x' },
+    statusSignatureValid: true,
+    hostKey: null,
+    online: true,
+    lastSeen: null,
+    lastResult: null,
+    results: [],
+    window: null,
+    trust: null,
+    progress: {
+      pathsDone: 3,
+      pathsTotal: 7,
+      bytesDone: 512 * 1024,
+      bytesTotal: 1024 * 1024,
+      bytesPerSecond: 2048,
+      startedAt: new Date(0).toISOString(),
+      live: true,
+    },
   } as HostView;
   const tty = renderStatusTable([view], { progressBars: true });
   assert.match(tty, /downloading 50%/);
-  assert.match(tty, /\n  \[##########----------\] 50% 3\/7 paths, 512\.0 KiB\/1\.0 MiB, 2\.0 KiB\/s/);
+  assert.match(tty, /\n {2}\[##########----------\] 50% 3\/7 paths, 512\.0 KiB\/1\.0 MiB, 2\.0 KiB\/s/);
   assert.not.match(renderStatusTable([view]), /\[#/);
-  const waiting = renderStatusTable([{ ...view, phase: 'waiting-for-window', progress: null, window: { waitingFor: 'reboot', windows: '01:00-05:00 (UTC)', nextStart: '2026-11-24T01:00:00.000Z' } }]);
+  const waiting = renderStatusTable([
+    {
+      ...view,
+      phase: 'waiting-for-window',
+      progress: null,
+      window: { waitingFor: 'reboot', windows: '01:00-05:00 (UTC)', nextStart: '2026-11-24T01:00:00.000Z' },
+    },
+  ]);
   assert.match(waiting, /waiting-for-window \(reboot; next 2026-11-24T01:00:00\.000Z\)/);
 });
 
 test('trust flags: --org-root or --admin-key (not both, not neither), a token only with a policy, backoff bounds', () => {
-  const base = ['--host', 'h', '--key', 'k', '--coordinator', 'ws://x', '--substituter', 'http://c', '--trusted-cache-key', `c-1:${'B'.repeat(43)}=`];
-  const key = 'A'.repeat(43) + '=';
-  const parsed = parseFlags(agentCommand, [...base, '--org-root', key, '--enroll-token', 't.json', '--freeze-after', '3600', '--backoff-max', '600'], agentOptionsSchema);
-  assert.ok(!parsed.help && parsed.value.orgRoot[0] === key && parsed.value.freezeAfter === 3600 && parsed.value.backoffMax === 600 && parsed.value.backoffBase === 1);
-  assert.throws(() => parseFlags(agentCommand, base, agentOptionsSchema), /--org-root: give --org-root .* or, without a policy, at least one --admin-key/);
-  assert.throws(() => parseFlags(agentCommand, [...base, '--org-root', key, '--admin-key', key], agentOptionsSchema), /--admin-key: give --org-root or --admin-key, not both/);
-  assert.throws(() => parseFlags(agentCommand, [...base, '--admin-key', key, '--enroll-token', 't.json'], agentOptionsSchema), /--enroll-token: an enrollment token needs --org-root/);
-  assert.throws(() => parseFlags(agentCommand, [...base, '--admin-key', key, '--backoff-base', '60', '--backoff-max', '30'], agentOptionsSchema), /--backoff-base: must not exceed --backoff-max/);
+  const base = [
+    '--host',
+    'h',
+    '--key',
+    'k',
+    '--coordinator',
+    'ws://x',
+    '--substituter',
+    'http://c',
+    '--trusted-cache-key',
+    `c-1:${'B'.repeat(43)}=`,
+  ];
+  const key = `${'A'.repeat(43)}=`;
+  const parsed = parseFlags(
+    agentCommand,
+    [...base, '--org-root', key, '--enroll-token', 't.json', '--freeze-after', '3600', '--backoff-max', '600'],
+    agentOptionsSchema,
+  );
+  assert.ok(
+    !parsed.help &&
+      parsed.value.orgRoot[0] === key &&
+      parsed.value.freezeAfter === 3600 &&
+      parsed.value.backoffMax === 600 &&
+      parsed.value.backoffBase === 1,
+  );
+  assert.throws(
+    () => parseFlags(agentCommand, base, agentOptionsSchema),
+    /--org-root: give --org-root .* or, without a policy, at least one --admin-key/,
+  );
+  assert.throws(
+    () => parseFlags(agentCommand, [...base, '--org-root', key, '--admin-key', key], agentOptionsSchema),
+    /--admin-key: give --org-root or --admin-key, not both/,
+  );
+  assert.throws(
+    () => parseFlags(agentCommand, [...base, '--admin-key', key, '--enroll-token', 't.json'], agentOptionsSchema),
+    /--enroll-token: an enrollment token needs --org-root/,
+  );
+  assert.throws(
+    () =>
+      parseFlags(
+        agentCommand,
+        [...base, '--admin-key', key, '--backoff-base', '60', '--backoff-max', '30'],
+        agentOptionsSchema,
+      ),
+    /--backoff-base: must not exceed --backoff-max/,
+  );
 });
 
-test('floor rebuild (threat 14): from the host\'s own signed results only, refusals do not raise it, epochs rank first, the running system sets applied', () => {
+test("floor rebuild (threat 14): from the host's own signed results only, refusals do not raise it, epochs rank first, the running system sets applied", () => {
   const hostKey = generateSigningKey('h1');
   const stranger = generateSigningKey('stranger');
   const admin = generateSigningKey('alice');
   const closure = (c: string): string => `/nix/store/${c.repeat(32)}-nixos-system`;
   const intent = (generation: number, c: string, policyVersion: number) =>
-    signIntent({ kind: 'intent', host: 'h1', generation, closure: closure(c), action: 'switch', issuedAt: new Date(0).toISOString(), expiresAt: new Date(1e13).toISOString(), issuer: 'alice', policyVersion }, admin);
+    signIntent(
+      {
+        kind: 'intent',
+        host: 'h1',
+        generation,
+        closure: closure(c),
+        action: 'switch',
+        issuedAt: new Date(0).toISOString(),
+        expiresAt: new Date(1e13).toISOString(),
+        issuer: 'alice',
+        policyVersion,
+      },
+      admin,
+    );
   const intents = [intent(1, 'a', 1), intent(2, 'b', 1), intent(1, 'c', 2), intent(50, 'd', 1)];
-  const result = (seq: number, outcome: Result['outcome'], signed: (typeof intents)[number], key = hostKey): SignedResult => {
-    const r: Result = { kind: 'result', host: 'h1', seq, at: new Date(0).toISOString(), outcome, generation: signed.intent.generation, closure: signed.intent.closure, action: 'switch', intentDigest: intentDigest(signed), reason: '', outputTail: '' };
+  const result = (
+    seq: number,
+    outcome: Result['outcome'],
+    signed: (typeof intents)[number],
+    key = hostKey,
+  ): SignedResult => {
+    const r: Result = {
+      kind: 'result',
+      host: 'h1',
+      seq,
+      at: new Date(0).toISOString(),
+      outcome,
+      generation: signed.intent.generation,
+      closure: signed.intent.closure,
+      action: 'switch',
+      intentDigest: intentDigest(signed),
+      reason: '',
+      outputTail: '',
+    };
     return { result: r, signature: signPayload('result', r, key) };
   };
   const epochOf = (signed: (typeof intents)[number]): number => (signed.intent.policyVersion === 2 ? 1 : 0);
-  const results = [result(1, 'applied', intents[0]!), result(2, 'applied', intents[1]!), result(3, 'refused', intents[3]!), result(4, 'applied', intents[2]!), result(9, 'applied', intents[3]!, stranger)];
+  const results = [
+    result(1, 'applied', intents[0]!),
+    result(2, 'applied', intents[1]!),
+    result(3, 'refused', intents[3]!),
+    result(4, 'applied', intents[2]!),
+    result(9, 'applied', intents[3]!, stranger),
+  ];
   const rebuilt = rebuildFloor({ hostKey: hostKey.publicKey, results, intents, epochOf, running: closure('c') });
   assert.is(rebuilt.floorEpoch, 1, 'the epoch-1 intent ranks above every epoch-0 generation');
   assert.is(rebuilt.floorGeneration, 1);
-  assert.is(rebuilt.resultSeq, 4, 'only own results count (the stranger\'s #9 does not)');
+  assert.is(rebuilt.resultSeq, 4, "only own results count (the stranger's #9 does not)");
   assert.equal(rebuilt.applied, { generation: 1, closure: closure('c'), digest: intentDigest(intents[2]!) });
   assert.equal(rebuilt.previous?.closure, closure('b'));
   assert.is(rebuilt.handledDigests.length, 4);
-  const withoutEpochs = rebuildFloor({ hostKey: hostKey.publicKey, results: results.slice(0, 3), intents, epochOf, running: closure('b') });
+  const withoutEpochs = rebuildFloor({
+    hostKey: hostKey.publicKey,
+    results: results.slice(0, 3),
+    intents,
+    epochOf,
+    running: closure('b'),
+  });
   assert.is(withoutEpochs.floorGeneration, 2, 'a refused generation 50 does not raise the floor');
   assert.is(withoutEpochs.applied?.generation, 2);
   const forged = { ...results[1]!, result: { ...results[1]!.result, generation: 40 } };
-  assert.is(rebuildFloor({ hostKey: hostKey.publicKey, results: [results[0]!, forged], intents, epochOf, running: null }).floorGeneration, 1, 'a result whose signature fails does not count');
+  assert.is(
+    rebuildFloor({ hostKey: hostKey.publicKey, results: [results[0]!, forged], intents, epochOf, running: null })
+      .floorGeneration,
+    1,
+    'a result whose signature fails does not count',
+  );
 });
 
 test.run();

@@ -1,7 +1,7 @@
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { join } from 'node:path';
-import { connectDocument, waitForSync, type DocumentConnection } from '../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../shared/sync/connect.js';
 import { removeDirectory, startCoordinatorProcess, temporaryDirectory, waitFor } from './harness/processes.js';
 
 // "Acknowledged" = seen by another peer through the coordinator: it broadcasts an update only
@@ -24,7 +24,9 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
     let writing = true;
     const traffic = (async () => {
       for (let n = 0; writing; n += 1) {
-        writers.forEach((w, i) => w.doc.getArray('log').push([`${documents[i]}#${n}`]));
+        writers.forEach((w, i) => {
+          w.doc.getArray('log').push([`${documents[i]}#${n}`]);
+        });
         await new Promise((r) => setTimeout(r, 2));
       }
     })();
@@ -44,14 +46,22 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
       const recovered = new Set(reader.doc.getArray<string>('log').toArray());
       const lost = [...acknowledged[i]!].filter((item) => !recovered.has(item));
       assert.ok(acknowledged[i]!.size > 50);
-      assert.equal(lost.length, 0, `${documents[i]}: ${lost.length} of ${acknowledged[i]!.size} acknowledged updates lost after SIGKILL`);
+      assert.equal(
+        lost.length,
+        0,
+        `${documents[i]}: ${lost.length} of ${acknowledged[i]!.size} acknowledged updates lost after SIGKILL`,
+      );
     });
     // The bystander was never told to reconnect: it does so by itself and carries on.
     await waitFor('the bystander to resync with the restarted coordinator', () => bystander.provider.synced, 20_000);
     bystander.doc.getArray('log').push(['after-restart']);
     const reader = connectDocument(second.url, 'hosts/agent/status');
     clients.push(reader);
-    await waitFor('the bystander\'s new write to reach a fresh reader', () => reader.doc.getArray('log').toArray().includes('after-restart'), 10_000);
+    await waitFor(
+      "the bystander's new write to reach a fresh reader",
+      () => reader.doc.getArray('log').toArray().includes('after-restart'),
+      10_000,
+    );
     assert.ok(reader.doc.getArray('log').toArray().includes('before-crash'));
     await second.stop();
   } finally {

@@ -1,7 +1,7 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import { removeDirectory, temporaryDirectory } from './harness/processes.js';
 
 // What `npm start` runs, end to end, in its non-interactive form.
@@ -9,7 +9,10 @@ test('the demo fleet builds, deploys two generations and prints status and next 
   const script = fileURLToPath(new URL('./demo/run-demo.js', import.meta.url));
   const dir = temporaryDirectory('demo');
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
-    const child = spawn(process.execPath, [script, '--once'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OUTPOST_DEMO_DIR: dir } });
+    const child = spawn(process.execPath, [script, '--once'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, OUTPOST_DEMO_DIR: dir },
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));

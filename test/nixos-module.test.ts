@@ -1,13 +1,13 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import type { z } from 'zod';
 import { agentCommand, agentOptionsSchema } from '../agent/options.js';
 import { coordinatorCommand, coordinatorOptionsSchema } from '../coordinator/options.js';
-import { parseFlags, type CommandSpec } from '../shared/cli/flags.js';
+import { type CommandSpec, parseFlags } from '../shared/cli/flags.js';
 
 // The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLI tables, and
 // must evaluate. Nix is available here but nixpkgs is not, so the modules are evaluated against
@@ -103,7 +103,10 @@ const relayCompiled = fileURLToPath(new URL('../coordinator/relay-options.js', i
 let relayCommand: CommandSpec | undefined;
 let relaySchema: z.ZodType | undefined;
 if (existsSync(relayCompiled)) {
-  const loaded = (await import(pathToFileURL(relayCompiled).href)) as { relayCommand?: CommandSpec; relayOptionsSchema?: z.ZodType };
+  const loaded = (await import(pathToFileURL(relayCompiled).href)) as {
+    relayCommand?: CommandSpec;
+    relayOptionsSchema?: z.ZodType;
+  };
   if (!loaded.relayCommand) throw new Error(`${relayCompiled} exists but does not export relayCommand`);
   relayCommand = loaded.relayCommand;
   relaySchema = loaded.relayOptionsSchema;
@@ -114,7 +117,10 @@ if (existsSync(relayCompiled)) {
 function run(command: string, args: string[]): { code: number; stdout: string; stderr: string } {
   const result = spawnSync(command, args, { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (result.error) {
-    const hint = (result.error as NodeJS.ErrnoException).code === 'ENOENT' ? ' (install Nix; Debian: apt-get install nix-bin)' : '';
+    const hint =
+      (result.error as NodeJS.ErrnoException).code === 'ENOENT'
+        ? ' (install Nix; Debian: apt-get install nix-bin)'
+        : '';
     throw new Error(`cannot run ${command}: ${result.error.message}${hint}`);
   }
   return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
@@ -134,7 +140,13 @@ function nixFiles(dir: string): string[] {
 let cached: ModuleEval | undefined;
 function evaluated(): ModuleEval {
   if (cached) return cached;
-  const result = run('nix-instantiate', ['--eval', '--strict', '--json', '--readonly-mode', join(repo, 'nix/tests/eval-modules.nix')]);
+  const result = run('nix-instantiate', [
+    '--eval',
+    '--strict',
+    '--json',
+    '--readonly-mode',
+    join(repo, 'nix/tests/eval-modules.nix'),
+  ]);
   if (result.code !== 0) throw new Error(`evaluating nix/tests/eval-modules.nix failed:\n${result.stderr}`);
   cached = JSON.parse(result.stdout) as ModuleEval;
   return cached;
@@ -191,7 +203,12 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
   const mapped = new Map(role.flags.map((e) => [e.flag, e.option]));
   const options = new Map(role.options.map((o) => [o.name, o]));
   const cli = new Set(spec.flags.map((f) => f.name));
-  const rendered = new Set([role.sample, role.alternate].flatMap((unit) => execArgs(unit, role.command)).filter((w) => w.startsWith('--')).map((w) => w.slice(2)));
+  const rendered = new Set(
+    [role.sample, role.alternate]
+      .flatMap((unit) => execArgs(unit, role.command))
+      .filter((w) => w.startsWith('--'))
+      .map((w) => w.slice(2)),
+  );
   const where = `${role.optionPath} (${relative(repo, role.file)})`;
   for (const flag of spec.flags) {
     const option = mapped.get(flag.name);
@@ -202,7 +219,9 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
       continue;
     }
     if (flag.name in role.pending) {
-      problems.push(`'outpost ${spec.name}' accepts --${flag.name} now, but nix/lib/flags.nix still lists it as pending (${role.pending[flag.name]}): remove it from roles.${roleName}.pending`);
+      problems.push(
+        `'outpost ${spec.name}' accepts --${flag.name} now, but nix/lib/flags.nix still lists it as pending (${role.pending[flag.name]}): remove it from roles.${roleName}.pending`,
+      );
       continue;
     }
     const declared = options.get(option);
@@ -211,13 +230,22 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
       continue;
     }
     const type = unwrapNull(declared.type);
-    if (flag.kind === 'boolean' && type.name !== 'bool') problems.push(`--${flag.name} is a boolean flag but ${role.optionPath}.${option} is ${type.name}`);
-    if (flag.kind === 'string' && flag.multiple && type.name !== 'listOf') problems.push(`--${flag.name} is repeatable but ${role.optionPath}.${option} is ${type.name}, not a list`);
-    if (flag.kind === 'string' && !flag.multiple && ['listOf', 'bool'].includes(type.name)) problems.push(`--${flag.name} takes one value but ${role.optionPath}.${option} is ${type.name}`);
-    if (!rendered.has(flag.name)) problems.push(`${where} never puts --${flag.name} on the command line, even with every option set (sample and alternate)`);
+    if (flag.kind === 'boolean' && type.name !== 'bool')
+      problems.push(`--${flag.name} is a boolean flag but ${role.optionPath}.${option} is ${type.name}`);
+    if (flag.kind === 'string' && flag.multiple && type.name !== 'listOf')
+      problems.push(`--${flag.name} is repeatable but ${role.optionPath}.${option} is ${type.name}, not a list`);
+    if (flag.kind === 'string' && !flag.multiple && ['listOf', 'bool'].includes(type.name))
+      problems.push(`--${flag.name} takes one value but ${role.optionPath}.${option} is ${type.name}`);
+    if (!rendered.has(flag.name))
+      problems.push(
+        `${where} never puts --${flag.name} on the command line, even with every option set (sample and alternate)`,
+      );
   }
   for (const entry of role.flags) {
-    if (!options.has(entry.option)) problems.push(`nix/lib/flags.nix maps --${entry.flag} to ${role.optionPath}.${entry.option}, which is not declared`);
+    if (!options.has(entry.option))
+      problems.push(
+        `nix/lib/flags.nix maps --${entry.flag} to ${role.optionPath}.${entry.option}, which is not declared`,
+      );
     if (!cli.has(entry.flag) && !(entry.flag in role.pending)) {
       problems.push(
         `${where} passes --${entry.flag}, which 'outpost ${spec.name}' does not accept (the service would not start): remove it, or list it in roles.${roleName}.pending with the issue that adds it`,
@@ -225,15 +253,24 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
     }
   }
   for (const [flag, reason] of Object.entries(role.pending)) {
-    if (!/\bissue \d+\b/.test(reason)) problems.push(`pending flag --${flag} must name the issue that adds it (got "${reason}")`);
-    if (rendered.has(flag)) problems.push(`pending flag --${flag} is on the command line, but the CLI rejects unknown flags`);
+    if (!/\bissue \d+\b/.test(reason))
+      problems.push(`pending flag --${flag} must name the issue that adds it (got "${reason}")`);
+    if (rendered.has(flag))
+      problems.push(`pending flag --${flag} is on the command line, but the CLI rejects unknown flags`);
   }
   return problems;
 }
 
 test('every .nix file in the repository parses (nix-instantiate --parse)', () => {
   const files = nixFiles(repo);
-  for (const expected of ['flake.nix', 'nix/package.nix', 'nix/modules/agent.nix', 'nix/modules/coordinator.nix', 'nix/modules/relay.nix', 'nix/tests/vm-test.nix']) {
+  for (const expected of [
+    'flake.nix',
+    'nix/package.nix',
+    'nix/modules/agent.nix',
+    'nix/modules/coordinator.nix',
+    'nix/modules/relay.nix',
+    'nix/tests/vm-test.nix',
+  ]) {
     assert.ok(files.includes(join(repo, expected)), `${expected} exists`);
   }
   const failures = files.flatMap((file) => {
@@ -274,13 +311,20 @@ test('key files and state are path strings read at run time, never Nix paths cop
   const keyFile = roles.agent.options.find((o) => o.name === 'keyFile');
   assert.ok(keyFile, 'services.outpost-agent.keyFile exists');
   assert.is(keyFile!.default, '/var/lib/outpost-agent/host.key');
-  for (const [name, role] of Object.entries(roles)) {
+  for (const [_name, role] of Object.entries(roles)) {
     for (const option of role.options) {
       const id = `${role.optionPath}.${option.name}`;
-      assert.not.ok(option.defaultIsPath, `${id}: the default is a Nix path literal, which would be copied into the store`);
+      assert.not.ok(
+        option.defaultIsPath,
+        `${id}: the default is a Nix path literal, which would be copied into the store`,
+      );
       if (/(key|secret|token|password).*file|file$|dir$/i.test(option.name)) {
-        assert.ok(['str', 'strMatching'].includes(unwrapNull(option.type).name), `${id} is a string option (types.path would accept path literals), got ${option.type.name}`);
-        if (typeof option.default === 'string') assert.not.ok(option.default.startsWith('/nix/store'), `${id} defaults into the store`);
+        assert.ok(
+          ['str', 'strMatching'].includes(unwrapNull(option.type).name),
+          `${id} is a string option (types.path would accept path literals), got ${option.type.name}`,
+        );
+        if (typeof option.default === 'string')
+          assert.not.ok(option.default.startsWith('/nix/store'), `${id} defaults into the store`);
       }
     }
   }
@@ -291,7 +335,8 @@ test('every agent CLI flag is reachable from a module option', () => {
   const problems = flagProblems('agent', agentCommand, role);
   assert.equal(problems, [], problems.join('\n'));
   const pending = Object.entries(role.pending).map(([flag, reason]) => `--${flag} (${reason})`);
-  if (pending.length) console.log(`  agent: module options for flags the CLI does not accept yet: ${pending.join(', ')}`);
+  if (pending.length)
+    console.log(`  agent: module options for flags the CLI does not accept yet: ${pending.join(', ')}`);
 });
 
 test('every coordinator CLI flag is reachable from a module option', () => {
@@ -304,9 +349,14 @@ test('relay: every CLI flag is reachable (or, before issue 5, the module at leas
   const upstreams = role.options.find((o) => o.name === 'upstreams');
   assert.ok(upstreams, 'services.outpost-relay.upstreams exists');
   assert.is(upstreams!.type.name, 'listOf');
-  assert.ok(role.flags.some((e) => e.flag === 'upstream' && e.option === 'upstreams'), 'upstreams is passed as --upstream');
+  assert.ok(
+    role.flags.some((e) => e.flag === 'upstream' && e.option === 'upstreams'),
+    'upstreams is passed as --upstream',
+  );
   if (!relayCommand) {
-    console.log(`  relay: ${relative(repo, relaySource)} does not exist yet (issue 5): flag comparison SKIPPED; only checked that services.outpost-relay.upstreams exists`);
+    console.log(
+      `  relay: ${relative(repo, relaySource)} does not exist yet (issue 5): flag comparison SKIPPED; only checked that services.outpost-relay.upstreams exists`,
+    );
     return;
   }
   const problems = flagProblems('relay', relayCommand, role);
@@ -327,7 +377,9 @@ test("the modules' command lines are accepted by the CLI's own parser", () => {
       try {
         parseFlags(spec, argv, schema);
       } catch (error) {
-        assert.unreachable(`${name} (${config}): outpost ${spec.name} ${argv.join(' ')}\n  → ${(error as Error).message}`);
+        assert.unreachable(
+          `${name} (${config}): outpost ${spec.name} ${argv.join(' ')}\n  → ${(error as Error).message}`,
+        );
       }
     }
   }
@@ -338,7 +390,10 @@ test('pending options (issue 4) produce warnings instead of flags', () => {
   for (const [flag] of Object.entries(role.pending)) {
     const option = role.flags.find((e) => e.flag === flag)?.option;
     assert.ok(option, `pending --${flag} has an option`);
-    assert.ok(role.sample.warnings.some((w) => w.includes(`${role.optionPath}.${option}`) && w.includes(`--${flag}`)), `setting ${option} warns`);
+    assert.ok(
+      role.sample.warnings.some((w) => w.includes(`${role.optionPath}.${option}`) && w.includes(`--${flag}`)),
+      `setting ${option} warns`,
+    );
   }
 });
 
@@ -350,14 +405,23 @@ test('agent unit: root, not restarted by the switch it performs, restarts itself
   assert.not.ok(unit.serviceConfig.DynamicUser, 'the agent needs root');
   assert.is(unit.serviceConfig.StateDirectory, 'outpost-agent');
   assert.is(unit.serviceConfig.StandardError, 'journal');
-  assert.ok(unit.path.some((p) => p.endsWith('-nix')), 'Nix is on the PATH');
+  assert.ok(
+    unit.path.some((p) => p.endsWith('-nix')),
+    'Nix is on the PATH',
+  );
   assert.ok(unit.services.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.service exists');
   assert.ok(unit.paths.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.path exists');
   assert.ok(unit.etc.includes('outpost/agent.fingerprint'), 'the active system carries the agent fingerprint');
   const script = unit.script!;
-  assert.ok(/echo [0-9a-f]{64} > \/run\/outpost-agent\/running/.test(script), 'the agent records what it was started with');
+  assert.ok(
+    /echo [0-9a-f]{64} > \/run\/outpost-agent\/running/.test(script),
+    'the agent records what it was started with',
+  );
   assert.ok(script.indexOf('/run/outpost-agent/running') < script.indexOf('exec '), 'before exec');
-  assert.ok(script.includes('keygen --out /var/lib/outpost-agent/host.key'), 'the host key is created with outpost keygen');
+  assert.ok(
+    script.includes('keygen --out /var/lib/outpost-agent/host.key'),
+    'the host key is created with outpost keygen',
+  );
 });
 
 test('coordinator and relay units: transient user, hardened, state in StateDirectory, logs to the journal', () => {
@@ -391,25 +455,47 @@ test('flake outputs: package, modules, dev shell and the VM test for each Linux 
   }
   for (const name of ['agent', 'coordinator', 'relay']) {
     assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
-    assert.ok(defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`), `nixosModules.default imports ${name}`);
+    assert.ok(
+      defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),
+      `nixosModules.default imports ${name}`,
+    );
   }
   assert.is(relative(repo, flake.nixosModules.default ?? ''), 'nix/modules/default.nix');
 });
 
 test('the package fetches every dependency from the lockfile, pinned by its integrity hash', () => {
   const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { version?: string; integrity?: string; resolved?: string; name?: string; link?: boolean; inBundle?: boolean; optional?: boolean; devOptional?: boolean; os?: string[]; cpu?: string[] }>;
+    packages: Record<
+      string,
+      {
+        version?: string;
+        integrity?: string;
+        resolved?: string;
+        name?: string;
+        link?: boolean;
+        inBundle?: boolean;
+        optional?: boolean;
+        devOptional?: boolean;
+        os?: string[];
+        cpu?: string[];
+      }
+    >;
   };
   const fits = (allowed: string[] | undefined, value: string): boolean =>
-    !allowed || ((!allowed.includes(`!${value}`)) && (allowed.filter((a) => !a.startsWith('!')).length === 0 || allowed.includes(value)));
+    !allowed ||
+    (!allowed.includes(`!${value}`) &&
+      (allowed.filter((a) => !a.startsWith('!')).length === 0 || allowed.includes(value)));
   const { npmLock } = evaluated();
   for (const [system, platform] of Object.entries(SYSTEMS)) {
     const resolved = npmLock[system]!;
     for (const [path, entry] of Object.entries(lock.packages)) {
       if (path === '' || entry.link || entry.inBundle) continue;
       const name = entry.name ?? path.split('node_modules/').pop()!;
-      const otherPlatform = (entry.optional || entry.devOptional) && !(fits(entry.os, platform.os) && fits(entry.cpu, platform.cpu));
-      const expected = entry.resolved ?? (otherPlatform ? null : `https://registry.npmjs.org/${name}/-/${name.split('/').pop()}-${entry.version}.tgz`);
+      const otherPlatform =
+        (entry.optional || entry.devOptional) && !(fits(entry.os, platform.os) && fits(entry.cpu, platform.cpu));
+      const expected =
+        entry.resolved ??
+        (otherPlatform ? null : `https://registry.npmjs.org/${name}/-/${name.split('/').pop()}-${entry.version}.tgz`);
       assert.is(resolved[path], expected, `${system}: ${path}`);
       if (expected) assert.ok(entry.integrity, `${path} has an integrity hash`);
     }
@@ -419,7 +505,11 @@ test('the package fetches every dependency from the lockfile, pinned by its inte
 test('docs/nixos.md documents every option and how to run the VM test', () => {
   const docs = readFileSync(join(repo, 'docs/nixos.md'), 'utf8');
   for (const role of Object.values(evaluated().roles)) {
-    for (const option of role.options) assert.ok(new RegExp(`\\b${option.name}\\b`).test(docs), `docs/nixos.md mentions ${role.optionPath}.${option.name}`);
+    for (const option of role.options)
+      assert.ok(
+        new RegExp(`\\b${option.name}\\b`).test(docs),
+        `docs/nixos.md mentions ${role.optionPath}.${option.name}`,
+      );
   }
   assert.ok(docs.includes('nix build .#checks.x86_64-linux.vm-test'), 'docs say how to run the VM test');
   assert.ok(docs.includes('config.system.build.toplevel'), 'docs show the CI flow');

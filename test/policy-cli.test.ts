@@ -1,8 +1,15 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { removeDirectory, runCli, startCoordinatorProcess, temporaryDirectory, type CliResult, type DaemonProcess } from './harness/processes.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  type CliResult,
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  temporaryDirectory,
+} from './harness/processes.js';
 
 // `outpost policy` as an operator runs it: real key files from `outpost keygen`, policy files on
 // disk, and a real coordinator pinned to the org root that checks what is pushed.
@@ -27,7 +34,19 @@ function signatureCount(path: string): number {
 }
 
 async function showVersion(): Promise<{ version: number | null; chain: number[] }> {
-  return JSON.parse(await ok('policy', 'show', '--coordinator', coordinator.url, '--key', keys.alice!.file, '--org-root', keys.root!.publicKey, '--json')) as { version: number | null; chain: number[] };
+  return JSON.parse(
+    await ok(
+      'policy',
+      'show',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      keys.alice!.file,
+      '--org-root',
+      keys.root!.publicKey,
+      '--json',
+    ),
+  ) as { version: number | null; chain: number[] };
 }
 
 test.before(async () => {
@@ -38,7 +57,10 @@ test.before(async () => {
       keys[name] = { file: file(`${name}.key`), publicKey: (JSON.parse(out) as { publicKey: string }).publicKey };
     }),
   );
-  coordinator = await startCoordinatorProcess(file('coordinator'), file('coordinator.log'), 0, ['--org-root', keys.root!.publicKey]);
+  coordinator = await startCoordinatorProcess(file('coordinator'), file('coordinator.log'), 0, [
+    '--org-root',
+    keys.root!.publicKey,
+  ]);
 });
 
 test.after(async () => {
@@ -50,30 +72,72 @@ test('policy round trip: init, edit, sign, verify, push, show; root rotation nee
   const v1 = file('v1.json');
   await ok('policy', 'init', '--out', v1, '--root-key', keys.root!.file);
   await ok('policy', 'add-group', '--policy', v1, '--name', 'production', '--host', 'prod-1', '--threshold', '2');
-  await ok('policy', 'add-role', '--policy', v1, '--name', 'ops', '--capability', 'deploy', '--capability', 'read', '--host', '*');
-  await ok('policy', 'add-role', '--policy', v1, '--name', 'prod-ops', '--capability', 'deploy', '--group', 'production');
+  await ok(
+    'policy',
+    'add-role',
+    '--policy',
+    v1,
+    '--name',
+    'ops',
+    '--capability',
+    'deploy',
+    '--capability',
+    'read',
+    '--host',
+    '*',
+  );
+  await ok(
+    'policy',
+    'add-role',
+    '--policy',
+    v1,
+    '--name',
+    'prod-ops',
+    '--capability',
+    'deploy',
+    '--group',
+    'production',
+  );
   await ok('policy', 'add-admin', '--policy', v1, '--name', 'alice', '--key', keys.alice!.publicKey, '--role', 'ops');
   await ok('policy', 'sign', '--policy', v1, '--key', keys.root!.file);
   assert.match(await ok('policy', 'verify', '--policy', v1, '--org-root', keys.root!.publicKey), /^accepted/);
-  assert.match(await ok('policy', 'push', '--policy', v1, '--coordinator', coordinator.url), /accepted policy version 1/);
+  assert.match(
+    await ok('policy', 'push', '--policy', v1, '--coordinator', coordinator.url),
+    /accepted policy version 1/,
+  );
   const shown = await showVersion();
   assert.is(shown.version, 1);
   assert.equal(shown.chain, [1]);
-  const human = await ok('policy', 'show', '--coordinator', coordinator.url, '--key', keys.alice!.file, '--org-root', keys.root!.file);
+  const human = await ok(
+    'policy',
+    'show',
+    '--coordinator',
+    coordinator.url,
+    '--key',
+    keys.alice!.file,
+    '--org-root',
+    keys.root!.file,
+  );
   assert.match(human, /in force at .*: version 1/);
   assert.match(human, /alice {2}roles: ops {2}keys: /);
   assert.match(human, /production {2}threshold 2 {2}hosts: prod-1/);
 
   const v2 = file('v2.json');
   await ok('policy', 'next', '--from', v1, '--out', v2);
-  assert.match(await ok('policy', 'rotate-root', '--policy', v2, '--root-key', keys.root2!.publicKey), /BOTH the previous version's root and the new root/);
+  assert.match(
+    await ok('policy', 'rotate-root', '--policy', v2, '--root-key', keys.root2!.publicKey),
+    /BOTH the previous version's root and the new root/,
+  );
   await ok('policy', 'sign', '--policy', v2, '--key', keys.root!.file);
   const halfVerified = await outpost('policy', 'verify', '--policy', v2, '--previous', v1);
   assert.is(halfVerified.code, 1);
   assert.match(halfVerified.stdout, /REFUSED: policy version 2 is not signed by 1 of its own root keys/);
   const halfPushed = await outpost('policy', 'push', '--policy', v2, '--coordinator', coordinator.url);
   assert.is(halfPushed.code, 1);
-  assert.match(halfPushed.stderr, /refused .*v2\.json: policy version 2 refused: policy version 2 is not signed by 1 of its own root keys/);
+  assert.match(
+    halfPushed.stderr,
+    /refused .*v2\.json: policy version 2 refused: policy version 2 is not signed by 1 of its own root keys/,
+  );
   assert.is((await showVersion()).version, 1);
 
   await ok('policy', 'sign', '--policy', v2, '--key', keys.root2!.file);
@@ -92,7 +156,16 @@ test('policy round trip: init, edit, sign, verify, push, show; root rotation nee
 });
 
 test('show --coordinator without a key is refused by an authenticating coordinator, with what to do', async () => {
-  const result = await outpost('policy', 'show', '--coordinator', coordinator.url, '--org-root', keys.root!.publicKey, '--timeout', '5s');
+  const result = await outpost(
+    'policy',
+    'show',
+    '--coordinator',
+    coordinator.url,
+    '--org-root',
+    keys.root!.publicKey,
+    '--timeout',
+    '5s',
+  );
   assert.is(result.code, 1);
   assert.match(result.stderr, /4401.*give --key with an admin key file/);
 });
@@ -103,7 +176,18 @@ test('editing a signed policy clears its signatures and says so; revoke-key stri
   await ok('policy', 'add-role', '--policy', draft, '--name', 'viewer', '--capability', 'read', '--host', '*');
   await ok('policy', 'sign', '--policy', draft, '--key', keys.root!.file);
   assert.is(signatureCount(draft), 1);
-  const edited = await ok('policy', 'add-admin', '--policy', draft, '--name', 'bob', '--key', keys.bob!.file, '--role', 'viewer');
+  const edited = await ok(
+    'policy',
+    'add-admin',
+    '--policy',
+    draft,
+    '--name',
+    'bob',
+    '--key',
+    keys.bob!.file,
+    '--role',
+    'viewer',
+  );
   assert.match(edited, /cleared 1 signature/);
   assert.is(signatureCount(draft), 0);
   const unsigned = await outpost('policy', 'verify', '--policy', draft, '--org-root', keys.root!.publicKey);
@@ -114,18 +198,46 @@ test('editing a signed policy clears its signatures and says so; revoke-key stri
   assert.match(pushed.stderr, /has no signatures yet; sign it with 'outpost policy sign/);
 
   await ok('policy', 'revoke-key', '--policy', draft, '--key', keys.bob!.publicKey);
-  const { policy } = JSON.parse(readFileSync(draft, 'utf8')) as { policy: { admins: { name: string; keys: string[] }[]; revokedKeys: string[] } };
+  const { policy } = JSON.parse(readFileSync(draft, 'utf8')) as {
+    policy: { admins: { name: string; keys: string[] }[]; revokedKeys: string[] };
+  };
   assert.equal(policy.admins.find((a) => a.name === 'bob')?.keys, []);
   assert.equal(policy.revokedKeys, [keys.bob!.publicKey]);
   const again = await outpost('policy', 'add-admin', '--policy', draft, '--name', 'bob', '--key', keys.bob!.publicKey);
   assert.is(again.code, 1);
   assert.match(again.stderr, /is revoked in this policy/);
-  const unknownRole = await outpost('policy', 'add-admin', '--policy', draft, '--name', 'carol', '--key', keys.alice!.publicKey, '--role', 'nope');
+  const unknownRole = await outpost(
+    'policy',
+    'add-admin',
+    '--policy',
+    draft,
+    '--name',
+    'carol',
+    '--key',
+    keys.alice!.publicKey,
+    '--role',
+    'nope',
+  );
   assert.is(unknownRole.code, 1);
   assert.match(unknownRole.stderr, /unknown role nope; define it first with 'outpost policy add-role'/);
 });
 
-const SUBCOMMANDS = ['init', 'add-admin', 'remove-admin', 'add-role', 'add-group', 'add-relay', 'add-timestamp-key', 'revoke-key', 'next', 'rotate-root', 'sign', 'verify', 'show', 'push'];
+const SUBCOMMANDS = [
+  'init',
+  'add-admin',
+  'remove-admin',
+  'add-role',
+  'add-group',
+  'add-relay',
+  'add-timestamp-key',
+  'revoke-key',
+  'next',
+  'rotate-root',
+  'sign',
+  'verify',
+  'show',
+  'push',
+];
 
 test('policy --help lists every subcommand, and each subcommand has --help', async () => {
   const overview = await ok('policy', '--help');
@@ -141,14 +253,32 @@ test('bad arguments exit 2 with a message naming the flag', async () => {
   const draft = file('v1.json');
   const cases: [string[], RegExp][] = [
     [['policy', 'init', '--out', file('x.json')], /--root-key: give at least one org root key/],
-    [['policy', 'init', '--out', file('x.json'), '--root-key', 'not-a-key'], /--root-key: "not-a-key" is neither a base64 Ed25519 public key/],
-    [['policy', 'add-group', '--policy', draft, '--name', 'g', '--host', 'h1', '--threshold', 'two'], /--threshold: expected a whole number/],
-    [['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'fly', '--host', '*'], /--capability: Invalid option/],
-    [['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'read', '--host', 'Bad_Host'], /--host: expected a host id/],
+    [
+      ['policy', 'init', '--out', file('x.json'), '--root-key', 'not-a-key'],
+      /--root-key: "not-a-key" is neither a base64 Ed25519 public key/,
+    ],
+    [
+      ['policy', 'add-group', '--policy', draft, '--name', 'g', '--host', 'h1', '--threshold', 'two'],
+      /--threshold: expected a whole number/,
+    ],
+    [
+      ['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'fly', '--host', '*'],
+      /--capability: Invalid option/,
+    ],
+    [
+      ['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'read', '--host', 'Bad_Host'],
+      /--host: expected a host id/,
+    ],
     [['policy', 'verify', '--policy', draft], /--previous: give either --previous FILE/],
     [['policy', 'show'], /--policy: give either --policy FILE or --coordinator URL/],
-    [['policy', 'show', '--coordinator', 'ws://127.0.0.1:1'], /--org-root: with --coordinator, give the pinned org root/],
-    [['policy', 'push', '--policy', draft, '--coordinator', 'http://x'], /--coordinator: expected a ws:\/\/ or wss:\/\/ URL/],
+    [
+      ['policy', 'show', '--coordinator', 'ws://127.0.0.1:1'],
+      /--org-root: with --coordinator, give the pinned org root/,
+    ],
+    [
+      ['policy', 'push', '--policy', draft, '--coordinator', 'http://x'],
+      /--coordinator: expected a ws:\/\/ or wss:\/\/ URL/,
+    ],
     [['policy', 'sign', '--policy', draft, '--bogus'], /Unknown option '--bogus'/],
     [['policy', 'frobnicate'], /unknown subcommand 'frobnicate'/],
   ];

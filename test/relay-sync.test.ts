@@ -1,18 +1,18 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { join } from 'node:path';
-import { rmSync } from 'node:fs';
 import * as Y from 'yjs';
-import { startCoordinator, type RunningCoordinator } from '../coordinator/server.js';
-import { startRelay, type RelayConfig, type RunningRelay } from '../coordinator/relay.js';
-import { createMemoryLogger } from '../shared/log.js';
+import { type RelayConfig, type RunningRelay, startRelay } from '../coordinator/relay.js';
+import { type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import { generateSigningKey, type SigningKey } from '../shared/crypto/keys.js';
 import { signPayload } from '../shared/crypto/signatures.js';
-import { connectDocument, httpBaseFromWs, waitForSync, type DocumentConnection } from '../shared/sync/connect.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
-import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
-import { startFaultProxy, type FaultProxy } from './harness/fault-proxy.js';
+import { createMemoryLogger } from '../shared/log.js';
+import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../shared/sync/connect.js';
+import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from './harness/policy-fixtures.js';
+import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
 
 // Relays in process, against a coordinator in process, with the fault proxy on the uplink:
 // both directions of sync, outages on either side, a link reset in the middle of a message, a
@@ -34,7 +34,15 @@ test.after(async () => {
 });
 
 async function coordinatorAt(name: string, port = 0, orgRootKeys: string[] = []): Promise<RunningCoordinator> {
-  const coordinator = await startCoordinator({ dataDir: join(dir, name), listen: '127.0.0.1', port, maxPayload: 1 << 20, idleUnloadMs: 500, logger: memory.logger, orgRootKeys });
+  const coordinator = await startCoordinator({
+    dataDir: join(dir, name),
+    listen: '127.0.0.1',
+    port,
+    maxPayload: 1 << 20,
+    idleUnloadMs: 500,
+    logger: memory.logger,
+    orgRootKeys,
+  });
   stoppers.push(() => coordinator.close());
   return coordinator;
 }
@@ -76,30 +84,47 @@ async function stored(coordinator: RunningCoordinator, name: string, key = 'inte
   return replay.getArray(key).toArray();
 }
 
-async function waitItems(what: string, read: () => unknown[] | Promise<unknown[]>, expected: unknown[], timeoutMs = 8000): Promise<void> {
-  await waitFor(what, async () => {
-    const have = await read();
-    return expected.every((e) => have.includes(e));
-  }, timeoutMs, 50);
+async function waitItems(
+  what: string,
+  read: () => unknown[] | Promise<unknown[]>,
+  expected: unknown[],
+  timeoutMs = 8000,
+): Promise<void> {
+  await waitFor(
+    what,
+    async () => {
+      const have = await read();
+      return expected.every((e) => have.includes(e));
+    },
+    timeoutMs,
+    50,
+  );
 }
 
-test('writes through a relay reach the coordinator and the coordinator\'s reach the relay\'s agents, over one upstream socket', async () => {
+test("writes through a relay reach the coordinator and the coordinator's reach the relay's agents, over one upstream socket", async () => {
   const coordinator = await coordinatorAt('c1');
   const relay = await relayTo('r1', [coordinator.url]);
   const site = client(relay.url, 'hosts/a1/status');
   await waitForSync(site, 5000);
   site.doc.getArray('results').push(['from-site']);
-  await waitItems('the coordinator to store the site write', () => stored(coordinator, 'hosts/a1/status', 'results'), ['from-site']);
+  await waitItems('the coordinator to store the site write', () => stored(coordinator, 'hosts/a1/status', 'results'), [
+    'from-site',
+  ]);
   const admin = client(coordinator.url, 'hosts/a1/desired');
   const agent = client(relay.url, 'hosts/a1/desired');
   await Promise.all([waitForSync(admin, 5000), waitForSync(agent, 5000)]);
   admin.doc.getArray('intents').push(['from-admin']);
   await waitItems('the agent behind the relay to see the intent', () => items(agent), ['from-admin']);
-  const health = (await (await fetch(`${httpBaseFromWs(coordinator.url)}/healthz`)).json()) as { relaySessions: number };
+  const health = (await (await fetch(`${httpBaseFromWs(coordinator.url)}/healthz`)).json()) as {
+    relaySessions: number;
+  };
   assert.is(health.relaySessions, 1, 'one socket carries every document');
   assert.ok((await coordinator.log.read('hosts/a1/status')).every((e) => e.principal.startsWith('anonymous@')));
   const relayLog = await relay.log.read('hosts/a1/desired');
-  assert.ok(relayLog.some((e) => e.principal === `upstream:${coordinator.url}`), 'the relay logs what came from upstream as such');
+  assert.ok(
+    relayLog.some((e) => e.principal === `upstream:${coordinator.url}`),
+    'the relay logs what came from upstream as such',
+  );
 });
 
 test('a document changed upstream while nobody at the site holds it reaches the relay (change notice), so it is there when the uplink is down', async () => {
@@ -117,7 +142,9 @@ test('a document changed upstream while nobody at the site holds it reaches the 
   admin.close();
   await coordinator.close();
   const agent = client(relay.url, 'hosts/b1/desired');
-  await waitItems('the agent to get it from the relay with the coordinator gone', () => items(agent), ['for-offline-agent']);
+  await waitItems('the agent to get it from the relay with the coordinator gone', () => items(agent), [
+    'for-offline-agent',
+  ]);
 });
 
 test('coordinator down: the relay keeps serving and stores local writes; when it returns everything merges both ways and nothing acknowledged is lost', async () => {
@@ -141,9 +168,19 @@ test('coordinator down: the relay keeps serving and stores local writes; when it
   const admin = client(coordinator.url, 'hosts/c1/desired');
   await waitForSync(admin, 5000);
   admin.doc.getArray('intents').push(['admin-at-coordinator']);
-  await waitItems('the coordinator to have every offline write', () => stored(coordinator, 'hosts/c1/status', 'results'), ['before-outage', 'offline-0', 'offline-4']);
-  await waitItems('the coordinator to have the site admin\'s intent', () => stored(coordinator, 'hosts/c1/desired'), ['admin-at-site', 'admin-at-coordinator']);
-  await waitItems('the site to have the coordinator admin\'s intent', () => items(desired), ['admin-at-site', 'admin-at-coordinator']);
+  await waitItems(
+    'the coordinator to have every offline write',
+    () => stored(coordinator, 'hosts/c1/status', 'results'),
+    ['before-outage', 'offline-0', 'offline-4'],
+  );
+  await waitItems("the coordinator to have the site admin's intent", () => stored(coordinator, 'hosts/c1/desired'), [
+    'admin-at-site',
+    'admin-at-coordinator',
+  ]);
+  await waitItems("the site to have the coordinator admin's intent", () => items(desired), [
+    'admin-at-site',
+    'admin-at-coordinator',
+  ]);
   await waitFor('the relay to have nothing unconfirmed', () => relay.bridge.stats().dirty === 0, 5000);
 });
 
@@ -159,8 +196,13 @@ test('link reset in the middle of a sync message: the relay reconnects and the u
   const tripped = proxy.resetAfter(5_000, 'up');
   agent.doc.getArray('results').push([big]);
   await tripped;
-  assert.ok(memory.events.some((e) => e.event === 'upstream-disconnected'), 'the relay saw the reset');
-  await waitItems('the update to arrive after the reconnect', () => stored(coordinator, 'hosts/d1/status', 'results'), [big]);
+  assert.ok(
+    memory.events.some((e) => e.event === 'upstream-disconnected'),
+    'the relay saw the reset',
+  );
+  await waitItems('the update to arrive after the reconnect', () => stored(coordinator, 'hosts/d1/status', 'results'), [
+    big,
+  ]);
   assert.is((await stored(coordinator, 'hosts/d1/status', 'results')).filter((r) => r === big).length, 1);
   // Same the other way: the coordinator's answer cut half way.
   const admin = client(coordinator.url, 'hosts/d1/desired');
@@ -185,7 +227,12 @@ test('blackholed uplink: the relay notices the silence, drops the link, and reco
   agent.doc.getArray('results').push(['during-blackhole']);
   await waitFor('the relay to time out', () => memory.events.some((e) => e.event === 'upstream-timeout'), 6000);
   proxy.restore();
-  await waitItems('the write to arrive', () => stored(coordinator, 'hosts/e1/status', 'results'), ['during-blackhole'], 10_000);
+  await waitItems(
+    'the write to arrive',
+    () => stored(coordinator, 'hosts/e1/status', 'results'),
+    ['during-blackhole'],
+    10_000,
+  );
 });
 
 test('a relay restarted with an empty disk refills every document from upstream', async () => {
@@ -201,7 +248,11 @@ test('a relay restarted with an empty disk refills every document from upstream'
   await relay.close();
   rmSync(join(dir, 'r6'), { recursive: true, force: true });
   relay = await relayTo('r6', [coordinator.url]);
-  await waitFor('the new relay to refill', async () => (await relay.log.documents()).filter((d) => d.startsWith('hosts/')).length === 3, 8000);
+  await waitFor(
+    'the new relay to refill',
+    async () => (await relay.log.documents()).filter((d) => d.startsWith('hosts/')).length === 3,
+    8000,
+  );
   await relay.upstream.stop();
   for (const host of ['f1', 'f2', 'f3']) {
     const agent = client(relay.url, `hosts/${host}/desired`);
@@ -217,7 +268,9 @@ test('relays chain: a site relay behind a regional relay syncs with the coordina
   const desired = client(site.url, 'hosts/g1/desired');
   await Promise.all([waitForSync(agent, 5000), waitForSync(desired, 5000)]);
   agent.doc.getArray('results').push(['through-two-relays']);
-  await waitItems('the coordinator to store it', () => stored(coordinator, 'hosts/g1/status', 'results'), ['through-two-relays']);
+  await waitItems('the coordinator to store it', () => stored(coordinator, 'hosts/g1/status', 'results'), [
+    'through-two-relays',
+  ]);
   const admin = client(coordinator.url, 'hosts/g1/desired');
   await waitForSync(admin, 5000);
   admin.doc.getArray('intents').push(['down-two-relays']);
@@ -233,7 +286,11 @@ test('presence: an agent behind two relays shows online at the coordinator, then
   await waitForSync(agent, 5000);
   agent.provider.awareness.setLocalState({ role: 'agent', host: 'p1', phase: 'idle', generation: null });
   const presence = async (): Promise<{ online: boolean; lastSeen: string | null } | undefined> =>
-    ((await (await fetch(`${httpBaseFromWs(coordinator.url)}/api/presence`)).json()) as { hosts: Record<string, { online: boolean; lastSeen: string | null }> }).hosts.p1;
+    (
+      (await (await fetch(`${httpBaseFromWs(coordinator.url)}/api/presence`)).json()) as {
+        hosts: Record<string, { online: boolean; lastSeen: string | null }>;
+      }
+    ).hosts.p1;
   await waitFor('p1 online at the coordinator', async () => (await presence())?.online, 5000);
   const before = regional.upstream.stats().bytesOut;
   // Awareness renewals stay at the site: nothing goes upstream while nothing changes.
@@ -241,10 +298,14 @@ test('presence: an agent behind two relays shows online at the coordinator, then
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.is(regional.upstream.stats().bytesOut - before, 0);
   agent.close();
-  const seen = await waitFor('p1 offline at the coordinator', async () => {
-    const p = await presence();
-    return p && !p.online ? p : null;
-  }, 10_000);
+  const seen = await waitFor(
+    'p1 offline at the coordinator',
+    async () => {
+      const p = await presence();
+      return p && !p.online ? p : null;
+    },
+    10_000,
+  );
   assert.ok(seen.lastSeen && Date.now() - Date.parse(seen.lastSeen) < 10_000, 'last seen just now');
 });
 
@@ -257,25 +318,53 @@ test('with a policy: the relay authenticates with its key, carries only its host
   assert.is((await pushPolicy(coordinator.url, signPolicy(policy, org.root))).status, 200);
   const relay = await relayTo('r9', [coordinator.url], { key: relayKey, orgRootKeys: [org.root.publicKey] });
   // The relay's agents enroll through it: the relay passes the signed approval on.
-  const enrollment = { kind: 'enrollment' as const, host: 's1', hostKey: hostKey.publicKey, approvedAt: new Date().toISOString(), policyVersion: 1 };
-  await waitFor('the relay to have the policy', async () => ((await (await fetch(`${httpBaseFromWs(relay.url)}/healthz`)).json()) as { policyVersion: number | null }).policyVersion === 1, 8000);
-  const approved = await postJson(relay.url, '/api/enroll/approve', { enrollment, signatures: [signPayload('enrollment', enrollment, org.alice)] });
+  const enrollment = {
+    kind: 'enrollment' as const,
+    host: 's1',
+    hostKey: hostKey.publicKey,
+    approvedAt: new Date().toISOString(),
+    policyVersion: 1,
+  };
+  await waitFor(
+    'the relay to have the policy',
+    async () =>
+      ((await (await fetch(`${httpBaseFromWs(relay.url)}/healthz`)).json()) as { policyVersion: number | null })
+        .policyVersion === 1,
+    8000,
+  );
+  const approved = await postJson(relay.url, '/api/enroll/approve', {
+    enrollment,
+    signatures: [signPayload('enrollment', enrollment, org.alice)],
+  });
   assert.is(approved.status, 200, approved.body.error);
   const agent = client(relay.url, 'hosts/s1/status', hostKey);
   await waitForSync(agent, 8000);
   agent.doc.getArray('results').push(['signed-elsewhere']);
   await waitItems('stored upstream', () => stored(coordinator, 'hosts/s1/status', 'results'), ['signed-elsewhere']);
-  assert.ok((await coordinator.log.read('hosts/s1/status')).every((e) => e.principal === 'relay:site-1'), 'the coordinator logs the relay as the principal');
+  assert.ok(
+    (await coordinator.log.read('hosts/s1/status')).every((e) => e.principal === 'relay:site-1'),
+    'the coordinator logs the relay as the principal',
+  );
   // Not this relay's host: refused at the relay, so the agent's next endpoint is tried.
   const other = client(relay.url, 'hosts/s2/status', org.alice);
-  const code = await new Promise<number>((resolve) => other.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code)));
+  const code = await new Promise<number>((resolve) =>
+    other.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code)),
+  );
   assert.is(code, 4403);
   // No key proof: refused at the relay as at the coordinator.
   const anonymous = client(relay.url, 'hosts/s1/desired', null);
-  assert.is(await new Promise<number>((resolve) => anonymous.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code))), 4401);
+  assert.is(
+    await new Promise<number>((resolve) =>
+      anonymous.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code)),
+    ),
+    4401,
+  );
   // The relay never writes fleet documents upstream: the policy there is unchanged.
   assert.is((await coordinator.log.read(POLICY_DOC)).length, 1);
-  const unreachable = await relayTo('r9-lonely', ['ws://127.0.0.1:1'], { key: relayKey, orgRootKeys: [org.root.publicKey] });
+  const unreachable = await relayTo('r9-lonely', ['ws://127.0.0.1:1'], {
+    key: relayKey,
+    orgRootKeys: [org.root.publicKey],
+  });
   const refused = await postJson(unreachable.url, '/api/enroll', {});
   assert.is(refused.status, 503);
   assert.match(String(refused.body.error), /none is reachable/);

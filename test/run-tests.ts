@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpus } from 'node:os';
 
 // Runs every compiled *.test.js in its own process (integration tests start servers and Nix
 // builds; isolation keeps one file's leftovers out of the next), two at a time on CI's two
@@ -30,12 +30,16 @@ interface FileOutcome {
   code: number | null;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matches terminal colour codes
 const ANSI = /\u001b\[[0-9;]*m/g;
 
 function runFile(file: string): Promise<FileOutcome> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--enable-source-maps', file], { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--enable-source-maps', file], {
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -43,7 +47,8 @@ function runFile(file: string): Promise<FileOutcome> {
     child.on('close', (code) => {
       clearTimeout(timer);
       const text = output.replace(ANSI, '');
-      const number = (label: string): number => [...text.matchAll(new RegExp(`${label}:\\s+(\\d+)`, 'g'))].reduce((sum, m) => sum + Number(m[1]), 0);
+      const number = (label: string): number =>
+        [...text.matchAll(new RegExp(`${label}:\\s+(\\d+)`, 'g'))].reduce((sum, m) => sum + Number(m[1]), 0);
       const total = number('Total');
       const passed = number('Passed');
       const skipped = number('Skipped');
@@ -67,8 +72,16 @@ async function main(): Promise<void> {
         const outcome = await runFile(file);
         outcomes.push(outcome);
         const name = relative(root, file);
-        console.log(`${outcome.failed === 0 ? 'ok  ' : 'FAIL'} ${name}  (${outcome.passed} passed, ${outcome.failed} failed, ${outcome.seconds.toFixed(1)} s)`);
-        if (outcome.failed > 0 || process.env.OUTPOST_TEST_VERBOSE) console.log(outcome.output.split('\n').map((l) => `     ${l}`).join('\n'));
+        console.log(
+          `${outcome.failed === 0 ? 'ok  ' : 'FAIL'} ${name}  (${outcome.passed} passed, ${outcome.failed} failed, ${outcome.seconds.toFixed(1)} s)`,
+        );
+        if (outcome.failed > 0 || process.env.OUTPOST_TEST_VERBOSE)
+          console.log(
+            outcome.output
+              .split('\n')
+              .map((l) => `     ${l}`)
+              .join('\n'),
+          );
       }
     }),
   );

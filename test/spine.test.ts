@@ -1,17 +1,24 @@
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildTestClosure, makeCacheKey, publishToCache, type CacheKeyFiles } from './harness/nix-fixtures.js';
-import { serveBinaryCache } from './harness/cache-server.js';
-import { activations, prepareHost, profileTarget, startAgentProcess, type SimulatedHost } from './harness/fleet.js';
-import { removeDirectory, runCli, startCoordinatorProcess, temporaryDirectory, waitFor, type DaemonProcess } from './harness/processes.js';
-import { readKeyFile, type SigningKey } from '../shared/crypto/keys.js';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { HostView } from '../shared/admin/fleet-view.js';
 import { signIntent } from '../shared/admin/submit-intent.js';
+import { readKeyFile, type SigningKey } from '../shared/crypto/keys.js';
 import { appendIntent } from '../shared/documents/desired.js';
 import { desiredDocName } from '../shared/documents/names.js';
 import { connectDocument, waitForSync } from '../shared/sync/connect.js';
-import type { HostView } from '../shared/admin/fleet-view.js';
+import { serveBinaryCache } from './harness/cache-server.js';
+import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from './harness/fleet.js';
+import { buildTestClosure, type CacheKeyFiles, makeCacheKey, publishToCache } from './harness/nix-fixtures.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  temporaryDirectory,
+  waitFor,
+} from './harness/processes.js';
 
 // The spine, end to end with real processes and real Nix: admin CLI → coordinator → two agents,
 // each installing into its own store root from a signed binary cache served over HTTP.
@@ -32,7 +39,11 @@ test.before(async () => {
   const cacheDir = join(dir, 'cache');
   const stamp = `${process.pid}-${Date.now()}`;
   for (const name of ['gen1', 'gen2', 'gen7']) {
-    closures[name] = await buildTestClosure({ name: `nixos-system-${name}`, extraPaths: 2, uniqueness: `${stamp}-${name}` });
+    closures[name] = await buildTestClosure({
+      name: `nixos-system-${name}`,
+      extraPaths: 2,
+      uniqueness: `${stamp}-${name}`,
+    });
     await publishToCache(closures[name]!, cacheDir, cacheKey.secretKeyFile);
   }
   // Signed only by a key the agents do not trust.
@@ -72,15 +83,40 @@ async function fleetStatus(): Promise<HostView[]> {
   return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts;
 }
 
-async function deploy(host: string, closure: string, extra: string[] = [], key = adminKeyFile): Promise<{ code: number | null; stderr: string }> {
-  return runCli(['deploy', '--coordinator', coordinator.url, '--key', key, '--host', host, '--closure', closure, ...extra]);
+async function deploy(
+  host: string,
+  closure: string,
+  extra: string[] = [],
+  key = adminKeyFile,
+): Promise<{ code: number | null; stderr: string }> {
+  return runCli([
+    'deploy',
+    '--coordinator',
+    coordinator.url,
+    '--key',
+    key,
+    '--host',
+    host,
+    '--closure',
+    closure,
+    ...extra,
+  ]);
 }
 
-async function waitForResult(host: string, seqAbove: number, timeoutMs = 60_000): Promise<NonNullable<HostView['lastResult']>> {
-  return waitFor(`a result from ${host} after #${seqAbove}`, async () => {
-    const view = (await fleetStatus()).find((v) => v.host === host);
-    return view?.lastResult && view.lastResult.seq > seqAbove ? view.lastResult : null;
-  }, timeoutMs, 300);
+async function waitForResult(
+  host: string,
+  seqAbove: number,
+  timeoutMs = 60_000,
+): Promise<NonNullable<HostView['lastResult']>> {
+  return waitFor(
+    `a result from ${host} after #${seqAbove}`,
+    async () => {
+      const view = (await fleetStatus()).find((v) => v.host === host);
+      return view?.lastResult && view.lastResult.seq > seqAbove ? view.lastResult : null;
+    },
+    timeoutMs,
+    300,
+  );
 }
 
 async function lastSeq(host: string): Promise<number> {
@@ -103,7 +139,11 @@ test('generation 1 reaches both hosts: profiles point at the closure, the switch
     assert.is(view.applied?.generation, 1);
     assert.ok(view.statusSignatureValid);
     assert.ok(view.online, `${view.host} online through awareness`);
-    assert.ok(view.results.every((r) => r.signatureValid && r.signature.publicKey === hosts.find((h) => h.host === view.host)!.publicKey));
+    assert.ok(
+      view.results.every(
+        (r) => r.signatureValid && r.signature.publicKey === hosts.find((h) => h.host === view.host)!.publicKey,
+      ),
+    );
   }
 });
 
@@ -140,17 +180,29 @@ async function injectIntent(docHost: string, signed: ReturnType<typeof signInten
     await waitForSync(connection, 10_000);
     appendIntent(connection.doc, signed);
     const reader = connectDocument(coordinator.url, desiredDocName(docHost));
-    await waitFor('the injected intent to be stored', async () => {
-      await waitForSync(reader, 10_000);
-      return reader.doc.getArray('intents').length > 0 && JSON.stringify(reader.doc.getArray('intents').toJSON()).includes(signed.signatures[0]!.signature);
-    }, 10_000);
+    await waitFor(
+      'the injected intent to be stored',
+      async () => {
+        await waitForSync(reader, 10_000);
+        return (
+          reader.doc.getArray('intents').length > 0 &&
+          JSON.stringify(reader.doc.getArray('intents').toJSON()).includes(signed.signatures[0]!.signature)
+        );
+      },
+      10_000,
+    );
     reader.close();
   } finally {
     connection.close();
   }
 }
 
-function intentFor(host: string, generation: number, closure: string, overrides: { expiresAt?: string; issuedAt?: string } = {}) {
+function intentFor(
+  host: string,
+  generation: number,
+  closure: string,
+  overrides: { expiresAt?: string; issuedAt?: string } = {},
+) {
   const now = Date.now();
   return {
     kind: 'intent' as const,
@@ -174,9 +226,31 @@ const refusals: [string, () => Promise<void>, RegExp][] = [
     },
     /^unknown-signer: signed by .*none of which is a trusted admin key/,
   ],
-  ['meant for another host', () => injectIntent('h1', signIntent(intentFor('h2', 4, closures.gen7!), admin)), /^wrong-host: intent is for host h2, this is h1/],
-  ['expired', () => injectIntent('h1', signIntent(intentFor('h1', 5, closures.gen7!, { issuedAt: new Date(Date.now() - 7_200_000).toISOString(), expiresAt: new Date(Date.now() - 3_600_000).toISOString() }), admin)), /^expired: intent expired at /],
-  ['whose closure is signed by an untrusted cache key', () => deploy('h1', closures.rogue!, ['--generation', '6']).then((r) => assert.is(r.code, 0)), /^narinfo check: .*signed only by untrusted keys: rogue-cache-1/],
+  [
+    'meant for another host',
+    () => injectIntent('h1', signIntent(intentFor('h2', 4, closures.gen7!), admin)),
+    /^wrong-host: intent is for host h2, this is h1/,
+  ],
+  [
+    'expired',
+    () =>
+      injectIntent(
+        'h1',
+        signIntent(
+          intentFor('h1', 5, closures.gen7!, {
+            issuedAt: new Date(Date.now() - 7_200_000).toISOString(),
+            expiresAt: new Date(Date.now() - 3_600_000).toISOString(),
+          }),
+          admin,
+        ),
+      ),
+    /^expired: intent expired at /,
+  ],
+  [
+    'whose closure is signed by an untrusted cache key',
+    () => deploy('h1', closures.rogue!, ['--generation', '6']).then((r) => assert.is(r.code, 0)),
+    /^narinfo check: .*signed only by untrusted keys: rogue-cache-1/,
+  ],
 ];
 
 for (const [label, submit, reason] of refusals) {
@@ -197,7 +271,13 @@ for (const [label, submit, reason] of refusals) {
 
 test('the agents refuse to start when Nix signature checks are off', async () => {
   const host = await prepareHost(dir, 'h3');
-  const agent = startAgentProcess(host, { coordinators: [coordinator.url], adminKeys: [admin.publicKey], substituters: [cache.url], trustedCacheKeys: [cacheKey.publicKey], env: { NIX_CONFIG: 'require-sigs = false' } });
+  const agent = startAgentProcess(host, {
+    coordinators: [coordinator.url],
+    adminKeys: [admin.publicKey],
+    substituters: [cache.url],
+    trustedCacheKeys: [cacheKey.publicKey],
+    env: { NIX_CONFIG: 'require-sigs = false' },
+  });
   const code = await agent.exited;
   assert.is(code, 1);
   assert.match(agent.logs(), /require-sigs = false/);
@@ -207,7 +287,11 @@ test('SIGKILL of the coordinator: agents reconnect by themselves and apply the n
   const before = await Promise.all(hosts.map((h) => lastSeq(h.host)));
   coordinator.child.kill('SIGKILL');
   await coordinator.exited;
-  coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator-2.log'), coordinator.port);
+  coordinator = await startCoordinatorProcess(
+    join(dir, 'coordinator'),
+    join(dir, 'coordinator-2.log'),
+    coordinator.port,
+  );
   for (const host of hosts) assert.is((await deploy(host.host, closures.gen7!, ['--generation', '7'])).code, 0);
   for (const [i, host] of hosts.entries()) {
     const result = await waitForResult(host.host, before[i]!);

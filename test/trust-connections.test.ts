@@ -2,15 +2,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { startCoordinator, type RunningCoordinator } from '../coordinator/server.js';
-import { createMemoryLogger } from '../shared/log.js';
+import { type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import { generateSigningKey, type SigningKey } from '../shared/crypto/keys.js';
 import { signPayload } from '../shared/crypto/signatures.js';
-import { connectDocument, waitForSync, type DocumentConnection } from '../shared/sync/connect.js';
-import { TIMESTAMP_DOC, readTimestamp } from '../shared/documents/fleet.js';
+import { readTimestamp, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
+import { createMemoryLogger } from '../shared/log.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../shared/sync/connect.js';
 import { openFleetTrust } from '../shared/trust/fleet-trust.js';
-import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from './harness/policy-fixtures.js';
+import { removeDirectory, temporaryDirectory, waitFor } from './harness/processes.js';
 
 // The coordinator with --org-root: every connection proves a key, the policy decides access per
 // document, and a refused write leaves no trace in the stored log.
@@ -28,7 +28,9 @@ function connectAs(identity: SigningKey | null, name: string): DocumentConnectio
 }
 
 function closeCode(connection: DocumentConnection): Promise<number> {
-  return new Promise((resolve) => connection.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code)));
+  return new Promise((resolve) =>
+    connection.provider.on('connection-close', (event: { code: number } | null) => event && resolve(event.code)),
+  );
 }
 
 test.before(async () => {
@@ -48,8 +50,17 @@ test.before(async () => {
   const pushed = await pushPolicy(coordinator.url, signPolicy(basePolicy(org), org.root));
   assert.is(pushed.status, 200, pushed.body.error);
   // Enroll h1 by approval from alice, who holds `enroll`.
-  const enrollment = { kind: 'enrollment' as const, host: 'h1', hostKey: hostKey.publicKey, approvedAt: new Date().toISOString(), policyVersion: 1 };
-  const approved = await postJson(coordinator.url, '/api/enroll/approve', { enrollment, signatures: [signPayload('enrollment', enrollment, org.alice)] });
+  const enrollment = {
+    kind: 'enrollment' as const,
+    host: 'h1',
+    hostKey: hostKey.publicKey,
+    approvedAt: new Date().toISOString(),
+    policyVersion: 1,
+  };
+  const approved = await postJson(coordinator.url, '/api/enroll/approve', {
+    enrollment,
+    signatures: [signPayload('enrollment', enrollment, org.alice)],
+  });
   assert.is(approved.status, 200, approved.body.error);
 });
 
@@ -74,10 +85,15 @@ test('a replayed key proof is refused: challenges are single use', async () => {
   // The client already holds the next proof; use it twice by hand.
   const once = new WebSocket(`${coordinator.url}/hosts/h1/desired?${params}`);
   const twice = new WebSocket(`${coordinator.url}/hosts/h1/desired?${params}`);
-  const codes = await Promise.all([once, twice].map((ws) => new Promise<number>((resolve) => {
-    ws.on('close', (code) => resolve(code));
-    setTimeout(() => ws.close(1000), 1500);
-  })));
+  const codes = await Promise.all(
+    [once, twice].map(
+      (ws) =>
+        new Promise<number>((resolve) => {
+          ws.on('close', (code) => resolve(code));
+          setTimeout(() => ws.close(1000), 1500);
+        }),
+    ),
+  );
   assert.ok(codes.includes(4401), `one of the two uses must be refused, got ${codes}`);
 });
 
@@ -87,10 +103,18 @@ test('an admin with deploy writes desired documents; an enrolled agent writes on
   const agentStatus = connectAs(hostKey, 'hosts/h1/status');
   await Promise.all([admin, agentDesired, agentStatus].map((c) => waitForSync(c, 5000)));
   admin.doc.getArray('intents').push(['from-alice']);
-  await waitFor('the agent to read what alice wrote', () => agentDesired.doc.getArray('intents').toArray().includes('from-alice'), 5000);
+  await waitFor(
+    'the agent to read what alice wrote',
+    () => agentDesired.doc.getArray('intents').toArray().includes('from-alice'),
+    5000,
+  );
   agentStatus.doc.getArray('results').push(['from-h1']);
   const reader = connectAs(org.carol, 'hosts/h1/status');
-  await waitFor('carol (read) to see h1 status', () => reader.doc.getArray('results').toArray().includes('from-h1'), 5000);
+  await waitFor(
+    'carol (read) to see h1 status',
+    () => reader.doc.getArray('results').toArray().includes('from-h1'),
+    5000,
+  );
 });
 
 test('writes where a connection may not write are refused and leave no trace in the log', async () => {
@@ -110,12 +134,15 @@ test('writes where a connection may not write are refused and leave no trace in 
     const replay = new Y.Doc();
     for (const e of entries) Y.applyUpdate(replay, e.update);
     assert.not.ok(JSON.stringify(replay.getArray('intents').toJSON()).includes(marker), `${marker} must not be stored`);
-    assert.ok(memory.events.some((e) => e.event === 'write-refused' && e.document === name), `${marker} is logged`);
+    assert.ok(
+      memory.events.some((e) => e.event === 'write-refused' && e.document === name),
+      `${marker} is logged`,
+    );
     connection.close();
   }
 });
 
-test('an agent may not open another host\'s documents', async () => {
+test("an agent may not open another host's documents", async () => {
   assert.is(await closeCode(connectAs(hostKey, 'hosts/h2/status')), 4403);
 });
 
@@ -133,8 +160,18 @@ test('signed timestamps flow to readers; a reader persists the walked policy and
   try {
     const { useIdentity } = await import('../shared/sync/connect.js');
     useIdentity(hostKey);
-    const trust = await openFleetTrust({ serverUrl: coordinator.url, orgRootKeys: [org.root.publicKey], stateDir, freezeAfterMs: 60_000, logger: memory.logger });
-    await waitFor('the policy to be walked and a timestamp seen', () => trust.chain().length === 1 && trust.freshness().lastTimestampAt !== null, 5000);
+    const trust = await openFleetTrust({
+      serverUrl: coordinator.url,
+      orgRootKeys: [org.root.publicKey],
+      stateDir,
+      freezeAfterMs: 60_000,
+      logger: memory.logger,
+    });
+    await waitFor(
+      'the policy to be walked and a timestamp seen',
+      () => trust.chain().length === 1 && trust.freshness().lastTimestampAt !== null,
+      5000,
+    );
     assert.is(trust.freshness().frozen, false);
     await trust.close();
     useIdentity(null);
@@ -144,7 +181,10 @@ test('signed timestamps flow to readers; a reader persists the walked policy and
 });
 
 test('a policy signed by the wrong key, or not following the current version, is refused by the coordinator', async () => {
-  const forged = await pushPolicy(coordinator.url, signPolicy({ ...basePolicy(org), version: 2 }, generateSigningKey('mallory')));
+  const forged = await pushPolicy(
+    coordinator.url,
+    signPolicy({ ...basePolicy(org), version: 2 }, generateSigningKey('mallory')),
+  );
   assert.is(forged.status, 400);
   assert.match(String(forged.body.error), /not signed by 1 of version 1's root keys/);
   const gap = await pushPolicy(coordinator.url, signPolicy({ ...basePolicy(org), version: 5 }, org.root));

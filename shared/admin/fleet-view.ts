@@ -3,14 +3,28 @@ import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
-import { downloadProgressSchema, type DownloadProgress, type SignedResult, type TrustStatus, type WindowWait } from '../schemas/report.js';
+import {
+  type DownloadProgress,
+  downloadProgressSchema,
+  type SignedResult,
+  type TrustStatus,
+  type WindowWait,
+} from '../schemas/report.js';
 import { connectDocument, httpBaseFromWs, waitForSync } from '../sync/connect.js';
 
 // What an admin sees of one host: the newest intent, the agent's signed status and results, and
 // presence from awareness. Signatures are checked here too: the coordinator is not trusted.
 export interface HostView {
   host: string;
-  desired: { generation: number; closure: string; action: string; issuer: string; expiresAt: string; signatureValid: boolean; trustedSigner: boolean | null } | null;
+  desired: {
+    generation: number;
+    closure: string;
+    action: string;
+    issuer: string;
+    expiresAt: string;
+    signatureValid: boolean;
+    trustedSigner: boolean | null;
+  } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
   target: { generation: number; closure: string } | null;
@@ -29,7 +43,9 @@ export interface HostView {
   results: (SignedResult & { signatureValid: boolean })[];
 }
 
-const presenceSchema = z.object({ hosts: z.record(z.string(), z.object({ online: z.boolean(), lastSeen: z.string().nullable() })) });
+const presenceSchema = z.object({
+  hosts: z.record(z.string(), z.object({ online: z.boolean(), lastSeen: z.string().nullable() })),
+});
 const documentsSchema = z.object({ documents: z.array(z.string()) });
 
 async function getJson<S extends z.ZodType>(url: string, schema: S, timeoutMs: number): Promise<z.infer<S>> {
@@ -50,20 +66,43 @@ export async function listHosts(serverUrl: string, timeoutMs: number): Promise<s
   return [...hosts].sort();
 }
 
-export async function readHostView(serverUrl: string, host: string, options: { timeoutMs: number; adminKeys?: ReadonlySet<string>; presence?: Map<string, { online: boolean; lastSeen: string | null }> }): Promise<HostView> {
+export async function readHostView(
+  serverUrl: string,
+  host: string,
+  options: {
+    timeoutMs: number;
+    adminKeys?: ReadonlySet<string>;
+    presence?: Map<string, { online: boolean; lastSeen: string | null }>;
+  },
+): Promise<HostView> {
   const desired = connectDocument(serverUrl, desiredDocName(host));
   const status = connectDocument(serverUrl, statusDocName(host));
   try {
     await Promise.all([waitForSync(desired, options.timeoutMs), waitForSync(status, options.timeoutMs)]);
     const entries = readIntentEntries(desired.doc).entries.filter((e) => e.signed.intent.host === host);
-    const newest = entries.reduce<(typeof entries)[number] | null>((best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best), null);
+    const newest = entries.reduce<(typeof entries)[number] | null>(
+      (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
+      null,
+    );
     const current = readCurrentStatus(status.doc);
     const hostKey = current?.signature.publicKey ?? null;
-    const results = readResults(status.doc).results.map((r) => ({ ...r, signatureValid: verifyPayloadSignature('result', r.result, r.signature) && (hostKey === null || r.signature.publicKey === hostKey) }));
-    const last = results.reduce<(typeof results)[number] | null>((best, r) => (!best || r.result.seq > best.result.seq ? r : best), null);
-    const agentStates = [...status.provider.awareness.getStates().values()].filter((s) => (s as { role?: string }).role === 'agent');
+    const results = readResults(status.doc).results.map((r) => ({
+      ...r,
+      signatureValid:
+        verifyPayloadSignature('result', r.result, r.signature) &&
+        (hostKey === null || r.signature.publicKey === hostKey),
+    }));
+    const last = results.reduce<(typeof results)[number] | null>(
+      (best, r) => (!best || r.result.seq > best.result.seq ? r : best),
+      null,
+    );
+    const agentStates = [...status.provider.awareness.getStates().values()].filter(
+      (s) => (s as { role?: string }).role === 'agent',
+    );
     const agentOnline = agentStates.length > 0;
-    const live = agentStates.map((s) => downloadProgressSchema.safeParse((s as { progress?: unknown }).progress)).find((p) => p.success)?.data;
+    const live = agentStates
+      .map((s) => downloadProgressSchema.safeParse((s as { progress?: unknown }).progress))
+      .find((p) => p.success)?.data;
     const milestone = current?.status.progress;
     const presence = options.presence?.get(host);
     return {
@@ -75,12 +114,19 @@ export async function readHostView(serverUrl: string, host: string, options: { t
         issuer: newest.signed.intent.issuer,
         expiresAt: newest.signed.intent.expiresAt,
         signatureValid: newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
-        trustedSigner: options.adminKeys ? newest.signed.signatures.some((s) => options.adminKeys!.has(s.publicKey)) : null,
+        trustedSigner: options.adminKeys
+          ? newest.signed.signatures.some((s) => options.adminKeys!.has(s.publicKey))
+          : null,
       },
       applied: current?.status.applied ?? null,
       phase: current?.status.phase ?? null,
       target: current?.status.target ?? null,
-      progress: live && current?.status.phase === 'downloading' ? { ...live, live: true } : milestone ? { ...milestone, live: false } : null,
+      progress:
+        live && current?.status.phase === 'downloading'
+          ? { ...live, live: true }
+          : milestone
+            ? { ...milestone, live: false }
+            : null,
       window: current?.status.window ?? null,
       trust: current?.status.trust ?? null,
       statusSignatureValid: current ? verifyPayloadSignature('status', current.status, current.signature) : null,
@@ -96,9 +142,16 @@ export async function readHostView(serverUrl: string, host: string, options: { t
   }
 }
 
-export async function readFleetView(serverUrl: string, options: { timeoutMs: number; hosts?: string[]; adminKeys?: ReadonlySet<string>; concurrency?: number }): Promise<HostView[]> {
+export async function readFleetView(
+  serverUrl: string,
+  options: { timeoutMs: number; hosts?: string[]; adminKeys?: ReadonlySet<string>; concurrency?: number },
+): Promise<HostView[]> {
   const hosts = options.hosts?.length ? options.hosts : await listHosts(serverUrl, options.timeoutMs);
-  const { hosts: presenceRecord } = await getJson(`${httpBaseFromWs(serverUrl)}/api/presence`, presenceSchema, options.timeoutMs);
+  const { hosts: presenceRecord } = await getJson(
+    `${httpBaseFromWs(serverUrl)}/api/presence`,
+    presenceSchema,
+    options.timeoutMs,
+  );
   const presence = new Map(Object.entries(presenceRecord));
   const views: HostView[] = new Array(hosts.length);
   let next = 0;

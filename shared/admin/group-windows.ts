@@ -1,6 +1,6 @@
-import type { Group, Policy } from '../schemas/policy.js';
 import { groupWindowsFor } from '../schedule/group-windows.js';
 import { nextAllowedStart, type WindowSet } from '../schedule/window-rules.js';
+import type { Group, Policy } from '../schemas/policy.js';
 
 // How `outpost policy` shows and checks a group's maintenance and reboot windows.
 
@@ -39,8 +39,17 @@ export function windowOverlapNotes(policy: Policy, hosts: string[], now = Date.n
       if (rules.length < 2) continue;
       const key = `${kind} ${rules.map((r) => r.source).join(' ')}`;
       if (notes.has(key)) continue;
-      const opens = nextAllowedStart(rules.map((r) => ({ ...r, timeZone: r.timeZone ?? 'UTC' })), now) !== null;
-      notes.set(key, opens ? '' : `host ${host} is in ${rules.map((r) => r.source).join(' and ')}, whose ${kind} windows never overlap within a week: a host works only when all of its groups allow it, so its ${kind === 'reboot' ? 'reboots' : 'downloads and activations'} would never start`);
+      const opens =
+        nextAllowedStart(
+          rules.map((r) => ({ ...r, timeZone: r.timeZone ?? 'UTC' })),
+          now,
+        ) !== null;
+      notes.set(
+        key,
+        opens
+          ? ''
+          : `host ${host} is in ${rules.map((r) => r.source).join(' and ')}, whose ${kind} windows never overlap within a week: a host works only when all of its groups allow it, so its ${kind === 'reboot' ? 'reboots' : 'downloads and activations'} would never start`,
+      );
     }
   }
   return [...notes.values()].filter(Boolean);

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
-import { policySchema, unknownPolicyFields, type SignedPolicy } from '../schemas/policy.js';
+import { policySchema, type SignedPolicy, unknownPolicyFields } from '../schemas/policy.js';
 import { writeFileDurably } from '../storage/durable-file.js';
 
 // A policy file is what the coordinator accepts at POST /api/policy ({ policy, signatures }),
@@ -16,7 +16,12 @@ export function describeIssues(error: z.ZodError): string {
 }
 
 // Reads and validates a JSON file; `what` names it in errors and `fix` says what to do instead.
-export async function readJsonFile<S extends z.ZodType>(path: string, schema: S, what: string, fix: string): Promise<z.infer<S>> {
+export async function readJsonFile<S extends z.ZodType>(
+  path: string,
+  schema: S,
+  what: string,
+  fix: string,
+): Promise<z.infer<S>> {
   let text: string;
   try {
     text = await fs.readFile(path, 'utf8');
@@ -35,12 +40,19 @@ export async function readJsonFile<S extends z.ZodType>(path: string, schema: S,
 }
 
 export async function readPolicyFile(path: string): Promise<DraftPolicy> {
-  const draft = await readJsonFile(path, draftPolicySchema, 'policy file', `fix it, or start a draft with 'outpost policy init --out ${path} --root-key …'`);
+  const draft = await readJsonFile(
+    path,
+    draftPolicySchema,
+    'policy file',
+    `fix it, or start a draft with 'outpost policy init --out ${path} --root-key …'`,
+  );
   // Readers keep fields they do not know (a newer outpost wrote them); in a file being authored
   // or signed such a field is a typo that would silently mean nothing.
   const unknown = unknownPolicyFields(draft.policy);
   if (unknown.length > 0) {
-    throw new Error(`policy file ${path} has fields this outpost does not know: ${unknown.join(', ')}; fix their spelling (see docs/trust.md for the fields), or use the outpost version that wrote them`);
+    throw new Error(
+      `policy file ${path} has fields this outpost does not know: ${unknown.join(', ')}; fix their spelling (see docs/trust.md for the fields), or use the outpost version that wrote them`,
+    );
   }
   return draft;
 }
@@ -49,13 +61,15 @@ export async function readPolicyFile(path: string): Promise<DraftPolicy> {
 export async function readSignedPolicyFile(path: string): Promise<SignedPolicy> {
   const draft = await readPolicyFile(path);
   if (draft.signatures.length === 0) {
-    throw new Error(`policy file ${path} (version ${draft.policy.version}) has no signatures yet; sign it with 'outpost policy sign --policy ${path} --key ROOT-KEY-FILE'`);
+    throw new Error(
+      `policy file ${path} (version ${draft.policy.version}) has no signatures yet; sign it with 'outpost policy sign --policy ${path} --key ROOT-KEY-FILE'`,
+    );
   }
   return draft;
 }
 
 function policyFileText(draft: DraftPolicy): string {
-  return JSON.stringify(draftPolicySchema.parse(draft), null, 2) + '\n';
+  return `${JSON.stringify(draftPolicySchema.parse(draft), null, 2)}\n`;
 }
 
 // Rewrites an existing policy file atomically: a crash leaves the old or the new file, never half.
@@ -71,7 +85,10 @@ export async function createFileExclusively(path: string, text: string, flag: st
   try {
     handle = await fs.open(path, 'wx', 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`--${flag}: ${path} already exists and is never overwritten; choose another file or remove it deliberately`);
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new Error(
+        `--${flag}: ${path} already exists and is never overwritten; choose another file or remove it deliberately`,
+      );
     throw new Error(`--${flag}: cannot create ${path}: ${(error as Error).message}`);
   }
   try {

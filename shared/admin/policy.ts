@@ -1,4 +1,4 @@
-import { runGroup, type CommandGroup } from './policy-cli-kit.js';
+import { type CommandGroup, runGroup } from './policy-cli-kit.js';
 import { policyEditSubcommands } from './policy-edit-commands.js';
 import { policyTrustSubcommands } from './policy-sign-commands.js';
 

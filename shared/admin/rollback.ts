@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import { readKeyFile } from '../crypto/keys.js';
-import { parseFlags, renderHelp, type CommandSpec } from '../cli/flags.js';
 import { durationSchema } from '../cli/duration.js';
+import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { readKeyFile } from '../crypto/keys.js';
 import { activationActionSchema, generationSchema, hostIdSchema } from '../schemas/primitives.js';
 import { useIdentity } from '../sync/connect.js';
-import { readHostView, type HostView } from './fleet-view.js';
-import { submitIntent } from './submit-intent.js';
 import { deployCommand } from './deploy.js';
+import { type HostView, readHostView } from './fleet-view.js';
+import { submitIntent } from './submit-intent.js';
 
 // A manual rollback is a new, signed intent with the next generation number whose closure is one
 // the host applied before. The anti-rollback floor never moves down: the host moves *forward* to
@@ -27,10 +27,19 @@ export const rollbackCommand: CommandSpec = {
   flags: [
     ...deployFlags('coordinator', 'key'),
     { name: 'host', kind: 'string', placeholder: 'ID', description: 'host to roll back' },
-    { name: 'to-generation', kind: 'string', placeholder: 'N', description: 'an earlier generation the host applied (its signed results say which)', defaultText: 'the one applied before the current one' },
+    {
+      name: 'to-generation',
+      kind: 'string',
+      placeholder: 'N',
+      description: 'an earlier generation the host applied (its signed results say which)',
+      defaultText: 'the one applied before the current one',
+    },
     ...deployFlags('action', 'expires', 'timeout', 'policy-version', 'json'),
   ],
-  examples: ['outpost rollback --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1', 'outpost rollback … --host clinic-1 --to-generation 12'],
+  examples: [
+    'outpost rollback --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1',
+    'outpost rollback … --host clinic-1 --to-generation 12',
+  ],
 };
 
 const rollbackOptionsSchema = z.object({
@@ -49,7 +58,10 @@ export type RollbackTarget = { ok: true; generation: number; closure: string } |
 
 // Picks what to return to from the host's own signed results (only ones whose signature verifies
 // with the host's status key count): a generation the host reported `applied`.
-export function chooseRollbackTarget(view: Pick<HostView, 'host' | 'applied' | 'results'>, toGeneration?: number): RollbackTarget {
+export function chooseRollbackTarget(
+  view: Pick<HostView, 'host' | 'applied' | 'results'>,
+  toGeneration?: number,
+): RollbackTarget {
   const applied = view.results
     .filter((r) => r.signatureValid && r.result.outcome === 'applied')
     .map((r) => r.result)
@@ -57,14 +69,27 @@ export function chooseRollbackTarget(view: Pick<HostView, 'host' | 'applied' | '
   const known = applied.map((r) => r.generation).join(', ') || 'none';
   if (toGeneration !== undefined) {
     const named = applied.filter((r) => r.generation === toGeneration).pop();
-    if (!named) return { ok: false, reason: `${view.host} never reported generation ${toGeneration} as applied (applied: ${known}); name one of those with --to-generation` };
-    if (view.applied && named.closure === view.applied.closure) return { ok: false, reason: `${view.host} already runs the closure of generation ${toGeneration} (as generation ${view.applied.generation})` };
+    if (!named)
+      return {
+        ok: false,
+        reason: `${view.host} never reported generation ${toGeneration} as applied (applied: ${known}); name one of those with --to-generation`,
+      };
+    if (view.applied && named.closure === view.applied.closure)
+      return {
+        ok: false,
+        reason: `${view.host} already runs the closure of generation ${toGeneration} (as generation ${view.applied.generation})`,
+      };
     return { ok: true, generation: named.generation, closure: named.closure };
   }
-  if (!view.applied) return { ok: false, reason: `${view.host} reports no applied generation yet; there is nothing to roll back from` };
+  if (!view.applied)
+    return { ok: false, reason: `${view.host} reports no applied generation yet; there is nothing to roll back from` };
   const current = view.applied;
   const before = applied.filter((r) => r.generation < current.generation && r.closure !== current.closure).pop();
-  if (!before) return { ok: false, reason: `${view.host} has applied no earlier generation with another closure (applied: ${known})` };
+  if (!before)
+    return {
+      ok: false,
+      reason: `${view.host} has applied no earlier generation with another closure (applied: ${known})`,
+    };
   return { ok: true, generation: before.generation, closure: before.closure };
 }
 
@@ -85,14 +110,22 @@ export async function runRollbackCommand(argv: string[]): Promise<number> {
   }
   const { signed, digest } = await submitIntent(
     options.coordinator,
-    { host: options.host, closure: target.closure, action: options.action, validForSeconds: options.expires, policyVersion: options.policyVersion },
+    {
+      host: options.host,
+      closure: target.closure,
+      action: options.action,
+      validForSeconds: options.expires,
+      policyVersion: options.policyVersion,
+    },
     key,
     options.timeout * 1000,
   );
   if (options.json) {
     console.log(JSON.stringify({ ...signed, digest, rollbackTo: target.generation }));
   } else {
-    console.log(`stored: ${signed.intent.host} → generation ${signed.intent.generation} (${signed.intent.action}), the closure of generation ${target.generation}: ${signed.intent.closure}`);
+    console.log(
+      `stored: ${signed.intent.host} → generation ${signed.intent.generation} (${signed.intent.action}), the closure of generation ${target.generation}: ${signed.intent.closure}`,
+    );
     console.log(`signed by ${key.name}; follow it with 'outpost status --coordinator ${options.coordinator}'`);
   }
   return 0;

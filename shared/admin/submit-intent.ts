@@ -1,13 +1,13 @@
-import * as Y from 'yjs';
+import type * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { signPayload } from '../crypto/signatures.js';
 import { appendIntent, readIntentEntries } from '../documents/desired.js';
+import { POLICY_DOC, readPolicies } from '../documents/fleet.js';
 import { desiredDocName } from '../documents/names.js';
-import { intentSchema, type Intent, type SignedIntent } from '../schemas/intent.js';
+import { type Intent, intentSchema, type SignedIntent } from '../schemas/intent.js';
 import type { ActivationAction } from '../schemas/primitives.js';
 import { connectDocument, waitForSync } from '../sync/connect.js';
 import { intentDigest } from '../trust/verify-intent.js';
-import { POLICY_DOC, readPolicies } from '../documents/fleet.js';
 
 export interface IntentRequest {
   host: string;
@@ -34,7 +34,9 @@ export async function latestPolicyVersion(serverUrl: string, timeoutMs: number):
 }
 
 export function highestGeneration(doc: Y.Doc, host: string): number {
-  return readIntentEntries(doc).entries.filter((e) => e.signed.intent.host === host).reduce((max, e) => Math.max(max, e.signed.intent.generation), 0);
+  return readIntentEntries(doc)
+    .entries.filter((e) => e.signed.intent.host === host)
+    .reduce((max, e) => Math.max(max, e.signed.intent.generation), 0);
 }
 
 export function signIntent(intent: Intent, key: SigningKey): SignedIntent {
@@ -45,7 +47,12 @@ export function signIntent(intent: Intent, key: SigningKey): SignedIntent {
 // Signs an intent, appends it to the host's desired document, and returns only once the
 // coordinator has it stored: a second, fresh connection must see it (the coordinator answers a
 // sync request only after everything before it is in its fsync'ed log).
-export async function submitIntent(serverUrl: string, request: IntentRequest, key: SigningKey, timeoutMs: number): Promise<{ signed: SignedIntent; digest: string; previousHighest: number }> {
+export async function submitIntent(
+  serverUrl: string,
+  request: IntentRequest,
+  key: SigningKey,
+  timeoutMs: number,
+): Promise<{ signed: SignedIntent; digest: string; previousHighest: number }> {
   const name = desiredDocName(request.host);
   const writer = connectDocument(serverUrl, name);
   try {
@@ -94,5 +101,7 @@ async function waitUntilStored(serverUrl: string, name: string, digest: string, 
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new Error(`the coordinator at ${serverUrl} did not confirm storing the intent within ${timeoutMs} ms; run 'outpost status' to check before deploying again`);
+  throw new Error(
+    `the coordinator at ${serverUrl} did not confirm storing the intent within ${timeoutMs} ms; run 'outpost status' to check before deploying again`,
+  );
 }

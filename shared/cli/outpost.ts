@@ -4,15 +4,42 @@ import { UsageError } from './flags.js';
 // Commands load their code only when run: `outpost status` need not load the agent or LevelDB.
 type CommandRunner = (argv: string[]) => Promise<number>;
 const commands: Record<string, { run: CommandRunner; summary: string }> = {
-  keygen: { run: async (argv) => (await import('../admin/keygen.js')).runKeygenCommand(argv), summary: 'create an admin or host key' },
-  coordinator: { run: async (argv) => (await import('../../coordinator/cli.js')).runCoordinatorCommand(argv), summary: 'run the coordinator (sync server + update log)' },
-  relay: { run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv), summary: 'run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)' },
-  agent: { run: async (argv) => (await import('../../agent/cli.js')).runAgentCommand(argv), summary: 'run the agent on a host' },
-  deploy: { run: async (argv) => (await import('../admin/deploy.js')).runDeployCommand(argv), summary: 'sign and submit an intent for a host' },
-  rollback: { run: async (argv) => (await import('../admin/rollback.js')).runRollbackCommand(argv), summary: 'return a host to an earlier applied generation (as a new signed generation)' },
-  status: { run: async (argv) => (await import('../admin/status.js')).runStatusCommand(argv), summary: 'show every host: desired, applied, phase, online, last result' },
-  policy: { run: async (argv) => (await import('../admin/policy.js')).runPolicyCommand(argv), summary: 'write, sign, verify and publish the signed fleet policy' },
-  enroll: { run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv), summary: 'enroll hosts: request, token, list, approve' },
+  keygen: {
+    run: async (argv) => (await import('../admin/keygen.js')).runKeygenCommand(argv),
+    summary: 'create an admin or host key',
+  },
+  coordinator: {
+    run: async (argv) => (await import('../../coordinator/cli.js')).runCoordinatorCommand(argv),
+    summary: 'run the coordinator (sync server + update log)',
+  },
+  relay: {
+    run: async (argv) => (await import('../../coordinator/relay-cli.js')).runRelayCommand(argv),
+    summary: 'run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)',
+  },
+  agent: {
+    run: async (argv) => (await import('../../agent/cli.js')).runAgentCommand(argv),
+    summary: 'run the agent on a host',
+  },
+  deploy: {
+    run: async (argv) => (await import('../admin/deploy.js')).runDeployCommand(argv),
+    summary: 'sign and submit an intent for a host',
+  },
+  rollback: {
+    run: async (argv) => (await import('../admin/rollback.js')).runRollbackCommand(argv),
+    summary: 'return a host to an earlier applied generation (as a new signed generation)',
+  },
+  status: {
+    run: async (argv) => (await import('../admin/status.js')).runStatusCommand(argv),
+    summary: 'show every host: desired, applied, phase, online, last result',
+  },
+  policy: {
+    run: async (argv) => (await import('../admin/policy.js')).runPolicyCommand(argv),
+    summary: 'write, sign, verify and publish the signed fleet policy',
+  },
+  enroll: {
+    run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv),
+    summary: 'enroll hosts: request, token, list, approve',
+  },
 };
 
 function usage(): string {

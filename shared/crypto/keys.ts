@@ -1,6 +1,6 @@
-import nacl from 'tweetnacl';
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
+import nacl from 'tweetnacl';
 import { z } from 'zod';
 import { base64Key32Schema } from '../schemas/primitives.js';
 import { fromBase64, toBase64 } from './encoding.js';
@@ -32,7 +32,9 @@ export function signingKeyFromKeyFile(file: KeyFile, where: string): SigningKey 
   const secretKey = fromBase64(file.secretKey);
   const derived = nacl.sign.keyPair.fromSecretKey(secretKey);
   if (toBase64(derived.publicKey) !== file.publicKey) {
-    throw new Error(`${where}: publicKey does not match secretKey; the key file is corrupt — regenerate it with 'outpost keygen'`);
+    throw new Error(
+      `${where}: publicKey does not match secretKey; the key file is corrupt — regenerate it with 'outpost keygen'`,
+    );
   }
   return { name: file.name, publicKey: file.publicKey, secretKey };
 }
@@ -42,7 +44,7 @@ export async function writeKeyFile(path: string, key: SigningKey): Promise<void>
   // 'wx': never overwrite an existing key by accident; losing a host or admin key is an outage.
   const handle = await fs.open(path, 'wx', 0o600);
   try {
-    await handle.writeFile(JSON.stringify(keyFileFromSigningKey(key), null, 2) + '\n');
+    await handle.writeFile(`${JSON.stringify(keyFileFromSigningKey(key), null, 2)}\n`);
     await handle.sync();
   } finally {
     await handle.close();
@@ -54,11 +56,15 @@ export async function readKeyFile(path: string): Promise<SigningKey> {
   try {
     text = await fs.readFile(path, 'utf8');
   } catch (error) {
-    throw new Error(`cannot read key file ${path}: ${(error as Error).message}; create one with 'outpost keygen --out ${path}'`);
+    throw new Error(
+      `cannot read key file ${path}: ${(error as Error).message}; create one with 'outpost keygen --out ${path}'`,
+    );
   }
   const stat = await fs.stat(path);
   if ((stat.mode & 0o077) !== 0) {
-    throw new Error(`key file ${path} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}); run 'chmod 600 ${path}'`);
+    throw new Error(
+      `key file ${path} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}); run 'chmod 600 ${path}'`,
+    );
   }
   let json: unknown;
   try {
@@ -68,7 +74,9 @@ export async function readKeyFile(path: string): Promise<SigningKey> {
   }
   const parsed = keyFileSchema.safeParse(json);
   if (!parsed.success) {
-    throw new Error(`key file ${path} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    throw new Error(
+      `key file ${path} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   }
   return signingKeyFromKeyFile(parsed.data, path);
 }

@@ -9,7 +9,16 @@ export const signatureSchema = z.object({ publicKey: base64Key32Schema, signatur
 export type Signature = z.infer<typeof signatureSchema>;
 
 // Domain separation: a signature over an intent can never be replayed as a result or status.
-export type SignedKind = 'intent' | 'result' | 'status' | 'policy' | 'enrollment' | 'enroll-request' | 'enroll-token' | 'timestamp' | 'auth';
+export type SignedKind =
+  | 'intent'
+  | 'result'
+  | 'status'
+  | 'policy'
+  | 'enrollment'
+  | 'enroll-request'
+  | 'enroll-token'
+  | 'timestamp'
+  | 'auth';
 
 function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
   const body = canonicalBytes(payload);

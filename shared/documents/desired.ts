@@ -1,5 +1,5 @@
-import * as Y from 'yjs';
-import { signedIntentSchema, type SignedIntent } from '../schemas/intent.js';
+import type * as Y from 'yjs';
+import { type SignedIntent, signedIntentSchema } from '../schemas/intent.js';
 
 // hosts/<id>/desired: an append-only array of signed intents. Readers never trust the
 // array's contents: every entry is parsed here and verified later by the reader's policy.
@@ -27,7 +27,11 @@ export function readIntentEntries(doc: Y.Doc): { entries: IntentEntry[]; malform
     .forEach((raw, index) => {
       const parsed = signedIntentSchema.safeParse(raw);
       if (parsed.success) entries.push({ index, signed: parsed.data });
-      else malformed.push({ index, error: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
+      else
+        malformed.push({
+          index,
+          error: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+        });
     });
   return { entries, malformed };
 }

@@ -1,14 +1,14 @@
-import * as Y from 'yjs';
-import { z } from 'zod';
+import type * as Y from 'yjs';
+import type { z } from 'zod';
 import {
-  signedEnrollmentSchema,
-  signedEnrollRequestSchema,
-  signedPolicySchema,
-  signedTimestampSchema,
   type SignedEnrollment,
   type SignedEnrollRequest,
   type SignedPolicy,
   type SignedTimestamp,
+  signedEnrollmentSchema,
+  signedEnrollRequestSchema,
+  signedPolicySchema,
+  signedTimestampSchema,
 } from '../schemas/policy.js';
 
 // Fleet-wide documents. Their entries are self-authenticating (root-, admin- or host-signed), so
@@ -27,12 +27,17 @@ function readArray<S extends z.ZodType>(doc: Y.Doc, key: string, schema: S): z.i
 }
 
 export const readPolicies = (doc: Y.Doc): SignedPolicy[] => readArray(doc, 'policies', signedPolicySchema);
-export const appendPolicy = (doc: Y.Doc, signed: SignedPolicy): void => doc.getArray<unknown>('policies').push([signedPolicySchema.parse(signed)]);
+export const appendPolicy = (doc: Y.Doc, signed: SignedPolicy): void =>
+  doc.getArray<unknown>('policies').push([signedPolicySchema.parse(signed)]);
 
-export const readEnrollRequests = (doc: Y.Doc): SignedEnrollRequest[] => readArray(doc, 'requests', signedEnrollRequestSchema);
-export const appendEnrollRequest = (doc: Y.Doc, signed: SignedEnrollRequest): void => doc.getArray<unknown>('requests').push([signedEnrollRequestSchema.parse(signed)]);
-export const readEnrollments = (doc: Y.Doc): SignedEnrollment[] => readArray(doc, 'enrollments', signedEnrollmentSchema);
-export const appendEnrollment = (doc: Y.Doc, signed: SignedEnrollment): void => doc.getArray<unknown>('enrollments').push([signedEnrollmentSchema.parse(signed)]);
+export const readEnrollRequests = (doc: Y.Doc): SignedEnrollRequest[] =>
+  readArray(doc, 'requests', signedEnrollRequestSchema);
+export const appendEnrollRequest = (doc: Y.Doc, signed: SignedEnrollRequest): void =>
+  doc.getArray<unknown>('requests').push([signedEnrollRequestSchema.parse(signed)]);
+export const readEnrollments = (doc: Y.Doc): SignedEnrollment[] =>
+  readArray(doc, 'enrollments', signedEnrollmentSchema);
+export const appendEnrollment = (doc: Y.Doc, signed: SignedEnrollment): void =>
+  doc.getArray<unknown>('enrollments').push([signedEnrollmentSchema.parse(signed)]);
 
 export function readTimestamp(doc: Y.Doc): SignedTimestamp | null {
   const parsed = signedTimestampSchema.safeParse(doc.getMap<unknown>('timestamp').get('current'));

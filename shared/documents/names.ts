@@ -1,4 +1,4 @@
-import { hostIdSchema, type HostId } from '../schemas/primitives.js';
+import { type HostId, hostIdSchema } from '../schemas/primitives.js';
 
 // Writers of different trust never share a document: admins write desired, the host's agent writes status.
 export type DocumentRole = 'desired' | 'status';

@@ -1,5 +1,5 @@
-import * as Y from 'yjs';
-import { signedResultSchema, signedStatusSchema, type SignedResult, type SignedStatus } from '../schemas/report.js';
+import type * as Y from 'yjs';
+import { type SignedResult, type SignedStatus, signedResultSchema, signedStatusSchema } from '../schemas/report.js';
 
 // hosts/<id>/status: the agent's current signed status under one key (rewritten only on change,
 // so the document stays small with gc on) and an append-only array of signed results.

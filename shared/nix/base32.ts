@@ -46,7 +46,9 @@ export function decodeNixBase32(text: string, expectedBytes?: number): Uint8Arra
     const char = text[text.length - n - 1]!;
     const digit = digitOf.get(char);
     if (digit === undefined) {
-      throw new Error(`not nix-base32: character ${JSON.stringify(char)} at position ${text.length - n - 1} (allowed: ${NIX_BASE32_ALPHABET})`);
+      throw new Error(
+        `not nix-base32: character ${JSON.stringify(char)} at position ${text.length - n - 1} (allowed: ${NIX_BASE32_ALPHABET})`,
+      );
     }
     const bit = n * 5;
     const index = Math.floor(bit / 8);
@@ -58,7 +60,9 @@ export function decodeNixBase32(text: string, expectedBytes?: number): Uint8Arra
     } else if (carry !== 0) {
       // The first character carries more bits than the value has; Nix refuses these too, and
       // accepting them would give two spellings of one hash.
-      throw new Error(`not nix-base32: first character ${JSON.stringify(text[0])} sets bits beyond ${byteLength} bytes`);
+      throw new Error(
+        `not nix-base32: first character ${JSON.stringify(text[0])} sets bits beyond ${byteLength} bytes`,
+      );
     }
   }
   return bytes;

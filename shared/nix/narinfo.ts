@@ -17,11 +17,15 @@ export const NARINFO_MAX_LINES = 256;
 export const NARINFO_MAX_REFERENCES = 20_000;
 export const NARINFO_MAX_SIGS = 64;
 
-const REPUBLISH_HINT = "the substituter served a corrupt or non-Nix narinfo; re-publish the path with 'nix copy --to <cache>' or check the substituter URL";
+const REPUBLISH_HINT =
+  "the substituter served a corrupt or non-Nix narinfo; re-publish the path with 'nix copy --to <cache>' or check the substituter URL";
 
 const storeBaseNameSchema = z
   .string()
-  .regex(/^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/, 'expected a store path base name such as <32 nix-base32 chars>-name');
+  .regex(
+    /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]{1,211}$/,
+    'expected a store path base name such as <32 nix-base32 chars>-name',
+  );
 
 // Nix prints NarHash as sha256:<nix32>, but parses base16 and SRI too; accept all three and
 // normalise when building the fingerprint, which is always signed in nix32.
@@ -35,7 +39,9 @@ export function narHashToNix32(hash: string): string {
   if (base16) return `sha256:${encodeNixBase32(new Uint8Array(Buffer.from(base16[1]!, 'hex')))}`;
   const sri = /^sha256-([A-Za-z0-9+/]{43}=)$/.exec(hash);
   if (sri) return `sha256:${encodeNixBase32(fromBase64(sri[1]!))}`;
-  throw new Error(`not a SHA-256 NAR hash: ${JSON.stringify(hash.slice(0, 80))} (expected sha256:<52 nix-base32 chars>, sha256:<64 hex chars> or sha256-<base64>)`);
+  throw new Error(
+    `not a SHA-256 NAR hash: ${JSON.stringify(hash.slice(0, 80))} (expected sha256:<52 nix-base32 chars>, sha256:<64 hex chars> or sha256-<base64>)`,
+  );
 }
 
 function isSha256Hash(text: string): boolean {
@@ -47,14 +53,22 @@ function isSha256Hash(text: string): boolean {
   }
 }
 
-const sha256HashSchema = z.string().refine(isSha256Hash, 'expected sha256:<52 nix-base32 chars>, sha256:<64 hex chars> or sha256-<base64>');
+const sha256HashSchema = z
+  .string()
+  .refine(isSha256Hash, 'expected sha256:<52 nix-base32 chars>, sha256:<64 hex chars> or sha256-<base64>');
 
 function byteCountSchema(minimum: number) {
   return z
     .string()
     .regex(/^[0-9]{1,16}$/, 'expected a decimal byte count')
     .transform(Number)
-    .pipe(z.number().int().min(minimum, minimum > 0 ? 'must be greater than 0' : 'must not be negative').max(Number.MAX_SAFE_INTEGER));
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(minimum, minimum > 0 ? 'must be greater than 0' : 'must not be negative')
+        .max(Number.MAX_SAFE_INTEGER),
+    );
 }
 
 export interface Narinfo {
@@ -79,7 +93,10 @@ const narinfoFieldsSchema = z
     StorePath: storePathSchema,
     URL: z.string().regex(/^[\x21-\x7e]{1,4096}$/, 'expected a relative URL such as nar/<hash>.nar.xz'),
     // Nix writes no Compression line for bzip2-compressed NARs from old caches and defaults it.
-    Compression: z.string().regex(/^[a-z0-9]{1,16}$/, 'expected a compression name such as none, xz or zstd').default('bzip2'),
+    Compression: z
+      .string()
+      .regex(/^[a-z0-9]{1,16}$/, 'expected a compression name such as none, xz or zstd')
+      .default('bzip2'),
     FileHash: sha256HashSchema.optional(),
     FileSize: byteCountSchema(0).optional(),
     NarHash: sha256HashSchema,
@@ -98,22 +115,29 @@ const narinfoFieldsSchema = z
       .optional(),
     // Kept loose on purpose: verifyNarinfo judges each signature, so one odd Sig line from
     // another tool does not make an otherwise well-signed narinfo unreadable.
-    Sig: z.array(z.string().regex(/^[\x21-\x7e]{1,1024}$/, 'expected name:base64')).max(NARINFO_MAX_SIGS, `more than ${NARINFO_MAX_SIGS} Sig lines`),
-    CA: z.string().regex(/^[\x21-\x7e]{1,1024}$/, 'expected a content address such as fixed:r:sha256:…').optional(),
+    Sig: z
+      .array(z.string().regex(/^[\x21-\x7e]{1,1024}$/, 'expected name:base64'))
+      .max(NARINFO_MAX_SIGS, `more than ${NARINFO_MAX_SIGS} Sig lines`),
+    CA: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,1024}$/, 'expected a content address such as fixed:r:sha256:…')
+      .optional(),
   })
-  .transform((fields): Narinfo => ({
-    storePath: fields.StorePath,
-    url: fields.URL,
-    compression: fields.Compression,
-    fileHash: fields.FileHash,
-    fileSize: fields.FileSize,
-    narHash: fields.NarHash,
-    narSize: fields.NarSize,
-    references: fields.References,
-    deriver: fields.Deriver,
-    sigs: fields.Sig,
-    ca: fields.CA,
-  }));
+  .transform(
+    (fields): Narinfo => ({
+      storePath: fields.StorePath,
+      url: fields.URL,
+      compression: fields.Compression,
+      fileHash: fields.FileHash,
+      fileSize: fields.FileSize,
+      narHash: fields.NarHash,
+      narSize: fields.NarSize,
+      references: fields.References,
+      deriver: fields.Deriver,
+      sigs: fields.Sig,
+      ca: fields.CA,
+    }),
+  );
 
 const REQUIRED_FIELDS = ['StorePath', 'URL', 'NarHash', 'NarSize'] as const;
 
@@ -132,7 +156,10 @@ export function parseNarinfo(text: string, where: string): Narinfo {
   lines.forEach((line, index) => {
     if (line === '') return;
     const match = /^([A-Za-z][A-Za-z0-9-]{0,63}):(?: (.*))?$/.exec(line);
-    if (!match) return fail(`line ${index + 1} is not "Name: value": ${JSON.stringify(line.slice(0, 80))}`);
+    if (!match) {
+      fail(`line ${index + 1} is not "Name: value": ${JSON.stringify(line.slice(0, 80))}`);
+      return;
+    }
     const name = match[1]!;
     const value = match[2] ?? '';
     if (name === 'Sig') {
@@ -178,7 +205,9 @@ export function parseCacheKey(text: string): CacheKey {
   const colon = trimmed.indexOf(':');
   const name = colon < 0 ? '' : trimmed.slice(0, colon);
   if (!cacheKeyNamePattern.test(name)) {
-    throw new Error(`not a Nix cache public key: ${JSON.stringify(trimmed.slice(0, 40))} (expected name:base64, e.g. cache.example.org-1:…; the name is letters, digits and . _ + @ -)`);
+    throw new Error(
+      `not a Nix cache public key: ${JSON.stringify(trimmed.slice(0, 40))} (expected name:base64, e.g. cache.example.org-1:…; the name is letters, digits and . _ + @ -)`,
+    );
   }
   let bytes: Uint8Array;
   try {
@@ -187,10 +216,14 @@ export function parseCacheKey(text: string): CacheKey {
     throw new Error(`cache key ${name}: ${(error as Error).message}`);
   }
   if (bytes.length === nacl.sign.secretKeyLength) {
-    throw new Error(`cache key ${name} is a 64-byte secret key; use the public key file that nix-store --generate-binary-cache-key wrote next to it`);
+    throw new Error(
+      `cache key ${name} is a 64-byte secret key; use the public key file that nix-store --generate-binary-cache-key wrote next to it`,
+    );
   }
   if (bytes.length !== nacl.sign.publicKeyLength) {
-    throw new Error(`cache key ${name} is ${bytes.length} bytes; an Ed25519 public key is ${nacl.sign.publicKeyLength}`);
+    throw new Error(
+      `cache key ${name} is ${bytes.length} bytes; an Ed25519 public key is ${nacl.sign.publicKeyLength}`,
+    );
   }
   return { name, publicKey: bytes };
 }
@@ -207,7 +240,11 @@ function trustedKeyMap(trustedKeys: readonly (CacheKey | string)[]): Map<string,
     } catch (error) {
       return `trusted key #${index + 1} is malformed: ${(error as Error).message}`;
     }
-    if (!cacheKeyNamePattern.test(key.name) || !(key.publicKey instanceof Uint8Array) || key.publicKey.length !== nacl.sign.publicKeyLength) {
+    if (
+      !cacheKeyNamePattern.test(key.name) ||
+      !(key.publicKey instanceof Uint8Array) ||
+      key.publicKey.length !== nacl.sign.publicKeyLength
+    ) {
       return `trusted key #${index + 1} (${JSON.stringify(String(key.name).slice(0, 40))}) is malformed: expected a name and a 32-byte public key`;
     }
     const existing = byName.get(key.name);
@@ -231,7 +268,10 @@ export function verifyNarinfo(info: Narinfo, trustedKeys: readonly (CacheKey | s
     try {
       message = new TextEncoder().encode(narinfoFingerprint(info));
     } catch (error) {
-      return { ok: false, reason: `cannot compute the signed fingerprint of ${info.storePath}: ${(error as Error).message}` };
+      return {
+        ok: false,
+        reason: `cannot compute the signed fingerprint of ${info.storePath}: ${(error as Error).message}`,
+      };
     }
     if (info.sigs.length === 0) return { ok: false, reason: 'no signature' };
 
@@ -266,11 +306,17 @@ export function verifyNarinfo(info: Narinfo, trustedKeys: readonly (CacheKey | s
     }
 
     if (failed.length > 0) {
-      return { ok: false, reason: `signature by ${failed.join(', ')} does not verify (References or NarHash altered?)` };
+      return {
+        ok: false,
+        reason: `signature by ${failed.join(', ')} does not verify (References or NarHash altered?)`,
+      };
     }
     const untrustedNote = untrusted.length > 0 ? `signed only by untrusted keys: ${untrusted.join(', ')}` : '';
     if (malformed.length > 0) {
-      return { ok: false, reason: `malformed signature: ${malformed.join('; ')}${untrustedNote ? `; otherwise ${untrustedNote}` : ''}` };
+      return {
+        ok: false,
+        reason: `malformed signature: ${malformed.join('; ')}${untrustedNote ? `; otherwise ${untrustedNote}` : ''}`,
+      };
     }
     return { ok: false, reason: untrustedNote };
   } catch (error) {
@@ -294,20 +340,29 @@ function substituterBase(substituterUrl: string): string {
   try {
     url = new URL(substituterUrl);
   } catch {
-    throw new Error(`substituter ${JSON.stringify(substituterUrl)} is not a URL; expected e.g. https://cache.example.org`);
+    throw new Error(
+      `substituter ${JSON.stringify(substituterUrl)} is not a URL; expected e.g. https://cache.example.org`,
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new Error(`substituter ${substituterUrl}: only http:// and https:// binary caches can be fetched (got ${url.protocol})`);
+    throw new Error(
+      `substituter ${substituterUrl}: only http:// and https:// binary caches can be fetched (got ${url.protocol})`,
+    );
   }
   if (url.search || url.hash) {
-    throw new Error(`substituter ${substituterUrl}: remove the ?query/#fragment; store options belong in nix.conf, not the cache URL`);
+    throw new Error(
+      `substituter ${substituterUrl}: remove the ?query/#fragment; store options belong in nix.conf, not the cache URL`,
+    );
   }
   return url.href.replace(/\/+$/, '');
 }
 
 export function narinfoUrl(substituterUrl: string, storePath: string): string {
   const parsed = storePathSchema.safeParse(storePath);
-  if (!parsed.success) throw new Error(`${JSON.stringify(storePath.slice(0, 100))} is not a store path: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success)
+    throw new Error(
+      `${JSON.stringify(storePath.slice(0, 100))} is not a store path: ${parsed.error.issues[0]?.message}`,
+    );
   const hashPart = storePath.slice(STORE_DIR.length + 1, STORE_DIR.length + 1 + 32);
   return `${substituterBase(substituterUrl)}/${hashPart}.narinfo`;
 }
@@ -335,7 +390,11 @@ async function readCapped(response: Response, maxBytes: number, url: string): Pr
   return new Uint8Array(Buffer.concat(chunks));
 }
 
-export async function fetchNarinfo(substituterUrl: string, storePath: string, options: NarinfoFetchOptions = {}): Promise<Narinfo> {
+export async function fetchNarinfo(
+  substituterUrl: string,
+  storePath: string,
+  options: NarinfoFetchOptions = {},
+): Promise<Narinfo> {
   const url = narinfoUrl(substituterUrl, storePath);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxBytes = Math.min(options.maxBytes ?? NARINFO_MAX_BYTES, NARINFO_MAX_BYTES);
@@ -355,7 +414,9 @@ export async function fetchNarinfo(substituterUrl: string, storePath: string, op
       // 403 as well: S3-style caches answer it for objects that do not exist.
       if (response.status === 404 || response.status === 403 || response.status === 410) {
         await response.body?.cancel();
-        throw new Error(`substituter ${substituterUrl} does not have ${storePath} (HTTP ${response.status} for ${url}); publish it with 'nix copy --to <cache>'`);
+        throw new Error(
+          `substituter ${substituterUrl} does not have ${storePath} (HTTP ${response.status} for ${url}); publish it with 'nix copy --to <cache>'`,
+        );
       }
       if (!response.ok) {
         await response.body?.cancel();
@@ -363,10 +424,12 @@ export async function fetchNarinfo(substituterUrl: string, storePath: string, op
       }
       bytes = await readCapped(response, maxBytes, url);
     } catch (error) {
-      if (timedOut) throw new Error(`timed out after ${timeoutMs} ms fetching ${url}; the substituter is slow or unreachable`);
+      if (timedOut)
+        throw new Error(`timed out after ${timeoutMs} ms fetching ${url}; the substituter is slow or unreachable`);
       if (controller.signal.aborted) throw new Error(`fetching ${url} was cancelled`);
       const cause = (error as { cause?: unknown }).cause;
-      if (error instanceof TypeError && cause instanceof Error) throw new Error(`cannot fetch ${url}: ${cause.message}`);
+      if (error instanceof TypeError && cause instanceof Error)
+        throw new Error(`cannot fetch ${url}: ${cause.message}`);
       throw error;
     }
     let text: string;
@@ -379,7 +442,9 @@ export async function fetchNarinfo(substituterUrl: string, storePath: string, op
     // The URL is derived from the hash only; a cache could answer with another path's narinfo
     // (validly signed for that path), which must not pass as this one.
     if (info.storePath !== storePath) {
-      throw new Error(`narinfo ${url} describes ${info.storePath}, not ${storePath}; the substituter is corrupt or hostile`);
+      throw new Error(
+        `narinfo ${url} describes ${info.storePath}, not ${storePath}; the substituter is corrupt or hostile`,
+      );
     }
     return info;
   } finally {
@@ -397,7 +462,11 @@ export interface ClosureFetchOptions extends NarinfoFetchOptions {
 
 // The whole runtime closure as the cache describes it, root first, breadth-first. Fetched
 // before any NAR so the caller can check every signature and the total size up front.
-export async function closureNarinfos(substituterUrl: string, storePath: string, options: ClosureFetchOptions = {}): Promise<Narinfo[]> {
+export async function closureNarinfos(
+  substituterUrl: string,
+  storePath: string,
+  options: ClosureFetchOptions = {},
+): Promise<Narinfo[]> {
   const maxPaths = options.maxPaths ?? 50_000;
   const concurrency = Math.max(1, options.concurrency ?? 8);
   const referrerOf = new Map<string, string | undefined>([[storePath, undefined]]);
@@ -417,7 +486,9 @@ export async function closureNarinfos(substituterUrl: string, storePath: string,
           } catch (error) {
             const referrer = referrerOf.get(path);
             if (referrer === undefined) throw error;
-            throw new Error(`closure of ${storePath} is incomplete or unreadable at ${path} (referenced by ${referrer}): ${(error as Error).message}`);
+            throw new Error(
+              `closure of ${storePath} is incomplete or unreadable at ${path} (referenced by ${referrer}): ${(error as Error).message}`,
+            );
           }
         }
       }),
@@ -430,7 +501,9 @@ export async function closureNarinfos(substituterUrl: string, storePath: string,
         if (referrerOf.has(path)) continue;
         referrerOf.set(path, info.storePath);
         if (referrerOf.size > maxPaths) {
-          throw new Error(`closure of ${storePath} has more than ${maxPaths} paths; raise maxPaths if that is expected`);
+          throw new Error(
+            `closure of ${storePath} has more than ${maxPaths} paths; raise maxPaths if that is expected`,
+          );
         }
         frontier.push(path);
       }

@@ -13,5 +13,9 @@ export function groupWindowsFor(policy: Policy | undefined, host: string): Windo
 }
 
 function groupRule(group: Group, windows: string[]): WindowRule {
-  return { source: `group ${group.name}`, windows: windows.map(parseWindow), ...(group.timeZone ? { timeZone: group.timeZone } : {}) };
+  return {
+    source: `group ${group.name}`,
+    windows: windows.map(parseWindow),
+    ...(group.timeZone ? { timeZone: group.timeZone } : {}),
+  };
 }

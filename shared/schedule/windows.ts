@@ -16,12 +16,17 @@ export interface TimeWindow {
   endMinute: number;
 }
 
-const WINDOW_PATTERN = /^(?:([A-Za-z]{3}(?:-[A-Za-z]{3})?(?:,[A-Za-z]{3}(?:-[A-Za-z]{3})?)*)\s+)?([0-2]\d):([0-5]\d)-([0-2]\d):([0-5]\d)$/;
-const WINDOW_HINT = 'expected [DAYS ]HH:MM-HH:MM in host-local time, e.g. "01:00-05:00", "Tue 03:00-05:00" or "Mon-Fri,Sun 22:00-06:00"';
+const WINDOW_PATTERN =
+  /^(?:([A-Za-z]{3}(?:-[A-Za-z]{3})?(?:,[A-Za-z]{3}(?:-[A-Za-z]{3})?)*)\s+)?([0-2]\d):([0-5]\d)-([0-2]\d):([0-5]\d)$/;
+const WINDOW_HINT =
+  'expected [DAYS ]HH:MM-HH:MM in host-local time, e.g. "01:00-05:00", "Tue 03:00-05:00" or "Mon-Fri,Sun 22:00-06:00"';
 
 function dayIndex(name: string, text: string): number {
   const index = DAY_NAMES.indexOf(name.toLowerCase() as (typeof DAY_NAMES)[number]);
-  if (index < 0) throw new Error(`window ${JSON.stringify(text)}: unknown day ${JSON.stringify(name)}; use Mon, Tue, Wed, Thu, Fri, Sat or Sun`);
+  if (index < 0)
+    throw new Error(
+      `window ${JSON.stringify(text)}: unknown day ${JSON.stringify(name)}; use Mon, Tue, Wed, Thu, Fri, Sat or Sun`,
+    );
   return index;
 }
 
@@ -45,12 +50,14 @@ export function parseWindow(text: string): TimeWindow {
   if (!match) throw new Error(`window ${JSON.stringify(text)}: ${WINDOW_HINT}`);
   const minute = (h: string, m: string, allow24: boolean): number => {
     const value = Number(h) * 60 + Number(m);
-    if (value > 24 * 60 || (value === 24 * 60 && !allow24)) throw new Error(`window ${JSON.stringify(text)}: ${h}:${m} is not a time of day`);
+    if (value > 24 * 60 || (value === 24 * 60 && !allow24))
+      throw new Error(`window ${JSON.stringify(text)}: ${h}:${m} is not a time of day`);
     return value;
   };
   const startMinute = minute(match[2]!, match[3]!, false);
   const endMinute = minute(match[4]!, match[5]!, true);
-  if (startMinute === endMinute) throw new Error(`window ${JSON.stringify(text)} is empty; for a whole day write 00:00-24:00`);
+  if (startMinute === endMinute)
+    throw new Error(`window ${JSON.stringify(text)} is empty; for a whole day write 00:00-24:00`);
   return { text: text.trim(), days: match[1] ? parseDays(match[1], text) : null, startMinute, endMinute };
 }
 
@@ -81,7 +88,13 @@ function formatter(timeZone: string | undefined): Intl.DateTimeFormat {
   const key = timeZone ?? '';
   let existing = formatters.get(key);
   if (!existing) {
-    existing = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    existing = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      weekday: 'short',
+      hour: '2-digit',
+      minute: '2-digit',
+      hourCycle: 'h23',
+    });
     formatters.set(key, existing);
   }
   return existing;
@@ -96,7 +109,8 @@ export function localTime(ms: number, timeZone?: string): { day: number; minute:
 
 function contains(window: TimeWindow, day: number, minute: number): boolean {
   const startsOn = (d: number): boolean => window.days === null || window.days.has(d);
-  if (window.startMinute < window.endMinute) return startsOn(day) && minute >= window.startMinute && minute < window.endMinute;
+  if (window.startMinute < window.endMinute)
+    return startsOn(day) && minute >= window.startMinute && minute < window.endMinute;
   // Past midnight: the evening part on a start day, or the morning part the day after one.
   return (startsOn(day) && minute >= window.startMinute) || (startsOn((day + 6) % 7) && minute < window.endMinute);
 }

@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
-import { activationActionSchema, generationSchema, hostIdSchema, isoTimeSchema, storePathSchema } from './primitives.js';
+import {
+  activationActionSchema,
+  generationSchema,
+  hostIdSchema,
+  isoTimeSchema,
+  storePathSchema,
+} from './primitives.js';
 
 // "Host H runs closure C as generation G", signed by admins. Stored in hosts/<H>/desired.
 // Fields this version does not know are kept (looseObject) so the signature still verifies over

@@ -1,14 +1,16 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
-import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js';
 import { isTimeZone, parseWindow, TIME_ZONE_HINT } from '../schedule/windows.js';
+import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js';
 
 // The organisation's fleet policy, signed offline by the org root key(s). Every reader verifies
 // it; the coordinator holds no key that can produce one.
 export const capabilitySchema = z.enum(['deploy', 'rollback', 'enroll', 'policy', 'read']);
 export type Capability = z.infer<typeof capabilitySchema>;
 
-const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
+const nameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
 
 // Every object of a policy keeps fields this version does not know (looseObject): a reader
 // verifies the root's signature over exactly what was signed, so a policy written by a newer
@@ -35,16 +37,28 @@ export const groupSchema = z
     timeZone: z.string().max(64).optional(),
   })
   .superRefine((group, ctx) => {
-    for (const [field, kind] of [['maintenanceWindows', 'maintenance'], ['rebootWindows', 'reboot']] as const) {
+    for (const [field, kind] of [
+      ['maintenanceWindows', 'maintenance'],
+      ['rebootWindows', 'reboot'],
+    ] as const) {
       group[field]?.forEach((text, i) => {
         try {
           parseWindow(text);
         } catch (error) {
-          ctx.addIssue({ code: 'custom', path: [field, i], message: `group ${group.name}: ${kind} ${(error as Error).message}` });
+          ctx.addIssue({
+            code: 'custom',
+            path: [field, i],
+            message: `group ${group.name}: ${kind} ${(error as Error).message}`,
+          });
         }
       });
     }
-    if (group.timeZone !== undefined && !isTimeZone(group.timeZone)) ctx.addIssue({ code: 'custom', path: ['timeZone'], message: `group ${group.name}: time zone ${JSON.stringify(group.timeZone)}: ${TIME_ZONE_HINT}` });
+    if (group.timeZone !== undefined && !isTimeZone(group.timeZone))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['timeZone'],
+        message: `group ${group.name}: time zone ${JSON.stringify(group.timeZone)}: ${TIME_ZONE_HINT}`,
+      });
   });
 export type Group = z.infer<typeof groupSchema>;
 
@@ -58,7 +72,9 @@ export const policySchema = z
     issuedAt: isoTimeSchema,
     // The keys that sign the next version, and how many of them must.
     root: z.looseObject({ keys: z.array(base64Key32Schema).min(1).max(16), threshold: z.number().int().positive() }),
-    admins: z.array(z.looseObject({ name: nameSchema, keys: z.array(base64Key32Schema).max(8), roles: z.array(nameSchema) })).max(1000),
+    admins: z
+      .array(z.looseObject({ name: nameSchema, keys: z.array(base64Key32Schema).max(8), roles: z.array(nameSchema) }))
+      .max(1000),
     roles: z
       .array(
         z.looseObject({
@@ -71,31 +87,57 @@ export const policySchema = z
       )
       .max(1000),
     groups: z.array(groupSchema).max(1000),
-    relays: z.array(z.looseObject({ name: nameSchema, key: base64Key32Schema, hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]), groups: z.array(nameSchema).default([]) })).max(1000).default([]),
+    relays: z
+      .array(
+        z.looseObject({
+          name: nameSchema,
+          key: base64Key32Schema,
+          hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]),
+          groups: z.array(nameSchema).default([]),
+        }),
+      )
+      .max(1000)
+      .default([]),
     // Online keys whose only power is signing freshness timestamps.
     timestampKeys: z.array(base64Key32Schema).max(8).default([]),
     // Keys that must never count again, even under an older policy version an intent names.
     revokedKeys: z.array(base64Key32Schema).max(10_000).default([]),
   })
   .superRefine((policy, ctx) => {
-    if (policy.root.threshold > policy.root.keys.length) ctx.addIssue({ code: 'custom', path: ['root', 'threshold'], message: `threshold ${policy.root.threshold} exceeds the ${policy.root.keys.length} root keys` });
+    if (policy.root.threshold > policy.root.keys.length)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['root', 'threshold'],
+        message: `threshold ${policy.root.threshold} exceeds the ${policy.root.keys.length} root keys`,
+      });
     const roles = new Set(policy.roles.map((r) => r.name));
     const groups = new Set(policy.groups.map((g) => g.name));
-    policy.admins.forEach((admin, i) =>
-      admin.roles.forEach((role) => {
-        if (!roles.has(role)) ctx.addIssue({ code: 'custom', path: ['admins', i, 'roles'], message: `admin ${admin.name} has unknown role ${role}` });
-      }),
-    );
-    policy.roles.forEach((role, i) =>
-      role.groups.forEach((group) => {
-        if (!groups.has(group)) ctx.addIssue({ code: 'custom', path: ['roles', i, 'groups'], message: `role ${role.name} names unknown group ${group}` });
-      }),
-    );
+    for (const [i, admin] of policy.admins.entries())
+      for (const role of admin.roles)
+        if (!roles.has(role))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['admins', i, 'roles'],
+            message: `admin ${admin.name} has unknown role ${role}`,
+          });
+    for (const [i, role] of policy.roles.entries())
+      for (const group of role.groups)
+        if (!groups.has(group))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['roles', i, 'groups'],
+            message: `role ${role.name} names unknown group ${group}`,
+          });
     const seenKeys = new Map<string, string>();
     for (const admin of policy.admins) {
       for (const key of admin.keys) {
         const other = seenKeys.get(key);
-        if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['admins'], message: `key ${key.slice(0, 12)}… belongs to both ${other} and ${admin.name}` });
+        if (other !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['admins'],
+            message: `key ${key.slice(0, 12)}… belongs to both ${other} and ${admin.name}`,
+          });
         seenKeys.set(key, admin.name);
       }
     }
@@ -117,33 +159,66 @@ export function unknownPolicyFields(policy: Policy): string[] {
     ['groups', policy.groups, groupSchema.shape],
     ['relays', policy.relays, shape.relays.unwrap().element.shape],
   ] as const;
-  for (const [name, items, itemShape] of lists) items.forEach((item, i) => check(item, Object.keys(itemShape), `${name}.${i}.`));
+  for (const [name, items, itemShape] of lists)
+    for (const [i, item] of items.entries()) check(item, Object.keys(itemShape), `${name}.${i}.`);
   return unknown;
 }
 
-export const signedPolicySchema = z.object({ policy: policySchema, signatures: z.array(signatureSchema).min(1).max(32) });
+export const signedPolicySchema = z.object({
+  policy: policySchema,
+  signatures: z.array(signatureSchema).min(1).max(32),
+});
 export type SignedPolicy = z.infer<typeof signedPolicySchema>;
 
 // Binding of a host id to its key, approved by an admin with `enroll` for that host.
-export const enrollmentSchema = z.object({ kind: z.literal('enrollment'), host: hostIdSchema, hostKey: base64Key32Schema, approvedAt: isoTimeSchema, policyVersion: z.number().int().positive() });
+export const enrollmentSchema = z.object({
+  kind: z.literal('enrollment'),
+  host: hostIdSchema,
+  hostKey: base64Key32Schema,
+  approvedAt: isoTimeSchema,
+  policyVersion: z.number().int().positive(),
+});
 export type Enrollment = z.infer<typeof enrollmentSchema>;
-export const signedEnrollmentSchema = z.object({ enrollment: enrollmentSchema, signatures: z.array(signatureSchema).min(1).max(16) });
+export const signedEnrollmentSchema = z.object({
+  enrollment: enrollmentSchema,
+  signatures: z.array(signatureSchema).min(1).max(16),
+});
 export type SignedEnrollment = z.infer<typeof signedEnrollmentSchema>;
 
 // One-time token for unattended installs: an admin pre-approves whichever key presents it first.
-export const enrollTokenSchema = z.object({ kind: z.literal('enroll-token'), host: hostIdSchema, expiresAt: isoTimeSchema, nonce: z.string().regex(/^[0-9a-f]{32}$/), policyVersion: z.number().int().positive() });
+export const enrollTokenSchema = z.object({
+  kind: z.literal('enroll-token'),
+  host: hostIdSchema,
+  expiresAt: isoTimeSchema,
+  nonce: z.string().regex(/^[0-9a-f]{32}$/),
+  policyVersion: z.number().int().positive(),
+});
 export type EnrollToken = z.infer<typeof enrollTokenSchema>;
-export const signedEnrollTokenSchema = z.object({ token: enrollTokenSchema, signatures: z.array(signatureSchema).min(1).max(16) });
+export const signedEnrollTokenSchema = z.object({
+  token: enrollTokenSchema,
+  signatures: z.array(signatureSchema).min(1).max(16),
+});
 export type SignedEnrollToken = z.infer<typeof signedEnrollTokenSchema>;
 
 // A new host asks to be enrolled; signed by its own key as proof of possession.
-export const enrollRequestSchema = z.object({ kind: z.literal('enroll-request'), host: hostIdSchema, hostKey: base64Key32Schema, requestedAt: isoTimeSchema, token: signedEnrollTokenSchema.optional() });
+export const enrollRequestSchema = z.object({
+  kind: z.literal('enroll-request'),
+  host: hostIdSchema,
+  hostKey: base64Key32Schema,
+  requestedAt: isoTimeSchema,
+  token: signedEnrollTokenSchema.optional(),
+});
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
 export const signedEnrollRequestSchema = z.object({ request: enrollRequestSchema, signature: signatureSchema });
 export type SignedEnrollRequest = z.infer<typeof signedEnrollRequestSchema>;
 
 // Freshness: signed by an online timestamp key, rewritten in fleet/timestamp.
-export const timestampSchema = z.object({ kind: z.literal('timestamp'), at: isoTimeSchema, seq: z.number().int().nonnegative(), policyVersion: z.number().int().positive() });
+export const timestampSchema = z.object({
+  kind: z.literal('timestamp'),
+  at: isoTimeSchema,
+  seq: z.number().int().nonnegative(),
+  policyVersion: z.number().int().positive(),
+});
 export type Timestamp = z.infer<typeof timestampSchema>;
 export const signedTimestampSchema = z.object({ timestamp: timestampSchema, signature: signatureSchema });
 export type SignedTimestamp = z.infer<typeof signedTimestampSchema>;

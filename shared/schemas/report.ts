@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
-import { activationActionSchema, generationSchema, hostIdSchema, isoTimeSchema, storePathSchema } from './primitives.js';
+import {
+  activationActionSchema,
+  generationSchema,
+  hostIdSchema,
+  isoTimeSchema,
+  storePathSchema,
+} from './primitives.js';
 
 export const agentPhaseSchema = z.enum([
   'idle',

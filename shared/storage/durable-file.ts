@@ -23,7 +23,8 @@ export function writeFileDurably(path: string, data: string | Uint8Array): Promi
 }
 
 async function writeNow(path: string, data: string | Uint8Array): Promise<void> {
-  const temporary = `${path}.tmp-${process.pid}-${(temporaryCounter += 1)}`;
+  temporaryCounter += 1;
+  const temporary = `${path}.tmp-${process.pid}-${temporaryCounter}`;
   const handle = await fs.open(temporary, 'w', 0o600);
   try {
     await handle.writeFile(data);

@@ -6,7 +6,10 @@ import { base64Key32Schema, base64Sig64Schema } from '../schemas/primitives.js';
 // Challenge–response at the websocket upgrade: the coordinator hands out a random single-use
 // challenge over HTTP; the peer signs {challenge, document, principal} with its Ed25519 key and
 // sends it as URL parameters (the only channel a stock y-websocket client has at connect time).
-export const challengeResponseSchema = z.object({ challenge: z.string().regex(/^[0-9a-f]{64}$/), expiresAt: z.number() });
+export const challengeResponseSchema = z.object({
+  challenge: z.string().regex(/^[0-9a-f]{64}$/),
+  expiresAt: z.number(),
+});
 
 export const authParamsSchema = z.object({
   principal: base64Key32Schema,
@@ -21,5 +24,9 @@ export function signAuthProof(key: SigningKey, challenge: string, document: stri
 }
 
 export function verifyAuthProof(params: AuthParams, document: string): boolean {
-  return verifyPayloadSignature('auth', { challenge: params.challenge, document, principal: params.principal }, { publicKey: params.principal, signature: params.signature });
+  return verifyPayloadSignature(
+    'auth',
+    { challenge: params.challenge, document, principal: params.principal },
+    { publicKey: params.principal, signature: params.signature },
+  );
 }

@@ -1,8 +1,8 @@
-import * as Y from 'yjs';
-import { WebsocketProvider } from 'y-websocket';
 import WebSocket from 'ws';
-import { documentGarbageCollects } from '../documents/names.js';
+import { WebsocketProvider } from 'y-websocket';
+import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
+import { documentGarbageCollects } from '../documents/names.js';
 import { challengeResponseSchema, signAuthProof } from './auth-proof.js';
 
 export interface DocumentConnection {
@@ -42,7 +42,12 @@ async function fetchProof(serverUrl: string, name: string, key: SigningKey): Pro
   return { ...signAuthProof(key, challenge, name) };
 }
 
-export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  baseMs: number,
+  capMs: number,
+  random: () => number = Math.random,
+): number {
   return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)) * (0.5 + random() / 2);
 }
 
@@ -52,7 +57,11 @@ export function backoffDelay(attempt: number, baseMs: number, capMs: number, ran
 // to the next endpoint (coordinator or relay) when this one keeps failing, and, with an identity,
 // sign a fresh single-use challenge from that endpoint. BroadcastChannel is off: in one Node
 // process it would let two providers of the same room sync behind the server's back.
-export function connectDocument(endpoints: string | string[], name: string, options: ConnectOptions = {}): DocumentConnection {
+export function connectDocument(
+  endpoints: string | string[],
+  name: string,
+  options: ConnectOptions = {},
+): DocumentConnection {
   // y-websocket adds one process 'exit' listener per provider; many documents are normal here.
   if (process.getMaxListeners() !== 0) process.setMaxListeners(0);
   const urls = typeof endpoints === 'string' ? [endpoints] : endpoints;
@@ -132,7 +141,11 @@ export function waitForSync(connection: DocumentConnection, timeoutMs: number): 
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       connection.provider.off('sync', onSync);
-      reject(new Error(`no sync with ${connection.provider.serverUrl} for ${connection.name} within ${timeoutMs} ms; is the coordinator running and reachable, and may this key open the document?`));
+      reject(
+        new Error(
+          `no sync with ${connection.provider.serverUrl} for ${connection.name} within ${timeoutMs} ms; is the coordinator running and reachable, and may this key open the document?`,
+        ),
+      );
     }, timeoutMs);
     const onSync = (synced: boolean): void => {
       if (!synced) return;

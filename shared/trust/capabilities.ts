@@ -34,10 +34,16 @@ export function hasCapabilityAnywhere(policy: Policy, admin: PolicyAdmin, capabi
 
 // "production needs 2 of N admins": the strictest group a host is in decides.
 export function signatureThreshold(policy: Policy, host: string): number {
-  return policy.groups.filter((group) => group.hosts.includes(host)).reduce((max, group) => Math.max(max, group.threshold), 1);
+  return policy.groups
+    .filter((group) => group.hosts.includes(host))
+    .reduce((max, group) => Math.max(max, group.threshold), 1);
 }
 
 export function relayServesHost(policy: Policy, relayKey: string, host: string): boolean {
   const groups = new Set(groupsOfHost(policy, host));
-  return policy.relays.some((relay) => relay.key === relayKey && (relay.hosts.includes('*') || relay.hosts.includes(host) || relay.groups.some((g) => groups.has(g))));
+  return policy.relays.some(
+    (relay) =>
+      relay.key === relayKey &&
+      (relay.hosts.includes('*') || relay.hosts.includes(host) || relay.groups.some((g) => groups.has(g))),
+  );
 }

@@ -1,16 +1,22 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { Logger } from '../log.js';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
-import { POLICY_DOC, TIMESTAMP_DOC, readPolicies, readTimestamp } from '../documents/fleet.js';
-import { policySchema, signedTimestampSchema, unknownPolicyFields, type Policy, type SignedTimestamp } from '../schemas/policy.js';
-import { connectDocument, type DocumentConnection } from '../sync/connect.js';
+import { POLICY_DOC, readPolicies, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
+import type { Logger } from '../log.js';
+import type { SignedIntent } from '../schemas/intent.js';
+import {
+  type Policy,
+  policySchema,
+  type SignedTimestamp,
+  signedTimestampSchema,
+  unknownPolicyFields,
+} from '../schemas/policy.js';
 import { writeFileDurably } from '../storage/durable-file.js';
+import { connectDocument, type DocumentConnection } from '../sync/connect.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';
 import type { IntentVerifier } from './verify-intent.js';
-import type { SignedIntent } from '../schemas/intent.js';
 
 // A reader's view of fleet trust (agent, auditor, web editor): the policy chain walked from the
 // pinned org root and persisted, so a reader offline for months walks on from where it was and
@@ -63,19 +69,31 @@ export function trustFile(stateDir: string): string {
 async function loadTrustFile(path: string): Promise<TrustFile> {
   try {
     const parsed = trustFileSchema.safeParse(JSON.parse(await fs.readFile(path, 'utf8')));
-    if (!parsed.success) throw new Error(`${path} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`);
+    if (!parsed.success)
+      throw new Error(
+        `${path} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`,
+      );
     return parsed.data;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
     throw error;
   }
 }
 
 // A timestamp counts when signed by a timestamp key of the policy in force and newer than the last.
-export function acceptTimestamp(signed: SignedTimestamp, policy: Policy | undefined, last: SignedTimestamp | null): boolean {
-  if (!policy || !policy.timestampKeys.includes(signed.signature.publicKey)) return false;
+export function acceptTimestamp(
+  signed: SignedTimestamp,
+  policy: Policy | undefined,
+  last: SignedTimestamp | null,
+): boolean {
+  if (!policy?.timestampKeys.includes(signed.signature.publicKey)) return false;
   if (!verifyPayloadSignature('timestamp', signed.timestamp, signed.signature)) return false;
-  return !last || signed.timestamp.seq > last.timestamp.seq || Date.parse(signed.timestamp.at) > Date.parse(last.timestamp.at);
+  return (
+    !last ||
+    signed.timestamp.seq > last.timestamp.seq ||
+    Date.parse(signed.timestamp.at) > Date.parse(last.timestamp.at)
+  );
 }
 
 export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetTrust> {
@@ -94,19 +112,32 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
   const persist = (): void => {
     state = { ...state, timeFloor: now() };
     const snapshot = JSON.stringify(state);
-    saving = saving.then(() => writeFileDurably(path, snapshot)).catch((error: Error) => logger.error({ event: 'trust-save-failed', err: error }, 'cannot save trust state'));
+    saving = saving
+      .then(() => writeFileDurably(path, snapshot))
+      .catch((error: Error) => logger.error({ event: 'trust-save-failed', err: error }, 'cannot save trust state'));
   };
 
   const onPolicies = (): void => {
     const walk = walkPolicyChain(state.chain, pinned, readPolicies(policyConnection.doc));
-    for (const refused of walk.refused) logger.warn({ event: 'policy-refused', document: POLICY_DOC, version: refused.version, reason: refused.reason }, 'refusing policy version');
+    for (const refused of walk.refused)
+      logger.warn(
+        { event: 'policy-refused', document: POLICY_DOC, version: refused.version, reason: refused.reason },
+        'refusing policy version',
+      );
     if (walk.chain.length > state.chain.length) {
       for (const policy of walk.chain.slice(state.chain.length)) {
         const unknown = unknownPolicyFields(policy);
-        if (unknown.length) logger.warn({ event: 'policy-unknown-fields', document: POLICY_DOC, version: policy.version, fields: unknown }, `policy version ${policy.version} has fields this outpost does not know and ignores (${unknown.join(', ')}); upgrade it`);
+        if (unknown.length)
+          logger.warn(
+            { event: 'policy-unknown-fields', document: POLICY_DOC, version: policy.version, fields: unknown },
+            `policy version ${policy.version} has fields this outpost does not know and ignores (${unknown.join(', ')}); upgrade it`,
+          );
       }
       state = { ...state, chain: walk.chain };
-      logger.info({ event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)!.version }, 'policy in force');
+      logger.info(
+        { event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)!.version },
+        'policy in force',
+      );
       persist();
       for (const listener of listeners) listener();
     }
@@ -132,7 +163,14 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     },
     freshness() {
       const policy = state.chain.at(-1);
-      if (!policy || policy.timestampKeys.length === 0) return { enforced: false, lastTimestampAt: null, frozen: false, freezesAt: null, reason: 'the policy names no timestamp keys' };
+      if (!policy || policy.timestampKeys.length === 0)
+        return {
+          enforced: false,
+          lastTimestampAt: null,
+          frozen: false,
+          freezesAt: null,
+          reason: 'the policy names no timestamp keys',
+        };
       const at = state.lastTimestamp?.timestamp.at ?? null;
       // A reader that never saw a timestamp counts from when it started looking.
       const freezesAt = (at ? Date.parse(at) : openedAt) + options.freezeAfterMs;
@@ -142,7 +180,9 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
         lastTimestampAt: at,
         frozen,
         freezesAt,
-        reason: frozen ? `no fresh signed timestamp since ${at ?? 'ever'} (limit ${Math.round(options.freezeAfterMs / 1000)} s): updates may be withheld` : 'fresh',
+        reason: frozen
+          ? `no fresh signed timestamp since ${at ?? 'ever'} (limit ${Math.round(options.freezeAfterMs / 1000)} s): updates may be withheld`
+          : 'fresh',
       };
     },
     onChange(listener) {

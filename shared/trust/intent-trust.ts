@@ -1,10 +1,10 @@
 import type { Logger } from '../log.js';
-import type { SignedIntent } from '../schemas/intent.js';
-import type { Policy } from '../schemas/policy.js';
-import { openFleetTrust, type Freshness } from './fleet-trust.js';
 import { groupWindowsFor } from '../schedule/group-windows.js';
 import { NO_WINDOWS, type WindowSet } from '../schedule/window-rules.js';
-import { verifyIntent, type IntentVerifier } from './verify-intent.js';
+import type { SignedIntent } from '../schemas/intent.js';
+import type { Policy } from '../schemas/policy.js';
+import { type Freshness, openFleetTrust } from './fleet-trust.js';
+import { type IntentVerifier, verifyIntent } from './verify-intent.js';
 
 // What an agent needs to decide about intents, whichever trust model the host runs:
 // the fleet policy (pinned --org-root) or, in development, a static --admin-key list.
@@ -35,13 +35,22 @@ export interface IntentTrustOptions {
 
 export async function openIntentTrust(options: IntentTrustOptions): Promise<IntentTrust> {
   if (options.orgRootKeys.length > 0) {
-    const fleet = await openFleetTrust({ serverUrl: options.endpoints[0]!, endpoints: options.endpoints, orgRootKeys: options.orgRootKeys, stateDir: options.stateDir, freezeAfterMs: options.freezeAfterMs, logger: options.logger, ...(options.backoff ? { backoff: options.backoff } : {}) });
+    const fleet = await openFleetTrust({
+      serverUrl: options.endpoints[0]!,
+      endpoints: options.endpoints,
+      orgRootKeys: options.orgRootKeys,
+      stateDir: options.stateDir,
+      freezeAfterMs: options.freezeAfterMs,
+      logger: options.logger,
+      ...(options.backoff ? { backoff: options.backoff } : {}),
+    });
     const verify = fleet.verifier(options.host);
     // Asked on every loop turn and status write; parsed again only when the version changes.
     let windows: { policy: Policy | undefined; host: string; set: WindowSet } | null = null;
     const windowsFor = (host: string): WindowSet => {
       const policy = fleet.chain().at(-1);
-      if (!windows || windows.policy !== policy || windows.host !== host) windows = { policy, host, set: groupWindowsFor(policy, host) };
+      if (!windows || windows.policy !== policy || windows.host !== host)
+        windows = { policy, host, set: groupWindowsFor(policy, host) };
       return windows.set;
     };
     return {
@@ -62,7 +71,13 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
     verify: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
     epochOf: () => 0,
     now: () => Date.now(),
-    freshness: () => ({ enforced: false, lastTimestampAt: null, frozen: false, freezesAt: null, reason: 'static admin keys: no freshness timestamps' }),
+    freshness: () => ({
+      enforced: false,
+      lastTimestampAt: null,
+      frozen: false,
+      freezesAt: null,
+      reason: 'static admin keys: no freshness timestamps',
+    }),
     policyVersion: () => null,
     windowsFor: () => NO_WINDOWS,
     onChange: () => undefined,

@@ -1,10 +1,15 @@
 import { canonicalJson } from '../crypto/canonical.js';
-import { verifyPayloadSignature, type Signature } from '../crypto/signatures.js';
+import { type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
 import type { Policy, SignedPolicy } from '../schemas/policy.js';
 
 // Distinct keys among `allowed` whose signature over the payload verifies. A key that signs twice
 // counts once, so a duplicated signature can never help meet a threshold.
-export function verifiedSigners(kind: 'policy' | 'intent' | 'enrollment' | 'enroll-token', payload: unknown, signatures: Signature[], allowed: ReadonlySet<string>): Set<string> {
+export function verifiedSigners(
+  kind: 'policy' | 'intent' | 'enrollment' | 'enroll-token',
+  payload: unknown,
+  signatures: Signature[],
+  allowed: ReadonlySet<string>,
+): Set<string> {
   const signers = new Set<string>();
   for (const signature of signatures) {
     if (!allowed.has(signature.publicKey) || signers.has(signature.publicKey)) continue;
@@ -23,9 +28,17 @@ export type PolicyVerdict = { ok: true } | { ok: false; reason: string };
 // (`--org-root`): the pinned keys say who the organisation is.
 export function verifyAnchorPolicy(signed: SignedPolicy, pinnedRootKeys: ReadonlySet<string>): PolicyVerdict {
   const { root } = signed.policy;
-  const pinnedSigners = verifiedSigners('policy', signed.policy, signed.signatures, new Set(root.keys.filter((k) => pinnedRootKeys.has(k))));
+  const pinnedSigners = verifiedSigners(
+    'policy',
+    signed.policy,
+    signed.signatures,
+    new Set(root.keys.filter((k) => pinnedRootKeys.has(k))),
+  );
   if (pinnedSigners.size < root.threshold) {
-    return { ok: false, reason: `policy version ${signed.policy.version} is signed by ${pinnedSigners.size} of the pinned org root keys, ${root.threshold} needed` };
+    return {
+      ok: false,
+      reason: `policy version ${signed.policy.version} is signed by ${pinnedSigners.size} of the pinned org root keys, ${root.threshold} needed`,
+    };
   }
   return { ok: true };
 }
@@ -37,13 +50,22 @@ export function verifyPolicySuccessor(current: Policy, next: SignedPolicy): Poli
     return { ok: false, reason: `policy version ${next.policy.version} does not follow version ${current.version}` };
   }
   if (next.policy.epoch < current.epoch) {
-    return { ok: false, reason: `policy version ${next.policy.version} lowers the epoch from ${current.epoch} to ${next.policy.epoch}` };
+    return {
+      ok: false,
+      reason: `policy version ${next.policy.version} lowers the epoch from ${current.epoch} to ${next.policy.epoch}`,
+    };
   }
   if (!meetsRoot(next, current.root)) {
-    return { ok: false, reason: `policy version ${next.policy.version} is not signed by ${current.root.threshold} of version ${current.version}'s root keys` };
+    return {
+      ok: false,
+      reason: `policy version ${next.policy.version} is not signed by ${current.root.threshold} of version ${current.version}'s root keys`,
+    };
   }
   if (!meetsRoot(next, next.policy.root)) {
-    return { ok: false, reason: `policy version ${next.policy.version} is not signed by ${next.policy.root.threshold} of its own root keys` };
+    return {
+      ok: false,
+      reason: `policy version ${next.policy.version} is not signed by ${next.policy.root.threshold} of its own root keys`,
+    };
   }
   return { ok: true };
 }
@@ -60,7 +82,10 @@ function distinctByContent(candidates: SignedPolicy[]): Map<string, SignedPolicy
     const key = canonicalJson(candidate.policy);
     const known = byContent.get(key);
     // Signatures of identical policies are pooled: admins may add theirs in separate writes.
-    byContent.set(key, known ? { policy: known.policy, signatures: [...known.signatures, ...candidate.signatures] } : candidate);
+    byContent.set(
+      key,
+      known ? { policy: known.policy, signatures: [...known.signatures, ...candidate.signatures] } : candidate,
+    );
   }
   return byContent;
 }
@@ -69,7 +94,11 @@ function distinctByContent(candidates: SignedPolicy[]): Map<string, SignedPolicy
 // through N → N+1 → …, as far as valid successors exist. Versions never go down: anything at or
 // below the current version that differs from what was walked is refused as a rollback. Two
 // different valid policies for one version (equivocation) stop the walk there.
-export function walkPolicyChain(trusted: Policy[], pinnedRootKeys: ReadonlySet<string>, candidates: SignedPolicy[]): PolicyWalk {
+export function walkPolicyChain(
+  trusted: Policy[],
+  pinnedRootKeys: ReadonlySet<string>,
+  candidates: SignedPolicy[],
+): PolicyWalk {
   const walk: PolicyWalk = { chain: [...trusted], refused: [] };
   const byVersion = new Map<number, SignedPolicy[]>();
   for (const candidate of distinctByContent(candidates).values()) {
@@ -86,17 +115,26 @@ export function walkPolicyChain(trusted: Policy[], pinnedRootKeys: ReadonlySet<s
         break;
       }
       if (anchors.length > 1) {
-        walk.refused.push({ version, reason: `${anchors.length} different policies for version ${version} are signed by the pinned root (equivocation)` });
+        walk.refused.push({
+          version,
+          reason: `${anchors.length} different policies for version ${version} are signed by the pinned root (equivocation)`,
+        });
         return walk;
       }
-      for (const c of byVersion.get(version)!) walk.refused.push({ version, reason: (verifyAnchorPolicy(c, pinnedRootKeys) as { reason: string }).reason });
+      for (const c of byVersion.get(version)!)
+        walk.refused.push({ version, reason: (verifyAnchorPolicy(c, pinnedRootKeys) as { reason: string }).reason });
     }
     if (walk.chain.length === 0) return walk;
   }
   const walked = new Set(walk.chain.map((p) => canonicalJson(p)));
   for (const [version, list] of byVersion) {
     if (version > walk.chain.at(-1)!.version) continue;
-    for (const c of list) if (!walked.has(canonicalJson(c.policy))) walk.refused.push({ version, reason: `policy version ${version} is not above version ${walk.chain.at(-1)!.version} already trusted (rollback)` });
+    for (const c of list)
+      if (!walked.has(canonicalJson(c.policy)))
+        walk.refused.push({
+          version,
+          reason: `policy version ${version} is not above version ${walk.chain.at(-1)!.version} already trusted (rollback)`,
+        });
   }
   for (;;) {
     const current = walk.chain.at(-1)!;
@@ -108,7 +146,11 @@ export function walkPolicyChain(trusted: Policy[], pinnedRootKeys: ReadonlySet<s
       if (!verdict.ok) walk.refused.push({ version: c.policy.version, reason: verdict.reason });
     }
     if (valid.length !== 1) {
-      if (valid.length > 1) walk.refused.push({ version: current.version + 1, reason: `${valid.length} different valid policies claim version ${current.version + 1} (equivocation); staying on version ${current.version}` });
+      if (valid.length > 1)
+        walk.refused.push({
+          version: current.version + 1,
+          reason: `${valid.length} different valid policies claim version ${current.version + 1} (equivocation); staying on version ${current.version}`,
+        });
       break;
     }
     walk.chain.push(valid[0]!.policy);

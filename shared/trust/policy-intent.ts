@@ -1,6 +1,6 @@
+import { verifyPayloadSignature } from '../crypto/signatures.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { Capability, Policy } from '../schemas/policy.js';
-import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { adminForKey, capabilitiesFor, signatureThreshold } from './capabilities.js';
 import { checkIntentBindingAndTime, type IntentVerdict } from './verify-intent.js';
 
@@ -20,13 +20,26 @@ export interface PolicyIntentContext {
 export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyIntentContext): IntentVerdict {
   const { intent } = signed;
   const current = context.chain.at(-1);
-  if (!current) return { ok: false, code: 'unknown-policy-version', reason: 'no fleet policy is trusted yet; waiting for fleet/policy' };
+  if (!current)
+    return {
+      ok: false,
+      code: 'unknown-policy-version',
+      reason: 'no fleet policy is trusted yet; waiting for fleet/policy',
+    };
   if (intent.policyVersion === undefined) {
-    return { ok: false, code: 'unknown-policy-version', reason: 'the intent names no policy version; this fleet requires policy-signed intents' };
+    return {
+      ok: false,
+      code: 'unknown-policy-version',
+      reason: 'the intent names no policy version; this fleet requires policy-signed intents',
+    };
   }
   const named = context.chain.find((p) => p.version === intent.policyVersion);
   if (!named) {
-    return { ok: false, code: 'unknown-policy-version', reason: `the intent names policy version ${intent.policyVersion}, not known here (have ${context.chain[0]?.version}..${current.version})` };
+    return {
+      ok: false,
+      code: 'unknown-policy-version',
+      reason: `the intent names policy version ${intent.policyVersion}, not known here (have ${context.chain[0]?.version}..${current.version})`,
+    };
   }
   const capability = context.capability ?? 'deploy';
   const admins = new Set<string>();
@@ -42,11 +55,16 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
     const thenAdmin = adminForKey(named, signature.publicKey);
     const nowAdmin = adminForKey(current, signature.publicKey);
     if (!thenAdmin || !nowAdmin || thenAdmin.name !== nowAdmin.name) {
-      problems.push(`key ${signature.publicKey.slice(0, 12)}… is not an admin key under policy ${!thenAdmin ? named.version : current.version}${current.revokedKeys.includes(signature.publicKey) ? ' (revoked)' : ''}`);
+      problems.push(
+        `key ${signature.publicKey.slice(0, 12)}… is not an admin key under policy ${!thenAdmin ? named.version : current.version}${current.revokedKeys.includes(signature.publicKey) ? ' (revoked)' : ''}`,
+      );
       continue;
     }
     anyKnown = true;
-    if (!capabilitiesFor(named, thenAdmin, intent.host).has(capability) || !capabilitiesFor(current, nowAdmin, intent.host).has(capability)) {
+    if (
+      !capabilitiesFor(named, thenAdmin, intent.host).has(capability) ||
+      !capabilitiesFor(current, nowAdmin, intent.host).has(capability)
+    ) {
       problems.push(`admin ${nowAdmin.name} lacks '${capability}' for host ${intent.host}`);
       continue;
     }
@@ -58,8 +76,19 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
   }
   const threshold = Math.max(signatureThreshold(named, intent.host), signatureThreshold(current, intent.host));
   if (admins.size < threshold) {
-    const code = admins.size > 0 ? 'below-threshold' : !anyKnown ? 'unknown-signer' : problems.some((p) => p.includes('lacks')) ? 'no-capability' : 'bad-signature';
-    return { ok: false, code, reason: `${admins.size} of ${threshold} required admin signatures${problems.length ? `: ${problems.join('; ')}` : ''}` };
+    const code =
+      admins.size > 0
+        ? 'below-threshold'
+        : !anyKnown
+          ? 'unknown-signer'
+          : problems.some((p) => p.includes('lacks'))
+            ? 'no-capability'
+            : 'bad-signature';
+    return {
+      ok: false,
+      code,
+      reason: `${admins.size} of ${threshold} required admin signatures${problems.length ? `: ${problems.join('; ')}` : ''}`,
+    };
   }
   return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
 }

@@ -1,6 +1,6 @@
-import { unknownIntentFields, type SignedIntent } from '../schemas/intent.js';
-import type { HostId } from '../schemas/primitives.js';
 import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
+import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
+import type { HostId } from '../schemas/primitives.js';
 
 export type RefusalCode =
   | 'unknown-signer'
@@ -31,11 +31,20 @@ export function intentDigest(signed: SignedIntent): string {
 
 // Host binding and validity window, whatever the trust model: an intent for another host, expired,
 // or issued in the future is never installed.
-export function checkIntentBindingAndTime(signed: SignedIntent, host: HostId, now: number, clockSkewMs = 5 * 60_000): IntentVerdict {
+export function checkIntentBindingAndTime(
+  signed: SignedIntent,
+  host: HostId,
+  now: number,
+  clockSkewMs = 5 * 60_000,
+): IntentVerdict {
   const { intent } = signed;
   const unknown = unknownIntentFields(intent);
   if (unknown.length > 0) {
-    return { ok: false, code: 'unknown-field', reason: `intent has fields this agent does not know (${unknown.join(', ')}): it was written by a newer outpost; upgrade this host's agent` };
+    return {
+      ok: false,
+      code: 'unknown-field',
+      reason: `intent has fields this agent does not know (${unknown.join(', ')}): it was written by a newer outpost; upgrade this host's agent`,
+    };
   }
   if (intent.host !== host) {
     return { ok: false, code: 'wrong-host', reason: `intent is for host ${intent.host}, this is ${host}` };
@@ -44,7 +53,11 @@ export function checkIntentBindingAndTime(signed: SignedIntent, host: HostId, no
     return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
   }
   if (Date.parse(intent.issuedAt) > now + clockSkewMs) {
-    return { ok: false, code: 'not-yet-valid', reason: `intent issued in the future (${intent.issuedAt}); check the admin's or this host's clock` };
+    return {
+      ok: false,
+      code: 'not-yet-valid',
+      reason: `intent issued in the future (${intent.issuedAt}); check the admin's or this host's clock`,
+    };
   }
   return { ok: true };
 }
@@ -54,10 +67,18 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
   const { intent } = signed;
   const trusted = signed.signatures.filter((s) => context.trustedAdminKeys.has(s.publicKey));
   if (trusted.length === 0) {
-    return { ok: false, code: 'unknown-signer', reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key` };
+    return {
+      ok: false,
+      code: 'unknown-signer',
+      reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key`,
+    };
   }
   if (!trusted.some((s) => verifyPayloadSignature('intent', intent, s))) {
-    return { ok: false, code: 'bad-signature', reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged` };
+    return {
+      ok: false,
+      code: 'bad-signature',
+      reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged`,
+    };
   }
   return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
 }
@@ -98,7 +119,10 @@ export interface SelectionContext {
 // Picks the newest valid intent above the floor. Two different valid intents with one rank are
 // an equivocation: both are refused, deterministically, whichever order they arrived in.
 export function selectIntent(intents: SignedIntent[], context: SelectionContext): IntentSelection {
-  const rankOf = (signed: SignedIntent): IntentRank => ({ epoch: context.epochOf?.(signed) ?? 0, generation: signed.intent.generation });
+  const rankOf = (signed: SignedIntent): IntentRank => ({
+    epoch: context.epochOf?.(signed) ?? 0,
+    generation: signed.intent.generation,
+  });
   const selection: IntentSelection = { chosen: null, refused: [], superseded: [] };
   const valid: IntentCandidate[] = [];
   const seen = new Set<string>();
@@ -113,8 +137,15 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
     }
     if (compareRank(rankOf(signed), context.floor) <= 0) {
       if (candidate.digest !== context.appliedDigest) {
-        const floor = context.floor.epoch > 0 ? `epoch ${context.floor.epoch}, generation ${context.floor.generation}` : `generation ${context.floor.generation}`;
-        selection.refused.push({ candidate, code: 'rollback', reason: `generation ${signed.intent.generation} is not above ${floor} already applied or attempted on this host` });
+        const floor =
+          context.floor.epoch > 0
+            ? `epoch ${context.floor.epoch}, generation ${context.floor.generation}`
+            : `generation ${context.floor.generation}`;
+        selection.refused.push({
+          candidate,
+          code: 'rollback',
+          reason: `generation ${signed.intent.generation} is not above ${floor} already applied or attempted on this host`,
+        });
       }
       continue;
     }
@@ -130,7 +161,11 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
   for (const list of ranked) {
     if (list.length > 1) {
       for (const candidate of list) {
-        selection.refused.push({ candidate, code: 'equivocation', reason: `${list.length} different signed intents claim generation ${candidate.signed.intent.generation}; refusing all of them` });
+        selection.refused.push({
+          candidate,
+          code: 'equivocation',
+          reason: `${list.length} different signed intents claim generation ${candidate.signed.intent.generation}; refusing all of them`,
+        });
       }
       continue;
     }

@@ -1,17 +1,17 @@
+import { createPrivateKey, createPublicKey, sign as ed25519Sign, type KeyObject, randomBytes } from 'node:crypto';
 import * as Y from 'yjs';
-import { createPrivateKey, createPublicKey, randomBytes, sign as ed25519Sign, type KeyObject } from 'node:crypto';
-import { LeanDocClient } from './lean-client.js';
-import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
-import { desiredDocName, documentGarbageCollects, statusDocName } from '../../shared/documents/names.js';
-import { intentsArray, readIntentEntries } from '../../shared/documents/desired.js';
-import { writeCurrentStatus } from '../../shared/documents/status.js';
-import { verifyIntent } from '../../shared/trust/verify-intent.js';
-import { canonicalBytes } from '../../shared/crypto/canonical.js';
-import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
-import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signIntent } from '../../shared/admin/submit-intent.js';
-import type { SignedStatus, Status } from '../../shared/schemas/report.js';
+import { canonicalBytes } from '../../shared/crypto/canonical.js';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
+import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
+import { intentsArray, readIntentEntries } from '../../shared/documents/desired.js';
+import { desiredDocName, documentGarbageCollects, statusDocName } from '../../shared/documents/names.js';
+import { writeCurrentStatus } from '../../shared/documents/status.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
+import type { SignedStatus, Status } from '../../shared/schemas/report.js';
+import { verifyIntent } from '../../shared/trust/verify-intent.js';
+import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
+import { LeanDocClient } from './lean-client.js';
 
 // One process of simulated agents. Each host is what a real agent holds open: hosts/<id>/desired
 // (read) and hosts/<id>/status (written once with a signed status, plus one awareness state that
@@ -57,7 +57,11 @@ const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'he
 const STATUS_PREFIX = Buffer.from('outpost-status-v1\n');
 
 function hostKey(): { privateKey: KeyObject; publicKey: string } {
-  const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]), format: 'der', type: 'pkcs8' });
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]),
+    format: 'der',
+    type: 'pkcs8',
+  });
   const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
   return { privateKey, publicKey: spki.subarray(spki.length - 32).toString('base64') };
 }
@@ -85,7 +89,9 @@ function signedStatus(host: string): SignedStatus {
 function warmUp(): void {
   const status = signedStatus('warm-up');
   if (!verifyPayloadSignature('status', status.status, status.signature)) {
-    throw new Error('node:crypto Ed25519 status signature does not verify with tweetnacl; the bench signing shortcut is broken');
+    throw new Error(
+      'node:crypto Ed25519 status signature does not verify with tweetnacl; the bench signing shortcut is broken',
+    );
   }
   const admin = generateSigningKey('warm-up');
   const now = Date.now();
@@ -103,7 +109,11 @@ function warmUp(): void {
     admin,
   );
   for (let i = 0; i < 20; i++) {
-    const verdict = verifyIntent(signed, { host: 'warm-up', trustedAdminKeys: new Set([admin.publicKey]), now: Date.now() });
+    const verdict = verifyIntent(signed, {
+      host: 'warm-up',
+      trustedAdminKeys: new Set([admin.publicKey]),
+      now: Date.now(),
+    });
     if (!verdict.ok) throw new Error(`warm-up intent refused: ${verdict.reason}`);
   }
 }
@@ -141,7 +151,14 @@ function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint): void {
   for (const entry of entries) {
     if (entry.index < simulated.seen) continue;
     queue.push({ host: simulated.host, signed: entry.signed, receivedNs, decodedNs });
-    if (verification === 'deferred') report({ type: 'delivered', host: simulated.host, generation: entry.signed.intent.generation, receivedNs, decodedNs });
+    if (verification === 'deferred')
+      report({
+        type: 'delivered',
+        host: simulated.host,
+        generation: entry.signed.intent.generation,
+        receivedNs,
+        decodedNs,
+      });
   }
   simulated.seen = intentsArray(doc).length;
   if (verification === 'inline') startDraining();
@@ -163,7 +180,11 @@ function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-async function connectHost(serverUrl: string, host: string, status: SignedStatus): Promise<{ simulated: SimulatedHost; retries: number }> {
+async function connectHost(
+  serverUrl: string,
+  host: string,
+  status: SignedStatus,
+): Promise<{ simulated: SimulatedHost; retries: number }> {
   let lastError: Error | null = null;
   for (let attempt = 0; attempt < CONNECT_ATTEMPTS; attempt++) {
     const statusDoc = new Y.Doc({ gc: documentGarbageCollects(statusDocName(host)) });
@@ -171,9 +192,11 @@ async function connectHost(serverUrl: string, host: string, status: SignedStatus
     // Closes during a failed attempt are retried, not reported.
     let established = false;
     let simulated: SimulatedHost | null = null;
-    const onClosed = (document: string) => (code: number, reason: string): void => {
-      if (established && !quiescing) report({ type: 'unexpected-close', document, code, reason });
-    };
+    const onClosed =
+      (document: string) =>
+      (code: number, reason: string): void => {
+        if (established && !quiescing) report({ type: 'unexpected-close', document, code, reason });
+      };
     const desired = new LeanDocClient({
       serverUrl,
       name: desiredDocName(host),
@@ -191,7 +214,11 @@ async function connectHost(serverUrl: string, host: string, status: SignedStatus
       onClosed: onClosed(statusDocName(host)),
     });
     try {
-      await timeout(Promise.all([desired.whenStored(), statusClient.whenStored()]), ATTEMPT_TIMEOUT_MS, `connecting ${host}`);
+      await timeout(
+        Promise.all([desired.whenStored(), statusClient.whenStored()]),
+        ATTEMPT_TIMEOUT_MS,
+        `connecting ${host}`,
+      );
       established = true;
       simulated = { host, desired, status: statusClient, seen: intentsArray(desired.doc).length };
       return { simulated, retries: attempt };
@@ -215,13 +242,15 @@ async function start(command: StartCommand): Promise<void> {
     renewTimer = setInterval(() => {
       if (quiescing) return;
       const now = Date.now();
-      for (const simulated of hosts) if (now - simulated.status.lastAwarenessMs >= AWARENESS_RENEW_MS) simulated.status.renewAwareness();
+      for (const simulated of hosts)
+        if (now - simulated.status.lastAwarenessMs >= AWARENESS_RENEW_MS) simulated.status.renewAwareness();
     }, 1000);
   }
   const started = Date.now();
   const deadline = started + command.timeoutMs;
   for (let i = 0; i < command.hosts.length; i += command.batch) {
-    if (Date.now() > deadline) throw new Error(`connected only ${i} of ${command.hosts.length} more hosts within ${command.timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`connected only ${i} of ${command.hosts.length} more hosts within ${command.timeoutMs} ms`);
     const slice = command.hosts.slice(i, i + command.batch);
     const connected = await Promise.all(slice.map((host) => connectHost(command.serverUrl, host, signedStatus(host))));
     for (const { simulated, retries: r } of connected) {

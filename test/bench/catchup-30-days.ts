@@ -1,16 +1,16 @@
 import { join } from 'node:path';
 import * as Y from 'yjs';
+import { startRelay } from '../../coordinator/relay.js';
+import { startCoordinator } from '../../coordinator/server.js';
+import { signIntent } from '../../shared/admin/submit-intent.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import { signIntent } from '../../shared/admin/submit-intent.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
-import { connectDocument, waitForSync } from '../../shared/sync/connect.js';
-import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
-import { startFaultProxy } from '../harness/fault-proxy.js';
-import { startCoordinator } from '../../coordinator/server.js';
-import { startRelay } from '../../coordinator/relay.js';
 import { createLogger } from '../../shared/log.js';
+import { connectDocument, waitForSync } from '../../shared/sync/connect.js';
+import { startFaultProxy } from '../harness/fault-proxy.js';
+import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // Bench (not a test): bytes on an agent's link when it catches up after 30 simulated days.
 // The agent's two documents are stock y-websocket clients behind the fault proxy, to the site's
@@ -28,10 +28,30 @@ const hostKey = generateSigningKey('h1');
 const closure = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-h1';
 
 const logger = createLogger('bench', 'warn');
-const coordinator = await startCoordinator({ dataDir: join(dir, 'coordinator'), listen: '127.0.0.1', port: 0, maxPayload: 1 << 20, idleUnloadMs: 30_000, logger });
+const coordinator = await startCoordinator({
+  dataDir: join(dir, 'coordinator'),
+  listen: '127.0.0.1',
+  port: 0,
+  maxPayload: 1 << 20,
+  idleUnloadMs: 30_000,
+  logger,
+});
 const relay = await startRelay({
-  upstreams: [coordinator.url], key: null, orgRootKeys: [], dataDir: join(dir, 'relay'), listen: '127.0.0.1', port: 0, maxPayload: 1 << 20, idleUnloadMs: 30_000,
-  baseBackoffMs: 100, maxBackoffMs: 1000, upstreamTimeoutMs: 5000, syncConcurrency: 16, cacheUpstreams: [], cacheMaxBytes: 1 << 30, logger,
+  upstreams: [coordinator.url],
+  key: null,
+  orgRootKeys: [],
+  dataDir: join(dir, 'relay'),
+  listen: '127.0.0.1',
+  port: 0,
+  maxPayload: 1 << 20,
+  idleUnloadMs: 30_000,
+  baseBackoffMs: 100,
+  maxBackoffMs: 1000,
+  upstreamTimeoutMs: 5000,
+  syncConcurrency: 16,
+  cacheUpstreams: [],
+  cacheMaxBytes: 1 << 30,
+  logger,
 });
 const link = await startFaultProxy(relay.port);
 try {
@@ -56,14 +76,51 @@ try {
   const start = Date.now();
   for (let day = 1; day <= days; day++) {
     const issuedAt = new Date(start + day * 86_400_000 - 40 * 86_400_000);
-    const intent = { kind: 'intent' as const, host: 'h1', generation: day + 1, closure, action: 'switch' as const, issuedAt: issuedAt.toISOString(), expiresAt: new Date(start + 60 * 86_400_000).toISOString(), issuer: 'alice' };
+    const intent = {
+      kind: 'intent' as const,
+      host: 'h1',
+      generation: day + 1,
+      closure,
+      action: 'switch' as const,
+      issuedAt: issuedAt.toISOString(),
+      expiresAt: new Date(start + 60 * 86_400_000).toISOString(),
+      issuer: 'alice',
+    };
     appendIntent(adminDesired.doc, signIntent(intent, admin));
-    const status = { kind: 'status' as const, host: 'h1', seq: day, updatedAt: issuedAt.toISOString(), phase: 'applied' as const, applied: { generation: 1, closure }, target: null, lastResultSeq: day, agentVersion: '0.1.0' };
-    statusDoc.transact(() => writeCurrentStatus(statusDoc, { status, signature: signPayload('status', status, hostKey) }));
-    const result = { kind: 'result' as const, host: 'h1', seq: day, at: issuedAt.toISOString(), outcome: 'applied' as const, generation: 1, closure, action: 'switch' as const, intentDigest: 'a'.repeat(64), reason: 'health check passed', outputTail: '' };
+    const status = {
+      kind: 'status' as const,
+      host: 'h1',
+      seq: day,
+      updatedAt: issuedAt.toISOString(),
+      phase: 'applied' as const,
+      applied: { generation: 1, closure },
+      target: null,
+      lastResultSeq: day,
+      agentVersion: '0.1.0',
+    };
+    statusDoc.transact(() =>
+      writeCurrentStatus(statusDoc, { status, signature: signPayload('status', status, hostKey) }),
+    );
+    const result = {
+      kind: 'result' as const,
+      host: 'h1',
+      seq: day,
+      at: issuedAt.toISOString(),
+      outcome: 'applied' as const,
+      generation: 1,
+      closure,
+      action: 'switch' as const,
+      intentDigest: 'a'.repeat(64),
+      reason: 'health check passed',
+      outputTail: '',
+    };
     statusDoc.transact(() => appendResult(statusDoc, { result, signature: signPayload('result', result, hostKey) }));
   }
-  await waitFor('the relay to hold every intent', async () => (await fetchLogSizes(relay.url, 'hosts/h1/desired')).length >= days, 20_000);
+  await waitFor(
+    'the relay to hold every intent',
+    async () => (await fetchLogSizes(relay.url, 'hosts/h1/desired')).length >= days,
+    20_000,
+  );
   const missedDown = (await fetchLogSizes(relay.url, 'hosts/h1/desired')).slice(-days).reduce((s, n) => s + n, 0);
   const missedUp = offlineUpdates.reduce((s, u) => s + u.length, 0);
   const missedUpMerged = Y.mergeUpdates(offlineUpdates).length;
@@ -75,23 +132,30 @@ try {
   await Promise.all(agent.map((c) => waitForSync(c, 20_000)));
   agent[1]!.provider.awareness.setLocalState({ role: 'agent', host: 'h1', phase: 'applied', generation: 1 });
   await waitFor('the agent to hold every intent', () => desiredDoc.getArray('intents').length >= days, 20_000, 20);
-  await waitFor('the relay to hold every offline update', async () => (await fetchLogSizes(relay.url, 'hosts/h1/status')).length > statusEntriesBefore, 20_000, 20);
+  await waitFor(
+    'the relay to hold every offline update',
+    async () => (await fetchLogSizes(relay.url, 'hosts/h1/status')).length > statusEntriesBefore,
+    20_000,
+    20,
+  );
   await new Promise((resolve) => setTimeout(resolve, 300));
   const { up, down } = link.bytes();
   const reference = missedDown + missedUpMerged;
-  console.log(JSON.stringify({
-    bench: 'catch-up after an outage',
-    days,
-    intentsMissedBytes: missedDown,
-    offlineUpdatesBytes: missedUp,
-    offlineUpdatesMergedBytes: missedUpMerged,
-    linkBytesUp: up,
-    linkBytesDown: down,
-    linkBytesTotal: up + down,
-    ratio: Number(((up + down) / reference).toFixed(3)),
-    ratioDown: Number((down / missedDown).toFixed(3)),
-    ms: Date.now() - began,
-  }));
+  console.log(
+    JSON.stringify({
+      bench: 'catch-up after an outage',
+      days,
+      intentsMissedBytes: missedDown,
+      offlineUpdatesBytes: missedUp,
+      offlineUpdatesMergedBytes: missedUpMerged,
+      linkBytesUp: up,
+      linkBytesDown: down,
+      linkBytesTotal: up + down,
+      ratio: Number(((up + down) / reference).toFixed(3)),
+      ratioDown: Number((down / missedDown).toFixed(3)),
+      ms: Date.now() - began,
+    }),
+  );
   for (const c of agent) c.close();
   adminDesired.close();
 } finally {

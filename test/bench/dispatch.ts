@@ -1,18 +1,39 @@
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as Y from 'yjs';
-import { LeanDocClient } from './lean-client.js';
-import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
-import { cpuSeconds, machineCpuSeconds, nsToMs, openFileLimit, openFiles, percentiles, processesCpuSeconds, rssKiB, settledRssKiB, type Percentiles } from './measure.js';
-import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signIntent } from '../../shared/admin/submit-intent.js';
+import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
+import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
+import { LeanDocClient } from './lean-client.js';
+import {
+  cpuSeconds,
+  machineCpuSeconds,
+  nsToMs,
+  openFileLimit,
+  openFiles,
+  type Percentiles,
+  percentiles,
+  processesCpuSeconds,
+  rssKiB,
+  settledRssKiB,
+} from './measure.js';
 import type { MemoryProbe } from './memory-probe.js';
 
 // `npm run bench`: one coordinator process, N simulated agents (2 websockets each), an admin
@@ -119,7 +140,8 @@ function parseOptions(argv: string[]): Options | null {
       ? `RLIMIT_NOFILE is ${soft} (ulimit -n; the hard limit, not raisable without CAP_SYS_RESOURCE): one server process holds at most ${maxHosts} hosts × 2 sockets + ${FD_RESERVE} other descriptors`
       : null;
   const servers = (values.servers ?? 'ours,stock').split(',').map((s) => s.trim());
-  for (const s of servers) if (s !== 'ours' && s !== 'stock') throw new Error(`--servers: unknown server '${s}' (ours, stock)`);
+  for (const s of servers)
+    if (s !== 'ours' && s !== 'stock') throw new Error(`--servers: unknown server '${s}' (ours, stock)`);
   const rolloutHosts = Math.min(hosts, positive('rollout-hosts', values['rollout-hosts'], Math.min(hosts, 2000)));
   return {
     hostsRequested,
@@ -138,7 +160,9 @@ function parseOptions(argv: string[]): Options | null {
     jsonOut: values['json-out'] ?? null,
     serverNodeArgs: [
       ...(process.env.OUTPOST_BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
-      ...(values['heap-snapshot'] ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${resolve(values['heap-snapshot'])}`] : []),
+      ...(values['heap-snapshot']
+        ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${resolve(values['heap-snapshot'])}`]
+        : []),
       ...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(values['cpu-prof'])}`] : []),
     ],
     heapSnapshotDir: values['heap-snapshot'] ? resolve(values['heap-snapshot']) : null,
@@ -217,12 +241,20 @@ async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): P
   const probeFile = join(dir, `${kind}-memory.jsonl`);
   const env: NodeJS.ProcessEnv = { ...process.env, OUTPOST_BENCH_MEMORY_PROBE: probeFile };
   delete env.YPERSISTENCE;
-  const child = track(spawn(process.execPath, ['--import', pathToFileURL(MEMORY_PROBE).href, ...nodeArgs, ...args], { cwd: dir, env, stdio: ['pipe', 'pipe', 'pipe'] }));
+  const child = track(
+    spawn(process.execPath, ['--import', pathToFileURL(MEMORY_PROBE).href, ...nodeArgs, ...args], {
+      cwd: dir,
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    }),
+  );
   if (child.pid === undefined) throw new Error(`cannot start the ${kind} server`);
   const pid = child.pid;
   // A watchdog kills the server if this process dies without cleaning up (SIGKILL, OOM): its
   // stdin is a pipe from us, and it reads until we are gone.
-  const watchdog = track(spawn('/bin/sh', ['-c', `cat >/dev/null; kill -9 ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] }));
+  const watchdog = track(
+    spawn('/bin/sh', ['-c', `cat >/dev/null; kill -9 ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] }),
+  );
   const logFile = createWriteStream(join(dir, `${kind}-server.log`));
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
@@ -238,7 +270,9 @@ async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): P
         const line = stdout.split('\n').find((l) => l.startsWith('{"event":"listening"'));
         if (line) resolve((JSON.parse(line) as { url: string }).url);
       });
-      child.once('exit', (code, signal) => reject(new Error(`${kind} server exited (${code ?? signal}) before listening: ${stderr}`)));
+      child.once('exit', (code, signal) =>
+        reject(new Error(`${kind} server exited (${code ?? signal}) before listening: ${stderr}`)),
+      );
     }),
     30_000,
     `${kind} server start`,
@@ -249,7 +283,8 @@ async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): P
     url,
     stderrTail: () => stderr,
     async probe() {
-      const lines = (): string[] => (existsSync(probeFile) ? readFileSync(probeFile, 'utf8').split('\n').filter(Boolean) : []);
+      const lines = (): string[] =>
+        existsSync(probeFile) ? readFileSync(probeFile, 'utf8').split('\n').filter(Boolean) : [];
       const before = lines().length;
       process.kill(pid, 'SIGWINCH');
       const deadline = Date.now() + 10_000;
@@ -320,18 +355,25 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
   const workers: ChildProcess[] = [];
   const assignments: string[][] = Array.from({ length: count }, () => []);
   // Round robin: consecutive hosts (one wave) are spread over all workers.
-  hosts.forEach((host, i) => assignments[i % count]!.push(host));
+  hosts.forEach((host, i) => {
+    assignments[i % count]!.push(host);
+  });
   const sent = new Array<number>(count).fill(0);
   const closes: string[] = [];
   const progress = new Array<number>(count).fill(0);
-  const waiting: ({ resolve: (r: { connected: number; retries: number }) => void; reject: (e: Error) => void } | null)[] = new Array(count).fill(null);
+  const waiting: ({
+    resolve: (r: { connected: number; retries: number }) => void;
+    reject: (e: Error) => void;
+  } | null)[] = new Array(count).fill(null);
   const failWorker = (i: number, error: Error): void => {
     const waiter = waiting[i];
     waiting[i] = null;
     waiter?.reject(error);
   };
   for (let i = 0; i < count; i++) {
-    const worker = track(fork(AGENT_WORKER, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const worker = track(
+      fork(AGENT_WORKER, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+    );
     workers.push(worker);
     worker.on('message', (report: WorkerReport) => {
       switch (report.type) {
@@ -367,7 +409,13 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
     async connect(serverUrl, share, timeoutMs) {
       const started = Date.now();
       const target = assignments.reduce((a, hostsOfWorker) => a + Math.round(hostsOfWorker.length * share), 0);
-      const ticker = setInterval(() => log(`  connected ${progress.reduce((a, b) => a + b, 0)}/${target} hosts (${((Date.now() - started) / 1000).toFixed(0)} s)`), 5000);
+      const ticker = setInterval(
+        () =>
+          log(
+            `  connected ${progress.reduce((a, b) => a + b, 0)}/${target} hosts (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+          ),
+        5000,
+      );
       try {
         const results = await Promise.all(
           workers.map(
@@ -388,7 +436,10 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
               }),
           ),
         );
-        return { connected: results.reduce((a, r) => a + r.connected, 0), retries: results.reduce((a, r) => a + r.retries, 0) };
+        return {
+          connected: results.reduce((a, r) => a + r.connected, 0),
+          retries: results.reduce((a, r) => a + r.retries, 0),
+        };
       } finally {
         clearInterval(ticker);
       }
@@ -477,7 +528,10 @@ class Dispatcher {
     verified: (report) => this.settle(this.verifiedWaiters, report),
   };
 
-  private settle<T extends { host: string; generation: number }>(waiters: Map<string, (report: T | null) => void>, report: T): void {
+  private settle<T extends { host: string; generation: number }>(
+    waiters: Map<string, (report: T | null) => void>,
+    report: T,
+  ): void {
     const key = `${report.host}#${report.generation}`;
     const waiter = waiters.get(key);
     if (!waiter) {
@@ -488,7 +542,11 @@ class Dispatcher {
     waiter(report);
   }
 
-  private expect<T>(waiters: Map<string, (report: T | null) => void>, item: PreSigned, timeoutMs: number): Promise<T | null> {
+  private expect<T>(
+    waiters: Map<string, (report: T | null) => void>,
+    item: PreSigned,
+    timeoutMs: number,
+  ): Promise<T | null> {
     const key = `${item.host}#${item.signed.intent.generation}`;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -505,8 +563,16 @@ class Dispatcher {
   // The admin opens the desired documents of a wave (as `outpost deploy` does; not timed), then
   // writes the pre-signed intents back to back, each timed from just before its local write.
   // deferred: the agents verify once every intent of the wave was delivered (see ipc.ts).
-  async deploy(serverUrl: string, items: PreSigned[], timeoutMs: number, fleet: AgentFleet, deferred: boolean): Promise<Sample[]> {
-    const clients = items.map((item) => new LeanDocClient({ serverUrl, name: desiredDocName(item.host), doc: new Y.Doc({ gc: false }) }));
+  async deploy(
+    serverUrl: string,
+    items: PreSigned[],
+    timeoutMs: number,
+    fleet: AgentFleet,
+    deferred: boolean,
+  ): Promise<Sample[]> {
+    const clients = items.map(
+      (item) => new LeanDocClient({ serverUrl, name: desiredDocName(item.host), doc: new Y.Doc({ gc: false }) }),
+    );
     try {
       await withTimeout(Promise.all(clients.map((c) => c.whenSynced())), timeoutMs, 'admin connections');
       const verified = items.map((item) => this.expect(this.verifiedWaiters, item, timeoutMs));
@@ -525,7 +591,9 @@ class Dispatcher {
       reports.forEach((report, i) => {
         const item = items[i]!;
         if (!report) {
-          this.failures.push(`${item.host} generation ${item.signed.intent.generation}: not verified within ${timeoutMs} ms`);
+          this.failures.push(
+            `${item.host} generation ${item.signed.intent.generation}: not verified within ${timeoutMs} ms`,
+          );
           return;
         }
         if (!report.ok) {
@@ -535,7 +603,13 @@ class Dispatcher {
         const written = writtenNs[i]!;
         const deliveryMs = nsToMs(report.decodedNs - written);
         const verifyMs = nsToMs(report.verifiedNs - report.verifyStartNs);
-        samples.push({ host: item.host, deliveryMs, verifyMs, dispatchMs: deliveryMs + verifyMs, observedMs: deferred ? null : nsToMs(report.verifiedNs - written) });
+        samples.push({
+          host: item.host,
+          deliveryMs,
+          verifyMs,
+          dispatchMs: deliveryMs + verifyMs,
+          observedMs: deferred ? null : nsToMs(report.verifiedNs - written),
+        });
       });
       return samples;
     } finally {
@@ -616,7 +690,7 @@ function phase(samples: Sample[], seconds: number): PhaseResult {
 }
 
 const DESCRIPTIONS: Record<ServerKind, string> = {
-  ours: 'outpost coordinator (open mode, fsync\'ed group-commit update log on disk)',
+  ours: "outpost coordinator (open mode, fsync'ed group-commit update log on disk)",
   stock: '@y/websocket-server 0.1.1 setupWSConnection, no persistence (in memory only)',
 };
 
@@ -632,14 +706,22 @@ async function waitForQuiet(kind: ServerKind, maxSeconds: number): Promise<numbe
     const own = process.cpuUsage(own0);
     load = Math.max(0, machineCpuSeconds() - machine0 - (own.user + own.system) / 1e6) / 3;
     if (load < 0.15) return load;
-    if (!announced) log(`${kind}: other processes use ${load.toFixed(2)} cores; waiting up to ${maxSeconds} s for a quiet machine`);
+    if (!announced)
+      log(`${kind}: other processes use ${load.toFixed(2)} cores; waiting up to ${maxSeconds} s for a quiet machine`);
     announced = true;
   } while (Date.now() < deadline);
   log(`${kind}: WARNING: machine still busy (${load.toFixed(2)} cores used by other processes); measuring anyway`);
   return load;
 }
 
-async function runServer(kind: ServerKind, options: Options, hosts: string[], rollout: PreSigned[], isolated: PreSigned[], adminKey: SigningKey): Promise<ServerResult> {
+async function runServer(
+  kind: ServerKind,
+  options: Options,
+  hosts: string[],
+  rollout: PreSigned[],
+  isolated: PreSigned[],
+  adminKey: SigningKey,
+): Promise<ServerResult> {
   if (options.waitQuietS > 0) await waitForQuiet(kind, options.waitQuietS);
   const dir = mkdtempSync(join(tmpdir(), `outpost-bench-${kind}-`));
   temporaryDirectories.add(dir);
@@ -656,16 +738,25 @@ async function runServer(kind: ServerKind, options: Options, hosts: string[], ro
       await heapSnapshot(kind, server.pid, options.heapSnapshotDir, 'before connections');
     }
     const cpu0 = cpuSeconds(server.pid);
-    const ownCpu = (): number => processesCpuSeconds([server.pid, ...fleet.pids()]) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
+    const ownCpu = (): number =>
+      processesCpuSeconds([server.pid, ...fleet.pids()]) +
+      process.cpuUsage().user / 1e6 +
+      process.cpuUsage().system / 1e6;
     const machine0 = machineCpuSeconds();
     const own0 = ownCpu();
     const wall0 = Date.now();
-    log(`${kind}: server pid ${server.pid} at ${server.url}, RSS ${rssBeforeKiB} KiB; connecting ${hosts.length} hosts (${hosts.length * 2} sockets)`);
+    log(
+      `${kind}: server pid ${server.pid} at ${server.url}, RSS ${rssBeforeKiB} KiB; connecting ${hosts.length} hosts (${hosts.length * 2} sockets)`,
+    );
     // In two halves, with a memory reading in between: the second half's growth is the marginal
     // cost of a host, without what the first connections add once (buffers, JIT code, heap growth).
     const connectTimeoutMs = 60_000 + hosts.length * 30;
     let connectStarted = Date.now();
-    const half = await withTimeout(fleet.connect(server.url, 0.5, connectTimeoutMs), connectTimeoutMs + 10_000, 'connecting the first half of the fleet');
+    const half = await withTimeout(
+      fleet.connect(server.url, 0.5, connectTimeoutMs),
+      connectTimeoutMs + 10_000,
+      'connecting the first half of the fleet',
+    );
     let connectSeconds = (Date.now() - connectStarted) / 1000;
     let cpuConnect = cpuSeconds(server.pid) - cpu0;
     await sleep(3000);
@@ -673,11 +764,17 @@ async function runServer(kind: ServerKind, options: Options, hosts: string[], ro
     log(`${kind}: RSS ${rssHalfKiB} KiB with ${half.connected} hosts`);
     connectStarted = Date.now();
     const cpuHalf = cpuSeconds(server.pid);
-    const { connected, retries } = await withTimeout(fleet.connect(server.url, 1, connectTimeoutMs), connectTimeoutMs + 10_000, 'connecting the fleet');
+    const { connected, retries } = await withTimeout(
+      fleet.connect(server.url, 1, connectTimeoutMs),
+      connectTimeoutMs + 10_000,
+      'connecting the fleet',
+    );
     connectSeconds += (Date.now() - connectStarted) / 1000;
     cpuConnect += cpuSeconds(server.pid) - cpuHalf;
     if (connected !== hosts.length) throw new Error(`only ${connected} of ${hosts.length} hosts connected`);
-    log(`${kind}: ${connected} hosts connected and stored in ${connectSeconds.toFixed(1)} s (${retries} retries); letting it settle`);
+    log(
+      `${kind}: ${connected} hosts connected and stored in ${connectSeconds.toFixed(1)} s (${retries} retries); letting it settle`,
+    );
     await sleep(3000);
     const rssConnectedKiB = await settledRssKiB(server.pid);
     const probeConnected = await server.probe();
@@ -691,8 +788,17 @@ async function runServer(kind: ServerKind, options: Options, hosts: string[], ro
     await sleep(100);
     const rolloutStarted = Date.now();
     for (let i = 0; i < rollout.length; i += options.wave) {
-      rolloutSamples.push(...(await dispatcher.deploy(server.url, rollout.slice(i, i + options.wave), 30_000, fleet, !options.inlineVerify)));
-      if ((i / options.wave) % 10 === 9) log(`${kind}: rollout ${Math.min(i + options.wave, rollout.length)}/${rollout.length}`);
+      rolloutSamples.push(
+        ...(await dispatcher.deploy(
+          server.url,
+          rollout.slice(i, i + options.wave),
+          30_000,
+          fleet,
+          !options.inlineVerify,
+        )),
+      );
+      if ((i / options.wave) % 10 === 9)
+        log(`${kind}: rollout ${Math.min(i + options.wave, rollout.length)}/${rollout.length}`);
       await sleep(options.wavePauseMs);
     }
     const rolloutSeconds = (Date.now() - rolloutStarted) / 1000;
@@ -712,8 +818,13 @@ async function runServer(kind: ServerKind, options: Options, hosts: string[], ro
     const wallSeconds = (Date.now() - wall0) / 1000;
     const otherSeconds = Math.max(0, machineCpuSeconds() - machine0 - (ownCpu() - own0));
     const otherCpu = { seconds: otherSeconds, cores: otherSeconds / wallSeconds, wallSeconds };
-    if (otherCpu.cores > 0.1) log(`${kind}: WARNING: other processes on this machine used ${otherCpu.cores.toFixed(2)} cores on average during the run; figures are skewed`);
-    log(`${kind}: dispatched ${rolloutSamples.length} + ${isolatedSamples.length} intents; ${dispatcher.failures.length} failures`);
+    if (otherCpu.cores > 0.1)
+      log(
+        `${kind}: WARNING: other processes on this machine used ${otherCpu.cores.toFixed(2)} cores on average during the run; figures are skewed`,
+      );
+    log(
+      `${kind}: dispatched ${rolloutSamples.length} + ${isolatedSamples.length} intents; ${dispatcher.failures.length} failures`,
+    );
     return {
       server: kind,
       description: DESCRIPTIONS[kind],
@@ -752,11 +863,14 @@ async function runServer(kind: ServerKind, options: Options, hosts: string[], ro
 // Report.
 
 const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(1) : '–');
-const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
+const ratio = (a: number, b: number): string =>
+  Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–';
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   ')).join('\n');
+  return rows
+    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '))
+    .join('\n');
 }
 
 function verdict(ok: boolean): string {
@@ -770,35 +884,54 @@ async function main(): Promise<number> {
     console.error(`bench: time limit of ${options.timeLimitS} s reached; stopping`);
     process.exit(1);
   }, options.timeLimitS * 1000).unref();
-  if (options.clampReason) log(`WARNING: ${options.hostsRequested} hosts requested, running ${options.hosts}: ${options.clampReason}`);
+  if (options.clampReason)
+    log(`WARNING: ${options.hostsRequested} hosts requested, running ${options.hosts}: ${options.clampReason}`);
 
   const width = String(options.hosts).length;
   const hosts = Array.from({ length: options.hosts }, (_, i) => `bench-${String(i).padStart(width, '0')}`);
-  const spread = (count: number): string[] => Array.from({ length: count }, (_, i) => hosts[Math.floor((i * hosts.length) / count)]!);
+  const spread = (count: number): string[] =>
+    Array.from({ length: count }, (_, i) => hosts[Math.floor((i * hosts.length) / count)]!);
   const rolloutHosts = spread(options.rolloutHosts);
   const rolloutSet = new Set(rolloutHosts);
   // The isolated sample is spread differently so it does not coincide with wave starts.
-  const isolatedHosts = Array.from({ length: options.isolated }, (_, i) => hosts[Math.floor(((i + 0.5) * hosts.length) / options.isolated)]!);
+  const isolatedHosts = Array.from(
+    { length: options.isolated },
+    (_, i) => hosts[Math.floor(((i + 0.5) * hosts.length) / options.isolated)]!,
+  );
 
   const adminKey = generateSigningKey('bench-admin');
   const signStarted = Date.now();
   const rollout = rolloutHosts.map((host) => preSign(host, 1, adminKey));
   const isolated = isolatedHosts.map((host) => preSign(host, rolloutSet.has(host) ? 2 : 1, adminKey));
   const signSeconds = (Date.now() - signStarted) / 1000;
-  log(`pre-signed ${rollout.length + isolated.length} intents with tweetnacl in ${signSeconds.toFixed(1)} s (${((signSeconds * 1000) / (rollout.length + isolated.length)).toFixed(1)} ms each; not part of dispatch)`);
+  log(
+    `pre-signed ${rollout.length + isolated.length} intents with tweetnacl in ${signSeconds.toFixed(1)} s (${((signSeconds * 1000) / (rollout.length + isolated.length)).toFixed(1)} ms each; not part of dispatch)`,
+  );
 
   const results: ServerResult[] = [];
   for (const kind of options.servers) results.push(await runServer(kind, options, hosts, rollout, isolated, adminKey));
 
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, node: process.version, platform: `${process.platform} ${process.arch}` };
+  const machine = {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
   const ours = results.find((r) => r.server === 'ours');
   const stock = results.find((r) => r.server === 'stock');
 
   const lines: string[] = [];
   lines.push('');
-  lines.push(`Outpost dispatch benchmark: ${options.hosts} hosts (${options.hosts * 2} websockets)${options.clampReason ? ` [requested ${options.hostsRequested}; capped: ${options.clampReason}]` : ''}`);
-  lines.push(`machine: ${machine.nproc} × ${machine.cpu}, ${machine.memoryGiB} GiB, node ${machine.node}; everything on 127.0.0.1`);
-  lines.push(`rollout: ${options.rolloutHosts} intents in waves of ${options.wave} (${options.wavePauseMs} ms pause); isolated: ${options.isolated} intents one at a time`);
+  lines.push(
+    `Outpost dispatch benchmark: ${options.hosts} hosts (${options.hosts * 2} websockets)${options.clampReason ? ` [requested ${options.hostsRequested}; capped: ${options.clampReason}]` : ''}`,
+  );
+  lines.push(
+    `machine: ${machine.nproc} × ${machine.cpu}, ${machine.memoryGiB} GiB, node ${machine.node}; everything on 127.0.0.1`,
+  );
+  lines.push(
+    `rollout: ${options.rolloutHosts} intents in waves of ${options.wave} (${options.wavePauseMs} ms pause); isolated: ${options.isolated} intents one at a time`,
+  );
   lines.push('');
   const header = ['', ...results.map((r) => r.server), ...(ours && stock ? ['ours/stock'] : [])];
   const row = (label: string, pick: (r: ServerResult) => number, format: (v: number) => string): string[] => [
@@ -832,30 +965,66 @@ async function main(): Promise<number> {
     row('  external/Buffers (KB)', (r) => r.memoryPerHost.external, kb),
     row('  native, rest of RSS (KB)', (r) => r.memoryPerHost.native, kb),
     row('RSS after dispatch (MB)', (r) => r.rssAfterDispatchKiB * 1.024, kb),
-    row('connect + sync all hosts (s)', (r) => r.connectSeconds, (v) => v.toFixed(1)),
-    row('server CPU: connect (s)', (r) => r.cpuSeconds.connect, (v) => v.toFixed(1)),
-    row('server CPU: rollout (s)', (r) => r.cpuSeconds.rollout, (v) => v.toFixed(2)),
+    row(
+      'connect + sync all hosts (s)',
+      (r) => r.connectSeconds,
+      (v) => v.toFixed(1),
+    ),
+    row(
+      'server CPU: connect (s)',
+      (r) => r.cpuSeconds.connect,
+      (v) => v.toFixed(1),
+    ),
+    row(
+      'server CPU: rollout (s)',
+      (r) => r.cpuSeconds.rollout,
+      (v) => v.toFixed(2),
+    ),
     row('dispatch failures', (r) => r.failures.length, String),
     row('unexpected disconnects', (r) => r.unexpectedCloses, String),
-    row('other load on machine (cores)', (r) => r.otherCpu.cores, (v) => v.toFixed(2)),
+    row(
+      'other load on machine (cores)',
+      (r) => r.otherCpu.cores,
+      (v) => v.toFixed(2),
+    ),
   ];
   lines.push(table(rows));
   lines.push('');
-  lines.push('dispatch = delivery (admin\'s local write → the agent process decoded the update and parsed the intents array) + that host\'s own');
-  lines.push(`verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : 'Rollout: agents verify after the whole wave was delivered (one process simulates many hosts; a real host verifies on its own CPU).'}`);
-  lines.push('observed = written → verified as timed in one process (no modelling). KB = 1,000 bytes; MB = 10^6 bytes.');
+  lines.push(
+    "dispatch = delivery (admin's local write → the agent process decoded the update and parsed the intents array) + that host's own",
+  );
+  lines.push(
+    `verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : 'Rollout: agents verify after the whole wave was delivered (one process simulates many hosts; a real host verifies on its own CPU).'}`,
+  );
+  lines.push(
+    'observed = written → verified as timed in one process (no modelling). KB = 1,000 bytes; MB = 10^6 bytes.',
+  );
   const targets: { name: string; ok: boolean; detail: string }[] = [];
   if (ours) {
-    const note = options.hosts === TARGET_HOSTS ? '' : ` (target stated for ${TARGET_HOSTS} hosts; this run has ${options.hosts})`;
-    targets.push({ name: `p99 dispatch latency ≤ ${TARGET_P99_MS} ms, rollout waves`, ok: ours.rollout.dispatch.p99 <= TARGET_P99_MS && ours.failures.length === 0, detail: `${ms(ours.rollout.dispatch.p99)} ms${note}` });
-    targets.push({ name: `p99 dispatch latency ≤ ${TARGET_P99_MS} ms, one at a time`, ok: ours.isolated.dispatch.p99 <= TARGET_P99_MS && ours.failures.length === 0, detail: `${ms(ours.isolated.dispatch.p99)} ms${note}` });
-    targets.push({ name: `coordinator memory ≤ ${TARGET_BYTES_PER_HOST / 1000} KB per connected host`, ok: ours.bytesPerHost <= TARGET_BYTES_PER_HOST, detail: `${kb(ours.bytesPerHost)} KB` });
+    const note =
+      options.hosts === TARGET_HOSTS ? '' : ` (target stated for ${TARGET_HOSTS} hosts; this run has ${options.hosts})`;
+    targets.push({
+      name: `p99 dispatch latency ≤ ${TARGET_P99_MS} ms, rollout waves`,
+      ok: ours.rollout.dispatch.p99 <= TARGET_P99_MS && ours.failures.length === 0,
+      detail: `${ms(ours.rollout.dispatch.p99)} ms${note}`,
+    });
+    targets.push({
+      name: `p99 dispatch latency ≤ ${TARGET_P99_MS} ms, one at a time`,
+      ok: ours.isolated.dispatch.p99 <= TARGET_P99_MS && ours.failures.length === 0,
+      detail: `${ms(ours.isolated.dispatch.p99)} ms${note}`,
+    });
+    targets.push({
+      name: `coordinator memory ≤ ${TARGET_BYTES_PER_HOST / 1000} KB per connected host`,
+      ok: ours.bytesPerHost <= TARGET_BYTES_PER_HOST,
+      detail: `${kb(ours.bytesPerHost)} KB`,
+    });
     lines.push('');
     lines.push('Targets (our coordinator):');
     for (const t of targets) lines.push(`  ${verdict(t.ok)}  ${t.name}: ${t.detail}`);
   }
   for (const r of results) {
-    if (r.failures.length > 0) lines.push(`${r.server}: ${r.failures.length} failures, first: ${r.failures.slice(0, 3).join('; ')}`);
+    if (r.failures.length > 0)
+      lines.push(`${r.server}: ${r.failures.length} failures, first: ${r.failures.slice(0, 3).join('; ')}`);
   }
   console.log(lines.join('\n'));
 
@@ -866,7 +1035,14 @@ async function main(): Promise<number> {
     hosts: options.hosts,
     capped: options.clampReason,
     machine,
-    setup: { rolloutIntents: options.rolloutHosts, wave: options.wave, wavePauseMs: options.wavePauseMs, isolatedIntents: options.isolated, connectBatch: options.connectBatch, signSeconds },
+    setup: {
+      rolloutIntents: options.rolloutHosts,
+      wave: options.wave,
+      wavePauseMs: options.wavePauseMs,
+      isolatedIntents: options.isolated,
+      connectBatch: options.connectBatch,
+      signSeconds,
+    },
     targets: Object.fromEntries(targets.map((t) => [t.name, { pass: t.ok, value: t.detail }])),
     results,
     ratios:
@@ -881,7 +1057,7 @@ async function main(): Promise<number> {
         : null,
   };
   console.log(JSON.stringify(json));
-  if (options.jsonOut) writeFileSync(options.jsonOut, JSON.stringify(json, null, 2) + '\n');
+  if (options.jsonOut) writeFileSync(options.jsonOut, `${JSON.stringify(json, null, 2)}\n`);
   return 0;
 }
 

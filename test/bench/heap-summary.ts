@@ -40,7 +40,14 @@ function summarize(path: string): { groups: Map<string, Group>; total: number; o
     const size = heap.nodes[i + sizeIndex]!;
     let name = heap.strings[heap.nodes[i + nameIndex]!] ?? '?';
     // Strings, numbers and code have as many names as values: grouped by kind only.
-    if (type === 'string' || type === 'concatenated string' || type === 'sliced string' || type === 'code' || type === 'number') name = '';
+    if (
+      type === 'string' ||
+      type === 'concatenated string' ||
+      type === 'sliced string' ||
+      type === 'code' ||
+      type === 'number'
+    )
+      name = '';
     if (name.length > 60) name = `${name.slice(0, 57)}...`;
     const key = `${type}${name ? ` ${name}` : ''}`;
     const group = groups.get(key) ?? { count: 0, bytes: 0 };
@@ -64,8 +71,12 @@ const rows = [...keys]
   .sort((x, y) => y.bytes - x.bytes)
   .slice(0, 45);
 const total = after.total - before.total;
-console.log(`${file}${base ? ` minus ${base}` : ''}: ${(total / 1e6).toFixed(1)} MB in ${after.objects - before.objects} heap objects${hosts ? `, ${(total / hosts / 1000).toFixed(1)} KB per host` : ''}`);
-console.log(`${'bytes'.padStart(12)} ${'count'.padStart(9)} ${hosts ? `${'B/host'.padStart(8)} ${'n/host'.padStart(7)} ` : ''}kind and constructor`);
+console.log(
+  `${file}${base ? ` minus ${base}` : ''}: ${(total / 1e6).toFixed(1)} MB in ${after.objects - before.objects} heap objects${hosts ? `, ${(total / hosts / 1000).toFixed(1)} KB per host` : ''}`,
+);
+console.log(
+  `${'bytes'.padStart(12)} ${'count'.padStart(9)} ${hosts ? `${'B/host'.padStart(8)} ${'n/host'.padStart(7)} ` : ''}kind and constructor`,
+);
 for (const { key, count, bytes } of rows) {
   const perHost = hosts ? `${(bytes / hosts).toFixed(0).padStart(8)} ${(count / hosts).toFixed(1).padStart(7)} ` : '';
   console.log(`${String(bytes).padStart(12)} ${String(count).padStart(9)} ${perHost}${key}`);

@@ -85,4 +85,10 @@ export interface UnexpectedCloseReport {
   reason: string;
 }
 
-export type WorkerReport = ProgressReport | ReadyReport | DeliveredReport | VerifiedReport | FailedReport | UnexpectedCloseReport;
+export type WorkerReport =
+  | ProgressReport
+  | ReadyReport
+  | DeliveredReport
+  | VerifiedReport
+  | FailedReport
+  | UnexpectedCloseReport;

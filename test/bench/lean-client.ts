@@ -1,8 +1,8 @@
-import * as Y from 'yjs';
-import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
-import * as syncProtocol from 'y-protocols/sync';
+import * as encoding from 'lib0/encoding';
 import WebSocket from 'ws';
+import * as syncProtocol from 'y-protocols/sync';
+import type * as Y from 'yjs';
 
 // A minimal y-websocket client for the benchmark: one raw `ws` socket and one Y.Doc, speaking
 // exactly what y-websocket's WebsocketProvider speaks (src/y-websocket.js), without its per-

@@ -1,5 +1,5 @@
-import { readFileSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 
 // Readings from /proc and small statistics for the benchmark.
 
@@ -47,7 +47,8 @@ export function openFiles(pid: number): number {
 // The soft RLIMIT_NOFILE of this process (children inherit it).
 export function openFileLimit(): { soft: number; hard: number } {
   const match = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-  const parse = (value: string | undefined): number => (value === undefined || value === 'unlimited' ? Number.POSITIVE_INFINITY : Number(value));
+  const parse = (value: string | undefined): number =>
+    value === undefined || value === 'unlimited' ? Number.POSITIVE_INFINITY : Number(value);
   return { soft: parse(match?.[1]), hard: parse(match?.[2]) };
 }
 
@@ -62,7 +63,8 @@ export interface Percentiles {
 
 // Nearest-rank percentiles of values in milliseconds.
 export function percentiles(values: number[]): Percentiles {
-  if (values.length === 0) return { count: 0, p50: Number.NaN, p90: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
+  if (values.length === 0)
+    return { count: 0, p50: Number.NaN, p90: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
   const sorted = [...values].sort((a, b) => a - b);
   const rank = (p: number): number => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
   return {

@@ -23,8 +23,12 @@ if (file) {
     const probe: MemoryProbe = {
       at: Date.now(),
       ...process.memoryUsage(),
-      spaces: getHeapSpaceStatistics().map((s) => ({ name: s.space_name, size: s.space_size, used: s.space_used_size })),
+      spaces: getHeapSpaceStatistics().map((s) => ({
+        name: s.space_name,
+        size: s.space_size,
+        used: s.space_used_size,
+      })),
     };
-    appendFileSync(file, JSON.stringify(probe) + '\n');
+    appendFileSync(file, `${JSON.stringify(probe)}\n`);
   });
 }

@@ -2,11 +2,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
-import { connectDocument, waitForSync, type DocumentConnection } from '../../shared/sync/connect.js';
-import { removeDirectory, startCoordinatorProcess, temporaryDirectory } from '../harness/processes.js';
 import { startUpstreamLink } from '../../coordinator/relay-upstream.js';
 import { syncMessage } from '../../coordinator/wire.js';
 import { createLogger } from '../../shared/log.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { removeDirectory, startCoordinatorProcess, temporaryDirectory } from '../harness/processes.js';
 
 // Bench (not a test): can a relay keep one upstream socket per document for H hosts (2 H
 // documents)? Opens 2 H stock y-websocket clients to a coordinator process and measures connect
@@ -16,7 +16,8 @@ import { createLogger } from '../../shared/log.js';
 //   npm run -s build && node dist/test/bench/relay-sockets.js [hosts]
 const hosts = Number(process.argv[2] ?? 1000);
 const logger = createLogger('bench', 'error');
-const rssMb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+const rssMb = (pid: number): number =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 const names = Array.from({ length: hosts }, (_, i) => [`hosts/h${i}/desired`, `hosts/h${i}/status`]).flat();
 
@@ -53,26 +54,40 @@ async function multiplexed(url: string, coordinatorPid: number): Promise<Record<
   let synced = 0;
   let done: () => void = () => undefined;
   const all = new Promise<void>((resolve) => (done = resolve));
-  const link = startUpstreamLink({ urls: [url], identity: null, logger, baseBackoffMs: 100, maxBackoffMs: 1000, timeoutMs: 120_000, maxPayload: 1 << 20 }, {
-    connected() {
-      for (const name of names) {
-        const channel = link.open(name)!;
-        const doc = new Y.Doc();
-        docs.set(channel, doc);
-        link.send(channel, syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, doc)));
-      }
+  const link = startUpstreamLink(
+    {
+      urls: [url],
+      identity: null,
+      logger,
+      baseBackoffMs: 100,
+      maxBackoffMs: 1000,
+      timeoutMs: 120_000,
+      maxPayload: 1 << 20,
     },
-    disconnected() {},
-    data(channel, message) {
-      // [0 = sync, 1 = step 2, …]: the answer to our step 1.
-      if (message[0] === 0 && message[1] === 1 && docs.has(channel)) {
-        synced += 1;
-        if (synced === names.length) done();
-      }
+    {
+      connected() {
+        for (const name of names) {
+          const channel = link.open(name)!;
+          const doc = new Y.Doc();
+          docs.set(channel, doc);
+          link.send(
+            channel,
+            syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, doc)),
+          );
+        }
+      },
+      disconnected() {},
+      data(channel, message) {
+        // [0 = sync, 1 = step 2, …]: the answer to our step 1.
+        if (message[0] === 0 && message[1] === 1 && docs.has(channel)) {
+          synced += 1;
+          if (synced === names.length) done();
+        }
+      },
+      closed() {},
+      changes() {},
     },
-    closed() {},
-    changes() {},
-  });
+  );
   await all;
   const result = {
     mode: 'one multiplexed socket',
@@ -90,10 +105,26 @@ async function multiplexed(url: string, coordinatorPid: number): Promise<Record<
 }
 
 const dir = temporaryDirectory('bench-sockets');
-const coordinator = await startCoordinatorProcess(join(dir, 'c1'), join(dir, 'c1.log'), 0, ['--log-level', 'error', '--idle-unload', '600']);
-console.log(JSON.stringify({ hosts, ulimitNoFile: 'see `ulimit -n`', ...(await multiplexed(coordinator.url, coordinator.child.pid!)) }));
+const coordinator = await startCoordinatorProcess(join(dir, 'c1'), join(dir, 'c1.log'), 0, [
+  '--log-level',
+  'error',
+  '--idle-unload',
+  '600',
+]);
+console.log(
+  JSON.stringify({
+    hosts,
+    ulimitNoFile: 'see `ulimit -n`',
+    ...(await multiplexed(coordinator.url, coordinator.child.pid!)),
+  }),
+);
 await coordinator.stop();
-const second = await startCoordinatorProcess(join(dir, 'c2'), join(dir, 'c2.log'), 0, ['--log-level', 'error', '--idle-unload', '600']);
+const second = await startCoordinatorProcess(join(dir, 'c2'), join(dir, 'c2.log'), 0, [
+  '--log-level',
+  'error',
+  '--idle-unload',
+  '600',
+]);
 console.log(JSON.stringify({ hosts, ...(await perDocument(second.url, second.child.pid!)) }));
 await second.stop();
 removeDirectory(dir);

@@ -1,10 +1,10 @@
 import { join } from 'node:path';
-import { connectDocument, waitForSync, type DocumentConnection } from '../../shared/sync/connect.js';
-import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
-import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.js';
-import { startCoordinator } from '../../coordinator/server.js';
 import { startRelay } from '../../coordinator/relay.js';
+import { startCoordinator } from '../../coordinator/server.js';
 import { createLogger } from '../../shared/log.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
+import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 
 // Bench (not a test): bytes on a relay's uplink for M agents behind it, against M agents talking
 // to the coordinator directly, over three phases:
@@ -14,7 +14,10 @@ import { createLogger } from '../../shared/log.js';
 // Simulated agents are stock y-websocket clients (what the agent uses); the fault proxy counts.
 //
 //   npm run -s build && node dist/test/bench/relay-uplink.js [M …]
-const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
 const IDLE_S = Number(process.env.IDLE_S ?? 16);
 const logger = createLogger('bench', 'error');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -22,23 +25,52 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 async function agentsAt(url: string, m: number, prefix: string): Promise<DocumentConnection[]> {
   const connections: DocumentConnection[] = [];
   for (let i = 0; i < m; i++) {
-    for (const role of ['desired', 'status']) connections.push(connectDocument(url, `hosts/${prefix}-${i}/${role}`, { baseBackoffMs: 100, maxBackoffMs: 1000 }));
+    for (const role of ['desired', 'status'])
+      connections.push(
+        connectDocument(url, `hosts/${prefix}-${i}/${role}`, { baseBackoffMs: 100, maxBackoffMs: 1000 }),
+      );
   }
   await Promise.all(connections.map((c) => waitForSync(c, 60_000)));
   connections.forEach((c, index) => {
-    if (index % 2 === 1) c.provider.awareness.setLocalState({ role: 'agent', host: `${prefix}-${(index - 1) / 2}`, phase: 'applied', generation: 1 });
+    if (index % 2 === 1)
+      c.provider.awareness.setLocalState({
+        role: 'agent',
+        host: `${prefix}-${(index - 1) / 2}`,
+        phase: 'applied',
+        generation: 1,
+      });
   });
   return connections;
 }
 
 async function measure(m: number): Promise<Record<string, unknown>> {
   const dir = temporaryDirectory('bench-uplink');
-  const coordinator = await startCoordinator({ dataDir: join(dir, 'coordinator'), listen: '127.0.0.1', port: 0, maxPayload: 1 << 20, idleUnloadMs: 30_000, logger });
+  const coordinator = await startCoordinator({
+    dataDir: join(dir, 'coordinator'),
+    listen: '127.0.0.1',
+    port: 0,
+    maxPayload: 1 << 20,
+    idleUnloadMs: 30_000,
+    logger,
+  });
   const uplink: FaultProxy = await startFaultProxy(coordinator.port);
   const direct: FaultProxy = await startFaultProxy(coordinator.port);
   const relay = await startRelay({
-    upstreams: [uplink.url()], key: null, orgRootKeys: [], dataDir: join(dir, 'relay'), listen: '127.0.0.1', port: 0, maxPayload: 1 << 20, idleUnloadMs: 30_000,
-    baseBackoffMs: 100, maxBackoffMs: 1000, upstreamTimeoutMs: 60_000, syncConcurrency: 16, cacheUpstreams: [], cacheMaxBytes: 1 << 30, logger,
+    upstreams: [uplink.url()],
+    key: null,
+    orgRootKeys: [],
+    dataDir: join(dir, 'relay'),
+    listen: '127.0.0.1',
+    port: 0,
+    maxPayload: 1 << 20,
+    idleUnloadMs: 30_000,
+    baseBackoffMs: 100,
+    maxBackoffMs: 1000,
+    upstreamTimeoutMs: 60_000,
+    syncConcurrency: 16,
+    cacheUpstreams: [],
+    cacheMaxBytes: 1 << 30,
+    logger,
   });
   try {
     while (!relay.upstream.connectedUrl()) await sleep(20);

@@ -1,8 +1,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { WebSocketServer } from 'ws';
 import { setupWSConnection } from '@y/websocket-server/utils';
+import { WebSocketServer } from 'ws';
 import { documentGarbageCollects } from '../../shared/documents/names.js';
 
 // The stock y-websocket server (@y/websocket-server 0.1.1, the last release for Yjs 13) as its
@@ -18,9 +18,13 @@ import { documentGarbageCollects } from '../../shared/documents/names.js';
 // The first stdout line is {"event":"listening","url":…,"port":…}, like `outpost coordinator`.
 // The process exits when its stdin closes, so it never outlives the benchmark driver.
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, listen: { type: 'string', default: '127.0.0.1' } } });
+const { values } = parseArgs({
+  options: { port: { type: 'string', default: '0' }, listen: { type: 'string', default: '127.0.0.1' } },
+});
 if (process.env.YPERSISTENCE !== undefined) {
-  console.error('stock-server: YPERSISTENCE is set; unset it, this benchmark runs the stock server without persistence');
+  console.error(
+    'stock-server: YPERSISTENCE is set; unset it, this benchmark runs the stock server without persistence',
+  );
   process.exit(2);
 }
 

@@ -1,11 +1,11 @@
 import { promises as fs } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildTestClosure, makeCacheKey, publishToCache, runCommand } from '../harness/nix-fixtures.js';
-import { serveBinaryCache } from '../harness/cache-server.js';
-import { prepareHost, startAgentProcess, type SimulatedHost } from '../harness/fleet.js';
-import { OUTPOST_CLI, runCli, startCoordinatorProcess, waitFor, type DaemonProcess } from '../harness/processes.js';
 import type { HostView } from '../../shared/admin/fleet-view.js';
+import { serveBinaryCache } from '../harness/cache-server.js';
+import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
+import { buildTestClosure, makeCacheKey, publishToCache, runCommand } from '../harness/nix-fixtures.js';
+import { type DaemonProcess, OUTPOST_CLI, runCli, startCoordinatorProcess, waitFor } from '../harness/processes.js';
 
 // `npm start`: a working fleet on this machine. Real Nix builds two tiny system closures, signs
 // them into a binary cache served on 127.0.0.1, and three agents (each with its own store root)
@@ -78,20 +78,57 @@ async function main(): Promise<void> {
     for (const id of ['clinic-1', 'clinic-2', 'warehouse-1']) {
       const host = await prepareHost(join(workDir, 'hosts'), id);
       hosts.push(host);
-      children.push(startAgentProcess(host, { coordinators: [coordinator.url], adminKeys: [adminPublicKey], substituters: [cache.url], trustedCacheKeys: [cacheKey.publicKey] }));
+      children.push(
+        startAgentProcess(host, {
+          coordinators: [coordinator.url],
+          adminKeys: [adminPublicKey],
+          substituters: [cache.url],
+          trustedCacheKeys: [cacheKey.publicKey],
+        }),
+      );
     }
 
     say('4. Deploying generation 1 to every host…');
     for (const host of hosts) {
-      const result = await runCli(['deploy', '--coordinator', coordinator.url, '--key', adminKey, '--host', host.host, '--closure', gen1]);
+      const result = await runCli([
+        'deploy',
+        '--coordinator',
+        coordinator.url,
+        '--key',
+        adminKey,
+        '--host',
+        host.host,
+        '--closure',
+        gen1,
+      ]);
       if (result.code !== 0) throw new Error(result.stderr);
     }
-    await waitFor('every host to apply generation 1', async () => (await status(coordinator.url)).filter((v) => v.applied?.generation === 1).length === hosts.length, 120_000, 500);
+    await waitFor(
+      'every host to apply generation 1',
+      async () => (await status(coordinator.url)).filter((v) => v.applied?.generation === 1).length === hosts.length,
+      120_000,
+      500,
+    );
 
     say('5. Deploying generation 2 to clinic-1 only…');
-    const second = await runCli(['deploy', '--coordinator', coordinator.url, '--key', adminKey, '--host', 'clinic-1', '--closure', gen2]);
+    const second = await runCli([
+      'deploy',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      adminKey,
+      '--host',
+      'clinic-1',
+      '--closure',
+      gen2,
+    ]);
     if (second.code !== 0) throw new Error(second.stderr);
-    await waitFor('clinic-1 to apply generation 2', async () => (await status(coordinator.url)).some((v) => v.host === 'clinic-1' && v.applied?.generation === 2), 120_000, 500);
+    await waitFor(
+      'clinic-1 to apply generation 2',
+      async () => (await status(coordinator.url)).some((v) => v.host === 'clinic-1' && v.applied?.generation === 2),
+      120_000,
+      500,
+    );
 
     say('\n$ outpost status');
     say((await runCli(['status', '--coordinator', coordinator.url])).stdout.trimEnd());

@@ -39,7 +39,13 @@ const SERVED_FILES: readonly { pattern: RegExp; contentType: string }[] = [
 ];
 
 // Writes `body` in slices of `sliceBytes` every `everyMs`, counting what went out.
-function trickle(response: ServerResponse, body: Buffer, sliceBytes: number, everyMs: number, transfer: NarTransfer): void {
+function trickle(
+  response: ServerResponse,
+  body: Buffer,
+  sliceBytes: number,
+  everyMs: number,
+  transfer: NarTransfer,
+): void {
   let offset = 0;
   const step = (): void => {
     if (response.destroyed) return;
@@ -57,7 +63,13 @@ function trickle(response: ServerResponse, body: Buffer, sliceBytes: number, eve
   step();
 }
 
-async function answer(dir: string, request: IncomingMessage, response: ServerResponse, options: CacheServerOptions, transfers: NarTransfer[]): Promise<void> {
+async function answer(
+  dir: string,
+  request: IncomingMessage,
+  response: ServerResponse,
+  options: CacheServerOptions,
+  transfers: NarTransfer[],
+): Promise<void> {
   const path = (request.url ?? '').split('?')[0]!;
   const served = SERVED_FILES.find((file) => file.pattern.test(path));
   if ((request.method !== 'GET' && request.method !== 'HEAD') || !served) {
@@ -81,7 +93,11 @@ async function answer(dir: string, request: IncomingMessage, response: ServerRes
     response.writeHead(416, { 'content-range': `bytes */${size}` }).end();
     return;
   }
-  const headers: Record<string, string> = { 'content-type': served.contentType, 'content-length': String(size - start), 'accept-ranges': 'bytes' };
+  const headers: Record<string, string> = {
+    'content-type': served.contentType,
+    'content-length': String(size - start),
+    'accept-ranges': 'bytes',
+  };
   if (range) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
   response.writeHead(range ? 206 : 200, headers);
   if (request.method === 'HEAD') {
@@ -89,14 +105,17 @@ async function answer(dir: string, request: IncomingMessage, response: ServerRes
     return;
   }
   if (!isNar) {
-    createReadStream(file).on('error', () => response.destroy()).pipe(response);
+    createReadStream(file)
+      .on('error', () => response.destroy())
+      .pipe(response);
     return;
   }
   const transfer: NarTransfer = { path, range: request.headers.range ?? null, status: range ? 206 : 200, bytesSent: 0 };
   transfers.push(transfer);
   const body = (await fs.readFile(file)).subarray(start);
   if (options.drip) trickle(response, body, options.drip.bytes, options.drip.everyMs, transfer);
-  else if (options.narBytesPerSecond) trickle(response, body, Math.max(1, Math.round(options.narBytesPerSecond / 20)), 50, transfer);
+  else if (options.narBytesPerSecond)
+    trickle(response, body, Math.max(1, Math.round(options.narBytesPerSecond / 20)), 50, transfer);
   else response.end(body, () => (transfer.bytesSent = body.length));
 }
 

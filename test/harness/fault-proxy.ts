@@ -1,5 +1,5 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 
 // A TCP proxy the tests control, put between two real processes (agent → relay, relay →
 // coordinator, agent → cache): cut the link, blackhole it (connections stay open, bytes vanish),

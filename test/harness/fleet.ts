@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { runCli, startDaemon, type DaemonProcess } from './processes.js';
+import { type DaemonProcess, runCli, startDaemon } from './processes.js';
 
 // A simulated host: its own key, store root, system profile, state directory and activation
 // log, running the real `outpost agent` process.
@@ -46,21 +46,29 @@ export interface AgentLaunch {
 export function agentArgs(host: SimulatedHost, launch: AgentLaunch): string[] {
   return [
     'agent',
-    '--host', host.host,
-    '--key', host.keyFile,
+    '--host',
+    host.host,
+    '--key',
+    host.keyFile,
     ...launch.coordinators.flatMap((c) => ['--coordinator', c]),
     ...launch.adminKeys.flatMap((k) => ['--admin-key', k]),
     ...launch.substituters.flatMap((s) => ['--substituter', s]),
     ...launch.trustedCacheKeys.flatMap((k) => ['--trusted-cache-key', k]),
-    '--store', host.storeRoot,
-    '--profile', host.profile,
-    '--state-dir', host.stateDir,
+    '--store',
+    host.storeRoot,
+    '--profile',
+    host.profile,
+    '--state-dir',
+    host.stateDir,
     ...(launch.extraArgs ?? []),
   ];
 }
 
 export function startAgentProcess(host: SimulatedHost, launch: AgentLaunch): DaemonProcess {
-  return startDaemon(agentArgs(host, launch), join(host.dir, 'agent.log'), { OUTPOST_TEST_ACTIVATION_LOG: host.activationLog, ...launch.env });
+  return startDaemon(agentArgs(host, launch), join(host.dir, 'agent.log'), {
+    OUTPOST_TEST_ACTIVATION_LOG: host.activationLog,
+    ...launch.env,
+  });
 }
 
 export async function activations(host: SimulatedHost): Promise<string[]> {

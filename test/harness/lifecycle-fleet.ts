@@ -1,12 +1,12 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { readKeyFile, type SigningKey } from '../../shared/crypto/keys.js';
+import { type AgentState, loadAgentState } from '../../agent/state.js';
 import type { HostView } from '../../shared/admin/fleet-view.js';
-import { loadAgentState, type AgentState } from '../../agent/state.js';
-import { makeCacheKey, publishToCache, type CacheKeyFiles } from './nix-fixtures.js';
-import { serveBinaryCache, type BinaryCacheServer, type CacheServerOptions } from './cache-server.js';
-import { prepareHost, startAgentProcess, type SimulatedHost } from './fleet.js';
-import { runCli, startCoordinatorProcess, waitFor, type DaemonProcess } from './processes.js';
+import { readKeyFile, type SigningKey } from '../../shared/crypto/keys.js';
+import { type BinaryCacheServer, type CacheServerOptions, serveBinaryCache } from './cache-server.js';
+import { prepareHost, type SimulatedHost, startAgentProcess } from './fleet.js';
+import { type CacheKeyFiles, makeCacheKey, publishToCache } from './nix-fixtures.js';
+import { type DaemonProcess, runCli, startCoordinatorProcess, waitFor } from './processes.js';
 
 // A coordinator, a signed cache and an admin for the agent lifecycle tests, with the few verbs
 // every scenario uses: publish a closure, deploy it, start an agent, wait for its next result.
@@ -26,7 +26,12 @@ export interface LifecycleFleet {
   publish(closure: string): Promise<void>;
   host(id: string): Promise<SimulatedHost>;
   // Starts `outpost agent` for the host against `cacheUrl`, with lifecycle flags sized for tests.
-  startAgent(host: SimulatedHost, cacheUrl: string, extraArgs?: string[], options?: { coordinators?: string[]; env?: NodeJS.ProcessEnv }): DaemonProcess;
+  startAgent(
+    host: SimulatedHost,
+    cacheUrl: string,
+    extraArgs?: string[],
+    options?: { coordinators?: string[]; env?: NodeJS.ProcessEnv },
+  ): DaemonProcess;
   deploy(host: string, closure: string, extra?: string[]): Promise<void>;
   view(host: string): Promise<HostView>;
   nextResult(host: string, seqAbove: number, timeoutMs?: number): Promise<HostResult>;
@@ -35,7 +40,22 @@ export interface LifecycleFleet {
 }
 
 // Short timeouts: the tests must take seconds, not the minutes the defaults give slow links.
-export const TEST_AGENT_FLAGS = ['--log-level', 'debug', '--activation-runner', 'direct', '--confirm-timeout', '20', '--activation-timeout', '30', '--min-free-space', '0', '--throughput-window', '5', '--min-throughput', '1'];
+export const TEST_AGENT_FLAGS = [
+  '--log-level',
+  'debug',
+  '--activation-runner',
+  'direct',
+  '--confirm-timeout',
+  '20',
+  '--activation-timeout',
+  '30',
+  '--min-free-space',
+  '0',
+  '--throughput-window',
+  '5',
+  '--min-throughput',
+  '1',
+];
 
 // A window "HH:MM-HH:MM" in UTC from now + fromMinutes to now + toMinutes: open or closed now, as the test needs.
 export function utcWindow(fromMinutes: number, toMinutes: number): string {
@@ -92,15 +112,31 @@ export async function startLifecycleFleet(dir: string): Promise<LifecycleFleet> 
       return agent;
     },
     async deploy(host, closure, extra = []) {
-      const result = await runCli(['deploy', '--coordinator', coordinator.url, '--key', adminKeyFile, '--host', host, '--closure', closure, ...extra]);
+      const result = await runCli([
+        'deploy',
+        '--coordinator',
+        coordinator.url,
+        '--key',
+        adminKeyFile,
+        '--host',
+        host,
+        '--closure',
+        closure,
+        ...extra,
+      ]);
       if (result.code !== 0) throw new Error(`deploy to ${host} failed: ${result.stderr}`);
     },
     view,
     async nextResult(host, seqAbove, timeoutMs = 60_000) {
-      return waitFor(`a result from ${host} after #${seqAbove}`, async () => {
-        const last = (await view(host)).lastResult;
-        return last && last.seq > seqAbove ? last : null;
-      }, timeoutMs, 300);
+      return waitFor(
+        `a result from ${host} after #${seqAbove}`,
+        async () => {
+          const last = (await view(host)).lastResult;
+          return last && last.seq > seqAbove ? last : null;
+        },
+        timeoutMs,
+        300,
+      );
     },
     async lastSeq(host) {
       try {

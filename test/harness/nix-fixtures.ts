@@ -12,7 +12,11 @@ export interface CommandResult {
   stderr: string;
 }
 
-export function runCommand(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CommandResult> {
+export function runCommand(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -31,7 +35,11 @@ export function runCommand(command: string, args: string[], options: { env?: Nod
   });
 }
 
-async function runOrThrow(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<string> {
+async function runOrThrow(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<string> {
   const result = await runCommand(command, args, options);
   if (result.code !== 0) {
     throw new Error(`${command} ${args.join(' ')} exited with ${result.code}:\n${result.stderr.trim()}`);
@@ -112,7 +120,8 @@ in derivation (common // {
 `;
 
 export async function buildTestClosure(options: TestClosureOptions): Promise<string> {
-  if (!/^[A-Za-z0-9+\-._?=]{1,150}$/.test(options.name)) throw new Error(`closure name ${JSON.stringify(options.name)} is not a valid store path name`);
+  if (!/^[A-Za-z0-9+\-._?=]{1,150}$/.test(options.name))
+    throw new Error(`closure name ${JSON.stringify(options.name)} is not a valid store path name`);
   const params = {
     name: options.name,
     switchScript: options.switchScript ?? DEFAULT_SWITCH_SCRIPT,
@@ -136,7 +145,14 @@ export async function buildTestClosure(options: TestClosureOptions): Promise<str
 export async function publishToCache(storePath: string, cacheDir: string, secretKeyFile: string): Promise<void> {
   await fs.mkdir(cacheDir, { recursive: true });
   await runOrThrow('nix', [...NIX_COMMAND, 'store', 'sign', ...OFFLINE, '-k', secretKeyFile, '-r', storePath]);
-  await runOrThrow('nix', [...NIX_COMMAND, 'copy', ...OFFLINE, '--to', `file://${cacheDir}?compression=none`, storePath]);
+  await runOrThrow('nix', [
+    ...NIX_COMMAND,
+    'copy',
+    ...OFFLINE,
+    '--to',
+    `file://${cacheDir}?compression=none`,
+    storePath,
+  ]);
 }
 
 export interface InstallFromCacheOptions {

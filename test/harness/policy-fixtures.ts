@@ -1,6 +1,6 @@
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import { policySchema, type Policy, type SignedPolicy } from '../../shared/schemas/policy.js';
+import { type Policy, policySchema, type SignedPolicy } from '../../shared/schemas/policy.js';
 import { httpBaseFromWs } from '../../shared/sync/connect.js';
 
 // Keys and policies for trust tests: real Ed25519 keys, real signatures, policies validated by
@@ -52,12 +52,30 @@ export function signPolicy(policy: Policy, ...keys: SigningKey[]): SignedPolicy 
   return { policy, signatures: keys.map((key) => signPayload('policy', policy, key)) };
 }
 
-export async function pushPolicy(serverUrl: string, signed: SignedPolicy): Promise<{ status: number; body: { ok?: boolean; error?: string } }> {
-  const response = await fetch(`${httpBaseFromWs(serverUrl)}/api/policy`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signed) });
+export async function pushPolicy(
+  serverUrl: string,
+  signed: SignedPolicy,
+): Promise<{ status: number; body: { ok?: boolean; error?: string } }> {
+  const response = await fetch(`${httpBaseFromWs(serverUrl)}/api/policy`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(signed),
+  });
   return { status: response.status, body: (await response.json()) as { ok?: boolean; error?: string } };
 }
 
-export async function postJson(serverUrl: string, path: string, body: unknown): Promise<{ status: number; body: { ok?: boolean; error?: string; enrolled?: boolean } }> {
-  const response = await fetch(`${httpBaseFromWs(serverUrl)}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return { status: response.status, body: (await response.json()) as { ok?: boolean; error?: string; enrolled?: boolean } };
+export async function postJson(
+  serverUrl: string,
+  path: string,
+  body: unknown,
+): Promise<{ status: number; body: { ok?: boolean; error?: string; enrolled?: boolean } }> {
+  const response = await fetch(`${httpBaseFromWs(serverUrl)}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return {
+    status: response.status,
+    body: (await response.json()) as { ok?: boolean; error?: string; enrolled?: boolean },
+  };
 }

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,9 +21,15 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [OUTPOST_CLI, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [OUTPOST_CLI, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -47,7 +53,10 @@ export interface DaemonProcess {
 // Starts a long-running outpost command; its stderr (pino JSON lines) goes to logFile and is kept
 // in memory for assertions.
 export function startDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): DaemonProcess {
-  const child = spawn(process.execPath, [OUTPOST_CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [OUTPOST_CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const file = createWriteStream(logFile, { flags: 'a' });
   let text = '';
   child.stdout!.on('data', (d: Buffer) => {
@@ -58,10 +67,12 @@ export function startDaemon(args: string[], logFile: string, env: NodeJS.Process
     text += d.toString();
     file.write(d);
   });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => {
-    file.end();
-    resolve(code);
-  }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => {
+      file.end();
+      resolve(code);
+    }),
+  );
   return {
     child,
     logFile,
@@ -74,7 +85,12 @@ export function startDaemon(args: string[], logFile: string, env: NodeJS.Process
   };
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown = null;
   while (Date.now() < deadline) {
@@ -86,13 +102,28 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+  );
 }
 
 // Starts a coordinator on a free port and waits for its "listening" line.
-export async function startCoordinatorProcess(dataDir: string, logFile: string, port = 0, extra: string[] = []): Promise<DaemonProcess & { url: string; port: number }> {
+export async function startCoordinatorProcess(
+  dataDir: string,
+  logFile: string,
+  port = 0,
+  extra: string[] = [],
+): Promise<DaemonProcess & { url: string; port: number }> {
   const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile);
-  const line = await waitFor('coordinator to listen', () => daemon.logs().split('\n').find((l) => l.startsWith('{"event":"listening"')), 20_000);
+  const line = await waitFor(
+    'coordinator to listen',
+    () =>
+      daemon
+        .logs()
+        .split('\n')
+        .find((l) => l.startsWith('{"event":"listening"')),
+    20_000,
+  );
   const { url, port: actual } = JSON.parse(line) as { url: string; port: number };
   return Object.assign(daemon, { url, port: actual });
 }

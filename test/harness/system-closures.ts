@@ -22,16 +22,31 @@ export interface SystemClosureOptions {
 }
 
 // Appends "<action> <closure>" to $OUTPOST_TEST_ACTIVATION_LOG, as the spine's closures do.
-const LOG_ACTIVATION = 'if [ -n "$OUTPOST_TEST_ACTIVATION_LOG" ]; then echo "${1:-activate} $OUTPOST_SYSTEM" >> "$OUTPOST_TEST_ACTIVATION_LOG"; fi';
+const LOG_ACTIVATION =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell default expansion, not a template
+  'if [ -n "$OUTPOST_TEST_ACTIVATION_LOG" ]; then echo "${1:-activate} $OUTPOST_SYSTEM" >> "$OUTPOST_TEST_ACTIVATION_LOG"; fi';
 
 // What the switch script of each test closure does.
 export const SWITCH_SCRIPTS = {
   // A healthy system; it also brings the (test-simulated) network back, as a real rollback would.
-  succeeds: [LOG_ACTIVATION, 'if [ -n "$OUTPOST_TEST_NETWORK_CUT" ]; then rm -f "$OUTPOST_TEST_NETWORK_CUT"; fi', 'exit 0'].join('\n'),
+  succeeds: [
+    LOG_ACTIVATION,
+    'if [ -n "$OUTPOST_TEST_NETWORK_CUT" ]; then rm -f "$OUTPOST_TEST_NETWORK_CUT"; fi',
+    'exit 0',
+  ].join('\n'),
   fails: [LOG_ACTIVATION, 'echo "warning: the following units failed: broken-db.service" >&2', 'exit 3'].join('\n'),
   hangs: [LOG_ACTIVATION, 'echo "starting broken-db.service"', 'exec sleep 600'].join('\n'),
-  killsTheAgent: [LOG_ACTIVATION, 'echo "restarting outpost-agent.service"', 'kill -9 "$OUTPOST_AGENT_PID"', 'sleep 1', 'echo "activation finished"', 'exit 0'].join('\n'),
-  cutsTheNetwork: [LOG_ACTIVATION, 'echo "reconfiguring eth0"', 'touch "$OUTPOST_TEST_NETWORK_CUT"', 'exit 0'].join('\n'),
+  killsTheAgent: [
+    LOG_ACTIVATION,
+    'echo "restarting outpost-agent.service"',
+    'kill -9 "$OUTPOST_AGENT_PID"',
+    'sleep 1',
+    'echo "activation finished"',
+    'exit 0',
+  ].join('\n'),
+  cutsTheNetwork: [LOG_ACTIVATION, 'echo "reconfiguring eth0"', 'touch "$OUTPOST_TEST_NETWORK_CUT"', 'exit 0'].join(
+    '\n',
+  ),
 } as const;
 
 const EXPRESSION = `
@@ -77,7 +92,10 @@ in derivation (common // {
 export async function buildSystemClosure(options: SystemClosureOptions): Promise<string> {
   const params = {
     name: options.name,
-    switchScript: options.activateScript !== undefined && options.switchScript === undefined ? '' : (options.switchScript ?? SWITCH_SCRIPTS.succeeds),
+    switchScript:
+      options.activateScript !== undefined && options.switchScript === undefined
+        ? ''
+        : (options.switchScript ?? SWITCH_SCRIPTS.succeeds),
     activateScript: options.activateScript ?? '',
     kernel: options.kernel ?? null,
     extraPaths: options.extraPaths ?? 0,
@@ -88,7 +106,13 @@ export async function buildSystemClosure(options: SystemClosureOptions): Promise
   try {
     await fs.writeFile(join(dir, 'params.json'), JSON.stringify(params));
     await fs.writeFile(join(dir, 'default.nix'), EXPRESSION);
-    const result = await runCommand('nix-build', ['--no-out-link', '--option', 'substituters', '', join(dir, 'default.nix')]);
+    const result = await runCommand('nix-build', [
+      '--no-out-link',
+      '--option',
+      'substituters',
+      '',
+      join(dir, 'default.nix'),
+    ]);
     if (result.code !== 0) throw new Error(`building ${options.name} failed:\n${result.stderr.trim()}`);
     return result.stdout.trim();
   } finally {

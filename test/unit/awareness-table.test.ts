@@ -1,9 +1,9 @@
+import * as encoding from 'lib0/encoding';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import * as Y from 'yjs';
-import * as encoding from 'lib0/encoding';
 import { Awareness, applyAwarenessUpdate, encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
-import { AwarenessTable, type AwarenessChanges } from '../../coordinator/awareness-table.js';
+import * as Y from 'yjs';
+import { type AwarenessChanges, AwarenessTable } from '../../coordinator/awareness-table.js';
 
 // The coordinator's awareness table must behave exactly like a y-protocols Awareness that holds
 // no local state (what the coordinator used before, and what stock y-websocket servers use).
@@ -33,7 +33,13 @@ test('the same updates give the same changes and the same encoded states as y-pr
     () => [update([[7, 0, { role: 'agent' }]]), [7]], // clock 0 of an unknown client: ignored
     () => [update([[7, 1, { role: 'agent' }]]), [7]],
     () => [update([[7, 1, { role: 'other' }]]), [7]], // same clock: ignored
-    () => [update([[7, 2, { role: 'agent' }], [8, 3, { role: 'admin' }]]), [7, 8]],
+    () => [
+      update([
+        [7, 2, { role: 'agent' }],
+        [8, 3, { role: 'admin' }],
+      ]),
+      [7, 8],
+    ],
     () => [update([[8, 3, null]]), [7, 8]], // same clock, null: removed
     () => [update([[8, 3, { role: 'admin' }]]), [7, 8]], // stale: stays removed
     () => [update([[8, 4, { role: 'admin' }]]), [7, 8]], // back, as "updated"

@@ -7,7 +7,10 @@ import { signedIntentSchema } from '../../shared/schemas/intent.js';
 import { signedResultSchema, signedStatusSchema } from '../../shared/schemas/report.js';
 
 test('canonical JSON sorts keys at every depth and drops undefined', () => {
-  assert.is(canonicalJson({ b: 1, a: { d: [1, { z: true, y: null }], c: 'x' }, u: undefined }), '{"a":{"c":"x","d":[1,{"y":null,"z":true}]},"b":1}');
+  assert.is(
+    canonicalJson({ b: 1, a: { d: [1, { z: true, y: null }], c: 'x' }, u: undefined }),
+    '{"a":{"c":"x","d":[1,{"y":null,"z":true}]},"b":1}',
+  );
 });
 
 test('canonical JSON refuses values that cannot be signed', () => {
@@ -44,11 +47,43 @@ test('malformed signatures and keys are rejected cleanly, never thrown', () => {
 
 test('a status or result from a newer agent (fields this reader does not know) still verifies after parsing', () => {
   const host = generateSigningKey('h1');
-  const status = { kind: 'status', host: 'h1', seq: 3, updatedAt: new Date(0).toISOString(), phase: 'applied', applied: null, target: null, lastResultSeq: null, agentVersion: '9.0.0', futureField: { x: 1 }, trust: { mode: 'policy', policyVersion: 2, frozen: false, lastTimestampAt: null, futureNested: true } };
-  const parsedStatus = signedStatusSchema.parse(JSON.parse(JSON.stringify({ status, signature: signPayload('status', status, host) })));
-  assert.ok(verifyPayloadSignature('status', parsedStatus.status, parsedStatus.signature), 'the status signature covers what was signed, unknown fields included');
-  const result = { kind: 'result', host: 'h1', seq: 1, at: new Date(0).toISOString(), outcome: 'applied', generation: 1, closure: `/nix/store/${'a'.repeat(32)}-x`, action: 'switch', intentDigest: 'f'.repeat(64), reason: '', outputTail: '', durationMs: 1234 };
-  const parsedResult = signedResultSchema.parse(JSON.parse(JSON.stringify({ result, signature: signPayload('result', result, host) })));
+  const status = {
+    kind: 'status',
+    host: 'h1',
+    seq: 3,
+    updatedAt: new Date(0).toISOString(),
+    phase: 'applied',
+    applied: null,
+    target: null,
+    lastResultSeq: null,
+    agentVersion: '9.0.0',
+    futureField: { x: 1 },
+    trust: { mode: 'policy', policyVersion: 2, frozen: false, lastTimestampAt: null, futureNested: true },
+  };
+  const parsedStatus = signedStatusSchema.parse(
+    JSON.parse(JSON.stringify({ status, signature: signPayload('status', status, host) })),
+  );
+  assert.ok(
+    verifyPayloadSignature('status', parsedStatus.status, parsedStatus.signature),
+    'the status signature covers what was signed, unknown fields included',
+  );
+  const result = {
+    kind: 'result',
+    host: 'h1',
+    seq: 1,
+    at: new Date(0).toISOString(),
+    outcome: 'applied',
+    generation: 1,
+    closure: `/nix/store/${'a'.repeat(32)}-x`,
+    action: 'switch',
+    intentDigest: 'f'.repeat(64),
+    reason: '',
+    outputTail: '',
+    durationMs: 1234,
+  };
+  const parsedResult = signedResultSchema.parse(
+    JSON.parse(JSON.stringify({ result, signature: signPayload('result', result, host) })),
+  );
   assert.ok(verifyPayloadSignature('result', parsedResult.result, parsedResult.signature));
 });
 
