@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
-import { readTokenFile } from '../shared/admin/enroll-entries.js';
-import { parseFlags, renderHelp } from '../shared/cli/flags.js';
+import { readTokenFile } from '../admin/enroll-entries.js';
+import { parseFlags, renderHelp } from '../cli/flags.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readKeyFile } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';

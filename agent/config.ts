@@ -4,9 +4,9 @@ import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { IntentTrust } from '../shared/trust/intent-trust.js';
-import type { ProfileType } from './activate.js';
-import type { ActivationRunner } from './activation-runner.js';
-import type { SystemRunningRule } from './health.js';
+import type { ActivationRunner } from './nix/activation-runner.js';
+import type { SystemRunningRule } from './nix/health.js';
+import type { ProfileType } from './pipeline/activate.js';
 
 // Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
 export interface AgentConfig {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { signEnrollRequest } from '../shared/admin/enroll-entries.js';
+import { signEnrollRequest } from '../admin/enroll-entries.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type CommandSpec, secondsFlag } from '../shared/cli/flags.js';
+import { type CommandSpec, secondsFlag } from '../cli/flags.js';
 import { timeZoneSchema, windowSchema } from '../shared/schedule/windows.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 

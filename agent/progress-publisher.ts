@@ -1,5 +1,5 @@
 import type { DownloadProgress } from '../shared/schemas/report.js';
-import { crossedMilestone, percentDone } from './progress.js';
+import { crossedMilestone, percentDone } from './download/progress.js';
 
 // Where download progress goes, and how often:
 //   awareness   live, at most once per AWARENESS_INTERVAL_MS: ephemeral, never stored

@@ -13,19 +13,19 @@ import type {
 } from '../shared/schemas/report.js';
 import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
 import { compareRank, type IntentSelection, selectIntent } from '../shared/trust/verify-intent.js';
-import { currentProfileTarget } from './activate.js';
-import { pruneActivationFiles } from './activation-runner.js';
 import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { requestEnrollment } from './enroll-request.js';
-import { rebuildFloor } from './floor.js';
-import { syncGcRoots } from './gc-roots.js';
-import { checkNixSignatureConfig } from './nix-config.js';
+import { pruneActivationFiles } from './nix/activation-runner.js';
+import { syncGcRoots } from './nix/gc-roots.js';
+import { checkNixSignatureConfig } from './nix/nix-config.js';
 import { probeSyncPeer } from './peer-probe.js';
-import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline.js';
+import { currentProfileTarget } from './pipeline/activate.js';
+import { rebuildFloor } from './pipeline/floor.js';
+import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline/pipeline.js';
+import { appendSignedResult, publishStatus } from './pipeline/report.js';
+import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './pipeline/state.js';
 import { createProgressPublisher } from './progress-publisher.js';
-import { appendSignedResult, publishStatus } from './report.js';
-import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './state.js';
 import { loadStatusDocument, saveStatusDocument } from './status-store.js';
 
 export type { AgentConfig } from './config.js';

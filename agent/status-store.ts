@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as Y from 'yjs';
-import { writeFileDurably } from '../shared/storage/durable-file.js';
+import { writeFileDurably } from '../shared/node/durable-file.js';
 
 // The agent's own copy of its status document, kept on disk: results written while the link is
 // down survive an agent restart and merge into the coordinator's copy on the next sync.

@@ -1,4 +1,4 @@
-import { parseFlags, renderHelp } from '../shared/cli/flags.js';
+import { parseFlags, renderHelp } from '../cli/flags.js';
 import { readKeyFile } from '../shared/crypto/keys.js';
 import { createLogger } from '../shared/log.js';
 import { coordinatorCommand, coordinatorOptionsSchema } from './options.js';

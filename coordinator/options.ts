@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bytesFlag, type CommandSpec, secondsFlag } from '../shared/cli/flags.js';
+import { bytesFlag, type CommandSpec, secondsFlag } from '../cli/flags.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
 export const coordinatorCommand: CommandSpec = {

@@ -8,12 +8,13 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { MUX_PATH } from '../shared/sync/mux-frames.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import { handleFleetPost, sendJson } from './fleet-api.js';
 import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
-import { createMuxServer, MUX_PATH } from './relay-mux.js';
-import { PresenceTable } from './relay-presence.js';
+import { PresenceTable } from './presence.js';
+import { createMuxServer } from './relay-sessions.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
@@ -55,7 +56,7 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
-export type { HostPresence } from './relay-presence.js';
+export type { HostPresence } from './presence.js';
 
 // Document names a peer may open: a host's desired or status document, or a fleet-wide one.
 export function isServedDocument(name: string): boolean {

@@ -3,7 +3,7 @@
 # The modules (nix/modules/*.nix) build their ExecStart from `argsFor`, and the offline test
 # (test/nixos-module.test.ts, through nix/tests/eval-modules.nix) reads the same tables and
 # compares them with the CLI's own flag tables (agentCommand in agent/options.ts,
-# coordinatorCommand in coordinator/options.ts, relayCommand in coordinator/relay-options.ts):
+# coordinatorCommand in coordinator/options.ts, relayCommand in relay/options.ts):
 # a CLI flag that no option reaches fails the test, and so does a flag here that the CLI does not
 # accept (the service would refuse to start).
 #
@@ -108,7 +108,7 @@ rec {
       pending = { };
     };
 
-    # `outpost relay` (coordinator/relay-options.ts, relayCommand).
+    # `outpost relay` (relay/options.ts, relayCommand).
     relay = {
       command = "relay";
       optionPath = "services.outpost-relay";

@@ -3,7 +3,7 @@
 # whenever it is up. Like the coordinator it holds no key. See docs/nixos.md.
 #
 # nix/lib/flags.nix lists the flags this module passes, and test/nixos-module.test.ts checks
-# them against relayCommand (coordinator/relay-options.ts). docs/relays.md explains the relay.
+# them against relayCommand (relay/options.ts). docs/relays.md explains the relay.
 {
   config,
   lib,

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { POLICY_DOC, readPolicies, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
+import { writeFileDurably } from '../node/durable-file.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import {
   type Policy,
@@ -12,7 +13,6 @@ import {
   signedTimestampSchema,
   unknownPolicyFields,
 } from '../schemas/policy.js';
-import { writeFileDurably } from '../storage/durable-file.js';
 import { connectDocument, type DocumentConnection } from '../sync/connect.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';

@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, sign as ed25519Sign, type KeyObject, randomBytes } from 'node:crypto';
 import * as Y from 'yjs';
-import { signIntent } from '../../shared/admin/submit-intent.js';
+import { signIntent } from '../../admin/submit-intent.js';
 import { canonicalBytes } from '../../shared/crypto/canonical.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';

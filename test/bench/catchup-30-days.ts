@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import * as Y from 'yjs';
-import { startRelay } from '../../coordinator/relay.js';
+import { signIntent } from '../../admin/submit-intent.js';
 import { startCoordinator } from '../../coordinator/server.js';
-import { signIntent } from '../../shared/admin/submit-intent.js';
+import { startRelay } from '../../relay/relay.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { appendIntent } from '../../shared/documents/desired.js';

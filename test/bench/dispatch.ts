@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as Y from 'yjs';
-import { signIntent } from '../../shared/admin/submit-intent.js';
+import { signIntent } from '../../admin/submit-intent.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
@@ -40,7 +40,7 @@ import type { MemoryProbe } from './memory-probe.js';
 // deploying signed intents to the fleet in waves; dispatch latency and coordinator memory per
 // host, then the same load against the stock y-websocket server. See docs/performance.md.
 
-const OUTPOST_CLI = fileURLToPath(new URL('../../shared/cli/outpost.js', import.meta.url));
+const OUTPOST_CLI = fileURLToPath(new URL('../../cli/outpost.js', import.meta.url));
 const STOCK_SERVER = fileURLToPath(new URL('./stock-server.js', import.meta.url));
 const AGENT_WORKER = fileURLToPath(new URL('./agent-worker.js', import.meta.url));
 const MEMORY_PROBE = fileURLToPath(new URL('./memory-probe.js', import.meta.url));

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import { startRelay } from '../../coordinator/relay.js';
 import { startCoordinator } from '../../coordinator/server.js';
+import { startRelay } from '../../relay/relay.js';
 import { createLogger } from '../../shared/log.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';

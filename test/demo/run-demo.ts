@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { HostView } from '../../shared/admin/fleet-view.js';
+import type { HostView } from '../../admin/fleet-view.js';
 import { serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { buildTestClosure, makeCacheKey, publishToCache, runCommand } from '../harness/nix-fixtures.js';

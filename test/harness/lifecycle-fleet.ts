@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { type AgentState, loadAgentState } from '../../agent/state.js';
-import type { HostView } from '../../shared/admin/fleet-view.js';
+import type { HostView } from '../../admin/fleet-view.js';
+import { type AgentState, loadAgentState } from '../../agent/pipeline/state.js';
 import { readKeyFile, type SigningKey } from '../../shared/crypto/keys.js';
 import { type BinaryCacheServer, type CacheServerOptions, serveBinaryCache } from './cache-server.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from './fleet.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // Real processes of the real CLI, as an operator would run them.
-export const OUTPOST_CLI = fileURLToPath(new URL('../../shared/cli/outpost.js', import.meta.url));
+export const OUTPOST_CLI = fileURLToPath(new URL('../../cli/outpost.js', import.meta.url));
 
 export function temporaryDirectory(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `outpost-${prefix}-`));

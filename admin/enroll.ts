@@ -1,0 +1,361 @@
+import { z } from 'zod';
+import { durationSchema } from '../cli/duration.js';
+import type { CommandSpec } from '../cli/flags.js';
+import { readKeyFile, type SigningKey } from '../shared/crypto/keys.js';
+import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
+import { hostIdSchema } from '../shared/schemas/primitives.js';
+import {
+  enrollmentView,
+  type PendingRequest,
+  readTokenFile,
+  signEnrollment,
+  signEnrollRequest,
+  signEnrollToken,
+} from './enroll-entries.js';
+import {
+  type CommandGroup,
+  coordinatorUrlSchema,
+  fileSchema,
+  jsonFlag,
+  jsonOption,
+  keyListSchema,
+  printResult,
+  resolvePublicKey,
+  resolvePublicKeys,
+  runGroup,
+  subcommand,
+  timeoutFlag,
+  timeoutOption,
+  versionSchema,
+} from './policy-cli-kit.js';
+import { createFileExclusively } from './policy-file.js';
+import { highestStoredVersion, postFleetEntry, readDocuments } from './policy-remote.js';
+
+// `outpost enroll`: a new host proves its key and waits (request); an admin with `enroll` binds
+// host id ↔ key (approve), or hands out a one-time token for unattended installs (token).
+
+const json = jsonOption;
+const coordinatorFlag = {
+  name: 'coordinator',
+  kind: 'string',
+  placeholder: 'URL',
+  description: 'the coordinator, ws:// or wss://',
+} as const;
+const adminKeyFlag = {
+  name: 'key',
+  kind: 'string',
+  placeholder: 'KEYFILE',
+  description: 'your admin key file (signs, and authenticates to the coordinator)',
+} as const;
+const orgRootHelp = 'a pinned org root key (base64, or a key file to take it from)';
+const timeout = timeoutOption;
+
+const requestSpec: CommandSpec = {
+  name: 'enroll request',
+  summary: 'ask to bind this host id to its key (run on the host); with a token it is bound at once',
+  usage: 'outpost enroll request --coordinator URL --host ID --key HOSTKEYFILE [--token FILE] [--json]',
+  flags: [
+    coordinatorFlag,
+    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the host id to enroll as' },
+    {
+      name: 'key',
+      kind: 'string',
+      placeholder: 'HOSTKEYFILE',
+      description: "the host's key file (outpost keygen); the request is signed with it",
+    },
+    { name: 'token', kind: 'string', placeholder: 'FILE', description: "a one-time token from 'outpost enroll token'" },
+    timeoutFlag,
+    jsonFlag,
+  ],
+  examples: [
+    'outpost enroll request --coordinator wss://fleet.example.org --host clinic-3 --key /var/lib/outpost-agent/host.key',
+  ],
+};
+
+const requestCommand = subcommand(
+  requestSpec,
+  z.object({
+    coordinator: coordinatorUrlSchema,
+    host: hostIdSchema,
+    key: fileSchema("the host's key file"),
+    token: z.string().min(1).optional(),
+    timeout,
+    json,
+  }),
+  async (o) => {
+    const hostKey = await readKeyFile(o.key);
+    const token = o.token === undefined ? undefined : await readTokenFile(o.token);
+    if (token && token.token.host !== o.host)
+      throw new Error(
+        `--token: ${o.token} is for host ${token.token.host}, not ${o.host}; use the token made for this host`,
+      );
+    const signed = signEnrollRequest(hostKey, o.host, token, new Date());
+    const answer = await postFleetEntry(
+      o.coordinator,
+      '/api/enroll',
+      signed,
+      o.timeout * 1000,
+      `the enrollment request for ${o.host}`,
+    );
+    const enrolled = answer.enrolled === true;
+    printResult(
+      o.json,
+      { host: o.host, hostKey: hostKey.publicKey, enrolled, pending: !enrolled },
+      enrolled
+        ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
+        : [
+            `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
+            `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
+          ],
+    );
+    return 0;
+  },
+);
+
+const tokenSpec: CommandSpec = {
+  name: 'enroll token',
+  summary: 'make a one-time enrollment token for an unattended install of one host',
+  usage:
+    'outpost enroll token --key ADMINKEYFILE --host ID --expires DURATION (--policy-version N | --coordinator URL) --out FILE [--json]',
+  flags: [
+    adminKeyFlag,
+    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the only host id the token enrolls' },
+    {
+      name: 'expires',
+      kind: 'string',
+      placeholder: 'DURATION',
+      description: 'how long the token is valid (90m, 12h, 7d)',
+    },
+    { name: 'policy-version', kind: 'string', placeholder: 'N', description: 'the policy version you sign under' },
+    { ...coordinatorFlag, description: 'instead of --policy-version: take the version the coordinator holds' },
+    {
+      name: 'out',
+      kind: 'string',
+      placeholder: 'FILE',
+      description: 'the token file to create (mode 0600; never overwritten)',
+    },
+    timeoutFlag,
+    jsonFlag,
+  ],
+  examples: [
+    'outpost enroll token --key ~/.config/outpost/alice.key --host clinic-3 --expires 2d --coordinator wss://fleet.example.org --out clinic-3.token',
+  ],
+};
+
+const tokenSchema = z
+  .object({
+    key: fileSchema('your admin key file'),
+    host: hostIdSchema,
+    expires: z
+      .string({ error: 'give how long the token is valid, e.g. 12h or 2d' })
+      .pipe(durationSchema)
+      .refine((s) => s > 0, 'the token must be valid for some time, e.g. 12h or 2d'),
+    policyVersion: versionSchema.optional(),
+    coordinator: coordinatorUrlSchema.optional(),
+    out: fileSchema('the token file to create'),
+    timeout,
+    json,
+  })
+  .refine((o) => (o.policyVersion !== undefined) !== (o.coordinator !== undefined), {
+    path: ['policyVersion'],
+    message: 'give either --policy-version N or --coordinator URL to read it from, one of the two',
+  });
+
+async function heldPolicyVersion(url: string, admin: SigningKey, timeoutMs: number): Promise<number> {
+  const version = highestStoredVersion((await readDocuments(url, [POLICY_DOC], admin, timeoutMs))(POLICY_DOC));
+  if (version === undefined)
+    throw new Error(`${url} holds no fleet policy yet; push one first with 'outpost policy push'`);
+  return version;
+}
+
+const tokenCommand = subcommand(tokenSpec, tokenSchema, async (o) => {
+  const admin = await readKeyFile(o.key);
+  const policyVersion = o.policyVersion ?? (await heldPolicyVersion(o.coordinator!, admin, o.timeout * 1000));
+  const signed = signEnrollToken(admin, {
+    host: o.host,
+    expiresAt: new Date(Date.now() + o.expires * 1000).toISOString(),
+    policyVersion,
+  });
+  await createFileExclusively(o.out, `${JSON.stringify(signed, null, 2)}\n`, 'out');
+  printResult(
+    o.json,
+    { file: o.out, host: o.host, expiresAt: signed.token.expiresAt, policyVersion, signer: admin.publicKey },
+    [
+      `wrote ${o.out}: one-time enrollment token for ${o.host}, valid until ${signed.token.expiresAt}, signed by ${admin.name} under policy version ${policyVersion}`,
+      `keep it secret: the first key presented with it is bound to ${o.host}. On the host: outpost enroll request --coordinator URL --host ${o.host} --key HOSTKEYFILE --token ${o.out}`,
+    ],
+  );
+  return 0;
+});
+
+const listSpec: CommandSpec = {
+  name: 'enroll list',
+  summary: 'show bound hosts (by approval or token) and pending enrollment requests',
+  usage: 'outpost enroll list --coordinator URL --key ADMINKEYFILE --org-root KEY [--org-root KEY …] [--json]',
+  flags: [
+    coordinatorFlag,
+    adminKeyFlag,
+    { name: 'org-root', kind: 'string', multiple: true, placeholder: 'KEY', description: orgRootHelp },
+    timeoutFlag,
+    jsonFlag,
+  ],
+  examples: [
+    'outpost enroll list --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
+  ],
+};
+
+function renderPending(pending: PendingRequest[]): string[] {
+  return pending.map(
+    (p) =>
+      `${p.host}  key ${p.hostKey}  requested ${p.requestedAt}${p.tokenProblem ? `  (token not used: ${p.tokenProblem})` : ''}`,
+  );
+}
+
+const listCommand = subcommand(
+  listSpec,
+  z.object({
+    coordinator: coordinatorUrlSchema,
+    key: fileSchema('your admin key file'),
+    orgRoot: keyListSchema.refine(
+      (k) => k.length > 0,
+      'give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
+    ),
+    timeout,
+    json,
+  }),
+  async (o) => {
+    const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
+    const admin = await readKeyFile(o.key);
+    const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+    const refused = view.walk?.refused ?? [];
+    printResult(
+      o.json,
+      {
+        coordinator: o.coordinator,
+        policyVersion: view.policyVersion ?? null,
+        bound: view.bound,
+        pending: view.pending,
+        refusedPolicies: refused,
+      },
+      [
+        view.policyVersion === undefined
+          ? 'no policy version is signed by the pinned org root keys: no host can be bound'
+          : `policy version ${view.policyVersion} in force (walked from the pinned org root)`,
+        ...refused.map((r) => `refused policy version ${r.version}: ${r.reason}`),
+        `bound hosts (${view.bound.length}):`,
+        ...view.bound.map((b) => `  ${b.host}  key ${b.hostKey}  via ${b.via}`),
+        `pending requests (${view.pending.length}):`,
+        ...renderPending(view.pending).map((l) => `  ${l}`),
+        ...(view.pending.length
+          ? [
+              `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
+            ]
+          : []),
+      ],
+    );
+    return 0;
+  },
+);
+
+const approveSpec: CommandSpec = {
+  name: 'enroll approve',
+  summary: "bind a host id to its key, signed with your admin key (needs 'enroll' for that host)",
+  usage:
+    'outpost enroll approve --coordinator URL --key ADMINKEYFILE --host ID [--host-key KEY] [--policy-version N] [--org-root KEY …] [--json]',
+  flags: [
+    coordinatorFlag,
+    adminKeyFlag,
+    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the host to bind' },
+    {
+      name: 'host-key',
+      kind: 'string',
+      placeholder: 'KEY',
+      description: "the host's public key (base64 or a key file), confirmed with the host",
+      defaultText: 'the key of its single pending request',
+    },
+    {
+      name: 'policy-version',
+      kind: 'string',
+      placeholder: 'N',
+      description: 'the policy version you sign under',
+      defaultText: 'the newest the coordinator holds',
+    },
+    {
+      name: 'org-root',
+      kind: 'string',
+      multiple: true,
+      placeholder: 'KEY',
+      description: `${orgRootHelp}; walks the policy to tell pending requests exactly`,
+    },
+    timeoutFlag,
+    jsonFlag,
+  ],
+  examples: [
+    'outpost enroll approve --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-3',
+  ],
+};
+
+function pickPendingKey(pending: PendingRequest[], host: string, url: string): string {
+  const forHost = pending.filter((p) => p.host === host);
+  if (forHost.length === 0)
+    throw new Error(
+      `${url} holds no pending enrollment request for ${host}; the host asks first ('outpost enroll request'), or give its key with --host-key`,
+    );
+  if (forHost.length > 1) {
+    throw new Error(
+      `${forHost.length} pending requests for ${host} with different keys:\n  ${renderPending(forHost).join('\n  ')}\nconfirm the host's real key with the host and give it with --host-key`,
+    );
+  }
+  return forHost[0]!.hostKey;
+}
+
+const approveCommand = subcommand(
+  approveSpec,
+  z.object({
+    coordinator: coordinatorUrlSchema,
+    key: fileSchema('your admin key file'),
+    host: hostIdSchema,
+    hostKey: z.string().min(1).optional(),
+    policyVersion: versionSchema.optional(),
+    orgRoot: keyListSchema,
+    timeout,
+    json,
+  }),
+  async (o) => {
+    // Flag values first, so a mistyped key is reported as a usage error before anything is read.
+    let hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(approveSpec, 'host-key', o.hostKey);
+    const admin = await readKeyFile(o.key);
+    let policyVersion = o.policyVersion;
+    if (hostKey === undefined || policyVersion === undefined) {
+      const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
+      const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+      const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+      policyVersion ??= view.policyVersion;
+      if (policyVersion === undefined)
+        throw new Error(
+          `${o.coordinator} holds no fleet policy${orgRoot.length ? ' signed by the pinned org root' : ''}; push one first with 'outpost policy push'`,
+        );
+      hostKey ??= pickPendingKey(view.pending, o.host, o.coordinator);
+    }
+    const signed = signEnrollment(admin, { host: o.host, hostKey, policyVersion }, new Date());
+    await postFleetEntry(o.coordinator, '/api/enroll/approve', signed, o.timeout * 1000, `the approval of ${o.host}`);
+    printResult(o.json, { host: o.host, hostKey, policyVersion, approvedBy: admin.publicKey }, [
+      `approved: ${o.host} is bound to key ${hostKey} (signed by ${admin.name} under policy version ${policyVersion})`,
+    ]);
+    return 0;
+  },
+);
+
+export const enrollCommandGroup: CommandGroup = {
+  name: 'enroll',
+  summary: 'enroll hosts: bind a host id to its key by admin approval or one-time token',
+  subcommands: [requestCommand, tokenCommand, listCommand, approveCommand],
+  notes: [
+    "Approving needs the 'enroll' capability for the host under the policy in force; the coordinator checks it, and 'enroll list' checks every binding again from the pinned org root.",
+  ],
+};
+
+export function runEnrollCommand(argv: string[]): Promise<number> {
+  return runGroup(enrollCommandGroup, argv);
+}

@@ -1,0 +1,119 @@
+import type * as Y from 'yjs';
+import { z } from 'zod';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import { readPolicies } from '../shared/documents/fleet.js';
+import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../shared/sync/connect.js';
+import { type PolicyWalk, walkPolicyChain } from '../shared/trust/policy-chain.js';
+
+// Reading fleet documents and posting fleet entries for the policy and enroll commands. The
+// coordinator is not trusted: policies are walked from the pinned org root here, and every entry
+// the coordinator stored is checked again by whoever reads it.
+
+// Close codes the coordinator uses to refuse a connection (coordinator/server.ts).
+const REFUSALS: Record<number, string> = { 4401: 'no valid key proof', 4403: 'this key may not open the document' };
+
+function refusalHint(code: number, identity: SigningKey | null): string {
+  if (code === 4401 && !identity) return 'this coordinator requires authentication: give --key with an admin key file';
+  if (code === 4403)
+    return `key ${identity?.publicKey ?? '?'} is not an admin (or enrolled host) under the policy the coordinator holds, or no policy was pushed yet ('outpost policy push')`;
+  return 'try again; if it persists, check the coordinator log for connection-refused';
+}
+
+function syncOrRefusal(connection: DocumentConnection, identity: SigningKey | null, timeoutMs: number): Promise<void> {
+  let onClose: (event: { code: number; reason?: string } | null) => void = () => undefined;
+  const refused = new Promise<never>((_, reject) => {
+    onClose = (event) => {
+      if (!event || !(event.code in REFUSALS)) return;
+      reject(
+        new Error(
+          `${connection.provider.serverUrl} refused ${connection.name} (${event.code} ${event.reason || REFUSALS[event.code]}): ${refusalHint(event.code, identity)}`,
+        ),
+      );
+    };
+    connection.provider.on('connection-close', onClose);
+  });
+  return Promise.race([waitForSync(connection, timeoutMs), refused]).finally(() =>
+    connection.provider.off('connection-close', onClose),
+  );
+}
+
+// A snapshot of each document as `identity` (null: unauthenticated, for open coordinators) may
+// read it: connects, waits for the first sync, disconnects. Fails fast with the coordinator's
+// reason when it refuses the key. The commands read once and exit, so a snapshot is all they need.
+export async function readDocuments(
+  url: string,
+  names: string[],
+  identity: SigningKey | null,
+  timeoutMs: number,
+): Promise<(name: string) => Y.Doc> {
+  const connections = names.map((name) => connectDocument(url, name, { identity, maxBackoffMs: 1000 }));
+  try {
+    await Promise.all(connections.map((c) => syncOrRefusal(c, identity, timeoutMs)));
+  } finally {
+    // Closing the provider leaves its Y.Doc with everything synced.
+    for (const c of connections) c.close();
+  }
+  return (name) => {
+    const connection = connections.find((c) => c.name === name);
+    if (!connection) throw new Error(`internal: ${name} was not read`);
+    return connection.doc;
+  };
+}
+
+export function walkStoredPolicies(policyDoc: Y.Doc, orgRoot: string[]): PolicyWalk {
+  return walkPolicyChain([], new Set(orgRoot), readPolicies(policyDoc));
+}
+
+// The coordinator stores only policies it walked to, so the highest stored version is the one it
+// holds. Used to label new entries; readers check the entry itself, never this number.
+export function highestStoredVersion(policyDoc: Y.Doc): number | undefined {
+  const versions = readPolicies(policyDoc).map((p) => p.policy.version);
+  return versions.length ? Math.max(...versions) : undefined;
+}
+
+const answerSchema = z.object({
+  ok: z.boolean().optional(),
+  error: z.string().optional(),
+  version: z.number().optional(),
+  enrolled: z.boolean().optional(),
+  pending: z.boolean().optional(),
+});
+export type FleetAnswer = z.infer<typeof answerSchema>;
+
+// POSTs a signed entry; a refusal becomes an error carrying the coordinator's reason (the reason
+// every reader would give), e.g. "…refused the approval of h1: admin bob lacks 'enroll' for host h1".
+export async function postFleetEntry(
+  url: string,
+  path: '/api/policy' | '/api/enroll' | '/api/enroll/approve',
+  body: unknown,
+  timeoutMs: number,
+  what: string,
+): Promise<FleetAnswer> {
+  const target = `${httpBaseFromWs(url)}${path}`;
+  let response: Response;
+  try {
+    response = await fetch(target, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw new Error(
+      `cannot reach ${target}: ${(error as Error).message}; is the coordinator running and the URL right?`,
+    );
+  }
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${target} answered ${response.status} with something that is not JSON: ${text.slice(0, 200)}`);
+  }
+  const parsed = answerSchema.safeParse(json);
+  if (!parsed.success)
+    throw new Error(`${target} answered ${response.status} with an unexpected body: ${text.slice(0, 200)}`);
+  if (response.status !== 200 || parsed.data.ok !== true)
+    throw new Error(`${url} refused ${what}: ${parsed.data.error ?? `status ${response.status}`}`);
+  return parsed.data;
+}

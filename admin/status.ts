@@ -1,0 +1,148 @@
+import { z } from 'zod';
+import { formatBytes } from '../agent/download/disk-space.js';
+import { durationSchema } from '../cli/duration.js';
+import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { readKeyFile } from '../shared/crypto/keys.js';
+import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
+import { useIdentity } from '../shared/sync/connect.js';
+import { type HostView, readFleetView } from './fleet-view.js';
+
+export const statusCommand: CommandSpec = {
+  name: 'status',
+  summary: 'one row per host: desired and applied generation, phase, online, last result',
+  usage: 'outpost status --coordinator URL [--key FILE] [--host ID …] [--json]',
+  flags: [
+    { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'coordinator or relay, ws:// or wss://' },
+    {
+      name: 'host',
+      kind: 'string',
+      multiple: true,
+      placeholder: 'ID',
+      description: 'only these hosts',
+      defaultText: 'all',
+    },
+    {
+      name: 'key',
+      kind: 'string',
+      placeholder: 'FILE',
+      description: 'your admin key file: proves who you are to a coordinator or relay run with --org-root (needs read)',
+    },
+    {
+      name: 'admin-key',
+      kind: 'string',
+      multiple: true,
+      placeholder: 'KEY',
+      description: 'mark intents not signed by one of these admin keys as untrusted',
+    },
+    {
+      name: 'timeout',
+      kind: 'string',
+      placeholder: 'DURATION',
+      description: 'how long to wait for each document',
+      defaultText: '15s',
+    },
+    { name: 'json', kind: 'boolean', description: 'print every host with its signed results as JSON, for scripts' },
+  ],
+  examples: [
+    'outpost status --coordinator ws://127.0.0.1:8420',
+    'outpost status --coordinator ws://127.0.0.1:8420 --json | jq .hosts[0].lastResult',
+  ],
+};
+
+const statusOptionsSchema = z.object({
+  coordinator: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
+  host: z.array(hostIdSchema).default([]),
+  key: z.string().min(1).optional(),
+  adminKey: z.array(base64Key32Schema).default([]),
+  timeout: durationSchema.prefault('15s'),
+  json: z.boolean().default(false),
+});
+
+function shortPath(path: string | undefined): string {
+  if (!path) return '-';
+  return path.replace(/^\/nix\/store\/([0-9a-z]{8})[0-9a-z]{24}-/, '$1…-');
+}
+
+// "42% 3/7 paths, 1.2 MiB/2.9 MiB, 300.0 KiB/s", with a bar in front on a terminal.
+export function renderProgress(
+  progress: NonNullable<HostView['progress']>,
+  options: { bar: boolean; width?: number },
+): string {
+  const fraction =
+    progress.bytesTotal > 0
+      ? progress.bytesDone / progress.bytesTotal
+      : progress.pathsTotal > 0
+        ? progress.pathsDone / progress.pathsTotal
+        : 1;
+  const percent = Math.floor(Math.min(1, fraction) * 100);
+  const width = options.width ?? 20;
+  const filled = Math.round(Math.min(1, fraction) * width);
+  const bar = options.bar ? `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ` : '';
+  const rate = progress.live ? `, ${formatBytes(progress.bytesPerSecond)}/s` : ' (last milestone)';
+  return `${bar}${percent}% ${progress.pathsDone}/${progress.pathsTotal} paths, ${formatBytes(progress.bytesDone)}/${formatBytes(progress.bytesTotal)}${rate}`;
+}
+
+function phaseCell(view: HostView): string {
+  if (!view.phase) return '-';
+  if (view.trust?.frozen)
+    return `${view.phase} (FROZEN: no fresh timestamp since ${view.trust.lastTimestampAt ?? 'ever'})`;
+  if (view.phase === 'waiting-for-window' && view.window)
+    return `${view.phase} (${view.window.waitingFor}; next ${view.window.nextStart ?? 'none within a week'})`;
+  if (view.phase === 'downloading' && view.progress)
+    return `${view.phase} ${renderProgress(view.progress, { bar: false }).split(' ')[0]}`;
+  return view.phase;
+}
+
+export function renderStatusTable(views: HostView[], options: { progressBars?: boolean } = {}): string {
+  const header = ['HOST', 'DESIRED', 'APPLIED', 'PHASE', 'ONLINE', 'LAST RESULT'];
+  const rows = views.map((v) => [
+    v.host,
+    v.desired
+      ? `${v.desired.generation} ${shortPath(v.desired.closure)}${v.desired.signatureValid ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}`
+      : '-',
+    v.applied ? `${v.applied.generation} ${shortPath(v.applied.closure)}` : '-',
+    phaseCell(v),
+    v.online ? 'yes' : v.lastSeen ? `no (seen ${v.lastSeen})` : 'no',
+    v.lastResult
+      ? `#${v.lastResult.seq} gen ${v.lastResult.generation} ${v.lastResult.outcome}${v.lastResult.outcome === 'applied' ? '' : `: ${v.lastResult.reason}`}${v.lastResult.signatureValid ? '' : ' (BAD SIGNATURE)'}`
+      : '-',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const lines = [line(header)];
+  rows.forEach((row, i) => {
+    lines.push(line(row));
+    const progress = views[i]!.progress;
+    // The whole picture of a download on its own line: a bar on a terminal, plain text in pipes.
+    if (views[i]!.phase === 'downloading' && progress)
+      lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
+  });
+  return lines.join('\n');
+}
+
+export async function runStatusCommand(argv: string[]): Promise<number> {
+  const parsed = parseFlags(statusCommand, argv, statusOptionsSchema);
+  if (parsed.help) {
+    console.log(renderHelp(statusCommand));
+    return 0;
+  }
+  const options = parsed.value;
+  if (options.key !== undefined) useIdentity(await readKeyFile(options.key));
+  const views = await readFleetView(options.coordinator, {
+    timeoutMs: options.timeout * 1000,
+    hosts: options.host,
+    adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
+  });
+  if (options.json)
+    console.log(
+      JSON.stringify({ coordinator: options.coordinator, at: new Date().toISOString(), hosts: views }, null, 2),
+    );
+  else
+    console.log(
+      views.length
+        ? renderStatusTable(views, { progressBars: process.stdout.isTTY === true })
+        : 'no hosts yet: start an agent or deploy with `outpost deploy`',
+    );
+  return 0;
+}

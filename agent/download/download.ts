@@ -1,0 +1,254 @@
+import { join } from 'node:path';
+import type { Narinfo } from '../../shared/nix/narinfo.js';
+import type { DownloadProgress } from '../../shared/schemas/report.js';
+import { invalidPaths } from '../nix/store-query.js';
+import { realiseClosure } from '../pipeline/fetch.js';
+import { checkDiskSpace, formatBytes } from './disk-space.js';
+import { downloadNar, type NarJob } from './nar-download.js';
+import { createProgressTracker } from './progress.js';
+import {
+  clearStaging,
+  prepareStaging,
+  pruneStaging,
+  stagedFiles,
+  stagedState,
+  transferCap,
+  transferSize,
+  writeStagedNarinfo,
+} from './staging.js';
+import type { ThroughputRule } from './throughput.js';
+
+// Downloads a verified closure: only the paths the store lacks, after checking the closure's size
+// against --max-closure-size and the free disk space; resumable (files already complete are
+// kept, partial ones continue where they stopped); bounded retries, an overall deadline and the
+// throughput rule; then one Nix substitution from the staging directory with the pinned keys.
+
+export interface DownloadConfig {
+  store?: string;
+  stagingDir: string;
+  substituter: string;
+  trustedCacheKeys: string[];
+  maxClosureBytes: number;
+  minFreeBytes: number;
+  throughput: ThroughputRule;
+  // Consecutive attempts that made no real progress before the download fails.
+  retries: number;
+  concurrency: number;
+  // Absolute time (ms) by which the download must be complete; persisted, so restarts keep it.
+  deadline: number;
+  startedAt: number;
+  now: () => number;
+  signal: AbortSignal;
+  onProgress: (progress: DownloadProgress) => void;
+  // The target's GC root, so a garbage collection before activation cannot delete it.
+  gcRoot: string;
+  // First retry waits this long, doubling up to MAX_BACKOFF_MS.
+  retryDelayMs?: number;
+  onRetry?: (retry: { storePath: string; reason: string; failuresInARow: number; delayMs: number }) => void;
+}
+
+export interface DownloadPlan {
+  // Verified narinfos of the paths the store does not have.
+  missing: Narinfo[];
+  closureNarBytes: number;
+}
+
+export type DownloadOutcome =
+  | { ok: true; paths: number; bytes: number }
+  | { ok: false; reason: string; outputTail: string; cancelled?: boolean };
+
+const MAX_BACKOFF_MS = 60_000;
+
+export function storeDirectory(store: string | undefined): string {
+  return store ? join(store, 'nix', 'store') : '/nix/store';
+}
+
+// The checks that refuse a closure before anything is fetched.
+export async function planDownload(
+  infos: readonly Narinfo[],
+  config: Pick<DownloadConfig, 'store' | 'stagingDir' | 'maxClosureBytes' | 'minFreeBytes'>,
+): Promise<{ ok: true; plan: DownloadPlan } | { ok: false; reason: string }> {
+  const closureNarBytes = infos.reduce((sum, info) => sum + info.narSize, 0);
+  if (closureNarBytes > config.maxClosureBytes) {
+    return {
+      ok: false,
+      reason: `the closure is ${formatBytes(closureNarBytes)} (sum of NarSize over ${infos.length} paths), above --max-closure-size ${formatBytes(config.maxClosureBytes)}; nothing was downloaded`,
+    };
+  }
+  const invalid = new Set(
+    await invalidPaths(
+      config.store,
+      infos.map((i) => i.storePath),
+    ),
+  );
+  const missing = infos.filter((i) => invalid.has(i.storePath));
+  let stagingBytes = 0;
+  for (const info of missing) {
+    const staged = await stagedState(config.stagingDir, info.storePath);
+    if (!staged.complete) stagingBytes += Math.max(0, transferSize(info) - staged.partialBytes);
+  }
+  const shortage = await checkDiskSpace(
+    [
+      {
+        path: storeDirectory(config.store),
+        bytes: missing.reduce((sum, i) => sum + i.narSize, 0),
+        what: 'store paths',
+      },
+      { path: config.stagingDir, bytes: stagingBytes, what: 'downloads' },
+    ],
+    config.minFreeBytes,
+  );
+  if (shortage) return { ok: false, reason: shortage };
+  return { ok: true, plan: { missing, closureNarBytes } };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function narUrl(substituter: string, info: Narinfo): string {
+  const base = `${substituter.replace(/\/+$/, '')}/`;
+  const url = new URL(info.url, base);
+  // A narinfo may only point into its own cache.
+  if (url.origin !== new URL(base).origin)
+    throw new Error(`narinfo of ${info.storePath} points outside ${substituter} (${info.url})`);
+  return url.href;
+}
+
+export async function downloadClosure(
+  closure: string,
+  plan: DownloadPlan,
+  config: DownloadConfig,
+): Promise<DownloadOutcome> {
+  await prepareStaging(config.stagingDir);
+  await pruneStaging(
+    config.stagingDir,
+    plan.missing.map((i) => i.storePath),
+  );
+  const tracker = createProgressTracker(
+    { paths: plan.missing.length, bytes: plan.missing.reduce((s, i) => s + transferSize(i), 0) },
+    config.now,
+    config.startedAt,
+  );
+  const queue: { info: Narinfo; job: NarJob }[] = [];
+  for (const info of plan.missing) {
+    await writeStagedNarinfo(config.stagingDir, info);
+    const staged = await stagedState(config.stagingDir, info.storePath);
+    if (staged.complete) {
+      tracker.addBytes(transferSize(info));
+      tracker.pathDone();
+      continue;
+    }
+    tracker.addBytes(staged.partialBytes);
+    const files = stagedFiles(config.stagingDir, info.storePath);
+    const expectedHash = info.fileHash ?? (info.compression === 'none' ? info.narHash : null);
+    let url: string;
+    try {
+      url = narUrl(config.substituter, info);
+    } catch (error) {
+      return { ok: false, reason: (error as Error).message, outputTail: '' };
+    }
+    queue.push({
+      info,
+      job: {
+        url,
+        part: files.part,
+        final: files.nar,
+        expectedSize: info.fileSize ?? (info.compression === 'none' ? info.narSize : null),
+        cap: transferCap(info),
+        expectedHash,
+      },
+    });
+  }
+  config.onProgress(tracker.snapshot());
+
+  const controller = new AbortController();
+  const stopAll = (): void => controller.abort();
+  config.signal.addEventListener('abort', stopAll, { once: true });
+  let fatal: string | null = null;
+  const deadlineTimer = setTimeout(
+    () => {
+      fatal ??= `the download did not finish by its deadline (${new Date(config.deadline).toISOString()}, --fetch-timeout after it started); ${tracker.snapshot().pathsDone} of ${plan.missing.length} paths are kept for the next attempt`;
+      controller.abort();
+    },
+    Math.max(0, config.deadline - config.now()),
+  );
+  const progressTimer = setInterval(() => config.onProgress(tracker.snapshot()), 1000);
+  // "Real progress" for the retry count: at least what the throughput rule asks of one window.
+  const progressBytes = Math.max(1, (config.throughput.minBytesPerSecond * config.throughput.windowMs) / 1000);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (!controller.signal.aborted && next < queue.length) {
+      const { info, job } = queue[next++]!;
+      // Counted per file: one outage of the link costs each file in flight one attempt, not the
+      // whole download several.
+      let consecutiveFailures = 0;
+      for (;;) {
+        const outcome = await downloadNar(job, {
+          throughput: config.throughput,
+          signal: controller.signal,
+          now: config.now,
+          onBytes: (delta) => (delta >= 0 ? tracker.addBytes(delta) : tracker.discardBytes(-delta)),
+        });
+        if (outcome.ok) {
+          tracker.pathDone();
+          break;
+        }
+        if (controller.signal.aborted) return;
+        if (!outcome.retryable) {
+          fatal ??= `${info.storePath}: ${outcome.reason}`;
+          controller.abort();
+          return;
+        }
+        consecutiveFailures = outcome.bytes >= progressBytes ? 0 : consecutiveFailures + 1;
+        if (consecutiveFailures > config.retries) {
+          fatal ??= `${info.storePath}: ${outcome.reason}; gave up after ${config.retries} retries without progress (--download-retries)`;
+          controller.abort();
+          return;
+        }
+        const delayMs = Math.min(
+          MAX_BACKOFF_MS,
+          (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1),
+        );
+        config.onRetry?.({
+          storePath: info.storePath,
+          reason: outcome.reason,
+          failuresInARow: consecutiveFailures,
+          delayMs,
+        });
+        await sleep(delayMs, controller.signal);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(config.concurrency, queue.length)) }, worker));
+  } finally {
+    clearTimeout(deadlineTimer);
+    clearInterval(progressTimer);
+    config.signal.removeEventListener('abort', stopAll);
+  }
+  config.onProgress(tracker.snapshot());
+  if (fatal) return { ok: false, reason: `download failed: ${fatal}`, outputTail: '' };
+  if (config.signal.aborted) return { ok: false, reason: 'download cancelled', outputTail: '', cancelled: true };
+
+  const imported = await realiseClosure(closure, {
+    store: config.store,
+    substituters: [`file://${config.stagingDir}`],
+    trustedCacheKeys: config.trustedCacheKeys,
+    timeoutMs: Math.max(3_600_000, config.deadline - config.now()),
+    addRoot: config.gcRoot,
+  });
+  // Bytes Nix refused are never worth keeping; bytes it took are now in the store.
+  await clearStaging(config.stagingDir);
+  if (!imported.ok) return imported;
+  const snapshot = tracker.snapshot();
+  return { ok: true, paths: snapshot.pathsTotal, bytes: snapshot.bytesTotal };
+}

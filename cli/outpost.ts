@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+import { UsageError } from './flags.js';
+
+// Commands load their code only when run: `outpost status` need not load the agent or LevelDB.
+type CommandRunner = (argv: string[]) => Promise<number>;
+const commands: Record<string, { run: CommandRunner; summary: string }> = {
+  keygen: {
+    run: async (argv) => (await import('../admin/keygen.js')).runKeygenCommand(argv),
+    summary: 'create an admin or host key',
+  },
+  coordinator: {
+    run: async (argv) => (await import('../coordinator/cli.js')).runCoordinatorCommand(argv),
+    summary: 'run the coordinator (sync server + update log)',
+  },
+  relay: {
+    run: async (argv) => (await import('../relay/cli.js')).runRelayCommand(argv),
+    summary: 'run a relay at a site (serves its agents, syncs with the upstream when it can, mirrors the cache)',
+  },
+  agent: {
+    run: async (argv) => (await import('../agent/cli.js')).runAgentCommand(argv),
+    summary: 'run the agent on a host',
+  },
+  deploy: {
+    run: async (argv) => (await import('../admin/deploy.js')).runDeployCommand(argv),
+    summary: 'sign and submit an intent for a host',
+  },
+  rollback: {
+    run: async (argv) => (await import('../admin/rollback.js')).runRollbackCommand(argv),
+    summary: 'return a host to an earlier applied generation (as a new signed generation)',
+  },
+  status: {
+    run: async (argv) => (await import('../admin/status.js')).runStatusCommand(argv),
+    summary: 'show every host: desired, applied, phase, online, last result',
+  },
+  policy: {
+    run: async (argv) => (await import('../admin/policy.js')).runPolicyCommand(argv),
+    summary: 'write, sign, verify and publish the signed fleet policy',
+  },
+  enroll: {
+    run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv),
+    summary: 'enroll hosts: request, token, list, approve',
+  },
+};
+
+function usage(): string {
+  const names = Object.keys(commands);
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  return [
+    'outpost — offline-first fleet manager for NixOS',
+    '',
+    'Usage: outpost <command> [options]     (outpost <command> --help for its options)',
+    '',
+    'Commands:',
+    ...names.map((n) => `  ${n.padEnd(width)}${commands[n]!.summary}`),
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`outpost: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Open sockets of finished one-shot commands must not keep the process alive.
+    if (!['coordinator', 'agent'].includes(process.argv[2] ?? '')) setTimeout(() => process.exit(code), 50).unref();
+  },
+  (error: Error) => {
+    console.error(error instanceof UsageError ? error.message : `outpost: ${error.message}`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);

@@ -1,0 +1,235 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { WebSocket } from 'ws';
+import { parseDocName, statusDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
+import {
+  decodeFrame,
+  encodeFrame,
+  FRAME_CHANGES,
+  FRAME_CLOSE,
+  FRAME_DATA,
+  FRAME_OPEN,
+  FRAME_PRESENCE,
+  FRAME_SINCE,
+  MUX_PATH,
+  type MuxFrame,
+} from '../shared/sync/mux-frames.js';
+import { serveConnection } from './connection.js';
+import type { DocumentHost } from './hosted-documents.js';
+import type { PresenceTable } from './presence.js';
+import type { Principal, TrustState } from './trust-state.js';
+import type { UpdateLog } from './update-log.js';
+
+// The coordinator's side of the relay link (frames: shared/sync/mux-frames.ts): one session per
+// relay, each channel served like a direct socket.
+
+export function sendFrame(ws: WebSocket, frame: MuxFrame): void {
+  if (ws.readyState === WebSocket.OPEN) ws.send(encodeFrame(frame), (error) => error && ws.terminate());
+}
+
+// Stands in for a WebSocket towards serveConnection and the document host: what they send
+// becomes DATA frames of one channel, and the real socket's liveness stands for the channel's.
+class ChannelSocket extends EventEmitter {
+  readyState: number = WebSocket.OPEN;
+  constructor(
+    private readonly mux: WebSocket,
+    readonly channel: number,
+    private readonly onClosed: (channel: number) => void,
+  ) {
+    super();
+  }
+  send(message: Uint8Array, callback?: (error?: Error) => void): void {
+    if (this.readyState !== WebSocket.OPEN) return;
+    sendFrame(this.mux, { type: FRAME_DATA, channel: this.channel, message });
+    callback?.();
+  }
+  ping(): void {
+    // The mux socket is pinged itself; a channel is alive while it is.
+    setImmediate(() => this.readyState === WebSocket.OPEN && this.emit('pong'));
+  }
+  close(code = 1000, reason = ''): void {
+    if (this.readyState !== WebSocket.OPEN) return;
+    sendFrame(this.mux, { type: FRAME_CLOSE, channel: this.channel, code, reason });
+    this.closed(code, reason);
+  }
+  terminate(): void {
+    this.close(1006, 'terminated');
+  }
+  // The peer closed the channel, or the mux socket went away.
+  closed(code: number, reason: string): void {
+    if (this.readyState !== WebSocket.OPEN) return;
+    this.readyState = WebSocket.CLOSED;
+    this.onClosed(this.channel);
+    this.emit('close', code, Buffer.from(reason));
+  }
+}
+
+export interface MuxServer {
+  handle(ws: WebSocket, principal: Principal): void;
+  sessions(): number;
+}
+
+const MAX_CHANNELS_PER_SESSION = 100_000;
+const PING_INTERVAL_MS = 30_000;
+
+// The upstream side: serves relays' multiplexed connections with the same document host.
+export function createMuxServer(
+  host: DocumentHost,
+  log: UpdateLog,
+  trust: TrustState,
+  presence: PresenceTable,
+  logger: Logger,
+  access: (principal: Principal, document: string) => boolean,
+): MuxServer {
+  const epoch = randomBytes(8).toString('hex');
+  let counter = 0;
+  const changedAt = new Map<string, number>();
+  const sessions = new Set<{ notify(document: string): void }>();
+
+  host.observe({
+    accepted(document) {
+      counter += 1;
+      changedAt.set(document.name, counter);
+      for (const session of sessions) session.notify(document.name);
+    },
+  });
+
+  return {
+    sessions: () => sessions.size,
+    handle(ws, principal) {
+      const channels = new Map<number, ChannelSocket>();
+      const byDocument = new Map<string, number>();
+      const pendingNotes = new Set<string>();
+      let noteTimer: NodeJS.Timeout | null = null;
+      let alive = true;
+      // The principal is looked up again for each check, so a policy change applies at once.
+      const current = (): Principal =>
+        principal.kind === 'anonymous' || principal.kind === 'unknown-key'
+          ? principal
+          : trust.principalForKey(principal.key);
+      const mayOpen = (document: string): boolean => access(current(), document);
+
+      const flushNotes = (): void => {
+        noteTimer = null;
+        if (pendingNotes.size === 0) return;
+        sendFrame(ws, { type: FRAME_CHANGES, epoch, cursor: counter, documents: [...pendingNotes] });
+        pendingNotes.clear();
+      };
+      const session = {
+        notify(document: string) {
+          if (byDocument.has(document) || !mayOpen(document)) return;
+          pendingNotes.add(document);
+          noteTimer ??= setTimeout(flushNotes, 20);
+        },
+      };
+      sessions.add(session);
+      const ping = setInterval(() => {
+        if (!alive) return ws.terminate();
+        alive = false;
+        ws.ping();
+      }, PING_INTERVAL_MS);
+      ws.on('pong', () => (alive = true));
+
+      const answerSince = async (sinceEpoch: string, cursor: number): Promise<void> => {
+        const now = counter;
+        let documents: string[];
+        if (sinceEpoch === epoch) {
+          documents = [...changedAt].filter(([, at]) => at > cursor).map(([name]) => name);
+        } else {
+          documents = [...new Set([...(await log.documents()), ...changedAt.keys()])];
+        }
+        sendFrame(ws, { type: FRAME_CHANGES, epoch, cursor: now, documents: documents.filter(mayOpen) });
+      };
+
+      const open = (channel: number, document: string): void => {
+        if (channels.has(channel) || channels.size >= MAX_CHANNELS_PER_SESSION)
+          throw new Error(`channel ${channel} already open, or too many channels`);
+        if (!mayOpen(document)) {
+          logger.warn(
+            { event: 'connection-refused', document, principal: principal.label, reason: "not in this relay's scope" },
+            'refusing relay channel',
+          );
+          sendFrame(ws, {
+            type: FRAME_CLOSE,
+            channel,
+            code: 4403,
+            reason: `${principal.label} may not open ${document}`,
+          });
+          return;
+        }
+        const socket = new ChannelSocket(ws, channel, (closed) => {
+          channels.delete(closed);
+          if (byDocument.get(document) === closed) byDocument.delete(document);
+        });
+        channels.set(channel, socket);
+        byDocument.set(document, channel);
+        serveConnection(socket as unknown as WebSocket, {
+          documentName: document,
+          principal: principal.label,
+          host,
+          logger,
+          mayWrite: () => trust.access(current(), document) === 'write',
+        });
+      };
+
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        alive = true;
+        try {
+          if (!isBinary) throw new Error('text frames are not part of the relay protocol');
+          const frame = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+          switch (frame.type) {
+            case FRAME_OPEN:
+              open(frame.channel, frame.document);
+              return;
+            case FRAME_DATA:
+              channels.get(frame.channel)?.emit('message', Buffer.from(frame.message), true);
+              return;
+            case FRAME_CLOSE:
+              channels.get(frame.channel)?.closed(frame.code, frame.reason);
+              return;
+            case FRAME_PRESENCE:
+              // Hosts this relay may not sync are not its to report.
+              for (const entry of frame.hosts)
+                if (parseDocName(statusDocName(entry.host)) && mayOpen(statusDocName(entry.host)))
+                  presence.setRemote(session, entry.host, entry.online, Math.min(entry.lastSeen, Date.now()));
+              return;
+            case FRAME_SINCE:
+              void answerSince(frame.epoch, frame.cursor).catch((error: Error) =>
+                logger.error({ event: 'relay-changes-failed', err: error }, 'cannot list changed documents'),
+              );
+              return;
+            default:
+              throw new Error(`unexpected frame type ${frame.type} from a relay`);
+          }
+        } catch (error) {
+          logger.warn(
+            {
+              event: 'connection-refused-message',
+              document: MUX_PATH,
+              principal: principal.label,
+              reason: (error as Error).message,
+            },
+            'closing relay connection: bad frame',
+          );
+          ws.close(1007, (error as Error).message.slice(0, 120));
+        }
+      });
+      ws.on('error', (error) =>
+        logger.warn(
+          { event: 'connection-error', document: MUX_PATH, principal: principal.label, reason: error.message },
+          'relay connection error',
+        ),
+      );
+      ws.on('close', () => {
+        clearInterval(ping);
+        if (noteTimer) clearTimeout(noteTimer);
+        sessions.delete(session);
+        presence.dropSource(session);
+        for (const socket of [...channels.values()]) socket.closed(1006, 'relay connection closed');
+        logger.info({ event: 'relay-disconnected', principal: principal.label }, 'relay disconnected');
+      });
+      logger.info({ event: 'relay-connected', principal: principal.label }, 'relay connected');
+    },
+  };
+}

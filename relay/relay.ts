@@ -1,0 +1,192 @@
+import { promises as fs } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { sendJson } from '../coordinator/fleet-api.js';
+import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
+import type { TrustState } from '../coordinator/trust-state.js';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import { parseDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
+import { httpBaseFromWs } from '../shared/sync/connect.js';
+import { relayServesHost } from '../shared/trust/capabilities.js';
+import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
+import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';
+import { startUpstreamLink, type UpstreamLink } from './upstream.js';
+
+// `outpost relay`: the coordinator's server (same websocket endpoint, same per-document queue and
+// fsync'ed log on its own disk, same authentication against the policy it syncs from upstream)
+// plus a bridge that keeps its documents in step with an upstream over one multiplexed socket,
+// plus a binary-cache mirror. It holds no signing key: every intent, result and status it
+// forwards is signed by an admin or a host and verified by its readers.
+export interface RelayConfig {
+  upstreams: string[];
+  // Proves to the upstream which relay this is (policy.relays[].key); signs nothing else.
+  key: SigningKey | null;
+  orgRootKeys: string[];
+  dataDir: string;
+  listen: string;
+  port: number;
+  maxPayload: number;
+  idleUnloadMs: number;
+  baseBackoffMs: number;
+  maxBackoffMs: number;
+  upstreamTimeoutMs: number;
+  syncConcurrency: number;
+  cacheUpstreams: string[];
+  cacheMaxBytes: number;
+  tls?: { certFile: string; keyFile: string };
+  logger: Logger;
+}
+
+export interface RunningRelay extends RunningCoordinator {
+  upstream: UpstreamLink;
+  bridge: Bridge;
+}
+
+const FORWARDED_POSTS = ['/api/policy', '/api/enroll', '/api/enroll/approve'];
+const MAX_FORWARDED_BODY = 256 * 1024;
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_FORWARDED_BODY) throw new Error(`request body over ${MAX_FORWARDED_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+// Policy pushes and enrollment go to the coordinator, which checks and writes them; the relay
+// passes them on because a site's hosts may reach nothing but their relay. The entries are signed,
+// so passing them on adds no trust; the answer comes back unchanged.
+async function forwardPost(
+  path: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  upstreams: string[],
+  current: string | null,
+): Promise<void> {
+  const body = await readBody(req);
+  const order = current ? [current, ...upstreams.filter((u) => u !== current)] : upstreams;
+  const problems: string[] = [];
+  for (const upstream of order) {
+    try {
+      const response = await fetch(`${httpBaseFromWs(upstream)}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: new Uint8Array(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+      res.writeHead(response.status, { 'content-type': response.headers.get('content-type') ?? 'application/json' });
+      res.end(Buffer.from(await response.arrayBuffer()));
+      return;
+    } catch (error) {
+      problems.push(`${upstream}: ${(error as Error).message}`);
+    }
+  }
+  sendJson(res, 503, {
+    error: `this relay passes ${path} on to its upstream, and none is reachable now (${problems.join('; ')}); try again later or POST to the coordinator directly`,
+  });
+}
+
+export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
+  const { logger } = config;
+  await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  let trust: TrustState | null = null;
+  let bridge: Bridge | null = null;
+  let upstream: UpstreamLink | null = null;
+  const cache: CacheMirror | null = config.cacheUpstreams.length
+    ? await openCacheMirror({
+        dir: join(config.dataDir, 'nix-cache'),
+        upstreams: config.cacheUpstreams,
+        maxBytes: config.cacheMaxBytes,
+        logger,
+      })
+    : null;
+
+  // With a policy, the relay offers only what its upstream lets it sync: the fleet documents and
+  // the documents of the hosts the policy assigns to this relay's key. Others get 4403, and their
+  // agents fail over to their next endpoint.
+  const serves = (document: string): boolean => {
+    if (!isRelayedDocument(document)) return false;
+    if (!trust?.enforced || document.startsWith('fleet/')) return true;
+    const policy = trust.policy();
+    const parsed = parseDocName(document);
+    return Boolean(policy && parsed && config.key && relayServesHost(policy, config.key.publicKey, parsed.host));
+  };
+
+  const extension: CoordinatorExtension = {
+    attach(host, _log, presence) {
+      bridge = createBridge(host, presence, {
+        logger,
+        passConcurrency: config.syncConcurrency,
+        pullOnly: (document) => document.startsWith('fleet/'),
+        // The upstream decides what this relay may sync (it answers 4403 otherwise).
+        inScope: isRelayedDocument,
+      });
+    },
+    serves,
+    route(req, res, path) {
+      if (path === CACHE_PREFIX || path.startsWith(`${CACHE_PREFIX}/`)) {
+        if (cache) cache.handle(req, res, path);
+        else sendJson(res, 404, { error: 'this relay mirrors no binary cache; start it with --cache-upstream URL' });
+        return true;
+      }
+      if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {
+        forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) =>
+          sendJson(res, 400, { error: error.message }),
+        );
+        return true;
+      }
+      return false;
+    },
+    health: () => ({
+      role: 'relay',
+      upstream: upstream?.connectedUrl() ?? null,
+      upstreamLink: upstream?.stats() ?? null,
+      bridge: bridge?.stats() ?? null,
+      cacheMirror: cache?.stats() ?? null,
+    }),
+    async close() {
+      upstream?.stop();
+    },
+  };
+
+  const server = await startCoordinator({
+    dataDir: join(config.dataDir, 'log'),
+    listen: config.listen,
+    port: config.port,
+    maxPayload: config.maxPayload,
+    idleUnloadMs: config.idleUnloadMs,
+    logger,
+    orgRootKeys: config.orgRootKeys,
+    tls: config.tls,
+    extension,
+  });
+  trust = server.trust;
+  const activeBridge = bridge as Bridge | null;
+  if (!activeBridge) throw new Error('relay bridge was not attached');
+  const link = startUpstreamLink(
+    {
+      urls: config.upstreams,
+      identity: config.key,
+      logger,
+      baseBackoffMs: config.baseBackoffMs,
+      maxBackoffMs: config.maxBackoffMs,
+      timeoutMs: config.upstreamTimeoutMs,
+      maxPayload: config.maxPayload,
+    },
+    activeBridge.handlers,
+  );
+  upstream = link;
+  activeBridge.attach(link);
+  // After a restart nothing says which documents still hold writes the upstream has not
+  // confirmed: sync every document once (a few at a time) when the link is up.
+  activeBridge.enqueue(await server.log.documents());
+  logger.info(
+    { event: 'relay-started', upstreams: config.upstreams, url: server.url, cacheMirror: config.cacheUpstreams },
+    'relay started',
+  );
+  return Object.assign(server, { upstream: link, bridge: activeBridge });
+}

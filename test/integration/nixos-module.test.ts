@@ -1,0 +1,518 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { z } from 'zod';
+import { agentCommand, agentOptionsSchema } from '../../agent/options.js';
+import { type CommandSpec, parseFlags } from '../../cli/flags.js';
+import { coordinatorCommand, coordinatorOptionsSchema } from '../../coordinator/options.js';
+
+// The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLI tables, and
+// must evaluate. Nix is available here but nixpkgs is not, so the modules are evaluated against
+// a stub lib (nix/tests/stub-lib.nix) by nix/tests/eval-modules.nix; the full NixOS evaluation
+// and the VM test (nix/tests/vm-test.nix) run where nixpkgs is reachable (docs/nixos.md).
+
+interface NixType {
+  name: string;
+  description?: string;
+  elemType?: NixType;
+  values?: unknown[];
+  pattern?: string;
+}
+
+interface NixOption {
+  name: string;
+  hasType: boolean;
+  type: NixType;
+  description: string | null;
+  hasDefault: boolean;
+  default: unknown;
+  defaultIsPath: boolean;
+  defaultText: unknown;
+  hasExample: boolean;
+}
+
+interface RenderedUnit {
+  script: string | null;
+  restartIfChanged: boolean | null;
+  stopIfChanged: boolean | null;
+  unitConfig: Record<string, unknown>;
+  serviceConfig: Record<string, unknown>;
+  path: string[];
+  argv: string[];
+  services: string[];
+  paths: string[];
+  timers: string[];
+  etc: string[];
+  firewallPorts: number[];
+  warnings: string[];
+  failedAssertions: string[];
+}
+
+type RoleName = 'agent' | 'coordinator' | 'relay';
+
+interface RoleEval {
+  command: string;
+  optionPath: string;
+  file: string;
+  flags: { flag: string; option: string }[];
+  pending: Record<string, string>;
+  options: NixOption[];
+  minimal: RenderedUnit;
+  sample: RenderedUnit;
+  // `sample` with the other side of exclusive options (agent: adminKeys instead of orgRootKeys).
+  alternate: RenderedUnit;
+}
+
+interface ModuleEval {
+  roles: Record<RoleName, RoleEval>;
+  defaultModuleImports: string[];
+  flake: {
+    outputs: string[];
+    packages: Record<string, string[]>;
+    devShells: Record<string, string[]>;
+    checks: Record<string, string[]>;
+    nixosModules: Record<string, string>;
+  };
+  npmLock: Record<string, Record<string, string | null>>;
+}
+
+const SYSTEMS: Record<string, { os: string; cpu: string }> = {
+  'x86_64-linux': { os: 'linux', cpu: 'x64' },
+  'aarch64-linux': { os: 'linux', cpu: 'arm64' },
+};
+
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!(existsSync(join(dir, 'flake.nix')) && existsSync(join(dir, 'package.json')))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`no flake.nix above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+  return dir;
+}
+
+const repo = findRepoRoot();
+
+// The relay's flag table is issue 5. Compiled tests live in dist/test/, the table (when it
+// exists) in dist/relay/options.js.
+const relaySource = join(repo, 'relay', 'options.ts');
+const relayCompiled = fileURLToPath(new URL('../../relay/options.js', import.meta.url));
+let relayCommand: CommandSpec | undefined;
+let relaySchema: z.ZodType | undefined;
+if (existsSync(relayCompiled)) {
+  const loaded = (await import(pathToFileURL(relayCompiled).href)) as {
+    relayCommand?: CommandSpec;
+    relayOptionsSchema?: z.ZodType;
+  };
+  if (!loaded.relayCommand) throw new Error(`${relayCompiled} exists but does not export relayCommand`);
+  relayCommand = loaded.relayCommand;
+  relaySchema = loaded.relayOptionsSchema;
+} else if (existsSync(relaySource)) {
+  throw new Error(`${relaySource} exists but ${relayCompiled} does not: build first (npm run build)`);
+}
+
+function run(command: string, args: string[]): { code: number; stdout: string; stderr: string } {
+  const result = spawnSync(command, args, { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (result.error) {
+    const hint =
+      (result.error as NodeJS.ErrnoException).code === 'ENOENT'
+        ? ' (install Nix; Debian: apt-get install nix-bin)'
+        : '';
+    throw new Error(`cannot run ${command}: ${result.error.message}${hint}`);
+  }
+  return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+function nixFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .flatMap((name) => {
+      if (['node_modules', 'dist', '.git'].includes(name) || name.startsWith('result')) return [];
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) return nixFiles(path);
+      return name.endsWith('.nix') ? [path] : [];
+    })
+    .sort();
+}
+
+let cached: ModuleEval | undefined;
+function evaluated(): ModuleEval {
+  if (cached) return cached;
+  const result = run('nix-instantiate', [
+    '--eval',
+    '--strict',
+    '--json',
+    '--readonly-mode',
+    join(repo, 'nix/tests/eval-modules.nix'),
+  ]);
+  if (result.code !== 0) throw new Error(`evaluating nix/tests/eval-modules.nix failed:\n${result.stderr}`);
+  cached = JSON.parse(result.stdout) as ModuleEval;
+  return cached;
+}
+
+// Splits a line produced by lib.escapeShellArgs back into words.
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  let current = '';
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`unterminated quote in: ${line}`);
+      current += line.slice(i + 1, end);
+      i = end;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < line.length) {
+      current += line[i + 1];
+      i++;
+      inWord = true;
+    } else if (c === ' ' || c === '\t') {
+      if (inWord) words.push(current);
+      current = '';
+      inWord = false;
+    } else if (c === '"' || c === '$' || c === '`' || c === ';' || c === '|' || c === '&') {
+      throw new Error(`unquoted ${c} on the command line: ${line}`);
+    } else {
+      current += c;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(current);
+  return words;
+}
+
+// The `exec …/bin/outpost <command> …` line of a unit's script, as argv after the command.
+function execArgs(unit: RenderedUnit, command: string): string[] {
+  assert.ok(unit.script, 'the unit has a script');
+  const lines = unit.script!.split('\n').filter((l) => l.trim().startsWith('exec '));
+  assert.is(lines.length, 1, `one exec line in:\n${unit.script}`);
+  const words = shellWords(lines[0]!.trim());
+  assert.ok(words[1]?.endsWith('/bin/outpost'), `exec runs the outpost binary: ${lines[0]}`);
+  assert.is(words[2], command, `exec runs 'outpost ${command}': ${lines[0]}`);
+  return words.slice(3);
+}
+
+const unwrapNull = (t: NixType): NixType => (t.name === 'nullOr' && t.elemType ? unwrapNull(t.elemType) : t);
+
+// Every problem between a CLI flag table and a module's option → flag table.
+function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): string[] {
+  const problems: string[] = [];
+  const mapped = new Map(role.flags.map((e) => [e.flag, e.option]));
+  const options = new Map(role.options.map((o) => [o.name, o]));
+  const cli = new Set(spec.flags.map((f) => f.name));
+  const rendered = new Set(
+    [role.sample, role.alternate]
+      .flatMap((unit) => execArgs(unit, role.command))
+      .filter((w) => w.startsWith('--'))
+      .map((w) => w.slice(2)),
+  );
+  const where = `${role.optionPath} (${relative(repo, role.file)})`;
+  for (const flag of spec.flags) {
+    const option = mapped.get(flag.name);
+    if (!option) {
+      problems.push(
+        `'outpost ${spec.name} --${flag.name}' is not exposed by ${where}: declare an option and add { flag = "${flag.name}"; option = "…"; } to roles.${roleName}.flags in nix/lib/flags.nix`,
+      );
+      continue;
+    }
+    if (flag.name in role.pending) {
+      problems.push(
+        `'outpost ${spec.name}' accepts --${flag.name} now, but nix/lib/flags.nix still lists it as pending (${role.pending[flag.name]}): remove it from roles.${roleName}.pending`,
+      );
+      continue;
+    }
+    const declared = options.get(option);
+    if (!declared) {
+      problems.push(`--${flag.name} maps to ${role.optionPath}.${option}, which ${where} does not declare`);
+      continue;
+    }
+    const type = unwrapNull(declared.type);
+    if (flag.kind === 'boolean' && type.name !== 'bool')
+      problems.push(`--${flag.name} is a boolean flag but ${role.optionPath}.${option} is ${type.name}`);
+    if (flag.kind === 'string' && flag.multiple && type.name !== 'listOf')
+      problems.push(`--${flag.name} is repeatable but ${role.optionPath}.${option} is ${type.name}, not a list`);
+    if (flag.kind === 'string' && !flag.multiple && ['listOf', 'bool'].includes(type.name))
+      problems.push(`--${flag.name} takes one value but ${role.optionPath}.${option} is ${type.name}`);
+    if (!rendered.has(flag.name))
+      problems.push(
+        `${where} never puts --${flag.name} on the command line, even with every option set (sample and alternate)`,
+      );
+  }
+  for (const entry of role.flags) {
+    if (!options.has(entry.option))
+      problems.push(
+        `nix/lib/flags.nix maps --${entry.flag} to ${role.optionPath}.${entry.option}, which is not declared`,
+      );
+    if (!cli.has(entry.flag) && !(entry.flag in role.pending)) {
+      problems.push(
+        `${where} passes --${entry.flag}, which 'outpost ${spec.name}' does not accept (the service would not start): remove it, or list it in roles.${roleName}.pending with the issue that adds it`,
+      );
+    }
+  }
+  for (const [flag, reason] of Object.entries(role.pending)) {
+    if (!/\bissue \d+\b/.test(reason))
+      problems.push(`pending flag --${flag} must name the issue that adds it (got "${reason}")`);
+    if (rendered.has(flag))
+      problems.push(`pending flag --${flag} is on the command line, but the CLI rejects unknown flags`);
+  }
+  return problems;
+}
+
+test('every .nix file in the repository parses (nix-instantiate --parse)', () => {
+  const files = nixFiles(repo);
+  for (const expected of [
+    'flake.nix',
+    'nix/package.nix',
+    'nix/modules/agent.nix',
+    'nix/modules/coordinator.nix',
+    'nix/modules/relay.nix',
+    'nix/tests/vm-test.nix',
+  ]) {
+    assert.ok(files.includes(join(repo, expected)), `${expected} exists`);
+  }
+  const failures = files.flatMap((file) => {
+    const result = run('nix-instantiate', ['--parse', file]);
+    return result.code === 0 ? [] : [`${relative(repo, file)}: ${result.stderr.trim()}`];
+  });
+  assert.equal(failures, [], failures.join('\n'));
+});
+
+test('the modules evaluate against the stub lib, with minimal settings and with every option set', () => {
+  const { roles } = evaluated();
+  for (const [name, role] of Object.entries(roles)) {
+    assert.equal(role.minimal.failedAssertions, [], `${name}: assertions fail with enable + required options`);
+    assert.equal(role.minimal.warnings, [], `${name}: warnings with enable + required options`);
+    assert.equal(role.sample.failedAssertions, [], `${name}: assertions fail with every option set`);
+    assert.ok(role.minimal.services.includes(`outpost-${name}`), `${name}: defines systemd.services.outpost-${name}`);
+    // The script renders exactly the mapped flags (extraArgs is empty in both configurations).
+    assert.equal(execArgs(role.minimal, role.command), role.minimal.argv, `${name}: ExecStart uses flags.argsFor`);
+    assert.equal(execArgs(role.sample, role.command), role.sample.argv, `${name}: ExecStart uses flags.argsFor`);
+  }
+});
+
+test('every option has a type and a description; options without a default have an example', () => {
+  for (const [name, role] of Object.entries(evaluated().roles)) {
+    assert.ok(role.options.length > 3, `${name}: options found`);
+    for (const option of role.options) {
+      const id = `${role.optionPath}.${option.name}`;
+      assert.ok(option.hasType && option.type.name !== '<not a type>', `${id} has a type`);
+      assert.type(option.description, 'string', `${id} has a description`);
+      assert.ok(option.description!.trim().length >= 10, `${id} has a real description`);
+      if (!option.hasDefault) assert.ok(option.hasExample, `${id} has no default, so it needs an example`);
+    }
+  }
+});
+
+test('key files and state are path strings read at run time, never Nix paths copied to the store', () => {
+  const roles = evaluated().roles;
+  const keyFile = roles.agent.options.find((o) => o.name === 'keyFile');
+  assert.ok(keyFile, 'services.outpost-agent.keyFile exists');
+  assert.is(keyFile!.default, '/var/lib/outpost-agent/host.key');
+  for (const [_name, role] of Object.entries(roles)) {
+    for (const option of role.options) {
+      const id = `${role.optionPath}.${option.name}`;
+      assert.not.ok(
+        option.defaultIsPath,
+        `${id}: the default is a Nix path literal, which would be copied into the store`,
+      );
+      if (/(key|secret|token|password).*file|file$|dir$/i.test(option.name)) {
+        assert.ok(
+          ['str', 'strMatching'].includes(unwrapNull(option.type).name),
+          `${id} is a string option (types.path would accept path literals), got ${option.type.name}`,
+        );
+        if (typeof option.default === 'string')
+          assert.not.ok(option.default.startsWith('/nix/store'), `${id} defaults into the store`);
+      }
+    }
+  }
+});
+
+test('every agent CLI flag is reachable from a module option', () => {
+  const role = evaluated().roles.agent;
+  const problems = flagProblems('agent', agentCommand, role);
+  assert.equal(problems, [], problems.join('\n'));
+  const pending = Object.entries(role.pending).map(([flag, reason]) => `--${flag} (${reason})`);
+  if (pending.length)
+    console.log(`  agent: module options for flags the CLI does not accept yet: ${pending.join(', ')}`);
+});
+
+test('every coordinator CLI flag is reachable from a module option', () => {
+  const problems = flagProblems('coordinator', coordinatorCommand, evaluated().roles.coordinator);
+  assert.equal(problems, [], problems.join('\n'));
+});
+
+test('relay: every CLI flag is reachable (or, before issue 5, the module at least exposes upstreams)', () => {
+  const role = evaluated().roles.relay;
+  const upstreams = role.options.find((o) => o.name === 'upstreams');
+  assert.ok(upstreams, 'services.outpost-relay.upstreams exists');
+  assert.is(upstreams!.type.name, 'listOf');
+  assert.ok(
+    role.flags.some((e) => e.flag === 'upstream' && e.option === 'upstreams'),
+    'upstreams is passed as --upstream',
+  );
+  if (!relayCommand) {
+    console.log(
+      `  relay: ${relative(repo, relaySource)} does not exist yet (issue 5): flag comparison SKIPPED; only checked that services.outpost-relay.upstreams exists`,
+    );
+    return;
+  }
+  const problems = flagProblems('relay', relayCommand, role);
+  assert.equal(problems, [], problems.join('\n'));
+});
+
+test("the modules' command lines are accepted by the CLI's own parser", () => {
+  const { roles } = evaluated();
+  const checks: [RoleName, CommandSpec | undefined, z.ZodType | undefined][] = [
+    ['agent', agentCommand, agentOptionsSchema],
+    ['coordinator', coordinatorCommand, coordinatorOptionsSchema],
+    ['relay', relayCommand, relaySchema],
+  ];
+  for (const [name, spec, schema] of checks) {
+    if (!spec || !schema) continue;
+    for (const config of ['minimal', 'sample', 'alternate'] as const) {
+      const argv = roles[name][config].argv;
+      try {
+        parseFlags(spec, argv, schema);
+      } catch (error) {
+        assert.unreachable(
+          `${name} (${config}): outpost ${spec.name} ${argv.join(' ')}\n  → ${(error as Error).message}`,
+        );
+      }
+    }
+  }
+});
+
+test('pending options (issue 4) produce warnings instead of flags', () => {
+  const role = evaluated().roles.agent;
+  for (const [flag] of Object.entries(role.pending)) {
+    const option = role.flags.find((e) => e.flag === flag)?.option;
+    assert.ok(option, `pending --${flag} has an option`);
+    assert.ok(
+      role.sample.warnings.some((w) => w.includes(`${role.optionPath}.${option}`) && w.includes(`--${flag}`)),
+      `setting ${option} warns`,
+    );
+  }
+});
+
+test('agent unit: root, not restarted by the switch it performs, restarts itself afterwards', () => {
+  const unit = evaluated().roles.agent.minimal;
+  assert.is(unit.restartIfChanged, false, 'restartIfChanged = false');
+  assert.is(unit.stopIfChanged, false, 'stopIfChanged = false');
+  assert.is(unit.unitConfig['X-StopOnRemoval'], false);
+  assert.not.ok(unit.serviceConfig.DynamicUser, 'the agent needs root');
+  assert.is(unit.serviceConfig.StateDirectory, 'outpost-agent');
+  assert.is(unit.serviceConfig.StandardError, 'journal');
+  assert.ok(
+    unit.path.some((p) => p.endsWith('-nix')),
+    'Nix is on the PATH',
+  );
+  assert.ok(unit.services.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.service exists');
+  assert.ok(unit.paths.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.path exists');
+  assert.ok(unit.etc.includes('outpost/agent.fingerprint'), 'the active system carries the agent fingerprint');
+  const script = unit.script!;
+  assert.ok(
+    /echo [0-9a-f]{64} > \/run\/outpost-agent\/running/.test(script),
+    'the agent records what it was started with',
+  );
+  assert.ok(script.indexOf('/run/outpost-agent/running') < script.indexOf('exec '), 'before exec');
+  assert.ok(
+    script.includes('keygen --out /var/lib/outpost-agent/host.key'),
+    'the host key is created with outpost keygen',
+  );
+});
+
+test('coordinator and relay units: transient user, hardened, state in StateDirectory, logs to the journal', () => {
+  const roles = evaluated().roles;
+  for (const name of ['coordinator', 'relay'] as const) {
+    const config = roles[name].minimal.serviceConfig;
+    const expected: Record<string, unknown> = {
+      DynamicUser: true,
+      NoNewPrivileges: true,
+      ProtectSystem: 'strict',
+      ProtectHome: true,
+      PrivateTmp: true,
+      PrivateDevices: true,
+      RestrictSUIDSGID: true,
+      StateDirectory: `outpost-${name}`,
+      StandardError: 'journal',
+    };
+    for (const [key, value] of Object.entries(expected)) assert.is(config[key], value, `${name}: ${key}`);
+    assert.equal(config.CapabilityBoundingSet, [''], `${name}: no capabilities on an unprivileged port`);
+    assert.not.ok(roles[name].minimal.restartIfChanged === false, `${name}: restarted normally on change`);
+    assert.equal(roles[name].sample.firewallPorts.length, 1, `${name}: openFirewall opens the port`);
+  }
+});
+
+test('flake outputs: package, modules, dev shell and the VM test for each Linux system', () => {
+  const { flake, defaultModuleImports } = evaluated();
+  for (const system of Object.keys(SYSTEMS)) {
+    assert.ok(flake.packages[system]?.includes('default'), `packages.${system}.default`);
+    assert.ok(flake.devShells[system]?.includes('default'), `devShells.${system}.default`);
+    assert.ok(flake.checks[system]?.includes('vm-test'), `checks.${system}.vm-test`);
+  }
+  for (const name of ['agent', 'coordinator', 'relay']) {
+    assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
+    assert.ok(
+      defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),
+      `nixosModules.default imports ${name}`,
+    );
+  }
+  assert.is(relative(repo, flake.nixosModules.default ?? ''), 'nix/modules/default.nix');
+});
+
+test('the package fetches every dependency from the lockfile, pinned by its integrity hash', () => {
+  const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as {
+    packages: Record<
+      string,
+      {
+        version?: string;
+        integrity?: string;
+        resolved?: string;
+        name?: string;
+        link?: boolean;
+        inBundle?: boolean;
+        optional?: boolean;
+        devOptional?: boolean;
+        os?: string[];
+        cpu?: string[];
+      }
+    >;
+  };
+  const fits = (allowed: string[] | undefined, value: string): boolean =>
+    !allowed ||
+    (!allowed.includes(`!${value}`) &&
+      (allowed.filter((a) => !a.startsWith('!')).length === 0 || allowed.includes(value)));
+  const { npmLock } = evaluated();
+  for (const [system, platform] of Object.entries(SYSTEMS)) {
+    const resolved = npmLock[system]!;
+    for (const [path, entry] of Object.entries(lock.packages)) {
+      if (path === '' || entry.link || entry.inBundle) continue;
+      const name = entry.name ?? path.split('node_modules/').pop()!;
+      const otherPlatform =
+        (entry.optional || entry.devOptional) && !(fits(entry.os, platform.os) && fits(entry.cpu, platform.cpu));
+      const expected =
+        entry.resolved ??
+        (otherPlatform ? null : `https://registry.npmjs.org/${name}/-/${name.split('/').pop()}-${entry.version}.tgz`);
+      assert.is(resolved[path], expected, `${system}: ${path}`);
+      if (expected) assert.ok(entry.integrity, `${path} has an integrity hash`);
+    }
+  }
+});
+
+test('docs/nixos.md documents every option and how to run the VM test', () => {
+  const docs = readFileSync(join(repo, 'docs/nixos.md'), 'utf8');
+  for (const role of Object.values(evaluated().roles)) {
+    for (const option of role.options)
+      assert.ok(
+        new RegExp(`\\b${option.name}\\b`).test(docs),
+        `docs/nixos.md mentions ${role.optionPath}.${option.name}`,
+      );
+  }
+  assert.ok(docs.includes('nix build .#checks.x86_64-linux.vm-test'), 'docs say how to run the VM test');
+  assert.ok(docs.includes('config.system.build.toplevel'), 'docs show the CI flow');
+});
+
+test.run();

@@ -1,0 +1,54 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { openUpdateLog } from '../../../coordinator/update-log.js';
+import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
+
+test('appends get increasing sequence numbers per document and survive reopening', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    let log = await openUpdateLog(dir);
+    const appended = await Promise.all(
+      [1, 2, 3].map((n) => log.append('hosts/a/desired', 'alice', new Uint8Array([n]))),
+    );
+    await log.append('hosts/b/desired', 'bob', new Uint8Array([9]));
+    assert.equal(appended.map((e) => e.seq).sort(), [1, 2, 3]);
+    await log.close();
+    log = await openUpdateLog(dir);
+    const entries = await log.read('hosts/a/desired');
+    assert.equal(
+      entries.map((e) => [e.seq, e.principal, [...e.update]]),
+      [
+        [1, 'alice', [1]],
+        [2, 'alice', [2]],
+        [3, 'alice', [3]],
+      ],
+    );
+    assert.equal((await log.documents()).sort(), ['hosts/a/desired', 'hosts/b/desired']);
+    const next = await log.append('hosts/a/desired', 'alice', new Uint8Array([4]));
+    assert.is(next.seq, 4, 'numbering continues after a restart');
+    assert.is((await log.read('hosts/a/desired', { untilSeq: 2 })).length, 2);
+    await log.close();
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
+test('reading up to a moment returns the history as it was then', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    const log = await openUpdateLog(dir);
+    const first = await log.append('hosts/a/status', 'h', new Uint8Array([1]));
+    await new Promise((r) => setTimeout(r, 5));
+    await log.append('hosts/a/status', 'h', new Uint8Array([2]));
+    const past = await log.read('hosts/a/status', { untilTime: first.receivedAt });
+    assert.equal(
+      past.map((e) => e.seq),
+      [1],
+    );
+    await log.close();
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
+test.run();
