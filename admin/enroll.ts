@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
 import type { CommandSpec } from '../cli/flags.js';
-import { readKeyFile, type SigningKey } from '../shared/crypto/keys.js';
+import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
+import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
 import {
   enrollmentView,

@@ -3,6 +3,7 @@ import { verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
 import { readCurrentStatus, readResults } from '../shared/documents/status.js';
+import { connectDocument, waitForSync } from '../shared/node/connect.js';
 import {
   type DownloadProgress,
   downloadProgressSchema,
@@ -10,7 +11,7 @@ import {
   type TrustStatus,
   type WindowWait,
 } from '../shared/schemas/report.js';
-import { connectDocument, httpBaseFromWs, waitForSync } from '../shared/sync/connect.js';
+import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 
 // What an admin sees of one host: the newest intent, the agent's signed status and results, and
 // presence from awareness. Signatures are checked here too: the coordinator is not trusted.

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
-import { generateSigningKey, writeKeyFile } from '../shared/crypto/keys.js';
+import { generateSigningKey } from '../shared/crypto/keys.js';
+import { writeKeyFile } from '../shared/node/key-file.js';
 
 export const keygenCommand: CommandSpec = {
   name: 'keygen',

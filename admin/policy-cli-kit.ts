@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
 import { type CommandSpec, type FlagSpec, parseFlags, renderHelp, UsageError } from '../cli/flags.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
+import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
 // Commands with subcommands (`outpost policy sign`, `outpost enroll approve`): each subcommand is a

@@ -2,7 +2,8 @@ import type * as Y from 'yjs';
 import { z } from 'zod';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readPolicies } from '../shared/documents/fleet.js';
-import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../shared/node/connect.js';
+import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { type PolicyWalk, walkPolicyChain } from '../shared/trust/policy-chain.js';
 
 // Reading fleet documents and posting fleet entries for the policy and enroll commands. The

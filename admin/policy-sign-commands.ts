@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import type { CommandSpec } from '../cli/flags.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
 import { signPayload } from '../shared/crypto/signatures.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
+import { readKeyFile } from '../shared/node/key-file.js';
 import {
   type PolicyVerdict,
   verifiedSigners,

@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
 import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
+import { useIdentity } from '../shared/node/connect.js';
+import { readKeyFile } from '../shared/node/key-file.js';
 import { activationActionSchema, generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
-import { useIdentity } from '../shared/sync/connect.js';
 import { deployCommand } from './deploy.js';
 import { type HostView, readHostView } from './fleet-view.js';
 import { submitIntent } from './submit-intent.js';

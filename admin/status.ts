@@ -2,9 +2,9 @@ import { z } from 'zod';
 import { formatBytes } from '../agent/download/disk-space.js';
 import { durationSchema } from '../cli/duration.js';
 import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
+import { useIdentity } from '../shared/node/connect.js';
+import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
-import { useIdentity } from '../shared/sync/connect.js';
 import { type HostView, readFleetView } from './fleet-view.js';
 
 export const statusCommand: CommandSpec = {

@@ -1,12 +1,12 @@
 import type * as Y from 'yjs';
 import type { SigningKey } from '../shared/crypto/keys.js';
-import { signPayload } from '../shared/crypto/signatures.js';
 import { appendIntent, readIntentEntries } from '../shared/documents/desired.js';
 import { POLICY_DOC, readPolicies } from '../shared/documents/fleet.js';
 import { desiredDocName } from '../shared/documents/names.js';
-import { type Intent, intentSchema, type SignedIntent } from '../shared/schemas/intent.js';
+import { connectDocument, waitForSync } from '../shared/node/connect.js';
+import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ActivationAction } from '../shared/schemas/primitives.js';
-import { connectDocument, waitForSync } from '../shared/sync/connect.js';
+import { signIntent } from '../shared/trust/sign-intent.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
 
 export interface IntentRequest {
@@ -37,11 +37,6 @@ export function highestGeneration(doc: Y.Doc, host: string): number {
   return readIntentEntries(doc)
     .entries.filter((e) => e.signed.intent.host === host)
     .reduce((max, e) => Math.max(max, e.signed.intent.generation), 0);
-}
-
-export function signIntent(intent: Intent, key: SigningKey): SignedIntent {
-  const checked = intentSchema.parse(intent);
-  return { intent: checked, signatures: [signPayload('intent', checked, key)] };
 }
 
 // Signs an intent, appends it to the host's desired document, and returns only once the

@@ -2,12 +2,12 @@ import { promises as fs } from 'node:fs';
 import { readTokenFile } from '../admin/enroll-entries.js';
 import { parseFlags, renderHelp } from '../cli/flags.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import { createLogger } from '../shared/log.js';
+import { useIdentity } from '../shared/node/connect.js';
+import { readKeyFile } from '../shared/node/key-file.js';
+import { createLogger } from '../shared/node/log.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
-import { useIdentity } from '../shared/sync/connect.js';
-import { type IntentTrust, openIntentTrust } from '../shared/trust/intent-trust.js';
+import { type IntentTrust, openIntentTrust } from './intent-trust.js';
 import { type AgentOptions, agentCommand, agentOptionsSchema } from './options.js';
 import { type AgentConfig, startAgent } from './run-agent.js';
 

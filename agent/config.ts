@@ -3,7 +3,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
-import type { IntentTrust } from '../shared/trust/intent-trust.js';
+import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
 import type { ProfileType } from './pipeline/activate.js';

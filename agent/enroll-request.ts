@@ -3,7 +3,7 @@ import { signEnrollRequest } from '../admin/enroll-entries.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
-import { backoffDelay, httpBaseFromWs } from '../shared/sync/connect.js';
+import { backoffDelay, httpBaseFromWs } from '../shared/sync/reconnect.js';
 
 // Under a policy a host's connections count only once its key is bound to its id. At every start
 // the agent asks for that binding (POST /api/enroll, idempotent at the coordinator; relays forward

@@ -1,4 +1,4 @@
-import { connectDocument, waitForSync } from '../shared/sync/connect.js';
+import { connectDocument, waitForSync } from '../shared/node/connect.js';
 
 // Proof that the host still reaches the fleet after an activation: a brand-new connection (new
 // TCP connection, websocket upgrade, key proof, sync round trip) to any of the sync endpoints, not

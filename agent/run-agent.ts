@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readCurrentStatus, readResults } from '../shared/documents/status.js';
+import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type {
   AgentPhase,
@@ -11,7 +12,6 @@ import type {
   StatusContent,
   TrustStatus,
 } from '../shared/schemas/report.js';
-import { connectDocument, type DocumentConnection } from '../shared/sync/connect.js';
 import { compareRank, type IntentSelection, selectIntent } from '../shared/trust/verify-intent.js';
 import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';

@@ -1,6 +1,6 @@
 import { parseFlags, renderHelp } from '../cli/flags.js';
-import { readKeyFile } from '../shared/crypto/keys.js';
-import { createLogger } from '../shared/log.js';
+import { readKeyFile } from '../shared/node/key-file.js';
+import { createLogger } from '../shared/node/log.js';
 import { relayCommand, relayOptionsSchema } from './options.js';
 import { startRelay } from './relay.js';
 

@@ -7,7 +7,7 @@ import type { TrustState } from '../coordinator/trust-state.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { httpBaseFromWs } from '../shared/sync/connect.js';
+import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
 import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';

@@ -1,8 +1,6 @@
 import WebSocket from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import { challengeResponseSchema, signAuthProof } from '../shared/sync/auth-proof.js';
-import { backoffDelay, httpBaseFromWs } from '../shared/sync/connect.js';
 import {
   decodeFrame,
   encodeFrame,
@@ -16,6 +14,16 @@ import {
   type MuxFrame,
   type PresenceEntry,
 } from '../shared/sync/mux-frames.js';
+import {
+  connectionFailed,
+  connectionSucceeded,
+  connectNow,
+  createReconnectState,
+  currentUrl,
+  fetchAuthProof,
+  type ReconnectHooks,
+  stopReconnecting,
+} from '../shared/sync/reconnect.js';
 
 // The relay's one connection to its upstream (a coordinator, or a relay closer to it), carrying
 // every document as a channel (relay-mux.ts). Reconnects by itself with jittered exponential
@@ -52,57 +60,30 @@ export interface UpstreamLink {
   stop(): void;
 }
 
-async function proofParams(url: string, key: SigningKey, timeoutMs: number): Promise<string> {
-  const response = await fetch(`${httpBaseFromWs(url)}/auth/challenge`, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!response.ok) throw new Error(`challenge request answered ${response.status}`);
-  const { challenge } = challengeResponseSchema.parse(await response.json());
-  return `?${new URLSearchParams({ ...signAuthProof(key, challenge, MUX_PATH) })}`;
-}
-
 export function startUpstreamLink(options: UpstreamLinkOptions, handlers: UpstreamHandlers): UpstreamLink {
   const { urls, logger } = options;
   let ws: WebSocket | null = null;
   let open = false;
-  let stopped = false;
-  let endpoint = 0;
-  let attempt = 0;
-  let failuresHere = 0;
-  let timer: NodeJS.Timeout | null = null;
+  const reconnect = createReconnectState(urls, { baseMs: options.baseBackoffMs, capMs: options.maxBackoffMs });
   let nextChannel = 1;
   let channels = 0;
   const counters = { bytesIn: 0, bytesOut: 0, connects: 0 };
-
-  const schedule = (): void => {
-    if (stopped || timer) return;
-    attempt += 1;
-    failuresHere += 1;
-    if (urls.length > 1 && failuresHere >= 2) {
-      endpoint = (endpoint + 1) % urls.length;
-      failuresHere = 0;
-    }
-    const delay = backoffDelay(attempt, options.baseBackoffMs, options.maxBackoffMs);
-    logger.debug(
-      { event: 'upstream-retry', url: urls[endpoint], delayMs: Math.round(delay) },
-      'reconnecting to upstream',
-    );
-    timer = setTimeout(() => {
-      timer = null;
-      void connect();
-    }, delay);
+  const hooks: ReconnectHooks = {
+    attempt: (url) => connect(url),
+    onRetry: (url, delayMs, reason) =>
+      logger.debug({ event: 'upstream-retry', url, delayMs: Math.round(delayMs), reason }, 'reconnecting to upstream'),
   };
 
-  const connect = async (): Promise<void> => {
-    if (stopped) return;
-    const url = urls[endpoint]!;
+  const connect = async (url: string): Promise<void> => {
     let query = '';
     try {
-      if (options.identity) query = await proofParams(url, options.identity, options.timeoutMs);
+      if (options.identity)
+        query = `?${new URLSearchParams(await fetchAuthProof(url, MUX_PATH, options.identity, options.timeoutMs))}`;
     } catch (error) {
       logger.warn({ event: 'upstream-unreachable', url, reason: (error as Error).message }, 'upstream unreachable');
-      schedule();
-      return;
+      throw error;
     }
-    if (stopped) return;
+    if (reconnect.closed) return;
     const socket = new WebSocket(`${url.replace(/\/+$/, '')}/${MUX_PATH}${query}`, {
       handshakeTimeout: options.timeoutMs,
       maxPayload: options.maxPayload + 1024,
@@ -113,8 +94,7 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
     socket.binaryType = 'nodebuffer';
     socket.on('open', () => {
       open = true;
-      attempt = 0;
-      failuresHere = 0;
+      connectionSucceeded(reconnect);
       counters.connects += 1;
       nextChannel = 1;
       channels = 0;
@@ -172,7 +152,7 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
       } else {
         logger.warn({ event: 'upstream-unreachable', url, code, reason: reason.toString() }, 'upstream unreachable');
       }
-      schedule();
+      connectionFailed(reconnect, hooks, `closed with ${code}`);
     });
   };
 
@@ -185,9 +165,9 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
     return true;
   };
 
-  void connect();
+  connectNow(reconnect, hooks);
   return {
-    connectedUrl: () => (open ? urls[endpoint]! : null),
+    connectedUrl: () => (open ? currentUrl(reconnect) : null),
     open(document) {
       const channel = nextChannel++;
       if (!sendFrame({ type: FRAME_OPEN, channel, document })) return null;
@@ -208,8 +188,7 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
     },
     stats: () => ({ ...counters, channels }),
     stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
+      stopReconnecting(reconnect);
       ws?.terminate();
     },
   };

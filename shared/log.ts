@@ -1,24 +1,28 @@
-import { type DestinationStream, type Logger, pino } from 'pino';
-
-export type { Logger };
-
-// One JSON event per line on stderr, so stdout stays free for command output (`status --json`).
-export function createLogger(
-  component: string,
-  level: string = process.env.OUTPOST_LOG_LEVEL ?? 'info',
-  destination?: DestinationStream,
-): Logger {
-  return pino(
-    { name: `outpost-${component}`, level, base: { component } },
-    destination ?? pino.destination({ fd: 2, sync: true }),
-  );
+// The logging surface the core needs, so it runs where pino does not (the browser): pino's Logger
+// satisfies it, and the Node implementation lives in node/log.ts. Calls take a fields object
+// first (event, host, document, generation…), then a message, as pino does.
+export interface LogFn {
+  (fields: object, message?: string): void;
+  (message: string): void;
 }
 
-// Collects log events in memory, for tests that assert what was logged.
-export function createMemoryLogger(component: string): { logger: Logger; events: Record<string, unknown>[] } {
-  const events: Record<string, unknown>[] = [];
-  const destination: DestinationStream = {
-    write: (line: string) => void events.push(JSON.parse(line) as Record<string, unknown>),
-  };
-  return { logger: createLogger(component, 'debug', destination), events };
+export interface Logger {
+  trace: LogFn;
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  fatal: LogFn;
+  child(bindings: Record<string, unknown>): Logger;
 }
+
+// Discards everything: for core code run without a log (the browser bundle test, one-shot reads).
+export const silentLogger: Logger = {
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  fatal: () => undefined,
+  child: () => silentLogger,
+};

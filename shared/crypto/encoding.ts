@@ -1,18 +1,60 @@
-import { createHash } from 'node:crypto';
+import { digest } from 'lib0/hash/sha256';
+
+// Byte helpers on Web APIs only (atob/btoa, TextEncoder), so the core runs unchanged in Node and
+// in the browser. lib0's sha256 resolves to Node's crypto under Node and to a JS implementation
+// in the browser bundle.
 
 export function toBase64(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+  let binary = '';
+  // Chunks keep String.fromCharCode's argument list short.
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
 }
 
-// Strict: Buffer.from(…, 'base64') silently skips bad characters, which would let a
-// malformed key decode to something "valid".
+// Strict: decoders that skip bad characters would let a malformed key decode to something "valid".
 export function fromBase64(text: string): Uint8Array {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
     throw new Error(`not valid base64: ${JSON.stringify(text.slice(0, 24))}`);
   }
-  return new Uint8Array(Buffer.from(text, 'base64'));
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+export function toHex(bytes: Uint8Array): string {
+  let out = '';
+  for (const byte of bytes) out += byte.toString(16).padStart(2, '0');
+  return out;
+}
+
+export function fromHex(text: string): Uint8Array {
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(text)) throw new Error(`not valid hex: ${JSON.stringify(text.slice(0, 24))}`);
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i += 1) bytes[i] = Number.parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
+}
+
+export function utf8Bytes(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
+
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function sha256Hex(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  return toHex(digest(typeof bytes === 'string' ? utf8Bytes(bytes) : bytes));
 }

@@ -1,6 +1,6 @@
 import nacl from 'tweetnacl';
 import { z } from 'zod';
-import { fromBase64 } from '../crypto/encoding.js';
+import { bytesEqual, concatBytes, fromBase64, fromHex, utf8Bytes } from '../crypto/encoding.js';
 import { storePathSchema } from '../schemas/primitives.js';
 import { decodeNixBase32, encodeNixBase32 } from './base32.js';
 
@@ -36,7 +36,7 @@ export function narHashToNix32(hash: string): string {
     return hash;
   }
   const base16 = /^sha256:([0-9a-fA-F]{64})$/.exec(hash);
-  if (base16) return `sha256:${encodeNixBase32(new Uint8Array(Buffer.from(base16[1]!, 'hex')))}`;
+  if (base16) return `sha256:${encodeNixBase32(fromHex(base16[1]!))}`;
   const sri = /^sha256-([A-Za-z0-9+/]{43}=)$/.exec(hash);
   if (sri) return `sha256:${encodeNixBase32(fromBase64(sri[1]!))}`;
   throw new Error(
@@ -146,7 +146,9 @@ export function parseNarinfo(text: string, where: string): Narinfo {
   const fail = (message: string): never => {
     throw new Error(`narinfo ${where}: ${message}; ${REPUBLISH_HINT}`);
   };
-  if (Buffer.byteLength(text, 'utf8') > NARINFO_MAX_BYTES) fail(`larger than ${NARINFO_MAX_BYTES} bytes`);
+  // Every UTF-16 unit is at least one UTF-8 byte, so a long string fails before it is encoded.
+  if (text.length > NARINFO_MAX_BYTES || utf8Bytes(text).length > NARINFO_MAX_BYTES)
+    fail(`larger than ${NARINFO_MAX_BYTES} bytes`);
   if (text.includes('\r')) fail('contains carriage returns (Nix writes LF line endings only)');
   const lines = text.split('\n');
   if (lines.length > NARINFO_MAX_LINES) fail(`more than ${NARINFO_MAX_LINES} lines`);
@@ -250,7 +252,7 @@ function trustedKeyMap(trustedKeys: readonly (CacheKey | string)[]): Map<string,
     const existing = byName.get(key.name);
     // A signature names its key; two different keys under one name would make "which key
     // signed this" ambiguous, so that is a configuration error, not something to guess at.
-    if (existing && Buffer.compare(existing, key.publicKey) !== 0) {
+    if (existing && !bytesEqual(existing, key.publicKey)) {
       return `trusted keys name ${key.name} twice with different keys; give every key a unique name`;
     }
     byName.set(key.name, key.publicKey);
@@ -387,7 +389,7 @@ async function readCapped(response: Response, maxBytes: number, url: string): Pr
     }
     chunks.push(value);
   }
-  return new Uint8Array(Buffer.concat(chunks));
+  return concatBytes(chunks);
 }
 
 export async function fetchNarinfo(

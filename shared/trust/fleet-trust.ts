@@ -1,10 +1,8 @@
-import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import type * as Y from 'yjs';
 import { z } from 'zod';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { POLICY_DOC, readPolicies, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
-import { writeFileDurably } from '../node/durable-file.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import {
   type Policy,
@@ -13,7 +11,6 @@ import {
   signedTimestampSchema,
   unknownPolicyFields,
 } from '../schemas/policy.js';
-import { connectDocument, type DocumentConnection } from '../sync/connect.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';
 import type { IntentVerifier } from './verify-intent.js';
@@ -50,35 +47,44 @@ export interface FleetTrust {
   close(): Promise<void>;
 }
 
+// Where a reader keeps its walked chain and time floor (a file on Node, IndexedDB in a browser).
+export interface TrustStore {
+  // Where the state lives, for error messages.
+  readonly where: string;
+  // The saved text, or null when nothing was saved yet.
+  load(): Promise<string | null>;
+  save(text: string): Promise<void>;
+}
+
+// A replicated document the reader follows (policy, timestamps); the platform opens it.
+export interface FollowedDocument {
+  doc: Y.Doc;
+  close(): void;
+}
+
 export interface FleetTrustOptions {
-  serverUrl: string;
-  // Every sync endpoint (coordinator, relays) to fail over between; defaults to serverUrl.
-  endpoints?: string[];
   orgRootKeys: string[];
-  stateDir: string;
+  store: TrustStore;
+  follow: (documentName: string) => FollowedDocument;
   freezeAfterMs: number;
   logger: Logger;
-  // Reconnect backoff of the policy and timestamp documents (agents on satellite links: minutes).
-  backoff?: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
-export function trustFile(stateDir: string): string {
-  return join(stateDir, 'trust.json');
-}
-
-async function loadTrustFile(path: string): Promise<TrustFile> {
+async function loadTrustState(store: TrustStore): Promise<TrustFile> {
+  const text = await store.load();
+  if (text === null) return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
+  let json: unknown;
   try {
-    const parsed = trustFileSchema.safeParse(JSON.parse(await fs.readFile(path, 'utf8')));
-    if (!parsed.success)
-      throw new Error(
-        `${path} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`,
-      );
-    return parsed.data;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-      return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
-    throw error;
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${store.where} is not JSON; move it aside to re-walk from the pinned org root`);
   }
+  const parsed = trustFileSchema.safeParse(json);
+  if (!parsed.success)
+    throw new Error(
+      `${store.where} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`,
+    );
+  return parsed.data;
 }
 
 // A timestamp counts when signed by a timestamp key of the policy in force and newer than the last.
@@ -98,14 +104,12 @@ export function acceptTimestamp(
 
 export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetTrust> {
   const { logger } = options;
-  const path = trustFile(options.stateDir);
-  let state = await loadTrustFile(path);
+  let state = await loadTrustState(options.store);
   const openedAt = Date.now();
   const pinned = new Set(options.orgRootKeys);
   const listeners: (() => void)[] = [];
-  const endpoints = options.endpoints ?? [options.serverUrl];
-  const policyConnection: DocumentConnection = connectDocument(endpoints, POLICY_DOC, { ...options.backoff });
-  const timestampConnection: DocumentConnection = connectDocument(endpoints, TIMESTAMP_DOC, { ...options.backoff });
+  const policyConnection = options.follow(POLICY_DOC);
+  const timestampConnection = options.follow(TIMESTAMP_DOC);
   let saving: Promise<void> = Promise.resolve();
 
   const now = (): number => Math.max(Date.now(), state.timeFloor);
@@ -113,7 +117,7 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     state = { ...state, timeFloor: now() };
     const snapshot = JSON.stringify(state);
     saving = saving
-      .then(() => writeFileDurably(path, snapshot))
+      .then(() => options.store.save(snapshot))
       .catch((error: Error) => logger.error({ event: 'trust-save-failed', err: error }, 'cannot save trust state'));
   };
 

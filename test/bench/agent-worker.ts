@@ -1,6 +1,5 @@
 import { createPrivateKey, createPublicKey, sign as ed25519Sign, type KeyObject, randomBytes } from 'node:crypto';
 import * as Y from 'yjs';
-import { signIntent } from '../../admin/submit-intent.js';
 import { canonicalBytes } from '../../shared/crypto/canonical.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
@@ -9,6 +8,7 @@ import { desiredDocName, documentGarbageCollects, statusDocName } from '../../sh
 import { writeCurrentStatus } from '../../shared/documents/status.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { SignedStatus, Status } from '../../shared/schemas/report.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import { verifyIntent } from '../../shared/trust/verify-intent.js';
 import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';

@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import * as Y from 'yjs';
-import { signIntent } from '../../admin/submit-intent.js';
 import { startCoordinator } from '../../coordinator/server.js';
 import { startRelay } from '../../relay/relay.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
-import { createLogger } from '../../shared/log.js';
-import { connectDocument, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, waitForSync } from '../../shared/node/connect.js';
+import { createLogger } from '../../shared/node/log.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 

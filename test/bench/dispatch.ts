@@ -15,11 +15,11 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as Y from 'yjs';
-import { signIntent } from '../../admin/submit-intent.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
 import {

@@ -4,8 +4,8 @@ import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
 import { syncMessage } from '../../coordinator/wire.js';
 import { startUpstreamLink } from '../../relay/upstream.js';
-import { createLogger } from '../../shared/log.js';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { createLogger } from '../../shared/node/log.js';
 import { removeDirectory, startCoordinatorProcess, temporaryDirectory } from '../harness/processes.js';
 
 // Bench (not a test): can a relay keep one upstream socket per document for H hosts (2 H

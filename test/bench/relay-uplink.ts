@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { startCoordinator } from '../../coordinator/server.js';
 import { startRelay } from '../../relay/relay.js';
-import { createLogger } from '../../shared/log.js';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { createLogger } from '../../shared/node/log.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 

@@ -1,7 +1,7 @@
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { type Policy, policySchema, type SignedPolicy } from '../../shared/schemas/policy.js';
-import { httpBaseFromWs } from '../../shared/sync/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 
 // Keys and policies for trust tests: real Ed25519 keys, real signatures, policies validated by
 // the same zod schema every reader uses.

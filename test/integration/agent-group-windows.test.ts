@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
-import { writeKeyFile } from '../../shared/crypto/keys.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';

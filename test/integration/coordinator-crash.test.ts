@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { removeDirectory, startCoordinatorProcess, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // "Acknowledged" = seen by another peer through the coordinator: it broadcasts an update only

@@ -4,8 +4,8 @@ import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { type RunningCoordinator, startCoordinator } from '../../coordinator/server.js';
-import { createMemoryLogger } from '../../shared/log.js';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { createMemoryLogger } from '../../shared/node/log.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 const MAX_PAYLOAD = 64 * 1024;

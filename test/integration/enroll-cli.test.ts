@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { generateSigningKey, readKeyFile } from '../../shared/crypto/keys.js';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
+import { readKeyFile } from '../../shared/node/key-file.js';
 import { basePolicy, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type CliResult,

@@ -8,8 +8,9 @@ import { type RelayConfig, type RunningRelay, startRelay } from '../../relay/rel
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { POLICY_DOC } from '../../shared/documents/fleet.js';
-import { createMemoryLogger } from '../../shared/log.js';
-import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { createMemoryLogger } from '../../shared/node/log.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';

@@ -5,23 +5,24 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
-import { signIntent } from '../../admin/submit-intent.js';
 import { checkNixSignatureConfig } from '../../agent/nix/nix-config.js';
 import { realiseClosure } from '../../agent/pipeline/fetch.js';
 import { startCoordinator } from '../../coordinator/server.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { intentsArray, readIntentEntries } from '../../shared/documents/desired.js';
-import { createMemoryLogger } from '../../shared/log.js';
 import { fetchNarinfo, parseCacheKey, parseNarinfo, verifyNarinfo } from '../../shared/nix/narinfo.js';
+import { useIdentity } from '../../shared/node/connect.js';
+import { openFleetTrustOnNode as openFleetTrust, trustFile } from '../../shared/node/fleet-trust.js';
+import { createMemoryLogger } from '../../shared/node/log.js';
 import type { Intent } from '../../shared/schemas/intent.js';
 import { policySchema } from '../../shared/schemas/policy.js';
 import type { Result } from '../../shared/schemas/report.js';
-import { useIdentity } from '../../shared/sync/connect.js';
-import { acceptTimestamp, openFleetTrust, trustFile } from '../../shared/trust/fleet-trust.js';
+import { acceptTimestamp } from '../../shared/trust/fleet-trust.js';
 import { walkPolicyChain } from '../../shared/trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../../shared/trust/policy-intent.js';
 import { findResultAnomalies } from '../../shared/trust/result-replays.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import { intentDigest, type SelectionContext, selectIntent, verifyIntent } from '../../shared/trust/verify-intent.js';
 import { serveBinaryCache } from '../harness/cache-server.js';
 import { buildTestClosure, makeCacheKey, publishToCache, runCommand } from '../harness/nix-fixtures.js';
@@ -111,7 +112,7 @@ test('threat 3: withheld updates: without fresh signed timestamps the reader rep
   try {
     assert.is((await pushPolicy(coordinator.url, signPolicy(v1, org.root))).status, 200);
     const trust = await openFleetTrust({
-      serverUrl: coordinator.url,
+      endpoints: [coordinator.url],
       orgRootKeys: [org.root.publicKey],
       stateDir: join(dir, 'reader'),
       freezeAfterMs: 800,
@@ -359,7 +360,7 @@ test("threat 13: the reader's clock never moves backwards across restarts; a clo
       JSON.stringify({ version: 1, chain: [v1], timeFloor: future, lastTimestamp: null }),
     );
     const trust = await openFleetTrust({
-      serverUrl: 'ws://127.0.0.1:9',
+      endpoints: ['ws://127.0.0.1:9'],
       orgRootKeys: [org.root.publicKey],
       stateDir: dir,
       freezeAfterMs: 1000,

@@ -6,9 +6,9 @@ import { type RunningCoordinator, startCoordinator } from '../../coordinator/ser
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { readTimestamp, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
-import { createMemoryLogger } from '../../shared/log.js';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
-import { openFleetTrust } from '../../shared/trust/fleet-trust.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { openFleetTrustOnNode as openFleetTrust } from '../../shared/node/fleet-trust.js';
+import { createMemoryLogger } from '../../shared/node/log.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 
@@ -158,10 +158,10 @@ test('signed timestamps flow to readers; a reader persists the walked policy and
   await waitFor('a signed timestamp', () => readTimestamp(reader.doc), 5000);
   const stateDir = temporaryDirectory('fleet-trust');
   try {
-    const { useIdentity } = await import('../../shared/sync/connect.js');
+    const { useIdentity } = await import('../../shared/node/connect.js');
     useIdentity(hostKey);
     const trust = await openFleetTrust({
-      serverUrl: coordinator.url,
+      endpoints: [coordinator.url],
       orgRootKeys: [org.root.publicKey],
       stateDir,
       freezeAfterMs: 60_000,

@@ -5,7 +5,6 @@ import * as assert from 'uvu/assert';
 import type { HostView } from '../../../admin/fleet-view.js';
 import { chooseRollbackTarget } from '../../../admin/rollback.js';
 import { renderStatusTable } from '../../../admin/status.js';
-import { signIntent } from '../../../admin/submit-intent.js';
 import { createProgressTracker, crossedMilestone } from '../../../agent/download/progress.js';
 import { renderNarinfo, transferCap } from '../../../agent/download/staging.js';
 import { createThroughputGuard } from '../../../agent/download/throughput.js';
@@ -28,6 +27,7 @@ import { parseNarinfo } from '../../../shared/nix/narinfo.js';
 import { nextAllowedStart } from '../../../shared/schedule/window-rules.js';
 import { inWindow, parseWindow } from '../../../shared/schedule/windows.js';
 import type { DownloadProgress, Result, SignedResult } from '../../../shared/schemas/report.js';
+import { signIntent } from '../../../shared/trust/sign-intent.js';
 import { intentDigest } from '../../../shared/trust/verify-intent.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 

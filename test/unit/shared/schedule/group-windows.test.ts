@@ -3,12 +3,12 @@ import * as assert from 'uvu/assert';
 import { addGroup, setGroupWindows } from '../../../../admin/policy-edit.js';
 import { renderPolicy } from '../../../../admin/policy-render.js';
 import { effectiveRules } from '../../../../agent/effective-windows.js';
-import { createLogger } from '../../../../shared/log.js';
+import { openIntentTrust } from '../../../../agent/intent-trust.js';
+import { createLogger } from '../../../../shared/node/log.js';
 import { groupWindowsFor } from '../../../../shared/schedule/group-windows.js';
 import { describeRules, nextAllowedStart, rulesAllow } from '../../../../shared/schedule/window-rules.js';
 import { parseWindow } from '../../../../shared/schedule/windows.js';
 import { type Policy, policySchema } from '../../../../shared/schemas/policy.js';
-import { openIntentTrust } from '../../../../shared/trust/intent-trust.js';
 import { walkPolicyChain } from '../../../../shared/trust/policy-chain.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
 

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readPolicyFile } from '../../../../admin/policy-file.js';
-import { signIntent } from '../../../../admin/submit-intent.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload } from '../../../../shared/crypto/signatures.js';
 import type { Intent } from '../../../../shared/schemas/intent.js';
@@ -12,6 +11,7 @@ import { type Policy, signedPolicySchema, unknownPolicyFields } from '../../../.
 import { hostBindings, verifyEnrollment, verifyEnrollRequest } from '../../../../shared/trust/enrollment.js';
 import { walkPolicyChain } from '../../../../shared/trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../../../../shared/trust/policy-intent.js';
+import { signIntent } from '../../../../shared/trust/sign-intent.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
 
 const org = makeTestOrg();

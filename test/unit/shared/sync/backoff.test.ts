@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { backoffDelay } from '../../../../shared/sync/connect.js';
+import { backoffDelay } from '../../../../shared/sync/reconnect.js';
 
 test('reconnect backoff doubles from the base, is capped, and is jittered between half and full', () => {
   assert.is(

@@ -1,8 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signIntent } from '../../../../admin/submit-intent.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { type Intent, signedIntentSchema } from '../../../../shared/schemas/intent.js';
+import { signIntent } from '../../../../shared/trust/sign-intent.js';
 import { intentDigest, selectIntent, verifyIntent } from '../../../../shared/trust/verify-intent.js';
 
 const admin = generateSigningKey('alice');

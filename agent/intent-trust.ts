@@ -1,10 +1,11 @@
-import type { Logger } from '../log.js';
-import { groupWindowsFor } from '../schedule/group-windows.js';
-import { NO_WINDOWS, type WindowSet } from '../schedule/window-rules.js';
-import type { SignedIntent } from '../schemas/intent.js';
-import type { Policy } from '../schemas/policy.js';
-import { type Freshness, openFleetTrust } from './fleet-trust.js';
-import { type IntentVerifier, verifyIntent } from './verify-intent.js';
+import type { Logger } from '../shared/log.js';
+import { openFleetTrustOnNode } from '../shared/node/fleet-trust.js';
+import { groupWindowsFor } from '../shared/schedule/group-windows.js';
+import { NO_WINDOWS, type WindowSet } from '../shared/schedule/window-rules.js';
+import type { SignedIntent } from '../shared/schemas/intent.js';
+import type { Policy } from '../shared/schemas/policy.js';
+import type { Freshness } from '../shared/trust/fleet-trust.js';
+import { type IntentVerifier, verifyIntent } from '../shared/trust/verify-intent.js';
 
 // What an agent needs to decide about intents, whichever trust model the host runs:
 // the fleet policy (pinned --org-root) or, in development, a static --admin-key list.
@@ -35,8 +36,7 @@ export interface IntentTrustOptions {
 
 export async function openIntentTrust(options: IntentTrustOptions): Promise<IntentTrust> {
   if (options.orgRootKeys.length > 0) {
-    const fleet = await openFleetTrust({
-      serverUrl: options.endpoints[0]!,
+    const fleet = await openFleetTrustOnNode({
       endpoints: options.endpoints,
       orgRootKeys: options.orgRootKeys,
       stateDir: options.stateDir,

@@ -1,0 +1,28 @@
+import WebSocket from 'ws';
+import type { SigningKey } from '../crypto/keys.js';
+import { type ConnectOptions, connectDocument as connectWith, type DocumentConnection } from '../sync/connect.js';
+
+export { type DocumentConnection, waitForSync } from '../sync/connect.js';
+
+let processIdentity: SigningKey | null = null;
+
+// The key a one-shot command or daemon proves on connections that name none (admin key, host
+// key); set once at start. Library code passes `identity` explicitly instead.
+export function useIdentity(key: SigningKey | null): void {
+  processIdentity = key;
+}
+
+// connectDocument on Node: the `ws` client, and no listener warning (y-websocket adds one process
+// 'exit' listener per provider; many documents per process are normal for agents and relays).
+export function connectDocument(
+  endpoints: string | readonly string[],
+  name: string,
+  options: ConnectOptions = {},
+): DocumentConnection {
+  if (process.getMaxListeners() !== 0) process.setMaxListeners(0);
+  return connectWith(endpoints, name, {
+    WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
+    ...options,
+    identity: options.identity === undefined ? processIdentity : options.identity,
+  });
+}
