@@ -121,7 +121,10 @@ test('a narinfo signed by real Nix verifies in the browser bundle; a changed one
     await publishToCache(system, cacheDir, key.secretKeyFile);
     const hashPart = system.slice('/nix/store/'.length, '/nix/store/'.length + 32);
     const text = await fs.readFile(join(cacheDir, `${hashPart}.narinfo`), 'utf8');
-    assert.equal(viaJson(core.verifyNarinfoText(text, key.publicKey)), { ok: true, keyName: 'outpost-browser-cache-1' });
+    assert.equal(viaJson(core.verifyNarinfoText(text, key.publicKey)), {
+      ok: true,
+      keyName: 'outpost-browser-cache-1',
+    });
     const changed = text.replace(/^NarSize: (\d+)$/m, (_, n: string) => `NarSize: ${Number(n) + 1}`);
     assert.equal(viaJson(core.verifyNarinfoText(changed, key.publicKey)).ok, false);
   } finally {
