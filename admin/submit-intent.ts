@@ -6,6 +6,7 @@ import { desiredDocName } from '../shared/documents/names.js';
 import { connectDocument, waitForSync } from '../shared/node/connect.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ActivationAction } from '../shared/schemas/primitives.js';
+import { sleep } from '../shared/time/sleep.js';
 import { signIntent } from '../shared/trust/sign-intent.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
 
@@ -94,7 +95,7 @@ async function waitUntilStored(serverUrl: string, name: string, digest: string, 
     } finally {
       reader.close();
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   throw new Error(
     `the coordinator at ${serverUrl} did not confirm storing the intent within ${timeoutMs} ms; run 'outpost status' to check before deploying again`,

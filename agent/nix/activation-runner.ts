@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { sleep } from '../../shared/time/sleep.js';
 import type { ActivationRun } from '../pipeline/state.js';
 import { runCommand } from './run-command.js';
 
@@ -210,7 +211,7 @@ export async function ensureLaunched(run: ActivationRun, launch: ActivationLaunc
   const paths = files(launch.dir, run.id);
   for (let waited = 0; waited < 10_000; waited += 50) {
     if ((await readNumber(paths.pid)) !== null || (await readNumber(paths.status)) !== null) return false;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
   throw new Error(`${run.command} did not start within 10 s`);
 }
@@ -233,7 +234,7 @@ async function kill(run: ActivationRun, tools: RunnerTools): Promise<void> {
     }
   }
   for (let waited = 0; waited < 10_000 && (await activationState(run, tools)).state === 'running'; waited += 50) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 
@@ -253,6 +254,6 @@ export async function waitForActivation(
       await kill(run, options);
       return { kind: 'timed-out', outputTail: await outputTail(options.dir, run.id) };
     }
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    await sleep(pollMs);
   }
 }

@@ -8,6 +8,7 @@ import { desiredDocName, documentGarbageCollects, statusDocName } from '../../sh
 import { writeCurrentStatus } from '../../shared/documents/status.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { SignedStatus, Status } from '../../shared/schemas/report.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { verifyIntent } from '../../shared/trust/verify-intent.js';
 import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
@@ -226,7 +227,7 @@ async function connectHost(
       lastError = error as Error;
       desired.close();
       statusClient.close();
-      await new Promise((resolve) => setTimeout(resolve, 250 * (attempt + 1)));
+      await sleep(250 * (attempt + 1));
     }
   }
   throw new Error(`host ${host} could not connect and sync after ${CONNECT_ATTEMPTS} attempts: ${lastError?.message}`);

@@ -8,6 +8,7 @@ import { appendIntent } from '../../shared/documents/desired.js';
 import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { createLogger } from '../../shared/node/log.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
@@ -138,7 +139,7 @@ try {
     20_000,
     20,
   );
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await sleep(300);
   const { up, down } = link.bytes();
   const reference = missedDown + missedUpMerged;
   console.log(

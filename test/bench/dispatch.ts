@@ -19,6 +19,7 @@ import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js
 import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
@@ -204,10 +205,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

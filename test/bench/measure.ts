@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { sleep } from '../../shared/time/sleep.js';
 
 // Readings from /proc and small statistics for the benchmark.
 
@@ -13,7 +14,7 @@ export function rssKiB(pid: number): number {
 export async function settledRssKiB(pid: number, samples = 5, intervalMs = 400): Promise<number> {
   const readings: number[] = [];
   for (let i = 0; i < samples; i++) {
-    if (i > 0) await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    if (i > 0) await sleep(intervalMs);
     readings.push(rssKiB(pid));
   }
   readings.sort((a, b) => a - b);

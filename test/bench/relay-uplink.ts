@@ -3,6 +3,7 @@ import { startCoordinator } from '../../coordinator/server.js';
 import { startRelay } from '../../relay/relay.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { createLogger } from '../../shared/node/log.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 
@@ -20,7 +21,6 @@ const sizes = process.argv
   .filter((n) => n > 0);
 const IDLE_S = Number(process.env.IDLE_S ?? 16);
 const logger = createLogger('bench', 'error');
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function agentsAt(url: string, m: number, prefix: string): Promise<DocumentConnection[]> {
   const connections: DocumentConnection[] = [];

@@ -3,6 +3,7 @@ import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../../shared/time/sleep.js';
 
 // Real processes of the real CLI, as an operator would run them.
 export const OUTPOST_CLI = fileURLToPath(new URL('../../cli/outpost.js', import.meta.url));
@@ -100,7 +101,7 @@ export async function waitFor<T>(
     } catch (error) {
       lastError = error;
     }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await sleep(intervalMs);
   }
   throw new Error(
     `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,

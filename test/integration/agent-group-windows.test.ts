@@ -6,6 +6,7 @@ import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Policy } from '../../shared/schemas/policy.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { logEvents, TEST_AGENT_FLAGS, utcWindow } from '../harness/lifecycle-fleet.js';
@@ -147,7 +148,7 @@ test('a closed group window holds the host (no download, status names the group 
   assert.ok(waiting.statusSignatureValid);
   assert.is(waiting.target?.generation, 1);
   // Long enough for an agent that ignored the window to have asked the cache for narinfos.
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+  await sleep(2000);
   assert.equal(fetched(), [], 'nothing was fetched outside the window');
   assert.is(
     (await runCommand('nix-store', ['--store', host.storeRoot, '--check-validity', closure])).code === 0,

@@ -11,6 +11,7 @@ import { desiredDocName } from '../../shared/documents/names.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -303,7 +304,7 @@ test("threat 14: agent state wiped: the floor is rebuilt from the host's own sig
   // Time for an agent that forgot its floor to take generation 1 (its store still has it, so that
   // takes well under a second); then a new intent shows the agent is at work.
   await waitFor('the agent to start', () => logEvents(agent, 'agent-started').length > 0, 20_000);
-  await new Promise((resolve) => setTimeout(resolve, 4000));
+  await sleep(4000);
   await deploy(keyFiles.alice, closures[2]!);
   const generation = second.generation + 1;
   await waitFor(

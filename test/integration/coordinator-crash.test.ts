@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { removeDirectory, startCoordinatorProcess, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // "Acknowledged" = seen by another peer through the coordinator: it broadcasts an update only
@@ -27,7 +28,7 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
         writers.forEach((w, i) => {
           w.doc.getArray('log').push([`${documents[i]}#${n}`]);
         });
-        await new Promise((r) => setTimeout(r, 2));
+        await sleep(2);
       }
     })();
     await waitFor('traffic to flow', () => observers.every((o) => o.doc.getArray('log').length > 50), 10_000);

@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { readKeyFile } from '../../shared/node/key-file.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { basePolicy, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type CliResult,
@@ -188,7 +189,7 @@ test('a token from an admin with enroll binds its host at once; an expired token
     '--out',
     shortLived,
   );
-  await new Promise((resolve) => setTimeout(resolve, 1100));
+  await sleep(1100);
   const expired = await request('h3', 'h3', '--token', shortLived);
   assert.is(expired.code, 1);
   assert.match(expired.stderr, /refused the enrollment request for h3: enrollment token for h3 expired at/);

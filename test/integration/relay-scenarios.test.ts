@@ -7,6 +7,7 @@ import { readCurrentStatus } from '../../shared/documents/status.js';
 import { connectDocument } from '../../shared/node/connect.js';
 import { readKeyFile } from '../../shared/node/key-file.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
@@ -251,7 +252,7 @@ test('the uplink is reset in the middle of a sync message, down and then up: eve
   // Past the reconnect handshake, into the agents' results on their way up.
   const cutUp = up.resetAfter(1500, 'up');
   for (const host of hosts) await waitApplied(coordinator.url, host.host, 5);
-  await Promise.race([cutUp, new Promise((resolve) => setTimeout(resolve, 3000))]);
+  await Promise.race([cutUp, sleep(3000)]);
   await waitFor(
     'the relay to report the resets',
     () =>
@@ -298,7 +299,7 @@ test('an agent comes back after 30 simulated days: its offline result merges, it
     // A reboot during the outage: it starts with nothing reachable.
     await agents.get('h3')!.stop();
     launch(host, endpoints);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await sleep(1500);
     // Meanwhile the admins issue three valid intents (long expiry) and one nobody trusts.
     for (const name of ['gen3', 'gen4', 'gen5'])
       await deploy(coordinator.url, 'h3', closures[name]!, ['--expires', '40d']);

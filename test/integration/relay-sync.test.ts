@@ -11,6 +11,7 @@ import { POLICY_DOC } from '../../shared/documents/fleet.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { createMemoryLogger } from '../../shared/node/log.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { sleep } from '../../shared/time/sleep.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
@@ -296,7 +297,7 @@ test('presence: an agent behind two relays shows online at the coordinator, then
   const before = regional.upstream.stats().bytesOut;
   // Awareness renewals stay at the site: nothing goes upstream while nothing changes.
   agent.provider.awareness.setLocalState({ role: 'agent', host: 'p1', phase: 'idle', generation: null });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await sleep(300);
   assert.is(regional.upstream.stats().bytesOut - before, 0);
   agent.close();
   const seen = await waitFor(

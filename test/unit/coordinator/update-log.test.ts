@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openUpdateLog } from '../../../coordinator/update-log.js';
+import { sleep } from '../../../shared/time/sleep.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 
 test('appends get increasing sequence numbers per document and survive reopening', async () => {
@@ -38,7 +39,7 @@ test('reading up to a moment returns the history as it was then', async () => {
   try {
     const log = await openUpdateLog(dir);
     const first = await log.append('hosts/a/status', 'h', new Uint8Array([1]));
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     await log.append('hosts/a/status', 'h', new Uint8Array([2]));
     const past = await log.read('hosts/a/status', { untilTime: first.receivedAt });
     assert.equal(
