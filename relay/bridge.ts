@@ -21,7 +21,8 @@ import type { UpstreamHandlers, UpstreamLink } from './upstream.js';
 // the channel is on its disk (coordinator/hosted-documents.ts). So after pushing, the relay sends
 // a step 1 ("probe") and counts its writes as confirmed when the answer arrives.
 
-interface Bridged {
+// One document as the bridge sees it.
+export interface Bridged {
   name: string;
   hosted: HostedDocument;
   channel: number | null;
@@ -54,290 +55,361 @@ export interface Bridge {
   stats(): { bridged: number; dirty: number; queued: number; passing: number };
 }
 
+// Everything the bridge knows, as one record the functions below take: unit tests build one with a
+// stand-in host and link (test/unit/relay/bridge.test.ts).
+export interface BridgeState {
+  readonly host: DocumentHost;
+  readonly presence: PresenceTable;
+  readonly options: BridgeOptions;
+  link: UpstreamLink | null;
+  upstreamPrincipal: string;
+  readonly bridged: Map<string, Bridged>;
+  readonly byChannel: Map<number, Bridged>;
+  // Documents waiting for a pass, and those being passed now.
+  readonly queue: Set<string>;
+  readonly passing: Set<string>;
+  // The upstream's change feed position (FRAME_SINCE / FRAME_CHANGES).
+  epoch: string;
+  cursor: number;
+  // Presence summaries: what is waiting to go up, what went up last, offline reports in grace.
+  presenceTimer: ReturnType<typeof setTimeout> | null;
+  readonly presenceChanges: Map<string, PresenceEntry>;
+  readonly reported: Map<string, boolean>;
+  readonly pendingOffline: Map<string, ReturnType<typeof setTimeout>>;
+}
+
 const NO_CHANNEL = null;
+const PRESENCE_BATCH_MS = 50;
+const REOPEN_DELAY_MS = 1000;
 
-export function createBridge(host: DocumentHost, presence: PresenceTable, options: BridgeOptions): Bridge {
-  const { logger } = options;
-  let link: UpstreamLink | null = null;
-  let upstreamPrincipal = 'upstream';
-  const bridged = new Map<string, Bridged>();
-  const byChannel = new Map<number, Bridged>();
-  const queue = new Set<string>();
-  const passing = new Set<string>();
-  let epoch = '';
-  let cursor = 0;
-  let _presenceTimer: NodeJS.Timeout | null = null;
-  const presenceChanges = new Map<string, PresenceEntry>();
-
-  const isUpstream = (principal: string): boolean => principal.startsWith('upstream:');
-
-  function setPinned(state: Bridged, wanted: boolean): void {
-    if (state.pinned === wanted) return;
-    state.pinned = wanted;
-    if (wanted) void host.pin(state.name);
-    else host.unpin(state.name);
-  }
-
-  function dirty(state: Bridged): boolean {
-    return state.localSeq > state.ackedSeq;
-  }
-
-  function probe(state: Bridged): void {
-    if (state.channel === NO_CHANNEL || state.probes.length > 0) return;
-    state.probes.push(state.localSeq);
-    link?.send(
-      state.channel,
-      syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, state.hosted.doc)),
-    );
-  }
-
-  function settle(state: Bridged): void {
-    setPinned(state, dirty(state) && !state.refused);
-    if (passing.has(state.name) && ((state.synced && !dirty(state)) || state.refused || state.channel === NO_CHANNEL)) {
-      passing.delete(state.name);
-      host.unpin(state.name);
-      pump();
-    }
-  }
-
-  function openChannel(state: Bridged): void {
-    if (!link || state.channel !== NO_CHANNEL || state.refused || !options.inScope(state.name)) return;
-    const channel = link.open(state.name);
-    if (channel === null) return;
-    state.channel = channel;
-    state.answered = false;
-    state.synced = false;
-    state.probes = [];
-    byChannel.set(channel, state);
-  }
-
-  function dropChannel(state: Bridged): void {
-    if (state.channel !== NO_CHANNEL) byChannel.delete(state.channel);
-    state.channel = NO_CHANNEL;
-    state.answered = false;
-    state.synced = false;
-    state.probes = [];
-  }
-
-  // Passes run a few at a time, only while the link is up.
-  function pump(): void {
-    if (!link?.connectedUrl()) return;
-    for (const name of queue) {
-      if (passing.size >= options.passConcurrency) return;
-      queue.delete(name);
-      const state = bridged.get(name);
-      if (state && state.channel !== NO_CHANNEL) continue; // already live
-      passing.add(name);
-      host.pin(name).then(
-        (hosted) => {
-          const current = bridged.get(name);
-          if (!current || current.hosted !== hosted) return;
-          if (current.channel === NO_CHANNEL) openChannel(current);
-          settle(current);
-        },
-        (error: Error) => {
-          logger.error(
-            { event: 'relay-pass-failed', document: name, err: error },
-            'cannot load document for upstream sync',
-          );
-          passing.delete(name);
-          pump();
-        },
-      );
-    }
-  }
-
-  host.observe({
-    loaded(hosted) {
-      const state: Bridged = {
-        name: hosted.name,
-        hosted,
-        channel: NO_CHANNEL,
-        localSeq: 0,
-        ackedSeq: 0,
-        probes: [],
-        answered: false,
-        synced: false,
-        refused: false,
-        pinned: false,
-      };
-      bridged.set(hosted.name, state);
-      openChannel(state);
-    },
-    accepted(hosted, delta, principal) {
-      const state = bridged.get(hosted.name);
-      if (!state || isUpstream(principal) || options.pullOnly(hosted.name)) return;
-      state.localSeq += 1;
-      setPinned(state, !state.refused);
-      if (state.channel !== NO_CHANNEL && state.answered) {
-        link?.send(
-          state.channel,
-          syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta)),
-        );
-        probe(state);
-      }
-    },
-    unloaded(name) {
-      const state = bridged.get(name);
-      if (!state) return;
-      bridged.delete(name);
-      if (state.channel !== NO_CHANNEL && link?.connectedUrl()) link.close(state.channel);
-      dropChannel(state);
-      if (dirty(state))
-        logger.error(
-          { event: 'relay-unconfirmed-unload', document: name },
-          'document unloaded with writes the upstream has not confirmed',
-        );
-    },
-  });
-
-  // Presence of the site's hosts goes up as summaries, only when it changes. Going offline here is
-  // reported after a grace period, so a flapping site LAN costs nothing upstream (relays below
-  // applied theirs already).
-  const reported = new Map<string, boolean>();
-  const pendingOffline = new Map<string, NodeJS.Timeout>();
-  const report = (entry: PresenceEntry): void => {
-    presenceChanges.set(entry.host, entry);
-    _presenceTimer ??= setTimeout(() => {
-      _presenceTimer = null;
-      if (!link?.connectedUrl()) return;
-      const entries = [...presenceChanges.values()].filter((e) => reported.get(e.host) !== e.online);
-      presenceChanges.clear();
-      for (const e of entries) reported.set(e.host, e.online);
-      link.presence(entries);
-    }, 50);
-  };
-  presence.onChange((host, online, lastSeen, local) => {
-    const pending = pendingOffline.get(host);
-    if (pending) clearTimeout(pending);
-    pendingOffline.delete(host);
-    if (online || !local) return report({ host, online, lastSeen });
-    pendingOffline.set(
-      host,
-      setTimeout(() => {
-        pendingOffline.delete(host);
-        report({ host, online: false, lastSeen });
-      }, options.presenceGraceMs ?? 5000).unref(),
-    );
-  });
-
-  async function onSync(state: Bridged, decoder: decoding.Decoder): Promise<void> {
-    const subtype = decoding.readVarUint(decoder);
-    const payload = decoding.readVarUint8Array(decoder);
-    if (subtype === syncProtocol.messageYjsSyncStep1) {
-      await state.hosted.run(() => {
-        if (state.channel === NO_CHANNEL || options.pullOnly(state.name)) return;
-        link?.send(
-          state.channel,
-          syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, state.hosted.doc, payload)),
-        );
-      });
-      state.answered = true;
-      probe(state);
-      return;
-    }
-    if (subtype !== syncProtocol.messageYjsSyncStep2 && subtype !== syncProtocol.messageYjsUpdate)
-      throw new Error(`unknown sync message type ${subtype}`);
-    await state.hosted.run(() => host.acceptUpdate(state.hosted, payload, upstreamPrincipal, null));
-    if (subtype === syncProtocol.messageYjsSyncStep2) {
-      const confirmed = state.probes.shift();
-      if (confirmed !== undefined) {
-        state.ackedSeq = Math.max(state.ackedSeq, confirmed);
-        state.synced = true;
-        if (dirty(state)) probe(state);
-      }
-      settle(state);
-    }
-  }
-
-  const handlers: UpstreamHandlers = {
-    connected(url) {
-      upstreamPrincipal = `upstream:${url}`;
-      link?.since(epoch, cursor);
-      for (const state of bridged.values()) {
-        state.refused = false;
-        openChannel(state);
-      }
-      // Everything the site saw while the link was down.
-      const table = presence.hosts().map((h) => ({ host: h, ...presence.get(h)! }));
-      reported.clear();
-      for (const entry of table) reported.set(entry.host, entry.online);
-      link?.presence(table);
-      pump();
-    },
-    disconnected() {
-      for (const state of bridged.values()) {
-        dropChannel(state);
-        if (passing.has(state.name)) {
-          passing.delete(state.name);
-          host.unpin(state.name);
-          queue.add(state.name);
-        }
-      }
-      byChannel.clear();
-    },
-    data(channel, message) {
-      const state = byChannel.get(channel);
-      if (!state) return;
-      const decoder = decoding.createDecoder(message);
-      let type: number;
-      try {
-        type = decoding.readVarUint(decoder);
-      } catch {
-        return;
-      }
-      // Awareness from above is not relayed down: the site's own peers see each other here.
-      if (type !== MESSAGE_SYNC) return;
-      onSync(state, decoder).catch((error: Error) => {
-        logger.warn(
-          { event: 'relay-upstream-message-failed', document: state.name, reason: error.message },
-          'could not apply a message from upstream',
-        );
-      });
-    },
-    closed(channel, code, reason) {
-      const state = byChannel.get(channel);
-      if (!state) return;
-      dropChannel(state);
-      if (code === 4403 || code === 1008) {
-        // Not ours to sync (the policy changed, or it never was): stop trying until the link is new.
-        state.refused = true;
-        logger.warn(
-          { event: 'relay-channel-refused', document: state.name, code, reason },
-          'upstream refused this document',
-        );
-      } else {
-        logger.info(
-          { event: 'relay-channel-closed', document: state.name, code, reason },
-          'upstream closed the channel; reopening',
-        );
-        setTimeout(() => bridged.get(state.name) === state && openChannel(state), 1000).unref();
-      }
-      settle(state);
-    },
-    changes(newEpoch, newCursor, documents) {
-      epoch = newEpoch;
-      cursor = newCursor;
-      for (const name of documents) if (options.inScope(name)) queue.add(name);
-      pump();
-    },
-  };
-
+export function createBridgeState(host: DocumentHost, presence: PresenceTable, options: BridgeOptions): BridgeState {
   return {
-    handlers,
-    attach(upstream) {
-      link = upstream;
+    host,
+    presence,
+    options,
+    link: null,
+    upstreamPrincipal: 'upstream',
+    bridged: new Map(),
+    byChannel: new Map(),
+    queue: new Set(),
+    passing: new Set(),
+    epoch: '',
+    cursor: 0,
+    presenceTimer: null,
+    presenceChanges: new Map(),
+    reported: new Map(),
+    pendingOffline: new Map(),
+  };
+}
+
+const isUpstream = (principal: string): boolean => principal.startsWith('upstream:');
+
+export function isDirty(doc: Bridged): boolean {
+  return doc.localSeq > doc.ackedSeq;
+}
+
+function setPinned(bridge: BridgeState, doc: Bridged, wanted: boolean): void {
+  if (doc.pinned === wanted) return;
+  doc.pinned = wanted;
+  if (wanted) void bridge.host.pin(doc.name);
+  else bridge.host.unpin(doc.name);
+}
+
+// Asks the upstream for a step 2; its answer confirms every local write sent before it.
+function probe(bridge: BridgeState, doc: Bridged): void {
+  if (doc.channel === NO_CHANNEL || doc.probes.length > 0) return;
+  doc.probes.push(doc.localSeq);
+  bridge.link?.send(
+    doc.channel,
+    syncMessage((encoder) => syncProtocol.writeSyncStep1(encoder, doc.hosted.doc)),
+  );
+}
+
+// Pinned while it holds unconfirmed writes; a pass ends once synced and clean (or refused).
+export function settle(bridge: BridgeState, doc: Bridged): void {
+  setPinned(bridge, doc, isDirty(doc) && !doc.refused);
+  if (bridge.passing.has(doc.name) && ((doc.synced && !isDirty(doc)) || doc.refused || doc.channel === NO_CHANNEL)) {
+    bridge.passing.delete(doc.name);
+    bridge.host.unpin(doc.name);
+    pump(bridge);
+  }
+}
+
+export function openChannel(bridge: BridgeState, doc: Bridged): void {
+  if (!bridge.link || doc.channel !== NO_CHANNEL || doc.refused || !bridge.options.inScope(doc.name)) return;
+  const channel = bridge.link.open(doc.name);
+  if (channel === null) return;
+  doc.channel = channel;
+  doc.answered = false;
+  doc.synced = false;
+  doc.probes = [];
+  bridge.byChannel.set(channel, doc);
+}
+
+export function dropChannel(bridge: BridgeState, doc: Bridged): void {
+  if (doc.channel !== NO_CHANNEL) bridge.byChannel.delete(doc.channel);
+  doc.channel = NO_CHANNEL;
+  doc.answered = false;
+  doc.synced = false;
+  doc.probes = [];
+}
+
+// Passes run a few at a time, only while the link is up.
+export function pump(bridge: BridgeState): void {
+  if (!bridge.link?.connectedUrl()) return;
+  for (const name of bridge.queue) {
+    if (bridge.passing.size >= bridge.options.passConcurrency) return;
+    bridge.queue.delete(name);
+    const known = bridge.bridged.get(name);
+    if (known && known.channel !== NO_CHANNEL) continue; // already live
+    bridge.passing.add(name);
+    bridge.host.pin(name).then(
+      (hosted) => {
+        const current = bridge.bridged.get(name);
+        if (!current || current.hosted !== hosted) return;
+        if (current.channel === NO_CHANNEL) openChannel(bridge, current);
+        settle(bridge, current);
+      },
+      (error: Error) => {
+        bridge.options.logger.error(
+          { event: 'relay-pass-failed', document: name, err: error },
+          'cannot load document for upstream sync',
+        );
+        bridge.passing.delete(name);
+        pump(bridge);
+      },
+    );
+  }
+}
+
+export function documentLoaded(bridge: BridgeState, hosted: HostedDocument): void {
+  const doc: Bridged = {
+    name: hosted.name,
+    hosted,
+    channel: NO_CHANNEL,
+    localSeq: 0,
+    ackedSeq: 0,
+    probes: [],
+    answered: false,
+    synced: false,
+    refused: false,
+    pinned: false,
+  };
+  bridge.bridged.set(hosted.name, doc);
+  openChannel(bridge, doc);
+}
+
+// A local write is stored: forward it and ask for confirmation.
+export function localUpdateAccepted(
+  bridge: BridgeState,
+  hosted: HostedDocument,
+  delta: Uint8Array,
+  principal: string,
+): void {
+  const doc = bridge.bridged.get(hosted.name);
+  if (!doc || isUpstream(principal) || bridge.options.pullOnly(hosted.name)) return;
+  doc.localSeq += 1;
+  setPinned(bridge, doc, !doc.refused);
+  if (doc.channel !== NO_CHANNEL && doc.answered) {
+    bridge.link?.send(
+      doc.channel,
+      syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta)),
+    );
+    probe(bridge, doc);
+  }
+}
+
+export function documentUnloaded(bridge: BridgeState, name: string): void {
+  const doc = bridge.bridged.get(name);
+  if (!doc) return;
+  bridge.bridged.delete(name);
+  if (doc.channel !== NO_CHANNEL && bridge.link?.connectedUrl()) bridge.link.close(doc.channel);
+  dropChannel(bridge, doc);
+  if (isDirty(doc))
+    bridge.options.logger.error(
+      { event: 'relay-unconfirmed-unload', document: name },
+      'document unloaded with writes the upstream has not confirmed',
+    );
+}
+
+// Presence of the site's hosts goes up as summaries, only when it changes. Going offline here is
+// reported after a grace period, so a flapping site LAN costs nothing upstream (relays below
+// applied theirs already).
+function reportPresence(bridge: BridgeState, entry: PresenceEntry): void {
+  bridge.presenceChanges.set(entry.host, entry);
+  bridge.presenceTimer ??= setTimeout(() => {
+    bridge.presenceTimer = null;
+    if (!bridge.link?.connectedUrl()) return;
+    const entries = [...bridge.presenceChanges.values()].filter((e) => bridge.reported.get(e.host) !== e.online);
+    bridge.presenceChanges.clear();
+    for (const e of entries) bridge.reported.set(e.host, e.online);
+    bridge.link.presence(entries);
+  }, PRESENCE_BATCH_MS);
+}
+
+export function presenceChanged(
+  bridge: BridgeState,
+  host: string,
+  online: boolean,
+  lastSeen: number,
+  local: boolean,
+): void {
+  const pending = bridge.pendingOffline.get(host);
+  if (pending) clearTimeout(pending);
+  bridge.pendingOffline.delete(host);
+  if (online || !local) {
+    reportPresence(bridge, { host, online, lastSeen });
+    return;
+  }
+  bridge.pendingOffline.set(
+    host,
+    setTimeout(() => {
+      bridge.pendingOffline.delete(host);
+      reportPresence(bridge, { host, online: false, lastSeen });
+    }, bridge.options.presenceGraceMs ?? 5000).unref(),
+  );
+}
+
+// One sync message from the upstream on a document's channel.
+export async function upstreamSyncMessage(bridge: BridgeState, doc: Bridged, decoder: decoding.Decoder): Promise<void> {
+  const subtype = decoding.readVarUint(decoder);
+  const payload = decoding.readVarUint8Array(decoder);
+  if (subtype === syncProtocol.messageYjsSyncStep1) {
+    await doc.hosted.run(() => {
+      if (doc.channel === NO_CHANNEL || bridge.options.pullOnly(doc.name)) return;
+      bridge.link?.send(
+        doc.channel,
+        syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, doc.hosted.doc, payload)),
+      );
+    });
+    doc.answered = true;
+    probe(bridge, doc);
+    return;
+  }
+  if (subtype !== syncProtocol.messageYjsSyncStep2 && subtype !== syncProtocol.messageYjsUpdate)
+    throw new Error(`unknown sync message type ${subtype}`);
+  await doc.hosted.run(() => bridge.host.acceptUpdate(doc.hosted, payload, bridge.upstreamPrincipal, null));
+  if (subtype === syncProtocol.messageYjsSyncStep2) {
+    const confirmed = doc.probes.shift();
+    if (confirmed !== undefined) {
+      doc.ackedSeq = Math.max(doc.ackedSeq, confirmed);
+      doc.synced = true;
+      if (isDirty(doc)) probe(bridge, doc);
+    }
+    settle(bridge, doc);
+  }
+}
+
+export function upstreamConnected(bridge: BridgeState, url: string): void {
+  bridge.upstreamPrincipal = `upstream:${url}`;
+  bridge.link?.since(bridge.epoch, bridge.cursor);
+  for (const doc of bridge.bridged.values()) {
+    doc.refused = false;
+    openChannel(bridge, doc);
+  }
+  // Everything the site saw while the link was down.
+  const table = bridge.presence.hosts().map((h) => ({ host: h, ...bridge.presence.get(h)! }));
+  bridge.reported.clear();
+  for (const entry of table) bridge.reported.set(entry.host, entry.online);
+  bridge.link?.presence(table);
+  pump(bridge);
+}
+
+export function upstreamDisconnected(bridge: BridgeState): void {
+  for (const doc of bridge.bridged.values()) {
+    dropChannel(bridge, doc);
+    if (bridge.passing.has(doc.name)) {
+      bridge.passing.delete(doc.name);
+      bridge.host.unpin(doc.name);
+      bridge.queue.add(doc.name);
+    }
+  }
+  bridge.byChannel.clear();
+}
+
+export function upstreamData(bridge: BridgeState, channel: number, message: Uint8Array): void {
+  const doc = bridge.byChannel.get(channel);
+  if (!doc) return;
+  const decoder = decoding.createDecoder(message);
+  let type: number;
+  try {
+    type = decoding.readVarUint(decoder);
+  } catch {
+    return;
+  }
+  // Awareness from above is not relayed down: the site's own peers see each other here.
+  if (type !== MESSAGE_SYNC) return;
+  upstreamSyncMessage(bridge, doc, decoder).catch((error: Error) => {
+    bridge.options.logger.warn(
+      { event: 'relay-upstream-message-failed', document: doc.name, reason: error.message },
+      'could not apply a message from upstream',
+    );
+  });
+}
+
+export function upstreamClosedChannel(bridge: BridgeState, channel: number, code: number, reason: string): void {
+  const doc = bridge.byChannel.get(channel);
+  if (!doc) return;
+  dropChannel(bridge, doc);
+  if (code === 4403 || code === 1008) {
+    // Not ours to sync (the policy changed, or it never was): stop trying until the link is new.
+    doc.refused = true;
+    bridge.options.logger.warn(
+      { event: 'relay-channel-refused', document: doc.name, code, reason },
+      'upstream refused this document',
+    );
+  } else {
+    bridge.options.logger.info(
+      { event: 'relay-channel-closed', document: doc.name, code, reason },
+      'upstream closed the channel; reopening',
+    );
+    setTimeout(() => bridge.bridged.get(doc.name) === doc && openChannel(bridge, doc), REOPEN_DELAY_MS).unref();
+  }
+  settle(bridge, doc);
+}
+
+export function upstreamChanges(bridge: BridgeState, epoch: string, cursor: number, documents: string[]): void {
+  bridge.epoch = epoch;
+  bridge.cursor = cursor;
+  enqueuePasses(bridge, documents);
+}
+
+export function enqueuePasses(bridge: BridgeState, documents: Iterable<string>): void {
+  for (const name of documents) if (bridge.options.inScope(name)) bridge.queue.add(name);
+  pump(bridge);
+}
+
+export function bridgeStats(bridge: BridgeState): ReturnType<Bridge['stats']> {
+  return {
+    bridged: bridge.byChannel.size,
+    dirty: [...bridge.bridged.values()].filter(isDirty).length,
+    queued: bridge.queue.size,
+    passing: bridge.passing.size,
+  };
+}
+
+// Wires a bridge state to the document host, the presence table and the upstream link.
+export function createBridge(host: DocumentHost, presence: PresenceTable, options: BridgeOptions): Bridge {
+  const bridge = createBridgeState(host, presence, options);
+  host.observe({
+    loaded: (hosted) => documentLoaded(bridge, hosted),
+    accepted: (hosted, delta, principal) => localUpdateAccepted(bridge, hosted, delta, principal),
+    unloaded: (name) => documentUnloaded(bridge, name),
+  });
+  presence.onChange((host, online, lastSeen, local) => presenceChanged(bridge, host, online, lastSeen, local));
+  return {
+    handlers: {
+      connected: (url) => upstreamConnected(bridge, url),
+      disconnected: () => upstreamDisconnected(bridge),
+      data: (channel, message) => upstreamData(bridge, channel, message),
+      closed: (channel, code, reason) => upstreamClosedChannel(bridge, channel, code, reason),
+      changes: (epoch, cursor, documents) => upstreamChanges(bridge, epoch, cursor, documents),
     },
-    enqueue(documents) {
-      for (const name of documents) if (options.inScope(name)) queue.add(name);
-      pump();
+    attach(link) {
+      bridge.link = link;
     },
-    stats: () => ({
-      bridged: byChannel.size,
-      dirty: [...bridged.values()].filter(dirty).length,
-      queued: queue.size,
-      passing: passing.size,
-    }),
+    enqueue: (documents) => enqueuePasses(bridge, documents),
+    stats: () => bridgeStats(bridge),
   };
 }
 
