@@ -26,7 +26,7 @@ import {
 } from '../shared/sync/reconnect.js';
 
 // The relay's one connection to its upstream (a coordinator, or a relay closer to it), carrying
-// every document as a channel (relay-mux.ts). Reconnects by itself with jittered exponential
+// every document as a channel (shared/sync/mux-frames.ts). Reconnects by itself with jittered exponential
 // backoff capped at maxBackoffMs (minutes on satellite links, so a site coming back does not storm
 // the coordinator), moves to the next --upstream after two failures in a row at one, and proves
 // the relay's key with a fresh single-use challenge at every attempt.

@@ -78,4 +78,17 @@ test('docs and README link only to files inside the repo, and those exist', () =
   assert.equal(broken, []);
 });
 
+test('every source path the docs name exists', () => {
+  const missing: string[] = [];
+  for (const file of [join(root, 'README.md'), ...filesUnder(join(root, 'docs'), '.md')]) {
+    const text = readFileSync(file, 'utf8');
+    // Backticked repo paths: a known top-level folder, then a file with a source ending.
+    for (const m of text.matchAll(
+      /`((?:cli|admin|shared|coordinator|relay|agent|nix|test|docs)\/[\w./-]+\.(?:ts|nix|md|json))`/g,
+    ))
+      if (!existsSync(join(root, m[1]!))) missing.push(`${relative(root, file)}: ${m[1]}`);
+  }
+  assert.equal(missing, []);
+});
+
 test.run();
