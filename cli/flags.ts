@@ -1,5 +1,8 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { UsageError } from './options.js';
+
+export { UsageError };
 
 // Each command declares its flags once: the table drives parsing, --help, and the NixOS module
 // test that checks every daemon flag is reachable from a module option.
@@ -19,8 +22,6 @@ export interface CommandSpec {
   flags: FlagSpec[];
   examples?: string[];
 }
-
-export class UsageError extends Error {}
 
 export function renderHelp(spec: CommandSpec): string {
   const lines = [`outpost ${spec.name} — ${spec.summary}`, '', `Usage: ${spec.usage}`, '', 'Options:'];

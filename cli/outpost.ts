@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { UsageError } from './flags.js';
+import { UsageError } from './options.js';
 
 // Commands load their code only when run: `outpost status` need not load the agent or LevelDB.
 type CommandRunner = (argv: string[]) => Promise<number>;

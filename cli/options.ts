@@ -1,0 +1,316 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+// One declaration per option: a command's options are one zod object whose fields carry their
+// help text in `optionRegistry`. Parsing, --help, `--help --json` (read by the NixOS module test)
+// and every default the agent or a module needs come from that object; nothing else restates them.
+
+export interface OptionMeta {
+  description: string;
+  // The value's name in --help (FILE, SECONDS, URL); boolean flags have none.
+  placeholder?: string;
+  // A default that is not one value ("the host's", "one above the highest issued"); a default
+  // declared in the schema (.default / .prefault) is shown without this.
+  defaultText?: string;
+  // An environment variable read when the flag is not given (the flag wins).
+  env?: string;
+}
+
+export const optionRegistry = z.registry<OptionMeta>();
+
+// Declares one option. The schema is cloned first, so a schema shared by several commands (a
+// URL check, a timeout) can carry a different description in each.
+export function option<T extends z.ZodType>(schema: T, meta: OptionMeta): T {
+  const clone = schema.clone();
+  optionRegistry.add(clone, meta);
+  return clone;
+}
+
+export interface Command<S extends z.ZodObject = z.ZodObject> {
+  // "agent", or "policy sign" for a subcommand: every message names the command in full.
+  name: string;
+  summary: string;
+  usage: string;
+  // Field names are the flags in camelCase (orgRoot is --org-root); cross-flag rules are
+  // refinements whose path names the flag to blame.
+  options: S;
+  examples?: string[];
+}
+
+export class UsageError extends Error {}
+
+export function defineCommand<S extends z.ZodObject>(command: Command<S>): Command<S> {
+  for (const [key, schema] of Object.entries(command.options.shape))
+    if (!optionRegistry.has(schema as z.ZodType))
+      throw new Error(`outpost ${command.name}: option ${key} has no description; declare it with option()`);
+  return command;
+}
+
+export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+export type OptionType = 'string' | 'number' | 'integer' | 'boolean' | 'enum';
+
+// One option as --help and `--help --json` show it, derived from its schema and metadata.
+export interface OptionInfo {
+  key: string;
+  name: string;
+  type: OptionType;
+  values?: string[];
+  repeatable: boolean;
+  required: boolean;
+  // As given on the command line (so "64G", not bytes); absent when the option has none.
+  default?: unknown;
+  defaultText?: string;
+  env?: string;
+  placeholder?: string;
+  description: string;
+}
+
+type Schema = z.core.$ZodType;
+
+// Wrappers that do not change what the flag takes on the command line.
+function unwrap(schema: Schema): Schema | undefined {
+  const def = schema._zod.def;
+  switch (def.type) {
+    case 'default':
+    case 'prefault':
+    case 'optional':
+    case 'nullable':
+    case 'nonoptional':
+    case 'readonly':
+    case 'catch':
+      return (def as z.core.$ZodDefaultDef).innerType;
+    case 'pipe':
+      return (def as z.core.$ZodPipeDef).in;
+    default:
+      return undefined;
+  }
+}
+
+function innermost(schema: Schema): Schema {
+  let current = schema;
+  for (let next = unwrap(current); next; next = unwrap(current)) current = next;
+  return current;
+}
+
+function declaredDefault(schema: Schema): { value: unknown } | undefined {
+  for (let current: Schema | undefined = schema; current; current = unwrap(current)) {
+    const def = current._zod.def;
+    if (def.type === 'default' || def.type === 'prefault')
+      return { value: (def as z.core.$ZodDefaultDef).defaultValue };
+  }
+  return undefined;
+}
+
+function valueType(schema: Schema): Pick<OptionInfo, 'type' | 'values'> {
+  const def = schema._zod.def;
+  if (def.type === 'boolean') return { type: 'boolean' };
+  if (def.type === 'enum')
+    return { type: 'enum', values: Object.values((def as z.core.$ZodEnumDef).entries).map(String) };
+  if (def.type === 'number') {
+    const integer = (def.checks ?? []).some((check) => {
+      const checkDef = check._zod.def as { check: string; format?: string };
+      return checkDef.check === 'number_format' && checkDef.format?.includes('int');
+    });
+    return { type: integer ? 'integer' : 'number' };
+  }
+  return { type: 'string' };
+}
+
+export function describeOptions(command: Command): OptionInfo[] {
+  return Object.entries(command.options.shape).map(([key, field]) => {
+    const schema = field as z.ZodType;
+    const meta = optionRegistry.get(schema);
+    if (!meta) throw new Error(`outpost ${command.name}: option ${key} has no description`);
+    const core = innermost(schema);
+    const repeatable = core._zod.def.type === 'array';
+    const declared = declaredDefault(schema);
+    return {
+      key,
+      name: flagName(key),
+      ...valueType(repeatable ? innermost((core._zod.def as z.core.$ZodArrayDef).element) : core),
+      repeatable,
+      required: !schema.safeParse(undefined).success,
+      ...(declared ? { default: declared.value } : {}),
+      ...(meta.defaultText ? { defaultText: meta.defaultText } : {}),
+      ...(meta.env ? { env: meta.env } : {}),
+      ...(meta.placeholder ? { placeholder: meta.placeholder } : {}),
+      description: meta.description,
+    };
+  });
+}
+
+// The machine-readable form of --help: `outpost <command> --help --json`.
+export function commandJson(command: Command): {
+  command: string;
+  summary: string;
+  usage: string;
+  options: OptionInfo[];
+} {
+  return { command: command.name, summary: command.summary, usage: command.usage, options: describeOptions(command) };
+}
+
+const usageOf = (o: Pick<OptionInfo, 'name' | 'type' | 'placeholder'>): string =>
+  `--${o.name}${o.type === 'boolean' ? '' : ` ${o.placeholder ?? 'VALUE'}`}`;
+
+function defaultForHelp(o: OptionInfo): string | undefined {
+  if (o.defaultText) return o.defaultText;
+  const value = o.default;
+  if (value === undefined || value === false || value === '' || (Array.isArray(value) && value.length === 0))
+    return undefined;
+  return Array.isArray(value) ? value.join(', ') : String(value);
+}
+
+export function renderHelp(command: Command): string {
+  const lines = [`outpost ${command.name} — ${command.summary}`, '', `Usage: ${command.usage}`, '', 'Options:'];
+  const help: OptionInfo = {
+    key: 'help',
+    name: 'help',
+    type: 'boolean',
+    repeatable: false,
+    required: false,
+    description: 'show this help (with --json: the options as JSON)',
+  };
+  const all = [...describeOptions(command), help];
+  const left = all.map((o) => `  ${usageOf(o)}`);
+  const width = Math.max(...left.map((l) => l.length)) + 2;
+  all.forEach((o, i) => {
+    const shown = defaultForHelp(o);
+    const extra = [o.repeatable ? 'repeatable' : '', o.env ? `env: ${o.env}` : '', shown ? `default: ${shown}` : '']
+      .filter(Boolean)
+      .join('; ');
+    lines.push(`${left[i]!.padEnd(width)}${o.description}${extra ? ` (${extra})` : ''}`);
+  });
+  if (command.examples?.length) lines.push('', 'Examples:', ...command.examples.map((e) => `  ${e}`));
+  return lines.join('\n');
+}
+
+type RawValue = string | boolean | string[] | undefined;
+
+const quote = (value: unknown): string => (typeof value === 'string' ? JSON.stringify(value) : String(value));
+const times = (n: number): string => (n === 1 ? 'once' : `${n} times`);
+
+// Our wording for every zod issue whose schema did not bring its own message: each names what
+// is wrong and what to give instead, never zod's generic "Invalid input".
+function explainIssue(issue: z.core.$ZodRawIssue, info: OptionInfo | undefined, raw: RawValue): string | undefined {
+  const given = typeof raw === 'string' ? quote(raw) : quote(issue.input);
+  const what = info ? `${info.description}` : 'see --help';
+  switch (issue.code) {
+    case 'invalid_type':
+      if (raw === undefined && issue.input === undefined)
+        return info ? `missing: give ${usageOf(info)} — ${what}` : 'missing';
+      if (issue.expected === 'number') return `expected a number, got ${given}`;
+      return `expected a ${issue.expected}, got ${given}`;
+    case 'invalid_value':
+      return `expected ${issue.values.map(String).join(', ')}; got ${given}`;
+    case 'too_small':
+      if (issue.origin === 'array')
+        return `give ${info ? `--${info.name}` : 'it'} at least ${times(Number(issue.minimum))}`;
+      if (issue.origin === 'string')
+        return Number(issue.minimum) <= 1 ? 'must not be empty' : `must be at least ${issue.minimum} characters`;
+      return `must be ${issue.inclusive ? 'at least' : 'more than'} ${issue.minimum}, got ${given}`;
+    case 'too_big':
+      if (issue.origin === 'array')
+        return `give ${info ? `--${info.name}` : 'it'} at most ${times(Number(issue.maximum))}`;
+      if (issue.origin === 'string') return `must be at most ${issue.maximum} characters`;
+      return `must be ${issue.inclusive ? 'at most' : 'less than'} ${issue.maximum}, got ${given}`;
+    case 'not_multiple_of':
+      return `must be a multiple of ${issue.divisor}, got ${given}`;
+    default:
+      return `${given} is not accepted: ${what}`;
+  }
+}
+
+export type Parsed<S extends z.ZodObject> = { help: true; json: boolean } | { help: false; options: z.output<S> };
+
+// argv → options. Errors are UsageErrors that name every flag at fault, what to give instead, and
+// point at --help. `--help` wins over everything else; `--help --json` asks for the JSON form.
+export function parseOptions<S extends z.ZodObject>(
+  command: Command<S>,
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Parsed<S> {
+  const infos = describeOptions(command);
+  const byKey = new Map(infos.map((o) => [o.key, o]));
+  const spec: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {
+    help: { type: 'boolean' },
+    json: { type: 'boolean' },
+  };
+  for (const o of infos)
+    spec[o.name] = { type: o.type === 'boolean' ? 'boolean' : 'string', ...(o.repeatable ? { multiple: true } : {}) };
+  const hint = `Run 'outpost ${command.name} --help' for the options.`;
+  let values: Record<string, RawValue>;
+  try {
+    ({ values } = parseArgs({ args: argv, options: spec, strict: true, allowPositionals: false }) as {
+      values: Record<string, RawValue>;
+    });
+  } catch (error) {
+    const message = (error as Error).message;
+    const valueless = /^Option '--([\w-]+)(?: <value>)?' argument missing/.exec(message)?.[1];
+    const info = infos.find((o) => o.name === valueless);
+    const problem = info
+      ? `--${info.name}: needs a value: give ${usageOf(info)} — ${info.description}`
+      : message.replace(/\. To specify a positional argument.*$/s, '').replace(/\s*\n\s*/g, ' ');
+    throw new UsageError(`outpost ${command.name}: ${problem.replace(/\.$/, '')}. ${hint}`);
+  }
+  if (values.help) return { help: true, json: values.json === true };
+  if (values.json !== undefined && !byKey.has('json'))
+    throw new UsageError(`outpost ${command.name}: --json goes with --help here (--help --json). ${hint}`);
+  const input: Record<string, RawValue> = {};
+  const fromEnv = new Map<string, string>();
+  for (const o of infos) {
+    const envValue = o.env && !o.repeatable && o.type !== 'boolean' ? env[o.env] : undefined;
+    if (values[o.name] !== undefined) input[o.key] = values[o.name];
+    else if (envValue) {
+      input[o.key] = envValue;
+      fromEnv.set(o.key, o.env!);
+    }
+  }
+  const parsed = command.options.safeParse(input, {
+    error: (issue) => {
+      const key = String(issue.path?.[0] ?? '');
+      const raw = input[key];
+      const index = issue.path?.[1];
+      return explainIssue(issue, byKey.get(key), Array.isArray(raw) && typeof index === 'number' ? raw[index] : raw);
+    },
+  });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '');
+      const source = fromEnv.has(key) ? ` (from $${fromEnv.get(key)})` : '';
+      return `${key ? `--${flagName(key)}${source}` : 'arguments'}: ${issue.message}`;
+    });
+    throw new UsageError(`outpost ${command.name}: ${[...new Set(problems)].join('; ')}. ${hint}`);
+  }
+  return { help: false, options: parsed.data };
+}
+
+// The value an option takes when its flag is not given (after parsing: seconds, bytes). For code
+// that runs without the CLI (tests, library use) and must agree with it.
+export function defaultOf<T extends z.ZodType>(schema: T): z.output<T> {
+  const parsed = schema.safeParse(undefined);
+  if (!parsed.success || parsed.data === undefined) throw new Error('this option has no default');
+  return parsed.data;
+}
+
+// Flag values arrive as strings: a number flag says what it expected when the text is no number,
+// and leaves bounds (too small, too big, not whole) to the kit's wording.
+export const numberSchema = (what: string) =>
+  z.coerce.number({ error: (issue) => (issue.code === 'invalid_type' ? `expected ${what}` : undefined) });
+export const secondsSchema = (max = 30 * 24 * 3600) => numberSchema('a number of seconds').positive().max(max);
+export const bytesSchema = () => numberSchema('a number of bytes').int().positive();
+export const logLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error'], {
+  message: 'expected trace, debug, info, warn or error',
+});
+
+export const urlSchema = (protocols: string[]) =>
+  z.string().refine(
+    (value) => {
+      try {
+        return protocols.includes(new URL(value).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `expected a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
+  );
