@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
-import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { defineCommand, option } from '../cli/options.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import {
@@ -11,88 +12,61 @@ import {
 } from '../shared/schemas/primitives.js';
 import { submitIntent } from './submit-intent.js';
 
-export const deployCommand: CommandSpec = {
+export const deployCommand = defineCommand({
   name: 'deploy',
   summary: 'sign an intent "host H runs closure C as generation G" and submit it',
   usage: 'outpost deploy --coordinator URL --key FILE --host ID --closure /nix/store/… [options]',
-  flags: [
-    { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'coordinator or relay, ws:// or wss://' },
-    { name: 'key', kind: 'string', placeholder: 'FILE', description: 'your admin key file (outpost keygen)' },
-    { name: 'host', kind: 'string', placeholder: 'ID', description: 'host to deploy to' },
-    {
-      name: 'closure',
-      kind: 'string',
+  options: z.object({
+    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
+      placeholder: 'URL',
+      description: 'coordinator or relay, ws:// or wss://',
+    }),
+    key: option(z.string().min(1, 'give your admin key file'), {
+      placeholder: 'FILE',
+      description: 'your admin key file (outpost keygen)',
+    }),
+    host: option(hostIdSchema, { placeholder: 'ID', description: 'host to deploy to' }),
+    closure: option(storePathSchema, {
       placeholder: 'PATH',
       description: 'system closure already pushed to the signed binary cache',
-    },
-    {
-      name: 'generation',
-      kind: 'string',
+    }),
+    generation: option(z.coerce.number().pipe(generationSchema).optional(), {
       placeholder: 'N',
       description: 'generation number',
       defaultText: 'one above the highest issued',
-    },
-    {
-      name: 'action',
-      kind: 'string',
+    }),
+    action: option(activationActionSchema.default('switch'), {
       placeholder: 'ACTION',
       description: 'switch, boot or test',
-      defaultText: 'switch',
-    },
-    {
-      name: 'expires',
-      kind: 'string',
+    }),
+    expires: option(durationSchema.prefault('7d'), {
       placeholder: 'DURATION',
       description: 'how long the intent stays valid (90m, 12h, 7d)',
-      defaultText: '7d',
-    },
-    {
-      name: 'timeout',
-      kind: 'string',
+    }),
+    timeout: option(durationSchema.prefault('30s'), {
       placeholder: 'DURATION',
       description: 'how long to wait for the coordinator',
-      defaultText: '30s',
-    },
-    {
-      name: 'policy-version',
-      kind: 'string',
+    }),
+    policyVersion: option(z.coerce.number().int().positive().optional(), {
       placeholder: 'N',
       description: 'fleet policy version to sign under',
       defaultText: 'the newest in fleet/policy',
-    },
-    {
-      name: 'force',
-      kind: 'boolean',
+    }),
+    force: option(z.boolean().default(false), {
       description: 'record a generation not above the highest issued (agents will refuse it)',
-    },
-    { name: 'json', kind: 'boolean', description: 'print the signed intent as JSON' },
-  ],
+    }),
+    json: option(z.boolean().default(false), { description: 'print the signed intent as JSON' }),
+  }),
   examples: [
     'outpost deploy --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --closure /nix/store/…-nixos-system-clinic-1',
   ],
-};
-
-const deployOptionsSchema = z.object({
-  coordinator: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
-  key: z.string().min(1, 'give your admin key file'),
-  host: hostIdSchema,
-  closure: storePathSchema,
-  generation: z.coerce.number().pipe(generationSchema).optional(),
-  action: activationActionSchema.default('switch'),
-  expires: durationSchema.prefault('7d'),
-  timeout: durationSchema.prefault('30s'),
-  policyVersion: z.coerce.number().int().positive().optional(),
-  force: z.boolean().default(false),
-  json: z.boolean().default(false),
 });
 
-export async function runDeployCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(deployCommand, argv, deployOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(deployCommand));
-    return 0;
-  }
-  const options = parsed.value;
+export function runDeployCommand(argv: string[]): Promise<number> {
+  return runCommand(deployCommand, argv, deploy);
+}
+
+async function deploy(options: z.output<typeof deployCommand.options>): Promise<number> {
   const key = await readKeyFile(options.key);
   // The same key signs the intent and proves who connects (coordinators with --org-root require it).
   useIdentity(key);

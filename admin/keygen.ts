@@ -1,49 +1,39 @@
 import { z } from 'zod';
-import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { runCommand } from '../cli/command.js';
+import { defineCommand, option } from '../cli/options.js';
 import { generateSigningKey } from '../shared/crypto/keys.js';
 import { writeKeyFile } from '../shared/node/key-file.js';
 
-export const keygenCommand: CommandSpec = {
+export const keygenCommand = defineCommand({
   name: 'keygen',
   summary: 'create an Ed25519 key file (mode 0600) for an admin or a host and print its public key',
   usage: 'outpost keygen --out FILE [--name NAME] [--json]',
-  flags: [
-    {
-      name: 'out',
-      kind: 'string',
+  options: z.object({
+    out: option(z.string().min(1, 'give the key file to write'), {
       placeholder: 'FILE',
       description: 'where to write the key file; an existing file is never overwritten',
-    },
-    {
-      name: 'name',
-      kind: 'string',
+    }),
+    name: option(z.string().min(1).max(128).optional(), {
       placeholder: 'NAME',
       description: 'a label stored with the key (admin name or host id)',
       defaultText: 'the file name',
-    },
-    { name: 'json', kind: 'boolean', description: 'print {name, publicKey, file} as JSON' },
-  ],
+    }),
+    json: option(z.boolean().default(false), { description: 'print {name, publicKey, file} as JSON' }),
+  }),
   examples: [
     'outpost keygen --out ~/.config/outpost/alice.key --name alice',
     'outpost keygen --out /var/lib/outpost-agent/host.key --name clinic-1',
   ],
-};
-
-const keygenOptionsSchema = z.object({
-  out: z.string().min(1, 'give the key file to write'),
-  name: z.string().min(1).max(128).optional(),
-  json: z.boolean().default(false),
 });
 
-export async function runKeygenCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(keygenCommand, argv, keygenOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(keygenCommand));
-    return 0;
-  }
-  const { out, json } = parsed.value;
+export function runKeygenCommand(argv: string[]): Promise<number> {
+  return runCommand(keygenCommand, argv, keygen);
+}
+
+async function keygen(options: z.output<typeof keygenCommand.options>): Promise<number> {
+  const { out, json } = options;
   const name =
-    parsed.value.name ??
+    options.name ??
     out
       .split('/')
       .pop()!

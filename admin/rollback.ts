@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { durationSchema } from '../cli/duration.js';
-import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { runCommand } from '../cli/command.js';
+import { defineCommand, option } from '../cli/options.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
-import { activationActionSchema, generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
+import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { deployCommand } from './deploy.js';
 import { type HostView, readHostView } from './fleet-view.js';
 import { submitIntent } from './submit-intent.js';
@@ -11,47 +11,33 @@ import { submitIntent } from './submit-intent.js';
 // A manual rollback is a new, signed intent with the next generation number whose closure is one
 // the host applied before. The anti-rollback floor never moves down: the host moves *forward* to
 // a generation that happens to run old code, and the audit trail says who asked for it.
-function deployFlags(...names: string[]): CommandSpec['flags'] {
-  return names.map((name) => {
-    const flag = deployCommand.flags.find((f) => f.name === name);
-    if (!flag) throw new Error(`outpost deploy has no --${name} flag to share`);
-    return flag;
-  });
-}
+// The options it shares with deploy are deploy's own declarations; only what to roll back to is
+// its own.
+const deployOption = deployCommand.options.shape;
 
-export const rollbackCommand: CommandSpec = {
+export const rollbackCommand = defineCommand({
   name: 'rollback',
   summary: 'return a host to its previous (or a named) applied generation, as a new signed intent',
   usage: 'outpost rollback --coordinator URL --key FILE --host ID [--to-generation N] [options]',
-  // The flags it shares with deploy mean the same; only what to roll back to is its own.
-  flags: [
-    ...deployFlags('coordinator', 'key'),
-    { name: 'host', kind: 'string', placeholder: 'ID', description: 'host to roll back' },
-    {
-      name: 'to-generation',
-      kind: 'string',
+  options: z.object({
+    coordinator: deployOption.coordinator,
+    key: deployOption.key,
+    host: option(hostIdSchema, { placeholder: 'ID', description: 'host to roll back' }),
+    toGeneration: option(z.coerce.number().pipe(generationSchema).optional(), {
       placeholder: 'N',
       description: 'an earlier generation the host applied (its signed results say which)',
       defaultText: 'the one applied before the current one',
-    },
-    ...deployFlags('action', 'expires', 'timeout', 'policy-version', 'json'),
-  ],
+    }),
+    action: deployOption.action,
+    expires: deployOption.expires,
+    timeout: deployOption.timeout,
+    policyVersion: deployOption.policyVersion,
+    json: deployOption.json,
+  }),
   examples: [
     'outpost rollback --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1',
     'outpost rollback … --host clinic-1 --to-generation 12',
   ],
-};
-
-const rollbackOptionsSchema = z.object({
-  coordinator: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
-  key: z.string().min(1, 'give your admin key file'),
-  host: hostIdSchema,
-  toGeneration: z.coerce.number().pipe(generationSchema).optional(),
-  action: activationActionSchema.default('switch'),
-  expires: durationSchema.prefault('7d'),
-  timeout: durationSchema.prefault('30s'),
-  policyVersion: z.coerce.number().int().positive().optional(),
-  json: z.boolean().default(false),
 });
 
 export type RollbackTarget = { ok: true; generation: number; closure: string } | { ok: false; reason: string };
@@ -93,13 +79,11 @@ export function chooseRollbackTarget(
   return { ok: true, generation: before.generation, closure: before.closure };
 }
 
-export async function runRollbackCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(rollbackCommand, argv, rollbackOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(rollbackCommand));
-    return 0;
-  }
-  const options = parsed.value;
+export function runRollbackCommand(argv: string[]): Promise<number> {
+  return runCommand(rollbackCommand, argv, rollback);
+}
+
+async function rollback(options: z.output<typeof rollbackCommand.options>): Promise<number> {
   const key = await readKeyFile(options.key);
   useIdentity(key);
   const view = await readHostView(options.coordinator, options.host, { timeoutMs: options.timeout * 1000 });

@@ -1,61 +1,47 @@
 import { z } from 'zod';
 import { formatBytes } from '../agent/download/disk-space.js';
+import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
-import { type CommandSpec, parseFlags, renderHelp } from '../cli/flags.js';
+import { defineCommand, option } from '../cli/options.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { type HostView, readFleetView } from './fleet-view.js';
 
-export const statusCommand: CommandSpec = {
+export const statusCommand = defineCommand({
   name: 'status',
   summary: 'one row per host: desired and applied generation, phase, online, last result',
   usage: 'outpost status --coordinator URL [--key FILE] [--host ID …] [--json]',
-  flags: [
-    { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'coordinator or relay, ws:// or wss://' },
-    {
-      name: 'host',
-      kind: 'string',
-      multiple: true,
+  options: z.object({
+    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
+      placeholder: 'URL',
+      description: 'coordinator or relay, ws:// or wss://',
+    }),
+    host: option(z.array(hostIdSchema).default([]), {
       placeholder: 'ID',
       description: 'only these hosts',
       defaultText: 'all',
-    },
-    {
-      name: 'key',
-      kind: 'string',
+    }),
+    key: option(z.string().min(1).optional(), {
       placeholder: 'FILE',
       description: 'your admin key file: proves who you are to a coordinator or relay run with --org-root (needs read)',
-    },
-    {
-      name: 'admin-key',
-      kind: 'string',
-      multiple: true,
+    }),
+    adminKey: option(z.array(base64Key32Schema).default([]), {
       placeholder: 'KEY',
       description: 'mark intents not signed by one of these admin keys as untrusted',
-    },
-    {
-      name: 'timeout',
-      kind: 'string',
+    }),
+    timeout: option(durationSchema.prefault('15s'), {
       placeholder: 'DURATION',
       description: 'how long to wait for each document',
-      defaultText: '15s',
-    },
-    { name: 'json', kind: 'boolean', description: 'print every host with its signed results as JSON, for scripts' },
-  ],
+    }),
+    json: option(z.boolean().default(false), {
+      description: 'print every host with its signed results as JSON, for scripts',
+    }),
+  }),
   examples: [
     'outpost status --coordinator ws://127.0.0.1:8420',
     'outpost status --coordinator ws://127.0.0.1:8420 --json | jq .hosts[0].lastResult',
   ],
-};
-
-const statusOptionsSchema = z.object({
-  coordinator: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
-  host: z.array(hostIdSchema).default([]),
-  key: z.string().min(1).optional(),
-  adminKey: z.array(base64Key32Schema).default([]),
-  timeout: durationSchema.prefault('15s'),
-  json: z.boolean().default(false),
 });
 
 function shortPath(path: string | undefined): string {
@@ -121,13 +107,11 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
   return lines.join('\n');
 }
 
-export async function runStatusCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(statusCommand, argv, statusOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(statusCommand));
-    return 0;
-  }
-  const options = parsed.value;
+export function runStatusCommand(argv: string[]): Promise<number> {
+  return runCommand(statusCommand, argv, status);
+}
+
+async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
   if (options.key !== undefined) useIdentity(await readKeyFile(options.key));
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,

@@ -145,9 +145,10 @@ export function commandJson(command: Command): {
   command: string;
   summary: string;
   usage: string;
-  options: OptionInfo[];
+  options: Omit<OptionInfo, 'key'>[];
 } {
-  return { command: command.name, summary: command.summary, usage: command.usage, options: describeOptions(command) };
+  const options = describeOptions(command).map(({ key: _key, ...shown }) => shown);
+  return { command: command.name, summary: command.summary, usage: command.usage, options };
 }
 
 const usageOf = (o: Pick<OptionInfo, 'name' | 'type' | 'placeholder'>): string =>
@@ -221,6 +222,13 @@ function explainIssue(issue: z.core.$ZodRawIssue, info: OptionInfo | undefined, 
   }
 }
 
+// One problem on one line; several as a list, one flag a line.
+function formatProblems(command: Command, problems: string[]): string {
+  const hint = `Run 'outpost ${command.name} --help' for the options.`;
+  if (problems.length === 1) return `outpost ${command.name}: ${problems[0]}. ${hint}`;
+  return [`outpost ${command.name}: ${problems.length} problems:`, ...problems.map((p) => `  ${p}`), hint].join('\n');
+}
+
 export type Parsed<S extends z.ZodObject> = { help: true; json: boolean } | { help: false; options: z.output<S> };
 
 // argv → options. Errors are UsageErrors that name every flag at fault, what to give instead, and
@@ -280,7 +288,7 @@ export function parseOptions<S extends z.ZodObject>(
       const source = fromEnv.has(key) ? ` (from $${fromEnv.get(key)})` : '';
       return `${key ? `--${flagName(key)}${source}` : 'arguments'}: ${issue.message}`;
     });
-    throw new UsageError(`outpost ${command.name}: ${[...new Set(problems)].join('; ')}. ${hint}`);
+    throw new UsageError(formatProblems(command, [...new Set(problems)]));
   }
   return { help: false, options: parsed.data };
 }

@@ -139,7 +139,10 @@ test('the help text lists every flag with placeholder, repeatability and default
 
 test('missing and invalid flags are named with the fix, never in zod wording', () => {
   const cases: [string[], RegExp][] = [
-    [[], /--url: missing: give --url URL — where to connect; --peer: missing: give --peer PEER — a peer/],
+    [
+      [],
+      /2 problems:\n {2}--url: missing: give --url URL — where to connect\n {2}--peer: missing: give --peer PEER — a peer\n/,
+    ],
     [['--url', 'http://x', '--peer', 'p'], /--url: expected a URL starting with ws:\/\/ or wss:\/\//],
     [[...required, '--wait-for', 'soon'], /--wait-for: expected a number of seconds/],
     [[...required, '--wait-for', '0'], /--wait-for: must be more than 0, got "0"/],
@@ -158,6 +161,7 @@ test('missing and invalid flags are named with the fix, never in zod wording', (
     assert.match(message, expected, message);
     assert.ok(message.startsWith('outpost sample: '), message);
     assert.ok(message.endsWith("Run 'outpost sample --help' for the options."), message);
+    if (!message.includes('\n')) assert.match(message, /^outpost sample: .+\. Run 'outpost/, 'one problem, one line');
     assert.not.match(message, /Invalid input|Invalid option|Too small|Too big|received undefined|Invalid string/);
   }
 });
