@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { readTokenFile } from '../admin/enroll-entries.js';
-import { parseFlags, renderHelp } from '../cli/flags.js';
+import { runCommand, runDaemon } from '../cli/command.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { useIdentity } from '../shared/node/connect.js';
@@ -8,7 +8,7 @@ import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
-import { type AgentOptions, agentCommand, agentOptionsSchema } from './options.js';
+import { type AgentOptions, agentCommand } from './options.js';
 import { type AgentConfig, startAgent } from './run-agent.js';
 
 function reconnectBackoff(options: AgentOptions): { baseBackoffMs: number; maxBackoffMs: number } {
@@ -60,13 +60,11 @@ export function agentConfigFromOptions(
   };
 }
 
-export async function runAgentCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(agentCommand, argv, agentOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(agentCommand));
-    return 0;
-  }
-  const options = parsed.value;
+export function runAgentCommand(argv: string[]): Promise<number> {
+  return runCommand(agentCommand, argv, runAgent);
+}
+
+async function runAgent(options: AgentOptions): Promise<number> {
   const logger = createLogger('agent', options.logLevel);
   const key = await readKeyFile(options.key);
   const token =
@@ -93,13 +91,5 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     backoff: reconnectBackoff(options),
   });
   const agent = await startAgent(agentConfigFromOptions(options, key, trust, token, logger));
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info({ event: 'agent-stopping', signal }, 'stopping');
-      agent.stop().then(resolve, resolve);
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-  return 0;
+  return runDaemon('agent', logger, { close: () => agent.stop() });
 }

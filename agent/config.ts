@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { defaultOf } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
@@ -6,6 +7,7 @@ import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
+import { agentCommand } from './options.js';
 import type { ProfileType } from './pipeline/activate.js';
 
 // Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
@@ -73,22 +75,26 @@ export interface ResolvedAgentConfig extends AgentConfig {
   now: () => number;
 }
 
+// The defaults of everything that is also a flag come from the flag's declaration (options.ts),
+// so an agent built without the CLI (tests, the demo) runs like `outpost agent` with no flags.
+const flag = agentCommand.options.shape;
+
 export const DEFAULT_DOWNLOAD: DownloadSettings = {
-  minBytesPerSecond: 256,
-  throughputWindowMs: 600_000,
-  retries: 8,
-  maxClosureBytes: 64 * 2 ** 30,
-  minFreeBytes: 2 ** 30,
+  minBytesPerSecond: defaultOf(flag.minThroughput),
+  throughputWindowMs: defaultOf(flag.throughputWindow) * 1000,
+  retries: defaultOf(flag.downloadRetries),
+  maxClosureBytes: defaultOf(flag.maxClosureSize),
+  minFreeBytes: defaultOf(flag.minFreeSpace),
   // Parallel NAR transfers: hides a satellite link's round trips between small files.
   concurrency: 4,
   retryDelayMs: 1000,
 };
 
 export const DEFAULT_HEALTH: HealthSettings = {
-  confirmTimeoutMs: 300_000,
-  checks: [],
-  requireSystemRunning: 'auto',
-  systemctl: 'systemctl',
+  confirmTimeoutMs: defaultOf(flag.confirmTimeout) * 1000,
+  checks: defaultOf(flag.healthCheck),
+  requireSystemRunning: defaultOf(flag.requireSystemRunning),
+  systemctl: defaultOf(flag.systemctl),
 };
 
 // systemd-run wherever systemd runs the machine (the activation then survives even a restart of
@@ -104,14 +110,14 @@ export function chooseRunner(
 export function resolveAgentConfig(config: AgentConfig): ResolvedAgentConfig {
   return {
     ...config,
-    profileType: config.profileType ?? 'nixos',
+    profileType: config.profileType ?? defaultOf(flag.profileType),
     activationRunner: chooseRunner(config.activationRunner),
     download: { ...DEFAULT_DOWNLOAD, ...config.download },
     maintenanceWindows: config.maintenanceWindows ?? [],
     rebootWindows: config.rebootWindows ?? [],
     health: { ...DEFAULT_HEALTH, ...config.health },
-    bootedSystem: config.bootedSystem ?? '/run/booted-system',
-    rebootCommand: config.rebootCommand ?? 'systemctl reboot',
+    bootedSystem: config.bootedSystem ?? defaultOf(flag.bootedSystem),
+    rebootCommand: config.rebootCommand ?? defaultOf(flag.rebootCommand),
     now: config.now ?? Date.now,
   };
 }

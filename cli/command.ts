@@ -14,7 +14,7 @@ export async function runCommand<S extends z.ZodObject>(
     console.log(parsed.json ? JSON.stringify(commandJson(command), null, 2) : renderHelp(command));
     return 0;
   }
-  return action(parsed.options);
+  return action(parsed.value);
 }
 
 export interface Daemon {

@@ -229,7 +229,7 @@ function formatProblems(command: Command, problems: string[]): string {
   return [`outpost ${command.name}: ${problems.length} problems:`, ...problems.map((p) => `  ${p}`), hint].join('\n');
 }
 
-export type Parsed<S extends z.ZodObject> = { help: true; json: boolean } | { help: false; options: z.output<S> };
+export type Parsed<S extends z.ZodObject> = { help: true; json: boolean } | { help: false; value: z.output<S> };
 
 // argv → options. Errors are UsageErrors that name every flag at fault, what to give instead, and
 // point at --help. `--help` wins over everything else; `--help --json` asks for the JSON form.
@@ -290,7 +290,7 @@ export function parseOptions<S extends z.ZodObject>(
     });
     throw new UsageError(formatProblems(command, [...new Set(problems)]));
   }
-  return { help: false, options: parsed.data };
+  return { help: false, value: parsed.data };
 }
 
 // The value an option takes when its flag is not given (after parsing: seconds, bytes). For code
@@ -307,6 +307,7 @@ export const numberSchema = (what: string) =>
   z.coerce.number({ error: (issue) => (issue.code === 'invalid_type' ? `expected ${what}` : undefined) });
 export const secondsSchema = (max = 30 * 24 * 3600) => numberSchema('a number of seconds').positive().max(max);
 export const bytesSchema = () => numberSchema('a number of bytes').int().positive();
+export const portSchema = numberSchema('a port number').int().min(0).max(65535);
 export const logLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error'], {
   message: 'expected trace, debug, info, warn or error',
 });

@@ -1,16 +1,14 @@
-import { parseFlags, renderHelp } from '../cli/flags.js';
+import { runCommand, runDaemon } from '../cli/command.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
-import { relayCommand, relayOptionsSchema } from './options.js';
+import { type RelayOptions, relayCommand } from './options.js';
 import { startRelay } from './relay.js';
 
-export async function runRelayCommand(argv: string[]): Promise<number> {
-  const parsed = parseFlags(relayCommand, argv, relayOptionsSchema);
-  if (parsed.help) {
-    console.log(renderHelp(relayCommand));
-    return 0;
-  }
-  const options = parsed.value;
+export function runRelayCommand(argv: string[]): Promise<number> {
+  return runCommand(relayCommand, argv, runRelay);
+}
+
+async function runRelay(options: RelayOptions): Promise<number> {
   const logger = createLogger('relay', options.logLevel);
   const relay = await startRelay({
     upstreams: options.upstream,
@@ -30,15 +28,5 @@ export async function runRelayCommand(argv: string[]): Promise<number> {
     tls: options.tlsCert && options.tlsKey ? { certFile: options.tlsCert, keyFile: options.tlsKey } : undefined,
     logger,
   });
-  // Like the coordinator: the first stdout line is machine-readable (the port chosen with --port 0).
-  console.log(JSON.stringify({ event: 'listening', url: relay.url, port: relay.port }));
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info({ event: 'relay-stopping', signal }, 'stopping');
-      relay.close().then(resolve, resolve);
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-  return 0;
+  return runDaemon('relay', logger, relay, { url: relay.url, port: relay.port });
 }

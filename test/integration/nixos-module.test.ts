@@ -1,13 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { z } from 'zod';
-import { agentCommand, agentOptionsSchema } from '../../agent/options.js';
-import { type CommandSpec, parseFlags } from '../../cli/flags.js';
-import { coordinatorCommand, coordinatorOptionsSchema } from '../../coordinator/options.js';
+import { agentCommand } from '../../agent/options.js';
+import { type Command, describeOptions, parseOptions } from '../../cli/options.js';
+import { coordinatorCommand } from '../../coordinator/options.js';
+import { relayCommand } from '../../relay/options.js';
 
 // The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLI tables, and
 // must evaluate. Nix is available here but nixpkgs is not, so the modules are evaluated against
@@ -96,24 +96,6 @@ function findRepoRoot(): string {
 
 const repo = findRepoRoot();
 
-// The relay's flag table is issue 5. Compiled tests live in dist/test/, the table (when it
-// exists) in dist/relay/options.js.
-const relaySource = join(repo, 'relay', 'options.ts');
-const relayCompiled = fileURLToPath(new URL('../../relay/options.js', import.meta.url));
-let relayCommand: CommandSpec | undefined;
-let relaySchema: z.ZodType | undefined;
-if (existsSync(relayCompiled)) {
-  const loaded = (await import(pathToFileURL(relayCompiled).href)) as {
-    relayCommand?: CommandSpec;
-    relayOptionsSchema?: z.ZodType;
-  };
-  if (!loaded.relayCommand) throw new Error(`${relayCompiled} exists but does not export relayCommand`);
-  relayCommand = loaded.relayCommand;
-  relaySchema = loaded.relayOptionsSchema;
-} else if (existsSync(relaySource)) {
-  throw new Error(`${relaySource} exists but ${relayCompiled} does not: build first (npm run build)`);
-}
-
 function run(command: string, args: string[]): { code: number; stdout: string; stderr: string } {
   const result = spawnSync(command, args, { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (result.error) {
@@ -198,11 +180,16 @@ function execArgs(unit: RenderedUnit, command: string): string[] {
 const unwrapNull = (t: NixType): NixType => (t.name === 'nullOr' && t.elemType ? unwrapNull(t.elemType) : t);
 
 // Every problem between a CLI flag table and a module's option → flag table.
-function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): string[] {
+function flagProblems(roleName: RoleName, spec: Command, role: RoleEval): string[] {
   const problems: string[] = [];
   const mapped = new Map(role.flags.map((e) => [e.flag, e.option]));
   const options = new Map(role.options.map((o) => [o.name, o]));
-  const cli = new Set(spec.flags.map((f) => f.name));
+  const flags = describeOptions(spec).map((o) => ({
+    name: o.name,
+    kind: o.type === 'boolean' ? 'boolean' : 'string',
+    multiple: o.repeatable,
+  }));
+  const cli = new Set(flags.map((f) => f.name));
   const rendered = new Set(
     [role.sample, role.alternate]
       .flatMap((unit) => execArgs(unit, role.command))
@@ -210,7 +197,7 @@ function flagProblems(roleName: RoleName, spec: CommandSpec, role: RoleEval): st
       .map((w) => w.slice(2)),
   );
   const where = `${role.optionPath} (${relative(repo, role.file)})`;
-  for (const flag of spec.flags) {
+  for (const flag of flags) {
     const option = mapped.get(flag.name);
     if (!option) {
       problems.push(
@@ -344,38 +331,23 @@ test('every coordinator CLI flag is reachable from a module option', () => {
   assert.equal(problems, [], problems.join('\n'));
 });
 
-test('relay: every CLI flag is reachable (or, before issue 5, the module at least exposes upstreams)', () => {
-  const role = evaluated().roles.relay;
-  const upstreams = role.options.find((o) => o.name === 'upstreams');
-  assert.ok(upstreams, 'services.outpost-relay.upstreams exists');
-  assert.is(upstreams!.type.name, 'listOf');
-  assert.ok(
-    role.flags.some((e) => e.flag === 'upstream' && e.option === 'upstreams'),
-    'upstreams is passed as --upstream',
-  );
-  if (!relayCommand) {
-    console.log(
-      `  relay: ${relative(repo, relaySource)} does not exist yet (issue 5): flag comparison SKIPPED; only checked that services.outpost-relay.upstreams exists`,
-    );
-    return;
-  }
-  const problems = flagProblems('relay', relayCommand, role);
+test('every relay CLI flag is reachable from a module option', () => {
+  const problems = flagProblems('relay', relayCommand, evaluated().roles.relay);
   assert.equal(problems, [], problems.join('\n'));
 });
 
 test("the modules' command lines are accepted by the CLI's own parser", () => {
   const { roles } = evaluated();
-  const checks: [RoleName, CommandSpec | undefined, z.ZodType | undefined][] = [
-    ['agent', agentCommand, agentOptionsSchema],
-    ['coordinator', coordinatorCommand, coordinatorOptionsSchema],
-    ['relay', relayCommand, relaySchema],
+  const checks: [RoleName, Command][] = [
+    ['agent', agentCommand],
+    ['coordinator', coordinatorCommand],
+    ['relay', relayCommand],
   ];
-  for (const [name, spec, schema] of checks) {
-    if (!spec || !schema) continue;
+  for (const [name, spec] of checks) {
     for (const config of ['minimal', 'sample', 'alternate'] as const) {
       const argv = roles[name][config].argv;
       try {
-        parseFlags(spec, argv, schema);
+        parseOptions(spec, argv, {});
       } catch (error) {
         assert.unreachable(
           `${name} (${config}): outpost ${spec.name} ${argv.join(' ')}\n  → ${(error as Error).message}`,

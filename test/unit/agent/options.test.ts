@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { agentCommand, agentOptionsSchema } from '../../../agent/options.js';
-import { parseFlags } from '../../../cli/flags.js';
+import { agentCommand } from '../../../agent/options.js';
+import { parseOptions } from '../../../cli/options.js';
 
 test('agent flags: windows, sizes and time zones are validated at start with the flag named', () => {
   const base = [
@@ -18,11 +18,15 @@ test('agent flags: windows, sizes and time zones are validated at start with the
     '--trusted-cache-key',
     `c-1:${'B'.repeat(43)}=`,
   ];
-  const parsed = parseFlags(
-    agentCommand,
-    [...base, '--maintenance-window', 'Tue 03:00-05:00', '--max-closure-size', '64G', '--min-free-space', '512M'],
-    agentOptionsSchema,
-  );
+  const parsed = parseOptions(agentCommand, [
+    ...base,
+    '--maintenance-window',
+    'Tue 03:00-05:00',
+    '--max-closure-size',
+    '64G',
+    '--min-free-space',
+    '512M',
+  ]);
   assert.ok(!parsed.help);
   if (!parsed.help) {
     assert.is(parsed.value.maxClosureSize, 64 * 2 ** 30);
@@ -31,15 +35,15 @@ test('agent flags: windows, sizes and time zones are validated at start with the
     assert.is(parsed.value.requireSystemRunning, 'auto');
   }
   assert.throws(
-    () => parseFlags(agentCommand, [...base, '--maintenance-window', 'Tuesday 3-5'], agentOptionsSchema),
+    () => parseOptions(agentCommand, [...base, '--maintenance-window', 'Tuesday 3-5']),
     /--maintenance-window: window "Tuesday 3-5"/,
   );
   assert.throws(
-    () => parseFlags(agentCommand, [...base, '--timezone', 'Mars/Olympus'], agentOptionsSchema),
+    () => parseOptions(agentCommand, [...base, '--timezone', 'Mars/Olympus']),
     /--timezone: expected an IANA time zone/,
   );
   assert.throws(
-    () => parseFlags(agentCommand, [...base, '--max-closure-size', 'lots'], agentOptionsSchema),
+    () => parseOptions(agentCommand, [...base, '--max-closure-size', 'lots']),
     /--max-closure-size: expected a byte count/,
   );
 });

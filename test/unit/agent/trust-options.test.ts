@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { agentCommand, agentOptionsSchema } from '../../../agent/options.js';
-import { parseFlags } from '../../../cli/flags.js';
+import { agentCommand } from '../../../agent/options.js';
+import { parseOptions } from '../../../cli/options.js';
 
 test('trust flags: --org-root or --admin-key (not both, not neither), a token only with a policy, backoff bounds', () => {
   const base = [
@@ -17,11 +17,17 @@ test('trust flags: --org-root or --admin-key (not both, not neither), a token on
     `c-1:${'B'.repeat(43)}=`,
   ];
   const key = `${'A'.repeat(43)}=`;
-  const parsed = parseFlags(
-    agentCommand,
-    [...base, '--org-root', key, '--enroll-token', 't.json', '--freeze-after', '3600', '--backoff-max', '600'],
-    agentOptionsSchema,
-  );
+  const parsed = parseOptions(agentCommand, [
+    ...base,
+    '--org-root',
+    key,
+    '--enroll-token',
+    't.json',
+    '--freeze-after',
+    '3600',
+    '--backoff-max',
+    '600',
+  ]);
   assert.ok(
     !parsed.help &&
       parsed.value.orgRoot[0] === key &&
@@ -30,24 +36,19 @@ test('trust flags: --org-root or --admin-key (not both, not neither), a token on
       parsed.value.backoffBase === 1,
   );
   assert.throws(
-    () => parseFlags(agentCommand, base, agentOptionsSchema),
+    () => parseOptions(agentCommand, base),
     /--org-root: give --org-root .* or, without a policy, at least one --admin-key/,
   );
   assert.throws(
-    () => parseFlags(agentCommand, [...base, '--org-root', key, '--admin-key', key], agentOptionsSchema),
+    () => parseOptions(agentCommand, [...base, '--org-root', key, '--admin-key', key]),
     /--admin-key: give --org-root or --admin-key, not both/,
   );
   assert.throws(
-    () => parseFlags(agentCommand, [...base, '--admin-key', key, '--enroll-token', 't.json'], agentOptionsSchema),
+    () => parseOptions(agentCommand, [...base, '--admin-key', key, '--enroll-token', 't.json']),
     /--enroll-token: an enrollment token needs --org-root/,
   );
   assert.throws(
-    () =>
-      parseFlags(
-        agentCommand,
-        [...base, '--admin-key', key, '--backoff-base', '60', '--backoff-max', '30'],
-        agentOptionsSchema,
-      ),
+    () => parseOptions(agentCommand, [...base, '--admin-key', key, '--backoff-base', '60', '--backoff-max', '30']),
     /--backoff-base: must not exceed --backoff-max/,
   );
 });

@@ -97,7 +97,7 @@ test('parsing applies defaults and converts values', () => {
   const parsed = parseOptions(sample, [...required, '--tag', 'a', '--tag', 'b', '--expires', '2h', '--dry-run'], {});
   assert.ok(!parsed.help);
   if (parsed.help) return;
-  assert.equal(parsed.options, {
+  assert.equal(parsed.value, {
     url: 'ws://x',
     waitFor: 300,
     expires: 7200,
@@ -168,9 +168,9 @@ test('missing and invalid flags are named with the fix, never in zod wording', (
 
 test('an environment variable fills a flag that is not given, and is named when it is wrong', () => {
   const parsed = parseOptions(sample, required, { SAMPLE_LOG_LEVEL: 'debug' });
-  assert.ok(!parsed.help && parsed.options.logLevel === 'debug');
+  assert.ok(!parsed.help && parsed.value.logLevel === 'debug');
   const flagWins = parseOptions(sample, [...required, '--log-level', 'warn'], { SAMPLE_LOG_LEVEL: 'debug' });
-  assert.ok(!flagWins.help && flagWins.options.logLevel === 'warn');
+  assert.ok(!flagWins.help && flagWins.value.logLevel === 'warn');
   assert.match(
     usageMessage(required, { SAMPLE_LOG_LEVEL: 'loud' }),
     /--log-level \(from \$SAMPLE_LOG_LEVEL\): expected trace/,
