@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
-import type { CommandSpec } from '../cli/flags.js';
+import { defineCommand, option } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
@@ -17,7 +17,6 @@ import {
   type CommandGroup,
   coordinatorUrlSchema,
   fileSchema,
-  jsonFlag,
   jsonOption,
   keyListSchema,
   printResult,
@@ -25,7 +24,6 @@ import {
   resolvePublicKeys,
   runGroup,
   subcommand,
-  timeoutFlag,
   timeoutOption,
   versionSchema,
 } from './policy-cli-kit.js';
@@ -36,131 +34,108 @@ import { highestStoredVersion, postFleetEntry, readDocuments } from './policy-re
 // host id ↔ key (approve), or hands out a one-time token for unattended installs (token).
 
 const json = jsonOption;
-const coordinatorFlag = {
-  name: 'coordinator',
-  kind: 'string',
+const coordinatorOption = option(coordinatorUrlSchema, {
   placeholder: 'URL',
   description: 'the coordinator, ws:// or wss://',
-} as const;
-const adminKeyFlag = {
-  name: 'key',
-  kind: 'string',
+});
+const adminKeyOption = option(fileSchema('your admin key file'), {
   placeholder: 'KEYFILE',
   description: 'your admin key file (signs, and authenticates to the coordinator)',
-} as const;
+});
 const orgRootHelp = 'a pinned org root key (base64, or a key file to take it from)';
 const timeout = timeoutOption;
 
-const requestSpec: CommandSpec = {
+const requestSpec = defineCommand({
   name: 'enroll request',
   summary: 'ask to bind this host id to its key (run on the host); with a token it is bound at once',
   usage: 'outpost enroll request --coordinator URL --host ID --key HOSTKEYFILE [--token FILE] [--json]',
-  flags: [
-    coordinatorFlag,
-    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the host id to enroll as' },
-    {
-      name: 'key',
-      kind: 'string',
+  options: z.object({
+    coordinator: coordinatorOption,
+    host: option(hostIdSchema, { placeholder: 'ID', description: 'the host id to enroll as' }),
+    key: option(fileSchema("the host's key file"), {
       placeholder: 'HOSTKEYFILE',
       description: "the host's key file (outpost keygen); the request is signed with it",
-    },
-    { name: 'token', kind: 'string', placeholder: 'FILE', description: "a one-time token from 'outpost enroll token'" },
-    timeoutFlag,
-    jsonFlag,
-  ],
-  examples: [
-    'outpost enroll request --coordinator wss://fleet.example.org --host clinic-3 --key /var/lib/outpost-agent/host.key',
-  ],
-};
-
-const requestCommand = subcommand(
-  requestSpec,
-  z.object({
-    coordinator: coordinatorUrlSchema,
-    host: hostIdSchema,
-    key: fileSchema("the host's key file"),
-    token: z.string().min(1).optional(),
+    }),
+    token: option(z.string().min(1).optional(), {
+      placeholder: 'FILE',
+      description: "a one-time token from 'outpost enroll token'",
+    }),
     timeout,
     json,
   }),
-  async (o) => {
-    const hostKey = await readKeyFile(o.key);
-    const token = o.token === undefined ? undefined : await readTokenFile(o.token);
-    if (token && token.token.host !== o.host)
-      throw new Error(
-        `--token: ${o.token} is for host ${token.token.host}, not ${o.host}; use the token made for this host`,
-      );
-    const signed = signEnrollRequest(hostKey, o.host, token, new Date());
-    const answer = await postFleetEntry(
-      o.coordinator,
-      '/api/enroll',
-      signed,
-      o.timeout * 1000,
-      `the enrollment request for ${o.host}`,
-    );
-    const enrolled = answer.enrolled === true;
-    printResult(
-      o.json,
-      { host: o.host, hostKey: hostKey.publicKey, enrolled, pending: !enrolled },
-      enrolled
-        ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
-        : [
-            `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
-            `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
-          ],
-    );
-    return 0;
-  },
-);
+  examples: [
+    'outpost enroll request --coordinator wss://fleet.example.org --host clinic-3 --key /var/lib/outpost-agent/host.key',
+  ],
+});
 
-const tokenSpec: CommandSpec = {
+const requestCommand = subcommand(requestSpec, async (o) => {
+  const hostKey = await readKeyFile(o.key);
+  const token = o.token === undefined ? undefined : await readTokenFile(o.token);
+  if (token && token.token.host !== o.host)
+    throw new Error(
+      `--token: ${o.token} is for host ${token.token.host}, not ${o.host}; use the token made for this host`,
+    );
+  const signed = signEnrollRequest(hostKey, o.host, token, new Date());
+  const answer = await postFleetEntry(
+    o.coordinator,
+    '/api/enroll',
+    signed,
+    o.timeout * 1000,
+    `the enrollment request for ${o.host}`,
+  );
+  const enrolled = answer.enrolled === true;
+  printResult(
+    o.json,
+    { host: o.host, hostKey: hostKey.publicKey, enrolled, pending: !enrolled },
+    enrolled
+      ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
+      : [
+          `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
+          `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
+        ],
+  );
+  return 0;
+});
+
+const tokenSpec = defineCommand({
   name: 'enroll token',
   summary: 'make a one-time enrollment token for an unattended install of one host',
   usage:
     'outpost enroll token --key ADMINKEYFILE --host ID --expires DURATION (--policy-version N | --coordinator URL) --out FILE [--json]',
-  flags: [
-    adminKeyFlag,
-    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the only host id the token enrolls' },
-    {
-      name: 'expires',
-      kind: 'string',
-      placeholder: 'DURATION',
-      description: 'how long the token is valid (90m, 12h, 7d)',
-    },
-    { name: 'policy-version', kind: 'string', placeholder: 'N', description: 'the policy version you sign under' },
-    { ...coordinatorFlag, description: 'instead of --policy-version: take the version the coordinator holds' },
-    {
-      name: 'out',
-      kind: 'string',
-      placeholder: 'FILE',
-      description: 'the token file to create (mode 0600; never overwritten)',
-    },
-    timeoutFlag,
-    jsonFlag,
-  ],
+  options: z
+    .object({
+      key: adminKeyOption,
+      host: option(hostIdSchema, { placeholder: 'ID', description: 'the only host id the token enrolls' }),
+      expires: option(
+        z
+          .string({ error: 'give how long the token is valid, e.g. 12h or 2d' })
+          .pipe(durationSchema)
+          .refine((s) => s > 0, 'the token must be valid for some time, e.g. 12h or 2d'),
+        { placeholder: 'DURATION', description: 'how long the token is valid (90m, 12h, 7d)' },
+      ),
+      policyVersion: option(versionSchema.optional(), {
+        placeholder: 'N',
+        description: 'the policy version you sign under',
+      }),
+      coordinator: option(coordinatorUrlSchema.optional(), {
+        placeholder: 'URL',
+        description: 'instead of --policy-version: take the version the coordinator holds',
+      }),
+      out: option(fileSchema('the token file to create'), {
+        placeholder: 'FILE',
+        description: 'the token file to create (mode 0600; never overwritten)',
+      }),
+      timeout,
+      json,
+    })
+    .refine((o) => (o.policyVersion !== undefined) !== (o.coordinator !== undefined), {
+      path: ['policyVersion'],
+      message: 'give either --policy-version N or --coordinator URL to read it from, one of the two',
+    }),
   examples: [
     'outpost enroll token --key ~/.config/outpost/alice.key --host clinic-3 --expires 2d --coordinator wss://fleet.example.org --out clinic-3.token',
   ],
-};
-
-const tokenSchema = z
-  .object({
-    key: fileSchema('your admin key file'),
-    host: hostIdSchema,
-    expires: z
-      .string({ error: 'give how long the token is valid, e.g. 12h or 2d' })
-      .pipe(durationSchema)
-      .refine((s) => s > 0, 'the token must be valid for some time, e.g. 12h or 2d'),
-    policyVersion: versionSchema.optional(),
-    coordinator: coordinatorUrlSchema.optional(),
-    out: fileSchema('the token file to create'),
-    timeout,
-    json,
-  })
-  .refine((o) => (o.policyVersion !== undefined) !== (o.coordinator !== undefined), {
-    path: ['policyVersion'],
-    message: 'give either --policy-version N or --coordinator URL to read it from, one of the two',
-  });
+});
 
 async function heldPolicyVersion(url: string, admin: SigningKey, timeoutMs: number): Promise<number> {
   const version = highestStoredVersion((await readDocuments(url, [POLICY_DOC], admin, timeoutMs))(POLICY_DOC));
@@ -169,7 +144,7 @@ async function heldPolicyVersion(url: string, admin: SigningKey, timeoutMs: numb
   return version;
 }
 
-const tokenCommand = subcommand(tokenSpec, tokenSchema, async (o) => {
+const tokenCommand = subcommand(tokenSpec, async (o) => {
   const admin = await readKeyFile(o.key);
   const policyVersion = o.policyVersion ?? (await heldPolicyVersion(o.coordinator!, admin, o.timeout * 1000));
   const signed = signEnrollToken(admin, {
@@ -189,21 +164,27 @@ const tokenCommand = subcommand(tokenSpec, tokenSchema, async (o) => {
   return 0;
 });
 
-const listSpec: CommandSpec = {
+const listSpec = defineCommand({
   name: 'enroll list',
   summary: 'show bound hosts (by approval or token) and pending enrollment requests',
   usage: 'outpost enroll list --coordinator URL --key ADMINKEYFILE --org-root KEY [--org-root KEY …] [--json]',
-  flags: [
-    coordinatorFlag,
-    adminKeyFlag,
-    { name: 'org-root', kind: 'string', multiple: true, placeholder: 'KEY', description: orgRootHelp },
-    timeoutFlag,
-    jsonFlag,
-  ],
+  options: z.object({
+    coordinator: coordinatorOption,
+    key: adminKeyOption,
+    orgRoot: option(
+      keyListSchema.refine(
+        (k) => k.length > 0,
+        'give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
+      ),
+      { placeholder: 'KEY', description: orgRootHelp },
+    ),
+    timeout,
+    json,
+  }),
   examples: [
     'outpost enroll list --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
   ],
-};
+});
 
 function renderPending(pending: PendingRequest[]): string[] {
   return pending.map(
@@ -212,90 +193,70 @@ function renderPending(pending: PendingRequest[]): string[] {
   );
 }
 
-const listCommand = subcommand(
-  listSpec,
-  z.object({
-    coordinator: coordinatorUrlSchema,
-    key: fileSchema('your admin key file'),
-    orgRoot: keyListSchema.refine(
-      (k) => k.length > 0,
-      'give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
-    ),
-    timeout,
-    json,
-  }),
-  async (o) => {
-    const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
-    const admin = await readKeyFile(o.key);
-    const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
-    const refused = view.walk?.refused ?? [];
-    printResult(
-      o.json,
-      {
-        coordinator: o.coordinator,
-        policyVersion: view.policyVersion ?? null,
-        bound: view.bound,
-        pending: view.pending,
-        refusedPolicies: refused,
-      },
-      [
-        view.policyVersion === undefined
-          ? 'no policy version is signed by the pinned org root keys: no host can be bound'
-          : `policy version ${view.policyVersion} in force (walked from the pinned org root)`,
-        ...refused.map((r) => `refused policy version ${r.version}: ${r.reason}`),
-        `bound hosts (${view.bound.length}):`,
-        ...view.bound.map((b) => `  ${b.host}  key ${b.hostKey}  via ${b.via}`),
-        `pending requests (${view.pending.length}):`,
-        ...renderPending(view.pending).map((l) => `  ${l}`),
-        ...(view.pending.length
-          ? [
-              `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
-            ]
-          : []),
-      ],
-    );
-    return 0;
-  },
-);
+const listCommand = subcommand(listSpec, async (o) => {
+  const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
+  const admin = await readKeyFile(o.key);
+  const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+  const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+  const refused = view.walk?.refused ?? [];
+  printResult(
+    o.json,
+    {
+      coordinator: o.coordinator,
+      policyVersion: view.policyVersion ?? null,
+      bound: view.bound,
+      pending: view.pending,
+      refusedPolicies: refused,
+    },
+    [
+      view.policyVersion === undefined
+        ? 'no policy version is signed by the pinned org root keys: no host can be bound'
+        : `policy version ${view.policyVersion} in force (walked from the pinned org root)`,
+      ...refused.map((r) => `refused policy version ${r.version}: ${r.reason}`),
+      `bound hosts (${view.bound.length}):`,
+      ...view.bound.map((b) => `  ${b.host}  key ${b.hostKey}  via ${b.via}`),
+      `pending requests (${view.pending.length}):`,
+      ...renderPending(view.pending).map((l) => `  ${l}`),
+      ...(view.pending.length
+        ? [
+            `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
+          ]
+        : []),
+    ],
+  );
+  return 0;
+});
 
-const approveSpec: CommandSpec = {
+const approveSpec = defineCommand({
   name: 'enroll approve',
   summary: "bind a host id to its key, signed with your admin key (needs 'enroll' for that host)",
   usage:
     'outpost enroll approve --coordinator URL --key ADMINKEYFILE --host ID [--host-key KEY] [--policy-version N] [--org-root KEY …] [--json]',
-  flags: [
-    coordinatorFlag,
-    adminKeyFlag,
-    { name: 'host', kind: 'string', placeholder: 'ID', description: 'the host to bind' },
-    {
-      name: 'host-key',
-      kind: 'string',
+  options: z.object({
+    coordinator: coordinatorOption,
+    key: adminKeyOption,
+    host: option(hostIdSchema, { placeholder: 'ID', description: 'the host to bind' }),
+    hostKey: option(z.string().min(1).optional(), {
       placeholder: 'KEY',
       description: "the host's public key (base64 or a key file), confirmed with the host",
       defaultText: 'the key of its single pending request',
-    },
-    {
-      name: 'policy-version',
-      kind: 'string',
+    }),
+    policyVersion: option(versionSchema.optional(), {
       placeholder: 'N',
       description: 'the policy version you sign under',
       defaultText: 'the newest the coordinator holds',
-    },
-    {
-      name: 'org-root',
-      kind: 'string',
-      multiple: true,
+    }),
+    orgRoot: option(keyListSchema, {
       placeholder: 'KEY',
       description: `${orgRootHelp}; walks the policy to tell pending requests exactly`,
-    },
-    timeoutFlag,
-    jsonFlag,
-  ],
+    }),
+    timeout,
+    json,
+  }),
   examples: [
     'outpost enroll approve --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-3',
   ],
-};
+});
 
 function pickPendingKey(pending: PendingRequest[], host: string, url: string): string {
   const forHost = pending.filter((p) => p.host === host);
@@ -311,42 +272,29 @@ function pickPendingKey(pending: PendingRequest[], host: string, url: string): s
   return forHost[0]!.hostKey;
 }
 
-const approveCommand = subcommand(
-  approveSpec,
-  z.object({
-    coordinator: coordinatorUrlSchema,
-    key: fileSchema('your admin key file'),
-    host: hostIdSchema,
-    hostKey: z.string().min(1).optional(),
-    policyVersion: versionSchema.optional(),
-    orgRoot: keyListSchema,
-    timeout,
-    json,
-  }),
-  async (o) => {
-    // Flag values first, so a mistyped key is reported as a usage error before anything is read.
-    let hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(approveSpec, 'host-key', o.hostKey);
-    const admin = await readKeyFile(o.key);
-    let policyVersion = o.policyVersion;
-    if (hostKey === undefined || policyVersion === undefined) {
-      const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
-      const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-      const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
-      policyVersion ??= view.policyVersion;
-      if (policyVersion === undefined)
-        throw new Error(
-          `${o.coordinator} holds no fleet policy${orgRoot.length ? ' signed by the pinned org root' : ''}; push one first with 'outpost policy push'`,
-        );
-      hostKey ??= pickPendingKey(view.pending, o.host, o.coordinator);
-    }
-    const signed = signEnrollment(admin, { host: o.host, hostKey, policyVersion }, new Date());
-    await postFleetEntry(o.coordinator, '/api/enroll/approve', signed, o.timeout * 1000, `the approval of ${o.host}`);
-    printResult(o.json, { host: o.host, hostKey, policyVersion, approvedBy: admin.publicKey }, [
-      `approved: ${o.host} is bound to key ${hostKey} (signed by ${admin.name} under policy version ${policyVersion})`,
-    ]);
-    return 0;
-  },
-);
+const approveCommand = subcommand(approveSpec, async (o) => {
+  // Flag values first, so a mistyped key is reported as a usage error before anything is read.
+  let hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(approveSpec, 'host-key', o.hostKey);
+  const admin = await readKeyFile(o.key);
+  let policyVersion = o.policyVersion;
+  if (hostKey === undefined || policyVersion === undefined) {
+    const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
+    const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+    policyVersion ??= view.policyVersion;
+    if (policyVersion === undefined)
+      throw new Error(
+        `${o.coordinator} holds no fleet policy${orgRoot.length ? ' signed by the pinned org root' : ''}; push one first with 'outpost policy push'`,
+      );
+    hostKey ??= pickPendingKey(view.pending, o.host, o.coordinator);
+  }
+  const signed = signEnrollment(admin, { host: o.host, hostKey, policyVersion }, new Date());
+  await postFleetEntry(o.coordinator, '/api/enroll/approve', signed, o.timeout * 1000, `the approval of ${o.host}`);
+  printResult(o.json, { host: o.host, hostKey, policyVersion, approvedBy: admin.publicKey }, [
+    `approved: ${o.host} is bound to key ${hostKey} (signed by ${admin.name} under policy version ${policyVersion})`,
+  ]);
+  return 0;
+});
 
 export const enrollCommandGroup: CommandGroup = {
   name: 'enroll',

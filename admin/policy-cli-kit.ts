@@ -1,79 +1,15 @@
 import { promises as fs } from 'node:fs';
 import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
-import { type CommandSpec, type FlagSpec, parseFlags, renderHelp, UsageError } from '../cli/flags.js';
+import { type Command, option, UsageError } from '../cli/options.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
-// Commands with subcommands (`outpost policy sign`, `outpost enroll approve`): each subcommand is a
-// CommandSpec named "<group> <sub>", so parseFlags and renderHelp name it fully in every message.
-export interface Subcommand {
-  spec: CommandSpec;
-  run(argv: string[]): Promise<number>;
-}
+// Shared by `outpost policy` and `outpost enroll`: the subcommand machinery itself is the CLI's
+// (cli/command.ts); what is here is how both spell keys, files, versions and timeouts.
+export { type CommandGroup, runGroup, type Subcommand, subcommand } from '../cli/command.js';
 
-export interface CommandGroup {
-  name: string;
-  summary: string;
-  subcommands: Subcommand[];
-  notes?: string[];
-}
-
-export function subcommand<S extends z.ZodType>(
-  spec: CommandSpec,
-  schema: S,
-  action: (options: z.infer<S>) => Promise<number>,
-): Subcommand {
-  return {
-    spec,
-    async run(argv) {
-      const parsed = parseFlags(spec, argv, schema);
-      if (parsed.help) {
-        console.log(renderHelp(spec));
-        return 0;
-      }
-      return action(parsed.value);
-    },
-  };
-}
-
-const subName = (group: CommandGroup, sub: Subcommand): string => sub.spec.name.slice(group.name.length + 1);
-
-export function renderGroupHelp(group: CommandGroup): string {
-  const names = group.subcommands.map((s) => subName(group, s));
-  const width = Math.max(...names.map((n) => n.length)) + 2;
-  return [
-    `outpost ${group.name} — ${group.summary}`,
-    '',
-    `Usage: outpost ${group.name} <subcommand> [options]     (outpost ${group.name} <subcommand> --help for its options)`,
-    '',
-    'Subcommands:',
-    ...group.subcommands.map((s, i) => `  ${names[i]!.padEnd(width)}${s.spec.summary}`),
-    ...(group.notes?.length ? ['', ...group.notes] : []),
-  ].join('\n');
-}
-
-export async function runGroup(group: CommandGroup, argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === '--help' || name === '-h' || name === 'help') {
-    console.log(renderGroupHelp(group));
-    return 0;
-  }
-  if (!name) {
-    console.error(renderGroupHelp(group));
-    return 2;
-  }
-  const found = group.subcommands.find((s) => subName(group, s) === name);
-  if (!found) {
-    const known = group.subcommands.map((s) => subName(group, s)).join(', ');
-    throw new UsageError(
-      `outpost ${group.name}: unknown subcommand '${name}'; expected one of ${known}. Run 'outpost ${group.name} --help'.`,
-    );
-  }
-  return found.run(rest);
-}
-
-export function usageError(spec: CommandSpec, flag: string, message: string): UsageError {
+export function usageError(spec: Pick<Command, 'name'>, flag: string, message: string): UsageError {
   return new UsageError(
     `outpost ${spec.name}: --${flag}: ${message}. Run 'outpost ${spec.name} --help' for the options.`,
   );
@@ -81,7 +17,7 @@ export function usageError(spec: CommandSpec, flag: string, message: string): Us
 
 // Public keys arrive as the base64 key itself or as the path of a key file holding it: operators
 // pin the key they were sent, or point at the key file they just made with `outpost keygen`.
-export async function resolvePublicKey(spec: CommandSpec, flag: string, value: string): Promise<string> {
+export async function resolvePublicKey(spec: Pick<Command, 'name'>, flag: string, value: string): Promise<string> {
   if (base64Key32Schema.safeParse(value).success) return value;
   const isFile = await fs.stat(value).then(
     (s) => s.isFile(),
@@ -100,7 +36,11 @@ export async function resolvePublicKey(spec: CommandSpec, flag: string, value: s
   }
 }
 
-export async function resolvePublicKeys(spec: CommandSpec, flag: string, values: string[]): Promise<string[]> {
+export async function resolvePublicKeys(
+  spec: Pick<Command, 'name'>,
+  flag: string,
+  values: string[],
+): Promise<string[]> {
   const keys: string[] = [];
   for (const value of values) keys.push(await resolvePublicKey(spec, flag, value));
   return [...new Set(keys)];
@@ -110,17 +50,12 @@ export function printResult(json: boolean, value: unknown, human: string[]): voi
   console.log(json ? JSON.stringify(value, null, 2) : human.join('\n'));
 }
 
-// Flags and option schemas every policy and enroll subcommand spells the same way.
-export const jsonFlag: FlagSpec = { name: 'json', kind: 'boolean', description: 'print the outcome as JSON' };
-export const timeoutFlag: FlagSpec = {
-  name: 'timeout',
-  kind: 'string',
+// Options and schemas every policy and enroll subcommand spells the same way.
+export const jsonOption = option(z.boolean().default(false), { description: 'print the outcome as JSON' });
+export const timeoutOption = option(durationSchema.prefault('15s'), {
   placeholder: 'DURATION',
   description: 'how long to wait for the coordinator',
-  defaultText: '15s',
-};
-export const jsonOption = z.boolean().default(false);
-export const timeoutOption = durationSchema.prefault('15s');
+});
 export const coordinatorUrlSchema = z
   .string({ error: 'give the coordinator URL, ws:// or wss://' })
   .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL');

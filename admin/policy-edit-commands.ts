@@ -1,11 +1,10 @@
 import { z } from 'zod';
-import type { CommandSpec, FlagSpec } from '../cli/flags.js';
+import { defineCommand, option } from '../cli/options.js';
 import { timeZoneSchema, windowSchema } from '../shared/schedule/windows.js';
 import { capabilitySchema, type Policy, policySchema } from '../shared/schemas/policy.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
 import {
   fileSchema,
-  jsonFlag,
   jsonOption,
   printResult,
   requiredListSchema,
@@ -34,12 +33,10 @@ import { createPolicyFile, readPolicyFile, writePolicyFile } from './policy-file
 // `outpost policy init|next` create drafts; the other subcommands here edit one in place. Editing
 // clears the draft's signatures: they covered the content before the edit and would not verify.
 
-const policyFlag: FlagSpec = {
-  name: 'policy',
-  kind: 'string',
+const policyOption = option(fileSchema('the policy file'), {
   placeholder: 'FILE',
   description: 'the draft policy file to edit',
-};
+});
 const keyHelp = 'a base64 public key, or a key file (outpost keygen) to take it from';
 
 // Names, capabilities and host ids are checked here with the policy's own rules, so a bad value is
@@ -52,6 +49,8 @@ const hostOrAllSchema = z
     'expected a host id (lowercase letters, digits, dashes) or * for every host',
   );
 const json = jsonOption;
+// Every keyed entry (admin, role, group, relay) is named with --name; only its description differs.
+const nameOption = (placeholder: string, description: string) => option(nameSchema, { placeholder, description });
 
 async function applyEdit(file: string, asJson: boolean, edit: (policy: Policy) => Edited): Promise<number> {
   const draft = await readPolicyFile(file);
@@ -76,434 +75,314 @@ async function applyEdit(file: string, asJson: boolean, edit: (policy: Policy) =
   return 0;
 }
 
-const initSpec: CommandSpec = {
+const initSpec = defineCommand({
   name: 'policy init',
   summary: 'start a draft policy, version 1, with the org root keys',
   usage: 'outpost policy init --out FILE --root-key KEY [--root-key KEY …] [--threshold N] [--json]',
-  flags: [
-    {
-      name: 'out',
-      kind: 'string',
+  options: z.object({
+    out: option(fileSchema('the draft file to create'), {
       placeholder: 'FILE',
       description: 'the draft file to create; an existing file is never overwritten',
-    },
-    {
-      name: 'root-key',
-      kind: 'string',
-      multiple: true,
+    }),
+    rootKey: option(requiredListSchema('at least one org root key'), {
       placeholder: 'KEY',
       description: `an org root key: ${keyHelp}`,
-    },
-    {
-      name: 'threshold',
-      kind: 'string',
+    }),
+    threshold: option(thresholdSchema.default(1), {
       placeholder: 'N',
       description: 'how many root keys must sign each next version',
-      defaultText: '1',
-    },
-    jsonFlag,
-  ],
-  examples: ['outpost policy init --out fleet-policy.json --root-key /media/offline/root.key'],
-};
-
-const initCommand = subcommand(
-  initSpec,
-  z.object({
-    out: fileSchema('the draft file to create'),
-    rootKey: requiredListSchema('at least one org root key'),
-    threshold: thresholdSchema.default(1),
+    }),
     json,
   }),
-  async (o) => {
-    const keys = await resolvePublicKeys(initSpec, 'root-key', o.rootKey);
-    const policy = checkedPolicy({
-      kind: 'policy',
-      version: 1,
-      epoch: 0,
-      issuedAt: new Date().toISOString(),
-      root: { keys, threshold: o.threshold },
-      admins: [],
-      roles: [],
-      groups: [],
-      relays: [],
-      timestampKeys: [],
-      revokedKeys: [],
-    });
-    await createPolicyFile(o.out, { policy, signatures: [] }, 'out');
-    printResult(o.json, { file: o.out, version: 1, root: policy.root }, [
-      `wrote ${o.out}: draft policy version 1, root ${o.threshold} of ${keys.length} key${keys.length === 1 ? '' : 's'}`,
-      `next: add roles, groups and admins (outpost policy add-role|add-group|add-admin --policy ${o.out} …), then sign it with the root key (outpost policy sign)`,
-    ]);
-    return 0;
-  },
-);
+  examples: ['outpost policy init --out fleet-policy.json --root-key /media/offline/root.key'],
+});
 
-const addAdminSpec: CommandSpec = {
+const initCommand = subcommand(initSpec, async (o) => {
+  const keys = await resolvePublicKeys(initSpec, 'root-key', o.rootKey);
+  const policy = checkedPolicy({
+    kind: 'policy',
+    version: 1,
+    epoch: 0,
+    issuedAt: new Date().toISOString(),
+    root: { keys, threshold: o.threshold },
+    admins: [],
+    roles: [],
+    groups: [],
+    relays: [],
+    timestampKeys: [],
+    revokedKeys: [],
+  });
+  await createPolicyFile(o.out, { policy, signatures: [] }, 'out');
+  printResult(o.json, { file: o.out, version: 1, root: policy.root }, [
+    `wrote ${o.out}: draft policy version 1, root ${o.threshold} of ${keys.length} key${keys.length === 1 ? '' : 's'}`,
+    `next: add roles, groups and admins (outpost policy add-role|add-group|add-admin --policy ${o.out} …), then sign it with the root key (outpost policy sign)`,
+  ]);
+  return 0;
+});
+
+const addAdminSpec = defineCommand({
   name: 'policy add-admin',
   summary:
     'add an admin with keys and roles (an existing admin gains them: rotate a key with add-admin, then revoke-key)',
   usage: 'outpost policy add-admin --policy FILE --name NAME --key KEY [--key KEY …] [--role ROLE …] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'NAME', description: 'the admin' },
-    { name: 'key', kind: 'string', multiple: true, placeholder: 'KEY', description: `an admin key: ${keyHelp}` },
-    { name: 'role', kind: 'string', multiple: true, placeholder: 'ROLE', description: 'a role defined with add-role' },
-    jsonFlag,
-  ],
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('NAME', 'the admin'),
+    key: option(requiredListSchema('at least one admin key'), {
+      placeholder: 'KEY',
+      description: `an admin key: ${keyHelp}`,
+    }),
+    role: option(z.array(nameSchema).default([]), { placeholder: 'ROLE', description: 'a role defined with add-role' }),
+    json,
+  }),
   examples: [
     'outpost policy add-admin --policy fleet-policy.json --name alice --key <alice public key> --role ops --role enroller',
   ],
-};
+});
 
-const addAdminCommand = subcommand(
-  addAdminSpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    name: nameSchema,
-    key: requiredListSchema('at least one admin key'),
-    role: z.array(nameSchema).default([]),
-    json,
-  }),
-  async (o) => {
-    const keys = await resolvePublicKeys(addAdminSpec, 'key', o.key);
-    return applyEdit(o.policy, o.json, (p) => addAdmin(p, { name: o.name, keys, roles: o.role }));
-  },
-);
+const addAdminCommand = subcommand(addAdminSpec, async (o) => {
+  const keys = await resolvePublicKeys(addAdminSpec, 'key', o.key);
+  return applyEdit(o.policy, o.json, (p) => addAdmin(p, { name: o.name, keys, roles: o.role }));
+});
 
-const removeAdminSpec: CommandSpec = {
+const removeAdminSpec = defineCommand({
   name: 'policy remove-admin',
   summary: 'remove an admin (revoke a compromised key with revoke-key as well)',
   usage: 'outpost policy remove-admin --policy FILE --name NAME [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'NAME', description: 'the admin to remove' },
-    jsonFlag,
-  ],
-};
+  options: z.object({ policy: policyOption, name: nameOption('NAME', 'the admin to remove'), json }),
+});
 
-const removeAdminCommand = subcommand(
-  removeAdminSpec,
-  z.object({ policy: fileSchema('the policy file'), name: nameSchema, json }),
-  (o) => applyEdit(o.policy, o.json, (p) => removeAdmin(p, o.name)),
+const removeAdminCommand = subcommand(removeAdminSpec, (o) =>
+  applyEdit(o.policy, o.json, (p) => removeAdmin(p, o.name)),
 );
 
-const addRoleSpec: CommandSpec = {
+const addRoleSpec = defineCommand({
   name: 'policy add-role',
   summary: 'define a role: capabilities on hosts and groups (an existing role is replaced)',
   usage:
     'outpost policy add-role --policy FILE --name ROLE --capability C [--capability C …] [--host ID|* …] [--group GROUP …] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'ROLE', description: 'the role' },
-    {
-      name: 'capability',
-      kind: 'string',
-      multiple: true,
-      placeholder: 'C',
-      description: `one of ${capabilitySchema.options.join(', ')}`,
-    },
-    {
-      name: 'host',
-      kind: 'string',
-      multiple: true,
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('ROLE', 'the role'),
+    capability: option(
+      z.array(capabilitySchema, { error: 'give at least one capability' }).min(1, 'give at least one capability'),
+      { placeholder: 'C', description: `one of ${capabilitySchema.options.join(', ')}` },
+    ),
+    host: option(z.array(hostOrAllSchema).default([]), {
       placeholder: 'ID',
       description: "a host the role covers, or '*' for every host",
-    },
-    {
-      name: 'group',
-      kind: 'string',
-      multiple: true,
+    }),
+    group: option(z.array(nameSchema).default([]), {
       placeholder: 'GROUP',
       description: 'a group (add-group) whose hosts the role covers',
-    },
-    jsonFlag,
-  ],
+    }),
+    json,
+  }),
   examples: [
     "outpost policy add-role --policy fleet-policy.json --name ops --capability deploy --capability rollback --capability read --host '*'",
   ],
-};
+});
 
-const addRoleCommand = subcommand(
-  addRoleSpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    name: nameSchema,
-    capability: z
-      .array(capabilitySchema, { error: 'give at least one capability' })
-      .min(1, 'give at least one capability'),
-    host: z.array(hostOrAllSchema).default([]),
-    group: z.array(nameSchema).default([]),
-    json,
-  }),
-  (o) =>
-    applyEdit(o.policy, o.json, (p) =>
-      addRole(p, { name: o.name, capabilities: o.capability, hosts: o.host, groups: o.group }),
-    ),
+const addRoleCommand = subcommand(addRoleSpec, (o) =>
+  applyEdit(o.policy, o.json, (p) =>
+    addRole(p, { name: o.name, capabilities: o.capability, hosts: o.host, groups: o.group }),
+  ),
 );
 
-const addGroupSpec: CommandSpec = {
+const addGroupSpec = defineCommand({
   name: 'policy add-group',
   summary: 'define a group of hosts and how many admin signatures its intents need (an existing group is replaced)',
   usage: 'outpost policy add-group --policy FILE --name GROUP --host ID [--host ID …] [--threshold N] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'GROUP', description: 'the group' },
-    { name: 'host', kind: 'string', multiple: true, placeholder: 'ID', description: 'a host in the group' },
-    {
-      name: 'threshold',
-      kind: 'string',
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('GROUP', 'the group'),
+    host: option(z.array(hostIdSchema, { error: 'give at least one host' }).min(1, 'give at least one host'), {
+      placeholder: 'ID',
+      description: 'a host in the group',
+    }),
+    threshold: option(thresholdSchema.default(1), {
       placeholder: 'N',
       description: 'distinct admin signatures an intent for these hosts needs',
-      defaultText: '1',
-    },
-    jsonFlag,
-  ],
+    }),
+    json,
+  }),
   examples: [
     'outpost policy add-group --policy fleet-policy.json --name production --host clinic-1 --host clinic-2 --threshold 2',
   ],
-};
+});
 
-const addGroupCommand = subcommand(
-  addGroupSpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    name: nameSchema,
-    host: z.array(hostIdSchema, { error: 'give at least one host' }).min(1, 'give at least one host'),
-    threshold: thresholdSchema.default(1),
-    json,
-  }),
-  (o) => applyEdit(o.policy, o.json, (p) => addGroup(p, { name: o.name, hosts: o.host, threshold: o.threshold })),
+const addGroupCommand = subcommand(addGroupSpec, (o) =>
+  applyEdit(o.policy, o.json, (p) => addGroup(p, { name: o.name, hosts: o.host, threshold: o.threshold })),
 );
 
-const setGroupWindowsSpec: CommandSpec = {
+const setGroupWindowsSpec = defineCommand({
   name: 'policy set-group-windows',
   summary:
     "set when a group's hosts may start work and reboot: its maintenance and reboot windows and their time zone (replaces all three)",
   usage:
     'outpost policy set-group-windows --policy FILE --name GROUP [--maintenance-window WINDOW …] [--reboot-window WINDOW …] [--timezone ZONE] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'GROUP', description: 'the group (add-group)' },
-    {
-      name: 'maintenance-window',
-      kind: 'string',
-      multiple: true,
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('GROUP', 'the group (add-group)'),
+    maintenanceWindow: option(z.array(windowSchema).default([]), {
       placeholder: 'WINDOW',
       description:
         'downloads and activations start only inside these windows, as the agent flag: "Tue 03:00-05:00", "Mon-Fri 22:00-06:00", "01:00-05:00"',
       defaultText: 'none: any time',
-    },
-    {
-      name: 'reboot-window',
-      kind: 'string',
-      multiple: true,
+    }),
+    rebootWindow: option(z.array(windowSchema).default([]), {
       placeholder: 'WINDOW',
       description: 'a kernel or initrd change reboots the host only inside these windows',
       defaultText: 'none: right away',
-    },
-    {
-      name: 'timezone',
-      kind: 'string',
+    }),
+    timezone: option(timeZoneSchema.optional(), {
       placeholder: 'ZONE',
       description: 'IANA time zone of the windows',
       defaultText: "each host's --timezone, else its local time",
-    },
-    jsonFlag,
-  ],
+    }),
+    json,
+  }),
   examples: [
     'outpost policy set-group-windows --policy fleet-policy.json --name kinshasa-clinics --maintenance-window 01:00-05:00 --reboot-window 01:00-05:00 --timezone Africa/Kinshasa',
     'outpost policy set-group-windows --policy fleet-policy.json --name kinshasa-clinics      # no windows any more',
   ],
-};
+});
 
-const setGroupWindowsCommand = subcommand(
-  setGroupWindowsSpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    name: nameSchema,
-    maintenanceWindow: z.array(windowSchema).default([]),
-    rebootWindow: z.array(windowSchema).default([]),
-    timezone: timeZoneSchema.optional(),
-    json,
-  }),
-  (o) =>
-    applyEdit(o.policy, o.json, (p) =>
-      setGroupWindows(p, {
-        name: o.name,
-        maintenanceWindows: o.maintenanceWindow.map((w) => w.text),
-        rebootWindows: o.rebootWindow.map((w) => w.text),
-        ...(o.timezone !== undefined ? { timeZone: o.timezone } : {}),
-      }),
-    ),
+const setGroupWindowsCommand = subcommand(setGroupWindowsSpec, (o) =>
+  applyEdit(o.policy, o.json, (p) =>
+    setGroupWindows(p, {
+      name: o.name,
+      maintenanceWindows: o.maintenanceWindow.map((w) => w.text),
+      rebootWindows: o.rebootWindow.map((w) => w.text),
+      ...(o.timezone !== undefined ? { timeZone: o.timezone } : {}),
+    }),
+  ),
 );
 
-const addRelaySpec: CommandSpec = {
+const addRelaySpec = defineCommand({
   name: 'policy add-relay',
   summary: 'allow a relay key to serve hosts or groups (an existing relay is replaced)',
   usage: 'outpost policy add-relay --policy FILE --name NAME --key KEY [--host ID|* …] [--group GROUP …] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'name', kind: 'string', placeholder: 'NAME', description: 'the relay' },
-    { name: 'key', kind: 'string', placeholder: 'KEY', description: `the relay's key: ${keyHelp}` },
-    {
-      name: 'host',
-      kind: 'string',
-      multiple: true,
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('NAME', 'the relay'),
+    key: option(fileSchema("the relay's key"), { placeholder: 'KEY', description: `the relay's key: ${keyHelp}` }),
+    host: option(z.array(hostOrAllSchema).default([]), {
       placeholder: 'ID',
       description: "a host it serves, or '*' for every host",
-    },
-    {
-      name: 'group',
-      kind: 'string',
-      multiple: true,
+    }),
+    group: option(z.array(nameSchema).default([]), {
       placeholder: 'GROUP',
       description: 'a group whose hosts it serves',
-    },
-    jsonFlag,
-  ],
-};
-
-const addRelayCommand = subcommand(
-  addRelaySpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    name: nameSchema,
-    key: fileSchema("the relay's key"),
-    host: z.array(hostOrAllSchema).default([]),
-    group: z.array(nameSchema).default([]),
+    }),
     json,
   }),
-  async (o) => {
-    const key = await resolvePublicKey(addRelaySpec, 'key', o.key);
-    return applyEdit(o.policy, o.json, (p) => addRelay(p, { name: o.name, key, hosts: o.host, groups: o.group }));
-  },
-);
+});
 
-const addTimestampKeySpec: CommandSpec = {
+const addRelayCommand = subcommand(addRelaySpec, async (o) => {
+  const key = await resolvePublicKey(addRelaySpec, 'key', o.key);
+  return applyEdit(o.policy, o.json, (p) => addRelay(p, { name: o.name, key, hosts: o.host, groups: o.group }));
+});
+
+const addTimestampKeySpec = defineCommand({
   name: 'policy add-timestamp-key',
   summary:
     "allow an online key to sign freshness timestamps (the coordinator's --timestamp-key); it can do nothing else",
   usage: 'outpost policy add-timestamp-key --policy FILE --key KEY [--json]',
-  flags: [
-    policyFlag,
-    { name: 'key', kind: 'string', placeholder: 'KEY', description: `the timestamp key: ${keyHelp}` },
-    jsonFlag,
-  ],
-};
+  options: z.object({
+    policy: policyOption,
+    key: option(fileSchema('the timestamp key'), { placeholder: 'KEY', description: `the timestamp key: ${keyHelp}` }),
+    json,
+  }),
+});
 
-const addTimestampKeyCommand = subcommand(
-  addTimestampKeySpec,
-  z.object({ policy: fileSchema('the policy file'), key: fileSchema('the timestamp key'), json }),
-  async (o) => {
-    const key = await resolvePublicKey(addTimestampKeySpec, 'key', o.key);
-    return applyEdit(o.policy, o.json, (p) => addTimestampKey(p, key));
-  },
-);
+const addTimestampKeyCommand = subcommand(addTimestampKeySpec, async (o) => {
+  const key = await resolvePublicKey(addTimestampKeySpec, 'key', o.key);
+  return applyEdit(o.policy, o.json, (p) => addTimestampKey(p, key));
+});
 
-const revokeKeySpec: CommandSpec = {
+const revokeKeySpec = defineCommand({
   name: 'policy revoke-key',
   summary:
     'revoke a key: it is removed from admins, relays and timestamp keys and never counts again, even under older versions',
   usage: 'outpost policy revoke-key --policy FILE --key KEY [--json]',
-  flags: [
-    policyFlag,
-    { name: 'key', kind: 'string', placeholder: 'KEY', description: `the key to revoke: ${keyHelp}` },
-    jsonFlag,
-  ],
-};
+  options: z.object({
+    policy: policyOption,
+    key: option(fileSchema('the key to revoke'), { placeholder: 'KEY', description: `the key to revoke: ${keyHelp}` }),
+    json,
+  }),
+});
 
-const revokeKeyCommand = subcommand(
-  revokeKeySpec,
-  z.object({ policy: fileSchema('the policy file'), key: fileSchema('the key to revoke'), json }),
-  async (o) => {
-    const key = await resolvePublicKey(revokeKeySpec, 'key', o.key);
-    return applyEdit(o.policy, o.json, (p) => revokeKey(p, key));
-  },
-);
+const revokeKeyCommand = subcommand(revokeKeySpec, async (o) => {
+  const key = await resolvePublicKey(revokeKeySpec, 'key', o.key);
+  return applyEdit(o.policy, o.json, (p) => revokeKey(p, key));
+});
 
-const rotateRootSpec: CommandSpec = {
+const rotateRootSpec = defineCommand({
   name: 'policy rotate-root',
   summary: 'replace the root keys in a draft; the version must then be signed by BOTH the previous and the new root',
   usage: 'outpost policy rotate-root --policy FILE --root-key KEY [--root-key KEY …] [--threshold N] [--json]',
-  flags: [
-    policyFlag,
-    { name: 'root-key', kind: 'string', multiple: true, placeholder: 'KEY', description: `a new root key: ${keyHelp}` },
-    {
-      name: 'threshold',
-      kind: 'string',
+  options: z.object({
+    policy: policyOption,
+    rootKey: option(requiredListSchema('at least one new root key'), {
+      placeholder: 'KEY',
+      description: `a new root key: ${keyHelp}`,
+    }),
+    threshold: option(thresholdSchema.optional(), {
       placeholder: 'N',
       description: 'how many new root keys must sign',
       defaultText: 'the current threshold',
-    },
-    jsonFlag,
-  ],
+    }),
+    json,
+  }),
   examples: [
     'outpost policy next --from v1.json --out v2.json && outpost policy rotate-root --policy v2.json --root-key /media/offline/root-2025.key',
   ],
-};
+});
 
-const rotateRootCommand = subcommand(
-  rotateRootSpec,
-  z.object({
-    policy: fileSchema('the policy file'),
-    rootKey: requiredListSchema('at least one new root key'),
-    threshold: thresholdSchema.optional(),
-    json,
-  }),
-  async (o) => {
-    const keys = await resolvePublicKeys(rotateRootSpec, 'root-key', o.rootKey);
-    return applyEdit(o.policy, o.json, (p) => rotateRoot(p, { keys, threshold: o.threshold ?? p.root.threshold }));
-  },
-);
+const rotateRootCommand = subcommand(rotateRootSpec, async (o) => {
+  const keys = await resolvePublicKeys(rotateRootSpec, 'root-key', o.rootKey);
+  return applyEdit(o.policy, o.json, (p) => rotateRoot(p, { keys, threshold: o.threshold ?? p.root.threshold }));
+});
 
-const nextSpec: CommandSpec = {
+const nextSpec = defineCommand({
   name: 'policy next',
   summary: 'start the draft of the next version: same content, version + 1, no signatures',
   usage: 'outpost policy next --from FILE --out FILE [--raise-epoch] [--json]',
-  flags: [
-    { name: 'from', kind: 'string', placeholder: 'FILE', description: 'the current (signed) version' },
-    {
-      name: 'out',
-      kind: 'string',
+  options: z.object({
+    from: option(fileSchema('the current version (--from FILE)'), {
+      placeholder: 'FILE',
+      description: 'the current (signed) version',
+    }),
+    out: option(fileSchema('the draft file to create'), {
       placeholder: 'FILE',
       description: 'the draft to create; an existing file is never overwritten',
-    },
-    {
-      name: 'raise-epoch',
-      kind: 'boolean',
+    }),
+    raiseEpoch: option(z.boolean().default(false), {
       description:
         "raise the epoch: intents under this version outrank every intent of lower epochs (recovery from a stolen deploy key's huge generation)",
-    },
-    jsonFlag,
-  ],
-  examples: ['outpost policy next --from fleet-policy-v1.json --out fleet-policy-v2.json'],
-};
-
-const nextCommand = subcommand(
-  nextSpec,
-  z.object({
-    from: fileSchema('the current version (--from FILE)'),
-    out: fileSchema('the draft file to create'),
-    raiseEpoch: z.boolean().default(false),
+    }),
     json,
   }),
-  async (o) => {
-    const current = await readPolicyFile(o.from);
-    const policy = nextVersion(current.policy, new Date(), o.raiseEpoch);
-    await createPolicyFile(o.out, { policy, signatures: [] }, 'out');
-    const notes = current.signatures.length
-      ? []
-      : [
-          `${o.from} has no signatures: version ${policy.version} is only accepted once version ${current.policy.version} is`,
-        ];
-    printResult(o.json, { file: o.out, version: policy.version, epoch: policy.epoch, notes }, [
-      `wrote ${o.out}: draft policy version ${policy.version} (epoch ${policy.epoch}), a copy of version ${current.policy.version} to edit`,
-      ...notes.map((n) => `note: ${n}`),
-      `it must be signed by ${current.policy.root.threshold} of version ${current.policy.version}'s root keys and by the threshold of its own root`,
-    ]);
-    return 0;
-  },
-);
+  examples: ['outpost policy next --from fleet-policy-v1.json --out fleet-policy-v2.json'],
+});
+
+const nextCommand = subcommand(nextSpec, async (o) => {
+  const current = await readPolicyFile(o.from);
+  const policy = nextVersion(current.policy, new Date(), o.raiseEpoch);
+  await createPolicyFile(o.out, { policy, signatures: [] }, 'out');
+  const notes = current.signatures.length
+    ? []
+    : [
+        `${o.from} has no signatures: version ${policy.version} is only accepted once version ${current.policy.version} is`,
+      ];
+  printResult(o.json, { file: o.out, version: policy.version, epoch: policy.epoch, notes }, [
+    `wrote ${o.out}: draft policy version ${policy.version} (epoch ${policy.epoch}), a copy of version ${current.policy.version} to edit`,
+    ...notes.map((n) => `note: ${n}`),
+    `it must be signed by ${current.policy.root.threshold} of version ${current.policy.version}'s root keys and by the threshold of its own root`,
+  ]);
+  return 0;
+});
 
 export const policyEditSubcommands: Subcommand[] = [
   initCommand,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { CommandSpec } from '../cli/flags.js';
+import { defineCommand, option } from '../cli/options.js';
 import { signPayload } from '../shared/crypto/signatures.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
@@ -12,14 +12,12 @@ import {
 import {
   coordinatorUrlSchema,
   fileSchema,
-  jsonFlag,
   jsonOption,
   keyListSchema,
   printResult,
   resolvePublicKeys,
   type Subcommand,
   subcommand,
-  timeoutFlag,
   timeoutOption,
 } from './policy-cli-kit.js';
 import { short } from './policy-edit.js';
@@ -33,96 +31,78 @@ import { renderPolicy, renderTally, tallySignatures } from './policy-render.js';
 const json = jsonOption;
 const orgRootHelp = 'a pinned org root key (base64, or a key file to take it from), as given to agents with --org-root';
 
-const signSpec: CommandSpec = {
+const signSpec = defineCommand({
   name: 'policy sign',
   summary: 'add your signature (root key, offline) to a policy file',
   usage: 'outpost policy sign --policy FILE --key KEYFILE [--json]',
-  flags: [
-    { name: 'policy', kind: 'string', placeholder: 'FILE', description: 'the policy file to sign' },
-    {
-      name: 'key',
-      kind: 'string',
+  options: z.object({
+    policy: option(fileSchema('the policy file'), { placeholder: 'FILE', description: 'the policy file to sign' }),
+    key: option(fileSchema('your key file'), {
       placeholder: 'KEYFILE',
       description: 'a root key file of this version or of the previous one (root rotation)',
-    },
-    jsonFlag,
-  ],
+    }),
+    json,
+  }),
   examples: ['outpost policy sign --policy fleet-policy.json --key /media/offline/root.key'],
-};
+});
 
-const signCommand = subcommand(
-  signSpec,
-  z.object({ policy: fileSchema('the policy file'), key: fileSchema('your key file'), json }),
-  async (o) => {
-    const draft = await readPolicyFile(o.policy);
-    const key = await readKeyFile(o.key);
-    if (draft.signatures.some((s) => s.publicKey === key.publicKey)) {
-      throw new Error(
-        `${o.policy} is already signed by ${key.name} (${short(key.publicKey)}); a key counts once toward a threshold, so a second signature adds nothing. Sign with another root key`,
-      );
-    }
-    const signed: DraftPolicy = {
-      policy: draft.policy,
-      signatures: [...draft.signatures, signPayload('policy', draft.policy, key)],
-    };
-    await writePolicyFile(o.policy, signed);
-    const tally = tallySignatures(signed.policy, signed.signatures);
-    const ownRoot = signed.policy.root.keys.includes(key.publicKey);
-    const notes = ownRoot
-      ? []
-      : [
-          `${key.name} is not one of version ${signed.policy.version}'s own root keys: the signature counts only toward the previous version's root (root rotation)`,
-        ];
-    printResult(o.json, { file: o.policy, version: signed.policy.version, signer: key.publicKey, tally, notes }, [
-      `signed ${o.policy} (version ${signed.policy.version}) with ${key.name} (${short(key.publicKey)})`,
-      ...renderTally(tally),
-      ...notes.map((n) => `note: ${n}`),
-    ]);
-    return 0;
-  },
-);
+const signCommand = subcommand(signSpec, async (o) => {
+  const draft = await readPolicyFile(o.policy);
+  const key = await readKeyFile(o.key);
+  if (draft.signatures.some((s) => s.publicKey === key.publicKey)) {
+    throw new Error(
+      `${o.policy} is already signed by ${key.name} (${short(key.publicKey)}); a key counts once toward a threshold, so a second signature adds nothing. Sign with another root key`,
+    );
+  }
+  const signed: DraftPolicy = {
+    policy: draft.policy,
+    signatures: [...draft.signatures, signPayload('policy', draft.policy, key)],
+  };
+  await writePolicyFile(o.policy, signed);
+  const tally = tallySignatures(signed.policy, signed.signatures);
+  const ownRoot = signed.policy.root.keys.includes(key.publicKey);
+  const notes = ownRoot
+    ? []
+    : [
+        `${key.name} is not one of version ${signed.policy.version}'s own root keys: the signature counts only toward the previous version's root (root rotation)`,
+      ];
+  printResult(o.json, { file: o.policy, version: signed.policy.version, signer: key.publicKey, tally, notes }, [
+    `signed ${o.policy} (version ${signed.policy.version}) with ${key.name} (${short(key.publicKey)})`,
+    ...renderTally(tally),
+    ...notes.map((n) => `note: ${n}`),
+  ]);
+  return 0;
+});
 
-const verifySpec: CommandSpec = {
+const verifySpec = defineCommand({
   name: 'policy verify',
   summary: 'say whether readers will accept a policy file, and why not',
   usage: 'outpost policy verify --policy FILE (--previous FILE | --org-root KEY …) [--json]',
-  flags: [
-    { name: 'policy', kind: 'string', placeholder: 'FILE', description: 'the policy file to check' },
-    {
-      name: 'previous',
-      kind: 'string',
-      placeholder: 'FILE',
-      description: 'the version before it: checks it as the successor (version 2 and up)',
-    },
-    {
-      name: 'org-root',
-      kind: 'string',
-      multiple: true,
-      placeholder: 'KEY',
-      description: `${orgRootHelp}: checks it as the first version readers anchor on`,
-    },
-    jsonFlag,
-  ],
+  options: z
+    .object({
+      policy: option(fileSchema('the policy file'), { placeholder: 'FILE', description: 'the policy file to check' }),
+      previous: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description: 'the version before it: checks it as the successor (version 2 and up)',
+      }),
+      orgRoot: option(keyListSchema, {
+        placeholder: 'KEY',
+        description: `${orgRootHelp}: checks it as the first version readers anchor on`,
+      }),
+      json,
+    })
+    .refine((o) => (o.previous !== undefined) !== o.orgRoot.length > 0, {
+      path: ['previous'],
+      message:
+        'give either --previous FILE (the version before) or --org-root KEY (for the first version), one of the two',
+    }),
   examples: [
     'outpost policy verify --policy v1.json --org-root <root public key>',
     'outpost policy verify --policy v2.json --previous v1.json',
   ],
-};
+});
 
-const verifySchema = z
-  .object({
-    policy: fileSchema('the policy file'),
-    previous: z.string().min(1).optional(),
-    orgRoot: keyListSchema,
-    json,
-  })
-  .refine((o) => (o.previous !== undefined) !== o.orgRoot.length > 0, {
-    path: ['previous'],
-    message:
-      'give either --previous FILE (the version before) or --org-root KEY (for the first version), one of the two',
-  });
-
-const verifyCommand = subcommand(verifySpec, verifySchema, async (o) => {
+const verifyCommand = subcommand(verifySpec, async (o) => {
   const draft = await readPolicyFile(o.policy);
   const { policy, signatures } = draft;
   const tally = tallySignatures(policy, signatures);
@@ -158,59 +138,40 @@ const verifyCommand = subcommand(verifySpec, verifySchema, async (o) => {
   return verdict.ok ? 0 : 1;
 });
 
-const showSpec: CommandSpec = {
+const showSpec = defineCommand({
   name: 'policy show',
   summary: 'print a policy: from a file, or the version in force at a coordinator walked from the pinned org root',
   usage: 'outpost policy show (--policy FILE | --coordinator URL --org-root KEY … [--key KEYFILE]) [--json]',
-  flags: [
-    { name: 'policy', kind: 'string', placeholder: 'FILE', description: 'a policy file' },
-    {
-      name: 'coordinator',
-      kind: 'string',
-      placeholder: 'URL',
-      description: 'read fleet/policy from this coordinator, ws:// or wss://',
-    },
-    {
-      name: 'org-root',
-      kind: 'string',
-      multiple: true,
-      placeholder: 'KEY',
-      description: `with --coordinator: ${orgRootHelp}`,
-    },
-    {
-      name: 'key',
-      kind: 'string',
-      placeholder: 'KEYFILE',
-      description: 'with --coordinator: your admin key file, to authenticate',
-      defaultText: 'connect without a key (open coordinators)',
-    },
-    timeoutFlag,
-    jsonFlag,
-  ],
+  options: z
+    .object({
+      policy: option(z.string().min(1).optional(), { placeholder: 'FILE', description: 'a policy file' }),
+      coordinator: option(coordinatorUrlSchema.optional(), {
+        placeholder: 'URL',
+        description: 'read fleet/policy from this coordinator, ws:// or wss://',
+      }),
+      orgRoot: option(keyListSchema, { placeholder: 'KEY', description: `with --coordinator: ${orgRootHelp}` }),
+      key: option(z.string().min(1).optional(), {
+        placeholder: 'KEYFILE',
+        description: 'with --coordinator: your admin key file, to authenticate',
+        defaultText: 'connect without a key (open coordinators)',
+      }),
+      timeout: timeoutOption,
+      json,
+    })
+    .refine((o) => (o.policy !== undefined) !== (o.coordinator !== undefined), {
+      path: ['policy'],
+      message: 'give either --policy FILE or --coordinator URL, one of the two',
+    })
+    .refine((o) => o.coordinator === undefined || o.orgRoot.length > 0, {
+      path: ['orgRoot'],
+      message:
+        'with --coordinator, give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
+    }),
   examples: [
     'outpost policy show --policy fleet-policy.json',
     'outpost policy show --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
   ],
-};
-
-const showSchema = z
-  .object({
-    policy: z.string().min(1).optional(),
-    coordinator: coordinatorUrlSchema.optional(),
-    orgRoot: keyListSchema,
-    key: z.string().min(1).optional(),
-    timeout: timeoutOption,
-    json,
-  })
-  .refine((o) => (o.policy !== undefined) !== (o.coordinator !== undefined), {
-    path: ['policy'],
-    message: 'give either --policy FILE or --coordinator URL, one of the two',
-  })
-  .refine((o) => o.coordinator === undefined || o.orgRoot.length > 0, {
-    path: ['orgRoot'],
-    message:
-      'with --coordinator, give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
-  });
+});
 
 async function showFile(file: string, asJson: boolean): Promise<number> {
   const { policy, signatures } = await readPolicyFile(file);
@@ -219,7 +180,7 @@ async function showFile(file: string, asJson: boolean): Promise<number> {
   return 0;
 }
 
-const showCommand = subcommand(showSpec, showSchema, async (o) => {
+const showCommand = subcommand(showSpec, async (o) => {
   if (o.policy !== undefined) return showFile(o.policy, o.json);
   const url = o.coordinator!;
   const orgRoot = await resolvePublicKeys(showSpec, 'org-root', o.orgRoot);
@@ -252,30 +213,26 @@ const showCommand = subcommand(showSpec, showSchema, async (o) => {
   return current ? 0 : 1;
 });
 
-const pushSpec: CommandSpec = {
+const pushSpec = defineCommand({
   name: 'policy push',
   summary: 'publish a signed policy through the coordinator (which checks it as every reader will)',
   usage: 'outpost policy push --policy FILE --coordinator URL [--json]',
-  flags: [
-    { name: 'policy', kind: 'string', placeholder: 'FILE', description: 'the signed policy file' },
-    { name: 'coordinator', kind: 'string', placeholder: 'URL', description: 'the coordinator, ws:// or wss://' },
-    timeoutFlag,
-    jsonFlag,
-  ],
+  options: z.object({
+    policy: option(fileSchema('the policy file'), { placeholder: 'FILE', description: 'the signed policy file' }),
+    coordinator: option(coordinatorUrlSchema, { placeholder: 'URL', description: 'the coordinator, ws:// or wss://' }),
+    timeout: timeoutOption,
+    json,
+  }),
   examples: ['outpost policy push --policy fleet-policy.json --coordinator wss://fleet.example.org'],
-};
+});
 
-const pushCommand = subcommand(
-  pushSpec,
-  z.object({ policy: fileSchema('the policy file'), coordinator: coordinatorUrlSchema, timeout: timeoutOption, json }),
-  async (o) => {
-    const signed = await readSignedPolicyFile(o.policy);
-    await postFleetEntry(o.coordinator, '/api/policy', signed, o.timeout * 1000, o.policy);
-    printResult(o.json, { coordinator: o.coordinator, version: signed.policy.version, accepted: true }, [
-      `${o.coordinator} accepted policy version ${signed.policy.version}; readers walk to it as they sync fleet/policy`,
-    ]);
-    return 0;
-  },
-);
+const pushCommand = subcommand(pushSpec, async (o) => {
+  const signed = await readSignedPolicyFile(o.policy);
+  await postFleetEntry(o.coordinator, '/api/policy', signed, o.timeout * 1000, o.policy);
+  printResult(o.json, { coordinator: o.coordinator, version: signed.policy.version, accepted: true }, [
+    `${o.coordinator} accepted policy version ${signed.policy.version}; readers walk to it as they sync fleet/policy`,
+  ]);
+  return 0;
+});
 
 export const policyTrustSubcommands: Subcommand[] = [signCommand, verifyCommand, showCommand, pushCommand];

@@ -203,7 +203,7 @@ function explainIssue(issue: z.core.$ZodRawIssue, info: OptionInfo | undefined, 
       if (issue.expected === 'number') return `expected a number, got ${given}`;
       return `expected a ${issue.expected}, got ${given}`;
     case 'invalid_value':
-      return `expected ${issue.values.map(String).join(', ')}; got ${given}`;
+      return `expected one of ${issue.values.map(String).join(', ')}; got ${given}`;
     case 'too_small':
       if (issue.origin === 'array')
         return `give ${info ? `--${info.name}` : 'it'} at least ${times(Number(issue.minimum))}`;

@@ -146,7 +146,7 @@ test('missing and invalid flags are named with the fix, never in zod wording', (
     [['--url', 'http://x', '--peer', 'p'], /--url: expected a URL starting with ws:\/\/ or wss:\/\//],
     [[...required, '--wait-for', 'soon'], /--wait-for: expected a number of seconds/],
     [[...required, '--wait-for', '0'], /--wait-for: must be more than 0, got "0"/],
-    [[...required, '--mode', 'warp'], /--mode: expected fast, slow; got "warp"/],
+    [[...required, '--mode', 'warp'], /--mode: expected one of fast, slow; got "warp"/],
     [[...required, '--count', '12'], /--count: must be at most 9, got "12"/],
     [[...required, '--count', '1.5'], /--count: .*"1\.5"/],
     [[...required, '--count', '2'], /--count: must not exceed the number of --peer flags/],
