@@ -1,11 +1,12 @@
 # How the NixOS module options of each daemon become its command line, as data.
 #
-# The modules (nix/modules/*.nix) build their ExecStart from `argsFor`, and the offline test
-# (test/nixos-module.test.ts, through nix/tests/eval-modules.nix) reads the same tables and
-# compares them with the CLI's own flag tables (agentCommand in agent/options.ts,
-# coordinatorCommand in coordinator/options.ts, relayCommand in relay/options.ts):
-# a CLI flag that no option reaches fails the test, and so does a flag here that the CLI does not
-# accept (the service would refuse to start).
+# The modules (nix/modules/*.nix) build their ExecStart from `argsFor`. The offline test
+# (test/integration/nixos-module.test.ts, through nix/tests/eval-modules.nix) compares these
+# tables with the CLI's own option list (`outpost <command> --help --json`, declared once in
+# agent/options.ts, coordinator/options.ts, relay/options.ts): a CLI flag that no option reaches
+# fails the test, so does a flag here that the CLI does not accept (the service would refuse to
+# start), a module option whose type does not fit the flag, and a module default that differs
+# from the CLI's default. A module that means to differ says why in `ownDefault`.
 #
 # Pure Nix, builtins only: it must evaluate without nixpkgs.
 let
@@ -20,7 +21,8 @@ let
     toString
     ;
 
-  # One CLI flag: `option` is the attribute of services.outpost-<role> that sets it.
+  # One CLI flag: `option` is the attribute of services.outpost-<role> that sets it; `ownDefault`,
+  # when present, is why that option's default is not the CLI's.
   # Rendering: null → flag left out (the CLI default applies); bool → bare `--flag` when true;
   # list → the flag repeated once per element; anything else → `--flag VALUE`.
   render =
@@ -93,7 +95,11 @@ rec {
       command = "coordinator";
       optionPath = "services.outpost-coordinator";
       flags = [
-        { flag = "data-dir"; option = "stateDir"; }
+        {
+          flag = "data-dir";
+          option = "stateDir";
+          ownDefault = "systemd's StateDirectory, which must be under /var/lib";
+        }
         { flag = "listen"; option = "listen"; }
         { flag = "port"; option = "port"; }
         { flag = "max-payload"; option = "maxPayload"; }
@@ -116,8 +122,16 @@ rec {
         { flag = "upstream"; option = "upstreams"; }
         { flag = "key"; option = "keyFile"; }
         { flag = "org-root"; option = "orgRootKeys"; }
-        { flag = "data-dir"; option = "stateDir"; }
-        { flag = "listen"; option = "listen"; }
+        {
+          flag = "data-dir";
+          option = "stateDir";
+          ownDefault = "systemd's StateDirectory, which must be under /var/lib";
+        }
+        {
+          flag = "listen";
+          option = "listen";
+          ownDefault = "a relay serves the site's other machines, so it listens on every address";
+        }
         { flag = "port"; option = "port"; }
         { flag = "max-payload"; option = "maxPayload"; }
         { flag = "idle-unload"; option = "idleUnload"; }

@@ -145,29 +145,29 @@ in
     };
 
     freezeAfter = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
+      type = types.ints.positive;
+      default = 86400;
       example = 172800;
       description = ''
         Seconds without a fresh signed timestamp after which the agent reports a freeze in its
-        status (`--freeze-after`; policy mode). Null: 86400.
+        status (`--freeze-after`; policy mode).
       '';
     };
 
     backoffBase = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
+      type = types.ints.positive;
+      default = 1;
       example = 5;
-      description = "First reconnect delay in seconds, doubling per failure with jitter (`--backoff-base`). Null: 1.";
+      description = "First reconnect delay in seconds, doubling per failure with jitter (`--backoff-base`).";
     };
 
     backoffMax = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
+      type = types.ints.positive;
+      default = 300;
       example = 900;
       description = ''
         Longest reconnect delay in seconds (`--backoff-max`). Minutes suit satellite links: a
-        fleet coming back after an outage does not storm its relay or coordinator. Null: 300.
+        fleet coming back after an outage does not storm its relay or coordinator.
       '';
     };
 
@@ -252,50 +252,50 @@ in
     };
 
     minThroughput = mkOption {
-      type = types.nullOr types.ints.unsigned;
-      default = null;
-      example = 256;
+      type = types.ints.unsigned;
+      default = 256;
+      example = 128;
       description = ''
         Bytes per second a NAR transfer must average over
         {option}`services.outpost-agent.throughputWindow`, or it is aborted and retried
-        (`--min-throughput`, the slow-drip defence; 0 turns it off). Null: the CLI default, 256.
+        (`--min-throughput`, the slow-drip defence; 0 turns it off).
       '';
     };
 
     throughputWindow = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      example = 600;
-      description = "Seconds `minThroughput` is averaged over (`--throughput-window`). Null: 600.";
+      type = types.ints.positive;
+      default = 600;
+      example = 900;
+      description = "Seconds `minThroughput` is averaged over (`--throughput-window`).";
     };
 
     downloadRetries = mkOption {
-      type = types.nullOr types.ints.unsigned;
-      default = null;
-      example = 8;
+      type = types.ints.between 0 1000;
+      default = 8;
+      example = 20;
       description = ''
         Failed attempts in a row without progress on one file (refused, cut, too slow) before the
-        download fails and is reported (`--download-retries`). Null: 8.
+        download fails and is reported (`--download-retries`).
       '';
     };
 
     maxClosureSize = mkOption {
-      type = types.nullOr size;
-      default = null;
-      example = "64G";
+      type = size;
+      default = "64G";
+      example = "16G";
       description = ''
         Closures whose narinfos declare more than this in total are refused before the download
-        (`--max-closure-size`; bytes, or with a K/M/G/T suffix). Null: 64G.
+        (`--max-closure-size`; bytes, or with a K/M/G/T suffix).
       '';
     };
 
     minFreeSpace = mkOption {
-      type = types.nullOr size;
-      default = null;
-      example = "1G";
+      type = size;
+      default = "1G";
+      example = "4G";
       description = ''
         Disk space that must stay free after a download; a closure that does not fit is refused
-        before its first byte is fetched (`--min-free-space`). Null: 1G.
+        before its first byte is fetched (`--min-free-space`).
       '';
     };
 
@@ -333,20 +333,18 @@ in
     };
 
     activationRunner = mkOption {
-      type = types.nullOr (
-        types.enum [
-          "auto"
-          "systemd-run"
-          "direct"
-        ]
-      );
-      default = null;
+      type = types.enum [
+        "auto"
+        "systemd-run"
+        "direct"
+      ];
+      default = "auto";
       example = "systemd-run";
       description = ''
         How the agent starts `switch-to-configuration` so the activation survives the agent being
         restarted (`--activation-runner`): `systemd-run` (a transient unit, outside the agent's
-        cgroup) or `direct` (a process in its own session). Null: auto, which is systemd-run on
-        NixOS.
+        cgroup) or `direct` (a process in its own session); `auto` is systemd-run wherever systemd
+        runs, so on NixOS.
       '';
     };
 
@@ -365,29 +363,27 @@ in
     };
 
     confirmTimeout = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      example = 300;
+      type = types.ints.positive;
+      default = 300;
+      example = 900;
       description = ''
         Seconds within which, after an activation, the host must sync afresh with a coordinator
         or relay and pass its health checks, or it re-activates the previous generation
-        (`--confirm-timeout`). Null: 300.
+        (`--confirm-timeout`).
       '';
     };
 
     requireSystemRunning = mkOption {
-      type = types.nullOr (
-        types.enum [
-          "auto"
-          "true"
-          "false"
-        ]
-      );
-      default = null;
+      type = types.enum [
+        "auto"
+        "true"
+        "false"
+      ];
+      default = "auto";
       example = "true";
       description = ''
         Whether `systemctl is-system-running` must say `running` after an activation (`degraded`
-        fails; `--require-system-running`). Null: auto, which is true wherever systemd runs.
+        fails; `--require-system-running`); `auto` is true wherever systemd runs.
       '';
     };
 
@@ -399,20 +395,19 @@ in
     };
 
     bootedSystem = mkOption {
-      type = types.nullOr absolutePath;
-      default = null;
-      example = "/run/booted-system";
+      type = absolutePath;
+      default = "/run/booted-system";
       description = ''
         The link to the booted system, whose kernel and initrd decide whether a `switch` needs a
-        reboot (`--booted-system`). Null: /run/booted-system.
+        reboot (`--booted-system`).
       '';
     };
 
     rebootCommand = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "systemctl reboot";
-      description = "Shell command that reboots the host (`--reboot-command`). Null: `systemctl reboot`.";
+      type = types.nonEmptyStr;
+      default = "systemctl reboot";
+      example = "systemctl kexec";
+      description = "Shell command that reboots the host (`--reboot-command`).";
     };
 
     restartAfterSwitch = mkOption {

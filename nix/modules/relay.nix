@@ -2,8 +2,9 @@
 # uplink is down and exchanges updates with its upstreams (the coordinator, or another relay)
 # whenever it is up. Like the coordinator it holds no key. See docs/nixos.md.
 #
-# nix/lib/flags.nix lists the flags this module passes, and test/nixos-module.test.ts checks
-# them against relayCommand (relay/options.ts). docs/relays.md explains the relay.
+# nix/lib/flags.nix lists the flags this module passes, and test/integration/nixos-module.test.ts
+# checks them, their types and defaults against `outpost relay --help --json` (relay/options.ts).
+# docs/relays.md explains the relay.
 {
   config,
   lib,

@@ -5,14 +5,17 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { agentCommand } from '../../agent/options.js';
-import { type Command, describeOptions, parseOptions } from '../../cli/options.js';
+import { type Command, type OptionInfo, parseOptions } from '../../cli/options.js';
 import { coordinatorCommand } from '../../coordinator/options.js';
 import { relayCommand } from '../../relay/options.js';
 
-// The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLI tables, and
-// must evaluate. Nix is available here but nixpkgs is not, so the modules are evaluated against
-// a stub lib (nix/tests/stub-lib.nix) by nix/tests/eval-modules.nix; the full NixOS evaluation
-// and the VM test (nix/tests/vm-test.nix) run where nixpkgs is reachable (docs/nixos.md).
+// The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLIs, with a type
+// that fits and the CLI's defaults, and must evaluate. nixpkgs itself is not reachable here, but
+// an unmodified copy of its lib/ is, beside the repository (../shared/vendor/nixpkgs-lib, or
+// $OUTPOST_NIXPKGS_LIB): nix/tests/eval-modules.nix evaluates every module with lib.evalModules
+// and real lib.types against typed declarations of the NixOS options they set
+// (nix/tests/nixos-options.nix). Without that copy the evaluation tests say "skipped" and
+// what they looked for. The VM test (nix/tests/vm-test.nix) runs where nixpkgs is (docs/nixos.md).
 
 interface NixType {
   name: string;
@@ -57,7 +60,7 @@ interface RoleEval {
   command: string;
   optionPath: string;
   file: string;
-  flags: { flag: string; option: string }[];
+  flags: { flag: string; option: string; ownDefault: string | null }[];
   pending: Record<string, string>;
   options: NixOption[];
   minimal: RenderedUnit;
@@ -67,17 +70,23 @@ interface RoleEval {
 }
 
 interface ModuleEval {
-  roles: Record<RoleName, RoleEval>;
-  defaultModuleImports: string[];
-  flake: {
+  libFound: boolean;
+  libDir: string | null;
+  npmLock: Record<string, Record<string, string | null>>;
+  // Present when the nixpkgs lib copy was found.
+  libVersion?: string;
+  roles?: Record<RoleName, RoleEval>;
+  defaultModuleImports?: string[];
+  flake?: {
     outputs: string[];
     packages: Record<string, string[]>;
     devShells: Record<string, string[]>;
     checks: Record<string, string[]>;
     nixosModules: Record<string, string>;
   };
-  npmLock: Record<string, Record<string, string | null>>;
 }
+
+type WithLib = Required<ModuleEval>;
 
 const SYSTEMS: Record<string, { os: string; cpu: string }> = {
   'x86_64-linux': { os: 'linux', cpu: 'x64' },
@@ -119,19 +128,60 @@ function nixFiles(dir: string): string[] {
     .sort();
 }
 
-let cached: ModuleEval | undefined;
-function evaluated(): ModuleEval {
-  if (cached) return cached;
-  const result = run('nix-instantiate', [
+// nixpkgs' lib/ is test material beside the repository, never inside it.
+const nixpkgsLib = process.env.OUTPOST_NIXPKGS_LIB ?? join(repo, '..', 'shared', 'vendor', 'nixpkgs-lib');
+const libFound = existsSync(join(nixpkgsLib, 'lib', 'default.nix'));
+const skipped = `skipped: nixpkgs lib not found at ${join(nixpkgsLib, 'lib')} (an unmodified copy of nixpkgs' lib/ beside the repository, or set OUTPOST_NIXPKGS_LIB to the folder holding lib/)`;
+
+function evalModules(extra: string[] = []): { code: number; stdout: string; stderr: string } {
+  return run('nix-instantiate', [
     '--eval',
     '--strict',
     '--json',
     '--readonly-mode',
     join(repo, 'nix/tests/eval-modules.nix'),
+    '--argstr',
+    'nixpkgsLib',
+    libFound ? nixpkgsLib : '',
+    ...extra,
   ]);
+}
+
+let cached: ModuleEval | undefined;
+function evaluated(): ModuleEval {
+  if (cached) return cached;
+  const result = evalModules();
   if (result.code !== 0) throw new Error(`evaluating nix/tests/eval-modules.nix failed:\n${result.stderr}`);
   cached = JSON.parse(result.stdout) as ModuleEval;
   return cached;
+}
+
+// Registers a test that needs the module system; without the lib copy it is registered as
+// skipped (uvu counts it so), and the reason is printed once.
+if (!libFound) console.log(`nixos-module: ${skipped}`);
+function withLib(name: string, body: (evaluation: WithLib) => void): void {
+  if (!libFound) {
+    test.skip(name, () => {});
+    return;
+  }
+  test(name, () => {
+    const evaluation = evaluated();
+    assert.ok(evaluation.libFound && evaluation.roles, `eval-modules.nix did not load ${nixpkgsLib}`);
+    body(evaluation as WithLib);
+  });
+}
+
+// What the CLI itself says about its options: `outpost <command> --help --json`, from the built bin.
+const cliCache = new Map<string, OptionInfo[]>();
+function cliOptions(command: string): OptionInfo[] {
+  const cached = cliCache.get(command);
+  if (cached) return cached;
+  const bin = fileURLToPath(new URL('../../cli/outpost.js', import.meta.url));
+  const result = run(process.execPath, [bin, command, '--help', '--json']);
+  if (result.code !== 0) throw new Error(`outpost ${command} --help --json failed:\n${result.stderr}`);
+  const options = (JSON.parse(result.stdout) as { options: OptionInfo[] }).options;
+  cliCache.set(command, options);
+  return options;
 }
 
 // Splits a line produced by lib.escapeShellArgs back into words.
@@ -179,17 +229,50 @@ function execArgs(unit: RenderedUnit, command: string): string[] {
 
 const unwrapNull = (t: NixType): NixType => (t.name === 'nullOr' && t.elemType ? unwrapNull(t.elemType) : t);
 
-// Every problem between a CLI flag table and a module's option → flag table.
-function flagProblems(roleName: RoleName, spec: Command, role: RoleEval): string[] {
+const NIX_INTEGER = /^(int|positiveInt|unsignedInt\d*|signedInt\d*|intBetween)$/;
+const NIX_STRING = /^(str|strMatching|nonEmptyStr|singleLineStr)$/;
+
+// Why a module option's (unwrapped, element) type cannot carry what the CLI's flag takes, if so.
+function typeMismatch(cli: OptionInfo, nix: NixType): string | null {
+  const shown = nix.name === 'strMatching' ? `strMatching ${nix.pattern}` : nix.name;
+  switch (cli.type) {
+    case 'boolean':
+      return nix.name === 'bool' ? null : `a boolean flag, but the option is ${shown}`;
+    case 'integer':
+    case 'number':
+      return NIX_INTEGER.test(nix.name) ? null : `a number, but the option is ${shown}`;
+    case 'enum': {
+      if (nix.name !== 'enum') return `one of ${cli.values!.join(', ')}, but the option is ${shown}`;
+      const ours = [...(nix.values ?? [])].map(String).sort();
+      const theirs = [...cli.values!].sort();
+      return ours.join() === theirs.join()
+        ? null
+        : `one of ${theirs.join(', ')}, but the option's enum is ${ours.join(', ')}`;
+    }
+    default:
+      return NIX_STRING.test(nix.name) ? null : `a string, but the option is ${shown}`;
+  }
+}
+
+// A value as it lands on the command line, to compare defaults the way the CLI will see them.
+const words = (value: unknown): string[] =>
+  Array.isArray(value)
+    ? value.map(String)
+    : typeof value === 'boolean'
+      ? value
+        ? ['true']
+        : []
+      : value === null || value === undefined
+        ? []
+        : [String(value)];
+
+// Every problem between a CLI's options (`--help --json`) and a module's option → flag table.
+function flagProblems(roleName: RoleName, command: string, role: RoleEval): string[] {
   const problems: string[] = [];
-  const mapped = new Map(role.flags.map((e) => [e.flag, e.option]));
+  const cliFlags = cliOptions(command);
+  const mapped = new Map(role.flags.map((e) => [e.flag, e]));
   const options = new Map(role.options.map((o) => [o.name, o]));
-  const flags = describeOptions(spec).map((o) => ({
-    name: o.name,
-    kind: o.type === 'boolean' ? 'boolean' : 'string',
-    multiple: o.repeatable,
-  }));
-  const cli = new Set(flags.map((f) => f.name));
+  const cli = new Set(cliFlags.map((f) => f.name));
   const rendered = new Set(
     [role.sample, role.alternate]
       .flatMap((unit) => execArgs(unit, role.command))
@@ -197,35 +280,55 @@ function flagProblems(roleName: RoleName, spec: Command, role: RoleEval): string
       .map((w) => w.slice(2)),
   );
   const where = `${role.optionPath} (${relative(repo, role.file)})`;
-  for (const flag of flags) {
-    const option = mapped.get(flag.name);
-    if (!option) {
+  for (const flag of cliFlags) {
+    const entry = mapped.get(flag.name);
+    if (!entry) {
       problems.push(
-        `'outpost ${spec.name} --${flag.name}' is not exposed by ${where}: declare an option and add { flag = "${flag.name}"; option = "…"; } to roles.${roleName}.flags in nix/lib/flags.nix`,
+        `'outpost ${command} --${flag.name}' is not exposed by ${where}: declare an option and add { flag = "${flag.name}"; option = "…"; } to roles.${roleName}.flags in nix/lib/flags.nix`,
       );
       continue;
     }
+    const option = entry.option;
+    const id = `${role.optionPath}.${option}`;
     if (flag.name in role.pending) {
       problems.push(
-        `'outpost ${spec.name}' accepts --${flag.name} now, but nix/lib/flags.nix still lists it as pending (${role.pending[flag.name]}): remove it from roles.${roleName}.pending`,
+        `'outpost ${command}' accepts --${flag.name} now, but nix/lib/flags.nix still lists it as pending (${role.pending[flag.name]}): remove it from roles.${roleName}.pending`,
       );
       continue;
     }
     const declared = options.get(option);
     if (!declared) {
-      problems.push(`--${flag.name} maps to ${role.optionPath}.${option}, which ${where} does not declare`);
+      problems.push(`--${flag.name} maps to ${id}, which ${where} does not declare`);
       continue;
     }
     const type = unwrapNull(declared.type);
-    if (flag.kind === 'boolean' && type.name !== 'bool')
-      problems.push(`--${flag.name} is a boolean flag but ${role.optionPath}.${option} is ${type.name}`);
-    if (flag.kind === 'string' && flag.multiple && type.name !== 'listOf')
-      problems.push(`--${flag.name} is repeatable but ${role.optionPath}.${option} is ${type.name}, not a list`);
-    if (flag.kind === 'string' && !flag.multiple && ['listOf', 'bool'].includes(type.name))
-      problems.push(`--${flag.name} takes one value but ${role.optionPath}.${option} is ${type.name}`);
+    if (flag.repeatable && type.name !== 'listOf')
+      problems.push(`--${flag.name} is repeatable but ${id} is ${type.name}, not a list`);
+    if (!flag.repeatable && ['listOf', 'bool'].includes(type.name) && flag.type !== 'boolean')
+      problems.push(`--${flag.name} takes one value but ${id} is ${type.name}`);
+    const valueType = flag.repeatable && type.elemType ? unwrapNull(type.elemType) : type;
+    const mismatch = typeMismatch(flag, valueType);
+    if (mismatch) problems.push(`--${flag.name} takes ${mismatch} (${id})`);
     if (!rendered.has(flag.name))
       problems.push(
         `${where} never puts --${flag.name} on the command line, even with every option set (sample and alternate)`,
+      );
+    // Defaults: null leaves the flag out, so the CLI's own default applies; any other default
+    // must be the CLI's, unless flags.nix says why the module differs.
+    if (!declared.hasDefault || declared.default === null) continue;
+    const moduleWords = words(declared.default);
+    const differs =
+      flag.default !== undefined
+        ? moduleWords.join('\0') !== words(flag.default).join('\0')
+        : !flag.required && moduleWords.length > 0;
+    const cliDefault = flag.default !== undefined ? JSON.stringify(flag.default) : (flag.defaultText ?? 'no default');
+    if (differs && !entry.ownDefault)
+      problems.push(
+        `${id} defaults to ${JSON.stringify(declared.default)}, but 'outpost ${command} --${flag.name}' defaults to ${cliDefault}: make them equal, or say why the module differs with ownDefault in roles.${roleName}.flags (nix/lib/flags.nix)`,
+      );
+    if (!differs && entry.ownDefault)
+      problems.push(
+        `nix/lib/flags.nix says ${id} has its own default (${entry.ownDefault}), but it is the CLI's (${cliDefault}): remove ownDefault`,
       );
   }
   for (const entry of role.flags) {
@@ -235,7 +338,7 @@ function flagProblems(roleName: RoleName, spec: Command, role: RoleEval): string
       );
     if (!cli.has(entry.flag) && !(entry.flag in role.pending)) {
       problems.push(
-        `${where} passes --${entry.flag}, which 'outpost ${spec.name}' does not accept (the service would not start): remove it, or list it in roles.${roleName}.pending with the issue that adds it`,
+        `${where} passes --${entry.flag}, which 'outpost ${command}' does not accept (the service would not start): remove it, or list it in roles.${roleName}.pending with the issue that adds it`,
       );
     }
   }
@@ -267,8 +370,7 @@ test('every .nix file in the repository parses (nix-instantiate --parse)', () =>
   assert.equal(failures, [], failures.join('\n'));
 });
 
-test('the modules evaluate against the stub lib, with minimal settings and with every option set', () => {
-  const { roles } = evaluated();
+withLib('the modules evaluate with lib.evalModules, with minimal settings and with every option set', ({ roles }) => {
   for (const [name, role] of Object.entries(roles)) {
     assert.equal(role.minimal.failedAssertions, [], `${name}: assertions fail with enable + required options`);
     assert.equal(role.minimal.warnings, [], `${name}: warnings with enable + required options`);
@@ -280,8 +382,36 @@ test('the modules evaluate against the stub lib, with minimal settings and with 
   }
 });
 
-test('every option has a type and a description; options without a default have an example', () => {
-  for (const [name, role] of Object.entries(evaluated().roles)) {
+withLib('a value of the wrong type, or an option NixOS does not have, fails the evaluation', () => {
+  const probe = (role: RoleName, settings: string) =>
+    evalModules(['--arg', 'probe', `{ role = "${role}"; settings = ${settings}; }`]);
+  const accepted = probe('agent', '{ fetchTimeout = 7200; }');
+  assert.is(accepted.code, 0, accepted.stderr);
+  assert.ok((JSON.parse(accepted.stdout) as { probe: string[] }).probe.join(' ').includes('--fetch-timeout 7200'));
+  const cases: [RoleName, string, RegExp][] = [
+    ['agent', '{ fetchTimeout = "soon"; }', /services\.outpost-agent\.fetchTimeout' is not of type `positive integer/],
+    [
+      'agent',
+      '{ maintenanceWindows = [ "Tuesday 3-5" ]; }',
+      /maintenanceWindows\."\[definition 1-entry 1\]"' is not of type `string matching the pattern/,
+    ],
+    [
+      'coordinator',
+      '{ port = 70000; }',
+      /services\.outpost-coordinator\.port' is not of type `16 bit unsigned integer/,
+    ],
+    ['relay', '{ logLevel = "loud"; }', /services\.outpost-relay\.logLevel' is not of type `one of "trace"/],
+    ['relay', '{ upstream = [ "wss://x" ]; }', /option `services\.outpost-relay\.upstream' does not exist/],
+  ];
+  for (const [role, settings, expected] of cases) {
+    const result = probe(role, settings);
+    assert.is.not(result.code, 0, `${role} ${settings} was accepted`);
+    assert.match(result.stderr, expected);
+  }
+});
+
+withLib('every option has a type and a description; options without a default have an example', ({ roles }) => {
+  for (const [name, role] of Object.entries(roles)) {
     assert.ok(role.options.length > 3, `${name}: options found`);
     for (const option of role.options) {
       const id = `${role.optionPath}.${option.name}`;
@@ -293,8 +423,7 @@ test('every option has a type and a description; options without a default have 
   }
 });
 
-test('key files and state are path strings read at run time, never Nix paths copied to the store', () => {
-  const roles = evaluated().roles;
+withLib('key files and state are path strings read at run time, never Nix paths copied to the store', ({ roles }) => {
   const keyFile = roles.agent.options.find((o) => o.name === 'keyFile');
   assert.ok(keyFile, 'services.outpost-agent.keyFile exists');
   assert.is(keyFile!.default, '/var/lib/outpost-agent/host.key');
@@ -317,60 +446,62 @@ test('key files and state are path strings read at run time, never Nix paths cop
   }
 });
 
-test('every agent CLI flag is reachable from a module option', () => {
-  const role = evaluated().roles.agent;
-  const problems = flagProblems('agent', agentCommand, role);
-  assert.equal(problems, [], problems.join('\n'));
-  const pending = Object.entries(role.pending).map(([flag, reason]) => `--${flag} (${reason})`);
-  if (pending.length)
-    console.log(`  agent: module options for flags the CLI does not accept yet: ${pending.join(', ')}`);
+const daemons: [RoleName, Command][] = [
+  ['agent', agentCommand],
+  ['coordinator', coordinatorCommand],
+  ['relay', relayCommand],
+];
+
+for (const [name, command] of daemons) {
+  withLib(
+    `every ${name} CLI flag is reachable from a module option of a fitting type, with the CLI's default`,
+    ({ roles }) => {
+      const problems = flagProblems(name, command.name, roles[name]);
+      assert.equal(problems, [], problems.join('\n'));
+    },
+  );
+}
+
+test("--help --json lists every declared option with the CLI's defaults", () => {
+  const agent = new Map(cliOptions('agent').map((o) => [o.name, o]));
+  assert.is(agent.size, Object.keys(agentCommand.options.shape).length);
+  assert.is(agent.get('min-throughput')?.default, 256);
+  assert.is(agent.get('max-closure-size')?.default, '64G');
+  assert.equal(agent.get('log-level')?.values, ['trace', 'debug', 'info', 'warn', 'error']);
+  assert.ok(agent.get('coordinator')?.repeatable && agent.get('coordinator')?.required);
+  assert.is(cliOptions('relay').find((o) => o.name === 'port')?.default, 8421);
 });
 
-test('every coordinator CLI flag is reachable from a module option', () => {
-  const problems = flagProblems('coordinator', coordinatorCommand, evaluated().roles.coordinator);
-  assert.equal(problems, [], problems.join('\n'));
-});
-
-test('every relay CLI flag is reachable from a module option', () => {
-  const problems = flagProblems('relay', relayCommand, evaluated().roles.relay);
-  assert.equal(problems, [], problems.join('\n'));
-});
-
-test("the modules' command lines are accepted by the CLI's own parser", () => {
-  const { roles } = evaluated();
-  const checks: [RoleName, Command][] = [
-    ['agent', agentCommand],
-    ['coordinator', coordinatorCommand],
-    ['relay', relayCommand],
-  ];
-  for (const [name, spec] of checks) {
+withLib("the modules' command lines are accepted by the CLI's own parser", ({ roles }) => {
+  for (const [name, command] of daemons) {
     for (const config of ['minimal', 'sample', 'alternate'] as const) {
       const argv = roles[name][config].argv;
       try {
-        parseOptions(spec, argv, {});
+        parseOptions(command, argv, {});
       } catch (error) {
         assert.unreachable(
-          `${name} (${config}): outpost ${spec.name} ${argv.join(' ')}\n  → ${(error as Error).message}`,
+          `${name} (${config}): outpost ${command.name} ${argv.join(' ')}\n  → ${(error as Error).message}`,
         );
       }
     }
   }
 });
 
-test('pending options (issue 4) produce warnings instead of flags', () => {
-  const role = evaluated().roles.agent;
-  for (const [flag] of Object.entries(role.pending)) {
-    const option = role.flags.find((e) => e.flag === flag)?.option;
-    assert.ok(option, `pending --${flag} has an option`);
-    assert.ok(
-      role.sample.warnings.some((w) => w.includes(`${role.optionPath}.${option}`) && w.includes(`--${flag}`)),
-      `setting ${option} warns`,
-    );
+withLib('pending options produce warnings instead of flags', ({ roles }) => {
+  for (const role of Object.values(roles)) {
+    for (const [flag] of Object.entries(role.pending)) {
+      const option = role.flags.find((e) => e.flag === flag)?.option;
+      assert.ok(option, `pending --${flag} has an option`);
+      assert.ok(
+        role.sample.warnings.some((w) => w.includes(`${role.optionPath}.${option}`) && w.includes(`--${flag}`)),
+        `setting ${option} warns`,
+      );
+    }
   }
 });
 
-test('agent unit: root, not restarted by the switch it performs, restarts itself afterwards', () => {
-  const unit = evaluated().roles.agent.minimal;
+withLib('agent unit: root, not restarted by the switch it performs, restarts itself afterwards', ({ roles }) => {
+  const unit = roles.agent.minimal;
   assert.is(unit.restartIfChanged, false, 'restartIfChanged = false');
   assert.is(unit.stopIfChanged, false, 'stopIfChanged = false');
   assert.is(unit.unitConfig['X-StopOnRemoval'], false);
@@ -383,6 +514,7 @@ test('agent unit: root, not restarted by the switch it performs, restarts itself
   );
   assert.ok(unit.services.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.service exists');
   assert.ok(unit.paths.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.path exists');
+  assert.ok(unit.timers.includes('outpost-agent-upgrade'), 'outpost-agent-upgrade.timer exists');
   assert.ok(unit.etc.includes('outpost/agent.fingerprint'), 'the active system carries the agent fingerprint');
   const script = unit.script!;
   assert.ok(
@@ -396,44 +528,49 @@ test('agent unit: root, not restarted by the switch it performs, restarts itself
   );
 });
 
-test('coordinator and relay units: transient user, hardened, state in StateDirectory, logs to the journal', () => {
-  const roles = evaluated().roles;
-  for (const name of ['coordinator', 'relay'] as const) {
-    const config = roles[name].minimal.serviceConfig;
-    const expected: Record<string, unknown> = {
-      DynamicUser: true,
-      NoNewPrivileges: true,
-      ProtectSystem: 'strict',
-      ProtectHome: true,
-      PrivateTmp: true,
-      PrivateDevices: true,
-      RestrictSUIDSGID: true,
-      StateDirectory: `outpost-${name}`,
-      StandardError: 'journal',
-    };
-    for (const [key, value] of Object.entries(expected)) assert.is(config[key], value, `${name}: ${key}`);
-    assert.equal(config.CapabilityBoundingSet, [''], `${name}: no capabilities on an unprivileged port`);
-    assert.not.ok(roles[name].minimal.restartIfChanged === false, `${name}: restarted normally on change`);
-    assert.equal(roles[name].sample.firewallPorts.length, 1, `${name}: openFirewall opens the port`);
-  }
-});
+withLib(
+  'coordinator and relay units: transient user, hardened, state in StateDirectory, logs to the journal',
+  ({ roles }) => {
+    for (const name of ['coordinator', 'relay'] as const) {
+      const config = roles[name].minimal.serviceConfig;
+      const expected: Record<string, unknown> = {
+        DynamicUser: true,
+        NoNewPrivileges: true,
+        ProtectSystem: 'strict',
+        ProtectHome: true,
+        PrivateTmp: true,
+        PrivateDevices: true,
+        RestrictSUIDSGID: true,
+        StateDirectory: `outpost-${name}`,
+        StandardError: 'journal',
+      };
+      for (const [key, value] of Object.entries(expected)) assert.is(config[key], value, `${name}: ${key}`);
+      assert.equal(config.CapabilityBoundingSet, [''], `${name}: no capabilities on an unprivileged port`);
+      assert.not.ok(roles[name].minimal.restartIfChanged === false, `${name}: restarted normally on change`);
+      assert.equal(roles[name].minimal.firewallPorts, [], `${name}: the firewall stays closed by default`);
+      assert.equal(roles[name].sample.firewallPorts.length, 1, `${name}: openFirewall opens the port`);
+    }
+  },
+);
 
-test('flake outputs: package, modules, dev shell and the VM test for each Linux system', () => {
-  const { flake, defaultModuleImports } = evaluated();
-  for (const system of Object.keys(SYSTEMS)) {
-    assert.ok(flake.packages[system]?.includes('default'), `packages.${system}.default`);
-    assert.ok(flake.devShells[system]?.includes('default'), `devShells.${system}.default`);
-    assert.ok(flake.checks[system]?.includes('vm-test'), `checks.${system}.vm-test`);
-  }
-  for (const name of ['agent', 'coordinator', 'relay']) {
-    assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
-    assert.ok(
-      defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),
-      `nixosModules.default imports ${name}`,
-    );
-  }
-  assert.is(relative(repo, flake.nixosModules.default ?? ''), 'nix/modules/default.nix');
-});
+withLib(
+  'flake outputs: package, modules, dev shell and the VM test for each Linux system',
+  ({ flake, defaultModuleImports }) => {
+    for (const system of Object.keys(SYSTEMS)) {
+      assert.ok(flake.packages[system]?.includes('default'), `packages.${system}.default`);
+      assert.ok(flake.devShells[system]?.includes('default'), `devShells.${system}.default`);
+      assert.ok(flake.checks[system]?.includes('vm-test'), `checks.${system}.vm-test`);
+    }
+    for (const name of ['agent', 'coordinator', 'relay']) {
+      assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
+      assert.ok(
+        defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),
+        `nixosModules.default imports ${name}`,
+      );
+    }
+    assert.is(relative(repo, flake.nixosModules.default ?? ''), 'nix/modules/default.nix');
+  },
+);
 
 test('the package fetches every dependency from the lockfile, pinned by its integrity hash', () => {
   const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as {
@@ -474,9 +611,9 @@ test('the package fetches every dependency from the lockfile, pinned by its inte
   }
 });
 
-test('docs/nixos.md documents every option and how to run the VM test', () => {
+withLib('docs/nixos.md documents every option and how to run the VM test', ({ roles }) => {
   const docs = readFileSync(join(repo, 'docs/nixos.md'), 'utf8');
-  for (const role of Object.values(evaluated().roles)) {
+  for (const role of Object.values(roles)) {
     for (const option of role.options)
       assert.ok(
         new RegExp(`\\b${option.name}\\b`).test(docs),
