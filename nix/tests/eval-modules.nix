@@ -237,6 +237,12 @@ let
               # From the evaluated options: every value the command line is made of has passed
               # its type's check and merge.
               argv = flags.argsFor role cfg;
+              # Everything the module sets in NixOS options, forced whole (with --strict) so each
+              # value meets its declared type, not only the fields the test reads.
+              nixos = valueJson {
+                inherit (config) systemd networking;
+                environment.etc = config.environment.etc;
+              };
               services = attrNames config.systemd.services;
               paths = attrNames config.systemd.paths;
               timers = attrNames config.systemd.timers;

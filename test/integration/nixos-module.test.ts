@@ -52,6 +52,14 @@ interface RenderedUnit {
   firewallPorts: number[];
   warnings: string[];
   failedAssertions: string[];
+  // Every NixOS option value the module set, as evaluated (forced whole, so type-checked).
+  nixos: {
+    systemd: {
+      services: Record<string, { wantedBy: string[]; after: string[]; description: string }>;
+      paths: Record<string, unknown>;
+      timers: Record<string, unknown>;
+    };
+  };
 }
 
 type RoleName = 'agent' | 'coordinator' | 'relay';
@@ -376,6 +384,10 @@ withLib('the modules evaluate with lib.evalModules, with minimal settings and wi
     assert.equal(role.minimal.warnings, [], `${name}: warnings with enable + required options`);
     assert.equal(role.sample.failedAssertions, [], `${name}: assertions fail with every option set`);
     assert.ok(role.minimal.services.includes(`outpost-${name}`), `${name}: defines systemd.services.outpost-${name}`);
+    const unit = role.minimal.nixos.systemd.services[`outpost-${name}`]!;
+    assert.ok(unit.wantedBy.includes('multi-user.target'), `${name}: started at boot`);
+    assert.ok(unit.after.includes('network-online.target'), `${name}: after the network is up`);
+    assert.ok(unit.description.length > 10, `${name}: the unit has a description`);
     // The script renders exactly the mapped flags (extraArgs is empty in both configurations).
     assert.equal(execArgs(role.minimal, role.command), role.minimal.argv, `${name}: ExecStart uses flags.argsFor`);
     assert.equal(execArgs(role.sample, role.command), role.sample.argv, `${name}: ExecStart uses flags.argsFor`);
