@@ -124,13 +124,15 @@ export function describeOptions(command: Command): OptionInfo[] {
     if (!meta) throw new Error(`outpost ${command.name}: option ${key} has no description`);
     const core = innermost(schema);
     const repeatable = core._zod.def.type === 'array';
-    const declared = declaredDefault(schema);
+    const required = !schema.safeParse(undefined).success;
+    // A default that the option's own checks refuse (a list that must not be empty) is none.
+    const declared = required ? undefined : declaredDefault(schema);
     return {
       key,
       name: flagName(key),
       ...valueType(repeatable ? innermost((core._zod.def as z.core.$ZodArrayDef).element) : core),
       repeatable,
-      required: !schema.safeParse(undefined).success,
+      required,
       ...(declared ? { default: declared.value } : {}),
       ...(meta.defaultText ? { defaultText: meta.defaultText } : {}),
       ...(meta.env ? { env: meta.env } : {}),
