@@ -43,7 +43,9 @@ function usageError(command: Command, argv: string[]): string | null {
 test('all commands are here, each with a distinct name', () => {
   const names = commands.map((c) => c.name);
   assert.is(new Set(names).size, names.length);
-  assert.is(names.length, 7 + 15 + 4);
+  for (const name of ['agent', 'coordinator', 'relay', 'deploy', 'rollback', 'status', 'keygen', 'policy sign'])
+    assert.ok(names.includes(name), `outpost ${name} is checked`);
+  assert.ok(names.some((n) => n.startsWith('enroll ')));
 });
 
 test('missing flags are named with what to give, never in zod wording', () => {
