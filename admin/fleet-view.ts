@@ -3,7 +3,7 @@ import { verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
 import { readCurrentStatus, readResults } from '../shared/documents/status.js';
-import { connectDocument, waitForSync } from '../shared/node/connect.js';
+import { connectDocument, proofHeaders, waitForSync } from '../shared/node/connect.js';
 import {
   type DownloadProgress,
   downloadProgressSchema,
@@ -50,7 +50,7 @@ const presenceSchema = z.object({
 const documentsSchema = z.object({ documents: z.array(z.string()) });
 
 async function getJson<S extends z.ZodType>(url: string, schema: S, timeoutMs: number): Promise<z.infer<S>> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  const response = await fetch(url, { headers: await proofHeaders(url), signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   const parsed = schema.safeParse(await response.json());
   if (!parsed.success) throw new Error(`${url} answered something unexpected: ${parsed.error.issues[0]?.message}`);

@@ -4,8 +4,10 @@ import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentHost, HostedDocument } from './hosted-documents.js';
+import type { WriteLimits } from './limits.js';
 import {
   awarenessMessage,
+  closeSocket,
   MESSAGE_AUTH,
   MESSAGE_AWARENESS,
   MESSAGE_QUERY_AWARENESS,
@@ -17,7 +19,14 @@ import {
 const PING_INTERVAL_MS = 30_000;
 
 export class ProtocolError extends Error {}
-export class WriteRefused extends Error {}
+export class WriteRefused extends Error {
+  constructor(
+    message: string,
+    readonly code = 1008,
+  ) {
+    super(message);
+  }
+}
 
 function updateAddsNothing(document: HostedDocument, update: Uint8Array): boolean {
   try {
@@ -35,6 +44,10 @@ export interface ConnectionContext {
   // Asked for every update, so a policy change applies to open connections at once.
   mayWrite: () => boolean;
   onUpdateAccepted?: (document: string, bytes: number) => void;
+  // Size and rate limits on what this connection writes, charged to `writer` (a principal, or for
+  // a relay channel the relay and the document: a relay carries many hosts' writes).
+  limits?: WriteLimits;
+  writer?: string;
 }
 
 // Handles one sync message in the document's queue. Step 1 is answered from memory; step 2 and
@@ -65,7 +78,13 @@ async function handleSync(
       { event: 'write-refused', document: document.name, principal: context.principal, bytes: update.length },
       'refusing a write to a document this connection may only read',
     );
-    throw new WriteRefused(`${context.principal} may not write ${document.name}`);
+    throw new WriteRefused('write not permitted on this document');
+  }
+  const writer = context.writer ?? context.principal;
+  const refusal = context.limits?.check(document, update, writer);
+  if (refusal) {
+    context.limits!.report(refusal, { document: document.name, principal: context.principal, writer });
+    throw new WriteRefused(refusal.reason, refusal.code);
   }
   let delta: Uint8Array | null;
   try {
@@ -74,7 +93,10 @@ async function handleSync(
     if (document.broken) return;
     throw new ProtocolError(`malformed update: ${(error as Error).message}`);
   }
-  if (delta) context.onUpdateAccepted?.(document.name, delta.length);
+  if (delta) {
+    context.limits?.charge(writer, delta.length);
+    context.onUpdateAccepted?.(document.name, delta.length);
+  }
 }
 
 function closeForProtocolError(ws: WebSocket, context: ConnectionContext, reason: string): void {
@@ -82,8 +104,7 @@ function closeForProtocolError(ws: WebSocket, context: ConnectionContext, reason
     { event: 'connection-refused-message', document: context.documentName, principal: context.principal, reason },
     'closing connection: bad message',
   );
-  // Close reasons are limited to 123 bytes.
-  ws.close(1007, reason.slice(0, 120));
+  closeSocket(ws, 1007, reason);
 }
 
 // One connection's state. The socket's listeners are shared functions that find it through the
@@ -138,7 +159,7 @@ function handle(connection: Connection, message: Uint8Array): void {
       current
         .run(() => (connection.closed ? undefined : handleSync(ws, current, decoder, context)))
         .catch((error: Error) => {
-          if (error instanceof WriteRefused) ws.close(1008, 'write not permitted on this document');
+          if (error instanceof WriteRefused) closeSocket(ws, error.code, error.message);
           else
             closeForProtocolError(
               ws,
@@ -179,10 +200,21 @@ function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
     return;
   }
   const message = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (connection.document) handle(connection, message);
-  else {
+  if (!connection.document) {
+    // Bounded by what a peer can send before the document loads; one document's worth at most.
     connection.backlog ??= [];
+    if (connection.backlog.length >= 1024) {
+      closeForProtocolError(this, connection.context, 'too many messages before the document loaded');
+      return;
+    }
     connection.backlog.push(message);
+    return;
+  }
+  try {
+    handle(connection, message);
+  } catch (error) {
+    // Nothing a peer sends may throw out of the socket's handler (it would end the process).
+    closeForProtocolError(this, connection.context, `bad message: ${(error as Error).message}`);
   }
 }
 
@@ -238,6 +270,14 @@ function attach(connection: Connection, loaded: HostedDocument): void {
   if (backlog) for (const message of backlog) handle(connection, message);
 }
 
+function attachSafely(connection: Connection, loaded: HostedDocument): void {
+  try {
+    attach(connection, loaded);
+  } catch (error) {
+    closeForProtocolError(connection.ws, connection.context, `bad message: ${(error as Error).message}`);
+  }
+}
+
 export function serveConnection(ws: WebSocket, context: ConnectionContext): void {
   const connection: Connection = { ws, context, document: null, closed: false, alive: true, backlog: null };
   connections.set(ws, connection);
@@ -249,13 +289,13 @@ export function serveConnection(ws: WebSocket, context: ConnectionContext): void
   ws.on('close', onClose);
 
   context.host.acquire(context.documentName, ws).then(
-    (loaded) => attach(connection, loaded),
+    (loaded) => attachSafely(connection, loaded),
     (error: Error) => {
       context.logger.error(
         { event: 'document-load-failed', document: context.documentName, err: error },
         'cannot load document',
       );
-      ws.close(1011, 'document could not be loaded');
+      closeSocket(ws, 1011, 'document could not be loaded');
     },
   );
 }

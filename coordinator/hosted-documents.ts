@@ -18,6 +18,9 @@ export interface HostedDocument {
   connections: Map<WebSocket, number[]>;
   run<T>(task: () => Promise<T> | T): Promise<T>;
   broken: boolean;
+  // Upper bound of the encoded state (what a new reader syncs): the log's bytes at load plus every
+  // delta since; the write limits recompute it exactly when it nears --max-document-size.
+  stateBytes: number;
 }
 
 export interface DocumentHost {
@@ -58,6 +61,7 @@ class LoadedDocument implements HostedDocument {
   readonly connections = new Map<WebSocket, number[]>();
   readonly awareness: AwarenessTable;
   broken = false;
+  stateBytes = 0;
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -77,12 +81,16 @@ class LoadedDocument implements HostedDocument {
 
 // A function of its own so that the log entries replayed stay out of any closure that lives as
 // long as the document (they would keep every update's bytes in memory).
-function replay(doc: Y.Doc, entries: LogEntry[]): number {
+function replay(doc: Y.Doc, entries: LogEntry[]): { entries: number; bytes: number } {
+  let bytes = 0;
   // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
   Y.transact(doc, () => {
-    for (const entry of entries) Y.applyUpdate(doc, entry.update, 'log');
+    for (const entry of entries) {
+      Y.applyUpdate(doc, entry.update, 'log');
+      bytes += entry.update.length;
+    }
   });
-  return entries.length;
+  return { entries: entries.length, bytes };
 }
 
 // Awareness carries liveness: remember which client ids each connection announced, so they are
@@ -117,8 +125,9 @@ export function createDocumentHost(
 
   async function load(name: string): Promise<HostedDocument> {
     const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
-    const entries = replay(doc, await log.read(name));
+    const { entries, bytes } = replay(doc, await log.read(name));
     const document = new LoadedDocument(name, doc, onPresence);
+    document.stateBytes = bytes;
     trackExpiry(document.awareness);
     logger.debug({ event: 'document-loaded', document: name, entries }, 'document loaded');
     for (const observer of observers) observer.loaded?.(document);
@@ -203,6 +212,7 @@ export function createDocumentHost(
         for (const observer of observers) observer.unloaded?.(document.name);
         throw error;
       }
+      document.stateBytes += delta.length;
       const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
       for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
       for (const observer of observers) observer.accepted?.(document, delta, principal);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { bytesSchema, defineCommand, logLevelSchema, option, portSchema, secondsSchema } from '../cli/options.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
+import { limitOptionsShape } from './limit-flags.js';
 
 // Every option of `outpost coordinator`, declared once (parsing, --help, --help --json).
 export const coordinatorCommand = defineCommand({
@@ -51,6 +52,7 @@ export const coordinatorCommand = defineCommand({
         placeholder: 'FILE',
         description: 'PEM private key for --tls-cert',
       }),
+      ...limitOptionsShape,
       logLevel: option(logLevelSchema.default('info'), {
         placeholder: 'LEVEL',
         description: 'trace, debug, info, warn or error',

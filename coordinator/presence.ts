@@ -7,6 +7,8 @@ export interface HostPresence {
   lastSeen: string | null;
 }
 
+const MAX_DEPARTED = 100_000;
+
 interface Seen {
   online: boolean;
   lastSeen: number;
@@ -18,6 +20,9 @@ export type PresenceListener = (host: string, online: boolean, lastSeen: number,
 export class PresenceTable {
   private readonly local = new Map<string, Seen>();
   private readonly remote = new Map<object, Map<string, Seen>>();
+  // Hosts last reported by relay sessions that have ended (offline, with their last-seen time):
+  // one table however often relays reconnect.
+  private readonly departed = new Map<string, Seen>();
   private readonly listeners: PresenceListener[] = [];
 
   onChange(listener: PresenceListener): void {
@@ -28,13 +33,17 @@ export class PresenceTable {
     this.set(this.local, host, online, at);
   }
 
-  setRemote(source: object, host: string, online: boolean, lastSeen: number): void {
+  // False (nothing recorded) when the source already reports maxHosts other hosts: a relay's
+  // summaries cannot grow this table past its bound.
+  setRemote(source: object, host: string, online: boolean, lastSeen: number, maxHosts = Infinity): boolean {
     let table = this.remote.get(source);
     if (!table) {
       table = new Map();
       this.remote.set(source, table);
     }
+    if (!table.has(host) && table.size >= maxHosts) return false;
     this.set(table, host, online, lastSeen);
+    return true;
   }
 
   // A relay's link went away: the hosts it reported are offline as of now.
@@ -42,11 +51,19 @@ export class PresenceTable {
     const table = this.remote.get(source);
     if (!table) return;
     for (const [host, seen] of table) if (seen.online) this.set(table, host, false, at);
+    this.remote.delete(source);
+    for (const [host, seen] of table) {
+      const kept = this.departed.get(host);
+      this.departed.delete(host);
+      this.departed.set(host, { online: false, lastSeen: Math.max(kept?.lastSeen ?? 0, seen.lastSeen) });
+    }
+    // Oldest first out (Map keeps insertion order).
+    while (this.departed.size > MAX_DEPARTED) this.departed.delete(this.departed.keys().next().value!);
   }
 
   get(host: string): Seen | null {
     let best: Seen | null = null;
-    for (const table of [this.local, ...this.remote.values()]) {
+    for (const table of [this.local, this.departed, ...this.remote.values()]) {
       const seen = table.get(host);
       if (!seen) continue;
       best = best
@@ -57,7 +74,7 @@ export class PresenceTable {
   }
 
   hosts(): string[] {
-    const names = new Set(this.local.keys());
+    const names = new Set([...this.local.keys(), ...this.departed.keys()]);
     for (const table of this.remote.values()) for (const host of table.keys()) names.add(host);
     return [...names];
   }

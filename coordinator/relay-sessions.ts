@@ -17,9 +17,11 @@ import {
 } from '../shared/sync/mux-frames.js';
 import { serveConnection } from './connection.js';
 import type { DocumentHost } from './hosted-documents.js';
+import { LIMIT_FLAGS, type Refusals, type ResourceLimits, ThrottledWarn, type WriteLimits } from './limits.js';
 import type { PresenceTable } from './presence.js';
 import type { Principal, TrustState } from './trust-state.js';
 import type { UpdateLog } from './update-log.js';
+import { closeReason, closeSocket, isServedDocument } from './wire.js';
 
 // The coordinator's side of the relay link (frames: shared/sync/mux-frames.ts): one session per
 // relay, each channel served like a direct socket.
@@ -50,7 +52,7 @@ class ChannelSocket extends EventEmitter {
   }
   close(code = 1000, reason = ''): void {
     if (this.readyState !== WebSocket.OPEN) return;
-    sendFrame(this.mux, { type: FRAME_CLOSE, channel: this.channel, code, reason });
+    sendFrame(this.mux, { type: FRAME_CLOSE, channel: this.channel, code, reason: closeReason(reason) });
     this.closed(code, reason);
   }
   terminate(): void {
@@ -70,8 +72,21 @@ export interface MuxServer {
   sessions(): number;
 }
 
-const MAX_CHANNELS_PER_SESSION = 100_000;
 const PING_INTERVAL_MS = 30_000;
+// Close codes on a channel (the relay's bridge retries all but 4403 and 1008 after a second).
+const CLOSE_NOT_A_DOCUMENT = 4404;
+const CLOSE_TOO_MANY = 4429;
+
+export interface MuxLimits {
+  limits: ResourceLimits;
+  refusals: Refusals;
+  writeLimits: WriteLimits;
+}
+
+interface Session {
+  notify(document: string): void;
+  close(code: number, reason: string): void;
+}
 
 // The upstream side: serves relays' multiplexed connections with the same document host.
 export function createMuxServer(
@@ -81,11 +96,16 @@ export function createMuxServer(
   presence: PresenceTable,
   logger: Logger,
   access: (principal: Principal, document: string) => boolean,
+  { limits, refusals, writeLimits }: MuxLimits,
 ): MuxServer {
   const epoch = randomBytes(8).toString('hex');
   let counter = 0;
   const changedAt = new Map<string, number>();
-  const sessions = new Set<{ notify(document: string): void }>();
+  const sessions = new Set<Session>();
+  // One session per relay key: a newer one replaces the older (a relay that reconnects before
+  // the old socket timed out), so a key cannot multiply its channel budget.
+  const byKey = new Map<string, Session>();
+  const warnings = new ThrottledWarn(logger);
 
   host.observe({
     accepted(document) {
@@ -108,7 +128,31 @@ export function createMuxServer(
         principal.kind === 'anonymous' || principal.kind === 'unknown-key'
           ? principal
           : trust.principalForKey(principal.key);
-      const mayOpen = (document: string): boolean => access(current(), document);
+      const mayOpen = (document: string): boolean => {
+        const now = current();
+        return (!trust.enforced || now.kind === 'relay') && access(now, document);
+      };
+      const refuseChannel = (
+        channel: number,
+        document: string,
+        code: number,
+        reason: string,
+        kind: 'relayDocumentNames' | 'relayChannels',
+      ): void => {
+        refusals[kind] += 1;
+        warnings.warn(
+          `${principal.label}|${kind}`,
+          {
+            event: 'relay-channel-refused',
+            document: document.slice(0, 200),
+            documentLength: document.length,
+            principal: principal.label,
+            reason,
+          },
+          'refusing a relay channel',
+        );
+        sendFrame(ws, { type: FRAME_CLOSE, channel, code, reason: closeReason(reason) });
+      };
 
       const flushNotes = (): void => {
         noteTimer = null;
@@ -116,20 +160,49 @@ export function createMuxServer(
         sendFrame(ws, { type: FRAME_CHANGES, epoch, cursor: counter, documents: [...pendingNotes] });
         pendingNotes.clear();
       };
-      const session = {
+      const session: Session = {
         notify(document: string) {
           if (byDocument.has(document) || !mayOpen(document)) return;
           pendingNotes.add(document);
           noteTimer ??= setTimeout(flushNotes, 20);
         },
+        close(code, reason) {
+          closeSocket(ws, code, reason);
+        },
       };
       sessions.add(session);
+      const key = principal.kind === 'relay' ? principal.key : null;
+      if (key !== null) {
+        byKey.get(key)?.close(4409, 'replaced by a newer session of the same relay');
+        byKey.set(key, session);
+      }
       const ping = setInterval(() => {
         if (!alive) return ws.terminate();
         alive = false;
         ws.ping();
       }, PING_INTERVAL_MS);
       ws.on('pong', () => (alive = true));
+
+      // One SINCE answered at a time (listing the whole log is not free); a newer one waits.
+      let sinceRunning = false;
+      let sinceNext: { epoch: string; cursor: number } | null = null;
+      const since = (sinceEpoch: string, cursor: number): void => {
+        if (sinceRunning) {
+          sinceNext = { epoch: sinceEpoch, cursor };
+          return;
+        }
+        sinceRunning = true;
+        answerSince(sinceEpoch, cursor)
+          .catch((error: Error) =>
+            logger.error({ event: 'relay-changes-failed', err: error }, 'cannot list changed documents'),
+          )
+          .finally(() => {
+            sinceRunning = false;
+            const next = sinceNext;
+            sinceNext = null;
+            if (next && ws.readyState === WebSocket.OPEN) since(next.epoch, next.cursor);
+          });
+      };
 
       const answerSince = async (sinceEpoch: string, cursor: number): Promise<void> => {
         const now = counter;
@@ -143,8 +216,28 @@ export function createMuxServer(
       };
 
       const open = (channel: number, document: string): void => {
-        if (channels.has(channel) || channels.size >= MAX_CHANNELS_PER_SESSION)
-          throw new Error(`channel ${channel} already open, or too many channels`);
+        if (channels.has(channel)) throw new Error(`channel ${channel} is already open`);
+        // The same names the direct endpoint accepts, checked before anything is loaded.
+        if (!isServedDocument(document)) {
+          refuseChannel(
+            channel,
+            document,
+            CLOSE_NOT_A_DOCUMENT,
+            'not a document name; expected hosts/<id>/desired, hosts/<id>/status or fleet/<name>',
+            'relayDocumentNames',
+          );
+          return;
+        }
+        if (channels.size >= limits.maxDocumentsPerConnection) {
+          refuseChannel(
+            channel,
+            document,
+            CLOSE_TOO_MANY,
+            `${limits.maxDocumentsPerConnection} documents already open on this relay link (${LIMIT_FLAGS.maxDocumentsPerConnection})`,
+            'relayChannels',
+          );
+          return;
+        }
         if (!mayOpen(document)) {
           logger.warn(
             { event: 'connection-refused', document, principal: principal.label, reason: "not in this relay's scope" },
@@ -154,7 +247,7 @@ export function createMuxServer(
             type: FRAME_CLOSE,
             channel,
             code: 4403,
-            reason: `${principal.label} may not open ${document}`,
+            reason: closeReason(`${principal.label} may not open ${document}`),
           });
           return;
         }
@@ -169,7 +262,11 @@ export function createMuxServer(
           principal: principal.label,
           host,
           logger,
-          mayWrite: () => trust.access(current(), document) === 'write',
+          mayWrite: () =>
+            (!trust.enforced || current().kind === 'relay') && trust.access(current(), document) === 'write',
+          // A relay carries its hosts' writes: its quota is per document, like each host's own.
+          limits: writeLimits,
+          writer: `${principal.label} ${document}`,
         });
       };
 
@@ -188,16 +285,36 @@ export function createMuxServer(
             case FRAME_CLOSE:
               channels.get(frame.channel)?.closed(frame.code, frame.reason);
               return;
-            case FRAME_PRESENCE:
-              // Hosts this relay may not sync are not its to report.
-              for (const entry of frame.hosts)
-                if (parseDocName(statusDocName(entry.host)) && mayOpen(statusDocName(entry.host)))
-                  presence.setRemote(session, entry.host, entry.online, Math.min(entry.lastSeen, Date.now()));
+            case FRAME_PRESENCE: {
+              // Hosts this relay may not sync are not its to report, and the table is bounded.
+              let refused = 0;
+              for (const entry of frame.hosts) {
+                const name = entry.host.length <= 63 ? statusDocName(entry.host) : '';
+                const accepted =
+                  parseDocName(name) !== null &&
+                  mayOpen(name) &&
+                  Number.isFinite(entry.lastSeen) &&
+                  presence.setRemote(
+                    session,
+                    entry.host,
+                    entry.online,
+                    Math.max(0, Math.min(entry.lastSeen, Date.now())),
+                    limits.maxDocumentsPerConnection,
+                  );
+                if (!accepted) refused += 1;
+              }
+              if (refused > 0) {
+                refusals.relayPresence += refused;
+                warnings.warn(
+                  `${principal.label}|presence`,
+                  { event: 'relay-presence-refused', principal: principal.label, entries: refused },
+                  "ignoring presence for hosts outside this relay's scope, malformed, or over the limit",
+                );
+              }
               return;
+            }
             case FRAME_SINCE:
-              void answerSince(frame.epoch, frame.cursor).catch((error: Error) =>
-                logger.error({ event: 'relay-changes-failed', err: error }, 'cannot list changed documents'),
-              );
+              since(frame.epoch, frame.cursor);
               return;
             default:
               throw new Error(`unexpected frame type ${frame.type} from a relay`);
@@ -212,7 +329,7 @@ export function createMuxServer(
             },
             'closing relay connection: bad frame',
           );
-          ws.close(1007, (error as Error).message.slice(0, 120));
+          closeSocket(ws, 1007, (error as Error).message);
         }
       });
       ws.on('error', (error) =>
@@ -225,6 +342,7 @@ export function createMuxServer(
         clearInterval(ping);
         if (noteTimer) clearTimeout(noteTimer);
         sessions.delete(session);
+        if (key !== null && byKey.get(key) === session) byKey.delete(key);
         presence.dropSource(session);
         for (const socket of [...channels.values()]) socket.closed(1006, 'relay connection closed');
         logger.info({ event: 'relay-disconnected', principal: principal.label }, 'relay disconnected');

@@ -1,23 +1,39 @@
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
-import { parseDocName } from '../shared/documents/names.js';
+import { parseDocName, statusDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
-import { handleFleetPost, sendJson } from './fleet-api.js';
+import { handleFleetPost } from './fleet-api.js';
 import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
+import { refuseUpgrade, requestPath, requestQuery, respondJson, upgradeDocument } from './http-guard.js';
+import {
+  createConnectionGate,
+  createRefusals,
+  DEFAULT_LIMITS,
+  type ResourceLimits,
+  ThrottledWarn,
+  WriteLimits,
+} from './limits.js';
 import { PresenceTable } from './presence.js';
 import { createMuxServer } from './relay-sessions.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
+import { closeSocket, isServedDocument } from './wire.js';
 
 export interface CoordinatorConfig {
   dataDir: string;
@@ -32,6 +48,8 @@ export interface CoordinatorConfig {
   timestampIntervalMs?: number;
   tls?: { certFile: string; keyFile: string };
   challengeTtlMs?: number;
+  // Per-address, per-connection and per-writer limits (coordinator/limits.ts); defaults for the rest.
+  limits?: Partial<ResourceLimits>;
   // What a relay adds (coordinator/relay.ts); a coordinator has none.
   extension?: CoordinatorExtension;
 }
@@ -57,11 +75,7 @@ export interface RunningCoordinator {
 }
 
 export type { HostPresence } from './presence.js';
-
-// Document names a peer may open: a host's desired or status document, or a fleet-wide one.
-export function isServedDocument(name: string): boolean {
-  return parseDocName(name) !== null || /^fleet\/[a-z0-9-]{1,63}$/.test(name);
-}
+export { isServedDocument };
 
 // Built here, not inside the upgrade handler: a closure there would keep the upgrade request (its
 // headers, strings and head buffer) alive for as long as the connection lives, ~2.5 KB a host.
@@ -75,12 +89,30 @@ function writeCheck(trust: TrustState, principal: Principal, documentName: strin
     ) === 'write';
 }
 
+// Writes are charged to the proven principal; an anonymous peer (open mode) has no identity
+// beyond its address, so there the quota is per address and document.
+function writerKey(principal: Principal, documentName: string): string {
+  return principal.kind === 'anonymous' ? `${principal.label} ${documentName}` : principal.label;
+}
+
 // Close codes 4400-4499 tell a stock y-websocket client not to retry on its own.
 const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_FORBIDDEN = 4403;
 
+// The HTTP read-only APIs: who may call them with --org-root, and what each caller sees.
+const API_PATHS = ['/api/documents', '/api/presence'];
+
+function ignoreSocketError(): void {
+  // A peer resetting its connection mid-upgrade or mid-refusal is normal; without a listener the
+  // 'error' event would end the process.
+}
+
 export async function startCoordinator(config: CoordinatorConfig): Promise<RunningCoordinator> {
   const { logger } = config;
+  const limits: ResourceLimits = { ...DEFAULT_LIMITS, ...config.limits };
+  const refusals = createRefusals();
+  const writeLimits = new WriteLimits(limits, refusals, logger);
+  const warnings = new ThrottledWarn(logger);
   const log = await openUpdateLog(config.dataDir);
   // Liveness lives only in memory, fed by awareness (and by relays' summaries): never written into documents.
   const presence = new PresenceTable();
@@ -104,64 +136,161 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     presence,
     logger,
     (principal, document) => trust.access(principal, document) !== 'none' && (extension?.serves(document) ?? true),
+    { limits, refusals, writeLimits },
   );
   const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
   const stopTimestamps = config.timestampKey
     ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
 
-  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    if (extension?.route(req, res, path)) return;
-    if (req.method === 'POST') {
-      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger).then(
-        (handled) => handled || sendJson(res, 404, { error: `no such endpoint ${path}` }),
-        (error: Error) => sendJson(res, 500, { error: error.message }),
+  // Who calls a read-only API: with --org-root an admin or a relay of the policy, proven by a
+  // signed single-use challenge in headers (the proof is signed for the path, so it is good for
+  // nothing else); in open mode anyone (null).
+  function apiCaller(
+    req: IncomingMessage,
+    path: string,
+  ): { principal: Principal | null } | { status: number; error: string } {
+    if (!trust.enforced) return { principal: null };
+    const header = (name: string): string | undefined => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const parsed = authParamsSchema.safeParse({
+      principal: header(AUTH_HEADERS.principal),
+      challenge: header(AUTH_HEADERS.challenge),
+      signature: header(AUTH_HEADERS.signature),
+    });
+    const fix = `GET /auth/challenge, sign it for ${path} and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost status --key KEYFILE does this)`;
+    if (!parsed.success) return { status: 401, error: `${path} needs a key proof: ${fix}` };
+    if (!challenges.consume(parsed.data.challenge))
+      return { status: 401, error: `unknown, used or expired challenge: ${fix}` };
+    if (!verifyAuthProof(parsed.data, path))
+      return { status: 401, error: `key proof signature does not verify for ${path}: ${fix}` };
+    const principal = trust.principalForKey(parsed.data.principal);
+    if (principal.kind !== 'admin' && principal.kind !== 'relay')
+      return {
+        status: 403,
+        error: `${principal.label} may not read ${path}: only admins and relays of the policy may`,
+      };
+    return { principal };
+  }
+
+  function handleApi(req: IncomingMessage, res: ServerResponse, path: string): void {
+    const caller = apiCaller(req, path);
+    if ('error' in caller) {
+      refusals.apiUnauthenticated += 1;
+      warnings.warn(
+        `api:${req.socket.remoteAddress}`,
+        { event: 'api-refused', path, address: req.socket.remoteAddress, reason: caller.error },
+        'refusing an API request',
+      );
+      respondJson(res, caller.status, { error: caller.error });
+      return;
+    }
+    const { principal } = caller;
+    const visible = (document: string): boolean => principal === null || trust.access(principal, document) !== 'none';
+    if (path === '/api/documents') {
+      log.documents().then(
+        (documents) => respondJson(res, 200, { documents: documents.filter(visible) }),
+        (error: Error) => respondJson(res, 500, { error: `cannot list the update log: ${error.message}` }),
       );
       return;
     }
+    const hosts = Object.fromEntries(
+      Object.entries(presence.snapshot()).filter(([name]) => visible(statusDocName(name))),
+    );
+    respondJson(res, 200, { hosts });
+  }
+
+  function route(req: IncomingMessage, res: ServerResponse): void {
+    const path = requestPath(req.url);
+    if (path === null) {
+      refusals.badRequests += 1;
+      respondJson(res, 400, { error: 'malformed request URL; expected a path such as /healthz' });
+      return;
+    }
+    if (extension?.route(req, res, path)) return;
+    if (req.method === 'POST') {
+      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger)
+        .then((handled) => handled || respondJson(res, 404, { error: `no such endpoint ${path}` }))
+        .catch((error: Error) => respondJson(res, 500, { error: error.message }));
+      return;
+    }
     if (req.method !== 'GET') {
-      sendJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
+      respondJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
       return;
     }
     if (path === '/healthz') {
-      sendJson(res, 200, {
+      respondJson(res, 200, {
         ok: true,
         openDocuments: host.openDocuments(),
         policyVersion: trust.policy()?.version ?? null,
         authentication: trust.enforced,
         relaySessions: mux.sessions(),
+        connections: gate.stats(),
+        limits,
+        refusals,
         ...extension?.health(),
       });
       return;
     }
     if (path === '/auth/challenge') {
-      sendJson(res, 200, challenges.issue());
+      respondJson(res, 200, challenges.issue());
       return;
     }
-    if (path === '/api/documents') {
-      log.documents().then(
-        (documents) => sendJson(res, 200, { documents }),
-        (error: Error) => sendJson(res, 500, { error: error.message }),
-      );
+    if (API_PATHS.includes(path)) {
+      handleApi(req, res, path);
       return;
     }
-    if (path === '/api/presence') {
-      sendJson(res, 200, { hosts: presence.snapshot() });
-      return;
+    respondJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
+  }
+
+  const handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    gate.started(req.socket);
+    try {
+      route(req, res);
+    } catch (error) {
+      // A bug, not the peer's fault: answer 500 and keep serving everyone else.
+      refusals.handlerErrors += 1;
+      logger.error({ event: 'request-failed', method: req.method, err: error }, 'request handler failed');
+      respondJson(res, 500, { error: `internal error: ${(error as Error).message}` });
     }
-    sendJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
+  };
+  // Request headers must be complete within the upgrade timeout (slowloris); Node checks this
+  // itself for HTTP requests, the connection gate does for every connection.
+  const httpOptions: ServerOptions = {
+    headersTimeout: limits.upgradeTimeoutMs,
+    requestTimeout: Math.max(60_000, limits.upgradeTimeoutMs),
+    connectionsCheckingInterval: Math.min(30_000, Math.max(1000, limits.upgradeTimeoutMs / 2)),
   };
   const server: Server = config.tls
     ? createHttpsServer(
-        { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) },
+        {
+          ...httpOptions,
+          cert: readFileSync(config.tls.certFile),
+          key: readFileSync(config.tls.keyFile),
+          handshakeTimeout: limits.upgradeTimeoutMs,
+        },
         handleRequest,
       )
-    : createHttpServer(handleRequest);
+    : createHttpServer(httpOptions, handleRequest);
+  const gate = createConnectionGate(server, limits, refusals, logger, { tls: Boolean(config.tls) });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    refusals.badRequests += 1;
+    socket.on('error', ignoreSocketError);
+    if (error.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const status =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? '431 Request Header Fields Too Large'
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? '408 Request Timeout'
+          : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
+  });
 
   // Who is connecting: a key proven by a signed, single-use challenge, or (open mode) an address.
   function authenticate(req: IncomingMessage, documentName: string): { principal: Principal } | { refused: string } {
-    const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+    const query = requestQuery(req.url);
     const address = req.socket.remoteAddress ?? 'unknown';
     if (!query.has('principal')) {
       return trust.enforced
@@ -176,24 +305,64 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   }
 
   function refuse(ws: WebSocket, code: number, reason: string, fields: Record<string, unknown>): void {
-    logger.warn({ event: 'connection-refused', ...fields, reason }, 'refusing connection');
-    ws.close(code, reason.slice(0, 120));
+    warnings.warn(
+      `refused:${fields.principal ?? 'unauthenticated'}:${fields.document}`,
+      { event: 'connection-refused', ...fields, reason },
+      'refusing connection',
+    );
+    // The peer may still send frames (even invalid ones) until it has read our close.
+    ws.on('error', ignoreSocketError);
+    closeSocket(ws, code, reason);
   }
 
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname).replace(/^\/+/, '');
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const path = upgradeDocument(req.url);
+    if (path === null) {
+      refusals.badRequests += 1;
+      warnings.warn(
+        `bad-upgrade:${req.socket.remoteAddress}`,
+        { event: 'upgrade-refused', address: req.socket.remoteAddress, reason: 'malformed URL' },
+        'refusing websocket upgrade',
+      );
+      refuseUpgrade(
+        socket,
+        400,
+        'Bad Request',
+        'malformed URL or percent-encoding; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>',
+      );
+      return;
+    }
     if (path === MUX_PATH) {
       muxServer.handleUpgrade(req, socket, head, (ws) => {
         const outcome = authenticate(req, MUX_PATH);
         if ('refused' in outcome) return refuse(ws, CLOSE_UNAUTHENTICATED, outcome.refused, { document: MUX_PATH });
-        mux.handle(ws, outcome.principal);
+        const { principal } = outcome;
+        // A relay session carries many documents and presence for many hosts: only keys the policy
+        // lists as relays get one.
+        if (trust.enforced && principal.kind !== 'relay') {
+          refusals.relaySessions += 1;
+          return refuse(
+            ws,
+            CLOSE_FORBIDDEN,
+            `${principal.label} is not a relay of the policy; only keys listed under relays may open ${MUX_PATH}`,
+            { document: MUX_PATH, principal: principal.label },
+          );
+        }
+        mux.handle(ws, principal);
       });
       return;
     }
     if (!isServedDocument(path)) {
-      logger.warn({ event: 'upgrade-refused', url: req.url, reason: 'unknown document' }, 'refusing websocket upgrade');
-      socket.end(
-        'HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\nunknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>\n',
+      warnings.warn(
+        `unknown-document:${req.socket.remoteAddress}`,
+        { event: 'upgrade-refused', url: req.url?.slice(0, 300), reason: 'unknown document' },
+        'refusing websocket upgrade',
+      );
+      refuseUpgrade(
+        socket,
+        404,
+        'Not Found',
+        'unknown document; expected /hosts/<id>/desired, /hosts/<id>/status or /fleet/<name>',
       );
       return;
     }
@@ -220,14 +389,36 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         host,
         logger,
         mayWrite: writeCheck(trust, principal, documentName),
+        limits: writeLimits,
+        writer: writerKey(principal, documentName),
       });
     });
+  }
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    gate.started(socket as Socket);
+    socket.on('error', ignoreSocketError);
+    try {
+      upgrade(req, socket, head);
+    } catch (error) {
+      refusals.handlerErrors += 1;
+      logger.error({ event: 'upgrade-failed', err: error }, 'upgrade handler failed');
+      socket.destroy();
+    }
   });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.listen, () => resolve());
+    server.listen(config.port, config.listen, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
+  // After listening, errors are the accept loop's (EMFILE when out of file descriptors): log
+  // them; without a listener they would end the process.
+  server.on('error', (error: Error) =>
+    warnings.warn('server-error', { event: 'server-error', reason: error.message }, 'server socket error'),
+  );
   const port = (server.address() as AddressInfo).port;
   const url = `${config.tls ? 'wss' : 'ws'}://${config.listen.includes(':') ? `[${config.listen}]` : config.listen}:${port}`;
   logger.info(

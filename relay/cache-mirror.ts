@@ -147,47 +147,58 @@ export async function openCacheMirror(options: CacheMirrorOptions): Promise<Cach
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
         return;
       }
-      ensure(path, file.maxBytes).then(
-        () => {
+      ensure(path, file.maxBytes)
+        .then(() => {
           const size = stored.get(path)?.size;
-          if (size === undefined) throw new NotFound(path);
-          // Agents resume a NAR cut off mid-transfer with `Range: bytes=N-` (satellite links).
-          const range = parseRange(req.headers.range, size);
-          if (range === 'unsatisfiable') {
-            res
-              .writeHead(416, { 'content-type': 'text/plain', 'content-range': `bytes */${size}` })
-              .end('range not satisfiable\n');
-            return;
-          }
-          if (range) {
-            res.writeHead(206, {
-              'content-type': file.contentType,
-              'content-length': String(range.end - range.start + 1),
-              'content-range': `bytes ${range.start}-${range.end}/${size}`,
-              'accept-ranges': 'bytes',
-            });
-          } else {
-            res.writeHead(200, {
-              'content-type': file.contentType,
-              'content-length': String(size),
-              'accept-ranges': 'bytes',
-            });
-          }
-          if (req.method === 'HEAD') return void res.end();
-          const stream = createReadStream(join(dir, path), range ? { start: range.start, end: range.end } : {});
-          stream.on('error', () => res.destroy());
-          stream.pipe(res);
-        },
-        (error: Error) => {
+          // Evicted again between its download and now (a full mirror under many requests).
+          if (size === undefined) throw new NotFound(`${path}: evicted before it could be served; retry`);
+          serveStored(req, res, path, file.contentType, size);
+        })
+        .catch((error: Error) => {
           if (!(error instanceof NotFound))
             logger.warn({ event: 'cache-mirror-failed', path, reason: error.message }, 'cache mirror fetch failed');
+          if (res.headersSent || res.destroyed) return void res.destroy();
           res
             .writeHead(error instanceof NotFound ? 404 : 502, { 'content-type': 'text/plain' })
             .end(`${error.message}\n`);
-        },
-      );
+        });
     },
   };
+
+  function serveStored(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    contentType: string,
+    size: number,
+  ): void {
+    // Agents resume a NAR cut off mid-transfer with `Range: bytes=N-` (satellite links).
+    const range = parseRange(req.headers.range, size);
+    if (range === 'unsatisfiable') {
+      res
+        .writeHead(416, { 'content-type': 'text/plain', 'content-range': `bytes */${size}` })
+        .end('range not satisfiable\n');
+      return;
+    }
+    if (range) {
+      res.writeHead(206, {
+        'content-type': contentType,
+        'content-length': String(range.end - range.start + 1),
+        'content-range': `bytes ${range.start}-${range.end}/${size}`,
+        'accept-ranges': 'bytes',
+      });
+    } else {
+      res.writeHead(200, {
+        'content-type': contentType,
+        'content-length': String(size),
+        'accept-ranges': 'bytes',
+      });
+    }
+    if (req.method === 'HEAD') return void res.end();
+    const stream = createReadStream(join(dir, path), range ? { start: range.start, end: range.end } : {});
+    stream.on('error', () => res.destroy());
+    stream.pipe(res);
+  }
 }
 
 // One `bytes=START-[END]` or `bytes=-SUFFIX` range (all an agent sends); anything else is served

@@ -1,4 +1,5 @@
 import { runCommand, runDaemon } from '../cli/command.js';
+import { limitsFromOptions } from '../coordinator/limit-flags.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import { type RelayOptions, relayCommand } from './options.js';
@@ -26,6 +27,7 @@ async function runRelay(options: RelayOptions): Promise<number> {
     cacheUpstreams: options.cacheUpstream,
     cacheMaxBytes: options.cacheMaxSize,
     tls: options.tlsCert && options.tlsKey ? { certFile: options.tlsCert, keyFile: options.tlsKey } : undefined,
+    limits: limitsFromOptions(options),
     logger,
   });
   return runDaemon('relay', logger, relay, { url: relay.url, port: relay.port });

@@ -9,6 +9,7 @@ import {
   secondsSchema,
   urlSchema,
 } from '../cli/options.js';
+import { limitOptionsShape } from '../coordinator/limit-flags.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
 // Every option of `outpost relay`, declared once (parsing, --help, --help --json).
@@ -94,6 +95,7 @@ export const relayCommand = defineCommand({
         placeholder: 'FILE',
         description: 'PEM private key for --tls-cert',
       }),
+      ...limitOptionsShape,
       logLevel: option(logLevelSchema.default('info'), {
         placeholder: 'LEVEL',
         description: 'trace, debug, info, warn or error',

@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { sendJson } from '../coordinator/fleet-api.js';
+import { respondJson } from '../coordinator/http-guard.js';
+import type { ResourceLimits } from '../coordinator/limits.js';
 import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import type { TrustState } from '../coordinator/trust-state.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
@@ -35,6 +36,7 @@ export interface RelayConfig {
   cacheUpstreams: string[];
   cacheMaxBytes: number;
   tls?: { certFile: string; keyFile: string };
+  limits?: Partial<ResourceLimits>;
   logger: Logger;
 }
 
@@ -71,6 +73,7 @@ async function forwardPost(
   const order = current ? [current, ...upstreams.filter((u) => u !== current)] : upstreams;
   const problems: string[] = [];
   for (const upstream of order) {
+    let answer: { status: number; contentType: string; body: Buffer };
     try {
       const response = await fetch(`${httpBaseFromWs(upstream)}${path}`, {
         method: 'POST',
@@ -78,14 +81,23 @@ async function forwardPost(
         body: new Uint8Array(body),
         signal: AbortSignal.timeout(30_000),
       });
-      res.writeHead(response.status, { 'content-type': response.headers.get('content-type') ?? 'application/json' });
-      res.end(Buffer.from(await response.arrayBuffer()));
-      return;
+      // The whole answer first: an upstream that fails mid-answer is tried like an unreachable one,
+      // and nothing is half-sent to the client.
+      answer = {
+        status: response.status,
+        contentType: response.headers.get('content-type') ?? 'application/json',
+        body: Buffer.from(await response.arrayBuffer()),
+      };
     } catch (error) {
       problems.push(`${upstream}: ${(error as Error).message}`);
+      continue;
     }
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(answer.status, { 'content-type': answer.contentType });
+    res.end(answer.body);
+    return;
   }
-  sendJson(res, 503, {
+  respondJson(res, 503, {
     error: `this relay passes ${path} on to its upstream, and none is reachable now (${problems.join('; ')}); try again later or POST to the coordinator directly`,
   });
 }
@@ -130,12 +142,12 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
     route(req, res, path) {
       if (path === CACHE_PREFIX || path.startsWith(`${CACHE_PREFIX}/`)) {
         if (cache) cache.handle(req, res, path);
-        else sendJson(res, 404, { error: 'this relay mirrors no binary cache; start it with --cache-upstream URL' });
+        else respondJson(res, 404, { error: 'this relay mirrors no binary cache; start it with --cache-upstream URL' });
         return true;
       }
       if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {
         forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) =>
-          sendJson(res, 400, { error: error.message }),
+          respondJson(res, 400, { error: error.message }),
         );
         return true;
       }
@@ -162,6 +174,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
     logger,
     orgRootKeys: config.orgRootKeys,
     tls: config.tls,
+    limits: config.limits,
     extension,
   });
   trust = server.trust;

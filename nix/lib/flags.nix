@@ -109,6 +109,13 @@ rec {
         { flag = "timestamp-interval"; option = "timestampInterval"; }
         { flag = "tls-cert"; option = "tlsCertFile"; }
         { flag = "tls-key"; option = "tlsKeyFile"; }
+        { flag = "max-connections-per-address"; option = "maxConnectionsPerAddress"; }
+        { flag = "max-pending-upgrades"; option = "maxPendingUpgrades"; }
+        { flag = "upgrade-timeout"; option = "upgradeTimeout"; }
+        { flag = "max-documents-per-connection"; option = "maxDocumentsPerConnection"; }
+        { flag = "max-update-size"; option = "maxUpdateSize"; }
+        { flag = "max-writer-bytes-per-hour"; option = "maxWriterBytesPerHour"; }
+        { flag = "max-document-size"; option = "maxDocumentSize"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };
@@ -143,6 +150,13 @@ rec {
         { flag = "cache-max-size"; option = "cacheMaxSize"; }
         { flag = "tls-cert"; option = "tlsCertFile"; }
         { flag = "tls-key"; option = "tlsKeyFile"; }
+        { flag = "max-connections-per-address"; option = "maxConnectionsPerAddress"; }
+        { flag = "max-pending-upgrades"; option = "maxPendingUpgrades"; }
+        { flag = "upgrade-timeout"; option = "upgradeTimeout"; }
+        { flag = "max-documents-per-connection"; option = "maxDocumentsPerConnection"; }
+        { flag = "max-update-size"; option = "maxUpdateSize"; }
+        { flag = "max-writer-bytes-per-hour"; option = "maxWriterBytesPerHour"; }
+        { flag = "max-document-size"; option = "maxDocumentSize"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import type { SigningKey } from '../crypto/keys.js';
 import { type ConnectOptions, connectDocument as connectWith, type DocumentConnection } from '../sync/connect.js';
+import { fetchAuthHeaders } from '../sync/reconnect.js';
 
 export { type DocumentConnection, waitForSync } from '../sync/connect.js';
 
@@ -25,4 +26,13 @@ export function connectDocument(
     ...options,
     identity: options.identity === undefined ? processIdentity : options.identity,
   });
+}
+
+// Headers proving the process identity (or `identity`) to a read-only HTTP API such as
+// /api/documents; none without an identity (open-mode servers need none).
+export async function proofHeaders(
+  url: string,
+  identity: SigningKey | null = processIdentity,
+): Promise<Record<string, string>> {
+  return identity ? fetchAuthHeaders(url, identity, 15_000) : {};
 }

@@ -30,3 +30,19 @@ export function verifyAuthProof(params: AuthParams, document: string): boolean {
     { publicKey: params.principal, signature: params.signature },
   );
 }
+
+// The read-only HTTP APIs (/api/documents, /api/presence) take the same proof in headers, signed
+// for the request path instead of a document name (paths start with '/', document names never do).
+export const AUTH_HEADERS = {
+  principal: 'x-outpost-principal',
+  challenge: 'x-outpost-challenge',
+  signature: 'x-outpost-signature',
+} as const;
+
+export function authHeaders(params: AuthParams): Record<string, string> {
+  return {
+    [AUTH_HEADERS.principal]: params.principal,
+    [AUTH_HEADERS.challenge]: params.challenge,
+    [AUTH_HEADERS.signature]: params.signature,
+  };
+}

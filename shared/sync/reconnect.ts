@@ -1,5 +1,5 @@
 import type { SigningKey } from '../crypto/keys.js';
-import { challengeResponseSchema, signAuthProof } from './auth-proof.js';
+import { authHeaders, challengeResponseSchema, signAuthProof } from './auth-proof.js';
 
 // One reconnect loop for every long-lived link (agent and admin documents, the relay's upstream
 // link): jittered exponential backoff with a cap, failover to the next endpoint after two failures
@@ -88,14 +88,8 @@ export function httpBaseFromWs(serverUrl: string): string {
   return serverUrl.replace(/^ws(s?):/, 'http$1:').replace(/\/+$/, '');
 }
 
-// A fresh proof of `key` for one document (or the relay link), signed over the endpoint's
-// single-use challenge: what the upgrade request carries as query parameters.
-export async function fetchAuthProof(
-  serverUrl: string,
-  documentName: string,
-  key: SigningKey,
-  timeoutMs: number,
-): Promise<Record<string, string>> {
+// A fresh single-use challenge from the endpoint.
+async function fetchChallenge(serverUrl: string, timeoutMs: number): Promise<string> {
   const url = `${httpBaseFromWs(serverUrl)}/auth/challenge`;
   let response: Response;
   try {
@@ -104,6 +98,27 @@ export async function fetchAuthProof(
     throw new Error(`cannot reach ${url}: ${(error as Error).message}`);
   }
   if (!response.ok) throw new Error(`challenge request to ${url} answered ${response.status}`);
-  const { challenge } = challengeResponseSchema.parse(await response.json());
-  return { ...signAuthProof(key, challenge, documentName) };
+  return challengeResponseSchema.parse(await response.json()).challenge;
+}
+
+// A fresh proof of `key` for one document (or the relay link), signed over the endpoint's
+// single-use challenge: what the upgrade request carries as query parameters.
+export async function fetchAuthProof(
+  serverUrl: string,
+  documentName: string,
+  key: SigningKey,
+  timeoutMs: number,
+): Promise<Record<string, string>> {
+  return { ...signAuthProof(key, await fetchChallenge(serverUrl, timeoutMs), documentName) };
+}
+
+// Headers proving `key` to a read-only HTTP API (/api/documents, /api/presence): a fresh
+// challenge from the same server, signed for the URL's path.
+export async function fetchAuthHeaders(
+  url: string,
+  key: SigningKey,
+  timeoutMs: number,
+): Promise<Record<string, string>> {
+  const target = new URL(url);
+  return authHeaders(signAuthProof(key, await fetchChallenge(target.origin, timeoutMs), target.pathname));
 }

@@ -1,0 +1,66 @@
+import type { ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+// Helpers that let no request throw out of a handler: URL parsing that answers null instead of
+// throwing (`GET http://[` is a valid request line whose URL does not parse), answers that never
+// throw when the response is already under way or gone, and a plain HTTP refusal for an upgrade.
+
+// The path of a request URL, or null when it does not parse.
+export function requestPath(url: string | undefined): string | null {
+  try {
+    return new URL(url ?? '/', 'http://localhost').pathname;
+  } catch {
+    return null;
+  }
+}
+
+// The query of a request URL (empty when it does not parse).
+export function requestQuery(url: string | undefined): URLSearchParams {
+  try {
+    return new URL(url ?? '/', 'http://localhost').searchParams;
+  } catch {
+    return new URLSearchParams();
+  }
+}
+
+// The document a websocket upgrade asks for: the percent-decoded path without leading slashes, or
+// null when the URL or its percent-encoding is malformed (`/%E0%A4%A` is a URIError).
+export function upgradeDocument(url: string | undefined): string | null {
+  const path = requestPath(url);
+  if (path === null) return null;
+  try {
+    return decodeURIComponent(path).replace(/^\/+/, '');
+  } catch {
+    return null;
+  }
+}
+
+// Sends a JSON answer unless one is already under way (then the connection is cut: the client
+// sees a truncated answer, not a wrong one). Never throws.
+export function respondJson(res: ServerResponse, status: number, body: unknown): void {
+  try {
+    if (res.headersSent || res.writableEnded || res.destroyed) {
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  } catch {
+    res.destroy();
+  }
+}
+
+// Answers an upgrade request with a plain HTTP status before any websocket exists. Never throws.
+export function refuseUpgrade(socket: Duplex, status: number, statusText: string, message: string): void {
+  try {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(
+      `HTTP/1.1 ${status} ${statusText}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(message) + 1}\r\n\r\n${message}\n`,
+    );
+  } catch {
+    socket.destroy();
+  }
+}
