@@ -66,7 +66,11 @@ const attacks: [string, string, number | null][] = [
   ['cache mirror path with broken encoding', 'GET /nix-cache/%E0%A4%A HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 404],
   ['garbage request line', 'ZZZ\u0000\u0001 / HTTP/9\r\n\r\n', 400],
   ['POST whose body never ends', 'POST /api/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"a":', null],
-  ['upgrade with a malformed key proof', `GET /hosts/h1/status?principal=junk HTTP/1.1\r\n${WS_UPGRADE_HEADERS}\r\n`, 101],
+  [
+    'upgrade with a malformed key proof',
+    `GET /hosts/h1/status?principal=junk HTTP/1.1\r\n${WS_UPGRADE_HEADERS}\r\n`,
+    101,
+  ],
 ];
 
 for (const [label, bytes, expected] of attacks) {
