@@ -276,7 +276,7 @@ export class WriterQuota {
 // a peer resends whole in every sync step 2 and which adds next to nothing.
 export function newContentBytes(doc: Y.Doc, update: Uint8Array): number {
   const missing = Y.diffUpdate(update, Y.encodeStateVector(doc));
-  const deletesOnly = Y.diffUpdate(update, Y.encodeStateVectorFromUpdate(update));
+  const deletesOnly = Y.diffUpdate(update, Y.encodeStateVector(Y.parseUpdateMeta(update).to));
   return Math.max(0, missing.length - deletesOnly.length);
 }
 
