@@ -6,9 +6,11 @@ import { connect, type Socket } from 'node:net';
 export const WS_UPGRADE_HEADERS =
   'Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
 
-export function openSocket(port: number): Promise<Socket> {
+// `localAddress` (another loopback address, 127.0.0.2 …) makes the attacker a different client
+// address from the test's own clients; the server is still 127.0.0.1.
+export function openSocket(port: number, localAddress?: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port }, () => resolve(socket));
+    const socket = connect({ host: '127.0.0.1', port, localAddress }, () => resolve(socket));
     socket.once('error', reject);
   });
 }

@@ -173,6 +173,7 @@ test('the update log holds no more than the limits allowed', async () => {
       (await log.read(document)).reduce((sum, e) => sum + e.update.length, 0);
     const h1 = await bytes('hosts/h1/status');
     const h2 = await bytes('hosts/h2/status');
+    console.log(JSON.stringify({ storedBytes: { h1, h2 }, quota: QUOTA, maxDocument: MAX_DOCUMENT }));
     assert.ok(h1 <= QUOTA + 4096, `h1 stored ${h1} bytes; its quota is ${QUOTA} an hour`);
     assert.ok(h1 >= QUOTA / 2, `h1 could write until its quota was used (${h1} bytes)`);
     assert.ok(h2 <= MAX_DOCUMENT + 4096, `h2 stored ${h2} bytes; a document may hold ${MAX_DOCUMENT}`);
