@@ -1,0 +1,159 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
+import { requestPath, upgradeDocument } from '../../../coordinator/http-guard.js';
+import {
+  createRefusals,
+  DEFAULT_LIMITS,
+  newContentBytes,
+  type SizedDocument,
+  WriteLimits,
+  WriterQuota,
+} from '../../../coordinator/limits.js';
+import { PresenceTable } from '../../../coordinator/presence.js';
+import { closeReason, isServedDocument } from '../../../coordinator/wire.js';
+import { createMemoryLogger } from '../../../shared/log.js';
+
+function updatesOf(doc: Y.Doc): Uint8Array[] {
+  const updates: Uint8Array[] = [];
+  doc.on('update', (u: Uint8Array) => updates.push(u));
+  return updates;
+}
+
+test('URLs that do not parse or decode give null, never a throw', () => {
+  assert.is(requestPath('http://['), null);
+  assert.is(upgradeDocument('http://['), null);
+  assert.is(upgradeDocument('/%E0%A4%A'), null);
+  assert.is(upgradeDocument('/hosts/h1/status?x=1'), 'hosts/h1/status');
+  assert.is(upgradeDocument('/fleet%2Fpolicy'), 'fleet/policy');
+  assert.is(upgradeDocument('//fleet%2Fpolicy'), null, 'a host that does not parse');
+  assert.is(requestPath(undefined), '/');
+});
+
+test('document names: the same rule for the direct endpoint and the relay link', () => {
+  for (const good of ['hosts/h1/status', 'hosts/a-b/desired', 'fleet/policy', 'fleet/x-1'])
+    assert.ok(isServedDocument(good), good);
+  for (const bad of [
+    '../../etc/passwd',
+    'fleet/\u0000nul',
+    `fleet/${'a'.repeat(100_000)}`,
+    `hosts/${'a'.repeat(100_000)}/status`,
+    'hosts/H1/status',
+    'hosts/h1/status/',
+    '_relay',
+    '',
+  ])
+    assert.not.ok(isServedDocument(bad), JSON.stringify(bad.slice(0, 40)));
+});
+
+test('close reasons are cut to 123 bytes of UTF-8 on a character boundary', () => {
+  assert.is(closeReason('short'), 'short');
+  const cut = closeReason('é'.repeat(200));
+  assert.ok(Buffer.byteLength(cut) <= 123, `${Buffer.byteLength(cut)} bytes`);
+  assert.ok(cut.endsWith('…'));
+  assert.ok(Buffer.byteLength(closeReason('x'.repeat(500))) <= 123);
+});
+
+test('writer quota: a full hour at once, then refilled at the hourly rate', () => {
+  let now = 0;
+  const quota = new WriterQuota(3600, () => now);
+  assert.is(quota.available('w'), 3600);
+  quota.charge('w', 3000);
+  assert.is(quota.available('w'), 600);
+  assert.is(quota.available('other'), 3600, 'per writer');
+  now += 1000; // one second refills one byte
+  assert.is(quota.available('w'), 601);
+  quota.charge('w', 2000);
+  assert.ok(quota.available('w') < 0, 'a charge after the fact can overdraw');
+  now += 3_600_000 * 2;
+  assert.is(quota.available('w'), 3600, 'never above one hour');
+});
+
+test('new content of an update: counted once, not again when a peer resends it, deletions not counted', () => {
+  const server = new Y.Doc();
+  const client = new Y.Doc();
+  const updates = updatesOf(client);
+  client.getMap('status').set('current', { junk: 'x'.repeat(10_000) });
+  const first = updates.at(-1)!;
+  const counted = newContentBytes(server, first);
+  assert.ok(counted >= 10_000 && counted <= 10_100, `${counted}`);
+  Y.applyUpdate(server, first);
+  assert.is(newContentBytes(server, Y.encodeStateAsUpdate(client)), 0, 'a sync step 2 of what the server has');
+  client.getMap('status').set('current', { junk: 'z'.repeat(10_000) });
+  assert.ok(newContentBytes(server, updates.at(-1)!) >= 10_000, 'an overwrite from a later clock');
+  const list = client.getArray('a');
+  for (let i = 0; i < 200; i++) list.push([`v${i}`]);
+  Y.applyUpdate(server, Y.encodeStateAsUpdate(client));
+  for (let i = 0; i < 100; i++) list.delete(i, 1);
+  assert.is(newContentBytes(server, Y.encodeStateAsUpdate(client)), 0, 'deletions only');
+});
+
+test('write limits: update size, writer quota and document size, each naming its flag', () => {
+  const now = 0;
+  const refusals = createRefusals();
+  const limits = new WriteLimits(
+    { ...DEFAULT_LIMITS, maxUpdateBytes: 2000, maxWriterBytesPerHour: 5000, maxDocumentBytes: 7000 },
+    refusals,
+    createMemoryLogger('test').logger,
+    () => now,
+  );
+  const target: SizedDocument = { name: 'hosts/h1/status', doc: new Y.Doc(), stateBytes: 0 };
+  // Each write from a client of its own, so a refused one leaves no gap the next depends on.
+  const write = (writer: string, size: number): ReturnType<WriteLimits['check']> => {
+    const client = new Y.Doc();
+    client.getArray('r').push(['y'.repeat(size)]);
+    const update = Y.encodeStateAsUpdate(client);
+    const refusal = limits.check(target, update, writer);
+    if (!refusal) {
+      Y.applyUpdate(target.doc, update);
+      target.stateBytes += update.length;
+      limits.charge(writer, update.length);
+    }
+    return refusal;
+  };
+  assert.is(write('a', 3000)?.limit, 'max-update-size');
+  assert.match(write('a', 3000)!.reason, /--max-update-size/);
+  for (let i = 0; i < 3; i++) assert.is(write('a', 1500), null);
+  const quota = write('a', 1500);
+  assert.is(quota?.limit, 'max-writer-bytes-per-hour');
+  assert.is(quota?.code, 4429);
+  assert.is(write('b', 1500), null, 'another writer has its own quota');
+  const full = write('c', 1500);
+  assert.is(full?.limit, 'max-document-size');
+  assert.is(full?.code, 4413);
+  assert.equal([refusals.updateTooLarge, refusals.writerQuota, refusals.documentTooLarge], [2, 1, 1]);
+});
+
+test('document size: an overestimate (a garbage-collected log) is recomputed, not refused', () => {
+  const limits = new WriteLimits(
+    { ...DEFAULT_LIMITS, maxDocumentBytes: 50_000 },
+    createRefusals(),
+    createMemoryLogger('test').logger,
+  );
+  const client = new Y.Doc();
+  const updates = updatesOf(client);
+  client.getMap('m').set('k', 'x'.repeat(1000));
+  const target: SizedDocument = { name: 'hosts/h1/status', doc: new Y.Doc({ gc: true }), stateBytes: 49_900 };
+  assert.is(limits.check(target, updates.at(-1)!, 'w'), null);
+  assert.ok(target.stateBytes < 1000, `recomputed to ${target.stateBytes}`);
+});
+
+test('presence: a relay source is bounded, and ended sessions leave one table, not one each', () => {
+  const table = new PresenceTable();
+  const session = {};
+  assert.ok(table.setRemote(session, 'h1', true, 1, 2));
+  assert.ok(table.setRemote(session, 'h2', true, 1, 2));
+  assert.not.ok(table.setRemote(session, 'h3', true, 1, 2), 'over the bound');
+  assert.ok(table.setRemote(session, 'h1', false, 2, 2), 'known hosts update');
+  table.dropSource(session, 5);
+  for (let i = 0; i < 1000; i++) {
+    const again = {};
+    table.setRemote(again, 'h1', true, 10 + i, 2);
+    table.dropSource(again, 11 + i);
+  }
+  assert.equal(table.hosts().sort(), ['h1', 'h2']);
+  assert.equal(table.get('h1'), { online: false, lastSeen: 1010 });
+  assert.is((table as unknown as { remote: Map<object, unknown> }).remote.size, 0);
+});
+
+test.run();
