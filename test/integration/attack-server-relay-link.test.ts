@@ -143,7 +143,7 @@ test('a listed relay cannot open names the direct endpoint refuses; nothing is l
   const peer = await MuxPeer.connect(relayKey);
   const before = (await health()).openDocuments;
   const names = ['../../etc/passwd', 'fleet/\u0000nul', `fleet/${'a'.repeat(100_000)}`, 'fleet/../policy', '_relay'];
-  names.forEach((document, i) => peer.send({ type: FRAME_OPEN, channel: i + 1, document }));
+  for (const [i, document] of names.entries()) peer.send({ type: FRAME_OPEN, channel: i + 1, document });
   for (let i = 0; i < names.length; i++) {
     const { code, reason } = await peer.closeOf(i + 1);
     assert.is(code, 4404, `${JSON.stringify(names[i]!.slice(0, 30))} refused as not a document name`);
