@@ -221,7 +221,8 @@ export function createConnectionGate(
       socket,
       timer: setTimeout(onTimeout, limits.upgradeTimeoutMs, key).unref(),
     });
-    socket.once('close', onClose);
+    // A shared listener, not a once() wrapper: no closure per connection (onClose runs once anyway).
+    socket.on('close', onClose);
   });
 
   return {

@@ -12,6 +12,7 @@ import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
+import { BENCH_CONNECTION_LIMITS } from './relay-fixtures.js';
 
 // Bench (not a test): bytes on an agent's link when it catches up after 30 simulated days.
 // The agent's two documents are stock y-websocket clients behind the fault proxy, to the site's
@@ -35,6 +36,7 @@ const coordinator = await startCoordinator({
   port: 0,
   maxPayload: 1 << 20,
   idleUnloadMs: 30_000,
+  limits: BENCH_CONNECTION_LIMITS,
   logger,
 });
 const relay = await startRelay({
@@ -52,6 +54,7 @@ const relay = await startRelay({
   syncConcurrency: 16,
   cacheUpstreams: [],
   cacheMaxBytes: 1 << 30,
+  limits: BENCH_CONNECTION_LIMITS,
   logger,
 });
 const link = await startFaultProxy(relay.port);

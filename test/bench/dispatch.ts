@@ -36,6 +36,7 @@ import {
   settledRssKiB,
 } from './measure.js';
 import type { MemoryProbe } from './memory-probe.js';
+import { BENCH_CONNECTION_FLAGS } from './relay-fixtures.js';
 
 // `npm run bench`: one coordinator process, N simulated agents (2 websockets each), an admin
 // deploying signed intents to the fleet in waves; dispatch latency and coordinator memory per
@@ -233,7 +234,17 @@ interface ServerHandle {
 async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): Promise<ServerHandle> {
   const args =
     kind === 'ours'
-      ? [OUTPOST_CLI, 'coordinator', '--data-dir', join(dir, 'data'), '--listen', '127.0.0.1', '--port', '0']
+      ? [
+          OUTPOST_CLI,
+          'coordinator',
+          '--data-dir',
+          join(dir, 'data'),
+          '--listen',
+          '127.0.0.1',
+          '--port',
+          '0',
+          ...BENCH_CONNECTION_FLAGS,
+        ]
       : [STOCK_SERVER, '--listen', '127.0.0.1', '--port', '0'];
   const probeFile = join(dir, `${kind}-memory.jsonl`);
   const env: NodeJS.ProcessEnv = { ...process.env, OUTPOST_BENCH_MEMORY_PROBE: probeFile };

@@ -13,6 +13,11 @@ export const FAST_RELAY_FLAGS = [
   '2',
 ];
 
+// Benches put thousands of simulated hosts on 127.0.0.1: one client address, far past the
+// per-address limits a server has in the field (coordinator/limits.ts).
+export const BENCH_CONNECTION_LIMITS = { maxConnectionsPerAddress: 1_000_000, maxPendingUpgradesPerAddress: 1_000_000 };
+export const BENCH_CONNECTION_FLAGS = ['--max-connections-per-address', '1000000', '--max-pending-upgrades', '1000000'];
+
 export async function startRelayProcess(
   dataDir: string,
   logFile: string,

@@ -7,6 +7,7 @@ import { startUpstreamLink } from '../../relay/upstream.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { createLogger } from '../../shared/node/log.js';
 import { removeDirectory, startCoordinatorProcess, temporaryDirectory } from '../harness/processes.js';
+import { BENCH_CONNECTION_FLAGS } from './relay-fixtures.js';
 
 // Bench (not a test): can a relay keep one upstream socket per document for H hosts (2 H
 // documents)? Opens 2 H stock y-websocket clients to a coordinator process and measures connect
@@ -110,6 +111,7 @@ const coordinator = await startCoordinatorProcess(join(dir, 'c1'), join(dir, 'c1
   'error',
   '--idle-unload',
   '600',
+  ...BENCH_CONNECTION_FLAGS,
 ]);
 console.log(
   JSON.stringify({
@@ -124,6 +126,7 @@ const second = await startCoordinatorProcess(join(dir, 'c2'), join(dir, 'c2.log'
   'error',
   '--idle-unload',
   '600',
+  ...BENCH_CONNECTION_FLAGS,
 ]);
 console.log(JSON.stringify({ hosts, ...(await perDocument(second.url, second.child.pid!)) }));
 await second.stop();

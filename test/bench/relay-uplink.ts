@@ -6,6 +6,7 @@ import { createLogger } from '../../shared/node/log.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
+import { BENCH_CONNECTION_LIMITS } from './relay-fixtures.js';
 
 // Bench (not a test): bytes on a relay's uplink for M agents behind it, against M agents talking
 // to the coordinator directly, over three phases:
@@ -51,6 +52,7 @@ async function measure(m: number): Promise<Record<string, unknown>> {
     port: 0,
     maxPayload: 1 << 20,
     idleUnloadMs: 30_000,
+    limits: BENCH_CONNECTION_LIMITS,
     logger,
   });
   const uplink: FaultProxy = await startFaultProxy(coordinator.port);
@@ -70,6 +72,7 @@ async function measure(m: number): Promise<Record<string, unknown>> {
     syncConcurrency: 16,
     cacheUpstreams: [],
     cacheMaxBytes: 1 << 30,
+    limits: BENCH_CONNECTION_LIMITS,
     logger,
   });
   try {
