@@ -344,7 +344,13 @@ export function createMuxServer(
         sessions.delete(session);
         if (key !== null && byKey.get(key) === session) byKey.delete(key);
         presence.dropSource(session);
-        for (const socket of [...channels.values()]) socket.closed(1006, 'relay connection closed');
+        for (const socket of [...channels.values()]) {
+          try {
+            socket.closed(1006, 'relay connection closed');
+          } catch (error) {
+            logger.error({ event: 'relay-channel-close-failed', err: error }, 'closing a relay channel failed');
+          }
+        }
         logger.info({ event: 'relay-disconnected', principal: principal.label }, 'relay disconnected');
       });
       logger.info({ event: 'relay-connected', principal: principal.label }, 'relay connected');

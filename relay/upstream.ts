@@ -132,11 +132,17 @@ export function startUpstreamLink(options: UpstreamLinkOptions, handlers: Upstre
         socket.terminate();
         return;
       }
-      if (frame.type === FRAME_DATA) handlers.data(frame.channel, frame.message);
-      else if (frame.type === FRAME_CLOSE) {
-        channels -= 1;
-        handlers.closed(frame.channel, frame.code, frame.reason);
-      } else if (frame.type === FRAME_CHANGES) handlers.changes(frame.epoch, frame.cursor, frame.documents);
+      try {
+        if (frame.type === FRAME_DATA) handlers.data(frame.channel, frame.message);
+        else if (frame.type === FRAME_CLOSE) {
+          channels -= 1;
+          handlers.closed(frame.channel, frame.code, frame.reason);
+        } else if (frame.type === FRAME_CHANGES) handlers.changes(frame.epoch, frame.cursor, frame.documents);
+      } catch (error) {
+        // Whatever the upstream sends must not end the relay: drop the link and reconnect.
+        logger.error({ event: 'upstream-frame-failed', url, err: error }, 'handling a frame from upstream failed');
+        socket.terminate();
+      }
     });
     socket.on('error', (error) =>
       logger.debug({ event: 'upstream-error', url, reason: error.message }, 'upstream socket error'),
