@@ -5,7 +5,8 @@ import { openUpdateLog } from '../../coordinator/update-log.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { CURRENT_KEY, RESULTS_KEY, STATUS_MAP } from '../../shared/documents/status.js';
-import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,

@@ -3,8 +3,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
+import { connectDocument, proofHeaders, waitForSync } from '../../shared/node/connect.js';
 import { challengeResponseSchema, signAuthProof } from '../../shared/sync/auth-proof.js';
-import { connectDocument, httpBaseFromWs, proofHeaders, waitForSync } from '../../shared/sync/connect.js';
 import {
   decodeFrame,
   encodeFrame,
@@ -16,6 +16,7 @@ import {
   type MuxFrame,
   type PresenceEntry,
 } from '../../shared/sync/mux-frames.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,

@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectDocument, httpBaseFromWs, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, waitForSync } from '../../shared/node/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import {
   type DaemonProcess,

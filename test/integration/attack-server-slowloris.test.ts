@@ -2,10 +2,12 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
-import { generateSigningKey, type SigningKey, writeKeyFile } from '../../shared/crypto/keys.js';
+import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
+import { connectDocument, proofHeaders, waitForSync } from '../../shared/node/connect.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
 import { authHeaders, challengeResponseSchema, signAuthProof } from '../../shared/sync/auth-proof.js';
-import { connectDocument, httpBaseFromWs, proofHeaders, waitForSync } from '../../shared/sync/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,

@@ -12,7 +12,7 @@ import {
 } from '../../../coordinator/limits.js';
 import { PresenceTable } from '../../../coordinator/presence.js';
 import { closeReason, isServedDocument } from '../../../coordinator/wire.js';
-import { createMemoryLogger } from '../../../shared/log.js';
+import { createMemoryLogger } from '../../../shared/node/log.js';
 
 function updatesOf(doc: Y.Doc): Uint8Array[] {
   const updates: Uint8Array[] = [];
