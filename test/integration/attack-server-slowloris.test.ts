@@ -161,12 +161,16 @@ test('500 never-finished upgrades from one address: refused beyond the pending l
   assert.ok(refused.length >= 500 - 128, `${refused.length} refused at once with 429`);
   assert.match(refused[0]!.answer(), /--max-pending-upgrades/);
   assert.ok(stillOpenEarly <= 128, `${stillOpenEarly} still open while the bystander synced`);
+  // Each socket's life from its connection to its close (the bystander's sync is not counted).
+  const longestMs = Math.max(...times);
   assert.ok(
-    allClosedAfterMs < (UPGRADE_TIMEOUT_S + 4) * 1000,
-    `all 500 closed after ${allClosedAfterMs} ms (longest ${Math.max(...times)} ms), not minutes`,
+    longestMs < (UPGRADE_TIMEOUT_S + 4) * 1000,
+    `the longest-lived of the 500 was closed after ${longestMs} ms, not minutes`,
   );
   console.log(
-    JSON.stringify({ slowloris: { sockets: 500, refusedAtOnce: refused.length, stillOpenEarly, allClosedAfterMs } }),
+    JSON.stringify({
+      slowloris: { sockets: 500, refusedAtOnce: refused.length, stillOpenEarly, longestMs, allClosedAfterMs },
+    }),
   );
   const after = await health();
   assert.ok(after.refusals.pendingUpgrades >= 500 - 128);
