@@ -81,6 +81,7 @@ export interface BridgeState {
 const NO_CHANNEL = null;
 const PRESENCE_BATCH_MS = 50;
 const REOPEN_DELAY_MS = 1000;
+const QUOTA_REOPEN_DELAY_MS = 60_000;
 
 export function createBridgeState(host: DocumentHost, presence: PresenceTable, options: BridgeOptions): BridgeState {
   return {
@@ -351,8 +352,9 @@ export function upstreamClosedChannel(bridge: BridgeState, channel: number, code
   const doc = bridge.byChannel.get(channel);
   if (!doc) return;
   dropChannel(bridge, doc);
-  if (code === 4403 || code === 1008) {
-    // Not ours to sync (the policy changed, or it never was): stop trying until the link is new.
+  if (code === 4403 || code === 1008 || code === 4404 || code === 4413) {
+    // Not ours to sync (the policy changed, or it never was), a name the upstream refuses, or a
+    // document over its size limit: retrying cannot help, so stop until the link is new.
     doc.refused = true;
     bridge.options.logger.warn(
       { event: 'relay-channel-refused', document: doc.name, code, reason },
@@ -363,7 +365,9 @@ export function upstreamClosedChannel(bridge: BridgeState, channel: number, code
       { event: 'relay-channel-closed', document: doc.name, code, reason },
       'upstream closed the channel; reopening',
     );
-    setTimeout(() => bridge.bridged.get(doc.name) === doc && openChannel(bridge, doc), REOPEN_DELAY_MS).unref();
+    // Over the writer's hourly quota (4429): try again much later, not every second.
+    const delay = code === 4429 ? QUOTA_REOPEN_DELAY_MS : REOPEN_DELAY_MS;
+    setTimeout(() => bridge.bridged.get(doc.name) === doc && openChannel(bridge, doc), delay).unref();
   }
   settle(bridge, doc);
 }
