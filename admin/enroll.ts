@@ -9,6 +9,7 @@ import {
   enrollmentView,
   type PendingRequest,
   readTokenFile,
+  signEnrollClear,
   signEnrollment,
   signEnrollRequest,
   signEnrollToken,
@@ -86,10 +87,17 @@ const requestCommand = subcommand(requestSpec, async (o) => {
   const enrolled = answer.enrolled === true;
   printResult(
     o.json,
-    { host: o.host, hostKey: hostKey.publicKey, enrolled, pending: !enrolled },
+    {
+      host: o.host,
+      hostKey: hostKey.publicKey,
+      enrolled,
+      pending: !enrolled,
+      ...(answer.conflict ? { conflict: answer.conflict } : {}),
+    },
     enrolled
       ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
       : [
+          ...(answer.conflict ? [`CONFLICT: ${answer.conflict}`] : []),
           `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
           `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
         ],
@@ -158,7 +166,7 @@ const tokenCommand = subcommand(tokenSpec, async (o) => {
     { file: o.out, host: o.host, expiresAt: signed.token.expiresAt, policyVersion, signer: admin.publicKey },
     [
       `wrote ${o.out}: one-time enrollment token for ${o.host}, valid until ${signed.token.expiresAt}, signed by ${admin.name} under policy version ${policyVersion}`,
-      `keep it secret: the first key presented with it is bound to ${o.host}. On the host: outpost enroll request --coordinator URL --host ${o.host} --key HOSTKEYFILE --token ${o.out}`,
+      `keep it secret: the first host key presented with it (signed with the secret in the file) is bound to ${o.host}. On the host: outpost enroll request --coordinator URL --host ${o.host} --key HOSTKEYFILE --token ${o.out}`,
     ],
   );
   return 0;
@@ -197,7 +205,7 @@ const listCommand = subcommand(listSpec, async (o) => {
   const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
   const admin = await readKeyFile(o.key);
   const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-  const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+  const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
   const refused = view.walk?.refused ?? [];
   printResult(
     o.json,
@@ -206,6 +214,7 @@ const listCommand = subcommand(listSpec, async (o) => {
       policyVersion: view.policyVersion ?? null,
       bound: view.bound,
       pending: view.pending,
+      conflicts: view.conflicts,
       refusedPolicies: refused,
     },
     [
@@ -220,6 +229,16 @@ const listCommand = subcommand(listSpec, async (o) => {
       ...(view.pending.length
         ? [
             `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
+            `drop the ones nobody recognises with: outpost enroll clear --coordinator ${o.coordinator} --key ADMIN-KEY (--host HOST [--host-key KEY] | --all)`,
+          ]
+        : []),
+      ...(view.conflicts.length
+        ? [
+            `TOKEN CONFLICTS (${view.conflicts.length}): a token was presented for another key than the one its host is bound to; the token file was copied, or the host reinstalled:`,
+            ...view.conflicts.map(
+              (c) => `  ${c.host}  bound to key ${c.boundKey}  also claimed by key ${c.otherKey} at ${c.requestedAt}`,
+            ),
+            `check with the host which key is its own, then: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
           ]
         : []),
     ],
@@ -280,7 +299,7 @@ const approveCommand = subcommand(approveSpec, async (o) => {
   if (hostKey === undefined || policyVersion === undefined) {
     const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
     const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot, Date.now());
+    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
     policyVersion ??= view.policyVersion;
     if (policyVersion === undefined)
       throw new Error(
@@ -296,12 +315,71 @@ const approveCommand = subcommand(approveSpec, async (o) => {
   return 0;
 });
 
+const clearSpec = defineCommand({
+  name: 'enroll clear',
+  summary: "drop pending enrollment requests (needs 'enroll' for their hosts); bindings are never dropped",
+  usage: 'outpost enroll clear --coordinator URL --key ADMINKEYFILE (--host ID [--host-key KEY] | --all) [--json]',
+  options: z
+    .object({
+      coordinator: coordinatorOption,
+      key: adminKeyOption,
+      host: option(hostIdSchema.optional(), { placeholder: 'ID', description: "only this host's pending requests" }),
+      hostKey: option(z.string().min(1).optional(), {
+        placeholder: 'KEY',
+        description: 'only the request of this key (base64 or a key file); needs --host',
+      }),
+      all: option(z.boolean().default(false), { description: 'every pending request of hosts you may enroll' }),
+      timeout,
+      json,
+    })
+    .refine((o) => (o.host !== undefined) !== o.all, {
+      path: ['host'],
+      message: 'give --host ID (optionally with --host-key KEY) or --all, one of the two',
+    })
+    .refine((o) => o.hostKey === undefined || o.host !== undefined, {
+      path: ['hostKey'],
+      message: 'give --host too: a key is cleared for one host',
+    }),
+  examples: [
+    'outpost enroll clear --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --all',
+    'outpost enroll clear --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-3',
+  ],
+});
+
+const clearCommand = subcommand(clearSpec, async (o) => {
+  const hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(clearSpec, 'host-key', o.hostKey);
+  const admin = await readKeyFile(o.key);
+  const signed = signEnrollClear(
+    admin,
+    { ...(o.host ? { host: o.host } : {}), ...(hostKey ? { hostKey } : {}) },
+    new Date(),
+  );
+  const what = o.host ? `pending requests of ${o.host}${hostKey ? ` with key ${hostKey}` : ''}` : 'pending requests';
+  const answer = await postFleetEntry(
+    o.coordinator,
+    '/api/enroll/clear',
+    signed,
+    o.timeout * 1000,
+    `the order to clear ${what}`,
+  );
+  const cleared = answer.cleared ?? 0;
+  const notPermitted = answer.notPermitted ?? 0;
+  printResult(o.json, { cleared, notPermitted }, [
+    `cleared ${cleared} ${what} (bound hosts are untouched)`,
+    ...(notPermitted
+      ? [`kept ${notPermitted} of hosts ${admin.name} may not enroll; an admin with 'enroll' for them clears those`]
+      : []),
+  ]);
+  return 0;
+});
+
 export const enrollCommandGroup: CommandGroup = {
   name: 'enroll',
   summary: 'enroll hosts: bind a host id to its key by admin approval or one-time token',
-  subcommands: [requestCommand, tokenCommand, listCommand, approveCommand],
+  subcommands: [requestCommand, tokenCommand, listCommand, approveCommand, clearCommand],
   notes: [
     "Approving needs the 'enroll' capability for the host under the policy in force; the coordinator checks it, and 'enroll list' checks every binding again from the pinned org root.",
+    'Pending requests expire after 7 days at the coordinator; clear lets an admin drop them sooner.',
   ],
 };
 

@@ -5,6 +5,7 @@ import { readPolicies } from '../shared/documents/fleet.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../shared/node/connect.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { type PolicyWalk, walkPolicyChain } from '../shared/trust/policy-chain.js';
+import { fetchExplained } from './reach.js';
 
 // Reading fleet documents and posting fleet entries for the policy and enroll commands. The
 // coordinator is not trusted: policies are walked from the pinned org root here, and every entry
@@ -16,26 +17,39 @@ const REFUSALS: Record<number, string> = { 4401: 'no valid key proof', 4403: 'th
 function refusalHint(code: number, identity: SigningKey | null): string {
   if (code === 4401 && !identity) return 'this coordinator requires authentication: give --key with an admin key file';
   if (code === 4403)
-    return `key ${identity?.publicKey ?? '?'} is not an admin (or enrolled host) under the policy the coordinator holds, or no policy was pushed yet ('outpost policy push')`;
+    return `key ${identity?.publicKey ?? '?'} is not an admin (or enrolled host) under the policy the coordinator holds, has no capability on that host (read, deploy…), or no policy was pushed yet ('outpost policy push')`;
   return 'try again; if it persists, check the coordinator log for connection-refused';
 }
 
-function syncOrRefusal(connection: DocumentConnection, identity: SigningKey | null, timeoutMs: number): Promise<void> {
+// The coordinator (or relay) refused this key the document: 4401 or 4403.
+export class DocumentRefused extends Error {}
+
+// Waits for the first sync of a connection; fails fast with the coordinator's reason when it
+// refuses the key, and, when nothing syncs in time, says whether the server is reachable at all.
+export function syncOrRefusal(
+  connection: DocumentConnection,
+  identity: SigningKey | null,
+  timeoutMs: number,
+): Promise<void> {
   let onClose: (event: { code: number; reason?: string } | null) => void = () => undefined;
   const refused = new Promise<never>((_, reject) => {
     onClose = (event) => {
       if (!event || !(event.code in REFUSALS)) return;
       reject(
-        new Error(
+        new DocumentRefused(
           `${connection.provider.serverUrl} refused ${connection.name} (${event.code} ${event.reason || REFUSALS[event.code]}): ${refusalHint(event.code, identity)}`,
         ),
       );
     };
     connection.provider.on('connection-close', onClose);
   });
-  return Promise.race([waitForSync(connection, timeoutMs), refused]).finally(() =>
-    connection.provider.off('connection-close', onClose),
-  );
+  const synced = waitForSync(connection, timeoutMs).catch(async (error: Error) => {
+    const url = connection.provider.serverUrl;
+    // Throws the reason the server cannot be reached, if it cannot.
+    await fetchExplained(`${httpBaseFromWs(url)}/healthz`, url, { signal: AbortSignal.timeout(5_000) });
+    throw error;
+  });
+  return Promise.race([synced, refused]).finally(() => connection.provider.off('connection-close', onClose));
 }
 
 // A snapshot of each document as `identity` (null: unauthenticated, for open coordinators) may
@@ -78,6 +92,9 @@ const answerSchema = z.object({
   version: z.number().optional(),
   enrolled: z.boolean().optional(),
   pending: z.boolean().optional(),
+  conflict: z.string().optional(),
+  cleared: z.number().optional(),
+  notPermitted: z.number().optional(),
 });
 export type FleetAnswer = z.infer<typeof answerSchema>;
 
@@ -85,25 +102,18 @@ export type FleetAnswer = z.infer<typeof answerSchema>;
 // every reader would give), e.g. "…refused the approval of h1: admin bob lacks 'enroll' for host h1".
 export async function postFleetEntry(
   url: string,
-  path: '/api/policy' | '/api/enroll' | '/api/enroll/approve',
+  path: '/api/policy' | '/api/enroll' | '/api/enroll/approve' | '/api/enroll/clear',
   body: unknown,
   timeoutMs: number,
   what: string,
 ): Promise<FleetAnswer> {
   const target = `${httpBaseFromWs(url)}${path}`;
-  let response: Response;
-  try {
-    response = await fetch(target, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (error) {
-    throw new Error(
-      `cannot reach ${target}: ${(error as Error).message}; is the coordinator running and the URL right?`,
-    );
-  }
+  const response = await fetchExplained(target, url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   const text = await response.text();
   let json: unknown;
   try {

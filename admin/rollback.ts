@@ -1,11 +1,14 @@
 import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { defineCommand, option } from '../cli/options.js';
+import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { deployCommand } from './deploy.js';
-import { type HostView, readHostView } from './fleet-view.js';
+import { type HostView, readHostKeyAuthority, readHostView } from './fleet-view.js';
+import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
+import { highestStoredVersion, readDocuments } from './policy-remote.js';
 import { submitIntent } from './submit-intent.js';
 
 // A manual rollback is a new, signed intent with the next generation number whose closure is one
@@ -33,6 +36,11 @@ export const rollbackCommand = defineCommand({
     timeout: deployOption.timeout,
     policyVersion: deployOption.policyVersion,
     json: deployOption.json,
+    orgRoot: option(keyListSchema, {
+      placeholder: 'KEY',
+      description:
+        "pinned org root key (base64 or key file): only results signed by the host's enrolled key choose the target",
+    }),
   }),
   examples: [
     'outpost rollback --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1',
@@ -42,8 +50,8 @@ export const rollbackCommand = defineCommand({
 
 export type RollbackTarget = { ok: true; generation: number; closure: string } | { ok: false; reason: string };
 
-// Picks what to return to from the host's own signed results (only ones whose signature verifies
-// with the host's status key count): a generation the host reported `applied`.
+// Picks what to return to from the host's own signed results (only those that count as the host's:
+// signed by its enrolled key with --org-root, fleet-view.ts): a generation it reported `applied`.
 export function chooseRollbackTarget(
   view: Pick<HostView, 'host' | 'applied' | 'results'>,
   toGeneration?: number,
@@ -86,7 +94,27 @@ export function runRollbackCommand(argv: string[]): Promise<number> {
 async function rollback(options: z.output<typeof rollbackCommand.options>): Promise<number> {
   const key = await readKeyFile(options.key);
   useIdentity(key);
-  const view = await readHostView(options.coordinator, options.host, { timeoutMs: options.timeout * 1000 });
+  const timeoutMs = options.timeout * 1000;
+  const orgRoot = await resolvePublicKeys(rollbackCommand, 'org-root', options.orgRoot);
+  // The target comes from the host's results: under a policy they count only when signed by the
+  // key enrollment binds to the host, or a relay could pick the closure this admin signs.
+  const authority = orgRoot.length ? await readHostKeyAuthority(options.coordinator, orgRoot, key, timeoutMs) : null;
+  if (!authority) {
+    const version = highestStoredVersion(
+      (await readDocuments(options.coordinator, [POLICY_DOC], key, timeoutMs))(POLICY_DOC),
+    );
+    if (version !== undefined) {
+      console.error(
+        `outpost rollback: ${options.coordinator} holds fleet policy version ${version}: give --org-root ROOT-KEY, so that only results signed by ${options.host}'s enrolled key choose the closure you sign`,
+      );
+      return 1;
+    }
+  }
+  const view = await readHostView(options.coordinator, options.host, { timeoutMs, authority, identity: key });
+  if (view.unreadable) {
+    console.error(`outpost rollback: ${view.unreadable}`);
+    return 1;
+  }
   const target = chooseRollbackTarget(view, options.toGeneration);
   if (!target.ok) {
     console.error(`outpost rollback: ${target.reason}`);

@@ -6,12 +6,13 @@ import { defineCommand, option } from '../cli/options.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
-import { type HostView, readFleetView } from './fleet-view.js';
+import { type HostView, listHosts, readFleetView } from './fleet-view.js';
+import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
 export const statusCommand = defineCommand({
   name: 'status',
   summary: 'one row per host: desired and applied generation, phase, online, last result',
-  usage: 'outpost status --coordinator URL [--key FILE] [--host ID …] [--json]',
+  usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--json]',
   options: z.object({
     coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
       placeholder: 'URL',
@@ -25,6 +26,12 @@ export const statusCommand = defineCommand({
     key: option(z.string().min(1).optional(), {
       placeholder: 'FILE',
       description: 'your admin key file: proves who you are to a coordinator or relay run with --org-root (needs read)',
+    }),
+    orgRoot: option(keyListSchema, {
+      placeholder: 'KEY',
+      description:
+        "pinned org root key (base64 or key file): count a host's status and results only when signed by the key enrollment binds to it",
+      defaultText: 'none: host keys are unverified',
     }),
     adminKey: option(z.array(base64Key32Schema).default([]), {
       placeholder: 'KEY',
@@ -41,6 +48,7 @@ export const statusCommand = defineCommand({
   examples: [
     'outpost status --coordinator ws://127.0.0.1:8420',
     'outpost status --coordinator ws://127.0.0.1:8420 --json | jq .hosts[0].lastResult',
+    'outpost status --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
   ],
 });
 
@@ -69,6 +77,8 @@ export function renderProgress(
 }
 
 function phaseCell(view: HostView): string {
+  if (view.unreadable) return 'NOT READABLE with this key';
+  if (view.rejectedStatus) return `REJECTED STATUS (${view.rejectedStatus.reason})`;
   if (!view.phase) return '-';
   if (view.trust?.frozen)
     return `${view.phase} (FROZEN: no fresh timestamp since ${view.trust.lastTimestampAt ?? 'ever'})`;
@@ -89,9 +99,11 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     v.applied ? `${v.applied.generation} ${shortPath(v.applied.closure)}` : '-',
     phaseCell(v),
     v.online ? 'yes' : v.lastSeen ? `no (seen ${v.lastSeen})` : 'no',
-    v.lastResult
-      ? `#${v.lastResult.seq} gen ${v.lastResult.generation} ${v.lastResult.outcome}${v.lastResult.outcome === 'applied' ? '' : `: ${v.lastResult.reason}`}${v.lastResult.signatureValid ? '' : ' (BAD SIGNATURE)'}`
-      : '-',
+    `${
+      v.lastResult
+        ? `#${v.lastResult.seq} gen ${v.lastResult.generation} ${v.lastResult.outcome}${v.lastResult.outcome === 'applied' ? '' : `: ${v.lastResult.reason}`}${v.lastResult.signatureValid ? '' : ' (BAD SIGNATURE)'}`
+        : '-'
+    }${v.rejectedResults.count ? ` (${v.rejectedResults.count} REJECTED: ${v.rejectedResults.firstReason})` : ''}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
@@ -104,29 +116,50 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     if (views[i]!.phase === 'downloading' && progress)
       lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
   });
+  if (views.some((v) => v.hostKeys === 'unverified')) lines.push('', UNVERIFIED_NOTE);
   return lines.join('\n');
 }
+
+const UNVERIFIED_NOTE =
+  "host keys UNVERIFIED: without --org-root, a status or result is checked only against the key that signed it, so a relay or the coordinator could have written it; give --org-root ROOT-KEY (and --key) to check them against the host's enrolled key";
 
 export function runStatusCommand(argv: string[]): Promise<number> {
   return runCommand(statusCommand, argv, status);
 }
 
 async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
-  if (options.key !== undefined) useIdentity(await readKeyFile(options.key));
+  const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
+  const identity = options.key === undefined ? null : await readKeyFile(options.key);
+  useIdentity(identity);
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,
     adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
+    orgRoot,
+    identity,
   });
+  const hostKeys = orgRoot.length ? 'enrollment' : 'unverified';
+  // Hosts asked for by name must exist and be readable; in the whole-fleet listing a host this
+  // key may not read is a row saying so.
+  const shown = views.filter((v) => v.found);
+  const missing = views.filter((v) => !v.found).map((v) => v.host);
   if (options.json)
     console.log(
-      JSON.stringify({ coordinator: options.coordinator, at: new Date().toISOString(), hosts: views }, null, 2),
+      JSON.stringify(
+        { coordinator: options.coordinator, at: new Date().toISOString(), hostKeys, hosts: shown },
+        null,
+        2,
+      ),
     );
-  else
-    console.log(
-      views.length
-        ? renderStatusTable(views, { progressBars: process.stdout.isTTY === true })
-        : 'no hosts yet: start an agent or deploy with `outpost deploy`',
+  else if (shown.length) console.log(renderStatusTable(shown, { progressBars: process.stdout.isTTY === true }));
+  else if (!missing.length) console.log('no hosts yet: start an agent or deploy with `outpost deploy`');
+  if (missing.length) {
+    const known = await listHosts(options.coordinator, options.timeout * 1000).catch(() => null);
+    console.error(
+      `outpost status: no such host: ${missing.join(', ')}; ${options.coordinator} holds no intent, status, result${orgRoot.length ? ' or enrollment' : ''} for ${missing.length > 1 ? 'them' : 'it'}${known ? ` (hosts it knows: ${known.join(', ') || 'none'})` : ''}. Check the host id, or run outpost status without --host to list all`,
     );
-  return 0;
+  }
+  const unreadable = options.host.length ? views.filter((v) => v.unreadable) : [];
+  for (const v of unreadable) console.error(`outpost status: ${v.host}: ${v.unreadable}`);
+  return missing.length || unreadable.length ? 1 : 0;
 }

@@ -1,12 +1,11 @@
 import { promises as fs } from 'node:fs';
-import { readTokenFile } from '../admin/enroll-entries.js';
+import { type EnrollTokenFile, readTokenFile } from '../admin/enroll-entries.js';
 import { runCommand, runDaemon } from '../cli/command.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
-import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
 import { type AgentOptions, agentCommand } from './options.js';
 import { type AgentConfig, startAgent } from './run-agent.js';
@@ -19,7 +18,7 @@ export function agentConfigFromOptions(
   options: AgentOptions,
   key: SigningKey,
   trust: IntentTrust,
-  token: SignedEnrollToken | null,
+  token: EnrollTokenFile | null,
   logger: Logger,
 ): AgentConfig {
   return {

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
+import type { EnrollTokenFile } from '../admin/enroll-entries.js';
 import { defaultOf } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
-import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
@@ -19,7 +19,7 @@ export interface AgentConfig {
   // pinned org root, or a static admin key list (intent-trust.ts). Closed when the agent stops.
   trust: IntentTrust;
   // Under a policy: ask to be enrolled at start (idempotent), with a one-time token if given.
-  enrollment?: { token: SignedEnrollToken | null };
+  enrollment?: { token: EnrollTokenFile | null };
   // Reconnect backoff towards the sync endpoints (jittered, doubling, capped).
   reconnect?: { baseBackoffMs: number; maxBackoffMs: number };
   substituters: string[];

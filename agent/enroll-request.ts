@@ -1,19 +1,20 @@
 import { z } from 'zod';
-import { signEnrollRequest } from '../admin/enroll-entries.js';
+import { type EnrollTokenFile, signEnrollRequest } from '../admin/enroll-entries.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import type { SignedEnrollToken } from '../shared/schemas/policy.js';
 import { backoffDelay, httpBaseFromWs } from '../shared/sync/reconnect.js';
 
 // Under a policy a host's connections count only once its key is bound to its id. At every start
 // the agent asks for that binding (POST /api/enroll, idempotent at the coordinator; relays forward
 // it): with a one-time token it is bound at once, without one it shows as pending until an admin
 // with `enroll` approves it. Until the endpoints answer it retries with the reconnect backoff.
+// Each attempt is signed afresh: the coordinator wants a request made about now (pending requests
+// expire by their signed time).
 export interface EnrollmentRequestOptions {
   endpoints: string[];
   host: string;
   key: SigningKey;
-  token: SignedEnrollToken | null;
+  token: EnrollTokenFile | null;
   logger: Logger;
   // The agent's reconnect backoff.
   backoff: { baseBackoffMs: number; maxBackoffMs: number };
@@ -22,12 +23,12 @@ export interface EnrollmentRequestOptions {
 const answerSchema = z.object({
   ok: z.boolean().optional(),
   enrolled: z.boolean().optional(),
+  conflict: z.string().optional(),
   error: z.string().optional(),
 });
 
 export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): void } {
   const { logger } = options;
-  const signed = signEnrollRequest(options.key, options.host, options.token ?? undefined, new Date());
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   let wake: (() => void) | null = null;
@@ -39,7 +40,7 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
       response = await fetch(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(signed),
+        body: JSON.stringify(signEnrollRequest(options.key, options.host, options.token ?? undefined, new Date())),
         signal: AbortSignal.timeout(30_000),
       });
     } catch (error) {
@@ -51,7 +52,14 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
     }
     const parsed = answerSchema.safeParse(await response.json().catch(() => null));
     const answer = parsed.success ? parsed.data : {};
-    if (response.status === 200 && answer.ok === true) return { retry: false, enrolled: answer.enrolled === true };
+    if (response.status === 200 && answer.ok === true) {
+      if (answer.conflict)
+        logger.error(
+          { event: 'enrollment-conflict', endpoint, hostKey: options.key.publicKey, reason: answer.conflict },
+          `enrollment token conflict: ${answer.conflict}`,
+        );
+      return { retry: false, enrolled: answer.enrolled === true };
+    }
     // 5xx, 409 (a coordinator without a policy yet), 429: worth asking again later.
     if (response.status >= 500 || response.status === 409 || response.status === 429) {
       logger.warn(

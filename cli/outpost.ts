@@ -38,7 +38,7 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
   },
   enroll: {
     run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv),
-    summary: 'enroll hosts: request, token, list, approve',
+    summary: 'enroll hosts: request, token, list, approve, clear',
   },
 };
 

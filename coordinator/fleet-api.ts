@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type * as Y from 'yjs';
 import type { z } from 'zod';
 import { canonicalJson } from '../shared/crypto/canonical.js';
 import {
@@ -6,48 +7,354 @@ import {
   appendEnrollRequest,
   appendPolicy,
   ENROLLMENT_DOC,
+  enrollRequestsArray,
   POLICY_DOC,
   readEnrollments,
-  readEnrollRequests,
   readPolicies,
 } from '../shared/documents/fleet.js';
 import type { Logger } from '../shared/log.js';
-import { signedEnrollmentSchema, signedEnrollRequestSchema, signedPolicySchema } from '../shared/schemas/policy.js';
-import { verifyEnrollment, verifyEnrollRequest } from '../shared/trust/enrollment.js';
+import {
+  type Policy,
+  type SignedEnrollRequest,
+  signedEnrollClearSchema,
+  signedEnrollmentSchema,
+  signedEnrollRequestSchema,
+  signedPolicySchema,
+} from '../shared/schemas/policy.js';
+import {
+  provesHostKey,
+  tokenUsableAt,
+  verifyEnrollClear,
+  verifyEnrollment,
+  verifyEnrollRequest,
+} from '../shared/trust/enrollment.js';
 import { walkPolicyChain } from '../shared/trust/policy-chain.js';
+import {
+  DEFAULT_ENROLLMENT_LIMITS,
+  type EnrollmentLimits,
+  pendingId,
+  planRequests,
+  type RequestPlan,
+  SourceLimiter,
+  sourceOf,
+} from './enrollment-limits.js';
 import { writeFleetDocument } from './fleet-writes.js';
 import type { DocumentHost } from './hosted-documents.js';
 import type { TrustState } from './trust-state.js';
 
 const MAX_BODY = 256 * 1024;
-const MAX_PENDING_REQUESTS = 10_000;
+// An `outpost enroll clear` order counts only this close to the coordinator's clock.
+const CLEAR_ORDER_MAX_AGE_MS = 10 * 60_000;
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
 }
 
+// What the client sent is wrong (400); any other failure is the coordinator's (500).
+class BadRequest extends Error {}
+
 async function readBody<S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new Error(`request body over ${MAX_BODY} bytes`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_BODY) throw new BadRequest(`request body over ${MAX_BODY} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    throw error instanceof BadRequest ? error : new BadRequest(`request body unreadable: ${(error as Error).message}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
-    throw new Error('request body is not JSON');
+    throw new BadRequest('request body is not JSON');
   }
   const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  if (!parsed.success)
+    throw new BadRequest(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   return parsed.data;
 }
 
+// Per-coordinator state of the enrollment endpoints: the limits, the per-source buckets and the
+// last count of pending requests (for /healthz).
+export interface EnrollmentGate {
+  limits: EnrollmentLimits;
+  limiter: SourceLimiter;
+  health(): Record<string, unknown>;
+  notePending(count: number): void;
+}
+
+export function createEnrollmentGate(overrides: Partial<EnrollmentLimits> = {}): EnrollmentGate {
+  const limits = { ...DEFAULT_ENROLLMENT_LIMITS, ...overrides };
+  const limiter = new SourceLimiter(limits.perSourceBurst, limits.perSourceRefillMs, limits.maxSources);
+  let pending: number | null = null;
+  return {
+    limits,
+    limiter,
+    notePending(count) {
+      pending = count;
+    },
+    health: () => ({
+      pendingRequests: pending,
+      maxPendingRequests: limits.maxPending,
+      pendingTtlSeconds: limits.pendingTtlMs / 1000,
+      perSourceBurst: limits.perSourceBurst,
+      perSourceRefillSeconds: limits.perSourceRefillMs / 1000,
+      sourcesTracked: limiter.sources(),
+      refusedForRate: limiter.refused,
+    }),
+  };
+}
+
+const FLEET_POSTS = ['/api/policy', '/api/enroll', '/api/enroll/approve', '/api/enroll/clear'];
+
+interface FleetContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  host: DocumentHost;
+  trust: TrustState;
+  logger: Logger;
+  gate: EnrollmentGate;
+}
+
+const hours = (ms: number): string => `${Math.round(ms / 360_000) / 10} h`;
+
+// Deletes the stored requests at these positions (highest first, so the others keep theirs).
+function applyDrops(doc: Y.Doc, drop: number[]): void {
+  const requests = enrollRequestsArray(doc);
+  for (const index of drop) requests.delete(index, 1);
+}
+
+function planFor(doc: Y.Doc, policy: Policy | null, now: number, limits: EnrollmentLimits): RequestPlan {
+  return planRequests(policy, readEnrollments(doc), enrollRequestsArray(doc).toArray(), now, limits.pendingTtlMs);
+}
+
+type EnrollOutcome =
+  | { kind: 'bound' }
+  | { kind: 'pending' }
+  | { kind: 'full'; pending: number }
+  | { kind: 'conflict'; boundKey: string | null; via: string | null; recorded: boolean };
+
+async function handleEnrollRequest({ req, res, host, trust, logger, gate }: FleetContext): Promise<void> {
+  const signed = await readBody(req, signedEnrollRequestSchema);
+  const { request } = signed;
+  const { limits } = gate;
+  const now = Date.now();
+  const policy = trust.policy();
+  const refuse = (status: number, reason: string): void => {
+    logger.warn(
+      { event: 'enrollment-refused', host: request.host, hostKey: request.hostKey, reason },
+      'refusing enrollment request',
+    );
+    sendJson(res, status, { error: reason });
+  };
+  // Already bound (an agent asks at every start, with the token it was given): nothing to record,
+  // whether or not that token has expired since.
+  if (provesHostKey(signed) && trust.bindings().get(request.host)?.hostKey === request.hostKey) {
+    sendJson(res, 200, { ok: true, enrolled: true, pending: false });
+    return;
+  }
+  // Pending requests expire by their signed time: it must be about now.
+  const skew = Date.parse(request.requestedAt) - now;
+  if (Math.abs(skew) > limits.clockSkewMs)
+    return refuse(
+      400,
+      `enrollment request for ${request.host} was made at ${request.requestedAt} by the host's clock, ${hours(Math.abs(skew))} ${skew > 0 ? 'ahead of' : 'behind'} the coordinator's (${new Date(now).toISOString()}); set the host's clock (NTP) and ask again`,
+    );
+  const verdict = verifyEnrollRequest(signed, policy);
+  if (!verdict.ok) return refuse(400, verdict.reason);
+  if (request.token) {
+    const usable = tokenUsableAt(request.token, now);
+    if (!usable.ok) return refuse(400, usable.reason);
+  }
+  const outcome = await writeFleetDocument(host, ENROLLMENT_DOC, `host-key:${request.hostKey}`, (doc) =>
+    recordRequest(doc, signed, policy, now, gate),
+  );
+  switch (outcome.kind) {
+    case 'bound':
+    case 'pending':
+      logger.info(
+        {
+          event: 'enrollment-requested',
+          host: request.host,
+          hostKey: request.hostKey,
+          viaToken: verdict.viaToken ?? false,
+          bound: outcome.kind === 'bound',
+        },
+        'enrollment request recorded',
+      );
+      sendJson(res, 200, { ok: true, enrolled: outcome.kind === 'bound', pending: outcome.kind === 'pending' });
+      return;
+    case 'full':
+      return refuse(
+        429,
+        `fleet/enrollment holds ${outcome.pending} pending requests, the limit: an admin reviews them with 'outpost enroll list' and drops them with 'outpost enroll clear' (they also expire ${hours(limits.pendingTtlMs)} after they were made); ask again later`,
+      );
+    case 'conflict': {
+      const what = outcome.boundKey
+        ? `${request.host} is already bound to key ${outcome.boundKey} (by ${outcome.via})`
+        : `the token for ${request.host} was already used`;
+      const conflict = `${what}; this request with key ${request.hostKey} is ${outcome.recorded ? 'recorded as a conflict for admins (outpost enroll list)' : 'not recorded: this token has too many conflicting uses already'}. If the token file was copied, that other key is not this host: an admin checks which key is ${request.host}'s and approves it with 'outpost enroll approve --host ${request.host} --host-key KEY'`;
+      logger.warn(
+        {
+          event: 'enrollment-conflict',
+          host: request.host,
+          hostKey: request.hostKey,
+          boundKey: outcome.boundKey,
+          recorded: outcome.recorded,
+        },
+        conflict,
+      );
+      sendJson(res, 200, { ok: true, enrolled: false, pending: true, conflict });
+      return;
+    }
+  }
+}
+
+// Inside the enrollment document's queue: drop what expired or was settled, then record the
+// request if it adds something and fits the limits.
+function recordRequest(
+  doc: Y.Doc,
+  signed: SignedEnrollRequest,
+  policy: Policy | null,
+  now: number,
+  gate: EnrollmentGate,
+): EnrollOutcome {
+  const { request } = signed;
+  const { limits } = gate;
+  const plan = planFor(doc, policy, now, limits);
+  applyDrops(doc, plan.drop);
+  if (!request.token) {
+    const since = plan.pendingSince.get(pendingId(request.host, request.hostKey));
+    // A repeat of a pending request is recorded again only to keep it from expiring.
+    if (since !== undefined && since > now - limits.pendingTtlMs / 2) {
+      gate.notePending(plan.pending);
+      return { kind: 'pending' };
+    }
+    if (since === undefined && plan.pending >= limits.maxPending) {
+      gate.notePending(plan.pending);
+      return { kind: 'full', pending: plan.pending };
+    }
+    appendEnrollRequest(doc, signed);
+    gate.notePending(plan.pending + (since === undefined ? 1 : 0));
+    return { kind: 'pending' };
+  }
+  gate.notePending(plan.pending);
+  const nonce = request.token.token.nonce;
+  const current = plan.state.bindings.get(request.host) ?? null;
+  const conflict = (recorded: boolean): EnrollOutcome => ({
+    kind: 'conflict',
+    boundKey: current?.hostKey ?? null,
+    via: current?.via ?? null,
+    recorded,
+  });
+  // A valid token use binds exactly when its host has no binding yet (the token names one host).
+  if (!current) {
+    appendEnrollRequest(doc, signed);
+    return { kind: 'bound' };
+  }
+  if (plan.repeatKeys.has(`${nonce} ${request.hostKey}`)) return conflict(true);
+  if ((plan.repeatsByNonce.get(nonce) ?? 0) >= limits.maxTokenRepeats) return conflict(false);
+  appendEnrollRequest(doc, signed);
+  return conflict(true);
+}
+
+async function handleEnrollClear({ req, res, host, trust, logger, gate }: FleetContext): Promise<void> {
+  const signed = await readBody(req, signedEnrollClearSchema);
+  const policy = trust.policy();
+  if (!policy) {
+    sendJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
+    return;
+  }
+  const now = Date.now();
+  const verdict = verifyEnrollClear(signed, policy, now, CLEAR_ORDER_MAX_AGE_MS);
+  if (!verdict.ok) {
+    logger.warn({ event: 'enrollment-clear-refused', reason: verdict.reason }, 'refusing enrollment clear order');
+    sendJson(res, 400, { error: verdict.reason });
+    return;
+  }
+  const { host: onlyHost, hostKey: onlyKey } = signed.clear;
+  const outcome = await writeFleetDocument(host, ENROLLMENT_DOC, `admin:${verdict.admin.name}`, (doc) => {
+    const plan = planFor(doc, policy, now, gate.limits);
+    const matching = plan.clearable.filter(
+      (c) => (onlyHost === undefined || c.host === onlyHost) && (onlyKey === undefined || c.hostKey === onlyKey),
+    );
+    const cleared = matching.filter((c) => verdict.mayClear(c.host));
+    applyDrops(
+      doc,
+      [...plan.drop, ...cleared.map((c) => c.index)].sort((a, b) => b - a),
+    );
+    const clearedPending = cleared.filter((c) => plan.pendingSince.has(pendingId(c.host, c.hostKey))).length;
+    gate.notePending(plan.pending - clearedPending);
+    return { cleared: cleared.length, notPermitted: matching.length - cleared.length };
+  });
+  logger.info(
+    { event: 'enrollment-cleared', admin: verdict.admin.name, host: onlyHost, hostKey: onlyKey, ...outcome },
+    'pending enrollment requests cleared',
+  );
+  sendJson(res, 200, { ok: true, ...outcome });
+}
+
+async function handleEnrollApprove({ req, res, host, trust, logger, gate }: FleetContext): Promise<void> {
+  const signed = await readBody(req, signedEnrollmentSchema);
+  const policy = trust.policy();
+  if (!policy) {
+    sendJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
+    return;
+  }
+  const verdict = verifyEnrollment(signed, policy);
+  if (!verdict.ok) {
+    logger.warn(
+      { event: 'enrollment-refused', host: signed.enrollment.host, reason: verdict.reason },
+      'refusing enrollment approval',
+    );
+    sendJson(res, 400, { error: verdict.reason });
+    return;
+  }
+  const now = Date.now();
+  await writeFleetDocument(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (doc) => {
+    if (!readEnrollments(doc).some((e) => canonicalJson(e) === canonicalJson(signed))) appendEnrollment(doc, signed);
+    // The request this approval answers is settled now.
+    const plan = planFor(doc, policy, now, gate.limits);
+    applyDrops(doc, plan.drop);
+    gate.notePending(plan.pending);
+  });
+  logger.info({ event: 'host-enrolled', host: signed.enrollment.host }, 'enrollment approved');
+  sendJson(res, 200, { ok: true });
+}
+
+async function handlePolicy(
+  { req, res, host, trust, logger }: FleetContext,
+  pinnedRoot: ReadonlySet<string>,
+): Promise<void> {
+  const signed = await readBody(req, signedPolicySchema);
+  const policyDoc = await host.pin(POLICY_DOC);
+  const existing = readPolicies(policyDoc.doc);
+  const walk = walkPolicyChain(trust.chain(), pinnedRoot, [...existing, signed]);
+  const accepted = walk.chain.some((p) => canonicalJson(p) === canonicalJson(signed.policy));
+  if (!accepted) {
+    const reasons = walk.refused.filter((r) => r.version === signed.policy.version).map((r) => r.reason);
+    logger.warn(
+      { event: 'policy-refused', document: POLICY_DOC, version: signed.policy.version, reasons },
+      'refusing policy',
+    );
+    sendJson(res, 400, {
+      error: `policy version ${signed.policy.version} refused: ${reasons.join('; ') || `it does not follow version ${trust.policy()?.version ?? 'none'}`}`,
+    });
+    return;
+  }
+  if (!existing.some((p) => canonicalJson(p.policy) === canonicalJson(signed.policy))) {
+    await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (doc) => appendPolicy(doc, signed));
+  }
+  sendJson(res, 200, { ok: true, version: signed.policy.version });
+}
+
 // POST endpoints for self-authenticating fleet entries. The coordinator checks each entry the way
-// every reader will, and appends only what passes: it adds no trust of its own.
+// every reader will, and appends only what passes: it adds no trust of its own. Every source is
+// rate limited first, before any signature is checked.
 export async function handleFleetPost(
   path: string,
   req: IncomingMessage,
@@ -56,104 +363,45 @@ export async function handleFleetPost(
   trust: TrustState,
   pinnedRoot: ReadonlySet<string>,
   logger: Logger,
+  gate: EnrollmentGate,
 ): Promise<boolean> {
-  if (!['/api/policy', '/api/enroll', '/api/enroll/approve'].includes(path)) return false;
+  if (!FLEET_POSTS.includes(path)) return false;
+  const source = sourceOf(req.socket.remoteAddress);
+  const allowed = gate.limiter.take(source, Date.now());
+  if (!allowed.ok) {
+    const seconds = Math.ceil(allowed.retryAfterMs / 1000);
+    logger.warn({ event: 'fleet-post-rate-limited', source, path }, 'too many fleet requests from one source');
+    res.setHeader('retry-after', String(seconds));
+    sendJson(res, 429, {
+      error: `too many requests from ${source}: ${gate.limits.perSourceBurst} at once, then one every ${gate.limits.perSourceRefillMs / 1000} s; try again in ${seconds} s`,
+    });
+    return true;
+  }
   if (!trust.enforced) {
     sendJson(res, 409, {
       error: 'this coordinator runs without --org-root: there is no policy to check fleet entries against',
     });
     return true;
   }
+  const context: FleetContext = { req, res, host, trust, logger, gate };
   try {
-    if (path === '/api/policy') {
-      const signed = await readBody(req, signedPolicySchema);
-      const policyDoc = await host.pin(POLICY_DOC);
-      const existing = readPolicies(policyDoc.doc);
-      const walk = walkPolicyChain(trust.chain(), pinnedRoot, [...existing, signed]);
-      const accepted = walk.chain.some((p) => canonicalJson(p) === canonicalJson(signed.policy));
-      if (!accepted) {
-        const reasons = walk.refused.filter((r) => r.version === signed.policy.version).map((r) => r.reason);
-        logger.warn(
-          { event: 'policy-refused', document: POLICY_DOC, version: signed.policy.version, reasons },
-          'refusing policy',
-        );
-        sendJson(res, 400, {
-          error: `policy version ${signed.policy.version} refused: ${reasons.join('; ') || `it does not follow version ${trust.policy()?.version ?? 'none'}`}`,
-        });
-        return true;
-      }
-      if (!existing.some((p) => canonicalJson(p.policy) === canonicalJson(signed.policy))) {
-        await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (doc) =>
-          appendPolicy(doc, signed),
-        );
-      }
-      sendJson(res, 200, { ok: true, version: signed.policy.version });
-      return true;
-    }
-    const policy = trust.policy();
-    if (path === '/api/enroll') {
-      const signed = await readBody(req, signedEnrollRequestSchema);
-      const verdict = verifyEnrollRequest(signed, policy, Date.now());
-      if (!verdict.ok) {
-        logger.warn(
-          { event: 'enrollment-refused', host: signed.request.host, reason: verdict.reason },
-          'refusing enrollment request',
-        );
-        sendJson(res, 400, { error: verdict.reason });
-        return true;
-      }
-      const doc = (await host.pin(ENROLLMENT_DOC)).doc;
-      const requests = readEnrollRequests(doc);
-      const duplicate = requests.some(
-        (r) =>
-          r.request.host === signed.request.host &&
-          r.request.hostKey === signed.request.hostKey &&
-          canonicalJson(r.request.token ?? null) === canonicalJson(signed.request.token ?? null),
-      );
-      if (!duplicate) {
-        if (requests.length >= MAX_PENDING_REQUESTS) {
-          sendJson(res, 429, {
-            error: 'too many enrollment requests recorded; approve or clean up pending ones first',
-          });
-          return true;
-        }
-        await writeFleetDocument(host, ENROLLMENT_DOC, `host-key:${signed.request.hostKey}`, (d) =>
-          appendEnrollRequest(d, signed),
-        );
-      }
-      const bound = trust.bindings().get(signed.request.host)?.hostKey === signed.request.hostKey;
-      logger.info(
-        { event: 'enrollment-requested', host: signed.request.host, viaToken: verdict.viaToken ?? false, bound },
-        'enrollment request recorded',
-      );
-      sendJson(res, 200, { ok: true, enrolled: bound, pending: !bound });
-      return true;
-    }
-    const signed = await readBody(req, signedEnrollmentSchema);
-    if (!policy) {
-      sendJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
-      return true;
-    }
-    const verdict = verifyEnrollment(signed, policy);
-    if (!verdict.ok) {
-      logger.warn(
-        { event: 'enrollment-refused', host: signed.enrollment.host, reason: verdict.reason },
-        'refusing enrollment approval',
-      );
-      sendJson(res, 400, { error: verdict.reason });
-      return true;
-    }
-    const doc = (await host.pin(ENROLLMENT_DOC)).doc;
-    if (!readEnrollments(doc).some((e) => canonicalJson(e) === canonicalJson(signed))) {
-      await writeFleetDocument(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (d) =>
-        appendEnrollment(d, signed),
-      );
-    }
-    logger.info({ event: 'host-enrolled', host: signed.enrollment.host }, 'enrollment approved');
-    sendJson(res, 200, { ok: true });
-    return true;
+    if (path === '/api/policy') await handlePolicy(context, pinnedRoot);
+    else if (path === '/api/enroll') await handleEnrollRequest(context);
+    else if (path === '/api/enroll/clear') await handleEnrollClear(context);
+    else await handleEnrollApprove(context);
   } catch (error) {
-    sendJson(res, 400, { error: (error as Error).message });
-    return true;
+    if (!(error instanceof BadRequest))
+      logger.error({ event: 'fleet-post-failed', path, err: error }, 'fleet request failed');
+    if (!res.headersSent)
+      sendJson(
+        res,
+        error instanceof BadRequest ? 400 : 500,
+        error instanceof BadRequest
+          ? { error: error.message }
+          : {
+              error: `the coordinator failed to store this (${(error as Error).message}); try again, and check its log`,
+            },
+      );
   }
+  return true;
 }

@@ -17,7 +17,8 @@ import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
-import { handleFleetPost } from './fleet-api.js';
+import type { EnrollmentLimits } from './enrollment-limits.js';
+import { createEnrollmentGate, handleFleetPost } from './fleet-api.js';
 import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
 import { refuseUpgrade, requestPath, requestQuery, respondJson, upgradeDocument } from './http-guard.js';
 import {
@@ -50,6 +51,8 @@ export interface CoordinatorConfig {
   challengeTtlMs?: number;
   // Per-address, per-connection and per-writer limits (coordinator/limits.ts); defaults for the rest.
   limits?: Partial<ResourceLimits>;
+  // Rate, cap and expiry of enrollment requests (coordinator/enrollment-limits.ts).
+  enrollmentLimits?: Partial<EnrollmentLimits>;
   // What a relay adds (coordinator/relay.ts); a coordinator has none.
   extension?: CoordinatorExtension;
 }
@@ -127,6 +130,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const pinnedRoot = new Set(config.orgRootKeys ?? []);
   const trust = await createTrustState(host, [...pinnedRoot], logger);
   const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
+  const enrollmentGate = createEnrollmentGate(config.enrollmentLimits);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
   // Relays downstream of this server sync all their documents over one socket each.
   const mux = createMuxServer(
@@ -211,13 +215,15 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     }
     if (extension?.route(req, res, path)) return;
     if (req.method === 'POST') {
-      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger)
+      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger, enrollmentGate)
         .then((handled) => handled || respondJson(res, 404, { error: `no such endpoint ${path}` }))
         .catch((error: Error) => respondJson(res, 500, { error: error.message }));
       return;
     }
     if (req.method !== 'GET') {
-      respondJson(res, 405, { error: 'use GET, or POST for /api/policy, /api/enroll and /api/enroll/approve' });
+      respondJson(res, 405, {
+        error: 'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve and /api/enroll/clear',
+      });
       return;
     }
     if (path === '/healthz') {
@@ -230,6 +236,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         connections: gate.stats(),
         limits,
         refusals,
+        enrollment: enrollmentGate.health(),
         ...extension?.health(),
       });
       return;

@@ -9,8 +9,8 @@ import {
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import type { Policy } from '../shared/schemas/policy.js';
-import { adminForKey, capabilitiesFor, hasCapabilityAnywhere, relayServesHost } from '../shared/trust/capabilities.js';
-import { type HostBinding, hostBindings } from '../shared/trust/enrollment.js';
+import { adminForKey, capabilitiesFor, mayReadHost, relayServesHost } from '../shared/trust/capabilities.js';
+import { type EnrollmentState, enrollmentState, type HostBinding } from '../shared/trust/enrollment.js';
 import { walkPolicyChain } from '../shared/trust/policy-chain.js';
 import type { DocumentHost } from './hosted-documents.js';
 
@@ -29,6 +29,8 @@ export interface TrustState {
   policy(): Policy | null;
   chain(): Policy[];
   bindings(): Map<string, HostBinding>;
+  // Bindings, token conflicts and which stored requests bind (for the enrollment endpoint).
+  enrollment(): EnrollmentState;
   principalForKey(key: string): Principal;
   access(principal: Principal, document: string): Access;
 }
@@ -44,7 +46,7 @@ export async function createTrustState(
   const enforced = pinnedRootKeys.length > 0;
   const pinned = new Set(pinnedRootKeys);
   let chain: Policy[] = [];
-  let bindings = new Map<string, HostBinding>();
+  let enrollment: EnrollmentState = enrollmentState(null, [], []);
   const policyDoc = await host.pin(POLICY_DOC);
   const enrollmentDoc = await host.pin(ENROLLMENT_DOC);
   await host.pin(TIMESTAMP_DOC);
@@ -57,11 +59,10 @@ export async function createTrustState(
         'policy in force',
       );
     chain = walk.chain;
-    bindings = hostBindings(
+    enrollment = enrollmentState(
       chain.at(-1) ?? null,
       readEnrollments(enrollmentDoc.doc),
       readEnrollRequests(enrollmentDoc.doc),
-      Date.now(),
     );
   };
   if (enforced) {
@@ -76,7 +77,7 @@ export async function createTrustState(
     if (!policy) return { kind: 'unknown-key', label, key };
     const admin = adminForKey(policy, key);
     if (admin) return { kind: 'admin', label: `admin:${admin.name}`, key, name: admin.name };
-    for (const binding of bindings.values())
+    for (const binding of enrollment.bindings.values())
       if (binding.hostKey === key) return { kind: 'agent', label: `host:${binding.host}`, key, host: binding.host };
     if (policy.relays.some((r) => r.key === key))
       return { kind: 'relay', label: `relay:${policy.relays.find((r) => r.key === key)!.name}`, key };
@@ -110,9 +111,8 @@ export async function createTrustState(
           const capabilities = capabilitiesFor(policy, admin, parsed.host);
           if (capabilities.has('deploy') || capabilities.has('rollback')) return 'write';
         }
-        return hasCapabilityAnywhere(policy, admin, 'read') || capabilitiesFor(policy, admin, parsed.host).size > 0
-          ? 'read'
-          : 'none';
+        // Read scope is per host: `read` on h1 opens h1's documents only.
+        return mayReadHost(policy, admin, parsed.host) ? 'read' : 'none';
       }
     }
   }
@@ -121,7 +121,8 @@ export async function createTrustState(
     enforced,
     policy: () => chain.at(-1) ?? null,
     chain: () => chain,
-    bindings: () => bindings,
+    bindings: () => enrollment.bindings,
+    enrollment: () => enrollment,
     principalForKey,
     access,
   };

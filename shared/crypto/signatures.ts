@@ -17,6 +17,8 @@ export type SignedKind =
   | 'enrollment'
   | 'enroll-request'
   | 'enroll-token'
+  | 'enroll-token-proof'
+  | 'enroll-clear'
   | 'timestamp'
   | 'auth';
 

@@ -32,6 +32,8 @@ export const appendPolicy = (doc: Y.Doc, signed: SignedPolicy): void =>
 
 export const readEnrollRequests = (doc: Y.Doc): SignedEnrollRequest[] =>
   readArray(doc, 'requests', signedEnrollRequestSchema);
+// The raw list, for the coordinator's pruning of pending requests (coordinator/fleet-api.ts).
+export const enrollRequestsArray = (doc: Y.Doc): Y.Array<unknown> => doc.getArray<unknown>('requests');
 export const appendEnrollRequest = (doc: Y.Doc, signed: SignedEnrollRequest): void =>
   doc.getArray<unknown>('requests').push([signedEnrollRequestSchema.parse(signed)]);
 export const readEnrollments = (doc: Y.Doc): SignedEnrollment[] =>

@@ -26,6 +26,8 @@ export function parseDocName(name: string): ParsedDocName | null {
 
 // Documents whose values are overwritten often collect garbage; their history lives in the
 // coordinator's update log. Desired documents and the policy keep full history for snapshots.
+// fleet/enrollment collects too: pending requests that expire or are cleared must not stay in
+// memory for ever.
 export function documentGarbageCollects(name: string): boolean {
-  return parseDocName(name)?.role === 'status' || name === 'fleet/timestamp';
+  return parseDocName(name)?.role === 'status' || name === 'fleet/timestamp' || name === 'fleet/enrollment';
 }

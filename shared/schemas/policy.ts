@@ -186,12 +186,17 @@ export const signedEnrollmentSchema = z.object({
 export type SignedEnrollment = z.infer<typeof signedEnrollmentSchema>;
 
 // One-time token for unattended installs: an admin pre-approves whichever key presents it first.
+// `proofKey` is the public half of a one-time key whose secret half only the token file holds: a
+// request proves it holds the token file by signing with it, so whoever merely forwards a request
+// (a relay, the coordinator) cannot reuse the token for a key of its own. Tokens made before it
+// existed parse, and are refused with a reason (shared/trust/enrollment.ts).
 export const enrollTokenSchema = z.object({
   kind: z.literal('enroll-token'),
   host: hostIdSchema,
   expiresAt: isoTimeSchema,
   nonce: z.string().regex(/^[0-9a-f]{32}$/),
   policyVersion: z.number().int().positive(),
+  proofKey: base64Key32Schema.optional(),
 });
 export type EnrollToken = z.infer<typeof enrollTokenSchema>;
 export const signedEnrollTokenSchema = z.object({
@@ -209,8 +214,29 @@ export const enrollRequestSchema = z.object({
   token: signedEnrollTokenSchema.optional(),
 });
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
-export const signedEnrollRequestSchema = z.object({ request: enrollRequestSchema, signature: signatureSchema });
+// `tokenProof`: the same request signed by the token's proof key (only with a token).
+export const signedEnrollRequestSchema = z.object({
+  request: enrollRequestSchema,
+  signature: signatureSchema,
+  tokenProof: signatureSchema.optional(),
+});
 export type SignedEnrollRequest = z.infer<typeof signedEnrollRequestSchema>;
+
+// An admin with `enroll` asks the coordinator to drop pending enrollment requests (all of them, a
+// host's, or one key's). Only pending requests go: bindings never do. Fresh `issuedAt` bounds
+// replays, and a replay could only clear requests again.
+export const enrollClearSchema = z.object({
+  kind: z.literal('enroll-clear'),
+  host: hostIdSchema.optional(),
+  hostKey: base64Key32Schema.optional(),
+  issuedAt: isoTimeSchema,
+});
+export type EnrollClear = z.infer<typeof enrollClearSchema>;
+export const signedEnrollClearSchema = z.object({
+  clear: enrollClearSchema,
+  signatures: z.array(signatureSchema).min(1).max(4),
+});
+export type SignedEnrollClear = z.infer<typeof signedEnrollClearSchema>;
 
 // Freshness: signed by an online timestamp key, rewritten in fleet/timestamp.
 export const timestampSchema = z.object({

@@ -27,9 +27,10 @@ export function capabilitiesFor(policy: Policy, admin: PolicyAdmin, host: string
   return capabilities;
 }
 
-// Capabilities that do not name a host (policy, enroll anywhere, read everything).
-export function hasCapabilityAnywhere(policy: Policy, admin: PolicyAdmin, capability: Capability): boolean {
-  return policy.roles.some((role) => admin.roles.includes(role.name) && role.capabilities.includes(capability));
+// An admin reads a host's documents when a role gives them any capability on that host: `read`
+// scoped to h1 reads h1, not h2 (deploy or rollback on a host imply reading what they act on).
+export function mayReadHost(policy: Policy, admin: PolicyAdmin, host: string): boolean {
+  return capabilitiesFor(policy, admin, host).size > 0;
 }
 
 // "production needs 2 of N admins": the strictest group a host is in decides.

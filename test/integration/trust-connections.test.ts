@@ -122,7 +122,6 @@ test('writes where a connection may not write are refused and leave no trace in 
     [org.carol, 'hosts/h1/desired', 'carol-has-read-only'],
     [hostKey, 'hosts/h1/desired', 'agent-writes-desired'],
     [org.alice, 'hosts/h1/status', 'admin-writes-status'],
-    [org.bob, 'hosts/h1/desired', 'bob-outside-production'],
   ];
   for (const [key, name, marker] of cases) {
     const connection = connectAs(key, name);
@@ -144,6 +143,11 @@ test('writes where a connection may not write are refused and leave no trace in 
 
 test("an agent may not open another host's documents", async () => {
   assert.is(await closeCode(connectAs(hostKey, 'hosts/h2/status')), 4403);
+});
+
+test('an admin whose roles cover only production may not even open hosts/h1/desired (read scope is per host)', async () => {
+  assert.is(await closeCode(connectAs(org.bob, 'hosts/h1/desired')), 4403);
+  assert.is(await closeCode(connectAs(org.bob, 'hosts/h1/status')), 4403);
 });
 
 test('the log names the authenticated principal of every stored update', async () => {

@@ -6,11 +6,17 @@ import { renderStatusTable } from '../../../admin/status.js';
 test('outpost status: a progress bar on a terminal, plain numbers in a pipe, and why a host waits', () => {
   const view = {
     host: 'clinic-1',
+    found: true,
+    unreadable: null,
     desired: null,
     applied: null,
     phase: 'downloading',
     target: { generation: 2, closure: '/nix/store/x' },
+    hostKeys: 'unverified',
+    enrolledKey: null,
     statusSignatureValid: true,
+    rejectedStatus: null,
+    rejectedResults: { count: 0, firstReason: null },
     hostKey: null,
     online: true,
     lastSeen: null,

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { signEnrollRequest, signEnrollToken } from '../../../../admin/enroll-entries.js';
 import { readPolicyFile } from '../../../../admin/policy-file.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload } from '../../../../shared/crypto/signatures.js';
@@ -214,37 +215,26 @@ test('enrollment: approval by an enroll-capable admin binds; forged or capabilit
   assert.is(altered.ok, false);
 });
 
-test('enrollment tokens bind once, to the named host, until they expire', () => {
-  const token = {
-    kind: 'enroll-token' as const,
+test('enrollment tokens bind once, to the named host, when used before they expire', () => {
+  const token = signEnrollToken(org.alice, {
     host: 'h2',
     expiresAt: new Date(now + 60_000).toISOString(),
-    nonce: '0123456789abcdef0123456789abcdef',
     policyVersion: 1,
-  };
-  const signedToken = { token, signatures: [signPayload('enroll-token', token, org.alice)] };
-  const request = (key: ReturnType<typeof generateSigningKey>, host = 'h2') => {
-    const body = {
-      kind: 'enroll-request' as const,
-      host,
-      hostKey: key.publicKey,
-      requestedAt: new Date().toISOString(),
-      token: signedToken,
-    };
-    return { request: body, signature: signPayload('enroll-request', body, key) };
-  };
+  });
+  const request = (key: ReturnType<typeof generateSigningKey>, host = 'h2', at = new Date()) =>
+    signEnrollRequest(key, host, token, at);
   const first = generateSigningKey('first');
   const second = generateSigningKey('second');
-  const bindings = hostBindings(v1, [], [request(first), request(second)], now);
+  const bindings = hostBindings(v1, [], [request(first), request(second)]);
   assert.is(bindings.get('h2')?.hostKey, first.publicKey, 'the first request that used the token wins');
-  const wrongHost = verifyEnrollRequest(request(first, 'h3'), v1, now);
+  const wrongHost = verifyEnrollRequest(request(first, 'h3'), v1);
   assert.is(wrongHost.ok, false);
-  const expired = verifyEnrollRequest(request(first), v1, now + 120_000);
+  const expired = verifyEnrollRequest(request(first, 'h2', new Date(now + 120_000)), v1);
   assert.is(expired.ok, false);
   if (!expired.ok) assert.match(expired.reason, /expired/);
   const stolen = request(first);
   const forgedRequest = { ...stolen, signature: signPayload('enroll-request', stolen.request, second) };
-  assert.is(verifyEnrollRequest(forgedRequest, v1, now).ok, false, 'a request must be signed by the key it binds');
+  assert.is(verifyEnrollRequest(forgedRequest, v1).ok, false, 'a request must be signed by the key it binds');
 });
 
 test.run();
