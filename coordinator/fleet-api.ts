@@ -13,6 +13,7 @@ import {
   readPolicies,
 } from '../shared/documents/fleet.js';
 import type { Logger } from '../shared/log.js';
+import { RequestBodyError, readJsonBody } from '../shared/node/http-body.js';
 import {
   type Policy,
   type SignedEnrollRequest,
@@ -51,32 +52,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(JSON.stringify(body));
 }
 
-// What the client sent is wrong (400); any other failure is the coordinator's (500).
-class BadRequest extends Error {}
-
-async function readBody<S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > MAX_BODY) throw new BadRequest(`request body over ${MAX_BODY} bytes`);
-      chunks.push(chunk as Buffer);
-    }
-  } catch (error) {
-    throw error instanceof BadRequest ? error : new BadRequest(`request body unreadable: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new BadRequest('request body is not JSON');
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success)
-    throw new BadRequest(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-  return parsed.data;
-}
+const readBody = <S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> =>
+  readJsonBody(req, schema, MAX_BODY);
 
 // Per-coordinator state of the enrollment endpoints: the limits, the per-source buckets and the
 // last count of pending requests (for /healthz).
@@ -390,18 +367,15 @@ export async function handleFleetPost(
     else if (path === '/api/enroll/clear') await handleEnrollClear(context);
     else await handleEnrollApprove(context);
   } catch (error) {
-    if (!(error instanceof BadRequest))
-      logger.error({ event: 'fleet-post-failed', path, err: error }, 'fleet request failed');
+    // What the client sent is wrong (400, 413); any other failure is the coordinator's (500).
+    const bad = error instanceof RequestBodyError ? error : null;
+    if (!bad) logger.error({ event: 'fleet-post-failed', path, err: error }, 'fleet request failed');
     if (!res.headersSent)
-      sendJson(
-        res,
-        error instanceof BadRequest ? 400 : 500,
-        error instanceof BadRequest
-          ? { error: error.message }
-          : {
-              error: `the coordinator failed to store this (${(error as Error).message}); try again, and check its log`,
-            },
-      );
+      sendJson(res, bad ? bad.status : 500, {
+        error: bad
+          ? bad.message
+          : `the coordinator failed to store this (${(error as Error).message}); try again, and check its log`,
+      });
   }
   return true;
 }
