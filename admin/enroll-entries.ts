@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type * as Y from 'yjs';
 import { z } from 'zod';
+import { toBase64 } from '../shared/crypto/encoding.js';
 import { generateSigningKey, type SigningKey, signingKeyFromKeyFile } from '../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { readEnrollments, readEnrollRequests } from '../shared/documents/fleet.js';
@@ -58,7 +59,7 @@ export function signEnrollToken(
   return {
     token: checked,
     signatures: [signPayload('enroll-token', checked, admin)],
-    proofSecret: Buffer.from(proof.secretKey).toString('base64'),
+    proofSecret: toBase64(proof.secretKey),
   };
 }
 

@@ -29,8 +29,6 @@ export interface TrustState {
   policy(): Policy | null;
   chain(): Policy[];
   bindings(): Map<string, HostBinding>;
-  // Bindings, token conflicts and which stored requests bind (for the enrollment endpoint).
-  enrollment(): EnrollmentState;
   principalForKey(key: string): Principal;
   access(principal: Principal, document: string): Access;
 }
@@ -122,7 +120,6 @@ export async function createTrustState(
     policy: () => chain.at(-1) ?? null,
     chain: () => chain,
     bindings: () => enrollment.bindings,
-    enrollment: () => enrollment,
     principalForKey,
     access,
   };
