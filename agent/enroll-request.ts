@@ -20,6 +20,10 @@ export interface EnrollmentRequestOptions {
   backoff: { baseBackoffMs: number; maxBackoffMs: number };
 }
 
+// How often a pending host asks again (the coordinator stores a repeat only when the stored
+// request is half way to its expiry).
+const PENDING_RECHECK_MS = 3_600_000;
+
 const answerSchema = z.object({
   ok: z.boolean().optional(),
   enrolled: z.boolean().optional(),
@@ -76,30 +80,42 @@ export function requestEnrollment(options: EnrollmentRequestOptions): { stop(): 
   };
 
   void (async (): Promise<void> => {
+    let pendingLogged = false;
     for (let attempt = 0; !stopped; attempt++) {
+      let delayMs = backoffDelay(attempt, options.backoff.baseBackoffMs, options.backoff.maxBackoffMs);
       for (const endpoint of options.endpoints) {
         const outcome = await attemptAt(endpoint);
-        if (!outcome.retry) {
-          if (outcome.enrolled !== undefined) {
-            logger.info(
-              {
-                event: outcome.enrolled ? 'enrolled' : 'enrollment-pending',
-                endpoint,
-                hostKey: options.key.publicKey,
-                viaToken: options.token !== null,
-              },
-              outcome.enrolled
-                ? `this host's key is bound to ${options.host}`
-                : `enrollment pending: an admin with 'enroll' approves it with: outpost enroll approve --host ${options.host} --host-key ${options.key.publicKey} …`,
-            );
-          }
+        if (stopped) return;
+        if (outcome.retry) continue;
+        // Refused: the log line says why and what to fix; asking again would change nothing.
+        if (outcome.enrolled === undefined) return;
+        if (outcome.enrolled) {
+          logger.info(
+            { event: 'enrolled', endpoint, hostKey: options.key.publicKey, viaToken: options.token !== null },
+            `this host's key is bound to ${options.host}`,
+          );
           return;
         }
-        if (stopped) return;
+        // Pending: ask again now and then, so the request stays listed for admins (pending
+        // requests expire at the coordinator) and the approval shows up in this log.
+        if (!pendingLogged)
+          logger.info(
+            {
+              event: 'enrollment-pending',
+              endpoint,
+              hostKey: options.key.publicKey,
+              viaToken: options.token !== null,
+            },
+            `enrollment pending: an admin with 'enroll' approves it with: outpost enroll approve --host ${options.host} --host-key ${options.key.publicKey} …`,
+          );
+        pendingLogged = true;
+        attempt = -1;
+        delayMs = PENDING_RECHECK_MS;
+        break;
       }
       await new Promise<void>((resolve) => {
         wake = resolve;
-        timer = setTimeout(resolve, backoffDelay(attempt, options.backoff.baseBackoffMs, options.backoff.maxBackoffMs));
+        timer = setTimeout(resolve, delayMs);
       });
     }
   })();
