@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
+import { parseStoredEntry } from '../shared/documents/fleet.js';
 import { type Policy, type SignedEnrollment, signedEnrollRequestSchema } from '../shared/schemas/policy.js';
 import { type EnrollmentState, enrollmentState } from '../shared/trust/enrollment.js';
 
@@ -112,9 +113,9 @@ export function planRequests(
   ttlMs: number,
 ): RequestPlan {
   const drop: number[] = [];
-  const parsed = raw.map((entry) => signedEnrollRequestSchema.safeParse(entry));
-  const valid = parsed.flatMap((p, index) => (p.success ? [{ signed: p.data, index }] : []));
-  for (const [index, p] of parsed.entries()) if (!p.success) drop.push(index);
+  const parsed = raw.map((entry) => parseStoredEntry(signedEnrollRequestSchema, entry));
+  const valid = parsed.flatMap((signed, index) => (signed ? [{ signed, index }] : []));
+  for (const [index, signed] of parsed.entries()) if (!signed) drop.push(index);
   const state = enrollmentState(
     policy,
     enrollments,

@@ -16,6 +16,7 @@ import type { Logger } from '../shared/log.js';
 import { RequestBodyError, readJsonBody } from '../shared/node/http-body.js';
 import {
   type Policy,
+  type SignedEnrollment,
   type SignedEnrollRequest,
   signedEnrollClearSchema,
   signedEnrollmentSchema,
@@ -39,7 +40,7 @@ import {
   SourceLimiter,
   sourceOf,
 } from './enrollment-limits.js';
-import { writeFleetDocument } from './fleet-writes.js';
+import { decideFleetWrite, type FleetChange, writeFleetDocument } from './fleet-writes.js';
 import type { DocumentHost } from './hosted-documents.js';
 import type { TrustState } from './trust-state.js';
 
@@ -55,27 +56,31 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 const readBody = <S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> =>
   readJsonBody(req, schema, MAX_BODY);
 
-// Per-coordinator state of the enrollment endpoints: the limits, the per-source buckets and the
-// last count of pending requests (for /healthz).
+// Per-coordinator state of the enrollment endpoints: the limits, the per-source buckets and what
+// the last look at fleet/enrollment found (for /healthz and for refusing at the cap cheaply).
 export interface EnrollmentGate {
   limits: EnrollmentLimits;
   limiter: SourceLimiter;
   health(): Record<string, unknown>;
-  notePending(count: number): void;
+  notePlan(plan: RequestPlan): void;
+  // Null until fleet/enrollment was first looked at.
+  snapshot(): { pending: number; pendingSince: ReadonlyMap<string, number>; nextExpiryAt: number } | null;
 }
 
 export function createEnrollmentGate(overrides: Partial<EnrollmentLimits> = {}): EnrollmentGate {
   const limits = { ...DEFAULT_ENROLLMENT_LIMITS, ...overrides };
   const limiter = new SourceLimiter(limits.perSourceBurst, limits.perSourceRefillMs, limits.maxSources);
-  let pending: number | null = null;
+  let last: ReturnType<EnrollmentGate['snapshot']> = null;
   return {
     limits,
     limiter,
-    notePending(count) {
-      pending = count;
+    notePlan(plan) {
+      const oldest = Math.min(...plan.pendingSince.values());
+      last = { pending: plan.pending, pendingSince: plan.pendingSince, nextExpiryAt: oldest + limits.pendingTtlMs };
     },
+    snapshot: () => last,
     health: () => ({
-      pendingRequests: pending,
+      pendingRequests: last?.pending ?? null,
       maxPendingRequests: limits.maxPending,
       pendingTtlSeconds: limits.pendingTtlMs / 1000,
       perSourceBurst: limits.perSourceBurst,
@@ -105,9 +110,23 @@ function applyDrops(doc: Y.Doc, drop: number[]): void {
   for (const index of drop) requests.delete(index, 1);
 }
 
-function planFor(doc: Y.Doc, policy: Policy | null, now: number, limits: EnrollmentLimits): RequestPlan {
-  return planRequests(policy, readEnrollments(doc), enrollRequestsArray(doc).toArray(), now, limits.pendingTtlMs);
+function planFor(
+  live: Y.Doc,
+  policy: Policy | null,
+  now: number,
+  limits: EnrollmentLimits,
+  enrollments: SignedEnrollment[] = readEnrollments(live),
+): RequestPlan {
+  return planRequests(policy, enrollments, enrollRequestsArray(live).toArray(), now, limits.pendingTtlMs);
 }
+
+// Looks at fleet/enrollment again after a write, so /healthz and the cheap refusal at the cap see it.
+async function refreshGate(host: DocumentHost, policy: Policy | null, gate: EnrollmentGate): Promise<void> {
+  gate.notePlan(planFor((await host.pin(ENROLLMENT_DOC)).doc, policy, Date.now(), gate.limits));
+}
+
+const fullMessage = (pending: number, limits: EnrollmentLimits): string =>
+  `fleet/enrollment holds ${pending} pending requests, the limit: an admin reviews them with 'outpost enroll list' and drops them with 'outpost enroll clear' (they also expire ${hours(limits.pendingTtlMs)} after they were made); ask again later`;
 
 type EnrollOutcome =
   | { kind: 'bound' }
@@ -130,7 +149,7 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
   };
   // Already bound (an agent asks at every start, with the token it was given): nothing to record,
   // whether or not that token has expired since.
-  if (provesHostKey(signed) && trust.bindings().get(request.host)?.hostKey === request.hostKey) {
+  if (trust.bindings().get(request.host)?.hostKey === request.hostKey && provesHostKey(signed)) {
     sendJson(res, 200, { ok: true, enrolled: true, pending: false });
     return;
   }
@@ -141,15 +160,26 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
       400,
       `enrollment request for ${request.host} was made at ${request.requestedAt} by the host's clock, ${hours(Math.abs(skew))} ${skew > 0 ? 'ahead of' : 'behind'} the coordinator's (${new Date(now).toISOString()}); set the host's clock (NTP) and ask again`,
     );
+  // At the cap a new pending request is refused before its signature is even checked.
+  const seen = gate.snapshot();
+  if (
+    !request.token &&
+    seen &&
+    seen.pending >= limits.maxPending &&
+    now < seen.nextExpiryAt &&
+    !seen.pendingSince.has(pendingId(request.host, request.hostKey))
+  )
+    return refuse(429, fullMessage(seen.pending, limits));
   const verdict = verifyEnrollRequest(signed, policy);
   if (!verdict.ok) return refuse(400, verdict.reason);
   if (request.token) {
     const usable = tokenUsableAt(request.token, now);
     if (!usable.ok) return refuse(400, usable.reason);
   }
-  const outcome = await writeFleetDocument(host, ENROLLMENT_DOC, `host-key:${request.hostKey}`, (doc) =>
-    recordRequest(doc, signed, policy, now, gate),
+  const outcome = await decideFleetWrite(host, ENROLLMENT_DOC, `host-key:${request.hostKey}`, (live) =>
+    decideRequest(live, signed, policy, now, gate),
   );
+  await refreshGate(host, policy, gate);
   switch (outcome.kind) {
     case 'bound':
     case 'pending':
@@ -166,10 +196,7 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
       sendJson(res, 200, { ok: true, enrolled: outcome.kind === 'bound', pending: outcome.kind === 'pending' });
       return;
     case 'full':
-      return refuse(
-        429,
-        `fleet/enrollment holds ${outcome.pending} pending requests, the limit: an admin reviews them with 'outpost enroll list' and drops them with 'outpost enroll clear' (they also expire ${hours(limits.pendingTtlMs)} after they were made); ask again later`,
-      );
+      return refuse(429, fullMessage(outcome.pending, limits));
     case 'conflict': {
       const what = outcome.boundKey
         ? `${request.host} is already bound to key ${outcome.boundKey} (by ${outcome.via})`
@@ -191,35 +218,33 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
   }
 }
 
-// Inside the enrollment document's queue: drop what expired or was settled, then record the
+// Inside the enrollment document's queue: drop what expired or was settled, and record the
 // request if it adds something and fits the limits.
-function recordRequest(
-  doc: Y.Doc,
+function decideRequest(
+  live: Y.Doc,
   signed: SignedEnrollRequest,
   policy: Policy | null,
   now: number,
   gate: EnrollmentGate,
-): EnrollOutcome {
+): FleetChange<EnrollOutcome> {
   const { request } = signed;
   const { limits } = gate;
-  const plan = planFor(doc, policy, now, limits);
-  applyDrops(doc, plan.drop);
+  const plan = planFor(live, policy, now, limits);
+  gate.notePlan(plan);
+  const dropOnly = plan.drop.length ? (copy: Y.Doc) => applyDrops(copy, plan.drop) : undefined;
+  const record = (copy: Y.Doc): void => {
+    applyDrops(copy, plan.drop);
+    appendEnrollRequest(copy, signed);
+  };
   if (!request.token) {
     const since = plan.pendingSince.get(pendingId(request.host, request.hostKey));
     // A repeat of a pending request is recorded again only to keep it from expiring.
-    if (since !== undefined && since > now - limits.pendingTtlMs / 2) {
-      gate.notePending(plan.pending);
-      return { kind: 'pending' };
-    }
-    if (since === undefined && plan.pending >= limits.maxPending) {
-      gate.notePending(plan.pending);
-      return { kind: 'full', pending: plan.pending };
-    }
-    appendEnrollRequest(doc, signed);
-    gate.notePending(plan.pending + (since === undefined ? 1 : 0));
-    return { kind: 'pending' };
+    if (since !== undefined && since > now - limits.pendingTtlMs / 2)
+      return { outcome: { kind: 'pending' }, write: dropOnly };
+    if (since === undefined && plan.pending >= limits.maxPending)
+      return { outcome: { kind: 'full', pending: plan.pending }, write: dropOnly };
+    return { outcome: { kind: 'pending' }, write: record };
   }
-  gate.notePending(plan.pending);
   const nonce = request.token.token.nonce;
   const current = plan.state.bindings.get(request.host) ?? null;
   const conflict = (recorded: boolean): EnrollOutcome => ({
@@ -229,14 +254,11 @@ function recordRequest(
     recorded,
   });
   // A valid token use binds exactly when its host has no binding yet (the token names one host).
-  if (!current) {
-    appendEnrollRequest(doc, signed);
-    return { kind: 'bound' };
-  }
-  if (plan.repeatKeys.has(`${nonce} ${request.hostKey}`)) return conflict(true);
-  if ((plan.repeatsByNonce.get(nonce) ?? 0) >= limits.maxTokenRepeats) return conflict(false);
-  appendEnrollRequest(doc, signed);
-  return conflict(true);
+  if (!current) return { outcome: { kind: 'bound' }, write: record };
+  if (plan.repeatKeys.has(`${nonce} ${request.hostKey}`)) return { outcome: conflict(true), write: dropOnly };
+  if ((plan.repeatsByNonce.get(nonce) ?? 0) >= limits.maxTokenRepeats)
+    return { outcome: conflict(false), write: dropOnly };
+  return { outcome: conflict(true), write: record };
 }
 
 async function handleEnrollClear({ req, res, host, trust, logger, gate }: FleetContext): Promise<void> {
@@ -254,20 +276,19 @@ async function handleEnrollClear({ req, res, host, trust, logger, gate }: FleetC
     return;
   }
   const { host: onlyHost, hostKey: onlyKey } = signed.clear;
-  const outcome = await writeFleetDocument(host, ENROLLMENT_DOC, `admin:${verdict.admin.name}`, (doc) => {
-    const plan = planFor(doc, policy, now, gate.limits);
+  const outcome = await decideFleetWrite(host, ENROLLMENT_DOC, `admin:${verdict.admin.name}`, (live) => {
+    const plan = planFor(live, policy, now, gate.limits);
     const matching = plan.clearable.filter(
       (c) => (onlyHost === undefined || c.host === onlyHost) && (onlyKey === undefined || c.hostKey === onlyKey),
     );
     const cleared = matching.filter((c) => verdict.mayClear(c.host));
-    applyDrops(
-      doc,
-      [...plan.drop, ...cleared.map((c) => c.index)].sort((a, b) => b - a),
-    );
-    const clearedPending = cleared.filter((c) => plan.pendingSince.has(pendingId(c.host, c.hostKey))).length;
-    gate.notePending(plan.pending - clearedPending);
-    return { cleared: cleared.length, notPermitted: matching.length - cleared.length };
+    const drop = [...plan.drop, ...cleared.map((c) => c.index)].sort((a, b) => b - a);
+    return {
+      outcome: { cleared: cleared.length, notPermitted: matching.length - cleared.length },
+      write: drop.length ? (copy) => applyDrops(copy, drop) : undefined,
+    };
   });
+  await refreshGate(host, policy, gate);
   logger.info(
     { event: 'enrollment-cleared', admin: verdict.admin.name, host: onlyHost, hostKey: onlyKey, ...outcome },
     'pending enrollment requests cleared',
@@ -292,13 +313,23 @@ async function handleEnrollApprove({ req, res, host, trust, logger, gate }: Flee
     return;
   }
   const now = Date.now();
-  await writeFleetDocument(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (doc) => {
-    if (!readEnrollments(doc).some((e) => canonicalJson(e) === canonicalJson(signed))) appendEnrollment(doc, signed);
-    // The request this approval answers is settled now.
-    const plan = planFor(doc, policy, now, gate.limits);
-    applyDrops(doc, plan.drop);
-    gate.notePending(plan.pending);
+  await decideFleetWrite(host, ENROLLMENT_DOC, `enrollment:${signed.enrollment.host}`, (live) => {
+    const enrollments = readEnrollments(live);
+    const known = enrollments.some((e) => canonicalJson(e) === canonicalJson(signed));
+    // The request this approval answers is settled by it.
+    const plan = planFor(live, policy, now, gate.limits, known ? enrollments : [...enrollments, signed]);
+    return {
+      outcome: undefined,
+      write:
+        known && !plan.drop.length
+          ? undefined
+          : (copy) => {
+              applyDrops(copy, plan.drop);
+              if (!known) appendEnrollment(copy, signed);
+            },
+    };
   });
+  await refreshGate(host, policy, gate);
   logger.info({ event: 'host-enrolled', host: signed.enrollment.host }, 'enrollment approved');
   sendJson(res, 200, { ok: true });
 }
@@ -324,7 +355,9 @@ async function handlePolicy(
     return;
   }
   if (!existing.some((p) => canonicalJson(p.policy) === canonicalJson(signed.policy))) {
-    await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (doc) => appendPolicy(doc, signed));
+    await writeFleetDocument(host, POLICY_DOC, `policy:v${signed.policy.version}`, (copy) =>
+      appendPolicy(copy, signed),
+    );
   }
   sendJson(res, 200, { ok: true, version: signed.policy.version });
 }

@@ -17,11 +17,32 @@ export const POLICY_DOC = 'fleet/policy';
 export const ENROLLMENT_DOC = 'fleet/enrollment';
 export const TIMESTAMP_DOC = 'fleet/timestamp';
 
+// Entries of a loaded document are the same objects at every read (Yjs keeps the values it
+// decoded) and never change, so each is parsed once: the coordinator re-reads fleet/enrollment at
+// every update, and it may hold a thousand requests.
+const parsedEntries = new WeakMap<z.ZodType, WeakMap<object, { data: unknown } | null>>();
+
+export function parseStoredEntry<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  let cache = parsedEntries.get(schema);
+  if (!cache) {
+    cache = new WeakMap();
+    parsedEntries.set(schema, cache);
+  }
+  let entry = cache.get(raw);
+  if (entry === undefined) {
+    const parsed = schema.safeParse(raw);
+    entry = parsed.success ? { data: parsed.data } : null;
+    cache.set(raw, entry);
+  }
+  return entry ? (entry.data as z.infer<S>) : null;
+}
+
 function readArray<S extends z.ZodType>(doc: Y.Doc, key: string, schema: S): z.infer<S>[] {
   const items: z.infer<S>[] = [];
   for (const raw of doc.getArray<unknown>(key).toArray()) {
-    const parsed = schema.safeParse(raw);
-    if (parsed.success) items.push(parsed.data);
+    const parsed = parseStoredEntry(schema, raw);
+    if (parsed !== null) items.push(parsed);
   }
   return items;
 }
