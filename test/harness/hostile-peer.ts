@@ -30,8 +30,9 @@ export interface HostilePeer {
   acceptWrites(name: string, accept: boolean): void;
   // Open connections to `name`.
   connections(name: string): WebSocket[];
-  // Sends a Yjs update to every connection of `name` without applying it to the attacker's copy.
-  sendUpdate(name: string, update: Uint8Array): Promise<void>;
+  // Sends a Yjs update to every open connection of `name` without applying it to the attacker's
+  // copy; resolves once written out, with how many connections took it.
+  sendUpdate(name: string, update: Uint8Array): Promise<number>;
   // Connection attempts seen per document.
   connectsTo(name: string): number;
   close(): Promise<void>;
@@ -140,11 +141,11 @@ export async function startHostilePeer(): Promise<HostilePeer> {
     connections: (name) => [...(rooms.get(name)?.sockets ?? [])],
     async sendUpdate(name, update) {
       const message = updateMessage(update);
-      await Promise.all(
-        [...(rooms.get(name)?.sockets ?? [])].map(
-          (socket) => new Promise<void>((resolve) => socket.send(message, () => resolve())),
-        ),
+      const open = [...(rooms.get(name)?.sockets ?? [])].filter((socket) => socket.readyState === socket.OPEN);
+      const delivered = await Promise.all(
+        open.map((socket) => new Promise<boolean>((resolve) => socket.send(message, (error) => resolve(!error)))),
       );
+      return delivered.filter(Boolean).length;
     },
     connectsTo: (name) => connects.get(name) ?? 0,
     async close() {
