@@ -103,8 +103,8 @@ export function purgeForeignEntries(doc: Y.Doc, hostKey: string): number {
         }
       for (let item = type._start; item !== null; item = item.right)
         if (!item.deleted) {
+          removed += item.length;
           item.delete(transaction);
-          removed += 1;
         }
     }
   }, 'local');

@@ -135,7 +135,7 @@ function resultFor(peer: HostilePeer, host: SimulatedHost, generation: number): 
   return waitFor(
     `${host.host}'s signed result for generation ${generation}`,
     () => signedResults(peer, host).find((r) => r.generation === generation),
-    60_000,
+    120_000,
     200,
   );
 }
