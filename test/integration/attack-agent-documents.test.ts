@@ -4,7 +4,6 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import type { HostView } from '../../admin/fleet-view.js';
-import { signIntent } from '../../admin/submit-intent.js';
 import { loadAgentState } from '../../agent/pipeline/state.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
@@ -22,6 +21,7 @@ import {
 import type { Intent, SignedIntent } from '../../shared/schemas/intent.js';
 import type { Timestamp } from '../../shared/schemas/policy.js';
 import type { Result, SignedStatus, Status } from '../../shared/schemas/report.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';

@@ -1,9 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signIntent } from '../../../../admin/submit-intent.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import type { Intent, SignedIntent } from '../../../../shared/schemas/intent.js';
 import { verifyIntentUnderPolicy } from '../../../../shared/trust/policy-intent.js';
+import { signIntent } from '../../../../shared/trust/sign-intent.js';
 import { intentDigest, type SelectionContext, selectIntent } from '../../../../shared/trust/verify-intent.js';
 import { basePolicy, makeTestOrg } from '../../../harness/policy-fixtures.js';
 
