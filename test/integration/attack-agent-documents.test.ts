@@ -86,14 +86,23 @@ async function hostilePeer(): Promise<HostilePeer> {
   return peer;
 }
 
-function startAgent(host: SimulatedHost, peer: HostilePeer, env: NodeJS.ProcessEnv = {}): DaemonProcess {
+function startAgent(
+  host: SimulatedHost,
+  peer: HostilePeer,
+  env: NodeJS.ProcessEnv = {},
+  confirmTimeout?: string,
+): DaemonProcess {
+  // The lifecycle flags sized for tests, with a longer confirm timeout where the test loads the machine.
+  const flags = TEST_AGENT_FLAGS.map((flag, i) =>
+    confirmTimeout && TEST_AGENT_FLAGS[i - 1] === '--confirm-timeout' ? confirmTimeout : flag,
+  );
   const agent = startAgentProcess(host, {
     env,
     coordinators: [peer.url],
     adminKeys: [],
     substituters: [cache.url],
     trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
+    extraArgs: [...flags, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
   });
   agents.push(agent);
   return agent;
@@ -358,7 +367,7 @@ test('threat 11, endless document stream: a peer streaming updates without end i
   appendIntent(peer.doc(desiredDocName('h8')), signIntent(intent('h8', 1, closures[0]!), org.alice));
   // A heap of 320 MiB: what the agent holds of its documents (64 MiB each) fits with room to
   // spare; what is streamed at it below (416 MiB) does not, so an agent that kept it would die.
-  const agent = startAgent(host, peer, { NODE_OPTIONS: '--max-old-space-size=320' });
+  const agent = startAgent(host, peer, { NODE_OPTIONS: '--max-old-space-size=320' }, '120');
   await resultFor(peer, host, 1);
   const pid = agent.child.pid!;
   // 256 MiB of updates at the desired document, as fast as the agent's socket takes them: four
