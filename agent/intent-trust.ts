@@ -76,6 +76,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
       lastTimestampAt: null,
       frozen: false,
       freezesAt: null,
+      waitingForPolicyVersion: null,
       reason: 'static admin keys: no freshness timestamps',
     }),
     policyVersion: () => null,

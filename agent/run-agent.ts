@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import * as Y from 'yjs';
 import { readIntentEntries } from '../shared/documents/desired.js';
-import { desiredDocName, statusDocName } from '../shared/documents/names.js';
-import { readCurrentStatus, readResults } from '../shared/documents/status.js';
+import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
+import { readOwnCurrentStatus, readOwnResults, readResults } from '../shared/documents/status.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type {
@@ -12,7 +13,9 @@ import type {
   StatusContent,
   TrustStatus,
 } from '../shared/schemas/report.js';
-import { compareRank, type IntentSelection, selectIntent } from '../shared/trust/verify-intent.js';
+import { backoffDelay } from '../shared/sync/reconnect.js';
+import { findResultAnomalies } from '../shared/trust/result-replays.js';
+import { compareRank, type IntentSelection, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
 import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -22,11 +25,17 @@ import { checkNixSignatureConfig } from './nix/nix-config.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { currentProfileTarget } from './pipeline/activate.js';
 import { rebuildFloor } from './pipeline/floor.js';
-import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline/pipeline.js';
+import {
+  enterWindowedPhase,
+  type InstallGate,
+  type PipelineContext,
+  runPipeline,
+  type Target,
+} from './pipeline/pipeline.js';
 import { appendSignedResult, publishStatus } from './pipeline/report.js';
 import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './pipeline/state.js';
 import { createProgressPublisher } from './progress-publisher.js';
-import { loadStatusDocument, saveStatusDocument } from './status-store.js';
+import { createStatusSaver, loadStatusDocument, purgeForeignEntries, saveStatusDocument } from './status-store.js';
 
 export type { AgentConfig } from './config.js';
 
@@ -42,6 +51,19 @@ const ERROR_RETRY_MAX_MS = 300_000;
 const WORKING_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading', 'activating', 'confirming'];
 // Phases in which a newer intent replaces the target: nothing on the system has changed yet.
 const PREEMPTIBLE_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading'];
+// What peers may make the agent hold of its documents (threat 11, an endless document stream):
+// a relay or coordinator that sends more is cut off. The desired document (about 1 KiB an
+// intent, history kept) is dropped and synced afresh after a backoff; from the status document,
+// whose results the agent cannot drop, everything its key did not sign is deleted (it collects
+// garbage, so that frees the memory). Honest documents stay far below: 64 MiB is ~60,000 intents.
+export const MAX_DESIRED_DOCUMENT_BYTES = 64 * 2 ** 20;
+export const MAX_STATUS_REMOTE_BYTES = 64 * 2 ** 20;
+// At most this many log lines per document instance about entries a reader skips.
+const MAX_ENTRY_REPORTS = 100;
+// Why a target chosen earlier no longer counts when checked again before installing: its signers
+// lost their power (a revocation arrived meanwhile). Time-based verdicts do not drop a target
+// already being worked on.
+const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'not-yet-valid']);
 
 export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent> {
   const config = resolveAgentConfig(agentConfig);
@@ -50,17 +72,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   await fs.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   let state = await loadAgentState(config.stateDir);
   const statusDoc = await loadStatusDocument(config.stateDir);
-
-  // Documents: the agent reads its desired document and writes its status document.
-  const coordinator = config.coordinators[0]!;
-  const desired: DocumentConnection = connectDocument(config.coordinators, desiredDocName(config.host), {
-    ...config.reconnect,
-  });
-  const status: DocumentConnection = connectDocument(config.coordinators, statusDocName(config.host), {
-    doc: statusDoc,
-    ...config.reconnect,
-  });
-  const awareness = status.provider.awareness;
+  const desiredName = desiredDocName(config.host);
+  const statusName = statusDocName(config.host);
+  const backoff = config.reconnect ?? { baseBackoffMs: 1000, maxBackoffMs: 300_000 };
 
   let stopped = false;
   let wake: (() => void) | null = null;
@@ -70,11 +84,76 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     dirty = true;
     wake?.();
   };
-  desired.doc.on('update', () => {
+
+  // Documents: the agent reads its desired document and writes its status document.
+  const coordinator = config.coordinators[0]!;
+  // The desired document is not kept on disk: when peers flood it, it is dropped and synced anew.
+  let desiredDoc = new Y.Doc({ gc: documentGarbageCollects(desiredName) });
+  let desired: DocumentConnection | null = null;
+  let desiredBytes = 0;
+  let desiredDrops = 0;
+  let desiredReopen: NodeJS.Timeout | null = null;
+  let reportedMalformed = new Set<string>();
+  function openDesired(): void {
+    const doc = new Y.Doc({ gc: documentGarbageCollects(desiredName) });
+    desiredDoc = doc;
+    desiredBytes = 0;
+    reportedMalformed = new Set();
+    doc.on('update', (update: Uint8Array) => {
+      if (doc !== desiredDoc) return;
+      desiredBytes += update.length;
+      if (desiredBytes > MAX_DESIRED_DOCUMENT_BYTES) {
+        dropDesired();
+        return;
+      }
+      poke();
+      schedulePreemptionCheck();
+    });
+    desired = connectDocument(config.coordinators, desiredName, { doc, ...config.reconnect });
+  }
+  function dropDesired(): void {
+    const connection = desired;
+    desired = null;
+    desiredDrops += 1;
+    const delayMs = backoffDelay(desiredDrops, backoff.baseBackoffMs, backoff.maxBackoffMs);
+    logger.error(
+      {
+        event: 'document-too-large',
+        document: desiredName,
+        bytes: desiredBytes,
+        limit: MAX_DESIRED_DOCUMENT_BYTES,
+        retryInMs: Math.round(delayMs),
+      },
+      `peers sent more than ${MAX_DESIRED_DOCUMENT_BYTES} bytes for ${desiredName}: dropped it, syncing it afresh in ${Math.round(delayMs / 1000)} s (a relay or coordinator may be flooding it)`,
+    );
+    // Closed outside the update handler that noticed it; an empty document stands in meanwhile.
+    setImmediate(() => connection?.close());
+    desiredDoc = new Y.Doc({ gc: documentGarbageCollects(desiredName) });
+    desiredReopen = setTimeout(() => {
+      desiredReopen = null;
+      if (!stopped) openDesired();
+    }, delayMs);
     poke();
-    // A newer intent replaces one still waiting or downloading (days on a slow link).
-    if (state.target && state.phase === 'downloading' && selectNow().chosen) downloadAbort.abort();
+  }
+  openDesired();
+  const status: DocumentConnection = connectDocument(config.coordinators, statusName, {
+    doc: statusDoc,
+    ...config.reconnect,
   });
+  const awareness = status.provider.awareness;
+
+  // A newer intent replaces one still downloading (days on a slow link); checked at most every
+  // 250 ms however fast the document changes.
+  let preemptionCheck: NodeJS.Timeout | null = null;
+  function schedulePreemptionCheck(): void {
+    if (preemptionCheck || !state.target || state.phase !== 'downloading') return;
+    preemptionCheck = setTimeout(() => {
+      preemptionCheck = null;
+      if (!state.target || state.phase !== 'downloading' || config.trust.freshness().frozen) return;
+      const chosen = selectNow().chosen;
+      if (chosen && !state.handledDigests.includes(chosen.digest)) downloadAbort.abort();
+    }, 250);
+  }
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(poke);
   const enrollment = config.enrollment
@@ -84,17 +163,71 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         key: config.key,
         token: config.enrollment.token,
         logger,
-        backoff: config.reconnect ?? { baseBackoffMs: 1000, maxBackoffMs: 300_000 },
+        backoff,
       })
     : null;
-  let savingStatusDoc = Promise.resolve();
-  statusDoc.on('update', (_update: Uint8Array, origin: unknown) => {
-    // Remote changes (our own results echoed back, or merged after an outage) are saved too.
-    if (origin !== 'local')
-      savingStatusDoc = savingStatusDoc
-        .then(() => saveStatusDocument(config.stateDir, statusDoc))
-        .catch(() => undefined);
+  // Remote changes (our own results echoed back, or merged after an outage) are saved too, and
+  // checked: a peer may write anything into this document, and nothing it writes may count.
+  const statusSaver = createStatusSaver(config.stateDir, () => statusDoc);
+  let statusRemoteBytes = 0;
+  let statusPurge: NodeJS.Immediate | null = null;
+  let statusCheck: NodeJS.Timeout | null = null;
+  statusDoc.on('update', (update: Uint8Array, origin: unknown) => {
+    if (origin === 'local') return;
+    statusRemoteBytes += update.length;
+    if (statusRemoteBytes > MAX_STATUS_REMOTE_BYTES && !statusPurge)
+      statusPurge = setImmediate(() => {
+        statusPurge = null;
+        const bytes = statusRemoteBytes;
+        statusRemoteBytes = 0;
+        const removed = purgeForeignEntries(statusDoc, config.key.publicKey);
+        logger.error(
+          { event: 'document-too-large', document: statusName, bytes, limit: MAX_STATUS_REMOTE_BYTES, removed },
+          `peers sent more than ${MAX_STATUS_REMOTE_BYTES} bytes for ${statusName}: deleted the ${removed} entries this host did not sign (a relay or coordinator may be flooding it)`,
+        );
+        statusSaver.request();
+        poke();
+      });
+    statusSaver.request();
+    if (!statusCheck)
+      statusCheck = setTimeout(() => {
+        statusCheck = null;
+        checkStatusDocument();
+      }, 500);
   });
+
+  // Entries in the status document this agent did not write, or replayed copies of its own: the
+  // agent's counters never read them (only its own validly signed entries count); they are
+  // reported once each, and a current status that is not the agent's newest is written again.
+  const reportedAnomalies = new Set<string>();
+  function checkStatusDocument(): void {
+    if (stopped) return;
+    const { results, malformedEntries } = readResults(statusDoc);
+    const problems = [
+      ...malformedEntries.map((m) => ({
+        key: `malformed:${m.index}`,
+        problem: 'malformed',
+        seq: null,
+        detail: `results[${m.index}]: ${m.error}`,
+      })),
+      ...findResultAnomalies(results, config.key.publicKey).map((a) => ({
+        key: `${a.problem}:${a.seq}:${a.detail}`,
+        problem: a.problem,
+        seq: a.seq,
+        detail: a.detail,
+      })),
+    ];
+    for (const p of problems) {
+      if (reportedAnomalies.has(p.key) || reportedAnomalies.size >= MAX_ENTRY_REPORTS) continue;
+      reportedAnomalies.add(p.key);
+      logger.warn(
+        { event: 'status-document-anomaly', document: statusName, problem: p.problem, seq: p.seq, detail: p.detail },
+        `${statusName}: ${p.detail}; not written by this agent as it stands (a relay or coordinator?), ignored: this host counts only its own signed entries`,
+      );
+    }
+    const own = readOwnCurrentStatus(statusDoc, config.key.publicKey);
+    if (!own || own.status.seq < state.statusSeq) poke();
+  }
 
   const progress = createProgressPublisher({
     now: config.now,
@@ -116,6 +249,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   });
 
   function setAwareness(live: DownloadProgress | null): void {
+    if (stopped) return;
     awareness.setLocalState({
       role: 'agent',
       host: config.host,
@@ -147,6 +281,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       policyVersion: config.trust.policyVersion(),
       frozen: freshness.frozen,
       lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null,
+      ...(freshness.frozen && freshness.waitingForPolicyVersion !== null
+        ? { waitingForPolicyVersion: freshness.waitingForPolicyVersion }
+        : {}),
+      ...(freshness.frozen ? { reason: freshness.reason.slice(0, 1000) } : {}),
     };
   }
 
@@ -281,12 +419,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   }
 
   function selectNow(): IntentSelection {
-    const { entries, malformed } = readIntentEntries(desired.doc);
-    for (const entry of malformed)
+    const { entries, malformed } = readIntentEntries(desiredDoc);
+    // Each skipped entry is reported once (per copy of the document), not on every evaluation.
+    for (const entry of malformed) {
+      if (reportedMalformed.has(`${entry.index}`) || reportedMalformed.size >= MAX_ENTRY_REPORTS) continue;
+      reportedMalformed.add(`${entry.index}`);
       logger.warn(
-        { event: 'malformed-intent', document: desiredDocName(config.host), index: entry.index, reason: entry.error },
-        'ignoring malformed entry',
+        { event: 'malformed-intent', document: desiredName, index: entry.index, reason: entry.error },
+        `ignoring malformed entry ${entry.index}: ${entry.error}`,
       );
+    }
     return selectIntent(
       entries.map((e) => e.signed),
       {
@@ -294,8 +436,47 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
         appliedDigest: state.applied?.digest ?? null,
         epochOf: config.trust.epochOf,
+        knownDigests: new Set([...state.handledDigests, ...(state.target ? [state.target.digest] : [])]),
       },
     );
+  }
+
+  // Checked again right before the system is first touched for a target: the policy may have
+  // moved on (a revocation) since it was chosen, or trust may be frozen (withheld updates).
+  let heldFor = '';
+  function installGate(target: Target): InstallGate {
+    const verdict = config.trust.verify(target.signed);
+    if (!verdict.ok && !TIME_CODES.has(verdict.code))
+      return {
+        decision: 'refuse',
+        reason: `${verdict.code}: ${verdict.reason} (checked again before installing, under policy version ${config.trust.policyVersion() ?? 'none'})`,
+      };
+    const freshness = config.trust.freshness();
+    if (freshness.frozen) {
+      holdLog(freshness.reason, target);
+      return { decision: 'hold', reason: freshness.reason };
+    }
+    heldFor = '';
+    return { decision: 'go' };
+  }
+  function holdLog(reason: string, target: Target | null): void {
+    if (heldFor === reason) return;
+    heldFor = reason;
+    logger.warn(
+      {
+        event: 'install-held',
+        document: statusName,
+        reason,
+        ...(target ? { generation: target.signed.intent.generation } : {}),
+      },
+      `trust is frozen: installing nothing new until it is fresh again (${reason})`,
+    );
+  }
+  // Intents naming a policy version this agent does not have yet are not refused for good: the
+  // version may still be on its way (or withheld); they are decided when it arrives.
+  const waitingLogged = new Set<string>();
+  function namesNewerPolicy(signed: Target['signed']): boolean {
+    return config.trust.mode === 'policy' && (signed.intent.policyVersion ?? 0) > (config.trust.policyVersion() ?? 0);
   }
 
   const context = (): PipelineContext => ({
@@ -307,7 +488,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     stopping: () => stopped,
     downloadSignal: downloadAbort.signal,
     publishProgress: (p) => progress.publish(p),
-    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, desiredDocName(config.host), timeoutMs),
+    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, desiredName, timeoutMs),
+    installGate,
   });
 
   async function startTarget(chosen: Target): Promise<void> {
@@ -334,10 +516,20 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   async function evaluate(): Promise<void> {
     downloadAbort = new AbortController();
     const selection = selectNow();
+    const frozen = config.trust.freshness().frozen;
     if (state.target && WORKING_PHASES.includes(state.phase)) {
-      // Until the system is touched (a kernel change already set the boot entry), a newer intent wins.
+      // Until the system is touched (a kernel change already set the boot entry), a newer intent
+      // wins, and a target whose signers lost their power since it was chosen is dropped.
       const preemptible = PREEMPTIBLE_PHASES.includes(state.phase) && state.work.waitingFor !== 'reboot';
-      const newer = preemptible ? selection.chosen : null;
+      if (preemptible) {
+        const gate = installGate(state.target);
+        if (gate.decision === 'refuse') {
+          await finish(state.target, state.applied ? 'applied' : 'idle', 'refused', gate.reason, '', false);
+          return;
+        }
+      }
+      // While frozen nothing new is taken on: the newer intent may be judged under a stale policy.
+      const newer = preemptible && !frozen ? selection.chosen : null;
       if (newer && !state.handledDigests.includes(newer.digest)) {
         logger.info(
           {
@@ -357,9 +549,30 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       await runPipeline(context(), state.target!);
       return;
     }
+    if (frozen) {
+      // Neither installs nor refusals: both would be decided under a policy that may be stale.
+      holdLog(config.trust.freshness().reason, null);
+      return;
+    }
     const handled = new Set(state.handledDigests);
     for (const refusal of selection.refused) {
       if (handled.has(refusal.candidate.digest)) continue;
+      if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(refusal.candidate.signed)) {
+        if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+          waitingLogged.add(refusal.candidate.digest);
+          logger.info(
+            {
+              event: 'waiting-for-policy',
+              document: desiredName,
+              generation: refusal.candidate.signed.intent.generation,
+              policyVersion: refusal.candidate.signed.intent.policyVersion,
+              have: config.trust.policyVersion(),
+            },
+            `generation ${refusal.candidate.signed.intent.generation} names policy version ${refusal.candidate.signed.intent.policyVersion}, not here yet: deciding when it arrives`,
+          );
+        }
+        continue;
+      }
       const seq = await report(refusal.candidate, 'refused', `${refusal.code}: ${refusal.reason}`, '');
       handled.add(refusal.candidate.digest);
       await persist({ ...state, handledDigests: [...handled], resultSeq: seq, lastResultSeq: seq });
@@ -424,7 +637,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     );
     await new Promise<void>((resolve) => {
       const check = (): void => {
-        if (stopped || (desired.provider.synced && status.provider.synced)) {
+        if (stopped || (desired?.provider.synced && status.provider.synced)) {
           clearInterval(timer);
           resolve();
         }
@@ -433,11 +646,11 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       check();
     });
     if (stopped) return;
-    await savingStatusDoc;
+    await statusSaver.idle();
     const rebuilt = rebuildFloor({
       hostKey: config.key.publicKey,
-      results: readResults(statusDoc).results,
-      intents: readIntentEntries(desired.doc).entries.map((e) => e.signed),
+      results: readOwnResults(statusDoc, config.key.publicKey),
+      intents: readIntentEntries(desiredDoc).entries.map((e) => e.signed),
       epochOf: config.trust.epochOf,
       running: await currentProfileTarget({ profile: config.profile }),
     });
@@ -446,7 +659,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       ...state,
       ...rebuilt,
       phase,
-      statusSeq: Math.max(state.statusSeq, readCurrentStatus(statusDoc)?.status.seq ?? 0),
+      // Only this host's own signed status counts: a peer's seq = MAX_SAFE_INTEGER must not stick.
+      statusSeq: Math.max(state.statusSeq, readOwnCurrentStatus(statusDoc, config.key.publicKey)?.status.seq ?? 0),
       floorUnverified: false,
     };
     logger.info(
@@ -521,10 +735,12 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       wake?.();
       await loop.catch(() => undefined);
       enrollment?.stop();
-      desired.close();
+      for (const timer of [desiredReopen, preemptionCheck, statusCheck]) if (timer) clearTimeout(timer);
+      if (statusPurge) clearImmediate(statusPurge);
+      desired?.close();
       status.close();
       await config.trust.close();
-      await savingStatusDoc;
+      await statusSaver.idle();
       await saveStatusDocument(config.stateDir, statusDoc);
     },
   };

@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
+import { ENTRY_LIMITS } from '../shared/documents/entries.js';
 import { parseStoredEntry } from '../shared/documents/fleet.js';
 import { type Policy, type SignedEnrollment, signedEnrollRequestSchema } from '../shared/schemas/policy.js';
 import { type EnrollmentState, enrollmentState } from '../shared/trust/enrollment.js';
@@ -113,7 +114,7 @@ export function planRequests(
   ttlMs: number,
 ): RequestPlan {
   const drop: number[] = [];
-  const parsed = raw.map((entry) => parseStoredEntry(signedEnrollRequestSchema, entry));
+  const parsed = raw.map((entry) => parseStoredEntry(signedEnrollRequestSchema, entry, ENTRY_LIMITS.enrollment));
   const valid = parsed.flatMap((signed, index) => (signed ? [{ signed, index }] : []));
   for (const [index, signed] of parsed.entries()) if (!signed) drop.push(index);
   const state = enrollmentState(

@@ -54,7 +54,16 @@ export interface PipelineContext {
   downloadSignal: AbortSignal;
   publishProgress(progress: DownloadProgress): void;
   probePeer(timeoutMs: number): Promise<string | null>;
+  // Asked right before the system is first touched for the target: 'hold' while trust is frozen
+  // (a newer policy may be withheld: nothing new is installed), 'refuse' when the intent no
+  // longer verifies under the policy in force (its key was revoked meanwhile).
+  installGate(target: Target): InstallGate;
 }
+
+export type InstallGate =
+  | { decision: 'go' }
+  | { decision: 'hold'; reason: string }
+  | { decision: 'refuse'; reason: string };
 
 type StepResult = 'next' | 'wait';
 
@@ -282,6 +291,14 @@ async function stepActivate(ctx: PipelineContext, target: Target): Promise<StepR
   const profileConfig = { store: config.store, profile: config.profile, profileType: config.profileType };
   let action = ctx.state().work.effectiveAction;
   if (action === null) {
+    // Nothing on the host has changed for this target yet: the last point to hold or drop it.
+    const gate = ctx.installGate(target);
+    if (gate.decision === 'hold') return 'wait';
+    if (gate.decision === 'refuse') {
+      const unchanged = ctx.state().applied ? 'applied' : 'idle';
+      await ctx.finish(target, unchanged, 'refused', gate.reason, '', false);
+      return 'wait';
+    }
     const decision = await decideAction(ctx, target);
     action = decision.action;
     const command = await activationCommand(closure, action, profileConfig);

@@ -1,8 +1,10 @@
 import type * as Y from 'yjs';
 import { type SignedIntent, signedIntentSchema } from '../schemas/intent.js';
+import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
 
 // hosts/<id>/desired: an append-only array of signed intents. Readers never trust the
-// array's contents: every entry is parsed here and verified later by the reader's policy.
+// array's contents: every entry is bounded and parsed here (a malformed one is reported with its
+// index, never thrown) and verified later by the reader's policy.
 export const INTENTS_KEY = 'intents';
 
 export interface IntentEntry {
@@ -10,10 +12,7 @@ export interface IntentEntry {
   signed: SignedIntent;
 }
 
-export interface MalformedEntry {
-  index: number;
-  error: string;
-}
+export type { MalformedEntry } from './entries.js';
 
 export function intentsArray(doc: Y.Doc): Y.Array<unknown> {
   return doc.getArray<unknown>(INTENTS_KEY);
@@ -25,13 +24,9 @@ export function readIntentEntries(doc: Y.Doc): { entries: IntentEntry[]; malform
   intentsArray(doc)
     .toArray()
     .forEach((raw, index) => {
-      const parsed = signedIntentSchema.safeParse(raw);
-      if (parsed.success) entries.push({ index, signed: parsed.data });
-      else
-        malformed.push({
-          index,
-          error: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
-        });
+      const parsed = parseEntry(raw, signedIntentSchema, ENTRY_LIMITS.intent);
+      if (parsed.ok) entries.push({ index, signed: parsed.value });
+      else malformed.push({ index, error: parsed.error });
     });
   return { entries, malformed };
 }

@@ -10,6 +10,7 @@ import {
   signedPolicySchema,
   signedTimestampSchema,
 } from '../schemas/policy.js';
+import { ENTRY_LIMITS, parseEntry } from './entries.js';
 
 // Fleet-wide documents. Their entries are self-authenticating (root-, admin- or host-signed), so
 // every reader verifies them and the coordinator only appends entries it verified itself.
@@ -18,11 +19,17 @@ export const ENROLLMENT_DOC = 'fleet/enrollment';
 export const TIMESTAMP_DOC = 'fleet/timestamp';
 
 // Entries of a loaded document are the same objects at every read (Yjs keeps the values it
-// decoded) and never change, so each is parsed once: the coordinator re-reads fleet/enrollment at
-// every update, and it may hold a thousand requests.
+// decoded) and never change, so each is checked once: the coordinator re-reads fleet/enrollment at
+// every update, and it may hold a thousand requests. Entries that fail their bounds or schema are
+// skipped: every one that counts is verified by signature afterwards, so a skipped one could only
+// have been refused later.
 const parsedEntries = new WeakMap<z.ZodType, WeakMap<object, { data: unknown } | null>>();
 
-export function parseStoredEntry<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> | null {
+export function parseStoredEntry<S extends z.ZodType>(
+  schema: S,
+  raw: unknown,
+  limits: (typeof ENTRY_LIMITS)[keyof typeof ENTRY_LIMITS],
+): z.infer<S> | null {
   if (typeof raw !== 'object' || raw === null) return null;
   let cache = parsedEntries.get(schema);
   if (!cache) {
@@ -31,40 +38,50 @@ export function parseStoredEntry<S extends z.ZodType>(schema: S, raw: unknown): 
   }
   let entry = cache.get(raw);
   if (entry === undefined) {
-    const parsed = schema.safeParse(raw);
-    entry = parsed.success ? { data: parsed.data } : null;
+    const parsed = parseEntry(raw, schema, limits);
+    entry = parsed.ok ? { data: parsed.value } : null;
     cache.set(raw, entry);
   }
   return entry ? (entry.data as z.infer<S>) : null;
 }
 
-function readArray<S extends z.ZodType>(doc: Y.Doc, key: string, schema: S): z.infer<S>[] {
+function readArray<S extends z.ZodType>(
+  doc: Y.Doc,
+  key: string,
+  schema: S,
+  limits: (typeof ENTRY_LIMITS)[keyof typeof ENTRY_LIMITS],
+): z.infer<S>[] {
   const items: z.infer<S>[] = [];
   for (const raw of doc.getArray<unknown>(key).toArray()) {
-    const parsed = parseStoredEntry(schema, raw);
+    const parsed = parseStoredEntry(schema, raw, limits);
     if (parsed !== null) items.push(parsed);
   }
   return items;
 }
 
-export const readPolicies = (doc: Y.Doc): SignedPolicy[] => readArray(doc, 'policies', signedPolicySchema);
+export const readPolicies = (doc: Y.Doc): SignedPolicy[] =>
+  readArray(doc, 'policies', signedPolicySchema, ENTRY_LIMITS.policy);
 export const appendPolicy = (doc: Y.Doc, signed: SignedPolicy): void =>
   doc.getArray<unknown>('policies').push([signedPolicySchema.parse(signed)]);
 
 export const readEnrollRequests = (doc: Y.Doc): SignedEnrollRequest[] =>
-  readArray(doc, 'requests', signedEnrollRequestSchema);
+  readArray(doc, 'requests', signedEnrollRequestSchema, ENTRY_LIMITS.enrollment);
 // The raw list, for the coordinator's pruning of pending requests (coordinator/fleet-api.ts).
 export const enrollRequestsArray = (doc: Y.Doc): Y.Array<unknown> => doc.getArray<unknown>('requests');
 export const appendEnrollRequest = (doc: Y.Doc, signed: SignedEnrollRequest): void =>
   doc.getArray<unknown>('requests').push([signedEnrollRequestSchema.parse(signed)]);
 export const readEnrollments = (doc: Y.Doc): SignedEnrollment[] =>
-  readArray(doc, 'enrollments', signedEnrollmentSchema);
+  readArray(doc, 'enrollments', signedEnrollmentSchema, ENTRY_LIMITS.enrollment);
 export const appendEnrollment = (doc: Y.Doc, signed: SignedEnrollment): void =>
   doc.getArray<unknown>('enrollments').push([signedEnrollmentSchema.parse(signed)]);
 
 export function readTimestamp(doc: Y.Doc): SignedTimestamp | null {
-  const parsed = signedTimestampSchema.safeParse(doc.getMap<unknown>('timestamp').get('current'));
-  return parsed.success ? parsed.data : null;
+  const parsed = parseEntry(
+    doc.getMap<unknown>('timestamp').get('current'),
+    signedTimestampSchema,
+    ENTRY_LIMITS.timestamp,
+  );
+  return parsed.ok ? parsed.value : null;
 }
 export function writeTimestamp(doc: Y.Doc, signed: SignedTimestamp): void {
   doc.getMap<unknown>('timestamp').set('current', signedTimestampSchema.parse(signed));

@@ -1,8 +1,12 @@
 import type * as Y from 'yjs';
+import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { type SignedResult, type SignedStatus, signedResultSchema, signedStatusSchema } from '../schemas/report.js';
+import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
 
 // hosts/<id>/status: the agent's current signed status under one key (rewritten only on change,
-// so the document stays small with gc on) and an append-only array of signed results.
+// so the document stays small with gc on) and an append-only array of signed results. Anyone who
+// can write the document (a relay, a compromised coordinator) can put anything here; readers
+// bound and parse every entry, and the host's own decisions use only entries its key signed.
 export const STATUS_MAP = 'status';
 export const CURRENT_KEY = 'current';
 export const RESULTS_KEY = 'results';
@@ -14,23 +18,44 @@ export function resultsArray(doc: Y.Doc): Y.Array<unknown> {
 export function readCurrentStatus(doc: Y.Doc): SignedStatus | null {
   const raw = doc.getMap<unknown>(STATUS_MAP).get(CURRENT_KEY);
   if (raw === undefined) return null;
-  const parsed = signedStatusSchema.safeParse(raw);
-  return parsed.success ? parsed.data : null;
+  const parsed = parseEntry(raw, signedStatusSchema, ENTRY_LIMITS.status);
+  return parsed.ok ? parsed.value : null;
+}
+
+// The current status only if `hostKey` signed it and the signature verifies: a status another
+// key wrote (with seq = MAX_SAFE_INTEGER, say) says nothing about this host's own counters.
+export function readOwnCurrentStatus(doc: Y.Doc, hostKey: string): SignedStatus | null {
+  const current = readCurrentStatus(doc);
+  if (!current || current.signature.publicKey !== hostKey) return null;
+  return verifyPayloadSignature('status', current.status, current.signature) ? current : null;
 }
 
 export function writeCurrentStatus(doc: Y.Doc, signed: SignedStatus): void {
   doc.getMap<unknown>(STATUS_MAP).set(CURRENT_KEY, signedStatusSchema.parse(signed));
 }
 
-export function readResults(doc: Y.Doc): { results: SignedResult[]; malformed: number } {
+export function readResults(doc: Y.Doc): {
+  results: SignedResult[];
+  malformed: number;
+  malformedEntries: MalformedEntry[];
+} {
   const results: SignedResult[] = [];
-  let malformed = 0;
-  for (const raw of resultsArray(doc).toArray()) {
-    const parsed = signedResultSchema.safeParse(raw);
-    if (parsed.success) results.push(parsed.data);
-    else malformed += 1;
-  }
-  return { results, malformed };
+  const malformedEntries: MalformedEntry[] = [];
+  resultsArray(doc)
+    .toArray()
+    .forEach((raw, index) => {
+      const parsed = parseEntry(raw, signedResultSchema, ENTRY_LIMITS.result);
+      if (parsed.ok) results.push(parsed.value);
+      else malformedEntries.push({ index, error: parsed.error });
+    });
+  return { results, malformed: malformedEntries.length, malformedEntries };
+}
+
+// The results `hostKey` signed, with valid signatures, in document order.
+export function readOwnResults(doc: Y.Doc, hostKey: string): SignedResult[] {
+  return readResults(doc).results.filter(
+    (r) => r.signature.publicKey === hostKey && verifyPayloadSignature('result', r.result, r.signature),
+  );
 }
 
 export function appendResult(doc: Y.Doc, signed: SignedResult): void {

@@ -68,8 +68,9 @@ export const windowWaitSchema = z.looseObject({
 });
 export type WindowWait = z.infer<typeof windowWaitSchema>;
 
-// What the agent trusts and whether it is frozen (no fresh signed timestamp for too long: a
-// relay or coordinator may be withholding updates). Only transitions change it, so signed
+// What the agent trusts and whether it is frozen (no fresh signed timestamp for too long, or one
+// naming a policy version the agent does not have: a relay or coordinator may be withholding
+// updates). While frozen the agent installs nothing new. Only transitions change it, so signed
 // timestamps arriving every minute do not rewrite the status.
 export const trustStatusSchema = z.looseObject({
   mode: z.enum(['policy', 'admin-keys']),
@@ -77,6 +78,11 @@ export const trustStatusSchema = z.looseObject({
   frozen: z.boolean(),
   // When frozen: the last fresh timestamp seen (null: never).
   lastTimestampAt: isoTimeSchema.nullable(),
+  // When frozen because a signed timestamp names a newer policy version than the agent has (it
+  // may be withheld): that version. Nothing new is installed until it arrives.
+  waitingForPolicyVersion: z.number().int().positive().optional(),
+  // When frozen: why, in words.
+  reason: z.string().max(1000).optional(),
 });
 export type TrustStatus = z.infer<typeof trustStatusSchema>;
 

@@ -1,16 +1,10 @@
 import type * as Y from 'yjs';
 import { z } from 'zod';
-import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { POLICY_DOC, readPolicies, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
 import type { SignedIntent } from '../schemas/intent.js';
-import {
-  type Policy,
-  policySchema,
-  type SignedTimestamp,
-  signedTimestampSchema,
-  unknownPolicyFields,
-} from '../schemas/policy.js';
+import { type Policy, policySchema, signedTimestampSchema, unknownPolicyFields } from '../schemas/policy.js';
+import { evaluateFreshness, type Freshness, judgeTimestamp, mergeNamed, policyStillNamed } from './freshness.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';
 import type { IntentVerifier } from './verify-intent.js';
@@ -24,17 +18,14 @@ const trustFileSchema = z.object({
   chain: z.array(policySchema),
   timeFloor: z.number(),
   lastTimestamp: signedTimestampSchema.nullable(),
+  // A newer policy version a signed timestamp named (freshness.ts); persisted, so a restart
+  // cannot make the reader forget that it is behind.
+  policyNamed: z.object({ version: z.number().int().positive(), key: z.string() }).nullable().default(null),
 });
 type TrustFile = z.infer<typeof trustFileSchema>;
 
-export interface Freshness {
-  enforced: boolean;
-  lastTimestampAt: string | null;
-  frozen: boolean;
-  // When, without a fresh timestamp, the reader will count as frozen (ms; null: never).
-  freezesAt: number | null;
-  reason: string;
-}
+export type { Freshness } from './freshness.js';
+export { acceptTimestamp } from './freshness.js';
 
 export interface FleetTrust {
   chain(): Policy[];
@@ -72,7 +63,7 @@ export interface FleetTrustOptions {
 
 async function loadTrustState(store: TrustStore): Promise<TrustFile> {
   const text = await store.load();
-  if (text === null) return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null };
+  if (text === null) return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null, policyNamed: null };
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -85,21 +76,6 @@ async function loadTrustState(store: TrustStore): Promise<TrustFile> {
       `${store.where} is invalid: ${parsed.error.issues[0]?.message}; move it aside to re-walk from the pinned org root`,
     );
   return parsed.data;
-}
-
-// A timestamp counts when signed by a timestamp key of the policy in force and newer than the last.
-export function acceptTimestamp(
-  signed: SignedTimestamp,
-  policy: Policy | undefined,
-  last: SignedTimestamp | null,
-): boolean {
-  if (!policy?.timestampKeys.includes(signed.signature.publicKey)) return false;
-  if (!verifyPayloadSignature('timestamp', signed.timestamp, signed.signature)) return false;
-  return (
-    !last ||
-    signed.timestamp.seq > last.timestamp.seq ||
-    Date.parse(signed.timestamp.at) > Date.parse(last.timestamp.at)
-  );
 }
 
 export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetTrust> {
@@ -137,19 +113,38 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
             `policy version ${policy.version} has fields this outpost does not know and ignores (${unknown.join(', ')}); upgrade it`,
           );
       }
-      state = { ...state, chain: walk.chain };
-      logger.info(
-        { event: 'policy-version', document: POLICY_DOC, version: walk.chain.at(-1)!.version },
-        'policy in force',
-      );
+      const policy = walk.chain.at(-1)!;
+      state = { ...state, chain: walk.chain, policyNamed: policyStillNamed(state.policyNamed, policy) };
+      logger.info({ event: 'policy-version', document: POLICY_DOC, version: policy.version }, 'policy in force');
       persist();
       for (const listener of listeners) listener();
+      // A timestamp that arrived before the policy could be checked against it counts now.
+      onTimestamp();
     }
   };
   const onTimestamp = (): void => {
     const signed = readTimestamp(timestampConnection.doc);
-    if (!signed || !acceptTimestamp(signed, state.chain.at(-1), state.lastTimestamp)) return;
-    state = { ...state, lastTimestamp: signed, timeFloor: Math.max(state.timeFloor, Date.parse(signed.timestamp.at)) };
+    if (!signed) return;
+    const policy = state.chain.at(-1);
+    const verdict = judgeTimestamp(signed, policy, state.lastTimestamp);
+    if (!verdict.accepted) return;
+    const named = mergeNamed(state.policyNamed, verdict.namesNewerPolicy);
+    if (verdict.namesNewerPolicy && named !== state.policyNamed)
+      logger.warn(
+        {
+          event: 'policy-behind',
+          document: TIMESTAMP_DOC,
+          version: policy?.version ?? null,
+          named: named?.version ?? null,
+        },
+        `a signed timestamp names policy version ${named?.version}, this reader has version ${policy?.version}: installing nothing until it arrives (a relay or coordinator may be withholding it)`,
+      );
+    state = {
+      ...state,
+      lastTimestamp: signed,
+      policyNamed: named,
+      timeFloor: Math.max(state.timeFloor, Date.parse(signed.timestamp.at)),
+    };
     persist();
     for (const listener of listeners) listener();
   };
@@ -166,28 +161,14 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
       return state.chain.find((p) => p.version === signed.intent.policyVersion)?.epoch ?? 0;
     },
     freshness() {
-      const policy = state.chain.at(-1);
-      if (!policy || policy.timestampKeys.length === 0)
-        return {
-          enforced: false,
-          lastTimestampAt: null,
-          frozen: false,
-          freezesAt: null,
-          reason: 'the policy names no timestamp keys',
-        };
-      const at = state.lastTimestamp?.timestamp.at ?? null;
-      // A reader that never saw a timestamp counts from when it started looking.
-      const freezesAt = (at ? Date.parse(at) : openedAt) + options.freezeAfterMs;
-      const frozen = now() > freezesAt;
-      return {
-        enforced: true,
-        lastTimestampAt: at,
-        frozen,
-        freezesAt,
-        reason: frozen
-          ? `no fresh signed timestamp since ${at ?? 'ever'} (limit ${Math.round(options.freezeAfterMs / 1000)} s): updates may be withheld`
-          : 'fresh',
-      };
+      return evaluateFreshness({
+        policy: state.chain.at(-1),
+        lastTimestamp: state.lastTimestamp,
+        policyNamed: state.policyNamed,
+        openedAt,
+        now: now(),
+        freezeAfterMs: options.freezeAfterMs,
+      });
     },
     onChange(listener) {
       listeners.push(listener);

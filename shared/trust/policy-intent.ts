@@ -44,14 +44,15 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
   const capability = context.capability ?? 'deploy';
   const admins = new Set<string>();
   const problems: string[] = [];
-  const seenKeys = new Set<string>();
+  // A key counts once, and only through a signature that verifies: a junk signature under an
+  // admin's key, placed before the real one by whoever copied the intent, must not hide it.
+  const verifiedKeys = new Set<string>();
   let anyKnown = false;
   for (const signature of signed.signatures) {
-    if (seenKeys.has(signature.publicKey)) {
+    if (verifiedKeys.has(signature.publicKey)) {
       problems.push(`key ${signature.publicKey.slice(0, 12)}… signed twice (counted once)`);
       continue;
     }
-    seenKeys.add(signature.publicKey);
     const thenAdmin = adminForKey(named, signature.publicKey);
     const nowAdmin = adminForKey(current, signature.publicKey);
     if (!thenAdmin || !nowAdmin || thenAdmin.name !== nowAdmin.name) {
@@ -72,6 +73,7 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
       problems.push(`signature by admin ${nowAdmin.name} does not verify (altered or forged)`);
       continue;
     }
+    verifiedKeys.add(signature.publicKey);
     admins.add(nowAdmin.name);
   }
   const threshold = Math.max(signatureThreshold(named, intent.host), signatureThreshold(current, intent.host));

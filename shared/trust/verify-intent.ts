@@ -1,3 +1,4 @@
+import { canonicalJson } from '../crypto/canonical.js';
 import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
 import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
@@ -92,6 +93,10 @@ export interface IntentSelection {
   chosen: IntentCandidate | null;
   refused: { candidate: IntentCandidate; code: RefusalCode; reason: string }[];
   superseded: IntentCandidate[];
+  // Other envelopes of an intent that is chosen, applied or superseded: the same signed content
+  // with a different set of signatures (a copy with a junk or an extra signature added). Neither
+  // installed nor refused on their own.
+  duplicates: IntentCandidate[];
 }
 
 // Decides whether one intent, on its own, may be installed on this host (signers, binding, time).
@@ -114,17 +119,32 @@ export interface SelectionContext {
   floor: IntentRank;
   appliedDigest: string | null;
   epochOf?: (signed: SignedIntent) => number;
+  // Envelopes already answered or being worked on: among copies of one signed content, these are
+  // kept, so a copy arriving later never restarts work under a new digest.
+  knownDigests?: ReadonlySet<string>;
 }
 
-// Picks the newest valid intent above the floor. Two different valid intents with one rank are
-// an equivocation: both are refused, deterministically, whichever order they arrived in.
+// What the signers signed, without the signatures: two envelopes with the same content are one
+// intent, whatever else their signature lists carry.
+function contentKey(signed: SignedIntent): string {
+  return canonicalJson(signed.intent);
+}
+
+// Picks the newest valid intent above the floor. Two valid intents with one rank and different
+// signed content are an equivocation: both are refused, deterministically, whichever order they
+// arrived in. Only envelopes that verify on their own take part, and copies of one content count
+// once, so nobody without a signing key can turn a valid intent into an "equivocation" (a copy
+// with a junk signature added is the same intent, and a copy that does not verify is refused on
+// its own).
 export function selectIntent(intents: SignedIntent[], context: SelectionContext): IntentSelection {
   const rankOf = (signed: SignedIntent): IntentRank => ({
     epoch: context.epochOf?.(signed) ?? 0,
     generation: signed.intent.generation,
   });
-  const selection: IntentSelection = { chosen: null, refused: [], superseded: [] };
-  const valid: IntentCandidate[] = [];
+  const selection: IntentSelection = { chosen: null, refused: [], superseded: [], duplicates: [] };
+  const known = context.knownDigests ?? new Set<string>();
+  // Valid envelopes grouped by signed content, in first-seen order.
+  const groups = new Map<string, IntentCandidate[]>();
   const seen = new Set<string>();
   for (const signed of intents) {
     const candidate = { signed, digest: intentDigest(signed) };
@@ -135,21 +155,36 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
       selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
       continue;
     }
+    const key = contentKey(signed);
+    groups.set(key, [...(groups.get(key) ?? []), candidate]);
+  }
+  // One envelope stands for each content: the applied one, else one already known, else the
+  // smallest digest (the same choice in any arrival order).
+  const representative = (copies: IntentCandidate[]): IntentCandidate =>
+    copies.find((c) => c.digest === context.appliedDigest) ??
+    copies.find((c) => known.has(c.digest)) ??
+    copies.reduce((best, c) => (c.digest < best.digest ? c : best));
+  const valid: IntentCandidate[] = [];
+  for (const copies of groups.values()) {
+    const chosen = representative(copies);
+    for (const copy of copies) if (copy !== chosen) selection.duplicates.push(copy);
+    const { signed } = chosen;
     if (compareRank(rankOf(signed), context.floor) <= 0) {
-      if (candidate.digest !== context.appliedDigest) {
+      const isApplied = copies.some((c) => c.digest === context.appliedDigest);
+      if (!isApplied) {
         const floor =
           context.floor.epoch > 0
             ? `epoch ${context.floor.epoch}, generation ${context.floor.generation}`
             : `generation ${context.floor.generation}`;
         selection.refused.push({
-          candidate,
+          candidate: chosen,
           code: 'rollback',
           reason: `generation ${signed.intent.generation} is not above ${floor} already applied or attempted on this host`,
         });
       }
       continue;
     }
-    valid.push(candidate);
+    valid.push(chosen);
   }
   const byRank = new Map<string, IntentCandidate[]>();
   for (const candidate of valid) {
@@ -164,7 +199,7 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
         selection.refused.push({
           candidate,
           code: 'equivocation',
-          reason: `${list.length} different signed intents claim generation ${candidate.signed.intent.generation}; refusing all of them`,
+          reason: `${list.length} different validly signed intents claim generation ${candidate.signed.intent.generation}; refusing all of them`,
         });
       }
       continue;
