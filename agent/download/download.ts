@@ -4,7 +4,7 @@ import type { DownloadProgress } from '../../shared/schemas/report.js';
 import { invalidPaths } from '../nix/store-query.js';
 import { realiseClosure } from '../pipeline/fetch.js';
 import { checkDiskSpace, formatBytes } from './disk-space.js';
-import { downloadNar, type NarJob } from './nar-download.js';
+import { downloadNar, type NarJob, stagedNarIntact } from './nar-download.js';
 import { narFileBounds } from './nar-size.js';
 import { createProgressTracker } from './progress.js';
 import {
@@ -190,13 +190,6 @@ export async function downloadClosure(
   const queue: { info: Narinfo; job: NarJob }[] = [];
   for (const info of plan.missing) {
     await writeStagedNarinfo(config.stagingDir, info);
-    const staged = await stagedState(config.stagingDir, info.storePath);
-    if (staged.complete) {
-      tracker.addBytes(transferSize(info));
-      tracker.pathDone();
-      continue;
-    }
-    tracker.addBytes(staged.partialBytes);
     const files = stagedFiles(config.stagingDir, info.storePath);
     const bounds = narFileBounds(info);
     if (!bounds.ok) return { ok: false, reason: bounds.reason, outputTail: '' };
@@ -208,17 +201,21 @@ export async function downloadClosure(
     } catch (error) {
       return { ok: false, reason: (error as Error).message, outputTail: '' };
     }
-    queue.push({
-      info,
-      job: {
-        url,
-        part: files.part,
-        final: files.nar,
-        exactSize: bounds.exactSize,
-        cap: bounds.cap,
-        expectedHash,
-      },
-    });
+    const job: NarJob = {
+      url,
+      part: files.part,
+      final: files.nar,
+      exactSize: bounds.exactSize,
+      cap: bounds.cap,
+      expectedHash,
+    };
+    if (await stagedNarIntact(job)) {
+      tracker.addBytes(transferSize(info));
+      tracker.pathDone();
+      continue;
+    }
+    tracker.addBytes((await stagedState(config.stagingDir, info.storePath)).partialBytes);
+    queue.push({ info, job });
   }
   config.onProgress(tracker.snapshot());
 

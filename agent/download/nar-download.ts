@@ -3,14 +3,19 @@ import { createReadStream, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { encodeNixBase32 } from '../../shared/nix/base32.js';
 import { narHashToNix32 } from '../../shared/nix/narinfo.js';
-import { syncDirectory } from '../../shared/node/durable-file.js';
 import { formatBytes } from './disk-space.js';
+import { type BodySource, httpGet } from './http-get.js';
 import { createThroughputGuard, type ThroughputRule } from './throughput.js';
 
 // One NAR file from the cache into the staging directory: resumed from the bytes already on disk
 // with an HTTP Range request, cut the moment it goes past its cap (from the signed NarSize, see
 // nar-size.ts), aborted when slower than the throughput rule, hashed as the bytes arrive (only a
 // resumed prefix is read back), written in large blocks, then renamed into place.
+//
+// Nothing is fsync'ed: the file is read by Nix moments later, and Nix itself does not fsync what
+// it restores. What a power loss can leave behind is caught instead: a complete file this process
+// did not write and check itself is hashed again before it is used (stagedNarIntact), and a
+// resumed partial file is hashed as a whole at its end.
 
 export interface NarJob {
   url: string;
@@ -40,14 +45,15 @@ export interface NarDownloadOptions {
   checkIntervalMs?: number;
 }
 
-// Received bytes go to disk in one write per block (a writev of the chunks as they came, no
-// copy), at most one write in flight while the next block fills; memory per transfer stays
-// under two blocks. A slow link still gets its bytes to disk at least every FLUSH_INTERVAL_MS,
-// so a killed agent loses at most that much of a transfer.
-const WRITE_BLOCK_BYTES = 4 * 1024 * 1024;
+// Received bytes are copied into a block (the raw transport reuses its read buffer) and go to
+// disk one block per write, at most one write in flight while the next block fills: two or three
+// blocks per transfer, sized down to the file when it is smaller. A slow link still gets its
+// bytes to disk at least every FLUSH_INTERVAL_MS, so a killed agent loses at most that much.
+const WRITE_BLOCK_BYTES = 2 * 1024 * 1024;
+const MIN_BLOCK_BYTES = 16 * 1024;
 const FLUSH_INTERVAL_MS = 1000;
-// libuv splits longer writev calls anyway; a drip of tiny chunks flushes at this count.
-const MAX_CHUNKS_PER_WRITE = 1024;
+// From this many bytes on, a plain-http transfer takes the raw transport (see http-get.ts).
+const LARGE_TRANSFER_BYTES = 1024 * 1024;
 
 async function sizeOf(path: string): Promise<number> {
   try {
@@ -71,68 +77,148 @@ function nix32Digest(hash: Hash): string {
 }
 
 // "bytes START-END/TOTAL" → START; "bytes */TOTAL" → TOTAL as `unsatisfied`.
-function parseContentRange(header: string | null): { start?: number; unsatisfied?: number } {
+function parseContentRange(header: string | undefined): { start?: number; unsatisfied?: number } {
   const range = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header ?? '');
   if (range) return { start: Number(range[1]) };
   const star = /^bytes \*\/(\d+)$/.exec(header ?? '');
   return star ? { unsatisfied: Number(star[1]) } : {};
 }
 
-// Sequential block writer over an open file: push() queues a chunk, flushing a block at a time.
+async function writeAll(handle: FileHandle, block: Buffer, length: number): Promise<void> {
+  let written = 0;
+  while (written < length) {
+    const { bytesWritten } = await handle.write(block, written, length - written);
+    if (bytesWritten === 0) throw new Error('the disk accepted no more bytes');
+    written += bytesWritten;
+  }
+}
+
 class BlockWriter {
-  private chunks: Uint8Array[] = [];
-  private bytes = 0;
-  private inFlight: Promise<void> = Promise.resolve();
+  private filling: Buffer;
+  private filled = 0;
+  // Written blocks kept for reuse (a block is in flight, one sealed, one filling at most).
+  private readonly spares: Buffer[] = [];
+  private readonly sealed: { block: Buffer; length: number }[] = [];
+  private writing: Promise<void> | null = null;
   private failure: Error | null = null;
   private lastFlush: number;
+  // Called once the sealed blocks are written, after push() asked the reader to wait.
+  onDrain: (() => void) | null = null;
 
   constructor(
     private readonly handle: FileHandle,
+    private readonly blockBytes: number,
     now: number,
   ) {
+    this.filling = Buffer.allocUnsafe(blockBytes);
     this.lastFlush = now;
   }
 
-  async push(chunk: Uint8Array, now: number): Promise<void> {
-    this.chunks.push(chunk);
-    this.bytes += chunk.byteLength;
-    if (
-      this.bytes >= WRITE_BLOCK_BYTES ||
-      this.chunks.length >= MAX_CHUNKS_PER_WRITE ||
-      now - this.lastFlush >= FLUSH_INTERVAL_MS
-    ) {
-      this.lastFlush = now;
-      await this.flush();
+  // Copies the bytes in; false when the reader should wait for onDrain.
+  push(bytes: Uint8Array, now: number): boolean {
+    if (this.failure) throw this.failure;
+    for (let at = 0; at < bytes.length; ) {
+      const take = Math.min(bytes.length - at, this.blockBytes - this.filled);
+      this.filling.set(bytes.subarray(at, at + take), this.filled);
+      this.filled += take;
+      at += take;
+      if (this.filled === this.blockBytes) this.seal(now);
     }
+    if (this.filled > 0 && now - this.lastFlush >= FLUSH_INTERVAL_MS) this.seal(now);
+    this.pump();
+    return this.sealed.length === 0;
   }
 
-  // Waits for the previous block only, so the next one fills while this one is written.
-  async flush(): Promise<void> {
-    await this.inFlight;
-    if (this.failure) throw this.failure;
-    if (this.chunks.length === 0) return;
-    const chunks = this.chunks;
-    this.chunks = [];
-    this.bytes = 0;
-    this.inFlight = this.handle.writev(chunks).then(
-      () => undefined,
+  private seal(now: number): void {
+    this.sealed.push({ block: this.filling, length: this.filled });
+    this.filling = this.spares.pop() ?? Buffer.allocUnsafe(this.blockBytes);
+    this.filled = 0;
+    this.lastFlush = now;
+  }
+
+  private pump(): void {
+    if (this.writing || this.failure) return;
+    const next = this.sealed.shift();
+    if (!next) return;
+    this.writing = writeAll(this.handle, next.block, next.length).then(
+      () => {
+        this.writing = null;
+        if (this.spares.length < 2) this.spares.push(next.block);
+        this.pump();
+        if (!this.writing && this.sealed.length === 0) {
+          const drain = this.onDrain;
+          this.onDrain = null;
+          drain?.();
+        }
+      },
       (error: Error) => {
+        this.writing = null;
         this.failure = error;
+        const drain = this.onDrain;
+        this.onDrain = null;
+        drain?.();
       },
     );
   }
 
+  // Everything received is written (not fsync'ed).
   async finish(): Promise<void> {
-    await this.flush();
-    await this.inFlight;
+    if (this.filled > 0) this.seal(this.lastFlush);
+    this.pump();
+    while (this.writing) {
+      await this.writing;
+      this.pump();
+    }
     if (this.failure) throw this.failure;
   }
 
   // Stops without writing what is queued (the file is being thrown away).
   async abandon(): Promise<void> {
-    this.chunks = [];
-    await this.inFlight;
+    this.sealed.length = 0;
+    this.filled = 0;
+    if (this.writing) await this.writing;
   }
+}
+
+// Why a body ended early: the cap was passed (the cache is hostile), or the stream broke.
+class OverCap extends Error {}
+
+// Complete files this process wrote and checked, by path, with what identifies that very file.
+const checkedHere = new Map<string, string>();
+
+async function identity(path: string): Promise<string | null> {
+  try {
+    const stat = await fs.stat(path);
+    return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+  } catch {
+    return null;
+  }
+}
+
+async function rememberChecked(path: string): Promise<void> {
+  const id = await identity(path);
+  if (id) checkedHere.set(path, id);
+}
+
+// Whether a complete staged file can be used as it is: one this process checked is; any other
+// (left by an earlier process, perhaps cut short by a power loss) must have the right size and
+// hash. A file that does not is removed, to be fetched again.
+export async function stagedNarIntact(
+  job: Pick<NarJob, 'final' | 'exactSize' | 'cap' | 'expectedHash'>,
+): Promise<boolean> {
+  const id = await identity(job.final);
+  if (id === null) return false;
+  if (checkedHere.get(job.final) === id) return true;
+  const size = await sizeOf(job.final);
+  let intact = size <= job.cap && (job.exactSize === null || size === job.exactSize);
+  if (intact && job.expectedHash)
+    intact = nix32Digest(await hashPrefix(job.final, size)) === narHashToNix32(job.expectedHash);
+  if (!intact) {
+    await fs.rm(job.final, { force: true });
+    return false;
+  }
+  checkedHere.set(job.final, id);
+  return true;
 }
 
 export async function downloadNar(job: NarJob, options: NarDownloadOptions): Promise<NarOutcome> {
@@ -158,81 +244,96 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
     }
   }, options.checkIntervalMs ?? 1000);
   const fail = (reason: string, retryable = true): NarOutcome => ({ ok: false, reason, received, kept, retryable });
+  // What progress has counted for this file (the kept prefix, then each chunk).
+  let counted = offset;
+  const count = (delta: number): void => {
+    counted += delta;
+    options.onBytes(delta);
+  };
+  // Throws the partial file away, and takes back what progress counted for it.
   const discard = async (): Promise<void> => {
-    options.onBytes(-kept);
+    count(-counted);
     kept = 0;
     await fs.rm(job.part, { force: true });
   };
+  const tooMuch = (what: string): string =>
+    `${job.url} ${what} more than the ${job.cap} bytes (${formatBytes(job.cap)}) its signed NarSize allows: the cache is broken or hostile; the transfer was cut and the file discarded`;
   let handle: FileHandle | null = null;
   let writer: BlockWriter | null = null;
+  let source: BodySource | null = null;
   try {
     if (options.signal.aborted) return fail('cancelled');
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
     if (offset > 0) headers.range = `bytes=${offset}-`;
     // The prefix is read back while the request is on its way.
-    const [response, prefix] = await Promise.all([
-      fetch(job.url, { headers, signal: controller.signal }),
-      hashPrefix(job.part, offset),
-    ]);
-    let hash = prefix;
-    const range = parseContentRange(response.headers.get('content-range'));
-    if (response.status === 416 && offset > 0 && (job.exactSize === offset || range.unsatisfied === offset)) {
+    const prefix = hashPrefix(job.part, offset);
+    prefix.catch(() => undefined);
+    const remaining = (job.exactSize ?? job.cap) - offset;
+    source = await httpGet(job.url, {
+      headers,
+      signal: controller.signal,
+      large: remaining >= LARGE_TRANSFER_BYTES,
+    });
+    let hash = await prefix;
+    const { status } = source;
+    const range = parseContentRange(source.header('content-range'));
+    const encoding = source.header('content-encoding');
+    if (status === 416 && offset > 0 && (job.exactSize === offset || range.unsatisfied === offset)) {
       // Everything arrived before; only the rename was missing.
-      await response.body?.cancel();
-    } else if (response.status !== 200 && response.status !== 206) {
-      await response.body?.cancel();
-      if (response.status === 416) await discard();
-      return fail(`HTTP ${response.status} for ${job.url}`);
+      source.destroy();
+    } else if (status !== 200 && status !== 206) {
+      source.destroy();
+      if (status === 416) await discard();
+      return fail(`HTTP ${status} for ${source.url}`);
+    } else if (encoding && encoding !== 'identity') {
+      source.destroy();
+      return fail(
+        `${source.url} answered with Content-Encoding ${encoding} although identity was asked for; configure the cache to serve NAR files as they are`,
+        false,
+      );
     } else {
-      if (response.status === 200 && offset > 0) {
+      if (status === 200 && offset > 0) {
         // The server ignored the Range header: start the file over.
-        options.onBytes(-offset);
+        count(-offset);
         offset = 0;
         kept = 0;
         hash = createHash('sha256');
-      } else if (response.status === 206 && range.start !== offset) {
-        await response.body?.cancel();
+      } else if (status === 206 && range.start !== offset) {
+        source.destroy();
         await discard();
         return fail(
-          `${job.url} answered a request for bytes from ${offset} with ${response.headers.get('content-range') ?? 'no Content-Range'}; the partial file was discarded`,
+          `${source.url} answered a request for bytes from ${offset} with ${source.header('content-range') ?? 'no Content-Range'}; the partial file was discarded`,
         );
       }
-      const tooMuch = (what: string): string =>
-        `${job.url} ${what} more than the ${job.cap} bytes (${formatBytes(job.cap)}) its signed NarSize allows: the cache is broken or hostile; the transfer was cut and the file discarded`;
-      const declaredLength = Number(response.headers.get('content-length') ?? Number.NaN);
+      const declaredLength = Number(source.header('content-length') ?? Number.NaN);
       if (Number.isSafeInteger(declaredLength) && offset + declaredLength > job.cap) {
-        await response.body?.cancel();
+        source.destroy();
         await discard();
         return fail(tooMuch(`declared ${offset + declaredLength} bytes (Content-Length after ${offset} kept),`), false);
       }
       handle = await fs.open(job.part, offset > 0 ? 'a' : 'w', 0o600);
-      writer = new BlockWriter(handle, options.now());
-      const reader = response.body?.getReader();
-      for (;;) {
-        if (!reader) break;
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (offset + received + value.byteLength > job.cap) {
-          // Cut the moment it goes past the cap: nothing more is read, the file is discarded.
-          await reader.cancel().catch(() => undefined);
-          await writer.abandon();
-          writer = null;
-          await handle.close().catch(() => undefined);
-          handle = null;
-          await discard();
-          return fail(tooMuch('sent'), false);
-        }
-        hash.update(value);
-        received += value.byteLength;
+      const blockWriter = new BlockWriter(
+        handle,
+        Math.min(WRITE_BLOCK_BYTES, Math.max(MIN_BLOCK_BYTES, job.cap - offset)),
+        options.now(),
+      );
+      writer = blockWriter;
+      const body = source;
+      const base = offset;
+      await body.pipe((chunk) => {
+        // Cut the moment it goes past the cap: nothing more is read, the file is discarded.
+        if (base + received + chunk.byteLength > job.cap) throw new OverCap();
+        hash.update(chunk);
+        received += chunk.byteLength;
         const at = options.now();
         guard.record(received, at);
-        options.onBytes(value.byteLength);
-        await writer.push(value, at);
-        kept = offset + received;
-      }
+        count(chunk.byteLength);
+        if (blockWriter.push(chunk, at)) return true;
+        blockWriter.onDrain = () => body.resume();
+        return false;
+      });
       await writer.finish();
       writer = null;
-      await handle.sync();
       await handle.close();
       handle = null;
     }
@@ -246,9 +347,16 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
       return fail(`${job.url} does not match its declared hash ${job.expectedHash}; the partial file was discarded`);
     }
     await fs.rename(job.part, job.final);
-    await syncDirectory(job.final);
+    await rememberChecked(job.final);
     return { ok: true, received };
   } catch (error) {
+    source?.destroy();
+    if (error instanceof OverCap) {
+      await writer?.abandon();
+      await handle?.close().catch(() => undefined);
+      await discard();
+      return fail(tooMuch('sent'), false);
+    }
     // Bytes received before a cut are good: they go to disk for the next attempt to resume from.
     if (handle) {
       await writer?.finish().catch(() => undefined);
@@ -258,7 +366,8 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
     if (abortReason) return fail(abortReason);
     if (options.signal.aborted) return fail('cancelled');
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    return fail(`${job.url}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+    const code = (error as { code?: string }).code;
+    return fail(`${job.url}: ${cause?.code ?? cause?.message ?? code ?? (error as Error).message}`);
   } finally {
     clearInterval(timer);
     options.signal.removeEventListener('abort', abortFromCaller);

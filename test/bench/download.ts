@@ -2,10 +2,11 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { startFaultProxy } from '../harness/fault-proxy.js';
-import { logEvents, startLifecycleFleet } from '../harness/lifecycle-fleet.js';
-import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
+import { startLifecycleFleet } from '../harness/lifecycle-fleet.js';
+import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 import { buildSystemClosure } from '../harness/system-closures.js';
 
 // `npm run bench:download`: how long the agent takes from `downloading` to `downloaded` for a
@@ -22,7 +23,10 @@ const USAGE = `Usage: npm run bench:download -- [options]
   --throttled-runs N   runs of each side through the fault proxy (default 1; 0 skips)
   --rate BYTES         the fault proxy's bandwidth in bytes per second (default 10000000, 10 MB/s)
   --json-out FILE      also write the JSON result to FILE
-  --keep               keep the temporary directory (stores, logs) and print its path`;
+  --keep               keep the temporary directory (stores, logs) and print its path
+
+Env OUTPOST_BENCH_AGENT_NODE_OPTIONS: NODE_OPTIONS for the agent processes (profiling), e.g.
+  "--require /path/to/profiler.cjs".`;
 
 const TARGET_UNTHROTTLED = 2;
 const TARGET_THROTTLED = 1.1;
@@ -93,8 +97,52 @@ function timeCommand(command: string, args: string[]): Promise<number> {
   });
 }
 
+type LogEvent = Record<string, unknown> & {
+  event?: string;
+  time?: number;
+  phase?: string;
+  bytesDone?: number;
+  bytesTotal?: number;
+  pathsDone?: number;
+  pathsTotal?: number;
+};
+
+// Where the agent's time went in one run (seconds): narinfos and plan, NAR transfers, Nix's import.
+interface AgentStages {
+  verifyAndPlan: number;
+  fetch: number;
+  nixImport: number;
+}
+
+// The agent's pino events of the given names, parsed only when a line names one of them.
+function agentEvents(stream: Readable, names: readonly string[]) {
+  const seen: LogEvent[] = [];
+  const waiting = new Map<string, (event: LogEvent) => void>();
+  let partial = '';
+  stream.on('data', (data: Buffer) => {
+    const lines = (partial + data.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      if (!names.some((name) => line.includes(`"event":"${name}"`))) continue;
+      const event = JSON.parse(line) as LogEvent;
+      seen.push(event);
+      waiting.get(event.event ?? '')?.(event);
+    }
+  });
+  return {
+    seen,
+    next: (name: string): Promise<LogEvent> =>
+      new Promise((resolve) => {
+        const already = seen.find((e) => e.event === name);
+        if (already) resolve(already);
+        else waiting.set(name, resolve);
+      }),
+  };
+}
+
 interface SeriesResult {
   label: string;
+  agentStages: AgentStages[];
   agentSeconds: number[];
   nixCopySeconds: number[];
   agentMedian: number;
@@ -122,25 +170,50 @@ async function main(): Promise<void> {
     proxy = await startFaultProxy(cache.port);
     const throttledUrl = proxy.url('http');
     let runNumber = 0;
+    let stages: AgentStages[] = [];
 
     const agentRun = async (cacheUrl: string): Promise<number> => {
       runNumber += 1;
       const host = await fleet.host(`bench-${runNumber}`);
-      const agent = fleet.startAgent(host, cacheUrl, ['--fetch-timeout', '3600', '--log-level', 'info']);
+      const agent = fleet.startAgent(host, cacheUrl, ['--fetch-timeout', '3600', '--log-level', 'info'], {
+        env: process.env.OUTPOST_BENCH_AGENT_NODE_OPTIONS
+          ? { NODE_OPTIONS: process.env.OUTPOST_BENCH_AGENT_NODE_OPTIONS }
+          : {},
+      });
       try {
+        // Watch the agent's log lines as they arrive (in this process), instead of polling
+        // `outpost status` or re-reading the whole log: either would take CPU from the agent
+        // while it is being measured, which nix copy does not have to share.
+        const events = agentEvents(agent.child.stderr!, [
+          'phase',
+          'download-plan',
+          'download-progress',
+          'downloaded',
+          'result',
+        ]);
         await fleet.deploy(host.host, closure);
-        // Read from the agent's own log (in this process), not by polling `outpost status`: a CLI
-        // process every few hundred ms would compete with the agent for the CPU it is measured on.
-        const done = await waitFor(
-          `agent run ${runNumber} to download or report`,
-          () => logEvents(agent, 'downloaded')[0] ?? logEvents(agent, 'result')[0],
-          600_000,
-          20,
-        );
+        let timer: NodeJS.Timeout | undefined;
+        const done = await Promise.race([
+          events.next('downloaded'),
+          events.next('result'),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`agent run ${runNumber}: no result in 600 s`)), 600_000);
+          }),
+        ]).finally(() => clearTimeout(timer));
         if (done.event !== 'downloaded') throw new Error(`agent run ${runNumber}: ${JSON.stringify(done)}`);
-        const started = logEvents(agent, 'phase').find((e) => e.phase === 'downloading')?.time;
+        const started = events.seen.find((e) => e.event === 'phase' && e.phase === 'downloading')?.time;
         if (typeof started !== 'number' || typeof done.time !== 'number')
           throw new Error(`agent run ${runNumber}: no downloading/downloaded log lines`);
+        const planned = events.seen.find((e) => e.event === 'download-plan')?.time ?? started;
+        const fetched =
+          events.seen.find(
+            (e) => e.event === 'download-progress' && e.bytesDone === e.bytesTotal && e.pathsDone === e.pathsTotal,
+          )?.time ?? planned;
+        stages.push({
+          verifyAndPlan: (planned - started) / 1000,
+          fetch: (fetched - planned) / 1000,
+          nixImport: (done.time - fetched) / 1000,
+        });
         return (done.time - started) / 1000;
       } finally {
         await agent.stop('SIGKILL');
@@ -182,6 +255,7 @@ async function main(): Promise<void> {
     const series = async (label: string, runs: number, url: string, target: number): Promise<SeriesResult> => {
       const agentSeconds: number[] = [];
       const nixCopySeconds: number[] = [];
+      stages = [];
       for (let i = 0; i < runs; i++) {
         // Alternate which side goes first, so a burst of load elsewhere does not favour one.
         const order = i % 2 === 0 ? (['agent', 'nix'] as const) : (['nix', 'agent'] as const);
@@ -189,8 +263,9 @@ async function main(): Promise<void> {
           if (side === 'agent') agentSeconds.push(await agentRun(url));
           else nixCopySeconds.push(await nixCopyRun(url));
         }
+        const stage = stages.at(-1)!;
         console.log(
-          `  ${label} run ${i + 1}: agent ${agentSeconds.at(-1)!.toFixed(2)} s, nix copy ${nixCopySeconds.at(-1)!.toFixed(2)} s (load ${loadavg()[0]!.toFixed(1)})`,
+          `  ${label} run ${i + 1}: agent ${agentSeconds.at(-1)!.toFixed(2)} s (narinfos+plan ${stage.verifyAndPlan.toFixed(2)}, NARs ${stage.fetch.toFixed(2)}, nix import ${stage.nixImport.toFixed(2)}), nix copy ${nixCopySeconds.at(-1)!.toFixed(2)} s (load ${loadavg()[0]!.toFixed(1)})`,
         );
       }
       const agentMedian = median(agentSeconds);
@@ -198,6 +273,7 @@ async function main(): Promise<void> {
       const ratio = agentMedian / nixCopyMedian;
       return {
         label,
+        agentStages: stages,
         agentSeconds,
         nixCopySeconds,
         agentMedian,
