@@ -4,7 +4,8 @@ import type { DownloadProgress } from '../../shared/schemas/report.js';
 import { invalidPaths } from '../nix/store-query.js';
 import { realiseClosure } from '../pipeline/fetch.js';
 import { checkDiskSpace, formatBytes } from './disk-space.js';
-import { downloadNar, type NarJob } from './nar-download.js';
+import { downloadNar, type NarJob, stagedNarIntact } from './nar-download.js';
+import { narFileBounds } from './nar-size.js';
 import { createProgressTracker } from './progress.js';
 import {
   clearStaging,
@@ -12,16 +13,16 @@ import {
   pruneStaging,
   stagedFiles,
   stagedState,
-  transferCap,
   transferSize,
   writeStagedNarinfo,
 } from './staging.js';
 import type { ThroughputRule } from './throughput.js';
 
 // Downloads a verified closure: only the paths the store lacks, after checking the closure's size
-// against --max-closure-size and the free disk space; resumable (files already complete are
-// kept, partial ones continue where they stopped); bounded retries, an overall deadline and the
-// throughput rule; then one Nix substitution from the staging directory with the pinned keys.
+// against --max-closure-size and the free disk space; every file capped by its signed NarSize
+// (nar-size.ts); resumable (files already complete are kept, partial ones continue where they
+// stopped); bounded retries, an overall deadline and the throughput rule; then one Nix
+// substitution from the staging directory with the pinned keys.
 
 export interface DownloadConfig {
   store?: string;
@@ -31,7 +32,9 @@ export interface DownloadConfig {
   maxClosureBytes: number;
   minFreeBytes: number;
   throughput: ThroughputRule;
-  // Consecutive attempts that made no real progress before the download fails.
+  // --download-retries N: a file fails after N failed attempts in a row that kept no new bytes,
+  // or after RETRY_BUDGET_FACTOR × N failed attempts in all; the closure fails after
+  // RETRY_BUDGET_FACTOR × N × concurrency failed attempts in all (see retryVerdict).
   retries: number;
   concurrency: number;
   // Absolute time (ms) by which the download must be complete; persisted, so restarts keep it.
@@ -44,7 +47,13 @@ export interface DownloadConfig {
   gcRoot: string;
   // First retry waits this long, doubling up to MAX_BACKOFF_MS.
   retryDelayMs?: number;
-  onRetry?: (retry: { storePath: string; reason: string; failuresInARow: number; delayMs: number }) => void;
+  onRetry?: (retry: {
+    storePath: string;
+    reason: string;
+    failuresInARow: number;
+    failures: number;
+    delayMs: number;
+  }) => void;
 }
 
 export interface DownloadPlan {
@@ -59,6 +68,41 @@ export type DownloadOutcome =
 
 const MAX_BACKOFF_MS = 60_000;
 
+// Progress can excuse failures in a row (a link that keeps cutting a long transfer still moves
+// it forward through Range resume), but never without end: a cache that sends some bytes and
+// then breaks every transfer, or sends bytes that fail the hash, costs a bounded number of
+// attempts, each bounded by the file's signed size.
+export const RETRY_BUDGET_FACTOR = 4;
+
+export interface RetryCounters {
+  // Failed attempts in a row on this file that kept no new bytes on disk.
+  inARow: number;
+  // Failed attempts on this file.
+  file: number;
+  // Failed attempts on every file of the closure (shared by all workers).
+  closure: { count: number };
+}
+
+// Counts one failed attempt; null while retrying is allowed, else why the download gives up.
+export function retryVerdict(
+  counters: RetryCounters,
+  keptNewBytes: boolean,
+  limits: { retries: number; concurrency: number },
+): string | null {
+  counters.inARow = keptNewBytes ? 0 : counters.inARow + 1;
+  counters.file += 1;
+  counters.closure.count += 1;
+  if (counters.inARow > limits.retries)
+    return `gave up after ${limits.retries} retries without progress (--download-retries)`;
+  const perFile = RETRY_BUDGET_FACTOR * limits.retries;
+  if (counters.file > perFile)
+    return `gave up after ${counters.file} failed attempts on this file (at most ${RETRY_BUDGET_FACTOR} × --download-retries ${limits.retries}, progress or not)`;
+  const perClosure = RETRY_BUDGET_FACTOR * limits.retries * Math.max(1, limits.concurrency);
+  if (counters.closure.count > perClosure)
+    return `gave up after ${counters.closure.count} failed attempts across the closure (at most ${RETRY_BUDGET_FACTOR} × --download-retries ${limits.retries} × ${Math.max(1, limits.concurrency)} transfers at a time)`;
+  return null;
+}
+
 export function storeDirectory(store: string | undefined): string {
   return store ? join(store, 'nix', 'store') : '/nix/store';
 }
@@ -68,6 +112,11 @@ export async function planDownload(
   infos: readonly Narinfo[],
   config: Pick<DownloadConfig, 'store' | 'stagingDir' | 'maxClosureBytes' | 'minFreeBytes'>,
 ): Promise<{ ok: true; plan: DownloadPlan } | { ok: false; reason: string }> {
+  // FileSize is not signed; one that contradicts the signed NarSize means a broken or hostile cache.
+  for (const info of infos) {
+    const bounds = narFileBounds(info);
+    if (!bounds.ok) return { ok: false, reason: bounds.reason };
+  }
   const closureNarBytes = infos.reduce((sum, info) => sum + info.narSize, 0);
   if (closureNarBytes > config.maxClosureBytes) {
     return {
@@ -141,32 +190,32 @@ export async function downloadClosure(
   const queue: { info: Narinfo; job: NarJob }[] = [];
   for (const info of plan.missing) {
     await writeStagedNarinfo(config.stagingDir, info);
-    const staged = await stagedState(config.stagingDir, info.storePath);
-    if (staged.complete) {
-      tracker.addBytes(transferSize(info));
-      tracker.pathDone();
-      continue;
-    }
-    tracker.addBytes(staged.partialBytes);
     const files = stagedFiles(config.stagingDir, info.storePath);
-    const expectedHash = info.fileHash ?? (info.compression === 'none' ? info.narHash : null);
+    const bounds = narFileBounds(info);
+    if (!bounds.ok) return { ok: false, reason: bounds.reason, outputTail: '' };
+    // Uncompressed, the file is the NAR: its signed NarHash is what the bytes must match.
+    const expectedHash = info.compression === 'none' ? info.narHash : (info.fileHash ?? null);
     let url: string;
     try {
       url = narUrl(config.substituter, info);
     } catch (error) {
       return { ok: false, reason: (error as Error).message, outputTail: '' };
     }
-    queue.push({
-      info,
-      job: {
-        url,
-        part: files.part,
-        final: files.nar,
-        expectedSize: info.fileSize ?? (info.compression === 'none' ? info.narSize : null),
-        cap: transferCap(info),
-        expectedHash,
-      },
-    });
+    const job: NarJob = {
+      url,
+      part: files.part,
+      final: files.nar,
+      exactSize: bounds.exactSize,
+      cap: bounds.cap,
+      expectedHash,
+    };
+    if (await stagedNarIntact(job)) {
+      tracker.addBytes(transferSize(info));
+      tracker.pathDone();
+      continue;
+    }
+    tracker.addBytes((await stagedState(config.stagingDir, info.storePath)).partialBytes);
+    queue.push({ info, job });
   }
   config.onProgress(tracker.snapshot());
 
@@ -182,15 +231,18 @@ export async function downloadClosure(
     Math.max(0, config.deadline - config.now()),
   );
   const progressTimer = setInterval(() => config.onProgress(tracker.snapshot()), 1000);
-  // "Real progress" for the retry count: at least what the throughput rule asks of one window.
+  // "Real progress" for the retry count: at least what the throughput rule asks of one window,
+  // kept on disk for the next attempt (bytes thrown away, e.g. after a hash mismatch, are none).
   const progressBytes = Math.max(1, (config.throughput.minBytesPerSecond * config.throughput.windowMs) / 1000);
+  const closureFailures = { count: 0 };
   let next = 0;
   const worker = async (): Promise<void> => {
     while (!controller.signal.aborted && next < queue.length) {
       const { info, job } = queue[next++]!;
       // Counted per file: one outage of the link costs each file in flight one attempt, not the
       // whole download several.
-      let consecutiveFailures = 0;
+      const counters: RetryCounters = { inARow: 0, file: 0, closure: closureFailures };
+      let keptBefore = (await stagedState(config.stagingDir, info.storePath)).partialBytes;
       for (;;) {
         const outcome = await downloadNar(job, {
           throughput: config.throughput,
@@ -208,20 +260,20 @@ export async function downloadClosure(
           controller.abort();
           return;
         }
-        consecutiveFailures = outcome.bytes >= progressBytes ? 0 : consecutiveFailures + 1;
-        if (consecutiveFailures > config.retries) {
-          fatal ??= `${info.storePath}: ${outcome.reason}; gave up after ${config.retries} retries without progress (--download-retries)`;
+        const keptNewBytes = outcome.kept - keptBefore >= progressBytes;
+        keptBefore = outcome.kept;
+        const giveUp = retryVerdict(counters, keptNewBytes, config);
+        if (giveUp) {
+          fatal ??= `${info.storePath}: ${outcome.reason}; ${giveUp}`;
           controller.abort();
           return;
         }
-        const delayMs = Math.min(
-          MAX_BACKOFF_MS,
-          (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, consecutiveFailures - 1),
-        );
+        const delayMs = Math.min(MAX_BACKOFF_MS, (config.retryDelayMs ?? 1000) * 2 ** Math.max(0, counters.inARow - 1));
         config.onRetry?.({
           storePath: info.storePath,
           reason: outcome.reason,
-          failuresInARow: consecutiveFailures,
+          failuresInARow: counters.inARow,
+          failures: counters.file,
           delayMs,
         });
         await sleep(delayMs, controller.signal);

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Narinfo } from '../../shared/nix/narinfo.js';
+import { narFileBounds } from './nar-size.js';
 
 // The agent downloads NAR files itself (byte-exact progress, hard caps, throughput rule, HTTP
 // range resume) into a local file:// binary cache, the staging directory, and then lets Nix
@@ -29,17 +30,17 @@ export function stagedFiles(dir: string, storePath: string): StagedFiles {
   return { narinfo: join(dir, `${hash}.narinfo`), nar, part: `${nar}.part` };
 }
 
-// Bytes the transfer of this path costs, as declared; what progress counts.
+// Bytes the transfer of this path is expected to cost: what progress and the disk check count.
 export function transferSize(info: Narinfo): number {
-  return info.fileSize ?? info.narSize;
+  const bounds = narFileBounds(info);
+  return bounds.ok ? bounds.expectedBytes : info.narSize;
 }
 
-// The hard cap on what we accept for one NAR file: the declared FileSize, else (uncompressed)
-// the NarSize, else the NarSize plus the few bytes a compressor adds to incompressible data.
+// The hard cap on what we accept for one NAR file, from its signed NarSize (see nar-size.ts); 0
+// for a narinfo whose declared FileSize contradicts it (planDownload refuses those).
 export function transferCap(info: Narinfo): number {
-  if (info.fileSize !== undefined) return info.fileSize;
-  if (info.compression === 'none') return info.narSize;
-  return info.narSize + Math.ceil(info.narSize / 64) + 65_536;
+  const bounds = narFileBounds(info);
+  return bounds.ok ? bounds.cap : 0;
 }
 
 export function renderNarinfo(info: Narinfo): string {

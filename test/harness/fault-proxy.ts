@@ -103,10 +103,17 @@ export async function startFaultProxy(targetPort: number, targetHost = '127.0.0.
       client.destroy();
       target.destroy();
     };
+    // A side that closes after sending still has its bytes delivered at the limited rate first
+    // (a server closing an idle keep-alive connection must not truncate a throttled response).
+    const endAfterDelivery = (direction: Direction) => (): void => {
+      const pending = pair.nextAt[direction] - Date.now();
+      if (pending > 0 && mode === 'pass' && !pair.dying) setTimeout(end, pending + 1);
+      else end();
+    };
     client.on('error', end);
     target.on('error', end);
-    client.on('close', end);
-    target.on('close', end);
+    client.on('close', endAfterDelivery('up'));
+    target.on('close', endAfterDelivery('down'));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
