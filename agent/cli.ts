@@ -56,6 +56,7 @@ export function agentConfigFromOptions(
     },
     bootedSystem: options.bootedSystem,
     rebootCommand: options.rebootCommand,
+    ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     logger,
   };
 }

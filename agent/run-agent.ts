@@ -16,6 +16,7 @@ import { compareRank, type IntentSelection, selectIntent } from '../shared/trust
 import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { requestEnrollment } from './enroll-request.js';
+import { startAgentMetrics } from './metrics.js';
 import { pruneActivationFiles } from './nix/activation-runner.js';
 import { syncGcRoots } from './nix/gc-roots.js';
 import { checkNixSignatureConfig } from './nix/nix-config.js';
@@ -61,6 +62,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     ...config.reconnect,
   });
   const awareness = status.provider.awareness;
+  const metrics = config.metricsListen
+    ? await startAgentMetrics(config.metricsListen, { statusDoc, awareness, logger })
+    : null;
 
   let stopped = false;
   let wake: (() => void) | null = null;
@@ -526,6 +530,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       await config.trust.close();
       await savingStatusDoc;
       await saveStatusDocument(config.stateDir, statusDoc);
+      await metrics?.close();
     },
   };
 }
