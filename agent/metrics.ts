@@ -177,9 +177,11 @@ export async function startAgentMetrics(listen: string, sources: AgentMetricsSou
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: Error) =>
+      reject(new Error(`--metrics-listen ${listen}: cannot listen there (${error.message}); choose a free port`)),
+    );
     server.listen(where.port, where.address, () => {
-      server.off('error', reject);
+      server.removeAllListeners('error');
       resolve();
     });
   });
