@@ -180,7 +180,11 @@ test('a deploy through the relay moves the counters on all three', async () => {
     'the agent to report generation 1 applied on its metrics',
     async () => {
       const { values } = await scrape(agentMetricsUrl);
-      return value(values, 'outpost_agent_last_result', { outcome: 'applied' }) === 1 ? values : null;
+      // The result is signed before the status moves to applied: wait for both.
+      return value(values, 'outpost_agent_last_result', { outcome: 'applied' }) === 1 &&
+        value(values, 'outpost_agent_phase', { phase: 'applied' }) === 1
+        ? values
+        : null;
     },
     120_000,
     300,
