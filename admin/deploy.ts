@@ -20,10 +20,12 @@ export const deployCommand = defineCommand({
     coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
       placeholder: 'URL',
       description: 'coordinator or relay, ws:// or wss://',
+      common: 'coordinator',
     }),
     key: option(z.string().min(1, 'give your admin key file'), {
       placeholder: 'FILE',
       description: 'your admin key file (outpost keygen)',
+      common: 'key',
     }),
     host: option(hostIdSchema, { placeholder: 'ID', description: 'host to deploy to' }),
     closure: option(storePathSchema, {
@@ -46,6 +48,7 @@ export const deployCommand = defineCommand({
     timeout: option(durationSchema.prefault('30s'), {
       placeholder: 'DURATION',
       description: 'how long to wait for the coordinator',
+      common: 'timeout',
     }),
     policyVersion: option(z.coerce.number().int().positive().optional(), {
       placeholder: 'N',

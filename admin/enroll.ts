@@ -38,10 +38,12 @@ const json = jsonOption;
 const coordinatorOption = option(coordinatorUrlSchema, {
   placeholder: 'URL',
   description: 'the coordinator, ws:// or wss://',
+  common: 'coordinator',
 });
 const adminKeyOption = option(fileSchema('your admin key file'), {
   placeholder: 'KEYFILE',
   description: 'your admin key file (signs, and authenticates to the coordinator)',
+  common: 'key',
 });
 const orgRootHelp = 'a pinned org root key (base64, or a key file to take it from)';
 const timeout = timeoutOption;
@@ -184,7 +186,7 @@ const listSpec = defineCommand({
         (k) => k.length > 0,
         'give the pinned org root key(s): the coordinator is not trusted to say which policy is real',
       ),
-      { placeholder: 'KEY', description: orgRootHelp },
+      { placeholder: 'KEY', description: orgRootHelp, common: 'orgRoot' },
     ),
     timeout,
     json,
@@ -268,6 +270,7 @@ const approveSpec = defineCommand({
     orgRoot: option(keyListSchema, {
       placeholder: 'KEY',
       description: `${orgRootHelp}; walks the policy to tell pending requests exactly`,
+      common: 'orgRoot',
     }),
     timeout,
     json,

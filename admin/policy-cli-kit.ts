@@ -55,6 +55,7 @@ export const jsonOption = option(z.boolean().default(false), { description: 'pri
 export const timeoutOption = option(durationSchema.prefault('15s'), {
   placeholder: 'DURATION',
   description: 'how long to wait for the coordinator',
+  common: 'timeout',
 });
 export const coordinatorUrlSchema = z
   .string({ error: 'give the coordinator URL, ws:// or wss://' })

@@ -149,10 +149,15 @@ const showSpec = defineCommand({
         placeholder: 'URL',
         description: 'read fleet/policy from this coordinator, ws:// or wss://',
       }),
-      orgRoot: option(keyListSchema, { placeholder: 'KEY', description: `with --coordinator: ${orgRootHelp}` }),
+      orgRoot: option(keyListSchema, {
+        placeholder: 'KEY',
+        description: `with --coordinator: ${orgRootHelp}`,
+        common: 'orgRoot',
+      }),
       key: option(z.string().min(1).optional(), {
         placeholder: 'KEYFILE',
         description: 'with --coordinator: your admin key file, to authenticate',
+        common: 'key',
         defaultText: 'connect without a key (open coordinators)',
       }),
       timeout: timeoutOption,
@@ -219,7 +224,11 @@ const pushSpec = defineCommand({
   usage: 'outpost policy push --policy FILE --coordinator URL [--json]',
   options: z.object({
     policy: option(fileSchema('the policy file'), { placeholder: 'FILE', description: 'the signed policy file' }),
-    coordinator: option(coordinatorUrlSchema, { placeholder: 'URL', description: 'the coordinator, ws:// or wss://' }),
+    coordinator: option(coordinatorUrlSchema, {
+      placeholder: 'URL',
+      description: 'the coordinator, ws:// or wss://',
+      common: 'coordinator',
+    }),
     timeout: timeoutOption,
     json,
   }),

@@ -17,6 +17,7 @@ export const statusCommand = defineCommand({
     coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
       placeholder: 'URL',
       description: 'coordinator or relay, ws:// or wss://',
+      common: 'coordinator',
     }),
     host: option(z.array(hostIdSchema).default([]), {
       placeholder: 'ID',
@@ -26,6 +27,7 @@ export const statusCommand = defineCommand({
     key: option(z.string().min(1).optional(), {
       placeholder: 'FILE',
       description: 'your admin key file: proves who you are to a coordinator or relay run with --org-root (needs read)',
+      common: 'key',
     }),
     orgRoot: option(keyListSchema, {
       placeholder: 'KEY',
@@ -40,6 +42,7 @@ export const statusCommand = defineCommand({
     timeout: option(durationSchema.prefault('15s'), {
       placeholder: 'DURATION',
       description: 'how long to wait for each document',
+      common: 'timeout',
     }),
     json: option(z.boolean().default(false), {
       description: 'print every host with its signed results as JSON, for scripts',

@@ -55,6 +55,7 @@ export function agentConfigFromOptions(
     },
     bootedSystem: options.bootedSystem,
     rebootCommand: options.rebootCommand,
+    ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     logger,
   };
 }

@@ -44,6 +44,8 @@ export interface AgentConfig {
   rebootCommand?: string;
   // The agent's clock (ms since the epoch); injectable so window logic is testable.
   now?: () => number;
+  // ADDRESS:PORT to serve GET /metrics on (agent/metrics.ts); none by default.
+  metricsListen?: string;
 }
 
 export interface DownloadSettings {

@@ -187,6 +187,21 @@ export const agentCommand = defineCommand({
         description: 'trace, debug, info, warn or error',
         env: 'OUTPOST_LOG_LEVEL',
       }),
+      metricsListen: option(
+        z
+          .string()
+          .regex(
+            /^(\[[0-9a-fA-F:.]+\]|[0-9A-Za-z.-]+):\d{1,5}$/,
+            'expected ADDRESS:PORT such as 127.0.0.1:9464 ([::1]:9464 for IPv6)',
+          )
+          .optional(),
+        {
+          placeholder: 'ADDRESS:PORT',
+          description:
+            "serve the agent's Prometheus metrics (phase, generations, download bytes, last result) at http://ADDRESS:PORT/metrics; keep it on loopback",
+          defaultText: 'off',
+        },
+      ),
     })
     .refine((o) => o.orgRoot.length > 0 || o.adminKey.length > 0, {
       message:

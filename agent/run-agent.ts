@@ -19,6 +19,7 @@ import { compareRank, type IntentSelection, type RefusalCode, selectIntent } fro
 import { type AgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { requestEnrollment } from './enroll-request.js';
+import { startAgentMetrics } from './metrics.js';
 import { pruneActivationFiles } from './nix/activation-runner.js';
 import { syncGcRoots } from './nix/gc-roots.js';
 import { checkNixSignatureConfig } from './nix/nix-config.js';
@@ -141,6 +142,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     ...config.reconnect,
   });
   const awareness = status.provider.awareness;
+  const metrics = config.metricsListen
+    ? await startAgentMetrics(config.metricsListen, { statusDoc, awareness, logger })
+    : null;
 
   // A newer intent replaces one still downloading (days on a slow link); checked at most every
   // 250 ms however fast the document changes.
@@ -742,6 +746,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       await config.trust.close();
       await statusSaver.idle();
       await saveStatusDocument(config.stateDir, statusDoc);
+      await metrics?.close();
     },
   };
 }

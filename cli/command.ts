@@ -2,8 +2,9 @@ import type { z } from 'zod';
 import type { Logger } from '../shared/log.js';
 import { type Command, commandJson, parseOptions, renderHelp, UsageError } from './options.js';
 
-// The one shape of every `outpost` command: parse the flags, answer --help (or --help --json),
-// else run with the parsed options and return the exit code.
+// The one shape of every `outpost` command: parse the flags (common admin settings fall back to
+// the environment, then the admin config file), answer --help (or --help --json), else run with
+// the parsed options and return the exit code.
 export async function runCommand<S extends z.ZodObject>(
   command: Command<S>,
   argv: string[],

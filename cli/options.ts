@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { base64Key32Schema } from '../shared/schemas/primitives.js';
+import { durationSchema } from './duration.js';
 
 // One declaration per option: a command's options are one zod object whose fields carry their
 // help text in `optionRegistry`. Parsing, --help, `--help --json` (read by the NixOS module test)
@@ -14,6 +18,133 @@ export interface OptionMeta {
   defaultText?: string;
   // An environment variable read when the flag is not given (the flag wins).
   env?: string;
+  // A setting every admin command shares (the coordinator, your admin key…): taken from the
+  // flag, else its environment variable, else the admin config file. Opt-in per option, because
+  // the same flag name can mean another thing elsewhere (`enroll request --key` is a host key).
+  common?: CommonSetting;
+}
+
+// The settings an admin repeats on every call, declared once: the environment variable and the
+// config file field (the setting's name) each stands for, and what the file may hold there.
+export const commonSettings = {
+  coordinator: {
+    env: 'OUTPOST_COORDINATOR',
+    file: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
+  },
+  key: {
+    env: 'OUTPOST_KEY',
+    file: z.string().min(1, 'expected the path of your admin key file'),
+  },
+  orgRoot: {
+    env: 'OUTPOST_ORG_ROOT',
+    file: z
+      .array(z.string().min(1, 'expected a base64 public key or a key file'), {
+        error: 'expected a list of pinned org root keys (base64, or key files)',
+      })
+      .max(64, 'at most 64 keys'),
+  },
+  timeout: {
+    env: 'OUTPOST_TIMEOUT',
+    file: z.union(
+      [
+        z
+          .number()
+          .positive('must be more than 0 seconds')
+          .max(30 * 86_400, 'must be at most 30 days'),
+        durationSchema,
+      ],
+      {
+        error: 'expected a duration such as 15, "90s" or "2m"',
+      },
+    ),
+  },
+} as const;
+export type CommonSetting = keyof typeof commonSettings;
+
+export const CONFIG_ENV = 'OUTPOST_CONFIG';
+const CONFIG_MAX_BYTES = 64 * 1024;
+
+// Unknown fields are refused: a typo ("coordinater") would otherwise be ignored in silence.
+const adminConfigSchema = z.strictObject(
+  Object.fromEntries(Object.entries(commonSettings).map(([name, s]) => [name, s.file.optional()])) as {
+    [K in CommonSetting]: z.ZodOptional<(typeof commonSettings)[K]['file']>;
+  },
+);
+
+// Where the admin config file is: $OUTPOST_CONFIG, else $XDG_CONFIG_HOME/outpost/config.json,
+// else ~/.config/outpost/config.json; none without a home (a bare test environment).
+export function adminConfigPath(env: Record<string, string | undefined>): { path: string; explicit: boolean } | null {
+  if (env[CONFIG_ENV]) return { path: resolve(env[CONFIG_ENV]), explicit: true };
+  if (env.XDG_CONFIG_HOME && isAbsolute(env.XDG_CONFIG_HOME))
+    return { path: join(env.XDG_CONFIG_HOME, 'outpost', 'config.json'), explicit: false };
+  if (env.HOME) return { path: join(env.HOME, '.config', 'outpost', 'config.json'), explicit: false };
+  return null;
+}
+
+export interface AdminConfig {
+  path: string;
+  // As the command line would give them: strings, and lists for repeatable options.
+  values: Partial<Record<CommonSetting, string | string[]>>;
+}
+
+// Reads and checks the admin config file. A missing default file is no config; a missing file
+// named by $OUTPOST_CONFIG, unreadable or invalid JSON, or a wrong field is an error naming the
+// file and the field. Paths in it (key, org root key files) are relative to the file's folder.
+export function readAdminConfig(env: Record<string, string | undefined>): AdminConfig | null {
+  const where = adminConfigPath(env);
+  if (!where) return null;
+  const { path } = where;
+  const fix = `fix it, or point $${CONFIG_ENV} at another file`;
+  let text: string;
+  try {
+    const bytes = readFileSync(path);
+    if (bytes.length > CONFIG_MAX_BYTES)
+      throw new UsageError(`config file ${path}: ${bytes.length} bytes, more than ${CONFIG_MAX_BYTES}; ${fix}`);
+    text = bytes.toString('utf8');
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !where.explicit) return null;
+    const why = code === 'ENOENT' ? 'does not exist' : `cannot be read (${(error as Error).message})`;
+    throw new UsageError(`config file ${path}${where.explicit ? ` (from $${CONFIG_ENV})` : ''} ${why}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`config file ${path}: not JSON (${(error as Error).message}); ${fix}`);
+  }
+  const parsed = adminConfigSchema.safeParse(raw, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}; the known fields are ${Object.keys(commonSettings).join(', ')}`
+        : issue.code === 'invalid_type' && (issue.path ?? []).length === 0
+          ? `expected a JSON object such as {"coordinator": "wss://…", "key": "admin.key"}`
+          : undefined,
+  });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const field = issue.path
+        .map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`))
+        .join('');
+      return `${field ? `field ${field}: ` : ''}${issue.message}`;
+    });
+    throw new UsageError(`config file ${path}: ${problems.join('; ')}; ${fix}`);
+  }
+  const folder = dirname(path);
+  const home = env.HOME;
+  const asPath = (file: string): string =>
+    file.startsWith('~/') && home ? join(home, file.slice(2)) : resolve(folder, file);
+  const values: AdminConfig['values'] = {};
+  const c = parsed.data;
+  if (c.coordinator !== undefined) values.coordinator = c.coordinator;
+  if (c.key !== undefined) values.key = asPath(c.key);
+  if (c.orgRoot !== undefined)
+    values.orgRoot = c.orgRoot.map((k) => (base64Key32Schema.safeParse(k).success ? k : asPath(k)));
+  // The command's own schema parses the duration again: hand it the text as typed.
+  const rawTimeout = (raw as { timeout?: string | number }).timeout;
+  if (rawTimeout !== undefined) values.timeout = String(rawTimeout);
+  return { path, values };
 }
 
 export const optionRegistry = z.registry<OptionMeta>();
@@ -62,6 +193,8 @@ export interface OptionInfo {
   default?: unknown;
   defaultText?: string;
   env?: string;
+  // The admin config file's field that fills it when neither the flag nor `env` is given.
+  configField?: CommonSetting;
   placeholder?: string;
   description: string;
 }
@@ -135,7 +268,8 @@ export function describeOptions(command: Command): OptionInfo[] {
       required,
       ...(declared ? { default: declared.value } : {}),
       ...(meta.defaultText ? { defaultText: meta.defaultText } : {}),
-      ...(meta.env ? { env: meta.env } : {}),
+      ...(meta.env || meta.common ? { env: meta.env ?? commonSettings[meta.common!].env } : {}),
+      ...(meta.common ? { configField: meta.common } : {}),
       ...(meta.placeholder ? { placeholder: meta.placeholder } : {}),
       description: meta.description,
     };
@@ -143,14 +277,31 @@ export function describeOptions(command: Command): OptionInfo[] {
 }
 
 // The machine-readable form of --help: `outpost <command> --help --json`.
-export function commandJson(command: Command): {
+export function commandJson(
+  command: Command,
+  env: Record<string, string | undefined> = process.env,
+): {
   command: string;
   summary: string;
   usage: string;
   options: Omit<OptionInfo, 'key'>[];
+  configFile?: { path: string | null; precedence: string[] };
 } {
   const options = describeOptions(command).map(({ key: _key, ...shown }) => shown);
-  return { command: command.name, summary: command.summary, usage: command.usage, options };
+  const configFile = options.some((o) => o.configField)
+    ? { configFile: { path: adminConfigPath(env)?.path ?? null, precedence: ['flag', 'environment', 'config file'] } }
+    : {};
+  return { command: command.name, summary: command.summary, usage: command.usage, options, ...configFile };
+}
+
+// The footer of --help for commands with common settings: where the file is and who wins.
+function configFileHelp(env: Record<string, string | undefined>): string[] {
+  const where = adminConfigPath(env);
+  return [
+    '',
+    `Settings marked "config" may also come from the admin config file, ${where ? where.path : '(none: no $HOME)'}`,
+    `(JSON; $${CONFIG_ENV} names another). A flag wins over its environment variable, which wins over the file.`,
+  ];
 }
 
 const usageOf = (o: Pick<OptionInfo, 'name' | 'type' | 'placeholder'>): string =>
@@ -164,7 +315,7 @@ function defaultForHelp(o: OptionInfo): string | undefined {
   return Array.isArray(value) ? value.join(', ') : String(value);
 }
 
-export function renderHelp(command: Command): string {
+export function renderHelp(command: Command, env: Record<string, string | undefined> = process.env): string {
   const lines = [`outpost ${command.name} — ${command.summary}`, '', `Usage: ${command.usage}`, '', 'Options:'];
   const help: OptionInfo = {
     key: 'help',
@@ -179,11 +330,17 @@ export function renderHelp(command: Command): string {
   const width = Math.max(...left.map((l) => l.length)) + 2;
   all.forEach((o, i) => {
     const shown = defaultForHelp(o);
-    const extra = [o.repeatable ? 'repeatable' : '', o.env ? `env: ${o.env}` : '', shown ? `default: ${shown}` : '']
+    const extra = [
+      o.repeatable ? 'repeatable' : '',
+      o.env ? `env: ${o.env}` : '',
+      o.configField ? `config: ${o.configField}` : '',
+      shown ? `default: ${shown}` : '',
+    ]
       .filter(Boolean)
       .join('; ');
     lines.push(`${left[i]!.padEnd(width)}${o.description}${extra ? ` (${extra})` : ''}`);
   });
+  if (all.some((o) => o.configField)) lines.push(...configFileHelp(env));
   if (command.examples?.length) lines.push('', 'Examples:', ...command.examples.map((e) => `  ${e}`));
   return lines.join('\n');
 }
@@ -267,13 +424,28 @@ export function parseOptions<S extends z.ZodObject>(
   if (values.json !== undefined && !byKey.has('json'))
     throw new UsageError(`outpost ${command.name}: --json goes with --help here (--help --json). ${hint}`);
   const input: Record<string, RawValue> = {};
-  const fromEnv = new Map<string, string>();
+  // Where a value came from when no flag gave it, to name in an error: "$OUTPOST_KEY", "config file …".
+  const source = new Map<string, string>();
+  // Read only when a common setting is given by neither flag nor environment: a daemon never
+  // reads an admin's file, and a broken file does not stop a call that names everything.
+  let config: AdminConfig | null | undefined;
   for (const o of infos) {
-    const envValue = o.env && !o.repeatable && o.type !== 'boolean' ? env[o.env] : undefined;
+    const envValue = o.env && o.type !== 'boolean' ? env[o.env] : undefined;
+    if (values[o.name] === undefined && !envValue && o.configField && config === undefined)
+      try {
+        config = readAdminConfig(env);
+      } catch (error) {
+        throw error instanceof UsageError ? new UsageError(`outpost ${command.name}: ${error.message}`) : error;
+      }
+    const fileValue = o.configField ? config?.values[o.configField] : undefined;
     if (values[o.name] !== undefined) input[o.key] = values[o.name];
     else if (envValue) {
-      input[o.key] = envValue;
-      fromEnv.set(o.key, o.env!);
+      // A list in one variable: keys never hold commas or spaces.
+      input[o.key] = o.repeatable ? envValue.split(/[\s,]+/).filter(Boolean) : envValue;
+      source.set(o.key, `$${o.env}`);
+    } else if (fileValue !== undefined && config) {
+      input[o.key] = o.repeatable ? [fileValue].flat() : [fileValue].flat().join(' ');
+      source.set(o.key, `config file ${config.path}, field ${o.configField}`);
     }
   }
   const parsed = command.options.safeParse(input, {
@@ -287,8 +459,8 @@ export function parseOptions<S extends z.ZodObject>(
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? '');
-      const source = fromEnv.has(key) ? ` (from $${fromEnv.get(key)})` : '';
-      return `${key ? `--${flagName(key)}${source}` : 'arguments'}: ${issue.message}`;
+      const from = source.has(key) ? ` (from ${source.get(key)})` : '';
+      return `${key ? `--${flagName(key)}${from}` : 'arguments'}: ${issue.message}`;
     });
     throw new UsageError(formatProblems(command, [...new Set(problems)]));
   }

@@ -9,6 +9,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Registry } from 'prom-client';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName, statusDocName } from '../shared/documents/names.js';
@@ -29,6 +30,7 @@ import {
   ThrottledWarn,
   WriteLimits,
 } from './limits.js';
+import { createCoordinatorMetrics } from './metrics.js';
 import { PresenceTable } from './presence.js';
 import { createMuxServer } from './relay-sessions.js';
 import { startTimestamps } from './timestamps.js';
@@ -65,6 +67,8 @@ export interface CoordinatorExtension {
   // Extra HTTP routes, tried first; true when answered.
   route(req: IncomingMessage, res: ServerResponse, path: string): boolean;
   health(): Record<string, unknown>;
+  // Adds its own series to GET /metrics (relay/metrics.ts).
+  metrics?(registry: Registry): void;
   close(): Promise<void>;
 }
 
@@ -241,6 +245,11 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       });
       return;
     }
+    // Counts only, like /healthz: open to anyone who can reach the port (docs/operations.md, Metrics).
+    if (path === '/metrics') {
+      metrics.respond(res);
+      return;
+    }
     if (path === '/auth/challenge') {
       respondJson(res, 200, challenges.issue());
       return;
@@ -282,6 +291,17 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       )
     : createHttpServer(httpOptions, handleRequest);
   const gate = createConnectionGate(server, limits, refusals, logger, { tls: Boolean(config.tls) });
+  const metrics = createCoordinatorMetrics({
+    role: extension ? 'relay' : 'coordinator',
+    host,
+    presence,
+    log,
+    logDirectory: config.dataDir,
+    refusals,
+    gate,
+    relaySessions: () => mux.sessions(),
+  });
+  extension?.metrics?.(metrics.registry);
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
     refusals.badRequests += 1;
     socket.on('error', ignoreSocketError);
@@ -355,6 +375,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
             { document: MUX_PATH, principal: principal.label },
           );
         }
+        metrics.socketOpened(req.socket, 'relay-link');
         mux.handle(ws, principal);
       });
       return;
@@ -390,6 +411,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
           principal: principal.label,
         });
       }
+      metrics.socketOpened(req.socket, 'document');
       serveConnection(ws, {
         documentName,
         principal: principal.label,

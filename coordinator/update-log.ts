@@ -55,6 +55,9 @@ export interface UpdateLog {
   append(document: string, principal: string, update: Uint8Array): Promise<LogEntry>;
   read(document: string, options?: { untilTime?: number; untilSeq?: number }): Promise<LogEntry[]>;
   documents(): Promise<string[]>;
+  // Documents and entries in the log, for /metrics: the stored counts are read once (one small
+  // key per document), appends since are counted as they land.
+  size(): Promise<{ documents: number; entries: number }>;
   close(): Promise<void>;
 }
 
@@ -66,6 +69,9 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
   let flushing: Promise<void> | null = null;
 
   const seqLoads = new Map<string, Promise<void>>();
+  // Appended since the stored counts were read (or since open, before the first size()).
+  const appended = { documents: 0, entries: 0 };
+  let stored: Promise<{ documents: number; entries: number }> | null = null;
 
   // Sequence numbers are assigned synchronously after the document's last number is known, so
   // concurrent appends to one document never share a number.
@@ -102,6 +108,8 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
       }
       try {
         await db.batch(ops, { sync: true });
+        appended.entries += batch.length;
+        for (const { entry } of batch) if (entry.seq === 1) appended.documents += 1;
         for (const item of batch) item.resolve();
       } catch (error) {
         for (const item of batch) item.reject(error as Error);
@@ -134,6 +142,22 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
       const names: string[] = [];
       for await (const key of db.keys({ gt: 'd!', lt: 'd"' })) names.push(key.slice(2));
       return names;
+    },
+    async size() {
+      stored ??= (async () => {
+        // The counts from here on are the appends after this snapshot of the meta keys.
+        appended.documents = 0;
+        appended.entries = 0;
+        let documents = 0;
+        let entries = 0;
+        for await (const value of db.values({ gt: 'd!', lt: 'd"' })) {
+          documents += 1;
+          entries += Number(new TextDecoder().decode(value)) || 0;
+        }
+        return { documents, entries };
+      })();
+      const base = await stored;
+      return { documents: base.documents + appended.documents, entries: base.entries + appended.entries };
     },
     async close() {
       await flushing;

@@ -12,6 +12,7 @@ import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
 import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';
+import { registerRelayMetrics } from './metrics.js';
 import { startUpstreamLink, type UpstreamLink } from './upstream.js';
 
 // `outpost relay`: the coordinator's server (same websocket endpoint, same per-document queue and
@@ -160,6 +161,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       bridge: bridge?.stats() ?? null,
       cacheMirror: cache?.stats() ?? null,
     }),
+    metrics: (registry) => registerRelayMetrics(registry, { upstream: () => upstream, bridge: () => bridge, cache }),
     async close() {
       upstream?.stop();
     },

@@ -83,6 +83,7 @@ rec {
         { flag = "systemctl"; option = "systemctl"; }
         { flag = "booted-system"; option = "bootedSystem"; }
         { flag = "reboot-command"; option = "rebootCommand"; }
+        { flag = "metrics-listen"; option = "metricsListen"; }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module

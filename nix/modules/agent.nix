@@ -410,6 +410,18 @@ in
       description = "Shell command that reboots the host (`--reboot-command`).";
     };
 
+    metricsListen = mkOption {
+      type = types.nullOr (types.strMatching "([[][0-9a-fA-F:.]+[]]|[0-9A-Za-z.-]+):[0-9]{1,5}");
+      default = null;
+      example = "127.0.0.1:9464";
+      description = ''
+        Serve the agent's Prometheus metrics (phase, generations, download bytes, last result) at
+        `http://ADDRESS:PORT/metrics` (`--metrics-listen`); off when null. It has no
+        authentication: keep it on loopback or a management network, and open the port in the
+        firewall only for your Prometheus.
+      '';
+    };
+
     restartAfterSwitch = mkOption {
       type = types.bool;
       default = true;
