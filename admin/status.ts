@@ -142,10 +142,12 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
     identity,
   });
   const hostKeys = orgRoot.length ? 'enrollment' : 'unverified';
-  // Hosts asked for by name must exist and be readable; in the whole-fleet listing a host this
-  // key may not read is a row saying so.
-  const shown = views.filter((v) => v.found);
-  const missing = views.filter((v) => !v.found).map((v) => v.host);
+  // A host asked for by name must exist (the coordinator lists it, or holds something for it) and
+  // be readable; the whole-fleet listing is what the coordinator lists for this key.
+  const empty = options.host.length ? views.filter((v) => !v.found).map((v) => v.host) : [];
+  const known = empty.length ? await listHosts(options.coordinator, options.timeout * 1000).catch(() => null) : null;
+  const missing = empty.filter((h) => !known?.includes(h));
+  const shown = views.filter((v) => !missing.includes(v.host));
   if (options.json)
     console.log(
       JSON.stringify(
@@ -156,12 +158,10 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
     );
   else if (shown.length) console.log(renderStatusTable(shown, { progressBars: process.stdout.isTTY === true }));
   else if (!missing.length) console.log('no hosts yet: start an agent or deploy with `outpost deploy`');
-  if (missing.length) {
-    const known = await listHosts(options.coordinator, options.timeout * 1000).catch(() => null);
+  if (missing.length)
     console.error(
       `outpost status: no such host: ${missing.join(', ')}; ${options.coordinator} holds no intent, status, result${orgRoot.length ? ' or enrollment' : ''} for ${missing.length > 1 ? 'them' : 'it'}${known ? ` (hosts it knows: ${known.join(', ') || 'none'})` : ''}. Check the host id, or run outpost status without --host to list all`,
     );
-  }
   const unreadable = options.host.length ? views.filter((v) => v.unreadable) : [];
   for (const v of unreadable) console.error(`outpost status: ${v.host}: ${v.unreadable}`);
   return missing.length || unreadable.length ? 1 : 0;

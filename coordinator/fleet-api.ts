@@ -42,16 +42,12 @@ import {
 } from './enrollment-limits.js';
 import { decideFleetWrite, type FleetChange, writeFleetDocument } from './fleet-writes.js';
 import type { DocumentHost } from './hosted-documents.js';
+import { respondJson } from './http-guard.js';
 import type { TrustState } from './trust-state.js';
 
 const MAX_BODY = 256 * 1024;
 // An `outpost enroll clear` order counts only this close to the coordinator's clock.
 const CLEAR_ORDER_MAX_AGE_MS = 10 * 60_000;
-
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body));
-}
 
 const readBody = <S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> =>
   readJsonBody(req, schema, MAX_BODY);
@@ -145,12 +141,12 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
       { event: 'enrollment-refused', host: request.host, hostKey: request.hostKey, reason },
       'refusing enrollment request',
     );
-    sendJson(res, status, { error: reason });
+    respondJson(res, status, { error: reason });
   };
   // Already bound (an agent asks at every start, with the token it was given): nothing to record,
   // whether or not that token has expired since.
   if (trust.bindings().get(request.host)?.hostKey === request.hostKey && provesHostKey(signed)) {
-    sendJson(res, 200, { ok: true, enrolled: true, pending: false });
+    respondJson(res, 200, { ok: true, enrolled: true, pending: false });
     return;
   }
   // Pending requests expire by their signed time: it must be about now.
@@ -193,7 +189,7 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
         },
         'enrollment request recorded',
       );
-      sendJson(res, 200, { ok: true, enrolled: outcome.kind === 'bound', pending: outcome.kind === 'pending' });
+      respondJson(res, 200, { ok: true, enrolled: outcome.kind === 'bound', pending: outcome.kind === 'pending' });
       return;
     case 'full':
       return refuse(429, fullMessage(outcome.pending, limits));
@@ -212,7 +208,7 @@ async function handleEnrollRequest({ req, res, host, trust, logger, gate }: Flee
         },
         conflict,
       );
-      sendJson(res, 200, { ok: true, enrolled: false, pending: true, conflict });
+      respondJson(res, 200, { ok: true, enrolled: false, pending: true, conflict });
       return;
     }
   }
@@ -265,14 +261,14 @@ async function handleEnrollClear({ req, res, host, trust, logger, gate }: FleetC
   const signed = await readBody(req, signedEnrollClearSchema);
   const policy = trust.policy();
   if (!policy) {
-    sendJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
+    respondJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
     return;
   }
   const now = Date.now();
   const verdict = verifyEnrollClear(signed, policy, now, CLEAR_ORDER_MAX_AGE_MS);
   if (!verdict.ok) {
     logger.warn({ event: 'enrollment-clear-refused', reason: verdict.reason }, 'refusing enrollment clear order');
-    sendJson(res, 400, { error: verdict.reason });
+    respondJson(res, 400, { error: verdict.reason });
     return;
   }
   const { host: onlyHost, hostKey: onlyKey } = signed.clear;
@@ -293,14 +289,14 @@ async function handleEnrollClear({ req, res, host, trust, logger, gate }: FleetC
     { event: 'enrollment-cleared', admin: verdict.admin.name, host: onlyHost, hostKey: onlyKey, ...outcome },
     'pending enrollment requests cleared',
   );
-  sendJson(res, 200, { ok: true, ...outcome });
+  respondJson(res, 200, { ok: true, ...outcome });
 }
 
 async function handleEnrollApprove({ req, res, host, trust, logger, gate }: FleetContext): Promise<void> {
   const signed = await readBody(req, signedEnrollmentSchema);
   const policy = trust.policy();
   if (!policy) {
-    sendJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
+    respondJson(res, 409, { error: 'no policy in force yet; push one with outpost policy push' });
     return;
   }
   const verdict = verifyEnrollment(signed, policy);
@@ -309,7 +305,7 @@ async function handleEnrollApprove({ req, res, host, trust, logger, gate }: Flee
       { event: 'enrollment-refused', host: signed.enrollment.host, reason: verdict.reason },
       'refusing enrollment approval',
     );
-    sendJson(res, 400, { error: verdict.reason });
+    respondJson(res, 400, { error: verdict.reason });
     return;
   }
   const now = Date.now();
@@ -331,7 +327,7 @@ async function handleEnrollApprove({ req, res, host, trust, logger, gate }: Flee
   });
   await refreshGate(host, policy, gate);
   logger.info({ event: 'host-enrolled', host: signed.enrollment.host }, 'enrollment approved');
-  sendJson(res, 200, { ok: true });
+  respondJson(res, 200, { ok: true });
 }
 
 async function handlePolicy(
@@ -349,7 +345,7 @@ async function handlePolicy(
       { event: 'policy-refused', document: POLICY_DOC, version: signed.policy.version, reasons },
       'refusing policy',
     );
-    sendJson(res, 400, {
+    respondJson(res, 400, {
       error: `policy version ${signed.policy.version} refused: ${reasons.join('; ') || `it does not follow version ${trust.policy()?.version ?? 'none'}`}`,
     });
     return;
@@ -359,7 +355,7 @@ async function handlePolicy(
       appendPolicy(copy, signed),
     );
   }
-  sendJson(res, 200, { ok: true, version: signed.policy.version });
+  respondJson(res, 200, { ok: true, version: signed.policy.version });
 }
 
 // POST endpoints for self-authenticating fleet entries. The coordinator checks each entry the way
@@ -382,13 +378,13 @@ export async function handleFleetPost(
     const seconds = Math.ceil(allowed.retryAfterMs / 1000);
     logger.warn({ event: 'fleet-post-rate-limited', source, path }, 'too many fleet requests from one source');
     res.setHeader('retry-after', String(seconds));
-    sendJson(res, 429, {
+    respondJson(res, 429, {
       error: `too many requests from ${source}: ${gate.limits.perSourceBurst} at once, then one every ${gate.limits.perSourceRefillMs / 1000} s; try again in ${seconds} s`,
     });
     return true;
   }
   if (!trust.enforced) {
-    sendJson(res, 409, {
+    respondJson(res, 409, {
       error: 'this coordinator runs without --org-root: there is no policy to check fleet entries against',
     });
     return true;
@@ -404,7 +400,7 @@ export async function handleFleetPost(
     const bad = error instanceof RequestBodyError ? error : null;
     if (!bad) logger.error({ event: 'fleet-post-failed', path, err: error }, 'fleet request failed');
     if (!res.headersSent)
-      sendJson(res, bad ? bad.status : 500, {
+      respondJson(res, bad ? bad.status : 500, {
         error: bad
           ? bad.message
           : `the coordinator failed to store this (${(error as Error).message}); try again, and check its log`,
