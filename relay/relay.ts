@@ -8,6 +8,7 @@ import type { TrustState } from '../coordinator/trust-state.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { RequestBodyError, readBody } from '../shared/node/http-body.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
@@ -49,17 +50,6 @@ export interface RunningRelay extends RunningCoordinator {
 const FORWARDED_POSTS = ['/api/policy', '/api/enroll', '/api/enroll/approve'];
 const MAX_FORWARDED_BODY = 256 * 1024;
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_FORWARDED_BODY) throw new Error(`request body over ${MAX_FORWARDED_BODY} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
 // Policy pushes and enrollment go to the coordinator, which checks and writes them; the relay
 // passes them on because a site's hosts may reach nothing but their relay. The entries are signed,
 // so passing them on adds no trust; the answer comes back unchanged.
@@ -70,7 +60,7 @@ async function forwardPost(
   upstreams: string[],
   current: string | null,
 ): Promise<void> {
-  const body = await readBody(req);
+  const body = await readBody(req, MAX_FORWARDED_BODY);
   const order = current ? [current, ...upstreams.filter((u) => u !== current)] : upstreams;
   const problems: string[] = [];
   for (const upstream of order) {
@@ -148,7 +138,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       }
       if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {
         forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) =>
-          respondJson(res, 400, { error: error.message }),
+          respondJson(res, error instanceof RequestBodyError ? error.status : 400, { error: error.message }),
         );
         return true;
       }

@@ -5,6 +5,7 @@ import { describeRules, nextAllowedStart, rulesAllow } from '../../shared/schedu
 import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { ActivationAction } from '../../shared/schemas/primitives.js';
 import type { AgentPhase, DownloadProgress, ResultOutcome } from '../../shared/schemas/report.js';
+import { sleep } from '../../shared/time/sleep.js';
 import type { ResolvedAgentConfig } from '../config.js';
 import { downloadClosure, planDownload } from '../download/download.js';
 import { kindOf, windowRules } from '../effective-windows.js';
@@ -407,7 +408,7 @@ async function awaitReboot(ctx: PipelineContext, target: Target): Promise<StepRe
       );
     }
     if (ctx.stopping()) return 'wait';
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
   }
 }
 
