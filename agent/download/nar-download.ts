@@ -51,7 +51,7 @@ export interface NarDownloadOptions {
 // bytes to disk at least every FLUSH_INTERVAL_MS, so a killed agent loses at most that much.
 const WRITE_BLOCK_BYTES = 2 * 1024 * 1024;
 const MIN_BLOCK_BYTES = 16 * 1024;
-const FLUSH_INTERVAL_MS = 1000;
+const FLUSH_INTERVAL_MS = 250;
 // From this many bytes on, a plain-http transfer takes the raw transport (see http-get.ts).
 const LARGE_TRANSFER_BYTES = 1024 * 1024;
 
