@@ -63,7 +63,16 @@ export interface UpdateLog {
 
 export async function openUpdateLog(directory: string): Promise<UpdateLog> {
   const db = new Level<string, Uint8Array>(directory, { keyEncoding: 'utf8', valueEncoding: 'view' });
-  await db.open();
+  try {
+    await db.open();
+  } catch (error) {
+    // LevelDB says only "Database failed to open"; the cause (often the LOCK another process holds)
+    // is in error.cause.
+    const cause = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
+    throw new Error(
+      `cannot open the update log in ${directory}: ${cause}; is another coordinator or relay using this --data-dir? Stop it, or give this one its own directory`,
+    );
+  }
   const lastSeq = new Map<string, number>();
   let pending: PendingAppend[] = [];
   let flushing: Promise<void> | null = null;

@@ -52,4 +52,21 @@ test('reading up to a moment returns the history as it was then', async () => {
   }
 });
 
+test('a data directory another process holds is refused with its path and the fix', async () => {
+  const dir = temporaryDirectory('log-locked');
+  const first = await openUpdateLog(dir);
+  try {
+    await openUpdateLog(dir).then(
+      () => assert.unreachable('the second open must fail'),
+      (error: Error) => {
+        assert.match(error.message, dir);
+        assert.match(error.message, /another coordinator or relay/);
+      },
+    );
+  } finally {
+    await first.close();
+    removeDirectory(dir);
+  }
+});
+
 test.run();
