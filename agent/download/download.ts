@@ -2,13 +2,14 @@ import { join } from 'node:path';
 import type { Narinfo } from '../../shared/nix/narinfo.js';
 import type { DownloadProgress } from '../../shared/schemas/report.js';
 import { invalidPaths } from '../nix/store-query.js';
-import { realiseClosure } from '../pipeline/fetch.js';
+import { type FetchOutcome, realiseClosure } from '../pipeline/fetch.js';
 import { checkDiskSpace, formatBytes } from './disk-space.js';
 import { downloadNar, type NarJob, stagedNarIntact } from './nar-download.js';
 import { narFileBounds } from './nar-size.js';
 import { createProgressTracker } from './progress.js';
 import {
   clearStaging,
+  hashPart,
   prepareStaging,
   pruneStaging,
   stagedFiles,
@@ -16,13 +17,15 @@ import {
   transferSize,
   writeStagedNarinfo,
 } from './staging.js';
+import { type FileFeed, type StagingServer, startStagingServer } from './staging-server.js';
 import type { ThroughputRule } from './throughput.js';
 
 // Downloads a verified closure: only the paths the store lacks, after checking the closure's size
 // against --max-closure-size and the free disk space; every file capped by its signed NarSize
 // (nar-size.ts); resumable (files already complete are kept, partial ones continue where they
-// stopped); bounded retries, an overall deadline and the throughput rule; then one Nix
-// substitution from the staging directory with the pinned keys.
+// stopped); bounded retries, an overall deadline and the throughput rule. Nix substitutes from
+// the staging directory with the pinned keys while the files arrive (staging-server.ts), and
+// once more from the complete files if that did not work out.
 
 export interface DownloadConfig {
   store?: string;
@@ -187,7 +190,9 @@ export async function downloadClosure(
     config.now,
     config.startedAt,
   );
-  const queue: { info: Narinfo; job: NarJob }[] = [];
+  const queue: { info: Narinfo; job: NarJob; hash: string }[] = [];
+  // What the staging server follows, per store path hash.
+  const feeds = new Map<string, FileFeed>();
   for (const info of plan.missing) {
     await writeStagedNarinfo(config.stagingDir, info);
     const files = stagedFiles(config.stagingDir, info.storePath);
@@ -209,14 +214,20 @@ export async function downloadClosure(
       cap: bounds.cap,
       expectedHash,
     };
+    const hash = hashPart(info.storePath);
     if (await stagedNarIntact(job)) {
       tracker.addBytes(transferSize(info));
       tracker.pathDone();
+      feeds.set(hash, { onDisk: 0, generation: 0, state: 'complete' });
       continue;
     }
-    tracker.addBytes((await stagedState(config.stagingDir, info.storePath)).partialBytes);
-    queue.push({ info, job });
+    const partialBytes = (await stagedState(config.stagingDir, info.storePath)).partialBytes;
+    tracker.addBytes(partialBytes);
+    feeds.set(hash, { onDisk: partialBytes, generation: 0, state: 'pending' });
+    queue.push({ info, job, hash });
   }
+  // Nix imports references first: the closure's leaves are at the end of the walk from the root.
+  queue.reverse();
   config.onProgress(tracker.snapshot());
 
   const controller = new AbortController();
@@ -231,14 +242,60 @@ export async function downloadClosure(
     Math.max(0, config.deadline - config.now()),
   );
   const progressTimer = setInterval(() => config.onProgress(tracker.snapshot()), 1000);
+
+  // Feed changes wake the staging server's followers.
+  const signalled = (): { promise: Promise<void>; resolve: () => void } => {
+    let resolve = (): void => undefined;
+    const promise = new Promise<void>((done) => {
+      resolve = done;
+    });
+    return { promise, resolve };
+  };
+  let feedChanged = signalled();
+  const notify = (): void => {
+    const changed = feedChanged;
+    feedChanged = signalled();
+    changed.resolve();
+  };
+  const wanted = new Set<string>();
+  // Nix imports while the files arrive (staging-server.ts); if that fails for any reason, it
+  // imports once more from the complete staging directory below.
+  const importTimeoutMs = Math.max(3_600_000, config.deadline - config.now());
+  const streamAbort = new AbortController();
+  let server: StagingServer | null = null;
+  let streamed: Promise<FetchOutcome> | null = null;
+  if (queue.length > 0) {
+    server = await startStagingServer(config.stagingDir, {
+      get: (hash) => feeds.get(hash),
+      want: (hash) => wanted.add(hash),
+      changed: () => feedChanged.promise,
+    });
+    streamed = realiseClosure(closure, {
+      store: config.store,
+      substituters: [server.url],
+      trustedCacheKeys: config.trustedCacheKeys,
+      timeoutMs: importTimeoutMs,
+      addRoot: config.gcRoot,
+      // Nix waits for the agent's downloader, however slow the link; a cut stream is not retried
+      // by Nix (the agent's own import from the staged files is the retry).
+      options: { 'stalled-download-timeout': String(Math.ceil(importTimeoutMs / 1000)), 'download-attempts': '1' },
+      signal: streamAbort.signal,
+    });
+  }
+
   // "Real progress" for the retry count: at least what the throughput rule asks of one window,
   // kept on disk for the next attempt (bytes thrown away, e.g. after a hash mismatch, are none).
   const progressBytes = Math.max(1, (config.throughput.minBytesPerSecond * config.throughput.windowMs) / 1000);
   const closureFailures = { count: 0 };
-  let next = 0;
+  // The next file: one Nix is waiting for, else the next in order.
+  const takeNext = (): (typeof queue)[number] | undefined => {
+    const index = queue.findIndex((item) => wanted.has(item.hash));
+    return queue.splice(Math.max(0, index), 1)[0];
+  };
   const worker = async (): Promise<void> => {
-    while (!controller.signal.aborted && next < queue.length) {
-      const { info, job } = queue[next++]!;
+    for (let item = takeNext(); item && !controller.signal.aborted; item = takeNext()) {
+      const { info, job, hash } = item;
+      const feed = feeds.get(hash)!;
       // Counted per file: one outage of the link costs each file in flight one attempt, not the
       // whole download several.
       const counters: RetryCounters = { inARow: 0, file: 0, closure: closureFailures };
@@ -249,9 +306,16 @@ export async function downloadClosure(
           signal: controller.signal,
           now: config.now,
           onBytes: (delta) => (delta >= 0 ? tracker.addBytes(delta) : tracker.discardBytes(-delta)),
+          onDisk: (bytes, restarted) => {
+            feed.onDisk = bytes;
+            if (restarted) feed.generation += 1;
+            notify();
+          },
         });
         if (outcome.ok) {
           tracker.pathDone();
+          feed.state = 'complete';
+          notify();
           break;
         }
         if (controller.signal.aborted) return;
@@ -280,24 +344,37 @@ export async function downloadClosure(
       }
     }
   };
+  let streamedOutcome: FetchOutcome | null = null;
   try {
     await Promise.all(Array.from({ length: Math.max(1, Math.min(config.concurrency, queue.length)) }, worker));
+    const failed = fatal !== null || config.signal.aborted;
+    if (failed) {
+      for (const feed of feeds.values()) if (feed.state !== 'complete') feed.state = 'failed';
+      notify();
+      streamAbort.abort();
+    }
+    // Nix is gone before the staging directory is touched again.
+    streamedOutcome = streamed ? await streamed : null;
   } finally {
     clearTimeout(deadlineTimer);
     clearInterval(progressTimer);
     config.signal.removeEventListener('abort', stopAll);
+    streamAbort.abort();
+    server?.close();
   }
   config.onProgress(tracker.snapshot());
   if (fatal) return { ok: false, reason: `download failed: ${fatal}`, outputTail: '' };
   if (config.signal.aborted) return { ok: false, reason: 'download cancelled', outputTail: '', cancelled: true };
 
-  const imported = await realiseClosure(closure, {
-    store: config.store,
-    substituters: [`file://${config.stagingDir}`],
-    trustedCacheKeys: config.trustedCacheKeys,
-    timeoutMs: Math.max(3_600_000, config.deadline - config.now()),
-    addRoot: config.gcRoot,
-  });
+  const imported = streamedOutcome?.ok
+    ? streamedOutcome
+    : await realiseClosure(closure, {
+        store: config.store,
+        substituters: [`file://${config.stagingDir}`],
+        trustedCacheKeys: config.trustedCacheKeys,
+        timeoutMs: Math.max(3_600_000, config.deadline - config.now()),
+        addRoot: config.gcRoot,
+      });
   // Bytes Nix refused are never worth keeping; bytes it took are now in the store.
   await clearStaging(config.stagingDir);
   if (!imported.ok) return imported;

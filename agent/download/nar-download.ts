@@ -42,16 +42,21 @@ export interface NarDownloadOptions {
   now: () => number;
   // Called as bytes arrive (negative when a partial file is thrown away).
   onBytes: (delta: number) => void;
+  // Called as bytes reach the file on disk (its new length), and with (0, true) when the file is
+  // thrown away or started over: what the staging server follows.
+  onDisk?: (bytes: number, restarted: boolean) => void;
   checkIntervalMs?: number;
 }
 
 // Received bytes are copied into a block (the raw transport reuses its read buffer) and go to
 // disk one block per write, at most one write in flight while the next block fills: two or three
 // blocks per transfer, sized down to the file when it is smaller. A slow link still gets its
-// bytes to disk at least every FLUSH_INTERVAL_MS, so a killed agent loses at most that much.
+// bytes to disk at least every FLUSH_INTERVAL_MS (a fast one fills a block sooner), so a killed
+// agent loses at most that much of a transfer, and Nix, importing as the file grows, follows
+// closely.
 const WRITE_BLOCK_BYTES = 2 * 1024 * 1024;
 const MIN_BLOCK_BYTES = 16 * 1024;
-const FLUSH_INTERVAL_MS = 250;
+const FLUSH_INTERVAL_MS = 100;
 // From this many bytes on, a plain-http transfer takes the raw transport (see http-get.ts).
 const LARGE_TRANSFER_BYTES = 1024 * 1024;
 
@@ -104,6 +109,9 @@ class BlockWriter {
   private lastFlush: number;
   // Called once the sealed blocks are written, after push() asked the reader to wait.
   onDrain: (() => void) | null = null;
+  // Bytes written so far, after each write.
+  onWritten: ((total: number) => void) | null = null;
+  private written = 0;
 
   constructor(
     private readonly handle: FileHandle,
@@ -143,6 +151,8 @@ class BlockWriter {
     this.writing = writeAll(this.handle, next.block, next.length).then(
       () => {
         this.writing = null;
+        this.written += next.length;
+        this.onWritten?.(this.written);
         if (this.spares.length < 2) this.spares.push(next.block);
         this.pump();
         if (!this.writing && this.sealed.length === 0) {
@@ -226,6 +236,7 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
   if (offset > job.cap) {
     options.onBytes(-offset);
     await fs.rm(job.part, { force: true });
+    options.onDisk?.(0, true);
     offset = 0;
   }
   const controller = new AbortController();
@@ -255,6 +266,7 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
     count(-counted);
     kept = 0;
     await fs.rm(job.part, { force: true });
+    options.onDisk?.(0, true);
   };
   const tooMuch = (what: string): string =>
     `${job.url} ${what} more than the ${job.cap} bytes (${formatBytes(job.cap)}) its signed NarSize allows: the cache is broken or hostile; the transfer was cut and the file discarded`;
@@ -295,6 +307,7 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
       if (status === 200 && offset > 0) {
         // The server ignored the Range header: start the file over.
         count(-offset);
+        options.onDisk?.(0, true);
         offset = 0;
         kept = 0;
         hash = createHash('sha256');
@@ -320,6 +333,7 @@ export async function downloadNar(job: NarJob, options: NarDownloadOptions): Pro
       writer = blockWriter;
       const body = source;
       const base = offset;
+      blockWriter.onWritten = (written) => options.onDisk?.(base + written, false);
       await body.pipe((chunk) => {
         // Cut the moment it goes past the cap: nothing more is read, the file is discarded.
         if (base + received + chunk.byteLength > job.cap) throw new OverCap();

@@ -10,7 +10,8 @@ import { narFileBounds } from './nar-size.js';
 //   nix-cache-info
 //   <hash>.narinfo          the cache's signed narinfo, URL rewritten to the local file
 //   nar/<hash>.nar.part     bytes received so far (resumed with a Range request)
-//   nar/<hash>.nar          complete and checked against FileHash (renamed from .part)
+//   nar/<hash>.nar          complete, checked against NarHash (uncompressed) or FileHash
+//                           (renamed from .part; re-checked if another process wrote it)
 // The URL, FileHash and FileSize lines are not part of what the cache key signs, so rewriting URL
 // changes nothing Nix verifies.
 

@@ -15,7 +15,8 @@ const TAIL_BYTES = 4096;
 export function runCommand(
   command: string,
   args: string[],
-  options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number },
+  // signal: stops the command (SIGTERM to its process group, SIGKILL 5 s later).
+  options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number; signal?: AbortSignal },
 ): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const keepBytes = options.keepBytes ?? TAIL_BYTES;
@@ -50,11 +51,27 @@ export function runCommand(
         child.kill('SIGKILL');
       }
     }, options.timeoutMs);
+    let killTimer: NodeJS.Timeout | undefined;
+    const stop = (): void => {
+      const kill = (signal: NodeJS.Signals): void => {
+        try {
+          process.kill(-child.pid!, signal);
+        } catch {
+          child.kill(signal);
+        }
+      };
+      kill('SIGTERM');
+      killTimer = setTimeout(() => kill('SIGKILL'), 5000);
+    };
+    if (options.signal?.aborted) stop();
+    else options.signal?.addEventListener('abort', stop, { once: true });
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     child.on('error', (error) => keep(Buffer.from(`\n${command}: ${error.message}\n`)));
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(killTimer);
+      options.signal?.removeEventListener('abort', stop);
       resolve({ code, signal, timedOut, outputTail: tail.toString('utf8') });
     });
   });

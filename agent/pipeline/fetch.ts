@@ -7,6 +7,10 @@ export interface FetchConfig {
   timeoutMs: number;
   // Registers the closure as a GC root (an indirect root: a symlink Nix follows) as it lands.
   addRoot?: string;
+  // More Nix options, e.g. for the agent's own streaming substituter (download/staging-server.ts).
+  options?: Record<string, string>;
+  // Stops Nix (the download it imports from was given up or cancelled).
+  signal?: AbortSignal;
 }
 
 export type FetchOutcome = { ok: true } | { ok: false; reason: string; outputTail: string };
@@ -49,8 +53,9 @@ export async function realiseClosure(closure: string, config: FetchConfig): Prom
     '--option',
     'max-jobs',
     '0',
+    ...Object.entries(config.options ?? {}).flatMap(([name, value]) => ['--option', name, value]),
   ];
-  const outcome = await runCommand('nix-store', args, { timeoutMs: config.timeoutMs });
+  const outcome = await runCommand('nix-store', args, { timeoutMs: config.timeoutMs, signal: config.signal });
   if (outcome.code === 0) return { ok: true };
   const notSigned = /not signed by any of the keys/.test(outcome.outputTail);
   const reason = notSigned

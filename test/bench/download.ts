@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -81,9 +81,28 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-// Wall-clock seconds of one command; throws with its output when it fails.
-function timeCommand(command: string, args: string[]): Promise<number> {
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+// CPU seconds (user + system) of a process, and of the children it has waited for, from
+// /proc/<pid>/stat (utime, stime, cutime, cstime).
+function cpuSeconds(pid: number): { own: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
+  return { own: (fields[11]! + fields[12]!) / CLOCK_TICKS, children: (fields[13]! + fields[14]!) / CLOCK_TICKS };
+}
+
+interface Timing {
+  seconds: number;
+  cpuSeconds: number;
+}
+
+// Wall-clock and CPU seconds of one command; throws with its output when it fails.
+function timeCommand(command: string, args: string[]): Promise<Timing> {
   return new Promise((resolve, reject) => {
+    const cpuBefore = cpuSeconds(process.pid).children;
     const started = process.hrtime.bigint();
     const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -91,7 +110,7 @@ function timeCommand(command: string, args: string[]): Promise<number> {
     child.on('error', reject);
     child.on('close', (code) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code === 0) resolve(seconds);
+      if (code === 0) resolve({ seconds, cpuSeconds: cpuSeconds(process.pid).children - cpuBefore });
       else reject(new Error(`${command} ${args.join(' ')} exited with ${code}:\n${stderr}`));
     });
   });
@@ -114,8 +133,9 @@ interface AgentStages {
   nixImport: number;
 }
 
-// The agent's pino events of the given names, parsed only when a line names one of them.
-function agentEvents(stream: Readable, names: readonly string[]) {
+// The agent's pino events of the given names, parsed only when a line names one of them;
+// `onEvent` runs as each arrives.
+function agentEvents(stream: Readable, names: readonly string[], onEvent: (event: LogEvent) => void) {
   const seen: LogEvent[] = [];
   const waiting = new Map<string, (event: LogEvent) => void>();
   let partial = '';
@@ -125,6 +145,7 @@ function agentEvents(stream: Readable, names: readonly string[]) {
     for (const line of lines) {
       if (!names.some((name) => line.includes(`"event":"${name}"`))) continue;
       const event = JSON.parse(line) as LogEvent;
+      onEvent(event);
       seen.push(event);
       waiting.get(event.event ?? '')?.(event);
     }
@@ -145,6 +166,10 @@ interface SeriesResult {
   agentStages: AgentStages[];
   agentSeconds: number[];
   nixCopySeconds: number[];
+  agentCpuSeconds: number[];
+  nixCopyCpuSeconds: number[];
+  // Median CPU seconds, agent over nix copy: for reading the wall ratio on a busy machine.
+  cpuRatio: number;
   agentMedian: number;
   nixCopyMedian: number;
   ratio: number;
@@ -172,7 +197,7 @@ async function main(): Promise<void> {
     let runNumber = 0;
     let stages: AgentStages[] = [];
 
-    const agentRun = async (cacheUrl: string): Promise<number> => {
+    const agentRun = async (cacheUrl: string): Promise<Timing> => {
       runNumber += 1;
       const host = await fleet.host(`bench-${runNumber}`);
       const agent = fleet.startAgent(host, cacheUrl, ['--fetch-timeout', '3600', '--log-level', 'info'], {
@@ -184,13 +209,22 @@ async function main(): Promise<void> {
         // Watch the agent's log lines as they arrive (in this process), instead of polling
         // `outpost status` or re-reading the whole log: either would take CPU from the agent
         // while it is being measured, which nix copy does not have to share.
-        const events = agentEvents(agent.child.stderr!, [
-          'phase',
-          'download-plan',
-          'download-progress',
-          'downloaded',
-          'result',
-        ]);
+        // The agent's CPU (with the nix-store processes it ran) from `downloading` to `downloaded`.
+        const pid = agent.child.pid!;
+        const cpuTotal = (): number => {
+          const { own, children } = cpuSeconds(pid);
+          return own + children;
+        };
+        let cpuStart = 0;
+        let cpuEnd = 0;
+        const events = agentEvents(
+          agent.child.stderr!,
+          ['phase', 'download-plan', 'download-progress', 'downloaded', 'result'],
+          (event) => {
+            if (event.event === 'phase' && event.phase === 'downloading') cpuStart = cpuTotal();
+            if (event.event === 'downloaded') cpuEnd = cpuTotal();
+          },
+        );
         await fleet.deploy(host.host, closure);
         let timer: NodeJS.Timeout | undefined;
         const done = await Promise.race([
@@ -214,14 +248,14 @@ async function main(): Promise<void> {
           fetch: (fetched - planned) / 1000,
           nixImport: (done.time - fetched) / 1000,
         });
-        return (done.time - started) / 1000;
+        return { seconds: (done.time - started) / 1000, cpuSeconds: cpuEnd - cpuStart };
       } finally {
         await agent.stop('SIGKILL');
         if (!options.keep) removeDirectory(host.dir);
       }
     };
 
-    const nixCopyRun = async (cacheUrl: string): Promise<number> => {
+    const nixCopyRun = async (cacheUrl: string): Promise<Timing> => {
       runNumber += 1;
       const store = join(dir, `nix-copy-${runNumber}`);
       try {
@@ -253,31 +287,36 @@ async function main(): Promise<void> {
     };
 
     const series = async (label: string, runs: number, url: string, target: number): Promise<SeriesResult> => {
-      const agentSeconds: number[] = [];
-      const nixCopySeconds: number[] = [];
+      const agent: Timing[] = [];
+      const nixCopy: Timing[] = [];
       stages = [];
       for (let i = 0; i < runs; i++) {
         // Alternate which side goes first, so a burst of load elsewhere does not favour one.
         const order = i % 2 === 0 ? (['agent', 'nix'] as const) : (['nix', 'agent'] as const);
         for (const side of order) {
-          if (side === 'agent') agentSeconds.push(await agentRun(url));
-          else nixCopySeconds.push(await nixCopyRun(url));
+          if (side === 'agent') agent.push(await agentRun(url));
+          else nixCopy.push(await nixCopyRun(url));
         }
         const stage = stages.at(-1)!;
+        const a = agent.at(-1)!;
+        const n = nixCopy.at(-1)!;
         console.log(
-          `  ${label} run ${i + 1}: agent ${agentSeconds.at(-1)!.toFixed(2)} s (narinfos+plan ${stage.verifyAndPlan.toFixed(2)}, NARs ${stage.fetch.toFixed(2)}, nix import ${stage.nixImport.toFixed(2)}), nix copy ${nixCopySeconds.at(-1)!.toFixed(2)} s (load ${loadavg()[0]!.toFixed(1)})`,
+          `  ${label} run ${i + 1}: agent ${a.seconds.toFixed(2)} s, ${a.cpuSeconds.toFixed(2)} s CPU (narinfos+plan ${stage.verifyAndPlan.toFixed(2)}, NARs ${stage.fetch.toFixed(2)}, nix import ${stage.nixImport.toFixed(2)}); nix copy ${n.seconds.toFixed(2)} s, ${n.cpuSeconds.toFixed(2)} s CPU (load ${loadavg()[0]!.toFixed(1)})`,
         );
       }
-      const agentMedian = median(agentSeconds);
-      const nixCopyMedian = median(nixCopySeconds);
+      const agentMedian = median(agent.map((t) => t.seconds));
+      const nixCopyMedian = median(nixCopy.map((t) => t.seconds));
       const ratio = agentMedian / nixCopyMedian;
       return {
         label,
         agentStages: stages,
-        agentSeconds,
-        nixCopySeconds,
+        agentSeconds: agent.map((t) => t.seconds),
+        nixCopySeconds: nixCopy.map((t) => t.seconds),
+        agentCpuSeconds: agent.map((t) => t.cpuSeconds),
+        nixCopyCpuSeconds: nixCopy.map((t) => t.cpuSeconds),
         agentMedian,
         nixCopyMedian,
+        cpuRatio: median(agent.map((t) => t.cpuSeconds)) / median(nixCopy.map((t) => t.cpuSeconds)),
         ratio,
         target,
         pass: ratio <= target,
@@ -295,10 +334,10 @@ async function main(): Promise<void> {
 
     console.log('');
     console.log(`closure ${closure}: ${options.sizeMiB} MiB payload NAR, uncompressed, 127.0.0.1`);
-    console.log('series        agent median   nix copy median   ratio   target   verdict');
+    console.log('series        agent median   nix copy median   ratio   target   verdict   (CPU ratio)');
     for (const r of results) {
       console.log(
-        `${r.label.padEnd(13)} ${`${r.agentMedian.toFixed(2)} s`.padStart(12)}   ${`${r.nixCopyMedian.toFixed(2)} s`.padStart(15)}   ${r.ratio.toFixed(2).padStart(5)}   ≤ ${r.target.toFixed(1)}    ${r.pass ? 'PASS' : 'FAIL'}`,
+        `${r.label.padEnd(13)} ${`${r.agentMedian.toFixed(2)} s`.padStart(12)}   ${`${r.nixCopyMedian.toFixed(2)} s`.padStart(15)}   ${r.ratio.toFixed(2).padStart(5)}   ≤ ${r.target.toFixed(1)}    ${r.pass ? 'PASS' : 'FAIL'}      (${r.cpuRatio.toFixed(2)})`,
       );
     }
     if (options.jsonOut) {
