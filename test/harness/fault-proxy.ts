@@ -35,6 +35,11 @@ interface Pair {
   client: Socket;
   target: Socket;
   nextAt: Record<Direction, number>;
+  // Deliveries waiting for their time, oldest first: they leave strictly in this order (a timer
+  // firing late must not let a newer chunk overtake an older one).
+  queued: Record<Direction, { at: number; deliver: () => void }[]>;
+  // Called once a direction's queue is empty (its sender closed: the rest still goes out first).
+  whenDrained: Record<Direction, (() => void) | null>;
   // A reset is due: nothing after the cut-off byte is delivered.
   dying: boolean;
 }
@@ -82,8 +87,26 @@ export async function startFaultProxy(targetPort: number, targetHost = '127.0.0.
         }, 20);
       }
     };
-    if (at <= now && !resetNow) deliver();
-    else setTimeout(deliver, Math.max(0, at - now));
+    const queue = pair.queued[direction];
+    if (queue.length === 0 && at <= now && !resetNow) {
+      deliver();
+      return;
+    }
+    queue.push({ at, deliver });
+    if (queue.length === 1) drain(pair, direction);
+  };
+
+  const drain = (pair: Pair, direction: Direction): void => {
+    const queue = pair.queued[direction];
+    while (queue.length > 0) {
+      const wait = queue[0]!.at - Date.now();
+      if (wait > 0) {
+        setTimeout(() => drain(pair, direction), wait);
+        return;
+      }
+      queue.shift()!.deliver();
+    }
+    pair.whenDrained[direction]?.();
   };
 
   const server: Server = createServer((client) => {
@@ -93,7 +116,14 @@ export async function startFaultProxy(targetPort: number, targetHost = '127.0.0.
     }
     client.pause();
     const target = connect(targetPort, targetHost);
-    const pair: Pair = { client, target, nextAt: { up: 0, down: 0 }, dying: false };
+    const pair: Pair = {
+      client,
+      target,
+      nextAt: { up: 0, down: 0 },
+      queued: { up: [], down: [] },
+      whenDrained: { up: null, down: null },
+      dying: false,
+    };
     pairs.add(pair);
     target.on('connect', () => client.resume());
     client.on('data', (chunk: Buffer) => forward(pair, 'up', chunk));
@@ -103,17 +133,20 @@ export async function startFaultProxy(targetPort: number, targetHost = '127.0.0.
       client.destroy();
       target.destroy();
     };
-    // A side that closes after sending still has its bytes delivered at the limited rate first
-    // (a server closing an idle keep-alive connection must not truncate a throttled response).
-    const endAfterDelivery = (direction: Direction) => (): void => {
-      const pending = pair.nextAt[direction] - Date.now();
-      if (pending > 0 && mode === 'pass' && !pair.dying) setTimeout(end, pending + 1);
-      else end();
+    // A side that closes after sending still has its bytes delivered (at the limited rate)
+    // before the other side is ended, gracefully: destroying it would drop what is still in its
+    // write buffer (a server closing after a response must not truncate it for a slow reader).
+    const finish = (direction: Direction) => (): void => {
+      const to = direction === 'up' ? target : client;
+      if (client.destroyed && target.destroyed) end();
+      else if (mode !== 'pass' || pair.dying) end();
+      else if (pair.queued[direction].length > 0) pair.whenDrained[direction] = () => to.end();
+      else to.end();
     };
     client.on('error', end);
     target.on('error', end);
-    client.on('close', endAfterDelivery('up'));
-    target.on('close', endAfterDelivery('down'));
+    client.on('close', finish('up'));
+    target.on('close', finish('down'));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -9,6 +9,7 @@ import { RETRY_BUDGET_FACTOR, type RetryCounters, retryVerdict } from '../../../
 import { downloadNar, type NarJob, type NarOutcome, stagedNarIntact } from '../../../agent/download/nar-download.js';
 import { compressedAllowance, narFileBounds } from '../../../agent/download/nar-size.js';
 import { encodeNixBase32 } from '../../../shared/nix/base32.js';
+import { startFaultProxy } from '../../harness/fault-proxy.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 
 // The downloader of one NAR file against a real HTTP server on 127.0.0.1, and the size and retry
@@ -344,6 +345,32 @@ test('a complete file left by another process (a power loss may have truncated o
   const short = job('http://127.0.0.1:9/unused', small);
   await fs.writeFile(short.final, small.subarray(0, 100));
   assert.not.ok(await stagedNarIntact(short));
+});
+
+// The bench measures downloads through the fault proxy (test/harness/fault-proxy.ts) at 10 MB/s
+// on a busy machine: a late timer there once let newer chunks overtake older ones, and NARs
+// arrived garbled (to the agent and to nix copy alike).
+test('the throttled fault proxy keeps bytes in order while the event loop lags', async () => {
+  const body = Buffer.alloc(16 * MiB);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
+  const server = await serve(honest(body));
+  const proxy = await startFaultProxy(Number(new URL(server.url).port));
+  proxy.bandwidth(32 * MiB);
+  const lag = setInterval(() => {
+    const until = Date.now() + 40;
+    while (Date.now() < until);
+  }, 15);
+  try {
+    for (let i = 0; i < 3; i++) {
+      const narJob = job(`${proxy.url('http')}/nar/file.nar`, body);
+      const outcome = await run(narJob);
+      assert.ok(outcome.ok, JSON.stringify(outcome));
+    }
+  } finally {
+    clearInterval(lag);
+    await proxy.close();
+    await server.close();
+  }
 });
 
 test.run();
