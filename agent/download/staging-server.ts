@@ -5,8 +5,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 
 // The staging directory as an HTTP binary cache on 127.0.0.1, so Nix can import a NAR while the
-// agent is still downloading it instead of after: the import overlaps the transfer (on a fast
-// link the two used to add up, on a slow one the import came on top of the whole transfer).
+// agent is still downloading it instead of after: on a slow link the import then overlaps the
+// transfer instead of coming on top of it (download.ts starts this for downloads that take a
+// while; on a fast link importing the finished files afterwards costs less CPU).
 //
 // A NAR still in progress is served as it reaches the disk, following the file; one already
 // complete is served from disk. What Nix receives early has not been hash-checked yet, but Nix

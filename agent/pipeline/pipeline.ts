@@ -201,7 +201,14 @@ async function stepDownload(ctx: PipelineContext, target: Target): Promise<StepR
     return 'wait';
   }
   ctx.logger.info(
-    { event: 'downloaded', ...fields(target), paths: outcome.paths, bytes: outcome.bytes },
+    {
+      event: 'downloaded',
+      ...fields(target),
+      paths: outcome.paths,
+      bytes: outcome.bytes,
+      imported: outcome.imported,
+      streamingFailed: outcome.streamingFailed,
+    },
     'closure downloaded and registered by Nix',
   );
   await enterWindowedPhase(ctx, 'activating', { downloaded: true });
