@@ -37,7 +37,12 @@ export interface StagingServer {
   close(): void;
 }
 
-const READ_BYTES = 1024 * 1024;
+const READ_BYTES = 256 * 1024;
+// Nix opens up to http-connections (25) at once. Any local process can connect to 127.0.0.1 too:
+// what it can get is the closure that is about to be in the world-readable store anyway, and it
+// cannot make the agent hold more than this many read buffers (nor break the import: Nix's
+// refused connections fail the streaming import, and the import from the files follows).
+const MAX_CONNECTIONS = 64;
 const CACHE_FILES = /^\/(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo)$/;
 const NAR_FILE = /^\/nar\/([0-9a-df-np-sv-z]{32})\.nar$/;
 
@@ -183,6 +188,7 @@ export function startStagingServer(dir: string, feeds: StagingFeeds): Promise<St
   const server: Server = createServer((request, response) => {
     answer(dir, feeds, request, response).catch(() => response.destroy());
   });
+  server.maxConnections = MAX_CONNECTIONS;
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
