@@ -10,7 +10,7 @@ import {
   signedPolicySchema,
   signedTimestampSchema,
 } from '../schemas/policy.js';
-import { ENTRY_LIMITS, parseEntry } from './entries.js';
+import { ENTRY_LIMITS, type EntryVerdict, type MalformedEntry, parseEntry } from './entries.js';
 
 // Fleet-wide documents. Their entries are self-authenticating (root-, admin- or host-signed), so
 // every reader verifies them and the coordinator only appends entries it verified itself.
@@ -23,26 +23,35 @@ export const TIMESTAMP_DOC = 'fleet/timestamp';
 // every update, and it may hold a thousand requests. Entries that fail their bounds or schema are
 // skipped: every one that counts is verified by signature afterwards, so a skipped one could only
 // have been refused later.
-const parsedEntries = new WeakMap<z.ZodType, WeakMap<object, { data: unknown } | null>>();
+const parsedEntries = new WeakMap<z.ZodType, WeakMap<object, EntryVerdict<unknown>>>();
+
+// The verdict on one stored entry, from the cache when the entry was checked before.
+function storedVerdict<S extends z.ZodType>(
+  schema: S,
+  raw: unknown,
+  limits: (typeof ENTRY_LIMITS)[keyof typeof ENTRY_LIMITS],
+): EntryVerdict<z.infer<S>> {
+  if (typeof raw !== 'object' || raw === null) return parseEntry(raw, schema, limits);
+  let cache = parsedEntries.get(schema);
+  if (!cache) {
+    cache = new WeakMap();
+    parsedEntries.set(schema, cache);
+  }
+  let verdict = cache.get(raw);
+  if (verdict === undefined) {
+    verdict = parseEntry(raw, schema, limits);
+    cache.set(raw, verdict);
+  }
+  return verdict as EntryVerdict<z.infer<S>>;
+}
 
 export function parseStoredEntry<S extends z.ZodType>(
   schema: S,
   raw: unknown,
   limits: (typeof ENTRY_LIMITS)[keyof typeof ENTRY_LIMITS],
 ): z.infer<S> | null {
-  if (typeof raw !== 'object' || raw === null) return null;
-  let cache = parsedEntries.get(schema);
-  if (!cache) {
-    cache = new WeakMap();
-    parsedEntries.set(schema, cache);
-  }
-  let entry = cache.get(raw);
-  if (entry === undefined) {
-    const parsed = parseEntry(raw, schema, limits);
-    entry = parsed.ok ? { data: parsed.value } : null;
-    cache.set(raw, entry);
-  }
-  return entry ? (entry.data as z.infer<S>) : null;
+  const verdict = storedVerdict(schema, raw, limits);
+  return verdict.ok ? verdict.value : null;
 }
 
 function readArray<S extends z.ZodType>(
@@ -61,6 +70,21 @@ function readArray<S extends z.ZodType>(
 
 export const readPolicies = (doc: Y.Doc): SignedPolicy[] =>
   readArray(doc, 'policies', signedPolicySchema, ENTRY_LIMITS.policy);
+
+// The policies, and which entries were skipped and why (for a reader's log).
+export function readPolicyEntries(doc: Y.Doc): { entries: SignedPolicy[]; malformed: MalformedEntry[] } {
+  const entries: SignedPolicy[] = [];
+  const malformed: MalformedEntry[] = [];
+  doc
+    .getArray<unknown>('policies')
+    .toArray()
+    .forEach((raw, index) => {
+      const parsed = storedVerdict(signedPolicySchema, raw, ENTRY_LIMITS.policy);
+      if (parsed.ok) entries.push(parsed.value);
+      else malformed.push({ index, error: parsed.error });
+    });
+  return { entries, malformed };
+}
 export const appendPolicy = (doc: Y.Doc, signed: SignedPolicy): void =>
   doc.getArray<unknown>('policies').push([signedPolicySchema.parse(signed)]);
 

@@ -1,6 +1,6 @@
-import type * as Y from 'yjs';
+import * as Y from 'yjs';
 import { z } from 'zod';
-import { POLICY_DOC, readPolicies, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
+import { POLICY_DOC, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import { type Policy, policySchema, signedTimestampSchema, unknownPolicyFields } from '../schemas/policy.js';
@@ -61,6 +61,83 @@ export interface FleetTrustOptions {
   logger: Logger;
 }
 
+// What a peer may make a reader hold of the documents it follows (threat 11, an endless document
+// stream). The policy document keeps every version (a few KiB to a few MiB each) and is measured
+// by the bytes received; the timestamp document collects garbage, so it is measured by its size.
+export const MAX_POLICY_DOCUMENT_BYTES = 64 * 2 ** 20;
+export const MAX_TIMESTAMP_DOCUMENT_BYTES = 2 ** 20;
+// Changes are handled at most this often, however fast a peer sends them.
+const COALESCE_MS = 20;
+
+interface BoundedFollow {
+  doc(): Y.Doc;
+  close(): void;
+}
+
+// Follows a document through `follow`; when a peer sends more than `limit` the copy is dropped
+// (an empty one stands in) and the document followed afresh after a growing pause.
+function followWithin(
+  options: FleetTrustOptions,
+  name: string,
+  limit: { receivedBytes?: number; documentBytes?: number },
+  changed: () => void,
+): BoundedFollow {
+  let followed = options.follow(name);
+  let received = 0;
+  let drops = 0;
+  let closed = false;
+  let pending: ReturnType<typeof setTimeout> | null = null;
+  let reopen: ReturnType<typeof setTimeout> | null = null;
+  const tooLarge = (bytes: number, max: number): void => {
+    drops += 1;
+    const pauseMs = Math.min(300_000, 1000 * 2 ** Math.min(drops, 10));
+    options.logger.error(
+      { event: 'document-too-large', document: name, bytes, limit: max, retryInMs: pauseMs },
+      `peers sent more than ${max} bytes for ${name}: dropped it, following it afresh in ${Math.round(pauseMs / 1000)} s (a relay or coordinator may be flooding it)`,
+    );
+    const old = followed;
+    followed = { doc: new Y.Doc(), close: () => undefined };
+    setTimeout(() => old.close(), 0);
+    reopen = setTimeout(() => {
+      reopen = null;
+      if (!closed) attach(options.follow(name));
+    }, pauseMs);
+  };
+  const attach = (next: FollowedDocument): void => {
+    followed = next;
+    received = 0;
+    next.doc.on('update', (update: Uint8Array) => {
+      if (followed !== next) return;
+      received += update.length;
+      if (limit.receivedBytes !== undefined && received > limit.receivedBytes) {
+        tooLarge(received, limit.receivedBytes);
+        return;
+      }
+      pending ??= setTimeout(() => {
+        pending = null;
+        if (closed || followed !== next) return;
+        if (limit.documentBytes !== undefined) {
+          const size = Y.encodeStateAsUpdate(next.doc).byteLength;
+          if (size > limit.documentBytes) {
+            tooLarge(size, limit.documentBytes);
+            return;
+          }
+        }
+        changed();
+      }, COALESCE_MS);
+    });
+  };
+  attach(followed);
+  return {
+    doc: () => followed.doc,
+    close() {
+      closed = true;
+      for (const timer of [pending, reopen]) if (timer) clearTimeout(timer);
+      followed.close();
+    },
+  };
+}
+
 async function loadTrustState(store: TrustStore): Promise<TrustFile> {
   const text = await store.load();
   if (text === null) return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null, policyNamed: null };
@@ -84,8 +161,6 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
   const openedAt = Date.now();
   const pinned = new Set(options.orgRootKeys);
   const listeners: (() => void)[] = [];
-  const policyConnection = options.follow(POLICY_DOC);
-  const timestampConnection = options.follow(TIMESTAMP_DOC);
   let saving: Promise<void> = Promise.resolve();
 
   const now = (): number => Math.max(Date.now(), state.timeFloor);
@@ -97,8 +172,20 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
       .catch((error: Error) => logger.error({ event: 'trust-save-failed', err: error }, 'cannot save trust state'));
   };
 
+  // Entries skipped as malformed or out of bounds, reported once each.
+  const reportedMalformed = new Set<string>();
   const onPolicies = (): void => {
-    const walk = walkPolicyChain(state.chain, pinned, readPolicies(policyConnection.doc));
+    const { entries, malformed } = readPolicyEntries(policyConnection.doc());
+    for (const entry of malformed) {
+      const key = `${entry.index}:${entry.error}`;
+      if (reportedMalformed.has(key) || reportedMalformed.size >= 100) continue;
+      reportedMalformed.add(key);
+      logger.warn(
+        { event: 'policy-malformed', document: POLICY_DOC, index: entry.index, reason: entry.error },
+        `ignoring malformed entry ${entry.index} of ${POLICY_DOC}: ${entry.error}`,
+      );
+    }
+    const walk = walkPolicyChain(state.chain, pinned, entries);
     for (const refused of walk.refused)
       logger.warn(
         { event: 'policy-refused', document: POLICY_DOC, version: refused.version, reason: refused.reason },
@@ -123,7 +210,7 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     }
   };
   const onTimestamp = (): void => {
-    const signed = readTimestamp(timestampConnection.doc);
+    const signed = readTimestamp(timestampConnection.doc());
     if (!signed) return;
     const policy = state.chain.at(-1);
     const verdict = judgeTimestamp(signed, policy, state.lastTimestamp);
@@ -148,8 +235,13 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     persist();
     for (const listener of listeners) listener();
   };
-  policyConnection.doc.on('update', onPolicies);
-  timestampConnection.doc.on('update', onTimestamp);
+  const policyConnection = followWithin(options, POLICY_DOC, { receivedBytes: MAX_POLICY_DOCUMENT_BYTES }, onPolicies);
+  const timestampConnection = followWithin(
+    options,
+    TIMESTAMP_DOC,
+    { documentBytes: MAX_TIMESTAMP_DOCUMENT_BYTES },
+    onTimestamp,
+  );
 
   return {
     chain: () => state.chain,
