@@ -1,7 +1,7 @@
 import { runCommand, runDaemon } from '../cli/command.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
-import { limitsFromOptions } from './limit-flags.js';
+import { enrollmentLimitsFromOptions, limitsFromOptions } from './limit-flags.js';
 import { type CoordinatorOptions, coordinatorCommand } from './options.js';
 import { startCoordinator } from './server.js';
 
@@ -23,6 +23,7 @@ async function runCoordinator(options: CoordinatorOptions): Promise<number> {
     timestampIntervalMs: options.timestampInterval * 1000,
     tls: options.tlsCert && options.tlsKey ? { certFile: options.tlsCert, keyFile: options.tlsKey } : undefined,
     limits: limitsFromOptions(options),
+    enrollmentLimits: enrollmentLimitsFromOptions(options),
   });
   return runDaemon('coordinator', logger, coordinator, { url: coordinator.url, port: coordinator.port });
 }

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { bytesSchema, numberSchema, option, secondsSchema } from '../cli/options.js';
+import { DEFAULT_ENROLLMENT_LIMITS, type EnrollmentLimits } from './enrollment-limits.js';
 import { DEFAULT_LIMITS, type ResourceLimits } from './limits.js';
 
 // The resource-limit options, shared by `outpost coordinator` and `outpost relay` (both serve the
@@ -50,5 +51,38 @@ export function limitsFromOptions(options: LimitOptions): ResourceLimits {
     maxUpdateBytes: options.maxUpdateSize,
     maxWriterBytesPerHour: options.maxWriterBytesPerHour,
     maxDocumentBytes: options.maxDocumentSize,
+  };
+}
+
+// What strangers may make the coordinator store through POST /api/enroll (coordinator only: a relay
+// forwards enrollment requests upstream and the coordinator judges them).
+export const enrollmentOptionsShape = {
+  enrollBurst: option(countSchema().default(DEFAULT_ENROLLMENT_LIMITS.perSourceBurst), {
+    placeholder: 'N',
+    description: 'fleet POSTs (enroll, approve, policy) one source (IPv4 address or IPv6 /64) may make in a burst',
+  }),
+  enrollRefill: option(secondsSchema(3600).default(DEFAULT_ENROLLMENT_LIMITS.perSourceRefillMs / 1000), {
+    placeholder: 'SECONDS',
+    description: 'after a burst, one more fleet POST per source every this many seconds',
+  }),
+  maxPendingEnrollments: option(countSchema().default(DEFAULT_ENROLLMENT_LIMITS.maxPending), {
+    placeholder: 'N',
+    description:
+      'enrollment requests without a token kept at once, waiting for an admin; more are refused (429) until some expire or `outpost enroll clear`',
+  }),
+  pendingEnrollmentTtl: option(secondsSchema(365 * 24 * 3600).default(DEFAULT_ENROLLMENT_LIMITS.pendingTtlMs / 1000), {
+    placeholder: 'SECONDS',
+    description: 'a pending enrollment request not approved by then is dropped (the agent asks again every hour)',
+  }),
+};
+
+type EnrollmentOptions = { [K in keyof typeof enrollmentOptionsShape]: z.output<(typeof enrollmentOptionsShape)[K]> };
+
+export function enrollmentLimitsFromOptions(options: EnrollmentOptions): Partial<EnrollmentLimits> {
+  return {
+    perSourceBurst: options.enrollBurst,
+    perSourceRefillMs: options.enrollRefill * 1000,
+    maxPending: options.maxPendingEnrollments,
+    pendingTtlMs: options.pendingEnrollmentTtl * 1000,
   };
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { bytesSchema, defineCommand, logLevelSchema, option, portSchema, secondsSchema } from '../cli/options.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
-import { limitOptionsShape } from './limit-flags.js';
+import { enrollmentOptionsShape, limitOptionsShape } from './limit-flags.js';
 
 // Every option of `outpost coordinator`, declared once (parsing, --help, --help --json).
 export const coordinatorCommand = defineCommand({
@@ -53,6 +53,7 @@ export const coordinatorCommand = defineCommand({
         description: 'PEM private key for --tls-cert',
       }),
       ...limitOptionsShape,
+      ...enrollmentOptionsShape,
       logLevel: option(logLevelSchema.default('info'), {
         placeholder: 'LEVEL',
         description: 'trace, debug, info, warn or error',

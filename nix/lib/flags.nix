@@ -117,6 +117,10 @@ rec {
         { flag = "max-update-size"; option = "maxUpdateSize"; }
         { flag = "max-writer-bytes-per-hour"; option = "maxWriterBytesPerHour"; }
         { flag = "max-document-size"; option = "maxDocumentSize"; }
+        { flag = "enroll-burst"; option = "enrollBurst"; }
+        { flag = "enroll-refill"; option = "enrollRefill"; }
+        { flag = "max-pending-enrollments"; option = "maxPendingEnrollments"; }
+        { flag = "pending-enrollment-ttl"; option = "pendingEnrollmentTtl"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

@@ -159,6 +159,35 @@ in
       description = "Largest state, in bytes, a document may grow to (what every reader syncs).";
     };
 
+    # Enrollment limits: what strangers can make the coordinator store through POST /api/enroll;
+    # shown in /healthz under `enrollment`.
+    enrollBurst = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Fleet POSTs (enroll, approve, policy) one source (IPv4 address or IPv6 /64) may make in a burst.";
+    };
+
+    enrollRefill = mkOption {
+      type = types.ints.positive;
+      default = 2;
+      description = "After a burst, one more fleet POST per source every this many seconds.";
+    };
+
+    maxPendingEnrollments = mkOption {
+      type = types.ints.positive;
+      default = 1000;
+      description = ''
+        Enrollment requests without a token kept at once, waiting for an admin; more are refused
+        (HTTP 429) until some expire or an admin runs `outpost enroll clear`.
+      '';
+    };
+
+    pendingEnrollmentTtl = mkOption {
+      type = types.ints.positive;
+      default = 604800;
+      description = "Seconds after which a pending enrollment request not approved is dropped (the agent asks again every hour).";
+    };
+
     logLevel = mkOption {
       type = types.enum [
         "trace"
