@@ -6,6 +6,7 @@ import { defineCommand, option } from '../cli/options.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
+import type { TrustStatus } from '../shared/schemas/report.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
@@ -79,12 +80,19 @@ export function renderProgress(
   return `${bar}${percent}% ${progress.pathsDone}/${progress.pathsTotal} paths, ${formatBytes(progress.bytesDone)}/${formatBytes(progress.bytesTotal)}${rate}`;
 }
 
+// Two causes, two fixes: a missing timestamp points at the link or the coordinator's timestamp key;
+// a missing policy version points at a relay or coordinator withholding it (issue 11 #1).
+export function frozenReason(trust: TrustStatus): string {
+  if (trust.waitingForPolicyVersion !== undefined)
+    return `FROZEN: waiting for policy v${trust.waitingForPolicyVersion}, which a signed timestamp names`;
+  return `FROZEN: no fresh timestamp since ${trust.lastTimestampAt ?? 'ever'}`;
+}
+
 function phaseCell(view: HostView): string {
   if (view.unreadable) return 'NOT READABLE with this key';
   if (view.rejectedStatus) return `REJECTED STATUS (${view.rejectedStatus.reason})`;
   if (!view.phase) return '-';
-  if (view.trust?.frozen)
-    return `${view.phase} (FROZEN: no fresh timestamp since ${view.trust.lastTimestampAt ?? 'ever'})`;
+  if (view.trust?.frozen) return `${view.phase} (${frozenReason(view.trust)})`;
   if (view.phase === 'waiting-for-window' && view.window)
     return `${view.phase} (${view.window.waitingFor}; next ${view.window.nextStart ?? 'none within a week'})`;
   if (view.phase === 'downloading' && view.progress)

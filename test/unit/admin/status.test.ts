@@ -47,6 +47,23 @@ test('outpost status: a progress bar on a terminal, plain numbers in a pipe, and
     },
   ]);
   assert.match(waiting, /waiting-for-window \(reboot; next 2026-11-24T01:00:00\.000Z\)/);
+
+  // A freeze says which of its two causes holds: they have different fixes.
+  const frozen = (trust: NonNullable<HostView['trust']>) =>
+    renderStatusTable([{ ...view, phase: 'idle', progress: null, trust }]);
+  assert.match(
+    frozen({ mode: 'policy', policyVersion: 1, frozen: true, lastTimestampAt: null }),
+    /idle \(FROZEN: no fresh timestamp since ever\)/,
+  );
+  const behind = frozen({
+    mode: 'policy',
+    policyVersion: 1,
+    frozen: true,
+    lastTimestampAt: '2026-12-02T06:00:00.000Z',
+    waitingForPolicyVersion: 2,
+  });
+  assert.match(behind, /idle \(FROZEN: waiting for policy v2, which a signed timestamp names\)/);
+  assert.not.match(behind, /no fresh timestamp/);
 });
 
 test.run();
