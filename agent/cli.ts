@@ -6,12 +6,19 @@ import type { Logger } from '../shared/log.js';
 import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
+import type { ReconnectOptions } from '../shared/sync/connect.js';
+import { retryLogger } from '../shared/sync/retry-log.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
 import { type AgentOptions, agentCommand } from './options.js';
 import { type AgentConfig, startAgent } from './run-agent.js';
 
-function reconnectBackoff(options: AgentOptions): { baseBackoffMs: number; maxBackoffMs: number } {
-  return { baseBackoffMs: options.backoffBase * 1000, maxBackoffMs: options.backoffMax * 1000 };
+// Each call keeps its own memory of what it last logged per document (their documents differ).
+function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptions {
+  return {
+    baseBackoffMs: options.backoffBase * 1000,
+    maxBackoffMs: options.backoffMax * 1000,
+    onRetry: retryLogger(logger),
+  };
 }
 
 export function agentConfigFromOptions(
@@ -27,7 +34,7 @@ export function agentConfigFromOptions(
     coordinators: options.coordinator,
     trust,
     ...(options.orgRoot.length > 0 ? { enrollment: { token } } : {}),
-    reconnect: reconnectBackoff(options),
+    reconnect: reconnectOptions(options, logger),
     substituters: options.substituter,
     trustedCacheKeys: options.trustedCacheKey,
     store: options.store,
@@ -88,7 +95,7 @@ async function runAgent(options: AgentOptions): Promise<number> {
     adminKeys: options.adminKey,
     freezeAfterMs: options.freezeAfter * 1000,
     logger,
-    backoff: reconnectBackoff(options),
+    backoff: reconnectOptions(options, logger),
   });
   const agent = await startAgent(agentConfigFromOptions(options, key, trust, token, logger));
   return runDaemon('agent', logger, { close: () => agent.stop() });

@@ -4,6 +4,7 @@ import { defaultOf } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
+import type { ReconnectOptions } from '../shared/sync/connect.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
@@ -21,7 +22,8 @@ export interface AgentConfig {
   // Under a policy: ask to be enrolled at start (idempotent), with a one-time token if given.
   enrollment?: { token: EnrollTokenFile | null };
   // Reconnect backoff towards the sync endpoints (jittered, doubling, capped).
-  reconnect?: { baseBackoffMs: number; maxBackoffMs: number };
+  // onRetry: told why each connection ended (close code and reason), to log it.
+  reconnect?: ReconnectOptions;
   substituters: string[];
   trustedCacheKeys: string[];
   store?: string;

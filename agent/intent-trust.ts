@@ -4,6 +4,7 @@ import { groupWindowsFor } from '../shared/schedule/group-windows.js';
 import { NO_WINDOWS, type WindowSet } from '../shared/schedule/window-rules.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { Policy } from '../shared/schemas/policy.js';
+import type { ReconnectOptions } from '../shared/sync/connect.js';
 import type { Freshness } from '../shared/trust/fleet-trust.js';
 import { type IntentVerifier, verifyIntent } from '../shared/trust/verify-intent.js';
 
@@ -31,7 +32,7 @@ export interface IntentTrustOptions {
   adminKeys: string[];
   freezeAfterMs: number;
   logger: Logger;
-  backoff?: { baseBackoffMs: number; maxBackoffMs: number };
+  backoff?: ReconnectOptions;
 }
 
 export async function openIntentTrust(options: IntentTrustOptions): Promise<IntentTrust> {

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import type { ReconnectOptions } from '../sync/connect.js';
 import { type FleetTrust, openFleetTrust, type TrustStore } from '../trust/fleet-trust.js';
 import { connectDocument } from './connect.js';
 import { writeFileDurably } from './durable-file.js';
@@ -14,7 +15,7 @@ export interface FleetTrustOnNodeOptions {
   freezeAfterMs: number;
   logger: Logger;
   // Reconnect backoff of the policy and timestamp documents (agents on satellite links: minutes).
-  backoff?: { baseBackoffMs: number; maxBackoffMs: number };
+  backoff?: ReconnectOptions;
 }
 
 export function trustFile(stateDir: string): string {

@@ -27,11 +27,32 @@ export interface ConnectOptions {
   identity?: SigningKey | null;
   // Called with the endpoint now in use after a failover.
   onEndpoint?: (url: string) => void;
+  // Called when a connection ended or could not be made, before the next attempt: the reason
+  // carries the server's close code and words (4403 not authorised, 4413/4429 write limits…).
+  onRetry?: (retry: ConnectionRetry) => void;
   // The WebSocket class: the platform's by default (browsers); Node passes `ws` (node/connect.ts).
   WebSocketPolyfill?: typeof WebSocket;
 }
 
+// How a long-lived link reconnects, as daemons configure it once for all their documents.
+export type ReconnectOptions = Required<Pick<ConnectOptions, 'baseBackoffMs' | 'maxBackoffMs'>> &
+  Pick<ConnectOptions, 'onRetry'>;
+
+export interface ConnectionRetry {
+  document: string;
+  url: string;
+  delayMs: number;
+  // The websocket close code, when the server closed the connection.
+  code: number | null;
+  reason: string;
+}
+
 const PROOF_TIMEOUT_MS = 15_000;
+
+// What a close event says, in one line: `closed with 4429: writer quota …`.
+export function describeClose(code: number, reason: string): string {
+  return reason ? `closed with ${code}: ${reason}` : `closed with ${code}`;
+}
 
 // A stock y-websocket client, so agents use exactly what browsers use, with the reconnect loop
 // taken over by reconnect.ts: y-websocket's own backoff has no jitter and knows one URL.
@@ -60,14 +81,20 @@ export function connectDocument(
       if (!state.closed) provider.connect();
     },
     ...(options.onEndpoint ? { onEndpoint: options.onEndpoint } : {}),
+    onRetry: (url: string, delayMs: number, reason: string): void => {
+      options.onRetry?.({ document: name, url, delayMs, code: lastCloseCode, reason });
+      lastCloseCode = null;
+    },
   };
+  let lastCloseCode: number | null = null;
   provider.on('sync', (synced: boolean) => {
     if (synced) connectionSucceeded(state);
   });
-  provider.on('connection-close', () => {
+  provider.on('connection-close', (event: CloseEvent | null) => {
     // Stop y-websocket's own reconnect; ours follows.
     provider.shouldConnect = false;
-    connectionFailed(state, hooks);
+    lastCloseCode = event?.code ?? null;
+    connectionFailed(state, hooks, event ? describeClose(event.code, event.reason) : 'closed');
   });
   connectNow(state, hooks);
   return {
