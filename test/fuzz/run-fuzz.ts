@@ -1,0 +1,106 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
+import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
+import { type AnyInputClass, type CampaignResult, type HealthCheck, runCampaign } from './campaign.js';
+import { type GrowthVerdict, judgeGrowth } from './growth.js';
+import type { LiveProcess } from './live-process.js';
+import { serverClasses, startServerTargets } from './server-targets.js';
+import { serveBinaryCache } from '../harness/cache-server.js';
+
+// One fuzz run against live processes: start them, run the campaign, judge memory, stop them.
+// Used by `npm run fuzz` (test/fuzz/main.ts) and by the seeded run in npm test.
+
+export interface FuzzOptions {
+  seed: number;
+  count: number;
+  maxDurationMs?: number;
+  // Open items whose inputs are left out (known crashes not yet fixed).
+  skipKnown: string[];
+  // Only classes whose name contains one of these (all when empty).
+  only: string[];
+  reduce: boolean;
+  sampleIntervalMs: number;
+  healthIntervalMs?: number;
+  keepDir?: boolean;
+  log: (line: string) => void;
+}
+
+export interface FuzzReport extends CampaignResult {
+  inputsPerSecond: number;
+  growth: Record<string, GrowthVerdict>;
+  dir: string;
+}
+
+export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
+  const dir = temporaryDirectory('fuzz');
+  const org = makeTestOrg();
+  const signedPolicy = signPolicy(basePolicy(org), org.root);
+  const stops: (() => Promise<void>)[] = [];
+  const processes: LiveProcess[] = [];
+  try {
+    await fs.mkdir(join(dir, 'cache'), { recursive: true });
+    const cache = await serveBinaryCache(join(dir, 'cache'));
+    stops.push(() => cache.close());
+    const servers = await startServerTargets(dir, org, signedPolicy, cache.url);
+    processes.push(servers.coordinator, servers.policyCoordinator, servers.relay);
+    const server = serverClasses({ targets: servers, org, signedPolicy, skipKnown: options.skipKnown });
+    const classes: AnyInputClass[] = server.classes.filter(
+      (c) => options.only.length === 0 || options.only.some((o) => c.name.includes(o)),
+    );
+    const checks: HealthCheck[] = server.checks.map((c) => ({ ...c, intervalMs: options.healthIntervalMs ?? c.intervalMs }));
+    options.log(`fuzz: seed ${options.seed}, ${options.count} inputs, ${classes.length} classes, dir ${dir}`);
+    const result = await runCampaign({
+      seed: options.seed,
+      count: options.count,
+      processes,
+      classes,
+      checks,
+      sampleIntervalMs: options.sampleIntervalMs,
+      maxDurationMs: options.maxDurationMs,
+      reduce: options.reduce,
+      log: options.log,
+    });
+    const growth: Record<string, GrowthVerdict> = {};
+    for (const p of processes) growth[p.name] = judgeGrowth(p.samples);
+    return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, dir };
+  } finally {
+    for (const p of processes) await p.stop();
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    if (!options.keepDir) removeDirectory(dir);
+  }
+}
+
+export function summarize(report: FuzzReport): string {
+  const lines: string[] = [];
+  lines.push(
+    `${report.delivered} inputs in ${(report.durationMs / 1000).toFixed(1)} s (${report.inputsPerSecond.toFixed(0)}/s), seed ${report.seed}`,
+  );
+  lines.push(`crashes: ${report.crashes.reduce((n, c) => n + c.count, 0)} (${report.crashes.length} distinct)`);
+  for (const crash of report.crashes) {
+    lines.push(`  ${crash.target}: ${crash.signature} ×${crash.count}${crash.reproduced ? '' : ' (not reproduced alone)'}`);
+    if (crash.class) lines.push(`    class ${crash.class}, seed ${crash.seed}, path ${crash.path}, ${crash.shrinkSteps} shrink steps`);
+    if (crash.minimal) lines.push(`    minimal input: ${JSON.stringify(crash.minimal).slice(0, 1500)}`);
+    lines.push(crash.stack.split('\n').slice(0, 14).map((l) => `    | ${l}`).join('\n'));
+  }
+  lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
+  for (const failure of report.healthFailures.slice(0, 10)) lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
+  lines.push('memory (RSS MiB: baseline → midpoint → final, peak):');
+  for (const [name, verdict] of Object.entries(report.growth))
+    lines.push(
+      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB} (${verdict.samples} samples): ${verdict.reason}`,
+    );
+  lines.push('classes:');
+  for (const [name, stat] of Object.entries(report.classes)) {
+    const outcomes = Object.entries(stat.outcomes)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 6)
+      .map(([o, n]) => `${o}:${n}`)
+      .join(' ');
+    const skipped = Object.entries(stat.skippedKnown)
+      .map(([o, n]) => `${o}:${n}`)
+      .join(' ');
+    lines.push(`  ${name}: ${stat.delivered} [${outcomes}]${skipped ? ` skipped-known [${skipped}]` : ''}`);
+  }
+  return lines.join('\n');
+}
