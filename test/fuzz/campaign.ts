@@ -130,6 +130,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   let healthChecksPassed = 0;
   let delivered = 0;
   let stopping = false;
+  let stop: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => (stop = resolve));
   // Per target: inputs in flight and recently finished (crash suspects), and a gate that holds
   // workers while the target is down or being reduced.
   const flights = new Map<string, Set<Flight>>();
@@ -140,9 +142,15 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     recent.set(name, []);
   }
 
+  // --count is shared by weight among the classes that can go fast; paced classes (the agent
+  // reads one document change at a time) run alongside them, or share --count when alone.
+  const paced = options.classes.filter((c) => c.paced);
   const fastQuota = options.classes.filter((c) => !c.paced);
-  const totalWeight = fastQuota.reduce((s, c) => s + c.weight, 0) || 1;
-  const quotas = new Map(fastQuota.map((c) => [c.name, Math.max(1, Math.round((options.count * c.weight) / totalWeight))]));
+  const quotaClasses = fastQuota.length > 0 ? fastQuota : paced;
+  const totalWeight = quotaClasses.reduce((s, c) => s + (c.paced ? 1 : c.weight), 0) || 1;
+  const quotas = new Map(
+    quotaClasses.map((c) => [c.name, Math.max(1, Math.round((options.count * (c.paced ? 1 : c.weight)) / totalWeight))]),
+  );
 
   const classByName = new Map(options.classes.map((c) => [c.name, c]));
 
@@ -238,7 +246,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
 
   // ---- workers -----------------------------------------------------------------------------
   const timeUp = (): boolean => options.maxDurationMs !== undefined && Date.now() - started > options.maxDurationMs;
-  let fastRemaining = fastQuota.length;
+  let fastRemaining = quotaClasses.length;
   const fastDone = (): boolean => fastRemaining === 0;
 
   async function worker(inputClass: AnyInputClass, shared: { next: number; batch: number; values: unknown[] }): Promise<void> {
@@ -293,35 +301,39 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   }
 
   // ---- health checks and sampling ----------------------------------------------------------
+  async function runCheck(check: HealthCheck): Promise<void> {
+    const involved = [check.target, ...(check.dependsOn ?? [])];
+    await Promise.all(involved.map((name) => gates.get(name)));
+    if (!involved.every((name) => processes.get(name)?.alive())) return;
+    const crashesBefore = crashEvents;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        check.run(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${check.timeoutMs} ms`)), check.timeoutMs);
+        }),
+      ]);
+      healthChecksPassed += 1;
+    } catch (error) {
+      // A check that failed because a process it needs crashed meanwhile is reported as the crash.
+      if (crashEvents !== crashesBefore || involved.some((name) => gates.has(name) || !processes.get(name)?.alive())) return;
+      healthFailures.push({ target: check.target, check: check.name, at: Date.now(), error: (error as Error).message });
+      log(`HEALTH FAIL ${check.target} ${check.name}: ${(error as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  // Every check once before the first input: a failure here is the setup's, not the fuzzer's.
+  for (const check of options.checks) await runCheck(check);
   const background: Promise<void>[] = [];
   for (const check of options.checks) {
     background.push(
       (async () => {
-        while (!stopping) {
-          await sleep(check.intervalMs);
+        for (;;) {
+          await Promise.race([sleep(check.intervalMs), stopped]);
           if (stopping) return;
-          const involved = [check.target, ...(check.dependsOn ?? [])];
-          await Promise.all(involved.map((name) => gates.get(name)));
-          if (!involved.every((name) => processes.get(name)?.alive())) continue;
-          const crashesBefore = crashEvents;
-          let timer: NodeJS.Timeout | undefined;
-          try {
-            await Promise.race([
-              check.run(),
-              new Promise((_, reject) => {
-                timer = setTimeout(() => reject(new Error(`no answer within ${check.timeoutMs} ms`)), check.timeoutMs);
-              }),
-            ]);
-            healthChecksPassed += 1;
-          } catch (error) {
-            // A check that failed because a process it needs crashed meanwhile is reported as the crash.
-            if (crashEvents !== crashesBefore || involved.some((name) => gates.has(name) || !processes.get(name)?.alive()))
-              continue;
-            healthFailures.push({ target: check.target, check: check.name, at: Date.now(), error: (error as Error).message });
-            log(`HEALTH FAIL ${check.target} ${check.name}: ${(error as Error).message}`);
-          } finally {
-            clearTimeout(timer);
-          }
+          await runCheck(check);
         }
       })(),
     );
@@ -330,7 +342,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     (async () => {
       while (!stopping) {
         await Promise.all(options.processes.map((p) => p.sample(delivered)));
-        await sleep(options.sampleIntervalMs);
+        await Promise.race([sleep(options.sampleIntervalMs), stopped]);
       }
     })(),
   );
@@ -343,14 +355,17 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   const runClass = async (c: AnyInputClass): Promise<void> => {
     const shared = { next: 0, batch: -1, values: [] as unknown[] };
     await Promise.all(Array.from({ length: c.concurrency }, () => worker(c, shared)));
-    if (!c.paced) fastRemaining -= 1;
+    if (!c.paced || fastQuota.length === 0) fastRemaining -= 1;
   };
   await Promise.all(options.classes.map(runClass));
-  stopping = true;
   clearInterval(progress);
   // Let a crash caused by the last inputs show, and finish handling the ones seen.
   await sleep(settleMs);
   await handling;
+  // And every check once more after the last input: still served when the attack ends.
+  for (const check of options.checks) await runCheck(check);
+  stopping = true;
+  stop();
   await Promise.all(background);
   // Gates of handled crashes are released; drop them so the result is final.
   gates.clear();

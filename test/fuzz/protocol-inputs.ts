@@ -529,7 +529,7 @@ const ZERO_MASK = new Uint8Array(4);
 
 // -------------------------------------------------------------------------------- raw HTTP
 
-export type Ending = 'half-close' | 'linger' | 'reset';
+export type Ending = 'half-close' | 'linger' | 'reset' | 'respond';
 
 // What one TCP connection does: write the request (maybe in pieces), optionally wait for the
 // first answer, write more, then end in one of three ways.

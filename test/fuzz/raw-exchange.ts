@@ -13,6 +13,7 @@ export interface ExchangeOutcome {
 const RESPONSE_WAIT_MS = 1_000;
 const CLOSE_WAIT_MS = 1_500;
 const LINGER_MS = 80;
+const RESPOND_WAIT_MS = 5_000;
 
 export function rawExchange(port: number, exchange: RawExchange): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
@@ -78,6 +79,13 @@ export function rawExchange(port: number, exchange: RawExchange): Promise<Exchan
             socket.resetAndDestroy();
             return;
           case 'linger':
+            await wait(LINGER_MS, () => closed);
+            finish();
+            return;
+          case 'respond':
+            // Keeps the connection open until the answer comes (a half-close would make Node's
+            // HTTP server drop a request still being answered asynchronously).
+            await wait(RESPOND_WAIT_MS, () => closed || bytesIn > 0);
             await wait(LINGER_MS, () => closed);
             finish();
             return;

@@ -6,7 +6,9 @@ import { type AnyInputClass, type CampaignResult, type HealthCheck, runCampaign 
 import { type GrowthVerdict, judgeGrowth } from './growth.js';
 import type { LiveProcess } from './live-process.js';
 import { serverClasses, startServerTargets } from './server-targets.js';
-import { serveBinaryCache } from '../harness/cache-server.js';
+import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
+import { startAgentTarget } from './agent-target.js';
+import { readCacheSecretKey, serveHostileCache } from './hostile-cache.js';
 
 // One fuzz run against live processes: start them, run the campaign, judge memory, stop them.
 // Used by `npm run fuzz` (test/fuzz/main.ts) and by the seeded run in npm test.
@@ -22,6 +24,8 @@ export interface FuzzOptions {
   reduce: boolean;
   sampleIntervalMs: number;
   healthIntervalMs?: number;
+  // How often the well-behaved admin deploys to the agent and waits for it to be applied.
+  agentCheckIntervalMs?: number;
   keepDir?: boolean;
   log: (line: string) => void;
 }
@@ -32,41 +36,78 @@ export interface FuzzReport extends CampaignResult {
   dir: string;
 }
 
+// Which classes run: all, or those whose name contains one of `only`.
+function selected(only: string[], name: string): boolean {
+  return only.length === 0 || only.some((o) => name.includes(o));
+}
+
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const dir = temporaryDirectory('fuzz');
   const org = makeTestOrg();
   const signedPolicy = signPolicy(basePolicy(org), org.root);
   const stops: (() => Promise<void>)[] = [];
   const processes: LiveProcess[] = [];
+  const withAgent = selected(options.only, '@agent');
   try {
-    await fs.mkdir(join(dir, 'cache'), { recursive: true });
-    const cache = await serveBinaryCache(join(dir, 'cache'));
+    const cacheDir = join(dir, 'cache');
+    await fs.mkdir(cacheDir, { recursive: true });
+    const cacheKey = await makeCacheKey(join(dir, 'keys'), 'fuzz-cache-1');
+    const closures: string[] = [];
+    if (withAgent) {
+      for (const name of ['fuzz-system-a', 'fuzz-system-b']) {
+        const closure = await buildTestClosure({ name });
+        await publishToCache(closure, cacheDir, cacheKey.secretKeyFile);
+        closures.push(closure);
+      }
+    }
+    const cache = await serveHostileCache(cacheDir);
     stops.push(() => cache.close());
     const servers = await startServerTargets(dir, org, signedPolicy, cache.url);
     processes.push(servers.coordinator, servers.policyCoordinator, servers.relay);
     const server = serverClasses({ targets: servers, org, signedPolicy, skipKnown: options.skipKnown });
-    const classes: AnyInputClass[] = server.classes.filter(
-      (c) => options.only.length === 0 || options.only.some((o) => c.name.includes(o)),
-    );
-    const checks: HealthCheck[] = server.checks.map((c) => ({ ...c, intervalMs: options.healthIntervalMs ?? c.intervalMs }));
-    options.log(`fuzz: seed ${options.seed}, ${options.count} inputs, ${classes.length} classes, dir ${dir}`);
+    const classes: AnyInputClass[] = [...server.classes];
+    const checks: HealthCheck[] = [...server.checks];
+    if (withAgent) {
+      const agent = await startAgentTarget({
+        dir,
+        org,
+        signedPolicy,
+        coordinator: servers.coordinator,
+        cache,
+        cacheDir,
+        cacheKey: { publicKey: cacheKey.publicKey, signer: await readCacheSecretKey(cacheKey.secretKeyFile) },
+        closures,
+        legitIntervalMs: options.agentCheckIntervalMs ?? 60_000,
+        skipKnown: options.skipKnown,
+      });
+      stops.push(() => agent.close());
+      processes.push(agent.process);
+      classes.push(...agent.classes);
+      checks.push(...agent.checks);
+    }
+    const chosen = classes.filter((c) => selected(options.only, c.name));
+    const targets = new Set(chosen.map((c) => c.target));
+    const active = checks
+      .filter((c) => targets.has(c.target))
+      .map((c) => (c.target === 'agent' ? c : { ...c, intervalMs: options.healthIntervalMs ?? c.intervalMs }));
+    options.log(`fuzz: seed ${options.seed}, ${options.count} inputs, ${chosen.length} classes, dir ${dir}`);
     const result = await runCampaign({
       seed: options.seed,
       count: options.count,
       processes,
-      classes,
-      checks,
+      classes: chosen,
+      checks: active,
       sampleIntervalMs: options.sampleIntervalMs,
       maxDurationMs: options.maxDurationMs,
       reduce: options.reduce,
       log: options.log,
     });
     const growth: Record<string, GrowthVerdict> = {};
-    for (const p of processes) growth[p.name] = judgeGrowth(p.samples);
+    for (const p of processes) if (targets.has(p.name)) growth[p.name] = judgeGrowth(p.samples);
     return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, dir };
   } finally {
-    for (const p of processes) await p.stop();
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    for (const p of processes) await p.stop();
     if (!options.keepDir) removeDirectory(dir);
   }
 }

@@ -300,7 +300,7 @@ export function serverClasses(options: ServerClassOptions): { classes: AnyInputC
             request: [httpPost(v.path, v.body, v.contentType)],
             waitForResponse: false,
             after: [],
-            ending: 'half-close',
+            ending: 'respond',
           });
           return statusLabel(outcome.status);
         },
