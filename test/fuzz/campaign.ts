@@ -92,7 +92,8 @@ export interface CampaignResult {
   stoppedEarly: boolean;
 }
 
-const BATCH = 200;
+// Inputs generated at once per class: small, so that twenty classes start delivering at once.
+const BATCH = 32;
 
 interface Flight {
   className: string;
@@ -178,29 +179,26 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   }
   for (const p of options.processes) p.onCrash = onCrash;
 
-  async function deliverAlone(flight: Flight, target: LiveProcess): Promise<boolean> {
+  // Delivers one input to a quiet target; returns the signature of the crash it caused, if any.
+  async function deliverAlone(flight: Flight, target: LiveProcess): Promise<{ signature: string; stderr: string } | null> {
+    let crash: CrashRecord | null = null;
+    target.onCrash = (c) => (crash = c);
     const inputClass = classByName.get(flight.className)!;
     await inputClass.deliver(flight.value as never).catch(() => undefined);
     await sleep(settleMs);
-    return target.alive();
+    if (target.alive()) return null;
+    await target.exited();
+    const stderr = crash ? (crash as CrashRecord).stderrTail : '';
+    await target.restart();
+    return { signature: stderr ? crashSignature(stderr) : '(exited without a stack)', stderr };
   }
 
-  async function handleCrash(crash: CrashRecord, suspects: Flight[]): Promise<void> {
-    const target = processes.get(crash.target)!;
-    const signature = crashSignature(crash.stderrTail);
-    log(`CRASH ${crash.target} (code ${crash.code}, signal ${crash.signal}): ${signature}`);
-    const known = crashes.find((c) => c.signature === signature && c.target === crash.target);
-    // While reducing, the target crashes again on purpose; those are not new crashes.
-    await target.restart();
-    if (known) {
-      known.count += 1;
-      return;
-    }
+  function newReport(target: string, signature: string, stderr: string): CrashReport {
     const report: CrashReport = {
-      target: crash.target,
+      target,
       class: null,
       signature,
-      stack: crash.stderrTail.split('\n').filter((l) => !l.startsWith('{')).join('\n').slice(-4000),
+      stack: stderr.split('\n').filter((l) => !l.startsWith('{')).join('\n').slice(-4000),
       count: 1,
       reproduced: false,
       seed: null,
@@ -210,26 +208,43 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
       shrinkSteps: 0,
     };
     crashes.push(report);
+    return report;
+  }
+
+  async function handleCrash(crash: CrashRecord, suspects: Flight[]): Promise<void> {
+    const target = processes.get(crash.target)!;
+    const signature = crashSignature(crash.stderrTail);
+    log(`CRASH ${crash.target} (code ${crash.code}, signal ${crash.signal}): ${signature}`);
+    await target.restart();
+    const known = crashes.find((c) => c.signature === signature && c.target === crash.target);
+    if (known) {
+      known.count += 1;
+      if (known.reproduced || !options.reduce) return;
+    }
+    const report = known ?? newReport(crash.target, signature, crash.stderrTail);
     if (!options.reduce) return;
-    target.onCrash = () => undefined;
     try {
       for (const suspect of suspects) {
-        if (await deliverAlone(suspect, target)) continue;
+        const caused = await deliverAlone(suspect, target);
+        if (caused === null) continue;
+        const inputClass = classByName.get(suspect.className)!;
+        if (caused.signature !== signature) {
+          // Another crash: keep it too (reduced when it shows up by itself).
+          if (!crashes.some((c) => c.signature === caused.signature && c.target === crash.target))
+            newReport(crash.target, caused.signature, caused.stderr);
+          continue;
+        }
         report.reproduced = true;
         report.class = suspect.className;
         report.seed = suspect.seed;
         report.path = String(suspect.index);
-        const inputClass = classByName.get(suspect.className)!;
         report.input = inputClass.describe(suspect.value as never);
-        await target.restart();
         log(`  reproduced by ${suspect.className} input seed=${suspect.seed} path=${suspect.index}; shrinking`);
         let steps = 0;
         const result = await fc.check(
           fc.asyncProperty(inputClass.arbitrary, async (value) => {
             steps += 1;
-            if (await deliverAlone({ ...suspect, value }, target)) return true;
-            await target.restart();
-            return false;
+            return (await deliverAlone({ ...suspect, value }, target))?.signature !== signature;
           }),
           { seed: suspect.seed, path: String(suspect.index), numRuns: 1, interruptAfterTimeLimit: 90_000 },
         );
@@ -245,7 +260,10 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   }
 
   // ---- workers -----------------------------------------------------------------------------
-  const timeUp = (): boolean => options.maxDurationMs !== undefined && Date.now() - started > options.maxDurationMs;
+  // The time budget counts from the first input (setup and the first checks are not fuzzing).
+  let fuzzingStarted = Number.POSITIVE_INFINITY;
+  const timeUp = (): boolean =>
+    options.maxDurationMs !== undefined && Date.now() - fuzzingStarted > options.maxDurationMs;
   let fastRemaining = quotaClasses.length;
   const fastDone = (): boolean => fastRemaining === 0;
 
@@ -325,7 +343,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     }
   }
   // Every check once before the first input: a failure here is the setup's, not the fuzzer's.
-  for (const check of options.checks) await runCheck(check);
+  await Promise.all(options.checks.map(runCheck));
+  log(`health checks passed before the first input (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  fuzzingStarted = Date.now();
   const background: Promise<void>[] = [];
   for (const check of options.checks) {
     background.push(
@@ -347,7 +367,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     })(),
   );
   const progress = setInterval(() => {
-    const seconds = (Date.now() - started) / 1000;
+    if (!Number.isFinite(fuzzingStarted)) return;
+    const seconds = (Date.now() - fuzzingStarted) / 1000;
     log(`${delivered} inputs in ${seconds.toFixed(0)} s (${(delivered / seconds).toFixed(0)}/s), ${crashes.length} crash signatures`);
   }, 10_000);
 
@@ -362,8 +383,10 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   // Let a crash caused by the last inputs show, and finish handling the ones seen.
   await sleep(settleMs);
   await handling;
+  const fuzzedMs = Date.now() - fuzzingStarted;
+  log(`fuzzing done: ${delivered} inputs in ${(fuzzedMs / 1000).toFixed(1)} s`);
   // And every check once more after the last input: still served when the attack ends.
-  for (const check of options.checks) await runCheck(check);
+  await Promise.all(options.checks.map(runCheck));
   stopping = true;
   stop();
   await Promise.all(background);
@@ -371,7 +394,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   gates.clear();
   return {
     seed: options.seed,
-    durationMs: Date.now() - started,
+    durationMs: fuzzedMs,
     delivered,
     classes: stats,
     crashes,

@@ -23,7 +23,16 @@ export async function syncRoundTrip(
     const tag = `health-${process.pid}-${++tagCounter}-${Date.now()}`;
     // A map entry overwritten each time: the health document stays small however long the run.
     writer.doc.getMap('health').set('tag', tag);
-    await waitFor(`${document}: ${readerUrl} to see ${tag} written at ${writerUrl}`, () => reader.doc.getMap('health').get('tag') === tag, timeoutMs, 20);
+    const written = Date.now();
+    try {
+      await waitFor(`${readerUrl} to see ${tag}`, () => reader.doc.getMap('health').get('tag') === tag, timeoutMs, 20);
+    } catch {
+      const state = (c: DocumentConnection): string =>
+        `${c.provider.wsconnected ? 'connected' : 'disconnected'}, ${c.provider.synced ? 'synced' : 'not synced'}`;
+      throw new Error(
+        `${document}: a tag written at ${writerUrl} did not reach a reader at ${readerUrl} within ${Date.now() - written} ms (writer ${state(writer)}, reader ${state(reader)}, reader sees ${JSON.stringify(reader.doc.getMap('health').get('tag'))})`,
+      );
+    }
   } finally {
     for (const c of connections) c.close();
   }

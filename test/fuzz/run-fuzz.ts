@@ -9,6 +9,7 @@ import { serverClasses, startServerTargets } from './server-targets.js';
 import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { startAgentTarget } from './agent-target.js';
 import { readCacheSecretKey, serveHostileCache } from './hostile-cache.js';
+import { startHostileUpstreamTarget } from './hostile-upstream.js';
 
 // One fuzz run against live processes: start them, run the campaign, judge memory, stop them.
 // Used by `npm run fuzz` (test/fuzz/main.ts) and by the seeded run in npm test.
@@ -48,6 +49,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const stops: (() => Promise<void>)[] = [];
   const processes: LiveProcess[] = [];
   const withAgent = selected(options.only, '@agent');
+  const started = Date.now();
   try {
     const cacheDir = join(dir, 'cache');
     await fs.mkdir(cacheDir, { recursive: true });
@@ -67,6 +69,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     const server = serverClasses({ targets: servers, org, signedPolicy, skipKnown: options.skipKnown });
     const classes: AnyInputClass[] = [...server.classes];
     const checks: HealthCheck[] = [...server.checks];
+    if (selected(options.only, 'hostile-upstream')) {
+      const hostile = await startHostileUpstreamTarget(dir);
+      stops.push(() => hostile.close());
+      processes.push(hostile.relay);
+      classes.push(...hostile.classes);
+      checks.push(...hostile.checks);
+    }
     if (withAgent) {
       const agent = await startAgentTarget({
         dir,
@@ -90,7 +99,9 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     const active = checks
       .filter((c) => targets.has(c.target))
       .map((c) => (c.target === 'agent' ? c : { ...c, intervalMs: options.healthIntervalMs ?? c.intervalMs }));
-    options.log(`fuzz: seed ${options.seed}, ${options.count} inputs, ${chosen.length} classes, dir ${dir}`);
+    options.log(
+      `fuzz: seed ${options.seed}, ${options.count} inputs, ${chosen.length} classes, dir ${dir}; set up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
     const result = await runCampaign({
       seed: options.seed,
       count: options.count,

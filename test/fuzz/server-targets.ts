@@ -41,7 +41,9 @@ export interface ServerTargets {
   relay: LiveProcess;
 }
 
-const SERVER_FLAGS = ['--idle-unload', '1', '--log-level', 'error'];
+// Error level by default: a million refused inputs at 'warn' would be gigabytes of log.
+// OUTPOST_FUZZ_LOG_LEVEL=warn shows why each input was refused.
+const SERVER_FLAGS = ['--idle-unload', '1', '--log-level', process.env.OUTPOST_FUZZ_LOG_LEVEL ?? 'error'];
 
 export async function startServerTargets(dir: string, org: TestOrg, signedPolicy: SignedPolicy, cacheUrl: string): Promise<ServerTargets> {
   const coordinator = await startLiveProcess({
