@@ -2,16 +2,16 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import type * as Y from 'yjs';
-import { signIntent } from '../../admin/submit-intent.js';
 import type { SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { intentsArray } from '../../shared/documents/desired.js';
 import { POLICY_DOC, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
 import { readResults } from '../../shared/documents/status.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import type { Intent, SignedIntent } from '../../shared/schemas/intent.js';
 import type { SignedPolicy, SignedTimestamp } from '../../shared/schemas/policy.js';
-import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/sync/connect.js';
+import { signIntent } from '../../shared/trust/sign-intent.js';
 import { prepareHost } from '../harness/fleet.js';
 import type { TestOrg } from '../harness/policy-fixtures.js';
 import { waitFor } from '../harness/processes.js';
@@ -53,7 +53,6 @@ export interface AgentTargetOptions {
   // Real closures in the cache, deployed by the well-behaved admin in turn.
   closures: string[];
   legitIntervalMs: number;
-  skipKnown: string[];
 }
 
 export interface AgentTarget {
@@ -105,31 +104,6 @@ async function syncedConnection(url: string, name: string): Promise<DocumentConn
   await waitForSync(connection, 30_000);
   return connection;
 }
-
-// Nesting depth of a JSON value, without recursion.
-export function depthOf(value: unknown): number {
-  let deepest = 0;
-  const stack: [unknown, number][] = [[value, 0]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
-    deepest = Math.max(deepest, depth);
-    if (node !== null && typeof node === 'object')
-      for (const child of Object.values(node as Record<string, unknown>)) stack.push([child, depth + 1]);
-  }
-  return deepest;
-}
-
-// Agent inputs that reproduce crashes reported and not yet fixed on main (see known.ts).
-export const KNOWN_AGENT_CRASHES: Record<string, (value: unknown) => boolean> = {
-  // issue 11 item 6: canonicalJson recurses without a bound before any signature check.
-  'issue-11.6-deep-nesting': (value) => depthOf(value) > 1_000,
-  // issue 11 item 6: a status entry with seq = MAX_SAFE_INTEGER (signed by any key) makes
-  // publishStatus throw on every loop.
-  'issue-11.6-status-seq': (value) => {
-    const seq = (value as { status?: { seq?: unknown } } | null)?.status?.seq;
-    return typeof seq === 'number' && seq >= Number.MAX_SAFE_INTEGER - 1_000_000;
-  },
-};
 
 export async function startAgentTarget(options: AgentTargetOptions): Promise<AgentTarget> {
   const { org, signedPolicy, coordinator, cache } = options;
@@ -229,7 +203,9 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     { weight: 2, arbitrary: weirdJson(4) },
     {
       weight: 4,
-      arbitrary: fc.array(jsonEdit(2_000), { minLength: 1, maxLength: 3 }).map((edits) => applyJsonEdits(signedTemplate, edits)),
+      arbitrary: fc
+        .array(jsonEdit(2_000), { minLength: 1, maxLength: 3 })
+        .map((edits) => applyJsonEdits(signedTemplate, edits)),
     },
     {
       weight: 3,
@@ -237,7 +213,10 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
         .record({
           reason: fc.constantFrom('unknown-field', 'other-host', 'expired', 'low-generation'),
           key: fc.string({ maxLength: 20 }).map((k) => `x${k}`),
-          value: fc.oneof(weirdJson(3), fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d))),
+          value: fc.oneof(
+            weirdJson(3),
+            fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d)),
+          ),
           signer: fc.nat({ max: signers.length - 1 }),
           extraSignatures: fc.nat({ max: 3 }),
         })
@@ -269,7 +248,9 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     { weight: 2, arbitrary: weirdJson(4) },
     {
       weight: 4,
-      arbitrary: fc.array(jsonEdit(2_000), { minLength: 1, maxLength: 3 }).map((edits) => applyJsonEdits(signedPolicy, edits)),
+      arbitrary: fc
+        .array(jsonEdit(2_000), { minLength: 1, maxLength: 3 })
+        .map((edits) => applyJsonEdits(signedPolicy, edits)),
     },
     // Really signed, by the root or others, for versions that do not follow the one in force
     // (a following version the root signed would change the fleet's trust under the test).
@@ -280,7 +261,10 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
           version: fc.constantFrom(policyVersion, policyVersion + 2, 2 ** 31, 2 ** 53 - 1),
           signer: fc.nat({ max: signers.length - 1 }),
           key: fc.string({ maxLength: 20 }).map((k) => `x${k}`),
-          value: fc.oneof(weirdJson(3), fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d))),
+          value: fc.oneof(
+            weirdJson(3),
+            fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d)),
+          ),
         })
         .map(({ version, signer, key, value }) => {
           const policy = { ...signedPolicy.policy, version, [key]: value };
@@ -318,7 +302,16 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
         weight: 3,
         arbitrary: fc
           .record({
-            seq: fc.constantFrom(0, 1, 2, 1_000, 2 ** 31, 2 ** 40, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - 1),
+            seq: fc.constantFrom(
+              0,
+              1,
+              2,
+              1_000,
+              2 ** 31,
+              2 ** 40,
+              Number.MAX_SAFE_INTEGER,
+              Number.MAX_SAFE_INTEGER - 1,
+            ),
             signer: fc.nat({ max: signers.length - 1 }),
             edits: fc.array(jsonEdit(500), { maxLength: 2 }),
             kind: fc.constantFrom('status', 'result'),
@@ -327,20 +320,42 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
             const at = new Date().toISOString();
             const payload =
               kind === 'status'
-                ? { kind: 'status', host: AGENT_HOST, phase: 'applied', applied: null, target: null, lastResultSeq: 0, agentVersion: '0.2.0', trust: { mode: 'policy', policyVersion, frozen: false, lastTimestampAt: null }, seq, updatedAt: at }
-                : { kind: 'result', host: AGENT_HOST, seq, at, outcome: 'applied', generation: 3, closure: template.closure, action: 'switch', intentDigest: '0'.repeat(64), reason: '', outputTail: '' };
+                ? {
+                    kind: 'status',
+                    host: AGENT_HOST,
+                    phase: 'applied',
+                    applied: null,
+                    target: null,
+                    lastResultSeq: 0,
+                    agentVersion: '0.2.0',
+                    trust: { mode: 'policy', policyVersion, frozen: false, lastTimestampAt: null },
+                    seq,
+                    updatedAt: at,
+                  }
+                : {
+                    kind: 'result',
+                    host: AGENT_HOST,
+                    seq,
+                    at,
+                    outcome: 'applied',
+                    generation: 3,
+                    closure: template.closure,
+                    action: 'switch',
+                    intentDigest: '0'.repeat(64),
+                    reason: '',
+                    outputTail: '',
+                  };
             const edited = applyJsonEdits(payload, edits);
-            return { [kind]: edited, signature: signPayload(kind === 'status' ? 'status' : 'result', edited, signers[signer]!) };
+            return {
+              [kind]: edited,
+              signature: signPayload(kind === 'status' ? 'status' : 'result', edited, signers[signer]!),
+            };
           }),
       },
     ),
   });
   const statusResults = new RollingArray(status.doc.getArray('results'), LIVE_ENTRIES);
 
-  const known = (value: unknown): string | null => {
-    for (const item of options.skipKnown) if (KNOWN_AGENT_CRASHES[item]?.(value)) return item;
-    return null;
-  };
   const describeJson = (value: unknown): unknown => {
     const text = JSON.stringify(value) ?? String(value);
     return text.length > 3_000 ? `${text.slice(0, 3_000)}…(${text.length} chars)` : text;
@@ -350,20 +365,42 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
 
   // ---- narinfos --------------------------------------------------------------------------------
-  const templateNarinfo = await fs.readFile(join(options.cacheDir, `${hashPart(options.closures[0]!)}.narinfo`), 'utf8');
+  const templateNarinfo = await fs.readFile(
+    join(options.cacheDir, `${hashPart(options.closures[0]!)}.narinfo`),
+    'utf8',
+  );
   let invented = 0;
   const narinfoPlan = fc.record({
     edits: fc.array(narinfoEdit(), { maxLength: 4 }),
     resigned: fc.boolean(),
     http: fc.oneof(
       { weight: 8, arbitrary: fc.constant('plain' as const) },
-      { weight: 1, arbitrary: fc.constantFrom('short-length' as const, 'long-length' as const, 'status-500' as const, 'status-403' as const, 'cut' as const) },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(
+          'short-length' as const,
+          'long-length' as const,
+          'status-500' as const,
+          'status-403' as const,
+          'cut' as const,
+        ),
+      },
     ),
     referenceEdits: fc.array(narinfoEdit(), { maxLength: 2 }),
   });
-  type NarinfoPlan = { edits: NarinfoEdit[]; resigned: boolean; http: ServedNarinfo['http']; referenceEdits: NarinfoEdit[] };
+  type NarinfoPlan = {
+    edits: NarinfoEdit[];
+    resigned: boolean;
+    http: ServedNarinfo['http'];
+    referenceEdits: NarinfoEdit[];
+  };
 
-  const serveInvented = (path: string, plan: NarinfoPlan, edits: NarinfoEdit[], refsFrom: (i: number) => string): void => {
+  const serveInvented = (
+    path: string,
+    plan: NarinfoPlan,
+    edits: NarinfoEdit[],
+    refsFrom: (i: number) => string,
+  ): void => {
     let text = editNarinfo(templateNarinfo.replace(/^StorePath: .*$/m, `StorePath: ${path}`), edits, refsFrom);
     if (plan.resigned) text = resign(text, options.cacheKey.signer);
     cache.narinfos.set(hashPart(path), { text, http: plan.http });
@@ -395,7 +432,6 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
       concurrency: 1,
       weight: 0,
       paced: true,
-      known,
       describe: describeJson,
       async deliver(value) {
         if (!intents.push(value)) return 'not encodable by Yjs';
@@ -410,7 +446,6 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
       concurrency: 1,
       weight: 0,
       paced: true,
-      known,
       describe: describeJson,
       async deliver(value) {
         if (!policies.push(value)) return 'not encodable by Yjs';
@@ -425,7 +460,6 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
       concurrency: 1,
       weight: 0,
       paced: true,
-      known,
       describe: describeJson,
       async deliver(value) {
         try {
@@ -446,7 +480,6 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
       concurrency: 1,
       weight: 0,
       paced: true,
-      known: (v: { value: unknown }) => known(v.value),
       describe: (v: { where: string; value: unknown }) => ({ where: v.where, value: describeJson(v.value) }),
       async deliver(v) {
         try {

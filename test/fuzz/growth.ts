@@ -61,7 +61,9 @@ export function judgeGrowth(samples: RssSample[], limits: GrowthLimits = DEFAULT
   if (final - baseline > overallAllowance)
     problems.push(`grew ${(final - baseline).toFixed(0)} MiB after warm-up (allowed ${overallAllowance.toFixed(0)})`);
   if (final - midpoint > limits.secondHalfMiB)
-    problems.push(`still growing: +${(final - midpoint).toFixed(0)} MiB over the second half (allowed ${limits.secondHalfMiB})`);
+    problems.push(
+      `still growing: +${(final - midpoint).toFixed(0)} MiB over the second half (allowed ${limits.secondHalfMiB})`,
+    );
   return {
     samples: samples.length,
     baselineMiB: Math.round(baseline),

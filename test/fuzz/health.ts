@@ -1,5 +1,6 @@
 import type { SigningKey } from '../../shared/crypto/keys.js';
-import { connectDocument, type DocumentConnection, httpBaseFromWs, waitForSync } from '../../shared/sync/connect.js';
+import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { waitFor } from '../harness/processes.js';
 
 // The well-behaved clients: while the fuzzer attacks, a stock y-websocket client must still
@@ -46,9 +47,15 @@ export async function expectJson(
 ): Promise<void> {
   const response = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
   const body = (await response.json()) as Record<string, unknown>;
-  if (!check(response.status, body)) throw new Error(`${init.method ?? 'GET'} ${url}: ${response.status} ${JSON.stringify(body).slice(0, 300)}`);
+  if (!check(response.status, body))
+    throw new Error(`${init.method ?? 'GET'} ${url}: ${response.status} ${JSON.stringify(body).slice(0, 300)}`);
 }
 
 export function healthz(serverUrl: string, timeoutMs: number): Promise<void> {
-  return expectJson(`${httpBaseFromWs(serverUrl)}/healthz`, {}, (status, body) => status === 200 && body.ok === true, timeoutMs);
+  return expectJson(
+    `${httpBaseFromWs(serverUrl)}/healthz`,
+    {},
+    (status, body) => status === 200 && body.ok === true,
+    timeoutMs,
+  );
 }

@@ -40,7 +40,8 @@ export async function serveHostileCache(dir: string): Promise<HostileCache> {
       res.writeHead(mode === 'status-500' ? 500 : 403, { 'content-type': 'text/plain' }).end('no\n');
       return;
     }
-    const length = mode === 'short-length' ? Math.max(0, body.length - 3) : mode === 'long-length' ? body.length + 100 : body.length;
+    const length =
+      mode === 'short-length' ? Math.max(0, body.length - 3) : mode === 'long-length' ? body.length + 100 : body.length;
     res.writeHead(200, { 'content-type': type, 'content-length': String(length) });
     if (mode === 'cut' || mode === 'long-length') {
       res.write(body.subarray(0, mode === 'cut' ? Math.floor(body.length / 2) : body.length));
@@ -64,7 +65,11 @@ export async function serveHostileCache(dir: string): Promise<HostileCache> {
       return;
     }
     // Everything else from the real cache directory (file names as a cache has them only).
-    if (!/^\/(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]{1,8})?)$/.test(path)) {
+    if (
+      !/^\/(nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]{1,8})?)$/.test(
+        path,
+      )
+    ) {
       res.writeHead(404).end();
       return;
     }
@@ -141,7 +146,19 @@ export type NarinfoEdit =
   | { kind: 'crlf' }
   | { kind: 'huge' };
 
-const FIELDS = ['StorePath', 'URL', 'Compression', 'FileHash', 'FileSize', 'NarHash', 'NarSize', 'References', 'Deriver', 'Sig', 'CA'] as const;
+const FIELDS = [
+  'StorePath',
+  'URL',
+  'Compression',
+  'FileHash',
+  'FileSize',
+  'NarHash',
+  'NarSize',
+  'References',
+  'Deriver',
+  'Sig',
+  'CA',
+] as const;
 
 const fieldValue = (): fc.Arbitrary<string> =>
   fc.oneof(
@@ -177,7 +194,14 @@ const fieldValue = (): fc.Arbitrary<string> =>
 
 export const narinfoEdit = (): fc.Arbitrary<NarinfoEdit> =>
   fc.oneof(
-    { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), field: fc.constantFrom(...FIELDS), value: fieldValue() }) },
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        kind: fc.constant('set' as const),
+        field: fc.constantFrom(...FIELDS),
+        value: fieldValue(),
+      }),
+    },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('drop' as const), field: fc.constantFrom(...FIELDS) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('duplicate' as const), field: fc.constantFrom(...FIELDS) }) },
     {
@@ -185,12 +209,24 @@ export const narinfoEdit = (): fc.Arbitrary<NarinfoEdit> =>
       arbitrary: fc.record({
         kind: fc.constant('raw-line' as const),
         line: fc.oneof(
-          fc.constantFrom('Garbage', 'X-Unknown: 1', 'constructor: x', '__proto__: y', ': x', 'Sig:', 'Sig: ', 'A'.repeat(70) + ': x'),
+          fc.constantFrom(
+            'Garbage',
+            'X-Unknown: 1',
+            'constructor: x',
+            '__proto__: y',
+            ': x',
+            'Sig:',
+            'Sig: ',
+            `${'A'.repeat(70)}: x`,
+          ),
           fc.string({ maxLength: 40 }),
         ),
       }),
     },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('references' as const), count: fc.constantFrom(1, 2, 5, 300, 20_001) }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant('references' as const), count: fc.constantFrom(1, 2, 5, 300, 20_001) }),
+    },
     { weight: 1, arbitrary: fc.constant({ kind: 'crlf' as const }) },
     { weight: 1, arbitrary: fc.constant({ kind: 'huge' as const }) },
   );

@@ -125,9 +125,12 @@ const upstreamStep = (): fc.Arbitrary<UpstreamStep> =>
       arbitrary: fc.record({
         kind: fc.constant('changes' as const),
         // Mostly documents the relay may keep (a bounded set), now and then anything.
-        documents: fc.array(fc.oneof({ weight: 8, arbitrary: poolDocument() }, { weight: 1, arbitrary: nastyString() }), {
-          maxLength: 5,
-        }),
+        documents: fc.array(
+          fc.oneof({ weight: 8, arbitrary: poolDocument() }, { weight: 1, arbitrary: nastyString() }),
+          {
+            maxLength: 5,
+          },
+        ),
         cursor: edgeNumber(),
       }),
     },
@@ -147,7 +150,9 @@ const upstreamStep = (): fc.Arbitrary<UpstreamStep> =>
         kind: fc.constant('raw' as const),
         bytes: fc.oneof(
           mutated(
-            fc.constant(encodeFrame({ type: FRAME_CHANGES, epoch: 'hostile', cursor: 1, documents: ['hosts/fz-1/status'] })),
+            fc.constant(
+              encodeFrame({ type: FRAME_CHANGES, epoch: 'hostile', cursor: 1, documents: ['hosts/fz-1/status'] }),
+            ),
             4,
           ),
           bytes(24),
@@ -218,7 +223,13 @@ export async function startHostileUpstreamTarget(dir: string): Promise<HostileUp
       concurrency: 2,
       weight: 3,
       describe: (steps: UpstreamStep[]) =>
-        steps.map((s) => (s.kind === 'data' ? { ...s, message: Buffer.from(s.message).toString('hex') } : s.kind === 'raw' ? { kind: 'raw', bytes: Buffer.from(s.bytes).toString('hex') } : s)),
+        steps.map((s) =>
+          s.kind === 'data'
+            ? { ...s, message: Buffer.from(s.message).toString('hex') }
+            : s.kind === 'raw'
+              ? { kind: 'raw', bytes: Buffer.from(s.bytes).toString('hex') }
+              : s,
+        ),
       async deliver(steps) {
         const session = await upstream.waitForSession(5_000);
         if (!session) return '(no link)';

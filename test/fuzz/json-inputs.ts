@@ -49,7 +49,8 @@ function containers(value: unknown): { parent: Container | null; key: string | n
     if (node === null || typeof node !== 'object') continue;
     const container = node as Container;
     found.push({ parent, key, node: container });
-    if (Array.isArray(container)) container.forEach((child, i) => stack.push({ parent: container, key: i, node: child }));
+    if (Array.isArray(container))
+      for (const [i, child] of container.entries()) stack.push({ parent: container, key: i, node: child });
     else for (const [k, child] of Object.entries(container)) stack.push({ parent: container, key: k, node: child });
   }
   return found;
@@ -114,7 +115,10 @@ export function jsonBody(documents: fc.Arbitrary<unknown>): fc.Arbitrary<Uint8Ar
         }),
       ),
     },
-    { weight: 1, arbitrary: fc.constantFrom('', '{', 'null', '[]', '"x"', '1e999999', '{"__proto__":{"x":1}}', '\uFEFF{}') },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom('', '{', 'null', '[]', '"x"', '1e999999', '{"__proto__":{"x":1}}', '\uFEFF{}'),
+    },
     { weight: 1, arbitrary: fc.integer({ min: 256 * 1024 - 8, max: 300 * 1024 }).map((n) => `"${'z'.repeat(n)}"`) },
   );
   return text.map((t) => new TextEncoder().encode(t));

@@ -45,7 +45,7 @@ const report = await runFuzz({
   seed,
   count,
   maxDurationMs: values['max-seconds'] === undefined ? undefined : Number(values['max-seconds']) * 1000,
-  skipKnown: values['skip-known'] ? Object.keys(KNOWN_CRASHES) : [],
+  skipKnown: values['skip-known'] ? KNOWN_CRASHES : [],
   only: values.only,
   reduce: !values['no-reduce'],
   sampleIntervalMs: Number(values['sample-seconds']) * 1000,

@@ -36,7 +36,7 @@ const signer = (() => {
 })();
 
 const nix32 = (length: number, seed: number): string =>
-  Array.from({ length }, (_, i) => NIX32[(seed * 31 + i * 17 + (i * i) % 7) % 32]).join('');
+  Array.from({ length }, (_, i) => NIX32[(seed * 31 + i * 17 + ((i * i) % 7)) % 32]).join('');
 
 // A narinfo as Nix writes it, signed by the key the checks trust.
 export function sampleNarinfo(): string {
@@ -60,19 +60,14 @@ export const narinfoText = (): fc.Arbitrary<string> => {
   return fc.oneof(
     {
       weight: 6,
-      arbitrary: fc
-        .tuple(fc.array(narinfoEdit(), { maxLength: 5 }), fc.boolean())
-        .map(([edits, sign]) => {
-          const text = editNarinfo(template, edits, (i) => inventedStorePath(100 + i));
-          return sign ? resign(text, signer) : text;
-        }),
+      arbitrary: fc.tuple(fc.array(narinfoEdit(), { maxLength: 5 }), fc.boolean()).map(([edits, sign]) => {
+        const text = editNarinfo(template, edits, (i) => inventedStorePath(100 + i));
+        return sign ? resign(text, signer) : text;
+      }),
     },
     {
       weight: 2,
-      arbitrary: mutated(
-        fc.constant(new TextEncoder().encode(template)),
-        6,
-      ).map((b) => new TextDecoder().decode(b)),
+      arbitrary: mutated(fc.constant(new TextEncoder().encode(template)), 6).map((b) => new TextDecoder().decode(b)),
     },
     { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 300 }) },
     { weight: 1, arbitrary: fc.constantFrom('', '\n', 'StorePath:', `${'\n'.repeat(300)}`, `${'A: b\n'.repeat(257)}`) },
@@ -130,7 +125,9 @@ export const validFrame = (): fc.Arbitrary<MuxFrame> =>
     }),
     fc.record({
       type: fc.constant(FRAME_PRESENCE),
-      hosts: fc.array(fc.record({ host: frameString(), online: fc.boolean(), lastSeen: fc.double() }), { maxLength: 4 }),
+      hosts: fc.array(fc.record({ host: frameString(), online: fc.boolean(), lastSeen: fc.double() }), {
+        maxLength: 4,
+      }),
     }),
   );
 
@@ -138,7 +135,13 @@ export const validFrame = (): fc.Arbitrary<MuxFrame> =>
 function sameFrame(a: MuxFrame, b: MuxFrame): boolean {
   const normalise = (f: MuxFrame): string =>
     JSON.stringify(f, (_, v: unknown) =>
-      v instanceof Uint8Array ? Array.from(v) : typeof v === 'number' && !Number.isFinite(v) ? String(v) : Object.is(v, -0) ? '-0' : v,
+      v instanceof Uint8Array
+        ? Array.from(v)
+        : typeof v === 'number' && !Number.isFinite(v)
+          ? String(v)
+          : Object.is(v, -0)
+            ? '-0'
+            : v,
     );
   return normalise(a) === normalise(b);
 }
@@ -156,7 +159,9 @@ function checkFrameBytes(input: Uint8Array, stats: ParserCheckResult['muxFrames'
   // What decodes re-encodes to something that decodes to the same frame.
   const again = decodeFrame(encodeFrame(frame));
   if (!sameFrame(again, frame))
-    throw new Error(`frame changes on re-encoding: ${JSON.stringify(frame).slice(0, 200)} → ${JSON.stringify(again).slice(0, 200)}`);
+    throw new Error(
+      `frame changes on re-encoding: ${JSON.stringify(frame).slice(0, 200)} → ${JSON.stringify(again).slice(0, 200)}`,
+    );
   for (const n of [
     'channel' in frame ? frame.channel : 0,
     'cursor' in frame ? frame.cursor : 0,
@@ -182,9 +187,8 @@ export function checkParsers(seed: number, runs: number): ParserCheckResult {
     { seed, numRuns: runs },
   );
   fc.assert(
-    fc.property(
-      fc.oneof(mutated(validFrame().map(encodeFrame), 4), bytes(64)),
-      (input) => checkFrameBytes(input, result.muxFrames),
+    fc.property(fc.oneof(mutated(validFrame().map(encodeFrame), 4), bytes(64)), (input) =>
+      checkFrameBytes(input, result.muxFrames),
     ),
     { seed, numRuns: runs },
   );

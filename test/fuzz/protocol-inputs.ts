@@ -2,7 +2,14 @@ import fc from 'fast-check';
 import * as encoding from 'lib0/encoding';
 import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
-import { FRAME_CHANGES, FRAME_CLOSE, FRAME_DATA, FRAME_OPEN, FRAME_PRESENCE, FRAME_SINCE } from '../../shared/sync/mux-frames.js';
+import {
+  FRAME_CHANGES,
+  FRAME_CLOSE,
+  FRAME_DATA,
+  FRAME_OPEN,
+  FRAME_PRESENCE,
+  FRAME_SINCE,
+} from '../../shared/sync/mux-frames.js';
 import { bytes, EDGE_NUMBERS, edgeNumber, encode, mutated, nastyString, rawVarUint, weirdJson } from './bytes.js';
 
 // Inputs for the servers (coordinator and relay): Yjs updates, y-protocols messages, document
@@ -134,7 +141,10 @@ const stateVector = (): fc.Arbitrary<Uint8Array> =>
     fc
       .array(fc.tuple(edgeNumber(), edgeNumber()), { maxLength: 4 })
       .map((entries) =>
-        concat(rawVarUint(entries.length), ...entries.flatMap(([client, clock]) => [rawVarUint(client), rawVarUint(clock)])),
+        concat(
+          rawVarUint(entries.length),
+          ...entries.flatMap(([client, clock]) => [rawVarUint(client), rawVarUint(clock)]),
+        ),
       ),
     bytes(24),
   );
@@ -180,14 +190,15 @@ const validMessage = (): fc.Arbitrary<Uint8Array> =>
         encoding.writeVarUint8Array(e, sv);
       }),
     ),
-    fc.tuple(fc.constantFrom(syncProtocol.messageYjsSyncStep2, syncProtocol.messageYjsUpdate), yjsUpdate()).map(
-      ([subtype, update]) =>
+    fc
+      .tuple(fc.constantFrom(syncProtocol.messageYjsSyncStep2, syncProtocol.messageYjsUpdate), yjsUpdate())
+      .map(([subtype, update]) =>
         encode((e) => {
           encoding.writeVarUint(e, 0);
           encoding.writeVarUint(e, subtype);
           encoding.writeVarUint8Array(e, update);
         }),
-    ),
+      ),
     awarenessUpdate().map((update) =>
       encode((e) => {
         encoding.writeVarUint(e, 1);
@@ -260,10 +271,17 @@ const docNameRaw = (): fc.Arbitrary<string> =>
     {
       weight: 2,
       arbitrary: fc
-        .tuple(fc.constantFrom('hosts/', 'fleet/', '', '_relay/'), nastyString(), fc.constantFrom('/desired', '/status', '', '/'))
+        .tuple(
+          fc.constantFrom('hosts/', 'fleet/', '', '_relay/'),
+          nastyString(),
+          fc.constantFrom('/desired', '/status', '', '/'),
+        )
         .map(([a, b, c]) => `${a}${b.slice(0, 2000)}${c}`),
     },
-    { weight: 1, arbitrary: fc.constantFrom(64, 65, 1_000, 8_000, 16_000, 100_000).map((n) => `hosts/${'a'.repeat(n)}/desired`) },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(64, 65, 1_000, 8_000, 16_000, 100_000).map((n) => `hosts/${'a'.repeat(n)}/desired`),
+    },
     { weight: 1, arbitrary: fc.constantFrom(57, 58, 64, 5_000, 20_000).map((n) => `fleet/${'b'.repeat(n)}`) },
   );
 
@@ -348,7 +366,10 @@ const validMuxFrame = (): fc.Arbitrary<Uint8Array> =>
     fc
       .array(
         fc.record({
-          host: fc.oneof(fc.constantFrom('fz-1', 'fz-2', 'h1'), nastyString().map((s) => s.slice(0, 100))),
+          host: fc.oneof(
+            fc.constantFrom('fz-1', 'fz-2', 'h1'),
+            nastyString().map((s) => s.slice(0, 100)),
+          ),
           online: fc.constantFrom(0, 1, 2, 2 ** 32),
           lastSeen: fc.oneof(
             fc.double(),
@@ -378,13 +399,21 @@ const validMuxFrame = (): fc.Arbitrary<Uint8Array> =>
         for (const d of documents) encoding.writeVarString(e, d);
       }),
     ),
-    fc.tuple(fc.constantFrom(6, 7, 127, 128, 2 ** 32, 2 ** 53), bytes(8)).map(([type, rest]) => concat(rawVarUint(type), rest)),
+    fc
+      .tuple(fc.constantFrom(6, 7, 127, 128, 2 ** 32, 2 ** 53), bytes(8))
+      .map(([type, rest]) => concat(rawVarUint(type), rest)),
   );
 
 export const muxStep = (): fc.Arbitrary<MuxStep> =>
   fc.oneof(
-    { weight: 3, arbitrary: fc.record({ kind: fc.constant('open' as const), channel: channelNumber(), document: muxDocument() }) },
-    { weight: 5, arbitrary: fc.record({ kind: fc.constant('data' as const), channel: channelNumber(), message: yMessage() }) },
+    {
+      weight: 3,
+      arbitrary: fc.record({ kind: fc.constant('open' as const), channel: channelNumber(), document: muxDocument() }),
+    },
+    {
+      weight: 5,
+      arbitrary: fc.record({ kind: fc.constant('data' as const), channel: channelNumber(), message: yMessage() }),
+    },
     {
       weight: 1,
       arbitrary: fc.record({
@@ -407,7 +436,11 @@ export function encodeMuxStep(step: MuxStep, openDocuments: Map<number, string>)
     case 'data': {
       const document = openDocuments.get(step.channel);
       const pooled = document !== undefined && /^hosts\/fz-\d+\/(desired|status)$/.test(document);
-      const message = pooled ? step.message : step.message[0] === 0 && step.message[1] !== 0 ? new Uint8Array([3]) : step.message;
+      const message = pooled
+        ? step.message
+        : step.message[0] === 0 && step.message[1] !== 0
+          ? new Uint8Array([3])
+          : step.message;
       return concat(rawVarUint(FRAME_DATA), rawVarUint(step.channel), message);
     }
     case 'close':
@@ -435,8 +468,13 @@ export function encodeWsFrame(frame: WsFrame, maskKey = new Uint8Array([0x12, 0x
   const head: number[] = [(frame.fin ? 0x80 : 0) | ((frame.rsv & 7) << 4) | (frame.opcode & 0x0f)];
   const maskBit = frame.masked ? 0x80 : 0;
   const declared =
-    frame.length === 'more' ? payload.length + 1 + (payload.length % 7) : frame.length === 'huge' ? 2 ** 53 - 1 : payload.length;
-  const form = frame.length === 'huge' ? '64' : frame.length === 'more' || frame.length === 'minimal' ? 'minimal' : frame.length;
+    frame.length === 'more'
+      ? payload.length + 1 + (payload.length % 7)
+      : frame.length === 'huge'
+        ? 2 ** 53 - 1
+        : payload.length;
+  const form =
+    frame.length === 'huge' ? '64' : frame.length === 'more' || frame.length === 'minimal' ? 'minimal' : frame.length;
   if (form === 'minimal' && declared < 126) head.push(maskBit | declared);
   else if ((form === 'minimal' && declared < 65_536) || form === '16') {
     head.push(maskBit | 126, (declared >> 8) & 0xff, declared & 0xff);
@@ -478,7 +516,13 @@ const wsFrame = (payload: fc.Arbitrary<Uint8Array>): fc.Arbitrary<WsFrame> =>
       { weight: 1, arbitrary: fc.integer({ min: 0, max: 15 }) },
     ),
     masked: fc.oneof({ weight: 8, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
-    payload: fc.oneof(payload, closePayload(), bytes(140), fc.constant(new TextEncoder().encode('{"x":1}')), fc.constant(new Uint8Array([0xc3, 0x28]))),
+    payload: fc.oneof(
+      payload,
+      closePayload(),
+      bytes(140),
+      fc.constant(new TextEncoder().encode('{"x":1}')),
+      fc.constant(new Uint8Array([0xc3, 0x28])),
+    ),
     length: fc.oneof(
       { weight: 10, arbitrary: fc.constant('minimal' as const) },
       { weight: 1, arbitrary: fc.constantFrom('16' as const, '64' as const, 'more' as const, 'huge' as const) },
@@ -488,24 +532,27 @@ const wsFrame = (payload: fc.Arbitrary<Uint8Array>): fc.Arbitrary<WsFrame> =>
 // A fragmented binary message (continuations, with pings in between), as a well-behaved client
 // might send it, then possibly broken.
 const fragmented = (payload: fc.Arbitrary<Uint8Array>): fc.Arbitrary<WsFrame[]> =>
-  fc.tuple(payload, fc.integer({ min: 2, max: 5 }), fc.boolean(), fc.boolean()).map(([message, parts, pingInside, dropLast]) => {
-    const size = Math.ceil(message.length / parts) || 1;
-    const frames: WsFrame[] = [];
-    for (let i = 0; i * size < Math.max(message.length, 1) && i < parts; i++) {
-      const last = (i + 1) * size >= message.length || i === parts - 1;
-      frames.push({
-        fin: last,
-        rsv: 0,
-        opcode: i === 0 ? 2 : 0,
-        masked: true,
-        payload: message.subarray(i * size, last ? message.length : (i + 1) * size),
-        length: 'minimal',
-      });
-      if (pingInside && i === 0) frames.push({ fin: true, rsv: 0, opcode: 9, masked: true, payload: new Uint8Array(4), length: 'minimal' });
-    }
-    if (dropLast && frames.length > 1) frames.pop();
-    return frames;
-  });
+  fc
+    .tuple(payload, fc.integer({ min: 2, max: 5 }), fc.boolean(), fc.boolean())
+    .map(([message, parts, pingInside, dropLast]) => {
+      const size = Math.ceil(message.length / parts) || 1;
+      const frames: WsFrame[] = [];
+      for (let i = 0; i * size < Math.max(message.length, 1) && i < parts; i++) {
+        const last = (i + 1) * size >= message.length || i === parts - 1;
+        frames.push({
+          fin: last,
+          rsv: 0,
+          opcode: i === 0 ? 2 : 0,
+          masked: true,
+          payload: message.subarray(i * size, last ? message.length : (i + 1) * size),
+          length: 'minimal',
+        });
+        if (pingInside && i === 0)
+          frames.push({ fin: true, rsv: 0, opcode: 9, masked: true, payload: new Uint8Array(4), length: 'minimal' });
+      }
+      if (dropLast && frames.length > 1) frames.pop();
+      return frames;
+    });
 
 // Sequences of frames after a valid handshake: good frames carrying protocol messages, broken
 // frames, fragmentation, and now and then one over the 1 MiB message limit.
@@ -517,12 +564,21 @@ export const wsFrameSequence = (): fc.Arbitrary<Uint8Array[]> =>
       {
         weight: 1,
         arbitrary: fc.constantFrom(1024 * 1024 + 1, 1024 * 1024 + 1025).map((size) => [
-          { fin: true, rsv: 0, opcode: 2, masked: true, payload: OVERSIZED.subarray(0, size), length: 'minimal' as const },
+          {
+            fin: true,
+            rsv: 0,
+            opcode: 2,
+            masked: true,
+            payload: OVERSIZED.subarray(0, size),
+            length: 'minimal' as const,
+          },
         ]),
       },
     )
     // A zero mask leaves the payload as it is: masking a megabyte per input would dominate.
-    .map((frames) => frames.map((frame) => encodeWsFrame(frame, frame.payload.length > 65_536 ? ZERO_MASK : undefined)));
+    .map((frames) =>
+      frames.map((frame) => encodeWsFrame(frame, frame.payload.length > 65_536 ? ZERO_MASK : undefined)),
+    );
 
 const OVERSIZED = new Uint8Array(1024 * 1024 + 1025);
 const ZERO_MASK = new Uint8Array(4);
@@ -643,7 +699,10 @@ export const httpRaw = (): fc.Arbitrary<RawExchange> =>
       host: fc.boolean(),
       body: httpBody(),
       splits: fc.array(fc.nat(), { maxLength: 2 }),
-      mutations: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 3 }) }),
+      mutations: fc.oneof(
+        { weight: 4, arbitrary: fc.constant(0) },
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: 3 }) },
+      ),
       mutationSeed: fc.array(fc.nat({ max: 255 }), { minLength: 6, maxLength: 6 }),
       ending: ending(),
     })
@@ -687,7 +746,10 @@ const handshakeHeaders = (): fc.Arbitrary<{ key?: string | null; version?: strin
   fc.record({
     key: fc.oneof(
       { weight: 6, arbitrary: fc.constant(undefined) },
-      { weight: 1, arbitrary: fc.constantFrom(null, '', 'short', 'dGhlIHNhbXBsZSBub25jZQ', '!!!!!!!!!!!!!!!!!!!!!!!=') },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(null, '', 'short', 'dGhlIHNhbXBsZSBub25jZQ', '!!!!!!!!!!!!!!!!!!!!!!!='),
+      },
     ),
     version: fc.oneof(
       { weight: 6, arbitrary: fc.constant(undefined) },
@@ -717,13 +779,19 @@ export const authQuery = (): fc.Arbitrary<string> =>
       weight: 2,
       arbitrary: fc
         .record({
-          principal: fc.oneof(fc.constantFrom(`${'A'.repeat(43)}=`, 'x', ''), nastyString().map((s) => s.slice(0, 60))),
+          principal: fc.oneof(
+            fc.constantFrom(`${'A'.repeat(43)}=`, 'x', ''),
+            nastyString().map((s) => s.slice(0, 60)),
+          ),
           challenge: fc.oneof(hexString(64, 64), fc.constantFrom('', 'zz')),
           signature: fc.oneof(fc.constantFrom(`${'A'.repeat(86)}==`, ''), fc.base64String({ maxLength: 100 })),
         })
         .map((p) => `?${new URLSearchParams(p)}`),
     },
-    { weight: 1, arbitrary: fc.constantFrom('?principal', '?principal=&principal=', '?%', '?principal=%E0%A4%A', '?&&&') },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom('?principal', '?principal=&principal=', '?%', '?principal=%E0%A4%A', '?&&&'),
+    },
   );
 
 export const wsUpgrade = (): fc.Arbitrary<RawExchange> =>
@@ -732,7 +800,10 @@ export const wsUpgrade = (): fc.Arbitrary<RawExchange> =>
       path: docPath(),
       query: authQuery(),
       headers: handshakeHeaders(),
-      frames: fc.oneof({ weight: 3, arbitrary: wsFrameSequence() }, { weight: 1, arbitrary: fc.constant([] as Uint8Array[]) }),
+      frames: fc.oneof(
+        { weight: 3, arbitrary: wsFrameSequence() },
+        { weight: 1, arbitrary: fc.constant([] as Uint8Array[]) },
+      ),
       waitForResponse: fc.boolean(),
       ending: ending(),
     })
@@ -746,7 +817,12 @@ export const wsUpgrade = (): fc.Arbitrary<RawExchange> =>
 // A valid handshake to a pool document, then fuzzed frames.
 export const wsFrames = (): fc.Arbitrary<RawExchange> =>
   fc
-    .record({ document: poolDocument(), frames: wsFrameSequence(), splits: fc.array(fc.nat(), { maxLength: 2 }), ending: ending() })
+    .record({
+      document: poolDocument(),
+      frames: wsFrameSequence(),
+      splits: fc.array(fc.nat(), { maxLength: 2 }),
+      ending: ending(),
+    })
     .map((r) => ({
       request: [upgradeRequest({ path: `/${r.document}` })],
       waitForResponse: true,
@@ -757,7 +833,11 @@ export const wsFrames = (): fc.Arbitrary<RawExchange> =>
 // A valid handshake to a pool document, then well-framed y-protocols messages.
 export const ySync = (): fc.Arbitrary<RawExchange> =>
   fc
-    .record({ document: poolDocument(), messages: fc.array(yMessage(), { minLength: 1, maxLength: 6 }), ending: ending() })
+    .record({
+      document: poolDocument(),
+      messages: fc.array(yMessage(), { minLength: 1, maxLength: 6 }),
+      ending: ending(),
+    })
     .map((r) => ({
       request: [upgradeRequest({ path: `/${r.document}` })],
       waitForResponse: true,

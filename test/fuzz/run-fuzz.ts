@@ -1,15 +1,16 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
+import { startAgentTarget } from './agent-target.js';
 import { type AnyInputClass, type CampaignResult, type HealthCheck, runCampaign } from './campaign.js';
 import { type GrowthVerdict, judgeGrowth } from './growth.js';
-import type { LiveProcess } from './live-process.js';
-import { serverClasses, startServerTargets } from './server-targets.js';
-import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { startAgentTarget } from './agent-target.js';
 import { readCacheSecretKey, serveHostileCache } from './hostile-cache.js';
 import { startHostileUpstreamTarget } from './hostile-upstream.js';
+import type { KnownCrash } from './known.js';
+import type { LiveProcess } from './live-process.js';
+import { serverClasses, startServerTargets } from './server-targets.js';
 
 // One fuzz run against live processes: start them, run the campaign, judge memory, stop them.
 // Used by `npm run fuzz` (test/fuzz/main.ts) and by the seeded run in npm test.
@@ -18,8 +19,8 @@ export interface FuzzOptions {
   seed: number;
   count: number;
   maxDurationMs?: number;
-  // Open items whose inputs are left out (known crashes not yet fixed).
-  skipKnown: string[];
+  // Inputs of crashes reported and not yet fixed on main, left out (known.ts).
+  skipKnown: KnownCrash[];
   // Only classes whose name contains one of these (all when empty).
   only: string[];
   reduce: boolean;
@@ -66,7 +67,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     stops.push(() => cache.close());
     const servers = await startServerTargets(dir, org, signedPolicy, cache.url);
     processes.push(servers.coordinator, servers.policyCoordinator, servers.relay);
-    const server = serverClasses({ targets: servers, org, signedPolicy, skipKnown: options.skipKnown });
+    const server = serverClasses({ targets: servers, org, signedPolicy });
     const classes: AnyInputClass[] = [...server.classes];
     const checks: HealthCheck[] = [...server.checks];
     if (selected(options.only, 'hostile-upstream')) {
@@ -87,7 +88,6 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         cacheKey: { publicKey: cacheKey.publicKey, signer: await readCacheSecretKey(cacheKey.secretKeyFile) },
         closures,
         legitIntervalMs: options.agentCheckIntervalMs ?? 60_000,
-        skipKnown: options.skipKnown,
       });
       stops.push(() => agent.close());
       processes.push(agent.process);
@@ -111,6 +111,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       sampleIntervalMs: options.sampleIntervalMs,
       maxDurationMs: options.maxDurationMs,
       reduce: options.reduce,
+      skipKnown: options.skipKnown,
       log: options.log,
     });
     const growth: Record<string, GrowthVerdict> = {};
@@ -130,13 +131,23 @@ export function summarize(report: FuzzReport): string {
   );
   lines.push(`crashes: ${report.crashes.reduce((n, c) => n + c.count, 0)} (${report.crashes.length} distinct)`);
   for (const crash of report.crashes) {
-    lines.push(`  ${crash.target}: ${crash.signature} ×${crash.count}${crash.reproduced ? '' : ' (not reproduced alone)'}`);
-    if (crash.class) lines.push(`    class ${crash.class}, seed ${crash.seed}, path ${crash.path}, ${crash.shrinkSteps} shrink steps`);
+    lines.push(
+      `  ${crash.target}: ${crash.signature} ×${crash.count}${crash.reproduced ? '' : ' (not reproduced alone)'}`,
+    );
+    if (crash.class)
+      lines.push(`    class ${crash.class}, seed ${crash.seed}, path ${crash.path}, ${crash.shrinkSteps} shrink steps`);
     if (crash.minimal) lines.push(`    minimal input: ${JSON.stringify(crash.minimal).slice(0, 1500)}`);
-    lines.push(crash.stack.split('\n').slice(0, 14).map((l) => `    | ${l}`).join('\n'));
+    lines.push(
+      crash.stack
+        .split('\n')
+        .slice(0, 14)
+        .map((l) => `    | ${l}`)
+        .join('\n'),
+    );
   }
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
-  for (const failure of report.healthFailures.slice(0, 10)) lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
+  for (const failure of report.healthFailures.slice(0, 10))
+    lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
   lines.push('memory (RSS MiB: baseline → midpoint → final, peak):');
   for (const [name, verdict] of Object.entries(report.growth))
     lines.push(
