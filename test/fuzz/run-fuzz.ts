@@ -35,6 +35,8 @@ export interface FuzzOptions {
 export interface FuzzReport extends CampaignResult {
   inputsPerSecond: number;
   growth: Record<string, GrowthVerdict>;
+  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB].
+  rss: Record<string, [number, number, number][]>;
   dir: string;
 }
 
@@ -115,8 +117,17 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       log: options.log,
     });
     const growth: Record<string, GrowthVerdict> = {};
-    for (const p of processes) if (targets.has(p.name)) growth[p.name] = judgeGrowth(p.samples);
-    return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, dir };
+    const rss: FuzzReport['rss'] = {};
+    for (const p of processes) {
+      if (!targets.has(p.name)) continue;
+      growth[p.name] = judgeGrowth(p.samples);
+      const step = Math.max(1, Math.ceil(p.samples.length / 60));
+      const first = p.samples[0]?.at ?? 0;
+      rss[p.name] = p.samples
+        .filter((_, i) => i % step === 0 || i === p.samples.length - 1)
+        .map((s) => [Math.round((s.at - first) / 1000), s.inputs, Math.round(s.rssBytes / 1024 / 1024)]);
+    }
+    return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, rss, dir };
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     for (const p of processes) await p.stop();
