@@ -78,12 +78,26 @@ export interface CampaignOptions {
   // Inputs of crashes reported and not yet fixed, left out.
   skipKnown: KnownCrash[];
   log: (line: string) => void;
+  // Called every 10 s with the state so far (a long run that is cut short still leaves figures).
+  onProgress?: (snapshot: ProgressSnapshot) => void;
   // Time a crash may take to show after the input that caused it completed.
   crashSettleMs?: number;
 }
 
+export interface ProgressSnapshot {
+  elapsedMs: number;
+  delivered: number;
+  crashes: CrashReport[];
+  healthFailures: HealthFailure[];
+  healthChecksPassed: number;
+  classes: Record<string, ClassStats>;
+  rssMiB: Record<string, number | null>;
+}
+
 export interface CampaignResult {
   seed: number;
+  // Processes killed by a signal from outside the fuzzer (not crashes; see handleCrash).
+  externalKills: { target: string; at: number; signal: string }[];
   durationMs: number;
   delivered: number;
   classes: Record<string, ClassStats>;
@@ -131,6 +145,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   for (const c of options.classes) stats[c.name] = { delivered: 0, skippedKnown: {}, outcomes: {} };
   const crashes: CrashReport[] = [];
   const healthFailures: HealthFailure[] = [];
+  const externalKills: { target: string; at: number; signal: string }[] = [];
   let healthChecksPassed = 0;
   let delivered = 0;
   let stopping = false;
@@ -226,6 +241,15 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
 
   async function handleCrash(crash: CrashRecord, suspects: Flight[]): Promise<void> {
     const target = processes.get(crash.target)!;
+    // SIGKILL and SIGTERM come from outside (an operator, another job on a shared machine; the
+    // kernel's OOM killer too, which the RSS samples would show): Node itself dies of a fatal
+    // error with an exit code, or SIGABRT. Counted apart, restarted, not reduced.
+    if (crash.code === null && (crash.signal === 'SIGKILL' || crash.signal === 'SIGTERM')) {
+      externalKills.push({ target: crash.target, at: crash.at, signal: crash.signal });
+      log(`KILLED ${crash.target} by ${crash.signal} from outside the fuzzer; restarting`);
+      await target.restart();
+      return;
+    }
     const signature = crashSignature(crash.stderrTail);
     log(`CRASH ${crash.target} (code ${crash.code}, signal ${crash.signal}): ${signature}`);
     await target.restart();
@@ -392,6 +416,20 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     log(
       `${delivered} inputs in ${seconds.toFixed(0)} s (${(delivered / seconds).toFixed(0)}/s), ${crashes.length} crash signatures`,
     );
+    options.onProgress?.({
+      elapsedMs: Date.now() - fuzzingStarted,
+      delivered,
+      crashes,
+      healthFailures,
+      healthChecksPassed,
+      classes: stats,
+      rssMiB: Object.fromEntries(
+        options.processes.map((p) => {
+          const last = p.samples.at(-1);
+          return [p.name, last ? Math.round(last.rssBytes / 1024 / 1024) : null];
+        }),
+      ),
+    });
   }, 10_000);
 
   // ---- run ------------------------------------------------------------------------------------
@@ -416,6 +454,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   gates.clear();
   return {
     seed: options.seed,
+    externalKills,
     durationMs: fuzzedMs,
     delivered,
     classes: stats,

@@ -51,6 +51,17 @@ const report = await runFuzz({
   sampleIntervalMs: Number(values['sample-seconds']) * 1000,
   keepDir: values['keep-dir'],
   log: (line) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`),
+  // The state so far next to the report, so a long run cut short still leaves its figures.
+  onProgress: values.report
+    ? (snapshot) => {
+        void fs
+          .writeFile(
+            `${values.report}.partial`,
+            JSON.stringify({ started, command: process.argv.slice(2), seed, ...snapshot }, null, 1),
+          )
+          .catch(() => undefined);
+      }
+    : undefined,
 });
 console.log(summarize(report));
 if (values.report)

@@ -4,7 +4,13 @@ import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-f
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 import { startAgentTarget } from './agent-target.js';
-import { type AnyInputClass, type CampaignResult, type HealthCheck, runCampaign } from './campaign.js';
+import {
+  type AnyInputClass,
+  type CampaignResult,
+  type HealthCheck,
+  type ProgressSnapshot,
+  runCampaign,
+} from './campaign.js';
 import { type GrowthVerdict, judgeGrowth } from './growth.js';
 import { readCacheSecretKey, serveHostileCache } from './hostile-cache.js';
 import { startHostileUpstreamTarget } from './hostile-upstream.js';
@@ -30,6 +36,7 @@ export interface FuzzOptions {
   agentCheckIntervalMs?: number;
   keepDir?: boolean;
   log: (line: string) => void;
+  onProgress?: (snapshot: ProgressSnapshot) => void;
 }
 
 export interface FuzzReport extends CampaignResult {
@@ -115,6 +122,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       reduce: options.reduce,
       skipKnown: options.skipKnown,
       log: options.log,
+      onProgress: options.onProgress,
     });
     const growth: Record<string, GrowthVerdict> = {};
     const rss: FuzzReport['rss'] = {};
@@ -156,6 +164,10 @@ export function summarize(report: FuzzReport): string {
         .join('\n'),
     );
   }
+  if (report.externalKills.length > 0)
+    lines.push(
+      `killed from outside the fuzzer (not crashes): ${report.externalKills.map((k) => `${k.target} ${k.signal}`).join(', ')}`,
+    );
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
   for (const failure of report.healthFailures.slice(0, 10))
     lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
