@@ -1,6 +1,7 @@
 import type { RssSample } from './live-process.js';
 
-// Whether a process's memory stayed bounded under fuzz. RSS is sampled throughout; the baseline
+// Whether a process's memory and file descriptors stayed bounded under fuzz. RSS and open file
+// descriptors are sampled throughout; the baseline
 // is taken after warm-up (V8 grows its heap to a working size under load first), and two things
 // must hold: the end of the run is not far above the baseline, and the second half of the run
 // does not keep climbing (a leak grows with inputs; a working set does not).
@@ -11,6 +12,9 @@ export interface GrowthVerdict {
   midpointMiB: number;
   finalMiB: number;
   peakMiB: number;
+  baselineFds: number;
+  finalFds: number;
+  peakFds: number;
   bounded: boolean;
   reason: string;
 }
@@ -21,9 +25,18 @@ export interface GrowthLimits {
   overallFraction: number;
   // Allowed rise over the second half of the run.
   secondHalfMiB: number;
+  // Open file descriptors: the inputs in flight hold a few dozen at a time, a leak holds more and more.
+  overallFds: number;
+  secondHalfFds: number;
 }
 
-export const DEFAULT_LIMITS: GrowthLimits = { overallMiB: 96, overallFraction: 0.75, secondHalfMiB: 48 };
+export const DEFAULT_LIMITS: GrowthLimits = {
+  overallMiB: 96,
+  overallFraction: 0.75,
+  secondHalfMiB: 48,
+  overallFds: 96,
+  secondHalfFds: 48,
+};
 
 const MiB = 1024 * 1024;
 
@@ -33,21 +46,25 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-function window(samples: RssSample[], from: number, to: number): number[] {
+function window(samples: RssSample[], from: number, to: number, field: 'rssBytes' | 'fds' = 'rssBytes'): number[] {
   const start = Math.floor(samples.length * from);
   const end = Math.max(start + 1, Math.ceil(samples.length * to));
-  return samples.slice(start, end).map((s) => s.rssBytes);
+  return samples.slice(start, end).map((s) => s[field]);
 }
 
 export function judgeGrowth(samples: RssSample[], limits: GrowthLimits = DEFAULT_LIMITS): GrowthVerdict {
   if (samples.length < 5) {
-    const peak = Math.max(0, ...samples.map((s) => s.rssBytes)) / MiB;
+    const peak = Math.round(Math.max(0, ...samples.map((s) => s.rssBytes)) / MiB);
+    const fds = Math.max(0, ...samples.map((s) => s.fds));
     return {
       samples: samples.length,
       baselineMiB: peak,
       midpointMiB: peak,
       finalMiB: peak,
       peakMiB: peak,
+      baselineFds: fds,
+      finalFds: fds,
+      peakFds: fds,
       bounded: true,
       reason: 'too few samples to judge a trend',
     };
@@ -64,12 +81,26 @@ export function judgeGrowth(samples: RssSample[], limits: GrowthLimits = DEFAULT
     problems.push(
       `still growing: +${(final - midpoint).toFixed(0)} MiB over the second half (allowed ${limits.secondHalfMiB})`,
     );
+  const baselineFds = median(window(samples, 0.1, 0.25, 'fds'));
+  const midpointFds = median(window(samples, 0.45, 0.55, 'fds'));
+  const finalFds = median(window(samples, 0.9, 1, 'fds'));
+  if (finalFds - baselineFds > limits.overallFds)
+    problems.push(
+      `holds ${finalFds - baselineFds} more file descriptors than after warm-up (allowed ${limits.overallFds})`,
+    );
+  if (finalFds - midpointFds > limits.secondHalfFds)
+    problems.push(
+      `file descriptors still rising: +${finalFds - midpointFds} over the second half (allowed ${limits.secondHalfFds})`,
+    );
   return {
     samples: samples.length,
     baselineMiB: Math.round(baseline),
     midpointMiB: Math.round(midpoint),
     finalMiB: Math.round(final),
     peakMiB: Math.round(peak),
+    baselineFds,
+    finalFds,
+    peakFds: Math.max(...samples.map((s) => s.fds)),
     bounded: problems.length === 0,
     reason: problems.join('; ') || 'bounded',
   };

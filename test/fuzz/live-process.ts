@@ -13,6 +13,8 @@ export interface RssSample {
   // Inputs delivered to all targets when the sample was taken.
   inputs: number;
   rssBytes: number;
+  // Open file descriptors (sockets, files): a leaked connection shows here before it shows in RSS.
+  fds: number;
 }
 
 export interface CrashRecord {
@@ -55,6 +57,14 @@ export async function readRss(pid: number): Promise<number | null> {
     const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
     const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
     return match ? Number(match[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function countFds(pid: number): Promise<number | null> {
+  try {
+    return (await fs.readdir(`/proc/${pid}/fd`)).length;
   } catch {
     return null;
   }
@@ -134,8 +144,8 @@ export async function startLiveProcess(options: LiveProcessOptions): Promise<Liv
     async sample(inputs) {
       const pid = child?.pid;
       if (pid === undefined || !live.alive()) return;
-      const rssBytes = await readRss(pid);
-      if (rssBytes !== null) samples.push({ at: Date.now(), inputs, rssBytes });
+      const [rssBytes, fds] = await Promise.all([readRss(pid), countFds(pid)]);
+      if (rssBytes !== null && fds !== null) samples.push({ at: Date.now(), inputs, rssBytes, fds });
     },
     async restart() {
       await live.stop();

@@ -42,8 +42,8 @@ export interface FuzzOptions {
 export interface FuzzReport extends CampaignResult {
   inputsPerSecond: number;
   growth: Record<string, GrowthVerdict>;
-  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB].
-  rss: Record<string, [number, number, number][]>;
+  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB, fds].
+  rss: Record<string, [number, number, number, number][]>;
   dir: string;
 }
 
@@ -53,7 +53,10 @@ function selected(only: string[], name: string): boolean {
 }
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
-  const dir = temporaryDirectory('fuzz');
+  // OUTPOST_FUZZ_DIR puts a long run's data (logs, update logs, agent store) somewhere of its own.
+  const dir = process.env.OUTPOST_FUZZ_DIR
+    ? await fs.mkdtemp(join(process.env.OUTPOST_FUZZ_DIR, 'outpost-fuzz-'))
+    : temporaryDirectory('fuzz');
   const org = makeTestOrg();
   const signedPolicy = signPolicy(basePolicy(org), org.root);
   const stops: (() => Promise<void>)[] = [];
@@ -133,7 +136,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const first = p.samples[0]?.at ?? 0;
       rss[p.name] = p.samples
         .filter((_, i) => i % step === 0 || i === p.samples.length - 1)
-        .map((s) => [Math.round((s.at - first) / 1000), s.inputs, Math.round(s.rssBytes / 1024 / 1024)]);
+        .map((s) => [Math.round((s.at - first) / 1000), s.inputs, Math.round(s.rssBytes / 1024 / 1024), s.fds]);
     }
     return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, rss, dir };
   } finally {
@@ -171,10 +174,10 @@ export function summarize(report: FuzzReport): string {
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
   for (const failure of report.healthFailures.slice(0, 10))
     lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
-  lines.push('memory (RSS MiB: baseline → midpoint → final, peak):');
+  lines.push('memory (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak):');
   for (const [name, verdict] of Object.entries(report.growth))
     lines.push(
-      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB} (${verdict.samples} samples): ${verdict.reason}`,
+      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB}; fds ${verdict.baselineFds} → ${verdict.finalFds}, peak ${verdict.peakFds} (${verdict.samples} samples): ${verdict.reason}`,
     );
   lines.push('classes:');
   for (const [name, stat] of Object.entries(report.classes)) {
