@@ -41,6 +41,34 @@ export const AGENT_HOST = 'fz-agent';
 // Fuzzed entries stay in a document only for a while: enough for the agent to read them, few
 // enough that its cost per evaluation stays bounded (it verifies every entry every time).
 const LIVE_ENTRIES = 24;
+// Desired documents and the policy keep their history (no garbage collection, for audits), so
+// what the fuzzer deletes stays in every reader's memory: strings are cut to this length, and
+// entries come at most every SETTLE_MS, so a long run adds megabytes, not gigabytes (docs/fuzzing.md).
+const MAX_STRING = 2_048;
+const SETTLE_MS = 200;
+
+// Cuts every string in a value (keys too) to MAX_STRING characters, without recursion.
+function boundStrings(value: unknown): unknown {
+  const cut = (text: string): string => (text.length > MAX_STRING ? text.slice(0, MAX_STRING) : text);
+  if (typeof value === 'string') return cut(value);
+  if (value === null || typeof value !== 'object') return value;
+  const root: { v: unknown } = { v: value };
+  const stack: [Record<string | number, unknown>, string | number][] = [[root as Record<string, unknown>, 'v']];
+  while (stack.length > 0) {
+    const [parent, key] = stack.pop()!;
+    const node = parent[key];
+    if (typeof node === 'string') parent[key] = cut(node);
+    else if (Array.isArray(node))
+      for (let i = 0; i < node.length; i++) stack.push([node as unknown as Record<number, unknown>, i]);
+    else if (node !== null && typeof node === 'object') {
+      const copy: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(node)) copy[cut(k)] = v;
+      parent[key] = copy;
+      for (const k of Object.keys(copy)) stack.push([copy, k]);
+    }
+  }
+  return root.v;
+}
 
 export interface AgentTargetOptions {
   dir: string;
@@ -362,7 +390,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
   };
   // The agent reads a document change within milliseconds; give it a moment per input, so
   // its evaluation actually sees each one.
-  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, SETTLE_MS));
 
   // ---- narinfos --------------------------------------------------------------------------------
   const templateNarinfo = await fs.readFile(
@@ -428,7 +456,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     inputClass({
       name: 'intents@agent',
       target: agent.name,
-      arbitrary: intentValue,
+      arbitrary: intentValue.map(boundStrings),
       concurrency: 1,
       weight: 0,
       paced: true,
@@ -442,7 +470,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     inputClass({
       name: 'policies@agent',
       target: agent.name,
-      arbitrary: policyValue,
+      arbitrary: policyValue.map(boundStrings),
       concurrency: 1,
       weight: 0,
       paced: true,
@@ -456,7 +484,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     inputClass({
       name: 'timestamps@agent',
       target: agent.name,
-      arbitrary: timestampValue,
+      arbitrary: timestampValue.map(boundStrings),
       concurrency: 1,
       weight: 0,
       paced: true,
@@ -476,7 +504,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     inputClass({
       name: 'status@agent',
       target: agent.name,
-      arbitrary: statusValue,
+      arbitrary: statusValue.map((v) => ({ ...v, value: boundStrings(v.value) })),
       concurrency: 1,
       weight: 0,
       paced: true,

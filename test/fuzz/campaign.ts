@@ -71,8 +71,9 @@ export interface CampaignOptions {
   classes: AnyInputClass[];
   checks: HealthCheck[];
   sampleIntervalMs: number;
-  // Stop early (the short run in npm test has a time budget too).
+  // Stop early (the short run in npm test has a time budget too), or when told to.
   maxDurationMs?: number;
+  signal?: AbortSignal;
   // Reduce and shrink crashes (off: just count and restart).
   reduce: boolean;
   // Inputs of crashes reported and not yet fixed, left out.
@@ -300,7 +301,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   // The time budget counts from the first input (setup and the first checks are not fuzzing).
   let fuzzingStarted = Number.POSITIVE_INFINITY;
   const timeUp = (): boolean =>
-    options.maxDurationMs !== undefined && Date.now() - fuzzingStarted > options.maxDurationMs;
+    options.signal?.aborted === true ||
+    (options.maxDurationMs !== undefined && Date.now() - fuzzingStarted > options.maxDurationMs);
   let fastRemaining = quotaClasses.length;
   const fastDone = (): boolean => fastRemaining === 0;
 

@@ -45,7 +45,16 @@ export async function expectJson(
   check: (status: number, body: Record<string, unknown>) => boolean,
   timeoutMs: number,
 ): Promise<void> {
-  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  let response: Response;
+  try {
+    response = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (error) {
+    // undici says only "fetch failed"; the cause says what happened (refused, reset, …).
+    const cause = (error as { cause?: { message?: string; code?: string } }).cause;
+    throw new Error(
+      `${init.method ?? 'GET'} ${url}: ${(error as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`,
+    );
+  }
   const body = (await response.json()) as Record<string, unknown>;
   if (!check(response.status, body))
     throw new Error(`${init.method ?? 'GET'} ${url}: ${response.status} ${JSON.stringify(body).slice(0, 300)}`);

@@ -49,4 +49,18 @@ export const KNOWN_CRASHES: KnownCrash[] = [
       return refused && !cleanClose;
     },
   },
+  {
+    // Issue 11 item 6 (harden-agent): a status or result entry with a seq near 2^53, signed by any
+    // key, raises the agent's own status counter past what its schema allows; publishStatus then
+    // throws on every evaluation, for good (the counter is in its saved state), and nothing new is
+    // ever installed.
+    item: 'issue-11.6-status-seq',
+    classes: /^status@agent$/,
+    matches(input) {
+      const { value } = input as { value: unknown };
+      const entry = value as { status?: { seq?: unknown }; result?: { seq?: unknown } } | null;
+      const seq = entry?.status?.seq ?? entry?.result?.seq;
+      return typeof seq === 'number' && seq >= 2 ** 53 - 2 ** 20;
+    },
+  },
 ];

@@ -41,10 +41,18 @@ if (!Number.isSafeInteger(count) || count < 1) {
   process.exit(2);
 }
 const started = new Date().toISOString();
+// Ctrl-C or a kill ends the run like --max-seconds: the processes are stopped and figures reported.
+const stop = new AbortController();
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    console.log(`${signal}: finishing the run`);
+    stop.abort();
+  });
 const report = await runFuzz({
   seed,
   count,
   maxDurationMs: values['max-seconds'] === undefined ? undefined : Number(values['max-seconds']) * 1000,
+  signal: stop.signal,
   skipKnown: values['skip-known'] ? KNOWN_CRASHES : [],
   only: values.only,
   reduce: !values['no-reduce'],

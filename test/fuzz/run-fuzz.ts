@@ -25,6 +25,7 @@ export interface FuzzOptions {
   seed: number;
   count: number;
   maxDurationMs?: number;
+  signal?: AbortSignal;
   // Inputs of crashes reported and not yet fixed on main, left out (known.ts).
   skipKnown: KnownCrash[];
   // Only classes whose name contains one of these (all when empty).
@@ -122,6 +123,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       checks: active,
       sampleIntervalMs: options.sampleIntervalMs,
       maxDurationMs: options.maxDurationMs,
+      signal: options.signal,
       reduce: options.reduce,
       skipKnown: options.skipKnown,
       log: options.log,
