@@ -28,7 +28,7 @@ import {
   resign,
   type ServedNarinfo,
 } from './hostile-cache.js';
-import { applyJsonEdits, jsonEdit } from './json-inputs.js';
+import { applyJsonEdits, jsonEdit, signedNestingDepth, signFuzzed } from './json-inputs.js';
 import { type LiveProcess, startLiveProcess } from './live-process.js';
 
 // The agent under fuzz, attacked through what it reads: its desired document, the fleet policy
@@ -243,7 +243,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
           key: fc.string({ maxLength: 20 }).map((k) => `x${k}`),
           value: fc.oneof(
             weirdJson(3),
-            fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d)),
+            signedNestingDepth().map((d) => nested(d)),
           ),
           signer: fc.nat({ max: signers.length - 1 }),
           extraSignatures: fc.nat({ max: 3 }),
@@ -254,7 +254,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
           if (reason === 'other-host') intent.host = 'fz-other';
           if (reason === 'expired') intent.expiresAt = new Date(now - 1000).toISOString();
           if (reason === 'low-generation') intent.generation = 1;
-          const signature = signPayload('intent', intent, signers[signer]!);
+          const signature = signFuzzed('intent', intent, signers[signer]!);
           const junk = Array.from({ length: extraSignatures }, (_, i) => ({
             publicKey: signers[(signer + i + 1) % signers.length]!.publicKey,
             signature: signature.signature,
@@ -291,12 +291,12 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
           key: fc.string({ maxLength: 20 }).map((k) => `x${k}`),
           value: fc.oneof(
             weirdJson(3),
-            fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d)),
+            signedNestingDepth().map((d) => nested(d)),
           ),
         })
         .map(({ version, signer, key, value }) => {
           const policy = { ...signedPolicy.policy, version, [key]: value };
-          return { policy, signatures: [signPayload('policy', policy, signers[signer]!)] };
+          return { policy, signatures: [signFuzzed('policy', policy, signers[signer]!)] };
         }),
     },
   );
@@ -315,7 +315,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
         .record({ seq: fc.constantFrom(0, 2 ** 31, 2 ** 53 - 1), signer: fc.nat({ max: signers.length - 1 }) })
         .map(({ seq, signer }) => {
           const timestamp = { kind: 'timestamp' as const, at: new Date().toISOString(), seq, policyVersion };
-          return { timestamp, signature: signPayload('timestamp', timestamp, signers[signer]!) };
+          return { timestamp, signature: signFuzzed('timestamp', timestamp, signers[signer]!) };
         }),
     },
   );
@@ -376,7 +376,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
             const edited = applyJsonEdits(payload, edits);
             return {
               [kind]: edited,
-              signature: signPayload(kind === 'status' ? 'status' : 'result', edited, signers[signer]!),
+              signature: signFuzzed(kind === 'status' ? 'status' : 'result', edited, signers[signer]!),
             };
           }),
       },

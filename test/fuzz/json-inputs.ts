@@ -1,4 +1,7 @@
 import fc from 'fast-check';
+import { CanonicalJsonError } from '../../shared/crypto/canonical.js';
+import type { SigningKey } from '../../shared/crypto/keys.js';
+import { type Signature, type SignedKind, signPayload } from '../../shared/crypto/signatures.js';
 import { nastyString, nested, nestedJsonText, weirdJson } from './bytes.js';
 
 // Mutations of valid JSON documents (signed policies, intents, enrollment entries): a field set
@@ -123,3 +126,23 @@ export function jsonBody(documents: fc.Arbitrary<unknown>): fc.Arbitrary<Uint8Ar
   );
   return text.map((t) => new TextEncoder().encode(t));
 }
+
+// Signs a fuzzed payload. One canonical JSON refuses to sign (nested deeper than 64 levels, over
+// 16 MiB) gets a signature of the right shape that verifies against nothing, which is all an
+// attacker could send with it too; the readers must refuse it by its depth or size first.
+export function signFuzzed(kind: SignedKind, payload: unknown, key: SigningKey): Signature {
+  try {
+    return signPayload(kind, payload, key);
+  } catch (error) {
+    if (!(error instanceof CanonicalJsonError)) throw error;
+    return { publicKey: key.publicKey, signature: Buffer.alloc(64, 0x5a).toString('base64') };
+  }
+}
+
+// Nesting depths for values placed in signed documents: mostly within what can be signed, some
+// beyond (then signFuzzed forges the signature).
+export const signedNestingDepth = (): fc.Arbitrary<number> =>
+  fc.oneof(
+    { weight: 3, arbitrary: fc.integer({ min: 10, max: 56 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 57, max: 1_500 }) },
+  );

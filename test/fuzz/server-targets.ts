@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { signEnrollment, signEnrollRequest, signEnrollToken } from '../../admin/enroll-entries.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
-import { signPayload } from '../../shared/crypto/signatures.js';
 import type { Policy, SignedPolicy } from '../../shared/schemas/policy.js';
 import { challengeResponseSchema, signAuthProof } from '../../shared/sync/auth-proof.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
@@ -10,7 +9,7 @@ import type { TestOrg } from '../harness/policy-fixtures.js';
 import { nested } from './bytes.js';
 import { type AnyInputClass, type HealthCheck, inputClass } from './campaign.js';
 import { expectJson, healthz, syncRoundTrip } from './health.js';
-import { applyJsonEdits, jsonBody, jsonEdit } from './json-inputs.js';
+import { applyJsonEdits, jsonBody, jsonEdit, signedNestingDepth, signFuzzed } from './json-inputs.js';
 import { type LiveProcess, startLiveProcess } from './live-process.js';
 import {
   binaryFrame,
@@ -192,12 +191,12 @@ function policyDocuments(org: TestOrg, signed: SignedPolicy): fc.Arbitrary<unkno
       key: fc.string({ maxLength: 12 }).map((k) => `x-${k}`),
       value: fc.oneof(
         fc.jsonValue({ maxDepth: 3 }),
-        fc.integer({ min: 10, max: 1_500 }).map((d) => nested(d)),
+        signedNestingDepth().map((d) => nested(d)),
       ),
     })
     .map(({ version, key, value }) => {
       const policy = { ...signed.policy, version, [key]: value } as Policy;
-      return { policy, signatures: [signPayload('policy', policy, org.root)] };
+      return { policy, signatures: [signFuzzed('policy', policy, org.root)] };
     });
   return fc.oneof(
     { weight: 1, arbitrary: fc.constant(signed) },
