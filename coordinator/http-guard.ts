@@ -50,13 +50,27 @@ export function respondJson(res: ServerResponse, status: number, body: unknown):
   }
 }
 
-// Answers an upgrade request with a plain HTTP status before any websocket exists. Never throws.
+// How long a refused upgrade's connection may stay after its answer, for the client to read it
+// and close first (closing at once could reset the connection before the answer is read).
+export const REFUSED_UPGRADE_LINGER_MS = 2_000;
+
+// Answers an upgrade request with a plain HTTP status before any websocket exists, and makes sure
+// the connection goes. Never throws. After 'upgrade' nobody reads the socket: without reading it
+// the server never sees the client close or reset, and the socket (a file descriptor and a
+// --max-connections-per-address slot) stayed for good (fuzz finding 3, docs/fuzzing.md). So what
+// the client still sends is read and dropped, the socket is destroyed once the client has gone,
+// and at the latest REFUSED_UPGRADE_LINGER_MS after the answer.
 export function refuseUpgrade(socket: Duplex, status: number, statusText: string, message: string): void {
   try {
     if (!socket.writable) {
       socket.destroy();
       return;
     }
+    const timer = setTimeout(() => socket.destroy(), REFUSED_UPGRADE_LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('end', () => socket.destroy());
+    socket.resume();
     socket.end(
       `HTTP/1.1 ${status} ${statusText}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(message) + 1}\r\n\r\n${message}\n`,
     );

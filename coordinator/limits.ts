@@ -132,7 +132,8 @@ export function createConnectionGate(
   const pendingByAddress = new Map<string, number>();
   // Keyed by remote address and port, which the raw TCP socket and a TLS socket over it share.
   const pending = new Map<string, PendingConnection>();
-  const keys = new WeakMap<Socket, string>();
+  // What each counted socket was counted under, released under the same (fuzz finding 4).
+  const counted = new WeakMap<Socket, { key: string; address: string }>();
   const warnings = new ThrottledWarn(logger);
 
   const decrement = (table: Map<string, number>, address: string): void => {
@@ -168,11 +169,11 @@ export function createConnectionGate(
   }
 
   function onClose(this: Socket): void {
-    const key = keys.get(this);
-    if (key === undefined) return;
-    keys.delete(this);
-    clearPending(key);
-    decrement(open, key.slice(0, key.lastIndexOf('|')));
+    const entry = counted.get(this);
+    if (entry === undefined) return;
+    counted.delete(this);
+    clearPending(entry.key);
+    decrement(open, entry.address);
   }
 
   function refuse(socket: Socket, address: string, limit: keyof ResourceLimits, reason: string): void {
@@ -193,7 +194,15 @@ export function createConnectionGate(
   }
 
   server.on('connection', (socket: Socket) => {
-    const address = socket.remoteAddress ?? 'unknown';
+    const address = socket.remoteAddress;
+    // No peer address: the client reset before the connection was accepted, so there is nobody
+    // to answer. Counted under a made-up address, such sockets shared one pending key and were
+    // never released (fuzz finding 4); they are dropped instead.
+    if (address === undefined) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
     if ((open.get(address) ?? 0) >= limits.maxConnectionsPerAddress) {
       refusals.connectionsPerAddress += 1;
       return refuse(
@@ -213,7 +222,7 @@ export function createConnectionGate(
       );
     }
     const key = socketKey(socket);
-    keys.set(socket, key);
+    counted.set(socket, { key, address });
     open.set(address, (open.get(address) ?? 0) + 1);
     pendingByAddress.set(address, (pendingByAddress.get(address) ?? 0) + 1);
     pending.set(key, {

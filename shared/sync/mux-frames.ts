@@ -81,43 +81,52 @@ export function encodeFrame(frame: MuxFrame): Uint8Array {
   return encoding.toUint8Array(encoder);
 }
 
+// lib0's readVarUint checks the range only before the last byte, which can carry a number past
+// 2^53 (10 bytes decode to ~1e21): a value no peer can mean, and one that two different
+// encodings decode to alike (two channels would become one). Refused like any malformed frame.
+function readNumber(decoder: decoding.Decoder, what: string): number {
+  const value = decoding.readVarUint(decoder);
+  if (!Number.isSafeInteger(value)) throw new Error(`relay frame: ${what} is out of range (over 2^53)`);
+  return value;
+}
+
 // Throws on anything malformed; callers close the socket.
 export function decodeFrame(bytes: Uint8Array): MuxFrame {
   const decoder = decoding.createDecoder(bytes);
-  const type = decoding.readVarUint(decoder);
+  const type = readNumber(decoder, 'frame type');
   switch (type) {
     case FRAME_OPEN:
-      return { type, channel: decoding.readVarUint(decoder), document: decoding.readVarString(decoder) };
+      return { type, channel: readNumber(decoder, 'channel'), document: decoding.readVarString(decoder) };
     case FRAME_DATA: {
-      const channel = decoding.readVarUint(decoder);
+      const channel = readNumber(decoder, 'channel');
       return { type, channel, message: bytes.subarray(decoder.pos) };
     }
     case FRAME_CLOSE:
       return {
         type,
-        channel: decoding.readVarUint(decoder),
-        code: decoding.readVarUint(decoder),
+        channel: readNumber(decoder, 'channel'),
+        code: readNumber(decoder, 'close code'),
         reason: decoding.readVarString(decoder),
       };
     case FRAME_SINCE:
-      return { type, epoch: decoding.readVarString(decoder), cursor: decoding.readVarUint(decoder) };
+      return { type, epoch: decoding.readVarString(decoder), cursor: readNumber(decoder, 'cursor') };
     case FRAME_CHANGES: {
       const epoch = decoding.readVarString(decoder);
-      const cursor = decoding.readVarUint(decoder);
-      const count = decoding.readVarUint(decoder);
+      const cursor = readNumber(decoder, 'cursor');
+      const count = readNumber(decoder, 'document count');
       if (count > 10_000_000) throw new Error('implausible document count');
       const documents: string[] = [];
       for (let i = 0; i < count; i++) documents.push(decoding.readVarString(decoder));
       return { type, epoch, cursor, documents };
     }
     case FRAME_PRESENCE: {
-      const count = decoding.readVarUint(decoder);
+      const count = readNumber(decoder, 'host count');
       if (count > 10_000_000) throw new Error('implausible host count');
       const hosts: PresenceEntry[] = [];
       for (let i = 0; i < count; i++)
         hosts.push({
           host: decoding.readVarString(decoder),
-          online: decoding.readVarUint(decoder) === 1,
+          online: readNumber(decoder, 'online flag') === 1,
           lastSeen: decoding.readFloat64(decoder),
         });
       return { type, hosts };

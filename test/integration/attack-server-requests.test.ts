@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,7 +12,7 @@ import {
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
-import { exchange, statusOf, WS_UPGRADE_HEADERS } from '../harness/raw-sockets.js';
+import { exchange, openSocket, statusOf, WS_UPGRADE_HEADERS, whenClosed } from '../harness/raw-sockets.js';
 
 // Issue 11, item 4: one request must not kill the coordinator or a relay. A stranger with nothing
 // but a TCP connection sends requests whose URL does not parse, whose percent-encoding is broken,
@@ -33,9 +34,19 @@ test.before(async () => {
   });
 });
 
+// A server that still holds leaked sockets never finishes a graceful stop: SIGKILL after a while,
+// so a failing run ends with its report rather than hanging.
+async function stopServer(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  const stopped = server.stop();
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), 10_000);
+  await stopped;
+  clearTimeout(timer);
+}
+
 test.after(async () => {
-  await relay?.stop();
-  await coordinator?.stop();
+  await stopServer(relay);
+  await stopServer(coordinator);
   removeDirectory(dir);
 });
 
@@ -108,6 +119,94 @@ test('a peer that is being refused and answers with invalid frames, or resets mi
     });
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.ok(alive(server), `${server.url} still runs:\n${server.logs().slice(-2000)}`);
+  }
+});
+
+// Fuzz findings 3 and 4 (docs/fuzzing.md). 3: an upgrade the server refuses with a plain 400 or
+// 404 was answered with socket.end() on a socket nobody read, so the server never saw the client
+// go when it sent anything more and half-closed, or reset: one file descriptor and one
+// --max-connections-per-address slot stayed taken per request, for good. 4: a connection reset
+// before the server accepted it has no peer address; it was counted under 'unknown' and released
+// under another key, so the count only grew. A stranger on another address (127.0.0.2) does both;
+// afterwards each server holds as many connections and descriptors as before.
+async function openConnections(server: Server): Promise<number> {
+  const health = (await (await fetch(`${httpBaseFromWs(server.url)}/healthz`)).json()) as {
+    connections: { connections: number };
+  };
+  return health.connections.connections;
+}
+
+const openFds = (server: Server): number => readdirSync(`/proc/${server.child.pid}/fd`).length;
+
+const FRAME = Buffer.from([0x00, 0x82, 0x12, 0x34, 0x56, 0x78, 0xd1, 0x1c]);
+
+// A websocket upgrade the server refuses; once the answer starts, a masked binary frame, then a
+// half-close (waiting for the server to close) or a reset.
+async function refusedUpgrade(port: number, path: string, ending: 'half-close' | 'reset'): Promise<number | null> {
+  const socket = await openSocket(port, '127.0.0.2');
+  socket.on('error', () => undefined);
+  const closed = whenClosed(socket);
+  let text = '';
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 3000);
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\n${WS_UPGRADE_HEADERS}\r\n`);
+  });
+  socket.write(FRAME);
+  if (ending === 'reset') socket.resetAndDestroy();
+  else socket.end();
+  await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 3000))]);
+  socket.destroy();
+  return statusOf(text);
+}
+
+// A request and a frame in one packet, and a reset at once: often before the server accepts.
+async function resetAtOnce(port: number, path: string): Promise<void> {
+  const socket = await openSocket(port, '127.0.0.2');
+  socket.on('error', () => undefined);
+  socket.write(Buffer.concat([Buffer.from(`GET ${path} HTTP/1.1\r\n${WS_UPGRADE_HEADERS}\r\n`), FRAME]));
+  socket.resetAndDestroy();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+async function assertLetGo(server: Server, what: string, connectionsBefore: number, fdsBefore: number): Promise<void> {
+  await waitFor(
+    `${server.url} to let go of ${what} (connections ${connectionsBefore}, descriptors ${fdsBefore} before)`,
+    async () => (await openConnections(server)) <= connectionsBefore + 2 && openFds(server) <= fdsBefore + 4,
+    10_000,
+  ).catch(async (error: Error) => {
+    assert.unreachable(
+      `${error.message}: now ${await openConnections(server)} connections, ${openFds(server)} descriptors`,
+    );
+  });
+}
+
+const REFUSED_PATHS = ['/nosuch', '/%zz', '/hosts/H1/desired', '/fleet/%00'];
+
+test('refused upgrades whose client sends more and goes leave no connection or descriptor behind (finding 3)', async () => {
+  const ROUNDS = 40;
+  for (const server of [coordinator, relay]) {
+    const connectionsBefore = await openConnections(server);
+    const fdsBefore = openFds(server);
+    const statuses = new Set<number | null>();
+    for (let i = 0; i < ROUNDS; i++)
+      statuses.add(await refusedUpgrade(server.port, REFUSED_PATHS[i % 4]!, i % 8 < 4 ? 'half-close' : 'reset'));
+    assert.equal([...statuses].sort(), [400, 404], `${server.url} answered every refused upgrade`);
+    await assertLetGo(server, `${ROUNDS} refused upgrades`, connectionsBefore, fdsBefore);
+  }
+});
+
+test('connections reset before they are accepted are not counted for good (finding 4)', async () => {
+  const ROUNDS = 60;
+  for (const server of [coordinator, relay]) {
+    const connectionsBefore = await openConnections(server);
+    const fdsBefore = openFds(server);
+    for (let i = 0; i < ROUNDS; i++) await resetAtOnce(server.port, REFUSED_PATHS[i % 4]!);
+    await assertLetGo(server, `${ROUNDS} reset connections`, connectionsBefore, fdsBefore);
   }
 });
 

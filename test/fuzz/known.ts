@@ -1,0 +1,14 @@
+// Crash classes (and leaks) reported and not yet fixed on main. The seeded run in npm test leaves
+// their inputs out, so it passes while a fix is under way and fails on anything new; the long run
+// includes them unless given --skip-known. Remove an entry when its fix lands on main; what was
+// found and fixed so far is listed in docs/fuzzing.md.
+export interface KnownCrash {
+  // The open item (issue and number, or the fuzz finding in docs/fuzzing.md).
+  item: string;
+  // Input classes it applies to (matched against the class name, e.g. 'ws-upgrade@relay').
+  classes: RegExp;
+  matches(input: unknown): boolean;
+}
+
+// Empty: every finding so far is fixed (docs/fuzzing.md, What it found).
+export const KNOWN_CRASHES: KnownCrash[] = [];
