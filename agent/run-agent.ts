@@ -110,7 +110,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       poke();
       schedulePreemptionCheck();
     });
-    desired = connectDocument(config.coordinators, desiredName, { doc, ...config.reconnect });
+    desired = connectDocument(config.coordinators, desiredName, { doc, identity: config.key, ...config.reconnect });
   }
   function dropDesired(): void {
     const connection = desired;
@@ -139,6 +139,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   openDesired();
   const status: DocumentConnection = connectDocument(config.coordinators, statusName, {
     doc: statusDoc,
+    identity: config.key,
     ...config.reconnect,
   });
   const awareness = status.provider.awareness;
@@ -492,7 +493,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     stopping: () => stopped,
     downloadSignal: downloadAbort.signal,
     publishProgress: (p) => progress.publish(p),
-    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, desiredName, timeoutMs),
+    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, desiredName, timeoutMs, config.key),
     installGate,
   });
 
