@@ -2,7 +2,6 @@ import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option } from '../cli/options.js';
-import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import {
   activationActionSchema,
@@ -71,8 +70,6 @@ export function runDeployCommand(argv: string[]): Promise<number> {
 
 async function deploy(options: z.output<typeof deployCommand.options>): Promise<number> {
   const key = await readKeyFile(options.key);
-  // The same key signs the intent and proves who connects (coordinators with --org-root require it).
-  useIdentity(key);
   const { signed, digest } = await submitIntent(
     options.coordinator,
     {

@@ -88,12 +88,13 @@ async function getJson<S extends z.ZodType>(
   path: string,
   schema: S,
   timeoutMs: number,
+  identity: SigningKey | null,
 ): Promise<z.infer<S>> {
   const url = `${httpBaseFromWs(serverUrl)}${path}`;
   let headers: Record<string, string>;
   try {
     // With a key (status --key): a signed single-use challenge, as coordinators with --org-root want.
-    headers = await proofHeaders(url);
+    headers = await proofHeaders(url, identity);
   } catch (error) {
     throw new Error(describeFetchFailure(`${httpBaseFromWs(serverUrl)}/auth/challenge`, serverUrl, error));
   }
@@ -113,8 +114,8 @@ async function getJson<S extends z.ZodType>(
   return parsed.data;
 }
 
-export async function listHosts(serverUrl: string, timeoutMs: number): Promise<string[]> {
-  const { documents } = await getJson(serverUrl, '/api/documents', documentsSchema, timeoutMs);
+export async function listHosts(serverUrl: string, timeoutMs: number, identity: SigningKey | null): Promise<string[]> {
+  const { documents } = await getJson(serverUrl, '/api/documents', documentsSchema, timeoutMs, identity);
   const hosts = new Set<string>();
   for (const name of documents) {
     const parsed = parseDocName(name);
@@ -196,15 +197,14 @@ export async function readHostView(
     adminKeys?: ReadonlySet<string>;
     presence?: Map<string, { online: boolean; lastSeen: string | null }>;
     authority?: HostKeyAuthority | null;
-    identity?: SigningKey | null;
+    // The key proved on both connections (null: open-mode servers).
+    identity: SigningKey | null;
   },
 ): Promise<HostView> {
   const authority = options.authority ?? null;
-  // Undefined: the process identity (useIdentity), as connectDocument takes it.
-  const connect = options.identity === undefined ? {} : { identity: options.identity };
-  const identity = options.identity ?? null;
-  const desired = connectDocument(serverUrl, desiredDocName(host), connect);
-  const status = connectDocument(serverUrl, statusDocName(host), connect);
+  const { identity } = options;
+  const desired = connectDocument(serverUrl, desiredDocName(host), { identity });
+  const status = connectDocument(serverUrl, statusDocName(host), { identity });
   try {
     await Promise.all([
       syncOrRefusal(desired, identity, options.timeoutMs),
@@ -308,14 +308,22 @@ export async function readFleetView(
     concurrency?: number;
     // Pinned org root keys: check host keys against enrollment under the policy walked from them.
     orgRoot?: string[];
-    identity?: SigningKey | null;
+    // The key proved to the coordinator (admin; null: open-mode servers).
+    identity: SigningKey | null;
   },
 ): Promise<HostView[]> {
+  const { identity } = options;
   const authority = options.orgRoot?.length
-    ? await readHostKeyAuthority(serverUrl, options.orgRoot, options.identity ?? null, options.timeoutMs)
+    ? await readHostKeyAuthority(serverUrl, options.orgRoot, identity, options.timeoutMs)
     : null;
-  const hosts = options.hosts?.length ? options.hosts : await listHosts(serverUrl, options.timeoutMs);
-  const { hosts: presenceRecord } = await getJson(serverUrl, '/api/presence', presenceSchema, options.timeoutMs);
+  const hosts = options.hosts?.length ? options.hosts : await listHosts(serverUrl, options.timeoutMs, identity);
+  const { hosts: presenceRecord } = await getJson(
+    serverUrl,
+    '/api/presence',
+    presenceSchema,
+    options.timeoutMs,
+    identity,
+  );
   const presence = new Map(Object.entries(presenceRecord));
   const views: HostView[] = new Array(hosts.length);
   let next = 0;

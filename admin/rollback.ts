@@ -2,7 +2,6 @@ import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { defineCommand, option } from '../cli/options.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
-import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { deployCommand } from './deploy.js';
@@ -93,7 +92,6 @@ export function runRollbackCommand(argv: string[]): Promise<number> {
 
 async function rollback(options: z.output<typeof rollbackCommand.options>): Promise<number> {
   const key = await readKeyFile(options.key);
-  useIdentity(key);
   const timeoutMs = options.timeout * 1000;
   const orgRoot = await resolvePublicKeys(rollbackCommand, 'org-root', options.orgRoot);
   // The target comes from the host's results: under a policy they count only when signed by the

@@ -3,7 +3,6 @@ import { formatBytes } from '../agent/download/disk-space.js';
 import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option } from '../cli/options.js';
-import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import type { TrustStatus } from '../shared/schemas/report.js';
@@ -141,7 +140,6 @@ export function runStatusCommand(argv: string[]): Promise<number> {
 async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
   const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
   const identity = options.key === undefined ? null : await readKeyFile(options.key);
-  useIdentity(identity);
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,
@@ -153,7 +151,9 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
   // A host asked for by name must exist (the coordinator lists it, or holds something for it) and
   // be readable; the whole-fleet listing is what the coordinator lists for this key.
   const empty = options.host.length ? views.filter((v) => !v.found).map((v) => v.host) : [];
-  const known = empty.length ? await listHosts(options.coordinator, options.timeout * 1000).catch(() => null) : null;
+  const known = empty.length
+    ? await listHosts(options.coordinator, options.timeout * 1000, identity).catch(() => null)
+    : null;
   const missing = empty.filter((h) => !known?.includes(h));
   const shown = views.filter((v) => !missing.includes(v.host));
   if (options.json)

@@ -23,8 +23,12 @@ export interface IntentRequest {
 
 // The newest policy version the coordinator holds. Agents check the intent against their own
 // walked chain, so trusting the coordinator here can at worst make the intent be refused.
-export async function latestPolicyVersion(serverUrl: string, timeoutMs: number): Promise<number | undefined> {
-  const connection = connectDocument(serverUrl, POLICY_DOC);
+export async function latestPolicyVersion(
+  serverUrl: string,
+  timeoutMs: number,
+  identity: SigningKey,
+): Promise<number | undefined> {
+  const connection = connectDocument(serverUrl, POLICY_DOC, { identity });
   try {
     await waitForSync(connection, timeoutMs);
     const versions = readPolicies(connection.doc).map((p) => p.policy.version);
@@ -42,7 +46,8 @@ export function highestGeneration(doc: Y.Doc, host: string): number {
 
 // Signs an intent, appends it to the host's desired document, and returns only once the
 // coordinator has it stored: a second, fresh connection must see it (the coordinator answers a
-// sync request only after everything before it is in its fsync'ed log).
+// sync request only after everything before it is in its fsync'ed log). The key that signs also
+// proves who connects (coordinators with --org-root require it).
 export async function submitIntent(
   serverUrl: string,
   request: IntentRequest,
@@ -50,7 +55,7 @@ export async function submitIntent(
   timeoutMs: number,
 ): Promise<{ signed: SignedIntent; digest: string; previousHighest: number }> {
   const name = desiredDocName(request.host);
-  const writer = connectDocument(serverUrl, name);
+  const writer = connectDocument(serverUrl, name, { identity: key });
   try {
     await waitForSync(writer, timeoutMs);
     const previousHighest = highestGeneration(writer.doc, request.host);
@@ -60,7 +65,7 @@ export async function submitIntent(
         `generation ${generation} is not above ${previousHighest}, the highest already issued for ${request.host}; agents refuse it as a rollback. Omit --generation to use ${previousHighest + 1}, or pass --force to record it anyway`,
       );
     }
-    const policyVersion = request.policyVersion ?? (await latestPolicyVersion(serverUrl, timeoutMs));
+    const policyVersion = request.policyVersion ?? (await latestPolicyVersion(serverUrl, timeoutMs, key));
     const now = Date.now();
     const signed = signIntent(
       {
@@ -78,17 +83,23 @@ export async function submitIntent(
     );
     const digest = intentDigest(signed);
     appendIntent(writer.doc, signed);
-    await waitUntilStored(serverUrl, name, digest, timeoutMs);
+    await waitUntilStored(serverUrl, name, digest, timeoutMs, key);
     return { signed, digest, previousHighest };
   } finally {
     writer.close();
   }
 }
 
-async function waitUntilStored(serverUrl: string, name: string, digest: string, timeoutMs: number): Promise<void> {
+async function waitUntilStored(
+  serverUrl: string,
+  name: string,
+  digest: string,
+  timeoutMs: number,
+  identity: SigningKey,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const reader = connectDocument(serverUrl, name);
+    const reader = connectDocument(serverUrl, name, { identity });
     try {
       await waitForSync(reader, Math.max(1, deadline - Date.now()));
       if (readIntentEntries(reader.doc).entries.some((e) => intentDigest(e.signed) === digest)) return;

@@ -3,7 +3,6 @@ import { type EnrollTokenFile, readTokenFile } from '../admin/enroll-entries.js'
 import { runCommand, runDaemon } from '../cli/command.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
-import { useIdentity } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
@@ -84,12 +83,12 @@ async function runAgent(options: AgentOptions): Promise<number> {
     throw new Error(
       `--enroll-token: ${options.enrollToken} is for host ${token.token.host}, not ${options.host}; use the token made for this host`,
     );
-  // Every connection proves this host key (coordinators and relays with --org-root require it).
-  useIdentity(key);
   await fs.mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+  // Every connection proves this host key (coordinators and relays with --org-root require it).
   const trust = await openIntentTrust({
     host: options.host,
     endpoints: options.coordinator,
+    identity: key,
     stateDir: options.stateDir,
     orgRootKeys: options.orgRoot,
     adminKeys: options.adminKey,

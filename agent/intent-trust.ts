@@ -1,3 +1,4 @@
+import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { openFleetTrustOnNode } from '../shared/node/fleet-trust.js';
 import { groupWindowsFor } from '../shared/schedule/group-windows.js';
@@ -27,6 +28,8 @@ export interface IntentTrust {
 export interface IntentTrustOptions {
   host: string;
   endpoints: string[];
+  // The host key, proved on the policy and timestamp connections.
+  identity: SigningKey;
   stateDir: string;
   orgRootKeys: string[];
   adminKeys: string[];
@@ -39,6 +42,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
   if (options.orgRootKeys.length > 0) {
     const fleet = await openFleetTrustOnNode({
       endpoints: options.endpoints,
+      identity: options.identity,
       orgRootKeys: options.orgRootKeys,
       stateDir: options.stateDir,
       freezeAfterMs: options.freezeAfterMs,

@@ -1,3 +1,4 @@
+import type { SigningKey } from '../shared/crypto/keys.js';
 import { connectDocument, waitForSync } from '../shared/node/connect.js';
 
 // Proof that the host still reaches the fleet after an activation: a brand-new connection (new
@@ -7,8 +8,9 @@ export async function probeSyncPeer(
   endpoints: readonly string[],
   document: string,
   timeoutMs: number,
+  identity: SigningKey,
 ): Promise<string | null> {
-  const connection = connectDocument([...endpoints], document, { maxBackoffMs: 2000, baseBackoffMs: 200 });
+  const connection = connectDocument([...endpoints], document, { identity, maxBackoffMs: 2000, baseBackoffMs: 200 });
   try {
     await waitForSync(connection, timeoutMs);
     return null;

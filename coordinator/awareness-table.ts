@@ -113,7 +113,8 @@ export class AwarenessTable {
       const entry = this.clients.get(id);
       encoding.writeVarUint(encoder, id);
       encoding.writeVarUint(encoder, entry?.clock ?? 0);
-      encoding.writeVarString(encoder, JSON.stringify(entry?.state ?? null));
+      // `||`, as y-protocols writes it: a falsy state (false, 0, '') goes out as null.
+      encoding.writeVarString(encoder, JSON.stringify(entry?.state || null));
     }
     return encoding.toUint8Array(encoder);
   }

@@ -112,150 +112,188 @@ function relayAwareness(
   onPresence?.({ document: document.name, online: awareness.size > 0 });
 }
 
+// Everything the host knows, as one record the functions below take (the yjs style): unit tests
+// build one over a stand-in log (test/unit/coordinator/hosted-documents.test.ts).
+export interface DocumentHostState {
+  readonly log: Pick<UpdateLog, 'read' | 'append'>;
+  readonly logger: Logger;
+  // A document nobody holds (no connection, not pinned) is unloaded after this long.
+  readonly idleUnloadMs: number;
+  readonly onPresence: ((change: PresenceChange) => void) | undefined;
+  // Loading or loaded documents; a failed load is removed so the next use tries again.
+  readonly hosted: Map<string, Promise<HostedDocument>>;
+  readonly unloadTimers: Map<string, ReturnType<typeof setTimeout>>;
+  readonly pinned: Set<string>;
+  readonly observers: HostObserver[];
+}
+
+export function createDocumentHostState(
+  log: Pick<UpdateLog, 'read' | 'append'>,
+  logger: Logger,
+  idleUnloadMs: number,
+  onPresence?: (change: PresenceChange) => void,
+): DocumentHostState {
+  return {
+    log,
+    logger,
+    idleUnloadMs,
+    onPresence,
+    hosted: new Map(),
+    unloadTimers: new Map(),
+    pinned: new Set(),
+    observers: [],
+  };
+}
+
+// Replays the document's log into a fresh Y.Doc.
+export async function loadDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
+  const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+  const { entries, bytes } = replay(doc, await host.log.read(name));
+  const document = new LoadedDocument(name, doc, host.onPresence);
+  document.stateBytes = bytes;
+  trackExpiry(document.awareness);
+  host.logger.debug({ event: 'document-loaded', document: name, entries }, 'document loaded');
+  for (const observer of host.observers) observer.loaded?.(document);
+  return document;
+}
+
+// The document, loading it once however many ask at the same time; cancels a pending unload.
+function loadedDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
+  const timer = host.unloadTimers.get(name);
+  if (timer) {
+    clearTimeout(timer);
+    host.unloadTimers.delete(name);
+  }
+  let pending = host.hosted.get(name);
+  if (!pending) {
+    pending = loadDocument(host, name);
+    host.hosted.set(name, pending);
+    pending.catch(() => host.hosted.delete(name));
+  }
+  return pending;
+}
+
+export function unloadDocument(host: DocumentHostState, name: string): void {
+  const pending = host.hosted.get(name);
+  host.hosted.delete(name);
+  host.unloadTimers.delete(name);
+  void pending?.then((document) => {
+    untrackExpiry(document.awareness);
+    document.doc.destroy();
+    host.logger.debug({ event: 'document-unloaded', document: name }, 'document unloaded');
+    for (const observer of host.observers) observer.unloaded?.(name);
+  });
+}
+
+// Nobody connected and not pinned: unload after the idle time, unless someone comes back.
+export function scheduleUnload(host: DocumentHostState, document: HostedDocument): void {
+  if (
+    document.connections.size === 0 &&
+    !host.pinned.has(document.name) &&
+    !host.unloadTimers.has(document.name) &&
+    host.hosted.has(document.name)
+  ) {
+    host.unloadTimers.set(
+      document.name,
+      setTimeout(() => unloadDocument(host, document.name), host.idleUnloadMs).unref(),
+    );
+  }
+}
+
+export async function acquireDocument(host: DocumentHostState, name: string, ws: WebSocket): Promise<HostedDocument> {
+  const document = await loadedDocument(host, name);
+  document.connections.set(ws, []);
+  return document;
+}
+
+export function releaseDocument(host: DocumentHostState, document: HostedDocument, ws: WebSocket): void {
+  const ids = document.connections.get(ws);
+  document.connections.delete(ws);
+  if (ids && ids.length > 0) document.awareness.remove(ids, null);
+  scheduleUnload(host, document);
+}
+
+// Applies, logs (fsync) and broadcasts one update; call inside the document's queue. Returns the
+// delta stored, or null when the update added nothing.
+export async function acceptUpdate(
+  host: DocumentHostState,
+  document: HostedDocument,
+  update: Uint8Array,
+  principal: string,
+  origin: WebSocket | null,
+): Promise<Uint8Array | null> {
+  const emitted: Uint8Array[] = [];
+  const capture = (u: Uint8Array): void => {
+    emitted.push(u);
+  };
+  document.doc.on('update', capture);
+  try {
+    Y.applyUpdate(document.doc, update, origin);
+  } finally {
+    document.doc.off('update', capture);
+  }
+  // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
+  if (emitted.length === 0) return null;
+  const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+  try {
+    await host.log.append(document.name, principal, delta);
+  } catch (error) {
+    // Memory now holds something the log does not: drop this copy so the next connection
+    // reloads from the log, and close everyone so clients resend what they have.
+    document.broken = true;
+    host.logger.error(
+      { event: 'log-append-failed', document: document.name, err: error },
+      'update log append failed; reloading document',
+    );
+    host.hosted.delete(document.name);
+    untrackExpiry(document.awareness);
+    for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
+    for (const observer of host.observers) observer.unloaded?.(document.name);
+    throw error;
+  }
+  document.stateBytes += delta.length;
+  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+  for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
+  for (const observer of host.observers) observer.accepted?.(document, delta, principal);
+  return delta;
+}
+
+export function pinDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
+  host.pinned.add(name);
+  return loadedDocument(host, name);
+}
+
+export function unpinDocument(host: DocumentHostState, name: string): void {
+  if (!host.pinned.delete(name)) return;
+  void host.hosted.get(name)?.then(
+    (document) => {
+      if (host.hosted.get(name) && !host.pinned.has(name)) scheduleUnload(host, document);
+    },
+    () => undefined,
+  );
+}
+
+export function closeAllDocuments(host: DocumentHostState): void {
+  for (const timer of host.unloadTimers.values()) clearTimeout(timer);
+  for (const name of [...host.hosted.keys()]) unloadDocument(host, name);
+}
+
+// Wires a host state to the DocumentHost interface the coordinator, relays and fleet writers use.
 export function createDocumentHost(
   log: UpdateLog,
   logger: Logger,
   idleUnloadMs: number,
   onPresence?: (change: PresenceChange) => void,
 ): DocumentHost {
-  const hosted = new Map<string, Promise<HostedDocument>>();
-  const unloadTimers = new Map<string, NodeJS.Timeout>();
-  const pinned = new Set<string>();
-  const observers: HostObserver[] = [];
-
-  async function load(name: string): Promise<HostedDocument> {
-    const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
-    const { entries, bytes } = replay(doc, await log.read(name));
-    const document = new LoadedDocument(name, doc, onPresence);
-    document.stateBytes = bytes;
-    trackExpiry(document.awareness);
-    logger.debug({ event: 'document-loaded', document: name, entries }, 'document loaded');
-    for (const observer of observers) observer.loaded?.(document);
-    return document;
-  }
-
-  function unload(name: string): void {
-    const pending = hosted.get(name);
-    hosted.delete(name);
-    unloadTimers.delete(name);
-    void pending?.then((document) => {
-      untrackExpiry(document.awareness);
-      document.doc.destroy();
-      logger.debug({ event: 'document-unloaded', document: name }, 'document unloaded');
-      for (const observer of observers) observer.unloaded?.(name);
-    });
-  }
-
-  function scheduleUnload(document: HostedDocument): void {
-    if (
-      document.connections.size === 0 &&
-      !pinned.has(document.name) &&
-      !unloadTimers.has(document.name) &&
-      hosted.has(document.name)
-    ) {
-      unloadTimers.set(document.name, setTimeout(() => unload(document.name), idleUnloadMs).unref());
-    }
-  }
-
+  const host = createDocumentHostState(log, logger, idleUnloadMs, onPresence);
   return {
-    async acquire(name, ws) {
-      const timer = unloadTimers.get(name);
-      if (timer) {
-        clearTimeout(timer);
-        unloadTimers.delete(name);
-      }
-      let pending = hosted.get(name);
-      if (!pending) {
-        pending = load(name);
-        hosted.set(name, pending);
-        pending.catch(() => hosted.delete(name));
-      }
-      const document = await pending;
-      document.connections.set(ws, []);
-      return document;
-    },
-
-    release(document, ws) {
-      const ids = document.connections.get(ws);
-      document.connections.delete(ws);
-      if (ids && ids.length > 0) document.awareness.remove(ids, null);
-      scheduleUnload(document);
-    },
-
-    async acceptUpdate(document, update, principal, origin) {
-      const emitted: Uint8Array[] = [];
-      const capture = (u: Uint8Array): void => {
-        emitted.push(u);
-      };
-      document.doc.on('update', capture);
-      try {
-        Y.applyUpdate(document.doc, update, origin);
-      } finally {
-        document.doc.off('update', capture);
-      }
-      // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
-      if (emitted.length === 0) return null;
-      const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-      try {
-        await log.append(document.name, principal, delta);
-      } catch (error) {
-        // Memory now holds something the log does not: drop this copy so the next connection
-        // reloads from the log, and close everyone so clients resend what they have.
-        document.broken = true;
-        logger.error(
-          { event: 'log-append-failed', document: document.name, err: error },
-          'update log append failed; reloading document',
-        );
-        hosted.delete(document.name);
-        untrackExpiry(document.awareness);
-        for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
-        for (const observer of observers) observer.unloaded?.(document.name);
-        throw error;
-      }
-      document.stateBytes += delta.length;
-      const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-      for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
-      for (const observer of observers) observer.accepted?.(document, delta, principal);
-      return delta;
-    },
-
-    async pin(name) {
-      pinned.add(name);
-      const timer = unloadTimers.get(name);
-      if (timer) {
-        clearTimeout(timer);
-        unloadTimers.delete(name);
-      }
-      let pending = hosted.get(name);
-      if (!pending) {
-        pending = load(name);
-        hosted.set(name, pending);
-        pending.catch(() => hosted.delete(name));
-      }
-      return pending;
-    },
-
-    unpin(name) {
-      if (!pinned.delete(name)) return;
-      void hosted.get(name)?.then(
-        (document) => {
-          if (hosted.get(name) && !pinned.has(name)) scheduleUnload(document);
-        },
-        () => undefined,
-      );
-    },
-
-    observe(observer) {
-      observers.push(observer);
-    },
-
-    openDocuments() {
-      return hosted.size;
-    },
-
-    async closeAll() {
-      for (const timer of unloadTimers.values()) clearTimeout(timer);
-      for (const name of [...hosted.keys()]) unload(name);
-    },
+    acquire: (name, ws) => acquireDocument(host, name, ws),
+    release: (document, ws) => releaseDocument(host, document, ws),
+    acceptUpdate: (document, update, principal, origin) => acceptUpdate(host, document, update, principal, origin),
+    pin: (name) => pinDocument(host, name),
+    unpin: (name) => unpinDocument(host, name),
+    observe: (observer) => void host.observers.push(observer),
+    openDocuments: () => host.hosted.size,
+    closeAll: async () => closeAllDocuments(host),
   };
 }

@@ -91,7 +91,8 @@ function encode(value: unknown, depth: number): string {
     case 'object': {
       if (depth >= MAX_CANONICAL_DEPTH)
         throw new CanonicalJsonError(`canonicalJson: nested deeper than ${MAX_CANONICAL_DEPTH} levels`);
-      if (Array.isArray(value)) return `[${value.map((v) => encode(v, depth + 1)).join(',')}]`;
+      // Array.from visits holes (as undefined, refused below); map would skip them and write "[,]".
+      if (Array.isArray(value)) return `[${Array.from(value, (v) => encode(v, depth + 1)).join(',')}]`;
       const entries = Object.entries(value as Record<string, unknown>)
         .filter(([, v]) => v !== undefined)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

@@ -12,6 +12,9 @@ export function toBase64(bytes: Uint8Array): string {
 }
 
 // Strict: decoders that skip bad characters would let a malformed key decode to something "valid".
+// Canonical too: atob ignores the unused bits of the last character before the padding, so "AB=="
+// and "AA==" would both be the byte 0, and one key or signature would have several spellings that
+// string comparisons (policy key lists, envelope digests) tell apart.
 export function fromBase64(text: string): Uint8Array {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
     throw new Error(`not valid base64: ${JSON.stringify(text.slice(0, 24))}`);
@@ -19,6 +22,10 @@ export function fromBase64(text: string): Uint8Array {
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  if (toBase64(bytes) !== text)
+    throw new Error(
+      `not valid base64: ${JSON.stringify(text.slice(-24))} sets bits past its last byte (the canonical spelling ends ${JSON.stringify(toBase64(bytes).slice(-4))})`,
+    );
   return bytes;
 }
 

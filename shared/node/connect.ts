@@ -5,16 +5,10 @@ import { fetchAuthHeaders } from '../sync/reconnect.js';
 
 export { type DocumentConnection, waitForSync } from '../sync/connect.js';
 
-let processIdentity: SigningKey | null = null;
-
-// The key a one-shot command or daemon proves on connections that name none (admin key, host
-// key); set once at start. Library code passes `identity` explicitly instead.
-export function useIdentity(key: SigningKey | null): void {
-  processIdentity = key;
-}
-
 // connectDocument on Node: the `ws` client, and no listener warning (y-websocket adds one process
 // 'exit' listener per provider; many documents per process are normal for agents and relays).
+// The key proved is the caller's `identity`: there is no process-wide default, so every
+// connection says which key it proves (none: open-mode servers only).
 export function connectDocument(
   endpoints: string | readonly string[],
   name: string,
@@ -24,15 +18,11 @@ export function connectDocument(
   return connectWith(endpoints, name, {
     WebSocketPolyfill: WebSocket as unknown as typeof globalThis.WebSocket,
     ...options,
-    identity: options.identity === undefined ? processIdentity : options.identity,
   });
 }
 
-// Headers proving the process identity (or `identity`) to a read-only HTTP API such as
-// /api/documents; none without an identity (open-mode servers need none).
-export async function proofHeaders(
-  url: string,
-  identity: SigningKey | null = processIdentity,
-): Promise<Record<string, string>> {
+// Headers proving `identity` to a read-only HTTP API such as /api/documents; none without an
+// identity (open-mode servers need none).
+export async function proofHeaders(url: string, identity: SigningKey | null): Promise<Record<string, string>> {
   return identity ? fetchAuthHeaders(url, identity, 15_000) : {};
 }

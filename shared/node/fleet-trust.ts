@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import type { SigningKey } from '../crypto/keys.js';
 import type { Logger } from '../log.js';
 import type { ReconnectOptions } from '../sync/connect.js';
 import { type FleetTrust, openFleetTrust, type TrustStore } from '../trust/fleet-trust.js';
@@ -10,6 +11,8 @@ import { writeFileDurably } from './durable-file.js';
 // and timestamp documents followed over websockets with failover between endpoints.
 export interface FleetTrustOnNodeOptions {
   endpoints: string[];
+  // The key the policy and timestamp connections prove (the host key; null: open-mode servers).
+  identity: SigningKey | null;
   orgRootKeys: string[];
   stateDir: string;
   freezeAfterMs: number;
@@ -41,7 +44,7 @@ export function openFleetTrustOnNode(options: FleetTrustOnNodeOptions): Promise<
   return openFleetTrust({
     orgRootKeys: options.orgRootKeys,
     store: trustFileStore(trustFile(options.stateDir)),
-    follow: (name) => connectDocument(options.endpoints, name, { ...options.backoff }),
+    follow: (name) => connectDocument(options.endpoints, name, { identity: options.identity, ...options.backoff }),
     freezeAfterMs: options.freezeAfterMs,
     logger: options.logger,
   });

@@ -12,7 +12,6 @@ import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { intentsArray, readIntentEntries } from '../../shared/documents/desired.js';
 import { fetchNarinfo, parseCacheKey, parseNarinfo, verifyNarinfo } from '../../shared/nix/narinfo.js';
-import { useIdentity } from '../../shared/node/connect.js';
 import { openFleetTrustOnNode as openFleetTrust, trustFile } from '../../shared/node/fleet-trust.js';
 import { createMemoryLogger } from '../../shared/node/log.js';
 import type { Intent } from '../../shared/schemas/intent.js';
@@ -108,11 +107,11 @@ test('threat 3: withheld updates: without fresh signed timestamps the reader rep
     timestampKey: org.timestamp,
     timestampIntervalMs: 100,
   });
-  useIdentity(org.carol);
   try {
     assert.is((await pushPolicy(coordinator.url, signPolicy(v1, org.root))).status, 200);
     const trust = await openFleetTrust({
       endpoints: [coordinator.url],
+      identity: org.carol,
       orgRootKeys: [org.root.publicKey],
       stateDir: join(dir, 'reader'),
       freezeAfterMs: 800,
@@ -129,7 +128,6 @@ test('threat 3: withheld updates: without fresh signed timestamps the reader rep
     assert.match(trust.freshness().reason, /no fresh signed timestamp/);
     await trust.close();
   } finally {
-    useIdentity(null);
     removeDirectory(dir);
   }
   const expired = verifyIntentUnderPolicy(
@@ -361,6 +359,7 @@ test("threat 13: the reader's clock never moves backwards across restarts; a clo
     );
     const trust = await openFleetTrust({
       endpoints: ['ws://127.0.0.1:9'],
+      identity: null,
       orgRootKeys: [org.root.publicKey],
       stateDir: dir,
       freezeAfterMs: 1000,

@@ -162,10 +162,9 @@ test('signed timestamps flow to readers; a reader persists the walked policy and
   await waitFor('a signed timestamp', () => readTimestamp(reader.doc), 5000);
   const stateDir = temporaryDirectory('fleet-trust');
   try {
-    const { useIdentity } = await import('../../shared/node/connect.js');
-    useIdentity(hostKey);
     const trust = await openFleetTrust({
       endpoints: [coordinator.url],
+      identity: hostKey,
       orgRootKeys: [org.root.publicKey],
       stateDir,
       freezeAfterMs: 60_000,
@@ -178,7 +177,6 @@ test('signed timestamps flow to readers; a reader persists the walked policy and
     );
     assert.is(trust.freshness().frozen, false);
     await trust.close();
-    useIdentity(null);
   } finally {
     removeDirectory(stateDir);
   }

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import * as encoding from 'lib0/encoding';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -64,6 +65,37 @@ test('the same updates give the same changes and the same encoded states as y-pr
     assert.equal([...table.encode(known)], [...encodeAwarenessUpdate(reference, known)]);
   }
   assert.ok(expected.length >= 6, 'the steps changed something');
+});
+
+test('any sequence of updates: the same changes, states and encoding as y-protocols', () => {
+  const entry = fc.tuple(
+    fc.integer({ min: 1, max: 6 }),
+    fc.integer({ min: 0, max: 6 }),
+    fc.oneof(fc.constant(null), fc.jsonValue({ maxDepth: 2 })),
+  );
+  fc.assert(
+    fc.property(fc.array(fc.array(entry, { minLength: 1, maxLength: 4 }), { maxLength: 12 }), (updates) => {
+      const reference = new Awareness(new Y.Doc());
+      clearInterval(reference._checkInterval);
+      reference.setLocalState(null);
+      const expected: AwarenessChanges[] = [];
+      reference.on('update', (changes: AwarenessChanges) => expected.push(changes));
+      const seen: AwarenessChanges[] = [];
+      const table = new AwarenessTable((changes) => seen.push(changes));
+      for (const entries of updates) {
+        const bytes = update(entries);
+        applyAwarenessUpdate(reference, bytes, 'peer');
+        table.apply(bytes, 'peer');
+        assert.equal(seen, expected);
+        assert.equal(table.ids(), [...reference.getStates().keys()]);
+        // The reference's own client (no state, like the coordinator) is not the peers'.
+        const known = [...reference.meta.keys()].filter((id) => id !== reference.clientID);
+        assert.equal([...table.encode(known)], [...encodeAwarenessUpdate(reference, known)]);
+      }
+      reference.destroy();
+    }),
+    { numRuns: 500, seed: 95 },
+  );
 });
 
 test('a malformed update throws and changes nothing', () => {

@@ -1,6 +1,7 @@
+import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openUpdateLog } from '../../../coordinator/update-log.js';
+import { decodeLogEntry, encodeLogEntry, type LogEntry, openUpdateLog } from '../../../coordinator/update-log.js';
 import { sleep } from '../../../shared/time/sleep.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 
@@ -67,6 +68,50 @@ test('a data directory another process holds is refused with its path and the fi
     await first.close();
     removeDirectory(dir);
   }
+});
+
+test('every log entry decodes to what was encoded', () => {
+  const entry: fc.Arbitrary<LogEntry> = fc.record(
+    {
+      document: fc.string({ maxLength: 80 }),
+      seq: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      receivedAt: fc.double(),
+      principal: fc.string({ maxLength: 120 }),
+      update: fc.uint8Array({ maxLength: 512 }),
+    },
+    { noNullPrototype: true },
+  );
+  fc.assert(
+    fc.property(entry, (e) => {
+      assert.equal(decodeLogEntry(e.document, encodeLogEntry(e)), e);
+    }),
+    { numRuns: 3000, seed: 91 },
+  );
+});
+
+test('damaged entries decode to an entry or a clear error, never anything else', () => {
+  const valid = encodeLogEntry({
+    document: 'd',
+    seq: 7,
+    receivedAt: 1,
+    principal: 'host:h1',
+    update: new Uint8Array(40),
+  });
+  for (let cut = 0; cut < valid.length; cut++) assert.throws(() => decodeLogEntry('d', valid.subarray(0, cut)));
+  assert.throws(
+    () => decodeLogEntry('hosts/h1/status', new Uint8Array([2])),
+    /hosts\/h1\/status has unknown version 2/,
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      try {
+        decodeLogEntry('d', bytes);
+      } catch (error) {
+        assert.instance(error, Error);
+      }
+    }),
+    { numRuns: 5000, seed: 92 },
+  );
 });
 
 test.run();

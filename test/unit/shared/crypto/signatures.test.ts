@@ -1,8 +1,15 @@
+import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { canonicalJson } from '../../../../shared/crypto/canonical.js';
+import { fromBase64, toBase64 } from '../../../../shared/crypto/encoding.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
-import { signPayload, verifyPayloadSignature } from '../../../../shared/crypto/signatures.js';
+import {
+  envelopeDigest,
+  type SignedKind,
+  signPayload,
+  verifyPayloadSignature,
+} from '../../../../shared/crypto/signatures.js';
 import { signedIntentSchema } from '../../../../shared/schemas/intent.js';
 import { signedResultSchema, signedStatusSchema } from '../../../../shared/schemas/report.js';
 
@@ -85,6 +92,58 @@ test('a status or result from a newer agent (fields this reader does not know) s
     JSON.parse(JSON.stringify({ result, signature: signPayload('result', result, host) })),
   );
   assert.ok(verifyPayloadSignature('result', parsedResult.result, parsedResult.signature));
+});
+
+const atobBytes = (text: string): number[] => [...atob(text)].map((c) => c.charCodeAt(0));
+
+const KINDS: SignedKind[] = ['intent', 'result', 'status', 'policy', 'enrollment', 'timestamp', 'auth'];
+
+test('a signed envelope survives the wire (JSON text) and verifies only as the kind, payload and key it was signed as', () => {
+  const keys = [generateSigningKey('alice'), generateSigningKey('bob')];
+  fc.assert(
+    fc.property(
+      fc.jsonValue({ maxDepth: 3 }),
+      fc.jsonValue({ maxDepth: 3 }),
+      fc.constantFrom(...KINDS),
+      fc.constantFrom(...KINDS),
+      fc.nat({ max: 63 }),
+      (payload, otherPayload, kind, otherKind, flip) => {
+        const signature = signPayload(kind, payload, keys[0]!);
+        const wire = JSON.parse(JSON.stringify({ payload, signature })) as {
+          payload: unknown;
+          signature: typeof signature;
+        };
+        assert.ok(verifyPayloadSignature(kind, wire.payload, wire.signature));
+        assert.is(envelopeDigest(kind, wire), envelopeDigest(kind, { signature, payload }), 'digest ignores key order');
+        if (otherKind !== kind) assert.not.ok(verifyPayloadSignature(otherKind, payload, signature));
+        if (canonicalJson(otherPayload) !== canonicalJson(payload))
+          assert.not.ok(verifyPayloadSignature(kind, otherPayload, signature));
+        assert.not.ok(verifyPayloadSignature(kind, payload, { ...signature, publicKey: keys[1]!.publicKey }));
+        const bytes = fromBase64(signature.signature);
+        bytes[flip] ^= 1;
+        assert.not.ok(verifyPayloadSignature(kind, payload, { ...signature, signature: toBase64(bytes) }));
+      },
+    ),
+    { numRuns: 60, seed: 81 },
+  );
+});
+
+test('any signature text is refused or verified, never thrown', () => {
+  const key = generateSigningKey('alice');
+  const good = signPayload('intent', { a: 1 }, key);
+  fc.assert(
+    fc.property(fc.string({ maxLength: 100 }), fc.string({ maxLength: 100 }), (publicKey, signature) => {
+      assert.not.ok(verifyPayloadSignature('intent', { a: 1 }, { publicKey, signature }));
+      assert.not.ok(verifyPayloadSignature('intent', { a: 1 }, { ...good, signature }));
+    }),
+    { numRuns: 500, seed: 82 },
+  );
+  // The same key and signature in a second spelling (unused bits set) are not accepted.
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const last = alphabet.indexOf(good.publicKey[42]!);
+  const respelled = `${good.publicKey.slice(0, 42)}${alphabet[last | 1]}=`;
+  assert.equal(atobBytes(respelled), atobBytes(good.publicKey), 'a lenient decoder reads the same key');
+  assert.not.ok(verifyPayloadSignature('intent', { a: 1 }, { ...good, publicKey: respelled }));
 });
 
 test.run();

@@ -190,6 +190,7 @@ test('static admin keys: no policy, so no group windows', async () => {
   const trust = await openIntentTrust({
     host: 'h1',
     endpoints: ['ws://127.0.0.1:9'],
+    identity: org.alice, // never used: static keys follow no document
     stateDir: '/nonexistent',
     orgRootKeys: [],
     adminKeys: [org.alice.publicKey],

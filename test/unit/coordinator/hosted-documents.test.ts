@@ -1,0 +1,209 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { WebSocket } from 'ws';
+import * as Y from 'yjs';
+import {
+  acceptUpdate,
+  acquireDocument,
+  closeAllDocuments,
+  createDocumentHostState,
+  type DocumentHostState,
+  pinDocument,
+  releaseDocument,
+  unpinDocument,
+} from '../../../coordinator/hosted-documents.js';
+import type { LogEntry, UpdateLog } from '../../../coordinator/update-log.js';
+import { silentLogger } from '../../../shared/log.js';
+import { sleep } from '../../../shared/time/sleep.js';
+
+// The document host's state transitions with a stand-in log and sockets: one load however many
+// ask, replay from the log, unload after the idle time unless held or pinned, the size estimate
+// the write limits start from, and a failed append dropping the copy so the next use reloads.
+
+const IDLE_MS = 30;
+
+interface FakeLog extends Pick<UpdateLog, 'read' | 'append'> {
+  entries: Map<string, LogEntry[]>;
+  reads: string[];
+  failAppends: boolean;
+}
+
+function fakeLog(): FakeLog {
+  const log: FakeLog = {
+    entries: new Map(),
+    reads: [],
+    failAppends: false,
+    async read(document) {
+      log.reads.push(document);
+      return [...(log.entries.get(document) ?? [])];
+    },
+    async append(document, principal, update) {
+      if (log.failAppends) throw new Error('disk full');
+      const list = log.entries.get(document) ?? [];
+      const entry = { document, seq: list.length + 1, receivedAt: 0, principal, update };
+      list.push(entry);
+      log.entries.set(document, list);
+      return entry;
+    },
+  };
+  return log;
+}
+
+interface FakeSocket {
+  readyState: number;
+  sent: Uint8Array[];
+  closed: number[];
+  send(message: Uint8Array): void;
+  close(code: number): void;
+}
+
+function fakeSocket(): FakeSocket & WebSocket {
+  const socket: FakeSocket = {
+    readyState: 1,
+    sent: [],
+    closed: [],
+    send: (message) => void socket.sent.push(message),
+    close: (code) => void socket.closed.push(code),
+  };
+  return socket as FakeSocket & WebSocket;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    return (error as Error).message;
+  }
+  throw new Error('expected a rejection');
+}
+
+function updateSetting(key: string, value: string): Uint8Array {
+  const doc = new Y.Doc();
+  doc.getMap('m').set(key, value);
+  return Y.encodeStateAsUpdate(doc);
+}
+
+// Every host a test made is closed after it: loaded documents keep the awareness sweep running.
+const hosts: DocumentHostState[] = [];
+test.after.each(() => {
+  for (const host of hosts.splice(0)) closeAllDocuments(host);
+});
+
+function hostWith(log: FakeLog): { host: DocumentHostState; events: string[] } {
+  const events: string[] = [];
+  const host = createDocumentHostState(log, silentLogger, IDLE_MS);
+  hosts.push(host);
+  host.observers.push({
+    loaded: (d) => void events.push(`loaded ${d.name}`),
+    accepted: (d, _delta, principal) => void events.push(`accepted ${d.name} ${principal}`),
+    unloaded: (name) => void events.push(`unloaded ${name}`),
+  });
+  return { host, events };
+}
+
+test('concurrent users share one load, replayed from the log with its size', async () => {
+  const log = fakeLog();
+  const first = updateSetting('a', '1');
+  await log.append('hosts/h1/desired', 'admin', first);
+  const { host, events } = hostWith(log);
+  const [one, two] = await Promise.all([
+    acquireDocument(host, 'hosts/h1/desired', fakeSocket()),
+    acquireDocument(host, 'hosts/h1/desired', fakeSocket()),
+  ]);
+  assert.is(one, two);
+  assert.equal(log.reads, ['hosts/h1/desired'], 'read from the log once');
+  assert.equal(events, ['loaded hosts/h1/desired']);
+  assert.is(one.doc.getMap('m').get('a'), '1');
+  assert.is(one.stateBytes, first.length, 'the size estimate starts at the log bytes');
+  assert.is(one.connections.size, 2);
+});
+
+test('a document nobody holds unloads after the idle time; coming back in time keeps it', async () => {
+  const log = fakeLog();
+  const { host, events } = hostWith(log);
+  const ws = fakeSocket();
+  const document = await acquireDocument(host, 'hosts/h1/status', ws);
+  releaseDocument(host, document, ws);
+  assert.ok(host.unloadTimers.has('hosts/h1/status'), 'unload scheduled');
+  const again = await acquireDocument(host, 'hosts/h1/status', ws);
+  assert.is(again, document, 'the same copy, no reload');
+  assert.not.ok(host.unloadTimers.has('hosts/h1/status'), 'unload cancelled');
+  releaseDocument(host, again, ws);
+  await sleep(IDLE_MS * 3);
+  assert.not.ok(host.hosted.has('hosts/h1/status'));
+  assert.equal(events, ['loaded hosts/h1/status', 'unloaded hosts/h1/status']);
+  const reloaded = await acquireDocument(host, 'hosts/h1/status', ws);
+  assert.is.not(reloaded, document, 'loaded afresh');
+  assert.equal(log.reads.length, 2);
+});
+
+test('a pinned document stays loaded with nobody connected until it is unpinned', async () => {
+  const { host, events } = hostWith(fakeLog());
+  const ws = fakeSocket();
+  const document = await pinDocument(host, 'fleet/policy');
+  assert.is(await acquireDocument(host, 'fleet/policy', ws), document);
+  releaseDocument(host, document, ws);
+  await sleep(IDLE_MS * 3);
+  assert.ok(host.hosted.has('fleet/policy'), 'pinned: not unloaded');
+  unpinDocument(host, 'fleet/policy');
+  unpinDocument(host, 'fleet/policy'); // a second unpin changes nothing
+  await sleep(IDLE_MS * 3);
+  assert.not.ok(host.hosted.has('fleet/policy'));
+  assert.equal(events, ['loaded fleet/policy', 'unloaded fleet/policy']);
+});
+
+test('an update is stored, counted and sent to the other peers; a duplicate is not', async () => {
+  const log = fakeLog();
+  const { host, events } = hostWith(log);
+  const writer = fakeSocket();
+  const reader = fakeSocket();
+  const document = await acquireDocument(host, 'hosts/h1/desired', writer);
+  await acquireDocument(host, 'hosts/h1/desired', reader);
+  const update = updateSetting('k', 'v');
+  const delta = await acceptUpdate(host, document, update, 'admin:alice', writer);
+  assert.ok(delta);
+  assert.equal(
+    log.entries.get('hosts/h1/desired')?.map((e) => e.principal),
+    ['admin:alice'],
+  );
+  assert.is(document.stateBytes, delta.length, 'size estimate grows by each stored delta');
+  assert.is(reader.sent.length, 1, 'broadcast to the other peer');
+  assert.is(writer.sent.length, 0, 'not echoed to its sender');
+  assert.equal(events.at(-1), 'accepted hosts/h1/desired admin:alice');
+  assert.is(await acceptUpdate(host, document, update, 'admin:alice', writer), null, 'a duplicate adds nothing');
+  assert.is(log.entries.get('hosts/h1/desired')?.length, 1);
+});
+
+test('a failed append drops the copy and closes its peers, and the next user reloads from the log', async () => {
+  const log = fakeLog();
+  const { host, events } = hostWith(log);
+  const ws = fakeSocket();
+  const document = await acquireDocument(host, 'hosts/h1/status', ws);
+  log.failAppends = true;
+  assert.match(await rejection(acceptUpdate(host, document, updateSetting('x', 'y'), 'host:h1', ws)), /disk full/);
+  assert.ok(document.broken);
+  assert.equal(ws.closed, [1011]);
+  assert.not.ok(host.hosted.has('hosts/h1/status'));
+  assert.equal(events.at(-1), 'unloaded hosts/h1/status');
+  log.failAppends = false;
+  const reloaded = await acquireDocument(host, 'hosts/h1/status', fakeSocket());
+  assert.is.not(reloaded, document);
+  assert.is(reloaded.doc.getMap('m').get('x'), undefined, 'memory holds only what the log holds');
+});
+
+test('a failed load is forgotten, so the next user tries again', async () => {
+  const log = fakeLog();
+  let fail = true;
+  const read = log.read;
+  log.read = async (document) => {
+    if (fail) throw new Error('log unreadable');
+    return read(document);
+  };
+  const { host } = hostWith(log);
+  assert.match(await rejection(acquireDocument(host, 'hosts/h1/status', fakeSocket())), /log unreadable/);
+  assert.not.ok(host.hosted.has('hosts/h1/status'));
+  fail = false;
+  assert.ok(await acquireDocument(host, 'hosts/h1/status', fakeSocket()));
+});
+
+test.run();
