@@ -1,9 +1,8 @@
 import type * as Y from 'yjs';
-import { verifyPayloadSignature } from '../crypto/signatures.js';
+import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
-import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
-import type { HostKeyAuthority, HostView } from './host-view.js';
+import { type HostKeyAuthority, type HostView, intentSignersCount } from './host-view.js';
 
 // A host's history as an admin reads it: every intent in its desired document and every result
 // in its status document, oldest first, each marked by what its signatures prove. 'trusted': the
@@ -63,12 +62,15 @@ export function hostTimeline(
       let mark: SignatureMark;
       let note: string | null = null;
       if (authority) {
-        const verdict = verifyIntentUnderPolicy(signed, { host, chain: authority.chain, now });
-        const signersCount = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
-        mark = signersCount ? 'trusted' : 'untrusted';
-        if (!verdict.ok) note = verdict.reason;
+        const verdict = intentSignersCount(signed, host, authority, now);
+        mark = verdict.trusted ? 'trusted' : 'untrusted';
+        note = verdict.trusted
+          ? Date.parse(intent.expiresAt) > now
+            ? null
+            : `expired at ${intent.expiresAt}`
+          : (verdict.reason ?? null);
       } else {
-        const valid = signed.signatures.some((s) => verifyPayloadSignature('intent', intent, s));
+        const valid = signed.signatures.some((s) => verifyPayloadSignatureOnce('intent', intent, s));
         mark = valid ? 'unverified' : 'untrusted';
         note = valid
           ? 'signature valid, signer not checked: no org root is pinned'

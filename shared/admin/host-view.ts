@@ -1,8 +1,10 @@
 import type * as Y from 'yjs';
-import { type Signature, type SignedKind, verifyPayloadSignature } from '../crypto/signatures.js';
+import type { Signature, SignedKind } from '../crypto/signatures.js';
+import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { readEnrollments, readEnrollRequests } from '../documents/fleet.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
+import type { SignedIntent } from '../schemas/intent.js';
 import type { Policy } from '../schemas/policy.js';
 import {
   type DownloadProgress,
@@ -13,6 +15,7 @@ import {
 } from '../schemas/report.js';
 import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
 import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
+import { intentDigest } from '../trust/verify-intent.js';
 
 // What an admin sees of one host, whoever shows it (`outpost status`, the web editor): the newest
 // intent, the agent's signed status and results, and presence. Signatures are checked here: the
@@ -98,7 +101,7 @@ export function reportProblem(
   expectedKey: string | null,
   authority: HostKeyAuthority | null,
 ): string | null {
-  if (!verifyPayloadSignature(kind, payload, signature)) return 'its signature does not verify';
+  if (!verifyPayloadSignatureOnce(kind, payload, signature)) return 'its signature does not verify';
   if (authority && expectedKey === null)
     return `signed by key ${short(signature.publicKey)}, but ${host} has no enrolled key under policy ${authority.chain.at(-1)!.version}`;
   if (expectedKey !== null && signature.publicKey !== expectedKey)
@@ -129,6 +132,30 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     results: [],
     rejectedResults: { count: 0, firstReason: null },
   };
+}
+
+// Whether an intent's signers count under the policy. Only the signers matter here: an intent the
+// host applied stays trusted after it expires, so the verdict does not depend on the time and is
+// kept per intent and policy chain (bounded, oldest first).
+const signerVerdicts = new Map<string, { trusted: boolean; reason: string | undefined }>();
+const SIGNER_VERDICTS_LIMIT = 20_000;
+
+export function intentSignersCount(
+  signed: SignedIntent,
+  host: string,
+  authority: HostKeyAuthority,
+  now: number,
+): { trusted: boolean; reason: string | undefined } {
+  const chainKey = authority.chain.map((p) => `${p.version}@${p.issuedAt}`).join(',');
+  const key = `${host} ${intentDigest(signed)} ${chainKey}`;
+  const known = signerVerdicts.get(key);
+  if (known) return known;
+  const verdict = verifyIntentUnderPolicy(signed, { host, chain: authority.chain, now });
+  const trusted = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
+  const result = { trusted, reason: !verdict.ok && !trusted ? verdict.reason : undefined };
+  if (signerVerdicts.size >= SIGNER_VERDICTS_LIMIT) signerVerdicts.delete(signerVerdicts.keys().next().value!);
+  signerVerdicts.set(key, result);
+  return result;
 }
 
 export interface HostViewInputs {
@@ -184,10 +211,9 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
     : null;
   let untrustedBecause: string | undefined;
   if (authority && newest) {
-    // Only the signers matter here: an intent the host applied stays trusted after it expires.
-    const verdict = verifyIntentUnderPolicy(newest.signed, { host, chain: authority.chain, now: inputs.now });
-    trustedSigner = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
-    if (!verdict.ok && !trustedSigner) untrustedBecause = verdict.reason;
+    const verdict = intentSignersCount(newest.signed, host, authority, inputs.now);
+    trustedSigner = verdict.trusted;
+    untrustedBecause = verdict.reason;
   }
   return {
     host,
@@ -199,7 +225,9 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
       action: newest.signed.intent.action,
       issuer: newest.signed.intent.issuer,
       expiresAt: newest.signed.intent.expiresAt,
-      signatureValid: newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
+      signatureValid: newest.signed.signatures.some((s) =>
+        verifyPayloadSignatureOnce('intent', newest.signed.intent, s),
+      ),
       trustedSigner,
       ...(untrustedBecause ? { untrustedBecause } : {}),
     },

@@ -241,8 +241,10 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
   const text = String(await row('h2').textContent());
   assert.match(text, /UNTRUSTED status/);
   assert.not.match(text, /99/, 'nothing the forged status claims is shown');
-  await page.getByTestId('filter').fill('untrusted');
   await screenshot(page, 'web-fleet');
+  await page.getByTestId('filter').fill('untrusted');
+  await page.locator('[data-testid^=row-]').first().waitFor();
+  assert.is(await page.locator('[data-testid^=row-]').count(), 1, 'the text filter keeps only h2');
   await page.getByTestId('filter').fill('');
   await go('#/host/h2');
   const phase = String(await page.getByTestId('host-phase').textContent());

@@ -21,6 +21,7 @@ import { fetchAuthHeaders, httpBaseFromWs } from '../../../shared/sync/reconnect
 import { type FleetTrust, type Freshness, openFleetTrust } from '../../../shared/trust/fleet-trust.js';
 import { idbGet, idbPut } from '../storage/idb.js';
 import { consoleLogger } from './log.js';
+import { ViewBatcher } from './view-batcher.js';
 
 // The page's copy of the fleet: the same documents, over the same stock y-websocket provider and
 // the same challenge-response key proof as the CLI and agents (shared/sync/connect.ts), each also
@@ -73,9 +74,7 @@ export class FleetSync {
   readonly key: SigningKey;
   readonly orgRootKeys: string[];
   private readonly hosts = new Map<string, HostDocuments>();
-  private readonly views = new Map<string, HostView>();
   private readonly presence = new Map<string, HostPresence>();
-  private readonly listeners = new Set<() => void>();
   private readonly loadListeners = new Set<(document: string) => void>();
   private readonly refused = new Map<string, string>();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
@@ -83,19 +82,21 @@ export class FleetSync {
   private enrollment: OpenDocument | null = null;
   private trust: FleetTrust | null = null;
   private authorityCache: HostKeyAuthority | null = null;
-  private dirty = new Set<string>();
-  private allDirty = false;
-  private frame: number | null = null;
   private closed = false;
+  private readonly batcher: ViewBatcher;
   private lastSaveOfLive = 0;
   // When every document was last live; persisted, so a page reloaded offline says how old its view is.
   lastLiveAt: number | null = null;
-  version = 0;
 
   constructor(options: FleetSyncOptions) {
     this.serverUrl = options.serverUrl;
     this.key = options.key;
     this.orgRootKeys = options.orgRootKeys;
+    this.batcher = new ViewBatcher(
+      (host, now) => this.buildView(host, now),
+      () => this.hosts.keys(),
+      (now) => this.noteLiveness(now),
+    );
   }
 
   private storeKey(what: string): string {
@@ -162,6 +163,9 @@ export class FleetSync {
         this.schedule();
       },
     });
+    // The page only reads presence: it publishes no awareness state of its own, or the
+    // coordinator (which counts any peer's state in a status document) would show hosts online.
+    connection.provider.awareness.setLocalState(null);
     const open: OpenDocument = { connection, persistence, loaded: false };
     void persistence.whenSynced.then(() => {
       open.loaded = true;
@@ -243,47 +247,34 @@ export class FleetSync {
   }
 
   private invalidate(host: string): void {
-    this.dirty.add(host);
-    this.schedule();
+    this.batcher.invalidate(host);
   }
 
   private invalidateAll(): void {
     this.authorityCache = null;
-    this.allDirty = true;
-    this.schedule();
+    this.batcher.invalidateAll();
   }
 
-  // One rebuild per animation frame, however many updates arrived.
+  // Connection changes re-render without rebuilding any host's view.
   private schedule(): void {
-    if (this.frame !== null || this.closed) return;
-    this.frame = requestAnimationFrame(() => {
-      this.frame = null;
-      this.flush();
+    if (!this.closed) this.batcher.schedule();
+  }
+
+  private buildView(host: string, now: number): HostView | null {
+    const documents = this.hosts.get(host);
+    if (!documents) return null;
+    const presence = this.presence.get(host);
+    return hostViewFromDocuments(host, {
+      desired: documents.desired.connection.doc,
+      status: documents.status.connection.doc,
+      awarenessStates: documents.status.connection.provider.awareness.getStates().values(),
+      authority: this.authority(),
+      ...(presence ? { presence } : {}),
+      now,
     });
   }
 
-  private flush(): void {
-    const authority = this.authority();
-    const hosts = this.allDirty ? [...this.hosts.keys()] : [...this.dirty];
-    this.allDirty = false;
-    this.dirty = new Set();
-    const now = Date.now();
-    for (const host of hosts) {
-      const documents = this.hosts.get(host);
-      if (!documents) continue;
-      const presence = this.presence.get(host);
-      this.views.set(
-        host,
-        hostViewFromDocuments(host, {
-          desired: documents.desired.connection.doc,
-          status: documents.status.connection.doc,
-          awarenessStates: documents.status.connection.provider.awareness.getStates().values(),
-          authority,
-          ...(presence ? { presence } : {}),
-          now,
-        }),
-      );
-    }
+  private noteLiveness(now: number): void {
     const summary = this.connections();
     if (summary.documents > 0 && summary.live === summary.documents) {
       this.lastLiveAt = now;
@@ -292,13 +283,10 @@ export class FleetSync {
         void idbPut('settings', this.storeKey('live-at'), now);
       }
     }
-    this.version += 1;
-    for (const listener of this.listeners) listener();
   }
 
   subscribe(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.batcher.subscribe(listener);
   }
 
   // The policy walked from the pinned root and the enrolled host keys; null without a pinned root
@@ -314,11 +302,11 @@ export class FleetSync {
   }
 
   hostViews(): HostView[] {
-    return [...this.views.values()].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+    return this.batcher.all();
   }
 
   hostView(host: string): HostView | null {
-    return this.views.get(host) ?? null;
+    return this.batcher.view(host);
   }
 
   desiredDoc(host: string): Y.Doc | null {
@@ -356,7 +344,7 @@ export class FleetSync {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.batcher.close();
     for (const timer of this.timers) clearInterval(timer);
     await this.trust?.close();
     for (const open of this.allDocuments()) this.closeDocument(open);

@@ -106,6 +106,7 @@ export class Outbox {
       }
       for (const [host, entries] of byHost) {
         const reader = connectDocument(this.sync.serverUrl, desiredDocName(host), { identity: this.sync.key });
+        reader.provider.awareness.setLocalState(null);
         try {
           await waitForSync(reader, CONFIRM_TIMEOUT_MS);
           const stored = new Set(readIntentEntries(reader.doc).entries.map((e) => intentDigest(e.signed)));
