@@ -1,6 +1,6 @@
 import type * as Y from 'yjs';
 import type { Signature, SignedKind } from '../crypto/signatures.js';
-import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
+import { type SignatureCheck, verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { readEnrollments, readEnrollRequests } from '../documents/fleet.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
@@ -150,7 +150,12 @@ export function intentSignersCount(
   const key = `${host} ${intentDigest(signed)} ${chainKey}`;
   const known = signerVerdicts.get(key);
   if (known) return known;
-  const verdict = verifyIntentUnderPolicy(signed, { host, chain: authority.chain, now });
+  const verdict = verifyIntentUnderPolicy(signed, {
+    host,
+    chain: authority.chain,
+    now,
+    verifySignature: verifyPayloadSignatureOnce,
+  });
   const trusted = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
   const result = { trusted, reason: !verdict.ok && !trusted ? verdict.reason : undefined };
   if (signerVerdicts.size >= SIGNER_VERDICTS_LIMIT) signerVerdicts.delete(signerVerdicts.keys().next().value!);
@@ -168,6 +173,20 @@ export interface HostViewInputs {
   adminKeys?: ReadonlySet<string>;
   presence?: HostPresence;
   now: number;
+}
+
+// Every signature hostViewFromDocuments may check for this host, for preverifySignatures to check
+// ahead natively (the web editor does, before building views).
+export function hostSignatureChecks(host: string, desired: Y.Doc, status: Y.Doc): SignatureCheck[] {
+  const checks: SignatureCheck[] = [];
+  for (const { signed } of readIntentEntries(desired).entries)
+    if (signed.intent.host === host)
+      for (const signature of signed.signatures) checks.push({ kind: 'intent', payload: signed.intent, signature });
+  const current = readCurrentStatus(status);
+  if (current) checks.push({ kind: 'status', payload: current.status, signature: current.signature });
+  for (const r of readResults(status).results)
+    checks.push({ kind: 'result', payload: r.result, signature: r.signature });
+  return checks;
 }
 
 // The view of one host from its two documents, every signature checked.

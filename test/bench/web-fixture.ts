@@ -12,8 +12,10 @@ export interface BenchFixture {
 
 export interface BenchResult {
   hosts: number;
-  verifyAllMs: number;
+  // Cold: signatures checked, views built, table painted.
   firstRenderMs: number;
+  // Again with the signature verdicts known.
+  warmRenderMs: number;
   firstRenderRows: number;
   peerFirstRenderMs: number;
   peerRows: number;

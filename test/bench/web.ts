@@ -1,3 +1,4 @@
+import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -5,10 +6,11 @@ import { tmpdir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'vite';
-import { generateSigningKey } from '../../shared/crypto/keys.js';
-import { signPayload } from '../../shared/crypto/signatures.js';
+import { concatBytes, fromBase64, toBase64 } from '../../shared/crypto/encoding.js';
+import type { SigningKey } from '../../shared/crypto/keys.js';
+import { type Signature, type SignedKind, signedBytes, signPayload } from '../../shared/crypto/signatures.js';
+import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { SignedResult, SignedStatus, Status } from '../../shared/schemas/report.js';
-import { signIntent } from '../../shared/trust/sign-intent.js';
 import { intentDigest } from '../../shared/trust/verify-intent.js';
 import { LAPTOP_VIEWPORT, launchChromium } from '../harness/browser.js';
 import { basePolicy, makeTestOrg } from '../harness/policy-fixtures.js';
@@ -33,33 +35,62 @@ function repoRoot(): string {
   return dir;
 }
 
+// The fixture's thousands of signatures with Node's native Ed25519: the same bytes as signPayload
+// (shared/crypto/signatures.ts) and, Ed25519 being deterministic, the same signatures, in a
+// fraction of tweetnacl's time.
+const PKCS8_ED25519_PREFIX = fromBase64('MC4CAQAwBQYDK2VwBCIEIA==');
+const privateKeys = new WeakMap<SigningKey, ReturnType<typeof createPrivateKey>>();
+
+function nativeKey(name: string): SigningKey {
+  const pair = generateKeyPairSync('ed25519');
+  const seed = new Uint8Array(pair.privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(16));
+  const publicKey = new Uint8Array(pair.publicKey.export({ format: 'der', type: 'spki' }).subarray(12));
+  const key = { name, publicKey: toBase64(publicKey), secretKey: concatBytes([seed, publicKey]) };
+  privateKeys.set(key, pair.privateKey);
+  return key;
+}
+
+function nativeSign(kind: SignedKind, payload: unknown, key: SigningKey): Signature {
+  let privateKey = privateKeys.get(key);
+  if (!privateKey) {
+    privateKey = createPrivateKey({
+      key: Buffer.from(concatBytes([PKCS8_ED25519_PREFIX, key.secretKey.subarray(0, 32)])),
+      format: 'der',
+      type: 'pkcs8',
+    });
+    privateKeys.set(key, privateKey);
+  }
+  return { publicKey: key.publicKey, signature: toBase64(sign(null, signedBytes(kind, payload), privateKey)) };
+}
+
 function fixture(): BenchFixture {
   const org = makeTestOrg();
+  const probe = nativeKey('probe');
+  if (nativeSign('status', { probe: 1 }, probe).signature !== signPayload('status', { probe: 1 }, probe).signature)
+    throw new Error("Node's Ed25519 and signPayload disagree: the fixture would not be what the CLI signs");
   // No group of the base policy holds these hosts: one admin signature suffices, as for most hosts.
   const policy = basePolicy(org);
   const now = Date.now();
   const closure = (n: number): string => `/nix/store/${'abcdfghijklmnpqrsvwxyz0123456789'}-nixos-system-bench-${n}`;
   const phases = ['applied', 'applied', 'applied', 'downloading', 'waiting-for-window', 'failed'] as const;
   const hosts: BenchFixture['hosts'] = [];
-  const keys = new Map<string, ReturnType<typeof generateSigningKey>>();
+  const keys = new Map<string, SigningKey>();
   for (let i = 0; i < HOSTS; i++) {
     const host = `host-${String(i).padStart(4, '0')}`;
-    const key = generateSigningKey(host);
+    const key = nativeKey(host);
     keys.set(host, key);
-    const intent = signIntent(
-      {
-        kind: 'intent',
-        host,
-        generation: 2,
-        closure: closure(2),
-        action: 'switch',
-        issuedAt: new Date(now - 60_000).toISOString(),
-        expiresAt: new Date(now + 86_400_000).toISOString(),
-        issuer: 'alice',
-        policyVersion: 1,
-      },
-      org.alice,
-    );
+    const intentBody: SignedIntent['intent'] = {
+      kind: 'intent',
+      host,
+      generation: 2,
+      closure: closure(2),
+      action: 'switch',
+      issuedAt: new Date(now - 60_000).toISOString(),
+      expiresAt: new Date(now + 86_400_000).toISOString(),
+      issuer: 'alice',
+      policyVersion: 1,
+    };
+    const intent: SignedIntent = { intent: intentBody, signatures: [nativeSign('intent', intentBody, org.alice)] };
     const status: Status = {
       kind: 'status',
       host,
@@ -88,8 +119,8 @@ function fixture(): BenchFixture {
       host,
       hostKey: key.publicKey,
       intent,
-      status: { status, signature: signPayload('status', status, key) },
-      result: { result, signature: signPayload('result', result, key) },
+      status: { status, signature: nativeSign('status', status, key) },
+      result: { result, signature: nativeSign('result', result, key) },
     });
   }
   const updates: SignedStatus[] = [];
@@ -109,7 +140,7 @@ function fixture(): BenchFixture {
       },
       seq: 2 + i,
     };
-    updates.push({ status, signature: signPayload('status', status, keys.get(base.host)!) });
+    updates.push({ status, signature: nativeSign('status', status, keys.get(base.host)!) });
   }
   return { policy, hosts, updates };
 }
@@ -150,6 +181,7 @@ async function main(): Promise<void> {
     const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: LAPTOP_VIEWPORT });
+      page.on('console', (message) => console.log(`  page: ${message.text()}`));
       await page.goto(url);
       const result = await page.evaluate(
         async ({ rounds }) => {
@@ -162,6 +194,9 @@ async function main(): Promise<void> {
         { rounds: ROUNDS },
       );
       report(result);
+      // The fleet view as the benchmark leaves it (1,000 hosts, some downloading), for docs/web.md.
+      const shots = process.env.OUTPOST_WEB_SCREENSHOTS;
+      if (shots) await page.screenshot({ path: join(shots, 'web-fleet-1000.png') });
     } finally {
       await browser.close();
       server.close();
@@ -174,9 +209,11 @@ async function main(): Promise<void> {
 function report(r: BenchResult): void {
   const ms = (n: number): string => `${n.toFixed(1)} ms`;
   console.log(`web fleet view, ${r.hosts} hosts, Chromium at ${LAPTOP_VIEWPORT.width}×${LAPTOP_VIEWPORT.height}`);
-  console.log(`  build every host's view (signature checks): ${ms(r.verifyAllMs)}`);
   console.log(
-    `  first full render: ${ms(r.firstRenderMs)} (${r.firstRenderRows} rows in the DOM); every row rendered (peer): ${ms(r.peerFirstRenderMs)} (${r.peerRows} rows), ratio ${(r.peerFirstRenderMs / r.firstRenderMs).toFixed(2)}x`,
+    `  first full render, cold (every signature checked, every view built, painted): ${ms(r.firstRenderMs)} (${r.firstRenderRows} rows in the DOM)`,
+  );
+  console.log(
+    `  again with verdicts known: ${ms(r.warmRenderMs)}; with every row rendered (peer): ${ms(r.peerFirstRenderMs)} (${r.peerRows} rows), ratio ${(r.peerFirstRenderMs / r.warmRenderMs).toFixed(2)}x`,
   );
   for (const u of r.updates)
     console.log(

@@ -242,11 +242,15 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
   assert.match(text, /UNTRUSTED status/);
   assert.not.match(text, /99/, 'nothing the forged status claims is shown');
   await screenshot(page, 'web-fleet');
-  await page.getByTestId('filter').fill('untrusted');
-  await page.locator('[data-testid^=row-]').first().waitFor();
-  assert.is(await page.locator('[data-testid^=row-]').count(), 1, 'the text filter keeps only h2');
-  await page.getByTestId('filter').fill('');
-  await go('#/host/h2');
+  // From the keyboard: / focuses the filter, ↓ moves into the table, Enter opens the selected host.
+  await page.keyboard.press('/');
+  await page.keyboard.type('untrusted');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid^=row-]').length === 1);
+  assert.is(await page.locator('[data-testid^=row-]').getAttribute('data-testid'), 'row-h2');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Enter');
+  await page.getByTestId('host-view').waitFor();
+  assert.match(page.url(), /#\/host\/h2$/);
   const phase = String(await page.getByTestId('host-phase').textContent());
   assert.match(phase, /UNTRUSTED status .*not h2's enrolled key/);
   assert.not.match(String(await page.getByTestId('host-applied').textContent()), /99|patched/);

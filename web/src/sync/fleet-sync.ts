@@ -6,9 +6,11 @@ import {
   type HostPresence,
   type HostView,
   hostKeyAuthority,
+  hostSignatureChecks,
   hostViewFromDocuments,
 } from '../../../shared/admin/host-view.js';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
+import { preverifySignatures } from '../../../shared/crypto/verified-once.js';
 import { ENROLLMENT_DOC } from '../../../shared/documents/fleet.js';
 import {
   desiredDocName,
@@ -96,6 +98,7 @@ export class FleetSync {
       (host, now) => this.buildView(host, now),
       () => this.hosts.keys(),
       (now) => this.noteLiveness(now),
+      (hosts) => this.preverify(hosts),
     );
   }
 
@@ -258,6 +261,17 @@ export class FleetSync {
   // Connection changes re-render without rebuilding any host's view.
   private schedule(): void {
     if (!this.closed) this.batcher.schedule();
+  }
+
+  // The signatures of the hosts about to be rebuilt, checked natively first (WebCrypto Ed25519).
+  private async preverify(hosts: string[]): Promise<void> {
+    const checks = hosts.flatMap((host) => {
+      const documents = this.hosts.get(host);
+      return documents
+        ? hostSignatureChecks(host, documents.desired.connection.doc, documents.status.connection.doc)
+        : [];
+    });
+    await preverifySignatures(checks);
   }
 
   private buildView(host: string, now: number): HostView | null {

@@ -9,6 +9,8 @@ export class ViewBatcher {
   private dirty = new Set<string>();
   private allDirty = false;
   private frame: number | null = null;
+  private flushing = false;
+  private again = false;
   private closed = false;
   version = 0;
 
@@ -18,6 +20,9 @@ export class ViewBatcher {
     private readonly hosts: () => Iterable<string>,
     // Runs before the listeners at every flush (connection bookkeeping).
     private readonly beforeNotify: (now: number) => void = () => undefined,
+    // Runs before the views are built (the page checks their signatures ahead with WebCrypto:
+    // shared/crypto/verified-once.ts); updates arriving meanwhile wait for the next frame.
+    private readonly prepare: (hosts: string[]) => Promise<void> = async () => undefined,
   ) {}
 
   invalidate(host: string): void {
@@ -31,17 +36,31 @@ export class ViewBatcher {
   }
 
   schedule(): void {
-    if (this.frame !== null || this.closed) return;
+    if (this.closed) return;
+    if (this.flushing) {
+      this.again = true;
+      return;
+    }
+    if (this.frame !== null) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = null;
-      this.flush();
+      void this.flush();
     });
   }
 
-  flush(): void {
+  async flush(): Promise<void> {
     const hosts = this.allDirty ? [...this.hosts()] : [...this.dirty];
     this.allDirty = false;
     this.dirty = new Set();
+    this.flushing = true;
+    try {
+      await this.prepare(hosts);
+    } catch {
+      // The synchronous checks decide without the prepared verdicts.
+    } finally {
+      this.flushing = false;
+    }
+    if (this.closed) return;
     const now = Date.now();
     for (const host of hosts) {
       const view = this.build(host, now);
@@ -50,6 +69,10 @@ export class ViewBatcher {
     this.beforeNotify(now);
     this.version += 1;
     for (const listener of this.listeners) listener();
+    if (this.again) {
+      this.again = false;
+      this.schedule();
+    }
   }
 
   subscribe(listener: () => void): () => void {

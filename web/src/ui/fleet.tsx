@@ -60,7 +60,18 @@ function PhaseCell({ view }: { view: HostView }) {
         ✗ UNTRUSTED status
       </span>
     );
-  return <span class={`phase phase-${view.phase ?? 'unknown'}`}>{view.phase ?? '—'}</span>;
+  // Without the policy from the pinned root (none pinned, or none received yet), a status is
+  // checked only against its own signer: it could be anyone's, and the row says so.
+  const unverified = view.hostKeys === 'unverified' && view.phase !== null;
+  return (
+    <span
+      class={`phase phase-${view.phase ?? 'unknown'}`}
+      title={unverified ? "UNVERIFIED: the host's key is not checked (no policy from the pinned org root)" : undefined}
+    >
+      {unverified ? '? ' : ''}
+      {view.phase ?? '—'}
+    </span>
+  );
 }
 
 function ProgressCell({ view }: { view: HostView }) {
@@ -73,7 +84,7 @@ function ProgressCell({ view }: { view: HostView }) {
         <span class="fill" style={{ width: `${Math.round(fraction * 100)}%` }} />
       </span>
       {Math.round(fraction * 100)}% of {bytes(p.bytesTotal)}
-      {p.live ? '' : ' (last report)'}
+      {p.live ? '' : ' (reported)'}
     </span>
   );
 }

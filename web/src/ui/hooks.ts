@@ -1,9 +1,11 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useState } from 'preact/hooks';
 
 // Re-renders when `subscribe`'s source says it changed (the sync flushes at most once a frame).
+// Subscribed during the render's commit (a layout effect, not a deferred one), so a flush right
+// after mounting is not missed.
 export function useSubscription(subscribe: (listener: () => void) => () => void): number {
   const [version, setVersion] = useState(0);
-  useEffect(() => subscribe(() => setVersion((v) => v + 1)), [subscribe]);
+  useLayoutEffect(() => subscribe(() => setVersion((v) => v + 1)), [subscribe]);
   return version;
 }
 
