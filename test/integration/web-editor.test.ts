@@ -15,6 +15,7 @@ import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { verifyIntentUnderPolicy } from '../../shared/trust/policy-intent.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
 import {
   collectPageErrors,
   importKey,
@@ -350,6 +351,29 @@ status bar: ${await page.locator('header').textContent()}`),
   assert.is(outbox, 0, 'nothing signed by carol waits in the outbox');
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.is((await coordinatorIntents('h1')).length, before, 'nothing reached the coordinator');
+});
+
+test('a relay serves the same editor at / (for a site whose uplink is down)', async () => {
+  await writeKeyFile(join(dir, 'relay.key'), relayKey);
+  const relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [coordinator.url], {
+    extra: ['--key', join(dir, 'relay.key'), '--org-root', org.root.publicKey],
+  });
+  try {
+    const [fromRelay, fromCoordinator] = await Promise.all(
+      [relay.url, coordinator.url].map(async (url) => {
+        const response = await fetch(pageUrl(url));
+        return { status: response.status, type: response.headers.get('content-type'), body: await response.text() };
+      }),
+    );
+    assert.is(fromRelay!.status, 200);
+    assert.match(String(fromRelay!.type), /text\/html/);
+    assert.is(fromRelay!.body, fromCoordinator!.body, 'the same build');
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(fromRelay!.body)?.[1];
+    assert.ok(script);
+    assert.is((await fetch(`${pageUrl(relay.url).slice(0, -1)}${script}`)).status, 200);
+  } finally {
+    await relay.stop();
+  }
 });
 
 test.run();
