@@ -1,82 +1,22 @@
 import { z } from 'zod';
-import type { SigningKey } from '../shared/crypto/keys.js';
-import { type Signature, type SignedKind, verifyPayloadSignature } from '../shared/crypto/signatures.js';
-import { readIntentEntries } from '../shared/documents/desired.js';
-import { ENROLLMENT_DOC, POLICY_DOC, readEnrollments, readEnrollRequests } from '../shared/documents/fleet.js';
-import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
-import { readCurrentStatus, readResults } from '../shared/documents/status.js';
-import { connectDocument, proofHeaders } from '../shared/node/connect.js';
-import type { Policy } from '../shared/schemas/policy.js';
 import {
-  type DownloadProgress,
-  downloadProgressSchema,
-  type SignedResult,
-  type TrustStatus,
-  type WindowWait,
-} from '../shared/schemas/report.js';
+  type HostKeyAuthority,
+  type HostView,
+  hostKeyAuthority,
+  hostViewFromDocuments,
+  unreadableView,
+} from '../shared/admin/host-view.js';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
+import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
+import { connectDocument, proofHeaders } from '../shared/node/connect.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
-import { enrollmentState, type HostBinding } from '../shared/trust/enrollment.js';
-import { verifyIntentUnderPolicy } from '../shared/trust/policy-intent.js';
 import { DocumentRefused, readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { describeFetchFailure, fetchExplained } from './reach.js';
 
-// What an admin sees of one host: the newest intent, the agent's signed status and results, and
-// presence from awareness. Signatures are checked here too: the coordinator is not trusted. With
-// the pinned org root (`--org-root`), a status or result counts only when signed by the key
-// enrollment binds to the host under the policy walked from that root; without it, host keys are
-// unverified: anyone who can write the status document (a relay, the coordinator) could have
-// signed what is shown with a key of their own.
-export interface HostView {
-  host: string;
-  // False when the coordinator holds nothing for this host (no intent, status, result or binding).
-  found: boolean;
-  // Why this key could not read the host's documents (the coordinator refused them), else null.
-  unreadable: string | null;
-  desired: {
-    generation: number;
-    closure: string;
-    action: string;
-    issuer: string;
-    expiresAt: string;
-    signatureValid: boolean;
-    trustedSigner: boolean | null;
-    // With --org-root, why the intent's signers do not count under the policy.
-    untrustedBecause?: string;
-  } | null;
-  applied: { generation: number; closure: string } | null;
-  phase: string | null;
-  target: { generation: number; closure: string } | null;
-  // Download progress: live from the agent's awareness (unsigned, current) when it is online,
-  // else the last milestone in its signed status.
-  progress: (DownloadProgress & { live: boolean }) | null;
-  // Why the host waits (phase waiting-for-window) and until when.
-  window: WindowWait | null;
-  // What the agent trusts (policy version) and whether it reports a freeze.
-  trust: TrustStatus | null;
-  // 'enrollment': checked against the enrolled key; 'unverified': no --org-root.
-  hostKeys: 'enrollment' | 'unverified';
-  // The key enrollment binds to this host (with --org-root), else null.
-  enrolledKey: string | null;
-  statusSignatureValid: boolean | null;
-  // A status that does not count (foreign key, bad signature): its signer and why. Its content is
-  // not shown as the host's.
-  rejectedStatus: { signer: string; reason: string } | null;
-  hostKey: string | null;
-  online: boolean;
-  lastSeen: string | null;
-  // The newest result that counts.
-  lastResult: (SignedResult['result'] & { signatureValid: boolean }) | null;
-  results: (SignedResult & { signatureValid: boolean; problem: string | null })[];
-  // Results that do not count, with the first reason.
-  rejectedResults: { count: number; firstReason: string | null };
-}
-
-// What host keys are checked against: the policy walked from the pinned root and the bindings it
-// gives, or nothing (unverified).
-export interface HostKeyAuthority {
-  chain: Policy[];
-  bindings: Map<string, HostBinding>;
-}
+// The view of one host and what host keys are checked against are shared with the web editor
+// (shared/admin/host-view.ts); this module reads them from a coordinator.
+export type { HostKeyAuthority, HostView } from '../shared/admin/host-view.js';
 
 const presenceSchema = z.object({
   hosts: z.record(z.string(), z.object({ online: z.boolean(), lastSeen: z.string().nullable() })),
@@ -137,56 +77,7 @@ export async function readHostKeyAuthority(
     throw new Error(
       `${serverUrl} holds no policy signed by the pinned org root key(s)${walk.refused.length ? ` (${walk.refused.map((r) => `version ${r.version}: ${r.reason}`).join('; ')})` : ''}; check --org-root, or push the policy with 'outpost policy push'`,
     );
-  const policy = walk.chain.at(-1)!;
-  const enrollment = doc(ENROLLMENT_DOC);
-  return {
-    chain: walk.chain,
-    bindings: enrollmentState(policy, readEnrollments(enrollment), readEnrollRequests(enrollment)).bindings,
-  };
-}
-
-const short = (key: string): string => `${key.slice(0, 12)}…`;
-
-// Null when a signed report counts as the host's; else why not.
-function reportProblem(
-  kind: SignedKind,
-  payload: unknown,
-  signature: Signature,
-  host: string,
-  expectedKey: string | null,
-  authority: HostKeyAuthority | null,
-): string | null {
-  if (!verifyPayloadSignature(kind, payload, signature)) return 'its signature does not verify';
-  if (authority && expectedKey === null)
-    return `signed by key ${short(signature.publicKey)}, but ${host} has no enrolled key under policy ${authority.chain.at(-1)!.version}`;
-  if (expectedKey !== null && signature.publicKey !== expectedKey)
-    return `signed by key ${short(signature.publicKey)}, not ${host}'s ${authority ? 'enrolled ' : ''}key ${short(expectedKey)}${authority ? ': forged (a relay or the coordinator can write this document), or from an earlier key of the host' : ''}`;
-  return null;
-}
-
-function unreadableView(host: string, reason: string, authority: HostKeyAuthority | null): HostView {
-  return {
-    host,
-    found: true,
-    unreadable: reason,
-    desired: null,
-    applied: null,
-    phase: null,
-    target: null,
-    progress: null,
-    window: null,
-    trust: null,
-    hostKeys: authority ? 'enrollment' : 'unverified',
-    enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
-    statusSignatureValid: null,
-    rejectedStatus: null,
-    hostKey: null,
-    online: false,
-    lastSeen: null,
-    lastResult: null,
-    results: [],
-    rejectedResults: { count: 0, firstReason: null },
-  };
+  return hostKeyAuthority(walk.chain, doc(ENROLLMENT_DOC))!;
 }
 
 export async function readHostView(
@@ -210,86 +101,16 @@ export async function readHostView(
       syncOrRefusal(desired, identity, options.timeoutMs),
       syncOrRefusal(status, identity, options.timeoutMs),
     ]);
-    const entries = readIntentEntries(desired.doc).entries.filter((e) => e.signed.intent.host === host);
-    const newest = entries.reduce<(typeof entries)[number] | null>(
-      (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
-      null,
-    );
-    const signedStatus = readCurrentStatus(status.doc);
-    const enrolledKey = authority?.bindings.get(host)?.hostKey ?? null;
-    // Unverified: the status's own signer is all there is to compare results with.
-    const expectedKey = authority ? enrolledKey : (signedStatus?.signature.publicKey ?? null);
-    const statusProblem = signedStatus
-      ? reportProblem('status', signedStatus.status, signedStatus.signature, host, expectedKey, authority)
-      : null;
-    // With --org-root a status that does not count shows nothing of what it claims.
-    const current = signedStatus && !(authority && statusProblem) ? signedStatus : null;
-    const results = readResults(status.doc).results.map((r) => {
-      const problem = reportProblem('result', r.result, r.signature, host, expectedKey, authority);
-      return { ...r, signatureValid: problem === null, problem };
-    });
-    const counted = results.filter((r) => r.signatureValid);
-    const rejected = results.filter((r) => !r.signatureValid);
-    const last = counted.reduce<(typeof results)[number] | null>(
-      (best, r) => (!best || r.result.seq > best.result.seq ? r : best),
-      null,
-    );
-    const agentStates = [...status.provider.awareness.getStates().values()].filter(
-      (s) => (s as { role?: string }).role === 'agent',
-    );
-    const agentOnline = agentStates.length > 0;
-    const live = agentStates
-      .map((s) => downloadProgressSchema.safeParse((s as { progress?: unknown }).progress))
-      .find((p) => p.success)?.data;
-    const milestone = current?.status.progress;
     const presence = options.presence?.get(host);
-    let trustedSigner: boolean | null = options.adminKeys
-      ? (newest?.signed.signatures.some((s) => options.adminKeys!.has(s.publicKey)) ?? null)
-      : null;
-    let untrustedBecause: string | undefined;
-    if (authority && newest) {
-      // Only the signers matter here: an intent the host applied stays trusted after it expires.
-      const verdict = verifyIntentUnderPolicy(newest.signed, { host, chain: authority.chain, now: Date.now() });
-      trustedSigner = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
-      if (!verdict.ok && !trustedSigner) untrustedBecause = verdict.reason;
-    }
-    return {
-      host,
-      found: entries.length > 0 || signedStatus !== null || results.length > 0 || enrolledKey !== null,
-      unreadable: null,
-      desired: newest && {
-        generation: newest.signed.intent.generation,
-        closure: newest.signed.intent.closure,
-        action: newest.signed.intent.action,
-        issuer: newest.signed.intent.issuer,
-        expiresAt: newest.signed.intent.expiresAt,
-        signatureValid: newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
-        trustedSigner,
-        ...(untrustedBecause ? { untrustedBecause } : {}),
-      },
-      applied: current?.status.applied ?? null,
-      phase: current?.status.phase ?? null,
-      target: current?.status.target ?? null,
-      progress:
-        live && current?.status.phase === 'downloading'
-          ? { ...live, live: true }
-          : milestone
-            ? { ...milestone, live: false }
-            : null,
-      window: current?.status.window ?? null,
-      trust: current?.status.trust ?? null,
-      hostKeys: authority ? 'enrollment' : 'unverified',
-      enrolledKey,
-      statusSignatureValid: signedStatus ? statusProblem === null : null,
-      rejectedStatus:
-        signedStatus && statusProblem ? { signer: signedStatus.signature.publicKey, reason: statusProblem } : null,
-      hostKey: expectedKey,
-      online: agentOnline || (presence?.online ?? false),
-      lastSeen: presence?.lastSeen ?? null,
-      lastResult: last && { ...last.result, signatureValid: true },
-      results,
-      rejectedResults: { count: rejected.length, firstReason: rejected[0]?.problem ?? null },
-    };
+    return hostViewFromDocuments(host, {
+      desired: desired.doc,
+      status: status.doc,
+      awarenessStates: status.provider.awareness.getStates().values(),
+      authority,
+      ...(options.adminKeys ? { adminKeys: options.adminKeys } : {}),
+      ...(presence ? { presence } : {}),
+      now: Date.now(),
+    });
   } catch (error) {
     if (error instanceof DocumentRefused) return unreadableView(host, error.message, authority);
     throw error;

@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { defineCommand, option } from '../cli/options.js';
+import { chooseRollbackTarget } from '../shared/admin/rollback-target.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { deployCommand } from './deploy.js';
-import { type HostView, readHostKeyAuthority, readHostView } from './fleet-view.js';
+import { readHostKeyAuthority, readHostView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { highestStoredVersion, readDocuments } from './policy-remote.js';
 import { submitIntent } from './submit-intent.js';
@@ -16,6 +17,9 @@ import { submitIntent } from './submit-intent.js';
 // The options it shares with deploy are deploy's own declarations; only what to roll back to is
 // its own.
 const deployOption = deployCommand.options.shape;
+
+// The choice of target is shared with the web editor.
+export { chooseRollbackTarget, type RollbackTarget } from '../shared/admin/rollback-target.js';
 
 export const rollbackCommand = defineCommand({
   name: 'rollback',
@@ -46,45 +50,6 @@ export const rollbackCommand = defineCommand({
     'outpost rollback … --host clinic-1 --to-generation 12',
   ],
 });
-
-export type RollbackTarget = { ok: true; generation: number; closure: string } | { ok: false; reason: string };
-
-// Picks what to return to from the host's own signed results (only those that count as the host's:
-// signed by its enrolled key with --org-root, fleet-view.ts): a generation it reported `applied`.
-export function chooseRollbackTarget(
-  view: Pick<HostView, 'host' | 'applied' | 'results'>,
-  toGeneration?: number,
-): RollbackTarget {
-  const applied = view.results
-    .filter((r) => r.signatureValid && r.result.outcome === 'applied')
-    .map((r) => r.result)
-    .sort((a, b) => a.seq - b.seq);
-  const known = applied.map((r) => r.generation).join(', ') || 'none';
-  if (toGeneration !== undefined) {
-    const named = applied.filter((r) => r.generation === toGeneration).pop();
-    if (!named)
-      return {
-        ok: false,
-        reason: `${view.host} never reported generation ${toGeneration} as applied (applied: ${known}); name one of those with --to-generation`,
-      };
-    if (view.applied && named.closure === view.applied.closure)
-      return {
-        ok: false,
-        reason: `${view.host} already runs the closure of generation ${toGeneration} (as generation ${view.applied.generation})`,
-      };
-    return { ok: true, generation: named.generation, closure: named.closure };
-  }
-  if (!view.applied)
-    return { ok: false, reason: `${view.host} reports no applied generation yet; there is nothing to roll back from` };
-  const current = view.applied;
-  const before = applied.filter((r) => r.generation < current.generation && r.closure !== current.closure).pop();
-  if (!before)
-    return {
-      ok: false,
-      reason: `${view.host} has applied no earlier generation with another closure (applied: ${known})`,
-    };
-  return { ok: true, generation: before.generation, closure: before.closure };
-}
 
 export function runRollbackCommand(argv: string[]): Promise<number> {
   return runCommand(rollbackCommand, argv, rollback);

@@ -1,4 +1,4 @@
-import type * as Y from 'yjs';
+import { highestGeneration } from '../shared/admin/intent-draft.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { appendIntent, readIntentEntries } from '../shared/documents/desired.js';
 import { POLICY_DOC, readPolicies } from '../shared/documents/fleet.js';
@@ -38,11 +38,7 @@ export async function latestPolicyVersion(
   }
 }
 
-export function highestGeneration(doc: Y.Doc, host: string): number {
-  return readIntentEntries(doc)
-    .entries.filter((e) => e.signed.intent.host === host)
-    .reduce((max, e) => Math.max(max, e.signed.intent.generation), 0);
-}
+export { highestGeneration } from '../shared/admin/intent-draft.js';
 
 // Signs an intent, appends it to the host's desired document, and returns only once the
 // coordinator has it stored: a second, fresh connection must see it (the coordinator answers a

@@ -36,6 +36,7 @@ import { createMuxServer } from './relay-sessions.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
+import { createWebApp } from './web-app.js';
 import { closeSocket, isServedDocument } from './wire.js';
 
 export interface CoordinatorConfig {
@@ -57,6 +58,8 @@ export interface CoordinatorConfig {
   enrollmentLimits?: Partial<EnrollmentLimits>;
   // What a relay adds (coordinator/relay.ts); a coordinator has none.
   extension?: CoordinatorExtension;
+  // The built web editor served at / (coordinator/web-app.ts); default: dist/web beside the code.
+  webAppDir?: string;
 }
 
 export interface CoordinatorExtension {
@@ -135,6 +138,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const trust = await createTrustState(host, [...pinnedRoot], logger);
   const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
   const enrollmentGate = createEnrollmentGate(config.enrollmentLimits);
+  const webApp = createWebApp(config.webAppDir);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
   // Relays downstream of this server sync all their documents over one socket each.
   const mux = createMuxServer(
@@ -258,6 +262,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       handleApi(req, res, path);
       return;
     }
+    if (webApp.handle(req, res, path)) return;
     respondJson(res, 404, { error: `no such endpoint ${path}; try /healthz, /api/documents or /api/presence` });
   }
 

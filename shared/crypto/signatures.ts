@@ -22,7 +22,9 @@ export type SignedKind =
   | 'timestamp'
   | 'auth';
 
-function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
+// The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
+// signers other than tweetnacl (the web editor's WebCrypto Ed25519), which must sign the same bytes.
+export function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
   const body = canonicalBytes(payload);
   const prefix = new TextEncoder().encode(`outpost-${kind}-v1\n`);
   const bytes = new Uint8Array(prefix.length + body.length);

@@ -137,6 +137,10 @@ async function main(): Promise<void> {
 Every row above is signed: intents by the admin key, status and results by each host's key.
 Each host installed its closure with real Nix into ${relative(process.cwd(), join(workDir, 'hosts', '<host>', 'root'))}.
 
+The web editor: open ${coordinator.url.replace(/^ws/, 'http')}/ in a browser on this machine, import
+${relative(process.cwd(), adminKey)} as your key (choose a passphrase) and leave the org root empty: this demo
+runs in open mode, so the page marks what it shows as unverified (see docs/web.md).
+
 Try next (in another terminal):
   ${cli} status --coordinator ${coordinator.url} --json
   ${cli} deploy --coordinator ${coordinator.url} --key ${relative(process.cwd(), adminKey)} --host clinic-2 --closure ${gen2}

@@ -27,6 +27,7 @@ test('the demo fleet builds, deploys two generations and prints status and next 
   assert.match(output, /clinic-1\s+2 \S+\s+2 \S+\s+applied\s+yes/);
   assert.match(output, /clinic-2\s+1 \S+\s+1 \S+\s+applied\s+yes/);
   assert.match(output, /Try next/);
+  assert.match(output, /The web editor: open http:\/\/127\.0\.0\.1:\d+\/ in a browser/);
 });
 
 test.run();

@@ -1,0 +1,276 @@
+import type * as Y from 'yjs';
+import type { Signature, SignedKind } from '../crypto/signatures.js';
+import { type SignatureCheck, verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
+import { readIntentEntries } from '../documents/desired.js';
+import { readEnrollments, readEnrollRequests } from '../documents/fleet.js';
+import { readCurrentStatus, readResults } from '../documents/status.js';
+import type { SignedIntent } from '../schemas/intent.js';
+import type { Policy } from '../schemas/policy.js';
+import {
+  type DownloadProgress,
+  downloadProgressSchema,
+  type SignedResult,
+  type TrustStatus,
+  type WindowWait,
+} from '../schemas/report.js';
+import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
+import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
+import { intentDigest } from '../trust/verify-intent.js';
+
+// What an admin sees of one host, whoever shows it (`outpost status`, the web editor): the newest
+// intent, the agent's signed status and results, and presence. Signatures are checked here: the
+// coordinator is not trusted. With an authority (the policy walked from the pinned org root), a
+// status or result counts only when signed by the key enrollment binds to the host; without it,
+// host keys are unverified: anyone who can write the status document (a relay, the coordinator)
+// could have signed what is shown with a key of their own.
+export interface HostView {
+  host: string;
+  // False when the coordinator holds nothing for this host (no intent, status, result or binding).
+  found: boolean;
+  // Why this key could not read the host's documents (the coordinator refused them), else null.
+  unreadable: string | null;
+  desired: {
+    generation: number;
+    closure: string;
+    action: string;
+    issuer: string;
+    expiresAt: string;
+    signatureValid: boolean;
+    trustedSigner: boolean | null;
+    // With an authority, why the intent's signers do not count under the policy.
+    untrustedBecause?: string;
+  } | null;
+  applied: { generation: number; closure: string } | null;
+  phase: string | null;
+  target: { generation: number; closure: string } | null;
+  // Download progress: live from the agent's awareness (unsigned, current) when it is online,
+  // else the last milestone in its signed status.
+  progress: (DownloadProgress & { live: boolean }) | null;
+  // Why the host waits (phase waiting-for-window) and until when.
+  window: WindowWait | null;
+  // What the agent trusts (policy version) and whether it reports a freeze.
+  trust: TrustStatus | null;
+  // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
+  hostKeys: 'enrollment' | 'unverified';
+  // The key enrollment binds to this host (with an authority), else null.
+  enrolledKey: string | null;
+  statusSignatureValid: boolean | null;
+  // A status that does not count (foreign key, bad signature): its signer and why. Its content is
+  // not shown as the host's.
+  rejectedStatus: { signer: string; reason: string } | null;
+  hostKey: string | null;
+  online: boolean;
+  lastSeen: string | null;
+  // The newest result that counts.
+  lastResult: (SignedResult['result'] & { signatureValid: boolean }) | null;
+  results: (SignedResult & { signatureValid: boolean; problem: string | null })[];
+  // Results that do not count, with the first reason.
+  rejectedResults: { count: number; firstReason: string | null };
+}
+
+// What host keys are checked against: the policy walked from the pinned root and the bindings it
+// gives, or nothing (unverified).
+export interface HostKeyAuthority {
+  chain: Policy[];
+  bindings: Map<string, HostBinding>;
+}
+
+export interface HostPresence {
+  online: boolean;
+  lastSeen: string | null;
+}
+
+// The authority from a walked chain and the fleet/enrollment document; null before any policy.
+export function hostKeyAuthority(chain: Policy[], enrollment: Y.Doc): HostKeyAuthority | null {
+  const policy = chain.at(-1);
+  if (!policy) return null;
+  return {
+    chain,
+    bindings: enrollmentState(policy, readEnrollments(enrollment), readEnrollRequests(enrollment)).bindings,
+  };
+}
+
+const short = (key: string): string => `${key.slice(0, 12)}…`;
+
+// Null when a signed report counts as the host's; else why not.
+export function reportProblem(
+  kind: SignedKind,
+  payload: unknown,
+  signature: Signature,
+  host: string,
+  expectedKey: string | null,
+  authority: HostKeyAuthority | null,
+): string | null {
+  if (!verifyPayloadSignatureOnce(kind, payload, signature)) return 'its signature does not verify';
+  if (authority && expectedKey === null)
+    return `signed by key ${short(signature.publicKey)}, but ${host} has no enrolled key under policy ${authority.chain.at(-1)!.version}`;
+  if (expectedKey !== null && signature.publicKey !== expectedKey)
+    return `signed by key ${short(signature.publicKey)}, not ${host}'s ${authority ? 'enrolled ' : ''}key ${short(expectedKey)}${authority ? ': forged (a relay or the coordinator can write this document), or from an earlier key of the host' : ''}`;
+  return null;
+}
+
+export function unreadableView(host: string, reason: string, authority: HostKeyAuthority | null): HostView {
+  return {
+    host,
+    found: true,
+    unreadable: reason,
+    desired: null,
+    applied: null,
+    phase: null,
+    target: null,
+    progress: null,
+    window: null,
+    trust: null,
+    hostKeys: authority ? 'enrollment' : 'unverified',
+    enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
+    statusSignatureValid: null,
+    rejectedStatus: null,
+    hostKey: null,
+    online: false,
+    lastSeen: null,
+    lastResult: null,
+    results: [],
+    rejectedResults: { count: 0, firstReason: null },
+  };
+}
+
+// Whether an intent's signers count under the policy. Only the signers matter here: an intent the
+// host applied stays trusted after it expires, so the verdict does not depend on the time and is
+// kept per intent and policy chain (bounded, oldest first).
+const signerVerdicts = new Map<string, { trusted: boolean; reason: string | undefined }>();
+const SIGNER_VERDICTS_LIMIT = 20_000;
+
+export function intentSignersCount(
+  signed: SignedIntent,
+  host: string,
+  authority: HostKeyAuthority,
+  now: number,
+): { trusted: boolean; reason: string | undefined } {
+  const chainKey = authority.chain.map((p) => `${p.version}@${p.issuedAt}`).join(',');
+  const key = `${host} ${intentDigest(signed)} ${chainKey}`;
+  const known = signerVerdicts.get(key);
+  if (known) return known;
+  const verdict = verifyIntentUnderPolicy(signed, {
+    host,
+    chain: authority.chain,
+    now,
+    verifySignature: verifyPayloadSignatureOnce,
+  });
+  const trusted = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
+  const result = { trusted, reason: !verdict.ok && !trusted ? verdict.reason : undefined };
+  if (signerVerdicts.size >= SIGNER_VERDICTS_LIMIT) signerVerdicts.delete(signerVerdicts.keys().next().value!);
+  signerVerdicts.set(key, result);
+  return result;
+}
+
+export interface HostViewInputs {
+  // hosts/<id>/desired and hosts/<id>/status as synced (or as persisted, offline).
+  desired: Y.Doc;
+  status: Y.Doc;
+  // Awareness states of the status document's peers: the agent's (role 'agent') carries live progress.
+  awarenessStates: Iterable<unknown>;
+  authority: HostKeyAuthority | null;
+  adminKeys?: ReadonlySet<string>;
+  presence?: HostPresence;
+  now: number;
+}
+
+// Every signature hostViewFromDocuments may check for this host, for preverifySignatures to check
+// ahead natively (the web editor does, before building views).
+export function hostSignatureChecks(host: string, desired: Y.Doc, status: Y.Doc): SignatureCheck[] {
+  const checks: SignatureCheck[] = [];
+  for (const { signed } of readIntentEntries(desired).entries)
+    if (signed.intent.host === host)
+      for (const signature of signed.signatures) checks.push({ kind: 'intent', payload: signed.intent, signature });
+  const current = readCurrentStatus(status);
+  if (current) checks.push({ kind: 'status', payload: current.status, signature: current.signature });
+  for (const r of readResults(status).results)
+    checks.push({ kind: 'result', payload: r.result, signature: r.signature });
+  return checks;
+}
+
+// The view of one host from its two documents, every signature checked.
+export function hostViewFromDocuments(host: string, inputs: HostViewInputs): HostView {
+  const { authority } = inputs;
+  const entries = readIntentEntries(inputs.desired).entries.filter((e) => e.signed.intent.host === host);
+  const newest = entries.reduce<(typeof entries)[number] | null>(
+    (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
+    null,
+  );
+  const signedStatus = readCurrentStatus(inputs.status);
+  const enrolledKey = authority?.bindings.get(host)?.hostKey ?? null;
+  // Unverified: the status's own signer is all there is to compare results with.
+  const expectedKey = authority ? enrolledKey : (signedStatus?.signature.publicKey ?? null);
+  const statusProblem = signedStatus
+    ? reportProblem('status', signedStatus.status, signedStatus.signature, host, expectedKey, authority)
+    : null;
+  // With an authority a status that does not count shows nothing of what it claims.
+  const current = signedStatus && !(authority && statusProblem) ? signedStatus : null;
+  const results = readResults(inputs.status).results.map((r) => {
+    const problem = reportProblem('result', r.result, r.signature, host, expectedKey, authority);
+    return { ...r, signatureValid: problem === null, problem };
+  });
+  const counted = results.filter((r) => r.signatureValid);
+  const rejected = results.filter((r) => !r.signatureValid);
+  const last = counted.reduce<(typeof results)[number] | null>(
+    (best, r) => (!best || r.result.seq > best.result.seq ? r : best),
+    null,
+  );
+  const agentStates = [...inputs.awarenessStates].filter(
+    (s) => typeof s === 'object' && s !== null && (s as { role?: unknown }).role === 'agent',
+  );
+  const agentOnline = agentStates.length > 0;
+  const live = agentStates
+    .map((s) => downloadProgressSchema.safeParse((s as { progress?: unknown }).progress))
+    .find((p) => p.success)?.data;
+  const milestone = current?.status.progress;
+  const presence = inputs.presence;
+  let trustedSigner: boolean | null = inputs.adminKeys
+    ? (newest?.signed.signatures.some((s) => inputs.adminKeys!.has(s.publicKey)) ?? null)
+    : null;
+  let untrustedBecause: string | undefined;
+  if (authority && newest) {
+    const verdict = intentSignersCount(newest.signed, host, authority, inputs.now);
+    trustedSigner = verdict.trusted;
+    untrustedBecause = verdict.reason;
+  }
+  return {
+    host,
+    found: entries.length > 0 || signedStatus !== null || results.length > 0 || enrolledKey !== null,
+    unreadable: null,
+    desired: newest && {
+      generation: newest.signed.intent.generation,
+      closure: newest.signed.intent.closure,
+      action: newest.signed.intent.action,
+      issuer: newest.signed.intent.issuer,
+      expiresAt: newest.signed.intent.expiresAt,
+      signatureValid: newest.signed.signatures.some((s) =>
+        verifyPayloadSignatureOnce('intent', newest.signed.intent, s),
+      ),
+      trustedSigner,
+      ...(untrustedBecause ? { untrustedBecause } : {}),
+    },
+    applied: current?.status.applied ?? null,
+    phase: current?.status.phase ?? null,
+    target: current?.status.target ?? null,
+    progress:
+      live && current?.status.phase === 'downloading'
+        ? { ...live, live: true }
+        : milestone
+          ? { ...milestone, live: false }
+          : null,
+    window: current?.status.window ?? null,
+    trust: current?.status.trust ?? null,
+    hostKeys: authority ? 'enrollment' : 'unverified',
+    enrolledKey,
+    statusSignatureValid: signedStatus ? statusProblem === null : null,
+    rejectedStatus:
+      signedStatus && statusProblem ? { signer: signedStatus.signature.publicKey, reason: statusProblem } : null,
+    hostKey: expectedKey,
+    online: agentOnline || (presence?.online ?? false),
+    lastSeen: presence?.lastSeen ?? null,
+    lastResult: last && { ...last.result, signatureValid: true },
+    results,
+    rejectedResults: { count: rejected.length, firstReason: rejected[0]?.problem ?? null },
+  };
+}

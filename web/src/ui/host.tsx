@@ -1,0 +1,295 @@
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { hostTimeline, type TimelineEntry } from '../../../shared/admin/host-timeline.js';
+import type { HostView } from '../../../shared/admin/host-view.js';
+import { chooseRollbackTarget } from '../../../shared/admin/rollback-target.js';
+import type { ActivationAction } from '../../../shared/schemas/primitives.js';
+import { type ActionOutcome, deploy, rollback } from '../sync/actions.js';
+import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
+import { goToFleet } from './hooks.js';
+import type { Session } from './session.js';
+
+// One host: what it runs and reports (every signature checked), its timeline of intents and
+// results with signature marks and delivery state, and deploy and rollback actions.
+const VALIDITY: Record<string, number> = { '1 day': 86_400_000, '7 days': 7 * 86_400_000, '30 days': 30 * 86_400_000 };
+
+function Mark({ mark, note }: { mark: TimelineEntry['mark']; note: string | null }) {
+  const text = mark === 'trusted' ? '✓ signed' : mark === 'untrusted' ? '✗ UNTRUSTED' : '? unverified';
+  return (
+    <span class={`mark mark-${mark}`} title={note ?? undefined} data-testid="mark">
+      {text}
+    </span>
+  );
+}
+
+function Delivery({ session, digest }: { session: Session; digest: string }) {
+  const entry = session.outbox.entry(digest);
+  if (!entry) return null;
+  return entry.deliveredAt ? (
+    <span class="delivery ok" data-testid="delivery" data-delivered="true">
+      signed here · delivered {clock(entry.deliveredAt)}
+    </span>
+  ) : (
+    <span class="delivery warn" data-testid="delivery" data-delivered="false">
+      signed here · NOT YET DELIVERED (waits for the link)
+    </span>
+  );
+}
+
+function TimelineRow({ entry, session }: { entry: TimelineEntry; session: Session }) {
+  if (entry.kind === 'intent')
+    return (
+      <li
+        class={`event intent mark-${entry.mark}`}
+        data-testid="timeline-entry"
+        data-kind="intent"
+        data-generation={entry.generation}
+      >
+        <span class="when">{clock(entry.at)}</span>
+        <span class="what">
+          intent: generation <b>{entry.generation}</b> {entry.action}{' '}
+          <code title={entry.closure}>{closureName(entry.closure)}</code> by {entry.issuer}
+        </span>
+        <Mark mark={entry.mark} note={entry.note} />
+        <Delivery session={session} digest={entry.digest} />
+        {entry.note && <span class="note">{entry.note}</span>}
+      </li>
+    );
+  return (
+    <li
+      class={`event result mark-${entry.mark}`}
+      data-testid="timeline-entry"
+      data-kind="result"
+      data-outcome={entry.outcome}
+    >
+      <span class="when">{clock(entry.at)}</span>
+      <span class="what">
+        result #{entry.seq}: generation <b>{entry.generation}</b> <b>{entry.outcome}</b>{' '}
+        <code title={entry.closure}>{closureName(entry.closure)}</code>
+        {entry.reason && ` — ${entry.reason}`}
+      </span>
+      <Mark mark={entry.mark} note={entry.note} />
+      {entry.note && entry.mark !== 'trusted' && <span class="note">{entry.note}</span>}
+    </li>
+  );
+}
+
+export function HostPage(props: { session: Session; host: string; now: number }) {
+  const { session, host, now } = props;
+  const { sync } = session;
+  const view: HostView | null = sync.hostView(host);
+  const [closure, setClosure] = useState('');
+  const [action, setAction] = useState<ActivationAction>('switch');
+  const [validity, setValidity] = useState('7 days');
+  const [outcome, setOutcome] = useState<ActionOutcome | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    sync.addHost(host);
+    const onKey = (event: KeyboardEvent): void => {
+      const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+      if (event.key === 'Escape' && !typing) goToFleet();
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [host, sync]);
+
+  const authority = sync.authority();
+  const desiredDoc = sync.desiredDoc(host);
+  const timeline = useMemo(
+    () => (view && desiredDoc ? hostTimeline(host, desiredDoc, view, authority, Date.now()) : []),
+    [view, desiredDoc, authority, host],
+  );
+  if (!view || !desiredDoc)
+    return (
+      <section class="host" data-testid="host-view">
+        <p>Loading {host}…</p>
+      </section>
+    );
+  const rollbackTarget = chooseRollbackTarget(view);
+
+  const run = async (work: () => Promise<ActionOutcome>): Promise<void> => {
+    setBusy(true);
+    setOutcome(null);
+    try {
+      setOutcome(await work());
+    } catch (error) {
+      setOutcome({ ok: false, reason: (error as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const validForMs = VALIDITY[validity]!;
+
+  return (
+    <section class="host" data-testid="host-view" aria-label={`Host ${host}`}>
+      <div class="host-head">
+        <button type="button" onClick={goToFleet} title="Back to the fleet (Escape)">
+          ← Fleet
+        </button>
+        <h2>{host}</h2>
+        <span class={view.online ? 'pill ok' : 'pill'}>
+          {view.online ? 'online' : `offline · last seen ${ago(view.lastSeen, now)}`}
+        </span>
+      </div>
+      <div class="host-grid">
+        <dl class="facts" data-testid="host-facts">
+          <dt>phase</dt>
+          <dd data-testid="host-phase">
+            {view.rejectedStatus ? (
+              <span class="bad" data-testid="untrusted-status">
+                ✗ UNTRUSTED status (signed by {shortKey(view.rejectedStatus.signer)}): {view.rejectedStatus.reason}
+              </span>
+            ) : (
+              (view.phase ?? '—')
+            )}
+          </dd>
+          <dt>applied</dt>
+          <dd data-testid="host-applied">
+            {view.applied ? (
+              <>
+                generation {view.applied.generation} <code>{closureName(view.applied.closure)}</code>
+              </>
+            ) : (
+              '—'
+            )}
+          </dd>
+          <dt>desired</dt>
+          <dd>
+            {view.desired ? (
+              <>
+                generation {view.desired.generation} {view.desired.action}{' '}
+                <code>{closureName(view.desired.closure)}</code> by {view.desired.issuer}
+                {(view.desired.trustedSigner === false || !view.desired.signatureValid) && (
+                  <span class="bad">
+                    {' '}
+                    ✗ untrusted{view.desired.untrustedBecause ? `: ${view.desired.untrustedBecause}` : ''}
+                  </span>
+                )}
+              </>
+            ) : (
+              '—'
+            )}
+          </dd>
+          {view.progress && view.phase === 'downloading' && (
+            <>
+              <dt>download</dt>
+              <dd data-testid="host-progress">
+                {bytes(view.progress.bytesDone)} of {bytes(view.progress.bytesTotal)} ({view.progress.pathsDone}/
+                {view.progress.pathsTotal} paths, {bytes(view.progress.bytesPerSecond)}/s)
+                {view.progress.live ? ' live' : ' (last report)'}
+              </dd>
+            </>
+          )}
+          {view.window && (
+            <>
+              <dt>window</dt>
+              <dd>
+                waits for {view.window.waitingFor} ({view.window.windows}), {until(view.window.nextStart, now)}
+              </dd>
+            </>
+          )}
+          <dt>agent trust</dt>
+          <dd>
+            {view.trust
+              ? `${view.trust.mode} ${view.trust.policyVersion ? `v${view.trust.policyVersion}` : ''}${view.trust.frozen ? ` · FROZEN: ${view.trust.reason ?? ''}` : ''}`
+              : '—'}
+          </dd>
+          <dt>host key</dt>
+          <dd>
+            {view.hostKeys === 'enrollment' ? (
+              view.enrolledKey ? (
+                <span title={view.enrolledKey}>enrolled {shortKey(view.enrolledKey)}</span>
+              ) : (
+                <span class="bad">not enrolled: nothing it reports counts</span>
+              )
+            ) : (
+              <span class="bad">UNVERIFIED: no org root pinned</span>
+            )}
+          </dd>
+        </dl>
+        <div class="actions">
+          <form
+            onSubmit={(e) => {
+              e.preventDefault();
+              void run(() => deploy({ host, closure, action, validForMs }, sync, session.outbox, session.signer));
+            }}
+          >
+            <h3>Deploy</h3>
+            <label class="stack">
+              Closure (already in the signed binary cache)
+              <input
+                value={closure}
+                placeholder="/nix/store/…-nixos-system-…"
+                data-testid="deploy-closure"
+                onInput={(e) => setClosure((e.target as HTMLInputElement).value)}
+              />
+            </label>
+            <div class="inline">
+              <label>
+                Action{' '}
+                <select
+                  value={action}
+                  onChange={(e) => setAction((e.target as HTMLSelectElement).value as ActivationAction)}
+                >
+                  <option>switch</option>
+                  <option>boot</option>
+                  <option>test</option>
+                </select>
+              </label>
+              <label>
+                Valid for{' '}
+                <select value={validity} onChange={(e) => setValidity((e.target as HTMLSelectElement).value)}>
+                  {Object.keys(VALIDITY).map((v) => (
+                    <option key={v}>{v}</option>
+                  ))}
+                </select>
+              </label>
+              <button type="submit" disabled={busy} data-testid="deploy-button">
+                Sign and deploy
+              </button>
+            </div>
+          </form>
+          <div class="rollback">
+            <h3>Roll back</h3>
+            <p class="hint" data-testid="rollback-target">
+              {rollbackTarget.ok
+                ? `to the closure of generation ${rollbackTarget.generation}: ${closureName(rollbackTarget.closure)}, as a new generation`
+                : rollbackTarget.reason}
+            </p>
+            <button
+              type="button"
+              disabled={busy || !rollbackTarget.ok}
+              data-testid="rollback-button"
+              onClick={() =>
+                void run(() => rollback(view, { action, validForMs }, sync, session.outbox, session.signer))
+              }
+            >
+              Sign rollback
+            </button>
+          </div>
+          {outcome && (
+            <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="action-message">
+              {outcome.ok
+                ? `signed generation ${outcome.entry.signed.intent.generation}${sync.desiredLive(host) ? '' : ' — offline: it waits here, marked not yet delivered, and merges when the link returns'}`
+                : `refused: ${outcome.reason}`}
+            </p>
+          )}
+        </div>
+      </div>
+      <h3>Timeline</h3>
+      <ol class="timeline" data-testid="timeline">
+        {timeline
+          .slice()
+          .reverse()
+          .map((entry) => (
+            <TimelineRow
+              key={entry.kind === 'intent' ? entry.digest : `r${entry.seq}-${entry.at}`}
+              entry={entry}
+              session={session}
+            />
+          ))}
+        {timeline.length === 0 && <li class="muted">nothing yet</li>}
+      </ol>
+    </section>
+  );
+}
