@@ -22,7 +22,8 @@ export type SignedKind =
   | 'timestamp'
   | 'auth';
 
-function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
+// Exported for platform signers (Node's Ed25519 in benchmarks); every signature covers exactly these bytes.
+export function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
   const body = canonicalBytes(payload);
   const prefix = new TextEncoder().encode(`outpost-${kind}-v1\n`);
   const bytes = new Uint8Array(prefix.length + body.length);
@@ -36,12 +37,21 @@ export function signPayload(kind: SignedKind, payload: unknown, key: SigningKey)
   return { publicKey: key.publicKey, signature: toBase64(signature) };
 }
 
+// The Ed25519 check every verifier uses: tweetnacl (pure JS, runs everywhere) unless a platform
+// plugs in its own (Node's, shared/node/ed25519.ts: an auditor replaying a million entries).
+export type DetachedVerify = (message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array) => boolean;
+let detachedVerify: DetachedVerify = nacl.sign.detached.verify;
+
+export function useEd25519Verifier(verify: DetachedVerify | null): void {
+  detachedVerify = verify ?? nacl.sign.detached.verify;
+}
+
 export function verifyPayloadSignature(kind: SignedKind, payload: unknown, signature: Signature): boolean {
   try {
     const publicKey = fromBase64(signature.publicKey);
     const sig = fromBase64(signature.signature);
     if (publicKey.length !== nacl.sign.publicKeyLength || sig.length !== nacl.sign.signatureLength) return false;
-    return nacl.sign.detached.verify(signedBytes(kind, payload), sig, publicKey);
+    return detachedVerify(signedBytes(kind, payload), sig, publicKey);
   } catch {
     return false;
   }
