@@ -67,3 +67,8 @@ export function parseHead(text: string): LogHead | null {
 }
 
 export const formatHead = (head: LogHead): string => `${head.document}@${head.seq}:${head.hash}`;
+
+// The coordinator's audit endpoints and what a caller's key proof is bound to.
+export const AUDIT_LOG_PATH = '/api/audit/log';
+export const AUDIT_HEADS_PATH = '/api/audit/heads';
+export const auditProofDocument = (document: string | null): string => `audit:${document ?? 'heads'}`;

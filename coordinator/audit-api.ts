@@ -1,0 +1,99 @@
+import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  AUDIT_HEADS_PATH,
+  AUDIT_LOG_PATH,
+  auditProofDocument,
+  documentNameSchema,
+  toWireEntry,
+} from '../shared/audit/bundle.js';
+import type { Logger } from '../shared/log.js';
+import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { adminForKey, hasCapabilityAnywhere } from '../shared/trust/capabilities.js';
+import type { ChallengeStore } from './challenges.js';
+import { sendJson } from './fleet-api.js';
+import type { Principal, TrustState } from './trust-state.js';
+import type { UpdateLog } from './update-log.js';
+
+// Read-only audit endpoints: a document's raw log entries (NDJSON, one wire entry a line, in
+// order) and every document's head. With --org-root the caller proves an admin key with a
+// single-use challenge signed for "audit:<document>" (or "audit:heads"), and must hold `read`
+// (for a host's documents, any capability on that host also does, as for reading it live).
+// What is served is evidence the auditor checks, never something to trust: see docs/audit.md.
+
+function mayAudit(trust: TrustState, principal: Principal, document: string | null): boolean {
+  if (!trust.enforced) return true;
+  const policy = trust.policy();
+  if (principal.kind !== 'admin' || !policy) return false;
+  const admin = adminForKey(policy, principal.key);
+  if (!admin) return false;
+  if (hasCapabilityAnywhere(policy, admin, 'read')) return true;
+  return document !== null && !document.startsWith('fleet/') && trust.access(principal, document) !== 'none';
+}
+
+export async function handleAuditGet(
+  path: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  log: UpdateLog,
+  trust: TrustState,
+  challenges: ChallengeStore,
+  logger: Logger,
+): Promise<void> {
+  const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+  let document: string | null = null;
+  if (path === AUDIT_LOG_PATH) {
+    const parsed = documentNameSchema.safeParse(query.get('doc'));
+    if (!parsed.success) {
+      sendJson(res, 400, { error: 'give ?doc=hosts/<id>/desired, hosts/<id>/status or fleet/<name>' });
+      return;
+    }
+    document = parsed.data;
+  } else if (path !== AUDIT_HEADS_PATH) {
+    sendJson(res, 404, { error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=… or ${AUDIT_HEADS_PATH}` });
+    return;
+  }
+  let principal: Principal = { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
+  if (trust.enforced) {
+    const proof = authParamsSchema.safeParse(Object.fromEntries(query));
+    if (!proof.success) {
+      sendJson(res, 401, {
+        error: 'no key proof: fetch /auth/challenge and sign it for this request (outpost audit does)',
+      });
+      return;
+    }
+    if (!challenges.consume(proof.data.challenge) || !verifyAuthProof(proof.data, auditProofDocument(document))) {
+      sendJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
+      return;
+    }
+    principal = trust.principalForKey(proof.data.principal);
+  }
+  if (!mayAudit(trust, principal, document)) {
+    logger.warn({ event: 'audit-refused', principal: principal.label, document }, 'refusing audit read');
+    sendJson(res, 403, {
+      error: `${principal.label} may not read the audit log${document ? ` of ${document}` : ''}: it needs 'read'`,
+    });
+    return;
+  }
+  logger.info({ event: 'audit-read', principal: principal.label, document }, 'audit read');
+  if (document === null) {
+    const heads = [];
+    for (const name of await log.documents()) {
+      const head = await log.head(name);
+      if (head) heads.push(head);
+    }
+    sendJson(res, 200, { heads });
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+  });
+  for await (const entry of log.iterate(document)) {
+    if (closed) return;
+    if (!res.write(`${JSON.stringify(toWireEntry(entry))}\n`))
+      await Promise.race([once(res, 'drain'), once(res, 'close')]);
+  }
+  res.end();
+}
