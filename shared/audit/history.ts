@@ -615,47 +615,7 @@ function auditHost(
     const { entry } = change;
     const policy = policies.at(entry.receivedAt);
     noteStructure(collector, change, policy);
-    for (const { map, key, value } of change.set) {
-      if (map !== STATUS_MAP || key !== CURRENT_KEY) {
-        unsigned(collector, change, policy, `${map}.${key}`);
-        continue;
-      }
-      const parsed = signedStatusSchema.safeParse(value);
-      if (!parsed.success) {
-        emit(collector, {
-          ...base(change, 'malformed', policy),
-          outcome: issuesOf(parsed.error),
-          summary: 'malformed status',
-        });
-        continue;
-      }
-      const { status: s, signature } = parsed.data;
-      const label = `status #${s.seq} of ${host}`;
-      const { signer, problem } = hostSigner(change, 'status', s, signature, s.host, label);
-      let outcome = problem ?? 'valid';
-      if (problem) flag(collector, 'forged-status', entry, status, host, problem);
-      else {
-        const previous = statusSeqByKey.get(signature.publicKey);
-        if (previous !== undefined && s.seq <= previous) {
-          outcome = `stale: status #${s.seq} after #${previous}`;
-          flag(
-            collector,
-            'stale-status',
-            entry,
-            status,
-            host,
-            `${label} logged after status #${previous} (an old status replayed)`,
-          );
-        } else statusSeqByKey.set(signature.publicKey, s.seq);
-      }
-      emit(collector, {
-        ...base(change, 'status', policy),
-        signers: [signer],
-        verified: outcome === 'valid',
-        outcome,
-        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}`,
-      });
-    }
+    // Results before the status: an agent reports the result, then the status that follows it.
     for (const { array, values } of change.inserted)
       for (const value of values) {
         if (array !== RESULTS_KEY) continue;
@@ -719,6 +679,47 @@ function auditHost(
           summary: `#${r.seq} ${r.outcome} generation ${r.generation} ${r.closure}${r.reason ? `: ${r.reason.slice(0, 200)}` : ''}`,
         });
       }
+    for (const { map, key, value } of change.set) {
+      if (map !== STATUS_MAP || key !== CURRENT_KEY) {
+        unsigned(collector, change, policy, `${map}.${key}`);
+        continue;
+      }
+      const parsed = signedStatusSchema.safeParse(value);
+      if (!parsed.success) {
+        emit(collector, {
+          ...base(change, 'malformed', policy),
+          outcome: issuesOf(parsed.error),
+          summary: 'malformed status',
+        });
+        continue;
+      }
+      const { status: s, signature } = parsed.data;
+      const label = `status #${s.seq} of ${host}`;
+      const { signer, problem } = hostSigner(change, 'status', s, signature, s.host, label);
+      let outcome = problem ?? 'valid';
+      if (problem) flag(collector, 'forged-status', entry, status, host, problem);
+      else {
+        const previous = statusSeqByKey.get(signature.publicKey);
+        if (previous !== undefined && s.seq <= previous) {
+          outcome = `stale: status #${s.seq} after #${previous}`;
+          flag(
+            collector,
+            'stale-status',
+            entry,
+            status,
+            host,
+            `${label} logged after status #${previous} (an old status replayed)`,
+          );
+        } else statusSeqByKey.set(signature.publicKey, s.seq);
+      }
+      emit(collector, {
+        ...base(change, 'status', policy),
+        signers: [signer],
+        verified: outcome === 'valid',
+        outcome,
+        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}`,
+      });
+    }
   });
   for (const [key, seqs] of resultsByKey) {
     const max = Math.max(...seqs.keys());
