@@ -16,7 +16,8 @@ import type { AuditLogEntry, LogHead } from '../shared/audit/log-chain.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
-import { fetchAuthProof, httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { authHeaders } from '../shared/sync/auth-proof.js';
+import { fetchAuthHeaders, fetchAuthProof, httpBaseFromWs } from '../shared/sync/reconnect.js';
 
 // Where an audit's evidence comes from: the coordinator's audit endpoint (live) or an exported
 // bundle (offline). Either way it is only evidence: everything is verified by shared/audit.
@@ -31,10 +32,10 @@ export function historyOf(byDocument: Map<string, AuditLogEntry[]>): LoadedHisto
   return { byDocument, source: { documents: [...byDocument.keys()], entries: (name) => byDocument.get(name) ?? [] } };
 }
 
-async function get(url: string, timeoutMs: number): Promise<Response> {
+async function get(url: string, timeoutMs: number, headers: Record<string, string> = {}): Promise<Response> {
   let response: Response;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
   } catch (error) {
     throw new Error(`cannot reach ${url.replace(/\?.*$/, '')}: ${(error as Error).message}`);
   }
@@ -45,14 +46,16 @@ async function get(url: string, timeoutMs: number): Promise<Response> {
   return response;
 }
 
-async function proofQuery(
+// A fresh single-use proof for one audit read, as request headers (none without a key: open mode).
+async function proofHeaders(
   serverUrl: string,
   document: string | null,
   key: SigningKey | null,
   timeoutMs: number,
-): Promise<string> {
-  if (!key) return '';
-  return new URLSearchParams(await fetchAuthProof(serverUrl, auditProofDocument(document), key, timeoutMs)).toString();
+): Promise<Record<string, string>> {
+  if (!key) return {};
+  const proof = await fetchAuthProof(serverUrl, auditProofDocument(document), key, timeoutMs);
+  return authHeaders({ principal: proof.principal!, challenge: proof.challenge!, signature: proof.signature! });
 }
 
 export async function fetchDocumentLog(
@@ -61,9 +64,8 @@ export async function fetchDocumentLog(
   key: SigningKey | null,
   timeoutMs: number,
 ): Promise<AuditLogEntry[]> {
-  const proof = await proofQuery(serverUrl, document, key, timeoutMs);
-  const url = `${httpBaseFromWs(serverUrl)}${AUDIT_LOG_PATH}?doc=${encodeURIComponent(document)}${proof ? `&${proof}` : ''}`;
-  const text = await (await get(url, timeoutMs)).text();
+  const url = `${httpBaseFromWs(serverUrl)}${AUDIT_LOG_PATH}?doc=${encodeURIComponent(document)}`;
+  const text = await (await get(url, timeoutMs, await proofHeaders(serverUrl, document, key, timeoutMs))).text();
   const entries: AuditLogEntry[] = [];
   for (const [i, line] of text.split('\n').entries()) {
     if (!line) continue;
@@ -78,9 +80,9 @@ export async function fetchDocumentLog(
 }
 
 export async function fetchHeads(serverUrl: string, key: SigningKey | null, timeoutMs: number): Promise<LogHead[]> {
-  const proof = await proofQuery(serverUrl, null, key, timeoutMs);
-  const url = `${httpBaseFromWs(serverUrl)}${AUDIT_HEADS_PATH}${proof ? `?${proof}` : ''}`;
-  const parsed = z.object({ heads: z.array(logHeadSchema) }).safeParse(await (await get(url, timeoutMs)).json());
+  const url = `${httpBaseFromWs(serverUrl)}${AUDIT_HEADS_PATH}`;
+  const response = await get(url, timeoutMs, await proofHeaders(serverUrl, null, key, timeoutMs));
+  const parsed = z.object({ heads: z.array(logHeadSchema) }).safeParse(await response.json());
   if (!parsed.success) throw new Error(`${url.replace(/\?.*$/, '')} answered something unexpected`);
   return parsed.data.heads;
 }
@@ -90,9 +92,11 @@ export async function fetchHeads(serverUrl: string, key: SigningKey | null, time
 export async function documentsToAudit(
   serverUrl: string,
   hosts: readonly string[],
+  key: SigningKey | null,
   timeoutMs: number,
 ): Promise<string[]> {
-  const response = await get(`${httpBaseFromWs(serverUrl)}/api/documents`, timeoutMs);
+  const url = `${httpBaseFromWs(serverUrl)}/api/documents`;
+  const response = await get(url, timeoutMs, key ? await fetchAuthHeaders(url, key, timeoutMs) : {});
   const parsed = z.object({ documents: z.array(z.string()) }).safeParse(await response.json());
   if (!parsed.success) throw new Error(`${serverUrl}/api/documents answered something unexpected`);
   const stored = new Set(parsed.data.documents);
@@ -109,7 +113,7 @@ export async function fetchHistory(
   timeoutMs: number,
 ): Promise<LoadedHistory> {
   const byDocument = new Map<string, AuditLogEntry[]>();
-  for (const document of await documentsToAudit(serverUrl, hosts, timeoutMs))
+  for (const document of await documentsToAudit(serverUrl, hosts, key, timeoutMs))
     byDocument.set(document, await fetchDocumentLog(serverUrl, document, key, timeoutMs));
   return historyOf(byDocument);
 }

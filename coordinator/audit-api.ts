@@ -8,16 +8,17 @@ import {
   toWireEntry,
 } from '../shared/audit/bundle.js';
 import type { Logger } from '../shared/log.js';
-import { authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { adminForKey, hasCapabilityAnywhere } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
-import { sendJson } from './fleet-api.js';
+import { requestQuery, respondJson } from './http-guard.js';
 import type { Principal, TrustState } from './trust-state.js';
 import type { UpdateLog } from './update-log.js';
 
 // Read-only audit endpoints: a document's raw log entries (NDJSON, one wire entry a line, in
 // order) and every document's head. With --org-root the caller proves an admin key with a
-// single-use challenge signed for "audit:<document>" (or "audit:heads"), and must hold `read`
+// single-use challenge signed for "audit:<document>" (or "audit:heads"), sent in the same headers as
+// the other read-only APIs, and must hold `read`
 // (for a host's documents, any capability on that host also does, as for reading it live).
 // What is served is evidence the auditor checks, never something to trust: see docs/audit.md.
 
@@ -40,37 +41,45 @@ export async function handleAuditGet(
   challenges: ChallengeStore,
   logger: Logger,
 ): Promise<void> {
-  const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+  const query = requestQuery(req.url);
   let document: string | null = null;
   if (path === AUDIT_LOG_PATH) {
     const parsed = documentNameSchema.safeParse(query.get('doc'));
     if (!parsed.success) {
-      sendJson(res, 400, { error: 'give ?doc=hosts/<id>/desired, hosts/<id>/status or fleet/<name>' });
+      respondJson(res, 400, { error: 'give ?doc=hosts/<id>/desired, hosts/<id>/status or fleet/<name>' });
       return;
     }
     document = parsed.data;
   } else if (path !== AUDIT_HEADS_PATH) {
-    sendJson(res, 404, { error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=… or ${AUDIT_HEADS_PATH}` });
+    respondJson(res, 404, { error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=… or ${AUDIT_HEADS_PATH}` });
     return;
   }
   let principal: Principal = { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
   if (trust.enforced) {
-    const proof = authParamsSchema.safeParse(Object.fromEntries(query));
+    const header = (name: string): string | undefined => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const proof = authParamsSchema.safeParse({
+      principal: header(AUTH_HEADERS.principal),
+      challenge: header(AUTH_HEADERS.challenge),
+      signature: header(AUTH_HEADERS.signature),
+    });
     if (!proof.success) {
-      sendJson(res, 401, {
-        error: 'no key proof: fetch /auth/challenge and sign it for this request (outpost audit does)',
+      respondJson(res, 401, {
+        error: `no key proof: GET /auth/challenge, sign it for "audit:<document>" (or "audit:heads") and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost audit --key KEYFILE does this)`,
       });
       return;
     }
     if (!challenges.consume(proof.data.challenge) || !verifyAuthProof(proof.data, auditProofDocument(document))) {
-      sendJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
+      respondJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
       return;
     }
     principal = trust.principalForKey(proof.data.principal);
   }
   if (!mayAudit(trust, principal, document)) {
     logger.warn({ event: 'audit-refused', principal: principal.label, document }, 'refusing audit read');
-    sendJson(res, 403, {
+    respondJson(res, 403, {
       error: `${principal.label} may not read the audit log${document ? ` of ${document}` : ''}: it needs 'read'`,
     });
     return;
@@ -82,7 +91,7 @@ export async function handleAuditGet(
       const head = await log.head(name);
       if (head) heads.push(head);
     }
-    sendJson(res, 200, { heads });
+    respondJson(res, 200, { heads });
     return;
   }
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });

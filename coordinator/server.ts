@@ -234,7 +234,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     if (path.startsWith('/api/audit/')) {
       handleAuditGet(path, req, res, log, trust, challenges, logger).catch((error: Error) => {
         if (res.headersSent) res.destroy(error);
-        else sendJson(res, 500, { error: error.message });
+        else respondJson(res, 500, { error: error.message });
       });
       return;
     }

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { openUpdateLog } from '../../coordinator/update-log.js';
-import type { AuditBundle } from '../../shared/audit/bundle.js';
+import { type AuditBundle, auditProofDocument } from '../../shared/audit/bundle.js';
 import { GENESIS_HASH, logEntryHash } from '../../shared/audit/log-chain.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
@@ -15,6 +15,8 @@ import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Intent } from '../../shared/schemas/intent.js';
 import type { Result, Status } from '../../shared/schemas/report.js';
+import { authHeaders } from '../../shared/sync/auth-proof.js';
+import { fetchAuthProof } from '../../shared/sync/reconnect.js';
 import { intentDigest } from '../../shared/trust/verify-intent.js';
 import { closureOf } from '../harness/audit-history.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
@@ -469,7 +471,18 @@ test('the audit endpoint refuses strangers and callers without a key proof', asy
     '--all',
   );
   assert.is(refused.code, 1);
-  assert.match(refused.stderr, /403: key:.* may not read the audit log/);
+  assert.match(refused.stderr, /403: key:.* may not read/);
+  // Straight at the audit endpoint, with a valid proof of a key the policy does not know.
+  const proof = await fetchAuthProof(
+    coordinator.url,
+    auditProofDocument('hosts/h1/desired'),
+    generateSigningKey('x'),
+    5000,
+  );
+  const direct = await fetch(`${coordinator.url.replace(/^ws/, 'http')}/api/audit/log?doc=hosts/h1/desired`, {
+    headers: authHeaders({ principal: proof.principal!, challenge: proof.challenge!, signature: proof.signature! }),
+  });
+  assert.is(direct.status, 403);
   const anonymous = await fetch(`${coordinator.url.replace(/^ws/, 'http')}/api/audit/log?doc=hosts/h1/desired`);
   assert.is(anonymous.status, 401);
 });
