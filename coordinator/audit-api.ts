@@ -9,7 +9,7 @@ import {
 } from '../shared/audit/bundle.js';
 import type { Logger } from '../shared/log.js';
 import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
-import { adminForKey, hasCapabilityAnywhere } from '../shared/trust/capabilities.js';
+import { adminForKey } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
 import { requestQuery, respondJson } from './http-guard.js';
 import type { Principal, TrustState } from './trust-state.js';
@@ -28,8 +28,12 @@ function mayAudit(trust: TrustState, principal: Principal, document: string | nu
   if (principal.kind !== 'admin' || !policy) return false;
   const admin = adminForKey(policy, principal.key);
   if (!admin) return false;
-  if (hasCapabilityAnywhere(policy, admin, 'read')) return true;
-  return document !== null && !document.startsWith('fleet/') && trust.access(principal, document) !== 'none';
+  // A document: exactly what this admin may read live (read scope per host, issue 11 item 9).
+  if (document !== null) return trust.access(principal, document) !== 'none';
+  // Every document's head: only an admin whose read covers the whole fleet.
+  return policy.roles.some(
+    (role) => admin.roles.includes(role.name) && role.capabilities.includes('read') && role.hosts.includes('*'),
+  );
 }
 
 export async function handleAuditGet(

@@ -383,7 +383,7 @@ function auditEnrollments(collector: Collector, source: AuditSource, policies: P
   const catchUpPolicies = (t: number): void => {
     while (versionIndex < policies.versions.length && policies.versions[versionIndex]!.since <= t) {
       const { policy, since } = policies.versions[versionIndex]!;
-      const fresh = hostBindings(policy, enrollments, requests, since);
+      const fresh = hostBindings(policy, enrollments, requests);
       bindings.replaceAll(new Map([...fresh].map(([host, b]) => [host, b.hostKey])), since);
       versionIndex += 1;
     }
@@ -454,7 +454,7 @@ function auditEnrollments(collector: Collector, source: AuditSource, policies: P
           const signed = parsed.data;
           const { host, hostKey, token } = signed.request;
           requests.push(signed);
-          const verdict = verifyEnrollRequest(signed, policy ?? null, t);
+          const verdict = verifyEnrollRequest(signed, policy ?? null);
           const binds =
             verdict.ok && verdict.viaToken === true && !usedNonces.has(token!.token.nonce) && !bindings.bound(host);
           if (verdict.ok && token) usedNonces.add(token.token.nonce);
