@@ -186,7 +186,18 @@ test('a scripted history: the timeline names each signer and policy version, sho
   const d2 = await deploy('alice', 'h1', closureOf(2));
   await report('h1', h1, 2, 2, closureOf(2), d2);
   const rollback = JSON.parse(
-    await ok('rollback', '--coordinator', coordinator.url, '--key', files.alice!, '--host', 'h1', '--json'),
+    await ok(
+      'rollback',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      files.alice!,
+      '--org-root',
+      org.root.publicKey,
+      '--host',
+      'h1',
+      '--json',
+    ),
   ) as { digest: string; intent: { generation: number; closure: string } };
   assert.is(rollback.intent.closure, closureOf(1));
   await report('h1', h1, 3, 3, closureOf(1), rollback.digest);
