@@ -17,7 +17,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
 import { authHeaders } from '../shared/sync/auth-proof.js';
-import { fetchAuthHeaders, fetchAuthProof, httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { fetchAuthProof, httpBaseFromWs } from '../shared/sync/reconnect.js';
 
 // Where an audit's evidence comes from: the coordinator's audit endpoint (live) or an exported
 // bundle (offline). Either way it is only evidence: everything is verified by shared/audit.
@@ -87,23 +87,21 @@ export async function fetchHeads(serverUrl: string, key: SigningKey | null, time
   return parsed.data.heads;
 }
 
-// The documents an audit of these hosts needs (all hosts when none are named); the timestamp
-// document is left out: the audit does not use it and it grows by one entry a minute.
+// The documents an audit of these hosts needs (all hosts when none are named), listed from the
+// heads the caller may audit (an auditor with only `audit` sees no live document list); the
+// timestamp document is left out: the audit does not use it and it grows by one entry a minute.
 export async function documentsToAudit(
   serverUrl: string,
   hosts: readonly string[],
   key: SigningKey | null,
   timeoutMs: number,
 ): Promise<string[]> {
-  const url = `${httpBaseFromWs(serverUrl)}/api/documents`;
-  const response = await get(url, timeoutMs, key ? await fetchAuthHeaders(url, key, timeoutMs) : {});
-  const parsed = z.object({ documents: z.array(z.string()) }).safeParse(await response.json());
-  if (!parsed.success) throw new Error(`${serverUrl}/api/documents answered something unexpected`);
-  const stored = new Set(parsed.data.documents);
-  const wanted = hosts.length
-    ? hosts.flatMap((h) => [desiredDocName(h), statusDocName(h)])
-    : parsed.data.documents.filter((d) => parseDocName(d) !== null).sort();
-  return [POLICY_DOC, ENROLLMENT_DOC, ...wanted].filter((d) => stored.has(d));
+  const listed = (await fetchHeads(serverUrl, key, timeoutMs)).map((head) => head.document);
+  const fleet = [POLICY_DOC, ENROLLMENT_DOC].filter((d) => listed.includes(d));
+  // Named hosts are asked for whether listed or not: a host the caller may not audit is refused
+  // (403) instead of silently missing from a verify that then passes.
+  if (hosts.length) return [...fleet, ...hosts.flatMap((h) => [desiredDocName(h), statusDocName(h)])];
+  return [...fleet, ...listed.filter((d) => parseDocName(d) !== null).sort()];
 }
 
 export async function fetchHistory(

@@ -9,6 +9,7 @@ import type { LogHead } from '../shared/audit/log-chain.js';
 import { documentAt } from '../shared/audit/show.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { useEd25519Verifier } from '../shared/crypto/signatures.js';
+import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { nodeEd25519Verify } from '../shared/node/ed25519.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
@@ -37,7 +38,8 @@ const coordinatorOption = option(
 );
 const keyOption = option(z.string().min(1).optional(), {
   placeholder: 'FILE',
-  description: "your admin key file: proves who you are to a coordinator run with --org-root (needs 'read')",
+  description:
+    "your admin key file: proves who you are to a coordinator run with --org-root (needs 'audit' or 'read' on the hosts)",
 });
 const orgRootOption = option(z.array(base64Key32Schema).min(1), {
   placeholder: 'KEY',
@@ -258,6 +260,16 @@ async function show(o: z.output<typeof auditShowCommand.options>): Promise<numbe
 
 async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<number> {
   const history = await load(o, o.host);
+  // Verifying nothing is not a pass: a host named but absent is a typo or the wrong source.
+  const empty = o.host.filter((host) =>
+    [desiredDocName(host), statusDocName(host)].every((d) => (history.byDocument.get(d) ?? []).length === 0),
+  );
+  if (empty.length) {
+    console.error(
+      `outpost audit verify: no logged history for ${empty.join(', ')} in ${o.bundle ?? o.coordinator} (neither hosts/<id>/desired nor hosts/<id>/status has an entry); check the host name`,
+    );
+    return 1;
+  }
   const keptHeads = o.head.map((h) => parseHead(h)).filter((h): h is LogHead => h !== null);
   const report = auditHistory(history.source, {
     orgRootKeys: o.orgRoot,

@@ -7,33 +7,39 @@ import {
   documentNameSchema,
   toWireEntry,
 } from '../shared/audit/bundle.js';
+import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
-import { adminForKey } from '../shared/trust/capabilities.js';
+import { adminForKey, mayAuditHost } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
 import { requestQuery, respondJson } from './http-guard.js';
 import type { Principal, TrustState } from './trust-state.js';
 import type { UpdateLog } from './update-log.js';
 
 // Read-only audit endpoints: a document's raw log entries (NDJSON, one wire entry a line, in
-// order) and every document's head. With --org-root the caller proves an admin key with a
-// single-use challenge signed for "audit:<document>" (or "audit:heads"), sent in the same headers as
-// the other read-only APIs, and must hold `read`
-// (for a host's documents, any capability on that host also does, as for reading it live).
-// What is served is evidence the auditor checks, never something to trust: see docs/audit.md.
+// order) and the heads of the documents the caller may audit. With --org-root the caller proves an
+// admin key with a single-use challenge signed for "audit:<document>" (or "audit:heads"), sent in
+// the same headers as the other read-only APIs. A host's history needs `audit` on that host or
+// live read access to it (any other capability there); the fleet documents' history is open to
+// every admin, as the documents are live. What is served is evidence the auditor checks, never
+// something to trust: see docs/audit.md.
 
-function mayAudit(trust: TrustState, principal: Principal, document: string | null): boolean {
+function mayAudit(trust: TrustState, principal: Principal, document: string): boolean {
   if (!trust.enforced) return true;
   const policy = trust.policy();
   if (principal.kind !== 'admin' || !policy) return false;
   const admin = adminForKey(policy, principal.key);
   if (!admin) return false;
-  // A document: exactly what this admin may read live (read scope per host, issue 11 item 9).
-  if (document !== null) return trust.access(principal, document) !== 'none';
-  // Every document's head: only an admin whose read covers the whole fleet.
-  return policy.roles.some(
-    (role) => admin.roles.includes(role.name) && role.capabilities.includes('read') && role.hosts.includes('*'),
-  );
+  if (document.startsWith('fleet/')) return true;
+  const parsed = parseDocName(document);
+  return parsed !== null && mayAuditHost(policy, admin, parsed.host);
+}
+
+// Who may ask for heads at all: an admin of the policy (each head is then filtered by mayAudit).
+function mayListHeads(trust: TrustState, principal: Principal): boolean {
+  if (!trust.enforced) return true;
+  const policy = trust.policy();
+  return principal.kind === 'admin' && policy !== null && adminForKey(policy, principal.key) !== null;
 }
 
 export async function handleAuditGet(
@@ -81,17 +87,21 @@ export async function handleAuditGet(
     }
     principal = trust.principalForKey(proof.data.principal);
   }
-  if (!mayAudit(trust, principal, document)) {
+  if (document === null ? !mayListHeads(trust, principal) : !mayAudit(trust, principal, document)) {
     logger.warn({ event: 'audit-refused', principal: principal.label, document }, 'refusing audit read');
     respondJson(res, 403, {
-      error: `${principal.label} may not read the audit log${document ? ` of ${document}` : ''}: it needs 'read'`,
+      error: document
+        ? `${principal.label} may not read the audit log of ${document}: it needs 'audit' or 'read' on ${parseDocName(document)?.host ?? 'that host'} in the policy`
+        : `${principal.label} may not read audit heads: only admins of the policy may`,
     });
     return;
   }
   logger.info({ event: 'audit-read', principal: principal.label, document }, 'audit read');
   if (document === null) {
+    // Only the documents this caller may audit: names and heads of other hosts stay unseen.
     const heads = [];
     for (const name of await log.documents()) {
+      if (!mayAudit(trust, principal, name)) continue;
       const head = await log.head(name);
       if (head) heads.push(head);
     }
