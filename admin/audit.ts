@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
-import { defineCommand, option } from '../cli/options.js';
+import { defineCommand, numberSchema, option } from '../cli/options.js';
 import { formatHead, parseHead } from '../shared/audit/bundle.js';
 import { type AuditEvent, type AuditReport, auditHistory, hostTimeline } from '../shared/audit/history.js';
 import type { LogHead } from '../shared/audit/log-chain.js';
@@ -10,6 +10,7 @@ import { documentAt } from '../shared/audit/show.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { useEd25519Verifier } from '../shared/crypto/signatures.js';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
+import { auditInParallel } from '../shared/node/audit-workers.js';
 import { nodeEd25519Verify } from '../shared/node/ed25519.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
@@ -127,7 +128,7 @@ export const auditVerifyCommand = defineCommand({
   name: 'audit verify',
   summary: 'replay every document, check every signature under the policy in force, name anomalies (exit 1 on any)',
   usage:
-    'outpost audit verify (--coordinator URL [--key FILE] | --bundle FILE) --org-root KEY (--all | --host ID …) [--head DOC@SEQ:HASH …] [--json]',
+    'outpost audit verify (--coordinator URL [--key FILE] | --bundle FILE) --org-root KEY (--all | --host ID …) [--head DOC@SEQ:HASH …] [--workers N] [--json]',
   options: z
     .object({
       coordinator: coordinatorOption,
@@ -147,6 +148,11 @@ export const auditVerifyCommand = defineCommand({
           description: 'a log head kept earlier (by you, an agent or a relay): the history must still contain it',
         },
       ),
+      workers: option(numberSchema('a number of threads').int().min(1).max(64).optional(), {
+        placeholder: 'N',
+        description: 'worker threads that replay and verify hosts in parallel',
+        defaultText: 'the number of CPUs',
+      }),
       timeout: timeoutOption,
       json: jsonOption,
     })
@@ -271,11 +277,12 @@ async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<n
     return 1;
   }
   const keptHeads = o.head.map((h) => parseHead(h)).filter((h): h is LogHead => h !== null);
-  const report = auditHistory(history.source, {
+  const report = await auditInParallel(history.source, {
     orgRootKeys: o.orgRoot,
     ...(o.host.length ? { hosts: o.host } : {}),
     keptHeads,
-    keepEvent: () => false,
+    keepEvents: false,
+    ...(o.workers === undefined ? {} : { workers: o.workers }),
   });
   const summary = {
     documents: report.documents,

@@ -104,6 +104,9 @@ export interface AuditOptions {
   keptHeads?: readonly LogHead[];
   // Which events to keep in the report (all by default); anomalies are always kept.
   keepEvent?: (event: AuditEvent) => boolean;
+  // Documents replayed for what they establish (policies, bindings) but whose own findings —
+  // events, anomalies, heads, counts — another part of a split audit reports (mergeAuditReports).
+  contextOnly?: readonly string[];
 }
 
 export interface AuditReport {
@@ -192,9 +195,11 @@ class BindingHistory {
 interface Collector {
   report: AuditReport;
   keep: (event: AuditEvent) => boolean;
+  contextOnly: ReadonlySet<string>;
 }
 
 function emit(collector: Collector, event: AuditEvent): void {
+  if (collector.contextOnly.has(event.document)) return;
   if (event.signers.length > 0) collector.report.signedEntries += 1;
   if (collector.keep(event)) collector.report.events.push(event);
 }
@@ -207,6 +212,7 @@ function flag(
   host: string | null,
   detail: string,
 ): void {
+  if (collector.contextOnly.has(document)) return;
   collector.report.anomalies.push({
     code,
     document,
@@ -742,6 +748,10 @@ function chainedSource(source: AuditSource, collector: Collector, keptHeads: rea
   return {
     documents: source.documents,
     *entries(document) {
+      if (collector.contextOnly.has(document)) {
+        yield* source.entries(document);
+        return;
+      }
       const kept = keptHeads.filter((h) => h.document === document);
       const checker = createChainChecker(document, new Set(kept.map((h) => h.seq)));
       for (const entry of source.entries(document)) {
@@ -797,11 +807,15 @@ export function auditHistory(source: AuditSource, options: AuditOptions): AuditR
     entries: 0,
     signedEntries: 0,
   };
-  const collector: Collector = { report, keep: options.keepEvent ?? (() => true) };
+  const collector: Collector = {
+    report,
+    keep: options.keepEvent ?? (() => true),
+    contextOnly: new Set(options.contextOnly ?? []),
+  };
   const keptHeads = options.keptHeads ?? [];
   const chained = chainedSource(source, collector, keptHeads);
   for (const head of keptHeads)
-    if (!source.documents.includes(head.document))
+    if (!source.documents.includes(head.document) && !collector.contextOnly.has(head.document))
       report.anomalies.push({
         code: 'head-mismatch',
         document: head.document,
@@ -818,6 +832,25 @@ export function auditHistory(source: AuditSource, options: AuditOptions): AuditR
   report.documents = report.heads.length;
   report.events.sort((a, b) => a.receivedAt - b.receivedAt);
   return report;
+}
+
+// One report from the parts of a split audit (each part: the fleet documents for context, its own
+// hosts reported; the first part also reports the fleet documents). Given the parts in host
+// order, the result equals the audit done in one piece.
+export function mergeAuditReports(parts: readonly AuditReport[]): AuditReport {
+  const merged: AuditReport = {
+    events: parts.flatMap((p) => p.events),
+    anomalies: parts.flatMap((p) => p.anomalies),
+    policyVersions: parts[0]?.policyVersions ?? [],
+    heads: parts.flatMap((p) => p.heads),
+    documents: 0,
+    entries: parts.reduce((n, p) => n + p.entries, 0),
+    signedEntries: parts.reduce((n, p) => n + p.signedEntries, 0),
+  };
+  merged.documents = merged.heads.length;
+  // Stable: events of one moment keep the order the parts (in host order) gave them.
+  merged.events.sort((a, b) => a.receivedAt - b.receivedAt);
+  return merged;
 }
 
 // One host's timeline: its own documents' events, its enrollment events and every policy version.

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type AnomalyCode, auditHistory, hostTimeline } from '../../../../shared/audit/history.js';
-import { checkLogChain } from '../../../../shared/audit/log-chain.js';
+import { checkLogChain, GENESIS_HASH, logEntryHash } from '../../../../shared/audit/log-chain.js';
 import { documentAt } from '../../../../shared/audit/show.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload, useEd25519Verifier, verifyPayloadSignature } from '../../../../shared/crypto/signatures.js';
@@ -187,6 +187,32 @@ test('a rewritten, dropped or reordered log entry breaks the chain; a kept head 
   assert.ok(report.anomalies.some((a) => a.code === 'head-mismatch' && /truncated/.test(a.detail)));
   const report2 = auditHistory(source, { orgRootKeys: [org.root.publicKey], hosts: ['h1'] });
   assert.not.ok(report2.anomalies.some((a) => a.code === 'head-mismatch'));
+});
+
+test('the log entry hash is fixed: these vectors were computed by the first version of the chain', () => {
+  // Hashes are stored in coordinators' logs and kept by auditors: any change to how they are
+  // computed would break every kept head, so faster code must give these same bytes.
+  const update = new Uint8Array(700).map((_, i) => (i * 37 + 11) & 255);
+  assert.is(
+    logEntryHash(GENESIS_HASH, {
+      document: 'hosts/h1/status',
+      seq: 1,
+      receivedAt: 1735689600123,
+      principal: 'host:h1',
+      update,
+    }),
+    '7ef9f388ac54c006a7f5c6d72f10647adc447dc69475ba38a5bd3d06a3e428df',
+  );
+  assert.is(
+    logEntryHash('ab'.repeat(32), {
+      document: 'fleet/policy',
+      seq: 300,
+      receivedAt: 1.5,
+      principal: 'admin:ålice',
+      update: new Uint8Array(0),
+    }),
+    '187b4aca86c59d6662cdfed52459702cf2bd753e8ee50f26ac97a85a4869b5b6',
+  );
 });
 
 test.run();
