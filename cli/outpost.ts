@@ -36,6 +36,10 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     run: async (argv) => (await import('../admin/policy.js')).runPolicyCommand(argv),
     summary: 'write, sign, verify and publish the signed fleet policy',
   },
+  audit: {
+    run: async (argv) => (await import('../admin/audit.js')).runAuditCommand(argv),
+    summary: 'replay and verify the fleet history: timelines, anomalies, offline bundles',
+  },
   enroll: {
     run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv),
     summary: 'enroll hosts: request, token, list, approve, clear',

@@ -16,6 +16,7 @@ import { parseDocName, statusDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
+import { handleAuditGet } from './audit-api.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
@@ -231,6 +232,13 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     if (req.method !== 'GET') {
       respondJson(res, 405, {
         error: 'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve and /api/enroll/clear',
+      });
+      return;
+    }
+    if (path.startsWith('/api/audit/')) {
+      handleAuditGet(path, req, res, log, trust, challenges, logger).catch((error: Error) => {
+        if (res.headersSent) res.destroy(error);
+        else respondJson(res, 500, { error: error.message });
       });
       return;
     }

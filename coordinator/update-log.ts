@@ -1,13 +1,17 @@
 import { Level } from 'level';
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
+import { GENESIS_HASH, type LogHead, logEntryHash } from '../shared/audit/log-chain.js';
 
 // Append-only log of every accepted Yjs update: document, sequence number, receive time,
 // authenticated principal and bytes. Nothing is ever compacted or rewritten, so an auditor can
 // rebuild any document as it was at any moment by replaying entries up to that time.
 //
 // Keys:   u!<document>!<seq as 12 hex digits>  -> encoded LogEntry
-//         d!<document>                           -> last sequence number (decimal text)
+//         d!<document>                           -> "<last seq> <its hash>" (older logs: "<last seq>")
+// Each entry is chained to the one before it by hash (shared/audit/log-chain.ts), so a copy of
+// the log that was cut short, reordered or rewritten no longer reaches a head someone kept.
+// Entries written before the chain existed (version 1) get their hashes computed on reading.
 // Writes are group-committed: every append waits for one fsync'ed batch, and appends that arrive
 // while a batch is in flight share the next one.
 
@@ -17,9 +21,13 @@ export interface LogEntry {
   receivedAt: number;
   principal: string;
   update: Uint8Array;
+  prevHash: string;
+  hash: string;
 }
 
-const ENTRY_VERSION = 1;
+type StoredEntry = Omit<LogEntry, 'prevHash' | 'hash'> & { prevHash?: string; hash?: string };
+
+const ENTRY_VERSION = 2;
 
 export function encodeLogEntry(entry: LogEntry): Uint8Array {
   const encoder = encoding.createEncoder();
@@ -28,18 +36,25 @@ export function encodeLogEntry(entry: LogEntry): Uint8Array {
   encoding.writeFloat64(encoder, entry.receivedAt);
   encoding.writeVarString(encoder, entry.principal);
   encoding.writeVarUint8Array(encoder, entry.update);
+  encoding.writeVarString(encoder, entry.prevHash);
+  encoding.writeVarString(encoder, entry.hash);
   return encoding.toUint8Array(encoder);
 }
 
-export function decodeLogEntry(document: string, bytes: Uint8Array): LogEntry {
+// Version 1 entries (before the hash chain) decode without hashes.
+export function decodeLogEntry(document: string, bytes: Uint8Array): StoredEntry {
   const decoder = decoding.createDecoder(bytes);
   const version = decoding.readVarUint(decoder);
-  if (version !== ENTRY_VERSION) throw new Error(`update log entry of ${document} has unknown version ${version}`);
+  if (version !== 1 && version !== 2)
+    throw new Error(`update log entry of ${document} has unknown version ${version}; upgrade outpost`);
   const seq = decoding.readVarUint(decoder);
   const receivedAt = decoding.readFloat64(decoder);
   const principal = decoding.readVarString(decoder);
   const update = decoding.readVarUint8Array(decoder);
-  return { document, seq, receivedAt, principal, update };
+  if (version === 1) return { document, seq, receivedAt, principal, update };
+  const prevHash = decoding.readVarString(decoder);
+  const hash = decoding.readVarString(decoder);
+  return { document, seq, receivedAt, principal, update, prevHash, hash };
 }
 
 const seqKey = (document: string, seq: number): string => `u!${document}!${seq.toString(16).padStart(12, '0')}`;
@@ -54,6 +69,10 @@ interface PendingAppend {
 export interface UpdateLog {
   append(document: string, principal: string, update: Uint8Array): Promise<LogEntry>;
   read(document: string, options?: { untilTime?: number; untilSeq?: number }): Promise<LogEntry[]>;
+  // Every entry in order, without holding them all in memory (the audit endpoint streams them).
+  iterate(document: string): AsyncIterable<LogEntry>;
+  // The last entry's seq and hash: what an auditor, agent or relay keeps to compare later.
+  head(document: string): Promise<LogHead | null>;
   documents(): Promise<string[]>;
   // Documents and entries in the log, for /metrics: the stored counts are read once (one small
   // key per document), appends since are counted as they land.
@@ -74,6 +93,7 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     );
   }
   const lastSeq = new Map<string, number>();
+  const lastHash = new Map<string, string>();
   let pending: PendingAppend[] = [];
   let flushing: Promise<void> | null = null;
 
@@ -88,9 +108,16 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     if (!lastSeq.has(document)) {
       let load = seqLoads.get(document);
       if (!load) {
-        load = db.get(metaKey(document)).then((stored) => {
-          if (!lastSeq.has(document))
-            lastSeq.set(document, stored === undefined ? 0 : Number(new TextDecoder().decode(stored)));
+        load = db.get(metaKey(document)).then(async (stored) => {
+          const [seqText, hash] = stored === undefined ? ['0'] : new TextDecoder().decode(stored).split(' ');
+          const seq = Number(seqText);
+          // A log from before the hash chain: chain its entries once, as readers will.
+          let head = hash ?? GENESIS_HASH;
+          if (hash === undefined && seq > 0) for await (const entry of iterate(document)) head = entry.hash;
+          if (!lastSeq.has(document)) {
+            lastSeq.set(document, seq);
+            lastHash.set(document, head);
+          }
         });
         seqLoads.set(document, load);
       }
@@ -100,6 +127,17 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     const seq = (lastSeq.get(document) ?? 0) + 1;
     lastSeq.set(document, seq);
     return seq;
+  }
+
+  async function* iterate(document: string): AsyncGenerator<LogEntry> {
+    let prev = GENESIS_HASH;
+    for await (const [, value] of db.iterator({ gte: seqKey(document, 0), lte: seqKey(document, 0xffffffffffff) })) {
+      const stored = decodeLogEntry(document, value);
+      const prevHash = stored.prevHash ?? prev;
+      const hash = stored.hash ?? logEntryHash(prevHash, stored);
+      prev = hash;
+      yield { ...stored, prevHash, hash };
+    }
   }
 
   async function flush(): Promise<void> {
@@ -113,7 +151,8 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
         highest.set(entry.document, Math.max(highest.get(entry.document) ?? 0, entry.seq));
       }
       for (const [document, seq] of highest) {
-        ops.push({ type: 'put', key: metaKey(document), value: new TextEncoder().encode(String(seq)) });
+        const hash = batch.findLast((p) => p.entry.document === document)!.entry.hash;
+        ops.push({ type: 'put', key: metaKey(document), value: new TextEncoder().encode(`${seq} ${hash}`) });
       }
       try {
         await db.batch(ops, { sync: true });
@@ -130,7 +169,11 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
   return {
     async append(document, principal, update) {
       const seq = await nextSeq(document);
-      const entry: LogEntry = { document, seq, receivedAt: Date.now(), principal, update };
+      // Seq and previous hash are taken together, synchronously, so concurrent appends chain in order.
+      const prevHash = lastHash.get(document) ?? GENESIS_HASH;
+      const partial = { document, seq, receivedAt: Date.now(), principal, update };
+      const entry: LogEntry = { ...partial, prevHash, hash: logEntryHash(prevHash, partial) };
+      lastHash.set(document, entry.hash);
       await new Promise<void>((resolve, reject) => {
         pending.push({ entry, resolve, reject });
         flushing ??= flush();
@@ -139,13 +182,22 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     },
     async read(document, options = {}) {
       const entries: LogEntry[] = [];
-      for await (const [, value] of db.iterator({ gte: seqKey(document, 0), lte: seqKey(document, 0xffffffffffff) })) {
-        const entry = decodeLogEntry(document, value);
+      for await (const entry of iterate(document)) {
         if (options.untilSeq !== undefined && entry.seq > options.untilSeq) break;
         if (options.untilTime !== undefined && entry.receivedAt > options.untilTime) break;
         entries.push(entry);
       }
       return entries;
+    },
+    iterate,
+    async head(document) {
+      const stored = await db.get(metaKey(document));
+      if (stored === undefined) return null;
+      const [seqText, hash] = new TextDecoder().decode(stored).split(' ');
+      if (hash !== undefined) return { document, seq: Number(seqText), hash };
+      let head: LogHead | null = null;
+      for await (const entry of iterate(document)) head = { document, seq: entry.seq, hash: entry.hash };
+      return head;
     },
     async documents() {
       const names: string[] = [];

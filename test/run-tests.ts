@@ -62,7 +62,8 @@ function runFile(file: string): Promise<FileOutcome> {
 }
 
 async function main(): Promise<void> {
-  const files = findTests(root).filter((f) => !filter || f.includes(filter));
+  // The filter matches the path below dist/test, so a checkout whose own path contains it is not all matched.
+  const files = findTests(root).filter((f) => !filter || relative(root, f).includes(filter));
   const outcomes: FileOutcome[] = [];
   let next = 0;
   const workers = Math.max(1, Math.min(Number(process.env.OUTPOST_TEST_JOBS ?? 2), cpus().length, files.length));

@@ -29,9 +29,11 @@ export function fromBase64(text: string): Uint8Array {
   return bytes;
 }
 
+const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
 export function toHex(bytes: Uint8Array): string {
   let out = '';
-  for (const byte of bytes) out += byte.toString(16).padStart(2, '0');
+  for (const byte of bytes) out += HEX_BYTES[byte]!;
   return out;
 }
 

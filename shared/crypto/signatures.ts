@@ -23,7 +23,7 @@ export type SignedKind =
   | 'auth';
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
-// signers other than tweetnacl (the web editor's WebCrypto Ed25519), which must sign the same bytes.
+// signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.
 export function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
   const body = canonicalBytes(payload);
   const prefix = new TextEncoder().encode(`outpost-${kind}-v1\n`);
@@ -38,12 +38,42 @@ export function signPayload(kind: SignedKind, payload: unknown, key: SigningKey)
   return { publicKey: key.publicKey, signature: toBase64(signature) };
 }
 
+// The Ed25519 check every verifier uses: tweetnacl (pure JS, runs everywhere) unless a platform
+// plugs in its own (Node's, shared/node/ed25519.ts: an auditor replaying a million entries).
+export type DetachedVerify = (message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array) => boolean;
+let detachedVerify: DetachedVerify = nacl.sign.detached.verify;
+
+export function useEd25519Verifier(verify: DetachedVerify | null): void {
+  detachedVerify = verify ?? nacl.sign.detached.verify;
+}
+
+// The group order L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+const GROUP_ORDER = Uint8Array.from([
+  0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+]);
+
+// S < L (RFC 8032 §5.1.7). tweetnacl does not check it and Node's OpenSSL does, so S + L verified
+// under one and not the other: a second, different signature for the same signed content.
+function canonicalScalar(s: Uint8Array): boolean {
+  for (let i = 31; i >= 0; i -= 1) {
+    if (s[i]! < GROUP_ORDER[i]!) return true;
+    if (s[i]! > GROUP_ORDER[i]!) return false;
+  }
+  return false;
+}
+
+// Every Ed25519 check goes through here, whatever the backend: the same inputs are refused by
+// all of them before the backend runs (lengths, a non-canonical S).
+export function verifyDetached(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array): boolean {
+  if (publicKey.length !== nacl.sign.publicKeyLength || signature.length !== nacl.sign.signatureLength) return false;
+  if (!canonicalScalar(signature.subarray(32))) return false;
+  return detachedVerify(message, signature, publicKey);
+}
+
 export function verifyPayloadSignature(kind: SignedKind, payload: unknown, signature: Signature): boolean {
   try {
-    const publicKey = fromBase64(signature.publicKey);
-    const sig = fromBase64(signature.signature);
-    if (publicKey.length !== nacl.sign.publicKeyLength || sig.length !== nacl.sign.signatureLength) return false;
-    return nacl.sign.detached.verify(signedBytes(kind, payload), sig, publicKey);
+    return verifyDetached(signedBytes(kind, payload), fromBase64(signature.signature), fromBase64(signature.publicKey));
   } catch {
     return false;
   }

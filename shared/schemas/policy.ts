@@ -5,7 +5,9 @@ import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js'
 
 // The organisation's fleet policy, signed offline by the org root key(s). Every reader verifies
 // it; the coordinator holds no key that can produce one.
-export const capabilitySchema = z.enum(['deploy', 'rollback', 'enroll', 'policy', 'read']);
+// `audit` reads a host's logged history (the audit endpoints) and nothing live; every other
+// capability on a host also reads it live (docs/audit.md, Access).
+export const capabilitySchema = z.enum(['deploy', 'rollback', 'enroll', 'policy', 'read', 'audit']);
 export type Capability = z.infer<typeof capabilitySchema>;
 
 const nameSchema = z

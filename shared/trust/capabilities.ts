@@ -27,10 +27,18 @@ export function capabilitiesFor(policy: Policy, admin: PolicyAdmin, host: string
   return capabilities;
 }
 
-// An admin reads a host's documents when a role gives them any capability on that host: `read`
-// scoped to h1 reads h1, not h2 (deploy or rollback on a host imply reading what they act on).
+// An admin reads a host's documents live when a role gives them any capability on that host but
+// `audit`: `read` scoped to h1 reads h1, not h2 (deploy or rollback on a host imply reading what
+// they act on).
 export function mayReadHost(policy: Policy, admin: PolicyAdmin, host: string): boolean {
-  return capabilitiesFor(policy, admin, host).size > 0;
+  return [...capabilitiesFor(policy, admin, host)].some((capability) => capability !== 'audit');
+}
+
+// An admin reads a host's logged history with `audit` on it, or with live read access: whoever
+// reads the documents live could have kept every change anyway. `audit` alone opens no live
+// document, so an auditor can be given the history without a view into (or a hand on) the fleet.
+export function mayAuditHost(policy: Policy, admin: PolicyAdmin, host: string): boolean {
+  return capabilitiesFor(policy, admin, host).has('audit') || mayReadHost(policy, admin, host);
 }
 
 // "production needs 2 of N admins": the strictest group a host is in decides.

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { z } from 'zod';
+import { auditCommandGroup } from '../../../admin/audit.js';
 import { deployCommand } from '../../../admin/deploy.js';
 import { enrollCommandGroup } from '../../../admin/enroll.js';
 import { keygenCommand } from '../../../admin/keygen.js';
@@ -26,6 +27,7 @@ const commands: Command[] = [
   keygenCommand,
   ...policyCommandGroup.subcommands.map((s) => s.command),
   ...enrollCommandGroup.subcommands.map((s) => s.command),
+  ...auditCommandGroup.subcommands.map((s) => s.command),
 ];
 
 const ZOD_WORDING = /Invalid input|Invalid option|Invalid string|Too small|Too big|received undefined|expected string,/;

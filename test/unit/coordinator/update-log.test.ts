@@ -1,7 +1,10 @@
 import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { Level } from 'level';
+import * as encoding from 'lib0/encoding';
 import { decodeLogEntry, encodeLogEntry, type LogEntry, openUpdateLog } from '../../../coordinator/update-log.js';
+import { checkLogChain } from '../../../shared/audit/log-chain.js';
 import { sleep } from '../../../shared/time/sleep.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 
@@ -78,6 +81,8 @@ test('every log entry decodes to what was encoded', () => {
       receivedAt: fc.double(),
       principal: fc.string({ maxLength: 120 }),
       update: fc.uint8Array({ maxLength: 512 }),
+      prevHash: fc.string({ maxLength: 80 }),
+      hash: fc.string({ maxLength: 80 }),
     },
     { noNullPrototype: true },
   );
@@ -96,11 +101,13 @@ test('damaged entries decode to an entry or a clear error, never anything else',
     receivedAt: 1,
     principal: 'host:h1',
     update: new Uint8Array(40),
+    prevHash: 'a'.repeat(64),
+    hash: 'b'.repeat(64),
   });
   for (let cut = 0; cut < valid.length; cut++) assert.throws(() => decodeLogEntry('d', valid.subarray(0, cut)));
   assert.throws(
-    () => decodeLogEntry('hosts/h1/status', new Uint8Array([2])),
-    /hosts\/h1\/status has unknown version 2/,
+    () => decodeLogEntry('hosts/h1/status', new Uint8Array([3])),
+    /hosts\/h1\/status has unknown version 3/,
   );
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
@@ -112,6 +119,44 @@ test('damaged entries decode to an entry or a clear error, never anything else',
     }),
     { numRuns: 5000, seed: 92 },
   );
+});
+
+test('entries are chained by hash; the head names the last one; logs from before the chain still read and chain on', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    // Two entries as the previous version stored them (entry version 1, meta without a hash).
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    for (const seq of [1, 2]) {
+      const encoder = encoding.createEncoder();
+      encoding.writeVarUint(encoder, 1);
+      encoding.writeVarUint(encoder, seq);
+      encoding.writeFloat64(encoder, 1000 + seq);
+      encoding.writeVarString(encoder, 'old');
+      encoding.writeVarUint8Array(encoder, new Uint8Array([seq]));
+      await db.put(`u!hosts/a/desired!${seq.toString(16).padStart(12, '0')}`, encoding.toUint8Array(encoder));
+    }
+    await db.put('d!hosts/a/desired', new TextEncoder().encode('2'));
+    await db.close();
+    let log = await openUpdateLog(dir);
+    const legacyHead = await log.head('hosts/a/desired');
+    assert.is(legacyHead?.seq, 2);
+    await log.append('hosts/a/desired', 'new', new Uint8Array([3]));
+    await log.append('hosts/a/desired', 'new', new Uint8Array([4]));
+    await log.close();
+    log = await openUpdateLog(dir);
+    const entries = await log.read('hosts/a/desired');
+    const check = checkLogChain('hosts/a/desired', entries);
+    assert.equal(check.problems, []);
+    assert.equal(
+      entries.map((e) => e.seq),
+      [1, 2, 3, 4],
+    );
+    assert.is(entries[2]!.prevHash, legacyHead!.hash, 'the first new entry chains onto the old ones');
+    assert.equal(await log.head('hosts/a/desired'), check.head);
+    await log.close();
+  } finally {
+    removeDirectory(dir);
+  }
 });
 
 test.run();

@@ -1,0 +1,122 @@
+import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  AUDIT_HEADS_PATH,
+  AUDIT_LOG_PATH,
+  auditProofDocument,
+  documentNameSchema,
+  toWireEntry,
+} from '../shared/audit/bundle.js';
+import { parseDocName } from '../shared/documents/names.js';
+import type { Logger } from '../shared/log.js';
+import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { adminForKey, mayAuditHost } from '../shared/trust/capabilities.js';
+import type { ChallengeStore } from './challenges.js';
+import { requestQuery, respondJson } from './http-guard.js';
+import type { Principal, TrustState } from './trust-state.js';
+import type { UpdateLog } from './update-log.js';
+
+// Read-only audit endpoints: a document's raw log entries (NDJSON, one wire entry a line, in
+// order) and the heads of the documents the caller may audit. With --org-root the caller proves an
+// admin key with a single-use challenge signed for "audit:<document>" (or "audit:heads"), sent in
+// the same headers as the other read-only APIs. A host's history needs `audit` on that host or
+// live read access to it (any other capability there); the fleet documents' history is open to
+// every admin, as the documents are live. What is served is evidence the auditor checks, never
+// something to trust: see docs/audit.md.
+
+function mayAudit(trust: TrustState, principal: Principal, document: string): boolean {
+  if (!trust.enforced) return true;
+  const policy = trust.policy();
+  if (principal.kind !== 'admin' || !policy) return false;
+  const admin = adminForKey(policy, principal.key);
+  if (!admin) return false;
+  if (document.startsWith('fleet/')) return true;
+  const parsed = parseDocName(document);
+  return parsed !== null && mayAuditHost(policy, admin, parsed.host);
+}
+
+// Who may ask for heads at all: an admin of the policy (each head is then filtered by mayAudit).
+function mayListHeads(trust: TrustState, principal: Principal): boolean {
+  if (!trust.enforced) return true;
+  const policy = trust.policy();
+  return principal.kind === 'admin' && policy !== null && adminForKey(policy, principal.key) !== null;
+}
+
+export async function handleAuditGet(
+  path: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  log: UpdateLog,
+  trust: TrustState,
+  challenges: ChallengeStore,
+  logger: Logger,
+): Promise<void> {
+  const query = requestQuery(req.url);
+  let document: string | null = null;
+  if (path === AUDIT_LOG_PATH) {
+    const parsed = documentNameSchema.safeParse(query.get('doc'));
+    if (!parsed.success) {
+      respondJson(res, 400, { error: 'give ?doc=hosts/<id>/desired, hosts/<id>/status or fleet/<name>' });
+      return;
+    }
+    document = parsed.data;
+  } else if (path !== AUDIT_HEADS_PATH) {
+    respondJson(res, 404, { error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=… or ${AUDIT_HEADS_PATH}` });
+    return;
+  }
+  let principal: Principal = { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
+  if (trust.enforced) {
+    const header = (name: string): string | undefined => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const proof = authParamsSchema.safeParse({
+      principal: header(AUTH_HEADERS.principal),
+      challenge: header(AUTH_HEADERS.challenge),
+      signature: header(AUTH_HEADERS.signature),
+    });
+    if (!proof.success) {
+      respondJson(res, 401, {
+        error: `no key proof: GET /auth/challenge, sign it for "audit:<document>" (or "audit:heads") and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost audit --key KEYFILE does this)`,
+      });
+      return;
+    }
+    if (!challenges.consume(proof.data.challenge) || !verifyAuthProof(proof.data, auditProofDocument(document))) {
+      respondJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
+      return;
+    }
+    principal = trust.principalForKey(proof.data.principal);
+  }
+  if (document === null ? !mayListHeads(trust, principal) : !mayAudit(trust, principal, document)) {
+    logger.warn({ event: 'audit-refused', principal: principal.label, document }, 'refusing audit read');
+    respondJson(res, 403, {
+      error: document
+        ? `${principal.label} may not read the audit log of ${document}: it needs 'audit' or 'read' on ${parseDocName(document)?.host ?? 'that host'} in the policy`
+        : `${principal.label} may not read audit heads: only admins of the policy may`,
+    });
+    return;
+  }
+  logger.info({ event: 'audit-read', principal: principal.label, document }, 'audit read');
+  if (document === null) {
+    // Only the documents this caller may audit: names and heads of other hosts stay unseen.
+    const heads = [];
+    for (const name of await log.documents()) {
+      if (!mayAudit(trust, principal, name)) continue;
+      const head = await log.head(name);
+      if (head) heads.push(head);
+    }
+    respondJson(res, 200, { heads });
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+  });
+  for await (const entry of log.iterate(document)) {
+    if (closed) return;
+    if (!res.write(`${JSON.stringify(toWireEntry(entry))}\n`))
+      await Promise.race([once(res, 'drain'), once(res, 'close')]);
+  }
+  res.end();
+}
