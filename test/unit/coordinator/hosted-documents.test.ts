@@ -40,7 +40,8 @@ function fakeLog(): FakeLog {
     async append(document, principal, update) {
       if (log.failAppends) throw new Error('disk full');
       const list = log.entries.get(document) ?? [];
-      const entry = { document, seq: list.length + 1, receivedAt: 0, principal, update };
+      // The hash chain is the log's business, not the host's: placeholders.
+      const entry = { document, seq: list.length + 1, receivedAt: 0, principal, update, prevHash: '', hash: '' };
       list.push(entry);
       log.entries.set(document, list);
       return entry;

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
-import { test } from 'uvu';
-import * as assert from 'uvu/assert';
 import { Level } from 'level';
 import * as encoding from 'lib0/encoding';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 import { decodeLogEntry, encodeLogEntry, type LogEntry, openUpdateLog } from '../../../coordinator/update-log.js';
 import { checkLogChain } from '../../../shared/audit/log-chain.js';
 import { sleep } from '../../../shared/time/sleep.js';
