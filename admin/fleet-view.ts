@@ -15,8 +15,9 @@ import {
   type WindowWait,
 } from '../shared/schemas/report.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { type CoSignProgress, contentKey, groupByContent } from '../shared/trust/co-signatures.js';
 import { enrollmentState, type HostBinding } from '../shared/trust/enrollment.js';
-import { verifyIntentUnderPolicy } from '../shared/trust/policy-intent.js';
+import { intentCoSigning, verifyIntentUnderPolicy } from '../shared/trust/policy-intent.js';
 import { DocumentRefused, readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { describeFetchFailure, fetchExplained } from './reach.js';
 
@@ -42,6 +43,9 @@ export interface HostView {
     trustedSigner: boolean | null;
     // With --org-root, why the intent's signers do not count under the policy.
     untrustedBecause?: string;
+    // With --org-root, where the host's groups need several admins: who signed (across all copies
+    // of the intent), how many more are needed and who may still sign (outpost approve).
+    coSigning?: CoSignProgress;
   } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
@@ -53,6 +57,8 @@ export interface HostView {
   window: WindowWait | null;
   // What the agent trusts (policy version) and whether it reports a freeze.
   trust: TrustStatus | null;
+  // The intent the agent holds back until more admins co-sign it (its signed status).
+  awaitingSignatures?: { generation: number; reason: string } | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no --org-root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with --org-root), else null.
@@ -175,6 +181,7 @@ function unreadableView(host: string, reason: string, authority: HostKeyAuthorit
     progress: null,
     window: null,
     trust: null,
+    awaitingSignatures: null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -211,10 +218,21 @@ export async function readHostView(
       syncOrRefusal(status, identity, options.timeoutMs),
     ]);
     const entries = readIntentEntries(desired.doc).entries.filter((e) => e.signed.intent.host === host);
-    const newest = entries.reduce<(typeof entries)[number] | null>(
+    const newestEntry = entries.reduce<(typeof entries)[number] | null>(
       (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
       null,
     );
+    // Copies of the newest intent (co-signatures written in envelopes of their own) count together.
+    const newest = newestEntry && {
+      signed: {
+        intent: newestEntry.signed.intent,
+        signatures:
+          groupByContent(
+            entries.map((e) => e.signed),
+            (signed) => ({ content: signed.intent, signatures: signed.signatures }),
+          ).find((g) => g.key === contentKey(newestEntry.signed.intent))?.signatures ?? newestEntry.signed.signatures,
+      },
+    };
     const signedStatus = readCurrentStatus(status.doc);
     const enrolledKey = authority?.bindings.get(host)?.hostKey ?? null;
     // Unverified: the status's own signer is all there is to compare results with.
@@ -247,11 +265,15 @@ export async function readHostView(
       ? (newest?.signed.signatures.some((s) => options.adminKeys!.has(s.publicKey)) ?? null)
       : null;
     let untrustedBecause: string | undefined;
+    let coSigning: CoSignProgress | undefined;
     if (authority && newest) {
       // Only the signers matter here: an intent the host applied stays trusted after it expires.
       const verdict = verifyIntentUnderPolicy(newest.signed, { host, chain: authority.chain, now: Date.now() });
       trustedSigner = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
       if (!verdict.ok && !trustedSigner) untrustedBecause = verdict.reason;
+      const signing = intentCoSigning(newest.signed.intent, newest.signed.signatures, authority.chain);
+      if (!('error' in signing) && (signing.threshold > 1 || signing.progress.missing > 0))
+        coSigning = signing.progress;
     }
     return {
       host,
@@ -266,6 +288,7 @@ export async function readHostView(
         signatureValid: newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
         trustedSigner,
         ...(untrustedBecause ? { untrustedBecause } : {}),
+        ...(coSigning ? { coSigning } : {}),
       },
       applied: current?.status.applied ?? null,
       phase: current?.status.phase ?? null,
@@ -278,6 +301,7 @@ export async function readHostView(
             : null,
       window: current?.status.window ?? null,
       trust: current?.status.trust ?? null,
+      awaitingSignatures: current?.status.awaitingSignatures ?? null,
       hostKeys: authority ? 'enrollment' : 'unverified',
       enrolledKey,
       statusSignatureValid: signedStatus ? statusProblem === null : null,

@@ -85,7 +85,13 @@ export async function submitIntent(
   }
 }
 
-async function waitUntilStored(serverUrl: string, name: string, digest: string, timeoutMs: number): Promise<void> {
+// Returns once a fresh connection sees the envelope: the coordinator has it in its log.
+export async function waitUntilStored(
+  serverUrl: string,
+  name: string,
+  digest: string,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const reader = connectDocument(serverUrl, name);

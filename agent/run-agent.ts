@@ -264,6 +264,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     });
   }
 
+  // The newest intent that waits for more admins' signatures (shown in the status), if any.
+  let awaiting: { generation: number; reason: string } | null = null;
   let wasFrozen = false;
   function trustStatus(): TrustStatus {
     const freshness = config.trust.freshness();
@@ -309,6 +311,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       lastResultSeq: state.lastResultSeq,
       agentVersion: AGENT_VERSION,
       trust: trustStatus(),
+      ...(awaiting ? { awaitingSignatures: awaiting } : {}),
       ...(milestone ? { progress: milestone } : {}),
       ...(waitingFor
         ? {
@@ -479,6 +482,14 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   // Intents naming a policy version this agent does not have yet are not refused for good: the
   // version may still be on its way (or withheld); they are decided when it arrives.
   const waitingLogged = new Set<string>();
+  function newestAwaiting(
+    current: { generation: number; reason: string } | null,
+    candidate: { signed: Target['signed'] },
+    reason: string,
+  ): { generation: number; reason: string } {
+    const generation = candidate.signed.intent.generation;
+    return current && current.generation >= generation ? current : { generation, reason: reason.slice(0, 1000) };
+  }
   function namesNewerPolicy(signed: Target['signed']): boolean {
     return config.trust.mode === 'policy' && (signed.intent.policyVersion ?? 0) > (config.trust.policyVersion() ?? 0);
   }
@@ -559,6 +570,8 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       return;
     }
     const handled = new Set(state.handledDigests);
+    const wasAwaiting = awaiting;
+    awaiting = null;
     for (const refusal of selection.refused) {
       if (handled.has(refusal.candidate.digest)) continue;
       if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(refusal.candidate.signed)) {
@@ -577,6 +590,24 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         }
         continue;
       }
+      if (refusal.code === 'below-threshold') {
+        // Some admins signed, not enough yet: more may co-sign the same content (outpost approve),
+        // so this is no refusal, only a wait that the status shows.
+        awaiting = newestAwaiting(awaiting, refusal.candidate, refusal.reason);
+        if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+          waitingLogged.add(refusal.candidate.digest);
+          logger.info(
+            {
+              event: 'waiting-for-signatures',
+              document: desiredName,
+              generation: refusal.candidate.signed.intent.generation,
+              reason: refusal.reason,
+            },
+            `generation ${refusal.candidate.signed.intent.generation} has ${refusal.reason}: waiting for more admins to co-sign it (outpost approve)`,
+          );
+        }
+        continue;
+      }
       const seq = await report(refusal.candidate, 'refused', `${refusal.code}: ${refusal.reason}`, '');
       handled.add(refusal.candidate.digest);
       await persist({ ...state, handledDigests: [...handled], resultSeq: seq, lastResultSeq: seq });
@@ -589,6 +620,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       );
       handled.add(skipped.digest);
     }
+    // Only an intent newer than what runs is worth waiting for.
+    if (awaiting && awaiting.generation <= (state.applied?.generation ?? 0)) awaiting = null;
+    if (JSON.stringify(awaiting) !== JSON.stringify(wasAwaiting)) await publishCurrentStatus();
     const chosen = selection.chosen;
     if (!chosen || handled.has(chosen.digest)) {
       if (handled.size !== state.handledDigests.length) await persist({ ...state, handledDigests: [...handled] });

@@ -1,7 +1,7 @@
-import { canonicalJson } from '../crypto/canonical.js';
-import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
+import { envelopeDigest, type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
 import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
+import { groupByContent, MAX_ENVELOPE_SIGNATURES } from './co-signatures.js';
 
 export type RefusalCode =
   | 'unknown-signer'
@@ -16,7 +16,9 @@ export type RefusalCode =
   | 'equivocation'
   | 'unknown-field';
 
-export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
+// `counted`: the signatures that made the intent valid (each admin's valid one), so copies of one
+// content can be merged into an envelope that carries exactly what counts.
+export type IntentVerdict = { ok: true; counted?: Signature[] } | { ok: false; code: RefusalCode; reason: string };
 
 export interface IntentCheckContext {
   host: HostId;
@@ -74,14 +76,16 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
       reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key`,
     };
   }
-  if (!trusted.some((s) => verifyPayloadSignature('intent', intent, s))) {
+  const good = trusted.find((s) => verifyPayloadSignature('intent', intent, s));
+  if (!good) {
     return {
       ok: false,
       code: 'bad-signature',
       reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged`,
     };
   }
-  return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  const verdict = checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  return verdict.ok ? { ok: true, counted: [good] } : verdict;
 }
 
 export interface IntentCandidate {
@@ -124,18 +128,13 @@ export interface SelectionContext {
   knownDigests?: ReadonlySet<string>;
 }
 
-// What the signers signed, without the signatures: two envelopes with the same content are one
-// intent, whatever else their signature lists carry.
-function contentKey(signed: SignedIntent): string {
-  return canonicalJson(signed.intent);
-}
-
-// Picks the newest valid intent above the floor. Two valid intents with one rank and different
-// signed content are an equivocation: both are refused, deterministically, whichever order they
-// arrived in. Only envelopes that verify on their own take part, and copies of one content count
-// once, so nobody without a signing key can turn a valid intent into an "equivocation" (a copy
-// with a junk signature added is the same intent, and a copy that does not verify is refused on
-// its own).
+// Picks the newest valid intent above the floor. Copies of one signed content (envelopes with
+// the same intent and any signatures) are one intent, judged once with their signatures merged
+// (co-signatures.ts): a second admin's signature written in an envelope of its own counts with
+// the first, and a copy with junk signatures added neither vetoes nor changes anything. Two
+// valid intents with one rank and different signed content are an equivocation: both are
+// refused, deterministically, whichever order they arrived in; so nobody without a signing key
+// can turn a valid intent into an "equivocation".
 export function selectIntent(intents: SignedIntent[], context: SelectionContext): IntentSelection {
   const rankOf = (signed: SignedIntent): IntentRank => ({
     epoch: context.epochOf?.(signed) ?? 0,
@@ -143,31 +142,50 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
   });
   const selection: IntentSelection = { chosen: null, refused: [], superseded: [], duplicates: [] };
   const known = context.knownDigests ?? new Set<string>();
-  // Valid envelopes grouped by signed content, in first-seen order.
-  const groups = new Map<string, IntentCandidate[]>();
   const seen = new Set<string>();
+  const candidates: IntentCandidate[] = [];
   for (const signed of intents) {
-    const candidate = { signed, digest: intentDigest(signed) };
-    if (seen.has(candidate.digest)) continue;
-    seen.add(candidate.digest);
-    const verdict = context.verify(signed);
+    const digest = intentDigest(signed);
+    if (seen.has(digest)) continue;
+    seen.add(digest);
+    candidates.push({ signed, digest });
+  }
+  const valid: IntentCandidate[] = [];
+  for (const group of groupByContent(candidates, (c) => ({
+    content: c.signed.intent,
+    signatures: c.signed.signatures,
+  }))) {
+    const { copies } = group;
+    const first = copies[0]!;
+    const merged: SignedIntent =
+      copies.length === 1 ? first.signed : { intent: first.signed.intent, signatures: group.signatures };
+    const verdict = context.verify(merged);
+    // One envelope stands for each content: the applied one, else one already known, else one
+    // that carries every signature that counts, else the smallest digest (the same choice in any
+    // arrival order). Its digest names the intent in results.
+    const counted = verdict.ok ? (verdict.counted ?? merged.signatures) : [];
+    const carriesAll = (c: IntentCandidate): boolean =>
+      counted.every((s) => c.signed.signatures.some((t) => t.publicKey === s.publicKey && t.signature === s.signature));
+    const smallest = (list: IntentCandidate[]): IntentCandidate | undefined =>
+      list.length ? list.reduce((best, c) => (c.digest < best.digest ? c : best)) : undefined;
+    const representative =
+      copies.find((c) => c.digest === context.appliedDigest) ??
+      copies.find((c) => known.has(c.digest)) ??
+      smallest(copies.filter(carriesAll)) ??
+      smallest(copies)!;
+    for (const copy of copies) if (copy !== representative) selection.duplicates.push(copy);
     if (!verdict.ok) {
-      selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
+      selection.refused.push({ candidate: representative, code: verdict.code, reason: verdict.reason });
       continue;
     }
-    const key = contentKey(signed);
-    groups.set(key, [...(groups.get(key) ?? []), candidate]);
-  }
-  // One envelope stands for each content: the applied one, else one already known, else the
-  // smallest digest (the same choice in any arrival order).
-  const representative = (copies: IntentCandidate[]): IntentCandidate =>
-    copies.find((c) => c.digest === context.appliedDigest) ??
-    copies.find((c) => known.has(c.digest)) ??
-    copies.reduce((best, c) => (c.digest < best.digest ? c : best));
-  const valid: IntentCandidate[] = [];
-  for (const copies of groups.values()) {
-    const chosen = representative(copies);
-    for (const copy of copies) if (copy !== chosen) selection.duplicates.push(copy);
+    // The envelope worked on holds the signatures that count, whichever copies they came from
+    // (bounded as any stored envelope is).
+    const chosen: IntentCandidate = carriesAll(representative)
+      ? representative
+      : {
+          signed: { intent: representative.signed.intent, signatures: counted.slice(0, MAX_ENVELOPE_SIGNATURES) },
+          digest: representative.digest,
+        };
     const { signed } = chosen;
     if (compareRank(rankOf(signed), context.floor) <= 0) {
       const isApplied = copies.some((c) => c.digest === context.appliedDigest);
