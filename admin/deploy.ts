@@ -41,9 +41,12 @@ export const deployCommand = defineCommand({
       placeholder: 'ACTION',
       description: 'switch, boot or test',
     }),
-    expires: option(durationSchema.prefault('7d'), {
+    // Long enough for a site offline for 60 days: a host in contact still refuses an intent that
+    // reaches it later than its --delivery-window (docs/trust.md, "Expiry and hosts offline").
+    expires: option(durationSchema.prefault('90d'), {
       placeholder: 'DURATION',
-      description: 'how long the intent stays valid (90m, 12h, 7d)',
+      description:
+        'how long the intent may still be applied, by a host offline meanwhile too (90m, 12h, 7d, 13w); hosts in contact take it only within their --delivery-window',
     }),
     timeout: option(durationSchema.prefault('30s'), {
       placeholder: 'DURATION',

@@ -64,7 +64,7 @@ const MAX_ENTRY_REPORTS = 100;
 // Why a target chosen earlier no longer counts when checked again before installing: its signers
 // lost their power (a revocation arrived meanwhile). Time-based verdicts do not drop a target
 // already being worked on.
-const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'not-yet-valid']);
+const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'stale', 'not-yet-valid']);
 
 export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent> {
   const config = resolveAgentConfig(agentConfig);

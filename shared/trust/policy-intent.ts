@@ -9,7 +9,7 @@ import {
   type SignerRules,
   tallyAdminSignatures,
 } from './co-signatures.js';
-import { checkIntentBindingAndTime, type IntentVerdict } from './verify-intent.js';
+import { checkIntentBindingAndTime, type DeliveryWindow, type IntentVerdict } from './verify-intent.js';
 
 export interface PolicyIntentContext {
   host: string;
@@ -18,6 +18,8 @@ export interface PolicyIntentContext {
   now: number;
   clockSkewMs?: number;
   capability?: Capability;
+  // With freshness enforced: how late an intent may arrive (verify-intent.ts, DeliveryWindow).
+  delivery?: DeliveryWindow;
 }
 
 // An intent counts only when admins whose capabilities cover this host, under the policy version
@@ -73,7 +75,7 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
       reason: `${tally.admins.length} of ${threshold} required admin signatures${tally.admins.length ? ` (${tally.admins.join(', ')})` : ''}${tally.problems.length ? `: ${tally.problems.join('; ')}` : ''}`,
     };
   }
-  const verdict = checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  const verdict = checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs, context.delivery);
   return verdict.ok ? { ok: true, counted: tally.counted } : verdict;
 }
 

@@ -11,6 +11,7 @@ export type RefusalCode =
   | 'unknown-policy-version'
   | 'wrong-host'
   | 'expired'
+  | 'stale'
   | 'not-yet-valid'
   | 'rollback'
   | 'equivocation'
@@ -32,13 +33,35 @@ export function intentDigest(signed: SignedIntent): string {
   return envelopeDigest('intent', signed);
 }
 
+// How long an intent may take to reach a host that is in contact with the fleet, and when the
+// host last was out of contact (docs/trust.md, "Expiry and hosts offline for weeks"). An intent
+// issued while the host was in contact must arrive within the window of its issue: later, a peer
+// withheld it (the freeze defence's concern: a stale but validly signed intent released when a
+// newer one is withheld). One issued while the host was out of contact (no fresh signed timestamp
+// for longer than its freeze limit) could not have arrived earlier: its window starts when
+// contact resumed. Either way `expiresAt` stays the hard limit.
+export interface DeliveryWindow {
+  windowMs: number;
+  // The host's latest contact gap, from the trust reader's signed timestamps: the last one before
+  // it (null: the host never had one) and the first after it.
+  gap: { from: number | null; until: number } | null;
+}
+
+// When an intent issued at `issuedAt` could first have reached the host.
+export function deliveryStart(issuedAt: number, delivery: DeliveryWindow, clockSkewMs: number): number {
+  const { gap } = delivery;
+  if (gap && issuedAt <= gap.until && (gap.from === null || issuedAt >= gap.from - clockSkewMs)) return gap.until;
+  return issuedAt;
+}
+
 // Host binding and validity window, whatever the trust model: an intent for another host, expired,
-// or issued in the future is never installed.
+// stale (see DeliveryWindow) or issued in the future is never installed.
 export function checkIntentBindingAndTime(
   signed: SignedIntent,
   host: HostId,
   now: number,
   clockSkewMs = 5 * 60_000,
+  delivery?: DeliveryWindow,
 ): IntentVerdict {
   const { intent } = signed;
   const unknown = unknownIntentFields(intent);
@@ -54,6 +77,18 @@ export function checkIntentBindingAndTime(
   }
   if (!(Date.parse(intent.expiresAt) > now)) {
     return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
+  }
+  if (delivery) {
+    const issuedAt = Date.parse(intent.issuedAt);
+    const start = deliveryStart(issuedAt, delivery, clockSkewMs);
+    if (now > start + delivery.windowMs) {
+      const days = (ms: number): string => `${Math.round((ms / 86_400_000) * 10) / 10} days`;
+      return {
+        ok: false,
+        code: 'stale',
+        reason: `intent issued at ${intent.issuedAt} reached this host ${days(now - start)} after it could first have (window ${days(delivery.windowMs)}, --delivery-window), although the host was in contact with the fleet${start === issuedAt ? ' when it was issued' : ''}: a relay or coordinator may have withheld it; deploy it again if it is still wanted`,
+      };
+    }
   }
   if (Date.parse(intent.issuedAt) > now + clockSkewMs) {
     return {
