@@ -19,9 +19,6 @@ import { adminForKey, type PolicyAdmin } from './capabilities.js';
 // Nothing that lacks a valid admin signature can change a count; that is what makes a merged
 // count safe to compute from envelopes any relay or coordinator could have written.
 
-// Signatures a merge keeps at most: enough for every co-signer of any realistic threshold; what
-// a reader verifies stays bounded however many copies a peer wrote.
-export const MAX_MERGED_SIGNATURES = 256;
 // What one stored envelope carries at most (signedIntentSchema, release and rollout schemas).
 export const MAX_ENVELOPE_SIGNATURES = 16;
 
@@ -31,8 +28,11 @@ export function contentKey(content: unknown): string {
 }
 
 // The distinct signatures of several lists (exact duplicates dropped), first seen first, at most
-// `limit`. Nothing is verified here: a reader counts with tallyAdminSignatures.
-export function mergeSignatures(lists: Iterable<readonly Signature[]>, limit = MAX_MERGED_SIGNATURES): Signature[] {
+// `limit`. Nothing is verified here: a reader counts with tallyAdminSignatures. Readers merge
+// without a limit: any limit would let a peer push the genuine signatures out with junk written
+// first. What that costs stays bounded by the document's own size limits, and only signatures
+// under keys of admins who may act cost a verification (tallyAdminSignatures).
+export function mergeSignatures(lists: Iterable<readonly Signature[]>, limit = Number.POSITIVE_INFINITY): Signature[] {
   const seen = new Set<string>();
   const merged: Signature[] = [];
   for (const list of lists) {

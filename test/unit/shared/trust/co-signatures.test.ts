@@ -41,6 +41,9 @@ const bobSignature = signPayload('intent', intent, org.bob);
 const byBob: SignedIntent = { intent, signatures: [bobSignature] };
 const both: SignedIntent = { intent, signatures: [...byAlice.signatures, bobSignature] };
 
+// A junk signature under a fresh key (never an admin's).
+const junk15 = (i: number) => ({ publicKey: generateSigningKey(`junk-${i}`).publicKey, signature: junk });
+
 const context = (): SelectionContext => ({
   verify: (signed) => verifyIntentUnderPolicy(signed, { host: 'prod-1', chain: [v1], now }),
   floor: { epoch: 0, generation: 0 },
@@ -95,6 +98,18 @@ test('one admin alone, however copied, stays below the threshold: duplicates, ju
     );
     assert.match(selection.refused[0]!.reason, /^1 of 2 required admin signatures \(alice\)/);
   }
+});
+
+test('junk written before the genuine signatures crowds nothing out: 300 junk signatures under fresh keys and alice’s, then bob’s real one', () => {
+  const crowd: SignedIntent[] = Array.from({ length: 20 }, (_, i) => ({
+    intent,
+    signatures: Array.from({ length: 15 }, (_, j) => junk15(i * 15 + j)).concat([
+      { publicKey: org.alice.publicKey, signature: `${String(i).padStart(86, 'C')}==` },
+    ]),
+  }));
+  const selection = selectIntent([...crowd, byAlice, byBob], context());
+  assert.equal(selection.refused, []);
+  assert.ok(selection.chosen, 'two admins counted');
 });
 
 test('tally: each admin counts once, a junk signature under an admin key hides no valid one after it', () => {
