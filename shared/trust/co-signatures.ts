@@ -1,4 +1,5 @@
 import { canonicalJson } from '../crypto/canonical.js';
+import { sha256Hex } from '../crypto/encoding.js';
 import type { SigningKey } from '../crypto/keys.js';
 import { type Signature, type SignedKind, signPayload, verifyPayloadSignature } from '../crypto/signatures.js';
 import type { Policy } from '../schemas/policy.js';
@@ -101,6 +102,23 @@ export interface AdminSignatureTally {
 }
 
 const MAX_PROBLEMS = 8;
+
+// Verdicts of signatures already checked, by kind, content, key and signature: readers count
+// again on every change of a document (and every minute), and each junk signature under an admin
+// key costs a full Ed25519 verification (~1 ms, tens under load). Remembered, each costs it once
+// however often a peer makes the reader count. Bounded; the oldest are forgotten first.
+const MAX_REMEMBERED = 20_000;
+const remembered = new Map<string, boolean>();
+
+function verifiesOnce(kind: SignedKind, content: unknown, contentId: string, signature: Signature): boolean {
+  const id = `${kind}:${contentId}:${signature.publicKey}:${signature.signature}`;
+  const known = remembered.get(id);
+  if (known !== undefined) return known;
+  const valid = verifyPayloadSignature(kind, content, signature);
+  if (remembered.size >= MAX_REMEMBERED) remembered.delete(remembered.keys().next().value!);
+  remembered.set(id, valid);
+  return valid;
+}
 const short = (key: string): string => `${key.slice(0, 12)}…`;
 
 // Counts the distinct admins who validly signed `content` under the rules. Cheap checks come
@@ -126,6 +144,7 @@ export function tallyAdminSignatures(
   const countedKeys = new Set<string>();
   const [first, ...others] = rules.policies;
   if (!first) return tally;
+  let contentId: string | null = null;
   for (const signature of signatures) {
     const key = signature.publicKey;
     if (countedKeys.has(key)) {
@@ -146,7 +165,8 @@ export function tallyAdminSignatures(
       problem(`admin ${admin.name} lacks ${rules.lacking}`);
       continue;
     }
-    if (!verifyPayloadSignature(kind, content, signature)) {
+    contentId ??= sha256Hex(contentKey(content));
+    if (!verifiesOnce(kind, content, contentId, signature)) {
       problem(`signature by admin ${admin.name} does not verify (altered or forged)`);
       continue;
     }
