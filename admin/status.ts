@@ -6,6 +6,7 @@ import { defineCommand, option } from '../cli/options.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import type { TrustStatus } from '../shared/schemas/report.js';
+import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
@@ -91,6 +92,8 @@ function phaseCell(view: HostView): string {
   if (view.unreadable) return 'NOT READABLE with this key';
   if (view.rejectedStatus) return `REJECTED STATUS (${view.rejectedStatus.reason})`;
   if (!view.phase) return '-';
+  if (view.awaitingSignatures && view.phase !== 'downloading')
+    return `${view.phase} (generation ${view.awaitingSignatures.generation} WAITS FOR SIGNATURES: ${view.awaitingSignatures.reason})`;
   if (view.trust?.frozen) return `${view.phase} (${frozenReason(view.trust)})`;
   if (view.phase === 'waiting-for-window' && view.window)
     return `${view.phase} (${view.window.waitingFor}; next ${view.window.nextStart ?? 'none within a week'})`;
@@ -126,6 +129,12 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     if (views[i]!.phase === 'downloading' && progress)
       lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
   });
+  const pending = views.filter((v) => v.desired?.coSigning && v.desired.coSigning.missing > 0);
+  if (pending.length) {
+    lines.push('', 'AWAITING CO-SIGNATURES (outpost approve --host ID --generation N):');
+    for (const v of pending)
+      lines.push(`  ${v.host} generation ${v.desired!.generation}: ${describeCoSignProgress(v.desired!.coSigning!)}`);
+  }
   if (views.some((v) => v.hostKeys === 'unverified')) lines.push('', UNVERIFIED_NOTE);
   return lines.join('\n');
 }

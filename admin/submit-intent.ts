@@ -86,7 +86,8 @@ export async function submitIntent(
   }
 }
 
-async function waitUntilStored(
+// Returns once a fresh connection sees the envelope: the coordinator has it in its log.
+export async function waitUntilStored(
   serverUrl: string,
   name: string,
   digest: string,

@@ -93,6 +93,7 @@ async function runAgent(options: AgentOptions): Promise<number> {
     orgRootKeys: options.orgRoot,
     adminKeys: options.adminKey,
     freezeAfterMs: options.freezeAfter * 1000,
+    deliveryWindowMs: options.deliveryWindow * 1000,
     logger,
     backoff: reconnectOptions(options, logger),
   });

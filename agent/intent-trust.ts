@@ -34,6 +34,7 @@ export interface IntentTrustOptions {
   orgRootKeys: string[];
   adminKeys: string[];
   freezeAfterMs: number;
+  deliveryWindowMs?: number;
   logger: Logger;
   backoff?: ReconnectOptions;
 }
@@ -46,6 +47,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
       orgRootKeys: options.orgRootKeys,
       stateDir: options.stateDir,
       freezeAfterMs: options.freezeAfterMs,
+      ...(options.deliveryWindowMs === undefined ? {} : { deliveryWindowMs: options.deliveryWindowMs }),
       logger: options.logger,
       ...(options.backoff ? { backoff: options.backoff } : {}),
     });

@@ -58,6 +58,11 @@ export const agentCommand = defineCommand({
         description:
           'with --org-root: report a freeze when no fresh signed timestamp has arrived for this long (a relay or coordinator may be withholding updates)',
       }),
+      deliveryWindow: option(secondsSchema(365 * 24 * 3600).default(7 * 86_400), {
+        placeholder: 'SECONDS',
+        description:
+          "with --org-root and timestamp keys: refuse an intent (stale) that reaches this host later than this after it could first have: after its issue if the host was in contact then, else after contact resumed (an intent's own --expires stays the hard limit)",
+      }),
       backoffBase: option(secondsSchema().default(1), {
         placeholder: 'SECONDS',
         description: 'first reconnect delay; doubles per failure, with jitter',

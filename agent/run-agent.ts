@@ -66,7 +66,7 @@ const MAX_ENTRY_REPORTS = 100;
 // Why a target chosen earlier no longer counts when checked again before installing: its signers
 // lost their power (a revocation arrived meanwhile). Time-based verdicts do not drop a target
 // already being worked on.
-const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'not-yet-valid']);
+const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'stale', 'not-yet-valid']);
 
 // Everything a running agent holds, as one record the functions below take (the yjs style):
 // startAgent wires it to its documents, timers and loop; unit tests build one with
@@ -101,6 +101,8 @@ export interface AgentRuntime {
   readonly reportedAnomalies: Set<string>;
   readonly progress: ProgressPublisher;
   wasFrozen: boolean;
+  // The newest intent that waits for more admins' signatures (shown in the status), if any.
+  awaiting: { generation: number; reason: string } | null;
   heldFor: string;
   readonly waitingLogged: Set<string>;
   loggedWindows: string;
@@ -157,6 +159,7 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
         ),
     }),
     wasFrozen: false,
+    awaiting: null,
     heldFor: '',
     waitingLogged: new Set(),
     loggedWindows: '',
@@ -351,6 +354,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     lastResultSeq: state.lastResultSeq,
     agentVersion: AGENT_VERSION,
     trust: trustStatus(agent),
+    ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {
@@ -535,6 +539,15 @@ function holdLog(agent: AgentRuntime, reason: string, target: Target | null): vo
 }
 // Intents naming a policy version this agent does not have yet are not refused for good: the
 // version may still be on its way (or withheld); they are decided when it arrives.
+function newestAwaiting(
+  current: { generation: number; reason: string } | null,
+  candidate: { signed: Target['signed'] },
+  reason: string,
+): { generation: number; reason: string } {
+  const generation = candidate.signed.intent.generation;
+  return current && current.generation >= generation ? current : { generation, reason: reason.slice(0, 1000) };
+}
+
 function namesNewerPolicy(agent: AgentRuntime, signed: Target['signed']): boolean {
   const { config } = agent;
   return config.trust.mode === 'policy' && (signed.intent.policyVersion ?? 0) > (config.trust.policyVersion() ?? 0);
@@ -621,6 +634,8 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     return;
   }
   const handled = new Set(state.handledDigests);
+  const wasAwaiting = agent.awaiting;
+  agent.awaiting = null;
   for (const refusal of selection.refused) {
     if (handled.has(refusal.candidate.digest)) continue;
     if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(agent, refusal.candidate.signed)) {
@@ -639,6 +654,24 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
       }
       continue;
     }
+    if (refusal.code === 'below-threshold') {
+      // Some admins signed, not enough yet: more may co-sign the same content (outpost approve),
+      // so this is no refusal, only a wait that the status shows.
+      agent.awaiting = newestAwaiting(agent.awaiting, refusal.candidate, refusal.reason);
+      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(refusal.candidate.digest);
+        logger.info(
+          {
+            event: 'waiting-for-signatures',
+            document: desiredName,
+            generation: refusal.candidate.signed.intent.generation,
+            reason: refusal.reason,
+          },
+          `generation ${refusal.candidate.signed.intent.generation} has ${refusal.reason}: waiting for more admins to co-sign it (outpost approve)`,
+        );
+      }
+      continue;
+    }
     const seq = await report(agent, refusal.candidate, 'refused', `${refusal.code}: ${refusal.reason}`, '');
     handled.add(refusal.candidate.digest);
     await persist(agent, { ...agent.state, handledDigests: [...handled], resultSeq: seq, lastResultSeq: seq });
@@ -652,6 +685,9 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     );
     handled.add(skipped.digest);
   }
+  // Only an intent newer than what runs is worth waiting for.
+  if (agent.awaiting && agent.awaiting.generation <= (state.applied?.generation ?? 0)) agent.awaiting = null;
+  if (JSON.stringify(agent.awaiting) !== JSON.stringify(wasAwaiting)) await publishCurrentStatus(agent);
   const chosen = selection.chosen;
   if (!chosen || handled.has(chosen.digest)) {
     if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });

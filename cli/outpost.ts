@@ -24,6 +24,10 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     run: async (argv) => (await import('../admin/deploy.js')).runDeployCommand(argv),
     summary: 'sign and submit an intent for a host',
   },
+  approve: {
+    run: async (argv) => (await import('../admin/approve.js')).runApproveCommand(argv),
+    summary: "co-sign another admin's intent where the host's group needs several admins",
+  },
   rollback: {
     run: async (argv) => (await import('../admin/rollback.js')).runRollbackCommand(argv),
     summary: 'return a host to an earlier applied generation (as a new signed generation)',

@@ -57,6 +57,7 @@ rec {
         { flag = "admin-key"; option = "adminKeys"; }
         { flag = "enroll-token"; option = "enrollTokenFile"; }
         { flag = "freeze-after"; option = "freezeAfter"; }
+        { flag = "delivery-window"; option = "deliveryWindow"; }
         { flag = "backoff-base"; option = "backoffBase"; }
         { flag = "backoff-max"; option = "backoffMax"; }
         { flag = "substituter"; option = "substituters"; }

@@ -154,6 +154,19 @@ in
       '';
     };
 
+    deliveryWindow = mkOption {
+      type = types.ints.positive;
+      default = 604800;
+      example = 1209600;
+      description = ''
+        Seconds within which an intent must reach the host after it could first have: after
+        its issue if the host was in contact then, else after contact resumed; later, it is
+        refused as stale (a peer may have withheld it). At least {option}`freezeAfter` counts.
+        The intent's own expiry (`outpost deploy --expires`, 90 days by default) stays the hard
+        limit (`--delivery-window`; policy mode with timestamp keys).
+      '';
+    };
+
     backoffBase = mkOption {
       type = types.ints.positive;
       default = 1;

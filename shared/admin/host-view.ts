@@ -13,8 +13,9 @@ import {
   type TrustStatus,
   type WindowWait,
 } from '../schemas/report.js';
+import { type CoSignProgress, contentKey, groupByContent } from '../trust/co-signatures.js';
 import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
-import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
+import { intentCoSigning, verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
 
 // What an admin sees of one host, whoever shows it (`outpost status`, the web editor): the newest
@@ -39,6 +40,9 @@ export interface HostView {
     trustedSigner: boolean | null;
     // With an authority, why the intent's signers do not count under the policy.
     untrustedBecause?: string;
+    // With --org-root, where the host's groups need several admins: who signed (across all copies
+    // of the intent), how many more are needed and who may still sign (outpost approve).
+    coSigning?: CoSignProgress;
   } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
@@ -50,6 +54,8 @@ export interface HostView {
   window: WindowWait | null;
   // What the agent trusts (policy version) and whether it reports a freeze.
   trust: TrustStatus | null;
+  // The intent the agent holds back until more admins co-sign it (its signed status).
+  awaitingSignatures?: { generation: number; reason: string } | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -121,6 +127,7 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     progress: null,
     window: null,
     trust: null,
+    awaitingSignatures: null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -154,7 +161,6 @@ export function intentSignersCount(
     host,
     chain: authority.chain,
     now,
-    verifySignature: verifyPayloadSignatureOnce,
   });
   const trusted = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
   const result = { trusted, reason: !verdict.ok && !trusted ? verdict.reason : undefined };
@@ -193,10 +199,21 @@ export function hostSignatureChecks(host: string, desired: Y.Doc, status: Y.Doc)
 export function hostViewFromDocuments(host: string, inputs: HostViewInputs): HostView {
   const { authority } = inputs;
   const entries = readIntentEntries(inputs.desired).entries.filter((e) => e.signed.intent.host === host);
-  const newest = entries.reduce<(typeof entries)[number] | null>(
+  const newestEntry = entries.reduce<(typeof entries)[number] | null>(
     (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
     null,
   );
+  // Copies of the newest intent (co-signatures written in envelopes of their own) count together.
+  const newest = newestEntry && {
+    signed: {
+      intent: newestEntry.signed.intent,
+      signatures:
+        groupByContent(
+          entries.map((e) => e.signed),
+          (signed) => ({ content: signed.intent, signatures: signed.signatures }),
+        ).find((g) => g.key === contentKey(newestEntry.signed.intent))?.signatures ?? newestEntry.signed.signatures,
+    },
+  };
   const signedStatus = readCurrentStatus(inputs.status);
   const enrolledKey = authority?.bindings.get(host)?.hostKey ?? null;
   // Unverified: the status's own signer is all there is to compare results with.
@@ -229,10 +246,13 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
     ? (newest?.signed.signatures.some((s) => inputs.adminKeys!.has(s.publicKey)) ?? null)
     : null;
   let untrustedBecause: string | undefined;
+  let coSigning: CoSignProgress | undefined;
   if (authority && newest) {
     const verdict = intentSignersCount(newest.signed, host, authority, inputs.now);
     trustedSigner = verdict.trusted;
     untrustedBecause = verdict.reason;
+    const signing = intentCoSigning(newest.signed.intent, newest.signed.signatures, authority.chain);
+    if (!('error' in signing) && (signing.threshold > 1 || signing.progress.missing > 0)) coSigning = signing.progress;
   }
   return {
     host,
@@ -249,6 +269,7 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
       ),
       trustedSigner,
       ...(untrustedBecause ? { untrustedBecause } : {}),
+      ...(coSigning ? { coSigning } : {}),
     },
     applied: current?.status.applied ?? null,
     phase: current?.status.phase ?? null,
@@ -261,6 +282,7 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
           : null,
     window: current?.status.window ?? null,
     trust: current?.status.trust ?? null,
+    awaitingSignatures: current?.status.awaitingSignatures ?? null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,

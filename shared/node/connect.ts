@@ -12,7 +12,7 @@ export { type DocumentConnection, waitForSync } from '../sync/connect.js';
 export function connectDocument(
   endpoints: string | readonly string[],
   name: string,
-  options: ConnectOptions = {},
+  options: ConnectOptions,
 ): DocumentConnection {
   if (process.getMaxListeners() !== 0) process.setMaxListeners(0);
   return connectWith(endpoints, name, {

@@ -16,6 +16,7 @@ export interface FleetTrustOnNodeOptions {
   orgRootKeys: string[];
   stateDir: string;
   freezeAfterMs: number;
+  deliveryWindowMs?: number;
   logger: Logger;
   // Reconnect backoff of the policy and timestamp documents (agents on satellite links: minutes).
   backoff?: ReconnectOptions;
@@ -46,6 +47,7 @@ export function openFleetTrustOnNode(options: FleetTrustOnNodeOptions): Promise<
     store: trustFileStore(trustFile(options.stateDir)),
     follow: (name) => connectDocument(options.endpoints, name, { identity: options.identity, ...options.backoff }),
     freezeAfterMs: options.freezeAfterMs,
+    ...(options.deliveryWindowMs === undefined ? {} : { deliveryWindowMs: options.deliveryWindowMs }),
     logger: options.logger,
   });
 }

@@ -99,6 +99,9 @@ export const statusContentSchema = z.looseObject({
   progress: downloadProgressSchema.optional(),
   window: windowWaitSchema.optional(),
   trust: trustStatusSchema.optional(),
+  // The newest intent that some admins signed but fewer than the policy requires: the agent
+  // waits for more to co-sign it (outpost approve) instead of refusing it.
+  awaitingSignatures: z.looseObject({ generation: generationSchema, reason: z.string().max(1000) }).optional(),
 });
 export type StatusContent = z.infer<typeof statusContentSchema>;
 

@@ -24,7 +24,8 @@ export interface ConnectOptions {
   maxBackoffMs?: number;
   baseBackoffMs?: number;
   // The key this connection proves at every upgrade; null: connect without one (open mode).
-  identity?: SigningKey | null;
+  // Required, so no caller forgets it: a connection without a key is refused by --org-root servers.
+  identity: SigningKey | null;
   // Called with the endpoint now in use after a failover.
   onEndpoint?: (url: string) => void;
   // Called when a connection ended or could not be made, before the next attempt: the reason
@@ -61,7 +62,7 @@ export function describeClose(code: number, reason: string): string {
 export function connectDocument(
   endpoints: string | readonly string[],
   name: string,
-  options: ConnectOptions = {},
+  options: ConnectOptions,
 ): DocumentConnection {
   const state = createReconnectState(typeof endpoints === 'string' ? [endpoints] : endpoints, {
     baseMs: options.baseBackoffMs ?? 250,

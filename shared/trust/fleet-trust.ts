@@ -4,6 +4,7 @@ import { POLICY_DOC, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../
 import type { Logger } from '../log.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import { type Policy, policySchema, signedTimestampSchema, unknownPolicyFields } from '../schemas/policy.js';
+import { isoTimeSchema } from '../schemas/primitives.js';
 import { evaluateFreshness, type Freshness, judgeTimestamp, mergeNamed, policyStillNamed } from './freshness.js';
 import { walkPolicyChain } from './policy-chain.js';
 import { verifyIntentUnderPolicy } from './policy-intent.js';
@@ -21,6 +22,10 @@ const trustFileSchema = z.object({
   // A newer policy version a signed timestamp named (freshness.ts); persisted, so a restart
   // cannot make the reader forget that it is behind.
   policyNamed: z.object({ version: z.number().int().positive(), key: z.string() }).nullable().default(null),
+  // The latest stretch without fresh signed timestamps longer than the freeze limit: from the last
+  // timestamp before it (null: none ever) to the first after it. Intents issued in it get their
+  // delivery window from its end (verify-intent.ts, DeliveryWindow).
+  contactGap: z.object({ from: isoTimeSchema.nullable(), until: isoTimeSchema }).nullable().default(null),
 });
 type TrustFile = z.infer<typeof trustFileSchema>;
 
@@ -58,8 +63,12 @@ export interface FleetTrustOptions {
   store: TrustStore;
   follow: (documentName: string) => FollowedDocument;
   freezeAfterMs: number;
+  // How late an intent issued while this reader was in contact may arrive (default 7 days).
+  deliveryWindowMs?: number;
   logger: Logger;
 }
+
+export const DEFAULT_DELIVERY_WINDOW_MS = 7 * 86_400_000;
 
 // What a peer may make a reader hold of the documents it follows (threat 11, an endless document
 // stream). The policy document keeps every version (a few KiB to a few MiB each) and is measured
@@ -140,7 +149,8 @@ function followWithin(
 
 async function loadTrustState(store: TrustStore): Promise<TrustFile> {
   const text = await store.load();
-  if (text === null) return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null, policyNamed: null };
+  if (text === null)
+    return { version: 1, chain: [], timeFloor: 0, lastTimestamp: null, policyNamed: null, contactGap: null };
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -226,10 +236,24 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
         },
         `a signed timestamp names policy version ${named?.version}, this reader has version ${policy?.version}: installing nothing until it arrives (a relay or coordinator may be withholding it)`,
       );
+    // A timestamp after a silence longer than the freeze limit (or the first ever) ends a gap in
+    // contact: what was issued during it could not have arrived before now.
+    const previousAt = state.lastTimestamp ? Date.parse(state.lastTimestamp.timestamp.at) : null;
+    const at = Date.parse(signed.timestamp.at);
+    const contactGap =
+      previousAt === null || at - previousAt > options.freezeAfterMs
+        ? { from: state.lastTimestamp?.timestamp.at ?? null, until: signed.timestamp.at }
+        : state.contactGap;
+    if (contactGap !== state.contactGap)
+      logger.info(
+        { event: 'contact-resumed', document: TIMESTAMP_DOC, from: contactGap?.from ?? null, until: contactGap?.until },
+        `fresh signed timestamps again after ${previousAt === null ? 'none ever' : `${Math.round((at - previousAt) / 1000)} s without`}: intents issued meanwhile get their delivery window from now`,
+      );
     state = {
       ...state,
       lastTimestamp: signed,
       policyNamed: named,
+      contactGap,
       timeFloor: Math.max(state.timeFloor, Date.parse(signed.timestamp.at)),
     };
     persist();
@@ -247,7 +271,31 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
     chain: () => state.chain,
     now,
     verifier(host) {
-      return (signed) => verifyIntentUnderPolicy(signed, { host, chain: state.chain, now: now() });
+      return (signed) =>
+        verifyIntentUnderPolicy(signed, {
+          host,
+          chain: state.chain,
+          now: now(),
+          // Only where signed timestamps say when the reader was in contact (the policy names
+          // timestamp keys); without them `expiresAt` alone bounds an intent.
+          ...((state.chain.at(-1)?.timestampKeys.length ?? 0) > 0
+            ? {
+                delivery: {
+                  // A silence up to the freeze limit is still contact, so an intent may take that long.
+                  windowMs: Math.max(options.deliveryWindowMs ?? DEFAULT_DELIVERY_WINDOW_MS, options.freezeAfterMs),
+                  // Never a timestamp yet: out of contact until the first, so nothing is late.
+                  gap: !state.lastTimestamp
+                    ? { from: null, until: now() }
+                    : state.contactGap
+                      ? {
+                          from: state.contactGap.from === null ? null : Date.parse(state.contactGap.from),
+                          until: Date.parse(state.contactGap.until),
+                        }
+                      : null,
+                },
+              }
+            : {}),
+        });
     },
     epochOf(signed) {
       return state.chain.find((p) => p.version === signed.intent.policyVersion)?.epoch ?? 0;

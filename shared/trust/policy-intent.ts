@@ -1,8 +1,15 @@
-import { type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
-import type { SignedIntent } from '../schemas/intent.js';
+import type { Signature } from '../crypto/signatures.js';
+import type { Intent, SignedIntent } from '../schemas/intent.js';
 import type { Capability, Policy } from '../schemas/policy.js';
-import { adminForKey, capabilitiesFor, signatureThreshold } from './capabilities.js';
-import { checkIntentBindingAndTime, type IntentVerdict } from './verify-intent.js';
+import { capabilitiesFor, type PolicyAdmin, signatureThreshold } from './capabilities.js';
+import {
+  type AdminSignatureTally,
+  type CoSignProgress,
+  coSignProgress,
+  type SignerRules,
+  tallyAdminSignatures,
+} from './co-signatures.js';
+import { checkIntentBindingAndTime, type DeliveryWindow, type IntentVerdict } from './verify-intent.js';
 
 export interface PolicyIntentContext {
   host: string;
@@ -11,9 +18,8 @@ export interface PolicyIntentContext {
   now: number;
   clockSkewMs?: number;
   capability?: Capability;
-  // How one signature is checked; readers that verified signatures before (the web editor's
-  // cache, filled by WebCrypto) pass their own. Default: verifyPayloadSignature.
-  verifySignature?: (kind: 'intent', payload: unknown, signature: Signature) => boolean;
+  // With freshness enforced: how late an intent may arrive (verify-intent.ts, DeliveryWindow).
+  delivery?: DeliveryWindow;
 }
 
 // An intent counts only when admins whose capabilities cover this host, under the policy version
@@ -45,55 +51,75 @@ export function verifyIntentUnderPolicy(signed: SignedIntent, context: PolicyInt
     };
   }
   const capability = context.capability ?? 'deploy';
-  const admins = new Set<string>();
-  const problems: string[] = [];
-  // A key counts once, and only through a signature that verifies: a junk signature under an
-  // admin's key, placed before the real one by whoever copied the intent, must not hide it.
-  const verifiedKeys = new Set<string>();
-  let anyKnown = false;
-  for (const signature of signed.signatures) {
-    if (verifiedKeys.has(signature.publicKey)) {
-      problems.push(`key ${signature.publicKey.slice(0, 12)}… signed twice (counted once)`);
-      continue;
-    }
-    const thenAdmin = adminForKey(named, signature.publicKey);
-    const nowAdmin = adminForKey(current, signature.publicKey);
-    if (!thenAdmin || !nowAdmin || thenAdmin.name !== nowAdmin.name) {
-      problems.push(
-        `key ${signature.publicKey.slice(0, 12)}… is not an admin key under policy ${!thenAdmin ? named.version : current.version}${current.revokedKeys.includes(signature.publicKey) ? ' (revoked)' : ''}`,
-      );
-      continue;
-    }
-    anyKnown = true;
-    if (
-      !capabilitiesFor(named, thenAdmin, intent.host).has(capability) ||
-      !capabilitiesFor(current, nowAdmin, intent.host).has(capability)
-    ) {
-      problems.push(`admin ${nowAdmin.name} lacks '${capability}' for host ${intent.host}`);
-      continue;
-    }
-    if (!(context.verifySignature ?? verifyPayloadSignature)('intent', intent, signature)) {
-      problems.push(`signature by admin ${nowAdmin.name} does not verify (altered or forged)`);
-      continue;
-    }
-    verifiedKeys.add(signature.publicKey);
-    admins.add(nowAdmin.name);
-  }
+  // Distinct admins with valid signatures and the capability under both versions; junk and
+  // duplicate signatures count for nothing and hide nothing (co-signatures.ts).
+  const tally = tallyAdminSignatures(
+    'intent',
+    intent,
+    signed.signatures,
+    intentSignerRules(intent, named, current, capability),
+  );
   const threshold = Math.max(signatureThreshold(named, intent.host), signatureThreshold(current, intent.host));
-  if (admins.size < threshold) {
+  if (tally.admins.length < threshold) {
     const code =
-      admins.size > 0
+      tally.admins.length > 0
         ? 'below-threshold'
-        : !anyKnown
+        : !tally.anyAdminKey
           ? 'unknown-signer'
-          : problems.some((p) => p.includes('lacks'))
+          : tally.lacksCapability
             ? 'no-capability'
             : 'bad-signature';
     return {
       ok: false,
       code,
-      reason: `${admins.size} of ${threshold} required admin signatures${problems.length ? `: ${problems.join('; ')}` : ''}`,
+      reason: `${tally.admins.length} of ${threshold} required admin signatures${tally.admins.length ? ` (${tally.admins.join(', ')})` : ''}${tally.problems.length ? `: ${tally.problems.join('; ')}` : ''}`,
     };
   }
-  return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  const verdict = checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs, context.delivery);
+  return verdict.ok ? { ok: true, counted: tally.counted } : verdict;
+}
+
+function intentSignerRules(intent: Intent, named: Policy, current: Policy, capability: Capability): SignerRules {
+  return {
+    policies: named === current ? [named] : [named, current],
+    mayAct: (policy, admin) => capabilitiesFor(policy, admin, intent.host).has(capability),
+    lacking: `'${capability}' for host ${intent.host}`,
+  };
+}
+
+export interface IntentCoSigning {
+  tally: AdminSignatureTally;
+  threshold: number;
+  // Who signed and who may still sign, under the policy in force.
+  progress: CoSignProgress;
+}
+
+// Who has signed an intent (its copies' signatures merged) and who is still needed, for the admin
+// views (`outpost approve`, `outpost status`): the same count the agents make.
+export function intentCoSigning(
+  intent: Intent,
+  signatures: readonly Signature[],
+  chain: Policy[],
+  capability: Capability = 'deploy',
+): IntentCoSigning | { error: string } {
+  const current = chain.at(-1);
+  if (!current) return { error: 'no fleet policy is trusted yet' };
+  const named = chain.find((p) => p.version === intent.policyVersion);
+  if (!named)
+    return {
+      error:
+        intent.policyVersion === undefined
+          ? 'the intent names no policy version'
+          : `the intent names policy version ${intent.policyVersion}, not in the chain walked from the org root (${chain[0]?.version}..${current.version})`,
+    };
+  const rules = intentSignerRules(intent, named, current, capability);
+  const tally = tallyAdminSignatures('intent', intent, signatures, rules);
+  const threshold = Math.max(signatureThreshold(named, intent.host), signatureThreshold(current, intent.host));
+  // Could still sign: the same admin may act under every version the signature must hold in.
+  const mayStillSign = (_: Policy, admin: PolicyAdmin): boolean =>
+    rules.policies.every((policy) => {
+      const there = policy.admins.find((a) => a.name === admin.name);
+      return there !== undefined && rules.mayAct(policy, there);
+    });
+  return { tally, threshold, progress: coSignProgress(tally, threshold, current, mayStillSign) };
 }

@@ -1,7 +1,7 @@
-import { canonicalJson } from '../crypto/canonical.js';
-import { envelopeDigest, verifyPayloadSignature } from '../crypto/signatures.js';
+import { envelopeDigest, type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
 import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
+import { groupByContent, MAX_ENVELOPE_SIGNATURES } from './co-signatures.js';
 
 export type RefusalCode =
   | 'unknown-signer'
@@ -11,12 +11,15 @@ export type RefusalCode =
   | 'unknown-policy-version'
   | 'wrong-host'
   | 'expired'
+  | 'stale'
   | 'not-yet-valid'
   | 'rollback'
   | 'equivocation'
   | 'unknown-field';
 
-export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
+// `counted`: the signatures that made the intent valid (each admin's valid one), so copies of one
+// content can be merged into an envelope that carries exactly what counts.
+export type IntentVerdict = { ok: true; counted?: Signature[] } | { ok: false; code: RefusalCode; reason: string };
 
 export interface IntentCheckContext {
   host: HostId;
@@ -30,13 +33,35 @@ export function intentDigest(signed: SignedIntent): string {
   return envelopeDigest('intent', signed);
 }
 
+// How long an intent may take to reach a host that is in contact with the fleet, and when the
+// host last was out of contact (docs/trust.md, "Expiry and hosts offline for weeks"). An intent
+// issued while the host was in contact must arrive within the window of its issue: later, a peer
+// withheld it (the freeze defence's concern: a stale but validly signed intent released when a
+// newer one is withheld). One issued while the host was out of contact (no fresh signed timestamp
+// for longer than its freeze limit) could not have arrived earlier: its window starts when
+// contact resumed. Either way `expiresAt` stays the hard limit.
+export interface DeliveryWindow {
+  windowMs: number;
+  // The host's latest contact gap, from the trust reader's signed timestamps: the last one before
+  // it (null: the host never had one) and the first after it.
+  gap: { from: number | null; until: number } | null;
+}
+
+// When an intent issued at `issuedAt` could first have reached the host.
+export function deliveryStart(issuedAt: number, delivery: DeliveryWindow, clockSkewMs: number): number {
+  const { gap } = delivery;
+  if (gap && issuedAt <= gap.until && (gap.from === null || issuedAt >= gap.from - clockSkewMs)) return gap.until;
+  return issuedAt;
+}
+
 // Host binding and validity window, whatever the trust model: an intent for another host, expired,
-// or issued in the future is never installed.
+// stale (see DeliveryWindow) or issued in the future is never installed.
 export function checkIntentBindingAndTime(
   signed: SignedIntent,
   host: HostId,
   now: number,
   clockSkewMs = 5 * 60_000,
+  delivery?: DeliveryWindow,
 ): IntentVerdict {
   const { intent } = signed;
   const unknown = unknownIntentFields(intent);
@@ -52,6 +77,18 @@ export function checkIntentBindingAndTime(
   }
   if (!(Date.parse(intent.expiresAt) > now)) {
     return { ok: false, code: 'expired', reason: `intent expired at ${intent.expiresAt}` };
+  }
+  if (delivery) {
+    const issuedAt = Date.parse(intent.issuedAt);
+    const start = deliveryStart(issuedAt, delivery, clockSkewMs);
+    if (now > start + delivery.windowMs) {
+      const days = (ms: number): string => `${Math.round((ms / 86_400_000) * 10) / 10} days`;
+      return {
+        ok: false,
+        code: 'stale',
+        reason: `intent issued at ${intent.issuedAt} reached this host ${days(now - start)} after it could first have (window ${days(delivery.windowMs)}, --delivery-window), although the host was in contact with the fleet${start === issuedAt ? ' when it was issued' : ''}: a relay or coordinator may have withheld it; deploy it again if it is still wanted`,
+      };
+    }
   }
   if (Date.parse(intent.issuedAt) > now + clockSkewMs) {
     return {
@@ -74,14 +111,16 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
       reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key`,
     };
   }
-  if (!trusted.some((s) => verifyPayloadSignature('intent', intent, s))) {
+  const good = trusted.find((s) => verifyPayloadSignature('intent', intent, s));
+  if (!good) {
     return {
       ok: false,
       code: 'bad-signature',
       reason: `signature by trusted key ${trusted[0]!.publicKey.slice(0, 12)}… does not verify: the intent was altered or the signature forged`,
     };
   }
-  return checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  const verdict = checkIntentBindingAndTime(signed, context.host, context.now, context.clockSkewMs);
+  return verdict.ok ? { ok: true, counted: [good] } : verdict;
 }
 
 export interface IntentCandidate {
@@ -124,18 +163,13 @@ export interface SelectionContext {
   knownDigests?: ReadonlySet<string>;
 }
 
-// What the signers signed, without the signatures: two envelopes with the same content are one
-// intent, whatever else their signature lists carry.
-function contentKey(signed: SignedIntent): string {
-  return canonicalJson(signed.intent);
-}
-
-// Picks the newest valid intent above the floor. Two valid intents with one rank and different
-// signed content are an equivocation: both are refused, deterministically, whichever order they
-// arrived in. Only envelopes that verify on their own take part, and copies of one content count
-// once, so nobody without a signing key can turn a valid intent into an "equivocation" (a copy
-// with a junk signature added is the same intent, and a copy that does not verify is refused on
-// its own).
+// Picks the newest valid intent above the floor. Copies of one signed content (envelopes with
+// the same intent and any signatures) are one intent, judged once with their signatures merged
+// (co-signatures.ts): a second admin's signature written in an envelope of its own counts with
+// the first, and a copy with junk signatures added neither vetoes nor changes anything. Two
+// valid intents with one rank and different signed content are an equivocation: both are
+// refused, deterministically, whichever order they arrived in; so nobody without a signing key
+// can turn a valid intent into an "equivocation".
 export function selectIntent(intents: SignedIntent[], context: SelectionContext): IntentSelection {
   const rankOf = (signed: SignedIntent): IntentRank => ({
     epoch: context.epochOf?.(signed) ?? 0,
@@ -143,31 +177,50 @@ export function selectIntent(intents: SignedIntent[], context: SelectionContext)
   });
   const selection: IntentSelection = { chosen: null, refused: [], superseded: [], duplicates: [] };
   const known = context.knownDigests ?? new Set<string>();
-  // Valid envelopes grouped by signed content, in first-seen order.
-  const groups = new Map<string, IntentCandidate[]>();
   const seen = new Set<string>();
+  const candidates: IntentCandidate[] = [];
   for (const signed of intents) {
-    const candidate = { signed, digest: intentDigest(signed) };
-    if (seen.has(candidate.digest)) continue;
-    seen.add(candidate.digest);
-    const verdict = context.verify(signed);
+    const digest = intentDigest(signed);
+    if (seen.has(digest)) continue;
+    seen.add(digest);
+    candidates.push({ signed, digest });
+  }
+  const valid: IntentCandidate[] = [];
+  for (const group of groupByContent(candidates, (c) => ({
+    content: c.signed.intent,
+    signatures: c.signed.signatures,
+  }))) {
+    const { copies } = group;
+    const first = copies[0]!;
+    const merged: SignedIntent =
+      copies.length === 1 ? first.signed : { intent: first.signed.intent, signatures: group.signatures };
+    const verdict = context.verify(merged);
+    // One envelope stands for each content: the applied one, else one already known, else one
+    // that carries every signature that counts, else the smallest digest (the same choice in any
+    // arrival order). Its digest names the intent in results.
+    const counted = verdict.ok ? (verdict.counted ?? merged.signatures) : [];
+    const carriesAll = (c: IntentCandidate): boolean =>
+      counted.every((s) => c.signed.signatures.some((t) => t.publicKey === s.publicKey && t.signature === s.signature));
+    const smallest = (list: IntentCandidate[]): IntentCandidate | undefined =>
+      list.length ? list.reduce((best, c) => (c.digest < best.digest ? c : best)) : undefined;
+    const representative =
+      copies.find((c) => c.digest === context.appliedDigest) ??
+      copies.find((c) => known.has(c.digest)) ??
+      smallest(copies.filter(carriesAll)) ??
+      smallest(copies)!;
+    for (const copy of copies) if (copy !== representative) selection.duplicates.push(copy);
     if (!verdict.ok) {
-      selection.refused.push({ candidate, code: verdict.code, reason: verdict.reason });
+      selection.refused.push({ candidate: representative, code: verdict.code, reason: verdict.reason });
       continue;
     }
-    const key = contentKey(signed);
-    groups.set(key, [...(groups.get(key) ?? []), candidate]);
-  }
-  // One envelope stands for each content: the applied one, else one already known, else the
-  // smallest digest (the same choice in any arrival order).
-  const representative = (copies: IntentCandidate[]): IntentCandidate =>
-    copies.find((c) => c.digest === context.appliedDigest) ??
-    copies.find((c) => known.has(c.digest)) ??
-    copies.reduce((best, c) => (c.digest < best.digest ? c : best));
-  const valid: IntentCandidate[] = [];
-  for (const copies of groups.values()) {
-    const chosen = representative(copies);
-    for (const copy of copies) if (copy !== chosen) selection.duplicates.push(copy);
+    // The envelope worked on holds the signatures that count, whichever copies they came from
+    // (bounded as any stored envelope is).
+    const chosen: IntentCandidate = carriesAll(representative)
+      ? representative
+      : {
+          signed: { intent: representative.signed.intent, signatures: counted.slice(0, MAX_ENVELOPE_SIGNATURES) },
+          digest: representative.digest,
+        };
     const { signed } = chosen;
     if (compareRank(rankOf(signed), context.floor) <= 0) {
       const isApplied = copies.some((c) => c.digest === context.appliedDigest);

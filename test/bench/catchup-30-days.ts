@@ -62,13 +62,27 @@ try {
   const desiredDoc = new Y.Doc({ gc: false });
   const statusDoc = new Y.Doc({ gc: true });
   const connect = (): ReturnType<typeof connectDocument>[] => [
-    connectDocument(link.url(), 'hosts/h1/desired', { doc: desiredDoc, baseBackoffMs: 100, maxBackoffMs: 500 }),
-    connectDocument(link.url(), 'hosts/h1/status', { doc: statusDoc, baseBackoffMs: 100, maxBackoffMs: 500 }),
+    connectDocument(link.url(), 'hosts/h1/desired', {
+      identity: null,
+      doc: desiredDoc,
+      baseBackoffMs: 100,
+      maxBackoffMs: 500,
+    }),
+    connectDocument(link.url(), 'hosts/h1/status', {
+      identity: null,
+      doc: statusDoc,
+      baseBackoffMs: 100,
+      maxBackoffMs: 500,
+    }),
   ];
   let agent = connect();
   await Promise.all(agent.map((c) => waitForSync(c, 10_000)));
   agent[1]!.provider.awareness.setLocalState({ role: 'agent', host: 'h1', phase: 'applied', generation: 1 });
-  const adminDesired = connectDocument(coordinator.url, 'hosts/h1/desired', { baseBackoffMs: 100, maxBackoffMs: 500 });
+  const adminDesired = connectDocument(coordinator.url, 'hosts/h1/desired', {
+    identity: null,
+    baseBackoffMs: 100,
+    maxBackoffMs: 500,
+  });
   await waitForSync(adminDesired, 10_000);
   const statusEntriesBefore = (await fetchLogSizes(relay.url, 'hosts/h1/status')).length;
 

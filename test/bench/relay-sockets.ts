@@ -28,7 +28,8 @@ async function perDocument(url: string, coordinatorPid: number): Promise<Record<
   const connections: DocumentConnection[] = [];
   let failed: string | null = null;
   try {
-    for (const name of names) connections.push(connectDocument(url, name, { baseBackoffMs: 1000, maxBackoffMs: 5000 }));
+    for (const name of names)
+      connections.push(connectDocument(url, name, { identity: null, baseBackoffMs: 1000, maxBackoffMs: 5000 }));
     await Promise.all(connections.map((c) => waitForSync(c, 120_000)));
   } catch (error) {
     failed = (error as Error).message;

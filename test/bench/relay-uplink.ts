@@ -28,7 +28,11 @@ async function agentsAt(url: string, m: number, prefix: string): Promise<Documen
   for (let i = 0; i < m; i++) {
     for (const role of ['desired', 'status'])
       connections.push(
-        connectDocument(url, `hosts/${prefix}-${i}/${role}`, { baseBackoffMs: 100, maxBackoffMs: 1000 }),
+        connectDocument(url, `hosts/${prefix}-${i}/${role}`, {
+          identity: null,
+          baseBackoffMs: 100,
+          maxBackoffMs: 1000,
+        }),
       );
   }
   await Promise.all(connections.map((c) => waitForSync(c, 60_000)));

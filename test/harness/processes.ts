@@ -114,8 +114,9 @@ export async function startCoordinatorProcess(
   logFile: string,
   port = 0,
   extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<DaemonProcess & { url: string; port: number }> {
-  const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile);
+  const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile, env);
   const line = await waitFor(
     'coordinator to listen',
     () =>

@@ -47,7 +47,7 @@ test.after(async () => {
 });
 
 test('deploy with the coordinator and key from the environment only', async () => {
-  const result = await cli(['deploy', '--host', 'h1', '--closure', closure], {
+  const result = await cli(['deploy', '--host', 'h1', '--closure', closure, '--new-host'], {
     OUTPOST_COORDINATOR: coordinator.url,
     OUTPOST_KEY: join(home, '.config', 'outpost', 'alice.key'),
     OUTPOST_TIMEOUT: '20',

@@ -55,8 +55,8 @@ function alive(server: Server): boolean {
 }
 
 async function assertServes(server: Server, tag: string): Promise<void> {
-  const a = connectDocument(server.url, 'hosts/bystander/desired', { maxBackoffMs: 300 });
-  const b = connectDocument(server.url, 'hosts/bystander/desired', { maxBackoffMs: 300 });
+  const a = connectDocument(server.url, 'hosts/bystander/desired', { identity: null, maxBackoffMs: 300 });
+  const b = connectDocument(server.url, 'hosts/bystander/desired', { identity: null, maxBackoffMs: 300 });
   try {
     await Promise.all([waitForSync(a, 10_000), waitForSync(b, 10_000)]);
     a.doc.getArray('marks').push([tag]);

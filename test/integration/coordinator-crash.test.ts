@@ -15,9 +15,9 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
   const clients: DocumentConnection[] = [];
   try {
     const first = await startCoordinatorProcess(join(dir, 'data'), join(dir, 'coordinator.log'));
-    const writers = documents.map((name) => connectDocument(first.url, name, { maxBackoffMs: 300 }));
-    const observers = documents.map((name) => connectDocument(first.url, name, { maxBackoffMs: 300 }));
-    const bystander = connectDocument(first.url, 'hosts/agent/status', { maxBackoffMs: 300 });
+    const writers = documents.map((name) => connectDocument(first.url, name, { identity: null, maxBackoffMs: 300 }));
+    const observers = documents.map((name) => connectDocument(first.url, name, { identity: null, maxBackoffMs: 300 }));
+    const bystander = connectDocument(first.url, 'hosts/agent/status', { identity: null, maxBackoffMs: 300 });
     clients.push(...writers, ...observers, bystander);
     await Promise.all(clients.map((c) => waitForSync(c, 10_000)));
     bystander.doc.getArray('log').push(['before-crash']);
@@ -40,7 +40,7 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
     await first.exited;
 
     const second = await startCoordinatorProcess(join(dir, 'data'), join(dir, 'coordinator-2.log'), first.port);
-    const readers = documents.map((name) => connectDocument(second.url, name));
+    const readers = documents.map((name) => connectDocument(second.url, name, { identity: null }));
     clients.push(...readers);
     await Promise.all(readers.map((r) => waitForSync(r, 10_000)));
     readers.forEach((reader, i) => {
@@ -56,7 +56,7 @@ test('SIGKILL mid-traffic loses nothing acknowledged; clients reconnect by thems
     // The bystander was never told to reconnect: it does so by itself and carries on.
     await waitFor('the bystander to resync with the restarted coordinator', () => bystander.provider.synced, 20_000);
     bystander.doc.getArray('log').push(['after-restart']);
-    const reader = connectDocument(second.url, 'hosts/agent/status');
+    const reader = connectDocument(second.url, 'hosts/agent/status', { identity: null });
     clients.push(reader);
     await waitFor(
       "the bystander's new write to reach a fresh reader",

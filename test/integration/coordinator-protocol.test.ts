@@ -34,7 +34,7 @@ test.after(async () => {
 });
 
 function connect(name: string): DocumentConnection {
-  const connection = connectDocument(coordinator.url, name, { maxBackoffMs: 200 });
+  const connection = connectDocument(coordinator.url, name, { identity: null, maxBackoffMs: 200 });
   open.push(connection);
   return connection;
 }

@@ -278,7 +278,7 @@ test('an agent comes back after 30 simulated days: its offline result merges, it
     await deploy(coordinator.url, 'h3', closures.gen1!);
     await waitApplied(coordinator.url, 'h3', 1);
     // Generation 2 takes 3 s to switch: the link goes down in the middle, the result is written offline.
-    const watcher = connectDocument(relay.url, 'hosts/h3/status');
+    const watcher = connectDocument(relay.url, 'hosts/h3/status', { identity: null });
     try {
       await deploy(coordinator.url, 'h3', closures.slow!, ['--generation', '2']);
       await waitFor(

@@ -176,11 +176,11 @@ test('an older generation is refused; the refusal is a signed result and the hos
 
 // Writes an intent straight into a desired document, as a compromised relay or careless tool could.
 async function injectIntent(docHost: string, signed: ReturnType<typeof signIntent>): Promise<void> {
-  const connection = connectDocument(coordinator.url, desiredDocName(docHost));
+  const connection = connectDocument(coordinator.url, desiredDocName(docHost), { identity: null });
   try {
     await waitForSync(connection, 10_000);
     appendIntent(connection.doc, signed);
-    const reader = connectDocument(coordinator.url, desiredDocName(docHost));
+    const reader = connectDocument(coordinator.url, desiredDocName(docHost), { identity: null });
     await waitFor(
       'the injected intent to be stored',
       async () => {

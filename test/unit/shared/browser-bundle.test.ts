@@ -91,7 +91,7 @@ test('an intent signed by Node verifies in the browser under a signed policy, an
   const underPolicy = viaJson(
     core.verifyIntentUnderSignedPolicies(viaJson(fromNode), 'h1', [org.root.publicKey], [viaJson(policy)], now),
   );
-  assert.equal(underPolicy, { chainVersions: [1], verdict: { ok: true } });
+  assert.equal(underPolicy, { chainVersions: [1], verdict: { ok: true, counted: fromNode.signatures } });
   const byCarol = signIntent(intent, org.carol);
   const refused = viaJson(
     core.verifyIntentUnderSignedPolicies(viaJson(byCarol), 'h1', [org.root.publicKey], [viaJson(policy)], now),
@@ -102,6 +102,7 @@ test('an intent signed by Node verifies in the browser under a signed policy, an
   const fromBrowser = viaJson(core.signIntentInBrowser(viaJson(intent), browserKey)) as SignedIntent;
   assert.equal(verifyIntent(fromBrowser, { host: 'h1', trustedAdminKeys: new Set([browserKey.publicKey]), now }), {
     ok: true,
+    counted: fromBrowser.signatures,
   });
   assert.equal(viaJson(core.verifyIntentWithAdminKeys(fromBrowser, 'h2', [browserKey.publicKey], now)).ok, false);
   assert.is(core.checkPolicySchema(viaJson(policy.policy)), true);

@@ -143,7 +143,8 @@ test('two different policies for one version stop the walk (equivocation)', () =
 });
 
 test('an admin with deploy for the host may deploy; one without the capability is refused', () => {
-  assert.equal(verify(signIntent(intent('h1'), org.alice), 'h1'), { ok: true });
+  const byAlice = signIntent(intent('h1'), org.alice);
+  assert.equal(verify(byAlice, 'h1'), { ok: true, counted: byAlice.signatures });
   const carol = verify(signIntent(intent('h1'), org.carol), 'h1');
   assert.is(carol.ok, false);
   if (!carol.ok) {
@@ -164,7 +165,7 @@ test('production needs two distinct admins: one, or one key signing twice, is be
   assert.is(twice.ok, false);
   if (!twice.ok) assert.match(twice.reason, /1 of 2 required admin signatures.*signed twice/);
   const both = { ...single, signatures: [single.signatures[0]!, signPayload('intent', single.intent, org.bob)] };
-  assert.equal(verify(both, 'prod-1'), { ok: true });
+  assert.equal(verify(both, 'prod-1'), { ok: true, counted: both.signatures });
 });
 
 test('a revoked admin key no longer counts, even for an intent naming the policy version it was valid in', () => {

@@ -74,12 +74,20 @@ test('a copy of the applied intent is no rollback refusal', () => {
   assert.is(selection.chosen, null);
 });
 
-test('a copy that does not verify on its own is refused alone and vetoes nothing; two validly signed contents still equivocate', () => {
+test('a copy that does not verify on its own is one more copy of the intent (its signatures merged, none counting) and vetoes nothing; two validly signed contents still equivocate', () => {
   const forged: SignedIntent = { ...valid, signatures: [{ publicKey: org.alice.publicKey, signature: junk }] };
-  const alone = selectIntent([valid, forged], context());
+  const alone = selectIntent([forged, valid], context());
   assert.equal(alone.chosen?.digest, intentDigest(valid));
+  assert.equal(alone.chosen?.signed, valid, 'the copy carrying the valid signature is the one worked on');
+  assert.equal(alone.refused, []);
   assert.equal(
-    alone.refused.map((r) => r.code),
+    alone.duplicates.map((d) => d.digest),
+    [intentDigest(forged)],
+  );
+  // Content nobody validly signed is still refused, once.
+  const onlyForged = selectIntent([forged], context());
+  assert.equal(
+    onlyForged.refused.map((r) => r.code),
     ['bad-signature'],
   );
   const other = signIntent(intent(2, 'b'), org.alice);

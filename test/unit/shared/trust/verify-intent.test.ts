@@ -35,7 +35,8 @@ const context = {
 };
 
 test('accepts a well-formed intent from a trusted admin', () => {
-  assert.equal(verifyIntent(signIntent(intent(), admin), checks), { ok: true });
+  const signed = signIntent(intent(), admin);
+  assert.equal(verifyIntent(signed, checks), { ok: true, counted: signed.signatures });
 });
 
 test('an intent written by a newer outpost (a field this agent does not know) is refused by name, not as a bad signature', () => {
