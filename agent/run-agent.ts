@@ -36,6 +36,7 @@ import {
 import { appendSignedResult, publishStatus } from './pipeline/report.js';
 import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './pipeline/state.js';
 import { createProgressPublisher } from './progress-publisher.js';
+import { openRolloutTracker } from './rollout-tracker.js';
 import { createStatusSaver, loadStatusDocument, purgeForeignEntries, saveStatusDocument } from './status-store.js';
 
 export type { AgentConfig } from './config.js';
@@ -160,6 +161,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   }
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(poke);
+  // Rollout intents are decided from their rollout's document (plan, evidence, actions).
+  const rollouts = openRolloutTracker({
+    endpoints: config.coordinators,
+    host: config.host,
+    trust: config.trust,
+    logger,
+    ...(config.reconnect ? { reconnect: config.reconnect } : {}),
+  });
+  rollouts.onChange(poke);
+  const verify = rollouts.verifier(config.trust.verify);
   const enrollment = config.enrollment
     ? requestEnrollment({
         endpoints: config.coordinators,
@@ -434,9 +445,12 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       );
     }
     return selectIntent(
-      entries.map((e) => e.signed),
+      rollouts.admit(
+        entries.map((e) => e.signed),
+        { floorGeneration: state.floorGeneration, current: state.target?.signed ?? null },
+      ),
       {
-        verify: config.trust.verify,
+        verify,
         floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
         appliedDigest: state.applied?.digest ?? null,
         epochOf: config.trust.epochOf,
@@ -449,7 +463,9 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   // moved on (a revocation) since it was chosen, or trust may be frozen (withheld updates).
   let heldFor = '';
   function installGate(target: Target): InstallGate {
-    const verdict = config.trust.verify(target.signed);
+    const rollout = rollouts.installGate(target.signed);
+    if (rollout && rollout.decision !== 'go') return rollout;
+    const verdict = verify(target.signed);
     if (!verdict.ok && !TIME_CODES.has(verdict.code))
       return {
         decision: 'refuse',
@@ -739,6 +755,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       wake?.();
       await loop.catch(() => undefined);
       enrollment?.stop();
+      rollouts.close();
       for (const timer of [desiredReopen, preemptionCheck, statusCheck]) if (timer) clearTimeout(timer);
       if (statusPurge) clearImmediate(statusPurge);
       desired?.close();

@@ -33,6 +33,7 @@ import {
 import { createCoordinatorMetrics } from './metrics.js';
 import { PresenceTable } from './presence.js';
 import { createMuxServer } from './relay-sessions.js';
+import { ROLLOUTS_PATH, type RolloutService, startRolloutService } from './rollouts.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
@@ -147,6 +148,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     { limits, refusals, writeLimits },
   );
   const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
+  // Rollouts are the coordinator's alone: a relay forwards their documents like any fleet document.
+  const rollouts: RolloutService | null = extension
+    ? null
+    : await startRolloutService({
+        host,
+        trust,
+        listDocuments: () => log.documents(),
+        limiter: enrollmentGate.limiter,
+        logger,
+      });
   const stopTimestamps = config.timestampKey
     ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
@@ -218,6 +229,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       return;
     }
     if (extension?.route(req, res, path)) return;
+    if (req.method === 'POST' && path === ROLLOUTS_PATH && rollouts) {
+      void rollouts.handlePost(req, res);
+      return;
+    }
     if (req.method === 'POST') {
       handleFleetPost(path, req, res, host, trust, pinnedRoot, logger, enrollmentGate)
         .then((handled) => handled || respondJson(res, 404, { error: `no such endpoint ${path}` }))
@@ -226,7 +241,8 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     }
     if (req.method !== 'GET') {
       respondJson(res, 405, {
-        error: 'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve and /api/enroll/clear',
+        error:
+          'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve, /api/enroll/clear and /api/rollouts',
       });
       return;
     }
@@ -241,6 +257,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         limits,
         refusals,
         enrollment: enrollmentGate.health(),
+        ...(rollouts ? { rollouts: rollouts.health() } : {}),
         ...extension?.health(),
       });
       return;
@@ -469,6 +486,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     host,
     async close() {
       stopTimestamps();
+      rollouts?.close();
       await extension?.close();
       for (const ws of wss.clients) ws.terminate();
       for (const ws of muxServer.clients) ws.terminate();

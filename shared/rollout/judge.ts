@@ -279,6 +279,8 @@ export interface RolloutView {
   actions: ActionState;
   waves: WaveView[];
   rejectedEvidence: RejectedEvidence[];
+  // 0-based wave → the hosts that proved success.
+  succeeded: Map<number, Set<string>>;
   state: 'running' | 'paused' | 'halted' | 'aborted' | 'complete' | 'expired';
   // The first wave whose gate cannot pass any more.
   halted: { wave: string; reason: string } | null;
@@ -370,6 +372,7 @@ export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain:
     actions,
     waves: views,
     rejectedEvidence: rejected,
+    succeeded: new Map([...evidence].map(([index, wave]) => [index, new Set(wave.successes.keys())])),
     state,
     halted,
     nextChangeAt,

@@ -14,7 +14,8 @@ export type RefusalCode =
   | 'not-yet-valid'
   | 'rollback'
   | 'equivocation'
-  | 'unknown-field';
+  | 'unknown-field'
+  | 'rollout-aborted';
 
 export type IntentVerdict = { ok: true } | { ok: false; code: RefusalCode; reason: string };
 
