@@ -42,6 +42,8 @@ export interface HostView {
     trustedSigner: boolean | null;
     // With --org-root, why the intent's signers do not count under the policy.
     untrustedBecause?: string;
+    // A rollout intent: its signers are the plan's, which the agent checks (docs/rollouts.md).
+    rollout?: { id: string; wave: number };
   } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
@@ -247,7 +249,9 @@ export async function readHostView(
       ? (newest?.signed.signatures.some((s) => options.adminKeys!.has(s.publicKey)) ?? null)
       : null;
     let untrustedBecause: string | undefined;
-    if (authority && newest) {
+    const rollout = newest?.signed.intent.rollout;
+    if (rollout) trustedSigner = null;
+    else if (authority && newest) {
       // Only the signers matter here: an intent the host applied stays trusted after it expires.
       const verdict = verifyIntentUnderPolicy(newest.signed, { host, chain: authority.chain, now: Date.now() });
       trustedSigner = verdict.ok || verdict.code === 'expired' || verdict.code === 'not-yet-valid';
@@ -263,9 +267,13 @@ export async function readHostView(
         action: newest.signed.intent.action,
         issuer: newest.signed.intent.issuer,
         expiresAt: newest.signed.intent.expiresAt,
-        signatureValid: newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
+        // A rollout intent carries the plan's signature, over the plan: the plan is what counts.
+        signatureValid:
+          rollout !== undefined ||
+          newest.signed.signatures.some((s) => verifyPayloadSignature('intent', newest.signed.intent, s)),
         trustedSigner,
         ...(untrustedBecause ? { untrustedBecause } : {}),
+        ...(rollout ? { rollout: { id: rollout.id, wave: rollout.wave } } : {}),
       },
       applied: current?.status.applied ?? null,
       phase: current?.status.phase ?? null,

@@ -1,8 +1,8 @@
 import * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
-import { readRolloutEntries, rolloutDocName } from '../shared/rollout/document.js';
-import { decideForHost, type HostDecision } from '../shared/rollout/judge.js';
+import { rolloutDocName } from '../shared/rollout/document.js';
+import { decideFromDocument, type HostDecision } from '../shared/rollout/judge.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
 import { checkIntentBindingAndTime, type IntentVerifier, intentDigest } from '../shared/trust/verify-intent.js';
@@ -127,7 +127,7 @@ export function openRolloutTracker(options: {
   function decide(id: string, plan: string): HostDecision | null {
     const entry = followed.get(id);
     if (!entry) return null;
-    return decideForHost(readRolloutEntries(entry.doc), plan, { host, chain: trust.chain(), now: trust.now() });
+    return decideFromDocument(entry.doc, plan, { host, chain: trust.chain(), now: trust.now() });
   }
 
   // Wakes the agent when a soak ends (the only change that comes by time alone).

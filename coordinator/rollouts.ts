@@ -461,6 +461,14 @@ export async function startRolloutService(options: {
       continue;
     }
     const rollout = register(id, document, signed);
+    // A finished rollout needs no catching up: its waves were delivered, and late results still
+    // reach the evidence as hosts write them.
+    const state = judgeRollout(entries, signed, trust.chain(), now()).state;
+    if (state === 'complete' || state === 'aborted') {
+      for (const index of signed.plan.waves.keys()) rollout.delivered.add(index);
+      rollout.state = state;
+      continue;
+    }
     void scanStatuses(rollout).then(() => requestJudgement(rollout));
   }
 

@@ -38,10 +38,14 @@ function groupMembers(policy: Policy, name: string, where: string): string[] {
   return group.hosts;
 }
 
+// A channel's hosts: its own hosts and groups, and those its waves name.
 function channelHosts(policy: Policy, channel: Channel): string[] {
-  const hosts = new Set(channel.hosts ?? []);
-  for (const group of channel.groups ?? [])
-    for (const host of groupMembers(policy, group, `channel ${channel.name}`)) hosts.add(host);
+  const hosts = new Set<string>();
+  for (const part of [channel, ...(channel.waves ?? [])]) {
+    for (const host of part.hosts ?? []) hosts.add(host);
+    for (const group of part.groups ?? [])
+      for (const host of groupMembers(policy, group, `channel ${channel.name}`)) hosts.add(host);
+  }
   return [...hosts];
 }
 
@@ -123,6 +127,8 @@ export function planWaves(input: {
           if (!hostIdSchema.safeParse(host).success)
             throw new PlanningError(`--wave ${spec.name}: ${JSON.stringify(host)} is not a host id`);
           const other = placed.get(host);
+          // A group stands for its hosts not placed in an earlier wave; a host named twice is a mistake.
+          if (other !== undefined && other !== spec.name && member.startsWith('@')) continue;
           if (other !== undefined && other !== spec.name)
             throw new PlanningError(`${host} is in wave ${other} and in wave ${spec.name}; a host is in one wave`);
           if (other === spec.name) continue;

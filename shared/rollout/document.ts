@@ -62,7 +62,17 @@ export interface RolloutEntries {
   malformed: (MalformedEntry & { array: keyof typeof ROLLOUT_KEYS })[];
 }
 
-export function readRolloutEntries(doc: Y.Doc): RolloutEntries {
+// The host a stored result claims to be from, before it is parsed: only to skip entries a reader
+// does not need (they are never trusted on this; what is used is parsed and checked in full).
+function claimedHost(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const result = (raw as { result?: unknown }).result;
+  return typeof result === 'object' && result !== null ? (result as { host?: unknown }).host : undefined;
+}
+
+// Every entry, or with `evidenceHosts` only the evidence of those hosts (an agent judges one wave:
+// it need not parse the results of a thousand others).
+export function readRolloutEntries(doc: Y.Doc, options: { evidenceHosts?: ReadonlySet<string> } = {}): RolloutEntries {
   const out: RolloutEntries = { plans: [], cosignatures: [], actions: [], evidence: [], malformed: [] };
   const read = <S extends z.ZodType>(
     array: keyof typeof ROLLOUT_KEYS,
@@ -70,10 +80,15 @@ export function readRolloutEntries(doc: Y.Doc): RolloutEntries {
     limits: JsonLimits,
     into: z.infer<S>[],
   ): void => {
+    const only = array === 'evidence' ? options.evidenceHosts : undefined;
     doc
       .getArray<unknown>(ROLLOUT_KEYS[array])
       .toArray()
       .forEach((raw, index) => {
+        if (only) {
+          const host = claimedHost(raw);
+          if (typeof host === 'string' && !only.has(host)) return;
+        }
         const verdict = parseCached(raw, schema, limits);
         if (verdict.ok) into.push(verdict.value);
         else out.malformed.push({ array, index, error: verdict.error });

@@ -1,7 +1,8 @@
+import type * as Y from 'yjs';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { Policy } from '../schemas/policy.js';
-import type { RolloutEntries } from './document.js';
-import { deriveRolloutIntent, placeHosts, planDigest } from './plan.js';
+import { type RolloutEntries, readRolloutEntries } from './document.js';
+import { deriveRolloutIntent, placeHosts, planDigest, previousWaveHosts } from './plan.js';
 import {
   type RolloutPlan,
   type SignedPlan,
@@ -251,6 +252,14 @@ export function decideForHost(entries: RolloutEntries, digest: string, context: 
       wave,
     };
   return { decision: 'go', intent, wave };
+}
+
+// decideForHost on a rollout document, reading only what the host's decision needs: the plans and
+// actions, and the evidence of the wave before its own.
+export function decideFromDocument(doc: Y.Doc, digest: string, context: HostContext): HostDecision {
+  const signed = findPlan(readRolloutEntries(doc, { evidenceHosts: new Set() }), digest);
+  const evidenceHosts = signed ? previousWaveHosts(signed.plan, context.host) : new Set<string>();
+  return decideForHost(readRolloutEntries(doc, { evidenceHosts }), digest, context);
 }
 
 export interface WaveView {

@@ -4,8 +4,22 @@ import { intentDigest } from '../trust/verify-intent.js';
 import type { PlanHost, RolloutPlan, SignedPlan } from './schemas.js';
 
 // The digest that names one plan (what co-signatures, actions and rollout intents refer to).
+// Plans are immutable values: each object is hashed once (a 1,000-host plan is ~250 KB of JSON).
+const digests = new WeakMap<RolloutPlan, string>();
 export function planDigest(plan: RolloutPlan): string {
-  return envelopeDigest('rollout-plan', plan);
+  let digest = digests.get(plan);
+  if (digest === undefined) {
+    digest = envelopeDigest('rollout-plan', plan);
+    digests.set(plan, digest);
+  }
+  return digest;
+}
+
+// The hosts of the wave before `host`'s: whose evidence its gate needs (none for the first wave).
+export function previousWaveHosts(plan: RolloutPlan, host: string): Set<string> {
+  const placed = placeHosts(plan).get(host);
+  if (!placed || placed.wave === 0) return new Set();
+  return new Set(plan.waves[placed.wave - 1]!.hosts.map((h) => h.host));
 }
 
 export interface PlacedHost {

@@ -162,17 +162,23 @@ export const rolloutSubmissionSchema = z.union([
 export type RolloutSubmission = z.infer<typeof rolloutSubmissionSchema>;
 
 // Paths of fields in a plan this version does not declare.
+const KNOWN = {
+  plan: new Set(Object.keys(rolloutPlanSchema.shape)),
+  wave: new Set(Object.keys(waveSchema.shape)),
+  gate: new Set(Object.keys(gateSchema.shape)),
+  host: new Set(Object.keys(planHostSchema.shape)),
+};
 export function unknownPlanFields(plan: RolloutPlan): string[] {
   const unknown: string[] = [];
-  const check = (value: object, known: readonly string[], path: string): void => {
-    for (const key of Object.keys(value)) if (!known.includes(key)) unknown.push(`${path}${key}`);
+  const check = (value: object, known: ReadonlySet<string>, path: string): void => {
+    for (const key in value) if (!known.has(key)) unknown.push(`${path}${key}`);
   };
-  check(plan, Object.keys(rolloutPlanSchema.shape), '');
+  check(plan, KNOWN.plan, '');
   plan.waves.forEach((wave, w) => {
-    check(wave, Object.keys(waveSchema.shape), `waves.${w}.`);
-    check(wave.gate, Object.keys(gateSchema.shape), `waves.${w}.gate.`);
+    check(wave, KNOWN.wave, `waves.${w}.`);
+    check(wave.gate, KNOWN.gate, `waves.${w}.gate.`);
     wave.hosts.forEach((entry, i) => {
-      check(entry, Object.keys(planHostSchema.shape), `waves.${w}.hosts.${i}.`);
+      check(entry, KNOWN.host, `waves.${w}.hosts.${i}.`);
     });
   });
   return unknown;

@@ -97,6 +97,8 @@ export function signFast(kind: SignedKind, payload: unknown, key: SigningKey): S
   return { publicKey: key.publicKey, signature: toBase64(ed25519Sign(null, message, privateKey)) };
 }
 
+const planDigests = new WeakMap<SignedPlan, string>();
+
 // The result a host signs after applying (or failing) its rollout target.
 export function hostResult(
   signed: SignedPlan,
@@ -106,7 +108,11 @@ export function hostResult(
   overrides: Partial<Result> = {},
   signer: SigningKey = host.key,
 ): SignedResult {
-  const digest = planDigest(signed.plan);
+  let digest = planDigests.get(signed);
+  if (!digest) {
+    digest = planDigest(signed.plan);
+    planDigests.set(signed, digest);
+  }
   const entry = signed.plan.waves.flatMap((w) => w.hosts).find((h) => h.host === host.host);
   const result: Result = {
     kind: 'result',
