@@ -107,7 +107,7 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
   const rows = views.map((v) => [
     v.host,
     v.desired
-      ? `${v.desired.generation} ${shortPath(v.desired.closure)}${v.desired.signatureValid ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}`
+      ? `${v.desired.generation} ${shortPath(v.desired.closure)}${v.desired.rollout ? ` (rollout ${v.desired.rollout.id}, wave ${v.desired.rollout.wave})` : ''}${v.desired.signatureValid ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}`
       : '-',
     v.applied ? `${v.applied.generation} ${shortPath(v.applied.closure)}` : '-',
     phaseCell(v),

@@ -18,6 +18,8 @@ export interface IntentTrust {
   now: () => number;
   freshness: () => Freshness;
   policyVersion: () => number | null;
+  // Every policy version walked, ascending (none with static admin keys): rollouts are judged under it.
+  chain: () => Policy[];
   // The maintenance and reboot windows the policy in force gives `host` through its groups (none
   // with static admin keys). Read again after onChange: a new version may change them.
   windowsFor: (host: string) => WindowSet;
@@ -67,6 +69,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
       now: () => fleet.now(),
       freshness: () => fleet.freshness(),
       policyVersion: () => fleet.chain().at(-1)?.version ?? null,
+      chain: () => fleet.chain(),
       windowsFor,
       onChange: (listener) => fleet.onChange(listener),
       close: () => fleet.close(),
@@ -87,6 +90,7 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
       reason: 'static admin keys: no freshness timestamps',
     }),
     policyVersion: () => null,
+    chain: () => [],
     windowsFor: () => NO_WINDOWS,
     onChange: () => undefined,
     close: async () => undefined,

@@ -17,7 +17,13 @@ import type {
 } from '../shared/schemas/report.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
 import { findResultAnomalies } from '../shared/trust/result-replays.js';
-import { compareRank, type IntentSelection, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
+import {
+  compareRank,
+  type IntentSelection,
+  type IntentVerifier,
+  type RefusalCode,
+  selectIntent,
+} from '../shared/trust/verify-intent.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -38,6 +44,7 @@ import {
 import { appendSignedResult, publishStatus } from './pipeline/report.js';
 import { type AgentState, freshWork, HISTORY_LENGTH, loadAgentState, saveAgentState } from './pipeline/state.js';
 import { createProgressPublisher, type ProgressPublisher } from './progress-publisher.js';
+import { openRolloutTracker, type RolloutTracker } from './rollout-tracker.js';
 import { createStatusSaver, loadStatusDocument, purgeForeignEntries, saveStatusDocument } from './status-store.js';
 
 export type { AgentConfig } from './config.js';
@@ -104,6 +111,10 @@ export interface AgentRuntime {
   // The newest intent that waits for more admins' signatures (shown in the status), if any.
   awaiting: { generation: number; reason: string } | null;
   heldFor: string;
+  // Rollout intents are decided from their rollout's document (plan, evidence, actions); null
+  // until startAgent follows them. `verify` is the selection's verifier (rollouts' decisions first).
+  rollouts: RolloutTracker | null;
+  verify: IntentVerifier;
   readonly waitingLogged: Set<string>;
   loggedWindows: string;
   errorsInARow: number;
@@ -160,6 +171,8 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     }),
     wasFrozen: false,
     awaiting: null,
+    rollouts: null,
+    verify: config.trust.verify,
     heldFor: '',
     waitingLogged: new Set(),
     loggedWindows: '',
@@ -493,10 +506,13 @@ export function selectNow(agent: AgentRuntime): IntentSelection {
       `ignoring malformed entry ${entry.index}: ${entry.error}`,
     );
   }
+  const signed = entries.map((e) => e.signed);
   return selectIntent(
-    entries.map((e) => e.signed),
+    agent.rollouts
+      ? agent.rollouts.admit(signed, { floorGeneration: state.floorGeneration, current: state.target?.signed ?? null })
+      : signed,
     {
-      verify: config.trust.verify,
+      verify: agent.verify,
       floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
       appliedDigest: state.applied?.digest ?? null,
       epochOf: config.trust.epochOf,
@@ -509,7 +525,9 @@ export function selectNow(agent: AgentRuntime): IntentSelection {
 // moved on (a revocation) since it was chosen, or trust may be frozen (withheld updates).
 export function installGate(agent: AgentRuntime, target: Target): InstallGate {
   const { config } = agent;
-  const verdict = config.trust.verify(target.signed);
+  const rollout = agent.rollouts?.installGate(target.signed) ?? null;
+  if (rollout && rollout.decision !== 'go') return rollout;
+  const verdict = agent.verify(target.signed);
   if (!verdict.ok && !TIME_CODES.has(verdict.code))
     return {
       decision: 'refuse',
@@ -855,6 +873,17 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(() => poke(agent));
+  const rollouts = openRolloutTracker({
+    endpoints: config.coordinators,
+    host: config.host,
+    identity: config.key,
+    trust: config.trust,
+    logger,
+    ...(config.reconnect ? { reconnect: config.reconnect } : {}),
+  });
+  rollouts.onChange(() => poke(agent));
+  agent.rollouts = rollouts;
+  agent.verify = rollouts.verifier(config.trust.verify);
   const enrollment = config.enrollment
     ? requestEnrollment({
         endpoints: config.coordinators,
@@ -887,6 +916,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       agent.wake?.();
       await loop.catch(() => undefined);
       enrollment?.stop();
+      rollouts.close();
       for (const timer of [agent.desiredReopen, agent.preemptionCheck, agent.statusCheck])
         if (timer) clearTimeout(timer);
       if (agent.statusPurge) clearImmediate(agent.statusPurge);

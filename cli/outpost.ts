@@ -48,6 +48,11 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     run: async (argv) => (await import('../admin/enroll.js')).runEnrollCommand(argv),
     summary: 'enroll hosts: request, token, list, approve, clear',
   },
+  rollout: {
+    run: async (argv) => (await import('../admin/rollout.js')).runRolloutCommand(argv),
+    summary:
+      'roll a release out in waves with gates agents check: create, status, approve, pause, resume, abort, list, wait',
+  },
 };
 
 function usage(): string {
@@ -64,6 +69,8 @@ function usage(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // Every signature this process checks goes through node:crypto, not tweetnacl in JS.
+  (await import('../shared/node/ed25519.js')).installNodeEd25519();
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     console.log(usage());

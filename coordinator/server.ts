@@ -34,6 +34,7 @@ import {
 import { createCoordinatorMetrics } from './metrics.js';
 import { PresenceTable } from './presence.js';
 import { createMuxServer } from './relay-sessions.js';
+import { ROLLOUTS_PATH, type RolloutService, startRolloutService } from './rollouts.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
@@ -152,6 +153,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     { limits, refusals, writeLimits },
   );
   const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
+  // Rollouts are the coordinator's alone: a relay forwards their documents like any fleet document.
+  const rollouts: RolloutService | null = extension
+    ? null
+    : await startRolloutService({
+        host,
+        trust,
+        listDocuments: () => log.documents(),
+        limiter: enrollmentGate.limiter,
+        logger,
+      });
   const stopTimestamps = config.timestampKey
     ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
@@ -223,6 +234,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       return;
     }
     if (extension?.route(req, res, path)) return;
+    if (req.method === 'POST' && path === ROLLOUTS_PATH && rollouts) {
+      void rollouts.handlePost(req, res);
+      return;
+    }
     if (req.method === 'POST') {
       handleFleetPost(path, req, res, host, trust, pinnedRoot, logger, enrollmentGate)
         .then((handled) => handled || respondJson(res, 404, { error: `no such endpoint ${path}` }))
@@ -231,7 +246,8 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     }
     if (req.method !== 'GET') {
       respondJson(res, 405, {
-        error: 'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve and /api/enroll/clear',
+        error:
+          'use GET, or POST for /api/policy, /api/enroll, /api/enroll/approve, /api/enroll/clear and /api/rollouts',
       });
       return;
     }
@@ -253,6 +269,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         limits,
         refusals,
         enrollment: enrollmentGate.health(),
+        ...(rollouts ? { rollouts: rollouts.health() } : {}),
         ...extension?.health(),
       });
       return;
@@ -482,6 +499,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     host,
     async close() {
       stopTimestamps();
+      rollouts?.close();
       await extension?.close();
       for (const ws of wss.clients) ws.terminate();
       for (const ws of muxServer.clients) ws.terminate();

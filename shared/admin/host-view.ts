@@ -43,6 +43,8 @@ export interface HostView {
     // With --org-root, where the host's groups need several admins: who signed (across all copies
     // of the intent), how many more are needed and who may still sign (outpost approve).
     coSigning?: CoSignProgress;
+    // A rollout intent: its signers are the plan's, which the agent checks (docs/rollouts.md).
+    rollout?: { id: string; wave: number };
   } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
@@ -247,7 +249,9 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
     : null;
   let untrustedBecause: string | undefined;
   let coSigning: CoSignProgress | undefined;
-  if (authority && newest) {
+  const rollout = newest?.signed.intent.rollout;
+  if (rollout) trustedSigner = null;
+  else if (authority && newest) {
     const verdict = intentSignersCount(newest.signed, host, authority, inputs.now);
     trustedSigner = verdict.trusted;
     untrustedBecause = verdict.reason;
@@ -264,12 +268,14 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
       action: newest.signed.intent.action,
       issuer: newest.signed.intent.issuer,
       expiresAt: newest.signed.intent.expiresAt,
-      signatureValid: newest.signed.signatures.some((s) =>
-        verifyPayloadSignatureOnce('intent', newest.signed.intent, s),
-      ),
+      // A rollout intent carries the plan's signature, over the plan: the plan is what counts.
+      signatureValid:
+        rollout !== undefined ||
+        newest.signed.signatures.some((s) => verifyPayloadSignatureOnce('intent', newest.signed.intent, s)),
       trustedSigner,
       ...(untrustedBecause ? { untrustedBecause } : {}),
       ...(coSigning ? { coSigning } : {}),
+      ...(rollout ? { rollout: { id: rollout.id, wave: rollout.wave } } : {}),
     },
     applied: current?.status.applied ?? null,
     phase: current?.status.phase ?? null,

@@ -20,7 +20,9 @@ export type SignedKind =
   | 'enroll-token-proof'
   | 'enroll-clear'
   | 'timestamp'
-  | 'auth';
+  | 'auth'
+  | 'rollout-plan'
+  | 'rollout-action';
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
 // signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.

@@ -23,6 +23,16 @@ export const intentSchema = z.looseObject({
   issuer: z.string().min(1).max(128),
   // The fleet policy version the issuer signed under (absent only with a static --admin-key list).
   policyVersion: z.number().int().positive().optional(),
+  // Set only on intents derived from a rollout plan (shared/rollout/plan.ts): which rollout, the
+  // digest of the plan, and the host's wave. Such an intent is never trusted as it stands: the
+  // agent derives it again from the signed plan and checks its wave's gate (docs/rollouts.md).
+  rollout: z
+    .object({
+      id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,47}$/),
+      plan: z.string().regex(/^[0-9a-f]{64}$/),
+      wave: z.number().int().positive().max(64),
+    })
+    .optional(),
 });
 export type Intent = z.infer<typeof intentSchema>;
 

@@ -64,6 +64,21 @@ export const groupSchema = z
   });
 export type Group = z.infer<typeof groupSchema>;
 
+// A channel: hosts that follow releases together (`outpost rollout create --channel`), and the
+// waves its rollouts use by default (docs/rollouts.md). Optional fields without defaults, so a
+// policy without channels keeps its exact content and signatures.
+const hostsAndGroups = {
+  hosts: z.array(hostIdSchema).max(10_000).optional(),
+  groups: z.array(nameSchema).max(1000).optional(),
+};
+export const channelWaveSchema = z.looseObject({ name: nameSchema, ...hostsAndGroups });
+export const channelSchema = z.looseObject({
+  name: nameSchema,
+  ...hostsAndGroups,
+  waves: z.array(channelWaveSchema).min(1).max(16).optional(),
+});
+export type Channel = z.infer<typeof channelSchema>;
+
 export const policySchema = z
   .looseObject({
     kind: z.literal('policy'),
@@ -104,6 +119,7 @@ export const policySchema = z
     timestampKeys: z.array(base64Key32Schema).max(8).default([]),
     // Keys that must never count again, even under an older policy version an intent names.
     revokedKeys: z.array(base64Key32Schema).max(10_000).default([]),
+    channels: z.array(channelSchema).max(100).optional(),
   })
   .superRefine((policy, ctx) => {
     if (policy.root.threshold > policy.root.keys.length)
@@ -130,6 +146,27 @@ export const policySchema = z
             path: ['roles', i, 'groups'],
             message: `role ${role.name} names unknown group ${group}`,
           });
+    const channels = new Set<string>();
+    for (const [i, channel] of (policy.channels ?? []).entries()) {
+      if (channels.has(channel.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['channels', i, 'name'],
+          message: `channel ${channel.name} is declared twice`,
+        });
+      channels.add(channel.name);
+      for (const [where, names] of [
+        [['channels', i, 'groups'], channel.groups ?? []],
+        ...(channel.waves ?? []).map((wave, w) => [['channels', i, 'waves', w, 'groups'], wave.groups ?? []] as const),
+      ] as const)
+        for (const group of names)
+          if (!groups.has(group))
+            ctx.addIssue({
+              code: 'custom',
+              path: [...where],
+              message: `channel ${channel.name} names unknown group ${group}`,
+            });
+    }
     const seenKeys = new Map<string, string>();
     for (const admin of policy.admins) {
       for (const key of admin.keys) {
@@ -160,9 +197,13 @@ export function unknownPolicyFields(policy: Policy): string[] {
     ['roles', policy.roles, shape.roles.element.shape],
     ['groups', policy.groups, groupSchema.shape],
     ['relays', policy.relays, shape.relays.unwrap().element.shape],
+    ['channels', policy.channels ?? [], channelSchema.shape],
   ] as const;
   for (const [name, items, itemShape] of lists)
     for (const [i, item] of items.entries()) check(item, Object.keys(itemShape), `${name}.${i}.`);
+  for (const [i, channel] of (policy.channels ?? []).entries())
+    for (const [w, wave] of (channel.waves ?? []).entries())
+      check(wave, Object.keys(channelWaveSchema.shape), `channels.${i}.waves.${w}.`);
   return unknown;
 }
 

@@ -15,7 +15,8 @@ export type RefusalCode =
   | 'not-yet-valid'
   | 'rollback'
   | 'equivocation'
-  | 'unknown-field';
+  | 'unknown-field'
+  | 'rollout-aborted';
 
 // `counted`: the signatures that made the intent valid (each admin's valid one), so copies of one
 // content can be merged into an envelope that carries exactly what counts.

@@ -26,6 +26,8 @@ export interface LeanClientOptions {
   // Base server URL (ws://127.0.0.1:port); the document name is the path, as with y-websocket.
   serverUrl: string;
   name: string;
+  // URL parameters, as y-websocket's `params` (a key proof for coordinators run with --org-root).
+  params?: Record<string, string>;
   doc: Y.Doc;
   // Set once at open and renewed by renewAwareness(), like an agent's status-document awareness.
   awarenessState?: Record<string, unknown>;
@@ -52,7 +54,8 @@ export class LeanDocClient {
     this.options = options;
     this.name = options.name;
     this.doc = options.doc;
-    this.ws = new WebSocket(`${options.serverUrl.replace(/\/+$/, '')}/${options.name}`);
+    const query = options.params ? `?${new URLSearchParams(options.params).toString()}` : '';
+    this.ws = new WebSocket(`${options.serverUrl.replace(/\/+$/, '')}/${options.name}${query}`);
     this.ws.binaryType = 'nodebuffer';
     this.doc.on('update', this.onLocalUpdate);
     this.ws.on('open', () => {

@@ -1,0 +1,120 @@
+import type * as Y from 'yjs';
+import type { z } from 'zod';
+import type { JsonLimits } from '../crypto/canonical.js';
+import { type EntryVerdict, type MalformedEntry, parseEntry } from '../documents/entries.js';
+import { type SignedResult, signedResultSchema } from '../schemas/report.js';
+import {
+  type PlanCosignature,
+  planCosignatureSchema,
+  type RolloutId,
+  type SignedPlan,
+  type SignedRolloutAction,
+  signedPlanSchema,
+  signedRolloutActionSchema,
+} from './schemas.js';
+
+// fleet/rollout-<id>: written only by the coordinator, after it checked each entry as readers
+// will (a fleet document); read by agents, relays and admins, who check every entry again. Four
+// append-only arrays: the signed plan, co-signatures, admin actions, and evidence (hosts' own
+// signed results).
+export const ROLLOUT_DOC_PREFIX = 'fleet/rollout-';
+export const rolloutDocName = (id: RolloutId): string => `${ROLLOUT_DOC_PREFIX}${id}`;
+export const rolloutIdOfDoc = (name: string): string | null =>
+  name.startsWith(ROLLOUT_DOC_PREFIX) ? name.slice(ROLLOUT_DOC_PREFIX.length) : null;
+
+export const ROLLOUT_KEYS = {
+  plans: 'plans',
+  cosignatures: 'cosignatures',
+  actions: 'actions',
+  evidence: 'evidence',
+} as const;
+
+const KIB = 1024;
+export const ROLLOUT_ENTRY_LIMITS = {
+  // 10,000 hosts at ~250 bytes each.
+  plan: { maxDepth: 16, maxBytes: 4 * 1024 * KIB },
+  cosignature: { maxDepth: 8, maxBytes: 4 * KIB },
+  action: { maxDepth: 8, maxBytes: 8 * KIB },
+  result: { maxDepth: 32, maxBytes: 64 * KIB },
+} satisfies Record<string, JsonLimits>;
+
+// Entries of a loaded document are the same objects at every read and never change: each is
+// bounded and parsed once (an agent re-reads the document at every change, with a thousand
+// results in it).
+const verdicts = new WeakMap<object, EntryVerdict<unknown>>();
+
+function parseCached<S extends z.ZodType>(raw: unknown, schema: S, limits: JsonLimits): EntryVerdict<z.infer<S>> {
+  if (typeof raw !== 'object' || raw === null) return parseEntry(raw, schema, limits);
+  let verdict = verdicts.get(raw);
+  if (verdict === undefined) {
+    verdict = parseEntry(raw, schema, limits);
+    verdicts.set(raw, verdict);
+  }
+  return verdict as EntryVerdict<z.infer<S>>;
+}
+
+export interface RolloutEntries {
+  plans: SignedPlan[];
+  cosignatures: PlanCosignature[];
+  actions: SignedRolloutAction[];
+  evidence: SignedResult[];
+  // Entries skipped (bounds or schema), with the array they were in.
+  malformed: (MalformedEntry & { array: keyof typeof ROLLOUT_KEYS })[];
+}
+
+// The host a stored result claims to be from, before it is parsed: only to skip entries a reader
+// does not need (they are never trusted on this; what is used is parsed and checked in full).
+function claimedHost(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const result = (raw as { result?: unknown }).result;
+  return typeof result === 'object' && result !== null ? (result as { host?: unknown }).host : undefined;
+}
+
+// Every entry, or with `evidenceHosts` only the evidence of those hosts (an agent judges one wave:
+// it need not parse the results of a thousand others).
+export function readRolloutEntries(doc: Y.Doc, options: { evidenceHosts?: ReadonlySet<string> } = {}): RolloutEntries {
+  const out: RolloutEntries = { plans: [], cosignatures: [], actions: [], evidence: [], malformed: [] };
+  const read = <S extends z.ZodType>(
+    array: keyof typeof ROLLOUT_KEYS,
+    schema: S,
+    limits: JsonLimits,
+    into: z.infer<S>[],
+  ): void => {
+    const only = array === 'evidence' ? options.evidenceHosts : undefined;
+    doc
+      .getArray<unknown>(ROLLOUT_KEYS[array])
+      .toArray()
+      .forEach((raw, index) => {
+        if (only) {
+          const host = claimedHost(raw);
+          if (typeof host === 'string' && !only.has(host)) return;
+        }
+        const verdict = parseCached(raw, schema, limits);
+        if (verdict.ok) into.push(verdict.value);
+        else out.malformed.push({ array, index, error: verdict.error });
+      });
+  };
+  read('plans', signedPlanSchema, ROLLOUT_ENTRY_LIMITS.plan, out.plans);
+  read('cosignatures', planCosignatureSchema, ROLLOUT_ENTRY_LIMITS.cosignature, out.cosignatures);
+  read('actions', signedRolloutActionSchema, ROLLOUT_ENTRY_LIMITS.action, out.actions);
+  read('evidence', signedResultSchema, ROLLOUT_ENTRY_LIMITS.result, out.evidence);
+  return out;
+}
+
+export function appendRolloutEntries(
+  doc: Y.Doc,
+  entries: Partial<Pick<RolloutEntries, 'plans' | 'cosignatures' | 'actions' | 'evidence'>>,
+): void {
+  doc.transact(() => {
+    if (entries.plans?.length)
+      doc.getArray<unknown>(ROLLOUT_KEYS.plans).push(entries.plans.map((p) => signedPlanSchema.parse(p)));
+    if (entries.cosignatures?.length)
+      doc
+        .getArray<unknown>(ROLLOUT_KEYS.cosignatures)
+        .push(entries.cosignatures.map((c) => planCosignatureSchema.parse(c)));
+    if (entries.actions?.length)
+      doc.getArray<unknown>(ROLLOUT_KEYS.actions).push(entries.actions.map((a) => signedRolloutActionSchema.parse(a)));
+    if (entries.evidence?.length)
+      doc.getArray<unknown>(ROLLOUT_KEYS.evidence).push(entries.evidence.map((r) => signedResultSchema.parse(r)));
+  });
+}

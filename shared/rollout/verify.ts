@@ -1,0 +1,214 @@
+import { canonicalJson } from '../crypto/canonical.js';
+import { sha256Hex } from '../crypto/encoding.js';
+import { type Signature, type SignedKind, verifyPayloadSignature } from '../crypto/signatures.js';
+import type { Capability, Policy } from '../schemas/policy.js';
+import type { SignedResult } from '../schemas/report.js';
+import { adminForKey, capabilitiesFor, signatureThreshold } from '../trust/capabilities.js';
+import { expectedResultDigest, placeHosts } from './plan.js';
+import type { PlanCosignature, RolloutPlan, SignedPlan, SignedRolloutAction } from './schemas.js';
+
+// Signature checks for rollouts. Signatures in a rollout document never change, and an agent
+// judges its gate again at every change of the document, so each signature is verified once per
+// process (keyed by the signed payload's digest too: a valid signature copied onto other content
+// must not hit).
+const CACHE_LIMIT = 50_000;
+const verified = new Map<string, boolean>();
+
+function verifiedOnce(kind: SignedKind, payloadDigest: string, payload: unknown, signature: Signature): boolean {
+  const key = `${kind} ${signature.publicKey} ${signature.signature} ${payloadDigest}`;
+  const known = verified.get(key);
+  if (known !== undefined) return known;
+  const valid = verifyPayloadSignature(kind, payload, signature);
+  if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value!);
+  verified.set(key, valid);
+  return valid;
+}
+
+// Evidence entries are the same objects at every read of a loaded document: each is judged once.
+const resultSignatures = new WeakMap<SignedResult, boolean>();
+
+function resultSignatureValid(signed: SignedResult): boolean {
+  let valid = resultSignatures.get(signed);
+  if (valid === undefined) {
+    valid = verifyPayloadSignature('result', signed.result, signed.signature);
+    resultSignatures.set(signed, valid);
+  }
+  return valid;
+}
+
+// The keys whose signatures over the plan verify: its own (by issuerKey) and the co-signatures
+// naming its digest. Each key once.
+export function verifiedPlanKeys(signed: SignedPlan, digest: string, cosignatures: PlanCosignature[]): string[] {
+  const keys = new Set<string>();
+  if (verifiedOnce('rollout-plan', digest, signed.plan, signed.signature)) keys.add(signed.signature.publicKey);
+  for (const cosignature of cosignatures) {
+    if (cosignature.plan !== digest || keys.has(cosignature.signature.publicKey)) continue;
+    if (verifiedOnce('rollout-plan', digest, signed.plan, cosignature.signature))
+      keys.add(cosignature.signature.publicKey);
+  }
+  return [...keys];
+}
+
+// Is the plan's own signature valid? (A plan entry whose issuer signature fails is no plan.)
+export function planSignatureValid(signed: SignedPlan, digest: string): boolean {
+  return verifiedOnce('rollout-plan', digest, signed.plan, signed.signature);
+}
+
+export type SignerVerdict =
+  | { ok: true; admins: string[] }
+  | { ok: false; admins: string[]; needed: number; reason: string };
+
+// The rule intents follow (shared/trust/policy-intent.ts), over the plan: distinct admins with
+// `deploy` for `host` under the policy version the plan names *and* the one in force, meeting the
+// strictest threshold of the host's groups.
+export function planSignersForHost(plan: RolloutPlan, keys: string[], chain: Policy[], host: string): SignerVerdict {
+  const current = chain.at(-1);
+  const named = chain.find((p) => p.version === plan.policyVersion);
+  if (!current || !named)
+    return {
+      ok: false,
+      admins: [],
+      needed: 1,
+      reason: !current
+        ? 'no fleet policy is trusted yet'
+        : `the plan names policy version ${plan.policyVersion}, not known here (have ${chain[0]?.version}..${current.version})`,
+    };
+  const admins = new Set<string>();
+  const problems: string[] = [];
+  for (const key of keys) {
+    const thenAdmin = adminForKey(named, key);
+    const nowAdmin = adminForKey(current, key);
+    if (!thenAdmin || !nowAdmin || thenAdmin.name !== nowAdmin.name) {
+      problems.push(
+        `key ${key.slice(0, 12)}… is not an admin key under policy ${!thenAdmin ? named.version : current.version}`,
+      );
+      continue;
+    }
+    if (
+      !capabilitiesFor(named, thenAdmin, host).has('deploy') ||
+      !capabilitiesFor(current, nowAdmin, host).has('deploy')
+    ) {
+      problems.push(`admin ${nowAdmin.name} lacks 'deploy' for host ${host}`);
+      continue;
+    }
+    admins.add(nowAdmin.name);
+  }
+  const needed = Math.max(signatureThreshold(named, host), signatureThreshold(current, host));
+  if (admins.size >= needed) return { ok: true, admins: [...admins] };
+  return {
+    ok: false,
+    admins: [...admins],
+    needed,
+    reason: `${admins.size} of ${needed} required admin signatures for ${host}${problems.length ? `: ${problems.join('; ')}` : ''}`,
+  };
+}
+
+// Who may act for a host: under the policy in force, an admin (not revoked) with `capability`.
+export type ActionAuthority = (
+  action: SignedRolloutAction,
+) => { ok: true; admin: string } | { ok: false; reason: string };
+
+function actionDigest(action: SignedRolloutAction): string {
+  return sha256Hex(canonicalJson(action.action));
+}
+
+// An action counts for every host in `hosts` (an agent: itself; the coordinator: all the hosts
+// it concerns) when its signer is an admin with `capability` for each of them.
+export function actionAuthority(
+  chain: Policy[],
+  hosts: () => Iterable<string>,
+  capability: Capability = 'deploy',
+): ActionAuthority {
+  return (signed) => {
+    const current = chain.at(-1);
+    if (!current) return { ok: false, reason: 'no fleet policy is trusted yet' };
+    const admin = adminForKey(current, signed.signature.publicKey);
+    if (!admin)
+      return {
+        ok: false,
+        reason: `key ${signed.signature.publicKey.slice(0, 12)}… is not an admin key under policy ${current.version}`,
+      };
+    for (const host of hosts())
+      if (!capabilitiesFor(current, admin, host).has(capability))
+        return { ok: false, reason: `admin ${admin.name} lacks '${capability}' for host ${host}` };
+    if (!verifiedOnce('rollout-action', actionDigest(signed), signed.action, signed.signature))
+      return { ok: false, reason: `signature by admin ${admin.name} does not verify` };
+    return { ok: true, admin: admin.name };
+  };
+}
+
+export interface HostProof {
+  host: string;
+  at: number;
+  outcome: SignedResult['result']['outcome'];
+  reason: string;
+}
+
+export interface WaveEvidence {
+  successes: Map<string, HostProof>;
+  failures: Map<string, HostProof>;
+}
+
+export interface RejectedEvidence {
+  host: string;
+  reason: string;
+}
+
+// Sorts a rollout's evidence into each wave's proven successes and failures. A result counts
+// only when it is for a host of the plan, signed by the key the plan names for that host (not a
+// revoked key), for exactly the intent that host derives from this plan (the digest binds rollout
+// id, plan digest, host, closure, generation and action: results of other rollouts, releases or
+// earlier attempts do not match), and its signature verifies. Each host counts once; a success
+// outweighs a failure. `waves` limits the work to the waves asked for (an agent needs one).
+export function collectEvidence(
+  signed: SignedPlan,
+  digest: string,
+  evidence: SignedResult[],
+  options: { waves?: ReadonlySet<number>; revokedKeys?: ReadonlySet<string> } = {},
+): { waves: Map<number, WaveEvidence>; rejected: RejectedEvidence[] } {
+  const placed = placeHosts(signed.plan);
+  const waves = new Map<number, WaveEvidence>();
+  const rejected: RejectedEvidence[] = [];
+  for (const entry of evidence) {
+    const { result, signature } = entry;
+    const where = placed.get(result.host);
+    if (!where) {
+      rejected.push({ host: result.host, reason: `${result.host} is not a host of this rollout` });
+      continue;
+    }
+    if (options.waves && !options.waves.has(where.wave)) continue;
+    let wave = waves.get(where.wave);
+    if (!wave) {
+      wave = { successes: new Map(), failures: new Map() };
+      waves.set(where.wave, wave);
+    }
+    if (wave.successes.has(result.host)) continue;
+    const problem =
+      signature.publicKey !== where.entry.key
+        ? `signed by key ${signature.publicKey.slice(0, 12)}…, not the key the plan names for ${result.host} (${where.entry.key.slice(0, 12)}…)`
+        : options.revokedKeys?.has(signature.publicKey)
+          ? `signed by ${result.host}'s key, which the policy revokes`
+          : result.intentDigest !== expectedResultDigest(signed, digest, result.host) ||
+              result.closure !== where.entry.closure ||
+              result.generation !== where.entry.generation
+            ? `answers another intent (another rollout, release or attempt), not ${result.host}'s intent of this plan`
+            : !resultSignatureValid(entry)
+              ? 'its signature does not verify'
+              : null;
+    if (problem) {
+      rejected.push({ host: result.host, reason: problem });
+      continue;
+    }
+    const proof: HostProof = {
+      host: result.host,
+      at: Date.parse(result.at),
+      outcome: result.outcome,
+      reason: result.reason,
+    };
+    if (result.outcome === 'applied') {
+      wave.successes.set(result.host, proof);
+      wave.failures.delete(result.host);
+    } else if (!wave.failures.has(result.host)) wave.failures.set(result.host, proof);
+  }
+  return { waves, rejected };
+}
