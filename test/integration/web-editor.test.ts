@@ -243,6 +243,12 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
   assert.match(text, /UNTRUSTED status/);
   assert.not.match(text, /99/, 'nothing the forged status claims is shown');
   await screenshot(page, 'web-fleet');
+  // The policy's sites: relay r1 serves h2 only.
+  await page.getByTestId('site-filter').selectOption('r1');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid^=row-]').length === 1);
+  assert.is(await page.locator('[data-testid^=row-]').getAttribute('data-testid'), 'row-h2');
+  await page.getByTestId('site-filter').selectOption('');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid^=row-]').length === 2);
   // From the keyboard: / focuses the filter, ↓ moves into the table, Enter opens the selected host.
   await page.keyboard.press('/');
   await page.keyboard.type('untrusted');

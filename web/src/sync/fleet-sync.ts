@@ -9,6 +9,7 @@ import {
   hostSignatureChecks,
   hostViewFromDocuments,
 } from '../../../shared/admin/host-view.js';
+import { concatBytes } from '../../../shared/crypto/encoding.js';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { preverifySignatures } from '../../../shared/crypto/verified-once.js';
 import { ENROLLMENT_DOC } from '../../../shared/documents/fleet.js';
@@ -64,12 +65,36 @@ const presenceSchema = z.object({
 const documentsSchema = z.object({ documents: z.array(z.string()) });
 const hostListSchema = z.array(z.string()).max(100_000);
 
+// Hosts followed at most (two sockets each): a server listing more (a bug, or a hostile one) does
+// not make the page open sockets without bound; the bar says the list was cut.
+export const MAX_FOLLOWED_HOSTS = 5_000;
 const PRESENCE_EVERY_MS = 5_000;
 const HOST_LIST_EVERY_MS = 30_000;
 const LIVE_SAVE_EVERY_MS = 10_000;
 // Agents freeze after a day without a signed timestamp (agent --freeze-after); the page says its
 // policy view is stale after the same time.
 const FREEZE_AFTER_MS = 86_400_000;
+
+// The server's answers are read only up to a bound (a host list of 5,000 names is ~200 KiB).
+const MAX_API_ANSWER_BYTES = 4 * 1024 * 1024;
+
+async function readBounded(response: Response, maxBytes: number): Promise<string | null> {
+  const reader = response.body?.getReader();
+  if (!reader) return null;
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  return new TextDecoder().decode(concatBytes(chunks));
+}
 
 export class FleetSync {
   readonly serverUrl: string;
@@ -195,9 +220,16 @@ export class FleetSync {
     return [...this.fleetDocuments, ...[...this.hosts.values()].flatMap((h) => [h.desired, h.status])];
   }
 
+  // Hosts the page did not follow because it follows MAX_FOLLOWED_HOSTS already.
+  hostsNotFollowed = 0;
+
   // Opens (once) and follows the host's two documents.
   addHost(host: string): void {
     if (this.hosts.has(host) || this.closed) return;
+    if (this.hosts.size >= MAX_FOLLOWED_HOSTS) {
+      this.hostsNotFollowed += 1;
+      return;
+    }
     const changed = (): void => this.invalidate(host);
     const documents: HostDocuments = {
       desired: this.open(desiredDocName(host), changed),
@@ -218,7 +250,9 @@ export class FleetSync {
       const headers = await fetchAuthHeaders(url, this.key, 10_000);
       const response = await fetch(url, { headers, signal: AbortSignal.timeout(10_000) });
       if (!response.ok) return null;
-      const parsed = schema.safeParse(await response.json());
+      const text = await readBounded(response, MAX_API_ANSWER_BYTES);
+      if (text === null) return null;
+      const parsed = schema.safeParse(JSON.parse(text));
       return parsed.success ? parsed.data : null;
     } catch {
       // Offline or unreachable: the persisted view stays, marked stale.
@@ -235,6 +269,7 @@ export class FleetSync {
     }
     for (const host of this.authority()?.bindings.keys() ?? []) hosts.add(host);
     const before = this.hosts.size;
+    this.hostsNotFollowed = 0;
     for (const host of hosts) this.addHost(host);
     if (this.hosts.size !== before) await this.saveHostList();
   }

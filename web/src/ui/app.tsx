@@ -1,7 +1,7 @@
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useMemo, useState } from 'preact/hooks';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { listKeys } from '../keys/vault.js';
-import { FleetView } from './fleet.js';
+import { FleetView, scopesOf } from './fleet.js';
 import { useNow, useRoute, useSubscription } from './hooks.js';
 import { HostPage } from './host.js';
 import { closeSession, openSession, type Session } from './session.js';
@@ -23,13 +23,15 @@ function Workspace(props: { session: Session; onLock: () => void }) {
   useSubscription(subscribeOutbox);
   const now = useNow();
   const route = useRoute();
+  const policy = session.sync.authority()?.chain.at(-1);
+  const scopes = useMemo(() => scopesOf(policy), [policy]);
   return (
     <div class="workspace">
       <StatusBar session={session} now={now} onLock={props.onLock} />
       {route.view === 'host' ? (
         <HostPage session={session} host={route.host} now={now} />
       ) : (
-        <FleetView views={session.sync.hostViews()} now={now} />
+        <FleetView views={session.sync.hostViews()} now={now} scopes={scopes} />
       )}
     </div>
   );

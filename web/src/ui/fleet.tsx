@@ -1,5 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { HostView } from '../../../shared/admin/host-view.js';
+import type { Policy } from '../../../shared/schemas/policy.js';
+import { relayServesHost } from '../../../shared/trust/capabilities.js';
 import { ago, bytes, until } from './format.js';
 import { goToHost } from './hooks.js';
 
@@ -139,9 +141,26 @@ function Row({ view, now, active, top }: { view: HostView; now: number; active: 
   );
 }
 
-export function FleetView(props: { views: HostView[]; now: number }) {
+// What the policy says about where hosts belong: its groups, and the relays (sites) serving them.
+export interface FleetScopes {
+  groups: { name: string; hosts: ReadonlySet<string> }[];
+  sites: { name: string; serves: (host: string) => boolean }[];
+}
+
+export function scopesOf(policy: Policy | undefined): FleetScopes {
+  if (!policy) return { groups: [], sites: [] };
+  return {
+    groups: policy.groups.map((g) => ({ name: g.name, hosts: new Set(g.hosts) })),
+    sites: policy.relays.map((r) => ({ name: r.name, serves: (host: string) => relayServesHost(policy, r.key, host) })),
+  };
+}
+
+export function FleetView(props: { views: HostView[]; now: number; scopes?: FleetScopes }) {
   const [filter, setFilter] = useState('');
   const [phase, setPhase] = useState<string | null>(null);
+  const [group, setGroup] = useState('');
+  const [site, setSite] = useState('');
+  const scopes = props.scopes ?? { groups: [], sites: [] };
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(600);
   const [active, setActive] = useState(0);
@@ -153,10 +172,17 @@ export function FleetView(props: { views: HostView[]; now: number }) {
     for (const view of props.views) byPhase.set(phaseOf(view), (byPhase.get(phaseOf(view)) ?? 0) + 1);
     return [...byPhase].sort(([a], [b]) => (a < b ? -1 : 1));
   }, [props.views]);
-  const shown = useMemo(
-    () => props.views.filter((v) => (phase === null || phaseOf(v) === phase) && matches(v, filter.trim())),
-    [props.views, filter, phase],
-  );
+  const shown = useMemo(() => {
+    const inGroup = scopes.groups.find((g) => g.name === group);
+    const atSite = scopes.sites.find((s) => s.name === site);
+    return props.views.filter(
+      (v) =>
+        (phase === null || phaseOf(v) === phase) &&
+        (!inGroup || inGroup.hosts.has(v.host)) &&
+        (!atSite || atSite.serves(v.host)) &&
+        matches(v, filter.trim()),
+    );
+  }, [props.views, filter, phase, group, site, scopes]);
 
   useLayoutEffect(() => {
     const element = scroller.current;
@@ -229,6 +255,36 @@ export function FleetView(props: { views: HostView[]; now: number }) {
             }
           }}
         />
+        {scopes.groups.length > 0 && (
+          <label>
+            group{' '}
+            <select
+              value={group}
+              data-testid="group-filter"
+              onChange={(e) => setGroup((e.target as HTMLSelectElement).value)}
+            >
+              <option value="">all</option>
+              {scopes.groups.map((g) => (
+                <option key={g.name}>{g.name}</option>
+              ))}
+            </select>
+          </label>
+        )}
+        {scopes.sites.length > 0 && (
+          <label>
+            site{' '}
+            <select
+              value={site}
+              data-testid="site-filter"
+              onChange={(e) => setSite((e.target as HTMLSelectElement).value)}
+            >
+              <option value="">all</option>
+              {scopes.sites.map((s) => (
+                <option key={s.name}>{s.name}</option>
+              ))}
+            </select>
+          </label>
+        )}
         <fieldset class="counts" aria-label="Hosts by phase">
           <button type="button" class={phase === null ? 'chip on' : 'chip'} onClick={() => setPhase(null)}>
             all {props.views.length}

@@ -1,3 +1,4 @@
+import { MAX_FOLLOWED_HOSTS } from '../sync/fleet-sync.js';
 import { ago, clock } from './format.js';
 import type { Session } from './session.js';
 
@@ -57,6 +58,11 @@ export function StatusBar(props: { session: Session; now: number; onLock: () => 
             ? 'no policy signed by the pinned root yet'
             : `policy v${policy.version}${freshness?.frozen ? ' · STALE: no fresh signed timestamp' : ' · fresh'}`}
       </span>
+      {sync.hostsNotFollowed > 0 && (
+        <span class="pill bad" title={`the page follows at most ${MAX_FOLLOWED_HOSTS} hosts`}>
+          {sync.hostsNotFollowed} more hosts not shown
+        </span>
+      )}
       {pending > 0 && (
         <span class="pill warn" data-testid="pending-count">
           {pending} signed action{pending > 1 ? 's' : ''} not yet delivered
