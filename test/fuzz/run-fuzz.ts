@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
@@ -25,6 +26,7 @@ export interface FuzzOptions {
   seed: number;
   count: number;
   maxDurationMs?: number;
+  minDelivered?: number;
   signal?: AbortSignal;
   // Inputs of crashes reported and not yet fixed on main, left out (known.ts).
   skipKnown: KnownCrash[];
@@ -59,7 +61,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     ? await fs.mkdtemp(join(process.env.OUTPOST_FUZZ_DIR, 'outpost-fuzz-'))
     : temporaryDirectory('fuzz');
   const org = makeTestOrg();
-  const signedPolicy = signPolicy(basePolicy(org), org.root);
+  // The admin the fuzzer writes as (server-targets.ts), next to the test org's.
+  const fuzzAdmin = generateSigningKey('fuzz-admin');
+  const base = basePolicy(org);
+  const signedPolicy = signPolicy(
+    { ...base, admins: [...base.admins, { name: 'fuzz-admin', keys: [fuzzAdmin.publicKey], roles: ['ops'] }] },
+    org.root,
+  );
   const stops: (() => Promise<void>)[] = [];
   const processes: LiveProcess[] = [];
   const withAgent = selected(options.only, '@agent');
@@ -80,7 +88,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     stops.push(() => cache.close());
     const servers = await startServerTargets(dir, org, signedPolicy, cache.url);
     processes.push(servers.coordinator, servers.policyCoordinator, servers.relay);
-    const server = serverClasses({ targets: servers, org, signedPolicy });
+    const server = serverClasses({ targets: servers, org, signedPolicy, fuzzAdmin });
     const classes: AnyInputClass[] = [...server.classes];
     const checks: HealthCheck[] = [...server.checks];
     if (selected(options.only, 'hostile-upstream')) {
@@ -123,6 +131,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       checks: active,
       sampleIntervalMs: options.sampleIntervalMs,
       maxDurationMs: options.maxDurationMs,
+      minDelivered: options.minDelivered,
       signal: options.signal,
       reduce: options.reduce,
       skipKnown: options.skipKnown,
@@ -142,9 +151,11 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     }
     return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, rss, dir };
   } finally {
+    const stopping = Date.now();
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     for (const p of processes) await p.stop();
     if (!options.keepDir) removeDirectory(dir);
+    options.log(`stopped and cleaned up in ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
   }
 }
 
