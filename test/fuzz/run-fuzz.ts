@@ -45,8 +45,9 @@ export interface FuzzOptions {
 export interface FuzzReport extends CampaignResult {
   inputsPerSecond: number;
   growth: Record<string, GrowthVerdict>;
-  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB, fds].
-  rss: Record<string, [number, number, number, number][]>;
+  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB,
+  // fds, stored MiB (null: no data directory)].
+  rss: Record<string, [number, number, number, number, number | null][]>;
   dir: string;
 }
 
@@ -147,7 +148,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const first = p.samples[0]?.at ?? 0;
       rss[p.name] = p.samples
         .filter((_, i) => i % step === 0 || i === p.samples.length - 1)
-        .map((s) => [Math.round((s.at - first) / 1000), s.inputs, Math.round(s.rssBytes / 1024 / 1024), s.fds]);
+        .map((s) => [
+          Math.round((s.at - first) / 1000),
+          s.inputs,
+          Math.round(s.rssBytes / 1024 / 1024),
+          s.fds,
+          s.storedBytes === null ? null : Math.round((s.storedBytes / 1024 / 1024) * 10) / 10,
+        ]);
     }
     return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, rss, dir };
   } finally {
@@ -187,11 +194,18 @@ export function summarize(report: FuzzReport): string {
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
   for (const failure of report.healthFailures.slice(0, 10))
     lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
-  lines.push('memory (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak):');
-  for (const [name, verdict] of Object.entries(report.growth))
+  lines.push(
+    'growth (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak; stored MiB: baseline → final, KiB per 1000 inputs):',
+  );
+  for (const [name, verdict] of Object.entries(report.growth)) {
+    const stored =
+      verdict.baselineStoredMiB === null
+        ? ''
+        : `; stored ${verdict.baselineStoredMiB} → ${verdict.finalStoredMiB}, ${verdict.storedKiBPer1000Inputs} KiB/1000`;
     lines.push(
-      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB}; fds ${verdict.baselineFds} → ${verdict.finalFds}, peak ${verdict.peakFds} (${verdict.samples} samples): ${verdict.reason}`,
+      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB}; fds ${verdict.baselineFds} → ${verdict.finalFds}, peak ${verdict.peakFds}${stored} (${verdict.samples} samples): ${verdict.reason}`,
     );
+  }
   lines.push('classes:');
   for (const [name, stat] of Object.entries(report.classes)) {
     const outcomes = Object.entries(stat.outcomes)

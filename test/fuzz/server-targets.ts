@@ -68,6 +68,7 @@ export async function startServerTargets(
     ],
     logFile: join(dir, 'coordinator.log'),
     listens: true,
+    dataDirs: [join(dir, 'coordinator')],
   });
   const policyCoordinator = await startLiveProcess({
     name: 'coordinator-policy',
@@ -83,6 +84,7 @@ export async function startServerTargets(
     ],
     logFile: join(dir, 'coordinator-policy.log'),
     listens: true,
+    dataDirs: [join(dir, 'coordinator-policy')],
   });
   const pushed = await fetch(`${httpBaseFromWs(policyCoordinator.url)}/api/policy`, {
     method: 'POST',
@@ -112,6 +114,7 @@ export async function startServerTargets(
     ],
     logFile: join(dir, 'relay.log'),
     listens: true,
+    dataDirs: [join(dir, 'relay')],
   });
   return { coordinator, policyCoordinator, relay };
 }
