@@ -155,6 +155,8 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     name: 'agent',
     listens: false,
     logFile: join(options.dir, 'agent.log'),
+    // Its state (persisted phases, staged downloads) and its Nix store.
+    dataDirs: [host.stateDir, host.storeRoot],
     env: { OUTPOST_TEST_ACTIVATION_LOG: host.activationLog },
     args: () => [
       'agent',

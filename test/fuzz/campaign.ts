@@ -73,6 +73,9 @@ export interface CampaignOptions {
   sampleIntervalMs: number;
   // Stop early (the short run in npm test has a time budget too), or when told to.
   maxDurationMs?: number;
+  // The time budget ends the run only once this many inputs were delivered (a loaded machine
+  // takes longer rather than testing less).
+  minDelivered?: number;
   signal?: AbortSignal;
   // Reduce and shrink crashes (off: just count and restart).
   reduce: boolean;
@@ -136,6 +139,9 @@ function crashSignature(stderr: string): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+// A pause raced against the end of the run: it must not keep the process alive after the end (the
+// agent's check sleeps a minute).
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
 export async function runCampaign(options: CampaignOptions): Promise<CampaignResult> {
   const { log } = options;
@@ -302,7 +308,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   let fuzzingStarted = Number.POSITIVE_INFINITY;
   const timeUp = (): boolean =>
     options.signal?.aborted === true ||
-    (options.maxDurationMs !== undefined && Date.now() - fuzzingStarted > options.maxDurationMs);
+    (options.maxDurationMs !== undefined &&
+      Date.now() - fuzzingStarted > options.maxDurationMs &&
+      delivered >= (options.minDelivered ?? 0));
   let fastRemaining = quotaClasses.length;
   const fastDone = (): boolean => fastRemaining === 0;
 
@@ -397,7 +405,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     background.push(
       (async () => {
         for (;;) {
-          await Promise.race([sleep(check.intervalMs), stopped]);
+          await Promise.race([pause(check.intervalMs), stopped]);
           if (stopping) return;
           await runCheck(check);
         }
@@ -408,7 +416,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     (async () => {
       while (!stopping) {
         await Promise.all(options.processes.map((p) => p.sample(delivered)));
-        await Promise.race([sleep(options.sampleIntervalMs), stopped]);
+        await Promise.race([pause(options.sampleIntervalMs), stopped]);
       }
     })(),
   );
@@ -448,7 +456,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   const fuzzedMs = Date.now() - fuzzingStarted;
   log(`fuzzing done: ${delivered} inputs in ${(fuzzedMs / 1000).toFixed(1)} s`);
   // And every check once more after the last input: still served when the attack ends.
+  const checking = Date.now();
   await Promise.all(options.checks.map(runCheck));
+  log(`health checks after the last input in ${((Date.now() - checking) / 1000).toFixed(1)} s`);
   stopping = true;
   stop();
   await Promise.all(background);

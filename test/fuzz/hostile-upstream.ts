@@ -195,6 +195,7 @@ export async function startHostileUpstreamTarget(dir: string): Promise<HostileUp
     name: 'relay-under-hostile-upstream',
     listens: true,
     logFile: join(dir, 'relay-under-hostile-upstream.log'),
+    dataDirs: [join(dir, 'relay-under-hostile-upstream')],
     args: (port) => [
       'relay',
       '--data-dir',

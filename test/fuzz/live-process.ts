@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, promises as fs, type WriteStream } from 'node:fs';
+import { createWriteStream, type Dirent, promises as fs, type WriteStream } from 'node:fs';
 import { OUTPOST_CLI } from '../harness/processes.js';
 
 // A live `outpost` process under fuzz: its output goes to a log file with only a tail kept in
@@ -15,6 +15,8 @@ export interface RssSample {
   rssBytes: number;
   // Open file descriptors (sockets, files): a leaked connection shows here before it shows in RSS.
   fds: number;
+  // Bytes the process keeps on disk (its data directories), null when it has none to watch.
+  storedBytes: number | null;
 }
 
 export interface CrashRecord {
@@ -50,6 +52,8 @@ export interface LiveProcessOptions {
   env?: NodeJS.ProcessEnv;
   // Daemons that print {"event":"listening","url","port"} on stdout; others are ready at spawn.
   listens: boolean;
+  // Directories whose size is sampled as what the process stores (update logs, state, store).
+  dataDirs?: string[];
 }
 
 export async function readRss(pid: number): Promise<number | null> {
@@ -68,6 +72,32 @@ export async function countFds(pid: number): Promise<number | null> {
   } catch {
     return null;
   }
+}
+
+// Total size of the files under the directories, walked without recursion; files that vanish
+// while walking (LevelDB compaction) are skipped.
+export async function directoryBytes(roots: string[]): Promise<number> {
+  let total = 0;
+  const stack = [...roots];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    let entries: Dirent[];
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory()) stack.push(path);
+      else if (entry.isFile())
+        total += await fs.stat(path).then(
+          (st) => st.size,
+          () => 0,
+        );
+    }
+  }
+  return total;
 }
 
 export async function startLiveProcess(options: LiveProcessOptions): Promise<LiveProcess> {
@@ -144,8 +174,12 @@ export async function startLiveProcess(options: LiveProcessOptions): Promise<Liv
     async sample(inputs) {
       const pid = child?.pid;
       if (pid === undefined || !live.alive()) return;
-      const [rssBytes, fds] = await Promise.all([readRss(pid), countFds(pid)]);
-      if (rssBytes !== null && fds !== null) samples.push({ at: Date.now(), inputs, rssBytes, fds });
+      const [rssBytes, fds, storedBytes] = await Promise.all([
+        readRss(pid),
+        countFds(pid),
+        options.dataDirs ? directoryBytes(options.dataDirs) : Promise.resolve(null),
+      ]);
+      if (rssBytes !== null && fds !== null) samples.push({ at: Date.now(), inputs, rssBytes, fds, storedBytes });
     },
     async restart() {
       await live.stop();

@@ -15,9 +15,19 @@ const CLOSE_WAIT_MS = 1_500;
 const LINGER_MS = 80;
 const RESPOND_WAIT_MS = 5_000;
 
+// The fuzzer's connections come from 127.0.1.1 … 127.0.1.16 in turn, the well-behaved clients of
+// the health checks from 127.0.0.1: per-address limits (connections, POSTs per source, the open
+// mode's writer quota) see them as different clients, as they would be on a network.
+const FUZZ_ADDRESSES = Array.from({ length: 16 }, (_, i) => `127.0.1.${i + 1}`);
+let nextAddress = 0;
+export function fuzzAddress(): string {
+  nextAddress = (nextAddress + 1) % FUZZ_ADDRESSES.length;
+  return FUZZ_ADDRESSES[nextAddress]!;
+}
+
 export function rawExchange(port: number, exchange: RawExchange): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
-    const socket = connect({ port, host: '127.0.0.1' });
+    const socket = connect({ port, host: '127.0.0.1', localAddress: fuzzAddress() });
     socket.setNoDelay(true);
     let status = '';
     let bytesIn = 0;

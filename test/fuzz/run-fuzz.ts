@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
@@ -25,6 +26,7 @@ export interface FuzzOptions {
   seed: number;
   count: number;
   maxDurationMs?: number;
+  minDelivered?: number;
   signal?: AbortSignal;
   // Inputs of crashes reported and not yet fixed on main, left out (known.ts).
   skipKnown: KnownCrash[];
@@ -43,8 +45,9 @@ export interface FuzzOptions {
 export interface FuzzReport extends CampaignResult {
   inputsPerSecond: number;
   growth: Record<string, GrowthVerdict>;
-  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB, fds].
-  rss: Record<string, [number, number, number, number][]>;
+  // RSS over the run, at most 60 points per process: [seconds since the first sample, inputs, MiB,
+  // fds, stored MiB (null: no data directory)].
+  rss: Record<string, [number, number, number, number, number | null][]>;
   dir: string;
 }
 
@@ -59,7 +62,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     ? await fs.mkdtemp(join(process.env.OUTPOST_FUZZ_DIR, 'outpost-fuzz-'))
     : temporaryDirectory('fuzz');
   const org = makeTestOrg();
-  const signedPolicy = signPolicy(basePolicy(org), org.root);
+  // The admin the fuzzer writes as (server-targets.ts), next to the test org's.
+  const fuzzAdmin = generateSigningKey('fuzz-admin');
+  const base = basePolicy(org);
+  const signedPolicy = signPolicy(
+    { ...base, admins: [...base.admins, { name: 'fuzz-admin', keys: [fuzzAdmin.publicKey], roles: ['ops'] }] },
+    org.root,
+  );
   const stops: (() => Promise<void>)[] = [];
   const processes: LiveProcess[] = [];
   const withAgent = selected(options.only, '@agent');
@@ -80,7 +89,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     stops.push(() => cache.close());
     const servers = await startServerTargets(dir, org, signedPolicy, cache.url);
     processes.push(servers.coordinator, servers.policyCoordinator, servers.relay);
-    const server = serverClasses({ targets: servers, org, signedPolicy });
+    const server = serverClasses({ targets: servers, org, signedPolicy, fuzzAdmin });
     const classes: AnyInputClass[] = [...server.classes];
     const checks: HealthCheck[] = [...server.checks];
     if (selected(options.only, 'hostile-upstream')) {
@@ -123,6 +132,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       checks: active,
       sampleIntervalMs: options.sampleIntervalMs,
       maxDurationMs: options.maxDurationMs,
+      minDelivered: options.minDelivered,
       signal: options.signal,
       reduce: options.reduce,
       skipKnown: options.skipKnown,
@@ -138,13 +148,21 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       const first = p.samples[0]?.at ?? 0;
       rss[p.name] = p.samples
         .filter((_, i) => i % step === 0 || i === p.samples.length - 1)
-        .map((s) => [Math.round((s.at - first) / 1000), s.inputs, Math.round(s.rssBytes / 1024 / 1024), s.fds]);
+        .map((s) => [
+          Math.round((s.at - first) / 1000),
+          s.inputs,
+          Math.round(s.rssBytes / 1024 / 1024),
+          s.fds,
+          s.storedBytes === null ? null : Math.round((s.storedBytes / 1024 / 1024) * 10) / 10,
+        ]);
     }
     return { ...result, inputsPerSecond: result.delivered / (result.durationMs / 1000), growth, rss, dir };
   } finally {
+    const stopping = Date.now();
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     for (const p of processes) await p.stop();
     if (!options.keepDir) removeDirectory(dir);
+    options.log(`stopped and cleaned up in ${((Date.now() - stopping) / 1000).toFixed(1)} s`);
   }
 }
 
@@ -176,11 +194,18 @@ export function summarize(report: FuzzReport): string {
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
   for (const failure of report.healthFailures.slice(0, 10))
     lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
-  lines.push('memory (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak):');
-  for (const [name, verdict] of Object.entries(report.growth))
+  lines.push(
+    'growth (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak; stored MiB: baseline → final, KiB per 1000 inputs):',
+  );
+  for (const [name, verdict] of Object.entries(report.growth)) {
+    const stored =
+      verdict.baselineStoredMiB === null
+        ? ''
+        : `; stored ${verdict.baselineStoredMiB} → ${verdict.finalStoredMiB}, ${verdict.storedKiBPer1000Inputs} KiB/1000`;
     lines.push(
-      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB}; fds ${verdict.baselineFds} → ${verdict.finalFds}, peak ${verdict.peakFds} (${verdict.samples} samples): ${verdict.reason}`,
+      `  ${name}: ${verdict.baselineMiB} → ${verdict.midpointMiB} → ${verdict.finalMiB}, peak ${verdict.peakMiB}; fds ${verdict.baselineFds} → ${verdict.finalFds}, peak ${verdict.peakFds}${stored} (${verdict.samples} samples): ${verdict.reason}`,
     );
+  }
   lines.push('classes:');
   for (const [name, stat] of Object.entries(report.classes)) {
     const outcomes = Object.entries(stat.outcomes)

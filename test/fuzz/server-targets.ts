@@ -41,17 +41,13 @@ export interface ServerTargets {
 
 // Error level by default: a million refused inputs at 'warn' would be gigabytes of log.
 // OUTPOST_FUZZ_LOG_LEVEL=warn shows why each input was refused.
-// The writer quota is per principal, and in open mode every client on 127.0.0.1 is the same
-// anonymous writer: the fuzzer's writes would exhaust the quota of the well-behaved client too
-// (on a real network they have different addresses). Everything else keeps its default.
-const SERVER_FLAGS = [
-  '--idle-unload',
-  '1',
-  '--max-writer-bytes-per-hour',
-  String(2 ** 40),
-  '--log-level',
-  process.env.OUTPOST_FUZZ_LOG_LEVEL ?? 'error',
-];
+const SERVER_FLAGS = ['--idle-unload', '1', '--log-level', process.env.OUTPOST_FUZZ_LOG_LEVEL ?? 'error'];
+// The open coordinator is also the agent's upstream, standing in for a compromised coordinator
+// (which has no quota at all): the fuzzer writes the agent's documents there from 127.0.0.1, as
+// does the admin whose intents the agent must still apply, and in open mode the writer quota is
+// per address and document. Every other limit, and every limit of the other servers, keeps its
+// default.
+const OPEN_COORDINATOR_FLAGS = ['--max-writer-bytes-per-hour', String(2 ** 40)];
 
 export async function startServerTargets(
   dir: string,
@@ -61,9 +57,18 @@ export async function startServerTargets(
 ): Promise<ServerTargets> {
   const coordinator = await startLiveProcess({
     name: 'coordinator',
-    args: (port) => ['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', String(port), ...SERVER_FLAGS],
+    args: (port) => [
+      'coordinator',
+      '--data-dir',
+      join(dir, 'coordinator'),
+      '--port',
+      String(port),
+      ...SERVER_FLAGS,
+      ...OPEN_COORDINATOR_FLAGS,
+    ],
     logFile: join(dir, 'coordinator.log'),
     listens: true,
+    dataDirs: [join(dir, 'coordinator')],
   });
   const policyCoordinator = await startLiveProcess({
     name: 'coordinator-policy',
@@ -79,6 +84,7 @@ export async function startServerTargets(
     ],
     logFile: join(dir, 'coordinator-policy.log'),
     listens: true,
+    dataDirs: [join(dir, 'coordinator-policy')],
   });
   const pushed = await fetch(`${httpBaseFromWs(policyCoordinator.url)}/api/policy`, {
     method: 'POST',
@@ -108,6 +114,7 @@ export async function startServerTargets(
     ],
     logFile: join(dir, 'relay.log'),
     listens: true,
+    dataDirs: [join(dir, 'relay')],
   });
   return { coordinator, policyCoordinator, relay };
 }
@@ -117,6 +124,9 @@ export async function startServerTargets(
 export interface ServerClassOptions {
   targets: ServerTargets;
   org: TestOrg;
+  // An admin of the policy (deploy everywhere) the fuzzer writes as; the health check writes as
+  // alice, so the fuzzer's writes cannot use up her writer quota.
+  fuzzAdmin: SigningKey;
   signedPolicy: SignedPolicy;
 }
 
@@ -206,7 +216,7 @@ function policyDocuments(org: TestOrg, signed: SignedPolicy): fc.Arbitrary<unkno
 }
 
 export function serverClasses(options: ServerClassOptions): { classes: AnyInputClass[]; checks: HealthCheck[] } {
-  const { targets, org, signedPolicy } = options;
+  const { targets, org, signedPolicy, fuzzAdmin } = options;
   const deliverTo = (target: LiveProcess) => async (exchange: RawExchange) =>
     statusLabel((await rawExchange(target.port, exchange)).status);
 
@@ -261,7 +271,7 @@ export function serverClasses(options: ServerClassOptions): { classes: AnyInputC
     }
   }
 
-  // y-protocols messages as an authenticated admin on the policy coordinator (alice may write
+  // y-protocols messages as an authenticated admin on the policy coordinator (who may write
   // desired documents): the same inputs behind a valid key proof.
   classes.push(
     inputClass({
@@ -278,7 +288,7 @@ export function serverClasses(options: ServerClassOptions): { classes: AnyInputC
         messages: v.messages.map((m) => Buffer.from(m).toString('hex')),
       }),
       async deliver(v) {
-        const query = await authQuery(targets.policyCoordinator.url, org.alice, v.document);
+        const query = await authQuery(targets.policyCoordinator.url, fuzzAdmin, v.document);
         const outcome = await rawExchange(targets.policyCoordinator.port, {
           request: [upgradeRequest({ path: `/${v.document}${query}` })],
           waitForResponse: true,
