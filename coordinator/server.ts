@@ -149,7 +149,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   );
   const muxServer = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload + 1024 });
   const stopTimestamps = config.timestampKey
-    ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
+    ? startTimestamps(host, trust, log, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
 
   // Who calls a read-only API: with --org-root an admin or a relay of the policy, proven by a

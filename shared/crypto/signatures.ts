@@ -20,6 +20,7 @@ export type SignedKind =
   | 'enroll-token-proof'
   | 'enroll-clear'
   | 'timestamp'
+  | 'checkpoint'
   | 'auth';
 
 // Exported for platform signers (Node's Ed25519 in benchmarks); every signature covers exactly these bytes.

@@ -1,7 +1,9 @@
 import * as Y from 'yjs';
 import { z } from 'zod';
-import { POLICY_DOC, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
+import { verifyCheckpoint } from '../audit/checkpoint.js';
+import { POLICY_DOC, readCheckpoint, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
+import type { SignedCheckpoint } from '../schemas/checkpoint.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import { type Policy, policySchema, signedTimestampSchema, unknownPolicyFields } from '../schemas/policy.js';
 import { evaluateFreshness, type Freshness, judgeTimestamp, mergeNamed, policyStillNamed } from './freshness.js';
@@ -59,6 +61,9 @@ export interface FleetTrustOptions {
   follow: (documentName: string) => FollowedDocument;
   freezeAfterMs: number;
   logger: Logger;
+  // Given each newer signed checkpoint of the log heads that verifies under the walked chain; the
+  // platform keeps some, as evidence of what the coordinator's log held (docs/audit.md).
+  keepCheckpoint?: (signed: SignedCheckpoint) => void;
 }
 
 // What a peer may make a reader hold of the documents it follows (threat 11, an endless document
@@ -209,7 +214,16 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
       onTimestamp();
     }
   };
+  let lastCheckpointSeq = 0;
+  const onCheckpoint = (): void => {
+    if (!options.keepCheckpoint) return;
+    const signed = readCheckpoint(timestampConnection.doc());
+    if (!signed || signed.checkpoint.seq <= lastCheckpointSeq || !verifyCheckpoint(signed, state.chain).ok) return;
+    lastCheckpointSeq = signed.checkpoint.seq;
+    options.keepCheckpoint(signed);
+  };
   const onTimestamp = (): void => {
+    onCheckpoint();
     const signed = readTimestamp(timestampConnection.doc());
     if (!signed) return;
     const policy = state.chain.at(-1);
