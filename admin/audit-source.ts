@@ -1,21 +1,26 @@
 import { promises as fs } from 'node:fs';
 import { z } from 'zod';
 import {
+  AUDIT_CHECKPOINTS_PATH,
+  AUDIT_CHECKPOINTS_PROOF,
   AUDIT_HEADS_PATH,
   AUDIT_LOG_PATH,
   type AuditBundle,
   auditBundleSchema,
   auditProofDocument,
+  checkpointHeadsSchema,
   fromWireEntry,
   logHeadSchema,
   toWireEntry,
   wireEntrySchema,
 } from '../shared/audit/bundle.js';
+import type { CheckpointHeads } from '../shared/audit/checkpoint.js';
 import type { AuditSource } from '../shared/audit/history.js';
 import type { AuditLogEntry, LogHead } from '../shared/audit/log-chain.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
+import { type SignedCheckpoint, signedCheckpointSchema } from '../shared/schemas/checkpoint.js';
 import { authHeaders } from '../shared/sync/auth-proof.js';
 import { fetchAuthProof, httpBaseFromWs } from '../shared/sync/reconnect.js';
 
@@ -26,10 +31,16 @@ export const MAX_BUNDLE_BYTES = 512 * 1024 * 1024;
 export interface LoadedHistory {
   source: AuditSource;
   byDocument: Map<string, AuditLogEntry[]>;
+  // From a bundle: the heads behind each signed checkpoint, when the bundle has them.
+  checkpoints?: CheckpointHeads[] | undefined;
 }
 
-export function historyOf(byDocument: Map<string, AuditLogEntry[]>): LoadedHistory {
-  return { byDocument, source: { documents: [...byDocument.keys()], entries: (name) => byDocument.get(name) ?? [] } };
+export function historyOf(byDocument: Map<string, AuditLogEntry[]>, checkpoints?: CheckpointHeads[]): LoadedHistory {
+  return {
+    byDocument,
+    source: { documents: [...byDocument.keys()], entries: (name) => byDocument.get(name) ?? [] },
+    checkpoints,
+  };
 }
 
 async function get(url: string, timeoutMs: number, headers: Record<string, string> = {}): Promise<Response> {
@@ -87,6 +98,64 @@ export async function fetchHeads(serverUrl: string, key: SigningKey | null, time
   return parsed.data.heads;
 }
 
+// The heads behind every signed checkpoint; a caller who may not audit every host is refused
+// (an Error naming the fix).
+export async function fetchCheckpoints(
+  serverUrl: string,
+  key: SigningKey | null,
+  timeoutMs: number,
+): Promise<CheckpointHeads[]> {
+  const url = `${httpBaseFromWs(serverUrl)}${AUDIT_CHECKPOINTS_PATH}`;
+  const headers: Record<string, string> = {};
+  if (key) {
+    const proof = await fetchAuthProof(serverUrl, AUDIT_CHECKPOINTS_PROOF, key, timeoutMs);
+    Object.assign(
+      headers,
+      authHeaders({ principal: proof.principal!, challenge: proof.challenge!, signature: proof.signature! }),
+    );
+  }
+  const text = await (await get(url, timeoutMs, headers)).text();
+  const checkpoints: CheckpointHeads[] = [];
+  for (const [i, line] of text.split('\n').entries()) {
+    if (!line) continue;
+    const parsed = checkpointHeadsSchema.safeParse(JSON.parse(line));
+    if (!parsed.success)
+      throw new Error(`${url}: line ${i + 1} of the coordinator's answer is not a checkpoint's heads`);
+    checkpoints.push(parsed.data);
+  }
+  return checkpoints;
+}
+
+// Signed checkpoints a reader kept (an agent's <state-dir>/kept-checkpoints.jsonl): one JSON
+// signed checkpoint a line.
+export async function readKeptCheckpoints(path: string): Promise<SignedCheckpoint[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(path, 'utf8');
+  } catch (error) {
+    throw new Error(
+      `--head ${path}: neither DOC@SEQ:HASH nor a readable file of kept checkpoints (${(error as Error).message}); agents keep them in <state-dir>/kept-checkpoints.jsonl`,
+    );
+  }
+  const kept: SignedCheckpoint[] = [];
+  for (const [i, line] of text.split('\n').entries()) {
+    if (!line.trim()) continue;
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      throw new Error(`${path}: line ${i + 1} is not JSON; expected one signed checkpoint a line`);
+    }
+    const parsed = signedCheckpointSchema.safeParse(json);
+    if (!parsed.success)
+      throw new Error(
+        `${path}: line ${i + 1} is not a signed checkpoint (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message})`,
+      );
+    kept.push(parsed.data);
+  }
+  return kept;
+}
+
 // The documents an audit of these hosts needs (all hosts when none are named), listed from the
 // heads the caller may audit (an auditor with only `audit` sees no live document list); the
 // timestamp document is left out: the audit does not use it and it grows by one entry a minute.
@@ -123,6 +192,7 @@ export function bundleOf(history: LoadedHistory, source: string): AuditBundle {
     exportedAt: new Date().toISOString(),
     source,
     documents: [...history.byDocument].map(([name, entries]) => ({ name, entries: entries.map(toWireEntry) })),
+    ...(history.checkpoints ? { checkpoints: history.checkpoints } : {}),
   };
 }
 
@@ -162,5 +232,5 @@ export async function readBundle(path: string): Promise<LoadedHistory> {
       throw new Error(`bundle ${path}: ${name}: ${(error as Error).message}`);
     }
   }
-  return historyOf(byDocument);
+  return historyOf(byDocument, parsed.data.checkpoints);
 }

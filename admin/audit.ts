@@ -4,6 +4,7 @@ import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, numberSchema, option } from '../cli/options.js';
 import { formatHead, parseHead } from '../shared/audit/bundle.js';
+import { headsFromKeptCheckpoints, policyChainOf } from '../shared/audit/checkpoint.js';
 import { type AuditEvent, type AuditReport, auditHistory, hostTimeline } from '../shared/audit/history.js';
 import type { LogHead } from '../shared/audit/log-chain.js';
 import { documentAt } from '../shared/audit/show.js';
@@ -13,14 +14,17 @@ import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { auditInParallel } from '../shared/node/audit-workers.js';
 import { nodeEd25519Verify } from '../shared/node/ed25519.js';
 import { readKeyFile } from '../shared/node/key-file.js';
+import type { SignedCheckpoint } from '../shared/schemas/checkpoint.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import {
   bundleOf,
+  fetchCheckpoints,
   fetchDocumentLog,
   fetchHeads,
   fetchHistory,
   type LoadedHistory,
   readBundle,
+  readKeptCheckpoints,
 } from './audit-source.js';
 
 // `outpost audit`: read-only. Evidence comes from the coordinator's audit endpoint or from a
@@ -128,7 +132,7 @@ export const auditVerifyCommand = defineCommand({
   name: 'audit verify',
   summary: 'replay every document, check every signature under the policy in force, name anomalies (exit 1 on any)',
   usage:
-    'outpost audit verify (--coordinator URL [--key FILE] | --bundle FILE) --org-root KEY (--all | --host ID …) [--head DOC@SEQ:HASH …] [--workers N] [--json]',
+    'outpost audit verify (--coordinator URL [--key FILE] | --bundle FILE) --org-root KEY (--all | --host ID …) [--head DOC@SEQ:HASH|FILE …] [--workers N] [--json]',
   options: z
     .object({
       coordinator: coordinatorOption,
@@ -137,17 +141,11 @@ export const auditVerifyCommand = defineCommand({
       orgRoot: orgRootOption,
       all: option(z.boolean().default(false), { description: 'every host (with --bundle: every host in it)' }),
       host: option(z.array(hostIdSchema).default([]), { placeholder: 'ID', description: 'only these hosts' }),
-      head: option(
-        z
-          .array(
-            z.string().refine((h) => parseHead(h) !== null, 'expected DOC@SEQ:HASH as printed by outpost audit heads'),
-          )
-          .default([]),
-        {
-          placeholder: 'DOC@SEQ:HASH',
-          description: 'a log head kept earlier (by you, an agent or a relay): the history must still contain it',
-        },
-      ),
+      head: option(z.array(z.string().min(1)).default([]), {
+        placeholder: 'DOC@SEQ:HASH|FILE',
+        description:
+          "a log head kept earlier (DOC@SEQ:HASH, as 'outpost audit heads' prints), or a file of signed checkpoints an agent kept (<state-dir>/kept-checkpoints.jsonl): the history must still reach every head they name",
+      }),
       workers: option(numberSchema('a number of threads').int().min(1).max(64).optional(), {
         placeholder: 'N',
         description: 'worker threads that replay and verify hosts in parallel',
@@ -164,6 +162,7 @@ export const auditVerifyCommand = defineCommand({
   examples: [
     'outpost audit verify --coordinator wss://fleet.example.org --key auditor.key --org-root KEY --all',
     'outpost audit verify --bundle fleet-2025-06.json --org-root KEY --head hosts/clinic-1/status@812:<hash>',
+    'outpost audit verify --coordinator wss://fleet.example.org --key auditor.key --org-root KEY --all --head clinic-1-kept-checkpoints.jsonl',
   ],
 });
 
@@ -277,13 +276,27 @@ async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<n
     return 1;
   }
   const keptHeads = o.head.map((h) => parseHead(h)).filter((h): h is LogHead => h !== null);
+  // Files of signed checkpoints: each is checked against the heads the coordinator (or the
+  // bundle) says it signed, and those heads are then kept heads like the ones given bare.
+  const kept: SignedCheckpoint[] = [];
+  for (const file of o.head.filter((h) => parseHead(h) === null)) kept.push(...(await readKeptCheckpoints(file)));
+  const fromCheckpoints = kept.length
+    ? headsFromKeptCheckpoints(
+        kept,
+        policyChainOf(history.source, o.orgRoot),
+        o.bundle !== undefined
+          ? (history.checkpoints ?? null)
+          : await fetchCheckpoints(o.coordinator!, await identity(o.key), o.timeout * 1000),
+      )
+    : { heads: [], anomalies: [] };
   const report = await auditInParallel(history.source, {
     orgRootKeys: o.orgRoot,
     ...(o.host.length ? { hosts: o.host } : {}),
-    keptHeads,
+    keptHeads: [...keptHeads, ...fromCheckpoints.heads],
     keepEvents: false,
     ...(o.workers === undefined ? {} : { workers: o.workers }),
   });
+  report.anomalies.unshift(...fromCheckpoints.anomalies);
   const summary = {
     documents: report.documents,
     entries: report.entries,
@@ -304,7 +317,17 @@ async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<n
 }
 
 async function exportBundle(o: z.output<typeof auditExportCommand.options>): Promise<number> {
-  const history = await fetchHistory(o.coordinator, o.host, await identity(o.key), o.timeout * 1000);
+  const key = await identity(o.key);
+  const history = await fetchHistory(o.coordinator, o.host, key, o.timeout * 1000);
+  // The heads behind the coordinator's signed checkpoints, so kept checkpoints can be checked
+  // offline; only a key that may audit every host gets them.
+  try {
+    history.checkpoints = await fetchCheckpoints(o.coordinator, key, o.timeout * 1000);
+  } catch (error) {
+    console.error(
+      `note: the bundle has no checkpoints, so kept checkpoints cannot be checked against it offline: ${(error as Error).message}`,
+    );
+  }
   const bundle = bundleOf(history, o.coordinator);
   const handle = await fs.open(o.out, 'wx').catch((error: NodeJS.ErrnoException) => {
     throw new Error(

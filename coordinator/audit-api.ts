@@ -1,20 +1,23 @@
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
+  AUDIT_CHECKPOINTS_PATH,
+  AUDIT_CHECKPOINTS_PROOF,
   AUDIT_HEADS_PATH,
   AUDIT_LOG_PATH,
   auditProofDocument,
   documentNameSchema,
   toWireEntry,
+  type WireEntry,
 } from '../shared/audit/bundle.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
-import { adminForKey, mayAuditHost } from '../shared/trust/capabilities.js';
+import { adminForKey, mayAuditEveryHost, mayAuditHost } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
 import { requestQuery, respondJson } from './http-guard.js';
 import type { Principal, TrustState } from './trust-state.js';
-import type { UpdateLog } from './update-log.js';
+import type { LogEntry, UpdateLog } from './update-log.js';
 
 // Read-only audit endpoints: a document's raw log entries (NDJSON, one wire entry a line, in
 // order) and the heads of the documents the caller may audit. With --org-root the caller proves an
@@ -42,6 +45,75 @@ function mayListHeads(trust: TrustState, principal: Principal): boolean {
   return principal.kind === 'admin' && policy !== null && adminForKey(policy, principal.key) !== null;
 }
 
+// The caller a key proof (bound to `proofFor`) shows; null when refused (answered 401 already).
+async function provenCaller(
+  req: IncomingMessage,
+  res: ServerResponse,
+  trust: TrustState,
+  challenges: ChallengeStore,
+  proofFor: string,
+): Promise<Principal | null> {
+  if (!trust.enforced) return { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
+  const header = (name: string): string | undefined => {
+    const value = req.headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  };
+  const proof = authParamsSchema.safeParse({
+    principal: header(AUTH_HEADERS.principal),
+    challenge: header(AUTH_HEADERS.challenge),
+    signature: header(AUTH_HEADERS.signature),
+  });
+  if (!proof.success) {
+    respondJson(res, 401, {
+      error: `no key proof: GET /auth/challenge, sign it for "${proofFor}" and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost audit --key KEYFILE does this)`,
+    });
+    return null;
+  }
+  if (!challenges.consume(proof.data.challenge) || !verifyAuthProof(proof.data, proofFor)) {
+    respondJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
+    return null;
+  }
+  return trust.principalForKey(proof.data.principal);
+}
+
+// The heads behind every signed checkpoint, as NDJSON in checkpoint order. They name every
+// document, so only a caller who may audit every host gets them.
+async function handleCheckpoints(
+  req: IncomingMessage,
+  res: ServerResponse,
+  log: UpdateLog,
+  trust: TrustState,
+  challenges: ChallengeStore,
+  logger: Logger,
+): Promise<void> {
+  const principal = await provenCaller(req, res, trust, challenges, AUDIT_CHECKPOINTS_PROOF);
+  if (!principal) return;
+  const policy = trust.policy();
+  const admin = principal.kind === 'admin' && policy ? adminForKey(policy, principal.key) : null;
+  if (trust.enforced && !(policy && admin && mayAuditEveryHost(policy, admin))) {
+    logger.warn({ event: 'audit-refused', principal: principal.label, document: 'checkpoints' }, 'refusing audit read');
+    respondJson(res, 403, {
+      error: `${principal.label} may not read the checkpoints: they name every document, so they need 'audit' or 'read' on every host ('*') in the policy`,
+    });
+    return;
+  }
+  logger.info({ event: 'audit-read', principal: principal.label, document: 'checkpoints' }, 'audit read');
+  await streamLines(res, log.checkpoints());
+}
+
+async function streamLines(res: ServerResponse, items: AsyncIterable<unknown>): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+  });
+  for await (const item of items) {
+    if (closed) return;
+    if (!res.write(`${JSON.stringify(item)}\n`)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+  }
+  res.end();
+}
+
 export async function handleAuditGet(
   path: string,
   req: IncomingMessage,
@@ -52,6 +124,10 @@ export async function handleAuditGet(
   logger: Logger,
 ): Promise<void> {
   const query = requestQuery(req.url);
+  if (path === AUDIT_CHECKPOINTS_PATH) {
+    await handleCheckpoints(req, res, log, trust, challenges, logger);
+    return;
+  }
   let document: string | null = null;
   if (path === AUDIT_LOG_PATH) {
     const parsed = documentNameSchema.safeParse(query.get('doc'));
@@ -61,32 +137,13 @@ export async function handleAuditGet(
     }
     document = parsed.data;
   } else if (path !== AUDIT_HEADS_PATH) {
-    respondJson(res, 404, { error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=… or ${AUDIT_HEADS_PATH}` });
+    respondJson(res, 404, {
+      error: `no such endpoint ${path}; try ${AUDIT_LOG_PATH}?doc=…, ${AUDIT_HEADS_PATH} or ${AUDIT_CHECKPOINTS_PATH}`,
+    });
     return;
   }
-  let principal: Principal = { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
-  if (trust.enforced) {
-    const header = (name: string): string | undefined => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
-    const proof = authParamsSchema.safeParse({
-      principal: header(AUTH_HEADERS.principal),
-      challenge: header(AUTH_HEADERS.challenge),
-      signature: header(AUTH_HEADERS.signature),
-    });
-    if (!proof.success) {
-      respondJson(res, 401, {
-        error: `no key proof: GET /auth/challenge, sign it for "audit:<document>" (or "audit:heads") and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost audit --key KEYFILE does this)`,
-      });
-      return;
-    }
-    if (!challenges.consume(proof.data.challenge) || !verifyAuthProof(proof.data, auditProofDocument(document))) {
-      respondJson(res, 401, { error: 'key proof refused: unknown, used or expired challenge, or a bad signature' });
-      return;
-    }
-    principal = trust.principalForKey(proof.data.principal);
-  }
+  const principal = await provenCaller(req, res, trust, challenges, auditProofDocument(document));
+  if (!principal) return;
   if (document === null ? !mayListHeads(trust, principal) : !mayAudit(trust, principal, document)) {
     logger.warn({ event: 'audit-refused', principal: principal.label, document }, 'refusing audit read');
     respondJson(res, 403, {
@@ -108,15 +165,9 @@ export async function handleAuditGet(
     respondJson(res, 200, { heads });
     return;
   }
-  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-  let closed = false;
-  res.on('close', () => {
-    closed = true;
-  });
-  for await (const entry of log.iterate(document)) {
-    if (closed) return;
-    if (!res.write(`${JSON.stringify(toWireEntry(entry))}\n`))
-      await Promise.race([once(res, 'drain'), once(res, 'close')]);
-  }
-  res.end();
+  await streamLines(res, wireEntries(log.iterate(document)));
+}
+
+async function* wireEntries(entries: AsyncIterable<LogEntry>): AsyncGenerator<WireEntry> {
+  for await (const entry of entries) yield toWireEntry(entry);
 }

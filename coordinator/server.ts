@@ -164,7 +164,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         logger,
       });
   const stopTimestamps = config.timestampKey
-    ? startTimestamps(host, trust, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
+    ? startTimestamps(host, trust, log, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
 
   // Who calls a read-only API: with --org-root an admin or a relay of the policy, proven by a

@@ -1,6 +1,7 @@
 import { Level } from 'level';
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
+import type { CheckpointHeads } from '../shared/audit/checkpoint.js';
 import { GENESIS_HASH, type LogHead, logEntryHash } from '../shared/audit/log-chain.js';
 
 // Append-only log of every accepted Yjs update: document, sequence number, receive time,
@@ -9,6 +10,8 @@ import { GENESIS_HASH, type LogHead, logEntryHash } from '../shared/audit/log-ch
 //
 // Keys:   u!<document>!<seq as 12 hex digits>  -> encoded LogEntry
 //         d!<document>                           -> "<last seq> <its hash>" (older logs: "<last seq>")
+//         c!<checkpoint seq as 12 hex digits>    -> JSON CheckpointHeads: the heads behind a signed
+//                                                   checkpoint that moved since the one before
 // Each entry is chained to the one before it by hash (shared/audit/log-chain.ts), so a copy of
 // the log that was cut short, reordered or rewritten no longer reaches a head someone kept.
 // Entries written before the chain existed (version 1) get their hashes computed on reading.
@@ -59,6 +62,7 @@ export function decodeLogEntry(document: string, bytes: Uint8Array): StoredEntry
 
 const seqKey = (document: string, seq: number): string => `u!${document}!${seq.toString(16).padStart(12, '0')}`;
 const metaKey = (document: string): string => `d!${document}`;
+const checkpointKey = (seq: number): string => `c!${seq.toString(16).padStart(12, '0')}`;
 
 interface PendingAppend {
   entry: LogEntry;
@@ -74,6 +78,11 @@ export interface UpdateLog {
   // The last entry's seq and hash: what an auditor, agent or relay keeps to compare later.
   head(document: string): Promise<LogHead | null>;
   documents(): Promise<string[]>;
+  // Every document's head, from the stored meta keys (what is on disk, fsync'ed).
+  heads(): Promise<LogHead[]>;
+  // The heads behind a signed checkpoint, stored (fsync'ed) before the checkpoint is published.
+  putCheckpoint(checkpoint: CheckpointHeads): Promise<void>;
+  checkpoints(): AsyncIterable<CheckpointHeads>;
   // Documents and entries in the log, for /metrics: the stored counts are read once (one small
   // key per document), appends since are counted as they land.
   size(): Promise<{ documents: number; entries: number }>;
@@ -140,6 +149,16 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     }
   }
 
+  async function head(document: string): Promise<LogHead | null> {
+    const stored = await db.get(metaKey(document));
+    if (stored === undefined) return null;
+    const [seqText, hash] = new TextDecoder().decode(stored).split(' ');
+    if (hash !== undefined) return { document, seq: Number(seqText), hash };
+    let last: LogHead | null = null;
+    for await (const entry of iterate(document)) last = { document, seq: entry.seq, hash: entry.hash };
+    return last;
+  }
+
   async function flush(): Promise<void> {
     while (pending.length > 0) {
       const batch = pending;
@@ -190,19 +209,33 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
       return entries;
     },
     iterate,
-    async head(document) {
-      const stored = await db.get(metaKey(document));
-      if (stored === undefined) return null;
-      const [seqText, hash] = new TextDecoder().decode(stored).split(' ');
-      if (hash !== undefined) return { document, seq: Number(seqText), hash };
-      let head: LogHead | null = null;
-      for await (const entry of iterate(document)) head = { document, seq: entry.seq, hash: entry.hash };
-      return head;
-    },
+    head,
     async documents() {
       const names: string[] = [];
       for await (const key of db.keys({ gt: 'd!', lt: 'd"' })) names.push(key.slice(2));
       return names;
+    },
+    async heads() {
+      const heads: LogHead[] = [];
+      const legacy: string[] = [];
+      for await (const [key, value] of db.iterator({ gt: 'd!', lt: 'd"' })) {
+        const document = key.slice(2);
+        const [seqText, hash] = new TextDecoder().decode(value).split(' ');
+        if (hash === undefined) legacy.push(document);
+        else heads.push({ document, seq: Number(seqText), hash });
+      }
+      for (const document of legacy) {
+        const last = await head(document);
+        if (last) heads.push(last);
+      }
+      return heads;
+    },
+    async putCheckpoint(checkpoint) {
+      await db.put(checkpointKey(checkpoint.seq), new TextEncoder().encode(JSON.stringify(checkpoint)), { sync: true });
+    },
+    async *checkpoints() {
+      for await (const value of db.values({ gt: 'c!', lt: 'c"' }))
+        yield JSON.parse(new TextDecoder().decode(value)) as CheckpointHeads;
     },
     async size() {
       stored ??= (async () => {

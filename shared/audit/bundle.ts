@@ -26,12 +26,21 @@ export const logHeadSchema = z.object({
   hash: hashSchema,
 });
 
+// The heads behind one signed checkpoint (shared/audit/checkpoint.ts), as served and exported.
+export const checkpointHeadsSchema = z.object({
+  seq: z.number().int().positive(),
+  at: z.string().max(64),
+  changed: z.array(logHeadSchema).max(1_000_000),
+});
+
 export const auditBundleSchema = z.object({
   kind: z.literal('outpost-audit-bundle'),
   version: z.literal(1),
   exportedAt: z.iso.datetime(),
   source: z.string().max(2048),
   documents: z.array(z.object({ name: documentNameSchema, entries: z.array(wireEntrySchema) })).max(1_000_000),
+  // Absent from bundles of callers who may not audit every document (and from older bundles).
+  checkpoints: z.array(checkpointHeadsSchema).max(10_000_000).optional(),
 });
 export type AuditBundle = z.infer<typeof auditBundleSchema>;
 
@@ -71,4 +80,6 @@ export const formatHead = (head: LogHead): string => `${head.document}@${head.se
 // The coordinator's audit endpoints and what a caller's key proof is bound to.
 export const AUDIT_LOG_PATH = '/api/audit/log';
 export const AUDIT_HEADS_PATH = '/api/audit/heads';
+export const AUDIT_CHECKPOINTS_PATH = '/api/audit/checkpoints';
 export const auditProofDocument = (document: string | null): string => `audit:${document ?? 'heads'}`;
+export const AUDIT_CHECKPOINTS_PROOF = 'audit:checkpoints';

@@ -42,7 +42,10 @@ export type AnomalyCode =
   | 'undecodable-update'
   | 'log-seq-gap'
   | 'hash-chain-broken'
-  | 'head-mismatch';
+  | 'head-mismatch'
+  | 'checkpoint-mismatch'
+  | 'checkpoint-missing'
+  | 'invalid-kept-checkpoint';
 
 export interface Anomaly {
   code: AnomalyCode;

@@ -20,6 +20,7 @@ export type SignedKind =
   | 'enroll-token-proof'
   | 'enroll-clear'
   | 'timestamp'
+  | 'checkpoint'
   | 'auth'
   | 'rollout-plan'
   | 'rollout-action';

@@ -17,6 +17,7 @@ export const ENTRY_LIMITS = {
   policy: { maxDepth: 32, maxBytes: 8 * 1024 * KIB },
   enrollment: { maxDepth: 32, maxBytes: 64 * KIB },
   timestamp: { maxDepth: 16, maxBytes: 4 * KIB },
+  checkpoint: { maxDepth: 16, maxBytes: 4 * KIB },
 } satisfies Record<string, JsonLimits>;
 
 // An entry skipped by a reader: where it is and why, for the reader's log.

@@ -1,5 +1,6 @@
 import type * as Y from 'yjs';
 import type { z } from 'zod';
+import { type SignedCheckpoint, signedCheckpointSchema } from '../schemas/checkpoint.js';
 import {
   type SignedEnrollment,
   type SignedEnrollRequest,
@@ -109,4 +110,17 @@ export function readTimestamp(doc: Y.Doc): SignedTimestamp | null {
 }
 export function writeTimestamp(doc: Y.Doc, signed: SignedTimestamp): void {
   doc.getMap<unknown>('timestamp').set('current', signedTimestampSchema.parse(signed));
+}
+
+// The signed checkpoint of the log heads, next to the timestamp (shared/audit/checkpoint.ts).
+export function readCheckpoint(doc: Y.Doc): SignedCheckpoint | null {
+  const parsed = parseEntry(
+    doc.getMap<unknown>('timestamp').get('checkpoint'),
+    signedCheckpointSchema,
+    ENTRY_LIMITS.checkpoint,
+  );
+  return parsed.ok ? parsed.value : null;
+}
+export function writeCheckpoint(doc: Y.Doc, signed: SignedCheckpoint): void {
+  doc.getMap<unknown>('timestamp').set('checkpoint', signedCheckpointSchema.parse(signed));
 }

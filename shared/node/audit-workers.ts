@@ -4,7 +4,7 @@ import { type AuditReport, type AuditSource, auditHistory, hostsIn, mergeAuditRe
 import type { AuditLogEntry, LogHead } from '../audit/log-chain.js';
 import { useEd25519Verifier } from '../crypto/signatures.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../documents/fleet.js';
-import { desiredDocName, statusDocName } from '../documents/names.js';
+import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
 import { nodeEd25519Verify } from './ed25519.js';
 
 // The audit spread over worker threads (Node only; the core in shared/audit stays one pass over
@@ -140,18 +140,24 @@ export async function auditInParallel(source: AuditSource, options: ParallelAudi
     ),
   );
   const keepEvent = options.keepEvents ? () => true : () => false;
+  // Kept heads of the documents this audit covers: the fleet documents and the audited hosts'
+  // (a kept checkpoint names every document; an audit of some hosts checks theirs).
+  const audited = new Set(hosts);
+  const keptHeads = (options.keptHeads ?? []).filter((head) => {
+    const parsed = parseDocName(head.document);
+    return parsed === null || audited.has(parsed.host) || !options.hosts?.length;
+  });
   if (workers === 1) {
     useEd25519Verifier(nodeEd25519Verify);
     return auditHistory(materialised, {
       orgRootKeys: options.orgRootKeys,
       hosts,
-      keptHeads: options.keptHeads ?? [],
+      keptHeads,
       keepEvent,
     });
   }
   const fleet = [POLICY_DOC, ENROLLMENT_DOC].filter((d) => entries.has(d));
   const fleetPacked = fleet.map((d) => packDocument(d, entries.get(d)!));
-  const keptHeads = options.keptHeads ?? [];
   const runs = splitHosts(hosts, weight, workers);
   const tasks = runs.map((run, index): WorkerTask => {
     const own = new Set(run.flatMap((h) => [desiredDocName(h), statusDocName(h)]));

@@ -41,6 +41,11 @@ export function mayAuditHost(policy: Policy, admin: PolicyAdmin, host: string): 
   return capabilitiesFor(policy, admin, host).has('audit') || mayReadHost(policy, admin, host);
 }
 
+// Every host, including hosts not enrolled yet: a role of the admin covers '*'.
+export function mayAuditEveryHost(policy: Policy, admin: PolicyAdmin): boolean {
+  return policy.roles.some((role) => admin.roles.includes(role.name) && role.hosts.includes('*'));
+}
+
 // "production needs 2 of N admins": the strictest group a host is in decides.
 export function signatureThreshold(policy: Policy, host: string): number {
   return policy.groups

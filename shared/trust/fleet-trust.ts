@@ -1,7 +1,9 @@
 import * as Y from 'yjs';
 import { z } from 'zod';
-import { POLICY_DOC, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
+import { verifyCheckpoint } from '../audit/checkpoint.js';
+import { POLICY_DOC, readCheckpoint, readPolicyEntries, readTimestamp, TIMESTAMP_DOC } from '../documents/fleet.js';
 import type { Logger } from '../log.js';
+import type { SignedCheckpoint } from '../schemas/checkpoint.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import { type Policy, policySchema, signedTimestampSchema, unknownPolicyFields } from '../schemas/policy.js';
 import { isoTimeSchema } from '../schemas/primitives.js';
@@ -66,6 +68,9 @@ export interface FleetTrustOptions {
   // How late an intent issued while this reader was in contact may arrive (default 7 days).
   deliveryWindowMs?: number;
   logger: Logger;
+  // Given each newer signed checkpoint of the log heads that verifies under the walked chain; the
+  // platform keeps some, as evidence of what the coordinator's log held (docs/audit.md).
+  keepCheckpoint?: (signed: SignedCheckpoint) => void;
 }
 
 export const DEFAULT_DELIVERY_WINDOW_MS = 7 * 86_400_000;
@@ -219,7 +224,16 @@ export async function openFleetTrust(options: FleetTrustOptions): Promise<FleetT
       onTimestamp();
     }
   };
+  let lastCheckpointSeq = 0;
+  const onCheckpoint = (): void => {
+    if (!options.keepCheckpoint) return;
+    const signed = readCheckpoint(timestampConnection.doc());
+    if (!signed || signed.checkpoint.seq <= lastCheckpointSeq || !verifyCheckpoint(signed, state.chain).ok) return;
+    lastCheckpointSeq = signed.checkpoint.seq;
+    options.keepCheckpoint(signed);
+  };
   const onTimestamp = (): void => {
+    onCheckpoint();
     const signed = readTimestamp(timestampConnection.doc());
     if (!signed) return;
     const policy = state.chain.at(-1);

@@ -93,4 +93,24 @@ test('split over 1, 2 and 3 workers: the same report as one pass, with events an
   }
 });
 
+test("an audit of some hosts checks only their kept heads (and the fleet's), not other hosts'", async () => {
+  const { history: h, keptHeads } = history();
+  const heads = keptHeads.filter((x) => x !== null);
+  for (const workers of [1, 2]) {
+    const report = await auditInParallel(h.source(), {
+      orgRootKeys: [org.root.publicKey],
+      hosts: ['h0', 'h1'],
+      keptHeads: heads,
+      keepEvents: false,
+      workers,
+      minEntriesPerWorker: 1,
+    });
+    assert.not.ok(
+      report.anomalies.some((a) => a.code === 'head-mismatch'),
+      `h6's cut log and h8's missing document are not this audit's: ${JSON.stringify(report.anomalies)}`,
+    );
+    assert.ok(report.anomalies.some((a) => a.code === 'equivocation'));
+  }
+});
+
 test.run();
