@@ -38,17 +38,55 @@ export const ROLLOUT_ENTRY_LIMITS = {
   result: { maxDepth: 32, maxBytes: 64 * KIB },
 } satisfies Record<string, JsonLimits>;
 
-// Entries of a loaded document are the same objects at every read and never change: each is
-// bounded and parsed once (an agent re-reads the document at every change, with a thousand
-// results in it).
-const verdicts = new WeakMap<object, EntryVerdict<unknown>>();
+// Entries are stored as JSON text, one string each: a coordinator serving this document to a
+// thousand agents then copies bytes, where nested objects would be walked and re-encoded key by
+// key for every one of them (a 1,000-host plan has 4,000 fields). Readers bound the text, parse
+// it, and bound and check the value like any entry.
+export const encodeRolloutEntry = (value: unknown): string => JSON.stringify(value);
+
+function parseStored<S extends z.ZodType>(raw: unknown, schema: S, limits: JsonLimits): EntryVerdict<z.infer<S>> {
+  if (typeof raw !== 'string') return parseEntry(raw, schema, limits);
+  if (raw.length > limits.maxBytes) return { ok: false, error: `larger than ${limits.maxBytes} bytes of JSON` };
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return { ok: false, error: 'not JSON' };
+  }
+  return parseEntry(value, schema, limits);
+}
+
+// Stored entries never change, and an agent reads the document again at every change of it: each
+// entry is bounded and parsed once (per schema; the newest 20,000 texts are remembered).
+const MAX_CACHED = 20_000;
+let textVerdicts = new WeakMap<z.ZodType, Map<string, EntryVerdict<unknown>>>();
+
+// For benchmarks that time a reader's first look at a document.
+export function forgetParsedEntries(): void {
+  textVerdicts = new WeakMap();
+}
+const objectVerdicts = new WeakMap<object, EntryVerdict<unknown>>();
 
 function parseCached<S extends z.ZodType>(raw: unknown, schema: S, limits: JsonLimits): EntryVerdict<z.infer<S>> {
-  if (typeof raw !== 'object' || raw === null) return parseEntry(raw, schema, limits);
-  let verdict = verdicts.get(raw);
+  if (typeof raw === 'string') {
+    let cache = textVerdicts.get(schema);
+    if (!cache) {
+      cache = new Map();
+      textVerdicts.set(schema, cache);
+    }
+    let verdict = cache.get(raw);
+    if (verdict === undefined) {
+      verdict = parseStored(raw, schema, limits);
+      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+      cache.set(raw, verdict);
+    }
+    return verdict as EntryVerdict<z.infer<S>>;
+  }
+  if (typeof raw !== 'object' || raw === null) return parseStored(raw, schema, limits);
+  let verdict = objectVerdicts.get(raw);
   if (verdict === undefined) {
-    verdict = parseEntry(raw, schema, limits);
-    verdicts.set(raw, verdict);
+    verdict = parseStored(raw, schema, limits);
+    objectVerdicts.set(raw, verdict);
   }
   return verdict as EntryVerdict<z.infer<S>>;
 }
@@ -63,8 +101,10 @@ export interface RolloutEntries {
 }
 
 // The host a stored result claims to be from, before it is parsed: only to skip entries a reader
-// does not need (they are never trusted on this; what is used is parsed and checked in full).
+// does not need (they are never trusted on this; what is used is parsed and checked in full, and a
+// writer who lies here can only hide an entry, as it could by leaving it out).
 function claimedHost(raw: unknown): unknown {
+  if (typeof raw === 'string') return /"host":"([a-z0-9-]{1,63})"/.exec(raw.slice(0, 512))?.[1];
   if (typeof raw !== 'object' || raw === null) return undefined;
   const result = (raw as { result?: unknown }).result;
   return typeof result === 'object' && result !== null ? (result as { host?: unknown }).host : undefined;
@@ -105,16 +145,18 @@ export function appendRolloutEntries(
   doc: Y.Doc,
   entries: Partial<Pick<RolloutEntries, 'plans' | 'cosignatures' | 'actions' | 'evidence'>>,
 ): void {
+  const push = <S extends z.ZodType>(
+    array: keyof typeof ROLLOUT_KEYS,
+    schema: S,
+    items: unknown[] | undefined,
+  ): void => {
+    if (items?.length)
+      doc.getArray<unknown>(ROLLOUT_KEYS[array]).push(items.map((item) => encodeRolloutEntry(schema.parse(item))));
+  };
   doc.transact(() => {
-    if (entries.plans?.length)
-      doc.getArray<unknown>(ROLLOUT_KEYS.plans).push(entries.plans.map((p) => signedPlanSchema.parse(p)));
-    if (entries.cosignatures?.length)
-      doc
-        .getArray<unknown>(ROLLOUT_KEYS.cosignatures)
-        .push(entries.cosignatures.map((c) => planCosignatureSchema.parse(c)));
-    if (entries.actions?.length)
-      doc.getArray<unknown>(ROLLOUT_KEYS.actions).push(entries.actions.map((a) => signedRolloutActionSchema.parse(a)));
-    if (entries.evidence?.length)
-      doc.getArray<unknown>(ROLLOUT_KEYS.evidence).push(entries.evidence.map((r) => signedResultSchema.parse(r)));
+    push('plans', signedPlanSchema, entries.plans);
+    push('cosignatures', planCosignatureSchema, entries.cosignatures);
+    push('actions', signedRolloutActionSchema, entries.actions);
+    push('evidence', signedResultSchema, entries.evidence);
   });
 }

@@ -18,6 +18,7 @@ import {
   removeDirectory,
   runCli,
   startCoordinatorProcess,
+  startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -80,6 +81,9 @@ const admin = (): string[] => [
   keyFiles.alice,
   '--org-root',
   org.root.publicKey,
+  // Generous: the tests share a small machine with other work.
+  '--timeout',
+  '60s',
 ];
 
 async function rollout(args: string[], timeoutMs = 120_000): Promise<CliResult> {
@@ -345,6 +349,28 @@ test('abort with --rollback: hosts that applied the release return to their prev
   const waited = await rollout(['wait', 'r4', '--timeout-total', '30s']);
   assert.is(waited.code, 1);
   assert.match(waited.stdout, /aborted by alice: latency up/);
+});
+
+test('rollout list shows every rollout with its state; status --watch prints the rollout and stops on Ctrl-C', async () => {
+  const listed = JSON.parse(await rolloutOk(['list', '--json'])) as { rollouts: { id: string; state: string }[] };
+  assert.equal(
+    listed.rollouts.map((r) => [r.id, r.state]),
+    [
+      ['r1', 'complete'],
+      ['r2', 'halted'],
+      ['r3', 'complete'],
+      ['r4', 'aborted'],
+    ],
+  );
+  const watch = startDaemon(['rollout', 'status', 'r4', '--watch', ...admin()], join(dir, 'watch.log'));
+  await waitFor(
+    'the watched report',
+    () => /ABORTED by alice/.test(watch.logs()) && /— aborted/.test(watch.logs()),
+    30_000,
+    200,
+  );
+  watch.child.kill('SIGINT');
+  assert.is(await watch.exited, 0);
 });
 
 test.run();
