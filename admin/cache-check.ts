@@ -1,5 +1,5 @@
-import { formatBytes } from '../agent/download/disk-space.js';
 import { closureNarinfos, closureNarSize, verifyNarinfo } from '../shared/nix/narinfo.js';
+import { formatBytes } from '../shared/text/bytes.js';
 
 // `outpost deploy --substituter URL [--trusted-cache-key K]`: before anything is signed, check
 // that the binary cache serves the whole closure (every path's narinfo, walked through its

@@ -1,21 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type * as Y from 'yjs';
-import { z } from 'zod';
 import { toBase64 } from '../shared/crypto/encoding.js';
-import { generateSigningKey, type SigningKey, signingKeyFromKeyFile } from '../shared/crypto/keys.js';
+import { generateSigningKey, type SigningKey } from '../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { readEnrollments, readEnrollRequests } from '../shared/documents/fleet.js';
+import { readTokenFile as readTokenFileOnNode } from '../shared/node/token-file.js';
 import {
   enrollClearSchema,
   enrollmentSchema,
-  enrollRequestSchema,
   enrollTokenSchema,
   type Policy,
   type SignedEnrollClear,
   type SignedEnrollment,
   type SignedEnrollRequest,
-  type SignedEnrollToken,
-  signedEnrollTokenSchema,
 } from '../shared/schemas/policy.js';
 import {
   type EnrollmentState,
@@ -25,24 +22,14 @@ import {
   verifyEnrollRequest,
 } from '../shared/trust/enrollment.js';
 import type { PolicyWalk } from '../shared/trust/policy-chain.js';
-import { readJsonFile } from './policy-file.js';
+import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import { highestStoredVersion, walkStoredPolicies } from './policy-remote.js';
 
 // The signed enrollment entries, built and checked against their schemas before signing, and the
 // view of bound hosts, pending requests and token conflicts an admin approves from.
 
-// A token file: the admin-signed token plus the secret half of its proof key. Only the signed
-// token travels in a request; the secret signs the request, so a forwarder learns nothing it
-// could present for a key of its own. Files made before proof keys have neither: they still
-// parse (an agent configured with one keeps starting), and the coordinator refuses the token
-// with a reason that names the fix.
-export const enrollTokenFileSchema = signedEnrollTokenSchema.extend({
-  proofSecret: z
-    .string()
-    .regex(/^[A-Za-z0-9+/]{86}==$/, 'expected the base64 secret half of the token proof key (88 characters)')
-    .optional(),
-});
-export type EnrollTokenFile = z.infer<typeof enrollTokenFileSchema>;
+// The host's side (token files, requests) is core: the agent uses it too.
+export { type EnrollTokenFile, enrollTokenFileSchema, signEnrollRequest } from '../shared/trust/sign-enroll-request.js';
 
 export function signEnrollToken(
   admin: SigningKey,
@@ -60,48 +47,6 @@ export function signEnrollToken(
     token: checked,
     signatures: [signPayload('enroll-token', checked, admin)],
     proofSecret: toBase64(proof.secretKey),
-  };
-}
-
-// The token's proof key, or null for a token made before proof keys (sent without a proof).
-function proofKeyOf(file: EnrollTokenFile, where: string): SigningKey | null {
-  if (!file.token.proofKey) return null;
-  if (!file.proofSecret)
-    throw new Error(
-      `${where}: the token names a proof key but the file lacks its secret (proofSecret); use the file 'outpost enroll token' wrote, unchanged`,
-    );
-  return signingKeyFromKeyFile(
-    {
-      kind: 'outpost-secret-key',
-      name: 'enroll-token-proof',
-      publicKey: file.token.proofKey,
-      secretKey: file.proofSecret,
-    },
-    where,
-  );
-}
-
-// Signed by the host key itself (proof that whoever asks holds the key to be bound) and, with a
-// token, by the token's proof key (proof that it holds the token file).
-export function signEnrollRequest(
-  hostKey: SigningKey,
-  host: string,
-  token: EnrollTokenFile | undefined,
-  now: Date,
-): SignedEnrollRequest {
-  const carried: SignedEnrollToken | undefined = token && { token: token.token, signatures: token.signatures };
-  const checked = enrollRequestSchema.parse({
-    kind: 'enroll-request',
-    host,
-    hostKey: hostKey.publicKey,
-    requestedAt: now.toISOString(),
-    ...(carried ? { token: carried } : {}),
-  });
-  const proofKey = token ? proofKeyOf(token, 'enrollment token') : null;
-  return {
-    request: checked,
-    signature: signPayload('enroll-request', checked, hostKey),
-    ...(proofKey ? { tokenProof: signPayload('enroll-token-proof', checked, proofKey) } : {}),
   };
 }
 
@@ -123,16 +68,10 @@ export function signEnrollClear(
   return { clear: checked, signatures: [signPayload('enroll-clear', checked, admin)] };
 }
 
+// The token file `outpost enroll request --token` names; errors name the flag.
 export async function readTokenFile(path: string): Promise<EnrollTokenFile> {
   try {
-    const file = await readJsonFile(
-      path,
-      enrollTokenFileSchema,
-      'enrollment token',
-      "an admin makes one with 'outpost enroll token'",
-    );
-    proofKeyOf(file, path);
-    return file;
+    return await readTokenFileOnNode(path);
   } catch (error) {
     throw new Error(`--token: ${(error as Error).message}`);
   }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { z } from 'zod';
 import { signatureSchema } from '../shared/crypto/signatures.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
+import { describeIssues, readJsonFile } from '../shared/node/json-file.js';
 import { policySchema, type SignedPolicy, unknownPolicyFields } from '../shared/schemas/policy.js';
 
 // A policy file is what the coordinator accepts at POST /api/policy ({ policy, signatures }),
@@ -11,33 +12,8 @@ import { policySchema, type SignedPolicy, unknownPolicyFields } from '../shared/
 export const draftPolicySchema = z.object({ policy: policySchema, signatures: z.array(signatureSchema).max(32) });
 export type DraftPolicy = z.infer<typeof draftPolicySchema>;
 
-export function describeIssues(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.length ? `${i.path.join('.')}: ` : ''}${i.message}`).join('; ');
-}
-
-// Reads and validates a JSON file; `what` names it in errors and `fix` says what to do instead.
-export async function readJsonFile<S extends z.ZodType>(
-  path: string,
-  schema: S,
-  what: string,
-  fix: string,
-): Promise<z.infer<S>> {
-  let text: string;
-  try {
-    text = await fs.readFile(path, 'utf8');
-  } catch (error) {
-    throw new Error(`cannot read ${what} ${path}: ${(error as Error).message}; ${fix}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new Error(`${what} ${path} is not JSON (${(error as Error).message}); ${fix}`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new Error(`${what} ${path} is invalid: ${describeIssues(parsed.error)}; ${fix}`);
-  return parsed.data;
-}
+// Moved to the Node adapters (the agent reads token files too); kept here for admin's importers.
+export { describeIssues, readJsonFile };
 
 export async function readPolicyFile(path: string): Promise<DraftPolicy> {
   const draft = await readJsonFile(

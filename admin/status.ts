@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { formatBytes } from '../agent/download/disk-space.js';
 import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option } from '../cli/options.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import type { TrustStatus } from '../shared/schemas/report.js';
+import { formatBytes } from '../shared/text/bytes.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';

@@ -1,12 +1,13 @@
 import { promises as fs } from 'node:fs';
-import { type EnrollTokenFile, readTokenFile } from '../admin/enroll-entries.js';
 import { runCommand, runDaemon } from '../cli/command.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
+import { readTokenFile } from '../shared/node/token-file.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
 import { retryLogger } from '../shared/sync/retry-log.js';
+import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
 import { type AgentOptions, agentCommand } from './options.js';
 import { type AgentConfig, startAgent } from './run-agent.js';
@@ -77,7 +78,7 @@ async function runAgent(options: AgentOptions): Promise<number> {
     options.enrollToken === undefined
       ? null
       : await readTokenFile(options.enrollToken).catch((error: Error) => {
-          throw new Error(`--enroll-token: ${error.message.replace(/^--token: /, '')}`);
+          throw new Error(`--enroll-token: ${error.message}`);
         });
   if (token && token.token.host !== options.host)
     throw new Error(

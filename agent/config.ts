@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import type { EnrollTokenFile } from '../admin/enroll-entries.js';
 import { defaultOf } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
+import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';

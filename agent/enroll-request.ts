@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { type EnrollTokenFile, signEnrollRequest } from '../admin/enroll-entries.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { backoffDelay, httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { type EnrollTokenFile, signEnrollRequest } from '../shared/trust/sign-enroll-request.js';
 
 // Under a policy a host's connections count only once its key is bound to its id. At every start
 // the agent asks for that binding (POST /api/enroll, idempotent at the coordinator; relays forward

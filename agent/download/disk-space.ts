@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
+import { formatBytes } from '../../shared/text/bytes.js';
 
 // Checked before the first byte is fetched: a download that fills the disk halfway breaks more
 // than the update (logs, databases) and wastes a satellite link's day.
@@ -33,17 +34,6 @@ export async function filesystemOf(path: string): Promise<Filesystem> {
   const [stat, statfs] = await Promise.all([fs.stat(existing), fs.statfs(existing)]);
   // bavail: what an unprivileged writer may use; root's reserve is not ours to spend.
   return { device: stat.dev, freeBytes: statfs.bavail * statfs.bsize, path: existing };
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
 // null when everything fits (keeping minFreeBytes free on each filesystem), else why not. Needs

@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import type { Narinfo } from '../../shared/nix/narinfo.js';
 import type { DownloadProgress } from '../../shared/schemas/report.js';
+import { formatBytes } from '../../shared/text/bytes.js';
 import { invalidPaths } from '../nix/store-query.js';
 import { type FetchOutcome, realiseClosure } from '../pipeline/fetch.js';
-import { checkDiskSpace, formatBytes } from './disk-space.js';
+import { checkDiskSpace } from './disk-space.js';
 import { downloadNar, type NarJob, stagedNarIntact } from './nar-download.js';
 import { narFileBounds } from './nar-size.js';
 import { createProgressTracker } from './progress.js';

@@ -3,7 +3,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { encodeNixBase32 } from '../../shared/nix/base32.js';
 import { narHashToNix32 } from '../../shared/nix/narinfo.js';
-import { formatBytes } from './disk-space.js';
+import { formatBytes } from '../../shared/text/bytes.js';
 import { type BodySource, httpGet } from './http-get.js';
 import { createThroughputGuard, type ThroughputRule } from './throughput.js';
 

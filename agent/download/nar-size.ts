@@ -1,5 +1,5 @@
 import type { Narinfo } from '../../shared/nix/narinfo.js';
-import { formatBytes } from './disk-space.js';
+import { formatBytes } from '../../shared/text/bytes.js';
 
 // How many bytes one NAR file may cost, from what the cache key signs. The signature covers
 // NarSize (and NarHash, References), not FileSize, FileHash, Compression or URL: a cache may

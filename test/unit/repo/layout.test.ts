@@ -5,7 +5,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
 // The tree as the README and docs describe it: every path the README's layout table names exists,
-// shared/ imports nothing outside itself, and docs link only to files inside the repo.
+// shared/ imports nothing outside itself, components import what docs/architecture.md says, and
+// docs link only to files inside the repo.
 
 function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -58,6 +59,32 @@ test('shared/ imports nothing from a component, and nothing outside shared/ at a
     // The core (all but shared/node/) must not reach Node; the compiler checks types, this the imports.
     if (!relative(join(root, 'shared'), file).startsWith('node/') && /from\s+'(node:|ws'|pino'|level')/.test(text))
       offenders.push(`${relative(root, file)} imports a Node-only module`);
+  }
+  assert.equal(offenders, []);
+});
+
+// What each component may import (docs/architecture.md, the "imports" column): the option and
+// command kit of cli/ but never the `outpost` entry point, and no component reaches into one the
+// data path puts after it (the agent never loads admin code, admin never agent code).
+const ALLOWED_IMPORTS: Record<string, string[]> = {
+  admin: ['admin', 'shared', 'cli'],
+  coordinator: ['coordinator', 'shared', 'cli'],
+  relay: ['relay', 'coordinator', 'shared', 'cli'],
+  agent: ['agent', 'shared', 'cli'],
+};
+
+test('components import only what docs/architecture.md says they do', () => {
+  const offenders: string[] = [];
+  for (const [component, allowed] of Object.entries(ALLOWED_IMPORTS)) {
+    for (const file of filesUnder(join(root, component), '.ts')) {
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)) {
+        const target = relative(root, resolve(dirname(file), m[1]!));
+        const top = target.split('/')[0]!;
+        if (!allowed.includes(top) || target.startsWith('cli/outpost'))
+          offenders.push(`${relative(root, file)} → ${target}`);
+      }
+    }
   }
   assert.equal(offenders, []);
 });
