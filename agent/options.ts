@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineCommand, logLevelSchema, numberSchema, option, secondsSchema, urlSchema } from '../cli/options.js';
+import { defineCommand, logLevelOption, numberSchema, option, secondsSchema, urlSchema } from '../cli/options.js';
 import { timeZoneSchema, windowSchema } from '../shared/schedule/windows.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 
@@ -187,11 +187,7 @@ export const agentCommand = defineCommand({
         placeholder: 'COMMAND',
         description: 'shell command that reboots the host',
       }),
-      logLevel: option(logLevelSchema.default('info'), {
-        placeholder: 'LEVEL',
-        description: 'trace, debug, info, warn or error',
-        env: 'OUTPOST_LOG_LEVEL',
-      }),
+      logLevel: logLevelOption,
       metricsListen: option(
         z
           .string()

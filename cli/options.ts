@@ -486,6 +486,13 @@ export const logLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error']
   message: 'expected trace, debug, info, warn or error',
 });
 
+// --log-level of every daemon, declared once.
+export const logLevelOption = option(logLevelSchema.default('info'), {
+  placeholder: 'LEVEL',
+  description: 'trace, debug, info, warn or error',
+  env: 'OUTPOST_LOG_LEVEL',
+});
+
 export const urlSchema = (protocols: string[]) =>
   z.string().refine(
     (value) => {

@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { bytesSchema, defineCommand, logLevelSchema, option, portSchema, secondsSchema } from '../cli/options.js';
+import { bytesSchema, defineCommand, logLevelOption, option, portSchema, secondsSchema } from '../cli/options.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 import { enrollmentOptionsShape, limitOptionsShape } from './limit-flags.js';
+import { TLS_PAIR_ISSUE, tlsOptionsShape, tlsPairComplete } from './tls-flags.js';
 
 // Every option of `outpost coordinator`, declared once (parsing, --help, --help --json).
 export const coordinatorCommand = defineCommand({
@@ -44,26 +45,12 @@ export const coordinatorCommand = defineCommand({
         placeholder: 'SECONDS',
         description: 'how often to sign a fresh timestamp',
       }),
-      tlsCert: option(z.string().min(1).optional(), {
-        placeholder: 'FILE',
-        description: 'serve wss:// and https:// with this PEM certificate (needs --tls-key)',
-      }),
-      tlsKey: option(z.string().min(1).optional(), {
-        placeholder: 'FILE',
-        description: 'PEM private key for --tls-cert',
-      }),
+      ...tlsOptionsShape,
       ...limitOptionsShape,
       ...enrollmentOptionsShape,
-      logLevel: option(logLevelSchema.default('info'), {
-        placeholder: 'LEVEL',
-        description: 'trace, debug, info, warn or error',
-        env: 'OUTPOST_LOG_LEVEL',
-      }),
+      logLevel: logLevelOption,
     })
-    .refine((o) => (o.tlsCert === undefined) === (o.tlsKey === undefined), {
-      message: 'give both --tls-cert and --tls-key, or neither',
-      path: ['tlsCert'],
-    })
+    .refine(tlsPairComplete, TLS_PAIR_ISSUE)
     .refine((o) => o.timestampKey === undefined || o.orgRoot.length > 0, {
       message: 'timestamps need a policy: give --org-root too',
       path: ['timestampKey'],

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import {
   bytesSchema,
   defineCommand,
-  logLevelSchema,
+  logLevelOption,
   numberSchema,
   option,
   portSchema,
@@ -10,6 +10,7 @@ import {
   urlSchema,
 } from '../cli/options.js';
 import { limitOptionsShape } from '../coordinator/limit-flags.js';
+import { TLS_PAIR_ISSUE, tlsOptionsShape, tlsPairComplete } from '../coordinator/tls-flags.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
 // Every option of `outpost relay`, declared once (parsing, --help, --help --json).
@@ -87,25 +88,11 @@ export const relayCommand = defineCommand({
         placeholder: 'BYTES',
         description: 'disk space the cache mirror may use; the least recently used files go first',
       }),
-      tlsCert: option(z.string().min(1).optional(), {
-        placeholder: 'FILE',
-        description: 'serve wss:// and https:// with this PEM certificate (needs --tls-key)',
-      }),
-      tlsKey: option(z.string().min(1).optional(), {
-        placeholder: 'FILE',
-        description: 'PEM private key for --tls-cert',
-      }),
+      ...tlsOptionsShape,
       ...limitOptionsShape,
-      logLevel: option(logLevelSchema.default('info'), {
-        placeholder: 'LEVEL',
-        description: 'trace, debug, info, warn or error',
-        env: 'OUTPOST_LOG_LEVEL',
-      }),
+      logLevel: logLevelOption,
     })
-    .refine((o) => (o.tlsCert === undefined) === (o.tlsKey === undefined), {
-      message: 'give both --tls-cert and --tls-key, or neither',
-      path: ['tlsCert'],
-    })
+    .refine(tlsPairComplete, TLS_PAIR_ISSUE)
     .refine((o) => o.orgRoot.length === 0 || o.key !== undefined, {
       message: 'with --org-root the upstream checks the policy too: give the relay key the policy lists',
       path: ['key'],
