@@ -20,9 +20,14 @@ function update(entries: [id: number, clock: number, state: unknown][]): Uint8Ar
   return encoding.toUint8Array(encoder);
 }
 
-test('the same updates give the same changes and the same encoded states as y-protocols', () => {
-  const doc = new Y.Doc();
-  const reference = new Awareness(doc);
+// A y-protocols Awareness holding no state of its own, and a table, each recording its changes.
+function pair(): {
+  reference: Awareness;
+  expected: AwarenessChanges[];
+  table: AwarenessTable;
+  seen: AwarenessChanges[];
+} {
+  const reference = new Awareness(new Y.Doc());
   // Its own interval timer would keep the test process alive.
   clearInterval(reference._checkInterval);
   reference.setLocalState(null);
@@ -30,6 +35,11 @@ test('the same updates give the same changes and the same encoded states as y-pr
   reference.on('update', (changes: AwarenessChanges) => expected.push(changes));
   const seen: AwarenessChanges[] = [];
   const table = new AwarenessTable((changes) => seen.push(changes));
+  return { reference, expected, table, seen };
+}
+
+test('the same updates give the same changes and the same encoded states as y-protocols', () => {
+  const { reference, expected, table, seen } = pair();
   const steps: (() => [Uint8Array, number[]] | [null, number[]])[] = [
     () => [update([[7, 0, { role: 'agent' }]]), [7]], // clock 0 of an unknown client: ignored
     () => [update([[7, 1, { role: 'agent' }]]), [7]],
@@ -75,13 +85,7 @@ test('any sequence of updates: the same changes, states and encoding as y-protoc
   );
   fc.assert(
     fc.property(fc.array(fc.array(entry, { minLength: 1, maxLength: 4 }), { maxLength: 12 }), (updates) => {
-      const reference = new Awareness(new Y.Doc());
-      clearInterval(reference._checkInterval);
-      reference.setLocalState(null);
-      const expected: AwarenessChanges[] = [];
-      reference.on('update', (changes: AwarenessChanges) => expected.push(changes));
-      const seen: AwarenessChanges[] = [];
-      const table = new AwarenessTable((changes) => seen.push(changes));
+      const { reference, expected, table, seen } = pair();
       for (const entries of updates) {
         const bytes = update(entries);
         applyAwarenessUpdate(reference, bytes, 'peer');
