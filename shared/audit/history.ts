@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import { canonicalJson } from '../crypto/canonical.js';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { INTENTS_KEY } from '../documents/desired.js';
@@ -250,6 +251,25 @@ function issuesOf(error: { issues: { path: PropertyKey[]; message: string }[] })
     .join('; ');
 }
 
+// An entry's value parsed with its schema, or null after reporting it as malformed (what and why).
+function parseLogged<T>(
+  collector: Collector,
+  change: EntryChange,
+  policy: Policy | undefined,
+  schema: z.ZodType<T>,
+  value: unknown,
+  what: string,
+): T | null {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  emit(collector, {
+    ...base(change, 'malformed', policy),
+    outcome: issuesOf(parsed.error),
+    summary: `malformed ${what}`,
+  });
+  return null;
+}
+
 // Structural changes every document shares: undecodable updates, removals, values nobody reads.
 function noteStructure(collector: Collector, change: EntryChange, policy: Policy | undefined): void {
   const { entry } = change;
@@ -407,16 +427,8 @@ function auditEnrollments(collector: Collector, source: AuditSource, policies: P
     for (const { array, values } of change.inserted)
       for (const value of values) {
         if (array === 'enrollments') {
-          const parsed = signedEnrollmentSchema.safeParse(value);
-          if (!parsed.success) {
-            emit(collector, {
-              ...base(change, 'malformed', policy),
-              outcome: issuesOf(parsed.error),
-              summary: 'malformed enrollment',
-            });
-            continue;
-          }
-          const signed = parsed.data;
+          const signed = parseLogged(collector, change, policy, signedEnrollmentSchema, value, 'enrollment');
+          if (!signed) continue;
           const { host, hostKey } = signed.enrollment;
           enrollments.push(signed);
           const verdict = policy
@@ -451,16 +463,8 @@ function auditEnrollments(collector: Collector, source: AuditSource, policies: P
               `enrollment of ${host} logged but invalid: ${verdict.reason}`,
             );
         } else if (array === 'requests') {
-          const parsed = signedEnrollRequestSchema.safeParse(value);
-          if (!parsed.success) {
-            emit(collector, {
-              ...base(change, 'malformed', policy),
-              outcome: issuesOf(parsed.error),
-              summary: 'malformed enrollment request',
-            });
-            continue;
-          }
-          const signed = parsed.data;
+          const signed = parseLogged(collector, change, policy, signedEnrollRequestSchema, value, 'enrollment request');
+          if (!signed) continue;
           const { host, hostKey, token } = signed.request;
           requests.push(signed);
           const verdict = verifyEnrollRequest(signed, policy ?? null);
@@ -522,16 +526,8 @@ function auditHost(
     noteStructure(collector, change, policy);
     for (const { values } of change.inserted)
       for (const value of values) {
-        const parsed = signedIntentSchema.safeParse(value);
-        if (!parsed.success) {
-          emit(collector, {
-            ...base(change, 'malformed', policy),
-            outcome: issuesOf(parsed.error),
-            summary: 'malformed intent entry',
-          });
-          continue;
-        }
-        const signed = parsed.data;
+        const signed = parseLogged(collector, change, policy, signedIntentSchema, value, 'intent entry');
+        if (!signed) continue;
         const { intent } = signed;
         const digest = intentDigest(signed);
         knownDigests.add(digest);
@@ -628,16 +624,9 @@ function auditHost(
     for (const { array, values } of change.inserted)
       for (const value of values) {
         if (array !== RESULTS_KEY) continue;
-        const parsed = signedResultSchema.safeParse(value);
-        if (!parsed.success) {
-          emit(collector, {
-            ...base(change, 'malformed', policy),
-            outcome: issuesOf(parsed.error),
-            summary: 'malformed result',
-          });
-          continue;
-        }
-        const { result: r, signature } = parsed.data;
+        const parsed = parseLogged(collector, change, policy, signedResultSchema, value, 'result');
+        if (!parsed) continue;
+        const { result: r, signature } = parsed;
         const label = `result #${r.seq} of ${host}`;
         const { signer, problem } = hostSigner(change, 'result', r, signature, r.host, label);
         const problems: string[] = [];
@@ -693,16 +682,9 @@ function auditHost(
         unsigned(collector, change, policy, `${map}.${key}`);
         continue;
       }
-      const parsed = signedStatusSchema.safeParse(value);
-      if (!parsed.success) {
-        emit(collector, {
-          ...base(change, 'malformed', policy),
-          outcome: issuesOf(parsed.error),
-          summary: 'malformed status',
-        });
-        continue;
-      }
-      const { status: s, signature } = parsed.data;
+      const parsed = parseLogged(collector, change, policy, signedStatusSchema, value, 'status');
+      if (!parsed) continue;
+      const { status: s, signature } = parsed;
       const label = `status #${s.seq} of ${host}`;
       const { signer, problem } = hostSigner(change, 'status', s, signature, s.host, label);
       let outcome = problem ?? 'valid';
