@@ -293,8 +293,7 @@ export async function startRolloutService(options: {
         400,
         `the plan has fields this coordinator does not know (${unknown.slice(0, 8).join(', ')}); upgrade the coordinator`,
       );
-    const digest = planDigest(plan);
-    if (!planSignatureValid(signed, digest))
+    if (!planSignatureValid(signed))
       throw new SubmissionRefused(400, "the plan's signature by its issuerKey does not verify");
     if (Date.parse(plan.expiresAt) <= now())
       throw new SubmissionRefused(400, `the plan expired at ${plan.expiresAt}; create it again`);

@@ -10,10 +10,17 @@ import { type Signature, type SignedKind, signedBytes, verifyPayloadSignature } 
 const LIMIT = 50_000;
 const verdicts = new Map<string, boolean>();
 
-export function verifyPayloadSignatureOnce(kind: SignedKind, payload: unknown, signature: Signature): boolean {
+// `payloadDigest`, when given, must be a digest of exactly this payload (a caller that already
+// has one, e.g. a 250 KB rollout plan's, saves hashing it again); by default it is computed.
+export function verifyPayloadSignatureOnce(
+  kind: SignedKind,
+  payload: unknown,
+  signature: Signature,
+  payloadDigest?: string,
+): boolean {
   let key: string;
   try {
-    key = `${kind} ${signature.publicKey} ${signature.signature} ${sha256Hex(canonicalJson(payload))}`;
+    key = `${kind} ${signature.publicKey} ${signature.signature} ${payloadDigest ?? sha256Hex(canonicalJson(payload))}`;
   } catch {
     // Not canonical JSON: it cannot verify (verifyPayloadSignature says false without throwing).
     return verifyPayloadSignature(kind, payload, signature);
@@ -24,6 +31,11 @@ export function verifyPayloadSignatureOnce(kind: SignedKind, payload: unknown, s
   if (verdicts.size >= LIMIT) verdicts.delete(verdicts.keys().next().value!);
   verdicts.set(key, valid);
   return valid;
+}
+
+// For benchmarks that time a reader's first check.
+export function forgetVerifiedSignatures(): void {
+  verdicts.clear();
 }
 
 export interface SignatureCheck {

@@ -152,7 +152,7 @@ export function judgeActions(
 export function findPlan(entries: RolloutEntries, digest: string): SignedPlan | null {
   let found: SignedPlan | null = null;
   for (const signed of entries.plans) {
-    if (planDigest(signed.plan) !== digest || !planSignatureValid(signed, digest)) continue;
+    if (planDigest(signed.plan) !== digest || !planSignatureValid(signed)) continue;
     if (!found || signed.signature.signature < found.signature.signature) found = signed;
   }
   return found;

@@ -1,27 +1,17 @@
-import { canonicalJson } from '../crypto/canonical.js';
-import { sha256Hex } from '../crypto/encoding.js';
-import { type Signature, type SignedKind, verifyPayloadSignature } from '../crypto/signatures.js';
+import { type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
+import { forgetVerifiedSignatures as forgetVerifiedOnce, verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import type { Capability, Policy } from '../schemas/policy.js';
 import type { SignedResult } from '../schemas/report.js';
 import { adminForKey, capabilitiesFor, signatureThreshold } from '../trust/capabilities.js';
-import { expectedResultDigest, placeHosts } from './plan.js';
+import { expectedResultDigest, placeHosts, planDigest } from './plan.js';
 import type { PlanCosignature, RolloutPlan, SignedPlan, SignedRolloutAction } from './schemas.js';
 
 // Signature checks for rollouts. Signatures in a rollout document never change, and an agent
 // judges its gate again at every change of the document, so each signature is verified once per
-// process (keyed by the signed payload's digest too: a valid signature copied onto other content
-// must not hit).
-const CACHE_LIMIT = 50_000;
-const verified = new Map<string, boolean>();
-
-function verifiedOnce(kind: SignedKind, payloadDigest: string, payload: unknown, signature: Signature): boolean {
-  const key = `${kind} ${signature.publicKey} ${signature.signature} ${payloadDigest}`;
-  const known = verified.get(key);
-  if (known !== undefined) return known;
-  const valid = verifyPayloadSignature(kind, payload, signature);
-  if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value!);
-  verified.set(key, valid);
-  return valid;
+// process (verified-once.ts). The plan's digest is computed here from the plan itself (cached per
+// object by planDigest), never taken from a caller: the verdict is keyed by it.
+function verifiedPlanSignature(plan: RolloutPlan, signature: Signature): boolean {
+  return verifyPayloadSignatureOnce('rollout-plan', plan, signature, planDigest(plan));
 }
 
 // Evidence entries are the same objects at every read of a loaded document: each is judged once.
@@ -29,7 +19,7 @@ let resultSignatures = new WeakMap<SignedResult, boolean>();
 
 // For benchmarks that time a reader's first check.
 export function forgetVerifiedSignatures(): void {
-  verified.clear();
+  forgetVerifiedOnce();
   resultSignatures = new WeakMap();
 }
 
@@ -46,18 +36,17 @@ function resultSignatureValid(signed: SignedResult): boolean {
 // naming its digest. Each key once.
 export function verifiedPlanKeys(signed: SignedPlan, digest: string, cosignatures: PlanCosignature[]): string[] {
   const keys = new Set<string>();
-  if (verifiedOnce('rollout-plan', digest, signed.plan, signed.signature)) keys.add(signed.signature.publicKey);
+  if (verifiedPlanSignature(signed.plan, signed.signature)) keys.add(signed.signature.publicKey);
   for (const cosignature of cosignatures) {
     if (cosignature.plan !== digest || keys.has(cosignature.signature.publicKey)) continue;
-    if (verifiedOnce('rollout-plan', digest, signed.plan, cosignature.signature))
-      keys.add(cosignature.signature.publicKey);
+    if (verifiedPlanSignature(signed.plan, cosignature.signature)) keys.add(cosignature.signature.publicKey);
   }
   return [...keys];
 }
 
 // Is the plan's own signature valid? (A plan entry whose issuer signature fails is no plan.)
-export function planSignatureValid(signed: SignedPlan, digest: string): boolean {
-  return verifiedOnce('rollout-plan', digest, signed.plan, signed.signature);
+export function planSignatureValid(signed: SignedPlan): boolean {
+  return verifiedPlanSignature(signed.plan, signed.signature);
 }
 
 export type SignerVerdict =
@@ -114,10 +103,6 @@ export type ActionAuthority = (
   action: SignedRolloutAction,
 ) => { ok: true; admin: string } | { ok: false; reason: string };
 
-function actionDigest(action: SignedRolloutAction): string {
-  return sha256Hex(canonicalJson(action.action));
-}
-
 // An action counts for every host in `hosts` (an agent: itself; the coordinator: all the hosts
 // it concerns) when its signer is an admin with `capability` for each of them.
 export function actionAuthority(
@@ -137,7 +122,7 @@ export function actionAuthority(
     for (const host of hosts())
       if (!capabilitiesFor(current, admin, host).has(capability))
         return { ok: false, reason: `admin ${admin.name} lacks '${capability}' for host ${host}` };
-    if (!verifiedOnce('rollout-action', actionDigest(signed), signed.action, signed.signature))
+    if (!verifyPayloadSignatureOnce('rollout-action', signed.action, signed.signature))
       return { ok: false, reason: `signature by admin ${admin.name} does not verify` };
     return { ok: true, admin: admin.name };
   };

@@ -1,6 +1,5 @@
-import { canonicalJson } from '../crypto/canonical.js';
-import { sha256Hex } from '../crypto/encoding.js';
-import { type Signature, type SignedKind, verifyPayloadSignature } from '../crypto/signatures.js';
+import { verifyPayloadSignature } from '../crypto/signatures.js';
+import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import type {
   Policy,
   SignedEnrollClear,
@@ -12,20 +11,8 @@ import { adminForKey, capabilitiesFor, type PolicyAdmin } from './capabilities.j
 import type { PolicyVerdict } from './policy-chain.js';
 
 // Bindings are recomputed from every stored entry whenever fleet/enrollment or the policy changes;
-// the signatures in it do not change, so each is checked once (Ed25519 in JS costs ~1 ms). Keyed
-// by the payload's digest too: a valid signature copied onto other content must not hit.
-const VERIFIED_CACHE_LIMIT = 20_000;
-const verifiedCache = new Map<string, boolean>();
-
-function verifiedOnce(kind: SignedKind, payload: unknown, signature: Signature): boolean {
-  const key = `${kind} ${signature.publicKey} ${signature.signature} ${sha256Hex(canonicalJson(payload))}`;
-  const known = verifiedCache.get(key);
-  if (known !== undefined) return known;
-  const valid = verifyPayloadSignature(kind, payload, signature);
-  if (verifiedCache.size >= VERIFIED_CACHE_LIMIT) verifiedCache.delete(verifiedCache.keys().next().value!);
-  verifiedCache.set(key, valid);
-  return valid;
-}
+// the signatures in it do not change, so each is checked once (verified-once.ts).
+const verifiedOnce = verifyPayloadSignatureOnce;
 
 // Was this object signed by an admin who, under the current policy, may enroll `host`?
 function signedByEnroller(
