@@ -205,7 +205,10 @@ test('deploy from the page: the agent verifies the browser-signed intent and the
   const [signed] = await coordinatorIntents('h1');
   assert.ok(signed);
   assert.is(signed!.signatures[0]!.signature, signPayload('intent', signed!.intent, org.alice).signature);
-  assert.equal(verifyIntentUnderPolicy(signed!, { host: 'h1', chain: [policy], now: Date.now() }), { ok: true });
+  assert.equal(verifyIntentUnderPolicy(signed!, { host: 'h1', chain: [policy], now: Date.now() }), {
+    ok: true,
+    counted: [signed!.signatures[0]!],
+  });
   await go('#/');
   await page.locator('[data-testid=row-h1][data-phase=applied]').waitFor({ timeout: 90_000 });
   assert.is(await profileTarget(host), closures[0]);
