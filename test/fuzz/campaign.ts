@@ -1,3 +1,4 @@
+import { loadavg } from 'node:os';
 import fc from 'fast-check';
 import type { KnownCrash } from './known.js';
 import type { CrashRecord, LiveProcess } from './live-process.js';
@@ -51,11 +52,21 @@ export interface CrashReport {
   shrinkSteps: number;
 }
 
+// How long a check's passes took: the bystanders' service, as they saw it, over the run.
+export interface CheckTimes {
+  passed: number;
+  medianMs: number;
+  worstMs: number;
+}
+
 export interface HealthFailure {
   target: string;
   check: string;
   at: number;
   error: string;
+  // The machine's 1-minute load average then: on a shared machine a check can time out because
+  // every process waits for a core.
+  load1: number;
 }
 
 export interface ClassStats {
@@ -108,6 +119,8 @@ export interface CampaignResult {
   crashes: CrashReport[];
   healthFailures: HealthFailure[];
   healthChecksPassed: number;
+  // Per check (target: name): how long its passes took.
+  checkTimes: Record<string, CheckTimes>;
   stoppedEarly: boolean;
 }
 
@@ -154,6 +167,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   const healthFailures: HealthFailure[] = [];
   const externalKills: { target: string; at: number; signal: string }[] = [];
   let healthChecksPassed = 0;
+  const passTimes = new Map<string, number[]>();
   let delivered = 0;
   let stopping = false;
   let stop: () => void = () => undefined;
@@ -378,6 +392,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     if (!involved.every((name) => processes.get(name)?.alive())) return;
     const crashesBefore = crashEvents;
     let timer: NodeJS.Timeout | undefined;
+    const checkStarted = Date.now();
     try {
       await Promise.race([
         check.run(),
@@ -386,12 +401,23 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
         }),
       ]);
       healthChecksPassed += 1;
+      const key = `${check.target}: ${check.name}`;
+      const times = passTimes.get(key) ?? [];
+      times.push(Date.now() - checkStarted);
+      passTimes.set(key, times);
     } catch (error) {
       // A check that failed because a process it needs crashed meanwhile is reported as the crash.
       if (crashEvents !== crashesBefore || involved.some((name) => gates.has(name) || !processes.get(name)?.alive()))
         return;
-      healthFailures.push({ target: check.target, check: check.name, at: Date.now(), error: (error as Error).message });
-      log(`HEALTH FAIL ${check.target} ${check.name}: ${(error as Error).message}`);
+      const load1 = Math.round(loadavg()[0]! * 10) / 10;
+      healthFailures.push({
+        target: check.target,
+        check: check.name,
+        at: Date.now(),
+        error: (error as Error).message,
+        load1,
+      });
+      log(`HEALTH FAIL ${check.target} ${check.name} (load ${load1}): ${(error as Error).message}`);
     } finally {
       clearTimeout(timer);
     }
@@ -473,6 +499,15 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     crashes,
     healthFailures,
     healthChecksPassed,
+    checkTimes: Object.fromEntries(
+      [...passTimes].map(([key, times]) => {
+        const sorted = [...times].sort((a, b) => a - b);
+        return [
+          key,
+          { passed: sorted.length, medianMs: sorted[Math.floor(sorted.length / 2)]!, worstMs: sorted.at(-1)! },
+        ];
+      }),
+    ),
     stoppedEarly: timeUp(),
   };
 }

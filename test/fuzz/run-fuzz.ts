@@ -193,7 +193,11 @@ export function summarize(report: FuzzReport): string {
     );
   lines.push(`health checks: ${report.healthChecksPassed} passed, ${report.healthFailures.length} failed`);
   for (const failure of report.healthFailures.slice(0, 10))
-    lines.push(`  ${failure.target} ${failure.check}: ${failure.error}`);
+    lines.push(`  ${failure.target} ${failure.check} (load ${failure.load1}): ${failure.error}`);
+  for (const [check, times] of Object.entries(report.checkTimes))
+    lines.push(
+      `  ${check}: ${times.passed} passed, median ${(times.medianMs / 1000).toFixed(1)} s, worst ${(times.worstMs / 1000).toFixed(1)} s`,
+    );
   lines.push(
     'growth (RSS MiB: baseline → midpoint → final, peak; open file descriptors: baseline → final, peak; stored MiB: baseline → final, KiB per 1000 inputs):',
   );
