@@ -50,6 +50,29 @@ export interface ConnectionContext {
   writer?: string;
 }
 
+// A reader that holds nothing yet (an empty state vector: an agent opening a rollout's document,
+// a new admin or relay) gets the whole document. It is encoded once per version of the document,
+// not once per reader: a thousand agents opening one rollout's document within a second would
+// otherwise each cost a full encoding of its plan and evidence.
+// Small documents (most: a host's status, its desired intents) are not kept, so a coordinator
+// with ten thousand hosts holds no second copy of each.
+const EMPTY_STATE_VECTOR = Uint8Array.of(0);
+const CACHED_FROM_BYTES = 64 * 1024;
+const fullStates = new WeakMap<Y.Doc, Uint8Array>();
+
+function fullStateMessage(doc: Y.Doc): Uint8Array {
+  const cached = fullStates.get(doc);
+  if (cached) return cached;
+  const message = syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, doc, EMPTY_STATE_VECTOR));
+  if (message.length >= CACHED_FROM_BYTES) {
+    fullStates.set(doc, message);
+    doc.once('update', () => fullStates.delete(doc));
+  }
+  return message;
+}
+
+const isEmptyStateVector = (stateVector: Uint8Array): boolean => stateVector.length === 1 && stateVector[0] === 0;
+
 // Handles one sync message in the document's queue. Step 1 is answered from memory; step 2 and
 // updates are applied, logged and broadcast by the document host.
 async function handleSync(
@@ -63,7 +86,9 @@ async function handleSync(
     const stateVector = decoding.readVarUint8Array(decoder);
     send(
       ws,
-      syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, document.doc, stateVector)),
+      isEmptyStateVector(stateVector)
+        ? fullStateMessage(document.doc)
+        : syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, document.doc, stateVector)),
     );
     return;
   }

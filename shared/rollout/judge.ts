@@ -18,6 +18,7 @@ import {
   planSignatureValid,
   planSignersForHost,
   type RejectedEvidence,
+  type SignerVerdict,
   verifiedPlanKeys,
   type WaveEvidence,
 } from './verify.js';
@@ -297,6 +298,23 @@ export interface RolloutView {
   nextChangeAt: number | null;
 }
 
+// The hosts whose threshold the plan's signers do not meet, and why. The coordinator judges the
+// rollout at every batch of evidence; the answer changes only with the signers or the policy.
+const signerMemo = new WeakMap<SignedPlan, { key: string; unsigned: Map<string, SignerVerdict> }>();
+function hostsWithoutSigners(signed: SignedPlan, keys: string[], chain: Policy[]): Map<string, SignerVerdict> {
+  const key = `${[...keys].sort().join(',')} ${chain.map((p) => p.version).join(',')}`;
+  const memo = signerMemo.get(signed);
+  if (memo?.key === key) return memo.unsigned;
+  const unsigned = new Map<string, SignerVerdict>();
+  for (const wave of signed.plan.waves)
+    for (const entry of wave.hosts) {
+      const verdict = planSignersForHost(signed.plan, keys, chain, entry.host);
+      if (!verdict.ok) unsigned.set(entry.host, verdict);
+    }
+  signerMemo.set(signed, { key, unsigned });
+  return unsigned;
+}
+
 // The whole rollout as the coordinator and admins see it: every wave judged under the policy in
 // force, with actions counted only when their signer may act on every host they concern.
 export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain: Policy[], now: number): RolloutView {
@@ -325,10 +343,12 @@ export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain:
   const gates = plan.waves.map((wave, index) => judgeGate(wave, evidence.get(index), now));
   let halted: RolloutView['halted'] = null;
   let nextChangeAt: number | null = null;
+  const unsigned = hostsWithoutSigners(signed, keys, chain);
   const views: WaveView[] = plan.waves.map((wave, index) => {
-    const missing = wave.hosts
-      .map((h) => ({ host: h.host, verdict: planSignersForHost(plan, keys, chain, h.host) }))
-      .filter((v) => !v.verdict.ok);
+    const missing = wave.hosts.flatMap((h) => {
+      const verdict = unsigned.get(h.host);
+      return verdict ? [{ host: h.host, verdict }] : [];
+    });
     const previous = index > 0 ? plan.waves[index - 1]! : null;
     const previousGate = index > 0 ? gates[index - 1]! : null;
     const approvedBy = actions.approvals.get(index + 1) ?? [];

@@ -52,6 +52,8 @@ const USAGE = `Usage: npm run bench:rollout -- [options]
   --hosts N         simulated hosts (default 1000), in waves of 10 %, 30 % and 60 %
   --soak S          soak seconds of each gate (default 1)
   --checks N        evidence checks timed (default 20)
+  --no-follow       hosts report without opening the rollout's document first (orchestration
+                    alone, without serving every host the plan)
   --wait-quiet S    first wait up to S seconds for the machine's load average to fall below 1.5
                     (default 0: start at once; the load is printed with the result either way)
   --cpu-prof DIR    CPU-profile the coordinator and the rollout create process into DIR
@@ -156,6 +158,7 @@ async function main(): Promise<void> {
       soak: { type: 'string', default: '1' },
       checks: { type: 'string', default: '20' },
       'wait-quiet': { type: 'string', default: '0' },
+      'no-follow': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
       'json-out': { type: 'string' },
       help: { type: 'boolean' },
@@ -269,8 +272,9 @@ async function main(): Promise<void> {
       const pointer = readIntentEntries(h.desired.doc).entries.find((e) => e.signed.intent.rollout);
       if (!pointer) return;
       h.deliveredMs = performance.now();
-      const rolloutDoc = new Y.Doc({ gc: false });
-      const follower = await connect(url, h.key, rolloutDocName(pointer.signed.intent.rollout!.id), rolloutDoc);
+      const follower = values['no-follow']
+        ? null
+        : await connect(url, h.key, rolloutDocName(pointer.signed.intent.rollout!.id), new Y.Doc({ gc: false }));
       const { intent } = pointer.signed;
       const result: Result = {
         kind: 'result',
@@ -287,7 +291,7 @@ async function main(): Promise<void> {
       };
       appendResult(h.status!.doc, { result, signature: signFast('result', result, h.key) });
       h.reportedMs = performance.now();
-      follower.close();
+      follower?.close();
     }
 
     const manifest = join(dir, 'release.json');
@@ -415,6 +419,7 @@ async function main(): Promise<void> {
 
     const result = {
       hosts: hostCount,
+      hostsFollowRollout: !values['no-follow'],
       waves: waves.map((w) => w.hosts),
       soakSeconds,
       connectSeconds: Math.round(connectSeconds * 10) / 10,

@@ -31,7 +31,11 @@ installNodeEd25519();
 const org = makeTestOrg();
 const dir = temporaryDirectory('rollout');
 const names = ['h1', 'h2', 'h3', 'h4', 'h5', 'h6'];
-const keyFiles = { alice: join(dir, 'alice.key'), timestamp: join(dir, 'timestamp.key') };
+const keyFiles = {
+  alice: join(dir, 'alice.key'),
+  carol: join(dir, 'carol.key'),
+  timestamp: join(dir, 'timestamp.key'),
+};
 const policy = basePolicy(org, {
   groups: [
     { name: 'production', hosts: ['prod-1'], threshold: 2 },
@@ -141,6 +145,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test.before(async () => {
   await writeKeyFile(keyFiles.alice, org.alice);
+  await writeKeyFile(keyFiles.carol, org.carol);
   await writeKeyFile(keyFiles.timestamp, org.timestamp);
   coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
     '--org-root',
@@ -351,7 +356,7 @@ test('abort with --rollback: hosts that applied the release return to their prev
   assert.match(waited.stdout, /aborted by alice: latency up/);
 });
 
-test('rollout list shows every rollout with its state; status --watch prints the rollout and stops on Ctrl-C', async () => {
+test('rollout list shows every rollout with its state; a pause by an admin without deploy is refused; status --watch prints the rollout and stops on Ctrl-C', async () => {
   const listed = JSON.parse(await rolloutOk(['list', '--json'])) as { rollouts: { id: string; state: string }[] };
   assert.equal(
     listed.rollouts.map((r) => [r.id, r.state]),
@@ -362,6 +367,18 @@ test('rollout list shows every rollout with its state; status --watch prints the
       ['r4', 'aborted'],
     ],
   );
+  // carol may read, not deploy: the coordinator refuses her pause, naming why.
+  const byCarol = await runCli([
+    'rollout',
+    'pause',
+    'r3',
+    ...admin().slice(0, 2),
+    '--key',
+    keyFiles.carol,
+    ...admin().slice(4),
+  ]);
+  assert.is(byCarol.code, 1);
+  assert.match(byCarol.stderr, /pause of rollout r3 refused: admin carol lacks 'deploy' for host h1/);
   const watch = startDaemon(['rollout', 'status', 'r4', '--watch', ...admin()], join(dir, 'watch.log'));
   await waitFor(
     'the watched report',
