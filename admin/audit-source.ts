@@ -43,6 +43,15 @@ export function historyOf(byDocument: Map<string, AuditLogEntry[]>, checkpoints?
   };
 }
 
+// A line of a coordinator's NDJSON answer; a line that is not JSON fails the schema after.
+function jsonOrNull(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
+}
+
 async function get(url: string, timeoutMs: number, headers: Record<string, string> = {}): Promise<Response> {
   let response: Response;
   try {
@@ -80,7 +89,7 @@ export async function fetchDocumentLog(
   const entries: AuditLogEntry[] = [];
   for (const [i, line] of text.split('\n').entries()) {
     if (!line) continue;
-    const parsed = wireEntrySchema.safeParse(JSON.parse(line));
+    const parsed = wireEntrySchema.safeParse(jsonOrNull(line));
     if (!parsed.success)
       throw new Error(
         `${document}: line ${i + 1} of the coordinator's answer is not a log entry: ${parsed.error.issues[0]?.message}`,
@@ -118,7 +127,7 @@ export async function fetchCheckpoints(
   const checkpoints: CheckpointHeads[] = [];
   for (const [i, line] of text.split('\n').entries()) {
     if (!line) continue;
-    const parsed = checkpointHeadsSchema.safeParse(JSON.parse(line));
+    const parsed = checkpointHeadsSchema.safeParse(jsonOrNull(line));
     if (!parsed.success)
       throw new Error(`${url}: line ${i + 1} of the coordinator's answer is not a checkpoint's heads`);
     checkpoints.push(parsed.data);

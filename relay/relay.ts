@@ -5,9 +5,12 @@ import { respondJson } from '../coordinator/http-guard.js';
 import type { ResourceLimits } from '../coordinator/limits.js';
 import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import type { TrustState } from '../coordinator/trust-state.js';
+import { verifyCheckpoint } from '../shared/audit/checkpoint.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
+import { readCheckpoint, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { checkpointKeeper } from '../shared/node/fleet-trust.js';
 import { RequestBodyError, readBody } from '../shared/node/http-body.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
@@ -91,6 +94,23 @@ async function forwardPost(
   respondJson(res, 503, {
     error: `this relay passes ${path} on to its upstream, and none is reachable now (${problems.join('; ')}); try again later or POST to the coordinator directly`,
   });
+}
+
+// The signed checkpoints of the coordinator's log heads that pass through, verified under the
+// relay's policy chain, kept like an agent keeps them (one an hour): a second place, off the
+// coordinator, that an auditor can check the coordinator's history against (docs/audit.md).
+async function keepCheckpoints(server: RunningCoordinator, path: string, logger: Logger): Promise<void> {
+  const { doc } = await server.host.pin(TIMESTAMP_DOC);
+  const keep = checkpointKeeper(path, logger);
+  let lastSeq = 0;
+  const onUpdate = (): void => {
+    const signed = readCheckpoint(doc);
+    if (!signed || signed.checkpoint.seq <= lastSeq || !verifyCheckpoint(signed, server.trust.chain()).ok) return;
+    lastSeq = signed.checkpoint.seq;
+    keep(signed);
+  };
+  doc.on('update', onUpdate);
+  onUpdate();
 }
 
 export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
@@ -186,6 +206,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   );
   upstream = link;
   activeBridge.attach(link);
+  if (server.trust.enforced) await keepCheckpoints(server, join(config.dataDir, 'kept-checkpoints.jsonl'), logger);
   // After a restart nothing says which documents still hold writes the upstream has not
   // confirmed: sync every document once (a few at a time) when the link is up.
   activeBridge.enqueue(await server.log.documents());

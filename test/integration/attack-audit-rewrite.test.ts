@@ -11,6 +11,7 @@ import { desiredDocName } from '../../shared/documents/names.js';
 import { keptCheckpointsFile } from '../../shared/node/fleet-trust.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { SignedCheckpoint } from '../../shared/schemas/checkpoint.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { closureOf } from '../harness/audit-history.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
@@ -26,7 +27,8 @@ import {
 } from '../harness/processes.js';
 
 // A coordinator that rewrites history after its timestamp key signed a checkpoint of the log
-// heads. A real agent (h2) follows fleet/timestamp and keeps the signed checkpoint it accepts.
+// heads. A real agent (h2), connected through a real relay, follows fleet/timestamp; both keep
+// the signed checkpoints they accept.
 // The coordinator is then stopped and its LevelDB rewritten the careful way: h1's last intent
 // (the one a compromised coordinator would want forgotten) is dropped and the chain re-hashed,
 // so the log is consistent in itself and `outpost audit verify` without the kept checkpoint
@@ -43,6 +45,9 @@ let agentHost: SimulatedHost;
 let agent: DaemonProcess | null = null;
 const files: Record<string, string> = {};
 let keptFile = '';
+let relayKeptFile = '';
+let relay: (DaemonProcess & { url: string }) | null = null;
+const relayKey = generateSigningKey('relay-1');
 
 async function startCoordinator(): Promise<void> {
   coordinator = await startCoordinatorProcess(dataDir, join(dir, `coordinator-${Date.now()}.log`), 0, [
@@ -131,8 +136,11 @@ test.before(async () => {
     await writeKeyFile(files[name]!, key);
   }
   await startCoordinator();
-  const pushed = await pushPolicy(coordinator.url, signPolicy(basePolicy(org), org.root));
+  const policy = basePolicy(org, { relays: [{ name: 'r1', key: relayKey.publicKey, hosts: ['h2'], groups: [] }] });
+  const pushed = await pushPolicy(coordinator.url, signPolicy(policy, org.root));
   assert.is(pushed.status, 200, pushed.body.error);
+  files.relay = join(dir, 'relay.key');
+  await writeKeyFile(files.relay, relayKey);
   agentHost = await prepareHost(dir, 'h2');
   await enroll('h1', h1.publicKey);
   await enroll('h2', agentHost.publicKey);
@@ -150,10 +158,15 @@ test.before(async () => {
     ]);
     assert.is(deployed.code, 0, deployed.stderr);
   }
-  // h2's agent: nothing to install, it only follows the fleet documents and keeps checkpoints.
+  // h2's agent, through a relay: nothing to install, it follows the fleet documents and keeps
+  // checkpoints, and so does the relay.
+  relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [coordinator.url], {
+    extra: ['--key', files.relay, '--org-root', org.root.publicKey],
+  });
+  relayKeptFile = join(dir, 'relay', 'kept-checkpoints.jsonl');
   const cacheKey = await makeCacheKey(join(dir, 'keys'), 'rewrite-cache-1');
   agent = startAgentProcess(agentHost, {
-    coordinators: [coordinator.url],
+    coordinators: [relay.url],
     adminKeys: [],
     substituters: ['http://127.0.0.1:9'],
     trustedCacheKeys: [cacheKey.publicKey],
@@ -171,18 +184,24 @@ test.before(async () => {
   );
   // fleet/policy, fleet/enrollment, hosts/h1/desired (and h2's status, once its agent reports).
   assert.ok(kept.checkpoint.heads.count >= 3, JSON.stringify(kept));
+  await waitFor('the relay to keep a signed checkpoint', async () =>
+    Boolean(await fs.readFile(relayKeptFile, 'utf8').catch(() => '')),
+  );
   await agent.stop();
   agent = null;
+  await relay.stop();
+  relay = null;
 });
 
 test.after(async () => {
   await agent?.stop('SIGKILL');
+  await relay?.stop();
   await coordinator?.stop();
   removeDirectory(dir);
 });
 
 test('the history as it was passes against the kept checkpoint, live and from a bundle', async () => {
-  const live = await verify('--head', keptFile);
+  const live = await verify('--head', keptFile, '--head', relayKeptFile);
   assert.is(live.code, 0, live.out);
   const bundle = join(dir, 'bundle.json');
   const exported = await runCli([
@@ -215,10 +234,13 @@ test('h1 last intent dropped and the chain re-hashed: consistent alone, caught b
   await startCoordinator();
   const alone = await verify();
   assert.is(alone.code, 0, `the rewritten log is consistent in itself: ${alone.out}`);
-  const checked = await verify('--head', keptFile);
-  assert.is(checked.code, 1, checked.out);
-  assert.ok(checked.codes.includes('head-mismatch'), checked.out);
-  assert.match(checked.out, /hosts\/h1\/desired/);
+  // Each keeper's file on its own catches it.
+  for (const file of [keptFile, relayKeptFile]) {
+    const checked = await verify('--head', file);
+    assert.is(checked.code, 1, checked.out);
+    assert.ok(checked.codes.includes('head-mismatch'), checked.out);
+    assert.match(checked.out, /hosts\/h1\/desired/);
+  }
 });
 
 test('the stored heads rewritten to fit the new log: they no longer hash to what was signed', async () => {
