@@ -1,22 +1,22 @@
 import { z } from 'zod';
+import type { SigningKey } from '../shared/crypto/keys.js';
+import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
+import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
+import { connectDocument, proofHeaders } from '../shared/node/connect.js';
+import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import {
   type HostKeyAuthority,
   type HostView,
   hostKeyAuthority,
   hostViewFromDocuments,
   unreadableView,
-} from '../shared/admin/host-view.js';
-import type { SigningKey } from '../shared/crypto/keys.js';
-import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
-import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
-import { connectDocument, proofHeaders } from '../shared/node/connect.js';
-import { httpBaseFromWs } from '../shared/sync/reconnect.js';
+} from '../shared/views/host-view.js';
 import { DocumentRefused, readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { describeFetchFailure, fetchExplained } from './reach.js';
 
 // The view of one host and what host keys are checked against are shared with the web editor
-// (shared/admin/host-view.ts); this module reads them from a coordinator.
-export type { HostKeyAuthority, HostView } from '../shared/admin/host-view.js';
+// (shared/views/host-view.ts); this module reads them from a coordinator.
+export type { HostKeyAuthority, HostView } from '../shared/views/host-view.js';
 
 const presenceSchema = z.object({
   hosts: z.record(z.string(), z.object({ online: z.boolean(), lastSeen: z.string().nullable() })),

@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { defineCommand, option } from '../cli/options.js';
-import { chooseRollbackTarget } from '../shared/admin/rollback-target.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
+import { chooseRollbackTarget } from '../shared/views/rollback-target.js';
 import { deployCommand } from './deploy.js';
 import { readHostKeyAuthority, readHostView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -19,7 +19,7 @@ import { submitIntent } from './submit-intent.js';
 const deployOption = deployCommand.options.shape;
 
 // The choice of target is shared with the web editor.
-export { chooseRollbackTarget, type RollbackTarget } from '../shared/admin/rollback-target.js';
+export { chooseRollbackTarget, type RollbackTarget } from '../shared/views/rollback-target.js';
 
 export const rollbackCommand = defineCommand({
   name: 'rollback',

@@ -1,4 +1,3 @@
-import { highestGeneration } from '../shared/admin/intent-draft.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { appendIntent, readIntentEntries } from '../shared/documents/desired.js';
 import { POLICY_DOC, readPolicies } from '../shared/documents/fleet.js';
@@ -9,6 +8,7 @@ import type { ActivationAction } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
 import { signIntent } from '../shared/trust/sign-intent.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
+import { highestGeneration } from '../shared/views/intent-draft.js';
 
 export interface IntentRequest {
   host: string;
@@ -38,7 +38,7 @@ export async function latestPolicyVersion(
   }
 }
 
-export { highestGeneration } from '../shared/admin/intent-draft.js';
+export { highestGeneration } from '../shared/views/intent-draft.js';
 
 // Signs an intent, appends it to the host's desired document, and returns only once the
 // coordinator has it stored: a second, fresh connection must see it (the coordinator answers a

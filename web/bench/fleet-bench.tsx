@@ -1,15 +1,15 @@
 import { render } from 'preact';
 import { useCallback } from 'preact/hooks';
 import * as Y from 'yjs';
+import { preverifySignatures } from '../../shared/crypto/verified-once.js';
+import { appendIntent } from '../../shared/documents/desired.js';
+import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
 import {
   type HostKeyAuthority,
   type HostView,
   hostSignatureChecks,
   hostViewFromDocuments,
-} from '../../shared/admin/host-view.js';
-import { preverifySignatures } from '../../shared/crypto/verified-once.js';
-import { appendIntent } from '../../shared/documents/desired.js';
-import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
+} from '../../shared/views/host-view.js';
 import type { BenchFixture, BenchResult } from '../../test/bench/web-fixture.js';
 import { ViewBatcher } from '../src/sync/view-batcher.js';
 import { FleetView } from '../src/ui/fleet.js';

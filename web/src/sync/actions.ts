@@ -1,11 +1,11 @@
-import type { HostView } from '../../../shared/admin/host-view.js';
-import { draftIntent, highestGeneration, mayIssueIntent } from '../../../shared/admin/intent-draft.js';
-import { chooseRollbackTarget } from '../../../shared/admin/rollback-target.js';
 import type { PayloadSigner } from '../../../shared/crypto/payload-signer.js';
 import { verifyPayloadSignature } from '../../../shared/crypto/signatures.js';
 import { intentSchema, type SignedIntent } from '../../../shared/schemas/intent.js';
 import { type ActivationAction, storePathSchema } from '../../../shared/schemas/primitives.js';
 import { verifyIntentUnderPolicy } from '../../../shared/trust/policy-intent.js';
+import type { HostView } from '../../../shared/views/host-view.js';
+import { draftIntent, highestGeneration, mayIssueIntent } from '../../../shared/views/intent-draft.js';
+import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import type { FleetSync } from './fleet-sync.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
 

@@ -1,14 +1,6 @@
 import { IndexeddbPersistence } from 'y-indexeddb';
 import * as Y from 'yjs';
 import { z } from 'zod';
-import {
-  type HostKeyAuthority,
-  type HostPresence,
-  type HostView,
-  hostKeyAuthority,
-  hostSignatureChecks,
-  hostViewFromDocuments,
-} from '../../../shared/admin/host-view.js';
 import { concatBytes } from '../../../shared/crypto/encoding.js';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { preverifySignatures } from '../../../shared/crypto/verified-once.js';
@@ -22,6 +14,14 @@ import {
 import { connectDocument, type DocumentConnection } from '../../../shared/sync/connect.js';
 import { fetchAuthHeaders, httpBaseFromWs } from '../../../shared/sync/reconnect.js';
 import { type FleetTrust, type Freshness, openFleetTrust } from '../../../shared/trust/fleet-trust.js';
+import {
+  type HostKeyAuthority,
+  type HostPresence,
+  type HostView,
+  hostKeyAuthority,
+  hostSignatureChecks,
+  hostViewFromDocuments,
+} from '../../../shared/views/host-view.js';
 import { idbGet, idbPut } from '../storage/idb.js';
 import { consoleLogger } from './log.js';
 import { ViewBatcher } from './view-batcher.js';
@@ -29,7 +29,7 @@ import { ViewBatcher } from './view-batcher.js';
 // The page's copy of the fleet: the same documents, over the same stock y-websocket provider and
 // the same challenge-response key proof as the CLI and agents (shared/sync/connect.ts), each also
 // kept in IndexedDB (y-indexeddb) so the page shows its last view and takes signed actions with
-// no link. Views are rebuilt with the CLI's own verification (shared/admin/host-view.ts), only for
+// no link. Views are rebuilt with the CLI's own verification (shared/views/host-view.ts), only for
 // hosts whose documents changed, at most once per animation frame.
 
 export interface FleetSyncOptions {

@@ -1,4 +1,4 @@
-import type { HostView } from '../../../shared/admin/host-view.js';
+import type { HostView } from '../../../shared/views/host-view.js';
 
 // Host views rebuilt only for hosts whose documents changed, at most once per animation frame
 // however many updates arrive; then the listeners (the views) render once. FleetSync feeds it

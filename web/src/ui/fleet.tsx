@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
-import type { HostView } from '../../../shared/admin/host-view.js';
 import type { Policy } from '../../../shared/schemas/policy.js';
 import { relayServesHost } from '../../../shared/trust/capabilities.js';
+import type { HostView } from '../../../shared/views/host-view.js';
 import { ago, bytes, until } from './format.js';
 import { goToHost } from './hooks.js';
 

@@ -1,8 +1,8 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { hostTimeline, type TimelineEntry } from '../../../shared/admin/host-timeline.js';
-import type { HostView } from '../../../shared/admin/host-view.js';
-import { chooseRollbackTarget } from '../../../shared/admin/rollback-target.js';
 import type { ActivationAction } from '../../../shared/schemas/primitives.js';
+import { hostTimeline, type TimelineEntry } from '../../../shared/views/host-timeline.js';
+import type { HostView } from '../../../shared/views/host-view.js';
+import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import { type ActionOutcome, deploy, rollback } from '../sync/actions.js';
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
 import { goToFleet } from './hooks.js';
