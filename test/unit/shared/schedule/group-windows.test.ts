@@ -1,10 +1,5 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { addGroup, setGroupWindows } from '../../../../admin/policy-edit.js';
-import { renderPolicy } from '../../../../admin/policy-render.js';
-import { effectiveRules } from '../../../../agent/effective-windows.js';
-import { openIntentTrust } from '../../../../agent/intent-trust.js';
-import { createLogger } from '../../../../shared/node/log.js';
 import { groupWindowsFor } from '../../../../shared/schedule/group-windows.js';
 import { describeRules, nextAllowedStart, rulesAllow } from '../../../../shared/schedule/window-rules.js';
 import { parseWindow } from '../../../../shared/schedule/windows.js';
@@ -12,8 +7,8 @@ import { type Policy, policySchema } from '../../../../shared/schemas/policy.js'
 import { walkPolicyChain } from '../../../../shared/trust/policy-chain.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
 
-// Maintenance and reboot windows of policy groups: the schema, how several groups combine, and
-// how the agent's own flags win over them. Times are passed in; 2026-11-24 is a Tuesday.
+// Maintenance and reboot windows of policy groups: the schema and how several groups combine (the
+// agent's own flags: test/unit/agent/effective-windows.test.ts). Times are passed in; 2026-11-24 is a Tuesday.
 const org = makeTestOrg();
 const utc = (iso: string): number => Date.parse(iso);
 
@@ -147,108 +142,6 @@ test('several groups: a moment is allowed only when every group with windows all
     timeZone: 'America/Argentina/Buenos_Aires',
   }));
   assert.ok(describeRules(long).length <= 1000, 'fits the status field');
-});
-
-test("the host's own flags win over its groups' windows, kind by kind; group windows without a zone use --timezone", () => {
-  const groups = groupWindowsFor(
-    policySchema.parse(
-      withGroups([
-        { name: 'clinics', hosts: ['h1'], maintenanceWindows: ['01:00-05:00'], rebootWindows: ['02:00-04:00'] },
-        { name: 'kinshasa', hosts: ['h1'], maintenanceWindows: ['00:00-03:00'], timeZone: 'Africa/Kinshasa' },
-      ]),
-    ),
-    'h1',
-  );
-  const own = [parseWindow('Tue 12:00-13:00')];
-  const maintenance = effectiveRules(own, 'UTC', groups.maintenance);
-  assert.equal(
-    maintenance.map((r) => r.source),
-    ['agent flags'],
-    '--maintenance-window replaces every group maintenance window',
-  );
-  assert.ok(rulesAllow(maintenance, utc('2026-11-24T12:30:00Z')), 'inside the host window, outside every group window');
-  const reboot = effectiveRules([], 'UTC', groups.reboot);
-  assert.equal(
-    reboot.map((r) => [r.source, r.timeZone]),
-    [['group clinics', 'UTC']],
-    'no --reboot-window: the group reboot window, in the host --timezone',
-  );
-  const fromGroups = effectiveRules([], 'Asia/Tokyo', groups.maintenance);
-  assert.equal(
-    fromGroups.map((r) => [r.source, r.timeZone]),
-    [
-      ['group clinics', 'Asia/Tokyo'],
-      ['group kinshasa', 'Africa/Kinshasa'],
-    ],
-    "a group's own zone wins over --timezone",
-  );
-  assert.equal(effectiveRules([], undefined, groups.maintenance)[0]!.timeZone, undefined, 'else the host-local time');
-  assert.equal(effectiveRules([], undefined, []), [], 'no flags, no group windows: any time');
-});
-
-test('static admin keys: no policy, so no group windows', async () => {
-  const trust = await openIntentTrust({
-    host: 'h1',
-    endpoints: ['ws://127.0.0.1:9'],
-    identity: org.alice, // never used: static keys follow no document
-    stateDir: '/nonexistent',
-    orgRootKeys: [],
-    adminKeys: [org.alice.publicKey],
-    freezeAfterMs: 1000,
-    logger: createLogger('test', 'error'),
-  });
-  assert.equal(trust.windowsFor('h1'), { maintenance: [], reboot: [] });
-  await trust.close();
-});
-
-test('policy edits: set-group-windows replaces all three settings; add-group keeps them; groups that never overlap are pointed out', () => {
-  let policy = setGroupWindows(basePolicy(org), {
-    name: 'production',
-    maintenanceWindows: ['Sat 01:00-05:00'],
-    rebootWindows: ['Sat 02:00-03:00'],
-    timeZone: 'UTC',
-  }).policy;
-  assert.equal(policy.groups[0], {
-    name: 'production',
-    hosts: ['prod-1'],
-    threshold: 2,
-    maintenanceWindows: ['Sat 01:00-05:00'],
-    rebootWindows: ['Sat 02:00-03:00'],
-    timeZone: 'UTC',
-  });
-  assert.match(
-    renderPolicy(policy).join('\n'),
-    /production {2}threshold 2 {2}hosts: prod-1 {2}windows: maintenance Sat 01:00-05:00; reboot Sat 02:00-03:00 \(UTC\)/,
-  );
-  const moved = addGroup(policy, { name: 'production', hosts: ['prod-1', 'prod-2'], threshold: 2 });
-  assert.equal(
-    moved.policy.groups[0]!.maintenanceWindows,
-    ['Sat 01:00-05:00'],
-    'changing the members keeps the windows',
-  );
-  assert.ok(moved.notes.some((n) => /keeps its windows/.test(n)));
-  policy = addGroup(moved.policy, { name: 'weekdays', hosts: ['prod-2'], threshold: 1 }).policy;
-  const clash = setGroupWindows(policy, {
-    name: 'weekdays',
-    maintenanceWindows: ['Mon-Fri 01:00-05:00'],
-    rebootWindows: [],
-  });
-  assert.ok(
-    clash.notes.some((n) =>
-      /host prod-2 is in group production and group weekdays, whose maintenance windows never overlap/.test(n),
-    ),
-    clash.notes.join('\n'),
-  );
-  const cleared = setGroupWindows(clash.policy, { name: 'production', maintenanceWindows: [], rebootWindows: [] });
-  assert.equal(
-    cleared.policy.groups[0],
-    { name: 'production', hosts: ['prod-1', 'prod-2'], threshold: 2 },
-    'no flags: the fields are gone, not empty',
-  );
-  assert.throws(
-    () => setGroupWindows(policy, { name: 'nope', maintenanceWindows: [], rebootWindows: [] }),
-    /there is no group nope; the groups are production, weekdays/,
-  );
 });
 
 test.run();
