@@ -96,69 +96,6 @@ in
       description = "Seconds between signed freshness timestamps.";
     };
 
-    tlsCertFile = mkOption {
-      type = types.nullOr absolutePath;
-      default = null;
-      example = "/var/lib/acme/fleet.example.org/cert.pem";
-      description = "PEM certificate to serve wss:// directly (otherwise terminate TLS in a reverse proxy).";
-    };
-
-    tlsKeyFile = mkOption {
-      type = types.nullOr absolutePath;
-      default = null;
-      example = "/var/lib/acme/fleet.example.org/key.pem";
-      description = "PEM private key for tlsCertFile (a path string, never copied into the Nix store).";
-    };
-
-    # Resource limits (docs/operations.md, "Limits"); each is shown in /healthz with its refusals.
-    maxConnectionsPerAddress = mkOption {
-      type = types.ints.positive;
-      default = 4096;
-      description = ''
-        Open connections one client address may hold. Behind a reverse proxy every client has the
-        proxy's address: raise this to the fleet's size and limit per client in the proxy.
-      '';
-    };
-
-    maxPendingUpgrades = mkOption {
-      type = types.ints.positive;
-      default = 128;
-      description = "Connections one address may hold that have not sent a complete request yet.";
-    };
-
-    upgradeTimeout = mkOption {
-      type = types.ints.positive;
-      default = 10;
-      description = "Seconds a connection has to send a complete request (or websocket upgrade) before it is dropped.";
-    };
-
-    maxDocumentsPerConnection = mkOption {
-      type = types.ints.positive;
-      default = 25000;
-      description = "Documents one relay link may hold open, and hosts it may report presence for.";
-    };
-
-    maxUpdateSize = mkOption {
-      type = types.ints.positive;
-      default = 262144;
-      description = "Bytes of new content one update may add to a document; bigger writes are refused.";
-    };
-
-    maxWriterBytesPerHour = mkOption {
-      type = types.ints.positive;
-      default = 67108864;
-      description = ''
-        Bytes of new content one writer (a host, an admin; a relay per document) may add per hour;
-        beyond it its writes are refused until the quota refills.
-      '';
-    };
-
-    maxDocumentSize = mkOption {
-      type = types.ints.positive;
-      default = 33554432;
-      description = "Largest state, in bytes, a document may grow to (what every reader syncs).";
-    };
-
     # Enrollment limits: what strangers can make the coordinator store through POST /api/enroll;
     # shown in /healthz under `enrollment`.
     enrollBurst = mkOption {
@@ -188,23 +125,17 @@ in
       description = "Seconds after which a pending enrollment request not approved is dropped (the agent asks again every hour).";
     };
 
-    logLevel = mkOption {
-      type = types.enum [
-        "trace"
-        "debug"
-        "info"
-        "warn"
-        "error"
-      ];
-      default = "info";
-      description = "Log level; logs are JSON lines in the journal (`journalctl -u outpost-coordinator`).";
-    };
-
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
       description = "Extra arguments appended to `outpost coordinator` (escape hatch; every flag has an option).";
     };
+  }
+  // import ../lib/server-options.nix {
+    inherit lib;
+    service = "outpost-coordinator";
+    tlsExampleDir = "/var/lib/acme/fleet.example.org";
+    tlsCertDescription = "PEM certificate to serve wss:// directly (otherwise terminate TLS in a reverse proxy).";
   };
 
   config = mkIf cfg.enable {
@@ -215,24 +146,11 @@ in
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
 
-    systemd.services.outpost-coordinator = {
+    systemd.services.outpost-coordinator = import ../lib/server-service.nix {
+      inherit lib cfg;
       description = "Outpost coordinator: fleet sync server and update log";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
-      environment.NODE_ENV = "production";
-      script = ''
-        exec ${cfg.package}/bin/outpost coordinator ${lib.escapeShellArgs (flags.argsFor role cfg ++ cfg.extraArgs)}
-      '';
-      serviceConfig = import ../lib/hardening.nix { inherit (cfg) port; } // {
-        Type = "simple";
-        Restart = "on-failure";
-        RestartSec = "5s";
-        StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
-        StateDirectoryMode = "0700";
-        StandardOutput = "journal";
-        StandardError = "journal";
-      };
+      command = "coordinator";
+      args = flags.argsFor role cfg;
     };
   };
 }
