@@ -33,19 +33,54 @@ interface FileOutcome {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matches terminal colour codes
 const ANSI = /\u001b\[[0-9;]*m/g;
 
+const FILE_TIMEOUT_MS = 10 * 60_000;
+// Each file runs in its own process group, which a Ctrl-C at the terminal no longer reaches:
+// the runner passes it on.
+const runningGroups = new Set<number>();
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.on(signal, () => {
+    for (const pid of runningGroups) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+
 function runFile(file: string): Promise<FileOutcome> {
   const started = Date.now();
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--enable-source-maps', file], {
       env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: the daemons a test file starts (coordinators, relays, agents, Nix)
+      // are killed with it, on a timeout or when the file ends and left some running.
+      detached: true,
     });
+    if (child.pid !== undefined) runningGroups.add(child.pid);
+    const killGroup = (): void => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: nothing left in the group.
+      }
+    };
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10 * 60_000);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, FILE_TIMEOUT_MS);
     child.on('close', (code) => {
       clearTimeout(timer);
+      killGroup();
+      if (child.pid !== undefined) runningGroups.delete(child.pid);
+      if (timedOut)
+        output += `\nrun-tests: killed after ${FILE_TIMEOUT_MS / 60_000} minutes, with every process it started\n`;
       const text = output.replace(ANSI, '');
       const number = (label: string): number =>
         [...text.matchAll(new RegExp(`${label}:\\s+(\\d+)`, 'g'))].reduce((sum, m) => sum + Number(m[1]), 0);

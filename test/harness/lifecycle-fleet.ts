@@ -58,6 +58,37 @@ export const TEST_AGENT_FLAGS = [
   '1',
 ];
 
+export interface PolicyAgentLaunch {
+  coordinators: string[];
+  orgRoot: string;
+  substituter: string;
+  cacheKey: string;
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+// An agent that trusts only what the fleet policy walked from its pinned org root says (no static
+// admin keys), with the tests' short timeouts and reconnects within a second.
+export function startPolicyAgent(host: SimulatedHost, launch: PolicyAgentLaunch): DaemonProcess {
+  return startAgentProcess(host, {
+    coordinators: launch.coordinators,
+    adminKeys: [],
+    substituters: [launch.substituter],
+    trustedCacheKeys: [launch.cacheKey],
+    extraArgs: [
+      ...TEST_AGENT_FLAGS,
+      '--org-root',
+      launch.orgRoot,
+      '--backoff-base',
+      '0.2',
+      '--backoff-max',
+      '1',
+      ...(launch.extraArgs ?? []),
+    ],
+    env: launch.env,
+  });
+}
+
 // A window "HH:MM-HH:MM" in UTC from now + fromMinutes to now + toMinutes: open or closed now, as the test needs.
 export function utcWindow(fromMinutes: number, toMinutes: number): string {
   const at = (offset: number): string => {

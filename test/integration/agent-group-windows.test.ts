@@ -8,8 +8,8 @@ import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
-import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
-import { logEvents, TEST_AGENT_FLAGS, utcWindow } from '../harness/lifecycle-fleet.js';
+import { activations, prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
+import { logEvents, startPolicyAgent, utcWindow } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache, runCommand } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -109,22 +109,12 @@ test('a closed group window holds the host (no download, status names the group 
   const pushed = await pushPolicy(coordinator.url, signedV1);
   assert.is(pushed.status, 200, pushed.body.error);
 
-  agent = startAgentProcess(host, {
+  agent = startPolicyAgent(host, {
     coordinators: [coordinator.url],
-    adminKeys: [],
-    substituters: [cache.url],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [
-      ...TEST_AGENT_FLAGS,
-      '--org-root',
-      org.root.publicKey,
-      '--enroll-token',
-      files.token,
-      '--backoff-base',
-      '0.2',
-      '--backoff-max',
-      '1',
-    ],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
+    extraArgs: ['--enroll-token', files.token],
   });
   await waitFor(
     'the group window to be in force',

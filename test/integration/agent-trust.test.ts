@@ -15,8 +15,8 @@ import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
-import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
-import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { activations, prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
+import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -58,23 +58,13 @@ async function startCoordinator(extra: string[] = []): Promise<void> {
 }
 
 function startAgent(extra: string[] = []): DaemonProcess {
-  const base = startAgentProcess(host, {
+  return startPolicyAgent(host, {
     coordinators: [coordinator.url],
-    adminKeys: [],
-    substituters: [cache.url],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [
-      ...TEST_AGENT_FLAGS,
-      '--org-root',
-      org.root.publicKey,
-      '--backoff-base',
-      '0.2',
-      '--backoff-max',
-      '1',
-      ...extra,
-    ],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
+    extraArgs: extra,
   });
-  return base;
 }
 
 async function view(): Promise<HostView> {
@@ -197,12 +187,11 @@ test('policy mode: the agent enrolls itself with a one-time token, applies an in
 
 test('an unenrolled host key is refused by the coordinator until it is approved; the agent asks for enrollment by itself', async () => {
   const stranger = await prepareHost(dir, 'h2');
-  const strangerAgent = startAgentProcess(stranger, {
+  const strangerAgent = startPolicyAgent(stranger, {
     coordinators: [coordinator.url],
-    adminKeys: [],
-    substituters: [cache.url],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
   });
   try {
     await waitFor(
@@ -361,22 +350,12 @@ test("behind a relay under the policy: a new host enrolls through the relay with
     ),
     { mode: 0o600 },
   );
-  const siteAgent = startAgentProcess(site, {
+  const siteAgent = startPolicyAgent(site, {
     coordinators: [relay.url],
-    adminKeys: [],
-    substituters: [`${httpBaseFromWs(relay.url)}/nix-cache`],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [
-      ...TEST_AGENT_FLAGS,
-      '--org-root',
-      org.root.publicKey,
-      '--enroll-token',
-      tokenFile,
-      '--backoff-base',
-      '0.2',
-      '--backoff-max',
-      '1',
-    ],
+    orgRoot: org.root.publicKey,
+    substituter: `${httpBaseFromWs(relay.url)}/nix-cache`,
+    cacheKey: cacheKey.publicKey,
+    extraArgs: ['--enroll-token', tokenFile],
   });
   try {
     await waitFor('h3 to be enrolled through the relay', () => logEvents(siteAgent, 'enrolled').length > 0, 30_000);

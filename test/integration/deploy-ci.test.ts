@@ -6,8 +6,8 @@ import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
-import { activations, prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
-import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { activations, prepareHost, type SimulatedHost } from '../harness/fleet.js';
+import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -76,22 +76,12 @@ test.before(async () => {
     policyVersion: 1,
   });
   await fs.writeFile(files.token, JSON.stringify(token), { mode: 0o600 });
-  agent = startAgentProcess(host, {
+  agent = startPolicyAgent(host, {
     coordinators: [coordinator.url],
-    adminKeys: [],
-    substituters: [cache.url],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [
-      ...TEST_AGENT_FLAGS,
-      '--org-root',
-      org.root.publicKey,
-      '--enroll-token',
-      files.token,
-      '--backoff-base',
-      '0.2',
-      '--backoff-max',
-      '1',
-    ],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
+    extraArgs: ['--enroll-token', files.token],
   });
   await waitFor('the token to bind the host key', () => logEvents(agent, 'enrolled').length > 0, 30_000);
 });

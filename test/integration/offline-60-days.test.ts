@@ -15,9 +15,9 @@ import type { Timestamp } from '../../shared/schemas/policy.js';
 import type { Result } from '../../shared/schemas/report.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
-import { activations, prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
+import { activations, prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
-import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -76,21 +76,12 @@ test.after(async () => {
 });
 
 function startAgent(host: SimulatedHost, url: string, extra: string[], env: NodeJS.ProcessEnv = {}): DaemonProcess {
-  const agent = startAgentProcess(host, {
+  const agent = startPolicyAgent(host, {
     coordinators: [url],
-    adminKeys: [],
-    substituters: [cache.url],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [
-      ...TEST_AGENT_FLAGS,
-      '--org-root',
-      org.root.publicKey,
-      '--backoff-base',
-      '0.2',
-      '--backoff-max',
-      '1',
-      ...extra,
-    ],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
+    extraArgs: extra,
     env,
   });
   daemons.push(agent);
