@@ -52,11 +52,16 @@ const CLEAR_ORDER_MAX_AGE_MS = 10 * 60_000;
 const readBody = <S extends z.ZodType>(req: IncomingMessage, schema: S): Promise<z.infer<S>> =>
   readJsonBody(req, schema, MAX_BODY);
 
+// How many clients' worth of requests one relay's site may make together.
+export const RELAY_SITE_FACTOR = 16;
+
 // Per-coordinator state of the enrollment endpoints: the limits, the per-source buckets and what
 // the last look at fleet/enrollment found (for /healthz and for refusing at the cap cheaply).
 export interface EnrollmentGate {
   limits: EnrollmentLimits;
   limiter: SourceLimiter;
+  // Per relay, for requests it passed on naming their clients (RELAY_SITE_FACTOR clients' worth).
+  relayLimiter: SourceLimiter;
   health(): Record<string, unknown>;
   notePlan(plan: RequestPlan): void;
   // Null until fleet/enrollment was first looked at.
@@ -66,10 +71,16 @@ export interface EnrollmentGate {
 export function createEnrollmentGate(overrides: Partial<EnrollmentLimits> = {}): EnrollmentGate {
   const limits = { ...DEFAULT_ENROLLMENT_LIMITS, ...overrides };
   const limiter = new SourceLimiter(limits.perSourceBurst, limits.perSourceRefillMs, limits.maxSources);
+  const relayLimiter = new SourceLimiter(
+    limits.perSourceBurst * RELAY_SITE_FACTOR,
+    limits.perSourceRefillMs / RELAY_SITE_FACTOR,
+    limits.maxSources,
+  );
   let last: ReturnType<EnrollmentGate['snapshot']> = null;
   return {
     limits,
     limiter,
+    relayLimiter,
     notePlan(plan) {
       const oldest = Math.min(...plan.pendingSince.values());
       last = { pending: plan.pending, pendingSince: plan.pendingSince, nextExpiryAt: oldest + limits.pendingTtlMs };
@@ -83,6 +94,7 @@ export function createEnrollmentGate(overrides: Partial<EnrollmentLimits> = {}):
       perSourceRefillSeconds: limits.perSourceRefillMs / 1000,
       sourcesTracked: limiter.sources(),
       refusedForRate: limiter.refused,
+      refusedForRelayRate: relayLimiter.refused,
     }),
   };
 }
@@ -358,6 +370,28 @@ async function handlePolicy(
   respondJson(res, 200, { ok: true, version: signed.policy.version });
 }
 
+// A fleet POST a relay of the policy passed on, with the client source it proved it names.
+export interface ForwardedBy {
+  relay: string;
+  source: string;
+}
+
+function refuseForRate(
+  res: ServerResponse,
+  logger: Logger,
+  path: string,
+  source: string,
+  retryAfterMs: number,
+  limit: { burst: number; refillMs: number },
+): void {
+  const seconds = Math.ceil(retryAfterMs / 1000);
+  logger.warn({ event: 'fleet-post-rate-limited', source, path }, 'too many fleet requests from one source');
+  res.setHeader('retry-after', String(seconds));
+  respondJson(res, 429, {
+    error: `too many requests from ${source}: ${limit.burst} at once, then one every ${limit.refillMs / 1000} s; try again in ${seconds} s`,
+  });
+}
+
 // POST endpoints for self-authenticating fleet entries. The coordinator checks each entry the way
 // every reader will, and appends only what passes: it adds no trust of its own. Every source is
 // rate limited first, before any signature is checked.
@@ -370,16 +404,28 @@ export async function handleFleetPost(
   pinnedRoot: ReadonlySet<string>,
   logger: Logger,
   gate: EnrollmentGate,
+  forwarded: ForwardedBy | null = null,
 ): Promise<boolean> {
   if (!FLEET_POSTS.includes(path)) return false;
-  const source = sourceOf(req.socket.remoteAddress);
-  const allowed = gate.limiter.take(source, Date.now());
+  const now = Date.now();
+  // A relay's site counts as many sources, one per client it names, and as a whole under a larger
+  // budget: a compromised relay naming made-up sources gets that far and no further.
+  if (forwarded) {
+    const site = gate.relayLimiter.take(forwarded.relay, now);
+    if (!site.ok) {
+      refuseForRate(res, logger, path, forwarded.relay, site.retryAfterMs, {
+        burst: gate.limits.perSourceBurst * RELAY_SITE_FACTOR,
+        refillMs: gate.limits.perSourceRefillMs / RELAY_SITE_FACTOR,
+      });
+      return true;
+    }
+  }
+  const source = forwarded ? `${forwarded.source} via ${forwarded.relay}` : sourceOf(req.socket.remoteAddress);
+  const allowed = gate.limiter.take(source, now);
   if (!allowed.ok) {
-    const seconds = Math.ceil(allowed.retryAfterMs / 1000);
-    logger.warn({ event: 'fleet-post-rate-limited', source, path }, 'too many fleet requests from one source');
-    res.setHeader('retry-after', String(seconds));
-    respondJson(res, 429, {
-      error: `too many requests from ${source}: ${gate.limits.perSourceBurst} at once, then one every ${gate.limits.perSourceRefillMs / 1000} s; try again in ${seconds} s`,
+    refuseForRate(res, logger, path, source, allowed.retryAfterMs, {
+      burst: gate.limits.perSourceBurst,
+      refillMs: gate.limits.perSourceRefillMs,
     });
     return true;
   }

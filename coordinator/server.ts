@@ -14,13 +14,20 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName, statusDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import {
+  AUTH_HEADERS,
+  authParamsSchema,
+  FORWARDED_FOR_HEADER,
+  forwardedProofTarget,
+  forwardedSourceSchema,
+  verifyAuthProof,
+} from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
 import { handleAuditGet } from './audit-api.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
-import { createEnrollmentGate, handleFleetPost } from './fleet-api.js';
+import { createEnrollmentGate, type ForwardedBy, handleFleetPost } from './fleet-api.js';
 import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
 import { refuseUpgrade, requestPath, requestQuery, respondJson, upgradeDocument } from './http-guard.js';
 import {
@@ -199,6 +206,43 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     return { principal };
   }
 
+  // A fleet POST passed on by a relay of the policy, with the client source the relay proved it
+  // names (FORWARDED_FOR_HEADER); null for anything else, which is counted by its own address.
+  function relayForwarded(req: IncomingMessage, path: string): ForwardedBy | null {
+    const header = (name: string): string | undefined => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+    const claimed = header(FORWARDED_FOR_HEADER);
+    if (claimed === undefined || !trust.enforced) return null;
+    const source = forwardedSourceSchema.safeParse(claimed);
+    const proof = authParamsSchema.safeParse({
+      principal: header(AUTH_HEADERS.principal),
+      challenge: header(AUTH_HEADERS.challenge),
+      signature: header(AUTH_HEADERS.signature),
+    });
+    const problem = !source.success
+      ? 'the named source is not an address'
+      : !proof.success
+        ? 'no key proof'
+        : !challenges.consume(proof.data.challenge)
+          ? 'unknown, used or expired challenge'
+          : !verifyAuthProof(proof.data, forwardedProofTarget(path, source.data))
+            ? 'the proof is not signed for this path and source'
+            : trust.principalForKey(proof.data.principal).kind !== 'relay'
+              ? 'the key is not a relay of the policy'
+              : null;
+    if (problem !== null || !source.success || !proof.success) {
+      warnings.warn(
+        `forwarded:${req.socket.remoteAddress}`,
+        { event: 'forwarded-for-ignored', path, address: req.socket.remoteAddress, reason: problem },
+        `ignoring ${FORWARDED_FOR_HEADER}: ${problem}; the request counts as from its own address`,
+      );
+      return null;
+    }
+    return { relay: trust.principalForKey(proof.data.principal).label, source: source.data };
+  }
+
   function handleApi(req: IncomingMessage, res: ServerResponse, path: string): void {
     const caller = apiCaller(req, path);
     if ('error' in caller) {
@@ -239,7 +283,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       return;
     }
     if (req.method === 'POST') {
-      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger, enrollmentGate)
+      handleFleetPost(path, req, res, host, trust, pinnedRoot, logger, enrollmentGate, relayForwarded(req, path))
         .then((handled) => handled || respondJson(res, 404, { error: `no such endpoint ${path}` }))
         .catch((error: Error) => respondJson(res, 500, { error: error.message }));
       return;

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { sourceOf } from '../coordinator/enrollment-limits.js';
 import { respondJson } from '../coordinator/http-guard.js';
 import type { ResourceLimits } from '../coordinator/limits.js';
 import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
@@ -12,7 +13,8 @@ import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { checkpointKeeper } from '../shared/node/fleet-trust.js';
 import { RequestBodyError, readBody } from '../shared/node/http-body.js';
-import { httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { authHeaders, FORWARDED_FOR_HEADER, forwardedProofTarget, signAuthProof } from '../shared/sync/auth-proof.js';
+import { fetchChallenge, httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
 import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';
@@ -62,16 +64,29 @@ async function forwardPost(
   res: ServerResponse,
   upstreams: string[],
   current: string | null,
+  key: SigningKey | null,
 ): Promise<void> {
   const body = await readBody(req, MAX_FORWARDED_BODY);
   const order = current ? [current, ...upstreams.filter((u) => u !== current)] : upstreams;
+  // With its key, the relay names the client's source (proven, so the upstream's per-source rate
+  // limit counts each client of the site apart; fuzz finding 7). A chained relay's client is the
+  // relay below it: its own claim is not passed further.
+  const source = sourceOf(req.socket.remoteAddress);
   const problems: string[] = [];
   for (const upstream of order) {
     let answer: { status: number; contentType: string; body: Buffer };
     try {
+      const forwarded = key
+        ? {
+            [FORWARDED_FOR_HEADER]: source,
+            ...authHeaders(
+              signAuthProof(key, await fetchChallenge(upstream, 10_000), forwardedProofTarget(path, source)),
+            ),
+          }
+        : {};
       const response = await fetch(`${httpBaseFromWs(upstream)}${path}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...forwarded },
         body: new Uint8Array(body),
         signal: AbortSignal.timeout(30_000),
       });
@@ -157,8 +172,9 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
         return true;
       }
       if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {
-        forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null).catch((error: Error) =>
-          respondJson(res, error instanceof RequestBodyError ? error.status : 400, { error: error.message }),
+        forwardPost(path, req, res, config.upstreams, upstream?.connectedUrl() ?? null, config.key).catch(
+          (error: Error) =>
+            respondJson(res, error instanceof RequestBodyError ? error.status : 400, { error: error.message }),
         );
         return true;
       }

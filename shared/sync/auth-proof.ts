@@ -46,3 +46,20 @@ export function authHeaders(params: AuthParams): Record<string, string> {
     [AUTH_HEADERS.signature]: params.signature,
   };
 }
+
+// A relay that passes a fleet POST on (/api/enroll, /api/policy) names the client source it came
+// from, so the coordinator can rate limit each client of a site apart instead of the whole site as
+// the relay's one address. The name counts only with a proof from a relay of the policy signed for
+// the path and that source together: a stranger's header, or a relay's proof reused for another
+// source, is ignored.
+export const FORWARDED_FOR_HEADER = 'x-outpost-forwarded-for';
+
+export function forwardedProofTarget(path: string, source: string): string {
+  return `${path}#forwarded-for=${source}`;
+}
+
+// What a relay may name: an IPv4 address, an IPv6 /64 or 'unknown' (coordinator's sourceOf).
+export const forwardedSourceSchema = z
+  .string()
+  .max(64)
+  .regex(/^[0-9A-Za-z:./]+$/, 'an address');

@@ -89,7 +89,7 @@ export function httpBaseFromWs(serverUrl: string): string {
 }
 
 // A fresh single-use challenge from the endpoint.
-async function fetchChallenge(serverUrl: string, timeoutMs: number): Promise<string> {
+export async function fetchChallenge(serverUrl: string, timeoutMs: number): Promise<string> {
   const url = `${httpBaseFromWs(serverUrl)}/auth/challenge`;
   let response: Response;
   try {
