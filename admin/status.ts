@@ -2,10 +2,12 @@ import { z } from 'zod';
 import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option } from '../cli/options.js';
+import type { SigningKey } from '../shared/crypto/keys.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { base64Key32Schema, hostIdSchema } from '../shared/schemas/primitives.js';
 import type { TrustStatus } from '../shared/schemas/report.js';
 import { formatBytes } from '../shared/text/bytes.js';
+import { sleep } from '../shared/time/sleep.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -13,7 +15,7 @@ import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 export const statusCommand = defineCommand({
   name: 'status',
   summary: 'one row per host: desired and applied generation, phase, online, last result',
-  usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--json]',
+  usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--json] [--watch]',
   options: z.object({
     coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
       placeholder: 'URL',
@@ -48,10 +50,18 @@ export const statusCommand = defineCommand({
     json: option(z.boolean().default(false), {
       description: 'print every host with its signed results as JSON, for scripts',
     }),
+    watch: option(z.boolean().default(false), {
+      description: 'redraw as hosts move (on a terminal; in a pipe each change is printed once), until Ctrl-C',
+    }),
+    interval: option(durationSchema.prefault('2s'), {
+      placeholder: 'DURATION',
+      description: 'with --watch: how often the documents are read again',
+    }),
   }),
   examples: [
     'outpost status --coordinator ws://127.0.0.1:8420',
     'outpost status --coordinator ws://127.0.0.1:8420 --json | jq .hosts[0].lastResult',
+    'outpost status --coordinator ws://127.0.0.1:8420 --watch',
     'outpost status --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
   ],
 });
@@ -102,6 +112,20 @@ function phaseCell(view: HostView): string {
   return view.phase;
 }
 
+// One line for the whole picture: how many hosts, by phase, online, and how many are where they
+// should be (applied generation = desired generation).
+export function summaryLine(views: HostView[]): string {
+  const byPhase = new Map<string, number>();
+  for (const v of views) {
+    const phase = v.unreadable ? 'not readable' : (v.phase ?? 'no status');
+    byPhase.set(phase, (byPhase.get(phase) ?? 0) + 1);
+  }
+  const phases = [...byPhase].sort((a, b) => b[1] - a[1]).map(([phase, n]) => `${n} ${phase}`);
+  const current = views.filter((v) => v.desired && v.applied?.generation === v.desired.generation).length;
+  const online = views.filter((v) => v.online).length;
+  return `${views.length} host${views.length === 1 ? '' : 's'}: ${phases.join(', ') || 'none'}; ${current} at their desired generation; ${online} online`;
+}
+
 export function renderStatusTable(views: HostView[], options: { progressBars?: boolean } = {}): string {
   const header = ['HOST', 'DESIRED', 'APPLIED', 'PHASE', 'ONLINE', 'LAST RESULT'];
   const rows = views.map((v) => [
@@ -129,6 +153,15 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     if (views[i]!.phase === 'downloading' && progress)
       lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
   });
+  lines.push('', summaryLine(views));
+  const failed = views.filter((v) => v.lastResult && v.lastResult.outcome !== 'applied' && !v.unreadable);
+  if (failed.length) {
+    lines.push('', 'FAILURES (the newest result of each host that did not apply):');
+    for (const v of failed)
+      lines.push(
+        `  ${v.host} generation ${v.lastResult!.generation} ${v.lastResult!.outcome}: ${v.lastResult!.reason}`,
+      );
+  }
   const pending = views.filter((v) => v.desired?.coSigning && v.desired.coSigning.missing > 0);
   if (pending.length) {
     lines.push('', 'AWAITING CO-SIGNATURES (outpost approve --host ID --generation N):');
@@ -149,6 +182,7 @@ export function runStatusCommand(argv: string[]): Promise<number> {
 async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
   const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
   const identity = options.key === undefined ? null : await readKeyFile(options.key);
+  if (options.watch) return watchStatus(options, orgRoot, identity);
   const views = await readFleetView(options.coordinator, {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,
@@ -182,4 +216,50 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
   const unreadable = options.host.length ? views.filter((v) => v.unreadable) : [];
   for (const v of unreadable) console.error(`outpost status: ${v.host}: ${v.unreadable}`);
   return missing.length || unreadable.length ? 1 : 0;
+}
+
+// --watch: read the fleet again every --interval and redraw when anything changed. A read that
+// fails (the coordinator restarting, a link down) is shown and retried, never the end of the watch.
+async function watchStatus(
+  options: z.output<typeof statusCommand.options>,
+  orgRoot: string[],
+  identity: SigningKey | null,
+): Promise<number> {
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const terminal = process.stdout.isTTY === true && !options.json;
+  let previous = '';
+  try {
+    while (!abort.signal.aborted) {
+      let text: string;
+      try {
+        const views = await readFleetView(options.coordinator, {
+          timeoutMs: options.timeout * 1000,
+          hosts: options.host,
+          adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
+          orgRoot,
+          identity,
+        });
+        const shown = views.filter((v) => v.found || !options.host.length);
+        text = options.json
+          ? JSON.stringify({ coordinator: options.coordinator, hosts: shown })
+          : renderStatusTable(shown, { progressBars: terminal });
+      } catch (error) {
+        text = `outpost status: cannot read ${options.coordinator} now (${(error as Error).message}); trying again every ${options.interval} s`;
+      }
+      if (text !== previous) {
+        // On a terminal the screen is redrawn; in a pipe each change is printed once.
+        if (terminal) process.stdout.write('\x1b[H\x1b[2J');
+        console.log(options.json || terminal ? text : `${new Date().toISOString()}\n${text}\n---`);
+        previous = text;
+      }
+      await sleep(options.interval * 1000, abort.signal).catch(() => undefined);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return 0;
 }

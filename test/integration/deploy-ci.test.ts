@@ -15,6 +15,7 @@ import {
   removeDirectory,
   runCli,
   startCoordinatorProcess,
+  startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -165,7 +166,27 @@ test('--substituter: a closure missing from the cache, or not signed by the pinn
   );
 });
 
-test('--wait: exit 0 once the host applied it, with the signed result checked against enrollment', async () => {
+test('--wait: exit 0 once the host applied it, with the signed result checked against enrollment; status --watch follows it', async () => {
+  // A person watching the fleet meanwhile: in a pipe, each change is printed once.
+  const watch = startDaemon(
+    [
+      'status',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      files.carol,
+      '--org-root',
+      org.root.publicKey,
+      '--host',
+      'h1',
+      '--watch',
+      '--interval',
+      '0.3s',
+    ],
+    join(dir, 'watch.log'),
+  );
+  await waitFor('the first frame of status --watch', () => /1 host: /.test(watch.logs()), 30_000, 100);
+  const framesBefore = watch.logs().split('\n---').length;
   const started = Date.now();
   const applied = await deploy('h1', closures.good, [
     '--substituter',
@@ -182,6 +203,17 @@ test('--wait: exit 0 once the host applied it, with the signed result checked ag
   assert.not.match(applied.stdout, /unverified/);
   assert.ok((await activations(host)).includes(`switch ${closures.good}`));
   console.log(`deploy --wait to applied: ${Date.now() - started} ms`);
+  await waitFor(
+    'status --watch to show h1 at generation 2',
+    () => /^h1 +2 \S+ +2 \S+/m.test(watch.logs().split('\n---').at(-2) ?? ''),
+    30_000,
+    100,
+  );
+  const frames = watch.logs().split('\n---');
+  assert.ok(frames.length > framesBefore, 'a new frame was printed when the host moved');
+  assert.match(frames.at(-2)!, /1 host: .*; 1 at their desired generation; 1 online/);
+  watch.child.kill('SIGINT');
+  assert.is(await watch.exited, 0, 'Ctrl-C ends the watch cleanly');
 });
 
 test('--wait: non-zero with the reason when the host fails or rolls back, refuses, or gives no answer in time', async () => {
