@@ -1,11 +1,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
+import { appendRolloutEntries } from '../../../../shared/rollout/document.js';
+import { deriveRolloutIntent, placeHosts, planDigest } from '../../../../shared/rollout/plan.js';
 import type { SignedIntent } from '../../../../shared/schemas/intent.js';
 import { intentDigest } from '../../../../shared/trust/verify-intent.js';
 import { hostTimeline } from '../../../../shared/views/host-timeline.js';
 import { hostViewFromDocuments } from '../../../../shared/views/host-view.js';
 import { basePolicy, makeTestOrg } from '../../../harness/policy-fixtures.js';
+import { makePlan } from '../../../harness/rollout-fixtures.js';
 import {
   authorityFor,
   closure,
@@ -104,6 +108,55 @@ test('without an authority: valid signatures are unverified, never trusted; bad 
   ]);
   assert.match(String(entries[0]!.note), /no org root is pinned/);
   assert.match(String(entries.at(-1)!.note), /altered or forged/);
+});
+
+test('rollout intents are marked as the signed plan gives them; without the plan, unverified (never trusted)', () => {
+  const plan = makePlan(org.alice, {
+    id: 'r1',
+    createdAt: T0 + 400_000,
+    generation: 5,
+    waves: [{ name: 'first', hosts: [{ host: 'h1', key: h1, closure: closure('h', 'rolled') }] }],
+  });
+  const genuine = deriveRolloutIntent(plan, planDigest(plan.plan), placeHosts(plan.plan).get('h1')!);
+  const forged: SignedIntent = {
+    ...genuine,
+    intent: { ...genuine.intent, generation: 6, closure: closure('j', 'evil') },
+  };
+  const doc = desiredWith(genuine, forged);
+  const rollouts = new Y.Doc();
+  appendRolloutEntries(rollouts, { plans: [plan] });
+  const view = hostViewFromDocuments('h1', {
+    desired: doc,
+    status: new Y.Doc(),
+    awarenessStates: [],
+    authority,
+    now: T0,
+  });
+  const marks = (lookup?: (name: string) => Y.Doc | null) =>
+    hostTimeline('h1', doc, view, authority, T0, lookup).map((e) => [
+      e.kind === 'intent' && e.generation,
+      e.mark,
+      e.note,
+    ]);
+  assert.equal(
+    marks(() => rollouts),
+    [
+      [5, 'trusted', null],
+      [
+        6,
+        'untrusted',
+        `the signed plan gives h1 generation 5 of ${closure('h', 'rolled')}, not generation 6 of ${closure('j', 'evil')}`,
+      ],
+    ],
+  );
+  assert.equal(
+    marks().map(([generation, mark]) => [generation, mark]),
+    [
+      [5, 'unverified'],
+      [6, 'unverified'],
+    ],
+  );
+  assert.match(String(marks()[0]![2]), /^plan not available/);
 });
 
 test.run();
