@@ -110,7 +110,7 @@ export class FleetSync {
   private readonly fleetDocuments: OpenDocument[] = [];
   private enrollment: OpenDocument | null = null;
   // fleet/rollout-<id> documents the hosts' rollout intents name, and the hosts that read each.
-  private readonly rolloutDocuments = new Map<string, { open: OpenDocument; hosts: Set<string> }>();
+  private readonly followedRollouts = new Map<string, { open: OpenDocument; hosts: Set<string> }>();
   private trust: FleetTrust | null = null;
   private authorityCache: HostKeyAuthority | null = null;
   private closed = false;
@@ -323,23 +323,28 @@ export class FleetSync {
       awarenessStates: documents.status.connection.provider.awareness.getStates().values(),
       authority: this.authority(),
       ...(presence ? { presence } : {}),
-      rolloutDocument: (name) => this.rolloutDocument(name, host),
+      rolloutDocument: this.rolloutDocuments(host),
       now,
     });
   }
 
-  // A rollout intent is checked against the plan in its rollout document, opened on first need.
+  // The rollout documents `host`'s views need (hostViewFromDocuments, hostTimeline): a rollout
+  // intent is checked against the plan in its rollout document, opened on first need.
+  rolloutDocuments(host: string): (name: string) => Y.Doc | null {
+    return (name) => this.rolloutDocument(name, host);
+  }
+
   private rolloutDocument(name: string, host: string): Y.Doc | null {
-    let followed = this.rolloutDocuments.get(name);
+    let followed = this.followedRollouts.get(name);
     if (!followed) {
-      if (this.closed || this.rolloutDocuments.size >= MAX_ROLLOUT_DOCUMENTS) return null;
+      if (this.closed || this.followedRollouts.size >= MAX_ROLLOUT_DOCUMENTS) return null;
       const hosts = new Set<string>();
       const open = this.open(name, () => {
         for (const reader of hosts) this.invalidate(reader);
       });
       this.fleetDocuments.push(open);
       followed = { open, hosts };
-      this.rolloutDocuments.set(name, followed);
+      this.followedRollouts.set(name, followed);
     }
     followed.hosts.add(host);
     return followed.open.connection.doc;
