@@ -1,3 +1,4 @@
+import type * as Y from 'yjs';
 import { z } from 'zod';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
@@ -9,6 +10,7 @@ import {
   type HostView,
   hostKeyAuthority,
   hostViewFromDocuments,
+  rolloutDocumentsNeeded,
   unreadableView,
 } from '../shared/views/host-view.js';
 import { DocumentRefused, readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
@@ -80,6 +82,29 @@ export async function readHostKeyAuthority(
   return hostKeyAuthority(walk.chain, doc(ENROLLMENT_DOC))!;
 }
 
+// Rollout documents read for views, by name (null: could not be read), shared by the views of
+// one fleet read: every host of a rollout names the same document.
+export type RolloutDocuments = Map<string, Promise<Y.Doc | null>>;
+
+function readRolloutDocument(
+  serverUrl: string,
+  name: string,
+  identity: SigningKey | null,
+  timeoutMs: number,
+  cache: RolloutDocuments,
+): Promise<Y.Doc | null> {
+  let read = cache.get(name);
+  if (!read) {
+    // Refused or not synced in time: the view says the plan is not available, never valid.
+    read = readDocuments(serverUrl, [name], identity, timeoutMs).then(
+      (doc) => doc(name),
+      () => null,
+    );
+    cache.set(name, read);
+  }
+  return read;
+}
+
 export async function readHostView(
   serverUrl: string,
   host: string,
@@ -90,6 +115,7 @@ export async function readHostView(
     authority?: HostKeyAuthority | null;
     // The key proved on both connections (null: open-mode servers).
     identity: SigningKey | null;
+    rolloutDocuments?: RolloutDocuments;
   },
 ): Promise<HostView> {
   const authority = options.authority ?? null;
@@ -102,6 +128,11 @@ export async function readHostView(
       syncOrRefusal(status, identity, options.timeoutMs),
     ]);
     const presence = options.presence?.get(host);
+    // A rollout intent is checked against the plan it names, read from its rollout document.
+    const rolloutCache = options.rolloutDocuments ?? new Map();
+    const rolloutDocs = new Map<string, Y.Doc | null>();
+    for (const name of rolloutDocumentsNeeded(host, desired.doc))
+      rolloutDocs.set(name, await readRolloutDocument(serverUrl, name, identity, options.timeoutMs, rolloutCache));
     return hostViewFromDocuments(host, {
       desired: desired.doc,
       status: status.doc,
@@ -109,6 +140,7 @@ export async function readHostView(
       authority,
       ...(options.adminKeys ? { adminKeys: options.adminKeys } : {}),
       ...(presence ? { presence } : {}),
+      rolloutDocument: (name) => rolloutDocs.get(name) ?? null,
       now: Date.now(),
     });
   } catch (error) {
@@ -146,12 +178,18 @@ export async function readFleetView(
     identity,
   );
   const presence = new Map(Object.entries(presenceRecord));
+  const rolloutDocuments: RolloutDocuments = new Map();
   const views: HostView[] = new Array(hosts.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < hosts.length) {
       const index = next++;
-      views[index] = await readHostView(serverUrl, hosts[index]!, { ...options, presence, authority });
+      views[index] = await readHostView(serverUrl, hosts[index]!, {
+        ...options,
+        presence,
+        authority,
+        rolloutDocuments,
+      });
     }
   };
   await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 16, hosts.length) }, worker));

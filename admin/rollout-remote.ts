@@ -13,7 +13,7 @@ import { planDigest } from '../shared/rollout/plan.js';
 import type { SignedPlan } from '../shared/rollout/schemas.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { sleep } from '../shared/time/sleep.js';
-import { type HostKeyAuthority, type HostView, readHostView } from './fleet-view.js';
+import { type HostKeyAuthority, type HostView, type RolloutDocuments, readHostView } from './fleet-view.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
 import { fetchExplained } from './reach.js';
 import { highestGeneration } from './submit-intent.js';
@@ -183,5 +183,7 @@ export function readHostViews(
   identity: SigningKey,
   timeoutMs: number,
 ): Promise<HostView[]> {
-  return inBatches(hosts, 16, (host) => readHostView(url, host, { timeoutMs, authority, identity }));
+  // Each rollout document the hosts' intents name is read once for all of them.
+  const rolloutDocuments: RolloutDocuments = new Map();
+  return inBatches(hosts, 16, (host) => readHostView(url, host, { timeoutMs, authority, identity, rolloutDocuments }));
 }

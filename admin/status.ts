@@ -126,12 +126,21 @@ export function summaryLine(views: HostView[]): string {
   return `${views.length} host${views.length === 1 ? '' : 's'}: ${phases.join(', ') || 'none'}; ${current} at their desired generation; ${online} online`;
 }
 
+// A rollout intent shows whether the signed plan it names gives it: UNVERIFIED when the plan is
+// not at hand, INVALID when the plan says otherwise (a coordinator or relay wrote it).
+function rolloutNote(rollout: NonNullable<HostView['desired']>['rollout']): string {
+  if (!rollout) return '';
+  const where = `rollout ${rollout.id}, wave ${rollout.wave}`;
+  if (rollout.verdict === 'valid') return ` (${where})`;
+  return ` (${where}: ${rollout.verdict === 'invalid' ? 'INVALID' : 'UNVERIFIED'}: ${rollout.reason})`;
+}
+
 export function renderStatusTable(views: HostView[], options: { progressBars?: boolean } = {}): string {
   const header = ['HOST', 'DESIRED', 'APPLIED', 'PHASE', 'ONLINE', 'LAST RESULT'];
   const rows = views.map((v) => [
     v.host,
     v.desired
-      ? `${v.desired.generation} ${shortPath(v.desired.closure)}${v.desired.rollout ? ` (rollout ${v.desired.rollout.id}, wave ${v.desired.rollout.wave})` : ''}${v.desired.signatureValid ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}`
+      ? `${v.desired.generation} ${shortPath(v.desired.closure)}${rolloutNote(v.desired.rollout)}${v.desired.signatureValid || v.desired.rollout ? '' : ' (BAD SIGNATURE)'}${v.desired.trustedSigner === false ? ' (UNTRUSTED SIGNER)' : ''}`
       : '-',
     v.applied ? `${v.applied.generation} ${shortPath(v.applied.closure)}` : '-',
     phaseCell(v),

@@ -1,6 +1,7 @@
 import nacl from 'tweetnacl';
 import { z } from 'zod';
 import { bytesEqual, concatBytes, fromBase64, fromHex, utf8Bytes } from '../crypto/encoding.js';
+import { verifyDetached } from '../crypto/signatures.js';
 import { storePathSchema } from '../schemas/primitives.js';
 import { decodeNixBase32, encodeNixBase32 } from './base32.js';
 
@@ -303,7 +304,9 @@ export function verifyNarinfo(info: Narinfo, trustedKeys: readonly (CacheKey | s
         malformed.push(`signature by ${name} is ${signature.length} bytes, not ${nacl.sign.signatureLength}`);
         continue;
       }
-      if (nacl.sign.detached.verify(message, signature, publicKey)) return { ok: true, keyName: name };
+      // The shared Ed25519 check (lengths, S < L, then the backend): tweetnacl alone takes a
+      // malleated S + L, which Nix (libsodium) refuses.
+      if (verifyDetached(message, signature, publicKey)) return { ok: true, keyName: name };
       if (!failed.includes(name)) failed.push(name);
     }
 

@@ -111,8 +111,12 @@ function claimedHost(raw: unknown): unknown {
 }
 
 // Every entry, or with `evidenceHosts` only the evidence of those hosts (an agent judges one wave:
-// it need not parse the results of a thousand others).
-export function readRolloutEntries(doc: Y.Doc, options: { evidenceHosts?: ReadonlySet<string> } = {}): RolloutEntries {
+// it need not parse the results of a thousand others), or with `arrays` only those arrays (a
+// host's view checks a rollout intent against the plan and its co-signatures alone).
+export function readRolloutEntries(
+  doc: Y.Doc,
+  options: { evidenceHosts?: ReadonlySet<string>; arrays?: ReadonlySet<keyof typeof ROLLOUT_KEYS> } = {},
+): RolloutEntries {
   const out: RolloutEntries = { plans: [], cosignatures: [], actions: [], evidence: [], malformed: [] };
   const read = <S extends z.ZodType>(
     array: keyof typeof ROLLOUT_KEYS,
@@ -120,6 +124,7 @@ export function readRolloutEntries(doc: Y.Doc, options: { evidenceHosts?: Readon
     limits: JsonLimits,
     into: z.infer<S>[],
   ): void => {
+    if (options.arrays && !options.arrays.has(array)) return;
     const only = array === 'evidence' ? options.evidenceHosts : undefined;
     doc
       .getArray<unknown>(ROLLOUT_KEYS[array])

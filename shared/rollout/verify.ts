@@ -3,6 +3,7 @@ import { forgetVerifiedSignatures as forgetVerifiedOnce, verifyPayloadSignatureO
 import type { Capability, Policy } from '../schemas/policy.js';
 import type { SignedResult } from '../schemas/report.js';
 import { adminForKey, capabilitiesFor, signatureThreshold } from '../trust/capabilities.js';
+import { tallyAdminSigners } from '../trust/co-signatures.js';
 import { expectedResultDigest, placeHosts, planDigest } from './plan.js';
 import type { PlanCosignature, RolloutPlan, SignedPlan, SignedRolloutAction } from './schemas.js';
 
@@ -53,9 +54,10 @@ export type SignerVerdict =
   | { ok: true; admins: string[] }
   | { ok: false; admins: string[]; needed: number; reason: string };
 
-// The rule intents follow (shared/trust/policy-intent.ts), over the plan: distinct admins with
-// `deploy` for `host` under the policy version the plan names *and* the one in force, meeting the
-// strictest threshold of the host's groups.
+// The rule intents follow (shared/trust/policy-intent.ts, the same tally: co-signatures.ts), over
+// the plan: distinct admins with `deploy` for `host` under the policy version the plan names *and*
+// the one in force, meeting the strictest threshold of the host's groups. `keys` are those whose
+// signatures over the plan verified (verifiedPlanKeys): the tally does not verify them again.
 export function planSignersForHost(plan: RolloutPlan, keys: string[], chain: Policy[], host: string): SignerVerdict {
   const current = chain.at(-1);
   const named = chain.find((p) => p.version === plan.policyVersion);
@@ -68,33 +70,22 @@ export function planSignersForHost(plan: RolloutPlan, keys: string[], chain: Pol
         ? 'no fleet policy is trusted yet'
         : `the plan names policy version ${plan.policyVersion}, not known here (have ${chain[0]?.version}..${current.version})`,
     };
-  const admins = new Set<string>();
-  const problems: string[] = [];
-  for (const key of keys) {
-    const thenAdmin = adminForKey(named, key);
-    const nowAdmin = adminForKey(current, key);
-    if (!thenAdmin || !nowAdmin || thenAdmin.name !== nowAdmin.name) {
-      problems.push(
-        `key ${key.slice(0, 12)}… is not an admin key under policy ${!thenAdmin ? named.version : current.version}`,
-      );
-      continue;
-    }
-    if (
-      !capabilitiesFor(named, thenAdmin, host).has('deploy') ||
-      !capabilitiesFor(current, nowAdmin, host).has('deploy')
-    ) {
-      problems.push(`admin ${nowAdmin.name} lacks 'deploy' for host ${host}`);
-      continue;
-    }
-    admins.add(nowAdmin.name);
-  }
+  const tally = tallyAdminSigners(
+    keys.map((publicKey) => ({ publicKey })),
+    {
+      policies: named === current ? [named] : [named, current],
+      mayAct: (policy, admin) => capabilitiesFor(policy, admin, host).has('deploy'),
+      lacking: `'deploy' for host ${host}`,
+    },
+    () => true,
+  );
   const needed = Math.max(signatureThreshold(named, host), signatureThreshold(current, host));
-  if (admins.size >= needed) return { ok: true, admins: [...admins] };
+  if (tally.admins.length >= needed) return { ok: true, admins: tally.admins };
   return {
     ok: false,
-    admins: [...admins],
+    admins: tally.admins,
     needed,
-    reason: `${admins.size} of ${needed} required admin signatures for ${host}${problems.length ? `: ${problems.join('; ')}` : ''}`,
+    reason: `${tally.admins.length} of ${needed} required admin signatures for ${host}${tally.problems.length ? `: ${tally.problems.join('; ')}` : ''}`,
   };
 }
 

@@ -88,11 +88,13 @@ export interface SignerRules {
   lacking: string;
 }
 
-export interface AdminSignatureTally {
+// A tally over signers: anything with a public key (a signature; for a rollout plan, a key whose
+// signature over the plan already verified).
+export interface AdminTally<S extends { publicKey: string }> {
   // Distinct admins whose valid signatures count, in the order found.
   admins: string[];
-  // One valid signature per counted key (an admin with two keys may have two).
-  counted: Signature[];
+  // One valid signer per counted key (an admin with two keys may have two).
+  counted: S[];
   // Why other signatures did not count, in words (bounded).
   problems: string[];
   // Some signature was by a key that is an admin's under every policy given.
@@ -100,25 +102,21 @@ export interface AdminSignatureTally {
   // Some admin key's admin lacked the right to act.
   lacksCapability: boolean;
 }
+export type AdminSignatureTally = AdminTally<Signature>;
 
 const MAX_PROBLEMS = 8;
 
 const short = (key: string): string => `${key.slice(0, 12)}…`;
 
-// Counts the distinct admins who validly signed `content` under the rules. Cheap checks come
-// first: only a key that is an admin's with the right to act costs a signature verification, and
-// a key already counted costs nothing more.
-// Each signature is verified once per content (verified-once.ts): readers count again on every
-// change of a document (and every minute), and each junk signature under an admin key would
-// otherwise cost a full Ed25519 verification each time. The web editor fills the same verdicts
-// ahead with WebCrypto.
-export function tallyAdminSignatures(
-  kind: SignedKind,
-  content: unknown,
-  signatures: readonly Signature[],
+// Counts the distinct admins among `signers` under the rules: the one rule every kind of signed
+// content follows (intents, rollout plans). Cheap checks come first: only a key that is an
+// admin's with the right to act costs `verify`, and a key already counted costs nothing more.
+export function tallyAdminSigners<S extends { publicKey: string }>(
+  signers: readonly S[],
   rules: SignerRules,
-): AdminSignatureTally {
-  const tally: AdminSignatureTally = {
+  verify: (signer: S) => boolean,
+): AdminTally<S> {
+  const tally: AdminTally<S> = {
     admins: [],
     counted: [],
     problems: [],
@@ -132,8 +130,8 @@ export function tallyAdminSignatures(
   const countedKeys = new Set<string>();
   const [first, ...others] = rules.policies;
   if (!first) return tally;
-  for (const signature of signatures) {
-    const key = signature.publicKey;
+  for (const signer of signers) {
+    const key = signer.publicKey;
     if (countedKeys.has(key)) {
       problem(`key ${short(key)} signed twice (counted once)`);
       continue;
@@ -152,15 +150,29 @@ export function tallyAdminSignatures(
       problem(`admin ${admin.name} lacks ${rules.lacking}`);
       continue;
     }
-    if (!verifyPayloadSignatureOnce(kind, content, signature)) {
+    if (!verify(signer)) {
       problem(`signature by admin ${admin.name} does not verify (altered or forged)`);
       continue;
     }
     countedKeys.add(key);
-    tally.counted.push(signature);
+    tally.counted.push(signer);
     if (!tally.admins.includes(admin.name)) tally.admins.push(admin.name);
   }
   return tally;
+}
+
+// Counts the distinct admins who validly signed `content` under the rules (tallyAdminSigners).
+// Each signature is verified once per content (verified-once.ts): readers count again on every
+// change of a document (and every minute), and each junk signature under an admin key would
+// otherwise cost a full Ed25519 verification each time. The web editor fills the same verdicts
+// ahead with WebCrypto.
+export function tallyAdminSignatures(
+  kind: SignedKind,
+  content: unknown,
+  signatures: readonly Signature[],
+  rules: SignerRules,
+): AdminSignatureTally {
+  return tallyAdminSigners(signatures, rules, (signature) => verifyPayloadSignatureOnce(kind, content, signature));
 }
 
 export interface CoSignProgress {

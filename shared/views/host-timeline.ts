@@ -1,8 +1,9 @@
 import type * as Y from 'yjs';
 import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
+import { rolloutDocName } from '../rollout/document.js';
 import { intentDigest } from '../trust/verify-intent.js';
-import { type HostKeyAuthority, type HostView, intentSignersCount } from './host-view.js';
+import { checkRolloutIntent, type HostKeyAuthority, type HostView, intentSignersCount } from './host-view.js';
 
 // A host's history as an admin reads it: every intent in its desired document and every result
 // in its status document, oldest first, each marked by what its signatures prove. 'trusted': the
@@ -47,6 +48,9 @@ export function hostTimeline(
   view: Pick<HostView, 'results' | 'hostKeys'>,
   authority: HostKeyAuthority | null,
   now: number,
+  // fleet/rollout-<id> documents by name (host-view.ts): without one, a rollout intent is
+  // 'unverified' (its envelope's signature is over the plan, not the intent).
+  rolloutDocument?: (name: string) => Y.Doc | null,
 ): TimelineEntry[] {
   // The same envelope appended twice (two offline copies merging) is one event.
   const seen = new Set<string>();
@@ -61,7 +65,25 @@ export function hostTimeline(
       const { intent } = signed;
       let mark: SignatureMark;
       let note: string | null = null;
-      if (authority) {
+      if (intent.rollout) {
+        const verdict = checkRolloutIntent(
+          signed,
+          host,
+          rolloutDocument?.(rolloutDocName(intent.rollout.id)) ?? null,
+          authority,
+        );
+        const { check } = verdict;
+        mark =
+          check.verdict === 'invalid' || verdict.trustedSigner === false
+            ? 'untrusted'
+            : check.verdict === 'valid' && verdict.trustedSigner
+              ? 'trusted'
+              : 'unverified';
+        note =
+          check.reason ??
+          verdict.untrustedBecause ??
+          (authority ? null : 'the plan is signed, signers not checked: no org root is pinned');
+      } else if (authority) {
         const verdict = intentSignersCount(signed, host, authority, now);
         mark = verdict.trusted ? 'trusted' : 'untrusted';
         note = verdict.trusted

@@ -4,6 +4,10 @@ import { type SignatureCheck, verifyPayloadSignatureOnce } from '../crypto/verif
 import { readIntentEntries } from '../documents/desired.js';
 import { readEnrollments, readEnrollRequests } from '../documents/fleet.js';
 import { readCurrentStatus, readResults } from '../documents/status.js';
+import { readRolloutEntries, rolloutDocName } from '../rollout/document.js';
+import { findPlan } from '../rollout/judge.js';
+import { deriveRolloutIntent, placeHosts } from '../rollout/plan.js';
+import { planSignersForHost, verifiedPlanKeys } from '../rollout/verify.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { Policy } from '../schemas/policy.js';
 import {
@@ -43,8 +47,9 @@ export interface HostView {
     // With --org-root, where the host's groups need several admins: who signed (across all copies
     // of the intent), how many more are needed and who may still sign (outpost approve).
     coSigning?: CoSignProgress;
-    // A rollout intent: its signers are the plan's, which the agent checks (docs/rollouts.md).
-    rollout?: { id: string; wave: number };
+    // A rollout intent: checked as the agent checks it, against the signed plan it names
+    // (docs/rollouts.md, "What status shows"). signatureValid is true only when verdict is 'valid'.
+    rollout?: RolloutIntentCheck;
   } | null;
   applied: { generation: number; closure: string } | null;
   phase: string | null;
@@ -74,6 +79,23 @@ export interface HostView {
   results: (SignedResult & { signatureValid: boolean; problem: string | null })[];
   // Results that do not count, with the first reason.
   rejectedResults: { count: number; firstReason: string | null };
+}
+
+// A rollout intent carries no admin signature over itself (its envelope holds the plan's issuer
+// signature, over the plan): it is what the plan says only if the plan is at hand. 'valid': a plan
+// with the digest it names, signed by its issuer, gives this host exactly this intent (wave,
+// closure, generation, action, times); 'invalid': the plan gives something else or nothing;
+// 'unverified': the plan is not available here (not read, withheld or never written).
+export interface RolloutIntentCheck {
+  id: string;
+  wave: number;
+  plan: string;
+  verdict: 'valid' | 'invalid' | 'unverified';
+  // Why not valid, naming what differs or what is missing.
+  reason: string | null;
+  // With an authority and a valid verdict: the admins whose signatures over the plan count for
+  // this host under the policy.
+  signers?: string[];
 }
 
 // What host keys are checked against: the policy walked from the pinned root and the bindings it
@@ -171,6 +193,91 @@ export function intentSignersCount(
   return result;
 }
 
+export interface RolloutIntentVerdict {
+  check: RolloutIntentCheck;
+  // As for other intents: with an authority, whether the plan's signers meet this host's
+  // threshold under the policy; without one, whether an admin key (adminKeys) signed the plan.
+  trustedSigner: boolean | null;
+  untrustedBecause?: string;
+}
+
+const ROLLOUT_PLAN_ARRAYS = new Set(['plans', 'cosignatures'] as const);
+
+// Checks a rollout intent as the agent does (shared/rollout/judge.ts decideForHost), up to the
+// gate: the view says whether the intent is what admins signed, not whether its wave may start.
+export function checkRolloutIntent(
+  signed: SignedIntent,
+  host: string,
+  rolloutDoc: Y.Doc | null,
+  authority: HostKeyAuthority | null,
+  adminKeys?: ReadonlySet<string>,
+): RolloutIntentVerdict {
+  const rollout = signed.intent.rollout!;
+  const base = { id: rollout.id, wave: rollout.wave, plan: rollout.plan };
+  const unverified = (reason: string): RolloutIntentVerdict => ({
+    check: { ...base, verdict: 'unverified', reason },
+    trustedSigner: null,
+  });
+  const invalid = (reason: string): RolloutIntentVerdict => ({
+    check: { ...base, verdict: 'invalid', reason },
+    trustedSigner: null,
+  });
+  const document = rolloutDocName(rollout.id);
+  if (!rolloutDoc) return unverified(`plan not available: ${document} was not read`);
+  const entries = readRolloutEntries(rolloutDoc, { arrays: ROLLOUT_PLAN_ARRAYS });
+  const plan = findPlan(entries, rollout.plan);
+  if (!plan)
+    return unverified(
+      `plan not available: ${document} holds no plan with digest ${rollout.plan.slice(0, 12)}… signed by its issuer (not synced yet, withheld, or the intent names a plan nobody signed)`,
+    );
+  const placed = placeHosts(plan.plan).get(host);
+  if (!placed) return invalid(`rollout ${plan.plan.id}'s signed plan has no wave for ${host}`);
+  const derived = deriveRolloutIntent(plan, rollout.plan, placed).intent;
+  if (derived.rollout!.wave !== rollout.wave)
+    return invalid(`the signed plan puts ${host} in wave ${derived.rollout!.wave}, not ${rollout.wave}`);
+  if (derived.closure !== signed.intent.closure || derived.generation !== signed.intent.generation)
+    return invalid(
+      `the signed plan gives ${host} generation ${derived.generation} of ${derived.closure}, not generation ${signed.intent.generation} of ${signed.intent.closure}`,
+    );
+  if (contentKey(derived) !== contentKey(signed.intent)) {
+    const differing = Object.keys({ ...derived, ...signed.intent }).filter(
+      (field) =>
+        contentKey((derived as Record<string, unknown>)[field] ?? null) !==
+        contentKey((signed.intent as Record<string, unknown>)[field] ?? null),
+    );
+    return invalid(`differs from the intent the signed plan gives ${host} (${differing.join(', ')})`);
+  }
+  const keys = verifiedPlanKeys(plan, rollout.plan, entries.cosignatures);
+  if (!authority)
+    return {
+      check: { ...base, verdict: 'valid', reason: null },
+      trustedSigner: adminKeys ? keys.some((k) => adminKeys.has(k)) : null,
+    };
+  const signers = planSignersForHost(plan.plan, keys, authority.chain, host);
+  return {
+    check: { ...base, verdict: 'valid', reason: null, signers: signers.admins },
+    trustedSigner: signers.ok,
+    ...(signers.ok ? {} : { untrustedBecause: signers.reason }),
+  };
+}
+
+// The host's newest intent entry (highest generation) in its desired document.
+function newestIntentEntry(host: string, desired: Y.Doc) {
+  const entries = readIntentEntries(desired).entries.filter((e) => e.signed.intent.host === host);
+  const newest = entries.reduce<(typeof entries)[number] | null>(
+    (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
+    null,
+  );
+  return { entries, newest };
+}
+
+// The rollout documents hostViewFromDocuments needs to check the host's newest intent (its
+// `rolloutDocument` input): none, or the one its rollout intent names.
+export function rolloutDocumentsNeeded(host: string, desired: Y.Doc): string[] {
+  const id = newestIntentEntry(host, desired).newest?.signed.intent.rollout?.id;
+  return id ? [rolloutDocName(id)] : [];
+}
+
 export interface HostViewInputs {
   // hosts/<id>/desired and hosts/<id>/status as synced (or as persisted, offline).
   desired: Y.Doc;
@@ -180,6 +287,9 @@ export interface HostViewInputs {
   authority: HostKeyAuthority | null;
   adminKeys?: ReadonlySet<string>;
   presence?: HostPresence;
+  // fleet/rollout-<id> documents by name, as synced (rolloutDocumentsNeeded says which); null or
+  // absent: not available, and a rollout intent shows as unverified.
+  rolloutDocument?: (name: string) => Y.Doc | null;
   now: number;
 }
 
@@ -200,11 +310,7 @@ export function hostSignatureChecks(host: string, desired: Y.Doc, status: Y.Doc)
 // The view of one host from its two documents, every signature checked.
 export function hostViewFromDocuments(host: string, inputs: HostViewInputs): HostView {
   const { authority } = inputs;
-  const entries = readIntentEntries(inputs.desired).entries.filter((e) => e.signed.intent.host === host);
-  const newestEntry = entries.reduce<(typeof entries)[number] | null>(
-    (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
-    null,
-  );
+  const { entries, newest: newestEntry } = newestIntentEntry(host, inputs.desired);
   // Copies of the newest intent (co-signatures written in envelopes of their own) count together.
   const newest = newestEntry && {
     signed: {
@@ -249,9 +355,19 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
     : null;
   let untrustedBecause: string | undefined;
   let coSigning: CoSignProgress | undefined;
-  const rollout = newest?.signed.intent.rollout;
-  if (rollout) trustedSigner = null;
-  else if (authority && newest) {
+  const rollout =
+    newest?.signed.intent.rollout &&
+    checkRolloutIntent(
+      newest.signed,
+      host,
+      inputs.rolloutDocument?.(rolloutDocName(newest.signed.intent.rollout.id)) ?? null,
+      authority,
+      inputs.adminKeys,
+    );
+  if (rollout) {
+    trustedSigner = rollout.trustedSigner;
+    untrustedBecause = rollout.untrustedBecause;
+  } else if (authority && newest) {
     const verdict = intentSignersCount(newest.signed, host, authority, inputs.now);
     trustedSigner = verdict.trusted;
     untrustedBecause = verdict.reason;
@@ -268,14 +384,15 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
       action: newest.signed.intent.action,
       issuer: newest.signed.intent.issuer,
       expiresAt: newest.signed.intent.expiresAt,
-      // A rollout intent carries the plan's signature, over the plan: the plan is what counts.
-      signatureValid:
-        rollout !== undefined ||
-        newest.signed.signatures.some((s) => verifyPayloadSignatureOnce('intent', newest.signed.intent, s)),
+      // A rollout intent carries the plan's signature, over the plan: it counts only as the plan
+      // gives it (checkRolloutIntent).
+      signatureValid: rollout
+        ? rollout.check.verdict === 'valid'
+        : newest.signed.signatures.some((s) => verifyPayloadSignatureOnce('intent', newest.signed.intent, s)),
       trustedSigner,
       ...(untrustedBecause ? { untrustedBecause } : {}),
       ...(coSigning ? { coSigning } : {}),
-      ...(rollout ? { rollout: { id: rollout.id, wave: rollout.wave } } : {}),
+      ...(rollout ? { rollout: rollout.check } : {}),
     },
     applied: current?.status.applied ?? null,
     phase: current?.status.phase ?? null,

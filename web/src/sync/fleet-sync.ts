@@ -74,6 +74,8 @@ const LIVE_SAVE_EVERY_MS = 10_000;
 // Agents freeze after a day without a signed timestamp (agent --freeze-after); the page says its
 // policy view is stale after the same time.
 const FREEZE_AFTER_MS = 86_400_000;
+// Rollout documents followed at most (a host's rollout intent past it shows as unverified).
+const MAX_ROLLOUT_DOCUMENTS = 64;
 
 // The server's answers are read only up to a bound (a host list of 5,000 names is ~200 KiB).
 const MAX_API_ANSWER_BYTES = 4 * 1024 * 1024;
@@ -107,6 +109,8 @@ export class FleetSync {
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private readonly fleetDocuments: OpenDocument[] = [];
   private enrollment: OpenDocument | null = null;
+  // fleet/rollout-<id> documents the hosts' rollout intents name, and the hosts that read each.
+  private readonly followedRollouts = new Map<string, { open: OpenDocument; hosts: Set<string> }>();
   private trust: FleetTrust | null = null;
   private authorityCache: HostKeyAuthority | null = null;
   private closed = false;
@@ -319,8 +323,31 @@ export class FleetSync {
       awarenessStates: documents.status.connection.provider.awareness.getStates().values(),
       authority: this.authority(),
       ...(presence ? { presence } : {}),
+      rolloutDocument: this.rolloutDocuments(host),
       now,
     });
+  }
+
+  // The rollout documents `host`'s views need (hostViewFromDocuments, hostTimeline): a rollout
+  // intent is checked against the plan in its rollout document, opened on first need.
+  rolloutDocuments(host: string): (name: string) => Y.Doc | null {
+    return (name) => this.rolloutDocument(name, host);
+  }
+
+  private rolloutDocument(name: string, host: string): Y.Doc | null {
+    let followed = this.followedRollouts.get(name);
+    if (!followed) {
+      if (this.closed || this.followedRollouts.size >= MAX_ROLLOUT_DOCUMENTS) return null;
+      const hosts = new Set<string>();
+      const open = this.open(name, () => {
+        for (const reader of hosts) this.invalidate(reader);
+      });
+      this.fleetDocuments.push(open);
+      followed = { open, hosts };
+      this.followedRollouts.set(name, followed);
+    }
+    followed.hosts.add(host);
+    return followed.open.connection.doc;
   }
 
   private noteLiveness(now: number): void {

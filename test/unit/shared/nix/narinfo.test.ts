@@ -4,6 +4,7 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import nacl from 'tweetnacl';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { decodeNixBase32, encodeNixBase32 } from '../../../../shared/nix/base32.js';
@@ -252,6 +253,35 @@ test('a narinfo with altered References or NarHash is refused', async () => {
   // The signature of one path does not carry over to another path's narinfo.
   const payload = parseNarinfo(await narinfoText(`/nix/store/${payloads[0]}`), 'test');
   assert.equal(verifyNarinfo({ ...payload, sigs: info.sigs }, [fixture.trusted.publicKey]), refused);
+});
+
+// The group order L of Ed25519, and 32-byte little-endian scalars.
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+const scalar = (bytes: Uint8Array): bigint => bytes.reduceRight((n, b) => (n << 8n) | BigInt(b), 0n);
+const scalarBytes = (n: bigint): Uint8Array =>
+  Uint8Array.from({ length: 32 }, (_, i) => Number((n >> BigInt(8 * i)) & 0xffn));
+
+test('a malleated signature (S + L, same R) is refused, as Nix (libsodium) refuses it, although tweetnacl alone accepts it', async () => {
+  const { text, info } = await rootNarinfo();
+  const trustedName = 'outpost-test-cache-1';
+  const sig = info.sigs.find((s) => s.startsWith(`${trustedName}:`))!;
+  const signature = new Uint8Array(Buffer.from(sig.slice(trustedName.length + 1), 'base64'));
+  const malleated = signature.slice();
+  malleated.set(scalarBytes(scalar(signature.subarray(32)) + L), 32);
+  const publicKey = parseCacheKey(fixture.trusted.publicKey).publicKey;
+  const message = new TextEncoder().encode(narinfoFingerprint(info));
+  // Why the check is needed: on its own tweetnacl takes the malleated signature.
+  assert.ok(nacl.sign.detached.verify(message, malleated, publicKey));
+  const narinfo = parseNarinfo(
+    replaceLine(text, 'Sig', [`Sig: ${trustedName}:${Buffer.from(malleated).toString('base64')}`]),
+    'test',
+  );
+  assert.equal(verifyNarinfo(narinfo, [fixture.trusted.publicKey]), {
+    ok: false,
+    reason: `signature by ${trustedName} does not verify (References or NarHash altered?)`,
+  });
+  // The genuine signature beside it still verifies.
+  assert.is(verifyNarinfo({ ...narinfo, sigs: [...narinfo.sigs, sig] }, [fixture.trusted.publicKey]).ok, true);
 });
 
 test('malformed signatures and keys give a clean refusal, never a throw', async () => {
