@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Gauge, type Registry } from 'prom-client';
 import type * as Y from 'yjs';
 import { appendIntent, readIntentEntries } from '../shared/documents/desired.js';
 import { desiredDocName, parseDocName, statusDocName } from '../shared/documents/names.js';
@@ -52,6 +53,8 @@ export interface RolloutService {
   handlePost(req: IncomingMessage, res: ServerResponse): Promise<void>;
   // Rollouts the coordinator follows, for /healthz.
   health(): Record<string, unknown>;
+  // Each followed rollout's state and waves at its last judgement, for /metrics.
+  waveCounts(): { id: string; state: RolloutView['state'] | null; waves: WaveCounts[] }[];
   close(): void;
 }
 
@@ -71,6 +74,15 @@ interface ActiveRollout {
   judging: Promise<void> | null;
   judgeAgain: boolean;
   state: RolloutView['state'] | null;
+  // Per wave at the last judgement, for /metrics: hosts planned and hosts that proved success.
+  waves: WaveCounts[];
+}
+
+export interface WaveCounts {
+  wave: string;
+  planned: number;
+  succeeded: number;
+  open: boolean;
 }
 
 class SubmissionRefused extends Error {
@@ -116,6 +128,12 @@ export async function startRolloutService(options: {
       judging: null,
       judgeAgain: false,
       state: null,
+      waves: signed.plan.waves.map((wave) => ({
+        wave: wave.name,
+        planned: wave.hosts.length,
+        succeeded: 0,
+        open: false,
+      })),
     };
     active.set(id, rollout);
     for (const name of placeHosts(signed.plan).keys()) {
@@ -220,6 +238,7 @@ export async function startRolloutService(options: {
 
   async function judge(rollout: ActiveRollout): Promise<void> {
     const view = judgeRollout(entriesOf(rollout), rollout.signed, trust.chain(), now());
+    rollout.waves = waveCountsOf(view);
     if (view.state !== rollout.state) {
       logger.info(
         {
@@ -462,10 +481,12 @@ export async function startRolloutService(options: {
     const rollout = register(id, document, signed);
     // A finished rollout needs no catching up: its waves were delivered, and late results still
     // reach the evidence as hosts write them.
-    const state = judgeRollout(entries, signed, trust.chain(), now()).state;
+    const view = judgeRollout(entries, signed, trust.chain(), now());
+    const state = view.state;
     if (state === 'complete' || state === 'aborted') {
       for (const index of signed.plan.waves.keys()) rollout.delivered.add(index);
       rollout.state = state;
+      rollout.waves = waveCountsOf(view);
       continue;
     }
     void scanStatuses(rollout).then(() => requestJudgement(rollout));
@@ -507,6 +528,7 @@ export async function startRolloutService(options: {
         });
       }
     },
+    waveCounts: () => [...active.values()].map((r) => ({ id: r.id, state: r.state, waves: r.waves })),
     health: () => ({
       active: [...active.values()].map((r) => ({
         id: r.id,
@@ -524,6 +546,56 @@ export async function startRolloutService(options: {
 }
 
 export const ROLLOUTS_PATH = '/api/rollouts';
+
+// Hosts by rollout wave, for Prometheus: planned and proved-successful hosts per wave, whether the
+// wave is open, and each followed rollout's state. Labels name rollouts and waves, which are few.
+export function registerRolloutMetrics(registry: Registry, service: RolloutService): void {
+  new Gauge({
+    name: 'outpost_rollout_wave_hosts',
+    help: "Hosts of each followed rollout's waves: planned, and succeeded (their signed results are the wave's evidence)",
+    labelNames: ['rollout', 'wave', 'hosts'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const rollout of service.waveCounts())
+        for (const wave of rollout.waves) {
+          this.set({ rollout: rollout.id, wave: wave.wave, hosts: 'planned' }, wave.planned);
+          this.set({ rollout: rollout.id, wave: wave.wave, hosts: 'succeeded' }, wave.succeeded);
+        }
+    },
+  });
+  new Gauge({
+    name: 'outpost_rollout_wave_open',
+    help: 'Whether each wave of a followed rollout may start (1) or waits for its gate, approval or a resume (0)',
+    labelNames: ['rollout', 'wave'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const rollout of service.waveCounts())
+        for (const wave of rollout.waves) this.set({ rollout: rollout.id, wave: wave.wave }, wave.open ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'outpost_rollout_state',
+    help: 'Each followed rollout, 1 in its current state (running, paused, halted, aborted, complete, expired)',
+    labelNames: ['rollout', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const rollout of service.waveCounts())
+        if (rollout.state) this.set({ rollout: rollout.id, state: rollout.state }, 1);
+    },
+  });
+}
+
+function waveCountsOf(view: RolloutView): WaveCounts[] {
+  return view.waves.map((wave) => ({
+    wave: wave.name,
+    planned: wave.hosts.length,
+    succeeded: view.succeeded.get(wave.index)?.size ?? 0,
+    open: wave.open,
+  }));
+}
 
 async function inBatches<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;

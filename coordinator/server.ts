@@ -41,7 +41,7 @@ import {
 import { createCoordinatorMetrics } from './metrics.js';
 import { PresenceTable } from './presence.js';
 import { createMuxServer } from './relay-sessions.js';
-import { ROLLOUTS_PATH, type RolloutService, startRolloutService } from './rollouts.js';
+import { ROLLOUTS_PATH, type RolloutService, registerRolloutMetrics, startRolloutService } from './rollouts.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { openUpdateLog, type UpdateLog } from './update-log.js';
@@ -376,6 +376,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     relaySessions: () => mux.sessions(),
   });
   extension?.metrics?.(metrics.registry);
+  if (rollouts) registerRolloutMetrics(metrics.registry, rollouts);
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
     refusals.badRequests += 1;
     socket.on('error', ignoreSocketError);

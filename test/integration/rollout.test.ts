@@ -7,6 +7,7 @@ import { type HostKeyAuthority, type HostView, readHostKeyAuthority, readHostVie
 import type { RolloutReport } from '../../admin/rollout-render.js';
 import { installNodeEd25519 } from '../../shared/node/ed25519.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, profileTarget, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
@@ -267,6 +268,19 @@ test('a release to 6 hosts in 3 waves: soak between waves, an approval before th
   const done = await status('r1');
   assert.is(done.state, 'complete');
   assert.is(done.summary.succeeded, 6);
+  // The same, for Prometheus: hosts by rollout wave and the rollout's state.
+  const metrics = await (await fetch(`${httpBaseFromWs(coordinator.url)}/metrics`)).text();
+  assert.match(metrics, /^outpost_rollout_state\{[^}]*rollout="r1",state="complete"[^}]*\} 1$/m);
+  const succeeded = [
+    ...metrics.matchAll(
+      /^outpost_rollout_wave_hosts\{[^}]*rollout="r1",wave="[^"]+",hosts="succeeded"[^}]*\} (\d+)$/gm,
+    ),
+  ];
+  assert.is(succeeded.length, 3, 'one line per wave');
+  assert.is(
+    succeeded.reduce((sum, m) => sum + Number(m[1]), 0),
+    6,
+  );
 });
 
 test('a failure in wave 1 halts wave 2, and `rollout wait` exits non-zero naming the host and why', async () => {
@@ -278,6 +292,9 @@ test('a failure in wave 1 halts wave 2, and `rollout wait` exits non-zero naming
   const report = await status('r2');
   assert.is(report.state, 'halted');
   assert.is(report.waves[1]!.open, false);
+  const metrics = await (await fetch(`${httpBaseFromWs(coordinator.url)}/metrics`)).text();
+  assert.match(metrics, /^outpost_rollout_state\{[^}]*rollout="r2",state="halted"[^}]*\} 1$/m);
+  assert.match(metrics, /^outpost_rollout_wave_open\{[^}]*rollout="r2",wave="middle"[^}]*\} 0$/m);
   assert.equal(
     report.failures.map((f) => f.host),
     ['h1'],
