@@ -62,10 +62,17 @@ export const coordinatorUrlSchema = z
   .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL');
 export const fileSchema = (what: string) => z.string({ error: `give ${what}` }).min(1, `give ${what}`);
 export const keyListSchema = z.array(z.string().min(1)).default([]);
+// An intent, a rollout plan and a policy each carry at most 16 signatures (their schemas), so a
+// higher threshold could never be met: refused when the policy is written, not found out later.
+export const MAX_THRESHOLD = 16;
 export const thresholdSchema = z.coerce
   .number({ error: 'expected a whole number' })
   .int('expected a whole number')
-  .positive('expected 1 or more');
+  .positive('expected 1 or more')
+  .max(
+    MAX_THRESHOLD,
+    `at most ${MAX_THRESHOLD}: an intent, plan or policy carries at most ${MAX_THRESHOLD} signatures`,
+  );
 export const versionSchema = z.coerce
   .number({ error: 'expected a policy version number' })
   .int('expected a whole number')
