@@ -188,17 +188,25 @@ export function runStatusCommand(argv: string[]): Promise<number> {
   return runCommand(statusCommand, argv, status);
 }
 
-async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
-  const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
-  const identity = options.key === undefined ? null : await readKeyFile(options.key);
-  if (options.watch) return watchStatus(options, orgRoot, identity);
-  const views = await readFleetView(options.coordinator, {
+function fleetViewOptions(
+  options: z.output<typeof statusCommand.options>,
+  orgRoot: string[],
+  identity: SigningKey | null,
+): Parameters<typeof readFleetView>[1] {
+  return {
     timeoutMs: options.timeout * 1000,
     hosts: options.host,
     adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
     orgRoot,
     identity,
-  });
+  };
+}
+
+async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
+  const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
+  const identity = options.key === undefined ? null : await readKeyFile(options.key);
+  if (options.watch) return watchStatus(options, orgRoot, identity);
+  const views = await readFleetView(options.coordinator, fleetViewOptions(options, orgRoot, identity));
   const hostKeys = orgRoot.length ? 'enrollment' : 'unverified';
   // A host asked for by name must exist (the coordinator lists it, or holds something for it) and
   // be readable; the whole-fleet listing is what the coordinator lists for this key.
@@ -244,13 +252,7 @@ async function watchStatus(
     while (!abort.signal.aborted) {
       let text: string;
       try {
-        const views = await readFleetView(options.coordinator, {
-          timeoutMs: options.timeout * 1000,
-          hosts: options.host,
-          adminKeys: options.adminKey.length ? new Set(options.adminKey) : undefined,
-          orgRoot,
-          identity,
-        });
+        const views = await readFleetView(options.coordinator, fleetViewOptions(options, orgRoot, identity));
         const shown = views.filter((v) => v.found || !options.host.length);
         text = options.json
           ? JSON.stringify({ coordinator: options.coordinator, hosts: shown })
