@@ -1,0 +1,176 @@
+import type { AgentPhase } from '../shared/schemas/report.js';
+import { compareRank } from '../shared/trust/verify-intent.js';
+import { probeSyncPeer } from './peer-probe.js';
+import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline/pipeline.js';
+import { freshWork } from './pipeline/state.js';
+import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
+import { holdLog, installGate, selectNow } from './select.js';
+import { finish, persist, publishCurrentStatus, report } from './status-publish.js';
+
+// One evaluation: refusals reported, a target chosen or replaced, and the pipeline run for it.
+
+const WORKING_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading', 'activating', 'confirming'];
+// Phases in which a newer intent replaces the target: nothing on the system has changed yet.
+const PREEMPTIBLE_PHASES: AgentPhase[] = ['waiting-for-window', 'downloading'];
+
+// Of the intents waiting for more admins' signatures, the newest (the one the status shows).
+function newestAwaiting(
+  current: { generation: number; reason: string } | null,
+  candidate: { signed: Target['signed'] },
+  reason: string,
+): { generation: number; reason: string } {
+  const generation = candidate.signed.intent.generation;
+  return current && current.generation >= generation ? current : { generation, reason: reason.slice(0, 1000) };
+}
+
+// Intents naming a policy version this agent does not have yet are not refused for good: the
+// version may still be on its way (or withheld); they are decided when it arrives.
+function namesNewerPolicy(agent: AgentRuntime, signed: Target['signed']): boolean {
+  const { config } = agent;
+  return config.trust.mode === 'policy' && (signed.intent.policyVersion ?? 0) > (config.trust.policyVersion() ?? 0);
+}
+
+export const pipelineContext = (agent: AgentRuntime): PipelineContext => ({
+  config: agent.config,
+  logger: agent.logger,
+  state: () => agent.state,
+  persist: (next) => persist(agent, next),
+  finish: (target, phase, outcome, reason, outputTail, applied) =>
+    finish(agent, target, phase, outcome, reason, outputTail, applied),
+  stopping: () => agent.stopped,
+  downloadSignal: agent.downloadAbort.signal,
+  publishProgress: (p) => agent.progress.publish(p),
+  probePeer: (timeoutMs) => probeSyncPeer(agent.config.coordinators, agent.desiredName, timeoutMs, agent.config.key),
+  installGate: (target) => installGate(agent, target),
+});
+
+export async function startTarget(agent: AgentRuntime, chosen: Target): Promise<void> {
+  const { config } = agent;
+  // Persisted once, by enterWindowedPhase: downloading now, or waiting for the window first.
+  agent.progress.reset();
+  const state = agent.state;
+  // The floor rises to the chosen intent's rank (epoch first) before anything is done for it.
+  const rank = { epoch: config.trust.epochOf(chosen.signed), generation: chosen.signed.intent.generation };
+  const floor =
+    compareRank(rank, { epoch: state.floorEpoch, generation: state.floorGeneration }) > 0
+      ? rank
+      : { epoch: state.floorEpoch, generation: state.floorGeneration };
+  agent.state = {
+    ...state,
+    phase: 'downloading',
+    target: chosen,
+    work: freshWork(),
+    floorEpoch: floor.epoch,
+    floorGeneration: floor.generation,
+    handledDigests: [...new Set([...state.handledDigests, chosen.digest])],
+  };
+  await enterWindowedPhase(pipelineContext(agent), 'downloading');
+}
+
+export async function evaluate(agent: AgentRuntime): Promise<void> {
+  const { config, logger, desiredName, waitingLogged } = agent;
+  agent.downloadAbort = new AbortController();
+  const selection = selectNow(agent);
+  const frozen = config.trust.freshness().frozen;
+  let state = agent.state;
+  if (state.target && WORKING_PHASES.includes(state.phase)) {
+    // Until the system is touched (a kernel change already set the boot entry), a newer intent
+    // wins, and a target whose signers lost their power since it was chosen is dropped.
+    const preemptible = PREEMPTIBLE_PHASES.includes(state.phase) && state.work.waitingFor !== 'reboot';
+    if (preemptible) {
+      const gate = installGate(agent, state.target);
+      if (gate.decision === 'refuse') {
+        await finish(agent, state.target, state.applied ? 'applied' : 'idle', 'refused', gate.reason, '', false);
+        return;
+      }
+    }
+    // While frozen nothing new is taken on: the newer intent may be judged under a stale policy.
+    const newer = preemptible && !frozen ? selection.chosen : null;
+    if (newer && !state.handledDigests.includes(newer.digest)) {
+      logger.info(
+        {
+          event: 'superseded',
+          generation: state.target.signed.intent.generation,
+          by: newer.signed.intent.generation,
+        },
+        'a newer intent replaces the one not yet activated',
+      );
+      await startTarget(agent, newer);
+    } else {
+      logger.info(
+        { event: 'resume', phase: state.phase, generation: state.target.signed.intent.generation },
+        'resuming work on the target',
+      );
+    }
+    await runPipeline(pipelineContext(agent), agent.state.target!);
+    return;
+  }
+  if (frozen) {
+    // Neither installs nor refusals: both would be decided under a policy that may be stale.
+    holdLog(agent, config.trust.freshness().reason, null);
+    return;
+  }
+  const handled = new Set(state.handledDigests);
+  const wasAwaiting = agent.awaiting;
+  agent.awaiting = null;
+  for (const refusal of selection.refused) {
+    if (handled.has(refusal.candidate.digest)) continue;
+    if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(agent, refusal.candidate.signed)) {
+      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(refusal.candidate.digest);
+        logger.info(
+          {
+            event: 'waiting-for-policy',
+            document: desiredName,
+            generation: refusal.candidate.signed.intent.generation,
+            policyVersion: refusal.candidate.signed.intent.policyVersion,
+            have: config.trust.policyVersion(),
+          },
+          `generation ${refusal.candidate.signed.intent.generation} names policy version ${refusal.candidate.signed.intent.policyVersion}, not here yet: deciding when it arrives`,
+        );
+      }
+      continue;
+    }
+    if (refusal.code === 'below-threshold') {
+      // Some admins signed, not enough yet: more may co-sign the same content (outpost approve),
+      // so this is no refusal, only a wait that the status shows.
+      agent.awaiting = newestAwaiting(agent.awaiting, refusal.candidate, refusal.reason);
+      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(refusal.candidate.digest);
+        logger.info(
+          {
+            event: 'waiting-for-signatures',
+            document: desiredName,
+            generation: refusal.candidate.signed.intent.generation,
+            reason: refusal.reason,
+          },
+          `generation ${refusal.candidate.signed.intent.generation} has ${refusal.reason}: waiting for more admins to co-sign it (outpost approve)`,
+        );
+      }
+      continue;
+    }
+    const seq = await report(agent, refusal.candidate, 'refused', `${refusal.code}: ${refusal.reason}`, '');
+    handled.add(refusal.candidate.digest);
+    await persist(agent, { ...agent.state, handledDigests: [...handled], resultSeq: seq, lastResultSeq: seq });
+  }
+  state = agent.state;
+  for (const skipped of selection.superseded) {
+    if (handled.has(skipped.digest)) continue;
+    logger.info(
+      { event: 'superseded', generation: skipped.signed.intent.generation },
+      'a newer valid intent exists; skipping',
+    );
+    handled.add(skipped.digest);
+  }
+  // Only an intent newer than what runs is worth waiting for.
+  if (agent.awaiting && agent.awaiting.generation <= (state.applied?.generation ?? 0)) agent.awaiting = null;
+  if (JSON.stringify(agent.awaiting) !== JSON.stringify(wasAwaiting)) await publishCurrentStatus(agent);
+  const chosen = selection.chosen;
+  if (!chosen || handled.has(chosen.digest)) {
+    if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });
+    return;
+  }
+  await persist(agent, { ...state, handledDigests: [...handled] });
+  await startTarget(agent, chosen);
+  await runPipeline(pipelineContext(agent), chosen);
+}

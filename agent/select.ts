@@ -1,0 +1,75 @@
+import { readIntentEntries } from '../shared/documents/desired.js';
+import { type IntentSelection, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
+import type { InstallGate, Target } from './pipeline/pipeline.js';
+import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
+
+// Which intent the agent would take now, and the check right before installing one.
+
+// Why a target chosen earlier no longer counts when checked again before installing: its signers
+// lost their power (a revocation arrived meanwhile). Time-based verdicts do not drop a target
+// already being worked on.
+const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'stale', 'not-yet-valid']);
+
+export function selectNow(agent: AgentRuntime): IntentSelection {
+  const { config, logger, desiredName, reportedMalformed, state } = agent;
+  const { entries, malformed } = readIntentEntries(agent.desiredDoc);
+  // Each skipped entry is reported once (per copy of the document), not on every evaluation.
+  for (const entry of malformed) {
+    if (reportedMalformed.has(`${entry.index}`) || reportedMalformed.size >= MAX_ENTRY_REPORTS) continue;
+    reportedMalformed.add(`${entry.index}`);
+    logger.warn(
+      { event: 'malformed-intent', document: desiredName, index: entry.index, reason: entry.error },
+      `ignoring malformed entry ${entry.index}: ${entry.error}`,
+    );
+  }
+  const signed = entries.map((e) => e.signed);
+  return selectIntent(
+    agent.rollouts
+      ? agent.rollouts.admit(signed, { floorGeneration: state.floorGeneration, current: state.target?.signed ?? null })
+      : signed,
+    {
+      verify: agent.verify,
+      floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
+      appliedDigest: state.applied?.digest ?? null,
+      epochOf: config.trust.epochOf,
+      knownDigests: new Set([...state.handledDigests, ...(state.target ? [state.target.digest] : [])]),
+    },
+  );
+}
+
+// Checked again right before the system is first touched for a target: the policy may have
+// moved on (a revocation) since it was chosen, or trust may be frozen (withheld updates).
+export function installGate(agent: AgentRuntime, target: Target): InstallGate {
+  const { config } = agent;
+  const rollout = agent.rollouts?.installGate(target.signed) ?? null;
+  if (rollout && rollout.decision !== 'go') return rollout;
+  const verdict = agent.verify(target.signed);
+  if (!verdict.ok && !TIME_CODES.has(verdict.code))
+    return {
+      decision: 'refuse',
+      reason: `${verdict.code}: ${verdict.reason} (checked again before installing, under policy version ${config.trust.policyVersion() ?? 'none'})`,
+    };
+  const freshness = config.trust.freshness();
+  if (freshness.frozen) {
+    holdLog(agent, freshness.reason, target);
+    return { decision: 'hold', reason: freshness.reason };
+  }
+  agent.heldFor = '';
+  return { decision: 'go' };
+}
+
+// Logged once per reason while trust is frozen, with or without a target.
+export function holdLog(agent: AgentRuntime, reason: string, target: Target | null): void {
+  const { logger, statusName } = agent;
+  if (agent.heldFor === reason) return;
+  agent.heldFor = reason;
+  logger.warn(
+    {
+      event: 'install-held',
+      document: statusName,
+      reason,
+      ...(target ? { generation: target.signed.intent.generation } : {}),
+    },
+    `trust is frozen: installing nothing new until it is fresh again (${reason})`,
+  );
+}

@@ -1,0 +1,207 @@
+import { join } from 'node:path';
+import { statusDocName } from '../shared/documents/names.js';
+import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
+import type {
+  AgentPhase,
+  DownloadProgress,
+  ResultOutcome,
+  StatusContent,
+  TrustStatus,
+} from '../shared/schemas/report.js';
+import { kindOf, windowRules } from './effective-windows.js';
+import { pruneActivationFiles } from './nix/activation-runner.js';
+import { syncGcRoots } from './nix/gc-roots.js';
+import type { Target } from './pipeline/pipeline.js';
+import { appendSignedResult, publishStatus } from './pipeline/report.js';
+import { type AgentState, freshWork, HISTORY_LENGTH, saveAgentState } from './pipeline/state.js';
+import { AGENT_VERSION, type AgentRuntime } from './runtime.js';
+import { saveStatusDocument } from './status-store.js';
+
+// What the agent tells others: awareness, its signed status and results, its persisted state,
+// and the GC roots of the generations it keeps.
+
+export function setAwareness(agent: AgentRuntime, live: DownloadProgress | null): void {
+  const { config, state } = agent;
+  if (agent.stopped) return;
+  agent.awareness?.setLocalState({
+    role: 'agent',
+    host: config.host,
+    phase: state.phase,
+    generation: state.applied?.generation ?? null,
+    target: state.target?.signed.intent.generation ?? null,
+    ...(live ? { progress: live } : {}),
+  });
+}
+
+export function trustStatus(agent: AgentRuntime): TrustStatus {
+  const { config, logger } = agent;
+  const freshness = config.trust.freshness();
+  if (freshness.frozen !== agent.wasFrozen) {
+    agent.wasFrozen = freshness.frozen;
+    if (freshness.frozen)
+      logger.warn(
+        { event: 'trust-frozen', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt },
+        freshness.reason,
+      );
+    else
+      logger.info(
+        { event: 'trust-fresh', document: statusDocName(config.host), lastTimestampAt: freshness.lastTimestampAt },
+        'fresh signed timestamps again',
+      );
+  }
+  return {
+    mode: config.trust.mode,
+    policyVersion: config.trust.policyVersion(),
+    frozen: freshness.frozen,
+    lastTimestampAt: freshness.frozen ? freshness.lastTimestampAt : null,
+    ...(freshness.frozen && freshness.waitingForPolicyVersion !== null
+      ? { waitingForPolicyVersion: freshness.waitingForPolicyVersion }
+      : {}),
+    ...(freshness.frozen ? { reason: freshness.reason.slice(0, 1000) } : {}),
+  };
+}
+
+export function statusContent(agent: AgentRuntime): StatusContent {
+  const { config, state, progress } = agent;
+  const milestone = state.phase === 'downloading' ? progress.milestone() : null;
+  const waitingFor = state.phase === 'waiting-for-window' ? state.work.waitingFor : null;
+  // The windows in force now (flags, or the groups of the policy in force), not those the wait began with.
+  const rules = waitingFor ? windowRules(config, kindOf(waitingFor)) : [];
+  const next = waitingFor ? nextAllowedStart(rules, config.now()) : null;
+  return {
+    kind: 'status',
+    host: config.host,
+    phase: state.phase,
+    applied: state.applied ? { generation: state.applied.generation, closure: state.applied.closure } : null,
+    target: state.target
+      ? { generation: state.target.signed.intent.generation, closure: state.target.signed.intent.closure }
+      : null,
+    lastResultSeq: state.lastResultSeq,
+    agentVersion: AGENT_VERSION,
+    trust: trustStatus(agent),
+    ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
+    ...(milestone ? { progress: milestone } : {}),
+    ...(waitingFor
+      ? {
+          window: {
+            waitingFor,
+            windows: describeRules(rules),
+            nextStart: next === null ? null : new Date(next).toISOString(),
+          },
+        }
+      : {}),
+  };
+}
+
+export async function publishCurrentStatus(agent: AgentRuntime): Promise<void> {
+  const { config, statusDoc } = agent;
+  const written = publishStatus(statusDoc, statusContent(agent), agent.state.statusSeq + 1, config.key);
+  if (!written) return;
+  agent.state = { ...agent.state, statusSeq: written.seq };
+  await saveAgentState(config.stateDir, agent.state);
+  await saveStatusDocument(config.stateDir, statusDoc);
+}
+
+export async function persist(agent: AgentRuntime, next: AgentState): Promise<void> {
+  const { config } = agent;
+  const phaseChanged = next.phase !== agent.state.phase;
+  // A milestone written meanwhile may have raised the status counter.
+  agent.state = { ...next, statusSeq: Math.max(next.statusSeq, agent.state.statusSeq) };
+  await saveAgentState(config.stateDir, agent.state);
+  if (phaseChanged && agent.state.phase !== 'downloading') agent.progress.reset();
+  setAwareness(agent, null);
+  await publishCurrentStatus(agent);
+}
+
+export async function report(
+  agent: AgentRuntime,
+  target: Target,
+  outcome: ResultOutcome,
+  reason: string,
+  outputTail: string,
+): Promise<number> {
+  const { config, logger, statusDoc } = agent;
+  const seq = agent.state.resultSeq + 1;
+  const { intent } = target.signed;
+  statusDoc.transact(() => {
+    appendSignedResult(
+      statusDoc,
+      {
+        kind: 'result',
+        host: config.host,
+        seq,
+        at: new Date(config.now()).toISOString(),
+        outcome,
+        generation: intent.generation,
+        closure: intent.closure,
+        action: intent.action,
+        intentDigest: target.digest,
+        reason: reason.slice(0, 2000),
+        outputTail: outputTail.slice(-8192),
+      },
+      config.key,
+    );
+  }, 'local');
+  await saveStatusDocument(config.stateDir, statusDoc);
+  const level = outcome === 'applied' ? 'info' : 'warn';
+  logger[level](
+    {
+      event: 'result',
+      document: statusDocName(config.host),
+      generation: intent.generation,
+      closure: intent.closure,
+      outcome,
+      reason,
+      seq,
+    },
+    `generation ${intent.generation}: ${outcome}`,
+  );
+  return seq;
+}
+
+export async function pinGenerations(agent: AgentRuntime): Promise<void> {
+  const { config, logger, state } = agent;
+  try {
+    await syncGcRoots(config.store, config.stateDir, {
+      current: state.applied?.closure ?? null,
+      previous: state.previous?.closure ?? null,
+      target: state.target && state.work.downloaded ? state.target.signed.intent.closure : null,
+    });
+  } catch (error) {
+    logger.warn(
+      { event: 'gc-roots-failed', err: error },
+      'cannot update the GC roots of the current and previous generation',
+    );
+  }
+}
+
+export async function finish(
+  agent: AgentRuntime,
+  target: Target,
+  phase: AgentPhase,
+  outcome: ResultOutcome,
+  reason: string,
+  outputTail: string,
+  applied: boolean,
+): Promise<void> {
+  const { config } = agent;
+  const seq = await report(agent, target, outcome, reason, outputTail);
+  const { intent } = target.signed;
+  const generation = { generation: intent.generation, closure: intent.closure, digest: target.digest };
+  const state = agent.state;
+  await persist(agent, {
+    ...state,
+    phase,
+    previous: applied ? state.applied : state.previous,
+    applied: applied ? generation : state.applied,
+    history: applied ? [...state.history, generation].slice(-HISTORY_LENGTH) : state.history,
+    target: null,
+    work: freshWork(),
+    resultSeq: seq,
+    lastResultSeq: seq,
+  });
+  await pinGenerations(agent);
+  await pruneActivationFiles(join(config.stateDir, 'activations'), (id) =>
+    id.startsWith(`generation-${intent.generation}-`),
+  );
+}
