@@ -20,7 +20,7 @@ import { LeanDocClient } from './lean-client.js';
 // document the host reads the intents array (readIntentEntries, as the agent does) and runs
 // verifyIntent on each new entry.
 
-// agent/run-agent.ts AGENT_VERSION at the time of writing; only its size matters here.
+// agent/runtime.ts AGENT_VERSION at the time of writing; only its size matters here.
 const AGENT_VERSION = '0.2.0';
 const AWARENESS_RENEW_MS = 15_000;
 const CONNECT_ATTEMPTS = 3;
