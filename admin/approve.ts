@@ -3,23 +3,18 @@ import { runCommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
+import { signPayload } from '../shared/crypto/signatures.js';
 import { appendIntent, readIntentEntries } from '../shared/documents/desired.js';
 import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName } from '../shared/documents/names.js';
 import { connectDocument } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
-import type { Policy } from '../shared/schemas/policy.js';
 import { generationSchema, hostIdSchema, storePathSchema } from '../shared/schemas/primitives.js';
-import { adminForKey, capabilitiesFor } from '../shared/trust/capabilities.js';
-import {
-  addSignature,
-  type CoSignProgress,
-  describeCoSignProgress,
-  groupByContent,
-} from '../shared/trust/co-signatures.js';
+import { type CoSignProgress, describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { intentCoSigning } from '../shared/trust/policy-intent.js';
-import { checkIntentBindingAndTime, intentDigest } from '../shared/trust/verify-intent.js';
+import { intentDigest } from '../shared/trust/verify-intent.js';
+import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../shared/views/co-sign.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { waitUntilStored } from './submit-intent.js';
@@ -129,56 +124,22 @@ async function approveIntent(options: ApproveOptions, key: SigningKey, orgRoot: 
   const writer = connectDocument(options.coordinator, name, { identity: key });
   try {
     await syncOrRefusal(writer, key, timeoutMs);
-    const entries = readIntentEntries(writer.doc).entries.filter((e) => e.signed.intent.host === options.host);
-    if (entries.length === 0)
-      throw new ApproveRefused(`${options.host} has no intent to approve; deploy one first with 'outpost deploy'`);
-    const generation = options.generation ?? Math.max(...entries.map((e) => e.signed.intent.generation));
-    const groups = groupByContent(
-      entries.filter((e) => e.signed.intent.generation === generation).map((e) => e.signed),
-      (signed) => ({ content: signed.intent, signatures: signed.signatures }),
-    );
-    if (groups.length === 0)
-      throw new ApproveRefused(
-        `${options.host} has no intent for generation ${generation} (generations: ${[...new Set(entries.map((e) => e.signed.intent.generation))].sort((a, b) => a - b).join(', ')})`,
-      );
-    // Only content some admin validly signed is worth approving: anything else was written by
-    // someone without a key (a relay, the coordinator) and would only be an approval to trick out.
-    const judged = groups.map((group) => {
-      const intent = group.copies[0]!.intent;
-      return { group, intent, signing: intentCoSigning(intent, group.signatures, chain) };
+    const found = findProposal(readIntentEntries(writer.doc).entries, options.host, chain, {
+      ...(options.generation !== undefined ? { generation: options.generation } : {}),
+      ...(options.closure !== undefined ? { closure: options.closure } : {}),
+      now: Date.now(),
     });
-    const proposals = judged.filter((j) => !('error' in j.signing) && j.signing.tally.admins.length > 0);
-    if (proposals.length > 1)
-      throw new ApproveRefused(
-        `${proposals.length} different validly signed intents claim generation ${generation} for ${options.host} (an equivocation: agents refuse both): ${proposals.map((p) => p.intent.closure).join(', ')}. Deploy a new generation instead of approving either`,
-      );
-    const proposal = proposals[0];
-    if (!proposal) {
-      const reasons = judged.map((j) =>
-        'error' in j.signing ? j.signing.error : j.signing.tally.problems.join('; ') || 'no signatures',
-      );
-      throw new ApproveRefused(
-        `no admin validly signed ${options.host}'s generation ${generation} under the policy walked from the pinned root (${reasons.join(' | ')}): nothing to approve`,
-      );
-    }
-    const { intent } = proposal;
-    if ('error' in proposal.signing) throw new ApproveRefused(proposal.signing.error);
-    const { tally } = proposal.signing;
-    if (options.closure !== undefined && options.closure !== intent.closure)
-      throw new ApproveRefused(
-        `generation ${generation} of ${options.host} installs ${intent.closure}, not ${options.closure} that you gave with --closure: not approving`,
-      );
-    const binding = checkIntentBindingAndTime({ intent, signatures: [] }, options.host, Date.now());
-    if (!binding.ok)
-      throw new ApproveRefused(`${binding.reason}: agents will refuse it whatever is signed; deploy anew instead`);
-    refuseUnlessMayApprove(current, key, options.host);
+    if (!found.ok) throw new ApproveRefused(found.reason);
+    const { intent, generation } = found;
+    const allowed = mayApprove(current, key.publicKey, options.host);
+    if (!allowed.ok) throw new ApproveRefused(allowed.reason);
     const summary = [
       `${options.host} generation ${generation} (${intent.action}) ${intent.closure}`,
       `  deployed by ${intent.issuer} at ${intent.issuedAt}, valid until ${intent.expiresAt}, under policy version ${intent.policyVersion}`,
     ];
-    const mine = tally.counted.some((s) => s.publicKey === key.publicKey);
+    const mine = alreadySigned(found, key.publicKey);
     if (mine || options.dryRun) {
-      const progress = proposal.signing.progress;
+      const progress = found.signing.progress;
       return {
         host: options.host,
         generation,
@@ -193,7 +154,7 @@ async function approveIntent(options: ApproveOptions, key: SigningKey, orgRoot: 
         ],
       };
     }
-    const signed: SignedIntent = { intent, signatures: addSignature('intent', intent, tally.counted, key) };
+    const signed: SignedIntent = coSignedIntent(found, signPayload('intent', intent, key));
     const after = intentCoSigning(intent, signed.signatures, chain);
     if ('error' in after) throw new ApproveRefused(after.error);
     const digest = intentDigest(signed);
@@ -218,16 +179,4 @@ async function approveIntent(options: ApproveOptions, key: SigningKey, orgRoot: 
   } finally {
     writer.close();
   }
-}
-
-function refuseUnlessMayApprove(policy: Policy, key: SigningKey, host: string): void {
-  const admin = adminForKey(policy, key.publicKey);
-  if (!admin)
-    throw new ApproveRefused(
-      `your key ${key.publicKey.slice(0, 12)}… is not an admin key under policy version ${policy.version}${policy.revokedKeys.includes(key.publicKey) ? ' (it is revoked)' : ''}: your signature would not count`,
-    );
-  if (!capabilitiesFor(policy, admin, host).has('deploy'))
-    throw new ApproveRefused(
-      `admin ${admin.name} lacks 'deploy' for host ${host} under policy version ${policy.version}: your signature would not count`,
-    );
 }

@@ -221,8 +221,18 @@ export function addSignature(
   key: SigningKey,
   limit = MAX_ENVELOPE_SIGNATURES,
 ): Signature[] {
-  const kept = counted.filter((s) => s.publicKey !== key.publicKey);
   const own = counted.find((s) => s.publicKey === key.publicKey) ?? signPayload(kind, content, key);
+  return withOwnSignature(counted, own, limit);
+}
+
+// `own` (made by any signer: tweetnacl here, WebCrypto in the web editor) placed before the
+// signatures that already count, for a new envelope of the same content.
+export function withOwnSignature(
+  counted: readonly Signature[],
+  own: Signature,
+  limit = MAX_ENVELOPE_SIGNATURES,
+): Signature[] {
+  const kept = counted.filter((s) => s.publicKey !== own.publicKey);
   // Our own signature first: it is the one this envelope exists for.
   return [own, ...kept].slice(0, limit);
 }

@@ -14,11 +14,11 @@ export function highestGeneration(doc: Y.Doc, host: string): number {
     .reduce((max, e) => Math.max(max, e.signed.intent.generation), 0);
 }
 
-export type IssueVerdict = { ok: true } | { ok: false; reason: string };
+export type IssueVerdict = { ok: true; threshold: number } | { ok: false; reason: string };
 
 // Checked before anything is signed, against the same policy agents check the intent against
-// (verifyIntentUnderPolicy): an admin without the capability, or a host whose group needs more
-// signatures than one admin gives, is told so instead of producing an intent agents refuse.
+// (verifyIntentUnderPolicy): an admin without the capability is told so instead of producing an
+// intent agents refuse.
 export function mayIssueIntent(
   chain: readonly Policy[],
   publicKey: string,
@@ -44,13 +44,9 @@ export function mayIssueIntent(
       ok: false,
       reason: `admin ${admin.name} lacks '${capability}' for host ${host} under policy ${policy.version}: agents would refuse the intent, so nothing was signed; ask a policy admin for a role with '${capability}' on ${host}`,
     };
-  const threshold = signatureThreshold(policy, host);
-  if (threshold > 1)
-    return {
-      ok: false,
-      reason: `${host} needs ${threshold} admin signatures (its group's threshold); one signature from ${admin.name} is not enough and co-signing is not in the web editor yet: use the CLI`,
-    };
-  return { ok: true };
+  // Where the host's group needs k admins, this signature is the first of them: the intent waits
+  // until others co-sign it (`outpost approve`, or the web editor's host view).
+  return { ok: true, threshold: signatureThreshold(policy, host) };
 }
 
 export interface IntentDraft {

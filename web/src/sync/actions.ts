@@ -1,9 +1,11 @@
 import type { PayloadSigner } from '../../../shared/crypto/payload-signer.js';
 import { verifyPayloadSignature } from '../../../shared/crypto/signatures.js';
+import { readIntentEntries } from '../../../shared/documents/desired.js';
 import { intentSchema, type SignedIntent } from '../../../shared/schemas/intent.js';
 import { type ActivationAction, storePathSchema } from '../../../shared/schemas/primitives.js';
-import { verifyIntentUnderPolicy } from '../../../shared/trust/policy-intent.js';
+import { intentCoSigning, verifyIntentUnderPolicy } from '../../../shared/trust/policy-intent.js';
 import type { HostView } from '../../../shared/views/host-view.js';
+import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../../../shared/views/co-sign.js';
 import { draftIntent, highestGeneration, mayIssueIntent } from '../../../shared/views/intent-draft.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import type { FleetSync } from './fleet-sync.js';
@@ -31,9 +33,11 @@ async function signAndQueue(
   const doc = sync.desiredDoc(request.host);
   if (!doc) return { ok: false, reason: `${request.host} is not a host this page knows` };
   const authority = sync.authority();
+  let threshold = 1;
   if (sync.orgRootKeys.length) {
     const allowed = mayIssueIntent(authority?.chain ?? [], signer.publicKey, request.host, 'deploy');
     if (!allowed.ok) return allowed;
+    threshold = allowed.threshold;
   }
   const intent = intentSchema.parse(
     draftIntent({
@@ -53,10 +57,48 @@ async function signAndQueue(
     return { ok: false, reason: `the ${signer.engine} signature does not verify; nothing was stored` };
   if (authority) {
     const verdict = verifyIntentUnderPolicy(signed, { host: request.host, chain: authority.chain, now: Date.now() });
-    if (!verdict.ok)
+    // A host that needs k admins: this signature must count as the first of them; the rest of
+    // the check is the agents' (binding, time) and the intent waits for co-signers.
+    const waitsForCoSigners = !verdict.ok && verdict.code === 'below-threshold' && threshold > 1;
+    if (!verdict.ok && !waitsForCoSigners)
       return { ok: false, reason: `agents would refuse this intent (${verdict.reason}); nothing was stored` };
   }
   return { ok: true, entry: await outbox.add(kind, signed) };
+}
+
+// Co-signs the newest intent of a host whose group needs several admins, as `outpost approve`
+// does (shared/views/co-sign.ts): the same content, judged under the walked policy first, a
+// signature only if it would count, and the envelope checked again before it is stored.
+export async function approve(
+  host: string,
+  generation: number,
+  sync: FleetSync,
+  outbox: Outbox,
+  signer: PayloadSigner,
+): Promise<ActionOutcome> {
+  const doc = sync.desiredDoc(host);
+  const chain = sync.authority()?.chain ?? [];
+  const current = chain.at(-1);
+  if (!doc) return { ok: false, reason: `${host} is not a host this page knows` };
+  if (!current)
+    return {
+      ok: false,
+      reason: 'no fleet policy signed by the pinned org root is known: who signed cannot be checked, so nothing is approved',
+    };
+  const found = findProposal(readIntentEntries(doc).entries, host, chain, { generation, now: Date.now() });
+  if (!found.ok) return found;
+  const allowed = mayApprove(current, signer.publicKey, host);
+  if (!allowed.ok) return { ok: false, reason: `${allowed.reason}; nothing was signed` };
+  if (alreadySigned(found, signer.publicKey))
+    return { ok: false, reason: 'you have already signed it; nothing to do' };
+  const signed = coSignedIntent(found, await signer.sign('intent', found.intent));
+  const after = intentCoSigning(found.intent, signed.signatures, chain);
+  if ('error' in after || !after.tally.counted.some((s) => s.publicKey === signer.publicKey))
+    return {
+      ok: false,
+      reason: `your signature does not count after all (${'error' in after ? after.error : after.tally.problems.join('; ')}); nothing was stored`,
+    };
+  return { ok: true, entry: await outbox.add('approve', signed) };
 }
 
 export function deploy(

@@ -15,7 +15,7 @@ import type { FleetSync } from './fleet-sync.js';
 const outboxEntrySchema = z.object({
   digest: z.string(),
   server: z.string(),
-  action: z.enum(['deploy', 'rollback']),
+  action: z.enum(['deploy', 'rollback', 'approve']),
   signed: signedIntentSchema,
   signedAt: z.string(),
   deliveredAt: z.string().nullable(),
