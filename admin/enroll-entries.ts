@@ -2,28 +2,22 @@ import { randomBytes } from 'node:crypto';
 import type * as Y from 'yjs';
 import { toBase64 } from '../shared/crypto/encoding.js';
 import { generateSigningKey, type SigningKey } from '../shared/crypto/keys.js';
-import { signPayload, verifyPayloadSignature } from '../shared/crypto/signatures.js';
+import { signPayload } from '../shared/crypto/signatures.js';
 import { readEnrollments, readEnrollRequests } from '../shared/documents/fleet.js';
 import { readTokenFile as readTokenFileOnNode } from '../shared/node/token-file.js';
 import {
   enrollClearSchema,
-  enrollmentSchema,
   enrollTokenSchema,
-  type Policy,
   type SignedEnrollClear,
   type SignedEnrollment,
-  type SignedEnrollRequest,
 } from '../shared/schemas/policy.js';
-import {
-  type EnrollmentState,
-  enrollmentState,
-  type HostBinding,
-  type TokenConflict,
-  verifyEnrollRequest,
-} from '../shared/trust/enrollment.js';
+import { enrollmentState, type HostBinding, type TokenConflict } from '../shared/trust/enrollment.js';
 import type { PolicyWalk } from '../shared/trust/policy-chain.js';
 import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
+import { draftEnrollment, type PendingRequest, pendingRequests } from '../shared/views/enrollment-view.js';
 import { highestStoredVersion, walkStoredPolicies } from './policy-remote.js';
+
+export { type PendingRequest, pendingRequests } from '../shared/views/enrollment-view.js';
 
 // The signed enrollment entries, built and checked against their schemas before signing, and the
 // view of bound hosts, pending requests and token conflicts an admin approves from.
@@ -55,7 +49,7 @@ export function signEnrollment(
   binding: { host: string; hostKey: string; policyVersion: number },
   now: Date,
 ): SignedEnrollment {
-  const checked = enrollmentSchema.parse({ kind: 'enrollment', ...binding, approvedAt: now.toISOString() });
+  const checked = draftEnrollment(binding, now);
   return { enrollment: checked, signatures: [signPayload('enrollment', checked, admin)] };
 }
 
@@ -75,57 +69,6 @@ export async function readTokenFile(path: string): Promise<EnrollTokenFile> {
   } catch (error) {
     throw new Error(`--token: ${(error as Error).message}`);
   }
-}
-
-export interface PendingRequest {
-  host: string;
-  hostKey: string;
-  requestedAt: string;
-  // Why a request that carried a token did not bind by itself (expired, no proof, host already
-  // bound, wrong signer).
-  tokenProblem: string | null;
-}
-
-const short = (key: string): string => `${key.slice(0, 12)}…`;
-
-// Requests that prove possession of their key (checked here: the coordinator is not trusted) and
-// whose host is not bound to that key. One entry per host and key, the earliest request.
-export function pendingRequests(
-  requests: SignedEnrollRequest[],
-  isBound: (host: string, hostKey: string) => boolean,
-  policy: Policy | null,
-  state: EnrollmentState | null,
-): PendingRequest[] {
-  const pending = new Map<string, PendingRequest>();
-  for (const signed of requests) {
-    const { request } = signed;
-    if (
-      signed.signature.publicKey !== request.hostKey ||
-      !verifyPayloadSignature('enroll-request', request, signed.signature)
-    )
-      continue;
-    if (isBound(request.host, request.hostKey)) continue;
-    const id = `${request.host} ${request.hostKey}`;
-    const known = pending.get(id);
-    if (known && Date.parse(known.requestedAt) <= Date.parse(request.requestedAt)) continue;
-    let tokenProblem: string | null = null;
-    if (request.token) {
-      if (!policy) tokenProblem = 'no trusted policy to check its token against';
-      else {
-        const verdict = verifyEnrollRequest(signed, policy);
-        const bound = state?.bindings.get(request.host);
-        tokenProblem = !verdict.ok
-          ? verdict.reason
-          : bound
-            ? `${request.host} was already bound to key ${short(bound.hostKey)} (by ${bound.via}) when this key presented a token`
-            : 'its token was already used by another request';
-      }
-    }
-    pending.set(id, { host: request.host, hostKey: request.hostKey, requestedAt: request.requestedAt, tokenProblem });
-  }
-  return [...pending.values()].sort(
-    (a, b) => a.host.localeCompare(b.host) || a.requestedAt.localeCompare(b.requestedAt),
-  );
 }
 
 export interface EnrollmentView {

@@ -4,8 +4,8 @@ import { readIntentEntries } from '../../../shared/documents/desired.js';
 import { intentSchema, type SignedIntent } from '../../../shared/schemas/intent.js';
 import { type ActivationAction, storePathSchema } from '../../../shared/schemas/primitives.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../../../shared/trust/policy-intent.js';
-import type { HostView } from '../../../shared/views/host-view.js';
 import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../../../shared/views/co-sign.js';
+import type { HostView } from '../../../shared/views/host-view.js';
 import { draftIntent, highestGeneration, mayIssueIntent } from '../../../shared/views/intent-draft.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import type { FleetSync } from './fleet-sync.js';
@@ -83,14 +83,14 @@ export async function approve(
   if (!current)
     return {
       ok: false,
-      reason: 'no fleet policy signed by the pinned org root is known: who signed cannot be checked, so nothing is approved',
+      reason:
+        'no fleet policy signed by the pinned org root is known: who signed cannot be checked, so nothing is approved',
     };
   const found = findProposal(readIntentEntries(doc).entries, host, chain, { generation, now: Date.now() });
   if (!found.ok) return found;
   const allowed = mayApprove(current, signer.publicKey, host);
   if (!allowed.ok) return { ok: false, reason: `${allowed.reason}; nothing was signed` };
-  if (alreadySigned(found, signer.publicKey))
-    return { ok: false, reason: 'you have already signed it; nothing to do' };
+  if (alreadySigned(found, signer.publicKey)) return { ok: false, reason: 'you have already signed it; nothing to do' };
   const signed = coSignedIntent(found, await signer.sign('intent', found.intent));
   const after = intentCoSigning(found.intent, signed.signatures, chain);
   if ('error' in after || !after.tally.counted.some((s) => s.publicKey === signer.publicKey))

@@ -11,6 +11,7 @@ import {
   parseDocName,
   statusDocName,
 } from '../../../shared/documents/names.js';
+import { rolloutIdOfDoc } from '../../../shared/rollout/document.js';
 import { connectDocument, type DocumentConnection } from '../../../shared/sync/connect.js';
 import { fetchAuthHeaders, httpBaseFromWs } from '../../../shared/sync/reconnect.js';
 import { type FleetTrust, type Freshness, openFleetTrust } from '../../../shared/trust/fleet-trust.js';
@@ -111,6 +112,8 @@ export class FleetSync {
   private enrollment: OpenDocument | null = null;
   // fleet/rollout-<id> documents the hosts' rollout intents name, and the hosts that read each.
   private readonly followedRollouts = new Map<string, { open: OpenDocument; hosts: Set<string> }>();
+  // Fleet documents by name (policy, timestamps), for the admin views.
+  private readonly byName = new Map<string, OpenDocument>();
   private trust: FleetTrust | null = null;
   private authorityCache: HostKeyAuthority | null = null;
   private closed = false;
@@ -154,6 +157,7 @@ export class FleetSync {
         follow: (name) => {
           const open = this.open(name, () => this.invalidateAll());
           this.fleetDocuments.push(open);
+          this.byName.set(name, open);
           return { doc: open.connection.doc, close: () => this.closeDocument(open) };
         },
         freezeAfterMs: FREEZE_AFTER_MS,
@@ -216,6 +220,7 @@ export class FleetSync {
   private closeDocument(open: OpenDocument): void {
     const index = this.fleetDocuments.indexOf(open);
     if (index >= 0) this.fleetDocuments.splice(index, 1);
+    for (const [name, known] of this.byName) if (known === open) this.byName.delete(name);
     open.connection.close();
     void open.persistence.destroy();
   }
@@ -248,7 +253,7 @@ export class FleetSync {
     await idbPut('settings', this.storeKey('hosts'), [...this.hosts.keys()].sort());
   }
 
-  private async getJson<S extends z.ZodType>(path: string, schema: S): Promise<z.infer<S> | null> {
+  async getJson<S extends z.ZodType>(path: string, schema: S): Promise<z.infer<S> | null> {
     const url = `${httpBaseFromWs(this.serverUrl)}${path}`;
     try {
       const headers = await fetchAuthHeaders(url, this.key, 10_000);
@@ -335,19 +340,27 @@ export class FleetSync {
   }
 
   private rolloutDocument(name: string, host: string): Y.Doc | null {
+    if (!this.followedRollouts.has(name) && (this.closed || this.followedRollouts.size >= MAX_ROLLOUT_DOCUMENTS))
+      return null;
+    const followed = this.followRollout(name);
+    followed.hosts.add(host);
+    return followed.open.connection.doc;
+  }
+
+  // One connection per rollout document, whether a host's view or the rollout pages asked first.
+  private followRollout(name: string): { open: OpenDocument; hosts: Set<string> } {
     let followed = this.followedRollouts.get(name);
     if (!followed) {
-      if (this.closed || this.followedRollouts.size >= MAX_ROLLOUT_DOCUMENTS) return null;
       const hosts = new Set<string>();
       const open = this.open(name, () => {
         for (const reader of hosts) this.invalidate(reader);
+        this.schedule();
       });
       this.fleetDocuments.push(open);
       followed = { open, hosts };
       this.followedRollouts.set(name, followed);
     }
-    followed.hosts.add(host);
-    return followed.open.connection.doc;
+    return followed;
   }
 
   private noteLiveness(now: number): void {
@@ -371,6 +384,20 @@ export class FleetSync {
     if (!this.trust || !this.enrollment) return null;
     this.authorityCache ??= hostKeyAuthority(this.trust.chain(), this.enrollment.connection.doc);
     return this.authorityCache;
+  }
+
+  // A fleet document (fleet/policy, fleet/rollout-<id>…), followed and kept in IndexedDB from the
+  // first call on; its changes re-render the page without rebuilding host views.
+  fleetDocument(name: string): Y.Doc {
+    if (name === ENROLLMENT_DOC && this.enrollment) return this.enrollment.connection.doc;
+    if (rolloutIdOfDoc(name) !== null) return this.followRollout(name).open.connection.doc;
+    let open = this.byName.get(name);
+    if (!open) {
+      open = this.open(name, () => this.schedule());
+      this.fleetDocuments.push(open);
+      this.byName.set(name, open);
+    }
+    return open.connection.doc;
   }
 
   freshness(): Freshness | null {

@@ -1,9 +1,11 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { ActivationAction } from '../../../shared/schemas/primitives.js';
+import { describeCoSignProgress } from '../../../shared/trust/co-signatures.js';
+import { mayApprove } from '../../../shared/views/co-sign.js';
 import { hostTimeline, type TimelineEntry } from '../../../shared/views/host-timeline.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
-import { type ActionOutcome, deploy, rollback } from '../sync/actions.js';
+import { type ActionOutcome, approve, deploy, rollback } from '../sync/actions.js';
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
 import { goToFleet } from './hooks.js';
 import type { Session } from './session.js';
@@ -35,6 +37,17 @@ function Delivery({ session, digest }: { session: Session; digest: string }) {
   );
 }
 
+// The admin a key belongs to under the policy in force (a label: whether the signature counts is
+// the mark's business), or the key's start.
+function adminName(session: Session, key: string): string {
+  return (
+    session.sync
+      .authority()
+      ?.chain.at(-1)
+      ?.admins.find((a) => a.keys.includes(key))?.name ?? shortKey(key)
+  );
+}
+
 function TimelineRow({ entry, session }: { entry: TimelineEntry; session: Session }) {
   if (entry.kind === 'intent')
     return (
@@ -48,6 +61,12 @@ function TimelineRow({ entry, session }: { entry: TimelineEntry; session: Sessio
         <span class="what">
           intent: generation <b>{entry.generation}</b> {entry.action}{' '}
           <code title={entry.closure}>{closureName(entry.closure)}</code> by {entry.issuer}
+          {entry.signers.length > 1 && (
+            <span data-testid="signers">
+              {' '}
+              · {entry.signers.length} signatures ({entry.signers.map((k) => adminName(session, k)).join(', ')})
+            </span>
+          )}
         </span>
         <Mark mark={entry.mark} note={entry.note} />
         <Delivery session={session} digest={entry.digest} />
@@ -70,6 +89,54 @@ function TimelineRow({ entry, session }: { entry: TimelineEntry; session: Sessio
       <Mark mark={entry.mark} note={entry.note} />
       {entry.note && entry.mark !== 'trusted' && <span class="note">{entry.note}</span>}
     </li>
+  );
+}
+
+// Who signed the newest intent and how many more are needed (the agents' count); approving adds
+// this admin's signature to the same content, offered only when it would count.
+function CoSignPanel(props: {
+  session: Session;
+  view: HostView;
+  busy: boolean;
+  onApprove: (generation: number) => void;
+}) {
+  const { session, view } = props;
+  const desired = view.desired!;
+  const progress = desired.coSigning!;
+  const policy = session.sync.authority()?.chain.at(-1);
+  const mine = policy?.admins.find((a) => a.keys.includes(session.signer.publicKey))?.name;
+  const signedByMe = mine !== undefined && progress.signed.includes(mine);
+  const allowed = policy
+    ? mayApprove(policy, session.signer.publicKey, view.host)
+    : ({ ok: false, reason: 'no policy signed by the pinned org root is known' } as const);
+  return (
+    <div class="cosign" data-testid="cosign" data-missing={progress.missing}>
+      <h3>Co-signing</h3>
+      <p data-testid="cosign-progress">
+        generation {desired.generation}: {describeCoSignProgress(progress)}
+      </p>
+      {progress.missing === 0 ? (
+        <p class="ok">enough admins signed: the host applies it when it next syncs</p>
+      ) : signedByMe ? (
+        <p class="hint" data-testid="cosign-hint">
+          you have signed it; it waits for the others
+        </p>
+      ) : allowed.ok ? (
+        <button
+          type="button"
+          disabled={props.busy}
+          data-testid="approve-button"
+          onClick={() => props.onApprove(desired.generation)}
+          title="Add your signature to the same intent (outpost approve)"
+        >
+          Approve (co-sign) generation {desired.generation}
+        </button>
+      ) : (
+        <p class="hint" data-testid="cosign-hint">
+          you cannot approve it: {allowed.reason}
+        </p>
+      )}
+    </div>
   );
 }
 
@@ -208,6 +275,16 @@ export function HostPage(props: { session: Session; host: string; now: number })
           </dd>
         </dl>
         <div class="actions">
+          {view.desired?.coSigning && (
+            <CoSignPanel
+              session={session}
+              view={view}
+              busy={busy}
+              onApprove={(generation) =>
+                void run(() => approve(host, generation, sync, session.outbox, session.signer))
+              }
+            />
+          )}
           <form
             onSubmit={(e) => {
               e.preventDefault();
@@ -270,7 +347,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
           {outcome && (
             <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="action-message">
               {outcome.ok
-                ? `signed generation ${outcome.entry.signed.intent.generation}${sync.desiredLive(host) ? '' : ' — offline: it waits here, marked not yet delivered, and merges when the link returns'}`
+                ? `${outcome.entry.action === 'approve' ? 'approved' : 'signed'} generation ${outcome.entry.signed.intent.generation}${sync.desiredLive(host) ? '' : ' — offline: it waits here, marked not yet delivered, and merges when the link returns'}`
                 : `refused: ${outcome.reason}`}
             </p>
           )}
