@@ -24,6 +24,7 @@ import type { Policy } from '../shared/schemas/policy.js';
 import { activationActionSchema, generationSchema } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
 import { adminForKey, capabilitiesFor } from '../shared/trust/capabilities.js';
+import { draftRolloutAction } from '../shared/views/rollout-actions.js';
 import { type HostKeyAuthority, type HostView, readHostKeyAuthority } from './fleet-view.js';
 import {
   type CommandGroup,
@@ -469,19 +470,8 @@ async function sendAction(
 ): Promise<void> {
   const { plan } = snapshot.signed;
   const admin = adminForKey(policyOf(session), session.key.publicKey);
-  const seq = snapshot.entries.actions.reduce((max, a) => Math.max(max, a.action.seq), 0) + 1;
   const signed = signRolloutAction(
-    {
-      kind: 'rollout-action',
-      rollout: plan.id,
-      plan: planDigest(plan),
-      verb,
-      seq,
-      at: new Date().toISOString(),
-      issuer: admin?.name ?? session.key.name,
-      ...(extra.wave !== undefined ? { wave: extra.wave } : {}),
-      ...(extra.reason !== undefined ? { reason: extra.reason } : {}),
-    },
+    draftRolloutAction(plan, snapshot.entries, verb, admin?.name ?? session.key.name, Date.now(), extra),
     session.key,
   );
   await postRollout(o.coordinator, { action: signed }, session.timeoutMs, `${verb} of rollout ${plan.id}`);

@@ -1,12 +1,22 @@
 import { useCallback, useEffect, useMemo, useState } from 'preact/hooks';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { listKeys } from '../keys/vault.js';
+import { EnrollmentPage } from './enrollment.js';
 import { FleetView, scopesOf } from './fleet.js';
 import { useNow, useRoute, useSubscription } from './hooks.js';
 import { HostPage } from './host.js';
+import { PolicyPage } from './policy.js';
+import { RolloutList, RolloutPage } from './rollouts.js';
 import { closeSession, openSession, type Session } from './session.js';
 import { loadOrgRoot, SetupScreen, UnlockScreen } from './setup.js';
 import { StatusBar } from './status-bar.js';
+
+const VIEWS = [
+  ['fleet', '#/', 'Fleet'],
+  ['rollouts', '#/rollouts', 'Rollouts'],
+  ['enrollment', '#/enrollment', 'Enrollment'],
+  ['policy', '#/policy', 'Policy'],
+] as const;
 
 type Stage =
   | { name: 'loading' }
@@ -28,8 +38,28 @@ function Workspace(props: { session: Session; onLock: () => void }) {
   return (
     <div class="workspace">
       <StatusBar session={session} now={now} onLock={props.onLock} />
+      <nav class="views" aria-label="Views">
+        {VIEWS.map(([view, href, label]) => (
+          <a
+            key={view}
+            href={href}
+            data-testid={`nav-${view}`}
+            aria-current={route.view === view || (view === 'rollouts' && route.view === 'rollout') ? 'page' : undefined}
+          >
+            {label}
+          </a>
+        ))}
+      </nav>
       {route.view === 'host' ? (
         <HostPage session={session} host={route.host} now={now} />
+      ) : route.view === 'rollouts' ? (
+        <RolloutList session={session} now={now} />
+      ) : route.view === 'rollout' ? (
+        <RolloutPage session={session} id={route.id} now={now} />
+      ) : route.view === 'enrollment' ? (
+        <EnrollmentPage session={session} now={now} />
+      ) : route.view === 'policy' ? (
+        <PolicyPage session={session} />
       ) : (
         <FleetView views={session.sync.hostViews()} now={now} scopes={scopes} />
       )}

@@ -19,11 +19,23 @@ export function useNow(everyMs = 1000): number {
   return now;
 }
 
-export type Route = { view: 'fleet' } | { view: 'host'; host: string };
+export type Route =
+  | { view: 'fleet' }
+  | { view: 'host'; host: string }
+  | { view: 'rollouts' }
+  | { view: 'rollout'; id: string }
+  | { view: 'enrollment' }
+  | { view: 'policy' };
 
 function parseRoute(hash: string): Route {
-  const match = /^#\/host\/([a-z0-9][a-z0-9-]{0,62})$/.exec(hash);
-  return match ? { view: 'host', host: match[1]! } : { view: 'fleet' };
+  const host = /^#\/host\/([a-z0-9][a-z0-9-]{0,62})$/.exec(hash);
+  if (host) return { view: 'host', host: host[1]! };
+  const rollout = /^#\/rollouts\/([a-z0-9][a-z0-9-]{0,47})$/.exec(hash);
+  if (rollout) return { view: 'rollout', id: rollout[1]! };
+  if (hash === '#/rollouts') return { view: 'rollouts' };
+  if (hash === '#/enrollment') return { view: 'enrollment' };
+  if (hash === '#/policy') return { view: 'policy' };
+  return { view: 'fleet' };
 }
 
 export function useRoute(): Route {

@@ -1,0 +1,64 @@
+import type { RolloutEntries } from '../rollout/document.js';
+import { planDigest } from '../rollout/plan.js';
+import { type ActionVerb, type RolloutAction, type RolloutPlan, rolloutActionSchema } from '../rollout/schemas.js';
+import type { Policy } from '../schemas/policy.js';
+import { adminForKey, capabilitiesFor } from '../trust/capabilities.js';
+
+// The admin's side of a rollout action (approve a wave, pause, resume, abort), shared by
+// `outpost rollout` and the web editor: the action as both sign it, and whether this key's
+// signature would count (shared/rollout/verify.ts actionAuthority: an admin with 'deploy' for
+// every host it concerns under the policy in force) before anything is signed.
+
+// The hosts an action concerns: an approval, its wave's; the others, every host of the plan.
+export function actionHosts(plan: RolloutPlan, verb: ActionVerb, wave?: number): string[] {
+  if (verb === 'approve') return plan.waves[(wave ?? 0) - 1]?.hosts.map((h) => h.host) ?? [];
+  return plan.waves.flatMap((w) => w.hosts.map((h) => h.host));
+}
+
+export function mayActOnRollout(
+  policy: Policy,
+  publicKey: string,
+  plan: RolloutPlan,
+  verb: ActionVerb,
+  wave?: number,
+): { ok: true; admin: string } | { ok: false; reason: string } {
+  const admin = adminForKey(policy, publicKey);
+  if (!admin)
+    return {
+      ok: false,
+      reason: `this key is not an admin key under policy ${policy.version}${policy.revokedKeys.includes(publicKey) ? ' (it is revoked)' : ''}; nothing was signed`,
+    };
+  if (verb === 'approve' && (wave === undefined || wave < 2 || wave > plan.waves.length))
+    return { ok: false, reason: `rollout ${plan.id} has no wave ${wave} to approve (waves 2..${plan.waves.length})` };
+  const lacking = actionHosts(plan, verb, wave).filter((h) => !capabilitiesFor(policy, admin, h).has('deploy'));
+  if (lacking.length)
+    return {
+      ok: false,
+      reason: `admin ${admin.name} lacks 'deploy' for ${lacking.slice(0, 5).join(', ')}${lacking.length > 5 ? ` and ${lacking.length - 5} more` : ''} under policy ${policy.version}: agents would ignore the ${verb}, so nothing was signed`,
+    };
+  return { ok: true, admin: admin.name };
+}
+
+// The action to sign: bound to this rollout's id and plan digest, with a sequence number above
+// every action the document holds (the newest pause or resume wins).
+export function draftRolloutAction(
+  plan: RolloutPlan,
+  entries: Pick<RolloutEntries, 'actions'>,
+  verb: ActionVerb,
+  issuer: string,
+  now: number,
+  extra: { wave?: number; reason?: string } = {},
+): RolloutAction {
+  const seq = entries.actions.reduce((max, a) => Math.max(max, a.action.seq), 0) + 1;
+  return rolloutActionSchema.parse({
+    kind: 'rollout-action',
+    rollout: plan.id,
+    plan: planDigest(plan),
+    verb,
+    seq,
+    at: new Date(now).toISOString(),
+    issuer,
+    ...(extra.wave !== undefined ? { wave: extra.wave } : {}),
+    ...(extra.reason !== undefined ? { reason: extra.reason } : {}),
+  });
+}

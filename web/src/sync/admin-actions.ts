@@ -1,0 +1,151 @@
+import type { PayloadSigner } from '../../../shared/crypto/payload-signer.js';
+import { verifyPayloadSignature } from '../../../shared/crypto/signatures.js';
+import { readEnrollRequests } from '../../../shared/documents/fleet.js';
+import type { RolloutEntries } from '../../../shared/rollout/document.js';
+import { findPlan } from '../../../shared/rollout/judge.js';
+import { planDigest } from '../../../shared/rollout/plan.js';
+import type { ActionVerb, PlanCosignature, RolloutPlan } from '../../../shared/rollout/schemas.js';
+import { actionAuthority, planSignersForHost, verifiedPlanKeys } from '../../../shared/rollout/verify.js';
+import type { SignedEnrollment } from '../../../shared/schemas/policy.js';
+import { httpBaseFromWs } from '../../../shared/sync/reconnect.js';
+import { adminForKey } from '../../../shared/trust/capabilities.js';
+import { verifyEnrollment } from '../../../shared/trust/enrollment.js';
+import { draftEnrollment, mayEnroll } from '../../../shared/views/enrollment-view.js';
+import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import type { FleetSync } from './fleet-sync.js';
+
+// Rollout actions, plan co-signatures and enrollment approvals from the page: checked against the
+// policy walked from the pinned root before anything is signed, signed over the CLI's bytes in the
+// browser, checked again as readers will, then handed to the server the way the CLI hands them
+// (POST /api/rollouts, /api/enroll/approve; the server checks them once more before storing).
+// They need the link: unlike intents, these go through the server's API, not a document.
+export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: string };
+
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+async function post(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
+  if (!navigator.onLine)
+    return { ok: false, reason: `offline: ${what} goes to the server's API and needs the link; nothing was sent` };
+  const url = `${httpBaseFromWs(sync.serverUrl)}${path}`;
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (error) {
+    return { ok: false, reason: `${url} unreachable (${(error as Error).message}); ${what} was not sent` };
+  }
+  const text = (await response.text()).slice(0, MAX_ANSWER_BYTES);
+  let answer: { ok?: unknown; error?: unknown } = {};
+  try {
+    answer = JSON.parse(text) as typeof answer;
+  } catch {
+    // Reported below with the status.
+  }
+  if (response.status !== 200 || answer.ok !== true)
+    return {
+      ok: false,
+      reason: `the server refused ${what}: ${typeof answer.error === 'string' ? answer.error : `status ${response.status}`}`,
+    };
+  return { ok: true, message: `${what}: stored by the server` };
+}
+
+function policyOrRefusal(sync: FleetSync) {
+  const chain = sync.authority()?.chain ?? [];
+  const policy = chain.at(-1);
+  return policy
+    ? { ok: true as const, chain, policy }
+    : {
+        ok: false as const,
+        reason: 'no fleet policy signed by the pinned org root is known: pin the org root and connect once',
+      };
+}
+
+// approve (a wave's start), pause, resume or abort: `outpost rollout <verb>`'s signed action.
+export async function rolloutAction(
+  sync: FleetSync,
+  signer: PayloadSigner,
+  plan: RolloutPlan,
+  entries: RolloutEntries,
+  verb: ActionVerb,
+  extra: { wave?: number; reason?: string } = {},
+): Promise<AdminOutcome> {
+  const known = policyOrRefusal(sync);
+  if (!known.ok) return known;
+  const allowed = mayActOnRollout(known.policy, signer.publicKey, plan, verb, extra.wave);
+  if (!allowed.ok) return allowed;
+  const action = draftRolloutAction(plan, entries, verb, allowed.admin, Date.now(), extra);
+  const signed = { action, signature: await signer.sign('rollout-action', action) };
+  const verdict = actionAuthority(known.chain, () => actionHosts(plan, verb, extra.wave))(signed);
+  if (!verdict.ok) return { ok: false, reason: `agents would not count it (${verdict.reason}); nothing was sent` };
+  const what = verb === 'approve' ? `the approval of wave ${extra.wave} of ${plan.id}` : `the ${verb} of ${plan.id}`;
+  return post(sync, '/api/rollouts', { action: signed }, what);
+}
+
+// `outpost rollout approve ID` without --wave: this admin's signature on the plan itself, for
+// hosts whose groups need several admins.
+export async function cosignRolloutPlan(
+  sync: FleetSync,
+  signer: PayloadSigner,
+  plan: RolloutPlan,
+  entries: RolloutEntries,
+): Promise<AdminOutcome> {
+  const known = policyOrRefusal(sync);
+  if (!known.ok) return known;
+  const admin = adminForKey(known.policy, signer.publicKey);
+  if (!admin) return { ok: false, reason: `this key is not an admin key under policy ${known.policy.version}` };
+  const digest = planDigest(plan);
+  const signedPlan = findPlan(entries, digest);
+  if (!signedPlan) return { ok: false, reason: `rollout ${plan.id}: no plan signed by its issuer here` };
+  const before = verifiedPlanKeys(signedPlan, digest, entries.cosignatures);
+  if (before.includes(signer.publicKey)) return { ok: false, reason: 'you have already signed this plan' };
+  const cosignature: PlanCosignature = { plan: digest, signature: await signer.sign('rollout-plan', plan) };
+  if (!verifyPayloadSignature('rollout-plan', plan, cosignature.signature))
+    return { ok: false, reason: `the ${signer.engine} signature does not verify; nothing was sent` };
+  const keys = [...before, signer.publicKey];
+  const stillShort = plan.waves
+    .flatMap((w) => w.hosts)
+    .filter((h) => !planSignersForHost(plan, keys, known.chain, h.host).ok).length;
+  const outcome = await post(
+    sync,
+    '/api/rollouts',
+    { cosignature: { ...cosignature, rollout: plan.id } },
+    `your signature on ${plan.id}`,
+  );
+  return outcome.ok && stillShort
+    ? { ok: true, message: `${outcome.message}; ${stillShort} hosts still need more signatures` }
+    : outcome;
+}
+
+// `outpost enroll approve`: binds `host` to the key its pending request proved.
+export async function approveEnrollment(
+  sync: FleetSync,
+  signer: PayloadSigner,
+  request: { host: string; hostKey: string },
+): Promise<AdminOutcome> {
+  const known = policyOrRefusal(sync);
+  if (!known.ok) return known;
+  const allowed = mayEnroll(known.policy, signer.publicKey, request.host);
+  if (!allowed.ok) return allowed;
+  // What is approved must be a request the page holds and checked, not a key typed elsewhere.
+  const proven = readEnrollRequests(sync.fleetDocument('fleet/enrollment')).some(
+    (r) =>
+      r.request.host === request.host &&
+      r.request.hostKey === request.hostKey &&
+      r.signature.publicKey === r.request.hostKey &&
+      verifyPayloadSignature('enroll-request', r.request, r.signature),
+  );
+  if (!proven)
+    return { ok: false, reason: `no request from ${request.host} proving key ${request.hostKey} is held here` };
+  const enrollment = draftEnrollment(
+    { host: request.host, hostKey: request.hostKey, policyVersion: known.policy.version },
+    new Date(),
+  );
+  const signed: SignedEnrollment = { enrollment, signatures: [await signer.sign('enrollment', enrollment)] };
+  const verdict = verifyEnrollment(signed, known.policy);
+  if (!verdict.ok) return { ok: false, reason: `${verdict.reason}; nothing was sent` };
+  return post(sync, '/api/enroll/approve', signed, `the enrollment of ${request.host}`);
+}

@@ -1,0 +1,129 @@
+import { useState } from 'preact/hooks';
+import { ENROLLMENT_DOC, readEnrollments, readEnrollRequests } from '../../../shared/documents/fleet.js';
+import { enrollmentState } from '../../../shared/trust/enrollment.js';
+import { mayEnroll, pendingRequests } from '../../../shared/views/enrollment-view.js';
+import { type AdminOutcome, approveEnrollment } from '../sync/admin-actions.js';
+import { clock } from './format.js';
+import type { Session } from './session.js';
+
+// Enrollment as `outpost enroll list` shows it: hosts bound (by an admin's approval or a token)
+// and requests waiting, each request's proof of its key checked here; approving signs the
+// binding in the browser as `outpost enroll approve` does. Compare the key with the host's own
+// (its console prints it) before approving: whoever holds the approved key speaks for the host.
+export function EnrollmentPage(props: { session: Session; now: number }) {
+  const { session } = props;
+  const [busy, setBusy] = useState(false);
+  const [outcome, setOutcome] = useState<AdminOutcome | null>(null);
+  const authority = session.sync.authority();
+  const policy = authority?.chain.at(-1) ?? null;
+  if (!policy)
+    return (
+      <section class="admin-page" data-testid="enrollment-view">
+        <h2>Enrollment</h2>
+        <p class="muted">no policy signed by the pinned org root is known yet: requests cannot be checked against it</p>
+      </section>
+    );
+  const doc = session.sync.fleetDocument(ENROLLMENT_DOC);
+  const requests = readEnrollRequests(doc);
+  const state = enrollmentState(policy, readEnrollments(doc), requests);
+  const pending = pendingRequests(
+    requests,
+    (host, hostKey) => state.bindings.get(host)?.hostKey === hostKey,
+    policy,
+    state,
+  );
+  const bound = [...state.bindings.values()].sort((a, b) => a.host.localeCompare(b.host));
+  const approve = async (request: { host: string; hostKey: string }): Promise<void> => {
+    setBusy(true);
+    setOutcome(null);
+    try {
+      setOutcome(await approveEnrollment(session.sync, session.signer, request));
+    } catch (error) {
+      setOutcome({ ok: false, reason: (error as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section class="admin-page" data-testid="enrollment-view" aria-label="Enrollment">
+      <h2>Enrollment</h2>
+      <h3>Pending requests ({pending.length})</h3>
+      {pending.length === 0 ? (
+        <p class="muted">none: a host asks with 'outpost enroll request'</p>
+      ) : (
+        <table class="plain">
+          <thead>
+            <tr>
+              <th>host</th>
+              <th>key it proved (compare with the host's)</th>
+              <th>asked</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {pending.map((request) => {
+              const allowed = mayEnroll(policy, session.signer.publicKey, request.host);
+              const already = state.bindings.get(request.host);
+              return (
+                <tr key={`${request.host} ${request.hostKey}`} data-testid={`pending-${request.host}`}>
+                  <td>{request.host}</td>
+                  <td>
+                    <code>{request.hostKey}</code>
+                    {already && (
+                      <span class="bad"> · {request.host} is bound to another key now: approving rebinds it</span>
+                    )}
+                    {request.tokenProblem && <span class="note"> · token: {request.tokenProblem}</span>}
+                  </td>
+                  <td>{clock(request.requestedAt)}</td>
+                  <td>
+                    {allowed.ok ? (
+                      <button
+                        type="button"
+                        disabled={busy}
+                        data-testid={`enroll-approve-${request.host}`}
+                        onClick={() => void approve(request)}
+                      >
+                        Approve
+                      </button>
+                    ) : (
+                      <span class="hint" data-testid={`enroll-refused-${request.host}`}>
+                        {allowed.reason}
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+      {outcome && (
+        <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="enroll-message">
+          {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}
+        </p>
+      )}
+      {state.conflicts.length > 0 && (
+        <p class="bad">
+          {state.conflicts.length} token(s) presented for a key other than the bound one (first:{' '}
+          {state.conflicts[0]!.host})
+        </p>
+      )}
+      <h3>Bound hosts ({bound.length})</h3>
+      <table class="plain" data-testid="bound-hosts">
+        <tbody>
+          {bound.map((binding) => (
+            <tr key={binding.host} data-testid={`bound-${binding.host}`}>
+              <td>
+                <a href={`#/host/${binding.host}`}>{binding.host}</a>
+              </td>
+              <td>
+                <code>{binding.hostKey}</code>
+              </td>
+              <td>{binding.via}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}

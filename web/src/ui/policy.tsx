@@ -1,0 +1,181 @@
+import { POLICY_DOC, readPolicies } from '../../../shared/documents/fleet.js';
+import type { Group } from '../../../shared/schemas/policy.js';
+import { policyRootSigners } from '../../../shared/views/policy-signers.js';
+import { clock, shortKey } from './format.js';
+import type { Session } from './session.js';
+
+// The policy in force, read only: the version walked from the pinned org root (the agents' walk,
+// never the server's word), who signed it, and its admins, roles, groups, relays and keys.
+// Editing stays with `outpost policy` for now (drafts signed in the page are not built).
+const list = (items: readonly string[]): string => (items.length ? items.join(', ') : '—');
+
+function windows(group: Group): string {
+  const parts = [
+    group.maintenanceWindows?.length ? `maintenance ${group.maintenanceWindows.join(', ')}` : '',
+    group.rebootWindows?.length ? `reboot ${group.rebootWindows.join(', ')}` : '',
+  ].filter(Boolean);
+  if (!parts.length) return '—';
+  return `${parts.join('; ')} (${group.timeZone ?? "each host's local time"})`;
+}
+
+function Key({ value }: { value: string }) {
+  return (
+    <code title={value} class="key">
+      {shortKey(value)}
+    </code>
+  );
+}
+
+export function PolicyPage(props: { session: Session }) {
+  const { sync } = props.session;
+  const chain = sync.authority()?.chain ?? [];
+  const policy = chain.at(-1);
+  if (!policy)
+    return (
+      <section class="admin-page" data-testid="policy-view">
+        <h2>Policy</h2>
+        <p class="muted">
+          {sync.orgRootKeys.length === 0
+            ? 'no org root is pinned: no policy can be trusted'
+            : 'no policy signed by the pinned org root has arrived yet'}
+        </p>
+      </section>
+    );
+  const previous = chain.at(-2);
+  const { signers, invalid } = policyRootSigners(readPolicies(sync.fleetDocument(POLICY_DOC)), policy, previous);
+  const pinned = new Set(sync.orgRootKeys);
+  const me = props.session.signer.publicKey;
+  return (
+    <section class="admin-page" data-testid="policy-view" aria-label="Policy">
+      <h2>
+        Policy version <span data-testid="policy-version">{policy.version}</span>
+      </h2>
+      <p>
+        epoch {policy.epoch}, issued {clock(policy.issuedAt)}; walked from the pinned org root through versions{' '}
+        {chain[0]!.version}..{policy.version}. Read only: edit it with <code>outpost policy</code>.
+      </p>
+      <h3>Signed by</h3>
+      <p class="hint">
+        {policy.root.threshold} of this version's {policy.root.keys.length} root keys must sign
+        {previous ? `, and ${previous.root.threshold} of version ${previous.version}'s` : ''}.
+      </p>
+      <table class="plain" data-testid="policy-signers">
+        <tbody>
+          {signers.map((s) => (
+            <tr key={s.key} data-testid="policy-signer" data-signed={String(s.signed)}>
+              <td>
+                <Key value={s.key} />
+                {pinned.has(s.key) && ' (pinned here)'}
+              </td>
+              <td>root key of {s.of.join(' and ')}</td>
+              <td class={s.signed ? 'ok' : 'muted'}>{s.signed ? '✓ signed' : 'did not sign'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {invalid > 0 && (
+        <p class="bad">
+          {invalid} signature(s) on stored copies do not verify over this content (they count for nothing)
+        </p>
+      )}
+      <h3>Admins</h3>
+      <table class="plain" data-testid="policy-admins">
+        <thead>
+          <tr>
+            <th>admin</th>
+            <th>roles</th>
+            <th>keys</th>
+          </tr>
+        </thead>
+        <tbody>
+          {policy.admins.map((admin) => (
+            <tr key={admin.name} data-testid={`policy-admin-${admin.name}`}>
+              <td>
+                {admin.name}
+                {admin.keys.includes(me) && ' (you)'}
+              </td>
+              <td>{list(admin.roles)}</td>
+              <td>
+                {admin.keys.map((k) => (
+                  <span key={k}>
+                    <Key value={k} />
+                    {policy.revokedKeys.includes(k) && <span class="bad"> revoked</span>}{' '}
+                  </span>
+                ))}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <h3>Roles</h3>
+      <table class="plain" data-testid="policy-roles">
+        <thead>
+          <tr>
+            <th>role</th>
+            <th>capabilities</th>
+            <th>hosts</th>
+            <th>groups</th>
+          </tr>
+        </thead>
+        <tbody>
+          {policy.roles.map((role) => (
+            <tr key={role.name} data-testid={`policy-role-${role.name}`}>
+              <td>{role.name}</td>
+              <td>{list(role.capabilities)}</td>
+              <td>{list(role.hosts)}</td>
+              <td>{list(role.groups)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <h3>Groups</h3>
+      <table class="plain" data-testid="policy-groups">
+        <thead>
+          <tr>
+            <th>group</th>
+            <th>admins who must sign</th>
+            <th>hosts</th>
+            <th>windows</th>
+          </tr>
+        </thead>
+        <tbody>
+          {policy.groups.map((group) => (
+            <tr key={group.name} data-testid={`policy-group-${group.name}`}>
+              <td>{group.name}</td>
+              <td>{group.threshold}</td>
+              <td>{list(group.hosts)}</td>
+              <td>{windows(group)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <h3>Relays</h3>
+      <table class="plain">
+        <tbody>
+          {policy.relays.map((relay) => (
+            <tr key={relay.name}>
+              <td>{relay.name}</td>
+              <td>
+                <Key value={relay.key} />
+              </td>
+              <td>hosts: {list(relay.hosts)}</td>
+              <td>groups: {list(relay.groups)}</td>
+            </tr>
+          ))}
+          {policy.relays.length === 0 && (
+            <tr>
+              <td class="muted">none</td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+      <h3>Keys</h3>
+      <dl class="facts">
+        <dt>timestamp</dt>
+        <dd>{policy.timestampKeys.length ? policy.timestampKeys.map((k) => <Key key={k} value={k} />) : '—'}</dd>
+        <dt>revoked</dt>
+        <dd>{policy.revokedKeys.length ? policy.revokedKeys.map((k) => <Key key={k} value={k} />) : '—'}</dd>
+      </dl>
+    </section>
+  );
+}

@@ -1,0 +1,335 @@
+import { useEffect, useState } from 'preact/hooks';
+import { z } from 'zod';
+import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
+import { findPlan, judgeRollout, type RolloutView } from '../../../shared/rollout/judge.js';
+import { planDigest } from '../../../shared/rollout/plan.js';
+import type { ActionVerb } from '../../../shared/rollout/schemas.js';
+import type { HostView } from '../../../shared/views/host-view.js';
+import { mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import { buildReport, type RolloutReport } from '../../../shared/views/rollout-report.js';
+import { idbGet, idbPut } from '../storage/idb.js';
+import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
+import { clock } from './format.js';
+import type { Session } from './session.js';
+
+// Rollouts as `outpost rollout list` and `status` show them: each rollout document judged with the
+// agents' own code (shared/rollout/judge.ts) under the policy walked from the pinned root, host
+// states from their signed evidence and status; approve / pause / resume / abort and co-signing
+// the plan as signed actions, the CLI's.
+
+const documentsSchema = z.object({ documents: z.array(z.string()).max(100_000) });
+const idListSchema = z.array(z.string()).max(1_000);
+// Rollouts shown (and documents followed) at most; the newest ids sort last.
+const MAX_ROLLOUTS = 200;
+const LIST_EVERY_MS = 10_000;
+
+// The rollout ids the server lists (remembered in IndexedDB, so the list is there offline).
+function useRolloutIds(session: Session): string[] {
+  const { sync } = session;
+  const [ids, setIds] = useState<string[]>([]);
+  useEffect(() => {
+    let stopped = false;
+    const storeKey = `rollouts ${sync.serverUrl}`;
+    const load = async (): Promise<void> => {
+      const listed = await sync.getJson('/api/documents', documentsSchema);
+      if (stopped) return;
+      if (listed) {
+        const fresh = listed.documents
+          .filter((d) => d.startsWith(ROLLOUT_DOC_PREFIX))
+          .map((d) => d.slice(ROLLOUT_DOC_PREFIX.length))
+          .sort()
+          .slice(-MAX_ROLLOUTS);
+        setIds(fresh);
+        await idbPut('settings', storeKey, fresh);
+      } else {
+        const saved = idListSchema.safeParse(await idbGet('settings', storeKey));
+        if (!stopped && saved.success) setIds(saved.data);
+      }
+    };
+    void load();
+    const timer = setInterval(() => void load(), LIST_EVERY_MS);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [sync]);
+  return ids;
+}
+
+type Judged = { ok: true; view: RolloutView } | { ok: false; reason: string };
+
+function judge(session: Session, id: string, now: number): Judged {
+  const chain = session.sync.authority()?.chain ?? [];
+  if (chain.length === 0)
+    return { ok: false, reason: 'no policy signed by the pinned org root: a rollout cannot be judged' };
+  const entries = readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
+  const first = entries.plans[0];
+  const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
+  if (!signed) return { ok: false, reason: 'no plan signed by its issuer (yet): loading, or not a rollout' };
+  return { ok: true, view: judgeRollout(entries, signed, chain, now) };
+}
+
+export function RolloutList(props: { session: Session; now: number }) {
+  const ids = useRolloutIds(props.session);
+  return (
+    <section class="admin-page" data-testid="rollouts-view" aria-label="Rollouts">
+      <h2>Rollouts</h2>
+      {ids.length === 0 ? (
+        <p class="muted">no rollouts yet: 'outpost rollout create' makes one</p>
+      ) : (
+        <table class="plain">
+          <thead>
+            <tr>
+              <th>rollout</th>
+              <th>release</th>
+              <th>state</th>
+              <th>waves</th>
+              <th>hosts</th>
+              <th>issuer</th>
+              <th>created</th>
+            </tr>
+          </thead>
+          <tbody>
+            {[...ids].reverse().map((id) => {
+              const judged = judge(props.session, id, props.now);
+              return (
+                <tr key={id} data-testid={`rollout-row-${id}`} data-state={judged.ok ? judged.view.state : 'unknown'}>
+                  <td>
+                    <a href={`#/rollouts/${id}`}>{id}</a>
+                  </td>
+                  {judged.ok ? (
+                    <>
+                      <td>{judged.view.plan.release}</td>
+                      <td class={`state-${judged.view.state}`}>{judged.view.state}</td>
+                      <td>{judged.view.plan.waves.length}</td>
+                      <td>{judged.view.plan.waves.reduce((n, w) => n + w.hosts.length, 0)}</td>
+                      <td>{judged.view.plan.issuer}</td>
+                      <td>{clock(judged.view.plan.createdAt)}</td>
+                    </>
+                  ) : (
+                    <td colSpan={6} class="muted">
+                      {judged.reason}
+                    </td>
+                  )}
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function ActionButton(props: {
+  session: Session;
+  view: RolloutView;
+  verb: ActionVerb;
+  wave?: number;
+  label: string;
+  busy: boolean;
+  run: (verb: ActionVerb, wave?: number) => void;
+}) {
+  const policy = props.session.sync.authority()?.chain.at(-1);
+  const allowed = policy
+    ? mayActOnRollout(policy, props.session.signer.publicKey, props.view.plan, props.verb, props.wave)
+    : ({ ok: false, reason: 'no policy known' } as const);
+  return (
+    <button
+      type="button"
+      disabled={props.busy || !allowed.ok}
+      title={allowed.ok ? `signed by you, as 'outpost rollout ${props.verb}'` : allowed.reason}
+      data-testid={`rollout-${props.verb}${props.wave ? `-${props.wave}` : ''}`}
+      onClick={() => props.run(props.verb, props.wave)}
+    >
+      {props.label}
+    </button>
+  );
+}
+
+function hostStatuses(session: Session, report: RolloutView): Map<string, HostView> {
+  const statuses = new Map<string, HostView>();
+  for (const wave of report.waves)
+    if (wave.open)
+      for (const host of wave.hosts) {
+        const view = session.sync.hostView(host);
+        if (view) statuses.set(host, view);
+      }
+  return statuses;
+}
+
+export function RolloutPage(props: { session: Session; id: string; now: number }) {
+  const { session, id, now } = props;
+  const [busy, setBusy] = useState(false);
+  const [outcome, setOutcome] = useState<AdminOutcome | null>(null);
+  const [reason, setReason] = useState('');
+  const judged = judge(session, id, now);
+  if (!judged.ok)
+    return (
+      <section class="admin-page" data-testid="rollout-view">
+        <p>
+          <a href="#/rollouts">← Rollouts</a>
+        </p>
+        <h2>Rollout {id}</h2>
+        <p class="muted">{judged.reason}</p>
+      </section>
+    );
+  const { view } = judged;
+  const report: RolloutReport = buildReport(view, hostStatuses(session, view));
+  const entries = () => readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
+  const act = async (work: () => Promise<AdminOutcome>): Promise<void> => {
+    setBusy(true);
+    setOutcome(null);
+    try {
+      setOutcome(await work());
+    } catch (error) {
+      setOutcome({ ok: false, reason: (error as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const run = (verb: ActionVerb, wave?: number): void => {
+    if (verb === 'abort' && !confirm(`Abort rollout ${id} for good? Hosts that have not started drop it.`)) return;
+    const extra = { ...(wave !== undefined ? { wave } : {}), ...(reason.trim() ? { reason: reason.trim() } : {}) };
+    void act(() => rolloutAction(session.sync, session.signer, view.plan, entries(), verb, extra));
+  };
+  const final = view.state === 'aborted' || view.state === 'complete' || view.state === 'expired';
+  const unsignedWaves = report.waves.filter((w) => w.signersMissing.length > 0);
+  const buttons = { session, view, busy, run };
+  return (
+    <section class="admin-page" data-testid="rollout-view" data-state={view.state} aria-label={`Rollout ${id}`}>
+      <p>
+        <a href="#/rollouts">← Rollouts</a>
+      </p>
+      <h2>
+        Rollout {id} <span class={`pill state-${view.state}`}>{view.state.toUpperCase()}</span>
+      </h2>
+      <dl class="facts">
+        <dt>release</dt>
+        <dd>
+          {report.release}
+          {report.channel ? ` (channel ${report.channel})` : ''}
+        </dd>
+        <dt>plan</dt>
+        <dd data-testid="rollout-signers">
+          <code title={report.plan}>{report.plan.slice(0, 12)}…</code> signed by{' '}
+          {report.signers.join(', ') || 'nobody who counts'}; created {clock(report.createdAt)}, expires{' '}
+          {clock(report.expiresAt)}
+        </dd>
+        {report.halted && (
+          <>
+            <dt>halted</dt>
+            <dd class="bad">
+              wave {report.halted.wave}: {report.halted.reason}
+            </dd>
+          </>
+        )}
+        {report.paused && (
+          <>
+            <dt>paused</dt>
+            <dd data-testid="rollout-paused">
+              by {report.paused.by} at {clock(report.paused.at)}
+              {report.paused.reason ? `: ${report.paused.reason}` : ''}
+            </dd>
+          </>
+        )}
+        {report.aborted && (
+          <>
+            <dt>aborted</dt>
+            <dd data-testid="rollout-aborted">
+              by {report.aborted.by} at {clock(report.aborted.at)}
+              {report.aborted.reason ? `: ${report.aborted.reason}` : ''}
+            </dd>
+          </>
+        )}
+        {view.actions.rejected.length > 0 && (
+          <>
+            <dt>not counted</dt>
+            <dd class="bad">
+              {view.actions.rejected.length} action(s): {view.actions.rejected[0]!.verb}:{' '}
+              {view.actions.rejected[0]!.reason}
+            </dd>
+          </>
+        )}
+      </dl>
+      {!final && (
+        <div class="inline rollout-actions">
+          <label>
+            Reason (shown to everyone){' '}
+            <input
+              value={reason}
+              maxLength={500}
+              data-testid="rollout-reason"
+              onInput={(e) => setReason((e.target as HTMLInputElement).value)}
+            />
+          </label>
+          {view.actions.paused ? (
+            <ActionButton {...buttons} verb="resume" label="Resume" />
+          ) : (
+            <ActionButton {...buttons} verb="pause" label="Pause" />
+          )}
+          <ActionButton {...buttons} verb="abort" label="Abort" />
+          {unsignedWaves.length > 0 && (
+            <button
+              type="button"
+              disabled={busy}
+              data-testid="rollout-cosign"
+              onClick={() => void act(() => cosignRolloutPlan(session.sync, session.signer, view.plan, entries()))}
+            >
+              Co-sign the plan
+            </button>
+          )}
+        </div>
+      )}
+      {outcome && (
+        <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="rollout-message">
+          {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}
+        </p>
+      )}
+      {report.waves.map((wave) => (
+        <div class="wave" key={wave.name} data-testid={`wave-${wave.number}`} data-open={String(wave.open)}>
+          <h3>
+            Wave {wave.number} {wave.name}: {wave.hosts.length} hosts, {wave.open ? 'OPEN' : wave.reason}
+          </h3>
+          <p class="hint" data-testid={`gate-${wave.number}`}>
+            gate: {wave.successes}/{wave.needed} proven
+            {wave.failures ? `, ${wave.failures} failed` : ''}
+            {wave.gate.soakSeconds
+              ? `, soak ${wave.gate.soakSeconds} s${wave.soakEndsAt ? ` until ${clock(wave.soakEndsAt)}` : ''}`
+              : ''}
+            {wave.approvalNeeded &&
+              `; its start needs an approval${wave.approvedBy.length ? `: approved by ${wave.approvedBy.join(', ')}` : ''}`}
+            {wave.signersMissing.length > 0 && `; plan not signed enough for ${wave.signersMissing.length} hosts`}
+          </p>
+          {wave.approvalNeeded && wave.approvedBy.length === 0 && !final && (
+            <ActionButton {...buttons} verb="approve" wave={wave.number} label={`Approve wave ${wave.number}`} />
+          )}
+          <table class="plain">
+            <tbody>
+              {wave.hosts.map((host) => (
+                <tr key={host.host} data-testid={`rollout-host-${host.host}`} data-state={host.state}>
+                  <td>
+                    <a href={`#/host/${host.host}`}>{host.host}</a>
+                  </td>
+                  <td>{host.state}</td>
+                  <td>{host.detail}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ))}
+      {report.rejectedEvidence.length > 0 && (
+        <p class="bad">
+          {report.rejectedEvidence.length} results in the evidence do not count (first:{' '}
+          {report.rejectedEvidence[0]!.host}: {report.rejectedEvidence[0]!.reason})
+        </p>
+      )}
+      <p data-testid="rollout-summary">
+        {report.summary.succeeded}/{report.summary.hosts} succeeded, {report.summary.failed} failed,{' '}
+        {report.summary['in-progress']} in progress, {report.summary['not-started']} not started,{' '}
+        {report.summary.waiting} waiting
+      </p>
+    </section>
+  );
+}
