@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { signEnrollment, signEnrollRequest } from '../../admin/enroll-entries.js';
 import { generateSigningKey, keyFileFromSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import { readIntentEntries } from '../../shared/documents/desired.js';
+import { appendIntent, readIntentEntries } from '../../shared/documents/desired.js';
 import { ENROLLMENT_DOC, readEnrollments } from '../../shared/documents/fleet.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
@@ -52,6 +52,8 @@ const hostKeys: Record<string, SigningKey> = {
   'prod-1': generateSigningKey('prod-1'),
 };
 const h3Key = generateSigningKey('h3');
+// A relay of the policy serving prod-1: it may write prod-1's documents (it forwards them).
+const relayKey = generateSigningKey('relay-r1');
 const CLOSURE = `/nix/store/${'b'.repeat(32)}-nixos-system-web-admin`;
 const ROLLOUT = 'web-r1';
 let coordinator: DaemonProcess & { url: string; port: number };
@@ -117,7 +119,7 @@ test.before(async () => {
     '--timestamp-interval',
     '1',
   ]);
-  policy = basePolicy(org);
+  policy = basePolicy(org, { relays: [{ name: 'r1', key: relayKey.publicKey, hosts: ['prod-1'], groups: [] }] });
   const pushed = await pushPolicy(coordinator.url, signPolicy(policy, org.root));
   assert.is(pushed.status, 200, pushed.body.error);
   for (const [host, key] of Object.entries(hostKeys)) {
@@ -305,6 +307,29 @@ test('bob approves in the page: the same intent, two admins, and it counts as ag
   const verdict = verifyIntentUnderPolicy(merged, { host: 'prod-1', chain: [policy], now: Date.now() });
   assert.ok(verdict.ok, verdict.ok ? '' : verdict.reason);
   assert.ok(verifyIntentUnderPolicy(approval, { host: 'prod-1', chain: [policy], now: Date.now() }).ok);
+});
+
+test("a relay writes an intent for prod-1 carrying alice's signature copied from generation 1: bob is offered nothing to approve", async () => {
+  const relay = connectDocument(coordinator.url, desiredDocName('prod-1'), { identity: relayKey });
+  try {
+    await waitForSync(relay, 10_000);
+    const genuine = readIntentEntries(relay.doc).entries[0]!.signed;
+    const forged = {
+      ...genuine.intent,
+      generation: 2,
+      closure: `/nix/store/${'d'.repeat(32)}-nixos-system-backdoor`,
+    };
+    appendIntent(relay.doc, { intent: forged, signatures: genuine.signatures });
+    await page.locator('[data-testid=cosign]', { hasText: 'generation 2' }).waitFor({ timeout: 20_000 });
+    assert.match(
+      await text('cosign-hint'),
+      /nothing to approve: no admin validly signed prod-1's generation 2 .*alice does not verify/,
+    );
+    assert.is(await page.getByTestId('approve-button').count(), 0, 'no approval offered for a forgery');
+    assert.match(await text('cosign-progress'), /0 of 2 admin signatures/);
+  } finally {
+    relay.close();
+  }
 });
 
 test('alice aborts the rollout from the page: final, and every action counted', async () => {

@@ -1,7 +1,8 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
+import { readIntentEntries } from '../../../shared/documents/desired.js';
 import type { ActivationAction } from '../../../shared/schemas/primitives.js';
 import { describeCoSignProgress } from '../../../shared/trust/co-signatures.js';
-import { mayApprove } from '../../../shared/views/co-sign.js';
+import { alreadySigned, findProposal, mayApprove } from '../../../shared/views/co-sign.js';
 import { hostTimeline, type TimelineEntry } from '../../../shared/views/host-timeline.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
@@ -102,10 +103,18 @@ function CoSignPanel(props: {
 }) {
   const { session, view } = props;
   const desired = view.desired!;
-  const progress = desired.coSigning!;
-  const policy = session.sync.authority()?.chain.at(-1);
-  const mine = policy?.admins.find((a) => a.keys.includes(session.signer.publicKey))?.name;
-  const signedByMe = mine !== undefined && progress.signed.includes(mine);
+  const chain = session.sync.authority()?.chain ?? [];
+  const policy = chain.at(-1);
+  const doc = session.sync.desiredDoc(view.host);
+  // What `outpost approve` would approve: content some admin validly signed under the walked
+  // policy (a relay or coordinator can write an intent, never a valid admin signature on it).
+  const proposal = doc
+    ? findProposal(readIntentEntries(doc).entries, view.host, chain, {
+        generation: desired.generation,
+        now: Date.now(),
+      })
+    : ({ ok: false, reason: 'the host document is not loaded' } as const);
+  const progress = proposal.ok ? proposal.signing.progress : desired.coSigning!;
   const allowed = policy
     ? mayApprove(policy, session.signer.publicKey, view.host)
     : ({ ok: false, reason: 'no policy signed by the pinned org root is known' } as const);
@@ -115,9 +124,13 @@ function CoSignPanel(props: {
       <p data-testid="cosign-progress">
         generation {desired.generation}: {describeCoSignProgress(progress)}
       </p>
-      {progress.missing === 0 ? (
+      {!proposal.ok ? (
+        <p class="bad" data-testid="cosign-hint">
+          nothing to approve: {proposal.reason}
+        </p>
+      ) : progress.missing === 0 ? (
         <p class="ok">enough admins signed: the host applies it when it next syncs</p>
-      ) : signedByMe ? (
+      ) : alreadySigned(proposal, session.signer.publicKey) ? (
         <p class="hint" data-testid="cosign-hint">
           you have signed it; it waits for the others
         </p>
