@@ -1,11 +1,18 @@
 import { useEffect, useState } from 'preact/hooks';
+import type * as Y from 'yjs';
 import { z } from 'zod';
 import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
-import { findPlan, judgeRollout, type RolloutView } from '../../../shared/rollout/judge.js';
-import { planDigest } from '../../../shared/rollout/plan.js';
+import type { RolloutView } from '../../../shared/rollout/judge.js';
 import type { ActionVerb } from '../../../shared/rollout/schemas.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 import { mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import {
+  type JudgedRollout,
+  judgeRolloutDocument,
+  prepareRolloutDocument,
+  previousJudgement,
+  rolloutDocumentPrepared,
+} from '../../../shared/views/rollout-judged.js';
 import { buildReport, type RolloutReport } from '../../../shared/views/rollout-report.js';
 import { idbGet, idbPut } from '../storage/idb.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
@@ -56,21 +63,36 @@ function useRolloutIds(session: Session): string[] {
   return ids;
 }
 
-type Judged = { ok: true; view: RolloutView } | { ok: false; reason: string };
+// Judged only once its signatures were checked ahead natively (prepareRolloutDocument); until
+// then the previous judgement (or "checking") is shown, never a verdict made without checking.
+function judge(session: Session, id: string, now: number): JudgedRollout {
+  const doc = session.sync.fleetDocument(rolloutDocName(id));
+  if (!rolloutDocumentPrepared(doc)) return previousJudgement(doc) ?? { ok: false, reason: 'checking signatures…' };
+  return judgeRolloutDocument(doc, session.sync.authority()?.chain ?? [], now);
+}
 
-function judge(session: Session, id: string, now: number): Judged {
-  const chain = session.sync.authority()?.chain ?? [];
-  if (chain.length === 0)
-    return { ok: false, reason: 'no policy signed by the pinned org root: a rollout cannot be judged' };
-  const entries = readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
-  const first = entries.plans[0];
-  const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
-  if (!signed) return { ok: false, reason: 'no plan signed by its issuer (yet): loading, or not a rollout' };
-  return { ok: true, view: judgeRollout(entries, signed, chain, now) };
+const preparing = new WeakSet<Y.Doc>();
+
+// After each render: documents that changed since their signatures were checked are checked
+// again (only entries not seen before cost a verification), then the view redraws.
+function usePreparedRollouts(session: Session, ids: readonly string[]): void {
+  const [, redraw] = useState(0);
+  useEffect(() => {
+    for (const id of ids) {
+      const doc = session.sync.fleetDocument(rolloutDocName(id));
+      if (rolloutDocumentPrepared(doc) || preparing.has(doc)) continue;
+      preparing.add(doc);
+      void prepareRolloutDocument(doc).finally(() => {
+        preparing.delete(doc);
+        redraw((n) => n + 1);
+      });
+    }
+  });
 }
 
 export function RolloutList(props: { session: Session; now: number }) {
   const ids = useRolloutIds(props.session);
+  usePreparedRollouts(props.session, ids);
   return (
     <section class="admin-page" data-testid="rollouts-view" aria-label="Rollouts">
       <h2>Rollouts</h2>
@@ -163,6 +185,7 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
   const [busy, setBusy] = useState(false);
   const [outcome, setOutcome] = useState<AdminOutcome | null>(null);
   const [reason, setReason] = useState('');
+  usePreparedRollouts(session, [id]);
   const judged = judge(session, id, now);
   if (!judged.ok)
     return (
