@@ -312,7 +312,8 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
       {report.waves.map((wave) => (
         <div class="wave" key={wave.name} data-testid={`wave-${wave.number}`} data-open={String(wave.open)}>
           <h3>
-            Wave {wave.number} {wave.name}: {wave.hosts.length} hosts, {wave.open ? 'OPEN' : wave.reason}
+            Wave {wave.number} {wave.name}: {wave.hosts.length} host{wave.hosts.length === 1 ? '' : 's'},{' '}
+            {wave.open ? 'OPEN' : wave.reason}
           </h3>
           <p class="hint" data-testid={`gate-${wave.number}`}>
             gate: {wave.successes}/{wave.needed} proven
