@@ -103,9 +103,10 @@ async function text(testId: string): Promise<string> {
 async function switchTo(key: SigningKey): Promise<void> {
   await page.getByTestId('lock').click();
   await unlock(page, PASSPHRASE, key.publicKey);
-  // Not every document is live for every admin: the coordinator refuses bob (production only)
-  // the documents of hosts he may not read. The policy walked from the root is what counts here.
   await page.getByTestId('trust').filter({ hasText: 'policy v1' }).waitFor({ timeout: 30_000 });
+  // Live even for bob (production only), whom the coordinator refuses the documents of hosts he
+  // may not read: a refusal is shown as such, not as a lost link.
+  await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 30_000 });
 }
 
 test.before(async () => {
@@ -182,9 +183,10 @@ test.before(async () => {
     await importKey(page, JSON.stringify(keyFileFromSigningKey(key)), PASSPHRASE, org.root.publicKey);
   }
   await unlock(page, PASSPHRASE, org.alice.publicKey);
-  // Not every document is live for every admin: the coordinator refuses bob (production only)
-  // the documents of hosts he may not read. The policy walked from the root is what counts here.
   await page.getByTestId('trust').filter({ hasText: 'policy v1' }).waitFor({ timeout: 30_000 });
+  // Live even for bob (production only), whom the coordinator refuses the documents of hosts he
+  // may not read: a refusal is shown as such, not as a lost link.
+  await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 30_000 });
 });
 
 test.after(async () => {

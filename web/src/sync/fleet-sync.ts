@@ -46,6 +46,9 @@ export interface ConnectionSummary {
   live: number;
   // Documents whose server refused this key (close codes 4401/4403), with the server's words.
   refused: { document: string; reason: string }[];
+  // Every document the server lets this key read is live (an admin scoped to some hosts is
+  // refused the others' documents: that is not a lost link).
+  allLive: boolean;
 }
 
 interface OpenDocument {
@@ -365,7 +368,7 @@ export class FleetSync {
 
   private noteLiveness(now: number): void {
     const summary = this.connections();
-    if (summary.documents > 0 && summary.live === summary.documents) {
+    if (summary.allLive) {
       this.lastLiveAt = now;
       if (now - this.lastSaveOfLive > LIVE_SAVE_EVERY_MS) {
         this.lastSaveOfLive = now;
@@ -438,10 +441,13 @@ export class FleetSync {
 
   connections(): ConnectionSummary {
     const all = this.allDocuments();
+    const live = all.filter((d) => d.connection.provider.wsconnected && d.connection.provider.synced).length;
+    const readable = all.length - this.refused.size;
     return {
       documents: all.length,
-      live: all.filter((d) => d.connection.provider.wsconnected && d.connection.provider.synced).length,
+      live,
       refused: [...this.refused].map(([document, reason]) => ({ document, reason })),
+      allLive: readable > 0 && live >= readable,
     };
   }
 

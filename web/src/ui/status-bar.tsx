@@ -7,7 +7,8 @@ import type { Session } from './session.js';
 export function StatusBar(props: { session: Session; now: number; onLock: () => void }) {
   const { sync, outbox, signer } = props.session;
   const connections = sync.connections();
-  const live = connections.documents > 0 && connections.live === connections.documents;
+  const live = connections.allLive;
+  const readable = connections.documents - connections.refused.length;
   const online = navigator.onLine;
   const freshness = sync.freshness();
   const policy = sync.authority()?.chain.at(-1);
@@ -15,10 +16,10 @@ export function StatusBar(props: { session: Session; now: number; onLock: () => 
   let link: string;
   let linkClass: string;
   if (live) {
-    link = `Connected · live (${connections.documents} documents)`;
+    link = `Connected · live (${connections.live} documents)`;
     linkClass = 'ok';
   } else if (connections.live > 0) {
-    link = `Reconnecting · ${connections.live} of ${connections.documents} documents live`;
+    link = `Reconnecting · ${connections.live} of ${readable} documents live`;
     linkClass = 'warn';
   } else {
     link = online ? 'Not connected · retrying' : 'Offline (this browser has no link)';
