@@ -286,14 +286,26 @@ test('carol (read only) is offered no approval and no rollout or enrollment acti
   assert.is(await page.locator('[data-testid^=enroll-approve-]').count(), 0);
 });
 
-test('bob approves in the page: the same intent, two admins, and it counts as agents count it', async () => {
+test('bob approves in the page with no link: the approval waits, merges when the link returns, and counts as agents count it', async () => {
   await switchTo(org.bob);
   await go('#/host/prod-1');
   await page.getByTestId('approve-button').waitFor({ timeout: 20_000 });
   await screenshot(page, 'web-cosign');
+  await context.setOffline(true);
+  await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
   await page.getByTestId('approve-button').click();
-  assert.match(await text('action-message'), /approved generation 1/, failWith('not approved'));
+  assert.match(await text('action-message'), /approved generation 1 — offline/, failWith('not approved'));
   await page.locator('[data-testid=cosign][data-missing="0"]').waitFor({ timeout: 20_000 });
+  await page.locator('[data-testid=timeline-entry] [data-delivered=false]').waitFor();
+  assert.is(
+    (await readDoc(desiredDocName('prod-1'), (doc) => readIntentEntries(doc).entries)).length,
+    1,
+    'nothing reached the coordinator while offline',
+  );
+  await context.setOffline(false);
+  await page
+    .locator('[data-testid=timeline-entry] [data-delivered=false]')
+    .waitFor({ state: 'detached', timeout: 30_000 });
   assert.match(await text('cosign-progress'), /2 of 2 admin signatures \(alice, bob\)/);
   const entries = await readDoc(desiredDocName('prod-1'), (doc) => readIntentEntries(doc).entries);
   assert.ok(entries.length >= 2, 'the approval is a second envelope of the same intent');
