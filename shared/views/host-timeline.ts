@@ -2,6 +2,8 @@ import type * as Y from 'yjs';
 import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { rolloutDocName } from '../rollout/document.js';
+import { contentKey, describeCoSignProgress, groupByContent } from '../trust/co-signatures.js';
+import { intentCoSigning } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
 import { checkRolloutIntent, type HostKeyAuthority, type HostView, intentSignersCount } from './host-view.js';
 
@@ -10,7 +12,8 @@ import { checkRolloutIntent, type HostKeyAuthority, type HostView, intentSigners
 // signers count under the policy walked from the pinned org root (intents) or it is signed by the
 // host's enrolled key (results); 'untrusted': they do not, with why; 'unverified': a valid
 // signature, but no pinned root to say whose key it is.
-export type SignatureMark = 'trusted' | 'untrusted' | 'unverified';
+// 'awaiting': admins who may sign it did, but fewer than the host's group needs (co-signing).
+export type SignatureMark = 'trusted' | 'untrusted' | 'unverified' | 'awaiting';
 
 export interface TimelineIntent {
   kind: 'intent';
@@ -54,10 +57,19 @@ export function hostTimeline(
 ): TimelineEntry[] {
   // The same envelope appended twice (two offline copies merging) is one event.
   const seen = new Set<string>();
-  const intents: TimelineIntent[] = readIntentEntries(desired)
-    .entries.filter((e) => {
+  const own = readIntentEntries(desired).entries.filter((e) => e.signed.intent.host === host);
+  // Copies of one content (an intent and its co-signatures) are judged together, as agents count
+  // them: each envelope shows whether the content it carries counts.
+  const merged = new Map(
+    groupByContent(
+      own.map((e) => e.signed),
+      (signed) => ({ content: signed.intent, signatures: signed.signatures }),
+    ).map((group) => [group.key, group.signatures]),
+  );
+  const intents: TimelineIntent[] = own
+    .filter((e) => {
       const digest = intentDigest(e.signed);
-      if (e.signed.intent.host !== host || seen.has(digest)) return false;
+      if (seen.has(digest)) return false;
       seen.add(digest);
       return true;
     })
@@ -84,13 +96,21 @@ export function hostTimeline(
           verdict.untrustedBecause ??
           (authority ? null : 'the plan is signed, signers not checked: no org root is pinned');
       } else if (authority) {
-        const verdict = intentSignersCount(signed, host, authority, now);
+        const all = { intent, signatures: merged.get(contentKey(intent)) ?? signed.signatures };
+        const verdict = intentSignersCount(all, host, authority, now);
         mark = verdict.trusted ? 'trusted' : 'untrusted';
         note = verdict.trusted
           ? Date.parse(intent.expiresAt) > now
             ? null
             : `expired at ${intent.expiresAt}`
           : (verdict.reason ?? null);
+        if (!verdict.trusted) {
+          const signing = intentCoSigning(intent, all.signatures, authority.chain);
+          if (!('error' in signing) && signing.tally.admins.length > 0 && signing.progress.missing > 0) {
+            mark = 'awaiting';
+            note = describeCoSignProgress(signing.progress);
+          }
+        }
       } else {
         const valid = signed.signatures.some((s) => verifyPayloadSignatureOnce('intent', intent, s));
         mark = valid ? 'unverified' : 'untrusted';

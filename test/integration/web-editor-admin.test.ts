@@ -206,6 +206,9 @@ test('co-signing: alice signs the first of two signatures, the page shows who is
   await page.locator('[data-testid=cosign][data-missing="1"]').waitFor({ timeout: 20_000 });
   assert.match(await text('cosign-progress'), /1 of 2 admin signatures \(alice\); needs 1 more of: bob/);
   assert.match(await text('cosign-hint'), /you have signed it/);
+  const mark = page.locator('[data-testid=timeline-entry][data-generation="1"] [data-testid=mark]');
+  assert.is(await mark.textContent(), '◐ awaits co-signatures');
+  assert.match(await text('desired-awaiting'), /awaits co-signatures: 1 of 2/);
   assert.is(await page.getByTestId('approve-button').count(), 0);
   const [signed] = await readDoc(desiredDocName('prod-1'), (doc) => readIntentEntries(doc).entries);
   const verdict = verifyIntentUnderPolicy(signed!.signed, { host: 'prod-1', chain: [policy], now: Date.now() });
@@ -307,6 +310,11 @@ test('bob approves in the page with no link: the approval waits, merges when the
     .locator('[data-testid=timeline-entry] [data-delivered=false]')
     .waitFor({ state: 'detached', timeout: 30_000 });
   assert.match(await text('cosign-progress'), /2 of 2 admin signatures \(alice, bob\)/);
+  // Both envelopes (alice's alone, and bob's with both) carry content that now counts.
+  const marks = await page
+    .locator('[data-testid=timeline-entry][data-generation="1"] [data-testid=mark]')
+    .allTextContents();
+  assert.equal(marks, ['✓ signed', '✓ signed']);
   const entries = await readDoc(desiredDocName('prod-1'), (doc) => readIntentEntries(doc).entries);
   assert.ok(entries.length >= 2, 'the approval is a second envelope of the same intent');
   const intent = entries[0]!.signed.intent;

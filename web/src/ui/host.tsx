@@ -16,7 +16,14 @@ import type { Session } from './session.js';
 const VALIDITY: Record<string, number> = { '1 day': 86_400_000, '7 days': 7 * 86_400_000, '30 days': 30 * 86_400_000 };
 
 function Mark({ mark, note }: { mark: TimelineEntry['mark']; note: string | null }) {
-  const text = mark === 'trusted' ? '✓ signed' : mark === 'untrusted' ? '✗ UNTRUSTED' : '? unverified';
+  const text =
+    mark === 'trusted'
+      ? '✓ signed'
+      : mark === 'untrusted'
+        ? '✗ UNTRUSTED'
+        : mark === 'awaiting'
+          ? '◐ awaits co-signatures'
+          : '? unverified';
   return (
     <span class={`mark mark-${mark}`} title={note ?? undefined} data-testid="mark">
       {text}
@@ -239,11 +246,21 @@ export function HostPage(props: { session: Session; host: string; now: number })
               <>
                 generation {view.desired.generation} {view.desired.action}{' '}
                 <code>{closureName(view.desired.closure)}</code> by {view.desired.issuer}
-                {(view.desired.trustedSigner === false || !view.desired.signatureValid) && (
-                  <span class="bad">
+                {view.desired.coSigning &&
+                view.desired.coSigning.missing > 0 &&
+                view.desired.coSigning.signed.length > 0 &&
+                view.desired.signatureValid ? (
+                  <span class="warn" data-testid="desired-awaiting">
                     {' '}
-                    ✗ untrusted{view.desired.untrustedBecause ? `: ${view.desired.untrustedBecause}` : ''}
+                    ◐ awaits co-signatures: {describeCoSignProgress(view.desired.coSigning)}
                   </span>
+                ) : (
+                  (view.desired.trustedSigner === false || !view.desired.signatureValid) && (
+                    <span class="bad">
+                      {' '}
+                      ✗ untrusted{view.desired.untrustedBecause ? `: ${view.desired.untrustedBecause}` : ''}
+                    </span>
+                  )
                 )}
               </>
             ) : (
