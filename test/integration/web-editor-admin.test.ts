@@ -349,6 +349,11 @@ test("a relay writes an intent for prod-1 carrying alice's signature copied from
     );
     assert.is(await page.getByTestId('approve-button').count(), 0, 'no approval offered for a forgery');
     assert.match(await text('cosign-progress'), /0 of 2 admin signatures/);
+    assert.is(
+      await page.locator('[data-testid=timeline-entry][data-generation="2"] [data-testid=mark]').textContent(),
+      '✗ UNTRUSTED',
+      'a copied signature earns no "awaits co-signatures"',
+    );
   } finally {
     relay.close();
   }
