@@ -183,8 +183,11 @@ export function HostPage(props: { session: Session; host: string; now: number })
   const authority = sync.authority();
   const desiredDoc = sync.desiredDoc(host);
   const timeline = useMemo(
-    () => (view && desiredDoc ? hostTimeline(host, desiredDoc, view, authority, Date.now()) : []),
-    [view, desiredDoc, authority, host],
+    () =>
+      view && desiredDoc
+        ? hostTimeline(host, desiredDoc, view, authority, Date.now(), sync.rolloutDocuments(host))
+        : [],
+    [view, desiredDoc, authority, host, sync],
   );
   if (!view || !desiredDoc)
     return (

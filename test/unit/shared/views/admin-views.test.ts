@@ -8,10 +8,12 @@ import { signEnrollRequest } from '../../../../shared/trust/sign-enroll-request.
 import { signIntent } from '../../../../shared/trust/sign-intent.js';
 import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../../../../shared/views/co-sign.js';
 import { draftEnrollment, mayEnroll, pendingRequests } from '../../../../shared/views/enrollment-view.js';
+import { hostTimeline } from '../../../../shared/views/host-timeline.js';
 import { policyRootSigners } from '../../../../shared/views/policy-signers.js';
 import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../../shared/views/rollout-actions.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
 import { fixtureHosts, makePlan } from '../../../harness/rollout-fixtures.js';
+import { authorityFor, closure, desiredWith, T0, intent as viewIntent, signed as viewSigned } from './view-fixtures.js';
 
 // The admin's side shared by the CLI and the web editor (shared/views/): what may be approved,
 // whether a key's signature would count, and what is signed. prod-1 is in group production
@@ -170,6 +172,28 @@ test('policy signers: root keys of this and the previous version, copies pooled,
     { key: org.root.publicKey, of: ['previous version'], signed: true },
   ]);
   assert.is(invalid, 1);
+});
+
+test('timeline: an intent awaiting co-signers is marked so; once bob co-signs, every copy counts; a copied signature stays untrusted', () => {
+  const prod1 = generateSigningKey('prod-1');
+  const authority = authorityFor(org, v1, { 'prod-1': prod1 });
+  const content = viewIntent('prod-1', 1, closure('a', 'one'));
+  const byAlice = viewSigned(content, org.alice);
+  const forged = { intent: viewIntent('prod-1', 2, closure('d', 'backdoor')), signatures: byAlice.signatures };
+  const marks = (doc: ReturnType<typeof desiredWith>) =>
+    hostTimeline('prod-1', doc, { results: [], hostKeys: 'enrollment' }, authority, T0 + 1000)
+      .filter((e) => e.kind === 'intent')
+      .map((e) => [e.generation, e.mark, e.note]);
+  assert.equal(marks(desiredWith(byAlice, forged)), [
+    [1, 'awaiting', '1 of 2 admin signatures (alice); needs 1 more of: bob'],
+    [2, 'untrusted', marks(desiredWith(forged))[0]![2]],
+  ]);
+  assert.match(String(marks(desiredWith(forged))[0]![2]), /alice does not verify/);
+  const approval = { intent: content, signatures: [signPayload('intent', content, org.bob), ...byAlice.signatures] };
+  assert.equal(
+    marks(desiredWith(byAlice, approval)).map((m) => m[1]),
+    ['trusted', 'trusted'],
+  );
 });
 
 test.run();

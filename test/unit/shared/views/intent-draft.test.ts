@@ -24,7 +24,10 @@ test("highestGeneration is the host's highest generation in the document, 0 when
 });
 
 test('mayIssueIntent says who may sign, and why not, as agents would judge the intent', () => {
-  assert.equal(mayIssueIntent([policy], org.alice.publicKey, 'h1'), { ok: true });
+  assert.equal(mayIssueIntent([policy], org.alice.publicKey, 'h1'), { ok: true, threshold: 1 });
+  // A group that needs two admins: alice's signature is the first; the intent waits for a
+  // co-signer (outpost approve, or the web editor's host view), so the threshold is said.
+  assert.equal(mayIssueIntent([policy], org.alice.publicKey, 'prod-1'), { ok: true, threshold: 2 });
   const cases: [string, string, string, RegExp][] = [
     ['no policy', org.alice.publicKey, 'h1', /no fleet policy signed by the pinned org root/],
     [
@@ -35,7 +38,7 @@ test('mayIssueIntent says who may sign, and why not, as agents would judge the i
     ],
     ['carol reads only', org.carol.publicKey, 'h1', /admin carol lacks 'deploy' for host h1 under policy 1/],
     ['bob has no deploy on h1', org.bob.publicKey, 'h1', /admin bob lacks 'deploy' for host h1/],
-    ['prod-1 needs two admins', org.alice.publicKey, 'prod-1', /prod-1 needs 2 admin signatures .*use the CLI/],
+    ['carol reads only on prod-1 too', org.carol.publicKey, 'prod-1', /admin carol lacks 'deploy' for host prod-1/],
   ];
   for (const [what, key, host, reason] of cases) {
     const verdict = mayIssueIntent(what === 'no policy' ? [] : [policy], key, host);
