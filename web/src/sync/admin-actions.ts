@@ -23,6 +23,26 @@ export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: 
 
 const MAX_ANSWER_BYTES = 64 * 1024;
 
+// The server's answer, read only up to `maxBytes` (a hostile server's endless body is cut).
+async function readAtMost(response: Response, maxBytes: number): Promise<string> {
+  const reader = response.body?.getReader();
+  if (!reader) return '';
+  const decoder = new TextDecoder();
+  let text = '';
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      await reader.cancel();
+      return text;
+    }
+    text += decoder.decode(value, { stream: true });
+  }
+  return text + decoder.decode();
+}
+
 async function post(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
   if (!navigator.onLine)
     return { ok: false, reason: `offline: ${what} goes to the server's API and needs the link; nothing was sent` };
@@ -38,7 +58,7 @@ async function post(sync: FleetSync, path: string, body: unknown, what: string):
   } catch (error) {
     return { ok: false, reason: `${url} unreachable (${(error as Error).message}); ${what} was not sent` };
   }
-  const text = (await response.text()).slice(0, MAX_ANSWER_BYTES);
+  const text = await readAtMost(response, MAX_ANSWER_BYTES);
   let answer: { ok?: unknown; error?: unknown } = {};
   try {
     answer = JSON.parse(text) as typeof answer;
