@@ -13,6 +13,10 @@ async function runCoordinator(options: CoordinatorOptions): Promise<number> {
   const logger = createLogger('coordinator', options.logLevel);
   const coordinator = await startCoordinator({
     dataDir: options.dataDir,
+    backend:
+      options.backend.kind === 'nats'
+        ? { ...options.backend, stream: options.natsStream, replicas: options.natsReplicas }
+        : options.backend,
     listen: options.listen,
     port: options.port,
     maxPayload: options.maxPayload,
