@@ -44,6 +44,7 @@ const MAX_CHAIN_RETRIES = 20;
 // seconds); the msgID (the entry's hash) makes a retried publish that had in fact landed a duplicate
 // the stream drops.
 const PUBLISH_ATTEMPTS = 4;
+const STARTUP_ATTEMPTS = 30;
 
 // Document names become one subject token: [A-Za-z0-9-] stay, every other UTF-8 byte (including
 // '.', '*', '>', '/', '_' and whitespace, which NATS gives meaning to or which would be ambiguous)
@@ -141,7 +142,21 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   try {
     jsm = await jetstreamManager(nc, { timeout: 5000 });
     js = jetstream(nc, { timeout: publishTimeoutMs });
-    await ensureStream(jsm);
+    // A cluster that is starting too has no JetStream leader for a few seconds: wait for it.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await ensureStream(jsm);
+        break;
+      } catch (error) {
+        if (
+          attempt >= STARTUP_ATTEMPTS ||
+          !/temporarily unavailable|not enabled|timeout/i.test((error as Error).message)
+        )
+          throw error;
+        logger.warn({ event: 'nats-waiting', attempt, reason: (error as Error).message }, 'waiting for JetStream');
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
   } catch (error) {
     await nc.close();
     throw error;
@@ -313,9 +328,25 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: lastFollowed + 1,
         });
-        following = await consumer.consume({ idle_heartbeat: 1000, expires: 5000 });
-        if (closed) await following.close();
-        for await (const message of following) {
+        const messages = await consumer.consume({ idle_heartbeat: 1000, expires: 5000 });
+        following = messages;
+        if (closed) await messages.close();
+        // An ordered consumer lives on one server; when that server is lost the client's own
+        // recovery stalled for 40 s and more (shared/reference/nats-notes.md). Three missed
+        // heartbeats end this one, and the loop starts a new one after the last entry seen.
+        void (async () => {
+          for await (const status of messages.status()) {
+            if (status.type === 'heartbeats_missed' && status.count >= 3) {
+              logger.warn(
+                { event: 'nats-follow-stalled', after: lastFollowed },
+                'update stream follower stalled; restarting it',
+              );
+              await messages.close().catch(() => undefined);
+              return;
+            }
+          }
+        })();
+        for await (const message of messages) {
           lastFollowed = message.seq;
           const document = documentFromToken(message.subject.slice(prefix.length + LOG_TOKEN.length + 2));
           if (document === null) continue;
