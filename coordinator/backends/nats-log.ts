@@ -384,16 +384,23 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       return result;
     },
     async importEntry(entry) {
-      const end = await chainEnd(entry.document);
+      // The end this log last wrote (a copy runs each document's entries in order), else the
+      // stream's; a stale one fails the publish's expectation instead of forking the chain.
+      const end = ends.get(entry.document) ?? (await knownEnd(entry.document));
       // Copied before (a migration that is run again): the stream has it already.
       if (end.seq >= entry.seq) return;
       if (end.seq !== entry.seq - 1 || end.hash !== entry.prevHash)
         throw new Error(
           `cannot copy ${entry.document} #${entry.seq}: the stream's copy ends at #${end.seq}, which it does not follow; copy into an empty stream`,
         );
-      await publishEntry(entry.document, entry, end.streamSeq).catch((error) =>
-        Promise.reject(refusal(backend, error)),
-      );
+      let streamSeq: number;
+      try {
+        streamSeq = await publishEntry(entry.document, entry, end.streamSeq);
+      } catch (error) {
+        ends.delete(entry.document);
+        throw refusal(backend, error);
+      }
+      learnEnd(entry.document, { seq: entry.seq, hash: entry.hash, streamSeq });
     },
     async read(document, readOptions = {}) {
       const entries: LogEntry[] = [];
