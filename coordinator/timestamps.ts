@@ -36,6 +36,8 @@ export function startTimestamps(
   const tick = async (): Promise<void> => {
     const policy = trust.policy();
     if (!policy || stopped) return;
+    // Coordinators sharing a NATS log sign in turn, never two at once: the lease holder signs.
+    if (!(await log.claim('timestamps', Math.max(3 * intervalMs, 10_000)))) return;
     if (!policy.timestampKeys.includes(key.publicKey)) {
       logger.warn(
         { event: 'timestamp-key-not-in-policy', document: TIMESTAMP_DOC },

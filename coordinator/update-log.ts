@@ -101,6 +101,10 @@ export interface UpdateLog {
   follow(deliver: (entry: LogEntry) => void): () => void;
   // Where the log is, for log lines and errors (a directory, NATS servers and stream).
   describe(): string;
+  // Whether this process is the one that does `task` now (freshness timestamps: one signer at a
+  // time). Each call renews the claim; a holder that stops calling loses it after leaseMs. A log
+  // with one writer always says yes.
+  claim(task: string, leaseMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -272,6 +276,7 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
     // LevelDB holds the directory's lock: this process is its only writer.
     follow: () => () => undefined,
     describe: () => directory,
+    claim: async () => true,
     async close() {
       await flushing;
       await db.close();

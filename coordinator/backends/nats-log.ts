@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import {
   type ConsumerMessages,
   DeliverPolicy,
@@ -10,6 +12,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { CheckpointHeads } from '../../shared/audit/checkpoint.js';
 import { GENESIS_HASH, type LogHead, logEntryHash } from '../../shared/audit/log-chain.js';
@@ -372,6 +375,44 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   }
   const followLoop = follow();
 
+  // Leases for work exactly one coordinator does (signing timestamps): a JetStream KV bucket per
+  // task whose max age is the lease, one key naming the holder. The holder renews by revision
+  // (compare-and-set); once it stops, the bucket drops the key after the lease and the next
+  // claimant creates it. Per-message TTLs would be simpler but 2.9 ignores them in silence.
+  const holder = `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+  const leases = new Map<string, { kv: Promise<KV>; revision: number | null }>();
+  async function claim(task: string, leaseMs: number): Promise<boolean> {
+    let lease = leases.get(task);
+    if (!lease) {
+      lease = {
+        kv: new Kvm(js).create(`${stream}_lease_${task}`, { history: 1, ttl: leaseMs, replicas: options.replicas }),
+        revision: null,
+      };
+      leases.set(task, lease);
+    }
+    try {
+      const kv = await lease.kv;
+      if (lease.revision !== null) {
+        try {
+          lease.revision = await kv.update('holder', holder, lease.revision);
+          return true;
+        } catch {
+          // Our lease lapsed and another took it, or the cluster is unreachable: not ours now.
+          lease.revision = null;
+        }
+      }
+      lease.revision = await kv.create('holder', holder);
+      logger.info({ event: 'lease-acquired', task, holder }, `this coordinator now does ${task}`);
+      return true;
+    } catch (error) {
+      if (!/wrong last sequence|key exists/i.test((error as Error).message)) {
+        logger.warn({ event: 'lease-unavailable', task, reason: (error as Error).message }, `cannot claim ${task}`);
+        if ((await lease.kv.then(() => true).catch(() => false)) === false) leases.delete(task);
+      }
+      return false;
+    }
+  }
+
   return {
     append(document, principal, update) {
       const previous = appendQueues.get(document) ?? Promise.resolve();
@@ -447,10 +488,15 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       return () => void followers.delete(deliver);
     },
     describe: () => backend,
+    claim,
     async close() {
       if (closed) return;
       closed = true;
       await Promise.allSettled([...appendQueues.values()]);
+      // A lease given back lets another coordinator take over at once, not after the lease.
+      for (const lease of leases.values())
+        if (lease.revision !== null)
+          await (await lease.kv).delete('holder', { previousSeq: lease.revision }).catch(() => undefined);
       await following?.close().catch(() => undefined);
       await nc.close();
       await followLoop;

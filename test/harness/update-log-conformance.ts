@@ -160,7 +160,40 @@ export function defineUpdateLogConformance(test: Test, subject: ConformanceSubje
       }
     }));
 
+  test('conformance: a log claims a task; claiming again renews it', () =>
+    withStore(subject, async (store) => {
+      const log = await store.open();
+      try {
+        assert.ok(await log.claim('timestamps', 10_000));
+        assert.ok(await log.claim('timestamps', 10_000));
+      } finally {
+        await log.close();
+      }
+    }));
+
   if (!subject.shared) return;
+
+  test('conformance (shared): one holder per task at a time; a holder that stops renewing or closes hands over', () =>
+    withStore(subject, async (store) => {
+      const [a, b, c] = [await store.open(), await store.open(), await store.open()];
+      try {
+        assert.ok(await a.claim('timestamps', 1500), 'a claims first');
+        assert.not.ok(await b.claim('timestamps', 1500), 'b may not while a holds it');
+        assert.ok(await a.claim('timestamps', 1500), 'a renews');
+        assert.not.ok(await b.claim('timestamps', 1500));
+        // a stops renewing (a frozen or cut-off coordinator): after the lease b takes over, and a,
+        // whose renewal now fails, does not believe it still holds it.
+        await waitFor('b to take over once a stopped renewing', () => b.claim('timestamps', 1500), 20_000, 250);
+        assert.not.ok(await a.claim('timestamps', 1500), 'a has lost it');
+        assert.not.ok(await c.claim('timestamps', 1500));
+        await b.close();
+        assert.ok(await c.claim('timestamps', 1500), 'a holder that closes hands over at once');
+      } finally {
+        await a.close();
+        await b.close();
+        await c.close();
+      }
+    }));
 
   test('conformance (shared): two writers on one document make one chain, and each follows the other', () =>
     withStore(subject, async (store) => {
