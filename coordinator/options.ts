@@ -72,6 +72,7 @@ export const coordinatorCommand = defineCommand({
   examples: [
     'outpost coordinator --data-dir /var/lib/outpost-coordinator --listen 0.0.0.0 --port 8420',
     'outpost coordinator --backend nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222 --listen 0.0.0.0',
+    'outpost coordinator migrate --from-level /var/lib/outpost-coordinator --to nats://10.0.0.1:4222',
   ],
 });
 
