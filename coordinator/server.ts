@@ -136,13 +136,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const refusals = createRefusals();
   const writeLimits = new WriteLimits(limits, refusals, logger);
   const warnings = new ThrottledWarn(logger);
-  const log = await openLogBackend(config.backend, config.dataDir, logger);
-  // Liveness lives only in memory, fed by awareness (and by relays' summaries): never written into documents.
+  const { log, sharePresence } = await openLogBackend(config.backend, config.dataDir, logger);
+  // Liveness lives only in memory, fed by awareness (and by relays' summaries, and by the other
+  // coordinators on a shared NATS log): never written into documents.
   const presence = new PresenceTable();
+  const sharedPresence = sharePresence?.(presence) ?? null;
   const onPresence = (change: PresenceChange): void => {
     const parsed = parseDocName(change.document);
     if (parsed?.role !== 'status') return;
     presence.setLocal(parsed.host, change.online);
+    sharedPresence?.local(parsed.host, change.online);
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
   const extension = config.extension;
@@ -549,6 +552,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     host,
     async close() {
       stopTimestamps();
+      sharedPresence?.close();
       rollouts?.close();
       await extension?.close();
       for (const ws of wss.clients) ws.terminate();

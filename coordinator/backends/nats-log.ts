@@ -17,8 +17,10 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { CheckpointHeads } from '../../shared/audit/checkpoint.js';
 import { GENESIS_HASH, type LogHead, logEntryHash } from '../../shared/audit/log-chain.js';
 import type { Logger } from '../../shared/log.js';
+import type { PresenceTable } from '../presence.js';
 import { decodeLogEntry, encodeLogEntry, type LogEntry, type UpdateLog } from '../update-log.js';
 import { type NatsBackend, natsBackendText } from './backend-option.js';
+import { type PresenceShare, sharePresence } from './nats-presence.js';
 
 // The update log on a NATS JetStream stream, shared by every coordinator connected to it.
 //
@@ -92,6 +94,8 @@ const EMPTY_CHAIN: ChainEnd = { seq: 0, hash: GENESIS_HASH, streamSeq: 0 };
 export interface NatsUpdateLog extends UpdateLog {
   // Copies an entry as it is (number, time, principal, hashes): `outpost coordinator migrate`.
   importEntry(entry: LogEntry): Promise<void>;
+  // Tells the other coordinators on this cluster which hosts this one sees, and hears theirs.
+  sharePresence(table: PresenceTable): PresenceShare;
 }
 
 export interface NatsLogOptions extends NatsBackend {
@@ -331,15 +335,16 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: lastFollowed + 1,
         });
-        const messages = await consumer.consume({ idle_heartbeat: 1000, expires: 5000 });
+        const messages = await consumer.consume({ idle_heartbeat: 2000, expires: 10_000 });
         following = messages;
         if (closed) await messages.close();
         // An ordered consumer lives on one server; when that server is lost the client's own
-        // recovery stalled for 40 s and more (shared/reference/nats-notes.md). Three missed
-        // heartbeats end this one, and the loop starts a new one after the last entry seen.
+        // recovery stalled for 40 s and more (shared/reference/nats-notes.md). Four missed
+        // heartbeats (8 s: a busy server misses one or two) end this one, and the loop starts a
+        // new one after the last entry seen.
         void (async () => {
           for await (const status of messages.status()) {
-            if (status.type === 'heartbeats_missed' && status.count >= 3) {
+            if (status.type === 'heartbeats_missed' && status.count >= 4) {
               logger.warn(
                 { event: 'nats-follow-stalled', after: lastFollowed },
                 'update stream follower stalled; restarting it',
@@ -489,6 +494,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     },
     describe: () => backend,
     claim,
+    sharePresence: (table) => sharePresence(nc, `${prefix}.presence`, holder, table, logger),
     async close() {
       if (closed) return;
       closed = true;

@@ -5,13 +5,7 @@ import { connectDocument, type DocumentConnection, waitForSync } from '../../sha
 import type { ConnectionRetry } from '../../shared/sync/connect.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import {
-  type DaemonProcess,
-  removeDirectory,
-  startCoordinatorProcess,
-  temporaryDirectory,
-  waitFor,
-} from '../harness/processes.js';
+import { type DaemonProcess, removeDirectory, startDaemon, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // Two real coordinator processes on a real 3-node nats-server JetStream cluster (stream R=3) on
 // 127.0.0.1: a write through A reaches a reader on B; one NATS node lost changes nothing; two
@@ -23,6 +17,28 @@ let cluster: NatsCluster;
 let a: DaemonProcess & { url: string };
 let b: DaemonProcess & { url: string };
 const clients: DocumentConnection[] = [];
+const coordinators: DaemonProcess[] = [];
+
+// A coordinator process on the cluster, stopped at the end even if its test failed. Startup reads
+// the fleet documents from the stream: on a loaded 2-core machine that can take longer than the
+// harness's 20 s for a LevelDB coordinator, so this waits up to 60 s.
+async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
+  const daemon = startDaemon(
+    ['coordinator', '--data-dir', join(dir, name), '--port', '0', '--backend', cluster.backend, '--nats-replicas', '3'],
+    join(dir, `${name}.log`),
+  );
+  coordinators.push(daemon);
+  const line = await waitFor(
+    `coordinator ${name} to listen`,
+    () =>
+      daemon
+        .logs()
+        .split('\n')
+        .find((l) => l.startsWith('{"event":"listening"')),
+    60_000,
+  );
+  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
+}
 
 function connect(url: string, name: string, onRetry?: (retry: ConnectionRetry) => void): DocumentConnection {
   const client = connectDocument(url, name, { identity: null, maxBackoffMs: 500, ...(onRetry ? { onRetry } : {}) });
@@ -34,14 +50,13 @@ const items = (client: DocumentConnection): string[] => client.doc.getArray<stri
 
 test.before(async () => {
   cluster = await startNatsCluster(join(dir, 'nats'), 3);
-  const backend = ['--backend', cluster.backend, '--nats-replicas', '3'];
-  a = await startCoordinatorProcess(join(dir, 'a'), join(dir, 'a.log'), 0, backend);
-  b = await startCoordinatorProcess(join(dir, 'b'), join(dir, 'b.log'), 0, backend);
+  a = await startOnCluster('a');
+  b = await startOnCluster('b');
 });
 
 test.after(async () => {
   for (const client of clients) client.close();
-  await Promise.all([a?.stop('SIGKILL'), b?.stop('SIGKILL')]);
+  await Promise.all(coordinators.map((c) => c.stop('SIGKILL')));
   await cluster?.close();
   removeDirectory(dir);
 });
@@ -77,6 +92,73 @@ test('a write through coordinator A reaches a reader on coordinator B, loaded th
   const late = connect(b.url, 'hosts/h2/status');
   await waitForSync(late, 10_000);
   assert.ok(items(late).includes('stored-on-a'), 'B loads what A stored');
+});
+
+test('a client given both coordinators fails over when one is SIGKILLed; a coordinator started from nothing serves everything', async () => {
+  const spare = await startOnCluster('spare');
+  const writer = connectDocument([spare.url, b.url], 'hosts/h5/status', { identity: null, maxBackoffMs: 300 });
+  clients.push(writer);
+  const reader = connect(b.url, 'hosts/h5/status');
+  await Promise.all([waitForSync(writer, 10_000), waitForSync(reader, 10_000)]);
+  writer.doc.getArray('log').push(['via-spare']);
+  await waitFor('via-spare on B', () => items(reader).includes('via-spare'), 10_000);
+  spare.child.kill('SIGKILL');
+  await spare.exited;
+  writer.doc.getArray('log').push(['after-failover']);
+  await waitFor(
+    'the writer to fail over to B and its write to land',
+    () => items(reader).includes('after-failover'),
+    30_000,
+  );
+  // A coordinator with an empty --data-dir, never run before: everything comes from the stream.
+  const fresh = await startOnCluster('fresh');
+  try {
+    for (const [name, expected] of [
+      ['hosts/h1/desired', 21],
+      ['hosts/h5/status', 2],
+    ] as const) {
+      const check = connect(fresh.url, name);
+      await waitForSync(check, 10_000);
+      assert.is(items(check).length, expected, `${name} rebuilt from the stream`);
+    }
+  } finally {
+    await fresh.stop();
+  }
+});
+
+test('presence crosses coordinators: a host connected to one shows online on the other, and offline when it leaves or its coordinator dies', async () => {
+  const presenceOn = async (url: string, host: string): Promise<{ online: boolean } | undefined> =>
+    (
+      (await (await fetch(`${url.replace('ws://', 'http://')}/api/presence`)).json()) as {
+        hosts: Record<string, { online: boolean }>;
+      }
+    ).hosts[host];
+  const agent = connect(a.url, 'hosts/p1/status');
+  await waitForSync(agent, 10_000);
+  agent.provider.awareness.setLocalState({ role: 'agent', host: 'p1', phase: 'idle', generation: null });
+  await waitFor('p1 online at B', async () => (await presenceOn(b.url, 'p1'))?.online, 10_000);
+  agent.close();
+  await waitFor(
+    'p1 offline at B once it left A',
+    async () => (await presenceOn(b.url, 'p1'))?.online === false,
+    10_000,
+  );
+
+  const doomed = await startOnCluster('doomed');
+  const other = connect(doomed.url, 'hosts/p2/status');
+  await waitForSync(other, 10_000);
+  other.provider.awareness.setLocalState({ role: 'agent', host: 'p2', phase: 'idle', generation: null });
+  await waitFor('p2 online at B', async () => (await presenceOn(b.url, 'p2'))?.online, 10_000);
+  doomed.child.kill('SIGKILL');
+  await doomed.exited;
+  other.close();
+  const killed = Date.now();
+  await waitFor(
+    'p2 offline at B after its coordinator died',
+    async () => (await presenceOn(b.url, 'p2'))?.online === false,
+    30_000,
+  );
+  console.log(`presence: a host of a SIGKILLed coordinator went offline elsewhere after ${Date.now() - killed} ms`);
 });
 
 test('one NATS node SIGKILLed: writes through A still reach B, nothing lost', async () => {
