@@ -50,6 +50,7 @@ const MAX_CHAIN_RETRIES = 20;
 // the stream drops.
 const PUBLISH_ATTEMPTS = 4;
 const STARTUP_ATTEMPTS = 30;
+const HEADS_IN_FLIGHT = 32;
 
 // Document names become one subject token: [A-Za-z0-9-] stay, every other UTF-8 byte (including
 // '.', '*', '>', '/', '_' and whitespace, which NATS gives meaning to or which would be ambiguous)
@@ -463,10 +464,12 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       return [...(await subjectCounts()).keys()];
     },
     async heads() {
+      // One last-message read per document (every timestamp tick): a few dozen in flight at once.
+      const documents = [...(await subjectCounts()).keys()];
       const heads: LogHead[] = [];
-      for (const document of (await subjectCounts()).keys()) {
-        const last = await head(document);
-        if (last) heads.push(last);
+      for (let i = 0; i < documents.length; i += HEADS_IN_FLIGHT) {
+        const batch = await Promise.all(documents.slice(i, i + HEADS_IN_FLIGHT).map(head));
+        for (const last of batch) if (last) heads.push(last);
       }
       return heads;
     },
