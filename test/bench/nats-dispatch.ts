@@ -58,12 +58,18 @@ interface Run {
   writesPerSecond: number;
 }
 
-async function measure(label: string, writerUrl: string, hostUrls: string[], pids: number[]): Promise<Run> {
+async function measure(
+  label: string,
+  prefix: string,
+  writerUrl: string,
+  hostUrls: string[],
+  pids: number[],
+): Promise<Run> {
   const before = (await Promise.all(pids.map((pid) => settledRssKiB(pid)))).reduce((a, b) => a + b, 0);
   const pending = new Map<string, { started: bigint; resolve: (ns: bigint) => void }>();
   const hosts: LeanDocClient[] = [];
   for (let i = 0; i < HOSTS; i += 1) {
-    const name = `hosts/b${i}/desired`;
+    const name = `hosts/${prefix}${i}/desired`;
     const doc = new Y.Doc();
     hosts.push(
       new LeanDocClient({
@@ -86,7 +92,7 @@ async function measure(label: string, writerUrl: string, hostUrls: string[], pid
   // The admin's connections are opened before the clock starts: only dispatch is timed.
   const writers = new Map<string, LeanDocClient>();
   for (let n = 0; n < Math.min(WRITES, HOSTS); n += 1) {
-    const name = `hosts/b${n}/desired`;
+    const name = `hosts/${prefix}${n}/desired`;
     const writer = new LeanDocClient({ serverUrl: writerUrl, name, doc: new Y.Doc() });
     writers.set(name, writer);
     await writer.whenSynced();
@@ -96,7 +102,7 @@ async function measure(label: string, writerUrl: string, hostUrls: string[], pid
   const started = performance.now();
   for (let n = 0; n < WRITES; n += 1) {
     const index = n % HOSTS;
-    const name = `hosts/b${index}/desired`;
+    const name = `hosts/${prefix}${index}/desired`;
     const writer = writers.get(name)!;
     const delivered = new Promise<bigint>((resolve) =>
       pending.set(name, { started: process.hrtime.bigint(), resolve }),
@@ -120,23 +126,27 @@ async function measure(label: string, writerUrl: string, hostUrls: string[], pid
 let cluster: NatsCluster | null = null;
 try {
   const level = await startCoordinator('level', []);
-  const levelRun = await measure('1 coordinator, LevelDB', level.url, [level.url], [level.child.pid!]);
+  const levelRun = await measure('1 coordinator, LevelDB', 'l', level.url, [level.url], [level.child.pid!]);
   await level.stop();
   cluster = await startNatsCluster(join(dir, 'nats'), 3);
   const a = await startCoordinator('a', ['--backend', cluster.backend]);
   const b = await startCoordinator('b', ['--backend', cluster.backend]);
-  const natsRun = await measure('2 coordinators, NATS R=3', a.url, [a.url, b.url], [a.child.pid!, b.child.pid!]);
+  const natsRun = await measure('2 coordinators, NATS R=3', 'n', a.url, [a.url, b.url], [a.child.pid!, b.child.pid!]);
   const natsRss = rssKiB(a.child.pid!) + rssKiB(b.child.pid!);
+  await Promise.all([a.stop(), b.stop()]);
+  // The same backend in one process: separates what NATS costs from what a second process costs.
+  const single = await startCoordinator('single', ['--backend', cluster.backend]);
+  const singleRun = await measure('1 coordinator, NATS R=3', 's', single.url, [single.url], [single.child.pid!]);
   const fmt = (p: ReturnType<typeof percentiles> | null): string =>
     p ? `p50 ${p.p50.toFixed(1)} ms, p99 ${p.p99.toFixed(1)} ms (${p.count})` : '—';
   console.log(`\n${HOSTS} hosts, ${WRITES} writes one at a time (write through A, host notified)`);
-  for (const run of [levelRun, natsRun])
+  for (const run of [levelRun, natsRun, singleRun])
     console.log(
       `${run.label.padEnd(26)} all: ${fmt(run.all)}; crossing coordinators: ${fmt(run.crossing)}; ` +
         `${run.writesPerSecond.toFixed(0)} writes/s; ${run.kibPerHost.toFixed(1)} KiB RSS per host`,
     );
   console.log(
-    `ratios NATS/LevelDB: p99 ${(natsRun.all.p99 / levelRun.all.p99).toFixed(2)}×, memory per host ${(natsRun.kibPerHost / levelRun.kibPerHost).toFixed(2)}× (coordinators' RSS now ${(natsRss / 1024).toFixed(0)} MiB)`,
+    `ratios to LevelDB: 2 on NATS p99 ${(natsRun.all.p99 / levelRun.all.p99).toFixed(2)}×, memory per host ${(natsRun.kibPerHost / levelRun.kibPerHost).toFixed(2)}× (their RSS was ${(natsRss / 1024).toFixed(0)} MiB); 1 on NATS p99 ${(singleRun.all.p99 / levelRun.all.p99).toFixed(2)}×, memory per host ${(singleRun.kibPerHost / levelRun.kibPerHost).toFixed(2)}×`,
   );
 } finally {
   await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
