@@ -4,7 +4,7 @@ import * as Y from 'yjs';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
-import type { LogEntry, UpdateLog } from './update-log.js';
+import { type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
 import { awarenessMessage, closeSocket, send, syncMessage } from './wire.js';
 
 // One in-memory copy per open document. Every sync message of a document runs through its
@@ -247,8 +247,9 @@ export async function acceptUpdate(
     );
     host.hosted.delete(document.name);
     untrackExpiry(document.awareness);
-    // The reason says why (e.g. the NATS cluster has no quorum); closeSocket cuts it to what fits.
-    const reason = `update not stored: ${(error as Error).message}`;
+    // A backend's refusal says why in words fit for peers (the NATS cluster has no quorum);
+    // anything else stays in the operator's log.
+    const reason = error instanceof LogRefusal ? error.peerReason : 'coordinator storage error';
     for (const ws of document.connections.keys()) closeSocket(ws, 1011, reason);
     for (const observer of host.observers) observer.unloaded?.(document.name);
     throw error;

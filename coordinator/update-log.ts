@@ -70,6 +70,18 @@ interface PendingAppend {
   reject: (error: Error) => void;
 }
 
+// A write the log refused, with a reason fit for the writers' close frames: the message (for the
+// operator's log) may name servers or paths that peers have no business seeing.
+export class LogRefusal extends Error {
+  constructor(
+    message: string,
+    readonly peerReason: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 // The update log a coordinator keeps, whatever stores it: LevelDB in --data-dir (openUpdateLog
 // below, the default) or a NATS JetStream stream that several coordinators share
 // (backends/nats-log.ts). Both run test/harness/update-log-conformance.ts. What every backend

@@ -18,7 +18,7 @@ import type { CheckpointHeads } from '../../shared/audit/checkpoint.js';
 import { GENESIS_HASH, type LogHead, logEntryHash } from '../../shared/audit/log-chain.js';
 import type { Logger } from '../../shared/log.js';
 import type { PresenceTable } from '../presence.js';
-import { decodeLogEntry, encodeLogEntry, type LogEntry, type UpdateLog } from '../update-log.js';
+import { decodeLogEntry, encodeLogEntry, type LogEntry, LogRefusal, type UpdateLog } from '../update-log.js';
 import { type NatsBackend, natsBackendText } from './backend-option.js';
 import { type PresenceShare, sharePresence } from './nats-presence.js';
 
@@ -111,15 +111,18 @@ function isWrongLastSequence(error: unknown): boolean {
 
 // Why a write did not land, with what to do: the coordinator logs it and closes the writers'
 // sockets with it, and the writers resend once the cluster is back.
-function refusal(backend: string, error: unknown): Error {
+function refusal(backend: string, error: unknown): LogRefusal {
   const why = (error as Error).message;
   const noQuorum = /not enabled|temporarily unavailable|no responders|timeout|503/i.test(why);
-  return new Error(
-    noQuorum
-      ? `NATS JetStream did not store the update (${why}): the cluster ${backend} has no quorum or is unreachable; writes are refused until it is back`
-      : `NATS JetStream refused the update (${why})`,
-    { cause: error },
-  );
+  return noQuorum
+    ? new LogRefusal(
+        `NATS JetStream did not store the update (${why}): the cluster ${backend} has no quorum or is unreachable; writes are refused until it is back`,
+        'update not stored: the update log (NATS) has no quorum or is unreachable; resend later',
+        { cause: error },
+      )
+    : new LogRefusal(`NATS JetStream refused the update (${why})`, 'update not stored: the update log refused it', {
+        cause: error,
+      });
 }
 
 export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLog> {
