@@ -4,8 +4,8 @@ import * as Y from 'yjs';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
-import type { LogEntry, UpdateLog } from './update-log.js';
-import { awarenessMessage, send, syncMessage } from './wire.js';
+import { type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
+import { awarenessMessage, closeSocket, send, syncMessage } from './wire.js';
 
 // One in-memory copy per open document. Every sync message of a document runs through its
 // queue, one at a time: an update is applied, appended to the log (fsync) and only then broadcast
@@ -247,7 +247,10 @@ export async function acceptUpdate(
     );
     host.hosted.delete(document.name);
     untrackExpiry(document.awareness);
-    for (const ws of document.connections.keys()) ws.close(1011, 'coordinator storage error');
+    // A backend's refusal says why in words fit for peers (the NATS cluster has no quorum);
+    // anything else stays in the operator's log.
+    const reason = error instanceof LogRefusal ? error.peerReason : 'coordinator storage error';
+    for (const ws of document.connections.keys()) closeSocket(ws, 1011, reason);
     for (const observer of host.observers) observer.unloaded?.(document.name);
     throw error;
   }
@@ -256,6 +259,46 @@ export async function acceptUpdate(
   for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
   return delta;
+}
+
+// An entry another coordinator appended to a shared log (coordinator/backends/nats-log.ts): if
+// the document is loaded here (or loading: the entry then waits for the load), apply it in the
+// document's queue and pass on what was new to this coordinator's peers. It is stored already;
+// an entry the load read too adds nothing the second time (Yjs applies an update once).
+export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): void {
+  const pending = host.hosted.get(entry.document);
+  if (!pending) return;
+  pending
+    .then(
+      (document) =>
+        document.run(() => {
+          if (document.broken || host.hosted.get(entry.document) !== pending) return;
+          const emitted: Uint8Array[] = [];
+          const capture = (u: Uint8Array): void => {
+            emitted.push(u);
+          };
+          document.doc.on('update', capture);
+          try {
+            Y.applyUpdate(document.doc, entry.update, 'log');
+          } finally {
+            document.doc.off('update', capture);
+          }
+          if (emitted.length === 0) return;
+          const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+          document.stateBytes += delta.length;
+          const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+          for (const peer of document.connections.keys()) send(peer, message);
+          for (const observer of host.observers) observer.accepted?.(document, delta, entry.principal);
+        }),
+      // A load that failed is retried by the next connection, which reads this entry then.
+      () => undefined,
+    )
+    .catch((error: Error) =>
+      host.logger.error(
+        { event: 'followed-entry-failed', document: entry.document, seq: entry.seq, err: error },
+        'could not apply an entry another coordinator stored',
+      ),
+    );
 }
 
 export function pinDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
@@ -286,6 +329,7 @@ export function createDocumentHost(
   onPresence?: (change: PresenceChange) => void,
 ): DocumentHost {
   const host = createDocumentHostState(log, logger, idleUnloadMs, onPresence);
+  const stopFollowing = log.follow((entry) => applyFollowedEntry(host, entry));
   return {
     acquire: (name, ws) => acquireDocument(host, name, ws),
     release: (document, ws) => releaseDocument(host, document, ws),
@@ -294,6 +338,9 @@ export function createDocumentHost(
     unpin: (name) => unpinDocument(host, name),
     observe: (observer) => void host.observers.push(observer),
     openDocuments: () => host.hosted.size,
-    closeAll: async () => closeAllDocuments(host),
+    closeAll: async () => {
+      stopFollowing();
+      closeAllDocuments(host);
+    },
   };
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { bytesSchema, defineCommand, logLevelOption, option, portSchema, secondsSchema } from '../cli/options.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
+import { backendSchema, replicasSchema, streamNameSchema } from './backends/backend-option.js';
 import { enrollmentOptionsShape, limitOptionsShape } from './limit-flags.js';
 import { TLS_PAIR_ISSUE, tlsOptionsShape, tlsPairComplete } from './tls-flags.js';
 
@@ -9,12 +10,25 @@ export const coordinatorCommand = defineCommand({
   name: 'coordinator',
   summary: 'serve the fleet documents over the y-websocket protocol and keep an append-only log of every update',
   usage:
-    'outpost coordinator --data-dir DIR [--listen HOST] [--port N] [--org-root KEY …] [--timestamp-key FILE] [--tls-cert FILE --tls-key FILE]',
+    'outpost coordinator --data-dir DIR [--backend level|nats://HOST:PORT,…] [--listen HOST] [--port N] [--org-root KEY …] [--timestamp-key FILE] [--tls-cert FILE --tls-key FILE]',
   options: z
     .object({
       dataDir: option(z.string().min(1).default('./outpost-coordinator'), {
         placeholder: 'DIR',
-        description: 'where the update log (LevelDB) lives',
+        description: 'where the update log (LevelDB) lives; with a NATS --backend nothing is kept there',
+      }),
+      backend: option(backendSchema.prefault('level'), {
+        placeholder: 'level|nats://HOST:PORT,…',
+        description:
+          'where the update log lives: level (embedded LevelDB in --data-dir) or a NATS JetStream cluster that several coordinators share (docs/scale-out.md)',
+      }),
+      natsStream: option(streamNameSchema.default('OUTPOST'), {
+        placeholder: 'NAME',
+        description: 'JetStream stream of the update log (with a nats:// --backend)',
+      }),
+      natsReplicas: option(replicasSchema.default(3), {
+        placeholder: 'N',
+        description: 'replicas of the stream when this coordinator creates it (1 for a single nats-server)',
       }),
       listen: option(z.string().min(1).default('127.0.0.1'), {
         placeholder: 'HOST',
@@ -55,7 +69,11 @@ export const coordinatorCommand = defineCommand({
       message: 'timestamps need a policy: give --org-root too',
       path: ['timestampKey'],
     }),
-  examples: ['outpost coordinator --data-dir /var/lib/outpost-coordinator --listen 0.0.0.0 --port 8420'],
+  examples: [
+    'outpost coordinator --data-dir /var/lib/outpost-coordinator --listen 0.0.0.0 --port 8420',
+    'outpost coordinator --backend nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222 --listen 0.0.0.0',
+    'outpost coordinator migrate --from-level /var/lib/outpost-coordinator --to nats://10.0.0.1:4222',
+  ],
 });
 
 export const coordinatorOptionsSchema = coordinatorCommand.options;

@@ -24,6 +24,8 @@ import {
 } from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
 import { handleAuditGet } from './audit-api.js';
+import type { LogBackend } from './backends/backend-option.js';
+import { openLogBackend } from './backends/open-log.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
@@ -44,12 +46,14 @@ import { createMuxServer } from './relay-sessions.js';
 import { ROLLOUTS_PATH, type RolloutService, registerRolloutMetrics, startRolloutService } from './rollouts.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
-import { openUpdateLog, type UpdateLog } from './update-log.js';
+import type { UpdateLog } from './update-log.js';
 import { createWebApp } from './web-app.js';
 import { closeSocket, isServedDocument } from './wire.js';
 
 export interface CoordinatorConfig {
   dataDir: string;
+  // Where the update log lives (coordinator/backends/): LevelDB in dataDir unless a NATS cluster.
+  backend?: LogBackend;
   listen: string;
   port: number;
   maxPayload: number;
@@ -132,13 +136,16 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const refusals = createRefusals();
   const writeLimits = new WriteLimits(limits, refusals, logger);
   const warnings = new ThrottledWarn(logger);
-  const log = await openUpdateLog(config.dataDir);
-  // Liveness lives only in memory, fed by awareness (and by relays' summaries): never written into documents.
+  const { log, sharePresence } = await openLogBackend(config.backend, config.dataDir, logger);
+  // Liveness lives only in memory, fed by awareness (and by relays' summaries, and by the other
+  // coordinators on a shared NATS log): never written into documents.
   const presence = new PresenceTable();
+  const sharedPresence = sharePresence?.(presence) ?? null;
   const onPresence = (change: PresenceChange): void => {
     const parsed = parseDocName(change.document);
     if (parsed?.role !== 'status') return;
     presence.setLocal(parsed.host, change.online);
+    sharedPresence?.local(parsed.host, change.online);
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
   const extension = config.extension;
@@ -530,6 +537,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       event: 'coordinator-listening',
       url,
       dataDir: config.dataDir,
+      updateLog: log.describe(),
       authentication: trust.enforced,
       policyVersion: trust.policy()?.version ?? null,
     },
@@ -544,6 +552,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     host,
     async close() {
       stopTimestamps();
+      sharedPresence?.close();
       rollouts?.close();
       await extension?.close();
       for (const ws of wss.clients) ws.terminate();

@@ -36,6 +36,12 @@ export function startTimestamps(
   const tick = async (): Promise<void> => {
     const policy = trust.policy();
     if (!policy || stopped) return;
+    // Coordinators sharing a NATS log sign in turn, never two at once: the lease holder signs.
+    if (!(await log.claim('timestamps', Math.max(3 * intervalMs, 10_000)))) {
+      // Another coordinator signs meanwhile: read its checkpoints again if this one takes over.
+      published = null;
+      return;
+    }
     if (!policy.timestampKeys.includes(key.publicKey)) {
       logger.warn(
         { event: 'timestamp-key-not-in-policy', document: TIMESTAMP_DOC },

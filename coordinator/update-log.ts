@@ -70,6 +70,27 @@ interface PendingAppend {
   reject: (error: Error) => void;
 }
 
+// A write the log refused, with a reason fit for the writers' close frames: the message (for the
+// operator's log) may name servers or paths that peers have no business seeing.
+export class LogRefusal extends Error {
+  constructor(
+    message: string,
+    readonly peerReason: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+// The update log a coordinator keeps, whatever stores it: LevelDB in --data-dir (openUpdateLog
+// below, the default) or a NATS JetStream stream that several coordinators share
+// (backends/nats-log.ts). Both run test/harness/update-log-conformance.ts. What every backend
+// promises:
+// - `append` resolves only once the entry is durable (fsync'ed; stored by a stream quorum), and
+//   rejects with a message that says why and what to do when it is not;
+// - per document, entries are numbered 1, 2, 3… and each is chained to the one before by hash,
+//   whoever wrote it;
+// - nothing is ever compacted, rewritten or deleted.
 export interface UpdateLog {
   append(document: string, principal: string, update: Uint8Array): Promise<LogEntry>;
   read(document: string, options?: { untilTime?: number; untilSeq?: number }): Promise<LogEntry[]>;
@@ -86,6 +107,16 @@ export interface UpdateLog {
   // Documents and entries in the log, for /metrics: the stored counts are read once (one small
   // key per document), appends since are counted as they land.
   size(): Promise<{ documents: number; entries: number }>;
+  // Entries that other writers of a shared log (other coordinators) append from now on, in log
+  // order, each once; never this log's own appends. A log with one writer has none to deliver.
+  // Returns the function that stops the delivery.
+  follow(deliver: (entry: LogEntry) => void): () => void;
+  // Where the log is, for log lines and errors (a directory, NATS servers and stream).
+  describe(): string;
+  // Whether this process is the one that does `task` now (freshness timestamps: one signer at a
+  // time). Each call renews the claim; a holder that stops calling loses it after leaseMs. A log
+  // with one writer always says yes.
+  claim(task: string, leaseMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -246,13 +277,18 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
         let entries = 0;
         for await (const value of db.values({ gt: 'd!', lt: 'd"' })) {
           documents += 1;
-          entries += Number(new TextDecoder().decode(value)) || 0;
+          // "<last seq> <hash>" (or "<last seq>" in older logs): the count is the seq.
+          entries += Number(new TextDecoder().decode(value).split(' ')[0]) || 0;
         }
         return { documents, entries };
       })();
       const base = await stored;
       return { documents: base.documents + appended.documents, entries: base.entries + appended.entries };
     },
+    // LevelDB holds the directory's lock: this process is its only writer.
+    follow: () => () => undefined,
+    describe: () => directory,
+    claim: async () => true,
     async close() {
       await flushing;
       await db.close();

@@ -102,6 +102,9 @@ rec {
           option = "stateDir";
           ownDefault = "systemd's StateDirectory, which must be under /var/lib";
         }
+        { flag = "backend"; option = "backend"; }
+        { flag = "nats-stream"; option = "natsStream"; }
+        { flag = "nats-replicas"; option = "natsReplicas"; }
         { flag = "listen"; option = "listen"; }
         { flag = "port"; option = "port"; }
         { flag = "max-payload"; option = "maxPayload"; }

@@ -57,6 +57,29 @@ in
       '';
     };
 
+    backend = mkOption {
+      type = types.strMatching "level|nats://.+";
+      default = "level";
+      example = "nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222";
+      description = ''
+        Where the update log lives: `level` (LevelDB in {option}`stateDir`) or the servers of a NATS
+        JetStream cluster that several coordinators share (docs/scale-out.md). Moving an existing
+        log: `outpost coordinator migrate --from-level DIR --to nats://…`.
+      '';
+    };
+
+    natsStream = mkOption {
+      type = types.strMatching "[A-Za-z0-9_-]{1,32}";
+      default = "OUTPOST";
+      description = "JetStream stream of the update log, with a `nats://` backend.";
+    };
+
+    natsReplicas = mkOption {
+      type = types.ints.between 1 5;
+      default = 3;
+      description = "Replicas of the stream when this coordinator creates it (1 for a single nats-server).";
+    };
+
     maxPayload = mkOption {
       type = types.ints.positive;
       default = 1048576;

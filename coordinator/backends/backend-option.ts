@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { numberSchema } from '../../cli/options.js';
+
+// Where the coordinator keeps its update log: `level` (the embedded LevelDB in --data-dir, the
+// default) or `nats://host:4222,host2:4222` (a NATS JetStream cluster several coordinators share).
+
+export interface NatsBackend {
+  kind: 'nats';
+  servers: string[];
+  stream: string;
+  replicas: number;
+}
+
+export type LogBackend = { kind: 'level' } | NatsBackend;
+
+const MAX_SERVERS = 16;
+const hostPort = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+
+// `level`, or nats:// followed by comma-separated host:port pairs (each may repeat nats://).
+export const backendSchema = z
+  .string()
+  .max(2000, 'at most 2000 characters')
+  .transform((text, ctx): { kind: 'level' } | { kind: 'nats'; servers: string[] } => {
+    if (text === 'level') return { kind: 'level' };
+    if (!text.startsWith('nats://')) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected "level" or nats://HOST:PORT[,HOST:PORT…], got ${JSON.stringify(text.slice(0, 80))}`,
+      });
+      return z.NEVER;
+    }
+    const parts = text
+      .slice('nats://'.length)
+      .split(',')
+      .map((part) => part.trim().replace(/^nats:\/\//, ''));
+    const bad = parts.find((part) => !hostPort.test(part) || Number(part.slice(part.lastIndexOf(':') + 1)) > 65535);
+    if (bad !== undefined || parts.length === 0 || parts.length > MAX_SERVERS) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          bad !== undefined
+            ? `${JSON.stringify(bad.slice(0, 80))} is not HOST:PORT; write nats://HOST:PORT[,HOST:PORT…] (at most ${MAX_SERVERS} servers)`
+            : `give 1 to ${MAX_SERVERS} servers: nats://HOST:PORT[,HOST:PORT…]`,
+      });
+      return z.NEVER;
+    }
+    return { kind: 'nats', servers: parts.map((part) => `nats://${part}`) };
+  });
+
+// JetStream stream names: letters, digits, - and _ (the stream's subjects use it in lower case).
+export const streamNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,32}$/, 'expected 1-32 letters, digits, - or _ (a JetStream stream name)');
+
+export const replicasSchema = numberSchema('a number of replicas')
+  .int()
+  .min(1)
+  .max(5, 'JetStream keeps at most 5 replicas of a stream');
+
+export function natsBackendText(backend: Pick<NatsBackend, 'servers' | 'stream'>): string {
+  return `${backend.servers.join(',')} (stream ${backend.stream})`;
+}

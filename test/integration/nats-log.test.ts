@@ -1,0 +1,167 @@
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
+import { documentFromToken, documentToken, openNatsLog } from '../../coordinator/backends/nats-log.js';
+import { openUpdateLog } from '../../coordinator/update-log.js';
+import { connectDocument, waitForSync } from '../../shared/node/connect.js';
+import { createLogger } from '../../shared/node/log.js';
+import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
+import { removeDirectory, runCli, startCoordinatorProcess, temporaryDirectory } from '../harness/processes.js';
+import { defineUpdateLogConformance } from '../harness/update-log-conformance.js';
+
+// The NATS JetStream update log against the suite every backend passes, on a real single-node
+// nats-server (the cluster behaviour is in nats-backend.test.ts). Each test gets its own stream.
+const test = suite('update log conformance: NATS JetStream');
+const dir = temporaryDirectory('nats-log');
+let server: NatsCluster;
+let streams = 0;
+const logger = createLogger('test', 'error');
+
+test.before(async () => {
+  server = await startNatsCluster(dir, 1);
+});
+
+test.after(async () => {
+  await server.close();
+  removeDirectory(dir);
+});
+
+defineUpdateLogConformance(test, {
+  shared: true,
+  async fresh() {
+    streams += 1;
+    const stream = `CONFORMANCE${streams}`;
+    return {
+      open: () => openNatsLog({ kind: 'nats', servers: server.servers, stream, replicas: 1, logger }),
+      cleanup: async () => undefined,
+    };
+  },
+});
+
+test('document names map to single subject tokens and back', () => {
+  for (const name of ['hosts/a/desired', 'fleet/policy', 'a.b', '*', '>', 'ü_x', ' ', '_2E', '']) {
+    const token = documentToken(name);
+    assert.match(token, /^[A-Za-z0-9_-]*$/);
+    assert.is(documentFromToken(token), name);
+  }
+  assert.is(documentFromToken('a_2'), null, 'a cut escape is no name');
+  assert.is(documentFromToken('a.b'), null, 'a dot is never inside a token');
+  assert.is(documentFromToken('_FF'), null, 'bytes that are not UTF-8 are no name');
+});
+
+test('a stream that needs more replicas than the servers there is refused with the fix', async () => {
+  const error = await openNatsLog({
+    kind: 'nats',
+    servers: server.servers,
+    stream: 'TOOMANY',
+    replicas: 3,
+    logger,
+  }).then(
+    () => null,
+    (e: Error) => e,
+  );
+  assert.ok(error, 'opening must fail');
+  assert.match(error.message, /--nats-replicas 1/);
+});
+
+test('an unreachable NATS is refused with the address and what to check', async () => {
+  const error = await openNatsLog({
+    kind: 'nats',
+    servers: ['nats://127.0.0.1:1'],
+    stream: 'X',
+    replicas: 1,
+    logger,
+  }).then(
+    () => null,
+    (e: Error) => e,
+  );
+  assert.ok(error, 'opening must fail');
+  assert.match(error.message, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/);
+});
+
+test('migrate copies a LevelDB log entry for entry, verifies it, copies only what is new when run again, and a coordinator on the stream serves it', async () => {
+  const level = join(dir, 'level-log');
+  const source = await openUpdateLog(level);
+  const doc = new Y.Doc();
+  const updates: Uint8Array[] = [];
+  doc.on('update', (update: Uint8Array) => updates.push(update));
+  for (const item of ['one', 'two', 'three']) doc.getArray('log').push([item]);
+  for (const update of updates) await source.append('hosts/m/desired', 'admin-1', update);
+  const fleet = await source.append('fleet/policy', 'admin-1', new Uint8Array([0, 0]));
+  await source.putCheckpoint({
+    seq: 1,
+    at: '2026-01-01T00:00:00.000Z',
+    changed: [{ document: 'fleet/policy', seq: 1, hash: fleet.hash }],
+  });
+  const expected = await source.read('hosts/m/desired');
+  await source.close();
+
+  const args = [
+    'coordinator',
+    'migrate',
+    '--from-level',
+    level,
+    '--to',
+    server.backend,
+    '--nats-stream',
+    'MIGRATED',
+    '--nats-replicas',
+    '1',
+  ];
+  const first = await runCli(args);
+  assert.is(first.code, 0, first.stderr);
+  assert.match(first.stdout, /copied 4 of 4 entries in 2 documents and 1 checkpoints/);
+  const again = await runCli(args);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stdout, /copied 0 of 4 entries in 2 documents and 0 checkpoints/);
+
+  const copy = await openNatsLog({ kind: 'nats', servers: server.servers, stream: 'MIGRATED', replicas: 1, logger });
+  try {
+    assert.equal(
+      await copy.read('hosts/m/desired'),
+      expected,
+      'entries copied as they were: numbers, times, principals, hashes',
+    );
+    const checkpoints = [];
+    for await (const checkpoint of copy.checkpoints()) checkpoints.push(checkpoint);
+    assert.is(checkpoints.length, 1);
+  } finally {
+    await copy.close();
+  }
+
+  const missing = await runCli([
+    'coordinator',
+    'migrate',
+    '--from-level',
+    join(dir, 'typo'),
+    '--to',
+    server.backend,
+    '--nats-replicas',
+    '1',
+  ]);
+  assert.is(missing.code, 1);
+  assert.match(missing.stderr, /holds no update log/);
+
+  const coordinator = await startCoordinatorProcess(join(dir, 'unused'), join(dir, 'migrated.log'), 0, [
+    '--backend',
+    server.backend,
+    '--nats-stream',
+    'MIGRATED',
+    '--nats-replicas',
+    '1',
+  ]);
+  try {
+    const reader = connectDocument(coordinator.url, 'hosts/m/desired', { identity: null });
+    try {
+      await waitForSync(reader, 10_000);
+      assert.equal(reader.doc.getArray('log').toArray(), ['one', 'two', 'three']);
+    } finally {
+      reader.close();
+    }
+  } finally {
+    await coordinator.stop();
+  }
+});
+
+test.run();
