@@ -2,7 +2,12 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as Y from 'yjs';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import { type DaemonProcess, removeDirectory, startDaemon, temporaryDirectory, waitFor } from '../harness/processes.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  startCoordinatorProcess,
+  temporaryDirectory,
+} from '../harness/processes.js';
 import { LeanDocClient } from './lean-client.js';
 import { percentiles, rssKiB, settledRssKiB } from './measure.js';
 
@@ -22,32 +27,16 @@ const dir = temporaryDirectory('bench-nats');
 const daemons: DaemonProcess[] = [];
 
 async function startCoordinator(name: string, extra: string[]): Promise<DaemonProcess & { url: string }> {
-  const daemon = startDaemon(
-    [
-      'coordinator',
-      '--data-dir',
-      join(dir, name),
-      '--port',
-      '0',
-      '--log-level',
-      'warn',
-      '--idle-unload',
-      '3600',
-      ...extra,
-    ],
+  const daemon = await startCoordinatorProcess(
+    join(dir, name),
     join(dir, `${name}.log`),
-  );
-  daemons.push(daemon);
-  const line = await waitFor(
-    `coordinator ${name}`,
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
+    0,
+    ['--log-level', 'warn', '--idle-unload', '3600', ...extra],
+    {},
     60_000,
   );
-  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
+  daemons.push(daemon);
+  return daemon;
 }
 
 interface Run {

@@ -108,24 +108,33 @@ export async function waitFor<T>(
   );
 }
 
-// Starts a coordinator on a free port and waits for its "listening" line.
+// Starts a coordinator on a free port and waits for its "listening" line; one that does not
+// listen in time is killed, so a failed start leaves nothing running. (Coordinators on NATS read
+// the fleet documents from the stream first: give them a longer listenTimeoutMs.)
 export async function startCoordinatorProcess(
   dataDir: string,
   logFile: string,
   port = 0,
   extra: string[] = [],
   env: NodeJS.ProcessEnv = {},
+  listenTimeoutMs = 20_000,
 ): Promise<DaemonProcess & { url: string; port: number }> {
   const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile, env);
-  const line = await waitFor(
-    'coordinator to listen',
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
-    20_000,
-  );
+  let line: string;
+  try {
+    line = await waitFor(
+      'coordinator to listen',
+      () =>
+        daemon
+          .logs()
+          .split('\n')
+          .find((l) => l.startsWith('{"event":"listening"')),
+      listenTimeoutMs,
+    );
+  } catch (error) {
+    await daemon.stop('SIGKILL');
+    throw error;
+  }
   const { url, port: actual } = JSON.parse(line) as { url: string; port: number };
   return Object.assign(daemon, { url, port: actual });
 }

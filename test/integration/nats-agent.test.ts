@@ -10,7 +10,7 @@ import {
   type DaemonProcess,
   removeDirectory,
   runCli,
-  startDaemon,
+  startCoordinatorProcess,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -26,21 +26,16 @@ let cache: Awaited<ReturnType<typeof serveBinaryCache>>;
 const daemons: DaemonProcess[] = [];
 
 async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = startDaemon(
-    ['coordinator', '--data-dir', join(dir, name), '--port', '0', '--backend', cluster.backend],
+  const daemon = await startCoordinatorProcess(
+    join(dir, name),
     join(dir, `${name}.log`),
-  );
-  daemons.push(daemon);
-  const line = await waitFor(
-    `coordinator ${name} to listen`,
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
+    0,
+    ['--backend', cluster.backend],
+    {},
     60_000,
   );
-  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
+  daemons.push(daemon);
+  return daemon;
 }
 
 test.after(async () => {

@@ -5,7 +5,13 @@ import { connectDocument, type DocumentConnection, waitForSync } from '../../sha
 import type { ConnectionRetry } from '../../shared/sync/connect.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import { type DaemonProcess, removeDirectory, startDaemon, temporaryDirectory, waitFor } from '../harness/processes.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  startCoordinatorProcess,
+  temporaryDirectory,
+  waitFor,
+} from '../harness/processes.js';
 
 // Two real coordinator processes on a real 3-node nats-server JetStream cluster (stream R=3) on
 // 127.0.0.1: a write through A reaches a reader on B; one NATS node lost changes nothing; two
@@ -23,21 +29,16 @@ const coordinators: DaemonProcess[] = [];
 // the fleet documents from the stream: on a loaded 2-core machine that can take longer than the
 // harness's 20 s for a LevelDB coordinator, so this waits up to 60 s.
 async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = startDaemon(
-    ['coordinator', '--data-dir', join(dir, name), '--port', '0', '--backend', cluster.backend, '--nats-replicas', '3'],
+  const daemon = await startCoordinatorProcess(
+    join(dir, name),
     join(dir, `${name}.log`),
-  );
-  coordinators.push(daemon);
-  const line = await waitFor(
-    `coordinator ${name} to listen`,
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
+    0,
+    ['--backend', cluster.backend, '--nats-replicas', '3'],
+    {},
     60_000,
   );
-  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
+  coordinators.push(daemon);
+  return daemon;
 }
 
 function connect(url: string, name: string, onRetry?: (retry: ConnectionRetry) => void): DocumentConnection {

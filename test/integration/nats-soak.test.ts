@@ -4,7 +4,12 @@ import * as assert from 'uvu/assert';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import { type DaemonProcess, removeDirectory, startDaemon, temporaryDirectory, waitFor } from '../harness/processes.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  startCoordinatorProcess,
+  temporaryDirectory,
+} from '../harness/processes.js';
 
 // A set workload (after Jepsen's) on 3 coordinators and a 3-node NATS cluster while NATS nodes
 // and a coordinator are SIGKILLed: writers add unique items to three documents through random
@@ -19,21 +24,16 @@ const daemons: DaemonProcess[] = [];
 const clients: DocumentConnection[] = [];
 
 async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = startDaemon(
-    ['coordinator', '--data-dir', join(dir, name), '--port', '0', '--backend', cluster.backend, '--log-level', 'warn'],
+  const daemon = await startCoordinatorProcess(
+    join(dir, name),
     join(dir, `${name}.log`),
-  );
-  daemons.push(daemon);
-  const line = await waitFor(
-    `coordinator ${name} to listen`,
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
+    0,
+    ['--backend', cluster.backend, '--log-level', 'warn'],
+    {},
     60_000,
   );
-  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
+  daemons.push(daemon);
+  return daemon;
 }
 
 test.after(async () => {
