@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { statusDocName } from '../shared/documents/names.js';
+import { readOwnResults } from '../shared/documents/status.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type {
   AgentPhase,
@@ -121,7 +122,11 @@ export async function report(
   outputTail: string,
 ): Promise<number> {
   const { config, logger, statusDoc } = agent;
-  const seq = agent.state.resultSeq + 1;
+  // Numbered after both the saved counter and this host's own signed results in the document: if
+  // the counter ever lags what was appended (a save that failed after the append), a number is
+  // still never used twice. Only entries this key signed count, so no peer can push it.
+  const ownHighest = readOwnResults(statusDoc, config.key.publicKey).reduce((max, r) => Math.max(max, r.result.seq), 0);
+  const seq = Math.max(agent.state.resultSeq, ownHighest) + 1;
   const { intent } = target.signed;
   statusDoc.transact(() => {
     appendSignedResult(
