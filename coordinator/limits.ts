@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import * as Y from 'yjs';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { MIN_BYTES_PER_CONTAINER, updateValueProblem } from './update-values.js';
 
 // Resource limits of a coordinator or relay: what one address, one connection or one writer may
 // take. Every limit is a flag (coordinator/options.ts, relay/options.ts) and shown in /healthz with
@@ -62,6 +63,8 @@ export interface Refusals {
   updateTooLarge: number;
   writerQuota: number;
   documentTooLarge: number;
+  // Updates whose values nest too deep or pack too many objects and arrays (update-values.ts).
+  valueShape: number;
 }
 
 export function createRefusals(): Refusals {
@@ -79,6 +82,7 @@ export function createRefusals(): Refusals {
     updateTooLarge: 0,
     writerQuota: 0,
     documentTooLarge: 0,
+    valueShape: 0,
   };
 }
 
@@ -285,13 +289,18 @@ export class WriterQuota {
 // update minus what the document already has (by state vector), not counting the delete set, which
 // a peer resends whole in every sync step 2 and which adds next to nothing.
 export function newContentBytes(doc: Y.Doc, update: Uint8Array): number {
+  return newContent(doc, update).bytes;
+}
+
+// The part of the update the document does not have yet, and its size as above.
+function newContent(doc: Y.Doc, update: Uint8Array): { missing: Uint8Array; bytes: number } {
   const missing = Y.diffUpdate(update, Y.encodeStateVector(doc));
   const deletesOnly = Y.diffUpdate(update, Y.encodeStateVector(Y.parseUpdateMeta(update).to));
-  return Math.max(0, missing.length - deletesOnly.length);
+  return { missing, bytes: Math.max(0, missing.length - deletesOnly.length) };
 }
 
 export type WriteRefusal = {
-  limit: 'max-update-size' | 'max-writer-bytes-per-hour' | 'max-document-size';
+  limit: 'max-update-size' | 'max-writer-bytes-per-hour' | 'max-document-size' | 'value-shape';
   // Close code: 4413 too large (permanent for this content), 4429 quota (retry later).
   code: number;
   reason: string;
@@ -340,9 +349,29 @@ export class WriteLimits {
   }
 
   check(document: SizedDocument, update: Uint8Array, writer: string): WriteRefusal | null {
-    // Small updates cannot break any limit by themselves: skip the diff for the common case.
-    const bytes = update.length <= 64 ? update.length : newContentBytes(document.doc, update);
+    // Small updates cannot break a size limit by themselves: skip the diff for the common case
+    // (their values are still checked, against the diff only when they look wrong, so resending
+    // what the document already holds is never refused).
+    let shapeProblem: string | null = null;
+    let bytes: number;
+    if (update.length <= 64) {
+      bytes = update.length;
+      shapeProblem = updateValueProblem(update);
+      if (shapeProblem) {
+        const added = newContent(document.doc, update);
+        bytes = added.bytes;
+        shapeProblem = bytes === 0 ? null : updateValueProblem(added.missing);
+      }
+    } else {
+      const added = newContent(document.doc, update);
+      bytes = added.bytes;
+      if (bytes > 0) shapeProblem = updateValueProblem(added.missing);
+    }
     if (bytes === 0) return null;
+    if (shapeProblem) {
+      this.refusals.valueShape += 1;
+      return { limit: 'value-shape', code: 4413, bytes, allowed: MIN_BYTES_PER_CONTAINER, reason: shapeProblem };
+    }
     const { maxUpdateBytes, maxWriterBytesPerHour, maxDocumentBytes } = this.limits;
     if (bytes > maxUpdateBytes) {
       this.refusals.updateTooLarge += 1;
