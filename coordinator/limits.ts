@@ -1,9 +1,10 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import * as Y from 'yjs';
+import { MAX_CANONICAL_DEPTH } from '../shared/crypto/canonical.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { MIN_BYTES_PER_CONTAINER, updateValueProblem } from './update-values.js';
+import { updateValueProblem } from './update-values.js';
 
 // Resource limits of a coordinator or relay: what one address, one connection or one writer may
 // take. Every limit is a flag (coordinator/options.ts, relay/options.ts) and shown in /healthz with
@@ -25,6 +26,10 @@ export interface ResourceLimits {
   maxWriterBytesPerHour: number;
   // A document whose state (what every reader syncs) would grow past this refuses the write.
   maxDocumentBytes: number;
+  // Values (ContentAny, JSON, embeds, formats) an update writes: how deep they may nest, and how
+  // many objects and arrays they may hold per KiB of update (coordinator/update-values.ts).
+  maxValueDepth: number;
+  maxValueObjectsPerKib: number;
 }
 
 export const DEFAULT_LIMITS: ResourceLimits = {
@@ -35,6 +40,8 @@ export const DEFAULT_LIMITS: ResourceLimits = {
   maxUpdateBytes: 256 * 1024,
   maxWriterBytesPerHour: 64 * 1024 * 1024,
   maxDocumentBytes: 32 * 1024 * 1024,
+  maxValueDepth: MAX_CANONICAL_DEPTH,
+  maxValueObjectsPerKib: 64,
 };
 
 // The flag that sets each limit, for error messages and logs that name the fix.
@@ -46,6 +53,8 @@ export const LIMIT_FLAGS: Record<keyof ResourceLimits, string> = {
   maxUpdateBytes: '--max-update-size',
   maxWriterBytesPerHour: '--max-writer-bytes-per-hour',
   maxDocumentBytes: '--max-document-size',
+  maxValueDepth: '--max-value-depth',
+  maxValueObjectsPerKib: '--max-value-objects-per-kib',
 };
 
 // What was refused since the start, by reason (shown in /healthz).
@@ -356,21 +365,21 @@ export class WriteLimits {
     let bytes: number;
     if (update.length <= 64) {
       bytes = update.length;
-      shapeProblem = updateValueProblem(update);
+      shapeProblem = updateValueProblem(update, this.limits);
       if (shapeProblem) {
         const added = newContent(document.doc, update);
         bytes = added.bytes;
-        shapeProblem = bytes === 0 ? null : updateValueProblem(added.missing);
+        shapeProblem = bytes === 0 ? null : updateValueProblem(added.missing, this.limits);
       }
     } else {
       const added = newContent(document.doc, update);
       bytes = added.bytes;
-      if (bytes > 0) shapeProblem = updateValueProblem(added.missing);
+      if (bytes > 0) shapeProblem = updateValueProblem(added.missing, this.limits);
     }
     if (bytes === 0) return null;
     if (shapeProblem) {
       this.refusals.valueShape += 1;
-      return { limit: 'value-shape', code: 4413, bytes, allowed: MIN_BYTES_PER_CONTAINER, reason: shapeProblem };
+      return { limit: 'value-shape', code: 4413, bytes, allowed: this.limits.maxValueDepth, reason: shapeProblem };
     }
     const { maxUpdateBytes, maxWriterBytesPerHour, maxDocumentBytes } = this.limits;
     if (bytes > maxUpdateBytes) {

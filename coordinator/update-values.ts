@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import { MAX_CANONICAL_DEPTH } from '../shared/crypto/canonical.js';
 
 // The shape of the values an update writes (ContentAny, ContentJSON, embeds and formatting
 // attributes: any nested JSON-like value), checked before the update is applied.
@@ -9,15 +8,17 @@ import { MAX_CANONICAL_DEPTH } from '../shared/crypto/canonical.js';
 // writer who packs its updates with empty arrays and objects made the fuzzer's relay hold 50–110
 // times the update log's bytes in memory (docs/fuzzing.md, finding 8), so the size limits, which
 // count encoded bytes, bounded memory only loosely. Entries the project writes (signed envelopes of
-// strings) carry dozens of bytes per object; at least MIN_BYTES_PER_CONTAINER per object or array
-// keeps a document's heap within a few times its encoded size. Nesting is bounded as canonical JSON
-// bounds it: deeper values could never be signed or checked anyway.
-export const MIN_BYTES_PER_CONTAINER = 16;
-export const MAX_VALUE_DEPTH = MAX_CANONICAL_DEPTH;
+// strings) carry dozens of bytes per object; the default of at most 64 objects and arrays per KiB
+// (one per 16 bytes) keeps a document's heap within ~5 times its encoded size. Nesting is bounded
+// as canonical JSON bounds it (64 levels by default): deeper values could never be signed anyway.
+export interface ValueLimits {
+  maxValueDepth: number;
+  maxValueObjectsPerKib: number;
+}
 
 // A reason to refuse the update, or null. Throws on an update Yjs cannot decode (the caller treats
 // that as a malformed update, as applying it would).
-export function updateValueProblem(update: Uint8Array): string | null {
+export function updateValueProblem(update: Uint8Array, limits: ValueLimits): string | null {
   const { structs } = Y.decodeUpdate(update);
   const stack: { value: unknown; depth: number }[] = [];
   for (const struct of structs) {
@@ -34,17 +35,17 @@ export function updateValueProblem(update: Uint8Array): string | null {
     const { value, depth } = stack.pop()!;
     if (value === null || typeof value !== 'object') continue;
     containers += 1;
-    if (depth >= MAX_VALUE_DEPTH)
-      return `a value nests deeper than ${MAX_VALUE_DEPTH} levels (canonical JSON's limit); write flatter values`;
+    if (depth >= limits.maxValueDepth)
+      return `a value nests deeper than ${limits.maxValueDepth} levels (--max-value-depth); write flatter values`;
     // Binary values (Uint8Array) hold no children.
     if (ArrayBuffer.isView(value)) continue;
     const children: unknown[] = Array.isArray(value) ? value : Object.values(value);
     for (const child of children) stack.push({ value: child, depth: depth + 1 });
   }
-  if (containers * MIN_BYTES_PER_CONTAINER > update.length)
+  if (containers * 1024 > update.length * limits.maxValueObjectsPerKib)
     return (
-      `update holds ${containers} objects and arrays in ${update.length} bytes, more than one per ` +
-      `${MIN_BYTES_PER_CONTAINER} bytes (each costs the server ~100 bytes of memory); write fewer, fuller values`
+      `update holds ${containers} objects and arrays in ${update.length} bytes, more than ` +
+      `${limits.maxValueObjectsPerKib} per KiB (--max-value-objects-per-kib; each costs the server ~100 bytes of memory); write fewer, fuller values`
     );
   return null;
 }

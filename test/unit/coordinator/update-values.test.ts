@@ -2,7 +2,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { createRefusals, DEFAULT_LIMITS, WriteLimits } from '../../../coordinator/limits.js';
-import { MAX_VALUE_DEPTH, updateValueProblem } from '../../../coordinator/update-values.js';
+import { updateValueProblem as problemWith } from '../../../coordinator/update-values.js';
+
+const MAX_VALUE_DEPTH = DEFAULT_LIMITS.maxValueDepth;
+const updateValueProblem = (update: Uint8Array): string | null => problemWith(update, DEFAULT_LIMITS);
+
 import { createMemoryLogger } from '../../../shared/node/log.js';
 
 function updateOf(write: (doc: Y.Doc) => void, doc = new Y.Doc()): Uint8Array {
@@ -53,7 +57,7 @@ test('an update packed with empty arrays and objects is refused, whatever the de
   const tree = updateOf((doc) => doc.getMap('m').set('k', arrayTree(10)));
   assert.match(updateValueProblem(tree) ?? '', /objects and arrays in \d+ bytes/);
   const flat = updateOf((doc) => doc.getArray('a').push(Array.from({ length: 500 }, () => ({}))));
-  assert.match(updateValueProblem(flat) ?? '', /more than one per 16 bytes/);
+  assert.match(updateValueProblem(flat) ?? '', /more than 64 per KiB/);
 });
 
 test('WriteLimits refuses such a write with 4413 and counts it; resending what the document has is not refused', () => {
