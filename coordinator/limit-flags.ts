@@ -38,6 +38,16 @@ export const limitOptionsShape = {
     placeholder: 'BYTES',
     description: 'largest state a document may grow to (what every reader syncs); writes past it are refused (4413)',
   }),
+  maxValueDepth: option(countSchema().default(DEFAULT_LIMITS.maxValueDepth), {
+    placeholder: 'N',
+    description:
+      'levels a value written into a document may nest (canonical JSON signs 64); a deeper write is refused (4413)',
+  }),
+  maxValueObjectsPerKib: option(countSchema().default(DEFAULT_LIMITS.maxValueObjectsPerKib), {
+    placeholder: 'N',
+    description:
+      'objects and arrays the values of one update may hold per KiB of update (each costs ~100 bytes of memory in every server that opens the document); more is refused (4413)',
+  }),
 };
 
 type LimitOptions = { [K in keyof typeof limitOptionsShape]: z.output<(typeof limitOptionsShape)[K]> };
@@ -51,6 +61,8 @@ export function limitsFromOptions(options: LimitOptions): ResourceLimits {
     maxUpdateBytes: options.maxUpdateSize,
     maxWriterBytesPerHour: options.maxWriterBytesPerHour,
     maxDocumentBytes: options.maxDocumentSize,
+    maxValueDepth: options.maxValueDepth,
+    maxValueObjectsPerKib: options.maxValueObjectsPerKib,
   };
 }
 

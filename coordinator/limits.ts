@@ -1,8 +1,10 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import * as Y from 'yjs';
+import { MAX_CANONICAL_DEPTH } from '../shared/crypto/canonical.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { updateValueProblem } from './update-values.js';
 
 // Resource limits of a coordinator or relay: what one address, one connection or one writer may
 // take. Every limit is a flag (coordinator/options.ts, relay/options.ts) and shown in /healthz with
@@ -24,6 +26,10 @@ export interface ResourceLimits {
   maxWriterBytesPerHour: number;
   // A document whose state (what every reader syncs) would grow past this refuses the write.
   maxDocumentBytes: number;
+  // Values (ContentAny, JSON, embeds, formats) an update writes: how deep they may nest, and how
+  // many objects and arrays they may hold per KiB of update (coordinator/update-values.ts).
+  maxValueDepth: number;
+  maxValueObjectsPerKib: number;
 }
 
 export const DEFAULT_LIMITS: ResourceLimits = {
@@ -34,6 +40,8 @@ export const DEFAULT_LIMITS: ResourceLimits = {
   maxUpdateBytes: 256 * 1024,
   maxWriterBytesPerHour: 64 * 1024 * 1024,
   maxDocumentBytes: 32 * 1024 * 1024,
+  maxValueDepth: MAX_CANONICAL_DEPTH,
+  maxValueObjectsPerKib: 64,
 };
 
 // The flag that sets each limit, for error messages and logs that name the fix.
@@ -45,6 +53,8 @@ export const LIMIT_FLAGS: Record<keyof ResourceLimits, string> = {
   maxUpdateBytes: '--max-update-size',
   maxWriterBytesPerHour: '--max-writer-bytes-per-hour',
   maxDocumentBytes: '--max-document-size',
+  maxValueDepth: '--max-value-depth',
+  maxValueObjectsPerKib: '--max-value-objects-per-kib',
 };
 
 // What was refused since the start, by reason (shown in /healthz).
@@ -62,6 +72,8 @@ export interface Refusals {
   updateTooLarge: number;
   writerQuota: number;
   documentTooLarge: number;
+  // Updates whose values nest too deep or pack too many objects and arrays (update-values.ts).
+  valueShape: number;
 }
 
 export function createRefusals(): Refusals {
@@ -79,6 +91,7 @@ export function createRefusals(): Refusals {
     updateTooLarge: 0,
     writerQuota: 0,
     documentTooLarge: 0,
+    valueShape: 0,
   };
 }
 
@@ -285,13 +298,18 @@ export class WriterQuota {
 // update minus what the document already has (by state vector), not counting the delete set, which
 // a peer resends whole in every sync step 2 and which adds next to nothing.
 export function newContentBytes(doc: Y.Doc, update: Uint8Array): number {
+  return newContent(doc, update).bytes;
+}
+
+// The part of the update the document does not have yet, and its size as above.
+function newContent(doc: Y.Doc, update: Uint8Array): { missing: Uint8Array; bytes: number } {
   const missing = Y.diffUpdate(update, Y.encodeStateVector(doc));
   const deletesOnly = Y.diffUpdate(update, Y.encodeStateVector(Y.parseUpdateMeta(update).to));
-  return Math.max(0, missing.length - deletesOnly.length);
+  return { missing, bytes: Math.max(0, missing.length - deletesOnly.length) };
 }
 
 export type WriteRefusal = {
-  limit: 'max-update-size' | 'max-writer-bytes-per-hour' | 'max-document-size';
+  limit: 'max-update-size' | 'max-writer-bytes-per-hour' | 'max-document-size' | 'value-shape';
   // Close code: 4413 too large (permanent for this content), 4429 quota (retry later).
   code: number;
   reason: string;
@@ -340,9 +358,29 @@ export class WriteLimits {
   }
 
   check(document: SizedDocument, update: Uint8Array, writer: string): WriteRefusal | null {
-    // Small updates cannot break any limit by themselves: skip the diff for the common case.
-    const bytes = update.length <= 64 ? update.length : newContentBytes(document.doc, update);
+    // Small updates cannot break a size limit by themselves: skip the diff for the common case
+    // (their values are still checked, against the diff only when they look wrong, so resending
+    // what the document already holds is never refused).
+    let shapeProblem: string | null = null;
+    let bytes: number;
+    if (update.length <= 64) {
+      bytes = update.length;
+      shapeProblem = updateValueProblem(update, this.limits);
+      if (shapeProblem) {
+        const added = newContent(document.doc, update);
+        bytes = added.bytes;
+        shapeProblem = bytes === 0 ? null : updateValueProblem(added.missing, this.limits);
+      }
+    } else {
+      const added = newContent(document.doc, update);
+      bytes = added.bytes;
+      if (bytes > 0) shapeProblem = updateValueProblem(added.missing, this.limits);
+    }
     if (bytes === 0) return null;
+    if (shapeProblem) {
+      this.refusals.valueShape += 1;
+      return { limit: 'value-shape', code: 4413, bytes, allowed: this.limits.maxValueDepth, reason: shapeProblem };
+    }
     const { maxUpdateBytes, maxWriterBytesPerHour, maxDocumentBytes } = this.limits;
     if (bytes > maxUpdateBytes) {
       this.refusals.updateTooLarge += 1;

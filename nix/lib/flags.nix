@@ -121,6 +121,8 @@ rec {
         { flag = "max-update-size"; option = "maxUpdateSize"; }
         { flag = "max-writer-bytes-per-hour"; option = "maxWriterBytesPerHour"; }
         { flag = "max-document-size"; option = "maxDocumentSize"; }
+        { flag = "max-value-depth"; option = "maxValueDepth"; }
+        { flag = "max-value-objects-per-kib"; option = "maxValueObjectsPerKib"; }
         { flag = "enroll-burst"; option = "enrollBurst"; }
         { flag = "enroll-refill"; option = "enrollRefill"; }
         { flag = "max-pending-enrollments"; option = "maxPendingEnrollments"; }
@@ -166,6 +168,8 @@ rec {
         { flag = "max-update-size"; option = "maxUpdateSize"; }
         { flag = "max-writer-bytes-per-hour"; option = "maxWriterBytesPerHour"; }
         { flag = "max-document-size"; option = "maxDocumentSize"; }
+        { flag = "max-value-depth"; option = "maxValueDepth"; }
+        { flag = "max-value-objects-per-kib"; option = "maxValueObjectsPerKib"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

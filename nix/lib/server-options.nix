@@ -76,6 +76,18 @@ in
     description = "Largest state, in bytes, a document may grow to (what every reader syncs).";
   };
 
+  maxValueDepth = mkOption {
+    type = types.ints.positive;
+    default = 64;
+    description = "Levels a value written into a document may nest (canonical JSON signs 64).";
+  };
+
+  maxValueObjectsPerKib = mkOption {
+    type = types.ints.positive;
+    default = 64;
+    description = "Objects and arrays the values of one update may hold per KiB of update (each costs ~100 bytes of server memory).";
+  };
+
   logLevel = mkOption {
     type = types.enum [
       "trace"

@@ -45,9 +45,17 @@ const SERVER_FLAGS = ['--idle-unload', '1', '--log-level', process.env.OUTPOST_F
 // The open coordinator is also the agent's upstream, standing in for a compromised coordinator
 // (which has no quota at all): the fuzzer writes the agent's documents there from 127.0.0.1, as
 // does the admin whose intents the agent must still apply, and in open mode the writer quota is
-// per address and document. Every other limit, and every limit of the other servers, keeps its
-// default.
-const OPEN_COORDINATOR_FLAGS = ['--max-writer-bytes-per-hour', String(2 ** 40)];
+// per address and document. For the same reason it lets values through however deep and dense
+// (the agent classes nest values to 4,500 levels, which the agent must survive from a compromised
+// coordinator). Every other limit, and every limit of the other servers, keeps its default.
+const OPEN_COORDINATOR_FLAGS = [
+  '--max-writer-bytes-per-hour',
+  String(2 ** 40),
+  '--max-value-depth',
+  String(10_000_000),
+  '--max-value-objects-per-kib',
+  String(10_000_000),
+];
 
 export async function startServerTargets(
   dir: string,
