@@ -53,6 +53,10 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     summary:
       'roll a release out in waves with gates agents check: create, status, approve, pause, resume, abort, list, wait',
   },
+  bundle: {
+    run: async (argv) => (await import('../admin/bundle.js')).runBundleCommand(argv),
+    summary: 'carry updates to a site with no link on a USB stick: create, apply',
+  },
 };
 
 function usage(): string {

@@ -1,0 +1,269 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
+import { readDocuments } from '../../admin/policy-remote.js';
+import { decodeBundle } from '../../shared/bundle/format.js';
+import { toBase64 } from '../../shared/crypto/encoding.js';
+import { readIntentEntries } from '../../shared/documents/desired.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
+import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  temporaryDirectory,
+} from '../harness/processes.js';
+
+// Sneakernet, first slice (issue 16, docs/sneakernet.md): HQ's coordinator holds an intent for
+// h1; `bundle create` writes it, with the policy chain, enrollment and checkpoints, to a file;
+// a second coordinator standing for the site (no link to HQ: it is never told HQ's address)
+// gets it through `bundle apply`, and a reader there that pins only the org root sees the
+// intent as valid. Applying again, or an older bundle, changes nothing; a bundle with one
+// flipped byte is refused and changes nothing.
+const org = makeTestOrg();
+const dir = temporaryDirectory('bundle-sneakernet');
+const files = {
+  alice: join(dir, 'alice.key'),
+  timestamp: join(dir, 'ts.key'),
+  bundle1: join(dir, 'gen1.outpost-bundle'),
+  bundle2: join(dir, 'gen2.outpost-bundle'),
+  flipped: join(dir, 'flipped.outpost-bundle'),
+  delta: join(dir, 'delta.outpost-bundle'),
+  full3: join(dir, 'gen3.outpost-bundle'),
+  state: join(dir, 'site-state.json'),
+};
+const closure = (n: number): string => `/nix/store/${String(n).repeat(32)}-nixos-system-h1`;
+let hq: DaemonProcess & { url: string; port: number };
+let site: DaemonProcess & { url: string; port: number };
+
+async function deploy(closurePath: string): Promise<void> {
+  const result = await runCli([
+    'deploy',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--closure',
+    closurePath,
+    '--new-host',
+  ]);
+  assert.is(result.code, 0, result.stderr);
+}
+
+async function siteDesired(): Promise<{
+  generation: number;
+  signatureValid: boolean;
+  trustedSigner: boolean | null;
+} | null> {
+  const result = await runCli([
+    'status',
+    '--coordinator',
+    site.url,
+    '--org-root',
+    org.root.publicKey,
+    '--host',
+    'h1',
+    '--json',
+  ]);
+  assert.is(result.code, 0, result.stderr);
+  const parsed = JSON.parse(result.stdout) as {
+    hosts: {
+      host: string;
+      desired: { generation: number; signatureValid: boolean; trustedSigner: boolean | null } | null;
+    }[];
+  };
+  return parsed.hosts.find((h) => h.host === 'h1')?.desired ?? null;
+}
+
+// The site's whole state, to prove a refused bundle changed nothing.
+async function siteState(): Promise<string> {
+  const names = ['fleet/policy', 'fleet/enrollment', 'fleet/timestamp', 'hosts/h1/desired'];
+  const doc = await readDocuments(site.url, names, null, 10_000);
+  return names.map((n) => toBase64(Y.encodeStateVector(doc(n)))).join(' ');
+}
+
+function apply(bundle: string) {
+  return runCli(['bundle', 'apply', '--bundle', bundle, '--coordinator', site.url, '--timeout', '20s']);
+}
+
+test.before(async () => {
+  await writeKeyFile(files.alice, org.alice);
+  await writeKeyFile(files.timestamp, org.timestamp);
+  hq = await startCoordinatorProcess(join(dir, 'hq'), join(dir, 'hq.log'), 0, [
+    '--org-root',
+    org.root.publicKey,
+    '--timestamp-key',
+    files.timestamp,
+    '--timestamp-interval',
+    '0.5',
+  ]);
+  assert.is((await pushPolicy(hq.url, signPolicy(basePolicy(org), org.root))).status, 200);
+  // The site's server: its own data, no upstream, reachable only from "the site".
+  site = await startCoordinatorProcess(join(dir, 'site'), join(dir, 'site.log'), 0, []);
+});
+
+test.after(async () => {
+  await hq?.stop();
+  await site?.stop();
+  removeDirectory(dir);
+});
+
+test('a bundle carries an intent to a site with no link; the site verifies it from the org root', async () => {
+  await deploy(closure(1));
+  const refusedSize = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--out',
+    files.bundle1,
+    '--max-size',
+    '100',
+  ]);
+  assert.is(refusedSize.code, 1);
+  assert.match(refusedSize.stderr, 'more than --max-size 100; nothing was written');
+  assert.is(
+    await fs.access(files.bundle1).then(
+      () => 'exists',
+      () => 'absent',
+    ),
+    'absent',
+  );
+
+  const created = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--out',
+    files.bundle1,
+  ]);
+  assert.is(created.code, 0, created.stderr);
+  const size = (await fs.stat(files.bundle1)).size;
+  assert.match(created.stdout, `4 documents, ${size} bytes`);
+
+  const before = await readDocuments(site.url, ['hosts/h1/desired'], null, 10_000);
+  assert.is(readIntentEntries(before('hosts/h1/desired')).entries.length, 0, 'the site holds no intent yet');
+  const applied = await apply(files.bundle1);
+  assert.is(applied.code, 0, applied.stderr + applied.stdout);
+  assert.match(applied.stdout, 'hosts/h1/desired: changed');
+  assert.match(applied.stdout, 'fleet/policy: changed');
+  const desired = await siteDesired();
+  assert.ok(desired, 'the site shows the intent');
+  assert.is(desired.generation, 1);
+  assert.is(desired.signatureValid, true);
+  assert.is(desired.trustedSigner, true, 'signed by an admin of the policy the bundle carried');
+
+  const again = await apply(files.bundle1);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stdout, '0 documents changed, 4 already had it');
+});
+
+test('a bundle with one flipped byte is refused, names the document, and changes nothing', async () => {
+  await deploy(closure(2));
+  const created = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--out',
+    files.bundle2,
+  ]);
+  assert.is(created.code, 0, created.stderr);
+  const bytes = await fs.readFile(files.bundle2);
+  // Flip a byte inside h1's desired update: the closure path of generation 2 is in it.
+  const at = bytes.indexOf(Buffer.from(closure(2)));
+  assert.ok(at > 0);
+  const flipped = Buffer.from(bytes);
+  flipped[at + 20]! ^= 0x01;
+  await fs.writeFile(files.flipped, flipped);
+  const before = await siteState();
+  const refused = await apply(files.flipped);
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, 'the update of hosts/h1/desired has SHA-256');
+  assert.match(refused.stderr, 'nothing was applied');
+  assert.is(await siteState(), before);
+  assert.is((await siteDesired())?.generation, 1);
+
+  const applied = await apply(files.bundle2);
+  assert.is(applied.code, 0, applied.stderr);
+  assert.match(applied.stdout, 'hosts/h1/desired: changed');
+  assert.is((await siteDesired())?.generation, 2);
+
+  // The older bundle after the newer one: nothing changes, the newest intent stays.
+  const older = await apply(files.bundle1);
+  assert.is(older.code, 0, older.stderr);
+  assert.match(older.stdout, '0 documents changed');
+  assert.is((await siteDesired())?.generation, 2);
+});
+
+test('--since-state carries only what the site lacks', async () => {
+  await deploy(closure(3));
+  const names = ['fleet/policy', 'fleet/enrollment', 'fleet/timestamp', 'hosts/h1/desired'];
+  const doc = await readDocuments(site.url, names, null, 10_000);
+  await fs.writeFile(
+    files.state,
+    JSON.stringify({ documents: Object.fromEntries(names.map((n) => [n, toBase64(Y.encodeStateVector(doc(n)))])) }),
+  );
+  const created = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--since-state',
+    files.state,
+    '--out',
+    files.delta,
+  ]);
+  assert.is(created.code, 0, created.stderr);
+  const full = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--out',
+    files.full3,
+  ]);
+  assert.is(full.code, 0, full.stderr);
+  const desiredBytes = async (file: string): Promise<number> => {
+    const decoded = decodeBundle(new Uint8Array(await fs.readFile(file)));
+    if (!decoded.ok) throw new Error(decoded.reason);
+    return decoded.bundle.manifest.documents.find((d) => d.name === 'hosts/h1/desired')!.bytes;
+  };
+  const [deltaDesired, fullDesired] = [await desiredBytes(files.delta), await desiredBytes(files.full3)];
+  console.log(
+    `  since-state bundle: ${(await fs.stat(files.delta)).size} bytes (h1 desired ${deltaDesired}); full: ${(await fs.stat(files.full3)).size} bytes (h1 desired ${fullDesired})`,
+  );
+  assert.ok(deltaDesired < fullDesired, `delta ${deltaDesired} bytes < full ${fullDesired} bytes`);
+  const applied = await apply(files.delta);
+  assert.is(applied.code, 0, applied.stderr);
+  assert.match(applied.stdout, 'hosts/h1/desired: changed');
+  assert.is((await siteDesired())?.generation, 3);
+});
+
+test.run();
