@@ -1,9 +1,11 @@
 import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import * as Y from 'yjs';
 import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { bytesSchema, defineCommand, option } from '../cli/options.js';
+import { openUpdateLog } from '../coordinator/update-log.js';
 import {
   type BundleEntry,
   decodeBundle,
@@ -15,7 +17,7 @@ import {
 import { fromBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
-import { desiredDocName } from '../shared/documents/names.js';
+import { desiredDocName, documentGarbageCollects } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
@@ -162,15 +164,26 @@ const createCommand = subcommand(createSpec, async (o) => {
 const applySpec = defineCommand({
   name: 'bundle apply',
   summary: "check a bundle's hashes, then merge its updates into a server at the site",
-  usage: 'outpost bundle apply --bundle FILE --coordinator URL [--key FILE]',
+  usage: 'outpost bundle apply --bundle FILE (--coordinator URL [--key FILE] | --relay-data-dir DIR)',
   options: z.object({
     bundle: option(z.string().min(1, 'give the bundle file with --bundle'), {
       placeholder: 'FILE',
       description: 'the bundle file (from outpost bundle create)',
     }),
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-      placeholder: 'URL',
-      description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+    coordinator: option(
+      z
+        .string()
+        .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
+        .optional(),
+      {
+        placeholder: 'URL',
+        description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+      },
+    ),
+    relayDataDir: option(z.string().min(1).optional(), {
+      placeholder: 'DIR',
+      description:
+        "the --data-dir of the site's relay (or coordinator), stopped: the updates are appended to its update log, and on start it checks them like updates from upstream",
     }),
     key: option(z.string().min(1).optional(), {
       placeholder: 'FILE',
@@ -258,6 +271,40 @@ async function applyThroughServer(
   return outcomes;
 }
 
+// A stopped relay's (or coordinator's) update log: each update that adds something is appended
+// as the server would append a write, so on start the server loads it like any logged update and
+// walks the carried policy chain from its own pinned root. Its write checks do not run here: the
+// updates are signed entries every reader verifies, and fleet documents are written this way
+// because no client may write them over the sync protocol.
+async function applyToDataDir(dataDir: string, updates: ReadonlyMap<string, Uint8Array>, principal: string) {
+  const logDir = join(dataDir, 'log');
+  await fs.access(logDir).catch(() => {
+    throw new Error(
+      `--relay-data-dir ${dataDir} holds no update log (${logDir}): give the --data-dir the relay or coordinator runs with`,
+    );
+  });
+  const log = await openUpdateLog(logDir);
+  const outcomes = new Map<string, Outcome>();
+  try {
+    for (const [name, update] of updates) {
+      const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+      for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
+      if (update.length === 0 || holds(doc, update)) {
+        outcomes.set(name, { kind: 'had' });
+        continue;
+      }
+      const before = Y.encodeStateVector(doc);
+      Y.applyUpdate(doc, update);
+      // What the log gains is what the document gained (the whole update when it added items).
+      await log.append(name, principal, Y.encodeStateAsUpdate(doc, before));
+      outcomes.set(name, { kind: 'changed' });
+    }
+  } finally {
+    await log.close();
+  }
+  return outcomes;
+}
+
 const applyCommand = subcommand(applySpec, async (o) => {
   const stat = await fs.stat(o.bundle).catch((error: Error) => {
     throw new Error(`--bundle ${o.bundle} cannot be read (${error.message})`);
@@ -277,8 +324,10 @@ const applyCommand = subcommand(applySpec, async (o) => {
   console.log(
     `bundle of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${manifest.documents.length} documents, hashes match`,
   );
-  const identity = o.key ? await readKeyFile(o.key) : null;
-  const outcomes = await applyThroughServer(o.coordinator, updates, identity, o.timeout * 1000);
+  const target = o.coordinator ?? o.relayDataDir!;
+  const outcomes = o.coordinator
+    ? await applyThroughServer(o.coordinator, updates, o.key ? await readKeyFile(o.key) : null, o.timeout * 1000)
+    : await applyToDataDir(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
   let refused = 0;
   const counts = { changed: 0, had: 0 };
   for (const { name } of manifest.documents) {
@@ -296,7 +345,7 @@ const applyCommand = subcommand(applySpec, async (o) => {
   );
   if (refused) {
     console.error(
-      `outpost bundle apply: ${o.coordinator} refused ${refused} document${refused === 1 ? '' : 's'} (above); the others were applied. Fleet documents are written only by a coordinator that checks each entry: see docs/sneakernet.md`,
+      `outpost bundle apply: ${target} refused ${refused} document${refused === 1 ? '' : 's'} (above); the others were applied. Fleet documents are written only by a coordinator that checks each entry: see docs/sneakernet.md`,
     );
     return 1;
   }

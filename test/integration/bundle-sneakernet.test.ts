@@ -6,8 +6,10 @@ import * as Y from 'yjs';
 import { readDocuments } from '../../admin/policy-remote.js';
 import { decodeBundle } from '../../shared/bundle/format.js';
 import { toBase64 } from '../../shared/crypto/encoding.js';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
@@ -24,9 +26,11 @@ import {
 // intent as valid. Applying again, or an older bundle, changes nothing; a bundle with one
 // flipped byte is refused and changes nothing.
 const org = makeTestOrg();
+const relayKey = generateSigningKey('site-relay');
 const dir = temporaryDirectory('bundle-sneakernet');
 const files = {
   alice: join(dir, 'alice.key'),
+  relay: join(dir, 'relay.key'),
   timestamp: join(dir, 'ts.key'),
   bundle1: join(dir, 'gen1.outpost-bundle'),
   bundle2: join(dir, 'gen2.outpost-bundle'),
@@ -94,6 +98,7 @@ function apply(bundle: string) {
 test.before(async () => {
   await writeKeyFile(files.alice, org.alice);
   await writeKeyFile(files.timestamp, org.timestamp);
+  await writeKeyFile(files.relay, relayKey);
   hq = await startCoordinatorProcess(join(dir, 'hq'), join(dir, 'hq.log'), 0, [
     '--org-root',
     org.root.publicKey,
@@ -102,7 +107,18 @@ test.before(async () => {
     '--timestamp-interval',
     '0.5',
   ]);
-  assert.is((await pushPolicy(hq.url, signPolicy(basePolicy(org), org.root))).status, 200);
+  assert.is(
+    (
+      await pushPolicy(
+        hq.url,
+        signPolicy(
+          basePolicy(org, { relays: [{ name: 'site-relay', key: relayKey.publicKey, hosts: ['*'], groups: [] }] }),
+          org.root,
+        ),
+      )
+    ).status,
+    200,
+  );
   // The site's server: its own data, no upstream, reachable only from "the site".
   site = await startCoordinatorProcess(join(dir, 'site'), join(dir, 'site.log'), 0, []);
 });
@@ -264,6 +280,71 @@ test('--since-state carries only what the site lacks', async () => {
   assert.is(applied.code, 0, applied.stderr);
   assert.match(applied.stdout, 'hosts/h1/desired: changed');
   assert.is((await siteDesired())?.generation, 3);
+});
+
+test('--relay-data-dir: a relay enforcing the org root, whose upstream is unreachable, gets the policy and intent', async () => {
+  const relayDir = join(dir, 'relay');
+  // Nothing listens on port 9 (discard): the relay never reaches HQ.
+  const relayArgs = ['--org-root', org.root.publicKey, '--key', files.relay];
+  const start = () => startRelayProcess(relayDir, join(dir, 'relay.log'), ['ws://127.0.0.1:9'], { extra: relayArgs });
+  let relay = await start();
+  // A running relay holds its log: the command says to stop it, and applies nothing.
+  const busy = await runCli(['bundle', 'apply', '--bundle', files.full3, '--relay-data-dir', relayDir]);
+  assert.is(busy.code, 1);
+  assert.match(busy.stderr, 'Stop it');
+  // Over the sync protocol the relay, holding no policy, lets no key write (or read) anything.
+  const refused = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.full3,
+    '--coordinator',
+    relay.url,
+    '--key',
+    files.alice,
+    '--timeout',
+    '5s',
+  ]);
+  assert.is(refused.code, 1);
+  await relay.stop();
+
+  const applied = await runCli(['bundle', 'apply', '--bundle', files.full3, '--relay-data-dir', relayDir]);
+  assert.is(applied.code, 0, applied.stderr);
+  assert.match(applied.stdout, 'fleet/policy: changed');
+  assert.match(applied.stdout, 'hosts/h1/desired: changed');
+  const again = await runCli(['bundle', 'apply', '--bundle', files.full3, '--relay-data-dir', relayDir]);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stdout, '0 documents changed, 4 already had it');
+
+  relay = await start();
+  try {
+    const result = await runCli([
+      'status',
+      '--coordinator',
+      relay.url,
+      '--key',
+      files.alice,
+      '--org-root',
+      org.root.publicKey,
+      '--host',
+      'h1',
+      '--json',
+    ]);
+    assert.is(result.code, 0, result.stderr);
+    const desired = (
+      JSON.parse(result.stdout) as {
+        hosts: {
+          host: string;
+          desired: { generation: number; signatureValid: boolean; trustedSigner: boolean } | null;
+        }[];
+      }
+    ).hosts.find((h) => h.host === 'h1')?.desired;
+    assert.is(desired?.generation, 3);
+    assert.is(desired?.signatureValid, true);
+    assert.is(desired?.trustedSigner, true);
+  } finally {
+    await relay.stop();
+  }
 });
 
 test.run();
