@@ -17,7 +17,7 @@ import {
 import { fromBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
-import { desiredDocName, documentGarbageCollects } from '../shared/documents/names.js';
+import { desiredDocName, documentGarbageCollects, parseDocName } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
@@ -321,6 +321,17 @@ const applyCommand = subcommand(applySpec, async (o) => {
     return 1;
   }
   const { manifest, updates } = decoded.bundle;
+  // Only what create writes: a bundle naming other documents (a host's status, where its signed
+  // results live) was not made by outpost bundle create.
+  const foreign = manifest.documents.filter(
+    (d) => !FLEET_DOCUMENTS.includes(d.name) && parseDocName(d.name)?.role !== 'desired',
+  );
+  if (foreign.length) {
+    console.error(
+      `outpost bundle apply: refused ${o.bundle}: it names ${foreign.map((d) => d.name).join(', ')}, which a bundle does not carry (only fleet/policy, fleet/enrollment, fleet/timestamp and hosts/<id>/desired); nothing was applied`,
+    );
+    return 1;
+  }
   console.log(
     `bundle of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${manifest.documents.length} documents, hashes match`,
   );
