@@ -165,34 +165,41 @@ const applySpec = defineCommand({
   name: 'bundle apply',
   summary: "check a bundle's hashes, then merge its updates into a server at the site",
   usage: 'outpost bundle apply --bundle FILE (--coordinator URL [--key FILE] | --relay-data-dir DIR)',
-  options: z.object({
-    bundle: option(z.string().min(1, 'give the bundle file with --bundle'), {
-      placeholder: 'FILE',
-      description: 'the bundle file (from outpost bundle create)',
+  options: z
+    .object({
+      bundle: option(z.string().min(1, 'give the bundle file with --bundle'), {
+        placeholder: 'FILE',
+        description: 'the bundle file (from outpost bundle create)',
+      }),
+      coordinator: option(
+        z
+          .string()
+          .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
+          .optional(),
+        {
+          placeholder: 'URL',
+          description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+        },
+      ),
+      relayDataDir: option(z.string().min(1).optional(), {
+        placeholder: 'DIR',
+        description:
+          "the --data-dir of the site's relay (or coordinator), stopped: the updates are appended to its update log, and on start it checks them like updates from upstream",
+      }),
+      key: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description: "an admin key file the site's server accepts writes from (none: open-mode servers)",
+      }),
+      timeout: timeoutOption,
+    })
+    .refine((o) => (o.coordinator === undefined) !== (o.relayDataDir === undefined), {
+      path: ['coordinator'],
+      message:
+        'give exactly one target: --coordinator URL (a running server) or --relay-data-dir DIR (a stopped relay)',
     }),
-    coordinator: option(
-      z
-        .string()
-        .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
-        .optional(),
-      {
-        placeholder: 'URL',
-        description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
-      },
-    ),
-    relayDataDir: option(z.string().min(1).optional(), {
-      placeholder: 'DIR',
-      description:
-        "the --data-dir of the site's relay (or coordinator), stopped: the updates are appended to its update log, and on start it checks them like updates from upstream",
-    }),
-    key: option(z.string().min(1).optional(), {
-      placeholder: 'FILE',
-      description: "an admin key file the site's server accepts writes from (none: open-mode servers)",
-    }),
-    timeout: timeoutOption,
-  }),
   examples: [
     'outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --coordinator ws://127.0.0.1:8080 --key alice.key',
+    'systemctl stop outpost-relay && outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --relay-data-dir /var/lib/outpost-relay && systemctl start outpost-relay',
   ],
 });
 
