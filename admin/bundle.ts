@@ -1,11 +1,10 @@
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
 import * as Y from 'yjs';
 import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { bytesSchema, defineCommand, option } from '../cli/options.js';
-import { openUpdateLog } from '../coordinator/update-log.js';
+import { type BundleOutcome, type DataDirApply, holds } from '../shared/bundle/apply.js';
 import {
   type BundleEntry,
   decodeBundle,
@@ -17,7 +16,7 @@ import {
 import { fromBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
-import { desiredDocName, documentGarbageCollects, parseDocName } from '../shared/documents/names.js';
+import { desiredDocName, parseDocName } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
@@ -205,15 +204,7 @@ const applySpec = defineCommand({
 
 // What happened to one document: the server already had everything (a second apply, an older
 // bundle), took it, or refused it (its reason).
-type Outcome = { kind: 'had' } | { kind: 'changed' } | { kind: 'refused'; reason: string };
-
-function holds(doc: Y.Doc, update: Uint8Array): boolean {
-  try {
-    return Y.snapshotContainsUpdate(Y.snapshot(doc), update);
-  } catch {
-    return false;
-  }
-}
+type Outcome = BundleOutcome;
 
 // Writes every update that adds something through a sync connection, then reads each such
 // document again on a fresh connection until the server holds it: a refused write (the server
@@ -278,39 +269,8 @@ async function applyThroughServer(
   return outcomes;
 }
 
-// A stopped relay's (or coordinator's) update log: each update that adds something is appended
-// as the server would append a write, so on start the server loads it like any logged update and
-// walks the carried policy chain from its own pinned root. Its write checks do not run here: the
-// updates are signed entries every reader verifies, and fleet documents are written this way
-// because no client may write them over the sync protocol.
-async function applyToDataDir(dataDir: string, updates: ReadonlyMap<string, Uint8Array>, principal: string) {
-  const logDir = join(dataDir, 'log');
-  await fs.access(logDir).catch(() => {
-    throw new Error(
-      `--relay-data-dir ${dataDir} holds no update log (${logDir}): give the --data-dir the relay or coordinator runs with`,
-    );
-  });
-  const log = await openUpdateLog(logDir);
-  const outcomes = new Map<string, Outcome>();
-  try {
-    for (const [name, update] of updates) {
-      const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
-      for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
-      if (update.length === 0 || holds(doc, update)) {
-        outcomes.set(name, { kind: 'had' });
-        continue;
-      }
-      const before = Y.encodeStateVector(doc);
-      Y.applyUpdate(doc, update);
-      // What the log gains is what the document gained (the whole update when it added items).
-      await log.append(name, principal, Y.encodeStateAsUpdate(doc, before));
-      outcomes.set(name, { kind: 'changed' });
-    }
-  } finally {
-    await log.close();
-  }
-  return outcomes;
-}
+let loadDataDirApply: () => Promise<DataDirApply> = () =>
+  Promise.reject(new Error('internal: --relay-data-dir is not available in this build'));
 
 const applyCommand = subcommand(applySpec, async (o) => {
   const stat = await fs.stat(o.bundle).catch((error: Error) => {
@@ -345,7 +305,7 @@ const applyCommand = subcommand(applySpec, async (o) => {
   const target = o.coordinator ?? o.relayDataDir!;
   const outcomes = o.coordinator
     ? await applyThroughServer(o.coordinator, updates, o.key ? await readKeyFile(o.key) : null, o.timeout * 1000)
-    : await applyToDataDir(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
+    : await (await loadDataDirApply())(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
   let refused = 0;
   const counts = { changed: 0, had: 0 };
   for (const { name } of manifest.documents) {
@@ -380,6 +340,7 @@ export const bundleCommandGroup: CommandGroup = {
   ],
 };
 
-export function runBundleCommand(argv: string[]): Promise<number> {
+export function runBundleCommand(argv: string[], dataDirApply: () => Promise<DataDirApply>): Promise<number> {
+  loadDataDirApply = dataDirApply;
   return runGroup(bundleCommandGroup, argv);
 }

@@ -54,7 +54,11 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
       'roll a release out in waves with gates agents check: create, status, approve, pause, resume, abort, list, wait',
   },
   bundle: {
-    run: async (argv) => (await import('../admin/bundle.js')).runBundleCommand(argv),
+    run: async (argv) =>
+      (await import('../admin/bundle.js')).runBundleCommand(
+        argv,
+        async () => (await import('../relay/bundle-log.js')).applyToDataDir,
+      ),
     summary: 'carry updates to a site with no link on a USB stick: create, apply',
   },
 };

@@ -1,0 +1,40 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import * as Y from 'yjs';
+import { openUpdateLog } from '../coordinator/update-log.js';
+import { type BundleOutcome, type DataDirApply, holds } from '../shared/bundle/apply.js';
+import { documentGarbageCollects } from '../shared/documents/names.js';
+
+// A stopped relay's (or coordinator's) update log: each update that adds something is appended
+// as the server would append a write, so on start the server loads it like any logged update and
+// walks the carried policy chain from its own pinned root. Its write checks do not run here: the
+// updates are signed entries every reader verifies, and fleet documents are written this way
+// because no client may write them over the sync protocol.
+export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) => {
+  const logDir = join(dataDir, 'log');
+  await fs.access(logDir).catch(() => {
+    throw new Error(
+      `--relay-data-dir ${dataDir} holds no update log (${logDir}): give the --data-dir the relay or coordinator runs with`,
+    );
+  });
+  const log = await openUpdateLog(logDir);
+  const outcomes = new Map<string, BundleOutcome>();
+  try {
+    for (const [name, update] of updates) {
+      const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+      for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
+      if (update.length === 0 || holds(doc, update)) {
+        outcomes.set(name, { kind: 'had' });
+        continue;
+      }
+      const before = Y.encodeStateVector(doc);
+      Y.applyUpdate(doc, update);
+      // What the log gains is what the document gained (the whole update when it added items).
+      await log.append(name, principal, Y.encodeStateAsUpdate(doc, before));
+      outcomes.set(name, { kind: 'changed' });
+    }
+  } finally {
+    await log.close();
+  }
+  return outcomes;
+};

@@ -1,0 +1,22 @@
+import * as Y from 'yjs';
+
+// What `outpost bundle apply` did to one document: the target already had everything (a second
+// apply, an older bundle), took it, or refused it (its reason).
+export type BundleOutcome = { kind: 'had' } | { kind: 'changed' } | { kind: 'refused'; reason: string };
+
+// Applies a bundle's updates to a stopped server's data directory (relay/bundle-log.ts); handed
+// to the admin command by the entry point, as admin/ imports no relay or coordinator code.
+export type DataDirApply = (
+  dataDir: string,
+  updates: ReadonlyMap<string, Uint8Array>,
+  principal: string,
+) => Promise<Map<string, BundleOutcome>>;
+
+// Whether `doc` already holds everything `update` carries (items and deletions).
+export function holds(doc: Y.Doc, update: Uint8Array): boolean {
+  try {
+    return Y.snapshotContainsUpdate(Y.snapshot(doc), update);
+  } catch {
+    return false;
+  }
+}
