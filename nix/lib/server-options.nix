@@ -88,15 +88,5 @@ in
     description = "Objects and arrays the values of one update may hold per KiB of update (each costs ~100 bytes of server memory).";
   };
 
-  logLevel = mkOption {
-    type = types.enum [
-      "trace"
-      "debug"
-      "info"
-      "warn"
-      "error"
-    ];
-    default = "info";
-    description = "Log level; logs are JSON lines in the journal (`journalctl -u ${service}`).";
-  };
+  logLevel = import ./log-level-option.nix { inherit lib service; };
 }

@@ -239,16 +239,9 @@ in
       description = "Seconds after which `switch-to-configuration` is given up and rolled back.";
     };
 
-    logLevel = mkOption {
-      type = types.enum [
-        "trace"
-        "debug"
-        "info"
-        "warn"
-        "error"
-      ];
-      default = "info";
-      description = "Log level; logs are JSON lines in the journal (`journalctl -u outpost-agent`).";
+    logLevel = import ../lib/log-level-option.nix {
+      inherit lib;
+      service = "outpost-agent";
     };
 
     profileType = mkOption {

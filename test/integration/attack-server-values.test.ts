@@ -7,11 +7,11 @@ import { WebSocket } from 'ws';
 import { readSyncMessage } from 'y-protocols/sync';
 import * as Y from 'yjs';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
   startCoordinatorProcess,
-  startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -107,21 +107,9 @@ test.before(async () => {
     '--idle-unload',
     '1',
   ]);
-  const daemon = startDaemon(
-    ['relay', '--data-dir', join(dir, 'relay'), '--port', '0', '--upstream', coordinator.url, '--idle-unload', '1'],
-    join(dir, 'relay.log'),
-  );
-  const line = await waitFor(
-    'relay to listen',
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
-    20_000,
-  );
-  const { url, port } = JSON.parse(line) as { url: string; port: number };
-  relay = Object.assign(daemon, { url, port });
+  relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [coordinator.url], {
+    extra: ['--idle-unload', '1'],
+  });
 });
 
 test.after(async () => {

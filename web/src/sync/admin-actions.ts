@@ -13,6 +13,7 @@ import { verifyEnrollment } from '../../../shared/trust/enrollment.js';
 import { draftEnrollment, mayEnroll } from '../../../shared/views/enrollment-view.js';
 import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
 import type { FleetSync } from './fleet-sync.js';
+import { readBounded } from './read-bounded.js';
 
 // Rollout actions, plan co-signatures and enrollment approvals from the page: checked against the
 // policy walked from the pinned root before anything is signed, signed over the CLI's bytes in the
@@ -22,26 +23,6 @@ import type { FleetSync } from './fleet-sync.js';
 export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: string };
 
 const MAX_ANSWER_BYTES = 64 * 1024;
-
-// The server's answer, read only up to `maxBytes` (a hostile server's endless body is cut).
-async function readAtMost(response: Response, maxBytes: number): Promise<string> {
-  const reader = response.body?.getReader();
-  if (!reader) return '';
-  const decoder = new TextDecoder();
-  let text = '';
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > maxBytes) {
-      await reader.cancel();
-      return text;
-    }
-    text += decoder.decode(value, { stream: true });
-  }
-  return text + decoder.decode();
-}
 
 async function post(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
   if (!navigator.onLine)
@@ -58,7 +39,8 @@ async function post(sync: FleetSync, path: string, body: unknown, what: string):
   } catch (error) {
     return { ok: false, reason: `${url} unreachable (${(error as Error).message}); ${what} was not sent` };
   }
-  const text = await readAtMost(response, MAX_ANSWER_BYTES);
+  // Cut or missing, it is no JSON: reported with the status below.
+  const text = (await readBounded(response, MAX_ANSWER_BYTES)) ?? '';
   let answer: { ok?: unknown; error?: unknown } = {};
   try {
     answer = JSON.parse(text) as typeof answer;

@@ -1,7 +1,6 @@
 import { IndexeddbPersistence } from 'y-indexeddb';
 import * as Y from 'yjs';
 import { z } from 'zod';
-import { concatBytes } from '../../../shared/crypto/encoding.js';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { preverifySignatures } from '../../../shared/crypto/verified-once.js';
 import { ENROLLMENT_DOC } from '../../../shared/documents/fleet.js';
@@ -25,6 +24,7 @@ import {
 } from '../../../shared/views/host-view.js';
 import { idbGet, idbPut } from '../storage/idb.js';
 import { consoleLogger } from './log.js';
+import { readBounded } from './read-bounded.js';
 import { ViewBatcher } from './view-batcher.js';
 
 // The page's copy of the fleet: the same documents, over the same stock y-websocket provider and
@@ -83,24 +83,6 @@ const MAX_ROLLOUT_DOCUMENTS = 64;
 
 // The server's answers are read only up to a bound (a host list of 5,000 names is ~200 KiB).
 const MAX_API_ANSWER_BYTES = 4 * 1024 * 1024;
-
-async function readBounded(response: Response, maxBytes: number): Promise<string | null> {
-  const reader = response.body?.getReader();
-  if (!reader) return null;
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > maxBytes) {
-      await reader.cancel();
-      return null;
-    }
-    chunks.push(value);
-  }
-  return new TextDecoder().decode(concatBytes(chunks));
-}
 
 export class FleetSync {
   readonly serverUrl: string;

@@ -1,9 +1,9 @@
-import { useState } from 'preact/hooks';
 import { ENROLLMENT_DOC, readEnrollments, readEnrollRequests } from '../../../shared/documents/fleet.js';
 import { enrollmentState } from '../../../shared/trust/enrollment.js';
 import { mayEnroll, pendingRequests } from '../../../shared/views/enrollment-view.js';
 import { type AdminOutcome, approveEnrollment } from '../sync/admin-actions.js';
 import { clock } from './format.js';
+import { useAction } from './hooks.js';
 import type { Session } from './session.js';
 
 // Enrollment as `outpost enroll list` shows it: hosts bound (by an admin's approval or a token)
@@ -12,8 +12,7 @@ import type { Session } from './session.js';
 // (its console prints it) before approving: whoever holds the approved key speaks for the host.
 export function EnrollmentPage(props: { session: Session; now: number }) {
   const { session } = props;
-  const [busy, setBusy] = useState(false);
-  const [outcome, setOutcome] = useState<AdminOutcome | null>(null);
+  const { busy, outcome, run } = useAction<AdminOutcome>();
   const authority = session.sync.authority();
   const policy = authority?.chain.at(-1) ?? null;
   if (!policy)
@@ -33,17 +32,8 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
     state,
   );
   const bound = [...state.bindings.values()].sort((a, b) => a.host.localeCompare(b.host));
-  const approve = async (request: { host: string; hostKey: string }): Promise<void> => {
-    setBusy(true);
-    setOutcome(null);
-    try {
-      setOutcome(await approveEnrollment(session.sync, session.signer, request));
-    } catch (error) {
-      setOutcome({ ok: false, reason: (error as Error).message });
-    } finally {
-      setBusy(false);
-    }
-  };
+  const approve = (request: { host: string; hostKey: string }): Promise<void> =>
+    run(() => approveEnrollment(session.sync, session.signer, request));
   return (
     <section class="admin-page" data-testid="enrollment-view" aria-label="Enrollment">
       <h2>Enrollment</h2>

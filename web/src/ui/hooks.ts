@@ -9,6 +9,28 @@ export function useSubscription(subscribe: (listener: () => void) => () => void)
   return version;
 }
 
+// One action at a time: busy while it runs, then its outcome; a thrown error becomes a failed one.
+export function useAction<O>(): {
+  busy: boolean;
+  outcome: O | { ok: false; reason: string } | null;
+  run(work: () => Promise<O>): Promise<void>;
+} {
+  const [busy, setBusy] = useState(false);
+  const [outcome, setOutcome] = useState<O | { ok: false; reason: string } | null>(null);
+  const run = async (work: () => Promise<O>): Promise<void> => {
+    setBusy(true);
+    setOutcome(null);
+    try {
+      setOutcome(await work());
+    } catch (error) {
+      setOutcome({ ok: false, reason: (error as Error).message });
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, outcome, run };
+}
+
 // A clock for "… ago" texts.
 export function useNow(everyMs = 1000): number {
   const [now, setNow] = useState(Date.now());

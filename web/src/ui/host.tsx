@@ -8,7 +8,7 @@ import type { HostView } from '../../../shared/views/host-view.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import { type ActionOutcome, approve, deploy, rollback } from '../sync/actions.js';
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
-import { goToFleet } from './hooks.js';
+import { goToFleet, useAction } from './hooks.js';
 import type { Session } from './session.js';
 
 // One host: what it runs and reports (every signature checked), its timeline of intents and
@@ -167,8 +167,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
   const [closure, setClosure] = useState('');
   const [action, setAction] = useState<ActivationAction>('switch');
   const [validity, setValidity] = useState('7 days');
-  const [outcome, setOutcome] = useState<ActionOutcome | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, outcome, run } = useAction<ActionOutcome>();
 
   useEffect(() => {
     sync.addHost(host);
@@ -197,17 +196,6 @@ export function HostPage(props: { session: Session; host: string; now: number })
     );
   const rollbackTarget = chooseRollbackTarget(view);
 
-  const run = async (work: () => Promise<ActionOutcome>): Promise<void> => {
-    setBusy(true);
-    setOutcome(null);
-    try {
-      setOutcome(await work());
-    } catch (error) {
-      setOutcome({ ok: false, reason: (error as Error).message });
-    } finally {
-      setBusy(false);
-    }
-  };
   const validForMs = VALIDITY[validity]!;
 
   return (

@@ -17,6 +17,7 @@ import { buildReport, type RolloutReport } from '../../../shared/views/rollout-r
 import { idbGet, idbPut } from '../storage/idb.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
 import { clock } from './format.js';
+import { useAction } from './hooks.js';
 import type { Session } from './session.js';
 
 // Rollouts as `outpost rollout list` and `status` show them: each rollout document judged with the
@@ -182,8 +183,7 @@ function hostStatuses(session: Session, report: RolloutView): Map<string, HostVi
 
 export function RolloutPage(props: { session: Session; id: string; now: number }) {
   const { session, id, now } = props;
-  const [busy, setBusy] = useState(false);
-  const [outcome, setOutcome] = useState<AdminOutcome | null>(null);
+  const { busy, outcome, run: act } = useAction<AdminOutcome>();
   const [reason, setReason] = useState('');
   usePreparedRollouts(session, [id]);
   const judged = judge(session, id, now);
@@ -200,17 +200,6 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
   const { view } = judged;
   const report: RolloutReport = buildReport(view, hostStatuses(session, view));
   const entries = () => readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
-  const act = async (work: () => Promise<AdminOutcome>): Promise<void> => {
-    setBusy(true);
-    setOutcome(null);
-    try {
-      setOutcome(await work());
-    } catch (error) {
-      setOutcome({ ok: false, reason: (error as Error).message });
-    } finally {
-      setBusy(false);
-    }
-  };
   const run = (verb: ActionVerb, wave?: number): void => {
     if (verb === 'abort' && !confirm(`Abort rollout ${id} for good? Hosts that have not started drop it.`)) return;
     const extra = { ...(wave !== undefined ? { wave } : {}), ...(reason.trim() ? { reason: reason.trim() } : {}) };
