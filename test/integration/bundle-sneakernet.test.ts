@@ -91,6 +91,23 @@ async function siteState(): Promise<string> {
   return names.map((n) => toBase64(Y.encodeStateVector(doc(n)))).join(' ');
 }
 
+// `outpost bundle create` at HQ for h1, as alice.
+function createBundle(out: string, extra: string[] = []) {
+  return runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--out',
+    out,
+    ...extra,
+  ]);
+}
+
 function apply(bundle: string) {
   return runCli(['bundle', 'apply', '--bundle', bundle, '--coordinator', site.url, '--timeout', '20s']);
 }
@@ -131,20 +148,7 @@ test.after(async () => {
 
 test('a bundle carries an intent to a site with no link; the site verifies it from the org root', async () => {
   await deploy(closure(1));
-  const refusedSize = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--out',
-    files.bundle1,
-    '--max-size',
-    '100',
-  ]);
+  const refusedSize = await createBundle(files.bundle1, ['--max-size', '100']);
   assert.is(refusedSize.code, 1);
   assert.match(refusedSize.stderr, 'more than --max-size 100; nothing was written');
   assert.is(
@@ -155,18 +159,7 @@ test('a bundle carries an intent to a site with no link; the site verifies it fr
     'absent',
   );
 
-  const created = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--out',
-    files.bundle1,
-  ]);
+  const created = await createBundle(files.bundle1);
   assert.is(created.code, 0, created.stderr);
   const size = (await fs.stat(files.bundle1)).size;
   assert.match(created.stdout, `4 documents, ${size} bytes`);
@@ -190,18 +183,7 @@ test('a bundle carries an intent to a site with no link; the site verifies it fr
 
 test('a bundle with one flipped byte is refused, names the document, and changes nothing', async () => {
   await deploy(closure(2));
-  const created = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--out',
-    files.bundle2,
-  ]);
+  const created = await createBundle(files.bundle2);
   assert.is(created.code, 0, created.stderr);
   const bytes = await fs.readFile(files.bundle2);
   // Flip a byte inside h1's desired update: the closure path of generation 2 is in it.
@@ -238,33 +220,9 @@ test('--since-state carries only what the site lacks', async () => {
     files.state,
     JSON.stringify({ documents: Object.fromEntries(names.map((n) => [n, toBase64(Y.encodeStateVector(doc(n)))])) }),
   );
-  const created = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--since-state',
-    files.state,
-    '--out',
-    files.delta,
-  ]);
+  const created = await createBundle(files.delta, ['--since-state', files.state]);
   assert.is(created.code, 0, created.stderr);
-  const full = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--out',
-    files.full3,
-  ]);
+  const full = await createBundle(files.full3);
   assert.is(full.code, 0, full.stderr);
   const desiredBytes = async (file: string): Promise<number> => {
     const decoded = decodeBundle(new Uint8Array(await fs.readFile(file)));
