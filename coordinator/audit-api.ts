@@ -12,10 +12,10 @@ import {
 } from '../shared/audit/bundle.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { AUTH_HEADERS, authParamsSchema, verifyAuthProof } from '../shared/sync/auth-proof.js';
+import { AUTH_HEADERS, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { adminForKey, mayAuditEveryHost, mayAuditHost } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
-import { requestQuery, respondJson } from './http-guard.js';
+import { proofFromHeaders, requestQuery, respondJson } from './http-guard.js';
 import type { Principal, TrustState } from './trust-state.js';
 import type { LogEntry, UpdateLog } from './update-log.js';
 
@@ -54,15 +54,7 @@ async function provenCaller(
   proofFor: string,
 ): Promise<Principal | null> {
   if (!trust.enforced) return { kind: 'anonymous', label: `anonymous@${req.socket.remoteAddress ?? 'unknown'}` };
-  const header = (name: string): string | undefined => {
-    const value = req.headers[name];
-    return Array.isArray(value) ? value[0] : value;
-  };
-  const proof = authParamsSchema.safeParse({
-    principal: header(AUTH_HEADERS.principal),
-    challenge: header(AUTH_HEADERS.challenge),
-    signature: header(AUTH_HEADERS.signature),
-  });
+  const proof = proofFromHeaders(req);
   if (!proof.success) {
     respondJson(res, 401, {
       error: `no key proof: GET /auth/challenge, sign it for "${proofFor}" and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost audit --key KEYFILE does this)`,

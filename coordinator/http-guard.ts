@@ -1,5 +1,6 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { AUTH_HEADERS, authParamsSchema } from '../shared/sync/auth-proof.js';
 
 // Helpers that let no request throw out of a handler: URL parsing that answers null instead of
 // throwing (`GET http://[` is a valid request line whose URL does not parse), answers that never
@@ -77,4 +78,19 @@ export function refuseUpgrade(socket: Duplex, status: number, statusText: string
   } catch {
     socket.destroy();
   }
+}
+
+// A request header's value (the first, if repeated).
+export function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+// The key proof an HTTP request carries in its headers (AUTH_HEADERS), parsed, not yet verified.
+export function proofFromHeaders(req: IncomingMessage) {
+  return authParamsSchema.safeParse({
+    principal: headerOf(req, AUTH_HEADERS.principal),
+    challenge: headerOf(req, AUTH_HEADERS.challenge),
+    signature: headerOf(req, AUTH_HEADERS.signature),
+  });
 }

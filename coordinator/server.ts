@@ -31,7 +31,15 @@ import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
 import { createEnrollmentGate, type ForwardedBy, handleFleetPost } from './fleet-api.js';
 import { createDocumentHost, type DocumentHost, type PresenceChange } from './hosted-documents.js';
-import { refuseUpgrade, requestPath, requestQuery, respondJson, upgradeDocument } from './http-guard.js';
+import {
+  headerOf,
+  proofFromHeaders,
+  refuseUpgrade,
+  requestPath,
+  requestQuery,
+  respondJson,
+  upgradeDocument,
+} from './http-guard.js';
 import {
   createConnectionGate,
   createRefusals,
@@ -189,15 +197,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     path: string,
   ): { principal: Principal | null } | { status: number; error: string } {
     if (!trust.enforced) return { principal: null };
-    const header = (name: string): string | undefined => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
-    const parsed = authParamsSchema.safeParse({
-      principal: header(AUTH_HEADERS.principal),
-      challenge: header(AUTH_HEADERS.challenge),
-      signature: header(AUTH_HEADERS.signature),
-    });
+    const parsed = proofFromHeaders(req);
     const fix = `GET /auth/challenge, sign it for ${path} and send ${Object.values(AUTH_HEADERS).join(', ')} (outpost status --key KEYFILE does this)`;
     if (!parsed.success) return { status: 401, error: `${path} needs a key proof: ${fix}` };
     if (!challenges.consume(parsed.data.challenge))
@@ -216,18 +216,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   // A fleet POST passed on by a relay of the policy, with the client source the relay proved it
   // names (FORWARDED_FOR_HEADER); null for anything else, which is counted by its own address.
   function relayForwarded(req: IncomingMessage, path: string): ForwardedBy | null {
-    const header = (name: string): string | undefined => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
-    const claimed = header(FORWARDED_FOR_HEADER);
+    const claimed = headerOf(req, FORWARDED_FOR_HEADER);
     if (claimed === undefined || !trust.enforced) return null;
     const source = forwardedSourceSchema.safeParse(claimed);
-    const proof = authParamsSchema.safeParse({
-      principal: header(AUTH_HEADERS.principal),
-      challenge: header(AUTH_HEADERS.challenge),
-      signature: header(AUTH_HEADERS.signature),
-    });
+    const proof = proofFromHeaders(req);
     const problem = !source.success
       ? 'the named source is not an address'
       : !proof.success
