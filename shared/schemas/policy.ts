@@ -6,9 +6,27 @@ import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js'
 // The organisation's fleet policy, signed offline by the org root key(s). Every reader verifies
 // it; the coordinator holds no key that can produce one.
 // `audit` reads a host's logged history (the audit endpoints) and nothing live; every other
-// capability on a host also reads it live (docs/audit.md, Access).
-export const capabilitySchema = z.enum(['deploy', 'rollback', 'enroll', 'policy', 'read', 'audit']);
+// capability on a host also reads it live (docs/audit.md, Access). `ssh` opens `outpost ssh`
+// tunnels to the host's sshd; `reboot`, `lock` (lock and unlock), `collect` and `check` are the
+// remote actions of the same names (docs/access.md).
+export const capabilitySchema = z.enum([
+  'deploy',
+  'rollback',
+  'enroll',
+  'policy',
+  'read',
+  'audit',
+  'ssh',
+  'reboot',
+  'lock',
+  'collect',
+  'check',
+]);
 export type Capability = z.infer<typeof capabilitySchema>;
+
+export function isCapability(name: string): name is Capability {
+  return capabilitySchema.safeParse(name).success;
+}
 
 const nameSchema = z
   .string()
@@ -96,7 +114,10 @@ export const policySchema = z
       .array(
         z.looseObject({
           name: nameSchema,
-          capabilities: z.array(capabilitySchema).min(1),
+          // Names, not the enum: a capability added by a newer outpost must not make this reader
+          // refuse the whole policy (its revocations would never arrive). Unknown names grant
+          // nothing here (capabilitiesFor) and are named by unknownPolicyFields.
+          capabilities: z.array(z.string().max(32)).min(1).max(32),
           // '*' is every host.
           hosts: z.array(z.union([hostIdSchema, z.literal('*')])).default([]),
           groups: z.array(nameSchema).default([]),
@@ -204,6 +225,9 @@ export function unknownPolicyFields(policy: Policy): string[] {
   for (const [i, channel] of (policy.channels ?? []).entries())
     for (const [w, wave] of (channel.waves ?? []).entries())
       check(wave, Object.keys(channelWaveSchema.shape), `channels.${i}.waves.${w}.`);
+  for (const [i, role] of policy.roles.entries())
+    for (const capability of role.capabilities)
+      if (!isCapability(capability)) unknown.push(`roles.${i}.capabilities.${capability}`);
   return unknown;
 }
 

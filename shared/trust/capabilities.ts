@@ -1,4 +1,4 @@
-import type { Capability, Policy } from '../schemas/policy.js';
+import { type Capability, isCapability, type Policy } from '../schemas/policy.js';
 
 export interface PolicyAdmin {
   name: string;
@@ -22,7 +22,7 @@ export function capabilitiesFor(policy: Policy, admin: PolicyAdmin, host: string
   for (const role of policy.roles) {
     if (!admin.roles.includes(role.name)) continue;
     const covers = role.hosts.includes('*') || role.hosts.includes(host) || role.groups.some((g) => groups.has(g));
-    if (covers) for (const capability of role.capabilities) capabilities.add(capability);
+    if (covers) for (const capability of role.capabilities) if (isCapability(capability)) capabilities.add(capability);
   }
   return capabilities;
 }

@@ -9,6 +9,7 @@ import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload } from '../../../../shared/crypto/signatures.js';
 import type { Intent } from '../../../../shared/schemas/intent.js';
 import { type Policy, signedPolicySchema, unknownPolicyFields } from '../../../../shared/schemas/policy.js';
+import { capabilitiesFor } from '../../../../shared/trust/capabilities.js';
 import { hostBindings, verifyEnrollment, verifyEnrollRequest } from '../../../../shared/trust/enrollment.js';
 import { walkPolicyChain } from '../../../../shared/trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../../../../shared/trust/policy-intent.js';
@@ -85,6 +86,8 @@ test('a policy written by a newer outpost (fields this reader does not know) sti
     revokedKeys: [org.carol.publicKey],
     futureRule: { maxParallel: 3 },
     groups: v1.groups.map((g) => ({ ...g, quietHours: ['12:00-13:00'] })),
+    // A capability this reader does not know yet: granted nothing, named, and not a refusal.
+    roles: v1.roles.map((r, i) => (i === 0 ? { ...r, capabilities: [...r.capabilities, 'teleport'] } : r)),
   };
   const signed = { policy: newer, signatures: [signPayload('policy', newer, org.root)] };
   // As a reader gets it: JSON from the document, parsed with the readers' schema.
@@ -96,7 +99,14 @@ test('a policy written by a newer outpost (fields this reader does not know) sti
     `refused: ${walk.refused.map((r) => r.reason).join('; ')}`,
   );
   assert.ok(walk.chain[1]!.revokedKeys.includes(org.carol.publicKey), 'the revocation is in force');
-  assert.equal(unknownPolicyFields(walk.chain[1]!), ['futureRule', 'groups.0.quietHours']);
+  assert.equal(unknownPolicyFields(walk.chain[1]!), [
+    'futureRule',
+    'groups.0.quietHours',
+    'roles.0.capabilities.teleport',
+  ]);
+  const admin = walk.chain[1]!.admins.find((a) => a.roles.includes(v1.roles[0]!.name))!;
+  const granted = capabilitiesFor(walk.chain[1]!, admin, 'h1');
+  assert.not.ok((granted as Set<string>).has('teleport'), 'an unknown capability grants nothing');
   assert.equal(unknownPolicyFields(v1), []);
   const file = join(await fs.mkdtemp(join(tmpdir(), 'outpost-policy-')), 'typo.json');
   await fs.writeFile(
