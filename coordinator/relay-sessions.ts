@@ -107,13 +107,16 @@ export function createMuxServer(
   const byKey = new Map<string, Session>();
   const warnings = new ThrottledWarn(logger);
 
-  host.observe({
-    accepted(document) {
-      counter += 1;
-      changedAt.set(document.name, counter);
-      for (const session of sessions) session.notify(document.name);
-    },
-  });
+  const noteChanged = (name: string): void => {
+    counter += 1;
+    changedAt.set(name, counter);
+    for (const session of sessions) session.notify(name);
+  };
+  host.observe({ accepted: (document) => noteChanged(document.name) });
+  // On a shared log (NATS) another coordinator's writes reach the host's observers only for
+  // documents loaded here; relays keep their sites' copies from this feed, so it follows the log
+  // itself too (a loaded document is then noted twice, which the 20 ms batching absorbs).
+  log.follow((entry) => noteChanged(entry.document));
 
   return {
     sessions: () => sessions.size,

@@ -3,7 +3,9 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import type { ConnectionRetry } from '../../shared/sync/connect.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { sleep } from '../../shared/time/sleep.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
 import {
   type DaemonProcess,
@@ -93,6 +95,62 @@ test('a write through coordinator A reaches a reader on coordinator B, loaded th
   const late = connect(b.url, 'hosts/h2/status');
   await waitForSync(late, 10_000);
   assert.ok(items(late).includes('stored-on-a'), 'B loads what A stored');
+});
+
+// A relay keeps its site's copy by following its upstream's change feed, not only the documents
+// its agents have open: a write through another coordinator must reach it too, or the site would
+// lose it when the uplink goes down before an agent asks.
+test('a relay on coordinator B hears a write through A to a document B never loaded, and serves it with its uplink gone', async () => {
+  const c1 = await startOnCluster('feed-a');
+  const c2 = await startOnCluster('feed-b');
+  const relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [c2.url]);
+  try {
+    const uplinkBytesIn = async (): Promise<{ bytes: number; waiting: number }> => {
+      const text = await (await fetch(`${httpBaseFromWs(relay.url)}/metrics`)).text();
+      const value = (pattern: RegExp): number => Number(text.match(pattern)?.[1] ?? Number.NaN);
+      return {
+        bytes: value(/^outpost_relay_uplink_bytes_total\{direction="in",role="relay"\} (\d+)/m),
+        waiting:
+          value(/^outpost_relay_documents\{state="queued",role="relay"\} (\d+)/m) +
+          value(/^outpost_relay_documents\{state="passing",role="relay"\} (\d+)/m),
+      };
+    };
+    // The relay's first catch-up (everything in the stream) done and quiet.
+    let before = await uplinkBytesIn();
+    await waitFor(
+      'the relay to catch up',
+      async () => {
+        const now = await uplinkBytesIn();
+        const quiet = now.waiting === 0 && now.bytes === before.bytes && now.bytes > 0;
+        before = now;
+        return quiet;
+      },
+      30_000,
+      500,
+    );
+    const writer = connect(c1.url, 'hosts/h9/desired');
+    await waitForSync(writer, 10_000);
+    writer.doc.getArray('log').push(['via-a-for-the-site']);
+    await waitFor(
+      'the relay to fetch the write through A',
+      async () => {
+        const now = await uplinkBytesIn();
+        return now.bytes > before.bytes && now.waiting === 0;
+      },
+      20_000,
+      200,
+    );
+    await c2.stop('SIGKILL');
+    const reader = connect(relay.url, 'hosts/h9/desired');
+    await waitFor(
+      'the site reader to get the write from the relay alone',
+      () => items(reader).includes('via-a-for-the-site'),
+      10_000,
+    );
+  } finally {
+    await relay.stop('SIGKILL');
+    await Promise.all([c1.stop('SIGKILL'), c2.stop('SIGKILL')]);
+  }
 });
 
 test('a client given both coordinators fails over when one is SIGKILLed; a coordinator started from nothing serves everything', async () => {
