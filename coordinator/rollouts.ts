@@ -33,6 +33,7 @@ import { decideFleetWrite } from './fleet-writes.js';
 import type { DocumentHost, HostedDocument } from './hosted-documents.js';
 import { respondJson } from './http-guard.js';
 import type { TrustState } from './trust-state.js';
+import type { UpdateLog } from './update-log.js';
 
 // The coordinator's part in rollouts (docs/rollouts.md). It adds no trust: it stores plans,
 // co-signatures and actions only after checking them as agents will, copies hosts' own signed
@@ -48,11 +49,19 @@ const EVIDENCE_BATCH_MS = 100;
 // Rollout intents are written into this many desired documents at once (their fsyncs are
 // group-committed by the update log).
 const DELIVERY_CONCURRENCY = 64;
+// Coordinators sharing a NATS log judge and deliver rollouts in turn, like timestamps: the holder
+// of this lease does, the others store submissions and take over when it lapses (docs/scale-out.md).
+const ROLLOUT_LEASE_MS = 10_000;
+const LEASE_RENEW_MS = 3000;
+// Status documents that changed through another coordinator are read in batches.
+const FOLLOWED_STATUS_BATCH_MS = 1000;
 
 export interface RolloutService {
   handlePost(req: IncomingMessage, res: ServerResponse): Promise<void>;
   // Rollouts the coordinator follows, for /healthz.
   health(): Record<string, unknown>;
+  // Whether this coordinator holds the rollout lease (always, on a log of its own).
+  leading(): boolean;
   // Each followed rollout's state and waves at its last judgement, for /metrics.
   waveCounts(): { id: string; state: RolloutView['state'] | null; waves: WaveCounts[] }[];
   close(): void;
@@ -98,6 +107,8 @@ export async function startRolloutService(options: {
   host: DocumentHost;
   trust: TrustState;
   listDocuments: () => Promise<string[]>;
+  // The update log's lease and its feed of other coordinators' entries (coordinator/update-log.ts).
+  log: Pick<UpdateLog, 'claim' | 'follow'>;
   // Fleet POSTs are rate limited per source before anything is checked (fleet-api.ts).
   limiter: SourceLimiter;
   logger: Logger;
@@ -109,6 +120,11 @@ export async function startRolloutService(options: {
   // host → the rollouts whose plan names it (for evidence).
   const byHost = new Map<string, Set<string>>();
   let closed = false;
+  let leading = false;
+  let leaseTimer: NodeJS.Timeout | null = null;
+  let statusTimer: NodeJS.Timeout | null = null;
+  const followedStatusHosts = new Set<string>();
+  const adopting = new Set<string>();
 
   const entriesOf = (rollout: ActiveRollout): RolloutEntries => readRolloutEntries(rollout.document.doc);
 
@@ -152,7 +168,7 @@ export async function startRolloutService(options: {
   // A host's status document changed: queue its results that answer a rollout it is in.
   function onStatus(hostName: string, doc: Y.Doc): void {
     const ids = byHost.get(hostName);
-    if (!ids) return;
+    if (!ids || !leading) return;
     const { results } = readResults(doc);
     for (const id of ids) {
       const rollout = active.get(id);
@@ -218,7 +234,7 @@ export async function startRolloutService(options: {
   // --- gates and delivery -----------------------------------------------------------------------
 
   function requestJudgement(rollout: ActiveRollout): void {
-    if (closed) return;
+    if (closed || !leading) return;
     if (rollout.judging) {
       rollout.judgeAgain = true;
       return;
@@ -458,39 +474,120 @@ export async function startRolloutService(options: {
     return { status: 200, body: { ok: true, id: rollout.id, verb: action.verb, admin: verdict.admin } };
   }
 
-  // --- start ------------------------------------------------------------------------------------
+  // --- start, lease and other coordinators' writes ---------------------------------------------
+
+  // Follows a rollout found in the log (at start, or written through another coordinator).
+  async function adopt(name: string): Promise<void> {
+    const id = rolloutIdOfDoc(name);
+    if (id === null || !rolloutIdSchema.safeParse(id).success || active.has(id) || adopting.has(id)) return;
+    adopting.add(id);
+    try {
+      const document = await host.pin(name);
+      const entries = readRolloutEntries(document.doc);
+      const first = entries.plans[0];
+      const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
+      if (!signed || Date.parse(signed.plan.expiresAt) <= now() || active.has(id)) {
+        host.unpin(name);
+        return;
+      }
+      const rollout = register(id, document, signed);
+      // A finished rollout needs no catching up: its waves were delivered, and late results still
+      // reach the evidence as hosts write them.
+      const view = judgeRollout(entries, signed, trust.chain(), now());
+      const state = view.state;
+      if (state === 'complete' || state === 'aborted') {
+        for (const index of signed.plan.waves.keys()) rollout.delivered.add(index);
+        rollout.state = state;
+        rollout.waves = waveCountsOf(view);
+        return;
+      }
+      catchUp(rollout);
+    } finally {
+      adopting.delete(id);
+    }
+  }
+
+  function catchUp(rollout: ActiveRollout): void {
+    if (!leading) return;
+    void scanStatuses(rollout)
+      .catch((error: Error) =>
+        logger.error({ event: 'rollout-scan-failed', rollout: rollout.id, err: error }, 'cannot read status documents'),
+      )
+      .then(() => requestJudgement(rollout));
+  }
+
+  // Claims or renews the lease; on taking it over, catches up every rollout followed here (what
+  // the previous holder delivered is delivered again only where it is missing: deliverWave checks).
+  async function renewLease(): Promise<void> {
+    const was = leading;
+    leading = await options.log.claim('rollouts', ROLLOUT_LEASE_MS).catch((error: Error) => {
+      logger.warn({ event: 'rollout-lease-failed', reason: error.message }, 'cannot claim the rollout lease');
+      return false;
+    });
+    if (leading === was || closed) return;
+    logger.info(
+      { event: leading ? 'rollout-lease-taken' : 'rollout-lease-lost', rollouts: active.size },
+      leading
+        ? 'this coordinator now judges and delivers rollouts'
+        : 'another coordinator judges and delivers rollouts',
+    );
+    if (leading) for (const rollout of active.values()) catchUp(rollout);
+  }
 
   host.observe({
     accepted(document) {
       const parsed = parseDocName(document.name);
       if (parsed?.role === 'status' && byHost.has(parsed.host)) onStatus(parsed.host, document.doc);
+      // A co-signature or action stored through another coordinator (a followed entry).
+      const id = rolloutIdOfDoc(document.name);
+      const rollout = id === null ? undefined : active.get(id);
+      if (rollout && rollout.document === document) requestJudgement(rollout);
     },
   });
 
-  for (const name of await options.listDocuments()) {
-    const id = rolloutIdOfDoc(name);
-    if (id === null || !rolloutIdSchema.safeParse(id).success) continue;
-    const document = await host.pin(name);
-    const entries = readRolloutEntries(document.doc);
-    const first = entries.plans[0];
-    const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
-    if (!signed || Date.parse(signed.plan.expiresAt) <= now()) {
-      host.unpin(name);
-      continue;
-    }
-    const rollout = register(id, document, signed);
-    // A finished rollout needs no catching up: its waves were delivered, and late results still
-    // reach the evidence as hosts write them.
-    const view = judgeRollout(entries, signed, trust.chain(), now());
-    const state = view.state;
-    if (state === 'complete' || state === 'aborted') {
-      for (const index of signed.plan.waves.keys()) rollout.delivered.add(index);
-      rollout.state = state;
-      rollout.waves = waveCountsOf(view);
-      continue;
-    }
-    void scanStatuses(rollout).then(() => requestJudgement(rollout));
+  // Another coordinator's writes (a shared log): new rollouts are followed here too, and the
+  // results hosts report through it are read here while this coordinator holds the lease
+  // (documents loaded here already reach onStatus through the observer above).
+  async function readFollowedStatuses(): Promise<void> {
+    statusTimer = null;
+    const hosts = [...followedStatusHosts];
+    followedStatusHosts.clear();
+    await inBatches(hosts, DELIVERY_CONCURRENCY, async (name) => {
+      const statusName = statusDocName(name);
+      const document = await host.pin(statusName);
+      try {
+        onStatus(name, document.doc);
+      } finally {
+        host.unpin(statusName);
+      }
+    });
   }
+  const stopFollowing = options.log.follow((entry) => {
+    if (closed) return;
+    if (rolloutIdOfDoc(entry.document) !== null) {
+      void adopt(entry.document).catch((error: Error) =>
+        logger.error(
+          { event: 'rollout-adopt-failed', document: entry.document, err: error },
+          'cannot follow a rollout',
+        ),
+      );
+      return;
+    }
+    const parsed = parseDocName(entry.document);
+    if (!leading || parsed?.role !== 'status' || !byHost.has(parsed.host)) return;
+    followedStatusHosts.add(parsed.host);
+    statusTimer ??= setTimeout(
+      () =>
+        void readFollowedStatuses().catch((error: Error) =>
+          logger.error({ event: 'rollout-status-read-failed', err: error }, 'cannot read followed status documents'),
+        ),
+      FOLLOWED_STATUS_BATCH_MS,
+    );
+  });
+
+  await renewLease();
+  leaseTimer = setInterval(() => void renewLease(), LEASE_RENEW_MS);
+  for (const name of await options.listDocuments()) await adopt(name);
 
   return {
     async handlePost(req, res) {
@@ -528,8 +625,10 @@ export async function startRolloutService(options: {
         });
       }
     },
+    leading: () => leading,
     waveCounts: () => [...active.values()].map((r) => ({ id: r.id, state: r.state, waves: r.waves })),
     health: () => ({
+      leading,
       active: [...active.values()].map((r) => ({
         id: r.id,
         state: r.state,
@@ -538,6 +637,8 @@ export async function startRolloutService(options: {
     }),
     close() {
       closed = true;
+      stopFollowing();
+      for (const timer of [leaseTimer, statusTimer]) if (timer) clearTimeout(timer);
       for (const rollout of active.values()) {
         for (const timer of [rollout.flushTimer, rollout.soakTimer]) if (timer) clearTimeout(timer);
       }

@@ -182,6 +182,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         host,
         trust,
         listDocuments: () => log.documents(),
+        log,
         limiter: enrollmentGate.limiter,
         logger,
       });
