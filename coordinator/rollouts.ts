@@ -219,7 +219,10 @@ export async function startRolloutService(options: {
   // restarted, or the plan is new): read the status documents of the plan's hosts once.
   async function scanStatuses(rollout: ActiveRollout): Promise<void> {
     const evidenced = new Set(entriesOf(rollout).evidence.map((r) => r.result.host));
-    const names = [...placeHosts(rollout.signed.plan).keys()].filter((h) => !evidenced.has(h));
+    await readStatuses([...placeHosts(rollout.signed.plan).keys()].filter((h) => !evidenced.has(h)));
+  }
+
+  async function readStatuses(names: string[]): Promise<void> {
     await inBatches(names, DELIVERY_CONCURRENCY, async (name) => {
       const statusName = statusDocName(name);
       const document = await host.pin(statusName);
@@ -552,15 +555,7 @@ export async function startRolloutService(options: {
     statusTimer = null;
     const hosts = [...followedStatusHosts];
     followedStatusHosts.clear();
-    await inBatches(hosts, DELIVERY_CONCURRENCY, async (name) => {
-      const statusName = statusDocName(name);
-      const document = await host.pin(statusName);
-      try {
-        onStatus(name, document.doc);
-      } finally {
-        host.unpin(statusName);
-      }
-    });
+    await readStatuses(hosts);
   }
   const stopFollowing = options.log.follow((entry) => {
     if (closed) return;

@@ -2,7 +2,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { waitFor } from './processes.js';
+import { type DaemonProcess, startCoordinatorProcess, waitFor } from './processes.js';
 
 // Real nats-server processes (Debian's nats-server, installed by .ci/run) on 127.0.0.1: one node,
 // or a JetStream cluster of several. Ports are picked free at runtime; each node keeps its store
@@ -124,4 +124,34 @@ export async function startNatsCluster(directory: string, size: number): Promise
     throw error;
   }
   return cluster;
+}
+
+export interface ClusterCoordinators {
+  start(cluster: NatsCluster, name: string): Promise<DaemonProcess & { url: string }>;
+  // SIGKILL every coordinator started, at the end of a test file even if a test failed.
+  stopAll(): Promise<void>;
+}
+
+// Coordinator processes on a cluster, with their data and logs under `directory`. Startup reads
+// the fleet documents from the stream: on a loaded 2-core machine that can take longer than the
+// harness's 20 s for a LevelDB coordinator, so each waits up to 60 s.
+export function clusterCoordinators(directory: string, extraArgs: string[] = []): ClusterCoordinators {
+  const started: DaemonProcess[] = [];
+  return {
+    async start(cluster, name) {
+      const daemon = await startCoordinatorProcess(
+        join(directory, name),
+        join(directory, `${name}.log`),
+        0,
+        ['--backend', cluster.backend, ...extraArgs],
+        {},
+        60_000,
+      );
+      started.push(daemon);
+      return daemon;
+    },
+    async stopAll() {
+      await Promise.all(started.map((daemon) => daemon.stop('SIGKILL')));
+    },
+  };
 }

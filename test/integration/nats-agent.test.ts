@@ -4,16 +4,9 @@ import * as assert from 'uvu/assert';
 import type { HostView } from '../../admin/fleet-view.js';
 import { serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, profileTarget, startAgentProcess } from '../harness/fleet.js';
-import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
+import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
 import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import {
-  type DaemonProcess,
-  removeDirectory,
-  runCli,
-  startCoordinatorProcess,
-  temporaryDirectory,
-  waitFor,
-} from '../harness/processes.js';
+import { type DaemonProcess, removeDirectory, runCli, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // Issue 15's headline, with real processes and real Nix: a 3-node NATS cluster, coordinators A
 // and B on it, a real agent connected to B (A as its second --coordinator). An intent deployed
@@ -25,21 +18,12 @@ let cluster: NatsCluster;
 let cache: Awaited<ReturnType<typeof serveBinaryCache>>;
 const daemons: DaemonProcess[] = [];
 
-async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = await startCoordinatorProcess(
-    join(dir, name),
-    join(dir, `${name}.log`),
-    0,
-    ['--backend', cluster.backend],
-    {},
-    60_000,
-  );
-  daemons.push(daemon);
-  return daemon;
-}
+const onCluster = clusterCoordinators(dir);
+const startOnCluster = (name: string) => onCluster.start(cluster, name);
 
 test.after(async () => {
   await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+  await onCluster.stopAll();
   await cache?.close();
   await cluster?.close();
   removeDirectory(dir);

@@ -6,14 +6,8 @@ import type { ConnectionRetry } from '../../shared/sync/connect.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
-import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import {
-  type DaemonProcess,
-  removeDirectory,
-  startCoordinatorProcess,
-  temporaryDirectory,
-  waitFor,
-} from '../harness/processes.js';
+import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
+import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 
 // Two real coordinator processes on a real 3-node nats-server JetStream cluster (stream R=3) on
 // 127.0.0.1: a write through A reaches a reader on B; one NATS node lost changes nothing; two
@@ -25,23 +19,9 @@ let cluster: NatsCluster;
 let a: DaemonProcess & { url: string };
 let b: DaemonProcess & { url: string };
 const clients: DocumentConnection[] = [];
-const coordinators: DaemonProcess[] = [];
 
-// A coordinator process on the cluster, stopped at the end even if its test failed. Startup reads
-// the fleet documents from the stream: on a loaded 2-core machine that can take longer than the
-// harness's 20 s for a LevelDB coordinator, so this waits up to 60 s.
-async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = await startCoordinatorProcess(
-    join(dir, name),
-    join(dir, `${name}.log`),
-    0,
-    ['--backend', cluster.backend, '--nats-replicas', '3'],
-    {},
-    60_000,
-  );
-  coordinators.push(daemon);
-  return daemon;
-}
+const onCluster = clusterCoordinators(dir, ['--nats-replicas', '3']);
+const startOnCluster = (name: string) => onCluster.start(cluster, name);
 
 function connect(url: string, name: string, onRetry?: (retry: ConnectionRetry) => void): DocumentConnection {
   const client = connectDocument(url, name, { identity: null, maxBackoffMs: 500, ...(onRetry ? { onRetry } : {}) });
@@ -59,7 +39,7 @@ test.before(async () => {
 
 test.after(async () => {
   for (const client of clients) client.close();
-  await Promise.all(coordinators.map((c) => c.stop('SIGKILL')));
+  await onCluster.stopAll();
   await cluster?.close();
   removeDirectory(dir);
 });

@@ -9,15 +9,9 @@ import { appendResult } from '../../shared/documents/status.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { installNodeEd25519 } from '../../shared/node/ed25519.js';
 import { logEvents } from '../harness/lifecycle-fleet.js';
-import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
+import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
-import {
-  type DaemonProcess,
-  removeDirectory,
-  startCoordinatorProcess,
-  temporaryDirectory,
-  waitFor,
-} from '../harness/processes.js';
+import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 import { fixtureHosts, hostResult, makePlan } from '../harness/rollout-fixtures.js';
 
 // Rollouts on two coordinators sharing a NATS JetStream log (docs/scale-out.md): one holds the
@@ -28,21 +22,10 @@ const org = makeTestOrg();
 const dir = temporaryDirectory('nats-rollouts');
 const [h1, h2] = fixtureHosts(2);
 let cluster: NatsCluster;
-const coordinators: DaemonProcess[] = [];
 const clients: DocumentConnection[] = [];
 
-async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = await startCoordinatorProcess(
-    join(dir, name),
-    join(dir, `${name}.log`),
-    0,
-    ['--backend', cluster.backend, '--nats-replicas', '3', '--org-root', org.root.publicKey],
-    {},
-    60_000,
-  );
-  coordinators.push(daemon);
-  return daemon;
-}
+const onCluster = clusterCoordinators(dir, ['--nats-replicas', '3', '--org-root', org.root.publicKey]);
+const startOnCluster = (name: string) => onCluster.start(cluster, name);
 
 async function intentsOn(url: string, host: string, identity: SigningKey): Promise<number> {
   const client = connectDocument(url, desiredDocName(host), { identity, maxBackoffMs: 500 });
@@ -61,7 +44,7 @@ test.before(async () => {
 
 test.after(async () => {
   for (const client of clients) client.close();
-  await Promise.all(coordinators.map((c) => c.stop('SIGKILL')));
+  await onCluster.stopAll();
   await cluster?.close();
   if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });

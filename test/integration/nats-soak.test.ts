@@ -3,13 +3,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { sleep } from '../../shared/time/sleep.js';
-import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import {
-  type DaemonProcess,
-  removeDirectory,
-  startCoordinatorProcess,
-  temporaryDirectory,
-} from '../harness/processes.js';
+import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
+import { type DaemonProcess, removeDirectory, temporaryDirectory } from '../harness/processes.js';
 
 // A set workload (after Jepsen's) on 3 coordinators and a 3-node NATS cluster while NATS nodes
 // and a coordinator are SIGKILLed: writers add unique items to three documents through random
@@ -23,22 +18,13 @@ let cluster: NatsCluster;
 const daemons: DaemonProcess[] = [];
 const clients: DocumentConnection[] = [];
 
-async function startOnCluster(name: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = await startCoordinatorProcess(
-    join(dir, name),
-    join(dir, `${name}.log`),
-    0,
-    ['--backend', cluster.backend, '--log-level', 'warn'],
-    {},
-    60_000,
-  );
-  daemons.push(daemon);
-  return daemon;
-}
+const onCluster = clusterCoordinators(dir, ['--log-level', 'warn']);
+const startOnCluster = (name: string) => onCluster.start(cluster, name);
 
 test.after(async () => {
   for (const client of clients) client.close();
   await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+  await onCluster.stopAll();
   await cluster?.close();
   removeDirectory(dir);
 });
