@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { runCommand, runDaemon } from '../cli/command.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
+import { natsAccessFrom } from './backends/backend-option.js';
 import { describeMigration, migrateCommand, migrateLevelToNats } from './backends/migrate.js';
 import { enrollmentLimitsFromOptions, limitsFromOptions } from './limit-flags.js';
 import { type CoordinatorOptions, coordinatorCommand } from './options.js';
@@ -22,7 +23,12 @@ async function runMigrate(options: MigrateOptions): Promise<number> {
     return 2;
   }
   const logger = createLogger('migrate', options.logLevel);
-  const to = { ...options.to, stream: options.natsStream, replicas: options.natsReplicas };
+  const to = {
+    ...options.to,
+    stream: options.natsStream,
+    replicas: options.natsReplicas,
+    access: natsAccessFrom(options),
+  };
   try {
     const report = await migrateLevelToNats(options.fromLevel, to, logger);
     console.log(describeMigration(report, to));
@@ -39,7 +45,12 @@ async function runCoordinator(options: CoordinatorOptions): Promise<number> {
     dataDir: options.dataDir,
     backend:
       options.backend.kind === 'nats'
-        ? { ...options.backend, stream: options.natsStream, replicas: options.natsReplicas }
+        ? {
+            ...options.backend,
+            stream: options.natsStream,
+            replicas: options.natsReplicas,
+            access: natsAccessFrom(options),
+          }
         : options.backend,
     listen: options.listen,
     port: options.port,

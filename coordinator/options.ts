@@ -1,7 +1,12 @@
 import { z } from 'zod';
 import { bytesSchema, defineCommand, logLevelOption, option, portSchema, secondsSchema } from '../cli/options.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
-import { backendSchema, replicasSchema, streamNameSchema } from './backends/backend-option.js';
+import {
+  backendSchema,
+  natsAccessOptionsShape,
+  natsStreamOptionsShape,
+  refineNatsAccess,
+} from './backends/backend-option.js';
 import { enrollmentOptionsShape, limitOptionsShape } from './limit-flags.js';
 import { TLS_PAIR_ISSUE, tlsOptionsShape, tlsPairComplete } from './tls-flags.js';
 
@@ -22,14 +27,8 @@ export const coordinatorCommand = defineCommand({
         description:
           'where the update log lives: level (embedded LevelDB in --data-dir) or a NATS JetStream cluster that several coordinators share (docs/scale-out.md)',
       }),
-      natsStream: option(streamNameSchema.default('OUTPOST'), {
-        placeholder: 'NAME',
-        description: 'JetStream stream of the update log (with a nats:// --backend)',
-      }),
-      natsReplicas: option(replicasSchema.default(3), {
-        placeholder: 'N',
-        description: 'replicas of the stream when this coordinator creates it (1 for a single nats-server)',
-      }),
+      ...natsStreamOptionsShape,
+      ...natsAccessOptionsShape,
       listen: option(z.string().min(1).default('127.0.0.1'), {
         placeholder: 'HOST',
         description: 'address to listen on',
@@ -65,6 +64,7 @@ export const coordinatorCommand = defineCommand({
       logLevel: logLevelOption,
     })
     .refine(tlsPairComplete, TLS_PAIR_ISSUE)
+    .superRefine(refineNatsAccess)
     .refine((o) => o.timestampKey === undefined || o.orgRoot.length > 0, {
       message: 'timestamps need a policy: give --org-root too',
       path: ['timestampKey'],

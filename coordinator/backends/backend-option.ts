@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { numberSchema } from '../../cli/options.js';
+import { numberSchema, option } from '../../cli/options.js';
 
 // Where the coordinator keeps its update log: `level` (the embedded LevelDB in --data-dir, the
 // default) or `nats://host:4222,host2:4222` (a NATS JetStream cluster several coordinators share).
@@ -9,6 +9,7 @@ export interface NatsBackend {
   servers: string[];
   stream: string;
   replicas: number;
+  access?: NatsAccess;
 }
 
 export type LogBackend = { kind: 'level' } | NatsBackend;
@@ -59,4 +60,82 @@ export const replicasSchema = numberSchema('a number of replicas')
 
 export function natsBackendText(backend: Pick<NatsBackend, 'servers' | 'stream'>): string {
   return `${backend.servers.join(',')} (stream ${backend.stream})`;
+}
+
+// The stream, for `outpost coordinator` and `outpost coordinator migrate` alike.
+export const natsStreamOptionsShape = {
+  natsStream: option(streamNameSchema.default('OUTPOST'), {
+    placeholder: 'NAME',
+    description: 'JetStream stream of the update log (with a nats:// backend)',
+  }),
+  natsReplicas: option(replicasSchema.default(3), {
+    placeholder: 'N',
+    description: 'replicas of the stream when it is created (1 for a single nats-server)',
+  }),
+};
+
+// How a coordinator proves itself to the NATS cluster and checks the servers (files, never
+// secrets on the command line, which `ps` shows to every local user).
+export interface NatsAccess {
+  credsFile?: string | undefined;
+  tokenFile?: string | undefined;
+  tlsCa?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+}
+
+// Spread into `outpost coordinator` and `outpost coordinator migrate`, with natsAccessRules.
+export const natsAccessOptionsShape = {
+  natsCreds: option(z.string().min(1).optional(), {
+    placeholder: 'FILE',
+    description:
+      'NATS credentials file (.creds: user JWT and NKey seed, e.g. from nsc) for a cluster with decentralised auth',
+  }),
+  natsTokenFile: option(z.string().min(1).optional(), {
+    placeholder: 'FILE',
+    description: 'file holding the token of a NATS cluster with token authorization',
+  }),
+  natsTlsCa: option(z.string().min(1).optional(), {
+    placeholder: 'FILE',
+    description:
+      'PEM CA certificate the NATS servers must present a certificate from; the connection then requires TLS',
+  }),
+  natsTlsCert: option(z.string().min(1).optional(), {
+    placeholder: 'FILE',
+    description: 'PEM client certificate for NATS servers that verify clients (needs --nats-tls-key)',
+  }),
+  natsTlsKey: option(z.string().min(1).optional(), {
+    placeholder: 'FILE',
+    description: 'PEM private key for --nats-tls-cert',
+  }),
+};
+
+type NatsAccessOptions = { [K in keyof typeof natsAccessOptionsShape]?: string | undefined };
+
+const natsAccessRules: { check: (o: NatsAccessOptions) => boolean; message: string; path: string[] }[] = [
+  {
+    check: (o) => o.natsCreds === undefined || o.natsTokenFile === undefined,
+    message: 'give --nats-creds or --nats-token-file, not both',
+    path: ['natsCreds'],
+  },
+  {
+    check: (o) => (o.natsTlsCert === undefined) === (o.natsTlsKey === undefined),
+    message: 'give both --nats-tls-cert and --nats-tls-key, or neither',
+    path: ['natsTlsCert'],
+  },
+];
+
+export function refineNatsAccess(o: NatsAccessOptions, ctx: z.RefinementCtx): void {
+  for (const rule of natsAccessRules)
+    if (!rule.check(o)) ctx.addIssue({ code: 'custom', message: rule.message, path: rule.path });
+}
+
+export function natsAccessFrom(o: NatsAccessOptions): NatsAccess {
+  return {
+    credsFile: o.natsCreds,
+    tokenFile: o.natsTokenFile,
+    tlsCa: o.natsTlsCa,
+    tlsCert: o.natsTlsCert,
+    tlsKey: o.natsTlsKey,
+  };
 }

@@ -9,9 +9,10 @@ import { type LogEntry, openUpdateLog } from '../update-log.js';
 import {
   backendSchema,
   type NatsBackend,
+  natsAccessOptionsShape,
   natsBackendText,
-  replicasSchema,
-  streamNameSchema,
+  natsStreamOptionsShape,
+  refineNatsAccess,
 } from './backend-option.js';
 import { openNatsLog } from './nats-log.js';
 
@@ -24,25 +25,21 @@ export const migrateCommand = defineCommand({
   name: 'coordinator migrate',
   summary: 'copy a LevelDB update log into a NATS JetStream stream and verify the copy',
   usage: 'outpost coordinator migrate --from-level DIR --to nats://HOST:PORT[,HOST:PORT…] [--nats-stream NAME]',
-  options: z.object({
-    fromLevel: option(z.string().min(1), {
-      placeholder: 'DIR',
-      description: "the coordinator's --data-dir (stop that coordinator first: LevelDB allows one process)",
-    }),
-    to: option(backendSchema, {
-      placeholder: 'nats://HOST:PORT,…',
-      description: 'the NATS servers of the cluster the coordinators will use',
-    }),
-    natsStream: option(streamNameSchema.default('OUTPOST'), {
-      placeholder: 'NAME',
-      description: 'JetStream stream to copy into (the coordinators’ --nats-stream)',
-    }),
-    natsReplicas: option(replicasSchema.default(3), {
-      placeholder: 'N',
-      description: 'replicas of the stream if it does not exist yet',
-    }),
-    logLevel: logLevelOption,
-  }),
+  options: z
+    .object({
+      fromLevel: option(z.string().min(1), {
+        placeholder: 'DIR',
+        description: "the coordinator's --data-dir (stop that coordinator first: LevelDB allows one process)",
+      }),
+      to: option(backendSchema, {
+        placeholder: 'nats://HOST:PORT,…',
+        description: 'the NATS servers of the cluster the coordinators will use',
+      }),
+      ...natsStreamOptionsShape,
+      ...natsAccessOptionsShape,
+      logLevel: logLevelOption,
+    })
+    .superRefine(refineNatsAccess),
   examples: [
     'outpost coordinator migrate --from-level /var/lib/outpost-coordinator --to nats://10.0.0.1:4222,10.0.0.2:4222',
   ],

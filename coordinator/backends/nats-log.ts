@@ -20,6 +20,7 @@ import type { Logger } from '../../shared/log.js';
 import type { PresenceTable } from '../presence.js';
 import { decodeLogEntry, encodeLogEntry, type LogEntry, LogRefusal, type UpdateLog } from '../update-log.js';
 import { type NatsBackend, natsBackendText } from './backend-option.js';
+import { natsAccessOptions, natsConnectHint } from './nats-connect.js';
 import { type PresenceShare, sharePresence } from './nats-presence.js';
 
 // The update log on a NATS JetStream stream, shared by every coordinator connected to it.
@@ -134,6 +135,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   const subjectOf = (document: string): string => `${prefix}.${LOG_TOKEN}.${documentToken(document)}`;
   const publishTimeoutMs = options.publishTimeoutMs ?? 2000;
 
+  const access = await natsAccessOptions(options.access);
   let nc: NatsConnection;
   try {
     nc = await connect({
@@ -142,11 +144,11 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
       timeout: 5000,
+      ...access,
     });
   } catch (error) {
-    throw new Error(
-      `cannot connect to NATS at ${backend}: ${(error as Error).message}; is nats-server running with -js there?`,
-    );
+    const message = (error as Error).message;
+    throw new Error(`cannot connect to NATS at ${backend}: ${message}; ${natsConnectHint(message)}`);
   }
   let jsm: JetStreamManager;
   let js: JetStreamClient;

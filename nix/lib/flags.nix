@@ -105,6 +105,11 @@ rec {
         { flag = "backend"; option = "backend"; }
         { flag = "nats-stream"; option = "natsStream"; }
         { flag = "nats-replicas"; option = "natsReplicas"; }
+        { flag = "nats-creds"; option = "natsCredsFile"; }
+        { flag = "nats-token-file"; option = "natsTokenFile"; }
+        { flag = "nats-tls-ca"; option = "natsTlsCaFile"; }
+        { flag = "nats-tls-cert"; option = "natsTlsCertFile"; }
+        { flag = "nats-tls-key"; option = "natsTlsKeyFile"; }
         { flag = "listen"; option = "listen"; }
         { flag = "port"; option = "port"; }
         { flag = "max-payload"; option = "maxPayload"; }

@@ -80,6 +80,40 @@ in
       description = "Replicas of the stream when this coordinator creates it (1 for a single nats-server).";
     };
 
+    # Credentials and TLS towards the NATS cluster: path strings, never copied into the Nix store.
+    natsCredsFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      description = "NATS credentials file (.creds: user JWT and NKey seed, e.g. from nsc); not with natsTokenFile.";
+    };
+
+    natsTokenFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      description = "File holding the token of a NATS cluster with token authorization.";
+    };
+
+    natsTlsCaFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      description = ''
+        PEM CA certificate the NATS servers' certificates must come from; the connection then
+        requires TLS. Name the servers in {option}`backend` as their certificates do.
+      '';
+    };
+
+    natsTlsCertFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      description = "PEM client certificate for NATS servers that verify clients (with natsTlsKeyFile).";
+    };
+
+    natsTlsKeyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      description = "PEM private key for natsTlsCertFile.";
+    };
+
     maxPayload = mkOption {
       type = types.ints.positive;
       default = 1048576;
@@ -166,6 +200,22 @@ in
       e:
       "services.outpost-coordinator.${e.option} is set, but this outpost does not accept --${e.flag} yet (${role.pending.${e.flag}}); it is ignored."
     ) (flags.pendingSet role cfg);
+
+    # The same rules as the command's (coordinator/backends/backend-option.ts), at evaluation time.
+    assertions = [
+      {
+        assertion = (cfg.tlsCertFile == null) == (cfg.tlsKeyFile == null);
+        message = "services.outpost-coordinator: set both tlsCertFile and tlsKeyFile, or neither.";
+      }
+      {
+        assertion = cfg.natsCredsFile == null || cfg.natsTokenFile == null;
+        message = "services.outpost-coordinator: set natsCredsFile or natsTokenFile, not both.";
+      }
+      {
+        assertion = (cfg.natsTlsCertFile == null) == (cfg.natsTlsKeyFile == null);
+        message = "services.outpost-coordinator: set both natsTlsCertFile and natsTlsKeyFile, or neither.";
+      }
+    ];
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
 

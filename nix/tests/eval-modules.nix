@@ -180,7 +180,8 @@ let
       # Options that are exclusive with each other get one side in `sample` and the other in
       # `alternate` (every other option set in both): the agent trusts either the fleet policy
       # (orgRootKeys, enrollTokenFile) or a static admin key list (adminKeys), never both, never
-      # neither. A flag is reachable when one of the two puts it on the command line.
+      # neither; a coordinator proves itself to NATS with a credentials file or a token, not both.
+      # A flag is reachable when one of the two puts it on the command line.
       overrides = {
         agent = {
           minimal = decls: { orgRootKeys = decls.orgRootKeys.example; };
@@ -189,6 +190,10 @@ let
             orgRootKeys = [ ];
             enrollTokenFile = null;
           };
+        };
+        coordinator = {
+          sample = _: { natsTokenFile = null; };
+          alternate = _: { natsCredsFile = null; };
         };
       };
 

@@ -51,7 +51,12 @@ async function healthy(monitorPort: number): Promise<boolean> {
   return response?.status === 200;
 }
 
-export async function startNatsCluster(directory: string, size: number): Promise<NatsCluster> {
+// `serverArgs` go to every node (e.g. --auth TOKEN, --tls --tlscert F --tlskey F).
+export async function startNatsCluster(
+  directory: string,
+  size: number,
+  serverArgs: string[] = [],
+): Promise<NatsCluster> {
   const ports = await Promise.all(
     Array.from({ length: size }, async () => ({
       client: await freePort(),
@@ -65,7 +70,7 @@ export async function startNatsCluster(directory: string, size: number): Promise
     const store = join(directory, name);
     mkdirSync(store, { recursive: true });
     const args = ['-n', name, '-a', '127.0.0.1', '-p', String(port.client), '-m', String(port.monitor)];
-    args.push('-js', '-sd', store);
+    args.push('-js', '-sd', store, ...serverArgs);
     if (size > 1)
       args.push('--cluster_name', 'outpost', '--cluster', `nats://127.0.0.1:${port.route}`, '--routes', routes);
     const node = {
@@ -127,7 +132,7 @@ export async function startNatsCluster(directory: string, size: number): Promise
 }
 
 export interface ClusterCoordinators {
-  start(cluster: NatsCluster, name: string): Promise<DaemonProcess & { url: string }>;
+  start(cluster: NatsCluster, name: string, moreArgs?: string[]): Promise<DaemonProcess & { url: string }>;
   // SIGKILL every coordinator started, at the end of a test file even if a test failed.
   stopAll(): Promise<void>;
 }
@@ -138,12 +143,12 @@ export interface ClusterCoordinators {
 export function clusterCoordinators(directory: string, extraArgs: string[] = []): ClusterCoordinators {
   const started: DaemonProcess[] = [];
   return {
-    async start(cluster, name) {
+    async start(cluster, name, moreArgs = []) {
       const daemon = await startCoordinatorProcess(
         join(directory, name),
         join(directory, `${name}.log`),
         0,
-        ['--backend', cluster.backend, ...extraArgs],
+        ['--backend', cluster.backend, ...extraArgs, ...moreArgs],
         {},
         60_000,
       );
