@@ -206,10 +206,10 @@ export function createCoordinatorMetrics(sources: CoordinatorMetricsSources): Co
   });
   new Gauge({
     name: 'outpost_update_log_bytes',
-    help: 'Bytes of the update log on disk (its LevelDB files)',
+    help: 'Bytes of the update log: its LevelDB files, or the NATS stream (as stored on each replica)',
     registers: [registry],
     async collect() {
-      this.set(await directoryBytes(sources.logDirectory));
+      this.set((await sources.log.size()).bytes ?? (await directoryBytes(sources.logDirectory)));
     },
   });
   mirroredCounter(

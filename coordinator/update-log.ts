@@ -106,7 +106,8 @@ export interface UpdateLog {
   checkpoints(): AsyncIterable<CheckpointHeads>;
   // Documents and entries in the log, for /metrics: the stored counts are read once (one small
   // key per document), appends since are counted as they land.
-  size(): Promise<{ documents: number; entries: number }>;
+  // `bytes` where the log knows its own size (NATS: the stream's); else the caller measures the files.
+  size(): Promise<{ documents: number; entries: number; bytes?: number }>;
   // Entries that other writers of a shared log (other coordinators) append from now on, in log
   // order, each once; never this log's own appends. A log with one writer has none to deliver.
   // Returns the function that stops the delivery.

@@ -315,7 +315,8 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     return end.seq === 0 ? null : { document, seq: end.seq, hash: end.hash };
   }
 
-  async function subjectCounts(): Promise<Map<string, number>> {
+  // Entries per document, and the stream's bytes (on each replica; checkpoints included).
+  async function subjectCounts(): Promise<{ counts: Map<string, number>; bytes: number }> {
     const info = await jsm.streams.info(stream, { subjects_filter: logSubjects });
     const counts = new Map<string, number>();
     const tokenStart = `${prefix}.${LOG_TOKEN}.`.length;
@@ -323,7 +324,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       const document = documentFromToken(subject.slice(tokenStart));
       if (document !== null) counts.set(document, count);
     }
-    return counts;
+    return { counts, bytes: info.state.bytes };
   }
 
   // Every other coordinator's entry, in stream order, for as long as the log is open. It starts
@@ -466,11 +467,11 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     iterate,
     head,
     async documents() {
-      return [...(await subjectCounts()).keys()];
+      return [...(await subjectCounts()).counts.keys()];
     },
     async heads() {
       // One last-message read per document (every timestamp tick): a few dozen in flight at once.
-      const documents = [...(await subjectCounts()).keys()];
+      const documents = [...(await subjectCounts()).counts.keys()];
       const heads: LogHead[] = [];
       for (let i = 0; i < documents.length; i += HEADS_IN_FLIGHT) {
         const batch = await Promise.all(documents.slice(i, i + HEADS_IN_FLIGHT).map(head));
@@ -491,10 +492,10 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
         yield JSON.parse(new TextDecoder().decode(data)) as CheckpointHeads;
     },
     async size() {
-      const counts = await subjectCounts();
+      const { counts, bytes } = await subjectCounts();
       let entries = 0;
       for (const count of counts.values()) entries += count;
-      return { documents: counts.size, entries };
+      return { documents: counts.size, entries, bytes };
     },
     follow(deliver) {
       followers.add(deliver);

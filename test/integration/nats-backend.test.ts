@@ -75,6 +75,10 @@ test('a write through coordinator A reaches a reader on coordinator B, loaded th
   const late = connect(b.url, 'hosts/h2/status');
   await waitForSync(late, 10_000);
   assert.ok(items(late).includes('stored-on-a'), 'B loads what A stored');
+  // The log's size on /metrics is the stream's, not the (empty) --data-dir's.
+  const metrics = await (await fetch(`${httpBaseFromWs(b.url)}/metrics`)).text();
+  const bytes = Number(metrics.match(/^outpost_update_log_bytes(?:\{[^}]*\})? (\d+)/m)?.[1]);
+  assert.ok(bytes > 100, `outpost_update_log_bytes on B is the stream's size: ${bytes}`);
 });
 
 // A relay keeps its site's copy by following its upstream's change feed, not only the documents
