@@ -112,7 +112,7 @@ async function forwardPost(
 }
 
 // The signed checkpoints of the coordinator's log heads that pass through, verified under the
-// relay's policy chain, kept like an agent keeps them (one an hour): a second place, off the
+// relay's policy chain, kept like an agent keeps them (shared/audit/kept-checkpoints.ts): a second place, off the
 // coordinator, that an auditor can check the coordinator's history against (docs/audit.md).
 async function keepCheckpoints(server: RunningCoordinator, path: string, logger: Logger): Promise<void> {
   const { doc } = await server.host.pin(TIMESTAMP_DOC);

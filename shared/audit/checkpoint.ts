@@ -13,7 +13,7 @@ import type { LogHead } from './log-chain.js';
 // Signed checkpoints: the coordinator's timestamp key signs, next to each freshness timestamp, a
 // hash of every document's log head (fleet/timestamp's own excepted: it changes with every
 // checkpoint). The coordinator stores the heads behind each checkpoint (only those that changed
-// since the one before); whoever kept a signed checkpoint — an agent does, one an hour — can later
+// since the one before); whoever kept a signed checkpoint — an agent does (shared/audit/kept-checkpoints.ts) — can later
 // make a coordinator show which heads it signed, and check the history it serves against them.
 // A coordinator that rewrites or cuts history after a checkpoint was kept either serves the heads
 // it signed, which the rewritten chains no longer reach (head-mismatch), or other heads, which do

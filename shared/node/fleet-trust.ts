@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { checkpointsToKeep } from '../audit/kept-checkpoints.js';
 import type { SigningKey } from '../crypto/keys.js';
 import type { Logger } from '../log.js';
 import type { SignedCheckpoint } from '../schemas/checkpoint.js';
@@ -46,37 +47,47 @@ export function keptCheckpointsFile(stateDir: string): string {
   return join(stateDir, 'kept-checkpoints.jsonl');
 }
 
-// One signed checkpoint an hour, the newest 2,000 (about 83 days, ~0.8 MB): what an auditor
-// checks the coordinator's history against with 'outpost audit verify --head FILE'.
-export const KEEP_CHECKPOINT_EVERY_MS = 3_600_000;
-const KEEP_CHECKPOINTS = 2_000;
+// Every signed checkpoint, thinned when the file has grown by COMPACT_AFTER lines (which ones stay:
+// shared/audit/kept-checkpoints.ts): what an auditor checks the coordinator's history against with
+// 'outpost audit verify --head FILE'.
+const COMPACT_AFTER = 1000;
 
 export function checkpointKeeper(path: string, logger: Logger): (signed: SignedCheckpoint) => void {
-  let lastKeptAt: number | null = null;
-  let lines: number | null = null;
+  let lastSeq: number | null = null;
+  let lines = 0;
+  let compactAt = 0;
   let writing: Promise<void> = Promise.resolve();
   const keep = async (signed: SignedCheckpoint): Promise<void> => {
-    if (lastKeptAt === null || lines === null) {
+    if (lastSeq === null) {
       const kept = (await fs.readFile(path, 'utf8').catch(() => '')).split('\n').filter(Boolean);
       lines = kept.length;
-      const last = kept.at(-1);
-      lastKeptAt = 0;
+      compactAt = lines + COMPACT_AFTER;
+      lastSeq = 0;
       try {
-        if (last) lastKeptAt = Date.parse((JSON.parse(last) as SignedCheckpoint).checkpoint.at) || 0;
+        const last = kept.at(-1);
+        if (last) lastSeq = (JSON.parse(last) as SignedCheckpoint).checkpoint.seq || 0;
       } catch {
         // A torn last line (a crash mid-append): keep the next one.
       }
     }
-    const at = Date.parse(signed.checkpoint.at);
-    if (at < lastKeptAt + KEEP_CHECKPOINT_EVERY_MS) return;
+    if (signed.checkpoint.seq <= lastSeq) return;
     await fs.appendFile(path, `${JSON.stringify(signed)}\n`);
-    lastKeptAt = at;
+    lastSeq = signed.checkpoint.seq;
     lines += 1;
-    if (lines > KEEP_CHECKPOINTS * 1.2) {
-      const kept = (await fs.readFile(path, 'utf8')).split('\n').filter(Boolean).slice(-KEEP_CHECKPOINTS);
-      await writeFileDurably(path, `${kept.join('\n')}\n`);
-      lines = kept.length;
-    }
+    if (lines < compactAt) return;
+    // Torn lines (a crash mid-append) are dropped here.
+    const kept = (await fs.readFile(path, 'utf8')).split('\n').flatMap((line) => {
+      try {
+        const at = Date.parse((JSON.parse(line) as SignedCheckpoint).checkpoint.at);
+        return Number.isFinite(at) ? [{ line, at }] : [];
+      } catch {
+        return [];
+      }
+    });
+    const thinned = checkpointsToKeep(kept.map((k) => k.at)).map((index) => kept[index]!.line);
+    await writeFileDurably(path, `${thinned.join('\n')}\n`);
+    lines = thinned.length;
+    compactAt = lines + COMPACT_AFTER;
   };
   return (signed) => {
     writing = writing

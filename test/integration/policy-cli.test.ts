@@ -263,7 +263,7 @@ test('bad arguments exit 2 with a message naming the flag', async () => {
     ],
     [
       ['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'fly', '--host', '*'],
-      /--capability: expected one of deploy, rollback, enroll, policy, read, audit; got "fly"/,
+      /--capability: expected one of deploy, rollback, enroll, policy, read, audit, ssh, reboot, lock, collect, check; got "fly"/,
     ],
     [
       ['policy', 'add-role', '--policy', draft, '--name', 'r', '--capability', 'read', '--host', 'Bad_Host'],
