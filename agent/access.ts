@@ -87,6 +87,16 @@ export function createAccessKeeper(options: AccessOptions): AccessKeeper {
 
   const apply = async (policy: Policy): Promise<void> => {
     await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    const stat = await fs.lstat(dir);
+    if (!stat.isDirectory()) throw new Error(`${dir} is not a directory; give --authorized-keys-dir a directory`);
+    // sshd reads an account's file as that account (and with StrictModes refuses a writable path):
+    // the directory must be readable by all and writable by no one but its owner.
+    if (stat.mode & 0o022)
+      throw new Error(
+        `${dir} is writable by group or others, who could add keys sshd would accept: chmod 755 ${dir} (owned by root)`,
+      );
+    // The agent's unit runs with umask 0077, which mkdir honours.
+    if ((stat.mode & 0o005) !== 0o005) await fs.chmod(dir, 0o755);
     if (!loaded) {
       written = await readManifest(dir);
       loaded = true;

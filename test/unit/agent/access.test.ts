@@ -81,6 +81,22 @@ test('planted files: a symlink in an account place is replaced, not followed; te
   await fs.rm(dir, { recursive: true });
 });
 
+test('the directory: made readable by all under a umask of 0077, refused when others may write to it', async () => {
+  const { dir, keeper } = await setup();
+  const umask = process.umask(0o077);
+  try {
+    await keeper.sync(policy(1, [alice]));
+  } finally {
+    process.umask(umask);
+  }
+  assert.is((await fs.stat(join(dir, 'keys'))).mode & 0o777, 0o755);
+  await fs.chmod(join(dir, 'keys'), 0o777);
+  await keeper.sync(policy(2, []));
+  assert.match(String(keeper.status()?.error), /writable by group or others/);
+  assert.equal(await list(dir), ['.outpost-access.json', 'ops'], 'nothing written into it');
+  await fs.rm(dir, { recursive: true });
+});
+
 test('a write that fails is reported in the status, and the next version retries', async () => {
   const { dir, keeper } = await setup();
   await fs.writeFile(join(dir, 'keys'), 'not a directory');
