@@ -144,13 +144,15 @@ async function view(): Promise<HostView> {
 
 const accountFile = (): Promise<string | null> => fs.readFile(join(files.keysDir, account), 'utf8').catch(() => null);
 
-// The operator's way: next version, one edit, root signature, push; resolves when pushed.
-async function publishNext(from: number, edit: string[]): Promise<number> {
+// The operator's way: next version, one edit, root signature, push. Resolves with when the push
+// command started and how long it ran (its own start-up included).
+async function publishNext(from: number, edit: string[]): Promise<{ startedAt: number; pushMs: number }> {
   await cli(['policy', 'next', '--from', files.v(from), '--out', files.v(from + 1)]);
   await cli(['policy', ...edit, '--policy', files.v(from + 1)]);
   await cli(['policy', 'sign', '--policy', files.v(from + 1), '--key', files.root]);
+  const startedAt = Date.now();
   await cli(['policy', 'push', '--policy', files.v(from + 1), '--coordinator', coordinator.url]);
-  return Date.now();
+  return { startedAt, pushMs: Date.now() - startedAt };
 }
 
 test.before(async () => {
@@ -232,7 +234,7 @@ test("add-login grants a person's key and remove-login revokes it: the agent beh
     'h1',
   ]);
   await waitFor('the person key in the file', async () => (await accountFile())?.includes(personBlob), 20_000, 50);
-  const grantMs = Date.now() - grantedAt;
+  const grantMs = Date.now() - grantedAt.startedAt;
   const text = (await accountFile())!;
   assert.match(text, `# login person\n${personPub}\n`);
   // OpenSSH's own parser reads the file: both keys, nothing else.
@@ -247,7 +249,7 @@ test("add-login grants a person's key and remove-login revokes it: the agent beh
   // Revoke.
   const revokedAt = await publishNext(2, ['remove-login', '--name', 'person']);
   await waitFor('the person key gone', async () => !(await accountFile())?.includes(personBlob), 20_000, 50);
-  const revokeMs = Date.now() - revokedAt;
+  const revokeMs = Date.now() - revokedAt.startedAt;
   assert.match((await accountFile())!, 'version 3');
   if (sshd) assert.is((await sshLogin(files.personKey, sshd.port)).code, 255, 'no login after the revocation');
   if (sshd)
@@ -277,10 +279,25 @@ test("add-login grants a person's key and remove-login revokes it: the agent beh
     org.root.publicKey,
   ]);
   assert.match(table, `h1: policy v3: ${account} 1 key (matches policy v3)`);
+  // The audit timeline (the coordinator's log, checked by the auditor) shows the status change.
+  const timeline = await cli([
+    'audit',
+    'timeline',
+    '--coordinator',
+    coordinator.url,
+    '--key',
+    files.alice,
+    '--org-root',
+    org.root.publicKey,
+    '--host',
+    'h1',
+  ]);
+  assert.match(timeline, /login keys of policy 2 \(2 keys, digest [0-9a-f]{12}…\)/);
+  assert.match(timeline, /login keys of policy 3 \(1 keys, digest [0-9a-f]{12}…\)/);
   const written = logEvents(agent, 'access-written').map((e) => e.policyVersion);
   assert.equal(written, [1, 2, 3], 'one write per version');
   console.log(
-    `  grant reached the file in ${grantMs} ms, revocation in ${revokeMs} ms (push to file, through the relay)`,
+    `  through the relay, from the start of 'outpost policy push': grant in the file after ${grantMs} ms (the push command itself took ${grantedAt.pushMs} ms), revocation after ${revokeMs} ms (push ${revokedAt.pushMs} ms)`,
   );
 });
 
