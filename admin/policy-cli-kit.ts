@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { durationSchema } from '../cli/duration.js';
 import { type Command, option, UsageError } from '../cli/options.js';
 import { readKeyFile } from '../shared/node/key-file.js';
+import { MAX_KEYS_PER_LOGIN, parseSshPublicKey } from '../shared/schemas/logins.js';
 import { base64Key32Schema } from '../shared/schemas/primitives.js';
 
 // Shared by `outpost policy` and `outpost enroll`: the subcommand machinery itself is the CLI's
@@ -44,6 +45,56 @@ export async function resolvePublicKeys(
   const keys: string[] = [];
   for (const value of values) keys.push(await resolvePublicKey(spec, flag, value));
   return [...new Set(keys)];
+}
+
+// SSH public keys arrive as the key text itself ('ssh-ed25519 AAAA… alice@laptop') or as a file:
+// a .pub file, or an authorized_keys-style list (blank and # lines skipped). Every key is checked
+// as the policy checks it, and a bad one is reported with its file and line.
+const MAX_SSH_KEY_FILE_BYTES = 256 * 1024;
+
+export async function resolveSshPublicKeys(
+  spec: Pick<Command, 'name'>,
+  flag: string,
+  values: string[],
+): Promise<string[]> {
+  const keys: string[] = [];
+  for (const value of values) {
+    const direct = parseSshPublicKey(value);
+    if (direct.ok) {
+      keys.push(value);
+      continue;
+    }
+    const stat = await fs.stat(value).catch(() => null);
+    if (!stat?.isFile()) {
+      if (value.includes(' ')) throw usageError(spec, flag, direct.reason);
+      throw usageError(
+        spec,
+        flag,
+        `${JSON.stringify(value.slice(0, 80))} is neither an SSH public key nor an existing file`,
+      );
+    }
+    if (stat.size > MAX_SSH_KEY_FILE_BYTES)
+      throw usageError(
+        spec,
+        flag,
+        `${value} has ${stat.size} bytes; a file of SSH public keys is at most ${MAX_SSH_KEY_FILE_BYTES}`,
+      );
+    const lines = (await fs.readFile(value, 'utf8')).split('\n');
+    let found = 0;
+    for (const [i, raw] of lines.entries()) {
+      const line = raw.replace(/\r$/, '');
+      if (line.trim() === '' || line.startsWith('#')) continue;
+      const parsed = parseSshPublicKey(line);
+      if (!parsed.ok) throw usageError(spec, flag, `${value}:${i + 1}: ${parsed.reason}`);
+      keys.push(line);
+      found += 1;
+    }
+    if (found === 0) throw usageError(spec, flag, `${value} holds no SSH public key`);
+  }
+  const unique = [...new Set(keys)];
+  if (unique.length > MAX_KEYS_PER_LOGIN)
+    throw usageError(spec, flag, `${unique.length} keys given; a login holds at most ${MAX_KEYS_PER_LOGIN}`);
+  return unique;
 }
 
 export function printResult(json: boolean, value: unknown, human: string[]): void {

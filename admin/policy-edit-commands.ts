@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { defineCommand, option } from '../cli/options.js';
 import { timeZoneSchema, windowSchema } from '../shared/schedule/windows.js';
+import { accountSchema } from '../shared/schemas/logins.js';
 import { capabilitySchema, type Policy, policySchema } from '../shared/schemas/policy.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
 import {
@@ -10,6 +11,7 @@ import {
   requiredListSchema,
   resolvePublicKey,
   resolvePublicKeys,
+  resolveSshPublicKeys,
   type Subcommand,
   subcommand,
   thresholdSchema,
@@ -17,6 +19,7 @@ import {
 import {
   addAdmin,
   addGroup,
+  addLogin,
   addRelay,
   addRole,
   addTimestampKey,
@@ -24,6 +27,7 @@ import {
   type Edited,
   nextVersion,
   removeAdmin,
+  removeLogin,
   revokeKey,
   rotateRoot,
   setGroupWindows,
@@ -284,6 +288,55 @@ const addRelayCommand = subcommand(addRelaySpec, async (o) => {
   return applyEdit(o.policy, o.json, (p) => addRelay(p, { name: o.name, key, hosts: o.host, groups: o.group }));
 });
 
+const addLoginSpec = defineCommand({
+  name: 'policy add-login',
+  summary:
+    'let a person log in with SSH as a local account on hosts or groups; agents write the keys for sshd (an existing login is replaced)',
+  usage:
+    'outpost policy add-login --policy FILE --name NAME --account ACCOUNT --ssh-key KEY|FILE [--ssh-key …] [--host ID|* …] [--group GROUP …] [--json]',
+  options: z.object({
+    policy: policyOption,
+    name: nameOption('NAME', 'the person (or team) the keys belong to'),
+    account: option(accountSchema, { placeholder: 'ACCOUNT', description: 'the local unix account they log in as' }),
+    sshKey: option(requiredListSchema('at least one SSH public key'), {
+      placeholder: 'KEY|FILE',
+      description:
+        "an OpenSSH public key ('ssh-ed25519 AAAA… alice@laptop'), or a .pub / authorized_keys-style file to take the keys from; no options (command=, from=) are allowed",
+    }),
+    host: option(z.array(hostOrAllSchema).default([]), {
+      placeholder: 'ID',
+      description: "a host they may log in to, or '*' for every host",
+    }),
+    group: option(z.array(nameSchema).default([]), {
+      placeholder: 'GROUP',
+      description: 'a group (add-group) whose hosts they may log in to',
+    }),
+    json,
+  }),
+  examples: [
+    'outpost policy add-login --policy fleet-policy.json --name alice --account ops --ssh-key ~/.ssh/id_ed25519.pub --group kinshasa-clinics',
+    'outpost policy add-login --policy fleet-policy.json --name alice --account ops --ssh-key "ssh-ed25519 AAAAC3… alice@laptop" --host clinic-1',
+  ],
+});
+
+const addLoginCommand = subcommand(addLoginSpec, async (o) => {
+  const sshKeys = await resolveSshPublicKeys(addLoginSpec, 'ssh-key', o.sshKey);
+  return applyEdit(o.policy, o.json, (p) =>
+    addLogin(p, { name: o.name, account: o.account, sshKeys, hosts: o.host, groups: o.group }),
+  );
+});
+
+const removeLoginSpec = defineCommand({
+  name: 'policy remove-login',
+  summary: "remove a login: hosts delete its keys from the account's authorized keys when the version arrives",
+  usage: 'outpost policy remove-login --policy FILE --name NAME [--json]',
+  options: z.object({ policy: policyOption, name: nameOption('NAME', 'the login to remove'), json }),
+});
+
+const removeLoginCommand = subcommand(removeLoginSpec, (o) =>
+  applyEdit(o.policy, o.json, (p) => removeLogin(p, o.name)),
+);
+
 const addTimestampKeySpec = defineCommand({
   name: 'policy add-timestamp-key',
   summary:
@@ -392,6 +445,8 @@ export const policyEditSubcommands: Subcommand[] = [
   addGroupCommand,
   setGroupWindowsCommand,
   addRelayCommand,
+  addLoginCommand,
+  removeLoginCommand,
   addTimestampKeyCommand,
   revokeKeyCommand,
   nextCommand,

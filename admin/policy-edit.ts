@@ -1,3 +1,4 @@
+import { isKnownSshKeyType, type Login, parseSshPublicKey } from '../shared/schemas/logins.js';
 import { type Capability, type Group, type Policy, policySchema } from '../shared/schemas/policy.js';
 import { describeGroupWindows, groupWindowFields, hasWindows, windowOverlapNotes } from './group-windows.js';
 import { describeIssues } from './policy-file.js';
@@ -28,7 +29,12 @@ function refuseRevoked(policy: Policy, keys: string[], what: string): void {
     );
 }
 
-function refuseUnknown(kind: 'group' | 'role', names: string[], known: { name: string }[], what: string): void {
+function refuseUnknown(
+  kind: 'group' | 'role' | 'login',
+  names: string[],
+  known: { name: string }[],
+  what: string,
+): void {
   const unknown = names.filter((n) => !known.some((k) => k.name === n));
   if (unknown.length)
     throw new Error(
@@ -239,6 +245,74 @@ export function revokeKey(policy: Policy, key: string): Edited {
     }),
     summary: `revoked key ${short(key)}`,
     notes,
+  };
+}
+
+// A login is replaced whole (like a role): the command line says exactly which keys it ends up
+// with, so dropping one of a person's keys is the same command without it.
+export function addLogin(
+  policy: Policy,
+  login: { name: string; account: string; sshKeys: string[]; hosts: string[]; groups: string[] },
+): Edited {
+  refuseUnknown('group', login.groups, policy.groups, `login ${login.name}`);
+  for (const text of login.sshKeys) {
+    const parsed = parseSshPublicKey(text);
+    if (!parsed.ok) throw new Error(`login ${login.name}: ${parsed.reason}`);
+    if (!isKnownSshKeyType(parsed.key.type))
+      throw new Error(
+        `login ${login.name}: key type ${parsed.key.type} is not one this outpost writes (ssh-ed25519, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com, ssh-rsa)`,
+      );
+  }
+  const existing = policy.logins?.find((l) => l.name === login.name);
+  const entry: Login = {
+    name: login.name,
+    account: login.account,
+    sshKeys: unique(login.sshKeys),
+    ...(login.hosts.length ? { hosts: unique(login.hosts) } : {}),
+    ...(login.groups.length ? { groups: unique(login.groups) } : {}),
+  };
+  const { list, replaced } = upsert(policy.logins ?? [], entry);
+  const scope = [
+    entry.hosts ? `hosts ${entry.hosts.join(', ')}` : '',
+    entry.groups ? `groups ${entry.groups.join(', ')}` : '',
+  ]
+    .filter(Boolean)
+    .join(' and ');
+  const keyOf = (text: string): string => text.split(' ').slice(0, 2).join(' ');
+  const shared = (policy.logins ?? [])
+    .filter((l) => l.name !== login.name && l.sshKeys.some((k) => entry.sshKeys.some((e) => keyOf(e) === keyOf(k))))
+    .map((l) => l.name);
+  const dropped = existing ? existing.sshKeys.filter((k) => !entry.sshKeys.some((e) => keyOf(e) === keyOf(k))) : [];
+  return {
+    policy: checkedPolicy({ ...policy, logins: list }),
+    summary: `${replaced ? 'replaced' : 'added'} login ${login.name}: account ${entry.account} with ${entry.sshKeys.length} key${entry.sshKeys.length === 1 ? '' : 's'} on ${scope || 'no host'}`,
+    notes: [
+      ...(scope ? [] : [`login ${login.name} names no --host or --group, so it lets no one log in anywhere`]),
+      ...(dropped.length
+        ? [
+            `login ${login.name} no longer has ${dropped.length} key${dropped.length === 1 ? '' : 's'} it had: hosts remove ${dropped.length === 1 ? 'it' : 'them'} when this version arrives`,
+          ]
+        : []),
+      ...(shared.length ? [`the same key is also in login ${shared.join(', ')}`] : []),
+      ...(existing && existing.account !== entry.account
+        ? [`login ${login.name} moves from account ${existing.account} to ${entry.account}`]
+        : []),
+    ],
+  };
+}
+
+export function removeLogin(policy: Policy, name: string): Edited {
+  const existing = policy.logins?.find((l) => l.name === name);
+  if (!existing)
+    throw new Error(
+      `there is no login ${name}; the logins are ${(policy.logins ?? []).map((l) => l.name).join(', ') || '(none)'}`,
+    );
+  return {
+    policy: checkedPolicy({ ...policy, logins: (policy.logins ?? []).filter((l) => l.name !== name) }),
+    summary: `removed login ${name} (account ${existing.account}, ${existing.sshKeys.length} key${existing.sshKeys.length === 1 ? '' : 's'})`,
+    notes: [
+      `hosts remove ${name}'s keys when this version arrives; the signed status of each host says which policy version its login keys come from ('outpost status --host ID')`,
+    ],
   };
 }
 

@@ -39,6 +39,13 @@ export function renderPolicy(policy: Policy): string[] {
       'relays',
       policy.relays.map((r) => `${r.name}  key: ${r.key}  hosts: ${list(r.hosts)}  groups: ${list(r.groups)}`),
     ),
+    ...section(
+      'logins',
+      (policy.logins ?? []).flatMap((l) => [
+        `${l.name}  account: ${l.account}  hosts: ${list(l.hosts ?? [])}  groups: ${list(l.groups ?? [])}`,
+        ...l.sshKeys.map((k) => `  ${k}`),
+      ]),
+    ),
     ...section('timestamp keys', policy.timestampKeys),
     ...section('revoked keys', policy.revokedKeys),
   ];

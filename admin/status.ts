@@ -177,8 +177,29 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     for (const v of pending)
       lines.push(`  ${v.host} generation ${v.desired!.generation}: ${describeCoSignProgress(v.desired!.coSigning!)}`);
   }
+  const withAccess = views.filter((v) => v.access);
+  if (withAccess.length) {
+    lines.push('', 'LOGIN KEYS (what each agent writes for sshd, from its signed status):');
+    for (const v of withAccess) lines.push(`  ${v.host}: ${describeAccess(v.access!)}`);
+  }
   if (views.some((v) => v.hostKeys === 'unverified')) lines.push('', UNVERIFIED_NOTE);
   return lines.join('\n');
+}
+
+// "policy v3: ops 2 keys, deploy 1 key (matches policy v3)"; a digest that is not what the policy
+// gives the host is named loudly: the host's files were written from something else.
+export function describeAccess(access: NonNullable<HostView['access']>): string {
+  const accounts = Object.entries(access.accounts)
+    .map(([account, n]) => `${account} ${n} key${n === 1 ? '' : 's'}`)
+    .join(', ');
+  const check = access.check
+    ? access.check.verdict === 'matches'
+      ? ` (matches policy v${access.policyVersion})`
+      : access.check.verdict === 'differs'
+        ? ` (DIFFERS from what policy v${access.policyVersion} gives this host: digest ${access.digest.slice(0, 12)}…, expected ${access.check.expected?.slice(0, 12)}…)`
+        : ` (policy v${access.policyVersion} is not in the chain this command verified)`
+    : ` (digest ${access.digest.slice(0, 12)}…, unchecked without --org-root)`;
+  return `policy v${access.policyVersion}: ${accounts || 'no account'}${check}${access.error ? `; LAST WRITE FAILED: ${access.error}` : ''}`;
 }
 
 const UNVERIFIED_NOTE =

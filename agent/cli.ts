@@ -63,6 +63,7 @@ export function agentConfigFromOptions(
     bootedSystem: options.bootedSystem,
     rebootCommand: options.rebootCommand,
     ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
+    ...(options.authorizedKeysDir ? { authorizedKeysDir: options.authorizedKeysDir } : {}),
     logger,
   };
 }

@@ -48,6 +48,9 @@ export interface AgentConfig {
   now?: () => number;
   // ADDRESS:PORT to serve GET /metrics on (agent/metrics.ts); none by default.
   metricsListen?: string;
+  // Under a policy: where the policy's SSH login keys for this host go, one file per account
+  // (agent/access.ts); none by default.
+  authorizedKeysDir?: string;
 }
 
 export interface DownloadSettings {

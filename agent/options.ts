@@ -203,6 +203,12 @@ export const agentCommand = defineCommand({
           defaultText: 'off',
         },
       ),
+      authorizedKeysDir: option(z.string().min(1).optional(), {
+        placeholder: 'DIR',
+        description:
+          "with --org-root: write the SSH login keys the signed policy gives this host into DIR, one file per local account (point sshd's AuthorizedKeysFile at DIR/%u), whenever a newer policy version arrives",
+        defaultText: 'off',
+      }),
     })
     .refine((o) => o.orgRoot.length > 0 || o.adminKey.length > 0, {
       message:
@@ -217,6 +223,10 @@ export const agentCommand = defineCommand({
     .refine((o) => o.enrollToken === undefined || o.orgRoot.length > 0, {
       message: 'an enrollment token needs --org-root (enrollment is part of the policy)',
       path: ['enrollToken'],
+    })
+    .refine((o) => o.authorizedKeysDir === undefined || o.orgRoot.length > 0, {
+      message: 'login keys come from the signed policy: --authorized-keys-dir needs --org-root',
+      path: ['authorizedKeysDir'],
     })
     .refine((o) => o.backoffBase <= o.backoffMax, { message: 'must not exceed --backoff-max', path: ['backoffBase'] }),
   examples: [

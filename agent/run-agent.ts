@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import * as Y from 'yjs';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
+import { createAccessKeeper, followPolicyForAccess } from './access.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
 import { openDesired, statusDocumentChanged } from './documents.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -83,6 +84,9 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     waitingLogged: new Set(),
     loggedWindows: '',
     errorsInARow: 0,
+    access: config.authorizedKeysDir
+      ? createAccessKeeper({ dir: config.authorizedKeysDir, host: config.host, logger: config.logger })
+      : null,
   };
   return agent;
 }
@@ -113,6 +117,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
 
   // A new policy version or a fresh timestamp may change what is valid, or end a freeze.
   config.trust.onChange(() => poke(agent));
+  if (agent.access) followPolicyForAccess(agent, agent.access);
   const rollouts = openRolloutTracker({
     endpoints: config.coordinators,
     host: config.host,

@@ -3,6 +3,7 @@ import type * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentConnection } from '../shared/node/connect.js';
 import type { IntentVerifier } from '../shared/trust/verify-intent.js';
+import type { AccessKeeper } from './access.js';
 import type { ResolvedAgentConfig } from './config.js';
 import type { AgentState } from './pipeline/state.js';
 import type { ProgressPublisher } from './progress-publisher.js';
@@ -59,6 +60,8 @@ export interface AgentRuntime {
   readonly waitingLogged: Set<string>;
   loggedWindows: string;
   errorsInARow: number;
+  // Writes the policy's login keys for this host (--authorized-keys-dir), else null.
+  readonly access: AccessKeeper | null;
 }
 
 // Something changed (a document, trust, a timer): evaluate again.

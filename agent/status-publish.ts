@@ -80,6 +80,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     lastResultSeq: state.lastResultSeq,
     agentVersion: AGENT_VERSION,
     trust: trustStatus(agent),
+    ...(agent.access?.status() ? { access: agent.access.status()! } : {}),
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor

@@ -21,8 +21,9 @@ let
     toString
     ;
 
-  # One CLI flag: `option` is the attribute of services.outpost-<role> that sets it; `ownDefault`,
-  # when present, is why that option's default is not the CLI's.
+  # One CLI flag: `option` is the attribute of services.outpost-<role> that sets it (a dotted path
+  # for a nested option); `when`, if present, names a bool option without which the flag is left
+  # out; `ownDefault`, when present, is why that option's default is not the CLI's.
   # Rendering: null → flag left out (the CLI default applies); bool → bare `--flag` when true;
   # list → the flag repeated once per element; anything else → `--flag VALUE`.
   render =
@@ -43,6 +44,11 @@ let
       ];
 
   isSet = value: !(value == null || value == false || value == [ ]);
+
+  # cfg.a.b for the option path "a.b".
+  optionValue =
+    cfg: option: builtins.foldl' (value: name: value.${name}) cfg (filter builtins.isString (builtins.split "[.]" option));
+  flagValue = cfg: e: if e ? when && !(optionValue cfg e.when) then null else optionValue cfg e.option;
 in
 rec {
   roles = {
@@ -85,6 +91,12 @@ rec {
         { flag = "booted-system"; option = "bootedSystem"; }
         { flag = "reboot-command"; option = "rebootCommand"; }
         { flag = "metrics-listen"; option = "metricsListen"; }
+        {
+          flag = "authorized-keys-dir";
+          option = "sshAccess.dir";
+          when = "sshAccess.enable";
+          ownDefault = "passed only with sshAccess.enable, which also points sshd's AuthorizedKeysFile at it";
+        }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module
@@ -185,12 +197,12 @@ rec {
   activeFlags = role: filter (e: !(elem e.flag (attrNames role.pending))) role.flags;
 
   # cfg (config.services.outpost-<role>) → argv after `outpost <command>`.
-  argsFor = role: cfg: concatLists (map (e: render e.flag cfg.${e.option}) (activeFlags role));
+  argsFor = role: cfg: concatLists (map (e: render e.flag (flagValue cfg e)) (activeFlags role));
 
   # Options of pending flags that the configuration sets: the module turns them into warnings.
   pendingSet =
     role: cfg:
-    filter (e: elem e.flag (attrNames role.pending) && isSet cfg.${e.option}) role.flags;
+    filter (e: elem e.flag (attrNames role.pending) && isSet (flagValue cfg e)) role.flags;
 
   inherit render;
 }

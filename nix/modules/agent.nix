@@ -428,6 +428,33 @@ in
       '';
     };
 
+    sshAccess = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          SSH logins from the signed fleet policy (`outpost policy add-login`, docs/access.md):
+          the agent writes the keys the policy gives this host into
+          {option}`services.outpost-agent.sshAccess.dir`, one file per local account, whenever a
+          newer policy version arrives (`--authorized-keys-dir`), and sshd reads them
+          (`services.openssh.authorizedKeysFiles` gets `DIR/%u`). A revoked key stops working as
+          soon as the version that revokes it reaches the host, without a rebuild. Needs
+          {option}`services.outpost-agent.orgRootKeys`. The accounts themselves are declared as
+          usual (`users.users`); sshd must be enabled (`services.openssh.enable`).
+        '';
+      };
+      dir = mkOption {
+        type = absolutePath;
+        default = "/var/lib/outpost-ssh-access";
+        example = "/etc/ssh/outpost-authorized-keys";
+        description = ''
+          Where the agent writes the policy's login keys, one file per account (mode 0644, in a
+          directory of mode 0755 owned by root: sshd reads the files as the logging-in user and
+          refuses writable paths). Created at boot by systemd-tmpfiles.
+        '';
+      };
+    };
+
     restartAfterSwitch = mkOption {
       type = types.bool;
       default = true;
@@ -465,6 +492,10 @@ in
         message = "services.outpost-agent.enrollTokenFile needs orgRootKeys: enrollment is part of the fleet policy.";
       }
       {
+        assertion = !cfg.sshAccess.enable || cfg.orgRootKeys != [ ];
+        message = "services.outpost-agent.sshAccess.enable needs orgRootKeys: login keys come from the signed fleet policy.";
+      }
+      {
         assertion = cfg.substituters != [ ] && cfg.trustedCacheKeys != [ ];
         message = "services.outpost-agent: give substituters and trustedCacheKeys; unsigned paths are never installed.";
       }
@@ -476,6 +507,11 @@ in
     ) (flags.pendingSet role cfg);
 
     environment.etc."outpost/agent.fingerprint".text = fingerprint;
+
+    # sshd also reads the files the policy's logins become (sshAccess); NixOS keeps its own
+    # AuthorizedKeysFile entries (users.users.*.openssh.authorizedKeys) beside them.
+    services.openssh.authorizedKeysFiles = mkIf cfg.sshAccess.enable [ "${cfg.sshAccess.dir}/%u" ];
+    systemd.tmpfiles.rules = mkIf cfg.sshAccess.enable [ "d ${cfg.sshAccess.dir} 0755 root root -" ];
 
     systemd.services.outpost-agent = {
       description = "Outpost agent: applies this host's signed deployment intents";

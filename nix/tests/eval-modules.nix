@@ -86,6 +86,7 @@ let
       };
 
       isSet = v: !(v == null || v == false || v == [ ] || v == "");
+      isOption = v: isAttrs v && (v._type or null) == "option";
 
       # Walks an option tree ({ a = mkOption …; b.c = mkOption …; }) into a flat list.
       collectOptions =
@@ -189,6 +190,8 @@ let
           alternate = _: {
             orgRootKeys = [ ];
             enrollTokenFile = null;
+            # Login keys come from the policy (an assertion says so).
+            sshAccess.enable = false;
           };
         };
         coordinator = {
@@ -253,17 +256,33 @@ let
               timers = attrNames config.systemd.timers;
               etc = attrNames config.environment.etc;
               firewallPorts = config.networking.firewall.allowedTCPPorts;
+              authorizedKeysFiles = config.services.openssh.authorizedKeysFiles;
               inherit (config) warnings;
               failedAssertions = map (a: a.message) (filter (a: !a.assertion) config.assertions);
             };
           # Options without a default take their example (required options must have one);
           # everything else is left to the module's defaults.
+          # Nested options (sshAccess.enable) are walked like the top level.
           minimalSettings =
-            { enable = true; }
-            // mapAttrs (name: o: o.example or (throw "option ${name} has neither a default nor an example")) (
-              lib.filterAttrs (_: o: !(o ? default)) decls
-            );
-          everySetting = mapAttrs sampleValue decls;
+            let
+              required =
+                tree:
+                lib.concatMapAttrs (
+                  name: o:
+                  if isOption o then
+                    lib.optionalAttrs (!(o ? default)) {
+                      ${name} = o.example or (throw "option ${name} has neither a default nor an example");
+                    }
+                  else
+                    { ${name} = required o; }
+                ) tree;
+            in
+            { enable = true; } // required decls;
+          everySetting =
+            let
+              every = tree: mapAttrs (name: o: if isOption o then sampleValue name o else every o) tree;
+            in
+            every decls;
         };
 
       files = {
@@ -333,12 +352,14 @@ let
         };
     in
     if probe != null then
+      let
+        context = roleContext probe.role files.${probe.role};
+        # Like minimal, without its forced settings: the probe's own settings decide.
+        rendered = context.render "probe" (context.minimalSettings // probe.settings);
+      in
       {
-        probe =
-          let
-            context = roleContext probe.role files.${probe.role};
-          in
-          (context.render "minimal" (context.minimalSettings // probe.settings)).argv;
+        probe = rendered.argv;
+        probeFailedAssertions = rendered.failedAssertions;
       }
     else
       {

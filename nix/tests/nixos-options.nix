@@ -175,6 +175,17 @@ in
       default = { };
     };
 
+    # nixos/modules/services/networking/ssh/sshd.nix
+    services.openssh.authorizedKeysFiles = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+    # nixos/modules/system/boot/systemd/tmpfiles.nix
+    systemd.tmpfiles.rules = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+
     environment.etc = mkOption {
       type = types.attrsOf etcFile;
       default = { };

@@ -708,7 +708,7 @@ function auditHost(
         signers: [signer],
         verified: outcome === 'valid',
         outcome,
-        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}`,
+        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}${s.access ? `, login keys of policy ${s.access.policyVersion} (${Object.values(s.access.accounts).reduce((n, k) => n + k, 0)} keys, digest ${s.access.digest.slice(0, 12)}…)${s.access.error ? ', last write failed' : ''}` : ''}`,
       });
     }
   });

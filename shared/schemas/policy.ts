@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
 import { isTimeZone, parseWindow, TIME_ZONE_HINT } from '../schedule/windows.js';
-import { base64Key32Schema, hostIdSchema, isoTimeSchema } from './primitives.js';
+import { loginIssues, loginListSchema, unknownLoginFields } from './logins.js';
+import { base64Key32Schema, hostIdSchema, isoTimeSchema, policyNameSchema } from './primitives.js';
 
 // The organisation's fleet policy, signed offline by the org root key(s). Every reader verifies
 // it; the coordinator holds no key that can produce one.
@@ -28,9 +29,7 @@ export function isCapability(name: string): name is Capability {
   return capabilitySchema.safeParse(name).success;
 }
 
-const nameSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
+const nameSchema = policyNameSchema;
 
 // Every object of a policy keeps fields this version does not know (looseObject): a reader
 // verifies the root's signature over exactly what was signed, so a policy written by a newer
@@ -141,6 +140,9 @@ export const policySchema = z
     // Keys that must never count again, even under an older policy version an intent names.
     revokedKeys: z.array(base64Key32Schema).max(10_000).default([]),
     channels: z.array(channelSchema).max(100).optional(),
+    // Who may log in as which local account on which hosts, with their SSH keys (logins.ts,
+    // docs/access.md). Optional without a default, like channels.
+    logins: loginListSchema,
   })
   .superRefine((policy, ctx) => {
     if (policy.root.threshold > policy.root.keys.length)
@@ -188,6 +190,7 @@ export const policySchema = z
               message: `channel ${channel.name} names unknown group ${group}`,
             });
     }
+    for (const issue of loginIssues(policy.logins, groups)) ctx.addIssue({ code: 'custom', ...issue });
     const seenKeys = new Map<string, string>();
     for (const admin of policy.admins) {
       for (const key of admin.keys) {
@@ -228,6 +231,7 @@ export function unknownPolicyFields(policy: Policy): string[] {
   for (const [i, role] of policy.roles.entries())
     for (const capability of role.capabilities)
       if (!isCapability(capability)) unknown.push(`roles.${i}.capabilities.${capability}`);
+  unknown.push(...unknownLoginFields(policy.logins));
   return unknown;
 }
 

@@ -8,6 +8,11 @@ export const hostIdSchema = z
   );
 export type HostId = z.infer<typeof hostIdSchema>;
 
+// Names of a policy's admins, roles, groups, relays, channels and logins.
+export const policyNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names are 1-64 letters, digits, dots, dashes or underscores');
+
 // Nix store path: 32 nix-base32 characters, a dash, and a name (src/libstore/path.cc).
 export const storePathSchema = z
   .string()

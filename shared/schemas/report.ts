@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
+import { accessStatusSchema } from './logins.js';
 import {
   activationActionSchema,
   generationSchema,
@@ -102,6 +103,8 @@ export const statusContentSchema = z.looseObject({
   // The newest intent that some admins signed but fewer than the policy requires: the agent
   // waits for more to co-sign it (outpost approve) instead of refusing it.
   awaitingSignatures: z.looseObject({ generation: generationSchema, reason: z.string().max(1000) }).optional(),
+  // The SSH login keys the agent enforces (docs/access.md), with --authorized-keys-dir.
+  access: accessStatusSchema.optional(),
 });
 export type StatusContent = z.infer<typeof statusContentSchema>;
 

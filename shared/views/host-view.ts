@@ -9,6 +9,7 @@ import { findPlan } from '../rollout/judge.js';
 import { deriveRolloutIntent, placeHosts } from '../rollout/plan.js';
 import { planSignersForHost, verifiedPlanKeys } from '../rollout/verify.js';
 import type { SignedIntent } from '../schemas/intent.js';
+import type { AccessStatus } from '../schemas/logins.js';
 import type { Policy } from '../schemas/policy.js';
 import {
   type DownloadProgress,
@@ -19,6 +20,7 @@ import {
 } from '../schemas/report.js';
 import { type CoSignProgress, contentKey, groupByContent } from '../trust/co-signatures.js';
 import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
+import { accessMatchesPolicy } from '../trust/logins.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
 
@@ -63,6 +65,9 @@ export interface HostView {
   trust: TrustStatus | null;
   // The intent the agent holds back until more admins co-sign it (its signed status).
   awaitingSignatures?: { generation: number; reason: string } | null;
+  // The SSH login keys the agent enforces (its signed status, docs/access.md); with an authority,
+  // whether their digest is what the policy version they name gives this host.
+  access?: HostAccessView | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -80,6 +85,8 @@ export interface HostView {
   // Results that do not count, with the first reason.
   rejectedResults: { count: number; firstReason: string | null };
 }
+
+export type HostAccessView = AccessStatus & { check?: ReturnType<typeof accessMatchesPolicy> };
 
 // A rollout intent carries no admin signature over itself (its envelope holds the plan's issuer
 // signature, over the plan): it is what the plan says only if the plan is at hand. 'valid': a plan
@@ -152,6 +159,7 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     window: null,
     trust: null,
     awaitingSignatures: null,
+    access: null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -406,6 +414,12 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
     window: current?.status.window ?? null,
     trust: current?.status.trust ?? null,
     awaitingSignatures: current?.status.awaitingSignatures ?? null,
+    access: current?.status.access
+      ? {
+          ...current.status.access,
+          ...(authority ? { check: accessMatchesPolicy(current.status.access, authority.chain, host) } : {}),
+        }
+      : null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,

@@ -50,6 +50,7 @@ interface RenderedUnit {
   timers: string[];
   etc: string[];
   firewallPorts: number[];
+  authorizedKeysFiles: string[];
   warnings: string[];
   failedAssertions: string[];
   // Every NixOS option value the module set, as evaluated (forced whole, so type-checked).
@@ -393,6 +394,36 @@ withLib('the modules evaluate with lib.evalModules, with minimal settings and wi
     assert.equal(execArgs(role.sample, role.command), role.sample.argv, `${name}: ExecStart uses flags.argsFor`);
   }
 });
+
+withLib(
+  'sshAccess: off by default; on, the agent gets --authorized-keys-dir and sshd reads DIR/%u; it needs the fleet policy',
+  ({ roles }) => {
+    const { minimal, sample } = roles.agent;
+    assert.not.ok(minimal.argv.includes('--authorized-keys-dir'), 'off by default');
+    assert.equal(minimal.authorizedKeysFiles, []);
+    const dir = sample.argv[sample.argv.indexOf('--authorized-keys-dir') + 1];
+    assert.is(dir, '/etc/ssh/outpost-authorized-keys', 'the option example, set in the sample');
+    assert.equal(sample.authorizedKeysFiles, [`${dir}/%u`]);
+    const tmpfiles = (sample.nixos.systemd as unknown as { tmpfiles: { rules: string[] } }).tmpfiles.rules;
+    assert.ok(tmpfiles.includes(`d ${dir} 0755 root root -`), tmpfiles.join('\n'));
+    // With the default directory, and refused without the fleet policy (adminKeys instead).
+    const probe = (settings: string) =>
+      JSON.parse(evalModules(['--arg', 'probe', `{ role = "agent"; settings = ${settings}; }`]).stdout) as {
+        probe: string[];
+        probeFailedAssertions: string[];
+      };
+    const enabled = probe(`{ sshAccess.enable = true; orgRootKeys = [ "${'m'.repeat(43)}=" ]; }`);
+    assert.equal(enabled.probeFailedAssertions, []);
+    assert.ok(enabled.probe.join(' ').includes('--authorized-keys-dir /var/lib/outpost-ssh-access'));
+    const noPolicy = probe(
+      '{ sshAccess.enable = true; orgRootKeys = [ ]; adminKeys = [ "X/L1G2uWjtGN5PBhrQqweSaWIXB3D+QvRjLzDCrHl2g=" ]; }',
+    );
+    assert.ok(
+      noPolicy.probeFailedAssertions.some((m) => /sshAccess\.enable needs orgRootKeys/.test(m)),
+      noPolicy.probeFailedAssertions.join('\n'),
+    );
+  },
+);
 
 withLib('a value of the wrong type, or an option NixOS does not have, fails the evaluation', () => {
   const probe = (role: RoleName, settings: string) =>

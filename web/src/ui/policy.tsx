@@ -5,7 +5,7 @@ import { clock, shortKey } from './format.js';
 import type { Session } from './session.js';
 
 // The policy in force, read only: the version walked from the pinned org root (the agents' walk,
-// never the server's word), who signed it, and its admins, roles, groups, relays and keys.
+// never the server's word), who signed it, and its admins, roles, groups, relays, logins and keys.
 // Editing stays with `outpost policy` for now (drafts signed in the page are not built).
 const list = (items: readonly string[]): string => (items.length ? items.join(', ') : '—');
 
@@ -16,6 +16,12 @@ function windows(group: Group): string {
   ].filter(Boolean);
   if (!parts.length) return '—';
   return `${parts.join('; ')} (${group.timeZone ?? "each host's local time"})`;
+}
+
+// "ssh-ed25519 AAAAC3Nz…Iatk alice@laptop": type, the blob's ends, the comment.
+function sshKeyLabel(text: string): string {
+  const [type = '', blob = '', ...comment] = text.split(' ');
+  return `${type} ${blob.length > 20 ? `${blob.slice(0, 8)}…${blob.slice(-6)}` : blob}${comment.length ? ` ${comment.join(' ')}` : ''}`;
 }
 
 function Key({ value }: { value: string }) {
@@ -163,6 +169,40 @@ export function PolicyPage(props: { session: Session }) {
             </tr>
           ))}
           {policy.relays.length === 0 && (
+            <tr>
+              <td class="muted">none</td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+      <h3>Logins</h3>
+      <table class="plain" data-testid="policy-logins">
+        <thead>
+          <tr>
+            <th>login</th>
+            <th>account</th>
+            <th>hosts</th>
+            <th>groups</th>
+            <th>SSH keys</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(policy.logins ?? []).map((login) => (
+            <tr key={login.name} data-testid={`policy-login-${login.name}`}>
+              <td>{login.name}</td>
+              <td>{login.account}</td>
+              <td>{list(login.hosts ?? [])}</td>
+              <td>{list(login.groups ?? [])}</td>
+              <td>
+                {login.sshKeys.map((key) => (
+                  <div key={key}>
+                    <code>{sshKeyLabel(key)}</code>
+                  </div>
+                ))}
+              </td>
+            </tr>
+          ))}
+          {(policy.logins ?? []).length === 0 && (
             <tr>
               <td class="muted">none</td>
             </tr>

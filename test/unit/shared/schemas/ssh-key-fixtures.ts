@@ -1,0 +1,14 @@
+// Real OpenSSH public keys (ssh-keygen 9, throwaway: their secret halves were never kept).
+export const SSH_KEYS = {
+  ed25519: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIX85t+9Tc4eL/iTi5W60HfyCCDeZwC1DYO57uJrIatk user@ed25519',
+  ecdsa256:
+    'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLDq4IdNBwNDwKbfC9DLSdcyVKKm2TVyCGpqVRPgJMULVPa9e5fYTbKwy+HyelzWdTxWgDyUNBsC2ime2Z/5wrQ= user@ecdsab256',
+  ecdsa384:
+    'ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBKWVfaGjG9EBhHW/Q3jJ6SlNMUQ+AVTbfvB7R0w9hJpNyyKJvgA4Gypa6jEJ7ak9kPpR81WzmWPlkFHXylwsOiN2sgOWS5Fv80fJsmVcJCfKYE30XH4cTEbecLiawWI9GQ== user@ecdsab384',
+  ecdsa521:
+    'ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBAAxBgFGhZ5NYCjXdSdGyFas8E1WxrhewqG54BAfE+lN3WphkySQWpts2Rt2uV1Vqu9oYjV9OzvXDRDOF1J53o4+aQE7NFKp3ePmFSEG070W60KllhciJKtStpC+mgw4wjSrshd3BVNu8GARHjLVOnM9BHzw4PYFvu8oRH4d7OCaojV8Pg== user@ecdsab521',
+  rsa2048:
+    'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDjCsmEyoMgBxdcCacfNXPduf17+EYRYIIfYKRmSRO9K0THRleonXRg4sQNsc56NiwueT80QmrfkXzweY6tcb6fPldwnkqoxidLlu+IArxAT6YHlOYvwck9MbDzqop6jGsPnBJvL5IrrfNetAo+0bGHRhxggYvPOEasWUVEfXX/9NkIEJqanxCPVXLXDQE3fMJhOq7Td5RMrW+fGICvvorm6fv1KVCmjgm5EDOvSLUgSvhPodatfVFhaKuNKgObzOokByZZ2u4KGryy+DEE1XR8NcxDK2lrCJQw1G//Zk/6ciJvgUsVmhhqhrIhh3Shfn4BZSSPKu7y0iN6hIHwFvQT user@rsab2048',
+  rsa1024:
+    'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC4bUdbl0PzQZqGQHcow792MsJKgp+j/7TjLnd8OnjI4dgzSaqkff7IeVzrIr5jIn2gq+9MeqYxJIkQ+srb4WvEqr4Y07qLZMjLfIOsaSPFZfULHF3sZIZk11ENyFjrgBvL0pRghQwii8elW8EWKtIV0MWGpMsSC/Bas0iRYsJwaw== user@rsab1024',
+};
