@@ -100,6 +100,7 @@ export async function planCacheFiles(
   let paths = 0;
   let leftOut = 0;
   let narBytes = 0;
+  const nars = new Set<string>();
   while (frontier.length > 0) {
     const next: string[] = [];
     for (const storePath of frontier) {
@@ -136,12 +137,16 @@ export async function planCacheFiles(
         );
       const digest = narFileDigest(narinfo);
       if ('error' in digest) throw new Error(`${url} ${digest.error}`);
-      narBytes += digest.bytes;
-      const narUrl = `${base}/${narinfo.url}`;
-      files.push({
-        entry: { type: 'cache', path: narinfo.url, sha256: digest.sha256, bytes: digest.bytes },
-        source: { stream: () => openNarStream(narUrl, timeoutMs) },
-      });
+      // Paths with equal contents share one NAR file (named by its hash): carried once.
+      if (!nars.has(narinfo.url)) {
+        nars.add(narinfo.url);
+        narBytes += digest.bytes;
+        const narUrl = `${base}/${narinfo.url}`;
+        files.push({
+          entry: { type: 'cache', path: narinfo.url, sha256: digest.sha256, bytes: digest.bytes },
+          source: { stream: () => openNarStream(narUrl, timeoutMs) },
+        });
+      }
       files.push({ entry: cacheEntry(`${hashPartOf(storePath)}.narinfo`, text), source: { bytes: text } });
     }
     frontier = next;

@@ -44,11 +44,7 @@ import { readDocuments, syncOrRefusal } from './policy-remote.js';
 const FLEET_DOCUMENTS = [POLICY_DOC, ENROLLMENT_DOC, TIMESTAMP_DOC];
 const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;
 
-const coordinatorOption = option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-  placeholder: 'URL',
-  description: 'coordinator or relay, ws:// or wss://',
-  common: 'coordinator',
-});
+const coordinatorSchema = z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL');
 const timeoutOption = option(durationSchema.prefault('30s'), {
   placeholder: 'DURATION',
   description: 'how long to wait for the server',
@@ -73,7 +69,11 @@ const createSpec = defineCommand({
         placeholder: 'DIR',
         description: "with --return: the --data-dir of the site's relay, stopped",
       }),
-      coordinator: coordinatorOption.optional(),
+      coordinator: option(coordinatorSchema.optional(), {
+        placeholder: 'URL',
+        description: 'coordinator or relay, ws:// or wss:// (at HQ)',
+        common: 'coordinator',
+      }),
       key: option(z.string().min(1).optional(), {
         placeholder: 'FILE',
         description: "your admin key file (outpost keygen): it must be allowed to read the hosts' documents",
@@ -318,16 +318,10 @@ const applySpec = defineCommand({
         placeholder: 'FILE',
         description: 'the bundle file (from outpost bundle create)',
       }),
-      coordinator: option(
-        z
-          .string()
-          .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
-          .optional(),
-        {
-          placeholder: 'URL',
-          description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
-        },
-      ),
+      coordinator: option(coordinatorSchema.optional(), {
+        placeholder: 'URL',
+        description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+      }),
       relayDataDir: option(z.string().min(1).optional(), {
         placeholder: 'DIR',
         description:

@@ -10,14 +10,14 @@ import { documentGarbageCollects } from '../shared/documents/names.js';
 // walks the carried policy chain from its own pinned root. Its write checks do not run here: the
 // updates are signed entries every reader verifies, and fleet documents are written this way
 // because no client may write them over the sync protocol.
+// A relay keeps its log in DIR/log (beside its cache mirror), a coordinator in DIR itself.
 async function openDataDirLog(dataDir: string) {
-  const logDir = join(dataDir, 'log');
-  await fs.access(logDir).catch(() => {
-    throw new Error(
-      `${dataDir} holds no update log (${logDir}): give the --data-dir the relay or coordinator runs with`,
-    );
-  });
-  return openUpdateLog(logDir);
+  const relayLog = join(dataDir, 'log');
+  for (const directory of [relayLog, dataDir])
+    if (await fs.stat(join(directory, 'CURRENT')).catch(() => null)) return openUpdateLog(directory);
+  throw new Error(
+    `${dataDir} holds no update log (neither ${relayLog} nor ${dataDir} is one): give the --data-dir the relay or coordinator runs with`,
+  );
 }
 
 export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) => {
