@@ -29,6 +29,7 @@ import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
 import { formatBytes } from '../shared/text/bytes.js';
 import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
+import { serveCacheCommand } from './bundle-serve.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
 
 // `outpost bundle` (issue 16, docs/sneakernet.md): carry document updates and closures to a
@@ -185,6 +186,18 @@ function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
+// The manifest of a bundle being made; one over the format's bounds names the bound.
+function buildManifest(fields: Record<string, unknown>): BundleManifest {
+  const parsed = bundleManifestSchema.safeParse({ format: 'outpost-bundle', version: 2, ...fields });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(
+      `the bundle would break a bound of the format (${issue.path.join('.')}: ${issue.message}); bundle fewer hosts at a time`,
+    );
+  }
+  return parsed.data;
+}
+
 async function writeChecked(
   out: string,
   manifest: BundleManifest,
@@ -235,9 +248,7 @@ async function createToSite(o: z.infer<typeof createSpec.options>): Promise<numb
         console.log(`  ${host}: no intent yet, so no closure for it`);
   }
   const all = [...documents, ...files];
-  const manifest = bundleManifestSchema.parse({
-    format: 'outpost-bundle',
-    version: 2,
+  const manifest = buildManifest({
     direction: 'to-site',
     createdAt: new Date().toISOString(),
     creator: { name: key.name, publicKey: key.publicKey },
@@ -284,9 +295,7 @@ async function createReturn(o: z.infer<typeof createSpec.options>): Promise<numb
     storePaths: await mirroredStorePaths(join(dataDir, 'nix-cache')),
   };
   const hosts = [...states.keys()].map((name) => parseDocName(name)!.host);
-  const manifest = bundleManifestSchema.parse({
-    format: 'outpost-bundle',
-    version: 2,
+  const manifest = buildManifest({
     direction: 'return',
     createdAt: new Date().toISOString(),
     creator: { name: 'site', publicKey: '' },
@@ -526,7 +535,13 @@ const applyCommand = subcommand(applySpec, async (o) => {
       }
     : null;
   try {
-    if (cache && cacheEntries.length > 0) await fs.mkdir(join(cache.staging, 'nar'), { recursive: true });
+    if (cache && cacheEntries.length > 0) {
+      // Staging left by an apply that was stopped part way: never reused, so removed.
+      const tmp = join(cache.dir, 'tmp');
+      for (const name of await fs.readdir(tmp).catch(() => [] as string[]))
+        if (name.startsWith('bundle-')) await fs.rm(join(tmp, name), { recursive: true, force: true });
+      await fs.mkdir(join(cache.staging, 'nar'), { recursive: true });
+    }
     const checked = await readBundleEntries(opened, async (entry) => {
       const chunks: Uint8Array[] = [];
       if (entry.type === 'document')
@@ -620,7 +635,7 @@ async function applyDocuments(
 export const bundleCommandGroup: CommandGroup = {
   name: 'bundle',
   summary: 'carry updates and closures to a site with no link on a USB stick, and its results back (sneakernet)',
-  subcommands: [createCommand, applyCommand],
+  subcommands: [createCommand, applyCommand, serveCacheCommand],
   notes: [
     'Nothing in a bundle is trusted: agents and readers verify every signed intent, policy, checkpoint, status and result in it as always, and apply checks every narinfo against --trusted-cache-key. The hashes catch damaged, cut-short or edited files; apply refuses those and changes nothing.',
     'Applying a bundle twice, or an older one after a newer one, changes nothing (Yjs updates are idempotent; cache files already there are kept).',

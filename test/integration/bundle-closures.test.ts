@@ -12,13 +12,20 @@ import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
 import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
-import { buildTestClosure, type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
+import {
+  buildTestClosure,
+  type CacheKeyFiles,
+  installFromCache,
+  makeCacheKey,
+  publishToCache,
+} from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
   runCli,
   startCoordinatorProcess,
+  startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -393,6 +400,57 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.is(next.code, 0, next.stderr);
   assert.match(next.stdout, '3 store paths, 0 carried, 3 left out as the site has them');
   console.log(`  next bundle with --since-state and --site-has: ${(await fs.stat(files.next)).size} bytes`);
+});
+
+test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
+  const cacheDir = join(dir, 'host-cache');
+  const applied = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.bundle,
+    '--cache-dir',
+    cacheDir,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+  ]);
+  // The documents need a server: without one the command says so and applies nothing.
+  assert.is(applied.code, 1);
+  assert.match(applied.stderr, 'it carries 4 documents and no target for them was given');
+  const withDocuments = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.bundle,
+    '--cache-dir',
+    cacheDir,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+    '--relay-data-dir',
+    relayDir,
+  ]);
+  assert.is(withDocuments.code, 0, withDocuments.stderr);
+  assert.match(withDocuments.stdout, '6 files added');
+  const server = startDaemon(['bundle', 'serve-cache', '--cache-dir', cacheDir, '--port', '0'], join(dir, 'serve.log'));
+  try {
+    const line = await waitFor('serve-cache to listen', () =>
+      server
+        .logs()
+        .split('\n')
+        .find((l) => l.startsWith('{"event":"listening"')),
+    );
+    const { url } = JSON.parse(line) as { url: string };
+    assert.is((await fetch(`${url}/../../etc/passwd`)).status, 404);
+    const installed = await installFromCache({
+      storeRoot: join(dir, 'fresh-store'),
+      storePath: closure,
+      substituterUrl: url,
+      trustedPublicKeys: [cacheKey.publicKey],
+    });
+    assert.is(installed.code, 0, installed.stderr);
+  } finally {
+    await server.stop();
+  }
 });
 
 test.run();
