@@ -374,6 +374,33 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.is(view?.lastResult?.outcome, 'applied');
   assert.is(view?.lastResult?.signatureValid, true, "HQ verified the host's own signature on the result");
   assert.is(view?.lastResult?.closure, closure);
+  // The audit timeline shows the site's result, signed by the host, logged as the bundle's write.
+  const audit = await runCli([
+    'audit',
+    'timeline',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--org-root',
+    org.root.publicKey,
+    '--host',
+    'h1',
+    '--json',
+  ]);
+  assert.is(audit.code, 0, audit.stderr);
+  const events = (
+    JSON.parse(audit.stdout) as {
+      events: { kind: string; principal: string; verified: boolean; signers: { role: string }[]; summary: string }[];
+    }
+  ).events;
+  const siteResult = events.find((e) => e.kind === 'result' && e.principal === 'bundle:site');
+  assert.ok(
+    siteResult,
+    `no result from the return bundle in ${JSON.stringify(events.map((e) => [e.kind, e.principal]))}`,
+  );
+  assert.ok(siteResult.verified, siteResult.summary);
+  assert.is(siteResult.signers[0]?.role, 'host');
 
   // HQ's next bundle leaves out what the site reported having.
   cache = await serveBinaryCache(join(dir, 'cache'));
