@@ -427,6 +427,14 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.is(next.code, 0, next.stderr);
   assert.match(next.stdout, '3 store paths, 0 carried, 3 left out as the site has them');
   console.log(`  next bundle with --since-state and --site-has: ${(await fs.stat(files.next)).size} bytes`);
+  // At the site: the newer bundle (newer checkpoints), then the older one again: nothing changes.
+  const newer = await applyAtSite(files.next);
+  assert.is(newer.code, 0, newer.stderr);
+  assert.match(newer.stdout, 'fleet/timestamp: changed');
+  const older = await applyAtSite(files.bundle);
+  assert.is(older.code, 0, older.stderr);
+  assert.match(older.stdout, '0 documents changed, 4 already had it');
+  assert.match(older.stdout, '0 files added (0 B), 6 already there');
 });
 
 test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
