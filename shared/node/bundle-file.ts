@@ -203,7 +203,3 @@ export async function readBundleEntries(
     await handle.close();
   }
 }
-
-export function sha256Hex(bytes: Uint8Array): string {
-  return sha256(bytes);
-}
