@@ -1,189 +1,355 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import * as Y from 'yjs';
 import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
-import { bytesSchema, defineCommand, option } from '../cli/options.js';
-import { type BundleOutcome, type DataDirApply, holds } from '../shared/bundle/apply.js';
+import { bytesSchema, defineCommand, option, urlSchema } from '../cli/options.js';
+import { type BundleOutcome, type DataDirAccess, holds } from '../shared/bundle/apply.js';
 import {
-  type BundleEntry,
-  decodeBundle,
-  encodeBundle,
-  encodedBundleSize,
+  type BundleCacheFile,
+  type BundleDocument,
+  type BundleManifest,
+  bundleFileSize,
+  bundleManifestSchema,
   MAX_DOCUMENTS,
-  manifestFor,
+  type SiteState,
+  siteStateSchema,
 } from '../shared/bundle/format.js';
-import { fromBase64 } from '../shared/crypto/encoding.js';
+import { fromBase64, toBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
+import { readIntentEntries } from '../shared/documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName, parseDocName } from '../shared/documents/names.js';
+import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../shared/node/bundle-file.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
+import { formatBytes } from '../shared/text/bytes.js';
+import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
+import { serveCacheCommand } from './bundle-serve.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
 
-// `outpost bundle` (issue 16, docs/sneakernet.md): carry document updates to a site with no link
-// on a USB stick. `create` reads what a key may read from a coordinator and writes one file;
-// `apply` checks every hash in it first, then writes the updates into a server at the site as a
-// sync client, so the server's own write checks apply and its agents sync as if the link had
-// carried them. Nothing in a bundle is trusted: the intents, policies and checkpoints inside are
-// signed, and every reader verifies them as always.
+// `outpost bundle` (issue 16, docs/sneakernet.md): carry document updates and closures to a
+// site with no link on a USB stick, and the site's statuses back. `create` reads what a key may
+// read from a coordinator (and the closures from the org's cache) and writes one file; `apply`
+// checks every hash and every narinfo signature in it first, then writes the updates into a
+// server at the site and the cache files where the site's agents fetch from. `create --return`
+// at the site reads a stopped relay's documents for HQ. Nothing in a bundle is trusted: intents,
+// policies, checkpoints, statuses and results inside are signed, and every reader verifies them.
 
 // The fleet documents a site needs to verify what the hosts' documents say: the signed policy
 // chain, the enrollment records binding host keys, and the signed log checkpoints (freshness).
 const FLEET_DOCUMENTS = [POLICY_DOC, ENROLLMENT_DOC, TIMESTAMP_DOC];
-// A bundle is read whole into memory: documents only (NARs are not carried yet).
-const MAX_BUNDLE_FILE_BYTES = 512 * 1024 * 1024;
-const MAX_STATE_FILE_BYTES = 16 * 1024 * 1024;
+const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;
 
-const coordinatorOption = option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-  placeholder: 'URL',
-  description: 'coordinator or relay, ws:// or wss://',
-  common: 'coordinator',
-});
+const coordinatorSchema = z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL');
 const timeoutOption = option(durationSchema.prefault('30s'), {
   placeholder: 'DURATION',
   description: 'how long to wait for the server',
   common: 'timeout',
 });
-
-const sinceStateSchema = z.object({
-  documents: z.record(z.string(), z.string().max(4 * 1024 * 1024)),
-});
+const cacheKeySchema = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=$/, 'expected NAME:BASE64KEY, as in trusted-public-keys');
 
 const createSpec = defineCommand({
   name: 'bundle create',
-  summary: 'write the updates a site with no link is missing into one file, for a USB stick',
+  summary: 'write what a site with no link is missing (updates, closures) into one file, or with --return its results',
   usage:
-    'outpost bundle create --coordinator URL --key FILE --host ID [--host ID…] [--since-state FILE] --out FILE [--max-size BYTES]',
-  options: z.object({
-    coordinator: coordinatorOption,
-    key: option(z.string().min(1, 'give your admin key file'), {
-      placeholder: 'FILE',
-      description: "your admin key file (outpost keygen): it must be allowed to read the hosts' documents",
-      common: 'key',
+    'outpost bundle create --coordinator URL --key FILE --host ID [--host ID…] [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --out FILE',
+  options: z
+    .object({
+      return: option(z.boolean().default(false), {
+        description:
+          "at the site: write the site's status documents and what it holds (state vectors, cached store paths) for HQ, from a stopped relay's --relay-data-dir",
+      }),
+      relayDataDir: option(z.string().min(1).optional(), {
+        placeholder: 'DIR',
+        description: "with --return: the --data-dir of the site's relay, stopped",
+      }),
+      coordinator: option(coordinatorSchema.optional(), {
+        placeholder: 'URL',
+        description: 'coordinator or relay, ws:// or wss:// (at HQ)',
+        common: 'coordinator',
+      }),
+      key: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description: "your admin key file (outpost keygen): it must be allowed to read the hosts' documents",
+        common: 'key',
+      }),
+      host: option(z.array(hostIdSchema).max(MAX_DOCUMENTS).default([]), {
+        placeholder: 'ID',
+        description:
+          "a host of the site (repeat for each): its desired document, and its newest intent's closure with --cache, go in the bundle",
+      }),
+      cache: option(urlSchema(['http:', 'https:']).optional(), {
+        placeholder: 'URL',
+        description:
+          "the org's binary cache: the narinfos and NARs of each host's newest closure (its whole closure) go in the bundle",
+      }),
+      trustedCacheKey: option(z.array(cacheKeySchema).default([]), {
+        placeholder: 'NAME:KEY',
+        description: "with --cache: the cache's public key (as the agents pin it); every narinfo must verify",
+      }),
+      sinceState: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description:
+          "the site state file (bundle apply --save-site-state of its last return bundle): carry only what the site lacks beyond its documents' state vectors",
+        defaultText: 'everything (the whole state of each document)',
+      }),
+      siteHas: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description: "the site state file: leave out the store paths it lists (the site's relay has them)",
+      }),
+      out: option(z.string().min(1, 'give the file to write with --out'), {
+        placeholder: 'FILE',
+        description: 'the bundle file to write (on the stick)',
+      }),
+      maxSize: option(bytesSchema().optional(), {
+        placeholder: 'BYTES',
+        description: 'refuse (and write nothing) if the bundle would be larger: the free space on the stick',
+      }),
+      timeout: timeoutOption,
+    })
+    .refine((o) => !o.return || o.relayDataDir !== undefined, {
+      path: ['relayDataDir'],
+      message: "--return reads the site's relay: give its --relay-data-dir DIR (stop the relay first)",
+    })
+    .refine((o) => o.return || (o.coordinator !== undefined && o.key !== undefined && o.host.length > 0), {
+      path: ['coordinator'],
+      message: 'give --coordinator URL, --key FILE and at least one --host ID (or --return at the site)',
+    })
+    .refine((o) => o.cache === undefined || o.trustedCacheKey.length > 0, {
+      path: ['trustedCacheKey'],
+      message: "--cache needs the cache's --trusted-cache-key NAME:KEY (the key the agents pin)",
     }),
-    host: option(z.array(hostIdSchema).min(1, 'name at least one host of the site with --host').max(MAX_DOCUMENTS), {
-      placeholder: 'ID',
-      description: 'a host of the site (repeat for each): its desired document goes in the bundle',
-    }),
-    sinceState: option(z.string().min(1).optional(), {
-      placeholder: 'FILE',
-      description:
-        'JSON {"documents": {"<name>": "<base64 Yjs state vector>"}}: carry only what the site lacks beyond these',
-      defaultText: 'everything (the whole state of each document)',
-    }),
-    out: option(z.string().min(1, 'give the file to write with --out'), {
-      placeholder: 'FILE',
-      description: 'the bundle file to write (on the stick)',
-    }),
-    maxSize: option(bytesSchema().optional(), {
-      placeholder: 'BYTES',
-      description: 'refuse (and write nothing) if the bundle would be larger: the free space on the stick',
-    }),
-    timeout: timeoutOption,
-  }),
   examples: [
-    'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --host clinic-2 --out /media/usb/clinic.outpost-bundle --max-size 4000000000',
+    'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --host clinic-2 --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --site-has clinic.site-state.json --out /media/usb/clinic.outpost-bundle --max-size 4000000000',
+    'systemctl stop outpost-relay && outpost bundle create --return --relay-data-dir /var/lib/outpost-relay --out /media/usb/clinic-return.outpost-bundle; systemctl start outpost-relay',
   ],
 });
 
-async function readSinceState(path: string | undefined): Promise<Map<string, Uint8Array>> {
-  const vectors = new Map<string, Uint8Array>();
-  if (!path) return vectors;
+async function readSiteState(path: string | undefined, flag: string): Promise<SiteState | null> {
+  if (!path) return null;
   const stat = await fs.stat(path).catch((error: Error) => {
-    throw new Error(`--since-state ${path} cannot be read (${error.message})`);
+    throw new Error(`${flag} ${path} cannot be read (${error.message})`);
   });
   if (stat.size > MAX_STATE_FILE_BYTES)
-    throw new Error(
-      `--since-state ${path} is ${stat.size} bytes, more than ${MAX_STATE_FILE_BYTES}: is it the right file?`,
-    );
+    throw new Error(`${flag} ${path} is ${stat.size} bytes, more than ${MAX_STATE_FILE_BYTES}: is it the right file?`);
   let raw: unknown;
   try {
     raw = JSON.parse(await fs.readFile(path, 'utf8'));
   } catch (error) {
-    throw new Error(`--since-state ${path} is not JSON (${(error as Error).message})`);
+    throw new Error(`${flag} ${path} is not JSON (${(error as Error).message})`);
   }
-  const parsed = sinceStateSchema.safeParse(raw);
+  const parsed = siteStateSchema.safeParse(raw);
   if (!parsed.success)
     throw new Error(
-      `--since-state ${path}: expected {"documents": {"<name>": "<base64 state vector>"}} (${parsed.error.issues[0]?.message})`,
+      `${flag} ${path}: expected {"documents": {"<name>": "<base64 state vector>"}, "storePaths": ["/nix/store/…"]} (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}); bundle apply --save-site-state writes it`,
     );
   for (const [name, text] of Object.entries(parsed.data.documents)) {
-    let vector: Uint8Array;
     try {
-      vector = fromBase64(text);
-      Y.decodeStateVector(vector);
+      Y.decodeStateVector(fromBase64(text));
     } catch (error) {
-      throw new Error(
-        `--since-state ${path}: the state vector of ${name} is not base64 Yjs (${(error as Error).message})`,
-      );
+      throw new Error(`${flag} ${path}: the state vector of ${name} is not base64 Yjs (${(error as Error).message})`);
     }
-    vectors.set(name, vector);
   }
-  return vectors;
+  return parsed.data;
 }
 
-const createCommand = subcommand(createSpec, async (o) => {
-  const key = await readKeyFile(o.key);
-  const since = await readSinceState(o.sinceState);
-  const hosts = [...new Set(o.host)].sort();
-  const names = [...FLEET_DOCUMENTS, ...hosts.map(desiredDocName)];
-  const doc = await readDocuments(o.coordinator, names, key, o.timeout * 1000);
-  const entries: BundleEntry[] = names.map((name) => {
-    const vector = since.get(name);
-    return {
-      name,
-      update: vector ? Y.encodeStateAsUpdate(doc(name), vector) : Y.encodeStateAsUpdate(doc(name)),
-      full: !vector,
-    };
-  });
-  const manifest = manifestFor(entries, {
-    createdAt: new Date().toISOString(),
-    creator: { name: key.name, publicKey: key.publicKey },
-    source: o.coordinator,
-    hosts,
-  });
-  const size = encodedBundleSize(manifest);
-  console.log(
-    `bundle for ${hosts.length} host${hosts.length === 1 ? '' : 's'} (${hosts.join(', ')}): ${entries.length} documents, ${size} bytes${o.sinceState ? ` (only what ${o.sinceState} lacks)` : ''}`,
-  );
-  if (o.maxSize !== undefined && size > o.maxSize) {
+// The closure each host's newest intent (highest generation) names. Signatures are not judged
+// here: an intent HQ's readers would refuse is refused at the site as well; carrying its closure
+// costs only bytes.
+function newestClosures(doc: (name: string) => Y.Doc, hosts: readonly string[]): Map<string, string[]> {
+  const closures = new Map<string, string[]>();
+  for (const host of hosts) {
+    const entries = readIntentEntries(doc(desiredDocName(host))).entries;
+    const newest = entries.reduce<(typeof entries)[number] | null>(
+      (best, e) => (!best || e.signed.intent.generation > best.signed.intent.generation ? e : best),
+      null,
+    );
+    if (!newest) continue;
+    const closure = newest.signed.intent.closure;
+    closures.set(closure, [...(closures.get(closure) ?? []), host]);
+  }
+  return closures;
+}
+
+function documentEntry(name: string, update: Uint8Array, full: boolean): BundleDocument {
+  return { type: 'document', name, sha256: sha256(update), bytes: update.length, full };
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+// The manifest of a bundle being made; one over the format's bounds names the bound.
+function buildManifest(fields: Record<string, unknown>): BundleManifest {
+  const parsed = bundleManifestSchema.safeParse({ format: 'outpost-bundle', version: 2, ...fields });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(
+      `the bundle would break a bound of the format (${issue.path.join('.')}: ${issue.message}); bundle fewer hosts at a time`,
+    );
+  }
+  return parsed.data;
+}
+
+async function writeChecked(
+  out: string,
+  manifest: BundleManifest,
+  sources: EntrySource[],
+  maxSize: number | undefined,
+  what: string,
+): Promise<number> {
+  const size = bundleFileSize(manifest);
+  console.log(`${what}: ${size} bytes (${formatBytes(size)})`);
+  if (maxSize !== undefined && size > maxSize) {
     console.error(
-      `outpost bundle create: the bundle would be ${size} bytes, more than --max-size ${o.maxSize}; nothing was written. Use a larger stick, fewer --host, or --since-state`,
+      `outpost bundle create: the bundle would be ${size} bytes, more than --max-size ${maxSize}; nothing was written. Use a larger stick, fewer --host, --since-state or --site-has`,
     );
     return 1;
   }
-  await writeFileDurably(o.out, encodeBundle(manifest, entries));
-  console.log(`wrote ${o.out}`);
+  await writeBundleFile(out, manifest, sources);
+  console.log(`wrote ${out}`);
   return 0;
-});
+}
+
+async function createToSite(o: z.infer<typeof createSpec.options>): Promise<number> {
+  const key = await readKeyFile(o.key!);
+  const since = await readSiteState(o.sinceState, '--since-state');
+  const siteHas = await readSiteState(o.siteHas, '--site-has');
+  const hosts = [...new Set(o.host)].sort();
+  const names = [...FLEET_DOCUMENTS, ...hosts.map(desiredDocName)];
+  const doc = await readDocuments(o.coordinator!, names, key, o.timeout * 1000);
+  const documents = names.map((name) => {
+    const vector = since?.documents[name];
+    const update = vector ? Y.encodeStateAsUpdate(doc(name), fromBase64(vector)) : Y.encodeStateAsUpdate(doc(name));
+    return { entry: documentEntry(name, update, !vector), source: { bytes: update } as EntrySource };
+  });
+  const files: { entry: BundleCacheFile; source: EntrySource }[] = [];
+  let closureNote = '';
+  if (o.cache) {
+    const closures = newestClosures(doc, hosts);
+    const plan = await planCacheFiles(
+      o.cache,
+      [...closures.keys()],
+      o.trustedCacheKey,
+      new Set(siteHas?.storePaths ?? []),
+      o.timeout * 1000,
+    );
+    files.push(...plan.files);
+    closureNote = `, ${closures.size} closure${closures.size === 1 ? '' : 's'} (${plan.paths} store paths, ${plan.paths - plan.leftOut} carried, ${plan.leftOut} left out as the site has them; NARs ${formatBytes(plan.narBytes)})`;
+    for (const host of hosts)
+      if (![...closures.values()].some((h) => h.includes(host)))
+        console.log(`  ${host}: no intent yet, so no closure for it`);
+  }
+  const all = [...documents, ...files];
+  const manifest = buildManifest({
+    direction: 'to-site',
+    createdAt: new Date().toISOString(),
+    creator: { name: key.name, publicKey: key.publicKey },
+    source: o.coordinator!,
+    hosts,
+    entries: all.map((e) => e.entry),
+  });
+  return writeChecked(
+    o.out,
+    manifest,
+    all.map((e) => e.source),
+    o.maxSize,
+    `bundle for ${hosts.length} host${hosts.length === 1 ? '' : 's'} (${hosts.join(', ')}): ${documents.length} documents${o.sinceState ? ` (only what ${o.sinceState} lacks)` : ''}${closureNote}`,
+  );
+}
+
+// The store paths a relay's cache mirror holds whole (narinfo and NAR): what HQ may leave out.
+async function mirroredStorePaths(cacheDir: string): Promise<string[]> {
+  const names = await fs.readdir(cacheDir).catch(() => [] as string[]);
+  const paths: string[] = [];
+  for (const name of names) {
+    if (!/^[0-9a-df-np-sv-z]{32}\.narinfo$/.test(name)) continue;
+    const text = await fs.readFile(join(cacheDir, name), 'utf8').catch(() => '');
+    const storePath = /^StorePath: (\S+)$/m.exec(text)?.[1];
+    const url = /^URL: (\S+)$/m.exec(text)?.[1];
+    if (!storePath || !url || !(await fs.stat(join(cacheDir, url)).catch(() => null))) continue;
+    paths.push(storePath);
+  }
+  return paths.sort();
+}
+
+async function createReturn(o: z.infer<typeof createSpec.options>): Promise<number> {
+  const dataDir = o.relayDataDir!;
+  const { states, vectors } = await (await loadDataDir()).read(
+    dataDir,
+    (name) => parseDocName(name)?.role === 'status',
+  );
+  const entries = [...states].map(([name, update]) => ({
+    entry: documentEntry(name, update, true),
+    source: { bytes: update } as EntrySource,
+  }));
+  const siteState: SiteState = {
+    documents: Object.fromEntries([...vectors].map(([name, vector]) => [name, toBase64(vector)])),
+    storePaths: await mirroredStorePaths(join(dataDir, 'nix-cache')),
+  };
+  const hosts = [...states.keys()].map((name) => parseDocName(name)!.host);
+  const manifest = buildManifest({
+    direction: 'return',
+    createdAt: new Date().toISOString(),
+    creator: { name: 'site', publicKey: '' },
+    source: dataDir,
+    hosts,
+    entries: entries.map((e) => e.entry),
+    siteState,
+  });
+  return writeChecked(
+    o.out,
+    manifest,
+    entries.map((e) => e.source),
+    o.maxSize,
+    `return bundle: ${entries.length} status document${entries.length === 1 ? '' : 's'} (${hosts.join(', ') || 'none'}), state of ${vectors.size} documents, ${siteState.storePaths.length} cached store paths`,
+  );
+}
+
+const createCommand = subcommand(createSpec, (o) => (o.return ? createReturn(o) : createToSite(o)));
 
 const applySpec = defineCommand({
   name: 'bundle apply',
-  summary: "check a bundle's hashes, then merge its updates into a server at the site",
-  usage: 'outpost bundle apply --bundle FILE (--coordinator URL [--key FILE] | --relay-data-dir DIR)',
+  summary:
+    "check a bundle's hashes and signatures, then merge its updates into a server and its closures into the site's cache",
+  usage:
+    'outpost bundle apply --bundle FILE [--coordinator URL [--key FILE] | --relay-data-dir DIR] [--cache-dir DIR] [--trusted-cache-key NAME:KEY] [--save-site-state FILE]',
   options: z
     .object({
       bundle: option(z.string().min(1, 'give the bundle file with --bundle'), {
         placeholder: 'FILE',
         description: 'the bundle file (from outpost bundle create)',
       }),
-      coordinator: option(
-        z
-          .string()
-          .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
-          .optional(),
-        {
-          placeholder: 'URL',
-          description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
-        },
-      ),
+      coordinator: option(coordinatorSchema.optional(), {
+        placeholder: 'URL',
+        description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+      }),
       relayDataDir: option(z.string().min(1).optional(), {
         placeholder: 'DIR',
         description:
-          "the --data-dir of the site's relay (or coordinator), stopped: the updates are appended to its update log, and on start it checks them like updates from upstream",
+          "the --data-dir of the site's relay (or of HQ's coordinator, for a return bundle), stopped: the updates are appended to its update log, the closures go into its cache mirror (DIR/nix-cache)",
+      }),
+      cacheDir: option(z.string().min(1).optional(), {
+        placeholder: 'DIR',
+        description:
+          "put the bundle's closures into this directory as a Nix binary cache (a host with no relay: serve it with outpost bundle serve-cache)",
+      }),
+      trustedCacheKey: option(z.array(cacheKeySchema).default([]), {
+        placeholder: 'NAME:KEY',
+        description:
+          "the cache key the site's agents pin: every narinfo in the bundle must verify with it before anything is put in place",
+      }),
+      saveSiteState: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description:
+          "a return bundle: write what the site holds (state vectors, cached store paths) here, for the next bundle create's --since-state and --site-has",
       }),
       key: option(z.string().min(1).optional(), {
         placeholder: 'FILE',
@@ -191,14 +357,20 @@ const applySpec = defineCommand({
       }),
       timeout: timeoutOption,
     })
-    .refine((o) => (o.coordinator === undefined) !== (o.relayDataDir === undefined), {
+    .refine((o) => o.coordinator === undefined || o.relayDataDir === undefined, {
       path: ['coordinator'],
       message:
-        'give exactly one target: --coordinator URL (a running server) or --relay-data-dir DIR (a stopped relay)',
+        'give one target for the documents: --coordinator URL (a running server) or --relay-data-dir DIR (a stopped relay or coordinator)',
+    })
+    .refine((o) => o.coordinator !== undefined || o.relayDataDir !== undefined || o.cacheDir !== undefined, {
+      path: ['coordinator'],
+      message:
+        'give a target: --coordinator URL (a running server), --relay-data-dir DIR (a stopped relay or coordinator) or --cache-dir DIR (closures only)',
     }),
   examples: [
-    'outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --coordinator ws://127.0.0.1:8080 --key alice.key',
-    'systemctl stop outpost-relay && outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --relay-data-dir /var/lib/outpost-relay && systemctl start outpost-relay',
+    'systemctl stop outpost-relay && outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --relay-data-dir /var/lib/outpost-relay --trusted-cache-key cache.example.org-1:AbC…= && systemctl start outpost-relay',
+    'outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --cache-dir /var/lib/outpost-bundle-cache --trusted-cache-key cache.example.org-1:AbC…= --coordinator ws://127.0.0.1:8080 --key alice.key',
+    'systemctl stop outpost-coordinator && outpost bundle apply --bundle /media/usb/clinic-return.outpost-bundle --relay-data-dir /var/lib/outpost-coordinator --save-site-state clinic.site-state.json && systemctl start outpost-coordinator',
   ],
 });
 
@@ -269,46 +441,178 @@ async function applyThroughServer(
   return outcomes;
 }
 
-let loadDataDirApply: () => Promise<DataDirApply> = () =>
-  Promise.reject(new Error('internal: --relay-data-dir is not available in this build'));
+let loadDataDir: () => Promise<DataDirAccess> = () =>
+  Promise.reject(new Error('internal: data directories are not available in this build'));
+
+// Which documents each direction may carry: to a site what create writes (a host's status, where
+// its signed results live, is never written at a site from outside); back to HQ only statuses.
+function foreignDocuments(manifest: BundleManifest): string[] {
+  return manifest.entries
+    .filter((e): e is BundleDocument => e.type === 'document')
+    .filter((d) =>
+      manifest.direction === 'return'
+        ? parseDocName(d.name)?.role !== 'status'
+        : !FLEET_DOCUMENTS.includes(d.name) && parseDocName(d.name)?.role !== 'desired',
+    )
+    .map((d) => d.name);
+}
+
+interface StagedCache {
+  dir: string;
+  staging: string;
+  // Cache files written to staging, and those the target already held byte for byte.
+  staged: BundleCacheFile[];
+  held: BundleCacheFile[];
+}
+
+// Puts the staged files in place: NARs first, then narinfos, so an agent never reads a narinfo
+// whose NAR is not there yet; an existing nix-cache-info is kept.
+async function placeCacheFiles(cache: StagedCache): Promise<void> {
+  await fs.mkdir(join(cache.dir, 'nar'), { recursive: true });
+  const order = (e: BundleCacheFile): number => (e.path.startsWith('nar/') ? 0 : e.path.endsWith('.narinfo') ? 1 : 2);
+  for (const entry of [...cache.staged].sort((a, b) => order(a) - order(b))) {
+    const target = join(cache.dir, entry.path);
+    if (entry.path === 'nix-cache-info' && (await fs.stat(target).catch(() => null))) continue;
+    await fs.rename(join(cache.staging, entry.path), target);
+  }
+}
+
+const refuse = (file: string, reason: string): number => {
+  console.error(`outpost bundle apply: refused ${file}: ${reason}; nothing was applied`);
+  return 1;
+};
 
 const applyCommand = subcommand(applySpec, async (o) => {
-  const stat = await fs.stat(o.bundle).catch((error: Error) => {
+  await fs.stat(o.bundle).catch((error: Error) => {
     throw new Error(`--bundle ${o.bundle} cannot be read (${error.message})`);
   });
-  if (stat.size > MAX_BUNDLE_FILE_BYTES) {
-    console.error(
-      `outpost bundle apply: ${o.bundle} is ${stat.size} bytes, more than ${MAX_BUNDLE_FILE_BYTES}: not a bundle this outpost writes; nothing was applied`,
+  const opened = await openBundleFile(o.bundle);
+  if (!opened.ok) return refuse(o.bundle, opened.reason);
+  const { manifest } = opened;
+  const foreign = foreignDocuments(manifest);
+  if (foreign.length)
+    return refuse(
+      o.bundle,
+      manifest.direction === 'return'
+        ? `this return bundle names ${foreign.join(', ')}, but a return bundle carries only hosts/<id>/status documents`
+        : `it names ${foreign.join(', ')}, which a bundle does not carry (only fleet/policy, fleet/enrollment, fleet/timestamp and hosts/<id>/desired)`,
     );
-    return 1;
-  }
-  const decoded = decodeBundle(new Uint8Array(await fs.readFile(o.bundle)));
-  if (!decoded.ok) {
-    console.error(`outpost bundle apply: refused ${o.bundle}: ${decoded.reason}; nothing was applied`);
-    return 1;
-  }
-  const { manifest, updates } = decoded.bundle;
-  // Only what create writes: a bundle naming other documents (a host's status, where its signed
-  // results live) was not made by outpost bundle create.
-  const foreign = manifest.documents.filter(
-    (d) => !FLEET_DOCUMENTS.includes(d.name) && parseDocName(d.name)?.role !== 'desired',
-  );
-  if (foreign.length) {
-    console.error(
-      `outpost bundle apply: refused ${o.bundle}: it names ${foreign.map((d) => d.name).join(', ')}, which a bundle does not carry (only fleet/policy, fleet/enrollment, fleet/timestamp and hosts/<id>/desired); nothing was applied`,
+  const cacheEntries = manifest.entries.filter((e): e is BundleCacheFile => e.type === 'cache');
+  const documentCount = manifest.entries.length - cacheEntries.length;
+  const documentTarget = o.coordinator ?? o.relayDataDir;
+  if (documentCount > 0 && !documentTarget)
+    return refuse(
+      o.bundle,
+      `it carries ${documentCount} documents and no target for them was given: add --coordinator URL or --relay-data-dir DIR`,
     );
-    return 1;
+  const cacheDir = o.cacheDir ?? (o.relayDataDir ? join(o.relayDataDir, 'nix-cache') : undefined);
+  if (cacheEntries.length > 0) {
+    if (!cacheDir)
+      return refuse(
+        o.bundle,
+        `it carries ${cacheEntries.length} binary-cache files: give --relay-data-dir DIR (the relay's cache mirror) or --cache-dir DIR`,
+      );
+    if (o.trustedCacheKey.length === 0)
+      return refuse(
+        o.bundle,
+        `it carries ${cacheEntries.length} binary-cache files: give --trusted-cache-key NAME:KEY (the key the site's agents pin), so the narinfos are checked before anything is put in place`,
+      );
   }
   console.log(
-    `bundle of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${manifest.documents.length} documents, hashes match`,
+    `${manifest.direction === 'return' ? 'return bundle' : 'bundle'} of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${documentCount} documents, ${cacheEntries.length} cache files, ${formatBytes(opened.fileBytes)}`,
   );
+
+  // Pass 1: every byte read once and checked; documents kept in memory, cache files staged next
+  // to their target (same file system, so placing them is a rename).
+  const updates = new Map<string, Uint8Array>();
+  const narinfoTexts = new Map<string, Uint8Array>();
+  const cache: StagedCache | null = cacheDir
+    ? {
+        dir: cacheDir,
+        staging: join(cacheDir, 'tmp', `bundle-${randomBytes(6).toString('hex')}`),
+        staged: [],
+        held: [],
+      }
+    : null;
+  try {
+    if (cache && cacheEntries.length > 0) {
+      // Staging left by an apply that was stopped part way: never reused, so removed.
+      const tmp = join(cache.dir, 'tmp');
+      for (const name of await fs.readdir(tmp).catch(() => [] as string[]))
+        if (name.startsWith('bundle-')) await fs.rm(join(tmp, name), { recursive: true, force: true });
+      await fs.mkdir(join(cache.staging, 'nar'), { recursive: true });
+    }
+    const checked = await readBundleEntries(opened, async (entry) => {
+      const chunks: Uint8Array[] = [];
+      if (entry.type === 'document')
+        return {
+          write: (chunk) => void chunks.push(chunk),
+          end: () => void updates.set(entry.name, Buffer.concat(chunks)),
+        };
+      const keepText = entry.path.endsWith('.narinfo');
+      if (await cacheHolds(cache!.dir, entry)) {
+        cache!.held.push(entry);
+        return {
+          write: (chunk) => void (keepText && chunks.push(chunk)),
+          end: () => void (keepText && narinfoTexts.set(entry.path, Buffer.concat(chunks))),
+        };
+      }
+      cache!.staged.push(entry);
+      const handle = await fs.open(join(cache!.staging, entry.path), 'w');
+      return {
+        write: async (chunk) => {
+          if (keepText) chunks.push(chunk);
+          await handle.write(chunk);
+        },
+        end: async () => {
+          if (keepText) narinfoTexts.set(entry.path, Buffer.concat(chunks));
+          await handle.sync();
+          await handle.close();
+        },
+      };
+    });
+    if (!checked.ok) return refuse(o.bundle, checked.reason);
+    let storePaths: string[] = [];
+    if (cache && cacheEntries.length > 0) {
+      const verdict = await checkCacheFiles(cacheEntries, narinfoTexts, o.trustedCacheKey, cache.dir);
+      if (!verdict.ok) return refuse(o.bundle, verdict.reason);
+      storePaths = verdict.paths;
+    }
+
+    // Pass 2: everything checked; apply.
+    let failed = 0;
+    if (documentCount > 0) failed = await applyDocuments(o, manifest, updates);
+    if (cache && cacheEntries.length > 0) {
+      await placeCacheFiles(cache);
+      const stagedBytes = cache.staged.reduce((sum, e) => sum + e.bytes, 0);
+      console.log(
+        `binary cache ${cache.dir}: ${storePaths.length} store paths checked against ${o.trustedCacheKey.map((k) => k.split(':')[0]).join(', ')}; ${cache.staged.length} files added (${formatBytes(stagedBytes)}), ${cache.held.length} already there`,
+      );
+    }
+    if (manifest.direction === 'return' && o.saveSiteState && manifest.siteState) {
+      await writeFileDurably(o.saveSiteState, `${JSON.stringify(manifest.siteState, null, 2)}\n`);
+      console.log(
+        `wrote the site's state (${Object.keys(manifest.siteState.documents).length} documents, ${manifest.siteState.storePaths.length} cached store paths) to ${o.saveSiteState}: give it to the next bundle create as --since-state and --site-has`,
+      );
+    }
+    return failed ? 1 : 0;
+  } finally {
+    if (cache) await fs.rm(cache.staging, { recursive: true, force: true });
+  }
+});
+
+async function applyDocuments(
+  o: z.infer<typeof applySpec.options>,
+  manifest: BundleManifest,
+  updates: Map<string, Uint8Array>,
+): Promise<number> {
   const target = o.coordinator ?? o.relayDataDir!;
   const outcomes = o.coordinator
     ? await applyThroughServer(o.coordinator, updates, o.key ? await readKeyFile(o.key) : null, o.timeout * 1000)
-    : await (await loadDataDirApply())(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
+    : await (await loadDataDir()).apply(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
   let refused = 0;
   const counts = { changed: 0, had: 0 };
-  for (const { name } of manifest.documents) {
+  for (const name of updates.keys()) {
     const outcome = outcomes.get(name)!;
     if (outcome.kind === 'refused') {
       refused += 1;
@@ -321,26 +625,24 @@ const applyCommand = subcommand(applySpec, async (o) => {
   console.log(
     `${counts.changed} document${counts.changed === 1 ? '' : 's'} changed, ${counts.had} already had it${refused ? `, ${refused} refused` : ''}`,
   );
-  if (refused) {
+  if (refused)
     console.error(
       `outpost bundle apply: ${target} refused ${refused} document${refused === 1 ? '' : 's'} (above); the others were applied. Fleet documents are written only by a coordinator that checks each entry: see docs/sneakernet.md`,
     );
-    return 1;
-  }
-  return 0;
-});
+  return refused;
+}
 
 export const bundleCommandGroup: CommandGroup = {
   name: 'bundle',
-  summary: 'carry updates to a site with no link on a USB stick (sneakernet)',
-  subcommands: [createCommand, applyCommand],
+  summary: 'carry updates and closures to a site with no link on a USB stick, and its results back (sneakernet)',
+  subcommands: [createCommand, applyCommand, serveCacheCommand],
   notes: [
-    'Nothing in a bundle is trusted: agents and readers verify every signed intent, policy and checkpoint in it as always. The hashes catch damaged, cut-short or edited files; apply refuses those and changes nothing.',
-    'Applying a bundle twice, or an older one after a newer one, changes nothing (Yjs updates are idempotent).',
+    'Nothing in a bundle is trusted: agents and readers verify every signed intent, policy, checkpoint, status and result in it as always, and apply checks every narinfo against --trusted-cache-key. The hashes catch damaged, cut-short or edited files; apply refuses those and changes nothing.',
+    'Applying a bundle twice, or an older one after a newer one, changes nothing (Yjs updates are idempotent; cache files already there are kept).',
   ],
 };
 
-export function runBundleCommand(argv: string[], dataDirApply: () => Promise<DataDirApply>): Promise<number> {
-  loadDataDirApply = dataDirApply;
+export function runBundleCommand(argv: string[], dataDir: () => Promise<DataDirAccess>): Promise<number> {
+  loadDataDir = dataDir;
   return runGroup(bundleCommandGroup, argv);
 }

@@ -55,11 +55,11 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
   },
   bundle: {
     run: async (argv) =>
-      (await import('../admin/bundle.js')).runBundleCommand(
-        argv,
-        async () => (await import('../relay/bundle-log.js')).applyToDataDir,
-      ),
-    summary: 'carry updates to a site with no link on a USB stick: create, apply',
+      (await import('../admin/bundle.js')).runBundleCommand(argv, async () => {
+        const { applyToDataDir, readDataDir } = await import('../relay/bundle-log.js');
+        return { apply: applyToDataDir, read: readDataDir };
+      }),
+    summary: 'carry updates and closures to a site with no link on a USB stick, and its results back: create, apply',
   },
 };
 

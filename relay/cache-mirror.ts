@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from '../shared/log.js';
 import { NARINFO_MAX_BYTES } from '../shared/nix/narinfo.js';
-import { serveFile } from './serve-range.js';
+import { serveFile } from '../shared/node/serve-range.js';
 
 // The relay as binary-cache mirror: GET /nix-cache/<file> answers from disk, fetching each file
 // from the upstream cache once (concurrent requests for one file share that download) and never

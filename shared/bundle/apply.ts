@@ -12,6 +12,18 @@ export type DataDirApply = (
   principal: string,
 ) => Promise<Map<string, BundleOutcome>>;
 
+// Reads a stopped server's data directory for a return bundle (relay/bundle-log.ts): the whole
+// state of each document `wanted` selects, and every document's state vector.
+export type DataDirRead = (
+  dataDir: string,
+  wanted: (name: string) => boolean,
+) => Promise<{ states: Map<string, Uint8Array>; vectors: Map<string, Uint8Array> }>;
+
+export interface DataDirAccess {
+  apply: DataDirApply;
+  read: DataDirRead;
+}
+
 // Whether `doc` already holds everything `update` carries (items and deletions).
 export function holds(doc: Y.Doc, update: Uint8Array): boolean {
   try {

@@ -4,10 +4,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { readDocuments } from '../../admin/policy-remote.js';
-import { decodeBundle } from '../../shared/bundle/format.js';
 import { toBase64 } from '../../shared/crypto/encoding.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
+import { openBundleFile } from '../../shared/node/bundle-file.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
@@ -162,7 +162,7 @@ test('a bundle carries an intent to a site with no link; the site verifies it fr
   const created = await createBundle(files.bundle1);
   assert.is(created.code, 0, created.stderr);
   const size = (await fs.stat(files.bundle1)).size;
-  assert.match(created.stdout, `4 documents, ${size} bytes`);
+  assert.match(created.stdout, `4 documents: ${size} bytes`);
 
   const before = await readDocuments(site.url, ['hosts/h1/desired'], null, 10_000);
   assert.is(readIntentEntries(before('hosts/h1/desired')).entries.length, 0, 'the site holds no intent yet');
@@ -225,9 +225,9 @@ test('--since-state carries only what the site lacks', async () => {
   const full = await createBundle(files.full3);
   assert.is(full.code, 0, full.stderr);
   const desiredBytes = async (file: string): Promise<number> => {
-    const decoded = decodeBundle(new Uint8Array(await fs.readFile(file)));
-    if (!decoded.ok) throw new Error(decoded.reason);
-    return decoded.bundle.manifest.documents.find((d) => d.name === 'hosts/h1/desired')!.bytes;
+    const opened = await openBundleFile(file);
+    if (!opened.ok) throw new Error(opened.reason);
+    return opened.manifest.entries.find((d) => d.type === 'document' && d.name === 'hosts/h1/desired')!.bytes;
   };
   const [deltaDesired, fullDesired] = [await desiredBytes(files.delta), await desiredBytes(files.full3)];
   console.log(

@@ -12,8 +12,8 @@ import {
   handleCacheRequest,
   scanMirrorDirectory,
 } from '../../../relay/cache-mirror.js';
-import { parseRange } from '../../../relay/serve-range.js';
 import { silentLogger } from '../../../shared/log.js';
+import { parseRange } from '../../../shared/node/serve-range.js';
 import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 
 // The cache mirror's transitions with a stand-in upstream (fetch) and request/response objects:

@@ -1,0 +1,491 @@
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { HostView } from '../../admin/fleet-view.js';
+import { generateSigningKey } from '../../shared/crypto/keys.js';
+import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../../shared/node/bundle-file.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { startRelayProcess } from '../bench/relay-fixtures.js';
+import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
+import { prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
+import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
+import {
+  buildTestClosure,
+  type CacheKeyFiles,
+  installFromCache,
+  makeCacheKey,
+  publishToCache,
+} from '../harness/nix-fixtures.js';
+import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  startDaemon,
+  temporaryDirectory,
+  waitFor,
+} from '../harness/processes.js';
+
+// Sneakernet with closures and the way back (issue 16, docs/sneakernet.md), all real parts: HQ's
+// coordinator (org root, an intent for h1) and the org's signed binary cache; a site relay whose
+// upstream and cache upstream are unreachable (port 9) for the whole test, and a real agent (own
+// store root, real Nix) behind it. The bundle carries the policy, enrollment, checkpoints, the
+// intent and the closure's narinfos and NARs; the agent installs the closure from the relay's
+// mirror; the return bundle brings its signed result back and HQ's `outpost status` shows it
+// applied. Bundles rewritten by whoever holds the stick (hashes recomputed) are refused and change
+// nothing at the site.
+const org = makeTestOrg();
+const relayKey = generateSigningKey('site-relay');
+const dir = temporaryDirectory('bundle-closures');
+const files = {
+  alice: join(dir, 'alice.key'),
+  relay: join(dir, 'relay.key'),
+  timestamp: join(dir, 'ts.key'),
+  bundle: join(dir, 'site.outpost-bundle'),
+  tampered: join(dir, 'tampered.outpost-bundle'),
+  returned: join(dir, 'return.outpost-bundle'),
+  siteState: join(dir, 'site-state.json'),
+  next: join(dir, 'next.outpost-bundle'),
+};
+const hqDir = join(dir, 'hq');
+const relayDir = join(dir, 'relay');
+const DEAD = '127.0.0.1:9';
+let hq: DaemonProcess & { url: string; port: number };
+let cache: BinaryCacheServer;
+let cacheKey: CacheKeyFiles;
+let host: SimulatedHost;
+let closure: string;
+
+const startHq = () =>
+  startCoordinatorProcess(hqDir, join(dir, 'hq.log'), 0, [
+    '--org-root',
+    org.root.publicKey,
+    '--timestamp-key',
+    files.timestamp,
+    '--timestamp-interval',
+    '0.5',
+  ]);
+
+const startSiteRelay = () =>
+  startRelayProcess(relayDir, join(dir, 'relay.log'), [`ws://${DEAD}`], {
+    extra: ['--org-root', org.root.publicKey, '--key', files.relay, '--cache-upstream', `http://${DEAD}`],
+  });
+
+function applyAtSite(bundle: string, extra: string[] = []) {
+  return runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    bundle,
+    '--relay-data-dir',
+    relayDir,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+    ...extra,
+  ]);
+}
+
+// Every file under the relay's data directory with its SHA-256: "changes nothing" is this, equal.
+async function treeDigest(root: string): Promise<string> {
+  const lines: string[] = [];
+  const walk = async (at: string): Promise<void> => {
+    for (const entry of await fs.readdir(at, { withFileTypes: true }).catch(() => [])) {
+      const path = join(at, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else if (entry.isFile())
+        lines.push(
+          `${path} ${createHash('sha256')
+            .update(await fs.readFile(path))
+            .digest('hex')}`,
+        );
+    }
+  };
+  await walk(root);
+  return lines.sort().join('\n');
+}
+
+// What someone holding the stick can do: read every entry, change some, and write a bundle whose
+// manifest and hashes are all consistent again (the format is public; so is this code).
+async function rewriteBundle(
+  source: string,
+  target: string,
+  edit: (entries: { path: string; bytes: Buffer }[]) => void,
+): Promise<void> {
+  const opened = await openBundleFile(source);
+  if (!opened.ok) throw new Error(opened.reason);
+  const contents: { path: string; bytes: Buffer }[] = [];
+  const read = await readBundleEntries(opened, (entry) => {
+    const parts: Buffer[] = [];
+    return {
+      write: (chunk) => void parts.push(Buffer.from(chunk)),
+      end: () =>
+        void contents.push({ path: entry.type === 'cache' ? entry.path : entry.name, bytes: Buffer.concat(parts) }),
+    };
+  });
+  if (!read.ok) throw new Error(read.reason);
+  edit(contents);
+  const entries = opened.manifest.entries.map((entry, i) => ({
+    ...entry,
+    bytes: contents[i]!.bytes.length,
+    sha256: createHash('sha256').update(contents[i]!.bytes).digest('hex'),
+  }));
+  const sources: EntrySource[] = contents.map((c) => ({ bytes: c.bytes }));
+  await writeBundleFile(target, { ...opened.manifest, entries }, sources);
+}
+
+async function hostView(url: string): Promise<HostView | null> {
+  const result = await runCli([
+    'status',
+    '--coordinator',
+    url,
+    '--key',
+    files.alice,
+    '--org-root',
+    org.root.publicKey,
+    '--host',
+    'h1',
+    '--json',
+  ]);
+  if (result.code !== 0) throw new Error(result.stderr);
+  return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts.find((h) => h.host === 'h1') ?? null;
+}
+
+test.before(async () => {
+  await writeKeyFile(files.alice, org.alice);
+  await writeKeyFile(files.timestamp, org.timestamp);
+  await writeKeyFile(files.relay, relayKey);
+  cacheKey = await makeCacheKey(join(dir, 'keys'), 'sneakernet-cache-1');
+  closure = await buildTestClosure({
+    name: 'sneakernet-system',
+    extraPaths: 2,
+    payloadBytes: 64 * 1024,
+    uniqueness: dir,
+  });
+  await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
+  cache = await serveBinaryCache(join(dir, 'cache'));
+  hq = await startHq();
+  const policy = basePolicy(org, {
+    relays: [{ name: 'site-relay', key: relayKey.publicKey, hosts: ['h1'], groups: [] }],
+  });
+  assert.is((await pushPolicy(hq.url, signPolicy(policy, org.root))).status, 200);
+  host = await prepareHost(dir, 'h1');
+  const approved = await runCli([
+    'enroll',
+    'approve',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--host-key',
+    host.publicKey,
+  ]);
+  assert.is(approved.code, 0, approved.stderr);
+  const deployed = await runCli([
+    'deploy',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--closure',
+    closure,
+  ]);
+  assert.is(deployed.code, 0, deployed.stderr);
+  // The site relay's data directory exists (it ran once, never reaching HQ).
+  await (await startSiteRelay()).stop();
+});
+
+test.after(async () => {
+  await hq?.stop();
+  await cache?.close();
+  removeDirectory(dir);
+});
+
+test('HQ writes the closure into the bundle; --max-size refuses what does not fit', async () => {
+  const create = (out: string, extra: string[] = []) =>
+    runCli([
+      'bundle',
+      'create',
+      '--coordinator',
+      hq.url,
+      '--key',
+      files.alice,
+      '--host',
+      'h1',
+      '--cache',
+      cache.url,
+      '--trusted-cache-key',
+      cacheKey.publicKey,
+      '--out',
+      out,
+      ...extra,
+    ]);
+  const tooSmall = await create(files.bundle, ['--max-size', '50000']);
+  assert.is(tooSmall.code, 1, tooSmall.stdout);
+  assert.match(tooSmall.stderr, 'more than --max-size 50000; nothing was written', tooSmall.stderr);
+  await fs.access(files.bundle).then(
+    () => assert.unreachable('a refused bundle was written'),
+    () => undefined,
+  );
+  const created = await create(files.bundle);
+  assert.is(created.code, 0, created.stderr);
+  assert.match(created.stdout, '1 closure (3 store paths, 3 carried, 0 left out');
+  const size = (await fs.stat(files.bundle)).size;
+  assert.match(created.stdout, `: ${size} bytes`);
+  const opened = await openBundleFile(files.bundle);
+  if (!opened.ok) throw new Error(opened.reason);
+  const paths = opened.manifest.entries.filter((e) => e.type === 'cache').map((e) => e.path);
+  assert.is(paths.filter((p) => p.endsWith('.narinfo')).length, 3);
+  // The two payload paths have equal contents: one NAR file serves both narinfos, as in Nix.
+  assert.is(paths.filter((p) => p.startsWith('nar/')).length, 2);
+  assert.ok(paths.includes('nix-cache-info'));
+  const narBytes = opened.manifest.entries.filter((e) => e.type === 'cache' && e.path.startsWith('nar/'));
+  console.log(
+    `  bundle ${size} bytes for NARs of ${narBytes.reduce((s, e) => s + e.bytes, 0)} bytes (${opened.manifest.entries.length} entries)`,
+  );
+  // The cache is gone from here on: the site never had a path to it anyway.
+  await cache.close();
+});
+
+test('bundles rewritten by whoever holds the stick are refused and change nothing at the site', async () => {
+  const before = await treeDigest(relayDir);
+  const cases: { what: string; edit: (entries: { path: string; bytes: Buffer }[]) => void; says: string }[] = [
+    {
+      what: 'a flipped byte in a NAR',
+      edit: (entries) => {
+        const nar = entries.find((e) => e.path.startsWith('nar/'))!;
+        nar.bytes[nar.bytes.length - 100]! ^= 0x01;
+      },
+      says: 'the NAR was altered',
+    },
+    {
+      what: "a narinfo swapped for another path's (validly signed for that one)",
+      edit: (entries) => {
+        const narinfos = entries.filter((e) => e.path.endsWith('.narinfo'));
+        const [a, b] = [narinfos[0]!, narinfos[1]!];
+        [a.bytes, b.bytes] = [b.bytes, a.bytes];
+      },
+      says: 'the narinfo was swapped',
+    },
+    {
+      what: 'a narinfo whose References were edited (to drop a path)',
+      edit: (entries) => {
+        const narinfo = entries.find(
+          (e) => e.path.endsWith('.narinfo') && /References: \S+ \S+/.test(e.bytes.toString()),
+        )!;
+        narinfo.bytes = Buffer.from(narinfo.bytes.toString().replace(/^(References: \S+) \S+/m, '$1'));
+      },
+      says: 'does not verify',
+    },
+  ];
+  for (const { what, edit, says } of cases) {
+    await rewriteBundle(files.bundle, files.tampered, edit);
+    const refused = await applyAtSite(files.tampered);
+    assert.is(refused.code, 1, `${what}: ${refused.stdout}`);
+    assert.match(refused.stderr, says, what);
+    assert.match(refused.stderr, 'nothing was applied', what);
+    assert.is(await treeDigest(relayDir), before, `${what} changed the site`);
+  }
+  // A naive edit (hashes not recomputed) and a partial copy are caught by the file's own hashes.
+  const bytes = await fs.readFile(files.bundle);
+  const flipped = Buffer.from(bytes);
+  flipped[bytes.length - 2000]! ^= 0x01;
+  await fs.writeFile(files.tampered, flipped);
+  const naive = await applyAtSite(files.tampered);
+  assert.is(naive.code, 1);
+  assert.match(naive.stderr, 'SHA-256');
+  await fs.writeFile(files.tampered, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+  const partial = await applyAtSite(files.tampered);
+  assert.is(partial.code, 1);
+  assert.match(partial.stderr, 'it is incomplete (a copy cut short?); copy it again');
+  const unkeyed = await runCli(['bundle', 'apply', '--bundle', files.bundle, '--relay-data-dir', relayDir]);
+  assert.is(unkeyed.code, 1);
+  assert.match(unkeyed.stderr, '--trusted-cache-key');
+  assert.is(await treeDigest(relayDir), before);
+});
+
+test('at the site: the relay takes the bundle, the agent installs the closure with no link; the return bundle shows it applied at HQ', async () => {
+  const applied = await applyAtSite(files.bundle);
+  assert.is(applied.code, 0, applied.stderr + applied.stdout);
+  assert.match(applied.stdout, '4 documents changed, 0 already had it');
+  assert.match(applied.stdout, '3 store paths checked against sneakernet-cache-1; 6 files added');
+  const again = await applyAtSite(files.bundle);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stdout, '0 documents changed, 4 already had it');
+  assert.match(again.stdout, '0 files added (0 B), 6 already there');
+
+  const relay = await startSiteRelay();
+  let agent: DaemonProcess | null = null;
+  try {
+    agent = startPolicyAgent(host, {
+      coordinators: [relay.url],
+      orgRoot: org.root.publicKey,
+      substituter: `${httpBaseFromWs(relay.url)}/nix-cache`,
+      cacheKey: cacheKey.publicKey,
+    });
+    const result = await waitFor(
+      "h1's applied result at the site relay",
+      async () => {
+        const last = (await hostView(relay.url).catch(() => null))?.lastResult;
+        return last?.outcome === 'applied' ? last : null;
+      },
+      120_000,
+      500,
+    );
+    assert.ok(result.signatureValid);
+    assert.is(await profileTarget(host), closure);
+  } finally {
+    await agent?.stop('SIGKILL');
+    await relay.stop();
+  }
+
+  const created = await runCli(['bundle', 'create', '--return', '--relay-data-dir', relayDir, '--out', files.returned]);
+  assert.is(created.code, 0, created.stderr);
+  assert.match(created.stdout, 'return bundle: 1 status document (h1)');
+  assert.match(created.stdout, '3 cached store paths');
+  console.log(`  return bundle ${(await fs.stat(files.returned)).size} bytes`);
+
+  assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ has heard nothing from h1 yet');
+  await hq.stop();
+  const back = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.returned,
+    '--relay-data-dir',
+    hqDir,
+    '--save-site-state',
+    files.siteState,
+  ]);
+  assert.is(back.code, 0, back.stderr + back.stdout);
+  assert.match(back.stdout, 'hosts/h1/status: changed');
+  const twice = await runCli(['bundle', 'apply', '--bundle', files.returned, '--relay-data-dir', hqDir]);
+  assert.is(twice.code, 0, twice.stderr);
+  assert.match(twice.stdout, '0 documents changed, 1 already had it');
+  hq = await startHq();
+  const view = await hostView(hq.url);
+  assert.is(view?.lastResult?.outcome, 'applied');
+  assert.is(view?.lastResult?.signatureValid, true, "HQ verified the host's own signature on the result");
+  assert.is(view?.lastResult?.closure, closure);
+  // The audit timeline shows the site's result, signed by the host, logged as the bundle's write.
+  const audit = await runCli([
+    'audit',
+    'timeline',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--org-root',
+    org.root.publicKey,
+    '--host',
+    'h1',
+    '--json',
+  ]);
+  assert.is(audit.code, 0, audit.stderr);
+  const events = (
+    JSON.parse(audit.stdout) as {
+      events: { kind: string; principal: string; verified: boolean; signers: { role: string }[]; summary: string }[];
+    }
+  ).events;
+  const siteResult = events.find((e) => e.kind === 'result' && e.principal === 'bundle:site');
+  assert.ok(
+    siteResult,
+    `no result from the return bundle in ${JSON.stringify(events.map((e) => [e.kind, e.principal]))}`,
+  );
+  assert.ok(siteResult.verified, siteResult.summary);
+  assert.is(siteResult.signers[0]?.role, 'host');
+
+  // HQ's next bundle leaves out what the site reported having.
+  cache = await serveBinaryCache(join(dir, 'cache'));
+  const next = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--host',
+    'h1',
+    '--cache',
+    cache.url,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+    '--since-state',
+    files.siteState,
+    '--site-has',
+    files.siteState,
+    '--out',
+    files.next,
+  ]);
+  assert.is(next.code, 0, next.stderr);
+  assert.match(next.stdout, '3 store paths, 0 carried, 3 left out as the site has them');
+  console.log(`  next bundle with --since-state and --site-has: ${(await fs.stat(files.next)).size} bytes`);
+  // At the site: the newer bundle (newer checkpoints), then the older one again: nothing changes.
+  const newer = await applyAtSite(files.next);
+  assert.is(newer.code, 0, newer.stderr);
+  assert.match(newer.stdout, 'fleet/timestamp: changed');
+  const older = await applyAtSite(files.bundle);
+  assert.is(older.code, 0, older.stderr);
+  assert.match(older.stdout, '0 documents changed, 4 already had it');
+  assert.match(older.stdout, '0 files added (0 B), 6 already there');
+});
+
+test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
+  const cacheDir = join(dir, 'host-cache');
+  const applied = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.bundle,
+    '--cache-dir',
+    cacheDir,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+  ]);
+  // The documents need a server: without one the command says so and applies nothing.
+  assert.is(applied.code, 1);
+  assert.match(applied.stderr, 'it carries 4 documents and no target for them was given');
+  const withDocuments = await runCli([
+    'bundle',
+    'apply',
+    '--bundle',
+    files.bundle,
+    '--cache-dir',
+    cacheDir,
+    '--trusted-cache-key',
+    cacheKey.publicKey,
+    '--relay-data-dir',
+    relayDir,
+  ]);
+  assert.is(withDocuments.code, 0, withDocuments.stderr);
+  assert.match(withDocuments.stdout, '6 files added');
+  const server = startDaemon(['bundle', 'serve-cache', '--cache-dir', cacheDir, '--port', '0'], join(dir, 'serve.log'));
+  try {
+    const line = await waitFor('serve-cache to listen', () =>
+      server
+        .logs()
+        .split('\n')
+        .find((l) => l.startsWith('{"event":"listening"')),
+    );
+    const { url } = JSON.parse(line) as { url: string };
+    assert.is((await fetch(`${url}/../../etc/passwd`)).status, 404);
+    const installed = await installFromCache({
+      storeRoot: join(dir, 'fresh-store'),
+      storePath: closure,
+      substituterUrl: url,
+      trustedPublicKeys: [cacheKey.publicKey],
+    });
+    assert.is(installed.code, 0, installed.stderr);
+  } finally {
+    await server.stop();
+  }
+});
+
+test.run();
