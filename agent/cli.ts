@@ -62,6 +62,8 @@ export function agentConfigFromOptions(
     },
     bootedSystem: options.bootedSystem,
     rebootCommand: options.rebootCommand,
+    collectCommands: options.collectCommand,
+    actionTimeoutMs: options.actionTimeout * 1000,
     ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     ...(options.authorizedKeysDir ? { authorizedKeysDir: options.authorizedKeysDir } : {}),
     logger,

@@ -44,6 +44,10 @@ export interface AgentConfig {
   health?: Partial<HealthSettings>;
   bootedSystem?: string;
   rebootCommand?: string;
+  // Remote actions (agent/actions.ts): what collect gathers (none: the defaults), and how long a
+  // collect command or a check may take.
+  collectCommands?: CollectCommand[];
+  actionTimeoutMs?: number;
   // The agent's clock (ms since the epoch); injectable so window logic is testable.
   now?: () => number;
   // ADDRESS:PORT to serve GET /metrics on (agent/metrics.ts); none by default.
@@ -79,7 +83,14 @@ export interface ResolvedAgentConfig extends AgentConfig {
   health: HealthSettings;
   bootedSystem: string;
   rebootCommand: string;
+  collectCommands: CollectCommand[];
+  actionTimeoutMs: number;
   now: () => number;
+}
+
+export interface CollectCommand {
+  name: string;
+  command: string;
 }
 
 // The defaults of everything that is also a flag come from the flag's declaration (options.ts),
@@ -104,6 +115,18 @@ export const DEFAULT_HEALTH: HealthSettings = {
   systemctl: defaultOf(flag.systemctl),
 };
 
+// What `outpost action collect` gathers unless --collect-command says otherwise: the recent
+// warnings and errors, the failed units, disk usage and the system profile's generations.
+export function defaultCollectCommands(systemctl: string, profile: string): CollectCommand[] {
+  const quote = (text: string): string => `'${text.replaceAll("'", "'\\''")}'`;
+  return [
+    { name: 'journal', command: 'journalctl --no-pager --quiet --priority warning --lines 200' },
+    { name: 'failed', command: `${quote(systemctl)} --failed --no-legend --plain` },
+    { name: 'disk', command: 'df -h; df -i' },
+    { name: 'generations', command: `nix-env --list-generations --profile ${quote(profile)}` },
+  ];
+}
+
 // systemd-run wherever systemd runs the machine (the activation then survives even a restart of
 // the agent's own unit), a process of its own session elsewhere.
 export function chooseRunner(
@@ -125,6 +148,10 @@ export function resolveAgentConfig(config: AgentConfig): ResolvedAgentConfig {
     health: { ...DEFAULT_HEALTH, ...config.health },
     bootedSystem: config.bootedSystem ?? defaultOf(flag.bootedSystem),
     rebootCommand: config.rebootCommand ?? defaultOf(flag.rebootCommand),
+    collectCommands: config.collectCommands?.length
+      ? config.collectCommands
+      : defaultCollectCommands(config.health?.systemctl ?? DEFAULT_HEALTH.systemctl, config.profile),
+    actionTimeoutMs: config.actionTimeoutMs ?? defaultOf(flag.actionTimeout) * 1000,
     now: config.now ?? Date.now,
   };
 }

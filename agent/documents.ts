@@ -4,6 +4,7 @@ import { readOwnCurrentStatus, readResults } from '../shared/documents/status.js
 import { connectDocument } from '../shared/node/connect.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
 import { findResultAnomalies } from '../shared/trust/result-replays.js';
+import { scheduleActionCheck } from './actions.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS, poke } from './runtime.js';
 import { selectNow } from './select.js';
 import { purgeForeignEntries } from './status-store.js';
@@ -34,6 +35,7 @@ export function openDesired(agent: AgentRuntime): void {
     }
     poke(agent);
     schedulePreemptionCheck(agent);
+    scheduleActionCheck(agent);
   });
   agent.desired = connectDocument(config.coordinators, desiredName, {
     doc,

@@ -1,5 +1,6 @@
 import type { AgentPhase } from '../shared/schemas/report.js';
 import { compareRank } from '../shared/trust/verify-intent.js';
+import { actionLock, describeLock } from './actions.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline/pipeline.js';
 import { freshWork } from './pipeline/state.js';
@@ -83,6 +84,13 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
         await finish(agent, state.target, state.applied ? 'applied' : 'idle', 'refused', gate.reason, '', false);
         return;
       }
+    }
+    // A locked host (outpost action lock) neither downloads nor activates a target not yet
+    // installed; one whose activation began (the system already changed) is finished.
+    const lock = actionLock(agent);
+    if (lock && preemptible) {
+      holdLog(agent, describeLock(lock), state.target);
+      return;
     }
     // While frozen nothing new is taken on: the newer intent may be judged under a stale policy.
     const newer = preemptible && !frozen ? selection.chosen : null;
@@ -168,6 +176,13 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
   const chosen = selection.chosen;
   if (!chosen || handled.has(chosen.digest)) {
     if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });
+    return;
+  }
+  const lock = actionLock(agent);
+  if (lock) {
+    // Waits, neither taken on nor refused: after the unlock the newest valid intent goes on.
+    if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });
+    holdLog(agent, describeLock(lock), chosen);
     return;
   }
   await persist(agent, { ...state, handledDigests: [...handled] });

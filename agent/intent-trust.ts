@@ -3,10 +3,12 @@ import type { Logger } from '../shared/log.js';
 import { openFleetTrustOnNode } from '../shared/node/fleet-trust.js';
 import { groupWindowsFor } from '../shared/schedule/group-windows.js';
 import { NO_WINDOWS, type WindowSet } from '../shared/schedule/window-rules.js';
+import type { SignedAction } from '../shared/schemas/action.js';
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { Policy } from '../shared/schemas/policy.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
 import type { Freshness } from '../shared/trust/fleet-trust.js';
+import { type ActionVerdict, verifyAction } from '../shared/trust/verify-action.js';
 import { type IntentVerifier, verifyIntent } from '../shared/trust/verify-intent.js';
 
 // What an agent needs to decide about intents, whichever trust model the host runs:
@@ -14,6 +16,8 @@ import { type IntentVerifier, verifyIntent } from '../shared/trust/verify-intent
 export interface IntentTrust {
   mode: 'policy' | 'admin-keys';
   verify: IntentVerifier;
+  // Whether a remote action request may run here (shared/trust/verify-action.ts).
+  verifyAction: (signed: SignedAction) => ActionVerdict;
   epochOf: (signed: SignedIntent) => number;
   now: () => number;
   freshness: () => Freshness;
@@ -65,6 +69,8 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
     return {
       mode: 'policy',
       verify,
+      verifyAction: (signed) =>
+        verifyAction(signed, { host: options.host, mode: 'policy', chain: fleet.chain(), now: fleet.now() }),
       epochOf: (signed) => fleet.epochOf(signed),
       now: () => fleet.now(),
       freshness: () => fleet.freshness(),
@@ -79,6 +85,8 @@ export async function openIntentTrust(options: IntentTrustOptions): Promise<Inte
   return {
     mode: 'admin-keys',
     verify: (signed) => verifyIntent(signed, { host: options.host, trustedAdminKeys, now: Date.now() }),
+    verifyAction: (signed) =>
+      verifyAction(signed, { host: options.host, mode: 'admin-keys', chain: [], trustedAdminKeys, now: Date.now() }),
     epochOf: () => 0,
     now: () => Date.now(),
     freshness: () => ({

@@ -15,6 +15,12 @@ export const sizeSchema = z
   .regex(/^\d+(\.\d+)?[KMGT]?$/i, 'expected a byte count such as 1073741824, 512M or 64G')
   .transform((text) => Math.floor(Number.parseFloat(text) * SIZE_UNITS[text.replace(/^[\d.]+/, '').toUpperCase()]!));
 
+// "journal=journalctl -n 100": a section name for the bundle and the shell command that fills it.
+export const collectCommandSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}=.+$/s, 'expected NAME=COMMAND, e.g. "journal=journalctl -n 200 --no-pager"')
+  .transform((text) => ({ name: text.slice(0, text.indexOf('=')), command: text.slice(text.indexOf('=') + 1) }));
+
 const countSchema = numberSchema('a whole number').int().nonnegative().max(1000);
 const throughputSchema = numberSchema('bytes per second').nonnegative();
 
@@ -186,6 +192,17 @@ export const agentCommand = defineCommand({
       rebootCommand: option(z.string().min(1).default('systemctl reboot'), {
         placeholder: 'COMMAND',
         description: 'shell command that reboots the host',
+      }),
+      collectCommand: option(z.array(collectCommandSchema).default([]), {
+        placeholder: 'NAME=COMMAND',
+        description:
+          "what 'outpost action collect' gathers: the output tail of a named shell command (/bin/sh -c); repeat; given, replaces the default set (journal, failed, disk, generations)",
+        defaultText: 'journal, failed units, disk usage, Nix generations',
+      }),
+      actionTimeout: option(secondsSchema(3600).default(60), {
+        placeholder: 'SECONDS',
+        description:
+          "each collect command is stopped after this long, and 'outpost action check' reports failure if the health checks do not pass within it",
       }),
       logLevel: logLevelOption,
       metricsListen: option(

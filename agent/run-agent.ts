@@ -3,6 +3,7 @@ import * as Y from 'yjs';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { createAccessKeeper, followPolicyForAccess } from './access.js';
+import { loadActions, stopActions } from './actions.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
 import { openDesired, statusDocumentChanged } from './documents.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -98,6 +99,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   const state = await loadAgentState(config.stateDir);
   const statusDoc = await loadStatusDocument(config.stateDir);
   const agent = createAgentRuntime(config, state, statusDoc);
+  await loadActions(agent);
   const { logger, backoff } = agent;
 
   // Documents: the agent reads its desired document and writes its status document.
@@ -161,6 +163,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       agent.wake?.();
       await loop.catch(() => undefined);
       enrollment?.stop();
+      stopActions(agent);
       rollouts.close();
       for (const timer of [agent.desiredReopen, agent.preemptionCheck, agent.statusCheck])
         if (timer) clearTimeout(timer);

@@ -3,6 +3,7 @@ import { statusDocName } from '../shared/documents/names.js';
 import { readOwnCurrentStatus, readOwnResults } from '../shared/documents/status.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type { AgentPhase } from '../shared/schemas/report.js';
+import { processActions } from './actions.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { evaluate } from './evaluate.js';
 import { currentProfileTarget } from './pipeline/activate.js';
@@ -115,6 +116,8 @@ export async function runLoop(agent: AgentRuntime): Promise<void> {
       agent.dirty = false;
       try {
         logWindows(agent);
+        // Remote actions first: a lock that arrived with a new intent holds it.
+        await processActions(agent);
         await evaluate(agent);
         // Trust changes (a freeze, a new policy version) show in the status without other work.
         await publishCurrentStatus(agent);

@@ -1,5 +1,6 @@
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { type IntentSelection, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
+import { actionLock, describeLock } from './actions.js';
 import type { InstallGate, Target } from './pipeline/pipeline.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
 
@@ -49,6 +50,12 @@ export function installGate(agent: AgentRuntime, target: Target): InstallGate {
       decision: 'refuse',
       reason: `${verdict.code}: ${verdict.reason} (checked again before installing, under policy version ${config.trust.policyVersion() ?? 'none'})`,
     };
+  // A locked host (outpost action lock) installs nothing new; unlocked, the target goes on.
+  const lock = actionLock(agent);
+  if (lock) {
+    holdLog(agent, describeLock(lock), target);
+    return { decision: 'hold', reason: describeLock(lock) };
+  }
   const freshness = config.trust.freshness();
   if (freshness.frozen) {
     holdLog(agent, freshness.reason, target);
@@ -70,6 +77,6 @@ export function holdLog(agent: AgentRuntime, reason: string, target: Target | nu
       reason,
       ...(target ? { generation: target.signed.intent.generation } : {}),
     },
-    `trust is frozen: installing nothing new until it is fresh again (${reason})`,
+    `holding: installing nothing new (${reason})`,
   );
 }

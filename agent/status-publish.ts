@@ -9,6 +9,7 @@ import type {
   StatusContent,
   TrustStatus,
 } from '../shared/schemas/report.js';
+import { actionLock } from './actions.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { pruneActivationFiles } from './nix/activation-runner.js';
 import { syncGcRoots } from './nix/gc-roots.js';
@@ -69,6 +70,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
   // The windows in force now (flags, or the groups of the policy in force), not those the wait began with.
   const rules = waitingFor ? windowRules(config, kindOf(waitingFor)) : [];
   const next = waitingFor ? nextAllowedStart(rules, config.now()) : null;
+  const lock = actionLock(agent);
   return {
     kind: 'status',
     host: config.host,
@@ -82,6 +84,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     trust: trustStatus(agent),
     ...(agent.access?.status() ? { access: agent.access.status()! } : {}),
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
+    ...(lock ? { lock } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {

@@ -3,8 +3,16 @@ import { join } from 'node:path';
 import * as Y from 'yjs';
 import { verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { ENTRY_LIMITS, parseEntry } from '../shared/documents/entries.js';
-import { CURRENT_KEY, RESULTS_KEY, resultsArray, STATUS_MAP } from '../shared/documents/status.js';
+import {
+  ACTION_RESULTS_KEY,
+  actionResultsArray,
+  CURRENT_KEY,
+  RESULTS_KEY,
+  resultsArray,
+  STATUS_MAP,
+} from '../shared/documents/status.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
+import { signedActionResultSchema } from '../shared/schemas/action.js';
 import { signedResultSchema, signedStatusSchema } from '../shared/schemas/report.js';
 
 // The agent's own copy of its status document, kept on disk: results written while the link is
@@ -64,6 +72,15 @@ function ownResult(raw: unknown, hostKey: string): boolean {
   );
 }
 
+function ownActionResult(raw: unknown, hostKey: string): boolean {
+  const parsed = parseEntry(raw, signedActionResultSchema, ENTRY_LIMITS.actionResult);
+  return (
+    parsed.ok &&
+    parsed.value.signature.publicKey === hostKey &&
+    verifyPayloadSignature('action-result', parsed.value.result, parsed.value.signature)
+  );
+}
+
 function ownStatus(raw: unknown, hostKey: string): boolean {
   const parsed = parseEntry(raw, signedStatusSchema, ENTRY_LIMITS.status);
   return (
@@ -87,6 +104,13 @@ export function purgeForeignEntries(doc: Y.Doc, hostKey: string): number {
       results.delete(i, 1);
       removed += 1;
     }
+    const actionResults = actionResultsArray(doc);
+    const answers = actionResults.toArray();
+    for (let i = answers.length - 1; i >= 0; i--) {
+      if (ownActionResult(answers[i], hostKey)) continue;
+      actionResults.delete(i, 1);
+      removed += 1;
+    }
     const status = doc.getMap<unknown>(STATUS_MAP);
     for (const key of [...status.keys()]) {
       if (key === CURRENT_KEY && ownStatus(status.get(key), hostKey)) continue;
@@ -95,7 +119,7 @@ export function purgeForeignEntries(doc: Y.Doc, hostKey: string): number {
     }
     // Top-level types the agent never uses: delete their items through Yjs' own item API.
     for (const [name, type] of doc.share) {
-      if (name === RESULTS_KEY || name === STATUS_MAP) continue;
+      if (name === RESULTS_KEY || name === STATUS_MAP || name === ACTION_RESULTS_KEY) continue;
       for (const item of type._map.values())
         if (!item.deleted) {
           item.delete(transaction);

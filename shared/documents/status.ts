@@ -1,5 +1,6 @@
 import type * as Y from 'yjs';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
+import { type SignedActionResult, signedActionResultSchema } from '../schemas/action.js';
 import { type SignedResult, type SignedStatus, signedResultSchema, signedStatusSchema } from '../schemas/report.js';
 import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
 
@@ -60,4 +61,35 @@ export function readOwnResults(doc: Y.Doc, hostKey: string): SignedResult[] {
 
 export function appendResult(doc: Y.Doc, signed: SignedResult): void {
   resultsArray(doc).push([signedResultSchema.parse(signed)]);
+}
+
+// Signed answers to remote actions, in an array of their own (numbered apart from results).
+export const ACTION_RESULTS_KEY = 'actionResults';
+
+export function actionResultsArray(doc: Y.Doc): Y.Array<unknown> {
+  return doc.getArray<unknown>(ACTION_RESULTS_KEY);
+}
+
+export function readActionResults(doc: Y.Doc): { results: SignedActionResult[]; malformedEntries: MalformedEntry[] } {
+  const results: SignedActionResult[] = [];
+  const malformedEntries: MalformedEntry[] = [];
+  actionResultsArray(doc)
+    .toArray()
+    .forEach((raw, index) => {
+      const parsed = parseEntry(raw, signedActionResultSchema, ENTRY_LIMITS.actionResult);
+      if (parsed.ok) results.push(parsed.value);
+      else malformedEntries.push({ index, error: parsed.error });
+    });
+  return { results, malformedEntries };
+}
+
+// The action results `hostKey` signed, with valid signatures, in document order.
+export function readOwnActionResults(doc: Y.Doc, hostKey: string): SignedActionResult[] {
+  return readActionResults(doc).results.filter(
+    (r) => r.signature.publicKey === hostKey && verifyPayloadSignature('action-result', r.result, r.signature),
+  );
+}
+
+export function appendActionResult(doc: Y.Doc, signed: SignedActionResult): void {
+  actionResultsArray(doc).push([signedActionResultSchema.parse(signed)]);
 }
