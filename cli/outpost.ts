@@ -32,6 +32,10 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     run: async (argv) => (await import('../admin/rollback.js')).runRollbackCommand(argv),
     summary: 'return a host to an earlier applied generation (as a new signed generation)',
   },
+  action: {
+    run: async (argv) => (await import('../admin/action.js')).runActionCommand(argv),
+    summary: 'remote actions on a host: reboot, lock, unlock, collect, check',
+  },
   status: {
     run: async (argv) => (await import('../admin/status.js')).runStatusCommand(argv),
     summary: 'show every host: desired, applied, phase, online, last result',

@@ -107,7 +107,9 @@ export async function createTrustState(
         if (fleetDocument || !parsed) return 'read';
         if (parsed.role === 'desired') {
           const capabilities = capabilitiesFor(policy, admin, parsed.host);
-          if (capabilities.has('deploy') || capabilities.has('rollback')) return 'write';
+          // Remote action requests travel in the desired document too (docs/access.md).
+          const writers = ['deploy', 'rollback', 'reboot', 'lock', 'collect', 'check'] as const;
+          if (writers.some((capability) => capabilities.has(capability))) return 'write';
         }
         // Read scope is per host: `read` on h1 opens h1's documents only.
         return mayReadHost(policy, admin, parsed.host) ? 'read' : 'none';
