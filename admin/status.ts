@@ -102,6 +102,8 @@ function phaseCell(view: HostView): string {
   if (view.unreadable) return 'NOT READABLE with this key';
   if (view.rejectedStatus) return `REJECTED STATUS (${view.rejectedStatus.reason})`;
   if (!view.phase) return '-';
+  if (view.lock)
+    return `${view.phase} (LOCKED since ${view.lock.since} by ${view.lock.by}${view.lock.reason ? `: ${view.lock.reason}` : ''})`;
   if (view.awaitingSignatures && view.phase !== 'downloading')
     return `${view.phase} (generation ${view.awaitingSignatures.generation} WAITS FOR SIGNATURES: ${view.awaitingSignatures.reason})`;
   if (view.trust?.frozen) return `${view.phase} (${frozenReason(view.trust)})`;

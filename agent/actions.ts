@@ -513,7 +513,13 @@ async function reboot(
   );
   const outcome = await runCommand('/bin/sh', ['-c', config.rebootCommand], {
     timeoutMs: REBOOT_COMMAND_TIMEOUT_MS,
-    env: { ...process.env, OUTPOST_HOST: config.host, OUTPOST_ACTION_ID: request.id },
+    env: {
+      ...process.env,
+      OUTPOST_HOST: config.host,
+      OUTPOST_ACTION_ID: request.id,
+      // A stand-in reboot command in tests ends the agent as a real reboot does.
+      OUTPOST_AGENT_PID: String(process.pid),
+    },
   });
   const ok = outcome.code === 0;
   await answer(agent, runtime, record, {
