@@ -97,6 +97,8 @@ rec {
           when = "sshAccess.enable";
           ownDefault = "passed only with sshAccess.enable, which also points sshd's AuthorizedKeysFile at it";
         }
+        { flag = "collect-command"; option = "collectCommands"; }
+        { flag = "action-timeout"; option = "actionTimeout"; }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module

@@ -416,6 +416,30 @@ in
       description = "Shell command that reboots the host (`--reboot-command`).";
     };
 
+    collectCommands = mkOption {
+      type = types.listOf (types.strMatching "[a-z0-9][a-z0-9-]{0,31}=.+");
+      default = [ ];
+      example = [
+        "journal=journalctl --no-pager --priority warning --lines 200"
+        "nginx=systemctl status nginx.service"
+      ];
+      description = ''
+        What `outpost action collect` gathers, as `NAME=COMMAND` (`--collect-command`, once per
+        entry): the output tail of each shell command goes into the bundle's section NAME. Given,
+        it replaces the default set (journal, failed units, disk usage, Nix generations).
+      '';
+    };
+
+    actionTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      example = 120;
+      description = ''
+        Seconds after which a collect command is stopped, and within which the health checks of
+        `outpost action check` must pass (`--action-timeout`).
+      '';
+    };
+
     metricsListen = mkOption {
       type = types.nullOr (types.strMatching "([[][0-9a-fA-F:.]+[]]|[0-9A-Za-z.-]+):[0-9]{1,5}");
       default = null;

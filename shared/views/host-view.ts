@@ -3,12 +3,12 @@ import type { Signature, SignedKind } from '../crypto/signatures.js';
 import { type SignatureCheck, verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { readIntentEntries } from '../documents/desired.js';
 import { readEnrollments, readEnrollRequests } from '../documents/fleet.js';
-import { readCurrentStatus, readResults } from '../documents/status.js';
+import { readActionResults, readCurrentStatus, readResults } from '../documents/status.js';
 import { readRolloutEntries, rolloutDocName } from '../rollout/document.js';
 import { findPlan } from '../rollout/judge.js';
 import { deriveRolloutIntent, placeHosts } from '../rollout/plan.js';
 import { planSignersForHost, verifiedPlanKeys } from '../rollout/verify.js';
-import type { HostLock } from '../schemas/action.js';
+import type { ActionResult, HostLock } from '../schemas/action.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { AccessStatus } from '../schemas/logins.js';
 import type { Policy } from '../schemas/policy.js';
@@ -24,6 +24,11 @@ import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
 import { accessMatchesPolicy } from '../trust/logins.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
+
+export const MAX_VIEW_ACTION_RESULTS = 20;
+export type ViewActionResult = Pick<ActionResult, 'seq' | 'at' | 'action' | 'id' | 'outcome' | 'code' | 'reason'> & {
+  hasBundle: boolean;
+};
 
 // What an admin sees of one host, whoever shows it (`outpost status`, the web editor): the newest
 // intent, the agent's signed status and results, and presence. Signatures are checked here: the
@@ -71,6 +76,9 @@ export interface HostView {
   access?: HostAccessView | null;
   // Set while an admin's `outpost action lock` holds the host (its signed status).
   lock?: HostLock | null;
+  // The host's answers to remote actions that count (signed by its key), newest first, at most
+  // MAX_VIEW_ACTION_RESULTS; a collect's bundle is left out (outpost action collect fetches it).
+  actionResults?: ViewActionResult[];
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -164,6 +172,7 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     awaitingSignatures: null,
     access: null,
     lock: null,
+    actionResults: [],
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -425,6 +434,22 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
         }
       : null,
     lock: current?.status.lock ?? null,
+    actionResults: readActionResults(inputs.status)
+      .results.filter(
+        (r) => reportProblem('action-result', r.result, r.signature, host, expectedKey, authority) === null,
+      )
+      .sort((a, b) => b.result.seq - a.result.seq)
+      .slice(0, MAX_VIEW_ACTION_RESULTS)
+      .map(({ result }) => ({
+        seq: result.seq,
+        at: result.at,
+        action: result.action,
+        id: result.id,
+        outcome: result.outcome,
+        ...(result.code ? { code: result.code } : {}),
+        reason: result.reason,
+        hasBundle: result.bundle !== undefined,
+      })),
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,

@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { readIntentEntries } from '../../../shared/documents/desired.js';
+import type { ActionKind } from '../../../shared/schemas/action.js';
 import type { ActivationAction } from '../../../shared/schemas/primitives.js';
 import { describeCoSignProgress } from '../../../shared/trust/co-signatures.js';
 import { alreadySigned, findProposal, mayApprove } from '../../../shared/views/co-sign.js';
@@ -7,6 +8,7 @@ import { hostTimeline, type TimelineEntry } from '../../../shared/views/host-tim
 import type { HostView } from '../../../shared/views/host-view.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
 import { type ActionOutcome, approve, deploy, rollback } from '../sync/actions.js';
+import { type RemoteActionOutcome, requestAction } from '../sync/remote-actions.js';
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
 import { goToFleet, useAction } from './hooks.js';
 import type { Session } from './session.js';
@@ -160,6 +162,100 @@ function CoSignPanel(props: {
   );
 }
 
+// An action is for now (docs/access.md): the host acts on it within the hour or never.
+const ACTION_VALIDITY_MS = 3_600_000;
+
+// Lock, unlock, check, collect and reboot, each a signed request the agent answers (the answers,
+// signed by the host, are listed below the buttons). A reboot asks to be confirmed.
+function RemoteActions({ session, view }: { session: Session; view: HostView }) {
+  const { busy, outcome, run } = useAction<RemoteActionOutcome>();
+  const [force, setForce] = useState(false);
+  const [reason, setReason] = useState('');
+  const [armed, setArmed] = useState(false);
+  const act = (action: ActionKind): void => {
+    setArmed(false);
+    void run(() =>
+      requestAction(
+        { host: view.host, action, force: action === 'reboot' && force, reason, validForMs: ACTION_VALIDITY_MS },
+        session.sync,
+        session.signer,
+      ),
+    );
+  };
+  return (
+    <div class="remote-actions" data-testid="remote-actions">
+      <h3>Remote actions</h3>
+      <label class="stack">
+        Reason (optional; a lock shows it)
+        <input
+          value={reason}
+          data-testid="action-reason"
+          onInput={(e) => setReason((e.target as HTMLInputElement).value)}
+        />
+      </label>
+      <div class="inline">
+        {view.lock ? (
+          <button type="button" disabled={busy} data-testid="action-unlock" onClick={() => act('unlock')}>
+            Unlock
+          </button>
+        ) : (
+          <button type="button" disabled={busy} data-testid="action-lock" onClick={() => act('lock')}>
+            Lock
+          </button>
+        )}
+        <button type="button" disabled={busy} data-testid="action-check" onClick={() => act('check')}>
+          Run health checks
+        </button>
+        <button type="button" disabled={busy} data-testid="action-collect" onClick={() => act('collect')}>
+          Collect diagnostics
+        </button>
+        {armed ? (
+          <button
+            type="button"
+            disabled={busy}
+            class="danger"
+            data-testid="action-reboot-confirm"
+            onClick={() => act('reboot')}
+          >
+            Confirm reboot of {view.host}
+          </button>
+        ) : (
+          <button type="button" disabled={busy} data-testid="action-reboot" onClick={() => setArmed(true)}>
+            Reboot…
+          </button>
+        )}
+        <label>
+          <input
+            type="checkbox"
+            checked={force}
+            data-testid="action-force"
+            onChange={(e) => setForce((e.target as HTMLInputElement).checked)}
+          />{' '}
+          reboot outside the reboot window
+        </label>
+      </div>
+      {outcome && (
+        <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="remote-action-message">
+          {outcome.ok
+            ? `signed ${outcome.request.action} (request ${outcome.request.id.slice(0, 8)}…, valid until ${clock(outcome.request.expiresAt)})${outcome.live ? '' : ' — offline: stored here, delivered when the link returns'}`
+            : `refused: ${outcome.reason}`}
+        </p>
+      )}
+      {view.actionResults && view.actionResults.length > 0 && (
+        <ol class="action-results" data-testid="action-results">
+          {view.actionResults.map((r) => (
+            <li key={r.seq} data-testid="action-result" data-outcome={r.outcome} data-action={r.action}>
+              #{r.seq} {r.action} {r.outcome}
+              {r.code ? ` (${r.code})` : ''}: {r.reason} · {clock(r.at)}
+              {r.hasBundle ? ' · bundle: outpost action collect' : ''}
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}
+
 export function HostPage(props: { session: Session; host: string; now: number }) {
   const { session, host, now } = props;
   const { sync } = session;
@@ -276,6 +372,15 @@ export function HostPage(props: { session: Session; host: string; now: number })
               </dd>
             </>
           )}
+          {view.lock && (
+            <>
+              <dt>lock</dt>
+              <dd class="bad" data-testid="host-lock">
+                LOCKED since {clock(view.lock.since)} by {view.lock.by}
+                {view.lock.reason ? `: ${view.lock.reason}` : ''} — no new generation until unlocked
+              </dd>
+            </>
+          )}
           <dt>agent trust</dt>
           <dd>
             {view.trust
@@ -365,6 +470,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
               Sign rollback
             </button>
           </div>
+          <RemoteActions session={session} view={view} />
           {outcome && (
             <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="action-message">
               {outcome.ok
