@@ -69,7 +69,12 @@ test.before(async () => {
   policy = {
     ...base,
     roles: [
-      { name: 'ops', capabilities: ['deploy', 'read', 'reboot', 'lock', 'collect', 'check'], hosts: ['*'], groups: [] },
+      {
+        name: 'ops',
+        capabilities: ['deploy', 'read', 'enroll', 'reboot', 'lock', 'collect', 'check'],
+        hosts: ['*'],
+        groups: [],
+      },
       { name: 'viewer', capabilities: ['read'], hosts: ['*'], groups: [] },
     ],
     admins: [
