@@ -218,9 +218,11 @@ async function answer(
 // Requests recorded as started or executed but not answered: an agent stopped (or the host went
 // down) between running and answering. Nothing runs again; each is answered once.
 async function finishInterrupted(agent: AgentRuntime, runtime: ActionsRuntime): Promise<void> {
+  const unanswered = runtime.file.records.filter((r) => r.state === 'started' || r.state === 'executed');
+  // Usually none: only then are the host's own answers read (every signature checked).
+  if (unanswered.length === 0) return;
   const answered = new Set(readOwnActionResults(agent.statusDoc, agent.config.key.publicKey).map((r) => r.result.id));
-  for (const record of runtime.file.records) {
-    if (record.state !== 'started' && record.state !== 'executed') continue;
+  for (const record of unanswered) {
     if (!answered.has(record.id)) {
       let content: Answer;
       if (record.state === 'executed' && record.answer) content = record.answer;

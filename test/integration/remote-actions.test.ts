@@ -4,11 +4,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
-import type { SigningKey } from '../../shared/crypto/keys.js';
-import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
+import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
+import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendAction, readActionEntries } from '../../shared/documents/desired.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
-import { readActionResults } from '../../shared/documents/status.js';
+import { appendActionResult, readActionResults } from '../../shared/documents/status.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { ActionResult, SignedAction } from '../../shared/schemas/action.js';
@@ -37,6 +37,9 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // action capability: his requests are stored (he may write h1's desired document) and refused by
 // the agent, which is the defence under test.
 const org = makeTestOrg();
+// A relay of the policy serving h1: it may write h1's documents (it forwards them), so it can
+// write anything into h1's status document, but only with its own key.
+const relayKey = generateSigningKey('relay-r1');
 const dir = temporaryDirectory('remote-actions');
 const files = {
   root: join(dir, 'root.key'),
@@ -158,6 +161,17 @@ async function answersTo(id: string): Promise<ActionResult[]> {
   }
 }
 
+// The requests in h1's desired document as `identity` reads them.
+async function storedRequests(identity: SigningKey): Promise<SignedAction[]> {
+  const reader = connectDocument(coordinator.url, desiredDocName('h1'), { identity });
+  try {
+    await waitForSync(reader, 10_000);
+    return readActionEntries(reader.doc).entries.map((e) => e.signed);
+  } finally {
+    reader.close();
+  }
+}
+
 // Writes a signed request into h1's desired document as an admin's client does, and waits until
 // the coordinator has it.
 async function writeAction(signed: SignedAction, key: SigningKey): Promise<void> {
@@ -216,6 +230,7 @@ test.before(async () => {
       { name: 'deployer', capabilities: ['deploy', 'read'], hosts: ['h1'], groups: [] },
     ],
     groups: [],
+    relays: [{ name: 'r1', key: relayKey.publicKey, hosts: ['h1'], groups: [] }],
   };
   const pushed = await pushPolicy(coordinator.url, signPolicy(policy, org.root));
   assert.is(pushed.status, 200, pushed.body.error);
@@ -416,6 +431,44 @@ test('an expired request (an old one replayed into the document) is refused, nev
   assert.is(answer.outcome, 'refused');
   assert.is(answer.code, 'expired');
   assert.equal(await readLines(files.reboots), before, 'no reboot');
+});
+
+test("a relay forges h1's answer (check done) for a request it saw: outpost action --org-root does not believe it", async () => {
+  // The real agent is stopped, so any answer that arrives is the relay's.
+  await agent.stop();
+  const before = new Set((await storedRequests(relayKey)).map((signed) => signed.request.id));
+  const cli = action('check', files.alice, ['--wait', '--wait-timeout', '15s']);
+  // The relay sees the new request in the document it forwards and answers it in h1's name.
+  const desired = connectDocument(coordinator.url, desiredDocName('h1'), { identity: relayKey });
+  const status = connectDocument(coordinator.url, statusDocName('h1'), { identity: relayKey });
+  try {
+    await waitForSync(status, 10_000);
+    const seen = await waitFor(
+      'the new request',
+      () => readActionEntries(desired.doc).entries.find((e) => !before.has(e.signed.request.id))?.signed ?? null,
+      20_000,
+    );
+    const forged: ActionResult = {
+      kind: 'action-result',
+      host: 'h1',
+      seq: 999,
+      at: new Date().toISOString(),
+      action: 'check',
+      id: seen.request.id,
+      requestDigest: actionDigest(seen),
+      outcome: 'done',
+      reason: 'healthy (forged by the relay)',
+    };
+    appendActionResult(status.doc, { result: forged, signature: signPayload('action-result', forged, relayKey) });
+    const run = await cli;
+    assert.is(run.code, 3, `the forged answer was believed: ${run.stdout}`);
+    assert.not.match(run.stdout, /forged/);
+    assert.match(run.stderr, /no answer from h1 within 15 s/);
+  } finally {
+    desired.close();
+    status.close();
+    agent = startAgent();
+  }
 });
 
 test.run();
