@@ -165,7 +165,22 @@ function setRecord(runtime: ActionsRuntime, record: ActionRecord): void {
   const others = runtime.file.records.filter((r) =>
     record.state === 'refused' ? r.digest !== record.digest || r.state !== 'refused' : r.id !== record.id,
   );
-  runtime.file = { ...runtime.file, records: [...others, record] };
+  const records = [...others, record];
+  // Beyond the bound (thousands of admin-signed requests within a week), refusals go first (one
+  // delivered again is only refused again), then the answers soonest to expire.
+  while (records.length > MAX_RECORDS) {
+    const droppable = records.filter((r) => r.state === 'refused' || r.state === 'answered');
+    const pool = droppable.some((r) => r.state === 'refused')
+      ? droppable.filter((r) => r.state === 'refused')
+      : droppable;
+    const oldest = pool.reduce<ActionRecord | undefined>(
+      (best, r) => (!best || Date.parse(r.expiresAt) < Date.parse(best.expiresAt) ? r : best),
+      undefined,
+    );
+    if (!oldest) break;
+    records.splice(records.indexOf(oldest), 1);
+  }
+  runtime.file = { ...runtime.file, records };
 }
 
 // Appends the signed answer, numbered after both the saved counter and this host's own signed
