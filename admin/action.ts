@@ -8,7 +8,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { verifyPayloadSignature } from '../shared/crypto/signatures.js';
 import { appendAction, readActionEntries } from '../shared/documents/desired.js';
 import { desiredDocName, statusDocName } from '../shared/documents/names.js';
-import { readActionResults, readCurrentStatus } from '../shared/documents/status.js';
+import { readActionResults, readCollectBundle, readCurrentStatus } from '../shared/documents/status.js';
 import { connectDocument } from '../shared/node/connect.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import {
@@ -202,7 +202,14 @@ export async function submitAction(
   }
 }
 
-export type ActionWait = { outcome: 'timeout'; reason: string } | { outcome: 'answered'; result: ActionResult };
+// `bundle`: a collect's bundle, checked against the digest in the signed answer (or why it is not there).
+export type ActionWait =
+  | { outcome: 'timeout'; reason: string }
+  | {
+      outcome: 'answered';
+      result: ActionResult;
+      bundle?: { ok: true; bundle: CollectBundle } | { ok: false; reason: string };
+    };
 
 // Follows the host's status document until an answer to `id` signed by the host's key arrives:
 // the enrolled key (hostKey given) or, unverified, the key that signed the host's current status.
@@ -230,7 +237,15 @@ export async function waitForActionResult(
           (expected === null || r.signature.publicKey === expected) &&
           verifyPayloadSignature('action-result', r.result, r.signature),
       );
-      if (found) return { outcome: 'answered', result: found.result };
+      if (found) {
+        const digest = found.result.bundleDigest;
+        if (digest === undefined) return { outcome: 'answered', result: found.result };
+        return {
+          outcome: 'answered',
+          result: found.result,
+          bundle: readCollectBundle(connection.doc, options.id, digest),
+        };
+      }
       if (Date.now() >= deadline)
         return {
           outcome: 'timeout',
@@ -311,23 +326,36 @@ async function runAction(action: ActionKind, options: ActionOptions): Promise<nu
     return EXIT.timeout;
   }
   const { result } = answer;
-  if (options.json) console.log(JSON.stringify({ ...signed, digest, answer: result }));
+  if (options.json)
+    console.log(
+      JSON.stringify({
+        ...signed,
+        digest,
+        answer: result,
+        ...(answer.bundle?.ok ? { bundle: answer.bundle.bundle } : {}),
+      }),
+    );
   else {
     const line = `${result.host}: ${action} ${result.outcome}${result.code ? ` (${result.code})` : ''}: ${result.reason} (action result #${result.seq})${unverified}`;
     if (result.outcome === 'done') console.log(line);
     else console.error(`outpost action ${action}: ${line}`);
     if (result.outputTail) console.log(result.outputTail.trimEnd());
-    if (result.bundle) {
+    if (answer.bundle && !answer.bundle.ok) {
+      console.error(`outpost action collect: ${answer.bundle.reason}`);
+      return 1;
+    }
+    if (answer.bundle?.ok) {
+      const bundle = answer.bundle.bundle;
       if (options.output) {
         await fs.writeFile(
           options.output,
-          `${JSON.stringify({ host: result.host, at: result.at, ...result.bundle }, null, 2)}\n`,
+          `${JSON.stringify({ host: result.host, at: result.at, ...bundle }, null, 2)}\n`,
           {
             mode: 0o600,
           },
         );
-        console.log(`saved the bundle (${result.bundle.sections.length} sections) to ${options.output}`);
-      } else console.log(renderBundle(result.bundle));
+        console.log(`saved the bundle (${bundle.sections.length} sections) to ${options.output}`);
+      } else console.log(renderBundle(bundle));
     }
   }
   return EXIT[result.outcome];

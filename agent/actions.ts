@@ -3,7 +3,12 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { signPayload } from '../shared/crypto/signatures.js';
 import { type ActionEntry, readActionEntries } from '../shared/documents/desired.js';
-import { appendActionResult, readOwnActionResults } from '../shared/documents/status.js';
+import {
+  appendActionResult,
+  bundleDigest,
+  collectBundlesMap,
+  readOwnActionResults,
+} from '../shared/documents/status.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { describeRules, nextAllowedStart, rulesAllow } from '../shared/schedule/window-rules.js';
 import {
@@ -19,6 +24,7 @@ import {
   type HostLock,
   hostLockSchema,
   MAX_COLLECT_BYTES,
+  MAX_KEPT_BUNDLES,
   type SignedAction,
 } from '../shared/schemas/action.js';
 import { isoTimeSchema } from '../shared/schemas/primitives.js';
@@ -206,11 +212,12 @@ async function answer(
     ...(content.code ? { code: content.code } : {}),
     reason: content.reason.slice(0, 2000),
     ...(content.outputTail ? { outputTail: content.outputTail.slice(-8192) } : {}),
-    ...(content.bundle ? { bundle: content.bundle } : {}),
+    ...(content.bundle ? { bundleDigest: bundleDigest(content.bundle) } : {}),
     ...(content.lock !== undefined ? { lock: content.lock } : {}),
   };
   statusDoc.transact(() => {
     appendActionResult(statusDoc, { result, signature: signPayload('action-result', result, config.key) });
+    if (content.bundle) keepBundle(agent, record.id, content.bundle);
   }, 'local');
   await saveStatusDocument(config.stateDir, statusDoc);
   runtime.file = { ...runtime.file, resultSeq: seq };
@@ -228,6 +235,19 @@ async function answer(
     },
     `${record.action} ${record.id}: ${content.outcome}${content.code ? ` (${content.code})` : ''}: ${content.reason}`,
   );
+}
+
+// The bundle under its request id, and only the newest MAX_KEPT_BUNDLES of this host's (its own
+// answers say which are newest): the status document keeps every signed answer, not every bundle.
+function keepBundle(agent: AgentRuntime, id: string, bundle: CollectBundle): void {
+  const map = collectBundlesMap(agent.statusDoc);
+  map.set(id, bundle);
+  const newest = readOwnActionResults(agent.statusDoc, agent.config.key.publicKey)
+    .filter((r) => r.result.bundleDigest !== undefined)
+    .sort((a, b) => b.result.seq - a.result.seq)
+    .slice(0, MAX_KEPT_BUNDLES)
+    .map((r) => r.result.id);
+  for (const key of [...map.keys()]) if (!newest.includes(key)) map.delete(key);
 }
 
 // Requests recorded as started or executed but not answered: an agent stopped (or the host went

@@ -6,13 +6,16 @@ import { ENTRY_LIMITS, parseEntry } from '../shared/documents/entries.js';
 import {
   ACTION_RESULTS_KEY,
   actionResultsArray,
+  bundleDigest,
+  COLLECT_BUNDLES_MAP,
   CURRENT_KEY,
+  collectBundlesMap,
   RESULTS_KEY,
   resultsArray,
   STATUS_MAP,
 } from '../shared/documents/status.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
-import { signedActionResultSchema } from '../shared/schemas/action.js';
+import { collectBundleSchema, signedActionResultSchema } from '../shared/schemas/action.js';
 import { signedResultSchema, signedStatusSchema } from '../shared/schemas/report.js';
 
 // The agent's own copy of its status document, kept on disk: results written while the link is
@@ -111,6 +114,20 @@ export function purgeForeignEntries(doc: Y.Doc, hostKey: string): number {
       actionResults.delete(i, 1);
       removed += 1;
     }
+    // Bundles stay only where an answer of this host names them by their digest.
+    const named = new Map<string, string>();
+    for (const raw of actionResults.toArray()) {
+      const parsed = parseEntry(raw, signedActionResultSchema, ENTRY_LIMITS.actionResult);
+      if (parsed.ok && parsed.value.result.bundleDigest)
+        named.set(parsed.value.result.id, parsed.value.result.bundleDigest);
+    }
+    const bundles = collectBundlesMap(doc);
+    for (const key of [...bundles.keys()]) {
+      const parsed = parseEntry(bundles.get(key), collectBundleSchema, ENTRY_LIMITS.collectBundle);
+      if (parsed.ok && named.get(key) === bundleDigest(parsed.value)) continue;
+      bundles.delete(key);
+      removed += 1;
+    }
     const status = doc.getMap<unknown>(STATUS_MAP);
     for (const key of [...status.keys()]) {
       if (key === CURRENT_KEY && ownStatus(status.get(key), hostKey)) continue;
@@ -119,7 +136,8 @@ export function purgeForeignEntries(doc: Y.Doc, hostKey: string): number {
     }
     // Top-level types the agent never uses: delete their items through Yjs' own item API.
     for (const [name, type] of doc.share) {
-      if (name === RESULTS_KEY || name === STATUS_MAP || name === ACTION_RESULTS_KEY) continue;
+      if (name === RESULTS_KEY || name === STATUS_MAP || name === ACTION_RESULTS_KEY || name === COLLECT_BUNDLES_MAP)
+        continue;
       for (const item of type._map.values())
         if (!item.deleted) {
           item.delete(transaction);

@@ -18,9 +18,11 @@ export const ENTRY_LIMITS = {
   enrollment: { maxDepth: 32, maxBytes: 64 * KIB },
   timestamp: { maxDepth: 16, maxBytes: 4 * KIB },
   checkpoint: { maxDepth: 16, maxBytes: 4 * KIB },
-  // A remote action request is ~1 KiB; its result carries a collect bundle (48 KiB at most).
+  // A remote action request is ~1 KiB; its answer up to ~11 KiB (reason and output tail); a
+  // collect bundle at most 48 KiB of output.
   action: { maxDepth: 16, maxBytes: 16 * KIB },
-  actionResult: { maxDepth: 16, maxBytes: 64 * KIB },
+  actionResult: { maxDepth: 16, maxBytes: 16 * KIB },
+  collectBundle: { maxDepth: 16, maxBytes: 64 * KIB },
 } satisfies Record<string, JsonLimits>;
 
 // An entry skipped by a reader: where it is and why, for the reader's log.

@@ -1,6 +1,13 @@
 import type * as Y from 'yjs';
+import { canonicalJson } from '../crypto/canonical.js';
+import { sha256Hex } from '../crypto/encoding.js';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
-import { type SignedActionResult, signedActionResultSchema } from '../schemas/action.js';
+import {
+  type CollectBundle,
+  collectBundleSchema,
+  type SignedActionResult,
+  signedActionResultSchema,
+} from '../schemas/action.js';
 import { type SignedResult, type SignedStatus, signedResultSchema, signedStatusSchema } from '../schemas/report.js';
 import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
 
@@ -92,4 +99,32 @@ export function readOwnActionResults(doc: Y.Doc, hostKey: string): SignedActionR
 
 export function appendActionResult(doc: Y.Doc, signed: SignedActionResult): void {
   actionResultsArray(doc).push([signedActionResultSchema.parse(signed)]);
+}
+
+// Collect bundles, by request id: only the newest few are kept (the agent deletes older ones), and
+// each counts only when its digest is the one the host's signed answer names.
+export const COLLECT_BUNDLES_MAP = 'collectBundles';
+
+export function collectBundlesMap(doc: Y.Doc): Y.Map<unknown> {
+  return doc.getMap<unknown>(COLLECT_BUNDLES_MAP);
+}
+
+export function bundleDigest(bundle: CollectBundle): string {
+  return sha256Hex(canonicalJson(bundle));
+}
+
+// The bundle stored for request `id` if its digest is `digest`, else why not.
+export function readCollectBundle(
+  doc: Y.Doc,
+  id: string,
+  digest: string,
+): { ok: true; bundle: CollectBundle } | { ok: false; reason: string } {
+  const raw = collectBundlesMap(doc).get(id);
+  if (raw === undefined)
+    return { ok: false, reason: 'the bundle is no longer kept (only the newest few are); collect again' };
+  const parsed = parseEntry(raw, collectBundleSchema, ENTRY_LIMITS.collectBundle);
+  if (!parsed.ok) return { ok: false, reason: `the stored bundle is malformed: ${parsed.error}` };
+  if (bundleDigest(parsed.value) !== digest)
+    return { ok: false, reason: "the stored bundle is not the one the host's signed answer names (altered)" };
+  return { ok: true, bundle: parsed.value };
 }

@@ -48,7 +48,9 @@ export const signedActionSchema = z.object({
 export type SignedAction = z.infer<typeof signedActionSchema>;
 
 // What a collect returns: one section per configured command, each output's tail kept, the whole
-// bundle capped (MAX_COLLECT_BYTES) so it fits one status-document entry.
+// bundle capped (MAX_COLLECT_BYTES). The signed answer carries the bundle's digest; the bundle
+// itself is kept beside it in the status document, only the newest few (MAX_KEPT_BUNDLES), so a
+// host collected from every day does not grow its status document without bound.
 export const MAX_COLLECT_BYTES = 48 * 1024;
 export const collectSectionSchema = z.looseObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/),
@@ -62,6 +64,7 @@ export const collectSectionSchema = z.looseObject({
 export type CollectSection = z.infer<typeof collectSectionSchema>;
 export const collectBundleSchema = z.looseObject({ sections: z.array(collectSectionSchema).max(16) });
 export type CollectBundle = z.infer<typeof collectBundleSchema>;
+export const MAX_KEPT_BUNDLES = 4;
 
 // done: executed (reboot: the reboot command ran, or the host rebooted); failed: executed and it
 // did not work (a failing health check, a reboot command exiting non-zero); refused: not
@@ -107,7 +110,12 @@ export const actionResultSchema = z.looseObject({
   code: actionRefusalCodeSchema.optional(),
   reason: z.string().max(2000),
   outputTail: z.string().max(8192).optional(),
-  bundle: collectBundleSchema.optional(),
+  // collect: sha256 over the canonical JSON of the bundle (kept under the request id in the status
+  // document's collectBundles map while it is among the newest).
+  bundleDigest: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
   // lock and unlock: the lock after the action (null: unlocked).
   lock: hostLockSchema.nullable().optional(),
 });

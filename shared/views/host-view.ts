@@ -448,7 +448,7 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
         outcome: result.outcome,
         ...(result.code ? { code: result.code } : {}),
         reason: result.reason,
-        hasBundle: result.bundle !== undefined,
+        hasBundle: result.bundleDigest !== undefined,
       })),
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,

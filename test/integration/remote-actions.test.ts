@@ -8,7 +8,7 @@ import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendAction, readActionEntries } from '../../shared/documents/desired.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
-import { appendActionResult, readActionResults } from '../../shared/documents/status.js';
+import { appendActionResult, collectBundlesMap, readActionResults } from '../../shared/documents/status.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { ActionResult, SignedAction } from '../../shared/schemas/action.js';
@@ -283,6 +283,22 @@ test('collect: the bundle comes back signed by the host, each stand-in command a
   const total = bundle.sections.reduce((sum, s) => sum + s.output.length, 0);
   assert.ok(total <= MAX_COLLECT_BYTES, `the bundle holds ${total} bytes, at most ${MAX_COLLECT_BYTES}`);
   assert.ok(bundle.sections[1]!.output.length > 1000, 'the big section keeps a tail');
+
+  // Four more: the status document keeps every signed answer, only the newest four bundles.
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i += 1) {
+    const again = await action('collect', files.alice, ['--json']);
+    assert.is(again.code, 0, again.stderr);
+    ids.push(again.signed!.request.id);
+  }
+  const status = connectDocument(coordinator.url, statusDocName('h1'), { identity: org.alice });
+  try {
+    await waitForSync(status, 10_000);
+    assert.equal([...collectBundlesMap(status.doc).keys()].sort(), [...ids].sort());
+    assert.is(readActionResults(status.doc).results.filter((r) => r.result.action === 'collect').length, 5);
+  } finally {
+    status.close();
+  }
 });
 
 test('check: the health checks run now; failing, then passing', async () => {
