@@ -64,6 +64,15 @@ export function agentConfigFromOptions(
     rebootCommand: options.rebootCommand,
     ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     ...(options.authorizedKeysDir ? { authorizedKeysDir: options.authorizedKeysDir } : {}),
+    ...(options.sshPort > 0
+      ? {
+          sshTunnel: {
+            port: options.sshPort,
+            idleTimeoutMs: options.sshIdleTimeout * 1000,
+            maxSessions: options.sshMaxSessions,
+          },
+        }
+      : {}),
     logger,
   };
 }

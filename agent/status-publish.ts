@@ -82,6 +82,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     trust: trustStatus(agent),
     ...(agent.access?.status() ? { access: agent.access.status()! } : {}),
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
+    ...(agent.sshSessions?.().length ? { sshSessions: agent.sshSessions() } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {

@@ -23,7 +23,8 @@ export type SignedKind =
   | 'checkpoint'
   | 'auth'
   | 'rollout-plan'
-  | 'rollout-action';
+  | 'rollout-action'
+  | 'ssh-tunnel';
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
 // signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.
