@@ -23,6 +23,7 @@ import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
 import { accessMatchesPolicy } from '../trust/logins.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
+import type { SshSession } from '../tunnel/session-log.js';
 
 // What an admin sees of one host, whoever shows it (`outpost status`, the web editor): the newest
 // intent, the agent's signed status and results, and presence. Signatures are checked here: the
@@ -68,6 +69,8 @@ export interface HostView {
   // The SSH login keys the agent enforces (its signed status, docs/access.md); with an authority,
   // whether their digest is what the policy version they name gives this host.
   access?: HostAccessView | null;
+  // The `outpost ssh` sessions the host's signed status lists, newest last.
+  sshSessions?: SshSession[] | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -420,6 +423,7 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
           ...(authority ? { check: accessMatchesPolicy(current.status.access, authority.chain, host) } : {}),
         }
       : null,
+    sshSessions: current?.status.sshSessions ?? null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,
