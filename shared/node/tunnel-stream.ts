@@ -73,7 +73,10 @@ export function pipeSockets(
     ended = true;
     for (const ws of [a, b]) {
       if (ws.readyState === WebSocket.OPEN) closeQuietly(ws, code, reason);
-      else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+      // Still connecting (a relay's hop upstream): what is queued for it (a refusal's verdict) is
+      // sent when it opens (forward's listener runs first), then it closes; its handshake timeout
+      // ends it if it never opens.
+      else if (ws.readyState === WebSocket.CONNECTING) ws.once('open', () => closeQuietly(ws, code, reason));
     }
     hooks.onEnd(reason);
   };

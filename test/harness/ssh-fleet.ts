@@ -126,13 +126,19 @@ export async function startSshFleet(dir: string, agentExtra: string[] = []): Pro
       const entry = hosts[name];
       await entry.agent.stop();
       entry.agent = launch(entry.host, entry.proxy, extra);
+      // The relay registers a tunnel link before it answers the upgrade: once the agent logs its
+      // link up, the relay routes to it (and the coordinator routes h1 and h2 to the relay).
       await waitFor(
         `${name} to link its tunnel again`,
-        async () =>
-          (await healthz(coordinator.url)).tunnels.reachableHosts === 2 &&
-          (await healthz(relay.url)).tunnels.agents === 2,
+        () => entry.agent.logs().includes('"event":"tunnel-link-up"'),
         60_000,
-        200,
+        100,
+      );
+      await waitFor(
+        'the relay to announce both hosts',
+        async () => (await healthz(coordinator.url)).tunnels.reachableHosts === 2,
+        30_000,
+        100,
       );
     },
     async close() {
