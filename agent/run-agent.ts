@@ -165,6 +165,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
             void publishCurrentStatus(agent).catch((error: unknown) =>
               logger.warn({ event: 'status-write-failed', err: error }, 'cannot write the status document'),
             ),
+        }).catch((error: Error) => {
+          // Deployments go on without tunnels; the reason names the fix.
+          logger.error({ event: 'tunnels-off', reason: error.message }, 'outpost ssh tunnels are off');
+          return null;
         })
       : null;
   agent.sshSessions = tunnels ? () => tunnels.sessions() : null;
