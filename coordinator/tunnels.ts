@@ -13,6 +13,7 @@ import {
   sessionIdSchema,
   TUNNEL_ACCEPT_PATH,
   TUNNEL_AGENT_PATH,
+  TUNNEL_MAX_ANNOUNCED_HOSTS,
   TUNNEL_MAX_MESSAGE,
   TUNNEL_OPEN_PATH,
   TUNNEL_RELAY_PATH,
@@ -68,7 +69,7 @@ export interface TunnelHub {
   // The hosts reachable through this server now (its agents' and its downstream relays').
   hosts(): string[];
   onHostsChanged(listener: () => void): void;
-  stats(): { agents: number; relays: number; waiting: number; open: number; refused: number };
+  stats(): { agents: number; relays: number; reachableHosts: number; waiting: number; open: number; refused: number };
   close(): void;
 }
 
@@ -189,6 +190,19 @@ export function createTunnelHub(options: {
     ws.on('close', () => clearInterval(timer));
   }
 
+  // Nothing a peer sends may throw out of a handler (the process would end): a bug is logged and
+  // costs that one socket.
+  function guarded<A extends unknown[]>(ws: WebSocket, handler: (...args: A) => void): (...args: A) => void {
+    return (...args) => {
+      try {
+        handler(...args);
+      } catch (error) {
+        logger.error({ event: 'tunnel-handler-failed', err: error }, 'a tunnel handler failed');
+        ws.terminate();
+      }
+    };
+  }
+
   function refuseSocket(ws: WebSocket, code: number, reason: string, fields: Record<string, unknown>): void {
     logger.warn({ event: 'tunnel-link-refused', ...fields, reason }, 'refusing a tunnel link');
     ws.on('error', () => undefined);
@@ -222,18 +236,24 @@ export function createTunnelHub(options: {
     const relayKey = principal.kind === 'relay' ? principal.key : null;
     relays.set(ws, new Set());
     ws.on('error', () => undefined);
-    ws.on('message', (data, isBinary) => {
-      const announced = isBinary ? null : parseControlMessage(tunnelHostsSchema, data.toString());
-      if (!announced) return refuseSocket(ws, 1008, 'expected {"type":"hosts","hosts":[…]}', {});
-      // A relay routes only the hosts the policy gives it (a wrong claim would only misroute).
-      const policy = trust.policy();
-      const allowed =
-        trust.enforced && relayKey
-          ? announced.hosts.filter((host) => policy !== null && relayServesHost(policy, relayKey, host))
-          : announced.hosts;
-      relays.set(ws, new Set(allowed));
-      changed();
-    });
+    ws.on(
+      'message',
+      guarded(ws, (data, isBinary) => {
+        const announced = isBinary ? null : parseControlMessage(tunnelHostsSchema, data.toString());
+        if (!announced) return refuseSocket(ws, 1008, 'expected {"type":"hosts","reset":…,"add":[…],"remove":[…]}', {});
+        const hosts = announced.reset ? new Set<string>() : (relays.get(ws) ?? new Set<string>());
+        for (const host of announced.remove) hosts.delete(host);
+        // A relay routes only the hosts the policy gives it (a wrong claim would only misroute).
+        const policy = trust.policy();
+        for (const host of announced.add)
+          if (!trust.enforced || (policy !== null && relayKey !== null && relayServesHost(policy, relayKey, host)))
+            hosts.add(host);
+        if (hosts.size > TUNNEL_MAX_ANNOUNCED_HOSTS)
+          return refuseSocket(ws, 1008, `more than ${TUNNEL_MAX_ANNOUNCED_HOSTS} hosts announced`, {});
+        relays.set(ws, hosts);
+        changed();
+      }),
+    );
     ws.on('close', () => {
       relays.delete(ws);
       changed();
@@ -250,18 +270,21 @@ export function createTunnelHub(options: {
       () => refuse(ws, session, 'no signed request within the time allowed'),
       limits.requestTimeoutMs,
     );
-    ws.once('message', (data, isBinary) => {
-      clearTimeout(timer);
-      const signed = isBinary ? null : parseControlMessage(signedTunnelRequestSchema, data.toString());
-      if (!signed)
-        return refuse(ws, session, 'the first message must be a signed tunnel request (outpost ssh sends one)');
-      if (trust.enforced) {
-        const signer = trust.principalForKey(signed.signature.publicKey);
-        if (signer.kind !== 'admin' || !tunnelSignatureValid(signed))
-          return refuse(ws, session, 'the request is not signed by an admin of the policy');
-      }
-      route(host, session, signed, ws);
-    });
+    ws.once(
+      'message',
+      guarded(ws, (data, isBinary) => {
+        clearTimeout(timer);
+        const signed = isBinary ? null : parseControlMessage(signedTunnelRequestSchema, data.toString());
+        if (!signed)
+          return refuse(ws, session, 'the first message must be a signed tunnel request (outpost ssh sends one)');
+        if (trust.enforced) {
+          const signer = trust.principalForKey(signed.signature.publicKey);
+          if (signer.kind !== 'admin' || !tunnelSignatureValid(signed))
+            return refuse(ws, session, 'the request is not signed by an admin of the policy');
+        }
+        route(host, session, signed, ws);
+      }),
+    );
   }
 
   function acceptSession(ws: WebSocket, session: string) {
@@ -293,6 +316,12 @@ export function createTunnelHub(options: {
     logger.info({ event: 'tunnel-paired', host, session: session.slice(0, 12) }, 'tunnel paired');
   }
 
+  function reachable(): string[] {
+    const all = new Set(agents.keys());
+    for (const hosts of relays.values()) for (const host of hosts) all.add(host);
+    return [...all].sort();
+  }
+
   return {
     upgrade(req, socket, head, path) {
       const query = requestQuery(req.url);
@@ -300,19 +329,21 @@ export function createTunnelHub(options: {
         const host = hostIdSchema.safeParse(query.get('host'));
         if (!host.success) return refuseUpgrade(socket, 400, 'Bad Request', `${path} needs ?host=ID (a host id)`);
         wss.handleUpgrade(req, socket, head, (ws) =>
-          path === TUNNEL_AGENT_PATH ? acceptAgent(req, ws, host.data) : acceptOpen(ws, host.data),
+          guarded(ws, () =>
+            path === TUNNEL_AGENT_PATH ? acceptAgent(req, ws, host.data) : acceptOpen(ws, host.data),
+          )(),
         );
         return;
       }
       if (path === TUNNEL_RELAY_PATH) {
-        wss.handleUpgrade(req, socket, head, (ws) => acceptRelay(req, ws));
+        wss.handleUpgrade(req, socket, head, (ws) => guarded(ws, () => acceptRelay(req, ws))());
         return;
       }
       if (path === TUNNEL_ACCEPT_PATH) {
         const session = sessionIdSchema.safeParse(query.get('session'));
         if (!session.success) return refuseUpgrade(socket, 400, 'Bad Request', `${path} needs ?session=ID`);
         if (!waiting.has(session.data)) return refuseUpgrade(socket, 404, 'Not Found', 'no such session waiting here');
-        wss.handleUpgrade(req, socket, head, (ws) => acceptSession(ws, session.data));
+        wss.handleUpgrade(req, socket, head, (ws) => guarded(ws, () => acceptSession(ws, session.data))());
         return;
       }
       refuseUpgrade(
@@ -328,15 +359,18 @@ export function createTunnelHub(options: {
     setUpstream(link) {
       upstream = link;
     },
-    hosts() {
-      const all = new Set(agents.keys());
-      for (const hosts of relays.values()) for (const host of hosts) all.add(host);
-      return [...all].sort();
-    },
+    hosts: reachable,
     onHostsChanged(listener) {
       listeners.push(listener);
     },
-    stats: () => ({ agents: agents.size, relays: relays.size, waiting: waiting.size, open, refused: refusedCount }),
+    stats: () => ({
+      agents: agents.size,
+      relays: relays.size,
+      reachableHosts: reachable().length,
+      waiting: waiting.size,
+      open,
+      refused: refusedCount,
+    }),
     close() {
       for (const entry of waiting.values()) clearTimeout(entry.timer);
       waiting.clear();

@@ -4,6 +4,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { type ControlLink, startControlLink } from '../shared/node/tunnel-link.js';
 import {
+  hostsMessages,
   parseControlMessage,
   TUNNEL_ACCEPT_PATH,
   TUNNEL_MAX_MESSAGE,
@@ -25,14 +26,17 @@ export interface RelayTunnelOptions {
   logger: Logger;
 }
 
+const ANNOUNCE_DELAY_MS = 200;
+
 export function linkTunnelsUpstream(hub: TunnelHub, options: RelayTunnelOptions): ControlLink {
   const { logger } = options;
-  let lastAnnounced = '';
-  const announce = (force: boolean): void => {
-    const text = JSON.stringify({ type: 'hosts', hosts: hub.hosts() });
-    if (!force && text === lastAnnounced) return;
-    lastAnnounced = text;
-    link.send(text);
+  // What the upstream was told on this link (null: nothing yet, the next message resets).
+  let announced: Set<string> | null = null;
+  const announce = (): void => {
+    if (!link.connectedUrl()) return;
+    const now = new Set(hub.hosts());
+    for (const message of hostsMessages(announced, now)) link.send(JSON.stringify(message));
+    announced = now;
   };
   const link = startControlLink({
     urls: options.upstreams,
@@ -43,7 +47,10 @@ export function linkTunnelsUpstream(hub: TunnelHub, options: RelayTunnelOptions)
     maxBackoffMs: options.maxBackoffMs,
     timeoutMs: options.timeoutMs,
     logger,
-    onOpen: () => announce(true),
+    onOpen: () => {
+      announced = null;
+      announce();
+    },
     onMessage: (text) => {
       const open = parseControlMessage(tunnelOpenSchema, text);
       if (!open) {
@@ -56,7 +63,16 @@ export function linkTunnelsUpstream(hub: TunnelHub, options: RelayTunnelOptions)
       hub.openFromUpstream(open);
     },
   });
-  hub.onHostsChanged(() => announce(false));
+  // Agents come and go in bursts (a site's link returning): one announcement per burst.
+  let pending: NodeJS.Timeout | null = null;
+  hub.onHostsChanged(() => {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      announce();
+    }, ANNOUNCE_DELAY_MS);
+    pending.unref();
+  });
   hub.setUpstream({
     dialAccept: (session) => {
       const url = link.connectedUrl();

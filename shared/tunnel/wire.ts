@@ -42,12 +42,32 @@ export const tunnelOpenSchema = z.object({
 });
 export type TunnelOpen = z.infer<typeof tunnelOpenSchema>;
 
-// Relay → upstream, on its control socket: the hosts whose tunnels it can reach now.
+// Relay → upstream, on its control socket: which hosts' tunnels it can reach, as changes in
+// batches of at most TUNNEL_HOSTS_BATCH (each message stays under TUNNEL_CONTROL_MAX_BYTES);
+// `reset` starts the set afresh (the first message on every new link).
+export const TUNNEL_HOSTS_BATCH = 200;
 export const tunnelHostsSchema = z.object({
   type: z.literal('hosts'),
-  hosts: z.array(hostIdSchema).max(TUNNEL_MAX_ANNOUNCED_HOSTS),
+  reset: z.boolean(),
+  add: z.array(hostIdSchema).max(TUNNEL_HOSTS_BATCH),
+  remove: z.array(hostIdSchema).max(TUNNEL_HOSTS_BATCH),
 });
 export type TunnelHosts = z.infer<typeof tunnelHostsSchema>;
+
+// The messages that move a relay's announced set from `before` to `after`.
+export function hostsMessages(before: ReadonlySet<string> | null, after: ReadonlySet<string>): TunnelHosts[] {
+  const add = [...after].filter((host) => !before?.has(host));
+  const remove = before ? [...before].filter((host) => !after.has(host)) : [];
+  const messages: TunnelHosts[] = [];
+  for (let i = 0; i < Math.max(add.length, remove.length, before ? 0 : 1); i += TUNNEL_HOSTS_BATCH)
+    messages.push({
+      type: 'hosts',
+      reset: before === null && i === 0,
+      add: add.slice(i, i + TUNNEL_HOSTS_BATCH),
+      remove: remove.slice(i, i + TUNNEL_HOSTS_BATCH),
+    });
+  return messages;
+}
 
 export const tunnelVerdictSchema = z.union([
   z.object({ ok: z.literal(true) }),
