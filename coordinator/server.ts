@@ -442,7 +442,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       );
       return;
     }
-    if (path.startsWith(TUNNEL_PREFIX)) return tunnels.upgrade(req, socket, head, path);
+    if (path.startsWith(TUNNEL_PREFIX)) {
+      tunnels.upgrade(req, socket, head, path);
+      return;
+    }
     if (path === MUX_PATH) {
       muxServer.handleUpgrade(req, socket, head, (ws) => {
         const outcome = authenticate(req, MUX_PATH);
