@@ -24,3 +24,23 @@ export const sshSessionSchema = z.looseObject({
 export type SshSession = z.infer<typeof sshSessionSchema>;
 
 export const sshSessionLogSchema = z.array(sshSessionSchema).max(SSH_SESSION_LOG_MAX);
+
+// What changed between two status versions' session logs, for the audit timeline: sessions opened
+// and closed since `before` (null when nothing did).
+export function describeSessionChanges(
+  before: readonly SshSession[] | undefined,
+  after: readonly SshSession[] | undefined,
+): string | null {
+  const previous = new Map((before ?? []).map((s) => [s.nonce, s]));
+  const changes: string[] = [];
+  for (const session of after ?? []) {
+    const was = previous.get(session.nonce);
+    const who = `${session.admin} (request ${session.nonce.slice(0, 8)}…)`;
+    if (!was && session.closedAt === null) changes.push(`ssh session opened by ${who} at ${session.openedAt}`);
+    else if (session.closedAt !== null && (!was || was.closedAt === null))
+      changes.push(
+        `ssh session of ${who} ${session.openedAt} to ${session.closedAt}, ${session.bytesIn} bytes in, ${session.bytesOut} out${session.closeReason ? ` (${session.closeReason})` : ''}`,
+      );
+  }
+  return changes.length ? changes.join('; ') : null;
+}

@@ -129,7 +129,7 @@ test('scp copies a 3 MB file to h1 and back through the tunnel, byte for byte', 
   assert.ok(Buffer.compare(await fs.readFile(back), payload) === 0, 'the copy came back unchanged');
 });
 
-test("h1's signed status lists the sessions: who, when opened and closed, bytes each way", async () => {
+test("h1's signed status lists the sessions (who, when opened and closed, bytes each way); outpost status and the audit timeline show them", async () => {
   const view = await waitFor(
     "h1's status to show closed sessions",
     async () => {
@@ -161,6 +161,22 @@ test("h1's signed status lists the sessions: who, when opened and closed, bytes 
     'h1',
   ]);
   assert.match(text.stdout, /ssh: .*alice/);
+  // The audit timeline replays every status version: each session's opening and closing is there.
+  const audit = await runCli([
+    'audit',
+    'timeline',
+    '--coordinator',
+    fleet.coordinator.url,
+    '--key',
+    fleet.keyFiles.alice,
+    '--org-root',
+    fleet.org.root.publicKey,
+    '--host',
+    'h1',
+  ]);
+  assert.is(audit.code, 0, audit.stderr);
+  assert.match(audit.stdout, /ssh session opened by alice \(request [0-9a-f]{8}…\)/);
+  assert.match(audit.stdout, /ssh session of alice \(request [0-9a-f]{8}…\) .* to .*bytes in/);
 });
 
 test('the idle timeout closes a silent session (--ssh-idle-timeout)', async () => {
