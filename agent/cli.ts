@@ -66,6 +66,15 @@ export function agentConfigFromOptions(
     actionTimeoutMs: options.actionTimeout * 1000,
     ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     ...(options.authorizedKeysDir ? { authorizedKeysDir: options.authorizedKeysDir } : {}),
+    ...(options.sshPort > 0
+      ? {
+          sshTunnel: {
+            port: options.sshPort,
+            idleTimeoutMs: options.sshIdleTimeout * 1000,
+            maxSessions: options.sshMaxSessions,
+          },
+        }
+      : {}),
     logger,
   };
 }

@@ -10,6 +10,7 @@ import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
 import { agentCommand } from './options.js';
 import type { ProfileType } from './pipeline/activate.js';
+import type { SshTunnelSettings } from './tunnel.js';
 
 // Everything the agent runs with. The CLI (cli.ts) builds it from flags; tests may build it directly.
 export interface AgentConfig {
@@ -50,6 +51,8 @@ export interface AgentConfig {
   actionTimeoutMs?: number;
   // The agent's clock (ms since the epoch); injectable so window logic is testable.
   now?: () => number;
+  // `outpost ssh` tunnels to the local sshd (agent/tunnel.ts); off when absent. Under a policy only.
+  sshTunnel?: SshTunnelSettings;
   // ADDRESS:PORT to serve GET /metrics on (agent/metrics.ts); none by default.
   metricsListen?: string;
   // Under a policy: where the policy's SSH login keys for this host go, one file per account

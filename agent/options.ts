@@ -204,6 +204,19 @@ export const agentCommand = defineCommand({
         description:
           "each collect command is stopped after this long, and 'outpost action check' reports failure if the health checks do not pass within it",
       }),
+      sshPort: option(numberSchema('a port').int().min(0).max(65535).default(22), {
+        placeholder: 'PORT',
+        description:
+          "with --org-root: the local sshd's port on 127.0.0.1 that `outpost ssh` tunnels reach (after this agent checked the signed request against the policy); 0 turns tunnels off",
+      }),
+      sshIdleTimeout: option(secondsSchema(7 * 24 * 3600).default(1800), {
+        placeholder: 'SECONDS',
+        description: 'close an `outpost ssh` session after this long without a byte either way',
+      }),
+      sshMaxSessions: option(numberSchema('a count').int().min(1).max(100).default(4), {
+        placeholder: 'N',
+        description: '`outpost ssh` sessions open at once on this host, at most',
+      }),
       logLevel: logLevelOption,
       metricsListen: option(
         z

@@ -16,6 +16,7 @@ import { runLoop } from './run-loop.js';
 import { AGENT_VERSION, type AgentRuntime, poke } from './runtime.js';
 import { publishCurrentStatus, setAwareness } from './status-publish.js';
 import { createStatusSaver, loadStatusDocument, saveStatusDocument } from './status-store.js';
+import { startSshTunnels } from './tunnel.js';
 
 // The agent's entry point: builds the runtime record (runtime.ts) and wires it to its documents
 // (documents.ts), trust, rollouts and the loop (run-loop.ts), which evaluates (evaluate.ts)
@@ -88,6 +89,7 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     access: config.authorizedKeysDir
       ? createAccessKeeper({ dir: config.authorizedKeysDir, host: config.host, logger: config.logger })
       : null,
+    sshSessions: null,
   };
   return agent;
 }
@@ -143,6 +145,36 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     : null;
   statusDoc.on('update', (update: Uint8Array, origin: unknown) => statusDocumentChanged(agent, update, origin));
 
+  const tunnels =
+    config.sshTunnel && config.trust.mode === 'policy'
+      ? await startSshTunnels({
+          host: config.host,
+          key: config.key,
+          endpoints: config.coordinators,
+          settings: config.sshTunnel,
+          stateDir: config.stateDir,
+          logger,
+          policy: () => config.trust.chain().at(-1) ?? null,
+          blocked: () => {
+            const freshness = config.trust.freshness();
+            return freshness.frozen
+              ? `${config.host} is frozen (${freshness.reason}); no tunnel until it is fresh again`
+              : null;
+          },
+          now: config.now,
+          backoff,
+          onSessionsChanged: () =>
+            void publishCurrentStatus(agent).catch((error: unknown) =>
+              logger.warn({ event: 'status-write-failed', err: error }, 'cannot write the status document'),
+            ),
+        }).catch((error: Error) => {
+          // Deployments go on without tunnels; the reason names the fix.
+          logger.error({ event: 'tunnels-off', reason: error.message }, 'outpost ssh tunnels are off');
+          return null;
+        })
+      : null;
+  agent.sshSessions = tunnels ? () => tunnels.sessions() : null;
+
   const loop = runLoop(agent);
 
   logger.info(
@@ -164,6 +196,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       await loop.catch(() => undefined);
       enrollment?.stop();
       stopActions(agent);
+      tunnels?.close();
       rollouts.close();
       for (const timer of [agent.desiredReopen, agent.preemptionCheck, agent.statusCheck])
         if (timer) clearTimeout(timer);

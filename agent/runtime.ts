@@ -3,6 +3,7 @@ import type * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentConnection } from '../shared/node/connect.js';
 import type { IntentVerifier } from '../shared/trust/verify-intent.js';
+import type { SshSession } from '../shared/tunnel/session-log.js';
 import type { AccessKeeper } from './access.js';
 import type { ResolvedAgentConfig } from './config.js';
 import type { AgentState } from './pipeline/state.js';
@@ -62,6 +63,8 @@ export interface AgentRuntime {
   errorsInARow: number;
   // Writes the policy's login keys for this host (--authorized-keys-dir), else null.
   readonly access: AccessKeeper | null;
+  // The `outpost ssh` session log for the status (agent/tunnel.ts); null with tunnels off.
+  sshSessions: (() => SshSession[]) | null;
 }
 
 // Something changed (a document, trust, a timer): evaluate again.

@@ -85,6 +85,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     ...(agent.access?.status() ? { access: agent.access.status()! } : {}),
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
     ...(lock ? { lock } : {}),
+    ...(agent.sshSessions?.().length ? { sshSessions: agent.sshSessions() } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {

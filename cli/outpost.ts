@@ -57,6 +57,10 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     summary:
       'roll a release out in waves with gates agents check: create, status, approve, pause, resume, abort, list, wait',
   },
+  ssh: {
+    run: async (argv) => (await import('../admin/ssh.js')).runSshCommand(argv),
+    summary: "an SSH byte stream to a host's sshd through its agent's outbound link (ssh's ProxyCommand)",
+  },
   bundle: {
     run: async (argv) =>
       (await import('../admin/bundle.js')).runBundleCommand(argv, async () => {

@@ -23,6 +23,7 @@ import {
   verifyAuthProof,
 } from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
+import { TUNNEL_PREFIX } from '../shared/tunnel/wire.js';
 import { handleAuditGet } from './audit-api.js';
 import type { LogBackend } from './backends/backend-option.js';
 import { openLogBackend } from './backends/open-log.js';
@@ -54,6 +55,7 @@ import { createMuxServer } from './relay-sessions.js';
 import { ROLLOUTS_PATH, type RolloutService, registerRolloutMetrics, startRolloutService } from './rollouts.js';
 import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
+import { createTunnelHub, type TunnelHub } from './tunnels.js';
 import type { UpdateLog } from './update-log.js';
 import { createWebApp } from './web-app.js';
 import { closeSocket, isServedDocument } from './wire.js';
@@ -91,6 +93,8 @@ export interface CoordinatorExtension {
   // Extra HTTP routes, tried first; true when answered.
   route(req: IncomingMessage, res: ServerResponse, path: string): boolean;
   health(): Record<string, unknown>;
+  // A relay links the tunnel hub to its upstream (relay/tunnels.ts).
+  attachTunnels?(hub: TunnelHub): void;
   // Adds its own series to GET /metrics (relay/metrics.ts).
   metrics?(registry: Registry): void;
   close(): Promise<void>;
@@ -161,6 +165,9 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   const pinnedRoot = new Set(config.orgRootKeys ?? []);
   const trust = await createTrustState(host, [...pinnedRoot], logger);
   const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
+  // `outpost ssh` (coordinator/tunnels.ts): a router; the host's agent decides.
+  const tunnels = createTunnelHub({ trust, authenticate, logger });
+  extension?.attachTunnels?.(tunnels);
   const enrollmentGate = createEnrollmentGate(config.enrollmentLimits);
   const webApp = createWebApp(config.webAppDir);
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxPayload });
@@ -309,6 +316,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         policyVersion: trust.policy()?.version ?? null,
         authentication: trust.enforced,
         relaySessions: mux.sessions(),
+        tunnels: tunnels.stats(),
         connections: gate.stats(),
         limits,
         refusals,
@@ -434,6 +442,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       );
       return;
     }
+    if (path.startsWith(TUNNEL_PREFIX)) {
+      tunnels.upgrade(req, socket, head, path);
+      return;
+    }
     if (path === MUX_PATH) {
       muxServer.handleUpgrade(req, socket, head, (ws) => {
         const outcome = authenticate(req, MUX_PATH);
@@ -548,6 +560,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       sharedPresence?.close();
       rollouts?.close();
       await extension?.close();
+      tunnels.close();
       for (const ws of wss.clients) ws.terminate();
       for (const ws of muxServer.clients) ws.terminate();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -13,12 +13,14 @@ import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { checkpointKeeper } from '../shared/node/fleet-trust.js';
 import { RequestBodyError, readBody } from '../shared/node/http-body.js';
+import type { ControlLink } from '../shared/node/tunnel-link.js';
 import { authHeaders, FORWARDED_FOR_HEADER, forwardedProofTarget, signAuthProof } from '../shared/sync/auth-proof.js';
 import { fetchChallenge, httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
 import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';
 import { registerRelayMetrics } from './metrics.js';
+import { linkTunnelsUpstream } from './tunnels.js';
 import { startUpstreamLink, type UpstreamLink } from './upstream.js';
 
 // `outpost relay`: the coordinator's server (same websocket endpoint, same per-document queue and
@@ -134,6 +136,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   let trust: TrustState | null = null;
   let bridge: Bridge | null = null;
   let upstream: UpstreamLink | null = null;
+  let tunnelLink: ControlLink | null = null;
   const cache: CacheMirror | null = config.cacheUpstreams.length
     ? await openCacheMirror({
         dir: join(config.dataDir, 'nix-cache'),
@@ -165,6 +168,16 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       });
     },
     serves,
+    attachTunnels(hub) {
+      tunnelLink = linkTunnelsUpstream(hub, {
+        upstreams: config.upstreams,
+        key: config.key,
+        baseBackoffMs: config.baseBackoffMs,
+        maxBackoffMs: config.maxBackoffMs,
+        timeoutMs: config.upstreamTimeoutMs,
+        logger,
+      });
+    },
     route(req, res, path) {
       if (path === CACHE_PREFIX || path.startsWith(`${CACHE_PREFIX}/`)) {
         if (cache) cache.handle(req, res, path);
@@ -190,6 +203,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
     metrics: (registry) => registerRelayMetrics(registry, { upstream: () => upstream, bridge: () => bridge, cache }),
     async close() {
       upstream?.stop();
+      tunnelLink?.stop();
     },
   };
 

@@ -99,6 +99,9 @@ rec {
         }
         { flag = "collect-command"; option = "collectCommands"; }
         { flag = "action-timeout"; option = "actionTimeout"; }
+        { flag = "ssh-port"; option = "sshPort"; }
+        { flag = "ssh-idle-timeout"; option = "sshIdleTimeout"; }
+        { flag = "ssh-max-sessions"; option = "sshMaxSessions"; }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module

@@ -440,6 +440,31 @@ in
       '';
     };
 
+    sshPort = mkOption {
+      type = types.ints.between 0 65535;
+      default = 22;
+      example = 2222;
+      description = ''
+        With `orgRootKeys`: the port of this host's sshd on 127.0.0.1 that `outpost ssh` tunnels
+        reach, through the agent's own outbound link, after the agent checked the signed request
+        against the policy (a role granting `ssh` on this host) (`--ssh-port`); 0 turns tunnels
+        off. sshd need not listen on any other address for them. See docs/access.md.
+      '';
+    };
+
+    sshIdleTimeout = mkOption {
+      type = types.ints.positive;
+      default = 1800;
+      example = 600;
+      description = "Seconds without a byte either way after which an `outpost ssh` session is closed (`--ssh-idle-timeout`).";
+    };
+
+    sshMaxSessions = mkOption {
+      type = types.ints.between 1 100;
+      default = 4;
+      description = "`outpost ssh` sessions open at once on this host, at most (`--ssh-max-sessions`).";
+    };
+
     metricsListen = mkOption {
       type = types.nullOr (types.strMatching "([[][0-9a-fA-F:.]+[]]|[0-9A-Za-z.-]+):[0-9]{1,5}");
       default = null;

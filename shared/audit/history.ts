@@ -21,6 +21,7 @@ import { hostBindings, verifyEnrollment, verifyEnrollRequest } from '../trust/en
 import { walkPolicyChain } from '../trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { compareRank, type IntentRank, intentDigest } from '../trust/verify-intent.js';
+import { describeSessionChanges, type SshSession } from '../tunnel/session-log.js';
 import { type AuditLogEntry, checkKeptHead, createChainChecker, type LogHead } from './log-chain.js';
 import { type EntryChange, replayDocument } from './replay.js';
 
@@ -585,6 +586,8 @@ function auditHost(
   const status = statusDocName(host);
   const resultsByKey = new Map<string, Map<number, string>>();
   const statusSeqByKey = new Map<string, number>();
+  // The session log of the last valid status, so each status names only the sessions it opened or closed.
+  let lastSessions: SshSession[] | undefined;
   let lastApplied: IntentRank | null = null;
   const statusEntries = source.documents.includes(status) ? source.entries(status) : [];
   // Is this report signed by the key enrolled for the host when it was logged?
@@ -703,12 +706,14 @@ function auditHost(
           );
         } else statusSeqByKey.set(signature.publicKey, s.seq);
       }
+      const sessions = outcome === 'valid' ? describeSessionChanges(lastSessions, s.sshSessions) : null;
+      if (outcome === 'valid') lastSessions = s.sshSessions;
       emit(collector, {
         ...base(change, 'status', policy),
         signers: [signer],
         verified: outcome === 'valid',
         outcome,
-        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}${s.access ? `, login keys of policy ${s.access.policyVersion} (${Object.values(s.access.accounts).reduce((n, k) => n + k, 0)} keys, digest ${s.access.digest.slice(0, 12)}…)${s.access.error ? ', last write failed' : ''}` : ''}`,
+        summary: `phase ${s.phase}, applied ${s.applied ? `generation ${s.applied.generation}` : 'none'}, target ${s.target ? `generation ${s.target.generation}` : 'none'}, trusts policy ${s.trust?.policyVersion ?? '-'}${s.access ? `, login keys of policy ${s.access.policyVersion} (${Object.values(s.access.accounts).reduce((n, k) => n + k, 0)} keys, digest ${s.access.digest.slice(0, 12)}…)${s.access.error ? ', last write failed' : ''}` : ''}${sessions ? `; ${sessions}` : ''}`,
       });
     }
   });

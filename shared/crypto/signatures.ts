@@ -25,7 +25,8 @@ export type SignedKind =
   | 'rollout-plan'
   | 'rollout-action'
   | 'action'
-  | 'action-result';
+  | 'action-result'
+  | 'ssh-tunnel';
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
 // signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.

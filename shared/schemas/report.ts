@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
+import { sshSessionLogSchema } from '../tunnel/session-log.js';
 import { hostLockSchema } from './action.js';
 import { accessStatusSchema } from './logins.js';
 import {
@@ -108,6 +109,8 @@ export const statusContentSchema = z.looseObject({
   access: accessStatusSchema.optional(),
   // Set while an admin's `outpost action lock` holds the host: it takes on no new generation.
   lock: hostLockSchema.optional(),
+  // `outpost ssh` sessions opened here, newest last (shared/tunnel/session-log.ts).
+  sshSessions: sshSessionLogSchema.optional(),
 });
 export type StatusContent = z.infer<typeof statusContentSchema>;
 

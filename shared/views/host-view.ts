@@ -24,6 +24,7 @@ import { enrollmentState, type HostBinding } from '../trust/enrollment.js';
 import { accessMatchesPolicy } from '../trust/logins.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../trust/policy-intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
+import type { SshSession } from '../tunnel/session-log.js';
 
 export const MAX_VIEW_ACTION_RESULTS = 20;
 export type ViewActionResult = Pick<ActionResult, 'seq' | 'at' | 'action' | 'id' | 'outcome' | 'code' | 'reason'> & {
@@ -79,6 +80,8 @@ export interface HostView {
   // The host's answers to remote actions that count (signed by its key), newest first, at most
   // MAX_VIEW_ACTION_RESULTS; a collect's bundle is left out (outpost action collect fetches it).
   actionResults?: ViewActionResult[];
+  // The `outpost ssh` sessions the host's signed status lists, newest last.
+  sshSessions?: SshSession[] | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -450,6 +453,7 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
         reason: result.reason,
         hasBundle: result.bundleDigest !== undefined,
       })),
+    sshSessions: current?.status.sshSessions ?? null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,
