@@ -64,6 +64,16 @@ export function agentConfigFromOptions(
     rebootCommand: options.rebootCommand,
     ...(options.metricsListen ? { metricsListen: options.metricsListen } : {}),
     ...(options.authorizedKeysDir ? { authorizedKeysDir: options.authorizedKeysDir } : {}),
+    ...(options.appsManifest
+      ? {
+          apps: {
+            manifest: options.appsManifest,
+            intervalMs: options.appsInterval * 1000,
+            docker: options.dockerCommand,
+            timeoutMs: Math.min(options.appsInterval, 30) * 1000,
+          },
+        }
+      : {}),
     logger,
   };
 }

@@ -3,6 +3,7 @@ import * as Y from 'yjs';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { createAccessKeeper, followPolicyForAccess } from './access.js';
+import { startAppMonitor } from './apps/app-monitor.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
 import { openDesired, statusDocumentChanged } from './documents.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -87,6 +88,7 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     access: config.authorizedKeysDir
       ? createAccessKeeper({ dir: config.authorizedKeysDir, host: config.host, logger: config.logger })
       : null,
+    apps: null,
   };
   return agent;
 }
@@ -142,6 +144,16 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
   statusDoc.on('update', (update: Uint8Array, origin: unknown) => statusDocumentChanged(agent, update, origin));
 
   const loop = runLoop(agent);
+  const apps = config.apps
+    ? startAppMonitor(config.apps, {
+        logger,
+        now: config.now,
+        publish: async (seen) => {
+          agent.apps = seen;
+          await publishCurrentStatus(agent);
+        },
+      })
+    : null;
 
   logger.info(
     {
@@ -160,6 +172,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       agent.downloadAbort.abort();
       agent.wake?.();
       await loop.catch(() => undefined);
+      await apps?.stop();
       enrollment?.stop();
       rollouts.close();
       for (const timer of [agent.desiredReopen, agent.preemptionCheck, agent.statusCheck])

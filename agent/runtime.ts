@@ -2,6 +2,7 @@ import type { Awareness } from 'y-protocols/awareness';
 import type * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentConnection } from '../shared/node/connect.js';
+import type { AppStatus } from '../shared/schemas/apps.js';
 import type { IntentVerifier } from '../shared/trust/verify-intent.js';
 import type { AccessKeeper } from './access.js';
 import type { ResolvedAgentConfig } from './config.js';
@@ -62,6 +63,8 @@ export interface AgentRuntime {
   errorsInARow: number;
   // Writes the policy's login keys for this host (--authorized-keys-dir), else null.
   readonly access: AccessKeeper | null;
+  // Application services as last checked (agent/apps/), for the status; null when none are watched.
+  apps: AppStatus[] | null;
 }
 
 // Something changed (a document, trust, a timer): evaluate again.

@@ -82,6 +82,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     trust: trustStatus(agent),
     ...(agent.access?.status() ? { access: agent.access.status()! } : {}),
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
+    ...(agent.apps ? { apps: agent.apps } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {

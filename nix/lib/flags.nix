@@ -97,6 +97,9 @@ rec {
           when = "sshAccess.enable";
           ownDefault = "passed only with sshAccess.enable, which also points sshd's AuthorizedKeysFile at it";
         }
+        { flag = "apps-manifest"; option = "appsManifest"; }
+        { flag = "apps-interval"; option = "appsInterval"; }
+        { flag = "docker-command"; option = "dockerCommand"; }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module

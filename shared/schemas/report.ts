@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
+import { appsStatusSchema } from './apps.js';
 import { accessStatusSchema } from './logins.js';
 import {
   activationActionSchema,
@@ -105,6 +106,8 @@ export const statusContentSchema = z.looseObject({
   awaitingSignatures: z.looseObject({ generation: generationSchema, reason: z.string().max(1000) }).optional(),
   // The SSH login keys the agent enforces (docs/access.md), with --authorized-keys-dir.
   access: accessStatusSchema.optional(),
+  // Application services (services.outpost-apps, docs/apps.md) as the agent last saw them.
+  apps: appsStatusSchema.optional(),
 });
 export type StatusContent = z.infer<typeof statusContentSchema>;
 

@@ -1,0 +1,160 @@
+import { promises as fs } from 'node:fs';
+import { z } from 'zod';
+import { checkJsonBounds } from '../../shared/crypto/canonical.js';
+import type { Logger } from '../../shared/log.js';
+import { describeIssues } from '../../shared/node/json-file.js';
+import { APP_LIMITS, type AppStatus, appNameSchema, gitRevSchema } from '../../shared/schemas/apps.js';
+import { sleep } from '../../shared/time/sleep.js';
+import { describeFailure, runCommand } from '../nix/run-command.js';
+import { appStatusOf, type DeclaredApp, fitToBudget, keepSince, sameApps } from './app-state.js';
+import { COMPOSE_PS_MAX_BYTES, type ComposePs, parseComposePs } from './compose-ps.js';
+
+// Watches the apps the NixOS module declares (services.outpost-apps, docs/apps.md): on start and
+// every interval it asks docker how each app's containers are and hands a changed picture to
+// `publish` (the signed status). It only looks: systemd starts and stops the apps
+// (outpost-app-NAME.service); the agent never runs `compose up` or `down`.
+
+export interface AppsSettings {
+  // The manifest the module writes (/etc/outpost/apps.json); read on every check, so a switch
+  // that adds or removes an app is seen without restarting the agent.
+  manifest: string;
+  intervalMs: number;
+  // The docker CLI (with the compose plugin).
+  docker: string;
+  // Per `docker compose ps`.
+  timeoutMs: number;
+}
+
+const MANIFEST_MAX_BYTES = 256 * 1024;
+
+export const appsManifestSchema = z
+  .looseObject({
+    version: z.literal(1),
+    apps: z
+      .array(z.looseObject({ name: appNameSchema, rev: gitRevSchema }))
+      .max(APP_LIMITS.apps, `at most ${APP_LIMITS.apps} apps per host`),
+  })
+  .refine((m) => new Set(m.apps.map((a) => a.name)).size === m.apps.length, {
+    message: 'app names must be unique',
+    path: ['apps'],
+  });
+
+export async function readAppsManifest(
+  path: string,
+): Promise<{ ok: true; apps: DeclaredApp[] } | { ok: false; reason: string }> {
+  const fix = 'it is written by the NixOS module (services.outpost-apps); check --apps-manifest';
+  let text: string;
+  try {
+    const handle = await fs.open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      if (size > MANIFEST_MAX_BYTES)
+        return { ok: false, reason: `${path} is larger than ${MANIFEST_MAX_BYTES} bytes; ${fix}` };
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    return { ok: false, reason: `cannot read ${path}: ${(error as Error).message}; ${fix}` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text.slice(0, MANIFEST_MAX_BYTES));
+  } catch (error) {
+    return { ok: false, reason: `${path} is not JSON (${(error as Error).message}); ${fix}` };
+  }
+  const bounds = checkJsonBounds(json, { maxDepth: 16, maxBytes: MANIFEST_MAX_BYTES });
+  if (!bounds.ok) return { ok: false, reason: `${path}: ${bounds.reason}; ${fix}` };
+  const parsed = appsManifestSchema.safeParse(json);
+  if (!parsed.success) return { ok: false, reason: `${path} is invalid: ${describeIssues(parsed.error)}; ${fix}` };
+  return { ok: true, apps: parsed.data.apps.map(({ name, rev }) => ({ name, rev })) };
+}
+
+// One `docker compose ps`: containers, or why there is no answer (docker missing, daemon down,
+// timeout, garbage). Never throws.
+export async function composePs(settings: AppsSettings, app: string, signal?: AbortSignal): Promise<ComposePs> {
+  const what = `${settings.docker} compose -p ${app} ps`;
+  const outcome = await runCommand(settings.docker, ['compose', '-p', app, 'ps', '--all', '--format', 'json'], {
+    timeoutMs: settings.timeoutMs,
+    stdoutLimit: COMPOSE_PS_MAX_BYTES,
+    keepBytes: 1024,
+    ...(signal ? { signal } : {}),
+  });
+  if (outcome.stdoutOverflow)
+    return { ok: false, reason: `${what} printed more than ${COMPOSE_PS_MAX_BYTES} bytes; not read` };
+  if (outcome.code !== 0 || outcome.timedOut) {
+    const said = outcome.outputTail.trim().split('\n').slice(-2).join(' ').slice(-300);
+    return {
+      ok: false,
+      reason: `${describeFailure(what, outcome, settings.timeoutMs)}${said ? `: ${said}` : ''}`.slice(
+        0,
+        APP_LIMITS.reason,
+      ),
+    };
+  }
+  return parseComposePs(outcome.stdout ?? '');
+}
+
+export interface AppMonitor {
+  // The apps as last published (null before the first check that read the manifest).
+  current(): AppStatus[] | null;
+  stop(): Promise<void>;
+}
+
+export function startAppMonitor(
+  settings: AppsSettings,
+  deps: { logger: Logger; now: () => number; publish: (apps: AppStatus[]) => Promise<void> },
+): AppMonitor {
+  const { logger } = deps;
+  const abort = new AbortController();
+  let current: AppStatus[] | null = null;
+  let lastManifestProblem: string | null = null;
+
+  const check = async (): Promise<void> => {
+    const manifest = await readAppsManifest(settings.manifest);
+    if (!manifest.ok) {
+      // The last picture stays: an unreadable manifest says nothing about the apps.
+      if (manifest.reason !== lastManifestProblem)
+        logger.warn({ event: 'apps-manifest-unreadable', manifest: settings.manifest }, manifest.reason);
+      lastManifestProblem = manifest.reason;
+      return;
+    }
+    lastManifestProblem = null;
+    const seen: AppStatus[] = [];
+    for (const app of manifest.apps) {
+      const ps = await composePs(settings, app.name, abort.signal);
+      if (abort.signal.aborted) return;
+      seen.push(appStatusOf(app, ps, new Date(deps.now()).toISOString()));
+    }
+    const next = fitToBudget(keepSince(seen, current));
+    if (sameApps(next, current)) return;
+    const before = new Map((current ?? []).map((a) => [a.name, a.state]));
+    for (const app of next)
+      if (before.get(app.name) !== app.state)
+        logger[app.state === 'running' || app.state === 'stopped' ? 'info' : 'warn'](
+          { event: 'app-state', app: app.name, rev: app.rev, state: app.state, reason: app.reason },
+          `app ${app.name}: ${app.state}${app.reason ? ` (${app.reason})` : ''}`,
+        );
+    await deps.publish(next);
+    current = next;
+  };
+
+  const loop = (async () => {
+    while (!abort.signal.aborted) {
+      try {
+        await check();
+      } catch (error) {
+        logger.warn({ event: 'apps-check-failed', err: error }, 'cannot check the apps; trying again next interval');
+      }
+      await sleep(settings.intervalMs, abort.signal);
+    }
+  })();
+
+  return {
+    current: () => current,
+    async stop() {
+      abort.abort();
+      await loop;
+    },
+  };
+}
