@@ -8,6 +8,7 @@ import { readRolloutEntries, rolloutDocName } from '../rollout/document.js';
 import { findPlan } from '../rollout/judge.js';
 import { deriveRolloutIntent, placeHosts } from '../rollout/plan.js';
 import { planSignersForHost, verifiedPlanKeys } from '../rollout/verify.js';
+import type { AppStatus } from '../schemas/apps.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { AccessStatus } from '../schemas/logins.js';
 import type { Policy } from '../schemas/policy.js';
@@ -68,6 +69,9 @@ export interface HostView {
   // The SSH login keys the agent enforces (its signed status, docs/access.md); with an authority,
   // whether their digest is what the policy version they name gives this host.
   access?: HostAccessView | null;
+  // Application services (services.outpost-apps) as the agent last saw them, from its signed
+  // status; null when it reports none.
+  apps?: AppStatus[] | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -160,6 +164,7 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     trust: null,
     awaitingSignatures: null,
     access: null,
+    apps: null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -420,6 +425,8 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
           ...(authority ? { check: accessMatchesPolicy(current.status.access, authority.chain, host) } : {}),
         }
       : null,
+    // From the status that counts only: a status signed by another key shows no apps.
+    apps: current?.status.apps ?? null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,
