@@ -1,25 +1,8 @@
-import type { AppService, AppStatus } from '../shared/schemas/apps.js';
+import { appServicesCell, appStateCell, appsSummary } from '../shared/views/app-cells.js';
 import type { HostView } from '../shared/views/host-view.js';
 
 // `outpost status --apps`: one row per application service of each host, from the host's signed
-// status (docs/apps.md). What is wrong is in capitals, as in the host table.
-
-function serviceCell(service: AppService): string {
-  const health = service.health ? `, ${service.health}` : '';
-  const exit = service.state === 'exited' ? ` ${service.exitCode ?? '?'}` : '';
-  return `${service.name} ${service.state}${exit}${health}`;
-}
-
-export function appStateCell(app: AppStatus): string {
-  const state = app.state === 'running' || app.state === 'stopped' ? app.state : app.state.toUpperCase();
-  return app.reason && app.state !== 'running' ? `${state}: ${app.reason}` : state;
-}
-
-export function appServicesCell(app: AppStatus): string {
-  const listed = app.services.map(serviceCell).join('; ');
-  const omitted = app.servicesOmitted ? `${listed ? '; ' : ''}${app.servicesOmitted} more not listed` : '';
-  return `${listed}${omitted}` || '-';
-}
+// status (docs/apps.md); the cells read as on the web editor's host page (shared/views/app-cells.ts).
 
 export function renderAppsTable(views: HostView[]): string {
   const header = ['HOST', 'APP', 'REV', 'STATE', 'SINCE', 'CONTAINERS'];
@@ -53,11 +36,6 @@ export function renderAppsTable(views: HostView[]): string {
     lines.push(
       `${lines.length ? '\n' : ''}no apps reported by ${silent.join(', ')} (none declared in services.outpost-apps, an agent without --apps-manifest, or a status not readable or not counted)`,
     );
-  const apps = views.flatMap((v) => v.apps ?? []);
-  const count = (state: AppStatus['state']): number => apps.filter((a) => a.state === state).length;
-  lines.push(
-    '',
-    `${apps.length} app${apps.length === 1 ? '' : 's'}: ${count('running')} running, ${count('degraded')} degraded, ${count('stopped')} stopped, ${count('unknown')} unknown`,
-  );
+  lines.push('', appsSummary(views.flatMap((v) => v.apps ?? [])));
   return lines.join('\n');
 }

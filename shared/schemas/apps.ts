@@ -19,8 +19,8 @@ export const gitRevSchema = z
   .string()
   .regex(/^[0-9a-f]{40}$/, 'expected a full 40-hex git commit id (not a branch or tag)');
 
-// Bounds that keep a status with every app inside the status entry limit (64 KiB,
-// shared/documents/entries.ts) with room to spare: the agent trims services beyond them.
+// What this agent writes: bounds that keep a status with every app inside the status entry limit
+// (64 KiB, shared/documents/entries.ts) with room to spare; the agent trims services beyond them.
 export const APP_LIMITS = {
   apps: 32,
   servicesPerApp: 32,
@@ -28,6 +28,10 @@ export const APP_LIMITS = {
   // The apps part of a status stays below this many bytes of JSON (agent/apps/app-state.ts).
   statusBytes: 32 * 1024,
 } as const;
+
+// What readers accept: twice what this agent writes, so a newer agent that lists more does not
+// make an older reader refuse its whole status (the entry's own 64 KiB limit still holds).
+const READ_LIMITS = { apps: 2 * APP_LIMITS.apps, services: 2 * APP_LIMITS.servicesPerApp, reason: 1000 };
 
 // A container's state as docker names it; anything newer or garbled is 'unknown'.
 export const serviceStateSchema = z.enum([
@@ -64,8 +68,8 @@ export const appStatusSchema = z.looseObject({
   // The commit the host's configuration declares (services.outpost-apps.NAME.rev).
   rev: gitRevSchema,
   state: appStateSchema,
-  reason: z.string().max(APP_LIMITS.reason).optional(),
-  services: z.array(appServiceSchema).max(APP_LIMITS.servicesPerApp),
+  reason: z.string().max(READ_LIMITS.reason).optional(),
+  services: z.array(appServiceSchema).max(READ_LIMITS.services),
   // Containers beyond servicesPerApp (or cut to keep the status small): counted, not listed.
   servicesOmitted: z.number().int().positive().optional(),
   // When the agent first saw this state (a check that finds the same state changes nothing, so
@@ -74,4 +78,4 @@ export const appStatusSchema = z.looseObject({
 });
 export type AppStatus = z.infer<typeof appStatusSchema>;
 
-export const appsStatusSchema = z.array(appStatusSchema).max(APP_LIMITS.apps);
+export const appsStatusSchema = z.array(appStatusSchema).max(READ_LIMITS.apps);

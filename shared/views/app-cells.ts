@@ -1,0 +1,31 @@
+import type { AppService, AppStatus } from '../schemas/apps.js';
+
+// How an app of a host's signed status reads, for `outpost status --apps` and the web editor's
+// host page alike: what is wrong in capitals, containers problems first (as the agent lists them).
+
+export function serviceCell(service: AppService): string {
+  const health = service.health ? `, ${service.health}` : '';
+  const exit = service.state === 'exited' ? ` ${service.exitCode ?? '?'}` : '';
+  return `${service.name} ${service.state}${exit}${health}`;
+}
+
+export function appNeedsAttention(app: AppStatus): boolean {
+  return app.state === 'degraded' || app.state === 'unknown';
+}
+
+export function appStateCell(app: AppStatus): string {
+  const state = appNeedsAttention(app) ? app.state.toUpperCase() : app.state;
+  return app.reason && app.state !== 'running' ? `${state}: ${app.reason}` : state;
+}
+
+export function appServicesCell(app: AppStatus): string {
+  const listed = app.services.map(serviceCell).join('; ');
+  const omitted = app.servicesOmitted ? `${listed ? '; ' : ''}${app.servicesOmitted} more not listed` : '';
+  return `${listed}${omitted}` || '-';
+}
+
+// "3 apps: 1 running, 1 degraded, 0 stopped, 1 unknown"
+export function appsSummary(apps: AppStatus[]): string {
+  const count = (state: AppStatus['state']): number => apps.filter((a) => a.state === state).length;
+  return `${apps.length} app${apps.length === 1 ? '' : 's'}: ${count('running')} running, ${count('degraded')} degraded, ${count('stopped')} stopped, ${count('unknown')} unknown`;
+}
