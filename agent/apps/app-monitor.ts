@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { checkJsonBounds } from '../../shared/crypto/canonical.js';
 import type { Logger } from '../../shared/log.js';
@@ -31,7 +32,13 @@ export const appsManifestSchema = z
   .looseObject({
     version: z.literal(1),
     apps: z
-      .array(z.looseObject({ name: appNameSchema, rev: gitRevSchema }))
+      .array(
+        z.looseObject({
+          name: appNameSchema,
+          rev: gitRevSchema,
+          directory: z.string().regex(/^\//, 'an absolute path').max(4096).optional(),
+        }),
+      )
       .max(APP_LIMITS.apps, `at most ${APP_LIMITS.apps} apps per host`),
   })
   .refine((m) => new Set(m.apps.map((a) => a.name)).size === m.apps.length, {
@@ -67,7 +74,30 @@ export async function readAppsManifest(
   if (!bounds.ok) return { ok: false, reason: `${path}: ${bounds.reason}; ${fix}` };
   const parsed = appsManifestSchema.safeParse(json);
   if (!parsed.success) return { ok: false, reason: `${path} is invalid: ${describeIssues(parsed.error)}; ${fix}` };
-  return { ok: true, apps: parsed.data.apps.map(({ name, rev }) => ({ name, rev })) };
+  return {
+    ok: true,
+    apps: parsed.data.apps.map(({ name, rev, directory }) => ({ name, rev, ...(directory ? { directory } : {}) })),
+  };
+}
+
+// The commit the app's unit last brought up (nix/modules/apps.nix writes it after `up`): null when
+// there is none (never started) or it is not a commit id; undefined when the manifest names no
+// directory.
+export async function readDeployedRev(app: DeclaredApp): Promise<string | null | undefined> {
+  if (!app.directory) return undefined;
+  try {
+    const handle = await fs.open(join(app.directory, '.git', 'outpost-deployed-rev'), 'r');
+    try {
+      const buffer = Buffer.alloc(64);
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+      const parsed = gitRevSchema.safeParse(buffer.subarray(0, bytesRead).toString('utf8').trim());
+      return parsed.success ? parsed.data : null;
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return null;
+  }
 }
 
 // One `docker compose ps`: containers, or why there is no answer (docker missing, daemon down,
@@ -124,7 +154,7 @@ export function startAppMonitor(
     for (const app of manifest.apps) {
       const ps = await composePs(settings, app.name, abort.signal);
       if (abort.signal.aborted) return;
-      seen.push(appStatusOf(app, ps, new Date(deps.now()).toISOString()));
+      seen.push(appStatusOf(app, ps, new Date(deps.now()).toISOString(), await readDeployedRev(app)));
     }
     const next = fitToBudget(keepSince(seen, current));
     if (sameApps(next, current)) return;

@@ -9,17 +9,23 @@ import { appStateOf, type ComposePs } from './compose-ps.js';
 export interface DeclaredApp {
   name: string;
   rev: string;
+  // The app's checkout (the manifest's `directory`), where the unit records what it brought up.
+  directory?: string;
 }
 
-// One app's status from its `docker compose ps` (parsed, or why it could not be).
-export function appStatusOf(app: DeclaredApp, ps: ComposePs, at: string): AppStatus {
-  if (!ps.ok) return { name: app.name, rev: app.rev, state: 'unknown', reason: ps.reason, services: [], since: at };
+// One app's status from its `docker compose ps` (parsed, or why it could not be) and the commit
+// the unit last brought up (undefined: not known, the manifest names no directory).
+export function appStatusOf(app: DeclaredApp, ps: ComposePs, at: string, deployedRev?: string | null): AppStatus {
+  const deployed = deployedRev === undefined ? {} : { deployedRev };
+  if (!ps.ok)
+    return { name: app.name, rev: app.rev, ...deployed, state: 'unknown', reason: ps.reason, services: [], since: at };
   const { state, reason } = appStateOf(ps.containers);
   const services = ps.containers.slice(0, APP_LIMITS.servicesPerApp);
   const omitted = ps.containers.length - services.length + ps.omitted;
   return {
     name: app.name,
     rev: app.rev,
+    ...deployed,
     state,
     ...(reason ? { reason } : {}),
     services,

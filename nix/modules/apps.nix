@@ -5,7 +5,8 @@
 #
 # The unit fetches the pinned commit into /var/lib/outpost-apps/<name> (objects checked with
 # transfer.fsckObjects, HEAD compared with the commit afterwards), runs preCompose there, loads the
-# Nix-built images, then `docker compose -p <name> … up -d --remove-orphans`; stopping it runs
+# Nix-built images, then `docker compose -p <name> … up -d --remove-orphans`, and records the
+# commit it brought up (.git/outpost-deployed-rev, reported by the agent); stopping it runs
 # `down`. A changed configuration (a new rev, say) reloads the unit: fetch and `up` again, without
 # a `down` first, so only containers whose definition changed are recreated.
 {
@@ -176,6 +177,8 @@ let
         docker load --quiet --input ${image}
       '') app.images}
       ${compose app} up -d --remove-orphans
+      # What runs now, for the agent's report (deployedRev): a failed fetch or up leaves the last.
+      echo ${rev} > ${dir}/.git/outpost-deployed-rev
     '';
 
   # systemd's sandbox for the coordinator and relay (nix/lib/hardening.nix), minus what an app

@@ -67,6 +67,9 @@ export const appStatusSchema = z.looseObject({
   name: appNameSchema,
   // The commit the host's configuration declares (services.outpost-apps.NAME.rev).
   rev: gitRevSchema,
+  // The commit the unit last brought up (null: none yet). Differs from rev while a new commit
+  // could not be fetched or started: the containers then run the older one.
+  deployedRev: gitRevSchema.nullable().optional(),
   state: appStateSchema,
   reason: z.string().max(READ_LIMITS.reason).optional(),
   services: z.array(appServiceSchema).max(READ_LIMITS.services),

@@ -9,13 +9,25 @@ export function serviceCell(service: AppService): string {
   return `${service.name} ${service.state}${exit}${health}`;
 }
 
+// When the unit could not bring the declared commit up (no fetch while offline, a failed start),
+// the containers run an older one, or none: said next to the state, so `rev` is never read as
+// what runs.
+export function deployedNote(app: AppStatus): string | null {
+  if (app.deployedRev === undefined || app.deployedRev === app.rev) return null;
+  return app.deployedRev === null
+    ? `${app.rev.slice(0, 12)} NOT BROUGHT UP YET`
+    : `${app.rev.slice(0, 12)} NOT BROUGHT UP: ${app.deployedRev.slice(0, 12)} runs`;
+}
+
 export function appNeedsAttention(app: AppStatus): boolean {
-  return app.state === 'degraded' || app.state === 'unknown';
+  return app.state === 'degraded' || app.state === 'unknown' || deployedNote(app) !== null;
 }
 
 export function appStateCell(app: AppStatus): string {
-  const state = appNeedsAttention(app) ? app.state.toUpperCase() : app.state;
-  return app.reason && app.state !== 'running' ? `${state}: ${app.reason}` : state;
+  const state = app.state === 'degraded' || app.state === 'unknown' ? app.state.toUpperCase() : app.state;
+  const text = app.reason && app.state !== 'running' ? `${state}: ${app.reason}` : state;
+  const note = deployedNote(app);
+  return note ? `${text} (${note}; journalctl -u outpost-app-${app.name})` : text;
 }
 
 export function appServicesCell(app: AppStatus): string {

@@ -38,6 +38,7 @@ const stub = join(dir, 'docker-stub');
 const manifest = join(dir, 'apps.json');
 const carolFile = join(dir, 'carol.key');
 const revs = { clinic: 'a'.repeat(40), notes: 'b'.repeat(40), broken: 'c'.repeat(40) };
+const olderNotes = 'd'.repeat(40);
 let coordinator: DaemonProcess & { url: string; port: number };
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
@@ -141,9 +142,23 @@ test.before(async () => {
     manifest,
     JSON.stringify({
       version: 1,
-      apps: Object.entries(revs).map(([name, rev]) => ({ name, rev, repo: `https://git.example.org/${name}.git` })),
+      apps: Object.entries(revs).map(([name, rev]) => ({
+        name,
+        rev,
+        repo: `https://git.example.org/${name}.git`,
+        directory: join(dir, 'apps', name),
+      })),
     }),
   );
+  // What each unit last brought up (nix/modules/apps.nix writes it after `up`): clinic the declared
+  // commit, notes an older one (the new one could not be fetched), broken nothing yet.
+  for (const [name, deployed] of [
+    ['clinic', revs.clinic],
+    ['notes', olderNotes],
+  ] as const) {
+    await fs.mkdir(join(dir, 'apps', name, '.git'), { recursive: true });
+    await fs.writeFile(join(dir, 'apps', name, '.git', 'outpost-deployed-rev'), `${deployed}\n`);
+  }
   // clinic: one object per line (compose 2.21+); notes: one array (older compose), a worker
   // that crashed; broken: docker cannot reach its daemon.
   await answer('clinic', { out: `${line('web', 'running', 0, 'healthy')}\n${line('db', 'running')}\n` });
@@ -193,6 +208,15 @@ test("the agent reports each app's compose state in its signed status; outpost s
   assert.equal(byName.get('notes')!.services[0], { name: 'worker', state: 'exited', exitCode: 1 });
   assert.is(byName.get('notes')!.reason, 'worker exited with code 1');
   assert.match(String(byName.get('broken')!.reason), /exited with code 1: Cannot connect to the Docker daemon/);
+  assert.equal(
+    seen.apps!.map((a) => [a.name, a.deployedRev]),
+    [
+      ['clinic', revs.clinic],
+      ['notes', olderNotes],
+      ['broken', null],
+    ],
+    'what each unit brought up',
+  );
 
   const table = await statusCli('--apps');
   assert.is(table.code, 0, table.stderr);
@@ -200,9 +224,12 @@ test("the agent reports each app's compose state in its signed status; outpost s
   assert.match(table.stdout, /h1 +clinic +aaaaaaaaaaaa +running +\S+ +db running; web running, healthy/);
   assert.match(
     table.stdout,
-    /h1 +notes +bbbbbbbbbbbb +DEGRADED: worker exited with code 1 +\S+ +worker exited 1; app running/,
+    /h1 +notes +bbbbbbbbbbbb +DEGRADED: worker exited with code 1 \(bbbbbbbbbbbb NOT BROUGHT UP: dddddddddddd runs; journalctl -u outpost-app-notes\) +\S+ +worker exited 1; app running/,
   );
-  assert.match(table.stdout, /h1 +broken +cccccccccccc +UNKNOWN: .*Cannot connect to the Docker daemon/);
+  assert.match(
+    table.stdout,
+    /h1 +broken +cccccccccccc +UNKNOWN: .*Cannot connect to the Docker daemon.* \(cccccccccccc NOT BROUGHT UP YET; /,
+  );
   assert.match(table.stdout, /3 apps: 1 running, 1 degraded, 0 stopped, 1 unknown/);
   const plain = await statusCli();
   assert.not.match(plain.stdout, /CONTAINERS/, 'without --apps the table is as before');

@@ -730,6 +730,7 @@ withLib(
       './scripts/render-config.sh',
       'docker load --quiet --input /nix/store/00000000000000000000000000000000-docker-image-clinic-api.tar.gz',
       'up -d --remove-orphans',
+      `echo ${rev} > /var/lib/outpost-apps/clinic/.git/outpost-deployed-rev`,
     ].map((needle) => {
       assert.ok(script.includes(needle), `the start script has ${needle}:\n${script}`);
       return script.indexOf(needle);
@@ -876,6 +877,8 @@ withLib('apps module: the start script runs only the pinned commit (real git, a 
     assert.is(git(checkout, 'rev-parse', 'HEAD'), reviewed, 'the checkout is the pinned commit, not the branch head');
     assert.match(readFileSync(join(checkout, 'docker-compose.yml'), 'utf8'), /nginx:1\.27/);
     assert.ok(existsSync(join(checkout, 'prepared.txt')), 'preCompose ran in the checkout');
+    const deployed = join(checkout, '.git', 'outpost-deployed-rev');
+    assert.is(readFileSync(deployed, 'utf8').trim(), reviewed, 'what was brought up is recorded for the agent');
     assert.equal(readFileSync(calls, 'utf8').trim().split('\n'), [
       `compose -p probe --project-directory ${join(dir, 'state', 'probe')} -f ${join(dir, 'state', 'probe', 'docker-compose.yml')} up -d --remove-orphans`,
     ]);
@@ -884,6 +887,7 @@ withLib('apps module: the start script runs only the pinned commit (real git, a 
     assert.is.not(missing.code, 0, 'an unknown commit fails the start');
     assert.is(readFileSync(calls, 'utf8').trim().split('\n').length, 1, 'compose did not run');
     assert.is(git(checkout, 'rev-parse', 'HEAD'), reviewed, 'the previous checkout is untouched');
+    assert.is(readFileSync(deployed, 'utf8').trim(), reviewed, 'and the agent still reports the commit that runs');
   } finally {
     removeDirectory(dir);
   }

@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { renderAppsTable } from '../../../admin/apps-render.js';
 import { appStatusOf, fitToBudget, keepSince, sameApps } from '../../../agent/apps/app-state.js';
 import { appStateOf, COMPOSE_PS_MAX_BYTES, parseComposePs } from '../../../agent/apps/compose-ps.js';
-import { renderAppsTable } from '../../../admin/apps-render.js';
 import { canonicalJson } from '../../../shared/crypto/canonical.js';
 import { APP_LIMITS, type AppStatus, appsStatusSchema } from '../../../shared/schemas/apps.js';
 import { statusContentSchema } from '../../../shared/schemas/report.js';
+import { appStateCell } from '../../../shared/views/app-cells.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 
 // What `docker compose ps --all --format json` prints, as compose 2.21+ does (one object per
@@ -31,6 +32,8 @@ const container = (service: string, state: string, extra: Record<string, unknown
   Status: state === 'running' ? 'Up 2 hours' : 'Exited (1) 5 minutes ago',
   ...extra,
 });
+
+const line = (service: string, state: string) => JSON.stringify(container(service, state));
 
 const sample = [
   container('web', 'running', { Health: 'healthy' }),
@@ -142,6 +145,24 @@ test('app state: running, degraded with the reason, stopped, one-shot services t
   });
 });
 
+test('deployedRev: the commit the unit brought up, said next to the state when it is not the declared one', () => {
+  const rev = '1'.repeat(40);
+  const at = '2026-12-02T10:00:00.000Z';
+  const ps = parseComposePs(line('web', 'running'));
+  const current = appStatusOf({ name: 'clinic', rev }, ps, at, rev);
+  assert.is(current.deployedRev, rev);
+  assert.is(appStateCell(current), 'running');
+  const older = appStatusOf({ name: 'clinic', rev }, ps, at, '2'.repeat(40));
+  assert.is(
+    appStateCell(older),
+    'running (111111111111 NOT BROUGHT UP: 222222222222 runs; journalctl -u outpost-app-clinic)',
+  );
+  const never = appStatusOf({ name: 'clinic', rev }, { ok: true, containers: [], omitted: 0 }, at, null);
+  assert.match(appStateCell(never), /^stopped: no containers \(111111111111 NOT BROUGHT UP YET; /);
+  assert.not.ok('deployedRev' in appStatusOf({ name: 'clinic', rev }, ps, at), 'unknown: not claimed either way');
+  assert.ok(appsStatusSchema.safeParse([current, older, never]).success);
+});
+
 test('since is kept while nothing else changes, so an unchanged check publishes nothing', () => {
   const rev = 'c'.repeat(40);
   const ps = parseComposePs(JSON.stringify(sample));
@@ -220,7 +241,10 @@ test('outpost status --apps: a row per app, problems in capitals, silent hosts n
     text,
     /clinic-1 +clinic +4b825dc642cb +DEGRADED: worker exited with code 1 +2026-12-02T10:00:00\.000Z +worker exited 1; web running, healthy/,
   );
-  assert.match(text, /clinic-2 +clinic +4b825dc642cb +running \(host offline: as last reported\) +T +3 more not listed/);
+  assert.match(
+    text,
+    /clinic-2 +clinic +4b825dc642cb +running \(host offline: as last reported\) +T +3 more not listed/,
+  );
   assert.match(text, /no apps reported by clinic-3/);
   assert.match(text, /2 apps: 1 running, 1 degraded, 0 stopped, 0 unknown$/);
 });
