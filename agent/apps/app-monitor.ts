@@ -113,14 +113,18 @@ export async function composePs(settings: AppsSettings, app: string, signal?: Ab
   if (outcome.stdoutOverflow)
     return { ok: false, reason: `${what} printed more than ${COMPOSE_PS_MAX_BYTES} bytes; not read` };
   if (outcome.code !== 0 || outcome.timedOut) {
-    const said = outcome.outputTail.trim().split('\n').slice(-2).join(' ').slice(-300);
-    return {
-      ok: false,
-      reason: `${describeFailure(what, outcome, settings.timeoutMs)}${said ? `: ${said}` : ''}`.slice(
-        0,
-        APP_LIMITS.reason,
-      ),
-    };
+    // What it said: the first line (usually the error) and the last (usually the hint).
+    const lines = outcome.outputTail
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    const said = (lines.length > 2 ? [lines[0], lines.at(-1)] : lines).join(' … ').slice(-300);
+    // A negative code is Node's: the command never started (not installed, not executable).
+    const failure =
+      outcome.code !== null && outcome.code < 0
+        ? `cannot run ${settings.docker} (install docker with its compose plugin, or set --docker-command)`
+        : describeFailure(what, outcome, settings.timeoutMs);
+    return { ok: false, reason: `${failure}${said ? `: ${said}` : ''}`.slice(0, APP_LIMITS.reason) };
   }
   return parseComposePs(outcome.stdout ?? '');
 }

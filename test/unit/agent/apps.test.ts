@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { renderAppsTable } from '../../../admin/apps-render.js';
+import { composePs } from '../../../agent/apps/app-monitor.js';
 import { appStatusOf, fitToBudget, keepSince, sameApps } from '../../../agent/apps/app-state.js';
 import { appStateOf, COMPOSE_PS_MAX_BYTES, parseComposePs } from '../../../agent/apps/compose-ps.js';
 import { canonicalJson } from '../../../shared/crypto/canonical.js';
@@ -214,6 +218,32 @@ test('the apps of a status stay within budget: containers are cut, problems kept
     ),
   );
   assert.ok(canonicalJson(fitToBudget(worst)).length <= APP_LIMITS.statusBytes);
+});
+
+test('composePs: a docker that is not installed, or answers, through the command runner', async () => {
+  const settings = { manifest: '', intervalMs: 1000, timeoutMs: 5000 };
+  const missing = await composePs({ ...settings, docker: '/nonexistent/outpost-test/docker' }, 'clinic');
+  assert.not.ok(missing.ok);
+  if (!missing.ok)
+    assert.match(missing.reason, /^cannot run \/nonexistent\/outpost-test\/docker \(install docker .*ENOENT/);
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-compose-ps-'));
+  try {
+    const docker = join(dir, 'docker');
+    writeFileSync(
+      docker,
+      `#!/bin/sh\n[ "$*" = "compose -p clinic ps --all --format json" ] || exit 9\necho '${line('web', 'running')}'\n`,
+      {
+        mode: 0o755,
+      },
+    );
+    assert.equal(await composePs({ ...settings, docker }, 'clinic'), {
+      ok: true,
+      containers: [{ name: 'web', state: 'running' }],
+      omitted: 0,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('outpost status --apps: a row per app, problems in capitals, silent hosts named', () => {
