@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as Y from 'yjs';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
+import { readOwnCurrentStatus } from '../shared/documents/status.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { createAccessKeeper, followPolicyForAccess } from './access.js';
 import { startAppMonitor } from './apps/app-monitor.js';
@@ -143,11 +144,15 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     : null;
   statusDoc.on('update', (update: Uint8Array, origin: unknown) => statusDocumentChanged(agent, update, origin));
 
+  // The apps last reported stay in the status across a restart (and keep their `since`) until the
+  // first check says otherwise.
+  if (config.apps) agent.apps = readOwnCurrentStatus(statusDoc, config.key.publicKey)?.status.apps ?? null;
   const loop = runLoop(agent);
   const apps = config.apps
     ? startAppMonitor(config.apps, {
         logger,
         now: config.now,
+        initial: agent.apps,
         publish: async (seen) => {
           agent.apps = seen;
           await publishCurrentStatus(agent);

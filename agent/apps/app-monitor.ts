@@ -137,11 +137,18 @@ export interface AppMonitor {
 
 export function startAppMonitor(
   settings: AppsSettings,
-  deps: { logger: Logger; now: () => number; publish: (apps: AppStatus[]) => Promise<void> },
+  // initial: the apps as last published (before a restart), so an unchanged picture is not
+  // published again and keeps its `since`.
+  deps: {
+    logger: Logger;
+    now: () => number;
+    publish: (apps: AppStatus[]) => Promise<void>;
+    initial?: AppStatus[] | null;
+  },
 ): AppMonitor {
   const { logger } = deps;
   const abort = new AbortController();
-  let current: AppStatus[] | null = null;
+  let current: AppStatus[] | null = deps.initial ?? null;
   let lastManifestProblem: string | null = null;
 
   const check = async (): Promise<void> => {

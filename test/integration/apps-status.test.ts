@@ -13,7 +13,7 @@ import type { AppStatus } from '../../shared/schemas/apps.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, type SimulatedHost } from '../harness/fleet.js';
-import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
+import { logEvents, type PolicyAgentLaunch, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { makeCacheKey } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -43,6 +43,8 @@ let coordinator: DaemonProcess & { url: string; port: number };
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
 let agent: DaemonProcess;
+let launch: PolicyAgentLaunch;
+const startAgent = (): DaemonProcess => startPolicyAgent(host, launch);
 const open: DocumentConnection[] = [];
 
 const line = (service: string, state: string, exitCode = 0, health = '') =>
@@ -169,13 +171,14 @@ test.before(async () => {
     err: 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?',
     code: 1,
   });
-  agent = startPolicyAgent(host, {
+  launch = {
     coordinators: [coordinator.url],
     orgRoot: org.root.publicKey,
     substituter: cache.url,
     cacheKey: cacheKey.publicKey,
     extraArgs: ['--apps-manifest', manifest, '--apps-interval', '1', '--docker-command', join(stub, 'docker')],
-  });
+  };
+  agent = startAgent();
 });
 
 test.after(async () => {
@@ -255,6 +258,18 @@ test('an unchanged check rewrites nothing; a change is in the signed status with
   assert.equal(states(fixed.apps), { clinic: 'running', notes: 'running', broken: 'unknown' });
   assert.ok((await statusSeq()) > before);
   assert.ok(logEvents(agent, 'app-state').some((e) => e.app === 'notes' && e.state === 'running'));
+});
+
+test('a restarted agent keeps the apps it reported, and their since: the same picture is not republished', async () => {
+  const before = await view();
+  const seq = await statusSeq();
+  await agent.stop('SIGTERM');
+  const calls = async () => (await fs.readFile(join(stub, 'calls'), 'utf8')).split('\n').filter(Boolean).length;
+  const callsBefore = await calls();
+  agent = startAgent();
+  await waitFor('the restarted agent to check the apps twice', async () => (await calls()) >= callsBefore + 6, 30_000);
+  assert.is(await statusSeq(), seq, 'nothing republished');
+  assert.equal((await view()).apps, before.apps, 'same apps, same since');
 });
 
 test('a docker that hangs or floods is cut off: unknown with the reason, and the agent carries on', async () => {
