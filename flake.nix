@@ -26,6 +26,7 @@
       # flake's pinned build instead.
       nixosModules = {
         agent = ./nix/modules/agent.nix;
+        apps = ./nix/modules/apps.nix;
         coordinator = ./nix/modules/coordinator.nix;
         relay = ./nix/modules/relay.nix;
         default = ./nix/modules/default.nix;

@@ -9,13 +9,14 @@ import type { TrustStatus } from '../shared/schemas/report.js';
 import { formatBytes } from '../shared/text/bytes.js';
 import { sleep } from '../shared/time/sleep.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
+import { renderAppsTable } from './apps-render.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
 export const statusCommand = defineCommand({
   name: 'status',
   summary: 'one row per host: desired and applied generation, phase, online, last result',
-  usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--json] [--watch]',
+  usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--apps] [--json] [--watch]',
   options: z.object({
     coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
       placeholder: 'URL',
@@ -50,6 +51,10 @@ export const statusCommand = defineCommand({
     json: option(z.boolean().default(false), {
       description: 'print every host with its signed results as JSON, for scripts',
     }),
+    apps: option(z.boolean().default(false), {
+      description:
+        "also list each host's application services (services.outpost-apps) with their state from the host's signed status",
+    }),
     watch: option(z.boolean().default(false), {
       description: 'redraw as hosts move (on a terminal; in a pipe each change is printed once), until Ctrl-C',
     }),
@@ -62,6 +67,7 @@ export const statusCommand = defineCommand({
     'outpost status --coordinator ws://127.0.0.1:8420',
     'outpost status --coordinator ws://127.0.0.1:8420 --json | jq .hosts[0].lastResult',
     'outpost status --coordinator ws://127.0.0.1:8420 --watch',
+    'outpost status --coordinator ws://127.0.0.1:8420 --apps --host clinic-1',
     'outpost status --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root <root public key>',
   ],
 });
@@ -259,7 +265,10 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
         2,
       ),
     );
-  else if (shown.length) console.log(renderStatusTable(shown, { progressBars: process.stdout.isTTY === true }));
+  else if (shown.length)
+    console.log(
+      `${renderStatusTable(shown, { progressBars: process.stdout.isTTY === true })}${options.apps ? `\n\n${renderAppsTable(shown)}` : ''}`,
+    );
   else if (!missing.length) console.log('no hosts yet: start an agent or deploy with `outpost deploy`');
   if (missing.length)
     console.error(
@@ -291,7 +300,7 @@ async function watchStatus(
         const shown = views.filter((v) => v.found || !options.host.length);
         text = options.json
           ? JSON.stringify({ coordinator: options.coordinator, hosts: shown })
-          : renderStatusTable(shown, { progressBars: terminal });
+          : `${renderStatusTable(shown, { progressBars: terminal })}${options.apps ? `\n\n${renderAppsTable(shown)}` : ''}`;
       } catch (error) {
         text = `outpost status: cannot read ${options.coordinator} now (${(error as Error).message}); trying again every ${options.interval} s`;
       }

@@ -75,6 +75,16 @@ export function agentConfigFromOptions(
           },
         }
       : {}),
+    ...(options.appsManifest
+      ? {
+          apps: {
+            manifest: options.appsManifest,
+            intervalMs: options.appsInterval * 1000,
+            docker: options.dockerCommand,
+            timeoutMs: Math.min(options.appsInterval, 30) * 1000,
+          },
+        }
+      : {}),
     logger,
   };
 }

@@ -5,6 +5,7 @@ import type { Logger } from '../shared/log.js';
 import type { TimeWindow } from '../shared/schedule/windows.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
 import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
+import type { AppsSettings } from './apps/app-monitor.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { ActivationRunner } from './nix/activation-runner.js';
 import type { SystemRunningRule } from './nix/health.js';
@@ -58,6 +59,8 @@ export interface AgentConfig {
   // Under a policy: where the policy's SSH login keys for this host go, one file per account
   // (agent/access.ts); none by default.
   authorizedKeysDir?: string;
+  // Application services to watch and report in the status (agent/apps/, docs/apps.md).
+  apps?: AppsSettings;
 }
 
 export interface DownloadSettings {

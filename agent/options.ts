@@ -217,6 +217,20 @@ export const agentCommand = defineCommand({
         placeholder: 'N',
         description: '`outpost ssh` sessions open at once on this host, at most',
       }),
+      appsManifest: option(z.string().min(1).optional(), {
+        placeholder: 'FILE',
+        description:
+          'JSON list of the application services to watch (written by the NixOS module services.outpost-apps, docs/apps.md); their docker compose state goes into the signed status',
+        defaultText: 'none: no apps are watched',
+      }),
+      appsInterval: option(secondsSchema(24 * 3600).default(60), {
+        placeholder: 'SECONDS',
+        description: "with --apps-manifest: how often each app's 'docker compose ps' is checked (also on start)",
+      }),
+      dockerCommand: option(z.string().min(1).default('docker'), {
+        placeholder: 'PATH',
+        description: "with --apps-manifest: the docker CLI (with the compose plugin) asked for the apps' state",
+      }),
       logLevel: logLevelOption,
       metricsListen: option(
         z

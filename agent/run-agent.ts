@@ -1,9 +1,11 @@
 import { promises as fs } from 'node:fs';
 import * as Y from 'yjs';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
+import { readOwnCurrentStatus } from '../shared/documents/status.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { createAccessKeeper, followPolicyForAccess } from './access.js';
 import { loadActions, stopActions } from './actions.js';
+import { startAppMonitor } from './apps/app-monitor.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
 import { openDesired, statusDocumentChanged } from './documents.js';
 import { requestEnrollment } from './enroll-request.js';
@@ -90,6 +92,7 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
       ? createAccessKeeper({ dir: config.authorizedKeysDir, host: config.host, logger: config.logger })
       : null,
     sshSessions: null,
+    apps: null,
   };
   return agent;
 }
@@ -175,7 +178,21 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       : null;
   agent.sshSessions = tunnels ? () => tunnels.sessions() : null;
 
+  // The apps last reported stay in the status across a restart (and keep their `since`) until the
+  // first check says otherwise.
+  if (config.apps) agent.apps = readOwnCurrentStatus(statusDoc, config.key.publicKey)?.status.apps ?? null;
   const loop = runLoop(agent);
+  const apps = config.apps
+    ? startAppMonitor(config.apps, {
+        logger,
+        now: config.now,
+        initial: agent.apps,
+        publish: async (seen) => {
+          agent.apps = seen;
+          await publishCurrentStatus(agent);
+        },
+      })
+    : null;
 
   logger.info(
     {
@@ -194,6 +211,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
       agent.downloadAbort.abort();
       agent.wake?.();
       await loop.catch(() => undefined);
+      await apps?.stop();
       enrollment?.stop();
       stopActions(agent);
       tunnels?.close();

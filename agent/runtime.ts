@@ -2,6 +2,7 @@ import type { Awareness } from 'y-protocols/awareness';
 import type * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
 import type { DocumentConnection } from '../shared/node/connect.js';
+import type { AppStatus } from '../shared/schemas/apps.js';
 import type { IntentVerifier } from '../shared/trust/verify-intent.js';
 import type { SshSession } from '../shared/tunnel/session-log.js';
 import type { AccessKeeper } from './access.js';
@@ -65,6 +66,8 @@ export interface AgentRuntime {
   readonly access: AccessKeeper | null;
   // The `outpost ssh` session log for the status (agent/tunnel.ts); null with tunnels off.
   sshSessions: (() => SshSession[]) | null;
+  // Application services as last checked (agent/apps/), for the status; null when none are watched.
+  apps: AppStatus[] | null;
 }
 
 // Something changed (a document, trust, a timer): evaluate again.

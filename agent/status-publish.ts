@@ -86,6 +86,7 @@ export function statusContent(agent: AgentRuntime): StatusContent {
     ...(agent.awaiting ? { awaitingSignatures: agent.awaiting } : {}),
     ...(lock ? { lock } : {}),
     ...(agent.sshSessions?.().length ? { sshSessions: agent.sshSessions() } : {}),
+    ...(agent.apps ? { apps: agent.apps } : {}),
     ...(milestone ? { progress: milestone } : {}),
     ...(waitingFor
       ? {

@@ -6,6 +6,10 @@ export interface CommandOutcome {
   signal: NodeJS.Signals | null;
   timedOut: boolean;
   outputTail: string;
+  // With options.stdoutLimit: stdout from its start, and whether it went past the limit (the
+  // command is then killed: its answer is too large to be used).
+  stdout?: string;
+  stdoutOverflow?: boolean;
 }
 
 const TAIL_BYTES = 4096;
@@ -16,7 +20,15 @@ export function runCommand(
   command: string,
   args: string[],
   // signal: stops the command (SIGTERM to its process group, SIGKILL 5 s later).
-  options: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number; signal?: AbortSignal },
+  // stdoutLimit: also keep stdout itself, up to this many bytes, for commands whose answer is parsed.
+  options: {
+    timeoutMs: number;
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    keepBytes?: number;
+    signal?: AbortSignal;
+    stdoutLimit?: number;
+  },
 ): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const keepBytes = options.keepBytes ?? TAIL_BYTES;
@@ -66,13 +78,32 @@ export function runCommand(
     if (options.signal?.aborted) stop();
     else options.signal?.addEventListener('abort', stop, { once: true });
     child.stdout.on('data', keep);
+    const stdoutLimit = options.stdoutLimit;
+    const stdout: Buffer[] = [];
+    let stdoutBytes = 0;
+    let stdoutOverflow = false;
+    if (stdoutLimit !== undefined)
+      child.stdout.on('data', (chunk: Buffer) => {
+        if (stdoutOverflow) return;
+        stdoutBytes += chunk.length;
+        if (stdoutBytes > stdoutLimit) {
+          stdoutOverflow = true;
+          stop();
+        } else stdout.push(chunk);
+      });
     child.stderr.on('data', keep);
     child.on('error', (error) => keep(Buffer.from(`\n${command}: ${error.message}\n`)));
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', stop);
-      resolve({ code, signal, timedOut, outputTail: tail.toString('utf8') });
+      resolve({
+        code,
+        signal,
+        timedOut,
+        outputTail: tail.toString('utf8'),
+        ...(stdoutLimit === undefined ? {} : { stdout: Buffer.concat(stdout).toString('utf8'), stdoutOverflow }),
+      });
     });
   });
 }

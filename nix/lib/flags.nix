@@ -102,6 +102,9 @@ rec {
         { flag = "ssh-port"; option = "sshPort"; }
         { flag = "ssh-idle-timeout"; option = "sshIdleTimeout"; }
         { flag = "ssh-max-sessions"; option = "sshMaxSessions"; }
+        { flag = "apps-manifest"; option = "appsManifest"; }
+        { flag = "apps-interval"; option = "appsInterval"; }
+        { flag = "docker-command"; option = "dockerCommand"; }
       ];
       # Flags the CLI does not accept yet: their options exist, so host configurations can be
       # written now, but they are NOT passed to the agent (it rejects unknown flags) and the module

@@ -504,6 +504,35 @@ in
       };
     };
 
+    appsManifest = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/etc/outpost/apps.json";
+      description = ''
+        The list of application services whose `docker compose ps` state the agent reports in its
+        signed status (`--apps-manifest`). Set by {option}`services.outpost-apps` (nix/modules/apps.nix)
+        whenever an app is declared; null: no apps are watched. See docs/apps.md.
+      '';
+    };
+
+    appsInterval = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      example = 300;
+      description = "Seconds between two checks of the apps' state, besides the one at start (`--apps-interval`).";
+    };
+
+    dockerCommand = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/current-system/sw/bin/docker";
+      description = ''
+        The docker CLI (with the compose plugin) the agent asks for the apps' state
+        (`--docker-command`). Set by {option}`services.outpost-apps` to the docker of
+        `virtualisation.docker.package`; null: `docker` from the unit's PATH.
+      '';
+    };
+
     restartAfterSwitch = mkOption {
       type = types.bool;
       default = true;

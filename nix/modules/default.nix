@@ -1,7 +1,9 @@
-# All three Outpost services; each stays off until its `enable` is set.
+# All three Outpost services, each off until its `enable` is set, and the application services
+# (services.outpost-apps), off until an app is declared.
 {
   imports = [
     ./agent.nix
+    ./apps.nix
     ./coordinator.nix
     ./relay.nix
   ];

@@ -24,6 +24,9 @@
   # these settings added, and return its command line. The test uses it to show that a wrong
   # value is refused.
   probe ? null,
+  # { repo = "…"; rev = "…"; preCompose = "…"; }: the start and stop scripts of one app with these
+  # settings (services.outpost-apps.probe), for the test that runs them with real git.
+  appProbe ? null,
 }:
 let
   flags = import ../lib/flags.nix;
@@ -80,6 +83,9 @@ let
         callPackage = _path: _args: stubDrv "outpost";
         coreutils = stubDrv "coreutils";
         jq = stubDrv "jq";
+        docker = stubDrv "docker";
+        git = stubDrv "git";
+        openssh = stubDrv "openssh";
         nix = stubDrv "nix";
         systemd = stubDrv "systemd";
         stdenv.hostPlatform.system = "x86_64-linux";
@@ -323,6 +329,97 @@ let
           alternate = render "alternate" context.everySetting;
         };
 
+      # services.outpost-apps (apps.nix, which imports agent.nix): its option declarations, nothing
+      # declared, two apps (one with every option set) beside a minimal agent, and the assertions a
+      # branch, a short commit id or a bad name trips.
+      appsEval =
+        let
+          agentContext = roleContext "agent" files.agent;
+          agentSettings = agentContext.minimalSettings // {
+            orgRootKeys = agentContext.decls.orgRootKeys.example;
+          };
+          rev = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+          everyOption = {
+            repo = "https://git.example.org/field/clinic-app.git";
+            inherit rev;
+            composeFiles = [
+              "docker-compose.yml"
+              "docker-compose.site.yml"
+            ];
+            preCompose = "./scripts/render-config.sh";
+            envFile = "/run/secrets/clinic-app.env";
+            sshKeyFile = "/run/secrets/clinic-app-deploy-key";
+            images = [ (stubDrv "docker-image-clinic-api.tar.gz") ];
+          };
+          fewestOptions = {
+            repo = "/srv/git/notes.git";
+            rev = "0123456789abcdef0123456789abcdef01234567";
+          };
+          renderApps =
+            apps: withAgent:
+            let
+              inherit
+                (evaluate ../modules/apps.nix {
+                  services = {
+                    outpost-apps = apps;
+                  }
+                  // lib.optionalAttrs withAgent { outpost-agent = agentSettings; };
+                })
+                config
+                ;
+              etc = config.environment.etc;
+            in
+            {
+              services = attrNames config.systemd.services;
+              units = valueJson (lib.filterAttrs (n: _: lib.hasPrefix "outpost-app-" n) config.systemd.services);
+              manifest = if etc ? "outpost/apps.json" then builtins.fromJSON etc."outpost/apps.json".text else null;
+              agentArgv = if withAgent then flags.argsFor flags.roles.agent config.services.outpost-agent else [ ];
+              dockerEnabled = config.virtualisation.docker.enable;
+              # Forced whole (--strict): every value the module sets meets its NixOS type.
+              nixos = valueJson {
+                inherit (config) systemd virtualisation;
+                environment.etc = etc;
+              };
+              inherit (config) warnings;
+              failedAssertions = map (a: a.message) (filter (a: !a.assertion) config.assertions);
+            };
+          appDecls = (evaluate ../modules/apps.nix { }).options.services.outpost-apps.type.getSubOptions [ ];
+        in
+        {
+          options = map (
+            { name, option }:
+            {
+              inherit name;
+              hasType = option ? type;
+              type = typeJson (option.type or null);
+              description = option.description or null;
+              hasDefault = option ? default;
+              default = if option ? default then valueJson option.default else null;
+              defaultIsPath = option ? default && isPath option.default;
+              hasExample = option ? example;
+            }
+          ) (filter (o: !(lib.hasPrefix "_module" o.name) && o.name != "name") (collectOptions "" appDecls));
+          probe =
+            let
+              rendered = renderApps { probe = appProbe; } false;
+            in
+            {
+              inherit (rendered.units.outpost-app-probe) script preStop;
+              inherit (rendered) failedAssertions;
+            };
+          none = renderApps { } true;
+          sample = renderApps {
+            clinic = everyOption;
+            notes = fewestOptions;
+          } true;
+          refused = {
+            branch = (renderApps { clinic = everyOption // { rev = "main"; }; } false).failedAssertions;
+            shortRev = (renderApps { clinic = everyOption // { rev = "4b825dc"; }; } false).failedAssertions;
+            upperCase = (renderApps { clinic = everyOption // { rev = lib.toUpper rev; }; } false).failedAssertions;
+            name = (renderApps { "Clinic App" = fewestOptions; } false).failedAssertions;
+          };
+        };
+
       # The flake's outputs with the real lib and stand-in packages: only names are forced, no
       # package is built.
       flake =
@@ -351,7 +448,9 @@ let
           nixosModules = mapAttrs (_: m: toString m) outputs.nixosModules;
         };
     in
-    if probe != null then
+    if appProbe != null then
+      { appProbe = appsEval.probe; }
+    else if probe != null then
       let
         context = roleContext probe.role files.${probe.role};
         # Like minimal, without its forced settings: the probe's own settings decide.
@@ -365,11 +464,12 @@ let
       {
         libVersion = lib.version;
         roles = mapAttrs evalRole files;
+        apps = removeAttrs appsEval [ "probe" ];
         defaultModuleImports = map toString (import ../modules/default.nix).imports;
         inherit flake;
       };
 in
-if probe != null then
+if probe != null || appProbe != null then
   (if haveLib then withLib else throw "the probe needs nixpkgs' lib: give --argstr nixpkgsLib DIR")
 else
   {

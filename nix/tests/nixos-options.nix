@@ -38,6 +38,10 @@ let
       type = unitNames;
       default = [ ];
     };
+    requires = mkOption {
+      type = unitNames;
+      default = [ ];
+    };
     unitConfig = mkOption {
       type = unitSection;
       default = { };
@@ -86,6 +90,18 @@ let
       serviceConfig = mkOption {
         type = unitSection;
         default = { };
+      };
+      preStop = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      reload = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      reloadIfChanged = mkOption {
+        type = types.bool;
+        default = false;
       };
     };
   };
@@ -184,6 +200,15 @@ in
     systemd.tmpfiles.rules = mkOption {
       type = types.listOf types.str;
       default = [ ];
+    };
+    # nixos/modules/virtualisation/docker.nix
+    virtualisation.docker.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    virtualisation.docker.package = mkOption {
+      type = types.package;
+      default = pkgs.docker;
     };
 
     environment.etc = mkOption {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { signatureSchema } from '../crypto/signatures.js';
 import { sshSessionLogSchema } from '../tunnel/session-log.js';
 import { hostLockSchema } from './action.js';
+import { appsStatusSchema } from './apps.js';
 import { accessStatusSchema } from './logins.js';
 import {
   activationActionSchema,
@@ -111,6 +112,8 @@ export const statusContentSchema = z.looseObject({
   lock: hostLockSchema.optional(),
   // `outpost ssh` sessions opened here, newest last (shared/tunnel/session-log.ts).
   sshSessions: sshSessionLogSchema.optional(),
+  // Application services (services.outpost-apps, docs/apps.md) as the agent last saw them.
+  apps: appsStatusSchema.optional(),
 });
 export type StatusContent = z.infer<typeof statusContentSchema>;
 

@@ -9,6 +9,7 @@ import { findPlan } from '../rollout/judge.js';
 import { deriveRolloutIntent, placeHosts } from '../rollout/plan.js';
 import { planSignersForHost, verifiedPlanKeys } from '../rollout/verify.js';
 import type { ActionResult, HostLock } from '../schemas/action.js';
+import type { AppStatus } from '../schemas/apps.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { AccessStatus } from '../schemas/logins.js';
 import type { Policy } from '../schemas/policy.js';
@@ -82,6 +83,9 @@ export interface HostView {
   actionResults?: ViewActionResult[];
   // The `outpost ssh` sessions the host's signed status lists, newest last.
   sshSessions?: SshSession[] | null;
+  // Application services (services.outpost-apps) as the agent last saw them, from its signed
+  // status; null when it reports none.
+  apps?: AppStatus[] | null;
   // 'enrollment': checked against the enrolled key; 'unverified': no pinned org root.
   hostKeys: 'enrollment' | 'unverified';
   // The key enrollment binds to this host (with an authority), else null.
@@ -176,6 +180,7 @@ export function unreadableView(host: string, reason: string, authority: HostKeyA
     access: null,
     lock: null,
     actionResults: [],
+    apps: null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey: authority?.bindings.get(host)?.hostKey ?? null,
     statusSignatureValid: null,
@@ -454,6 +459,8 @@ export function hostViewFromDocuments(host: string, inputs: HostViewInputs): Hos
         hasBundle: result.bundleDigest !== undefined,
       })),
     sshSessions: current?.status.sshSessions ?? null,
+    // From the status that counts only: a status signed by another key shows no apps.
+    apps: current?.status.apps ?? null,
     hostKeys: authority ? 'enrollment' : 'unverified',
     enrolledKey,
     statusSignatureValid: signedStatus ? statusProblem === null : null,

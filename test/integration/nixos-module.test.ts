@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
@@ -8,6 +8,7 @@ import { agentCommand } from '../../agent/options.js';
 import { type Command, type OptionInfo, parseOptions } from '../../cli/options.js';
 import { coordinatorCommand } from '../../coordinator/options.js';
 import { relayCommand } from '../../relay/options.js';
+import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 
 // The NixOS modules (nix/modules/*.nix) must expose every flag of the daemons' CLIs, with a type
 // that fits and the CLI's defaults, and must evaluate. nixpkgs itself is not reachable here, but
@@ -85,6 +86,7 @@ interface ModuleEval {
   // Present when the nixpkgs lib copy was found.
   libVersion?: string;
   roles?: Record<RoleName, RoleEval>;
+  apps?: AppsEval;
   defaultModuleImports?: string[];
   flake?: {
     outputs: string[];
@@ -93,6 +95,38 @@ interface ModuleEval {
     checks: Record<string, string[]>;
     nixosModules: Record<string, string>;
   };
+}
+
+// services.outpost-apps (nix/modules/apps.nix), rendered by eval-modules.nix's appsEval.
+interface AppUnit {
+  description: string;
+  wantedBy: string[];
+  after: string[];
+  requires: string[];
+  path: string[];
+  environment: Record<string, string>;
+  script: string;
+  preStop: string;
+  reload: string;
+  reloadIfChanged: boolean;
+  serviceConfig: Record<string, unknown>;
+}
+
+interface AppsRender {
+  services: string[];
+  units: Record<string, AppUnit>;
+  manifest: { version: number; apps: { name: string; rev: string; repo: string; unit: string }[] } | null;
+  agentArgv: string[];
+  dockerEnabled: boolean;
+  warnings: string[];
+  failedAssertions: string[];
+}
+
+interface AppsEval {
+  options: NixOption[];
+  none: AppsRender;
+  sample: AppsRender;
+  refused: Record<'branch' | 'shortRev' | 'upperCase' | 'name', string[]>;
 }
 
 type WithLib = Required<ModuleEval>;
@@ -368,6 +402,7 @@ test('every .nix file in the repository parses (nix-instantiate --parse)', () =>
     'nix/modules/agent.nix',
     'nix/modules/coordinator.nix',
     'nix/modules/relay.nix',
+    'nix/modules/apps.nix',
     'nix/tests/vm-test.nix',
   ]) {
     assert.ok(files.includes(join(repo, expected)), `${expected} exists`);
@@ -604,7 +639,7 @@ withLib(
       assert.ok(flake.devShells[system]?.includes('default'), `devShells.${system}.default`);
       assert.ok(flake.checks[system]?.includes('vm-test'), `checks.${system}.vm-test`);
     }
-    for (const name of ['agent', 'coordinator', 'relay']) {
+    for (const name of ['agent', 'coordinator', 'relay', 'apps']) {
       assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
       assert.ok(
         defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),
@@ -654,7 +689,7 @@ test('the package fetches every dependency from the lockfile, pinned by its inte
   }
 });
 
-withLib('docs/nixos.md documents every option and how to run the VM test', ({ roles }) => {
+withLib('docs/nixos.md documents every option and how to run the VM test', ({ roles, apps }) => {
   const docs = readFileSync(join(repo, 'docs/nixos.md'), 'utf8');
   for (const role of Object.values(roles)) {
     for (const option of role.options)
@@ -663,8 +698,199 @@ withLib('docs/nixos.md documents every option and how to run the VM test', ({ ro
         `docs/nixos.md mentions ${role.optionPath}.${option.name}`,
       );
   }
+  for (const option of apps.options)
+    assert.ok(
+      new RegExp(`\\b${option.name}\\b`).test(docs),
+      `docs/nixos.md mentions services.outpost-apps.<name>.${option.name}`,
+    );
   assert.ok(docs.includes('nix build .#checks.x86_64-linux.vm-test'), 'docs say how to run the VM test');
   assert.ok(docs.includes('config.system.build.toplevel'), 'docs show the CI flow');
+});
+
+withLib(
+  'apps module: each app is a hardened oneshot unit that fetches the pinned commit and runs compose',
+  ({ apps }) => {
+    const { sample } = apps;
+    assert.equal(sample.failedAssertions, [], 'two apps, one with every option set, evaluate');
+    assert.equal(sample.warnings, []);
+    assert.ok(sample.dockerEnabled, 'docker is enabled when an app is declared');
+    assert.ok(sample.services.includes('outpost-app-clinic') && sample.services.includes('outpost-app-notes'));
+    const unit = sample.units['outpost-app-clinic']!;
+    const rev = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
+    assert.ok(unit.wantedBy.includes('multi-user.target'), 'started at boot');
+    assert.ok(unit.requires.includes('docker.service') && unit.after.includes('docker.service'), 'after docker');
+    assert.ok(unit.after.includes('network-online.target'));
+    assert.ok(unit.path.some((p) => p.includes('git')) && unit.path.some((p) => p.includes('docker')));
+    const script = unit.script;
+    const order = [
+      'transfer.fsckObjects=true',
+      `fetch --quiet origin ${rev}`,
+      `checkout --quiet --force ${rev}`,
+      'rev-parse HEAD',
+      './scripts/render-config.sh',
+      'docker load --quiet --input /nix/store/00000000000000000000000000000000-docker-image-clinic-api.tar.gz',
+      'up -d --remove-orphans',
+      `echo ${rev} > /var/lib/outpost-apps/clinic/.git/outpost-deployed-rev`,
+    ].map((needle) => {
+      assert.ok(script.includes(needle), `the start script has ${needle}:\n${script}`);
+      return script.indexOf(needle);
+    });
+    assert.equal(
+      order,
+      [...order].sort((a, b) => a - b),
+      'fetch, check, pre-compose, load, up: in that order',
+    );
+    assert.ok(
+      script.includes(
+        'docker compose -p clinic --project-directory /var/lib/outpost-apps/clinic -f /var/lib/outpost-apps/clinic/docker-compose.yml -f /var/lib/outpost-apps/clinic/docker-compose.site.yml --env-file "$CREDENTIALS_DIRECTORY/env" up -d --remove-orphans',
+      ),
+      script,
+    );
+    assert.ok(unit.preStop.includes('docker compose -p clinic') && unit.preStop.endsWith('down --remove-orphans'));
+    assert.is(unit.reload, unit.script, 'a changed configuration is applied with up, not down + up');
+    assert.is(unit.reloadIfChanged, true);
+    // Secrets: through LoadCredential, never their content or a store path on the command line.
+    const config = unit.serviceConfig;
+    assert.equal(config.LoadCredential, [
+      'env:/run/secrets/clinic-app.env',
+      'ssh-key:/run/secrets/clinic-app-deploy-key',
+    ]);
+    assert.not.ok(script.includes('/run/secrets/'), 'the secret paths are read by systemd, not by the script');
+    const expected: Record<string, unknown> = {
+      Type: 'oneshot',
+      RemainAfterExit: true,
+      User: 'root',
+      DynamicUser: false,
+      NoNewPrivileges: true,
+      ProtectSystem: 'strict',
+      ProtectHome: true,
+      PrivateTmp: true,
+      PrivateDevices: true,
+      RestrictSUIDSGID: true,
+      StateDirectory: 'outpost-apps/clinic',
+      StandardError: 'journal',
+      Restart: 'on-failure',
+    };
+    for (const [key, value] of Object.entries(expected)) assert.is(config[key], value, `outpost-app-clinic: ${key}`);
+    assert.equal(config.RestrictAddressFamilies, ['AF_INET', 'AF_INET6', 'AF_UNIX']);
+    const notes = sample.units['outpost-app-notes']!;
+    assert.not.ok(notes.script.includes('--env-file') || notes.script.includes('docker load'), 'only what is declared');
+    assert.not.ok('LoadCredential' in notes.serviceConfig && (notes.serviceConfig.LoadCredential as unknown[]).length);
+  },
+);
+
+withLib('apps module: the manifest names every app and its commit, and the agent is told to read it', ({ apps }) => {
+  const { sample, none } = apps;
+  assert.equal(
+    sample.manifest?.apps.map((a) => [a.name, a.rev, a.unit]),
+    [
+      ['clinic', '4b825dc642cb6eb9a060e54bf8d69288fbee4904', 'outpost-app-clinic.service'],
+      ['notes', '0123456789abcdef0123456789abcdef01234567', 'outpost-app-notes.service'],
+    ],
+  );
+  const argv = sample.agentArgv.join(' ');
+  assert.ok(argv.includes('--apps-manifest /etc/outpost/apps.json'), argv);
+  assert.match(argv, /--docker-command \/nix\/store\/[0-9a-z]{32}-docker\/bin\/docker/);
+  parseOptions(agentCommand, sample.agentArgv, {});
+  // Nothing declared: no unit, no manifest, docker left alone, the agent watches nothing.
+  assert.equal(Object.keys(none.units), []);
+  assert.is(none.manifest, null);
+  assert.is(none.dockerEnabled, false);
+  assert.not.ok(none.agentArgv.includes('--apps-manifest'));
+});
+
+withLib('apps module: a branch, a tag, a short or upper-case commit id, or a bad name is refused', ({ apps }) => {
+  for (const [what, messages] of Object.entries(apps.refused)) {
+    assert.is(messages.length, 1, `${what}: one failed assertion (${messages.join(' | ')})`);
+  }
+  assert.match(apps.refused.branch[0]!, /services\.outpost-apps\.clinic\.rev = "main": give the full 40-hex commit id/);
+  assert.match(apps.refused.shortRev[0]!, /rev = "4b825dc": give the full 40-hex commit id/);
+  assert.match(apps.refused.upperCase[0]!, /full 40-hex commit id/);
+  assert.match(apps.refused.name[0]!, /services\.outpost-apps\.Clinic App: app names are/);
+});
+
+withLib('apps module: every option has a type and a description; secret files are path strings', ({ apps }) => {
+  assert.equal(apps.options.map((o) => o.name).sort(), [
+    'composeFiles',
+    'envFile',
+    'images',
+    'preCompose',
+    'repo',
+    'rev',
+    'sshKeyFile',
+  ]);
+  for (const option of apps.options) {
+    const id = `services.outpost-apps.<name>.${option.name}`;
+    assert.ok(option.hasType && option.type.name !== '<not a type>', `${id} has a type`);
+    assert.ok((option.description ?? '').trim().length >= 10, `${id} has a real description`);
+    if (!option.hasDefault) assert.ok(option.hasExample, `${id} has no default, so it needs an example`);
+    assert.not.ok(option.defaultIsPath, `${id}: a Nix path default would be copied into the store`);
+    if (/file$/i.test(option.name))
+      assert.ok(['str', 'strMatching'].includes(unwrapNull(option.type).name), `${id} is a string option`);
+  }
+});
+
+withLib('apps module: the start script runs only the pinned commit (real git, a stand-in docker)', () => {
+  const dir = temporaryDirectory('apps-script');
+  try {
+    const git = (cwd: string, ...args: string[]): string => {
+      const result = spawnSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.org', ...args], {
+        cwd,
+        encoding: 'utf8',
+      });
+      assert.is(result.status, 0, `git ${args.join(' ')}: ${result.stderr}`);
+      return result.stdout.trim();
+    };
+    // The team's repository: the reviewed commit, then the branch moves on.
+    const origin = join(dir, 'origin');
+    mkdirSync(origin);
+    git(origin, 'init', '--quiet', '--initial-branch', 'main');
+    writeFileSync(join(origin, 'docker-compose.yml'), 'services:\n  web:\n    image: nginx:1.27\n');
+    git(origin, 'add', '.');
+    git(origin, 'commit', '--quiet', '-m', 'reviewed');
+    const reviewed = git(origin, 'rev-parse', 'HEAD');
+    writeFileSync(join(origin, 'docker-compose.yml'), 'services:\n  web:\n    image: evil:latest\n');
+    git(origin, 'commit', '--quiet', '-am', 'not reviewed');
+    // A stand-in docker that records its arguments.
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    const calls = join(dir, 'docker-calls');
+    writeFileSync(join(bin, 'docker'), `#!/bin/sh\necho "$*" >> ${calls}\n`);
+    chmodSync(join(bin, 'docker'), 0o755);
+    const start = (rev: string): { code: number | null; stderr: string } => {
+      const probe = evalModules([
+        '--arg',
+        'appProbe',
+        `{ repo = "${origin}"; rev = "${rev}"; preCompose = "echo prepared > prepared.txt"; }`,
+      ]);
+      assert.is(probe.code, 0, probe.stderr);
+      const { script } = (JSON.parse(probe.stdout) as { appProbe: { script: string } }).appProbe;
+      const result = spawnSync('bash', ['-c', script.replaceAll('/var/lib/outpost-apps', join(dir, 'state'))], {
+        encoding: 'utf8',
+        env: { PATH: `${bin}:${process.env.PATH}`, HOME: dir },
+      });
+      return { code: result.status, stderr: result.stderr };
+    };
+    const first = start(reviewed);
+    assert.is(first.code, 0, first.stderr);
+    const checkout = join(dir, 'state', 'probe');
+    assert.is(git(checkout, 'rev-parse', 'HEAD'), reviewed, 'the checkout is the pinned commit, not the branch head');
+    assert.match(readFileSync(join(checkout, 'docker-compose.yml'), 'utf8'), /nginx:1\.27/);
+    assert.ok(existsSync(join(checkout, 'prepared.txt')), 'preCompose ran in the checkout');
+    const deployed = join(checkout, '.git', 'outpost-deployed-rev');
+    assert.is(readFileSync(deployed, 'utf8').trim(), reviewed, 'what was brought up is recorded for the agent');
+    assert.equal(readFileSync(calls, 'utf8').trim().split('\n'), [
+      `compose -p probe --project-directory ${join(dir, 'state', 'probe')} -f ${join(dir, 'state', 'probe', 'docker-compose.yml')} up -d --remove-orphans`,
+    ]);
+    // A commit the repository does not have: the start fails before compose runs.
+    const missing = start('f'.repeat(40));
+    assert.is.not(missing.code, 0, 'an unknown commit fails the start');
+    assert.is(readFileSync(calls, 'utf8').trim().split('\n').length, 1, 'compose did not run');
+    assert.is(git(checkout, 'rev-parse', 'HEAD'), reviewed, 'the previous checkout is untouched');
+    assert.is(readFileSync(deployed, 'utf8').trim(), reviewed, 'and the agent still reports the commit that runs');
+  } finally {
+    removeDirectory(dir);
+  }
 });
 
 test.run();

@@ -65,6 +65,16 @@ let page: Page;
 let pageErrors: string[] = [];
 const open: DocumentConnection[] = [];
 
+// h1 runs one application service (docs/apps.md), seen through a stand-in docker.
+async function standInApps(): Promise<string[]> {
+  const docker = join(dir, 'docker');
+  const container = { Service: 'web', State: 'running', Health: 'healthy', ExitCode: 0 };
+  await fs.writeFile(docker, `#!/bin/sh\necho '${JSON.stringify(container)}'\n`, { mode: 0o755 });
+  const manifest = join(dir, 'apps.json');
+  await fs.writeFile(manifest, JSON.stringify({ version: 1, apps: [{ name: 'clinic', rev: 'a'.repeat(40) }] }));
+  return ['--apps-manifest', manifest, '--apps-interval', '1', '--docker-command', docker];
+}
+
 function row(hostId: string) {
   return page.getByTestId(`row-${hostId}`);
 }
@@ -136,7 +146,16 @@ test.before(async () => {
     adminKeys: [],
     substituters: [cache.url],
     trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
+    extraArgs: [
+      ...TEST_AGENT_FLAGS,
+      '--org-root',
+      org.root.publicKey,
+      '--backoff-base',
+      '0.2',
+      '--backoff-max',
+      '1',
+      ...(await standInApps()),
+    ],
   });
   // h2 is enrolled but runs no agent: its status document is written only by the hostile relay.
   const relay = connectDocument(coordinator.url, statusDocName('h2'), { identity: relayKey });
@@ -228,6 +247,15 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
       target: null,
       lastResultSeq: null,
       agentVersion: '0.1.0',
+      apps: [
+        {
+          name: 'clinic',
+          rev: 'f'.repeat(40),
+          state: 'running',
+          services: [{ name: 'forged-web', state: 'running' }],
+          since: new Date().toISOString(),
+        },
+      ],
     },
     1,
     forger,
@@ -264,6 +292,7 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
   const phase = String(await page.getByTestId('host-phase').textContent());
   assert.match(phase, /UNTRUSTED status .*not h2's enrolled key/);
   assert.not.match(String(await page.getByTestId('host-applied').textContent()), /99|patched/);
+  assert.is(await page.getByTestId('host-apps').count(), 0, 'no apps from a status h2 did not sign');
 });
 
 test('offline: a rollback signed with no link survives a reload, merges when the link returns, and the agent applies it', async () => {
@@ -280,6 +309,11 @@ test('offline: a rollback signed with no link survives a reload, merges when the
   ]);
   assert.is(deployed.code, 0, deployed.stderr);
   await go('#/host/h1');
+  await page.locator('[data-testid=host-apps] [data-app=clinic][data-state=running]').waitFor({ timeout: 20_000 });
+  assert.match(
+    String(await page.getByTestId('host-apps').textContent()),
+    /clinic running aaaaaaaaaaaa web running, healthy/,
+  );
   await page.locator('[data-testid=timeline-entry][data-kind=result][data-outcome=applied]').nth(1).waitFor({
     timeout: 90_000,
   });

@@ -11,6 +11,7 @@ import { type ActionOutcome, approve, deploy, rollback } from '../sync/actions.j
 import { type RemoteActionOutcome, requestAction } from '../sync/remote-actions.js';
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
 import { goToFleet, useAction } from './hooks.js';
+import { HostApps } from './host-apps.js';
 import type { Session } from './session.js';
 
 // One host: what it runs and reports (every signature checked), its timeline of intents and
@@ -399,6 +400,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
               <span class="bad">UNVERIFIED: no org root pinned</span>
             )}
           </dd>
+          <HostApps apps={view.apps} />
         </dl>
         <div class="actions">
           {view.desired?.coSigning && (
