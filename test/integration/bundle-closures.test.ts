@@ -71,7 +71,10 @@ function applyAtSite(bundle: string, target: string[] = ['--relay-data-dir', rel
 // `bundle create` at HQ for h1 with its closure from the org's cache.
 function createAtHq(out: string, extra: string[] = []) {
   return runCli([
-    ...bundleCreateArgs(alice(hq.url), ['h1'], out, { url: cache.url, trustedKey: cacheKey.publicKey }),
+    ...bundleCreateArgs({ coordinator: hq.url, key: files.alice }, ['h1'], out, {
+      url: cache.url,
+      trustedKey: cacheKey.publicKey,
+    }),
     ...extra,
   ]);
 }
