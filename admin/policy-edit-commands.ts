@@ -56,6 +56,21 @@ const json = jsonOption;
 // Every keyed entry (admin, role, group, relay) is named with --name; only its description differs.
 const nameOption = (placeholder: string, description: string) => option(nameSchema, { placeholder, description });
 
+// `outpost policy remove-KIND --policy FILE --name NAME`: the entry named goes from the draft.
+function removeByNameCommand(
+  kind: 'admin' | 'login',
+  summary: string,
+  remove: (policy: Policy, name: string) => Edited,
+): Subcommand {
+  const spec = defineCommand({
+    name: `policy remove-${kind}`,
+    summary,
+    usage: `outpost policy remove-${kind} --policy FILE --name NAME [--json]`,
+    options: z.object({ policy: policyOption, name: nameOption('NAME', `the ${kind} to remove`), json }),
+  });
+  return subcommand(spec, (o) => applyEdit(o.policy, o.json, (p) => remove(p, o.name)));
+}
+
 async function applyEdit(file: string, asJson: boolean, edit: (policy: Policy) => Edited): Promise<number> {
   const draft = await readPolicyFile(file);
   let edited: Edited;
@@ -149,15 +164,10 @@ const addAdminCommand = subcommand(addAdminSpec, async (o) => {
   return applyEdit(o.policy, o.json, (p) => addAdmin(p, { name: o.name, keys, roles: o.role }));
 });
 
-const removeAdminSpec = defineCommand({
-  name: 'policy remove-admin',
-  summary: 'remove an admin (revoke a compromised key with revoke-key as well)',
-  usage: 'outpost policy remove-admin --policy FILE --name NAME [--json]',
-  options: z.object({ policy: policyOption, name: nameOption('NAME', 'the admin to remove'), json }),
-});
-
-const removeAdminCommand = subcommand(removeAdminSpec, (o) =>
-  applyEdit(o.policy, o.json, (p) => removeAdmin(p, o.name)),
+const removeAdminCommand = removeByNameCommand(
+  'admin',
+  'remove an admin (revoke a compromised key with revoke-key as well)',
+  removeAdmin,
 );
 
 const addRoleSpec = defineCommand({
@@ -326,15 +336,10 @@ const addLoginCommand = subcommand(addLoginSpec, async (o) => {
   );
 });
 
-const removeLoginSpec = defineCommand({
-  name: 'policy remove-login',
-  summary: "remove a login: hosts delete its keys from the account's authorized keys when the version arrives",
-  usage: 'outpost policy remove-login --policy FILE --name NAME [--json]',
-  options: z.object({ policy: policyOption, name: nameOption('NAME', 'the login to remove'), json }),
-});
-
-const removeLoginCommand = subcommand(removeLoginSpec, (o) =>
-  applyEdit(o.policy, o.json, (p) => removeLogin(p, o.name)),
+const removeLoginCommand = removeByNameCommand(
+  'login',
+  "remove a login: hosts delete its keys from the account's authorized keys when the version arrives",
+  removeLogin,
 );
 
 const addTimestampKeySpec = defineCommand({

@@ -3,6 +3,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeKeyFile } from '../../shared/node/key-file.js';
+import { bundleCreateArgs, deployArgs } from '../harness/admin-cli.js';
 import { serveBinaryCache } from '../harness/cache-server.js';
 import { buildTestClosure, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
@@ -49,20 +50,10 @@ async function main(): Promise<void> {
   try {
     const pushed = await pushPolicy(hq.url, signPolicy(basePolicy(org), org.root));
     if (pushed.status !== 200) throw new Error(`policy: ${pushed.body.error}`);
+    const alice = { coordinator: hq.url, key: aliceFile };
     const ids = Array.from({ length: hosts }, (_, i) => `site-${i + 1}`);
     for (const host of ids) {
-      const deployed = await runCli([
-        'deploy',
-        '--coordinator',
-        hq.url,
-        '--key',
-        aliceFile,
-        '--host',
-        host,
-        '--closure',
-        closure,
-        '--new-host',
-      ]);
+      const deployed = await runCli([...deployArgs(alice, host, closure), '--new-host']);
       if (deployed.code !== 0) throw new Error(`deploy ${host}: ${deployed.stderr}`);
     }
     const narFiles = (await fs.readdir(join(cacheDir, 'nar'))).map((n) => join(cacheDir, 'nar', n));
@@ -70,24 +61,9 @@ async function main(): Promise<void> {
 
     const out = join(dir, 'site.outpost-bundle');
     const create = await timed(() =>
-      runCli(
-        [
-          'bundle',
-          'create',
-          '--coordinator',
-          hq.url,
-          '--key',
-          aliceFile,
-          ...ids.flatMap((h) => ['--host', h]),
-          '--cache',
-          cache.url,
-          '--trusted-cache-key',
-          cacheKey.publicKey,
-          '--out',
-          out,
-        ],
-        { timeoutMs: 600_000 },
-      ),
+      runCli(bundleCreateArgs(alice, ids, out, { url: cache.url, trustedKey: cacheKey.publicKey }), {
+        timeoutMs: 600_000,
+      }),
     );
     if (create.value.code !== 0) throw new Error(`bundle create: ${create.value.stderr}`);
     const bundleBytes = (await fs.stat(out)).size;

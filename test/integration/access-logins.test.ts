@@ -5,13 +5,12 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signEnrollToken } from '../../admin/enroll-entries.js';
-import type { HostView } from '../../admin/fleet-view.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { accountSchema } from '../../shared/schemas/logins.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
+import { type AdminTarget, hostStatus, targetArgs, writeEnrollToken } from '../harness/admin-cli.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, type SimulatedHost } from '../harness/fleet.js';
 import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
@@ -126,21 +125,8 @@ function sshLogin(key: string, port: number) {
   );
 }
 
-async function view(): Promise<HostView> {
-  const out = await cli([
-    'status',
-    '--coordinator',
-    coordinator.url,
-    '--key',
-    files.alice,
-    '--org-root',
-    org.root.publicKey,
-    '--json',
-    '--host',
-    'h1',
-  ]);
-  return (JSON.parse(out) as { hosts: HostView[] }).hosts[0]!;
-}
+// Alice at the coordinator, checking what it serves against the org root.
+const alice = (): AdminTarget => ({ coordinator: coordinator.url, key: files.alice, orgRoot: org.root.publicKey });
 
 const accountFile = (): Promise<string | null> => fs.readFile(join(files.keysDir, account), 'utf8').catch(() => null);
 
@@ -188,12 +174,7 @@ test.before(async () => {
   await fs.mkdir(join(dir, 'cache'), { recursive: true });
   cache = await serveBinaryCache(join(dir, 'cache'));
   host = await prepareHost(dir, 'h1');
-  const token = signEnrollToken(org.alice, {
-    host: 'h1',
-    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
-    policyVersion: 1,
-  });
-  await fs.writeFile(files.token, JSON.stringify(token), { mode: 0o600 });
+  await writeEnrollToken(files.token, org.alice, 'h1');
   if (accountSchema.safeParse(account).success) sshd = await startSshd();
 });
 
@@ -260,7 +241,7 @@ test("add-login grants a person's key and remove-login revokes it: the agent beh
   const shown = await waitFor(
     "h1's signed status to name version 3",
     async () => {
-      const v = await view().catch(() => null);
+      const v = await hostStatus(alice(), 'h1').catch(() => null);
       return v?.access?.policyVersion === 3 ? v : null;
     },
     20_000,
@@ -269,29 +250,10 @@ test("add-login grants a person's key and remove-login revokes it: the agent beh
   assert.ok(shown.statusSignatureValid);
   assert.equal(shown.access?.accounts, { [account]: 1 });
   assert.is(shown.access?.check?.verdict, 'matches');
-  const table = await cli([
-    'status',
-    '--coordinator',
-    coordinator.url,
-    '--key',
-    files.alice,
-    '--org-root',
-    org.root.publicKey,
-  ]);
+  const table = await cli(['status', ...targetArgs(alice())]);
   assert.match(table, `h1: policy v3: ${account} 1 key (matches policy v3)`);
   // The audit timeline (the coordinator's log, checked by the auditor) shows the status change.
-  const timeline = await cli([
-    'audit',
-    'timeline',
-    '--coordinator',
-    coordinator.url,
-    '--key',
-    files.alice,
-    '--org-root',
-    org.root.publicKey,
-    '--host',
-    'h1',
-  ]);
+  const timeline = await cli(['audit', 'timeline', ...targetArgs(alice()), '--host', 'h1']);
   assert.match(timeline, /login keys of policy 2 \(2 keys, digest [0-9a-f]{12}…\)/);
   assert.match(timeline, /login keys of policy 3 \(1 keys, digest [0-9a-f]{12}…\)/);
   const written = logEvents(agent, 'access-written').map((e) => e.policyVersion);

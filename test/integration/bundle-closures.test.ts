@@ -3,12 +3,10 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { HostView } from '../../admin/fleet-view.js';
-import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../../shared/node/bundle-file.js';
-import { writeKeyFile } from '../../shared/node/key-file.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
+import { type AdminTarget, bundleCreateArgs, deployArgs, hostStatus, targetArgs } from '../harness/admin-cli.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
 import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
@@ -19,16 +17,16 @@ import {
   makeCacheKey,
   publishToCache,
 } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import { pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
   runCli,
-  startCoordinatorProcess,
   startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
+import { sneakernetOrg } from '../harness/sneakernet.js';
 
 // Sneakernet with closures and the way back (issue 16, docs/sneakernet.md), all real parts: HQ's
 // coordinator (org root, an intent for h1) and the org's signed binary cache; a site relay whose
@@ -38,20 +36,17 @@ import {
 // mirror; the return bundle brings its signed result back and HQ's `outpost status` shows it
 // applied. Bundles rewritten by whoever holds the stick (hashes recomputed) are refused and change
 // nothing at the site.
-const org = makeTestOrg();
-const relayKey = generateSigningKey('site-relay');
 const dir = temporaryDirectory('bundle-closures');
+const hqSetup = sneakernetOrg(dir);
+const { org, hqDir, startHq } = hqSetup;
 const files = {
-  alice: join(dir, 'alice.key'),
-  relay: join(dir, 'relay.key'),
-  timestamp: join(dir, 'ts.key'),
+  ...hqSetup.keyFiles,
   bundle: join(dir, 'site.outpost-bundle'),
   tampered: join(dir, 'tampered.outpost-bundle'),
   returned: join(dir, 'return.outpost-bundle'),
   siteState: join(dir, 'site-state.json'),
   next: join(dir, 'next.outpost-bundle'),
 };
-const hqDir = join(dir, 'hq');
 const relayDir = join(dir, 'relay');
 const DEAD = '127.0.0.1:9';
 let hq: DaemonProcess & { url: string; port: number };
@@ -60,31 +55,26 @@ let cacheKey: CacheKeyFiles;
 let host: SimulatedHost;
 let closure: string;
 
-const startHq = () =>
-  startCoordinatorProcess(hqDir, join(dir, 'hq.log'), 0, [
-    '--org-root',
-    org.root.publicKey,
-    '--timestamp-key',
-    files.timestamp,
-    '--timestamp-interval',
-    '0.5',
-  ]);
+// Alice at a server (HQ or the site relay), checking what it serves against the org root.
+const alice = (url: string): AdminTarget => ({ coordinator: url, key: files.alice, orgRoot: org.root.publicKey });
 
 const startSiteRelay = () =>
   startRelayProcess(relayDir, join(dir, 'relay.log'), [`ws://${DEAD}`], {
     extra: ['--org-root', org.root.publicKey, '--key', files.relay, '--cache-upstream', `http://${DEAD}`],
   });
 
-function applyAtSite(bundle: string, extra: string[] = []) {
+// `bundle apply` with the org's cache key pinned, into the site relay's data unless told where.
+function applyAtSite(bundle: string, target: string[] = ['--relay-data-dir', relayDir]) {
+  return runCli(['bundle', 'apply', '--bundle', bundle, ...target, '--trusted-cache-key', cacheKey.publicKey]);
+}
+
+// `bundle create` at HQ for h1 with its closure from the org's cache.
+function createAtHq(out: string, extra: string[] = []) {
   return runCli([
-    'bundle',
-    'apply',
-    '--bundle',
-    bundle,
-    '--relay-data-dir',
-    relayDir,
-    '--trusted-cache-key',
-    cacheKey.publicKey,
+    ...bundleCreateArgs({ coordinator: hq.url, key: files.alice }, ['h1'], out, {
+      url: cache.url,
+      trustedKey: cacheKey.publicKey,
+    }),
     ...extra,
   ]);
 }
@@ -137,27 +127,10 @@ async function rewriteBundle(
   await writeBundleFile(target, { ...opened.manifest, entries }, sources);
 }
 
-async function hostView(url: string): Promise<HostView | null> {
-  const result = await runCli([
-    'status',
-    '--coordinator',
-    url,
-    '--key',
-    files.alice,
-    '--org-root',
-    org.root.publicKey,
-    '--host',
-    'h1',
-    '--json',
-  ]);
-  if (result.code !== 0) throw new Error(result.stderr);
-  return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts.find((h) => h.host === 'h1') ?? null;
-}
+const hostView = (url: string) => hostStatus(alice(url), 'h1');
 
 test.before(async () => {
-  await writeKeyFile(files.alice, org.alice);
-  await writeKeyFile(files.timestamp, org.timestamp);
-  await writeKeyFile(files.relay, relayKey);
+  await hqSetup.writeKeyFiles();
   cacheKey = await makeCacheKey(join(dir, 'keys'), 'sneakernet-cache-1');
   closure = await buildTestClosure({
     name: 'sneakernet-system',
@@ -168,35 +141,19 @@ test.before(async () => {
   await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
   cache = await serveBinaryCache(join(dir, 'cache'));
   hq = await startHq();
-  const policy = basePolicy(org, {
-    relays: [{ name: 'site-relay', key: relayKey.publicKey, hosts: ['h1'], groups: [] }],
-  });
-  assert.is((await pushPolicy(hq.url, signPolicy(policy, org.root))).status, 200);
+  assert.is((await pushPolicy(hq.url, signPolicy(hqSetup.sitePolicy(['h1']), org.root))).status, 200);
   host = await prepareHost(dir, 'h1');
   const approved = await runCli([
     'enroll',
     'approve',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
+    ...targetArgs({ coordinator: hq.url, key: files.alice }),
     '--host',
     'h1',
     '--host-key',
     host.publicKey,
   ]);
   assert.is(approved.code, 0, approved.stderr);
-  const deployed = await runCli([
-    'deploy',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--closure',
-    closure,
-  ]);
+  const deployed = await runCli(deployArgs({ coordinator: hq.url, key: files.alice }, 'h1', closure));
   assert.is(deployed.code, 0, deployed.stderr);
   // The site relay's data directory exists (it ran once, never reaching HQ).
   await (await startSiteRelay()).stop();
@@ -209,32 +166,14 @@ test.after(async () => {
 });
 
 test('HQ writes the closure into the bundle; --max-size refuses what does not fit', async () => {
-  const create = (out: string, extra: string[] = []) =>
-    runCli([
-      'bundle',
-      'create',
-      '--coordinator',
-      hq.url,
-      '--key',
-      files.alice,
-      '--host',
-      'h1',
-      '--cache',
-      cache.url,
-      '--trusted-cache-key',
-      cacheKey.publicKey,
-      '--out',
-      out,
-      ...extra,
-    ]);
-  const tooSmall = await create(files.bundle, ['--max-size', '50000']);
+  const tooSmall = await createAtHq(files.bundle, ['--max-size', '50000']);
   assert.is(tooSmall.code, 1, tooSmall.stdout);
   assert.match(tooSmall.stderr, 'more than --max-size 50000; nothing was written', tooSmall.stderr);
   await fs.access(files.bundle).then(
     () => assert.unreachable('a refused bundle was written'),
     () => undefined,
   );
-  const created = await create(files.bundle);
+  const created = await createAtHq(files.bundle);
   assert.is(created.code, 0, created.stderr);
   assert.match(created.stdout, '1 closure (3 store paths, 3 carried, 0 left out');
   const size = (await fs.stat(files.bundle)).size;
@@ -375,19 +314,7 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.is(view?.lastResult?.signatureValid, true, "HQ verified the host's own signature on the result");
   assert.is(view?.lastResult?.closure, closure);
   // The audit timeline shows the site's result, signed by the host, logged as the bundle's write.
-  const audit = await runCli([
-    'audit',
-    'timeline',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--org-root',
-    org.root.publicKey,
-    '--host',
-    'h1',
-    '--json',
-  ]);
+  const audit = await runCli(['audit', 'timeline', ...targetArgs(alice(hq.url)), '--host', 'h1', '--json']);
   assert.is(audit.code, 0, audit.stderr);
   const events = (
     JSON.parse(audit.stdout) as {
@@ -404,26 +331,7 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
 
   // HQ's next bundle leaves out what the site reported having.
   cache = await serveBinaryCache(join(dir, 'cache'));
-  const next = await runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--cache',
-    cache.url,
-    '--trusted-cache-key',
-    cacheKey.publicKey,
-    '--since-state',
-    files.siteState,
-    '--site-has',
-    files.siteState,
-    '--out',
-    files.next,
-  ]);
+  const next = await createAtHq(files.next, ['--since-state', files.siteState, '--site-has', files.siteState]);
   assert.is(next.code, 0, next.stderr);
   assert.match(next.stdout, '3 store paths, 0 carried, 3 left out as the site has them');
   console.log(`  next bundle with --since-state and --site-has: ${(await fs.stat(files.next)).size} bytes`);
@@ -439,31 +347,11 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
 
 test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
   const cacheDir = join(dir, 'host-cache');
-  const applied = await runCli([
-    'bundle',
-    'apply',
-    '--bundle',
-    files.bundle,
-    '--cache-dir',
-    cacheDir,
-    '--trusted-cache-key',
-    cacheKey.publicKey,
-  ]);
+  const applied = await applyAtSite(files.bundle, ['--cache-dir', cacheDir]);
   // The documents need a server: without one the command says so and applies nothing.
   assert.is(applied.code, 1);
   assert.match(applied.stderr, 'it carries 4 documents and no target for them was given');
-  const withDocuments = await runCli([
-    'bundle',
-    'apply',
-    '--bundle',
-    files.bundle,
-    '--cache-dir',
-    cacheDir,
-    '--trusted-cache-key',
-    cacheKey.publicKey,
-    '--relay-data-dir',
-    relayDir,
-  ]);
+  const withDocuments = await applyAtSite(files.bundle, ['--cache-dir', cacheDir, '--relay-data-dir', relayDir]);
   assert.is(withDocuments.code, 0, withDocuments.stderr);
   assert.match(withDocuments.stdout, '6 files added');
   const server = startDaemon(['bundle', 'serve-cache', '--cache-dir', cacheDir, '--port', '0'], join(dir, 'serve.log'));

@@ -5,12 +5,11 @@ import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { readDocuments } from '../../admin/policy-remote.js';
 import { toBase64 } from '../../shared/crypto/encoding.js';
-import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
 import { openBundleFile } from '../../shared/node/bundle-file.js';
-import { writeKeyFile } from '../../shared/node/key-file.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
-import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import { type AdminTarget, bundleCreateArgs, deployArgs, hostStatus } from '../harness/admin-cli.js';
+import { pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
@@ -18,6 +17,7 @@ import {
   startCoordinatorProcess,
   temporaryDirectory,
 } from '../harness/processes.js';
+import { sneakernetOrg } from '../harness/sneakernet.js';
 
 // Sneakernet, first slice (issue 16, docs/sneakernet.md): HQ's coordinator holds an intent for
 // h1; `bundle create` writes it, with the policy chain, enrollment and checkpoints, to a file;
@@ -25,13 +25,11 @@ import {
 // gets it through `bundle apply`, and a reader there that pins only the org root sees the
 // intent as valid. Applying again, or an older bundle, changes nothing; a bundle with one
 // flipped byte is refused and changes nothing.
-const org = makeTestOrg();
-const relayKey = generateSigningKey('site-relay');
 const dir = temporaryDirectory('bundle-sneakernet');
+const hqSetup = sneakernetOrg(dir);
+const { org } = hqSetup;
 const files = {
-  alice: join(dir, 'alice.key'),
-  relay: join(dir, 'relay.key'),
-  timestamp: join(dir, 'ts.key'),
+  ...hqSetup.keyFiles,
   bundle1: join(dir, 'gen1.outpost-bundle'),
   bundle2: join(dir, 'gen2.outpost-bundle'),
   flipped: join(dir, 'flipped.outpost-bundle'),
@@ -43,45 +41,16 @@ const closure = (n: number): string => `/nix/store/${String(n).repeat(32)}-nixos
 let hq: DaemonProcess & { url: string; port: number };
 let site: DaemonProcess & { url: string; port: number };
 
+const alice = (): AdminTarget => ({ coordinator: hq.url, key: files.alice });
+
 async function deploy(closurePath: string): Promise<void> {
-  const result = await runCli([
-    'deploy',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--closure',
-    closurePath,
-    '--new-host',
-  ]);
+  const result = await runCli([...deployArgs(alice(), 'h1', closurePath), '--new-host']);
   assert.is(result.code, 0, result.stderr);
 }
 
-async function siteDesired(): Promise<{
-  generation: number;
-  signatureValid: boolean;
-  trustedSigner: boolean | null;
-} | null> {
-  const result = await runCli([
-    'status',
-    '--coordinator',
-    site.url,
-    '--org-root',
-    org.root.publicKey,
-    '--host',
-    'h1',
-    '--json',
-  ]);
-  assert.is(result.code, 0, result.stderr);
-  const parsed = JSON.parse(result.stdout) as {
-    hosts: {
-      host: string;
-      desired: { generation: number; signatureValid: boolean; trustedSigner: boolean | null } | null;
-    }[];
-  };
-  return parsed.hosts.find((h) => h.host === 'h1')?.desired ?? null;
+// h1's intent as a reader at the site sees it, pinning only the org root.
+async function siteDesired() {
+  return (await hostStatus({ coordinator: site.url, orgRoot: org.root.publicKey }, 'h1'))?.desired ?? null;
 }
 
 // The site's whole state, to prove a refused bundle changed nothing.
@@ -93,19 +62,7 @@ async function siteState(): Promise<string> {
 
 // `outpost bundle create` at HQ for h1, as alice.
 function createBundle(out: string, extra: string[] = []) {
-  return runCli([
-    'bundle',
-    'create',
-    '--coordinator',
-    hq.url,
-    '--key',
-    files.alice,
-    '--host',
-    'h1',
-    '--out',
-    out,
-    ...extra,
-  ]);
+  return runCli([...bundleCreateArgs(alice(), ['h1'], out), ...extra]);
 }
 
 function apply(bundle: string) {
@@ -113,29 +70,9 @@ function apply(bundle: string) {
 }
 
 test.before(async () => {
-  await writeKeyFile(files.alice, org.alice);
-  await writeKeyFile(files.timestamp, org.timestamp);
-  await writeKeyFile(files.relay, relayKey);
-  hq = await startCoordinatorProcess(join(dir, 'hq'), join(dir, 'hq.log'), 0, [
-    '--org-root',
-    org.root.publicKey,
-    '--timestamp-key',
-    files.timestamp,
-    '--timestamp-interval',
-    '0.5',
-  ]);
-  assert.is(
-    (
-      await pushPolicy(
-        hq.url,
-        signPolicy(
-          basePolicy(org, { relays: [{ name: 'site-relay', key: relayKey.publicKey, hosts: ['*'], groups: [] }] }),
-          org.root,
-        ),
-      )
-    ).status,
-    200,
-  );
+  await hqSetup.writeKeyFiles();
+  hq = await hqSetup.startHq();
+  assert.is((await pushPolicy(hq.url, signPolicy(hqSetup.sitePolicy(['*']), org.root))).status, 200);
   // The site's server: its own data, no upstream, reachable only from "the site".
   site = await startCoordinatorProcess(join(dir, 'site'), join(dir, 'site.log'), 0, []);
 });
@@ -276,27 +213,8 @@ test('--relay-data-dir: a relay enforcing the org root, whose upstream is unreac
 
   relay = await start();
   try {
-    const result = await runCli([
-      'status',
-      '--coordinator',
-      relay.url,
-      '--key',
-      files.alice,
-      '--org-root',
-      org.root.publicKey,
-      '--host',
-      'h1',
-      '--json',
-    ]);
-    assert.is(result.code, 0, result.stderr);
-    const desired = (
-      JSON.parse(result.stdout) as {
-        hosts: {
-          host: string;
-          desired: { generation: number; signatureValid: boolean; trustedSigner: boolean } | null;
-        }[];
-      }
-    ).hosts.find((h) => h.host === 'h1')?.desired;
+    const desired = (await hostStatus({ coordinator: relay.url, key: files.alice, orgRoot: org.root.publicKey }, 'h1'))
+      ?.desired;
     assert.is(desired?.generation, 3);
     assert.is(desired?.signatureValid, true);
     assert.is(desired?.trustedSigner, true);

@@ -1,10 +1,8 @@
-import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signEnrollToken } from '../../admin/enroll-entries.js';
-import type { HostView } from '../../admin/fleet-view.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
+import { checkpointingCoordinatorArgs, deployArgs, hostStatus, writeEnrollToken } from '../harness/admin-cli.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, type SimulatedHost } from '../harness/fleet.js';
 import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
@@ -50,14 +48,12 @@ test.before(async () => {
   await writeKeyFile(files.alice, org.alice);
   await writeKeyFile(files.carol, org.carol);
   await writeKeyFile(files.timestamp, org.timestamp);
-  coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
-    '--org-root',
-    org.root.publicKey,
-    '--timestamp-key',
-    files.timestamp,
-    '--timestamp-interval',
-    '0.5',
-  ]);
+  coordinator = await startCoordinatorProcess(
+    join(dir, 'coordinator'),
+    join(dir, 'coordinator.log'),
+    0,
+    checkpointingCoordinatorArgs(org, files.timestamp),
+  );
   assert.is((await pushPolicy(coordinator.url, signPolicy(basePolicy(org), org.root))).status, 200);
   cacheKey = await makeCacheKey(join(dir, 'keys'), 'deploy-ci-cache-1');
   otherKey = await makeCacheKey(join(dir, 'other-keys'), 'someone-else-1');
@@ -71,12 +67,7 @@ test.before(async () => {
   await publishToCache(closures.foreign, join(dir, 'cache'), otherKey.secretKeyFile);
   cache = await serveBinaryCache(join(dir, 'cache'));
   host = await prepareHost(dir, 'h1');
-  const token = signEnrollToken(org.alice, {
-    host: 'h1',
-    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
-    policyVersion: 1,
-  });
-  await fs.writeFile(files.token, JSON.stringify(token), { mode: 0o600 });
+  await writeEnrollToken(files.token, org.alice, 'h1');
   agent = startPolicyAgent(host, {
     coordinators: [coordinator.url],
     orgRoot: org.root.publicKey,
@@ -95,37 +86,13 @@ test.after(async () => {
 });
 
 const deploy = (hostId: string, closure: string, extra: string[] = []) =>
-  runCli(
-    [
-      'deploy',
-      '--coordinator',
-      coordinator.url,
-      '--key',
-      files.alice,
-      '--host',
-      hostId,
-      '--closure',
-      closure,
-      ...extra,
-    ],
-    {
-      timeoutMs: 120_000,
-    },
-  );
+  runCli([...deployArgs({ coordinator: coordinator.url, key: files.alice }, hostId, closure), ...extra], {
+    timeoutMs: 120_000,
+  });
 
-async function view(hostId: string): Promise<HostView | null> {
-  const result = await runCli([
-    'status',
-    '--coordinator',
-    coordinator.url,
-    '--key',
-    files.carol,
-    '--json',
-    '--host',
-    hostId,
-  ]);
-  return result.code === 0 ? (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts[0]! : null;
-}
+// Carol (read only) sees the host; null when the command fails.
+const view = (hostId: string) =>
+  hostStatus({ coordinator: coordinator.url, key: files.carol }, hostId).catch(() => null);
 
 test('--new-host: a host id the enrollment records do not know is refused (nothing signed) unless --new-host says it is meant', async () => {
   const typo = await deploy('hl', closures.good);

@@ -24,6 +24,28 @@ function sshKeyLabel(text: string): string {
   return `${type} ${blob.length > 20 ? `${blob.slice(0, 8)}…${blob.slice(-6)}` : blob}${comment.length ? ` ${comment.join(' ')}` : ''}`;
 }
 
+// The header row of one of the policy's tables.
+function Columns({ names }: { names: readonly string[] }) {
+  return (
+    <thead>
+      <tr>
+        {names.map((name) => (
+          <th key={name}>{name}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
+// The row an empty table shows instead of nothing.
+function NoneRow() {
+  return (
+    <tr>
+      <td class="muted">none</td>
+    </tr>
+  );
+}
+
 function Key({ value }: { value: string }) {
   return (
     <code title={value} class="key">
@@ -86,13 +108,7 @@ export function PolicyPage(props: { session: Session }) {
       )}
       <h3>Admins</h3>
       <table class="plain" data-testid="policy-admins">
-        <thead>
-          <tr>
-            <th>admin</th>
-            <th>roles</th>
-            <th>keys</th>
-          </tr>
-        </thead>
+        <Columns names={['admin', 'roles', 'keys']} />
         <tbody>
           {policy.admins.map((admin) => (
             <tr key={admin.name} data-testid={`policy-admin-${admin.name}`}>
@@ -115,14 +131,7 @@ export function PolicyPage(props: { session: Session }) {
       </table>
       <h3>Roles</h3>
       <table class="plain" data-testid="policy-roles">
-        <thead>
-          <tr>
-            <th>role</th>
-            <th>capabilities</th>
-            <th>hosts</th>
-            <th>groups</th>
-          </tr>
-        </thead>
+        <Columns names={['role', 'capabilities', 'hosts', 'groups']} />
         <tbody>
           {policy.roles.map((role) => (
             <tr key={role.name} data-testid={`policy-role-${role.name}`}>
@@ -136,14 +145,7 @@ export function PolicyPage(props: { session: Session }) {
       </table>
       <h3>Groups</h3>
       <table class="plain" data-testid="policy-groups">
-        <thead>
-          <tr>
-            <th>group</th>
-            <th>admins who must sign</th>
-            <th>hosts</th>
-            <th>windows</th>
-          </tr>
-        </thead>
+        <Columns names={['group', 'admins who must sign', 'hosts', 'windows']} />
         <tbody>
           {policy.groups.map((group) => (
             <tr key={group.name} data-testid={`policy-group-${group.name}`}>
@@ -168,24 +170,12 @@ export function PolicyPage(props: { session: Session }) {
               <td>groups: {list(relay.groups)}</td>
             </tr>
           ))}
-          {policy.relays.length === 0 && (
-            <tr>
-              <td class="muted">none</td>
-            </tr>
-          )}
+          {policy.relays.length === 0 && <NoneRow />}
         </tbody>
       </table>
       <h3>Logins</h3>
       <table class="plain" data-testid="policy-logins">
-        <thead>
-          <tr>
-            <th>login</th>
-            <th>account</th>
-            <th>hosts</th>
-            <th>groups</th>
-            <th>SSH keys</th>
-          </tr>
-        </thead>
+        <Columns names={['login', 'account', 'hosts', 'groups', 'SSH keys']} />
         <tbody>
           {(policy.logins ?? []).map((login) => (
             <tr key={login.name} data-testid={`policy-login-${login.name}`}>
@@ -202,11 +192,7 @@ export function PolicyPage(props: { session: Session }) {
               </td>
             </tr>
           ))}
-          {(policy.logins ?? []).length === 0 && (
-            <tr>
-              <td class="muted">none</td>
-            </tr>
-          )}
+          {(policy.logins ?? []).length === 0 && <NoneRow />}
         </tbody>
       </table>
       <h3>Keys</h3>
