@@ -1,10 +1,11 @@
 import type { z } from 'zod';
 import { canonicalJson } from '../crypto/canonical.js';
 import { verifyPayloadSignature } from '../crypto/signatures.js';
-import { INTENTS_KEY } from '../documents/desired.js';
+import { ACTIONS_KEY, INTENTS_KEY } from '../documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../documents/fleet.js';
 import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
-import { CURRENT_KEY, RESULTS_KEY, STATUS_MAP } from '../documents/status.js';
+import { ACTION_RESULTS_KEY, CURRENT_KEY, RESULTS_KEY, STATUS_MAP } from '../documents/status.js';
+import { signedActionResultSchema, signedActionSchema } from '../schemas/action.js';
 import { signedIntentSchema } from '../schemas/intent.js';
 import {
   type Policy,
@@ -20,6 +21,7 @@ import { adminForKey } from '../trust/capabilities.js';
 import { hostBindings, verifyEnrollment, verifyEnrollRequest } from '../trust/enrollment.js';
 import { walkPolicyChain } from '../trust/policy-chain.js';
 import { verifyIntentUnderPolicy } from '../trust/policy-intent.js';
+import { actionDigest, verifyAction } from '../trust/verify-action.js';
 import { compareRank, type IntentRank, intentDigest } from '../trust/verify-intent.js';
 import { describeSessionChanges, type SshSession } from '../tunnel/session-log.js';
 import { type AuditLogEntry, checkKeptHead, createChainChecker, type LogHead } from './log-chain.js';
@@ -34,6 +36,7 @@ export type AnomalyCode =
   | 'unauthorised-signer'
   | 'revoked-signer'
   | 'result-for-unknown-intent'
+  | 'action-result-for-unknown-request'
   | 'result-seq-gap'
   | 'result-seq-reuse'
   | 'generation-rollback'
@@ -66,6 +69,8 @@ export type AuditEventKind =
   | 'intent'
   | 'cosignature'
   | 'result'
+  | 'action'
+  | 'action-result'
   | 'status'
   | 'removal'
   | 'malformed'
@@ -506,6 +511,44 @@ interface ValidIntent {
   generation: number;
 }
 
+// An admin's remote-action request (shared/schemas/action.ts), judged as the agent would when it
+// was logged: a request logged after it expired shows as expired, which is what the agent said.
+function auditActionRequest(
+  collector: Collector,
+  change: EntryChange,
+  host: string,
+  chain: Policy[],
+  policies: PolicyHistory,
+  value: unknown,
+  knownActions: Set<string>,
+): void {
+  const policy = chain.at(-1);
+  const signed = parseLogged(collector, change, policy, signedActionSchema, value, 'action request');
+  if (!signed) return;
+  const { request } = signed;
+  knownActions.add(actionDigest(signed));
+  const verdict = verifyAction(signed, { host, now: change.entry.receivedAt, chain, mode: 'policy' });
+  const named = chain.find((p) => p.version === request.policyVersion) ?? policy;
+  emit(collector, {
+    ...base(change, 'action', policy),
+    signers: signed.signatures.map((s) =>
+      adminSigner(named, s.publicKey, verifyPayloadSignature('action', request, s)),
+    ),
+    verified: verdict.ok,
+    outcome: verdict.ok ? 'valid' : `${verdict.code}: ${verdict.reason}`,
+    summary: `${request.action}${request.force ? ' (forced)' : ''} on ${host} by ${request.issuer}, expires ${request.expiresAt}${request.reason ? `: ${request.reason.slice(0, 200)}` : ''}`,
+    digest: actionDigest(signed),
+  });
+  checkAdminSigners(
+    collector,
+    change,
+    signed.signatures.map((s) => s.publicKey),
+    policies,
+    host,
+    `${request.action} request for ${host}`,
+  );
+}
+
 function auditHost(
   collector: Collector,
   source: AuditSource,
@@ -519,14 +562,19 @@ function auditHost(
   const valid: ValidIntent[] = [];
   const seenContent = new Set<string>();
   const entries = source.documents.includes(desired) ? source.entries(desired) : [];
-  replayDocument(entries, { arrays: [INTENTS_KEY], maps: [] }, (change) => {
+  const knownActions = new Set<string>();
+  replayDocument(entries, { arrays: [INTENTS_KEY, ACTIONS_KEY], maps: [] }, (change) => {
     const { entry } = change;
     const t = entry.receivedAt;
     const chain = policies.chainAt(t);
     const policy = chain.at(-1);
     noteStructure(collector, change, policy);
-    for (const { values } of change.inserted)
+    for (const { array, values } of change.inserted)
       for (const value of values) {
+        if (array === ACTIONS_KEY) {
+          auditActionRequest(collector, change, host, chain, policies, value, knownActions);
+          continue;
+        }
         const signed = parseLogged(collector, change, policy, signedIntentSchema, value, 'intent entry');
         if (!signed) continue;
         const { intent } = signed;
@@ -585,6 +633,7 @@ function auditHost(
 
   const status = statusDocName(host);
   const resultsByKey = new Map<string, Map<number, string>>();
+  const actionResultsByKey = new Map<string, Map<number, string>>();
   const statusSeqByKey = new Map<string, number>();
   // The session log of the last valid status, so each status names only the sessions it opened or closed.
   let lastSessions: SshSession[] | undefined;
@@ -593,7 +642,7 @@ function auditHost(
   // Is this report signed by the key enrolled for the host when it was logged?
   const hostSigner = (
     change: EntryChange,
-    kind: 'status' | 'result',
+    kind: 'status' | 'result' | 'action-result',
     payload: unknown,
     signature: { publicKey: string; signature: string },
     claimedHost: string,
@@ -619,13 +668,54 @@ function auditHost(
               : null;
     return { signer, problem };
   };
-  replayDocument(statusEntries, { arrays: [RESULTS_KEY], maps: [STATUS_MAP] }, (change) => {
+  replayDocument(statusEntries, { arrays: [RESULTS_KEY, ACTION_RESULTS_KEY], maps: [STATUS_MAP] }, (change) => {
     const { entry } = change;
     const policy = policies.at(entry.receivedAt);
     noteStructure(collector, change, policy);
     // Results before the status: an agent reports the result, then the status that follows it.
     for (const { array, values } of change.inserted)
       for (const value of values) {
+        if (array === ACTION_RESULTS_KEY) {
+          const parsed = parseLogged(collector, change, policy, signedActionResultSchema, value, 'action result');
+          if (!parsed) continue;
+          const { result: r, signature } = parsed;
+          const label = `action result #${r.seq} of ${host}`;
+          const { signer, problem } = hostSigner(change, 'action-result', r, signature, r.host, label);
+          const problems: string[] = [];
+          if (problem) {
+            flag(collector, 'forged-status', entry, status, host, problem);
+            problems.push(problem);
+          } else {
+            const seqs = actionResultsByKey.get(signature.publicKey) ?? new Map<number, string>();
+            actionResultsByKey.set(signature.publicKey, seqs);
+            const content = canonicalJson(r);
+            const earlier = seqs.get(r.seq);
+            if (earlier !== undefined) {
+              const what = earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
+              flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${what}`);
+              problems.push(`seq #${r.seq} ${what}`);
+            } else seqs.set(r.seq, content);
+            if (!knownActions.has(r.requestDigest)) {
+              flag(
+                collector,
+                'action-result-for-unknown-request',
+                entry,
+                status,
+                host,
+                `${label} answers action request ${r.requestDigest.slice(0, 16)}…, which is nowhere in ${desired}`,
+              );
+              problems.push('answers an action request that does not exist');
+            }
+          }
+          emit(collector, {
+            ...base(change, 'action-result', policy),
+            signers: [signer],
+            verified: problems.length === 0,
+            outcome: problems.length ? problems.join('; ') : 'valid',
+            summary: `#${r.seq} ${r.action} ${r.outcome}${r.code ? ` (${r.code})` : ''}${r.reason ? `: ${r.reason.slice(0, 200)}` : ''}`,
+          });
+          continue;
+        }
         if (array !== RESULTS_KEY) continue;
         const parsed = parseLogged(collector, change, policy, signedResultSchema, value, 'result');
         if (!parsed) continue;

@@ -3,13 +3,15 @@ import type { AuditSource } from '../../shared/audit/history.js';
 import { type AuditLogEntry, GENESIS_HASH, logEntryHash } from '../../shared/audit/log-chain.js';
 import type { SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import { appendIntent } from '../../shared/documents/desired.js';
+import { appendAction, appendIntent } from '../../shared/documents/desired.js';
 import { appendEnrollment, appendPolicy, ENROLLMENT_DOC, POLICY_DOC } from '../../shared/documents/fleet.js';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../../shared/documents/names.js';
-import { appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
+import { appendActionResult, appendResult, writeCurrentStatus } from '../../shared/documents/status.js';
+import type { ActionKind, ActionRequest, ActionResult, SignedAction } from '../../shared/schemas/action.js';
 import type { Intent, SignedIntent } from '../../shared/schemas/intent.js';
 import type { Enrollment, SignedPolicy } from '../../shared/schemas/policy.js';
 import type { Result, Status } from '../../shared/schemas/report.js';
+import { actionDigest } from '../../shared/trust/verify-action.js';
 import { intentDigest } from '../../shared/trust/verify-intent.js';
 
 // An in-memory fleet history for unit tests and the audit benchmark: real Y.Docs written the way
@@ -104,6 +106,42 @@ export class FleetHistory {
     };
     this.write(statusDocName(host), `host:${host}`, (doc) =>
       appendResult(doc, { result, signature: this.sign('result', result, key) }),
+    );
+  }
+
+  // An admin's remote-action request in the host's desired document, valid for an hour.
+  action(host: string, action: ActionKind, signer: SigningKey, id: string, policyVersion = 1): string {
+    const issuedAt = this.now();
+    const request: ActionRequest = {
+      kind: 'action',
+      action,
+      host,
+      id,
+      issuedAt,
+      expiresAt: new Date(Date.parse(issuedAt) + 3_600_000).toISOString(),
+      issuer: signer.name,
+      policyVersion,
+    };
+    const signed: SignedAction = { request, signatures: [this.sign('action', request, signer)] };
+    this.write(desiredDocName(host), `admin:${signer.name}`, (doc) => appendAction(doc, signed));
+    return actionDigest(signed);
+  }
+
+  actionResult(
+    host: string,
+    key: SigningKey,
+    fields: Partial<ActionResult> & Pick<ActionResult, 'seq' | 'action' | 'id' | 'requestDigest'>,
+  ): void {
+    const result: ActionResult = {
+      kind: 'action-result',
+      host,
+      at: this.now(),
+      outcome: 'done',
+      reason: '',
+      ...fields,
+    };
+    this.write(statusDocName(host), `host:${host}`, (doc) =>
+      appendActionResult(doc, { result, signature: this.sign('action-result', result, key) }),
     );
   }
 

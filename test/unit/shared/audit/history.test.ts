@@ -215,4 +215,45 @@ test('the log entry hash is fixed: these vectors were computed by the first vers
   );
 });
 
+test('remote actions: requests and the host’s answers are in the timeline with their signers; a forged answer and an answer to no request are named', () => {
+  const history = new FleetHistory(nodeSignPayload);
+  const roles = basePolicy(org).roles.map((r) =>
+    r.name === 'ops' ? { ...r, capabilities: [...r.capabilities, 'reboot', 'lock'] } : r,
+  );
+  history.policy(signPolicy(basePolicy(org, { issuedAt: history.now(), roles }), org.root));
+  history.enroll('h1', h1.publicKey, org.alice);
+  const reboot = history.action('h1', 'reboot', org.alice, 'a'.repeat(32));
+  history.actionResult('h1', h1, { seq: 1, action: 'reboot', id: 'a'.repeat(32), requestDigest: reboot });
+  // carol may read, not lock: shown as refused (what the agent says too), not an anomaly.
+  const lock = history.action('h1', 'lock', org.carol, 'b'.repeat(32));
+  history.actionResult('h1', h1, {
+    seq: 2,
+    action: 'lock',
+    id: 'b'.repeat(32),
+    requestDigest: lock,
+    outcome: 'refused',
+    code: 'no-capability',
+    reason: 'carol may not lock h1',
+  });
+  const report = auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] });
+  assert.equal(report.anomalies, []);
+  const actions = hostTimeline(report, 'h1')
+    .filter((e) => e.kind === 'action' || e.kind === 'action-result')
+    .map((e) => [
+      e.kind,
+      e.signers.map((s) => s.name).join('+'),
+      e.verified,
+      e.summary.replace(/, expires \S+/, '').split(': ')[0],
+    ]);
+  assert.equal(actions, [
+    ['action', 'alice', true, 'reboot on h1 by alice'],
+    ['action-result', 'h1', true, '#1 reboot done'],
+    ['action', 'carol', false, 'lock on h1 by carol'],
+    ['action-result', 'h1', true, '#2 lock refused (no-capability)'],
+  ]);
+  // A relay writes an answer signed by its own key, and one to a request that was never made.
+  history.actionResult('h1', prodKey, { seq: 3, action: 'reboot', id: 'a'.repeat(32), requestDigest: reboot });
+  history.actionResult('h1', h1, { seq: 4, action: 'check', id: 'c'.repeat(32), requestDigest: 'cd'.repeat(32) });
+  assert.equal(codes(history), ['forged-status', 'action-result-for-unknown-request']);
+});
 test.run();
