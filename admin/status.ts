@@ -9,6 +9,7 @@ import type { TrustStatus } from '../shared/schemas/report.js';
 import { formatBytes } from '../shared/text/bytes.js';
 import { sleep } from '../shared/time/sleep.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
+import { sshSessionsLine } from '../shared/views/ssh-sessions.js';
 import { renderAppsTable } from './apps-render.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -143,16 +144,6 @@ function rolloutNote(rollout: NonNullable<HostView['desired']>['rollout']): stri
   return ` (${where}: ${rollout.verdict === 'invalid' ? 'INVALID' : 'UNVERIFIED'}: ${rollout.reason})`;
 }
 
-// `outpost ssh` sessions from the host's signed status: those open now, else the last one.
-function sshSessionsLine(view: HostView): string | null {
-  const sessions = view.sshSessions ?? [];
-  const open = sessions.filter((s) => s.closedAt === null);
-  if (open.length) return `ssh: ${open.map((s) => `${s.admin} since ${s.openedAt}`).join(', ')} (open)`;
-  const last = sessions.at(-1);
-  if (!last) return null;
-  return `ssh: last session ${last.admin} ${last.openedAt} to ${last.closedAt}, ${formatBytes(last.bytesIn)} in, ${formatBytes(last.bytesOut)} out (${last.closeReason ?? 'closed'})`;
-}
-
 export function renderStatusTable(views: HostView[], options: { progressBars?: boolean } = {}): string {
   const header = ['HOST', 'DESIRED', 'APPLIED', 'PHASE', 'ONLINE', 'LAST RESULT'];
   const rows = views.map((v) => [
@@ -179,7 +170,7 @@ export function renderStatusTable(views: HostView[], options: { progressBars?: b
     // The whole picture of a download on its own line: a bar on a terminal, plain text in pipes.
     if (views[i]!.phase === 'downloading' && progress)
       lines.push(`  ${renderProgress(progress, { bar: options.progressBars ?? false })}`);
-    const ssh = sshSessionsLine(views[i]!);
+    const ssh = sshSessionsLine(views[i]!.sshSessions);
     if (ssh) lines.push(`  ${ssh}`);
   });
   lines.push('', summaryLine(views));

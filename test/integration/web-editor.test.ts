@@ -256,6 +256,17 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
           since: new Date().toISOString(),
         },
       ],
+      sshSessions: [
+        {
+          nonce: 'e'.repeat(32),
+          admin: 'forged-admin',
+          key: forger.publicKey,
+          openedAt: new Date().toISOString(),
+          closedAt: null,
+          bytesIn: 0,
+          bytesOut: 0,
+        },
+      ],
     },
     1,
     forger,
@@ -293,6 +304,7 @@ test('a status forged by a hostile writer (a relay of the policy) is shown as un
   assert.match(phase, /UNTRUSTED status .*not h2's enrolled key/);
   assert.not.match(String(await page.getByTestId('host-applied').textContent()), /99|patched/);
   assert.is(await page.getByTestId('host-apps').count(), 0, 'no apps from a status h2 did not sign');
+  assert.is(await page.getByTestId('host-ssh-sessions').count(), 0, 'no ssh sessions from a status h2 did not sign');
 });
 
 test('offline: a rollback signed with no link survives a reload, merges when the link returns, and the agent applies it', async () => {

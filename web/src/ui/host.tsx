@@ -12,6 +12,7 @@ import { type RemoteActionOutcome, requestAction } from '../sync/remote-actions.
 import { ago, bytes, clock, closureName, shortKey, until } from './format.js';
 import { goToFleet, useAction } from './hooks.js';
 import { HostApps } from './host-apps.js';
+import { HostSshSessions } from './host-ssh.js';
 import type { Session } from './session.js';
 
 // One host: what it runs and reports (every signature checked), its timeline of intents and
@@ -401,6 +402,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
             )}
           </dd>
           <HostApps apps={view.apps} />
+          <HostSshSessions sessions={view.sshSessions} />
         </dl>
         <div class="actions">
           {view.desired?.coSigning && (
