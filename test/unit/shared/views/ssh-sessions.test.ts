@@ -6,7 +6,7 @@ import { sshSessionsLine, sshSessionText } from '../../../../shared/views/ssh-se
 const session = (admin: string, closedAt: string | null, extra: Partial<SshSession> = {}): SshSession => ({
   nonce: admin.padEnd(32, '0').replace(/[^0-9a-f]/g, '0'),
   admin,
-  key: 'A'.repeat(43) + '=',
+  key: `${'A'.repeat(43)}=`,
   openedAt: '2026-12-02T10:00:00.000Z',
   closedAt,
   bytesIn: 2048,
