@@ -28,7 +28,8 @@ async function freePort(): Promise<number> {
   });
 }
 
-export async function startSshd(dir: string): Promise<TestSshd> {
+// `authorizedKeysFile` replaces the test's own file, e.g. with an agent's DIR/%u (docs/access.md).
+export async function startSshd(dir: string, options: { authorizedKeysFile?: string } = {}): Promise<TestSshd> {
   mkdirSync(dir, { recursive: true });
   const hostKey = join(dir, 'ssh_host_ed25519_key');
   const userKey = join(dir, 'user_ed25519');
@@ -46,7 +47,7 @@ export async function startSshd(dir: string): Promise<TestSshd> {
       'ListenAddress 127.0.0.1',
       `Port ${port}`,
       `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${authorized}`,
+      `AuthorizedKeysFile ${options.authorizedKeysFile ?? authorized}`,
       `PidFile ${join(dir, 'sshd.pid')}`,
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',

@@ -1,6 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -24,6 +22,7 @@ import {
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
+import { startSshd, type TestSshd } from '../harness/sshd.js';
 
 // Issue 17, login access: a real coordinator, a real relay and a real agent behind it, a real sshd
 // reading the agent's files. An operator grants a person's SSH key with `outpost policy add-login`
@@ -50,7 +49,7 @@ let cacheKey: CacheKeyFiles;
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
 let agent: DaemonProcess;
-let sshd: { port: number; child: ChildProcess } | null = null;
+let sshd: TestSshd | null = null;
 
 async function cli(args: string[]): Promise<string> {
   const result = await runCli(args);
@@ -58,44 +57,8 @@ async function cli(args: string[]): Promise<string> {
   return result.stdout;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-// sshd on a loopback port, reading the agent's files (AuthorizedKeysFile DIR/%u, as the NixOS
-// module sets it). StrictModes is off only because the test directory lies under /tmp (mode 1777).
-async function startSshd(): Promise<{ port: number; child: ChildProcess }> {
-  const sshdDir = join(dir, 'sshd');
-  await fs.mkdir(sshdDir, { recursive: true });
-  const hostKey = join(sshdDir, 'host_ed25519');
-  await runCommand('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
-  await fs.mkdir('/run/sshd', { recursive: true }).catch(() => undefined);
-  const config = join(sshdDir, 'sshd_config');
-  await fs.writeFile(
-    config,
-    [
-      'ListenAddress 127.0.0.1',
-      `HostKey ${hostKey}`,
-      `PidFile ${join(sshdDir, 'sshd.pid')}`,
-      `AuthorizedKeysFile ${files.keysDir}/%u`,
-      'StrictModes no',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'PermitRootLogin prohibit-password',
-      'UsePAM no',
-      '',
-    ].join('\n'),
-  );
-  const port = await freePort();
-  const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config, '-p', String(port)], { stdio: 'ignore' });
-  await waitFor('sshd to listen', async () => (await sshLogin(files.personKey, port)).stderr.length > 0, 10_000, 200);
-  return { port, child };
-}
-
+// sshd on a loopback port reading the agent's files (AuthorizedKeysFile DIR/%u, as the NixOS
+// module sets it); StrictModes is off there because the test directory lies under /tmp (mode 1777).
 function sshLogin(key: string, port: number) {
   return runCommand(
     'ssh',
@@ -175,11 +138,12 @@ test.before(async () => {
   cache = await serveBinaryCache(join(dir, 'cache'));
   host = await prepareHost(dir, 'h1');
   await writeEnrollToken(files.token, org.alice, 'h1');
-  if (accountSchema.safeParse(account).success) sshd = await startSshd();
+  if (accountSchema.safeParse(account).success)
+    sshd = await startSshd(join(dir, 'sshd'), { authorizedKeysFile: `${files.keysDir}/%u` });
 });
 
 test.after(async () => {
-  sshd?.child.kill('SIGTERM');
+  await sshd?.stop();
   await agent?.stop('SIGKILL');
   await relay?.stop();
   await coordinator?.stop();
