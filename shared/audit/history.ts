@@ -511,6 +511,23 @@ interface ValidIntent {
   generation: number;
 }
 
+// Records a host's numbered result (per signing key); says how a number seen before came back.
+function noteResultSeq(
+  byKey: Map<string, Map<number, string>>,
+  key: string,
+  seq: number,
+  content: string,
+): string | null {
+  const seqs = byKey.get(key) ?? new Map<number, string>();
+  byKey.set(key, seqs);
+  const earlier = seqs.get(seq);
+  if (earlier === undefined) {
+    seqs.set(seq, content);
+    return null;
+  }
+  return earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
+}
+
 // An admin's remote-action request (shared/schemas/action.ts), judged as the agent would when it
 // was logged: a request logged after it expired shows as expired, which is what the agent said.
 function auditActionRequest(
@@ -686,15 +703,11 @@ function auditHost(
             flag(collector, 'forged-status', entry, status, host, problem);
             problems.push(problem);
           } else {
-            const seqs = actionResultsByKey.get(signature.publicKey) ?? new Map<number, string>();
-            actionResultsByKey.set(signature.publicKey, seqs);
-            const content = canonicalJson(r);
-            const earlier = seqs.get(r.seq);
-            if (earlier !== undefined) {
-              const what = earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
-              flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${what}`);
-              problems.push(`seq #${r.seq} ${what}`);
-            } else seqs.set(r.seq, content);
+            const reuse = noteResultSeq(actionResultsByKey, signature.publicKey, r.seq, canonicalJson(r));
+            if (reuse) {
+              flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
+              problems.push(`seq #${r.seq} ${reuse}`);
+            }
             if (!knownActions.has(r.requestDigest)) {
               flag(
                 collector,
@@ -727,15 +740,11 @@ function auditHost(
           flag(collector, 'forged-status', entry, status, host, problem);
           problems.push(problem);
         } else {
-          const seqs = resultsByKey.get(signature.publicKey) ?? new Map<number, string>();
-          resultsByKey.set(signature.publicKey, seqs);
-          const content = canonicalJson(r);
-          const earlier = seqs.get(r.seq);
-          if (earlier !== undefined) {
-            const what = earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
-            flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${what}`);
-            problems.push(`seq #${r.seq} ${what}`);
-          } else seqs.set(r.seq, content);
+          const reuse = noteResultSeq(resultsByKey, signature.publicKey, r.seq, canonicalJson(r));
+          if (reuse) {
+            flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
+            problems.push(`seq #${r.seq} ${reuse}`);
+          }
           if (r.outcome !== 'refused' && !knownDigests.has(r.intentDigest)) {
             flag(
               collector,
