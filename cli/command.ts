@@ -31,6 +31,7 @@ export async function runDaemon(
   logger: Logger,
   daemon: Daemon,
   listening?: { url: string; port: number },
+  closeTimeoutMs = DAEMON_CLOSE_TIMEOUT_MS,
 ): Promise<number> {
   if (listening) console.log(JSON.stringify({ event: 'listening', url: listening.url, port: listening.port }));
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -43,14 +44,32 @@ export async function runDaemon(
     process.on('SIGTERM', onSignal);
   });
   logger.info({ event: `${name}-stopping`, signal }, 'stopping');
+  // Closing is bounded: a daemon that never finishes closing would hold its port, its store lock
+  // and the test or unit that stopped it until something kills it harder.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), closeTimeoutMs);
+  });
   try {
-    await daemon.close();
+    const outcome = await Promise.race([daemon.close().then(() => 'closed' as const), deadline]);
+    if (outcome === 'timeout') {
+      logger.error(
+        { event: `${name}-stop-timeout`, timeoutMs: closeTimeoutMs },
+        `closing took longer than ${closeTimeoutMs / 1000} s; exiting without waiting for the rest`,
+      );
+      return 1;
+    }
     return 0;
   } catch (error) {
     logger.error({ event: `${name}-stop-failed`, err: error }, 'closing failed');
     return 1;
+  } finally {
+    clearTimeout(timer);
   }
 }
+
+// Long enough for the agent to save its state and the coordinator to flush its log under load.
+export const DAEMON_CLOSE_TIMEOUT_MS = 20_000;
 
 // Commands with subcommands (`outpost policy sign`, `outpost enroll approve`): each subcommand is
 // a Command named "<group> <sub>", so every message and help page names it fully.

@@ -103,8 +103,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
-    // Open sockets of finished one-shot commands must not keep the process alive.
-    if (!['coordinator', 'agent'].includes(process.argv[2] ?? '')) setTimeout(() => process.exit(code), 50).unref();
+    // Open sockets of finished commands must not keep the process alive: a one-shot command is
+    // done, and a daemon has closed (or given up closing, runDaemon's bound) by the time it returns.
+    setTimeout(() => process.exit(code), 50).unref();
   },
   (error: Error) => {
     console.error(error instanceof UsageError ? error.message : `outpost: ${error.message}`);

@@ -43,6 +43,21 @@ export function runCli(
   });
 }
 
+// Runs fn over items at most `limit` at a time, answers in the items' order. Tests that start
+// many CLI processes use it: all at once on a loaded 2-core machine, each outlasts its timeout.
+export async function mapLimited<T, R>(items: readonly T[], fn: (item: T) => Promise<R>, limit = 2): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 export interface DaemonProcess {
   child: ChildProcess;
   logFile: string;
@@ -53,6 +68,8 @@ export interface DaemonProcess {
 
 // Starts a long-running outpost command; its stderr (pino JSON lines) goes to logFile and is kept
 // in memory for assertions.
+const STOP_TIMEOUT_MS = 45_000;
+
 export function startDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): DaemonProcess {
   const child = spawn(process.execPath, [OUTPOST_CLI, ...args], {
     env: { ...process.env, ...env },
@@ -80,8 +97,24 @@ export function startDaemon(args: string[], logFile: string, env: NodeJS.Process
     logs: () => text,
     exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (child.exitCode !== null || child.signalCode !== null) return void (await exited);
+      child.kill(signal);
+      // A daemon bounds its own closing (runDaemon); one still running well after that is a bug
+      // to name, not a test to hang until run-tests kills everything at 10 minutes.
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = await Promise.race([
+        exited.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), STOP_TIMEOUT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!stuck) return;
+      child.kill('SIGKILL');
       await exited;
+      throw new Error(
+        `outpost ${args[0]} did not exit within ${STOP_TIMEOUT_MS / 1000} s of ${signal}; killed it (log: ${logFile})`,
+      );
     },
   };
 }

@@ -8,6 +8,7 @@ import { basePolicy, pushPolicy, signPolicy } from '../harness/policy-fixtures.j
 import {
   type CliResult,
   type DaemonProcess,
+  mapLimited,
   removeDirectory,
   runCli,
   startCoordinatorProcess,
@@ -311,10 +312,8 @@ test('enroll --help lists every subcommand, each has --help, and bad arguments e
     ],
     [['enroll', 'frobnicate'], /unknown subcommand 'frobnicate'/],
   ];
-  const [helps, bad] = await Promise.all([
-    Promise.all(SUBCOMMANDS.map((name) => outpost('enroll', name, '--help'))),
-    Promise.all(cases.map(([args]) => outpost(...args))),
-  ]);
+  const helps = await mapLimited(SUBCOMMANDS, (name) => outpost('enroll', name, '--help'));
+  const bad = await mapLimited(cases, ([args]) => outpost(...args));
   helps.forEach((help, i) => {
     assert.is(help.code, 0, `enroll ${SUBCOMMANDS[i]} --help`);
     assert.match(help.stdout, new RegExp(`^outpost enroll ${SUBCOMMANDS[i]} — `));

@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import {
   type CliResult,
   type DaemonProcess,
+  mapLimited,
   removeDirectory,
   runCli,
   startCoordinatorProcess,
@@ -242,7 +243,7 @@ const SUBCOMMANDS = [
 test('policy --help lists every subcommand, and each subcommand has --help', async () => {
   const overview = await ok('policy', '--help');
   for (const name of SUBCOMMANDS) assert.match(overview, new RegExp(`^  ${name} `, 'm'));
-  const helps = await Promise.all(SUBCOMMANDS.map((name) => outpost('policy', name, '--help')));
+  const helps = await mapLimited(SUBCOMMANDS, (name) => outpost('policy', name, '--help'));
   helps.forEach((help, i) => {
     assert.is(help.code, 0, `policy ${SUBCOMMANDS[i]} --help`);
     assert.match(help.stdout, new RegExp(`^outpost policy ${SUBCOMMANDS[i]} — `));
@@ -282,7 +283,7 @@ test('bad arguments exit 2 with a message naming the flag', async () => {
     [['policy', 'sign', '--policy', draft, '--bogus'], /Unknown option '--bogus'/],
     [['policy', 'frobnicate'], /unknown subcommand 'frobnicate'/],
   ];
-  const results = await Promise.all(cases.map(([args]) => outpost(...args)));
+  const results = await mapLimited(cases, ([args]) => outpost(...args));
   results.forEach((result, i) => {
     assert.is(result.code, 2, `${cases[i]![0].join(' ')} → ${result.code}: ${result.stderr}`);
     assert.match(result.stderr, cases[i]![1]);
