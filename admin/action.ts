@@ -22,6 +22,7 @@ import { hostIdSchema } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
 import { signAction } from '../shared/trust/sign-action.js';
 import { actionDigest } from '../shared/trust/verify-action.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 import { readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { syncOrRefusal } from './policy-remote.js';
@@ -47,16 +48,8 @@ function actionCommand(action: ActionKind) {
     summary: SUMMARIES[action],
     usage: `outpost action ${action} HOST --coordinator URL --key FILE [options]`,
     options: z.object({
-      coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-        placeholder: 'URL',
-        description: 'coordinator or relay, ws:// or wss://',
-        common: 'coordinator',
-      }),
-      key: option(z.string().min(1, 'give your admin key file'), {
-        placeholder: 'FILE',
-        description: 'your admin key file (outpost keygen)',
-        common: 'key',
-      }),
+      coordinator: coordinatorOption,
+      key: adminKeyOption(),
       host: option(hostIdSchema, { placeholder: 'ID', description: 'the host (also the first argument)' }),
       expires: option(durationSchema.prefault('1h'), {
         placeholder: 'DURATION',

@@ -15,6 +15,7 @@ import { type CoSignProgress, describeCoSignProgress } from '../shared/trust/co-
 import { intentCoSigning } from '../shared/trust/policy-intent.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
 import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../shared/views/co-sign.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { waitUntilStored } from './submit-intent.js';
@@ -29,16 +30,8 @@ export const approveCommand = defineCommand({
   summary: "co-sign the intent another admin deployed, where the host's group needs several admins",
   usage: 'outpost approve --coordinator URL --key FILE --org-root KEY --host ID [--generation N] [--closure PATH]',
   options: z.object({
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-      placeholder: 'URL',
-      description: 'coordinator or relay, ws:// or wss://',
-      common: 'coordinator',
-    }),
-    key: option(z.string().min(1, 'give your admin key file'), {
-      placeholder: 'FILE',
-      description: 'your admin key file (outpost keygen)',
-      common: 'key',
-    }),
+    coordinator: coordinatorOption,
+    key: adminKeyOption(),
     orgRoot: option(keyListSchema, {
       placeholder: 'KEY',
       description:

@@ -21,6 +21,7 @@ import {
 import { signatureThreshold } from '../shared/trust/capabilities.js';
 import { enrollmentState, type HostBinding } from '../shared/trust/enrollment.js';
 import { checkClosureInCache } from './cache-check.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 import { hostResultBaseline, type WaitOutcome, waitForHostOutcome } from './deploy-wait.js';
 import { type HostKeyAuthority, readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -32,16 +33,8 @@ export const deployCommand = defineCommand({
   summary: 'sign an intent "host H runs closure C as generation G" and submit it',
   usage: 'outpost deploy --coordinator URL --key FILE --host ID --closure /nix/store/… [options]',
   options: z.object({
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-      placeholder: 'URL',
-      description: 'coordinator or relay, ws:// or wss://',
-      common: 'coordinator',
-    }),
-    key: option(z.string().min(1, 'give your admin key file'), {
-      placeholder: 'FILE',
-      description: 'your admin key file (outpost keygen)',
-      common: 'key',
-    }),
+    coordinator: coordinatorOption,
+    key: adminKeyOption(),
     host: option(hostIdSchema, { placeholder: 'ID', description: 'host to deploy to' }),
     closure: option(storePathSchema, {
       placeholder: 'PATH',

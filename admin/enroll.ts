@@ -5,6 +5,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 import {
   enrollmentView,
   type PendingRequest,
@@ -35,16 +36,6 @@ import { highestStoredVersion, postFleetEntry, readDocuments } from './policy-re
 // host id ↔ key (approve), or hands out a one-time token for unattended installs (token).
 
 const json = jsonOption;
-const coordinatorOption = option(coordinatorUrlSchema, {
-  placeholder: 'URL',
-  description: 'the coordinator, ws:// or wss://',
-  common: 'coordinator',
-});
-const adminKeyOption = option(fileSchema('your admin key file'), {
-  placeholder: 'KEYFILE',
-  description: 'your admin key file (signs, and authenticates to the coordinator)',
-  common: 'key',
-});
 const orgRootHelp = 'a pinned org root key (base64, or a key file to take it from)';
 const timeout = timeoutOption;
 
@@ -114,7 +105,7 @@ const tokenSpec = defineCommand({
     'outpost enroll token --key ADMINKEYFILE --host ID --expires DURATION (--policy-version N | --coordinator URL) --out FILE [--json]',
   options: z
     .object({
-      key: adminKeyOption,
+      key: adminKeyOption(),
       host: option(hostIdSchema, { placeholder: 'ID', description: 'the only host id the token enrolls' }),
       expires: option(
         z
@@ -180,7 +171,7 @@ const listSpec = defineCommand({
   usage: 'outpost enroll list --coordinator URL --key ADMINKEYFILE --org-root KEY [--org-root KEY …] [--json]',
   options: z.object({
     coordinator: coordinatorOption,
-    key: adminKeyOption,
+    key: adminKeyOption(),
     orgRoot: option(
       keyListSchema.refine(
         (k) => k.length > 0,
@@ -255,7 +246,7 @@ const approveSpec = defineCommand({
     'outpost enroll approve --coordinator URL --key ADMINKEYFILE --host ID [--host-key KEY] [--policy-version N] [--org-root KEY …] [--json]',
   options: z.object({
     coordinator: coordinatorOption,
-    key: adminKeyOption,
+    key: adminKeyOption(),
     host: option(hostIdSchema, { placeholder: 'ID', description: 'the host to bind' }),
     hostKey: option(z.string().min(1).optional(), {
       placeholder: 'KEY',
@@ -325,7 +316,7 @@ const clearSpec = defineCommand({
   options: z
     .object({
       coordinator: coordinatorOption,
-      key: adminKeyOption,
+      key: adminKeyOption(),
       host: option(hostIdSchema.optional(), { placeholder: 'ID', description: "only this host's pending requests" }),
       hostKey: option(z.string().min(1).optional(), {
         placeholder: 'KEY',

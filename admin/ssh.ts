@@ -14,6 +14,7 @@ import {
   TUNNEL_OPEN_PATH,
   tunnelVerdictSchema,
 } from '../shared/tunnel/wire.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 
 // `outpost ssh HOST`: one SSH byte stream to HOST's local sshd on stdin/stdout, through the
 // coordinator (and relays) and the agent's own outbound link, for ssh's ProxyCommand. It signs one
@@ -28,16 +29,8 @@ export const sshCommand = defineCommand({
       placeholder: 'ID',
       description: 'the host (also the first argument: outpost ssh HOST)',
     }),
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-      placeholder: 'URL',
-      description: 'coordinator or relay, ws:// or wss://',
-      common: 'coordinator',
-    }),
-    key: option(z.string().min(1, 'give your admin key file'), {
-      placeholder: 'FILE',
-      description: 'your admin key file; a role of yours must grant ssh on the host',
-      common: 'key',
-    }),
+    coordinator: coordinatorOption,
+    key: adminKeyOption('your admin key file; a role of yours must grant ssh on the host'),
     expires: option(
       durationSchema.prefault('60s').refine((seconds) => seconds > 0 && seconds * 1000 <= TUNNEL_MAX_LIFETIME_MS, {
         message: `expected at most ${TUNNEL_MAX_LIFETIME_MS / 1000} s`,

@@ -11,6 +11,7 @@ import { sleep } from '../shared/time/sleep.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { sshSessionsLine } from '../shared/views/ssh-sessions.js';
 import { renderAppsTable } from './apps-render.js';
+import { coordinatorOption } from './common-options.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
@@ -19,11 +20,7 @@ export const statusCommand = defineCommand({
   summary: 'one row per host: desired and applied generation, phase, online, last result',
   usage: 'outpost status --coordinator URL [--key FILE] [--org-root KEY …] [--host ID …] [--apps] [--json] [--watch]',
   options: z.object({
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
-      placeholder: 'URL',
-      description: 'coordinator or relay, ws:// or wss://',
-      common: 'coordinator',
-    }),
+    coordinator: coordinatorOption,
     host: option(z.array(hostIdSchema).default([]), {
       placeholder: 'ID',
       description: 'only these hosts',
