@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { createReadStream, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import * as Y from 'yjs';
 import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
@@ -14,7 +15,9 @@ import {
   bundleFileSize,
   bundleManifestSchema,
   MAX_DOCUMENTS,
+  RETURN_BUNDLE_PATH,
   type SiteState,
+  signReturnManifest,
   siteStateSchema,
 } from '../shared/bundle/format.js';
 import { fromBase64, toBase64 } from '../shared/crypto/encoding.js';
@@ -23,10 +26,11 @@ import { readIntentEntries } from '../shared/documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
 import { desiredDocName, parseDocName } from '../shared/documents/names.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../shared/node/bundle-file.js';
-import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
+import { connectDocument, type DocumentConnection, proofHeaders } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
+import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { formatBytes } from '../shared/text/bytes.js';
 import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
 import { serveCacheCommand } from './bundle-serve.js';
@@ -59,7 +63,7 @@ const createSpec = defineCommand({
   name: 'bundle create',
   summary: 'write what a site with no link is missing (updates, closures) into one file, or with --return its results',
   usage:
-    'outpost bundle create --coordinator URL --key FILE --host ID [--host ID…] [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --out FILE',
+    'outpost bundle create --coordinator URL --key FILE --host ID [--host ID…] [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --key RELAY-KEY --out FILE',
   options: z
     .object({
       return: option(z.boolean().default(false), {
@@ -77,7 +81,8 @@ const createSpec = defineCommand({
       }),
       key: option(z.string().min(1).optional(), {
         placeholder: 'FILE',
-        description: "your admin key file (outpost keygen): it must be allowed to read the hosts' documents",
+        description:
+          "your admin key file (outpost keygen): it must be allowed to read the hosts' documents; with --return the site relay's key file (its --key), which signs the return bundle so a running coordinator at HQ can take it",
         common: 'key',
       }),
       host: option(z.array(hostIdSchema).max(MAX_DOCUMENTS).default([]), {
@@ -128,7 +133,7 @@ const createSpec = defineCommand({
     }),
   examples: [
     'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --host clinic-2 --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --site-has clinic.site-state.json --out /media/usb/clinic.outpost-bundle --max-size 4000000000',
-    'systemctl stop outpost-relay && outpost bundle create --return --relay-data-dir /var/lib/outpost-relay --out /media/usb/clinic-return.outpost-bundle; systemctl start outpost-relay',
+    'systemctl stop outpost-relay && outpost bundle create --return --relay-data-dir /var/lib/outpost-relay --key /var/lib/outpost-relay/relay.key --out /media/usb/clinic-return.outpost-bundle; systemctl start outpost-relay',
   ],
 });
 
@@ -295,21 +300,28 @@ async function createReturn(o: z.infer<typeof createSpec.options>): Promise<numb
     storePaths: await mirroredStorePaths(join(dataDir, 'nix-cache')),
   };
   const hosts = [...states.keys()].map((name) => parseDocName(name)!.host);
-  const manifest = buildManifest({
+  const relayKey = o.key ? await readKeyFile(o.key) : null;
+  const unsigned = buildManifest({
     direction: 'return',
     createdAt: new Date().toISOString(),
-    creator: { name: 'site', publicKey: '' },
+    creator: relayKey ? { name: relayKey.name, publicKey: relayKey.publicKey } : { name: 'site', publicKey: '' },
     source: dataDir,
     hosts,
     entries: entries.map((e) => e.entry),
     siteState,
   });
+  // Signed by the site relay: HQ's running coordinator checks the key against the policy's relays.
+  const manifest = relayKey ? signReturnManifest(unsigned, relayKey) : unsigned;
+  if (!relayKey)
+    console.log(
+      "  not signed (no --key): only a stopped coordinator's data directory takes it at HQ; give the relay's --key to make one a running coordinator takes",
+    );
   return writeChecked(
     o.out,
     manifest,
     entries.map((e) => e.source),
     o.maxSize,
-    `return bundle: ${entries.length} status document${entries.length === 1 ? '' : 's'} (${hosts.join(', ') || 'none'}), state of ${vectors.size} documents, ${siteState.storePaths.length} cached store paths`,
+    `return bundle${relayKey ? ` signed by ${relayKey.name} (${relayKey.publicKey})` : ''}: ${entries.length} status document${entries.length === 1 ? '' : 's'} (${hosts.join(', ') || 'none'}), state of ${vectors.size} documents, ${siteState.storePaths.length} cached store paths`,
   );
 }
 
@@ -329,7 +341,8 @@ const applySpec = defineCommand({
       }),
       coordinator: option(coordinatorSchema.optional(), {
         placeholder: 'URL',
-        description: "the site's relay or coordinator, ws:// or wss://, reachable from here",
+        description:
+          "the site's relay or coordinator, ws:// or wss://, reachable from here; for a return bundle, HQ's running coordinator",
       }),
       relayDataDir: option(z.string().min(1).optional(), {
         placeholder: 'DIR',
@@ -353,7 +366,8 @@ const applySpec = defineCommand({
       }),
       key: option(z.string().min(1).optional(), {
         placeholder: 'FILE',
-        description: "an admin key file the site's server accepts writes from (none: open-mode servers)",
+        description:
+          "an admin key file the server accepts writes from (none: open-mode servers); for a return bundle into HQ's running coordinator, an admin with deploy on the bundle's hosts",
       }),
       timeout: timeoutOption,
     })
@@ -370,7 +384,7 @@ const applySpec = defineCommand({
   examples: [
     'systemctl stop outpost-relay && outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --relay-data-dir /var/lib/outpost-relay --trusted-cache-key cache.example.org-1:AbC…= && systemctl start outpost-relay',
     'outpost bundle apply --bundle /media/usb/clinic.outpost-bundle --cache-dir /var/lib/outpost-bundle-cache --trusted-cache-key cache.example.org-1:AbC…= --coordinator ws://127.0.0.1:8080 --key alice.key',
-    'systemctl stop outpost-coordinator && outpost bundle apply --bundle /media/usb/clinic-return.outpost-bundle --relay-data-dir /var/lib/outpost-coordinator --save-site-state clinic.site-state.json && systemctl start outpost-coordinator',
+    'outpost bundle apply --bundle /media/usb/clinic-return.outpost-bundle --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --save-site-state clinic.site-state.json',
   ],
 });
 
@@ -439,6 +453,66 @@ async function applyThroughServer(
     for (const w of writers) w.connection.close();
   }
   return outcomes;
+}
+
+const returnAnswerSchema = z.looseObject({
+  error: z.string().max(4096).optional(),
+  documents: z
+    .array(
+      z.looseObject({
+        name: z.string().max(256),
+        outcome: z.enum(['changed', 'had', 'refused']),
+        reason: z.string().max(4096).optional(),
+      }),
+    )
+    .max(MAX_DOCUMENTS)
+    .optional(),
+});
+
+// Streams a return bundle to a running coordinator's RETURN_BUNDLE_PATH with the admin's key
+// proof; its answer is per document, or a refusal of the whole bundle.
+async function postReturnBundle(
+  url: string,
+  file: string,
+  identity: SigningKey | null,
+  timeoutMs: number,
+): Promise<{ ok: true; outcomes: Map<string, Outcome> } | { ok: false; reason: string }> {
+  const target = `${httpBaseFromWs(url)}${RETURN_BUNDLE_PATH}`;
+  const size = (await fs.stat(file)).size;
+  let response: Response;
+  try {
+    response = await fetch(target, {
+      method: 'POST',
+      headers: {
+        ...(await proofHeaders(target, identity)),
+        'content-type': 'application/octet-stream',
+        'content-length': String(size),
+      },
+      body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
+      duplex: 'half',
+      signal: AbortSignal.timeout(Math.max(timeoutMs, 60_000)),
+    } as RequestInit);
+  } catch (error) {
+    const cause = (error as { cause?: Error }).cause;
+    return { ok: false, reason: `cannot reach ${target}: ${cause?.message ?? (error as Error).message}` };
+  }
+  const body = returnAnswerSchema.safeParse(await response.json().catch(() => null));
+  if (!response.ok || !body.success || !body.data.documents)
+    return {
+      ok: false,
+      reason: `${target} answered HTTP ${response.status}${body.success && body.data.error ? `: ${body.data.error}` : ''}`,
+    };
+  return {
+    ok: true,
+    outcomes: new Map(
+      body.data.documents.map((d) => [
+        d.name,
+        d.outcome === 'refused'
+          ? { kind: 'refused', reason: d.reason ?? 'no reason given' }
+          : { kind: d.outcome === 'changed' ? 'changed' : 'had' },
+      ]),
+    ),
+  };
 }
 
 let loadDataDir: () => Promise<DataDirAccess> = () =>
@@ -607,13 +681,26 @@ async function applyDocuments(
   updates: Map<string, Uint8Array>,
 ): Promise<number> {
   const target = o.coordinator ?? o.relayDataDir!;
-  const outcomes = o.coordinator
-    ? await applyThroughServer(o.coordinator, updates, o.key ? await readKeyFile(o.key) : null, o.timeout * 1000)
-    : await (await loadDataDir()).apply(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
+  const identity = o.key ? await readKeyFile(o.key) : null;
+  let outcomes: Map<string, Outcome>;
+  if (o.coordinator && manifest.direction === 'return') {
+    // A running coordinator takes a return bundle through its endpoint, which checks the relay's
+    // signature and scope and the admin's capability (coordinator/bundle-return.ts).
+    const posted = await postReturnBundle(o.coordinator, o.bundle, identity, o.timeout * 1000);
+    if (!posted.ok) {
+      console.error(`outpost bundle apply: refused ${o.bundle}: ${posted.reason}; nothing was applied`);
+      return Math.max(1, updates.size);
+    }
+    outcomes = posted.outcomes;
+  } else if (o.coordinator) {
+    outcomes = await applyThroughServer(o.coordinator, updates, identity, o.timeout * 1000);
+  } else {
+    outcomes = await (await loadDataDir()).apply(o.relayDataDir!, updates, `bundle:${manifest.creator.name}`);
+  }
   let refused = 0;
   const counts = { changed: 0, had: 0 };
   for (const name of updates.keys()) {
-    const outcome = outcomes.get(name)!;
+    const outcome = outcomes.get(name) ?? { kind: 'refused', reason: `${target} did not answer for it` };
     if (outcome.kind === 'refused') {
       refused += 1;
       console.log(`  ${name}: refused: ${outcome.reason}`);

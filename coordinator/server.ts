@@ -27,6 +27,7 @@ import { TUNNEL_PREFIX } from '../shared/tunnel/wire.js';
 import { handleAuditGet } from './audit-api.js';
 import type { LogBackend } from './backends/backend-option.js';
 import { openLogBackend } from './backends/open-log.js';
+import { createReturnBundleEndpoint, RETURN_BUNDLE_PATH } from './bundle-return.js';
 import { createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
@@ -193,6 +194,8 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         limiter: enrollmentGate.limiter,
         logger,
       });
+  // Sneakernet return bundles into this running coordinator (coordinator/bundle-return.ts).
+  const returnBundles = createReturnBundleEndpoint({ host, trust, challenges, writeLimits, refusals, logger });
   const stopTimestamps = config.timestampKey
     ? startTimestamps(host, trust, log, config.timestampKey, config.timestampIntervalMs ?? 60_000, logger)
     : () => undefined;
@@ -287,6 +290,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
     if (extension?.route(req, res, path)) return;
     if (req.method === 'POST' && path === ROLLOUTS_PATH && rollouts) {
       void rollouts.handlePost(req, res);
+      return;
+    }
+    if (req.method === 'POST' && path === RETURN_BUNDLE_PATH && !extension) {
+      returnBundles.handle(req, res);
       return;
     }
     if (req.method === 'POST') {

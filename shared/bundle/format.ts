@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import type { SigningKey } from '../crypto/keys.js';
+import { type Signature, signatureSchema, signPayload, verifyPayloadSignature } from '../crypto/signatures.js';
 import { isoTimeSchema } from '../schemas/primitives.js';
 
 // A sneakernet bundle (issue 16, docs/sneakernet.md): the Yjs updates a site without a link is
@@ -30,6 +32,11 @@ export const MAX_DOCUMENTS = 20_000;
 export const MAX_UPDATE_BYTES = 33 * 1024 * 1024;
 export const MAX_DOCUMENT_TOTAL_BYTES = 512 * 1024 * 1024;
 export const MAX_CACHE_INFO_BYTES = 64 * 1024;
+// A return bundle posted to a running coordinator (coordinator/bundle-return.ts) is read whole
+// before anything is applied: statuses only, a few KB per host, so this bounds it generously.
+export const MAX_RETURN_BUNDLE_BYTES = 64 * 1024 * 1024;
+// Where a running coordinator takes a return bundle (POST, the admin's key proof in headers).
+export const RETURN_BUNDLE_PATH = '/api/bundle/return';
 
 const sha256HexSchema = z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 in hex');
 // The document names servers use (hosts/<id>/desired, fleet/policy…): no control characters.
@@ -93,6 +100,10 @@ export const bundleManifestSchema = z
     entries: z.array(bundleEntrySchema).max(MAX_ENTRIES),
     // A return bundle: what the site holds, for HQ's next bundle (--since-state, --site-has).
     siteState: siteStateSchema.optional(),
+    // A return bundle: the site relay's signature over the rest of the manifest (which names every
+    // entry's SHA-256), so a running coordinator can take it from whoever carried it and check it
+    // against the policy's relays and their scopes (returnBundleSigner).
+    signature: signatureSchema.optional(),
   })
   .superRefine((manifest, ctx) => {
     const names = new Set<string>();
@@ -175,4 +186,35 @@ export function parseManifest(bytes: Uint8Array): ManifestParse {
 
 export function entryLabel(entry: BundleEntryInfo): string {
   return entry.type === 'document' ? `the update of ${entry.name}` : `the cache file ${entry.path}`;
+}
+
+// What the site relay signs: the whole manifest but the signature (so every entry's hash, the
+// hosts, the time and the site's state are covered). Domain-separated from every other signature.
+function signedManifest(manifest: BundleManifest): Omit<BundleManifest, 'signature'> {
+  const { signature: _signature, ...rest } = manifest;
+  return rest;
+}
+
+export function signReturnManifest(manifest: BundleManifest, key: SigningKey): BundleManifest {
+  return { ...manifest, signature: signPayload('return-bundle', signedManifest(manifest), key) };
+}
+
+// The key that signed a return bundle's manifest, or why there is none: the caller checks the key
+// against the policy (a relay, and its scope).
+export function returnBundleSigner(
+  manifest: BundleManifest,
+): { ok: true; signature: Signature } | { ok: false; reason: string } {
+  if (manifest.direction !== 'return') return { ok: false, reason: 'it is not a return bundle (direction to-site)' };
+  if (!manifest.signature)
+    return {
+      ok: false,
+      reason:
+        "it is not signed: make it at the site with the relay's key (outpost bundle create --return --relay-data-dir DIR --key RELAY-KEY)",
+    };
+  if (!verifyPayloadSignature('return-bundle', signedManifest(manifest), manifest.signature))
+    return {
+      ok: false,
+      reason: `its manifest's signature by key ${manifest.signature.publicKey} does not verify: the bundle was edited after the site relay made it; get a fresh copy from the site`,
+    };
+  return { ok: true, signature: manifest.signature };
 }

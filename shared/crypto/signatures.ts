@@ -26,7 +26,8 @@ export type SignedKind =
   | 'rollout-action'
   | 'action'
   | 'action-result'
-  | 'ssh-tunnel';
+  | 'ssh-tunnel'
+  | 'return-bundle';
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
 // signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { createReadStream, promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   BUNDLE_HASH_BYTES,
@@ -145,35 +145,94 @@ export interface EntryConsumer {
   end?(): Promise<void> | void;
 }
 
-// Streams every entry, in order, to the consumer `visit` gives it, checking each entry's SHA-256
-// and finally the closing SHA-256 over the file. The caller keeps what it consumed aside until
-// this returns ok: on any mismatch it must throw it all away (nothing is applied).
-export async function readBundleEntries(
-  bundle: OpenedBundle,
+// Pulls exact byte counts out of a stream of chunks, counting them against a bound.
+class ChunkReader {
+  private readonly iterator: AsyncIterator<Uint8Array>;
+  private pending: Buffer = Buffer.alloc(0);
+  position = 0;
+  constructor(
+    source: AsyncIterable<Uint8Array>,
+    private readonly maxBytes: number,
+  ) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+  private async more(): Promise<boolean> {
+    const next = await this.iterator.next();
+    if (next.done) return false;
+    this.pending = this.pending.length ? Buffer.concat([this.pending, next.value]) : Buffer.from(next.value);
+    if (this.position + this.pending.length > this.maxBytes)
+      throw new BundleSizeError(`it is over the ${this.maxBytes}-byte limit`);
+    return true;
+  }
+  async read(length: number): Promise<Buffer> {
+    while (this.pending.length < length)
+      if (!(await this.more()))
+        throw new Error(`the bundle ended early at byte ${this.position + this.pending.length}`);
+    const out = this.pending.subarray(0, length);
+    this.pending = this.pending.subarray(length);
+    this.position += length;
+    return out;
+  }
+  // Up to `length` bytes, at least one (the entries' chunks).
+  async readSome(length: number): Promise<Buffer> {
+    if (this.pending.length === 0 && !(await this.more()))
+      throw new Error(`the bundle ended early at byte ${this.position}`);
+    return this.read(Math.min(length, this.pending.length));
+  }
+  async atEnd(): Promise<boolean> {
+    return this.pending.length === 0 && !(await this.more());
+  }
+}
+
+export class BundleSizeError extends Error {}
+
+export interface StreamReadOptions {
+  // Bytes the stream may hold at most (a request body); the file's own length otherwise.
+  maxBytes: number;
+  // Judges the manifest before any entry is read (a return bundle's signer, say): a reason refuses.
+  onManifest?: (manifest: BundleManifest) => string | null;
+}
+
+export type StreamRead = { ok: true; manifest: BundleManifest } | { ok: false; reason: string; tooLarge?: boolean };
+
+// Reads a whole bundle from a stream (a file, a request body): the header, then every entry in
+// order to the consumer `visit` gives it, checking each entry's SHA-256, the closing SHA-256 over
+// everything, and that nothing follows. The caller keeps what it consumed aside until this returns
+// ok: on any mismatch it must throw it all away (nothing is applied).
+export async function readBundleStream(
+  source: AsyncIterable<Uint8Array>,
+  options: StreamReadOptions,
   visit: (entry: BundleEntryInfo, index: number) => Promise<EntryConsumer> | EntryConsumer,
-): Promise<BundleCheck> {
-  const handle = await fs.open(bundle.path, 'r');
+): Promise<StreamRead> {
+  const input = new ChunkReader(source, options.maxBytes);
   const whole: Hash = createHash('sha256');
   try {
-    let position = 0;
-    const read = async (length: number): Promise<Buffer> => {
-      const buffer = Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
-        if (bytesRead === 0) throw new Error(`the file ended early at byte ${position + filled}`);
-        filled += bytesRead;
-      }
-      position += length;
-      return buffer;
-    };
-    whole.update(await read(bundle.dataOffset));
-    for (const [index, entry] of bundle.manifest.entries.entries()) {
+    const head = await input.read(BUNDLE_MAGIC.length + 4);
+    if (!head.subarray(0, BUNDLE_MAGIC.length).equals(BUNDLE_MAGIC))
+      return { ok: false, reason: 'it is not an outpost bundle (it does not start with OUTPOST-BUNDLE)' };
+    const manifestLength = head.readUInt32BE(BUNDLE_MAGIC.length);
+    if (manifestLength > MAX_MANIFEST_BYTES)
+      return { ok: false, reason: `its manifest length (${manifestLength} bytes) is over ${MAX_MANIFEST_BYTES}` };
+    const manifestBytes = await input.read(manifestLength);
+    whole.update(head).update(manifestBytes);
+    const parsed = parseManifest(manifestBytes);
+    if (!parsed.ok) return parsed;
+    const { manifest } = parsed;
+    const expected = bundleFileSize(manifest);
+    if (expected > options.maxBytes)
+      return {
+        ok: false,
+        reason: `its manifest describes ${expected} bytes, over the ${options.maxBytes}-byte limit`,
+        tooLarge: true,
+      };
+    const refusal = options.onManifest?.(manifest) ?? null;
+    if (refusal !== null) return { ok: false, reason: refusal };
+    for (const [index, entry] of manifest.entries.entries()) {
       const consumer = await visit(entry, index);
       const hash = createHash('sha256');
       try {
         for (let remaining = entry.bytes; remaining > 0; ) {
-          const chunk = await read(Math.min(CHUNK_BYTES, remaining));
+          const chunk = await input.readSome(Math.min(CHUNK_BYTES, remaining));
           remaining -= chunk.length;
           hash.update(chunk);
           whole.update(chunk);
@@ -189,17 +248,33 @@ export async function readBundleEntries(
           reason: `${entryLabel(entry)} has SHA-256 ${actual} but the manifest says ${entry.sha256}: the bundle was edited or damaged; copy it again from the original`,
         };
     }
-    const closing = await read(BUNDLE_HASH_BYTES);
+    const closing = await input.read(BUNDLE_HASH_BYTES);
     if (!whole.digest().equals(closing))
       return {
         ok: false,
         reason:
           "the file's closing SHA-256 does not match its contents although every entry's does: it is damaged or was edited; copy the bundle again from the original",
       };
-    return { ok: true };
+    if (!(await input.atEnd()))
+      return { ok: false, reason: 'bytes follow the closing SHA-256: copy it again from the original' };
+    return { ok: true, manifest };
   } catch (error) {
-    return { ok: false, reason: `reading ${bundle.path} failed: ${(error as Error).message}; copy it again` };
-  } finally {
-    await handle.close();
+    if (error instanceof BundleSizeError) return { ok: false, reason: error.message, tooLarge: true };
+    return { ok: false, reason: `reading the bundle failed: ${(error as Error).message}; copy it again` };
   }
+}
+
+// Streams every entry of an opened file (readBundleStream), naming the file in a failure.
+export async function readBundleEntries(
+  bundle: OpenedBundle,
+  visit: (entry: BundleEntryInfo, index: number) => Promise<EntryConsumer> | EntryConsumer,
+): Promise<BundleCheck> {
+  const read = await readBundleStream(
+    createReadStream(bundle.path, { highWaterMark: CHUNK_BYTES }),
+    { maxBytes: bundle.fileBytes },
+    visit,
+  );
+  return read.ok
+    ? { ok: true }
+    : { ok: false, reason: read.reason.replace(/^reading the bundle/, `reading ${bundle.path}`) };
 }

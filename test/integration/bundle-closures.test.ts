@@ -3,7 +3,12 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
+import { readDocuments } from '../../admin/policy-remote.js';
+import { signReturnManifest } from '../../shared/bundle/format.js';
+import type { SigningKey } from '../../shared/crypto/keys.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../../shared/node/bundle-file.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type AdminTarget, bundleCreateArgs, deployArgs, hostStatus, targetArgs } from '../harness/admin-cli.js';
@@ -46,6 +51,7 @@ const files = {
   returned: join(dir, 'return.outpost-bundle'),
   siteState: join(dir, 'site-state.json'),
   next: join(dir, 'next.outpost-bundle'),
+  carol: join(dir, 'carol.key'),
 };
 const relayDir = join(dir, 'relay');
 const DEAD = '127.0.0.1:9';
@@ -99,11 +105,13 @@ async function treeDigest(root: string): Promise<string> {
 }
 
 // What someone holding the stick can do: read every entry, change some, and write a bundle whose
-// manifest and hashes are all consistent again (the format is public; so is this code).
+// manifest and hashes are all consistent again (the format is public; so is this code). With
+// `resign`, also what a relay can do with its own key (or anyone with theirs): sign the result.
 async function rewriteBundle(
   source: string,
   target: string,
   edit: (entries: { path: string; bytes: Buffer }[]) => void,
+  resign?: { key: SigningKey; rename?: (name: string) => string },
 ): Promise<void> {
   const opened = await openBundleFile(source);
   if (!opened.ok) throw new Error(opened.reason);
@@ -120,17 +128,32 @@ async function rewriteBundle(
   edit(contents);
   const entries = opened.manifest.entries.map((entry, i) => ({
     ...entry,
+    ...(entry.type === 'document' && resign?.rename ? { name: resign.rename(entry.name) } : {}),
     bytes: contents[i]!.bytes.length,
     sha256: createHash('sha256').update(contents[i]!.bytes).digest('hex'),
   }));
   const sources: EntrySource[] = contents.map((c) => ({ bytes: c.bytes }));
-  await writeBundleFile(target, { ...opened.manifest, entries }, sources);
+  const manifest = { ...opened.manifest, entries };
+  await writeBundleFile(target, resign ? signReturnManifest(manifest, resign.key) : manifest, sources);
+}
+
+// `bundle apply` of a return bundle into HQ's running coordinator, as an admin.
+function applyAtHq(bundle: string, keyFile: string, extra: string[] = []) {
+  return runCli(['bundle', 'apply', '--bundle', bundle, '--coordinator', hq.url, '--key', keyFile, ...extra]);
+}
+
+// HQ's copies of the status documents a return bundle could touch: "changes nothing" is this, equal.
+async function hqStatusState(): Promise<string> {
+  const names = ['hosts/h1/status', 'hosts/h2/status'];
+  const doc = await readDocuments(hq.url, names, org.alice, 10_000);
+  return names.map((n) => Buffer.from(Y.encodeStateVector(doc(n))).toString('base64')).join(' ');
 }
 
 const hostView = (url: string) => hostStatus(alice(url), 'h1');
 
 test.before(async () => {
   await hqSetup.writeKeyFiles();
+  await writeKeyFile(files.carol, org.carol);
   cacheKey = await makeCacheKey(join(dir, 'keys'), 'sneakernet-cache-1');
   closure = await buildTestClosure({
     name: 'sneakernet-system',
@@ -285,35 +308,49 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
     await relay.stop();
   }
 
-  const created = await runCli(['bundle', 'create', '--return', '--relay-data-dir', relayDir, '--out', files.returned]);
+  const created = await runCli([
+    'bundle',
+    'create',
+    '--return',
+    '--relay-data-dir',
+    relayDir,
+    '--key',
+    files.relay,
+    '--out',
+    files.returned,
+  ]);
   assert.is(created.code, 0, created.stderr);
-  assert.match(created.stdout, 'return bundle: 1 status document (h1)');
+  assert.match(
+    created.stdout,
+    `return bundle signed by site-relay (${hqSetup.relayKey.publicKey}): 1 status document (h1)`,
+  );
   assert.match(created.stdout, '3 cached store paths');
   console.log(`  return bundle ${(await fs.stat(files.returned)).size} bytes`);
 
   assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ has heard nothing from h1 yet');
-  await hq.stop();
-  const back = await runCli([
-    'bundle',
-    'apply',
-    '--bundle',
-    files.returned,
-    '--relay-data-dir',
-    hqDir,
-    '--save-site-state',
-    files.siteState,
-  ]);
+  await returnBundleAttacks();
+
+  // HQ keeps running: alice (deploy on h1) applies the site relay's return bundle through the
+  // coordinator's endpoint, and status shows the site's result at once.
+  const back = await applyAtHq(files.returned, files.alice, ['--save-site-state', files.siteState]);
   assert.is(back.code, 0, back.stderr + back.stdout);
   assert.match(back.stdout, 'hosts/h1/status: changed');
-  const twice = await runCli(['bundle', 'apply', '--bundle', files.returned, '--relay-data-dir', hqDir]);
-  assert.is(twice.code, 0, twice.stderr);
-  assert.match(twice.stdout, '0 documents changed, 1 already had it');
-  hq = await startHq();
   const view = await hostView(hq.url);
   assert.is(view?.lastResult?.outcome, 'applied');
   assert.is(view?.lastResult?.signatureValid, true, "HQ verified the host's own signature on the result");
   assert.is(view?.lastResult?.closure, closure);
-  // The audit timeline shows the site's result, signed by the host, logged as the bundle's write.
+  const twice = await applyAtHq(files.returned, files.alice);
+  assert.is(twice.code, 0, twice.stderr);
+  assert.match(twice.stdout, '0 documents changed, 1 already had it');
+  // The stopped-coordinator path still takes it (and finds it there already).
+  await hq.stop();
+  const stopped = await runCli(['bundle', 'apply', '--bundle', files.returned, '--relay-data-dir', hqDir]);
+  assert.is(stopped.code, 0, stopped.stderr);
+  assert.match(stopped.stdout, '0 documents changed, 1 already had it');
+  hq = await startHq();
+  assert.is((await hostView(hq.url))?.lastResult?.outcome, 'applied');
+  // The audit timeline shows the site's result, signed by the host, logged as the bundle's write
+  // (the relay that signed it, the admin who applied it).
   const audit = await runCli(['audit', 'timeline', ...targetArgs(alice(hq.url)), '--host', 'h1', '--json']);
   assert.is(audit.code, 0, audit.stderr);
   const events = (
@@ -321,7 +358,9 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
       events: { kind: string; principal: string; verified: boolean; signers: { role: string }[]; summary: string }[];
     }
   ).events;
-  const siteResult = events.find((e) => e.kind === 'result' && e.principal === 'bundle:site');
+  const siteResult = events.find(
+    (e) => e.kind === 'result' && e.principal === 'bundle:relay:site-relay via admin:alice',
+  );
   assert.ok(
     siteResult,
     `no result from the return bundle in ${JSON.stringify(events.map((e) => [e.kind, e.principal]))}`,
@@ -344,6 +383,48 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.match(older.stdout, '0 documents changed, 4 already had it');
   assert.match(older.stdout, '0 files added (0 B), 6 already there');
 });
+
+// Return bundles into HQ's running coordinator from the positions that could abuse the endpoint:
+// whoever carried the stick (edits an entry and recomputes every hash), the site relay (signs a
+// status of a host outside its scope with its own key), anyone else with a key (signs with it),
+// and an admin without deploy on the host. Each is refused and HQ's status documents stay as
+// they were.
+async function returnBundleAttacks(): Promise<void> {
+  const before = await hqStatusState();
+  const attack = join(dir, 'attack-return.outpost-bundle');
+  const refusedWhole = async (what: string, says: string, keyFile = files.alice): Promise<void> => {
+    const result = await applyAtHq(attack, keyFile);
+    assert.is(result.code, 1, `${what}: ${result.stdout}`);
+    assert.match(result.stderr, says, what);
+    assert.match(result.stderr, 'nothing was applied', what);
+    assert.is(await hqStatusState(), before, `${what} changed HQ`);
+  };
+  const flipInStatus = (entries: { path: string; bytes: Buffer }[]): void => {
+    const status = entries.find((e) => e.path === 'hosts/h1/status')!;
+    status.bytes[Math.floor(status.bytes.length / 2)]! ^= 0x01;
+  };
+  // The carrier: one byte of the status changed, every hash recomputed, the relay's signature kept.
+  await rewriteBundle(files.returned, attack, flipInStatus);
+  await refusedWhole("an edited status (hashes recomputed, the relay's signature kept)", 'does not verify');
+  // The site relay: its own valid signature over a status of h2, which it does not serve.
+  await rewriteBundle(files.returned, attack, () => undefined, {
+    key: hqSetup.relayKey,
+    rename: (name) => name.replace('h1', 'h2'),
+  });
+  const outside = await applyAtHq(attack, files.alice);
+  assert.is(outside.code, 1, outside.stdout);
+  assert.match(outside.stdout, 'hosts/h2/status: refused: hosts/h2/status is outside the scope of relay:site-relay');
+  assert.is(await hqStatusState(), before, 'a relay wrote outside its scope');
+  // Not a relay: alice's admin key signs a (genuine) status.
+  await rewriteBundle(files.returned, attack, () => undefined, { key: org.alice });
+  await refusedWhole("a return bundle signed by an admin's key", 'which is not a relay of policy version 1');
+  // An admin with read only (carol) applies the genuine bundle.
+  const carol = await applyAtHq(files.returned, files.carol);
+  assert.is(carol.code, 1, carol.stdout);
+  assert.match(carol.stdout, 'hosts/h1/status: refused: admin:carol has no role granting deploy on h1');
+  assert.is(await hqStatusState(), before, 'an admin without deploy applied a return bundle');
+  assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ still has heard nothing from h1');
+}
 
 test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
   const cacheDir = join(dir, 'host-cache');
