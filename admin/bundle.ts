@@ -9,6 +9,7 @@ import { durationSchema } from '../cli/duration.js';
 import { bytesSchema, defineCommand, option, urlSchema } from '../cli/options.js';
 import { type BundleOutcome, type DataDirAccess, holds } from '../shared/bundle/apply.js';
 import {
+  BUNDLE_FORMAT_VERSION,
   type BundleCacheFile,
   type BundleDocument,
   type BundleManifest,
@@ -193,7 +194,11 @@ function sha256(bytes: Uint8Array): string {
 
 // The manifest of a bundle being made; one over the format's bounds names the bound.
 function buildManifest(fields: Record<string, unknown>): BundleManifest {
-  const parsed = bundleManifestSchema.safeParse({ format: 'outpost-bundle', version: 2, ...fields });
+  const parsed = bundleManifestSchema.safeParse({
+    format: 'outpost-bundle',
+    version: BUNDLE_FORMAT_VERSION,
+    ...fields,
+  });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new Error(

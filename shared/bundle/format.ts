@@ -12,17 +12,31 @@ import { isoTimeSchema } from '../schemas/primitives.js';
 // are checked against the pinned cache keys (by `bundle apply`, then by agents and Nix). The
 // hashes catch what a stick does to a file (a partial copy, a flipped byte) and name what differs.
 //
-// Layout (version 2):
-//   magic "OUTPOST-BUNDLE\n" (15 bytes) | u32 big-endian manifest length | manifest (UTF-8 JSON)
-//   | every manifest entry's bytes, in manifest order, back to back
-//   | SHA-256 of every byte before it (32 bytes)
-// The manifest gives every entry's size, so the file's exact length is known from its first
-// bytes: a partly copied file is named as such before anything else is read. Entries are
-// streamed (shared/node/bundle-file.ts): a NAR is never held in memory.
+// Layout (version 3): a POSIX (ustar) tar file, written and read as a stream through tar-stream
+// (shared/node/bundle-file.ts), with the entries in this order:
+//   outpost-bundle.json          the manifest (first: a partly copied file is named from it, by
+//                                the exact length it gives, before anything else is read)
+//   documents/<name>.update      each document's Yjs update (documents/hosts/h1/desired.update)
+//   nix-cache-info, <hash>.narinfo, nar/<file>
+//                                the closures, in Nix's binary-cache layout
+//   outpost-bundle.sha256        SHA-256 (hex) of every byte before this entry's header
+//   1024 zero bytes              the end of the archive
+// so `tar tf` lists it and `tar xf` gives a directory that `nix copy --from file://DIR` reads.
+// Every header is one 512-byte block (names stay within ustar's 100 bytes), so the manifest
+// gives the file's exact length. The manifest names every entry's SHA-256; the closing digest
+// covers the tar headers and padding as well, and the reader checks that the closing entry's
+// padding and the end blocks are zeros: every flipped byte is caught.
 
-export const BUNDLE_MAGIC = new TextEncoder().encode('OUTPOST-BUNDLE\n');
-export const BUNDLE_FORMAT_VERSION = 2;
-export const BUNDLE_HASH_BYTES = 32;
+// The first bytes of a version 1 or 2 bundle (our own framing, before bundles were tar files).
+export const OLD_BUNDLE_MAGIC = new TextEncoder().encode('OUTPOST-BUNDLE\n');
+export const BUNDLE_FORMAT_VERSION = 3;
+export const MANIFEST_ENTRY = 'outpost-bundle.json';
+export const DIGEST_ENTRY = 'outpost-bundle.sha256';
+// The closing entry's contents: 64 hex digits and a newline.
+export const DIGEST_ENTRY_BYTES = 65;
+export const TAR_BLOCK = 512;
+// ustar's name field: longer names would need extension headers, which the layout leaves out.
+export const MAX_TAR_NAME_BYTES = 100;
 // Bounds checked before parsing: the manifest lists every file (a closure of 20,000 paths is
 // 40,000 entries of ~150 bytes); one document's update is bounded like a document on a server
 // (coordinator --max-document-size defaults to 32 MiB); documents are held in memory, NARs not.
@@ -74,6 +88,11 @@ export type BundleCacheFile = z.infer<typeof bundleCacheFileSchema>;
 export const bundleEntrySchema = z.discriminatedUnion('type', [bundleDocumentSchema, bundleCacheFileSchema]);
 export type BundleEntryInfo = z.infer<typeof bundleEntrySchema>;
 
+// Where an entry lives in the tar file.
+export function entryTarName(entry: BundleEntryInfo): string {
+  return entry.type === 'document' ? `documents/${entry.name}.update` : entry.path;
+}
+
 // What a site holds, as the site reported it (a return bundle) or as an operator wrote it:
 // `bundle create --since-state` carries only what these state vectors lack, `--site-has` leaves
 // out the store paths listed (their narinfos and NARs).
@@ -112,6 +131,12 @@ export const bundleManifestSchema = z
     for (const entry of manifest.entries) {
       const key = entry.type === 'document' ? `document ${entry.name}` : `cache file ${entry.path}`;
       if (names.has(key)) ctx.addIssue({ code: 'custom', path: ['entries'], message: `${key} is named twice` });
+      if (entryTarName(entry).length > MAX_TAR_NAME_BYTES)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['entries'],
+          message: `${key} makes a tar name longer than ${MAX_TAR_NAME_BYTES} bytes`,
+        });
       names.add(key);
       if (entry.type === 'document') {
         documents += 1;
@@ -136,26 +161,31 @@ export function encodeManifest(manifest: BundleManifest): Uint8Array {
   return bytes;
 }
 
-// The header: magic, manifest length, manifest.
-export function encodeBundleHeader(manifest: BundleManifest): Uint8Array {
-  const manifestBytes = encodeManifest(manifest);
-  const out = new Uint8Array(BUNDLE_MAGIC.length + 4 + manifestBytes.length);
-  out.set(BUNDLE_MAGIC, 0);
-  new DataView(out.buffer).setUint32(BUNDLE_MAGIC.length, manifestBytes.length, false);
-  out.set(manifestBytes, BUNDLE_MAGIC.length + 4);
-  return out;
+// Bytes one tar entry of `bytes` bytes takes: its header block and its contents padded to blocks.
+export function tarEntrySize(bytes: number): number {
+  return TAR_BLOCK + Math.ceil(bytes / TAR_BLOCK) * TAR_BLOCK;
 }
+
+// The bytes at the end that the closing digest does not cover: its own entry and the two zero
+// blocks that end the archive (the reader checks them byte for byte instead).
+export const CLOSING_BYTES = tarEntrySize(DIGEST_ENTRY_BYTES) + 2 * TAR_BLOCK;
 
 // Exact size of the file a manifest describes (for --max-size, and to name a partial copy).
 export function bundleFileSize(manifest: BundleManifest): number {
   return (
-    BUNDLE_MAGIC.length +
-    4 +
-    encodeManifest(manifest).length +
-    manifest.entries.reduce((sum, e) => sum + e.bytes, 0) +
-    BUNDLE_HASH_BYTES
+    tarEntrySize(encodeManifest(manifest).length) +
+    manifest.entries.reduce((sum, e) => sum + tarEntrySize(e.bytes), 0) +
+    CLOSING_BYTES
   );
 }
+
+// The file starts with the old framing's magic: a bundle made before bundles were tar files.
+export function isOldFormat(head: Uint8Array): boolean {
+  return head.length >= OLD_BUNDLE_MAGIC.length && OLD_BUNDLE_MAGIC.every((byte, i) => head[i] === byte);
+}
+
+export const OLD_FORMAT_REASON =
+  "it is a bundle of the old format (version 2, before bundles were tar files), which this outpost no longer reads: make it again with this outpost's bundle create (or apply it with the outpost that made it)";
 
 export type ManifestParse = { ok: true; manifest: BundleManifest } | { ok: false; reason: string };
 

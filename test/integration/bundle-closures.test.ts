@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
@@ -258,7 +259,7 @@ test('bundles rewritten by whoever holds the stick are refused and change nothin
   // A naive edit (hashes not recomputed) and a partial copy are caught by the file's own hashes.
   const bytes = await fs.readFile(files.bundle);
   const flipped = Buffer.from(bytes);
-  flipped[bytes.length - 2000]! ^= 0x01;
+  flipped[Math.floor(bytes.length / 2)]! ^= 0x01;
   await fs.writeFile(files.tampered, flipped);
   const naive = await applyAtSite(files.tampered);
   assert.is(naive.code, 1);
@@ -426,7 +427,7 @@ async function returnBundleAttacks(): Promise<void> {
   assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ still has heard nothing from h1');
 }
 
-test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it', async () => {
+test('a host with no relay: --cache-dir writes a binary cache, serve-cache serves it, real Nix installs the closure from it, and from the bundle untarred', async () => {
   const cacheDir = join(dir, 'host-cache');
   const applied = await applyAtSite(files.bundle, ['--cache-dir', cacheDir]);
   // The documents need a server: without one the command says so and applies nothing.
@@ -455,6 +456,22 @@ test('a host with no relay: --cache-dir writes a binary cache, serve-cache serve
   } finally {
     await server.stop();
   }
+  // The bundle is a plain tar file: GNU tar lists it manifest first, and what `tar xf` gives is a
+  // binary cache real Nix installs the closure from (file://), checked against the pinned key.
+  const listed = execFileSync('tar', ['tf', files.bundle], { encoding: 'utf8' }).trim().split('\n');
+  assert.is(listed[0], 'outpost-bundle.json');
+  assert.is(listed.at(-1), 'outpost-bundle.sha256');
+  assert.ok(listed.includes('documents/hosts/h1/desired.update'), listed.join(' '));
+  const extracted = join(dir, 'extracted');
+  await fs.mkdir(extracted, { recursive: true });
+  execFileSync('tar', ['xf', files.bundle, '-C', extracted]);
+  const fromTar = await installFromCache({
+    storeRoot: join(dir, 'tar-store'),
+    storePath: closure,
+    substituterUrl: `file://${extracted}`,
+    trustedPublicKeys: [cacheKey.publicKey],
+  });
+  assert.is(fromTar.code, 0, fromTar.stderr);
 });
 
 test.run();

@@ -1,10 +1,17 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
-import { type BundleManifest, bundleFileSize, bundleManifestSchema } from '../../../../shared/bundle/format.js';
+import {
+  BUNDLE_FORMAT_VERSION,
+  type BundleManifest,
+  bundleFileSize,
+  bundleManifestSchema,
+  OLD_BUNDLE_MAGIC,
+} from '../../../../shared/bundle/format.js';
 import {
   type EntrySource,
   openBundleFile,
@@ -13,9 +20,11 @@ import {
 } from '../../../../shared/node/bundle-file.js';
 import { removeDirectory, temporaryDirectory } from '../../../harness/processes.js';
 
-// The bundle file (shared/bundle/format.ts, shared/node/bundle-file.ts): round trip with a
-// streamed entry; every flipped byte and every truncation of a small bundle is refused before
-// the reader says ok; a stream that does not match its declared hash leaves no file behind.
+// The bundle file (shared/bundle/format.ts, shared/node/bundle-file.ts, a tar file): round trip
+// with a streamed entry; GNU tar lists it manifest first and extracts Nix's binary-cache layout;
+// every flipped byte and every truncation of a small bundle is refused before the reader says ok;
+// a stream that does not match its declared hash leaves no file behind; an old-format bundle is
+// named as such.
 const dir = temporaryDirectory('bundle-file');
 const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -27,7 +36,7 @@ function contents(): { manifest: BundleManifest; sources: EntrySource[]; bytes: 
   const narinfo = new TextEncoder().encode('StorePath: /nix/store/x\n');
   const manifest = bundleManifestSchema.parse({
     format: 'outpost-bundle',
-    version: 2,
+    version: BUNDLE_FORMAT_VERSION,
     direction: 'to-site',
     createdAt: '2026-12-02T12:00:00.000Z',
     creator: { name: 'alice', publicKey: 'AAAA' },
@@ -77,6 +86,38 @@ test('a bundle round-trips, with a NAR streamed in chunks, at the size its manif
   );
 });
 
+test('GNU tar lists the manifest first and extracts the documents and the binary-cache layout', async () => {
+  const { manifest, sources, bytes } = contents();
+  const path = join(dir, 'listed.outpost-bundle');
+  await writeBundleFile(path, manifest, sources);
+  const listed = execFileSync('tar', ['tf', path], { encoding: 'utf8' }).trim().split('\n');
+  assert.equal(listed, [
+    'outpost-bundle.json',
+    'documents/hosts/h1/desired.update',
+    'documents/fleet/timestamp.update',
+    `nar/${'a'.repeat(52)}.nar`,
+    `${'b'.repeat(32)}.narinfo`,
+    'outpost-bundle.sha256',
+  ]);
+  const out = join(dir, 'extracted');
+  await fs.mkdir(out);
+  execFileSync('tar', ['xf', path, '-C', out]);
+  assert.is(sha(await fs.readFile(join(out, `nar/${'a'.repeat(52)}.nar`))), sha(bytes[2]!));
+  assert.is(sha(await fs.readFile(join(out, 'documents/hosts/h1/desired.update'))), sha(bytes[0]!));
+  const digest = (await fs.readFile(join(out, 'outpost-bundle.sha256'), 'utf8')).trim();
+  const whole = await fs.readFile(path);
+  assert.is(digest, sha(whole.subarray(0, whole.length - 2048)), 'the digest covers every byte before its entry');
+});
+
+test('a bundle of the old format (before tar) is named as such', async () => {
+  const path = join(dir, 'old.outpost-bundle');
+  await fs.writeFile(path, Buffer.concat([Buffer.from(OLD_BUNDLE_MAGIC), Buffer.alloc(600)]));
+  const read = await readAll(path);
+  assert.not.ok(read.ok);
+  assert.match(read.reason ?? '', 'old format (version 2, before bundles were tar files)');
+  assert.match(read.reason ?? '', 'make it again');
+});
+
 test('a stream that differs from its declared SHA-256 fails the write and leaves no file', async () => {
   const { manifest, sources } = contents();
   const bad = [...sources];
@@ -113,13 +154,15 @@ test('every flipped byte and every truncation of a small bundle is refused', asy
     await fs.writeFile(probe, flipped);
     assert.not.ok((await readAll(probe)).ok, `byte ${i} flipped was accepted`);
   }
-  for (const length of [0, 10, 20, bytes.length - 33, bytes.length - 1]) {
+  for (const length of [0, 10, 20, 512, 1024, bytes.length - 2048, bytes.length - 1024, bytes.length - 1]) {
     await fs.writeFile(probe, bytes.subarray(0, length));
     const read = await readAll(probe);
     assert.not.ok(read.ok, `cut to ${length} bytes was accepted`);
   }
   await fs.writeFile(probe, bytes.subarray(0, bytes.length - 1));
   assert.match((await readAll(probe)).reason ?? '', 'incomplete');
+  await fs.writeFile(probe, Buffer.concat([bytes, Buffer.alloc(512)]));
+  assert.match((await readAll(probe)).reason ?? '', 'bytes were added');
 });
 
 test.run();
