@@ -262,7 +262,7 @@ export function PolicyDraft(props: { session: Session; current: Policy }) {
     ? `data:application/json;charset=utf-8,${encodeURIComponent(`${JSON.stringify(draft, null, 2)}\n`)}`
     : '';
   return (
-    <details class="policy-draft" data-testid="policy-draft" open={draft !== null}>
+    <details class="policy-draft" data-testid="policy-draft" open={draft !== null || message !== null}>
       <summary>Draft of version {current.version + 1}</summary>
       <p class="hint">
         Edited here as with <code>outpost policy</code>, kept in this browser. A policy version counts only when{' '}
