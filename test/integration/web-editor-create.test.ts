@@ -114,6 +114,7 @@ async function rolloutDocuments(): Promise<string[]> {
 
 test.before(async () => {
   await writeKeyFile(join(dir, 'timestamp.key'), org.timestamp);
+  await writeKeyFile(join(dir, 'alice.key'), org.alice);
   coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
     '--org-root',
     org.root.publicKey,
@@ -278,7 +279,6 @@ test('carol cannot abort with rollback: refused before signing, nothing new for 
   // A fresh rollout to refuse on: made by alice with the CLI.
   const file = join(dir, 'release2.json');
   await fs.writeFile(file, JSON.stringify({ release: 'w51', hosts: { h2: closures[1]! } }));
-  await writeKeyFile(join(dir, 'alice.key'), org.alice);
   const created = await runCli(
     [
       'rollout',
@@ -334,9 +334,12 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   await page.getByTestId('draft-windows-maintenance').fill('Tue 03:00-05:00');
   await page.getByTestId('draft-windows-tz').fill('UTC');
   await page.getByTestId('draft-windows-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'groups clinics' }).waitFor({ timeout: 10_000 });
   await page.getByTestId('draft-group-name').fill('lab');
   await page.getByTestId('draft-group-hosts').fill('h3');
   await page.getByTestId('draft-group-save').click();
+  // Each edit is saved to IndexedDB before it shows.
+  await page.getByTestId('draft-diff').filter({ hasText: 'groups lab' }).waitFor({ timeout: 10_000 });
   const diff = String(await page.getByTestId('draft-diff').textContent());
   assert.match(diff, /~ groups clinics: .*maintenanceWindows: Tue 03:00-05:00/);
   assert.match(diff, /\+ groups lab: hosts: h3/);
@@ -356,7 +359,7 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
     .waitFor({ timeout: 10_000 })
     .catch(async () => assert.unreachable(failWith(String(await page.getByTestId('draft-message').textContent()))));
   await screenshot(page, 'web-policy-draft');
-  await page.getByTestId('draft-push').click();
+  await page.getByTestId('draft-push').click({ noWaitAfter: true, timeout: 60_000 });
   await page
     .getByTestId('draft-message')
     .filter({ hasText: 'stored by the server' })
@@ -367,7 +370,6 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   const v2 = stored.find((p) => p.policy.version === 2)!;
   assert.ok(v2, 'the coordinator holds version 2');
   assert.is(v2.signatures[0]!.signature, signPayload('policy', v2.policy, org.root).signature);
-  await writeKeyFile(join(dir, 'alice.key'), org.alice);
   const shown = await runCli(
     [
       'policy',
