@@ -4,9 +4,11 @@ import { draftProgress, policyDiff } from '../../../shared/views/policy-draft.js
 import {
   addAdmin,
   addGroup,
+  addLogin,
   addRole,
   type Edited,
   removeAdmin,
+  removeLogin,
   setGroupWindows,
 } from '../../../shared/views/policy-edit.js';
 import {
@@ -21,7 +23,7 @@ import {
 import type { Session } from './session.js';
 
 // The policy page's draft of the next version: `outpost policy`'s edits (groups and their
-// windows, admins, roles), the diff against the version in force, signatures by root keys (this
+// windows, admins, roles, logins), the diff against the version in force, signatures by root keys (this
 // browser's unlocked key, or a draft file another root holder signed), and the push once readers
 // would accept it. Kept in IndexedDB, so a draft survives reloads and is signed with no link.
 
@@ -52,6 +54,7 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
   const [win, setWin] = useState({ name: '', maintenance: '', reboot: '', timeZone: '' });
   const [admin, setAdmin] = useState({ name: '', keys: '', roles: '' });
   const [role, setRole] = useState({ name: '', capabilities: '', hosts: '', groups: '' });
+  const [login, setLogin] = useState({ name: '', account: '', sshKey: '', hosts: '', groups: '' });
   const { apply } = props;
   return (
     <div class="stack">
@@ -212,6 +215,63 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
           Add or replace role
         </button>
       </div>
+      <div class="inline">
+        <strong>Login</strong>
+        <Field label="name" name="login-name" value={login.name} set={(name) => setLogin({ ...login, name })} />
+        <Field
+          label="account"
+          name="login-account"
+          size={8}
+          value={login.account}
+          set={(account) => setLogin({ ...login, account })}
+        />
+        <Field
+          label="ssh key"
+          name="login-key"
+          size={24}
+          value={login.sshKey}
+          set={(sshKey) => setLogin({ ...login, sshKey })}
+        />
+        <Field
+          label="hosts"
+          name="login-hosts"
+          size={10}
+          value={login.hosts}
+          set={(hosts) => setLogin({ ...login, hosts })}
+        />
+        <Field
+          label="groups"
+          name="login-groups"
+          size={10}
+          value={login.groups}
+          set={(groups) => setLogin({ ...login, groups })}
+        />
+        <button
+          type="button"
+          data-testid="draft-login-save"
+          onClick={() =>
+            apply((p) =>
+              addLogin(p, {
+                name: login.name.trim(),
+                account: login.account.trim(),
+                // One OpenSSH public key a login here ("ssh-ed25519 AAAA… comment"); more with outpost policy.
+                sshKeys: login.sshKey.trim() ? [login.sshKey.trim()] : [],
+                hosts: words(login.hosts),
+                groups: words(login.groups),
+              }),
+            )
+          }
+        >
+          Add or replace login
+        </button>
+        <button
+          type="button"
+          data-testid="draft-login-remove"
+          onClick={() => apply((p) => removeLogin(p, login.name.trim()))}
+        >
+          Remove login
+        </button>
+      </div>
     </div>
   );
 }
@@ -353,7 +413,7 @@ export function PolicyDraft(props: { session: Session; current: Policy }) {
         </>
       )}
       <label class="stack">
-        Or paste a draft file (from `outpost policy` or another browser; its signatures are kept)
+        Or paste a draft file (from outpost policy or another browser; its signatures are kept)
         <textarea
           rows={2}
           value={pasted}
