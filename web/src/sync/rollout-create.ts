@@ -116,6 +116,13 @@ export function previewRollout(
       ok: false,
       reason: `${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}: the page has no live copy of the host's documents, so the next generation is unknown; creating a rollout needs the link (nothing was signed)`,
     };
+  // A later wave's intents are in its rollout document only: each must be read in full first.
+  const unread = rolloutIds.filter((id) => !sync.fleetDocumentLive(rolloutDocName(id)));
+  if (unread.length)
+    return {
+      ok: false,
+      reason: `rollout ${unread[0]}${unread.length > 1 ? ` and ${unread.length - 1} more` : ''} not read from the server yet (their generations count); try again in a moment (nothing was signed)`,
+    };
   const plan = buildRolloutPlan({
     id: checkedId.data,
     manifest: manifest.value,
