@@ -1,6 +1,5 @@
-import type { Signature } from '../shared/crypto/signatures.js';
 import type { Policy } from '../shared/schemas/policy.js';
-import { verifiedSigners } from '../shared/trust/policy-chain.js';
+import type { SignatureTally } from '../shared/views/policy-draft.js';
 import { describeGroupWindows, hasWindows } from './group-windows.js';
 
 // Human-readable policy for `outpost policy show`. Keys are printed whole: operators compare
@@ -51,26 +50,7 @@ export function renderPolicy(policy: Policy): string[] {
   ];
 }
 
-export interface SignatureTally {
-  signatures: number;
-  // Keys of this version's own root whose signature verifies, and how many are needed.
-  ownRoot: { signed: number; threshold: number };
-  // Signatures that do not verify over this policy (made over other content, or corrupt).
-  invalid: string[];
-}
-
-export function tallySignatures(policy: Policy, signatures: Signature[]): SignatureTally {
-  const everyone = new Set(signatures.map((s) => s.publicKey));
-  const valid = verifiedSigners('policy', policy, signatures, everyone);
-  return {
-    signatures: signatures.length,
-    ownRoot: {
-      signed: verifiedSigners('policy', policy, signatures, new Set(policy.root.keys)).size,
-      threshold: policy.root.threshold,
-    },
-    invalid: signatures.filter((s) => !valid.has(s.publicKey)).map((s) => s.publicKey),
-  };
-}
+export { type SignatureTally, tallySignatures } from '../shared/views/policy-draft.js';
 
 export function renderTally(tally: SignatureTally): string[] {
   const lines = [

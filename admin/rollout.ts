@@ -5,26 +5,27 @@ import { durationSchema } from '../cli/duration.js';
 import { defineCommand, option, UsageError } from '../cli/options.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readKeyFile } from '../shared/node/key-file.js';
-import {
-  gatesFor,
-  PlanningError,
-  parseGateSpec,
-  parseWaveSpec,
-  planWaves,
-  type ReleaseManifest,
-  releaseManifestSchema,
-} from '../shared/rollout/build.js';
+import type { ReleaseManifest } from '../shared/rollout/build.js';
 import { readRolloutEntries } from '../shared/rollout/document.js';
 import { judgeRollout, type RolloutView } from '../shared/rollout/judge.js';
 import { planDigest } from '../shared/rollout/plan.js';
-import { type ActionVerb, type RolloutPlan, rolloutIdSchema } from '../shared/rollout/schemas.js';
+import { type ActionVerb, rolloutIdSchema } from '../shared/rollout/schemas.js';
 import { cosignPlan, signPlan, signRolloutAction } from '../shared/rollout/sign.js';
-import { planSignersForHost, verifiedPlanKeys } from '../shared/rollout/verify.js';
+import { verifiedPlanKeys } from '../shared/rollout/verify.js';
 import type { Policy } from '../shared/schemas/policy.js';
 import { activationActionSchema, generationSchema } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
-import { adminForKey, capabilitiesFor } from '../shared/trust/capabilities.js';
-import { draftRolloutAction } from '../shared/views/rollout-actions.js';
+import { adminForKey } from '../shared/trust/capabilities.js';
+import { abortRollbackTargets, draftRolloutAction } from '../shared/views/rollout-actions.js';
+import {
+  buildRolloutPlan,
+  MAX_MANIFEST_BYTES,
+  mayCreateRollout,
+  parseReleaseManifest,
+  planRollout,
+  planSignatureNeeds,
+  rolloutSlug,
+} from '../shared/views/rollout-draft.js';
 import { type HostKeyAuthority, type HostView, readHostKeyAuthority } from './fleet-view.js';
 import {
   type CommandGroup,
@@ -37,7 +38,6 @@ import {
   subcommand,
   timeoutOption,
 } from './policy-cli-kit.js';
-import { chooseRollbackTarget } from './rollback.js';
 import {
   followRollout,
   highestIssued,
@@ -101,51 +101,18 @@ async function openSession(
 
 const policyOf = (session: Session): Policy => session.authority.chain.at(-1)!;
 
-function slug(text: string): string {
-  return (
-    text
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '')
-      .slice(0, 38) || 'rollout'
-  );
-}
-
 async function readManifest(path: string): Promise<ReleaseManifest> {
   let text: string;
   try {
     const stat = await fs.stat(path);
-    if (stat.size > 16 * 1024 * 1024) throw new Error(`${stat.size} bytes, more than 16 MiB`);
+    if (stat.size > MAX_MANIFEST_BYTES) throw new Error(`${stat.size} bytes, more than 16 MiB`);
     text = await fs.readFile(path, 'utf8');
   } catch (error) {
     throw new UsageError(`outpost rollout create: --release ${path}: cannot read it (${(error as Error).message})`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`outpost rollout create: --release ${path}: not JSON (${(error as Error).message})`);
-  }
-  const parsed = releaseManifestSchema.safeParse(json);
-  if (!parsed.success)
-    throw new UsageError(
-      `outpost rollout create: --release ${path}: ${parsed.error.issues
-        .slice(0, 5)
-        .map((i) => `${i.path.join('.') || 'manifest'}: ${i.message}`)
-        .join('; ')}; expected {"release": "NAME", "hosts": {"HOST": "/nix/store/…"}}`,
-    );
-  return parsed.data;
-}
-
-// Who still has to sign, per host whose threshold the signers do not meet yet.
-function signatureNeeds(plan: RolloutPlan, keys: string[], chain: Policy[]): { host: string; reason: string }[] {
-  const needs: { host: string; reason: string }[] = [];
-  for (const wave of plan.waves)
-    for (const entry of wave.hosts) {
-      const verdict = planSignersForHost(plan, keys, chain, entry.host);
-      if (!verdict.ok) needs.push({ host: entry.host, reason: verdict.reason });
-    }
-  return needs;
+  const parsed = parseReleaseManifest(text, `outpost rollout create: --release ${path}`);
+  if (!parsed.ok) throw new UsageError(parsed.reason);
+  return parsed.value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,75 +170,45 @@ const createCommand = subcommand(createSpec, async (o) => {
   const manifest = await readManifest(o.release);
   const session = await openSession(createSpec, o);
   const policy = policyOf(session);
-  let waves: ReturnType<typeof planWaves>;
-  let gates: ReturnType<typeof gatesFor>;
-  try {
-    waves = planWaves({
-      policy,
-      manifest,
-      ...(o.channel !== undefined ? { channel: o.channel } : {}),
-      waves: o.wave.map(parseWaveSpec),
-    });
-    gates = gatesFor(
-      waves.waves.map((w) => w.name),
-      o.gate.map(parseGateSpec),
-    );
-  } catch (error) {
-    if (error instanceof PlanningError) throw new UsageError(`outpost rollout create: ${error.message}`);
-    throw error;
-  }
-  const hosts = waves.waves.flatMap((w) => w.hosts);
-  const admin = adminForKey(policy, session.key.publicKey);
-  if (!admin)
-    throw new Error(
-      `your key ${session.key.publicKey.slice(0, 12)}… is not an admin key under policy version ${policy.version}`,
-    );
-  const lacking = hosts.filter((h) => !capabilitiesFor(policy, admin, h).has('deploy'));
-  if (lacking.length)
-    throw new Error(
-      `admin ${admin.name} lacks 'deploy' for ${lacking.slice(0, 10).join(', ')}${lacking.length > 10 ? ` and ${lacking.length - 10} more` : ''}; leave them out (--wave) or ask an admin who has it`,
-    );
-  const unbound = hosts.filter((h) => !session.authority.bindings.has(h));
-  if (unbound.length)
-    throw new Error(
-      `not enrolled: ${unbound.slice(0, 10).join(', ')}${unbound.length > 10 ? ` and ${unbound.length - 10} more` : ''}; enroll them ('outpost enroll approve') or leave them out (--wave)`,
-    );
+  const planned = planRollout(policy, {
+    manifest,
+    ...(o.channel !== undefined ? { channel: o.channel } : {}),
+    waves: o.wave,
+    gates: o.gate,
+  });
+  if (!planned.ok) throw new UsageError(`outpost rollout create: ${planned.reason}`);
+  const hosts = planned.value.waves.flatMap((w) => w.hosts);
+  const enrolled = (host: string): string | undefined => session.authority.bindings.get(host)?.hostKey;
+  const allowed = mayCreateRollout(policy, session.key.publicKey, hosts, enrolled);
+  if (!allowed.ok) throw new Error(allowed.reason);
+  const admin = { name: allowed.value.admin };
   const generations =
     o.generation !== undefined
       ? new Map(hosts.map((h) => [h, o.generation! - 1]))
       : await highestIssued(o.coordinator, hosts, session.key, session.timeoutMs);
-  const now = Date.now();
-  const plan: RolloutPlan = {
-    kind: 'rollout-plan',
-    id: o.id ?? `${slug(manifest.release)}-${randomBytes(3).toString('hex')}`,
-    release: manifest.release,
+  const plan = buildRolloutPlan({
+    id: o.id ?? `${rolloutSlug(manifest.release)}-${randomBytes(3).toString('hex')}`,
+    manifest,
     ...(o.channel !== undefined ? { channel: o.channel } : {}),
     action: o.action,
     issuer: admin.name,
     issuerKey: session.key.publicKey,
     policyVersion: policy.version,
-    createdAt: new Date(now).toISOString(),
-    expiresAt: new Date(now + o.expires * 1000).toISOString(),
-    waves: waves.waves.map((wave, index) => ({
-      name: wave.name,
-      gate: gates[index]!,
-      hosts: wave.hosts.map((host) => ({
-        host,
-        key: session.authority.bindings.get(host)!.hostKey,
-        closure: manifest.hosts[host]!,
-        generation: generations.get(host)! + 1,
-      })),
-    })),
-  };
+    now: Date.now(),
+    expiresInSeconds: o.expires,
+    planned: planned.value,
+    enrolled,
+    highest: (host) => generations.get(host)!,
+  });
   const signed = signPlan(plan, session.key);
   await postRollout(o.coordinator, { plan: signed }, session.timeoutMs, `rollout ${plan.id}`);
-  const needs = signatureNeeds(plan, [session.key.publicKey], session.authority.chain);
+  const needs = planSignatureNeeds(plan, [session.key.publicKey], session.authority.chain);
   const out = {
     id: plan.id,
     plan: planDigest(plan),
     release: plan.release,
     waves: plan.waves.map((w) => ({ name: w.name, hosts: w.hosts.map((h) => h.host), gate: w.gate })),
-    skipped: waves.skipped,
+    skipped: planned.value.skipped,
     signedBy: [admin.name],
     signaturesNeeded: needs,
     expiresAt: plan.expiresAt,
@@ -290,7 +227,7 @@ const createCommand = subcommand(createSpec, async (o) => {
             ', ',
           )}${w.hosts.length > 8 ? ', …' : ''}); gate: ${w.gate.minSuccessPercent}% success, ${w.gate.maxFailures === null ? 'any' : `at most ${w.gate.maxFailures}`} failures, soak ${formatSeconds(w.gate.soakSeconds)}${w.gate.approval ? ', approval' : ''}`,
       );
-    for (const s of waves.skipped.slice(0, 20)) console.log(`  skipped ${s.host}: ${s.reason}`);
+    for (const s of planned.value.skipped.slice(0, 20)) console.log(`  skipped ${s.host}: ${s.reason}`);
     if (needs.length)
       console.log(
         `  needs more signatures for ${needs.length} hosts (${needs[0]!.reason}): another admin runs 'outpost rollout approve ${plan.id}'`,
@@ -504,7 +441,7 @@ const approveCommand = subcommand(approveSpec, async (o) => {
     `your signature on rollout ${plan.id}`,
   );
   const keys = verifiedPlanKeys(snapshot.signed, digest, [...snapshot.entries.cosignatures, cosignature]);
-  const needs = signatureNeeds(plan, keys, session.authority.chain);
+  const needs = planSignatureNeeds(plan, keys, session.authority.chain);
   const signers = keys.map((k) => adminForKey(policyOf(session), k)?.name ?? `${k.slice(0, 12)}…`);
   const out = { id: plan.id, signedBy: signers, signaturesNeeded: needs };
   if (o.json) console.log(JSON.stringify(out, null, 2));
@@ -578,33 +515,22 @@ const abortCommand = subcommand(abortSpec, async (o) => {
       session.key,
       session.timeoutMs,
     );
-    for (const [i, view] of views.entries()) {
-      const entry = entries[i]!;
-      const runsRelease = view.applied?.generation === entry.generation && view.applied.closure === entry.closure;
-      const activating =
-        view.target?.generation === entry.generation &&
-        view.target.closure === entry.closure &&
-        (view.phase === 'activating' || view.phase === 'confirming');
-      if (!runsRelease && !activating) continue;
-      const back = runsRelease
-        ? chooseRollbackTarget(view)
-        : view.applied
-          ? ({ ok: true, generation: view.applied.generation, closure: view.applied.closure } as const)
-          : ({ ok: false, reason: `${view.host} ran nothing before` } as const);
+    const byHost = new Map(views.map((view) => [view.host, view]));
+    for (const back of abortRollbackTargets(plan, (host) => byHost.get(host) ?? null)) {
       if (!back.ok) {
-        notRolledBack.push({ host: view.host, reason: back.reason });
+        notRolledBack.push({ host: back.host, reason: back.reason });
         continue;
       }
       try {
         const { signed } = await submitIntent(
           o.coordinator,
-          { host: view.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
+          { host: back.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
           session.key,
           session.timeoutMs,
         );
-        rolledBack.push({ host: view.host, generation: signed.intent.generation, closure: back.closure });
+        rolledBack.push({ host: back.host, generation: signed.intent.generation, closure: back.closure });
       } catch (error) {
-        notRolledBack.push({ host: view.host, reason: (error as Error).message });
+        notRolledBack.push({ host: back.host, reason: (error as Error).message });
       }
     }
   }

@@ -39,7 +39,7 @@ function groupMembers(policy: Policy, name: string, where: string): string[] {
 }
 
 // A channel's hosts: its own hosts and groups, and those its waves name.
-function channelHosts(policy: Policy, channel: Channel): string[] {
+export function channelHosts(policy: Policy, channel: Channel): string[] {
   const hosts = new Set<string>();
   for (const part of [channel, ...(channel.waves ?? [])]) {
     for (const host of part.hosts ?? []) hosts.add(host);

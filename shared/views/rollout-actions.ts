@@ -3,6 +3,8 @@ import { planDigest } from '../rollout/plan.js';
 import { type ActionVerb, type RolloutAction, type RolloutPlan, rolloutActionSchema } from '../rollout/schemas.js';
 import type { Policy } from '../schemas/policy.js';
 import { adminForKey, capabilitiesFor } from '../trust/capabilities.js';
+import type { HostView } from './host-view.js';
+import { chooseRollbackTarget } from './rollback-target.js';
 
 // The admin's side of a rollout action (approve a wave, pause, resume, abort), shared by
 // `outpost rollout` and the web editor: the action as both sign it, and whether this key's
@@ -61,4 +63,35 @@ export function draftRolloutAction(
     ...(extra.wave !== undefined ? { wave: extra.wave } : {}),
     ...(extra.reason !== undefined ? { reason: extra.reason } : {}),
   });
+}
+
+// `outpost rollout abort --rollback` and the web editor's Abort with rollback: for every host of
+// the plan that runs the release (applied) or is activating it, the closure to go back to — the
+// one it ran before, chosen from its own signed results (chooseRollbackTarget) — or why none.
+// Hosts that have not started need nothing: the abort makes them drop the release.
+export type AbortRollback = { host: string; ok: true; closure: string } | { host: string; ok: false; reason: string };
+
+export function abortRollbackTargets(plan: RolloutPlan, views: (host: string) => HostView | null): AbortRollback[] {
+  const out: AbortRollback[] = [];
+  for (const entry of plan.waves.flatMap((w) => w.hosts)) {
+    const view = views(entry.host);
+    if (!view) continue;
+    const runsRelease = view.applied?.generation === entry.generation && view.applied.closure === entry.closure;
+    const activating =
+      view.target?.generation === entry.generation &&
+      view.target.closure === entry.closure &&
+      (view.phase === 'activating' || view.phase === 'confirming');
+    if (!runsRelease && !activating) continue;
+    const back = runsRelease
+      ? chooseRollbackTarget(view)
+      : view.applied
+        ? ({ ok: true, generation: view.applied.generation, closure: view.applied.closure } as const)
+        : ({ ok: false, reason: `${view.host} ran nothing before` } as const);
+    out.push(
+      back.ok
+        ? { host: view.host, ok: true, closure: back.closure }
+        : { host: view.host, ok: false, reason: back.reason },
+    );
+  }
+  return out;
 }

@@ -136,3 +136,22 @@ export function rollback(
     signer,
   );
 }
+
+// A rollout aborted with rollback: an intent back to the closure `abortRollbackTargets` chose from
+// the host's own signed results (shared/views/rollout-actions.ts, the CLI's choice), signed and
+// queued like any rollback (offline too).
+export function rollbackTo(
+  host: string,
+  closure: string,
+  options: { action: ActivationAction; validForMs: number },
+  sync: FleetSync,
+  outbox: Outbox,
+  signer: PayloadSigner,
+): Promise<ActionOutcome> {
+  if (!sync.orgRootKeys.length)
+    return Promise.resolve({
+      ok: false,
+      reason: `pin the org root key first: only results signed by ${host}'s enrolled key may choose the closure you sign`,
+    });
+  return signAndQueue('rollback', { host, closure, ...options }, sync, outbox, signer);
+}

@@ -24,7 +24,7 @@ export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: 
 
 const MAX_ANSWER_BYTES = 64 * 1024;
 
-async function post(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
+export async function postToServer(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
   if (!navigator.onLine)
     return { ok: false, reason: `offline: ${what} goes to the server's API and needs the link; nothing was sent` };
   const url = `${httpBaseFromWs(sync.serverUrl)}${path}`;
@@ -84,7 +84,7 @@ export async function rolloutAction(
   const verdict = actionAuthority(known.chain, () => actionHosts(plan, verb, extra.wave))(signed);
   if (!verdict.ok) return { ok: false, reason: `agents would not count it (${verdict.reason}); nothing was sent` };
   const what = verb === 'approve' ? `the approval of wave ${extra.wave} of ${plan.id}` : `the ${verb} of ${plan.id}`;
-  return post(sync, '/api/rollouts', { action: signed }, what);
+  return postToServer(sync, '/api/rollouts', { action: signed }, what);
 }
 
 // `outpost rollout approve ID` without --wave: this admin's signature on the plan itself, for
@@ -111,7 +111,7 @@ export async function cosignRolloutPlan(
   const stillShort = plan.waves
     .flatMap((w) => w.hosts)
     .filter((h) => !planSignersForHost(plan, keys, known.chain, h.host).ok).length;
-  const outcome = await post(
+  const outcome = await postToServer(
     sync,
     '/api/rollouts',
     { cosignature: { ...cosignature, rollout: plan.id } },
@@ -149,5 +149,5 @@ export async function approveEnrollment(
   const signed: SignedEnrollment = { enrollment, signatures: [await signer.sign('enrollment', enrollment)] };
   const verdict = verifyEnrollment(signed, known.policy);
   if (!verdict.ok) return { ok: false, reason: `${verdict.reason}; nothing was sent` };
-  return post(sync, '/api/enroll/approve', signed, `the enrollment of ${request.host}`);
+  return postToServer(sync, '/api/enroll/approve', signed, `the enrollment of ${request.host}`);
 }

@@ -417,6 +417,13 @@ export class FleetSync {
     return Boolean(provider?.wsconnected && provider.synced);
   }
 
+  // Whether a fleet document (a rollout's) this page follows is live: only then does the page know
+  // everything it holds (the generations a rollout plan already gave out).
+  fleetDocumentLive(name: string): boolean {
+    const open = this.followedRollouts.get(name)?.open ?? this.byName.get(name);
+    return Boolean(open?.connection.provider.wsconnected && open.connection.provider.synced);
+  }
+
   knowsHost(host: string): boolean {
     return this.hosts.has(host);
   }

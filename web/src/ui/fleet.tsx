@@ -1,5 +1,6 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
-import type { Policy } from '../../../shared/schemas/policy.js';
+import { channelHosts } from '../../../shared/rollout/build.js';
+import type { Channel, Policy } from '../../../shared/schemas/policy.js';
 import { relayServesHost } from '../../../shared/trust/capabilities.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 import { ago, bytes, until } from './format.js';
@@ -141,16 +142,30 @@ function Row({ view, now, active, top }: { view: HostView; now: number; active: 
   );
 }
 
-// What the policy says about where hosts belong: its groups, and the relays (sites) serving them.
+// What the policy says about where hosts belong: its groups, its channels (their hosts as
+// `outpost rollout create --channel` takes them), and the relays (sites) serving them.
 export interface FleetScopes {
   groups: { name: string; hosts: ReadonlySet<string> }[];
+  channels: { name: string; hosts: ReadonlySet<string> }[];
   sites: { name: string; serves: (host: string) => boolean }[];
 }
 
+const NO_SCOPES: FleetScopes = { groups: [], channels: [], sites: [] };
+
+function channelMembers(policy: Policy, channel: Channel): ReadonlySet<string> {
+  try {
+    return new Set(channelHosts(policy, channel));
+  } catch {
+    // A channel naming a group the policy lacks selects nothing (rollout create says why).
+    return new Set();
+  }
+}
+
 export function scopesOf(policy: Policy | undefined): FleetScopes {
-  if (!policy) return { groups: [], sites: [] };
+  if (!policy) return NO_SCOPES;
   return {
     groups: policy.groups.map((g) => ({ name: g.name, hosts: new Set(g.hosts) })),
+    channels: (policy.channels ?? []).map((c) => ({ name: c.name, hosts: channelMembers(policy, c) })),
     sites: policy.relays.map((r) => ({ name: r.name, serves: (host: string) => relayServesHost(policy, r.key, host) })),
   };
 }
@@ -160,7 +175,8 @@ export function FleetView(props: { views: HostView[]; now: number; scopes?: Flee
   const [phase, setPhase] = useState<string | null>(null);
   const [group, setGroup] = useState('');
   const [site, setSite] = useState('');
-  const scopes = props.scopes ?? { groups: [], sites: [] };
+  const [channel, setChannel] = useState('');
+  const scopes = props.scopes ?? NO_SCOPES;
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(600);
   const [active, setActive] = useState(0);
@@ -175,14 +191,16 @@ export function FleetView(props: { views: HostView[]; now: number; scopes?: Flee
   const shown = useMemo(() => {
     const inGroup = scopes.groups.find((g) => g.name === group);
     const atSite = scopes.sites.find((s) => s.name === site);
+    const inChannel = scopes.channels.find((c) => c.name === channel);
     return props.views.filter(
       (v) =>
         (phase === null || phaseOf(v) === phase) &&
         (!inGroup || inGroup.hosts.has(v.host)) &&
+        (!inChannel || inChannel.hosts.has(v.host)) &&
         (!atSite || atSite.serves(v.host)) &&
         matches(v, filter.trim()),
     );
-  }, [props.views, filter, phase, group, site, scopes]);
+  }, [props.views, filter, phase, group, channel, site, scopes]);
 
   useLayoutEffect(() => {
     const element = scroller.current;
@@ -266,6 +284,21 @@ export function FleetView(props: { views: HostView[]; now: number; scopes?: Flee
               <option value="">all</option>
               {scopes.groups.map((g) => (
                 <option key={g.name}>{g.name}</option>
+              ))}
+            </select>
+          </label>
+        )}
+        {scopes.channels.length > 0 && (
+          <label>
+            channel{' '}
+            <select
+              value={channel}
+              data-testid="channel-filter"
+              onChange={(e) => setChannel((e.target as HTMLSelectElement).value)}
+            >
+              <option value="">all</option>
+              {scopes.channels.map((c) => (
+                <option key={c.name}>{c.name}</option>
               ))}
             </select>
           </label>

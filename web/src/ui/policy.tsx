@@ -2,11 +2,12 @@ import { POLICY_DOC, readPolicies } from '../../../shared/documents/fleet.js';
 import type { Group } from '../../../shared/schemas/policy.js';
 import { policyRootSigners } from '../../../shared/views/policy-signers.js';
 import { clock, shortKey } from './format.js';
+import { PolicyDraft } from './policy-draft.js';
 import type { Session } from './session.js';
 
 // The policy in force, read only: the version walked from the pinned org root (the agents' walk,
 // never the server's word), who signed it, and its admins, roles, groups, relays, logins and keys.
-// Editing stays with `outpost policy` for now (drafts signed in the page are not built).
+// Drafts of the next version are edited and signed in policy-draft.tsx.
 const list = (items: readonly string[]): string => (items.length ? items.join(', ') : '—');
 
 function windows(group: Group): string {
@@ -80,8 +81,9 @@ export function PolicyPage(props: { session: Session }) {
       </h2>
       <p>
         epoch {policy.epoch}, issued {clock(policy.issuedAt)}; walked from the pinned org root through versions{' '}
-        {chain[0]!.version}..{policy.version}. Read only: edit it with <code>outpost policy</code>.
+        {chain[0]!.version}..{policy.version}.
       </p>
+      <PolicyDraft session={props.session} current={policy} />
       <h3>Signed by</h3>
       <p class="hint">
         {policy.root.threshold} of this version's {policy.root.keys.length} root keys must sign

@@ -3,9 +3,9 @@ import type * as Y from 'yjs';
 import { z } from 'zod';
 import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
 import type { RolloutView } from '../../../shared/rollout/judge.js';
-import type { ActionVerb } from '../../../shared/rollout/schemas.js';
+import type { ActionVerb, RolloutPlan } from '../../../shared/rollout/schemas.js';
 import type { HostView } from '../../../shared/views/host-view.js';
-import { mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import { abortRollbackTargets, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
 import {
   type JudgedRollout,
   judgeRolloutDocument,
@@ -15,9 +15,11 @@ import {
 } from '../../../shared/views/rollout-judged.js';
 import { buildReport, type RolloutReport } from '../../../shared/views/rollout-report.js';
 import { idbGet, idbPut } from '../storage/idb.js';
+import { rollbackTo } from '../sync/actions.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
+import { CreateRollout } from './rollout-create.js';
 import type { Session } from './session.js';
 
 // Rollouts as `outpost rollout list` and `status` show them: each rollout document judged with the
@@ -97,8 +99,9 @@ export function RolloutList(props: { session: Session; now: number }) {
   return (
     <section class="admin-page" data-testid="rollouts-view" aria-label="Rollouts">
       <h2>Rollouts</h2>
+      <CreateRollout session={props.session} rolloutIds={ids} />
       {ids.length === 0 ? (
-        <p class="muted">no rollouts yet: 'outpost rollout create' makes one</p>
+        <p class="muted">no rollouts yet: create one above, or with 'outpost rollout create'</p>
       ) : (
         <table class="plain">
           <thead>
@@ -170,6 +173,36 @@ function ActionButton(props: {
   );
 }
 
+// Only a rollback's intents wait for co-signers or the link like any intent: the abort itself
+// went to the server first.
+const ROLLBACK_VALID_MS = 7 * 86_400_000;
+
+async function rollBackAfterAbort(session: Session, plan: RolloutPlan, aborted: string): Promise<AdminOutcome> {
+  const done: string[] = [];
+  const notDone: string[] = [];
+  for (const back of abortRollbackTargets(plan, (host) => session.sync.hostView(host))) {
+    if (!back.ok) {
+      notDone.push(`${back.host}: ${back.reason}`);
+      continue;
+    }
+    const outcome = await rollbackTo(
+      back.host,
+      back.closure,
+      { action: plan.action, validForMs: ROLLBACK_VALID_MS },
+      session.sync,
+      session.outbox,
+      session.signer,
+    );
+    if (outcome.ok)
+      done.push(`${back.host} back to ${back.closure} as generation ${outcome.entry.signed.intent.generation}`);
+    else notDone.push(`${back.host}: ${outcome.reason}`);
+  }
+  const rolled = done.length ? `; rolled back (signed): ${done.join('; ')}` : '; no host ran it, nothing to roll back';
+  return notDone.length
+    ? { ok: false, reason: `${aborted}${rolled}; NOT rolled back: ${notDone.join('; ')}` }
+    : { ok: true, message: `${aborted}${rolled}` };
+}
+
 function hostStatuses(session: Session, report: RolloutView): Map<string, HostView> {
   const statuses = new Map<string, HostView>();
   for (const wave of report.waves)
@@ -185,6 +218,7 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
   const { session, id, now } = props;
   const { busy, outcome, run: act } = useAction<AdminOutcome>();
   const [reason, setReason] = useState('');
+  const [withRollback, setWithRollback] = useState(false);
   usePreparedRollouts(session, [id]);
   const judged = judge(session, id, now);
   if (!judged.ok)
@@ -201,9 +235,19 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
   const report: RolloutReport = buildReport(view, hostStatuses(session, view));
   const entries = () => readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
   const run = (verb: ActionVerb, wave?: number): void => {
-    if (verb === 'abort' && !confirm(`Abort rollout ${id} for good? Hosts that have not started drop it.`)) return;
+    const backTo = verb === 'abort' && withRollback;
+    if (
+      verb === 'abort' &&
+      !confirm(
+        `Abort rollout ${id} for good? Hosts that have not started drop it.${backTo ? ' Hosts that run it are rolled back to what they ran before.' : ''}`,
+      )
+    )
+      return;
     const extra = { ...(wave !== undefined ? { wave } : {}), ...(reason.trim() ? { reason: reason.trim() } : {}) };
-    void act(() => rolloutAction(session.sync, session.signer, view.plan, entries(), verb, extra));
+    void act(async () => {
+      const outcome = await rolloutAction(session.sync, session.signer, view.plan, entries(), verb, extra);
+      return outcome.ok && backTo ? rollBackAfterAbort(session, view.plan, outcome.message) : outcome;
+    });
   };
   const final = view.state === 'aborted' || view.state === 'complete' || view.state === 'expired';
   const unsignedWaves = report.waves.filter((w) => w.signersMissing.length > 0);
@@ -280,7 +324,16 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
           ) : (
             <ActionButton {...buttons} verb="pause" label="Pause" />
           )}
-          <ActionButton {...buttons} verb="abort" label="Abort" />
+          <ActionButton {...buttons} verb="abort" label={withRollback ? 'Abort and roll back' : 'Abort'} />
+          <label title="as 'outpost rollout abort --rollback': an intent back to the closure each host ran before, chosen from its own signed results">
+            <input
+              type="checkbox"
+              checked={withRollback}
+              data-testid="rollout-abort-rollback"
+              onChange={(e) => setWithRollback((e.target as HTMLInputElement).checked)}
+            />{' '}
+            also roll back hosts that run it
+          </label>
           {unsignedWaves.length > 0 && (
             <button
               type="button"

@@ -1,0 +1,401 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { signEnrollment } from '../../admin/enroll-entries.js';
+import { submitIntent } from '../../admin/submit-intent.js';
+import { generateSigningKey, keyFileFromSigningKey } from '../../shared/crypto/keys.js';
+import { signPayload } from '../../shared/crypto/signatures.js';
+import { readPolicies } from '../../shared/documents/fleet.js';
+import { statusDocName } from '../../shared/documents/names.js';
+import { readCurrentStatus } from '../../shared/documents/status.js';
+import { connectDocument, proofHeaders, waitForSync } from '../../shared/node/connect.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
+import { readRolloutEntries, rolloutDocName } from '../../shared/rollout/document.js';
+import { findPlan, judgeRollout } from '../../shared/rollout/judge.js';
+import { planDigest } from '../../shared/rollout/plan.js';
+import type { Policy } from '../../shared/schemas/policy.js';
+import type { SignedStatus } from '../../shared/schemas/report.js';
+import {
+  collectPageErrors,
+  importKey,
+  launchChromium,
+  newLaptopContext,
+  pageUrl,
+  screenshot,
+  unlock,
+} from '../harness/browser.js';
+import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
+import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
+import { TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
+import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import {
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  temporaryDirectory,
+  waitFor,
+} from '../harness/processes.js';
+import { buildSystemClosure } from '../harness/system-closures.js';
+
+// Issue 14's authoring views in real Chromium, against a real coordinator (pinned org root,
+// signed timestamps) and a real agent installing real Nix closures: a rollout created in the page
+// from a release manifest (carol, read only, refused before signing; alice's plan carries exactly
+// the CLI's signature and the agent installs from it), aborted with rollback from the page (the
+// agent goes back to what it ran before), a policy draft (alice's admin key refused; the root
+// key signs, the page pushes, `outpost policy show` walks to it and the agent takes it), and the
+// fleet's channel filter.
+const org = makeTestOrg();
+const PASSPHRASE = 'correct horse battery staple';
+const dir = temporaryDirectory('web-editor-create');
+const h2Key = generateSigningKey('h2');
+const h3Key = generateSigningKey('h3');
+let coordinator: DaemonProcess & { url: string; port: number };
+let cache: BinaryCacheServer;
+let host: SimulatedHost;
+let agent: DaemonProcess;
+let policy: Policy;
+const closures: string[] = [];
+let browser: Browser;
+let page: Page;
+let pageErrors: string[] = [];
+
+function failWith(message: string): string {
+  return `${message}\npage errors:\n${pageErrors.join('\n') || '(none)'}`;
+}
+
+async function go(route: string): Promise<void> {
+  await page.evaluate((hash) => {
+    location.hash = hash;
+  }, route);
+}
+
+async function readDoc<T>(name: string, read: (doc: import('yjs').Doc) => T): Promise<T> {
+  const reader = connectDocument(coordinator.url, name, { identity: org.alice });
+  try {
+    await waitForSync(reader, 10_000);
+    return read(reader.doc);
+  } finally {
+    reader.close();
+  }
+}
+
+const h1Status = (): Promise<SignedStatus['status'] | undefined> =>
+  readDoc(statusDocName('h1'), (doc) => readCurrentStatus(doc)?.status);
+
+async function applied(generation: number, closure: string, timeoutMs = 180_000): Promise<void> {
+  await waitFor(
+    `h1 applies generation ${generation}`,
+    async () => {
+      const status = await h1Status();
+      return status?.applied?.generation === generation && status.applied.closure === closure;
+    },
+    timeoutMs,
+    500,
+  );
+}
+
+async function switchTo(publicKey: string): Promise<void> {
+  await page.getByTestId('lock').click();
+  await unlock(page, PASSPHRASE, publicKey);
+  await page.getByTestId('trust').filter({ hasText: 'policy v' }).waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 60_000 });
+}
+
+async function rolloutDocuments(): Promise<string[]> {
+  const url = `${coordinator.url.replace(/^ws/, 'http')}/api/documents`;
+  const response = await fetch(url, { headers: await proofHeaders(url, org.alice) });
+  const body = (await response.json()) as { documents: string[] };
+  return body.documents.filter((d) => d.startsWith('fleet/rollout-'));
+}
+
+test.before(async () => {
+  await writeKeyFile(join(dir, 'timestamp.key'), org.timestamp);
+  await writeKeyFile(join(dir, 'alice.key'), org.alice);
+  coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
+    '--org-root',
+    org.root.publicKey,
+    '--timestamp-key',
+    join(dir, 'timestamp.key'),
+    '--timestamp-interval',
+    '1',
+  ]);
+  host = await prepareHost(dir, 'h1');
+  const h1Key = JSON.parse(await fs.readFile(host.keyFile, 'utf8')) as { publicKey: string };
+  const base = basePolicy(org);
+  // The root key holder reads the fleet in the page like any viewer; what lets that key sign a
+  // policy is being a root key, not this role.
+  policy = {
+    ...base,
+    admins: [...base.admins, { name: 'root-holder', keys: [org.root.publicKey], roles: ['viewer'] }],
+    groups: [{ name: 'clinics', hosts: ['h1', 'h2'], threshold: 1 }],
+    roles: base.roles.filter((r) => r.name !== 'prod-ops'),
+    channels: [{ name: 'stable', hosts: ['h1', 'h2'] }],
+  };
+  policy.admins = policy.admins.map((a) => (a.name === 'bob' ? { ...a, roles: ['viewer'] } : a));
+  const pushed = await pushPolicy(coordinator.url, signPolicy(policy, org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  for (const [hostId, hostKey] of [
+    ['h1', h1Key.publicKey],
+    ['h2', h2Key.publicKey],
+    ['h3', h3Key.publicKey],
+  ] as const) {
+    const approved = await postJson(
+      coordinator.url,
+      '/api/enroll/approve',
+      signEnrollment(org.alice, { host: hostId, hostKey, policyVersion: 1 }, new Date()),
+    );
+    assert.is(approved.status, 200, approved.body.error);
+  }
+  const cacheKey = await makeCacheKey(join(dir, 'keys'), 'web-create-cache-1');
+  for (const name of ['one', 'two']) {
+    const closure = await buildSystemClosure({ name: `nixos-system-web-create-${name}` });
+    await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
+    closures.push(closure);
+  }
+  cache = await serveBinaryCache(join(dir, 'cache'));
+  agent = startAgentProcess(host, {
+    coordinators: [coordinator.url],
+    adminKeys: [],
+    substituters: [cache.url],
+    trustedCacheKeys: [cacheKey.publicKey],
+    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
+  });
+  // h1 runs closure one (generation 1), as `outpost deploy` would have put there.
+  await submitIntent(
+    coordinator.url,
+    { host: 'h1', closure: closures[0]!, action: 'switch', validForSeconds: 3600 },
+    org.alice,
+    30_000,
+  );
+  await applied(1, closures[0]!);
+  browser = await launchChromium();
+  const context = await newLaptopContext(browser);
+  page = await context.newPage();
+  pageErrors = collectPageErrors(page);
+  page.on('dialog', (dialog) => void dialog.accept());
+  await page.goto(pageUrl(coordinator.url));
+  await page.getByTestId('setup').waitFor();
+  await importKey(page, JSON.stringify(keyFileFromSigningKey(org.alice)), PASSPHRASE, org.root.publicKey);
+  for (const key of [org.carol, org.root]) {
+    await page.getByText('Add another key').click();
+    await importKey(page, JSON.stringify(keyFileFromSigningKey(key)), PASSPHRASE, org.root.publicKey);
+  }
+  await unlock(page, PASSPHRASE, org.carol.publicKey);
+  await page.getByTestId('trust').filter({ hasText: 'policy v1' }).waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 60_000 });
+});
+
+test.after(async () => {
+  await browser?.close();
+  await agent?.stop('SIGKILL');
+  await coordinator?.stop();
+  await cache?.close();
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
+});
+
+const manifest = (): string =>
+  JSON.stringify({ release: 'w50', hosts: { h1: closures[1]!, h2: closures[1]!, h3: closures[1]! } });
+
+async function fillRollout(): Promise<void> {
+  await go('#/rollouts');
+  const panel = page.getByTestId('create-rollout');
+  await panel.waitFor();
+  if (!(await panel.evaluate((e) => (e as HTMLDetailsElement).open))) await panel.locator('summary').click();
+  await page.getByTestId('manifest').fill(manifest());
+  await page.getByTestId('rollout-channel').selectOption('stable');
+  await page.getByTestId('rollout-waves').fill('first=h1\nsecond=h2');
+  await page.getByTestId('rollout-id').fill('web-w50');
+}
+
+test('carol (read only) is refused before signing a rollout; nothing reaches the coordinator', async () => {
+  await fillRollout();
+  await page.getByTestId('rollout-preview').click();
+  const message = String(await page.getByTestId('rollout-create-message').textContent());
+  assert.match(message, /refused: admin carol lacks 'deploy' for h1, h2;.*nothing was signed/, failWith(message));
+  assert.is(await page.getByTestId('rollout-create').isDisabled(), true, 'no plan to sign');
+  assert.equal(await rolloutDocuments(), [], 'the coordinator holds no rollout');
+});
+
+test('alice creates a rollout from a manifest in the page; the agent installs from the page-signed plan', async () => {
+  await switchTo(org.alice.publicKey);
+  await fillRollout();
+  await page.getByTestId('rollout-preview').click();
+  const preview = page.getByTestId('rollout-plan-preview');
+  await preview
+    .waitFor({ timeout: 10_000 })
+    .catch(async () =>
+      assert.unreachable(failWith(String(await page.getByTestId('rollout-create-message').textContent()))),
+    );
+  assert.match(String(await page.getByTestId('plan-wave-1').textContent()), /first.*h1 \(gen 2\)/);
+  assert.match(String(await page.getByTestId('plan-wave-2').textContent()), /second.*h2 \(gen 1\)/);
+  assert.match(
+    String(await page.getByTestId('plan-skipped').textContent()),
+    /h3 \(in release w50, not in channel stable\)/,
+  );
+  assert.match(String(await page.getByTestId('plan-needs').textContent()), /your signature is enough for every host/);
+  await screenshot(page, 'web-rollout-create');
+  await page.getByTestId('rollout-create').click();
+  await page
+    .getByTestId('rollout-create-message')
+    .filter({ hasText: 'stored by the server' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () =>
+      assert.unreachable(failWith(String(await page.getByTestId('rollout-create-message').textContent()))),
+    );
+  // The coordinator holds the plan the page signed: exactly tweetnacl's signature over the CLI's
+  // bytes, judged valid by the agents' code.
+  const entries = await readDoc(rolloutDocName('web-w50'), (doc) => readRolloutEntries(doc));
+  const plan = entries.plans[0]!;
+  assert.is(plan.signature.signature, signPayload('rollout-plan', plan.plan, org.alice).signature);
+  assert.is(plan.plan.channel, 'stable');
+  const signedPlan = findPlan(entries, planDigest(plan.plan));
+  assert.ok(signedPlan, 'the plan counts as signed by its issuer');
+  assert.is(judgeRollout(entries, signedPlan, [policy], Date.now()).state, 'running');
+  // The real agent installs the release from the page-signed plan (a rollout intent).
+  await applied(2, closures[1]!);
+});
+
+test('abort with rollback from the page: the rollout stops and the agent goes back to closure one', async () => {
+  await go('#/rollouts/web-w50');
+  await page.getByTestId('rollout-view').waitFor();
+  await page.locator('[data-testid=rollout-host-h1][data-state=succeeded]').waitFor({ timeout: 60_000 });
+  await page.getByTestId('rollout-abort-rollback').check();
+  await page.getByTestId('rollout-reason').fill('bad release');
+  await page.getByTestId('rollout-abort').click();
+  await page
+    .getByTestId('rollout-message')
+    .filter({ hasText: 'rolled back (signed): h1 back to' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () => assert.unreachable(failWith(String(await page.getByTestId('rollout-message').textContent()))));
+  await page.locator('[data-testid=rollout-view][data-state=aborted]').waitFor({ timeout: 30_000 });
+  await applied(3, closures[0]!);
+});
+
+test('carol cannot abort with rollback: refused before signing, nothing new for h1', async () => {
+  // A fresh rollout to refuse on: made by alice with the CLI.
+  const file = join(dir, 'release2.json');
+  await fs.writeFile(file, JSON.stringify({ release: 'w51', hosts: { h2: closures[1]! } }));
+  const created = await runCli(
+    [
+      'rollout',
+      'create',
+      '--release',
+      file,
+      '--wave',
+      'only=h2',
+      '--id',
+      'cli-w51',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      join(dir, 'alice.key'),
+      '--org-root',
+      org.root.publicKey,
+      '--timeout',
+      '60s',
+    ],
+    { timeoutMs: 120_000 },
+  );
+  assert.is(created.code, 0, created.stderr + created.stdout);
+  await switchTo(org.carol.publicKey);
+  await go('#/rollouts/cli-w51');
+  await page.getByTestId('rollout-view').waitFor();
+  const abort = page.getByTestId('rollout-abort');
+  await abort.waitFor({ timeout: 30_000 });
+  assert.is(await abort.isDisabled(), true, 'carol is offered no abort');
+  assert.match(String(await abort.getAttribute('title')), /carol lacks 'deploy' for h2/);
+});
+
+test('fleet filter by channel and by site, keyboard reachable', async () => {
+  await go('#/');
+  const channel = page.getByTestId('channel-filter');
+  await channel.waitFor();
+  await channel.focus();
+  await page.keyboard.press('ArrowDown');
+  await channel.selectOption('stable');
+  await page.getByTestId('row-h3').waitFor({ state: 'detached', timeout: 10_000 });
+  await page.getByTestId('row-h1').waitFor();
+  await channel.selectOption('');
+  await page.getByTestId('row-h3').waitFor();
+});
+
+test('policy draft: alice (admin, no root key) is refused before signing; the root key signs and pushes; readers walk to it', async () => {
+  await switchTo(org.alice.publicKey);
+  await go('#/policy');
+  await page.getByTestId('policy-view').waitFor();
+  const panel = page.getByTestId('policy-draft');
+  if (!(await panel.evaluate((e) => (e as HTMLDetailsElement).open))) await panel.locator('summary').click();
+  await page.getByTestId('draft-start').click();
+  await page.getByTestId('draft-windows-group').selectOption('clinics');
+  await page.getByTestId('draft-windows-maintenance').fill('Tue 03:00-05:00');
+  await page.getByTestId('draft-windows-tz').fill('UTC');
+  await page.getByTestId('draft-windows-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'groups clinics' }).waitFor({ timeout: 10_000 });
+  await page.getByTestId('draft-group-name').fill('lab');
+  await page.getByTestId('draft-group-hosts').fill('h3');
+  await page.getByTestId('draft-group-save').click();
+  // Each edit is saved to IndexedDB before it shows.
+  await page.getByTestId('draft-diff').filter({ hasText: 'groups lab' }).waitFor({ timeout: 10_000 });
+  const diff = String(await page.getByTestId('draft-diff').textContent());
+  assert.match(diff, /~ groups clinics: .*maintenanceWindows: Tue 03:00-05:00/);
+  assert.match(diff, /\+ groups lab: hosts: h3/);
+  await page.getByTestId('draft-sign').click();
+  const refusal = String(await page.getByTestId('draft-message').textContent());
+  assert.match(refusal, /refused: this key is not one of the org root keys .* nothing was signed/, failWith(refusal));
+  assert.match(String(await page.getByTestId('draft-signatures').textContent()), /signed by 0 of 1/);
+  assert.is(await page.getByTestId('draft-push').isDisabled(), true);
+
+  // The draft is kept in this browser: the root key holder unlocks and signs the same draft.
+  await switchTo(org.root.publicKey);
+  await go('#/policy');
+  await page.getByTestId('draft-sign').waitFor();
+  await page.getByTestId('draft-sign').click();
+  await page
+    .locator('[data-testid=draft-signatures][data-accepted=true]')
+    .waitFor({ timeout: 10_000 })
+    .catch(async () => assert.unreachable(failWith(String(await page.getByTestId('draft-message').textContent()))));
+  await screenshot(page, 'web-policy-draft');
+  await page.getByTestId('draft-push').click({ noWaitAfter: true, timeout: 60_000 });
+  await page
+    .getByTestId('draft-message')
+    .filter({ hasText: 'stored by the server' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () => assert.unreachable(failWith(String(await page.getByTestId('draft-message').textContent()))));
+  // Exactly `outpost policy sign`'s signature, and readers walk to it from the pinned root.
+  const stored = await readDoc('fleet/policy', (doc) => readPolicies(doc));
+  const v2 = stored.find((p) => p.policy.version === 2)!;
+  assert.ok(v2, 'the coordinator holds version 2');
+  assert.is(v2.signatures[0]!.signature, signPayload('policy', v2.policy, org.root).signature);
+  const shown = await runCli(
+    [
+      'policy',
+      'show',
+      '--coordinator',
+      coordinator.url,
+      '--org-root',
+      org.root.publicKey,
+      '--key',
+      join(dir, 'alice.key'),
+      '--json',
+    ],
+    { timeoutMs: 60_000 },
+  );
+  assert.is(shown.code, 0, shown.stderr);
+  const show = JSON.parse(shown.stdout) as { version: number; chain: number[]; policy: Policy };
+  assert.is(show.version, 2);
+  assert.equal(show.chain, [1, 2]);
+  assert.equal(show.policy.groups.find((g) => g.name === 'clinics')?.maintenanceWindows, ['Tue 03:00-05:00']);
+  // The real agent walks to the page-signed version.
+  await waitFor(
+    'the agent trusts policy version 2',
+    async () => (await h1Status())?.trust?.policyVersion === 2,
+    60_000,
+    500,
+  );
+});
+
+test.run();
