@@ -273,51 +273,9 @@ export function FleetView(props: { views: HostView[]; now: number; scopes?: Flee
             }
           }}
         />
-        {scopes.groups.length > 0 && (
-          <label>
-            group{' '}
-            <select
-              value={group}
-              data-testid="group-filter"
-              onChange={(e) => setGroup((e.target as HTMLSelectElement).value)}
-            >
-              <option value="">all</option>
-              {scopes.groups.map((g) => (
-                <option key={g.name}>{g.name}</option>
-              ))}
-            </select>
-          </label>
-        )}
-        {scopes.channels.length > 0 && (
-          <label>
-            channel{' '}
-            <select
-              value={channel}
-              data-testid="channel-filter"
-              onChange={(e) => setChannel((e.target as HTMLSelectElement).value)}
-            >
-              <option value="">all</option>
-              {scopes.channels.map((c) => (
-                <option key={c.name}>{c.name}</option>
-              ))}
-            </select>
-          </label>
-        )}
-        {scopes.sites.length > 0 && (
-          <label>
-            site{' '}
-            <select
-              value={site}
-              data-testid="site-filter"
-              onChange={(e) => setSite((e.target as HTMLSelectElement).value)}
-            >
-              <option value="">all</option>
-              {scopes.sites.map((s) => (
-                <option key={s.name}>{s.name}</option>
-              ))}
-            </select>
-          </label>
-        )}
+        <ScopeFilter label="group" names={scopes.groups} value={group} onChange={setGroup} />
+        <ScopeFilter label="channel" names={scopes.channels} value={channel} onChange={setChannel} />
+        <ScopeFilter label="site" names={scopes.sites} value={site} onChange={setSite} />
         <fieldset class="counts" aria-label="Hosts by phase">
           <button type="button" class={phase === null ? 'chip on' : 'chip'} onClick={() => setPhase(null)}>
             all {props.views.length}
@@ -383,5 +341,30 @@ export function FleetView(props: { views: HostView[]; now: number; scopes?: Flee
         </p>
       )}
     </section>
+  );
+}
+
+// One of the fleet's scope filters (group, channel, site): shown only when the policy names some.
+function ScopeFilter(props: {
+  label: string;
+  names: readonly { name: string }[];
+  value: string;
+  onChange: (value: string) => void;
+}) {
+  if (props.names.length === 0) return null;
+  return (
+    <label>
+      {props.label}{' '}
+      <select
+        value={props.value}
+        data-testid={`${props.label}-filter`}
+        onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}
+      >
+        <option value="">all</option>
+        {props.names.map((n) => (
+          <option key={n.name}>{n.name}</option>
+        ))}
+      </select>
+    </label>
   );
 }
