@@ -1,4 +1,3 @@
-import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { signPayload } from '../shared/crypto/signatures.js';
@@ -35,6 +34,7 @@ import { confirmHealth } from './nix/health.js';
 import { runCommand } from './nix/run-command.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS, poke } from './runtime.js';
+import { loadStateFile } from './state-file.js';
 import { saveStatusDocument } from './status-store.js';
 
 // Remote actions (docs/access.md, "Remote actions"): signed requests in the desired document's
@@ -107,30 +107,11 @@ function emptyFile(): ActionsFile {
 }
 
 export async function loadActionsFile(stateDir: string): Promise<ActionsFile> {
-  let text: string;
-  try {
-    text = await fs.readFile(actionsFile(stateDir), 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyFile();
-    throw error;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new Error(
-      `${actionsFile(stateDir)} is not valid JSON; it records which remote actions ran (and the host's lock): restore it from a backup, or move it aside knowing that unexpired actions may then run again`,
-    );
-  }
-  const parsed = actionsFileSchema.safeParse(json);
-  if (!parsed.success)
-    throw new Error(
-      `${actionsFile(stateDir)} is invalid: ${parsed.error.issues
-        .slice(0, 5)
-        .map((i) => `${i.path.join('.')}: ${i.message}`)
-        .join('; ')}`,
-    );
-  return parsed.data;
+  return loadStateFile(actionsFile(stateDir), {
+    schema: actionsFileSchema,
+    missing: emptyFile,
+    fix: "it records which remote actions ran (and the host's lock): restore it from a backup, or move it aside knowing that unexpired actions may then run again",
+  });
 }
 
 // Loaded once at start, before the loop (run-agent.ts).

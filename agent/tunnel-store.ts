@@ -1,4 +1,3 @@
-import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileDurably } from '../shared/node/durable-file.js';
@@ -8,6 +7,7 @@ import {
   sshSessionSchema,
   tunnelNonceSchema,
 } from '../shared/tunnel/session-log.js';
+import { loadStateFile } from './state-file.js';
 
 // What the agent remembers about `outpost ssh` across restarts: every nonce it accepted, until
 // the request could no longer be accepted anyway (expiresAt + clock skew), so the same signed
@@ -34,16 +34,12 @@ export interface TunnelStore {
 
 export async function openTunnelStore(stateDir: string, now: () => number): Promise<TunnelStore> {
   const path = join(stateDir, FILE);
-  let stored: Stored = { nonces: {}, sessions: [] };
-  try {
-    const parsed = storedSchema.safeParse(JSON.parse(await fs.readFile(path, 'utf8')));
-    // A damaged file must not open the door to replays: refuse to start tunnels instead.
-    if (!parsed.success)
-      throw new Error(`${path} is damaged (${parsed.error.issues[0]?.message}); move it away to reset the tunnel log`);
-    stored = parsed.data;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
+  // A damaged file must not open the door to replays: refuse to start tunnels instead.
+  const stored: Stored = await loadStateFile(path, {
+    schema: storedSchema,
+    missing: () => ({ nonces: {}, sessions: [] }),
+    fix: 'move it away to reset the tunnel log',
+  });
   // Sessions that were open when the agent stopped ended then.
   const restartedAt = new Date(now()).toISOString();
   stored.sessions = stored.sessions.map((s) =>

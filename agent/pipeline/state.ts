@@ -1,10 +1,10 @@
-import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileDurably } from '../../shared/node/durable-file.js';
 import { signedIntentSchema } from '../../shared/schemas/intent.js';
 import { activationActionSchema, generationSchema, storePathSchema } from '../../shared/schemas/primitives.js';
 import { agentPhaseSchema } from '../../shared/schemas/report.js';
+import { loadStateFile } from '../state-file.js';
 
 // The agent's persisted state machine. Written with write-to-temp, fsync, rename, fsync(dir) on
 // every phase change, so a crash or power loss resumes from the last completed step.
@@ -102,28 +102,11 @@ export function stateFile(stateDir: string): string {
 }
 
 export async function loadAgentState(stateDir: string): Promise<AgentState> {
-  let text: string;
-  try {
-    text = await fs.readFile(stateFile(stateDir), 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return initialAgentState();
-    throw error;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new Error(
-      `${stateFile(stateDir)} is not valid JSON; move it aside to start fresh (the anti-rollback floor is then rebuilt from results)`,
-    );
-  }
-  const parsed = agentStateSchema.safeParse(json);
-  if (!parsed.success) {
-    throw new Error(
-      `${stateFile(stateDir)} is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
-    );
-  }
-  return parsed.data;
+  return loadStateFile(stateFile(stateDir), {
+    schema: agentStateSchema,
+    missing: initialAgentState,
+    fix: 'move it aside to start fresh (the anti-rollback floor is then rebuilt from results)',
+  });
 }
 
 export async function saveAgentState(stateDir: string, state: AgentState): Promise<void> {

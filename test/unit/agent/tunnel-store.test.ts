@@ -55,7 +55,7 @@ test('sessions open when the agent stopped are closed at the restart; a damaged 
     await openTunnelStore(dir, now);
     assert.unreachable('a damaged store must not open (it could let a replay through)');
   } catch (error) {
-    assert.match((error as Error).message, /is damaged .* move it away/);
+    assert.match((error as Error).message, /ssh-tunnels.json is invalid .* move it away/);
   }
 });
 
