@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
 import {
   AUDIT_CHECKPOINTS_PATH,
   AUDIT_CHECKPOINTS_PROOF,
@@ -10,8 +11,10 @@ import {
   toWireEntry,
   type WireEntry,
 } from '../shared/audit/bundle.js';
+import type { CheckpointHeads } from '../shared/audit/checkpoint.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { isoTimeSchema } from '../shared/schemas/primitives.js';
 import { AUTH_HEADERS, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { adminForKey, mayAuditEveryHost, mayAuditHost } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
@@ -68,8 +71,44 @@ async function provenCaller(
   return trust.principalForKey(proof.data.principal);
 }
 
-// The heads behind every signed checkpoint, as NDJSON in checkpoint order. They name every
-// document, so only a caller who may audit every host gets them.
+// `?from=TIME`: only the checkpoints signed at or after it (an ISO 8601 UTC time), for a reader
+// that holds the older ones. Each checkpoint stores only the heads that moved since the one
+// before, so the heads *at* a checkpoint need every earlier one too (headsAtCheckpoint).
+export const checkpointsQuerySchema = z.object({
+  from: z
+    .string()
+    .max(64)
+    .pipe(isoTimeSchema)
+    .transform((t) => Date.parse(t))
+    // Whatever the pattern lets through must still be a time.
+    .refine((ms) => !Number.isNaN(ms))
+    .optional(),
+});
+
+// The query's `from` in ms, or the message of a 400 naming the parameter and the fix.
+export function checkpointsFrom(
+  query: URLSearchParams,
+): { ok: true; from: number | null } | { ok: false; error: string } {
+  const parsed = checkpointsQuerySchema.safeParse({ from: query.get('from') ?? undefined });
+  if (!parsed.success)
+    return {
+      ok: false,
+      error: `from=${JSON.stringify((query.get('from') ?? '').slice(0, 64))} is not a time: give ?from= an ISO 8601 UTC time such as 2026-06-01T12:00:00Z (or leave it out for every checkpoint)`,
+    };
+  return { ok: true, from: parsed.data.from ?? null };
+}
+
+async function* checkpointsSince(
+  checkpoints: AsyncIterable<CheckpointHeads>,
+  from: number | null,
+): AsyncGenerator<CheckpointHeads> {
+  // Every stored checkpoint is looked at, not only a suffix: the coordinator's clock may have
+  // stepped back, so signing times need not grow with the checkpoint number.
+  for await (const checkpoint of checkpoints) if (from === null || Date.parse(checkpoint.at) >= from) yield checkpoint;
+}
+
+// The heads behind every signed checkpoint (or those since `?from=`), as NDJSON in checkpoint
+// order. They name every document, so only a caller who may audit every host gets them.
 async function handleCheckpoints(
   req: IncomingMessage,
   res: ServerResponse,
@@ -77,7 +116,14 @@ async function handleCheckpoints(
   trust: TrustState,
   challenges: ChallengeStore,
   logger: Logger,
+  query: URLSearchParams,
 ): Promise<void> {
+  // Checked before the key proof, so a bad query does not use up the caller's challenge.
+  const from = checkpointsFrom(query);
+  if (!from.ok) {
+    respondJson(res, 400, { error: from.error });
+    return;
+  }
   const principal = await provenCaller(req, res, trust, challenges, AUDIT_CHECKPOINTS_PROOF);
   if (!principal) return;
   const policy = trust.policy();
@@ -90,7 +136,7 @@ async function handleCheckpoints(
     return;
   }
   logger.info({ event: 'audit-read', principal: principal.label, document: 'checkpoints' }, 'audit read');
-  await streamLines(res, log.checkpoints());
+  await streamLines(res, checkpointsSince(log.checkpoints(), from.from));
 }
 
 async function streamLines(res: ServerResponse, items: AsyncIterable<unknown>): Promise<void> {
@@ -117,7 +163,7 @@ export async function handleAuditGet(
 ): Promise<void> {
   const query = requestQuery(req.url);
   if (path === AUDIT_CHECKPOINTS_PATH) {
-    await handleCheckpoints(req, res, log, trust, challenges, logger);
+    await handleCheckpoints(req, res, log, trust, challenges, logger, query);
     return;
   }
   let document: string | null = null;
