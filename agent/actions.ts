@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { signPayload } from '../shared/crypto/signatures.js';
 import { type ActionEntry, readActionEntries } from '../shared/documents/desired.js';
 import {
+  actionResultsArray,
   appendActionResult,
   bundleDigest,
   collectBundlesMap,
@@ -35,6 +36,7 @@ import { runCommand } from './nix/run-command.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS, poke } from './runtime.js';
 import { loadStateFile } from './state-file.js';
+import { highestOwnSeq, pruneOwnActionResults } from './status-prune.js';
 import { saveStatusDocument } from './status-store.js';
 
 // Remote actions (docs/access.md, "Remote actions"): signed requests in the desired document's
@@ -179,8 +181,10 @@ async function answer(
   content: Answer & { outputTail?: string; bundle?: CollectBundle },
 ): Promise<void> {
   const { config, logger, statusDoc } = agent;
-  const own = readOwnActionResults(statusDoc, config.key.publicKey);
-  const seq = Math.max(runtime.file.resultSeq, ...own.map((r) => r.result.seq)) + 1;
+  const seq =
+    highestOwnSeq(actionResultsArray(statusDoc), config.key.publicKey, runtime.file.resultSeq, 'action-result') + 1;
+  // Old answers go first, in an update of their own (as results do, status-publish.ts).
+  pruneOwnActionResults(statusDoc, config.key.publicKey);
   const result: ActionResult = {
     kind: 'action-result',
     host: config.host,
@@ -219,7 +223,8 @@ async function answer(
 }
 
 // The bundle under its request id, and only the newest MAX_KEPT_BUNDLES of this host's (its own
-// answers say which are newest): the status document keeps every signed answer, not every bundle.
+// answers say which are newest): the status document keeps the newest answers (and those naming a
+// kept bundle, status-prune.ts), of bundles only these few.
 function keepBundle(agent: AgentRuntime, id: string, bundle: CollectBundle): void {
   const map = collectBundlesMap(agent.statusDoc);
   map.set(id, bundle);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { statusDocName } from '../shared/documents/names.js';
-import { readOwnResults } from '../shared/documents/status.js';
+import { resultsArray } from '../shared/documents/status.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type {
   AgentPhase,
@@ -17,6 +17,7 @@ import type { Target } from './pipeline/pipeline.js';
 import { appendSignedResult, publishStatus } from './pipeline/report.js';
 import { type AgentState, freshWork, HISTORY_LENGTH, saveAgentState } from './pipeline/state.js';
 import { AGENT_VERSION, type AgentRuntime } from './runtime.js';
+import { highestOwnSeq, pruneOwnResults } from './status-prune.js';
 import { saveStatusDocument } from './status-store.js';
 
 // What the agent tells others: awareness, its signed status and results, its persisted state,
@@ -131,9 +132,26 @@ export async function report(
   // Numbered after both the saved counter and this host's own signed results in the document: if
   // the counter ever lags what was appended (a save that failed after the append), a number is
   // still never used twice. Only entries this key signed count, so no peer can push it.
-  const ownHighest = readOwnResults(statusDoc, config.key.publicKey).reduce((max, r) => Math.max(max, r.result.seq), 0);
-  const seq = Math.max(agent.state.resultSeq, ownHighest) + 1;
+  // Each entry's signature is checked once per process, not at every report (status-prune.ts).
+  const seq = highestOwnSeq(resultsArray(statusDoc), config.key.publicKey, agent.state.resultSeq, 'result') + 1;
   const { intent } = target.signed;
+  // Old results go first, in an update of their own: an update that only deletes is stored even by
+  // a coordinator whose copy is over --max-document-size (it adds nothing), and then the result fits.
+  const { state } = agent;
+  const pruned = pruneOwnResults(
+    statusDoc,
+    config.key.publicKey,
+    new Set([
+      target.digest,
+      ...(state.applied ? [state.applied.digest] : []),
+      ...(state.target ? [state.target.digest] : []),
+    ]),
+  );
+  if (pruned)
+    logger.debug(
+      { event: 'results-pruned', document: statusDocName(config.host), results: pruned },
+      `${pruned} old results deleted from the live status document (the coordinator's update log keeps them)`,
+    );
   statusDoc.transact(() => {
     appendSignedResult(
       statusDoc,

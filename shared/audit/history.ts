@@ -4,7 +4,14 @@ import { verifyPayloadSignature } from '../crypto/signatures.js';
 import { ACTIONS_KEY, INTENTS_KEY } from '../documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../documents/fleet.js';
 import { desiredDocName, parseDocName, statusDocName } from '../documents/names.js';
-import { ACTION_RESULTS_KEY, CURRENT_KEY, RESULTS_KEY, STATUS_MAP } from '../documents/status.js';
+import {
+  ACTION_RESULTS_KEY,
+  CURRENT_KEY,
+  KEPT_ACTION_RESULTS,
+  KEPT_RESULTS,
+  RESULTS_KEY,
+  STATUS_MAP,
+} from '../documents/status.js';
 import { signedActionResultSchema, signedActionSchema } from '../schemas/action.js';
 import { signedIntentSchema } from '../schemas/intent.js';
 import {
@@ -277,7 +284,13 @@ function parseLogged<T>(
 }
 
 // Structural changes every document shares: undecodable updates, removals, values nobody reads.
-function noteStructure(collector: Collector, change: EntryChange, policy: Policy | undefined): void {
+// Removals from the arrays in `judgedApart` are left to the caller, which judges them.
+function noteStructure(
+  collector: Collector,
+  change: EntryChange,
+  policy: Policy | undefined,
+  judgedApart: readonly string[] = [],
+): void {
   const { entry } = change;
   if (change.error) {
     flag(
@@ -290,12 +303,14 @@ function noteStructure(collector: Collector, change: EntryChange, policy: Policy
     );
     emit(collector, { ...base(change, 'malformed', policy), outcome: change.error, summary: 'undecodable update' });
   }
-  for (const removal of change.removed)
+  for (const removal of change.removed) {
+    if (judgedApart.includes(removal.from)) continue;
     emit(collector, {
       ...base(change, 'removal', policy),
       outcome: 'signed entries are append-only; a writer removed some',
       summary: `${removal.count} value(s) removed from ${removal.from}`,
     });
+  }
 }
 
 function unsigned(collector: Collector, change: EntryChange, policy: Policy | undefined, where: string): void {
@@ -528,6 +543,48 @@ function noteResultSeq(
   return earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
 }
 
+// The numbers a key's results used, in order, to count how many newer ones a removed result had.
+class SeqOrder {
+  private readonly byKey = new Map<string, number[]>();
+
+  add(key: string, seq: number): void {
+    const seqs = this.byKey.get(key) ?? [];
+    this.byKey.set(key, seqs);
+    // Results arrive in order almost always: appending is the common case.
+    if (!seqs.length || seqs.at(-1)! < seq) seqs.push(seq);
+    else seqs.splice(this.firstAbove(seqs, seq), 0, seq);
+  }
+
+  private firstAbove(seqs: number[], seq: number): number {
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (seqs[mid]! <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  countAbove(key: string, seq: number): number {
+    const seqs = this.byKey.get(key) ?? [];
+    return seqs.length - this.firstAbove(seqs, seq);
+  }
+}
+
+// "#1–#36, #40" for a list of numbers.
+function seqRanges(seqs: number[]): string {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j += 1;
+    parts.push(j === i ? `#${sorted[i]}` : `#${sorted[i]}–#${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
 // An admin's remote-action request (shared/schemas/action.ts), judged as the agent would when it
 // was logged: a request logged after it expired shows as expired, which is what the agent said.
 function auditActionRequest(
@@ -685,10 +742,52 @@ function auditHost(
               : null;
     return { signer, problem };
   };
+  // The agent deletes its own old results from the live document (KEPT_RESULTS, docs/agent.md):
+  // a removal is judged against that rule, over this history, which keeps every result. Values that
+  // are not the host's own (junk, forgeries, another key's) may go too (the agent purges them).
+  const resultOrder = new SeqOrder();
+  const actionResultOrder = new SeqOrder();
+  const judgeRemoval = (change: EntryChange, removal: EntryChange['removed'][number]): void => {
+    const isResults = removal.from === RESULTS_KEY;
+    const order = isResults ? resultOrder : actionResultOrder;
+    const kept = isResults ? KEPT_RESULTS : KEPT_ACTION_RESULTS;
+    const what = isResults ? 'result' : 'action result';
+    const own: number[] = [];
+    const early: string[] = [];
+    let others = 0;
+    for (const value of removal.values ?? []) {
+      const parsed = (isResults ? signedResultSchema : signedActionResultSchema).safeParse(value);
+      const r = parsed.success ? parsed.data.result : null;
+      const signature = parsed.success ? parsed.data.signature : null;
+      const ownEntry =
+        r !== null &&
+        signature !== null &&
+        hostSigner(change, isResults ? 'result' : 'action-result', r, signature, r.host, '').problem === null;
+      if (!ownEntry) {
+        others += 1;
+        continue;
+      }
+      own.push(r.seq);
+      const newer = order.countAbove(signature.publicKey, r.seq);
+      if (newer < kept) early.push(`#${r.seq} (${newer} newer)`);
+    }
+    const parts = [
+      ...(own.length ? [`${what}s ${seqRanges(own)} of ${host}`] : []),
+      ...(others ? [`${others} value(s) that are not ${host}'s own signed ${what}s`] : []),
+    ];
+    emit(collector, {
+      ...base(change, 'removal', policies.at(change.entry.receivedAt)),
+      verified: early.length === 0,
+      outcome: early.length
+        ? `removes ${what}s ${early.join(', ')} while fewer than ${kept} newer ones existed: not the agent's pruning (it keeps its newest ${kept}); a writer hid them from live readers, this history still has them`
+        : 'valid',
+      summary: `removed from the live document: ${parts.join(' and ') || `${removal.count} value(s)`} (pruned; this history keeps them)`,
+    });
+  };
   replayDocument(statusEntries, { arrays: [RESULTS_KEY, ACTION_RESULTS_KEY], maps: [STATUS_MAP] }, (change) => {
     const { entry } = change;
     const policy = policies.at(entry.receivedAt);
-    noteStructure(collector, change, policy);
+    noteStructure(collector, change, policy, [RESULTS_KEY, ACTION_RESULTS_KEY]);
     // Results before the status: an agent reports the result, then the status that follows it.
     for (const { array, values } of change.inserted)
       for (const value of values) {
@@ -704,6 +803,7 @@ function auditHost(
             problems.push(problem);
           } else {
             const reuse = noteResultSeq(actionResultsByKey, signature.publicKey, r.seq, canonicalJson(r));
+            if (!reuse) actionResultOrder.add(signature.publicKey, r.seq);
             if (reuse) {
               flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
               problems.push(`seq #${r.seq} ${reuse}`);
@@ -741,6 +841,7 @@ function auditHost(
           problems.push(problem);
         } else {
           const reuse = noteResultSeq(resultsByKey, signature.publicKey, r.seq, canonicalJson(r));
+          if (!reuse) resultOrder.add(signature.publicKey, r.seq);
           if (reuse) {
             flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
             problems.push(`seq #${r.seq} ${reuse}`);
@@ -779,6 +880,10 @@ function auditHost(
           summary: `#${r.seq} ${r.outcome} generation ${r.generation} ${r.closure}${r.reason ? `: ${r.reason.slice(0, 200)}` : ''}`,
         });
       }
+    // After the insertions: an update (a sync after a long disconnection) may bring new results
+    // and delete old ones at once.
+    for (const removal of change.removed)
+      if (removal.from === RESULTS_KEY || removal.from === ACTION_RESULTS_KEY) judgeRemoval(change, removal);
     for (const { map, key, value } of change.set) {
       if (map !== STATUS_MAP || key !== CURRENT_KEY) {
         unsigned(collector, change, policy, `${map}.${key}`);

@@ -7,7 +7,8 @@ export interface EntryChange {
   entry: AuditLogEntry;
   inserted: { array: string; values: unknown[] }[];
   set: { map: string; key: string; value: unknown }[];
-  removed: { from: string; count: number }[];
+  // `values`: what an array lost, when the replay still holds it (gc is off, so it does).
+  removed: { from: string; count: number; values?: unknown[] }[];
   // The update could not be applied (corrupt bytes).
   error?: string;
 }
@@ -30,11 +31,14 @@ export function replayDocument(
   let current: EntryChange | null = null;
   for (const name of shape.arrays) {
     doc.getArray<unknown>(name).observe((event) => {
-      for (const op of event.changes.delta) {
+      for (const op of event.changes.delta)
         if (op.insert !== undefined)
           current?.inserted.push({ array: name, values: Array.isArray(op.insert) ? op.insert : [op.insert] });
-        if (op.delete !== undefined) current?.removed.push({ from: name, count: op.delete });
-      }
+      // One entry per array and update, with the values it deleted.
+      const deleted = [...event.changes.deleted];
+      const count = deleted.reduce((n, item) => n + item.length, 0);
+      if (count > 0)
+        current?.removed.push({ from: name, count, values: deleted.flatMap((item) => item.content.getContent()) });
     });
   }
   for (const name of shape.maps) {

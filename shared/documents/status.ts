@@ -12,12 +12,25 @@ import { type SignedResult, type SignedStatus, signedResultSchema, signedStatusS
 import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
 
 // hosts/<id>/status: the agent's current signed status under one key (rewritten only on change,
-// so the document stays small with gc on) and an append-only array of signed results. Anyone who
+// so the document stays small with gc on) and arrays of signed results, appended to by the agent,
+// which deletes its own old ones (KEPT_RESULTS). Anyone who
 // can write the document (a relay, a compromised coordinator) can put anything here; readers
 // bound and parse every entry, and the host's own decisions use only entries its key signed.
 export const STATUS_MAP = 'status';
 export const CURRENT_KEY = 'current';
 export const RESULTS_KEY = 'results';
+
+// The live document keeps only a host's recent results; the coordinator's update log keeps every
+// one (the audit replays it). The agent deletes its own older results (agent/status-prune.ts) and
+// always keeps at least the newest KEPT_RESULTS by number, plus what its own rebuild and rollout
+// gates read. 64 because: readers look at far fewer (the views show the newest 20, a rollout
+// gate the results for one intent), a burst of refusals (a peer writing many bad intents) must
+// not push the results of the last real attempt out, and 64 results of at most ~10 KiB each are
+// under 1 MiB, 3% of the coordinator's default document limit (32 MiB, --max-document-size).
+// The audit judges a removed result against this number (shared/audit/history.ts).
+export const KEPT_RESULTS = 64;
+// The same for action results (numbered apart): the views show the newest 20 (MAX_VIEW_ACTION_RESULTS).
+export const KEPT_ACTION_RESULTS = 64;
 
 export function resultsArray(doc: Y.Doc): Y.Array<unknown> {
   return doc.getArray<unknown>(RESULTS_KEY);
