@@ -46,6 +46,7 @@ export type AnomalyCode =
   | 'action-result-for-unknown-request'
   | 'result-seq-gap'
   | 'result-seq-reuse'
+  | 'result-removed'
   | 'generation-rollback'
   | 'forged-status'
   | 'stale-status'
@@ -775,6 +776,15 @@ function auditHost(
       ...(own.length ? [`${what}s ${seqRanges(own)} of ${host}`] : []),
       ...(others ? [`${others} value(s) that are not ${host}'s own signed ${what}s`] : []),
     ];
+    if (early.length)
+      flag(
+        collector,
+        'result-removed',
+        change.entry,
+        status,
+        host,
+        `${what}s ${early.join(', ')} of ${host} removed from the live document while fewer than ${kept} newer ones existed (the agent keeps its newest ${kept}): hidden from live readers by a writer; this history still has them`,
+      );
     emit(collector, {
       ...base(change, 'removal', policies.at(change.entry.receivedAt)),
       verified: early.length === 0,

@@ -1,11 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { pruneOwnResults } from '../../../../agent/status-prune.js';
 import { type AnomalyCode, auditHistory, hostTimeline } from '../../../../shared/audit/history.js';
 import { checkLogChain, GENESIS_HASH, logEntryHash } from '../../../../shared/audit/log-chain.js';
 import { documentAt } from '../../../../shared/audit/show.js';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload, useEd25519Verifier, verifyPayloadSignature } from '../../../../shared/crypto/signatures.js';
 import { statusDocName } from '../../../../shared/documents/names.js';
+import { KEPT_RESULTS, resultsArray } from '../../../../shared/documents/status.js';
 import { nodeEd25519Verify, nodeSignPayload } from '../../../../shared/node/ed25519.js';
 import { closureOf, FleetHistory } from '../../../harness/audit-history.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
@@ -144,6 +146,63 @@ test('gaps and reuse in result sequence numbers', () => {
     outcome: 'failed',
   });
   assert.equal(codes(reuse.history), ['result-seq-reuse']);
+});
+
+test('results the agent pruned from the live document: no gap (judged over history), each removal shown; a newer one removed is named', () => {
+  const history = new FleetHistory(nodeSignPayload);
+  history.policy(signPolicy(basePolicy(org, { issuedAt: history.now() }), org.root));
+  history.enroll('h1', h1.publicKey, org.alice);
+  const status = statusDocName('h1');
+  // 100 deployments, the agent pruning before each result as report() does.
+  for (let generation = 1; generation <= 100; generation += 1) {
+    const { digest } = history.intent('h1', generation, closureOf(generation), [org.alice]);
+    history.write(status, 'host:h1', (doc) => pruneOwnResults(doc, h1.publicKey, new Set()));
+    history.result('h1', h1, {
+      seq: generation,
+      generation,
+      closure: closureOf(generation),
+      intentDigest: digest,
+      outcome: generation % 2 ? 'applied' : 'failed',
+    });
+  }
+  const report = auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] });
+  assert.equal(report.anomalies, [], 'results #1–#35 are gone from the live document, not from history');
+  const removals = hostTimeline(report, 'h1').filter((e) => e.kind === 'removal');
+  assert.is(removals.length, 100 - KEPT_RESULTS - 1);
+  assert.ok(removals.every((e) => e.verified && e.outcome === 'valid'));
+  assert.match(
+    removals[0]!.summary,
+    'removed from the live document: results #1 of h1 (pruned; this history keeps them)',
+  );
+  assert.is(hostTimeline(report, 'h1').filter((e) => e.kind === 'result' && e.verified).length, 100);
+  // `audit show` at the end: the live document as readers see it, the newest 65.
+  const live = documentAt(status, history.docs.get(status)!.entries, history.clock).content as {
+    results: { result: { seq: number } }[];
+  };
+  assert.equal(
+    live.results.map((r) => r.result.seq),
+    Array.from({ length: KEPT_RESULTS + 1 }, (_, i) => 100 - KEPT_RESULTS + i),
+  );
+  // A writer (a relay, say) deletes the newest result: that is no pruning.
+  history.write(status, 'relay:r1', (doc) => resultsArray(doc).delete(resultsArray(doc).length - 1, 1));
+  const hidden = auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] });
+  assert.equal(
+    hidden.anomalies.map((a) => a.code),
+    ['result-removed'],
+  );
+  assert.match(hidden.anomalies[0]!.detail, 'results #100 (0 newer) of h1 removed from the live document');
+  // A result that never reached the log is still a gap.
+  history.result('h1', h1, {
+    seq: 102,
+    generation: 100,
+    closure: closureOf(100),
+    intentDigest: 'ab'.repeat(32),
+    outcome: 'refused',
+  });
+  assert.equal(
+    auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] }).anomalies.map((a) => a.code),
+    ['result-removed', 'result-seq-gap'],
+  );
 });
 
 test('generation rollbacks: an intent below one already issued, a host applying an older generation', () => {
