@@ -21,7 +21,7 @@ export function chooseRollbackTarget(
     if (!named)
       return {
         ok: false,
-        reason: `${view.host} never reported generation ${toGeneration} as applied (applied: ${known}); name one of those with --to-generation`,
+        reason: `${view.host} never reported generation ${toGeneration} as applied (applied: ${known}); name one of those with --to-generation (a status document keeps a host's newest 20 applied results)`,
       };
     if (view.applied && named.closure === view.applied.closure)
       return {
