@@ -42,6 +42,9 @@ export function startControlLink(options: ControlLinkOptions): ControlLink {
   const { logger } = options;
   const state = createReconnectState(options.urls, { baseMs: options.baseBackoffMs, capMs: options.maxBackoffMs });
   let live: { ws: WebSocket; url: string } | null = null;
+  // The socket of the attempt in flight: stop() must end it too, or a link that opens after
+  // stop() keeps pinging, and its interval keeps the stopped agent's process alive.
+  let current: WebSocket | null = null;
   const hooks: ReconnectHooks = {
     attempt: async (url) => {
       const proof = options.proof
@@ -53,9 +56,11 @@ export function startControlLink(options: ControlLinkOptions): ControlLink {
         handshakeTimeout: options.timeoutMs,
         maxPayload: TUNNEL_CONTROL_MAX_BYTES,
       });
+      current = ws;
       let heard = Date.now();
       let watchdog: NodeJS.Timeout | null = null;
       ws.on('open', () => {
+        if (state.closed) return ws.terminate();
         heard = Date.now();
         live = { ws, url };
         connectionSucceeded(state);
@@ -85,6 +90,7 @@ export function startControlLink(options: ControlLinkOptions): ControlLink {
       ws.on('close', (code, reason) => {
         if (watchdog) clearInterval(watchdog);
         if (live?.ws === ws) live = null;
+        if (current === ws) current = null;
         if (code >= 4400 && code < 4500)
           logger.warn(
             { event: 'tunnel-link-refused', url, code, reason: reason.toString() },
@@ -107,7 +113,8 @@ export function startControlLink(options: ControlLinkOptions): ControlLink {
     },
     stop: () => {
       stopReconnecting(state);
-      live?.ws.terminate();
+      current?.terminate();
+      current = null;
       live = null;
     },
   };
