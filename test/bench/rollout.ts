@@ -147,6 +147,17 @@ async function inBatches<T>(items: readonly T[], concurrency: number, work: (ite
   );
 }
 
+async function retried<T>(request: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await request();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      await sleep(200 * attempt);
+    }
+  }
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
@@ -221,7 +232,8 @@ async function main(): Promise<void> {
         policyVersion: 1,
       };
       const signed = { enrollment, signatures: [signFast('enrollment', enrollment, org.alice)] };
-      const approved = await postJson(setup.url, '/api/enroll/approve', signed);
+      // A busy machine sometimes resets a kept-alive connection under the client: try again.
+      const approved = await retried(() => postJson(setup.url, '/api/enroll/approve', signed));
       if (approved.status !== 200) throw new Error(`enrolling ${h.host}: ${approved.body.error}`);
     });
     await setup.close();
