@@ -46,9 +46,9 @@ const MAX_BODY = 5 * 1024 * 1024;
 // Evidence is gathered and written in batches: one write (and one broadcast to the agents
 // following the rollout) per batch rather than per host.
 const EVIDENCE_BATCH_MS = 100;
-// Rollout intents are written into this many desired documents at once: their fsyncs are
-// group-committed by the update log, so a 600-host wave takes 3 fsync'ed batches, not 10.
-const DELIVERY_CONCURRENCY = 256;
+// Rollout intents are written into this many desired documents at once (their fsyncs are
+// group-committed by the update log).
+const DELIVERY_CONCURRENCY = 64;
 // Coordinators sharing a NATS log judge and deliver rollouts in turn, like timestamps: the holder
 // of this lease does, the others store submissions and take over when it lapses (docs/scale-out.md).
 const ROLLOUT_LEASE_MS = 10_000;
