@@ -1,4 +1,4 @@
-import * as Y from 'yjs';
+import type * as Y from 'yjs';
 import type { DocumentHost } from './hosted-documents.js';
 
 // What to do to a fleet document, decided from its current state: an outcome for the caller and,
@@ -10,8 +10,10 @@ export interface FleetChange<T> {
 
 // The coordinator's own writes into a fleet document (entries it has verified). `decide` runs in
 // the document's queue on the live document (read it, never change it), so what it read is still
-// true when the write lands. The write is made on a copy so it travels the same path as any peer's
-// update — applied, logged with fsync, broadcast; nothing is copied when nothing is to be written.
+// true when the write lands. The write is made on the live document in that same turn and travels
+// the path of any peer's update — logged with fsync, then broadcast (host.acceptChange); nothing
+// is written when nothing is to be. (It was made on a copy of the whole document: for a 1,000-host
+// rollout's document, a copy per batch of evidence.)
 export async function decideFleetWrite<T>(
   host: DocumentHost,
   name: string,
@@ -21,15 +23,7 @@ export async function decideFleetWrite<T>(
   const document = await host.pin(name);
   return document.run(async () => {
     const { outcome, write } = decide(document.doc);
-    if (!write) return outcome;
-    const copy = new Y.Doc({ gc: document.doc.gc });
-    Y.applyUpdate(copy, Y.encodeStateAsUpdate(document.doc));
-    const before = Y.encodeStateVector(copy);
-    write(copy);
-    // New items since `before`, plus the copy's whole delete set (deletions included).
-    const update = Y.encodeStateAsUpdate(copy, before);
-    copy.destroy();
-    await host.acceptUpdate(document, update, principal, null);
+    if (write) await host.acceptChange(document, write, principal);
     return outcome;
   });
 }

@@ -33,6 +33,9 @@ export interface DocumentHost {
     principal: string,
     origin: WebSocket | null,
   ): Promise<Uint8Array | null>;
+  // The coordinator's own write, made on the live document and then stored like acceptUpdate;
+  // call inside the document's queue.
+  acceptChange(hosted: HostedDocument, change: (doc: Y.Doc) => void, principal: string): Promise<Uint8Array | null>;
   // Keeps a document loaded for the coordinator's own use (fleet documents it reads or writes).
   pin(name: string): Promise<HostedDocument>;
   // Lets a pinned document unload again once nobody is connected (a relay pins documents only
@@ -232,26 +235,57 @@ export async function acceptUpdate(
   } finally {
     document.doc.off('update', capture);
   }
+  return storeDelta(host, document, emitted, principal, origin);
+}
+
+// The coordinator's own write (entries it verified) made on the live document, then stored as a
+// peer's update is: logged (fsync), broadcast, observed. Building the update on a copy of the
+// document instead cost a copy of the whole document per write (a 1,000-host rollout's document
+// for every batch of evidence). Call inside the document's queue. A change that throws after it
+// changed something leaves memory ahead of the log: that copy is dropped and reloads from the log.
+export async function acceptChange(
+  host: DocumentHostState,
+  document: HostedDocument,
+  change: (doc: Y.Doc) => void,
+  principal: string,
+): Promise<Uint8Array | null> {
+  const emitted: Uint8Array[] = [];
+  const capture = (u: Uint8Array): void => {
+    emitted.push(u);
+  };
+  document.doc.on('update', capture);
+  try {
+    Y.transact(document.doc, () => change(document.doc));
+  } catch (error) {
+    if (emitted.length > 0) dropDocument(host, document, 'coordinator write failed');
+    throw error;
+  } finally {
+    document.doc.off('update', capture);
+  }
+  return storeDelta(host, document, emitted, principal, null);
+}
+
+// Logs what an update or change added, then broadcasts it: what a peer has seen is on disk.
+async function storeDelta(
+  host: DocumentHostState,
+  document: HostedDocument,
+  emitted: Uint8Array[],
+  principal: string,
+  origin: WebSocket | null,
+): Promise<Uint8Array | null> {
   // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
   if (emitted.length === 0) return null;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
   try {
     await host.log.append(document.name, principal, delta);
   } catch (error) {
-    // Memory now holds something the log does not: drop this copy so the next connection
-    // reloads from the log, and close everyone so clients resend what they have.
-    document.broken = true;
     host.logger.error(
       { event: 'log-append-failed', document: document.name, err: error },
       'update log append failed; reloading document',
     );
-    host.hosted.delete(document.name);
-    untrackExpiry(document.awareness);
     // A backend's refusal says why in words fit for peers (the NATS cluster has no quorum);
     // anything else stays in the operator's log.
-    const reason = error instanceof LogRefusal ? error.peerReason : 'coordinator storage error';
-    for (const ws of document.connections.keys()) closeSocket(ws, 1011, reason);
-    for (const observer of host.observers) observer.unloaded?.(document.name);
+    dropDocument(host, document, error instanceof LogRefusal ? error.peerReason : 'coordinator storage error');
     throw error;
   }
   document.stateBytes += delta.length;
@@ -259,6 +293,16 @@ export async function acceptUpdate(
   for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
   return delta;
+}
+
+// Memory holds something the log does not: drop this copy so the next connection reloads from
+// the log, and close everyone so clients resend what they have.
+function dropDocument(host: DocumentHostState, document: HostedDocument, reason: string): void {
+  document.broken = true;
+  host.hosted.delete(document.name);
+  untrackExpiry(document.awareness);
+  for (const ws of document.connections.keys()) closeSocket(ws, 1011, reason);
+  for (const observer of host.observers) observer.unloaded?.(document.name);
 }
 
 // An entry another coordinator appended to a shared log (coordinator/backends/nats-log.ts): if
@@ -334,6 +378,7 @@ export function createDocumentHost(
     acquire: (name, ws) => acquireDocument(host, name, ws),
     release: (document, ws) => releaseDocument(host, document, ws),
     acceptUpdate: (document, update, principal, origin) => acceptUpdate(host, document, update, principal, origin),
+    acceptChange: (document, change, principal) => acceptChange(host, document, change, principal),
     pin: (name) => pinDocument(host, name),
     unpin: (name) => unpinDocument(host, name),
     observe: (observer) => void host.observers.push(observer),

@@ -238,6 +238,15 @@ export async function openUpdateLog(directory: string): Promise<UpdateLog> {
         if (options.untilTime !== undefined && entry.receivedAt > options.untilTime) break;
         entries.push(entry);
       }
+      // A whole read (a document loading) ends at the head: the first append to the document then
+      // needs no LevelDB read of its meta key (a rollout's wave appends to hundreds of documents at
+      // once). Only while no append has numbered an entry of it: this process is the log's only
+      // writer, so until then the log holds what the read saw.
+      if (options.untilSeq === undefined && options.untilTime === undefined && !lastSeq.has(document)) {
+        const last = entries.at(-1);
+        lastSeq.set(document, last?.seq ?? 0);
+        lastHash.set(document, last?.hash ?? GENESIS_HASH);
+      }
       return entries;
     },
     iterate,

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
 import {
+  acceptChange,
   acceptUpdate,
   acquireDocument,
   closeAllDocuments,
@@ -205,6 +206,58 @@ test('a failed load is forgotten, so the next user tries again', async () => {
   assert.not.ok(host.hosted.has('hosts/h1/status'));
   fail = false;
   assert.ok(await acquireDocument(host, 'hosts/h1/status', fakeSocket()));
+});
+
+test("the coordinator's own change is made on the live copy, stored, then sent to every peer", async () => {
+  const log = fakeLog();
+  const { host, events } = hostWith(log);
+  const peer = fakeSocket();
+  const document = await acquireDocument(host, 'fleet/rollout-r1', peer);
+  const delta = await acceptChange(host, document, (doc) => doc.getArray('evidence').push(['a', 'b']), 'rollout:r1');
+  assert.ok(delta);
+  assert.equal(document.doc.getArray('evidence').toArray(), ['a', 'b']);
+  assert.equal(
+    log.entries.get('fleet/rollout-r1')?.map((e) => e.principal),
+    ['rollout:r1'],
+  );
+  assert.is(peer.sent.length, 1, 'broadcast to every peer (it came from none)');
+  assert.equal(events.at(-1), 'accepted fleet/rollout-r1 rollout:r1');
+  // What the log holds rebuilds what memory holds.
+  const replayed = new Y.Doc();
+  for (const entry of log.entries.get('fleet/rollout-r1')!) Y.applyUpdate(replayed, entry.update);
+  assert.equal(replayed.getArray('evidence').toArray(), ['a', 'b']);
+  assert.is(await acceptChange(host, document, () => undefined, 'rollout:r1'), null, 'no change, nothing stored');
+  assert.is(log.entries.get('fleet/rollout-r1')?.length, 1);
+});
+
+test('a change that throws: nothing changed keeps the copy; something changed drops it, as a failed append does', async () => {
+  const log = fakeLog();
+  const { host } = hostWith(log);
+  const ws = fakeSocket();
+  const document = await acquireDocument(host, 'fleet/rollout-r1', ws);
+  const before = () => {
+    throw new Error('refused before writing');
+  };
+  assert.match(await rejection(acceptChange(host, document, before, 'rollout:r1')), /before writing/);
+  assert.not.ok(document.broken);
+  assert.ok(host.hosted.has('fleet/rollout-r1'));
+  const midway = (doc: Y.Doc) => {
+    doc.getArray('plans').push(['half']);
+    throw new Error('refused midway');
+  };
+  assert.match(await rejection(acceptChange(host, document, midway, 'rollout:r1')), /midway/);
+  assert.ok(document.broken);
+  assert.equal(ws.closed, [1011]);
+  assert.not.ok(host.hosted.has('fleet/rollout-r1'));
+  assert.is(log.entries.get('fleet/rollout-r1'), undefined, 'nothing stored');
+  const reloaded = await acquireDocument(host, 'fleet/rollout-r1', fakeSocket());
+  assert.equal(reloaded.doc.getArray('plans').toArray(), [], 'memory holds only what the log holds');
+  log.failAppends = true;
+  assert.match(
+    await rejection(acceptChange(host, reloaded, (doc) => doc.getArray('plans').push(['p']), 'rollout:r1')),
+    /disk full/,
+  );
+  assert.ok(reloaded.broken, 'a failed append drops it too');
 });
 
 test.run();

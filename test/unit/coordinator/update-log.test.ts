@@ -159,4 +159,46 @@ test('entries are chained by hash; the head names the last one; logs from before
   }
 });
 
+test('a whole read gives the head the next append chains on (no meta read); a partial read does not', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    let log = await openUpdateLog(dir);
+    for (const n of [1, 2, 3]) await log.append('hosts/a/desired', 'alice', new Uint8Array([n]));
+    await log.close();
+    // Loading a document reads its whole log: the next append continues from its last entry.
+    log = await openUpdateLog(dir);
+    assert.is((await log.read('hosts/a/desired')).length, 3);
+    assert.is((await log.read('hosts/none/desired')).length, 0);
+    const [fourth, first] = await Promise.all([
+      log.append('hosts/a/desired', 'alice', new Uint8Array([4])),
+      log.append('hosts/none/desired', 'bob', new Uint8Array([1])),
+    ]);
+    assert.is(fourth.seq, 4);
+    assert.is(first.seq, 1);
+    await log.close();
+    // A read up to a moment ends before the head: it must not be taken for it.
+    log = await openUpdateLog(dir);
+    assert.is((await log.read('hosts/a/desired', { untilSeq: 1 })).length, 1);
+    // An append racing a whole read of the same document keeps its number.
+    const [, fifth] = await Promise.all([
+      log.read('hosts/a/desired'),
+      log.append('hosts/a/desired', 'alice', new Uint8Array([5])),
+    ]);
+    assert.is(fifth.seq, 5);
+    assert.is((await log.read('hosts/a/desired')).length, 5);
+    assert.is((await log.append('hosts/a/desired', 'alice', new Uint8Array([6]))).seq, 6);
+    await log.close();
+    log = await openUpdateLog(dir);
+    for (const document of ['hosts/a/desired', 'hosts/none/desired']) {
+      const entries = await log.read(document);
+      const check = checkLogChain(document, entries);
+      assert.equal(check.problems, [], document);
+      assert.equal(await log.head(document), check.head, document);
+    }
+    await log.close();
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
 test.run();
