@@ -21,6 +21,7 @@ import {
   signReturnManifest,
   siteStateSchema,
 } from '../shared/bundle/format.js';
+import { siteHosts } from '../shared/bundle/site.js';
 import { fromBase64, toBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
@@ -35,6 +36,8 @@ import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { formatBytes } from '../shared/text/bytes.js';
 import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
 import { serveCacheCommand } from './bundle-serve.js';
+import { readHostKeyAuthority } from './fleet-view.js';
+import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
 
 // `outpost bundle` (issue 16, docs/sneakernet.md): carry document updates and closures to a
@@ -64,7 +67,7 @@ const createSpec = defineCommand({
   name: 'bundle create',
   summary: 'write what a site with no link is missing (updates, closures) into one file, or with --return its results',
   usage:
-    'outpost bundle create --coordinator URL --key FILE --host ID [--host ID…] [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --key RELAY-KEY --out FILE',
+    'outpost bundle create --coordinator URL --key FILE (--host ID | --relay NAME --org-root KEY | --group NAME --org-root KEY)… [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --key RELAY-KEY --out FILE',
   options: z
     .object({
       return: option(z.boolean().default(false), {
@@ -90,6 +93,22 @@ const createSpec = defineCommand({
         placeholder: 'ID',
         description:
           "a host of the site (repeat for each): its desired document, and its newest intent's closure with --cache, go in the bundle",
+      }),
+      relay: option(z.array(z.string().min(1).max(128)).max(100).default([]), {
+        placeholder: 'NAME',
+        description:
+          'a site relay by its name (or key) in the policy: the hosts and groups the policy gives it go in the bundle (needs --org-root; combines with --host and --group)',
+      }),
+      group: option(z.array(z.string().min(1).max(128)).max(100).default([]), {
+        placeholder: 'NAME',
+        description:
+          'a policy group: its members go in the bundle (needs --org-root; combines with --host and --relay)',
+      }),
+      orgRoot: option(keyListSchema, {
+        placeholder: 'KEY',
+        description:
+          'pinned org root key (base64 or key file): --relay and --group are read from the policy walked from it, never from what the coordinator says unverified',
+        common: 'orgRoot',
       }),
       cache: option(urlSchema(['http:', 'https:']).optional(), {
         placeholder: 'URL',
@@ -124,9 +143,20 @@ const createSpec = defineCommand({
       path: ['relayDataDir'],
       message: "--return reads the site's relay: give its --relay-data-dir DIR (stop the relay first)",
     })
-    .refine((o) => o.return || (o.coordinator !== undefined && o.key !== undefined && o.host.length > 0), {
-      path: ['coordinator'],
-      message: 'give --coordinator URL, --key FILE and at least one --host ID (or --return at the site)',
+    .refine(
+      (o) =>
+        o.return ||
+        (o.coordinator !== undefined && o.key !== undefined && o.host.length + o.relay.length + o.group.length > 0),
+      {
+        path: ['coordinator'],
+        message:
+          'give --coordinator URL, --key FILE and the site: --host ID, --relay NAME or --group NAME (or --return at the site)',
+      },
+    )
+    .refine((o) => o.return || (o.relay.length === 0 && o.group.length === 0) || o.orgRoot.length > 0, {
+      path: ['orgRoot'],
+      message:
+        '--relay and --group are resolved from the verified policy: give the pinned --org-root KEY (or name the hosts with --host)',
     })
     .refine((o) => o.cache === undefined || o.trustedCacheKey.length > 0, {
       path: ['trustedCacheKey'],
@@ -134,6 +164,7 @@ const createSpec = defineCommand({
     }),
   examples: [
     'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --host clinic-2 --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --site-has clinic.site-state.json --out /media/usb/clinic.outpost-bundle --max-size 4000000000',
+    'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root ~/.config/outpost/org-root.pub --relay clinic-relay --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --out /media/usb/clinic.outpost-bundle',
     'systemctl stop outpost-relay && outpost bundle create --return --relay-data-dir /var/lib/outpost-relay --key /var/lib/outpost-relay/relay.key --out /media/usb/clinic-return.outpost-bundle; systemctl start outpost-relay',
   ],
 });
@@ -228,11 +259,31 @@ async function writeChecked(
   return 0;
 }
 
+// The site's hosts: --host as given, plus those of --relay and --group under the policy walked
+// from the pinned org root (a coordinator cannot widen or narrow the site by lying about it).
+async function resolveSite(o: z.infer<typeof createSpec.options>, key: SigningKey): Promise<string[] | null> {
+  if (o.relay.length === 0 && o.group.length === 0) return [...new Set(o.host)].sort();
+  const orgRoot = await resolvePublicKeys(createSpec, 'org-root', o.orgRoot);
+  const authority = await readHostKeyAuthority(o.coordinator!, orgRoot, key, o.timeout * 1000);
+  const site = siteHosts(authority.chain.at(-1)!, authority.bindings.keys(), {
+    hosts: o.host,
+    relays: o.relay,
+    groups: o.group,
+  });
+  if (!site.ok) {
+    console.error(`outpost bundle create: ${site.reason}; nothing was written`);
+    return null;
+  }
+  for (const note of site.notes) console.log(`  ${note}`);
+  return site.hosts;
+}
+
 async function createToSite(o: z.infer<typeof createSpec.options>): Promise<number> {
   const key = await readKeyFile(o.key!);
   const since = await readSiteState(o.sinceState, '--since-state');
   const siteHas = await readSiteState(o.siteHas, '--site-has');
-  const hosts = [...new Set(o.host)].sort();
+  const hosts = await resolveSite(o, key);
+  if (!hosts) return 1;
   const names = [...FLEET_DOCUMENTS, ...hosts.map(desiredDocName)];
   const doc = await readDocuments(o.coordinator!, names, key, o.timeout * 1000);
   const documents = names.map((name) => {

@@ -223,4 +223,72 @@ test('--relay-data-dir: a relay enforcing the org root, whose upstream is unreac
   }
 });
 
+test('--relay and --group: the site is the hosts the verified policy gives the relay or the group', async () => {
+  const v2 = hqSetup.sitePolicy([]);
+  v2.version = 2;
+  v2.relays = [{ name: 'site-relay', key: hqSetup.relayKey.publicKey, hosts: ['h1'], groups: ['production'] }];
+  assert.is((await pushPolicy(hq.url, signPolicy(v2, org.root))).status, 200);
+  const bundleHosts = async (file: string): Promise<string[]> => {
+    const opened = await openBundleFile(file);
+    if (!opened.ok) throw new Error(opened.reason);
+    return opened.manifest.hosts;
+  };
+  const withRoot = ['--org-root', org.root.publicKey];
+  const byRelay = join(dir, 'by-relay.outpost-bundle');
+  const relayCreated = await runCli([
+    'bundle',
+    'create',
+    '--coordinator',
+    hq.url,
+    '--key',
+    files.alice,
+    '--relay',
+    'site-relay',
+    ...withRoot,
+    '--out',
+    byRelay,
+  ]);
+  assert.is(relayCreated.code, 0, relayCreated.stderr);
+  assert.match(relayCreated.stdout, 'relay site-relay: 2 hosts (h1, prod-1)');
+  assert.match(relayCreated.stdout, '5 documents');
+  assert.equal(await bundleHosts(byRelay), ['h1', 'prod-1']);
+
+  const byGroup = join(dir, 'by-group.outpost-bundle');
+  const groupCreated = await runCli([
+    ...bundleCreateArgs(alice(), ['h1'], byGroup),
+    '--group',
+    'production',
+    ...withRoot,
+  ]);
+  assert.is(groupCreated.code, 0, groupCreated.stderr);
+  assert.match(groupCreated.stdout, 'group production: 1 host (prod-1)');
+  assert.equal(await bundleHosts(byGroup), ['h1', 'prod-1']);
+
+  // The site's bundle from --relay applies like any other: h1's intent arrives.
+  const applied = await apply(byRelay);
+  assert.is(applied.code, 0, applied.stderr + applied.stdout);
+  assert.match(applied.stdout, 'hosts/prod-1/desired');
+
+  const missing = join(dir, 'unknown.outpost-bundle');
+  const unknownRelay = await runCli([...bundleCreateArgs(alice(), [], missing), '--relay', 'nope', ...withRoot]);
+  assert.is(unknownRelay.code, 1);
+  assert.match(
+    unknownRelay.stderr,
+    'policy version 2 (walked from --org-root) has no relay named nope (relays: site-relay)',
+  );
+  const unknownGroup = await runCli([...bundleCreateArgs(alice(), [], missing), '--group', 'nope', ...withRoot]);
+  assert.is(unknownGroup.code, 1);
+  assert.match(unknownGroup.stderr, 'has no group named nope (groups: production)');
+  const noRoot = await runCli([...bundleCreateArgs(alice(), [], missing), '--relay', 'site-relay']);
+  assert.not.equal(noRoot.code, 0);
+  assert.match(noRoot.stderr, '--org-root');
+  assert.is(
+    await fs.access(missing).then(
+      () => 'exists',
+      () => 'absent',
+    ),
+    'absent',
+  );
+});
+
 test.run();
