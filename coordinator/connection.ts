@@ -81,6 +81,11 @@ async function handleSync(
   decoder: decoding.Decoder,
   context: ConnectionContext,
 ): Promise<void> {
+  // A copy dropped after a failed append (its sockets are closing, a new copy loads from the log):
+  // messages still arriving are not handled. Its reply could show an update the log lacks, and an
+  // update stored through it would reach neither the new copy (this coordinator's follower skips
+  // its own entries) nor the writer's acknowledgement honestly.
+  if (document.broken) return;
   const subtype = decoding.readVarUint(decoder);
   if (subtype === syncProtocol.messageYjsSyncStep1) {
     const stateVector = decoding.readVarUint8Array(decoder);

@@ -154,11 +154,13 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   // coordinators on a shared NATS log): never written into documents.
   const presence = new PresenceTable();
   const sharedPresence = sharePresence?.(presence) ?? null;
+  // What this coordinator sees itself (awareness here, its relays' summaries) is what it tells the
+  // others; what they told it is not passed on again.
+  if (sharedPresence) presence.onOwnChange((host, online, lastSeen) => sharedPresence.local(host, online, lastSeen));
   const onPresence = (change: PresenceChange): void => {
     const parsed = parseDocName(change.document);
     if (parsed?.role !== 'status') return;
     presence.setLocal(parsed.host, change.online);
-    sharedPresence?.local(parsed.host, change.online);
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
   const extension = config.extension;

@@ -5,15 +5,17 @@ import { hostIdSchema } from '../../shared/schemas/primitives.js';
 import type { PresenceTable } from '../presence.js';
 
 // Presence across coordinators that share a NATS cluster: each tells the others which hosts it
-// sees (awareness of their status documents), so /api/presence and `outpost status` on any
+// sees itself (awareness of their status documents here, and the summaries of relays connected
+// here, which it checked against each relay's scope), never what the others told it, so /api/presence and `outpost status` on any
 // coordinator show a host online wherever it is connected. Liveness is not history: it goes over
 // plain NATS publish/subscribe, never into the stream. Each coordinator sends its changes as they
 // happen and all its hosts every heartbeat; one not heard from for `expireMs` (stopped, killed,
 // cut off) has its hosts marked offline as of then, as a relay's are when its link ends.
 
 export interface PresenceShare {
-  // A host's status document gained or lost its last awareness state here.
-  local(host: string, online: boolean): void;
+  // What this coordinator itself sees of a host changed: its status document gained or lost its
+  // last awareness state here, or a relay connected here reported it (PresenceTable.onOwnChange).
+  local(host: string, online: boolean, lastSeen?: number): void;
   close(): void;
 }
 
@@ -79,7 +81,7 @@ export function sharePresence(
       }
       source.heardAt = Date.now();
       for (const [host, online, at] of parsed.hosts)
-        table.setRemote(source.key, host, online, at, MAX_HOSTS_PER_SOURCE);
+        table.setRemote(source.key, host, online, at, MAX_HOSTS_PER_SOURCE, true);
     },
   });
 
@@ -100,8 +102,8 @@ export function sharePresence(
   publish([]);
 
   return {
-    local(host, online) {
-      const at = Date.now();
+    local(host, online, lastSeen) {
+      const at = online || lastSeen === undefined ? Date.now() : lastSeen;
       mine.set(host, { online, at });
       publish([[host, online, at]]);
     },

@@ -47,6 +47,9 @@ export class LeanDocClient {
   private awarenessClock = 0;
   private syncedWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private storedWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  // barrier(): Step2 replies still awaited, each with the count of Step2s that answers it.
+  private barrierWaiters: { step2: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  private barriersSent = 0;
   private closedError: Error | null = null;
   lastAwarenessMs = 0;
 
@@ -88,6 +91,18 @@ export class LeanDocClient {
     if (this.stored) return Promise.resolve();
     if (this.closedError) return Promise.reject(this.closedError);
     return new Promise((resolve, reject) => this.storedWaiters.push({ resolve, reject }));
+  }
+
+  // A new barrier: resolves once the server answered one more Step1, i.e. handled (on our
+  // coordinator: stored in its update log) everything sent before it on this connection. A soak's
+  // writer uses it as the acknowledgement of its write. Call after whenStored().
+  barrier(): Promise<void> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    this.barriersSent += 1;
+    const step2 = 2 + this.barriersSent;
+    const answered = new Promise<void>((resolve, reject) => this.barrierWaiters.push({ step2, resolve, reject }));
+    this.send(encodeSync((encoder) => syncProtocol.writeSyncStep1(encoder, this.doc)));
+    return answered;
   }
 
   // One awareness update for our client id with a higher clock: what y-protocols' Awareness sends
@@ -141,6 +156,8 @@ export class LeanDocClient {
         this.step2Received += 1;
         if (this.step2Received === 1) for (const waiter of this.syncedWaiters.splice(0)) waiter.resolve();
         if (this.step2Received === 2) for (const waiter of this.storedWaiters.splice(0)) waiter.resolve();
+        while (this.barrierWaiters.length > 0 && this.barrierWaiters[0]!.step2 <= this.step2Received)
+          this.barrierWaiters.shift()!.resolve();
       }
       this.options.onRemoteApplied?.(receivedNs);
       return;
@@ -155,7 +172,12 @@ export class LeanDocClient {
   private fail(error: Error): void {
     if (this.closedError) return;
     this.closedError = error;
-    for (const waiter of [...this.syncedWaiters.splice(0), ...this.storedWaiters.splice(0)]) waiter.reject(error);
+    for (const waiter of [
+      ...this.syncedWaiters.splice(0),
+      ...this.storedWaiters.splice(0),
+      ...this.barrierWaiters.splice(0),
+    ])
+      waiter.reject(error);
   }
 }
 

@@ -132,7 +132,13 @@ export async function startNatsCluster(
 }
 
 export interface ClusterCoordinators {
-  start(cluster: NatsCluster, name: string, moreArgs?: string[]): Promise<DaemonProcess & { url: string }>;
+  // `port` 0 picks a free one; a coordinator restarted on its old port is found again by its clients.
+  start(
+    cluster: NatsCluster,
+    name: string,
+    moreArgs?: string[],
+    port?: number,
+  ): Promise<DaemonProcess & { url: string; port: number }>;
   // SIGKILL every coordinator started, at the end of a test file even if a test failed.
   stopAll(): Promise<void>;
 }
@@ -143,11 +149,11 @@ export interface ClusterCoordinators {
 export function clusterCoordinators(directory: string, extraArgs: string[] = []): ClusterCoordinators {
   const started: DaemonProcess[] = [];
   return {
-    async start(cluster, name, moreArgs = []) {
+    async start(cluster, name, moreArgs = [], port = 0) {
       const daemon = await startCoordinatorProcess(
         join(directory, name),
         join(directory, `${name}.log`),
-        0,
+        port,
         ['--backend', cluster.backend, ...extraArgs, ...moreArgs],
         {},
         60_000,
