@@ -61,6 +61,11 @@ const commands: Record<string, { run: CommandRunner; summary: string }> = {
     run: async (argv) => (await import('../admin/ssh.js')).runSshCommand(argv),
     summary: "an SSH byte stream to a host's sshd through its agent's outbound link (ssh's ProxyCommand)",
   },
+  web: {
+    run: async (argv) => (await import('../admin/web.js')).runWebCommand(argv),
+    summary:
+      'serve the web editor from this installation on 127.0.0.1, forwarding to the coordinator (a compromised coordinator cannot change the page)',
+  },
   bundle: {
     run: async (argv) =>
       (await import('../admin/bundle.js')).runBundleCommand(argv, async () => {

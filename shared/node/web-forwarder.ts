@@ -1,0 +1,214 @@
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Duplex } from 'node:stream';
+
+// Forwards the web editor's API requests and websocket upgrades, unchanged, to one coordinator or
+// relay, so a page served from the admin's own installation (`outpost web`) stays same-origin.
+// It trusts nothing and adds nothing: key proofs are signed in the page over the challenge the
+// upstream issued and the path, both passed through untouched, so the upstream checks them as if
+// the browser had connected directly. No header is added (no X-Forwarded-For); hop-by-hop headers
+// and Host are replaced as any HTTP hop must. Every failure becomes an answer (502/413/504) or a
+// closed socket, which the page shows as its usual offline state; nothing throws out of a handler.
+
+export interface ForwarderLimits {
+  // Largest request body the page may send (its POSTs are signed JSON of a few KiB).
+  maxRequestBytes: number;
+  // Largest answer passed back; a bigger one is cut off (the page reads bounded answers anyway).
+  maxResponseBytes: number;
+  // How long the upstream may take to answer a request or an upgrade.
+  upstreamTimeoutMs: number;
+  // Websocket links open at once through the forwarder.
+  maxUpgrades: number;
+}
+
+export const DEFAULT_FORWARDER_LIMITS: ForwarderLimits = {
+  maxRequestBytes: 1024 * 1024,
+  maxResponseBytes: 64 * 1024 * 1024,
+  upstreamTimeoutMs: 10_000,
+  maxUpgrades: 256,
+};
+
+export interface WebForwarder {
+  // Answers one HTTP request by forwarding it upstream.
+  forwardRequest(req: IncomingMessage, res: ServerResponse): void;
+  // Forwards one websocket upgrade and then the bytes both ways.
+  forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  // Ends every forwarded websocket link.
+  close(): void;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+]);
+
+function endToEndHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const kept: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers))
+    if (value !== undefined && !HOP_BY_HOP.has(name.toLowerCase())) kept[name] = value;
+  return kept;
+}
+
+function answerJson(res: ServerResponse, status: number, error: string): void {
+  try {
+    if (res.headersSent || res.writableEnded || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify({ error }));
+  } catch {
+    res.destroy();
+  }
+}
+
+function refuseSocket(socket: Duplex, status: number, statusText: string): void {
+  try {
+    socket.end(`HTTP/1.1 ${status} ${statusText}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    setTimeout(() => socket.destroy(), 2_000).unref();
+  } catch {
+    socket.destroy();
+  }
+}
+
+// upstream: the ws:// or wss:// URL of the coordinator or relay (its origin; a path is ignored).
+export function createWebForwarder(
+  upstream: string,
+  limits: ForwarderLimits = DEFAULT_FORWARDER_LIMITS,
+  onError: (what: string, error: Error) => void = () => {},
+): WebForwarder {
+  const target = new URL(upstream);
+  const secure = target.protocol === 'wss:' || target.protocol === 'https:';
+  const request = secure ? httpsRequest : httpRequest;
+  const upstreamName = `${secure ? 'https' : 'http'}://${target.host}`;
+  const links = new Set<Duplex>();
+
+  // TLS is verified as everywhere in the CLI (Node's defaults; NODE_EXTRA_CA_CERTS adds a CA).
+  const open = (req: IncomingMessage, headers: Record<string, string | string[]>) =>
+    request({
+      protocol: secure ? 'https:' : 'http:',
+      hostname: target.hostname.replace(/^\[|\]$/g, ''),
+      port: target.port || (secure ? 443 : 80),
+      method: req.method,
+      path: req.url ?? '/',
+      headers: { ...headers, host: target.host },
+      timeout: limits.upstreamTimeoutMs,
+    });
+
+  return {
+    forwardRequest(req, res) {
+      try {
+        const declared = Number(req.headers['content-length'] ?? 0);
+        if (!Number.isFinite(declared) || declared > limits.maxRequestBytes) {
+          req.resume();
+          return answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
+        }
+        const outgoing = open(req, endToEndHeaders(req.headers));
+        let sent = 0;
+        outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+        outgoing.on('error', (error) => {
+          onError('request', error);
+          answerJson(res, 502, `${upstreamName} is not reachable: ${error.message}`);
+        });
+        outgoing.on('response', (answer) => {
+          let received = 0;
+          try {
+            res.writeHead(answer.statusCode ?? 502, endToEndHeaders(answer.headers));
+          } catch (error) {
+            onError('response', error as Error);
+            answer.destroy();
+            res.destroy();
+            return;
+          }
+          answer.on('data', (chunk: Buffer) => {
+            received += chunk.length;
+            if (received > limits.maxResponseBytes) {
+              answer.destroy();
+              res.destroy();
+              return;
+            }
+            if (!res.write(chunk)) {
+              answer.pause();
+              res.once('drain', () => answer.resume());
+            }
+          });
+          answer.on('end', () => res.end());
+          answer.on('error', () => res.destroy());
+          res.on('close', () => answer.destroy());
+        });
+        req.on('data', (chunk: Buffer) => {
+          sent += chunk.length;
+          if (sent > limits.maxRequestBytes) {
+            outgoing.destroy();
+            req.destroy();
+            answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
+            return;
+          }
+          outgoing.write(chunk);
+        });
+        req.on('end', () => outgoing.end());
+        req.on('error', () => outgoing.destroy());
+        res.on('close', () => {
+          if (!res.writableFinished) outgoing.destroy();
+        });
+      } catch (error) {
+        onError('request', error as Error);
+        answerJson(res, 500, `could not forward the request: ${(error as Error).message}`);
+      }
+    },
+
+    forwardUpgrade(req, socket, head) {
+      try {
+        socket.on('error', () => socket.destroy());
+        if (links.size >= limits.maxUpgrades) return refuseSocket(socket, 503, 'Service Unavailable');
+        links.add(socket);
+        socket.once('close', () => links.delete(socket));
+        const headers = endToEndHeaders(req.headers);
+        headers.connection = 'Upgrade';
+        headers.upgrade = req.headers.upgrade ?? 'websocket';
+        const outgoing = open(req, headers);
+        outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+        outgoing.on('error', (error) => {
+          onError('upgrade', error);
+          refuseSocket(socket, 502, 'Bad Gateway');
+        });
+        // The upstream refused the upgrade: pass its status on and close.
+        outgoing.on('response', (answer) => {
+          answer.resume();
+          refuseSocket(socket, answer.statusCode ?? 502, answer.statusMessage ?? 'Refused');
+        });
+        outgoing.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
+          upstreamSocket.setTimeout(0);
+          upstreamSocket.on('error', () => socket.destroy());
+          socket.on('close', () => upstreamSocket.destroy());
+          upstreamSocket.on('close', () => socket.destroy());
+          if (socket.destroyed) return upstreamSocket.destroy();
+          const lines = [`HTTP/1.1 ${answer.statusCode ?? 101} ${answer.statusMessage ?? 'Switching Protocols'}`];
+          for (let i = 0; i < answer.rawHeaders.length; i += 2)
+            lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+          socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+          if (upstreamHead.length > 0) socket.write(upstreamHead);
+          if (head.length > 0) upstreamSocket.write(head);
+          upstreamSocket.pipe(socket);
+          socket.pipe(upstreamSocket);
+        });
+        outgoing.end();
+      } catch (error) {
+        onError('upgrade', error as Error);
+        socket.destroy();
+      }
+    },
+
+    close() {
+      for (const socket of links) socket.destroy();
+      links.clear();
+    },
+  };
+}
