@@ -9,6 +9,7 @@ import {
   verifyAnchorPolicy,
   verifyPolicySuccessor,
 } from '../shared/trust/policy-chain.js';
+import { coordinatorOption } from './common-options.js';
 import {
   coordinatorUrlSchema,
   fileSchema,
@@ -224,11 +225,7 @@ const pushSpec = defineCommand({
   usage: 'outpost policy push --policy FILE --coordinator URL [--json]',
   options: z.object({
     policy: option(fileSchema('the policy file'), { placeholder: 'FILE', description: 'the signed policy file' }),
-    coordinator: option(coordinatorUrlSchema, {
-      placeholder: 'URL',
-      description: 'the coordinator, ws:// or wss://',
-      common: 'coordinator',
-    }),
+    coordinator: coordinatorOption,
     timeout: timeoutOption,
     json,
   }),

@@ -26,10 +26,10 @@ import {
   planSignatureNeeds,
   rolloutSlug,
 } from '../shared/views/rollout-draft.js';
+import { adminKeyOption, coordinatorOption } from './common-options.js';
 import { type HostKeyAuthority, type HostView, readHostKeyAuthority } from './fleet-view.js';
 import {
   type CommandGroup,
-  coordinatorUrlSchema,
   fileSchema,
   jsonOption,
   keyListSchema,
@@ -55,16 +55,6 @@ import { submitIntent } from './submit-intent.js';
 // (docs/rollouts.md). Every command reads the policy walked from the pinned org root and judges
 // what the coordinator holds with the same code agents run.
 
-const coordinatorOption = option(coordinatorUrlSchema, {
-  placeholder: 'URL',
-  description: 'the coordinator, ws:// or wss://',
-  common: 'coordinator',
-});
-const keyOption = option(fileSchema('your admin key file'), {
-  placeholder: 'KEYFILE',
-  description: 'your admin key file (signs, and authenticates to the coordinator)',
-  common: 'key',
-});
 const orgRootOption = option(keyListSchema.pipe(z.array(z.string()).min(1, 'give the pinned org root key')), {
   placeholder: 'KEY',
   description: 'a pinned org root key (base64, or a key file): the policy is walked from it',
@@ -76,7 +66,7 @@ const idOption = option(rolloutIdSchema, {
 });
 const common = {
   coordinator: coordinatorOption,
-  key: keyOption,
+  key: adminKeyOption(),
   orgRoot: orgRootOption,
   timeout: timeoutOption,
   json: jsonOption,
