@@ -329,7 +329,15 @@ test("threat 16: a coordinator replaying the host's old result and old status do
   // The agent's own numbering is untouched by the duplicate.
   appendIntent(desired, signIntent(intent('h7', 3, closures[2]!), org.alice));
   const third = await resultFor(peer, host, 3);
-  assert.is(third.seq, second.seq + 1);
+  // Seen once in a clean-clone run (#2 reused for generation 3, at low load); the message keeps
+  // what is needed to find out how: every own result in the document and every result logged.
+  assert.is(
+    third.seq,
+    second.seq + 1,
+    `own results [seq, generation]: ${JSON.stringify(ownResults(peer, host).map((r) => [r.seq, r.generation]))}; ` +
+      `the agent logged: ${JSON.stringify(logEvents(agent, 'result').map((e) => [e.seq, e.generation]))}; ` +
+      `floor rebuilds: ${JSON.stringify(logEvents(agent, 'floor-rebuilt'))}`,
+  );
   assert.is((await loadAgentState(host.stateDir)).resultSeq, third.seq);
 });
 
