@@ -3,12 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { runCommand, runDaemon } from '../cli/command.js';
 import { defineCommand, logLevelOption, numberSchema, option, portSchema } from '../cli/options.js';
-import { DEFAULT_LIMITS } from '../coordinator/limits.js';
-import { createWebApp, DEFAULT_WEB_APP_DIR } from '../coordinator/web-app.js';
 import type { Logger } from '../shared/log.js';
 import { createLogger } from '../shared/node/log.js';
+import { createWebApp, DEFAULT_WEB_APP_DIR } from '../shared/node/web-app.js';
 import { createWebForwarder, DEFAULT_FORWARDER_LIMITS } from '../shared/node/web-forwarder.js';
 import { coordinatorOption } from './common-options.js';
+
+const REQUEST_HEAD_TIMEOUT_MS = 10_000;
 
 // `outpost web`: the web editor served from the admin's own installation, not from the
 // coordinator. A coordinator or relay serving the page serves the code that holds the admin's
@@ -95,9 +96,9 @@ export async function serveWebEditor(options: {
   server.on('clientError', (_error, socket) => socket.destroy());
   server.maxConnections = options.maxConnections;
   // A connection that has not sent its whole request head (or upgrade) by then is dropped, as
-  // the coordinator does (--upgrade-timeout).
-  server.headersTimeout = DEFAULT_LIMITS.upgradeTimeoutMs;
-  server.requestTimeout = DEFAULT_LIMITS.upgradeTimeoutMs * 3;
+  // the coordinator does by default (--upgrade-timeout 10).
+  server.headersTimeout = REQUEST_HEAD_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_HEAD_TIMEOUT_MS * 3;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.listen, () => {

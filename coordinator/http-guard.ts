@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { AUTH_HEADERS, authParamsSchema } from '../shared/sync/auth-proof.js';
 
@@ -36,20 +36,8 @@ export function upgradeDocument(url: string | undefined): string | null {
   }
 }
 
-// Sends a JSON answer unless one is already under way (then the connection is cut: the client
-// sees a truncated answer, not a wrong one). Never throws.
-export function respondJson(res: ServerResponse, status: number, body: unknown): void {
-  try {
-    if (res.headersSent || res.writableEnded || res.destroyed) {
-      if (!res.writableEnded) res.destroy();
-      return;
-    }
-    res.writeHead(status, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(body));
-  } catch {
-    res.destroy();
-  }
-}
+// The one JSON answer of every handler (shared with `outpost web`): never throws.
+export { respondJson } from '../shared/node/http-json.js';
 
 // How long a refused upgrade's connection may stay after its answer, for the client to read it
 // and close first (closing at once could reset the connection before the answer is read).

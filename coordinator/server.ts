@@ -14,6 +14,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { parseDocName, statusDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { createWebApp } from '../shared/node/web-app.js';
 import {
   AUTH_HEADERS,
   authParamsSchema,
@@ -58,7 +59,6 @@ import { startTimestamps } from './timestamps.js';
 import { createTrustState, type Principal, type TrustState } from './trust-state.js';
 import { createTunnelHub, type TunnelHub } from './tunnels.js';
 import type { UpdateLog } from './update-log.js';
-import { createWebApp } from './web-app.js';
 import { closeSocket, isServedDocument } from './wire.js';
 
 export interface CoordinatorConfig {
@@ -82,7 +82,7 @@ export interface CoordinatorConfig {
   enrollmentLimits?: Partial<EnrollmentLimits>;
   // What a relay adds (coordinator/relay.ts); a coordinator has none.
   extension?: CoordinatorExtension;
-  // The built web editor served at / (coordinator/web-app.ts); default: dist/web beside the code.
+  // The built web editor served at / (shared/node/web-app.ts); default: dist/web beside the code.
   webAppDir?: string;
 }
 

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
 
 // `npm run build` builds the web editor into dist/web, which coordinators and relays serve at /
-// (coordinator/web-app.ts). Two entries: the page and the service worker (sw.js at the root, so
+// (shared/node/web-app.ts). Two entries: the page and the service worker (sw.js at the root, so
 // its scope is the whole app), which gets the list of files to keep for offline use.
 const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
 // The minifier may quote it with ', " or `.

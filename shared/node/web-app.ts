@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { respondJson } from './http-guard.js';
+import { respondJson } from './http-json.js';
 
 // Serves the web editor (web/, built by `npm run build` into dist/web) at `/`, from coordinators
 // and relays alike, so a site's relay serves the editor to local staff when the uplink is down.
@@ -10,8 +10,8 @@ import { respondJson } from './http-guard.js';
 // looked up in it, never joined onto a directory, so `..`, encoded slashes or symlinks cannot
 // reach anything else. Everything is held in memory (the build is a few hundred KiB).
 
-// Where the build lands, beside the compiled coordinator (dist/coordinator → dist/web).
-export const DEFAULT_WEB_APP_DIR = fileURLToPath(new URL('../web/', import.meta.url));
+// Where the build lands: dist/web, beside this file's dist/shared/node.
+export const DEFAULT_WEB_APP_DIR = fileURLToPath(new URL('../../web/', import.meta.url));
 
 // More than a build ever has; a directory holding something else entirely is not served whole.
 const MAX_FILES = 200;

@@ -4,9 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { requestPath, respondJson } from '../../../coordinator/http-guard.js';
-import { createWebApp } from '../../../coordinator/web-app.js';
-import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
+import { requestPath, respondJson } from '../../../../coordinator/http-guard.js';
+import { createWebApp } from '../../../../shared/node/web-app.js';
+import { removeDirectory, temporaryDirectory } from '../../../harness/processes.js';
 
 // The web editor's file handler serves the files the build produced and nothing else: no path
 // (dot segments, encoded slashes, symlinks, other files beside the build) reaches anything outside
