@@ -527,33 +527,32 @@ interface ValidIntent {
   generation: number;
 }
 
-// Records a host's numbered result (per signing key); says how a number seen before came back.
-function noteResultSeq(
-  byKey: Map<string, Map<number, string>>,
-  key: string,
-  seq: number,
-  content: string,
-): string | null {
-  const seqs = byKey.get(key) ?? new Map<number, string>();
-  byKey.set(key, seqs);
-  const earlier = seqs.get(seq);
-  if (earlier === undefined) {
+// A host's numbered results, per signing key: the content each number was first seen with (to
+// tell a replay from a second result claiming it), and the numbers in order (to count how many
+// newer results a removed one had).
+class ResultNumbers {
+  private readonly contentBySeq = new Map<string, Map<number, string>>();
+  private readonly ordered = new Map<string, number[]>();
+
+  // Records a result; says how a number seen before came back (null: first time).
+  note(key: string, seq: number, content: string): string | null {
+    const seqs = this.contentBySeq.get(key) ?? new Map<number, string>();
+    this.contentBySeq.set(key, seqs);
+    const earlier = seqs.get(seq);
+    if (earlier !== undefined)
+      return earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
     seqs.set(seq, content);
+    const order = this.ordered.get(key) ?? [];
+    this.ordered.set(key, order);
+    // Results arrive in order almost always: appending is the common case.
+    if (!order.length || order.at(-1)! < seq) order.push(seq);
+    else order.splice(this.firstAbove(order, seq), 0, seq);
     return null;
   }
-  return earlier === content ? 'appears again (replayed)' : 'is claimed by two different results';
-}
 
-// The numbers a key's results used, in order, to count how many newer ones a removed result had.
-class SeqOrder {
-  private readonly byKey = new Map<string, number[]>();
-
-  add(key: string, seq: number): void {
-    const seqs = this.byKey.get(key) ?? [];
-    this.byKey.set(key, seqs);
-    // Results arrive in order almost always: appending is the common case.
-    if (!seqs.length || seqs.at(-1)! < seq) seqs.push(seq);
-    else seqs.splice(this.firstAbove(seqs, seq), 0, seq);
+  // Each key with the numbers its results used.
+  keys(): IterableIterator<[string, Map<number, string>]> {
+    return this.contentBySeq.entries();
   }
 
   private firstAbove(seqs: number[], seq: number): number {
@@ -568,7 +567,7 @@ class SeqOrder {
   }
 
   countAbove(key: string, seq: number): number {
-    const seqs = this.byKey.get(key) ?? [];
+    const seqs = this.ordered.get(key) ?? [];
     return seqs.length - this.firstAbove(seqs, seq);
   }
 }
@@ -707,8 +706,8 @@ function auditHost(
   });
 
   const status = statusDocName(host);
-  const resultsByKey = new Map<string, Map<number, string>>();
-  const actionResultsByKey = new Map<string, Map<number, string>>();
+  const resultNumbers = new ResultNumbers();
+  const actionResultNumbers = new ResultNumbers();
   const statusSeqByKey = new Map<string, number>();
   // The session log of the last valid status, so each status names only the sessions it opened or closed.
   let lastSessions: SshSession[] | undefined;
@@ -746,11 +745,9 @@ function auditHost(
   // The agent deletes its own old results from the live document (KEPT_RESULTS, docs/agent.md):
   // a removal is judged against that rule, over this history, which keeps every result. Values that
   // are not the host's own (junk, forgeries, another key's) may go too (the agent purges them).
-  const resultOrder = new SeqOrder();
-  const actionResultOrder = new SeqOrder();
   const judgeRemoval = (change: EntryChange, removal: EntryChange['removed'][number]): void => {
     const isResults = removal.from === RESULTS_KEY;
-    const order = isResults ? resultOrder : actionResultOrder;
+    const order = isResults ? resultNumbers : actionResultNumbers;
     const kept = isResults ? KEPT_RESULTS : KEPT_ACTION_RESULTS;
     const what = isResults ? 'result' : 'action result';
     const own: number[] = [];
@@ -812,8 +809,7 @@ function auditHost(
             flag(collector, 'forged-status', entry, status, host, problem);
             problems.push(problem);
           } else {
-            const reuse = noteResultSeq(actionResultsByKey, signature.publicKey, r.seq, canonicalJson(r));
-            if (!reuse) actionResultOrder.add(signature.publicKey, r.seq);
+            const reuse = actionResultNumbers.note(signature.publicKey, r.seq, canonicalJson(r));
             if (reuse) {
               flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
               problems.push(`seq #${r.seq} ${reuse}`);
@@ -850,8 +846,7 @@ function auditHost(
           flag(collector, 'forged-status', entry, status, host, problem);
           problems.push(problem);
         } else {
-          const reuse = noteResultSeq(resultsByKey, signature.publicKey, r.seq, canonicalJson(r));
-          if (!reuse) resultOrder.add(signature.publicKey, r.seq);
+          const reuse = resultNumbers.note(signature.publicKey, r.seq, canonicalJson(r));
           if (reuse) {
             flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
             problems.push(`seq #${r.seq} ${reuse}`);
@@ -931,7 +926,7 @@ function auditHost(
       });
     }
   });
-  for (const [key, seqs] of resultsByKey) {
+  for (const [key, seqs] of resultNumbers.keys()) {
     const max = Math.max(...seqs.keys());
     const missing: number[] = [];
     for (let seq = 1; seq <= max && missing.length < 20; seq += 1) if (!seqs.has(seq)) missing.push(seq);
