@@ -6,7 +6,7 @@ import { readBundleStream } from '../shared/node/bundle-file.js';
 import { AUTH_HEADERS, verifyAuthProof } from '../shared/sync/auth-proof.js';
 import { adminForKey, capabilitiesFor } from '../shared/trust/capabilities.js';
 import type { ChallengeStore } from './challenges.js';
-import type { DocumentHost } from './hosted-documents.js';
+import { type DocumentHost, withPinned } from './hosted-documents.js';
 import { headerOf, proofFromHeaders, respondJson } from './http-guard.js';
 import type { Refusals, WriteLimits } from './limits.js';
 import type { Principal, TrustState } from './trust-state.js';
@@ -97,9 +97,8 @@ export function createReturnBundleEndpoint(context: ReturnBundleContext) {
   }
 
   async function applyOne(name: string, update: Uint8Array, relay: Principal, admin: Principal | null) {
-    const document = await host.pin(name);
-    try {
-      return await document.run(async (): Promise<ReturnOutcome> => {
+    return withPinned(host, name, (document) =>
+      document.run(async (): Promise<ReturnOutcome> => {
         // The relay link's writer: the relay and the document (a relay carries many hosts' writes).
         const writer = `${relay.label} ${name}`;
         const refusal = writeLimits.check(document, update, writer);
@@ -118,10 +117,8 @@ export function createReturnBundleEndpoint(context: ReturnBundleContext) {
         if (!delta) return { name, outcome: 'had' };
         writeLimits.charge(writer, delta.length);
         return { name, outcome: 'changed' };
-      });
-    } finally {
-      host.unpin(name);
-    }
+      }),
+    );
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -41,7 +41,7 @@ import {
   sourceOf,
 } from './enrollment-limits.js';
 import { decideFleetWrite, type FleetChange, writeFleetDocument } from './fleet-writes.js';
-import type { DocumentHost } from './hosted-documents.js';
+import { type DocumentHost, withPinned } from './hosted-documents.js';
 import { respondJson } from './http-guard.js';
 import type { TrustState } from './trust-state.js';
 
@@ -130,7 +130,9 @@ function planFor(
 
 // Looks at fleet/enrollment again after a write, so /healthz and the cheap refusal at the cap see it.
 async function refreshGate(host: DocumentHost, policy: Policy | null, gate: EnrollmentGate): Promise<void> {
-  gate.notePlan(planFor((await host.pin(ENROLLMENT_DOC)).doc, policy, Date.now(), gate.limits));
+  gate.notePlan(
+    await withPinned(host, ENROLLMENT_DOC, (enrollment) => planFor(enrollment.doc, policy, Date.now(), gate.limits)),
+  );
 }
 
 const fullMessage = (pending: number, limits: EnrollmentLimits): string =>
@@ -347,8 +349,7 @@ async function handlePolicy(
   pinnedRoot: ReadonlySet<string>,
 ): Promise<void> {
   const signed = await readBody(req, signedPolicySchema);
-  const policyDoc = await host.pin(POLICY_DOC);
-  const existing = readPolicies(policyDoc.doc);
+  const existing = await withPinned(host, POLICY_DOC, (policyDoc) => readPolicies(policyDoc.doc));
   const walk = walkPolicyChain(trust.chain(), pinnedRoot, [...existing, signed]);
   const accepted = walk.chain.some((p) => canonicalJson(p) === canonicalJson(signed.policy));
   if (!accepted) {

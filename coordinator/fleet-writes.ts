@@ -1,5 +1,5 @@
 import type * as Y from 'yjs';
-import type { DocumentHost } from './hosted-documents.js';
+import { type DocumentHost, withPinned } from './hosted-documents.js';
 
 // What to do to a fleet document, decided from its current state: an outcome for the caller and,
 // when something must change, the change.
@@ -20,12 +20,13 @@ export async function decideFleetWrite<T>(
   principal: string,
   decide: (live: Y.Doc) => FleetChange<T>,
 ): Promise<T> {
-  const document = await host.pin(name);
-  return document.run(async () => {
-    const { outcome, write } = decide(document.doc);
-    if (write) await host.acceptChange(document, write, principal);
-    return outcome;
-  });
+  return withPinned(host, name, (document) =>
+    document.run(async () => {
+      const { outcome, write } = decide(document.doc);
+      if (write) await host.acceptChange(document, write, principal);
+      return outcome;
+    }),
+  );
 }
 
 // A write decided without reading the document first.

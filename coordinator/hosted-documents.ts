@@ -37,9 +37,11 @@ export interface DocumentHost {
   // call inside the document's queue.
   acceptChange(hosted: HostedDocument, change: (doc: Y.Doc) => void, principal: string): Promise<Uint8Array | null>;
   // Keeps a document loaded for the coordinator's own use (fleet documents it reads or writes).
+  // Pins are counted: each holder takes back only its own pin with one unpin (withPinned does
+  // both around a use), so a rollout reading a status cannot unload one a return bundle holds.
   pin(name: string): Promise<HostedDocument>;
-  // Lets a pinned document unload again once nobody is connected (a relay pins documents only
-  // while they still have something to exchange with the upstream).
+  // Takes back one pin; the document may unload once no pin and no connection holds it (a relay
+  // pins documents only while they still have something to exchange with the upstream).
   unpin(name: string): void;
   // Hooks for relays and the relay endpoint: documents loaded, updates stored, documents unloaded.
   observe(observer: HostObserver): void;
@@ -126,7 +128,9 @@ export interface DocumentHostState {
   // Loading or loaded documents; a failed load is removed so the next use tries again.
   readonly hosted: Map<string, Promise<HostedDocument>>;
   readonly unloadTimers: Map<string, ReturnType<typeof setTimeout>>;
-  readonly pinned: Set<string>;
+  // How many holders pin each document: the fleet documents for good, a rollout's delivery, a
+  // status read or a return bundle for as long as they work on it; each unpins only its own pin.
+  readonly pinned: Map<string, number>;
   readonly observers: HostObserver[];
 }
 
@@ -143,7 +147,7 @@ export function createDocumentHostState(
     onPresence,
     hosted: new Map(),
     unloadTimers: new Map(),
-    pinned: new Set(),
+    pinned: new Map(),
     observers: [],
   };
 }
@@ -346,18 +350,39 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
 }
 
 export function pinDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
-  host.pinned.add(name);
+  host.pinned.set(name, (host.pinned.get(name) ?? 0) + 1);
   return loadedDocument(host, name);
 }
 
+// Takes back one pin; an unpin without a pin changes nothing.
 export function unpinDocument(host: DocumentHostState, name: string): void {
-  if (!host.pinned.delete(name)) return;
+  const pins = host.pinned.get(name);
+  if (pins === undefined) return;
+  if (pins > 1) {
+    host.pinned.set(name, pins - 1);
+    return;
+  }
+  host.pinned.delete(name);
   void host.hosted.get(name)?.then(
     (document) => {
       if (host.hosted.get(name) && !host.pinned.has(name)) scheduleUnload(host, document);
     },
     () => undefined,
   );
+}
+
+// The document, pinned while `use` runs and unpinned after, however `use` ends.
+export async function withPinned<T>(
+  host: Pick<DocumentHost, 'pin' | 'unpin'>,
+  name: string,
+  use: (document: HostedDocument) => T | Promise<T>,
+): Promise<T> {
+  const document = await host.pin(name);
+  try {
+    return await use(document);
+  } finally {
+    host.unpin(name);
+  }
 }
 
 export function closeAllDocuments(host: DocumentHostState): void {

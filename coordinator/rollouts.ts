@@ -30,7 +30,7 @@ import { adminForKey } from '../shared/trust/capabilities.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
 import { type SourceLimiter, sourceOf } from './enrollment-limits.js';
 import { decideFleetWrite } from './fleet-writes.js';
-import type { DocumentHost, HostedDocument } from './hosted-documents.js';
+import { type DocumentHost, type HostedDocument, withPinned } from './hosted-documents.js';
 import { respondJson } from './http-guard.js';
 import type { TrustState } from './trust-state.js';
 import type { UpdateLog } from './update-log.js';
@@ -224,13 +224,7 @@ export async function startRolloutService(options: {
 
   async function readStatuses(names: string[]): Promise<void> {
     await inBatches(names, DELIVERY_CONCURRENCY, async (name) => {
-      const statusName = statusDocName(name);
-      const document = await host.pin(statusName);
-      try {
-        onStatus(name, document.doc);
-      } finally {
-        host.unpin(statusName);
-      }
+      await withPinned(host, statusDocName(name), (document) => onStatus(name, document.doc));
     });
   }
 
@@ -293,16 +287,11 @@ export async function startRolloutService(options: {
       const placed = placeHosts(rollout.signed.plan).get(entry.host)!;
       const intent = deriveRolloutIntent(rollout.signed, rollout.digest, placed);
       const digest = intentDigest(intent);
-      const name = desiredDocName(entry.host);
-      try {
-        const wrote = await decideFleetWrite(host, name, `rollout:${rollout.id}`, (live) => {
-          const present = readIntentEntries(live).entries.some((e) => intentDigest(e.signed) === digest);
-          return { outcome: !present, write: present ? undefined : (copy) => appendIntent(copy, intent) };
-        });
-        if (wrote) written += 1;
-      } finally {
-        host.unpin(name);
-      }
+      const wrote = await decideFleetWrite(host, desiredDocName(entry.host), `rollout:${rollout.id}`, (live) => {
+        const present = readIntentEntries(live).entries.some((e) => intentDigest(e.signed) === digest);
+        return { outcome: !present, write: present ? undefined : (copy) => appendIntent(copy, intent) };
+      });
+      if (wrote) written += 1;
     });
     rollout.delivered.add(index);
     logger.info(

@@ -7,7 +7,7 @@ import type { Logger } from '../shared/log.js';
 import type { Checkpoint } from '../shared/schemas/checkpoint.js';
 import type { Timestamp } from '../shared/schemas/policy.js';
 import { writeFleetDocument } from './fleet-writes.js';
-import type { DocumentHost } from './hosted-documents.js';
+import { type DocumentHost, withPinned } from './hosted-documents.js';
 import type { TrustState } from './trust-state.js';
 import type { UpdateLog } from './update-log.js';
 
@@ -49,7 +49,7 @@ export function startTimestamps(
       );
     }
     published ??= await loadPublished();
-    const previous = readTimestamp((await host.pin(TIMESTAMP_DOC)).doc);
+    const previous = await withPinned(host, TIMESTAMP_DOC, (document) => readTimestamp(document.doc));
     const at = new Date().toISOString();
     const seq = (previous?.timestamp.seq ?? 0) + 1;
     const timestamp: Timestamp = { kind: 'timestamp', at, seq, policyVersion: policy.version };

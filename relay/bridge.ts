@@ -177,6 +177,7 @@ export function pump(bridge: BridgeState): void {
           'cannot load document for upstream sync',
         );
         bridge.passing.delete(name);
+        bridge.host.unpin(name);
         pump(bridge);
       },
     );

@@ -12,6 +12,7 @@ import {
   pinDocument,
   releaseDocument,
   unpinDocument,
+  withPinned,
 } from '../../../coordinator/hosted-documents.js';
 import type { LogEntry, UpdateLog } from '../../../coordinator/update-log.js';
 import { silentLogger } from '../../../shared/log.js';
@@ -152,6 +153,31 @@ test('a pinned document stays loaded with nobody connected until it is unpinned'
   await sleep(IDLE_MS * 3);
   assert.not.ok(host.hosted.has('fleet/policy'));
   assert.equal(events, ['loaded fleet/policy', 'unloaded fleet/policy']);
+});
+
+test('pins are counted: a holder that unpins does not unload a document another still pins', async () => {
+  const { host, events } = hostWith(fakeLog());
+  await pinDocument(host, 'hosts/h1/status'); // say, a return bundle being applied
+  await withPinned(
+    { pin: (name) => pinDocument(host, name), unpin: (name) => unpinDocument(host, name) },
+    'hosts/h1/status',
+    () => undefined, // say, a rollout reading the status
+  );
+  await sleep(IDLE_MS * 3);
+  assert.ok(host.hosted.has('hosts/h1/status'), 'still pinned once: not unloaded');
+  unpinDocument(host, 'hosts/h1/status');
+  await sleep(IDLE_MS * 3);
+  assert.not.ok(host.hosted.has('hosts/h1/status'));
+  assert.equal(events, ['loaded hosts/h1/status', 'unloaded hosts/h1/status']);
+});
+
+test('withPinned takes its pin back when the use throws', async () => {
+  const { host } = hostWith(fakeLog());
+  const pins = { pin: (name: string) => pinDocument(host, name), unpin: (name: string) => unpinDocument(host, name) };
+  await withPinned(pins, 'fleet/policy', () => {
+    throw new Error('boom');
+  }).catch(() => undefined);
+  assert.not.ok(host.pinned.has('fleet/policy'));
 });
 
 test('an update is stored, counted and sent to the other peers; a duplicate is not', async () => {
