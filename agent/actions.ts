@@ -173,7 +173,10 @@ function setRecord(runtime: ActionsRuntime, record: ActionRecord): void {
 }
 
 // Appends the signed answer, numbered after both the saved counter and this host's own signed
-// action results in the document (a save that failed after an append never reuses a number).
+// action results in the document (a save that failed after an append never reuses a number). The
+// number is taken synchronously and saved in actions.json before the answer goes into the status
+// document, whose changes peers see at once: saved after it, a stop in between lost it, and an
+// agent whose document on disk lacked the answer too numbered the next one the same.
 async function answer(
   agent: AgentRuntime,
   runtime: ActionsRuntime,
@@ -183,6 +186,8 @@ async function answer(
   const { config, logger, statusDoc } = agent;
   const seq =
     highestOwnSeq(actionResultsArray(statusDoc), config.key.publicKey, runtime.file.resultSeq, 'action-result') + 1;
+  runtime.file = { ...runtime.file, resultSeq: seq };
+  await save(agent, runtime);
   // Old answers go first, in an update of their own (as results do, status-publish.ts).
   pruneOwnActionResults(statusDoc, config.key.publicKey);
   const result: ActionResult = {
@@ -205,7 +210,6 @@ async function answer(
     if (content.bundle) keepBundle(agent, record.id, content.bundle);
   }, 'local');
   await saveStatusDocument(config.stateDir, statusDoc);
-  runtime.file = { ...runtime.file, resultSeq: seq };
   const level = content.outcome === 'done' ? 'info' : 'warn';
   logger[level](
     {

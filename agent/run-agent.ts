@@ -116,6 +116,10 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     ...config.reconnect,
   });
   agent.status = status;
+  // Results numbered before a stop but maybe never written wait for this sync (status-publish.ts).
+  status.provider.on('sync', (synced: boolean) => {
+    if (synced && agent.state.reservedResults.length) poke(agent);
+  });
   const awareness = status.provider.awareness;
   agent.awareness = awareness;
   const metrics = config.metricsListen

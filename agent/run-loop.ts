@@ -9,7 +9,7 @@ import { evaluate } from './evaluate.js';
 import { currentProfileTarget } from './pipeline/activate.js';
 import { rebuildFloor } from './pipeline/floor.js';
 import type { AgentRuntime } from './runtime.js';
-import { persist, pinGenerations, publishCurrentStatus } from './status-publish.js';
+import { persist, pinGenerations, publishCurrentStatus, writeReservedResults } from './status-publish.js';
 
 // The agent's loop: the floor checked once, then an evaluation whenever something changed.
 
@@ -86,6 +86,7 @@ export async function verifyFloor(agent: AgentRuntime): Promise<void> {
   agent.state = {
     ...state,
     ...rebuilt,
+    resultSeq: Math.max(state.resultSeq, rebuilt.resultSeq),
     phase,
     // Only this host's own signed status counts: a peer's seq = MAX_SAFE_INTEGER must not stick.
     statusSeq: Math.max(state.statusSeq, readOwnCurrentStatus(statusDoc, config.key.publicKey)?.status.seq ?? 0),
@@ -116,6 +117,8 @@ export async function runLoop(agent: AgentRuntime): Promise<void> {
       agent.dirty = false;
       try {
         logWindows(agent);
+        // Results numbered before a stop and maybe never written: before anything new is reported.
+        await writeReservedResults(agent);
         // Remote actions first: a lock that arrived with a new intent holds it.
         await processActions(agent);
         await evaluate(agent);

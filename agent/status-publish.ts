@@ -1,11 +1,14 @@
 import { join } from 'node:path';
+import { signPayload } from '../shared/crypto/signatures.js';
 import { statusDocName } from '../shared/documents/names.js';
-import { resultsArray } from '../shared/documents/status.js';
+import { readOwnCurrentStatus, readOwnResults, resultsArray } from '../shared/documents/status.js';
 import { describeRules, nextAllowedStart } from '../shared/schedule/window-rules.js';
 import type {
   AgentPhase,
   DownloadProgress,
+  Result,
   ResultOutcome,
+  SignedResult,
   StatusContent,
   TrustStatus,
 } from '../shared/schemas/report.js';
@@ -14,8 +17,8 @@ import { kindOf, windowRules } from './effective-windows.js';
 import { pruneActivationFiles } from './nix/activation-runner.js';
 import { syncGcRoots } from './nix/gc-roots.js';
 import type { Target } from './pipeline/pipeline.js';
-import { appendSignedResult, publishStatus } from './pipeline/report.js';
-import { type AgentState, freshWork, HISTORY_LENGTH, saveAgentState } from './pipeline/state.js';
+import { appendOwnResult, nextStatusSeq, writeStatus } from './pipeline/report.js';
+import { type AgentState, freshWork, HISTORY_LENGTH, MAX_RESERVED_RESULTS, saveAgentState } from './pipeline/state.js';
 import { AGENT_VERSION, type AgentRuntime } from './runtime.js';
 import { highestOwnSeq, pruneOwnResults } from './status-prune.js';
 import { saveStatusDocument } from './status-store.js';
@@ -101,12 +104,21 @@ export function statusContent(agent: AgentRuntime): StatusContent {
   };
 }
 
+// The status number is taken synchronously (milestones, tunnel sessions and app checks publish
+// beside the loop) and saved in state.json before the status goes into the document, as result
+// numbers are (report): a number peers saw must never be signed again over other content (the
+// audit's stale-status). The content written is the newest, read after the save.
 export async function publishCurrentStatus(agent: AgentRuntime): Promise<void> {
   const { config, statusDoc } = agent;
-  const written = publishStatus(statusDoc, statusContent(agent), agent.state.statusSeq + 1, config.key);
-  if (!written) return;
-  agent.state = { ...agent.state, statusSeq: written.seq };
+  const seq = nextStatusSeq(statusDoc, statusContent(agent), agent.state.statusSeq, config.key.publicKey);
+  if (seq === null) return;
+  agent.state = { ...agent.state, statusSeq: seq };
   await saveAgentState(config.stateDir, agent.state);
+  // A sync may have brought back a newer status of this host meanwhile (one signed before a
+  // restart whose counter was lost): numbered after it instead.
+  if ((readOwnCurrentStatus(statusDoc, config.key.publicKey)?.status.seq ?? 0) >= seq)
+    return publishCurrentStatus(agent);
+  writeStatus(statusDoc, statusContent(agent), seq, config.key);
   await saveStatusDocument(config.stateDir, statusDoc);
 }
 
@@ -114,11 +126,31 @@ export async function persist(agent: AgentRuntime, next: AgentState): Promise<vo
   const { config } = agent;
   const phaseChanged = next.phase !== agent.state.phase;
   // A milestone written meanwhile may have raised the status counter.
-  agent.state = { ...next, statusSeq: Math.max(next.statusSeq, agent.state.statusSeq) };
+  // Counters never go back, whatever snapshot `next` was built from.
+  agent.state = {
+    ...next,
+    statusSeq: Math.max(next.statusSeq, agent.state.statusSeq),
+    resultSeq: Math.max(next.resultSeq, agent.state.resultSeq),
+  };
   await saveAgentState(config.stateDir, agent.state);
   if (phaseChanged && agent.state.phase !== 'downloading') agent.progress.reset();
   setAwareness(agent, null);
   await publishCurrentStatus(agent);
+}
+
+// Result numbers. A number is taken synchronously, after both the saved counter and this host's
+// own signed results in the document (only entries this key validly signed count, so no peer can
+// push it; each entry's signature is checked once per process, status-prune.ts), so two reports
+// in flight never read the same highest one. It is saved in state.json, with the signed result,
+// before the result goes into the status document: peers see every change of that document at
+// once, and a counter saved only after it (as it was) could be lost by a stop in between; an
+// agent whose document on disk lacked the result too then signed a second, different result under
+// a number peers already had (result-seq-reuse in the audit, docs/audit.md).
+export function takeResultSeq(agent: AgentRuntime): number {
+  const { config, statusDoc } = agent;
+  const seq = highestOwnSeq(resultsArray(statusDoc), config.key.publicKey, agent.state.resultSeq, 'result') + 1;
+  agent.state = { ...agent.state, resultSeq: seq };
+  return seq;
 }
 
 export async function report(
@@ -129,12 +161,27 @@ export async function report(
   outputTail: string,
 ): Promise<number> {
   const { config, logger, statusDoc } = agent;
-  // Numbered after both the saved counter and this host's own signed results in the document: if
-  // the counter ever lags what was appended (a save that failed after the append), a number is
-  // still never used twice. Only entries this key signed count, so no peer can push it.
-  // Each entry's signature is checked once per process, not at every report (status-prune.ts).
-  const seq = highestOwnSeq(resultsArray(statusDoc), config.key.publicKey, agent.state.resultSeq, 'result') + 1;
+  const seq = takeResultSeq(agent);
   const { intent } = target.signed;
+  const result: Result = {
+    kind: 'result',
+    host: config.host,
+    seq,
+    at: new Date(config.now()).toISOString(),
+    outcome,
+    generation: intent.generation,
+    closure: intent.closure,
+    action: intent.action,
+    intentDigest: target.digest,
+    reason: reason.slice(0, 2000),
+    outputTail: outputTail.slice(-8192),
+  };
+  const signed: SignedResult = { result, signature: signPayload('result', result, config.key) };
+  agent.state = {
+    ...agent.state,
+    reservedResults: [...agent.state.reservedResults, signed].slice(-MAX_RESERVED_RESULTS),
+  };
+  await saveAgentState(config.stateDir, agent.state);
   // Old results go first, in an update of their own: an update that only deletes is stored even by
   // a coordinator whose copy is over --max-document-size (it adds nothing), and then the result fits.
   const { state } = agent;
@@ -152,26 +199,13 @@ export async function report(
       { event: 'results-pruned', document: statusDocName(config.host), results: pruned },
       `${pruned} old results deleted from the live status document (the coordinator's update log keeps them)`,
     );
-  statusDoc.transact(() => {
-    appendSignedResult(
-      statusDoc,
-      {
-        kind: 'result',
-        host: config.host,
-        seq,
-        at: new Date(config.now()).toISOString(),
-        outcome,
-        generation: intent.generation,
-        closure: intent.closure,
-        action: intent.action,
-        intentDigest: target.digest,
-        reason: reason.slice(0, 2000),
-        outputTail: outputTail.slice(-8192),
-      },
-      config.key,
-    );
-  }, 'local');
+  statusDoc.transact(() => appendOwnResult(statusDoc, signed, config.key.publicKey), 'local');
   await saveStatusDocument(config.stateDir, statusDoc);
+  // In the document on disk now; the caller's next save of the state forgets the reservation.
+  agent.state = {
+    ...agent.state,
+    reservedResults: agent.state.reservedResults.filter((r) => r.result.seq !== seq),
+  };
   const level = outcome === 'applied' ? 'info' : 'warn';
   logger[level](
     {
@@ -186,6 +220,41 @@ export async function report(
     `generation ${intent.generation}: ${outcome}`,
   );
   return seq;
+}
+
+// Results reserved before the agent stopped that may never have reached its status document (it
+// stopped after saving the reservation and before saving the document). Written once the document
+// has synced with a peer, and only those neither copy has: a peer may have received one before
+// the stop, and a second copy of it would look like a replay. Until then later results are
+// numbered after them (the saved counter).
+export async function writeReservedResults(agent: AgentRuntime): Promise<void> {
+  const { config, logger, statusDoc } = agent;
+  const reserved = agent.state.reservedResults;
+  if (reserved.length === 0 || !agent.status?.provider.synced) return;
+  const present = new Set(readOwnResults(statusDoc, config.key.publicKey).map((r) => r.result.seq));
+  const missing = reserved.filter((r) => !present.has(r.result.seq));
+  if (missing.length) {
+    statusDoc.transact(() => {
+      for (const signed of missing) appendOwnResult(statusDoc, signed, config.key.publicKey);
+    }, 'local');
+    await saveStatusDocument(config.stateDir, statusDoc);
+    for (const { result } of missing)
+      logger.warn(
+        {
+          event: 'reserved-result-written',
+          document: statusDocName(config.host),
+          generation: result.generation,
+          outcome: result.outcome,
+          seq: result.seq,
+        },
+        `result #${result.seq} (generation ${result.generation}: ${result.outcome}) was numbered before the agent stopped and is written now`,
+      );
+  }
+  agent.state = {
+    ...agent.state,
+    reservedResults: agent.state.reservedResults.filter((r) => !reserved.includes(r)),
+  };
+  await saveAgentState(config.stateDir, agent.state);
 }
 
 export async function pinGenerations(agent: AgentRuntime): Promise<void> {

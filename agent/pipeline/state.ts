@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { writeFileDurably } from '../../shared/node/durable-file.js';
 import { signedIntentSchema } from '../../shared/schemas/intent.js';
 import { activationActionSchema, generationSchema, storePathSchema } from '../../shared/schemas/primitives.js';
-import { agentPhaseSchema } from '../../shared/schemas/report.js';
+import { agentPhaseSchema, signedResultSchema } from '../../shared/schemas/report.js';
 import { loadStateFile } from '../state-file.js';
 
 // The agent's persisted state machine. Written with write-to-temp, fsync, rename, fsync(dir) on
@@ -52,6 +52,9 @@ export function freshWork(): Work {
 
 export const HISTORY_LENGTH = 20;
 
+// Reserved results kept at most (one per report in flight, plus any a restart has not written yet).
+export const MAX_RESERVED_RESULTS = 16;
+
 export const agentStateSchema = z.object({
   version: z.literal(1),
   phase: agentPhaseSchema,
@@ -70,7 +73,14 @@ export const agentStateSchema = z.object({
   // Set on a state created from nothing (first start, or a wiped state directory): the floor is
   // rebuilt from the host's own signed results before any intent is considered (floor.ts).
   floorUnverified: z.boolean().default(false),
+  // The highest result number taken. Saved, with the signed result (reservedResults), before the
+  // result is written to the status document: peers see every change of it at once, so a number
+  // saved only afterwards could be lost by a stop in between and used again (status-publish.ts).
   resultSeq: z.number().int().nonnegative(),
+  // Results whose number is taken but which may not be in the status document on disk yet: one
+  // is dropped from here once that document is saved with it; a restart finds the rest here and
+  // writes those its document (synced with a peer first) lacks, the same signed bytes.
+  reservedResults: z.array(signedResultSchema).max(MAX_RESERVED_RESULTS).default([]),
   statusSeq: z.number().int().nonnegative(),
   // Intents already answered (attempted, refused or superseded), so each gets at most one result.
   handledDigests: z.array(z.string()),
@@ -91,6 +101,7 @@ export function initialAgentState(): AgentState {
     floorGeneration: 0,
     floorUnverified: true,
     resultSeq: 0,
+    reservedResults: [],
     statusSeq: 0,
     handledDigests: [],
     lastResultSeq: null,
