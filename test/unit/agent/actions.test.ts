@@ -1,14 +1,17 @@
+import { copyFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { actionLock, loadActions, processActions } from '../../../agent/actions.js';
+import type * as Y from 'yjs';
+import { actionLock, actionsFile, loadActions, loadActionsFile, processActions } from '../../../agent/actions.js';
 import { evaluate } from '../../../agent/evaluate.js';
 import { installGate } from '../../../agent/select.js';
 import { statusContent } from '../../../agent/status-publish.js';
 import type { SigningKey } from '../../../shared/crypto/keys.js';
 import { appendAction } from '../../../shared/documents/desired.js';
-import { readActionResults } from '../../../shared/documents/status.js';
+import { actionResultsArray, readActionResults } from '../../../shared/documents/status.js';
 import type { ActionKind, SignedAction } from '../../../shared/schemas/action.js';
 import { signAction } from '../../../shared/trust/sign-action.js';
+import { temporaryDirectory } from '../../harness/processes.js';
 import { admin, deploy, harness, logged, removeHarnessDirectories, stranger } from './runtime-fixtures.js';
 
 // The agent's side of remote actions on an explicit runtime record (static admin-key trust): a
@@ -103,6 +106,35 @@ test('delivered again, and after a restart: answered once, run once; the lock su
   await processActions(agent);
   assert.is(answers(agent).length, 1, 'not answered again');
   assert.is(actionLock(agent)?.id, lock.request.id);
+});
+
+test("an answer's number is in actions.json before any peer sees the answer: an agent killed right then never numbers another answer the same", async () => {
+  const { agent } = await harness();
+  await loadActions(agent);
+  // What a SIGKILL leaves at the instant the answer enters the status document (peers see it then).
+  const killed = temporaryDirectory('killed-agent');
+  const answersArray = actionResultsArray(agent.statusDoc);
+  let seen = 0;
+  agent.statusDoc.on('afterTransaction', (transaction: Y.Transaction) => {
+    if (seen > 0 || ![...transaction.changed.keys()].some((t) => t === answersArray)) return;
+    seen += 1;
+    copyFileSync(actionsFile(agent.config.stateDir), actionsFile(killed));
+  });
+  appendAction(agent.desiredDoc, request('lock', 2000));
+  await processActions(agent);
+  assert.equal(
+    answers(agent).map((a) => a.seq),
+    [1],
+  );
+  // Started again from that actions.json, with a status document that never got the answer.
+  const { agent: again } = await harness();
+  copyFileSync(actionsFile(killed), actionsFile(again.config.stateDir));
+  await loadActions(again);
+  appendAction(again.desiredDoc, request('unlock', 1000));
+  await processActions(again);
+  const seqs = answers(again).map((a) => a.seq);
+  assert.ok(seqs.length > 0 && seqs.every((seq) => seq > 1), `numbered after #1: ${JSON.stringify(seqs)}`);
+  assert.is((await loadActionsFile(killed)).resultSeq, 1, 'actions.json had #1 when the answer became visible');
 });
 
 test('forgeries are logged, never answered; an admin-signed request for another host is refused with an answer', async () => {
