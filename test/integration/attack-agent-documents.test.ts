@@ -1,10 +1,10 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import type { HostView } from '../../admin/fleet-view.js';
-import { loadAgentState } from '../../agent/pipeline/state.js';
+import { loadAgentState, stateFile } from '../../agent/pipeline/state.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendIntent, INTENTS_KEY, intentsArray } from '../../shared/documents/desired.js';
@@ -287,13 +287,26 @@ test("threat 16: a coordinator replaying the host's old result and old status do
   const host = await prepareHost(dir, 'h7');
   const desired = peer.doc(desiredDocName('h7'));
   appendIntent(desired, signIntent(intent('h7', 1, closures[0]!), org.alice));
+  const statusDoc = peer.doc(statusDocName('h7'));
+  // The moment a result or status of the agent reaches the coordinator, the agent's state on
+  // disk holds its number already: killed then, it must not sign that number again over other
+  // content (an audit would report result-seq-reuse or a stale status for an honest host).
+  const unsaved = new Set<string>();
+  statusDoc.on('update', () => {
+    const saved = savedCounters(host);
+    for (const r of ownResults(peer, host))
+      if (r.seq > saved.resultSeq)
+        unsaved.add(`result #${r.seq} seen while state.json had resultSeq ${saved.resultSeq}`);
+    const own = ownStatus(peer, host);
+    if (own && own.status.seq > saved.statusSeq)
+      unsaved.add(`status #${own.status.seq} seen while state.json had statusSeq ${saved.statusSeq}`);
+  });
   const agent = startAgent(host, peer);
   await resultFor(peer, host, 1);
   const oldStatus = await waitFor('the status for generation 1', () => {
     const own = ownStatus(peer, host);
     return own?.status.applied?.generation === 1 && own.status.phase === 'applied' ? own : null;
   });
-  const statusDoc = peer.doc(statusDocName('h7'));
   const oldResult = readResults(statusDoc).results.find((r) => r.result.seq === 1)!;
   appendIntent(desired, signIntent(intent('h7', 2, closures[1]!), org.alice));
   const second = await resultFor(peer, host, 2);
@@ -329,8 +342,7 @@ test("threat 16: a coordinator replaying the host's old result and old status do
   // The agent's own numbering is untouched by the duplicate.
   appendIntent(desired, signIntent(intent('h7', 3, closures[2]!), org.alice));
   const third = await resultFor(peer, host, 3);
-  // Seen once in a clean-clone run (#2 reused for generation 3, at low load); the message keeps
-  // what is needed to find out how: every own result in the document and every result logged.
+  // If this fails, the message says how: every own result in the document and every result logged.
   assert.is(
     third.seq,
     second.seq + 1,
@@ -338,8 +350,25 @@ test("threat 16: a coordinator replaying the host's old result and old status do
       `the agent logged: ${JSON.stringify(logEvents(agent, 'result').map((e) => [e.seq, e.generation]))}; ` +
       `floor rebuilds: ${JSON.stringify(logEvents(agent, 'floor-rebuilt'))}`,
   );
+  // Saved before the result went out (this once failed as "expected 3, got 2" when the counter
+  // was saved after it, and was taken for a reused number: the result was #3).
   assert.is((await loadAgentState(host.stateDir)).resultSeq, third.seq);
+  assert.equal([...unsaved], [], 'numbers are saved before peers see them');
 });
+
+// The agent's counters as its state file says at this instant (read synchronously, so nothing
+// the agent does runs in between); zero before the file exists.
+function savedCounters(host: SimulatedHost): { resultSeq: number; statusSeq: number } {
+  try {
+    const state = JSON.parse(readFileSync(stateFile(host.stateDir), 'utf8')) as {
+      resultSeq: number;
+      statusSeq: number;
+    };
+    return { resultSeq: state.resultSeq, statusSeq: state.statusSeq };
+  } catch {
+    return { resultSeq: 0, statusSeq: 0 };
+  }
+}
 
 // Peak resident memory of a process, from /proc (Linux).
 async function peakRssBytes(pid: number): Promise<number> {
