@@ -125,8 +125,8 @@ export async function publishCurrentStatus(agent: AgentRuntime): Promise<void> {
 export async function persist(agent: AgentRuntime, next: AgentState): Promise<void> {
   const { config } = agent;
   const phaseChanged = next.phase !== agent.state.phase;
-  // A milestone written meanwhile may have raised the status counter.
-  // Counters never go back, whatever snapshot `next` was built from.
+  // Counters never go back, whatever snapshot `next` was built from (a milestone written
+  // meanwhile may have raised the status counter).
   agent.state = {
     ...next,
     statusSeq: Math.max(next.statusSeq, agent.state.statusSeq),
@@ -146,7 +146,7 @@ export async function persist(agent: AgentRuntime, next: AgentState): Promise<vo
 // once, and a counter saved only after it (as it was) could be lost by a stop in between; an
 // agent whose document on disk lacked the result too then signed a second, different result under
 // a number peers already had (result-seq-reuse in the audit, docs/audit.md).
-export function takeResultSeq(agent: AgentRuntime): number {
+function takeResultSeq(agent: AgentRuntime): number {
   const { config, statusDoc } = agent;
   const seq = highestOwnSeq(resultsArray(statusDoc), config.key.publicKey, agent.state.resultSeq, 'result') + 1;
   agent.state = { ...agent.state, resultSeq: seq };
