@@ -11,7 +11,7 @@ import { appendAction } from '../../../shared/documents/desired.js';
 import { actionResultsArray, readActionResults } from '../../../shared/documents/status.js';
 import type { ActionKind, SignedAction } from '../../../shared/schemas/action.js';
 import { signAction } from '../../../shared/trust/sign-action.js';
-import { temporaryDirectory } from '../../harness/processes.js';
+import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 import { admin, deploy, harness, logged, removeHarnessDirectories, stranger } from './runtime-fixtures.js';
 
 // The agent's side of remote actions on an explicit runtime record (static admin-key trust): a
@@ -135,6 +135,7 @@ test("an answer's number is in actions.json before any peer sees the answer: an 
   const seqs = answers(again).map((a) => a.seq);
   assert.ok(seqs.length > 0 && seqs.every((seq) => seq > 1), `numbered after #1: ${JSON.stringify(seqs)}`);
   assert.is((await loadActionsFile(killed)).resultSeq, 1, 'actions.json had #1 when the answer became visible');
+  removeDirectory(killed);
 });
 
 test('forgeries are logged, never answered; an admin-signed request for another host is refused with an answer', async () => {

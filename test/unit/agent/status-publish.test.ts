@@ -13,7 +13,7 @@ import { readOwnCurrentStatus, resultsArray, STATUS_MAP } from '../../../shared/
 import type { Intent } from '../../../shared/schemas/intent.js';
 import { signIntent } from '../../../shared/trust/sign-intent.js';
 import { intentDigest } from '../../../shared/trust/verify-intent.js';
-import { temporaryDirectory } from '../../harness/processes.js';
+import { removeDirectory, temporaryDirectory } from '../../harness/processes.js';
 import {
   admin,
   closure,
@@ -27,10 +27,15 @@ import {
   stranger,
 } from './runtime-fixtures.js';
 
-// Signed results: a result number is never used twice, even when the saved counter lags what the
-// document already holds (a save that failed after its result was appended).
+// Signed results and statuses: a number is never used twice, neither when the saved counter lags
+// what the document already holds (a save that failed after its result was appended) nor when the
+// agent is killed the moment peers see a result or status (numbers are saved before that).
 
 test.after.each(removeHarnessDirectories);
+const killedDirs: string[] = [];
+test.after.each(() => {
+  for (const dir of killedDirs.splice(0)) removeDirectory(dir);
+});
 
 const result = (seq: number) => ({
   kind: 'result' as const,
@@ -97,6 +102,7 @@ function killedWhenWritten(
   agent.statusDoc.on('afterTransaction', (transaction: Y.Transaction) => {
     if (transaction.origin !== 'local' || ![...transaction.changed.keys()].some((t) => t === type)) return;
     const dir = temporaryDirectory('killed-agent');
+    killedDirs.push(dir);
     for (const file of [stateFile(agent.config.stateDir), statusDocFile(agent.config.stateDir)])
       if (existsSync(file)) copyFileSync(file, join(dir, basename(file)));
     kills.push({ dir, update: Y.encodeStateAsUpdate(agent.statusDoc) });
