@@ -13,11 +13,15 @@ export type DataDirApply = (
 ) => Promise<Map<string, BundleOutcome>>;
 
 // Reads a stopped server's data directory for a return bundle (relay/bundle-log.ts): the whole
-// state of each document `wanted` selects, and every document's state vector.
-export type DataDirRead = (
-  dataDir: string,
-  wanted: (name: string) => boolean,
-) => Promise<{ states: Map<string, Uint8Array>; vectors: Map<string, Uint8Array> }>;
+// state of each document `wanted` selects, every document's state vector, and the store paths
+// its cache mirror holds whole.
+export type DataDirRead = (dataDir: string, wanted: (name: string) => boolean) => Promise<ReturnData>;
+
+export interface ReturnData {
+  states: Map<string, Uint8Array>;
+  vectors: Map<string, Uint8Array>;
+  storePaths: string[];
+}
 
 export interface DataDirAccess {
   apply: DataDirApply;
