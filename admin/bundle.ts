@@ -7,7 +7,14 @@ import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { bytesSchema, defineCommand, option, urlSchema } from '../cli/options.js';
-import { type BundleOutcome, type DataDirAccess, holds, type ReturnData } from '../shared/bundle/apply.js';
+import {
+  type BundleOutcome,
+  type DataDirAccess,
+  holds,
+  MISSING_DEPENDENCIES_REASON,
+  missingDependencies,
+  type ReturnData,
+} from '../shared/bundle/apply.js';
 import {
   BUNDLE_FORMAT_VERSION,
   type BundleCacheFile,
@@ -616,6 +623,10 @@ async function applyThroughServer(
       }
       if (update.length === 0 || holds(connection.doc, update)) {
         outcomes.set(name, { kind: 'had' });
+        continue;
+      }
+      if (missingDependencies(connection.doc, update)) {
+        outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
         continue;
       }
       Y.applyUpdate(connection.doc, update, 'bundle');

@@ -2,7 +2,14 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as Y from 'yjs';
 import { openUpdateLog, type UpdateLog } from '../coordinator/update-log.js';
-import { type BundleOutcome, type DataDirApply, type DataDirRead, holds } from '../shared/bundle/apply.js';
+import {
+  type BundleOutcome,
+  type DataDirApply,
+  type DataDirRead,
+  holds,
+  MISSING_DEPENDENCIES_REASON,
+  missingDependencies,
+} from '../shared/bundle/apply.js';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 
 // A stopped relay's (or coordinator's) update log: each update that adds something is appended
@@ -29,6 +36,10 @@ export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) 
       for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
       if (update.length === 0 || holds(doc, update)) {
         outcomes.set(name, { kind: 'had' });
+        continue;
+      }
+      if (missingDependencies(doc, update)) {
+        outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
         continue;
       }
       const before = Y.encodeStateVector(doc);

@@ -6,11 +6,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { readDocuments } from '../../admin/policy-remote.js';
-import { signReturnManifest } from '../../shared/bundle/format.js';
-import type { SigningKey } from '../../shared/crypto/keys.js';
+import { RETURN_DATA_PATH, signReturnManifest } from '../../shared/bundle/format.js';
+import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../../shared/node/bundle-file.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
-import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { authHeaders, signAuthProof } from '../../shared/sync/auth-proof.js';
+import { fetchChallenge, httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { type AdminTarget, bundleCreateArgs, deployArgs, hostStatus, targetArgs } from '../harness/admin-cli.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -53,7 +54,12 @@ const files = {
   siteState: join(dir, 'site-state.json'),
   next: join(dir, 'next.outpost-bundle'),
   carol: join(dir, 'carol.key'),
+  otherRelay: join(dir, 'other-relay.key'),
+  liveReturned: join(dir, 'live-return.outpost-bundle'),
+  refusedReturn: join(dir, 'refused-return.outpost-bundle'),
 };
+// A second relay of the policy (another site): its key must not read this site relay's data.
+const otherRelayKey = generateSigningKey('other-relay');
 const relayDir = join(dir, 'relay');
 const DEAD = '127.0.0.1:9';
 let hq: DaemonProcess & { url: string; port: number };
@@ -155,6 +161,7 @@ const hostView = (url: string) => hostStatus(alice(url), 'h1');
 test.before(async () => {
   await hqSetup.writeKeyFiles();
   await writeKeyFile(files.carol, org.carol);
+  await writeKeyFile(files.otherRelay, otherRelayKey);
   cacheKey = await makeCacheKey(join(dir, 'keys'), 'sneakernet-cache-1');
   closure = await buildTestClosure({
     name: 'sneakernet-system',
@@ -165,7 +172,9 @@ test.before(async () => {
   await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
   cache = await serveBinaryCache(join(dir, 'cache'));
   hq = await startHq();
-  assert.is((await pushPolicy(hq.url, signPolicy(hqSetup.sitePolicy(['h1']), org.root))).status, 200);
+  const policy = hqSetup.sitePolicy(['h1']);
+  policy.relays.push({ name: 'other-relay', key: otherRelayKey.publicKey, hosts: ['h2'], groups: [] });
+  assert.is((await pushPolicy(hq.url, signPolicy(policy, org.root))).status, 200);
   host = await prepareHost(dir, 'h1');
   const approved = await runCli([
     'enroll',
@@ -304,11 +313,33 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
     );
     assert.ok(result.signatureValid);
     assert.is(await profileTarget(host), closure);
+    await agent.stop('SIGKILL');
+    agent = null;
+    // The way back with the relay running: its own key proves the request.
+    await returnDataAttacks(relay.url);
+    const live = await runCli([
+      'bundle',
+      'create',
+      '--return',
+      '--coordinator',
+      relay.url,
+      '--key',
+      files.relay,
+      '--out',
+      files.liveReturned,
+    ]);
+    assert.is(live.code, 0, live.stderr);
+    assert.match(
+      live.stdout,
+      `return bundle signed by site-relay (${hqSetup.relayKey.publicKey}): 1 status document (h1)`,
+    );
+    assert.match(live.stdout, '3 cached store paths');
   } finally {
     await agent?.stop('SIGKILL');
     await relay.stop();
   }
 
+  // The stopped-relay path gives the same status, state vectors and store paths.
   const created = await runCli([
     'bundle',
     'create',
@@ -326,6 +357,13 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
     `return bundle signed by site-relay (${hqSetup.relayKey.publicKey}): 1 status document (h1)`,
   );
   assert.match(created.stdout, '3 cached store paths');
+  const [stoppedBundle, liveBundle] = [await openBundleFile(files.returned), await openBundleFile(files.liveReturned)];
+  if (!stoppedBundle.ok || !liveBundle.ok) throw new Error('a return bundle does not open');
+  assert.equal(liveBundle.manifest.entries, stoppedBundle.manifest.entries);
+  assert.equal(liveBundle.manifest.siteState, stoppedBundle.manifest.siteState);
+  assert.match(liveBundle.manifest.source, /^ws:\/\/127\.0\.0\.1:\d+$/);
+  // HQ takes the one made from the running relay.
+  await fs.copyFile(files.liveReturned, files.returned);
   console.log(`  return bundle ${(await fs.stat(files.returned)).size} bytes`);
 
   assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ has heard nothing from h1 yet');
@@ -384,6 +422,66 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
   assert.match(older.stdout, '0 documents changed, 4 already had it');
   assert.match(older.stdout, '0 files added (0 B), 6 already there');
 });
+
+// The running site relay's return data (every host's status and results) from the positions that
+// could want it: a stranger on the network (no proof; a proof by its own key), an admin of the
+// policy and another relay of the policy (through the real command, with their keys), and someone
+// replaying the relay's own proof or using one signed for another path. Each is refused and gets
+// none of the data; nothing is written.
+async function returnDataAttacks(relayUrl: string): Promise<void> {
+  const target = `${httpBaseFromWs(relayUrl)}${RETURN_DATA_PATH}`;
+  const get = async (headers: Record<string, string>) => {
+    const response = await fetch(target, { headers });
+    return { status: response.status, body: await response.text() };
+  };
+  const proof = async (key: SigningKey, path = RETURN_DATA_PATH) =>
+    authHeaders(signAuthProof(key, await fetchChallenge(relayUrl, 10_000), path));
+  const refused = (what: string, answer: { status: number; body: string }, status: number, says: string): void => {
+    assert.is(answer.status, status, `${what}: ${answer.body}`);
+    assert.match(answer.body, says, what);
+    assert.not.match(answer.body, 'hosts/h1/status', what);
+  };
+  refused('a stranger without a proof', await get({}), 401, 'needs a key proof');
+  refused(
+    'a stranger proving its own key',
+    await get(await proof(generateSigningKey('stranger'))),
+    403,
+    "is not this relay's key",
+  );
+  refused(
+    "the relay's key, signed for another path",
+    await get(await proof(hqSetup.relayKey, '/api/documents')),
+    401,
+    'does not verify',
+  );
+  const replayed = await proof(hqSetup.relayKey);
+  const first = await get(replayed);
+  assert.is(first.status, 200, first.body);
+  assert.match(first.body, 'hosts/h1/status');
+  refused("the relay's proof replayed", await get(replayed), 401, 'unknown, used or expired challenge');
+  for (const [who, keyFile] of [
+    ['an admin of the policy (alice)', files.alice],
+    ['another relay of the policy', files.otherRelay],
+  ] as const) {
+    const result = await runCli([
+      'bundle',
+      'create',
+      '--return',
+      '--coordinator',
+      relayUrl,
+      '--key',
+      keyFile,
+      '--out',
+      files.refusedReturn,
+    ]);
+    assert.is(result.code, 1, `${who}: ${result.stdout}`);
+    assert.match(result.stderr, "is not this relay's key", who);
+    await fs.access(files.refusedReturn).then(
+      () => assert.unreachable(`${who}: a return bundle was written`),
+      () => undefined,
+    );
+  }
+}
 
 // Return bundles into HQ's running coordinator from the positions that could abuse the endpoint:
 // whoever carried the stick (edits an entry and recomputes every hash), the site relay (signs a
