@@ -88,7 +88,7 @@ const createSpec = defineCommand({
   name: 'bundle create',
   summary: 'write what a site with no link is missing (updates, closures) into one file, or with --return its results',
   usage:
-    'outpost bundle create --coordinator URL --key FILE (--host ID | --relay NAME --org-root KEY | --group NAME --org-root KEY)… [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return (--coordinator RELAY-URL | --relay-data-dir DIR) --key RELAY-KEY --out FILE',
+    'outpost bundle create --coordinator URL --key FILE (--host ID | --relay NAME --org-root KEY | --group NAME --org-root KEY)… [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--since TIME] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return (--coordinator RELAY-URL | --relay-data-dir DIR) --key RELAY-KEY --out FILE',
   options: z
     .object({
       return: option(z.boolean().default(false), {
