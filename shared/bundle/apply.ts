@@ -38,7 +38,7 @@ export function holds(doc: Y.Doc, update: Uint8Array): boolean {
 }
 
 // Whether `update` leaves something pending on top of `doc`: items whose origins, or deletions
-// whose items, the document does not hold. A --since (or an old --since-state) bundle made for a
+// whose items, the document does not hold. A --since bundle (or one from a state file claiming more than the site holds) made for a
 // site that lacks updates from before that time is like this; Yjs would keep it aside until the
 // missing updates arrive, so the document would not show it. Such an update is refused with that
 // reason instead of applied and never seen.
@@ -59,4 +59,4 @@ export function missingDependencies(doc: Y.Doc, update: Uint8Array): boolean {
 }
 
 export const MISSING_DEPENDENCIES_REASON =
-  "it builds on earlier updates this site does not have (the bundle was made with a --since later than the site last heard from HQ, or from an old --since-state); nothing of it was applied: ask HQ for a bundle with an earlier --since, the last return bundle's --since-state, or neither";
+  "it builds on earlier updates this site does not have (the bundle was made with a --since later than the site last heard from HQ, or from a --since-state file claiming more than this site holds: another site's, or one from before the site's data was restored); nothing of it was applied: ask HQ for a bundle with an earlier --since, the last return bundle's --since-state, or neither";
