@@ -7,7 +7,14 @@ import { z } from 'zod';
 import { type CommandGroup, runGroup, subcommand } from '../cli/command.js';
 import { durationSchema } from '../cli/duration.js';
 import { bytesSchema, defineCommand, option, urlSchema } from '../cli/options.js';
-import { type BundleOutcome, type DataDirAccess, holds } from '../shared/bundle/apply.js';
+import {
+  type BundleOutcome,
+  type DataDirAccess,
+  holds,
+  MISSING_DEPENDENCIES_REASON,
+  missingDependencies,
+  type ReturnData,
+} from '../shared/bundle/apply.js';
 import {
   BUNDLE_FORMAT_VERSION,
   type BundleCacheFile,
@@ -16,7 +23,12 @@ import {
   bundleFileSize,
   bundleManifestSchema,
   MAX_DOCUMENTS,
+  MAX_RETURN_DATA_BYTES,
+  MAX_RETURN_DATA_LINE_BYTES,
   RETURN_BUNDLE_PATH,
+  RETURN_DATA_PATH,
+  returnDataDocumentSchema,
+  returnDataEndSchema,
   type SiteState,
   signReturnManifest,
   siteStateSchema,
@@ -26,14 +38,15 @@ import { fromBase64, toBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
-import { desiredDocName, parseDocName } from '../shared/documents/names.js';
+import { desiredDocName, documentGarbageCollects, parseDocName } from '../shared/documents/names.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../shared/node/bundle-file.js';
 import { connectDocument, type DocumentConnection, proofHeaders } from '../shared/node/connect.js';
 import { writeFileDurably } from '../shared/node/durable-file.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
-import { httpBaseFromWs } from '../shared/sync/reconnect.js';
+import { fetchAuthHeaders, httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { formatBytes } from '../shared/text/bytes.js';
+import { fetchDocumentLog } from './audit-source.js';
 import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
 import { serveCacheCommand } from './bundle-serve.js';
 import { readHostKeyAuthority } from './fleet-view.js';
@@ -59,6 +72,14 @@ const timeoutOption = option(durationSchema.prefault('30s'), {
   description: 'how long to wait for the server',
   common: 'timeout',
 });
+// --since: an ISO 8601 UTC time, as ms; a bad value names the flag and the format (cli/options.ts).
+const SINCE_FORMAT = 'expected an ISO 8601 UTC time such as 2026-06-01T12:00:00Z';
+const sinceSchema = z
+  .string()
+  .max(64, SINCE_FORMAT)
+  .pipe(z.iso.datetime({ offset: false, error: SINCE_FORMAT }))
+  .transform((text) => Date.parse(text))
+  .refine((ms) => !Number.isNaN(ms), { error: SINCE_FORMAT });
 const cacheKeySchema = z
   .string()
   .regex(/^[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=$/, 'expected NAME:BASE64KEY, as in trusted-public-keys');
@@ -67,20 +88,21 @@ const createSpec = defineCommand({
   name: 'bundle create',
   summary: 'write what a site with no link is missing (updates, closures) into one file, or with --return its results',
   usage:
-    'outpost bundle create --coordinator URL --key FILE (--host ID | --relay NAME --org-root KEY | --group NAME --org-root KEY)… [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return --relay-data-dir DIR --key RELAY-KEY --out FILE',
+    'outpost bundle create --coordinator URL --key FILE (--host ID | --relay NAME --org-root KEY | --group NAME --org-root KEY)… [--cache URL --trusted-cache-key NAME:KEY] [--since-state FILE] [--since TIME] [--site-has FILE] --out FILE [--max-size BYTES]\n       outpost bundle create --return (--coordinator RELAY-URL | --relay-data-dir DIR) --key RELAY-KEY --out FILE',
   options: z
     .object({
       return: option(z.boolean().default(false), {
         description:
-          "at the site: write the site's status documents and what it holds (state vectors, cached store paths) for HQ, from a stopped relay's --relay-data-dir",
+          "at the site: write the site's status documents and what it holds (state vectors, cached store paths) for HQ, from the running site relay (--coordinator its URL, proved with its own --key) or a stopped one's --relay-data-dir",
       }),
       relayDataDir: option(z.string().min(1).optional(), {
         placeholder: 'DIR',
-        description: "with --return: the --data-dir of the site's relay, stopped",
+        description: "with --return: the --data-dir of the site's relay, stopped (instead of --coordinator)",
       }),
       coordinator: option(coordinatorSchema.optional(), {
         placeholder: 'URL',
-        description: 'coordinator or relay, ws:// or wss:// (at HQ)',
+        description:
+          "coordinator or relay, ws:// or wss:// (at HQ); with --return the site relay's own URL, running (on its machine: ws://127.0.0.1:PORT)",
         common: 'coordinator',
       }),
       key: option(z.string().min(1).optional(), {
@@ -122,7 +144,13 @@ const createSpec = defineCommand({
       sinceState: option(z.string().min(1).optional(), {
         placeholder: 'FILE',
         description:
-          "the site state file (bundle apply --save-site-state of its last return bundle): carry only what the site lacks beyond its documents' state vectors",
+          "the site state file (bundle apply --save-site-state of its last return bundle): carry only what the site lacks beyond its documents' state vectors; for a document the file names it wins over --since",
+        defaultText: 'everything (the whole state of each document)',
+      }),
+      since: option(sinceSchema.optional(), {
+        placeholder: 'TIME',
+        description:
+          "carry only the updates HQ's log received after TIME (ISO 8601 UTC, e.g. 2026-06-01T12:00:00Z): the site is taken to hold everything logged until then; for documents --since-state names, its state vector is used instead",
         defaultText: 'everything (the whole state of each document)',
       }),
       siteHas: option(z.string().min(1).optional(), {
@@ -139,9 +167,19 @@ const createSpec = defineCommand({
       }),
       timeout: timeoutOption,
     })
-    .refine((o) => !o.return || o.relayDataDir !== undefined, {
+    .refine((o) => !o.return || (o.relayDataDir === undefined) !== (o.coordinator === undefined), {
       path: ['relayDataDir'],
-      message: "--return reads the site's relay: give its --relay-data-dir DIR (stop the relay first)",
+      message:
+        "--return reads the site's relay: give the running relay's --coordinator URL (with its own --key), or the --relay-data-dir DIR of a stopped one; not both",
+    })
+    .refine((o) => !o.return || o.coordinator === undefined || o.key !== undefined, {
+      path: ['key'],
+      message:
+        "--return --coordinator URL: give the relay's own key file with --key (the one its --key option names); the running relay answers only to it",
+    })
+    .refine((o) => !o.return || o.since === undefined, {
+      path: ['since'],
+      message: '--since is for bundles made at HQ; a return bundle carries the whole state of each status document',
     })
     .refine(
       (o) =>
@@ -165,6 +203,8 @@ const createSpec = defineCommand({
   examples: [
     'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --host clinic-1 --host clinic-2 --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --site-has clinic.site-state.json --out /media/usb/clinic.outpost-bundle --max-size 4000000000',
     'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --org-root ~/.config/outpost/org-root.pub --relay clinic-relay --cache https://cache.example.org --trusted-cache-key cache.example.org-1:AbC…= --out /media/usb/clinic.outpost-bundle',
+    'outpost bundle create --coordinator wss://fleet.example.org --key ~/.config/outpost/alice.key --relay clinic-relay --org-root ~/.config/outpost/org-root.pub --since 2026-06-01T00:00:00Z --out /media/usb/clinic.outpost-bundle',
+    'outpost bundle create --return --coordinator ws://127.0.0.1:8081 --key /var/lib/outpost-relay/relay.key --out /media/usb/clinic-return.outpost-bundle',
     'systemctl stop outpost-relay && outpost bundle create --return --relay-data-dir /var/lib/outpost-relay --key /var/lib/outpost-relay/relay.key --out /media/usb/clinic-return.outpost-bundle; systemctl start outpost-relay',
   ],
 });
@@ -278,6 +318,36 @@ async function resolveSite(o: z.infer<typeof createSpec.options>, key: SigningKe
   return site.hosts;
 }
 
+// The state vector of `name` as HQ's log held it at `time`: the entries it received until then,
+// read through the audit endpoint (the admin's key proof; `read` or `audit` on the host). The
+// updates after it are what a --since bundle carries; the log never drops an entry, so nothing
+// logged after `time` is left out. Entries are judged by the time each carries, not their order,
+// as the coordinator's clock may have stepped back.
+async function vectorAtTime(
+  url: string,
+  name: string,
+  key: SigningKey,
+  time: number,
+  timeoutMs: number,
+): Promise<Uint8Array> {
+  const entries = await fetchDocumentLog(url, name, key, timeoutMs).catch((error: Error) => {
+    throw new Error(`--since: cannot read the update log of ${name} (${error.message})`);
+  });
+  const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+  for (const entry of entries) if (entry.receivedAt <= time) Y.applyUpdate(doc, entry.update);
+  const vector = Y.encodeStateVector(doc);
+  doc.destroy();
+  return vector;
+}
+
+function sinceNote(o: z.infer<typeof createSpec.options>): string {
+  const since = o.since === undefined ? null : new Date(o.since).toISOString();
+  if (o.sinceState && since)
+    return ` (only what ${o.sinceState} lacks; for documents it does not name, updates since ${since})`;
+  if (o.sinceState) return ` (only what ${o.sinceState} lacks)`;
+  return since ? ` (only updates since ${since})` : '';
+}
+
 async function createToSite(o: z.infer<typeof createSpec.options>): Promise<number> {
   const key = await readKeyFile(o.key!);
   const since = await readSiteState(o.sinceState, '--since-state');
@@ -286,9 +356,18 @@ async function createToSite(o: z.infer<typeof createSpec.options>): Promise<numb
   if (!hosts) return 1;
   const names = [...FLEET_DOCUMENTS, ...hosts.map(desiredDocName)];
   const doc = await readDocuments(o.coordinator!, names, key, o.timeout * 1000);
+  // What the site is taken to hold of each document: its reported state vector (--since-state),
+  // else what HQ's log held at --since, else nothing (the whole state goes).
+  const vectors = new Map<string, Uint8Array>();
+  for (const name of names) {
+    const reported = since?.documents[name];
+    if (reported) vectors.set(name, fromBase64(reported));
+    else if (o.since !== undefined)
+      vectors.set(name, await vectorAtTime(o.coordinator!, name, key, o.since, o.timeout * 1000));
+  }
   const documents = names.map((name) => {
-    const vector = since?.documents[name];
-    const update = vector ? Y.encodeStateAsUpdate(doc(name), fromBase64(vector)) : Y.encodeStateAsUpdate(doc(name));
+    const vector = vectors.get(name);
+    const update = vector ? Y.encodeStateAsUpdate(doc(name), vector) : Y.encodeStateAsUpdate(doc(name));
     return { entry: documentEntry(name, update, !vector), source: { bytes: update } as EntrySource };
   });
   const files: { entry: BundleCacheFile; source: EntrySource }[] = [];
@@ -322,46 +401,115 @@ async function createToSite(o: z.infer<typeof createSpec.options>): Promise<numb
     manifest,
     all.map((e) => e.source),
     o.maxSize,
-    `bundle for ${hosts.length} host${hosts.length === 1 ? '' : 's'} (${hosts.join(', ')}): ${documents.length} documents${o.sinceState ? ` (only what ${o.sinceState} lacks)` : ''}${closureNote}`,
+    `bundle for ${hosts.length} host${hosts.length === 1 ? '' : 's'} (${hosts.join(', ')}): ${documents.length} documents${sinceNote(o)}${closureNote}`,
   );
 }
 
-// The store paths a relay's cache mirror holds whole (narinfo and NAR): what HQ may leave out.
-async function mirroredStorePaths(cacheDir: string): Promise<string[]> {
-  const names = await fs.readdir(cacheDir).catch(() => [] as string[]);
-  const paths: string[] = [];
-  for (const name of names) {
-    if (!/^[0-9a-df-np-sv-z]{32}\.narinfo$/.test(name)) continue;
-    const text = await fs.readFile(join(cacheDir, name), 'utf8').catch(() => '');
-    const storePath = /^StorePath: (\S+)$/m.exec(text)?.[1];
-    const url = /^URL: (\S+)$/m.exec(text)?.[1];
-    if (!storePath || !url || !(await fs.stat(join(cacheDir, url)).catch(() => null))) continue;
-    paths.push(storePath);
+const issueText = (error: z.ZodError): string => `${error.issues[0]?.path.join('.')}: ${error.issues[0]?.message}`;
+
+// What the running site relay answers at RETURN_DATA_PATH (relay/bundle-return-data.ts), asked
+// with a proof by its own key: NDJSON read as it arrives, each line and the whole answer bounded,
+// complete only with its closing line.
+async function fetchReturnData(url: string, key: SigningKey, timeoutMs: number): Promise<ReturnData> {
+  const target = `${httpBaseFromWs(url)}${RETURN_DATA_PATH}`;
+  let response: Response;
+  try {
+    response = await fetch(target, {
+      headers: await fetchAuthHeaders(target, key, timeoutMs),
+      signal: AbortSignal.timeout(Math.max(timeoutMs, 60_000)),
+    });
+  } catch (error) {
+    const cause = (error as { cause?: Error }).cause;
+    throw new Error(
+      `cannot reach the site relay at ${target}: ${cause?.message ?? (error as Error).message}; is it running? (or stop it and give --relay-data-dir DIR)`,
+    );
   }
-  return paths.sort();
+  if (!response.ok || !response.body) {
+    const body = (await response.json().catch(() => ({}))) as { error?: unknown };
+    throw new Error(
+      `${target} answered HTTP ${response.status}${typeof body.error === 'string' ? `: ${body.error.slice(0, 1024)}` : ''}`,
+    );
+  }
+  const data: ReturnData = { states: new Map(), vectors: new Map(), storePaths: [] };
+  let ended = false;
+  let total = 0;
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const takeLine = (bytes: Uint8Array): void => {
+    if (bytes.length === 0) return;
+    if (ended) throw new Error(`${target} answered more after its closing line`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      raw = null;
+    }
+    if (typeof raw === 'object' && raw !== null && 'end' in raw) {
+      const end = returnDataEndSchema.safeParse(raw);
+      if (!end.success) throw new Error(`${target} answered a closing line that is not one (${issueText(end.error)})`);
+      if (end.data.documents !== data.vectors.size)
+        throw new Error(`${target} named ${end.data.documents} documents but sent ${data.vectors.size}`);
+      data.storePaths = end.data.storePaths;
+      ended = true;
+      return;
+    }
+    const line = returnDataDocumentSchema.safeParse(raw);
+    if (!line.success) throw new Error(`${target} answered a line that is not return data (${issueText(line.error)})`);
+    const { document, vector, state } = line.data;
+    if (data.vectors.size >= MAX_DOCUMENTS) throw new Error(`${target} sent more than ${MAX_DOCUMENTS} documents`);
+    data.vectors.set(document, fromBase64(vector));
+    if (state === undefined) return;
+    if (parseDocName(document)?.role !== 'status')
+      throw new Error(`${target} sent the state of ${document}; a return bundle carries only hosts/<id>/status`);
+    data.states.set(document, fromBase64(state));
+  };
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    total += chunk.length;
+    if (total > MAX_RETURN_DATA_BYTES)
+      throw new Error(
+        `${target} answered more than ${MAX_RETURN_DATA_BYTES} bytes; stop the relay and use --relay-data-dir`,
+      );
+    let from = 0;
+    for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, from)) {
+      pending.push(chunk.subarray(from, newline));
+      takeLine(Buffer.concat(pending));
+      pending = [];
+      pendingBytes = 0;
+      from = newline + 1;
+    }
+    if (from < chunk.length) {
+      pending.push(chunk.subarray(from));
+      pendingBytes += chunk.length - from;
+      if (pendingBytes > MAX_RETURN_DATA_LINE_BYTES)
+        throw new Error(`${target} answered a line over ${MAX_RETURN_DATA_LINE_BYTES} bytes`);
+    }
+  }
+  takeLine(Buffer.concat(pending));
+  if (!ended) throw new Error(`${target} ended its answer early (no closing line): try again`);
+  return data;
 }
 
 async function createReturn(o: z.infer<typeof createSpec.options>): Promise<number> {
-  const dataDir = o.relayDataDir!;
-  const { states, vectors } = await (await loadDataDir()).read(
-    dataDir,
-    (name) => parseDocName(name)?.role === 'status',
-  );
+  const relayKey = o.key ? await readKeyFile(o.key) : null;
+  // A running relay (its URL, asked with its own key) or a stopped one's data directory.
+  const source = o.coordinator ?? o.relayDataDir!;
+  const { states, vectors, storePaths } = o.coordinator
+    ? await fetchReturnData(o.coordinator, relayKey!, o.timeout * 1000)
+    : await (await loadDataDir()).read(o.relayDataDir!, (name) => parseDocName(name)?.role === 'status');
   const entries = [...states].map(([name, update]) => ({
     entry: documentEntry(name, update, true),
     source: { bytes: update } as EntrySource,
   }));
   const siteState: SiteState = {
     documents: Object.fromEntries([...vectors].map(([name, vector]) => [name, toBase64(vector)])),
-    storePaths: await mirroredStorePaths(join(dataDir, 'nix-cache')),
+    storePaths,
   };
   const hosts = [...states.keys()].map((name) => parseDocName(name)!.host);
-  const relayKey = o.key ? await readKeyFile(o.key) : null;
   const unsigned = buildManifest({
     direction: 'return',
     createdAt: new Date().toISOString(),
     creator: relayKey ? { name: relayKey.name, publicKey: relayKey.publicKey } : { name: 'site', publicKey: '' },
-    source: dataDir,
+    source,
     hosts,
     entries: entries.map((e) => e.entry),
     siteState,
@@ -475,6 +623,10 @@ async function applyThroughServer(
       }
       if (update.length === 0 || holds(connection.doc, update)) {
         outcomes.set(name, { kind: 'had' });
+        continue;
+      }
+      if (missingDependencies(connection.doc, update)) {
+        outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
         continue;
       }
       Y.applyUpdate(connection.doc, update, 'bundle');

@@ -29,7 +29,7 @@ import { handleAuditGet } from './audit-api.js';
 import type { LogBackend } from './backends/backend-option.js';
 import { openLogBackend } from './backends/open-log.js';
 import { createReturnBundleEndpoint, RETURN_BUNDLE_PATH } from './bundle-return.js';
-import { createChallengeStore } from './challenges.js';
+import { type ChallengeStore, createChallengeStore } from './challenges.js';
 import { serveConnection } from './connection.js';
 import type { EnrollmentLimits } from './enrollment-limits.js';
 import { createEnrollmentGate, type ForwardedBy, handleFleetPost } from './fleet-api.js';
@@ -87,8 +87,9 @@ export interface CoordinatorConfig {
 }
 
 export interface CoordinatorExtension {
-  // Called once the document host exists, before the trust state pins the fleet documents.
-  attach(host: DocumentHost, log: UpdateLog, presence: PresenceTable): void;
+  // Called once the document host exists, before the trust state pins the fleet documents. The
+  // challenge store is the server's own (/auth/challenge), for routes that take key proofs.
+  attach(host: DocumentHost, log: UpdateLog, presence: PresenceTable, challenges: ChallengeStore): void;
   // Documents this server offers at all (a relay: those its upstream lets it sync).
   serves(document: string): boolean;
   // Extra HTTP routes, tried first; true when answered.
@@ -164,10 +165,10 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
   };
   const host = createDocumentHost(log, logger, config.idleUnloadMs, onPresence);
   const extension = config.extension;
-  extension?.attach(host, log, presence);
+  const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
+  extension?.attach(host, log, presence, challenges);
   const pinnedRoot = new Set(config.orgRootKeys ?? []);
   const trust = await createTrustState(host, [...pinnedRoot], logger);
-  const challenges = createChallengeStore(config.challengeTtlMs ?? 3_600_000);
   // `outpost ssh` (coordinator/tunnels.ts): a router; the host's agent decides.
   const tunnels = createTunnelHub({ trust, authenticate, logger });
   extension?.attachTunnels?.(tunnels);

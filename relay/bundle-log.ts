@@ -1,8 +1,15 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as Y from 'yjs';
-import { openUpdateLog } from '../coordinator/update-log.js';
-import { type BundleOutcome, type DataDirApply, type DataDirRead, holds } from '../shared/bundle/apply.js';
+import { openUpdateLog, type UpdateLog } from '../coordinator/update-log.js';
+import {
+  type BundleOutcome,
+  type DataDirApply,
+  type DataDirRead,
+  holds,
+  MISSING_DEPENDENCIES_REASON,
+  missingDependencies,
+} from '../shared/bundle/apply.js';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 
 // A stopped relay's (or coordinator's) update log: each update that adds something is appended
@@ -31,6 +38,10 @@ export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) 
         outcomes.set(name, { kind: 'had' });
         continue;
       }
+      if (missingDependencies(doc, update)) {
+        outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
+        continue;
+      }
       const before = Y.encodeStateVector(doc);
       Y.applyUpdate(doc, update);
       // What the log gains is what the document gained (the whole update when it added items).
@@ -43,22 +54,53 @@ export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) 
   return outcomes;
 };
 
+// Each document of `log` replayed from its entries, one at a time (never all in memory): its
+// state vector, and its whole state when `wanted` selects it. A running relay's log may be read
+// like this while it appends (LevelDB iterators see a consistent snapshot), and every update the
+// relay took is in its log before it is applied, so this is all it holds.
+export async function* logDocumentStates(
+  log: UpdateLog,
+  wanted: (name: string) => boolean,
+): AsyncGenerator<{ name: string; vector: Uint8Array; state: Uint8Array | null }> {
+  for (const name of (await log.documents()).sort()) {
+    const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+    for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
+    yield { name, vector: Y.encodeStateVector(doc), state: wanted(name) ? Y.encodeStateAsUpdate(doc) : null };
+    doc.destroy();
+  }
+}
+
+// The store paths a relay's cache mirror (DIR/nix-cache) holds whole, narinfo and NAR: what HQ
+// may leave out of the next bundle. Files are renamed into place whole, so a running mirror can be
+// listed too.
+export async function mirroredStorePaths(cacheDir: string): Promise<string[]> {
+  const names = await fs.readdir(cacheDir).catch(() => [] as string[]);
+  const paths: string[] = [];
+  for (const name of names) {
+    if (!/^[0-9a-df-np-sv-z]{32}\.narinfo$/.test(name)) continue;
+    const text = await fs.readFile(join(cacheDir, name), 'utf8').catch(() => '');
+    const storePath = /^StorePath: (\S+)$/m.exec(text)?.[1];
+    const url = /^URL: (\S+)$/m.exec(text)?.[1];
+    if (!storePath || !url || !(await fs.stat(join(cacheDir, url)).catch(() => null))) continue;
+    paths.push(storePath);
+  }
+  return paths.sort();
+}
+
 // A stopped relay's documents for a return bundle: the whole state of each document `wanted`
-// selects, and the state vector of every document the log holds (what the site has, for HQ's
-// next bundle).
+// selects, the state vector of every document the log holds, and the store paths its cache mirror
+// holds (what the site has, for HQ's next bundle).
 export const readDataDir: DataDirRead = async (dataDir, wanted) => {
   const log = await openDataDirLog(dataDir);
   const states = new Map<string, Uint8Array>();
   const vectors = new Map<string, Uint8Array>();
   try {
-    for (const name of (await log.documents()).sort()) {
-      const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
-      for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
-      vectors.set(name, Y.encodeStateVector(doc));
-      if (wanted(name)) states.set(name, Y.encodeStateAsUpdate(doc));
+    for await (const { name, vector, state } of logDocumentStates(log, wanted)) {
+      vectors.set(name, vector);
+      if (state) states.set(name, state);
     }
   } finally {
     await log.close();
   }
-  return { states, vectors };
+  return { states, vectors, storePaths: await mirroredStorePaths(join(dataDir, 'nix-cache')) };
 };

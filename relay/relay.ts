@@ -7,6 +7,7 @@ import type { ResourceLimits } from '../coordinator/limits.js';
 import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import type { TrustState } from '../coordinator/trust-state.js';
 import { verifyCheckpoint } from '../shared/audit/checkpoint.js';
+import { RETURN_DATA_PATH } from '../shared/bundle/format.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readCheckpoint, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
 import { parseDocName } from '../shared/documents/names.js';
@@ -18,6 +19,7 @@ import { authHeaders, FORWARDED_FOR_HEADER, forwardedProofTarget, signAuthProof 
 import { fetchChallenge, httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { relayServesHost } from '../shared/trust/capabilities.js';
 import { type Bridge, createBridge, isRelayedDocument } from './bridge.js';
+import { createReturnDataEndpoint } from './bundle-return-data.js';
 import { CACHE_PREFIX, type CacheMirror, openCacheMirror } from './cache-mirror.js';
 import { registerRelayMetrics } from './metrics.js';
 import { linkTunnelsUpstream } from './tunnels.js';
@@ -137,6 +139,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   let bridge: Bridge | null = null;
   let upstream: UpstreamLink | null = null;
   let tunnelLink: ControlLink | null = null;
+  let returnData: ReturnType<typeof createReturnDataEndpoint> | null = null;
   const cache: CacheMirror | null = config.cacheUpstreams.length
     ? await openCacheMirror({
         dir: join(config.dataDir, 'nix-cache'),
@@ -158,7 +161,14 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   };
 
   const extension: CoordinatorExtension = {
-    attach(host, _log, presence) {
+    attach(host, log, presence, challenges) {
+      returnData = createReturnDataEndpoint({
+        key: config.key,
+        challenges,
+        log,
+        cacheDir: join(config.dataDir, 'nix-cache'),
+        logger,
+      });
       bridge = createBridge(host, presence, {
         logger,
         passConcurrency: config.syncConcurrency,
@@ -182,6 +192,10 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       if (path === CACHE_PREFIX || path.startsWith(`${CACHE_PREFIX}/`)) {
         if (cache) cache.handle(req, res, path);
         else respondJson(res, 404, { error: 'this relay mirrors no binary cache; start it with --cache-upstream URL' });
+        return true;
+      }
+      if (path === RETURN_DATA_PATH && returnData) {
+        returnData.handle(req, res);
         return true;
       }
       if (req.method === 'POST' && FORWARDED_POSTS.includes(path)) {

@@ -51,6 +51,9 @@ export const MAX_CACHE_INFO_BYTES = 64 * 1024;
 export const MAX_RETURN_BUNDLE_BYTES = 64 * 1024 * 1024;
 // Where a running coordinator takes a return bundle (POST, the admin's key proof in headers).
 export const RETURN_BUNDLE_PATH = '/api/bundle/return';
+// Where a running site relay answers what its return bundle needs (relay/bundle-return-data.ts):
+// GET, with a key proof by the relay's own key (the one its --key names), signed for this path.
+export const RETURN_DATA_PATH = '/api/bundle/return-data';
 
 const sha256HexSchema = z.string().regex(/^[0-9a-f]{64}$/, 'expected a SHA-256 in hex');
 // The document names servers use (hosts/<id>/desired, fleet/policy…): no control characters.
@@ -104,6 +107,24 @@ export const siteStateSchema = z.looseObject({
     .default([]),
 });
 export type SiteState = z.infer<typeof siteStateSchema>;
+
+// The answer of RETURN_DATA_PATH, as NDJSON: one line per document the relay's log holds (its
+// state vector, and its whole state when a return bundle carries it: hosts/<id>/status), then one
+// closing line with the store paths its cache mirror holds whole. Without the closing line the
+// answer was cut short. Lines are bounded like the bundle they become (base64: 4/3 of the bytes).
+export const MAX_RETURN_DATA_LINE_BYTES = Math.ceil((MAX_UPDATE_BYTES * 4) / 3) + 64 * 1024;
+export const MAX_RETURN_DATA_BYTES = Math.ceil((MAX_RETURN_BUNDLE_BYTES * 4) / 3) + 64 * 1024 * 1024;
+export const returnDataDocumentSchema = z.looseObject({
+  document: documentNameSchema,
+  vector: z.base64().max(4 * 1024 * 1024),
+  state: z.base64().max(MAX_RETURN_DATA_LINE_BYTES).optional(),
+});
+export const returnDataEndSchema = z.looseObject({
+  end: z.literal(true),
+  documents: z.number().int().min(0),
+  storePaths: siteStateSchema.shape.storePaths,
+});
+export type ReturnDataLine = z.infer<typeof returnDataDocumentSchema> | z.infer<typeof returnDataEndSchema>;
 
 export const bundleManifestSchema = z
   .looseObject({

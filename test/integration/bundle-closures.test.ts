@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { readDocuments } from '../../admin/policy-remote.js';
 import { signReturnManifest } from '../../shared/bundle/format.js';
-import type { SigningKey } from '../../shared/crypto/keys.js';
+import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../../shared/node/bundle-file.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
@@ -53,7 +53,11 @@ const files = {
   siteState: join(dir, 'site-state.json'),
   next: join(dir, 'next.outpost-bundle'),
   carol: join(dir, 'carol.key'),
+  otherRelay: join(dir, 'other-relay.key'),
+  liveReturned: join(dir, 'live-return.outpost-bundle'),
 };
+// A second relay of the policy (another site): its key must not read this site relay's data.
+const otherRelayKey = generateSigningKey('other-relay');
 const relayDir = join(dir, 'relay');
 const DEAD = '127.0.0.1:9';
 let hq: DaemonProcess & { url: string; port: number };
@@ -155,6 +159,7 @@ const hostView = (url: string) => hostStatus(alice(url), 'h1');
 test.before(async () => {
   await hqSetup.writeKeyFiles();
   await writeKeyFile(files.carol, org.carol);
+  await writeKeyFile(files.otherRelay, otherRelayKey);
   cacheKey = await makeCacheKey(join(dir, 'keys'), 'sneakernet-cache-1');
   closure = await buildTestClosure({
     name: 'sneakernet-system',
@@ -165,7 +170,9 @@ test.before(async () => {
   await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
   cache = await serveBinaryCache(join(dir, 'cache'));
   hq = await startHq();
-  assert.is((await pushPolicy(hq.url, signPolicy(hqSetup.sitePolicy(['h1']), org.root))).status, 200);
+  const policy = hqSetup.sitePolicy(['h1']);
+  policy.relays.push({ name: 'other-relay', key: otherRelayKey.publicKey, hosts: ['h2'], groups: [] });
+  assert.is((await pushPolicy(hq.url, signPolicy(policy, org.root))).status, 200);
   host = await prepareHost(dir, 'h1');
   const approved = await runCli([
     'enroll',
@@ -304,11 +311,33 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
     );
     assert.ok(result.signatureValid);
     assert.is(await profileTarget(host), closure);
+    await agent.stop('SIGKILL');
+    agent = null;
+    // The way back with the relay running: its own key proves the request (attacks on it:
+    // bundle-return-live.test.ts).
+    const live = await runCli([
+      'bundle',
+      'create',
+      '--return',
+      '--coordinator',
+      relay.url,
+      '--key',
+      files.relay,
+      '--out',
+      files.liveReturned,
+    ]);
+    assert.is(live.code, 0, live.stderr);
+    assert.match(
+      live.stdout,
+      `return bundle signed by site-relay (${hqSetup.relayKey.publicKey}): 1 status document (h1)`,
+    );
+    assert.match(live.stdout, '3 cached store paths');
   } finally {
     await agent?.stop('SIGKILL');
     await relay.stop();
   }
 
+  // The stopped-relay path gives the same status, state vectors and store paths.
   const created = await runCli([
     'bundle',
     'create',
@@ -326,6 +355,13 @@ test('at the site: the relay takes the bundle, the agent installs the closure wi
     `return bundle signed by site-relay (${hqSetup.relayKey.publicKey}): 1 status document (h1)`,
   );
   assert.match(created.stdout, '3 cached store paths');
+  const [stoppedBundle, liveBundle] = [await openBundleFile(files.returned), await openBundleFile(files.liveReturned)];
+  if (!stoppedBundle.ok || !liveBundle.ok) throw new Error('a return bundle does not open');
+  assert.equal(liveBundle.manifest.entries, stoppedBundle.manifest.entries);
+  assert.equal(liveBundle.manifest.siteState, stoppedBundle.manifest.siteState);
+  assert.match(liveBundle.manifest.source, /^ws:\/\/127\.0\.0\.1:\d+$/);
+  // HQ takes the one made from the running relay.
+  await fs.copyFile(files.liveReturned, files.returned);
   console.log(`  return bundle ${(await fs.stat(files.returned)).size} bytes`);
 
   assert.is((await hostView(hq.url))?.lastResult ?? null, null, 'HQ has heard nothing from h1 yet');

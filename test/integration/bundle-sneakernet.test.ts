@@ -36,6 +36,10 @@ const files = {
   delta: join(dir, 'delta.outpost-bundle'),
   full3: join(dir, 'gen3.outpost-bundle'),
   state: join(dir, 'site-state.json'),
+  since: join(dir, 'since.outpost-bundle'),
+  full4: join(dir, 'gen4.outpost-bundle'),
+  sinceBoth: join(dir, 'since-both.outpost-bundle'),
+  stateOnly: join(dir, 'state-only.outpost-bundle'),
 };
 const closure = (n: number): string => `/nix/store/${String(n).repeat(32)}-nixos-system-h1`;
 let hq: DaemonProcess & { url: string; port: number };
@@ -175,6 +179,92 @@ test('--since-state carries only what the site lacks', async () => {
   assert.is(applied.code, 0, applied.stderr);
   assert.match(applied.stdout, 'hosts/h1/desired: changed');
   assert.is((await siteDesired())?.generation, 3);
+});
+
+// The manifest entry of one document in a bundle file.
+async function documentEntry(file: string, name: string) {
+  const opened = await openBundleFile(file);
+  if (!opened.ok) throw new Error(opened.reason);
+  const entry = opened.manifest.entries.find((d) => d.type === 'document' && d.name === name);
+  if (entry?.type !== 'document') throw new Error(`${file} has no ${name}`);
+  return entry;
+}
+
+test('--since TIME carries only what HQ logged after TIME; a bad time names the flag; --since-state wins where it names a document', async () => {
+  const absent = async (file: string) =>
+    fs.access(file).then(
+      () => 'exists',
+      () => 'absent',
+    );
+  for (const bad of ['yesterday', '2026-13-01T00:00:00Z', '2026-06-01 12:00']) {
+    const refused = await createBundle(files.since, ['--since', bad]);
+    assert.is.not(refused.code, 0, bad);
+    assert.match(refused.stderr, '--since', bad);
+    assert.match(refused.stderr, 'ISO 8601 UTC time such as 2026-06-01T12:00:00Z', bad);
+    assert.is(await absent(files.since), 'absent', bad);
+  }
+  // `since` is when the site last heard from HQ: it then gets everything HQ logged until a bit
+  // after (a full bundle made after `since`); HQ logs generation 4 later.
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 20));
+  await pause();
+  const since = new Date().toISOString();
+  await pause();
+  const current = await createBundle(files.full4);
+  assert.is(current.code, 0, current.stderr);
+  const caughtUp = await apply(files.full4);
+  assert.is(caughtUp.code, 0, caughtUp.stderr + caughtUp.stdout);
+  await deploy(closure(4));
+  const created = await createBundle(files.since, ['--since', since]);
+  assert.is(created.code, 0, created.stderr);
+  assert.match(created.stdout, `(only updates since ${since})`);
+  const full = await createBundle(files.full4);
+  assert.is(full.code, 0, full.stderr);
+  const [sinceDesired, fullDesired] = [
+    await documentEntry(files.since, 'hosts/h1/desired'),
+    await documentEntry(files.full4, 'hosts/h1/desired'),
+  ];
+  console.log(
+    `  --since bundle: ${(await fs.stat(files.since)).size} bytes (h1 desired ${sinceDesired.bytes}); full: ${(await fs.stat(files.full4)).size} bytes (h1 desired ${fullDesired.bytes})`,
+  );
+  assert.is(sinceDesired.full, false);
+  assert.ok(sinceDesired.bytes < fullDesired.bytes, `since ${sinceDesired.bytes} bytes < full ${fullDesired.bytes}`);
+  assert.ok(sinceDesired.bytes > 0);
+  const applied = await apply(files.since);
+  assert.is(applied.code, 0, applied.stderr + applied.stdout);
+  assert.match(applied.stdout, 'hosts/h1/desired: changed');
+  assert.is((await siteDesired())?.generation, 4);
+
+  // The state file (the site before generation 3) names h1's desired document: its vector wins
+  // over a --since after generation 4, so generations 3 and 4 both go, as with the file alone.
+  const late = new Date(Date.now() + 1000).toISOString();
+  const both = await createBundle(files.sinceBoth, ['--since-state', files.state, '--since', late]);
+  assert.is(both.code, 0, both.stderr);
+  assert.match(both.stdout, `lacks; for documents it does not name, updates since ${late}`);
+  const stateOnly = await createBundle(files.stateOnly, ['--since-state', files.state]);
+  assert.is(stateOnly.code, 0, stateOnly.stderr);
+  const [bothDesired, stateDesired] = [
+    await documentEntry(files.sinceBoth, 'hosts/h1/desired'),
+    await documentEntry(files.stateOnly, 'hosts/h1/desired'),
+  ];
+  assert.is(bothDesired.sha256, stateDesired.sha256);
+  assert.ok(bothDesired.bytes > sinceDesired.bytes);
+
+  // A --since later than the site's last news: generation 6 builds on generation 5, which the
+  // site never got. The site says so, and its document does not take a half it cannot show.
+  await deploy(closure(5));
+  await pause();
+  const tooLate = new Date().toISOString();
+  await pause();
+  await deploy(closure(6));
+  const gap = await createBundle(files.since, ['--since', tooLate]);
+  assert.is(gap.code, 0, gap.stderr);
+  const before = await siteState();
+  const refused = await apply(files.since);
+  assert.is(refused.code, 1, refused.stdout);
+  assert.match(refused.stdout, 'hosts/h1/desired: refused: it builds on earlier updates this site does not have');
+  assert.match(refused.stdout, 'ask HQ for a bundle with an earlier --since');
+  assert.is((await siteDesired())?.generation, 4);
+  assert.is((await siteState()).split(' ')[3], before.split(' ')[3], "h1's desired document at the site is unchanged");
 });
 
 test('--relay-data-dir: a relay enforcing the org root, whose upstream is unreachable, gets the policy and intent', async () => {
