@@ -24,7 +24,17 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
     );
   const doc = session.sync.fleetDocument(ENROLLMENT_DOC);
   const requests = readEnrollRequests(doc);
-  const state = enrollmentState(policy, readEnrollments(doc), requests);
+  // Approvals signed here that the document does not hold yet count as if they had arrived
+  // (enrollmentState checks each against the policy again), marked not yet delivered.
+  const stored = readEnrollments(doc);
+  const storedSignatures = new Set(stored.flatMap((e) => e.signatures.map((s) => s.signature)));
+  const waiting = session.apiOutbox
+    .enrollments()
+    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature));
+  const state = enrollmentState(policy, [...stored, ...waiting.map((p) => p.signed)], requests);
+  const waitingFor = (host: string, hostKey: string) =>
+    waiting.find((p) => p.signed.enrollment.host === host && p.signed.enrollment.hostKey === hostKey);
+  const refused = session.apiOutbox.refused().filter((e) => e.kind === 'enrollment');
   const pending = pendingRequests(
     requests,
     (host, hostKey) => state.bindings.get(host)?.hostKey === hostKey,
@@ -33,7 +43,7 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
   );
   const bound = [...state.bindings.values()].sort((a, b) => a.host.localeCompare(b.host));
   const approve = (request: { host: string; hostKey: string }): Promise<void> =>
-    run(() => approveEnrollment(session.sync, session.signer, request));
+    run(() => approveEnrollment(session.sync, session.signer, session.apiOutbox, request));
   return (
     <section class="admin-page" data-testid="enrollment-view" aria-label="Enrollment">
       <h2>Enrollment</h2>
@@ -92,6 +102,14 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
           {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}
         </p>
       )}
+      {refused.map((entry) => (
+        <p key={entry.id} class="bad" data-testid="enroll-refused">
+          {entry.what}: REFUSED by the server: {entry.refused}{' '}
+          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
+            Dismiss
+          </button>
+        </p>
+      ))}
       {state.conflicts.length > 0 && (
         <p class="bad">
           {state.conflicts.length} token(s) presented for a key other than the bound one (first:{' '}
@@ -101,17 +119,29 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
       <h3>Bound hosts ({bound.length})</h3>
       <table class="plain" data-testid="bound-hosts">
         <tbody>
-          {bound.map((binding) => (
-            <tr key={binding.host} data-testid={`bound-${binding.host}`}>
-              <td>
-                <a href={`#/host/${binding.host}`}>{binding.host}</a>
-              </td>
-              <td>
-                <code>{binding.hostKey}</code>
-              </td>
-              <td>{binding.via}</td>
-            </tr>
-          ))}
+          {bound.map((binding) => {
+            const notYet = waitingFor(binding.host, binding.hostKey);
+            return (
+              <tr
+                key={binding.host}
+                data-testid={`bound-${binding.host}`}
+                data-delivered={notYet ? String(notYet.delivered) : 'true'}
+              >
+                <td>
+                  <a href={`#/host/${binding.host}`}>{binding.host}</a>
+                </td>
+                <td>
+                  <code>{binding.hostKey}</code>
+                </td>
+                <td>
+                  {binding.via}
+                  {notYet && !notYet.delivered && (
+                    <strong class="warn"> · NOT YET DELIVERED: signed here, sent when the link returns</strong>
+                  )}
+                </td>
+              </tr>
+            );
+          })}
         </tbody>
       </table>
     </section>
