@@ -194,10 +194,13 @@ test('carol (read only), offline, is refused an enrollment approval before signi
   await go('#/enrollment');
   await page.getByTestId('pending-h2').waitFor({ timeout: 30_000 });
   await goOffline();
-  assert.is(await page.getByTestId('enroll-approve-h2').count(), 0, failWith('carol is offered an approval'));
-  assert.match(await text('enroll-refused-h2'), /admin carol lacks 'enroll' for host h2 .*nothing was signed/);
-  assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
-  await context.setOffline(false);
+  try {
+    assert.is(await page.getByTestId('enroll-approve-h2').count(), 0, failWith('carol is offered an approval'));
+    assert.match(await text('enroll-refused-h2'), /admin carol lacks 'enroll' for host h2 .*nothing was signed/);
+    assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
+  } finally {
+    await context.setOffline(false);
+  }
 });
 
 test('alice approves h2 with no link: marked not yet delivered, kept across an offline reload, stored when the link returns, and h2’s agent reports', async () => {
@@ -324,19 +327,22 @@ test('a rollout paused and its wave 2 approved with no link: kept across a reloa
 test('carol (read only), offline, is refused every rollout action before signing', async () => {
   await switchTo(org.carol.publicKey);
   await goOffline();
-  await go(`#/rollouts/${ROLLOUT}`);
-  await page.locator('[data-testid=rollout-view]').waitFor({ timeout: 20_000 });
-  // Paused: Resume and Abort are offered, and refused to carol with the reason.
-  for (const verb of ['resume', 'abort']) {
-    const button = page.getByTestId(`rollout-${verb}`);
-    assert.ok(await button.isDisabled(), `carol cannot ${verb}`);
-    assert.match(
-      String(await button.getAttribute('title')),
-      /admin carol lacks 'deploy' for h1, h2 .*nothing was signed/,
-    );
+  try {
+    await go(`#/rollouts/${ROLLOUT}`);
+    await page.locator('[data-testid=rollout-view]').waitFor({ timeout: 20_000 });
+    // Paused: Resume and Abort are offered, and refused to carol with the reason.
+    for (const verb of ['resume', 'abort']) {
+      const button = page.getByTestId(`rollout-${verb}`);
+      assert.ok(await button.isDisabled(), `carol cannot ${verb}`);
+      assert.match(
+        String(await button.getAttribute('title')),
+        /admin carol lacks 'deploy' for h1, h2 .*nothing was signed/,
+      );
+    }
+    assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
+  } finally {
+    await context.setOffline(false);
   }
-  assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
-  await context.setOffline(false);
 });
 
 test('a resume signed with no link: stored when the link returns, the coordinator delivers wave 2 and h2’s agent installs it', async () => {
