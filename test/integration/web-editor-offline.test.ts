@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signEnrollment } from '../../admin/enroll-entries.js';
-import { keyFileFromSigningKey } from '../../shared/crypto/keys.js';
+import { signEnrollment, signEnrollRequest } from '../../admin/enroll-entries.js';
+import { generateSigningKey, keyFileFromSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
 import { ENROLLMENT_DOC, readEnrollments } from '../../shared/documents/fleet.js';
@@ -50,10 +50,13 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // coordinator binds h2 and h2's agent reports. A rollout (wave 1 h1, wave 2 h2 after an
 // approval): with no link alice pauses it and approves wave 2, reloads; back online the
 // coordinator stores both in signing order and, paused, delivers nothing to h2; a resume signed
-// offline then lets the coordinator deliver wave 2 and h2's agent installs it.
+// offline then lets the coordinator deliver wave 2 and h2's agent installs it. Last, an approval
+// signed offline that the coordinator refuses when the link returns (the root took 'enroll' from
+// alice meanwhile) is shown as refused, with the server's reason, never as bound.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const ROLLOUT = 'web-off';
+const h3Key = generateSigningKey('h3');
 const dir = temporaryDirectory('web-editor-offline');
 let coordinator: DaemonProcess & { url: string; port: number };
 let cache: BinaryCacheServer;
@@ -373,6 +376,43 @@ test('a resume signed with no link: stored when the link returns, the coordinato
     500,
   );
   await page.locator('[data-testid=rollout-host-h2][data-state=succeeded]').waitFor({ timeout: 30_000 });
+});
+
+test('an approval signed offline that the server refuses when the link returns (alice lost enroll meanwhile) is shown refused, with the reason, and not as bound', async () => {
+  const requested = await postJson(
+    coordinator.url,
+    '/api/enroll',
+    signEnrollRequest(h3Key, 'h3', undefined, new Date()),
+  );
+  assert.is(requested.status, 200, requested.body.error);
+  await go('#/enrollment');
+  await page.getByTestId('enroll-approve-h3').waitFor({ timeout: 30_000 });
+  await goOffline();
+  await page.getByTestId('enroll-approve-h3').click();
+  await page.locator('[data-testid=bound-h3][data-delivered=false]').waitFor({ timeout: 10_000 });
+  // Meanwhile the root holder takes 'enroll' from alice (version 2).
+  const v2: Policy = {
+    ...policy,
+    version: 2,
+    issuedAt: new Date().toISOString(),
+    admins: policy.admins.map((a) => (a.name === 'alice' ? { ...a, roles: ['ops'] } : a)),
+  };
+  const pushed = await pushPolicy(coordinator.url, signPolicy(v2, org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  await context.setOffline(false);
+  await page.getByTestId('enroll-refused').waitFor({ timeout: 30_000 });
+  assert.match(await text('enroll-refused'), /the enrollment of h3: REFUSED by the server: enrollment of h3: .*alice/);
+  assert.match(await text('refused-count'), /1 signed action refused by the server/);
+  await page.getByTestId('bound-h3').waitFor({ state: 'detached', timeout: 10_000 });
+  await page.getByTestId('pending-count').waitFor({ state: 'detached', timeout: 10_000 });
+  const enrollments = await readDoc(ENROLLMENT_DOC, (doc) => readEnrollments(doc));
+  assert.not.ok(
+    enrollments.some((e) => e.enrollment.host === 'h3'),
+    'the coordinator bound nothing',
+  );
+  // Read, then dismissed: gone from the page and from this browser's outbox.
+  await page.getByTestId('enroll-refused').getByRole('button', { name: 'Dismiss' }).click();
+  await page.getByTestId('refused-count').waitFor({ state: 'detached', timeout: 10_000 });
 });
 
 test.run();
