@@ -31,6 +31,22 @@ const apiOutboxEntrySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('enrollment'), signed: signedEnrollmentSchema, ...common }),
 ]);
 export type ApiOutboxEntry = z.infer<typeof apiOutboxEntrySchema>;
+export interface Waiting<T> {
+  signed: T;
+  // When the server answered 200 (null: not yet delivered).
+  deliveredAt: string | null;
+}
+
+// After the server said it stored an entry, its document should show it within moments (it is
+// broadcast as it is written). Until then the page counts it; afterwards only the document counts,
+// and the page says the server's answer and its document disagree.
+const ARRIVAL_GRACE_MS = 60_000;
+export const arriving = (waiting: Waiting<unknown>, now: number): boolean =>
+  waiting.deliveredAt === null || now - Date.parse(waiting.deliveredAt) < ARRIVAL_GRACE_MS;
+
+// Delivered entries are kept this long (then the document is the record), refused ones until dismissed.
+const KEEP_DELIVERED_MS = 7 * 86_400_000;
+
 export type NewApiOutboxEntry =
   | { kind: 'rollout-action'; signed: SignedRolloutAction; what: string }
   | { kind: 'enrollment'; signed: SignedEnrollment; what: string };
@@ -91,9 +107,14 @@ export class ApiOutbox {
   constructor(private readonly serverUrl: string) {}
 
   async start(): Promise<void> {
+    const now = Date.now();
     for (const raw of await idbValues('api-outbox')) {
       const parsed = apiOutboxEntrySchema.safeParse(raw);
-      if (parsed.success && parsed.data.server === this.serverUrl) this.entries.set(parsed.data.id, parsed.data);
+      if (!parsed.success || parsed.data.server !== this.serverUrl) continue;
+      const entry = parsed.data;
+      if (entry.deliveredAt !== null && now - Date.parse(entry.deliveredAt) > KEEP_DELIVERED_MS)
+        await idbDelete('api-outbox', `${entry.server} ${entry.id}`);
+      else this.entries.set(entry.id, entry);
     }
     this.timer = setInterval(() => void this.deliver(), SEND_EVERY_MS);
     window.addEventListener('online', this.onOnline);
@@ -104,31 +125,34 @@ export class ApiOutbox {
   // whether the server stored it now, refused it, or it waits for the link.
   async add(fresh: NewApiOutboxEntry): Promise<ApiOutboxEntry> {
     const id = idOf(fresh);
-    const entry = {
+    const entry: ApiOutboxEntry = {
       ...fresh,
       id,
       server: this.serverUrl,
       signedAt: new Date().toISOString(),
       deliveredAt: null,
       refused: null,
-    } as ApiOutboxEntry;
+    };
     await this.save(entry);
     await this.deliver();
     return this.entries.get(id) ?? entry;
   }
 
-  // Entries not refused, oldest first: delivered ones too, until the document shows them (the
-  // caller drops those the document holds), so a view does not flick back in between.
-  rolloutActions(rollout: string): { signed: SignedRolloutAction; delivered: boolean }[] {
-    return this.sorted()
-      .filter((e) => e.kind === 'rollout-action' && e.refused === null && e.signed.action.rollout === rollout)
-      .map((e) => ({ signed: e.signed as SignedRolloutAction, delivered: e.deliveredAt !== null }));
+  // Entries not refused, oldest first, with when the server said it stored them: the caller drops
+  // those the document holds, and counts a delivered one the document lacks only for a short while
+  // (arriving(): a server that answered 200 and dropped it must not leave the page showing it).
+  rolloutActions(rollout: string): Waiting<SignedRolloutAction>[] {
+    return this.sorted().flatMap((e) =>
+      e.kind === 'rollout-action' && e.refused === null && e.signed.action.rollout === rollout
+        ? [{ signed: e.signed, deliveredAt: e.deliveredAt }]
+        : [],
+    );
   }
 
-  enrollments(): { signed: SignedEnrollment; delivered: boolean }[] {
-    return this.sorted()
-      .filter((e) => e.kind === 'enrollment' && e.refused === null)
-      .map((e) => ({ signed: e.signed as SignedEnrollment, delivered: e.deliveredAt !== null }));
+  enrollments(): Waiting<SignedEnrollment>[] {
+    return this.sorted().flatMap((e) =>
+      e.kind === 'enrollment' && e.refused === null ? [{ signed: e.signed, deliveredAt: e.deliveredAt }] : [],
+    );
   }
 
   // What the server refused (shown with its reason until dismissed).

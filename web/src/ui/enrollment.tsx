@@ -2,6 +2,7 @@ import { ENROLLMENT_DOC, readEnrollments, readEnrollRequests } from '../../../sh
 import { enrollmentState } from '../../../shared/trust/enrollment.js';
 import { mayEnroll, pendingRequests } from '../../../shared/views/enrollment-view.js';
 import { type AdminOutcome, approveEnrollment } from '../sync/admin-actions.js';
+import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
 import type { Session } from './session.js';
@@ -24,13 +25,14 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
     );
   const doc = session.sync.fleetDocument(ENROLLMENT_DOC);
   const requests = readEnrollRequests(doc);
-  // Approvals signed here that the document does not hold yet count as if they had arrived
-  // (enrollmentState checks each against the policy again), marked not yet delivered.
+  // Approvals signed here that the document does not hold yet (waiting for the link, or stored
+  // moments ago) count as if they had arrived (enrollmentState checks each against the policy
+  // again), marked not yet delivered.
   const stored = readEnrollments(doc);
   const storedSignatures = new Set(stored.flatMap((e) => e.signatures.map((s) => s.signature)));
   const waiting = session.apiOutbox
     .enrollments()
-    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature));
+    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature) && arriving(p, props.now));
   const state = enrollmentState(policy, [...stored, ...waiting.map((p) => p.signed)], requests);
   const waitingFor = (host: string, hostKey: string) =>
     waiting.find((p) => p.signed.enrollment.host === host && p.signed.enrollment.hostKey === hostKey);
@@ -125,7 +127,7 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
               <tr
                 key={binding.host}
                 data-testid={`bound-${binding.host}`}
-                data-delivered={notYet ? String(notYet.delivered) : 'true'}
+                data-delivered={notYet ? String(notYet.deliveredAt !== null) : 'true'}
               >
                 <td>
                   <a href={`#/host/${binding.host}`}>{binding.host}</a>
@@ -135,7 +137,7 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
                 </td>
                 <td>
                   {binding.via}
-                  {notYet && !notYet.delivered && (
+                  {notYet && notYet.deliveredAt === null && (
                     <strong class="warn"> · NOT YET DELIVERED: signed here, sent when the link returns</strong>
                   )}
                 </td>

@@ -17,6 +17,7 @@ import { buildReport, type RolloutReport } from '../../../shared/views/rollout-r
 import { idbGet, idbPut } from '../storage/idb.js';
 import { rollbackTo } from '../sync/actions.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
+import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
 import { CreateRollout } from './rollout-create.js';
@@ -69,19 +70,22 @@ function useRolloutIds(session: Session): string[] {
 
 // Judged only once its signatures were checked ahead natively (prepareRolloutDocument); until
 // then the previous judgement (or "checking") is shown, never a verdict made without checking.
-// Actions signed in this page that wait for the server (or that it stored, until the document
-// shows them) are judged with the document, as if they had arrived.
+// Actions signed in this page that wait for the server (or that it stored moments ago and the
+// document does not show yet) are judged with the document, as if they had arrived.
 function judge(session: Session, id: string, now: number): JudgedRollout {
   const doc = session.sync.fleetDocument(rolloutDocName(id));
   if (!rolloutDocumentPrepared(doc)) return previousJudgement(doc) ?? { ok: false, reason: 'checking signatures…' };
-  const pending = session.apiOutbox.rolloutActions(id).map((p) => p.signed);
+  const pending = session.apiOutbox
+    .rolloutActions(id)
+    .filter((p) => arriving(p, now))
+    .map((p) => p.signed);
   return judgeRolloutDocument(doc, session.sync.authority()?.chain ?? [], now, pending);
 }
 
 // This page's signed actions on the rollout that the document does not hold yet, and those the
 // server refused (with its reason, until dismissed).
-function OutboxActions(props: { session: Session; id: string }) {
-  const { session, id } = props;
+function OutboxActions(props: { session: Session; id: string; now: number }) {
+  const { session, id, now } = props;
   const held = new Set(
     readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))).actions.map((a) => a.signature.signature),
   );
@@ -92,15 +96,24 @@ function OutboxActions(props: { session: Session; id: string }) {
   if (!waiting.length && !refused.length) return null;
   return (
     <ul class="outbox" aria-label="Signed here, not in the rollout document yet">
-      {waiting.map(({ signed, delivered }) => (
-        <li key={signed.signature.signature} data-testid="rollout-pending" data-delivered={String(delivered)}>
-          {signed.action.verb}
-          {signed.action.wave !== undefined ? ` wave ${signed.action.wave}` : ''} (#{signed.action.seq}) signed by{' '}
-          {signed.action.issuer} at {clock(signed.action.at)}:{' '}
-          {delivered ? (
+      {waiting.map((p) => (
+        <li
+          key={p.signed.signature.signature}
+          data-testid="rollout-pending"
+          data-delivered={String(p.deliveredAt !== null)}
+        >
+          {p.signed.action.verb}
+          {p.signed.action.wave !== undefined ? ` wave ${p.signed.action.wave}` : ''} (#{p.signed.action.seq}) signed by{' '}
+          {p.signed.action.issuer} at {clock(p.signed.action.at)}:{' '}
+          {p.deliveredAt === null ? (
+            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+          ) : arriving(p, now) ? (
             'stored by the server, arriving'
           ) : (
-            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+            <strong class="bad">
+              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
+              not hold it: not counted here; sign it again if it is still wanted
+            </strong>
           )}
         </li>
       ))}
@@ -402,7 +415,7 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
           )}
         </div>
       )}
-      <OutboxActions session={session} id={id} />
+      <OutboxActions session={session} id={id} now={now} />
       {outcome && (
         <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="rollout-message">
           {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}
