@@ -4,9 +4,8 @@ import { preverifySignatures, type SignatureCheck } from '../crypto/verified-onc
 import { type RolloutEntries, readRolloutEntries } from '../rollout/document.js';
 import { findPlan, judgeRollout, type RolloutView } from '../rollout/judge.js';
 import { planDigest } from '../rollout/plan.js';
-import type { SignedRolloutAction } from '../rollout/schemas.js';
 import type { Policy } from '../schemas/policy.js';
-import { withPendingActions } from './rollout-actions.js';
+import { type PendingRolloutEntries, withPendingEntries } from './rollout-actions.js';
 
 // A rollout document judged as `outpost rollout status` judges it (the agents' code), for views
 // that redraw often: the web editor redraws every second (clocks) and at every sync flush.
@@ -43,17 +42,17 @@ export const rolloutDocumentPrepared = (doc: Y.Doc): boolean => prepared.get(doc
 // The last judgement made of the document, whatever changed since (null before the first).
 export const previousJudgement = (doc: Y.Doc): JudgedRollout | null => judgedMemo.get(doc)?.judged ?? null;
 
-// `pending`: actions signed but not in the document yet (withPendingActions); a judgement with
-// any of them missing from the document is made afresh and not remembered.
+// `pending`: actions and co-signatures signed but not in the document yet (withPendingEntries); a
+// judgement with any of them missing from the document is made afresh and not remembered.
 export function judgeRolloutDocument(
   doc: Y.Doc,
   chain: Policy[],
   now: number,
-  pending: readonly SignedRolloutAction[] = [],
+  pending: PendingRolloutEntries = {},
 ): JudgedRollout {
-  if (pending.length) {
+  if (pending.actions?.length || pending.cosignatures?.length) {
     const entries = readRolloutEntries(doc);
-    const merged = withPendingActions(entries, pending);
+    const merged = withPendingEntries(entries, pending);
     if (merged !== entries) return judgeEntries(merged, chain, now);
   }
   const state = stateOf(doc);

@@ -18,9 +18,9 @@ import type { FleetSync } from './fleet-sync.js';
 // policy walked from the pinned root before anything is signed, signed over the CLI's bytes in the
 // browser, checked again as readers will, then handed to the server the way the CLI hands them
 // (POST /api/rollouts, /api/enroll/approve; the server checks them once more before storing).
-// Rollout actions and enrollment approvals go through the outbox (api-outbox.ts): signed with no
-// link they wait in this browser, marked not yet delivered, and are sent when it returns. A plan
-// co-signature is sent at once and needs the link.
+// Rollout actions, plan co-signatures and enrollment approvals go through the outbox
+// (api-outbox.ts): signed with no link they wait in this browser, marked not yet delivered, and
+// are sent when it returns.
 export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: string };
 
 export async function postToServer(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
@@ -84,6 +84,7 @@ export async function cosignRolloutPlan(
   signer: PayloadSigner,
   plan: RolloutPlan,
   entries: RolloutEntries,
+  outbox: ApiOutbox,
 ): Promise<AdminOutcome> {
   const known = policyOrRefusal(sync);
   if (!known.ok) return known;
@@ -101,12 +102,12 @@ export async function cosignRolloutPlan(
   const stillShort = plan.waves
     .flatMap((w) => w.hosts)
     .filter((h) => !planSignersForHost(plan, keys, known.chain, h.host).ok).length;
-  const outcome = await postToServer(
-    sync,
-    '/api/rollouts',
-    { cosignature: { ...cosignature, rollout: plan.id } },
-    `your signature on ${plan.id}`,
-  );
+  const outcome = await sendThroughOutbox(outbox, {
+    kind: 'rollout-cosignature',
+    rollout: plan.id,
+    signed: cosignature,
+    what: `your signature on ${plan.id}`,
+  });
   return outcome.ok && stillShort
     ? { ok: true, message: `${outcome.message}; ${stillShort} hosts still need more signatures` }
     : outcome;

@@ -1,12 +1,18 @@
 import { z } from 'zod';
-import { type SignedRolloutAction, signedRolloutActionSchema } from '../../../shared/rollout/schemas.js';
+import {
+  type PlanCosignature,
+  planCosignatureSchema,
+  rolloutIdSchema,
+  type SignedRolloutAction,
+  signedRolloutActionSchema,
+} from '../../../shared/rollout/schemas.js';
 import { type SignedEnrollment, signedEnrollmentSchema } from '../../../shared/schemas/policy.js';
 import { httpBaseFromWs } from '../../../shared/sync/reconnect.js';
 import { idbDelete, idbPut, idbValues } from '../storage/idb.js';
 import { readBounded } from './read-bounded.js';
 
-// Rollout actions (approve a wave, pause, resume, abort) and enrollment approvals signed in this
-// page wait here, in IndexedDB (awaited before the page says "signed"), until the server's API
+// Rollout actions (approve a wave, pause, resume, abort), plan co-signatures and enrollment
+// approvals signed in this page wait here, in IndexedDB (awaited before the page says "signed"), until the server's API
 // stores them: POST /api/rollouts and /api/enroll/approve, exactly as the CLI sends them.
 //
 // They cannot wait inside the rollout or enrollment document the way intents wait in a host's
@@ -29,6 +35,12 @@ const common = {
 const apiOutboxEntrySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('rollout-action'), signed: signedRolloutActionSchema, ...common }),
   z.object({ kind: z.literal('enrollment'), signed: signedEnrollmentSchema, ...common }),
+  z.object({
+    kind: z.literal('rollout-cosignature'),
+    rollout: rolloutIdSchema,
+    signed: planCosignatureSchema,
+    ...common,
+  }),
 ]);
 export type ApiOutboxEntry = z.infer<typeof apiOutboxEntrySchema>;
 export interface Waiting<T> {
@@ -49,13 +61,23 @@ const KEEP_DELIVERED_MS = 7 * 86_400_000;
 
 export type NewApiOutboxEntry =
   | { kind: 'rollout-action'; signed: SignedRolloutAction; what: string }
-  | { kind: 'enrollment'; signed: SignedEnrollment; what: string };
+  | { kind: 'enrollment'; signed: SignedEnrollment; what: string }
+  | { kind: 'rollout-cosignature'; rollout: string; signed: PlanCosignature; what: string };
 
-const PATHS = { 'rollout-action': '/api/rollouts', enrollment: '/api/enroll/approve' } as const;
+const PATHS = {
+  'rollout-action': '/api/rollouts',
+  'rollout-cosignature': '/api/rollouts',
+  enrollment: '/api/enroll/approve',
+} as const;
+// The bodies `outpost rollout pause|resume|abort|approve` and `outpost enroll approve` send.
 const body = (entry: ApiOutboxEntry): unknown =>
-  entry.kind === 'rollout-action' ? { action: entry.signed } : entry.signed;
+  entry.kind === 'rollout-action'
+    ? { action: entry.signed }
+    : entry.kind === 'rollout-cosignature'
+      ? { cosignature: { ...entry.signed, rollout: entry.rollout } }
+      : entry.signed;
 const idOf = (entry: NewApiOutboxEntry): string =>
-  entry.kind === 'rollout-action' ? entry.signed.signature.signature : entry.signed.signatures[0]!.signature;
+  entry.kind === 'enrollment' ? entry.signed.signatures[0]!.signature : entry.signed.signature.signature;
 
 const SEND_EVERY_MS = 2_000;
 const SEND_TIMEOUT_MS = 15_000;
@@ -144,6 +166,14 @@ export class ApiOutbox {
   rolloutActions(rollout: string): Waiting<SignedRolloutAction>[] {
     return this.sorted().flatMap((e) =>
       e.kind === 'rollout-action' && e.refused === null && e.signed.action.rollout === rollout
+        ? [{ signed: e.signed, deliveredAt: e.deliveredAt }]
+        : [],
+    );
+  }
+
+  rolloutCosignatures(rollout: string): Waiting<PlanCosignature>[] {
+    return this.sorted().flatMap((e) =>
+      e.kind === 'rollout-cosignature' && e.refused === null && e.rollout === rollout
         ? [{ signed: e.signed, deliveredAt: e.deliveredAt }]
         : [],
     );

@@ -5,7 +5,7 @@ import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../..
 import type { RolloutView } from '../../../shared/rollout/judge.js';
 import type { ActionVerb, RolloutPlan } from '../../../shared/rollout/schemas.js';
 import type { HostView } from '../../../shared/views/host-view.js';
-import { abortRollbackTargets, mayActOnRollout, withPendingActions } from '../../../shared/views/rollout-actions.js';
+import { abortRollbackTargets, mayActOnRollout, withPendingEntries } from '../../../shared/views/rollout-actions.js';
 import {
   type JudgedRollout,
   judgeRolloutDocument,
@@ -75,10 +75,16 @@ function useRolloutIds(session: Session): string[] {
 function judge(session: Session, id: string, now: number): JudgedRollout {
   const doc = session.sync.fleetDocument(rolloutDocName(id));
   if (!rolloutDocumentPrepared(doc)) return previousJudgement(doc) ?? { ok: false, reason: 'checking signatures…' };
-  const pending = session.apiOutbox
-    .rolloutActions(id)
-    .filter((p) => arriving(p, now))
-    .map((p) => p.signed);
+  const pending = {
+    actions: session.apiOutbox
+      .rolloutActions(id)
+      .filter((p) => arriving(p, now))
+      .map((p) => p.signed),
+    cosignatures: session.apiOutbox
+      .rolloutCosignatures(id)
+      .filter((p) => arriving(p, now))
+      .map((p) => p.signed),
+  };
   return judgeRolloutDocument(doc, session.sync.authority()?.chain ?? [], now, pending);
 }
 
@@ -86,14 +92,18 @@ function judge(session: Session, id: string, now: number): JudgedRollout {
 // server refused (with its reason, until dismissed).
 function OutboxActions(props: { session: Session; id: string; now: number }) {
   const { session, id, now } = props;
-  const held = new Set(
-    readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))).actions.map((a) => a.signature.signature),
-  );
+  const stored = readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
+  const held = new Set([...stored.actions, ...stored.cosignatures].map((a) => a.signature.signature));
   const waiting = session.apiOutbox.rolloutActions(id).filter((p) => !held.has(p.signed.signature.signature));
+  const cosigning = session.apiOutbox.rolloutCosignatures(id).filter((p) => !held.has(p.signed.signature.signature));
   const refused = session.apiOutbox
     .refused()
-    .filter((e) => e.kind === 'rollout-action' && e.signed.action.rollout === id);
-  if (!waiting.length && !refused.length) return null;
+    .filter(
+      (e) =>
+        (e.kind === 'rollout-action' && e.signed.action.rollout === id) ||
+        (e.kind === 'rollout-cosignature' && e.rollout === id),
+    );
+  if (!waiting.length && !cosigning.length && !refused.length) return null;
   return (
     <ul class="outbox" aria-label="Signed here, not in the rollout document yet">
       {waiting.map((p) => (
@@ -105,6 +115,25 @@ function OutboxActions(props: { session: Session; id: string; now: number }) {
           {p.signed.action.verb}
           {p.signed.action.wave !== undefined ? ` wave ${p.signed.action.wave}` : ''} (#{p.signed.action.seq}) signed by{' '}
           {p.signed.action.issuer} at {clock(p.signed.action.at)}:{' '}
+          {p.deliveredAt === null ? (
+            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+          ) : arriving(p, now) ? (
+            'stored by the server, arriving'
+          ) : (
+            <strong class="bad">
+              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
+              not hold it: not counted here; sign it again if it is still wanted
+            </strong>
+          )}
+        </li>
+      ))}
+      {cosigning.map((p) => (
+        <li
+          key={p.signed.signature.signature}
+          data-testid="rollout-pending"
+          data-delivered={String(p.deliveredAt !== null)}
+        >
+          your signature on the plan:{' '}
           {p.deliveredAt === null ? (
             <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
           ) : arriving(p, now) ? (
@@ -291,10 +320,10 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
   // The document with this page's actions that wait for the link: a new action's sequence number
   // goes above them.
   const entries = () =>
-    withPendingActions(
-      readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))),
-      session.apiOutbox.rolloutActions(id).map((p) => p.signed),
-    );
+    withPendingEntries(readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))), {
+      actions: session.apiOutbox.rolloutActions(id).map((p) => p.signed),
+      cosignatures: session.apiOutbox.rolloutCosignatures(id).map((p) => p.signed),
+    });
   const run = (verb: ActionVerb, wave?: number): void => {
     const backTo = verb === 'abort' && withRollback;
     if (
@@ -408,7 +437,9 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
               type="button"
               disabled={busy}
               data-testid="rollout-cosign"
-              onClick={() => void act(() => cosignRolloutPlan(session.sync, session.signer, view.plan, entries()))}
+              onClick={() =>
+                void act(() => cosignRolloutPlan(session.sync, session.signer, view.plan, entries(), session.apiOutbox))
+              }
             >
               Co-sign the plan
             </button>
