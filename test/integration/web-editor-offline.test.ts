@@ -52,11 +52,14 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // coordinator stores both in signing order and, paused, delivers nothing to h2; a resume signed
 // offline then lets the coordinator deliver wave 2 and h2's agent installs it. Last, an approval
 // signed offline that the coordinator refuses when the link returns (the root took 'enroll' from
-// alice meanwhile) is shown as refused, with the server's reason, never as bound.
+// alice meanwhile) is shown as refused, with the server's reason, never as bound. Bob's
+// co-signature of a plan for prod-1 (two admins needed), signed offline, lets the coordinator
+// deliver it once the link returns.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const ROLLOUT = 'web-off';
 const h3Key = generateSigningKey('h3');
+const prodKey = generateSigningKey('prod-1');
 const dir = temporaryDirectory('web-editor-offline');
 let coordinator: DaemonProcess & { url: string; port: number };
 let cache: BinaryCacheServer;
@@ -107,6 +110,35 @@ async function coordinatorRollout() {
   return { view, actions: entries.actions.map((a) => a.action) };
 }
 
+async function createRollout(id: string, hosts: Record<string, string>, waves: string[], gates: string[]) {
+  const manifest = join(dir, `${id}.json`);
+  await fs.writeFile(manifest, JSON.stringify({ release: id, hosts }));
+  const created = await runCli(
+    [
+      'rollout',
+      'create',
+      '--release',
+      manifest,
+      ...waves.flatMap((w) => ['--wave', w]),
+      ...gates.flatMap((g) => ['--gate', g]),
+      '--id',
+      id,
+      '--generation',
+      '1',
+      '--coordinator',
+      coordinator.url,
+      '--key',
+      join(dir, 'alice.key'),
+      '--org-root',
+      org.root.publicKey,
+      '--timeout',
+      '60s',
+    ],
+    { timeoutMs: 120_000 },
+  );
+  assert.is(created.code, 0, created.stderr + created.stdout);
+}
+
 async function goOffline(): Promise<void> {
   await context.setOffline(true);
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
@@ -148,6 +180,13 @@ test.before(async () => {
     signEnrollment(org.alice, { host: 'h1', hostKey: hosts.h1.publicKey, policyVersion: 1 }, new Date()),
   );
   assert.is(approved.status, 200, approved.body.error);
+  // prod-1 (group production: two admins must sign) is enrolled; it runs no agent.
+  const prodApproved = await postJson(
+    coordinator.url,
+    '/api/enroll/approve',
+    signEnrollment(org.alice, { host: 'prod-1', hostKey: prodKey.publicKey, policyVersion: 1 }, new Date()),
+  );
+  assert.is(prodApproved.status, 200, prodApproved.body.error);
   const cacheKey = await makeCacheKey(join(dir, 'keys'), 'web-offline-cache-1');
   closure = await buildSystemClosure({ name: 'nixos-system-web-offline' });
   await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
@@ -178,8 +217,10 @@ test.before(async () => {
   await page.goto(pageUrl(coordinator.url));
   await page.getByTestId('setup').waitFor();
   await importKey(page, JSON.stringify(keyFileFromSigningKey(org.alice)), PASSPHRASE, org.root.publicKey);
-  await page.getByText('Add another key').click();
-  await importKey(page, JSON.stringify(keyFileFromSigningKey(org.carol)), PASSPHRASE, org.root.publicKey);
+  for (const key of [org.carol, org.bob]) {
+    await page.getByText('Add another key').click();
+    await importKey(page, JSON.stringify(keyFileFromSigningKey(key)), PASSPHRASE, org.root.publicKey);
+  }
   await unlock(page, PASSPHRASE, org.carol.publicKey);
   await page.getByTestId('trust').filter({ hasText: 'policy v1' }).waitFor({ timeout: 30_000 });
   await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 60_000 });
@@ -246,36 +287,7 @@ test('alice approves h2 with no link: marked not yet delivered, kept across an o
 });
 
 test('a rollout paused and its wave 2 approved with no link: kept across a reload, stored in signing order, and the paused coordinator delivers nothing', async () => {
-  const manifest = join(dir, 'release.json');
-  await fs.writeFile(manifest, JSON.stringify({ release: 'w51', hosts: { h1: closure, h2: closure } }));
-  const created = await runCli(
-    [
-      'rollout',
-      'create',
-      '--release',
-      manifest,
-      '--wave',
-      'first=h1',
-      '--wave',
-      'second=h2',
-      '--gate',
-      'first:approval',
-      '--id',
-      ROLLOUT,
-      '--generation',
-      '1',
-      '--coordinator',
-      coordinator.url,
-      '--key',
-      join(dir, 'alice.key'),
-      '--org-root',
-      org.root.publicKey,
-      '--timeout',
-      '60s',
-    ],
-    { timeoutMs: 120_000 },
-  );
-  assert.is(created.code, 0, created.stderr + created.stdout);
+  await createRollout(ROLLOUT, { h1: closure, h2: closure }, ['first=h1', 'second=h2'], ['first:approval']);
   await go(`#/rollouts/${ROLLOUT}`);
   await page.locator('[data-testid=rollout-view][data-state=running]').waitFor({ timeout: 30_000 });
   // Wave 1 (h1) installs; wave 2 then waits for an admin's approval.
@@ -376,6 +388,43 @@ test('a resume signed with no link: stored when the link returns, the coordinato
     500,
   );
   await page.locator('[data-testid=rollout-host-h2][data-state=succeeded]').waitFor({ timeout: 30_000 });
+});
+
+test('bob co-signs a plan with no link (production needs two admins): kept across a reload, stored when the link returns, and the coordinator delivers prod-1’s intent', async () => {
+  await createRollout('web-prod', { 'prod-1': closure }, ['only=prod-1'], []);
+  await switchTo(org.bob.publicKey);
+  await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 60_000 });
+  await go('#/rollouts/web-prod');
+  await page.getByTestId('rollout-cosign').waitFor({ timeout: 30_000 });
+  assert.is(await page.getByTestId('wave-1').getAttribute('data-open'), 'false', 'alice alone is not enough');
+  await goOffline();
+  await page.getByTestId('rollout-cosign').click();
+  await page.getByTestId('rollout-message').waitFor();
+  assert.match(await text('rollout-message'), /your signature on web-prod: signed — not yet delivered/, failWith('no'));
+  await page.locator('[data-testid=rollout-pending][data-delivered=false]').waitFor();
+  await page.locator('[data-testid=wave-1][data-open=true]').waitFor({ timeout: 10_000 });
+
+  await reloadAndUnlock(org.bob.publicKey);
+  await go('#/rollouts/web-prod');
+  await page.locator('[data-testid=rollout-pending][data-delivered=false]').waitFor({ timeout: 30_000 });
+  const whileOffline = await readDoc(rolloutDocName('web-prod'), (doc) => readRolloutEntries(doc));
+  assert.equal(whileOffline.cosignatures, [], 'nothing reached the coordinator while offline');
+
+  await context.setOffline(false);
+  await page.locator('[data-testid=rollout-pending]').waitFor({ state: 'detached', timeout: 30_000 });
+  const entries = await readDoc(rolloutDocName('web-prod'), (doc) => readRolloutEntries(doc));
+  assert.equal(
+    entries.cosignatures.map((c) => c.signature),
+    [signPayload('rollout-plan', entries.plans[0]!.plan, org.bob)],
+  );
+  // The coordinator counts both admins now and delivers prod-1's rollout intent.
+  await waitFor(
+    'the coordinator delivers prod-1’s rollout intent',
+    async () => (await readDoc(desiredDocName('prod-1'), (doc) => readIntentEntries(doc).entries)).length === 1,
+    30_000,
+    500,
+  );
+  await switchTo(org.alice.publicKey);
 });
 
 test('an approval signed offline that the server refuses when the link returns (alice lost enroll meanwhile) is shown refused, with the reason, and not as bound', async () => {
