@@ -56,12 +56,15 @@ export interface RunningRelay extends RunningCoordinator {
   bridge: Bridge;
 }
 
-const FORWARDED_POSTS = ['/api/policy', '/api/enroll', '/api/enroll/approve'];
+// /api/rollouts: plans, co-signatures and actions (a page the relay serves to site staff sends
+// its rollout actions here, and queues them while the uplink is down: docs/web.md).
+const FORWARDED_POSTS = ['/api/policy', '/api/enroll', '/api/enroll/approve', '/api/rollouts'];
 const MAX_FORWARDED_BODY = 256 * 1024;
 
-// Policy pushes and enrollment go to the coordinator, which checks and writes them; the relay
-// passes them on because a site's hosts may reach nothing but their relay. The entries are signed,
-// so passing them on adds no trust; the answer comes back unchanged.
+// Policy pushes, enrollment and rollout submissions go to the coordinator, which checks and
+// writes them; the relay passes them on because a site's hosts (and staff) may reach nothing but
+// their relay. The entries are signed, so passing them on adds no trust; the answer comes back
+// unchanged.
 async function forwardPost(
   path: string,
   req: IncomingMessage,

@@ -1,6 +1,13 @@
 import type { RolloutEntries } from '../rollout/document.js';
 import { planDigest } from '../rollout/plan.js';
-import { type ActionVerb, type RolloutAction, type RolloutPlan, rolloutActionSchema } from '../rollout/schemas.js';
+import {
+  type ActionVerb,
+  type PlanCosignature,
+  type RolloutAction,
+  type RolloutPlan,
+  rolloutActionSchema,
+  type SignedRolloutAction,
+} from '../rollout/schemas.js';
 import type { Policy } from '../schemas/policy.js';
 import { adminForKey, capabilitiesFor } from '../trust/capabilities.js';
 import type { HostView } from './host-view.js';
@@ -39,6 +46,32 @@ export function mayActOnRollout(
       reason: `admin ${admin.name} lacks 'deploy' for ${lacking.slice(0, 5).join(', ')}${lacking.length > 5 ? ` and ${lacking.length - 5} more` : ''} under policy ${policy.version}: agents would ignore the ${verb}, so nothing was signed`,
     };
   return { ok: true, admin: admin.name };
+}
+
+// Actions and plan co-signatures signed but not in the document yet (the web editor's outbox:
+// they go through the server's API when the link returns), read together with it: a view judges
+// as if they had arrived, and a new action's sequence number goes above them too (a resume signed
+// offline after a pause signed offline must win over it). Readers judge each on its own signature
+// again.
+export interface PendingRolloutEntries {
+  actions?: readonly SignedRolloutAction[];
+  cosignatures?: readonly PlanCosignature[];
+}
+
+export function withPendingEntries<E extends Pick<RolloutEntries, 'actions' | 'cosignatures'>>(
+  entries: E,
+  pending: PendingRolloutEntries,
+): E {
+  const heldActions = new Set(entries.actions.map((a) => a.signature.signature));
+  const heldCosignatures = new Set(entries.cosignatures.map((c) => c.signature.signature));
+  const actions = (pending.actions ?? []).filter((p) => !heldActions.has(p.signature.signature));
+  const cosignatures = (pending.cosignatures ?? []).filter((p) => !heldCosignatures.has(p.signature.signature));
+  if (!actions.length && !cosignatures.length) return entries;
+  return {
+    ...entries,
+    actions: [...entries.actions, ...actions],
+    cosignatures: [...entries.cosignatures, ...cosignatures],
+  };
 }
 
 // The action to sign: bound to this rollout's id and plan digest, with a sequence number above

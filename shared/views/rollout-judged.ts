@@ -1,10 +1,11 @@
 import * as Y from 'yjs';
 import { toBase64 } from '../crypto/encoding.js';
 import { preverifySignatures, type SignatureCheck } from '../crypto/verified-once.js';
-import { readRolloutEntries } from '../rollout/document.js';
+import { type RolloutEntries, readRolloutEntries } from '../rollout/document.js';
 import { findPlan, judgeRollout, type RolloutView } from '../rollout/judge.js';
 import { planDigest } from '../rollout/plan.js';
 import type { Policy } from '../schemas/policy.js';
+import { type PendingRolloutEntries, withPendingEntries } from './rollout-actions.js';
 
 // A rollout document judged as `outpost rollout status` judges it (the agents' code), for views
 // that redraw often: the web editor redraws every second (clocks) and at every sync flush.
@@ -41,7 +42,19 @@ export const rolloutDocumentPrepared = (doc: Y.Doc): boolean => prepared.get(doc
 // The last judgement made of the document, whatever changed since (null before the first).
 export const previousJudgement = (doc: Y.Doc): JudgedRollout | null => judgedMemo.get(doc)?.judged ?? null;
 
-export function judgeRolloutDocument(doc: Y.Doc, chain: Policy[], now: number): JudgedRollout {
+// `pending`: actions and co-signatures signed but not in the document yet (withPendingEntries); a
+// judgement with any of them missing from the document is made afresh and not remembered.
+export function judgeRolloutDocument(
+  doc: Y.Doc,
+  chain: Policy[],
+  now: number,
+  pending: PendingRolloutEntries = {},
+): JudgedRollout {
+  if (pending.actions?.length || pending.cosignatures?.length) {
+    const entries = readRolloutEntries(doc);
+    const merged = withPendingEntries(entries, pending);
+    if (merged !== entries) return judgeEntries(merged, chain, now);
+  }
   const state = stateOf(doc);
   const memo = judgedMemo.get(doc);
   if (memo && memo.state === state && memo.chain === chain && now - memo.at < JUDGE_AGAIN_MS) {
@@ -49,17 +62,18 @@ export function judgeRolloutDocument(doc: Y.Doc, chain: Policy[], now: number): 
     const expires = view ? Date.parse(view.plan.expiresAt) : Number.POSITIVE_INFINITY;
     if (now < (view?.nextChangeAt ?? Number.POSITIVE_INFINITY) && now < expires) return memo.judged;
   }
-  let judged: JudgedRollout;
-  if (chain.length === 0)
-    judged = { ok: false, reason: 'no policy signed by the pinned org root: a rollout cannot be judged' };
-  else {
-    const entries = readRolloutEntries(doc);
-    const first = entries.plans[0];
-    const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
-    judged = signed
-      ? { ok: true, view: judgeRollout(entries, signed, chain, now) }
-      : { ok: false, reason: 'no plan signed by its issuer (yet): loading, or not a rollout' };
-  }
+  const judged =
+    chain.length === 0 ? judgeEntries(null, chain, now) : judgeEntries(readRolloutEntries(doc), chain, now);
   judgedMemo.set(doc, { state, chain, at: now, judged });
   return judged;
+}
+
+function judgeEntries(entries: RolloutEntries | null, chain: Policy[], now: number): JudgedRollout {
+  if (chain.length === 0 || !entries)
+    return { ok: false, reason: 'no policy signed by the pinned org root: a rollout cannot be judged' };
+  const first = entries.plans[0];
+  const signed = first ? findPlan(entries, planDigest(first.plan)) : null;
+  return signed
+    ? { ok: true, view: judgeRollout(entries, signed, chain, now) }
+    : { ok: false, reason: 'no plan signed by its issuer (yet): loading, or not a rollout' };
 }

@@ -10,11 +10,14 @@ import { signPayload } from '../../shared/crypto/signatures.js';
 import { POLICY_DOC } from '../../shared/documents/fleet.js';
 import { connectDocument, type DocumentConnection, waitForSync } from '../../shared/node/connect.js';
 import { createMemoryLogger } from '../../shared/node/log.js';
+import { readRolloutEntries } from '../../shared/rollout/document.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { sleep } from '../../shared/time/sleep.js';
+import { draftRolloutAction } from '../../shared/views/rollout-actions.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
+import { makePlan } from '../harness/rollout-fixtures.js';
 
 // Relays in process, against a coordinator in process, with the fault proxy on the uplink:
 // both directions of sync, outages on either side, a link reset in the middle of a message, a
@@ -339,6 +342,26 @@ test('with a policy: the relay authenticates with its key, carries only its host
     signatures: [signPayload('enrollment', enrollment, org.alice)],
   });
   assert.is(approved.status, 200, approved.body.error);
+  // A rollout plan and an admin's pause, as the web editor the relay serves sends them, pass on too;
+  // the coordinator checks and stores them.
+  const signedPlan = makePlan(org.alice, {
+    id: 'via-relay',
+    createdAt: Date.now(),
+    waves: [{ name: 'first', hosts: [{ host: 's1', key: hostKey, closure: `/nix/store/${'c'.repeat(32)}-s1` }] }],
+  });
+  const created = await postJson(relay.url, '/api/rollouts', { plan: signedPlan });
+  assert.is(created.status, 200, created.body.error);
+  const pause = draftRolloutAction(signedPlan.plan, { actions: [] }, 'pause', 'alice', Date.now());
+  const paused = await postJson(relay.url, '/api/rollouts', {
+    action: { action: pause, signature: signPayload('rollout-action', pause, org.alice) },
+  });
+  assert.is(paused.status, 200, paused.body.error);
+  const rolloutDoc = await coordinator.host.pin('fleet/rollout-via-relay');
+  assert.equal(
+    readRolloutEntries(rolloutDoc.doc).actions.map((a) => a.action.verb),
+    ['pause'],
+  );
+  coordinator.host.unpin('fleet/rollout-via-relay');
   const agent = client(relay.url, 'hosts/s1/status', hostKey);
   await waitForSync(agent, 8000);
   agent.doc.getArray('results').push(['signed-elsewhere']);
@@ -370,6 +393,9 @@ test('with a policy: the relay authenticates with its key, carries only its host
   const refused = await postJson(unreachable.url, '/api/enroll', {});
   assert.is(refused.status, 503);
   assert.match(String(refused.body.error), /none is reachable/);
+  // Unreachable for a rollout action too: 503, which the web editor's outbox sends again later.
+  const queued = await postJson(unreachable.url, '/api/rollouts', {});
+  assert.is(queued.status, 503);
 });
 
 test.run();

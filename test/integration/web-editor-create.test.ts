@@ -45,14 +45,17 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // signed timestamps) and a real agent installing real Nix closures: a rollout created in the page
 // from a release manifest (carol, read only, refused before signing; alice's plan carries exactly
 // the CLI's signature and the agent installs from it), aborted with rollback from the page (the
-// agent goes back to what it ran before), a policy draft (alice's admin key refused; the root
-// key signs, the page pushes, `outpost policy show` walks to it and the agent takes it), and the
+// agent goes back to what it ran before), a policy draft (windows, a group, a relay and a
+// timestamp key; alice's admin key refused; the root key signs, the page pushes, `outpost policy
+// show` walks to it and the agent takes it), and the
 // fleet's channel filter.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const dir = temporaryDirectory('web-editor-create');
 const h2Key = generateSigningKey('h2');
 const h3Key = generateSigningKey('h3');
+const labRelayKey = generateSigningKey('lab-relay');
+const secondTimestampKey = generateSigningKey('timestamp-2');
 let coordinator: DaemonProcess & { url: string; port: number };
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
@@ -340,9 +343,34 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   await page.getByTestId('draft-group-save').click();
   // Each edit is saved to IndexedDB before it shows.
   await page.getByTestId('draft-diff').filter({ hasText: 'groups lab' }).waitFor({ timeout: 10_000 });
+  // A relay for the new group and a second timestamp key, with the CLI's edits: a malformed key and
+  // an unknown group are refused with the CLI's reasons and change nothing.
+  await page.getByTestId('draft-relay-name').fill('lab-relay');
+  await page.getByTestId('draft-relay-key').fill('not-a-key');
+  await page.getByTestId('draft-relay-groups').fill('lab');
+  await page.getByTestId('draft-relay-save').click();
+  assert.match(
+    String(await page.getByTestId('draft-message').textContent()),
+    /refused: the policy would be invalid, nothing was written: relays\.0\.key: expected a base64 Ed25519 public key/,
+  );
+  await page.getByTestId('draft-relay-key').fill(labRelayKey.publicKey);
+  await page.getByTestId('draft-relay-groups').fill('nolab');
+  await page.getByTestId('draft-relay-save').click();
+  assert.match(
+    String(await page.getByTestId('draft-message').textContent()),
+    /refused: relay lab-relay names unknown group nolab; define it first/,
+  );
+  await page.getByTestId('draft-relay-groups').fill('lab');
+  await page.getByTestId('draft-relay-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'relays lab-relay' }).waitFor({ timeout: 10_000 });
+  await page.getByTestId('draft-timestamp-key').fill(secondTimestampKey.publicKey);
+  await page.getByTestId('draft-timestamp-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'timestampKeys' }).waitFor({ timeout: 10_000 });
   const diff = String(await page.getByTestId('draft-diff').textContent());
   assert.match(diff, /~ groups clinics: .*maintenanceWindows: Tue 03:00-05:00/);
   assert.match(diff, /\+ groups lab: hosts: h3/);
+  assert.match(diff, /\+ relays lab-relay: /);
+  assert.ok(diff.includes(`+ timestampKeys ${secondTimestampKey.publicKey}`), diff);
   await page.getByTestId('draft-sign').click();
   const refusal = String(await page.getByTestId('draft-message').textContent());
   assert.match(refusal, /refused: this key is not one of the org root keys .* nothing was signed/, failWith(refusal));
@@ -389,6 +417,9 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   assert.is(show.version, 2);
   assert.equal(show.chain, [1, 2]);
   assert.equal(show.policy.groups.find((g) => g.name === 'clinics')?.maintenanceWindows, ['Tue 03:00-05:00']);
+  const labRelay = show.policy.relays.find((r) => r.name === 'lab-relay');
+  assert.equal([labRelay?.key, labRelay?.groups], [labRelayKey.publicKey, ['lab']]);
+  assert.equal(show.policy.timestampKeys, [org.timestamp.publicKey, secondTimestampKey.publicKey]);
   // The real agent walks to the page-signed version.
   await waitFor(
     'the agent trusts policy version 2',

@@ -1,8 +1,10 @@
 // A small promise wrapper over one IndexedDB database of the editor's own (keys, settings, the
 // outbox of signed actions, trust state). The Yjs documents live in y-indexeddb's databases.
 const DB_NAME = 'outpost-editor';
-const DB_VERSION = 1;
-export const STORES = ['keys', 'settings', 'outbox', 'trust'] as const;
+// Version 2 added `api-outbox` (rollout actions and enrollment approvals signed here, waiting for
+// the server's API); the upgrade only creates stores that are missing.
+const DB_VERSION = 2;
+export const STORES = ['keys', 'settings', 'outbox', 'trust', 'api-outbox'] as const;
 export type StoreName = (typeof STORES)[number];
 
 let opened: Promise<IDBDatabase> | null = null;

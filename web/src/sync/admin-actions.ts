@@ -7,52 +7,41 @@ import { planDigest } from '../../../shared/rollout/plan.js';
 import type { ActionVerb, PlanCosignature, RolloutPlan } from '../../../shared/rollout/schemas.js';
 import { actionAuthority, planSignersForHost, verifiedPlanKeys } from '../../../shared/rollout/verify.js';
 import type { SignedEnrollment } from '../../../shared/schemas/policy.js';
-import { httpBaseFromWs } from '../../../shared/sync/reconnect.js';
 import { adminForKey } from '../../../shared/trust/capabilities.js';
 import { verifyEnrollment } from '../../../shared/trust/enrollment.js';
 import { draftEnrollment, mayEnroll } from '../../../shared/views/enrollment-view.js';
 import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import { type ApiOutbox, type NewApiOutboxEntry, postSigned } from './api-outbox.js';
 import type { FleetSync } from './fleet-sync.js';
-import { readBounded } from './read-bounded.js';
 
 // Rollout actions, plan co-signatures and enrollment approvals from the page: checked against the
 // policy walked from the pinned root before anything is signed, signed over the CLI's bytes in the
 // browser, checked again as readers will, then handed to the server the way the CLI hands them
 // (POST /api/rollouts, /api/enroll/approve; the server checks them once more before storing).
-// They need the link: unlike intents, these go through the server's API, not a document.
+// Rollout actions, plan co-signatures and enrollment approvals go through the outbox
+// (api-outbox.ts): signed with no link they wait in this browser, marked not yet delivered, and
+// are sent when it returns.
 export type AdminOutcome = { ok: true; message: string } | { ok: false; reason: string };
-
-const MAX_ANSWER_BYTES = 64 * 1024;
 
 export async function postToServer(sync: FleetSync, path: string, body: unknown, what: string): Promise<AdminOutcome> {
   if (!navigator.onLine)
     return { ok: false, reason: `offline: ${what} goes to the server's API and needs the link; nothing was sent` };
-  const url = `${httpBaseFromWs(sync.serverUrl)}${path}`;
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    });
-  } catch (error) {
-    return { ok: false, reason: `${url} unreachable (${(error as Error).message}); ${what} was not sent` };
-  }
-  // Cut or missing, it is no JSON: reported with the status below.
-  const text = (await readBounded(response, MAX_ANSWER_BYTES)) ?? '';
-  let answer: { ok?: unknown; error?: unknown } = {};
-  try {
-    answer = JSON.parse(text) as typeof answer;
-  } catch {
-    // Reported below with the status.
-  }
-  if (response.status !== 200 || answer.ok !== true)
-    return {
-      ok: false,
-      reason: `the server refused ${what}: ${typeof answer.error === 'string' ? answer.error : `status ${response.status}`}`,
-    };
-  return { ok: true, message: `${what}: stored by the server` };
+  const outcome = await postSigned(sync.serverUrl, path, body);
+  if (outcome.kind === 'stored') return { ok: true, message: `${what}: stored by the server` };
+  return outcome.kind === 'refused'
+    ? { ok: false, reason: `the server refused ${what}: ${outcome.reason}` }
+    : { ok: false, reason: `${outcome.reason}; ${what} was not sent` };
+}
+
+// Kept in the outbox, then one delivery attempt: stored now, refused, or waiting for the link.
+async function sendThroughOutbox(outbox: ApiOutbox, entry: NewApiOutboxEntry): Promise<AdminOutcome> {
+  const kept = await outbox.add(entry);
+  if (kept.refused !== null) return { ok: false, reason: `the server refused ${entry.what}: ${kept.refused}` };
+  if (kept.deliveredAt !== null) return { ok: true, message: `${entry.what}: stored by the server` };
+  return {
+    ok: true,
+    message: `${entry.what}: signed — not yet delivered (no link): it waits in this browser and is sent when the link returns`,
+  };
 }
 
 function policyOrRefusal(sync: FleetSync) {
@@ -73,6 +62,7 @@ export async function rolloutAction(
   plan: RolloutPlan,
   entries: RolloutEntries,
   verb: ActionVerb,
+  outbox: ApiOutbox,
   extra: { wave?: number; reason?: string } = {},
 ): Promise<AdminOutcome> {
   const known = policyOrRefusal(sync);
@@ -84,7 +74,7 @@ export async function rolloutAction(
   const verdict = actionAuthority(known.chain, () => actionHosts(plan, verb, extra.wave))(signed);
   if (!verdict.ok) return { ok: false, reason: `agents would not count it (${verdict.reason}); nothing was sent` };
   const what = verb === 'approve' ? `the approval of wave ${extra.wave} of ${plan.id}` : `the ${verb} of ${plan.id}`;
-  return postToServer(sync, '/api/rollouts', { action: signed }, what);
+  return sendThroughOutbox(outbox, { kind: 'rollout-action', signed, what });
 }
 
 // `outpost rollout approve ID` without --wave: this admin's signature on the plan itself, for
@@ -94,6 +84,7 @@ export async function cosignRolloutPlan(
   signer: PayloadSigner,
   plan: RolloutPlan,
   entries: RolloutEntries,
+  outbox: ApiOutbox,
 ): Promise<AdminOutcome> {
   const known = policyOrRefusal(sync);
   if (!known.ok) return known;
@@ -111,12 +102,12 @@ export async function cosignRolloutPlan(
   const stillShort = plan.waves
     .flatMap((w) => w.hosts)
     .filter((h) => !planSignersForHost(plan, keys, known.chain, h.host).ok).length;
-  const outcome = await postToServer(
-    sync,
-    '/api/rollouts',
-    { cosignature: { ...cosignature, rollout: plan.id } },
-    `your signature on ${plan.id}`,
-  );
+  const outcome = await sendThroughOutbox(outbox, {
+    kind: 'rollout-cosignature',
+    rollout: plan.id,
+    signed: cosignature,
+    what: `your signature on ${plan.id}`,
+  });
   return outcome.ok && stillShort
     ? { ok: true, message: `${outcome.message}; ${stillShort} hosts still need more signatures` }
     : outcome;
@@ -126,6 +117,7 @@ export async function cosignRolloutPlan(
 export async function approveEnrollment(
   sync: FleetSync,
   signer: PayloadSigner,
+  outbox: ApiOutbox,
   request: { host: string; hostKey: string },
 ): Promise<AdminOutcome> {
   const known = policyOrRefusal(sync);
@@ -149,5 +141,5 @@ export async function approveEnrollment(
   const signed: SignedEnrollment = { enrollment, signatures: [await signer.sign('enrollment', enrollment)] };
   const verdict = verifyEnrollment(signed, known.policy);
   if (!verdict.ok) return { ok: false, reason: `${verdict.reason}; nothing was sent` };
-  return postToServer(sync, '/api/enroll/approve', signed, `the enrollment of ${request.host}`);
+  return sendThroughOutbox(outbox, { kind: 'enrollment', signed, what: `the enrollment of ${request.host}` });
 }

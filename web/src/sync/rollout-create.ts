@@ -27,6 +27,15 @@ import type { FleetSync } from './fleet-sync.js';
 // the CLI's bytes, checked again, then POSTed to /api/rollouts as the CLI does. The coordinator
 // drives a rollout (it delivers each wave's intents when its gate opens), so creating one needs
 // the link: offline the page says so and signs nothing.
+//
+// Why it must refuse rather than wait in the outbox like a pause: the page does hold the policy
+// and an IndexedDB copy of fleet/enrollment it can verify, so the hosts' keys are known offline;
+// but the plan fixes each host's next generation, and only the server's current documents say
+// which generations are free. A deploy another admin made meanwhile would take the same number,
+// the host would refuse both intents of that generation as an equivocation (selectIntent), and
+// a signed plan cannot be amended: it would have to be signed again. So the page plans only from live copies.
+const NEEDS_LINK =
+  "the page has no live copy of the host's documents, and the plan fixes each host's next generation: only the server's current documents say which is free (a deploy another admin made meanwhile would take the same number, and the host would refuse both). Creating a rollout needs the link: fill in the form now, and show and sign the plan once connected (nothing was signed)";
 
 export interface RolloutForm {
   manifestText: string;
@@ -114,7 +123,7 @@ export function previewRollout(
   if (stale.length)
     return {
       ok: false,
-      reason: `${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}: the page has no live copy of the host's documents, so the next generation is unknown; creating a rollout needs the link (nothing was signed)`,
+      reason: `${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}: ${NEEDS_LINK}`,
     };
   // A later wave's intents are in its rollout document only: each must be read in full first.
   const unread = rolloutIds.filter((id) => !sync.fleetDocumentLive(rolloutDocName(id)));
@@ -162,7 +171,7 @@ export async function createRollout(
   if (!navigator.onLine)
     return {
       ok: false,
-      reason: 'offline: creating a rollout goes to the server and needs the link; nothing was signed',
+      reason: `offline: ${NEEDS_LINK}`,
     };
   const signed: SignedPlan = signedPlanSchema.parse({ plan, signature: await signer.sign('rollout-plan', plan) });
   if (!planSignatureValid(signed))

@@ -31,6 +31,8 @@ function Workspace(props: { session: Session; onLock: () => void }) {
   const subscribeOutbox = useCallback((l: () => void) => session.outbox.subscribe(l), [session]);
   useSubscription(subscribeSync);
   useSubscription(subscribeOutbox);
+  const subscribeApiOutbox = useCallback((l: () => void) => session.apiOutbox.subscribe(l), [session]);
+  useSubscription(subscribeApiOutbox);
   const now = useNow();
   const route = useRoute();
   const policy = session.sync.authority()?.chain.at(-1);

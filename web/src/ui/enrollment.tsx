@@ -2,6 +2,7 @@ import { ENROLLMENT_DOC, readEnrollments, readEnrollRequests } from '../../../sh
 import { enrollmentState } from '../../../shared/trust/enrollment.js';
 import { mayEnroll, pendingRequests } from '../../../shared/views/enrollment-view.js';
 import { type AdminOutcome, approveEnrollment } from '../sync/admin-actions.js';
+import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
 import type { Session } from './session.js';
@@ -24,7 +25,18 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
     );
   const doc = session.sync.fleetDocument(ENROLLMENT_DOC);
   const requests = readEnrollRequests(doc);
-  const state = enrollmentState(policy, readEnrollments(doc), requests);
+  // Approvals signed here that the document does not hold yet (waiting for the link, or stored
+  // moments ago) count as if they had arrived (enrollmentState checks each against the policy
+  // again), marked not yet delivered.
+  const stored = readEnrollments(doc);
+  const storedSignatures = new Set(stored.flatMap((e) => e.signatures.map((s) => s.signature)));
+  const waiting = session.apiOutbox
+    .enrollments()
+    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature) && arriving(p, props.now));
+  const state = enrollmentState(policy, [...stored, ...waiting.map((p) => p.signed)], requests);
+  const waitingFor = (host: string, hostKey: string) =>
+    waiting.find((p) => p.signed.enrollment.host === host && p.signed.enrollment.hostKey === hostKey);
+  const refused = session.apiOutbox.refused().filter((e) => e.kind === 'enrollment');
   const pending = pendingRequests(
     requests,
     (host, hostKey) => state.bindings.get(host)?.hostKey === hostKey,
@@ -33,7 +45,7 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
   );
   const bound = [...state.bindings.values()].sort((a, b) => a.host.localeCompare(b.host));
   const approve = (request: { host: string; hostKey: string }): Promise<void> =>
-    run(() => approveEnrollment(session.sync, session.signer, request));
+    run(() => approveEnrollment(session.sync, session.signer, session.apiOutbox, request));
   return (
     <section class="admin-page" data-testid="enrollment-view" aria-label="Enrollment">
       <h2>Enrollment</h2>
@@ -92,6 +104,14 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
           {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}
         </p>
       )}
+      {refused.map((entry) => (
+        <p key={entry.id} class="bad" data-testid="enroll-refused">
+          {entry.what}: REFUSED by the server: {entry.refused}{' '}
+          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
+            Dismiss
+          </button>
+        </p>
+      ))}
       {state.conflicts.length > 0 && (
         <p class="bad">
           {state.conflicts.length} token(s) presented for a key other than the bound one (first:{' '}
@@ -101,17 +121,29 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
       <h3>Bound hosts ({bound.length})</h3>
       <table class="plain" data-testid="bound-hosts">
         <tbody>
-          {bound.map((binding) => (
-            <tr key={binding.host} data-testid={`bound-${binding.host}`}>
-              <td>
-                <a href={`#/host/${binding.host}`}>{binding.host}</a>
-              </td>
-              <td>
-                <code>{binding.hostKey}</code>
-              </td>
-              <td>{binding.via}</td>
-            </tr>
-          ))}
+          {bound.map((binding) => {
+            const notYet = waitingFor(binding.host, binding.hostKey);
+            return (
+              <tr
+                key={binding.host}
+                data-testid={`bound-${binding.host}`}
+                data-delivered={notYet ? String(notYet.deliveredAt !== null) : 'true'}
+              >
+                <td>
+                  <a href={`#/host/${binding.host}`}>{binding.host}</a>
+                </td>
+                <td>
+                  <code>{binding.hostKey}</code>
+                </td>
+                <td>
+                  {binding.via}
+                  {notYet && notYet.deliveredAt === null && (
+                    <strong class="warn"> · NOT YET DELIVERED: signed here, sent when the link returns</strong>
+                  )}
+                </td>
+              </tr>
+            );
+          })}
         </tbody>
       </table>
     </section>

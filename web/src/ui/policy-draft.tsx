@@ -5,7 +5,9 @@ import {
   addAdmin,
   addGroup,
   addLogin,
+  addRelay,
   addRole,
+  addTimestampKey,
   type Edited,
   removeAdmin,
   removeLogin,
@@ -23,7 +25,7 @@ import {
 import type { Session } from './session.js';
 
 // The policy page's draft of the next version: `outpost policy`'s edits (groups and their
-// windows, admins, roles, logins), the diff against the version in force, signatures by root keys (this
+// windows, admins, roles, logins, relays, timestamp keys), the diff against the version in force, signatures by root keys (this
 // browser's unlocked key, or a draft file another root holder signed), and the push once readers
 // would accept it. Kept in IndexedDB, so a draft survives reloads and is signed with no link.
 
@@ -55,6 +57,8 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
   const [admin, setAdmin] = useState({ name: '', keys: '', roles: '' });
   const [role, setRole] = useState({ name: '', capabilities: '', hosts: '', groups: '' });
   const [login, setLogin] = useState({ name: '', account: '', sshKey: '', hosts: '', groups: '' });
+  const [relay, setRelay] = useState({ name: '', key: '', hosts: '', groups: '' });
+  const [timestampKey, setTimestampKey] = useState('');
   const { apply } = props;
   return (
     <div class="stack">
@@ -270,6 +274,54 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
           onClick={() => apply((p) => removeLogin(p, login.name.trim()))}
         >
           Remove login
+        </button>
+      </div>
+      <div class="inline">
+        <strong>Relay</strong>
+        <Field label="name" name="relay-name" value={relay.name} set={(name) => setRelay({ ...relay, name })} />
+        <Field label="key" name="relay-key" size={24} value={relay.key} set={(key) => setRelay({ ...relay, key })} />
+        <Field
+          label="hosts"
+          name="relay-hosts"
+          size={10}
+          value={relay.hosts}
+          set={(hosts) => setRelay({ ...relay, hosts })}
+        />
+        <Field
+          label="groups"
+          name="relay-groups"
+          size={10}
+          value={relay.groups}
+          set={(groups) => setRelay({ ...relay, groups })}
+        />
+        <button
+          type="button"
+          data-testid="draft-relay-save"
+          title="as 'outpost policy add-relay': the relay may carry these hosts' documents (what it carries stays signed end to end)"
+          onClick={() =>
+            apply((p) =>
+              addRelay(p, {
+                name: relay.name.trim(),
+                key: relay.key.trim(),
+                hosts: words(relay.hosts),
+                groups: words(relay.groups),
+              }),
+            )
+          }
+        >
+          Add or replace relay
+        </button>
+      </div>
+      <div class="inline">
+        <strong>Timestamp key</strong>
+        <Field label="key" name="timestamp-key" size={24} value={timestampKey} set={setTimestampKey} />
+        <button
+          type="button"
+          data-testid="draft-timestamp-save"
+          title="as 'outpost policy add-timestamp-key': an online key (the coordinator's --timestamp-key) that can sign freshness timestamps and nothing else"
+          onClick={() => apply((p) => addTimestampKey(p, timestampKey.trim()))}
+        >
+          Add timestamp key
         </button>
       </div>
     </div>

@@ -5,7 +5,7 @@ import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../..
 import type { RolloutView } from '../../../shared/rollout/judge.js';
 import type { ActionVerb, RolloutPlan } from '../../../shared/rollout/schemas.js';
 import type { HostView } from '../../../shared/views/host-view.js';
-import { abortRollbackTargets, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import { abortRollbackTargets, mayActOnRollout, withPendingEntries } from '../../../shared/views/rollout-actions.js';
 import {
   type JudgedRollout,
   judgeRolloutDocument,
@@ -17,6 +17,7 @@ import { buildReport, type RolloutReport } from '../../../shared/views/rollout-r
 import { idbGet, idbPut } from '../storage/idb.js';
 import { rollbackTo } from '../sync/actions.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
+import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
 import { CreateRollout } from './rollout-create.js';
@@ -25,7 +26,8 @@ import type { Session } from './session.js';
 // Rollouts as `outpost rollout list` and `status` show them: each rollout document judged with the
 // agents' own code (shared/rollout/judge.ts) under the policy walked from the pinned root, host
 // states from their signed evidence and status; approve / pause / resume / abort and co-signing
-// the plan as signed actions, the CLI's.
+// the plan as signed actions, the CLI's. Actions signed with no link wait in the API outbox and
+// show, judged with the document, as not yet delivered.
 
 const documentsSchema = z.object({ documents: z.array(z.string()).max(100_000) });
 const idListSchema = z.array(z.string()).max(1_000);
@@ -68,10 +70,92 @@ function useRolloutIds(session: Session): string[] {
 
 // Judged only once its signatures were checked ahead natively (prepareRolloutDocument); until
 // then the previous judgement (or "checking") is shown, never a verdict made without checking.
+// Actions signed in this page that wait for the server (or that it stored moments ago and the
+// document does not show yet) are judged with the document, as if they had arrived.
 function judge(session: Session, id: string, now: number): JudgedRollout {
   const doc = session.sync.fleetDocument(rolloutDocName(id));
   if (!rolloutDocumentPrepared(doc)) return previousJudgement(doc) ?? { ok: false, reason: 'checking signatures…' };
-  return judgeRolloutDocument(doc, session.sync.authority()?.chain ?? [], now);
+  const pending = {
+    actions: session.apiOutbox
+      .rolloutActions(id)
+      .filter((p) => arriving(p, now))
+      .map((p) => p.signed),
+    cosignatures: session.apiOutbox
+      .rolloutCosignatures(id)
+      .filter((p) => arriving(p, now))
+      .map((p) => p.signed),
+  };
+  return judgeRolloutDocument(doc, session.sync.authority()?.chain ?? [], now, pending);
+}
+
+// This page's signed actions on the rollout that the document does not hold yet, and those the
+// server refused (with its reason, until dismissed).
+function OutboxActions(props: { session: Session; id: string; now: number }) {
+  const { session, id, now } = props;
+  const stored = readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
+  const held = new Set([...stored.actions, ...stored.cosignatures].map((a) => a.signature.signature));
+  const waiting = session.apiOutbox.rolloutActions(id).filter((p) => !held.has(p.signed.signature.signature));
+  const cosigning = session.apiOutbox.rolloutCosignatures(id).filter((p) => !held.has(p.signed.signature.signature));
+  const refused = session.apiOutbox
+    .refused()
+    .filter(
+      (e) =>
+        (e.kind === 'rollout-action' && e.signed.action.rollout === id) ||
+        (e.kind === 'rollout-cosignature' && e.rollout === id),
+    );
+  if (!waiting.length && !cosigning.length && !refused.length) return null;
+  return (
+    <ul class="outbox" aria-label="Signed here, not in the rollout document yet">
+      {waiting.map((p) => (
+        <li
+          key={p.signed.signature.signature}
+          data-testid="rollout-pending"
+          data-delivered={String(p.deliveredAt !== null)}
+        >
+          {p.signed.action.verb}
+          {p.signed.action.wave !== undefined ? ` wave ${p.signed.action.wave}` : ''} (#{p.signed.action.seq}) signed by{' '}
+          {p.signed.action.issuer} at {clock(p.signed.action.at)}:{' '}
+          {p.deliveredAt === null ? (
+            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+          ) : arriving(p, now) ? (
+            'stored by the server, arriving'
+          ) : (
+            <strong class="bad">
+              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
+              not hold it: not counted here; sign it again if it is still wanted
+            </strong>
+          )}
+        </li>
+      ))}
+      {cosigning.map((p) => (
+        <li
+          key={p.signed.signature.signature}
+          data-testid="rollout-pending"
+          data-delivered={String(p.deliveredAt !== null)}
+        >
+          your signature on the plan:{' '}
+          {p.deliveredAt === null ? (
+            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+          ) : arriving(p, now) ? (
+            'stored by the server, arriving'
+          ) : (
+            <strong class="bad">
+              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
+              not hold it: not counted here; sign it again if it is still wanted
+            </strong>
+          )}
+        </li>
+      ))}
+      {refused.map((entry) => (
+        <li key={entry.id} class="bad" data-testid="rollout-refused">
+          {entry.what}: REFUSED by the server: {entry.refused}{' '}
+          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
+            Dismiss
+          </button>
+        </li>
+      ))}
+    </ul>
+  );
 }
 
 const preparing = new WeakSet<Y.Doc>();
@@ -173,8 +257,8 @@ function ActionButton(props: {
   );
 }
 
-// Only a rollback's intents wait for co-signers or the link like any intent: the abort itself
-// went to the server first.
+// The rollback's intents wait for co-signers or the link like any intent; the abort itself waits
+// in the API outbox when there is no link.
 const ROLLBACK_VALID_MS = 7 * 86_400_000;
 
 async function rollBackAfterAbort(session: Session, plan: RolloutPlan, aborted: string): Promise<AdminOutcome> {
@@ -233,7 +317,13 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
     );
   const { view } = judged;
   const report: RolloutReport = buildReport(view, hostStatuses(session, view));
-  const entries = () => readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id)));
+  // The document with this page's actions that wait for the link: a new action's sequence number
+  // goes above them.
+  const entries = () =>
+    withPendingEntries(readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))), {
+      actions: session.apiOutbox.rolloutActions(id).map((p) => p.signed),
+      cosignatures: session.apiOutbox.rolloutCosignatures(id).map((p) => p.signed),
+    });
   const run = (verb: ActionVerb, wave?: number): void => {
     const backTo = verb === 'abort' && withRollback;
     if (
@@ -245,7 +335,15 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
       return;
     const extra = { ...(wave !== undefined ? { wave } : {}), ...(reason.trim() ? { reason: reason.trim() } : {}) };
     void act(async () => {
-      const outcome = await rolloutAction(session.sync, session.signer, view.plan, entries(), verb, extra);
+      const outcome = await rolloutAction(
+        session.sync,
+        session.signer,
+        view.plan,
+        entries(),
+        verb,
+        session.apiOutbox,
+        extra,
+      );
       return outcome.ok && backTo ? rollBackAfterAbort(session, view.plan, outcome.message) : outcome;
     });
   };
@@ -339,13 +437,16 @@ export function RolloutPage(props: { session: Session; id: string; now: number }
               type="button"
               disabled={busy}
               data-testid="rollout-cosign"
-              onClick={() => void act(() => cosignRolloutPlan(session.sync, session.signer, view.plan, entries()))}
+              onClick={() =>
+                void act(() => cosignRolloutPlan(session.sync, session.signer, view.plan, entries(), session.apiOutbox))
+              }
             >
               Co-sign the plan
             </button>
           )}
         </div>
       )}
+      <OutboxActions session={session} id={id} now={now} />
       {outcome && (
         <p class={outcome.ok ? 'ok' : 'error'} role="alert" data-testid="rollout-message">
           {outcome.ok ? outcome.message : `refused: ${outcome.reason}`}

@@ -5,14 +5,15 @@ import type { Session } from './session.js';
 // Whether the page is connected and how old its view is, its trust in the policy, the key in use
 // and what waits to be delivered: always visible.
 export function StatusBar(props: { session: Session; now: number; onLock: () => void }) {
-  const { sync, outbox, signer } = props.session;
+  const { sync, outbox, apiOutbox, signer } = props.session;
   const connections = sync.connections();
   const live = connections.allLive;
   const readable = connections.documents - connections.refused.length;
   const online = navigator.onLine;
   const freshness = sync.freshness();
   const policy = sync.authority()?.chain.at(-1);
-  const pending = outbox.pending().length;
+  const pending = outbox.pending().length + apiOutbox.pending().length;
+  const refused = apiOutbox.refused().length;
   let link: string;
   let linkClass: string;
   if (live) {
@@ -67,6 +68,11 @@ export function StatusBar(props: { session: Session; now: number; onLock: () => 
       {pending > 0 && (
         <span class="pill warn" data-testid="pending-count">
           {pending} signed action{pending > 1 ? 's' : ''} not yet delivered
+        </span>
+      )}
+      {refused > 0 && (
+        <span class="pill bad" data-testid="refused-count" title="shown on the rollout and enrollment pages with why">
+          {refused} signed action{refused > 1 ? 's' : ''} refused by the server
         </span>
       )}
       <span class="spacer" />

@@ -1,8 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import * as Y from 'yjs';
 import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload } from '../../../../shared/crypto/signatures.js';
 import type { IntentEntry } from '../../../../shared/documents/desired.js';
+import { appendRolloutEntries } from '../../../../shared/rollout/document.js';
+import { cosignPlan } from '../../../../shared/rollout/sign.js';
 import type { Intent, SignedIntent } from '../../../../shared/schemas/intent.js';
 import { signEnrollRequest } from '../../../../shared/trust/sign-enroll-request.js';
 import { signIntent } from '../../../../shared/trust/sign-intent.js';
@@ -10,7 +13,13 @@ import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../../.
 import { draftEnrollment, mayEnroll, pendingRequests } from '../../../../shared/views/enrollment-view.js';
 import { hostTimeline } from '../../../../shared/views/host-timeline.js';
 import { policyRootSigners } from '../../../../shared/views/policy-signers.js';
-import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../../shared/views/rollout-actions.js';
+import {
+  actionHosts,
+  draftRolloutAction,
+  mayActOnRollout,
+  withPendingEntries,
+} from '../../../../shared/views/rollout-actions.js';
+import { judgeRolloutDocument } from '../../../../shared/views/rollout-judged.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../../../harness/policy-fixtures.js';
 import { fixtureHosts, makePlan } from '../../../harness/rollout-fixtures.js';
 import { authorityFor, closure, desiredWith, T0, intent as viewIntent, signed as viewSigned } from './view-fixtures.js';
@@ -132,6 +141,62 @@ test('rollout actions: deploy on every host concerned (an approval: its wave), t
     () => draftRolloutAction(plan, { actions: [] }, 'pause', 'alice', now, { wave: 2 }),
     /only an approval names a wave/,
   );
+});
+
+test('rollout actions signed offline: judged with the document as if arrived, numbered above, never remembered as the document', () => {
+  const signed = makePlan(org.alice, {
+    waves: [
+      { name: 'first', hosts: fixtureHosts(1) },
+      { name: 'second', hosts: fixtureHosts(2).slice(1), gate: { approval: true } },
+    ],
+  });
+  const at = Date.parse(signed.plan.createdAt) + 60_000;
+  const doc = new Y.Doc();
+  appendRolloutEntries(doc, { plans: [signed] });
+  const sign = (action: ReturnType<typeof draftRolloutAction>) => ({
+    action,
+    signature: signPayload('rollout-action', action, org.alice),
+  });
+  const pause = sign(draftRolloutAction(signed.plan, { actions: [] }, 'pause', 'alice', at));
+  const entries = withPendingEntries({ actions: [], cosignatures: [] }, { actions: [pause] });
+  const resume = sign(draftRolloutAction(signed.plan, entries, 'resume', 'alice', at + 1));
+  assert.equal([pause.action.seq, resume.action.seq], [1, 2], 'the resume is numbered above the waiting pause');
+  const judged = (pending: (typeof pause)[]) => {
+    const j = judgeRolloutDocument(doc, [v1], at + 2, { actions: pending });
+    return j.ok ? j.view.state : j.reason;
+  };
+  assert.is(judged([]), 'running');
+  assert.is(judged([pause]), 'paused');
+  assert.is(judged([pause, resume]), 'running', 'the newest (by seq) decides');
+  assert.is(judged([]), 'running', 'a judgement with waiting actions is not remembered as the document');
+  // Arrived: the document holds it, nothing is added twice.
+  appendRolloutEntries(doc, { actions: [pause] });
+  const held = withPendingEntries({ actions: [pause], cosignatures: [] }, { actions: [pause] });
+  assert.is(held.actions.length, 1);
+  assert.is(judged([pause]), 'paused');
+  // A forged action waiting here counts no more than it would in the document.
+  const forged = { ...resume, action: { ...resume.action, seq: 9 } };
+  const j = judgeRolloutDocument(doc, [v1], at + 2, { actions: [forged] });
+  assert.ok(j.ok && j.view.state === 'paused' && j.view.actions.rejected.length === 1);
+});
+
+test('a plan co-signature signed offline: judged with the document as if arrived (a group needing two admins opens)', () => {
+  const [prod] = fixtureHosts(1, 'r1', 'prod-');
+  const signed = makePlan(org.alice, { waves: [{ name: 'only', hosts: [prod!] }] });
+  const at = Date.parse(signed.plan.createdAt) + 60_000;
+  const doc = new Y.Doc();
+  appendRolloutEntries(doc, { plans: [signed] });
+  const open = (pending: Parameters<typeof judgeRolloutDocument>[3]) => {
+    const j = judgeRolloutDocument(doc, [v1], at, pending);
+    return j.ok && j.view.waves[0]!.open;
+  };
+  assert.is(prod!.host, 'prod-1');
+  assert.is(open({}), false, 'production needs two admins: alice alone is not enough');
+  const bob = cosignPlan(signed.plan, org.bob);
+  assert.is(open({ cosignatures: [bob] }), true);
+  assert.is(open({}), false, 'not remembered as the document');
+  const carol = cosignPlan(signed.plan, org.carol);
+  assert.is(open({ cosignatures: [carol] }), false, 'carol has no deploy: her signature does not count here either');
 });
 
 test('enrollment: requests that prove their key and are not bound; enroll capability; the enrollment signed', () => {
