@@ -29,7 +29,10 @@ import { BENCH_CONNECTION_FLAGS } from './relay-fixtures.js';
 // readings 0.4 s apart: what earlier runs reported), and RSS right after two full garbage
 // collections inside each coordinator (median of 3; the probe preloaded with --import,
 // memory-probe.ts), which does not depend on how much garbage each process happened to hold at
-// the reading. The second also gives the live JS heap per host.
+// the reading. The second also gives the live JS heap per host, and the RSS less V8's young
+// generation: its size (1 to 32 MiB per process) follows the process's recent allocation rate,
+// grows and shrinks (full GCs in an idle process shrink it), whatever the number of hosts, and
+// in two processes it moved the per-host figure by up to 3 KiB at 10,000 hosts either way.
 // `--warm-up N` first connects N other hosts (spread over the coordinators as the measured ones),
 // syncs and closes them, and only then takes the reading before: a process that has not yet grown
 // V8's young generation to its maximum (32 MiB, once, whatever the number of hosts) charges that
@@ -112,6 +115,8 @@ interface MemoryReading {
   rssKiB: number;
   // RSS right after full GCs, median of 3 probes per coordinator (KiB, summed).
   gcRssKiB: number;
+  // The same less V8's young generation (its committed size): see the comment at the top.
+  gcRssOutsideYoungKiB: number;
   // JS heap used after those GCs (KiB, summed).
   heapUsedKiB: number;
   externalKiB: number;
@@ -123,7 +128,14 @@ const median = (values: number[]): number => [...values].sort((a, b) => a - b)[M
 
 async function readMemory(coordinators: Coordinator[]): Promise<MemoryReading> {
   const rss = await Promise.all(coordinators.map((c) => settledRssKiB(c.child.pid!)));
-  const reading: MemoryReading = { rssKiB: 0, gcRssKiB: 0, heapUsedKiB: 0, externalKiB: 0, detail: [] };
+  const reading: MemoryReading = {
+    rssKiB: 0,
+    gcRssKiB: 0,
+    gcRssOutsideYoungKiB: 0,
+    heapUsedKiB: 0,
+    externalKiB: 0,
+    detail: [],
+  };
   for (const [i, coordinator] of coordinators.entries()) {
     reading.rssKiB += rss[i]!;
     const probes: MemoryProbe[] = [];
@@ -132,11 +144,13 @@ async function readMemory(coordinators: Coordinator[]): Promise<MemoryReading> {
       probes.push(await coordinator.probe());
     }
     reading.gcRssKiB += median(probes.map((p) => p.rss)) / 1024;
+    const youngOf = (p: MemoryProbe): number => p.spaces.find((space) => space.name === 'new_space')?.size ?? 0;
+    reading.gcRssOutsideYoungKiB += median(probes.map((p) => p.rss - youngOf(p))) / 1024;
     reading.heapUsedKiB += median(probes.map((p) => p.heapUsed)) / 1024;
     reading.externalKiB += median(probes.map((p) => p.external)) / 1024;
     const last = probes.at(-1)!;
     const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
-    const young = last.spaces.find((s) => s.name === 'new_space')?.size ?? 0;
+    const young = youngOf(last);
     reading.detail.push(
       `${coordinator.name}: RSS ${mib(last.rss)}, heap total ${mib(last.heapTotal)} (young ${mib(young)}), used ${mib(last.heapUsed)}, external ${mib(last.external)} MiB`,
     );
@@ -167,6 +181,7 @@ interface Run {
   crossing: ReturnType<typeof percentiles> | null;
   kibPerHost: number;
   gcKibPerHost: number;
+  outsideYoungKibPerHost: number;
   heapKibPerHost: number;
   externalKibPerHost: number;
   writesPerSecond: number;
@@ -274,6 +289,7 @@ async function measure(
     crossing: crossing.length > 0 ? percentiles(crossing) : null,
     kibPerHost: (after.rssKiB - before.rssKiB) / HOSTS,
     gcKibPerHost: (after.gcRssKiB - before.gcRssKiB) / HOSTS,
+    outsideYoungKibPerHost: (after.gcRssOutsideYoungKiB - before.gcRssOutsideYoungKiB) / HOSTS,
     heapKibPerHost: (after.heapUsedKiB - before.heapUsedKiB) / HOSTS,
     externalKibPerHost: (after.externalKiB - before.externalKiB) / HOSTS,
     writesPerSecond: WRITES / seconds,
@@ -313,12 +329,14 @@ try {
     console.log(
       `${run.label.padEnd(26)} all: ${fmt(run.all)}; crossing coordinators: ${fmt(run.crossing)}; ` +
         `${run.writesPerSecond.toFixed(0)} writes/s one at a time; ${run.intentsPerSecond.toFixed(0)} intents/s at once; ` +
-        `${run.kibPerHost.toFixed(1)} KiB RSS per host; after full GC: ${run.gcKibPerHost.toFixed(1)} KiB RSS, ` +
+        `${run.kibPerHost.toFixed(1)} KiB RSS per host; after full GC: ${run.gcKibPerHost.toFixed(1)} KiB RSS ` +
+        `(${run.outsideYoungKibPerHost.toFixed(1)} outside the young generation), ` +
         `${run.heapKibPerHost.toFixed(1)} KiB JS heap, ${run.externalKibPerHost.toFixed(1)} KiB external per host`,
     );
   const ratio = (run: Run): string =>
     `p99 ${(run.all.p99 / levelRun.all.p99).toFixed(2)}×, memory per host ${(run.kibPerHost / levelRun.kibPerHost).toFixed(2)}× ` +
-    `(after full GC: RSS ${(run.gcKibPerHost / levelRun.gcKibPerHost).toFixed(2)}×, JS heap ${(run.heapKibPerHost / levelRun.heapKibPerHost).toFixed(2)}×), ` +
+    `(after full GC: RSS ${(run.gcKibPerHost / levelRun.gcKibPerHost).toFixed(2)}×, ` +
+    `outside the young generation ${(run.outsideYoungKibPerHost / levelRun.outsideYoungKibPerHost).toFixed(2)}×, JS heap ${(run.heapKibPerHost / levelRun.heapKibPerHost).toFixed(2)}×), ` +
     `intents/s ${(run.intentsPerSecond / levelRun.intentsPerSecond).toFixed(2)}×`;
   console.log(
     `ratios to LevelDB: 2 on NATS ${ratio(natsRun)} (their RSS was ${(natsRss / 1024).toFixed(0)} MiB)` +
