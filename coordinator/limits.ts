@@ -4,7 +4,7 @@ import * as Y from 'yjs';
 import { MAX_CANONICAL_DEPTH } from '../shared/crypto/canonical.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
-import { updateValueProblem } from './update-values.js';
+import { structsValueProblem, updateValueProblem } from './update-values.js';
 
 // Resource limits of a coordinator or relay: what one address, one connection or one writer may
 // take. Every limit is a flag (coordinator/options.ts, relay/options.ts) and shown in /healthz with
@@ -308,6 +308,26 @@ function newContent(doc: Y.Doc, update: Uint8Array): { missing: Uint8Array; byte
   return { missing, bytes: Math.max(0, missing.length - deletesOnly.length) };
 }
 
+// An update with no structs and no deletes, as Yjs encodes it (2 bytes).
+const EMPTY_UPDATE_BYTES = Y.encodeStateAsUpdate(new Y.Doc()).length;
+
+// The same answer as newContent for the common write, from one decoding of the update: when
+// every struct starts at or past what the document holds of its client (a writer's fresh write,
+// such as an intent appended) and it deletes nothing, the diff is the update itself and the
+// delete-set part is empty. Returns the decoded structs for the value check. Anything else (a
+// resend or a sync step 2 that overlaps the document, an update with deletes) returns null and
+// takes the exact diff. Three of the four decodings of the update the check used to make; the
+// write path's largest cost after applying it (docs/performance.md).
+export function newContentIfAllNew(
+  doc: Y.Doc,
+  update: Uint8Array,
+): { structs: (Y.Item | Y.GC | Y.Skip)[]; bytes: number } | null {
+  const { structs, ds } = Y.decodeUpdate(update);
+  if (ds.clients.size > 0) return null;
+  for (const struct of structs) if (struct.id.clock < Y.getState(doc.store, struct.id.client)) return null;
+  return { structs, bytes: Math.max(0, update.length - EMPTY_UPDATE_BYTES) };
+}
+
 export type WriteRefusal = {
   limit: 'max-update-size' | 'max-writer-bytes-per-hour' | 'max-document-size' | 'value-shape';
   // Close code: 4413 too large (permanent for this content), 4429 quota (retry later).
@@ -372,9 +392,15 @@ export class WriteLimits {
         shapeProblem = bytes === 0 ? null : updateValueProblem(added.missing, this.limits);
       }
     } else {
-      const added = newContent(document.doc, update);
-      bytes = added.bytes;
-      if (bytes > 0) shapeProblem = updateValueProblem(added.missing, this.limits);
+      const fresh = newContentIfAllNew(document.doc, update);
+      if (fresh) {
+        bytes = fresh.bytes;
+        if (bytes > 0) shapeProblem = structsValueProblem(fresh.structs, update.length, this.limits);
+      } else {
+        const added = newContent(document.doc, update);
+        bytes = added.bytes;
+        if (bytes > 0) shapeProblem = updateValueProblem(added.missing, this.limits);
+      }
     }
     if (bytes === 0) return null;
     if (shapeProblem) {
