@@ -308,24 +308,27 @@ function newContent(doc: Y.Doc, update: Uint8Array): { missing: Uint8Array; byte
   return { missing, bytes: Math.max(0, missing.length - deletesOnly.length) };
 }
 
-// An update with no structs and no deletes, as Yjs encodes it (2 bytes).
+// An update with no structs and no deletes, as Yjs encodes it (2 bytes): the delete-set-only diff
+// of an update that deletes nothing.
 const EMPTY_UPDATE_BYTES = Y.encodeStateAsUpdate(new Y.Doc()).length;
 
-// The same answer as newContent for the common write, from one decoding of the update: when
-// every struct starts at or past what the document holds of its client (a writer's fresh write,
-// such as an intent appended) and it deletes nothing, the diff is the update itself and the
-// delete-set part is empty. Returns the decoded structs for the value check. Anything else (a
-// resend or a sync step 2 that overlaps the document, an update with deletes) returns null and
-// takes the exact diff. Three of the four decodings of the update the check used to make; the
-// write path's largest cost after applying it (docs/performance.md).
+// newContent's answer for the common write with half the decoding: when every struct starts at or
+// past what the document holds of its client (a writer's fresh write, such as an intent appended)
+// and it deletes nothing, nothing is cut from the update and the delete-set part is empty, so the
+// meta parse and the second diff are not needed, and the value check reuses the structs decoded
+// here. The size is still that of the diff, Yjs' own re-encoding, never the update's raw length: a
+// crafted update can re-encode 4 times larger (legacy JSON content `1e20` stores as 21 digits),
+// and the limits bound what is stored. Anything else (a resend or a sync step 2 that
+// overlaps the document, an update with deletes) returns null and takes newContent.
 export function newContentIfAllNew(
   doc: Y.Doc,
   update: Uint8Array,
-): { structs: (Y.Item | Y.GC | Y.Skip)[]; bytes: number } | null {
+): { structs: (Y.Item | Y.GC | Y.Skip)[]; missing: Uint8Array; bytes: number } | null {
   const { structs, ds } = Y.decodeUpdate(update);
   if (ds.clients.size > 0) return null;
   for (const struct of structs) if (struct.id.clock < Y.getState(doc.store, struct.id.client)) return null;
-  return { structs, bytes: Math.max(0, update.length - EMPTY_UPDATE_BYTES) };
+  const missing = Y.diffUpdate(update, Y.encodeStateVector(doc));
+  return { structs, missing, bytes: Math.max(0, missing.length - EMPTY_UPDATE_BYTES) };
 }
 
 export type WriteRefusal = {
@@ -395,7 +398,7 @@ export class WriteLimits {
       const fresh = newContentIfAllNew(document.doc, update);
       if (fresh) {
         bytes = fresh.bytes;
-        if (bytes > 0) shapeProblem = structsValueProblem(fresh.structs, update.length, this.limits);
+        if (bytes > 0) shapeProblem = structsValueProblem(fresh.structs, fresh.missing.length, this.limits);
       } else {
         const added = newContent(document.doc, update);
         bytes = added.bytes;
