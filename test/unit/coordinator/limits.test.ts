@@ -92,7 +92,7 @@ test('new content of an update: counted once, not again when a peer resends it, 
   assert.is(newContentBytes(server, Y.encodeStateAsUpdate(client)), 0, 'deletions only');
 });
 
-test('new content, fast path: a fresh write is counted from one decoding, answered as the exact diff answers', () => {
+test('new content, fast path: a fresh write is counted with one diff and one decoding, answered as the exact diff answers', () => {
   // The common write (an intent appended to a desired document) takes the fast path.
   const server = new Y.Doc({ gc: false });
   const admin = new Y.Doc({ gc: false });
