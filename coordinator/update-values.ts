@@ -19,7 +19,15 @@ export interface ValueLimits {
 // A reason to refuse the update, or null. Throws on an update Yjs cannot decode (the caller treats
 // that as a malformed update, as applying it would).
 export function updateValueProblem(update: Uint8Array, limits: ValueLimits): string | null {
-  const { structs } = Y.decodeUpdate(update);
+  return structsValueProblem(Y.decodeUpdate(update).structs, update.length, limits);
+}
+
+// The same for structs already decoded from an update of `updateBytes` bytes.
+export function structsValueProblem(
+  structs: (Y.Item | Y.GC | Y.Skip)[],
+  updateBytes: number,
+  limits: ValueLimits,
+): string | null {
   const stack: { value: unknown; depth: number }[] = [];
   for (const struct of structs) {
     if (!(struct instanceof Y.Item)) continue;
@@ -42,9 +50,9 @@ export function updateValueProblem(update: Uint8Array, limits: ValueLimits): str
     const children: unknown[] = Array.isArray(value) ? value : Object.values(value);
     for (const child of children) stack.push({ value: child, depth: depth + 1 });
   }
-  if (containers * 1024 > update.length * limits.maxValueObjectsPerKib)
+  if (containers * 1024 > updateBytes * limits.maxValueObjectsPerKib)
     return (
-      `update holds ${containers} objects and arrays in ${update.length} bytes, more than ` +
+      `update holds ${containers} objects and arrays in ${updateBytes} bytes, more than ` +
       `${limits.maxValueObjectsPerKib} per KiB (--max-value-objects-per-kib; each costs the server ~100 bytes of memory); write fewer, fuller values`
     );
   return null;

@@ -374,7 +374,11 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
             logger.error({ event: 'nats-entry-unreadable', document, err: error }, 'unreadable entry in the stream');
             continue;
           }
-          learnEnd(document, { seq: entry.seq, hash: entry.hash, streamSeq: message.seq });
+          // Only ends this coordinator already keeps (documents it read or appended to): learning
+          // every document of the fleet would hold one end per document per coordinator, whether it
+          // serves it or not. A document read later learns its end from the read; one whose end is
+          // not known or is stale costs one CAS retry on its next append, never a forked chain.
+          if (ends.has(document)) learnEnd(document, { seq: entry.seq, hash: entry.hash, streamSeq: message.seq });
           if (own.delete(entry.hash)) continue;
           for (const deliver of followers) deliver(entry);
         }

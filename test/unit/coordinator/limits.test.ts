@@ -1,3 +1,5 @@
+import fc from 'fast-check';
+import * as encoding from 'lib0/encoding';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
@@ -6,11 +8,13 @@ import {
   createRefusals,
   DEFAULT_LIMITS,
   newContentBytes,
+  newContentIfAllNew,
   type SizedDocument,
   WriteLimits,
   WriterQuota,
 } from '../../../coordinator/limits.js';
 import { PresenceTable } from '../../../coordinator/presence.js';
+import { structsValueProblem, updateValueProblem } from '../../../coordinator/update-values.js';
 import { closeReason, isServedDocument } from '../../../coordinator/wire.js';
 import { createMemoryLogger } from '../../../shared/node/log.js';
 
@@ -86,6 +90,83 @@ test('new content of an update: counted once, not again when a peer resends it, 
   Y.applyUpdate(server, Y.encodeStateAsUpdate(client));
   for (let i = 0; i < 100; i++) list.delete(i, 1);
   assert.is(newContentBytes(server, Y.encodeStateAsUpdate(client)), 0, 'deletions only');
+});
+
+test('new content, fast path: a fresh write is counted with one diff and one decoding, answered as the exact diff answers', () => {
+  // The common write (an intent appended to a desired document) takes the fast path.
+  const server = new Y.Doc({ gc: false });
+  const admin = new Y.Doc({ gc: false });
+  const updates = updatesOf(admin);
+  admin.getArray('intents').push([{ intent: { host: 'h', generation: 1, closure: 'x'.repeat(80) }, signature: 's' }]);
+  const fresh = newContentIfAllNew(server, updates.at(-1)!);
+  assert.ok(fresh, 'an appended intent is all new');
+  assert.is(fresh.bytes, newContentBytes(server, updates.at(-1)!));
+  Y.applyUpdate(server, updates.at(-1)!);
+  assert.is(newContentIfAllNew(server, updates.at(-1)!), null, 'a resend takes the exact diff');
+  admin.getArray('intents').delete(0, 1);
+  assert.is(newContentIfAllNew(server, updates.at(-1)!), null, 'an update with deletes takes the exact diff');
+  // Sized as Yjs re-encodes it, not by its raw bytes: a hand-made update of 100 legacy JSON
+  // contents '1e20' (4 bytes each) stores as '100000000000000000000' (21 bytes each).
+  const crafted = encoding.createEncoder();
+  for (const n of [1, 1, 7, 0]) encoding.writeVarUint(crafted, n); // one client, one struct, client 7, clock 0
+  encoding.writeUint8(crafted, 2); // ContentJSON, no origins: parent by root key
+  encoding.writeVarUint(crafted, 1);
+  encoding.writeVarString(crafted, 'a');
+  encoding.writeVarUint(crafted, 100);
+  for (let i = 0; i < 100; i++) encoding.writeVarString(crafted, '1e20');
+  encoding.writeVarUint(crafted, 0); // no deletes
+  const craftedUpdate = encoding.toUint8Array(crafted);
+  const crafty = newContentIfAllNew(new Y.Doc(), craftedUpdate);
+  assert.ok(crafty, 'a fresh write');
+  assert.ok(crafty.bytes > 2000 && craftedUpdate.length < 600, `${craftedUpdate.length} B counted as ${crafty.bytes}`);
+
+  // Whatever the update, when the fast path answers, it answers as the exact diff does.
+  const operation = fc.record({
+    client: fc.integer({ min: 0, max: 2 }),
+    kind: fc.constantFrom('push', 'insert', 'set', 'delete', 'nested'),
+    size: fc.integer({ min: 0, max: 300 }),
+    serverApplies: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(operation, { minLength: 1, maxLength: 25 }),
+      fc.constantFrom('last', 'merged', 'state'),
+      (ops, shape) => {
+        const server = new Y.Doc({ gc: false });
+        const clients = [new Y.Doc({ gc: false }), new Y.Doc({ gc: false }), new Y.Doc({ gc: false })];
+        const emitted: Uint8Array[] = [];
+        for (const client of clients) client.on('update', (u: Uint8Array) => emitted.push(u));
+        for (const op of ops) {
+          const client = clients[op.client]!;
+          const before = emitted.length;
+          const list = client.getArray('a');
+          if (op.kind === 'push') list.push([{ v: 'p'.repeat(op.size) }]);
+          else if (op.kind === 'insert') list.insert(Math.min(op.size, list.length), ['i'.repeat(op.size)]);
+          else if (op.kind === 'set') client.getMap('m').set(`k${op.size % 3}`, 's'.repeat(op.size));
+          else if (op.kind === 'delete' && list.length > 0) list.delete(op.size % list.length, 1);
+          else client.getMap('m').set('n', { a: [[{}], { b: [] }], c: 'n'.repeat(op.size) });
+          if (op.serverApplies) for (const u of emitted.slice(before)) Y.applyUpdate(server, u);
+        }
+        const update =
+          shape === 'last'
+            ? emitted.at(-1)!
+            : shape === 'merged'
+              ? Y.mergeUpdates(emitted.slice(-4))
+              : Y.encodeStateAsUpdate(clients[ops[0]!.client]!);
+        if (update.length === 0) return;
+        const fast = newContentIfAllNew(server, update);
+        if (!fast) return;
+        assert.is(fast.bytes, newContentBytes(server, update), 'bytes');
+        const missing = Y.diffUpdate(update, Y.encodeStateVector(server));
+        assert.equal(fast.missing, missing, 'the diff');
+        assert.is(
+          structsValueProblem(fast.structs, fast.missing.length, DEFAULT_LIMITS),
+          updateValueProblem(missing, DEFAULT_LIMITS),
+        );
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 test('write limits: update size, writer quota and document size, each naming its flag', () => {
