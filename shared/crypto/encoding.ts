@@ -33,7 +33,7 @@ const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).pad
 
 export function toHex(bytes: Uint8Array): string {
   let out = '';
-  for (const byte of bytes) out += HEX_BYTES[byte]!;
+  for (let i = 0; i < bytes.length; i += 1) out += HEX_BYTES[bytes[i]!]!;
   return out;
 }
 
