@@ -21,51 +21,68 @@ function isPlainObject(value: object): boolean {
   return prototype === Object.prototype || prototype === null;
 }
 
+// One value on checkJsonBounds' stack. Its path is written only for an error (a 1,000-host plan
+// has 5,000 values, and each path string would be built and dropped).
+interface PendingValue {
+  value: unknown;
+  depth: number;
+  parent: PendingValue | null;
+  key: string | number;
+}
+
+function pathOf(item: PendingValue): string {
+  let path = '';
+  for (let at: PendingValue | null = item; at?.parent; at = at.parent)
+    path = typeof at.key === 'number' ? `[${at.key}]${path}` : `${at.parent.parent ? '.' : ''}${at.key}${path}`;
+  return path || 'the value';
+}
+
 // Checks, without recursion (so any depth is safe to inspect), that `value` is plain JSON data
 // (null, booleans, finite numbers, strings, arrays, plain objects; undefined object fields are
 // dropped as canonicalJson drops them) within the limits. Stops at the first problem.
 export function checkJsonBounds(value: unknown, limits: JsonLimits): JsonBoundsVerdict {
   let bytes = 0;
-  const stack: { value: unknown; depth: number; path: string }[] = [{ value, depth: 0, path: '' }];
+  const stack: PendingValue[] = [{ value, depth: 0, parent: null, key: '' }];
   while (stack.length > 0) {
     const item = stack.pop()!;
-    const where = item.path || 'the value';
     const v = item.value;
     if (v === null) {
       bytes += 4;
     } else if (typeof v === 'boolean') {
       bytes += 5;
     } else if (typeof v === 'number') {
-      if (!Number.isFinite(v)) return { ok: false, reason: `${where} is the non-finite number ${v}` };
+      if (!Number.isFinite(v)) return { ok: false, reason: `${pathOf(item)} is the non-finite number ${v}` };
       bytes += 24;
     } else if (typeof v === 'string') {
       bytes += v.length + 2;
     } else if (typeof v === 'object') {
       if (item.depth >= limits.maxDepth)
-        return { ok: false, reason: `${where} is nested deeper than ${limits.maxDepth} levels` };
+        return { ok: false, reason: `${pathOf(item)} is nested deeper than ${limits.maxDepth} levels` };
       if (Array.isArray(v)) {
         bytes += 2 + v.length;
         if (bytes > limits.maxBytes) break;
         for (let i = v.length - 1; i >= 0; i--)
-          stack.push({ value: v[i], depth: item.depth + 1, path: `${item.path}[${i}]` });
+          stack.push({ value: v[i], depth: item.depth + 1, parent: item, key: i });
       } else {
         if (!isPlainObject(v))
-          return { ok: false, reason: `${where} is not JSON data (${v.constructor?.name ?? 'an exotic object'})` };
+          return {
+            ok: false,
+            reason: `${pathOf(item)} is not JSON data (${v.constructor?.name ?? 'an exotic object'})`,
+          };
         const keys = Object.keys(v);
         bytes += 2 + keys.length;
         for (const key of keys) {
           bytes += key.length + 3;
           if (bytes > limits.maxBytes) break;
           const child = (v as Record<string, unknown>)[key];
-          if (child !== undefined)
-            stack.push({ value: child, depth: item.depth + 1, path: item.path ? `${item.path}.${key}` : key });
+          if (child !== undefined) stack.push({ value: child, depth: item.depth + 1, parent: item, key });
         }
       }
     } else if (v === undefined && item.depth > 0) {
       // An array hole or undefined element: canonicalJson refuses it below.
-      return { ok: false, reason: `${where} is undefined, which JSON cannot carry` };
+      return { ok: false, reason: `${pathOf(item)} is undefined, which JSON cannot carry` };
     } else {
-      return { ok: false, reason: `${where} is a ${typeof v}, which JSON cannot carry` };
+      return { ok: false, reason: `${pathOf(item)} is a ${typeof v}, which JSON cannot carry` };
     }
     if (bytes > limits.maxBytes) break;
   }
