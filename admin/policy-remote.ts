@@ -61,7 +61,7 @@ export async function readDocuments(
   identity: SigningKey | null,
   timeoutMs: number,
 ): Promise<(name: string) => Y.Doc> {
-  const connections = names.map((name) => connectDocument(url, name, { identity, maxBackoffMs: 1000 }));
+  const connections = names.map((name) => connectDocument(url, name, { identity, maxBackoffMs: 1000, readOnly: true }));
   try {
     await Promise.all(connections.map((c) => syncOrRefusal(c, identity, timeoutMs)));
   } finally {

@@ -54,7 +54,7 @@ export async function followRollout(
   identity: SigningKey,
   timeoutMs: number,
 ): Promise<DocumentConnection> {
-  const connection = connectDocument(url, rolloutDocName(id), { identity, maxBackoffMs: 2000 });
+  const connection = connectDocument(url, rolloutDocName(id), { identity, maxBackoffMs: 2000, readOnly: true });
   try {
     await syncOrRefusal(connection, identity, timeoutMs);
   } catch (error) {

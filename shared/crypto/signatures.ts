@@ -1,7 +1,7 @@
 import nacl from 'tweetnacl';
 import { z } from 'zod';
 import { base64Key32Schema, base64Sig64Schema } from '../schemas/primitives.js';
-import { canonicalBytes } from './canonical.js';
+import { canonicalJson } from './canonical.js';
 import { fromBase64, sha256Hex, toBase64 } from './encoding.js';
 import type { SigningKey } from './keys.js';
 
@@ -31,13 +31,10 @@ export type SignedKind =
 
 // The exact bytes a signature covers: the domain prefix and the canonical JSON. Exported for
 // signers other than tweetnacl (Node's Ed25519, the web editor's WebCrypto), which must sign the same bytes.
+// (The prefix is ASCII, so encoding prefix and text together gives the same bytes as apart.)
+const utf8 = new TextEncoder();
 export function signedBytes(kind: SignedKind, payload: unknown): Uint8Array {
-  const body = canonicalBytes(payload);
-  const prefix = new TextEncoder().encode(`outpost-${kind}-v1\n`);
-  const bytes = new Uint8Array(prefix.length + body.length);
-  bytes.set(prefix, 0);
-  bytes.set(body, prefix.length);
-  return bytes;
+  return utf8.encode(`outpost-${kind}-v1\n${canonicalJson(payload)}`);
 }
 
 // Ed25519 signing: tweetnacl (pure JS, runs everywhere: the portable reference) unless a platform
@@ -90,8 +87,19 @@ export function verifyDetached(message: Uint8Array, signature: Uint8Array, publi
 }
 
 export function verifyPayloadSignature(kind: SignedKind, payload: unknown, signature: Signature): boolean {
+  let bytes: Uint8Array;
   try {
-    return verifyDetached(signedBytes(kind, payload), fromBase64(signature.signature), fromBase64(signature.publicKey));
+    bytes = signedBytes(kind, payload);
+  } catch {
+    return false;
+  }
+  return verifySignedBytes(bytes, signature);
+}
+
+// `bytes` as signedBytes gives them (for callers that already have them).
+export function verifySignedBytes(bytes: Uint8Array, signature: Signature): boolean {
+  try {
+    return verifyDetached(bytes, fromBase64(signature.signature), fromBase64(signature.publicKey));
   } catch {
     return false;
   }

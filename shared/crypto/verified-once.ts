@@ -1,6 +1,5 @@
-import { canonicalJson } from './canonical.js';
 import { fromBase64, sha256Hex } from './encoding.js';
-import { type Signature, type SignedKind, signedBytes, verifyPayloadSignature } from './signatures.js';
+import { type Signature, type SignedKind, signedBytes, verifySignedBytes } from './signatures.js';
 
 // Views that re-read the same signed entries again and again (the web editor rebuilds a host's
 // view at each change, 1,000 hosts at each policy change) check each signature once: Ed25519 in
@@ -10,24 +9,31 @@ import { type Signature, type SignedKind, signedBytes, verifyPayloadSignature } 
 const LIMIT = 50_000;
 const verdicts = new Map<string, boolean>();
 
-// `payloadDigest`, when given, must be a digest of exactly this payload (a caller that already
-// has one, e.g. a 250 KB rollout plan's, saves hashing it again); by default it is computed.
-export function verifyPayloadSignatureOnce(
-  kind: SignedKind,
-  payload: unknown,
-  signature: Signature,
-  payloadDigest?: string,
-): boolean {
-  let key: string;
+// The verdict is keyed by the signature and the digest of the exact bytes it covers (domain prefix
+// and canonical JSON), which are encoded once: the digest and the check use the same bytes.
+export function verifyPayloadSignatureOnce(kind: SignedKind, payload: unknown, signature: Signature): boolean {
+  let bytes: Uint8Array;
   try {
-    key = `${kind} ${signature.publicKey} ${signature.signature} ${payloadDigest ?? sha256Hex(canonicalJson(payload))}`;
+    bytes = signedBytes(kind, payload);
   } catch {
     // Not canonical JSON: it cannot verify (verifyPayloadSignature says false without throwing).
-    return verifyPayloadSignature(kind, payload, signature);
+    return false;
   }
+  return verifySignedBytesOnce(kind, bytes, sha256Hex(bytes), signature);
+}
+
+// For a caller that keeps a large payload's signed bytes and their digest (a 250 KB rollout plan,
+// shared/rollout/plan.ts): `bytes` must be signedBytes(kind, payload) and `digest` their SHA-256.
+export function verifySignedBytesOnce(
+  kind: SignedKind,
+  bytes: Uint8Array,
+  digest: string,
+  signature: Signature,
+): boolean {
+  const key = `${kind} ${signature.publicKey} ${signature.signature} ${digest}`;
   const known = verdicts.get(key);
   if (known !== undefined) return known;
-  const valid = verifyPayloadSignature(kind, payload, signature);
+  const valid = verifySignedBytes(bytes, signature);
   if (verdicts.size >= LIMIT) verdicts.delete(verdicts.keys().next().value!);
   verdicts.set(key, valid);
   return valid;
@@ -71,17 +77,18 @@ function importVerifyKey(subtle: SubtleCrypto, publicKey: string): Promise<Crypt
 export async function preverifySignatures(checks: readonly SignatureCheck[]): Promise<number> {
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) return 0;
-  const pending = new Map<string, SignatureCheck>();
+  const pending = new Map<string, { check: SignatureCheck; bytes: Uint8Array }>();
   for (const check of checks) {
     try {
-      const key = `${check.kind} ${check.signature.publicKey} ${check.signature.signature} ${sha256Hex(canonicalJson(check.payload))}`;
-      if (!verdicts.has(key)) pending.set(key, check);
+      const bytes = signedBytes(check.kind, check.payload);
+      const key = `${check.kind} ${check.signature.publicKey} ${check.signature.signature} ${sha256Hex(bytes)}`;
+      if (!verdicts.has(key)) pending.set(key, { check, bytes });
     } catch {
       // Not canonical JSON: the synchronous check refuses it.
     }
   }
   const outcomes = await Promise.all(
-    [...pending].map(async ([key, check]) => {
+    [...pending].map(async ([key, { check, bytes }]) => {
       const cryptoKey = await importVerifyKey(subtle, check.signature.publicKey);
       if (!cryptoKey) return false;
       let signature: Uint8Array;
@@ -96,7 +103,7 @@ export async function preverifySignatures(checks: readonly SignatureCheck[]): Pr
           { name: 'Ed25519' },
           cryptoKey,
           new Uint8Array(signature),
-          new Uint8Array(signedBytes(check.kind, check.payload)),
+          new Uint8Array(bytes),
         );
         if (verdicts.size >= LIMIT) verdicts.delete(verdicts.keys().next().value!);
         verdicts.set(key, valid);

@@ -11,19 +11,20 @@ import {
   useEd25519Verifier,
 } from '../crypto/signatures.js';
 
-// Node's own Ed25519 (OpenSSL) behind the core's verifier hook: the raw 32-byte public key is
-// wrapped as SPKI DER (RFC 8410: fixed 12-byte prefix). Parsed keys are cached, bounded, since
+// Node's own Ed25519 (OpenSSL) behind the core's verifier hook. The raw 32-byte public key is
+// imported as a JWK (RFC 8037 OKP, `x` the raw key): Node hands those bytes straight to OpenSSL,
+// where SPKI DER goes through OpenSSL 3's generic decoder, ~10× the cost (0.15 ms a key: an agent
+// checking a 300-host wave's evidence meets 300 new keys). Parsed keys are cached, bounded, since
 // an audit checks many signatures by few keys.
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 const MAX_CACHED_KEYS = 10_000;
 const keys = new Map<string, KeyObject>();
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
-  const id = Buffer.from(raw).toString('base64');
+  const id = Buffer.from(raw).toString('base64url');
   let key = keys.get(id);
   if (!key) {
     if (keys.size >= MAX_CACHED_KEYS) keys.clear();
-    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: 'der', type: 'spki' });
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: id }, format: 'jwk' });
     keys.set(id, key);
   }
   return key;

@@ -258,7 +258,7 @@ export function decideForHost(entries: RolloutEntries, digest: string, context: 
 // decideForHost on a rollout document, reading only what the host's decision needs: the plans and
 // actions, and the evidence of the wave before its own.
 export function decideFromDocument(doc: Y.Doc, digest: string, context: HostContext): HostDecision {
-  const signed = findPlan(readRolloutEntries(doc, { evidenceHosts: new Set() }), digest);
+  const signed = findPlan(readRolloutEntries(doc, { arrays: new Set(['plans']) }), digest);
   const evidenceHosts = signed ? previousWaveHosts(signed.plan, context.host) : new Set<string>();
   return decideForHost(readRolloutEntries(doc, { evidenceHosts }), digest, context);
 }

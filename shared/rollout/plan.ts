@@ -1,18 +1,26 @@
-import { envelopeDigest } from '../crypto/signatures.js';
+import { sha256Hex } from '../crypto/encoding.js';
+import { signedBytes } from '../crypto/signatures.js';
 import type { SignedIntent } from '../schemas/intent.js';
 import { intentDigest } from '../trust/verify-intent.js';
 import type { PlanHost, RolloutPlan, SignedPlan } from './schemas.js';
 
-// The digest that names one plan (what co-signatures, actions and rollout intents refer to).
-// Plans are immutable values: each object is hashed once (a 1,000-host plan is ~250 KB of JSON).
-const digests = new WeakMap<RolloutPlan, string>();
-export function planDigest(plan: RolloutPlan): string {
-  let digest = digests.get(plan);
-  if (digest === undefined) {
-    digest = envelopeDigest('rollout-plan', plan);
-    digests.set(plan, digest);
+// The digest that names one plan (what co-signatures, actions and rollout intents refer to): the
+// SHA-256 of the bytes its signatures cover. Plans are immutable values: each object is encoded
+// and hashed once (a 1,000-host plan is ~250 KB of JSON), and the same bytes serve its signature
+// checks (shared/rollout/verify.ts).
+const encodedPlans = new WeakMap<RolloutPlan, { bytes: Uint8Array; digest: string }>();
+export function encodedPlan(plan: RolloutPlan): { bytes: Uint8Array; digest: string } {
+  let encoded = encodedPlans.get(plan);
+  if (encoded === undefined) {
+    const bytes = signedBytes('rollout-plan', plan);
+    encoded = { bytes, digest: sha256Hex(bytes) };
+    encodedPlans.set(plan, encoded);
   }
-  return digest;
+  return encoded;
+}
+
+export function planDigest(plan: RolloutPlan): string {
+  return encodedPlan(plan).digest;
 }
 
 // The hosts of the wave before `host`'s: whose evidence its gate needs (none for the first wave).

@@ -168,7 +168,18 @@ const KNOWN = {
   gate: new Set(Object.keys(gateSchema.shape)),
   host: new Set(Object.keys(planHostSchema.shape)),
 };
+// Per plan object (plans are immutable values; an agent asks at every change of the document).
+const unknownFieldsOfPlan = new WeakMap<RolloutPlan, string[]>();
 export function unknownPlanFields(plan: RolloutPlan): string[] {
+  let unknown = unknownFieldsOfPlan.get(plan);
+  if (!unknown) {
+    unknown = findUnknownPlanFields(plan);
+    unknownFieldsOfPlan.set(plan, unknown);
+  }
+  return [...unknown];
+}
+
+function findUnknownPlanFields(plan: RolloutPlan): string[] {
   const unknown: string[] = [];
   const check = (value: object, known: ReadonlySet<string>, path: string): void => {
     for (const key in value) if (!known.has(key)) unknown.push(`${path}${key}`);

@@ -1,18 +1,23 @@
 import type { Signature } from '../crypto/signatures.js';
-import { forgetVerifiedSignatures as forgetVerifiedOnce, verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
+import {
+  forgetVerifiedSignatures as forgetVerifiedOnce,
+  verifyPayloadSignatureOnce,
+  verifySignedBytesOnce,
+} from '../crypto/verified-once.js';
 import type { Capability, Policy } from '../schemas/policy.js';
 import type { SignedResult } from '../schemas/report.js';
 import { adminForKey, capabilitiesFor, signatureThreshold } from '../trust/capabilities.js';
 import { tallyAdminSigners } from '../trust/co-signatures.js';
-import { expectedResultDigest, placeHosts, planDigest } from './plan.js';
+import { encodedPlan, expectedResultDigest, placeHosts } from './plan.js';
 import type { PlanCosignature, RolloutPlan, SignedPlan, SignedRolloutAction } from './schemas.js';
 
 // Signature checks for rollouts. Signatures in a rollout document never change, and an agent
 // judges its gate again at every change of the document, so each signature is verified once per
-// process (verified-once.ts). The plan's digest is computed here from the plan itself (cached per
-// object by planDigest), never taken from a caller: the verdict is keyed by it.
+// process (verified-once.ts). The plan's signed bytes and their digest are computed here from the
+// plan itself (once per object, encodedPlan), never taken from a caller: the verdict is keyed by it.
 function verifiedPlanSignature(plan: RolloutPlan, signature: Signature): boolean {
-  return verifyPayloadSignatureOnce('rollout-plan', plan, signature, planDigest(plan));
+  const { bytes, digest } = encodedPlan(plan);
+  return verifySignedBytesOnce('rollout-plan', bytes, digest, signature);
 }
 
 // Evidence entries are the same objects at every read of a loaded document: each is judged once.

@@ -33,6 +33,11 @@ export interface ConnectOptions {
   onRetry?: (retry: ConnectionRetry) => void;
   // The WebSocket class: the platform's by default (browsers); Node passes `ws` (node/connect.ts).
   WebSocketPolyfill?: typeof WebSocket;
+  // A copy that is only read (a command's snapshot): changes made to it locally are not sent.
+  // Yjs encodes every update a document receives again for its 'update' listeners, and the
+  // provider's send handler is one even though it drops received updates: without it, reading
+  // fleet/enrollment of 1,000 hosts costs ~170 ms of CPU less.
+  readOnly?: boolean;
 }
 
 // How a long-lived link reconnects, as daemons configure it once for all their documents.
@@ -75,6 +80,7 @@ export function connectDocument(
     disableBc: true,
     connect: false,
   });
+  if (options.readOnly) doc.off('update', provider._updateHandler);
   const hooks = {
     attempt: async (url: string): Promise<void> => {
       provider.serverUrl = url;

@@ -138,6 +138,18 @@ test("replayed: w1a's genuine success, appended again and again, counts once", a
   await assertNotStarted('replayed');
 });
 
+test("altered: w1b's genuine failure with its outcome rewritten to applied (w1b's signature kept) does not count", async () => {
+  // The attacker relays w1b's genuine result of this very intent: the key, host and intent digest
+  // all match; only the signature over the exact content can tell the edit.
+  const genuine = hostResult(plan, w1b, 'failed', Date.now() - 2000);
+  const altered = {
+    result: { ...genuine.result, outcome: 'applied' as const, reason: 'switch; confirmed: system running' },
+    signature: genuine.signature,
+  };
+  appendRolloutEntries(evidence(), { evidence: [altered] });
+  await assertNotStarted('altered');
+});
+
 test("control: w1b's genuine success opens the gate, and the agent installs the release", async () => {
   appendRolloutEntries(evidence(), { evidence: [hostResult(plan, w1b, 'applied', Date.now() - 1000)] });
   await waitFor('the release to be installed', async () => (await profileTarget(victim)) === release, 120_000, 250);

@@ -41,6 +41,10 @@ test('checkJsonBounds inspects any depth without recursion and names where the p
   assert.is(wide.ok, false, 'many small fields add up');
   const nan = checkJsonBounds({ a: [Number.NaN] }, limits);
   assert.equal(nan.ok ? 'ok' : nan.reason, 'a[0] is the non-finite number NaN');
+  const inner = checkJsonBounds([{ a: [1, { b: Number.POSITIVE_INFINITY }] }], limits);
+  assert.equal(inner.ok ? 'ok' : inner.reason, '[0].a[1].b is the non-finite number Infinity');
+  const top = checkJsonBounds(Number.NaN, limits);
+  assert.equal(top.ok ? 'ok' : top.reason, 'the value is the non-finite number NaN');
   const binary = checkJsonBounds({ a: new Uint8Array(4) }, limits);
   assert.equal(binary.ok ? 'ok' : binary.reason, 'a is not JSON data (Uint8Array)');
   const shared = checkJsonBounds({ a: new Y.Map() }, limits);

@@ -61,4 +61,62 @@ test('anything else is refused with CanonicalJsonError or encodes to text that p
   assert.throws(() => canonicalJson(10n), refused);
 });
 
+// The encoder as first written (map, sort with `<`, join): canonical.ts's loop encoder, written
+// for speed, must give exactly its text, and refuse exactly what it refused.
+function plainEncode(value: unknown, depth = 0): string {
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'number':
+      if (!Number.isFinite(value)) throw new CanonicalJsonError('non-finite');
+      return JSON.stringify(value);
+    case 'string':
+      return JSON.stringify(value);
+    case 'object': {
+      if (depth >= 64) throw new CanonicalJsonError('deep');
+      if (Array.isArray(value)) return `[${Array.from(value, (v) => plainEncode(v, depth + 1)).join(',')}]`;
+      const entries = Object.entries(value as Record<string, unknown>)
+        .filter(([, v]) => v !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${plainEncode(v, depth + 1)}`).join(',')}}`;
+    }
+    default:
+      throw new CanonicalJsonError(typeof value);
+  }
+}
+
+const outcome = (encode: (value: unknown) => string, value: unknown): string => {
+  try {
+    return `text ${encode(value)}`;
+  } catch (error) {
+    return error instanceof CanonicalJsonError ? 'refused' : `threw ${String(error)}`;
+  }
+};
+
+test("the encoder gives the plain encoder's text for anything, and refuses what it refuses", () => {
+  fc.assert(
+    fc.property(
+      fc.anything({
+        maxDepth: 5,
+        withBigInt: true,
+        withSparseArray: true,
+        withNullPrototype: true,
+        withBoxedValues: true,
+        withObjectString: true,
+        withTypedArray: true,
+        withDate: true,
+        withMap: true,
+        withSet: true,
+      }),
+      (value) => {
+        assert.is(outcome(canonicalJson, value), outcome(plainEncode, value));
+      },
+    ),
+    { numRuns: 5000, seed: 23 },
+  );
+  for (const value of [-0, 1e21, 5e-324, 0.1 + 0.2, -1.5e-7, '\u2028\ud800', { b: 1, a: undefined, A: [null] }])
+    assert.is(outcome(canonicalJson, value), outcome(plainEncode, value));
+});
+
 test.run();
