@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import { documentGarbageCollects } from '../shared/documents/names.js';
 import { readOwnCurrentStatus, readResults } from '../shared/documents/status.js';
 import { connectDocument } from '../shared/node/connect.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
@@ -14,15 +13,25 @@ import { purgeForeignEntries } from './status-store.js';
 
 // What peers may make the agent hold of its documents (threat 11, an endless document stream):
 // a relay or coordinator that sends more is cut off. The desired document (about 1 KiB an
-// intent, history kept) is dropped and synced afresh after a backoff; from the status document,
+// intent; peers send its whole history, deleted entries too) is dropped and synced afresh after a backoff; from the status document,
 // whose results the agent cannot drop, everything its key did not sign is deleted (it collects
 // garbage, so that frees the memory). Honest documents stay far below: 64 MiB is ~60,000 intents.
 export const MAX_DESIRED_DOCUMENT_BYTES = 64 * 2 ** 20;
 export const MAX_STATUS_REMOTE_BYTES = 64 * 2 ** 20;
 
+// The agent's copy of its desired document collects garbage, unlike the servers' copies (which
+// keep every deleted entry for snapshots and audits): the agent reads only the entries present
+// now, never writes the document (peers refuse its writes there) and does not keep it on disk, so
+// an entry deleted by a peer needs no room in its memory. Without it every entry a relay or
+// coordinator ever wrote and deleted stayed decoded in the agent for good: the fuzzer's agent
+// grew by gigabytes (docs/fuzzing.md, finding 9).
+export function newDesiredDoc(): Y.Doc {
+  return new Y.Doc({ gc: true });
+}
+
 export function openDesired(agent: AgentRuntime): void {
   const { config, desiredName } = agent;
-  const doc = new Y.Doc({ gc: documentGarbageCollects(desiredName) });
+  const doc = newDesiredDoc();
   agent.desiredDoc = doc;
   agent.desiredBytes = 0;
   agent.reportedMalformed = new Set();
@@ -62,7 +71,7 @@ export function dropDesired(agent: AgentRuntime): void {
   );
   // Closed outside the update handler that noticed it; an empty document stands in meanwhile.
   setImmediate(() => connection?.close());
-  agent.desiredDoc = new Y.Doc({ gc: documentGarbageCollects(desiredName) });
+  agent.desiredDoc = newDesiredDoc();
   agent.desiredReopen = setTimeout(() => {
     agent.desiredReopen = null;
     if (!agent.stopped) openDesired(agent);

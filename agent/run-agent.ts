@@ -1,13 +1,13 @@
 import { promises as fs } from 'node:fs';
-import * as Y from 'yjs';
-import { desiredDocName, documentGarbageCollects, statusDocName } from '../shared/documents/names.js';
+import type * as Y from 'yjs';
+import { desiredDocName, statusDocName } from '../shared/documents/names.js';
 import { readOwnCurrentStatus } from '../shared/documents/status.js';
 import { connectDocument, type DocumentConnection } from '../shared/node/connect.js';
 import { createAccessKeeper, followPolicyForAccess } from './access.js';
 import { loadActions, stopActions } from './actions.js';
 import { startAppMonitor } from './apps/app-monitor.js';
 import { type AgentConfig, type ResolvedAgentConfig, resolveAgentConfig } from './config.js';
-import { openDesired, statusDocumentChanged } from './documents.js';
+import { newDesiredDoc, openDesired, statusDocumentChanged } from './documents.js';
 import { requestEnrollment } from './enroll-request.js';
 import { startAgentMetrics } from './metrics.js';
 import { checkNixSignatureConfig } from './nix/nix-config.js';
@@ -46,7 +46,7 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     wake: null,
     dirty: true,
     downloadAbort: new AbortController(),
-    desiredDoc: new Y.Doc({ gc: documentGarbageCollects(desiredName) }),
+    desiredDoc: newDesiredDoc(),
     desired: null,
     desiredBytes: 0,
     desiredDrops: 0,

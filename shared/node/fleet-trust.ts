@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import * as Y from 'yjs';
 import { checkpointsToKeep } from '../audit/kept-checkpoints.js';
 import type { SigningKey } from '../crypto/keys.js';
 import type { Logger } from '../log.js';
@@ -102,7 +103,16 @@ export function openFleetTrustOnNode(options: FleetTrustOnNodeOptions): Promise<
   return openFleetTrust({
     orgRootKeys: options.orgRootKeys,
     store: trustFileStore(trustFile(options.stateDir)),
-    follow: (name) => connectDocument(options.endpoints, name, { identity: options.identity, ...options.backoff }),
+    // Copies that collect garbage: a reader needs only the entries present now (the walked chain
+    // is in trust.json), while the servers keep every deleted policy entry for audits; without it
+    // each entry a compromised coordinator wrote and deleted stayed decoded here (docs/fuzzing.md,
+    // finding 9).
+    follow: (name) =>
+      connectDocument(options.endpoints, name, {
+        doc: new Y.Doc({ gc: true }),
+        identity: options.identity,
+        ...options.backoff,
+      }),
     freezeAfterMs: options.freezeAfterMs,
     ...(options.deliveryWindowMs === undefined ? {} : { deliveryWindowMs: options.deliveryWindowMs }),
     logger: options.logger,
