@@ -5,7 +5,7 @@ import { probeSyncPeer } from './peer-probe.js';
 import { enterWindowedPhase, type PipelineContext, runPipeline, type Target } from './pipeline/pipeline.js';
 import { freshWork } from './pipeline/state.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
-import { holdLog, installGate, selectNow } from './select.js';
+import { holdLog, installGate, rememberedDigests, selectNow } from './select.js';
 import { finish, persist, publishCurrentStatus, report } from './status-publish.js';
 
 // One evaluation: refusals reported, a target chosen or replaced, and the pipeline run for it.
@@ -68,6 +68,11 @@ export async function startTarget(agent: AgentRuntime, chosen: Target): Promise<
   await enterWindowedPhase(pipelineContext(agent), 'downloading');
 }
 
+// Forgotten digests and new ones may balance: the contents, not the sizes, say whether to save.
+function sameDigests(handled: ReadonlySet<string>, saved: readonly string[]): boolean {
+  return handled.size === saved.length && saved.every((digest) => handled.has(digest));
+}
+
 export async function evaluate(agent: AgentRuntime): Promise<void> {
   const { config, logger, desiredName, waitingLogged } = agent;
   agent.downloadAbort = new AbortController();
@@ -118,7 +123,7 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     holdLog(agent, config.trust.freshness().reason, null);
     return;
   }
-  const handled = new Set(state.handledDigests);
+  const handled = rememberedDigests(state, selection.present);
   const wasAwaiting = agent.awaiting;
   agent.awaiting = null;
   for (const refusal of selection.refused) {
@@ -175,13 +180,13 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
   if (JSON.stringify(agent.awaiting) !== JSON.stringify(wasAwaiting)) await publishCurrentStatus(agent);
   const chosen = selection.chosen;
   if (!chosen || handled.has(chosen.digest)) {
-    if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });
+    if (!sameDigests(handled, state.handledDigests)) await persist(agent, { ...state, handledDigests: [...handled] });
     return;
   }
   const lock = actionLock(agent);
   if (lock) {
     // Waits, neither taken on nor refused: after the unlock the newest valid intent goes on.
-    if (handled.size !== state.handledDigests.length) await persist(agent, { ...state, handledDigests: [...handled] });
+    if (!sameDigests(handled, state.handledDigests)) await persist(agent, { ...state, handledDigests: [...handled] });
     holdLog(agent, describeLock(lock), chosen);
     return;
   }

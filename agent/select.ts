@@ -1,7 +1,8 @@
 import { readIntentEntries } from '../shared/documents/desired.js';
-import { type IntentSelection, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
+import { type IntentSelection, intentDigest, type RefusalCode, selectIntent } from '../shared/trust/verify-intent.js';
 import { actionLock, describeLock } from './actions.js';
 import type { InstallGate, Target } from './pipeline/pipeline.js';
+import type { AgentState } from './pipeline/state.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
 
 // Which intent the agent would take now, and the check right before installing one.
@@ -11,7 +12,11 @@ import { type AgentRuntime, MAX_ENTRY_REPORTS } from './runtime.js';
 // already being worked on.
 const TIME_CODES: ReadonlySet<RefusalCode> = new Set(['expired', 'stale', 'not-yet-valid']);
 
-export function selectNow(agent: AgentRuntime): IntentSelection {
+// The selection, and the digests of every intent entry in the desired document when it is a
+// complete copy (synced with a peer, no updates waiting for missing ones), else null.
+export type AgentSelection = IntentSelection & { present: ReadonlySet<string> | null };
+
+export function selectNow(agent: AgentRuntime): AgentSelection {
   const { config, logger, desiredName, reportedMalformed, state } = agent;
   const { entries, malformed } = readIntentEntries(agent.desiredDoc);
   // Each skipped entry is reported once (per copy of the document), not on every evaluation.
@@ -24,7 +29,13 @@ export function selectNow(agent: AgentRuntime): IntentSelection {
     );
   }
   const signed = entries.map((e) => e.signed);
-  return selectIntent(
+  const complete =
+    agent.desired?.doc === agent.desiredDoc &&
+    agent.desired.provider.synced &&
+    agent.desiredDoc.store.pendingStructs === null &&
+    agent.desiredDoc.store.pendingDs === null;
+  const present = complete ? new Set(signed.map(intentDigest)) : null;
+  const selection = selectIntent(
     agent.rollouts
       ? agent.rollouts.admit(signed, { floorGeneration: state.floorGeneration, current: state.target?.signed ?? null })
       : signed,
@@ -36,6 +47,19 @@ export function selectNow(agent: AgentRuntime): IntentSelection {
       knownDigests: new Set([...state.handledDigests, ...(state.target ? [state.target.digest] : [])]),
     },
   );
+  return { ...selection, present };
+}
+
+// The answered intents worth remembering: those still in the desired document (so each gets at
+// most one result while it is there), the target and what runs. Forgetting the rest keeps the
+// state file and its rewrite at each refusal bounded by the document, not by every digest a peer
+// ever wrote (the fuzzer's agent was given ~17,700 intents). An intent deleted and written again
+// is judged again: it may be refused once more (one more result), never installed again, as the
+// anti-rollback floor, not this list, keeps what was attempted from running again.
+export function rememberedDigests(state: AgentState, present: ReadonlySet<string> | null): Set<string> {
+  if (present === null) return new Set(state.handledDigests);
+  const keep = new Set([state.target?.digest, state.applied?.digest]);
+  return new Set(state.handledDigests.filter((digest) => present.has(digest) || keep.has(digest)));
 }
 
 // Checked again right before the system is first touched for a target: the policy may have
