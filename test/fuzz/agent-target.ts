@@ -41,8 +41,9 @@ export const AGENT_HOST = 'fz-agent';
 // Fuzzed entries stay in a document only for a while: enough for the agent to read them, few
 // enough that its cost per evaluation stays bounded (it verifies every entry every time).
 const LIVE_ENTRIES = 24;
-// Desired documents and the policy keep their history (no garbage collection, for audits), so
-// what the fuzzer deletes stays in every reader's memory: strings are cut to this length, and
+// Desired documents and the policy keep their history on the servers (no garbage collection, for
+// audits), so what the fuzzer deletes stays in their memory (the agent's copies collect garbage,
+// finding 9): strings are cut to this length, and
 // entries come at most every SETTLE_MS, so a long run adds megabytes, not gigabytes (docs/fuzzing.md).
 const MAX_STRING = 2_048;
 const SETTLE_MS = 200;
