@@ -5,7 +5,13 @@ import { loadActions, processActions } from '../../../agent/actions.js';
 import { rebuildFloor } from '../../../agent/pipeline/floor.js';
 import { appendSignedResult } from '../../../agent/pipeline/report.js';
 import { HISTORY_LENGTH } from '../../../agent/pipeline/state.js';
-import { keptResultSeqs, pruneOwnActionResults, pruneOwnResults } from '../../../agent/status-prune.js';
+import { addToDelivered } from '../../../agent/status-delivery.js';
+import {
+  type DeliveredCheck,
+  keptResultSeqs,
+  pruneOwnActionResults,
+  pruneOwnResults,
+} from '../../../agent/status-prune.js';
 import { report } from '../../../agent/status-publish.js';
 import { useEd25519Verifier } from '../../../shared/crypto/signatures.js';
 import { appendAction } from '../../../shared/documents/desired.js';
@@ -36,6 +42,12 @@ test.after.each(removeHarnessDirectories);
 // Thousands of signatures: Node's Ed25519 (the same bytes as tweetnacl's, unit/shared/audit checks).
 test.before(() => useEd25519Verifier(nodeEd25519Verify));
 test.after(() => useEd25519Verifier(null));
+
+// Tests of the keeping rules: an upstream holds everything (status-delivery.ts).
+const ALL_DELIVERED: DeliveredCheck = () => true;
+// What a runtime's upstream confirmed: all of its status document as it is now.
+const deliverAll = (doc: Y.Doc, delivered: Map<number, number>): void =>
+  void addToDelivered(delivered, Y.decodeStateVector(Y.encodeStateVector(doc)));
 
 const digestOf = (n: number): string => n.toString(16).padStart(64, '0');
 
@@ -95,7 +107,7 @@ test('1,000 results of ~8 KiB: the live document stays under 1 MiB with gc (the 
   let pruned = 0;
   for (let seq = 1; seq <= 1000; seq += 1) {
     // As report() does: delete first (an update of its own), then append.
-    pruned += pruneOwnResults(agentDoc, hostKey.publicKey, new Set());
+    pruned += pruneOwnResults(agentDoc, hostKey.publicKey, new Set(), ALL_DELIVERED);
     const entry = signed(result(seq, seq % 3 === 0 ? 'failed' : 'applied', digestOf(seq), tail));
     agentDoc.transact(() => appendResult(agentDoc, entry));
     appendResult(unpruned, entry);
@@ -132,7 +144,7 @@ test('only own, validly signed results are deleted or counted: a forged "#100000
   appendResult(doc, { result: forged, signature: { ...signed(result(5)).signature } });
   appendResult(doc, { result: result(2_000_000), signature: nodeSignPayload('result', result(2_000_000), stranger) });
   resultsArray(doc).push([{ junk: true }]);
-  pruneOwnResults(doc, hostKey.publicKey, new Set());
+  pruneOwnResults(doc, hostKey.publicKey, new Set(), ALL_DELIVERED);
   assert.equal(
     ownSeqs(doc),
     Array.from({ length: KEPT_RESULTS }, (_, i) => 100 - KEPT_RESULTS + 1 + i),
@@ -166,7 +178,7 @@ test('a wiped agent rebuilds the same floor and history from the pruned document
   for (let seq = 1; seq <= 150; seq += 1) {
     const r = result(seq, seq <= 30 ? 'applied' : 'refused', intentDigest(intents[seq - 1]!));
     appendResult(whole, signed(r));
-    pruneOwnResults(pruned, hostKey.publicKey, new Set());
+    pruneOwnResults(pruned, hostKey.publicKey, new Set(), ALL_DELIVERED);
     appendResult(pruned, signed(r));
   }
   assert.ok(resultsArray(pruned).length < 100);
@@ -190,6 +202,7 @@ test('a wiped agent rebuilds the same floor and history from the pruned document
 test("report() prunes as it appends, numbers after its own highest, and keeps its applied and target intents' results", async () => {
   const { agent } = await harness();
   for (let seq = 1; seq <= 150; seq += 1) appendSignedResult(agent.statusDoc, result(seq, 'refused'), hostKey);
+  deliverAll(agent.statusDoc, agent.delivered);
   const appliedDigest = digestOf(3);
   agent.state = { ...agent.state, applied: { generation: 3, closure: closure(3), digest: appliedDigest } };
   const intent = signIntent(
@@ -232,6 +245,7 @@ test('action results: the newest 64 and those naming a kept bundle stay; the nex
     appendActionResult(agent.statusDoc, { result: a, signature: nodeSignPayload('action-result', a, hostKey) });
   }
   collectBundlesMap(agent.statusDoc).set(answer(2).id, { stand: 'in' });
+  deliverAll(agent.statusDoc, agent.delivered);
   await loadActions(agent);
   appendAction(
     agent.desiredDoc,
@@ -254,7 +268,7 @@ test('action results: the newest 64 and those naming a kept bundle stay; the nex
   assert.ok(seqs.includes(2), 'the answer naming a kept bundle stays');
   assert.is(seqs.length, KEPT_ACTION_RESULTS + 2);
   // The next answer's pruning leaves the newest 64 (and #2) before it appends.
-  assert.is(pruneOwnActionResults(agent.statusDoc, hostKey.publicKey), 1);
+  assert.is(pruneOwnActionResults(agent.statusDoc, hostKey.publicKey, ALL_DELIVERED), 1);
   assert.is(actionResultsArray(agent.statusDoc).length, KEPT_ACTION_RESULTS + 1);
 });
 

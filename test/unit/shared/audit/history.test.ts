@@ -156,7 +156,7 @@ test('results the agent pruned from the live document: no gap (judged over histo
   // 100 deployments, the agent pruning before each result as report() does.
   for (let generation = 1; generation <= 100; generation += 1) {
     const { digest } = history.intent('h1', generation, closureOf(generation), [org.alice]);
-    history.write(status, 'host:h1', (doc) => pruneOwnResults(doc, h1.publicKey, new Set()));
+    history.write(status, 'host:h1', (doc) => pruneOwnResults(doc, h1.publicKey, new Set(), () => true));
     history.result('h1', h1, {
       seq: generation,
       generation,
