@@ -8,7 +8,9 @@ import { HISTORY_LENGTH } from '../../../agent/pipeline/state.js';
 import { addToDelivered } from '../../../agent/status-delivery.js';
 import {
   type DeliveredCheck,
+  deliveredBy,
   keptResultSeqs,
+  MAX_UNDELIVERED_RESULTS,
   pruneOwnActionResults,
   pruneOwnResults,
 } from '../../../agent/status-prune.js';
@@ -135,6 +137,72 @@ test('1,000 results of ~8 KiB: the live document stays under 1 MiB with gc (the 
     })(),
   ).length;
   assert.ok(agentBytes < keptBytes * 1.02, `${agentBytes} vs ${keptBytes} for the kept results alone`);
+});
+
+test('only results an upstream holds are pruned: none before one confirmed, then exactly those below its vector', () => {
+  const doc = new Y.Doc({ gc: true });
+  let held = new Map<number, number>();
+  for (let seq = 1; seq <= 150; seq += 1) {
+    appendResult(doc, signed(result(seq, 'refused')));
+    // What an upstream said it holds after #50 and after #100 (its state vector then).
+    if (seq === 50 || seq === 100) held = Y.decodeStateVector(Y.encodeStateVector(doc));
+    if (seq === 50) assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(new Map())), 0);
+  }
+  assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(new Map())), 0, 'nothing confirmed');
+  assert.is(ownSeqs(doc).length, 150);
+  // Held up to #100: #1–#86 go (the newest 64, #87–#150, stay by the rules).
+  assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(held)), 86);
+  assert.equal(
+    ownSeqs(doc),
+    Array.from({ length: 64 }, (_, i) => 87 + i),
+  );
+  // Another document, held up to #50 only: #51–#86 wait.
+  const partial = new Y.Doc({ gc: true });
+  for (let seq = 1; seq <= 150; seq += 1) appendResult(partial, signed(result(seq, 'refused')));
+  const upTo50 = new Map<number, number>([[partial.clientID, 50]]);
+  assert.is(pruneOwnResults(partial, hostKey.publicKey, new Set(), deliveredBy(upTo50)), 50);
+  assert.equal(ownSeqs(partial)[0], 51);
+  // Values of one Yjs item (a transaction appending several): each judged by its own clock.
+  const batched = new Y.Doc({ gc: true });
+  batched.transact(() => {
+    for (let seq = 1; seq <= 100; seq += 1) appendResult(batched, signed(result(seq, 'refused')));
+  });
+  assert.is(pruneOwnResults(batched, hostKey.publicKey, new Set(), deliveredBy(new Map([[batched.clientID, 10]]))), 10);
+  assert.equal(ownSeqs(batched)[0], 11);
+});
+
+test(`past ${MAX_UNDELIVERED_RESULTS} undelivered results, report() deletes the oldest and names them in the new result, signed`, async () => {
+  const { agent } = await harness();
+  const made = MAX_UNDELIVERED_RESULTS + KEPT_RESULTS + 24;
+  for (let seq = 1; seq <= made; seq += 1) appendSignedResult(agent.statusDoc, result(seq, 'refused'), hostKey);
+  const intent = signIntent(
+    {
+      kind: 'intent',
+      host: 'h1',
+      generation: made + 1,
+      closure: closure(made + 1),
+      action: 'switch',
+      issuedAt: new Date(Date.now() - 60_000).toISOString(),
+      expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+      issuer: admin.name,
+    },
+    admin,
+  );
+  const target = { signed: intent, digest: intentDigest(intent) };
+  const seq = await report(agent, target, 'refused', 'test', '');
+  assert.is(seq, made + 1);
+  // Kept: the newest 64 (by the rules) and 512 undelivered below them; #1–#24 went.
+  const seqs = ownSeqs(agent.statusDoc);
+  assert.is(seqs[0], 25);
+  assert.is(seqs.length, made + 1 - 24);
+  const newest = readOwnResults(agent.statusDoc, hostKey.publicKey).at(-1)!.result;
+  assert.is(newest.seq, made + 1);
+  assert.equal(newest.droppedUndelivered, [[1, 24]], 'named in the signed result');
+  // Once an upstream holds everything, the next report prunes down to the rules' keep set.
+  deliverAll(agent.statusDoc, agent.delivered);
+  await report(agent, target, 'refused', 'again', '');
+  assert.is(ownSeqs(agent.statusDoc).length, KEPT_RESULTS + 1);
+  assert.is(readOwnResults(agent.statusDoc, hostKey.publicKey).at(-1)!.result.droppedUndelivered, undefined);
 });
 
 test('only own, validly signed results are deleted or counted: a forged "#1000000" under the host key pushes nothing out', () => {
