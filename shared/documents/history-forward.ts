@@ -1,5 +1,6 @@
 import * as encoding from 'lib0/encoding';
 import * as Y from 'yjs';
+import { ACTION_RESULTS_KEY, RESULTS_KEY } from './status.js';
 
 // Passing on a garbage-collected document's history without losing what was deleted since.
 //
@@ -93,4 +94,23 @@ export async function historySince(
   }
   flush();
   return parts;
+}
+
+// An update as the updates to apply in turn so a garbage-collecting receiver keeps the content of
+// what the update both carries and deletes (a return bundle's status document, admin/bundle.ts).
+export function itemsFirst(update: Uint8Array): Uint8Array[] {
+  const { items, deletions } = splitItemsFirst(update);
+  const parts = [items, deletions].filter((part): part is Uint8Array => part !== null);
+  return parts.length ? parts : [update];
+}
+
+// A copy of a status document that collects garbage except the content of deleted results and
+// action results: its state carries them (a return bundle: results the site's agents pruned after
+// the site relay logged them), while overwritten statuses go as usual.
+export function historyKeepingDoc(gc: boolean): Y.Doc {
+  const kept: unknown[] = [];
+  const doc = new Y.Doc({ gc, gcFilter: (item) => !kept.includes(item.parent) });
+  // Made before any update arrives, so every item of theirs has these very types as parent.
+  kept.push(doc.getArray(RESULTS_KEY), doc.getArray(ACTION_RESULTS_KEY));
+  return doc;
 }
