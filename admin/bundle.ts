@@ -38,6 +38,7 @@ import { fromBase64, toBase64 } from '../shared/crypto/encoding.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
 import { readIntentEntries } from '../shared/documents/desired.js';
 import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../shared/documents/fleet.js';
+import { itemsFirst } from '../shared/documents/history-forward.js';
 import { desiredDocName, documentGarbageCollects, parseDocName } from '../shared/documents/names.js';
 import { type EntrySource, openBundleFile, readBundleEntries, writeBundleFile } from '../shared/node/bundle-file.js';
 import { connectDocument, type DocumentConnection, proofHeaders } from '../shared/node/connect.js';
@@ -629,7 +630,9 @@ async function applyThroughServer(
         outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
         continue;
       }
-      Y.applyUpdate(connection.doc, update, 'bundle');
+      // Items first, then deletions, each sent on its own: the server keeps the content of results
+      // the update carries deleted (shared/documents/history-forward.ts).
+      for (const part of itemsFirst(update)) Y.applyUpdate(connection.doc, part, 'bundle');
     }
     const pending = writers.filter((w) => !outcomes.has(w.connection.name));
     const deadline = Date.now() + timeoutMs;

@@ -36,7 +36,7 @@ import { runCommand } from './nix/run-command.js';
 import { probeSyncPeer } from './peer-probe.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS, poke } from './runtime.js';
 import { loadStateFile } from './state-file.js';
-import { highestOwnSeq, pruneOwnActionResults } from './status-prune.js';
+import { deliveredBy, highestOwnSeq, pruneOwnActionResults } from './status-prune.js';
 import { saveStatusDocument } from './status-store.js';
 
 // Remote actions (docs/access.md, "Remote actions"): signed requests in the desired document's
@@ -189,7 +189,7 @@ async function answer(
   runtime.file = { ...runtime.file, resultSeq: seq };
   await save(agent, runtime);
   // Old answers go first, in an update of their own (as results do, status-publish.ts).
-  pruneOwnActionResults(statusDoc, config.key.publicKey);
+  pruneOwnActionResults(statusDoc, config.key.publicKey, deliveredBy(agent.delivered));
   const result: ActionResult = {
     kind: 'action-result',
     host: config.host,

@@ -16,6 +16,7 @@ import { createProgressPublisher } from './progress-publisher.js';
 import { openRolloutTracker } from './rollout-tracker.js';
 import { runLoop } from './run-loop.js';
 import { AGENT_VERSION, type AgentRuntime, poke } from './runtime.js';
+import { trackDelivery } from './status-delivery.js';
 import { publishCurrentStatus, setAwareness } from './status-publish.js';
 import { createStatusSaver, loadStatusDocument, saveStatusDocument } from './status-store.js';
 import { startSshTunnels } from './tunnel.js';
@@ -53,6 +54,8 @@ export function createAgentRuntime(config: ResolvedAgentConfig, state: AgentStat
     desiredReopen: null,
     reportedMalformed: new Set(),
     status: null,
+    delivered: new Map(),
+    delivery: null,
     awareness: null,
     preemptionCheck: null,
     // Remote changes (our own results echoed back, or merged after an outage) are saved too, and
@@ -116,6 +119,13 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
     ...config.reconnect,
   });
   agent.status = status;
+  const delivery = trackDelivery(status.provider, agent.delivered, () =>
+    logger.debug(
+      { event: 'status-delivered', document: agent.statusName },
+      'the upstream holds more of the status document',
+    ),
+  );
+  agent.delivery = delivery;
   // Results numbered before a stop but maybe never written wait for this sync (status-publish.ts).
   status.provider.on('sync', (synced: boolean) => {
     if (synced && agent.state.reservedResults.length) poke(agent);
@@ -150,7 +160,11 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         backoff,
       })
     : null;
-  statusDoc.on('update', (update: Uint8Array, origin: unknown) => statusDocumentChanged(agent, update, origin));
+  statusDoc.on('update', (update: Uint8Array, origin: unknown) => {
+    // What this agent wrote: ask the upstream to confirm it holds it (status-delivery.ts).
+    if (origin !== status.provider) delivery.requestProbe();
+    statusDocumentChanged(agent, update, origin);
+  });
 
   const tunnels =
     config.sshTunnel && config.trust.mode === 'policy'
@@ -224,6 +238,7 @@ export async function startAgent(agentConfig: AgentConfig): Promise<RunningAgent
         if (timer) clearTimeout(timer);
       if (agent.statusPurge) clearImmediate(agent.statusPurge);
       agent.desired?.close();
+      delivery.stop();
       status.close();
       await config.trust.close();
       await agent.statusSaver.idle();

@@ -10,6 +10,7 @@ import type { ResolvedAgentConfig } from './config.js';
 import type { AgentState } from './pipeline/state.js';
 import type { ProgressPublisher } from './progress-publisher.js';
 import type { RolloutTracker } from './rollout-tracker.js';
+import type { DeliveredVector, DeliveryTracker } from './status-delivery.js';
 import type { createStatusSaver } from './status-store.js';
 
 // The agent's runtime record and what every agent module shares: the version, a report bound, poke.
@@ -43,6 +44,10 @@ export interface AgentRuntime {
   desiredReopen: NodeJS.Timeout | null;
   reportedMalformed: Set<string>;
   status: DocumentConnection | null;
+  // What of the status document an upstream that keeps history holds (agent/status-delivery.ts):
+  // only that is ever pruned.
+  readonly delivered: DeliveredVector;
+  delivery: DeliveryTracker | null;
   awareness: Pick<Awareness, 'setLocalState'> | null;
   preemptionCheck: NodeJS.Timeout | null;
   readonly statusSaver: ReturnType<typeof createStatusSaver>;

@@ -12,6 +12,7 @@ import type {
   StatusContent,
   TrustStatus,
 } from '../shared/schemas/report.js';
+import { MAX_DROPPED_RANGES } from '../shared/schemas/report.js';
 import { actionLock } from './actions.js';
 import { kindOf, windowRules } from './effective-windows.js';
 import { pruneActivationFiles } from './nix/activation-runner.js';
@@ -20,7 +21,13 @@ import type { Target } from './pipeline/pipeline.js';
 import { appendOwnResult, nextStatusSeq, writeStatus } from './pipeline/report.js';
 import { type AgentState, freshWork, HISTORY_LENGTH, MAX_RESERVED_RESULTS, saveAgentState } from './pipeline/state.js';
 import { AGENT_VERSION, type AgentRuntime } from './runtime.js';
-import { highestOwnSeq, pruneOwnResults } from './status-prune.js';
+import {
+  deliveredBy,
+  highestOwnSeq,
+  MAX_UNDELIVERED_RESULTS,
+  planResultPrune,
+  pruneOwnResults,
+} from './status-prune.js';
 import { saveStatusDocument } from './status-store.js';
 
 // What the agent tells others: awareness, its signed status and results, its persisted state,
@@ -153,6 +160,17 @@ function takeResultSeq(agent: AgentRuntime): number {
   return seq;
 }
 
+// [first, last] ranges of ascending numbers.
+export function seqRanges(seqs: readonly number[]): [number, number][] {
+  const ranges: [number, number][] = [];
+  for (const seq of seqs) {
+    const last = ranges.at(-1);
+    if (last && seq === last[1] + 1) last[1] = seq;
+    else ranges.push([seq, seq]);
+  }
+  return ranges;
+}
+
 export async function report(
   agent: AgentRuntime,
   target: Target,
@@ -163,6 +181,17 @@ export async function report(
   const { config, logger, statusDoc } = agent;
   const seq = takeResultSeq(agent);
   const { intent } = target.signed;
+  const keepDigests = new Set([
+    target.digest,
+    ...(agent.state.applied ? [agent.state.applied.digest] : []),
+    ...(agent.state.target ? [agent.state.target.digest] : []),
+  ]);
+  const delivered = deliveredBy(agent.delivered);
+  // Past the bound of undelivered results, the oldest go, and this result says so (signed).
+  const dropped = seqRanges(planResultPrune(statusDoc, config.key.publicKey, keepDigests, delivered).undelivered).slice(
+    0,
+    MAX_DROPPED_RANGES,
+  );
   const result: Result = {
     kind: 'result',
     host: config.host,
@@ -175,6 +204,7 @@ export async function report(
     intentDigest: target.digest,
     reason: reason.slice(0, 2000),
     outputTail: outputTail.slice(-8192),
+    ...(dropped.length ? { droppedUndelivered: dropped } : {}),
   };
   const signed: SignedResult = { result, signature: signPayload('result', result, config.key) };
   agent.state = {
@@ -184,20 +214,20 @@ export async function report(
   await saveAgentState(config.stateDir, agent.state);
   // Old results go first, in an update of their own: an update that only deletes is stored even by
   // a coordinator whose copy is over --max-document-size (it adds nothing), and then the result fits.
-  const { state } = agent;
-  const pruned = pruneOwnResults(
-    statusDoc,
-    config.key.publicKey,
-    new Set([
-      target.digest,
-      ...(state.applied ? [state.applied.digest] : []),
-      ...(state.target ? [state.target.digest] : []),
-    ]),
+  // Only those a history keeper holds, and the undelivered ones this result names.
+  const droppedSeqs = new Set(
+    dropped.flatMap(([first, last]) => Array.from({ length: last - first + 1 }, (_, i) => first + i)),
   );
+  const pruned = pruneOwnResults(statusDoc, config.key.publicKey, keepDigests, delivered, droppedSeqs);
   if (pruned)
     logger.debug(
       { event: 'results-pruned', document: statusDocName(config.host), results: pruned },
-      `${pruned} old results deleted from the live status document (the coordinator's update log keeps them)`,
+      `${pruned} old results deleted from the live status document (an upstream that keeps history holds them)`,
+    );
+  if (dropped.length)
+    logger.warn(
+      { event: 'results-dropped-undelivered', document: statusDocName(config.host), ranges: dropped, seq },
+      `no upstream has confirmed holding the ${droppedSeqs.size} oldest of more than ${MAX_UNDELIVERED_RESULTS} undelivered results: deleted them from the status document (result #${seq} names them, signed; the audit shows them as dropped by this host)`,
     );
   statusDoc.transact(() => appendOwnResult(statusDoc, signed, config.key.publicKey), 'local');
   await saveStatusDocument(config.stateDir, statusDoc);

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MAX_RETURN_BUNDLE_BYTES, RETURN_BUNDLE_PATH, returnBundleSigner } from '../shared/bundle/format.js';
+import { itemsFirst } from '../shared/documents/history-forward.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { readBundleStream } from '../shared/node/bundle-file.js';
@@ -107,15 +108,21 @@ export function createReturnBundleEndpoint(context: ReturnBundleContext) {
           return { name, outcome: 'refused', reason: refusal.reason };
         }
         const principal = `bundle:${relay.label}${admin ? ` via ${admin.label}` : ''}`;
-        let delta: Uint8Array | null;
-        try {
-          delta = await host.acceptUpdate(document, update, principal, null);
-        } catch (error) {
-          if (document.broken) throw error;
-          return { name, outcome: 'refused', reason: `malformed update: ${(error as Error).message}` };
+        // Items first, then deletions: results the site's agents pruned after the site relay
+        // logged them keep their content in this log (shared/documents/history-forward.ts).
+        let added = 0;
+        for (const part of itemsFirst(update)) {
+          let delta: Uint8Array | null;
+          try {
+            delta = await host.acceptUpdate(document, part, principal, null);
+          } catch (error) {
+            if (document.broken) throw error;
+            return { name, outcome: 'refused', reason: `malformed update: ${(error as Error).message}` };
+          }
+          added += delta?.length ?? 0;
         }
-        if (!delta) return { name, outcome: 'had' };
-        writeLimits.charge(writer, delta.length);
+        if (!added) return { name, outcome: 'had' };
+        writeLimits.charge(writer, added);
         return { name, outcome: 'changed' };
       }),
     );

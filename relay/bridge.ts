@@ -3,6 +3,7 @@ import * as syncProtocol from 'y-protocols/sync';
 import type { DocumentHost, HostedDocument } from '../coordinator/hosted-documents.js';
 import type { PresenceTable } from '../coordinator/presence.js';
 import { MESSAGE_SYNC, syncMessage } from '../coordinator/wire.js';
+import { diffLosesContent, historySince } from '../shared/documents/history-forward.js';
 import { parseDocName } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import type { PresenceEntry } from '../shared/sync/mux-frames.js';
@@ -45,6 +46,9 @@ export interface BridgeOptions {
   // Whether the upstream would let this relay sync the document at all.
   inScope(document: string): boolean;
   presenceGraceMs?: number;
+  // The document's logged updates in order (the relay's update log): what the upstream lacks is
+  // passed on from here when the document deleted some of it since (history-forward.ts).
+  history?(document: string): AsyncIterable<Uint8Array>;
 }
 
 export interface Bridge {
@@ -277,10 +281,24 @@ export async function upstreamSyncMessage(bridge: BridgeState, doc: Bridged, dec
   const subtype = decoding.readVarUint(decoder);
   const payload = decoding.readVarUint8Array(decoder);
   if (subtype === syncProtocol.messageYjsSyncStep1) {
-    await doc.hosted.run(() => {
+    await doc.hosted.run(async () => {
       if (doc.channel === NO_CHANNEL || bridge.options.pullOnly(doc.name)) return;
+      const channel = doc.channel;
+      // Results the site's agents deleted after this relay logged them (a long time without an
+      // uplink): a diff of the document would carry only their tombstones, so their content goes
+      // first, from the log, then the diff as always (it adds only what the log parts did not).
+      const { history } = bridge.options;
+      if (history && diffLosesContent(doc.hosted.doc, payload)) {
+        const parts = await historySince(history(doc.name), payload);
+        if (doc.channel !== channel) return;
+        for (const part of parts)
+          bridge.link?.send(
+            channel,
+            syncMessage((encoder) => syncProtocol.writeUpdate(encoder, part)),
+          );
+      }
       bridge.link?.send(
-        doc.channel,
+        channel,
         syncMessage((encoder) => syncProtocol.writeSyncStep2(encoder, doc.hosted.doc, payload)),
       );
     });

@@ -10,7 +10,11 @@ import {
   MISSING_DEPENDENCIES_REASON,
   missingDependencies,
 } from '../shared/bundle/apply.js';
+import { historyKeepingDoc, itemsFirst } from '../shared/documents/history-forward.js';
 import { documentGarbageCollects } from '../shared/documents/names.js';
+
+// An update that adds nothing (no items, no deletions): Yjs' empty update.
+const holdsNothing = (update: Uint8Array): boolean => update.length === 2 && update[0] === 0 && update[1] === 0;
 
 // A stopped relay's (or coordinator's) update log: each update that adds something is appended
 // as the server would append a write, so on start the server loads it like any logged update and
@@ -42,10 +46,15 @@ export const applyToDataDir: DataDirApply = async (dataDir, updates, principal) 
         outcomes.set(name, { kind: 'refused', reason: MISSING_DEPENDENCIES_REASON });
         continue;
       }
-      const before = Y.encodeStateVector(doc);
-      Y.applyUpdate(doc, update);
-      // What the log gains is what the document gained (the whole update when it added items).
-      await log.append(name, principal, Y.encodeStateAsUpdate(doc, before));
+      // Items first, then deletions: a result the update carries deleted keeps its content in the
+      // log (the document collects garbage; shared/documents/history-forward.ts).
+      for (const part of itemsFirst(update)) {
+        const before = Y.encodeStateVector(doc);
+        Y.applyUpdate(doc, part);
+        // What the log gains is what the document gained (the whole update when it added items).
+        const gained = Y.encodeStateAsUpdate(doc, before);
+        if (!holdsNothing(gained)) await log.append(name, principal, gained);
+      }
       outcomes.set(name, { kind: 'changed' });
     }
   } finally {
@@ -63,7 +72,11 @@ export async function* logDocumentStates(
   wanted: (name: string) => boolean,
 ): AsyncGenerator<{ name: string; vector: Uint8Array; state: Uint8Array | null }> {
   for (const name of (await log.documents()).sort()) {
-    const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+    // A wanted document keeps the content of its deleted results: the agents delete theirs once
+    // this server holds them, and HQ's log gets them only from here.
+    const doc = wanted(name)
+      ? historyKeepingDoc(documentGarbageCollects(name))
+      : new Y.Doc({ gc: documentGarbageCollects(name) });
     for await (const entry of log.iterate(name)) Y.applyUpdate(doc, entry.update);
     yield { name, vector: Y.encodeStateVector(doc), state: wanted(name) ? Y.encodeStateAsUpdate(doc) : null };
     doc.destroy();

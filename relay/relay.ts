@@ -6,6 +6,7 @@ import { respondJson } from '../coordinator/http-guard.js';
 import type { ResourceLimits } from '../coordinator/limits.js';
 import { type CoordinatorExtension, type RunningCoordinator, startCoordinator } from '../coordinator/server.js';
 import type { TrustState } from '../coordinator/trust-state.js';
+import type { UpdateLog } from '../coordinator/update-log.js';
 import { verifyCheckpoint } from '../shared/audit/checkpoint.js';
 import { RETURN_DATA_PATH } from '../shared/bundle/format.js';
 import type { SigningKey } from '../shared/crypto/keys.js';
@@ -118,6 +119,10 @@ async function forwardPost(
   });
 }
 
+async function* loggedUpdates(log: UpdateLog, document: string): AsyncGenerator<Uint8Array> {
+  for await (const entry of log.iterate(document)) yield entry.update;
+}
+
 // The signed checkpoints of the coordinator's log heads that pass through, verified under the
 // relay's policy chain, kept like an agent keeps them (shared/audit/kept-checkpoints.ts): a second place, off the
 // coordinator, that an auditor can check the coordinator's history against (docs/audit.md).
@@ -178,6 +183,7 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
         pullOnly: (document) => document.startsWith('fleet/'),
         // The upstream decides what this relay may sync (it answers 4403 otherwise).
         inScope: isRelayedDocument,
+        history: (document) => loggedUpdates(log, document),
       });
     },
     serves,

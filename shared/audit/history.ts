@@ -47,6 +47,7 @@ export type AnomalyCode =
   | 'result-seq-gap'
   | 'result-seq-reuse'
   | 'result-removed'
+  | 'result-dropped-undelivered'
   | 'generation-rollback'
   | 'forged-status'
   | 'stale-status'
@@ -708,6 +709,9 @@ function auditHost(
   const status = statusDocName(host);
   const resultNumbers = new ResultNumbers();
   const actionResultNumbers = new ResultNumbers();
+  // Per signing key: numbers the host itself said it deleted before any upstream that keeps
+  // history held them (a signed result's droppedUndelivered, agent/status-prune.ts), and by which.
+  const droppedByKey = new Map<string, Map<number, number>>();
   const statusSeqByKey = new Map<string, number>();
   // The session log of the last valid status, so each status names only the sessions it opened or closed.
   let lastSessions: SshSession[] | undefined;
@@ -847,6 +851,12 @@ function auditHost(
           problems.push(problem);
         } else {
           const reuse = resultNumbers.note(signature.publicKey, r.seq, canonicalJson(r));
+          const dropped = droppedByKey.get(signature.publicKey) ?? new Map<number, number>();
+          droppedByKey.set(signature.publicKey, dropped);
+          // Only numbers below the noting result's own: a host cannot excuse numbers ahead of it.
+          for (const [first, last] of r.droppedUndelivered ?? [])
+            for (let seq = first; seq <= Math.min(last, r.seq - 1); seq += 1)
+              if (!dropped.has(seq)) dropped.set(seq, r.seq);
           if (reuse) {
             flag(collector, 'result-seq-reuse', entry, status, host, `${label} ${reuse}`);
             problems.push(`seq #${r.seq} ${reuse}`);
@@ -928,8 +938,14 @@ function auditHost(
   });
   for (const [key, seqs] of resultNumbers.keys()) {
     const max = Math.max(...seqs.keys());
+    const dropped = droppedByKey.get(key) ?? new Map<number, number>();
     const missing: number[] = [];
-    for (let seq = 1; seq <= max && missing.length < 20; seq += 1) if (!seqs.has(seq)) missing.push(seq);
+    const noted: number[] = [];
+    for (let seq = 1; seq <= max && missing.length < 20; seq += 1) {
+      if (seqs.has(seq)) continue;
+      if (dropped.has(seq)) noted.push(seq);
+      else missing.push(seq);
+    }
     if (missing.length)
       flag(
         collector,
@@ -939,6 +955,17 @@ function auditHost(
         host,
         `results of ${host} signed by ${short(key)} skip #${missing.join(', #')} below #${max}`,
       );
+    if (noted.length) {
+      const by = [...new Set(noted.map((seq) => dropped.get(seq)!))].sort((a, b) => a - b);
+      flag(
+        collector,
+        'result-dropped-undelivered',
+        null,
+        status,
+        host,
+        `results ${seqRanges(noted)} of ${host} (signed by ${short(key)}) never reached this history: the host deleted them before any upstream that keeps history held them, as its signed result${by.length > 1 ? 's' : ''} #${by.join(', #')} say${by.length > 1 ? '' : 's'} (it keeps its newest undelivered results only up to a bound, cut off from every upstream for that long); lost history, not a gap a writer made`,
+      );
+    }
   }
 }
 

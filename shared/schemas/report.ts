@@ -35,6 +35,8 @@ export type GenerationRef = z.infer<typeof generationRefSchema>;
 
 // One signed line in the host's append-only results array. `seq` counts up per host so a
 // replayed result is detectable; `intentDigest` ties it to the exact signed intent it answers.
+export const MAX_DROPPED_RANGES = 256;
+
 export const resultSchema = z.looseObject({
   kind: z.literal('result'),
   host: hostIdSchema,
@@ -47,6 +49,13 @@ export const resultSchema = z.looseObject({
   intentDigest: z.string().regex(/^[0-9a-f]{64}$/),
   reason: z.string().max(2000),
   outputTail: z.string().max(8192),
+  // Results of this host deleted from its status document before any history keeper held them
+  // (a host cut off past the agent's bound, agent/status-prune.ts), as [first, last] number
+  // ranges: the audit names these as dropped by the host instead of a gap (docs/audit.md).
+  droppedUndelivered: z
+    .array(z.tuple([z.number().int().positive(), z.number().int().positive()]))
+    .max(MAX_DROPPED_RANGES)
+    .optional(),
 });
 export type Result = z.infer<typeof resultSchema>;
 

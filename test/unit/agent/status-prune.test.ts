@@ -5,7 +5,15 @@ import { loadActions, processActions } from '../../../agent/actions.js';
 import { rebuildFloor } from '../../../agent/pipeline/floor.js';
 import { appendSignedResult } from '../../../agent/pipeline/report.js';
 import { HISTORY_LENGTH } from '../../../agent/pipeline/state.js';
-import { keptResultSeqs, pruneOwnActionResults, pruneOwnResults } from '../../../agent/status-prune.js';
+import { addToDelivered } from '../../../agent/status-delivery.js';
+import {
+  type DeliveredCheck,
+  deliveredBy,
+  keptResultSeqs,
+  MAX_UNDELIVERED_RESULTS,
+  pruneOwnActionResults,
+  pruneOwnResults,
+} from '../../../agent/status-prune.js';
 import { report } from '../../../agent/status-publish.js';
 import { useEd25519Verifier } from '../../../shared/crypto/signatures.js';
 import { appendAction } from '../../../shared/documents/desired.js';
@@ -36,6 +44,12 @@ test.after.each(removeHarnessDirectories);
 // Thousands of signatures: Node's Ed25519 (the same bytes as tweetnacl's, unit/shared/audit checks).
 test.before(() => useEd25519Verifier(nodeEd25519Verify));
 test.after(() => useEd25519Verifier(null));
+
+// Tests of the keeping rules: an upstream holds everything (status-delivery.ts).
+const ALL_DELIVERED: DeliveredCheck = () => true;
+// What a runtime's upstream confirmed: all of its status document as it is now.
+const deliverAll = (doc: Y.Doc, delivered: Map<number, number>): void =>
+  void addToDelivered(delivered, Y.decodeStateVector(Y.encodeStateVector(doc)));
 
 const digestOf = (n: number): string => n.toString(16).padStart(64, '0');
 
@@ -95,7 +109,7 @@ test('1,000 results of ~8 KiB: the live document stays under 1 MiB with gc (the 
   let pruned = 0;
   for (let seq = 1; seq <= 1000; seq += 1) {
     // As report() does: delete first (an update of its own), then append.
-    pruned += pruneOwnResults(agentDoc, hostKey.publicKey, new Set());
+    pruned += pruneOwnResults(agentDoc, hostKey.publicKey, new Set(), ALL_DELIVERED);
     const entry = signed(result(seq, seq % 3 === 0 ? 'failed' : 'applied', digestOf(seq), tail));
     agentDoc.transact(() => appendResult(agentDoc, entry));
     appendResult(unpruned, entry);
@@ -125,6 +139,72 @@ test('1,000 results of ~8 KiB: the live document stays under 1 MiB with gc (the 
   assert.ok(agentBytes < keptBytes * 1.02, `${agentBytes} vs ${keptBytes} for the kept results alone`);
 });
 
+test('only results an upstream holds are pruned: none before one confirmed, then exactly those below its vector', () => {
+  const doc = new Y.Doc({ gc: true });
+  let held = new Map<number, number>();
+  for (let seq = 1; seq <= 150; seq += 1) {
+    appendResult(doc, signed(result(seq, 'refused')));
+    // What an upstream said it holds after #50 and after #100 (its state vector then).
+    if (seq === 50 || seq === 100) held = Y.decodeStateVector(Y.encodeStateVector(doc));
+    if (seq === 50) assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(new Map())), 0);
+  }
+  assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(new Map())), 0, 'nothing confirmed');
+  assert.is(ownSeqs(doc).length, 150);
+  // Held up to #100: #1–#86 go (the newest 64, #87–#150, stay by the rules).
+  assert.is(pruneOwnResults(doc, hostKey.publicKey, new Set(), deliveredBy(held)), 86);
+  assert.equal(
+    ownSeqs(doc),
+    Array.from({ length: 64 }, (_, i) => 87 + i),
+  );
+  // Another document, held up to #50 only: #51–#86 wait.
+  const partial = new Y.Doc({ gc: true });
+  for (let seq = 1; seq <= 150; seq += 1) appendResult(partial, signed(result(seq, 'refused')));
+  const upTo50 = new Map<number, number>([[partial.clientID, 50]]);
+  assert.is(pruneOwnResults(partial, hostKey.publicKey, new Set(), deliveredBy(upTo50)), 50);
+  assert.equal(ownSeqs(partial)[0], 51);
+  // Values of one Yjs item (a transaction appending several): each judged by its own clock.
+  const batched = new Y.Doc({ gc: true });
+  batched.transact(() => {
+    for (let seq = 1; seq <= 100; seq += 1) appendResult(batched, signed(result(seq, 'refused')));
+  });
+  assert.is(pruneOwnResults(batched, hostKey.publicKey, new Set(), deliveredBy(new Map([[batched.clientID, 10]]))), 10);
+  assert.equal(ownSeqs(batched)[0], 11);
+});
+
+test(`past ${MAX_UNDELIVERED_RESULTS} undelivered results, report() deletes the oldest and names them in the new result, signed`, async () => {
+  const { agent } = await harness();
+  const made = MAX_UNDELIVERED_RESULTS + KEPT_RESULTS + 24;
+  for (let seq = 1; seq <= made; seq += 1) appendSignedResult(agent.statusDoc, result(seq, 'refused'), hostKey);
+  const intent = signIntent(
+    {
+      kind: 'intent',
+      host: 'h1',
+      generation: made + 1,
+      closure: closure(made + 1),
+      action: 'switch',
+      issuedAt: new Date(Date.now() - 60_000).toISOString(),
+      expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+      issuer: admin.name,
+    },
+    admin,
+  );
+  const target = { signed: intent, digest: intentDigest(intent) };
+  const seq = await report(agent, target, 'refused', 'test', '');
+  assert.is(seq, made + 1);
+  // Kept: the newest 64 (by the rules) and 512 undelivered below them; #1–#24 went.
+  const seqs = ownSeqs(agent.statusDoc);
+  assert.is(seqs[0], 25);
+  assert.is(seqs.length, made + 1 - 24);
+  const newest = readOwnResults(agent.statusDoc, hostKey.publicKey).at(-1)!.result;
+  assert.is(newest.seq, made + 1);
+  assert.equal(newest.droppedUndelivered, [[1, 24]], 'named in the signed result');
+  // Once an upstream holds everything, the next report prunes down to the rules' keep set.
+  deliverAll(agent.statusDoc, agent.delivered);
+  await report(agent, target, 'refused', 'again', '');
+  assert.is(ownSeqs(agent.statusDoc).length, KEPT_RESULTS + 1);
+  assert.is(readOwnResults(agent.statusDoc, hostKey.publicKey).at(-1)!.result.droppedUndelivered, undefined);
+});
+
 test('only own, validly signed results are deleted or counted: a forged "#1000000" under the host key pushes nothing out', () => {
   const doc = new Y.Doc({ gc: true });
   for (let seq = 1; seq <= 100; seq += 1) appendResult(doc, signed(result(seq)));
@@ -132,7 +212,7 @@ test('only own, validly signed results are deleted or counted: a forged "#100000
   appendResult(doc, { result: forged, signature: { ...signed(result(5)).signature } });
   appendResult(doc, { result: result(2_000_000), signature: nodeSignPayload('result', result(2_000_000), stranger) });
   resultsArray(doc).push([{ junk: true }]);
-  pruneOwnResults(doc, hostKey.publicKey, new Set());
+  pruneOwnResults(doc, hostKey.publicKey, new Set(), ALL_DELIVERED);
   assert.equal(
     ownSeqs(doc),
     Array.from({ length: KEPT_RESULTS }, (_, i) => 100 - KEPT_RESULTS + 1 + i),
@@ -166,7 +246,7 @@ test('a wiped agent rebuilds the same floor and history from the pruned document
   for (let seq = 1; seq <= 150; seq += 1) {
     const r = result(seq, seq <= 30 ? 'applied' : 'refused', intentDigest(intents[seq - 1]!));
     appendResult(whole, signed(r));
-    pruneOwnResults(pruned, hostKey.publicKey, new Set());
+    pruneOwnResults(pruned, hostKey.publicKey, new Set(), ALL_DELIVERED);
     appendResult(pruned, signed(r));
   }
   assert.ok(resultsArray(pruned).length < 100);
@@ -190,6 +270,7 @@ test('a wiped agent rebuilds the same floor and history from the pruned document
 test("report() prunes as it appends, numbers after its own highest, and keeps its applied and target intents' results", async () => {
   const { agent } = await harness();
   for (let seq = 1; seq <= 150; seq += 1) appendSignedResult(agent.statusDoc, result(seq, 'refused'), hostKey);
+  deliverAll(agent.statusDoc, agent.delivered);
   const appliedDigest = digestOf(3);
   agent.state = { ...agent.state, applied: { generation: 3, closure: closure(3), digest: appliedDigest } };
   const intent = signIntent(
@@ -232,6 +313,7 @@ test('action results: the newest 64 and those naming a kept bundle stay; the nex
     appendActionResult(agent.statusDoc, { result: a, signature: nodeSignPayload('action-result', a, hostKey) });
   }
   collectBundlesMap(agent.statusDoc).set(answer(2).id, { stand: 'in' });
+  deliverAll(agent.statusDoc, agent.delivered);
   await loadActions(agent);
   appendAction(
     agent.desiredDoc,
@@ -254,7 +336,7 @@ test('action results: the newest 64 and those naming a kept bundle stay; the nex
   assert.ok(seqs.includes(2), 'the answer naming a kept bundle stays');
   assert.is(seqs.length, KEPT_ACTION_RESULTS + 2);
   // The next answer's pruning leaves the newest 64 (and #2) before it appends.
-  assert.is(pruneOwnActionResults(agent.statusDoc, hostKey.publicKey), 1);
+  assert.is(pruneOwnActionResults(agent.statusDoc, hostKey.publicKey, ALL_DELIVERED), 1);
   assert.is(actionResultsArray(agent.statusDoc).length, KEPT_ACTION_RESULTS + 1);
 });
 

@@ -131,4 +131,77 @@ test('local writes stay pinned until the upstream confirms them; refused channel
   assert.is(bridge.byChannel.size, 0);
 });
 
+test("a document that deleted what the upstream lacks: the log's history goes first, items before deletions, then the step 2", async () => {
+  const messages: { channel: number; message: Uint8Array }[] = [];
+  const link = fakeLink([]);
+  const bridge = createBridgeState(fakeHost([], []), new PresenceTable(), {
+    logger: silentLogger,
+    passConcurrency: 2,
+    pullOnly: () => false,
+    inScope: (name) => name.startsWith('hosts/'),
+    history: async function* () {
+      for (const update of log) yield update;
+    },
+  });
+  bridge.link = { ...link, send: (channel, message) => void messages.push({ channel, message }) };
+  upstreamConnected(bridge, 'ws://upstream');
+  // The relay's copy collects garbage, as status documents do; its log keeps every update.
+  const hosted = { ...hostedDocument('hosts/h1/status'), doc: new Y.Doc({ gc: true }) } as HostedDocument;
+  const log: Uint8Array[] = [];
+  hosted.doc.on('update', (update: Uint8Array) => log.push(update));
+  const results = hosted.doc.getArray('results');
+  for (let seq = 1; seq <= 80; seq += 1) results.push([{ seq, tail: 'x'.repeat(100) }]);
+  results.delete(0, 16); // the agent pruned #1–#16 once the relay held them
+  documentLoaded(bridge, hosted);
+  const doc = bridge.bridged.get('hosts/h1/status') as Bridged;
+  // The upstream held nothing of it (the uplink was down the whole time).
+  const upstream = new Y.Doc({ gc: true });
+  const seen: number[] = [];
+  upstream.getArray('results').observe((event) => {
+    for (const d of event.changes.delta) if (d.insert) seen.push(...(d.insert as { seq: number }[]).map((v) => v.seq));
+  });
+  await upstreamSyncMessage(
+    bridge,
+    doc,
+    step(syncProtocol.messageYjsSyncStep1, (e) => syncProtocol.writeSyncStep1(e, upstream)),
+  );
+  const subtypes = messages.map(({ message }) => {
+    const decoder = decoding.createDecoder(message);
+    decoding.readVarUint(decoder);
+    const subtype = decoding.readVarUint(decoder);
+    // Applied one by one, as the coordinator stores each message.
+    if (subtype !== syncProtocol.messageYjsSyncStep1) Y.applyUpdate(upstream, decoding.readVarUint8Array(decoder));
+    return subtype;
+  });
+  assert.equal(subtypes.slice(-2), [syncProtocol.messageYjsSyncStep2, syncProtocol.messageYjsSyncStep1]);
+  assert.ok(subtypes.slice(0, -2).length >= 2, 'history parts first');
+  assert.ok(
+    subtypes.slice(0, -2).every((t) => t === syncProtocol.messageYjsUpdate),
+    'sent as updates',
+  );
+  assert.equal(
+    seen,
+    Array.from({ length: 80 }, (_, i) => i + 1),
+    'every result reached the upstream with content',
+  );
+  assert.equal(upstream.getArray('results').toJSON(), results.toJSON());
+  // Without the log, the step 2 alone carries only tombstones for #1–#16.
+  const plain = createBridgeState(fakeHost([], []), new PresenceTable(), {
+    logger: silentLogger,
+    passConcurrency: 2,
+    pullOnly: () => false,
+    inScope: (name) => name.startsWith('hosts/'),
+  });
+  const plainMessages: Uint8Array[] = [];
+  plain.link = { ...link, send: (_channel, message) => void plainMessages.push(message) };
+  upstreamConnected(plain, 'ws://upstream');
+  documentLoaded(plain, hosted);
+  await upstreamSyncMessage(
+    plain,
+    plain.bridged.get('hosts/h1/status') as Bridged,
+    step(syncProtocol.messageYjsSyncStep1, (e) => syncProtocol.writeSyncStep1(e, new Y.Doc())),
+  );
+  assert.is(plainMessages.length, 2, 'step 2 and the probe only');
+});
+
 test.run();

@@ -156,7 +156,7 @@ test('results the agent pruned from the live document: no gap (judged over histo
   // 100 deployments, the agent pruning before each result as report() does.
   for (let generation = 1; generation <= 100; generation += 1) {
     const { digest } = history.intent('h1', generation, closureOf(generation), [org.alice]);
-    history.write(status, 'host:h1', (doc) => pruneOwnResults(doc, h1.publicKey, new Set()));
+    history.write(status, 'host:h1', (doc) => pruneOwnResults(doc, h1.publicKey, new Set(), () => true));
     history.result('h1', h1, {
       seq: generation,
       generation,
@@ -203,6 +203,60 @@ test('results the agent pruned from the live document: no gap (judged over histo
     auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] }).anomalies.map((a) => a.code),
     ['result-removed', 'result-seq-gap'],
   );
+});
+
+test('results a host dropped undelivered (named in its signed droppedUndelivered): result-dropped-undelivered, not a gap; a note covers nothing else', () => {
+  // A host cut off past its bound: results #1–#5 never reached the log, #6 names them.
+  const noted = (dropped: [number, number][], seq = 6, key = h1) => {
+    const history = new FleetHistory(nodeSignPayload);
+    history.policy(signPolicy(basePolicy(org, { issuedAt: history.now() }), org.root));
+    history.enroll('h1', h1.publicKey, org.alice);
+    const { digest } = history.intent('h1', 1, closureOf(1), [org.alice]);
+    history.result('h1', key, {
+      seq,
+      generation: 1,
+      closure: closureOf(1),
+      intentDigest: digest,
+      outcome: 'failed',
+      droppedUndelivered: dropped,
+    });
+    history.result('h1', h1, { seq: seq + 1, generation: 1, closure: closureOf(1), intentDigest: digest });
+    return auditHistory(history.source(), { orgRootKeys: [org.root.publicKey] }).anomalies;
+  };
+  const named = noted([[1, 5]]);
+  assert.equal(
+    named.map((a) => a.code),
+    ['result-dropped-undelivered'],
+  );
+  assert.match(named[0]!.detail, 'results #1–#5 of h1');
+  assert.match(named[0]!.detail, 'signed result #6 says');
+  // Partly covered: the rest is still a gap.
+  assert.equal(
+    noted([[1, 3]]).map((a) => a.code),
+    ['result-seq-gap', 'result-dropped-undelivered'],
+  );
+  // A note cannot excuse numbers at or above its own result's (#8 is missing: still a gap).
+  const ahead = new FleetHistory(nodeSignPayload);
+  ahead.policy(signPolicy(basePolicy(org, { issuedAt: ahead.now() }), org.root));
+  ahead.enroll('h1', h1.publicKey, org.alice);
+  const { digest } = ahead.intent('h1', 1, closureOf(1), [org.alice]);
+  for (const seq of [1, 2, 3])
+    ahead.result('h1', h1, { seq, generation: 1, closure: closureOf(1), intentDigest: digest });
+  ahead.result('h1', h1, {
+    seq: 4,
+    generation: 1,
+    closure: closureOf(1),
+    intentDigest: digest,
+    droppedUndelivered: [[4, 9]],
+  });
+  ahead.result('h1', h1, { seq: 10, generation: 1, closure: closureOf(1), intentDigest: digest });
+  assert.equal(codes(ahead), ['result-seq-gap']);
+  // Another key's note excuses nothing of h1's.
+  const stranger = generateSigningKey('h1');
+  const foreign = noted([[1, 5]], 6, stranger);
+  assert.ok(foreign.some((a) => a.code === 'forged-status'));
+  assert.ok(foreign.some((a) => a.code === 'result-seq-gap'));
+  assert.not.ok(foreign.some((a) => a.code === 'result-dropped-undelivered'));
 });
 
 test('generation rollbacks: an intent below one already issued, a host applying an older generation', () => {
