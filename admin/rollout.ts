@@ -48,8 +48,12 @@ import {
   readRollout,
   snapshotOf,
 } from './rollout-remote.js';
-import { buildReport, formatSeconds, type RolloutReport, renderReport } from './rollout-render.js';
-import { submitIntent } from './submit-intent.js';
+import type { RolloutReport } from './rollout-render.js';
+
+// Loaded when a subcommand needs them: `rollout create` (the first thing wave 1 waits for) need
+// not load the status renderer's modules, nor the intent writer `abort --rollback` uses.
+const rendering = () => import('./rollout-render.js');
+const intentWriting = () => import('./submit-intent.js');
 
 // `outpost rollout`: releases to many hosts in waves whose gates every agent checks itself
 // (docs/rollouts.md). Every command reads the policy walked from the pinned org root and judges
@@ -205,6 +209,7 @@ const createCommand = subcommand(createSpec, async (o) => {
   };
   if (o.json) console.log(JSON.stringify(out, null, 2));
   else {
+    const { formatSeconds } = await rendering();
     console.log(
       `rollout ${plan.id} of ${plan.release} created (plan ${out.plan.slice(0, 12)}…), signed by ${admin.name}, valid until ${plan.expiresAt}`,
     );
@@ -248,7 +253,7 @@ async function reportFor(
     for (const hostView of await readHostViews(coordinator, pending, session.authority, session.key, session.timeoutMs))
       statuses.set(hostView.host, hostView);
   }
-  return { view, report: buildReport(view, statuses) };
+  return { view, report: (await rendering()).buildReport(view, statuses) };
 }
 
 const statusSpec = defineCommand({
@@ -269,6 +274,7 @@ const statusSpec = defineCommand({
 
 const statusCommand = subcommand(statusSpec, async (o) => {
   const session = await openSession(statusSpec, o);
+  const { renderReport } = await rendering();
   if (!o.watch) {
     const { report } = await reportFor(
       o.coordinator,
@@ -512,7 +518,7 @@ const abortCommand = subcommand(abortSpec, async (o) => {
         continue;
       }
       try {
-        const { signed } = await submitIntent(
+        const { signed } = await (await intentWriting()).submitIntent(
           o.coordinator,
           { host: back.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
           session.key,
@@ -553,6 +559,7 @@ const waitSpec = defineCommand({
 const waitCommand = subcommand(waitSpec, async (o) => {
   const session = await openSession(waitSpec, o);
   const deadline = Date.now() + o.timeoutTotal * 1000;
+  const { buildReport, formatSeconds } = await rendering();
   const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
   try {
     let said = '';

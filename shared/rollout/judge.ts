@@ -14,6 +14,7 @@ import {
   type ActionAuthority,
   actionAuthority,
   collectEvidence,
+  EvidenceTally,
   type HostProof,
   planSignatureValid,
   planSignersForHost,
@@ -315,9 +316,43 @@ function hostsWithoutSigners(signed: SignedPlan, keys: string[], chain: Policy[]
   return unsigned;
 }
 
+// What a reader that judges one rollout again and again keeps between judgements (the
+// coordinator: one per rollout it follows): the evidence tallied so far, for the plan and the
+// revoked keys it was tallied under (another plan or revocation starts a new tally).
+export interface RolloutJudgeMemo {
+  tally: EvidenceTally | null;
+  revoked: string;
+}
+
+export const newJudgeMemo = (): RolloutJudgeMemo => ({ tally: null, revoked: '' });
+
+function evidenceOf(
+  entries: RolloutEntries,
+  signed: SignedPlan,
+  digest: string,
+  revokedKeys: ReadonlySet<string>,
+  memo: RolloutJudgeMemo | undefined,
+): ReturnType<typeof collectEvidence> {
+  if (!memo) return collectEvidence(signed, digest, entries.evidence, { revokedKeys });
+  const revoked = [...revokedKeys].sort().join(',');
+  if (!memo.tally || memo.tally.signed !== signed || memo.tally.digest !== digest || memo.revoked !== revoked) {
+    memo.tally = new EvidenceTally(signed, digest, { revokedKeys });
+    memo.revoked = revoked;
+  }
+  const { waves, rejected } = memo.tally.collect(entries.evidence);
+  return { waves, rejected: [...rejected] };
+}
+
 // The whole rollout as the coordinator and admins see it: every wave judged under the policy in
-// force, with actions counted only when their signer may act on every host they concern.
-export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain: Policy[], now: number): RolloutView {
+// force, with actions counted only when their signer may act on every host they concern. With a
+// memo, the evidence is tallied incrementally (the same verdicts: EvidenceTally).
+export function judgeRollout(
+  entries: RolloutEntries,
+  signed: SignedPlan,
+  chain: Policy[],
+  now: number,
+  memo?: RolloutJudgeMemo,
+): RolloutView {
   const { plan } = signed;
   const digest = planDigest(plan);
   const keys = verifiedPlanKeys(signed, digest, entries.cosignatures);
@@ -337,9 +372,7 @@ export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain:
         )(action)
       : everyHost(action);
   const actions = judgeActions(plan.id, digest, entries.actions, byWave);
-  const { waves: evidence, rejected } = collectEvidence(signed, digest, entries.evidence, {
-    revokedKeys: new Set(current?.revokedKeys ?? []),
-  });
+  const { waves: evidence, rejected } = evidenceOf(entries, signed, digest, new Set(current?.revokedKeys ?? []), memo);
   const gates = plan.waves.map((wave, index) => judgeGate(wave, evidence.get(index), now));
   let halted: RolloutView['halted'] = null;
   let nextChangeAt: number | null = null;
