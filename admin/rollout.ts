@@ -465,14 +465,28 @@ const verbSpec = (verb: 'pause' | 'resume', summary: string) =>
 const pauseSpec = verbSpec('pause', 'hold every host that has not started (signed); hosts already activating finish');
 const resumeSpec = verbSpec('resume', 'carry on after a pause (signed)');
 
+// After a pause or resume is stored, the document is read again: another admin's action signed
+// at the same moment (the same sequence number) may decide instead (judgeActions: a pause wins).
+// The admin is told, and the command exits 1, rather than believe an action that did not count.
 const pauseOrResume = (verb: 'pause' | 'resume', spec: typeof pauseSpec) =>
   subcommand(spec, async (o) => {
     const session = await openSession(spec, o);
     const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
     await sendAction(o, session, snapshot, verb, o.reason !== undefined ? { reason: o.reason } : {});
-    const out = { id: o.id, [verb === 'pause' ? 'paused' : 'resumed']: true };
-    console.log(o.json ? JSON.stringify(out, null, 2) : `rollout ${o.id}: ${verb === 'pause' ? 'paused' : 'resumed'}`);
-    return 0;
+    const after = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    const { actions } = judgeRollout(after.entries, after.signed, session.authority.chain, Date.now());
+    const effective = actions.aborted !== null || (verb === 'pause') === (actions.paused !== null);
+    const done = verb === 'pause' ? 'paused' : 'resumed';
+    const out = { id: o.id, [done]: effective, effective, paused: actions.paused, aborted: actions.aborted };
+    if (o.json) console.log(JSON.stringify(out, null, 2));
+    else if (effective) console.log(`rollout ${o.id}: ${done}`);
+    if (!effective)
+      console.error(
+        verb === 'resume'
+          ? `rollout ${o.id}: your resume is stored but the rollout stays paused: ${actions.paused!.by} paused it (signed ${actions.paused!.at}) without having seen your resume, and a pause wins over a resume made at the same moment. Run 'outpost rollout resume ${o.id}' again to resume after their pause.`
+          : `rollout ${o.id}: your pause is stored but the rollout is not paused: a resume made after it decides. Run 'outpost rollout pause ${o.id}' again to pause after it.`,
+      );
+    return effective ? 0 : 1;
   });
 
 const abortSpec = defineCommand({

@@ -101,7 +101,12 @@ export interface ActionState {
 }
 
 // Which actions count for `authority` (an agent: its own host; the coordinator: every host they
-// concern). The newest pause or resume (by seq, then time) decides; an abort is final.
+// concern). Pauses and resumes are ordered by their sequence number (an admin's CLI or web editor
+// takes one above every action it has seen), and the highest decides. Two admins acting at the
+// same moment each take one above the same highest, so equal numbers mean neither saw the other:
+// then a pause wins over a resume, whatever their signed times (an admin's clock could decide
+// otherwise, and the resume was not a decision to override a pause it never saw). Whoever means
+// to resume after it resumes again, one above. An abort is final.
 export function judgeActions(
   id: string,
   digest: string,
@@ -109,7 +114,18 @@ export function judgeActions(
   authority: ActionAuthority,
 ): ActionState {
   const state: ActionState = { paused: null, aborted: null, approvals: new Map(), rejected: [], highestSeq: 0 };
-  let newest: { seq: number; at: string; signature: string; verb: string; by: string; reason?: string } | null = null;
+  type Candidate = { seq: number; at: string; signature: string; verb: string; by: string; reason?: string };
+  // The deciding action: highest seq; at equal seq a pause over a resume; then the later signed
+  // time and the larger signature, so that every reader picks the same one.
+  const decides = (a: Candidate, b: Candidate): boolean =>
+    a.seq !== b.seq
+      ? a.seq > b.seq
+      : a.verb !== b.verb
+        ? a.verb === 'pause'
+        : a.at !== b.at
+          ? a.at > b.at
+          : a.signature > b.signature;
+  let newest: Candidate | null = null;
   for (const signed of actions) {
     const { action } = signed;
     if (action.rollout !== id || action.plan !== digest) {
@@ -134,13 +150,7 @@ export function judgeActions(
     } else {
       state.highestSeq = Math.max(state.highestSeq, action.seq);
       const candidate = { ...who, seq: action.seq, signature: signed.signature.signature, verb: action.verb };
-      if (
-        !newest ||
-        candidate.seq > newest.seq ||
-        (candidate.seq === newest.seq &&
-          (candidate.at > newest.at || (candidate.at === newest.at && candidate.signature > newest.signature)))
-      )
-        newest = candidate;
+      if (!newest || decides(candidate, newest)) newest = candidate;
     }
   }
   if (newest?.verb === 'pause')
