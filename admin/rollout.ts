@@ -196,10 +196,10 @@ const createCommand = subcommand(createSpec, async (o) => {
   });
   const signed = signPlan(plan, session.key);
   await postRollout(o.coordinator, { plan: signed }, session.timeoutMs, `rollout ${plan.id}`);
-  const needs = planSignatureNeeds(plan, [session.key.publicKey], session.authority.chain);
+  const needs = planSignatureNeeds(signed.plan, [session.key.publicKey], session.authority.chain);
   const out = {
     id: plan.id,
-    plan: planDigest(plan),
+    plan: planDigest(signed.plan),
     release: plan.release,
     waves: plan.waves.map((w) => ({ name: w.name, hosts: w.hosts.map((h) => h.host), gate: w.gate })),
     skipped: planned.value.skipped,

@@ -136,7 +136,11 @@ export async function startRolloutService(options: {
   const followedStatusHosts = new Set<string>();
   const adopting = new Set<string>();
 
-  const entriesOf = (rollout: ActiveRollout): RolloutEntries => readRolloutEntries(rollout.document.doc);
+  // A followed rollout's plan is known (rollout.signed): judging reads the other arrays only, and the
+  // plan's ~250 KB of text is not parsed again.
+  const JUDGED = new Set(['cosignatures', 'actions', 'evidence'] as const);
+  const entriesOf = (rollout: ActiveRollout): RolloutEntries =>
+    readRolloutEntries(rollout.document.doc, { arrays: JUDGED });
 
   function register(id: string, document: HostedDocument, signed: SignedPlan): ActiveRollout {
     const existing = active.get(id);
