@@ -48,8 +48,12 @@ import {
   readRollout,
   snapshotOf,
 } from './rollout-remote.js';
-import { buildReport, formatSeconds, type RolloutReport, renderReport } from './rollout-render.js';
-import { submitIntent } from './submit-intent.js';
+import type { RolloutReport } from './rollout-render.js';
+
+// Loaded when a subcommand needs them: `rollout create` (the first thing wave 1 waits for) need
+// not load the status renderer's modules, nor the intent writer `abort --rollback` uses.
+const rendering = () => import('./rollout-render.js');
+const intentWriting = () => import('./submit-intent.js');
 
 // `outpost rollout`: releases to many hosts in waves whose gates every agent checks itself
 // (docs/rollouts.md). Every command reads the policy walked from the pinned org root and judges
@@ -192,10 +196,10 @@ const createCommand = subcommand(createSpec, async (o) => {
   });
   const signed = signPlan(plan, session.key);
   await postRollout(o.coordinator, { plan: signed }, session.timeoutMs, `rollout ${plan.id}`);
-  const needs = planSignatureNeeds(plan, [session.key.publicKey], session.authority.chain);
+  const needs = planSignatureNeeds(signed.plan, [session.key.publicKey], session.authority.chain);
   const out = {
     id: plan.id,
-    plan: planDigest(plan),
+    plan: planDigest(signed.plan),
     release: plan.release,
     waves: plan.waves.map((w) => ({ name: w.name, hosts: w.hosts.map((h) => h.host), gate: w.gate })),
     skipped: planned.value.skipped,
@@ -205,6 +209,7 @@ const createCommand = subcommand(createSpec, async (o) => {
   };
   if (o.json) console.log(JSON.stringify(out, null, 2));
   else {
+    const { formatSeconds } = await rendering();
     console.log(
       `rollout ${plan.id} of ${plan.release} created (plan ${out.plan.slice(0, 12)}…), signed by ${admin.name}, valid until ${plan.expiresAt}`,
     );
@@ -248,7 +253,7 @@ async function reportFor(
     for (const hostView of await readHostViews(coordinator, pending, session.authority, session.key, session.timeoutMs))
       statuses.set(hostView.host, hostView);
   }
-  return { view, report: buildReport(view, statuses) };
+  return { view, report: (await rendering()).buildReport(view, statuses) };
 }
 
 const statusSpec = defineCommand({
@@ -269,6 +274,7 @@ const statusSpec = defineCommand({
 
 const statusCommand = subcommand(statusSpec, async (o) => {
   const session = await openSession(statusSpec, o);
+  const { renderReport } = await rendering();
   if (!o.watch) {
     const { report } = await reportFor(
       o.coordinator,
@@ -459,14 +465,28 @@ const verbSpec = (verb: 'pause' | 'resume', summary: string) =>
 const pauseSpec = verbSpec('pause', 'hold every host that has not started (signed); hosts already activating finish');
 const resumeSpec = verbSpec('resume', 'carry on after a pause (signed)');
 
+// After a pause or resume is stored, the document is read again: another admin's action signed
+// at the same moment (the same sequence number) may decide instead (judgeActions: a pause wins).
+// The admin is told, and the command exits 1, rather than believe an action that did not count.
 const pauseOrResume = (verb: 'pause' | 'resume', spec: typeof pauseSpec) =>
   subcommand(spec, async (o) => {
     const session = await openSession(spec, o);
     const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
     await sendAction(o, session, snapshot, verb, o.reason !== undefined ? { reason: o.reason } : {});
-    const out = { id: o.id, [verb === 'pause' ? 'paused' : 'resumed']: true };
-    console.log(o.json ? JSON.stringify(out, null, 2) : `rollout ${o.id}: ${verb === 'pause' ? 'paused' : 'resumed'}`);
-    return 0;
+    const after = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    const { actions } = judgeRollout(after.entries, after.signed, session.authority.chain, Date.now());
+    const effective = actions.aborted !== null || (verb === 'pause') === (actions.paused !== null);
+    const done = verb === 'pause' ? 'paused' : 'resumed';
+    const out = { id: o.id, [done]: effective, effective, paused: actions.paused, aborted: actions.aborted };
+    if (o.json) console.log(JSON.stringify(out, null, 2));
+    else if (effective) console.log(`rollout ${o.id}: ${done}`);
+    if (!effective)
+      console.error(
+        verb === 'resume'
+          ? `rollout ${o.id}: your resume is stored but the rollout stays paused: ${actions.paused!.by} paused it (signed ${actions.paused!.at}) without having seen your resume, and a pause wins over a resume made at the same moment. Run 'outpost rollout resume ${o.id}' again to resume after their pause.`
+          : `rollout ${o.id}: your pause is stored but the rollout is not paused: a resume made after it decides. Run 'outpost rollout pause ${o.id}' again to pause after it.`,
+      );
+    return effective ? 0 : 1;
   });
 
 const abortSpec = defineCommand({
@@ -512,7 +532,7 @@ const abortCommand = subcommand(abortSpec, async (o) => {
         continue;
       }
       try {
-        const { signed } = await submitIntent(
+        const { signed } = await (await intentWriting()).submitIntent(
           o.coordinator,
           { host: back.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
           session.key,
@@ -553,6 +573,7 @@ const waitSpec = defineCommand({
 const waitCommand = subcommand(waitSpec, async (o) => {
   const session = await openSession(waitSpec, o);
   const deadline = Date.now() + o.timeoutTotal * 1000;
+  const { buildReport, formatSeconds } = await rendering();
   const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
   try {
     let said = '';

@@ -13,7 +13,13 @@ import {
   rolloutDocName,
   rolloutIdOfDoc,
 } from '../shared/rollout/document.js';
-import { findPlan, judgeRollout, type RolloutView } from '../shared/rollout/judge.js';
+import {
+  findPlan,
+  judgeRollout,
+  newJudgeMemo,
+  type RolloutJudgeMemo,
+  type RolloutView,
+} from '../shared/rollout/judge.js';
 import { deriveRolloutIntent, expectedResultDigest, placeHosts, planDigest } from '../shared/rollout/plan.js';
 import {
   type PlanCosignature,
@@ -79,9 +85,13 @@ interface ActiveRollout {
   knownEvidence: Set<string>;
   flushTimer: NodeJS.Timeout | null;
   soakTimer: NodeJS.Timeout | null;
-  // One judgement at a time; a change meanwhile asks for another.
+  // One judgement at a time; a change meanwhile asks for another. Requests in the same turn of
+  // the event loop (a batch of evidence is both observed as a write and flushed) make one.
   judging: Promise<void> | null;
   judgeAgain: boolean;
+  judgeScheduled: boolean;
+  // The evidence tallied so far: each judgement reads only what was added since the last one.
+  memo: RolloutJudgeMemo;
   state: RolloutView['state'] | null;
   // Per wave at the last judgement, for /metrics: hosts planned and hosts that proved success.
   waves: WaveCounts[];
@@ -126,7 +136,11 @@ export async function startRolloutService(options: {
   const followedStatusHosts = new Set<string>();
   const adopting = new Set<string>();
 
-  const entriesOf = (rollout: ActiveRollout): RolloutEntries => readRolloutEntries(rollout.document.doc);
+  // A followed rollout's plan is known (rollout.signed): judging reads the other arrays only, and the
+  // plan's ~250 KB of text is not parsed again.
+  const JUDGED = new Set(['cosignatures', 'actions', 'evidence'] as const);
+  const entriesOf = (rollout: ActiveRollout): RolloutEntries =>
+    readRolloutEntries(rollout.document.doc, { arrays: JUDGED });
 
   function register(id: string, document: HostedDocument, signed: SignedPlan): ActiveRollout {
     const existing = active.get(id);
@@ -138,11 +152,15 @@ export async function startRolloutService(options: {
       digest: planDigest(signed.plan),
       delivered: new Set(),
       pendingEvidence: [],
-      knownEvidence: new Set(readRolloutEntries(document.doc).evidence.map((r) => r.signature.signature)),
+      knownEvidence: new Set(
+        readRolloutEntries(document.doc, { arrays: new Set(['evidence']) }).evidence.map((r) => r.signature.signature),
+      ),
       flushTimer: null,
       soakTimer: null,
       judging: null,
       judgeAgain: false,
+      judgeScheduled: false,
+      memo: newJudgeMemo(),
       state: null,
       waves: signed.plan.waves.map((wave) => ({
         wave: wave.name,
@@ -231,6 +249,15 @@ export async function startRolloutService(options: {
   // --- gates and delivery -----------------------------------------------------------------------
 
   function requestJudgement(rollout: ActiveRollout): void {
+    if (closed || !leading || rollout.judgeScheduled) return;
+    rollout.judgeScheduled = true;
+    setImmediate(() => {
+      rollout.judgeScheduled = false;
+      startJudgement(rollout);
+    });
+  }
+
+  function startJudgement(rollout: ActiveRollout): void {
     if (closed || !leading) return;
     if (rollout.judging) {
       rollout.judgeAgain = true;
@@ -250,7 +277,7 @@ export async function startRolloutService(options: {
   }
 
   async function judge(rollout: ActiveRollout): Promise<void> {
-    const view = judgeRollout(entriesOf(rollout), rollout.signed, trust.chain(), now());
+    const view = judgeRollout(entriesOf(rollout), rollout.signed, trust.chain(), now(), rollout.memo);
     rollout.waves = waveCountsOf(view);
     if (view.state !== rollout.state) {
       logger.info(

@@ -14,6 +14,7 @@ import {
   type ActionAuthority,
   actionAuthority,
   collectEvidence,
+  EvidenceTally,
   type HostProof,
   planSignatureValid,
   planSignersForHost,
@@ -100,7 +101,12 @@ export interface ActionState {
 }
 
 // Which actions count for `authority` (an agent: its own host; the coordinator: every host they
-// concern). The newest pause or resume (by seq, then time) decides; an abort is final.
+// concern). Pauses and resumes are ordered by their sequence number (an admin's CLI or web editor
+// takes one above every action it has seen), and the highest decides. Two admins acting at the
+// same moment each take one above the same highest, so equal numbers mean neither saw the other:
+// then a pause wins over a resume, whatever their signed times (an admin's clock could decide
+// otherwise, and the resume was not a decision to override a pause it never saw). Whoever means
+// to resume after it resumes again, one above. An abort is final.
 export function judgeActions(
   id: string,
   digest: string,
@@ -108,7 +114,18 @@ export function judgeActions(
   authority: ActionAuthority,
 ): ActionState {
   const state: ActionState = { paused: null, aborted: null, approvals: new Map(), rejected: [], highestSeq: 0 };
-  let newest: { seq: number; at: string; signature: string; verb: string; by: string; reason?: string } | null = null;
+  type Candidate = { seq: number; at: string; signature: string; verb: string; by: string; reason?: string };
+  // The deciding action: highest seq; at equal seq a pause over a resume; then the later signed
+  // time and the larger signature, so that every reader picks the same one.
+  const decides = (a: Candidate, b: Candidate): boolean =>
+    a.seq !== b.seq
+      ? a.seq > b.seq
+      : a.verb !== b.verb
+        ? a.verb === 'pause'
+        : a.at !== b.at
+          ? a.at > b.at
+          : a.signature > b.signature;
+  let newest: Candidate | null = null;
   for (const signed of actions) {
     const { action } = signed;
     if (action.rollout !== id || action.plan !== digest) {
@@ -133,13 +150,7 @@ export function judgeActions(
     } else {
       state.highestSeq = Math.max(state.highestSeq, action.seq);
       const candidate = { ...who, seq: action.seq, signature: signed.signature.signature, verb: action.verb };
-      if (
-        !newest ||
-        candidate.seq > newest.seq ||
-        (candidate.seq === newest.seq &&
-          (candidate.at > newest.at || (candidate.at === newest.at && candidate.signature > newest.signature)))
-      )
-        newest = candidate;
+      if (!newest || decides(candidate, newest)) newest = candidate;
     }
   }
   if (newest?.verb === 'pause')
@@ -315,9 +326,43 @@ function hostsWithoutSigners(signed: SignedPlan, keys: string[], chain: Policy[]
   return unsigned;
 }
 
+// What a reader that judges one rollout again and again keeps between judgements (the
+// coordinator: one per rollout it follows): the evidence tallied so far, for the plan and the
+// revoked keys it was tallied under (another plan or revocation starts a new tally).
+export interface RolloutJudgeMemo {
+  tally: EvidenceTally | null;
+  revoked: string;
+}
+
+export const newJudgeMemo = (): RolloutJudgeMemo => ({ tally: null, revoked: '' });
+
+function evidenceOf(
+  entries: RolloutEntries,
+  signed: SignedPlan,
+  digest: string,
+  revokedKeys: ReadonlySet<string>,
+  memo: RolloutJudgeMemo | undefined,
+): ReturnType<typeof collectEvidence> {
+  if (!memo) return collectEvidence(signed, digest, entries.evidence, { revokedKeys });
+  const revoked = [...revokedKeys].sort().join(',');
+  if (!memo.tally || memo.tally.signed !== signed || memo.tally.digest !== digest || memo.revoked !== revoked) {
+    memo.tally = new EvidenceTally(signed, digest, { revokedKeys });
+    memo.revoked = revoked;
+  }
+  const { waves, rejected } = memo.tally.collect(entries.evidence);
+  return { waves, rejected: [...rejected] };
+}
+
 // The whole rollout as the coordinator and admins see it: every wave judged under the policy in
-// force, with actions counted only when their signer may act on every host they concern.
-export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain: Policy[], now: number): RolloutView {
+// force, with actions counted only when their signer may act on every host they concern. With a
+// memo, the evidence is tallied incrementally (the same verdicts: EvidenceTally).
+export function judgeRollout(
+  entries: RolloutEntries,
+  signed: SignedPlan,
+  chain: Policy[],
+  now: number,
+  memo?: RolloutJudgeMemo,
+): RolloutView {
   const { plan } = signed;
   const digest = planDigest(plan);
   const keys = verifiedPlanKeys(signed, digest, entries.cosignatures);
@@ -337,9 +382,7 @@ export function judgeRollout(entries: RolloutEntries, signed: SignedPlan, chain:
         )(action)
       : everyHost(action);
   const actions = judgeActions(plan.id, digest, entries.actions, byWave);
-  const { waves: evidence, rejected } = collectEvidence(signed, digest, entries.evidence, {
-    revokedKeys: new Set(current?.revokedKeys ?? []),
-  });
+  const { waves: evidence, rejected } = evidenceOf(entries, signed, digest, new Set(current?.revokedKeys ?? []), memo);
   const gates = plan.waves.map((wave, index) => judgeGate(wave, evidence.get(index), now));
   let halted: RolloutView['halted'] = null;
   let nextChangeAt: number | null = null;

@@ -128,6 +128,22 @@ test('a failure in wave 1 halts the rollout: wave 2 never opens, and the view sa
   assert.not.ok(view.waves[1]!.open);
 });
 
+test('a pause and a resume with the same number (two admins acting at once): the pause holds, in any order and whatever their times', () => {
+  const pause = action('pause', { seq: 2, at: new Date(t0 + 5 * minute).toISOString() });
+  const laterResume = action('resume', { seq: 2, at: new Date(t0 + 6 * minute).toISOString() });
+  const earlierResume = action('resume', { seq: 2, at: new Date(t0 + 4 * minute).toISOString() });
+  for (const resume of [laterResume, earlierResume])
+    for (const actions of [
+      [pause, resume],
+      [resume, pause],
+    ])
+      assert.is(decide('h1', { actions }).decision, 'wait');
+  // One above both is a decision taken after seeing them: it counts.
+  assert.is(decide('h1', { actions: [pause, laterResume, action('resume', { seq: 3 })] }).decision, 'go');
+  // Equal numbers and equal verbs: any of them decides the same way.
+  assert.is(decide('h1', { actions: [laterResume, earlierResume] }).decision, 'go');
+});
+
 test('pause holds hosts that have not started; resume (a higher seq) lets them go; abort is final and refuses', () => {
   const paused = decide('h1', { actions: [action('pause', { seq: 1 })] });
   assert.is(paused.decision, 'wait');
