@@ -495,11 +495,23 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   await page.getByTestId('draft-timestamp-key').fill(secondTimestampKey.publicKey);
   await page.getByTestId('draft-timestamp-save').click();
   await page.getByTestId('draft-diff').filter({ hasText: 'timestampKeys' }).waitFor({ timeout: 10_000 });
+  // Carol's key is revoked (the CLI's revoke-key); a root key is refused with the CLI's reason.
+  await page.getByTestId('draft-revoke-key').fill(org.root.publicKey);
+  await page.getByTestId('draft-revoke-save').click();
+  assert.match(
+    String(await page.getByTestId('draft-message').textContent()),
+    /refused: key .* is a root key of this policy; replace it first with 'outpost policy rotate-root', then revoke it/,
+  );
+  await page.getByTestId('draft-revoke-key').fill(org.carol.publicKey);
+  await page.getByTestId('draft-revoke-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'revokedKeys' }).waitFor({ timeout: 10_000 });
+  assert.match(String(await page.getByTestId('draft-message').textContent()), /removed the key from admin carol/);
   const diff = String(await page.getByTestId('draft-diff').textContent());
   assert.match(diff, /~ groups clinics: .*maintenanceWindows: Tue 03:00-05:00/);
   assert.match(diff, /\+ groups lab: hosts: h3/);
   assert.match(diff, /\+ relays lab-relay: /);
   assert.ok(diff.includes(`+ timestampKeys ${secondTimestampKey.publicKey}`), diff);
+  assert.ok(diff.includes(`+ revokedKeys ${org.carol.publicKey}`), diff);
   await page.getByTestId('draft-sign').click();
   const refusal = String(await page.getByTestId('draft-message').textContent());
   assert.match(refusal, /refused: this key is not one of the org root keys .* nothing was signed/, failWith(refusal));
@@ -549,6 +561,8 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   const labRelay = show.policy.relays.find((r) => r.name === 'lab-relay');
   assert.equal([labRelay?.key, labRelay?.groups], [labRelayKey.publicKey, ['lab']]);
   assert.equal(show.policy.timestampKeys, [org.timestamp.publicKey, secondTimestampKey.publicKey]);
+  assert.equal(show.policy.revokedKeys, [org.carol.publicKey]);
+  assert.equal(show.policy.admins.find((a) => a.name === 'carol')?.keys, []);
   // The real agent walks to the page-signed version.
   await waitFor(
     'the agent trusts policy version 2',
