@@ -400,6 +400,11 @@ test('alice creates a rollout with no link: planned from stored documents, kept 
   assert.ok(signedPlan, 'the plan counts as signed by its issuer');
   assert.is(judgeRollout(entries, signedPlan, [policy], Date.now()).state, 'running');
   await applied(4, closures[1]!);
+  // The same plan sent again (an outbox retrying after a lost answer) is not a new plan: its own
+  // generation, delivered meanwhile, does not make the coordinator refuse it.
+  const again = await postJson(coordinator.url, '/api/rollouts', { plan });
+  assert.is(again.status, 200, again.body.error);
+  assert.is((again.body as { stored?: boolean }).stored, false);
   // Once the server lists it and its document holds the plan, it is an ordinary rollout.
   await page.getByTestId('rollout-row-off-w52').waitFor({ timeout: 30_000 });
   await page.getByTestId('plan-pending').waitFor({ state: 'detached', timeout: 30_000 });
