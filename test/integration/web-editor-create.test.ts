@@ -47,8 +47,10 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // the CLI's signature and the agent installs from it), aborted with rollback from the page (the
 // agent goes back to what it ran before), a policy draft (windows, a group, a relay and a
 // timestamp key; alice's admin key refused; the root key signs, the page pushes, `outpost policy
-// show` walks to it and the agent takes it), and the
-// fleet's channel filter.
+// show` walks to it and the agent takes it; carol's key revoked), the fleet's channel filter, and
+// rollouts created with no link: planned from the stored documents, kept across an offline reload,
+// created when the link returns (the agent installs wave 1); one whose generation a CLI deploy took
+// meanwhile is refused by the coordinator and shown REFUSED, and the agent applies the deploy.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const dir = temporaryDirectory('web-editor-create');

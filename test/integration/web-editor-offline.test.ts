@@ -54,7 +54,8 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // signed offline that the coordinator refuses when the link returns (the root took 'enroll' from
 // alice meanwhile) is shown as refused, with the server's reason, never as bound. Bob's
 // co-signature of a plan for prod-1 (two admins needed), signed offline, lets the coordinator
-// deliver it once the link returns.
+// deliver it once the link returns. An approval the server answers 200 for and never serves is
+// said so after the 60 s grace instead of being dropped without a word.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const ROLLOUT = 'web-off';
