@@ -36,10 +36,10 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
   const waiting = notStored.filter((p) => arriving(p, props.now));
   // The server answered 200 but, past the grace, the document it serves does not hold them: not
   // counted (the host shows unbound), and said so rather than dropped without a word.
-  const lostOrBound = notStored.filter((p) => !arriving(p, props.now));
+  const pastGrace = notStored.filter((p) => !arriving(p, props.now));
   const state = enrollmentState(policy, [...stored, ...waiting.map((p) => p.signed)], requests);
   // One that a later approval (or a token) made moot is not shown.
-  const lost = lostOrBound.filter(
+  const lost = pastGrace.filter(
     (p) => state.bindings.get(p.signed.enrollment.host)?.hostKey !== p.signed.enrollment.hostKey,
   );
   const waitingFor = (host: string, hostKey: string) =>
