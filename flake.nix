@@ -29,6 +29,7 @@
         apps = ./nix/modules/apps.nix;
         coordinator = ./nix/modules/coordinator.nix;
         relay = ./nix/modules/relay.nix;
+        web = ./nix/modules/web.nix;
         default = ./nix/modules/default.nix;
       };
 

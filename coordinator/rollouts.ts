@@ -34,6 +34,7 @@ import { actionAuthority, planSignatureValid, planSignersForHost, verifiedPlanKe
 import type { SignedResult } from '../shared/schemas/report.js';
 import { adminForKey } from '../shared/trust/capabilities.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
+import { highestGeneration } from '../shared/views/intent-draft.js';
 import { type SourceLimiter, sourceOf } from './enrollment-limits.js';
 import { decideFleetWrite } from './fleet-writes.js';
 import { type DocumentHost, type HostedDocument, withPinned } from './hosted-documents.js';
@@ -373,11 +374,42 @@ export async function startRolloutService(options: {
       );
   }
 
+  // A plan fixes each host's next generation. One made from a stale view (the web editor signs
+  // plans with no link) may name a generation a deploy or another rollout took since: the host
+  // would refuse both as an equivocation, the other admin's intent too. Only the live documents
+  // here say which generations are taken, so a new plan is checked against them.
+  async function takenGenerations(plan: SignedPlan['plan']): Promise<string[]> {
+    const problems: string[] = [];
+    const entries = [...placeHosts(plan)].map(([name, placed]) => ({ name, generation: placed.entry.generation }));
+    await inBatches(entries, DELIVERY_CONCURRENCY, async ({ name, generation }) => {
+      // The clients' rule (`outpost rollout create`, the page): above every intent the document holds.
+      let highest = await withPinned(host, desiredDocName(name), (d) => highestGeneration(d.doc, name));
+      for (const id of byHost.get(name) ?? [])
+        if (id !== plan.id)
+          for (const wave of active.get(id)?.signed.plan.waves ?? [])
+            for (const entry of wave.hosts) if (entry.host === name) highest = Math.max(highest, entry.generation);
+      if (generation <= highest) problems.push(`${name}: generation ${generation} is taken (issued up to ${highest})`);
+    });
+    return problems;
+  }
+
   async function submitPlan(signed: SignedPlan): Promise<{ status: number; body: Record<string, unknown> }> {
     checkPlan(signed);
     const { plan } = signed;
     const digest = planDigest(plan);
     const name = rolloutDocName(plan.id);
+    // The same plan again (a retried submission) is not new: its first wave may be delivered.
+    const stored = await withPinned(host, name, (d) =>
+      readRolloutEntries(d.doc).plans.some((p) => planDigest(p.plan) === digest),
+    );
+    if (!stored) {
+      const taken = await takenGenerations(plan);
+      if (taken.length)
+        throw new SubmissionRefused(
+          409,
+          `rollout ${plan.id} refused: ${taken.slice(0, 5).join('; ')}${taken.length > 5 ? ` and ${taken.length - 5} more` : ''}. Something was deployed since the plan was made; create the plan again`,
+        );
+    }
     const outcome = await decideFleetWrite(host, name, `rollout:${plan.id}`, (live) => {
       const entries = readRolloutEntries(live);
       const other = entries.plans.find((p) => planDigest(p.plan) !== digest);

@@ -3,7 +3,7 @@
 # The modules (nix/modules/*.nix) build their ExecStart from `argsFor`. The offline test
 # (test/integration/nixos-module.test.ts, through nix/tests/eval-modules.nix) compares these
 # tables with the CLI's own option list (`outpost <command> --help --json`, declared once in
-# agent/options.ts, coordinator/options.ts, relay/options.ts): a CLI flag that no option reaches
+# agent/options.ts, coordinator/options.ts, relay/options.ts, admin/web.ts): a CLI flag that no option reaches
 # fails the test, so does a flag here that the CLI does not accept (the service would refuse to
 # start), a module option whose type does not fit the flag, and a module default that differs
 # from the CLI's default. A module that means to differ says why in `ownDefault`.
@@ -195,6 +195,18 @@ rec {
         { flag = "max-document-size"; option = "maxDocumentSize"; }
         { flag = "max-value-depth"; option = "maxValueDepth"; }
         { flag = "max-value-objects-per-kib"; option = "maxValueObjectsPerKib"; }
+        { flag = "log-level"; option = "logLevel"; }
+      ];
+      pending = { };
+    };
+    web = {
+      command = "web";
+      optionPath = "services.outpost-web";
+      flags = [
+        { flag = "coordinator"; option = "coordinator"; }
+        { flag = "listen"; option = "listen"; }
+        { flag = "port"; option = "port"; }
+        { flag = "max-connections"; option = "maxConnections"; }
         { flag = "log-level"; option = "logLevel"; }
       ];
       pending = { };

@@ -1,4 +1,5 @@
-# All three Outpost services, each off until its `enable` is set, and the application services
+# The Outpost services (agent, coordinator, relay, and `outpost web` for an admin's workstation),
+# each off until its `enable` is set, and the application services
 # (services.outpost-apps), off until an app is declared.
 {
   imports = [
@@ -6,5 +7,6 @@
     ./apps.nix
     ./coordinator.nix
     ./relay.nix
+    ./web.nix
   ];
 }

@@ -295,6 +295,7 @@ let
         agent = ../modules/agent.nix;
         coordinator = ../modules/coordinator.nix;
         relay = ../modules/relay.nix;
+        web = ../modules/web.nix;
       };
 
       evalRole =

@@ -333,6 +333,25 @@ export function rotateRoot(policy: Policy, root: Policy['root']): Edited {
   };
 }
 
+// The web editor's root form: keys separated by spaces or commas, and the threshold (empty: the
+// current one). Refused with what to type, never a policy the schema would reject later.
+export function parseRootForm(keysText: string, thresholdText: string, current: Policy['root']): Policy['root'] {
+  const keys = unique(
+    keysText
+      .split(/[\s,]+/)
+      .map((k) => k.trim())
+      .filter(Boolean),
+  );
+  if (keys.length === 0)
+    throw new Error('name the new root keys (base64 Ed25519 public keys, separated by spaces or commas)');
+  const threshold = thresholdText.trim() === '' ? current.threshold : Number(thresholdText.trim());
+  if (!Number.isInteger(threshold) || threshold < 1 || threshold > keys.length)
+    throw new Error(
+      `the threshold must be a whole number from 1 to ${keys.length} (the number of root keys named); got ${JSON.stringify(thresholdText.trim() || String(current.threshold))}`,
+    );
+  return { keys, threshold };
+}
+
 // The next version keeps the content: the edits that follow say what changes.
 export function nextVersion(policy: Policy, now: Date, raiseEpoch: boolean): Policy {
   return checkedPolicy({

@@ -4,6 +4,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { webCommand } from '../../admin/web.js';
 import { agentCommand } from '../../agent/options.js';
 import { type Command, type OptionInfo, parseOptions } from '../../cli/options.js';
 import { coordinatorCommand } from '../../coordinator/options.js';
@@ -64,7 +65,7 @@ interface RenderedUnit {
   };
 }
 
-type RoleName = 'agent' | 'coordinator' | 'relay';
+type RoleName = 'agent' | 'coordinator' | 'relay' | 'web';
 
 interface RoleEval {
   command: string;
@@ -402,6 +403,7 @@ test('every .nix file in the repository parses (nix-instantiate --parse)', () =>
     'nix/modules/agent.nix',
     'nix/modules/coordinator.nix',
     'nix/modules/relay.nix',
+    'nix/modules/web.nix',
     'nix/modules/apps.nix',
     'nix/tests/vm-test.nix',
   ]) {
@@ -528,6 +530,7 @@ const daemons: [RoleName, Command][] = [
   ['agent', agentCommand],
   ['coordinator', coordinatorCommand],
   ['relay', relayCommand],
+  ['web', webCommand],
 ];
 
 for (const [name, command] of daemons) {
@@ -632,6 +635,51 @@ withLib(
 );
 
 withLib(
+  "outpost web's unit: loopback only, hardened with no state, the extra CA through NODE_EXTRA_CA_CERTS",
+  ({ roles }) => {
+    const { minimal, sample } = roles.web;
+    assert.equal(minimal.argv, [
+      '--coordinator',
+      'wss://fleet.example.org',
+      '--listen',
+      '127.0.0.1',
+      '--port',
+      '8430',
+      '--max-connections',
+      '512',
+      '--log-level',
+      'info',
+    ]);
+    const config = minimal.serviceConfig;
+    for (const [key, value] of Object.entries({
+      DynamicUser: true,
+      ProtectSystem: 'strict',
+      ProtectHome: true,
+      NoNewPrivileges: true,
+    }))
+      assert.is(config[key], value, `web: ${key}`);
+    assert.is(config.StateDirectory, undefined, 'web: no state');
+    assert.equal(minimal.firewallPorts, [], 'web: never opens the firewall');
+    type Env = { environment: Record<string, string> };
+    const env = (unit: RenderedUnit) => (unit.nixos.systemd.services['outpost-web'] as unknown as Env).environment;
+    assert.is(env(minimal).NODE_EXTRA_CA_CERTS, undefined);
+    assert.is(env(sample).NODE_EXTRA_CA_CERTS, '/etc/ssl/fleet-ca.pem');
+    // Another address than loopback is refused by the option's type, as `outpost web` refuses it.
+    const probe = (settings: string) => evalModules(['--arg', 'probe', `{ role = "web"; settings = ${settings}; }`]);
+    for (const address of ['0.0.0.0', '10.0.0.1', '::']) {
+      const refused = probe(`{ listen = "${address}"; }`);
+      assert.is.not(refused.code, 0, `listen = ${address} was accepted`);
+      assert.match(refused.stderr, /services\.outpost-web\.listen' is not of type `string matching the pattern/);
+    }
+    const v6 = probe('{ listen = "::1"; port = 9000; }');
+    assert.is(v6.code, 0, v6.stderr);
+    assert.ok((JSON.parse(v6.stdout) as { probe: string[] }).probe.join(' ').includes('--listen ::1 --port 9000'));
+    const badUrl = probe('{ coordinator = "https://fleet.example.org"; }');
+    assert.is.not(badUrl.code, 0, 'an https:// coordinator was accepted');
+  },
+);
+
+withLib(
   'flake outputs: package, modules, dev shell and the VM test for each Linux system',
   ({ flake, defaultModuleImports }) => {
     for (const system of Object.keys(SYSTEMS)) {
@@ -639,7 +687,7 @@ withLib(
       assert.ok(flake.devShells[system]?.includes('default'), `devShells.${system}.default`);
       assert.ok(flake.checks[system]?.includes('vm-test'), `checks.${system}.vm-test`);
     }
-    for (const name of ['agent', 'coordinator', 'relay', 'apps']) {
+    for (const name of ['agent', 'coordinator', 'relay', 'web', 'apps']) {
       assert.is(relative(repo, flake.nixosModules[name] ?? ''), `nix/modules/${name}.nix`, `nixosModules.${name}`);
       assert.ok(
         defaultModuleImports.some((m) => relative(repo, m) === `nix/modules/${name}.nix`),

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { signEnrollment } from '../../admin/enroll-entries.js';
@@ -47,8 +47,10 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // the CLI's signature and the agent installs from it), aborted with rollback from the page (the
 // agent goes back to what it ran before), a policy draft (windows, a group, a relay and a
 // timestamp key; alice's admin key refused; the root key signs, the page pushes, `outpost policy
-// show` walks to it and the agent takes it), and the
-// fleet's channel filter.
+// show` walks to it and the agent takes it; carol's key revoked), the fleet's channel filter, and
+// rollouts created with no link: planned from the stored documents, kept across an offline reload,
+// created when the link returns (the agent installs wave 1); one whose generation a CLI deploy took
+// meanwhile is refused by the coordinator and shown REFUSED, and the agent applies the deploy.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const dir = temporaryDirectory('web-editor-create');
@@ -63,6 +65,7 @@ let agent: DaemonProcess;
 let policy: Policy;
 const closures: string[] = [];
 let browser: Browser;
+let context: BrowserContext;
 let page: Page;
 let pageErrors: string[] = [];
 
@@ -176,7 +179,7 @@ test.before(async () => {
   );
   await applied(1, closures[0]!);
   browser = await launchChromium();
-  const context = await newLaptopContext(browser);
+  context = await newLaptopContext(browser);
   page = await context.newPage();
   pageErrors = collectPageErrors(page);
   page.on('dialog', (dialog) => void dialog.accept());
@@ -313,6 +316,139 @@ test('carol cannot abort with rollback: refused before signing, nothing new for 
   assert.match(String(await abort.getAttribute('title')), /carol lacks 'deploy' for h2/);
 });
 
+async function goOffline(): Promise<void> {
+  await context.setOffline(true);
+  await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
+}
+
+async function reloadAndUnlock(publicKey: string): Promise<void> {
+  await page.reload();
+  await unlock(page, PASSPHRASE, publicKey);
+  await page.getByTestId('connection').waitFor({ timeout: 30_000 });
+}
+
+// The "New rollout" form filled for one host, previewed until the plan shows (after an offline
+// reload the stored documents load in a moment).
+async function previewOfflineRollout(id: string, release: string, closure: string): Promise<string> {
+  await go('#/rollouts');
+  const panel = page.getByTestId('create-rollout');
+  await panel.waitFor();
+  if (!(await panel.evaluate((e) => (e as HTMLDetailsElement).open))) await panel.locator('summary').click();
+  await page.getByTestId('manifest').fill(JSON.stringify({ release, hosts: { h1: closure } }));
+  await page.getByTestId('rollout-channel').selectOption('');
+  await page.getByTestId('rollout-waves').fill('first=h1');
+  await page.getByTestId('rollout-id').fill(id);
+  await waitFor(
+    `the page plans ${id} from its stored documents`,
+    async () => {
+      await page.getByTestId('rollout-preview').click();
+      return page.getByTestId('plan-offline').isVisible();
+    },
+    30_000,
+    500,
+  ).catch(async () => {
+    const shown = await page.getByTestId('rollout-create-message').allTextContents();
+    assert.unreachable(failWith(`no offline plan: ${shown.join(' | ')}`));
+  });
+  return String(await page.getByTestId('plan-wave-1').textContent());
+}
+
+test('alice creates a rollout with no link: planned from stored documents, kept across an offline reload, created when the link returns, and the agent installs wave 1', async () => {
+  await switchTo(org.alice.publicKey);
+  await go('#/rollouts');
+  // The rollouts the page lists are followed (and stored) before the link goes.
+  await page.getByTestId('rollout-row-cli-w51').waitFor({ timeout: 30_000 });
+  await goOffline();
+  await reloadAndUnlock(org.alice.publicKey);
+  // h1 holds generations 1 (deploy), 2 (rollout web-w50) and 3 (rollback): the plan takes 4.
+  assert.match(await previewOfflineRollout('off-w52', 'w52', closures[1]!), /first.*h1 \(gen 4\)/);
+  const warning = String(await page.getByTestId('plan-offline').textContent());
+  assert.match(warning, /NO LINK: planned from the documents this browser stored, as of .*\(.* ago\)/);
+  assert.match(warning, /Hosts enrolled since are missing from it/);
+  await screenshot(page, 'web-rollout-create-offline');
+  await page.getByTestId('rollout-create').click();
+  await page
+    .getByTestId('rollout-create-message')
+    .filter({ hasText: 'rollout off-w52: signed — not yet delivered' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () =>
+      assert.unreachable(failWith(String(await page.getByTestId('rollout-create-message').textContent()))),
+    );
+  await page.locator('[data-testid=plan-pending][data-delivered=false]').waitFor({ timeout: 10_000 });
+
+  await reloadAndUnlock(org.alice.publicKey);
+  await go('#/rollouts');
+  const pending = page.locator('[data-testid=plan-pending][data-delivered=false]');
+  await pending.waitFor({ timeout: 30_000 });
+  assert.match(String(await pending.textContent()), /off-w52 of w52: 1 waves, 1 hosts.*NOT YET DELIVERED/);
+  assert.match(String(await page.getByTestId('pending-count').textContent()), /1 signed action/);
+  assert.not.ok((await rolloutDocuments()).includes('fleet/rollout-off-w52'), 'nothing reached the coordinator');
+
+  await context.setOffline(false);
+  await waitFor(
+    'the coordinator stores the plan signed offline',
+    async () => (await rolloutDocuments()).includes('fleet/rollout-off-w52'),
+    30_000,
+    500,
+  );
+  const entries = await readDoc(rolloutDocName('off-w52'), (doc) => readRolloutEntries(doc));
+  const plan = entries.plans[0]!;
+  assert.is(plan.signature.signature, signPayload('rollout-plan', plan.plan, org.alice).signature);
+  assert.equal(
+    plan.plan.waves.map((w) => w.hosts.map((h) => [h.host, h.generation])),
+    [[['h1', 4]]],
+  );
+  const signedPlan = findPlan(entries, planDigest(plan.plan));
+  assert.ok(signedPlan, 'the plan counts as signed by its issuer');
+  assert.is(judgeRollout(entries, signedPlan, [policy], Date.now()).state, 'running');
+  await applied(4, closures[1]!);
+  // The same plan sent again (an outbox retrying after a lost answer) is not a new plan: its own
+  // generation, delivered meanwhile, does not make the coordinator refuse it.
+  const again = await postJson(coordinator.url, '/api/rollouts', { plan });
+  assert.is(again.status, 200, again.body.error);
+  assert.is((again.body as { stored?: boolean }).stored, false);
+  // Once the server lists it and its document holds the plan, it is an ordinary rollout.
+  await page.getByTestId('rollout-row-off-w52').waitFor({ timeout: 30_000 });
+  await page.getByTestId('plan-pending').waitFor({ state: 'detached', timeout: 30_000 });
+});
+
+test('a rollout signed with no link whose generation a deploy took meanwhile: the coordinator refuses it, the page shows REFUSED with the reason, the deploy is applied', async () => {
+  await go('#/rollouts');
+  await page.getByTestId('rollout-row-off-w52').waitFor({ timeout: 30_000 });
+  await goOffline();
+  assert.match(await previewOfflineRollout('off-w53', 'w53', closures[0]!), /first.*h1 \(gen 5\)/);
+  await page.getByTestId('rollout-create').click();
+  await page
+    .getByTestId('rollout-create-message')
+    .filter({ hasText: 'not yet delivered' })
+    .waitFor({ timeout: 20_000 });
+  // Meanwhile another admin deploys to h1 with the CLI: it takes generation 5.
+  const deployed = await submitIntent(
+    coordinator.url,
+    { host: 'h1', closure: closures[0]!, action: 'switch', validForSeconds: 3600 },
+    org.alice,
+    30_000,
+  );
+  assert.is(deployed.signed.intent.generation, 5);
+  await context.setOffline(false);
+  const refused = page.getByTestId('plan-refused');
+  await refused
+    .waitFor({ timeout: 30_000 })
+    .catch(async () =>
+      assert.unreachable(failWith(`not refused: ${await page.getByTestId('plan-pending').allTextContents()}`)),
+    );
+  assert.match(
+    String(await refused.textContent()),
+    /rollout off-w53: REFUSED by the server: rollout off-w53 refused: h1: generation 5 is taken \(issued up to 5\)\. Something was deployed since the plan was made; create the plan again/,
+  );
+  assert.is(await page.getByTestId('plan-pending').count(), 0, 'never shown as waiting or created');
+  assert.not.ok((await rolloutDocuments()).includes('fleet/rollout-off-w53'), 'the coordinator holds no such rollout');
+  // No equivocation at h1: the deploy made meanwhile is applied.
+  await applied(5, closures[0]!);
+  await refused.getByRole('button', { name: 'Dismiss' }).click();
+  await refused.waitFor({ state: 'detached', timeout: 10_000 });
+});
+
 test('fleet filter by channel and by site, keyboard reachable', async () => {
   await go('#/');
   const channel = page.getByTestId('channel-filter');
@@ -366,11 +502,23 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   await page.getByTestId('draft-timestamp-key').fill(secondTimestampKey.publicKey);
   await page.getByTestId('draft-timestamp-save').click();
   await page.getByTestId('draft-diff').filter({ hasText: 'timestampKeys' }).waitFor({ timeout: 10_000 });
+  // Carol's key is revoked (the CLI's revoke-key); a root key is refused with the CLI's reason.
+  await page.getByTestId('draft-revoke-key').fill(org.root.publicKey);
+  await page.getByTestId('draft-revoke-save').click();
+  assert.match(
+    String(await page.getByTestId('draft-message').textContent()),
+    /refused: key .* is a root key of this policy; replace it first with 'outpost policy rotate-root', then revoke it/,
+  );
+  await page.getByTestId('draft-revoke-key').fill(org.carol.publicKey);
+  await page.getByTestId('draft-revoke-save').click();
+  await page.getByTestId('draft-diff').filter({ hasText: 'revokedKeys' }).waitFor({ timeout: 10_000 });
+  assert.match(String(await page.getByTestId('draft-message').textContent()), /removed the key from admin carol/);
   const diff = String(await page.getByTestId('draft-diff').textContent());
   assert.match(diff, /~ groups clinics: .*maintenanceWindows: Tue 03:00-05:00/);
   assert.match(diff, /\+ groups lab: hosts: h3/);
   assert.match(diff, /\+ relays lab-relay: /);
   assert.ok(diff.includes(`+ timestampKeys ${secondTimestampKey.publicKey}`), diff);
+  assert.ok(diff.includes(`+ revokedKeys ${org.carol.publicKey}`), diff);
   await page.getByTestId('draft-sign').click();
   const refusal = String(await page.getByTestId('draft-message').textContent());
   assert.match(refusal, /refused: this key is not one of the org root keys .* nothing was signed/, failWith(refusal));
@@ -420,6 +568,8 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
   const labRelay = show.policy.relays.find((r) => r.name === 'lab-relay');
   assert.equal([labRelay?.key, labRelay?.groups], [labRelayKey.publicKey, ['lab']]);
   assert.equal(show.policy.timestampKeys, [org.timestamp.publicKey, secondTimestampKey.publicKey]);
+  assert.equal(show.policy.revokedKeys, [org.carol.publicKey]);
+  assert.equal(show.policy.admins.find((a) => a.name === 'carol')?.keys, []);
   // The real agent walks to the page-signed version.
   await waitFor(
     'the agent trusts policy version 2',

@@ -54,11 +54,13 @@ import { buildSystemClosure } from '../harness/system-closures.js';
 // signed offline that the coordinator refuses when the link returns (the root took 'enroll' from
 // alice meanwhile) is shown as refused, with the server's reason, never as bound. Bob's
 // co-signature of a plan for prod-1 (two admins needed), signed offline, lets the coordinator
-// deliver it once the link returns.
+// deliver it once the link returns. An approval the server answers 200 for and never serves is
+// said so after the 60 s grace instead of being dropped without a word.
 const org = makeTestOrg();
 const PASSPHRASE = 'correct horse battery staple';
 const ROLLOUT = 'web-off';
 const h3Key = generateSigningKey('h3');
+const h4Key = generateSigningKey('h4');
 const prodKey = generateSigningKey('prod-1');
 const dir = temporaryDirectory('web-editor-offline');
 let coordinator: DaemonProcess & { url: string; port: number };
@@ -425,6 +427,49 @@ test('bob co-signs a plan with no link (production needs two admins): kept acros
     500,
   );
   await switchTo(org.alice.publicKey);
+});
+
+test('an approval the server answers 200 for but does not serve is shown as such after the grace, not dropped; approved again, it binds', async () => {
+  const requested = await postJson(
+    coordinator.url,
+    '/api/enroll',
+    signEnrollRequest(h4Key, 'h4', undefined, new Date()),
+  );
+  assert.is(requested.status, 200, requested.body.error);
+  await go('#/enrollment');
+  await page.getByTestId('enroll-approve-h4').waitFor({ timeout: 30_000 });
+  // What the page sees of a server that says it stored the approval and drops it: 200 {ok: true}
+  // to the POST, and a document that never holds it.
+  let answered = 0;
+  await page.route('**/api/enroll/approve', async (route) => {
+    answered += 1;
+    await route.fulfill({ status: 200, contentType: 'application/json', body: '{"ok":true}' });
+  });
+  try {
+    await page.getByTestId('enroll-approve-h4').click();
+    await page.getByTestId('enroll-message').filter({ hasText: 'stored by the server' }).waitFor({ timeout: 10_000 });
+    assert.is(answered, 1);
+    // Counted while it may still be arriving: h4 shows bound.
+    await page.getByTestId('bound-h4').waitFor({ timeout: 10_000 });
+    // After the 60 s grace only the document counts, and the page says what happened.
+    const lost = page.getByTestId('enroll-lost');
+    await lost
+      .waitFor({ timeout: 90_000 })
+      .catch(() => assert.unreachable(failWith('the dropped approval is not shown')));
+    assert.match(
+      await text('enroll-lost'),
+      /the enrollment of h4 .*: the server answered that it stored it at .*, but the enrollment document it serves does not hold it: not counted here; approve it again/,
+    );
+    await page.getByTestId('bound-h4').waitFor({ state: 'detached', timeout: 10_000 });
+  } finally {
+    await page.unroute('**/api/enroll/approve');
+  }
+  // Approved again, through the real server: bound, and the old notice is moot.
+  await page.getByTestId('enroll-approve-h4').click();
+  await page.locator('[data-testid=bound-h4][data-delivered=true]').waitFor({ timeout: 30_000 });
+  await page.getByTestId('enroll-lost').waitFor({ state: 'detached', timeout: 30_000 });
+  const enrollments = await readDoc(ENROLLMENT_DOC, (doc) => readEnrollments(doc));
+  assert.ok(enrollments.some((e) => e.enrollment.host === 'h4' && e.enrollment.hostKey === h4Key.publicKey));
 });
 
 test('an approval signed offline that the server refuses when the link returns (alice lost enroll meanwhile) is shown refused, with the reason, and not as bound', async () => {

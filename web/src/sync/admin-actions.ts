@@ -34,7 +34,7 @@ export async function postToServer(sync: FleetSync, path: string, body: unknown,
 }
 
 // Kept in the outbox, then one delivery attempt: stored now, refused, or waiting for the link.
-async function sendThroughOutbox(outbox: ApiOutbox, entry: NewApiOutboxEntry): Promise<AdminOutcome> {
+export async function sendThroughOutbox(outbox: ApiOutbox, entry: NewApiOutboxEntry): Promise<AdminOutcome> {
   const kept = await outbox.add(entry);
   if (kept.refused !== null) return { ok: false, reason: `the server refused ${entry.what}: ${kept.refused}` };
   if (kept.deliveredAt !== null) return { ok: true, message: `${entry.what}: stored by the server` };

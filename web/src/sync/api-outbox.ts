@@ -3,7 +3,9 @@ import {
   type PlanCosignature,
   planCosignatureSchema,
   rolloutIdSchema,
+  type SignedPlan,
   type SignedRolloutAction,
+  signedPlanSchema,
   signedRolloutActionSchema,
 } from '../../../shared/rollout/schemas.js';
 import { type SignedEnrollment, signedEnrollmentSchema } from '../../../shared/schemas/policy.js';
@@ -11,8 +13,8 @@ import { httpBaseFromWs } from '../../../shared/sync/reconnect.js';
 import { idbDelete, idbPut, idbValues } from '../storage/idb.js';
 import { readBounded } from './read-bounded.js';
 
-// Rollout actions (approve a wave, pause, resume, abort), plan co-signatures and enrollment
-// approvals signed in this page wait here, in IndexedDB (awaited before the page says "signed"), until the server's API
+// Rollout plans and actions (approve a wave, pause, resume, abort), plan co-signatures and
+// enrollment approvals signed in this page wait here, in IndexedDB (awaited before the page says "signed"), until the server's API
 // stores them: POST /api/rollouts and /api/enroll/approve, exactly as the CLI sends them.
 //
 // They cannot wait inside the rollout or enrollment document the way intents wait in a host's
@@ -35,6 +37,14 @@ const common = {
 const apiOutboxEntrySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('rollout-action'), signed: signedRolloutActionSchema, ...common }),
   z.object({ kind: z.literal('enrollment'), signed: signedEnrollmentSchema, ...common }),
+  // A rollout planned and signed with no link (rollout-create.ts); `plannedFrom`: when the view it
+  // was planned from was last live (null: never).
+  z.object({
+    kind: z.literal('rollout-plan'),
+    signed: signedPlanSchema,
+    plannedFrom: z.number().nullable(),
+    ...common,
+  }),
   z.object({
     kind: z.literal('rollout-cosignature'),
     rollout: rolloutIdSchema,
@@ -62,20 +72,28 @@ const KEEP_DELIVERED_MS = 7 * 86_400_000;
 export type NewApiOutboxEntry =
   | { kind: 'rollout-action'; signed: SignedRolloutAction; what: string }
   | { kind: 'enrollment'; signed: SignedEnrollment; what: string }
-  | { kind: 'rollout-cosignature'; rollout: string; signed: PlanCosignature; what: string };
+  | { kind: 'rollout-cosignature'; rollout: string; signed: PlanCosignature; what: string }
+  | { kind: 'rollout-plan'; signed: SignedPlan; plannedFrom: number | null; what: string };
 
 const PATHS = {
   'rollout-action': '/api/rollouts',
   'rollout-cosignature': '/api/rollouts',
+  'rollout-plan': '/api/rollouts',
   enrollment: '/api/enroll/approve',
 } as const;
-// The bodies `outpost rollout pause|resume|abort|approve` and `outpost enroll approve` send.
-const body = (entry: ApiOutboxEntry): unknown =>
-  entry.kind === 'rollout-action'
-    ? { action: entry.signed }
-    : entry.kind === 'rollout-cosignature'
-      ? { cosignature: { ...entry.signed, rollout: entry.rollout } }
-      : entry.signed;
+// The bodies `outpost rollout create|pause|resume|abort|approve` and `outpost enroll approve` send.
+function body(entry: ApiOutboxEntry): unknown {
+  switch (entry.kind) {
+    case 'rollout-action':
+      return { action: entry.signed };
+    case 'rollout-cosignature':
+      return { cosignature: { ...entry.signed, rollout: entry.rollout } };
+    case 'rollout-plan':
+      return { plan: entry.signed };
+    case 'enrollment':
+      return entry.signed;
+  }
+}
 const idOf = (entry: NewApiOutboxEntry): string =>
   entry.kind === 'enrollment' ? entry.signed.signatures[0]!.signature : entry.signed.signature.signature;
 
@@ -175,6 +193,15 @@ export class ApiOutbox {
     return this.sorted().flatMap((e) =>
       e.kind === 'rollout-cosignature' && e.refused === null && e.rollout === rollout
         ? [{ signed: e.signed, deliveredAt: e.deliveredAt }]
+        : [],
+    );
+  }
+
+  // Rollouts created with no link, not refused (the list shows them until their document does).
+  rolloutPlans(): (Waiting<SignedPlan> & { plannedFrom: number | null })[] {
+    return this.sorted().flatMap((e) =>
+      e.kind === 'rollout-plan' && e.refused === null
+        ? [{ signed: e.signed, deliveredAt: e.deliveredAt, plannedFrom: e.plannedFrom }]
         : [],
     );
   }

@@ -19,23 +19,26 @@ import {
   planSignatureNeeds,
   rolloutSlug,
 } from '../../../shared/views/rollout-draft.js';
-import { type AdminOutcome, postToServer } from './admin-actions.js';
+import { type AdminOutcome, postToServer, sendThroughOutbox } from './admin-actions.js';
+import type { ApiOutbox } from './api-outbox.js';
 import type { FleetSync } from './fleet-sync.js';
 
 // `outpost rollout create` from the page: the same manifest, wave and gate specs, refusals and
 // plan (shared/views/rollout-draft.ts), previewed before it is signed, signed in the browser over
-// the CLI's bytes, checked again, then POSTed to /api/rollouts as the CLI does. The coordinator
-// drives a rollout (it delivers each wave's intents when its gate opens), so creating one needs
-// the link: offline the page says so and signs nothing.
+// the CLI's bytes, checked again, then POSTed to /api/rollouts as the CLI does.
 //
-// Why it must refuse rather than wait in the outbox like a pause: the page does hold the policy
-// and an IndexedDB copy of fleet/enrollment it can verify, so the hosts' keys are known offline;
-// but the plan fixes each host's next generation, and only the server's current documents say
-// which generations are free. A deploy another admin made meanwhile would take the same number,
-// the host would refuse both intents of that generation as an equivocation (selectIntent), and
-// a signed plan cannot be amended: it would have to be signed again. So the page plans only from live copies.
-const NEEDS_LINK =
-  "the page has no live copy of the host's documents, and the plan fixes each host's next generation: only the server's current documents say which is free (a deploy another admin made meanwhile would take the same number, and the host would refuse both). Creating a rollout needs the link: fill in the form now, and show and sign the plan once connected (nothing was signed)";
+// With no link the plan is made from the documents this browser stored (the policy walked from
+// the pinned root, fleet/enrollment, each host's desired document, the rollouts it followed) and
+// waits in the API outbox, NOT YET DELIVERED, until the link returns. What a stale view can get
+// wrong is re-checked where the live documents are: the plan fixes each host's next generation,
+// and a deploy or rollout made meanwhile may have taken it (the host would refuse both intents
+// as an equivocation), so the coordinator refuses a new plan naming a generation its documents
+// already hold (coordinator/rollouts.ts, takenGenerations); hosts enrolled since are simply not
+// in the plan; a policy that moved is judged by the coordinator as for any plan. With a link,
+// only live copies are used, as before: a plan is never made from a stale view while a fresh one
+// is a moment away.
+const NOT_READ_YET =
+  "not read from the server yet (the link is up, and the plan's generations must come from the server's current documents); try again in a moment (nothing was signed)";
 
 export interface RolloutForm {
   manifestText: string;
@@ -53,6 +56,9 @@ export interface RolloutPreview {
   planned: PlannedRollout;
   // Hosts whose groups need more admins than this key: who else must co-sign the plan.
   needs: { host: string; reason: string }[];
+  // Planned with no link, from this browser's stored documents: when they were last live (null:
+  // never while this browser watched).
+  offline: { asOf: number | null } | null;
 }
 
 export type PreviewOutcome = { ok: true; preview: RolloutPreview } | { ok: false; reason: string };
@@ -68,15 +74,29 @@ function randomSuffix(): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-// The highest generation issued to the host: in its desired document (live: checked by the
-// caller) and in every rollout this page follows (a later wave's intents are not delivered yet).
-function highestIssued(sync: FleetSync, rolloutIds: readonly string[]): (host: string) => number {
+// Whether the page has a link to the server at all (some document live). Without one, plans are
+// made from stored copies; with one, only from live copies.
+export function hasLink(sync: FleetSync): boolean {
+  return navigator.onLine && sync.connections().live > 0;
+}
+
+// The highest generation issued to the host: in its desired document (live, or stored when there
+// is no link: checked by the caller), in every rollout this page follows (a later wave's intents
+// are not delivered yet) and in plans signed here that wait for the link.
+function highestIssued(
+  sync: FleetSync,
+  rolloutIds: readonly string[],
+  waitingPlans: readonly RolloutPlan[],
+): (host: string) => number {
   const inRollouts = new Map<string, number>();
-  for (const id of rolloutIds)
-    for (const { plan } of readRolloutEntries(sync.fleetDocument(rolloutDocName(id))).plans)
-      for (const wave of plan.waves)
-        for (const entry of wave.hosts)
-          inRollouts.set(entry.host, Math.max(inRollouts.get(entry.host) ?? 0, entry.generation));
+  const plans = [
+    ...rolloutIds.flatMap((id) => readRolloutEntries(sync.fleetDocument(rolloutDocName(id))).plans.map((p) => p.plan)),
+    ...waitingPlans,
+  ];
+  for (const plan of plans)
+    for (const wave of plan.waves)
+      for (const entry of wave.hosts)
+        inRollouts.set(entry.host, Math.max(inRollouts.get(entry.host) ?? 0, entry.generation));
   return (host) => {
     const doc = sync.desiredDoc(host);
     return Math.max(inRollouts.get(host) ?? 0, doc ? highestGeneration(doc, host) : 0);
@@ -90,6 +110,7 @@ export function previewRollout(
   form: RolloutForm,
   rolloutIds: readonly string[],
   now: number,
+  waitingPlans: readonly RolloutPlan[] = [],
 ): PreviewOutcome {
   const authority = sync.authority();
   const policy = authority?.chain.at(-1);
@@ -117,21 +138,30 @@ export function previewRollout(
   const enrolled = (host: string): string | undefined => authority.bindings.get(host)?.hostKey;
   const allowed = mayCreateRollout(policy, publicKey, hosts, enrolled);
   if (!allowed.ok) return { ok: false, reason: `${allowed.reason}; nothing was signed` };
-  // The generations come from the hosts' documents as this page holds them: only a live copy
-  // says which generation is next.
-  const stale = hosts.filter((h) => !sync.desiredLive(h));
-  if (stale.length)
-    return {
-      ok: false,
-      reason: `${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ` and ${stale.length - 5} more` : ''}: ${NEEDS_LINK}`,
-    };
-  // A later wave's intents are in its rollout document only: each must be read in full first.
-  const unread = rolloutIds.filter((id) => !sync.fleetDocumentLive(rolloutDocName(id)));
-  if (unread.length)
-    return {
-      ok: false,
-      reason: `rollout ${unread[0]}${unread.length > 1 ? ` and ${unread.length - 1} more` : ''} not read from the server yet (their generations count); try again in a moment (nothing was signed)`,
-    };
+  // The generations come from the hosts' documents as this page holds them: with a link only a
+  // live copy says which generation is next; with none, the stored copy is the best this browser
+  // has (the coordinator refuses the plan if one was taken since).
+  const offline = !hasLink(sync);
+  const list = (names: string[]): string =>
+    `${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''}`;
+  if (offline) {
+    const unstored = hosts.filter((h) => !sync.desiredLoaded(h));
+    if (unstored.length)
+      return {
+        ok: false,
+        reason: `${list(unstored)}: this browser holds no copy of the host's documents, so its next generation is unknown with no link; plan it once connected (nothing was signed)`,
+      };
+  } else {
+    const stale = hosts.filter((h) => !sync.desiredLive(h));
+    if (stale.length) return { ok: false, reason: `${list(stale)}: ${NOT_READ_YET}` };
+    // A later wave's intents are in its rollout document only: each must be read in full first.
+    const unread = rolloutIds.filter((id) => !sync.fleetDocumentLive(rolloutDocName(id)));
+    if (unread.length)
+      return {
+        ok: false,
+        reason: `rollout ${unread[0]}${unread.length > 1 ? ` and ${unread.length - 1} more` : ''} not read from the server yet (their generations count); try again in a moment (nothing was signed)`,
+      };
+  }
   const plan = buildRolloutPlan({
     id: checkedId.data,
     manifest: manifest.value,
@@ -144,19 +174,26 @@ export function previewRollout(
     expiresInSeconds: Math.round(form.expiresDays * 86_400),
     planned: planned.value,
     enrolled,
-    highest: highestIssued(sync, rolloutIds),
+    highest: highestIssued(sync, rolloutIds, waitingPlans),
   });
   return {
     ok: true,
-    preview: { plan, planned: planned.value, needs: planSignatureNeeds(plan, [publicKey], authority.chain) },
+    preview: {
+      plan,
+      planned: planned.value,
+      needs: planSignatureNeeds(plan, [publicKey], authority.chain),
+      offline: offline ? { asOf: sync.lastLiveAt } : null,
+    },
   };
 }
 
 // Signs exactly the previewed plan, after checking again that this key may (the policy may have
-// moved since the preview), and hands it to the server.
+// moved since the preview), and hands it to the server: at once with a link, else through the API
+// outbox (kept in IndexedDB, NOT YET DELIVERED, POSTed when the link returns).
 export async function createRollout(
   sync: FleetSync,
   signer: PayloadSigner,
+  outbox: ApiOutbox,
   preview: RolloutPreview,
 ): Promise<AdminOutcome> {
   const { plan } = preview;
@@ -168,15 +205,25 @@ export async function createRollout(
   const hosts = plan.waves.flatMap((w) => w.hosts.map((h) => h.host));
   const allowed = mayCreateRollout(policy, signer.publicKey, hosts, (h) => authority.bindings.get(h)?.hostKey);
   if (!allowed.ok) return { ok: false, reason: `${allowed.reason}; nothing was signed` };
-  if (!navigator.onLine)
+  const link = hasLink(sync);
+  // Planned from stored copies, but the live ones are there now: plan again from them.
+  if (preview.offline && link)
     return {
       ok: false,
-      reason: `offline: ${NEEDS_LINK}`,
+      reason: 'the link is back: show the plan again, so that it is made from the live documents (nothing was signed)',
     };
   const signed: SignedPlan = signedPlanSchema.parse({ plan, signature: await signer.sign('rollout-plan', plan) });
   if (!planSignatureValid(signed))
     return { ok: false, reason: `the ${signer.engine} signature does not verify; nothing was sent` };
-  const outcome = await postToServer(sync, '/api/rollouts', { plan: signed }, `rollout ${plan.id}`);
+  const what = `rollout ${plan.id}`;
+  const outcome = link
+    ? await postToServer(sync, '/api/rollouts', { plan: signed }, what)
+    : await sendThroughOutbox(outbox, {
+        kind: 'rollout-plan',
+        signed,
+        plannedFrom: preview.offline?.asOf ?? sync.lastLiveAt,
+        what,
+      });
   if (!outcome.ok) return outcome;
   return {
     ok: true,

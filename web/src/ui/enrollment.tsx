@@ -30,10 +30,18 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
   // again), marked not yet delivered.
   const stored = readEnrollments(doc);
   const storedSignatures = new Set(stored.flatMap((e) => e.signatures.map((s) => s.signature)));
-  const waiting = session.apiOutbox
+  const notStored = session.apiOutbox
     .enrollments()
-    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature) && arriving(p, props.now));
+    .filter((p) => !storedSignatures.has(p.signed.signatures[0]!.signature));
+  const waiting = notStored.filter((p) => arriving(p, props.now));
+  // The server answered 200 but, past the grace, the document it serves does not hold them: not
+  // counted (the host shows unbound), and said so rather than dropped without a word.
+  const pastGrace = notStored.filter((p) => !arriving(p, props.now));
   const state = enrollmentState(policy, [...stored, ...waiting.map((p) => p.signed)], requests);
+  // One that a later approval (or a token) made moot is not shown.
+  const lost = pastGrace.filter(
+    (p) => state.bindings.get(p.signed.enrollment.host)?.hostKey !== p.signed.enrollment.hostKey,
+  );
   const waitingFor = (host: string, hostKey: string) =>
     waiting.find((p) => p.signed.enrollment.host === host && p.signed.enrollment.hostKey === hostKey);
   const refused = session.apiOutbox.refused().filter((e) => e.kind === 'enrollment');
@@ -110,6 +118,13 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
           <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
             Dismiss
           </button>
+        </p>
+      ))}
+      {lost.map((p) => (
+        <p key={p.signed.signatures[0]!.signature} class="bad" data-testid="enroll-lost">
+          the enrollment of {p.signed.enrollment.host} (key <code>{p.signed.enrollment.hostKey.slice(0, 12)}…</code>):
+          the server answered that it stored it at {clock(p.deliveredAt ?? '')}, but the enrollment document it serves
+          does not hold it: not counted here; approve it again if it is still wanted
         </p>
       ))}
       {state.conflicts.length > 0 && (

@@ -9,8 +9,11 @@ import {
   addRole,
   addTimestampKey,
   type Edited,
+  parseRootForm,
   removeAdmin,
   removeLogin,
+  revokeKey,
+  rotateRoot,
   setGroupWindows,
 } from '../../../shared/views/policy-edit.js';
 import {
@@ -25,7 +28,7 @@ import {
 import type { Session } from './session.js';
 
 // The policy page's draft of the next version: `outpost policy`'s edits (groups and their
-// windows, admins, roles, logins, relays, timestamp keys), the diff against the version in force, signatures by root keys (this
+// windows, admins, roles, logins, relays, timestamp keys, key revocation, root rotation), the diff against the version in force, signatures by root keys (this
 // browser's unlocked key, or a draft file another root holder signed), and the push once readers
 // would accept it. Kept in IndexedDB, so a draft survives reloads and is signed with no link.
 
@@ -51,7 +54,7 @@ function Field(props: { label: string; name: string; value: string; set: (v: str
   );
 }
 
-function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited) => void }) {
+function EditForms(props: { policy: Policy; ownKey: string; apply: (edit: (p: Policy) => Edited) => void }) {
   const [group, setGroup] = useState({ name: '', hosts: '', threshold: '1' });
   const [win, setWin] = useState({ name: '', maintenance: '', reboot: '', timeZone: '' });
   const [admin, setAdmin] = useState({ name: '', keys: '', roles: '' });
@@ -59,6 +62,8 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
   const [login, setLogin] = useState({ name: '', account: '', sshKey: '', hosts: '', groups: '' });
   const [relay, setRelay] = useState({ name: '', key: '', hosts: '', groups: '' });
   const [timestampKey, setTimestampKey] = useState('');
+  const [revoked, setRevoked] = useState('');
+  const [root, setRoot] = useState({ keys: '', threshold: '' });
   const { apply } = props;
   return (
     <div class="stack">
@@ -324,6 +329,50 @@ function EditForms(props: { policy: Policy; apply: (edit: (p: Policy) => Edited)
           Add timestamp key
         </button>
       </div>
+      <div class="inline">
+        <strong>Revoke key</strong>
+        <Field label="key" name="revoke-key" size={24} value={revoked} set={setRevoked} />
+        <button
+          type="button"
+          data-testid="draft-revoke-save"
+          title="as 'outpost policy revoke-key': the key loses every power (admin, relay, timestamp) and never counts again, even for intents naming an older version"
+          onClick={() =>
+            apply((p) => {
+              const edited = revokeKey(p, revoked.trim());
+              return revoked.trim() === props.ownKey
+                ? { ...edited, notes: [...edited.notes, 'this is the key unlocked in this browser'] }
+                : edited;
+            })
+          }
+        >
+          Revoke
+        </button>
+      </div>
+      <div class="inline">
+        <strong>Root</strong>
+        <Field
+          label="new root keys"
+          name="root-keys"
+          size={30}
+          value={root.keys}
+          set={(keys) => setRoot({ ...root, keys })}
+        />
+        <Field
+          label="threshold"
+          name="root-threshold"
+          size={3}
+          value={root.threshold}
+          set={(threshold) => setRoot({ ...root, threshold })}
+        />
+        <button
+          type="button"
+          data-testid="draft-root-save"
+          title="as 'outpost policy rotate-root': the version must then be signed by the threshold of the current root AND of the new one"
+          onClick={() => apply((p) => rotateRoot(p, parseRootForm(root.keys, root.threshold, p.root)))}
+        >
+          Replace the root
+        </button>
+      </div>
     </div>
   );
 }
@@ -402,7 +451,7 @@ export function PolicyDraft(props: { session: Session; current: Policy }) {
         </p>
       ) : (
         <>
-          <EditForms policy={draft.policy} apply={apply} />
+          <EditForms policy={draft.policy} ownKey={signer.publicKey} apply={apply} />
           <h3>Changes against version {current.version}</h3>
           {changes.length === 0 ? (
             <p class="muted" data-testid="draft-diff">

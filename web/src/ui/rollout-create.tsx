@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { type ActivationAction, activationActionSchema } from '../../../shared/schemas/primitives.js';
 import type { AdminOutcome } from '../sync/admin-actions.js';
 import { createRollout, previewRollout, type RolloutForm, type RolloutPreview } from '../sync/rollout-create.js';
-import { clock } from './format.js';
+import { ago, clock } from './format.js';
 import { useAction } from './hooks.js';
 import type { Session } from './session.js';
 
@@ -47,7 +47,8 @@ export function CreateRollout(props: { session: Session; rolloutIds: readonly st
     set({ manifestText: await file.text() });
   };
   const showPlan = (): void => {
-    const result = previewRollout(session.sync, session.signer.publicKey, form, props.rolloutIds, Date.now());
+    const waiting = session.apiOutbox.rolloutPlans().map((p) => p.signed.plan);
+    const result = previewRollout(session.sync, session.signer.publicKey, form, props.rolloutIds, Date.now(), waiting);
     setPreview(result.ok ? result.preview : null);
     setProblem(result.ok ? null : result.reason);
   };
@@ -56,7 +57,8 @@ export function CreateRollout(props: { session: Session; rolloutIds: readonly st
       <summary>New rollout from a release manifest</summary>
       <p class="hint">
         As <code>outpost rollout create</code>: the plan is signed here with your key and handed to the server, which
-        delivers each wave when its gate opens; this needs the link.
+        delivers each wave when its gate opens. With no link the plan is made from what this browser stored and waits
+        here until the link returns; the server then checks it as any plan.
       </p>
       <div class="create-grid">
         <label class="stack">
@@ -157,7 +159,9 @@ export function CreateRollout(props: { session: Session; rolloutIds: readonly st
           disabled={busy || !preview}
           title={preview ? 'signed by you, as outpost rollout create' : 'show the plan first'}
           data-testid="rollout-create"
-          onClick={() => preview && void run(() => createRollout(session.sync, session.signer, preview))}
+          onClick={() =>
+            preview && void run(() => createRollout(session.sync, session.signer, session.apiOutbox, preview))
+          }
         >
           Sign and create
         </button>
@@ -213,6 +217,17 @@ export function CreateRollout(props: { session: Session; rolloutIds: readonly st
                 .map((s) => `${s.host} (${s.reason})`)
                 .join('; ')}
               {preview.planned.skipped.length > 10 ? ` and ${preview.planned.skipped.length - 10} more` : ''}
+            </p>
+          )}
+          {preview.offline && (
+            <p class="warn" data-testid="plan-offline">
+              NO LINK: planned from the documents this browser stored,{' '}
+              {preview.offline.asOf === null
+                ? 'never seen live here'
+                : `as of ${clock(preview.offline.asOf)} (${ago(preview.offline.asOf, Date.now())})`}
+              . Hosts enrolled since are missing from it, and a deploy or rollout made since may have taken a generation
+              it names: the server refuses the plan then (make it again). Signed, it waits in this browser, NOT YET
+              DELIVERED, and is sent when the link returns.
             </p>
           )}
           <p class={preview.needs.length ? 'warn' : 'ok'} data-testid="plan-needs">

@@ -158,6 +158,58 @@ function OutboxActions(props: { session: Session; id: string; now: number }) {
   );
 }
 
+// Rollouts created here with no link that the server does not list yet: waiting for the link
+// (NOT YET DELIVERED), stored moments ago, stored by the server's word but missing from what it
+// serves after the grace (said so, as for actions), or refused with the server's reason.
+function WaitingPlans(props: { session: Session; ids: readonly string[]; now: number }) {
+  const { session, ids, now } = props;
+  const held = (id: string, signature: string): boolean =>
+    ids.includes(id) &&
+    readRolloutEntries(session.sync.fleetDocument(rolloutDocName(id))).plans.some(
+      (p) => p.signature.signature === signature,
+    );
+  const waiting = session.apiOutbox.rolloutPlans().filter((p) => !held(p.signed.plan.id, p.signed.signature.signature));
+  const refused = session.apiOutbox.refused().filter((e) => e.kind === 'rollout-plan');
+  if (!waiting.length && !refused.length) return null;
+  return (
+    <ul class="outbox" aria-label="Rollouts signed here, not at the server yet">
+      {waiting.map((p) => {
+        const { plan } = p.signed;
+        return (
+          <li
+            key={p.signed.signature.signature}
+            data-testid="plan-pending"
+            data-delivered={String(p.deliveredAt !== null)}
+          >
+            rollout <strong>{plan.id}</strong> of {plan.release}: {plan.waves.length} waves,{' '}
+            {plan.waves.reduce((n, w) => n + w.hosts.length, 0)} hosts, signed by {plan.issuer} at{' '}
+            {clock(plan.createdAt)}, planned from this browser's view{' '}
+            {p.plannedFrom === null ? '(never live here)' : `as of ${clock(p.plannedFrom)}`}:{' '}
+            {p.deliveredAt === null ? (
+              <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
+            ) : arriving(p, now) ? (
+              'stored by the server, arriving'
+            ) : (
+              <strong class="bad">
+                the server answered that it stored it at {clock(p.deliveredAt)}, but it serves no such rollout: create
+                it again if it is still wanted
+              </strong>
+            )}
+          </li>
+        );
+      })}
+      {refused.map((entry) => (
+        <li key={entry.id} class="bad" data-testid="plan-refused">
+          {entry.what}: REFUSED by the server: {entry.refused}{' '}
+          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
+            Dismiss
+          </button>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 const preparing = new WeakSet<Y.Doc>();
 
 // After each render: documents that changed since their signatures were checked are checked
@@ -184,6 +236,7 @@ export function RolloutList(props: { session: Session; now: number }) {
     <section class="admin-page" data-testid="rollouts-view" aria-label="Rollouts">
       <h2>Rollouts</h2>
       <CreateRollout session={props.session} rolloutIds={ids} />
+      <WaitingPlans session={props.session} ids={ids} now={props.now} />
       {ids.length === 0 ? (
         <p class="muted">no rollouts yet: create one above, or with 'outpost rollout create'</p>
       ) : (

@@ -1,9 +1,17 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { generateSigningKey } from '../../../../shared/crypto/keys.js';
 import { signPayload } from '../../../../shared/crypto/signatures.js';
 import type { Policy } from '../../../../shared/schemas/policy.js';
 import { draftProgress, maySignPolicyDraft, policyDiff } from '../../../../shared/views/policy-draft.js';
-import { addGroup, nextVersion, rotateRoot, setGroupWindows } from '../../../../shared/views/policy-edit.js';
+import {
+  addGroup,
+  nextVersion,
+  parseRootForm,
+  revokeKey,
+  rotateRoot,
+  setGroupWindows,
+} from '../../../../shared/views/policy-edit.js';
 import {
   buildRolloutPlan,
   mayCreateRollout,
@@ -115,6 +123,75 @@ test('maySignPolicyDraft: root keys of either side only, once each, on the next 
   assert.is(progress.verdict.ok, false);
   const stale = maySignPolicyDraft(draft.policy, draft, org.root.publicKey);
   assert.ok(!stale.ok && /only version 3 can follow/.test(stale.reason));
+});
+
+// The web editor's revocation and root forms: the CLI's edits, signed by root keys as any draft.
+test('a revocation draft: the key leaves its admin and counts never again; root keys are refused; readers accept it signed by the root', () => {
+  const draft = nextVersion(v1, new Date('2026-12-02T12:00:00Z'), false);
+  const edited = revokeKey(draft, org.carol.publicKey);
+  assert.ok(edited.policy.revokedKeys.includes(org.carol.publicKey));
+  assert.equal(edited.policy.admins.find((a) => a.name === 'carol')?.keys, []);
+  assert.match(edited.notes.join('\n'), /removed the key from admin carol, who now has no key/);
+  assert.equal(
+    policyDiff(v1, edited.policy).map((c) => `${c.change} ${c.section} ${c.name}`),
+    ['changed admins carol', `added revokedKeys ${org.carol.publicKey}`],
+  );
+  assert.throws(() => revokeKey(draft, org.root.publicKey), /is a root key of this policy; replace it first/);
+  assert.throws(() => revokeKey(edited.policy, org.carol.publicKey), /already revoked/);
+  // The revoked key cannot sign the draft that revokes it, nor come back as an admin key.
+  const signed = { policy: edited.policy, signatures: [signPayload('policy', edited.policy, org.root)] };
+  assert.equal(draftProgress(v1, signed).verdict, { ok: true });
+  const carol = maySignPolicyDraft(v1, { policy: edited.policy, signatures: [] }, org.carol.publicKey);
+  assert.ok(!carol.ok && /revoked/.test(carol.reason));
+});
+
+test('a root rotation from the form: both roots must sign; bad keys and thresholds are refused before any draft', () => {
+  const newRoot = [generateSigningKey('root-2'), generateSigningKey('root-3')];
+  const draft = nextVersion(v1, new Date('2026-12-02T12:00:00Z'), false);
+  const root = parseRootForm(
+    `${newRoot[0]!.publicKey}, ${newRoot[1]!.publicKey} ${newRoot[0]!.publicKey}`,
+    '2',
+    draft.root,
+  );
+  assert.equal(root, { keys: newRoot.map((k) => k.publicKey), threshold: 2 });
+  assert.equal(parseRootForm(newRoot[0]!.publicKey, '', draft.root).threshold, 1, 'empty: the current threshold');
+  assert.throws(() => parseRootForm('  ', '1', draft.root), /name the new root keys/);
+  assert.throws(() => parseRootForm(newRoot[0]!.publicKey, '2', draft.root), /from 1 to 1 .*got "2"/);
+  assert.throws(() => parseRootForm(newRoot[0]!.publicKey, 'x', draft.root), /whole number/);
+  assert.throws(
+    () => rotateRoot(draft, parseRootForm('not-a-key', '1', draft.root)),
+    /the policy would be invalid, nothing was written: root\.keys\.0/,
+  );
+  const rotated = rotateRoot(draft, root);
+  assert.match(
+    rotated.notes.join('\n'),
+    /signed by the threshold of BOTH the previous version's root and the new root/,
+  );
+  assert.equal(
+    policyDiff(v1, rotated.policy).map((c) => c.section),
+    ['root'],
+  );
+  const sign = (signers: typeof newRoot) => ({
+    policy: rotated.policy,
+    signatures: signers.map((k) => signPayload('policy', rotated.policy, k)),
+  });
+  // The old root alone hands over to nobody who accepted; one of the two new keys is not enough.
+  const oldOnly = draftProgress(v1, sign([org.root]));
+  assert.equal(
+    [oldOnly.previousRoot, oldOnly.ownRoot],
+    [
+      { signed: 1, threshold: 1 },
+      { signed: 0, threshold: 2 },
+    ],
+  );
+  assert.is(oldOnly.verdict.ok, false);
+  assert.is(draftProgress(v1, sign([org.root, newRoot[0]!])).verdict.ok, false);
+  assert.equal(draftProgress(v1, sign([org.root, ...newRoot])).verdict, { ok: true });
+  // New root keys alone cannot take the fleet over.
+  assert.is(draftProgress(v1, sign(newRoot)).verdict.ok, false);
+  // A revoked key never becomes a root key.
+  const withRevoked = revokeKey(draft, org.carol.publicKey).policy;
+  assert.throws(() => rotateRoot(withRevoked, { keys: [org.carol.publicKey], threshold: 1 }), /revoked/);
 });
 
 test('policyDiff: added, removed and changed entries by name', () => {
