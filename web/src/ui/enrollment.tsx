@@ -5,6 +5,7 @@ import { type AdminOutcome, approveEnrollment } from '../sync/admin-actions.js';
 import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
+import { RefusedNote } from './outbox-notes.js';
 import type { Session } from './session.js';
 
 // Enrollment as `outpost enroll list` shows it: hosts bound (by an admin's approval or a token)
@@ -113,12 +114,7 @@ export function EnrollmentPage(props: { session: Session; now: number }) {
         </p>
       )}
       {refused.map((entry) => (
-        <p key={entry.id} class="bad" data-testid="enroll-refused">
-          {entry.what}: REFUSED by the server: {entry.refused}{' '}
-          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
-            Dismiss
-          </button>
-        </p>
+        <RefusedNote key={entry.id} entry={entry} outbox={session.apiOutbox} testId="enroll-refused" block />
       ))}
       {lost.map((p) => (
         <p key={p.signed.signatures[0]!.signature} class="bad" data-testid="enroll-lost">

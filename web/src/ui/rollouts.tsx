@@ -20,6 +20,7 @@ import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/adm
 import { arriving } from '../sync/api-outbox.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
+import { DeliveryNote, RefusedNote } from './outbox-notes.js';
 import { CreateRollout } from './rollout-create.js';
 import type { Session } from './session.js';
 
@@ -34,6 +35,8 @@ const idListSchema = z.array(z.string()).max(1_000);
 // Rollouts shown (and documents followed) at most; the newest ids sort last.
 const MAX_ROLLOUTS = 200;
 const LIST_EVERY_MS = 10_000;
+const NOT_IN_ROLLOUT_DOCUMENT =
+  'the rollout document it serves does not hold it: not counted here; sign it again if it is still wanted';
 
 // The rollout ids the server lists (remembered in IndexedDB, so the list is there offline).
 function useRolloutIds(session: Session): string[] {
@@ -115,16 +118,7 @@ function OutboxActions(props: { session: Session; id: string; now: number }) {
           {p.signed.action.verb}
           {p.signed.action.wave !== undefined ? ` wave ${p.signed.action.wave}` : ''} (#{p.signed.action.seq}) signed by{' '}
           {p.signed.action.issuer} at {clock(p.signed.action.at)}:{' '}
-          {p.deliveredAt === null ? (
-            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
-          ) : arriving(p, now) ? (
-            'stored by the server, arriving'
-          ) : (
-            <strong class="bad">
-              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
-              not hold it: not counted here; sign it again if it is still wanted
-            </strong>
-          )}
+          <DeliveryNote waiting={p} now={now} missing={NOT_IN_ROLLOUT_DOCUMENT} />
         </li>
       ))}
       {cosigning.map((p) => (
@@ -133,26 +127,11 @@ function OutboxActions(props: { session: Session; id: string; now: number }) {
           data-testid="rollout-pending"
           data-delivered={String(p.deliveredAt !== null)}
         >
-          your signature on the plan:{' '}
-          {p.deliveredAt === null ? (
-            <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
-          ) : arriving(p, now) ? (
-            'stored by the server, arriving'
-          ) : (
-            <strong class="bad">
-              the server answered that it stored it at {clock(p.deliveredAt)}, but the rollout document it serves does
-              not hold it: not counted here; sign it again if it is still wanted
-            </strong>
-          )}
+          your signature on the plan: <DeliveryNote waiting={p} now={now} missing={NOT_IN_ROLLOUT_DOCUMENT} />
         </li>
       ))}
       {refused.map((entry) => (
-        <li key={entry.id} class="bad" data-testid="rollout-refused">
-          {entry.what}: REFUSED by the server: {entry.refused}{' '}
-          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
-            Dismiss
-          </button>
-        </li>
+        <RefusedNote key={entry.id} entry={entry} outbox={session.apiOutbox} testId="rollout-refused" />
       ))}
     </ul>
   );
@@ -185,26 +164,16 @@ function WaitingPlans(props: { session: Session; ids: readonly string[]; now: nu
             {plan.waves.reduce((n, w) => n + w.hosts.length, 0)} hosts, signed by {plan.issuer} at{' '}
             {clock(plan.createdAt)}, planned from this browser's view{' '}
             {p.plannedFrom === null ? '(never live here)' : `as of ${clock(p.plannedFrom)}`}:{' '}
-            {p.deliveredAt === null ? (
-              <strong class="warn">NOT YET DELIVERED — waits in this browser, sent when the link returns</strong>
-            ) : arriving(p, now) ? (
-              'stored by the server, arriving'
-            ) : (
-              <strong class="bad">
-                the server answered that it stored it at {clock(p.deliveredAt)}, but it serves no such rollout: create
-                it again if it is still wanted
-              </strong>
-            )}
+            <DeliveryNote
+              waiting={p}
+              now={now}
+              missing="it serves no such rollout: create it again if it is still wanted"
+            />
           </li>
         );
       })}
       {refused.map((entry) => (
-        <li key={entry.id} class="bad" data-testid="plan-refused">
-          {entry.what}: REFUSED by the server: {entry.refused}{' '}
-          <button type="button" onClick={() => void session.apiOutbox.dismiss(entry.id)}>
-            Dismiss
-          </button>
-        </li>
+        <RefusedNote key={entry.id} entry={entry} outbox={session.apiOutbox} testId="plan-refused" />
       ))}
     </ul>
   );
