@@ -19,7 +19,14 @@ function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptio
     baseBackoffMs: options.backoffBase * 1000,
     maxBackoffMs: options.backoffMax * 1000,
     onRetry: retryLogger(logger),
-    onDeepValues: ({ document, values }) => {
+    onDeepValues: ({ document, values, unreadable }) => {
+      if (unreadable) {
+        logger.warn(
+          { event: 'update-unreadable', document },
+          `${document}: dropped an update that is malformed as Yjs would read it (a relay or coordinator sent it; Yjs would have failed on it too)`,
+        );
+        return;
+      }
       const writers = [...new Set(values.map((value) => value.client))];
       logger.warn(
         {

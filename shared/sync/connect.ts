@@ -43,13 +43,16 @@ export interface ConnectOptions {
   readOnly?: boolean;
   // Called when an incoming update held values nested past canonical JSON's depth, replaced by
   // null before it was applied (deep-values.ts): a writer of the document (a compromised
-  // coordinator or relay) sent what would have overflowed the stack.
+  // coordinator or relay) sent what would have overflowed the stack. Also when an update could
+  // not be walked at all (malformed) and was dropped.
   onDeepValues?: (event: DeepValuesEvent) => void;
 }
 
 export interface DeepValuesEvent {
   document: string;
   values: DeepValue[];
+  // The update could not be walked (malformed as Yjs would read it) and was not applied.
+  unreadable: boolean;
 }
 
 // How a long-lived link reconnects, as daemons configure it once for all their documents.
@@ -148,14 +151,21 @@ function defuseIncomingUpdates(
   if (!applySync) return;
   provider.messageHandlers[MESSAGE_SYNC] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
     const start = decoder.pos;
-    const syncType = decoding.readVarUint(decoder);
-    if (syncType !== SYNC_STEP_2 && syncType !== SYNC_UPDATE) {
+    let syncType: number;
+    let scan: ReturnType<typeof defuseDeepValues>;
+    try {
+      syncType = decoding.readVarUint(decoder);
+      if (syncType !== SYNC_STEP_2 && syncType !== SYNC_UPDATE) throw new Error('not an update');
+      scan = defuseDeepValues(decoding.readVarUint8Array(decoder));
+    } catch {
+      // Sync step 1, or a message the walk cannot read: y-protocols handles it as it would have
+      // (a throw here would escape the websocket's message listener).
       decoder.pos = start;
       applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
       return;
     }
-    const scan = defuseDeepValues(decoding.readVarUint8Array(decoder));
-    if (scan.replaced.length > 0) onDeepValues?.({ document: name, values: scan.replaced });
+    if (scan.replaced.length > 0 || scan.malformed)
+      onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
     const rewritten = encoding.createEncoder();
     encoding.writeVarUint(rewritten, syncType);
     encoding.writeVarUint8Array(rewritten, scan.update);

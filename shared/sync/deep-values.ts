@@ -29,8 +29,10 @@ export interface DeepValueScan {
   // The update to apply: the input itself when nothing was too deep (byte-identical).
   update: Uint8Array;
   replaced: DeepValue[];
-  // The update could not be walked (truncated, unknown content): passed on unchanged, so Yjs
-  // refuses it as it would have.
+  // The update could not be walked (truncated, unknown content or value tags, numbers Yjs would
+  // misread): `update` is then an empty update. Yjs would refuse such an update too (it throws
+  // while reading it, and the caller would lose it the same way), and passing on what the walk
+  // cannot vouch for would let a value through unchecked.
   malformed: boolean;
 }
 
@@ -44,19 +46,22 @@ export class Reader {
     return this.bytes[this.pos++]!;
   }
   skip(count: number): void {
-    if (count > this.bytes.length - this.pos) throw new Truncated('unexpected end of update');
+    // Also refuses NaN, which lib0 computes from a varuint padded past 2^1024.
+    if (!(count <= this.bytes.length - this.pos)) throw new Truncated('unexpected end of update');
     this.pos += count;
   }
-  // lib0 varuint (7 bits per byte, low first); lengths past 2^53 cannot be in a real update.
+  // lib0's readVarUint, step for step (7 bits per byte, low first; it refuses a value past 2^53
+  // only after a continuation byte, so zero bytes of padding are accepted): the walk must read
+  // every number as Yjs will, or a padded count would end the walk where Yjs goes on.
   varUint(): number {
     let value = 0;
     let mult = 1;
     for (;;) {
       const b = this.byte();
       value += (b & 0x7f) * mult;
-      if (b < 0x80) return value;
       mult *= 128;
-      if (mult > 2 ** 53) throw new Truncated('varuint out of range');
+      if (b < 0x80) return value;
+      if (value > Number.MAX_SAFE_INTEGER) throw new Truncated('varuint out of range');
     }
   }
   // lib0 varint: skipped only (sign in the first byte's bit 6, continuation in bit 7).
@@ -154,6 +159,8 @@ export function jsonTextDepth(text: string): number {
 }
 
 const NULL_ANY = Uint8Array.of(126);
+// No clients, no deletions.
+const EMPTY_UPDATE = Uint8Array.of(0, 0);
 const EMPTY_OBJECT_ANY = Uint8Array.of(118, 0);
 const NULL_JSON_STRING = Uint8Array.of(4, 0x6e, 0x75, 0x6c, 0x6c); // varstring "null"
 
@@ -252,7 +259,7 @@ export function defuseDeepValues(update: Uint8Array, maxDepth = MAX_VALUE_DEPTH)
     }
     // The delete set that follows holds only numbers: copied as it is.
   } catch (error) {
-    if (error instanceof Truncated) return { update, replaced: [], malformed: true };
+    if (error instanceof Truncated) return { update: EMPTY_UPDATE, replaced: [], malformed: true };
     throw error;
   }
   if (cuts.length === 0) return { update, replaced, malformed: false };

@@ -239,17 +239,39 @@ test('defuseDeepValues: an entry 4,500 levels deep becomes null and the next ent
   assert.equal(reader.getMap('intents').get('genuine'), { v: 1, generation: 2 });
 });
 
-test('defuseDeepValues: truncated or unknown bytes are passed on unchanged, marked malformed', () => {
+test('defuseDeepValues: truncated or unknown bytes become an empty update, marked malformed', () => {
   const doc = new Y.Doc();
   doc.getMap('m').set('k', { a: [1, 2, 3] });
   const update = Y.encodeStateAsUpdate(doc);
+  // Cut inside the structs (the last two bytes are the empty delete set, which is not walked).
   for (let cut = 1; cut < update.length - 2; cut++) {
-    const truncated = update.subarray(0, cut);
-    const scan = defuseDeepValues(truncated);
-    assert.ok(scan.update === truncated);
+    const scan = defuseDeepValues(update.subarray(0, cut));
+    assert.is(scan.malformed, true, `cut at ${cut}`);
+    assert.equal(scan.update, Uint8Array.of(0, 0));
   }
-  const unknown = defuseDeepValues(Uint8Array.of(1, 1, 5, 0, 0x1b));
-  assert.is(unknown.malformed, true);
+  assert.is(defuseDeepValues(Uint8Array.of(1, 1, 5, 0, 0x1b)).malformed, true, 'unknown content');
+});
+
+test('defuseDeepValues: numbers padded with zero bytes, which lib0 accepts, are read as lib0 reads them', () => {
+  const doc = new Y.Doc();
+  doc.clientID = 5;
+  let deep: unknown = 1;
+  for (let i = 0; i < 100; i++) deep = [deep];
+  doc.getMap('m').set('k', deep as unknown[]);
+  const update = Y.encodeStateAsUpdate(doc);
+  // The first byte is the count of clients (1): written as 1 followed by twenty zero bytes.
+  const padded = new Uint8Array(update.length + 20);
+  padded.set([0x81, ...new Array<number>(19).fill(0x80), 0], 0);
+  padded.set(update.subarray(1), 21);
+  const scan = defuseDeepValues(padded);
+  assert.is(scan.malformed, false);
+  assert.equal(
+    scan.replaced.map((value) => value.depth),
+    [100],
+  );
+  const reader = new Y.Doc();
+  Y.applyUpdate(reader, scan.update);
+  assert.is(reader.getMap('m').get('k'), null);
 });
 
 test.run();
