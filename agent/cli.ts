@@ -6,6 +6,7 @@ import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import { readTokenFile } from '../shared/node/token-file.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
+import { MAX_VALUE_DEPTH } from '../shared/sync/deep-values.js';
 import { retryLogger } from '../shared/sync/retry-log.js';
 import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
@@ -18,6 +19,27 @@ function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptio
     baseBackoffMs: options.backoffBase * 1000,
     maxBackoffMs: options.backoffMax * 1000,
     onRetry: retryLogger(logger),
+    onDeepValues: ({ document, values, unreadable }) => {
+      if (unreadable) {
+        logger.warn(
+          { event: 'update-unreadable', document },
+          `${document}: dropped an update that is malformed as Yjs would read it (a relay or coordinator sent it; Yjs would have failed on it too)`,
+        );
+        return;
+      }
+      const writers = [...new Set(values.map((value) => value.client))];
+      logger.warn(
+        {
+          event: 'value-too-deep',
+          document,
+          writers,
+          values: values.slice(0, 8),
+          count: values.length,
+          limit: MAX_VALUE_DEPTH,
+        },
+        `${document}: ${values.length} value(s) nested past ${MAX_VALUE_DEPTH} levels (up to ${Math.max(...values.map((value) => value.depth))}) from Yjs client(s) ${writers.join(', ')}, replaced by null before applying the update; entries holding them are invalid (a relay or coordinator wrote them: such values overflow the stack)`,
+      );
+    },
   };
 }
 

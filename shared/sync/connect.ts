@@ -1,7 +1,10 @@
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
 import { WebsocketProvider } from 'y-websocket';
 import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { documentGarbageCollects } from '../documents/names.js';
+import { type DeepValue, defuseDeepValues } from './deep-values.js';
 import {
   connectionFailed,
   connectionSucceeded,
@@ -38,11 +41,23 @@ export interface ConnectOptions {
   // provider's send handler is one even though it drops received updates: without it, reading
   // fleet/enrollment of 1,000 hosts costs ~170 ms of CPU less.
   readOnly?: boolean;
+  // Called when an incoming update held values nested past canonical JSON's depth, replaced by
+  // null before it was applied (deep-values.ts): a writer of the document (a compromised
+  // coordinator or relay) sent what would have overflowed the stack. Also when an update could
+  // not be walked at all (malformed) and was dropped.
+  onDeepValues?: (event: DeepValuesEvent) => void;
+}
+
+export interface DeepValuesEvent {
+  document: string;
+  values: DeepValue[];
+  // The update could not be walked (malformed as Yjs would read it) and was not applied.
+  unreadable: boolean;
 }
 
 // How a long-lived link reconnects, as daemons configure it once for all their documents.
 export type ReconnectOptions = Required<Pick<ConnectOptions, 'baseBackoffMs' | 'maxBackoffMs'>> &
-  Pick<ConnectOptions, 'onRetry'>;
+  Pick<ConnectOptions, 'onRetry' | 'onDeepValues'>;
 
 export interface ConnectionRetry {
   document: string;
@@ -81,6 +96,7 @@ export function connectDocument(
     connect: false,
   });
   if (options.readOnly) doc.off('update', provider._updateHandler);
+  defuseIncomingUpdates(provider, name, options.onDeepValues);
   const hooks = {
     attempt: async (url: string): Promise<void> => {
       provider.serverUrl = url;
@@ -114,6 +130,52 @@ export function connectDocument(
       // provider.destroy() leaves the awareness' own check interval running.
       provider.awareness.destroy();
     },
+  };
+}
+
+const MESSAGE_SYNC = 0;
+const SYNC_STEP_2 = 1;
+const SYNC_UPDATE = 2;
+
+type MessageHandler = WebsocketProvider['messageHandlers'][number];
+
+// Wraps the provider's sync message handler: a sync step 2 or update message has its update
+// walked (without recursion) and values nested too deep replaced before y-protocols applies it.
+// Everything else (sync step 1) goes through untouched.
+function defuseIncomingUpdates(
+  provider: WebsocketProvider,
+  name: string,
+  onDeepValues: ConnectOptions['onDeepValues'],
+): void {
+  const applySync: MessageHandler | undefined = provider.messageHandlers[MESSAGE_SYNC];
+  if (!applySync) return;
+  provider.messageHandlers[MESSAGE_SYNC] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
+    const start = decoder.pos;
+    let syncType: number;
+    let scan: ReturnType<typeof defuseDeepValues>;
+    try {
+      syncType = decoding.readVarUint(decoder);
+      if (syncType !== SYNC_STEP_2 && syncType !== SYNC_UPDATE) throw new Error('not an update');
+      scan = defuseDeepValues(decoding.readVarUint8Array(decoder));
+    } catch {
+      // Sync step 1, or a message the walk cannot read: y-protocols handles it as it would have
+      // (a throw here would escape the websocket's message listener).
+      decoder.pos = start;
+      applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
+      return;
+    }
+    if (scan.replaced.length > 0 || scan.malformed)
+      onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
+    const rewritten = encoding.createEncoder();
+    encoding.writeVarUint(rewritten, syncType);
+    encoding.writeVarUint8Array(rewritten, scan.update);
+    applySync(
+      encoder,
+      decoding.createDecoder(encoding.toUint8Array(rewritten)),
+      handlerProvider,
+      emitSynced,
+      messageType,
+    );
   };
 }
 

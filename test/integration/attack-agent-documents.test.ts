@@ -159,8 +159,12 @@ test('issue 11 item 6: an intent with a field nested 4,200 levels deep is one ma
   const valid = signIntent(intent('h4', 1, closures[0]!), org.alice);
   // Anyone who can write the desired document can store this: a relay, the coordinator, or an
   // admin with deploy on just this host. It sits before and after the valid intent.
+  // The one 4,200 levels deep is defused on receipt (finding 10: replaced by null before Yjs
+  // decodes it); the one 50 levels deep passes that walk (canonical JSON takes 64) and meets the
+  // entry bound of 32.
   const poisoned = { ...valid, intent: { ...valid.intent, extra: nested(4200) } };
-  intentsArray(peer.doc(desiredDocName('h4'))).push([poisoned, valid, poisoned]);
+  const poisonedShallower = { ...valid, intent: { ...valid.intent, extra: nested(50) } };
+  intentsArray(peer.doc(desiredDocName('h4'))).push([poisoned, valid, poisonedShallower]);
   // The policy and timestamp documents get the same treatment.
   peer
     .doc(POLICY_DOC)
@@ -176,7 +180,12 @@ test('issue 11 item 6: an intent with a field nested 4,200 levels deep is one ma
     [0, 2],
     'each poisoned entry is reported once, by its index',
   );
-  assert.match(String(malformed[0]?.reason), /nested deeper than 32 levels/);
+  assert.match(String(malformed[0]?.reason), /expected object, received null/, 'the defused entry is null');
+  assert.match(String(malformed[1]?.reason), /nested deeper than 32 levels/);
+  assert.ok(
+    logEvents(agent, 'value-too-deep').some((e) => e.document === desiredDocName('h4')),
+    'the agent says it defused a value in its desired document',
+  );
   assert.is(logEvents(agent, 'agent-error').length, 0, 'no evaluation failed');
 });
 
