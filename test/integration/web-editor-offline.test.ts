@@ -379,7 +379,9 @@ test('a resume signed with no link: stored when the link returns, the coordinato
     ['pause', 'approve', 'resume'],
   );
   assert.is(actions[2]!.seq, 3);
-  assert.is(view.state, 'running');
+  // The resume took effect: running, or already complete when h2 installed wave 2 before this read
+  // (seen on a quiet machine); paused would mean the resume was not counted.
+  assert.ok(['running', 'complete'].includes(view.state), `rollout state after the resume: ${view.state}`);
   await waitFor(
     'h2 applies the release from wave 2',
     async () => {
