@@ -1,6 +1,7 @@
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
-import { WebsocketProvider } from 'y-websocket';
+import * as syncProtocol from 'y-protocols/sync';
+import { messageSync, WebsocketProvider } from 'y-websocket';
 import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { documentGarbageCollects } from '../documents/names.js';
@@ -133,10 +134,6 @@ export function connectDocument(
   };
 }
 
-const MESSAGE_SYNC = 0;
-const SYNC_STEP_2 = 1;
-const SYNC_UPDATE = 2;
-
 type MessageHandler = WebsocketProvider['messageHandlers'][number];
 
 // Wraps the provider's sync message handler: a sync step 2 or update message has its update
@@ -147,15 +144,16 @@ function defuseIncomingUpdates(
   name: string,
   onDeepValues: ConnectOptions['onDeepValues'],
 ): void {
-  const applySync: MessageHandler | undefined = provider.messageHandlers[MESSAGE_SYNC];
+  const applySync: MessageHandler | undefined = provider.messageHandlers[messageSync];
   if (!applySync) return;
-  provider.messageHandlers[MESSAGE_SYNC] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
+  provider.messageHandlers[messageSync] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
     const start = decoder.pos;
     let syncType: number;
     let scan: ReturnType<typeof defuseDeepValues>;
     try {
       syncType = decoding.readVarUint(decoder);
-      if (syncType !== SYNC_STEP_2 && syncType !== SYNC_UPDATE) throw new Error('not an update');
+      if (syncType !== syncProtocol.messageYjsSyncStep2 && syncType !== syncProtocol.messageYjsUpdate)
+        throw new Error('not an update');
       scan = defuseDeepValues(decoding.readVarUint8Array(decoder));
     } catch {
       // Sync step 1, or a message the walk cannot read: y-protocols handles it as it would have
@@ -164,8 +162,13 @@ function defuseIncomingUpdates(
       applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
       return;
     }
-    if (scan.replaced.length > 0 || scan.malformed)
-      onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
+    if (scan.replaced.length === 0 && !scan.malformed) {
+      // Nothing replaced: the message goes on as it came, not copied into a new one.
+      decoder.pos = start;
+      applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
+      return;
+    }
+    onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
     const rewritten = encoding.createEncoder();
     encoding.writeVarUint(rewritten, syncType);
     encoding.writeVarUint8Array(rewritten, scan.update);
