@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +12,32 @@ export function temporaryDirectory(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `outpost-${prefix}-`));
 }
 
+// An agent killed with SIGKILL leaves its nix-store children running: they run in process groups
+// of their own (in production systemd's cgroup ends them with the agent), and one still registering
+// a GC root inside the directory made a test's clean-up fail with ENOTEMPTY. End every process whose
+// command line names the directory, then remove it, retrying while the killed ones let go.
 export function removeDirectory(path: string): void {
-  rmSync(path, { recursive: true, force: true });
+  killProcessesNaming(path);
+  rmSync(path, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+}
+
+function killProcessesNaming(path: string): void {
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    let commandLine: string;
+    try {
+      commandLine = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+    } catch {
+      continue; // gone already, or not ours to read
+    }
+    if (!commandLine.split('\0').some((arg) => arg === path || arg.startsWith(`${path}/`))) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
 }
 
 export interface CliResult {
