@@ -21,10 +21,13 @@ export interface HostedDocument {
   // Upper bound of the encoded state (what a new reader syncs): the log's bytes at load plus every
   // delta since; the write limits recompute it exactly when it nears --max-document-size.
   stateBytes: number;
-  // The document's entry number in the log up to which every entry is applied here: a shared log
-  // (NATS) numbers each document's entries 1, 2, 3…, so an entry past logSeq + 1 shows that this
-  // copy missed some (see applyFollowedEntry).
+  // The document's entry number in the log up to which every entry is applied here, and the
+  // numbers above it applied already (this coordinator's own appends, which can land before the
+  // other coordinators' entries ahead of them arrive through the follower). A shared log (NATS)
+  // numbers each document's entries 1, 2, 3…, so a followed entry past a number neither applied
+  // nor own shows that this copy missed one (see applyFollowedEntry).
   logSeq: number;
+  readonly appliedAhead: Set<number>;
 }
 
 export interface DocumentHost {
@@ -72,6 +75,7 @@ class LoadedDocument implements HostedDocument {
   broken = false;
   stateBytes = 0;
   logSeq = 0;
+  readonly appliedAhead = new Set<number>();
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -312,9 +316,22 @@ async function storeDelta(
   for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
   // Numbered past what this copy holds: other coordinators' entries came in between unseen.
-  if (stored.seq > document.logSeq + 1) await fillLogGap(host, document, stored.seq - 1);
-  if (stored.seq === document.logSeq + 1) document.logSeq = stored.seq;
+  // Other coordinators' entries numbered below it may still be on their way through the follower.
+  noteApplied(document, stored.seq);
   return delta;
+}
+
+function noteApplied(document: HostedDocument, seq: number): void {
+  if (seq <= document.logSeq) return;
+  document.appliedAhead.add(seq);
+  while (document.appliedAhead.delete(document.logSeq + 1)) document.logSeq += 1;
+}
+
+// Whether an entry numbered below `seq` is neither applied here nor this coordinator's own: the
+// follower delivers each document's entries in order, so it passed that one without delivering it.
+function missesEntryBefore(document: HostedDocument, seq: number): boolean {
+  for (let n = document.logSeq + 1; n < seq; n += 1) if (!document.appliedAhead.has(n)) return true;
+  return false;
 }
 
 // Applies what another coordinator stored (or what this copy missed) and passes what was new to
@@ -360,10 +377,9 @@ async function fillLogGap(host: DocumentHostState, document: HostedDocument, upT
   if (document.broken) return;
   let applied = 0;
   for (const entry of entries) {
-    if (entry.seq <= document.logSeq) continue;
-    if (entry.seq !== document.logSeq + 1) break;
+    if (entry.seq <= document.logSeq || document.appliedAhead.has(entry.seq)) continue;
     applyStoredUpdate(host, document, entry);
-    document.logSeq = entry.seq;
+    noteApplied(document, entry.seq);
     applied += 1;
   }
   const event = document.logSeq >= upTo ? 'log-gap-filled' : 'log-gap';
@@ -397,10 +413,10 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
       (document) =>
         document.run(async () => {
           if (document.broken || host.hosted.get(entry.document) !== pending) return;
-          if (entry.seq > document.logSeq + 1) await fillLogGap(host, document, entry.seq - 1);
+          if (missesEntryBefore(document, entry.seq)) await fillLogGap(host, document, entry.seq - 1);
           if (document.broken) return;
           applyStoredUpdate(host, document, entry);
-          if (entry.seq === document.logSeq + 1) document.logSeq = entry.seq;
+          noteApplied(document, entry.seq);
         }),
       // A load that failed is retried by the next connection, which reads this entry then.
       () => undefined,

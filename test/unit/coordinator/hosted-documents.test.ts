@@ -324,16 +324,27 @@ test('an entry missed between load and follow is read from the log when the next
   assert.is(ws.sent.length, 2, 'both sent to the peer');
 });
 
-test("an own append numbered past this copy's entries reads what came between", async () => {
+test("an own append numbered past this copy's entries waits for the follower to bring those before; one it lost is read", async () => {
   const log = fakeLog();
   const name = 'hosts/h1/desired';
   await log.append(name, 'a', updateSetting('a', '1'));
   const { host } = hostWith(log);
   const document = await acquireDocument(host, name, fakeSocket());
-  await log.append(name, 'b', updateSetting('b', '2'));
+  // Another coordinator's entry 2 is in the stream, on its way through the follower.
+  const inTransit = await log.append(name, 'b', updateSetting('b', '2'));
   await document.run(() => acceptUpdate(host, document, updateSetting('c', '3'), 'admin', null));
-  assert.is(document.doc.getMap('m').get('b'), '2');
+  assert.is(document.logSeq, 1, 'entry 3 is applied, entry 2 not yet');
+  applyFollowedEntry(host, inTransit);
+  await settled(document);
   assert.is(document.logSeq, 3);
+  assert.equal(log.reads, [name], 'no read: the follower brought it');
+  // Entry 5 from another coordinator after its entry 4, which the follower lost.
+  await log.append(name, 'd', updateSetting('d', '4'));
+  const next = await log.append(name, 'e', updateSetting('e', '5'));
+  applyFollowedEntry(host, next);
+  await settled(document);
+  assert.is(document.doc.getMap('m').get('d'), '4', 'the lost entry was read from the log');
+  assert.is(document.logSeq, 5);
 });
 
 test('after the follower may have missed entries, a loaded document behind the log reads them; one up to date does not', async () => {
