@@ -10,16 +10,20 @@ import { appendIntent, intentsArray } from '../../shared/documents/desired.js';
 import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC, writeTimestamp } from '../../shared/documents/fleet.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
 import { readResults } from '../../shared/documents/status.js';
+import { readKeyFile } from '../../shared/node/key-file.js';
+import { appendRolloutEntries, ROLLOUT_KEYS, rolloutDocName } from '../../shared/rollout/document.js';
+import { deriveRolloutIntent, placeHosts, planDigest } from '../../shared/rollout/plan.js';
 import type { Timestamp } from '../../shared/schemas/policy.js';
 import type { Result } from '../../shared/schemas/report.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import type { MemoryProbe } from '../bench/memory-probe.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
-import { TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
 import { makeCacheKey } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
+import { fixtureHosts, hostResult, makePlan } from '../harness/rollout-fixtures.js';
 
 // Finding 9 of the fuzzer (docs/fuzzing.md): a compromised coordinator writes entries into an
 // agent's desired document and the fleet policy and deletes them again, as the fuzzer's open
@@ -170,6 +174,71 @@ test('finding 9: entries a compromised coordinator writes into the desired and p
   // documents collecting garbage, 17 and 18 MiB with both.
   assert.ok(afterSync < 64 * MiB, `live heap after the first sync: ${Math.round(afterSync / MiB)} MiB`);
   assert.ok(afterUpdates < 64 * MiB, `live heap after the updates: ${Math.round(afterUpdates / MiB)} MiB`);
+  assert.ok(agent.child.exitCode === null, 'the agent is still running');
+});
+
+test("a rollout's document: entries a compromised coordinator writes into it and deletes again cost the agent no memory once deleted", async () => {
+  const peer = await hostilePeer();
+  const host = await prepareHost(dir, 'h2');
+  const cacheKey = await makeCacheKey(join(dir, 'keys'), 'document-history-cache-2');
+  // A genuine plan in which h2 waits in wave 2 for two successes of wave 1: the agent follows the
+  // rollout's document for as long as the gate stays closed.
+  const firstWave = fixtureHosts(2, 'release-h', 'w');
+  const h2 = { host: 'h2', key: await readKeyFile(host.keyFile), closure: firstWave[0]!.closure };
+  const plan = makePlan(org.alice, {
+    id: 'rh',
+    release: 'release-h',
+    createdAt: Date.now() - 60_000,
+    waves: [
+      { name: 'first', hosts: firstWave },
+      { name: 'second', hosts: [h2] },
+    ],
+  });
+  const pointer = deriveRolloutIntent(plan, planDigest(plan.plan), placeHosts(plan.plan).get('h2')!);
+  appendIntent(peer.doc(desiredDocName('h2')), pointer);
+  const rollout = peer.doc(rolloutDocName('rh'));
+  appendRolloutEntries(rollout, { plans: [plan] });
+  const evidence = rollout.getArray<unknown>(ROLLOUT_KEYS.evidence);
+  // Before the agent connects: 300 entries of 2,047 arrays, ~1.3 MB of history.
+  writeAndDelete(rollout, evidence, 300);
+  const memoryFile = join(dir, 'memory-h2.jsonl');
+  const agent = startAgentProcess(host, {
+    env: {
+      NODE_OPTIONS: `--import=${probe}`,
+      OUTPOST_BENCH_MEMORY_PROBE: memoryFile,
+      OUTPOST_BENCH_MEMORY_PROBE_GC: '1',
+    },
+    coordinators: [peer.url],
+    adminKeys: [],
+    substituters: ['http://127.0.0.1:9'],
+    trustedCacheKeys: [cacheKey.publicKey],
+    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
+  });
+  agents.push(agent);
+  const judged = (successes: number) =>
+    waitFor(
+      `h2 to judge wave 1's gate at ${successes} of 2 successes`,
+      () =>
+        logEvents(agent, 'rollout-waiting').some((e) =>
+          String(e.reason).includes(`${successes} of 2 needed successes`),
+        ),
+      60_000,
+      200,
+    );
+  await judged(0);
+  const afterSync = await liveHeap(agent, memoryFile);
+  // While followed: 300 more, delivered as updates one by one, then a genuine success of wave 1,
+  // which the agent judges only after every update before it.
+  writeAndDelete(rollout, evidence, 300);
+  appendRolloutEntries(rollout, { evidence: [hostResult(plan, firstWave[0]!, 'applied', Date.now())] });
+  await judged(1);
+  const afterUpdates = await liveHeap(agent, memoryFile);
+  console.log(
+    `agent live heap: ${(afterSync / MiB).toFixed(1)} MiB after the first sync, ${(afterUpdates / MiB).toFixed(1)} MiB after the updates`,
+  );
+  assert.ok(afterSync < 48 * MiB, `live heap after the first sync: ${Math.round(afterSync / MiB)} MiB`);
+  assert.ok(afterUpdates < 48 * MiB, `live heap after the updates: ${Math.round(afterUpdates / MiB)} MiB`);
+  assert.equal(logEvents(agent, 'rollout-gate-open'), [], 'the gate stayed closed');
   assert.ok(agent.child.exitCode === null, 'the agent is still running');
 });
 
