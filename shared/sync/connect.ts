@@ -5,7 +5,7 @@ import { messageSync, WebsocketProvider } from 'y-websocket';
 import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { documentGarbageCollects } from '../documents/names.js';
-import { type DeepValue, defuseDeepValues } from './deep-values.js';
+import { type DeepValue, type DefusedCounts, defuseDeepValues } from './deep-values.js';
 import {
   connectionFailed,
   connectionSucceeded,
@@ -42,16 +42,19 @@ export interface ConnectOptions {
   // provider's send handler is one even though it drops received updates: without it, reading
   // fleet/enrollment of 1,000 hosts costs ~170 ms of CPU less.
   readOnly?: boolean;
-  // Called when an incoming update held values nested past canonical JSON's depth, replaced by
-  // null before it was applied (deep-values.ts): a writer of the document (a compromised
-  // coordinator or relay) sent what would have overflowed the stack. Also when an update could
-  // not be walked at all (malformed) and was dropped.
+  // Called when an incoming update held values nested past canonical JSON's depth, or packed
+  // more objects and arrays than the servers allow, replaced by null before it was applied
+  // (deep-values.ts): a writer of the document (a compromised coordinator or relay) sent what
+  // would have overflowed the stack or cost gigabytes decoded. Also when an update could not be
+  // walked at all (malformed) and was dropped.
   onDeepValues?: (event: DeepValuesEvent) => void;
 }
 
 export interface DeepValuesEvent {
   document: string;
+  // The first values defused (at most 64), and how many were for each bound.
   values: DeepValue[];
+  counts: DefusedCounts;
   // The update could not be walked (malformed as Yjs would read it) and was not applied.
   unreadable: boolean;
 }
@@ -137,7 +140,8 @@ export function connectDocument(
 type MessageHandler = WebsocketProvider['messageHandlers'][number];
 
 // Wraps the provider's sync message handler: a sync step 2 or update message has its update
-// walked (without recursion) and values nested too deep replaced before y-protocols applies it.
+// walked (without recursion) and values nested too deep or packed too dense replaced before
+// y-protocols applies it.
 // Everything else (sync step 1) goes through untouched.
 function defuseIncomingUpdates(
   provider: WebsocketProvider,
@@ -168,7 +172,7 @@ function defuseIncomingUpdates(
       applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
       return;
     }
-    onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
+    onDeepValues?.({ document: name, values: scan.replaced, counts: scan.counts, unreadable: scan.malformed });
     const rewritten = encoding.createEncoder();
     encoding.writeVarUint(rewritten, syncType);
     encoding.writeVarUint8Array(rewritten, scan.update);

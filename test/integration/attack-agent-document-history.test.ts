@@ -25,7 +25,7 @@ import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 import { fixtureHosts, hostResult, makePlan } from '../harness/rollout-fixtures.js';
 
-// Finding 9 of the fuzzer (docs/fuzzing.md): a compromised coordinator writes entries into an
+// Findings 9 and 8 of the fuzzer (docs/fuzzing.md), at the agent. Finding 9: a compromised coordinator writes entries into an
 // agent's desired document and the fleet policy and deletes them again, as the fuzzer's open
 // coordinator did ~17,700 times per document in its second long run. The servers keep every
 // deleted entry (history, for audits) and send it along; an agent that kept it too held every
@@ -134,17 +134,13 @@ async function liveHeap(agent: DaemonProcess, file: string): Promise<number> {
   return (JSON.parse(line) as MemoryProbe).heapUsed;
 }
 
-test('finding 9: entries a compromised coordinator writes into the desired and policy documents and deletes again cost the agent no memory once deleted', async () => {
-  const peer = await hostilePeer();
-  const host = await prepareHost(dir, 'h1');
-  const cacheKey = await makeCacheKey(join(dir, 'keys'), 'document-history-cache-1');
-  const desired = peer.doc(desiredDocName('h1'));
-  const policies = peer.doc(POLICY_DOC);
-  // Before the agent connects: 300 entries each, 2,047 arrays apiece, ~1.3 MB of history per
-  // document that the first sync delivers.
-  writeAndDelete(desired, intentsArray(desired), 300);
-  writeAndDelete(policies, policies.getArray('policies'), 300);
-  const memoryFile = join(dir, 'memory-h1.jsonl');
+// A real agent of `host` whose only peer is `peer`, with the memory probe loaded (liveHeap).
+async function startProbedAgent(
+  peer: HostilePeer,
+  host: SimulatedHost,
+): Promise<{ agent: DaemonProcess; memoryFile: string }> {
+  const cacheKey = await makeCacheKey(join(dir, 'keys'), `document-history-cache-${host.host}`);
+  const memoryFile = join(dir, `memory-${host.host}.jsonl`);
   const agent = startAgentProcess(host, {
     env: {
       NODE_OPTIONS: `--import=${probe}`,
@@ -158,6 +154,19 @@ test('finding 9: entries a compromised coordinator writes into the desired and p
     extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
   });
   agents.push(agent);
+  return { agent, memoryFile };
+}
+
+test('finding 9: entries a compromised coordinator writes into the desired and policy documents and deletes again cost the agent no memory once deleted', async () => {
+  const peer = await hostilePeer();
+  const host = await prepareHost(dir, 'h1');
+  const desired = peer.doc(desiredDocName('h1'));
+  const policies = peer.doc(POLICY_DOC);
+  // Before the agent connects: 300 entries each, 2,047 arrays apiece, ~1.3 MB of history per
+  // document that the first sync delivers.
+  writeAndDelete(desired, intentsArray(desired), 300);
+  writeAndDelete(policies, policies.getArray('policies'), 300);
+  const { agent, memoryFile } = await startProbedAgent(peer, host);
   const first = await refusalOf(peer, host, 1);
   assert.is(first.outcome, 'refused');
   const afterSync = await liveHeap(agent, memoryFile);
@@ -180,7 +189,6 @@ test('finding 9: entries a compromised coordinator writes into the desired and p
 test("a rollout's document: entries a compromised coordinator writes into it and deletes again cost the agent no memory once deleted", async () => {
   const peer = await hostilePeer();
   const host = await prepareHost(dir, 'h2');
-  const cacheKey = await makeCacheKey(join(dir, 'keys'), 'document-history-cache-2');
   // A genuine plan in which h2 waits in wave 2 for two successes of wave 1: the agent follows the
   // rollout's document for as long as the gate stays closed.
   const firstWave = fixtureHosts(2, 'release-h', 'w');
@@ -201,20 +209,7 @@ test("a rollout's document: entries a compromised coordinator writes into it and
   const evidence = rollout.getArray<unknown>(ROLLOUT_KEYS.evidence);
   // Before the agent connects: 300 entries of 2,047 arrays, ~1.3 MB of history.
   writeAndDelete(rollout, evidence, 300);
-  const memoryFile = join(dir, 'memory-h2.jsonl');
-  const agent = startAgentProcess(host, {
-    env: {
-      NODE_OPTIONS: `--import=${probe}`,
-      OUTPOST_BENCH_MEMORY_PROBE: memoryFile,
-      OUTPOST_BENCH_MEMORY_PROBE_GC: '1',
-    },
-    coordinators: [peer.url],
-    adminKeys: [],
-    substituters: ['http://127.0.0.1:9'],
-    trustedCacheKeys: [cacheKey.publicKey],
-    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey, '--backoff-base', '0.2', '--backoff-max', '1'],
-  });
-  agents.push(agent);
+  const { agent, memoryFile } = await startProbedAgent(peer, host);
   const judged = (successes: number) =>
     waitFor(
       `h2 to judge wave 1's gate at ${successes} of 2 successes`,
@@ -239,6 +234,34 @@ test("a rollout's document: entries a compromised coordinator writes into it and
   assert.ok(afterSync < 48 * MiB, `live heap after the first sync: ${Math.round(afterSync / MiB)} MiB`);
   assert.ok(afterUpdates < 48 * MiB, `live heap after the updates: ${Math.round(afterUpdates / MiB)} MiB`);
   assert.equal(logEvents(agent, 'rollout-gate-open'), [], 'the gate stayed closed');
+  assert.ok(agent.child.exitCode === null, 'the agent is still running');
+});
+
+// Finding 8's value at the agent (docs/fuzzing.md, "Why the agent does not apply the servers'
+// value-shape bound"): values packed with empty arrays cost ~100 bytes of heap per array against
+// 2 encoded bytes. A compromised coordinator writes them into the desired document as live
+// entries (never deleted, so garbage collection does not help); the agent's walk of each incoming
+// update (shared/sync/deep-values.ts) replaces such values by null before Yjs decodes them.
+test('finding 8 at the agent: entries packed with empty arrays, written live into its desired document by a compromised coordinator, are defused before they are decoded', async () => {
+  const peer = await hostilePeer();
+  const host = await prepareHost(dir, 'h3');
+  const { agent, memoryFile } = await startProbedAgent(peer, host);
+  await refusalOf(peer, host, 1);
+  const desired = peer.doc(desiredDocName('h3'));
+  // 64 entries of 32,767 arrays (~64 KB) each, sent one update each: 2.1 million arrays in 4 MiB.
+  for (let i = 0; i < 64; i++) desired.transact(() => intentsArray(desired).push([{ n: i, junk: packed(14) }]));
+  // Answered only once every update before it was applied.
+  await refusalOf(peer, host, 2);
+  const heap = await liveHeap(agent, memoryFile);
+  console.log(`agent live heap with 64 packed entries live: ${(heap / MiB).toFixed(1)} MiB`);
+  assert.ok(heap < 48 * MiB, `live heap: ${Math.round(heap / MiB)} MiB`);
+  const defused = logEvents(agent, 'value-too-many-objects').filter((e) => e.document === desiredDocName('h3'));
+  assert.is(
+    defused.reduce((sum, e) => sum + Number(e.count), 0),
+    64,
+    'each packed entry is defused and logged',
+  );
+  assert.equal(defused[0]?.writers, [desired.clientID], "the writer's Yjs client id");
   assert.ok(agent.child.exitCode === null, 'the agent is still running');
 });
 
