@@ -5,8 +5,9 @@ import type { Logger } from '../shared/log.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import { readTokenFile } from '../shared/node/token-file.js';
-import type { ReconnectOptions } from '../shared/sync/connect.js';
+import { PENDING_NOTICE_MS, type ReconnectOptions } from '../shared/sync/connect.js';
 import { MAX_VALUE_DEPTH, MAX_VALUE_OBJECTS_PER_KIB } from '../shared/sync/deep-values.js';
+import { MAX_PENDING_UPDATE_BYTES } from '../shared/sync/pending-updates.js';
 import { retryLogger } from '../shared/sync/retry-log.js';
 import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
@@ -57,6 +58,19 @@ function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptio
             limit: MAX_VALUE_OBJECTS_PER_KIB,
           },
           `${document}: ${counts.objects} value(s) packing more than ${MAX_VALUE_OBJECTS_PER_KIB} objects and arrays per KiB (${densest ? `the densest listed: ${densest.containers} in ${densest.bytes} bytes` : 'listed: none'}) from Yjs client(s) ${writers.join(', ')}, in an update over that ratio: replaced by null before applying it; entries holding them are invalid (a relay or coordinator wrote them: decoded, such values cost ~100 bytes of memory per object or array)`,
+        );
+    },
+    onPendingUpdates: ({ dropped, ...pending }) => {
+      const missing = pending.missing.map((m) => `${m.client} from clock ${m.clock}`).join(', ');
+      if (dropped)
+        logger.warn(
+          { event: 'updates-pending-dropped', ...pending, limit: MAX_PENDING_UPDATE_BYTES },
+          `${pending.document}: dropped ${pending.bytes} bytes of updates from Yjs client(s) ${pending.writers.join(', ')} waiting for structs never sent (client(s) ${missing}), over ${MAX_PENDING_UPDATE_BYTES}; a relay or coordinator withholds them: entries after the gap stay unseen`,
+        );
+      else
+        logger.warn(
+          { event: 'updates-pending', ...pending, afterMs: PENDING_NOTICE_MS },
+          `${pending.document}: ${pending.bytes} bytes of updates from Yjs client(s) ${pending.writers.join(', ')} wait for structs never sent (client(s) ${missing}) after ${PENDING_NOTICE_MS / 1000} s; a relay or coordinator withholds them: entries after the gap stay unseen`,
         );
     },
   };

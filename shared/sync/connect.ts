@@ -6,6 +6,7 @@ import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { documentGarbageCollects } from '../documents/names.js';
 import { type DeepValue, type DefusedCounts, defuseDeepValues } from './deep-values.js';
+import { boundPendingUpdates, describePendingUpdates, type PendingUpdates } from './pending-updates.js';
 import {
   connectionFailed,
   connectionSucceeded,
@@ -48,7 +49,18 @@ export interface ConnectOptions {
   // would have overflowed the stack or cost gigabytes decoded. Also when an update could not be
   // walked at all (malformed) and was dropped.
   onDeepValues?: (event: DeepValuesEvent) => void;
+  // Called when updates wait for structs a writer never sent (pending-updates.ts): once when they
+  // still wait PENDING_NOTICE_MS after they began to, and whenever they pass the bound and are
+  // dropped.
+  onPendingUpdates?: (event: PendingUpdatesEvent) => void;
 }
+
+export interface PendingUpdatesEvent extends PendingUpdates {
+  dropped: boolean;
+}
+
+// Honest peers' out-of-order updates are resolved within a message or two.
+export const PENDING_NOTICE_MS = 30_000;
 
 export interface DeepValuesEvent {
   document: string;
@@ -61,7 +73,7 @@ export interface DeepValuesEvent {
 
 // How a long-lived link reconnects, as daemons configure it once for all their documents.
 export type ReconnectOptions = Required<Pick<ConnectOptions, 'baseBackoffMs' | 'maxBackoffMs'>> &
-  Pick<ConnectOptions, 'onRetry' | 'onDeepValues'>;
+  Pick<ConnectOptions, 'onRetry' | 'onDeepValues' | 'onPendingUpdates'>;
 
 export interface ConnectionRetry {
   document: string;
@@ -100,7 +112,8 @@ export function connectDocument(
     connect: false,
   });
   if (options.readOnly) doc.off('update', provider._updateHandler);
-  defuseIncomingUpdates(provider, name, options.onDeepValues);
+  const pending = watchPendingUpdates(doc, name, options.onPendingUpdates);
+  defuseIncomingUpdates(provider, name, options.onDeepValues, pending.check);
   const hooks = {
     attempt: async (url: string): Promise<void> => {
       provider.serverUrl = url;
@@ -130,6 +143,7 @@ export function connectDocument(
     provider,
     close() {
       stopReconnecting(state);
+      pending.close();
       provider.destroy();
       // provider.destroy() leaves the awareness' own check interval running.
       provider.awareness.destroy();
@@ -147,9 +161,14 @@ function defuseIncomingUpdates(
   provider: WebsocketProvider,
   name: string,
   onDeepValues: ConnectOptions['onDeepValues'],
+  afterApply: () => void,
 ): void {
-  const applySync: MessageHandler | undefined = provider.messageHandlers[messageSync];
-  if (!applySync) return;
+  const applyMessage: MessageHandler | undefined = provider.messageHandlers[messageSync];
+  if (!applyMessage) return;
+  const applySync: MessageHandler = (...args) => {
+    applyMessage(...args);
+    afterApply();
+  };
   provider.messageHandlers[messageSync] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
     const start = decoder.pos;
     let syncType: number;
@@ -183,6 +202,41 @@ function defuseIncomingUpdates(
       emitSynced,
       messageType,
     );
+  };
+}
+
+// Bounds what waits in `doc` after each incoming sync message, and says so when something still
+// waits PENDING_NOTICE_MS after it began to (once per episode: until nothing waits).
+function watchPendingUpdates(
+  doc: Y.Doc,
+  name: string,
+  report: ConnectOptions['onPendingUpdates'],
+): { check: () => void; close: () => void } {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let noticed = false;
+  const stopTimer = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = null;
+  };
+  return {
+    check() {
+      const dropped = boundPendingUpdates(doc, name);
+      if (dropped) report?.({ ...dropped, dropped: true });
+      if (doc.store.pendingStructs === null && doc.store.pendingDs === null) {
+        stopTimer();
+        noticed = false;
+        return;
+      }
+      if (timer || noticed) return;
+      timer = setTimeout(() => {
+        timer = null;
+        const waiting = describePendingUpdates(doc, name);
+        if (!waiting) return;
+        noticed = true;
+        report?.({ ...waiting, dropped: false });
+      }, PENDING_NOTICE_MS);
+    },
+    close: stopTimer,
   };
 }
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type * as Y from 'yjs';
+import * as Y from 'yjs';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendIntent, intentsArray } from '../../shared/documents/desired.js';
@@ -262,6 +262,36 @@ test('finding 8 at the agent: entries packed with empty arrays, written live int
     'each packed entry is defused and logged',
   );
   assert.equal(defused[0]?.writers, [desired.clientID], "the writer's Yjs client id");
+  assert.ok(agent.child.exitCode === null, 'the agent is still running');
+});
+
+// A writer that withholds one struct: every later update of its own waits for it in the agent's
+// copy for ever, unseen and, before the bound, unbounded (a relay of the fuzzer's second long run
+// held 1.15 MiB of such updates in one document). The compromised coordinator sends them as
+// update messages without keeping them itself.
+test('updates waiting for a struct a compromised coordinator withholds are bounded and reported, and the agent goes on reading the document', async () => {
+  const peer = await hostilePeer();
+  const host = await prepareHost(dir, 'h4');
+  const { agent } = await startProbedAgent(peer, host);
+  await refusalOf(peer, host, 1);
+  const writer = new Y.Doc();
+  writer.clientID = 777;
+  const updates: Uint8Array[] = [];
+  writer.on('update', (update: Uint8Array) => updates.push(update));
+  // The first (withheld) and 20 more of 64 KiB each: 1.25 MiB that can never integrate.
+  for (let i = 0; i <= 20; i++) intentsArray(writer).push([{ n: i, padding: 'x'.repeat(64 * 1024) }]);
+  for (const update of updates.slice(1)) assert.is(await peer.sendUpdate(desiredDocName('h4'), update), 1);
+  const dropped = await waitFor(
+    'the agent to report the updates it dropped',
+    () => logEvents(agent, 'updates-pending-dropped').find((e) => e.document === desiredDocName('h4')),
+    30_000,
+    200,
+  );
+  assert.equal(dropped.writers, [777], "the withholding writer's Yjs client id");
+  assert.equal(dropped.missing, [{ client: 777, clock: 0 }], 'what it withholds');
+  assert.ok(Number(dropped.bytes) > 1024 * 1024, JSON.stringify({ ...dropped, msg: undefined }));
+  // Entries of other writers still arrive.
+  assert.is((await refusalOf(peer, host, 2)).outcome, 'refused');
   assert.ok(agent.child.exitCode === null, 'the agent is still running');
 });
 
