@@ -638,7 +638,8 @@ async function runHealthChecks(agent: AgentRuntime): Promise<Answer & { outputTa
   const { config } = agent;
   const health = await confirmHealth({
     ...config.health,
-    probePeer: (timeoutMs) => probeSyncPeer(config.coordinators, agent.desiredName, timeoutMs, config.key),
+    probePeer: (timeoutMs) =>
+      probeSyncPeer(config.coordinators, agent.desiredName, agent.desiredDoc, timeoutMs, config.key),
     deadline: config.now() + config.actionTimeoutMs,
     now: config.now,
     stopping: () => agent.stopped,

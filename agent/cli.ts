@@ -5,8 +5,9 @@ import type { Logger } from '../shared/log.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { createLogger } from '../shared/node/log.js';
 import { readTokenFile } from '../shared/node/token-file.js';
-import type { ReconnectOptions } from '../shared/sync/connect.js';
-import { MAX_VALUE_DEPTH } from '../shared/sync/deep-values.js';
+import { PENDING_NOTICE_MS, type ReconnectOptions } from '../shared/sync/connect.js';
+import { MAX_VALUE_DEPTH, MAX_VALUE_OBJECTS_PER_KIB } from '../shared/sync/deep-values.js';
+import { MAX_PENDING_UPDATE_BYTES } from '../shared/sync/pending-updates.js';
 import { retryLogger } from '../shared/sync/retry-log.js';
 import type { EnrollTokenFile } from '../shared/trust/sign-enroll-request.js';
 import { type IntentTrust, openIntentTrust } from './intent-trust.js';
@@ -19,7 +20,7 @@ function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptio
     baseBackoffMs: options.backoffBase * 1000,
     maxBackoffMs: options.backoffMax * 1000,
     onRetry: retryLogger(logger),
-    onDeepValues: ({ document, values, unreadable }) => {
+    onDeepValues: ({ document, values, counts, unreadable }) => {
       if (unreadable) {
         logger.warn(
           { event: 'update-unreadable', document },
@@ -27,18 +28,50 @@ function reconnectOptions(options: AgentOptions, logger: Logger): ReconnectOptio
         );
         return;
       }
+      const deep = values.filter((value) => value.bound === 'depth');
+      const dense = values.filter((value) => value.bound === 'objects');
       const writers = [...new Set(values.map((value) => value.client))];
-      logger.warn(
-        {
-          event: 'value-too-deep',
-          document,
-          writers,
-          values: values.slice(0, 8),
-          count: values.length,
-          limit: MAX_VALUE_DEPTH,
-        },
-        `${document}: ${values.length} value(s) nested past ${MAX_VALUE_DEPTH} levels (up to ${Math.max(...values.map((value) => value.depth))}) from Yjs client(s) ${writers.join(', ')}, replaced by null before applying the update; entries holding them are invalid (a relay or coordinator wrote them: such values overflow the stack)`,
+      if (counts.depth > 0)
+        logger.warn(
+          {
+            event: 'value-too-deep',
+            document,
+            writers,
+            values: deep.slice(0, 8),
+            count: counts.depth,
+            limit: MAX_VALUE_DEPTH,
+          },
+          `${document}: ${counts.depth} value(s) nested past ${MAX_VALUE_DEPTH} levels (up to ${Math.max(...deep.map((value) => value.depth))}) from Yjs client(s) ${writers.join(', ')}, replaced by null before applying the update; entries holding them are invalid (a relay or coordinator wrote them: such values overflow the stack)`,
+        );
+      const densest = dense.reduce<(typeof dense)[number] | null>(
+        (most, value) => (most && most.containers >= value.containers ? most : value),
+        null,
       );
+      if (counts.objects > 0)
+        logger.warn(
+          {
+            event: 'value-too-many-objects',
+            document,
+            writers,
+            values: dense.slice(0, 8),
+            count: counts.objects,
+            limit: MAX_VALUE_OBJECTS_PER_KIB,
+          },
+          `${document}: ${counts.objects} value(s) packing more than ${MAX_VALUE_OBJECTS_PER_KIB} objects and arrays per KiB (${densest ? `the densest listed: ${densest.containers} in ${densest.bytes} bytes` : 'listed: none'}) from Yjs client(s) ${writers.join(', ')}, in an update over that ratio: replaced by null before applying it; entries holding them are invalid (a relay or coordinator wrote them: decoded, such values cost ~100 bytes of memory per object or array)`,
+        );
+    },
+    onPendingUpdates: ({ dropped, ...pending }) => {
+      const missing = pending.missing.map((m) => `${m.client} from clock ${m.clock}`).join(', ');
+      if (dropped)
+        logger.warn(
+          { event: 'updates-pending-dropped', ...pending, limit: MAX_PENDING_UPDATE_BYTES },
+          `${pending.document}: dropped ${pending.bytes} bytes of updates from Yjs client(s) ${pending.writers.join(', ')} waiting for structs never sent (client(s) ${missing}), over ${MAX_PENDING_UPDATE_BYTES}; a relay or coordinator withholds them: entries after the gap stay unseen`,
+        );
+      else
+        logger.warn(
+          { event: 'updates-pending', ...pending, afterMs: PENDING_NOTICE_MS },
+          `${pending.document}: ${pending.bytes} bytes of updates from Yjs client(s) ${pending.writers.join(', ')} wait for structs never sent (client(s) ${missing}) after ${PENDING_NOTICE_MS / 1000} s; a relay or coordinator withholds them: entries after the gap stay unseen`,
+        );
     },
   };
 }

@@ -41,7 +41,8 @@ export const pipelineContext = (agent: AgentRuntime): PipelineContext => ({
   stopping: () => agent.stopped,
   downloadSignal: agent.downloadAbort.signal,
   publishProgress: (p) => agent.progress.publish(p),
-  probePeer: (timeoutMs) => probeSyncPeer(agent.config.coordinators, agent.desiredName, timeoutMs, agent.config.key),
+  probePeer: (timeoutMs) =>
+    probeSyncPeer(agent.config.coordinators, agent.desiredName, agent.desiredDoc, timeoutMs, agent.config.key),
   installGate: (target) => installGate(agent, target),
 });
 

@@ -46,6 +46,14 @@ interface Followed {
   reopen: NodeJS.Timeout | null;
 }
 
+// The agent's copy of a rollout document collects garbage: it reads only the entries present (the
+// plans, actions and evidence arrays as they are now, shared/rollout/judge.ts), never an earlier
+// state, so an entry a peer deleted needs no room in its memory. The servers keep the history for
+// audits; a copy that kept it too grew with every entry a writer wrote and deleted, without end.
+function newRolloutDoc(): Y.Doc {
+  return new Y.Doc({ gc: true });
+}
+
 export function openRolloutTracker(options: {
   endpoints: string[];
   host: string;
@@ -69,7 +77,7 @@ export function openRolloutTracker(options: {
   };
 
   function attach(entry: Followed): void {
-    const doc = new Y.Doc({ gc: false });
+    const doc = newRolloutDoc();
     entry.doc = doc;
     entry.bytes = 0;
     doc.on('update', (update: Uint8Array) => {
@@ -102,7 +110,7 @@ export function openRolloutTracker(options: {
       `peers sent more than ${MAX_ROLLOUT_DOCUMENT_BYTES} bytes for ${rolloutDocName(entry.id)}: dropped it, following it afresh in ${Math.round(delayMs / 1000)} s (a relay or coordinator may be flooding it)`,
     );
     setImmediate(() => connection?.close());
-    entry.doc = new Y.Doc({ gc: false });
+    entry.doc = newRolloutDoc();
     entry.reopen = setTimeout(() => {
       entry.reopen = null;
       if (!closed && followed.get(entry.id) === entry) attach(entry);
@@ -120,7 +128,7 @@ export function openRolloutTracker(options: {
     }
     for (const id of wanted) {
       if (followed.has(id)) continue;
-      const entry: Followed = { id, connection: null, doc: new Y.Doc({ gc: false }), bytes: 0, drops: 0, reopen: null };
+      const entry: Followed = { id, connection: null, doc: newRolloutDoc(), bytes: 0, drops: 0, reopen: null };
       followed.set(id, entry);
       attach(entry);
     }

@@ -3,6 +3,7 @@ import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
+import { boundPendingUpdates, MAX_PENDING_UPDATE_BYTES, type PendingUpdates } from '../shared/sync/pending-updates.js';
 import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
 import { type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
 import { awarenessMessage, closeSocket, send, syncMessage } from './wire.js';
@@ -257,7 +258,24 @@ export async function acceptUpdate(
   } finally {
     document.doc.off('update', capture);
   }
+  reportPendingDropped(host, boundPendingUpdates(document.doc, document.name), principal, origin);
   return storeDelta(host, document, emitted, principal, origin);
+}
+
+// Updates waiting past the bound for structs never sent were dropped (shared/sync/pending-updates.ts):
+// say so, and close the writer's connection so an honest one syncs again and sends them in order.
+function reportPendingDropped(
+  host: DocumentHostState,
+  dropped: PendingUpdates | null,
+  principal: string,
+  origin: WebSocket | null,
+): void {
+  if (!dropped) return;
+  host.logger.warn(
+    { event: 'updates-pending-dropped', ...dropped, principal, limit: MAX_PENDING_UPDATE_BYTES },
+    `${dropped.document}: dropped ${dropped.bytes} bytes of updates from ${principal} (Yjs clients ${dropped.writers.join(', ')}) waiting for structs never sent (clients ${dropped.missing.map((m) => `${m.client} from clock ${m.clock}`).join(', ')}), over ${MAX_PENDING_UPDATE_BYTES}; closing the writer's connection`,
+  );
+  if (origin) closeSocket(origin, 4413, 'updates wait for structs never sent; sync again');
 }
 
 // The coordinator's own write (entries it verified) made on the live document, then stored as a

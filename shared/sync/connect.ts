@@ -5,7 +5,8 @@ import { messageSync, WebsocketProvider } from 'y-websocket';
 import * as Y from 'yjs';
 import type { SigningKey } from '../crypto/keys.js';
 import { documentGarbageCollects } from '../documents/names.js';
-import { type DeepValue, defuseDeepValues } from './deep-values.js';
+import { type DeepValue, type DefusedCounts, defuseDeepValues } from './deep-values.js';
+import { boundPendingUpdates, describePendingUpdates, type PendingUpdates } from './pending-updates.js';
 import {
   connectionFailed,
   connectionSucceeded,
@@ -42,23 +43,37 @@ export interface ConnectOptions {
   // provider's send handler is one even though it drops received updates: without it, reading
   // fleet/enrollment of 1,000 hosts costs ~170 ms of CPU less.
   readOnly?: boolean;
-  // Called when an incoming update held values nested past canonical JSON's depth, replaced by
-  // null before it was applied (deep-values.ts): a writer of the document (a compromised
-  // coordinator or relay) sent what would have overflowed the stack. Also when an update could
-  // not be walked at all (malformed) and was dropped.
+  // Called when an incoming update held values nested past canonical JSON's depth, or packed
+  // more objects and arrays than the servers allow, replaced by null before it was applied
+  // (deep-values.ts): a writer of the document (a compromised coordinator or relay) sent what
+  // would have overflowed the stack or cost gigabytes decoded. Also when an update could not be
+  // walked at all (malformed) and was dropped.
   onDeepValues?: (event: DeepValuesEvent) => void;
+  // Called when updates wait for structs a writer never sent (pending-updates.ts): once when they
+  // still wait PENDING_NOTICE_MS after they began to, and whenever they pass the bound and are
+  // dropped.
+  onPendingUpdates?: (event: PendingUpdatesEvent) => void;
 }
+
+export interface PendingUpdatesEvent extends PendingUpdates {
+  dropped: boolean;
+}
+
+// Honest peers' out-of-order updates are resolved within a message or two.
+export const PENDING_NOTICE_MS = 30_000;
 
 export interface DeepValuesEvent {
   document: string;
+  // The first values defused (at most 64), and how many were for each bound.
   values: DeepValue[];
+  counts: DefusedCounts;
   // The update could not be walked (malformed as Yjs would read it) and was not applied.
   unreadable: boolean;
 }
 
 // How a long-lived link reconnects, as daemons configure it once for all their documents.
 export type ReconnectOptions = Required<Pick<ConnectOptions, 'baseBackoffMs' | 'maxBackoffMs'>> &
-  Pick<ConnectOptions, 'onRetry' | 'onDeepValues'>;
+  Pick<ConnectOptions, 'onRetry' | 'onDeepValues' | 'onPendingUpdates'>;
 
 export interface ConnectionRetry {
   document: string;
@@ -97,7 +112,8 @@ export function connectDocument(
     connect: false,
   });
   if (options.readOnly) doc.off('update', provider._updateHandler);
-  defuseIncomingUpdates(provider, name, options.onDeepValues);
+  const pending = watchPendingUpdates(doc, name, options.onPendingUpdates);
+  defuseIncomingUpdates(provider, name, options.onDeepValues, pending.check);
   const hooks = {
     attempt: async (url: string): Promise<void> => {
       provider.serverUrl = url;
@@ -127,6 +143,7 @@ export function connectDocument(
     provider,
     close() {
       stopReconnecting(state);
+      pending.close();
       provider.destroy();
       // provider.destroy() leaves the awareness' own check interval running.
       provider.awareness.destroy();
@@ -137,15 +154,21 @@ export function connectDocument(
 type MessageHandler = WebsocketProvider['messageHandlers'][number];
 
 // Wraps the provider's sync message handler: a sync step 2 or update message has its update
-// walked (without recursion) and values nested too deep replaced before y-protocols applies it.
+// walked (without recursion) and values nested too deep or packed too dense replaced before
+// y-protocols applies it.
 // Everything else (sync step 1) goes through untouched.
 function defuseIncomingUpdates(
   provider: WebsocketProvider,
   name: string,
   onDeepValues: ConnectOptions['onDeepValues'],
+  afterApply: () => void,
 ): void {
-  const applySync: MessageHandler | undefined = provider.messageHandlers[messageSync];
-  if (!applySync) return;
+  const applyMessage: MessageHandler | undefined = provider.messageHandlers[messageSync];
+  if (!applyMessage) return;
+  const applySync: MessageHandler = (...args) => {
+    applyMessage(...args);
+    afterApply();
+  };
   provider.messageHandlers[messageSync] = (encoder, decoder, handlerProvider, emitSynced, messageType) => {
     const start = decoder.pos;
     let syncType: number;
@@ -168,7 +191,7 @@ function defuseIncomingUpdates(
       applySync(encoder, decoder, handlerProvider, emitSynced, messageType);
       return;
     }
-    onDeepValues?.({ document: name, values: scan.replaced, unreadable: scan.malformed });
+    onDeepValues?.({ document: name, values: scan.replaced, counts: scan.counts, unreadable: scan.malformed });
     const rewritten = encoding.createEncoder();
     encoding.writeVarUint(rewritten, syncType);
     encoding.writeVarUint8Array(rewritten, scan.update);
@@ -179,6 +202,41 @@ function defuseIncomingUpdates(
       emitSynced,
       messageType,
     );
+  };
+}
+
+// Bounds what waits in `doc` after each incoming sync message, and says so when something still
+// waits PENDING_NOTICE_MS after it began to (once per episode: until nothing waits).
+function watchPendingUpdates(
+  doc: Y.Doc,
+  name: string,
+  report: ConnectOptions['onPendingUpdates'],
+): { check: () => void; close: () => void } {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let noticed = false;
+  const stopTimer = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = null;
+  };
+  return {
+    check() {
+      const dropped = boundPendingUpdates(doc, name);
+      if (dropped) report?.({ ...dropped, dropped: true });
+      if (doc.store.pendingStructs === null && doc.store.pendingDs === null) {
+        stopTimer();
+        noticed = false;
+        return;
+      }
+      if (timer || noticed) return;
+      timer = setTimeout(() => {
+        timer = null;
+        const waiting = describePendingUpdates(doc, name);
+        if (!waiting) return;
+        noticed = true;
+        report?.({ ...waiting, dropped: false });
+      }, PENDING_NOTICE_MS);
+    },
+    close: stopTimer,
   };
 }
 

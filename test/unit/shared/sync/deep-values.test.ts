@@ -5,15 +5,16 @@ import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import {
   defuseDeepValues,
-  jsonTextDepth,
+  jsonTextShape,
   MAX_VALUE_DEPTH,
+  MAX_VALUE_OBJECTS_PER_KIB,
   Reader,
   skipAnyValue,
 } from '../../../../shared/sync/deep-values.js';
 
-// The walker that defuses values nested too deep before Yjs decodes them (docs/fuzzing.md,
-// finding 10): its depth must be the true depth of what lib0 would decode, and an update without
-// deep values must pass through byte-identical.
+// The walker that defuses values nested too deep or packed too dense before Yjs decodes them
+// (docs/fuzzing.md, findings 10 and 8): its depth and container count must be the true ones of
+// what lib0 would decode, and an update within both bounds must pass through byte-identical.
 
 // How deep a value nests (objects, arrays and Uint8Arrays count one level each), as the servers
 // (coordinator/update-values.ts) and the fuzzer (test/fuzz/known.ts) count it.
@@ -28,6 +29,26 @@ function nestingDepth(value: unknown): number {
     for (const child of Object.values(node)) stack.push([child, depth + 1]);
   }
   return deepest;
+}
+
+// How many objects, arrays and Uint8Arrays a value holds, as the servers count them.
+function containerCount(value: unknown): number {
+  let count = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (node === null || typeof node !== 'object') continue;
+    count += 1;
+    if (!ArrayBuffer.isView(node)) stack.push(...Object.values(node));
+  }
+  return count;
+}
+
+// Empty arrays packed two to a level: 2^(depth+1) − 1 arrays in about twice as many bytes.
+function packed(depth: number): unknown[] {
+  let value: unknown[] = [];
+  for (let i = 0; i < depth; i++) value = [value, value];
+  return value;
 }
 
 const leaf = fc.oneof(
@@ -56,9 +77,9 @@ const chain = fc
   .map(([wrappers, inner]) =>
     wrappers.reduce<unknown>((value, asObject) => (asObject ? { k: value, n: 1 } : [1, value]), inner),
   );
-const anyValue = fc.oneof(tree, chain);
+const anyValue = fc.oneof(tree, chain, fc.integer({ min: 0, max: 9 }).map(packed));
 
-test('skipAnyValue: the depth of any lib0 value is its true depth, and it reads exactly its bytes', () => {
+test('skipAnyValue: the depth and container count of any lib0 value are its true ones, and it reads exactly its bytes', () => {
   fc.assert(
     fc.property(anyValue, fc.uint8Array({ maxLength: 4 }), (value, trailer) => {
       const encoder = encoding.createEncoder();
@@ -66,7 +87,7 @@ test('skipAnyValue: the depth of any lib0 value is its true depth, and it reads 
       const valueBytes = encoding.length(encoder);
       encoding.writeUint8Array(encoder, trailer);
       const reader = new Reader(encoding.toUint8Array(encoder));
-      assert.is(skipAnyValue(reader), nestingDepth(value));
+      assert.equal(skipAnyValue(reader), { depth: nestingDepth(value), containers: containerCount(value) });
       assert.is(reader.pos, valueBytes);
     }),
     { numRuns: 3000, seed: 10 },
@@ -78,17 +99,20 @@ test('skipAnyValue: 100,000 levels without recursion', () => {
   const bytes = new Uint8Array(depth * 2 + 1);
   for (let i = 0; i < depth; i++) bytes.set([117, 1], i * 2);
   bytes[depth * 2] = 126;
-  assert.is(skipAnyValue(new Reader(bytes)), depth);
+  assert.equal(skipAnyValue(new Reader(bytes)), { depth, containers: depth });
 });
 
-test('jsonTextDepth: the depth of JSON text is the parsed value’s', () => {
+test('jsonTextShape: the depth and container count of JSON text are the parsed value’s', () => {
   fc.assert(
     fc.property(fc.jsonValue(), (value) => {
-      assert.is(jsonTextDepth(JSON.stringify(value)), nestingDepth(value));
+      assert.equal(jsonTextShape(JSON.stringify(value)), {
+        depth: nestingDepth(value),
+        containers: containerCount(value),
+      });
     }),
     { numRuns: 2000, seed: 10 },
   );
-  assert.is(jsonTextDepth('"[[[\\"[{"'), 0, 'brackets inside strings do not count');
+  assert.equal(jsonTextShape('"[[[\\"[{"'), { depth: 0, containers: 0 }, 'brackets inside strings do not count');
 });
 
 // A random document: maps, arrays, text with formatting and embeds, XML, subdocuments, deletions,
@@ -173,23 +197,54 @@ function hasDeepValue(edits: Edit[]): boolean {
   return edits.some((e) => [0, 1, 2, 3, 9].includes(e.kind) && nestingDepth(written(e)) > MAX_VALUE_DEPTH);
 }
 
-test('defuseDeepValues: updates without deep values pass through byte-identical', () => {
-  const shallow = fc.array(edit, { maxLength: 12 }).filter((edits) => !hasDeepValue(edits));
+// The values an update holds as Yjs decodes them (any, JSON, embeds, formats, subdocument
+// options), read back with Yjs itself: the oracle for the walk's measure of the whole update.
+function decodedValues(update: Uint8Array): unknown[] {
+  const values: unknown[] = [];
+  for (const struct of Y.decodeUpdate(update).structs) {
+    if (!(struct instanceof Y.Item)) continue;
+    const content = struct.content;
+    if (content instanceof Y.ContentAny || content instanceof Y.ContentJSON) values.push(...content.arr);
+    else if (content instanceof Y.ContentEmbed) values.push(content.embed);
+    else if (content instanceof Y.ContentFormat) values.push(content.value);
+    else if (content instanceof Y.ContentDoc) values.push(content.opts);
+  }
+  return values;
+}
+
+function withinBounds(update: Uint8Array): boolean {
+  const values = decodedValues(update);
+  const containers = values.reduce<number>((sum, value) => sum + containerCount(value), 0);
+  return (
+    values.every((value) => nestingDepth(value) <= MAX_VALUE_DEPTH) &&
+    containers * 1024 <= update.length * MAX_VALUE_OBJECTS_PER_KIB
+  );
+}
+
+test('defuseDeepValues: an update within both bounds passes through byte-identical, and only such an update', () => {
+  const edits = fc.array(edit, { maxLength: 12 });
+  let passed = 0;
   fc.assert(
-    fc.property(shallow, fc.integer({ min: 1, max: 2 ** 32 }), (edits, clientID) => {
+    fc.property(edits, fc.integer({ min: 1, max: 2 ** 32 }), (edits, clientID) => {
       const doc = buildDoc(edits, clientID);
       for (const update of [Y.encodeStateAsUpdate(doc), Y.encodeStateAsUpdate(doc, Y.encodeStateVector(doc))]) {
         const scan = defuseDeepValues(update);
         assert.is(scan.malformed, false);
-        assert.equal(scan.replaced, []);
-        assert.ok(scan.update === update, 'the same bytes');
+        const within = withinBounds(update);
+        assert.is(scan.update === update, within, 'the same bytes exactly when within both bounds');
+        if (within) {
+          assert.equal(scan.replaced, []);
+          assert.equal(scan.counts, { depth: 0, objects: 0 });
+          passed += 1;
+        }
       }
     }),
     { numRuns: 400, seed: 10 },
   );
+  assert.ok(passed > 200, `${passed} updates within the bounds`);
 });
 
-test('defuseDeepValues: deep values become null, everything else and later updates still integrate', () => {
+test('defuseDeepValues: deep and dense values become null, the result is within both bounds, later updates still integrate', () => {
   fc.assert(
     fc.property(fc.array(edit, { maxLength: 10 }), anyValue, (edits, later) => {
       const doc = buildDoc(edits, 7);
@@ -200,11 +255,14 @@ test('defuseDeepValues: deep values become null, everything else and later updat
       const second = Y.encodeStateAsUpdate(doc, before);
       const scan = defuseDeepValues(first);
       assert.is(scan.malformed, false);
-      assert.is(scan.replaced.length > 0, hasDeepValue(edits));
+      assert.is(scan.counts.depth > 0, hasDeepValue(edits));
+      assert.is(scan.replaced.length, Math.min(64, scan.counts.depth + scan.counts.objects));
       for (const value of scan.replaced) {
-        assert.ok(value.depth > MAX_VALUE_DEPTH);
+        if (value.bound === 'depth') assert.ok(value.depth > MAX_VALUE_DEPTH);
+        else assert.ok(value.containers * 1024 > value.bytes * MAX_VALUE_OBJECTS_PER_KIB);
         assert.is(value.client, 7);
       }
+      assert.ok(withinBounds(scan.update), 'what is left is within both bounds');
       const reader = new Y.Doc({ gc: false });
       Y.applyUpdate(reader, scan.update);
       Y.applyUpdate(reader, defuseDeepValues(second).update);
@@ -212,10 +270,48 @@ test('defuseDeepValues: deep values become null, everything else and later updat
       assert.is(reader.getMap('m').get('later'), 'written after');
       assert.is(reader.getArray('a').length, doc.getArray('a').length);
       assert.is(reader.getText('t').length, doc.getText('t').length);
-      if (!hasDeepValue(edits)) assert.equal(Y.encodeStateAsUpdate(reader), Y.encodeStateAsUpdate(doc));
+      if (scan.replaced.length === 0) assert.equal(Y.encodeStateAsUpdate(reader), Y.encodeStateAsUpdate(doc));
     }),
     { numRuns: 300, seed: 11 },
   );
+});
+
+test('defuseDeepValues: packed arrays become null, a signed-entry-like value beside them stays, later entries apply', () => {
+  const writer = new Y.Doc();
+  writer.clientID = 43;
+  const intents = writer.getMap('intents');
+  const entry = { v: 1, generation: 2, closure: `/nix/store/${'a'.repeat(32)}-system`, signature: 'x'.repeat(88) };
+  // 8,191 arrays in ~16 KB beside one genuine entry, in one update (finding 8's value).
+  writer.transact(() => {
+    intents.set('hostile', packed(12));
+    intents.set('genuine', entry);
+  });
+  const first = Y.encodeStateAsUpdate(writer);
+  // Then 2,000 empty arrays, one struct each: each value alone is small, the update is dense.
+  const list = writer.getArray('list');
+  const vector = Y.encodeStateVector(writer);
+  for (let i = 0; i < 2000; i++) list.push([[]]);
+  intents.set('later', entry);
+  const second = Y.encodeStateAsUpdate(writer, vector);
+
+  const scan = defuseDeepValues(first);
+  assert.equal(scan.counts, { depth: 0, objects: 1 });
+  assert.equal(
+    scan.replaced.map(({ client, depth, containers, bound }) => ({ client, depth, containers, bound })),
+    [{ client: 43, depth: 13, containers: 8_191, bound: 'objects' }],
+  );
+  const secondScan = defuseDeepValues(second);
+  assert.equal(secondScan.counts, { depth: 0, objects: 2000 });
+  assert.is(secondScan.replaced.length, 64, 'the first 64 are listed');
+  assert.ok(withinBounds(scan.update) && withinBounds(secondScan.update));
+  const reader = new Y.Doc();
+  Y.applyUpdate(reader, scan.update);
+  Y.applyUpdate(reader, secondScan.update);
+  assert.is(reader.store.pendingStructs, null);
+  assert.is(reader.getMap('intents').get('hostile'), null);
+  assert.equal(reader.getMap('intents').get('genuine'), entry);
+  assert.equal(reader.getMap('intents').get('later'), entry);
+  assert.equal(reader.getArray('list').toArray(), new Array(2000).fill(null));
 });
 
 test('defuseDeepValues: an entry 4,500 levels deep becomes null and the next entry applies', () => {
@@ -231,7 +327,10 @@ test('defuseDeepValues: an entry 4,500 levels deep becomes null and the next ent
   const second = Y.encodeStateAsUpdate(writer, vector);
 
   const scan = defuseDeepValues(first);
-  assert.equal(scan.replaced, [{ client: 42, clock: 0, depth: 4_501 }]);
+  assert.equal(
+    scan.replaced.map(({ client, clock, depth, containers, bound }) => ({ client, clock, depth, containers, bound })),
+    [{ client: 42, clock: 0, depth: 4_501, containers: 4_501, bound: 'depth' }],
+  );
   const reader = new Y.Doc();
   Y.applyUpdate(reader, scan.update);
   Y.applyUpdate(reader, defuseDeepValues(second).update);
