@@ -437,10 +437,31 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
     cache.narinfos.set(hashPart(path), { text, http: plan.http });
   };
 
+  // Reading the results verifies every signature in them: done when the status document changed
+  // since the waiter last read it, not every 50 ms (that was a twentieth of the driver's CPU time
+  // while a narinfo input or the admin's check waited seconds for the agent).
+  let statusChanges = 0;
+  const watchedStatusDocs = new WeakSet<Y.Doc>();
+  const statusVersion = (): { doc: Y.Doc; changes: number } => {
+    const doc = status.doc;
+    if (!watchedStatusDocs.has(doc)) {
+      watchedStatusDocs.add(doc);
+      doc.on('update', () => {
+        statusChanges += 1;
+      });
+      statusChanges += 1;
+    }
+    return { doc, changes: statusChanges };
+  };
+
   async function resultFor(gen: number, timeoutMs: number): Promise<{ outcome: string; reason: string }> {
+    let seen: { doc: Y.Doc; changes: number } | null = null;
     return waitFor(
       `the agent's result for generation ${gen}`,
       () => {
+        const now = statusVersion();
+        if (seen !== null && seen.doc === now.doc && seen.changes === now.changes) return null;
+        seen = now;
         const result = readResults(status.doc).results.find((r) => r.result.generation === gen);
         return result ? { outcome: result.result.outcome, reason: result.result.reason ?? '' } : null;
       },

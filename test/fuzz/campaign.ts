@@ -71,6 +71,9 @@ export interface HealthFailure {
 
 export interface ClassStats {
   delivered: number;
+  // Time its inputs took from start to the target's reaction, summed: with `delivered` and the
+  // class's workers, where a run's wall time goes (inputs mostly wait, see raw-exchange.ts).
+  busyMs: number;
   skippedKnown: Record<string, number>;
   outcomes: Record<string, number>;
 }
@@ -124,6 +127,9 @@ export interface CampaignResult {
   stoppedEarly: boolean;
 }
 
+// Outcomes of inputs the target never saw: no connection (it was down), or no link to it.
+export const NOT_DELIVERED = new Set(['(refused)', '(no link)', '(link down before the input)']);
+
 // Inputs generated at once per class: small, so that twenty classes start delivering at once.
 const BATCH = 32;
 
@@ -162,7 +168,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   const settleMs = options.crashSettleMs ?? 300;
   const processes = new Map(options.processes.map((p) => [p.name, p]));
   const stats: Record<string, ClassStats> = {};
-  for (const c of options.classes) stats[c.name] = { delivered: 0, skippedKnown: {}, outcomes: {} };
+  for (const c of options.classes) stats[c.name] = { delivered: 0, busyMs: 0, skippedKnown: {}, outcomes: {} };
   const crashes: CrashReport[] = [];
   const healthFailures: HealthFailure[] = [];
   const externalKills: { target: string; at: number; signal: string }[] = [];
@@ -371,13 +377,14 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
         outcome = `error: ${(error as Error).message.slice(0, 60)}`;
       }
       flight.finished = Date.now();
+      stat.busyMs += flight.finished - flight.started;
       inFlight.delete(flight);
       const recentList = recent.get(inputClass.target)!;
       recentList.push(flight);
       if (recentList.length > 256) recentList.splice(0, recentList.length - 256);
       stat.outcomes[outcome] = (stat.outcomes[outcome] ?? 0) + 1;
       // An input the target never saw (it was down) does not count as delivered.
-      if (outcome !== '(refused)') {
+      if (!NOT_DELIVERED.has(outcome)) {
         stat.delivered += 1;
         delivered += 1;
       }

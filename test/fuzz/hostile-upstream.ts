@@ -93,7 +93,8 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
     url: `ws://127.0.0.1:${port}`,
     session: () => current,
     waitForSession(timeoutMs) {
-      if (current) return Promise.resolve(current);
+      // A link the relay is closing (its close not yet seen) is no session: wait for the next one.
+      if (current?.ws.readyState === WebSocket.OPEN) return Promise.resolve(current);
       return new Promise((resolve) => {
         const timer = setTimeout(() => resolve(current), timeoutMs);
         waiting.push(() => {
@@ -234,6 +235,9 @@ export async function startHostileUpstreamTarget(dir: string): Promise<HostileUp
       async deliver(steps) {
         const session = await upstream.waitForSession(5_000);
         if (!session) return '(no link)';
+        // Several workers share the link: one whose link the relay dropped before it sent anything
+        // did not deliver its input.
+        if (session.ws.readyState !== WebSocket.OPEN) return '(link down before the input)';
         for (const step of steps) {
           if (session.ws.readyState !== WebSocket.OPEN) break;
           session.ws.send(encodeStep(step, session.channels));

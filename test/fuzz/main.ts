@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KNOWN_CRASHES } from './known.js';
-import { runFuzz, summarize } from './run-fuzz.js';
+import { DEFAULT_PARALLEL, runFuzz, summarize } from './run-fuzz.js';
 
 // `npm run fuzz -- --count 1000000`: the long run. Every known crash class is included unless
 // --skip-known is given; the exit code is 0 only with no crash, no failed health check and
@@ -15,6 +15,7 @@ const { values } = parseArgs({
     'skip-known': { type: 'boolean', default: false },
     'no-reduce': { type: 'boolean', default: false },
     'sample-seconds': { type: 'string', default: '5' },
+    parallel: { type: 'string', default: String(DEFAULT_PARALLEL) },
     report: { type: 'string' },
     'keep-dir': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -23,13 +24,14 @@ const { values } = parseArgs({
 
 if (values.help) {
   console.log(`usage: npm run fuzz -- [--count N] [--seed S] [--max-seconds T] [--only CLASS …] [--skip-known]
-                    [--no-reduce] [--sample-seconds S] [--report FILE] [--keep-dir]
+                    [--no-reduce] [--sample-seconds S] [--parallel P] [--report FILE] [--keep-dir]
   --count N          inputs to deliver to the live processes (default 10000)
   --seed S           seed of the whole run (default: random, printed)
   --max-seconds T    stop after T seconds even if fewer inputs were delivered
   --only CLASS       only input classes whose name contains CLASS (repeatable)
   --skip-known       leave out inputs of crashes already reported and not fixed (test/fuzz/known.ts)
   --no-reduce        count and restart on crashes without reproducing and shrinking them
+  --parallel P       workers per server class: P times the class's own (default ${DEFAULT_PARALLEL}; 1 as before)
   --report FILE      write the full result as JSON`);
   process.exit(0);
 }
@@ -38,6 +40,11 @@ const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : N
 const count = Number(values.count);
 if (!Number.isSafeInteger(count) || count < 1) {
   console.error(`--count: expected a positive whole number, got ${values.count}`);
+  process.exit(2);
+}
+const parallel = Number(values.parallel);
+if (!Number.isSafeInteger(parallel) || parallel < 1 || parallel > 16) {
+  console.error(`--parallel: expected a whole number from 1 to 16, got ${values.parallel}`);
   process.exit(2);
 }
 const started = new Date().toISOString();
@@ -57,6 +64,7 @@ const report = await runFuzz({
   only: values.only,
   reduce: !values['no-reduce'],
   sampleIntervalMs: Number(values['sample-seconds']) * 1000,
+  parallel,
   keepDir: values['keep-dir'],
   log: (line) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`),
   // The state so far next to the report, so a long run cut short still leaves its figures.

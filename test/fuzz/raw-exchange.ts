@@ -15,10 +15,12 @@ const CLOSE_WAIT_MS = 1_500;
 const LINGER_MS = 80;
 const RESPOND_WAIT_MS = 5_000;
 
-// The fuzzer's connections come from 127.0.1.1 … 127.0.1.16 in turn, the well-behaved clients of
+// The fuzzer's connections come from 127.0.1.1 … 127.0.1.48 in turn, the well-behaved clients of
 // the health checks from 127.0.0.1: per-address limits (connections, POSTs per source, the open
-// mode's writer quota) see them as different clients, as they would be on a network.
-const FUZZ_ADDRESSES = Array.from({ length: 16 }, (_, i) => `127.0.1.${i + 1}`);
+// mode's writer quota) see them as different clients, as they would be on a network. 48: 16 for
+// each of the default 3 workers per class slot (run-fuzz.ts), so that each address carries the
+// connections and POSTs a second it carried at one worker per slot and 16 addresses.
+const FUZZ_ADDRESSES = Array.from({ length: 48 }, (_, i) => `127.0.1.${i + 1}`);
 let nextAddress = 0;
 export function fuzzAddress(): string {
   nextAddress = (nextAddress + 1) % FUZZ_ADDRESSES.length;
