@@ -35,14 +35,22 @@ import { nsToMs, percentiles } from './measure.js';
 // write, and the process' CPU per write (all threads: LevelDB's work in the thread pool included).
 // The reader is a stand-in socket that records when it is handed the message (the websocket send
 // itself is the same for all three).
-// Usage: node dist/test/bench/write-path.js [--writes N] [--rounds N]
+// - ours, LevelDB, waves: --wave writes to as many documents at once (a rollout wave), each timed
+//   from the wave's start.
+// Usage: node dist/test/bench/write-path.js [--writes N] [--rounds N] [--wave N]
 const { values } = parseArgs({
-  options: { writes: { type: 'string', default: '300' }, rounds: { type: 'string', default: '6' } },
+  options: {
+    writes: { type: 'string', default: '300' },
+    rounds: { type: 'string', default: '6' },
+    wave: { type: 'string', default: '50' },
+  },
 });
 const writesPerRound = Number(values.writes);
 const rounds = Number(values.rounds);
+const wave = Number(values.wave);
 if (!Number.isInteger(writesPerRound) || writesPerRound < 10 || !Number.isInteger(rounds) || rounds < 1)
   throw new Error('--writes must be an integer ≥ 10 and --rounds ≥ 1');
+if (!Number.isInteger(wave) || wave < 1) throw new Error('--wave must be an integer ≥ 1');
 
 const { signed } = preSign('h00001', 1, generateSigningKey('bench-admin'));
 
@@ -59,6 +67,9 @@ function intentUpdate(): Uint8Array {
 
 let handedAt = 0n;
 const reader = { readyState: 1, send: () => (handedAt = process.hrtime.bigint()) } as unknown as WebSocket;
+// Each document of a wave has a reader of its own, which records when it is handed the update.
+const waveReader = (handed: bigint[], index: number): WebSocket =>
+  ({ readyState: 1, send: () => (handed[index] = process.hrtime.bigint()) }) as unknown as WebSocket;
 
 // The log without a disk: numbers and hashes each entry as the LevelDB log does, keeps it in memory.
 function memoryLog(): Pick<UpdateLog, 'read' | 'append'> {
@@ -75,7 +86,7 @@ function memoryLog(): Pick<UpdateLog, 'read' | 'append'> {
   };
 }
 
-type Variant = 'stock' | 'ours, log in memory' | 'ours, LevelDB (fsync)';
+type Variant = 'stock' | 'ours, log in memory' | 'ours, LevelDB (fsync)' | 'ours, LevelDB, waves';
 const wall = new Map<Variant, number[]>();
 const cpu = new Map<Variant, number>();
 
@@ -93,6 +104,35 @@ async function oursRound(variant: Variant, host: DocumentHostState, round: numbe
     const used = process.cpuUsage(cpuStart);
     wall.get(variant)!.push(nsToMs(handedAt - start));
     cpu.set(variant, (cpu.get(variant) ?? 0) + used.user + used.system);
+  }
+}
+
+// A wave: writes to --wave documents handed over back to back (as a rollout wave's arrive, in one
+// turn of the event loop), each timed from the wave's start to its reader's broadcast.
+async function waveRound(host: DocumentHostState, round: number): Promise<void> {
+  const limits = new WriteLimits(DEFAULT_LIMITS, createRefusals(), silentLogger);
+  for (let first = 0; first < writesPerRound; first += wave) {
+    const size = Math.min(wave, writesPerRound - first);
+    const handed: bigint[] = [];
+    const documents = await Promise.all(
+      Array.from({ length: size }, (_, i) =>
+        acquireDocument(host, desiredDocName(`w${round}x${first + i}`), waveReader(handed, i)),
+      ),
+    );
+    const updates = documents.map(() => intentUpdate());
+    const cpuStart = process.cpuUsage();
+    const start = process.hrtime.bigint();
+    await Promise.all(
+      documents.map((document, i) =>
+        document.run(async () => {
+          if (limits.check(document, updates[i]!, 'admin:bench')) throw new Error('the bench intent was refused');
+          await acceptUpdate(host, document, updates[i]!, 'admin:bench', null);
+        }),
+      ),
+    );
+    const used = process.cpuUsage(cpuStart);
+    for (const at of handed) wall.get('ours, LevelDB, waves')!.push(nsToMs(at - start));
+    cpu.set('ours, LevelDB, waves', (cpu.get('ours, LevelDB, waves') ?? 0) + used.user + used.system);
   }
 }
 
@@ -119,7 +159,8 @@ try {
   log = await openUpdateLog(directory);
   const onDisk = createDocumentHostState(log, silentLogger, 60_000);
   const inMemory = createDocumentHostState(memoryLog(), silentLogger, 60_000);
-  for (const variant of ['stock', 'ours, log in memory', 'ours, LevelDB (fsync)'] as const) wall.set(variant, []);
+  for (const variant of ['stock', 'ours, log in memory', 'ours, LevelDB (fsync)', 'ours, LevelDB, waves'] as const)
+    wall.set(variant, []);
   // One warm-up round of each, not counted.
   for (let round = 0; round <= rounds; round++) {
     if (round === 1) for (const samples of wall.values()) samples.length = 0;
@@ -127,6 +168,7 @@ try {
     stockRound();
     await oursRound('ours, log in memory', inMemory, round);
     await oursRound('ours, LevelDB (fsync)', onDisk, round);
+    await waveRound(onDisk, round);
   }
   closeAllDocuments(onDisk);
   closeAllDocuments(inMemory);
@@ -137,7 +179,7 @@ try {
 
 const writes = writesPerRound * rounds;
 console.log(
-  `${writes} intent writes (${intentUpdate().length} bytes each) one at a time per variant, ${rounds} alternating rounds; load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`,
+  `${writes} intent writes (${intentUpdate().length} bytes each) per variant, one at a time (waves: ${wave} at once), ${rounds} alternating rounds; load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`,
 );
 console.log('                          wall p50    wall p99   CPU per write (all threads)');
 for (const [variant, samples] of wall) {
