@@ -72,10 +72,14 @@ const waveReader = (handed: bigint[], index: number): WebSocket =>
   ({ readyState: 1, send: () => (handed[index] = process.hrtime.bigint()) }) as unknown as WebSocket;
 
 // The log without a disk: numbers and hashes each entry as the LevelDB log does, keeps it in memory.
-function memoryLog(): Pick<UpdateLog, 'read' | 'append'> {
+function memoryLog(): Pick<UpdateLog, 'read' | 'append' | 'head'> {
   const heads = new Map<string, { seq: number; hash: string }>();
   return {
     read: async () => [],
+    head: async (document) => {
+      const head = heads.get(document);
+      return head ? { document, ...head } : null;
+    },
     async append(document, principal, update) {
       const head = heads.get(document) ?? { seq: 0, hash: GENESIS_HASH };
       const partial = { document, seq: head.seq + 1, receivedAt: Date.now(), principal, update };
