@@ -316,6 +316,8 @@ async function storeDelta(
   // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
   if (emitted.length === 0) return null;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+  // Encoded before the append so that the CPU overlaps the fsync; sent only once it is durable.
+  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
   let stored: LogEntry;
   try {
     stored = await host.log.append(document.name, principal, delta);
@@ -330,7 +332,6 @@ async function storeDelta(
     throw error;
   }
   document.stateBytes += delta.length;
-  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
   for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
   // Numbered past what this copy holds: other coordinators' entries came in between unseen.

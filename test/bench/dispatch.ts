@@ -18,9 +18,8 @@ import * as Y from 'yjs';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
-import type { SignedIntent } from '../../shared/schemas/intent.js';
 import { sleep } from '../../shared/time/sleep.js';
-import { signIntent } from '../../shared/trust/sign-intent.js';
+import { type PreSigned, preSign } from './bench-intents.js';
 import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
 import {
@@ -475,43 +474,6 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
 
 // ---------------------------------------------------------------------------------------------
 // Intents and dispatch.
-
-interface PreSigned {
-  host: string;
-  signed: SignedIntent;
-}
-
-const NIX_BASE32 = '0123456789abcdfghijklmnpqrsvwxyz';
-function fakeStorePath(host: string, generation: number): string {
-  let hash = '';
-  let seed = 0;
-  for (const c of `${host}/${generation}`) seed = (seed * 31 + c.charCodeAt(0)) >>> 0;
-  for (let i = 0; i < 32; i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    hash += NIX_BASE32[seed % 32];
-  }
-  return `/nix/store/${hash}-nixos-system-${host}-24.11`;
-}
-
-function preSign(host: string, generation: number, key: SigningKey): PreSigned {
-  const now = Date.now();
-  return {
-    host,
-    signed: signIntent(
-      {
-        kind: 'intent',
-        host,
-        generation,
-        closure: fakeStorePath(host, generation),
-        action: 'switch',
-        issuedAt: new Date(now).toISOString(),
-        expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
-        issuer: key.name,
-      },
-      key,
-    ),
-  };
-}
 
 interface Sample {
   host: string;

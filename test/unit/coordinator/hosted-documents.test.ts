@@ -30,6 +30,8 @@ interface FakeLog extends Pick<UpdateLog, 'read' | 'append' | 'head'> {
   entries: Map<string, LogEntry[]>;
   reads: string[];
   failAppends: boolean;
+  // While set, appends wait for it: an fsync still in flight.
+  inFlight: Promise<void> | null;
 }
 
 function fakeLog(): FakeLog {
@@ -37,6 +39,7 @@ function fakeLog(): FakeLog {
     entries: new Map(),
     reads: [],
     failAppends: false,
+    inFlight: null,
     async read(document, options) {
       log.reads.push(document);
       const until = options?.untilSeq ?? Number.POSITIVE_INFINITY;
@@ -47,6 +50,7 @@ function fakeLog(): FakeLog {
       return last ? { document, seq: last.seq, hash: last.hash } : null;
     },
     async append(document, principal, update) {
+      if (log.inFlight) await log.inFlight;
       if (log.failAppends) throw new Error('disk full');
       const list = log.entries.get(document) ?? [];
       // The hash chain is the log's business, not the host's: placeholders.
@@ -207,6 +211,35 @@ test('an update is stored, counted and sent to the other peers; a duplicate is n
   assert.equal(events.at(-1), 'accepted hosts/h1/desired admin:alice');
   assert.is(await acceptUpdate(host, document, update, 'admin:alice', writer), null, 'a duplicate adds nothing');
   assert.is(log.entries.get('hosts/h1/desired')?.length, 1);
+});
+
+// What a reader holds must survive a crash: an agent cannot resend what it was sent (it may not
+// write its desired document), so nothing reaches it while the append is in flight, and an update
+// whose append fails reaches nobody.
+test('no peer is sent an update before its append is durable, nor one whose append failed', async () => {
+  for (const fails of [false, true]) {
+    const log = fakeLog();
+    const { host } = hostWith(log);
+    const writer = fakeSocket();
+    const reader = fakeSocket();
+    const document = await acquireDocument(host, 'hosts/h1/desired', writer);
+    await acquireDocument(host, 'hosts/h1/desired', reader);
+    let durable!: () => void;
+    log.inFlight = new Promise((resolve) => (durable = resolve));
+    log.failAppends = fails;
+    const accepted = acceptUpdate(host, document, updateSetting('k', 'v'), 'admin:alice', writer);
+    await sleep(5);
+    assert.is(reader.sent.length, 0, 'nothing sent while the append is in flight');
+    durable();
+    if (fails) {
+      assert.match(await rejection(accepted), /disk full/);
+      assert.is(reader.sent.length, 0, 'a failed append is sent to nobody');
+      assert.equal(reader.closed, [1011], 'the reader is closed instead');
+    } else {
+      assert.ok(await accepted);
+      assert.is(reader.sent.length, 1, 'sent once durable');
+    }
+  }
 });
 
 test('a failed append drops the copy and closes its peers, and the next user reloads from the log', async () => {
