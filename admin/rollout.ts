@@ -46,6 +46,7 @@ import {
   type RolloutSnapshot,
   readHostViews,
   readRollout,
+  readRolloutDocuments,
   snapshotOf,
 } from './rollout-remote.js';
 import type { RolloutReport } from './rollout-render.js';
@@ -526,6 +527,8 @@ const abortCommand = subcommand(abortSpec, async (o) => {
       session.timeoutMs,
     );
     const byHost = new Map(views.map((view) => [view.host, view]));
+    // Read once for every host (this rollout now reads as aborted: its waves still to come hold no generation).
+    const rollouts = await readRolloutDocuments(o.coordinator, session.key, session.timeoutMs);
     for (const back of abortRollbackTargets(plan, (host) => byHost.get(host) ?? null)) {
       if (!back.ok) {
         notRolledBack.push({ host: back.host, reason: back.reason });
@@ -534,7 +537,14 @@ const abortCommand = subcommand(abortSpec, async (o) => {
       try {
         const { signed } = await (await intentWriting()).submitIntent(
           o.coordinator,
-          { host: back.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
+          {
+            host: back.host,
+            closure: back.closure,
+            action: plan.action,
+            validForSeconds: o.expires,
+            rollouts,
+            chain: session.authority.chain,
+          },
           session.key,
           session.timeoutMs,
         );
