@@ -26,7 +26,7 @@ import { hostResultBaseline, type WaitOutcome, waitForHostOutcome } from './depl
 import { type HostKeyAuthority, readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments } from './policy-remote.js';
-import { submitIntent } from './submit-intent.js';
+import { refusedOrSubmitted, submitIntent } from './submit-intent.js';
 
 export const deployCommand = defineCommand({
   name: 'deploy',
@@ -147,20 +147,25 @@ async function deploy(options: z.output<typeof deployCommand.options>): Promise<
         identity: key,
       })
     : 0;
-  const { signed, digest } = await submitIntent(
-    options.coordinator,
-    {
-      host: options.host,
-      closure: options.closure,
-      action: options.action,
-      generation: options.generation,
-      validForSeconds: options.expires,
-      allowLowerGeneration: options.force,
-      policyVersion: options.policyVersion,
-    },
-    key,
-    timeoutMs,
+  const submitted = await refusedOrSubmitted('deploy', () =>
+    submitIntent(
+      options.coordinator,
+      {
+        host: options.host,
+        closure: options.closure,
+        action: options.action,
+        generation: options.generation,
+        validForSeconds: options.expires,
+        allowLowerGeneration: options.force,
+        policyVersion: options.policyVersion,
+        ...(fleet.authority ? { chain: fleet.authority.chain } : {}),
+      },
+      key,
+      timeoutMs,
+    ),
   );
+  if (!submitted) return 1;
+  const { signed, digest } = submitted;
   const { intent } = signed;
   if (options.json && !options.wait) {
     console.log(JSON.stringify({ ...signed, digest }));

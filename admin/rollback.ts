@@ -9,7 +9,7 @@ import { deployCommand } from './deploy.js';
 import { readHostKeyAuthority, readHostView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { highestStoredVersion, readDocuments } from './policy-remote.js';
-import { submitIntent } from './submit-intent.js';
+import { refusedOrSubmitted, submitIntent } from './submit-intent.js';
 
 // A manual rollback is a new, signed intent with the next generation number whose closure is one
 // the host applied before. The anti-rollback floor never moves down: the host moves *forward* to
@@ -83,18 +83,23 @@ async function rollback(options: z.output<typeof rollbackCommand.options>): Prom
     console.error(`outpost rollback: ${target.reason}`);
     return 1;
   }
-  const { signed, digest } = await submitIntent(
-    options.coordinator,
-    {
-      host: options.host,
-      closure: target.closure,
-      action: options.action,
-      validForSeconds: options.expires,
-      policyVersion: options.policyVersion,
-    },
-    key,
-    options.timeout * 1000,
+  const submitted = await refusedOrSubmitted('rollback', () =>
+    submitIntent(
+      options.coordinator,
+      {
+        host: options.host,
+        closure: target.closure,
+        action: options.action,
+        validForSeconds: options.expires,
+        policyVersion: options.policyVersion,
+        ...(authority ? { chain: authority.chain } : {}),
+      },
+      key,
+      options.timeout * 1000,
+    ),
   );
+  if (!submitted) return 1;
+  const { signed, digest } = submitted;
   if (options.json) {
     console.log(JSON.stringify({ ...signed, digest, rollbackTo: target.generation }));
   } else {

@@ -13,10 +13,10 @@ import { planDigest } from '../shared/rollout/plan.js';
 import type { SignedPlan } from '../shared/rollout/schemas.js';
 import { httpBaseFromWs } from '../shared/sync/reconnect.js';
 import { sleep } from '../shared/time/sleep.js';
+import { highestGeneration } from '../shared/views/intent-draft.js';
 import { type HostKeyAuthority, type HostView, type RolloutDocuments, readHostView } from './fleet-view.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
 import { fetchExplained } from './reach.js';
-import { highestGeneration } from './submit-intent.js';
 
 // What the rollout commands read from and send to the coordinator. It is not trusted: every plan,
 // action and result read here is judged again (shared/rollout/judge.ts) under the policy walked
@@ -98,6 +98,30 @@ export async function listRolloutIds(url: string, identity: SigningKey, timeoutM
     .filter((d) => d.startsWith(ROLLOUT_DOC_PREFIX))
     .map((d) => d.slice(ROLLOUT_DOC_PREFIX.length))
     .sort();
+}
+
+export interface RolloutDocument {
+  id: string;
+  entries: RolloutEntries;
+}
+
+// Every rollout document the coordinator holds, read together (a deploy's generation must stay
+// clear of the waves still to come: shared/views/deploy-generation.ts).
+export async function readRolloutDocuments(
+  url: string,
+  identity: SigningKey,
+  timeoutMs: number,
+): Promise<RolloutDocument[]> {
+  try {
+    const ids = await listRolloutIds(url, identity, timeoutMs);
+    if (!ids.length) return [];
+    const doc = await readDocuments(url, ids.map(rolloutDocName), identity, timeoutMs);
+    return ids.map((id) => ({ id, entries: readRolloutEntries(doc(rolloutDocName(id))) }));
+  } catch (error) {
+    throw new Error(
+      `cannot read the rollouts at ${url} (${(error as Error).message}); nothing was signed: a new generation must stay clear of those a rollout still holds for the host`,
+    );
+  }
 }
 
 const answerSchema = z.looseObject({ ok: z.boolean().optional(), error: z.string().optional() });

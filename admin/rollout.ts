@@ -16,7 +16,7 @@ import type { Policy } from '../shared/schemas/policy.js';
 import { activationActionSchema, generationSchema } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
 import { adminForKey } from '../shared/trust/capabilities.js';
-import { abortRollbackTargets, draftRolloutAction } from '../shared/views/rollout-actions.js';
+import { abortRollbackTargets, draftRolloutAction, pauseResumeOutcome } from '../shared/views/rollout-actions.js';
 import {
   buildRolloutPlan,
   MAX_MANIFEST_BYTES,
@@ -46,6 +46,7 @@ import {
   type RolloutSnapshot,
   readHostViews,
   readRollout,
+  readRolloutDocuments,
   snapshotOf,
 } from './rollout-remote.js';
 import type { RolloutReport } from './rollout-render.js';
@@ -475,17 +476,13 @@ const pauseOrResume = (verb: 'pause' | 'resume', spec: typeof pauseSpec) =>
     await sendAction(o, session, snapshot, verb, o.reason !== undefined ? { reason: o.reason } : {});
     const after = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
     const { actions } = judgeRollout(after.entries, after.signed, session.authority.chain, Date.now());
-    const effective = actions.aborted !== null || (verb === 'pause') === (actions.paused !== null);
+    const outcome = pauseResumeOutcome(o.id, verb, actions, `Run 'outpost rollout ${verb} ${o.id}' again`);
+    const effective = outcome.decided;
     const done = verb === 'pause' ? 'paused' : 'resumed';
     const out = { id: o.id, [done]: effective, effective, paused: actions.paused, aborted: actions.aborted };
     if (o.json) console.log(JSON.stringify(out, null, 2));
     else if (effective) console.log(`rollout ${o.id}: ${done}`);
-    if (!effective)
-      console.error(
-        verb === 'resume'
-          ? `rollout ${o.id}: your resume is stored but the rollout stays paused: ${actions.paused!.by} paused it (signed ${actions.paused!.at}) without having seen your resume, and a pause wins over a resume made at the same moment. Run 'outpost rollout resume ${o.id}' again to resume after their pause.`
-          : `rollout ${o.id}: your pause is stored but the rollout is not paused: a resume made after it decides. Run 'outpost rollout pause ${o.id}' again to pause after it.`,
-      );
+    if (!outcome.decided) console.error(outcome.reason);
     return effective ? 0 : 1;
   });
 
@@ -526,6 +523,8 @@ const abortCommand = subcommand(abortSpec, async (o) => {
       session.timeoutMs,
     );
     const byHost = new Map(views.map((view) => [view.host, view]));
+    // Read once for every host (this rollout now reads as aborted: its waves still to come hold no generation).
+    const rollouts = await readRolloutDocuments(o.coordinator, session.key, session.timeoutMs);
     for (const back of abortRollbackTargets(plan, (host) => byHost.get(host) ?? null)) {
       if (!back.ok) {
         notRolledBack.push({ host: back.host, reason: back.reason });
@@ -534,7 +533,14 @@ const abortCommand = subcommand(abortSpec, async (o) => {
       try {
         const { signed } = await (await intentWriting()).submitIntent(
           o.coordinator,
-          { host: back.host, closure: back.closure, action: plan.action, validForSeconds: o.expires },
+          {
+            host: back.host,
+            closure: back.closure,
+            action: plan.action,
+            validForSeconds: o.expires,
+            rollouts,
+            chain: session.authority.chain,
+          },
           session.key,
           session.timeoutMs,
         );

@@ -1,4 +1,5 @@
 import type { RolloutEntries } from '../rollout/document.js';
+import { type ActionState, judgeActions } from '../rollout/judge.js';
 import { planDigest } from '../rollout/plan.js';
 import {
   type ActionVerb,
@@ -8,6 +9,7 @@ import {
   rolloutActionSchema,
   type SignedRolloutAction,
 } from '../rollout/schemas.js';
+import { actionAuthority } from '../rollout/verify.js';
 import type { Policy } from '../schemas/policy.js';
 import { adminForKey, capabilitiesFor } from '../trust/capabilities.js';
 import type { HostView } from './host-view.js';
@@ -127,4 +129,41 @@ export function abortRollbackTargets(plan: RolloutPlan, views: (host: string) =>
     );
   }
   return out;
+}
+
+// After a pause or resume is stored, what the document decides: another admin's action signed at
+// the same moment (the same sequence number) may decide instead (judgeActions: a pause wins). The
+// CLI and the web editor read the rollout back and say this rather than assume their action won.
+export type PauseResumeOutcome = { decided: true } | { decided: false; reason: string };
+
+export function pauseResumeOutcome(
+  id: string,
+  verb: 'pause' | 'resume',
+  actions: Pick<ActionState, 'paused' | 'aborted'>,
+  again: string,
+): PauseResumeOutcome {
+  if (actions.aborted !== null || (verb === 'pause') === (actions.paused !== null)) return { decided: true };
+  return {
+    decided: false,
+    reason:
+      verb === 'resume'
+        ? `rollout ${id}: your resume is stored but the rollout stays paused: ${actions.paused!.by} paused it (signed ${actions.paused!.at}) without having seen your resume, and a pause wins over a resume made at the same moment. ${again} to resume after their pause.`
+        : `rollout ${id}: your pause is stored but the rollout is not paused: a resume made after it decides. ${again} to pause after it.`,
+  };
+}
+
+// The pause, resume and abort that count in `actions` (signed by an admin with 'deploy' for every
+// host of the plan, as the coordinator and the CLI count them).
+export function judgedPauseAndAbort(
+  plan: RolloutPlan,
+  actions: SignedRolloutAction[],
+  chain: Policy[],
+): Pick<ActionState, 'paused' | 'aborted'> {
+  const hosts = actionHosts(plan, 'abort');
+  return judgeActions(
+    plan.id,
+    planDigest(plan),
+    actions,
+    actionAuthority(chain, () => hosts),
+  );
 }

@@ -14,6 +14,8 @@ import { writeKeyFile } from '../../shared/node/key-file.js';
 import { readRolloutEntries, rolloutDocName } from '../../shared/rollout/document.js';
 import { findPlan, judgeRollout } from '../../shared/rollout/judge.js';
 import { planDigest } from '../../shared/rollout/plan.js';
+import type { SignedRolloutAction } from '../../shared/rollout/schemas.js';
+import { signRolloutAction } from '../../shared/rollout/sign.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { mergeSignatures } from '../../shared/trust/co-signatures.js';
 import { verifyEnrollment } from '../../shared/trust/enrollment.js';
@@ -235,6 +237,46 @@ test('rollouts: list and status from the rollout document; pause, resume, approv
   await page.getByTestId('rollout-reason').fill('');
   await page.getByTestId('rollout-resume').click();
   await page.locator('[data-testid=rollout-view][data-state=running]').waitFor({ timeout: 20_000 });
+  assert.match(
+    await text('rollout-message'),
+    /the resume of web-r1: stored by the server; the rollout is running again/,
+  );
+
+  // A pause and a resume at the same moment: alice's CLI pauses (sequence n) while the page, which
+  // has not seen it, resumes with the same n. The page's POST is held until the pause is stored.
+  // The pause decides (judgeActions), and the page must say so from the document it reads back,
+  // not report its resume as done.
+  await page.getByTestId('rollout-pause').click();
+  await page.locator('[data-testid=rollout-view][data-state=paused]').waitFor({ timeout: 20_000 });
+  await page.route(
+    '**/api/rollouts',
+    async (route) => {
+      const body = route.request().postDataJSON() as { action: SignedRolloutAction };
+      const pause = signRolloutAction(
+        { ...body.action.action, verb: 'pause', at: new Date().toISOString() },
+        org.alice,
+      );
+      const stored = await postJson(coordinator.url, '/api/rollouts', { action: pause });
+      assert.is(stored.status, 200, stored.body.error);
+      await route.continue();
+    },
+    { times: 1 },
+  );
+  await page.getByTestId('rollout-resume').click();
+  await page
+    .locator('[data-testid=rollout-message].error', { hasText: 'stays paused' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () => assert.unreachable(failWith(await text('rollout-message'))));
+  assert.match(await text('rollout-message'), /your resume is stored but the rollout stays paused: alice paused it/);
+  assert.is(await page.getByTestId('rollout-view').getAttribute('data-state'), 'paused');
+  const tied = await judgedRollout();
+  assert.is(tied.state, 'paused');
+  assert.equal(tied.verbs.slice(-2).sort(), ['pause', 'resume']);
+  await page.unroute('**/api/rollouts');
+  // Resuming again, one above both, decides.
+  await page.getByTestId('rollout-resume').click();
+  await page.locator('[data-testid=rollout-view][data-state=running]').waitFor({ timeout: 20_000 });
+  assert.match(await text('rollout-message'), /running again/);
   await page.getByTestId('rollout-approve-2').click();
   await page.getByTestId('gate-2').waitFor();
   await page.locator('[data-testid=wave-2]', { hasText: 'approved by alice' }).waitFor({ timeout: 20_000 });
@@ -369,7 +411,9 @@ test('alice aborts the rollout from the page: final, and every action counted', 
   assert.match(await text('rollout-aborted'), /by alice/);
   const view = await judgedRollout();
   assert.is(view.state, 'aborted');
-  assert.equal(view.verbs, ['pause', 'resume', 'approve', 'abort']);
+  // The first test's pause and resume, its tie (the CLI's pause, then the page's resume with the same
+  // number) and the resume after it, the approval, the abort.
+  assert.equal(view.verbs, ['pause', 'resume', 'pause', 'pause', 'resume', 'resume', 'approve', 'abort']);
 });
 
 test.run();

@@ -7,8 +7,9 @@ import { signEnrollment } from '../../admin/enroll-entries.js';
 import { submitIntent } from '../../admin/submit-intent.js';
 import { generateSigningKey, keyFileFromSigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
+import { readIntentEntries } from '../../shared/documents/desired.js';
 import { readPolicies } from '../../shared/documents/fleet.js';
-import { statusDocName } from '../../shared/documents/names.js';
+import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
 import { readCurrentStatus } from '../../shared/documents/status.js';
 import { connectDocument, proofHeaders, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
@@ -281,20 +282,24 @@ test('abort with rollback from the page: the rollout stops and the agent goes ba
   await applied(3, closures[0]!);
 });
 
-test('carol cannot abort with rollback: refused before signing, nothing new for h1', async () => {
-  // A fresh rollout to refuse on: made by alice with the CLI.
-  const file = join(dir, 'release2.json');
-  await fs.writeFile(file, JSON.stringify({ release: 'w51', hosts: { h2: closures[1]! } }));
+// A rollout alice creates with the CLI, for the page to act on.
+async function createWithCli(
+  release: string,
+  hosts: Record<string, string>,
+  waves: string[],
+  id: string,
+): Promise<void> {
+  const file = join(dir, `release-${release}.json`);
+  await fs.writeFile(file, JSON.stringify({ release, hosts }));
   const created = await runCli(
     [
       'rollout',
       'create',
       '--release',
       file,
-      '--wave',
-      'only=h2',
+      ...waves.flatMap((wave) => ['--wave', wave]),
       '--id',
-      'cli-w51',
+      id,
       '--coordinator',
       coordinator.url,
       '--key',
@@ -307,6 +312,11 @@ test('carol cannot abort with rollback: refused before signing, nothing new for 
     { timeoutMs: 120_000 },
   );
   assert.is(created.code, 0, created.stderr + created.stdout);
+}
+
+test('carol cannot abort with rollback: refused before signing, nothing new for h1', async () => {
+  // A fresh rollout to refuse on: made by alice with the CLI.
+  await createWithCli('w51', { h2: closures[1]! }, ['only=h2'], 'cli-w51');
   await switchTo(org.carol.publicKey);
   await go('#/rollouts/cli-w51');
   await page.getByTestId('rollout-view').waitFor();
@@ -577,6 +587,30 @@ test('policy draft: alice (admin, no root key) is refused before signing; the ro
     60_000,
     500,
   );
+});
+
+test('a deploy from the page to a host a rollout has not reached yet is refused, naming the rollout; nothing is signed', async () => {
+  // A rollout whose second wave (h3) waits for h2, which has no agent: h3's generation is in the
+  // rollout document only.
+  await createWithCli('w54', { h2: closures[1]!, h3: closures[1]! }, ['first=h2', 'second=h3'], 'cli-w54');
+  await switchTo(org.alice.publicKey);
+  await go('#/host/h3');
+  await page.getByTestId('host-view').waitFor();
+  await page.getByTestId('deploy-closure').fill(closures[0]!);
+  await page.getByTestId('deploy-button').click();
+  const message = page.getByTestId('action-message');
+  await message
+    .filter({ hasText: 'rollout cli-w54' })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () => assert.unreachable(failWith(String(await message.textContent()))));
+  const text = String(await message.textContent());
+  assert.match(
+    text,
+    /h3 is in wave 2 \(second\) of rollout cli-w54 \(release w54, running\), which gives it generation \d+/,
+  );
+  assert.match(text, /outpost rollout abort cli-w54/);
+  assert.not.match(text, /--generation/, 'the page offers no generation of its own');
+  assert.is(await readDoc(desiredDocName('h3'), (doc) => readIntentEntries(doc).entries.length), 0, 'nothing signed');
 });
 
 test.run();

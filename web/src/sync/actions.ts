@@ -5,16 +5,26 @@ import { intentSchema, type SignedIntent } from '../../../shared/schemas/intent.
 import { type ActivationAction, storePathSchema } from '../../../shared/schemas/primitives.js';
 import { intentCoSigning, verifyIntentUnderPolicy } from '../../../shared/trust/policy-intent.js';
 import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../../../shared/views/co-sign.js';
+import { chooseDeployGeneration, pendingPlacements } from '../../../shared/views/deploy-generation.js';
 import type { HostView } from '../../../shared/views/host-view.js';
 import { draftIntent, highestGeneration, mayIssueIntent } from '../../../shared/views/intent-draft.js';
 import { chooseRollbackTarget } from '../../../shared/views/rollback-target.js';
+import type { ApiOutbox } from './api-outbox.js';
 import type { FleetSync } from './fleet-sync.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
+import { readRolloutsForDeploy } from './rollout-ids.js';
 
 // Deploy and rollback from the page: checked against the policy before anything is signed, signed
 // over the CLI's canonical bytes, checked again as an agent will check it, then kept in the outbox
 // and appended to the host's document (delivered now, or when the link returns).
 export type ActionOutcome = { ok: true; entry: OutboxEntry } | { ok: false; reason: string };
+
+// Intents go out through the outbox; rollout actions this page signed that wait in the API outbox
+// count when the generation is chosen.
+export interface Outboxes {
+  outbox: Outbox;
+  apiOutbox: ApiOutbox;
+}
 
 export interface DeployRequest {
   host: string;
@@ -27,7 +37,7 @@ async function signAndQueue(
   kind: OutboxEntry['action'],
   request: DeployRequest,
   sync: FleetSync,
-  outbox: Outbox,
+  { outbox, apiOutbox }: Outboxes,
   signer: PayloadSigner,
 ): Promise<ActionOutcome> {
   const doc = sync.desiredDoc(request.host);
@@ -39,12 +49,23 @@ async function signAndQueue(
     if (!allowed.ok) return allowed;
     threshold = allowed.threshold;
   }
+  // The CLI's choice (shared/views/deploy-generation.ts): never a generation a rollout still holds.
+  const read = await readRolloutsForDeploy(sync, apiOutbox);
+  if (!read.ok) return read;
+  const desiredHighest = highestGeneration(doc, request.host);
+  const choice = chooseDeployGeneration({
+    host: request.host,
+    desiredHighest,
+    pending: pendingPlacements(request.host, desiredHighest, read.rollouts, authority?.chain ?? [], Date.now()),
+    canNameGeneration: false,
+  });
+  if (!choice.ok) return choice;
   const intent = intentSchema.parse(
     draftIntent({
       host: request.host,
       closure: request.closure,
       action: request.action,
-      generation: highestGeneration(doc, request.host) + 1,
+      generation: choice.generation,
       validForMs: request.validForMs,
       issuer: signer.name,
       policyVersion: authority?.chain.at(-1)?.version,
@@ -104,12 +125,12 @@ export async function approve(
 export function deploy(
   request: DeployRequest,
   sync: FleetSync,
-  outbox: Outbox,
+  outboxes: Outboxes,
   signer: PayloadSigner,
 ): Promise<ActionOutcome> {
   const closure = storePathSchema.safeParse(request.closure.trim());
   if (!closure.success) return Promise.resolve({ ok: false, reason: `closure: ${closure.error.issues[0]?.message}` });
-  return signAndQueue('deploy', { ...request, closure: closure.data }, sync, outbox, signer);
+  return signAndQueue('deploy', { ...request, closure: closure.data }, sync, outboxes, signer);
 }
 
 // The closure comes from the host's own results, counted only when signed by its enrolled key: so
@@ -118,7 +139,7 @@ export function rollback(
   view: HostView,
   options: { action: ActivationAction; validForMs: number },
   sync: FleetSync,
-  outbox: Outbox,
+  outboxes: Outboxes,
   signer: PayloadSigner,
 ): Promise<ActionOutcome> {
   if (view.hostKeys !== 'enrollment')
@@ -132,7 +153,7 @@ export function rollback(
     'rollback',
     { host: view.host, closure: target.closure, action: options.action, validForMs: options.validForMs },
     sync,
-    outbox,
+    outboxes,
     signer,
   );
 }
@@ -145,7 +166,7 @@ export function rollbackTo(
   closure: string,
   options: { action: ActivationAction; validForMs: number },
   sync: FleetSync,
-  outbox: Outbox,
+  outboxes: Outboxes,
   signer: PayloadSigner,
 ): Promise<ActionOutcome> {
   if (!sync.orgRootKeys.length)
@@ -153,5 +174,5 @@ export function rollbackTo(
       ok: false,
       reason: `pin the org root key first: only results signed by ${host}'s enrolled key may choose the closure you sign`,
     });
-  return signAndQueue('rollback', { host, closure, ...options }, sync, outbox, signer);
+  return signAndQueue('rollback', { host, closure, ...options }, sync, outboxes, signer);
 }

@@ -1,16 +1,22 @@
 import type { PayloadSigner } from '../../../shared/crypto/payload-signer.js';
 import { verifyPayloadSignature } from '../../../shared/crypto/signatures.js';
 import { readEnrollRequests } from '../../../shared/documents/fleet.js';
-import type { RolloutEntries } from '../../../shared/rollout/document.js';
+import { type RolloutEntries, readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
 import { findPlan } from '../../../shared/rollout/judge.js';
 import { planDigest } from '../../../shared/rollout/plan.js';
-import type { ActionVerb, PlanCosignature, RolloutPlan } from '../../../shared/rollout/schemas.js';
+import type { ActionVerb, PlanCosignature, RolloutPlan, SignedRolloutAction } from '../../../shared/rollout/schemas.js';
 import { actionAuthority, planSignersForHost, verifiedPlanKeys } from '../../../shared/rollout/verify.js';
-import type { SignedEnrollment } from '../../../shared/schemas/policy.js';
+import type { Policy, SignedEnrollment } from '../../../shared/schemas/policy.js';
 import { adminForKey } from '../../../shared/trust/capabilities.js';
 import { verifyEnrollment } from '../../../shared/trust/enrollment.js';
 import { draftEnrollment, mayEnroll } from '../../../shared/views/enrollment-view.js';
-import { actionHosts, draftRolloutAction, mayActOnRollout } from '../../../shared/views/rollout-actions.js';
+import {
+  actionHosts,
+  draftRolloutAction,
+  judgedPauseAndAbort,
+  mayActOnRollout,
+  pauseResumeOutcome,
+} from '../../../shared/views/rollout-actions.js';
 import { type ApiOutbox, type NewApiOutboxEntry, postSigned } from './api-outbox.js';
 import type { FleetSync } from './fleet-sync.js';
 
@@ -74,7 +80,55 @@ export async function rolloutAction(
   const verdict = actionAuthority(known.chain, () => actionHosts(plan, verb, extra.wave))(signed);
   if (!verdict.ok) return { ok: false, reason: `agents would not count it (${verdict.reason}); nothing was sent` };
   const what = verb === 'approve' ? `the approval of wave ${extra.wave} of ${plan.id}` : `the ${verb} of ${plan.id}`;
-  return sendThroughOutbox(outbox, { kind: 'rollout-action', signed, what });
+  const sent = await sendThroughOutbox(outbox, { kind: 'rollout-action', signed, what });
+  const delivered = outbox
+    .rolloutActions(plan.id)
+    .some((p) => p.signed.signature.signature === signed.signature.signature && p.deliveredAt !== null);
+  if (!sent.ok || (verb !== 'pause' && verb !== 'resume') || !delivered) return sent;
+  return readBack(sync, plan, signed, verb, known.chain, what);
+}
+
+const READ_BACK_MS = 10_000;
+
+// Like `outpost rollout pause|resume`: once the server stored the action, the page waits until its
+// copy of the rollout document holds it and says what the document decides (another admin's
+// action signed at the same moment may), not what this page meant.
+async function readBack(
+  sync: FleetSync,
+  plan: RolloutPlan,
+  signed: SignedRolloutAction,
+  verb: 'pause' | 'resume',
+  chain: Policy[],
+  what: string,
+): Promise<AdminOutcome> {
+  const doc = sync.fleetDocument(rolloutDocName(plan.id));
+  const held = (): SignedRolloutAction[] | null => {
+    const { actions } = readRolloutEntries(doc, { arrays: new Set(['actions']) });
+    return actions.some((a) => a.signature.signature === signed.signature.signature) ? actions : null;
+  };
+  const deadline = Date.now() + READ_BACK_MS;
+  let actions = held();
+  while (!actions && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    actions = held();
+  }
+  if (!actions)
+    return {
+      ok: true,
+      message: `${what}: stored by the server; not in this page's copy of the rollout yet, so whether it decides is not known: watch the state above`,
+    };
+  const outcome = pauseResumeOutcome(
+    plan.id,
+    verb,
+    judgedPauseAndAbort(plan, actions, chain),
+    `${verb === 'pause' ? 'Pause' : 'Resume'} again`,
+  );
+  return outcome.decided
+    ? {
+        ok: true,
+        message: `${what}: stored by the server; the rollout is ${verb === 'pause' ? 'paused' : 'running again'}`,
+      }
+    : { ok: false, reason: outcome.reason };
 }
 
 // `outpost rollout approve ID` without --wave: this admin's signature on the plan itself, for

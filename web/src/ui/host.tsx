@@ -418,7 +418,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
           <form
             onSubmit={(e) => {
               e.preventDefault();
-              void run(() => deploy({ host, closure, action, validForMs }, sync, session.outbox, session.signer));
+              void run(() => deploy({ host, closure, action, validForMs }, sync, session, session.signer));
             }}
           >
             <h3>Deploy</h3>
@@ -467,9 +467,7 @@ export function HostPage(props: { session: Session; host: string; now: number })
               type="button"
               disabled={busy || !rollbackTarget.ok}
               data-testid="rollback-button"
-              onClick={() =>
-                void run(() => rollback(view, { action, validForMs }, sync, session.outbox, session.signer))
-              }
+              onClick={() => void run(() => rollback(view, { action, validForMs }, sync, session, session.signer))}
             >
               Sign rollback
             </button>

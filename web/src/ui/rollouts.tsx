@@ -1,7 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import type * as Y from 'yjs';
-import { z } from 'zod';
-import { ROLLOUT_DOC_PREFIX, readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
+import { readRolloutEntries, rolloutDocName } from '../../../shared/rollout/document.js';
 import type { RolloutView } from '../../../shared/rollout/judge.js';
 import type { ActionVerb, RolloutPlan } from '../../../shared/rollout/schemas.js';
 import type { HostView } from '../../../shared/views/host-view.js';
@@ -14,10 +13,10 @@ import {
   rolloutDocumentPrepared,
 } from '../../../shared/views/rollout-judged.js';
 import { buildReport, type RolloutReport } from '../../../shared/views/rollout-report.js';
-import { idbGet, idbPut } from '../storage/idb.js';
 import { rollbackTo } from '../sync/actions.js';
 import { type AdminOutcome, cosignRolloutPlan, rolloutAction } from '../sync/admin-actions.js';
 import { arriving } from '../sync/api-outbox.js';
+import { listRolloutIds } from '../sync/rollout-ids.js';
 import { clock } from './format.js';
 import { useAction } from './hooks.js';
 import { DeliveryNote, RefusedNote } from './outbox-notes.js';
@@ -30,10 +29,6 @@ import type { Session } from './session.js';
 // the plan as signed actions, the CLI's. Actions signed with no link wait in the API outbox and
 // show, judged with the document, as not yet delivered.
 
-const documentsSchema = z.object({ documents: z.array(z.string()).max(100_000) });
-const idListSchema = z.array(z.string()).max(1_000);
-// Rollouts shown (and documents followed) at most; the newest ids sort last.
-const MAX_ROLLOUTS = 200;
 const LIST_EVERY_MS = 10_000;
 const NOT_IN_ROLLOUT_DOCUMENT =
   'the rollout document it serves does not hold it: not counted here; sign it again if it is still wanted';
@@ -44,22 +39,9 @@ function useRolloutIds(session: Session): string[] {
   const [ids, setIds] = useState<string[]>([]);
   useEffect(() => {
     let stopped = false;
-    const storeKey = `rollouts ${sync.serverUrl}`;
     const load = async (): Promise<void> => {
-      const listed = await sync.getJson('/api/documents', documentsSchema);
-      if (stopped) return;
-      if (listed) {
-        const fresh = listed.documents
-          .filter((d) => d.startsWith(ROLLOUT_DOC_PREFIX))
-          .map((d) => d.slice(ROLLOUT_DOC_PREFIX.length))
-          .sort()
-          .slice(-MAX_ROLLOUTS);
-        setIds(fresh);
-        await idbPut('settings', storeKey, fresh);
-      } else {
-        const saved = idListSchema.safeParse(await idbGet('settings', storeKey));
-        if (!stopped && saved.success) setIds(saved.data);
-      }
+      const listed = await listRolloutIds(sync);
+      if (!stopped && listed) setIds(listed);
     };
     void load();
     const timer = setInterval(() => void load(), LIST_EVERY_MS);
@@ -296,7 +278,7 @@ async function rollBackAfterAbort(session: Session, plan: RolloutPlan, aborted: 
       back.closure,
       { action: plan.action, validForMs: ROLLBACK_VALID_MS },
       session.sync,
-      session.outbox,
+      session,
       session.signer,
     );
     if (outcome.ok)

@@ -1,0 +1,205 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { signEnrollment } from '../../admin/enroll-entries.js';
+import { type HostKeyAuthority, type HostView, readHostKeyAuthority, readHostView } from '../../admin/fleet-view.js';
+import type { RolloutReport } from '../../admin/rollout-render.js';
+import { installNodeEd25519 } from '../../shared/node/ed25519.js';
+import { writeKeyFile } from '../../shared/node/key-file.js';
+import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
+import { prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
+import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
+import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
+import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import {
+  type CliResult,
+  type DaemonProcess,
+  removeDirectory,
+  runCli,
+  startCoordinatorProcess,
+  temporaryDirectory,
+  waitFor,
+} from '../harness/processes.js';
+import { buildSystemClosure, SWITCH_SCRIPTS } from '../harness/system-closures.js';
+
+// A manual deploy while a rollout waits to reach the host (issue 12 follow-up). A rollout fixes
+// each host's generation when it is created, but delivers it only when the host's wave starts;
+// `outpost deploy` used to choose the next generation from the desired document alone, so it took
+// the very generation the later wave names. The host then applied the deploy, and when the wave
+// came it refused the rollout's intent as a rollback (not above the generation it runs), which
+// halted the rollout. Real coordinator, real `outpost` processes, real agents installing real Nix
+// closures from a signed cache.
+installNodeEd25519();
+const org = makeTestOrg();
+const dir = temporaryDirectory('deploy-rollout-generation');
+const names = ['h1', 'h2'];
+const aliceKey = join(dir, 'alice.key');
+let coordinator: DaemonProcess & { url: string; port: number };
+let cacheKey: CacheKeyFiles;
+let cache: BinaryCacheServer;
+let authority: HostKeyAuthority;
+const hosts = new Map<string, SimulatedHost>();
+const agents = new Map<string, DaemonProcess>();
+const closures: Record<string, string> = {};
+
+const admin = (): string[] => [
+  '--coordinator',
+  coordinator.url,
+  '--key',
+  aliceKey,
+  '--org-root',
+  org.root.publicKey,
+  '--timeout',
+  '60s',
+];
+
+const outpost = (args: string[], timeoutMs = 180_000): Promise<CliResult> =>
+  runCli([...args, ...admin()], { timeoutMs });
+
+async function ok(args: string[]): Promise<string> {
+  const result = await outpost(args);
+  if (result.code !== 0)
+    throw new Error(`outpost ${args.join(' ')} exited ${result.code}: ${result.stderr}${result.stdout}`);
+  return result.stdout;
+}
+
+const view = (name: string): Promise<HostView> =>
+  readHostView(coordinator.url, name, { timeoutMs: 15_000, authority, identity: org.alice });
+
+const runsClosure = (name: string, closure: string): Promise<true> =>
+  waitFor(`${name} to run ${closure}`, async () => (await profileTarget(hosts.get(name)!)) === closure, 120_000, 250);
+
+// A rollout of `closure` to h1 (wave first) and h2 (wave final, held for an approval).
+async function createRollout(id: string, closure: string): Promise<void> {
+  const manifest = join(dir, `${id}.json`);
+  await fs.writeFile(manifest, JSON.stringify({ release: id, hosts: { h1: closure, h2: closure } }));
+  await ok([
+    'rollout',
+    'create',
+    '--release',
+    manifest,
+    '--wave',
+    'first=h1',
+    '--wave',
+    'final=h2',
+    '--gate',
+    'first:approval',
+    '--id',
+    id,
+  ]);
+  await runsClosure('h1', closure);
+}
+
+const rolloutStatus = async (id: string): Promise<RolloutReport> =>
+  JSON.parse(await ok(['rollout', 'status', id, '--json'])) as RolloutReport;
+
+test.before(async () => {
+  await writeKeyFile(aliceKey, org.alice);
+  coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
+    '--org-root',
+    org.root.publicKey,
+  ]);
+  const pushed = await pushPolicy(coordinator.url, signPolicy(basePolicy(org), org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  cacheKey = await makeCacheKey(join(dir, 'keys'), 'deploy-generation-cache-1');
+  for (const name of ['r1', 'r2', 'hotfix']) {
+    closures[name] = await buildSystemClosure({
+      name: `nixos-system-deploygen-${name}`,
+      switchScript: SWITCH_SCRIPTS.succeeds,
+    });
+    await publishToCache(closures[name]!, join(dir, 'cache'), cacheKey.secretKeyFile);
+  }
+  cache = await serveBinaryCache(join(dir, 'cache'));
+  for (const name of names) {
+    const host = await prepareHost(dir, name);
+    hosts.set(name, host);
+    const approved = await postJson(
+      coordinator.url,
+      '/api/enroll/approve',
+      signEnrollment(org.alice, { host: name, hostKey: host.publicKey, policyVersion: 1 }, new Date()),
+    );
+    assert.is(approved.status, 200, approved.body.error);
+    agents.set(
+      name,
+      startPolicyAgent(host, {
+        coordinators: [coordinator.url],
+        orgRoot: org.root.publicKey,
+        substituter: cache.url,
+        cacheKey: cacheKey.publicKey,
+      }),
+    );
+  }
+  authority = await readHostKeyAuthority(coordinator.url, [org.root.publicKey], org.alice, 15_000);
+});
+
+test.after(async () => {
+  await Promise.all([...agents.values()].map((a) => a.stop('SIGKILL')));
+  await coordinator?.stop();
+  await cache?.close();
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
+});
+
+test('a deploy to a host a rollout has not reached yet is refused, naming the rollout; after an abort it goes through', async () => {
+  await createRollout('r1', closures.r1!);
+  // r1 gives h2 generation 1 when its final wave starts; h2's desired document holds nothing yet.
+  const refused = await outpost(['deploy', '--host', 'h2', '--closure', closures.hotfix!]);
+  assert.is(refused.code, 1, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /h2 is in wave 2 \(final\) of rollout r1/);
+  assert.match(refused.stderr, /outpost rollout abort r1/);
+  assert.match(refused.stderr, /outpost rollout wait r1/);
+  assert.match(refused.stderr, /--generation 2/);
+  // An explicit generation the rollout names is refused too.
+  const taken = await outpost(['deploy', '--host', 'h2', '--closure', closures.hotfix!, '--generation', '1']);
+  assert.is(taken.code, 1, taken.stdout + taken.stderr);
+  assert.match(taken.stderr, /generation 1 is not above 1.*rollout r1/);
+  assert.is((await view('h2')).desired, null, 'nothing was signed for h2');
+
+  // The way out it names: abort the rollout; the deploy then takes generation 1 and h2 runs it.
+  await ok(['rollout', 'abort', 'r1', '--reason', 'hotfix first']);
+  const deployed = await ok([
+    'deploy',
+    '--host',
+    'h2',
+    '--closure',
+    closures.hotfix!,
+    '--wait',
+    '--wait-timeout',
+    '2m',
+  ]);
+  assert.match(deployed, /stored: h2 → generation 1/);
+  assert.match(deployed, /applied: h2 runs generation 1/);
+  assert.is(await profileTarget(hosts.get('h2')!), closures.hotfix);
+});
+
+test('--generation above the rollout deploys over it and says what that costs; the host never installs the rollout over it', async () => {
+  await createRollout('r2', closures.r2!);
+  assert.is((await rolloutStatus('r2')).state, 'running');
+  // r2 gives h2 generation 2 (one above the deploy of the first test).
+  const over = await outpost([
+    'deploy',
+    '--host',
+    'h2',
+    '--closure',
+    closures.hotfix!,
+    '--generation',
+    '3',
+    '--wait',
+    '--wait-timeout',
+    '2m',
+  ]);
+  assert.is(over.code, 0, over.stdout + over.stderr);
+  assert.match(over.stderr, /deploying over rollout r2: h2 will not install the generation 2 .*abort it/);
+  assert.match(over.stdout, /applied: h2 runs generation 3/);
+  // The wave starts: h2 keeps the hotfix and the rollout does not complete on it.
+  await ok(['rollout', 'approve', 'r2', '--wave', '2']);
+  await waitFor("r2's final wave to open", async () => (await rolloutStatus('r2')).waves[1]!.open, 30_000, 500);
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  assert.is(await profileTarget(hosts.get('h2')!), closures.hotfix);
+  assert.not.ok(
+    (await view('h2')).results.some((r) => r.result.closure === closures.r2 && r.result.outcome === 'applied'),
+  );
+  assert.is.not((await rolloutStatus('r2')).state, 'complete');
+});
+
+test.run();
