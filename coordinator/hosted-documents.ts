@@ -84,17 +84,31 @@ class LoadedDocument implements HostedDocument {
   }
 }
 
+// Log entries are replayed in transactions of up to this many bytes: one transaction per entry
+// is slow (tens of thousands of updates), one for the whole log would keep every entry it ever
+// deleted decoded until the end, as garbage is collected when a transaction ends.
+const REPLAY_TRANSACTION_BYTES = 1024 * 1024;
+
 // A function of its own so that the log entries replayed stay out of any closure that lives as
 // long as the document (they would keep every update's bytes in memory).
 function replay(doc: Y.Doc, entries: LogEntry[]): { entries: number; bytes: number } {
   let bytes = 0;
-  // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
-  Y.transact(doc, () => {
-    for (const entry of entries) {
-      Y.applyUpdate(doc, entry.update, 'log');
-      bytes += entry.update.length;
-    }
-  });
+  let next = 0;
+  while (next < entries.length) {
+    Y.transact(doc, () => {
+      let batch = 0;
+      while (
+        next < entries.length &&
+        (batch === 0 || batch + entries[next]!.update.length <= REPLAY_TRANSACTION_BYTES)
+      ) {
+        const { update } = entries[next]!;
+        Y.applyUpdate(doc, update, 'log');
+        batch += update.length;
+        next += 1;
+      }
+      bytes += batch;
+    });
+  }
   return { entries: entries.length, bytes };
 }
 
