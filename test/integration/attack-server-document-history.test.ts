@@ -143,14 +143,14 @@ async function loggedEntries(dataDir: string): Promise<number> {
   return count;
 }
 
-// Waits until the coordinator holds everything the writer wrote (through the relay).
-async function storedUpstream(writer: Awaited<ReturnType<typeof openWriter>>, what: string): Promise<void> {
+// Waits until the server at `url` holds everything the writer wrote (through the relay).
+async function storedAt(url: string, writer: Awaited<ReturnType<typeof openWriter>>, what: string): Promise<void> {
   const expected = Buffer.from(Y.encodeStateVector(writer.doc));
   await waitFor(
-    `${what} stored by the coordinator`,
+    `${what} stored at ${url}`,
     async () => {
       assert.is(writer.closed(), null, `the relay closed the writer: ${writer.closed()}`);
-      return expected.equals(await vectorAt(coordinator.url));
+      return expected.equals(await vectorAt(url));
     },
     120_000,
     500,
@@ -161,7 +161,7 @@ test('issue 11: entries a writer writes into a desired document and deletes agai
   const writer = await openWriter(relay.url);
   const intents = writer.doc.getArray(INTENTS_KEY);
   writer.doc.transact(() => intents.push([{ n: -1, note: 'first' }]));
-  await storedUpstream(writer, 'the first entry');
+  await storedAt(coordinator.url, writer, 'the first entry');
   const baseline = {
     relay: await liveHeap(relay, relayProbe),
     coordinator: await liveHeap(coordinator, coordinatorProbe),
@@ -176,7 +176,7 @@ test('issue 11: entries a writer writes into a desired document and deletes agai
       // Let the socket drain now and then: the relay takes each write through its queue (fsync).
       if (i % 20 === 19) await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await storedUpstream(writer, `round ${round}`);
+    await storedAt(coordinator.url, writer, `round ${round}`);
     const heap = {
       relay: await liveHeap(relay, relayProbe),
       coordinator: await liveHeap(coordinator, coordinatorProbe),
@@ -202,6 +202,35 @@ test('issue 11: entries a writer writes into a desired document and deletes agai
   await coordinator.stop();
   assert.is(await loggedEntries(join(dir, 'coordinator')), written + 1, "entries in the coordinator's log");
   assert.is(await loggedEntries(join(dir, 'relay', 'log')), written + 1, "entries in the relay's log");
+});
+
+// The relay's copy collects garbage too, so what a site writes and deletes while the uplink is
+// down is a tombstone in its memory: the content reaches the coordinator's log from the relay's
+// log (relay/bridge.ts, shared/documents/history-forward.ts), as results pruned at a site do.
+test("entries written and deleted at a site while the uplink is down reach the coordinator's log with their content", async () => {
+  const upstreamDir = join(dir, 'coordinator-2');
+  const first = await startCoordinatorProcess(upstreamDir, join(dir, 'coordinator-2.log'));
+  await first.stop();
+  const site = await startRelayProcess(join(dir, 'relay-2'), join(dir, 'relay-2.log'), [first.url]);
+  let upstream: Server | null = null;
+  try {
+    const writer = await openWriter(site.url);
+    const intents = writer.doc.getArray(INTENTS_KEY);
+    for (let n = 0; n < 5; n++) {
+      writer.doc.transact(() => intents.push([{ n, note: 'written at the site' }]));
+      writer.doc.transact(() => intents.delete(intents.length - 1, 1));
+    }
+    await storedAt(site.url, writer, 'the site writes');
+    writer.ws.close();
+    upstream = await startCoordinatorProcess(upstreamDir, join(dir, 'coordinator-2.log'), first.port);
+    const expected = Buffer.from(Y.encodeStateVector(writer.doc));
+    const url = upstream.url;
+    await waitFor('the site writes upstream', async () => expected.equals(await vectorAt(url)), 60_000, 500);
+  } finally {
+    await site.stop();
+    await upstream?.stop();
+  }
+  assert.is(await loggedEntries(upstreamDir), 5, "entries in the coordinator's log, with their content");
 });
 
 test.run();
