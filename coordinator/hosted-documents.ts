@@ -21,6 +21,10 @@ export interface HostedDocument {
   // Upper bound of the encoded state (what a new reader syncs): the log's bytes at load plus every
   // delta since; the write limits recompute it exactly when it nears --max-document-size.
   stateBytes: number;
+  // The document's entry number in the log up to which every entry is applied here: a shared log
+  // (NATS) numbers each document's entries 1, 2, 3…, so an entry past logSeq + 1 shows that this
+  // copy missed some (see applyFollowedEntry).
+  logSeq: number;
 }
 
 export interface DocumentHost {
@@ -67,6 +71,7 @@ class LoadedDocument implements HostedDocument {
   readonly awareness: AwarenessTable;
   broken = false;
   stateBytes = 0;
+  logSeq = 0;
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -95,9 +100,9 @@ export const REPLAY_TRANSACTION_BYTES = 64 * 1024;
 // that compares transaction sizes (test/bench/replay-history.ts).
 export function replayLog(
   doc: Y.Doc,
-  entries: Pick<LogEntry, 'update'>[],
+  entries: Pick<LogEntry, 'update' | 'seq'>[],
   transactionBytes = REPLAY_TRANSACTION_BYTES,
-): { entries: number; bytes: number } {
+): { entries: number; bytes: number; lastSeq: number } {
   let bytes = 0;
   let next = 0;
   while (next < entries.length) {
@@ -112,7 +117,7 @@ export function replayLog(
       bytes += batch;
     });
   }
-  return { entries: entries.length, bytes };
+  return { entries: entries.length, bytes, lastSeq: entries.at(-1)?.seq ?? 0 };
 }
 
 // Awareness carries liveness: remember which client ids each connection announced, so they are
@@ -137,7 +142,7 @@ function relayAwareness(
 // Everything the host knows, as one record the functions below take (the yjs style): unit tests
 // build one over a stand-in log (test/unit/coordinator/hosted-documents.test.ts).
 export interface DocumentHostState {
-  readonly log: Pick<UpdateLog, 'read' | 'append'>;
+  readonly log: Pick<UpdateLog, 'read' | 'append' | 'head'>;
   readonly logger: Logger;
   // A document nobody holds (no connection, not pinned) is unloaded after this long.
   readonly idleUnloadMs: number;
@@ -149,10 +154,12 @@ export interface DocumentHostState {
   // status read or a return bundle for as long as they work on it; each unpins only its own pin.
   readonly pinned: Map<string, number>;
   readonly observers: HostObserver[];
+  // A pass of catchUpLoadedDocuments is running (one at a time).
+  catchingUp: boolean;
 }
 
 export function createDocumentHostState(
-  log: Pick<UpdateLog, 'read' | 'append'>,
+  log: Pick<UpdateLog, 'read' | 'append' | 'head'>,
   logger: Logger,
   idleUnloadMs: number,
   onPresence?: (change: PresenceChange) => void,
@@ -166,6 +173,7 @@ export function createDocumentHostState(
     unloadTimers: new Map(),
     pinned: new Map(),
     observers: [],
+    catchingUp: false,
   };
 }
 
@@ -177,9 +185,10 @@ export function createDocumentHostState(
 // apart by clientID, which stays random.
 export async function loadDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
   const doc = new Y.Doc({ guid: name, gc: documentGarbageCollects(name) });
-  const { entries, bytes } = replayLog(doc, await host.log.read(name));
+  const { entries, bytes, lastSeq } = replayLog(doc, await host.log.read(name));
   const document = new LoadedDocument(name, doc, host.onPresence);
   document.stateBytes = bytes;
+  document.logSeq = lastSeq;
   trackExpiry(document.awareness);
   host.logger.debug({ event: 'document-loaded', document: name, entries }, 'document loaded');
   for (const observer of host.observers) observer.loaded?.(document);
@@ -302,8 +311,9 @@ async function storeDelta(
   // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
   if (emitted.length === 0) return null;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+  let stored: LogEntry;
   try {
-    await host.log.append(document.name, principal, delta);
+    stored = await host.log.append(document.name, principal, delta);
   } catch (error) {
     host.logger.error(
       { event: 'log-append-failed', document: document.name, err: error },
@@ -318,7 +328,68 @@ async function storeDelta(
   const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
   for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
+  // Numbered past what this copy holds: other coordinators' entries came in between unseen.
+  if (stored.seq > document.logSeq + 1) await fillLogGap(host, document, stored.seq - 1);
+  if (stored.seq === document.logSeq + 1) document.logSeq = stored.seq;
   return delta;
+}
+
+// Applies what another coordinator stored (or what this copy missed) and passes what was new to
+// this coordinator's peers and observers. Call inside the document's queue.
+function applyStoredUpdate(host: DocumentHostState, document: HostedDocument, entry: LogEntry): void {
+  const emitted: Uint8Array[] = [];
+  const capture = (u: Uint8Array): void => {
+    emitted.push(u);
+  };
+  document.doc.on('update', capture);
+  try {
+    Y.applyUpdate(document.doc, entry.update, 'log');
+  } finally {
+    document.doc.off('update', capture);
+  }
+  if (emitted.length === 0) return;
+  const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
+  document.stateBytes += delta.length;
+  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+  for (const peer of document.connections.keys()) send(peer, message);
+  for (const observer of host.observers) observer.accepted?.(document, delta, entry.principal);
+}
+
+// A shared log hands this coordinator other coordinators' entries from one stream follower, and a
+// document loaded here reads the log once: an entry the follower passed before the document was
+// loaded, and that the load's read did not return (a NATS soak saw two coordinators miss entries
+// a third and a fresh one had, for good: every later write of those writers then waited in
+// Yjs' pending structs), would be missing until the document unloads. Entry numbers tell: read
+// the log again up to the entry before the one in hand and apply what this copy lacks. If the
+// read still ends short (the server that answered lags), the next entry tries again.
+async function fillLogGap(host: DocumentHostState, document: HostedDocument, upTo: number): Promise<void> {
+  const from = document.logSeq;
+  let entries: LogEntry[];
+  try {
+    entries = await host.log.read(document.name, { untilSeq: upTo });
+  } catch (error) {
+    host.logger.warn(
+      { event: 'log-gap', document: document.name, from, upTo, err: error },
+      'entries of this document are missing here and the log could not be read; the next entry retries',
+    );
+    return;
+  }
+  if (document.broken) return;
+  let applied = 0;
+  for (const entry of entries) {
+    if (entry.seq <= document.logSeq) continue;
+    if (entry.seq !== document.logSeq + 1) break;
+    applyStoredUpdate(host, document, entry);
+    document.logSeq = entry.seq;
+    applied += 1;
+  }
+  const event = document.logSeq >= upTo ? 'log-gap-filled' : 'log-gap';
+  host.logger.warn(
+    { event, document: document.name, from, upTo, applied, now: document.logSeq },
+    event === 'log-gap-filled'
+      ? 'entries of this document another coordinator stored were missing here; read them from the log'
+      : 'entries of this document are missing here and the log read ended short; the next entry retries',
+  );
 }
 
 // Memory holds something the log does not: drop this copy so the next connection reloads from
@@ -341,24 +412,12 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
   pending
     .then(
       (document) =>
-        document.run(() => {
+        document.run(async () => {
           if (document.broken || host.hosted.get(entry.document) !== pending) return;
-          const emitted: Uint8Array[] = [];
-          const capture = (u: Uint8Array): void => {
-            emitted.push(u);
-          };
-          document.doc.on('update', capture);
-          try {
-            Y.applyUpdate(document.doc, entry.update, 'log');
-          } finally {
-            document.doc.off('update', capture);
-          }
-          if (emitted.length === 0) return;
-          const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-          document.stateBytes += delta.length;
-          const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-          for (const peer of document.connections.keys()) send(peer, message);
-          for (const observer of host.observers) observer.accepted?.(document, delta, entry.principal);
+          if (entry.seq > document.logSeq + 1) await fillLogGap(host, document, entry.seq - 1);
+          if (document.broken) return;
+          applyStoredUpdate(host, document, entry);
+          if (entry.seq === document.logSeq + 1) document.logSeq = entry.seq;
         }),
       // A load that failed is retried by the next connection, which reads this entry then.
       () => undefined,
@@ -369,6 +428,32 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
         'could not apply an entry another coordinator stored',
       ),
     );
+}
+
+// The shared log's follower may have lost entries (coordinator/backends/nats-log.ts reports a
+// reconnect): a gap shows at a document's next entry (applyFollowedEntry), but a document that gets
+// none would stay behind until it unloads. Compare every loaded one with the log's head, one at a
+// time (a reconnect is rare; a fleet's loaded documents are many), and read what is missing.
+export async function catchUpLoadedDocuments(host: DocumentHostState): Promise<void> {
+  if (host.catchingUp) return;
+  host.catchingUp = true;
+  let behind = 0;
+  try {
+    for (const [name, pending] of [...host.hosted]) {
+      const document = await pending.catch(() => null);
+      if (!document || document.broken) continue;
+      const head = await host.log.head(name).catch(() => null);
+      if (!head || head.seq <= document.logSeq) continue;
+      behind += 1;
+      await document.run(() => (document.broken ? undefined : fillLogGap(host, document, head.seq)));
+    }
+  } finally {
+    host.catchingUp = false;
+  }
+  host.logger.info(
+    { event: 'log-caught-up', documents: host.hosted.size, behind },
+    'loaded documents compared with the log',
+  );
 }
 
 export function pinDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
@@ -420,7 +505,13 @@ export function createDocumentHost(
   onPresence?: (change: PresenceChange) => void,
 ): DocumentHost {
   const host = createDocumentHostState(log, logger, idleUnloadMs, onPresence);
-  const stopFollowing = log.follow((entry) => applyFollowedEntry(host, entry));
+  const stopFollowing = log.follow(
+    (entry) => applyFollowedEntry(host, entry),
+    () =>
+      void catchUpLoadedDocuments(host).catch((error: Error) =>
+        logger.error({ event: 'log-catch-up-failed', err: error }, 'cannot compare loaded documents with the log'),
+      ),
+  );
   return {
     acquire: (name, ws) => acquireDocument(host, name, ws),
     release: (document, ws) => releaseDocument(host, document, ws),

@@ -110,8 +110,10 @@ export interface UpdateLog {
   size(): Promise<{ documents: number; entries: number; bytes?: number }>;
   // Entries that other writers of a shared log (other coordinators) append from now on, in log
   // order, each once; never this log's own appends. A log with one writer has none to deliver.
-  // Returns the function that stops the delivery.
-  follow(deliver: (entry: LogEntry) => void): () => void;
+  // Returns the function that stops the delivery. `missed` is called when the delivery may have
+  // lost entries (a shared log's connection dropped and came back): whoever keeps state from it
+  // should compare that with the log.
+  follow(deliver: (entry: LogEntry) => void, missed?: () => void): () => void;
   // Where the log is, for log lines and errors (a directory, NATS servers and stream).
   describe(): string;
   // Whether this process is the one that does `task` now (freshness timestamps: one signer at a

@@ -43,6 +43,8 @@ import { type PresenceShare, sharePresence } from './nats-presence.js';
 // failure could still take back.
 
 const LOG_TOKEN = 'log';
+// How long after a reconnect the followers are told they may have missed entries.
+const MISSED_REPORT_DELAY_MS = 2000;
 const CHECKPOINT_TOKEN = 'checkpoint';
 // CAS retries when other coordinators write the same document at the same moment.
 const MAX_CHAIN_RETRIES = 20;
@@ -177,10 +179,22 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   nc.closed().then((error) => {
     if (error) logger.error({ event: 'nats-closed', err: error }, 'NATS connection closed');
   });
+  // Entries the follower may have lost: seen in the NATS soak, a reconnect to another server lost
+  // up to nine of them without the ordered consumer noticing. Whoever follows is told (once, a
+  // moment after, when the new connection serves) and compares what it holds with the stream.
+  const missedListeners = new Set<() => void>();
+  let missedTimer: ReturnType<typeof setTimeout> | null = null;
+  const reportMissed = (): void => {
+    missedTimer ??= setTimeout(() => {
+      missedTimer = null;
+      for (const missed of missedListeners) missed();
+    }, MISSED_REPORT_DELAY_MS);
+  };
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' || status.type === 'reconnect')
         logger.warn({ event: `nats-${status.type}`, server: status.server }, `NATS ${status.type}`);
+      if (status.type === 'reconnect') reportMissed();
     }
   })();
 
@@ -357,6 +371,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
                 'update stream follower stalled; restarting it',
               );
               await messages.close().catch(() => undefined);
+              reportMissed();
               return;
             }
           }
@@ -385,6 +400,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       } catch (error) {
         if (closed) return;
         logger.warn({ event: 'nats-follow-retry', err: error }, 'following the update stream failed; retrying');
+        reportMissed();
       }
       if (!closed) await new Promise((resolve) => setTimeout(resolve, 1000));
     }
@@ -501,9 +517,13 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
       for (const count of counts.values()) entries += count;
       return { documents: counts.size, entries, bytes };
     },
-    follow(deliver) {
+    follow(deliver, missed) {
       followers.add(deliver);
-      return () => void followers.delete(deliver);
+      if (missed) missedListeners.add(missed);
+      return () => {
+        followers.delete(deliver);
+        if (missed) missedListeners.delete(missed);
+      };
     },
     describe: () => backend,
     claim,
@@ -511,6 +531,8 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     async close() {
       if (closed) return;
       closed = true;
+      if (missedTimer) clearTimeout(missedTimer);
+      missedListeners.clear();
       await Promise.allSettled([...appendQueues.values()]);
       // A lease given back lets another coordinator take over at once, not after the lease.
       for (const lease of leases.values())

@@ -16,14 +16,12 @@ setFlagsFromString('--expose-gc');
 const collect = runInNewContext('gc') as () => void;
 const MiB = 2 ** 20;
 
-function writtenAndDeleted(
-  count: number,
-  entry: (n: number) => unknown,
-  deleteEvery: number,
-): { update: Uint8Array }[] {
+type LoggedUpdate = { seq: number; update: Uint8Array };
+
+function writtenAndDeleted(count: number, entry: (n: number) => unknown, deleteEvery: number): LoggedUpdate[] {
   const doc = new Y.Doc({ gc: true });
-  const log: { update: Uint8Array }[] = [];
-  doc.on('update', (update: Uint8Array) => log.push({ update }));
+  const log: LoggedUpdate[] = [];
+  doc.on('update', (update: Uint8Array) => log.push({ seq: log.length + 1, update }));
   const intents = doc.getArray(INTENTS_KEY);
   for (let n = 0; n < count; n++) {
     doc.transact(() => intents.push([entry(n)]));
@@ -33,7 +31,7 @@ function writtenAndDeleted(
   return log;
 }
 
-function replayOnce(log: { update: Uint8Array }[], transactionBytes: number): { peak: number; ms: number } {
+function replayOnce(log: LoggedUpdate[], transactionBytes: number): { peak: number; ms: number } {
   collect();
   collect();
   const base = process.memoryUsage().heapUsed;
@@ -56,7 +54,7 @@ function replayOnce(log: { update: Uint8Array }[], transactionBytes: number): { 
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-function compare(name: string, log: { update: Uint8Array }[]): void {
+function compare(name: string, log: LoggedUpdate[]): void {
   const bytes = log.reduce((sum, { update }) => sum + update.length, 0);
   const runs = { whole: [] as { peak: number; ms: number }[], chunked: [] as { peak: number; ms: number }[] };
   for (let i = 0; i < 5; i++) {

@@ -12,7 +12,9 @@ import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 const test = suite('NATS backend under kills: no acknowledged update lost');
 const dir = temporaryDirectory('nats-soak');
 
-test.after(() => removeDirectory(dir));
+test.after(() => {
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
+});
 
 test('writes through random coordinators while coordinators and NATS nodes are killed: 0 acknowledged lost', async () => {
   const result = await runSoak({

@@ -6,6 +6,8 @@ import {
   acceptChange,
   acceptUpdate,
   acquireDocument,
+  applyFollowedEntry,
+  catchUpLoadedDocuments,
   closeAllDocuments,
   createDocumentHostState,
   type DocumentHostState,
@@ -24,7 +26,7 @@ import { sleep } from '../../../shared/time/sleep.js';
 
 const IDLE_MS = 30;
 
-interface FakeLog extends Pick<UpdateLog, 'read' | 'append'> {
+interface FakeLog extends Pick<UpdateLog, 'read' | 'append' | 'head'> {
   entries: Map<string, LogEntry[]>;
   reads: string[];
   failAppends: boolean;
@@ -35,9 +37,14 @@ function fakeLog(): FakeLog {
     entries: new Map(),
     reads: [],
     failAppends: false,
-    async read(document) {
+    async read(document, options) {
       log.reads.push(document);
-      return [...(log.entries.get(document) ?? [])];
+      const until = options?.untilSeq ?? Number.POSITIVE_INFINITY;
+      return (log.entries.get(document) ?? []).filter((entry) => entry.seq <= until);
+    },
+    async head(document) {
+      const last = (log.entries.get(document) ?? []).at(-1);
+      return last ? { document, seq: last.seq, hash: last.hash } : null;
     },
     async append(document, principal, update) {
       if (log.failAppends) throw new Error('disk full');
@@ -284,6 +291,75 @@ test('a change that throws: nothing changed keeps the copy; something changed dr
     /disk full/,
   );
   assert.ok(reloaded.broken, 'a failed append drops it too');
+});
+
+// applyFollowedEntry queues its work once the load has resolved (a microtask later); a task
+// queued after that one runs after it.
+async function settled(document: { run<T>(task: () => T): Promise<T> }): Promise<void> {
+  await sleep(0);
+  await document.run(() => undefined);
+}
+
+// A shared log (NATS): another coordinator's entry that this copy never got — the stream follower
+// passed it before the document was loaded here and the load's read did not return it — shows as
+// a gap in the document's entry numbers when the next entry comes, from the follower or from an
+// append of this coordinator's own; the copy then reads the log again.
+test('an entry missed between load and follow is read from the log when the next followed entry shows the gap', async () => {
+  const log = fakeLog();
+  const name = 'hosts/h1/status';
+  await log.append(name, 'a', updateSetting('a', '1'));
+  const { host, events } = hostWith(log);
+  const ws = fakeSocket();
+  const document = await acquireDocument(host, name, ws);
+  assert.is(document.logSeq, 1);
+  const missed = await log.append(name, 'b', updateSetting('b', '2'));
+  const next = await log.append(name, 'c', updateSetting('c', '3'));
+  assert.is(missed.seq, 2);
+  applyFollowedEntry(host, next);
+  await settled(document);
+  assert.is(document.doc.getMap('m').get('c'), '3');
+  assert.is(document.doc.getMap('m').get('b'), '2', 'the missed entry was read from the log');
+  assert.is(document.logSeq, 3);
+  assert.equal(events.slice(1), [`accepted ${name} b`, `accepted ${name} c`], 'both passed on, in order');
+  assert.is(ws.sent.length, 2, 'both sent to the peer');
+});
+
+test("an own append numbered past this copy's entries reads what came between", async () => {
+  const log = fakeLog();
+  const name = 'hosts/h1/desired';
+  await log.append(name, 'a', updateSetting('a', '1'));
+  const { host } = hostWith(log);
+  const document = await acquireDocument(host, name, fakeSocket());
+  await log.append(name, 'b', updateSetting('b', '2'));
+  await document.run(() => acceptUpdate(host, document, updateSetting('c', '3'), 'admin', null));
+  assert.is(document.doc.getMap('m').get('b'), '2');
+  assert.is(document.logSeq, 3);
+});
+
+test('after the follower may have missed entries, a loaded document behind the log reads them; one up to date does not', async () => {
+  const log = fakeLog();
+  const { host } = hostWith(log);
+  const behind = await acquireDocument(host, 'hosts/h1/status', fakeSocket());
+  const current = await acquireDocument(host, 'hosts/h2/status', fakeSocket());
+  await log.append('hosts/h1/status', 'b', updateSetting('b', '2'));
+  await catchUpLoadedDocuments(host);
+  assert.is(behind.doc.getMap('m').get('b'), '2');
+  assert.is(behind.logSeq, 1);
+  assert.is(current.logSeq, 0);
+  assert.equal(log.reads, ['hosts/h1/status', 'hosts/h2/status', 'hosts/h1/status'], 'only the one behind read again');
+});
+
+test('entries in order need no read; a duplicate changes nothing', async () => {
+  const log = fakeLog();
+  const name = 'hosts/h1/status';
+  const { host } = hostWith(log);
+  const document = await acquireDocument(host, name, fakeSocket());
+  const first = await log.append(name, 'b', updateSetting('b', '2'));
+  applyFollowedEntry(host, first);
+  applyFollowedEntry(host, first);
+  await settled(document);
+  assert.is(document.logSeq, 1);
+  assert.equal(log.reads, [name], 'read once, at load');
 });
 
 test.run();
