@@ -94,17 +94,34 @@ class LoadedDocument implements HostedDocument {
   }
 }
 
+// Log entries are replayed in transactions of up to this many bytes. Garbage is collected as a
+// transaction ends, so one transaction for the whole log would keep every entry the log ever
+// deleted decoded until the load ends; and Yjs' cost per update grows with its transaction's
+// size, so 64 KiB ones also load faster than one (measured: test/bench/replay-history.ts).
+export const REPLAY_TRANSACTION_BYTES = 64 * 1024;
+
 // A function of its own so that the log entries replayed stay out of any closure that lives as
-// long as the document (they would keep every update's bytes in memory).
-function replay(doc: Y.Doc, entries: LogEntry[]): { entries: number; bytes: number; lastSeq: number } {
+// long as the document (they would keep every update's bytes in memory). Exported for the bench
+// that compares transaction sizes (test/bench/replay-history.ts).
+export function replayLog(
+  doc: Y.Doc,
+  entries: Pick<LogEntry, 'update' | 'seq'>[],
+  transactionBytes = REPLAY_TRANSACTION_BYTES,
+): { entries: number; bytes: number; lastSeq: number } {
   let bytes = 0;
-  // One transaction: replaying tens of thousands of updates stays in the hundreds of ms.
-  Y.transact(doc, () => {
-    for (const entry of entries) {
-      Y.applyUpdate(doc, entry.update, 'log');
-      bytes += entry.update.length;
-    }
-  });
+  let next = 0;
+  while (next < entries.length) {
+    Y.transact(doc, () => {
+      let batch = 0;
+      while (next < entries.length && (batch === 0 || batch + entries[next]!.update.length <= transactionBytes)) {
+        const { update } = entries[next]!;
+        Y.applyUpdate(doc, update, 'log');
+        batch += update.length;
+        next += 1;
+      }
+      bytes += batch;
+    });
+  }
   return { entries: entries.length, bytes, lastSeq: entries.at(-1)?.seq ?? 0 };
 }
 
@@ -173,7 +190,7 @@ export function createDocumentHostState(
 // apart by clientID, which stays random.
 export async function loadDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {
   const doc = new Y.Doc({ guid: name, gc: documentGarbageCollects(name) });
-  const { entries, bytes, lastSeq } = replay(doc, await host.log.read(name));
+  const { entries, bytes, lastSeq } = replayLog(doc, await host.log.read(name));
   const document = new LoadedDocument(name, doc, host.onPresence);
   document.stateBytes = bytes;
   document.logSeq = lastSeq;

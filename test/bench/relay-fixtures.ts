@@ -22,7 +22,7 @@ export async function startRelayProcess(
   dataDir: string,
   logFile: string,
   upstreams: string[],
-  options: { port?: number; extra?: string[] } = {},
+  options: { port?: number; extra?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Promise<DaemonProcess & { url: string; port: number }> {
   const args = [
     'relay',
@@ -34,7 +34,7 @@ export async function startRelayProcess(
     ...FAST_RELAY_FLAGS,
     ...(options.extra ?? []),
   ];
-  const daemon = startDaemon(args, logFile);
+  const daemon = startDaemon(args, logFile, options.env);
   const line = await waitFor(
     'relay to listen',
     () =>

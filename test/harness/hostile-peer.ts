@@ -6,7 +6,8 @@ import * as encoding from 'lib0/encoding';
 import { type WebSocket, WebSocketServer } from 'ws';
 import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
-import { documentGarbageCollects } from '../../shared/documents/names.js';
+import { ENROLLMENT_DOC, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
+import { parseDocName } from '../../shared/documents/names.js';
 
 // A compromised coordinator or relay, as the agent meets it: a real websocket server on 127.0.0.1
 // speaking the real y-websocket protocol (sync step 1/2, updates, awareness) and the HTTP routes
@@ -44,6 +45,13 @@ interface Room {
   acceptWrites: boolean;
 }
 
+// The attacker keeps the whole history of the documents its victims only read (desired, the
+// policy), so a fresh sync hands them every entry it ever wrote and deleted: honest servers no
+// longer do (shared/documents/names.ts), a compromised one may.
+function attackerCollects(name: string): boolean {
+  return parseDocName(name)?.role === 'status' || name === TIMESTAMP_DOC || name === ENROLLMENT_DOC;
+}
+
 export async function startHostilePeer(): Promise<HostilePeer> {
   const rooms = new Map<string, Room>();
   const connects = new Map<string, number>();
@@ -57,7 +65,7 @@ export async function startHostilePeer(): Promise<HostilePeer> {
     return found;
   };
   const newDoc = (name: string): Y.Doc => {
-    const doc = new Y.Doc({ gc: documentGarbageCollects(name) });
+    const doc = new Y.Doc({ gc: attackerCollects(name) });
     doc.on('update', (update: Uint8Array, origin: unknown) => {
       const current = rooms.get(name);
       if (!current || current.doc !== doc) return;

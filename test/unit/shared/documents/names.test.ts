@@ -1,7 +1,14 @@
 import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { desiredDocName, parseDocName, statusDocName } from '../../../../shared/documents/names.js';
+import { ENROLLMENT_DOC, POLICY_DOC, TIMESTAMP_DOC } from '../../../../shared/documents/fleet.js';
+import {
+  desiredDocName,
+  documentGarbageCollects,
+  parseDocName,
+  statusDocName,
+} from '../../../../shared/documents/names.js';
+import { rolloutDocName } from '../../../../shared/rollout/document.js';
 
 // Document names carry who may write a document (a host's desired or status document): every
 // host's names parse back to that host and role, and no other string parses to a name it is not.
@@ -42,6 +49,14 @@ test('any other string is no document name, or exactly the name it parses to', (
     'hosts//desired',
   ])
     assert.is(parseDocName(bad), null, bad);
+});
+
+// Issue 11: a server's copy of a document another writer may write and delete in without end
+// holds what is present, not every entry ever written; the update log keeps the history.
+test('host and fleet documents collect garbage; rollout documents keep their history', () => {
+  for (const name of [desiredDocName('h1'), statusDocName('h1'), POLICY_DOC, TIMESTAMP_DOC, ENROLLMENT_DOC])
+    assert.ok(documentGarbageCollects(name), name);
+  assert.not.ok(documentGarbageCollects(rolloutDocName('r1')));
 });
 
 test.run();
