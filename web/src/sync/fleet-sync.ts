@@ -285,6 +285,16 @@ export class FleetSync {
   private invalidateAll(): void {
     this.authorityCache = null;
     this.batcher.invalidateAll();
+    this.followEnrolledHosts();
+  }
+
+  // Hosts enrolled since the last listing (or before the enrollment document had synced, as at the
+  // first listing right after unlock) are followed at once, not at the next listing 30 s later.
+  private followEnrolledHosts(): void {
+    const before = this.hosts.size;
+    for (const host of this.authority()?.bindings.keys() ?? [])
+      if (!this.hosts.has(host) && this.hosts.size < MAX_FOLLOWED_HOSTS) this.addHost(host);
+    if (this.hosts.size !== before) void this.saveHostList();
   }
 
   // Connection changes re-render without rebuilding any host's view.
