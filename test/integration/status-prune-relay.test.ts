@@ -17,7 +17,7 @@ import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { closureOf } from '../harness/audit-history.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
-import { TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
 import { makeCacheKey } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -130,7 +130,7 @@ test.after(async () => {
   await uplink?.close();
   await uplink2?.close();
   await coordinator?.stop();
-  removeDirectory(dir);
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
 // A site cut off from HQ: `name`'s agent behind `site` (whose uplink `link` goes down first)
@@ -174,19 +174,27 @@ async function cutOffSite(name: string, site: { url: string }, link: FaultProxy)
   await fs.mkdir(host.stateDir, { recursive: true });
   await saveStatusDocument(host.stateDir, saved);
   const cacheKey = await makeCacheKey(join(dir, 'keys'), `status-prune-relay-cache-${name}`);
-  agents.push(
-    startAgentProcess(host, {
-      coordinators: [site.url],
-      adminKeys: [],
-      substituters: ['http://127.0.0.1:9'],
-      trustedCacheKeys: [cacheKey.publicKey],
-      extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey],
-    }),
-  );
+  const agent = startAgentProcess(host, {
+    coordinators: [site.url],
+    adminKeys: [],
+    substituters: ['http://127.0.0.1:9'],
+    trustedCacheKeys: [cacheKey.publicKey],
+    extraArgs: [...TEST_AGENT_FLAGS, '--org-root', org.root.publicKey],
+  });
+  agents.push(agent);
   const atRelay = await synced(site.url, statusDocName(name), org.carol);
   const writer = await synced(site.url, desiredDocName(name), org.alice);
   try {
     await waitFor('the earlier results at the relay', () => seqsOf(atRelay.doc).length === EARLIER, 30_000, 200);
+    // The relay holding them is not enough: the agent prunes only what it knows an upstream holds,
+    // which it learns from the answer to its own probe a moment later (seen: a result written 10 ms
+    // before that answer pruned nothing, correctly, and the wait below timed out).
+    await waitFor(
+      'the agent to learn that the relay holds them',
+      () => logEvents(agent, 'status-delivered').length > 0,
+      30_000,
+      100,
+    );
     // Two more refusals (intents expired an hour ago), written at the site: results #121 and #122,
     // each pruning the status document first.
     for (const generation of [1, 2]) {
