@@ -15,7 +15,7 @@ import { signIntent } from '../../shared/trust/sign-intent.js';
 import { prepareHost } from '../harness/fleet.js';
 import type { TestOrg } from '../harness/policy-fixtures.js';
 import { waitFor } from '../harness/processes.js';
-import { nested, weirdJson } from './bytes.js';
+import { nested, stringifyJson, weirdJson } from './bytes.js';
 import { type AnyInputClass, type HealthCheck, inputClass } from './campaign.js';
 import {
   type CacheSigner,
@@ -388,7 +388,7 @@ export async function startAgentTarget(options: AgentTargetOptions): Promise<Age
   const statusResults = new RollingArray(status.doc.getArray('results'), LIVE_ENTRIES);
 
   const describeJson = (value: unknown): unknown => {
-    const text = JSON.stringify(value) ?? String(value);
+    const text = stringifyJson(value) ?? String(value);
     return text.length > 3_000 ? `${text.slice(0, 3_000)}…(${text.length} chars)` : text;
   };
   // The agent reads a document change within milliseconds; give it a moment per input, so

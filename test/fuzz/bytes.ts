@@ -125,6 +125,43 @@ export function nested(depth: number, leaf: unknown = 1): unknown {
   return value;
 }
 
+// JSON.stringify recurses: a mutated document nested past what the driver's stack allows (deep
+// edits compound) threw RangeError inside fast-check's generator and ended a long run at 570,093
+// inputs. The same text, without recursion, for anything the fuzzer serialises.
+export function stringifyJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+  }
+  const out: string[] = [];
+  const stack: { items: [string | null, unknown][]; index: number; close: string }[] = [];
+  const emit = (v: unknown): void => {
+    if (Array.isArray(v)) {
+      out.push('[');
+      stack.push({ items: v.map((item): [null, unknown] => [null, item]), index: 0, close: ']' });
+    } else if (v !== null && typeof v === 'object') {
+      out.push('{');
+      const entries = Object.entries(v).filter(([, item]) => item !== undefined && typeof item !== 'function');
+      stack.push({ items: entries, index: 0, close: '}' });
+    } else out.push(JSON.stringify(v) ?? 'null');
+  };
+  emit(value);
+  for (let top = stack.at(-1); top; top = stack.at(-1)) {
+    if (top.index >= top.items.length) {
+      out.push(top.close);
+      stack.pop();
+      continue;
+    }
+    const [key, item] = top.items[top.index]!;
+    if (top.index > 0) out.push(',');
+    top.index += 1;
+    if (key !== null) out.push(`${JSON.stringify(key)}:`);
+    emit(item);
+  }
+  return out.join('');
+}
+
 export function nestedJsonText(depth: number): string {
   return `${'['.repeat(depth)}1${']'.repeat(depth)}`;
 }

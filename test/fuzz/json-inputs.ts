@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { CanonicalJsonError } from '../../shared/crypto/canonical.js';
 import type { SigningKey } from '../../shared/crypto/keys.js';
 import { type Signature, type SignedKind, signPayload } from '../../shared/crypto/signatures.js';
-import { nastyString, nested, nestedJsonText, weirdJson } from './bytes.js';
+import { nastyString, nested, nestedJsonText, stringifyJson, weirdJson } from './bytes.js';
 
 // Mutations of valid JSON documents (signed policies, intents, enrollment entries): a field set
 // to a value of the wrong type or at a numeric edge, removed, renamed, wrapped, an unknown field
@@ -100,8 +100,8 @@ export function applyJsonEdits(value: unknown, edits: readonly JsonEdit[]): unkn
 // object the fuzzer itself could serialise), broken JSON and bodies over the size limit.
 export function jsonBody(documents: fc.Arbitrary<unknown>): fc.Arbitrary<Uint8Array> {
   const text = fc.oneof(
-    { weight: 8, arbitrary: documents.map((d) => JSON.stringify(d) ?? 'null') },
-    { weight: 2, arbitrary: weirdJson(4).map((d) => JSON.stringify(d) ?? 'null') },
+    { weight: 8, arbitrary: documents.map((d) => stringifyJson(d) ?? 'null') },
+    { weight: 2, arbitrary: weirdJson(4).map((d) => stringifyJson(d) ?? 'null') },
     { weight: 1, arbitrary: fc.integer({ min: 1_000, max: 100_000 }).map(nestedJsonText) },
     {
       weight: 1,
@@ -113,7 +113,7 @@ export function jsonBody(documents: fc.Arbitrary<unknown>): fc.Arbitrary<Uint8Ar
       weight: 1,
       arbitrary: documents.chain((d) =>
         fc.nat().map((cut) => {
-          const full = JSON.stringify(d) ?? '';
+          const full = stringifyJson(d) ?? '';
           return full.slice(0, cut % (full.length + 1));
         }),
       ),
