@@ -265,16 +265,7 @@ export async function acceptUpdate(
   principal: string,
   origin: WebSocket | null,
 ): Promise<Uint8Array | null> {
-  const emitted: Uint8Array[] = [];
-  const capture = (u: Uint8Array): void => {
-    emitted.push(u);
-  };
-  document.doc.on('update', capture);
-  try {
-    Y.applyUpdate(document.doc, update, origin);
-  } finally {
-    document.doc.off('update', capture);
-  }
+  const emitted = captureUpdates(document.doc, () => Y.applyUpdate(document.doc, update, origin));
   reportPendingDropped(host, boundPendingUpdates(document.doc, document.name), principal, origin);
   return storeDelta(host, document, emitted, principal, origin);
 }
@@ -307,19 +298,41 @@ export async function acceptChange(
   principal: string,
 ): Promise<Uint8Array | null> {
   const emitted: Uint8Array[] = [];
-  const capture = (u: Uint8Array): void => {
-    emitted.push(u);
-  };
-  document.doc.on('update', capture);
   try {
-    Y.transact(document.doc, () => change(document.doc));
+    captureUpdates(document.doc, () => Y.transact(document.doc, () => change(document.doc)), emitted);
   } catch (error) {
     if (emitted.length > 0) dropDocument(host, document, 'coordinator write failed');
     throw error;
-  } finally {
-    document.doc.off('update', capture);
   }
   return storeDelta(host, document, emitted, principal, null);
+}
+
+// The updates the document emitted while `apply` ran (what it integrated), into `emitted`.
+function captureUpdates(doc: Y.Doc, apply: () => void, emitted: Uint8Array[] = []): Uint8Array[] {
+  const capture = (u: Uint8Array): void => {
+    emitted.push(u);
+  };
+  doc.on('update', capture);
+  try {
+    apply();
+  } finally {
+    doc.off('update', capture);
+  }
+  return emitted;
+}
+
+// What a document gained, passed on: to its peers (but the one it came from) and the observers.
+function passOn(
+  host: DocumentHostState,
+  document: HostedDocument,
+  delta: Uint8Array,
+  message: Uint8Array,
+  principal: string,
+  origin: WebSocket | null,
+): void {
+  document.stateBytes += delta.length;
+  for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
+  for (const observer of host.observers) observer.accepted?.(document, delta, principal);
 }
 
 // Logs what an update or change added, then broadcasts it: what a peer has seen is on disk.
@@ -348,10 +361,7 @@ async function storeDelta(
     dropDocument(host, document, error instanceof LogRefusal ? error.peerReason : 'coordinator storage error');
     throw error;
   }
-  document.stateBytes += delta.length;
-  for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
-  for (const observer of host.observers) observer.accepted?.(document, delta, principal);
-  // Numbered past what this copy holds: other coordinators' entries came in between unseen.
+  passOn(host, document, delta, message, principal, origin);
   // Other coordinators' entries numbered below it may still be on their way through the follower.
   noteApplied(document, stored.seq);
   return delta;
@@ -373,22 +383,11 @@ function missesEntryBefore(document: HostedDocument, seq: number): boolean {
 // Applies what another coordinator stored (or what this copy missed) and passes what was new to
 // this coordinator's peers and observers. Call inside the document's queue.
 function applyStoredUpdate(host: DocumentHostState, document: HostedDocument, entry: LogEntry): void {
-  const emitted: Uint8Array[] = [];
-  const capture = (u: Uint8Array): void => {
-    emitted.push(u);
-  };
-  document.doc.on('update', capture);
-  try {
-    Y.applyUpdate(document.doc, entry.update, 'log');
-  } finally {
-    document.doc.off('update', capture);
-  }
+  const emitted = captureUpdates(document.doc, () => Y.applyUpdate(document.doc, entry.update, 'log'));
   if (emitted.length === 0) return;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-  document.stateBytes += delta.length;
   const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-  for (const peer of document.connections.keys()) send(peer, message);
-  for (const observer of host.observers) observer.accepted?.(document, delta, entry.principal);
+  passOn(host, document, delta, message, entry.principal, null);
 }
 
 // A shared log hands this coordinator other coordinators' entries from one stream follower, and a
