@@ -35,6 +35,8 @@ export interface LifecycleFleet {
   ): DaemonProcess;
   deploy(host: string, closure: string, extra?: string[]): Promise<void>;
   view(host: string): Promise<HostView>;
+  // The view once the host's signed status has left the phases of work in progress.
+  settledView(host: string): Promise<HostView>;
   nextResult(host: string, seqAbove: number, timeoutMs?: number): Promise<HostResult>;
   lastSeq(host: string): Promise<number>;
   close(): Promise<void>;
@@ -98,6 +100,8 @@ export function utcWindow(fromMinutes: number, toMinutes: number): string {
   return `${at(fromMinutes)}-${at(toMinutes)}`;
 }
 
+const IN_PROGRESS_PHASES: readonly string[] = ['downloading', 'activating', 'confirming'];
+
 export async function startLifecycleFleet(dir: string): Promise<LifecycleFleet> {
   const cacheKey = await makeCacheKey(join(dir, 'keys'), 'lifecycle-cache-1');
   const cacheDir = join(dir, 'cache');
@@ -159,6 +163,19 @@ export async function startLifecycleFleet(dir: string): Promise<LifecycleFleet> 
       if (result.code !== 0) throw new Error(`deploy to ${host} failed: ${result.stderr}`);
     },
     view,
+    // The agent appends its result before it saves the final phase and publishes the status that
+    // says it (finish() in agent/status-publish.ts), so a view read right after the result may
+    // still show 'activating' or 'confirming'; the final phase follows within moments.
+    settledView: (host) =>
+      waitFor(
+        `${host}'s status to leave ${IN_PROGRESS_PHASES.join('/')}`,
+        async () => {
+          const found = await view(host);
+          return found.phase !== null && IN_PROGRESS_PHASES.includes(found.phase) ? null : found;
+        },
+        30_000,
+        300,
+      ),
     async nextResult(host, seqAbove, timeoutMs = 60_000) {
       return waitFor(
         `a result from ${host} after #${seqAbove}`,

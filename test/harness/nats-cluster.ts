@@ -95,6 +95,13 @@ export async function startNatsCluster(
           () => healthy(port.monitor).then((ok) => ok || node.child === null),
           20_000,
         );
+        // Its ports were free when picked, not reserved: another process may have bound one since
+        // (a restart reuses them after seconds). A node that exited is a failed start, said so here
+        // rather than as a cluster short of a node later.
+        if (node.child !== child)
+          throw new Error(
+            `nats-server ${name} exited while starting (ports ${port.client}, ${port.route}, ${port.monitor}; log: ${join(directory, `${name}.log`)})`,
+          );
       },
       async stop(signal: NodeJS.Signals = 'SIGKILL') {
         const child = node.child;

@@ -83,7 +83,7 @@ async function assertBackOnGood1(host: SimulatedHost, result: HostResult, reason
   assert.match(result.reason, reason);
   assert.match(result.reason, /returned to generation 1$/);
   assert.ok(result.signatureValid, 'the result is signed by the host');
-  assert.is((await fleet.view(host.host)).phase, 'rolled-back');
+  assert.is((await fleet.settledView(host.host)).phase, 'rolled-back');
   assert.is(await profileTarget(host), closures.good1, 'the profile points at the previous generation again');
   assert.is(
     (await activations(host)).at(-1),
@@ -102,15 +102,24 @@ test('switch succeeds: applied only after a fresh sync with the coordinator; cur
   assert.is(result.outcome, 'applied', result.reason);
   assert.match(result.reason, /^switch succeeded; confirmed: a fresh sync with a sync peer/);
   assert.ok(result.signatureValid);
-  assert.is((await fleet.view('ok')).phase, 'applied');
+  assert.is((await fleet.settledView('ok')).phase, 'applied');
   assert.is(await profileTarget(host), closures.good2);
   assert.equal(await activations(host), [`switch ${closures.good1}`, `switch ${closures.good2}`]);
   assert.ok(logEvents(agent, 'download-plan').length >= 2, 'the agent logged its download plans');
 
   // nix-collect-garbage -d: old profile generations go, then the store is collected. The agent's
-  // own roots keep the rollback target (generation 1) alive.
-  assert.is(await fs.readlink(join(host.stateDir, 'gcroots', 'previous')), closures.good1);
-  assert.is(await fs.readlink(join(host.stateDir, 'gcroots', 'current')), closures.good2);
+  // own roots keep the rollback target (generation 1) alive. The agent pins them after it has
+  // reported the result and published the applied status (finish() in agent/status-publish.ts,
+  // one nix-store call per root), so they are waited for, not read once.
+  const root = (name: string) => fs.readlink(join(host.stateDir, 'gcroots', name)).catch(() => null);
+  await waitFor(
+    'the agent to pin generation 2 as current and generation 1 as previous',
+    async () => (await root('current')) === closures.good2 && (await root('previous')) === closures.good1,
+    30_000,
+    200,
+  ).catch(() => undefined);
+  assert.is(await root('previous'), closures.good1);
+  assert.is(await root('current'), closures.good2);
   const deleted = await runCommand('nix-env', [
     '--store',
     host.storeRoot,
@@ -167,7 +176,7 @@ test('switch kills the agent: the activation finishes on its own; the restarted 
     [`switch ${closures.good1}`, `switch ${closures.killsTheAgent}`],
     'the switch ran exactly once',
   );
-  assert.is((await fleet.view('killer')).phase, 'applied');
+  assert.is((await fleet.settledView('killer')).phase, 'applied');
 });
 
 test('switch cuts the network: no fresh sync within the confirm timeout, rolled back, and the signed failure arrives once the network is back', async () => {

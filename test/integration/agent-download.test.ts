@@ -150,7 +150,7 @@ test('cache killed mid-NAR: bounded retries, then a signed failure; nothing half
   assert.is(result.outcome, 'failed');
   assert.match(result.reason, /^download failed: .*gave up after 2 retries without progress \(--download-retries\)/);
   assert.ok(result.signatureValid);
-  assert.is((await fleet.view('cachekill')).phase, 'failed');
+  assert.is((await fleet.settledView('cachekill')).phase, 'failed');
   const retries = logEvents(agent, 'download-retry');
   assert.ok(retries.length >= 2 && retries.length <= 4, `a bounded number of retries (${retries.length})`);
   assert.ok(Date.now() - killedAt < 30_000, 'the failure came within seconds, not at the fetch timeout');

@@ -243,7 +243,13 @@ test('an unchanged check rewrites nothing; a change is in the signed status with
   const calls = async () => (await fs.readFile(join(stub, 'calls'), 'utf8')).split('\n').filter(Boolean).length;
   const callsBefore = await calls();
   await sleep(3500);
-  assert.ok((await calls()) >= callsBefore + 6, 'the apps were checked every second meanwhile');
+  // Two more rounds of the three checks (--apps-interval 1): a round is its three docker runs
+  // (each a shell and five small processes) plus the interval, well under 2 s on a quiet machine
+  // but more on a loaded one, so the count is waited for (10 s), not read once after 3.5 s.
+  await waitFor('two more rounds of checks', async () => (await calls()) >= callsBefore + 6, 10_000, 100).catch(
+    () => undefined,
+  );
+  assert.ok((await calls()) >= callsBefore + 6, 'the apps were checked again and again meanwhile');
   assert.is(await statusSeq(), before, 'the same picture is not published again');
   await answer('notes', { out: `${line('app', 'running')}\n${line('worker', 'running')}\n` });
   const fixed = await waitFor(

@@ -213,9 +213,17 @@ test("a listed relay's presence counts only for hosts in its scope", async () =>
   assert.not.ok('prod-1' in hosts);
   assert.is(Object.keys(hosts).length, 1);
   assert.ok((await health()).refusals.relayPresence >= 3);
-  // A lastSeen that is not a time does not break /api/presence for everyone.
+  // A lastSeen that is not a time does not break /api/presence for everyone. Read once the
+  // coordinator has handled the frame (it counts the entry as refused), not after a fixed pause
+  // that a loaded machine may outlast (the read would then prove nothing).
+  const refusedBefore = (await health()).refusals.relayPresence;
   peer.send({ type: FRAME_PRESENCE, hosts: [{ host: 'h1', online: false, lastSeen: Number.NaN }] });
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await waitFor(
+    'the coordinator to handle the presence entry without a time',
+    async () => (await health()).refusals.relayPresence > refusedBefore,
+    10_000,
+    50,
+  );
   assert.ok((await read()).h1);
   peer.ws.close();
 });

@@ -19,6 +19,7 @@ import {
   runCli,
   startCoordinatorProcess,
   temporaryDirectory,
+  waitFor,
 } from '../harness/processes.js';
 
 // Two admins act on one rollout at the same moment (issue 11's leftover): bob pauses it because
@@ -176,9 +177,10 @@ test('a pause and a resume signed at the same moment by two admins: the pause ho
   // Now bob pauses (he saw something) while alice resumes, neither having seen the other's action.
   barrier = await startBarrier(coordinator.port, 2);
   const bobPauses = rollout('bob', barrier.url, ['pause', 'r1', '--reason', 'h1 logs errors']);
-  // Alice's resume is signed after bob's pause (her CLI starts later), so under the old rule — the
+  // Alice's resume is signed after bob's pause (her CLI starts once his signed POST is held at the
+  // barrier, not after a fixed pause a loaded machine may outlast), so under the old rule — the
   // later signed time wins at equal numbers — her resume would decide.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await waitFor("bob's signed pause to reach the barrier", () => barrier!.held() === 1, 60_000, 50);
   const aliceResumes = rollout('alice', barrier.url, ['resume', 'r1', '--json']);
   const [bob, alice] = await Promise.all([bobPauses, aliceResumes]);
   assert.is(barrier.held(), 2, 'both actions went through the barrier');

@@ -142,6 +142,21 @@ async function appliedAt(name: string, closure: string): Promise<number> {
   return Date.parse(found.result.at);
 }
 
+// The coordinator's /metrics once it matches `pattern` (or as it is after 30 s, for the assertion
+// to show).
+async function coordinatorMetricsMatching(pattern: RegExp): Promise<string> {
+  const scrape = async () => (await fetch(`${httpBaseFromWs(coordinator.url)}/metrics`)).text();
+  return waitFor(
+    'the coordinator metrics to match',
+    async () => {
+      const text = await scrape();
+      return pattern.test(text) ? text : null;
+    },
+    30_000,
+    250,
+  ).catch(scrape);
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test.before(async () => {
@@ -248,7 +263,18 @@ test('a release to 6 hosts in 3 waves: soak between waves, an approval before th
   await runsClosure('h4', closures.r1!);
   await runsClosure('h5', closures.r1!);
   // h6 was offline: the rollout is not complete without it (the final gate needs every host).
-  const partial = await status('r1');
+  // The profile moves at the switch; the signed result that makes a host 'succeeded' comes after
+  // the confirming sync, so h4 and h5 are waited for, not read once.
+  const partial = await waitFor(
+    'h4 and h5 to have succeeded in r1',
+    async () => {
+      const report = await status('r1');
+      const states = report.waves[2]!.hosts.filter((h) => h.host !== 'h6').map((h) => h.state);
+      return states.every((s) => s === 'succeeded') ? report : null;
+    },
+    60_000,
+    500,
+  ).catch(() => status('r1'));
   assert.is(partial.state, 'running');
   assert.equal(
     partial.waves[2]!.hosts.map((h) => [h.host, h.state]),
@@ -268,8 +294,12 @@ test('a release to 6 hosts in 3 waves: soak between waves, an approval before th
   const done = await status('r1');
   assert.is(done.state, 'complete');
   assert.is(done.summary.succeeded, 6);
-  // The same, for Prometheus: hosts by rollout wave and the rollout's state.
-  const metrics = await (await fetch(`${httpBaseFromWs(coordinator.url)}/metrics`)).text();
+  // The same, for Prometheus: hosts by rollout wave and the rollout's state. The gauges show the
+  // coordinator's last judgement, which runs after it has copied the evidence the CLI judged
+  // (flushed, then judged one at a time): waited for, then read.
+  const metrics = await coordinatorMetricsMatching(
+    /^outpost_rollout_state\{[^}]*rollout="r1",state="complete"[^}]*\} 1$/m,
+  );
   assert.match(metrics, /^outpost_rollout_state\{[^}]*rollout="r1",state="complete"[^}]*\} 1$/m);
   const succeeded = [
     ...metrics.matchAll(
@@ -292,7 +322,9 @@ test('a failure in wave 1 halts wave 2, and `rollout wait` exits non-zero naming
   const report = await status('r2');
   assert.is(report.state, 'halted');
   assert.is(report.waves[1]!.open, false);
-  const metrics = await (await fetch(`${httpBaseFromWs(coordinator.url)}/metrics`)).text();
+  const metrics = await coordinatorMetricsMatching(
+    /^outpost_rollout_state\{[^}]*rollout="r2",state="halted"[^}]*\} 1$/m,
+  );
   assert.match(metrics, /^outpost_rollout_state\{[^}]*rollout="r2",state="halted"[^}]*\} 1$/m);
   assert.match(metrics, /^outpost_rollout_wave_open\{[^}]*rollout="r2",wave="middle"[^}]*\} 0$/m);
   assert.equal(

@@ -134,7 +134,17 @@ test('generation 1 reaches both hosts: profiles point at the closure, the switch
     assert.is(await profileTarget(host), closures.gen1);
     assert.equal(await activations(host), [`switch ${closures.gen1}`]);
   }
-  const views = await fleetStatus();
+  // Each agent appends its result before it publishes the status with the final phase (finish()
+  // in agent/status-publish.ts): the last host's status may still say 'confirming' here.
+  const views = await waitFor(
+    "both hosts' signed status to leave confirming",
+    async () => {
+      const all = await fleetStatus();
+      return all.every((v) => v.phase !== 'activating' && v.phase !== 'confirming') ? all : null;
+    },
+    30_000,
+    300,
+  ).catch(() => fleetStatus());
   for (const view of views) {
     assert.is(view.phase, 'applied');
     assert.is(view.applied?.generation, 1);
