@@ -7,7 +7,12 @@ import { decideFromDocument, type HostDecision } from '../shared/rollout/judge.j
 import type { SignedIntent } from '../shared/schemas/intent.js';
 import type { ReconnectOptions } from '../shared/sync/connect.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
-import { checkIntentBindingAndTime, type IntentVerifier, intentDigest } from '../shared/trust/verify-intent.js';
+import {
+  checkIntentBindingAndTime,
+  type IntentRank,
+  type IntentVerifier,
+  intentDigest,
+} from '../shared/trust/verify-intent.js';
 import type { IntentTrust } from './intent-trust.js';
 import type { InstallGate } from './pipeline/pipeline.js';
 
@@ -16,7 +21,9 @@ import type { InstallGate } from './pipeline/pipeline.js';
 // own intent from the signed plan, and lets it into the usual selection only when its wave's gate
 // is open by its own check of the evidence; until then the intent is left out (never refused, so
 // it is taken the moment the gate opens). Right before the system is first touched the decision
-// is made again: paused holds, aborted refuses.
+// is made again: paused holds, aborted refuses. A placement at or below the host's anti-rollback
+// floor (raised meanwhile by a deploy, a bundle, or another coordinator) is refused once, so its
+// wave's gate counts the host as failed instead of waiting for it for ever.
 
 // Rollout documents followed at once (the newest rollouts naming this host).
 const MAX_FOLLOWED = 8;
@@ -28,13 +35,24 @@ const MAX_REPORTS = 100;
 export interface RolloutTracker {
   // The intents to select from: rollout intents replaced by the ones this host derives itself
   // from the plans, and only those whose decision is go (or a refusal to report); the others wait.
-  admit(intents: SignedIntent[], context: { floorGeneration: number; current: SignedIntent | null }): SignedIntent[];
+  admit(intents: SignedIntent[], context: AdmitContext): SignedIntent[];
   // The selection's verifier: rollout intents by the decision `admit` made, others by `verify`.
   verifier(verify: IntentVerifier): IntentVerifier;
   // For a rollout target right before the system is touched: decided again now. Null for others.
   installGate(signed: SignedIntent): InstallGate | null;
   onChange(listener: () => void): void;
   close(): void;
+}
+
+export interface AdmitContext {
+  // The host's anti-rollback floor: placements at or below it are refused.
+  floor: IntentRank;
+  current: SignedIntent | null;
+  // Digests of intents this host has answered (refused, taken on) or runs: a rollout intent at or
+  // below the floor with one of these digests needs nothing more, so its document is not followed.
+  answered: ReadonlySet<string>;
+  // The digest of what runs: installed from its placement, so never refused as below the floor.
+  applied: string | null;
 }
 
 interface Followed {
@@ -62,6 +80,8 @@ export function openRolloutTracker(options: {
   trust: IntentTrust;
   logger: Logger;
   reconnect?: ReconnectOptions;
+  // How a rollout document is followed (unit tests give a stand-in for the websocket).
+  connect?: typeof connectDocument;
 }): RolloutTracker {
   const { host, trust, logger } = options;
   const followed = new Map<string, Followed>();
@@ -86,7 +106,7 @@ export function openRolloutTracker(options: {
       if (entry.bytes > MAX_ROLLOUT_DOCUMENT_BYTES) return drop(entry);
       changed();
     });
-    entry.connection = connectDocument(options.endpoints, rolloutDocName(entry.id), {
+    entry.connection = (options.connect ?? connectDocument)(options.endpoints, rolloutDocName(entry.id), {
       doc,
       identity: options.identity,
       ...options.reconnect,
@@ -140,10 +160,15 @@ export function openRolloutTracker(options: {
     logger[level](fields, message);
   }
 
-  function decide(id: string, plan: string): HostDecision | null {
+  function decide(id: string, plan: string, floor?: IntentRank): HostDecision | null {
     const entry = followed.get(id);
     if (!entry) return null;
-    return decideFromDocument(entry.doc, plan, { host, chain: trust.chain(), now: trust.now() });
+    return decideFromDocument(entry.doc, plan, {
+      host,
+      chain: trust.chain(),
+      now: trust.now(),
+      ...(floor ? { floor } : {}),
+    });
   }
 
   // Wakes the agent when a soak ends (the only change that comes by time alone).
@@ -165,7 +190,8 @@ export function openRolloutTracker(options: {
   return {
     admit(intents, context) {
       const plain: SignedIntent[] = [];
-      const pointers = new Map<string, { id: string; plan: string; generation: number }>();
+      type Pointer = { id: string; plan: string; generation: number; digest: string; current: boolean };
+      const pointers = new Map<string, Pointer>();
       for (const signed of intents) {
         const rollout = signed.intent.rollout;
         if (!rollout) {
@@ -177,6 +203,8 @@ export function openRolloutTracker(options: {
           id: rollout.id,
           plan: rollout.plan,
           generation: signed.intent.generation,
+          digest: intentDigest(signed),
+          current: false,
         });
       }
       const currentRollout = context.current?.intent.rollout;
@@ -185,6 +213,8 @@ export function openRolloutTracker(options: {
           id: currentRollout.id,
           plan: currentRollout.plan,
           generation: Number.MAX_SAFE_INTEGER,
+          digest: intentDigest(context.current!),
+          current: true,
         });
       if (trust.mode !== 'policy') {
         if (pointers.size)
@@ -197,16 +227,31 @@ export function openRolloutTracker(options: {
         decisions = new Map();
         return plain;
       }
-      // Only rollouts that may still be installed here are followed, the newest first.
-      const live = [...pointers.values()]
-        .filter((p) => p.generation > context.floorGeneration)
-        .sort((a, b) => b.generation - a.generation);
+      // Rollouts that may still be installed here are followed, the newest first; then those at or
+      // below the floor not answered yet, to be refused once. (The coordinator's pointer is the
+      // intent the host derives, so its digest is the one answered; a pointer that differs is
+      // followed while it is in the desired document, and its refusal is still given once:
+      // handledDigests keeps the derived digest while the pointer is there, agent/select.ts.)
+      const newestFirst = (a: Pointer, b: Pointer): number => b.generation - a.generation;
+      const above = [...pointers.values()].filter((p) => p.generation > context.floor.generation).sort(newestFirst);
+      const stale = [...pointers.values()]
+        .filter((p) => p.generation <= context.floor.generation && !context.answered.has(p.digest))
+        .sort(newestFirst);
+      const live = [...above, ...stale];
       follow([...new Set(live.map((p) => p.id))]);
       const next = new Map<string, HostDecision>();
       const admitted: SignedIntent[] = [];
       for (const pointer of live) {
-        const decision = decide(pointer.id, pointer.plan);
+        // The target being installed is the floor itself: it is not measured against it.
+        const decision = decide(pointer.id, pointer.plan, pointer.current ? undefined : context.floor);
         if (!decision) continue;
+        // What runs here was installed from this very placement: nothing to answer.
+        if (
+          decision.decision === 'refuse' &&
+          decision.code === 'rollback' &&
+          intentDigest(decision.intent) === context.applied
+        )
+          continue;
         const document = rolloutDocName(pointer.id);
         if (decision.decision === 'wait') {
           report(

@@ -34,19 +34,28 @@ export function selectNow(agent: AgentRuntime): AgentSelection {
     agent.desired.provider.synced &&
     agent.desiredDoc.store.pendingStructs === null &&
     agent.desiredDoc.store.pendingDs === null;
-  const present = complete ? new Set(signed.map(intentDigest)) : null;
-  const selection = selectIntent(
-    agent.rollouts
-      ? agent.rollouts.admit(signed, { floorGeneration: state.floorGeneration, current: state.target?.signed ?? null })
-      : signed,
-    {
-      verify: agent.verify,
-      floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
-      appliedDigest: state.applied?.digest ?? null,
-      epochOf: config.trust.epochOf,
-      knownDigests: new Set([...state.handledDigests, ...(state.target ? [state.target.digest] : [])]),
-    },
-  );
+  const admitted = agent.rollouts
+    ? agent.rollouts.admit(signed, {
+        floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
+        current: state.target?.signed ?? null,
+        answered: new Set([
+          ...state.handledDigests,
+          ...(state.applied ? [state.applied.digest] : []),
+          ...(state.target ? [state.target.digest] : []),
+        ]),
+        applied: state.applied?.digest ?? null,
+      })
+    : signed;
+  // An intent the rollout tracker derived from a pointer in the document is there while its
+  // pointer is (its answer is remembered as long, even when the pointer's digest differs).
+  const present = complete ? new Set([...new Set([...signed, ...admitted])].map(intentDigest)) : null;
+  const selection = selectIntent(admitted, {
+    verify: agent.verify,
+    floor: { epoch: state.floorEpoch, generation: state.floorGeneration },
+    appliedDigest: state.applied?.digest ?? null,
+    epochOf: config.trust.epochOf,
+    knownDigests: new Set([...state.handledDigests, ...(state.target ? [state.target.digest] : [])]),
+  });
   return { ...selection, present };
 }
 

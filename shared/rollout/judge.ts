@@ -1,6 +1,7 @@
 import type * as Y from 'yjs';
 import type { SignedIntent } from '../schemas/intent.js';
 import type { Policy } from '../schemas/policy.js';
+import { compareRank, type IntentRank } from '../trust/verify-intent.js';
 import { type RolloutEntries, readRolloutEntries } from './document.js';
 import { deriveRolloutIntent, placeHosts, planDigest, previousWaveHosts } from './plan.js';
 import {
@@ -178,7 +179,7 @@ export type HostDecision =
   // Never: a signed refusal.
   | {
       decision: 'refuse';
-      code: 'rollout-aborted' | 'unknown-field';
+      code: 'rollout-aborted' | 'unknown-field' | 'rollback';
       reason: string;
       intent: SignedIntent;
       wave: number;
@@ -188,6 +189,19 @@ export interface HostContext {
   host: string;
   chain: Policy[];
   now: number;
+  // The host's anti-rollback floor, when the placement is to be answered against it (the agent's
+  // admission; not the check before installing a target, whose own rank the floor already is).
+  floor?: IntentRank;
+}
+
+// A placement at or below the floor can never be installed here. Answered with a refusal (the
+// host's signed result is then evidence against its wave's gate) rather than left waiting: a
+// placement no host ever answers holds its wave's gate open for ever, with no reason shown.
+function belowFloor(plan: RolloutPlan, generation: number, chain: Policy[], floor: IntentRank): string | null {
+  // The placement ranks as its intent does: by the epoch of the policy version the plan names.
+  const epoch = chain.find((p) => p.version === plan.policyVersion)?.epoch ?? 0;
+  if (compareRank({ epoch, generation }, floor) > 0) return null;
+  return `rollout ${plan.id}: generation ${generation} (epoch ${epoch}) is at or below this host's floor, generation ${floor.generation} (epoch ${floor.epoch}), already applied or attempted here`;
 }
 
 // What one host may do about the plan with `digest`: everything an agent checks before a rollout
@@ -233,6 +247,8 @@ export function decideForHost(entries: RolloutEntries, digest: string, context: 
       intent,
       wave,
     };
+  const floorRefusal = context.floor && belowFloor(plan, placed.entry.generation, chain, context.floor);
+  if (floorRefusal) return { decision: 'refuse', code: 'rollback', reason: floorRefusal, intent, wave };
   if (actions.paused)
     return {
       decision: 'wait',

@@ -9,7 +9,7 @@ import { installNodeEd25519 } from '../../shared/node/ed25519.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
-import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
+import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -172,7 +172,7 @@ test('a deploy to a host a rollout has not reached yet is refused, naming the ro
   assert.is(await profileTarget(hosts.get('h2')!), closures.hotfix);
 });
 
-test('--generation above the rollout deploys over it and says what that costs; the host never installs the rollout over it', async () => {
+test('--generation above the rollout deploys over it and says what that costs; the host refuses the rollout once, signed, and the rollout halts naming it and its floor', async () => {
   await createRollout('r2', closures.r2!);
   assert.is((await rolloutStatus('r2')).state, 'running');
   // r2 gives h2 generation 2 (one above the deploy of the first test).
@@ -191,15 +191,65 @@ test('--generation above the rollout deploys over it and says what that costs; t
   assert.is(over.code, 0, over.stdout + over.stderr);
   assert.match(over.stderr, /deploying over rollout r2: h2 will not install the generation 2 .*abort it/);
   assert.match(over.stdout, /applied: h2 runs generation 3/);
-  // The wave starts: h2 keeps the hotfix and the rollout does not complete on it.
+  // The wave starts: h2 keeps the hotfix. Its floor (generation 3) is above the placement, so it
+  // answers it with a signed refusal (it used to ignore it, and the rollout stayed running for ever).
   await ok(['rollout', 'approve', 'r2', '--wave', '2']);
-  await waitFor("r2's final wave to open", async () => (await rolloutStatus('r2')).waves[1]!.open, 30_000, 500);
-  await new Promise((resolve) => setTimeout(resolve, 5000));
+  const floorReason =
+    "rollback: rollout r2: generation 2 (epoch 0) is at or below this host's floor, generation 3 (epoch 0), already applied or attempted here";
+  const refusalsOfR2 = async () =>
+    (await view('h2')).results.filter((r) => r.result.closure === closures.r2 && r.result.outcome === 'refused');
+  const [refusal] = await waitFor(
+    "h2's refusal of r2",
+    async () => ((await refusalsOfR2()).length ? refusalsOfR2() : null),
+    60_000,
+    250,
+  );
+  assert.ok(refusal!.signatureValid, "signed by h2's key");
+  assert.is(refusal!.result.reason, floorReason);
+  assert.is(refusal!.result.generation, 2);
+  // The gate of the final wave counts h2 as failed (at most 0 may): halted, naming h2 and its floor.
+  const halted = await waitFor(
+    'r2 to halt',
+    async () => {
+      const report = await rolloutStatus('r2');
+      return report.state === 'halted' ? report : null;
+    },
+    30_000,
+    500,
+  );
+  assert.equal(halted.halted?.wave, 'final');
+  assert.ok(halted.halted?.reason.includes(`h2 refused: ${floorReason}`), halted.halted?.reason);
+  assert.equal(
+    halted.failures.map((f) => [f.host, f.outcome, f.reason]),
+    [['h2', 'refused', floorReason]],
+  );
+  const text = await ok(['rollout', 'status', 'r2']);
+  assert.ok(text.includes(`HALTED — wave final: 1 hosts failed, at most 0 may (h2 refused: ${floorReason})`), text);
+  const waited = await outpost(['rollout', 'wait', 'r2', '--timeout-total', '30s']);
+  assert.is(waited.code, 1, waited.stdout + waited.stderr);
+  assert.match(waited.stdout, /halted: wave final: .*h2 refused: rollback: .*floor, generation 3/);
   assert.is(await profileTarget(hosts.get('h2')!), closures.hotfix);
   assert.not.ok(
     (await view('h2')).results.some((r) => r.result.closure === closures.r2 && r.result.outcome === 'applied'),
   );
-  assert.is.not((await rolloutStatus('r2')).state, 'complete');
+  // Once: not again at later evaluations, nor after the agent restarts (state.json keeps the answer).
+  await agents.get('h2')!.stop();
+  const host = hosts.get('h2')!;
+  const restarted = startPolicyAgent(host, {
+    coordinators: [coordinator.url],
+    orgRoot: org.root.publicKey,
+    substituter: cache.url,
+    cacheKey: cacheKey.publicKey,
+  });
+  agents.set('h2', restarted);
+  await waitFor(
+    'h2 to reach the coordinator again',
+    () => logEvents(restarted, 'status-delivered').length > 0,
+    30_000,
+    250,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  assert.is((await refusalsOfR2()).length, 1, 'one refusal');
 });
 
 test.run();

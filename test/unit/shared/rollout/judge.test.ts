@@ -284,6 +284,92 @@ test('a host key the policy revokes no longer proves anything', () => {
   assert.is(d.decision, 'wait');
 });
 
+// The agent's answer to a placement at or below its anti-rollback floor (raised by a deploy, a
+// bundle or another coordinator since the plan was made): a refusal, never a wait for ever.
+const withFloor = (host: string, floor: { epoch: number; generation: number }, extra = {}, policies = chain) =>
+  decideForHost(entriesOf([plan], extra), digest, { host, chain: policies, now: t0 + 60 * minute, floor });
+
+test('a placement at or below the floor is refused, naming the generation and the floor; above it goes', () => {
+  // The plan gives every host generation 2.
+  const refused = withFloor('h1', { epoch: 0, generation: 5 });
+  assert.is(refused.decision, 'refuse');
+  if (refused.decision === 'refuse') {
+    assert.is(refused.code, 'rollback');
+    assert.is(
+      refused.reason,
+      "rollout r1: generation 2 (epoch 0) is at or below this host's floor, generation 5 (epoch 0), already applied or attempted here",
+    );
+    assert.is(intentDigest(refused.intent), expectedResultDigest(plan, digest, 'h1'), 'the intent its result names');
+  }
+  assert.is(withFloor('h1', { epoch: 0, generation: 2 }).decision, 'refuse', 'at the floor');
+  assert.is(withFloor('h1', { epoch: 0, generation: 1 }).decision, 'go');
+  // A higher epoch outranks any generation of a lower one.
+  const epoch = withFloor('h1', { epoch: 1, generation: 0 });
+  assert.match(epoch.decision === 'refuse' ? epoch.reason : '', /generation 2 \(epoch 0\) .* generation 0 \(epoch 1\)/);
+  const raised = basePolicy(org, { version: 2, epoch: 2 });
+  const newer = makePlan(org.alice, { id: 'r5', policyVersion: 2, waves: [{ name: 'w', hosts: [h1] }], createdAt: t0 });
+  assert.is(
+    decideForHost(entriesOf([newer]), planDigest(newer.plan), {
+      host: 'h1',
+      chain: [policy, raised],
+      now: t0 + minute,
+      floor: { epoch: 1, generation: 9 },
+    }).decision,
+    'go',
+    "a plan under a higher epoch's policy ranks above the floor",
+  );
+  // Without a floor (the check before installing a target, which is the floor) nothing changes.
+  assert.is(decideForHost(entriesOf([plan]), digest, { host: 'h1', chain, now: t0 }).decision, 'go');
+});
+
+test('the floor refusal comes before the gate and a pause, after an abort; a plan not signed enough for the host is not answered', () => {
+  // h3's wave waits for wave 1's gate; it can never install generation 2 whatever the gate does.
+  assert.is(withFloor('h3', { epoch: 0, generation: 3 }).decision, 'refuse');
+  assert.is(withFloor('h1', { epoch: 0, generation: 3 }, { actions: [action('pause')] }).decision, 'refuse');
+  const aborted = withFloor('h1', { epoch: 0, generation: 3 }, { actions: [action('abort', { seq: 2 })] });
+  assert.is(aborted.decision === 'refuse' ? aborted.code : null, 'rollout-aborted');
+  // h6 needs two signers: a plan signed by one is no placement, and a host answers nothing for it.
+  const critical = makePlan(org.alice, { id: 'r6', waves: [{ name: 'only', hosts: [h6] }], createdAt: t0 });
+  const unsigned = decideForHost(entriesOf([critical]), planDigest(critical.plan), {
+    host: 'h6',
+    chain,
+    now: t0 + minute,
+    floor: { epoch: 0, generation: 9 },
+  });
+  assert.is(unsigned.decision, 'wait');
+});
+
+test("a host's signed refusal fails its wave's gate, naming the host and its floor; a refusal signed by any other key, or for another placement, counts for nothing", () => {
+  const floorReason =
+    "rollback: rollout r1: generation 2 (epoch 0) is at or below this host's floor, generation 5 (epoch 0), already applied or attempted here";
+  const refusal = hostResult(plan, h2, 'refused', t0 + 2 * minute, { reason: floorReason });
+  const evidence = [hostResult(plan, h1, 'applied', t0 + minute), refusal];
+  const view = judgeRollout(entriesOf([plan], { evidence }), plan, chain, t0 + 60 * minute);
+  assert.is(view.state, 'halted');
+  assert.is(view.halted?.wave, 'first');
+  assert.match(
+    view.halted?.reason ?? '',
+    /h2 refused: rollback: rollout r1: generation 2 \(epoch 0\) is at or below this host's floor, generation 5 \(epoch 0\)/,
+  );
+  assert.is(decide('h3', { evidence }).decision, 'wait');
+  // A coordinator (or any peer) forging h2's refusal: its own key, h2's key over another rollout's
+  // placement, or h2's refusal of an earlier attempt; none is h2's answer to this placement.
+  const coordinatorKey = generateSigningKey('coordinator');
+  const otherPlan = makePlan(org.alice, { id: 'r7', waves: [{ name: 'first', hosts: [h1, h2] }], createdAt: t0 });
+  const forged = [
+    hostResult(plan, h1, 'applied', t0 + minute),
+    hostResult(plan, h2, 'refused', t0 + 2 * minute, { reason: floorReason }, coordinatorKey),
+    hostResult(otherPlan, h2, 'refused', t0 + 2 * minute, { reason: floorReason }),
+    hostResult(plan, h2, 'refused', t0 + 2 * minute, { reason: floorReason, intentDigest: 'b'.repeat(64) }),
+    hostResult(plan, h2, 'refused', t0 + 2 * minute, { reason: floorReason, generation: 1 }),
+    { ...refusal, result: { ...refusal.result, reason: 'edited after signing' } },
+  ];
+  const judged = judgeRollout(entriesOf([plan], { evidence: forged }), plan, chain, t0 + 60 * minute);
+  assert.is(judged.state, 'running');
+  assert.is(judged.waves[0]!.gate.failures.length, 0);
+  assert.is(judged.rejectedEvidence.length, 5);
+});
+
 test('the derived intent binds rollout, plan, host, closure and generation; its digest is what results name', () => {
   const placed = placeHosts(plan.plan).get('h3')!;
   const derived = deriveRolloutIntent(plan, digest, placed);
