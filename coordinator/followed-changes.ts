@@ -1,0 +1,103 @@
+import type { Logger } from '../shared/log.js';
+import type { UpdateLog } from './update-log.js';
+
+// For followers of a shared log that act on *which* documents another coordinator changed, not on
+// the entries themselves: the relay change feed (relay-sessions.ts) and the rollout driver
+// (rollouts.ts). A shared log's delivery can lose entries and says so through `missed`
+// (backends/nats-log.ts, after a reconnect or a follower restart); a document whose entries were
+// lost must still reach `changed`, or nobody acts on it until its next entry.
+//
+// Each document's highest entry number seen is kept: from the log's heads read when following
+// starts, then from every followed entry. After `missed` the log's heads are read again and every
+// document whose head is past what was seen goes to `changed`, as its entries would have.
+// - The log never delivers this coordinator's own appends, so a document written here since the
+//   last comparison goes to `changed` too: one extra look at it, only after a reconnect.
+// - A followed entry numbered past the next one expected names its document, which is all these
+//   followers need; it is no sign of other losses either (own appends leave the same gaps).
+// - A log with one writer (LevelDB) delivers nothing and never calls `missed`.
+// - One number per document of the fleet, like the change feed's own table.
+export interface FollowedChanges {
+  // One comparison with the log's heads, as after `missed` (a running one is followed by another).
+  catchUp(): Promise<void>;
+  stop(): void;
+}
+
+export function followDocumentChanges(
+  log: Pick<UpdateLog, 'follow' | 'heads'>,
+  changed: (document: string) => void,
+  logger: Logger,
+  follower: string,
+): FollowedChanges {
+  const seen = new Map<string, number>();
+  const note = (document: string, seq: number): void => {
+    if (seq > (seen.get(document) ?? 0)) seen.set(document, seq);
+  };
+  let stopped = false;
+  const stopFollowing = log.follow(
+    (entry) => {
+      note(entry.document, entry.seq);
+      changed(entry.document);
+    },
+    () => void catchUp(),
+  );
+  // Read after following started: an entry stored in between is both delivered and in a head.
+  const baseline = log.heads().then(
+    (heads) => {
+      for (const head of heads) note(head.document, head.seq);
+    },
+    (error: Error) =>
+      // Without it, the first comparison hands over every document not followed since (correct,
+      // and costly once).
+      logger.warn(
+        { event: 'follow-baseline-failed', follower, err: error },
+        'cannot read the log heads to compare with after a reconnect',
+      ),
+  );
+
+  async function compare(): Promise<void> {
+    await baseline;
+    const heads = await log.heads();
+    let behind = 0;
+    for (const head of heads) {
+      if (stopped) return;
+      if (head.seq <= (seen.get(head.document) ?? 0)) continue;
+      seen.set(head.document, head.seq);
+      behind += 1;
+      changed(head.document);
+    }
+    logger.info(
+      { event: 'follow-caught-up', follower, documents: heads.length, behind },
+      'documents compared with the log after the delivery may have lost entries',
+    );
+  }
+
+  let running: Promise<void> | null = null;
+  let again = false;
+  function catchUp(): Promise<void> {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await compare().catch((error: Error) =>
+          logger.error(
+            { event: 'follow-catch-up-failed', follower, err: error },
+            'cannot compare the documents followed with the log; the next reconnect tries again',
+          ),
+        );
+      } while (again && !stopped);
+      running = null;
+    })();
+    return running;
+  }
+
+  return {
+    catchUp,
+    stop() {
+      stopped = true;
+      stopFollowing();
+    },
+  };
+}
