@@ -16,8 +16,11 @@ import type { UpdateLog } from './update-log.js';
 //   followers need; it is no sign of other losses either (own appends leave the same gaps).
 // - A log with one writer (LevelDB) delivers nothing and never calls `missed`.
 // - One number per document of the fleet, like the change feed's own table.
+const CATCH_UP_RETRY_MS = 5000;
+
 export interface FollowedChanges {
-  // One comparison with the log's heads, as after `missed` (a running one is followed by another).
+  // One comparison with the log's heads, as after `missed` (a running one is followed by another);
+  // resolves when it is done, failed or not.
   catchUp(): Promise<void>;
   stop(): void;
 }
@@ -27,6 +30,7 @@ export function followDocumentChanges(
   changed: (document: string) => void,
   logger: Logger,
   follower: string,
+  retryMs = CATCH_UP_RETRY_MS,
 ): FollowedChanges {
   const seen = new Map<string, number>();
   const note = (document: string, seq: number): void => {
@@ -73,6 +77,10 @@ export function followDocumentChanges(
 
   let running: Promise<void> | null = null;
   let again = false;
+  // Failed comparisons in a row: the first is logged, and each is retried (the cluster that could
+  // not answer may send no further `missed` once it is back).
+  let failures = 0;
+  let retryTimer: ReturnType<typeof setTimeout> | null = null;
   function catchUp(): Promise<void> {
     if (running) {
       again = true;
@@ -81,22 +89,33 @@ export function followDocumentChanges(
     running = (async () => {
       do {
         again = false;
-        await compare().catch((error: Error) =>
-          logger.error(
-            { event: 'follow-catch-up-failed', follower, err: error },
-            'cannot compare the documents followed with the log; the next reconnect tries again',
-          ),
-        );
+        try {
+          await compare();
+          failures = 0;
+        } catch (error) {
+          failures += 1;
+          if (failures === 1)
+            logger.warn(
+              { event: 'follow-catch-up-failed', follower, err: error },
+              `cannot compare the documents followed with the log; retrying every ${retryMs / 1000} s`,
+            );
+          if (!stopped) retryTimer ??= setTimeout(retry, retryMs);
+        }
       } while (again && !stopped);
       running = null;
     })();
     return running;
+  }
+  function retry(): void {
+    retryTimer = null;
+    if (!stopped) void catchUp();
   }
 
   return {
     catchUp,
     stop() {
       stopped = true;
+      if (retryTimer) clearTimeout(retryTimer);
       stopFollowing();
     },
   };

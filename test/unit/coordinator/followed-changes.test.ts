@@ -4,6 +4,7 @@ import { followDocumentChanges } from '../../../coordinator/followed-changes.js'
 import type { LogEntry, UpdateLog } from '../../../coordinator/update-log.js';
 import type { LogHead } from '../../../shared/audit/log-chain.js';
 import { silentLogger } from '../../../shared/log.js';
+import { sleep } from '../../../shared/time/sleep.js';
 
 // The catch-up for followers that act on which documents changed, with a stand-in shared log:
 // what it delivers, what it loses, and when it says it may have lost something.
@@ -89,7 +90,7 @@ test('documents that changed before following started are not named; a failed ba
   blind.stop();
 });
 
-test('a loss reported during a comparison runs one more; a comparison that fails is logged, not thrown', async () => {
+test('a loss reported during a comparison runs one more', async () => {
   const log = fakeSharedLog({ 'fleet/policy': 1 });
   const changed: string[] = [];
   const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test');
@@ -102,12 +103,34 @@ test('a loss reported during a comparison runs one more; a comparison that fails
   await first;
   assert.is(log.headReads - reads, 2, 'one comparison, then one more for the losses reported meanwhile');
   assert.equal(changed, ['fleet/policy']);
+  feed.stop();
+  log.store('fleet/policy');
+  assert.equal(changed, ['fleet/policy'], 'stopped: nothing more delivered');
+});
+
+test('a comparison the log cannot answer is retried until one succeeds, and not after stop', async () => {
+  const log = fakeSharedLog({ 'fleet/policy': 1 });
+  const changed: string[] = [];
+  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test', 20);
+  await settle();
+  log.failHeads = true;
+  log.store('fleet/policy', { lost: true });
+  await feed.catchUp();
+  assert.equal(changed, [], 'no quorum: nothing compared yet');
+  await sleep(50);
+  assert.ok(log.headReads >= 3, `retried while it fails (${log.headReads} reads)`);
+  log.failHeads = false;
+  await sleep(50);
+  assert.equal(changed, ['fleet/policy'], 'the retry that succeeds hands the document over');
+  const reads = log.headReads;
+  await sleep(50);
+  assert.is(log.headReads, reads, 'no retry after a comparison succeeded');
+
   log.failHeads = true;
   await feed.catchUp();
   feed.stop();
-  log.failHeads = false;
-  log.store('fleet/policy');
-  assert.equal(changed, ['fleet/policy'], 'stopped: nothing more delivered');
+  await sleep(50);
+  assert.is(log.headReads, reads + 1, 'stopped: no retry');
 });
 
 test.run();
