@@ -15,23 +15,56 @@ import type { UpdateLog } from './update-log.js';
 // - A followed entry numbered past the next one expected names its document, which is all these
 //   followers need; it is no sign of other losses either (own appends leave the same gaps).
 // - A log with one writer (LevelDB) delivers nothing and never calls `missed`.
-// - One number per document of the fleet, like the change feed's own table.
+// - One number per document of the fleet, like the change feed's own table. Followers of one log
+//   share it, its reads of the heads and its comparisons.
 const CATCH_UP_RETRY_MS = 5000;
 
 export interface FollowedChanges {
   // One comparison with the log's heads, as after `missed` (a running one is followed by another);
   // resolves when it is done, failed or not.
   catchUp(): Promise<void>;
+  // This follower's; the log is followed until its last follower stops.
   stop(): void;
 }
+
+interface ChangeFeed {
+  followers: Set<{ changed: (document: string) => void }>;
+  catchUp(): Promise<void>;
+  stop(): void;
+}
+
+const feeds = new WeakMap<Pick<UpdateLog, 'follow' | 'heads'>, ChangeFeed>();
 
 export function followDocumentChanges(
   log: Pick<UpdateLog, 'follow' | 'heads'>,
   changed: (document: string) => void,
   logger: Logger,
-  follower: string,
   retryMs = CATCH_UP_RETRY_MS,
 ): FollowedChanges {
+  let feed = feeds.get(log);
+  if (!feed) {
+    feed = openChangeFeed(log, logger, retryMs);
+    feeds.set(log, feed);
+  }
+  const follower = { changed };
+  feed.followers.add(follower);
+  const ours = feed;
+  return {
+    catchUp: ours.catchUp,
+    stop() {
+      ours.followers.delete(follower);
+      if (ours.followers.size > 0 || feeds.get(log) !== ours) return;
+      feeds.delete(log);
+      ours.stop();
+    },
+  };
+}
+
+function openChangeFeed(log: Pick<UpdateLog, 'follow' | 'heads'>, logger: Logger, retryMs: number): ChangeFeed {
+  const followers: ChangeFeed['followers'] = new Set();
+  const changed = (document: string): void => {
+    for (const follower of followers) follower.changed(document);
+  };
   const seen = new Map<string, number>();
   const note = (document: string, seq: number): void => {
     if (seq > (seen.get(document) ?? 0)) seen.set(document, seq);
@@ -52,10 +85,7 @@ export function followDocumentChanges(
     (error: Error) =>
       // Without it, the first comparison hands over every document not followed since (correct,
       // and costly once).
-      logger.warn(
-        { event: 'follow-baseline-failed', follower, err: error },
-        'cannot read the log heads to compare with after a reconnect',
-      ),
+      logger.warn({ event: 'follow-baseline-failed', err: error }, 'cannot read the log heads to compare with later'),
   );
 
   async function compare(): Promise<void> {
@@ -70,7 +100,7 @@ export function followDocumentChanges(
       changed(head.document);
     }
     logger.info(
-      { event: 'follow-caught-up', follower, documents: heads.length, behind },
+      { event: 'follow-caught-up', followers: followers.size, documents: heads.length, behind },
       'documents compared with the log after the delivery may have lost entries',
     );
   }
@@ -96,7 +126,7 @@ export function followDocumentChanges(
           failures += 1;
           if (failures === 1)
             logger.warn(
-              { event: 'follow-catch-up-failed', follower, err: error },
+              { event: 'follow-catch-up-failed', err: error },
               `cannot compare the documents followed with the log; retrying every ${retryMs / 1000} s`,
             );
           if (!stopped) retryTimer ??= setTimeout(retry, retryMs);
@@ -112,6 +142,7 @@ export function followDocumentChanges(
   }
 
   return {
+    followers,
     catchUp,
     stop() {
       stopped = true;

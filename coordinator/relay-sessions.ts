@@ -118,7 +118,7 @@ export function createMuxServer(
   // documents loaded here; relays keep their sites' copies from this feed, so it follows the log
   // itself too (a loaded document is then noted twice, which the 20 ms batching absorbs), and
   // after the log's delivery may have lost entries it notes the documents that moved meanwhile.
-  followDocumentChanges(log, noteChanged, logger, 'relay-change-feed');
+  followDocumentChanges(log, noteChanged, logger);
 
   return {
     sessions: () => sessions.size,

@@ -632,7 +632,6 @@ export async function startRolloutService(options: {
       );
     },
     logger,
-    'rollouts',
   );
 
   await renewLease();

@@ -55,7 +55,7 @@ const settle = () => new Promise((resolve) => setImmediate(resolve));
 test('followed entries name their documents; after a loss the documents behind the log are named once', async () => {
   const log = fakeSharedLog({ 'hosts/a/status': 3, 'hosts/b/status': 1 });
   const changed: string[] = [];
-  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test');
+  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger);
   await settle();
   log.store('hosts/a/status');
   assert.equal(changed, ['hosts/a/status'], 'a delivered entry');
@@ -74,7 +74,7 @@ test('followed entries name their documents; after a loss the documents behind t
 test('documents that changed before following started are not named; a failed baseline names every document', async () => {
   const log = fakeSharedLog({ 'hosts/a/status': 5 });
   const changed: string[] = [];
-  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test');
+  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger);
   await feed.catchUp();
   assert.equal(changed, [], 'the baseline is the log as it was');
   feed.stop();
@@ -82,7 +82,7 @@ test('documents that changed before following started are not named; a failed ba
   const failing = fakeSharedLog({ 'hosts/a/status': 5 });
   failing.failHeads = true;
   const named: string[] = [];
-  const blind = followDocumentChanges(failing, (document) => named.push(document), silentLogger, 'test');
+  const blind = followDocumentChanges(failing, (document) => named.push(document), silentLogger);
   await settle();
   failing.failHeads = false;
   await blind.catchUp();
@@ -93,7 +93,7 @@ test('documents that changed before following started are not named; a failed ba
 test('a loss reported during a comparison runs one more', async () => {
   const log = fakeSharedLog({ 'fleet/policy': 1 });
   const changed: string[] = [];
-  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test');
+  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger);
   await settle();
   const reads = log.headReads;
   const first = feed.catchUp();
@@ -111,7 +111,7 @@ test('a loss reported during a comparison runs one more', async () => {
 test('a comparison the log cannot answer is retried until one succeeds, and not after stop', async () => {
   const log = fakeSharedLog({ 'fleet/policy': 1 });
   const changed: string[] = [];
-  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 'test', 20);
+  const feed = followDocumentChanges(log, (document) => changed.push(document), silentLogger, 20);
   await settle();
   log.failHeads = true;
   log.store('fleet/policy', { lost: true });
@@ -131,6 +131,31 @@ test('a comparison the log cannot answer is retried until one succeeds, and not 
   feed.stop();
   await sleep(50);
   assert.is(log.headReads, reads + 1, 'stopped: no retry');
+});
+
+test('followers of one log share its heads reads; each is handed every change until it stops', async () => {
+  const log = fakeSharedLog({ 'hosts/a/status': 1 });
+  const relays: string[] = [];
+  const rollouts: string[] = [];
+  const relayFeed = followDocumentChanges(log, (document) => relays.push(document), silentLogger);
+  const rolloutFeed = followDocumentChanges(log, (document) => rollouts.push(document), silentLogger);
+  await settle();
+  assert.is(log.headReads, 1, 'one baseline for both');
+  log.store('hosts/a/status', { lost: true });
+  log.missed();
+  await sleep(10);
+  assert.is(log.headReads, 2, 'one comparison for both');
+  assert.equal(relays, ['hosts/a/status']);
+  assert.equal(rollouts, ['hosts/a/status']);
+  relayFeed.stop();
+  log.store('hosts/a/status');
+  assert.equal(relays, ['hosts/a/status'], 'stopped');
+  assert.equal(rollouts, ['hosts/a/status', 'hosts/a/status'], 'the other still follows');
+  rolloutFeed.stop();
+  const again = followDocumentChanges(log, () => undefined, silentLogger);
+  await settle();
+  assert.is(log.headReads, 3, 'after the last follower stopped, a new one follows the log afresh');
+  again.stop();
 });
 
 test.run();
