@@ -14,7 +14,8 @@ import type { UpdateLog } from './update-log.js';
 //   last comparison goes to `changed` too: one extra look at it, only after a reconnect.
 // - A followed entry numbered past the next one expected names its document, which is all these
 //   followers need; it is no sign of other losses either (own appends leave the same gaps).
-// - A log with one writer (LevelDB) delivers nothing and never calls `missed`.
+// - A log with one writer (LevelDB) delivers nothing and never calls `missed`: there this costs the
+//   heads read at start and the table it fills, and does nothing more.
 // - One number per document of the fleet, like the change feed's own table. Followers of one log
 //   share it, its reads of the heads and its comparisons.
 const CATCH_UP_RETRY_MS = 5000;
