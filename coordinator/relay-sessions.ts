@@ -16,6 +16,7 @@ import {
   type MuxFrame,
 } from '../shared/sync/mux-frames.js';
 import { serveConnection } from './connection.js';
+import { followDocumentChanges } from './followed-changes.js';
 import type { DocumentHost } from './hosted-documents.js';
 import { LIMIT_FLAGS, type Refusals, type ResourceLimits, ThrottledWarn, type WriteLimits } from './limits.js';
 import type { PresenceTable } from './presence.js';
@@ -115,8 +116,9 @@ export function createMuxServer(
   host.observe({ accepted: (document) => noteChanged(document.name) });
   // On a shared log (NATS) another coordinator's writes reach the host's observers only for
   // documents loaded here; relays keep their sites' copies from this feed, so it follows the log
-  // itself too (a loaded document is then noted twice, which the 20 ms batching absorbs).
-  log.follow((entry) => noteChanged(entry.document));
+  // itself too (a loaded document is then noted twice, which the 20 ms batching absorbs), and
+  // after the log's delivery may have lost entries it notes the documents that moved meanwhile.
+  followDocumentChanges(log, noteChanged, logger);
 
   return {
     sessions: () => sessions.size,

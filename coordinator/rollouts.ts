@@ -37,6 +37,7 @@ import { intentDigest } from '../shared/trust/verify-intent.js';
 import { highestGeneration } from '../shared/views/intent-draft.js';
 import { type SourceLimiter, sourceOf } from './enrollment-limits.js';
 import { decideFleetWrite } from './fleet-writes.js';
+import { followDocumentChanges } from './followed-changes.js';
 import { type DocumentHost, type HostedDocument, withPinned } from './hosted-documents.js';
 import { respondJson } from './http-guard.js';
 import type { TrustState } from './trust-state.js';
@@ -118,8 +119,9 @@ export async function startRolloutService(options: {
   host: DocumentHost;
   trust: TrustState;
   listDocuments: () => Promise<string[]>;
-  // The update log's lease and its feed of other coordinators' entries (coordinator/update-log.ts).
-  log: Pick<UpdateLog, 'claim' | 'follow'>;
+  // The update log's lease, its feed of other coordinators' entries and its heads, to compare with
+  // when the feed may have lost some (coordinator/update-log.ts, followed-changes.ts).
+  log: Pick<UpdateLog, 'claim' | 'follow' | 'heads'>;
   // Fleet POSTs are rate limited per source before anything is checked (fleet-api.ts).
   limiter: SourceLimiter;
   logger: Logger;
@@ -605,28 +607,32 @@ export async function startRolloutService(options: {
     followedStatusHosts.clear();
     await readStatuses(hosts);
   }
-  const stopFollowing = options.log.follow((entry) => {
-    if (closed) return;
-    if (rolloutIdOfDoc(entry.document) !== null) {
-      void adopt(entry.document).catch((error: Error) =>
-        logger.error(
-          { event: 'rollout-adopt-failed', document: entry.document, err: error },
-          'cannot follow a rollout',
-        ),
+  // After the log's delivery may have lost entries, the documents that moved meanwhile come here
+  // too (coordinator/followed-changes.ts): a rollout submitted or a result reported through another
+  // coordinator is then still followed or read, not left until its document's next entry.
+  const followed = followDocumentChanges(
+    options.log,
+    (document) => {
+      if (closed) return;
+      if (rolloutIdOfDoc(document) !== null) {
+        void adopt(document).catch((error: Error) =>
+          logger.error({ event: 'rollout-adopt-failed', document, err: error }, 'cannot follow a rollout'),
+        );
+        return;
+      }
+      const parsed = parseDocName(document);
+      if (!leading || parsed?.role !== 'status' || !byHost.has(parsed.host)) return;
+      followedStatusHosts.add(parsed.host);
+      statusTimer ??= setTimeout(
+        () =>
+          void readFollowedStatuses().catch((error: Error) =>
+            logger.error({ event: 'rollout-status-read-failed', err: error }, 'cannot read followed status documents'),
+          ),
+        FOLLOWED_STATUS_BATCH_MS,
       );
-      return;
-    }
-    const parsed = parseDocName(entry.document);
-    if (!leading || parsed?.role !== 'status' || !byHost.has(parsed.host)) return;
-    followedStatusHosts.add(parsed.host);
-    statusTimer ??= setTimeout(
-      () =>
-        void readFollowedStatuses().catch((error: Error) =>
-          logger.error({ event: 'rollout-status-read-failed', err: error }, 'cannot read followed status documents'),
-        ),
-      FOLLOWED_STATUS_BATCH_MS,
-    );
-  });
+    },
+    logger,
+  );
 
   await renewLease();
   leaseTimer = setInterval(() => void renewLease(), LEASE_RENEW_MS);
@@ -680,7 +686,7 @@ export async function startRolloutService(options: {
     }),
     close() {
       closed = true;
-      stopFollowing();
+      followed.stop();
       for (const timer of [leaseTimer, statusTimer]) if (timer) clearTimeout(timer);
       for (const rollout of active.values()) {
         for (const timer of [rollout.flushTimer, rollout.soakTimer]) if (timer) clearTimeout(timer);

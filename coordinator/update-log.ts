@@ -112,7 +112,8 @@ export interface UpdateLog {
   // order, each once; never this log's own appends. A log with one writer has none to deliver.
   // Returns the function that stops the delivery. `missed` is called when the delivery may have
   // lost entries (a shared log's connection dropped and came back): whoever keeps state from it
-  // should compare that with the log.
+  // should compare that with the log (the document host does per loaded document; followers
+  // that act per document use coordinator/followed-changes.ts).
   follow(deliver: (entry: LogEntry) => void, missed?: () => void): () => void;
   // Where the log is, for log lines and errors (a directory, NATS servers and stream).
   describe(): string;

@@ -1,3 +1,4 @@
+import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { type DaemonProcess, startDaemon, waitFor } from '../harness/processes.js';
 
 // A real `outpost relay` process on a free port (or a given one, to restart it in place), with
@@ -46,4 +47,53 @@ export async function startRelayProcess(
   );
   const { url, port } = JSON.parse(line) as { url: string; port: number };
   return Object.assign(daemon, { url, port });
+}
+
+export interface RelayUplink {
+  // Bytes the relay received from its upstream so far.
+  bytes: number;
+  // Documents queued for a pass with the upstream or in one.
+  waiting: number;
+}
+
+export async function relayUplink(relayUrl: string): Promise<RelayUplink> {
+  const text = await (await fetch(`${httpBaseFromWs(relayUrl)}/metrics`)).text();
+  const value = (pattern: RegExp): number => Number(text.match(pattern)?.[1] ?? Number.NaN);
+  return {
+    bytes: value(/^outpost_relay_uplink_bytes_total\{direction="in",role="relay"\} (\d+)/m),
+    waiting:
+      value(/^outpost_relay_documents\{state="queued",role="relay"\} (\d+)/m) +
+      value(/^outpost_relay_documents\{state="passing",role="relay"\} (\d+)/m),
+  };
+}
+
+// Until the relay has nothing waiting and received nothing over half a second (and, with
+// `fetched`, something before that): its catch-up with the upstream is done.
+export async function waitForQuietRelay(relayUrl: string, what: string, fetched = false): Promise<RelayUplink> {
+  let before = await relayUplink(relayUrl);
+  await waitFor(
+    what,
+    async () => {
+      const now = await relayUplink(relayUrl);
+      const quiet = now.waiting === 0 && now.bytes === before.bytes && (!fetched || now.bytes > 0);
+      before = now;
+      return quiet;
+    },
+    30_000,
+    500,
+  );
+  return before;
+}
+
+// Until the relay received more than `before` from its upstream and has nothing waiting.
+export async function waitForRelayFetch(relayUrl: string, before: RelayUplink, what: string): Promise<void> {
+  await waitFor(
+    what,
+    async () => {
+      const now = await relayUplink(relayUrl);
+      return now.bytes > before.bytes && now.waiting === 0;
+    },
+    20_000,
+    200,
+  );
 }

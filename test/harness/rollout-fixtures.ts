@@ -1,4 +1,6 @@
 import { createPrivateKey, sign as ed25519Sign, type KeyObject } from 'node:crypto';
+import * as assert from 'uvu/assert';
+import { signEnrollment } from '../../admin/enroll-entries.js';
 import { canonicalBytes } from '../../shared/crypto/canonical.js';
 import { toBase64 } from '../../shared/crypto/encoding.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
@@ -13,6 +15,7 @@ import {
   type SignedPlan,
 } from '../../shared/rollout/schemas.js';
 import type { Result, SignedResult } from '../../shared/schemas/report.js';
+import { basePolicy, postJson, pushPolicy, signPolicy, type TestOrg } from './policy-fixtures.js';
 
 // Plans, host keys and host-signed results for rollout tests: real keys, real signatures.
 
@@ -142,4 +145,32 @@ export function entriesOf(
     evidence: extra.evidence ?? [],
     malformed: [],
   };
+}
+
+// A coordinator with --org-root given the base policy and both hosts enrolled (through `url`), and
+// a plan of one wave per host signed by alice, created a minute ago; the caller submits it.
+export async function twoWaveRollout(
+  url: string,
+  org: TestOrg,
+  [first, second]: [FixtureHost, FixtureHost],
+  id: string,
+): Promise<SignedPlan> {
+  const pushed = await pushPolicy(url, signPolicy(basePolicy(org), org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  for (const host of [first, second]) {
+    const approved = await postJson(
+      url,
+      '/api/enroll/approve',
+      signEnrollment(org.alice, { host: host.host, hostKey: host.key.publicKey, policyVersion: 1 }, new Date()),
+    );
+    assert.is(approved.status, 200, approved.body.error);
+  }
+  return makePlan(org.alice, {
+    id,
+    createdAt: Date.now() - 60_000,
+    waves: [
+      { name: 'first', hosts: [first] },
+      { name: 'second', hosts: [second] },
+    ],
+  });
 }

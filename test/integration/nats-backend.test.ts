@@ -5,7 +5,7 @@ import { connectDocument, type DocumentConnection, waitForSync } from '../../sha
 import type { ConnectionRetry } from '../../shared/sync/connect.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import { sleep } from '../../shared/time/sleep.js';
-import { startRelayProcess } from '../bench/relay-fixtures.js';
+import { startRelayProcess, waitForQuietRelay, waitForRelayFetch } from '../bench/relay-fixtures.js';
 import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 
@@ -89,41 +89,12 @@ test('a relay on coordinator B hears a write through A to a document B never loa
   const c2 = await startOnCluster('feed-b');
   const relay = await startRelayProcess(join(dir, 'relay'), join(dir, 'relay.log'), [c2.url]);
   try {
-    const uplinkBytesIn = async (): Promise<{ bytes: number; waiting: number }> => {
-      const text = await (await fetch(`${httpBaseFromWs(relay.url)}/metrics`)).text();
-      const value = (pattern: RegExp): number => Number(text.match(pattern)?.[1] ?? Number.NaN);
-      return {
-        bytes: value(/^outpost_relay_uplink_bytes_total\{direction="in",role="relay"\} (\d+)/m),
-        waiting:
-          value(/^outpost_relay_documents\{state="queued",role="relay"\} (\d+)/m) +
-          value(/^outpost_relay_documents\{state="passing",role="relay"\} (\d+)/m),
-      };
-    };
     // The relay's first catch-up (everything in the stream) done and quiet.
-    let before = await uplinkBytesIn();
-    await waitFor(
-      'the relay to catch up',
-      async () => {
-        const now = await uplinkBytesIn();
-        const quiet = now.waiting === 0 && now.bytes === before.bytes && now.bytes > 0;
-        before = now;
-        return quiet;
-      },
-      30_000,
-      500,
-    );
+    const before = await waitForQuietRelay(relay.url, 'the relay to catch up', true);
     const writer = connect(c1.url, 'hosts/h9/desired');
     await waitForSync(writer, 10_000);
     writer.doc.getArray('log').push(['via-a-for-the-site']);
-    await waitFor(
-      'the relay to fetch the write through A',
-      async () => {
-        const now = await uplinkBytesIn();
-        return now.bytes > before.bytes && now.waiting === 0;
-      },
-      20_000,
-      200,
-    );
+    await waitForRelayFetch(relay.url, before, 'the relay to fetch the write through A');
     await c2.stop('SIGKILL');
     const reader = connect(relay.url, 'hosts/h9/desired');
     await waitFor(

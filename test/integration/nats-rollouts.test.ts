@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signEnrollment } from '../../admin/enroll-entries.js';
 import type { SigningKey } from '../../shared/crypto/keys.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
@@ -10,9 +9,9 @@ import { connectDocument, type DocumentConnection, waitForSync } from '../../sha
 import { installNodeEd25519 } from '../../shared/node/ed25519.js';
 import { logEvents } from '../harness/lifecycle-fleet.js';
 import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import { makeTestOrg, postJson } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
-import { fixtureHosts, hostResult, makePlan } from '../harness/rollout-fixtures.js';
+import { fixtureHosts, hostResult, twoWaveRollout } from '../harness/rollout-fixtures.js';
 
 // Rollouts on two coordinators sharing a NATS JetStream log (docs/scale-out.md): one holds the
 // rollout lease and alone judges gates and delivers waves, whichever coordinator an admin
@@ -54,24 +53,7 @@ test('one coordinator delivers a rollout submitted to the other; when it is SIGK
   const a = await startOnCluster('a');
   await waitFor('A to take the rollout lease', () => logEvents(a, 'rollout-lease-taken')[0], 20_000);
   const b = await startOnCluster('b');
-  const pushed = await pushPolicy(a.url, signPolicy(basePolicy(org), org.root));
-  assert.is(pushed.status, 200, pushed.body.error);
-  for (const host of [h1!, h2!]) {
-    const approved = await postJson(
-      a.url,
-      '/api/enroll/approve',
-      signEnrollment(org.alice, { host: host.host, hostKey: host.key.publicKey, policyVersion: 1 }, new Date()),
-    );
-    assert.is(approved.status, 200, approved.body.error);
-  }
-  const plan = makePlan(org.alice, {
-    id: 'ha',
-    createdAt: Date.now() - 60_000,
-    waves: [
-      { name: 'first', hosts: [h1!] },
-      { name: 'second', hosts: [h2!] },
-    ],
-  });
+  const plan = await twoWaveRollout(a.url, org, [h1!, h2!], 'ha');
   // Submitted to B, which is not the lease holder (B learns the policy and enrollments from the
   // stream: it may refuse until then).
   await waitFor(
