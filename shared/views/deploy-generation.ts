@@ -119,6 +119,6 @@ export function chooseDeployGeneration(request: GenerationRequest): GenerationCh
 export function overRolloutWarning(host: string, generation: number, over: readonly PendingPlacement[]): string[] {
   return over.map(
     (p) =>
-      `deploying over rollout ${p.rollout}: ${host} will not install the generation ${p.generation} its ${placementText(p)} names, below the ${generation} deployed now, so that wave's gate cannot count ${host} as a success and the rollout may halt or not complete; abort it ('outpost rollout abort ${p.rollout}') if it should not go on`,
+      `deploying over rollout ${p.rollout}: ${host} will not install the generation ${p.generation} its ${placementText(p)} names, below the ${generation} deployed now: it answers that placement with a signed refusal, which the wave's gate counts as a failure (the rollout halts unless its failure budget allows one more); abort it ('outpost rollout abort ${p.rollout}') if it should not go on`,
   );
 }

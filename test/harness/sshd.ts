@@ -39,40 +39,50 @@ export async function startSshd(dir: string, options: { authorizedKeysFile?: str
   writeFileSync(authorized, readFileSync(`${userKey}.pub`), { mode: 0o600 });
   // Privilege separation needs its empty directory (the Debian package makes it at boot).
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-  const port = await freePort();
   const config = join(dir, 'sshd_config');
-  writeFileSync(
-    config,
-    [
-      'ListenAddress 127.0.0.1',
-      `Port ${port}`,
-      `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${options.authorizedKeysFile ?? authorized}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'PermitRootLogin prohibit-password',
-      'StrictModes no',
-      'UsePAM no',
-      'LogLevel VERBOSE',
-      // scp speaks SFTP since OpenSSH 9.
-      'Subsystem sftp /usr/lib/openssh/sftp-server',
-      '',
-    ].join('\n'),
-  );
-  const child: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let text = '';
-  child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
-  await waitFor('sshd to listen', () => text.includes('Server listening'), 10_000);
+  const writeConfig = (port: number) =>
+    writeFileSync(
+      config,
+      [
+        'ListenAddress 127.0.0.1',
+        `Port ${port}`,
+        `HostKey ${hostKey}`,
+        `AuthorizedKeysFile ${options.authorizedKeysFile ?? authorized}`,
+        `PidFile ${join(dir, 'sshd.pid')}`,
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'PermitRootLogin prohibit-password',
+        'StrictModes no',
+        'UsePAM no',
+        'LogLevel VERBOSE',
+        // scp speaks SFTP since OpenSSH 9.
+        'Subsystem sftp /usr/lib/openssh/sftp-server',
+        '',
+      ].join('\n'),
+    );
+  // The port is picked free and released before sshd binds it, so another test's listener may take
+  // it meanwhile: sshd then exits at once, and the start is tried again on another port.
+  const launch = async (): Promise<{ port: number; child: ChildProcess; logs: () => string }> => {
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      writeConfig(port);
+      const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let text = '';
+      child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+      const listening = () => text.includes('Server listening') && child.exitCode === null;
+      await waitFor('sshd to listen or exit', () => listening() || child.exitCode !== null, 10_000);
+      if (listening()) return { port, child, logs: () => text };
+      if (attempt === 3) throw new Error(`sshd did not start on 127.0.0.1:${port} (the third port tried):\n${text}`);
+    }
+  };
+  const { port, child, logs } = await launch();
   const publicHostKey = readFileSync(`${hostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
   return {
     port,
     dir,
     userKey,
     knownHostsLine: (host) => `${host} ${publicHostKey}`,
-    logs: () => text,
+    logs,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
