@@ -37,6 +37,7 @@ interface PendingVerification {
   host: string;
   signed: SignedIntent;
   receivedNs: bigint;
+  handlingNs: bigint;
   decodedNs: bigint;
 }
 
@@ -135,6 +136,7 @@ function drain(): void {
     ok: verdict.ok,
     reason: verdict.ok ? null : verdict.reason,
     receivedNs: item.receivedNs,
+    handlingNs: item.handlingNs,
     decodedNs: item.decodedNs,
     verifyStartNs,
     verifiedNs,
@@ -144,20 +146,21 @@ function drain(): void {
   setImmediate(drain);
 }
 
-function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint): void {
+function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint, handlingNs: bigint): void {
   const doc = simulated.desired.doc;
   if (intentsArray(doc).length <= simulated.seen) return;
   const { entries } = readIntentEntries(doc);
   const decodedNs = process.hrtime.bigint();
   for (const entry of entries) {
     if (entry.index < simulated.seen) continue;
-    queue.push({ host: simulated.host, signed: entry.signed, receivedNs, decodedNs });
+    queue.push({ host: simulated.host, signed: entry.signed, receivedNs, handlingNs, decodedNs });
     if (verification === 'deferred')
       report({
         type: 'delivered',
         host: simulated.host,
         generation: entry.signed.intent.generation,
         receivedNs,
+        handlingNs,
         decodedNs,
       });
   }
@@ -202,9 +205,10 @@ async function connectHost(
       serverUrl,
       name: desiredDocName(host),
       doc: new Y.Doc({ gc: documentGarbageCollects(desiredDocName(host)) }),
-      onRemoteApplied: (receivedNs) => {
-        if (simulated) onDesiredUpdate(simulated, receivedNs);
+      onRemoteApplied: (receivedNs, handlingNs) => {
+        if (simulated) onDesiredUpdate(simulated, receivedNs, handlingNs);
       },
+      deferHandling: true,
       onClosed: onClosed(desiredDocName(host)),
     });
     const statusClient = new LeanDocClient({

@@ -40,3 +40,8 @@ export function preSign(host: string, generation: number, key: SigningKey): PreS
     ),
   };
 }
+
+// The host a text names in a fakeStorePath (frame-trace.ts finds intents in frames by it).
+export function hostOfStorePath(text: string): string | null {
+  return /-nixos-system-(.+?)-24\.11/.exec(text)?.[1] ?? null;
+}

@@ -10,7 +10,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, setPriority, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -20,6 +20,7 @@ import { appendIntent } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { type PreSigned, preSign } from './bench-intents.js';
+import { serverResidency } from './frame-residency.js';
 import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
 import {
@@ -45,8 +46,10 @@ const OUTPOST_CLI = fileURLToPath(new URL('../../cli/outpost.js', import.meta.ur
 const STOCK_SERVER = fileURLToPath(new URL('./stock-server.js', import.meta.url));
 const AGENT_WORKER = fileURLToPath(new URL('./agent-worker.js', import.meta.url));
 const MEMORY_PROBE = fileURLToPath(new URL('./memory-probe.js', import.meta.url));
+const FRAME_TRACE = fileURLToPath(new URL('./frame-trace.js', import.meta.url));
 
 const TARGET_P99_MS = 50;
+const AGENTS_NICE = 10;
 const TARGET_BYTES_PER_HOST = 50_000;
 const TARGET_HOSTS = 1000;
 // File descriptors a server needs besides its 2 sockets per host: listening socket, stdio,
@@ -66,6 +69,8 @@ const USAGE = `Usage: npm run bench -- [options]
                          was delivered (then one agent process verifies for many hosts in a row)
   --connect-batch N      hosts connecting at once, over all workers (default 200)
   --hosts-per-worker N   simulated hosts per agent process (default 2500, at least 2 processes)
+  --agents-nice N        nice value of the agent processes (default 10; 0 = the servers' priority): a real
+                         fleet's agents run on their own machines, not on the server's cores
   --servers LIST         ours,stock (default both)
   --time-limit S         give up after S seconds (default 1500)
   --wait-quiet S         before each server, wait up to S seconds for other processes on the machine to
@@ -74,6 +79,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --heap-snapshot DIR    write a heap snapshot of each server into DIR once all hosts are connected
                          (after the memory reading; the snapshot itself takes seconds and memory)
   --cpu-prof DIR         CPU-profile each server process (written into DIR when it stops)
+  --trace-frames DIR     time each intent's frame into and out of each server (test/bench/frame-trace.ts,
+                         files in DIR) and print the time it spent inside the server
 
 Env OUTPOST_BENCH_SERVER_NODE_ARGS: extra node flags for the server processes (profiling), e.g.
   "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heapsnapshot-signal=SIGUSR2".`;
@@ -89,12 +96,14 @@ interface Options {
   inlineVerify: boolean;
   connectBatch: number;
   hostsPerWorker: number;
+  agentsNice: number;
   servers: ServerKind[];
   timeLimitS: number;
   waitQuietS: number;
   jsonOut: string | null;
   serverNodeArgs: string[];
   heapSnapshotDir: string | null;
+  traceFramesDir: string | null;
 }
 
 function positive(name: string, value: string | undefined, fallback: number): number {
@@ -116,12 +125,14 @@ function parseOptions(argv: string[]): Options | null {
       'inline-verify': { type: 'boolean' },
       'connect-batch': { type: 'string' },
       'hosts-per-worker': { type: 'string' },
+      'agents-nice': { type: 'string' },
       servers: { type: 'string' },
       'time-limit': { type: 'string' },
       'wait-quiet': { type: 'string' },
       'json-out': { type: 'string' },
       'heap-snapshot': { type: 'string' },
       'cpu-prof': { type: 'string' },
+      'trace-frames': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -155,6 +166,7 @@ function parseOptions(argv: string[]): Options | null {
     inlineVerify: values['inline-verify'] ?? false,
     connectBatch: Math.max(1, positive('connect-batch', values['connect-batch'], 200)),
     hostsPerWorker: Math.max(1, positive('hosts-per-worker', values['hosts-per-worker'], 2500)),
+    agentsNice: Math.min(19, positive('agents-nice', values['agents-nice'], AGENTS_NICE)),
     servers: servers as ServerKind[],
     timeLimitS: Math.max(10, positive('time-limit', values['time-limit'], 1500)),
     waitQuietS: positive('wait-quiet', values['wait-quiet'], 120),
@@ -165,7 +177,9 @@ function parseOptions(argv: string[]): Options | null {
         ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${resolve(values['heap-snapshot'])}`]
         : []),
       ...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(values['cpu-prof'])}`] : []),
+      ...(values['trace-frames'] ? ['--import', pathToFileURL(FRAME_TRACE).href] : []),
     ],
+    traceFramesDir: values['trace-frames'] ? resolve(values['trace-frames']) : null,
     heapSnapshotDir: values['heap-snapshot'] ? resolve(values['heap-snapshot']) : null,
   };
 }
@@ -230,7 +244,12 @@ interface ServerHandle {
   stop(): Promise<void>;
 }
 
-async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): Promise<ServerHandle> {
+async function startServer(
+  kind: ServerKind,
+  dir: string,
+  nodeArgs: string[],
+  traceFramesDir: string | null,
+): Promise<ServerHandle> {
   const args =
     kind === 'ours'
       ? [
@@ -247,6 +266,7 @@ async function startServer(kind: ServerKind, dir: string, nodeArgs: string[]): P
       : [STOCK_SERVER, '--listen', '127.0.0.1', '--port', '0'];
   const probeFile = join(dir, `${kind}-memory.jsonl`);
   const env: NodeJS.ProcessEnv = { ...process.env, OUTPOST_BENCH_MEMORY_PROBE: probeFile };
+  if (traceFramesDir) env.OUTPOST_BENCH_FRAME_TRACE = traceFramesDir;
   delete env.YPERSISTENCE;
   const child = track(
     spawn(process.execPath, ['--import', pathToFileURL(MEMORY_PROBE).href, ...nodeArgs, ...args], {
@@ -382,6 +402,10 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
       fork(AGENT_WORKER, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
     );
     workers.push(worker);
+    // The simulated fleet shares the server's two cores; real agents have their own. At the same
+    // priority, every wake-up of the server's threads (ours hands each log batch to LevelDB's
+    // thread and back; stock's path stays on its main thread) waited behind the agents' decoding.
+    if (options.agentsNice > 0 && worker.pid !== undefined) setPriority(worker.pid, options.agentsNice);
     worker.on('message', (report: WorkerReport) => {
       switch (report.type) {
         case 'progress':
@@ -477,8 +501,12 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
 
 interface Sample {
   host: string;
-  // Admin's local write → the agent process has the update decoded and the intents array parsed.
+  // What one host with its own CPU sees: admin's local write → the update reached the host's
+  // socket, plus that host's own decoding of it and parsing of the intents array.
   deliveryMs: number;
+  // Admin's local write → decoded and parsed, as timed in the agent process: also the decoding of
+  // every update that reached other simulated hosts of the process just before it.
+  deliveryInProcessMs: number;
   // verifyIntent in the agent process.
   verifyMs: number;
   // What one host with its own CPU sees: delivery + its own verification.
@@ -571,11 +599,12 @@ class Dispatcher {
           return;
         }
         const written = writtenNs[i]!;
-        const deliveryMs = nsToMs(report.decodedNs - written);
+        const deliveryMs = nsToMs(report.receivedNs - written + (report.decodedNs - report.handlingNs));
         const verifyMs = nsToMs(report.verifiedNs - report.verifyStartNs);
         samples.push({
           host: item.host,
           deliveryMs,
+          deliveryInProcessMs: nsToMs(report.decodedNs - written),
           verifyMs,
           dispatchMs: deliveryMs + verifyMs,
           observedMs: deferred ? null : nsToMs(report.verifiedNs - written),
@@ -597,6 +626,7 @@ interface PhaseResult {
   dispatch: Percentiles;
   observed: Percentiles;
   delivery: Percentiles;
+  deliveryInProcess: Percentiles;
   verify: Percentiles;
 }
 
@@ -618,6 +648,11 @@ interface ServerResult {
   marginalBytesPerHost: number;
   cpuSeconds: { connect: number; rollout: number; isolated: number };
   rollout: PhaseResult;
+  // --trace-frames: where the server's frame times are, and which of them each phase covers.
+  // (hrtime in ns, as decimal strings: the result is written as JSON).
+  frames: { file: string; rolloutNs: [string, string]; isolatedNs: [string, string] } | null;
+  // --trace-frames: each intent's time inside the server (read once the server has stopped).
+  inServer: { rollout: Percentiles | null; isolated: Percentiles | null } | null;
   isolated: PhaseResult;
   failures: string[];
   unexpectedCloses: number;
@@ -655,6 +690,7 @@ function phase(samples: Sample[], seconds: number): PhaseResult {
     dispatch: percentiles(samples.map((s) => s.dispatchMs)),
     observed: percentiles(samples.flatMap((s) => (s.observedMs === null ? [] : [s.observedMs]))),
     delivery: percentiles(samples.map((s) => s.deliveryMs)),
+    deliveryInProcess: percentiles(samples.map((s) => s.deliveryInProcessMs)),
     verify: percentiles(samples.map((s) => s.verifyMs)),
   };
 }
@@ -696,7 +732,7 @@ async function runServer(
   const dir = mkdtempSync(join(tmpdir(), `outpost-bench-${kind}-`));
   temporaryDirectories.add(dir);
   log(`${kind}: starting server (${DESCRIPTIONS[kind]})`);
-  const server = await startServer(kind, dir, options.serverNodeArgs);
+  const server = await startServer(kind, dir, options.serverNodeArgs, options.traceFramesDir);
   const dispatcher = new Dispatcher();
   const fleet = startFleet(hosts, options, adminKey, dispatcher.handlers);
   try {
@@ -757,6 +793,7 @@ async function runServer(
     fleet.command({ type: 'mode', verification: options.inlineVerify ? 'inline' : 'deferred' });
     await sleep(100);
     const rolloutStarted = Date.now();
+    const rolloutFromNs = process.hrtime.bigint();
     for (let i = 0; i < rollout.length; i += options.wave) {
       rolloutSamples.push(
         ...(await dispatcher.deploy(
@@ -772,6 +809,7 @@ async function runServer(
       await sleep(options.wavePauseMs);
     }
     const rolloutSeconds = (Date.now() - rolloutStarted) / 1000;
+    const rolloutToNs = process.hrtime.bigint();
     const cpu2 = cpuSeconds(server.pid);
 
     const isolatedSamples: Sample[] = [];
@@ -783,6 +821,7 @@ async function runServer(
       await sleep(20);
     }
     const isolatedSeconds = (Date.now() - isolatedStarted) / 1000;
+    const isolatedToNs = process.hrtime.bigint();
     const cpu3 = cpuSeconds(server.pid);
     const rssAfterDispatchKiB = rssKiB(server.pid);
     const wallSeconds = (Date.now() - wall0) / 1000;
@@ -813,6 +852,14 @@ async function runServer(
       cpuSeconds: { connect: cpuConnect, rollout: cpu2 - cpu1, isolated: cpu3 - cpu2 },
       rollout: phase(rolloutSamples, rolloutSeconds),
       isolated: phase(isolatedSamples, isolatedSeconds),
+      frames: options.traceFramesDir
+        ? {
+            file: join(options.traceFramesDir, `frames-${server.pid}.tsv`),
+            rolloutNs: [String(rolloutFromNs), String(rolloutToNs)],
+            isolatedNs: [String(rolloutToNs), String(isolatedToNs)],
+          }
+        : null,
+      inServer: null,
       failures: dispatcher.failures,
       unexpectedCloses: fleet.unexpectedCloses().length,
       otherCpu,
@@ -833,6 +880,8 @@ async function runServer(
 // Report.
 
 const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(1) : '–');
+// The stock server holds an update for ~0.05 ms: one decimal would print 0.0.
+const ms2 = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '–');
 const ratio = (a: number, b: number): string =>
   Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–';
 
@@ -879,7 +928,17 @@ async function main(): Promise<number> {
   );
 
   const results: ServerResult[] = [];
-  for (const kind of options.servers) results.push(await runServer(kind, options, hosts, rollout, isolated, adminKey));
+  for (const kind of options.servers) {
+    const result = await runServer(kind, options, hosts, rollout, isolated, adminKey);
+    // The server has stopped: its frame times are all written.
+    const { frames } = result;
+    if (frames)
+      result.inServer = {
+        rollout: serverResidency(frames.file, BigInt(frames.rolloutNs[0]), BigInt(frames.rolloutNs[1])),
+        isolated: serverResidency(frames.file, BigInt(frames.isolatedNs[0]), BigInt(frames.isolatedNs[1])),
+      };
+    results.push(result);
+  }
 
   const machine = {
     nproc: cpus().length,
@@ -900,7 +959,7 @@ async function main(): Promise<number> {
     `machine: ${machine.nproc} × ${machine.cpu}, ${machine.memoryGiB} GiB, node ${machine.node}; everything on 127.0.0.1`,
   );
   lines.push(
-    `rollout: ${options.rolloutHosts} intents in waves of ${options.wave} (${options.wavePauseMs} ms pause); isolated: ${options.isolated} intents one at a time`,
+    `rollout: ${options.rolloutHosts} intents in waves of ${options.wave} (${options.wavePauseMs} ms pause); isolated: ${options.isolated} intents one at a time; agent processes at nice ${options.agentsNice}`,
   );
   lines.push('');
   const header = ['', ...results.map((r) => r.server), ...(ours && stock ? ['ours/stock'] : [])];
@@ -910,12 +969,22 @@ async function main(): Promise<number> {
     ...(ours && stock ? [ratio(pick(ours), pick(stock))] : []),
   ];
   const kb = (v: number): string => (v / 1000).toFixed(1);
+  // --trace-frames: how long the phase's intents were inside each server.
+  const inServerRows = (phase: 'rollout' | 'isolated'): string[][] =>
+    options.traceFramesDir
+      ? [50, 99].map((p) =>
+          row(`  in the server p${p} (ms)`, (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN, ms2),
+        )
+      : [];
   const rows: string[][] = [
     header,
     row('rollout dispatch p50 (ms)', (r) => r.rollout.dispatch.p50, ms),
     row('rollout dispatch p99 (ms)', (r) => r.rollout.dispatch.p99, ms),
     row('  delivery p50 (ms)', (r) => r.rollout.delivery.p50, ms),
     row('  delivery p99 (ms)', (r) => r.rollout.delivery.p99, ms),
+    row('  delivery in one process p50 (ms)', (r) => r.rollout.deliveryInProcess.p50, ms),
+    row('  delivery in one process p99 (ms)', (r) => r.rollout.deliveryInProcess.p99, ms),
+    ...inServerRows('rollout'),
     row('  verify p50 (ms)', (r) => r.rollout.verify.p50, ms),
     row('  verify p99 (ms)', (r) => r.rollout.verify.p99, ms),
     ...(options.inlineVerify ? [row('  observed in bench p99 (ms)', (r) => r.rollout.observed.p99, ms)] : []),
@@ -923,6 +992,7 @@ async function main(): Promise<number> {
     row('isolated dispatch p99 (ms)', (r) => r.isolated.dispatch.p99, ms),
     row('  delivery p50 (ms)', (r) => r.isolated.delivery.p50, ms),
     row('  delivery p99 (ms)', (r) => r.isolated.delivery.p99, ms),
+    ...inServerRows('isolated'),
     row('  verify p99 (ms)', (r) => r.isolated.verify.p99, ms),
     row('  observed in bench p99 (ms)', (r) => r.isolated.observed.p99, ms),
     row('RSS before connections (MB)', (r) => r.rssBeforeKiB * 1.024, kb),
@@ -961,8 +1031,12 @@ async function main(): Promise<number> {
   lines.push(table(rows));
   lines.push('');
   lines.push(
-    "dispatch = delivery (admin's local write → the agent process decoded the update and parsed the intents array) + that host's own",
+    "dispatch = delivery (admin's local write → the update reached the host's socket, + that host's own decoding of it and parsing of the",
   );
+  lines.push(
+    'intents array) + its own verifyIntent. delivery in one process = written → decoded as timed in the agent process, behind the decoding',
+  );
+  lines.push('of the updates that reached other simulated hosts of the process just before it.');
   lines.push(
     `verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : 'Rollout: agents verify after the whole wave was delivered (one process simulates many hosts; a real host verifies on its own CPU).'}`,
   );
@@ -1009,6 +1083,7 @@ async function main(): Promise<number> {
       rolloutIntents: options.rolloutHosts,
       wave: options.wave,
       wavePauseMs: options.wavePauseMs,
+      agentsNice: options.agentsNice,
       isolatedIntents: options.isolated,
       connectBatch: options.connectBatch,
       signSeconds,

@@ -11,6 +11,9 @@ import { nsToMs, percentiles } from './measure.js';
 // of an intent-sized log entry takes on this disk, one at a time (what a single write waits for
 // before it is fanned out), in the same directory the dispatch bench's coordinator uses (tmpdir).
 // - raw: write(2) + fdatasync(2) on an append-only file, on the main thread (no thread pool);
+// - raw, preallocated: write(2) + fdatasync(2) over a file written and synced beforehand, so
+//   each append changes no file size or block map and its fdatasync has no metadata to commit
+//   (on ext4: no journal commit, which waits for whatever else the journal holds);
 // - raw, async: the same through Node's thread pool (fs.promises: two hops, write then sync);
 // - LevelDB sync batch: what coordinator/update-log.ts does per group commit (one entry and the
 //   document's meta key, `sync: true`: one hop);
@@ -48,6 +51,15 @@ try {
     fdatasyncSync(rawFd);
   });
   closeSync(rawFd);
+
+  const preallocatedFd = openSync(join(directory, 'preallocated.log'), 'w');
+  writeSync(preallocatedFd, new Uint8Array(appends * entryBytes));
+  fdatasyncSync(preallocatedFd);
+  await timed('raw, preallocated file (main thread)', (i) => {
+    writeSync(preallocatedFd, entry, 0, entry.length, i * entryBytes);
+    fdatasyncSync(preallocatedFd);
+  });
+  closeSync(preallocatedFd);
 
   const asyncFile = await open(join(directory, 'async.log'), 'a');
   await timed('raw write + fdatasync (thread pool)', async () => {

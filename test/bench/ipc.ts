@@ -58,6 +58,8 @@ export interface VerifiedReport {
   reason: string | null;
   // Socket message handler entered (before decoding).
   receivedNs: bigint;
+  // This message's handling began (after the messages that arrived with it were timestamped).
+  handlingNs: bigint;
   // Update applied and the intents array read and parsed (readIntentEntries).
   decodedNs: bigint;
   // verifyIntent ran from verifyStartNs to verifiedNs.
@@ -70,6 +72,7 @@ export interface DeliveredReport {
   host: string;
   generation: number;
   receivedNs: bigint;
+  handlingNs: bigint;
   decodedNs: bigint;
 }
 

@@ -32,8 +32,13 @@ export interface LeanClientOptions {
   // Set once at open and renewed by renewAwareness(), like an agent's status-document awareness.
   awarenessState?: Record<string, unknown>;
   // Called after a remote Update/Step2 was applied; `receivedNs` is taken on entry of the socket
-  // message handler, before decoding.
-  onRemoteApplied?: (receivedNs: bigint) => void;
+  // message handler, before decoding; `handlingNs` when this message's handling began.
+  onRemoteApplied?: (receivedNs: bigint, handlingNs: bigint) => void;
+  // Only timestamp a message on arrival and handle it on the next turn of the event loop, after
+  // every message that arrived with it was timestamped. One process simulates hundreds of hosts:
+  // handled on arrival, a burst of updates to many hosts would put each host's timestamp behind
+  // the decoding of every update before it, work that real hosts do on their own CPUs.
+  deferHandling?: boolean;
   // Connection ended (by either side) — after the first open, or failed to open.
   onClosed?: (code: number, reason: string) => void;
 }
@@ -65,7 +70,9 @@ export class LeanDocClient {
       this.send(encodeSync((encoder) => syncProtocol.writeSyncStep1(encoder, this.doc)));
       if (this.options.awarenessState) this.renewAwareness();
     });
-    this.ws.on('message', (data: Buffer) => this.onMessage(data));
+    this.ws.on('message', (data: Buffer) =>
+      options.deferHandling ? deferMessage(this, data, process.hrtime.bigint()) : this.onMessage(data),
+    );
     this.ws.on('error', (error: Error) => this.fail(error));
     this.ws.on('close', (code: number, reason: Buffer) => {
       this.fail(new Error(`${this.name}: connection closed (${code} ${reason.toString()})`));
@@ -138,8 +145,10 @@ export class LeanDocClient {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(message);
   }
 
-  private onMessage(data: Buffer): void {
-    const receivedNs = process.hrtime.bigint();
+  // Handles one message; `receivedNs` is when it arrived, if it waited (deferHandling).
+  onMessage(data: Buffer, received?: bigint): void {
+    const handlingNs = process.hrtime.bigint();
+    const receivedNs = received ?? handlingNs;
     const decoder = decoding.createDecoder(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     const type = decoding.readVarUint(decoder);
     if (type === MESSAGE_SYNC) {
@@ -159,7 +168,7 @@ export class LeanDocClient {
         while (this.barrierWaiters.length > 0 && this.barrierWaiters[0]!.step2 <= this.step2Received)
           this.barrierWaiters.shift()!.resolve();
       }
-      this.options.onRemoteApplied?.(receivedNs);
+      this.options.onRemoteApplied?.(receivedNs, handlingNs);
       return;
     }
     if (type === MESSAGE_QUERY_AWARENESS) {
@@ -179,6 +188,19 @@ export class LeanDocClient {
     ])
       waiter.reject(error);
   }
+}
+
+// Messages timestamped on arrival and not handled yet (deferHandling), in arrival order, for
+// every client of the process; handled in one batch after the poll phase that received them.
+const deferred: { client: LeanDocClient; data: Buffer; receivedNs: bigint }[] = [];
+
+function deferMessage(client: LeanDocClient, data: Buffer, receivedNs: bigint): void {
+  deferred.push({ client, data, receivedNs });
+  if (deferred.length === 1) setImmediate(handleDeferred);
+}
+
+function handleDeferred(): void {
+  for (const { client, data, receivedNs } of deferred.splice(0)) client.onMessage(data, receivedNs);
 }
 
 function encodeSync(write: (encoder: encoding.Encoder) => void): Uint8Array {
