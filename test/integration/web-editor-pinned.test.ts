@@ -173,9 +173,17 @@ test("the threat: the compromised coordinator's own page sends the passphrase an
   const { page } = await openPage(pageUrl(hostileUrl));
   await page.getByTestId('setup').waitFor();
   await importKey(page, JSON.stringify(keyFileFromSigningKey(org.alice)), PASSPHRASE, org.root.publicKey);
-  await waitFor('the tampered page to exfiltrate', () => stolen.some((s) => s === PASSPHRASE) || null, 10_000);
+  // Each field typed is one POST on its own connection, so they may arrive in any order: wait for
+  // all three (the key, the passphrase and its repeat), or one still in flight could be read as
+  // missing here, or land in the next test's empty `stolen`.
+  const secretKey = keyFileFromSigningKey(org.alice).secretKey;
+  await waitFor(
+    'the tampered page to exfiltrate the key and the passphrase twice',
+    () => (stolen.some((s) => s.includes(secretKey)) && stolen.filter((s) => s === PASSPHRASE).length >= 2) || null,
+    10_000,
+  );
   assert.ok(
-    stolen.some((s) => s.includes(keyFileFromSigningKey(org.alice).secretKey)),
+    stolen.some((s) => s.includes(secretKey)),
     'the secret key left the browser',
   );
 });
