@@ -24,7 +24,7 @@ test.before(async () => {
 
 test.after(async () => {
   await server.close();
-  removeDirectory(dir);
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
 defineUpdateLogConformance(test, {
