@@ -159,8 +159,9 @@ export interface DocumentHostState {
   // status read or a return bundle for as long as they work on it; each unpins only its own pin.
   readonly pinned: Map<string, number>;
   readonly observers: HostObserver[];
-  // A pass of catchUpLoadedDocuments is running (one at a time).
+  // A pass of catchUpLoadedDocuments is running (one at a time); another was asked for meanwhile.
   catchingUp: boolean;
+  catchUpAgain: boolean;
 }
 
 export function createDocumentHostState(
@@ -179,6 +180,7 @@ export function createDocumentHostState(
     pinned: new Map(),
     observers: [],
     catchingUp: false,
+    catchUpAgain: false,
   };
 }
 
@@ -468,26 +470,51 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
 // reconnect): a gap shows at a document's next entry (applyFollowedEntry), but a document that gets
 // none would stay behind until it unloads. Compare every loaded one with the log's head, one at a
 // time (a reconnect is rare; a fleet's loaded documents are many), and read what is missing.
-export async function catchUpLoadedDocuments(host: DocumentHostState): Promise<void> {
-  if (host.catchingUp) return;
+// The report comes 2 s after a reconnect, often while the cluster still has no quorum: a head that
+// cannot be read, or a document whose read ended short, is compared again `retryMs` later (nothing
+// else would report once the cluster is back), and a report during a pass runs another after it.
+export const CATCH_UP_RETRY_MS = 5000;
+
+export async function catchUpLoadedDocuments(host: DocumentHostState, retryMs = CATCH_UP_RETRY_MS): Promise<void> {
+  if (host.catchingUp) {
+    host.catchUpAgain = true;
+    return;
+  }
   host.catchingUp = true;
-  let behind = 0;
   try {
-    for (const [name, pending] of [...host.hosted]) {
-      const document = await pending.catch(() => null);
-      if (!document || document.broken) continue;
-      const head = await host.log.head(name).catch(() => null);
-      if (!head || head.seq <= document.logSeq) continue;
-      behind += 1;
-      await document.run(() => (document.broken ? undefined : fillLogGap(host, document, head.seq)));
-    }
+    do {
+      host.catchUpAgain = false;
+      let behind = 0;
+      let unfinished = 0;
+      for (const [name, pending] of [...host.hosted]) {
+        const document = await pending.catch(() => null);
+        if (!document || document.broken) continue;
+        let head: Awaited<ReturnType<UpdateLog['head']>>;
+        try {
+          head = await host.log.head(name);
+        } catch {
+          unfinished += 1;
+          continue;
+        }
+        if (!head || head.seq <= document.logSeq) continue;
+        behind += 1;
+        await document.run(() => (document.broken ? undefined : fillLogGap(host, document, head.seq)));
+        if (!document.broken && document.logSeq < head.seq) unfinished += 1;
+      }
+      host.logger[unfinished > 0 ? 'warn' : 'info'](
+        { event: 'log-caught-up', documents: host.hosted.size, behind, unfinished },
+        unfinished > 0
+          ? `loaded documents compared with the log; ${unfinished} could not be read, again in ${retryMs / 1000} s`
+          : 'loaded documents compared with the log',
+      );
+      if (unfinished > 0) {
+        await new Promise((resolve) => setTimeout(resolve, retryMs).unref());
+        host.catchUpAgain = true;
+      }
+    } while (host.catchUpAgain);
   } finally {
     host.catchingUp = false;
   }
-  host.logger.info(
-    { event: 'log-caught-up', documents: host.hosted.size, behind },
-    'loaded documents compared with the log',
-  );
 }
 
 export function pinDocument(host: DocumentHostState, name: string): Promise<HostedDocument> {

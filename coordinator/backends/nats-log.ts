@@ -43,8 +43,10 @@ import { type PresenceShare, sharePresence } from './nats-presence.js';
 // failure could still take back.
 
 const LOG_TOKEN = 'log';
-// How long after a reconnect the followers are told they may have missed entries.
-const MISSED_REPORT_DELAY_MS = 2000;
+// When, after a reconnect, the followers are told they may have missed entries: soon, and again
+// once the window has passed in which the NATS soak saw losses (2–6 s after a reconnect), so an
+// entry lost after the first comparison is found too (docs/scale-out.md).
+const MISSED_REPORT_DELAYS_MS = [2000, 10_000];
 const CHECKPOINT_TOKEN = 'checkpoint';
 // CAS retries when other coordinators write the same document at the same moment.
 const MAX_CHAIN_RETRIES = 20;
@@ -183,12 +185,17 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   // up to nine of them without the ordered consumer noticing. Whoever follows is told (once, a
   // moment after, when the new connection serves) and compares what it holds with the stream.
   const missedListeners = new Set<() => void>();
-  let missedTimer: ReturnType<typeof setTimeout> | null = null;
+  const missedTimers = new Map<number, ReturnType<typeof setTimeout>>();
   const reportMissed = (): void => {
-    missedTimer ??= setTimeout(() => {
-      missedTimer = null;
-      for (const missed of missedListeners) missed();
-    }, MISSED_REPORT_DELAY_MS);
+    for (const delay of MISSED_REPORT_DELAYS_MS)
+      if (!missedTimers.has(delay))
+        missedTimers.set(
+          delay,
+          setTimeout(() => {
+            missedTimers.delete(delay);
+            for (const missed of missedListeners) missed();
+          }, delay),
+        );
   };
   void (async () => {
     for await (const status of nc.status()) {
@@ -531,7 +538,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     async close() {
       if (closed) return;
       closed = true;
-      if (missedTimer) clearTimeout(missedTimer);
+      for (const timer of missedTimers.values()) clearTimeout(timer);
       missedListeners.clear();
       await Promise.allSettled([...appendQueues.values()]);
       // A lease given back lets another coordinator take over at once, not after the lease.

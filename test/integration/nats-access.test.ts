@@ -85,7 +85,7 @@ test.after(async () => {
   for (const client of clients) client.close();
   await onCluster.stopAll();
   await cluster?.close();
-  removeDirectory(dir);
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
 test('with the token file and the CA a coordinator stores and serves documents', async () => {

@@ -88,7 +88,7 @@ test.after(async () => {
   await Promise.all(daemons.map((daemon) => daemon.stop('SIGKILL')));
   await onCluster.stopAll();
   await cluster?.close();
-  removeDirectory(dir);
+  if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
 test('a relay at A claiming hosts outside its scope: B shows only the one in its scope', async () => {

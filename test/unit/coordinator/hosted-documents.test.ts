@@ -393,6 +393,54 @@ test('after the follower may have missed entries, a loaded document behind the l
   assert.equal(log.reads, ['hosts/h1/status', 'hosts/h2/status', 'hosts/h1/status'], 'only the one behind read again');
 });
 
+// One loaded document, and its log with head() wrapped by the test (a cluster without quorum, a slow answer).
+async function loadedWithHead(wrap: (head: FakeLog['head']) => FakeLog['head']) {
+  const log = fakeLog();
+  const { host } = hostWith(log);
+  const name = 'hosts/h4/desired';
+  const document = await acquireDocument(host, name, fakeSocket());
+  log.head = wrap(log.head);
+  return { log, host, name, document };
+}
+
+test('a head the log cannot read during the comparison (no quorum yet) is compared again until it is read', async () => {
+  let refusals = 2;
+  const { log, host, name, document } = await loadedWithHead((head) => async (document) => {
+    if (refusals > 0) {
+      refusals -= 1;
+      throw new Error('timeout');
+    }
+    return head(document);
+  });
+  // Stored once the cluster is back; the follower lost it.
+  await log.append(name, 'b', updateSetting('b', '2'));
+  await catchUpLoadedDocuments(host, 5);
+  assert.is(refusals, 0);
+  assert.is(document.logSeq, 1, 'read once its head could be');
+  assert.is(document.doc.getMap('m').get('b'), '2');
+});
+
+test('a report while a comparison runs compares again after it', async () => {
+  let release: () => void = () => undefined;
+  const slow = new Promise<void>((resolve) => (release = resolve));
+  let heads = 0;
+  const { log, host, name, document } = await loadedWithHead((head) => async (document) => {
+    heads += 1;
+    const found = await head(document);
+    if (heads === 1) await slow;
+    return found;
+  });
+  const first = catchUpLoadedDocuments(host, 5);
+  await sleep(1);
+  // Lost by the follower after the first pass read the head; reported again.
+  await log.append(name, 'b', updateSetting('b', '2'));
+  const second = catchUpLoadedDocuments(host, 5);
+  release();
+  await Promise.all([first, second]);
+  assert.is(heads, 2);
+  assert.is(document.logSeq, 1);
+});
+
 test('entries in order need no read; a duplicate changes nothing', async () => {
   const log = fakeLog();
   const name = 'hosts/h1/status';
