@@ -493,8 +493,10 @@ export async function catchUpLoadedDocuments(host: DocumentHostState, retryMs = 
         try {
           head = await host.log.head(name);
         } catch {
+          // The log cannot answer (no quorum; each read waits for its timeout): the rest of this
+          // pass would only wait too, so the next pass starts over.
           unfinished += 1;
-          continue;
+          break;
         }
         if (!head || head.seq <= document.logSeq) continue;
         behind += 1;
@@ -504,7 +506,7 @@ export async function catchUpLoadedDocuments(host: DocumentHostState, retryMs = 
       host.logger[unfinished > 0 ? 'warn' : 'info'](
         { event: 'log-caught-up', documents: host.hosted.size, behind, unfinished },
         unfinished > 0
-          ? `loaded documents compared with the log; ${unfinished} could not be read, again in ${retryMs / 1000} s`
+          ? `loaded documents compared with the log; unfinished (${unfinished}: the log could not answer or a read ended short), again in ${retryMs / 1000} s`
           : 'loaded documents compared with the log',
       );
       if (unfinished > 0) {
