@@ -182,8 +182,9 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     if (error) logger.error({ event: 'nats-closed', err: error }, 'NATS connection closed');
   });
   // Entries the follower may have lost: seen in the NATS soak, a reconnect to another server lost
-  // up to nine of them without the ordered consumer noticing. Whoever follows is told (once, a
-  // moment after, when the new connection serves) and compares what it holds with the stream.
+  // some without the ordered consumer noticing. Whoever follows is told (after a reconnect, a
+  // follower restart or a consumer reset, at the delays above) and compares what it holds with
+  // the stream.
   const missedListeners = new Set<() => void>();
   const missedTimers = new Map<number, ReturnType<typeof setTimeout>>();
   const reportMissed = (): void => {
@@ -372,6 +373,17 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
         // new one after the last entry seen.
         void (async () => {
           for await (const status of messages.status()) {
+            // The client saw a gap in the delivery numbers or found its consumer gone, and starts a
+            // new one after the last message it received. Nothing is shown to be lost, but this
+            // is the one sign it gives that delivery restarted: the followers compare anyway.
+            if (status.type === 'reset') {
+              logger.warn(
+                { event: 'nats-follow-reset', consumer: status.name, after: lastFollowed },
+                'update stream follower consumer is being recreated',
+              );
+              reportMissed();
+              continue;
+            }
             if (status.type === 'heartbeats_missed' && status.count >= 4) {
               logger.warn(
                 { event: 'nats-follow-stalled', after: lastFollowed },

@@ -1,4 +1,6 @@
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
@@ -188,6 +190,36 @@ test('after a reconnect the follower is told twice that it may have missed entri
   } finally {
     await Promise.all([writer.close(), follower.close()]);
     await proxy.close();
+  }
+});
+
+// The ordered consumer recreates itself when it finds a gap or its consumer gone, and says so only
+// on its status iterator ('reset'): the follower is told it may have missed entries then too.
+test("when the follower's consumer is deleted on the server, the follower is told it may have missed entries and keeps following", async () => {
+  const options = { kind: 'nats', stream: 'CONSUMERGONE', replicas: 1, logger, servers: server.servers } as const;
+  const writer = await openNatsLog(options);
+  const follower = await openNatsLog(options);
+  const admin = await connect({ servers: server.servers });
+  try {
+    const reports: number[] = [];
+    const followed: string[] = [];
+    follower.follow(
+      (entry) => followed.push(entry.document),
+      () => reports.push(Date.now()),
+    );
+    const jsm = await jetstreamManager(admin);
+    // Both logs follow the stream, each with its own consumer: delete both.
+    const consumers = await waitFor("the two logs' consumers", async () => {
+      const names = (await jsm.consumers.list('CONSUMERGONE').next()).map((info) => info.name);
+      return names.length === 2 ? names : null;
+    });
+    const deletedAt = Date.now();
+    for (const name of consumers) await jsm.consumers.delete('CONSUMERGONE', name);
+    await waitFor('a report after the consumer was deleted', () => reports.some((at) => at > deletedAt), 15_000);
+    await writer.append('hosts/h2/status', 'test', Y.encodeStateAsUpdate(new Y.Doc()));
+    await waitFor('the entry through the recreated consumer', () => followed.includes('hosts/h2/status'), 10_000);
+  } finally {
+    await Promise.all([writer.close(), follower.close(), admin.close()]);
   }
 });
 
