@@ -73,9 +73,19 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let pageErrors: string[] = [];
+// The page's POSTs with when they were sent and what the context's link was then: a failure of a
+// 'nothing reached the coordinator while offline' check shows which request carried it (twice an
+// offline-signed entry was found stored right after an offline reload; not explained yet).
+const posts: string[] = [];
+let contextOffline = false;
 
 function failWith(message: string): string {
-  return `${message}\npage errors:\n${pageErrors.join('\n') || '(none)'}`;
+  return `${message}\npage errors:\n${pageErrors.join('\n') || '(none)'}\npage POSTs:\n${posts.join('\n') || '(none)'}`;
+}
+
+async function setOffline(offline: boolean): Promise<void> {
+  await context.setOffline(offline);
+  contextOffline = offline;
 }
 
 async function go(route: string): Promise<void> {
@@ -142,7 +152,7 @@ async function createRollout(id: string, hosts: Record<string, string>, waves: s
 }
 
 async function goOffline(): Promise<void> {
-  await context.setOffline(true);
+  await setOffline(true);
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
 }
 
@@ -221,6 +231,12 @@ test.before(async () => {
   context = await newLaptopContext(browser);
   page = await context.newPage();
   pageErrors = collectPageErrors(page);
+  context.on('request', (request) => {
+    if (request.method() === 'POST')
+      posts.push(
+        `${new Date().toISOString()} ${request.url()} context ${contextOffline ? 'offline' : 'online'}${request.serviceWorker() ? ' (service worker)' : ''}`,
+      );
+  });
   page.on('dialog', (dialog) => void dialog.accept());
   await page.goto(pageUrl(coordinator.url));
   await page.getByTestId('setup').waitFor();
@@ -245,7 +261,7 @@ test.after(async () => {
 // Later tests depend on earlier ones' state: a test that fails while offline must not leave the
 // next one without a link (one failure in 'alice approves h2' became four that way).
 test.before.each(async () => {
-  await context?.setOffline(false);
+  await (context ? setOffline(false) : undefined);
 });
 
 test('carol (read only), offline, is refused an enrollment approval before signing: no button, the reason, nothing kept', async () => {
@@ -257,7 +273,7 @@ test('carol (read only), offline, is refused an enrollment approval before signi
     assert.match(await text('enroll-refused-h2'), /admin carol lacks 'enroll' for host h2 .*nothing was signed/);
     assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
   } finally {
-    await context.setOffline(false);
+    await setOffline(false);
   }
 });
 
@@ -294,7 +310,7 @@ test('alice approves h2 with no link: marked not yet delivered, kept across an o
     );
   }
 
-  await context.setOffline(false);
+  await setOffline(false);
   await page.locator('[data-testid=bound-h2][data-delivered=true]').waitFor({ timeout: 30_000 });
   await page.getByTestId('pending-count').waitFor({ state: 'detached', timeout: 20_000 });
   const enrollments = await readDoc(ENROLLMENT_DOC, (doc) => readEnrollments(doc));
@@ -335,7 +351,7 @@ test('a rollout paused and its wave 2 approved with no link: kept across a reloa
   await screenshot(page, 'web-rollout-offline');
   assert.equal((await coordinatorRollout()).actions, [], 'nothing reached the coordinator while offline');
 
-  await context.setOffline(false);
+  await setOffline(false);
   await page.locator('[data-testid=rollout-pending]').first().waitFor({ state: 'detached', timeout: 30_000 });
   const { view, actions } = await coordinatorRollout();
   assert.equal(
@@ -376,7 +392,7 @@ test('carol (read only), offline, is refused every rollout action before signing
     }
     assert.is(await page.getByTestId('pending-count').count(), 0, 'nothing waits to be delivered');
   } finally {
-    await context.setOffline(false);
+    await setOffline(false);
   }
 });
 
@@ -389,7 +405,7 @@ test('a resume signed with no link: stored when the link returns, the coordinato
   await page.getByTestId('rollout-resume').click();
   await page.locator('[data-testid=rollout-view][data-state=running]').waitFor({ timeout: 10_000 });
   await page.locator('[data-testid=rollout-pending][data-delivered=false]').waitFor();
-  await context.setOffline(false);
+  await setOffline(false);
   await page.locator('[data-testid=rollout-pending]').first().waitFor({ state: 'detached', timeout: 30_000 });
   const { view, actions } = await coordinatorRollout();
   assert.equal(
@@ -430,9 +446,9 @@ test('bob co-signs a plan with no link (production needs two admins): kept acros
   await go('#/rollouts/web-prod');
   await page.locator('[data-testid=rollout-pending][data-delivered=false]').waitFor({ timeout: 30_000 });
   const whileOffline = await readDoc(rolloutDocName('web-prod'), (doc) => readRolloutEntries(doc));
-  assert.equal(whileOffline.cosignatures, [], 'nothing reached the coordinator while offline');
+  assert.equal(whileOffline.cosignatures, [], failWith('nothing reached the coordinator while offline'));
 
-  await context.setOffline(false);
+  await setOffline(false);
   await page.locator('[data-testid=rollout-pending]').waitFor({ state: 'detached', timeout: 30_000 });
   const entries = await readDoc(rolloutDocName('web-prod'), (doc) => readRolloutEntries(doc));
   assert.equal(
@@ -513,7 +529,7 @@ test('an approval signed offline that the server refuses when the link returns (
   };
   const pushed = await pushPolicy(coordinator.url, signPolicy(v2, org.root));
   assert.is(pushed.status, 200, pushed.body.error);
-  await context.setOffline(false);
+  await setOffline(false);
   await page.getByTestId('enroll-refused').waitFor({ timeout: 30_000 });
   assert.match(await text('enroll-refused'), /the enrollment of h3: REFUSED by the server: enrollment of h3: .*alice/);
   assert.match(await text('refused-count'), /1 signed action refused by the server/);
