@@ -1,5 +1,5 @@
 import type { Logger } from '../shared/log.js';
-import type { UpdateLog } from './update-log.js';
+import { CATCH_UP_RETRY_MS, type UpdateLog } from './update-log.js';
 
 // For followers of a shared log that act on *which* documents another coordinator changed, not on
 // the entries themselves: the relay change feed (relay-sessions.ts) and the rollout driver
@@ -18,7 +18,6 @@ import type { UpdateLog } from './update-log.js';
 //   heads read at start and the table it fills, and does nothing more.
 // - One number per document of the fleet, like the change feed's own table. Followers of one log
 //   share it, its reads of the heads and its comparisons.
-const CATCH_UP_RETRY_MS = 5000;
 
 export interface FollowedChanges {
   // One comparison with the log's heads, as after `missed` (a running one is followed by another);

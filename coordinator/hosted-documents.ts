@@ -5,7 +5,7 @@ import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { boundPendingUpdates, MAX_PENDING_UPDATE_BYTES, type PendingUpdates } from '../shared/sync/pending-updates.js';
 import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
-import { type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
+import { CATCH_UP_RETRY_MS, type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
 import { awarenessMessage, closeSocket, send, syncMessage } from './wire.js';
 
 // One in-memory copy per open document. Every sync message of a document runs through its
@@ -473,8 +473,6 @@ export function applyFollowedEntry(host: DocumentHostState, entry: LogEntry): vo
 // The report comes 2 s after a reconnect, often while the cluster still has no quorum: a head that
 // cannot be read, or a document whose read ended short, is compared again `retryMs` later (nothing
 // else would report once the cluster is back), and a report during a pass runs another after it.
-export const CATCH_UP_RETRY_MS = 5000;
-
 export async function catchUpLoadedDocuments(host: DocumentHostState, retryMs = CATCH_UP_RETRY_MS): Promise<void> {
   if (host.catchingUp) {
     host.catchUpAgain = true;

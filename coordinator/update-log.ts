@@ -91,6 +91,11 @@ export class LogRefusal extends Error {
 // - per document, entries are numbered 1, 2, 3… and each is chained to the one before by hash,
 //   whoever wrote it;
 // - nothing is ever compacted, rewritten or deleted.
+// After `missed`, a comparison with the log that could not finish (a shared log with no quorum
+// answers nothing) is tried again this much later: nothing else reports once the log is back.
+// Used by both kinds of follower (hosted-documents.ts, followed-changes.ts).
+export const CATCH_UP_RETRY_MS = 5000;
+
 export interface UpdateLog {
   append(document: string, principal: string, update: Uint8Array): Promise<LogEntry>;
   read(document: string, options?: { untilTime?: number; untilSeq?: number }): Promise<LogEntry[]>;
