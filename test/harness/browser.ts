@@ -1,6 +1,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { startFaultProxy } from './fault-proxy.js';
 
 // Real Chromium (Debian's package, driven by playwright-core; nothing is downloaded) for the web
 // editor's tests and benchmark. OUTPOST_CHROMIUM points elsewhere.
@@ -23,6 +24,37 @@ export async function newLaptopContext(browser: Browser): Promise<BrowserContext
 // http://127.0.0.1:PORT/ of a coordinator or relay's ws:// URL.
 export function pageUrl(serverUrl: string): string {
   return `${serverUrl.replace(/^ws(s?):/, 'http$1:').replace(/\/+$/, '')}/`;
+}
+
+// The page's link to its server, as a laptop has one: a TCP proxy the test controls. Offline is
+// both halves of a real outage: no byte gets through (the proxy resets every connection and
+// refuses new ones) and the browser says so (Chromium's offline emulation: navigator.onLine and
+// the events the page reacts to). The emulation alone is no outage: it covers neither WebSockets
+// nor a service worker's fetches, and across an offline reload it lapses for a moment: a page that
+// POSTs whenever navigator.onLine is true, reloaded 40 times with the context offline (served by
+// its service worker, as the editor is), fired 'online' in 2 new documents and both POSTs reached
+// the server, and Playwright reported neither request. That is how entries signed offline were
+// found on the coordinator right after an offline reload (web-editor-offline, three times).
+export interface PageLink {
+  // Where the page is opened: http://127.0.0.1:PORT/ of the proxy.
+  pageUrl: string;
+  // Cut before the browser is told (nothing slips out while it reacts); restored before it is
+  // told it is back (what it sends on 'online' gets through).
+  setOffline(context: BrowserContext, offline: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startPageLink(serverPort: number): Promise<PageLink> {
+  const proxy = await startFaultProxy(serverPort);
+  return {
+    pageUrl: pageUrl(proxy.url()),
+    async setOffline(context, offline) {
+      if (offline) proxy.cut();
+      else proxy.restore();
+      await context.setOffline(offline);
+    },
+    close: () => proxy.close(),
+  };
 }
 
 // Where screenshots for docs/ go when OUTPOST_WEB_SCREENSHOTS names a directory (see docs/web.md);

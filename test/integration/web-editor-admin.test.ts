@@ -25,8 +25,9 @@ import {
   importKey,
   launchChromium,
   newLaptopContext,
-  pageUrl,
+  type PageLink,
   screenshot,
+  startPageLink,
   unlock,
 } from '../harness/browser.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
@@ -59,6 +60,8 @@ const relayKey = generateSigningKey('relay-r1');
 const CLOSURE = `/nix/store/${'b'.repeat(32)}-nixos-system-web-admin`;
 const ROLLOUT = 'web-r1';
 let coordinator: DaemonProcess & { url: string; port: number };
+// The page's only way to the coordinator; offline cuts it (harness/browser.ts, startPageLink).
+let link: PageLink;
 let policy: Policy;
 let browser: Browser;
 let context: BrowserContext;
@@ -171,11 +174,12 @@ test.before(async () => {
     { timeoutMs: 120_000 },
   );
   assert.is(created.code, 0, created.stderr + created.stdout);
+  link = await startPageLink(coordinator.port);
   browser = await launchChromium();
   context = await newLaptopContext(browser);
   page = await context.newPage();
   pageErrors = collectPageErrors(page);
-  await page.goto(pageUrl(coordinator.url));
+  await page.goto(link.pageUrl);
   // Three admins' keys in one browser: alice (deploy everywhere, enroll), bob (deploy on
   // production only), carol (read only).
   await page.getByTestId('setup').waitFor();
@@ -193,6 +197,7 @@ test.before(async () => {
 
 test.after(async () => {
   await browser?.close();
+  await link?.close();
   await coordinator?.stop();
   if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
@@ -336,7 +341,7 @@ test('bob approves in the page with no link: the approval waits, merges when the
   await go('#/host/prod-1');
   await page.getByTestId('approve-button').waitFor({ timeout: 20_000 });
   await screenshot(page, 'web-cosign');
-  await context.setOffline(true);
+  await link.setOffline(context, true);
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
   await page.getByTestId('approve-button').click();
   assert.match(await text('action-message'), /approved generation 1 — offline/, failWith('not approved'));
@@ -347,7 +352,7 @@ test('bob approves in the page with no link: the approval waits, merges when the
     1,
     'nothing reached the coordinator while offline',
   );
-  await context.setOffline(false);
+  await link.setOffline(context, false);
   await page
     .locator('[data-testid=timeline-entry] [data-delivered=false]')
     .waitFor({ state: 'detached', timeout: 30_000 });

@@ -23,8 +23,9 @@ import {
   importKey,
   launchChromium,
   newLaptopContext,
-  pageUrl,
+  type PageLink,
   screenshot,
+  startPageLink,
   unlock,
 } from '../harness/browser.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -60,6 +61,8 @@ const h3Key = generateSigningKey('h3');
 const labRelayKey = generateSigningKey('lab-relay');
 const secondTimestampKey = generateSigningKey('timestamp-2');
 let coordinator: DaemonProcess & { url: string; port: number };
+// The page's only way to the coordinator; offline cuts it (harness/browser.ts, startPageLink).
+let link: PageLink;
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
 let agent: DaemonProcess;
@@ -179,12 +182,13 @@ test.before(async () => {
     30_000,
   );
   await applied(1, closures[0]!);
+  link = await startPageLink(coordinator.port);
   browser = await launchChromium();
   context = await newLaptopContext(browser);
   page = await context.newPage();
   pageErrors = collectPageErrors(page);
   page.on('dialog', (dialog) => void dialog.accept());
-  await page.goto(pageUrl(coordinator.url));
+  await page.goto(link.pageUrl);
   await page.getByTestId('setup').waitFor();
   await importKey(page, JSON.stringify(keyFileFromSigningKey(org.alice)), PASSPHRASE, org.root.publicKey);
   for (const key of [org.carol, org.root]) {
@@ -198,6 +202,7 @@ test.before(async () => {
 
 test.after(async () => {
   await browser?.close();
+  await link?.close();
   await agent?.stop('SIGKILL');
   await coordinator?.stop();
   await cache?.close();
@@ -327,7 +332,7 @@ test('carol cannot abort with rollback: refused before signing, nothing new for 
 });
 
 async function goOffline(): Promise<void> {
-  await context.setOffline(true);
+  await link.setOffline(context, true);
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
 }
 
@@ -394,7 +399,7 @@ test('alice creates a rollout with no link: planned from stored documents, kept 
   assert.match(String(await page.getByTestId('pending-count').textContent()), /1 signed action/);
   assert.not.ok((await rolloutDocuments()).includes('fleet/rollout-off-w52'), 'nothing reached the coordinator');
 
-  await context.setOffline(false);
+  await link.setOffline(context, false);
   await waitFor(
     'the coordinator stores the plan signed offline',
     async () => (await rolloutDocuments()).includes('fleet/rollout-off-w52'),
@@ -455,7 +460,7 @@ test('a rollout signed with no link whose generation a deploy took meanwhile: th
     30_000,
   );
   assert.is(deployed.signed.intent.generation, 5);
-  await context.setOffline(false);
+  await link.setOffline(context, false);
   const refused = page.getByTestId('plan-refused');
   await refused
     .waitFor({ timeout: 30_000 })

@@ -23,8 +23,9 @@ import {
   importKey,
   launchChromium,
   newLaptopContext,
-  pageUrl,
+  type PageLink,
   screenshot,
+  startPageLink,
   unlock,
 } from '../harness/browser.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -64,6 +65,8 @@ const h4Key = generateSigningKey('h4');
 const prodKey = generateSigningKey('prod-1');
 const dir = temporaryDirectory('web-editor-offline');
 let coordinator: DaemonProcess & { url: string; port: number };
+// The page's only way to the coordinator (the test and the agents connect directly).
+let link: PageLink;
 let cache: BinaryCacheServer;
 const hosts: Record<'h1' | 'h2', SimulatedHost> = {} as Record<'h1' | 'h2', SimulatedHost>;
 const agents: DaemonProcess[] = [];
@@ -73,9 +76,9 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let pageErrors: string[] = [];
-// The page's POSTs with when they were sent and what the context's link was then: a failure of a
-// 'nothing reached the coordinator while offline' check shows which request carried it (twice an
-// offline-signed entry was found stored right after an offline reload; not explained yet).
+// The page's POSTs with when they were sent and what the context's link was then, printed when a
+// check fails (they found nothing when the emulation alone lapsed: Playwright does not report the
+// request a reloading page sends then; see startPageLink).
 const posts: string[] = [];
 let contextOffline = false;
 
@@ -83,8 +86,9 @@ function failWith(message: string): string {
   return `${message}\npage errors:\n${pageErrors.join('\n') || '(none)'}\npage POSTs:\n${posts.join('\n') || '(none)'}`;
 }
 
+// Offline is a real outage, not only the browser told so (harness/browser.ts, startPageLink).
 async function setOffline(offline: boolean): Promise<void> {
-  await context.setOffline(offline);
+  await link.setOffline(context, offline);
   contextOffline = offline;
 }
 
@@ -156,9 +160,8 @@ async function goOffline(): Promise<void> {
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
 }
 
-// Always with no link. The outbox sends what waits as soon as a key is unlocked, so the new
-// document must be offline before that; one failed run had h2's approval stored by the coordinator
-// right after this reload while the page showed it not yet delivered.
+// Always with no link. The outbox sends what waits as soon as a key is unlocked (and at every
+// 'online' event), so the new document must know it is offline before that.
 async function reloadAndUnlock(publicKey: string): Promise<void> {
   await page.reload();
   await page
@@ -227,6 +230,7 @@ test.before(async () => {
         ],
       }),
     );
+  link = await startPageLink(coordinator.port);
   browser = await launchChromium();
   context = await newLaptopContext(browser);
   page = await context.newPage();
@@ -238,7 +242,7 @@ test.before(async () => {
       );
   });
   page.on('dialog', (dialog) => void dialog.accept());
-  await page.goto(pageUrl(coordinator.url));
+  await page.goto(link.pageUrl);
   await page.getByTestId('setup').waitFor();
   await importKey(page, JSON.stringify(keyFileFromSigningKey(org.alice)), PASSPHRASE, org.root.publicKey);
   for (const key of [org.carol, org.bob]) {
@@ -255,6 +259,7 @@ test.after(async () => {
   for (const agent of agents) await agent.stop('SIGKILL');
   await coordinator?.stop();
   await cache?.close();
+  await link?.close();
   if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
@@ -349,7 +354,7 @@ test('a rollout paused and its wave 2 approved with no link: kept across a reloa
   assert.match(await text('pending-count'), /2 signed actions not yet delivered/);
   assert.match(await text('staleness'), /view as of/);
   await screenshot(page, 'web-rollout-offline');
-  assert.equal((await coordinatorRollout()).actions, [], 'nothing reached the coordinator while offline');
+  assert.equal((await coordinatorRollout()).actions, [], failWith('nothing reached the coordinator while offline'));
 
   await setOffline(false);
   await page.locator('[data-testid=rollout-pending]').first().waitFor({ state: 'detached', timeout: 30_000 });

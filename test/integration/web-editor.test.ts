@@ -21,8 +21,10 @@ import {
   importKey,
   launchChromium,
   newLaptopContext,
+  type PageLink,
   pageUrl,
   screenshot,
+  startPageLink,
   unlock,
 } from '../harness/browser.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -54,6 +56,8 @@ const h2Key = generateSigningKey('h2');
 const PASSPHRASE = 'correct horse battery staple';
 const dir = temporaryDirectory('web-editor');
 let coordinator: DaemonProcess & { url: string; port: number };
+// The page's only way to the coordinator; offline cuts it (harness/browser.ts, startPageLink).
+let link: PageLink;
 let cache: BinaryCacheServer;
 let host: SimulatedHost;
 let agent: DaemonProcess;
@@ -92,7 +96,7 @@ async function coordinatorIntents(hostId: string): Promise<SignedIntent[]> {
 async function openPage(): Promise<void> {
   page = await context.newPage();
   pageErrors = collectPageErrors(page);
-  await page.goto(pageUrl(coordinator.url));
+  await page.goto(link.pageUrl);
 }
 
 // A route inside the page (hash navigation: the unlocked session stays).
@@ -161,6 +165,7 @@ test.before(async () => {
   const relay = connectDocument(coordinator.url, statusDocName('h2'), { identity: relayKey });
   open.push(relay);
   await waitForSync(relay, 10_000);
+  link = await startPageLink(coordinator.port);
   browser = await launchChromium();
   context = await newLaptopContext(browser);
   console.log(`setup took ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -169,6 +174,7 @@ test.before(async () => {
 test.after(async () => {
   for (const c of open) c.close();
   await browser?.close();
+  await link?.close();
   await agent?.stop('SIGKILL');
   await coordinator?.stop();
   await cache?.close();
@@ -332,7 +338,7 @@ test('offline: a rollback signed with no link survives a reload, merges when the
   await page.getByTestId('rollback-target').filter({ hasText: 'generation 1' }).waitFor();
   await screenshot(page, 'web-host');
 
-  await context.setOffline(true);
+  await link.setOffline(context, true);
   await page.locator('[data-testid=connection][data-live=false]').waitFor({ timeout: 20_000 });
   await page.getByTestId('rollback-button').click();
   const message = page.getByTestId('action-message');
@@ -352,7 +358,7 @@ test('offline: a rollback signed with no link survives a reload, merges when the
     'nothing reached the coordinator while offline',
   );
 
-  await context.setOffline(false);
+  await link.setOffline(context, false);
   await page.locator('[data-generation="3"] [data-delivered=true]').waitFor({ timeout: 30_000 });
   const delivered = (await coordinatorIntents('h1')).find((s) => s.intent.generation === 3);
   assert.is(delivered?.intent.closure, closures[0], 'the rollback names the closure of generation 1');
