@@ -55,6 +55,7 @@ const hostKeys: Record<string, SigningKey> = {
   'prod-1': generateSigningKey('prod-1'),
 };
 const h3Key = generateSigningKey('h3');
+const h4Key = generateSigningKey('h4');
 // A relay of the policy serving prod-1: it may write prod-1's documents (it forwards them).
 const relayKey = generateSigningKey('relay-r1');
 const CLOSURE = `/nix/store/${'b'.repeat(32)}-nixos-system-web-admin`;
@@ -331,9 +332,17 @@ test('carol (read only) is offered no approval and no rollout or enrollment acti
   const pause = page.getByTestId('rollout-pause');
   assert.ok(await pause.isDisabled(), 'carol cannot pause');
   assert.match(String(await pause.getAttribute('title')), /admin carol lacks 'deploy' for h1, h2 .*nothing was signed/);
+  // A request is pending (h4 asks now), so "no approve button" says something.
+  const requested = await postJson(
+    coordinator.url,
+    '/api/enroll',
+    signEnrollRequest(h4Key, 'h4', undefined, new Date()),
+  );
+  assert.is(requested.status, 200, requested.body.error);
   await go('#/enrollment');
-  await page.getByTestId('enrollment-view').waitFor();
+  await page.getByTestId('pending-h4').waitFor({ timeout: 20_000 });
   assert.is(await page.locator('[data-testid^=enroll-approve-]').count(), 0);
+  assert.match(await text('enroll-refused-h4'), /admin carol lacks 'enroll' for host h4 .*nothing was signed/);
 });
 
 test('bob approves in the page with no link: the approval waits, merges when the link returns, and counts as agents count it', async () => {
