@@ -71,6 +71,10 @@ class ChannelSocket extends EventEmitter {
 export interface MuxServer {
   handle(ws: WebSocket, principal: Principal): void;
   sessions(): number;
+  // Stops following the log for the change feed: the feed is shared per log and would keep this
+  // server's callback (and, on a shared log, its retries) after the coordinator closed. The
+  // relays' sockets are the server's to close.
+  close(): void;
 }
 
 const PING_INTERVAL_MS = 30_000;
@@ -118,10 +122,11 @@ export function createMuxServer(
   // documents loaded here; relays keep their sites' copies from this feed, so it follows the log
   // itself too (a loaded document is then noted twice, which the 20 ms batching absorbs), and
   // after the log's delivery may have lost entries it notes the documents that moved meanwhile.
-  followDocumentChanges(log, noteChanged, logger);
+  const followed = followDocumentChanges(log, noteChanged, logger);
 
   return {
     sessions: () => sessions.size,
+    close: () => followed.stop(),
     handle(ws, principal) {
       const channels = new Map<number, ChannelSocket>();
       const byDocument = new Map<string, number>();

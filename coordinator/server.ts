@@ -569,6 +569,7 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
       stopTimestamps();
       sharedPresence?.close();
       rollouts?.close();
+      mux.close();
       await extension?.close();
       tunnels.close();
       for (const ws of wss.clients) ws.terminate();
