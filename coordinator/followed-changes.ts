@@ -129,6 +129,7 @@ function openChangeFeed(log: Pick<UpdateLog, 'follow' | 'heads'>, logger: Logger
               { event: 'follow-catch-up-failed', err: error },
               `cannot compare the documents followed with the log; retrying every ${retryMs / 1000} s`,
             );
+          // A timer, not hosted-documents.ts's awaited sleep: catchUp ends after one try and stop() cancels it.
           if (!stopped) retryTimer ??= setTimeout(retry, retryMs);
         }
       } while (again && !stopped);

@@ -508,6 +508,7 @@ export async function catchUpLoadedDocuments(host: DocumentHostState, retryMs = 
           : 'loaded documents compared with the log',
       );
       if (unfinished > 0) {
+        // Awaited, unlike followed-changes.ts's timer: this promise ends once every loaded document caught up.
         await new Promise((resolve) => setTimeout(resolve, retryMs).unref());
         host.catchUpAgain = true;
       }
