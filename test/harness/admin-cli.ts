@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
+import type { RolloutReport } from '../../admin/rollout-render.js';
 import type { SigningKey } from '../../shared/crypto/keys.js';
 import type { TestOrg } from './policy-fixtures.js';
 import { runCli } from './processes.js';
@@ -34,6 +35,13 @@ export async function hostStatus(target: AdminTarget, host: string): Promise<Hos
   const result = await runCli(['status', ...targetArgs(target), '--host', host, '--json']);
   if (result.code !== 0) throw new Error(`outpost status failed: ${result.stderr}`);
   return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts.find((h) => h.host === host) ?? null;
+}
+
+// `outpost rollout status ID --json`: the rollout's report. Throws with the command's stderr when it fails.
+export async function rolloutStatus(target: AdminTarget, id: string): Promise<RolloutReport> {
+  const result = await runCli(['rollout', 'status', id, '--json', ...targetArgs(target)]);
+  if (result.code !== 0) throw new Error(`outpost rollout status failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as RolloutReport;
 }
 
 // `outpost deploy` of one closure to one host.

@@ -16,6 +16,7 @@ import {
 } from '../../shared/rollout/schemas.js';
 import type { Result, SignedResult } from '../../shared/schemas/report.js';
 import { basePolicy, postJson, pushPolicy, signPolicy, type TestOrg } from './policy-fixtures.js';
+import { waitFor } from './processes.js';
 
 // Plans, host keys and host-signed results for rollout tests: real keys, real signatures.
 
@@ -173,4 +174,10 @@ export async function twoWaveRollout(
       { name: 'second', hosts: [second] },
     ],
   });
+}
+
+// Submits the plan until the coordinator at `url` stores it: one on a shared log learns the policy
+// and enrollments from the stream, and refuses the plan until then.
+export async function submitPlanOnceKnown(url: string, plan: SignedPlan, what: string): Promise<void> {
+  await waitFor(what, async () => (await postJson(url, '/api/rollouts', { plan })).status === 200, 30_000, 500);
 }

@@ -2,11 +2,11 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signEnrollToken } from '../../admin/enroll-entries.js';
 import type { HostView } from '../../admin/fleet-view.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { sleep } from '../../shared/time/sleep.js';
+import { hostStatus, writeEnrollToken } from '../harness/admin-cli.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost, profileTarget, type SimulatedHost } from '../harness/fleet.js';
 import { logEvents, startPolicyAgent, utcWindow } from '../harness/lifecycle-fleet.js';
@@ -42,20 +42,7 @@ let host: SimulatedHost;
 let agent: DaemonProcess;
 let closure: string;
 
-async function view(): Promise<HostView> {
-  const result = await runCli([
-    'status',
-    '--coordinator',
-    coordinator.url,
-    '--key',
-    files.alice,
-    '--json',
-    '--host',
-    'h1',
-  ]);
-  if (result.code !== 0) throw new Error(result.stderr);
-  return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts[0]!;
-}
+const view = (): Promise<HostView | null> => hostStatus({ coordinator: coordinator.url, key: files.alice }, 'h1');
 
 async function cli(args: string[]): Promise<string> {
   const result = await runCli(args);
@@ -77,12 +64,7 @@ test.before(async () => {
   await publishToCache(closure, join(dir, 'cache'), cacheKey.secretKeyFile);
   cache = await serveBinaryCache(join(dir, 'cache'));
   host = await prepareHost(dir, 'h1');
-  const token = signEnrollToken(org.alice, {
-    host: 'h1',
-    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
-    policyVersion: 1,
-  });
-  await fs.writeFile(files.token, JSON.stringify(token), { mode: 0o600 });
+  await writeEnrollToken(files.token, org.alice, 'h1');
 });
 
 test.after(async () => {
@@ -203,7 +185,7 @@ test('a closed group window holds the host (no download, status names the group 
   const windows = logEvents(agent, 'windows').find((e) => e.policyVersion === 2);
   assert.is(windows?.maintenance, `group clinics: ${open} (UTC)`);
   assert.ok(logEvents(agent, 'window-open').length > 0);
-  assert.is((await view()).window, null, 'no longer waiting');
+  assert.is((await view())?.window, null, 'no longer waiting');
 });
 
 test.run();

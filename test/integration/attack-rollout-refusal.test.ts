@@ -7,9 +7,10 @@ import { appendPolicy, POLICY_DOC } from '../../shared/documents/fleet.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import { appendRolloutEntries, rolloutDocName } from '../../shared/rollout/document.js';
 import type { SignedPlan } from '../../shared/rollout/schemas.js';
+import { rolloutStatus } from '../harness/admin-cli.js';
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
-import { removeDirectory, runCli, temporaryDirectory } from '../harness/processes.js';
+import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
 import { type FixtureHost, fixtureHosts, hostResult, makePlan } from '../harness/rollout-fixtures.js';
 
 // A compromised coordinator forges a host's refusal of its placement ("at or below this host's
@@ -29,22 +30,8 @@ let plan: SignedPlan;
 let h1: FixtureHost;
 let h2: FixtureHost;
 
-async function status(): Promise<RolloutReport> {
-  const result = await runCli([
-    'rollout',
-    'status',
-    'r1',
-    '--json',
-    '--coordinator',
-    peer.url,
-    '--key',
-    join(dir, 'alice.key'),
-    '--org-root',
-    org.root.publicKey,
-  ]);
-  assert.is(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as RolloutReport;
-}
+const status = (): Promise<RolloutReport> =>
+  rolloutStatus({ coordinator: peer.url, key: join(dir, 'alice.key'), orgRoot: org.root.publicKey }, 'r1');
 
 test.before(async () => {
   dir = temporaryDirectory('attack-rollout-refusal');

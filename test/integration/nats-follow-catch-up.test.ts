@@ -11,9 +11,9 @@ import { startRelayProcess, waitForQuietRelay, waitForRelayFetch } from '../benc
 import { logEvents } from '../harness/lifecycle-fleet.js';
 import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
 import { type NatsDropProxy, startNatsDropProxy } from '../harness/nats-drop-proxy.js';
-import { makeTestOrg, postJson } from '../harness/policy-fixtures.js';
+import { makeTestOrg } from '../harness/policy-fixtures.js';
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
-import { fixtureHosts, hostResult, twoWaveRollout } from '../harness/rollout-fixtures.js';
+import { fixtureHosts, hostResult, submitPlanOnceKnown, twoWaveRollout } from '../harness/rollout-fixtures.js';
 
 // Coordinator B follows the shared NATS log through a proxy that drops the one message carrying
 // an entry stored through coordinator A, then resets B's connection (B reconnects and its log
@@ -104,12 +104,7 @@ test('a rollout driven by B advances on a result reported through A whose entry 
   await waitFor('B to take the rollout lease', () => logEvents(b, 'rollout-lease-taken')[0], 20_000);
   const a = await rolloutCoordinators.start(cluster, 'ra');
   const plan = await twoWaveRollout(a.url, org, [h1!, h2!], 'lost');
-  await waitFor(
-    'A to store the plan',
-    async () => (await postJson(a.url, '/api/rollouts', { plan })).status === 200,
-    30_000,
-    500,
-  );
+  await submitPlanOnceKnown(a.url, plan, 'A to store the plan');
   await waitFor('B to deliver wave 1', () => logEvents(b, 'rollout-wave-delivered')[0], 30_000);
   const status = connect(a.url, statusDocName('h1'), { identity: h1!.key });
   await waitForSync(status, 10_000);

@@ -9,9 +9,9 @@ import { connectDocument, type DocumentConnection, waitForSync } from '../../sha
 import { installNodeEd25519 } from '../../shared/node/ed25519.js';
 import { logEvents } from '../harness/lifecycle-fleet.js';
 import { clusterCoordinators, type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
-import { makeTestOrg, postJson } from '../harness/policy-fixtures.js';
+import { makeTestOrg } from '../harness/policy-fixtures.js';
 import { removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
-import { fixtureHosts, hostResult, twoWaveRollout } from '../harness/rollout-fixtures.js';
+import { fixtureHosts, hostResult, submitPlanOnceKnown, twoWaveRollout } from '../harness/rollout-fixtures.js';
 
 // Rollouts on two coordinators sharing a NATS JetStream log (docs/scale-out.md): one holds the
 // rollout lease and alone judges gates and delivers waves, whichever coordinator an admin
@@ -56,12 +56,7 @@ test('one coordinator delivers a rollout submitted to the other; when it is SIGK
   const plan = await twoWaveRollout(a.url, org, [h1!, h2!], 'ha');
   // Submitted to B, which is not the lease holder (B learns the policy and enrollments from the
   // stream: it may refuse until then).
-  await waitFor(
-    'B to store the plan',
-    async () => (await postJson(b.url, '/api/rollouts', { plan })).status === 200,
-    30_000,
-    500,
-  );
+  await submitPlanOnceKnown(b.url, plan, 'B to store the plan');
   await waitFor('A to deliver wave 1', () => logEvents(a, 'rollout-wave-delivered')[0], 30_000);
   assert.is(await intentsOn(b.url, 'h1', org.alice), 1, "h1's rollout intent, read through B");
   assert.is(await intentsOn(b.url, 'h2', org.alice), 0, 'wave 2 waits for its gate');
