@@ -47,7 +47,8 @@ export function selectNow(agent: AgentRuntime): AgentSelection {
       })
     : signed;
   // An intent the rollout tracker derived from a pointer in the document is there while its
-  // pointer is (its answer is remembered as long, even when the pointer's digest differs).
+  // pointer is (its answer is remembered as long, even when the pointer's digest differs). The
+  // inner Set drops the intents admitted as written (the same objects): each is hashed once.
   const present = complete ? new Set([...new Set([...signed, ...admitted])].map(intentDigest)) : null;
   const selection = selectIntent(admitted, {
     verify: agent.verify,
