@@ -45,7 +45,24 @@ export interface GetOptions {
 // ------------------------------------------------------------------------------------------
 // node:http(s)
 
+// The message's end is watched from the response on, not from pipe(): the caller opens its file
+// in between, and a connection that breaks meanwhile, or an abort (node:http then discards the
+// body), emits its events before pipe() could hear them; pipe() would then wait for ever.
 function messageSource(url: string, message: IncomingMessage): BodySource {
+  let piping = false;
+  let outcome: { error: Error | null } | null = null;
+  let onOutcome: (() => void) | null = null;
+  const settle = (error: Error | null): void => {
+    if (outcome) return;
+    outcome = { error };
+    onOutcome?.();
+  };
+  // Before pipe() nothing reads the body, so an 'end' then means node:http discarded it.
+  message.once('end', () => settle(piping ? null : new Error('the body was discarded before it was read (aborted)')));
+  message.once('error', (error) => settle(error));
+  message.once('close', () => {
+    if (!message.complete) settle(new Error('the connection closed before the end of the body'));
+  });
   return {
     url,
     status: message.statusCode ?? 0,
@@ -54,6 +71,7 @@ function messageSource(url: string, message: IncomingMessage): BodySource {
       return Array.isArray(value) ? value.join(', ') : value;
     },
     pipe(onChunk) {
+      piping = true;
       return new Promise((resolve, reject) => {
         let settled = false;
         const stop = (error: Error | null): void => {
@@ -62,6 +80,11 @@ function messageSource(url: string, message: IncomingMessage): BodySource {
           if (error) reject(error);
           else resolve();
         };
+        onOutcome = () => stop(outcome?.error ?? null);
+        if (outcome) {
+          stop(outcome.error);
+          return;
+        }
         message.on('data', (chunk: Buffer) => {
           if (settled) return;
           try {
@@ -70,11 +93,6 @@ function messageSource(url: string, message: IncomingMessage): BodySource {
             message.destroy();
             stop(error as Error);
           }
-        });
-        message.once('end', () => stop(null));
-        message.once('error', (error) => stop(error));
-        message.once('close', () => {
-          if (!message.complete) stop(new Error('the connection closed before the end of the body'));
         });
       });
     },

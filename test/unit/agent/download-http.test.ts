@@ -131,6 +131,42 @@ for (const large of [true, false]) {
     }
   });
 
+  // The downloader opens its file between the response and pipe(): a break or an abort in that
+  // gap happened before pipe() listens (it hung for ever on node:http, and with it the download).
+  for (const gap of ['the connection breaks', 'the transfer is aborted'] as const)
+    test(`${transport}: ${gap} before pipe() is called: pipe() rejects, it does not wait for ever`, async () => {
+      let serverSocketClosed: Promise<void> = Promise.resolve();
+      const { url, server } = await serve((socket) => {
+        serverSocketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
+        socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n');
+        if (gap === 'the connection breaks') setImmediate(() => socket.destroy());
+      });
+      try {
+        const controller = new AbortController();
+        const source = await httpGet(`${url}/a`, { headers: {}, signal: controller.signal, large });
+        if (gap === 'the transfer is aborted') controller.abort();
+        // The client has seen the break too by the time pipe() is called.
+        await serverSocketClosed;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        let hung: NodeJS.Timeout | undefined;
+        const outcome = await Promise.race([
+          source
+            .pipe(() => true)
+            .then(
+              () => 'resolved',
+              (error: Error) => error,
+            ),
+          new Promise<'hung'>((resolve) => {
+            hung = setTimeout(() => resolve('hung'), 5000);
+          }),
+        ]);
+        clearTimeout(hung);
+        assert.ok(outcome instanceof Error, `pipe() ${outcome === 'hung' ? 'never settled' : String(outcome)}`);
+      } finally {
+        await close(server);
+      }
+    });
+
   test(`${transport}: redirects are followed (relative Location), at most 5`, async () => {
     let hops = 0;
     const { url, server } = await serve((socket, request) => {
