@@ -45,7 +45,46 @@ export interface GetOptions {
 // ------------------------------------------------------------------------------------------
 // node:http(s)
 
-function messageSource(url: string, message: IncomingMessage): BodySource {
+// The body is read from the response on, not from pipe(): the caller opens its file in between,
+// and a connection that breaks meanwhile (or an abort) would otherwise end the message before
+// pipe() listens, and pipe() wait for ever. What arrives before pipe() is held (reading pauses at
+// EARLY_BYTES) and handed over at once when pipe() is called, as the raw transport does: bytes
+// received before a cut are kept for the next attempt to resume from.
+const EARLY_BYTES = 64 * 1024;
+
+function abortError(): Error {
+  return Object.assign(new Error('aborted'), { name: 'AbortError' });
+}
+
+function messageSource(url: string, message: IncomingMessage, signal: AbortSignal): BodySource {
+  const early: Buffer[] = [];
+  let earlyBytes = 0;
+  let consumer: ((chunk: Buffer) => void) | null = null;
+  // The consumer asked for a pause (its writes are behind).
+  let paused = false;
+  let outcome: { error: Error | null } | null = null;
+  let onOutcome: (() => void) | null = null;
+  const settle = (error: Error | null): void => {
+    if (outcome) return;
+    outcome = { error };
+    onOutcome?.();
+  };
+  message.on('data', (chunk: Buffer) => {
+    if (consumer) {
+      consumer(chunk);
+      return;
+    }
+    early.push(chunk);
+    earlyBytes += chunk.length;
+    if (earlyBytes >= EARLY_BYTES) message.pause();
+  });
+  // An abort makes node:http drop the rest of the body and end the message: not a whole body.
+  message.once('end', () => settle(signal.aborted ? abortError() : null));
+  message.once('error', (error) => settle(signal.aborted ? abortError() : error));
+  message.once('close', () => {
+    if (!message.complete)
+      settle(signal.aborted ? abortError() : new Error('the connection closed before the end of the body'));
+  });
   return {
     url,
     status: message.statusCode ?? 0,
@@ -62,23 +101,28 @@ function messageSource(url: string, message: IncomingMessage): BodySource {
           if (error) reject(error);
           else resolve();
         };
-        message.on('data', (chunk: Buffer) => {
+        consumer = (chunk) => {
           if (settled) return;
           try {
-            if (!onChunk(chunk)) message.pause();
+            if (!onChunk(chunk)) {
+              paused = true;
+              message.pause();
+            }
           } catch (error) {
             message.destroy();
             stop(error as Error);
           }
-        });
-        message.once('end', () => stop(null));
-        message.once('error', (error) => stop(error));
-        message.once('close', () => {
-          if (!message.complete) stop(new Error('the connection closed before the end of the body'));
-        });
+        };
+        for (const chunk of early.splice(0)) consumer(chunk);
+        onOutcome = () => stop(outcome?.error ?? null);
+        if (outcome) stop(outcome.error);
+        else if (!paused && !settled) message.resume();
       });
     },
-    resume: () => message.resume(),
+    resume: () => {
+      paused = false;
+      message.resume();
+    },
     destroy: () => message.destroy(),
   };
 }
@@ -90,7 +134,7 @@ function nodeGet(url: URL, options: GetOptions): Promise<BodySource> {
       headers: options.headers,
       signal: options.signal,
     });
-    request.once('response', (message) => resolve(messageSource(url.href, message)));
+    request.once('response', (message) => resolve(messageSource(url.href, message, options.signal)));
     request.once('error', reject);
     request.end();
   });

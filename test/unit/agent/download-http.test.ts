@@ -131,6 +131,62 @@ for (const large of [true, false]) {
     }
   });
 
+  // The downloader opens its file between the response and pipe(): a break or an abort in that
+  // gap happened before pipe() listens (it hung for ever on node:http, and with it the download).
+  // Bytes that arrived before a break are still handed over: the next attempt resumes after them.
+  for (const gap of ['the connection breaks', 'the transfer is aborted'] as const)
+    test(`${transport}: ${gap} before pipe() is called: pipe() rejects, it does not wait for ever`, async () => {
+      let serverSocketClosed: Promise<void> = Promise.resolve();
+      const { url, server } = await serve((socket) => {
+        serverSocketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
+        socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n');
+        if (gap === 'the connection breaks') setImmediate(() => socket.destroy());
+      });
+      try {
+        const controller = new AbortController();
+        const source = await httpGet(`${url}/a`, { headers: {}, signal: controller.signal, large });
+        if (gap === 'the transfer is aborted') controller.abort();
+        // The client has seen the break too by the time pipe() is called.
+        await serverSocketClosed;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const received: Buffer[] = [];
+        let hung: NodeJS.Timeout | undefined;
+        const outcome = await Promise.race([
+          source
+            .pipe((chunk) => {
+              received.push(Buffer.from(chunk));
+              return true;
+            })
+            .then(
+              () => 'resolved',
+              (error: Error) => error,
+            ),
+          new Promise<'hung'>((resolve) => {
+            hung = setTimeout(() => resolve('hung'), 5000);
+          }),
+        ]);
+        clearTimeout(hung);
+        assert.ok(outcome instanceof Error, `pipe() ${outcome === 'hung' ? 'never settled' : String(outcome)}`);
+        if (gap === 'the connection breaks') assert.is(Buffer.concat(received).toString(), '0123456789abcdef');
+        else assert.is(outcome.name, 'AbortError');
+      } finally {
+        await close(server);
+      }
+    });
+
+  test(`${transport}: a whole body that arrived before pipe() is called is handed over`, async () => {
+    const { url, server } = await serve((socket) => {
+      socket.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+    });
+    try {
+      const source = await httpGet(`${url}/a`, { headers: {}, signal, large });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(await readAll(source), body);
+    } finally {
+      await close(server);
+    }
+  });
+
   test(`${transport}: redirects are followed (relative Location), at most 5`, async () => {
     let hops = 0;
     const { url, server } = await serve((socket, request) => {
