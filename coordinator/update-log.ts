@@ -27,8 +27,8 @@ import {
 // Each entry is chained to the one before it by hash (shared/audit/log-chain.ts), so a copy of
 // the log that was cut short, reordered or rewritten no longer reaches a head someone kept.
 // Entries written before the chain existed (version 1) get their hashes computed on reading.
-// Writes are group-committed: the appends of one turn of the event loop share one record in the
-// write-ahead log (write-ahead-log.ts: a preallocated segment, written and fdatasync'ed on the main
+// Writes are group-committed: the appends of one turn of the event loop (of each millisecond of a
+// busy one) share one record in the write-ahead log (write-ahead-log.ts: a preallocated segment, written and fdatasync'ed on the main
 // thread, no thread-pool round trip), and resolve once that record is on disk; their LevelDB batch
 // follows without `sync`, in order, and readers wait for it. A checkpoint (a LevelDB write with
 // `sync`, and its older log files fdatasync'ed) makes LevelDB durable up to there, so the segment
@@ -81,6 +81,8 @@ const metaKey = (document: string): string => `d!${document}`;
 const checkpointKey = (seq: number): string => `c!${seq.toString(16).padStart(12, '0')}`;
 
 const CHECKPOINT_KEY = 'w!checkpoint';
+// How long a turn of the event loop may keep its appends before committing them (see scheduleCommit).
+const COMMIT_AFTER_MS = 1;
 
 interface PendingAppend {
   entry: LogEntry;
@@ -153,8 +155,9 @@ export class LogRefusal extends Error {
 // below, the default) or a NATS JetStream stream that several coordinators share
 // (backends/nats-log.ts). Both run test/harness/update-log-conformance.ts. What every backend
 // promises:
-// - `append` resolves only once the entry is durable (fsync'ed; stored by a stream quorum), and
-//   rejects with a message that says why and what to do when it is not;
+// - `append` resolves only once the entry is durable (LevelDB: its write-ahead record
+//   fdatasync'ed; NATS: stored by a stream quorum), and rejects with a message that says why and
+//   what to do when it is not; every read after that sees it;
 // - per document, entries are numbered 1, 2, 3… and each is chained to the one before by hash,
 //   whoever wrote it;
 // - nothing is ever compacted, rewritten or deleted.
@@ -220,6 +223,9 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
   const lastHash = new Map<string, string>();
   let pending: PendingAppend[] = [];
   let commitScheduled = false;
+  let commitSoon = false;
+  // When the oldest of the pending appends was made (performance.now()).
+  let firstPendingAt = 0;
   // A checkpoint the next commits wait for (the segment was full).
   let stalled: Promise<void> | null = null;
   // Once the write-ahead log or LevelDB failed, every append and read says so: acknowledged
@@ -332,9 +338,20 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
   });
 
   // All appends of one turn of the event loop (a rollout wave's writes arriving together) share
-  // one record: setImmediate runs once the turn's I/O callbacks are done.
+  // one record: setImmediate runs once the turn's I/O callbacks are done. A turn that is still
+  // processing writes COMMIT_AFTER_MS after the first of its pending ones (a wave's frames piled
+  // up while the main thread was busy) commits then, at the next microtask checkpoint: else the
+  // first writes of the turn wait for the processing of all the others before they are handed on.
   function scheduleCommit(): void {
-    if (commitScheduled || stalled || pending.length === 0) return;
+    if (stalled || pending.length === 0) return;
+    if (!commitSoon && performance.now() - firstPendingAt >= COMMIT_AFTER_MS) {
+      commitSoon = true;
+      queueMicrotask(() => {
+        commitSoon = false;
+        commit();
+      });
+    }
+    if (commitScheduled) return;
     commitScheduled = true;
     setImmediate(commit);
   }
@@ -448,6 +465,7 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
       const entry: LogEntry = { ...partial, prevHash, hash: logEntryHash(prevHash, partial) };
       lastHash.set(document, entry.hash);
       await new Promise<void>((resolve, reject) => {
+        if (pending.length === 0) firstPendingAt = performance.now();
         pending.push({ entry, resolve, reject });
         scheduleCommit();
       });
