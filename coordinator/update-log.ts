@@ -1,19 +1,8 @@
-import { open as openFile, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Level } from 'level';
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import type { CheckpointHeads } from '../shared/audit/checkpoint.js';
 import { GENESIS_HASH, type LogHead, logEntryHash } from '../shared/audit/log-chain.js';
-import {
-  DEFAULT_SEGMENT_BYTES,
-  openSegmentFile,
-  openWriteAheadLog,
-  type ReplayEnd,
-  WAL_FILE_NAME,
-  type WalOperation,
-  type WriteAheadLog,
-} from './write-ahead-log.js';
 
 // Append-only log of every accepted Yjs update: document, sequence number, receive time,
 // authenticated principal and bytes. Nothing is ever compacted or rewritten, so an auditor can
@@ -23,16 +12,11 @@ import {
 //         d!<document>                           -> "<last seq> <its hash>" (older logs: "<last seq>")
 //         c!<checkpoint seq as 12 hex digits>    -> JSON CheckpointHeads: the heads behind a signed
 //                                                   checkpoint that moved since the one before
-//         w!checkpoint                           -> empty: written with `sync` at each write-ahead log checkpoint
 // Each entry is chained to the one before it by hash (shared/audit/log-chain.ts), so a copy of
 // the log that was cut short, reordered or rewritten no longer reaches a head someone kept.
 // Entries written before the chain existed (version 1) get their hashes computed on reading.
-// Writes are group-committed: the appends of one turn of the event loop (of each millisecond of a
-// busy one) share one record in the write-ahead log (write-ahead-log.ts: a preallocated segment, written and fdatasync'ed on the main
-// thread, no thread-pool round trip), and resolve once that record is on disk; their LevelDB batch
-// follows without `sync`, in order, and readers wait for it. A checkpoint (a LevelDB write with
-// `sync`, and its older log files fdatasync'ed) makes LevelDB durable up to there, so the segment
-// can start over; on open, the records after the last checkpoint are put into LevelDB again.
+// Writes are group-committed: every append waits for one fsync'ed batch, and appends that arrive
+// while a batch is in flight share the next one.
 
 export interface LogEntry {
   document: string;
@@ -80,63 +64,10 @@ const seqKey = (document: string, seq: number): string => `u!${document}!${seq.t
 const metaKey = (document: string): string => `d!${document}`;
 const checkpointKey = (seq: number): string => `c!${seq.toString(16).padStart(12, '0')}`;
 
-const CHECKPOINT_KEY = 'w!checkpoint';
-// How long a turn of the event loop may keep its appends before committing them (see scheduleCommit).
-const COMMIT_AFTER_MS = 1;
-
 interface PendingAppend {
   entry: LogEntry;
   resolve: () => void;
   reject: (error: Error) => void;
-}
-
-// A group commit's operations on their way into LevelDB, and what they add to size().
-interface LevelWrite {
-  operations: WalOperation[];
-  entries: number;
-  newDocuments: number;
-}
-
-export interface WalReplay {
-  path: string;
-  records: number;
-  entries: number;
-  stoppedBy: ReplayEnd;
-}
-
-export interface UpdateLogOptions {
-  // Called on open when the write-ahead log held records the previous process may not have put
-  // into LevelDB (it stopped without closing the log), after they were put there again.
-  onReplay?: (replay: WalReplay) => void;
-  // Size of a new write-ahead log segment (an existing one keeps its size).
-  segmentBytes?: number;
-}
-
-// LevelDB syncs only its current log file on a `sync` write: one it switched away from (a full
-// memtable) is closed unsynced and stays until its table is written. A checkpoint syncs those too.
-async function syncLevelDbLogFiles(directory: string): Promise<void> {
-  const names = (await readdir(directory)).filter((name) => /^[0-9]+\.log$/.test(name)).sort();
-  for (const name of names) {
-    const file = await openFile(join(directory, name), 'r').catch((error: NodeJS.ErrnoException) => {
-      // Compacted into a table (synced) and removed since the listing.
-      if (error.code === 'ENOENT') return null;
-      throw error;
-    });
-    if (!file) continue;
-    try {
-      await file.datasync();
-    } finally {
-      await file.close();
-    }
-  }
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve = (): void => undefined;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
 }
 
 // A write the log refused, with a reason fit for the writers' close frames: the message (for the
@@ -155,9 +86,8 @@ export class LogRefusal extends Error {
 // below, the default) or a NATS JetStream stream that several coordinators share
 // (backends/nats-log.ts). Both run test/harness/update-log-conformance.ts. What every backend
 // promises:
-// - `append` resolves only once the entry is durable (LevelDB: its write-ahead record
-//   fdatasync'ed; NATS: stored by a stream quorum), and rejects with a message that says why and
-//   what to do when it is not; every read after that sees it;
+// - `append` resolves only once the entry is durable (fsync'ed; stored by a stream quorum), and
+//   rejects with a message that says why and what to do when it is not;
 // - per document, entries are numbered 1, 2, 3… and each is chained to the one before by hash,
 //   whoever wrote it;
 // - nothing is ever compacted, rewritten or deleted.
@@ -199,7 +129,7 @@ export interface UpdateLog {
   close(): Promise<void>;
 }
 
-export async function openUpdateLog(directory: string, options: UpdateLogOptions = {}): Promise<UpdateLog> {
+export async function openUpdateLog(directory: string): Promise<UpdateLog> {
   const db = new Level<string, Uint8Array>(directory, { keyEncoding: 'utf8', valueEncoding: 'view' });
   try {
     await db.open();
@@ -211,200 +141,15 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
       `cannot open the update log in ${directory}: ${cause}; is another coordinator or relay using this --data-dir? Stop it, or give this one its own directory`,
     );
   }
-  let wal: WriteAheadLog;
-  try {
-    const walPath = join(directory, WAL_FILE_NAME);
-    wal = openWriteAheadLog(walPath, openSegmentFile(walPath, options.segmentBytes ?? DEFAULT_SEGMENT_BYTES));
-  } catch (error) {
-    await db.close();
-    throw error;
-  }
   const lastSeq = new Map<string, number>();
   const lastHash = new Map<string, string>();
   let pending: PendingAppend[] = [];
-  let commitScheduled = false;
-  let commitSoon = false;
-  // When the oldest of the pending appends was made (performance.now()).
-  let firstPendingAt = 0;
-  // A checkpoint the next commits wait for (the segment was full).
-  let stalled: Promise<void> | null = null;
-  // Once the write-ahead log or LevelDB failed, every append and read says so: acknowledged
-  // appends may then be in the write-ahead log only, and a restart puts them into LevelDB.
-  let failure: Error | null = null;
-  const fail = (error: unknown, what: string): Error => {
-    failure ??= new Error(
-      `the update log in ${directory} failed ${what}: ${(error as Error).message}; restart the coordinator (appends already acknowledged are replayed from ${wal.path})`,
-      { cause: error },
-    );
-    return failure;
-  };
-
-  // Group commits on their way into LevelDB, one batch at a time, in order.
-  let levelQueue: LevelWrite[] = [];
-  let levelQueued: { promise: Promise<void>; resolve: () => void } | null = null;
-  let levelInFlight: Promise<void> | null = null;
+  let flushing: Promise<void> | null = null;
 
   const seqLoads = new Map<string, Promise<void>>();
-  // In LevelDB since the stored counts were read (or since open, before the first size()).
+  // Appended since the stored counts were read (or since open, before the first size()).
   const appended = { documents: 0, entries: 0 };
   let stored: Promise<{ documents: number; entries: number }> | null = null;
-
-  function queueLevelWrite(write: LevelWrite): void {
-    levelQueue.push(write);
-    if (!levelInFlight) void drainLevelWrites();
-  }
-
-  async function drainLevelWrites(): Promise<void> {
-    while (levelQueue.length > 0) {
-      const writes = levelQueue;
-      const done = levelQueued;
-      levelQueue = [];
-      levelQueued = null;
-      const operations = writes.flatMap((w) =>
-        w.operations.map(({ key, value }) => ({ type: 'put' as const, key, value })),
-      );
-      levelInFlight = db.batch(operations, { sync: false }).then(
-        () => {
-          for (const write of writes) {
-            appended.entries += write.entries;
-            appended.documents += write.newDocuments;
-          }
-        },
-        (error: unknown) => {
-          fail(error, 'to write to LevelDB');
-        },
-      );
-      await levelInFlight;
-      done?.resolve();
-    }
-    levelInFlight = null;
-  }
-
-  // Settles once everything appended so far is in LevelDB: readers await it, so they see every
-  // append that resolved before them.
-  async function written(): Promise<void> {
-    if (levelQueue.length > 0) {
-      levelQueued ??= deferred();
-      await levelQueued.promise;
-    } else if (levelInFlight) await levelInFlight;
-    if (failure) throw failure;
-  }
-
-  // Everything in the write-ahead log is durably in LevelDB: the segment starts over.
-  async function checkpoint(): Promise<void> {
-    await written();
-    await db.put(CHECKPOINT_KEY, new Uint8Array(), { sync: true });
-    await syncLevelDbLogFiles(directory);
-    wal.recycle();
-  }
-
-  // Appends the previous process acknowledged may be in the write-ahead log only. Putting them
-  // again is harmless when they did reach LevelDB: the same keys get the same values, in order.
-  const { records, stoppedBy } = wal.recovered;
-  if (records.length > 0) {
-    try {
-      const operations = records.flat().map(({ key, value }) => ({ type: 'put' as const, key, value }));
-      await db.batch(operations, { sync: true });
-      await checkpoint();
-    } catch (error) {
-      wal.close();
-      await db.close();
-      throw new Error(`cannot replay the write-ahead log ${wal.path} into ${directory}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-    const entries = records.reduce((n, record) => n + record.filter((op) => op.key.startsWith('u!')).length, 0);
-    options.onReplay?.({ path: wal.path, records: records.length, entries, stoppedBy });
-  }
-
-  function operationsFor(batch: PendingAppend[]): WalOperation[] {
-    const operations: WalOperation[] = [];
-    const highest = new Map<string, number>();
-    for (const { entry } of batch) {
-      operations.push({ key: seqKey(entry.document, entry.seq), value: encodeLogEntry(entry) });
-      highest.set(entry.document, Math.max(highest.get(entry.document) ?? 0, entry.seq));
-    }
-    for (const [document, seq] of highest) {
-      const hash = batch.findLast((p) => p.entry.document === document)!.entry.hash;
-      operations.push({ key: metaKey(document), value: new TextEncoder().encode(`${seq} ${hash}`) });
-    }
-    return operations;
-  }
-
-  const levelWrite = (batch: PendingAppend[], operations: WalOperation[]): LevelWrite => ({
-    operations,
-    entries: batch.length,
-    newDocuments: batch.filter((p) => p.entry.seq === 1).length,
-  });
-
-  // All appends of one turn of the event loop (a rollout wave's writes arriving together) share
-  // one record: setImmediate runs once the turn's I/O callbacks are done. A turn that is still
-  // processing writes COMMIT_AFTER_MS after the first of its pending ones (a wave's frames piled
-  // up while the main thread was busy) commits then, at the next microtask checkpoint: else the
-  // first writes of the turn wait for the processing of all the others before they are handed on.
-  function scheduleCommit(): void {
-    if (stalled || pending.length === 0) return;
-    if (!commitSoon && performance.now() - firstPendingAt >= COMMIT_AFTER_MS) {
-      commitSoon = true;
-      queueMicrotask(() => {
-        commitSoon = false;
-        commit();
-      });
-    }
-    if (commitScheduled) return;
-    commitScheduled = true;
-    setImmediate(commit);
-  }
-
-  function commit(): void {
-    commitScheduled = false;
-    if (stalled || pending.length === 0) return;
-    const batch = pending;
-    pending = [];
-    const rejectAll = (error: Error): void => {
-      for (const item of batch) item.reject(error);
-    };
-    if (failure) {
-      rejectAll(failure);
-      return;
-    }
-    const operations = operationsFor(batch);
-    try {
-      if (wal.append(operations)) {
-        // Durable: the appends resolve (and their updates are handed on) before LevelDB has them.
-        for (const item of batch) item.resolve();
-        queueLevelWrite(levelWrite(batch, operations));
-        return;
-      }
-    } catch (error) {
-      rejectAll(fail(error, 'to write its write-ahead log'));
-      return;
-    }
-    // The segment is full: checkpoint, start it over and write the record there; a record larger
-    // than a whole segment goes to LevelDB with `sync` instead (nothing before it is left to replay).
-    stalled = (async () => {
-      await checkpoint();
-      if (wal.append(operations)) queueLevelWrite(levelWrite(batch, operations));
-      else {
-        await db.batch(
-          operations.map(({ key, value }) => ({ type: 'put' as const, key, value })),
-          { sync: true },
-        );
-        const write = levelWrite(batch, operations);
-        appended.entries += write.entries;
-        appended.documents += write.newDocuments;
-      }
-    })().then(
-      () => {
-        for (const item of batch) item.resolve();
-      },
-      (error: unknown) => rejectAll(fail(error, 'at a checkpoint')),
-    );
-    void stalled.finally(() => {
-      stalled = null;
-      scheduleCommit();
-    });
-  }
 
   // Sequence numbers are assigned synchronously after the document's last number is known, so
   // concurrent appends to one document never share a number.
@@ -434,7 +179,6 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
   }
 
   async function* iterate(document: string): AsyncGenerator<LogEntry> {
-    await written();
     let prev = GENESIS_HASH;
     for await (const [, value] of db.iterator({ gte: seqKey(document, 0), lte: seqKey(document, 0xffffffffffff) })) {
       const stored = decodeLogEntry(document, value);
@@ -446,7 +190,6 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
   }
 
   async function head(document: string): Promise<LogHead | null> {
-    await written();
     const stored = await db.get(metaKey(document));
     if (stored === undefined) return null;
     const [seqText, hash] = new TextDecoder().decode(stored).split(' ');
@@ -454,6 +197,32 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
     let last: LogHead | null = null;
     for await (const entry of iterate(document)) last = { document, seq: entry.seq, hash: entry.hash };
     return last;
+  }
+
+  async function flush(): Promise<void> {
+    while (pending.length > 0) {
+      const batch = pending;
+      pending = [];
+      const ops: { type: 'put'; key: string; value: Uint8Array }[] = [];
+      const highest = new Map<string, number>();
+      for (const { entry } of batch) {
+        ops.push({ type: 'put', key: seqKey(entry.document, entry.seq), value: encodeLogEntry(entry) });
+        highest.set(entry.document, Math.max(highest.get(entry.document) ?? 0, entry.seq));
+      }
+      for (const [document, seq] of highest) {
+        const hash = batch.findLast((p) => p.entry.document === document)!.entry.hash;
+        ops.push({ type: 'put', key: metaKey(document), value: new TextEncoder().encode(`${seq} ${hash}`) });
+      }
+      try {
+        await db.batch(ops, { sync: true });
+        appended.entries += batch.length;
+        for (const { entry } of batch) if (entry.seq === 1) appended.documents += 1;
+        for (const item of batch) item.resolve();
+      } catch (error) {
+        for (const item of batch) item.reject(error as Error);
+      }
+    }
+    flushing = null;
   }
 
   return {
@@ -465,9 +234,8 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
       const entry: LogEntry = { ...partial, prevHash, hash: logEntryHash(prevHash, partial) };
       lastHash.set(document, entry.hash);
       await new Promise<void>((resolve, reject) => {
-        if (pending.length === 0) firstPendingAt = performance.now();
         pending.push({ entry, resolve, reject });
-        scheduleCommit();
+        flushing ??= flush();
       });
       return entry;
     },
@@ -492,13 +260,11 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
     iterate,
     head,
     async documents() {
-      await written();
       const names: string[] = [];
       for await (const key of db.keys({ gt: 'd!', lt: 'd"' })) names.push(key.slice(2));
       return names;
     },
     async heads() {
-      await written();
       const heads: LogHead[] = [];
       const legacy: string[] = [];
       for await (const [key, value] of db.iterator({ gt: 'd!', lt: 'd"' })) {
@@ -521,7 +287,6 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
         yield JSON.parse(new TextDecoder().decode(value)) as CheckpointHeads;
     },
     async size() {
-      await written();
       stored ??= (async () => {
         // The counts from here on are the appends after this snapshot of the meta keys.
         appended.documents = 0;
@@ -536,8 +301,6 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
         return { documents, entries };
       })();
       const base = await stored;
-      // What landed in LevelDB while the stored counts were read is in `appended`.
-      await written();
       return { documents: base.documents + appended.documents, entries: base.entries + appended.entries };
     },
     // LevelDB holds the directory's lock: this process is its only writer.
@@ -545,18 +308,8 @@ export async function openUpdateLog(directory: string, options: UpdateLogOptions
     describe: () => directory,
     claim: async () => true,
     async close() {
-      // Commit what is pending, then checkpoint: a log closed cleanly has nothing to replay.
-      while (pending.length > 0 || stalled || commitScheduled) {
-        if (stalled) await stalled.catch(() => undefined);
-        else if (commitScheduled) await new Promise((resolve) => setImmediate(resolve));
-        else commit();
-      }
-      try {
-        if (!failure) await checkpoint();
-      } finally {
-        wal.close();
-        await db.close();
-      }
+      await flushing;
+      await db.close();
     },
   };
 }

@@ -17,16 +17,7 @@ export async function openLogBackend(
   dataDir: string,
   logger: Logger,
 ): Promise<OpenedLog> {
-  if (backend?.kind !== 'nats') {
-    const log = await openUpdateLog(dataDir, {
-      onReplay: (replay) =>
-        logger.warn(
-          { event: 'log-wal-replayed', ...replay },
-          `update log: put ${replay.entries} entries (${replay.records} write-ahead records, up to the ${replay.stoppedBy} record) from ${replay.path} into LevelDB again; the previous process stopped without closing the log`,
-        ),
-    });
-    return { log, sharePresence: null };
-  }
+  if (backend?.kind !== 'nats') return { log: await openUpdateLog(dataDir), sharePresence: null };
   const log = await openNatsLog({ ...backend, logger });
   return { log, sharePresence: (table) => log.sharePresence(table) };
 }
