@@ -385,6 +385,8 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
   let lastFollowed = (await jsm.streams.info(stream)).state.last_seq;
   let following: ConsumerMessages | null = null;
   async function follow(): Promise<void> {
+    // Failed starts in a row: while the cluster has no quorum every attempt fails, once a second.
+    let failures = 0;
     while (!closed) {
       try {
         const consumer = await js.consumers.get(stream, {
@@ -392,6 +394,7 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: lastFollowed + 1,
         });
+        failures = 0;
         const messages = await consumer.consume({ idle_heartbeat: FOLLOW_HEARTBEAT_MS, expires: 10_000 });
         following = messages;
         if (closed) await messages.close();
@@ -439,7 +442,12 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
         }
       } catch (error) {
         if (closed) return;
-        logger.warn({ event: 'nats-follow-retry', err: error }, 'following the update stream failed; retrying');
+        failures += 1;
+        // Said once per outage, not every second of it.
+        const fields = { event: 'nats-follow-retry', err: error, failures };
+        const message = 'following the update stream failed; retrying every second';
+        if (failures === 1) logger.warn(fields, message);
+        else logger.debug(fields, message);
         reportMissed();
       }
       if (!closed) await new Promise((resolve) => setTimeout(resolve, 1000));
