@@ -7,6 +7,7 @@ import {
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
+  type JsMsg,
   jetstream,
   jetstreamManager,
   RetentionPolicy,
@@ -48,6 +49,10 @@ const LOG_TOKEN = 'log';
 // entry lost after the first comparison is found too (docs/scale-out.md).
 const MISSED_REPORT_DELAYS_MS = [2000, 10_000];
 const CHECKPOINT_TOKEN = 'checkpoint';
+// The follower's consumer sends an entry or a heartbeat at least this often while it is alive...
+const FOLLOW_HEARTBEAT_MS = 2000;
+// ...and is replaced after this long without either (four heartbeats).
+const FOLLOW_SILENCE_MS = 8000;
 // CAS retries when other coordinators write the same document at the same moment.
 const MAX_CHAIN_RETRIES = 20;
 // Publish attempts on "no responders" or a timeout (a stream leader being re-elected takes a few
@@ -349,14 +354,39 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
     return { counts, bytes: info.state.bytes };
   }
 
+  // Hands one followed stream message to the followers, unless it is this log's own entry.
+  function handleFollowed(message: JsMsg): void {
+    const document = documentFromToken(message.subject.slice(prefix.length + LOG_TOKEN.length + 2));
+    if (document === null) return;
+    let entry: LogEntry;
+    try {
+      const stored = decodeLogEntry(document, message.data);
+      if (stored.prevHash === undefined || stored.hash === undefined) return;
+      entry = stored as LogEntry;
+    } catch (error) {
+      logger.error({ event: 'nats-entry-unreadable', document, err: error }, 'unreadable entry in the stream');
+      return;
+    }
+    // Only ends this coordinator already keeps (documents it read or appended to): learning
+    // every document of the fleet would hold one end per document per coordinator, whether it
+    // serves it or not. A document read later learns its end from the read; one whose end is
+    // not known or is stale costs one CAS retry on its next append, never a forked chain.
+    if (ends.has(document)) learnEnd(document, { seq: entry.seq, hash: entry.hash, streamSeq: message.seq });
+    if (own.delete(entry.hash)) return;
+    for (const deliver of followers) deliver(entry);
+  }
+
   // Every other coordinator's entry, in stream order, for as long as the log is open. It starts
   // right after what the stream holds now: a document loaded later reads everything up to its own
   // last entry and takes the rest from here (the host buffers them while it loads), so there is no
-  // gap between the two. An ordered consumer recreates itself after a server loss and resumes where
-  // it was; if it gives up, a new one starts after the last entry seen.
+  // gap between the two. An ordered consumer recreates itself when it sees a gap in its delivery
+  // numbers and resumes where it was; when it falls silent or fails, a new one starts after the
+  // last entry seen.
   let lastFollowed = (await jsm.streams.info(stream)).state.last_seq;
   let following: ConsumerMessages | null = null;
   async function follow(): Promise<void> {
+    // Failed starts in a row: while the cluster has no quorum every attempt fails, once a second.
+    let failures = 0;
     while (!closed) {
       try {
         const consumer = await js.consumers.get(stream, {
@@ -364,15 +394,31 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: lastFollowed + 1,
         });
-        const messages = await consumer.consume({ idle_heartbeat: 2000, expires: 10_000 });
+        failures = 0;
+        const messages = await consumer.consume({ idle_heartbeat: FOLLOW_HEARTBEAT_MS, expires: 10_000 });
         following = messages;
         if (closed) await messages.close();
-        // An ordered consumer lives on one server; when that server is lost the client's own
-        // recovery stalled for 40 s and more (shared/reference/nats-notes.md). Four missed
-        // heartbeats (8 s: a busy server misses one or two) end this one, and the loop starts a
-        // new one after the last entry seen.
+        // An ordered consumer is an R1 consumer on one server. When the connection drops the
+        // client stops its heartbeat check, and after the reconnect asks for the consumer's info
+        // until it answers (every `expires`) before it checks again: while that server stays down
+        // nothing arrives, nothing is reported (no 'heartbeats_missed', no 'reset'), for as long
+        // as the server is down (docs/scale-out.md). So this watches on its own: every live
+        // consumer sends an entry or a heartbeat every 2 s, and 8 s of neither (a busy server
+        // misses one or two) ends this one; the loop starts a new one after the last entry seen.
+        let lastSign = Date.now();
+        const watchdog = setInterval(() => {
+          if (Date.now() - lastSign < FOLLOW_SILENCE_MS) return;
+          clearInterval(watchdog);
+          logger.warn(
+            { event: 'nats-follow-stalled', after: lastFollowed, silentMs: Date.now() - lastSign },
+            'update stream follower stalled; restarting it',
+          );
+          void messages.close().catch(() => undefined);
+          reportMissed();
+        }, FOLLOW_HEARTBEAT_MS);
         void (async () => {
           for await (const status of messages.status()) {
+            if (status.type === 'heartbeat') lastSign = Date.now();
             // The client saw a gap in the delivery numbers or found its consumer gone, and starts a
             // new one after the last message it received. Nothing is shown to be lost, but this
             // is the one sign it gives that delivery restarted: the followers compare anyway.
@@ -382,43 +428,26 @@ export async function openNatsLog(options: NatsLogOptions): Promise<NatsUpdateLo
                 'update stream follower consumer is being recreated',
               );
               reportMissed();
-              continue;
-            }
-            if (status.type === 'heartbeats_missed' && status.count >= 4) {
-              logger.warn(
-                { event: 'nats-follow-stalled', after: lastFollowed },
-                'update stream follower stalled; restarting it',
-              );
-              await messages.close().catch(() => undefined);
-              reportMissed();
-              return;
             }
           }
         })();
-        for await (const message of messages) {
-          lastFollowed = message.seq;
-          const document = documentFromToken(message.subject.slice(prefix.length + LOG_TOKEN.length + 2));
-          if (document === null) continue;
-          let entry: LogEntry;
-          try {
-            const stored = decodeLogEntry(document, message.data);
-            if (stored.prevHash === undefined || stored.hash === undefined) continue;
-            entry = stored as LogEntry;
-          } catch (error) {
-            logger.error({ event: 'nats-entry-unreadable', document, err: error }, 'unreadable entry in the stream');
-            continue;
+        try {
+          for await (const message of messages) {
+            lastSign = Date.now();
+            lastFollowed = message.seq;
+            handleFollowed(message);
           }
-          // Only ends this coordinator already keeps (documents it read or appended to): learning
-          // every document of the fleet would hold one end per document per coordinator, whether it
-          // serves it or not. A document read later learns its end from the read; one whose end is
-          // not known or is stale costs one CAS retry on its next append, never a forked chain.
-          if (ends.has(document)) learnEnd(document, { seq: entry.seq, hash: entry.hash, streamSeq: message.seq });
-          if (own.delete(entry.hash)) continue;
-          for (const deliver of followers) deliver(entry);
+        } finally {
+          clearInterval(watchdog);
         }
       } catch (error) {
         if (closed) return;
-        logger.warn({ event: 'nats-follow-retry', err: error }, 'following the update stream failed; retrying');
+        failures += 1;
+        // Said once per outage, not every second of it.
+        const fields = { event: 'nats-follow-retry', err: error, failures };
+        const message = 'following the update stream failed; retrying every second';
+        if (failures === 1) logger.warn(fields, message);
+        else logger.debug(fields, message);
         reportMissed();
       }
       if (!closed) await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { documentFromToken, documentToken, openNatsLog } from '../../coordinator/backends/nats-log.js';
 import { openUpdateLog } from '../../coordinator/update-log.js';
+import { type Logger, silentLogger } from '../../shared/log.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { createLogger } from '../../shared/node/log.js';
 import { type NatsCluster, startNatsCluster } from '../harness/nats-cluster.js';
@@ -220,6 +221,74 @@ test("when the follower's consumer is deleted on the server, the follower is tol
     await waitFor('the entry through the recreated consumer', () => followed.includes('hosts/h2/status'), 10_000);
   } finally {
     await Promise.all([writer.close(), follower.close(), admin.close()]);
+  }
+});
+
+// An ordered consumer is an R1 consumer on one server. When that server is lost together with the
+// follower's connection, the client asks for the consumer's info until that server answers again
+// and reports nothing meanwhile (no missed heartbeats, no reset): the follower stalled for as long
+// as the server was down. It must notice the silence itself and follow through a new consumer.
+test('the follower keeps following while the server holding its consumer stays down', async () => {
+  const cluster = await startNatsCluster(join(dir, 'consumer-server-down'), 3);
+  const proxy = await startNatsDropProxy(cluster.nodes[0]!.port);
+  const admin = await connect({ servers: cluster.servers });
+  const warnings: string[] = [];
+  const recording: Logger = {
+    ...silentLogger,
+    warn: (fields: object | string) => {
+      if (typeof fields === 'object' && 'event' in fields) warnings.push(String(fields.event));
+    },
+    child: () => recording,
+  };
+  const options = { kind: 'nats', stream: 'CONSUMERDOWN', replicas: 3 } as const;
+  const writer = await openNatsLog({ ...options, logger, servers: cluster.servers });
+  try {
+    const jsm = await jetstreamManager(admin);
+    const consumers = async () => await jsm.consumers.list('CONSUMERDOWN').next();
+    const writerConsumers = await waitFor("the writer's consumer", async () => {
+      const list = await consumers();
+      return list.length > 0 ? list : null;
+    });
+    const writers = new Set(writerConsumers.map((info) => info.name));
+    const follower = await openNatsLog({ ...options, logger: recording, servers: [proxy.url] });
+    try {
+      const followed: number[] = [];
+      follower.follow((entry) => followed.push(entry.seq));
+      const home = await waitFor("the follower's consumer", async () => {
+        const info = (await consumers()).find((candidate) => !writers.has(candidate.name));
+        return info?.cluster?.leader ?? null;
+      });
+      const empty = Y.encodeStateAsUpdate(new Y.Doc());
+      const first = await writer.append('hosts/h3/status', 'test', empty);
+      await waitFor('the first entry through the follower', () => followed.includes(first.seq), 10_000);
+
+      // The server holding the follower's consumer goes and stays down; the follower's connection
+      // drops with it (through the proxy, when it was connected to another server).
+      const lost = cluster.nodes.find((node) => node.name === home)!;
+      await lost.stop('SIGKILL');
+      proxy.cut();
+      // Writes go on with two servers of three (after a re-election when the lost one led).
+      const second = await waitFor(
+        'an entry written after the loss',
+        () => writer.append('hosts/h3/status', 'test', empty).catch(() => null),
+        30_000,
+      );
+      await waitFor(
+        'the entry written after the loss through the follower',
+        () => followed.includes(second.seq),
+        30_000,
+      );
+      assert.ok(
+        warnings.includes('nats-follow-stalled'),
+        `the follower says it restarted a silent consumer (its warnings: ${warnings.join(', ')}; the lost server ${home})`,
+      );
+    } finally {
+      await follower.close();
+    }
+  } finally {
+    await Promise.all([writer.close(), admin.close()]);
+    await proxy.close();
+    await cluster.close();
   }
 });
 
