@@ -201,4 +201,35 @@ test('a whole read gives the head the next append chains on (no meta read); a pa
   }
 });
 
+test('a group commit of interleaved documents stores the last seq and hash of each as its head', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    let log = await openUpdateLog(dir);
+    const documents = ['hosts/a/desired', 'hosts/b/desired', 'hosts/c/desired'];
+    // Appends started in one turn share batches: each batch holds several entries per document.
+    for (let wave = 0; wave < 3; wave++)
+      await Promise.all(
+        Array.from({ length: 12 }, (_, n) => log.append(documents[n % 3]!, 'alice', new Uint8Array([wave, n]))),
+      );
+    await log.close();
+    // Reopened, the stored meta keys are the heads: the last entry of each, chained.
+    log = await openUpdateLog(dir);
+    const heads = await log.heads();
+    for (const document of documents) {
+      const entries = await log.read(document);
+      assert.is(entries.length, 12, document);
+      const check = checkLogChain(document, entries);
+      assert.equal(check.problems, [], document);
+      assert.equal(
+        heads.find((h) => h.document === document),
+        check.head,
+        document,
+      );
+    }
+    await log.close();
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
 test.run();
