@@ -105,6 +105,16 @@ async function text(testId: string): Promise<string> {
   return String(await page.getByTestId(testId).first().textContent());
 }
 
+// The rollout view counts an action from the moment it is signed (the outbox's copy), so its state
+// changes before the server has the action; the coordinator's copy is read only once the page says
+// the server stored it.
+async function storedByServer(what: string): Promise<void> {
+  await page
+    .locator('[data-testid=rollout-message]', { hasText: `${what}: stored by the server` })
+    .waitFor({ timeout: 20_000 })
+    .catch(async () => assert.unreachable(failWith(await text('rollout-message'))));
+}
+
 // Lock, then unlock another stored key (each was imported once at the start).
 async function switchTo(key: SigningKey): Promise<void> {
   await page.getByTestId('lock').click();
@@ -286,6 +296,7 @@ test('rollouts: list and status from the rollout document; pause, resume, approv
   await page.getByTestId('rollout-approve-2').click();
   await page.getByTestId('gate-2').waitFor();
   await page.locator('[data-testid=wave-2]', { hasText: 'approved by alice' }).waitFor({ timeout: 20_000 });
+  await storedByServer(`the approval of wave 2 of ${ROLLOUT}`);
   const view = await judgedRollout();
   assert.is(view.state, 'running');
   assert.equal(view.actions.approvals.get(2), ['alice']);
@@ -423,6 +434,7 @@ test('alice aborts the rollout from the page: final, and every action counted', 
   await page.getByTestId('rollout-abort').click();
   await page.locator('[data-testid=rollout-view][data-state=aborted]').waitFor({ timeout: 20_000 });
   assert.match(await text('rollout-aborted'), /by alice/);
+  await storedByServer(`the abort of ${ROLLOUT}`);
   const view = await judgedRollout();
   assert.is(view.state, 'aborted');
   // The first test's pause and resume, its tie (the CLI's pause, then the page's resume with the same
