@@ -58,7 +58,19 @@ test('one coordinator delivers a rollout submitted to the other; when it is SIGK
   // stream: it may refuse until then).
   await submitPlanOnceKnown(b.url, plan, 'B to store the plan');
   await waitFor('A to deliver wave 1', () => logEvents(a, 'rollout-wave-delivered')[0], 30_000);
-  assert.is(await intentsOn(b.url, 'h1', org.alice), 1, "h1's rollout intent, read through B");
+  // A's log line says the intent is in the stream, not that B's copy has it: B follows the stream
+  // on its own time (it loaded h1's desired document to check the plan), so the read through B
+  // waits for it (a 1.5 s hold on B's NATS delivery read 0 here).
+  const throughB = await waitFor(
+    "h1's rollout intent, read through B",
+    async () => {
+      const count = await intentsOn(b.url, 'h1', org.alice);
+      return count > 0 ? count : null;
+    },
+    30_000,
+    200,
+  );
+  assert.is(throughB, 1, "h1's rollout intent, read through B");
   assert.is(await intentsOn(b.url, 'h2', org.alice), 0, 'wave 2 waits for its gate');
   assert.equal(logEvents(b, 'rollout-wave-delivered'), [], 'B, without the lease, delivered nothing');
 
