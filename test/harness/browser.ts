@@ -1,6 +1,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { z } from 'zod';
 import { startFaultProxy } from './fault-proxy.js';
 
 // Real Chromium (Debian's package, driven by playwright-core; nothing is downloaded) for the web
@@ -17,8 +18,29 @@ export async function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: ['--disable-gpu', '--no-first-run'] });
 }
 
+// For hunting races between what the page shows and what the server holds (docs/web.md, "Looking
+// for races"): latency each way on the page's link (startPageLink) and a hold on each POST the page
+// sends to the API. Both off unless set.
+const delaySchema = z.coerce.number().int().min(0).max(60_000);
+function delayFromEnv(name: string): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return 0;
+  const parsed = delaySchema.safeParse(raw);
+  if (!parsed.success) throw new Error(`${name}=${raw}: expected whole milliseconds from 0 to 60000, or unset`);
+  return parsed.data;
+}
+const PAGE_LINK_DELAY_MS = delayFromEnv('OUTPOST_TEST_PAGE_LINK_DELAY_MS');
+const PAGE_POST_HOLD_MS = delayFromEnv('OUTPOST_TEST_PAGE_POST_HOLD_MS');
+
 export async function newLaptopContext(browser: Browser): Promise<BrowserContext> {
-  return browser.newContext({ viewport: LAPTOP_VIEWPORT, serviceWorkers: 'allow' });
+  const context = await browser.newContext({ viewport: LAPTOP_VIEWPORT, serviceWorkers: 'allow' });
+  // A test's own page.route for the same request takes precedence over this one.
+  if (PAGE_POST_HOLD_MS)
+    await context.route('**/api/**', async (route) => {
+      if (route.request().method() === 'POST') await new Promise((resolve) => setTimeout(resolve, PAGE_POST_HOLD_MS));
+      await route.continue();
+    });
+  return context;
 }
 
 // http://127.0.0.1:PORT/ of a coordinator or relay's ws:// URL.
@@ -46,11 +68,15 @@ export interface PageLink {
 
 export async function startPageLink(serverPort: number): Promise<PageLink> {
   const proxy = await startFaultProxy(serverPort);
+  proxy.delay(PAGE_LINK_DELAY_MS);
   return {
     pageUrl: pageUrl(proxy.url()),
     async setOffline(context, offline) {
       if (offline) proxy.cut();
-      else proxy.restore();
+      else {
+        proxy.restore();
+        proxy.delay(PAGE_LINK_DELAY_MS);
+      }
       await context.setOffline(offline);
     },
     close: () => proxy.close(),
