@@ -268,4 +268,59 @@ test('a group commit of interleaved documents stores the last seq and hash of ea
   }
 });
 
+test('the raw LevelDB keys and values are the log format, byte for byte (issue 15: the chained batch)', async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    const log = await openUpdateLog(dir);
+    // A non-ASCII name: keys are stored as their UTF-8 bytes. Appends started in one turn share
+    // group commits, so batches hold several entries and heads per document.
+    const documents = ['hosts/a/desired', 'hosts/ü-名/status'];
+    const entries: LogEntry[] = [];
+    for (let wave = 0; wave < 2; wave++)
+      entries.push(
+        ...(await Promise.all(
+          Array.from({ length: 6 }, (_, n) => log.append(documents[n % 2]!, 'admin:ö', new Uint8Array([wave, n, 255]))),
+        )),
+      );
+    await log.close();
+    // What the log format says is stored, built without the log's own encoder: entry keys
+    // u!<document>!<seq, 12 hex digits> -> the reference (lib0) encoding; head keys d!<document> ->
+    // "<last seq> <its hash>".
+    const utf8 = new TextEncoder();
+    const expected = new Map<string, string>();
+    for (const entry of entries)
+      expected.set(
+        toHex(utf8.encode(`u!${entry.document}!${entry.seq.toString(16).padStart(12, '0')}`)),
+        toHex(referenceEncodeLogEntry(entry)),
+      );
+    for (const document of documents) {
+      const last = entries.filter((e) => e.document === document).sort((a, b) => b.seq - a.seq)[0]!;
+      expected.set(toHex(utf8.encode(`d!${document}`)), toHex(utf8.encode(`${last.seq} ${last.hash}`)));
+    }
+    const raw = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
+    const stored = new Map<string, string>();
+    for await (const [key, value] of raw.iterator()) stored.set(toHex(key), toHex(value));
+    await raw.close();
+    assert.equal(stored, expected);
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
+test("an append after the log closed rejects with LevelDB's reason, and a later one too (nothing hangs)", async () => {
+  const dir = temporaryDirectory('log');
+  try {
+    const log = await openUpdateLog(dir);
+    await log.append('hosts/a/desired', 'alice', new Uint8Array([1]));
+    await log.close();
+    for (const n of [2, 3]) {
+      const error = await log.append('hosts/a/desired', 'alice', new Uint8Array([n])).catch((e: Error) => e);
+      assert.instance(error, Error);
+      assert.match((error as Error).message, /not open/);
+    }
+  } finally {
+    removeDirectory(dir);
+  }
+});
+
 test.run();
