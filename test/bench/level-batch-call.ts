@@ -10,10 +10,11 @@ import { percentiles } from './measure.js';
 // What a group commit's call into LevelDB costs the main thread (issue 15), per document of a
 // batch: the update log's two puts per document (the entry under u!<document>!<seq> and the head
 // under d!<document>), handed over as
-// - array, { sync: true }: db.batch(ops, { sync: true }), what the log did before;
+// - array, { sync: true }: db.batch(ops, { sync: true }), what the log does;
 // - array, no options: the same without options (not durable: only to show what the options cost);
 // - array, byte keys: keys encoded to bytes beforehand, { sync: true, keyEncoding: 'view' };
-// - chained: db.batch().put(…)…write({ sync: true }), what the log does now;
+// - chained: db.batch().put(…)…write({ sync: true }), tried in the log and reverted: its CPU is a
+//   fifth of the array's, but the dispatch bench's rollout p99 was 5–14× (docs/performance.md);
 // - chained, byte keys: the same with keys encoded to bytes in the timed part (keyEncoding 'view').
 // Each variant runs in a process of its own, as the log does in the coordinator (its only caller of
 // db.batch): V8's handling of abstract-level's op clone ({ ...options, ...op }) depends on which

@@ -268,7 +268,7 @@ test('a group commit of interleaved documents stores the last seq and hash of ea
   }
 });
 
-test('the raw LevelDB keys and values are the log format, byte for byte (issue 15: the chained batch)', async () => {
+test('the raw LevelDB keys and values are the log format, byte for byte', async () => {
   const dir = temporaryDirectory('log');
   try {
     const log = await openUpdateLog(dir);
