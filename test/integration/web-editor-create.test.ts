@@ -614,6 +614,11 @@ test('a deploy from the page to a host a rollout has not reached yet is refused,
   // rollout document only.
   await createWithCli('w54', { h2: closures[1]!, h3: closures[1]! }, ['first=h2', 'second=h3'], 'cli-w54');
   await switchTo(org.alice.publicKey);
+  // The page refuses a deploy while a rollout it lists is not read yet ("try again in a moment",
+  // after up to 5 s); that refusal names the rollout too. The test is about the refusal that
+  // comes from the rollout's content, so the page first holds the rollout, judged running.
+  await go('#/rollouts');
+  await page.locator('[data-testid=rollout-row-cli-w54][data-state=running]').waitFor({ timeout: 30_000 });
   await go('#/host/h3');
   await page.getByTestId('host-view').waitFor();
   await page.getByTestId('deploy-closure').fill(closures[0]!);
