@@ -14,7 +14,7 @@ import type { Intent } from '../../shared/schemas/intent.js';
 import type { Result } from '../../shared/schemas/report.js';
 import { closureOf } from '../harness/audit-history.js';
 import { prepareHost, type SimulatedHost, startAgentProcess } from '../harness/fleet.js';
-import { TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
+import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
 import { makeCacheKey } from '../harness/nix-fixtures.js';
 import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
 import {
@@ -107,6 +107,15 @@ test('the next result prunes the live document to the newest 64; the audit still
       await waitForSync(reader, 10_000);
       return readResults(reader.doc).results.length === EARLIER;
     });
+    // The agent deletes only what its upstream confirmed holding (agent/status-delivery.ts), and
+    // that confirmation answers its own probe: the coordinator having the results does not mean the
+    // agent heard so. Without it, result #121 comes first and prunes nothing.
+    await waitFor(
+      'the agent to hear that the coordinator holds its results',
+      () => (agent && logEvents(agent, 'status-delivered').length > 0 ? true : null),
+      30_000,
+      100,
+    );
     const before = Y.encodeStateAsUpdate(reader.doc).length;
     // An intent the agent refuses (expired an hour ago): its result is the next one.
     const intent: Intent = {
