@@ -1,16 +1,15 @@
 import { Level } from 'level';
 import * as decoding from 'lib0/decoding';
 import type { CheckpointHeads } from '../shared/audit/checkpoint.js';
+import { GENESIS_HASH, type LogHead, logEntryHash } from '../shared/audit/log-chain.js';
 import {
-  GENESIS_HASH,
-  type LogHead,
-  logEntryHash,
+  prefixedSize,
   putFloat64,
   putVarString,
   putVarUint,
   utf8Size,
   varUintSize,
-} from '../shared/audit/log-chain.js';
+} from '../shared/audit/sized-encoding.js';
 
 // Append-only log of every accepted Yjs update: document, sequence number, receive time,
 // authenticated principal and bytes. Nothing is ever compacted or rewritten, so an auditor can
@@ -40,7 +39,7 @@ type StoredEntry = Omit<LogEntry, 'prevHash' | 'hash'> & { prevHash?: string; ha
 
 const ENTRY_VERSION = 2;
 
-// Written straight into a buffer of the final size (shared/audit/log-chain.ts says why): the
+// Written straight into a buffer of the final size (shared/audit/sized-encoding.ts says why): the
 // same bytes lib0's encoder wrote for version 2.
 export function encodeLogEntry(entry: LogEntry): Uint8Array {
   const { seq, receivedAt, principal, update, prevHash, hash } = entry;
@@ -51,14 +50,10 @@ export function encodeLogEntry(entry: LogEntry): Uint8Array {
     varUintSize(ENTRY_VERSION) +
       varUintSize(seq) +
       8 +
-      varUintSize(principalSize) +
-      principalSize +
-      varUintSize(update.length) +
-      update.length +
-      varUintSize(prevHashSize) +
-      prevHashSize +
-      varUintSize(hashSize) +
-      hashSize,
+      prefixedSize(principalSize) +
+      prefixedSize(update.length) +
+      prefixedSize(prevHashSize) +
+      prefixedSize(hashSize),
   );
   let pos = putVarUint(bytes, 0, ENTRY_VERSION);
   pos = putVarUint(bytes, pos, seq);

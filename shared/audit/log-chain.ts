@@ -1,5 +1,6 @@
 import { digest } from 'lib0/hash/sha256';
-import { toHex } from '../crypto/encoding.js';
+import { toHex, utf8Bytes } from '../crypto/encoding.js';
+import { prefixedSize, putFloat64, putVarString, putVarUint, utf8Size, varUintSize } from './sized-encoding.js';
 
 // One stored Yjs update as the coordinator logged it. `hash` chains it to the entry before it in
 // the same document, so a bundle cut short, reordered or rewritten no longer ends in a head that
@@ -23,59 +24,7 @@ export interface LogHead {
 
 export const GENESIS_HASH = '0'.repeat(64);
 
-// Writers into a buffer sized beforehand, for the two encodings every appended entry goes through
-// (its hash input here, its stored form in coordinator/update-log.ts). Both are stored or chained,
-// so they must write exactly what lib0's encoding wrote (varuint, UTF-8 with a varuint length,
-// big-endian float64; test/harness/log-entry-reference.ts keeps that code), without its growing
-// chunks, per-byte capacity checks and closing copy, which cost more than the sha256 itself.
-const utf8Encoder = new TextEncoder();
-
-// lib0's writeVarUint, operation for operation (so even a fractional or negative number encodes
-// the same).
-export function varUintSize(num: number): number {
-  let size = 1;
-  for (; num > 0x7f; size++) num = Math.floor(num / 128);
-  return size;
-}
-
-export function putVarUint(bytes: Uint8Array, pos: number, num: number): number {
-  while (num > 0x7f) {
-    bytes[pos++] = 0x80 | (0x7f & num);
-    num = Math.floor(num / 128);
-  }
-  bytes[pos++] = 0x7f & num;
-  return pos;
-}
-
-// Bytes of the string in UTF-8 as TextEncoder writes it: a lone surrogate becomes U+FFFD (3 bytes).
-export function utf8Size(text: string): number {
-  let size = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit < 0x80) continue;
-    if (unit < 0x800) size += 1;
-    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      size += 2; // a pair: 2 units, 4 bytes
-      i++;
-    } else size += 2;
-  }
-  return size;
-}
-
-// `size` is utf8Size(text); equal to text.length only when every character is ASCII.
-export function putVarString(bytes: Uint8Array, pos: number, text: string, size: number): number {
-  pos = putVarUint(bytes, pos, size);
-  if (size === text.length) for (let i = 0; i < size; i++) bytes[pos + i] = text.charCodeAt(i);
-  else utf8Encoder.encodeInto(text, bytes.subarray(pos, pos + size));
-  return pos + size;
-}
-
-export function putFloat64(bytes: Uint8Array, pos: number, num: number): number {
-  new DataView(bytes.buffer, bytes.byteOffset + pos, 8).setFloat64(0, num, false);
-  return pos + 8;
-}
-
-const DOMAIN = utf8Encoder.encode('outpost-log-entry-v1\n');
+const DOMAIN = utf8Bytes('outpost-log-entry-v1\n');
 // Hash inputs up to this size are built in one reused buffer that starts with the domain.
 const SCRATCH_BYTES = 64 * 1024;
 const scratch = new Uint8Array(SCRATCH_BYTES);
@@ -93,16 +42,12 @@ export function logEntryHash(
   const principalSize = utf8Size(principal);
   const size =
     DOMAIN.length +
-    varUintSize(documentSize) +
-    documentSize +
-    varUintSize(prevHashSize) +
-    prevHashSize +
+    prefixedSize(documentSize) +
+    prefixedSize(prevHashSize) +
     varUintSize(seq) +
     8 +
-    varUintSize(principalSize) +
-    principalSize +
-    varUintSize(update.length) +
-    update.length;
+    prefixedSize(principalSize) +
+    prefixedSize(update.length);
   let bytes = scratch;
   if (size > SCRATCH_BYTES) {
     bytes = new Uint8Array(size);

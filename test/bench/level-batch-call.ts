@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { Level } from 'level';
 import { desiredDocName } from '../../shared/documents/names.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
-import { percentiles } from './measure.js';
+import { integerOptions, percentiles } from './measure.js';
 
 // What a group commit's call into LevelDB costs the main thread (issue 15), per document of a
 // batch: the update log's two puts per document (the entry under u!<document>!<seq> and the head
@@ -34,11 +34,7 @@ const { values } = parseArgs({
   },
 });
 const WARM_UP = 40;
-const documentCount = Number(values.documents);
-const batches = Number(values.batches);
-const rounds = Number(values.rounds);
-if (![documentCount, batches, rounds].every((n) => Number.isInteger(n) && n >= 1))
-  throw new Error('--documents, --batches and --rounds must be integers ≥ 1');
+const { documents: documentCount, batches, rounds } = integerOptions(values, { documents: 1, batches: 1, rounds: 1 });
 
 const documents = Array.from({ length: documentCount }, (_, i) => desiredDocName(`h${String(i).padStart(5, '0')}`));
 const entryValue = new Uint8Array(560).fill(7);
@@ -48,18 +44,15 @@ const entryKey = (document: string, seq: number): string => `u!${document}!${seq
 
 type Db = Level<string, Uint8Array>;
 type Put = { type: 'put'; key: string; value: Uint8Array };
+// Built inside each timed call, as the log builds them per group commit.
+const arrayOps = (seq: number): Put[] => [
+  ...documents.map((d): Put => ({ type: 'put', key: entryKey(d, seq), value: entryValue })),
+  ...documents.map((d): Put => ({ type: 'put', key: `d!${d}`, value: headValue(seq) })),
+];
 // Each variant: the synchronous call, returning the write's promise.
 const variants: Record<string, (db: Db, seq: number) => Promise<void>> = {
-  'array, { sync: true }': (db, seq) => {
-    const ops: Put[] = documents.map((d) => ({ type: 'put', key: entryKey(d, seq), value: entryValue }));
-    for (const d of documents) ops.push({ type: 'put', key: `d!${d}`, value: headValue(seq) });
-    return db.batch(ops, { sync: true });
-  },
-  'array, no options': (db, seq) => {
-    const ops: Put[] = documents.map((d) => ({ type: 'put', key: entryKey(d, seq), value: entryValue }));
-    for (const d of documents) ops.push({ type: 'put', key: `d!${d}`, value: headValue(seq) });
-    return db.batch(ops);
-  },
+  'array, { sync: true }': (db, seq) => db.batch(arrayOps(seq), { sync: true }),
+  'array, no options': (db, seq) => db.batch(arrayOps(seq)),
   'array, byte keys': (db, seq) => {
     const ops: { type: 'put'; key: Uint8Array; value: Uint8Array }[] = documents.map((d) => ({
       type: 'put',

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { openUpdateLog } from '../../coordinator/update-log.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import { removeDirectory, temporaryDirectory } from '../harness/processes.js';
+import { integerOptions } from './measure.js';
 
 // The LevelDB update log alone under a rollout wave (issue 15): --documents appends to as many
 // documents at once, so all but the first share one group commit; the process' CPU per append
@@ -17,11 +18,7 @@ const { values } = parseArgs({
     bytes: { type: 'string', default: '426' },
   },
 });
-const documentCount = Number(values.documents);
-const waves = Number(values.waves);
-const bytes = Number(values.bytes);
-if (![documentCount, waves, bytes].every((n) => Number.isInteger(n) && n >= 1))
-  throw new Error('--documents, --waves and --bytes must be integers ≥ 1');
+const { documents: documentCount, waves, bytes } = integerOptions(values, { documents: 1, waves: 1, bytes: 1 });
 
 const directory = temporaryDirectory('bench-log-append-waves');
 const load = loadavg()[0]!;

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { encodeLogEntry, type LogEntry } from '../../coordinator/update-log.js';
 import { GENESIS_HASH, logEntryHash } from '../../shared/audit/log-chain.js';
 import { referenceEncodeLogEntry, referenceLogEntryHash } from '../harness/log-entry-reference.js';
+import { integerOptions } from './measure.js';
 
 // Issue 15: the per-entry CPU of the coordinator's append, in isolation. Times logEntryHash and
 // encodeLogEntry as shipped against the versions they replaced (test/harness/log-entry-reference.ts)
@@ -14,10 +15,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '15' },
   },
 });
-const calls = Number(values.calls);
-const rounds = Number(values.rounds);
-if (!Number.isInteger(calls) || calls < 100 || !Number.isInteger(rounds) || rounds < 3)
-  throw new Error('--calls must be an integer ≥ 100 and --rounds ≥ 3');
+const { calls, rounds } = integerOptions(values, { calls: 100, rounds: 3 });
 
 // A desired document's name, a base64 key as the principal, and a Yjs-update-sized payload.
 function entryOf(updateBytes: number, seq: number): LogEntry {

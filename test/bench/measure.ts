@@ -101,3 +101,19 @@ export function processesCpuSeconds(pids: number[]): number {
   }
   return total;
 }
+
+// Whole-number options of a bench's command line (parseArgs gives strings), each at least its
+// minimum; anything else stops the bench with the option, the bound and what was given.
+export function integerOptions<K extends string>(
+  values: { readonly [name: string]: unknown },
+  minimums: Record<K, number>,
+): Record<K, number> {
+  const parsed = {} as Record<K, number>;
+  for (const name of Object.keys(minimums) as K[]) {
+    const value = Number(values[name]);
+    if (!Number.isInteger(value) || value < minimums[name])
+      throw new Error(`--${name} must be an integer ≥ ${minimums[name]} (got ${String(values[name])})`);
+    parsed[name] = value;
+  }
+  return parsed;
+}

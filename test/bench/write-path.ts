@@ -22,7 +22,7 @@ import { desiredDocName } from '../../shared/documents/names.js';
 import { silentLogger } from '../../shared/log.js';
 import { removeDirectory } from '../harness/processes.js';
 import { preSign } from './bench-intents.js';
-import { nsToMs, percentiles } from './measure.js';
+import { integerOptions, nsToMs, percentiles } from './measure.js';
 
 // The coordinator's write path in one process, one write at a time (issue 15): from an admin's
 // intent update arriving (after the websocket frame is parsed) to the broadcast message handed to
@@ -45,12 +45,7 @@ const { values } = parseArgs({
     wave: { type: 'string', default: '50' },
   },
 });
-const writesPerRound = Number(values.writes);
-const rounds = Number(values.rounds);
-const wave = Number(values.wave);
-if (!Number.isInteger(writesPerRound) || writesPerRound < 10 || !Number.isInteger(rounds) || rounds < 1)
-  throw new Error('--writes must be an integer ≥ 10 and --rounds ≥ 1');
-if (!Number.isInteger(wave) || wave < 1) throw new Error('--wave must be an integer ≥ 1');
+const { writes: writesPerRound, rounds, wave } = integerOptions(values, { writes: 10, rounds: 1, wave: 1 });
 
 const { signed } = preSign('h00001', 1, generateSigningKey('bench-admin'));
 

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import * as encoding from 'lib0/encoding';
 import { digest } from 'lib0/hash/sha256';
 import type { LogEntry } from '../../coordinator/update-log.js';
@@ -42,3 +43,12 @@ export function referenceEncodeLogEntry(entry: LogEntry): Uint8Array {
   encoding.writeVarString(encoder, entry.hash);
   return encoding.toUint8Array(encoder);
 }
+
+// Strings as log entries may hold them, for comparing against the code above: ASCII names and hex
+// hashes, any code point, and lone surrogates (TextEncoder writes U+FFFD for those, 3 bytes).
+const codeUnit = fc.integer({ min: 0, max: 0xffff }).map((unit) => String.fromCharCode(unit));
+export const anyLogText = fc.oneof(
+  fc.string({ maxLength: 80 }),
+  fc.string({ unit: 'binary', maxLength: 40 }),
+  fc.string({ unit: codeUnit, maxLength: 40 }),
+);
