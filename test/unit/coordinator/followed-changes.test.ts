@@ -5,6 +5,7 @@ import type { LogEntry, UpdateLog } from '../../../coordinator/update-log.js';
 import type { LogHead } from '../../../shared/audit/log-chain.js';
 import { silentLogger } from '../../../shared/log.js';
 import { sleep } from '../../../shared/time/sleep.js';
+import { waitFor } from '../../harness/processes.js';
 
 // The catch-up for followers that act on which documents changed, with a stand-in shared log:
 // what it delivers, what it loses, and when it says it may have lost something.
@@ -117,10 +118,10 @@ test('a comparison the log cannot answer is retried until one succeeds, and not 
   log.store('fleet/policy', { lost: true });
   await feed.catchUp();
   assert.equal(changed, [], 'no quorum: nothing compared yet');
-  await sleep(50);
-  assert.ok(log.headReads >= 3, `retried while it fails (${log.headReads} reads)`);
+  // Waited for, not slept: on a loaded machine a 20 ms retry timer can fire well after 20 ms.
+  await waitFor('two retries while it fails', () => log.headReads >= 3, 5000, 5);
   log.failHeads = false;
-  await sleep(50);
+  await waitFor('the retry that succeeds', () => changed.length > 0, 5000, 5);
   assert.equal(changed, ['fleet/policy'], 'the retry that succeeds hands the document over');
   const reads = log.headReads;
   await sleep(50);
