@@ -152,7 +152,9 @@ async function attack(mode: Mode, name: string) {
     const host = await fleet.host(name);
     const agent = fleet.startAgent(host, cache.url, ['--max-closure-size', '1M', '--download-retries', '1']);
     await fleet.deploy(name, closure);
-    const result = await fleet.nextResult(name, 0, 45_000);
+    // Agent start, deploy, every attempt and its backoff, then the signed failure: ~5 s here, and
+    // many times that on a loaded machine (each poll of nextResult is an `outpost status` process).
+    const result = await fleet.nextResult(name, 0, 120_000);
     const requestsAtResult = cache.narRequests;
     const bytesAtResult = cache.narBytesSent;
     // Retries have stopped: nothing more is asked for after the result.

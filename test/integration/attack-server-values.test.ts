@@ -51,9 +51,20 @@ function updateMessage(update: Uint8Array): Uint8Array {
   return encoding.toUint8Array(encoder);
 }
 
+// How long a write is given to be refused: one the server must refuse is awaited up to 20 s (a
+// loaded machine can take over 2 s to get to it; a server without the check never closes), one
+// it must take gets 2 s to be refused wrongly, and is then read back.
+const REFUSAL_WAIT_MS = 20_000;
+const ACCEPTED_WAIT_MS = 2000;
+
 // Sends one update as a raw y-protocols message and reports how the server closes (or that it did
-// not within the time).
-async function write(url: string, document: string, update: Uint8Array): Promise<{ code: number; reason: string }> {
+// not within `waitMs`).
+async function write(
+  url: string,
+  document: string,
+  update: Uint8Array,
+  waitMs = REFUSAL_WAIT_MS,
+): Promise<{ code: number; reason: string }> {
   const ws = new WebSocket(`${url}/${document}`);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -66,7 +77,7 @@ async function write(url: string, document: string, update: Uint8Array): Promise
   const outcome = await Promise.race([
     closed,
     new Promise<{ code: number; reason: string }>((resolve) =>
-      setTimeout(() => resolve({ code: 0, reason: 'open' }), 2000),
+      setTimeout(() => resolve({ code: 0, reason: 'open' }), waitMs),
     ),
   ]);
   ws.close();
@@ -126,7 +137,12 @@ test('a site client packing empty arrays into an update is refused by the relay 
   assert.match(outcome.reason, /objects and arrays in \d+ bytes, more than 64 per KiB/);
   assert.ok((await health(relay.url)).refusals.valueShape! >= 1, 'counted in /healthz');
   // A well-formed entry still goes through the relay to the coordinator.
-  const good = await write(relay.url, 'hosts/site-1/status', updateSetting('good', { note: 'x'.repeat(200) }));
+  const good = await write(
+    relay.url,
+    'hosts/site-1/status',
+    updateSetting('good', { note: 'x'.repeat(200) }),
+    ACCEPTED_WAIT_MS,
+  );
   assert.is(good.code, 0, `a well-formed write was refused: ${good.code} ${good.reason}`);
   await waitFor(
     'the good entry upstream',
@@ -145,7 +161,12 @@ test('values nested past 64 levels are refused by the relay and by the coordinat
     assert.match(outcome.reason, /nests deeper than 64 levels/);
   }
   // 64 levels are what canonical JSON signs: accepted.
-  const ok = await write(coordinator.url, 'hosts/site-2/status', updateSetting('ok', nestedObjects(62)));
+  const ok = await write(
+    coordinator.url,
+    'hosts/site-2/status',
+    updateSetting('ok', nestedObjects(62)),
+    ACCEPTED_WAIT_MS,
+  );
   assert.is(ok.code, 0, `answered ${ok.code} ${ok.reason}`);
   assert.equal(await keysAt(coordinator.url, 'hosts/site-2/status'), ['ok']);
   assert.ok((await health(coordinator.url)).refusals.valueShape! >= 1);
