@@ -130,8 +130,9 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
   for (const refusal of selection.refused) {
     if (handled.has(refusal.candidate.digest)) continue;
     if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(agent, refusal.candidate.signed)) {
-      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
-        waitingLogged.add(refusal.candidate.digest);
+      const logged = `waiting-for-policy ${refusal.candidate.digest}`;
+      if (!waitingLogged.has(logged) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(logged);
         logger.info(
           {
             event: 'waiting-for-policy',
@@ -149,8 +150,9 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
       // Some admins signed, not enough yet: more may co-sign the same content (outpost approve),
       // so this is no refusal, only a wait that the status shows.
       agent.awaiting = newestAwaiting(agent.awaiting, refusal.candidate, refusal.reason);
-      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
-        waitingLogged.add(refusal.candidate.digest);
+      const logged = `waiting-for-signatures ${refusal.candidate.digest}`;
+      if (!waitingLogged.has(logged) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(logged);
         logger.info(
           {
             event: 'waiting-for-signatures',
