@@ -125,13 +125,15 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     return;
   }
   const handled = rememberedDigests(state, selection.present);
-  const wasAwaiting = agent.awaiting;
-  agent.awaiting = null;
+  // Built aside and set once the refusals are reported: a status published beside the loop while
+  // a report is awaited (apps, tunnels, milestones) must still name what waits for signatures.
+  let awaiting: { generation: number; reason: string } | null = null;
   for (const refusal of selection.refused) {
     if (handled.has(refusal.candidate.digest)) continue;
     if (refusal.code === 'unknown-policy-version' && namesNewerPolicy(agent, refusal.candidate.signed)) {
-      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
-        waitingLogged.add(refusal.candidate.digest);
+      const logged = `waiting-for-policy ${refusal.candidate.digest}`;
+      if (!waitingLogged.has(logged) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(logged);
         logger.info(
           {
             event: 'waiting-for-policy',
@@ -148,9 +150,10 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     if (refusal.code === 'below-threshold') {
       // Some admins signed, not enough yet: more may co-sign the same content (outpost approve),
       // so this is no refusal, only a wait that the status shows.
-      agent.awaiting = newestAwaiting(agent.awaiting, refusal.candidate, refusal.reason);
-      if (!waitingLogged.has(refusal.candidate.digest) && waitingLogged.size < MAX_ENTRY_REPORTS) {
-        waitingLogged.add(refusal.candidate.digest);
+      awaiting = newestAwaiting(awaiting, refusal.candidate, refusal.reason);
+      const logged = `waiting-for-signatures ${refusal.candidate.digest}`;
+      if (!waitingLogged.has(logged) && waitingLogged.size < MAX_ENTRY_REPORTS) {
+        waitingLogged.add(logged);
         logger.info(
           {
             event: 'waiting-for-signatures',
@@ -177,8 +180,10 @@ export async function evaluate(agent: AgentRuntime): Promise<void> {
     handled.add(skipped.digest);
   }
   // Only an intent newer than what runs is worth waiting for.
-  if (agent.awaiting && agent.awaiting.generation <= (state.applied?.generation ?? 0)) agent.awaiting = null;
-  if (JSON.stringify(agent.awaiting) !== JSON.stringify(wasAwaiting)) await publishCurrentStatus(agent);
+  if (awaiting && awaiting.generation <= (state.applied?.generation ?? 0)) awaiting = null;
+  const awaitingChanged = JSON.stringify(awaiting) !== JSON.stringify(agent.awaiting);
+  agent.awaiting = awaiting;
+  if (awaitingChanged) await publishCurrentStatus(agent);
   const chosen = selection.chosen;
   if (!chosen || handled.has(chosen.digest)) {
     if (!sameDigests(handled, state.handledDigests)) await persist(agent, { ...state, handledDigests: [...handled] });

@@ -64,6 +64,8 @@ export interface AgentRuntime {
   // until startAgent follows them. `verify` is the selection's verifier (rollouts' decisions first).
   rollouts: RolloutTracker | null;
   verify: IntentVerifier;
+  // Each wait of an intent logged once, by reason and digest: one that waited for its policy
+  // version may then wait for more signatures, and that is said too.
   readonly waitingLogged: Set<string>;
   loggedWindows: string;
   errorsInARow: number;

@@ -8,7 +8,7 @@ import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 import type { SignedTunnelRequest } from '../../shared/tunnel/request.js';
 import { startRelayProcess } from '../bench/relay-fixtures.js';
 import { prepareHost, type SimulatedHost } from './fleet.js';
-import { startPolicyAgent } from './lifecycle-fleet.js';
+import { logEvents, startPolicyAgent } from './lifecycle-fleet.js';
 import { basePolicy, makeTestOrg, pushPolicy, signPolicy, type TestOrg } from './policy-fixtures.js';
 import { type DaemonProcess, startCoordinatorProcess, waitFor } from './processes.js';
 import { type CountingProxy, startCountingProxy, startSshd, type TestSshd } from './sshd.js';
@@ -112,6 +112,16 @@ export async function startSshFleet(dir: string, agentExtra: string[] = []): Pro
     30_000,
     200,
   );
+  // An agent answers a tunnel request from the policy it holds, walked on a document connection of
+  // its own: a tunnel link up says nothing of it ('holds no signed policy' until then). A restarted
+  // agent holds it from the start (trust.json).
+  for (const [name, entry] of Object.entries(hosts))
+    await waitFor(
+      `${name} to hold policy version 1`,
+      () => logEvents(entry.agent, 'policy-version').some((e) => e.version === 1),
+      30_000,
+      100,
+    );
   const fleet: SshFleet = {
     dir,
     org,

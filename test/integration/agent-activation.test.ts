@@ -354,6 +354,15 @@ test('manual rollback: a new signed generation pointing at the previous closure;
   assert.is(back.outcome, 'applied', back.reason);
   assert.is(back.generation, 3, 'a rollback is a new, higher generation');
   assert.is(back.closure, closures.good1);
+  // The next rollback reads what the host's signed status says it runs, and the agent publishes
+  // that status after it has signed the result (finish() in agent/status-publish.ts): until
+  // then the status still names generation 2, whose closure the rollback would "already run".
+  await waitFor(
+    'the status of ok to name generation 3 applied',
+    async () => (await fleet.view('ok')).applied?.generation === back.generation,
+    30_000,
+    300,
+  );
   assert.is(
     await runRollbackCommand([
       '--coordinator',

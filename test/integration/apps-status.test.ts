@@ -239,6 +239,15 @@ test("the agent reports each app's compose state in its signed status; outpost s
 });
 
 test('an unchanged check rewrites nothing; a change is in the signed status within an interval', async () => {
+  // The quiet window starts once the agent's start is over: it walks the policy on a connection of
+  // its own, which can end after the first app check was published, and the status then changes
+  // to name the policy in force (a publish the window must not count).
+  await waitFor(
+    'h1 status to name policy version 1',
+    async () => (await view()).trust?.policyVersion === 1,
+    30_000,
+    300,
+  );
   const before = await statusSeq();
   const calls = async () => (await fs.readFile(join(stub, 'calls'), 'utf8')).split('\n').filter(Boolean).length;
   const callsBefore = await calls();

@@ -3,8 +3,11 @@ import * as assert from 'uvu/assert';
 import { evaluate } from '../../../agent/evaluate.js';
 import { sleepMs } from '../../../agent/run-loop.js';
 import { installGate } from '../../../agent/select.js';
-import { statusContent } from '../../../agent/status-publish.js';
+import { publishCurrentStatus, statusContent } from '../../../agent/status-publish.js';
+import { appendIntent } from '../../../shared/documents/desired.js';
 import { readCurrentStatus } from '../../../shared/documents/status.js';
+import { signIntent } from '../../../shared/trust/sign-intent.js';
+import type { IntentVerdict } from '../../../shared/trust/verify-intent.js';
 import {
   admin,
   closure,
@@ -103,6 +106,82 @@ test('a target whose signer lost its power before installing is dropped with a s
   const [refusal] = results(agent);
   assert.is(refusal?.outcome, 'refused');
   assert.match(refusal?.reason ?? '', /checked again before installing/);
+});
+
+test('an intent that waited for its policy version and then waits for more signatures: both waits are logged', async () => {
+  // The desired document can sync before the policy: the intent names version 1, which the agent
+  // does not hold yet; once it does, one admin's signature is short of the threshold.
+  const { agent, events } = await harness();
+  let policyVersion: number | null = null;
+  Object.assign(agent.config.trust, { mode: 'policy', policyVersion: () => policyVersion });
+  agent.verify = (): IntentVerdict =>
+    policyVersion === null
+      ? { ok: false, code: 'unknown-policy-version', reason: 'policy version 1 is not known here' }
+      : { ok: false, code: 'below-threshold', reason: '1 of 2 required admin signatures (alice)' };
+  const intent = {
+    kind: 'intent' as const,
+    host: 'h1',
+    generation: 1,
+    closure: closure(1),
+    action: 'switch' as const,
+    issuedAt: new Date(Date.now() - 60_000).toISOString(),
+    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    issuer: admin.name,
+    policyVersion: 1,
+  };
+  appendIntent(agent.desiredDoc, signIntent(intent, admin));
+  await evaluate(agent);
+  assert.is(logged(events, 'waiting-for-policy').length, 1);
+  policyVersion = 1;
+  await evaluate(agent);
+  await evaluate(agent);
+  assert.is(logged(events, 'waiting-for-signatures').length, 1, 'the wait for signatures is logged, once');
+  assert.equal(agent.awaiting, { generation: 1, reason: '1 of 2 required admin signatures (alice)' });
+  assert.is(results(agent).length, 0, 'a wait, not a refusal');
+});
+
+test('while a refusal is reported, a status published beside the loop still names the intent that waits for signatures', async () => {
+  // Apps, tunnels and download milestones publish the status whenever they have news, also while
+  // evaluate() awaits the report of a refusal.
+  const { agent } = await harness();
+  const refuse = new Set<number>();
+  agent.verify = (signed): IntentVerdict =>
+    refuse.has(signed.intent.generation)
+      ? { ok: false, code: 'unknown-signer', reason: 'no admin key signed it' }
+      : signed.intent.generation === 3
+        ? { ok: false, code: 'below-threshold', reason: '1 of 2 required admin signatures (alice)' }
+        : { ok: false, code: 'unknown-policy-version', reason: 'not yet' };
+  Object.assign(agent.config.trust, { mode: 'policy', policyVersion: () => null });
+  const entry = (generation: number) => ({
+    kind: 'intent' as const,
+    host: 'h1',
+    generation,
+    closure: closure(generation),
+    action: 'switch' as const,
+    issuedAt: new Date(Date.now() - 60_000).toISOString(),
+    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    issuer: admin.name,
+    policyVersion: 1,
+  });
+  // Generation 2 waits for its policy version (nothing reported), generation 3 for signatures.
+  appendIntent(agent.desiredDoc, signIntent(entry(2), admin));
+  appendIntent(agent.desiredDoc, signIntent(entry(3), admin));
+  await evaluate(agent);
+  assert.is(readCurrentStatus(agent.statusDoc)?.status.awaitingSignatures?.generation, 3);
+  // Now generation 2 is refused, and a publisher beside the loop runs as its result is written.
+  refuse.add(2);
+  const published: (number | null)[] = [];
+  let beside: Promise<void> | null = null;
+  agent.statusDoc.on('update', () => {
+    published.push(readCurrentStatus(agent.statusDoc)?.status.awaitingSignatures?.generation ?? null);
+    beside ??= publishCurrentStatus(agent);
+  });
+  await evaluate(agent);
+  await beside;
+  assert.is(results(agent).length, 1, 'generation 2 refused');
+  assert.ok(beside, 'a status was published beside the loop');
+  assert.not.ok(published.includes(null), `every status written names generation 3 (${published.join(', ')})`);
+  assert.is(readCurrentStatus(agent.statusDoc)?.status.awaitingSignatures?.generation, 3);
 });
 
 test.run();
