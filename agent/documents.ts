@@ -56,7 +56,7 @@ export function openDesired(agent: AgentRuntime): void {
     identity: config.key,
     ...config.reconnect,
     tentative: true,
-    onTentativeUpdate: (update) => precheckIntentSignatures(config.host, update),
+    onTentativeUpdate: (update) => void precheckIntentSignatures(config.host, update),
   });
 }
 
@@ -67,7 +67,8 @@ const PRECHECKED_INTENTS = 4;
 // Records the verdicts of a tentative update's intent signatures (native Ed25519, verified-once.ts),
 // so that checking the intents once applied costs a lookup. Decides nothing: the verdicts are the
 // same whenever they are computed, and whatever is never committed is never read.
-export function precheckIntentSignatures(host: string, update: Uint8Array): void {
+// Resolves to how many verdicts were recorded (for tests).
+export function precheckIntentSignatures(host: string, update: Uint8Array): Promise<number> {
   let checks: SignatureCheck[];
   try {
     checks = signedIntentsInUpdate(update, PRECHECKED_INTENTS)
@@ -78,9 +79,9 @@ export function precheckIntentSignatures(host: string, update: Uint8Array): void
           .map((signature) => ({ kind: 'intent' as const, payload: signed.intent, signature })),
       );
   } catch {
-    return;
+    return Promise.resolve(0);
   }
-  if (checks.length > 0) preverifySignatures(checks).catch(() => undefined);
+  return checks.length > 0 ? preverifySignatures(checks).catch(() => 0) : Promise.resolve(0);
 }
 
 export function dropDesired(agent: AgentRuntime): void {
