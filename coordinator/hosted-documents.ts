@@ -412,6 +412,12 @@ async function storeDelta(
     throw error;
   }
   passOn(host, document, delta, message, principal, origin, tentative);
+  // At debug level only: says that readers took this update the tentative way (tests assert it).
+  if (tentative)
+    host.logger.debug(
+      { event: 'tentative-committed', document: document.name, seq: tentative.seq, readers: tentative.readers.size },
+      'tentative update committed to its readers',
+    );
   // Other coordinators' entries numbered below it may still be on their way through the follower.
   noteApplied(document, stored.seq);
   return delta;
