@@ -11,7 +11,7 @@ import type { SignedStatus, Status } from '../../shared/schemas/report.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { verifyIntent } from '../../shared/trust/verify-intent.js';
-import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
+import type { CommitTiming, StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
 
 // One process of simulated agents. Each host is what a real agent holds open: hosts/<id>/desired
@@ -19,6 +19,12 @@ import { LeanDocClient } from './lean-client.js';
 // is renewed every 15 s like y-protocols' Awareness). On every remote update of a desired
 // document the host reads the intents array (readIntentEntries, as the agent does) and runs
 // verifyIntent on each new entry.
+//
+// Against our coordinator the desired documents opt in to tentative delivery (unless the driver
+// says not to): an update the server has not stored yet arrives first as TENTATIVE. The host then
+// does only what changes nothing — reads and parses the intents from a scratch copy of its doc
+// with the update applied, and verifies them (inline mode) — and holds the intents, applying the
+// update to its doc, only on the COMMIT. Reports (delivered, verified) are sent from the commit on.
 
 // agent/runtime.ts AGENT_VERSION at the time of writing; only its size matters here.
 const AGENT_VERSION = '0.2.0';
@@ -31,6 +37,8 @@ interface SimulatedHost {
   desired: LeanDocClient;
   status: LeanDocClient;
   seen: number;
+  // The intents of the tentative update the desired client holds (not committed yet).
+  held: PendingVerification[];
 }
 
 interface PendingVerification {
@@ -39,6 +47,13 @@ interface PendingVerification {
   receivedNs: bigint;
   handlingNs: bigint;
   decodedNs: bigint;
+  // Delivered tentatively; then `commit` is set once its commit was applied.
+  tentative: boolean;
+  commit: CommitTiming | null;
+  // Verified before its commit: reported at the commit.
+  verdict: { ok: boolean; reason: string | null; verifyStartNs: bigint; verifiedNs: bigint } | null;
+  // Its tentative update was dropped with the connection: never held, never reported.
+  dropped: boolean;
 }
 
 const hosts: SimulatedHost[] = [];
@@ -121,7 +136,8 @@ function warmUp(): void {
 }
 
 function drain(): void {
-  const item = queue.shift();
+  let item = queue.shift();
+  while (item?.dropped) item = queue.shift();
   if (!item) {
     draining = false;
     return;
@@ -129,23 +145,53 @@ function drain(): void {
   const verifyStartNs = process.hrtime.bigint();
   const verdict = verifyIntent(item.signed, { host: item.host, trustedAdminKeys, now: Date.now() });
   const verifiedNs = process.hrtime.bigint();
+  item.verdict = { ok: verdict.ok, reason: verdict.ok ? null : verdict.reason, verifyStartNs, verifiedNs };
+  // A tentative intent is not the host's until committed: reported then (onDesiredCommitted).
+  if (!item.tentative || item.commit) reportVerified(item);
+  // One verification per turn of the event loop: arriving messages are timestamped between them.
+  setImmediate(drain);
+}
+
+function reportVerified(item: PendingVerification): void {
+  const verdict = item.verdict!;
   const message: VerifiedReport = {
     type: 'verified',
     host: item.host,
     generation: item.signed.intent.generation,
     ok: verdict.ok,
-    reason: verdict.ok ? null : verdict.reason,
+    reason: verdict.reason,
     receivedNs: item.receivedNs,
     handlingNs: item.handlingNs,
     decodedNs: item.decodedNs,
-    verifyStartNs,
-    verifiedNs,
+    commit: item.commit,
+    verifyStartNs: verdict.verifyStartNs,
+    verifiedNs: verdict.verifiedNs,
   };
   report(message);
-  // One verification per turn of the event loop: arriving messages are timestamped between them.
-  setImmediate(drain);
 }
 
+function reportDelivered(item: PendingVerification): void {
+  report({
+    type: 'delivered',
+    host: item.host,
+    generation: item.signed.intent.generation,
+    receivedNs: item.receivedNs,
+    handlingNs: item.handlingNs,
+    decodedNs: item.decodedNs,
+    commit: item.commit,
+  });
+}
+
+function pending(
+  simulated: SimulatedHost,
+  signed: SignedIntent,
+  times: { receivedNs: bigint; handlingNs: bigint; decodedNs: bigint },
+  tentative: boolean,
+): PendingVerification {
+  return { host: simulated.host, signed, ...times, tentative, commit: null, verdict: null, dropped: false };
+}
+
+// A plain update, applied to the doc on arrival: the host holds its intents now.
 function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint, handlingNs: bigint): void {
   const doc = simulated.desired.doc;
   if (intentsArray(doc).length <= simulated.seen) return;
@@ -153,19 +199,50 @@ function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint, handlingN
   const decodedNs = process.hrtime.bigint();
   for (const entry of entries) {
     if (entry.index < simulated.seen) continue;
-    queue.push({ host: simulated.host, signed: entry.signed, receivedNs, handlingNs, decodedNs });
-    if (verification === 'deferred')
-      report({
-        type: 'delivered',
-        host: simulated.host,
-        generation: entry.signed.intent.generation,
-        receivedNs,
-        handlingNs,
-        decodedNs,
-      });
+    const item = pending(simulated, entry.signed, { receivedNs, handlingNs, decodedNs }, false);
+    queue.push(item);
+    if (verification === 'deferred') reportDelivered(item);
   }
   simulated.seen = intentsArray(doc).length;
   if (verification === 'inline') startDraining();
+}
+
+// A tentative update, not in the doc: the same read and parse as onDesiredUpdate, on a scratch
+// copy of the doc with the update applied (the copy costs more than a real agent need pay: on the
+// side of caution), and in inline mode the verification; the intents are held only at the commit.
+function onDesiredTentative(
+  simulated: SimulatedHost,
+  update: Uint8Array,
+  receivedNs: bigint,
+  handlingNs: bigint,
+): void {
+  const doc = simulated.desired.doc;
+  const scratch = new Y.Doc({ gc: doc.gc });
+  Y.applyUpdate(scratch, Y.encodeStateAsUpdate(doc));
+  Y.applyUpdate(scratch, update);
+  if (intentsArray(scratch).length <= simulated.seen) return;
+  const { entries } = readIntentEntries(scratch);
+  const decodedNs = process.hrtime.bigint();
+  for (const entry of entries) {
+    if (entry.index < simulated.seen) continue;
+    const item = pending(simulated, entry.signed, { receivedNs, handlingNs, decodedNs }, true);
+    simulated.held.push(item);
+    queue.push(item);
+  }
+  if (verification === 'inline') startDraining();
+}
+
+function onDesiredCommitted(simulated: SimulatedHost, commit: CommitTiming): void {
+  simulated.seen = intentsArray(simulated.desired.doc).length;
+  for (const item of simulated.held.splice(0)) {
+    item.commit = commit;
+    if (verification === 'deferred') reportDelivered(item);
+    if (item.verdict) reportVerified(item);
+  }
+}
+
+function onDesiredDropped(simulated: SimulatedHost): void {
+  for (const item of simulated.held.splice(0)) item.dropped = true;
 }
 
 function startDraining(): void {
@@ -188,6 +265,7 @@ async function connectHost(
   serverUrl: string,
   host: string,
   status: SignedStatus,
+  tentative: boolean,
 ): Promise<{ simulated: SimulatedHost; retries: number }> {
   let lastError: Error | null = null;
   for (let attempt = 0; attempt < CONNECT_ATTEMPTS; attempt++) {
@@ -210,6 +288,21 @@ async function connectHost(
       },
       deferHandling: true,
       onClosed: onClosed(desiredDocName(host)),
+      ...(tentative
+        ? {
+            tentative: {
+              onTentative: (update, receivedNs, handlingNs) => {
+                if (simulated) onDesiredTentative(simulated, update, receivedNs, handlingNs);
+              },
+              onCommitted: (receivedNs, handlingNs, appliedNs) => {
+                if (simulated) onDesiredCommitted(simulated, { receivedNs, handlingNs, appliedNs });
+              },
+              onDropped: () => {
+                if (simulated) onDesiredDropped(simulated);
+              },
+            },
+          }
+        : {}),
     });
     const statusClient = new LeanDocClient({
       serverUrl,
@@ -225,7 +318,7 @@ async function connectHost(
         `connecting ${host}`,
       );
       established = true;
-      simulated = { host, desired, status: statusClient, seen: intentsArray(desired.doc).length };
+      simulated = { host, desired, status: statusClient, seen: intentsArray(desired.doc).length, held: [] };
       return { simulated, retries: attempt };
     } catch (error) {
       lastError = error as Error;
@@ -257,7 +350,9 @@ async function start(command: StartCommand): Promise<void> {
     if (Date.now() > deadline)
       throw new Error(`connected only ${i} of ${command.hosts.length} more hosts within ${command.timeoutMs} ms`);
     const slice = command.hosts.slice(i, i + command.batch);
-    const connected = await Promise.all(slice.map((host) => connectHost(command.serverUrl, host, signedStatus(host))));
+    const connected = await Promise.all(
+      slice.map((host) => connectHost(command.serverUrl, host, signedStatus(host), command.tentative)),
+    );
     for (const { simulated, retries: r } of connected) {
       hosts.push(simulated);
       retries += r;
