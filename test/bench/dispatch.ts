@@ -516,12 +516,13 @@ interface Sample {
   // What one host with its own CPU sees, from the admin's local write until the host holds the
   // update (may act on it). Plain delivery: the update reached the host's socket, plus that host's
   // own decoding of it and parsing of the intents array. Tentative: the commit reached the socket,
-  // plus applying the held update to the doc (commit delivery).
+  // plus applying the held update to the doc and reading the intents from it, as a plain update is
+  // read (commit delivery).
   deliveryMs: number;
   // Tentative delivery only (else null): written → the tentative update reached the socket, plus
-  // the host's decoding and parsing of it (on a scratch copy of its doc).
+  // the host's decoding of it and parsing of the intents in it (not applied).
   tentativeDeliveryMs: number | null;
-  // Admin's local write → decoded and parsed (tentative: → the commit applied), as timed in the
+  // Admin's local write → decoded and parsed (tentative: → committed and read), as timed in the
   // agent process: also the decoding of every update that reached other simulated hosts of the
   // process just before it.
   deliveryInProcessMs: number;
@@ -529,8 +530,8 @@ interface Sample {
   verifyMs: number;
   // What one host with its own CPU sees until it may act on a verified intent. Plain: delivery +
   // its own verification. Tentative: it verifies after decoding the tentative update, then
-  // applies the committed update once both the verification is done and the commit arrived:
-  // max(tentative delivery + verify, commit arrival) + apply.
+  // applies the committed update (and reads its doc) once both the verification is done and the
+  // commit arrived: max(tentative delivery + verify, commit arrival) + apply and read.
   dispatchMs: number;
   // Written → verified (tentative: and committed) as timed in the bench (only when verifying
   // inline, as intents arrive).
@@ -553,15 +554,15 @@ function sampleOf(host: string, report: VerifiedReport, written: bigint, deferre
       observedMs: deferred ? null : nsToMs(report.verifiedNs - written),
     };
   const commitArrivalMs = nsToMs(commit.receivedNs - written);
-  const applyMs = nsToMs(commit.appliedNs - commit.handlingNs);
+  const holdMs = nsToMs(commit.heldNs - commit.handlingNs);
   return {
     host,
-    deliveryMs: commitArrivalMs + applyMs,
+    deliveryMs: commitArrivalMs + holdMs,
     tentativeDeliveryMs: arrivalMs,
-    deliveryInProcessMs: nsToMs(commit.appliedNs - written),
+    deliveryInProcessMs: nsToMs(commit.heldNs - written),
     verifyMs,
-    dispatchMs: Math.max(arrivalMs + verifyMs, commitArrivalMs) + applyMs,
-    observedMs: deferred ? null : Math.max(nsToMs(report.verifiedNs - written), nsToMs(commit.appliedNs - written)),
+    dispatchMs: Math.max(arrivalMs + verifyMs, commitArrivalMs) + holdMs,
+    observedMs: deferred ? null : Math.max(nsToMs(report.verifiedNs - written), nsToMs(commit.heldNs - written)),
   };
 }
 
@@ -1104,10 +1105,12 @@ async function main(): Promise<number> {
   if (tentativeRan)
     lines.push(
       `Tentative delivery (${tentativeServers.join(', ')}; --no-tentative turns it off): the update reaches the host before the server has stored`,
-      'it; the host decodes and parses it on a scratch copy of its doc (tentative delivery = write → arrival + that) and may verify it, but',
-      'holds the intent only once the commit arrived and the update was applied to its doc (commit delivery = write → commit arrival +',
-      'applying). dispatch = max(tentative delivery + verifyIntent, commit arrival) + applying: when the host has verified and the update is',
-      'committed, on a CPU of its own. delivery in one process = written → committed update applied.',
+      'it; the host decodes it and parses the intents in it without applying it (tentative delivery = write → arrival + that) and may verify',
+      'them, but holds an intent only once the commit arrived, the update was applied to its doc and the intents read from it as from a plain',
+      'update (commit delivery = write → commit arrival + applying and reading). dispatch = max(tentative delivery + verifyIntent, commit',
+      'arrival) + applying and reading: when the host has verified and holds the intent, on a CPU of its own. delivery in one process =',
+      'written → committed and read, in the agent process. Where agents verify inline (one at a',
+      "time), a host verifies on the tentative update's arrival and so reads the commit only after that: its commit delivery includes its verify.",
     );
   lines.push(
     `verify = the host's verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : `Rollout: agents verify after the whole wave was delivered${tentativeRan ? ' (tentative: committed)' : ''} (one process simulates many hosts; a real host verifies on its own CPU).`}`,

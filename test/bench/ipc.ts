@@ -53,13 +53,13 @@ export interface ReadyReport {
   setupMs: number;
 }
 
-// An update delivered tentatively: its COMMIT message, and the update applied to the host's doc.
+// An intent delivered tentatively: its update's COMMIT message, and the host holding the intent.
 export interface CommitTiming {
   // As receivedNs / handlingNs below, for the COMMIT message.
   receivedNs: bigint;
   handlingNs: bigint;
-  // The held update applied to the Y.Doc.
-  appliedNs: bigint;
+  // The held update applied to the Y.Doc and the intents array read and parsed (readIntentEntries).
+  heldNs: bigint;
 }
 
 // A 'verified' report of a tentative update is sent once it is both verified and committed (the
@@ -75,7 +75,7 @@ export interface VerifiedReport {
   // This message's handling began (after the messages that arrived with it were timestamped).
   handlingNs: bigint;
   // Plain: update applied and the intents array read and parsed (readIntentEntries). Tentative:
-  // the same read and parse done on a scratch copy of the doc with the update applied.
+  // the update decoded and its intents parsed (signedIntentsInUpdate), not applied.
   decodedNs: bigint;
   // null: a plain update, in the doc on arrival.
   commit: CommitTiming | null;

@@ -62,8 +62,8 @@ export interface LeanClientOptions {
 export interface TentativeHandlers {
   // A tentative update arrived; it is not in the doc. Work that changes nothing may be done on it.
   onTentative: (update: Uint8Array, receivedNs: bigint, handlingNs: bigint) => void;
-  // Its commit arrived and the update was applied to the doc at `appliedNs`.
-  onCommitted: (receivedNs: bigint, handlingNs: bigint, appliedNs: bigint) => void;
+  // Its commit arrived and the update was applied to the doc.
+  onCommitted: (receivedNs: bigint, handlingNs: bigint) => void;
   // The connection ended with an update held: it was dropped, never applied.
   onDropped?: () => void;
 }
@@ -249,7 +249,7 @@ export class LeanDocClient {
     } catch (error) {
       console.error(`${this.name}: caught error while applying a committed update`, error);
     }
-    handlers.onCommitted(receivedNs, handlingNs, process.hrtime.bigint());
+    handlers.onCommitted(receivedNs, handlingNs);
   }
 
   // The server broke the protocol: the held update (if any) is dropped and the connection closed;
