@@ -698,7 +698,13 @@ interface ServerResult {
   // (hrtime in ns, as decimal strings: the result is written as JSON).
   frames: { file: string; rolloutNs: [string, string]; isolatedNs: [string, string] } | null;
   // --trace-frames: each intent's time inside the server (read once the server has stopped).
-  inServer: { rollout: Percentiles | null; isolated: Percentiles | null } | null;
+  // With tentative delivery: until handed on (the tentative update), and until its commit was sent.
+  inServer: {
+    rollout: Percentiles | null;
+    isolated: Percentiles | null;
+    rolloutUntilCommit: Percentiles | null;
+    isolatedUntilCommit: Percentiles | null;
+  } | null;
   isolated: PhaseResult;
   failures: string[];
   unexpectedCloses: number;
@@ -986,11 +992,16 @@ async function main(): Promise<number> {
     const result = await runServer(kind, options, hosts, rollout, isolated, adminKey);
     // The server has stopped: its frame times are all written.
     const { frames } = result;
-    if (frames)
+    if (frames) {
+      const rolloutNs = [BigInt(frames.rolloutNs[0]), BigInt(frames.rolloutNs[1])] as const;
+      const isolatedNs = [BigInt(frames.isolatedNs[0]), BigInt(frames.isolatedNs[1])] as const;
       result.inServer = {
-        rollout: serverResidency(frames.file, BigInt(frames.rolloutNs[0]), BigInt(frames.rolloutNs[1])),
-        isolated: serverResidency(frames.file, BigInt(frames.isolatedNs[0]), BigInt(frames.isolatedNs[1])),
+        rollout: serverResidency(frames.file, ...rolloutNs),
+        isolated: serverResidency(frames.file, ...isolatedNs),
+        rolloutUntilCommit: result.tentative ? serverResidency(frames.file, ...rolloutNs, 'commit') : null,
+        isolatedUntilCommit: result.tentative ? serverResidency(frames.file, ...isolatedNs, 'commit') : null,
       };
+    }
     results.push(result);
   }
 
@@ -1023,16 +1034,32 @@ async function main(): Promise<number> {
     ...(ours && stock ? [ratio(pick(ours), pick(stock))] : []),
   ];
   const kb = (v: number): string => (v / 1000).toFixed(1);
-  // --trace-frames: how long the phase's intents were inside each server.
-  const inServerRows = (phase: 'rollout' | 'isolated'): string[][] =>
-    options.traceFramesDir
-      ? [50, 99].map((p) =>
-          row(`  in the server p${p} (ms)`, (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN, ms2),
-        )
-      : [];
   // With tentative delivery, "delivery" is the commit's (when the host may act), and the
   // tentative update's arrival has rows of its own ('–' for plain delivery).
   const tentativeRan = results.some((r) => r.tentative);
+  // --trace-frames: how long the phase's intents were inside each server (tentative: until the
+  // tentative update was handed on, and until its commit was).
+  const inServerRows = (phase: 'rollout' | 'isolated'): string[][] =>
+    options.traceFramesDir
+      ? [
+          ...[50, 99].map((p) =>
+            row(
+              `  in the server p${p} (ms)`,
+              (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN,
+              ms2,
+            ),
+          ),
+          ...(tentativeRan
+            ? [50, 99].map((p) =>
+                row(
+                  `  in the server until commit p${p} (ms)`,
+                  (r) => r.inServer?.[`${phase}UntilCommit`]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN,
+                  ms2,
+                ),
+              )
+            : []),
+        ]
+      : [];
   const deliveryLabel = tentativeRan ? 'delivery (tentative: commit delivery)' : 'delivery';
   const deliveryRows = (phase: 'rollout' | 'isolated'): string[][] => [
     ...(tentativeRan
