@@ -359,22 +359,43 @@ function sendTentative(document: HostedDocument, delta: Uint8Array, origin: WebS
   return sent;
 }
 
+function updateMessage(delta: Uint8Array): Uint8Array {
+  return syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+}
+
+// Whether a peer other than the writer did not take the update tentatively.
+function needsPlainUpdate(
+  document: HostedDocument,
+  origin: WebSocket | null,
+  tentative: TentativeSent | null,
+): boolean {
+  for (const peer of document.connections.keys()) if (peer !== origin && !tentative?.readers.has(peer)) return true;
+  return false;
+}
+
 // What a document gained, passed on: to its peers (but the one it came from) and the observers.
-// A reader that got it tentatively gets its commit instead; one that connected since, the update.
+// A reader that got it tentatively gets its commit instead; one that connected since, the update
+// (`message`, or encoded here when no peer needed it before).
 function passOn(
   host: DocumentHostState,
   document: HostedDocument,
   delta: Uint8Array,
-  message: Uint8Array,
+  message: Uint8Array | null,
   principal: string,
   origin: WebSocket | null,
   tentative: TentativeSent | null = null,
 ): void {
   document.stateBytes += delta.length;
   const commit = tentative ? commitTentativeMessage(tentative.seq) : null;
+  let plain = message;
   for (const peer of document.connections.keys()) {
     if (peer === origin) continue;
-    send(peer, commit && tentative!.readers.has(peer) ? commit : message);
+    if (commit && tentative!.readers.has(peer)) {
+      send(peer, commit);
+      continue;
+    }
+    plain ??= updateMessage(delta);
+    send(peer, plain);
   }
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
 }
@@ -391,15 +412,16 @@ async function storeDelta(
   // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
   if (emitted.length === 0) return null;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-  let message: Uint8Array;
+  let message: Uint8Array | null = null;
   let tentative: TentativeSent | null = null;
   let stored: LogEntry;
   try {
     // The append is handed to the log first, so its fsync runs while the tentative copies go out
-    // and the broadcast is encoded; the broadcast is sent only once the append is durable.
+    // and the broadcast is encoded (for the peers that will need it: those that did not take it
+    // tentatively); the broadcast is sent only once the append is durable.
     const appending = host.log.append(document.name, principal, delta);
     tentative = sendTentative(document, delta, origin);
-    message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+    if (needsPlainUpdate(document, origin, tentative)) message = updateMessage(delta);
     stored = await appending;
   } catch (error) {
     host.logger.error(
@@ -442,8 +464,7 @@ function applyStoredUpdate(host: DocumentHostState, document: HostedDocument, en
   const emitted = captureUpdates(document.doc, () => Y.applyUpdate(document.doc, entry.update, 'log'));
   if (emitted.length === 0) return;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-  passOn(host, document, delta, message, entry.principal, null);
+  passOn(host, document, delta, null, entry.principal, null);
 }
 
 // A shared log hands this coordinator other coordinators' entries from one stream follower, and a

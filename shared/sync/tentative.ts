@@ -16,8 +16,10 @@ import * as encoding from 'lib0/encoding';
 //   TENTATIVE 16  varUint seq, varUint8Array update   server → reader
 //   COMMIT    17  varUint seq                          server → reader
 // A server sends a connection at most one tentative update at a time (a document's writes are
-// stored one after the other), and its commit before anything else of that document's sync
-// protocol; `seq` counts per document, so a commit names the update it commits.
+// stored one after the other), and its commit before any other sync message of that document;
+// `seq` counts per document, so a commit names the update it commits. A reader does not rely on
+// the second rule: a plain update that arrives meanwhile is applied as usual (it is durable), and
+// the held one still waits for its own commit.
 
 export const MESSAGE_TENTATIVE_UPDATE = 16;
 export const MESSAGE_COMMIT_TENTATIVE = 17;
