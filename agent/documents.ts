@@ -1,10 +1,7 @@
 import * as Y from 'yjs';
-import { preverifySignatures, type SignatureCheck } from '../shared/crypto/verified-once.js';
-import { signedIntentsInUpdate } from '../shared/documents/desired.js';
 import { readOwnCurrentStatus, readResults } from '../shared/documents/status.js';
 import { connectDocument } from '../shared/node/connect.js';
 import { backoffDelay } from '../shared/sync/reconnect.js';
-import { MAX_ENVELOPE_SIGNATURES } from '../shared/trust/co-signatures.js';
 import { findResultAnomalies } from '../shared/trust/result-replays.js';
 import { scheduleActionCheck } from './actions.js';
 import { type AgentRuntime, MAX_ENTRY_REPORTS, poke } from './runtime.js';
@@ -49,39 +46,11 @@ export function openDesired(agent: AgentRuntime): void {
     schedulePreemptionCheck(agent);
     scheduleActionCheck(agent);
   });
-  // The agent only reads its desired document: it takes updates tentatively (the server's fsync
-  // runs meanwhile; nothing is applied before the commit) and checks their signatures ahead.
   agent.desired = connectDocument(config.coordinators, desiredName, {
     doc,
     identity: config.key,
     ...config.reconnect,
-    tentative: true,
-    onTentativeUpdate: (update) => void precheckIntentSignatures(config.host, update),
   });
-}
-
-// An honest update adds one intent (or a few, syncing after an outage); a peer's update could
-// hold thousands, each with many signatures: only the first few for this host are checked ahead.
-const PRECHECKED_INTENTS = 4;
-
-// Records the verdicts of a tentative update's intent signatures (native Ed25519, verified-once.ts),
-// so that checking the intents once applied costs a lookup. Decides nothing: the verdicts are the
-// same whenever they are computed, and whatever is never committed is never read.
-// Resolves to how many verdicts were recorded (for tests).
-export function precheckIntentSignatures(host: string, update: Uint8Array): Promise<number> {
-  let checks: SignatureCheck[];
-  try {
-    checks = signedIntentsInUpdate(update, PRECHECKED_INTENTS)
-      .filter((signed) => signed.intent.host === host)
-      .flatMap((signed) =>
-        signed.signatures
-          .slice(0, MAX_ENVELOPE_SIGNATURES)
-          .map((signature) => ({ kind: 'intent' as const, payload: signed.intent, signature })),
-      );
-  } catch {
-    return Promise.resolve(0);
-  }
-  return checks.length > 0 ? preverifySignatures(checks).catch(() => 0) : Promise.resolve(0);
 }
 
 export function dropDesired(agent: AgentRuntime): void {

@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
 import type { Logger } from '../shared/log.js';
-import { type DocumentHost, type HostedDocument, readTentatively } from './hosted-documents.js';
+import type { DocumentHost, HostedDocument } from './hosted-documents.js';
 import type { WriteLimits } from './limits.js';
 import {
   awarenessMessage,
@@ -48,8 +48,6 @@ export interface ConnectionContext {
   // a relay channel the relay and the document: a relay carries many hosts' writes).
   limits?: WriteLimits;
   writer?: string;
-  // The peer asked for tentative delivery (`tentative=1`, shared/sync/tentative.ts).
-  tentative?: boolean;
 }
 
 // A reader that holds nothing yet (an empty state vector: an agent opening a rollout's document,
@@ -314,7 +312,6 @@ export function serveConnection(ws: WebSocket, context: ConnectionContext): void
   const connection: Connection = { ws, context, document: null, closed: false, alive: true, backlog: null };
   connections.set(ws, connection);
   live.add(connection);
-  if (context.tentative) readTentatively(ws);
   pingTimer ??= setInterval(pingAll, PING_INTERVAL_MS);
   ws.on('pong', onPong);
   ws.on('message', onMessage);

@@ -4,7 +4,6 @@ import * as Y from 'yjs';
 import { documentGarbageCollects } from '../shared/documents/names.js';
 import type { Logger } from '../shared/log.js';
 import { boundPendingUpdates, MAX_PENDING_UPDATE_BYTES, type PendingUpdates } from '../shared/sync/pending-updates.js';
-import { commitTentativeMessage, tentativeUpdateMessage } from '../shared/sync/tentative.js';
 import { type AwarenessChanges, AwarenessTable, trackExpiry, untrackExpiry } from './awareness-table.js';
 import { CATCH_UP_RETRY_MS, type LogEntry, LogRefusal, type UpdateLog } from './update-log.js';
 import { awarenessMessage, closeSocket, send, syncMessage } from './wire.js';
@@ -30,8 +29,6 @@ export interface HostedDocument {
   // nor own shows that this copy missed one (see applyFollowedEntry).
   logSeq: number;
   readonly appliedAhead: Set<number>;
-  // Numbers this document's tentative updates (shared/sync/tentative.ts) while it is loaded.
-  tentativeSeq: number;
 }
 
 export interface DocumentHost {
@@ -80,7 +77,6 @@ class LoadedDocument implements HostedDocument {
   stateBytes = 0;
   logSeq = 0;
   readonly appliedAhead = new Set<number>();
-  tentativeSeq = 0;
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -327,81 +323,21 @@ function captureUpdates(doc: Y.Doc, apply: () => void, emitted: Uint8Array[] = [
   return emitted;
 }
 
-// Connections that asked for tentative delivery (`tentative=1`, shared/sync/tentative.ts).
-const tentativeReaders = new WeakSet<object>();
-
-export function readTentatively(ws: WebSocket): void {
-  tentativeReaders.add(ws);
-}
-
-// The readers a tentative update went to, and its number: they get its commit, not the update.
-interface TentativeSent {
-  seq: number;
-  readers: Set<WebSocket>;
-}
-
-// Hands the update to the readers that asked for it tentatively while its append is in flight.
-// They keep it out of their documents until the commit, so a crash before the append is durable
-// loses nothing any of them acts on.
-function sendTentative(document: HostedDocument, delta: Uint8Array, origin: WebSocket | null): TentativeSent | null {
-  let sent: TentativeSent | null = null;
-  let message: Uint8Array | null = null;
-  for (const peer of document.connections.keys()) {
-    if (peer === origin || !tentativeReaders.has(peer)) continue;
-    if (!sent) {
-      document.tentativeSeq += 1;
-      sent = { seq: document.tentativeSeq, readers: new Set() };
-      message = tentativeUpdateMessage(sent.seq, delta);
-    }
-    send(peer, message!);
-    sent.readers.add(peer);
-  }
-  return sent;
-}
-
-function updateMessage(delta: Uint8Array): Uint8Array {
-  return syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
-}
-
-// Whether a peer other than the writer did not take the update tentatively.
-function needsPlainUpdate(
-  document: HostedDocument,
-  origin: WebSocket | null,
-  tentative: TentativeSent | null,
-): boolean {
-  for (const peer of document.connections.keys()) if (peer !== origin && !tentative?.readers.has(peer)) return true;
-  return false;
-}
-
 // What a document gained, passed on: to its peers (but the one it came from) and the observers.
-// A reader that got it tentatively gets its commit instead; one that connected since, the update
-// (`message`, or encoded here when no peer needed it before).
 function passOn(
   host: DocumentHostState,
   document: HostedDocument,
   delta: Uint8Array,
-  message: Uint8Array | null,
+  message: Uint8Array,
   principal: string,
   origin: WebSocket | null,
-  tentative: TentativeSent | null = null,
 ): void {
   document.stateBytes += delta.length;
-  const commit = tentative ? commitTentativeMessage(tentative.seq) : null;
-  let plain = message;
-  for (const peer of document.connections.keys()) {
-    if (peer === origin) continue;
-    if (commit && tentative!.readers.has(peer)) {
-      send(peer, commit);
-      continue;
-    }
-    plain ??= updateMessage(delta);
-    send(peer, plain);
-  }
+  for (const peer of document.connections.keys()) if (peer !== origin) send(peer, message);
   for (const observer of host.observers) observer.accepted?.(document, delta, principal);
 }
 
-// Logs what an update or change added, then broadcasts it: what a peer has seen is on disk. Readers
-// that asked for it get the update tentatively before the append and its commit after.
+// Logs what an update or change added, then broadcasts it: what a peer has seen is on disk.
 async function storeDelta(
   host: DocumentHostState,
   document: HostedDocument,
@@ -412,17 +348,11 @@ async function storeDelta(
   // Nothing new (a duplicate, or an update still waiting for missing dependencies): nothing to store.
   if (emitted.length === 0) return null;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-  let message: Uint8Array | null = null;
-  let tentative: TentativeSent | null = null;
+  // Encoded before the append so that the CPU overlaps the fsync; sent only once it is durable.
+  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
   let stored: LogEntry;
   try {
-    // The append is handed to the log first, so its fsync runs while the tentative copies go out
-    // and the broadcast is encoded (for the peers that will need it: those that did not take it
-    // tentatively); the broadcast is sent only once the append is durable.
-    const appending = host.log.append(document.name, principal, delta);
-    tentative = sendTentative(document, delta, origin);
-    if (needsPlainUpdate(document, origin, tentative)) message = updateMessage(delta);
-    stored = await appending;
+    stored = await host.log.append(document.name, principal, delta);
   } catch (error) {
     host.logger.error(
       { event: 'log-append-failed', document: document.name, err: error },
@@ -433,13 +363,7 @@ async function storeDelta(
     dropDocument(host, document, error instanceof LogRefusal ? error.peerReason : 'coordinator storage error');
     throw error;
   }
-  passOn(host, document, delta, message, principal, origin, tentative);
-  // At debug level only: says that readers took this update the tentative way (tests assert it).
-  if (tentative)
-    host.logger.debug(
-      { event: 'tentative-committed', document: document.name, seq: tentative.seq, readers: tentative.readers.size },
-      'tentative update committed to its readers',
-    );
+  passOn(host, document, delta, message, principal, origin);
   // Other coordinators' entries numbered below it may still be on their way through the follower.
   noteApplied(document, stored.seq);
   return delta;
@@ -464,7 +388,8 @@ function applyStoredUpdate(host: DocumentHostState, document: HostedDocument, en
   const emitted = captureUpdates(document.doc, () => Y.applyUpdate(document.doc, entry.update, 'log'));
   if (emitted.length === 0) return;
   const delta = emitted.length === 1 ? emitted[0]! : Y.mergeUpdates(emitted);
-  passOn(host, document, delta, null, entry.principal, null);
+  const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
+  passOn(host, document, delta, message, entry.principal, null);
 }
 
 // A shared log hands this coordinator other coordinators' entries from one stream follower, and a

@@ -24,7 +24,6 @@ import {
   verifyAuthProof,
 } from '../shared/sync/auth-proof.js';
 import { MUX_PATH } from '../shared/sync/mux-frames.js';
-import { TENTATIVE_PARAM } from '../shared/sync/tentative.js';
 import { TUNNEL_PREFIX } from '../shared/tunnel/wire.js';
 import { handleAuditGet } from './audit-api.js';
 import type { LogBackend } from './backends/backend-option.js';
@@ -518,7 +517,6 @@ export async function startCoordinator(config: CoordinatorConfig): Promise<Runni
         mayWrite: writeCheck(trust, principal, documentName),
         limits: writeLimits,
         writer: writerKey(principal, documentName),
-        tentative: requestQuery(req.url).get(TENTATIVE_PARAM) === '1',
       });
     });
   }

@@ -1,4 +1,4 @@
-import * as Y from 'yjs';
+import type * as Y from 'yjs';
 import { type SignedAction, signedActionSchema } from '../schemas/action.js';
 import { type SignedIntent, signedIntentSchema } from '../schemas/intent.js';
 import { ENTRY_LIMITS, type MalformedEntry, parseEntry } from './entries.js';
@@ -30,23 +30,6 @@ export function readIntentEntries(doc: Y.Doc): { entries: IntentEntry[]; malform
       else malformed.push({ index, error: parsed.error });
     });
   return { entries, malformed };
-}
-
-// The signed intents an update carries as whole values, at most `limit`, in the order it has
-// them: for work done ahead on an update not yet applied (checking its signatures while the
-// server's append is in flight, shared/sync/tentative.ts), never for deciding anything. Throws on
-// an update Yjs cannot decode.
-export function signedIntentsInUpdate(update: Uint8Array, limit: number): SignedIntent[] {
-  const found: SignedIntent[] = [];
-  for (const struct of Y.decodeUpdate(update).structs) {
-    if (!(struct instanceof Y.Item) || !(struct.content instanceof Y.ContentAny)) continue;
-    for (const value of struct.content.arr) {
-      if (found.length >= limit) return found;
-      const parsed = parseEntry(value, signedIntentSchema, ENTRY_LIMITS.intent);
-      if (parsed.ok) found.push(parsed.value);
-    }
-  }
-  return found;
 }
 
 export function appendIntent(doc: Y.Doc, signed: SignedIntent): void {

@@ -15,16 +15,6 @@ import {
   fetchAuthProof,
   stopReconnecting,
 } from './reconnect.js';
-import {
-  createTentativeHold,
-  dropTentative,
-  holdTentative,
-  MESSAGE_COMMIT_TENTATIVE,
-  MESSAGE_TENTATIVE_UPDATE,
-  TENTATIVE_PARAM,
-  TentativeProtocolError,
-  takeCommitted,
-} from './tentative.js';
 
 export interface DocumentConnection {
   name: string;
@@ -63,13 +53,6 @@ export interface ConnectOptions {
   // still wait PENDING_NOTICE_MS after they began to, and whenever they pass the bound and are
   // dropped.
   onPendingUpdates?: (event: PendingUpdatesEvent) => void;
-  // Ask servers for tentative delivery (tentative.ts): each update arrives while the server's
-  // append is in flight and is held outside `doc` until the server commits it; one whose commit
-  // never comes is dropped with the connection. For documents this peer only reads.
-  tentative?: boolean;
-  // Called with each tentative update (values defused as for any update) for work that changes
-  // nothing, such as checking the signatures in it, so that it overlaps the server's fsync.
-  onTentativeUpdate?: (update: Uint8Array) => void;
 }
 
 export interface PendingUpdatesEvent extends PendingUpdates {
@@ -131,14 +114,10 @@ export function connectDocument(
   if (options.readOnly) doc.off('update', provider._updateHandler);
   const pending = watchPendingUpdates(doc, name, options.onPendingUpdates);
   defuseIncomingUpdates(provider, name, options.onDeepValues, pending.check);
-  if (options.tentative) holdTentativeUpdates(provider, options.onTentativeUpdate);
-  const tentativeParams: Record<string, string> = options.tentative ? { [TENTATIVE_PARAM]: '1' } : {};
-  provider.params = { ...tentativeParams };
   const hooks = {
     attempt: async (url: string): Promise<void> => {
       provider.serverUrl = url;
-      if (identity)
-        provider.params = { ...(await fetchAuthProof(url, name, identity, PROOF_TIMEOUT_MS)), ...tentativeParams };
+      if (identity) provider.params = await fetchAuthProof(url, name, identity, PROOF_TIMEOUT_MS);
       if (!state.closed) provider.connect();
     },
     ...(options.onEndpoint ? { onEndpoint: options.onEndpoint } : {}),
@@ -224,61 +203,6 @@ function defuseIncomingUpdates(
       messageType,
     );
   };
-}
-
-// Tentative delivery, reader side: a tentative update is held, never applied, until its commit;
-// then it goes through the sync handler (defused, applied) as a plain update would have. Whatever
-// is held when the connection ends is dropped; a server that breaks the order (a second tentative
-// update before the first was committed, a commit of nothing) is closed on, and the next
-// connection syncs afresh.
-function holdTentativeUpdates(provider: WebsocketProvider, onUpdate: ConnectOptions['onTentativeUpdate']): void {
-  const hold = createTentativeHold();
-  const refuse = (error: unknown): void => {
-    dropTentative(hold);
-    const reason = error instanceof TentativeProtocolError ? error.message : 'unreadable tentative update';
-    provider.ws?.close(4000, reason.slice(0, 120));
-  };
-  provider.messageHandlers[MESSAGE_TENTATIVE_UPDATE] = (_encoder, decoder) => {
-    let update: Uint8Array;
-    try {
-      update = holdTentative(hold, decoder);
-    } catch (error) {
-      refuse(error);
-      return;
-    }
-    if (!onUpdate) return;
-    const scan = defuseDeepValues(update);
-    if (scan.malformed) {
-      refuse(new TentativeProtocolError('malformed tentative update'));
-      return;
-    }
-    try {
-      onUpdate(scan.update);
-    } catch {
-      // The hook's work is optional (the update is checked again once applied); it must not
-      // throw out of the websocket's message listener.
-    }
-  };
-  provider.messageHandlers[MESSAGE_COMMIT_TENTATIVE] = (encoder, decoder, handlerProvider, emitSynced) => {
-    let update: Uint8Array;
-    try {
-      update = takeCommitted(hold, decoder);
-    } catch (error) {
-      refuse(error);
-      return;
-    }
-    const sync = encoding.createEncoder();
-    encoding.writeVarUint(sync, syncProtocol.messageYjsUpdate);
-    encoding.writeVarUint8Array(sync, update);
-    provider.messageHandlers[messageSync]!(
-      encoder,
-      decoding.createDecoder(encoding.toUint8Array(sync)),
-      handlerProvider,
-      emitSynced,
-      messageSync,
-    );
-  };
-  provider.on('connection-close', () => dropTentative(hold));
 }
 
 // Bounds what waits in `doc` after each incoming sync message, and says so when something still

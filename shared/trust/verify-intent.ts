@@ -1,5 +1,4 @@
-import { envelopeDigest, type Signature } from '../crypto/signatures.js';
-import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
+import { envelopeDigest, type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
 import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
 import { groupByContent, MAX_ENVELOPE_SIGNATURES } from './co-signatures.js';
@@ -113,9 +112,7 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
       reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key`,
     };
   }
-  // Checked once per signature and exact content (verified-once.ts): an agent checks a tentative
-  // update's intents ahead (agent/documents.ts), and re-reads the same intents at every wake-up.
-  const good = trusted.find((s) => verifyPayloadSignatureOnce('intent', intent, s));
+  const good = trusted.find((s) => verifyPayloadSignature('intent', intent, s));
   if (!good) {
     return {
       ok: false,

@@ -3,8 +3,7 @@ import * as Y from 'yjs';
 import { canonicalBytes } from '../../shared/crypto/canonical.js';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
 import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
-import { forgetVerifiedSignatures } from '../../shared/crypto/verified-once.js';
-import { intentsArray, readIntentEntries, signedIntentsInUpdate } from '../../shared/documents/desired.js';
+import { intentsArray, readIntentEntries } from '../../shared/documents/desired.js';
 import { desiredDocName, documentGarbageCollects, statusDocName } from '../../shared/documents/names.js';
 import { writeCurrentStatus } from '../../shared/documents/status.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
@@ -12,7 +11,7 @@ import type { SignedStatus, Status } from '../../shared/schemas/report.js';
 import { sleep } from '../../shared/time/sleep.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { verifyIntent } from '../../shared/trust/verify-intent.js';
-import type { CommitTiming, StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
+import type { StartCommand, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
 
 // One process of simulated agents. Each host is what a real agent holds open: hosts/<id>/desired
@@ -20,30 +19,18 @@ import { LeanDocClient } from './lean-client.js';
 // is renewed every 15 s like y-protocols' Awareness). On every remote update of a desired
 // document the host reads the intents array (readIntentEntries, as the agent does) and runs
 // verifyIntent on each new entry.
-//
-// Against our coordinator the desired documents opt in to tentative delivery (unless the driver
-// says not to): an update the server has not stored yet arrives first as TENTATIVE. The host then
-// does only what changes nothing — decodes the update and parses the intents in it, as the agent
-// does to check them ahead (signedIntentsInUpdate), and verifies them (inline mode) — and holds the
-// intents only on the COMMIT: the update applied to its doc and the intents read from the doc, as
-// on a plain update. Reports (delivered, verified) are sent from the commit on.
 
 // agent/runtime.ts AGENT_VERSION at the time of writing; only its size matters here.
 const AGENT_VERSION = '0.2.0';
 const AWARENESS_RENEW_MS = 15_000;
 const CONNECT_ATTEMPTS = 3;
 const ATTEMPT_TIMEOUT_MS = 30_000;
-// Intents of one tentative update decoded ahead (the agent's own bound is 4, agent/documents.ts);
-// any beyond are read, and verified, at the commit like those of a plain update.
-const DECODED_AHEAD = 16;
 
 interface SimulatedHost {
   host: string;
   desired: LeanDocClient;
   status: LeanDocClient;
   seen: number;
-  // The intents decoded from the tentative update the desired client holds (not committed yet).
-  held: PendingVerification[];
 }
 
 interface PendingVerification {
@@ -52,14 +39,6 @@ interface PendingVerification {
   receivedNs: bigint;
   handlingNs: bigint;
   decodedNs: bigint;
-  // Decoded from a tentative update; then `commit` is set once it was committed and read.
-  tentative: boolean;
-  commit: CommitTiming | null;
-  // Verified before its commit: reported at the commit.
-  verdict: { ok: boolean; reason: string | null; verifyStartNs: bigint; verifiedNs: bigint } | null;
-  // Never held (its tentative update was dropped with the connection, or the committed doc does not
-  // have it among its intents): never reported.
-  dropped: boolean;
 }
 
 const hosts: SimulatedHost[] = [];
@@ -108,9 +87,7 @@ function signedStatus(host: string): SignedStatus {
 
 // The verification path (tweetnacl) is JIT-compiled before measuring: one worker stands for
 // thousands of hosts, so its first intents would otherwise pay a cold start no steady agent pays
-// twice. Measured: ~20 ms cold, ~9.5 ms warm per verifyIntent on the reference machine. The
-// verdict cache that verifyIntent reads (verified-once.ts) is emptied before each check, so that
-// each one runs tweetnacl.
+// twice. Measured: ~20 ms cold, ~9.5 ms warm per verifyIntent on the reference machine.
 function warmUp(): void {
   const status = signedStatus('warm-up');
   if (!verifyPayloadSignature('status', status.status, status.signature)) {
@@ -134,7 +111,6 @@ function warmUp(): void {
     admin,
   );
   for (let i = 0; i < 20; i++) {
-    forgetVerifiedSignatures();
     const verdict = verifyIntent(signed, {
       host: 'warm-up',
       trustedAdminKeys: new Set([admin.publicKey]),
@@ -145,138 +121,51 @@ function warmUp(): void {
 }
 
 function drain(): void {
-  let item = queue.shift();
-  while (item?.dropped) item = queue.shift();
+  const item = queue.shift();
   if (!item) {
     draining = false;
     return;
   }
-  // The timed check is tweetnacl's, as on a host that checked nothing ahead: no verdict is cached
-  // (the agent pre-checks a tentative update natively; this bench does not model that).
-  forgetVerifiedSignatures();
   const verifyStartNs = process.hrtime.bigint();
   const verdict = verifyIntent(item.signed, { host: item.host, trustedAdminKeys, now: Date.now() });
   const verifiedNs = process.hrtime.bigint();
-  item.verdict = { ok: verdict.ok, reason: verdict.ok ? null : verdict.reason, verifyStartNs, verifiedNs };
-  // A tentative intent is not the host's until committed: reported then (onDesiredCommitted).
-  if (!item.tentative || item.commit) reportVerified(item);
-  // One verification per turn of the event loop: arriving messages are timestamped between them.
-  setImmediate(drain);
-}
-
-function reportVerified(item: PendingVerification): void {
-  const verdict = item.verdict!;
   const message: VerifiedReport = {
     type: 'verified',
     host: item.host,
     generation: item.signed.intent.generation,
     ok: verdict.ok,
-    reason: verdict.reason,
+    reason: verdict.ok ? null : verdict.reason,
     receivedNs: item.receivedNs,
     handlingNs: item.handlingNs,
     decodedNs: item.decodedNs,
-    commit: item.commit,
-    verifyStartNs: verdict.verifyStartNs,
-    verifiedNs: verdict.verifiedNs,
+    verifyStartNs,
+    verifiedNs,
   };
   report(message);
+  // One verification per turn of the event loop: arriving messages are timestamped between them.
+  setImmediate(drain);
 }
 
-function reportDelivered(item: PendingVerification): void {
-  report({
-    type: 'delivered',
-    host: item.host,
-    generation: item.signed.intent.generation,
-    receivedNs: item.receivedNs,
-    handlingNs: item.handlingNs,
-    decodedNs: item.decodedNs,
-    commit: item.commit,
-  });
-}
-
-function pending(
-  simulated: SimulatedHost,
-  signed: SignedIntent,
-  times: { receivedNs: bigint; handlingNs: bigint; decodedNs: bigint },
-  tentative: boolean,
-): PendingVerification {
-  return { host: simulated.host, signed, ...times, tentative, commit: null, verdict: null, dropped: false };
-}
-
-// The intents the doc has gained since the host last read it, read as the agent reads them.
-function readNewIntents(simulated: SimulatedHost): SignedIntent[] {
-  const doc = simulated.desired.doc;
-  if (intentsArray(doc).length <= simulated.seen) return [];
-  const { entries } = readIntentEntries(doc);
-  const fresh = entries.filter((entry) => entry.index >= simulated.seen).map((entry) => entry.signed);
-  simulated.seen = intentsArray(doc).length;
-  return fresh;
-}
-
-// A plain update, applied to the doc on arrival: the host holds its intents now.
 function onDesiredUpdate(simulated: SimulatedHost, receivedNs: bigint, handlingNs: bigint): void {
-  const fresh = readNewIntents(simulated);
+  const doc = simulated.desired.doc;
+  if (intentsArray(doc).length <= simulated.seen) return;
+  const { entries } = readIntentEntries(doc);
   const decodedNs = process.hrtime.bigint();
-  for (const signed of fresh) {
-    const item = pending(simulated, signed, { receivedNs, handlingNs, decodedNs }, false);
-    queue.push(item);
-    if (verification === 'deferred') reportDelivered(item);
+  for (const entry of entries) {
+    if (entry.index < simulated.seen) continue;
+    queue.push({ host: simulated.host, signed: entry.signed, receivedNs, handlingNs, decodedNs });
+    if (verification === 'deferred')
+      report({
+        type: 'delivered',
+        host: simulated.host,
+        generation: entry.signed.intent.generation,
+        receivedNs,
+        handlingNs,
+        decodedNs,
+      });
   }
+  simulated.seen = intentsArray(doc).length;
   if (verification === 'inline') startDraining();
-}
-
-// A tentative update, not in the doc: its intents decoded and parsed from the update alone, and in
-// inline mode verified; the host holds them only at the commit.
-function onDesiredTentative(
-  simulated: SimulatedHost,
-  update: Uint8Array,
-  receivedNs: bigint,
-  handlingNs: bigint,
-): void {
-  let decoded: SignedIntent[];
-  try {
-    decoded = signedIntentsInUpdate(update, DECODED_AHEAD).filter((signed) => signed.intent.host === simulated.host);
-  } catch {
-    // Undecodable: nothing to do ahead; the commit's apply decides, as for a plain update.
-    return;
-  }
-  const decodedNs = process.hrtime.bigint();
-  for (const signed of decoded) {
-    const item = pending(simulated, signed, { receivedNs, handlingNs, decodedNs }, true);
-    simulated.held.push(item);
-    queue.push(item);
-  }
-  if (verification === 'inline') startDraining();
-}
-
-const sameIntent = (a: SignedIntent, b: SignedIntent): boolean =>
-  a.intent.generation === b.intent.generation && a.signatures[0]?.signature === b.signatures[0]?.signature;
-
-// The commit was applied to the doc: the host reads its intents as on a plain update and holds
-// them; those decoded ahead keep their tentative times (and verdict), any other is new here.
-function onDesiredCommitted(simulated: SimulatedHost, receivedNs: bigint, handlingNs: bigint): void {
-  const fresh = readNewIntents(simulated);
-  const commit: CommitTiming = { receivedNs, handlingNs, heldNs: process.hrtime.bigint() };
-  const ahead = simulated.held.splice(0);
-  for (const signed of fresh) {
-    const index = ahead.findIndex((item) => sameIntent(item.signed, signed));
-    if (index < 0) {
-      const item = pending(simulated, signed, { receivedNs, handlingNs, decodedNs: commit.heldNs }, false);
-      queue.push(item);
-      if (verification === 'deferred') reportDelivered(item);
-      continue;
-    }
-    const [item] = ahead.splice(index, 1);
-    item!.commit = commit;
-    if (verification === 'deferred') reportDelivered(item!);
-    if (item!.verdict) reportVerified(item!);
-  }
-  for (const item of ahead) item.dropped = true;
-  if (verification === 'inline') startDraining();
-}
-
-function onDesiredDropped(simulated: SimulatedHost): void {
-  for (const item of simulated.held.splice(0)) item.dropped = true;
 }
 
 function startDraining(): void {
@@ -299,7 +188,6 @@ async function connectHost(
   serverUrl: string,
   host: string,
   status: SignedStatus,
-  tentative: boolean,
 ): Promise<{ simulated: SimulatedHost; retries: number }> {
   let lastError: Error | null = null;
   for (let attempt = 0; attempt < CONNECT_ATTEMPTS; attempt++) {
@@ -322,21 +210,6 @@ async function connectHost(
       },
       deferHandling: true,
       onClosed: onClosed(desiredDocName(host)),
-      ...(tentative
-        ? {
-            tentative: {
-              onTentative: (update, receivedNs, handlingNs) => {
-                if (simulated) onDesiredTentative(simulated, update, receivedNs, handlingNs);
-              },
-              onCommitted: (receivedNs, handlingNs) => {
-                if (simulated) onDesiredCommitted(simulated, receivedNs, handlingNs);
-              },
-              onDropped: () => {
-                if (simulated) onDesiredDropped(simulated);
-              },
-            },
-          }
-        : {}),
     });
     const statusClient = new LeanDocClient({
       serverUrl,
@@ -352,7 +225,7 @@ async function connectHost(
         `connecting ${host}`,
       );
       established = true;
-      simulated = { host, desired, status: statusClient, seen: intentsArray(desired.doc).length, held: [] };
+      simulated = { host, desired, status: statusClient, seen: intentsArray(desired.doc).length };
       return { simulated, retries: attempt };
     } catch (error) {
       lastError = error as Error;
@@ -384,9 +257,7 @@ async function start(command: StartCommand): Promise<void> {
     if (Date.now() > deadline)
       throw new Error(`connected only ${i} of ${command.hosts.length} more hosts within ${command.timeoutMs} ms`);
     const slice = command.hosts.slice(i, i + command.batch);
-    const connected = await Promise.all(
-      slice.map((host) => connectHost(command.serverUrl, host, signedStatus(host), command.tentative)),
-    );
+    const connected = await Promise.all(slice.map((host) => connectHost(command.serverUrl, host, signedStatus(host))));
     for (const { simulated, retries: r } of connected) {
       hosts.push(simulated);
       retries += r;

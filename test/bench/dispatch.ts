@@ -72,8 +72,6 @@ const USAGE = `Usage: npm run bench -- [options]
   --agents-nice N        nice value of the agent processes (default 10; 0 = the servers' priority): a real
                          fleet's agents run on their own machines, not on the server's cores
   --servers LIST         ours,stock (default both)
-  --no-tentative         the simulated agents do not opt in to our coordinator's tentative delivery
-                         (shared/sync/tentative.ts): every update reaches them once it is stored, as from stock
   --time-limit S         give up after S seconds (default 1500)
   --wait-quiet S         before each server, wait up to S seconds for other processes on the machine to
                          use < 0.15 cores (default 120; the run goes ahead anyway, with a warning)
@@ -96,8 +94,6 @@ interface Options {
   wavePauseMs: number;
   isolated: number;
   inlineVerify: boolean;
-  // Our coordinator's readers opt in to tentative delivery (not --no-tentative).
-  tentative: boolean;
   connectBatch: number;
   hostsPerWorker: number;
   agentsNice: number;
@@ -127,7 +123,6 @@ function parseOptions(argv: string[]): Options | null {
       'wave-pause-ms': { type: 'string' },
       isolated: { type: 'string' },
       'inline-verify': { type: 'boolean' },
-      'no-tentative': { type: 'boolean' },
       'connect-batch': { type: 'string' },
       'hosts-per-worker': { type: 'string' },
       'agents-nice': { type: 'string' },
@@ -169,7 +164,6 @@ function parseOptions(argv: string[]): Options | null {
     wavePauseMs: positive('wave-pause-ms', values['wave-pause-ms'], 100),
     isolated: Math.min(hosts, positive('isolated', values.isolated, 200)),
     inlineVerify: values['inline-verify'] ?? false,
-    tentative: !(values['no-tentative'] ?? false),
     connectBatch: Math.max(1, positive('connect-batch', values['connect-batch'], 200)),
     hostsPerWorker: Math.max(1, positive('hosts-per-worker', values['hosts-per-worker'], 2500)),
     agentsNice: Math.min(19, positive('agents-nice', values['agents-nice'], AGENTS_NICE)),
@@ -368,14 +362,9 @@ async function heapSnapshot(kind: ServerKind, pid: number, dir: string, what: st
 // Simulated agents, in worker processes.
 
 interface AgentFleet {
-  // Connects hosts until `share` (0-1) of every worker's hosts are connected (their desired
-  // documents opted in to tentative delivery if `tentative`); resolves with the totals so far.
-  connect(
-    serverUrl: string,
-    share: number,
-    timeoutMs: number,
-    tentative: boolean,
-  ): Promise<{ connected: number; retries: number }>;
+  // Connects hosts until `share` (0-1) of every worker's hosts are connected; resolves with the
+  // totals so far.
+  connect(serverUrl: string, share: number, timeoutMs: number): Promise<{ connected: number; retries: number }>;
   command(command: WorkerCommand): void;
   pids(): number[];
   unexpectedCloses(): string[];
@@ -448,7 +437,7 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
     if (worker.connected) worker.send(command);
   };
   return {
-    async connect(serverUrl, share, timeoutMs, tentative) {
+    async connect(serverUrl, share, timeoutMs) {
       const started = Date.now();
       const target = assignments.reduce((a, hostsOfWorker) => a + Math.round(hostsOfWorker.length * share), 0);
       const ticker = setInterval(
@@ -474,7 +463,6 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
                   batch: Math.max(1, Math.ceil(options.connectBatch / count)),
                   adminPublicKey: adminKey.publicKey,
                   timeoutMs,
-                  tentative,
                 });
               }),
           ),
@@ -513,57 +501,18 @@ function startFleet(hosts: string[], options: Options, adminKey: SigningKey, han
 
 interface Sample {
   host: string;
-  // What one host with its own CPU sees, from the admin's local write until the host holds the
-  // update (may act on it). Plain delivery: the update reached the host's socket, plus that host's
-  // own decoding of it and parsing of the intents array. Tentative: the commit reached the socket,
-  // plus applying the held update to the doc and reading the intents from it, as a plain update is
-  // read (commit delivery).
+  // What one host with its own CPU sees: admin's local write → the update reached the host's
+  // socket, plus that host's own decoding of it and parsing of the intents array.
   deliveryMs: number;
-  // Tentative delivery only (else null): written → the tentative update reached the socket, plus
-  // the host's decoding of it and parsing of the intents in it (not applied).
-  tentativeDeliveryMs: number | null;
-  // Admin's local write → decoded and parsed (tentative: → committed and read), as timed in the
-  // agent process: also the decoding of every update that reached other simulated hosts of the
-  // process just before it.
+  // Admin's local write → decoded and parsed, as timed in the agent process: also the decoding of
+  // every update that reached other simulated hosts of the process just before it.
   deliveryInProcessMs: number;
   // verifyIntent in the agent process.
   verifyMs: number;
-  // What one host with its own CPU sees until it may act on a verified intent. Plain: delivery +
-  // its own verification. Tentative: it verifies after decoding the tentative update, then
-  // applies the committed update (and reads its doc) once both the verification is done and the
-  // commit arrived: max(tentative delivery + verify, commit arrival) + apply and read.
+  // What one host with its own CPU sees: delivery + its own verification.
   dispatchMs: number;
-  // Written → verified (tentative: and committed) as timed in the bench (only when verifying
-  // inline, as intents arrive).
+  // Written → verified as timed in the bench (only when verifying inline, as intents arrive).
   observedMs: number | null;
-}
-
-// Dispatch of one intent, modelled as if its host had a CPU of its own (see Sample).
-function sampleOf(host: string, report: VerifiedReport, written: bigint, deferred: boolean): Sample {
-  const verifyMs = nsToMs(report.verifiedNs - report.verifyStartNs);
-  const arrivalMs = nsToMs(report.receivedNs - written + (report.decodedNs - report.handlingNs));
-  const { commit } = report;
-  if (!commit)
-    return {
-      host,
-      deliveryMs: arrivalMs,
-      tentativeDeliveryMs: null,
-      deliveryInProcessMs: nsToMs(report.decodedNs - written),
-      verifyMs,
-      dispatchMs: arrivalMs + verifyMs,
-      observedMs: deferred ? null : nsToMs(report.verifiedNs - written),
-    };
-  const commitArrivalMs = nsToMs(commit.receivedNs - written);
-  const holdMs = nsToMs(commit.heldNs - commit.handlingNs);
-  return {
-    host,
-    deliveryMs: commitArrivalMs + holdMs,
-    tentativeDeliveryMs: arrivalMs,
-    deliveryInProcessMs: nsToMs(commit.heldNs - written),
-    verifyMs,
-    dispatchMs: Math.max(arrivalMs + verifyMs, commitArrivalMs) + holdMs,
-    observedMs: deferred ? null : Math.max(nsToMs(report.verifiedNs - written), nsToMs(commit.heldNs - written)),
-  };
 }
 
 class Dispatcher {
@@ -649,7 +598,17 @@ class Dispatcher {
           this.failures.push(`${item.host} generation ${item.signed.intent.generation}: refused: ${report.reason}`);
           return;
         }
-        samples.push(sampleOf(item.host, report, writtenNs[i]!, deferred));
+        const written = writtenNs[i]!;
+        const deliveryMs = nsToMs(report.receivedNs - written + (report.decodedNs - report.handlingNs));
+        const verifyMs = nsToMs(report.verifiedNs - report.verifyStartNs);
+        samples.push({
+          host: item.host,
+          deliveryMs,
+          deliveryInProcessMs: nsToMs(report.decodedNs - written),
+          verifyMs,
+          dispatchMs: deliveryMs + verifyMs,
+          observedMs: deferred ? null : nsToMs(report.verifiedNs - written),
+        });
       });
       return samples;
     } finally {
@@ -666,10 +625,7 @@ interface PhaseResult {
   seconds: number;
   dispatch: Percentiles;
   observed: Percentiles;
-  // Until the host holds the update: plain delivery, or commit delivery (Sample.deliveryMs).
   delivery: Percentiles;
-  // Of the intents delivered tentatively (count 0 for plain delivery).
-  tentativeDelivery: Percentiles;
   deliveryInProcess: Percentiles;
   verify: Percentiles;
 }
@@ -677,8 +633,6 @@ interface PhaseResult {
 interface ServerResult {
   server: ServerKind;
   description: string;
-  // The simulated agents opted in to tentative delivery (ours, unless --no-tentative).
-  tentative: boolean;
   hosts: number;
   sockets: number;
   connectSeconds: number;
@@ -698,13 +652,7 @@ interface ServerResult {
   // (hrtime in ns, as decimal strings: the result is written as JSON).
   frames: { file: string; rolloutNs: [string, string]; isolatedNs: [string, string] } | null;
   // --trace-frames: each intent's time inside the server (read once the server has stopped).
-  // With tentative delivery: until handed on (the tentative update), and until its commit was sent.
-  inServer: {
-    rollout: Percentiles | null;
-    isolated: Percentiles | null;
-    rolloutUntilCommit: Percentiles | null;
-    isolatedUntilCommit: Percentiles | null;
-  } | null;
+  inServer: { rollout: Percentiles | null; isolated: Percentiles | null } | null;
   isolated: PhaseResult;
   failures: string[];
   unexpectedCloses: number;
@@ -742,9 +690,6 @@ function phase(samples: Sample[], seconds: number): PhaseResult {
     dispatch: percentiles(samples.map((s) => s.dispatchMs)),
     observed: percentiles(samples.flatMap((s) => (s.observedMs === null ? [] : [s.observedMs]))),
     delivery: percentiles(samples.map((s) => s.deliveryMs)),
-    tentativeDelivery: percentiles(
-      samples.flatMap((s) => (s.tentativeDeliveryMs === null ? [] : [s.tentativeDeliveryMs])),
-    ),
     deliveryInProcess: percentiles(samples.map((s) => s.deliveryInProcessMs)),
     verify: percentiles(samples.map((s) => s.verifyMs)),
   };
@@ -784,13 +729,9 @@ async function runServer(
   adminKey: SigningKey,
 ): Promise<ServerResult> {
   if (options.waitQuietS > 0) await waitForQuiet(kind, options.waitQuietS);
-  // Only our coordinator knows tentative delivery; the stock server would ignore the parameter.
-  const tentative = kind === 'ours' && options.tentative;
   const dir = mkdtempSync(join(tmpdir(), `outpost-bench-${kind}-`));
   temporaryDirectories.add(dir);
-  log(
-    `${kind}: starting server (${DESCRIPTIONS[kind]})${kind === 'ours' ? `; agents ${tentative ? 'opt in to' : 'do not opt in to'} tentative delivery` : ''}`,
-  );
+  log(`${kind}: starting server (${DESCRIPTIONS[kind]})`);
   const server = await startServer(kind, dir, options.serverNodeArgs, options.traceFramesDir);
   const dispatcher = new Dispatcher();
   const fleet = startFleet(hosts, options, adminKey, dispatcher.handlers);
@@ -818,7 +759,7 @@ async function runServer(
     const connectTimeoutMs = 60_000 + hosts.length * 30;
     let connectStarted = Date.now();
     const half = await withTimeout(
-      fleet.connect(server.url, 0.5, connectTimeoutMs, tentative),
+      fleet.connect(server.url, 0.5, connectTimeoutMs),
       connectTimeoutMs + 10_000,
       'connecting the first half of the fleet',
     );
@@ -830,7 +771,7 @@ async function runServer(
     connectStarted = Date.now();
     const cpuHalf = cpuSeconds(server.pid);
     const { connected, retries } = await withTimeout(
-      fleet.connect(server.url, 1, connectTimeoutMs, tentative),
+      fleet.connect(server.url, 1, connectTimeoutMs),
       connectTimeoutMs + 10_000,
       'connecting the fleet',
     );
@@ -895,8 +836,7 @@ async function runServer(
     );
     return {
       server: kind,
-      description: `${DESCRIPTIONS[kind]}${tentative ? '; agents opted in to tentative delivery' : ''}`,
-      tentative,
+      description: DESCRIPTIONS[kind],
       hosts: hosts.length,
       sockets: hosts.length * 2,
       connectSeconds,
@@ -992,16 +932,11 @@ async function main(): Promise<number> {
     const result = await runServer(kind, options, hosts, rollout, isolated, adminKey);
     // The server has stopped: its frame times are all written.
     const { frames } = result;
-    if (frames) {
-      const rolloutNs = [BigInt(frames.rolloutNs[0]), BigInt(frames.rolloutNs[1])] as const;
-      const isolatedNs = [BigInt(frames.isolatedNs[0]), BigInt(frames.isolatedNs[1])] as const;
+    if (frames)
       result.inServer = {
-        rollout: serverResidency(frames.file, ...rolloutNs),
-        isolated: serverResidency(frames.file, ...isolatedNs),
-        rolloutUntilCommit: result.tentative ? serverResidency(frames.file, ...rolloutNs, 'commit') : null,
-        isolatedUntilCommit: result.tentative ? serverResidency(frames.file, ...isolatedNs, 'commit') : null,
+        rollout: serverResidency(frames.file, BigInt(frames.rolloutNs[0]), BigInt(frames.rolloutNs[1])),
+        isolated: serverResidency(frames.file, BigInt(frames.isolatedNs[0]), BigInt(frames.isolatedNs[1])),
       };
-    }
     results.push(result);
   }
 
@@ -1034,48 +969,19 @@ async function main(): Promise<number> {
     ...(ours && stock ? [ratio(pick(ours), pick(stock))] : []),
   ];
   const kb = (v: number): string => (v / 1000).toFixed(1);
-  // With tentative delivery, "delivery" is the commit's (when the host may act), and the
-  // tentative update's arrival has rows of its own ('–' for plain delivery).
-  const tentativeRan = results.some((r) => r.tentative);
-  // --trace-frames: how long the phase's intents were inside each server (tentative: until the
-  // tentative update was handed on, and until its commit was).
+  // --trace-frames: how long the phase's intents were inside each server.
   const inServerRows = (phase: 'rollout' | 'isolated'): string[][] =>
     options.traceFramesDir
-      ? [
-          ...[50, 99].map((p) =>
-            row(
-              `  in the server p${p} (ms)`,
-              (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN,
-              ms2,
-            ),
-          ),
-          ...(tentativeRan
-            ? [50, 99].map((p) =>
-                row(
-                  `  in the server until commit p${p} (ms)`,
-                  (r) => r.inServer?.[`${phase}UntilCommit`]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN,
-                  ms2,
-                ),
-              )
-            : []),
-        ]
+      ? [50, 99].map((p) =>
+          row(`  in the server p${p} (ms)`, (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN, ms2),
+        )
       : [];
-  const deliveryLabel = tentativeRan ? 'delivery (tentative: commit delivery)' : 'delivery';
-  const deliveryRows = (phase: 'rollout' | 'isolated'): string[][] => [
-    ...(tentativeRan
-      ? [
-          row('  tentative delivery p50 (ms)', (r) => r[phase].tentativeDelivery.p50, ms),
-          row('  tentative delivery p99 (ms)', (r) => r[phase].tentativeDelivery.p99, ms),
-        ]
-      : []),
-    row(`  ${deliveryLabel} p50 (ms)`, (r) => r[phase].delivery.p50, ms),
-    row(`  ${deliveryLabel} p99 (ms)`, (r) => r[phase].delivery.p99, ms),
-  ];
   const rows: string[][] = [
     header,
     row('rollout dispatch p50 (ms)', (r) => r.rollout.dispatch.p50, ms),
     row('rollout dispatch p99 (ms)', (r) => r.rollout.dispatch.p99, ms),
-    ...deliveryRows('rollout'),
+    row('  delivery p50 (ms)', (r) => r.rollout.delivery.p50, ms),
+    row('  delivery p99 (ms)', (r) => r.rollout.delivery.p99, ms),
     row('  delivery in one process p50 (ms)', (r) => r.rollout.deliveryInProcess.p50, ms),
     row('  delivery in one process p99 (ms)', (r) => r.rollout.deliveryInProcess.p99, ms),
     ...inServerRows('rollout'),
@@ -1084,7 +990,8 @@ async function main(): Promise<number> {
     ...(options.inlineVerify ? [row('  observed in bench p99 (ms)', (r) => r.rollout.observed.p99, ms)] : []),
     row('isolated dispatch p50 (ms)', (r) => r.isolated.dispatch.p50, ms),
     row('isolated dispatch p99 (ms)', (r) => r.isolated.dispatch.p99, ms),
-    ...deliveryRows('isolated'),
+    row('  delivery p50 (ms)', (r) => r.isolated.delivery.p50, ms),
+    row('  delivery p99 (ms)', (r) => r.isolated.delivery.p99, ms),
     ...inServerRows('isolated'),
     row('  verify p99 (ms)', (r) => r.isolated.verify.p99, ms),
     row('  observed in bench p99 (ms)', (r) => r.isolated.observed.p99, ms),
@@ -1123,27 +1030,18 @@ async function main(): Promise<number> {
   ];
   lines.push(table(rows));
   lines.push('');
-  const tentativeServers = results.filter((r) => r.tentative).map((r) => r.server);
   lines.push(
-    `dispatch${tentativeRan ? ' of a plain delivery' : ''} = delivery (admin's local write → the update reached the host's socket, + that host's own decoding`,
-    'of it and parsing of the intents array) + its own verifyIntent. delivery in one process = written → decoded as timed in the agent',
-    'process, behind the decoding of the updates that reached other simulated hosts of the process just before it.',
-  );
-  if (tentativeRan)
-    lines.push(
-      `Tentative delivery (${tentativeServers.join(', ')}; --no-tentative turns it off): the update reaches the host before the server has stored`,
-      'it; the host decodes it and parses the intents in it without applying it (tentative delivery = write → arrival + that) and may verify',
-      'them, but holds an intent only once the commit arrived, the update was applied to its doc and the intents read from it as from a plain',
-      'update (commit delivery = write → commit arrival + applying and reading). dispatch = max(tentative delivery + verifyIntent, commit',
-      'arrival) + applying and reading: when the host has verified and holds the intent, on a CPU of its own. delivery in one process =',
-      'written → committed and read, in the agent process. Where agents verify inline (one at a',
-      "time), a host verifies on the tentative update's arrival and so reads the commit only after that: its commit delivery includes its verify.",
-    );
-  lines.push(
-    `verify = the host's verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : `Rollout: agents verify after the whole wave was delivered${tentativeRan ? ' (tentative: committed)' : ''} (one process simulates many hosts; a real host verifies on its own CPU).`}`,
+    "dispatch = delivery (admin's local write → the update reached the host's socket, + that host's own decoding of it and parsing of the",
   );
   lines.push(
-    `observed = written → verified${tentativeRan ? ' (tentative: and committed)' : ''} as timed in one process (no modelling). KB = 1,000 bytes; MB = 10^6 bytes.`,
+    'intents array) + its own verifyIntent. delivery in one process = written → decoded as timed in the agent process, behind the decoding',
+  );
+  lines.push('of the updates that reached other simulated hosts of the process just before it.');
+  lines.push(
+    `verifyIntent. ${options.inlineVerify ? 'Rollout verified inline, as intents arrive.' : 'Rollout: agents verify after the whole wave was delivered (one process simulates many hosts; a real host verifies on its own CPU).'}`,
+  );
+  lines.push(
+    'observed = written → verified as timed in one process (no modelling). KB = 1,000 bytes; MB = 10^6 bytes.',
   );
   const targets: { name: string; ok: boolean; detail: string }[] = [];
   if (ours) {
@@ -1188,8 +1086,6 @@ async function main(): Promise<number> {
       agentsNice: options.agentsNice,
       isolatedIntents: options.isolated,
       connectBatch: options.connectBatch,
-      // Our coordinator's readers opted in to tentative delivery (results[].tentative says per server).
-      tentative: options.tentative,
       signSeconds,
     },
     targets: Object.fromEntries(targets.map((t) => [t.name, { pass: t.ok, value: t.detail }])),
@@ -1201,11 +1097,6 @@ async function main(): Promise<number> {
             rolloutP99: ours.rollout.dispatch.p99 / stock.rollout.dispatch.p99,
             isolatedP50: ours.isolated.dispatch.p50 / stock.isolated.dispatch.p50,
             isolatedP99: ours.isolated.dispatch.p99 / stock.isolated.dispatch.p99,
-            // Until the host holds the update (ours with tentative delivery: commit delivery).
-            rolloutDeliveryP50: ours.rollout.delivery.p50 / stock.rollout.delivery.p50,
-            rolloutDeliveryP99: ours.rollout.delivery.p99 / stock.rollout.delivery.p99,
-            isolatedDeliveryP50: ours.isolated.delivery.p50 / stock.isolated.delivery.p50,
-            isolatedDeliveryP99: ours.isolated.delivery.p99 / stock.isolated.delivery.p99,
             memoryPerHost: ours.bytesPerHost / stock.bytesPerHost,
           }
         : null,

@@ -4,14 +4,8 @@ import { nsToMs, type Percentiles, percentiles } from './measure.js';
 // Time each bench intent spent inside a server: from its frame arriving (from the admin) to the
 // server handing the update on to the next socket (the host's agent), from frame-trace.ts's lines,
 // for the frames that arrived between `fromNs` and `toNs`. Our coordinator stores the update
-// (fsync'ed) between the two; the stock server only applies and encodes it. With tentative delivery
-// the update is handed on before it is stored: `until` 'commit' times it to its commit instead.
-export function serverResidency(
-  file: string,
-  fromNs: bigint,
-  toNs: bigint,
-  until: 'out' | 'commit' = 'out',
-): Percentiles | null {
+// (fsync'ed) between the two; the stock server only applies and encodes it.
+export function serverResidency(file: string, fromNs: bigint, toNs: bigint): Percentiles | null {
   if (!existsSync(file)) return null;
   const arrived = new Map<string, bigint>();
   const samples: number[] = [];
@@ -23,7 +17,6 @@ export function serverResidency(
       if (ns >= fromNs && ns < toNs && !arrived.has(host)) arrived.set(host, ns);
       continue;
     }
-    if (direction !== until) continue;
     const since = arrived.get(host);
     if (since === undefined) continue;
     samples.push(nsToMs(ns - since));

@@ -13,9 +13,6 @@ export interface StartCommand {
   adminPublicKey: string;
   // Give up connecting after this long.
   timeoutMs: number;
-  // The desired documents' clients opt in to tentative delivery (shared/sync/tentative.ts); only
-  // for our coordinator (the stock server does not know it).
-  tentative: boolean;
 }
 
 export interface StopCommand {
@@ -53,32 +50,18 @@ export interface ReadyReport {
   setupMs: number;
 }
 
-// An intent delivered tentatively: its update's COMMIT message, and the host holding the intent.
-export interface CommitTiming {
-  // As receivedNs / handlingNs below, for the COMMIT message.
-  receivedNs: bigint;
-  handlingNs: bigint;
-  // The held update applied to the Y.Doc and the intents array read and parsed (readIntentEntries).
-  heldNs: bigint;
-}
-
-// A 'verified' report of a tentative update is sent once it is both verified and committed (the
-// host may act on it); a 'delivered' report once it is committed.
 export interface VerifiedReport {
   type: 'verified';
   host: string;
   generation: number;
   ok: boolean;
   reason: string | null;
-  // Socket message handler entered (before decoding); of the TENTATIVE message if commit is set.
+  // Socket message handler entered (before decoding).
   receivedNs: bigint;
   // This message's handling began (after the messages that arrived with it were timestamped).
   handlingNs: bigint;
-  // Plain: update applied and the intents array read and parsed (readIntentEntries). Tentative:
-  // the update decoded and its intents parsed (signedIntentsInUpdate), not applied.
+  // Update applied and the intents array read and parsed (readIntentEntries).
   decodedNs: bigint;
-  // null: a plain update, in the doc on arrival.
-  commit: CommitTiming | null;
   // verifyIntent ran from verifyStartNs to verifiedNs.
   verifyStartNs: bigint;
   verifiedNs: bigint;
@@ -91,7 +74,6 @@ export interface DeliveredReport {
   receivedNs: bigint;
   handlingNs: bigint;
   decodedNs: bigint;
-  commit: CommitTiming | null;
 }
 
 export interface FailedReport {

@@ -2,17 +2,7 @@ import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import WebSocket from 'ws';
 import * as syncProtocol from 'y-protocols/sync';
-import * as Y from 'yjs';
-import {
-  createTentativeHold,
-  dropTentative,
-  holdTentative,
-  MESSAGE_COMMIT_TENTATIVE,
-  MESSAGE_TENTATIVE_UPDATE,
-  TENTATIVE_PARAM,
-  TentativeProtocolError,
-  takeCommitted,
-} from '../../shared/sync/tentative.js';
+import type * as Y from 'yjs';
 
 // A minimal y-websocket client for the benchmark: one raw `ws` socket and one Y.Doc, speaking
 // exactly what y-websocket's WebsocketProvider speaks (src/y-websocket.js), without its per-
@@ -23,8 +13,6 @@ import {
 //   server Step1    → reply Step2 (what the server lacks), then a second Step1 as a barrier
 //   Step2 / Update  → apply to the doc (origin = this client, so it is not sent back)
 //   local update    → send it as an Update
-//   Tentative       → (opted in, shared/sync/tentative.ts) hold the update outside the doc
-//   Commit          → apply the held update to the doc, as an Update would be
 //
 // Both servers answer a Step1 in order with what came before it on the connection, and ours
 // only after the Step2 before it is applied and fsync'ed into its update log; so the reply to
@@ -53,19 +41,6 @@ export interface LeanClientOptions {
   deferHandling?: boolean;
   // Connection ended (by either side) — after the first open, or failed to open.
   onClosed?: (code: number, reason: string) => void;
-  // Opt in to tentative delivery (URL parameter tentative=1): updates the server has not stored
-  // yet arrive as TENTATIVE and are kept outside the doc until their COMMIT.
-  tentative?: TentativeHandlers;
-}
-
-// Times as in onRemoteApplied: `receivedNs` on arrival, `handlingNs` when handling began.
-export interface TentativeHandlers {
-  // A tentative update arrived; it is not in the doc. Work that changes nothing may be done on it.
-  onTentative: (update: Uint8Array, receivedNs: bigint, handlingNs: bigint) => void;
-  // Its commit arrived and the update was applied to the doc.
-  onCommitted: (receivedNs: bigint, handlingNs: bigint) => void;
-  // The connection ended with an update held: it was dropped, never applied.
-  onDropped?: () => void;
 }
 
 export class LeanDocClient {
@@ -81,15 +56,13 @@ export class LeanDocClient {
   private barrierWaiters: { step2: number; resolve: () => void; reject: (error: Error) => void }[] = [];
   private barriersSent = 0;
   private closedError: Error | null = null;
-  private readonly hold = createTentativeHold();
   lastAwarenessMs = 0;
 
   constructor(options: LeanClientOptions) {
     this.options = options;
     this.name = options.name;
     this.doc = options.doc;
-    const params = { ...options.params, ...(options.tentative ? { [TENTATIVE_PARAM]: '1' } : {}) };
-    const query = Object.keys(params).length > 0 ? `?${new URLSearchParams(params).toString()}` : '';
+    const query = options.params ? `?${new URLSearchParams(options.params).toString()}` : '';
     this.ws = new WebSocket(`${options.serverUrl.replace(/\/+$/, '')}/${options.name}${query}`);
     this.ws.binaryType = 'nodebuffer';
     this.doc.on('update', this.onLocalUpdate);
@@ -102,7 +75,6 @@ export class LeanDocClient {
     );
     this.ws.on('error', (error: Error) => this.fail(error));
     this.ws.on('close', (code: number, reason: Buffer) => {
-      this.dropHeld();
       this.fail(new Error(`${this.name}: connection closed (${code} ${reason.toString()})`));
       this.options.onClosed?.(code, reason.toString());
     });
@@ -158,15 +130,9 @@ export class LeanDocClient {
     this.lastAwarenessMs = Date.now();
   }
 
-  // Whether a tentative update is held (sent by the server, not committed yet).
-  get holding(): boolean {
-    return this.hold.held !== null;
-  }
-
   close(): void {
     this.doc.off('update', this.onLocalUpdate);
     this.options.onClosed = undefined;
-    this.dropHeld();
     if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN) this.ws.terminate();
   }
 
@@ -185,18 +151,7 @@ export class LeanDocClient {
     const receivedNs = received ?? handlingNs;
     const decoder = decoding.createDecoder(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     const type = decoding.readVarUint(decoder);
-    if (type === MESSAGE_TENTATIVE_UPDATE || type === MESSAGE_COMMIT_TENTATIVE) {
-      this.onTentativeMessage(type, decoder, receivedNs, handlingNs);
-      return;
-    }
     if (type === MESSAGE_SYNC) {
-      // The server commits a tentative update before anything else of the document's sync.
-      if (this.hold.held) {
-        this.violation(
-          new TentativeProtocolError(`sync message while tentative update ${this.hold.held.seq} is not committed`),
-        );
-        return;
-      }
       const reply = encoding.createEncoder();
       encoding.writeVarUint(reply, MESSAGE_SYNC);
       const subtype = syncProtocol.readSyncMessage(decoder, reply, this.doc, this);
@@ -221,50 +176,6 @@ export class LeanDocClient {
       return;
     }
     // MESSAGE_AWARENESS from the server (other peers' states, our own echo): not kept.
-  }
-
-  private onTentativeMessage(type: number, decoder: decoding.Decoder, receivedNs: bigint, handlingNs: bigint): void {
-    const handlers = this.options.tentative;
-    if (!handlers) {
-      this.violation(new TentativeProtocolError(`tentative message type ${type} without opting in`));
-      return;
-    }
-    let update: Uint8Array;
-    try {
-      update =
-        type === MESSAGE_TENTATIVE_UPDATE ? holdTentative(this.hold, decoder) : takeCommitted(this.hold, decoder);
-    } catch (error) {
-      if (!(error instanceof TentativeProtocolError)) throw error;
-      this.violation(error);
-      return;
-    }
-    if (type === MESSAGE_TENTATIVE_UPDATE) {
-      handlers.onTentative(update, receivedNs, handlingNs);
-      return;
-    }
-    // Applied as y-protocols applies a sync Update (readUpdate): this client as the origin, an
-    // update Yjs cannot apply logged, not thrown.
-    try {
-      Y.applyUpdate(this.doc, update, this);
-    } catch (error) {
-      console.error(`${this.name}: caught error while applying a committed update`, error);
-    }
-    handlers.onCommitted(receivedNs, handlingNs);
-  }
-
-  // The server broke the protocol: the held update (if any) is dropped and the connection closed;
-  // a real reader would reconnect and sync again.
-  private violation(error: TentativeProtocolError): void {
-    this.dropHeld();
-    this.fail(new Error(`${this.name}: ${error.message}`));
-    if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN)
-      this.ws.close(1002, error.message.slice(0, 120));
-  }
-
-  private dropHeld(): void {
-    if (!this.hold.held) return;
-    dropTentative(this.hold);
-    this.options.tentative?.onDropped?.();
   }
 
   private fail(error: Error): void {

@@ -8,7 +8,6 @@ import * as syncProtocol from 'y-protocols/sync';
 import * as Y from 'yjs';
 import { ENROLLMENT_DOC, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
 import { parseDocName } from '../../shared/documents/names.js';
-import { TENTATIVE_PARAM } from '../../shared/sync/tentative.js';
 
 // A compromised coordinator or relay, as the agent meets it: a real websocket server on 127.0.0.1
 // speaking the real y-websocket protocol (sync step 1/2, updates, awareness) and the HTTP routes
@@ -16,10 +15,8 @@ import { TENTATIVE_PARAM } from '../../shared/sync/tentative.js';
 // key proof, and the attacker holds every document and writes into it directly: whatever it puts
 // in a document reaches each connected agent the way a coordinator's update would.
 //
-// With `sendMessage`, the attacker sends bytes of its choosing on a document's connections (an
-// endless stream of updates that it never keeps itself, tentative updates and commits, for
-// example), and with `afterHandshake` it does so on each new connection once it has answered the
-// client's sync step 1.
+// With `raw`, the attacker sends bytes of its choosing on a document's connections (an endless
+// stream of updates that it never keeps itself, for example).
 
 const MESSAGE_SYNC = 0;
 
@@ -37,29 +34,15 @@ export interface HostilePeer {
   // Sends a Yjs update to every open connection of `name` without applying it to the attacker's
   // copy; resolves once written out, with how many connections took it.
   sendUpdate(name: string, update: Uint8Array): Promise<number>;
-  // Sends a whole y-websocket message to every open connection of `name`; resolves once written
-  // out, with how many connections took it.
-  sendMessage(name: string, message: Uint8Array): Promise<number>;
-  // Called for each connection of `name`, once the attacker has answered its sync step 1 (its
-  // first), with whether it asked for tentative delivery; null: nothing more is done.
-  afterHandshake(name: string, handler: HandshakeHandler | null): void;
-  // The close codes of the connections of `name` that have ended, in order (1006: no close frame).
-  closeCodes(name: string): number[];
-  // Connection attempts to `name` whose URL asked for tentative delivery (`tentative=1`).
-  tentativeAsked(name: string): number;
   // Connection attempts seen per document.
   connectsTo(name: string): number;
   close(): Promise<void>;
 }
 
-export type HandshakeHandler = (socket: WebSocket, tentative: boolean) => void;
-
 interface Room {
   doc: Y.Doc;
   sockets: Set<WebSocket>;
   acceptWrites: boolean;
-  afterHandshake: HandshakeHandler | null;
-  closeCodes: number[];
 }
 
 // The attacker keeps the whole history of the documents its victims only read (desired, the
@@ -72,12 +55,11 @@ function attackerCollects(name: string): boolean {
 export async function startHostilePeer(): Promise<HostilePeer> {
   const rooms = new Map<string, Room>();
   const connects = new Map<string, number>();
-  const tentativeAsks = new Map<string, number>();
 
   const room = (name: string): Room => {
     let found = rooms.get(name);
     if (!found) {
-      found = { doc: newDoc(name), sockets: new Set(), acceptWrites: true, afterHandshake: null, closeCodes: [] };
+      found = { doc: newDoc(name), sockets: new Set(), acceptWrites: true };
       rooms.set(name, found);
     }
     return found;
@@ -115,19 +97,12 @@ export async function startHostilePeer(): Promise<HostilePeer> {
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: 256 * 2 ** 20 });
   server.on('upgrade', (req, socket, head) => {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const name = decodeURIComponent(url.pathname).replace(/^\/+/, '');
+    const name = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname).replace(/^\/+/, '');
     connects.set(name, (connects.get(name) ?? 0) + 1);
-    const tentative = url.searchParams.get(TENTATIVE_PARAM) === '1';
-    if (tentative) tentativeAsks.set(name, (tentativeAsks.get(name) ?? 0) + 1);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const current = room(name);
       current.sockets.add(ws);
-      let handshaken = false;
-      ws.on('close', (code: number) => {
-        current.closeCodes.push(code);
-        rooms.get(name)?.sockets.delete(ws);
-      });
+      ws.on('close', () => rooms.get(name)?.sockets.delete(ws));
       ws.on('error', () => undefined);
       ws.on('message', (data: Buffer) => {
         const target = rooms.get(name);
@@ -142,10 +117,6 @@ export async function startHostilePeer(): Promise<HostilePeer> {
             encoding.writeVarUint(encoder, MESSAGE_SYNC);
             syncProtocol.readSyncStep1(decoder, encoder, target.doc);
             ws.send(encoding.toUint8Array(encoder));
-            if (!handshaken) {
-              handshaken = true;
-              target.afterHandshake?.(ws, tentative);
-            }
           } else if (target.acceptWrites) {
             syncProtocol.readSyncStep2(decoder, target.doc, ws);
           }
@@ -159,13 +130,6 @@ export async function startHostilePeer(): Promise<HostilePeer> {
       ws.send(encoding.toUint8Array(encoder));
     });
   });
-  async function sendMessage(name: string, message: Uint8Array): Promise<number> {
-    const open = [...(rooms.get(name)?.sockets ?? [])].filter((socket) => socket.readyState === socket.OPEN);
-    const delivered = await Promise.all(
-      open.map((socket) => new Promise<boolean>((resolve) => socket.send(message, (error) => resolve(!error)))),
-    );
-    return delivered.filter(Boolean).length;
-  }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
@@ -183,13 +147,14 @@ export async function startHostilePeer(): Promise<HostilePeer> {
       room(name).acceptWrites = accept;
     },
     connections: (name) => [...(rooms.get(name)?.sockets ?? [])],
-    sendUpdate: (name, update) => sendMessage(name, updateMessage(update)),
-    sendMessage,
-    afterHandshake(name, handler) {
-      room(name).afterHandshake = handler;
+    async sendUpdate(name, update) {
+      const message = updateMessage(update);
+      const open = [...(rooms.get(name)?.sockets ?? [])].filter((socket) => socket.readyState === socket.OPEN);
+      const delivered = await Promise.all(
+        open.map((socket) => new Promise<boolean>((resolve) => socket.send(message, (error) => resolve(!error)))),
+      );
+      return delivered.filter(Boolean).length;
     },
-    closeCodes: (name) => [...(rooms.get(name)?.closeCodes ?? [])],
-    tentativeAsked: (name) => tentativeAsks.get(name) ?? 0,
     connectsTo: (name) => connects.get(name) ?? 0,
     async close() {
       for (const client of wss.clients) client.terminate();

@@ -102,20 +102,14 @@ export function utcWindow(fromMinutes: number, toMinutes: number): string {
 
 const IN_PROGRESS_PHASES: readonly string[] = ['downloading', 'activating', 'confirming'];
 
-// coordinatorArgs: more flags for the coordinator (`--log-level debug` for its debug events).
-export async function startLifecycleFleet(dir: string, coordinatorArgs: string[] = []): Promise<LifecycleFleet> {
+export async function startLifecycleFleet(dir: string): Promise<LifecycleFleet> {
   const cacheKey = await makeCacheKey(join(dir, 'keys'), 'lifecycle-cache-1');
   const cacheDir = join(dir, 'cache');
   const adminKeyFile = join(dir, 'alice.key');
   const keygen = await runCli(['keygen', '--out', adminKeyFile, '--name', 'alice']);
   if (keygen.code !== 0) throw new Error(`keygen failed: ${keygen.stderr}`);
   const admin = await readKeyFile(adminKeyFile);
-  const coordinator = await startCoordinatorProcess(
-    join(dir, 'coordinator'),
-    join(dir, 'coordinator.log'),
-    0,
-    coordinatorArgs,
-  );
+  const coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'));
   const caches: BinaryCacheServer[] = [];
   const agents: DaemonProcess[] = [];
 

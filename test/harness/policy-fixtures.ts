@@ -1,6 +1,5 @@
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import type { Intent } from '../../shared/schemas/intent.js';
 import { type Policy, policySchema, type SignedPolicy } from '../../shared/schemas/policy.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
 
@@ -78,28 +77,5 @@ export async function postJson(
   return {
     status: response.status,
     body: (await response.json()) as { ok?: boolean; error?: string; enrolled?: boolean },
-  };
-}
-
-// A switch intent issued a second ago and valid for an hour; `policyVersion` is left out for
-// agents that trust a static --admin-key list.
-export function switchIntent(
-  host: string,
-  generation: number,
-  closure: string,
-  issuer: string,
-  policyVersion?: number,
-): Intent {
-  const now = Date.now();
-  return {
-    kind: 'intent',
-    host,
-    generation,
-    closure,
-    action: 'switch',
-    issuedAt: new Date(now - 1000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-    issuer,
-    ...(policyVersion === undefined ? {} : { policyVersion }),
   };
 }

@@ -12,18 +12,12 @@ import {
   createDocumentHostState,
   type DocumentHostState,
   pinDocument,
-  readTentatively,
   releaseDocument,
   unpinDocument,
   withPinned,
 } from '../../../coordinator/hosted-documents.js';
 import type { LogEntry, UpdateLog } from '../../../coordinator/update-log.js';
 import { silentLogger } from '../../../shared/log.js';
-import {
-  commitTentativeMessage,
-  MESSAGE_COMMIT_TENTATIVE,
-  MESSAGE_TENTATIVE_UPDATE,
-} from '../../../shared/sync/tentative.js';
 import { sleep } from '../../../shared/time/sleep.js';
 
 // The document host's state transitions with a stand-in log and sockets: one load however many
@@ -246,76 +240,6 @@ test('no peer is sent an update before its append is durable, nor one whose appe
       assert.is(reader.sent.length, 1, 'sent once durable');
     }
   }
-});
-
-// Tentative delivery (shared/sync/tentative.ts): a reader that asked gets the update while the
-// append is in flight and its commit once durable; every other reader still gets nothing until
-// then; an update whose append fails is never committed, and its tentative readers are closed.
-test('a tentative reader gets the update before the append and its commit after; others only after', async () => {
-  for (const fails of [false, true]) {
-    const log = fakeLog();
-    const { host } = hostWith(log);
-    const writer = fakeSocket();
-    const tentativeReader = fakeSocket();
-    const plainReader = fakeSocket();
-    readTentatively(tentativeReader);
-    const document = await acquireDocument(host, 'hosts/h1/desired', writer);
-    await acquireDocument(host, 'hosts/h1/desired', tentativeReader);
-    await acquireDocument(host, 'hosts/h1/desired', plainReader);
-    let durable!: () => void;
-    log.inFlight = new Promise((resolve) => (durable = resolve));
-    log.failAppends = fails;
-    const update = updateSetting('k', 'v');
-    const accepted = acceptUpdate(host, document, update, 'admin:alice', writer);
-    await sleep(5);
-    assert.is(plainReader.sent.length, 0, 'nothing plain while the append is in flight');
-    assert.is(writer.sent.length, 0, 'nothing back to the writer');
-    assert.is(tentativeReader.sent.length, 1, 'the tentative copy went out while the append is in flight');
-    const [type, seq] = tentativeReader.sent[0]!;
-    assert.is(type, MESSAGE_TENTATIVE_UPDATE);
-    durable();
-    if (fails) {
-      assert.match(await rejection(accepted), /disk full/);
-      assert.is(tentativeReader.sent.length, 1, 'no commit of a failed append');
-      assert.equal(tentativeReader.closed, [1011], 'the tentative reader is closed, and drops what it holds');
-      assert.is(plainReader.sent.length, 0);
-    } else {
-      assert.ok(await accepted);
-      assert.is(tentativeReader.sent.length, 2);
-      assert.equal(tentativeReader.sent[1], commitTentativeMessage(seq!), 'then its commit, naming it');
-      assert.is(tentativeReader.sent[1]![0], MESSAGE_COMMIT_TENTATIVE);
-      assert.is(plainReader.sent.length, 1, 'the plain reader gets the update once durable');
-      assert.is(plainReader.sent[0]![0], 0, 'as a sync message');
-    }
-  }
-});
-
-test('a reader that connected while a tentative update was in flight gets it plain, not a commit', async () => {
-  const log = fakeLog();
-  const { host } = hostWith(log);
-  const writer = fakeSocket();
-  const early = fakeSocket();
-  const late = fakeSocket();
-  readTentatively(early);
-  readTentatively(late);
-  const document = await acquireDocument(host, 'hosts/h1/desired', writer);
-  await acquireDocument(host, 'hosts/h1/desired', early);
-  let durable!: () => void;
-  log.inFlight = new Promise((resolve) => (durable = resolve));
-  const accepted = acceptUpdate(host, document, updateSetting('k', 'v'), 'admin:alice', writer);
-  await sleep(5);
-  await acquireDocument(host, 'hosts/h1/desired', late);
-  durable();
-  await accepted;
-  assert.equal(
-    early.sent.map((m) => m[0]),
-    [MESSAGE_TENTATIVE_UPDATE, MESSAGE_COMMIT_TENTATIVE],
-  );
-  assert.equal(
-    late.sent.map((m) => m[0]),
-    [0],
-    'the late reader never held it tentatively',
-  );
 });
 
 test('a failed append drops the copy and closes its peers, and the next user reloads from the log', async () => {
