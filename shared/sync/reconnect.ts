@@ -4,6 +4,9 @@ import { authHeaders, challengeResponseSchema, signAuthProof } from './auth-proo
 // One reconnect loop for every long-lived link (agent and admin documents, the relay's upstream
 // link): jittered exponential backoff with a cap, failover to the next endpoint after two failures
 // in a row on one, and a fresh single-use proof per attempt (the caller's `attempt` fetches it).
+// A link that worked (synced) but ended within HEALTHY_LINK_MS counts as a failure of its endpoint
+// too: an endpoint that accepts and then drops every connection (a coordinator that cannot store,
+// or a hostile one) would otherwise hold its peers for good while another endpoint works.
 // Satellite sites use caps of minutes so a fleet coming back after an outage does not storm.
 
 export interface BackoffPolicy {
@@ -17,6 +20,8 @@ export interface ReconnectState {
   endpoint: number;
   attempt: number;
   failuresHere: number;
+  // When the current link started working (connectionSucceeded), while it lasts.
+  upSince: number | null;
   timer: ReturnType<typeof setTimeout> | null;
   closed: boolean;
 }
@@ -27,9 +32,11 @@ export interface ReconnectHooks {
   onEndpoint?(url: string): void;
   onRetry?(url: string, delayMs: number, reason: string): void;
   random?: () => number;
+  now?: () => number;
 }
 
 const FAILURES_BEFORE_FAILOVER = 2;
+export const HEALTHY_LINK_MS = 30_000;
 
 export function backoffDelay(
   attempt: number,
@@ -42,7 +49,7 @@ export function backoffDelay(
 
 export function createReconnectState(urls: readonly string[], policy: BackoffPolicy): ReconnectState {
   if (urls.length === 0) throw new Error('no endpoint to connect to: give at least one ws:// or wss:// URL');
-  return { urls, policy, endpoint: 0, attempt: 0, failuresHere: 0, timer: null, closed: false };
+  return { urls, policy, endpoint: 0, attempt: 0, failuresHere: 0, upSince: null, timer: null, closed: false };
 }
 
 export function currentUrl(state: ReconnectState): string {
@@ -57,6 +64,9 @@ export function connectNow(state: ReconnectState, hooks: ReconnectHooks): void {
 // A connection ended or could not be made: count it, maybe fail over, schedule the next attempt.
 export function connectionFailed(state: ReconnectState, hooks: ReconnectHooks, reason = 'closed'): void {
   if (state.closed || state.timer) return;
+  const now = hooks.now?.() ?? Date.now();
+  if (state.upSince !== null && now - state.upSince >= HEALTHY_LINK_MS) state.failuresHere = 0;
+  state.upSince = null;
   state.attempt += 1;
   state.failuresHere += 1;
   if (state.urls.length > 1 && state.failuresHere >= FAILURES_BEFORE_FAILOVER) {
@@ -72,10 +82,11 @@ export function connectionFailed(state: ReconnectState, hooks: ReconnectHooks, r
   }, delay);
 }
 
-// The link works (synced, or open): the next failure starts the backoff from the beginning.
-export function connectionSucceeded(state: ReconnectState): void {
+// The link works (synced, or open): the next failure starts the backoff from the beginning, and
+// counts towards failover only if the link ends within HEALTHY_LINK_MS.
+export function connectionSucceeded(state: ReconnectState, now = Date.now()): void {
   state.attempt = 0;
-  state.failuresHere = 0;
+  state.upSince ??= now;
 }
 
 export function stopReconnecting(state: ReconnectState): void {

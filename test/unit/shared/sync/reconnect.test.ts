@@ -7,6 +7,7 @@ import {
   connectNow,
   createReconnectState,
   currentUrl,
+  HEALTHY_LINK_MS,
   type ReconnectHooks,
   stopReconnecting,
 } from '../../../../shared/sync/reconnect.js';
@@ -62,6 +63,44 @@ test('failover moves to the next endpoint after two failures in a row, backoff r
   connectionFailed(state, hooks);
   await sleep(20);
   assert.is(tried.length, before, 'a stopped loop schedules nothing');
+});
+
+// An endpoint that accepts every connection and drops it soon after the sync (a coordinator that
+// cannot store, a hostile one) must not hold its peers while another endpoint works.
+test('a link that ends soon after it synced counts as a failure: two of them fail over', async () => {
+  let clock = 1_000_000;
+  const state = createReconnectState(['ws://flaky', 'ws://good'], { baseMs: 1, capMs: 2 });
+  const tried: string[] = [];
+  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url), now: () => clock };
+  connectNow(state, hooks);
+  for (let link = 0; link < 2; link += 1) {
+    while (tried.length <= link) await sleep(1);
+    connectionSucceeded(state, clock);
+    clock += 2_000;
+    connectionFailed(state, hooks, 'closed with 1011: coordinator storage error');
+  }
+  while (tried.length < 3) await sleep(1);
+  assert.equal(tried, ['ws://flaky', 'ws://flaky', 'ws://good']);
+  assert.is(state.attempt, 1, 'the backoff still restarts after each success');
+  stopReconnecting(state);
+});
+
+test('a link that lasted HEALTHY_LINK_MS starts the failure count afresh', async () => {
+  let clock = 1_000_000;
+  const state = createReconnectState(['ws://a', 'ws://b'], { baseMs: 1, capMs: 2 });
+  const tried: string[] = [];
+  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url), now: () => clock };
+  connectNow(state, hooks);
+  for (let link = 0; link < 3; link += 1) {
+    while (tried.length <= link) await sleep(1);
+    connectionSucceeded(state, clock);
+    clock += HEALTHY_LINK_MS;
+    connectionFailed(state, hooks, 'closed with 1001: restarting');
+  }
+  while (tried.length < 4) await sleep(1);
+  assert.equal(tried, ['ws://a', 'ws://a', 'ws://a', 'ws://a'], 'each link lasted: no failover');
+  assert.is(state.failuresHere, 1);
+  stopReconnecting(state);
 });
 
 test('no endpoint is a clear error', () => {
