@@ -1,7 +1,10 @@
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
-import { type Policy, policySchema, type SignedPolicy } from '../../shared/schemas/policy.js';
+import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC, writeTimestamp } from '../../shared/documents/fleet.js';
+import type { Intent } from '../../shared/schemas/intent.js';
+import { type Policy, policySchema, type SignedPolicy, type Timestamp } from '../../shared/schemas/policy.js';
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
+import { type HostilePeer, startHostilePeer } from './hostile-peer.js';
 
 // Keys and policies for trust tests: real Ed25519 keys, real signatures, policies validated by
 // the same zod schema every reader uses.
@@ -77,5 +80,63 @@ export async function postJson(
   return {
     status: response.status,
     body: (await response.json()) as { ok?: boolean; error?: string; enrolled?: boolean },
+  };
+}
+
+// A switch intent issued a second ago and valid for an hour; `policyVersion` is left out for
+// agents that trust a static --admin-key list.
+export function switchIntent(
+  host: string,
+  generation: number,
+  closure: string,
+  issuer: string,
+  policyVersion?: number,
+): Intent {
+  const now = Date.now();
+  return {
+    kind: 'intent',
+    host,
+    generation,
+    closure,
+    action: 'switch',
+    issuedAt: new Date(now - 1000).toISOString(),
+    expiresAt: new Date(now + 3_600_000).toISOString(),
+    issuer,
+    ...(policyVersion === undefined ? {} : { policyVersion }),
+  };
+}
+
+// A peer (test/harness/hostile-peer.ts) that passes the fleet's genuine policies on and a fresh
+// timestamp, signed with the org's timestamp key, every `intervalMs`: what a coordinator or relay
+// serves. `stop` ends the timestamps and closes the peer.
+export async function startServingPeer(
+  org: TestOrg,
+  policies: SignedPolicy[],
+  intervalMs = 500,
+): Promise<{ peer: HostilePeer; stop: () => Promise<void> }> {
+  const peer = await startHostilePeer();
+  for (const signed of policies) appendPolicy(peer.doc(POLICY_DOC), signed);
+  let seq = 0;
+  const stamp = (): void => {
+    seq += 1;
+    const timestamp: Timestamp = {
+      kind: 'timestamp',
+      at: new Date().toISOString(),
+      seq,
+      policyVersion: policies.at(-1)?.policy.version ?? 1,
+    };
+    writeTimestamp(peer.doc(TIMESTAMP_DOC), {
+      timestamp,
+      signature: signPayload('timestamp', timestamp, org.timestamp),
+    });
+  };
+  stamp();
+  const timer = setInterval(stamp, intervalMs);
+  return {
+    peer,
+    stop: async () => {
+      clearInterval(timer);
+      await peer.close();
+    },
   };
 }

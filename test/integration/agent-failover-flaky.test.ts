@@ -1,19 +1,18 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
+import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendIntent } from '../../shared/documents/desired.js';
-import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC, writeTimestamp } from '../../shared/documents/fleet.js';
+import { POLICY_DOC, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
 import { readResults } from '../../shared/documents/status.js';
-import type { Timestamp } from '../../shared/schemas/policy.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
 import { activations, prepareHost } from '../harness/fleet.js';
-import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
+import type { HostilePeer } from '../harness/hostile-peer.js';
 import { startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
+import { basePolicy, makeTestOrg, signPolicy, startServingPeer, switchIntent } from '../harness/policy-fixtures.js';
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 import { buildSystemClosure } from '../harness/system-closures.js';
 
@@ -30,7 +29,7 @@ let cacheKey: CacheKeyFiles;
 let cache: BinaryCacheServer;
 let closure = '';
 const agents: DaemonProcess[] = [];
-const peers: HostilePeer[] = [];
+const stops: (() => Promise<void>)[] = [];
 const timers: ReturnType<typeof setInterval>[] = [];
 
 test.before(async () => {
@@ -43,27 +42,14 @@ test.before(async () => {
 test.after(async () => {
   for (const timer of timers) clearInterval(timer);
   await Promise.all(agents.map((a) => a.stop('SIGKILL')));
-  await Promise.all(peers.map((p) => p.close()));
+  await Promise.all(stops.map((stop) => stop()));
   await cache?.close();
   if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
-// Serves the fleet's genuine policy and fresh timestamps, as a coordinator would.
 async function servingPeer(): Promise<HostilePeer> {
-  const peer = await startHostilePeer();
-  peers.push(peer);
-  appendPolicy(peer.doc(POLICY_DOC), signedV1);
-  let seq = 0;
-  const stamp = (): void => {
-    seq += 1;
-    const timestamp: Timestamp = { kind: 'timestamp', at: new Date().toISOString(), seq, policyVersion: 1 };
-    writeTimestamp(peer.doc(TIMESTAMP_DOC), {
-      timestamp,
-      signature: signPayload('timestamp', timestamp, org.timestamp),
-    });
-  };
-  stamp();
-  timers.push(setInterval(stamp, 500));
+  const { peer, stop } = await startServingPeer(org, [signedV1]);
+  stops.push(stop);
   return peer;
 }
 
@@ -83,24 +69,7 @@ test('an endpoint that syncs and then drops every connection is failed over from
     }, 400),
   );
   const working = await servingPeer();
-  const now = Date.now();
-  appendIntent(
-    working.doc(desiredDocName('h1')),
-    signIntent(
-      {
-        kind: 'intent',
-        host: 'h1',
-        generation: 1,
-        closure,
-        action: 'switch',
-        issuedAt: new Date(now - 1000).toISOString(),
-        expiresAt: new Date(now + 3_600_000).toISOString(),
-        issuer: 'alice',
-        policyVersion: 1,
-      },
-      org.alice,
-    ),
-  );
+  appendIntent(working.doc(desiredDocName('h1')), signIntent(switchIntent('h1', 1, closure, 'alice', 1), org.alice));
   const agent = startPolicyAgent(host, {
     coordinators: [flaky.url, working.url],
     orgRoot: org.root.publicKey,

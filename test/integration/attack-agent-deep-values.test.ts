@@ -15,7 +15,7 @@ import { activations, prepareHost, type SimulatedHost, startAgentProcess } from 
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
+import { basePolicy, makeTestOrg, signPolicy, switchIntent } from '../harness/policy-fixtures.js';
 import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from '../harness/processes.js';
 import { buildSystemClosure } from '../harness/system-closures.js';
 
@@ -76,18 +76,7 @@ async function hostilePeer(): Promise<HostilePeer> {
 }
 
 function intent(host: string, generation: number, closure: string): Intent {
-  const now = Date.now();
-  return {
-    kind: 'intent',
-    host,
-    generation,
-    closure,
-    action: 'switch',
-    issuedAt: new Date(now - 1000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-    issuer: 'alice',
-    policyVersion: 1,
-  };
+  return switchIntent(host, generation, closure, 'alice', 1);
 }
 
 function resultFor(peer: HostilePeer, host: SimulatedHost, generation: number, timeoutMs: number): Promise<Result> {

@@ -27,7 +27,7 @@ import { activations, prepareHost, type SimulatedHost, startAgentProcess } from 
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { logEvents, TEST_AGENT_FLAGS } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, signPolicy } from '../harness/policy-fixtures.js';
+import { basePolicy, makeTestOrg, signPolicy, switchIntent } from '../harness/policy-fixtures.js';
 import { type DaemonProcess, removeDirectory, runCli, temporaryDirectory, waitFor } from '../harness/processes.js';
 import { buildSystemClosure } from '../harness/system-closures.js';
 
@@ -109,18 +109,7 @@ function startAgent(
 }
 
 function intent(host: string, generation: number, closure: string): Intent {
-  const now = Date.now();
-  return {
-    kind: 'intent',
-    host,
-    generation,
-    closure,
-    action: 'switch',
-    issuedAt: new Date(now - 1000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-    issuer: 'alice',
-    policyVersion: 1,
-  };
+  return switchIntent(host, generation, closure, 'alice', 1);
 }
 
 function ownResults(peer: HostilePeer, host: SimulatedHost): Result[] {

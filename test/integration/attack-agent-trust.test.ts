@@ -19,7 +19,7 @@ import { activations, prepareHost, profileTarget, type SimulatedHost } from '../
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import { basePolicy, makeTestOrg, pushPolicy, signPolicy, switchIntent } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
@@ -93,18 +93,7 @@ function startAgent(host: SimulatedHost, peer: HostilePeer, extra: string[] = []
 }
 
 function intent(host: string, generation: number, closure: string, policyVersion: number, issuer: string): Intent {
-  const now = Date.now();
-  return {
-    kind: 'intent',
-    host,
-    generation,
-    closure,
-    action: 'switch',
-    issuedAt: new Date(now - 1000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-    issuer,
-    policyVersion,
-  };
+  return switchIntent(host, generation, closure, issuer, policyVersion);
 }
 
 // What the agent signed, as the attacker's copy of its status document holds it: only entries

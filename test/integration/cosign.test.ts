@@ -20,7 +20,7 @@ import { activations, prepareHost, profileTarget, type SimulatedHost } from '../
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import { basePolicy, makeTestOrg, pushPolicy, signPolicy, switchIntent } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
@@ -229,18 +229,7 @@ test('threshold 2, real coordinator: alice alone deploys and the host waits, say
 // --- The attacker's position: a compromised coordinator or relay ---------------------------------
 
 function intent(host: string, generation: number, closure: string): Intent {
-  const now = Date.now();
-  return {
-    kind: 'intent',
-    host,
-    generation,
-    closure,
-    action: 'switch',
-    issuedAt: new Date(now - 1000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-    issuer: 'alice',
-    policyVersion: 1,
-  };
+  return switchIntent(host, generation, closure, 'alice', 1);
 }
 
 function signedStatus(peer: HostilePeer, host: SimulatedHost): Status | null {
