@@ -20,8 +20,9 @@ export interface ReconnectState {
   endpoint: number;
   attempt: number;
   failuresHere: number;
-  // When the current link started working (connectionSucceeded), while it lasts.
+  // When the current link started working (connectionSucceeded), while it lasts, by `now`.
   upSince: number | null;
+  readonly now: () => number;
   timer: ReturnType<typeof setTimeout> | null;
   closed: boolean;
 }
@@ -32,7 +33,6 @@ export interface ReconnectHooks {
   onEndpoint?(url: string): void;
   onRetry?(url: string, delayMs: number, reason: string): void;
   random?: () => number;
-  now?: () => number;
 }
 
 const FAILURES_BEFORE_FAILOVER = 2;
@@ -47,9 +47,13 @@ export function backoffDelay(
   return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)) * (0.5 + random() / 2);
 }
 
-export function createReconnectState(urls: readonly string[], policy: BackoffPolicy): ReconnectState {
+export function createReconnectState(
+  urls: readonly string[],
+  policy: BackoffPolicy,
+  now: () => number = Date.now,
+): ReconnectState {
   if (urls.length === 0) throw new Error('no endpoint to connect to: give at least one ws:// or wss:// URL');
-  return { urls, policy, endpoint: 0, attempt: 0, failuresHere: 0, upSince: null, timer: null, closed: false };
+  return { urls, policy, endpoint: 0, attempt: 0, failuresHere: 0, upSince: null, now, timer: null, closed: false };
 }
 
 export function currentUrl(state: ReconnectState): string {
@@ -64,8 +68,7 @@ export function connectNow(state: ReconnectState, hooks: ReconnectHooks): void {
 // A connection ended or could not be made: count it, maybe fail over, schedule the next attempt.
 export function connectionFailed(state: ReconnectState, hooks: ReconnectHooks, reason = 'closed'): void {
   if (state.closed || state.timer) return;
-  const now = hooks.now?.() ?? Date.now();
-  if (state.upSince !== null && now - state.upSince >= HEALTHY_LINK_MS) state.failuresHere = 0;
+  if (state.upSince !== null && state.now() - state.upSince >= HEALTHY_LINK_MS) state.failuresHere = 0;
   state.upSince = null;
   state.attempt += 1;
   state.failuresHere += 1;
@@ -84,9 +87,9 @@ export function connectionFailed(state: ReconnectState, hooks: ReconnectHooks, r
 
 // The link works (synced, or open): the next failure starts the backoff from the beginning, and
 // counts towards failover only if the link ends within HEALTHY_LINK_MS.
-export function connectionSucceeded(state: ReconnectState, now = Date.now()): void {
+export function connectionSucceeded(state: ReconnectState): void {
   state.attempt = 0;
-  state.upSince ??= now;
+  state.upSince ??= state.now();
 }
 
 export function stopReconnecting(state: ReconnectState): void {

@@ -106,16 +106,15 @@ export function switchIntent(
   };
 }
 
-// A peer (test/harness/hostile-peer.ts) that passes the fleet's genuine policies on and a fresh
-// timestamp, signed with the org's timestamp key, every `intervalMs`: what a coordinator or relay
-// serves. `stop` ends the timestamps and closes the peer.
-export async function startServingPeer(
+// Timestamps as the coordinator signs them (the org's timestamp key), written into the peer's
+// copy of fleet/timestamp now and every `intervalMs`, naming the policy version `policyVersion`
+// gives at each. Returns the function that stops them.
+export function stampTimestamps(
+  peer: HostilePeer,
   org: TestOrg,
-  policies: SignedPolicy[],
-  intervalMs = 500,
-): Promise<{ peer: HostilePeer; stop: () => Promise<void> }> {
-  const peer = await startHostilePeer();
-  for (const signed of policies) appendPolicy(peer.doc(POLICY_DOC), signed);
+  policyVersion: () => number,
+  intervalMs = 300,
+): () => void {
   let seq = 0;
   const stamp = (): void => {
     seq += 1;
@@ -123,7 +122,7 @@ export async function startServingPeer(
       kind: 'timestamp',
       at: new Date().toISOString(),
       seq,
-      policyVersion: policies.at(-1)?.policy.version ?? 1,
+      policyVersion: policyVersion(),
     };
     writeTimestamp(peer.doc(TIMESTAMP_DOC), {
       timestamp,
@@ -132,10 +131,25 @@ export async function startServingPeer(
   };
   stamp();
   const timer = setInterval(stamp, intervalMs);
+  return () => clearInterval(timer);
+}
+
+// A peer (test/harness/hostile-peer.ts) that passes the fleet's genuine policies on, with fresh
+// timestamps naming the last of them every `intervalMs`: what a coordinator or relay serves.
+// `stop` ends the timestamps and closes the peer.
+export async function startServingPeer(
+  org: TestOrg,
+  policies: SignedPolicy[],
+  intervalMs = 500,
+): Promise<{ peer: HostilePeer; stop: () => Promise<void> }> {
+  const peer = await startHostilePeer();
+  for (const signed of policies) appendPolicy(peer.doc(POLICY_DOC), signed);
+  const version = policies.at(-1)?.policy.version ?? 1;
+  const stopStamping = stampTimestamps(peer, org, () => version, intervalMs);
   return {
     peer,
     stop: async () => {
-      clearInterval(timer);
+      stopStamping();
       await peer.close();
     },
   };

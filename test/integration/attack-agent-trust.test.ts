@@ -3,15 +3,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as Y from 'yjs';
 import { generateSigningKey } from '../../shared/crypto/keys.js';
-import { signPayload, verifyPayloadSignature } from '../../shared/crypto/signatures.js';
+import { verifyPayloadSignature } from '../../shared/crypto/signatures.js';
 import { appendIntent } from '../../shared/documents/desired.js';
-import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC, writeTimestamp } from '../../shared/documents/fleet.js';
+import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC } from '../../shared/documents/fleet.js';
 import { desiredDocName, statusDocName } from '../../shared/documents/names.js';
 import { readCurrentStatus, readResults } from '../../shared/documents/status.js';
 import { connectDocument } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
 import type { Intent } from '../../shared/schemas/intent.js';
-import { type Policy, policySchema, type SignedPolicy, type Timestamp } from '../../shared/schemas/policy.js';
+import { type Policy, policySchema, type SignedPolicy } from '../../shared/schemas/policy.js';
 import type { Result, Status } from '../../shared/schemas/report.js';
 import { signIntent } from '../../shared/trust/sign-intent.js';
 import { type BinaryCacheServer, serveBinaryCache } from '../harness/cache-server.js';
@@ -19,7 +19,14 @@ import { activations, prepareHost, profileTarget, type SimulatedHost } from '../
 import { type HostilePeer, startHostilePeer } from '../harness/hostile-peer.js';
 import { logEvents, startPolicyAgent } from '../harness/lifecycle-fleet.js';
 import { type CacheKeyFiles, makeCacheKey, publishToCache } from '../harness/nix-fixtures.js';
-import { basePolicy, makeTestOrg, pushPolicy, signPolicy, switchIntent } from '../harness/policy-fixtures.js';
+import {
+  basePolicy,
+  makeTestOrg,
+  pushPolicy,
+  signPolicy,
+  stampTimestamps,
+  switchIntent,
+} from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
@@ -121,27 +128,6 @@ function resultFor(peer: HostilePeer, host: SimulatedHost, generation: number): 
   );
 }
 
-// Timestamps as the coordinator signs them, with the fleet's timestamp key.
-function stampEvery(peer: HostilePeer, policyVersion: () => number, intervalMs = 300): () => void {
-  let seq = 0;
-  const stamp = (): void => {
-    seq += 1;
-    const timestamp: Timestamp = {
-      kind: 'timestamp',
-      at: new Date().toISOString(),
-      seq,
-      policyVersion: policyVersion(),
-    };
-    writeTimestamp(peer.doc(TIMESTAMP_DOC), {
-      timestamp,
-      signature: signPayload('timestamp', timestamp, org.timestamp),
-    });
-  };
-  stamp();
-  const timer = setInterval(stamp, intervalMs);
-  return () => clearInterval(timer);
-}
-
 test('issue 11 item 1, withheld revocation: a relay that forwards genuine timestamps naming policy v2 but serves only v1 gets nothing installed by the revoked key; the agent says in its signed status that it waits for v2', async () => {
   // The real coordinator holds v2 and signs timestamps naming it.
   const keyFile = join(dir, 'timestamp.key');
@@ -218,7 +204,7 @@ test('threat 3, withholding: a relay that withholds timestamps freezes the agent
   const relay = await hostilePeer([signedV1]);
   const host = await prepareHost(dir, 'h2');
   // One genuine timestamp, then nothing: the relay withholds the rest.
-  stampEvery(relay, () => 1)();
+  stampTimestamps(relay, org, () => 1)();
   const agent = startAgent(host, relay, ['--freeze-after', '3']);
   const frozen = await waitFor(
     'the agent to report a freeze in its signed status',
@@ -239,7 +225,7 @@ test('threat 3, withholding: a relay that withholds timestamps freezes the agent
   assert.equal(signedResults(relay, host), []);
   assert.ok(logEvents(agent, 'install-held').length > 0, 'the agent logs that it holds');
   // Fresh timestamps again: the freeze ends and the intent is installed.
-  const stop = stampEvery(relay, () => 1);
+  const stop = stampTimestamps(relay, org, () => 1);
   try {
     const applied = await resultFor(relay, host, 1);
     assert.is(applied.outcome, 'applied', applied.reason);
@@ -254,7 +240,7 @@ test('threat 3, withholding: a relay that withholds timestamps freezes the agent
 test('threat 4, huge generation: after a stolen key pushed generation 2^53-1, v2 (key revoked, epoch raised) lets the next admin move the host on; the revoked key and its runaway generation never count again', async () => {
   const peer = await hostilePeer([signedV1]);
   let version = 1;
-  const stop = stampEvery(peer, () => version);
+  const stop = stampTimestamps(peer, org, () => version);
   const host = await prepareHost(dir, 'h3');
   const desired = peer.doc(desiredDocName('h3'));
   const runaway = signIntent(intent('h3', Number.MAX_SAFE_INTEGER, closures[0]!, 1, 'alice'), org.alice);

@@ -69,13 +69,13 @@ test('failover moves to the next endpoint after two failures in a row, backoff r
 // cannot store, a hostile one) must not hold its peers while another endpoint works.
 test('a link that ends soon after it synced counts as a failure: two of them fail over', async () => {
   let clock = 1_000_000;
-  const state = createReconnectState(['ws://flaky', 'ws://good'], { baseMs: 1, capMs: 2 });
+  const state = createReconnectState(['ws://flaky', 'ws://good'], { baseMs: 1, capMs: 2 }, () => clock);
   const tried: string[] = [];
-  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url), now: () => clock };
+  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url) };
   connectNow(state, hooks);
   for (let link = 0; link < 2; link += 1) {
     while (tried.length <= link) await sleep(1);
-    connectionSucceeded(state, clock);
+    connectionSucceeded(state);
     clock += 2_000;
     connectionFailed(state, hooks, 'closed with 1011: coordinator storage error');
   }
@@ -87,13 +87,13 @@ test('a link that ends soon after it synced counts as a failure: two of them fai
 
 test('a link that lasted HEALTHY_LINK_MS starts the failure count afresh', async () => {
   let clock = 1_000_000;
-  const state = createReconnectState(['ws://a', 'ws://b'], { baseMs: 1, capMs: 2 });
+  const state = createReconnectState(['ws://a', 'ws://b'], { baseMs: 1, capMs: 2 }, () => clock);
   const tried: string[] = [];
-  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url), now: () => clock };
+  const hooks: ReconnectHooks = { attempt: async (url) => void tried.push(url) };
   connectNow(state, hooks);
   for (let link = 0; link < 3; link += 1) {
     while (tried.length <= link) await sleep(1);
-    connectionSucceeded(state, clock);
+    connectionSucceeded(state);
     clock += HEALTHY_LINK_MS;
     connectionFailed(state, hooks, 'closed with 1001: restarting');
   }
