@@ -1,4 +1,5 @@
-import { envelopeDigest, type Signature, verifyPayloadSignature } from '../crypto/signatures.js';
+import { envelopeDigest, type Signature } from '../crypto/signatures.js';
+import { verifyPayloadSignatureOnce } from '../crypto/verified-once.js';
 import { type SignedIntent, unknownIntentFields } from '../schemas/intent.js';
 import type { HostId } from '../schemas/primitives.js';
 import { groupByContent, MAX_ENVELOPE_SIGNATURES } from './co-signatures.js';
@@ -112,7 +113,9 @@ export function verifyIntent(signed: SignedIntent, context: IntentCheckContext):
       reason: `signed by ${signed.signatures.map((s) => s.publicKey.slice(0, 12)).join(', ')}…, none of which is a trusted admin key`,
     };
   }
-  const good = trusted.find((s) => verifyPayloadSignature('intent', intent, s));
+  // Once per signature and content (shared/crypto/verified-once.ts): the agent checks every
+  // candidate in its desired document again at each wake-up, as policy trust does.
+  const good = trusted.find((s) => verifyPayloadSignatureOnce('intent', intent, s));
   if (!good) {
     return {
       ok: false,

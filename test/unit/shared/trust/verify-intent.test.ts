@@ -73,6 +73,20 @@ test('refuses unknown signer, altered intent, other host, expired, future-issued
   }
 });
 
+// Verdicts are kept per signature and content: a signature checked once for one intent must not
+// pass for altered content it is copied onto, before or after the good one was checked.
+test('a signature already verified for an intent does not pass for altered content', () => {
+  const good = signIntent(intent({ generation: 41 }), admin);
+  const altered = { ...good, intent: intent({ generation: 42 }) };
+  assert.equal(verifyIntent(good, checks), { ok: true, counted: good.signatures });
+  for (let i = 0; i < 2; i++) {
+    const verdict = verifyIntent(altered, checks);
+    assert.is(verdict.ok, false);
+    if (!verdict.ok) assert.is(verdict.code, 'bad-signature');
+    assert.equal(verifyIntent(good, checks), { ok: true, counted: good.signatures });
+  }
+});
+
 test('picks the newest valid generation and marks older ones superseded', () => {
   const intents = [1, 3, 2].map((g) => signIntent(intent({ generation: g, closure: closure(g) }), admin));
   const selection = selectIntent(intents, context);
