@@ -61,6 +61,9 @@ export interface HostObserver {
   loaded?(document: HostedDocument): void;
   // After the update is on disk and broadcast.
   accepted?(document: HostedDocument, delta: Uint8Array, principal: string): void;
+  // How long an append took to become durable (LevelDB: its group commit's fsync; NATS: the
+  // stream's quorum), for /metrics: a slow disk or a distant quorum shows here first.
+  logAppended?(seconds: number): void;
   unloaded?(name: string): void;
 }
 
@@ -351,6 +354,7 @@ async function storeDelta(
   // Encoded before the append so that the CPU overlaps the fsync; sent only once it is durable.
   const message = syncMessage((encoder) => syncProtocol.writeUpdate(encoder, delta));
   let stored: LogEntry;
+  const appendStarted = performance.now();
   try {
     stored = await host.log.append(document.name, principal, delta);
   } catch (error) {
@@ -363,6 +367,8 @@ async function storeDelta(
     dropDocument(host, document, error instanceof LogRefusal ? error.peerReason : 'coordinator storage error');
     throw error;
   }
+  const appendSeconds = (performance.now() - appendStarted) / 1000;
+  for (const observer of host.observers) observer.logAppended?.(appendSeconds);
   passOn(host, document, delta, message, principal, origin);
   // Other coordinators' entries numbered below it may still be on their way through the follower.
   noteApplied(document, stored.seq);

@@ -115,6 +115,7 @@ test('every documented series is there before anything happens', async () => {
       'outpost_update_log_entries',
       'outpost_update_log_documents',
       'outpost_update_log_bytes',
+      'outpost_update_log_append_seconds',
       'outpost_refusals_total',
     ],
     relay: [
@@ -233,6 +234,17 @@ test('a deploy through the relay moves the counters on all three', async () => {
   );
   assert.ok(value(coordinatorAfter, 'outpost_update_log_documents') >= 2, 'desired and status of m1');
   assert.ok(value(coordinatorAfter, 'outpost_update_log_bytes') > 0);
+  // Each append's time to durable was observed, on the coordinator and on the relay (which logs
+  // what it bridges): the count grew, the sum is time spent, every append is in the +Inf bucket.
+  for (const [server, after, earlier] of [
+    ['coordinator', coordinatorAfter, before.coordinator],
+    ['relay', relayAfter, before.relay],
+  ] as const) {
+    const appends = value(after, 'outpost_update_log_append_seconds_count');
+    assert.ok(appends > value(earlier, 'outpost_update_log_append_seconds_count'), `${server}: appends timed`);
+    assert.ok(value(after, 'outpost_update_log_append_seconds_sum') > 0, server);
+    assert.is(value(after, 'outpost_update_log_append_seconds_bucket', { le: '+Inf' }), appends, server);
+  }
   for (const direction of ['in', 'out'])
     assert.ok(
       value(coordinatorAfter, 'outpost_sync_bytes_total', { direction, kind: 'relay-link' }) >
