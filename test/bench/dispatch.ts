@@ -23,6 +23,7 @@ import { type PreSigned, preSign } from './bench-intents.js';
 import { serverResidency } from './frame-residency.js';
 import type { DeliveredReport, VerifiedReport, WorkerCommand, WorkerReport } from './ipc.js';
 import { LeanDocClient } from './lean-client.js';
+import { type AppendSummary, appendsBetween, readAppendHistogram, summarizeAppends } from './log-append-metrics.js';
 import {
   cpuSeconds,
   machineCpuSeconds,
@@ -653,6 +654,8 @@ interface ServerResult {
   frames: { file: string; rolloutNs: [string, string]; isolatedNs: [string, string] } | null;
   // --trace-frames: each intent's time inside the server (read once the server has stopped).
   inServer: { rollout: Percentiles | null; isolated: Percentiles | null } | null;
+  // Ours only: its update log's appends to durable in each phase, from its own /metrics.
+  logAppends: { rollout: AppendSummary; isolated: AppendSummary } | null;
   isolated: PhaseResult;
   failures: string[];
   unexpectedCloses: number;
@@ -785,6 +788,7 @@ async function runServer(
     const rssConnectedKiB = await settledRssKiB(server.pid);
     const probeConnected = await server.probe();
     const cpu1 = cpuSeconds(server.pid);
+    const appends1 = await readAppendHistogram(server.url);
     const serverOpenFiles = openFiles(server.pid);
     log(`${kind}: RSS ${rssConnectedKiB} KiB with ${connected} hosts, ${serverOpenFiles} open files`);
     if (options.heapSnapshotDir) await heapSnapshot(kind, server.pid, options.heapSnapshotDir, `${connected} hosts`);
@@ -811,6 +815,7 @@ async function runServer(
     const rolloutSeconds = (Date.now() - rolloutStarted) / 1000;
     const rolloutToNs = process.hrtime.bigint();
     const cpu2 = cpuSeconds(server.pid);
+    const appends2 = await readAppendHistogram(server.url);
 
     const isolatedSamples: Sample[] = [];
     fleet.command({ type: 'mode', verification: 'inline' });
@@ -823,6 +828,7 @@ async function runServer(
     const isolatedSeconds = (Date.now() - isolatedStarted) / 1000;
     const isolatedToNs = process.hrtime.bigint();
     const cpu3 = cpuSeconds(server.pid);
+    const appends3 = await readAppendHistogram(server.url);
     const rssAfterDispatchKiB = rssKiB(server.pid);
     const wallSeconds = (Date.now() - wall0) / 1000;
     const otherSeconds = Math.max(0, machineCpuSeconds() - machine0 - (ownCpu() - own0));
@@ -860,6 +866,13 @@ async function runServer(
           }
         : null,
       inServer: null,
+      logAppends:
+        appends1 && appends2 && appends3
+          ? {
+              rollout: summarizeAppends(appendsBetween(appends1, appends2)),
+              isolated: summarizeAppends(appendsBetween(appends2, appends3)),
+            }
+          : null,
       failures: dispatcher.failures,
       unexpectedCloses: fleet.unexpectedCloses().length,
       otherCpu,
@@ -976,6 +989,14 @@ async function main(): Promise<number> {
           row(`  in the server p${p} (ms)`, (r) => r.inServer?.[phase]?.[p === 50 ? 'p50' : 'p99'] ?? Number.NaN, ms2),
         )
       : [];
+  // Ours' update log: each append's time to durable in the phase, from its /metrics histogram.
+  const logAppendRows = (phase: 'rollout' | 'isolated'): string[][] =>
+    results.some((r) => r.logAppends)
+      ? [
+          row('  log append to durable p50 (ms)', (r) => r.logAppends?.[phase].p50Ms ?? Number.NaN, ms2),
+          row('  log append to durable mean (ms)', (r) => r.logAppends?.[phase].meanMs ?? Number.NaN, ms2),
+        ]
+      : [];
   const rows: string[][] = [
     header,
     row('rollout dispatch p50 (ms)', (r) => r.rollout.dispatch.p50, ms),
@@ -985,6 +1006,7 @@ async function main(): Promise<number> {
     row('  delivery in one process p50 (ms)', (r) => r.rollout.deliveryInProcess.p50, ms),
     row('  delivery in one process p99 (ms)', (r) => r.rollout.deliveryInProcess.p99, ms),
     ...inServerRows('rollout'),
+    ...logAppendRows('rollout'),
     row('  verify p50 (ms)', (r) => r.rollout.verify.p50, ms),
     row('  verify p99 (ms)', (r) => r.rollout.verify.p99, ms),
     ...(options.inlineVerify ? [row('  observed in bench p99 (ms)', (r) => r.rollout.observed.p99, ms)] : []),
@@ -993,6 +1015,7 @@ async function main(): Promise<number> {
     row('  delivery p50 (ms)', (r) => r.isolated.delivery.p50, ms),
     row('  delivery p99 (ms)', (r) => r.isolated.delivery.p99, ms),
     ...inServerRows('isolated'),
+    ...logAppendRows('isolated'),
     row('  verify p99 (ms)', (r) => r.isolated.verify.p99, ms),
     row('  observed in bench p99 (ms)', (r) => r.isolated.observed.p99, ms),
     row('RSS before connections (MB)', (r) => r.rssBeforeKiB * 1.024, kb),
