@@ -81,6 +81,9 @@ test('a write through coordinator A reaches a reader on coordinator B, loaded th
   const metrics = await (await fetch(`${httpBaseFromWs(b.url)}/metrics`)).text();
   const bytes = Number(metrics.match(/^outpost_update_log_bytes(?:\{[^}]*\})? (\d+)/m)?.[1]);
   assert.ok(bytes > 100, `outpost_update_log_bytes on B is the stream's size: ${bytes}`);
+  // B's own writes ("from-b") were appended to the stream and timed until its quorum acknowledged.
+  const appends = Number(metrics.match(/^outpost_update_log_append_seconds_count(?:\{[^}]*\})? (\d+)/m)?.[1]);
+  assert.ok(appends >= 1, `outpost_update_log_append_seconds on B counts its stream appends: ${appends}`);
 });
 
 // A relay keeps its site's copy by following its upstream's change feed, not only the documents
