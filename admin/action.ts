@@ -22,7 +22,7 @@ import { hostIdSchema } from '../shared/schemas/primitives.js';
 import { sleep } from '../shared/time/sleep.js';
 import { signAction } from '../shared/trust/sign-action.js';
 import { actionDigest } from '../shared/trust/verify-action.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator } from './common-options.js';
 import { readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { syncOrRefusal } from './policy-remote.js';
@@ -364,7 +364,10 @@ export const actionCommandGroup: CommandGroup = {
   name: 'action',
   summary: 'remote actions on a host: reboot, lock, unlock, collect, check (signed, expiring, executed at most once)',
   subcommands: KINDS.map((kind) =>
-    subcommand(commands[kind], (options) => runAction(kind, options as unknown as ActionOptions)),
+    subcommand(
+      commands[kind],
+      reachingCoordinator((options) => runAction(kind, options as unknown as ActionOptions)),
+    ),
   ),
   notes: [
     'HOST may be given as the first argument or as --host.',

@@ -15,7 +15,7 @@ import { type CoSignProgress, describeCoSignProgress } from '../shared/trust/co-
 import { intentCoSigning } from '../shared/trust/policy-intent.js';
 import { intentDigest } from '../shared/trust/verify-intent.js';
 import { alreadySigned, coSignedIntent, findProposal, mayApprove } from '../shared/views/co-sign.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator, type WithCoordinator } from './common-options.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments, syncOrRefusal, walkStoredPolicies } from './policy-remote.js';
 import { waitUntilStored } from './submit-intent.js';
@@ -65,10 +65,10 @@ export const approveCommand = defineCommand({
 });
 
 export function runApproveCommand(argv: string[]): Promise<number> {
-  return runCommand(approveCommand, argv, approve);
+  return runCommand(approveCommand, argv, reachingCoordinator(approve));
 }
 
-type ApproveOptions = z.output<typeof approveCommand.options>;
+type ApproveOptions = WithCoordinator<z.output<typeof approveCommand.options>>;
 
 class ApproveRefused extends Error {}
 

@@ -21,7 +21,7 @@ import {
 import { signatureThreshold } from '../shared/trust/capabilities.js';
 import { enrollmentState, type HostBinding } from '../shared/trust/enrollment.js';
 import { checkClosureInCache } from './cache-check.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator, type WithCoordinator } from './common-options.js';
 import { hostResultBaseline, type WaitOutcome, waitForHostOutcome } from './deploy-wait.js';
 import { type HostKeyAuthority, readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -105,7 +105,7 @@ export const deployCommand = defineCommand({
 });
 
 export function runDeployCommand(argv: string[]): Promise<number> {
-  return runCommand(deployCommand, argv, deploy);
+  return runCommand(deployCommand, argv, reachingCoordinator(deploy));
 }
 
 // Exit codes of --wait, for CI: 0 applied, 1 any other answer, 3 none in time.
@@ -118,7 +118,7 @@ const WAIT_EXIT: Record<WaitOutcome, number> = {
   timeout: 3,
 };
 
-async function deploy(options: z.output<typeof deployCommand.options>): Promise<number> {
+async function deploy(options: WithCoordinator<z.output<typeof deployCommand.options>>): Promise<number> {
   const key = await readKeyFile(options.key);
   const timeoutMs = options.timeout * 1000;
   const orgRoot = await resolvePublicKeys(deployCommand, 'org-root', options.orgRoot);

@@ -5,7 +5,7 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator } from './common-options.js';
 import {
   enrollmentView,
   type PendingRequest,
@@ -62,41 +62,44 @@ const requestSpec = defineCommand({
   ],
 });
 
-const requestCommand = subcommand(requestSpec, async (o) => {
-  const hostKey = await readKeyFile(o.key);
-  const token = o.token === undefined ? undefined : await readTokenFile(o.token);
-  if (token && token.token.host !== o.host)
-    throw new Error(
-      `--token: ${o.token} is for host ${token.token.host}, not ${o.host}; use the token made for this host`,
+const requestCommand = subcommand(
+  requestSpec,
+  reachingCoordinator(async (o) => {
+    const hostKey = await readKeyFile(o.key);
+    const token = o.token === undefined ? undefined : await readTokenFile(o.token);
+    if (token && token.token.host !== o.host)
+      throw new Error(
+        `--token: ${o.token} is for host ${token.token.host}, not ${o.host}; use the token made for this host`,
+      );
+    const signed = signEnrollRequest(hostKey, o.host, token, new Date());
+    const answer = await postFleetEntry(
+      o.coordinator,
+      '/api/enroll',
+      signed,
+      o.timeout * 1000,
+      `the enrollment request for ${o.host}`,
     );
-  const signed = signEnrollRequest(hostKey, o.host, token, new Date());
-  const answer = await postFleetEntry(
-    o.coordinator,
-    '/api/enroll',
-    signed,
-    o.timeout * 1000,
-    `the enrollment request for ${o.host}`,
-  );
-  const enrolled = answer.enrolled === true;
-  printResult(
-    o.json,
-    {
-      host: o.host,
-      hostKey: hostKey.publicKey,
-      enrolled,
-      pending: !enrolled,
-      ...(answer.conflict ? { conflict: answer.conflict } : {}),
-    },
-    enrolled
-      ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
-      : [
-          ...(answer.conflict ? [`CONFLICT: ${answer.conflict}`] : []),
-          `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
-          `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
-        ],
-  );
-  return 0;
-});
+    const enrolled = answer.enrolled === true;
+    printResult(
+      o.json,
+      {
+        host: o.host,
+        hostKey: hostKey.publicKey,
+        enrolled,
+        pending: !enrolled,
+        ...(answer.conflict ? { conflict: answer.conflict } : {}),
+      },
+      enrolled
+        ? [`enrolled: ${o.host} is bound to key ${hostKey.publicKey}${token ? ' by its token' : ''}`]
+        : [
+            ...(answer.conflict ? [`CONFLICT: ${answer.conflict}`] : []),
+            `pending: ${o.host} asked to be bound to key ${hostKey.publicKey}`,
+            `an admin with 'enroll' approves it after comparing that key with this host's: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host ${o.host} --host-key ${hostKey.publicKey}`,
+          ],
+    );
+    return 0;
+  }),
+);
 
 const tokenSpec = defineCommand({
   name: 'enroll token',
@@ -194,50 +197,53 @@ function renderPending(pending: PendingRequest[]): string[] {
   );
 }
 
-const listCommand = subcommand(listSpec, async (o) => {
-  const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
-  const admin = await readKeyFile(o.key);
-  const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-  const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
-  const refused = view.walk?.refused ?? [];
-  printResult(
-    o.json,
-    {
-      coordinator: o.coordinator,
-      policyVersion: view.policyVersion ?? null,
-      bound: view.bound,
-      pending: view.pending,
-      conflicts: view.conflicts,
-      refusedPolicies: refused,
-    },
-    [
-      view.policyVersion === undefined
-        ? 'no policy version is signed by the pinned org root keys: no host can be bound'
-        : `policy version ${view.policyVersion} in force (walked from the pinned org root)`,
-      ...refused.map((r) => `refused policy version ${r.version}: ${r.reason}`),
-      `bound hosts (${view.bound.length}):`,
-      ...view.bound.map((b) => `  ${b.host}  key ${b.hostKey}  via ${b.via}`),
-      `pending requests (${view.pending.length}):`,
-      ...renderPending(view.pending).map((l) => `  ${l}`),
-      ...(view.pending.length
-        ? [
-            `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
-            `drop the ones nobody recognises with: outpost enroll clear --coordinator ${o.coordinator} --key ADMIN-KEY (--host HOST [--host-key KEY] | --all)`,
-          ]
-        : []),
-      ...(view.conflicts.length
-        ? [
-            `TOKEN CONFLICTS (${view.conflicts.length}): a token was presented for another key than the one its host is bound to; the token file was copied, or the host reinstalled:`,
-            ...view.conflicts.map(
-              (c) => `  ${c.host}  bound to key ${c.boundKey}  also claimed by key ${c.otherKey} at ${c.requestedAt}`,
-            ),
-            `check with the host which key is its own, then: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
-          ]
-        : []),
-    ],
-  );
-  return 0;
-});
+const listCommand = subcommand(
+  listSpec,
+  reachingCoordinator(async (o) => {
+    const orgRoot = await resolvePublicKeys(listSpec, 'org-root', o.orgRoot);
+    const admin = await readKeyFile(o.key);
+    const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
+    const refused = view.walk?.refused ?? [];
+    printResult(
+      o.json,
+      {
+        coordinator: o.coordinator,
+        policyVersion: view.policyVersion ?? null,
+        bound: view.bound,
+        pending: view.pending,
+        conflicts: view.conflicts,
+        refusedPolicies: refused,
+      },
+      [
+        view.policyVersion === undefined
+          ? 'no policy version is signed by the pinned org root keys: no host can be bound'
+          : `policy version ${view.policyVersion} in force (walked from the pinned org root)`,
+        ...refused.map((r) => `refused policy version ${r.version}: ${r.reason}`),
+        `bound hosts (${view.bound.length}):`,
+        ...view.bound.map((b) => `  ${b.host}  key ${b.hostKey}  via ${b.via}`),
+        `pending requests (${view.pending.length}):`,
+        ...renderPending(view.pending).map((l) => `  ${l}`),
+        ...(view.pending.length
+          ? [
+              `approve one with: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
+              `drop the ones nobody recognises with: outpost enroll clear --coordinator ${o.coordinator} --key ADMIN-KEY (--host HOST [--host-key KEY] | --all)`,
+            ]
+          : []),
+        ...(view.conflicts.length
+          ? [
+              `TOKEN CONFLICTS (${view.conflicts.length}): a token was presented for another key than the one its host is bound to; the token file was copied, or the host reinstalled:`,
+              ...view.conflicts.map(
+                (c) => `  ${c.host}  bound to key ${c.boundKey}  also claimed by key ${c.otherKey} at ${c.requestedAt}`,
+              ),
+              `check with the host which key is its own, then: outpost enroll approve --coordinator ${o.coordinator} --key ADMIN-KEY --host HOST --host-key KEY`,
+            ]
+          : []),
+      ],
+    );
+    return 0;
+  }),
+);
 
 const approveSpec = defineCommand({
   name: 'enroll approve',
@@ -285,29 +291,32 @@ function pickPendingKey(pending: PendingRequest[], host: string, url: string): s
   return forHost[0]!.hostKey;
 }
 
-const approveCommand = subcommand(approveSpec, async (o) => {
-  // Flag values first, so a mistyped key is reported as a usage error before anything is read.
-  let hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(approveSpec, 'host-key', o.hostKey);
-  const admin = await readKeyFile(o.key);
-  let policyVersion = o.policyVersion;
-  if (hostKey === undefined || policyVersion === undefined) {
-    const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
-    const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
-    const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
-    policyVersion ??= view.policyVersion;
-    if (policyVersion === undefined)
-      throw new Error(
-        `${o.coordinator} holds no fleet policy${orgRoot.length ? ' signed by the pinned org root' : ''}; push one first with 'outpost policy push'`,
-      );
-    hostKey ??= pickPendingKey(view.pending, o.host, o.coordinator);
-  }
-  const signed = signEnrollment(admin, { host: o.host, hostKey, policyVersion }, new Date());
-  await postFleetEntry(o.coordinator, '/api/enroll/approve', signed, o.timeout * 1000, `the approval of ${o.host}`);
-  printResult(o.json, { host: o.host, hostKey, policyVersion, approvedBy: admin.publicKey }, [
-    `approved: ${o.host} is bound to key ${hostKey} (signed by ${admin.name} under policy version ${policyVersion})`,
-  ]);
-  return 0;
-});
+const approveCommand = subcommand(
+  approveSpec,
+  reachingCoordinator(async (o) => {
+    // Flag values first, so a mistyped key is reported as a usage error before anything is read.
+    let hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(approveSpec, 'host-key', o.hostKey);
+    const admin = await readKeyFile(o.key);
+    let policyVersion = o.policyVersion;
+    if (hostKey === undefined || policyVersion === undefined) {
+      const orgRoot = await resolvePublicKeys(approveSpec, 'org-root', o.orgRoot);
+      const doc = await readDocuments(o.coordinator, [POLICY_DOC, ENROLLMENT_DOC], admin, o.timeout * 1000);
+      const view = enrollmentView(doc(POLICY_DOC), doc(ENROLLMENT_DOC), orgRoot);
+      policyVersion ??= view.policyVersion;
+      if (policyVersion === undefined)
+        throw new Error(
+          `${o.coordinator} holds no fleet policy${orgRoot.length ? ' signed by the pinned org root' : ''}; push one first with 'outpost policy push'`,
+        );
+      hostKey ??= pickPendingKey(view.pending, o.host, o.coordinator);
+    }
+    const signed = signEnrollment(admin, { host: o.host, hostKey, policyVersion }, new Date());
+    await postFleetEntry(o.coordinator, '/api/enroll/approve', signed, o.timeout * 1000, `the approval of ${o.host}`);
+    printResult(o.json, { host: o.host, hostKey, policyVersion, approvedBy: admin.publicKey }, [
+      `approved: ${o.host} is bound to key ${hostKey} (signed by ${admin.name} under policy version ${policyVersion})`,
+    ]);
+    return 0;
+  }),
+);
 
 const clearSpec = defineCommand({
   name: 'enroll clear',
@@ -340,32 +349,35 @@ const clearSpec = defineCommand({
   ],
 });
 
-const clearCommand = subcommand(clearSpec, async (o) => {
-  const hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(clearSpec, 'host-key', o.hostKey);
-  const admin = await readKeyFile(o.key);
-  const signed = signEnrollClear(
-    admin,
-    { ...(o.host ? { host: o.host } : {}), ...(hostKey ? { hostKey } : {}) },
-    new Date(),
-  );
-  const what = o.host ? `pending requests of ${o.host}${hostKey ? ` with key ${hostKey}` : ''}` : 'pending requests';
-  const answer = await postFleetEntry(
-    o.coordinator,
-    '/api/enroll/clear',
-    signed,
-    o.timeout * 1000,
-    `the order to clear ${what}`,
-  );
-  const cleared = answer.cleared ?? 0;
-  const notPermitted = answer.notPermitted ?? 0;
-  printResult(o.json, { cleared, notPermitted }, [
-    `cleared ${cleared} ${what} (bound hosts are untouched)`,
-    ...(notPermitted
-      ? [`kept ${notPermitted} of hosts ${admin.name} may not enroll; an admin with 'enroll' for them clears those`]
-      : []),
-  ]);
-  return 0;
-});
+const clearCommand = subcommand(
+  clearSpec,
+  reachingCoordinator(async (o) => {
+    const hostKey = o.hostKey === undefined ? undefined : await resolvePublicKey(clearSpec, 'host-key', o.hostKey);
+    const admin = await readKeyFile(o.key);
+    const signed = signEnrollClear(
+      admin,
+      { ...(o.host ? { host: o.host } : {}), ...(hostKey ? { hostKey } : {}) },
+      new Date(),
+    );
+    const what = o.host ? `pending requests of ${o.host}${hostKey ? ` with key ${hostKey}` : ''}` : 'pending requests';
+    const answer = await postFleetEntry(
+      o.coordinator,
+      '/api/enroll/clear',
+      signed,
+      o.timeout * 1000,
+      `the order to clear ${what}`,
+    );
+    const cleared = answer.cleared ?? 0;
+    const notPermitted = answer.notPermitted ?? 0;
+    printResult(o.json, { cleared, notPermitted }, [
+      `cleared ${cleared} ${what} (bound hosts are untouched)`,
+      ...(notPermitted
+        ? [`kept ${notPermitted} of hosts ${admin.name} may not enroll; an admin with 'enroll' for them clears those`]
+        : []),
+    ]);
+    return 0;
+  }),
+);
 
 export const enrollCommandGroup: CommandGroup = {
   name: 'enroll',

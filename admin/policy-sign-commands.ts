@@ -9,7 +9,7 @@ import {
   verifyAnchorPolicy,
   verifyPolicySuccessor,
 } from '../shared/trust/policy-chain.js';
-import { coordinatorOption } from './common-options.js';
+import { coordinatorOption, reachingCoordinator } from './common-options.js';
 import {
   coordinatorUrlSchema,
   fileSchema,
@@ -232,13 +232,16 @@ const pushSpec = defineCommand({
   examples: ['outpost policy push --policy fleet-policy.json --coordinator wss://fleet.example.org'],
 });
 
-const pushCommand = subcommand(pushSpec, async (o) => {
-  const signed = await readSignedPolicyFile(o.policy);
-  await postFleetEntry(o.coordinator, '/api/policy', signed, o.timeout * 1000, o.policy);
-  printResult(o.json, { coordinator: o.coordinator, version: signed.policy.version, accepted: true }, [
-    `${o.coordinator} accepted policy version ${signed.policy.version}; readers walk to it as they sync fleet/policy`,
-  ]);
-  return 0;
-});
+const pushCommand = subcommand(
+  pushSpec,
+  reachingCoordinator(async (o) => {
+    const signed = await readSignedPolicyFile(o.policy);
+    await postFleetEntry(o.coordinator, '/api/policy', signed, o.timeout * 1000, o.policy);
+    printResult(o.json, { coordinator: o.coordinator, version: signed.policy.version, accepted: true }, [
+      `${o.coordinator} accepted policy version ${signed.policy.version}; readers walk to it as they sync fleet/policy`,
+    ]);
+    return 0;
+  }),
+);
 
 export const policyTrustSubcommands: Subcommand[] = [signCommand, verifyCommand, showCommand, pushCommand];

@@ -47,3 +47,33 @@ export async function fetchExplained(
     throw new Error(describeFetchFailure(target, serverUrl, error));
   }
 }
+
+// How long each coordinator in a list may take to answer before the next is tried.
+export const COORDINATOR_PROBE_TIMEOUT_MS = 5_000;
+
+// Of several coordinators (or relays) of one fleet, the first that answers /healthz, so a command
+// works while one of them is down. One URL is used as given, without a probe: its own errors say
+// more than a probe would. Those skipped are named on stderr, so the admin knows where it went.
+export async function reachCoordinator(
+  urls: readonly string[],
+  timeoutMs = COORDINATOR_PROBE_TIMEOUT_MS,
+  warn: (line: string) => void = (line) => console.error(line),
+): Promise<string> {
+  if (urls.length === 1) return urls[0]!;
+  const failures: string[] = [];
+  for (const url of urls) {
+    const target = `${httpBaseFromWs(url)}/healthz`;
+    try {
+      const response = await fetch(target, { signal: AbortSignal.timeout(timeoutMs) });
+      await response.body?.cancel();
+      if (response.ok) {
+        if (failures.length) warn(`outpost: using ${url}; ${failures.join('; ')}`);
+        return url;
+      }
+      failures.push(`${url} answered HTTP ${response.status} at /healthz`);
+    } catch (error) {
+      failures.push(describeFetchFailure(target, url, error));
+    }
+  }
+  throw new Error(`none of the ${urls.length} coordinators answered: ${failures.join('; ')}`);
+}

@@ -5,6 +5,7 @@ import { POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { generationSchema, hostIdSchema } from '../shared/schemas/primitives.js';
 import { chooseRollbackTarget } from '../shared/views/rollback-target.js';
+import { reachingCoordinator, type WithCoordinator } from './common-options.js';
 import { deployCommand } from './deploy.js';
 import { readHostKeyAuthority, readHostView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
@@ -52,10 +53,10 @@ export const rollbackCommand = defineCommand({
 });
 
 export function runRollbackCommand(argv: string[]): Promise<number> {
-  return runCommand(rollbackCommand, argv, rollback);
+  return runCommand(rollbackCommand, argv, reachingCoordinator(rollback));
 }
 
-async function rollback(options: z.output<typeof rollbackCommand.options>): Promise<number> {
+async function rollback(options: WithCoordinator<z.output<typeof rollbackCommand.options>>): Promise<number> {
   const key = await readKeyFile(options.key);
   const timeoutMs = options.timeout * 1000;
   const orgRoot = await resolvePublicKeys(rollbackCommand, 'org-root', options.orgRoot);

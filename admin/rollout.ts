@@ -26,7 +26,7 @@ import {
   planSignatureNeeds,
   rolloutSlug,
 } from '../shared/views/rollout-draft.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator } from './common-options.js';
 import { type HostKeyAuthority, type HostView, readHostKeyAuthority } from './fleet-view.js';
 import {
   type CommandGroup,
@@ -161,77 +161,80 @@ const createSpec = defineCommand({
   ],
 });
 
-const createCommand = subcommand(createSpec, async (o) => {
-  const manifest = await readManifest(o.release);
-  const session = await openSession(createSpec, o);
-  const policy = policyOf(session);
-  const planned = planRollout(policy, {
-    manifest,
-    ...(o.channel !== undefined ? { channel: o.channel } : {}),
-    waves: o.wave,
-    gates: o.gate,
-  });
-  if (!planned.ok) throw new UsageError(`outpost rollout create: ${planned.reason}`);
-  const hosts = planned.value.waves.flatMap((w) => w.hosts);
-  const enrolled = (host: string): string | undefined => session.authority.bindings.get(host)?.hostKey;
-  const allowed = mayCreateRollout(policy, session.key.publicKey, hosts, enrolled);
-  if (!allowed.ok) throw new Error(allowed.reason);
-  const admin = { name: allowed.value.admin };
-  const generations =
-    o.generation !== undefined
-      ? new Map(hosts.map((h) => [h, o.generation! - 1]))
-      : await highestIssued(o.coordinator, hosts, session.key, session.timeoutMs);
-  const plan = buildRolloutPlan({
-    id: o.id ?? `${rolloutSlug(manifest.release)}-${randomBytes(3).toString('hex')}`,
-    manifest,
-    ...(o.channel !== undefined ? { channel: o.channel } : {}),
-    action: o.action,
-    issuer: admin.name,
-    issuerKey: session.key.publicKey,
-    policyVersion: policy.version,
-    now: Date.now(),
-    expiresInSeconds: o.expires,
-    planned: planned.value,
-    enrolled,
-    highest: (host) => generations.get(host)!,
-  });
-  const signed = signPlan(plan, session.key);
-  await postRollout(o.coordinator, { plan: signed }, session.timeoutMs, `rollout ${plan.id}`);
-  const needs = planSignatureNeeds(signed.plan, [session.key.publicKey], session.authority.chain);
-  const out = {
-    id: plan.id,
-    plan: planDigest(signed.plan),
-    release: plan.release,
-    waves: plan.waves.map((w) => ({ name: w.name, hosts: w.hosts.map((h) => h.host), gate: w.gate })),
-    skipped: planned.value.skipped,
-    signedBy: [admin.name],
-    signaturesNeeded: needs,
-    expiresAt: plan.expiresAt,
-  };
-  if (o.json) console.log(JSON.stringify(out, null, 2));
-  else {
-    const { formatSeconds } = await rendering();
-    console.log(
-      `rollout ${plan.id} of ${plan.release} created (plan ${out.plan.slice(0, 12)}…), signed by ${admin.name}, valid until ${plan.expiresAt}`,
-    );
-    for (const w of plan.waves)
+const createCommand = subcommand(
+  createSpec,
+  reachingCoordinator(async (o) => {
+    const manifest = await readManifest(o.release);
+    const session = await openSession(createSpec, o);
+    const policy = policyOf(session);
+    const planned = planRollout(policy, {
+      manifest,
+      ...(o.channel !== undefined ? { channel: o.channel } : {}),
+      waves: o.wave,
+      gates: o.gate,
+    });
+    if (!planned.ok) throw new UsageError(`outpost rollout create: ${planned.reason}`);
+    const hosts = planned.value.waves.flatMap((w) => w.hosts);
+    const enrolled = (host: string): string | undefined => session.authority.bindings.get(host)?.hostKey;
+    const allowed = mayCreateRollout(policy, session.key.publicKey, hosts, enrolled);
+    if (!allowed.ok) throw new Error(allowed.reason);
+    const admin = { name: allowed.value.admin };
+    const generations =
+      o.generation !== undefined
+        ? new Map(hosts.map((h) => [h, o.generation! - 1]))
+        : await highestIssued(o.coordinator, hosts, session.key, session.timeoutMs);
+    const plan = buildRolloutPlan({
+      id: o.id ?? `${rolloutSlug(manifest.release)}-${randomBytes(3).toString('hex')}`,
+      manifest,
+      ...(o.channel !== undefined ? { channel: o.channel } : {}),
+      action: o.action,
+      issuer: admin.name,
+      issuerKey: session.key.publicKey,
+      policyVersion: policy.version,
+      now: Date.now(),
+      expiresInSeconds: o.expires,
+      planned: planned.value,
+      enrolled,
+      highest: (host) => generations.get(host)!,
+    });
+    const signed = signPlan(plan, session.key);
+    await postRollout(o.coordinator, { plan: signed }, session.timeoutMs, `rollout ${plan.id}`);
+    const needs = planSignatureNeeds(signed.plan, [session.key.publicKey], session.authority.chain);
+    const out = {
+      id: plan.id,
+      plan: planDigest(signed.plan),
+      release: plan.release,
+      waves: plan.waves.map((w) => ({ name: w.name, hosts: w.hosts.map((h) => h.host), gate: w.gate })),
+      skipped: planned.value.skipped,
+      signedBy: [admin.name],
+      signaturesNeeded: needs,
+      expiresAt: plan.expiresAt,
+    };
+    if (o.json) console.log(JSON.stringify(out, null, 2));
+    else {
+      const { formatSeconds } = await rendering();
       console.log(
-        `  wave ${w.name}: ${w.hosts.length} hosts (${w.hosts
-          .slice(0, 8)
-          .map((h) => h.host)
-          .join(
-            ', ',
-          )}${w.hosts.length > 8 ? ', …' : ''}); gate: ${w.gate.minSuccessPercent}% success, ${w.gate.maxFailures === null ? 'any' : `at most ${w.gate.maxFailures}`} failures, soak ${formatSeconds(w.gate.soakSeconds)}${w.gate.approval ? ', approval' : ''}`,
+        `rollout ${plan.id} of ${plan.release} created (plan ${out.plan.slice(0, 12)}…), signed by ${admin.name}, valid until ${plan.expiresAt}`,
       );
-    for (const s of planned.value.skipped.slice(0, 20)) console.log(`  skipped ${s.host}: ${s.reason}`);
-    if (needs.length)
-      console.log(
-        `  needs more signatures for ${needs.length} hosts (${needs[0]!.reason}): another admin runs 'outpost rollout approve ${plan.id}'`,
-      );
-    console.log(`follow it with 'outpost rollout status ${plan.id} --watch' or 'outpost rollout wait ${plan.id}'`);
-  }
-  return 0;
-});
+      for (const w of plan.waves)
+        console.log(
+          `  wave ${w.name}: ${w.hosts.length} hosts (${w.hosts
+            .slice(0, 8)
+            .map((h) => h.host)
+            .join(
+              ', ',
+            )}${w.hosts.length > 8 ? ', …' : ''}); gate: ${w.gate.minSuccessPercent}% success, ${w.gate.maxFailures === null ? 'any' : `at most ${w.gate.maxFailures}`} failures, soak ${formatSeconds(w.gate.soakSeconds)}${w.gate.approval ? ', approval' : ''}`,
+        );
+      for (const s of planned.value.skipped.slice(0, 20)) console.log(`  skipped ${s.host}: ${s.reason}`);
+      if (needs.length)
+        console.log(
+          `  needs more signatures for ${needs.length} hosts (${needs[0]!.reason}): another admin runs 'outpost rollout approve ${plan.id}'`,
+        );
+      console.log(`follow it with 'outpost rollout status ${plan.id} --watch' or 'outpost rollout wait ${plan.id}'`);
+    }
+    return 0;
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
 async function reportFor(
@@ -273,58 +276,63 @@ const statusSpec = defineCommand({
   examples: ['outpost rollout status 2026-w49-3f2a9c --watch'],
 });
 
-const statusCommand = subcommand(statusSpec, async (o) => {
-  const session = await openSession(statusSpec, o);
-  const { renderReport } = await rendering();
-  if (!o.watch) {
-    const { report } = await reportFor(
-      o.coordinator,
-      await readRollout(o.coordinator, o.id, session.key, session.timeoutMs),
-      session,
-      {
-        hostStatus: true,
-      },
-    );
-    console.log(
-      o.json ? JSON.stringify(report, null, 2) : renderReport(report, { progressBars: process.stdout.isTTY === true }),
-    );
-    return 0;
-  }
-  const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-  let stop = false;
-  const onSignal = (): void => {
-    stop = true;
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    let previous = '';
-    while (!stop) {
-      const snapshot = snapshotOf(o.id, readRolloutEntries(connection.doc));
-      const { report } = await reportFor(o.coordinator, snapshot, session, { hostStatus: true });
-      const text = o.json
-        ? JSON.stringify(report)
-        : renderReport(report, { progressBars: process.stdout.isTTY === true });
-      if (text !== previous) {
-        // On a terminal the screen is redrawn; in a pipe each change is printed once.
-        if (process.stdout.isTTY && !o.json) process.stdout.write('\x1b[H\x1b[2J');
-        console.log(o.json ? text : `${text}\n${process.stdout.isTTY ? '' : '---'}`);
-        previous = text;
-      }
-      const wake = new Promise<void>((resolve) => {
-        const onUpdate = (): void => resolve();
-        connection.doc.once('update', onUpdate);
-        setTimeout(resolve, o.interval * 1000).unref();
-      });
-      await wake;
+const statusCommand = subcommand(
+  statusSpec,
+  reachingCoordinator(async (o) => {
+    const session = await openSession(statusSpec, o);
+    const { renderReport } = await rendering();
+    if (!o.watch) {
+      const { report } = await reportFor(
+        o.coordinator,
+        await readRollout(o.coordinator, o.id, session.key, session.timeoutMs),
+        session,
+        {
+          hostStatus: true,
+        },
+      );
+      console.log(
+        o.json
+          ? JSON.stringify(report, null, 2)
+          : renderReport(report, { progressBars: process.stdout.isTTY === true }),
+      );
+      return 0;
     }
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    connection.close();
-  }
-  return 0;
-});
+    const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    let stop = false;
+    const onSignal = (): void => {
+      stop = true;
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      let previous = '';
+      while (!stop) {
+        const snapshot = snapshotOf(o.id, readRolloutEntries(connection.doc));
+        const { report } = await reportFor(o.coordinator, snapshot, session, { hostStatus: true });
+        const text = o.json
+          ? JSON.stringify(report)
+          : renderReport(report, { progressBars: process.stdout.isTTY === true });
+        if (text !== previous) {
+          // On a terminal the screen is redrawn; in a pipe each change is printed once.
+          if (process.stdout.isTTY && !o.json) process.stdout.write('\x1b[H\x1b[2J');
+          console.log(o.json ? text : `${text}\n${process.stdout.isTTY ? '' : '---'}`);
+          previous = text;
+        }
+        const wake = new Promise<void>((resolve) => {
+          const onUpdate = (): void => resolve();
+          connection.doc.once('update', onUpdate);
+          setTimeout(resolve, o.interval * 1000).unref();
+        });
+        await wake;
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      connection.close();
+    }
+    return 0;
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
 const listSpec = defineCommand({
@@ -334,50 +342,53 @@ const listSpec = defineCommand({
   options: z.object({ ...common }),
 });
 
-const listCommand = subcommand(listSpec, async (o) => {
-  const session = await openSession(listSpec, o);
-  const rows: {
-    id: string;
-    release: string;
-    state: string;
-    waves: number;
-    hosts: number;
-    issuer: string;
-    createdAt: string;
-  }[] = [];
-  const problems: { id: string; error: string }[] = [];
-  for (const id of await listRolloutIds(o.coordinator, session.key, session.timeoutMs)) {
-    try {
-      const snapshot = await readRollout(o.coordinator, id, session.key, session.timeoutMs);
-      const view = judgeRollout(snapshot.entries, snapshot.signed, session.authority.chain, Date.now());
-      rows.push({
-        id,
-        release: view.plan.release,
-        state: view.state,
-        waves: view.plan.waves.length,
-        hosts: view.plan.waves.reduce((n, w) => n + w.hosts.length, 0),
-        issuer: view.plan.issuer,
-        createdAt: view.plan.createdAt,
-      });
-    } catch (error) {
-      problems.push({ id, error: (error as Error).message });
+const listCommand = subcommand(
+  listSpec,
+  reachingCoordinator(async (o) => {
+    const session = await openSession(listSpec, o);
+    const rows: {
+      id: string;
+      release: string;
+      state: string;
+      waves: number;
+      hosts: number;
+      issuer: string;
+      createdAt: string;
+    }[] = [];
+    const problems: { id: string; error: string }[] = [];
+    for (const id of await listRolloutIds(o.coordinator, session.key, session.timeoutMs)) {
+      try {
+        const snapshot = await readRollout(o.coordinator, id, session.key, session.timeoutMs);
+        const view = judgeRollout(snapshot.entries, snapshot.signed, session.authority.chain, Date.now());
+        rows.push({
+          id,
+          release: view.plan.release,
+          state: view.state,
+          waves: view.plan.waves.length,
+          hosts: view.plan.waves.reduce((n, w) => n + w.hosts.length, 0),
+          issuer: view.plan.issuer,
+          createdAt: view.plan.createdAt,
+        });
+      } catch (error) {
+        problems.push({ id, error: (error as Error).message });
+      }
     }
-  }
-  if (o.json) console.log(JSON.stringify({ rollouts: rows, unreadable: problems }, null, 2));
-  else if (!rows.length && !problems.length) console.log("no rollouts yet: 'outpost rollout create' makes one");
-  else {
-    const header = ['ID', 'RELEASE', 'STATE', 'WAVES', 'HOSTS', 'ISSUER', 'CREATED'];
-    const table = [
-      header,
-      ...rows.map((r) => [r.id, r.release, r.state, String(r.waves), String(r.hosts), r.issuer, r.createdAt]),
-    ];
-    const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-    for (const row of table)
-      console.log(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
-    for (const p of problems) console.log(`${p.id}: ${p.error}`);
-  }
-  return 0;
-});
+    if (o.json) console.log(JSON.stringify({ rollouts: rows, unreadable: problems }, null, 2));
+    else if (!rows.length && !problems.length) console.log("no rollouts yet: 'outpost rollout create' makes one");
+    else {
+      const header = ['ID', 'RELEASE', 'STATE', 'WAVES', 'HOSTS', 'ISSUER', 'CREATED'];
+      const table = [
+        header,
+        ...rows.map((r) => [r.id, r.release, r.state, String(r.waves), String(r.hosts), r.issuer, r.createdAt]),
+      ];
+      const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+      for (const row of table)
+        console.log(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+      for (const p of problems) console.log(`${p.id}: ${p.error}`);
+    }
+    return 0;
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
 const approveSpec = defineCommand({
@@ -411,45 +422,50 @@ async function sendAction(
   await postRollout(o.coordinator, { action: signed }, session.timeoutMs, `${verb} of rollout ${plan.id}`);
 }
 
-const approveCommand = subcommand(approveSpec, async (o) => {
-  const session = await openSession(approveSpec, o);
-  const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-  const { plan } = snapshot.signed;
-  if (o.wave !== undefined) {
-    if (o.wave > plan.waves.length)
-      throw new UsageError(
-        `outpost rollout approve: --wave ${o.wave}: rollout ${plan.id} has ${plan.waves.length} waves`,
+const approveCommand = subcommand(
+  approveSpec,
+  reachingCoordinator(async (o) => {
+    const session = await openSession(approveSpec, o);
+    const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    const { plan } = snapshot.signed;
+    if (o.wave !== undefined) {
+      if (o.wave > plan.waves.length)
+        throw new UsageError(
+          `outpost rollout approve: --wave ${o.wave}: rollout ${plan.id} has ${plan.waves.length} waves`,
+        );
+      await sendAction(o, session, snapshot, 'approve', { wave: o.wave });
+      const out = { id: plan.id, approved: `wave ${o.wave} (${plan.waves[o.wave - 1]!.name})`, by: session.key.name };
+      console.log(
+        o.json
+          ? JSON.stringify(out, null, 2)
+          : `rollout ${plan.id}: approved the start of wave ${o.wave} (${plan.waves[o.wave - 1]!.name})`,
       );
-    await sendAction(o, session, snapshot, 'approve', { wave: o.wave });
-    const out = { id: plan.id, approved: `wave ${o.wave} (${plan.waves[o.wave - 1]!.name})`, by: session.key.name };
-    console.log(
-      o.json
-        ? JSON.stringify(out, null, 2)
-        : `rollout ${plan.id}: approved the start of wave ${o.wave} (${plan.waves[o.wave - 1]!.name})`,
+      return 0;
+    }
+    const digest = planDigest(plan);
+    const cosignature = cosignPlan(plan, session.key);
+    await postRollout(
+      o.coordinator,
+      { cosignature: { ...cosignature, rollout: plan.id } },
+      session.timeoutMs,
+      `your signature on rollout ${plan.id}`,
     );
+    const keys = verifiedPlanKeys(snapshot.signed, digest, [...snapshot.entries.cosignatures, cosignature]);
+    const needs = planSignatureNeeds(plan, keys, session.authority.chain);
+    const signers = keys.map((k) => adminForKey(policyOf(session), k)?.name ?? `${k.slice(0, 12)}…`);
+    const out = { id: plan.id, signedBy: signers, signaturesNeeded: needs };
+    if (o.json) console.log(JSON.stringify(out, null, 2));
+    else {
+      console.log(`rollout ${plan.id}: signed by ${signers.join(', ')}`);
+      console.log(
+        needs.length
+          ? `still needed for ${needs.length} hosts: ${needs[0]!.reason}`
+          : 'enough signatures for every host',
+      );
+    }
     return 0;
-  }
-  const digest = planDigest(plan);
-  const cosignature = cosignPlan(plan, session.key);
-  await postRollout(
-    o.coordinator,
-    { cosignature: { ...cosignature, rollout: plan.id } },
-    session.timeoutMs,
-    `your signature on rollout ${plan.id}`,
-  );
-  const keys = verifiedPlanKeys(snapshot.signed, digest, [...snapshot.entries.cosignatures, cosignature]);
-  const needs = planSignatureNeeds(plan, keys, session.authority.chain);
-  const signers = keys.map((k) => adminForKey(policyOf(session), k)?.name ?? `${k.slice(0, 12)}…`);
-  const out = { id: plan.id, signedBy: signers, signaturesNeeded: needs };
-  if (o.json) console.log(JSON.stringify(out, null, 2));
-  else {
-    console.log(`rollout ${plan.id}: signed by ${signers.join(', ')}`);
-    console.log(
-      needs.length ? `still needed for ${needs.length} hosts: ${needs[0]!.reason}` : 'enough signatures for every host',
-    );
-  }
-  return 0;
-});
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
 const verbSpec = (verb: 'pause' | 'resume', summary: string) =>
@@ -470,21 +486,24 @@ const resumeSpec = verbSpec('resume', 'carry on after a pause (signed)');
 // at the same moment (the same sequence number) may decide instead (judgeActions: a pause wins).
 // The admin is told, and the command exits 1, rather than believe an action that did not count.
 const pauseOrResume = (verb: 'pause' | 'resume', spec: typeof pauseSpec) =>
-  subcommand(spec, async (o) => {
-    const session = await openSession(spec, o);
-    const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-    await sendAction(o, session, snapshot, verb, o.reason !== undefined ? { reason: o.reason } : {});
-    const after = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-    const { actions } = judgeRollout(after.entries, after.signed, session.authority.chain, Date.now());
-    const outcome = pauseResumeOutcome(o.id, verb, actions, `Run 'outpost rollout ${verb} ${o.id}' again`);
-    const effective = outcome.decided;
-    const done = verb === 'pause' ? 'paused' : 'resumed';
-    const out = { id: o.id, [done]: effective, effective, paused: actions.paused, aborted: actions.aborted };
-    if (o.json) console.log(JSON.stringify(out, null, 2));
-    else if (effective) console.log(`rollout ${o.id}: ${done}`);
-    if (!outcome.decided) console.error(outcome.reason);
-    return effective ? 0 : 1;
-  });
+  subcommand(
+    spec,
+    reachingCoordinator(async (o) => {
+      const session = await openSession(spec, o);
+      const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+      await sendAction(o, session, snapshot, verb, o.reason !== undefined ? { reason: o.reason } : {});
+      const after = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+      const { actions } = judgeRollout(after.entries, after.signed, session.authority.chain, Date.now());
+      const outcome = pauseResumeOutcome(o.id, verb, actions, `Run 'outpost rollout ${verb} ${o.id}' again`);
+      const effective = outcome.decided;
+      const done = verb === 'pause' ? 'paused' : 'resumed';
+      const out = { id: o.id, [done]: effective, effective, paused: actions.paused, aborted: actions.aborted };
+      if (o.json) console.log(JSON.stringify(out, null, 2));
+      else if (effective) console.log(`rollout ${o.id}: ${done}`);
+      if (!outcome.decided) console.error(outcome.reason);
+      return effective ? 0 : 1;
+    }),
+  );
 
 const abortSpec = defineCommand({
   name: 'rollout abort',
@@ -506,59 +525,62 @@ const abortSpec = defineCommand({
   examples: ['outpost rollout abort 2026-w49-3f2a9c --rollback --reason "db migrations fail"'],
 });
 
-const abortCommand = subcommand(abortSpec, async (o) => {
-  const session = await openSession(abortSpec, o);
-  const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-  await sendAction(o, session, snapshot, 'abort', o.reason !== undefined ? { reason: o.reason } : {});
-  const { plan } = snapshot.signed;
-  const rolledBack: { host: string; generation: number; closure: string }[] = [];
-  const notRolledBack: { host: string; reason: string }[] = [];
-  if (o.rollback) {
-    const entries = plan.waves.flatMap((w) => w.hosts);
-    const views = await readHostViews(
-      o.coordinator,
-      entries.map((e) => e.host),
-      session.authority,
-      session.key,
-      session.timeoutMs,
-    );
-    const byHost = new Map(views.map((view) => [view.host, view]));
-    // Read once for every host (this rollout now reads as aborted: its waves still to come hold no generation).
-    const rollouts = await readRolloutDocuments(o.coordinator, session.key, session.timeoutMs);
-    for (const back of abortRollbackTargets(plan, (host) => byHost.get(host) ?? null)) {
-      if (!back.ok) {
-        notRolledBack.push({ host: back.host, reason: back.reason });
-        continue;
-      }
-      try {
-        const { signed } = await (await intentWriting()).submitIntent(
-          o.coordinator,
-          {
-            host: back.host,
-            closure: back.closure,
-            action: plan.action,
-            validForSeconds: o.expires,
-            rollouts,
-            chain: session.authority.chain,
-          },
-          session.key,
-          session.timeoutMs,
-        );
-        rolledBack.push({ host: back.host, generation: signed.intent.generation, closure: back.closure });
-      } catch (error) {
-        notRolledBack.push({ host: back.host, reason: (error as Error).message });
+const abortCommand = subcommand(
+  abortSpec,
+  reachingCoordinator(async (o) => {
+    const session = await openSession(abortSpec, o);
+    const snapshot = await readRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    await sendAction(o, session, snapshot, 'abort', o.reason !== undefined ? { reason: o.reason } : {});
+    const { plan } = snapshot.signed;
+    const rolledBack: { host: string; generation: number; closure: string }[] = [];
+    const notRolledBack: { host: string; reason: string }[] = [];
+    if (o.rollback) {
+      const entries = plan.waves.flatMap((w) => w.hosts);
+      const views = await readHostViews(
+        o.coordinator,
+        entries.map((e) => e.host),
+        session.authority,
+        session.key,
+        session.timeoutMs,
+      );
+      const byHost = new Map(views.map((view) => [view.host, view]));
+      // Read once for every host (this rollout now reads as aborted: its waves still to come hold no generation).
+      const rollouts = await readRolloutDocuments(o.coordinator, session.key, session.timeoutMs);
+      for (const back of abortRollbackTargets(plan, (host) => byHost.get(host) ?? null)) {
+        if (!back.ok) {
+          notRolledBack.push({ host: back.host, reason: back.reason });
+          continue;
+        }
+        try {
+          const { signed } = await (await intentWriting()).submitIntent(
+            o.coordinator,
+            {
+              host: back.host,
+              closure: back.closure,
+              action: plan.action,
+              validForSeconds: o.expires,
+              rollouts,
+              chain: session.authority.chain,
+            },
+            session.key,
+            session.timeoutMs,
+          );
+          rolledBack.push({ host: back.host, generation: signed.intent.generation, closure: back.closure });
+        } catch (error) {
+          notRolledBack.push({ host: back.host, reason: (error as Error).message });
+        }
       }
     }
-  }
-  const out = { id: plan.id, aborted: true, rolledBack, notRolledBack };
-  if (o.json) console.log(JSON.stringify(out, null, 2));
-  else {
-    console.log(`rollout ${plan.id}: aborted; hosts that have not started drop it`);
-    for (const r of rolledBack) console.log(`  ${r.host}: back to ${r.closure} as generation ${r.generation}`);
-    for (const r of notRolledBack) console.log(`  ${r.host}: NOT rolled back: ${r.reason}`);
-  }
-  return notRolledBack.length ? 1 : 0;
-});
+    const out = { id: plan.id, aborted: true, rolledBack, notRolledBack };
+    if (o.json) console.log(JSON.stringify(out, null, 2));
+    else {
+      console.log(`rollout ${plan.id}: aborted; hosts that have not started drop it`);
+      for (const r of rolledBack) console.log(`  ${r.host}: back to ${r.closure} as generation ${r.generation}`);
+      for (const r of notRolledBack) console.log(`  ${r.host}: NOT rolled back: ${r.reason}`);
+    }
+    return notRolledBack.length ? 1 : 0;
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
 const waitSpec = defineCommand({
@@ -576,49 +598,52 @@ const waitSpec = defineCommand({
   examples: ['outpost rollout wait "$(jq -r .id rollout.json)" --timeout-total 24h'],
 });
 
-const waitCommand = subcommand(waitSpec, async (o) => {
-  const session = await openSession(waitSpec, o);
-  const deadline = Date.now() + o.timeoutTotal * 1000;
-  const { buildReport, formatSeconds } = await rendering();
-  const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
-  try {
-    let said = '';
-    for (;;) {
-      const snapshot = snapshotOf(o.id, readRolloutEntries(connection.doc));
-      const view = judgeRollout(snapshot.entries, snapshot.signed, session.authority.chain, Date.now());
-      const line = `${view.state}: ${view.waves.map((w) => `${w.name} ${w.gate.successes}/${w.gate.needed}${w.open ? '' : ' (closed)'}`).join(', ')}`;
-      if (line !== said && !o.json) console.error(`rollout ${o.id}: ${line}`);
-      said = line;
-      const final =
-        view.state === 'complete' || view.state === 'halted' || view.state === 'aborted' || view.state === 'expired';
-      if (final || Date.now() >= deadline) {
-        const report = buildReport(view, new Map());
-        const timedOut = !final;
-        if (o.json) console.log(JSON.stringify({ ...report, timedOut }, null, 2));
-        else if (view.state === 'complete') console.log(`rollout ${o.id}: complete`);
-        else
-          console.log(
-            `rollout ${o.id}: ${
-              timedOut
-                ? `not complete after ${formatSeconds(Math.round(o.timeoutTotal))} (${view.state})`
-                : view.actions.aborted
-                  ? `aborted by ${view.actions.aborted.by}${view.actions.aborted.reason ? `: ${view.actions.aborted.reason}` : ''}`
-                  : view.state
-            }${view.halted && !view.actions.aborted ? `: ${view.halted.reason}` : ''}`,
-          );
-        return view.state === 'complete' ? 0 : 1;
+const waitCommand = subcommand(
+  waitSpec,
+  reachingCoordinator(async (o) => {
+    const session = await openSession(waitSpec, o);
+    const deadline = Date.now() + o.timeoutTotal * 1000;
+    const { buildReport, formatSeconds } = await rendering();
+    const connection = await followRollout(o.coordinator, o.id, session.key, session.timeoutMs);
+    try {
+      let said = '';
+      for (;;) {
+        const snapshot = snapshotOf(o.id, readRolloutEntries(connection.doc));
+        const view = judgeRollout(snapshot.entries, snapshot.signed, session.authority.chain, Date.now());
+        const line = `${view.state}: ${view.waves.map((w) => `${w.name} ${w.gate.successes}/${w.gate.needed}${w.open ? '' : ' (closed)'}`).join(', ')}`;
+        if (line !== said && !o.json) console.error(`rollout ${o.id}: ${line}`);
+        said = line;
+        const final =
+          view.state === 'complete' || view.state === 'halted' || view.state === 'aborted' || view.state === 'expired';
+        if (final || Date.now() >= deadline) {
+          const report = buildReport(view, new Map());
+          const timedOut = !final;
+          if (o.json) console.log(JSON.stringify({ ...report, timedOut }, null, 2));
+          else if (view.state === 'complete') console.log(`rollout ${o.id}: complete`);
+          else
+            console.log(
+              `rollout ${o.id}: ${
+                timedOut
+                  ? `not complete after ${formatSeconds(Math.round(o.timeoutTotal))} (${view.state})`
+                  : view.actions.aborted
+                    ? `aborted by ${view.actions.aborted.by}${view.actions.aborted.reason ? `: ${view.actions.aborted.reason}` : ''}`
+                    : view.state
+              }${view.halted && !view.actions.aborted ? `: ${view.halted.reason}` : ''}`,
+            );
+          return view.state === 'complete' ? 0 : 1;
+        }
+        await new Promise<void>((resolve) => {
+          connection.doc.once('update', () => resolve());
+          const until = Math.min(deadline, view.nextChangeAt ?? Number.POSITIVE_INFINITY, Date.now() + 5000);
+          setTimeout(resolve, Math.max(50, until - Date.now())).unref();
+        });
+        await sleep(20);
       }
-      await new Promise<void>((resolve) => {
-        connection.doc.once('update', () => resolve());
-        const until = Math.min(deadline, view.nextChangeAt ?? Number.POSITIVE_INFINITY, Date.now() + 5000);
-        setTimeout(resolve, Math.max(50, until - Date.now())).unref();
-      });
-      await sleep(20);
+    } finally {
+      connection.close();
     }
-  } finally {
-    connection.close();
-  }
-});
+  }),
+);
 
 export const rolloutCommandGroup: CommandGroup = {
   name: 'rollout',

@@ -14,7 +14,7 @@ import {
   TUNNEL_OPEN_PATH,
   tunnelVerdictSchema,
 } from '../shared/tunnel/wire.js';
-import { adminKeyOption, coordinatorOption } from './common-options.js';
+import { adminKeyOption, coordinatorOption, reachingCoordinator, type WithCoordinator } from './common-options.js';
 
 // `outpost ssh HOST`: one SSH byte stream to HOST's local sshd on stdin/stdout, through the
 // coordinator (and relays) and the agent's own outbound link, for ssh's ProxyCommand. It signs one
@@ -53,12 +53,12 @@ export const sshCommand = defineCommand({
   ],
 });
 
-type SshOptions = z.output<typeof sshCommand.options>;
+type SshOptions = WithCoordinator<z.output<typeof sshCommand.options>>;
 
 export function runSshCommand(argv: string[]): Promise<number> {
   // `outpost ssh HOST …`: the first argument, when not a flag, is the host.
   const args = argv[0] !== undefined && !argv[0].startsWith('-') ? ['--host', argv[0], ...argv.slice(1)] : argv;
-  return runCommand(sshCommand, args, runSsh);
+  return runCommand(sshCommand, args, reachingCoordinator(runSsh));
 }
 
 async function runSsh(options: SshOptions): Promise<number> {

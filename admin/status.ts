@@ -11,7 +11,7 @@ import { sleep } from '../shared/time/sleep.js';
 import { describeCoSignProgress } from '../shared/trust/co-signatures.js';
 import { sshSessionsLine } from '../shared/views/ssh-sessions.js';
 import { renderAppsTable } from './apps-render.js';
-import { coordinatorOption } from './common-options.js';
+import { coordinatorOption, reachingCoordinator, type WithCoordinator } from './common-options.js';
 import { type HostView, listHosts, readFleetView } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 
@@ -214,11 +214,11 @@ const UNVERIFIED_NOTE =
   "host keys UNVERIFIED: without --org-root, a status or result is checked only against the key that signed it, so a relay or the coordinator could have written it; give --org-root ROOT-KEY (and --key) to check them against the host's enrolled key";
 
 export function runStatusCommand(argv: string[]): Promise<number> {
-  return runCommand(statusCommand, argv, status);
+  return runCommand(statusCommand, argv, reachingCoordinator(status));
 }
 
 function fleetViewOptions(
-  options: z.output<typeof statusCommand.options>,
+  options: WithCoordinator<z.output<typeof statusCommand.options>>,
   orgRoot: string[],
   identity: SigningKey | null,
 ): Parameters<typeof readFleetView>[1] {
@@ -231,7 +231,7 @@ function fleetViewOptions(
   };
 }
 
-async function status(options: z.output<typeof statusCommand.options>): Promise<number> {
+async function status(options: WithCoordinator<z.output<typeof statusCommand.options>>): Promise<number> {
   const orgRoot = await resolvePublicKeys(statusCommand, 'org-root', options.orgRoot);
   const identity = options.key === undefined ? null : await readKeyFile(options.key);
   if (options.watch) return watchStatus(options, orgRoot, identity);
@@ -270,7 +270,7 @@ async function status(options: z.output<typeof statusCommand.options>): Promise<
 // --watch: read the fleet again every --interval and redraw when anything changed. A read that
 // fails (the coordinator restarting, a link down) is shown and retried, never the end of the watch.
 async function watchStatus(
-  options: z.output<typeof statusCommand.options>,
+  options: WithCoordinator<z.output<typeof statusCommand.options>>,
   orgRoot: string[],
   identity: SigningKey | null,
 ): Promise<number> {

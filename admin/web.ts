@@ -24,7 +24,7 @@ export const webCommand = defineCommand({
   name: 'web',
   summary:
     "serve the web editor from this installation on 127.0.0.1, talking to the coordinator (not the coordinator's copy of the page)",
-  usage: 'outpost web --coordinator URL [--port N] [--listen 127.0.0.1]',
+  usage: 'outpost web --coordinator URL [--coordinator URL …] [--port N] [--listen 127.0.0.1]',
   options: z.object({
     coordinator: coordinatorOption,
     listen: option(
@@ -67,7 +67,8 @@ export interface ServedWebEditor {
 }
 
 export async function serveWebEditor(options: {
-  coordinator: string;
+  // Several coordinators of one fleet: forwarded to one at a time, the next when it is unreachable.
+  coordinator: string | readonly string[];
   listen: string;
   port: number;
   maxConnections: number;
@@ -76,8 +77,13 @@ export async function serveWebEditor(options: {
 }): Promise<ServedWebEditor> {
   const { logger } = options;
   const webApp = createWebApp(options.webAppDir ?? DEFAULT_WEB_APP_DIR);
-  const forwarder = createWebForwarder(options.coordinator, DEFAULT_FORWARDER_LIMITS, (what, error) =>
-    logger.warn({ event: 'web-forward-failed', what, err: error.message }, `forwarding to the coordinator failed`),
+  const forwarder = createWebForwarder(
+    options.coordinator,
+    DEFAULT_FORWARDER_LIMITS,
+    (what, error) =>
+      logger.warn({ event: 'web-forward-failed', what, err: error.message }, `forwarding to the coordinator failed`),
+    (from, to) =>
+      logger.warn({ event: 'web-forward-switched', from, to }, `${from} is unreachable: forwarding to ${to} now`),
   );
   const server: Server = createServer((req, res) => {
     try {

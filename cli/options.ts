@@ -29,7 +29,14 @@ export interface OptionMeta {
 export const commonSettings = {
   coordinator: {
     env: 'OUTPOST_COORDINATOR',
-    file: z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
+    // One URL, or several coordinators of one fleet (the first that answers is used).
+    file: z.union([
+      z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'),
+      z
+        .array(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'))
+        .min(1, 'expected at least one URL')
+        .max(8, 'at most 8 URLs'),
+    ]),
   },
   key: {
     env: 'OUTPOST_KEY',

@@ -2,8 +2,11 @@ import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage,
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 
-// Forwards the web editor's API requests and websocket upgrades, unchanged, to one coordinator or
+// Forwards the web editor's API requests and websocket upgrades, unchanged, to a coordinator or
 // relay, so a page served from the admin's own installation (`outpost web`) stays same-origin.
+// Given several coordinators of one fleet it forwards to one at a time and moves to the next when
+// that one cannot be reached: a GET or an upgrade (no body sent yet) is tried on the next at once,
+// a POST is answered 502 (its body is gone) and the page's retry goes to the next.
 // It trusts nothing and adds nothing: key proofs are signed in the page over the challenge the
 // upstream issued and the path, both passed through untouched, so the upstream checks them as if
 // the browser had connected directly. No header is added (no X-Forwarded-For); hop-by-hop headers
@@ -78,29 +81,55 @@ function refuseSocket(socket: Duplex, status: number, statusText: string): void 
   }
 }
 
-// upstream: the ws:// or wss:// URL of the coordinator or relay (its origin; a path is ignored).
+interface Upstream {
+  url: URL;
+  secure: boolean;
+  name: string;
+}
+
+function parseUpstream(upstream: string): Upstream {
+  const url = new URL(upstream);
+  const secure = url.protocol === 'wss:' || url.protocol === 'https:';
+  return { url, secure, name: `${secure ? 'https' : 'http'}://${url.host}` };
+}
+
+// Errors that mean the upstream was not reached at all (nothing was handled there).
+const UNREACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET']);
+
+// upstreams: the ws:// or wss:// URLs of the coordinators or relays (their origins; a path is
+// ignored), in the order to try them.
 export function createWebForwarder(
-  upstream: string,
+  upstreams: string | readonly string[],
   limits: ForwarderLimits = DEFAULT_FORWARDER_LIMITS,
   onError: (what: string, error: Error) => void = () => {},
+  onSwitch: (from: string, to: string) => void = () => {},
 ): WebForwarder {
-  const target = new URL(upstream);
-  const secure = target.protocol === 'wss:' || target.protocol === 'https:';
-  const request = secure ? httpsRequest : httpRequest;
-  const upstreamName = `${secure ? 'https' : 'http'}://${target.host}`;
+  const targets = [upstreams].flat().map(parseUpstream);
+  if (targets.length === 0) throw new Error('createWebForwarder: no upstream given');
+  let current = 0;
   const links = new Set<Duplex>();
 
+  // The next upstream, once the one in use failed (other requests may have moved on already).
+  const failedOver = (failed: number): void => {
+    if (targets.length < 2 || failed !== current) return;
+    current = (current + 1) % targets.length;
+    onSwitch(targets[failed]!.name, targets[current]!.name);
+  };
+  const unreached = (error: Error): boolean => UNREACHED.has((error as NodeJS.ErrnoException).code ?? '');
+
   // TLS is verified as everywhere in the CLI (Node's defaults; NODE_EXTRA_CA_CERTS adds a CA).
-  const open = (req: IncomingMessage, headers: Record<string, string | string[]>) =>
-    request({
+  const open = (index: number, req: IncomingMessage, headers: Record<string, string | string[]>) => {
+    const { url, secure } = targets[index]!;
+    return (secure ? httpsRequest : httpRequest)({
       protocol: secure ? 'https:' : 'http:',
-      hostname: target.hostname.replace(/^\[|\]$/g, ''),
-      port: target.port || (secure ? 443 : 80),
+      hostname: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port || (secure ? 443 : 80),
       method: req.method,
       path: req.url ?? '/',
-      headers: { ...headers, host: target.host },
+      headers: { ...headers, host: url.host },
       timeout: limits.upstreamTimeoutMs,
     });
+  };
 
   return {
     forwardRequest(req, res) {
@@ -110,54 +139,71 @@ export function createWebForwarder(
           req.resume();
           return answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
         }
-        const outgoing = open(req, endToEndHeaders(req.headers));
-        let sent = 0;
-        outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
-        outgoing.on('error', (error) => {
-          onError('request', error);
-          answerJson(res, 502, `${upstreamName} is not reachable: ${error.message}`);
-        });
-        outgoing.on('response', (answer) => {
-          let received = 0;
-          try {
-            res.writeHead(answer.statusCode ?? 502, endToEndHeaders(answer.headers));
-          } catch (error) {
-            onError('response', error as Error);
-            answer.destroy();
-            res.destroy();
-            return;
-          }
-          answer.on('data', (chunk: Buffer) => {
-            received += chunk.length;
-            if (received > limits.maxResponseBytes) {
+        const headers = endToEndHeaders(req.headers);
+        // Only a request without a body can be sent again to the next upstream.
+        const resendable = req.method === 'GET';
+        const attempt = (index: number, tries: number): void => {
+          const outgoing = open(index, req, headers);
+          outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+          outgoing.on('error', (error) => {
+            onError('request', error);
+            if (unreached(error)) failedOver(index);
+            if (resendable && unreached(error) && tries < targets.length && !res.destroyed)
+              return attempt(current, tries + 1);
+            answerJson(res, 502, `${targets[index]!.name} is not reachable: ${error.message}`);
+          });
+          outgoing.on('response', (answer) => {
+            let received = 0;
+            try {
+              res.writeHead(answer.statusCode ?? 502, endToEndHeaders(answer.headers));
+            } catch (error) {
+              onError('response', error as Error);
               answer.destroy();
               res.destroy();
               return;
             }
-            if (!res.write(chunk)) {
-              answer.pause();
-              res.once('drain', () => answer.resume());
-            }
+            answer.on('data', (chunk: Buffer) => {
+              received += chunk.length;
+              if (received > limits.maxResponseBytes) {
+                answer.destroy();
+                res.destroy();
+                return;
+              }
+              if (!res.write(chunk)) {
+                answer.pause();
+                res.once('drain', () => answer.resume());
+              }
+            });
+            answer.on('end', () => res.end());
+            answer.on('error', () => res.destroy());
+            res.on('close', () => answer.destroy());
           });
-          answer.on('end', () => res.end());
-          answer.on('error', () => res.destroy());
-          res.on('close', () => answer.destroy());
-        });
-        req.on('data', (chunk: Buffer) => {
-          sent += chunk.length;
-          if (sent > limits.maxRequestBytes) {
-            outgoing.destroy();
-            req.destroy();
-            answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
+          if (resendable) {
+            outgoing.end();
+            res.on('close', () => {
+              if (!res.writableFinished) outgoing.destroy();
+            });
             return;
           }
-          outgoing.write(chunk);
-        });
-        req.on('end', () => outgoing.end());
-        req.on('error', () => outgoing.destroy());
-        res.on('close', () => {
-          if (!res.writableFinished) outgoing.destroy();
-        });
+          let sent = 0;
+          req.on('data', (chunk: Buffer) => {
+            sent += chunk.length;
+            if (sent > limits.maxRequestBytes) {
+              outgoing.destroy();
+              req.destroy();
+              answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
+              return;
+            }
+            outgoing.write(chunk);
+          });
+          req.on('end', () => outgoing.end());
+          req.on('error', () => outgoing.destroy());
+          res.on('close', () => {
+            if (!res.writableFinished) outgoing.destroy();
+          });
+        };
+        if (resendable) req.resume();
+        attempt(current, 1);
       } catch (error) {
         onError('request', error as Error);
         answerJson(res, 500, `could not forward the request: ${(error as Error).message}`);
@@ -173,33 +219,38 @@ export function createWebForwarder(
         const headers = endToEndHeaders(req.headers);
         headers.connection = 'Upgrade';
         headers.upgrade = req.headers.upgrade ?? 'websocket';
-        const outgoing = open(req, headers);
-        outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
-        outgoing.on('error', (error) => {
-          onError('upgrade', error);
-          refuseSocket(socket, 502, 'Bad Gateway');
-        });
-        // The upstream refused the upgrade: pass its status on and close.
-        outgoing.on('response', (answer) => {
-          answer.resume();
-          refuseSocket(socket, answer.statusCode ?? 502, answer.statusMessage ?? 'Refused');
-        });
-        outgoing.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
-          upstreamSocket.setTimeout(0);
-          upstreamSocket.on('error', () => socket.destroy());
-          socket.on('close', () => upstreamSocket.destroy());
-          upstreamSocket.on('close', () => socket.destroy());
-          if (socket.destroyed) return upstreamSocket.destroy();
-          const lines = [`HTTP/1.1 ${answer.statusCode ?? 101} ${answer.statusMessage ?? 'Switching Protocols'}`];
-          for (let i = 0; i < answer.rawHeaders.length; i += 2)
-            lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
-          socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-          if (upstreamHead.length > 0) socket.write(upstreamHead);
-          if (head.length > 0) upstreamSocket.write(head);
-          upstreamSocket.pipe(socket);
-          socket.pipe(upstreamSocket);
-        });
-        outgoing.end();
+        const attempt = (index: number, tries: number): void => {
+          const outgoing = open(index, req, headers);
+          outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+          outgoing.on('error', (error) => {
+            onError('upgrade', error);
+            if (unreached(error)) failedOver(index);
+            if (unreached(error) && tries < targets.length && !socket.destroyed) return attempt(current, tries + 1);
+            refuseSocket(socket, 502, 'Bad Gateway');
+          });
+          // The upstream refused the upgrade: pass its status on and close.
+          outgoing.on('response', (answer) => {
+            answer.resume();
+            refuseSocket(socket, answer.statusCode ?? 502, answer.statusMessage ?? 'Refused');
+          });
+          outgoing.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
+            upstreamSocket.setTimeout(0);
+            upstreamSocket.on('error', () => socket.destroy());
+            socket.on('close', () => upstreamSocket.destroy());
+            upstreamSocket.on('close', () => socket.destroy());
+            if (socket.destroyed) return upstreamSocket.destroy();
+            const lines = [`HTTP/1.1 ${answer.statusCode ?? 101} ${answer.statusMessage ?? 'Switching Protocols'}`];
+            for (let i = 0; i < answer.rawHeaders.length; i += 2)
+              lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+            socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+            if (upstreamHead.length > 0) socket.write(upstreamHead);
+            if (head.length > 0) upstreamSocket.write(head);
+            upstreamSocket.pipe(socket);
+            socket.pipe(upstreamSocket);
+          });
+          outgoing.end();
+        };
+        attempt(current, 1);
       } catch (error) {
         onError('upgrade', error as Error);
         socket.destroy();

@@ -58,16 +58,18 @@ test('deployed through A, applied through B; B SIGKILLed, the agent fails over t
       trustedCacheKeys: [cacheKey.publicKey],
     }),
   );
+  // The CLI is given the coordinators in `urls` (A alone, or B first and then A once B is gone).
+  let urls = [a.url];
+  const coordinatorFlags = (): string[] => urls.flatMap((url) => ['--coordinator', url]);
   const statusThroughA = async (): Promise<HostView | undefined> => {
-    const result = await runCli(['status', '--coordinator', a.url, '--json', '--admin-key', adminKey]);
+    const result = await runCli(['status', ...coordinatorFlags(), '--json', '--admin-key', adminKey]);
     if (result.code !== 0) throw new Error(result.stderr);
     return (JSON.parse(result.stdout) as { hosts: HostView[] }).hosts.find((v) => v.host === 'h1');
   };
-  const deployThroughA = async (closure: string): Promise<void> => {
+  const deployThroughA = async (closure: string): Promise<string> => {
     const result = await runCli([
       'deploy',
-      '--coordinator',
-      a.url,
+      ...coordinatorFlags(),
       '--key',
       adminKeyFile,
       '--host',
@@ -76,6 +78,7 @@ test('deployed through A, applied through B; B SIGKILLed, the agent fails over t
       closure,
     ]);
     assert.is(result.code, 0, result.stderr);
+    return result.stderr;
   };
 
   await deployThroughA(closures[0]!);
@@ -99,7 +102,10 @@ test('deployed through A, applied through B; B SIGKILLed, the agent fails over t
 
   b.child.kill('SIGKILL');
   await b.exited;
-  await deployThroughA(closures[1]!);
+  // The admin lists both coordinators, the dead one first: the CLI goes on to A and says so.
+  urls = [b.url, a.url];
+  const skipped = await deployThroughA(closures[1]!);
+  assert.match(skipped, new RegExp(`using ${a.url}; .*${b.url.replace('ws://', '')}.*connection refused`));
   const second = await waitFor(
     'the agent to fail over to A and apply generation 2',
     async () => {

@@ -117,6 +117,28 @@ test('flag > environment > config file, for every common setting', () => {
   });
 });
 
+test('several coordinators: repeated flags, a list in the environment or in the config file', () => {
+  const coordinators = (argv: string[], env: Record<string, string>) => {
+    const result = parseOptions(statusCommand, argv, env);
+    if (result.help) throw new Error('help');
+    return result.value.coordinator;
+  };
+  const home = { HOME: join(dir, 'nobody') };
+  assert.equal(coordinators(['--coordinator', 'ws://a', '--coordinator', 'wss://b'], home), ['ws://a', 'wss://b']);
+  assert.equal(coordinators([], { ...home, OUTPOST_COORDINATOR: 'ws://a, wss://b' }), ['ws://a', 'wss://b']);
+  assert.equal(coordinators([], { OUTPOST_CONFIG: configFile({ coordinator: ['ws://a', 'wss://b'] }) }), [
+    'ws://a',
+    'wss://b',
+  ]);
+  assert.equal(coordinators([], { OUTPOST_CONFIG: configFile({ coordinator: 'ws://one' }) }), ['ws://one']);
+  const many = Array.from({ length: 9 }, (_, i) => ['--coordinator', `ws://c${i}`]).flat();
+  assert.match(usageMessage(statusCommand, many, home), /--coordinator: at most 8 coordinators/);
+  assert.match(
+    usageMessage(statusCommand, [], { OUTPOST_CONFIG: configFile({ coordinator: ['ws://a', 'http://b'] }) }),
+    /expected a ws:\/\/ or wss:\/\/ URL/,
+  );
+});
+
 test('the default file is $XDG_CONFIG_HOME/outpost/config.json, else ~/.config/outpost/config.json', () => {
   const xdg = join(dir, 'xdg');
   mkdirSync(join(xdg, 'outpost'), { recursive: true });
@@ -198,7 +220,11 @@ test('--help and --help --json show each source: flag, environment variable, con
   const env = { HOME: '/home/alice' };
   for (const command of [admin, statusCommand, deployCommand]) {
     const help = renderHelp(command, env);
-    assert.match(help, /^ {2}--coordinator URL +.*\(env: OUTPOST_COORDINATOR; config: coordinator\)$/m, help);
+    assert.match(
+      help,
+      /^ {2}--coordinator URL +.*\((repeatable; )?env: OUTPOST_COORDINATOR; config: coordinator\)$/m,
+      help,
+    );
     assert.match(help, /--key FILE +.*\(env: OUTPOST_KEY; config: key/);
     assert.match(help, /--timeout DURATION +.*\(env: OUTPOST_TIMEOUT; config: timeout; default: /);
     assert.match(help, /admin config file, \/home\/alice\/\.config\/outpost\/config\.json/);
