@@ -1,5 +1,5 @@
 import { httpBaseFromWs } from '../../shared/sync/reconnect.js';
-import { type DaemonProcess, startDaemon, waitFor } from '../harness/processes.js';
+import { type DaemonProcess, startListeningDaemon, waitFor } from '../harness/processes.js';
 
 // A real `outpost relay` process on a free port (or a given one, to restart it in place), with
 // small timeouts so tests and benches see reconnects in seconds rather than minutes.
@@ -35,18 +35,7 @@ export async function startRelayProcess(
     ...FAST_RELAY_FLAGS,
     ...(options.extra ?? []),
   ];
-  const daemon = startDaemon(args, logFile, options.env);
-  const line = await waitFor(
-    'relay to listen',
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
-    20_000,
-  );
-  const { url, port } = JSON.parse(line) as { url: string; port: number };
-  return Object.assign(daemon, { url, port });
+  return startListeningDaemon('relay', args, logFile, options.env);
 }
 
 export interface RelayUplink {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { z } from 'zod';
 import { startFaultProxy } from './fault-proxy.js';
+import { type DaemonProcess, startListeningDaemon } from './processes.js';
 
 // Real Chromium (Debian's package, driven by playwright-core; nothing is downloaded) for the web
 // editor's tests and benchmark. OUTPOST_CHROMIUM points elsewhere.
@@ -118,4 +119,38 @@ export async function unlock(page: Page, passphrase: string, publicKey?: string)
   if (publicKey) await page.locator('[data-testid=unlock] select').selectOption(publicKey);
   await page.getByTestId('unlock-passphrase').fill(passphrase);
   await page.getByTestId('unlock-button').click();
+}
+
+// `outpost web` as a real process on a free port, given one or several coordinators.
+export function startOutpostWeb(
+  coordinatorUrls: readonly string[],
+  logFile: string,
+): Promise<DaemonProcess & { url: string; port: number }> {
+  return startListeningDaemon(
+    'outpost web',
+    ['web', ...coordinatorUrls.flatMap((url) => ['--coordinator', url]), '--port', '0'],
+    logFile,
+  );
+}
+
+// Signs and sends a deploy of `closure` to `host` from the unlocked web editor, expected to be
+// `generation`, and waits until the page shows it delivered (stored by the coordinator it is
+// connected to).
+export async function deployFromPage(
+  page: Page,
+  target: { host: string; closure: string; generation: number },
+  failWith: (message: string) => string,
+): Promise<void> {
+  const { host, closure, generation } = target;
+  await page.evaluate((id) => {
+    location.hash = `#/host/${id}`;
+  }, host);
+  await page.getByTestId('host-view').waitFor();
+  await page.getByTestId('deploy-closure').fill(closure);
+  await page.getByTestId('deploy-button').click();
+  await page.getByTestId('action-message').waitFor();
+  const message = String(await page.getByTestId('action-message').textContent());
+  if (!message.includes(`signed generation ${generation}`))
+    throw new Error(failWith(`deploy of generation ${generation} was not signed: ${message}`));
+  await page.locator(`[data-generation="${generation}"] [data-delivered=true]`).waitFor({ timeout: 30_000 });
 }

@@ -1,3 +1,4 @@
+import { signEnrollment } from '../../admin/enroll-entries.js';
 import { generateSigningKey, type SigningKey } from '../../shared/crypto/keys.js';
 import { signPayload } from '../../shared/crypto/signatures.js';
 import { appendPolicy, POLICY_DOC, TIMESTAMP_DOC, writeTimestamp } from '../../shared/documents/fleet.js';
@@ -81,6 +82,28 @@ export async function postJson(
     status: response.status,
     body: (await response.json()) as { ok?: boolean; error?: string; enrolled?: boolean },
   };
+}
+
+// The org's root-signed base policy pushed, and `hosts` enrolled by alice (each with a fresh key),
+// as admins would with `outpost policy push` and `outpost enroll approve`.
+export async function pushPolicyAndEnroll(
+  serverUrl: string,
+  org: TestOrg,
+  policy: Policy,
+  hosts: string[],
+): Promise<void> {
+  const pushed = await pushPolicy(serverUrl, signPolicy(policy, org.root));
+  if (pushed.status !== 200) throw new Error(`policy push refused (${pushed.status}): ${pushed.body.error}`);
+  for (const host of hosts) {
+    const enrollment = { host, hostKey: generateSigningKey(host).publicKey, policyVersion: policy.version };
+    const approved = await postJson(
+      serverUrl,
+      '/api/enroll/approve',
+      signEnrollment(org.alice, enrollment, new Date()),
+    );
+    if (approved.status !== 200)
+      throw new Error(`enrolling ${host} refused (${approved.status}): ${approved.body.error}`);
+  }
 }
 
 // A switch intent issued a second ago and valid for an hour; `policyVersion` is left out for

@@ -165,22 +165,20 @@ export async function waitFor<T>(
   );
 }
 
-// Starts a coordinator on a free port and waits for its "listening" line; one that does not
-// listen in time is killed, so a failed start leaves nothing running. (Coordinators on NATS read
-// the fleet documents from the stream first: give them a longer listenTimeoutMs.)
-export async function startCoordinatorProcess(
-  dataDir: string,
+// Starts a daemon and waits for its "listening" line (url and port); one that does not listen in
+// time is killed, so a failed start leaves nothing running.
+export async function startListeningDaemon(
+  what: string,
+  args: string[],
   logFile: string,
-  port = 0,
-  extra: string[] = [],
   env: NodeJS.ProcessEnv = {},
   listenTimeoutMs = 20_000,
 ): Promise<DaemonProcess & { url: string; port: number }> {
-  const daemon = startDaemon(['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra], logFile, env);
+  const daemon = startDaemon(args, logFile, env);
   let line: string;
   try {
     line = await waitFor(
-      'coordinator to listen',
+      `${what} to listen`,
       () =>
         daemon
           .logs()
@@ -192,6 +190,25 @@ export async function startCoordinatorProcess(
     await daemon.stop('SIGKILL');
     throw error;
   }
-  const { url, port: actual } = JSON.parse(line) as { url: string; port: number };
-  return Object.assign(daemon, { url, port: actual });
+  const { url, port } = JSON.parse(line) as { url: string; port: number };
+  return Object.assign(daemon, { url, port });
+}
+
+// A coordinator on a free port. (Coordinators on NATS read the fleet documents from the stream
+// first: give them a longer listenTimeoutMs.)
+export function startCoordinatorProcess(
+  dataDir: string,
+  logFile: string,
+  port = 0,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  listenTimeoutMs = 20_000,
+): Promise<DaemonProcess & { url: string; port: number }> {
+  return startListeningDaemon(
+    'coordinator',
+    ['coordinator', '--data-dir', dataDir, '--port', String(port), ...extra],
+    logFile,
+    env,
+    listenTimeoutMs,
+  );
 }

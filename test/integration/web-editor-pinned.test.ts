@@ -16,13 +16,21 @@ import { createWebForwarder } from '../../shared/node/web-forwarder.js';
 import type { SignedIntent } from '../../shared/schemas/intent.js';
 import type { Policy } from '../../shared/schemas/policy.js';
 import { verifyIntentUnderPolicy } from '../../shared/trust/policy-intent.js';
-import { collectPageErrors, importKey, launchChromium, newLaptopContext, pageUrl, unlock } from '../harness/browser.js';
-import { basePolicy, makeTestOrg, postJson, pushPolicy, signPolicy } from '../harness/policy-fixtures.js';
+import {
+  collectPageErrors,
+  deployFromPage,
+  importKey,
+  launchChromium,
+  newLaptopContext,
+  pageUrl,
+  startOutpostWeb,
+  unlock,
+} from '../harness/browser.js';
+import { basePolicy, makeTestOrg, pushPolicyAndEnroll } from '../harness/policy-fixtures.js';
 import {
   type DaemonProcess,
   removeDirectory,
   startCoordinatorProcess,
-  startDaemon,
   temporaryDirectory,
   waitFor,
 } from '../harness/processes.js';
@@ -113,26 +121,6 @@ async function openPage(url: string): Promise<{ page: Page; errors: string[] }> 
   return { page, errors };
 }
 
-async function startOutpostWeb(coordinatorUrl: string): Promise<DaemonProcess & { url: string }> {
-  const daemon = startDaemon(
-    ['web', '--coordinator', coordinatorUrl, '--port', '0'],
-    join(dir, `web-${Date.now()}.log`),
-  );
-  const line = await waitFor(
-    'outpost web to listen',
-    () =>
-      daemon
-        .logs()
-        .split('\n')
-        .find((l) => l.startsWith('{"event":"listening"')),
-    20_000,
-  ).catch(async (error: Error) => {
-    await daemon.stop('SIGKILL');
-    throw error;
-  });
-  return Object.assign(daemon, { url: (JSON.parse(line) as { url: string }).url });
-}
-
 test.before(async () => {
   await writeKeyFile(join(dir, 'timestamp.key'), org.timestamp);
   coordinator = await startCoordinatorProcess(join(dir, 'coordinator'), join(dir, 'coordinator.log'), 0, [
@@ -144,18 +132,7 @@ test.before(async () => {
     '1',
   ]);
   policy = basePolicy(org);
-  const pushed = await pushPolicy(coordinator.url, signPolicy(policy, org.root));
-  assert.is(pushed.status, 200, pushed.body.error);
-  const approved = await postJson(
-    coordinator.url,
-    '/api/enroll/approve',
-    signEnrollment(
-      org.alice,
-      { host: 'h1', hostKey: generateSigningKey('h1').publicKey, policyVersion: 1 },
-      new Date(),
-    ),
-  );
-  assert.is(approved.status, 200, approved.body.error);
+  await pushPolicyAndEnroll(coordinator.url, org, policy, ['h1']);
   await startHostileCoordinator(coordinator.url);
   browser = await launchChromium();
 });
@@ -191,7 +168,7 @@ test("the threat: the compromised coordinator's own page sends the passphrase an
 test('outpost web: the page comes from this installation; import, unlock and deploy work and nothing leaks', async () => {
   stolen.length = 0;
   hostileServed.length = 0;
-  const web = await startOutpostWeb(hostileUrl);
+  const web = await startOutpostWeb([hostileUrl], join(dir, 'web-pinned.log'));
   try {
     assert.match(web.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
     const { page, errors } = await openPage(web.url);
@@ -201,19 +178,7 @@ test('outpost web: the page comes from this installation; import, unlock and dep
     await unlock(page, PASSPHRASE);
     await page.getByTestId('fleet-view').waitFor();
     await page.locator('[data-testid=connection][data-live=true]').waitFor({ timeout: 20_000 });
-    await page.evaluate(() => {
-      location.hash = '#/host/h1';
-    });
-    await page.getByTestId('host-view').waitFor();
-    await page.getByTestId('deploy-closure').fill(CLOSURE);
-    await page.getByTestId('deploy-button').click();
-    await page.getByTestId('action-message').waitFor();
-    assert.match(
-      String(await page.getByTestId('action-message').textContent()),
-      /signed generation 1/,
-      failWith('deploy was not signed'),
-    );
-    await page.locator('[data-generation="1"] [data-delivered=true]').waitFor({ timeout: 20_000 });
+    await deployFromPage(page, { host: 'h1', closure: CLOSURE, generation: 1 }, failWith);
     // Delivered through the forwarder and the hostile front to the real coordinator, which stored
     // it; it verifies under the policy exactly as an agent checks it.
     const signed = await waitFor(
@@ -241,7 +206,7 @@ test('outpost web with the coordinator unreachable: the page still loads, the AP
   await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
   const port = (closed.address() as AddressInfo).port;
   await new Promise((resolve) => closed.close(resolve));
-  const web = await startOutpostWeb(`ws://127.0.0.1:${port}`);
+  const web = await startOutpostWeb([`ws://127.0.0.1:${port}`], join(dir, 'web-unreachable.log'));
   try {
     const page = await fetch(web.url);
     assert.is(page.status, 200);
