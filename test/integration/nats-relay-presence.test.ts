@@ -19,7 +19,8 @@ import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from
 // NATS JetStream server (presence does not need replicas), a policy with two relays, each scoped
 // to one host. A relay speaks for its hosts at A; an admin reading B (/api/presence and `outpost
 // status`) sees them as A does, online and then offline, and a relay that claims hosts outside
-// its scope at A gets none of them shown at B.
+// its scope at A gets none of them shown at B. A relay given both coordinators as upstreams moves
+// its uplink to B when A is SIGKILLed.
 const test = suite('NATS backend: relays’ presence across coordinators');
 const dir = temporaryDirectory('nats-relay-presence');
 const org = makeTestOrg();
@@ -39,6 +40,23 @@ let a: DaemonProcess & { url: string };
 let b: DaemonProcess & { url: string };
 const daemons: DaemonProcess[] = [];
 const clients: DocumentConnection[] = [];
+
+function relayPolicy(version: number) {
+  return basePolicy(org, {
+    version,
+    relays: [
+      { name: 'site-1', key: siteRelay.publicKey, hosts: ['h1'], groups: [] },
+      { name: 'site-2', key: otherRelay.publicKey, hosts: ['h2'], groups: [] },
+    ],
+  });
+}
+
+async function health(url: string): Promise<{ policyVersion: number | null; relaySessions: number }> {
+  return (await (await fetch(`${httpBaseFromWs(url)}/healthz`)).json()) as {
+    policyVersion: number | null;
+    relaySessions: number;
+  };
+}
 
 type Presence = Record<string, { online: boolean; lastSeen: string | null }>;
 async function presenceAt(url: string): Promise<Presence> {
@@ -66,13 +84,7 @@ test.before(async () => {
   cluster = await startNatsCluster(join(dir, 'nats'), 1);
   a = await onCluster.start(cluster, 'a');
   b = await onCluster.start(cluster, 'b');
-  const policy = basePolicy(org, {
-    relays: [
-      { name: 'site-1', key: siteRelay.publicKey, hosts: ['h1'], groups: [] },
-      { name: 'site-2', key: otherRelay.publicKey, hosts: ['h2'], groups: [] },
-    ],
-  });
-  const pushed = await pushPolicy(a.url, signPolicy(policy, org.root));
+  const pushed = await pushPolicy(a.url, signPolicy(relayPolicy(1), org.root));
   assert.is(pushed.status, 200, pushed.body.error);
   await waitFor(
     'B to have the policy written through A',
@@ -179,6 +191,29 @@ test('a host behind a real relay at A shows online at B (/api/presence and outpo
   await onlineAtB(false);
   assert.is((await presenceAt(b.url)).h1?.online, false);
   host.close();
+});
+
+// Last: it kills A. The relay lists A first and B second, as a site would list its coordinators.
+test('a relay given A and B: A SIGKILLed, its uplink moves to B and a policy pushed through B reaches it', async () => {
+  const keyFile = join(dir, 'site-1.key');
+  await writeKeyFile(keyFile, siteRelay);
+  const relay = await startRelayProcess(join(dir, 'relay-ab'), join(dir, 'relay-ab.log'), [a.url, b.url], {
+    extra: ['--key', keyFile, '--org-root', org.root.publicKey, '--log-level', 'warn'],
+  });
+  daemons.push(relay);
+  await waitFor('the relay to have the policy', async () => (await health(relay.url)).policyVersion === 1, 15_000);
+  await waitFor('the relay to be linked to A', async () => (await health(a.url)).relaySessions === 1, 15_000);
+  assert.is((await health(b.url)).relaySessions, 0, 'linked to A only');
+  a.child.kill('SIGKILL');
+  await a.exited;
+  await waitFor('the relay to link to B', async () => (await health(b.url)).relaySessions === 1, 30_000);
+  const pushed = await pushPolicy(b.url, signPolicy(relayPolicy(2), org.root));
+  assert.is(pushed.status, 200, pushed.body.error);
+  await waitFor(
+    'the relay to have policy version 2 from B',
+    async () => (await health(relay.url)).policyVersion === 2,
+    20_000,
+  );
 });
 
 test.run();
