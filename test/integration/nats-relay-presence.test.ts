@@ -195,7 +195,7 @@ test('a host behind a real relay at A shows online at B (/api/presence and outpo
 
 // Last: it kills A. The relay lists A first and B second, as a site would list its coordinators.
 test('a relay given A and B: A SIGKILLed, its uplink moves to B and a policy pushed through B reaches it', async () => {
-  const keyFile = join(dir, 'site-1.key');
+  const keyFile = join(dir, 'site-1-ab.key');
   await writeKeyFile(keyFile, siteRelay);
   const relay = await startRelayProcess(join(dir, 'relay-ab'), join(dir, 'relay-ab.log'), [a.url, b.url], {
     extra: ['--key', keyFile, '--org-root', org.root.publicKey, '--log-level', 'warn'],
