@@ -3,11 +3,13 @@ import type { Browser, BrowserContext } from 'playwright-core';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { signEnrollment } from '../../admin/enroll-entries.js';
+import { openNatsLog } from '../../coordinator/backends/nats-log.js';
 import { generateSigningKey, keyFileFromSigningKey } from '../../shared/crypto/keys.js';
 import { readIntentEntries } from '../../shared/documents/desired.js';
 import { desiredDocName } from '../../shared/documents/names.js';
 import { connectDocument, waitForSync } from '../../shared/node/connect.js';
 import { writeKeyFile } from '../../shared/node/key-file.js';
+import { createLogger } from '../../shared/node/log.js';
 import { verifyIntentUnderPolicy } from '../../shared/trust/policy-intent.js';
 import {
   collectPageErrors,
@@ -27,13 +29,17 @@ import { type DaemonProcess, removeDirectory, temporaryDirectory, waitFor } from
 // both. A real Chromium unlocks the admin's key and goes live through A; A is SIGKILLed; the page
 // goes live again through B without a reload, and a deploy signed in it is stored by B and
 // verifies under the policy as an agent checks it.
-const test = suite('the web editor across coordinators on NATS');
+const test = suite('two coordinators on NATS: one timestamp signer; the web editor fails over');
 const org = makeTestOrg();
 const PASSPHRASE = 'web failover passphrase 7';
 const CLOSURE = `/nix/store/${'b'.repeat(32)}-nixos-system-failover`;
 const dir = temporaryDirectory('nats-web-editor');
 const onCluster = clusterCoordinators(dir);
+const INTERVAL_MS = 1_000;
 let cluster: NatsCluster;
+let a: DaemonProcess & { url: string };
+let b: DaemonProcess & { url: string };
+const policy = basePolicy(org);
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 const daemons: DaemonProcess[] = [];
@@ -47,15 +53,65 @@ test.after(async () => {
   if (!process.env.OUTPOST_KEEP_TEST_DIR) removeDirectory(dir);
 });
 
-test('outpost web given A and B: A SIGKILLed, the page goes live through B and a deploy signed there is stored', async () => {
+test.before(async () => {
   await writeKeyFile(join(dir, 'timestamp.key'), org.timestamp);
   cluster = await startNatsCluster(join(dir, 'nats'), 3);
   const trust = ['--org-root', org.root.publicKey, '--timestamp-key', join(dir, 'timestamp.key')];
-  const a = await onCluster.start(cluster, 'a', [...trust, '--timestamp-interval', '1']);
-  const b = await onCluster.start(cluster, 'b', [...trust, '--timestamp-interval', '1']);
-  const policy = basePolicy(org);
+  const interval = ['--timestamp-interval', String(INTERVAL_MS / 1000)];
+  a = await onCluster.start(cluster, 'a', [...trust, ...interval]);
+  b = await onCluster.start(cluster, 'b', [...trust, ...interval]);
   await pushPolicyAndEnroll(a.url, org, policy, ['h1']);
+});
 
+// Both coordinators hold the timestamp key and tick every second; the lease lets one sign at a
+// time. Each timestamp comes with a checkpoint stored in the stream under the timestamp's number,
+// so two signers would show as numbers taken twice, or as about two checkpoints a second: one
+// signer's timer never fires more often than once a tick, however loaded the machine.
+const WINDOW_MS = 8_000;
+test('with the timestamp key on both, one signs at a time: checkpoint numbers unique and consecutive, one a tick', async () => {
+  const log = await openNatsLog({
+    kind: 'nats',
+    servers: cluster.servers,
+    stream: 'OUTPOST',
+    replicas: 3,
+    logger: createLogger('test', 'error'),
+  });
+  try {
+    const read = async () => {
+      const checkpoints = [];
+      for await (const checkpoint of log.checkpoints()) checkpoints.push(checkpoint);
+      return checkpoints;
+    };
+    const span = (list: { at: string }[]) =>
+      list.length < 2 ? 0 : Date.parse(list.at(-1)!.at) - Date.parse(list[0]!.at);
+    const checkpoints = await waitFor(
+      `signed checkpoints over ${WINDOW_MS / 1000} s`,
+      async () => {
+        const all = await read();
+        return span(all) >= WINDOW_MS ? all : null;
+      },
+      40_000,
+      500,
+    );
+    const seqs = checkpoints.map((c) => c.seq);
+    assert.equal(
+      seqs,
+      Array.from({ length: seqs.length }, (_, i) => seqs[0]! + i),
+      `numbers: ${seqs.join(', ')}`,
+    );
+    const start = Date.parse(checkpoints[0]!.at);
+    const within = checkpoints.filter((c) => Date.parse(c.at) - start <= WINDOW_MS);
+    // One signer: at most one tick a second, 9 in 8 s (a tick's reads may move its time a little).
+    assert.ok(
+      within.length <= (1.5 * WINDOW_MS) / INTERVAL_MS,
+      `${within.length} checkpoints in ${WINDOW_MS / 1000} s (two signers?): ${within.map((c) => c.at).join(', ')}`,
+    );
+  } finally {
+    await log.close();
+  }
+});
+
+test('outpost web given A and B: A SIGKILLed, the page goes live through B and a deploy signed there is stored', async () => {
   const web = await startOutpostWeb([a.url, b.url], join(dir, 'web.log'));
   daemons.push(web);
   browser = await launchChromium();
