@@ -203,7 +203,7 @@ rec {
       command = "web";
       optionPath = "services.outpost-web";
       flags = [
-        { flag = "coordinator"; option = "coordinator"; }
+        { flag = "coordinator"; option = "coordinators"; }
         { flag = "listen"; option = "listen"; }
         { flag = "port"; option = "port"; }
         { flag = "max-connections"; option = "maxConnections"; }

@@ -35,12 +35,14 @@ in
       description = "The outpost package whose `outpost web` runs; the page served is the one it was built with.";
     };
 
-    coordinator = mkOption {
-      type = types.strMatching "wss?://.+";
-      example = "wss://fleet.example.org";
+    coordinators = mkOption {
+      type = types.nonEmptyListOf (types.strMatching "wss?://.+");
+      example = [ "wss://fleet.example.org" ];
       description = ''
-        The coordinator, or a relay, the page talks to, `ws://` or `wss://` (`--coordinator`). Its
-        TLS certificate is verified as the CLI verifies it (see extraCaCertFile).
+        The coordinator, or a relay, the page talks to, `ws://` or `wss://` (`--coordinator`); or
+        several coordinators of one fleet, in order: `outpost web` forwards to one and moves to
+        the next when it cannot reach it (docs/scale-out.md). Their TLS certificates are verified
+        as the CLI verifies them (see extraCaCertFile).
       '';
     };
 

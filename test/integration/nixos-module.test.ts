@@ -674,8 +674,19 @@ withLib(
     const v6 = probe('{ listen = "::1"; port = 9000; }');
     assert.is(v6.code, 0, v6.stderr);
     assert.ok((JSON.parse(v6.stdout) as { probe: string[] }).probe.join(' ').includes('--listen ::1 --port 9000'));
-    const badUrl = probe('{ coordinator = "https://fleet.example.org"; }');
+    const badUrl = probe('{ coordinators = [ "https://fleet.example.org" ]; }');
     assert.is.not(badUrl.code, 0, 'an https:// coordinator was accepted');
+    // Several coordinators of one fleet: one --coordinator each, in order.
+    const several = probe('{ coordinators = [ "wss://a.example.org" "wss://b.example.org" ]; }');
+    assert.is(several.code, 0, several.stderr);
+    assert.ok(
+      (JSON.parse(several.stdout) as { probe: string[] }).probe
+        .join(' ')
+        .includes('--coordinator wss://a.example.org --coordinator wss://b.example.org'),
+      several.stdout,
+    );
+    const badInList = probe('{ coordinators = [ "wss://a.example.org" "https://b.example.org" ]; }');
+    assert.is.not(badInList.code, 0, 'an https:// coordinator in a list was accepted');
   },
 );
 
