@@ -26,21 +26,23 @@ import {
   readBundle,
   readKeptCheckpoints,
 } from './audit-source.js';
+import {
+  coordinatorListSchema,
+  reachingCoordinator,
+  reachingOptionalCoordinator,
+  type WithCoordinator,
+  type WithOptionalCoordinator,
+} from './common-options.js';
 
 // `outpost audit`: read-only. Evidence comes from the coordinator's audit endpoint or from a
 // bundle; every signature is checked here with the policy chain walked from --org-root, never
 // taken from the coordinator (docs/audit.md).
 
-const coordinatorOption = option(
-  z
-    .string()
-    .regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL')
-    .optional(),
-  {
-    placeholder: 'URL',
-    description: 'coordinator to read the log from, ws:// or wss:// (not needed with --bundle)',
-  },
-);
+const coordinatorOption = option(coordinatorListSchema.optional(), {
+  placeholder: 'URL',
+  description:
+    'coordinator to read the log from, ws:// or wss:// (not needed with --bundle); repeat it for several of one fleet: the first that answers is used',
+});
 const keyOption = option(z.string().min(1).optional(), {
   placeholder: 'FILE',
   description:
@@ -64,7 +66,7 @@ const timeSchema = z
   .refine((t) => !Number.isNaN(Date.parse(t)), 'expected a time such as 2025-06-01T12:00:00Z')
   .transform((t) => Date.parse(t));
 
-const sourceRule = (o: { coordinator?: string; bundle?: string }): boolean =>
+const sourceRule = (o: { coordinator?: string[]; bundle?: string }): boolean =>
   (o.coordinator === undefined) !== (o.bundle === undefined);
 const sourceMessage = { message: 'give --coordinator URL or --bundle FILE (one of them)', path: ['coordinator'] };
 
@@ -171,9 +173,10 @@ export const auditExportCommand = defineCommand({
   summary: 'write a self-contained bundle (log entries, policy chain, enrollment records) for offline verification',
   usage: 'outpost audit export --coordinator URL [--key FILE] --out FILE [--host ID …]',
   options: z.object({
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
+    coordinator: option(coordinatorListSchema, {
       placeholder: 'URL',
-      description: 'coordinator to read the log from',
+      description:
+        'coordinator to read the log from; repeat it for several of one fleet: the first that answers is used',
     }),
     key: keyOption,
     out: option(z.string().min(1), { placeholder: 'FILE', description: 'where to write the bundle (not overwritten)' }),
@@ -191,9 +194,9 @@ export const auditHeadsCommand = defineCommand({
   summary: 'print every document log head (DOC@SEQ:HASH); keep them to check a later bundle against',
   usage: 'outpost audit heads --coordinator URL [--key FILE] [--json]',
   options: z.object({
-    coordinator: option(z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL'), {
+    coordinator: option(coordinatorListSchema, {
       placeholder: 'URL',
-      description: 'coordinator to ask',
+      description: 'coordinator to ask; repeat it for several of one fleet: the first that answers is used',
     }),
     key: keyOption,
     timeout: timeoutOption,
@@ -240,7 +243,7 @@ export function renderAnomalies(report: AuditReport): string[] {
   );
 }
 
-async function timeline(o: z.output<typeof auditTimelineCommand.options>): Promise<number> {
+async function timeline(o: WithOptionalCoordinator<z.output<typeof auditTimelineCommand.options>>): Promise<number> {
   const history = await load(o, [o.host]);
   const report = auditHistory(history.source, { orgRootKeys: o.orgRoot, hosts: [o.host] });
   const events = hostTimeline(report, o.host, o.from, o.to);
@@ -252,7 +255,7 @@ async function timeline(o: z.output<typeof auditTimelineCommand.options>): Promi
   return 0;
 }
 
-async function show(o: z.output<typeof auditShowCommand.options>): Promise<number> {
+async function show(o: WithOptionalCoordinator<z.output<typeof auditShowCommand.options>>): Promise<number> {
   useEd25519Verifier(nodeEd25519Verify);
   const entries =
     o.bundle !== undefined
@@ -263,7 +266,7 @@ async function show(o: z.output<typeof auditShowCommand.options>): Promise<numbe
   return 0;
 }
 
-async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<number> {
+async function verify(o: WithOptionalCoordinator<z.output<typeof auditVerifyCommand.options>>): Promise<number> {
   const history = await load(o, o.host);
   // Verifying nothing is not a pass: a host named but absent is a typo or the wrong source.
   const empty = o.host.filter((host) =>
@@ -316,7 +319,7 @@ async function verify(o: z.output<typeof auditVerifyCommand.options>): Promise<n
   return summary.ok ? 0 : 1;
 }
 
-async function exportBundle(o: z.output<typeof auditExportCommand.options>): Promise<number> {
+async function exportBundle(o: WithCoordinator<z.output<typeof auditExportCommand.options>>): Promise<number> {
   const key = await identity(o.key);
   const history = await fetchHistory(o.coordinator, o.host, key, o.timeout * 1000);
   // The heads behind the coordinator's signed checkpoints, so kept checkpoints can be checked
@@ -347,7 +350,7 @@ async function exportBundle(o: z.output<typeof auditExportCommand.options>): Pro
   return 0;
 }
 
-async function heads(o: z.output<typeof auditHeadsCommand.options>): Promise<number> {
+async function heads(o: WithCoordinator<z.output<typeof auditHeadsCommand.options>>): Promise<number> {
   const list = await fetchHeads(o.coordinator, await identity(o.key), o.timeout * 1000);
   console.log(o.json ? JSON.stringify({ heads: list }, null, 2) : list.map(formatHead).join('\n'));
   return 0;
@@ -357,11 +360,11 @@ export const auditCommandGroup: CommandGroup = {
   name: 'audit',
   summary: 'replay and verify the fleet history: timelines, documents at a moment, anomalies, offline bundles',
   subcommands: [
-    subcommand(auditTimelineCommand, timeline),
-    subcommand(auditShowCommand, show),
-    subcommand(auditVerifyCommand, verify),
-    subcommand(auditExportCommand, exportBundle),
-    subcommand(auditHeadsCommand, heads),
+    subcommand(auditTimelineCommand, reachingOptionalCoordinator(timeline)),
+    subcommand(auditShowCommand, reachingOptionalCoordinator(show)),
+    subcommand(auditVerifyCommand, reachingOptionalCoordinator(verify)),
+    subcommand(auditExportCommand, reachingCoordinator(exportBundle)),
+    subcommand(auditHeadsCommand, reachingCoordinator(heads)),
   ],
   notes: ["Times are the coordinator's receive times: they order the log but prove nothing (docs/audit.md)."],
 };

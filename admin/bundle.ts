@@ -50,6 +50,7 @@ import { formatBytes } from '../shared/text/bytes.js';
 import { fetchDocumentLog } from './audit-source.js';
 import { cacheHolds, checkCacheFiles, planCacheFiles } from './bundle-cache.js';
 import { serveCacheCommand } from './bundle-serve.js';
+import { coordinatorListSchema, reachingOptionalCoordinator, type WithOptionalCoordinator } from './common-options.js';
 import { readHostKeyAuthority } from './fleet-view.js';
 import { keyListSchema, resolvePublicKeys } from './policy-cli-kit.js';
 import { readDocuments, syncOrRefusal } from './policy-remote.js';
@@ -67,7 +68,6 @@ import { readDocuments, syncOrRefusal } from './policy-remote.js';
 const FLEET_DOCUMENTS = [POLICY_DOC, ENROLLMENT_DOC, TIMESTAMP_DOC];
 const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;
 
-const coordinatorSchema = z.string().regex(/^wss?:\/\//, 'expected a ws:// or wss:// URL');
 const timeoutOption = option(durationSchema.prefault('30s'), {
   placeholder: 'DURATION',
   description: 'how long to wait for the server',
@@ -100,10 +100,10 @@ const createSpec = defineCommand({
         placeholder: 'DIR',
         description: "with --return: the --data-dir of the site's relay, stopped (instead of --coordinator)",
       }),
-      coordinator: option(coordinatorSchema.optional(), {
+      coordinator: option(coordinatorListSchema.optional(), {
         placeholder: 'URL',
         description:
-          "coordinator or relay, ws:// or wss:// (at HQ); with --return the site relay's own URL, running (on its machine: ws://127.0.0.1:PORT)",
+          "coordinator or relay, ws:// or wss:// (at HQ; several of one fleet: the first that answers); with --return the site relay's own URL, running (on its machine: ws://127.0.0.1:PORT)",
         common: 'coordinator',
       }),
       key: option(z.string().min(1).optional(), {
@@ -302,7 +302,7 @@ async function writeChecked(
 
 // The site's hosts: --host as given, plus those of --relay and --group under the policy walked
 // from the pinned org root (a coordinator cannot widen or narrow the site by lying about it).
-async function resolveSite(o: z.infer<typeof createSpec.options>, key: SigningKey): Promise<string[] | null> {
+async function resolveSite(o: CreateOptions, key: SigningKey): Promise<string[] | null> {
   if (o.relay.length === 0 && o.group.length === 0) return [...new Set(o.host)].sort();
   const orgRoot = await resolvePublicKeys(createSpec, 'org-root', o.orgRoot);
   const authority = await readHostKeyAuthority(o.coordinator!, orgRoot, key, o.timeout * 1000);
@@ -341,7 +341,7 @@ async function vectorAtTime(
   return vector;
 }
 
-function sinceNote(o: z.infer<typeof createSpec.options>): string {
+function sinceNote(o: CreateOptions): string {
   const since = o.since === undefined ? null : new Date(o.since).toISOString();
   if (o.sinceState && since)
     return ` (only what ${o.sinceState} lacks; for documents it does not name, updates since ${since})`;
@@ -349,7 +349,7 @@ function sinceNote(o: z.infer<typeof createSpec.options>): string {
   return since ? ` (only updates since ${since})` : '';
 }
 
-async function createToSite(o: z.infer<typeof createSpec.options>): Promise<number> {
+async function createToSite(o: CreateOptions): Promise<number> {
   const key = await readKeyFile(o.key!);
   const since = await readSiteState(o.sinceState, '--since-state');
   const siteHas = await readSiteState(o.siteHas, '--site-has');
@@ -490,7 +490,7 @@ async function fetchReturnData(url: string, key: SigningKey, timeoutMs: number):
   return data;
 }
 
-async function createReturn(o: z.infer<typeof createSpec.options>): Promise<number> {
+async function createReturn(o: CreateOptions): Promise<number> {
   const relayKey = o.key ? await readKeyFile(o.key) : null;
   // A running relay (its URL, asked with its own key) or a stopped one's data directory.
   const source = o.coordinator ?? o.relayDataDir!;
@@ -530,7 +530,11 @@ async function createReturn(o: z.infer<typeof createSpec.options>): Promise<numb
   );
 }
 
-const createCommand = subcommand(createSpec, (o) => (o.return ? createReturn(o) : createToSite(o)));
+type CreateOptions = WithOptionalCoordinator<z.infer<typeof createSpec.options>>;
+const createCommand = subcommand(
+  createSpec,
+  reachingOptionalCoordinator((o) => (o.return ? createReturn(o) : createToSite(o))),
+);
 
 const applySpec = defineCommand({
   name: 'bundle apply',
@@ -544,10 +548,10 @@ const applySpec = defineCommand({
         placeholder: 'FILE',
         description: 'the bundle file (from outpost bundle create)',
       }),
-      coordinator: option(coordinatorSchema.optional(), {
+      coordinator: option(coordinatorListSchema.optional(), {
         placeholder: 'URL',
         description:
-          "the site's relay or coordinator, ws:// or wss://, reachable from here; for a return bundle, HQ's running coordinator",
+          "the site's relay or coordinator, ws:// or wss://, reachable from here; for a return bundle, HQ's running coordinator (several of one fleet: the first that answers)",
       }),
       relayDataDir: option(z.string().min(1).optional(), {
         placeholder: 'DIR',
@@ -767,127 +771,130 @@ const refuse = (file: string, reason: string): number => {
   return 1;
 };
 
-const applyCommand = subcommand(applySpec, async (o) => {
-  await fs.stat(o.bundle).catch((error: Error) => {
-    throw new Error(`--bundle ${o.bundle} cannot be read (${error.message})`);
-  });
-  const opened = await openBundleFile(o.bundle);
-  if (!opened.ok) return refuse(o.bundle, opened.reason);
-  const { manifest } = opened;
-  const foreign = foreignDocuments(manifest);
-  if (foreign.length)
-    return refuse(
-      o.bundle,
-      manifest.direction === 'return'
-        ? `this return bundle names ${foreign.join(', ')}, but a return bundle carries only hosts/<id>/status documents`
-        : `it names ${foreign.join(', ')}, which a bundle does not carry (only fleet/policy, fleet/enrollment, fleet/timestamp and hosts/<id>/desired)`,
-    );
-  const cacheEntries = manifest.entries.filter((e): e is BundleCacheFile => e.type === 'cache');
-  const documentCount = manifest.entries.length - cacheEntries.length;
-  const documentTarget = o.coordinator ?? o.relayDataDir;
-  if (documentCount > 0 && !documentTarget)
-    return refuse(
-      o.bundle,
-      `it carries ${documentCount} documents and no target for them was given: add --coordinator URL or --relay-data-dir DIR`,
-    );
-  const cacheDir = o.cacheDir ?? (o.relayDataDir ? join(o.relayDataDir, 'nix-cache') : undefined);
-  if (cacheEntries.length > 0) {
-    if (!cacheDir)
-      return refuse(
-        o.bundle,
-        `it carries ${cacheEntries.length} binary-cache files: give --relay-data-dir DIR (the relay's cache mirror) or --cache-dir DIR`,
-      );
-    if (o.trustedCacheKey.length === 0)
-      return refuse(
-        o.bundle,
-        `it carries ${cacheEntries.length} binary-cache files: give --trusted-cache-key NAME:KEY (the key the site's agents pin), so the narinfos are checked before anything is put in place`,
-      );
-  }
-  console.log(
-    `${manifest.direction === 'return' ? 'return bundle' : 'bundle'} of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${documentCount} documents, ${cacheEntries.length} cache files, ${formatBytes(opened.fileBytes)}`,
-  );
-
-  // Pass 1: every byte read once and checked; documents kept in memory, cache files staged next
-  // to their target (same file system, so placing them is a rename).
-  const updates = new Map<string, Uint8Array>();
-  const narinfoTexts = new Map<string, Uint8Array>();
-  const cache: StagedCache | null = cacheDir
-    ? {
-        dir: cacheDir,
-        staging: join(cacheDir, 'tmp', `bundle-${randomBytes(6).toString('hex')}`),
-        staged: [],
-        held: [],
-      }
-    : null;
-  try {
-    if (cache && cacheEntries.length > 0) {
-      // Staging left by an apply that was stopped part way: never reused, so removed.
-      const tmp = join(cache.dir, 'tmp');
-      for (const name of await fs.readdir(tmp).catch(() => [] as string[]))
-        if (name.startsWith('bundle-')) await fs.rm(join(tmp, name), { recursive: true, force: true });
-      await fs.mkdir(join(cache.staging, 'nar'), { recursive: true });
-    }
-    const checked = await readBundleEntries(opened, async (entry) => {
-      const chunks: Uint8Array[] = [];
-      if (entry.type === 'document')
-        return {
-          write: (chunk) => void chunks.push(chunk),
-          end: () => void updates.set(entry.name, Buffer.concat(chunks)),
-        };
-      const keepText = entry.path.endsWith('.narinfo');
-      if (await cacheHolds(cache!.dir, entry)) {
-        cache!.held.push(entry);
-        return {
-          write: (chunk) => void (keepText && chunks.push(chunk)),
-          end: () => void (keepText && narinfoTexts.set(entry.path, Buffer.concat(chunks))),
-        };
-      }
-      cache!.staged.push(entry);
-      const handle = await fs.open(join(cache!.staging, entry.path), 'w');
-      return {
-        write: async (chunk) => {
-          if (keepText) chunks.push(chunk);
-          await handle.write(chunk);
-        },
-        end: async () => {
-          if (keepText) narinfoTexts.set(entry.path, Buffer.concat(chunks));
-          await handle.sync();
-          await handle.close();
-        },
-      };
+const applyCommand = subcommand(
+  applySpec,
+  reachingOptionalCoordinator(async (o) => {
+    await fs.stat(o.bundle).catch((error: Error) => {
+      throw new Error(`--bundle ${o.bundle} cannot be read (${error.message})`);
     });
-    if (!checked.ok) return refuse(o.bundle, checked.reason);
-    let storePaths: string[] = [];
-    if (cache && cacheEntries.length > 0) {
-      const verdict = await checkCacheFiles(cacheEntries, narinfoTexts, o.trustedCacheKey, cache.dir);
-      if (!verdict.ok) return refuse(o.bundle, verdict.reason);
-      storePaths = verdict.paths;
+    const opened = await openBundleFile(o.bundle);
+    if (!opened.ok) return refuse(o.bundle, opened.reason);
+    const { manifest } = opened;
+    const foreign = foreignDocuments(manifest);
+    if (foreign.length)
+      return refuse(
+        o.bundle,
+        manifest.direction === 'return'
+          ? `this return bundle names ${foreign.join(', ')}, but a return bundle carries only hosts/<id>/status documents`
+          : `it names ${foreign.join(', ')}, which a bundle does not carry (only fleet/policy, fleet/enrollment, fleet/timestamp and hosts/<id>/desired)`,
+      );
+    const cacheEntries = manifest.entries.filter((e): e is BundleCacheFile => e.type === 'cache');
+    const documentCount = manifest.entries.length - cacheEntries.length;
+    const documentTarget = o.coordinator ?? o.relayDataDir;
+    if (documentCount > 0 && !documentTarget)
+      return refuse(
+        o.bundle,
+        `it carries ${documentCount} documents and no target for them was given: add --coordinator URL or --relay-data-dir DIR`,
+      );
+    const cacheDir = o.cacheDir ?? (o.relayDataDir ? join(o.relayDataDir, 'nix-cache') : undefined);
+    if (cacheEntries.length > 0) {
+      if (!cacheDir)
+        return refuse(
+          o.bundle,
+          `it carries ${cacheEntries.length} binary-cache files: give --relay-data-dir DIR (the relay's cache mirror) or --cache-dir DIR`,
+        );
+      if (o.trustedCacheKey.length === 0)
+        return refuse(
+          o.bundle,
+          `it carries ${cacheEntries.length} binary-cache files: give --trusted-cache-key NAME:KEY (the key the site's agents pin), so the narinfos are checked before anything is put in place`,
+        );
     }
+    console.log(
+      `${manifest.direction === 'return' ? 'return bundle' : 'bundle'} of ${manifest.createdAt} from ${manifest.source} (made with key ${manifest.creator.name}): ${documentCount} documents, ${cacheEntries.length} cache files, ${formatBytes(opened.fileBytes)}`,
+    );
 
-    // Pass 2: everything checked; apply.
-    let failed = 0;
-    if (documentCount > 0) failed = await applyDocuments(o, manifest, updates);
-    if (cache && cacheEntries.length > 0) {
-      await placeCacheFiles(cache);
-      const stagedBytes = cache.staged.reduce((sum, e) => sum + e.bytes, 0);
-      console.log(
-        `binary cache ${cache.dir}: ${storePaths.length} store paths checked against ${o.trustedCacheKey.map((k) => k.split(':')[0]).join(', ')}; ${cache.staged.length} files added (${formatBytes(stagedBytes)}), ${cache.held.length} already there`,
-      );
+    // Pass 1: every byte read once and checked; documents kept in memory, cache files staged next
+    // to their target (same file system, so placing them is a rename).
+    const updates = new Map<string, Uint8Array>();
+    const narinfoTexts = new Map<string, Uint8Array>();
+    const cache: StagedCache | null = cacheDir
+      ? {
+          dir: cacheDir,
+          staging: join(cacheDir, 'tmp', `bundle-${randomBytes(6).toString('hex')}`),
+          staged: [],
+          held: [],
+        }
+      : null;
+    try {
+      if (cache && cacheEntries.length > 0) {
+        // Staging left by an apply that was stopped part way: never reused, so removed.
+        const tmp = join(cache.dir, 'tmp');
+        for (const name of await fs.readdir(tmp).catch(() => [] as string[]))
+          if (name.startsWith('bundle-')) await fs.rm(join(tmp, name), { recursive: true, force: true });
+        await fs.mkdir(join(cache.staging, 'nar'), { recursive: true });
+      }
+      const checked = await readBundleEntries(opened, async (entry) => {
+        const chunks: Uint8Array[] = [];
+        if (entry.type === 'document')
+          return {
+            write: (chunk) => void chunks.push(chunk),
+            end: () => void updates.set(entry.name, Buffer.concat(chunks)),
+          };
+        const keepText = entry.path.endsWith('.narinfo');
+        if (await cacheHolds(cache!.dir, entry)) {
+          cache!.held.push(entry);
+          return {
+            write: (chunk) => void (keepText && chunks.push(chunk)),
+            end: () => void (keepText && narinfoTexts.set(entry.path, Buffer.concat(chunks))),
+          };
+        }
+        cache!.staged.push(entry);
+        const handle = await fs.open(join(cache!.staging, entry.path), 'w');
+        return {
+          write: async (chunk) => {
+            if (keepText) chunks.push(chunk);
+            await handle.write(chunk);
+          },
+          end: async () => {
+            if (keepText) narinfoTexts.set(entry.path, Buffer.concat(chunks));
+            await handle.sync();
+            await handle.close();
+          },
+        };
+      });
+      if (!checked.ok) return refuse(o.bundle, checked.reason);
+      let storePaths: string[] = [];
+      if (cache && cacheEntries.length > 0) {
+        const verdict = await checkCacheFiles(cacheEntries, narinfoTexts, o.trustedCacheKey, cache.dir);
+        if (!verdict.ok) return refuse(o.bundle, verdict.reason);
+        storePaths = verdict.paths;
+      }
+
+      // Pass 2: everything checked; apply.
+      let failed = 0;
+      if (documentCount > 0) failed = await applyDocuments(o, manifest, updates);
+      if (cache && cacheEntries.length > 0) {
+        await placeCacheFiles(cache);
+        const stagedBytes = cache.staged.reduce((sum, e) => sum + e.bytes, 0);
+        console.log(
+          `binary cache ${cache.dir}: ${storePaths.length} store paths checked against ${o.trustedCacheKey.map((k) => k.split(':')[0]).join(', ')}; ${cache.staged.length} files added (${formatBytes(stagedBytes)}), ${cache.held.length} already there`,
+        );
+      }
+      if (manifest.direction === 'return' && o.saveSiteState && manifest.siteState) {
+        await writeFileDurably(o.saveSiteState, `${JSON.stringify(manifest.siteState, null, 2)}\n`);
+        console.log(
+          `wrote the site's state (${Object.keys(manifest.siteState.documents).length} documents, ${manifest.siteState.storePaths.length} cached store paths) to ${o.saveSiteState}: give it to the next bundle create as --since-state and --site-has`,
+        );
+      }
+      return failed ? 1 : 0;
+    } finally {
+      if (cache) await fs.rm(cache.staging, { recursive: true, force: true });
     }
-    if (manifest.direction === 'return' && o.saveSiteState && manifest.siteState) {
-      await writeFileDurably(o.saveSiteState, `${JSON.stringify(manifest.siteState, null, 2)}\n`);
-      console.log(
-        `wrote the site's state (${Object.keys(manifest.siteState.documents).length} documents, ${manifest.siteState.storePaths.length} cached store paths) to ${o.saveSiteState}: give it to the next bundle create as --since-state and --site-has`,
-      );
-    }
-    return failed ? 1 : 0;
-  } finally {
-    if (cache) await fs.rm(cache.staging, { recursive: true, force: true });
-  }
-});
+  }),
+);
 
 async function applyDocuments(
-  o: z.infer<typeof applySpec.options>,
+  o: WithOptionalCoordinator<z.infer<typeof applySpec.options>>,
   manifest: BundleManifest,
   updates: Map<string, Uint8Array>,
 ): Promise<number> {

@@ -11,33 +11,45 @@ import { COORDINATOR_PROBE_TIMEOUT_MS, reachCoordinator } from './reach.js';
 // that answers. A bound keeps a typo'd list from probing for minutes.
 export const MAX_COORDINATOR_URLS = 8;
 
-export const coordinatorOption = option(
-  z
-    .array(coordinatorUrlSchema)
-    .min(1, 'give the coordinator URL, ws:// or wss://')
-    .max(MAX_COORDINATOR_URLS, `at most ${MAX_COORDINATOR_URLS} coordinators`),
-  {
-    placeholder: 'URL',
-    description:
-      'the coordinator or a relay, ws:// or wss://; repeat it for several coordinators of one fleet: the first that answers is used',
-    common: 'coordinator',
-  },
-);
+// Several coordinators of one fleet, for options of their own (one source among others).
+export const coordinatorListSchema = z
+  .array(coordinatorUrlSchema)
+  .min(1, 'give the coordinator URL, ws:// or wss://')
+  .max(MAX_COORDINATOR_URLS, `at most ${MAX_COORDINATOR_URLS} coordinators`);
+
+export const coordinatorOption = option(coordinatorListSchema, {
+  placeholder: 'URL',
+  description:
+    'the coordinator or a relay, ws:// or wss://; repeat it for several coordinators of one fleet: the first that answers is used',
+  common: 'coordinator',
+});
 
 // A command's options once one coordinator of the list was reached.
 export type WithCoordinator<T> = Omit<T, 'coordinator'> & { coordinator: string };
+export type WithOptionalCoordinator<T> = Omit<T, 'coordinator'> & { coordinator?: string | undefined };
+
+// The command's --timeout, when shorter, bounds each probe.
+function probeTimeoutMs(timeout: number | undefined): number {
+  return Math.min(timeout === undefined ? Infinity : timeout * 1000, COORDINATOR_PROBE_TIMEOUT_MS);
+}
 
 // Wraps a command's action: the list given with --coordinator becomes the first coordinator that
-// answers (each waited for at most the command's --timeout, up to 5 s).
+// answers (each waited for at most 5 s).
 export function reachingCoordinator<T extends { coordinator: string[]; timeout?: number }>(
   action: (options: WithCoordinator<T>) => Promise<number>,
 ): (options: T) => Promise<number> {
+  return async (options) =>
+    action({ ...options, coordinator: await reachCoordinator(options.coordinator, probeTimeoutMs(options.timeout)) });
+}
+
+// The same where --coordinator is one source among others (`audit --bundle`, `bundle
+// --relay-data-dir`, `policy show --policy`): without it the action runs as given.
+export function reachingOptionalCoordinator<T extends { coordinator?: string[] | undefined; timeout?: number }>(
+  action: (options: WithOptionalCoordinator<T>) => Promise<number>,
+): (options: T) => Promise<number> {
   return async (options) => {
-    const timeoutMs = Math.min(
-      options.timeout === undefined ? Infinity : options.timeout * 1000,
-      COORDINATOR_PROBE_TIMEOUT_MS,
-    );
-    const coordinator = await reachCoordinator(options.coordinator, timeoutMs);
+    const list = options.coordinator;
+    const coordinator = list === undefined ? undefined : await reachCoordinator(list, probeTimeoutMs(options.timeout));
     return action({ ...options, coordinator });
   };
 }

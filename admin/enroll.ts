@@ -5,7 +5,13 @@ import type { SigningKey } from '../shared/crypto/keys.js';
 import { ENROLLMENT_DOC, POLICY_DOC } from '../shared/documents/fleet.js';
 import { readKeyFile } from '../shared/node/key-file.js';
 import { hostIdSchema } from '../shared/schemas/primitives.js';
-import { adminKeyOption, coordinatorOption, reachingCoordinator } from './common-options.js';
+import {
+  adminKeyOption,
+  coordinatorListSchema,
+  coordinatorOption,
+  reachingCoordinator,
+  reachingOptionalCoordinator,
+} from './common-options.js';
 import {
   enrollmentView,
   type PendingRequest,
@@ -17,7 +23,6 @@ import {
 } from './enroll-entries.js';
 import {
   type CommandGroup,
-  coordinatorUrlSchema,
   fileSchema,
   jsonOption,
   keyListSchema,
@@ -121,9 +126,10 @@ const tokenSpec = defineCommand({
         placeholder: 'N',
         description: 'the policy version you sign under',
       }),
-      coordinator: option(coordinatorUrlSchema.optional(), {
+      coordinator: option(coordinatorListSchema.optional(), {
         placeholder: 'URL',
-        description: 'instead of --policy-version: take the version the coordinator holds',
+        description:
+          'instead of --policy-version: take the version the coordinator holds (several of one fleet: the first that answers)',
       }),
       out: option(fileSchema('the token file to create'), {
         placeholder: 'FILE',
@@ -148,25 +154,28 @@ async function heldPolicyVersion(url: string, admin: SigningKey, timeoutMs: numb
   return version;
 }
 
-const tokenCommand = subcommand(tokenSpec, async (o) => {
-  const admin = await readKeyFile(o.key);
-  const policyVersion = o.policyVersion ?? (await heldPolicyVersion(o.coordinator!, admin, o.timeout * 1000));
-  const signed = signEnrollToken(admin, {
-    host: o.host,
-    expiresAt: new Date(Date.now() + o.expires * 1000).toISOString(),
-    policyVersion,
-  });
-  await createFileExclusively(o.out, `${JSON.stringify(signed, null, 2)}\n`, 'out');
-  printResult(
-    o.json,
-    { file: o.out, host: o.host, expiresAt: signed.token.expiresAt, policyVersion, signer: admin.publicKey },
-    [
-      `wrote ${o.out}: one-time enrollment token for ${o.host}, valid until ${signed.token.expiresAt}, signed by ${admin.name} under policy version ${policyVersion}`,
-      `keep it secret: the first host key presented with it (signed with the secret in the file) is bound to ${o.host}. On the host: outpost enroll request --coordinator URL --host ${o.host} --key HOSTKEYFILE --token ${o.out}`,
-    ],
-  );
-  return 0;
-});
+const tokenCommand = subcommand(
+  tokenSpec,
+  reachingOptionalCoordinator(async (o) => {
+    const admin = await readKeyFile(o.key);
+    const policyVersion = o.policyVersion ?? (await heldPolicyVersion(o.coordinator!, admin, o.timeout * 1000));
+    const signed = signEnrollToken(admin, {
+      host: o.host,
+      expiresAt: new Date(Date.now() + o.expires * 1000).toISOString(),
+      policyVersion,
+    });
+    await createFileExclusively(o.out, `${JSON.stringify(signed, null, 2)}\n`, 'out');
+    printResult(
+      o.json,
+      { file: o.out, host: o.host, expiresAt: signed.token.expiresAt, policyVersion, signer: admin.publicKey },
+      [
+        `wrote ${o.out}: one-time enrollment token for ${o.host}, valid until ${signed.token.expiresAt}, signed by ${admin.name} under policy version ${policyVersion}`,
+        `keep it secret: the first host key presented with it (signed with the secret in the file) is bound to ${o.host}. On the host: outpost enroll request --coordinator URL --host ${o.host} --key HOSTKEYFILE --token ${o.out}`,
+      ],
+    );
+    return 0;
+  }),
+);
 
 const listSpec = defineCommand({
   name: 'enroll list',

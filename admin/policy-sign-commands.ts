@@ -9,9 +9,13 @@ import {
   verifyAnchorPolicy,
   verifyPolicySuccessor,
 } from '../shared/trust/policy-chain.js';
-import { coordinatorOption, reachingCoordinator } from './common-options.js';
 import {
-  coordinatorUrlSchema,
+  coordinatorListSchema,
+  coordinatorOption,
+  reachingCoordinator,
+  reachingOptionalCoordinator,
+} from './common-options.js';
+import {
   fileSchema,
   jsonOption,
   keyListSchema,
@@ -146,9 +150,10 @@ const showSpec = defineCommand({
   options: z
     .object({
       policy: option(z.string().min(1).optional(), { placeholder: 'FILE', description: 'a policy file' }),
-      coordinator: option(coordinatorUrlSchema.optional(), {
+      coordinator: option(coordinatorListSchema.optional(), {
         placeholder: 'URL',
-        description: 'read fleet/policy from this coordinator, ws:// or wss://',
+        description:
+          'read fleet/policy from this coordinator, ws:// or wss:// (several of one fleet: the first that answers)',
       }),
       orgRoot: option(keyListSchema, {
         placeholder: 'KEY',
@@ -186,38 +191,41 @@ async function showFile(file: string, asJson: boolean): Promise<number> {
   return 0;
 }
 
-const showCommand = subcommand(showSpec, async (o) => {
-  if (o.policy !== undefined) return showFile(o.policy, o.json);
-  const url = o.coordinator!;
-  const orgRoot = await resolvePublicKeys(showSpec, 'org-root', o.orgRoot);
-  const identity = o.key === undefined ? null : await readKeyFile(o.key);
-  const walk = walkStoredPolicies(
-    (await readDocuments(url, [POLICY_DOC], identity, o.timeout * 1000))(POLICY_DOC),
-    orgRoot,
-  );
-  const current = walk.chain.at(-1);
-  const refused = walk.refused.map((r) => `refused version ${r.version}: ${r.reason}`);
-  printResult(
-    o.json,
-    {
-      source: url,
-      version: current?.version ?? null,
-      chain: walk.chain.map((p) => p.version),
-      policy: current ?? null,
-      refused: walk.refused,
-    },
-    [
-      ...(current
-        ? [
-            `in force at ${url}: version ${current.version} (walked ${walk.chain.map((p) => p.version).join(' → ')} from the pinned org root)`,
-            ...renderPolicy(current),
-          ]
-        : [`no policy version at ${url} is signed by the pinned org root keys`]),
-      ...refused,
-    ],
-  );
-  return current ? 0 : 1;
-});
+const showCommand = subcommand(
+  showSpec,
+  reachingOptionalCoordinator(async (o) => {
+    if (o.policy !== undefined) return showFile(o.policy, o.json);
+    const url = o.coordinator!;
+    const orgRoot = await resolvePublicKeys(showSpec, 'org-root', o.orgRoot);
+    const identity = o.key === undefined ? null : await readKeyFile(o.key);
+    const walk = walkStoredPolicies(
+      (await readDocuments(url, [POLICY_DOC], identity, o.timeout * 1000))(POLICY_DOC),
+      orgRoot,
+    );
+    const current = walk.chain.at(-1);
+    const refused = walk.refused.map((r) => `refused version ${r.version}: ${r.reason}`);
+    printResult(
+      o.json,
+      {
+        source: url,
+        version: current?.version ?? null,
+        chain: walk.chain.map((p) => p.version),
+        policy: current ?? null,
+        refused: walk.refused,
+      },
+      [
+        ...(current
+          ? [
+              `in force at ${url}: version ${current.version} (walked ${walk.chain.map((p) => p.version).join(' → ')} from the pinned org root)`,
+              ...renderPolicy(current),
+            ]
+          : [`no policy version at ${url} is signed by the pinned org root keys`]),
+        ...refused,
+      ],
+    );
+    return current ? 0 : 1;
+  }),
+);
 
 const pushSpec = defineCommand({
   name: 'policy push',

@@ -74,7 +74,15 @@ test('a LevelDB log migrated to NATS verifies under the org root against the hea
   );
   daemons.push(onNats);
   const kept = heads.flatMap((head) => ['--head', head]);
-  const after = await ok('audit', 'verify', ...audit(onNats.url), '--all', ...kept);
+  // The auditor lists the old coordinator first, as a saved command line would: it is gone, so
+  // the command goes on to the one on the stream and says so.
+  const verified = await runCli(
+    ['audit', 'verify', '--coordinator', level.url, ...audit(onNats.url), '--all', ...kept],
+    { timeoutMs: 120_000 },
+  );
+  assert.is(verified.code, 0, verified.stderr + verified.stdout);
+  assert.match(verified.stderr, new RegExp(`using ${onNats.url}; .*connection refused`));
+  const after = verified.stdout;
   assert.match(after, new RegExp(`verified: ${documents} documents`), after);
   const timeline = JSON.parse(await ok('audit', 'timeline', ...audit(onNats.url), '--host', 'h1', '--json')) as {
     events: { kind: string; verified: boolean; signers: { name: string | null }[] }[];

@@ -1,15 +1,28 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { z } from 'zod';
+import { actionCommandGroup } from '../../../admin/action.js';
+import { approveCommand } from '../../../admin/approve.js';
 import { auditCommandGroup } from '../../../admin/audit.js';
+import { bundleCommandGroup } from '../../../admin/bundle.js';
 import { deployCommand } from '../../../admin/deploy.js';
 import { enrollCommandGroup } from '../../../admin/enroll.js';
 import { keygenCommand } from '../../../admin/keygen.js';
 import { policyCommandGroup } from '../../../admin/policy.js';
 import { rollbackCommand } from '../../../admin/rollback.js';
+import { rolloutCommandGroup } from '../../../admin/rollout.js';
+import { sshCommand } from '../../../admin/ssh.js';
 import { statusCommand } from '../../../admin/status.js';
+import { webCommand } from '../../../admin/web.js';
 import { agentCommand } from '../../../agent/options.js';
-import { type Command, describeOptions, parseOptions, renderHelp, UsageError } from '../../../cli/options.js';
+import {
+  type Command,
+  commandJson,
+  describeOptions,
+  parseOptions,
+  renderHelp,
+  UsageError,
+} from '../../../cli/options.js';
 import { coordinatorCommand } from '../../../coordinator/options.js';
 import { relayCommand } from '../../../relay/options.js';
 
@@ -28,6 +41,12 @@ const commands: Command[] = [
   ...policyCommandGroup.subcommands.map((s) => s.command),
   ...enrollCommandGroup.subcommands.map((s) => s.command),
   ...auditCommandGroup.subcommands.map((s) => s.command),
+  approveCommand,
+  sshCommand,
+  webCommand,
+  ...rolloutCommandGroup.subcommands.map((s) => s.command),
+  ...actionCommandGroup.subcommands.map((s) => s.command),
+  ...bundleCommandGroup.subcommands.map((s) => s.command),
 ];
 
 const ZOD_WORDING = /Invalid input|Invalid option|Invalid string|Too small|Too big|received undefined|expected string,/;
@@ -48,6 +67,15 @@ test('all commands are here, each with a distinct name', () => {
   for (const name of ['agent', 'coordinator', 'relay', 'deploy', 'rollback', 'status', 'keygen', 'policy sign'])
     assert.ok(names.includes(name), `outpost ${name} is checked`);
   assert.ok(names.some((n) => n.startsWith('enroll ')));
+});
+
+// $OUTPOST_COORDINATOR and the config file may hold several coordinators (docs/scale-out.md): an
+// option fed from them that took one URL would get the list joined into one string.
+test('every --coordinator of an admin command takes several coordinators, from flags, environment or file', () => {
+  for (const command of commands) {
+    for (const option of commandJson(command, {}).options.filter((o) => o.name === 'coordinator'))
+      assert.ok(option.repeatable, `outpost ${command.name} --coordinator takes one URL only`);
+  }
 });
 
 test('missing flags are named with what to give, never in zod wording', () => {
