@@ -25,6 +25,14 @@ let
   inherit (lib) mkIf mkOption types;
 in
 {
+  # `coordinator` (one URL) became `coordinators` (a list): old configurations keep working, with a
+  # warning naming the new option.
+  imports = [
+    (lib.mkChangedOptionModule [ "services" "outpost-web" "coordinator" ] [ "services" "outpost-web" "coordinators" ] (
+      config: [ config.services.outpost-web.coordinator ]
+    ))
+  ];
+
   options.services.outpost-web = {
     enable = lib.mkEnableOption "the Outpost web editor served from this machine (`outpost web`)";
 

@@ -324,7 +324,8 @@ let
               defaultText = if option ? defaultText then valueJson option.defaultText else null;
               hasExample = option ? example;
             }
-          ) (collectOptions "" decls);
+          # Options hidden from the manual (a renamed option's old name) are no one's to document.
+          ) (filter ({ option, ... }: (option.visible or true) != false) (collectOptions "" decls));
           minimal = render "minimal" context.minimalSettings;
           sample = render "sample" context.everySetting;
           alternate = render "alternate" context.everySetting;

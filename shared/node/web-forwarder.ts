@@ -1,4 +1,10 @@
-import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  type ClientRequest,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 
@@ -93,8 +99,27 @@ function parseUpstream(upstream: string): Upstream {
   return { url, secure, name: `${secure ? 'https' : 'http'}://${url.host}` };
 }
 
-// Errors that mean the upstream was not reached at all (nothing was handled there).
-const UNREACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET']);
+// Errors that mean the upstream is down or cut off: refused, unroutable, reset, or silent until
+// the forwarder's own timeout (ETIMEDOUT, a machine behind a firewall that drops packets).
+const UNREACHED = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNRESET',
+  'ETIMEDOUT',
+]);
+
+type Failure = 'stale-socket' | 'unreached' | 'other';
+
+// A kept-alive socket that the upstream closed just as it was reused is reset without the upstream
+// being down: sent again to the same upstream, once, not counted against it.
+function failureOf(outgoing: ClientRequest, error: Error): Failure {
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  if (code === 'ECONNRESET' && outgoing.reusedSocket) return 'stale-socket';
+  return UNREACHED.has(code) ? 'unreached' : 'other';
+}
 
 // upstreams: the ws:// or wss:// URLs of the coordinators or relays (their origins; a path is
 // ignored), in the order to try them.
@@ -115,7 +140,8 @@ export function createWebForwarder(
     current = (current + 1) % targets.length;
     onSwitch(targets[failed]!.name, targets[current]!.name);
   };
-  const unreached = (error: Error): boolean => UNREACHED.has((error as NodeJS.ErrnoException).code ?? '');
+  const noAnswer = (): Error =>
+    Object.assign(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`), { code: 'ETIMEDOUT' });
 
   // TLS is verified as everywhere in the CLI (Node's defaults; NODE_EXTRA_CA_CERTS adds a CA).
   const open = (index: number, req: IncomingMessage, headers: Record<string, string | string[]>) => {
@@ -140,16 +166,18 @@ export function createWebForwarder(
           return answerJson(res, 413, `request body over ${limits.maxRequestBytes} bytes`);
         }
         const headers = endToEndHeaders(req.headers);
-        // Only a request without a body can be sent again to the next upstream.
-        const resendable = req.method === 'GET';
-        const attempt = (index: number, tries: number): void => {
+        // Only a request without a body can be sent again, and only before its answer began.
+        const resendable = req.method === 'GET' && declared === 0 && req.headers['transfer-encoding'] === undefined;
+        const attempt = (index: number, tries: number, staleRetried = false): void => {
           const outgoing = open(index, req, headers);
-          outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+          outgoing.on('timeout', () => outgoing.destroy(noAnswer()));
           outgoing.on('error', (error) => {
             onError('request', error);
-            if (unreached(error)) failedOver(index);
-            if (resendable && unreached(error) && tries < targets.length && !res.destroyed)
-              return attempt(current, tries + 1);
+            const failure = failureOf(outgoing, error);
+            const again = resendable && !res.headersSent && !res.destroyed;
+            if (failure === 'stale-socket' && again && !staleRetried) return attempt(index, tries, true);
+            if (failure === 'unreached') failedOver(index);
+            if (failure === 'unreached' && again && tries < targets.length) return attempt(current, tries + 1);
             answerJson(res, 502, `${targets[index]!.name} is not reachable: ${error.message}`);
           });
           outgoing.on('response', (answer) => {
@@ -219,13 +247,16 @@ export function createWebForwarder(
         const headers = endToEndHeaders(req.headers);
         headers.connection = 'Upgrade';
         headers.upgrade = req.headers.upgrade ?? 'websocket';
-        const attempt = (index: number, tries: number): void => {
+        const attempt = (index: number, tries: number, staleRetried = false): void => {
           const outgoing = open(index, req, headers);
-          outgoing.on('timeout', () => outgoing.destroy(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`)));
+          outgoing.on('timeout', () => outgoing.destroy(noAnswer()));
           outgoing.on('error', (error) => {
             onError('upgrade', error);
-            if (unreached(error)) failedOver(index);
-            if (unreached(error) && tries < targets.length && !socket.destroyed) return attempt(current, tries + 1);
+            const failure = failureOf(outgoing, error);
+            if (failure === 'stale-socket' && !socket.destroyed && !staleRetried) return attempt(index, tries, true);
+            if (failure === 'unreached') failedOver(index);
+            if (failure === 'unreached' && tries < targets.length && !socket.destroyed)
+              return attempt(current, tries + 1);
             refuseSocket(socket, 502, 'Bad Gateway');
           });
           // The upstream refused the upgrade: pass its status on and close.

@@ -685,6 +685,13 @@ withLib(
         .includes('--coordinator wss://a.example.org --coordinator wss://b.example.org'),
       several.stdout,
     );
+    // The option's old name, one URL, still works (NixOS warns that it changed).
+    const old = probe('{ coordinator = "wss://old.example.org"; }');
+    assert.is(old.code, 0, old.stderr);
+    assert.ok(
+      (JSON.parse(old.stdout) as { probe: string[] }).probe.join(' ').includes('--coordinator wss://old.example.org'),
+      old.stdout,
+    );
     const badInList = probe('{ coordinators = [ "wss://a.example.org" "https://b.example.org" ]; }');
     assert.is.not(badInList.code, 0, 'an https:// coordinator in a list was accepted');
   },

@@ -1,5 +1,6 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type Socket } from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -42,10 +43,8 @@ async function upstream(name: string): Promise<number> {
   return listen(server);
 }
 
-async function front(upstreams: string[], switches: string[]): Promise<number> {
-  const forwarder = createWebForwarder(upstreams, DEFAULT_FORWARDER_LIMITS, undefined, (from, to) =>
-    switches.push(`${from} -> ${to}`),
-  );
+async function front(upstreams: string[], switches: string[], limits = DEFAULT_FORWARDER_LIMITS): Promise<number> {
+  const forwarder = createWebForwarder(upstreams, limits, undefined, (from, to) => switches.push(`${from} -> ${to}`));
   const server = createServer((req, res) => forwarder.forwardRequest(req, res));
   server.on('upgrade', (req, socket, head) => forwarder.forwardUpgrade(req, socket, head));
   closers.push(async () => forwarder.close());
@@ -100,6 +99,37 @@ test('a POST whose upstream cannot be reached is answered 502 (its body is not s
   assert.match(refused.text, new RegExp(`127.0.0.1:${dead} is not reachable`));
   assert.equal(await call(port, 'POST', '/api/deploy', '{"x":1}'), { status: 200, text: 'b POST /api/deploy' });
   assert.is(switches.length, 1);
+});
+
+test('a websocket first: the upgrade goes on to the next upstream at once', async () => {
+  const dead = await deadPort();
+  const b = await upstream('b');
+  const switches: string[] = [];
+  const port = await front([`ws://127.0.0.1:${dead}`, `ws://127.0.0.1:${b}`], switches);
+  assert.is(await echo(port, 'first'), 'b: first');
+  assert.is(switches.length, 1);
+});
+
+// A machine that is down behind a firewall that drops packets: nothing refuses, nothing answers.
+test('an upstream that accepts and never answers: after the timeout the forwarder moves on, GETs and websockets alike', async () => {
+  const sockets: Socket[] = [];
+  const silent = createNetServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  closers.push(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
+  });
+  const quiet = (silent.address() as AddressInfo).port;
+  const b = await upstream('b');
+  const switches: string[] = [];
+  const limits = { ...DEFAULT_FORWARDER_LIMITS, upstreamTimeoutMs: 300 };
+  const port = await front([`ws://127.0.0.1:${quiet}`, `ws://127.0.0.1:${b}`], switches, limits);
+  assert.equal(await call(port, 'GET', '/api/fleet'), { status: 200, text: 'b GET /api/fleet' });
+  assert.equal(switches, [`http://127.0.0.1:${quiet} -> http://127.0.0.1:${b}`]);
+  assert.is(await echo(port, 'after'), 'b: after');
 });
 
 test('every upstream down: a GET is answered 502 after trying each once', async () => {
