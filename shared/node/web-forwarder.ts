@@ -113,6 +113,14 @@ const UNREACHED = new Set([
 
 type Failure = 'stale-socket' | 'unreached' | 'other';
 
+// One try of a request: at which upstream, how many upstreams tried so far, and whether it was
+// already sent again over a fresh socket.
+interface Attempt {
+  index: number;
+  tries: number;
+  staleRetried: boolean;
+}
+
 // A kept-alive socket that the upstream closed just as it was reused is reset without the upstream
 // being down: sent again to the same upstream, once, not counted against it.
 function failureOf(outgoing: ClientRequest, error: Error): Failure {
@@ -139,6 +147,17 @@ export function createWebForwarder(
     if (targets.length < 2 || failed !== current) return;
     current = (current + 1) % targets.length;
     onSwitch(targets[failed]!.name, targets[current]!.name);
+  };
+  // Where to send a request that failed before any answer: the same upstream once more (a stale
+  // kept-alive socket), the next one (this one unreachable), or nowhere (null: answer it failed).
+  const retryAfter = (outgoing: ClientRequest, error: Error, tried: Attempt, canResend: boolean): Attempt | null => {
+    const failure = failureOf(outgoing, error);
+    if (failure === 'stale-socket' && canResend && !tried.staleRetried) return { ...tried, staleRetried: true };
+    if (failure !== 'unreached') return null;
+    failedOver(tried.index);
+    return canResend && tried.tries < targets.length
+      ? { index: current, tries: tried.tries + 1, staleRetried: false }
+      : null;
   };
   const noAnswer = (): Error =>
     Object.assign(new Error(`no answer within ${limits.upstreamTimeoutMs} ms`), { code: 'ETIMEDOUT' });
@@ -168,17 +187,14 @@ export function createWebForwarder(
         const headers = endToEndHeaders(req.headers);
         // Only a request without a body can be sent again, and only before its answer began.
         const resendable = req.method === 'GET' && declared === 0 && req.headers['transfer-encoding'] === undefined;
-        const attempt = (index: number, tries: number, staleRetried = false): void => {
-          const outgoing = open(index, req, headers);
+        const attempt = (tried: Attempt): void => {
+          const outgoing = open(tried.index, req, headers);
           outgoing.on('timeout', () => outgoing.destroy(noAnswer()));
           outgoing.on('error', (error) => {
             onError('request', error);
-            const failure = failureOf(outgoing, error);
-            const again = resendable && !res.headersSent && !res.destroyed;
-            if (failure === 'stale-socket' && again && !staleRetried) return attempt(index, tries, true);
-            if (failure === 'unreached') failedOver(index);
-            if (failure === 'unreached' && again && tries < targets.length) return attempt(current, tries + 1);
-            answerJson(res, 502, `${targets[index]!.name} is not reachable: ${error.message}`);
+            const next = retryAfter(outgoing, error, tried, resendable && !res.headersSent && !res.destroyed);
+            if (next) return attempt(next);
+            answerJson(res, 502, `${targets[tried.index]!.name} is not reachable: ${error.message}`);
           });
           outgoing.on('response', (answer) => {
             let received = 0;
@@ -206,13 +222,10 @@ export function createWebForwarder(
             answer.on('error', () => res.destroy());
             res.on('close', () => answer.destroy());
           });
-          if (resendable) {
-            outgoing.end();
-            res.on('close', () => {
-              if (!res.writableFinished) outgoing.destroy();
-            });
-            return;
-          }
+          res.on('close', () => {
+            if (!res.writableFinished) outgoing.destroy();
+          });
+          if (resendable) return void outgoing.end();
           let sent = 0;
           req.on('data', (chunk: Buffer) => {
             sent += chunk.length;
@@ -226,12 +239,9 @@ export function createWebForwarder(
           });
           req.on('end', () => outgoing.end());
           req.on('error', () => outgoing.destroy());
-          res.on('close', () => {
-            if (!res.writableFinished) outgoing.destroy();
-          });
         };
         if (resendable) req.resume();
-        attempt(current, 1);
+        attempt({ index: current, tries: 1, staleRetried: false });
       } catch (error) {
         onError('request', error as Error);
         answerJson(res, 500, `could not forward the request: ${(error as Error).message}`);
@@ -247,16 +257,13 @@ export function createWebForwarder(
         const headers = endToEndHeaders(req.headers);
         headers.connection = 'Upgrade';
         headers.upgrade = req.headers.upgrade ?? 'websocket';
-        const attempt = (index: number, tries: number, staleRetried = false): void => {
-          const outgoing = open(index, req, headers);
+        const attempt = (tried: Attempt): void => {
+          const outgoing = open(tried.index, req, headers);
           outgoing.on('timeout', () => outgoing.destroy(noAnswer()));
           outgoing.on('error', (error) => {
             onError('upgrade', error);
-            const failure = failureOf(outgoing, error);
-            if (failure === 'stale-socket' && !socket.destroyed && !staleRetried) return attempt(index, tries, true);
-            if (failure === 'unreached') failedOver(index);
-            if (failure === 'unreached' && tries < targets.length && !socket.destroyed)
-              return attempt(current, tries + 1);
+            const next = retryAfter(outgoing, error, tried, !socket.destroyed);
+            if (next) return attempt(next);
             refuseSocket(socket, 502, 'Bad Gateway');
           });
           // The upstream refused the upgrade: pass its status on and close.
@@ -281,7 +288,7 @@ export function createWebForwarder(
           });
           outgoing.end();
         };
-        attempt(current, 1);
+        attempt({ index: current, tries: 1, staleRetried: false });
       } catch (error) {
         onError('upgrade', error as Error);
         socket.destroy();

@@ -88,9 +88,7 @@ test.before(async () => {
   assert.is(pushed.status, 200, pushed.body.error);
   await waitFor(
     'B to have the policy written through A',
-    async () =>
-      ((await (await fetch(`${httpBaseFromWs(b.url)}/healthz`)).json()) as { policyVersion: number | null })
-        .policyVersion === 1,
+    async () => (await health(b.url)).policyVersion === 1,
     20_000,
   );
 });
@@ -145,13 +143,7 @@ test('a host behind a real relay at A shows online at B (/api/presence and outpo
     extra: ['--key', keyFile, '--org-root', org.root.publicKey, '--log-level', 'warn'],
   });
   daemons.push(relay);
-  await waitFor(
-    'the relay to have the policy',
-    async () =>
-      ((await (await fetch(`${httpBaseFromWs(relay.url)}/healthz`)).json()) as { policyVersion: number | null })
-        .policyVersion === 1,
-    15_000,
-  );
+  await waitFor('the relay to have the policy', async () => (await health(relay.url)).policyVersion === 1, 15_000);
   const enrollment = {
     kind: 'enrollment' as const,
     host: 'h1',
